@@ -1,0 +1,242 @@
+//! Per-cache configuration, from code (the builder) or from a TOML file.
+//!
+//! ```toml
+//! url = "memory://"                 # or redis-cluster://..., or $PARTCACHE_URL
+//!
+//! [defaults]                        # applies to every cache
+//! max_entries = 10000
+//!
+//! [caches.users]
+//! expiry = { policy = "accessed", duration = "5m" }
+//! max_idle = "30m"
+//! max_entries = 100000
+//! codec = "json"                    # or "postcard" (default)
+//! partitions = 231                  # Redis cluster stores only
+//! hashing_rules = ['^user:(?<tag>\d+)']
+//! max_value_bytes = 1048576
+//! ```
+//!
+//! Unknown keys are errors that name the key, so a typo never silently does nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::expiry::{ExpiryPolicy, ExpirySettings, humantime_serde_compat};
+use crate::partition::{DEFAULT_PARTITIONS, HashingPolicy, MIN_PARTITIONS};
+
+/// Default limit of an encoded entry: 16 MiB, well under Redis's 512 MiB string limit
+/// and large enough for any sane cached value.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Default capacity of a cache's event channel per subscriber.
+pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
+
+/// One cache's settings. Every field is optional; unset fields take the manager's
+/// `[defaults]`, then the built-in defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The JCache expiry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<ExpiryPolicy>,
+    /// Expire entries not read or written for this long.
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_idle: Option<Duration>,
+    /// Evict beyond this many entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entries: Option<u64>,
+    /// Total weight budget, with a weigher set in code (local store only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_weight: Option<u64>,
+    /// The value codec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<Codec>,
+    /// Number of partitions on a partitioned store (default 231, at least 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u16>,
+    /// Custom hashing rules (regexes with a named group `tag`); standard hash tags if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashing_rules: Option<Vec<String>>,
+    /// Largest encoded entry accepted, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_value_bytes: Option<usize>,
+    /// Events buffered per subscriber before a slow one starts losing them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_capacity: Option<usize>,
+    /// Publish events to other processes (remote stores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_events: Option<bool>,
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::humantime_serde_compat::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapper(#[serde(with = "super::humantime_serde_compat")] Duration);
+        Option::<Wrapper>::deserialize(d).map(|w| w.map(|w| w.0))
+    }
+}
+
+impl CacheConfig {
+    /// `self`, with every unset field taken from `defaults`.
+    pub fn or(&self, defaults: &CacheConfig) -> CacheConfig {
+        CacheConfig {
+            expiry: self.expiry.or(defaults.expiry),
+            max_idle: self.max_idle.or(defaults.max_idle),
+            max_entries: self.max_entries.or(defaults.max_entries),
+            max_weight: self.max_weight.or(defaults.max_weight),
+            codec: self.codec.or(defaults.codec),
+            partitions: self.partitions.or(defaults.partitions),
+            hashing_rules: self
+                .hashing_rules
+                .clone()
+                .or_else(|| defaults.hashing_rules.clone()),
+            max_value_bytes: self.max_value_bytes.or(defaults.max_value_bytes),
+            event_capacity: self.event_capacity.or(defaults.event_capacity),
+            publish_events: self.publish_events.or(defaults.publish_events),
+        }
+    }
+
+    /// The expiry settings this config describes.
+    pub fn expiry_settings(&self) -> ExpirySettings {
+        ExpirySettings {
+            policy: self.expiry.unwrap_or_default(),
+            max_idle: self.max_idle,
+        }
+    }
+
+    /// The hashing policy this config describes.
+    pub fn hashing_policy(&self) -> Result<HashingPolicy> {
+        match &self.hashing_rules {
+            None => Ok(HashingPolicy::Standard),
+            Some(rules) => Ok(HashingPolicy::custom(rules)?),
+        }
+    }
+
+    /// Checks values that are wrong whatever the store, naming the bad one.
+    pub fn validate(&self, cache: &str) -> Result<()> {
+        if let Some(p) = self.partitions
+            && p < MIN_PARTITIONS
+        {
+            return Err(Error::Config(format!(
+                "cache `{cache}`: `partitions` is {p}, must be at least {MIN_PARTITIONS} (default {DEFAULT_PARTITIONS})"
+            )));
+        }
+        if self.max_entries == Some(0) {
+            return Err(Error::Config(format!(
+                "cache `{cache}`: `max_entries` must be at least 1"
+            )));
+        }
+        if self.max_value_bytes == Some(0) {
+            return Err(Error::Config(format!(
+                "cache `{cache}`: `max_value_bytes` must be at least 1"
+            )));
+        }
+        if self.event_capacity == Some(0) {
+            return Err(Error::Config(format!(
+                "cache `{cache}`: `event_capacity` must be at least 1"
+            )));
+        }
+        self.hashing_policy()
+            .map_err(|e| Error::Config(format!("cache `{cache}`: {e}")))?;
+        Ok(())
+    }
+}
+
+/// A manager's configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerConfig {
+    /// The backend URL; `PARTCACHE_URL` overrides it when set, `memory://` when neither.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Settings every cache starts from.
+    #[serde(default)]
+    pub defaults: CacheConfig,
+    /// Settings per cache name.
+    #[serde(default)]
+    pub caches: BTreeMap<String, CacheConfig>,
+}
+
+impl ManagerConfig {
+    /// Parses TOML; errors name the line and the bad key.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: ManagerConfig =
+            toml::from_str(text).map_err(|e| Error::Config(format!("cache configuration: {e}")))?;
+        config.defaults.validate("[defaults]")?;
+        for (name, cache) in &config.caches {
+            cache.validate(name)?;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_file_parses() {
+        let config = ManagerConfig::from_toml(
+            r#"
+            url = "memory://"
+            [defaults]
+            max_entries = 10
+            [caches.users]
+            expiry = { policy = "accessed", duration = "5m" }
+            max_idle = "30m"
+            codec = "json"
+            partitions = 64
+            hashing_rules = ['^user:(?<tag>\d+)']
+            "#,
+        )
+        .unwrap();
+        let users = config.caches["users"].or(&config.defaults);
+        assert_eq!(
+            users.expiry,
+            Some(ExpiryPolicy::Accessed(Duration::from_secs(300)))
+        );
+        assert_eq!(users.max_idle, Some(Duration::from_secs(1800)));
+        assert_eq!(users.max_entries, Some(10));
+        assert_eq!(users.codec, Some(Codec::Json));
+        assert!(matches!(
+            users.hashing_policy().unwrap(),
+            HashingPolicy::Custom(_)
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_that_name_them() {
+        let err = ManagerConfig::from_toml("[caches.users]\nmax_entires = 5").unwrap_err();
+        assert!(err.to_string().contains("max_entires"), "{err}");
+        let err = ManagerConfig::from_toml("[caches.users]\npartitions = 2").unwrap_err();
+        assert!(
+            err.to_string().contains("partitions") && err.to_string().contains("users"),
+            "{err}"
+        );
+        let err =
+            ManagerConfig::from_toml("[caches.users]\nmax_idle = \"5 fortnights\"").unwrap_err();
+        assert!(err.to_string().contains("fortnights"), "{err}");
+        let err =
+            ManagerConfig::from_toml("[caches.users]\nhashing_rules = ['^(\\d+)']").unwrap_err();
+        assert!(err.to_string().contains("tag"), "{err}");
+    }
+}

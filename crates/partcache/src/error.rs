@@ -1,0 +1,91 @@
+//! The error type every partcache call returns.
+//!
+//! Errors are an enum a caller can match on: a store that is down is
+//! [`Error::Unavailable`], a slow one [`Error::Timeout`], bytes that do not decode are
+//! [`Error::Decode`] (reads turn these into misses; see `Cache::get`), bad
+//! configuration is [`Error::Config`], and input the cache refuses (an oversized value,
+//! a key no hashing rule matches) is [`Error::Rejected`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::partition::PartitionError;
+
+/// What went wrong in a partcache call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store could not be reached (connection refused or lost, cluster down).
+    #[error("cache store unavailable: {0}")]
+    Unavailable(String),
+    /// The store did not answer within the configured timeout.
+    #[error("cache store timed out after {0:?}")]
+    Timeout(Duration),
+    /// Stored bytes could not be decoded into the cache's value type.
+    #[error("could not decode a stored value: {0}")]
+    Decode(String),
+    /// A value could not be encoded with the cache's codec.
+    #[error("could not encode a value: {0}")]
+    Encode(String),
+    /// Invalid configuration: a URL, a parameter, a cache reopened with other settings.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The cache refused the input (an oversized value, a key no hashing rule matches).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The read-through loader, the closure given to `get_or_load`, failed.
+    #[error("loader failed: {0}")]
+    Loader(Arc<dyn std::error::Error + Send + Sync>),
+    /// The write-through writer failed; the cache was left unchanged.
+    #[error("writer failed: {0}")]
+    Writer(Arc<dyn std::error::Error + Send + Sync>),
+    /// A user callback (loader, entry processor) panicked. The cache is still usable.
+    #[error("{0} panicked: {1}")]
+    Panicked(&'static str, String),
+    /// The store answered with something partcache did not expect (a script error, a
+    /// protocol surprise). Carries the server's message.
+    #[error("cache store error: {0}")]
+    Store(String),
+}
+
+impl Error {
+    /// `true` for errors caused by the store's availability (unavailable or timeout):
+    /// the kind of error adapters fail open on.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::Timeout(_))
+    }
+
+    /// Wraps a loader's error.
+    pub fn loader<E: std::error::Error + Send + Sync + 'static>(error: E) -> Self {
+        Error::Loader(Arc::new(error))
+    }
+
+    /// Wraps a writer's error.
+    pub fn writer<E: std::error::Error + Send + Sync + 'static>(error: E) -> Self {
+        Error::Writer(Arc::new(error))
+    }
+
+    /// Describes a caught panic payload.
+    pub(crate) fn panicked(what: &'static str, payload: Box<dyn std::any::Any + Send>) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "non-string panic payload".to_string()
+        };
+        Error::Panicked(what, message)
+    }
+}
+
+impl From<PartitionError> for Error {
+    fn from(e: PartitionError) -> Self {
+        match e {
+            PartitionError::NoRuleMatches { .. } => Error::Rejected(e.to_string()),
+            other => Error::Config(other.to_string()),
+        }
+    }
+}
+
+/// Result with a partcache [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,377 @@
+//! Expiry: the JCache (JSR-107) policies, max-idle, and per-entry TTL, and exactly when
+//! each one moves an entry's deadline.
+//!
+//! | policy | set on create | moved on update | moved on read |
+//! |---|---|---|---|
+//! | [`ExpiryPolicy::Eternal`] | never expires | – | – |
+//! | [`ExpiryPolicy::Created`] | `now + d` | no | no |
+//! | [`ExpiryPolicy::Modified`] | `now + d` | yes | no |
+//! | [`ExpiryPolicy::Accessed`] | `now + d` | no | yes |
+//! | [`ExpiryPolicy::Touched`] | `now + d` | yes | yes |
+//!
+//! On top of the policy, a cache may have a *max-idle* time (reset by every read and
+//! every write, as Caffeine's `expireAfterAccess`) and a single write may carry its own
+//! TTL (`put_with_ttl`: a deadline `now + ttl` that reads do not move). All of them
+//! combine: the entry expires at the earliest of its deadlines.
+//!
+//! A zero duration means "expired at once" (JSR-107): a create whose deadline is now
+//! stores nothing, an update whose deadline is now removes the entry (an `Expired`
+//! event), and a read whose deadline becomes now returns the value one last time.
+//!
+//! This module is pure: stores call it with the clock reading they have. The Redis
+//! store's scripts implement the same table.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// When an entry expires, as JCache defines the standard policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "policy", content = "duration", rename_all = "lowercase")]
+pub enum ExpiryPolicy {
+    /// Never expires (it can still be evicted).
+    #[default]
+    Eternal,
+    /// Expires a fixed time after it was created; updates and reads do not extend it.
+    #[serde(with = "humantime_serde_compat")]
+    Created(Duration),
+    /// Expires a fixed time after it was last written (created or updated).
+    #[serde(with = "humantime_serde_compat")]
+    Modified(Duration),
+    /// Expires a fixed time after it was created or last read; updates do not extend it.
+    #[serde(with = "humantime_serde_compat")]
+    Accessed(Duration),
+    /// Expires a fixed time after it was last written or read.
+    #[serde(with = "humantime_serde_compat")]
+    Touched(Duration),
+}
+
+/// A cache's complete expiry settings: the policy, and an optional max-idle time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExpirySettings {
+    /// The JCache policy.
+    pub policy: ExpiryPolicy,
+    /// Expire an entry that was neither read nor written for this long.
+    pub max_idle: Option<Duration>,
+}
+
+/// The deadlines of one entry that reads do not move: the policy's (for `Created` and
+/// `Modified`) and the per-entry TTL's. Stores keep this beside the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FixedDeadlines {
+    /// Deadline set by a `Created`/`Modified` policy.
+    pub policy: Option<Instant>,
+    /// Deadline set by the TTL given to this entry's last write.
+    pub ttl: Option<Instant>,
+}
+
+impl FixedDeadlines {
+    fn earliest(&self) -> Option<Instant> {
+        earliest(self.policy, self.ttl)
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+fn until(deadline: Option<Instant>, now: Instant) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(now))
+}
+
+impl ExpirySettings {
+    /// Settings with only a policy.
+    pub fn policy(policy: ExpiryPolicy) -> Self {
+        ExpirySettings {
+            policy,
+            max_idle: None,
+        }
+    }
+
+    /// `true` when reads move deadlines (so a read must tell the store it happened).
+    pub fn reads_extend(&self) -> bool {
+        self.max_idle.is_some()
+            || matches!(
+                self.policy,
+                ExpiryPolicy::Accessed(_) | ExpiryPolicy::Touched(_)
+            )
+    }
+
+    /// The deadline reads and writes slide forward, if any, measured from `now`.
+    fn sliding(&self, now: Instant, on_update: bool) -> Option<Instant> {
+        let policy = match self.policy {
+            ExpiryPolicy::Touched(d) => Some(now + d),
+            ExpiryPolicy::Accessed(d) if !on_update => Some(now + d),
+            _ => None,
+        };
+        earliest(policy, self.max_idle.map(|i| now + i))
+    }
+
+    /// The fixed deadlines of a newly created entry.
+    pub fn fixed_on_create(&self, now: Instant, ttl: Option<Duration>) -> FixedDeadlines {
+        FixedDeadlines {
+            policy: match self.policy {
+                ExpiryPolicy::Created(d) | ExpiryPolicy::Modified(d) => Some(now + d),
+                _ => None,
+            },
+            ttl: ttl.map(|t| now + t),
+        }
+    }
+
+    /// The fixed deadlines after an update of an entry whose previous ones were `old`.
+    pub fn fixed_on_update(
+        &self,
+        now: Instant,
+        old: FixedDeadlines,
+        ttl: Option<Duration>,
+    ) -> FixedDeadlines {
+        FixedDeadlines {
+            policy: match self.policy {
+                ExpiryPolicy::Created(_) => old.policy,
+                ExpiryPolicy::Modified(d) => Some(now + d),
+                _ => None,
+            },
+            ttl: ttl.map(|t| now + t),
+        }
+    }
+
+    /// Time to live of a new entry with these fixed deadlines (`None`: no deadline;
+    /// `Some(ZERO)`: do not store it).
+    pub fn ttl_on_create(&self, now: Instant, fixed: FixedDeadlines) -> Option<Duration> {
+        until(earliest(fixed.earliest(), self.sliding(now, false)), now)
+    }
+
+    /// Time to live after an update that set `fixed`, for an entry that had `remaining`
+    /// to live before it.
+    ///
+    /// Under `Accessed` an update leaves the access deadline where it was; stores know
+    /// only the entry's overall remaining time, which is that deadline exactly unless a
+    /// max-idle or a per-entry TTL is combined with it (then it may be earlier).
+    pub fn ttl_on_update(
+        &self,
+        now: Instant,
+        fixed: FixedDeadlines,
+        remaining: Option<Duration>,
+    ) -> Option<Duration> {
+        let kept_access = match self.policy {
+            ExpiryPolicy::Accessed(_) => remaining.map(|r| now + r),
+            _ => None,
+        };
+        until(
+            earliest(
+                earliest(fixed.earliest(), self.sliding(now, true)),
+                kept_access,
+            ),
+            now,
+        )
+    }
+
+    /// Fixed deadlines and time to live of a new entry.
+    pub fn on_create(
+        &self,
+        now: Instant,
+        ttl: Option<Duration>,
+    ) -> (FixedDeadlines, Option<Duration>) {
+        let fixed = self.fixed_on_create(now, ttl);
+        (fixed, self.ttl_on_create(now, fixed))
+    }
+
+    /// Fixed deadlines and time to live after an update (see [`Self::ttl_on_update`]).
+    pub fn on_update(
+        &self,
+        now: Instant,
+        old: FixedDeadlines,
+        remaining: Option<Duration>,
+        ttl: Option<Duration>,
+    ) -> (FixedDeadlines, Option<Duration>) {
+        let fixed = self.fixed_on_update(now, old, ttl);
+        (fixed, self.ttl_on_update(now, fixed, remaining))
+    }
+
+    /// Time to live after a read, given the entry's fixed deadlines and the time it had
+    /// left before the read.
+    pub fn on_read(
+        &self,
+        now: Instant,
+        fixed: FixedDeadlines,
+        remaining: Option<Duration>,
+    ) -> Option<Duration> {
+        if !self.reads_extend() {
+            return remaining;
+        }
+        until(earliest(fixed.earliest(), self.sliding(now, false)), now)
+    }
+}
+
+/// Serde for durations in config files: a number of milliseconds or a string such as
+/// `"300ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`.
+pub mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as a string of milliseconds (`"1500ms"`).
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    /// Accepts `"5m"`-style strings or a number of milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Millis(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Raw::Text(text) => super::parse_duration(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"` (one number and one unit) or a bare
+/// number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (expected e.g. `30s`, `5m`, `250ms`)"))?;
+    let unit_ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration `{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Duration = Duration::from_secs(10);
+    const S: Duration = Duration::from_secs(1);
+
+    fn settings(policy: ExpiryPolicy) -> ExpirySettings {
+        ExpirySettings::policy(policy)
+    }
+
+    #[test]
+    fn eternal_entries_have_no_deadline() {
+        let now = Instant::now();
+        let (fixed, ttl) = settings(ExpiryPolicy::Eternal).on_create(now, None);
+        assert_eq!(ttl, None);
+        assert_eq!(
+            settings(ExpiryPolicy::Eternal).on_read(now + D, fixed, None),
+            None
+        );
+    }
+
+    #[test]
+    fn created_is_moved_by_neither_update_nor_read() {
+        let s = settings(ExpiryPolicy::Created(D));
+        let t0 = Instant::now();
+        let (fixed, ttl) = s.on_create(t0, None);
+        assert_eq!(ttl, Some(D));
+        let (fixed2, ttl2) = s.on_update(t0 + 4 * S, fixed, Some(6 * S), None);
+        assert_eq!(ttl2, Some(6 * S));
+        assert_eq!(s.on_read(t0 + 5 * S, fixed2, Some(5 * S)), Some(5 * S));
+    }
+
+    #[test]
+    fn modified_is_moved_by_update_only() {
+        let s = settings(ExpiryPolicy::Modified(D));
+        let t0 = Instant::now();
+        let (fixed, _) = s.on_create(t0, None);
+        assert_eq!(s.on_read(t0 + 4 * S, fixed, Some(6 * S)), Some(6 * S));
+        let (_, ttl) = s.on_update(t0 + 4 * S, fixed, Some(6 * S), None);
+        assert_eq!(ttl, Some(D));
+    }
+
+    #[test]
+    fn accessed_is_moved_by_read_only() {
+        let s = settings(ExpiryPolicy::Accessed(D));
+        let t0 = Instant::now();
+        let (fixed, _) = s.on_create(t0, None);
+        assert_eq!(s.on_read(t0 + 4 * S, fixed, Some(6 * S)), Some(D));
+        let (_, ttl) = s.on_update(t0 + 4 * S, fixed, Some(6 * S), None);
+        assert_eq!(ttl, Some(6 * S));
+    }
+
+    #[test]
+    fn touched_is_moved_by_update_and_read() {
+        let s = settings(ExpiryPolicy::Touched(D));
+        let t0 = Instant::now();
+        let (fixed, _) = s.on_create(t0, None);
+        assert_eq!(s.on_read(t0 + 4 * S, fixed, Some(6 * S)), Some(D));
+        assert_eq!(s.on_update(t0 + 4 * S, fixed, Some(6 * S), None).1, Some(D));
+    }
+
+    #[test]
+    fn max_idle_and_created_combine_whichever_comes_first() {
+        let s = ExpirySettings {
+            policy: ExpiryPolicy::Created(D),
+            max_idle: Some(4 * S),
+        };
+        let t0 = Instant::now();
+        let (fixed, ttl) = s.on_create(t0, None);
+        assert_eq!(ttl, Some(4 * S));
+        // idle window slides on read...
+        assert_eq!(s.on_read(t0 + 3 * S, fixed, Some(S)), Some(4 * S));
+        // ...but never past the creation deadline.
+        assert_eq!(s.on_read(t0 + 8 * S, fixed, Some(S)), Some(2 * S));
+    }
+
+    #[test]
+    fn per_entry_ttl_is_a_deadline_reads_do_not_move() {
+        let s = settings(ExpiryPolicy::Accessed(D));
+        let t0 = Instant::now();
+        let (fixed, ttl) = s.on_create(t0, Some(3 * S));
+        assert_eq!(ttl, Some(3 * S));
+        assert_eq!(s.on_read(t0 + 2 * S, fixed, Some(S)), Some(S));
+    }
+
+    #[test]
+    fn zero_durations_mean_expired_at_once() {
+        let t0 = Instant::now();
+        assert_eq!(
+            settings(ExpiryPolicy::Created(Duration::ZERO))
+                .on_create(t0, None)
+                .1,
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            settings(ExpiryPolicy::Eternal)
+                .on_create(t0, Some(Duration::ZERO))
+                .1,
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_reject_garbage() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("parsecs"));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}

@@ -1,0 +1,70 @@
+//! # partcache
+//!
+//! Typed, async caches with JCache semantics, over an embedded store (moka) or a Redis /
+//! Valkey deployment across which every cache is partitioned. The same code runs on
+//! both: the backend is a URL.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use partcache::{CacheManager, ExpiryPolicy};
+//! use std::time::Duration;
+//!
+//! let manager = CacheManager::from_url("memory://")?; // or CacheManager::from_env()
+//! let users = manager
+//!     .cache::<u64, String>("users")
+//!     .expiry(ExpiryPolicy::Accessed(Duration::from_secs(300)))
+//!     .max_entries(100_000)
+//!     .build()
+//!     .await?;
+//!
+//! users.put(7, "alice".to_string()).await?;
+//! assert!(users.get(&7).await?.is_some());
+//!
+//! // Read-through with single-flight: concurrent misses of key 8 load it once.
+//! let bob = users.get_or_load(&8, |id| async move { Ok::<_, std::io::Error>(format!("user {id}")) }).await?;
+//! assert_eq!(*bob, "user 8");
+//!
+//! let stats = users.stats();
+//! assert_eq!((stats.hits, stats.misses, stats.puts), (1, 1, 2));
+//! # Ok::<(), partcache::Error>(()) }).unwrap();
+//! ```
+//!
+//! Where things live: [`Cache`] (the typed handle), [`CacheManager`] and
+//! [`CacheBuilder`] (named caches, per-cache settings, the backend URL), [`expiry`]
+//! (JCache policies), [`event`], [`stats`], [`loader`] (read-/write-through),
+//! [`codec`], [`partition`] (how keys spread over a cluster), [`store`] (the SPI
+//! backends implement), and [`conformance`] (the suite every backend must pass).
+
+#![warn(missing_docs)]
+
+mod cache;
+pub mod codec;
+pub mod config;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod error;
+pub mod event;
+pub mod expiry;
+pub mod key_text;
+pub mod loader;
+mod manager;
+pub mod partition;
+mod single_flight;
+pub mod stats;
+pub mod store;
+
+pub use cache::{Cache, CacheKey, CacheValue, MutableEntry};
+pub use codec::Codec;
+pub use config::{CacheConfig, ManagerConfig};
+pub use error::{Error, Result};
+pub use event::{CacheEvent, EventFilter, EventKind, EventReceiver};
+pub use expiry::{ExpiryPolicy, ExpirySettings};
+pub use loader::{BoxError, CacheLoader, CacheWriter};
+pub use manager::{CacheBuilder, CacheManager, URL_ENV};
+pub use partition::HashingPolicy;
+pub use stats::CacheStats;
+
+/// The crate README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,443 @@
+//! [`CacheManager`]: named caches over one backend chosen by URL.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::cache::{Cache, CacheInner, CacheKey, CacheValue, LocalChecks};
+use crate::codec::Codec;
+use crate::config::{CacheConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_VALUE_BYTES, ManagerConfig};
+use crate::error::{Error, Result};
+use crate::event::EventSender;
+use crate::expiry::ExpiryPolicy;
+use crate::loader::{CacheLoader, CacheWriter};
+use crate::partition::{HashingPolicy, PartitionMap};
+use crate::single_flight::SingleFlight;
+use crate::stats::StatsCounters;
+use crate::store::Store;
+use crate::store::encoded::{EncodedConfig, EncodedStore};
+use crate::store::local::{LocalConfig, LocalStore, Weigher};
+use crate::store::raw::{RawCacheSpec, RemoteBackend, backend_for};
+
+/// The environment variable [`CacheManager::from_env`] reads.
+pub const URL_ENV: &str = "PARTCACHE_URL";
+
+/// Key-lock stripes for caches with a writer: enough that unrelated keys rarely wait
+/// on each other, few enough to cost nothing.
+const KEY_LOCK_STRIPES: usize = 256;
+
+enum Backend {
+    Memory,
+    Remote(Arc<dyn RemoteBackend>),
+}
+
+struct OpenCache {
+    config: CacheConfig,
+    handle: Box<dyn Any + Send + Sync>,
+}
+
+struct ManagerInner {
+    url: String,
+    backend: Backend,
+    config: ManagerConfig,
+    open: Mutex<HashMap<String, OpenCache>>,
+}
+
+/// Named caches over one backend, chosen by URL: `memory://` (embedded, the default) or
+/// a remote scheme registered by a backend crate (`redis://`, `redis-cluster://`, ...).
+/// Cheap to clone.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use partcache::{CacheManager, ExpiryPolicy};
+/// use std::time::Duration;
+///
+/// let manager = CacheManager::from_url("memory://")?;
+/// let users = manager
+///     .cache::<u64, String>("users")
+///     .expiry(ExpiryPolicy::Accessed(Duration::from_secs(300)))
+///     .max_entries(100_000)
+///     .build()
+///     .await?;
+/// users.put(7, "alice".to_string()).await?;
+/// assert_eq!(users.get(&7).await?.as_deref().map(String::as_str), Some("alice"));
+/// # Ok::<(), partcache::Error>(()) });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CacheManager {
+    inner: Arc<ManagerInner>,
+}
+
+impl std::fmt::Debug for CacheManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheManager")
+            .field("url", &self.inner.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn scheme_of(url: &str) -> Result<&str> {
+    let (scheme, _) = url.split_once("://").ok_or_else(|| {
+        Error::Config(format!(
+            "cache URL `{url}` has no scheme (expected e.g. `memory://` or `redis://host:6379`)"
+        ))
+    })?;
+    if scheme.is_empty() {
+        return Err(Error::Config(format!(
+            "cache URL `{url}` has an empty scheme"
+        )));
+    }
+    Ok(scheme)
+}
+
+fn memory_backend(url: &str) -> Result<Backend> {
+    let rest = &url["memory://".len()..];
+    let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !host.is_empty() && host != "/" {
+        return Err(Error::Config(format!(
+            "`memory://` takes no host, got `{host}` in `{url}`"
+        )));
+    }
+    if let Some(param) = query.split('&').find(|p| !p.is_empty()) {
+        return Err(Error::Config(format!(
+            "unknown parameter `{param}` in `{url}`: `memory://` takes no parameters (configure caches with the builder or a config file)"
+        )));
+    }
+    Ok(Backend::Memory)
+}
+
+impl CacheManager {
+    /// A manager over the backend `url` names. Does no I/O: remote backends connect
+    /// when the first cache is built. Unknown schemes and bad parameters are
+    /// [`Error::Config`] errors naming the bad part.
+    pub fn from_url(url: &str) -> Result<Self> {
+        Self::with_config(url, ManagerConfig::default())
+    }
+
+    /// A manager over `$PARTCACHE_URL`, or `memory://` when it is unset.
+    pub fn from_env() -> Result<Self> {
+        let url = std::env::var(URL_ENV).unwrap_or_else(|_| "memory://".to_string());
+        Self::from_url(&url)
+    }
+
+    /// A manager from a TOML configuration (see [`crate::config`]). `$PARTCACHE_URL`
+    /// overrides the file's `url`.
+    pub fn from_config_str(toml: &str) -> Result<Self> {
+        let config = ManagerConfig::from_toml(toml)?;
+        let url = std::env::var(URL_ENV)
+            .ok()
+            .or_else(|| config.url.clone())
+            .unwrap_or_else(|| "memory://".to_string());
+        Self::with_config(&url, config)
+    }
+
+    /// [`CacheManager::from_config_str`] on a file's contents.
+    pub fn from_config_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_config_str(&text)
+    }
+
+    fn with_config(url: &str, config: ManagerConfig) -> Result<Self> {
+        let url = url.trim();
+        let backend = match scheme_of(url)? {
+            "memory" => memory_backend(url)?,
+            scheme => Backend::Remote(backend_for(scheme)?.connect(url)?),
+        };
+        Ok(CacheManager {
+            inner: Arc::new(ManagerInner {
+                url: url.to_string(),
+                backend,
+                config,
+                open: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The backend URL.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// `true` on the embedded store.
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner.backend, Backend::Memory)
+    }
+
+    /// Starts building (or reopening) the cache `name`, with the file's settings for it
+    /// as the starting point.
+    pub fn cache<K: CacheKey, V: CacheValue>(&self, name: &str) -> CacheBuilder<K, V> {
+        let config = self
+            .inner
+            .config
+            .caches
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        CacheBuilder {
+            manager: self.clone(),
+            name: name.to_string(),
+            config,
+            loader: None,
+            writer: None,
+            weigher: None,
+            _types: PhantomData,
+        }
+    }
+
+    /// Names of the caches built so far.
+    pub fn cache_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.open.lock().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// An already built cache, if `name` was built with these types.
+    pub fn get_cache<K: CacheKey, V: CacheValue>(&self, name: &str) -> Option<Cache<K, V>> {
+        self.inner
+            .open
+            .lock()
+            .get(name)
+            .and_then(|open| open.handle.downcast_ref::<Cache<K, V>>().cloned())
+    }
+}
+
+/// Builds one cache; one method per setting. Obtained from [`CacheManager::cache`].
+pub struct CacheBuilder<K, V> {
+    manager: CacheManager,
+    name: String,
+    config: CacheConfig,
+    loader: Option<Arc<dyn CacheLoader<K, V>>>,
+    writer: Option<Arc<dyn CacheWriter<K, V>>>,
+    weigher: Option<Weigher<K, V>>,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
+    /// The expiry policy (default: eternal).
+    pub fn expiry(mut self, policy: ExpiryPolicy) -> Self {
+        self.config.expiry = Some(policy);
+        self
+    }
+
+    /// Expire entries neither read nor written for this long (combines with the policy).
+    pub fn max_idle(mut self, idle: Duration) -> Self {
+        self.config.max_idle = Some(idle);
+        self
+    }
+
+    /// Evict (least recently used first) beyond this many entries. On a partitioned
+    /// store the budget is split evenly over partitions.
+    pub fn max_entries(mut self, max: u64) -> Self {
+        self.config.max_entries = Some(max);
+        self
+    }
+
+    /// Local store only: evict beyond `max_weight` total weight, weighing entries with
+    /// `weigher` (instead of `max_entries`).
+    pub fn weigher(
+        mut self,
+        max_weight: u64,
+        weigher: impl Fn(&K, &V) -> u32 + Send + Sync + 'static,
+    ) -> Self {
+        self.config.max_weight = Some(max_weight);
+        self.weigher = Some(Arc::new(weigher));
+        self
+    }
+
+    /// The value codec for remote stores (default: postcard).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.config.codec = Some(codec);
+        self
+    }
+
+    /// Number of partitions on a partitioned store (default 231, at least 3), fixed for
+    /// the cache's life.
+    pub fn partitions(mut self, partitions: u16) -> Self {
+        self.config.partitions = Some(partitions);
+        self
+    }
+
+    /// Custom hashing rules: regexes with a named group `tag`, tried in order, anchored
+    /// at the key's start; a key no rule matches is rejected.
+    pub fn hashing_rules<I, S>(mut self, rules: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.hashing_rules = Some(rules.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Largest encoded entry accepted (default 16 MiB). Checked on every store: on the
+    /// local store only when set explicitly, since measuring costs an encoding.
+    pub fn max_value_bytes(mut self, limit: usize) -> Self {
+        self.config.max_value_bytes = Some(limit);
+        self
+    }
+
+    /// Events buffered per subscriber (default 1024).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.config.event_capacity = Some(capacity);
+        self
+    }
+
+    /// Publish events to other processes on remote stores (default: on).
+    pub fn publish_events(mut self, publish: bool) -> Self {
+        self.config.publish_events = Some(publish);
+        self
+    }
+
+    /// A read-through loader for misses of `get` and `get_all`.
+    pub fn loader(mut self, loader: impl CacheLoader<K, V>) -> Self {
+        self.loader = Some(Arc::new(loader));
+        self
+    }
+
+    /// A write-through writer called before every change.
+    pub fn writer(mut self, writer: impl CacheWriter<K, V>) -> Self {
+        self.writer = Some(Arc::new(writer));
+        self
+    }
+
+    /// Builds the cache, or returns the already built one of that name. Reopening with
+    /// other types or other settings is an [`Error::Config`].
+    pub async fn build(self) -> Result<Cache<K, V>> {
+        let manager = self.manager.inner.clone();
+        let config = self.config.or(&manager.config.defaults);
+        config.validate(&self.name)?;
+        if let Some(open) = manager.open.lock().get(&self.name) {
+            return reopen(&self.name, open, &config);
+        }
+        let stats = Arc::new(StatsCounters::default());
+        let events = EventSender::new(config.event_capacity.unwrap_or(DEFAULT_EVENT_CAPACITY));
+        let hashing = config.hashing_policy()?;
+        let (store, encoded, local_checks): (Arc<dyn Store<K, V>>, _, _) = match &manager.backend {
+            Backend::Memory => {
+                let store = LocalStore::new(LocalConfig {
+                    expiry: config.expiry_settings(),
+                    max_entries: config.max_entries,
+                    weigher: self.weigher,
+                    max_weight: config.max_weight,
+                    stats: stats.clone(),
+                    events,
+                })?;
+                let checks = LocalChecks {
+                    hashing: matches!(hashing, HashingPolicy::Custom(_)).then_some(hashing),
+                    max_value_bytes: config.max_value_bytes,
+                    codec: config.codec.unwrap_or_default(),
+                };
+                let checks = (checks.hashing.is_some() || checks.max_value_bytes.is_some())
+                    .then_some(checks);
+                (Arc::new(store), None, checks)
+            }
+            Backend::Remote(backend) => {
+                if self.weigher.is_some() {
+                    return Err(Error::Config(format!(
+                        "cache `{}`: a weigher works on the local store only; use `max_entries` on {}",
+                        self.name,
+                        backend.describe()
+                    )));
+                }
+                let partitions = PartitionMap::new(
+                    &self.name,
+                    config
+                        .partitions
+                        .unwrap_or_else(|| backend.default_partitions()),
+                )?;
+                let codec = config.codec.unwrap_or_default();
+                let raw = backend
+                    .open(RawCacheSpec {
+                        name: self.name.clone(),
+                        partitions: partitions.clone(),
+                        expiry: config.expiry_settings(),
+                        max_entries: config.max_entries,
+                        codec,
+                        publish_events: config.publish_events.unwrap_or(true),
+                        stats: stats.clone(),
+                    })
+                    .await?;
+                let encoded = EncodedStore::new(
+                    raw,
+                    EncodedConfig {
+                        name: self.name.clone(),
+                        codec,
+                        partitions,
+                        hashing,
+                        max_value_bytes: Some(
+                            config.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),
+                        ),
+                        stats: stats.clone(),
+                        events,
+                    },
+                );
+                (encoded.clone() as Arc<dyn Store<K, V>>, Some(encoded), None)
+            }
+        };
+        let key_locks = self.writer.as_ref().map(|_| {
+            (0..KEY_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect::<Vec<_>>()
+                .into_boxed_slice()
+        });
+        let cache = Cache {
+            inner: Arc::new(CacheInner {
+                name: self.name.clone(),
+                store,
+                encoded,
+                stats,
+                loader: self.loader,
+                writer: self.writer,
+                flights: SingleFlight::default(),
+                key_locks,
+                local_checks,
+            }),
+        };
+        let mut open = manager.open.lock();
+        // Another task may have built the same cache while this one awaited the store.
+        if let Some(existing) = open.get(&self.name) {
+            return reopen(&self.name, existing, &config);
+        }
+        open.insert(
+            self.name,
+            OpenCache {
+                config,
+                handle: Box::new(cache.clone()),
+            },
+        );
+        Ok(cache)
+    }
+}
+
+fn reopen<K: CacheKey, V: CacheValue>(
+    name: &str,
+    open: &OpenCache,
+    config: &CacheConfig,
+) -> Result<Cache<K, V>> {
+    let cache = open
+        .handle
+        .downcast_ref::<Cache<K, V>>()
+        .cloned()
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "cache `{name}` is already open with other key/value types than {} / {}",
+                std::any::type_name::<K>(),
+                std::any::type_name::<V>()
+            ))
+        })?;
+    if open.config != *config {
+        return Err(Error::Config(format!(
+            "cache `{name}` is already open with other settings ({:?}); requested {:?}",
+            open.config, config
+        )));
+    }
+    Ok(cache)
+}

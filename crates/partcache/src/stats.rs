@@ -1,0 +1,286 @@
+//! Per-cache statistics, counted as JSR-107 counts them.
+//!
+//! | operation | counts |
+//! |---|---|
+//! | `get`, `get_all` (per key), `get_and_*` | a hit or a miss |
+//! | `put`, `put_all` (per entry), `get_and_put` | a put |
+//! | `put_if_absent` | absent: a miss and a put; present: a hit |
+//! | `replace`, `get_and_replace` | present: a hit and a put; absent: a miss |
+//! | `replace_if_equals` | equal: a hit and a put; unequal: a hit; absent: a miss |
+//! | `remove`, `get_and_remove`, `remove_all` | a removal per entry removed (and a hit/miss for `get_and_remove`) |
+//! | `remove_if_equals` | equal: a hit and a removal; unequal: a hit; absent: a miss |
+//! | `contains_key`, `clear`, iteration | nothing |
+//! | `invoke` | what the entry processor did: read → hit/miss, set → put, remove → removal |
+//!
+//! Counters are striped over cache-line-padded cells so that tasks on different cores
+//! do not fight over one line; a [`CacheStats`] snapshot sums them. The snapshot is
+//! what [`crate::Cache::stats`] returns; [`crate::Cache::publish_metrics`] pushes it to
+//! the `metrics` facade (so the hot path never pays for a metrics registry lookup).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+const STRIPES: usize = 8;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Cell128(AtomicU64);
+
+/// A counter striped over a few cache lines.
+#[derive(Default)]
+pub struct Counter {
+    cells: [Cell128; STRIPES],
+}
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|s| {
+        let mut v = s.get();
+        if v == usize::MAX {
+            v = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            s.set(v);
+        }
+        v
+    })
+}
+
+impl Counter {
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.cells[stripe()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn incr(&self) {
+        self.add(1);
+    }
+
+    /// The sum over all stripes.
+    pub fn get(&self) -> u64 {
+        self.cells.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    }
+
+    fn reset(&self) {
+        for c in &self.cells {
+            c.0.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The live counters of one cache. Stores receive a shared reference to count what
+/// only they can see (evictions, expirations, decode errors).
+#[derive(Default)]
+pub struct StatsCounters {
+    /// Reads that found a value.
+    pub hits: Counter,
+    /// Reads that found nothing.
+    pub misses: Counter,
+    /// Values stored.
+    pub puts: Counter,
+    /// Entries removed by callers.
+    pub removals: Counter,
+    /// Entries evicted for size.
+    pub evictions: Counter,
+    /// Entries that reached their deadline.
+    pub expirations: Counter,
+    /// Loader calls that returned a value.
+    pub load_successes: Counter,
+    /// Loader calls that failed or panicked.
+    pub load_failures: Counter,
+    /// Stored values that could not be decoded (each also counted as a miss).
+    pub decode_errors: Counter,
+    /// Store calls that failed (unavailable, timeout, server error).
+    pub store_errors: Counter,
+    /// Writes refused before reaching the store (oversized values, unmatched keys).
+    pub rejections: Counter,
+    /// Local (near-cache) hits, for stores that keep a local copy.
+    pub near_hits: Counter,
+    /// Local (near-cache) misses.
+    pub near_misses: Counter,
+    get_nanos: Counter,
+    put_nanos: Counter,
+    remove_nanos: Counter,
+    load_nanos: Counter,
+    gets_timed: Counter,
+    puts_timed: Counter,
+    removes_timed: Counter,
+}
+
+impl StatsCounters {
+    #[inline]
+    pub(crate) fn time_get(&self, d: Duration) {
+        self.get_nanos.add(d.as_nanos() as u64);
+        self.gets_timed.incr();
+    }
+
+    #[inline]
+    pub(crate) fn time_put(&self, d: Duration) {
+        self.put_nanos.add(d.as_nanos() as u64);
+        self.puts_timed.incr();
+    }
+
+    #[inline]
+    pub(crate) fn time_remove(&self, d: Duration) {
+        self.remove_nanos.add(d.as_nanos() as u64);
+        self.removes_timed.incr();
+    }
+
+    pub(crate) fn time_load(&self, d: Duration) {
+        self.load_nanos.add(d.as_nanos() as u64);
+    }
+
+    /// Sets every counter back to zero (JCache's `clear()` on the statistics bean).
+    pub fn reset(&self) {
+        for c in [
+            &self.hits,
+            &self.misses,
+            &self.puts,
+            &self.removals,
+            &self.evictions,
+            &self.expirations,
+            &self.load_successes,
+            &self.load_failures,
+            &self.decode_errors,
+            &self.store_errors,
+            &self.rejections,
+            &self.near_hits,
+            &self.near_misses,
+            &self.get_nanos,
+            &self.put_nanos,
+            &self.remove_nanos,
+            &self.load_nanos,
+            &self.gets_timed,
+            &self.puts_timed,
+            &self.removes_timed,
+        ] {
+            c.reset();
+        }
+    }
+
+    /// A consistent-enough snapshot (each counter read once; counters keep moving).
+    pub fn snapshot(&self) -> CacheStats {
+        let avg = |nanos: &Counter, n: &Counter| {
+            Duration::from_nanos(nanos.get().checked_div(n.get()).unwrap_or(0))
+        };
+        let loads = self.load_successes.get() + self.load_failures.get();
+        CacheStats {
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+            puts: self.puts.get(),
+            removals: self.removals.get(),
+            evictions: self.evictions.get(),
+            expirations: self.expirations.get(),
+            load_successes: self.load_successes.get(),
+            load_failures: self.load_failures.get(),
+            decode_errors: self.decode_errors.get(),
+            store_errors: self.store_errors.get(),
+            rejections: self.rejections.get(),
+            near_hits: self.near_hits.get(),
+            near_misses: self.near_misses.get(),
+            average_get_time: avg(&self.get_nanos, &self.gets_timed),
+            average_put_time: avg(&self.put_nanos, &self.puts_timed),
+            average_remove_time: avg(&self.remove_nanos, &self.removes_timed),
+            average_load_time: Duration::from_nanos(
+                self.load_nanos.get().checked_div(loads).unwrap_or(0),
+            ),
+        }
+    }
+}
+
+/// A snapshot of one cache's statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// Reads that found a value.
+    pub hits: u64,
+    /// Reads that found nothing (including undecodable values).
+    pub misses: u64,
+    /// Values stored.
+    pub puts: u64,
+    /// Entries removed by callers.
+    pub removals: u64,
+    /// Entries evicted for size.
+    pub evictions: u64,
+    /// Entries that reached their deadline (as far as this process saw).
+    pub expirations: u64,
+    /// Loader calls that returned a value.
+    pub load_successes: u64,
+    /// Loader calls that failed or panicked.
+    pub load_failures: u64,
+    /// Stored values that could not be decoded.
+    pub decode_errors: u64,
+    /// Store calls that failed.
+    pub store_errors: u64,
+    /// Inputs refused (oversized values, unmatched keys).
+    pub rejections: u64,
+    /// Near-cache hits.
+    pub near_hits: u64,
+    /// Near-cache misses.
+    pub near_misses: u64,
+    /// Mean time of a get.
+    pub average_get_time: Duration,
+    /// Mean time of a put.
+    pub average_put_time: Duration,
+    /// Mean time of a remove.
+    pub average_remove_time: Duration,
+    /// Mean time of a load.
+    pub average_load_time: Duration,
+}
+
+impl CacheStats {
+    /// `hits + misses`.
+    pub fn gets(&self) -> u64 {
+        self.hits + self.misses
+    }
+
+    /// Hits over gets, 0.0 when there were no gets.
+    pub fn hit_ratio(&self) -> f64 {
+        let gets = self.gets();
+        if gets == 0 {
+            0.0
+        } else {
+            self.hits as f64 / gets as f64
+        }
+    }
+
+    /// Pushes the snapshot to the `metrics` facade under the label `cache`.
+    ///
+    /// Counters are set with `absolute`, so calling this periodically exports
+    /// monotonic counters without any cost on the cache's hot path.
+    pub fn publish(&self, cache: &str) {
+        let label = [("cache", cache.to_string())];
+        let counters: [(&'static str, u64); 13] = [
+            ("partcache_hits_total", self.hits),
+            ("partcache_misses_total", self.misses),
+            ("partcache_puts_total", self.puts),
+            ("partcache_removals_total", self.removals),
+            ("partcache_evictions_total", self.evictions),
+            ("partcache_expirations_total", self.expirations),
+            ("partcache_load_successes_total", self.load_successes),
+            ("partcache_load_failures_total", self.load_failures),
+            ("partcache_decode_errors_total", self.decode_errors),
+            ("partcache_store_errors_total", self.store_errors),
+            ("partcache_rejections_total", self.rejections),
+            ("partcache_near_hits_total", self.near_hits),
+            ("partcache_near_misses_total", self.near_misses),
+        ];
+        for (name, value) in counters {
+            metrics::counter!(name, &label).absolute(value);
+        }
+        let gauges = [
+            ("partcache_get_seconds_avg", self.average_get_time),
+            ("partcache_put_seconds_avg", self.average_put_time),
+            ("partcache_remove_seconds_avg", self.average_remove_time),
+            ("partcache_load_seconds_avg", self.average_load_time),
+        ];
+        for (name, value) in gauges {
+            metrics::gauge!(name, &label).set(value.as_secs_f64());
+        }
+        metrics::gauge!("partcache_hit_ratio", &label).set(self.hit_ratio());
+    }
+}

@@ -1,0 +1,325 @@
+//! A typed [`Store`] over a byte-level [`RawStore`]: encodes values with the cache's
+//! codec, turns keys into their canonical text and partition, and decodes what comes
+//! back. A blob that does not decode is a miss plus a counted, logged decode error.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+
+use super::raw::{RawAction, RawCondition, RawKey, RawStore, RawWrite};
+use super::{Action, Computed, Condition, Decision, Processor, Store, Write, WriteOutcome};
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::event::EventSender;
+use crate::key_text::write_key_text;
+use crate::partition::{HashingPolicy, PartitionMap};
+use crate::stats::StatsCounters;
+
+/// How often an entry processor is retried when other writers keep changing its entry.
+const MAX_COMPUTE_ATTEMPTS: usize = 64;
+
+/// What an [`EncodedStore`] needs besides the raw store.
+pub struct EncodedConfig<K, V> {
+    /// The cache's name (for logs).
+    pub name: String,
+    /// The codec values are written with.
+    pub codec: Codec,
+    /// The cache's partitions.
+    pub partitions: PartitionMap,
+    /// How keys are hashed to partitions.
+    pub hashing: HashingPolicy,
+    /// Largest encoded entry accepted, in bytes.
+    pub max_value_bytes: Option<usize>,
+    /// Shared statistics.
+    pub stats: Arc<StatsCounters>,
+    /// Where decoded events go.
+    pub events: EventSender<K, V>,
+}
+
+/// See the module docs.
+pub struct EncodedStore<K, V> {
+    raw: Arc<dyn RawStore>,
+    config: EncodedConfig<K, V>,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> EncodedStore<K, V>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Wraps `raw`; starts forwarding its events (decoded) while the store lives.
+    pub fn new(raw: Arc<dyn RawStore>, config: EncodedConfig<K, V>) -> Arc<Self> {
+        let store = Arc::new(EncodedStore {
+            raw,
+            config,
+            _types: PhantomData,
+        });
+        let receiver = store.raw.subscribe();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(forward_events(Arc::downgrade(&store), receiver));
+        }
+        store
+    }
+
+    /// The raw store underneath.
+    pub fn raw(&self) -> &Arc<dyn RawStore> {
+        &self.raw
+    }
+
+    /// The cache's partition map.
+    pub fn partition_map(&self) -> &PartitionMap {
+        &self.config.partitions
+    }
+
+    /// The key's canonical text and partition.
+    pub fn raw_key(&self, key: &K) -> Result<RawKey> {
+        let mut text = String::new();
+        write_key_text(key, &mut text).map_err(|e| Error::Rejected(format!("key: {e}")))?;
+        let partition = self
+            .config
+            .partitions
+            .partition_of(&self.config.hashing, &text)?;
+        Ok(RawKey { text, partition })
+    }
+
+    fn raw_keys(&self, keys: &[K]) -> Result<Vec<RawKey>> {
+        keys.iter().map(|k| self.raw_key(k)).collect()
+    }
+
+    fn encode(&self, key: &K, value: &V) -> Result<Vec<u8>> {
+        let blob = self.config.codec.encode_entry(key, value)?;
+        if let Some(limit) = self.config.max_value_bytes
+            && blob.len() > limit
+        {
+            self.config.stats.rejections.incr();
+            return Err(Error::Rejected(format!(
+                "value of {} bytes exceeds the limit of {limit} bytes for cache `{}`",
+                blob.len(),
+                self.config.name
+            )));
+        }
+        Ok(blob)
+    }
+
+    /// Decodes a value; a failure is logged, counted, and becomes `None`.
+    fn decode_value(&self, blob: &[u8]) -> Option<Arc<V>> {
+        match self.config.codec.decode_value::<V>(blob) {
+            Ok(v) => Some(Arc::new(v)),
+            Err(e) => {
+                self.decode_failed(&e);
+                None
+            }
+        }
+    }
+
+    fn decode_failed(&self, error: &Error) {
+        self.config.stats.decode_errors.incr();
+        tracing::warn!(cache = %self.config.name, %error, "stored value could not be decoded; treated as a miss");
+    }
+
+    fn raw_write(&self, key: &K, write: Write<V>) -> Result<RawWrite> {
+        let condition = match write.condition {
+            Condition::Always => RawCondition::Always,
+            Condition::IfAbsent => RawCondition::IfAbsent,
+            Condition::IfPresent => RawCondition::IfPresent,
+            Condition::IfEquals(expected, _) => {
+                RawCondition::IfEquals(self.encode(key, &expected)?)
+            }
+        };
+        let action = match write.action {
+            Action::Put { value, ttl } => RawAction::Put {
+                blob: self.encode(key, &value)?,
+                ttl,
+            },
+            Action::Remove => RawAction::Remove,
+        };
+        Ok(RawWrite {
+            condition,
+            action,
+            want_previous: write.want_previous,
+        })
+    }
+}
+
+async fn forward_events<K, V>(
+    store: Weak<EncodedStore<K, V>>,
+    mut receiver: broadcast::Receiver<super::raw::RawEvent>,
+) where
+    K: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    loop {
+        let event = match receiver.recv().await {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(lost = n, "cache event forwarder lagged behind");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(store) = store.upgrade() else { return };
+        if !store.config.events.is_listened() {
+            continue;
+        }
+        match store.config.codec.decode_entry::<K, V>(&event.blob) {
+            Ok((key, value)) => {
+                store
+                    .config
+                    .events
+                    .emit(event.kind, || key, Some(Arc::new(value)), None);
+            }
+            Err(e) => store.decode_failed(&e),
+        }
+    }
+}
+
+#[async_trait]
+impl<K, V> Store<K, V> for EncodedStore<K, V>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn describe(&self) -> String {
+        self.raw.describe()
+    }
+
+    fn events(&self) -> &EventSender<K, V> {
+        &self.config.events
+    }
+
+    async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>> {
+        let raw_keys = self.raw_keys(keys)?;
+        let blobs = self.raw.get_all(&raw_keys).await?;
+        Ok(blobs
+            .into_iter()
+            .map(|b| b.and_then(|blob| self.decode_value(&blob)))
+            .collect())
+    }
+
+    async fn contains_all(&self, keys: &[K]) -> Result<Vec<bool>> {
+        self.raw.contains_all(&self.raw_keys(keys)?).await
+    }
+
+    async fn write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>> {
+        let raw_key = self.raw_key(key)?;
+        let raw_write = self.raw_write(key, write)?;
+        let outcome = self.raw.write(&raw_key, raw_write).await?;
+        Ok(WriteOutcome {
+            existed: outcome.existed,
+            applied: outcome.applied,
+            previous: outcome.previous.and_then(|blob| self.decode_value(&blob)),
+        })
+    }
+
+    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<()> {
+        let encoded = entries
+            .iter()
+            .map(|(k, v)| Ok((self.raw_key(k)?, self.encode(k, v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.raw.put_all(encoded, ttl).await
+    }
+
+    async fn remove_all(&self, keys: &[K]) -> Result<u64> {
+        self.raw.remove_all(&self.raw_keys(keys)?).await
+    }
+
+    async fn remove_everything(&self) -> Result<u64> {
+        self.raw.remove_everything().await
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.raw.clear().await
+    }
+
+    async fn compute(&self, key: &K, processor: &mut Processor<'_, V>) -> Result<Computed> {
+        // Optimistic concurrency: read, decide, then write on the condition that the
+        // entry is still what was read. Another writer in between makes the write miss
+        // its condition and the processor runs again on the new value.
+        let raw_key = self.raw_key(key)?;
+        for _ in 0..MAX_COMPUTE_ATTEMPTS {
+            let current_blob = self
+                .raw
+                .get_all(std::slice::from_ref(&raw_key))
+                .await?
+                .pop()
+                .flatten();
+            let current = current_blob
+                .as_ref()
+                .and_then(|blob| self.decode_value(blob));
+            let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                processor(current.as_ref())
+            }))
+            .map_err(|payload| Error::panicked("entry processor", payload))?;
+            let condition = match &current_blob {
+                Some(blob) => RawCondition::IfEquals(blob.clone()),
+                None => RawCondition::IfAbsent,
+            };
+            let (action, computed) = match (decision, current_blob.is_some()) {
+                (Decision::Keep, _) | (Decision::Remove, false) => return Ok(Computed::Unchanged),
+                (Decision::Put(value), existed) => (
+                    RawAction::Put {
+                        blob: self.encode(key, &value)?,
+                        ttl: None,
+                    },
+                    if existed {
+                        Computed::Updated
+                    } else {
+                        Computed::Created
+                    },
+                ),
+                (Decision::Remove, true) => (RawAction::Remove, Computed::Removed),
+            };
+            let outcome = self
+                .raw
+                .write(
+                    &raw_key,
+                    RawWrite {
+                        condition,
+                        action,
+                        want_previous: false,
+                    },
+                )
+                .await?;
+            if outcome.applied {
+                return Ok(computed);
+            }
+        }
+        Err(Error::Store(format!(
+            "entry processor on cache `{}` gave up after {MAX_COMPUTE_ATTEMPTS} attempts: the entry kept changing",
+            self.config.name
+        )))
+    }
+
+    fn entries(&self) -> BoxStream<'_, Result<(K, Arc<V>)>> {
+        self.raw
+            .scan()
+            .filter_map(move |blob| async move {
+                match blob {
+                    Err(e) => Some(Err(e)),
+                    Ok(blob) => match self.config.codec.decode_entry::<K, V>(&blob) {
+                        Ok((k, v)) => Some(Ok((k, Arc::new(v)))),
+                        Err(e) => {
+                            self.decode_failed(&e);
+                            None
+                        }
+                    },
+                }
+            })
+            .boxed()
+    }
+
+    async fn len(&self) -> Result<u64> {
+        self.raw.len().await
+    }
+
+    async fn run_pending_tasks(&self) -> Result<()> {
+        self.raw.run_pending_tasks().await
+    }
+}

@@ -1,0 +1,396 @@
+//! The embedded store: a [moka](https://docs.rs/moka) cache of decoded values.
+//!
+//! Values are kept as `Arc<V>`, so a hit is a moka lookup and a reference-count
+//! increment: nothing is serialized. Every write goes through moka's per-key
+//! `and_compute_with`, which serializes writers of one key, so conditional writes
+//! (`put_if_absent`, `replace_if_equals`, entry processors) are atomic per key.
+//!
+//! Eviction is LRU (not moka's default TinyLFU admission, which may refuse a new entry
+//! outright and would surprise a caller who just put it). moka applies evictions and
+//! expiry notifications lazily, in batches; [`Store::run_pending_tasks`] forces them.
+
+use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
+use moka::policy::EvictionPolicy;
+
+use super::{Action, Computed, Condition, Decision, Processor, Store, Write, WriteOutcome};
+use crate::error::{Error, Result};
+use crate::event::{EventKind, EventSender};
+use crate::expiry::{ExpirySettings, FixedDeadlines};
+use crate::stats::StatsCounters;
+
+/// One stored entry: the shared value and the deadlines reads do not move.
+struct Slot<V> {
+    value: Arc<V>,
+    fixed: FixedDeadlines,
+}
+
+// Not derived: a derive would require `V: Clone`, but only the `Arc` is cloned.
+impl<V> Clone for Slot<V> {
+    fn clone(&self) -> Self {
+        Slot {
+            value: self.value.clone(),
+            fixed: self.fixed,
+        }
+    }
+}
+
+/// A weigher: the cost of one entry towards [`LocalConfig::max_weight`].
+pub type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
+
+/// How to build a [`LocalStore`].
+pub struct LocalConfig<K, V> {
+    /// The cache's expiry settings.
+    pub expiry: ExpirySettings,
+    /// Evict (LRU) beyond this many entries.
+    pub max_entries: Option<u64>,
+    /// With `max_weight`: evict beyond this total weight instead of an entry count.
+    pub weigher: Option<Weigher<K, V>>,
+    /// The total weight budget for `weigher`.
+    pub max_weight: Option<u64>,
+    /// Shared statistics (the store counts evictions and expirations).
+    pub stats: Arc<StatsCounters>,
+    /// Where events go.
+    pub events: EventSender<K, V>,
+}
+
+struct MokaExpiry {
+    settings: ExpirySettings,
+}
+
+impl<K, V> moka::Expiry<K, Slot<V>> for MokaExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &K,
+        slot: &Slot<V>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        self.settings.ttl_on_create(created_at, slot.fixed)
+    }
+
+    fn expire_after_read(
+        &self,
+        _key: &K,
+        slot: &Slot<V>,
+        read_at: Instant,
+        remaining: Option<Duration>,
+        _last_modified_at: Instant,
+    ) -> Option<Duration> {
+        self.settings.on_read(read_at, slot.fixed, remaining)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &K,
+        slot: &Slot<V>,
+        updated_at: Instant,
+        remaining: Option<Duration>,
+    ) -> Option<Duration> {
+        self.settings
+            .ttl_on_update(updated_at, slot.fixed, remaining)
+    }
+}
+
+/// The embedded store. See the module docs.
+pub struct LocalStore<K, V> {
+    cache: moka::sync::Cache<K, Slot<V>>,
+    expiry: ExpirySettings,
+    events: EventSender<K, V>,
+}
+
+impl<K, V> LocalStore<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// Builds the store. Fails when the size settings contradict each other.
+    pub fn new(config: LocalConfig<K, V>) -> Result<Self> {
+        let LocalConfig {
+            expiry,
+            max_entries,
+            weigher,
+            max_weight,
+            stats,
+            events,
+        } = config;
+        let mut builder = moka::sync::Cache::builder()
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(MokaExpiry { settings: expiry });
+        match (max_entries, weigher, max_weight) {
+            (Some(_), Some(_), _) => {
+                return Err(Error::Config(
+                    "the local store takes either `max_entries` or a weigher with `max_weight`, not both"
+                        .into(),
+                ));
+            }
+            (None, Some(_), None) => {
+                return Err(Error::Config("a weigher needs `max_weight`".into()));
+            }
+            (None, None, Some(_)) => {
+                return Err(Error::Config("`max_weight` needs a weigher".into()));
+            }
+            (Some(n), None, _) => builder = builder.max_capacity(n),
+            (None, Some(w), Some(max)) => {
+                builder = builder
+                    .max_capacity(max)
+                    .weigher(move |k: &K, slot: &Slot<V>| w(k, &slot.value));
+            }
+            (None, None, None) => {}
+        }
+        let listener_events = events.clone();
+        builder = builder.eviction_listener(move |key: Arc<K>, slot: Slot<V>, cause| {
+            let kind = match cause {
+                RemovalCause::Expired => {
+                    stats.expirations.incr();
+                    EventKind::Expired
+                }
+                RemovalCause::Size => {
+                    stats.evictions.incr();
+                    EventKind::Evicted
+                }
+                // Removals and replacements are announced by the operation that made them.
+                RemovalCause::Explicit | RemovalCause::Replaced => return,
+            };
+            listener_events.emit(kind, || (*key).clone(), Some(slot.value), None);
+        });
+        Ok(LocalStore {
+            cache: builder.build(),
+            expiry,
+            events,
+        })
+    }
+
+    fn write_sync(&self, key: &K, write: Write<V>) -> WriteOutcome<V> {
+        let Write {
+            condition,
+            action,
+            want_previous,
+        } = write;
+        let mut outcome = WriteOutcome {
+            existed: false,
+            applied: false,
+            previous: None,
+        };
+        let now = Instant::now();
+        self.cache.entry_by_ref(key).and_compute_with(|current| {
+            let current = current.map(|entry| entry.into_value());
+            outcome.existed = current.is_some();
+            if want_previous {
+                outcome.previous = current.as_ref().map(|slot| slot.value.clone());
+            }
+            let holds = match &condition {
+                Condition::Always => true,
+                Condition::IfAbsent => current.is_none(),
+                Condition::IfPresent => current.is_some(),
+                Condition::IfEquals(expected, eq) => current
+                    .as_ref()
+                    .is_some_and(|slot| eq(&slot.value, expected)),
+            };
+            if !holds {
+                return Op::Nop;
+            }
+            match (action, current) {
+                (Action::Put { value, ttl }, None) => {
+                    let fixed = self.expiry.fixed_on_create(now, ttl);
+                    // JSR-107: an entry whose creation expiry is zero is never stored.
+                    if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
+                        return Op::Nop;
+                    }
+                    outcome.applied = true;
+                    self.events.emit(
+                        EventKind::Created,
+                        || key.clone(),
+                        Some(value.clone()),
+                        None,
+                    );
+                    Op::Put(Slot { value, fixed })
+                }
+                (Action::Put { value, ttl }, Some(old)) => {
+                    outcome.applied = true;
+                    let fixed = self.expiry.fixed_on_update(now, old.fixed, ttl);
+                    self.events.emit(
+                        EventKind::Updated,
+                        || key.clone(),
+                        Some(value.clone()),
+                        Some(old.value),
+                    );
+                    Op::Put(Slot { value, fixed })
+                }
+                (Action::Remove, Some(old)) => {
+                    outcome.applied = true;
+                    self.events
+                        .emit(EventKind::Removed, || key.clone(), Some(old.value), None);
+                    Op::Remove
+                }
+                (Action::Remove, None) => Op::Nop,
+            }
+        });
+        outcome
+    }
+
+    fn compute_sync(&self, key: &K, processor: &mut Processor<'_, V>) -> Computed {
+        let now = Instant::now();
+        let mut computed = Computed::Unchanged;
+        self.cache.entry_by_ref(key).and_compute_with(|current| {
+            let current = current.map(|entry| entry.into_value());
+            match (processor(current.as_ref().map(|slot| &slot.value)), current) {
+                (Decision::Keep, _) | (Decision::Remove, None) => Op::Nop,
+                (Decision::Put(value), None) => {
+                    let fixed = self.expiry.fixed_on_create(now, None);
+                    if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
+                        return Op::Nop;
+                    }
+                    computed = Computed::Created;
+                    self.events.emit(
+                        EventKind::Created,
+                        || key.clone(),
+                        Some(value.clone()),
+                        None,
+                    );
+                    Op::Put(Slot { value, fixed })
+                }
+                (Decision::Put(value), Some(old)) => {
+                    computed = Computed::Updated;
+                    let fixed = self.expiry.fixed_on_update(now, old.fixed, None);
+                    self.events.emit(
+                        EventKind::Updated,
+                        || key.clone(),
+                        Some(value.clone()),
+                        Some(old.value),
+                    );
+                    Op::Put(Slot { value, fixed })
+                }
+                (Decision::Remove, Some(old)) => {
+                    computed = Computed::Removed;
+                    self.events
+                        .emit(EventKind::Removed, || key.clone(), Some(old.value), None);
+                    Op::Remove
+                }
+            }
+        });
+        computed
+    }
+}
+
+#[async_trait]
+impl<K, V> Store<K, V> for LocalStore<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    fn describe(&self) -> String {
+        "memory".to_string()
+    }
+
+    fn events(&self) -> &EventSender<K, V> {
+        &self.events
+    }
+
+    #[inline]
+    fn get_now(&self, key: &K) -> Option<Result<Option<Arc<V>>>> {
+        Some(Ok(self.cache.get(key).map(|slot| slot.value)))
+    }
+
+    #[inline]
+    fn write_now(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>, Write<V>> {
+        Ok(self.write_sync(key, write))
+    }
+
+    async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>> {
+        Ok(keys
+            .iter()
+            .map(|k| self.cache.get(k).map(|slot| slot.value))
+            .collect())
+    }
+
+    async fn contains_all(&self, keys: &[K]) -> Result<Vec<bool>> {
+        Ok(keys.iter().map(|k| self.cache.contains_key(k)).collect())
+    }
+
+    async fn write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>> {
+        Ok(self.write_sync(key, write))
+    }
+
+    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<()> {
+        for (key, value) in entries {
+            self.write_sync(
+                &key,
+                Write {
+                    condition: Condition::Always,
+                    action: Action::Put { value, ttl },
+                    want_previous: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn remove_all(&self, keys: &[K]) -> Result<u64> {
+        let mut removed = 0;
+        for key in keys {
+            let outcome = self.write_sync(
+                key,
+                Write {
+                    condition: Condition::Always,
+                    action: Action::Remove,
+                    want_previous: false,
+                },
+            );
+            removed += u64::from(outcome.applied);
+        }
+        Ok(removed)
+    }
+
+    async fn remove_everything(&self) -> Result<u64> {
+        let keys: Vec<K> = self.cache.iter().map(|(k, _)| (*k).clone()).collect();
+        self.remove_all(&keys).await
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.cache.invalidate_all();
+        Ok(())
+    }
+
+    async fn compute(&self, key: &K, processor: &mut Processor<'_, V>) -> Result<Computed> {
+        // moka releases its per-key lock while unwinding, so a panicking processor leaves
+        // the entry as it was and the cache usable; the caller gets an error.
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.compute_sync(key, processor)))
+            .map_err(|payload| Error::panicked("entry processor", payload))
+    }
+
+    fn entries(&self) -> BoxStream<'_, Result<(K, Arc<V>)>> {
+        // A snapshot: moka's iterator borrows the cache and is not `Send` across awaits.
+        let snapshot: Vec<_> = self
+            .cache
+            .iter()
+            .map(|(k, slot)| Ok(((*k).clone(), slot.value)))
+            .collect();
+        stream::iter(snapshot).boxed()
+    }
+
+    async fn len(&self) -> Result<u64> {
+        self.cache.run_pending_tasks();
+        Ok(self.cache.entry_count())
+    }
+
+    async fn run_pending_tasks(&self) -> Result<()> {
+        self.cache.run_pending_tasks();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    async fn local_manager() -> crate::CacheManager {
+        crate::CacheManager::from_url("memory://").expect("memory:// is always available")
+    }
+
+    crate::conformance_suite!(local_manager);
+}

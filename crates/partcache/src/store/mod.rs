@@ -1,0 +1,173 @@
+//! The store SPI: what a cache needs from the thing that holds its entries.
+//!
+//! [`Store`] is typed (`K`, `Arc<V>`) so that the local store keeps decoded values and
+//! a local hit never serializes. Remote stores implement the byte-level
+//! [`RawStore`](raw::RawStore) instead, and [`EncodedStore`](encoded::EncodedStore)
+//! turns one into a typed `Store` by encoding with the cache's codec and routing keys to
+//! partitions.
+//!
+//! The SPI is batch-first: every read and removal takes many keys, so remote stores can
+//! group them by partition and node. Every operation is atomic per key; none is atomic
+//! across keys. Every error is a typed [`Error`](crate::Error).
+//!
+//! Stores own expiry, eviction, and events: they apply the cache's
+//! [`ExpirySettings`](crate::ExpirySettings), count evictions and expirations in the
+//! shared [`StatsCounters`](crate::stats::StatsCounters), and emit every
+//! [`CacheEvent`](crate::CacheEvent) (a remote store's events reach every process).
+//! Hits, misses, puts and removals are counted by the cache, from the outcomes below.
+
+pub mod encoded;
+pub mod local;
+pub mod raw;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::error::Result;
+use crate::event::EventSender;
+
+/// When a conditional write applies.
+pub enum Condition<V> {
+    /// Always.
+    Always,
+    /// Only when the key has no entry (`put_if_absent`).
+    IfAbsent,
+    /// Only when the key has an entry (`replace`).
+    IfPresent,
+    /// Only when the entry's value equals this one. Local stores compare with the
+    /// function (the value type's `PartialEq`); remote stores compare encoded bytes,
+    /// which is the same for the deterministic codecs partcache uses.
+    IfEquals(Arc<V>, fn(&V, &V) -> bool),
+}
+
+/// What a write does when its condition holds.
+pub enum Action<V> {
+    /// Store the value; `ttl` is a per-entry time to live on top of the expiry policy.
+    Put {
+        /// The new value.
+        value: Arc<V>,
+        /// Per-entry time to live.
+        ttl: Option<Duration>,
+    },
+    /// Remove the entry.
+    Remove,
+}
+
+/// One conditional write on one key.
+pub struct Write<V> {
+    /// When it applies.
+    pub condition: Condition<V>,
+    /// What it does.
+    pub action: Action<V>,
+    /// Whether the caller needs the previous value back (remote stores skip sending it
+    /// otherwise).
+    pub want_previous: bool,
+}
+
+/// What a write found and did.
+pub struct WriteOutcome<V> {
+    /// The key had a (live) entry before the write.
+    pub existed: bool,
+    /// The condition held and the action was applied.
+    pub applied: bool,
+    /// The previous value, when asked for and present.
+    pub previous: Option<Arc<V>>,
+}
+
+/// What an entry processor decided, given the current value.
+pub enum Decision<V> {
+    /// Leave the entry as it is.
+    Keep,
+    /// Store this value.
+    Put(Arc<V>),
+    /// Remove the entry.
+    Remove,
+}
+
+/// The net effect of a [`Store::compute`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Computed {
+    /// Nothing changed.
+    Unchanged,
+    /// An entry was created.
+    Created,
+    /// An entry was updated.
+    Updated,
+    /// An entry was removed.
+    Removed,
+}
+
+/// An entry processor as stores see it. `FnMut` because a remote store may run it again
+/// when another process changed the entry meanwhile (optimistic concurrency).
+pub type Processor<'a, V> = dyn FnMut(Option<&Arc<V>>) -> Decision<V> + Send + 'a;
+
+/// What holds a cache's entries. See the module docs for the contract.
+#[async_trait]
+#[allow(clippy::len_without_is_empty)] // `len` is an approximate count, not a collection's size
+pub trait Store<K, V>: Send + Sync + 'static
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// A short description for logs and errors (`memory`, `redis-cluster 127.0.0.1:7000`).
+    fn describe(&self) -> String;
+
+    /// The store's event channel.
+    fn events(&self) -> &EventSender<K, V>;
+
+    /// Answers a get without awaiting when the store can (local and near-cache hits):
+    /// `Some(result)`, else `None` and the caller awaits [`Store::get_all`]. Lets a
+    /// local hit skip the boxed future of a trait-object call.
+    fn get_now(&self, _key: &K) -> Option<Result<Option<Arc<V>>>> {
+        None
+    }
+
+    /// Performs a write without awaiting when the store can (the local store).
+    fn write_now(&self, _key: &K, write: Write<V>) -> Result<WriteOutcome<V>, Write<V>> {
+        Err(write)
+    }
+
+    /// Reads many keys (each read counts as an access for expiry). Results come back in
+    /// the order of `keys`.
+    async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>>;
+
+    /// Whether each key has a live entry, without counting as an access.
+    async fn contains_all(&self, keys: &[K]) -> Result<Vec<bool>>;
+
+    /// A conditional write on one key, atomic with respect to every other operation on
+    /// that key.
+    async fn write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>>;
+
+    /// Stores many entries (atomic per key only), emitting `Created`/`Updated` events.
+    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<()>;
+
+    /// Removes many keys; returns how many entries were removed. Emits `Removed` per
+    /// entry.
+    async fn remove_all(&self, keys: &[K]) -> Result<u64>;
+
+    /// Removes every entry, emitting `Removed` per entry; returns how many.
+    async fn remove_everything(&self) -> Result<u64>;
+
+    /// Drops every entry without events (JCache `clear`).
+    async fn clear(&self) -> Result<()>;
+
+    /// Runs `processor` on the key's current value and applies its decision, atomically
+    /// for that key.
+    async fn compute(&self, key: &K, processor: &mut Processor<'_, V>) -> Result<Computed>;
+
+    /// Every live entry, as a stream. Weakly consistent: entries written during the
+    /// iteration may or may not appear; none appears twice.
+    fn entries(&self) -> BoxStream<'_, Result<(K, Arc<V>)>>;
+
+    /// Number of entries; approximate on remote stores and under concurrent writes.
+    async fn len(&self) -> Result<u64>;
+
+    /// Runs pending housekeeping now (the local store applies evictions and expiry
+    /// notifications lazily); remote stores may do nothing.
+    async fn run_pending_tasks(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! The byte-level SPI that remote stores (Redis, Valkey) implement, and the registry
+//! that maps URL schemes to them.
+//!
+//! A remote store never sees typed keys or values: the core gives it each key's
+//! canonical text ([`crate::key_text`]) and the partition that text hashes to
+//! ([`crate::partition`]), and values as blobs already encoded with the cache's codec
+//! (the blob carries the key too, so iteration and events can be decoded). Routing a
+//! partition to a node, atomicity, expiry and eviction are the store's job.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use parking_lot::RwLock;
+use tokio::sync::broadcast;
+
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::event::EventKind;
+use crate::expiry::ExpirySettings;
+use crate::partition::PartitionMap;
+use crate::stats::StatsCounters;
+
+/// A key as a remote store sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RawKey {
+    /// The key's canonical text (unique within the cache).
+    pub text: String,
+    /// The partition the text hashes to under the cache's hashing policy.
+    pub partition: u16,
+}
+
+/// When a raw write applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawCondition {
+    /// Always.
+    Always,
+    /// Only when the key has no live entry.
+    IfAbsent,
+    /// Only when the key has a live entry.
+    IfPresent,
+    /// Only when the stored blob equals these bytes.
+    IfEquals(Vec<u8>),
+}
+
+/// What a raw write does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawAction {
+    /// Store the blob, with an optional per-entry TTL on top of the expiry policy.
+    Put {
+        /// The encoded entry.
+        blob: Vec<u8>,
+        /// Per-entry time to live.
+        ttl: Option<Duration>,
+    },
+    /// Remove the entry.
+    Remove,
+}
+
+/// One conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawWrite {
+    /// When it applies.
+    pub condition: RawCondition,
+    /// What it does.
+    pub action: RawAction,
+    /// Whether to send back the previous blob.
+    pub want_previous: bool,
+}
+
+/// What a raw write found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RawWriteOutcome {
+    /// The key had a live entry before.
+    pub existed: bool,
+    /// The condition held and the action was applied.
+    pub applied: bool,
+    /// The previous blob, when asked for and present.
+    pub previous: Option<Vec<u8>>,
+}
+
+/// An event as a remote store publishes it, to every process attached to the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The blob of the new value (`Created`, `Updated`) or of the value that went away.
+    pub blob: Vec<u8>,
+}
+
+/// Everything a remote store needs to open one cache.
+#[derive(Clone)]
+pub struct RawCacheSpec {
+    /// The cache's name (unique within a manager; namespaced in the store).
+    pub name: String,
+    /// The cache's partitions and their hash tags.
+    pub partitions: PartitionMap,
+    /// Expiry policy and max-idle.
+    pub expiry: ExpirySettings,
+    /// Entry budget; stores may split it per partition (and must document it).
+    pub max_entries: Option<u64>,
+    /// The codec (recorded beside the data so a reopen with another codec is an error).
+    pub codec: Codec,
+    /// Whether to publish events to other processes.
+    pub publish_events: bool,
+    /// Shared statistics (the store counts evictions, expirations, store errors).
+    pub stats: Arc<StatsCounters>,
+}
+
+/// A remote store of one cache. See the module docs.
+#[async_trait]
+#[allow(clippy::len_without_is_empty)] // `len` is an approximate count, not a collection's size
+pub trait RawStore: Send + Sync + 'static {
+    /// A short description (`redis-cluster 127.0.0.1:7000`).
+    fn describe(&self) -> String;
+    /// Reads many keys (each an access for expiry); results in the order of `keys`.
+    async fn get_all(&self, keys: &[RawKey]) -> Result<Vec<Option<Vec<u8>>>>;
+    /// Whether each key has a live entry, without counting as an access.
+    async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>>;
+    /// A conditional write, atomic for that key.
+    async fn write(&self, key: &RawKey, write: RawWrite) -> Result<RawWriteOutcome>;
+    /// Stores many entries (atomic per partition at most).
+    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<()>;
+    /// Removes many keys; returns how many entries were removed.
+    async fn remove_all(&self, keys: &[RawKey]) -> Result<u64>;
+    /// Removes every entry with a `Removed` event each; returns how many.
+    async fn remove_everything(&self) -> Result<u64>;
+    /// Drops every entry without events.
+    async fn clear(&self) -> Result<()>;
+    /// Every live entry's blob. Weakly consistent.
+    fn scan(&self) -> BoxStream<'_, Result<Vec<u8>>>;
+    /// Approximate number of entries.
+    async fn len(&self) -> Result<u64>;
+    /// Events of every process attached to the cache.
+    fn subscribe(&self) -> broadcast::Receiver<RawEvent>;
+    /// Runs pending housekeeping now (e.g. reclaiming expired entries).
+    async fn run_pending_tasks(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The store as `Any`, so its backend crate can reach backend-specific reports
+    /// (such as a cluster's balance report) from a [`crate::Cache`].
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// A connected (or lazily connecting) remote deployment that can open caches.
+#[async_trait]
+pub trait RemoteBackend: Send + Sync + 'static {
+    /// A short description for logs.
+    fn describe(&self) -> String;
+    /// Opens (creating if needed) one cache's store. Fails with [`Error::Config`] when
+    /// the cache exists with other settings (e.g. another partition count).
+    async fn open(&self, spec: RawCacheSpec) -> Result<Arc<dyn RawStore>>;
+    /// The partition count to use when the URL and the cache config say nothing.
+    fn default_partitions(&self) -> u16 {
+        crate::partition::DEFAULT_PARTITIONS
+    }
+}
+
+/// Makes a [`RemoteBackend`] from a URL. Registered with [`register_backend`].
+pub trait BackendFactory: Send + Sync + 'static {
+    /// The URL schemes it serves (`redis`, `rediss`, `redis-cluster`, ...).
+    fn schemes(&self) -> &'static [&'static str];
+    /// Parses the URL (whole, as given) and returns a backend. Must not block; it may
+    /// connect lazily.
+    fn connect(&self, url: &str) -> Result<Arc<dyn RemoteBackend>>;
+}
+
+type Registry = RwLock<HashMap<&'static str, Arc<dyn BackendFactory>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Makes `factory`'s schemes available to [`crate::CacheManager::from_url`]. Backend
+/// crates call this from their `install()` function; registering a scheme again
+/// replaces the earlier factory.
+pub fn register_backend(factory: Arc<dyn BackendFactory>) {
+    let mut map = registry().write();
+    for scheme in factory.schemes() {
+        map.insert(scheme, factory.clone());
+    }
+}
+
+/// The factory registered for `scheme`.
+pub(crate) fn backend_for(scheme: &str) -> Result<Arc<dyn BackendFactory>> {
+    registry().read().get(scheme).cloned().ok_or_else(|| {
+        let hint = if scheme.starts_with("redis")
+            || scheme.starts_with("valkey")
+            || scheme == "rediss"
+        {
+            " (add the `partcache-redis` crate and call `partcache_redis::install()` at start-up)"
+        } else {
+            ""
+        };
+        Error::Config(format!(
+            "unknown cache URL scheme `{scheme}`: expected `memory` or a registered backend{hint}"
+        ))
+    })
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one test entry point (README, .ci/run): quality gates, then every test.
+# Works on a fresh Debian machine as root: installs the servers tests need, and the
+# tests start and stop their own servers on free 127.0.0.1 ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "servers (redis-server, redis-cli, valkey)"
+# shellcheck source=scripts/servers.sh
+[ -f scripts/servers.sh ] && source scripts/servers.sh
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace --all-targets
+step "doctests"
+cargo test --workspace --doc
