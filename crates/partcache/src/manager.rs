@@ -441,3 +441,79 @@ fn reopen<K: CacheKey, V: CacheValue>(
     }
     Ok(cache)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_urls_are_config_errors_that_name_the_bad_part() {
+        let cases = [
+            ("localhost:6379", "no scheme"),
+            ("://x", "empty scheme"),
+            ("memcached://h:11211", "`memcached`"),
+            ("redis://127.0.0.1:6379", "partcache_redis::install()"),
+            ("memory://somehost", "`somehost`"),
+            ("memory://?max_entries=5", "`max_entries=5`"),
+        ];
+        for (url, expected) in cases {
+            match CacheManager::from_url(url) {
+                Err(Error::Config(message)) => assert!(message.contains(expected), "{url}: {message}"),
+                other => panic!("{url}: expected a config error, got {other:?}"),
+            }
+        }
+        assert!(CacheManager::from_url("memory://").unwrap().is_local());
+        assert!(CacheManager::from_url(" memory:// ").is_ok());
+    }
+
+    #[tokio::test]
+    async fn config_file_settings_apply_to_the_named_cache() {
+        let manager = CacheManager::with_config(
+            "memory://",
+            ManagerConfig::from_toml("[caches.tiny]\nmax_entries = 2\n").unwrap(),
+        )
+        .unwrap();
+        let tiny = manager.cache::<u32, u32>("tiny").build().await.unwrap();
+        for i in 0..10 {
+            tiny.put(i, i).await.unwrap();
+        }
+        tiny.run_pending_tasks().await.unwrap();
+        assert!(tiny.len().await.unwrap() <= 2);
+        assert_eq!(manager.cache_names(), ["tiny"]);
+        assert!(manager.get_cache::<u32, u32>("tiny").is_some());
+        assert!(manager.get_cache::<u32, String>("tiny").is_none());
+    }
+
+    #[tokio::test]
+    async fn invalid_cache_settings_fail_the_build_with_the_setting_named() {
+        let manager = CacheManager::from_url("memory://").unwrap();
+        let err = manager.cache::<u32, u32>("c").partitions(2).build().await.unwrap_err();
+        assert!(err.to_string().contains("partitions"), "{err}");
+        let err = manager.cache::<u32, u32>("c").max_entries(5).weigher(10, |_, _| 1).build().await.unwrap_err();
+        assert!(err.to_string().contains("weigher"), "{err}");
+        let err = manager.cache::<u32, u32>("c").hashing_rules(["(unclosed"]).build().await.unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_weigher_bounds_the_total_weight() {
+        let manager = CacheManager::from_url("memory://").unwrap();
+        let cache = manager
+            .cache::<u32, String>("weighed")
+            .weigher(100, |_, v: &String| v.len() as u32)
+            .build()
+            .await
+            .unwrap();
+        for i in 0..50 {
+            cache.put(i, "x".repeat(10)).await.unwrap();
+        }
+        cache.run_pending_tasks().await.unwrap();
+        let total: usize = futures::StreamExt::collect::<Vec<_>>(cache.entries())
+            .await
+            .into_iter()
+            .map(|e| e.unwrap().1.len())
+            .sum();
+        assert!(total <= 100, "total weight {total} exceeds 100");
+        assert!(cache.stats().evictions >= 40);
+    }
+}

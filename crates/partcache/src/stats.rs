@@ -284,3 +284,90 @@ impl CacheStats {
         metrics::gauge!("partcache_hit_ratio", &label).set(self.hit_ratio());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use metrics::{Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    /// Records what the facade receives, keyed by `name{cache=...}`.
+    #[derive(Default, Clone)]
+    struct Recorded(Arc<Mutex<BTreeMap<String, f64>>>);
+
+    struct Cell(String, Recorded);
+
+    impl CounterFn for Cell {
+        fn increment(&self, value: u64) {
+            *self.1.0.lock().entry(self.0.clone()).or_default() += value as f64;
+        }
+        fn absolute(&self, value: u64) {
+            self.1.0.lock().insert(self.0.clone(), value as f64);
+        }
+    }
+
+    impl GaugeFn for Cell {
+        fn increment(&self, value: f64) {
+            *self.1.0.lock().entry(self.0.clone()).or_default() += value;
+        }
+        fn decrement(&self, value: f64) {
+            *self.1.0.lock().entry(self.0.clone()).or_default() -= value;
+        }
+        fn set(&self, value: f64) {
+            self.1.0.lock().insert(self.0.clone(), value);
+        }
+    }
+
+    fn name(key: &Key) -> String {
+        let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+
+    impl Recorder for Recorded {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(Arc::new(Cell(name(key), self.clone())))
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(Arc::new(Cell(name(key), self.clone())))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn striped_counters_sum_across_threads() {
+        let counters = Arc::new(StatsCounters::default());
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let counters = counters.clone();
+                s.spawn(move || (0..1000).for_each(|_| counters.hits.incr()));
+            }
+        });
+        assert_eq!(counters.snapshot().hits, 4000);
+        counters.reset();
+        assert_eq!(counters.snapshot(), CacheStats::default());
+    }
+
+    #[test]
+    fn snapshots_export_through_the_metrics_facade_with_the_cache_label() {
+        let counters = StatsCounters::default();
+        counters.hits.add(3);
+        counters.misses.add(1);
+        counters.evictions.add(2);
+        let recorded = Recorded::default();
+        metrics::with_local_recorder(&recorded, || counters.snapshot().publish("users"));
+        let values = recorded.0.lock();
+        assert_eq!(values["partcache_hits_total{cache=users}"], 3.0);
+        assert_eq!(values["partcache_misses_total{cache=users}"], 1.0);
+        assert_eq!(values["partcache_evictions_total{cache=users}"], 2.0);
+        assert_eq!(values["partcache_hit_ratio{cache=users}"], 0.75);
+    }
+}
