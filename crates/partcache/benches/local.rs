@@ -15,7 +15,10 @@ use partcache::{Cache, CacheManager};
 
 const KEYS: u64 = 100_000;
 const OPS_PER_TASK: u64 = 400_000;
-const ROUNDS: usize = 5;
+/// Rounds per figure; `PARTCACHE_BENCH_ROUNDS` overrides (e.g. 1 for a quick look).
+fn rounds() -> usize {
+    std::env::var("PARTCACHE_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5)
+}
 
 type Value = Arc<Vec<u8>>;
 
@@ -95,7 +98,7 @@ fn main() {
         for tasks in [2usize, 8] {
             let (mut best_ours, mut best_moka) = (0f64, 0f64);
             let (mut best_ours_put, mut best_moka_put) = (0f64, 0f64);
-            for _ in 0..ROUNDS {
+            for _ in 0..rounds() {
                 // Puts into empty caches, then gets that all hit.
                 let ours = partcache_cache().await;
                 let vs = values.clone();
