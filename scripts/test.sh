@@ -9,7 +9,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "servers (redis-server, redis-cli, valkey)"
 # shellcheck source=scripts/servers.sh
-[ -f scripts/servers.sh ] && source scripts/servers.sh
+source scripts/servers.sh
 
 step "cargo fmt --all --check"
 cargo fmt --all --check
