@@ -168,12 +168,12 @@ async fn forward_events<K, V>(
         if !store.config.events.is_listened() {
             continue;
         }
-        match store.config.codec.decode_entry_or_key::<K, V>(&event.blob) {
+        match store.config.codec.decode_entry::<K, V>(&event.blob) {
             Ok((key, value)) => {
                 store
                     .config
                     .events
-                    .emit(event.kind, || key, value.map(Arc::new), None);
+                    .emit(event.kind, || key, Some(Arc::new(value)), None);
             }
             Err(e) => store.decode_failed(&e),
         }
