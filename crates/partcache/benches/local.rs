@@ -17,7 +17,10 @@ const KEYS: u64 = 100_000;
 const OPS_PER_TASK: u64 = 400_000;
 /// Rounds per figure; `PARTCACHE_BENCH_ROUNDS` overrides (e.g. 1 for a quick look).
 fn rounds() -> usize {
-    std::env::var("PARTCACHE_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5)
+    std::env::var("PARTCACHE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5)
 }
 
 type Value = Arc<Vec<u8>>;

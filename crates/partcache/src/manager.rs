@@ -458,7 +458,9 @@ mod tests {
         ];
         for (url, expected) in cases {
             match CacheManager::from_url(url) {
-                Err(Error::Config(message)) => assert!(message.contains(expected), "{url}: {message}"),
+                Err(Error::Config(message)) => {
+                    assert!(message.contains(expected), "{url}: {message}")
+                }
                 other => panic!("{url}: expected a config error, got {other:?}"),
             }
         }
@@ -487,11 +489,27 @@ mod tests {
     #[tokio::test]
     async fn invalid_cache_settings_fail_the_build_with_the_setting_named() {
         let manager = CacheManager::from_url("memory://").unwrap();
-        let err = manager.cache::<u32, u32>("c").partitions(2).build().await.unwrap_err();
+        let err = manager
+            .cache::<u32, u32>("c")
+            .partitions(2)
+            .build()
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("partitions"), "{err}");
-        let err = manager.cache::<u32, u32>("c").max_entries(5).weigher(10, |_, _| 1).build().await.unwrap_err();
+        let err = manager
+            .cache::<u32, u32>("c")
+            .max_entries(5)
+            .weigher(10, |_, _| 1)
+            .build()
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("weigher"), "{err}");
-        let err = manager.cache::<u32, u32>("c").hashing_rules(["(unclosed"]).build().await.unwrap_err();
+        let err = manager
+            .cache::<u32, u32>("c")
+            .hashing_rules(["(unclosed"])
+            .build()
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
 

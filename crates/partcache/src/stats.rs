@@ -290,7 +290,10 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    use metrics::{Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+    use metrics::{
+        Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder,
+        SharedString, Unit,
+    };
     use parking_lot::Mutex;
 
     use super::*;
@@ -323,7 +326,10 @@ mod tests {
     }
 
     fn name(key: &Key) -> String {
-        let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
         format!("{}{{{}}}", key.name(), labels.join(","))
     }
 

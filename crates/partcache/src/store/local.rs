@@ -171,7 +171,9 @@ where
             cache: builder.build(),
             expiry,
             events,
-            stripes: (0..WRITE_STRIPES).map(|_| parking_lot::Mutex::new(())).collect(),
+            stripes: (0..WRITE_STRIPES)
+                .map(|_| parking_lot::Mutex::new(()))
+                .collect(),
             hasher: std::hash::RandomState::new(),
         })
     }
@@ -201,7 +203,13 @@ where
         if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
             return false;
         }
-        self.cache.insert(key.clone(), Slot { value: value.clone(), fixed });
+        self.cache.insert(
+            key.clone(),
+            Slot {
+                value: value.clone(),
+                fixed,
+            },
+        );
         true
     }
 
@@ -210,7 +218,11 @@ where
         let _stripe = self.stripe(key);
         if self.try_plain_insert(key, &write, now) {
             // `existed` is unknown here and no caller of a plain put reads it.
-            return WriteOutcome { existed: false, applied: true, previous: None };
+            return WriteOutcome {
+                existed: false,
+                applied: true,
+                previous: None,
+            };
         }
         let Write {
             condition,
