@@ -42,11 +42,14 @@ pub mod codec;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod default_manager;
 pub mod error;
 pub mod event;
 pub mod expiry;
 pub mod key_text;
 pub mod loader;
+#[doc(hidden)]
+pub mod macro_support;
 mod manager;
 pub mod partition;
 mod single_flight;
@@ -56,13 +59,21 @@ pub mod store;
 pub use cache::{Cache, CacheKey, CacheValue, MutableEntry};
 pub use codec::Codec;
 pub use config::{CacheConfig, ManagerConfig};
+pub use default_manager::{default_manager, set_default_manager};
 pub use error::{Error, Result};
 pub use event::{CacheEvent, EventFilter, EventKind, EventReceiver};
 pub use expiry::{ExpiryPolicy, ExpirySettings};
 pub use loader::{BoxError, CacheLoader, CacheWriter};
+#[doc(hidden)]
+pub use macro_support as __private;
 pub use manager::{CacheBuilder, CacheManager, URL_ENV};
 pub use partition::HashingPolicy;
 pub use stats::CacheStats;
+
+/// `#[cacheable]`, `#[cache_put]` and `#[cache_evict]` on async functions (Spring-style
+/// declarative caching); see the `partcache-macros` crate docs.
+#[cfg(feature = "macros")]
+pub use partcache_macros::{cache_evict, cache_put, cacheable};
 
 /// The crate README's example, compiled and run as a doctest.
 #[doc = include_str!("../README.md")]

@@ -167,6 +167,11 @@ impl CacheManager {
         &self.inner.url
     }
 
+    /// Whether `other` is a clone of this manager (and so shares its caches).
+    pub fn is_same_manager(&self, other: &CacheManager) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// `true` on the embedded store.
     pub fn is_local(&self) -> bool {
         matches!(self.inner.backend, Backend::Memory)

@@ -1,0 +1,306 @@
+//! The attribute grammar: `name = value` options and bare flags, separated by commas.
+
+use proc_macro2::Span;
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::{Expr, Ident, LitBool, LitStr, Token, Type};
+
+/// Which attribute is being expanded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Cacheable,
+    Put,
+    Evict,
+}
+
+impl Kind {
+    pub(crate) fn attribute(self) -> &'static str {
+        match self {
+            Kind::Cacheable => "#[cacheable]",
+            Kind::Put => "#[cache_put]",
+            Kind::Evict => "#[cache_evict]",
+        }
+    }
+
+    fn allowed(self) -> &'static [&'static str] {
+        match self {
+            Kind::Cacheable => &[
+                "cache",
+                "key",
+                "key_type",
+                "ttl",
+                "sync",
+                "condition",
+                "unless",
+                "manager",
+                "cache_none",
+                "cache_err",
+            ],
+            Kind::Put => &[
+                "cache",
+                "key",
+                "key_type",
+                "ttl",
+                "condition",
+                "unless",
+                "manager",
+                "cache_none",
+                "cache_err",
+            ],
+            Kind::Evict => &[
+                "cache",
+                "key",
+                "key_type",
+                "value_type",
+                "all_entries",
+                "before",
+                "condition",
+                "manager",
+            ],
+        }
+    }
+}
+
+/// A per-attribute time to live: a literal such as `"5m"` (checked at compile time) or
+/// any expression of type `std::time::Duration`.
+pub(crate) enum Ttl {
+    Millis(u64),
+    Expr(Box<Expr>),
+}
+
+/// The parsed options of one attribute.
+pub(crate) struct Options {
+    pub(crate) kind: Kind,
+    pub(crate) cache: Option<LitStr>,
+    pub(crate) key: Option<Expr>,
+    pub(crate) key_type: Option<Type>,
+    pub(crate) value_type: Option<Type>,
+    pub(crate) ttl: Option<Ttl>,
+    pub(crate) sync: Option<Span>,
+    pub(crate) condition: Option<Expr>,
+    pub(crate) unless: Option<Expr>,
+    pub(crate) manager: Option<Expr>,
+    pub(crate) cache_none: Option<Span>,
+    pub(crate) cache_err: Option<Span>,
+    pub(crate) all_entries: Option<Span>,
+    pub(crate) before: bool,
+}
+
+impl Options {
+    pub(crate) fn parse(kind: Kind, input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut options = Options {
+            kind,
+            cache: None,
+            key: None,
+            key_type: None,
+            value_type: None,
+            ttl: None,
+            sync: None,
+            condition: None,
+            unless: None,
+            manager: None,
+            cache_none: None,
+            cache_err: None,
+            all_entries: None,
+            before: false,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        while !input.is_empty() {
+            let name = input.call(Ident::parse_any)?;
+            let text = name.to_string();
+            if !kind.allowed().contains(&text.as_str()) {
+                return Err(syn::Error::new(
+                    name.span(),
+                    format!(
+                        "unknown option `{text}` for {}; expected one of: {}",
+                        kind.attribute(),
+                        kind.allowed().join(", ")
+                    ),
+                ));
+            }
+            if seen.contains(&text) {
+                return Err(syn::Error::new(
+                    name.span(),
+                    format!("option `{text}` is given twice"),
+                ));
+            }
+            seen.push(text.clone());
+            match text.as_str() {
+                "cache" => {
+                    let lit: LitStr = value(input, &name)?;
+                    if lit.value().is_empty() {
+                        return Err(syn::Error::new(lit.span(), "the cache name is empty"));
+                    }
+                    options.cache = Some(lit);
+                }
+                "key" => options.key = Some(value(input, &name)?),
+                "key_type" => options.key_type = Some(value(input, &name)?),
+                "value_type" => options.value_type = Some(value(input, &name)?),
+                "condition" => options.condition = Some(value(input, &name)?),
+                "unless" => options.unless = Some(value(input, &name)?),
+                "manager" => options.manager = Some(value(input, &name)?),
+                "ttl" => {
+                    expect_eq(input, &name)?;
+                    options.ttl = Some(if input.peek(LitStr) {
+                        let lit: LitStr = input.parse()?;
+                        Ttl::Millis(parse_duration(&lit.value()).map_err(|problem| {
+                            syn::Error::new(
+                                lit.span(),
+                                format!(
+                                    "invalid ttl {:?}: {problem}; write e.g. \"30s\", \"5m\", \"1h30m\", \"250ms\", \"2d\", or a `Duration` expression",
+                                    lit.value()
+                                ),
+                            )
+                        })?)
+                    } else {
+                        Ttl::Expr(Box::new(input.parse()?))
+                    });
+                }
+                "sync" => options.sync = flag(input, &name)?,
+                "cache_none" => options.cache_none = flag(input, &name)?,
+                "cache_err" => options.cache_err = flag(input, &name)?,
+                "all_entries" => options.all_entries = flag(input, &name)?,
+                "before" => options.before = flag(input, &name)?.is_some(),
+                _ => unreachable_option(&name)?,
+            }
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        options.check()?;
+        Ok(options)
+    }
+
+    /// Combinations that parse but mean nothing.
+    fn check(&self) -> syn::Result<()> {
+        if self.cache.is_none() {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                format!(
+                    "{} needs the cache's name: add `cache = \"name\"`",
+                    self.kind.attribute()
+                ),
+            ));
+        }
+        if let (Some(span), Some(_)) = (self.sync, &self.unless) {
+            return Err(syn::Error::new(
+                span,
+                "`sync` cannot be combined with `unless` (as in Spring): the callers waiting on one call share its value, so it must be cacheable whatever it is",
+            ));
+        }
+        if let (Some(span), Some(_)) = (self.all_entries, &self.key) {
+            return Err(syn::Error::new(
+                span,
+                "`all_entries` clears the whole cache: it takes no `key`",
+            ));
+        }
+        if let (Some(a), Some(_)) = (self.cache_none, self.cache_err) {
+            return Err(syn::Error::new(
+                a,
+                "`cache_none` and `cache_err` cannot be combined: with `cache_err` the whole `Result` is cached already",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn expect_eq(input: ParseStream<'_>, name: &Ident) -> syn::Result<()> {
+    if !input.peek(Token![=]) {
+        return Err(syn::Error::new(
+            name.span(),
+            format!("option `{name}` needs a value: `{name} = ...`"),
+        ));
+    }
+    input.parse::<Token![=]>()?;
+    Ok(())
+}
+
+fn value<T: Parse>(input: ParseStream<'_>, name: &Ident) -> syn::Result<T> {
+    expect_eq(input, name)?;
+    input.parse()
+}
+
+/// A bare flag (`sync`) or an explicit `sync = true|false`; `Some(span)` when on.
+fn flag(input: ParseStream<'_>, name: &Ident) -> syn::Result<Option<Span>> {
+    if input.peek(Token![=]) {
+        input.parse::<Token![=]>()?;
+        let on: LitBool = input.parse()?;
+        return Ok(on.value.then_some(name.span()));
+    }
+    Ok(Some(name.span()))
+}
+
+fn unreachable_option(name: &Ident) -> syn::Result<()> {
+    Err(syn::Error::new(
+        name.span(),
+        format!("internal error: option `{name}` is allowed but not handled"),
+    ))
+}
+
+/// `"1h30m"` → milliseconds. Units: `ms`, `s`, `m`, `h`, `d`.
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("it is empty".into());
+    }
+    let mut total: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("expected a number at `{rest}`"));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{}` is too large", &rest[..digits]))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = rest[unit_len..].trim_start();
+        let millis_per_unit: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("`{number}` has no unit (ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` (expected ms, s, m, h or d)"
+                ));
+            }
+        };
+        total = number
+            .checked_mul(millis_per_unit)
+            .and_then(|part| total.checked_add(part))
+            .ok_or("it is too long")?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_combine_units() {
+        assert_eq!(parse_duration("5m"), Ok(300_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration("250ms"), Ok(250));
+        assert_eq!(parse_duration("2d"), Ok(172_800_000));
+        assert_eq!(parse_duration("1m 30s"), Ok(90_000));
+    }
+
+    #[test]
+    fn bad_durations_say_why() {
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5").unwrap_err().contains("no unit"));
+        assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("m")
+                .unwrap_err()
+                .contains("expected a number")
+        );
+    }
+}

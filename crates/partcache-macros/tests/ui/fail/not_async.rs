@@ -1,0 +1,10 @@
+use partcache::cacheable;
+
+#[cacheable(cache = "products")]
+fn product(id: u64) -> String {
+    format!("product {id}")
+}
+
+fn main() {
+    let _ = product(1);
+}
