@@ -109,6 +109,20 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         self.inner.encoded.as_ref().map(|e| e.raw())
     }
 
+    /// Partitions, entries and bytes per master, on stores that partition the cache over
+    /// several masters (the Redis Cluster store). One round trip per master; entry and
+    /// byte counts are approximate. Elsewhere an [`Error::Config`] ("not partitioned").
+    pub async fn balance_report(&self) -> Result<crate::balance::BalanceReport> {
+        match self.raw_store() {
+            Some(raw) => raw.balance_report().await,
+            None => Err(Error::Config(format!(
+                "cache `{}` is on the {} store, which is not partitioned: no balance report",
+                self.inner.name,
+                self.inner.store.describe()
+            ))),
+        }
+    }
+
     fn track<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(e) = &result {
             match e {

@@ -135,6 +135,30 @@ impl Codec {
         self.decode_from(value_bytes)
     }
 
+    /// The blob cut right after its key: what a remote store keeps to announce an event
+    /// about an entry whose value is gone (see [`crate::store::raw::RawEvent`]).
+    /// [`Codec::decode_entry_or_key`] decodes it with no value.
+    pub fn key_only_blob(self, blob: &[u8]) -> Result<Vec<u8>> {
+        let (_, value_bytes) = self.split(blob)?;
+        Ok(blob[..blob.len() - value_bytes.len()].to_vec())
+    }
+
+    /// Decodes a full blob as [`Codec::decode_entry`] does, or a key-only blob
+    /// ([`Codec::key_only_blob`]) as its key and no value.
+    pub fn decode_entry_or_key<K: DeserializeOwned, V: DeserializeOwned>(
+        self,
+        blob: &[u8],
+    ) -> Result<(K, Option<V>)> {
+        let (key_bytes, value_bytes) = self.split(blob)?;
+        let key = self.decode_from(key_bytes)?;
+        match self.decode_from(value_bytes) {
+            Ok(value) => Ok((key, Some(value))),
+            // A value type that encodes to nothing (`()` in postcard) decoded above.
+            Err(_) if value_bytes.is_empty() => Ok((key, None)),
+            Err(e) => Err(e),
+        }
+    }
+
     fn split(self, blob: &[u8]) -> Result<(&[u8], &[u8])> {
         let header = blob
             .get(..HEADER_LEN)
@@ -205,6 +229,26 @@ mod tests {
             id: 7,
             name: "alice".into(),
             email: None,
+        }
+    }
+
+    #[test]
+    fn key_only_blobs_decode_as_the_key_without_a_value() {
+        for codec in [Codec::Postcard, Codec::Json] {
+            let blob = codec.encode_entry(&"k1".to_string(), &alice()).unwrap();
+            let key_only = codec.key_only_blob(&blob).unwrap();
+            assert!(key_only.len() < blob.len());
+            let (key, value) = codec
+                .decode_entry_or_key::<String, User>(&key_only)
+                .unwrap();
+            assert_eq!((key.as_str(), value), ("k1", None));
+            let (_, value) = codec.decode_entry_or_key::<String, User>(&blob).unwrap();
+            assert_eq!(value, Some(alice()));
+            assert!(
+                codec
+                    .decode_entry_or_key::<String, User>(&blob[..blob.len() - 1])
+                    .is_err()
+            );
         }
     }
 

@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+pub mod balance;
 mod cache;
 pub mod codec;
 pub mod config;
@@ -56,6 +57,7 @@ mod single_flight;
 pub mod stats;
 pub mod store;
 
+pub use balance::{BalanceReport, MasterBalance};
 pub use cache::{Cache, CacheKey, CacheValue, MutableEntry};
 pub use codec::Codec;
 pub use config::{CacheConfig, ManagerConfig};

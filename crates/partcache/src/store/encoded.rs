@@ -43,9 +43,16 @@ pub struct EncodedConfig<K, V> {
 }
 
 /// See the module docs.
+///
+/// Events: the raw store's events are forwarded from one receiver, drained both by a
+/// background task (events of other processes) and at the end of every operation of
+/// this store, so that the events an operation caused, which a remote store has
+/// received by the time the operation returns, reach listeners before it returns: a
+/// listener subscribed after a `put` never sees that put's event.
 pub struct EncodedStore<K, V> {
     raw: Arc<dyn RawStore>,
     config: EncodedConfig<K, V>,
+    events: parking_lot::Mutex<broadcast::Receiver<super::raw::RawEvent>>,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -56,14 +63,18 @@ where
 {
     /// Wraps `raw`; starts forwarding its events (decoded) while the store lives.
     pub fn new(raw: Arc<dyn RawStore>, config: EncodedConfig<K, V>) -> Arc<Self> {
+        let events = parking_lot::Mutex::new(raw.subscribe());
+        // A second receiver only wakes the background task; events are taken from
+        // `events` alone, so each is forwarded once.
+        let wake = raw.subscribe();
         let store = Arc::new(EncodedStore {
             raw,
             config,
+            events,
             _types: PhantomData,
         });
-        let receiver = store.raw.subscribe();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(forward_events(Arc::downgrade(&store), receiver));
+            handle.spawn(forward_events(Arc::downgrade(&store), wake));
         }
         store
     }
@@ -98,7 +109,7 @@ where
         if let Some(limit) = self.config.max_value_bytes
             && blob.len() > limit
         {
-            self.config.stats.rejections.incr();
+            // Counted once, by the cache, like every other rejection.
             return Err(Error::Rejected(format!(
                 "value of {} bytes exceeds the limit of {limit} bytes for cache `{}`",
                 blob.len(),
@@ -117,6 +128,40 @@ where
                 None
             }
         }
+    }
+
+    /// Forwards (decoded) every raw event received so far. See the type docs.
+    fn drain_events(&self) {
+        let mut receiver = self.events.lock();
+        loop {
+            match receiver.try_recv() {
+                Ok(event) => self.forward(event),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    tracing::warn!(cache = %self.config.name, lost = n, "cache event forwarder lagged behind");
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn forward(&self, event: super::raw::RawEvent) {
+        if !self.config.events.is_listened() {
+            return;
+        }
+        match self.config.codec.decode_entry_or_key::<K, V>(&event.blob) {
+            Ok((key, value)) => {
+                self.config
+                    .events
+                    .emit(event.kind, || key, value.map(Arc::new), None);
+            }
+            Err(e) => self.decode_failed(&e),
+        }
+    }
+
+    /// Drains the events `result`'s operation caused, then passes `result` on.
+    fn after<T>(&self, result: Result<T>) -> Result<T> {
+        self.drain_events();
+        result
     }
 
     fn decode_failed(&self, error: &Error) {
@@ -150,33 +195,18 @@ where
 
 async fn forward_events<K, V>(
     store: Weak<EncodedStore<K, V>>,
-    mut receiver: broadcast::Receiver<super::raw::RawEvent>,
+    mut wake: broadcast::Receiver<super::raw::RawEvent>,
 ) where
     K: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     loop {
-        let event = match receiver.recv().await {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(lost = n, "cache event forwarder lagged behind");
-                continue;
-            }
+        match wake.recv().await {
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
             Err(broadcast::error::RecvError::Closed) => return,
-        };
+        }
         let Some(store) = store.upgrade() else { return };
-        if !store.config.events.is_listened() {
-            continue;
-        }
-        match store.config.codec.decode_entry::<K, V>(&event.blob) {
-            Ok((key, value)) => {
-                store
-                    .config
-                    .events
-                    .emit(event.kind, || key, Some(Arc::new(value)), None);
-            }
-            Err(e) => store.decode_failed(&e),
-        }
+        store.drain_events();
     }
 }
 
@@ -196,7 +226,7 @@ where
 
     async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>> {
         let raw_keys = self.raw_keys(keys)?;
-        let blobs = self.raw.get_all(&raw_keys).await?;
+        let blobs = self.after(self.raw.get_all(&raw_keys).await)?;
         Ok(blobs
             .into_iter()
             .map(|b| b.and_then(|blob| self.decode_value(&blob)))
@@ -210,7 +240,7 @@ where
     async fn write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>> {
         let raw_key = self.raw_key(key)?;
         let raw_write = self.raw_write(key, write)?;
-        let outcome = self.raw.write(&raw_key, raw_write).await?;
+        let outcome = self.after(self.raw.write(&raw_key, raw_write).await)?;
         Ok(WriteOutcome {
             existed: outcome.existed,
             applied: outcome.applied,
@@ -223,19 +253,20 @@ where
             .iter()
             .map(|(k, v)| Ok((self.raw_key(k)?, self.encode(k, v)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.raw.put_all(encoded, ttl).await
+        self.after(self.raw.put_all(encoded, ttl).await)
     }
 
     async fn remove_all(&self, keys: &[K]) -> Result<u64> {
-        self.raw.remove_all(&self.raw_keys(keys)?).await
+        let raw_keys = self.raw_keys(keys)?;
+        self.after(self.raw.remove_all(&raw_keys).await)
     }
 
     async fn remove_everything(&self) -> Result<u64> {
-        self.raw.remove_everything().await
+        self.after(self.raw.remove_everything().await)
     }
 
     async fn clear(&self) -> Result<()> {
-        self.raw.clear().await
+        self.after(self.raw.clear().await)
     }
 
     async fn compute(&self, key: &K, processor: &mut Processor<'_, V>) -> Result<Computed> {
@@ -245,9 +276,7 @@ where
         let raw_key = self.raw_key(key)?;
         for _ in 0..MAX_COMPUTE_ATTEMPTS {
             let current_blob = self
-                .raw
-                .get_all(std::slice::from_ref(&raw_key))
-                .await?
+                .after(self.raw.get_all(std::slice::from_ref(&raw_key)).await)?
                 .pop()
                 .flatten();
             let current = current_blob
@@ -276,17 +305,18 @@ where
                 ),
                 (Decision::Remove, true) => (RawAction::Remove, Computed::Removed),
             };
-            let outcome = self
-                .raw
-                .write(
-                    &raw_key,
-                    RawWrite {
-                        condition,
-                        action,
-                        want_previous: false,
-                    },
-                )
-                .await?;
+            let outcome = self.after(
+                self.raw
+                    .write(
+                        &raw_key,
+                        RawWrite {
+                            condition,
+                            action,
+                            want_previous: false,
+                        },
+                    )
+                    .await,
+            )?;
             if outcome.applied {
                 return Ok(computed);
             }
@@ -320,6 +350,6 @@ where
     }
 
     async fn run_pending_tasks(&self) -> Result<()> {
-        self.raw.run_pending_tasks().await
+        self.after(self.raw.run_pending_tasks().await)
     }
 }

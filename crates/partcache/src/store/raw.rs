@@ -87,6 +87,11 @@ pub struct RawEvent {
     /// What happened.
     pub kind: EventKind,
     /// The blob of the new value (`Created`, `Updated`) or of the value that went away.
+    ///
+    /// It may also be a *key-only* blob ([`Codec::key_only_blob`]): the blob cut after
+    /// its key. Stores send these when the value is already gone, as for an entry the
+    /// server itself expired before the store's reaper saw it; listeners then get the
+    /// event with no value.
     pub blob: Vec<u8>,
 }
 
@@ -142,6 +147,14 @@ pub trait RawStore: Send + Sync + 'static {
     /// The store as `Any`, so its backend crate can reach backend-specific reports
     /// (such as a cluster's balance report) from a [`crate::Cache`].
     fn as_any(&self) -> &dyn std::any::Any;
+    /// Partitions, entries and bytes per master. Stores that do not spread a cache over
+    /// several masters keep this default, an [`Error::Config`] saying so.
+    async fn balance_report(&self) -> Result<crate::balance::BalanceReport> {
+        Err(Error::Config(format!(
+            "{} does not partition caches over masters: no balance report",
+            self.describe()
+        )))
+    }
 }
 
 /// A connected (or lazily connecting) remote deployment that can open caches.

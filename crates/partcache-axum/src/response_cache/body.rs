@@ -1,0 +1,200 @@
+//! [`CacheBody`], the body of every response the cache sends, and bounded buffering.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+
+/// Errors of a [`CacheBody`]: the origin body's own, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project_lite::pin_project! {
+    /// The body of a response from the cache layer: a stored body (a shared `Bytes`,
+    /// never copied), the origin's body passed through untouched, or an origin body
+    /// whose first bytes were read while deciding whether it fits in the cache.
+    pub struct CacheBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Full { data: Option<Bytes> },
+        Origin { #[pin] body: B },
+        Prefixed { prefix: VecDeque<Bytes>, rest: Option<Pin<Box<B>>>, error: Option<BoxError> },
+    }
+}
+
+impl<B> CacheBody<B> {
+    pub(crate) fn full(data: Bytes) -> Self {
+        CacheBody {
+            kind: Kind::Full {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+
+    pub(crate) fn empty() -> Self {
+        CacheBody {
+            kind: Kind::Full { data: None },
+        }
+    }
+
+    pub(crate) fn origin(body: B) -> Self {
+        CacheBody {
+            kind: Kind::Origin { body },
+        }
+    }
+
+    fn prefixed(
+        prefix: VecDeque<Bytes>,
+        rest: Option<Pin<Box<B>>>,
+        error: Option<BoxError>,
+    ) -> Self {
+        CacheBody {
+            kind: Kind::Prefixed {
+                prefix,
+                rest,
+                error,
+            },
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for CacheBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Full { .. } => "stored",
+            Kind::Origin { .. } => "origin",
+            Kind::Prefixed { .. } => "origin (partly read)",
+        };
+        f.debug_struct("CacheBody").field("kind", &kind).finish()
+    }
+}
+
+impl<B> Body for CacheBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Origin { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProj::Prefixed {
+                prefix,
+                rest,
+                error,
+            } => {
+                if let Some(chunk) = prefix.pop_front() {
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                if let Some(error) = error.take() {
+                    return Poll::Ready(Some(Err(error)));
+                }
+                match rest {
+                    Some(body) => body.as_mut().poll_frame(cx).map_err(Into::into),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full { data } => data.is_none(),
+            Kind::Origin { body } => body.is_end_stream(),
+            Kind::Prefixed {
+                prefix,
+                rest,
+                error,
+            } => {
+                prefix.is_empty()
+                    && error.is_none()
+                    && rest.as_ref().is_none_or(|b| b.is_end_stream())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Origin { body } => body.size_hint(),
+            Kind::Prefixed { prefix, rest, .. } => {
+                let buffered: u64 = prefix.iter().map(|c| c.len() as u64).sum();
+                let rest = rest
+                    .as_ref()
+                    .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint());
+                let mut hint = SizeHint::new();
+                hint.set_lower(buffered + rest.lower());
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(buffered + upper);
+                }
+                hint
+            }
+        }
+    }
+}
+
+/// What reading a body up to a limit gave.
+pub(crate) enum Buffered<B> {
+    /// The whole body, within the limit.
+    Complete(Bytes),
+    /// Too large (or failed): a body that replays what was read, then the rest.
+    Streaming(CacheBody<B>),
+}
+
+/// Reads `body` whole if it fits in `limit` bytes. Holds at most the limit (plus the
+/// frame that crossed it): past that, the bytes read so far and the unread rest are
+/// handed back as one streaming body, so a large response is never buffered whole.
+/// Trailers of a cached body are dropped (the stored form has none).
+pub(crate) async fn read_limited<B>(body: B, limit: usize) -> Buffered<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut body = Box::pin(body);
+    let mut chunks: VecDeque<Bytes> = VecDeque::new();
+    let mut total = 0usize;
+    loop {
+        match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            None => break,
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                total += data.len();
+                chunks.push_back(data);
+                if total > limit {
+                    return Buffered::Streaming(CacheBody::prefixed(chunks, Some(body), None));
+                }
+            }
+            Some(Err(error)) => {
+                return Buffered::Streaming(CacheBody::prefixed(chunks, None, Some(error.into())));
+            }
+        }
+    }
+    Buffered::Complete(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop_front().unwrap_or_default(),
+        _ => {
+            let mut joined = BytesMut::with_capacity(total);
+            for chunk in chunks {
+                joined.extend_from_slice(&chunk);
+            }
+            joined.freeze()
+        }
+    })
+}

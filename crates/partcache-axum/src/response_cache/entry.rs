@@ -1,0 +1,134 @@
+//! What the response cache stores: [`CachedEntry`] under response keys, [`TagKeys`]
+//! in the tag index.
+//!
+//! A response is stored as one shared value: status, headers, body (`Bytes`), the
+//! `http-cache-semantics` policy that judges it, and the freshness figures taken from
+//! that policy when it was stored. On the local store a hit is a reference-count
+//! increment: nothing is deserialized and the body is never copied. On a Redis store
+//! the same value is encoded with the cache's codec (postcard by default).
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_cache_semantics::CachePolicy;
+use serde::{Deserialize, Serialize};
+
+/// A value of the response cache. Opaque: build the cache with this type and let the
+/// [`ResponseCache`](crate::ResponseCache) fill it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedEntry {
+    pub(crate) kind: EntryKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum EntryKind {
+    /// A stored response.
+    Response(Box<StoredResponse>),
+    /// The resource varies: its responses live under variant keys (see `key.rs`).
+    Variants(VaryIndex),
+}
+
+impl CachedEntry {
+    pub(crate) fn response(response: StoredResponse) -> Self {
+        CachedEntry {
+            kind: EntryKind::Response(Box::new(response)),
+        }
+    }
+
+    pub(crate) fn variants(index: VaryIndex) -> Self {
+        CachedEntry {
+            kind: EntryKind::Variants(index),
+        }
+    }
+
+    /// The stored response, unless this is a Vary index.
+    pub(crate) fn as_response(&self) -> Option<&StoredResponse> {
+        match &self.kind {
+            EntryKind::Response(r) => Some(r),
+            EntryKind::Variants(_) => None,
+        }
+    }
+}
+
+/// A stored response and what is known about its freshness.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredResponse {
+    #[serde(with = "http_serde::status_code")]
+    pub(crate) status: StatusCode,
+    /// The headers sent to clients: without hop-by-hop headers, the tag header, `Age`,
+    /// and (when storing such responses is allowed) `Set-Cookie`.
+    #[serde(with = "http_serde::header_map")]
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// The policy the freshness figures come from; kept for revalidation
+    /// (`before_request` / `after_response`) and requests with `Cache-Control`.
+    pub(crate) policy: CachePolicy,
+    /// When the response was received from the origin.
+    pub(crate) stored_at: SystemTime,
+    /// Its `Age` when received (from an upstream cache), per the policy.
+    pub(crate) initial_age: Duration,
+    /// Its freshness lifetime, per the policy (`s-maxage`, `max-age`, `Expires`, or a
+    /// default / route TTL).
+    pub(crate) lifetime: Duration,
+    /// How long past `lifetime` it may be served while one background refresh runs.
+    pub(crate) stale_while_revalidate: Duration,
+    /// How long past `lifetime` it may be served when the origin fails.
+    pub(crate) stale_if_error: Duration,
+    /// `must-revalidate`, `proxy-revalidate` or `no-cache`: never served stale.
+    pub(crate) must_revalidate: bool,
+    /// Tags from the tag header, for purging.
+    pub(crate) tags: Vec<String>,
+    /// The request headers the response varies on, lowercased and sorted, with the
+    /// values of the request it answered (so a coalesced waiter can check its own).
+    pub(crate) vary: Vec<(String, Vec<Bytes>)>,
+}
+
+impl StoredResponse {
+    /// The response's age at `now`, as RFC 9111 §4.2.3 computes it (the policy's
+    /// `age`, without re-parsing headers on the hot path).
+    pub(crate) fn age(&self, now: SystemTime) -> Duration {
+        self.initial_age + now.duration_since(self.stored_at).unwrap_or_default()
+    }
+
+    /// Fresh at `now` (for a request without its own cache directives).
+    pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
+        self.age(now) < self.lifetime
+    }
+
+    /// Whether it may be served stale at `now` within `window` past its lifetime.
+    pub(crate) fn within_stale_window(&self, now: SystemTime, window: Duration) -> bool {
+        !self.must_revalidate && !window.is_zero() && self.age(now) < self.lifetime + window
+    }
+
+    /// Whether it carries a validator the origin can answer with 304.
+    pub(crate) fn has_validator(&self) -> bool {
+        self.headers.contains_key(http::header::ETAG)
+            || self.headers.contains_key(http::header::LAST_MODIFIED)
+    }
+}
+
+/// The marker stored under a resource's primary key when its responses vary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct VaryIndex {
+    /// The header names, lowercased, sorted, deduplicated.
+    pub(crate) names: Vec<String>,
+    /// Part of every variant key: a new index (after an invalidation, or a change of
+    /// the Vary names) makes every older variant unreachable.
+    pub(crate) nonce: u64,
+    /// When the longest-lived variant stored under it expires.
+    pub(crate) expires_at: SystemTime,
+}
+
+/// The tag index's value: the keys of the responses that carried a tag.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagKeys {
+    pub(crate) keys: Vec<String>,
+}
+
+impl TagKeys {
+    /// The response keys tagged so far (some may have expired since).
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+}

@@ -1,0 +1,548 @@
+//! [`ResponseCache`] (the handle: layer, purges, statistics), its builder, and
+//! [`ResponseCacheLayer`].
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderName, Method, Request, Uri};
+use partcache::Cache;
+use partcache_tower::coalesce::{Coalescer, Flight};
+use tower_layer::Layer;
+
+use super::entry::{CachedEntry, EntryKind, TagKeys, VaryIndex};
+use super::key::{RequestKey, request_host, variant_key};
+use super::policy::RoutePolicy;
+use super::service::ResponseCacheService;
+use super::stats::{Counters, ResponseCacheStats, incr};
+
+/// Default largest body stored: larger ones stream through uncached.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Default store timeout: past it a read or write gives up and the origin answers.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Unkeyed request headers that frameworks commonly let override the host, scheme,
+/// path or method an application sees. A response to a request carrying one could
+/// reflect it, and a shared cache would then hand that to every client (web cache
+/// poisoning), so such requests bypass the cache unless the header is keyed
+/// ([`ResponseCacheBuilder::key_header`]) or allowed
+/// ([`ResponseCacheBuilder::allow_unkeyed_header`]).
+pub const DEFAULT_BYPASS_HEADERS: [&str; 12] = [
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+pub(crate) struct Config {
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) routes: Vec<(String, RoutePolicy)>,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) ignored_params: Vec<String>,
+    pub(crate) keyed_headers: Vec<HeaderName>,
+    pub(crate) bypass_headers: Vec<HeaderName>,
+    pub(crate) tag_header: HeaderName,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) store_timeout: Duration,
+    pub(crate) store_set_cookie: bool,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
+    pub(crate) stale_retention: Duration,
+    pub(crate) max_keys_per_tag: usize,
+}
+
+impl Config {
+    /// The policy of the longest route prefix matching `path` (at a segment boundary).
+    pub(crate) fn route_for(&self, path: &str) -> Option<&RoutePolicy> {
+        self.routes
+            .iter()
+            .filter(|(prefix, _)| {
+                path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
+                })
+            })
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, policy)| policy)
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) responses: Cache<String, CachedEntry>,
+    pub(crate) tags: Option<Cache<String, TagKeys>>,
+    pub(crate) config: Config,
+    pub(crate) flights: Arc<Coalescer<String, Arc<CachedEntry>>>,
+    pub(crate) counters: Counters,
+    /// The local store answers without I/O: no timeout is needed around it.
+    pub(crate) local: bool,
+}
+
+/// The failure a store call ended with (already logged and counted).
+pub(crate) struct StoreFailed;
+
+impl Inner {
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = partcache::Result<T>>,
+    ) -> Result<T, StoreFailed> {
+        let result = if self.local {
+            call.await
+        } else {
+            match tokio::time::timeout(self.config.store_timeout, call).await {
+                Ok(result) => result,
+                Err(_) => {
+                    incr(&self.counters.store_timeouts);
+                    tracing::warn!(cache = %self.responses.name(), operation = what, timeout = ?self.config.store_timeout,
+                        "response cache store timed out; serving from the origin");
+                    return Err(StoreFailed);
+                }
+            }
+        };
+        result.map_err(|error| {
+            incr(&self.counters.store_errors);
+            // Fail-open (DESIGN.md §7): logged and counted, never the request's error.
+            tracing::warn!(cache = %self.responses.name(), operation = what, %error,
+                "response cache store failed; serving from the origin");
+            StoreFailed
+        })
+    }
+
+    /// Reads an entry; `Err` when the store failed (the caller bypasses the cache).
+    pub(crate) async fn read(&self, key: &String) -> Result<Option<Arc<CachedEntry>>, StoreFailed> {
+        self.bounded("get", self.responses.get(key)).await
+    }
+
+    /// Stores a response (and its Vary index and tags) beside the request that produced
+    /// it: the flight, if any, stays joinable until the write ends.
+    pub(crate) fn spawn_store(
+        self: &Arc<Self>,
+        key: RequestKey,
+        entry: Arc<CachedEntry>,
+        keep_for: Duration,
+        flight: Option<Flight<String, Arc<CachedEntry>>>,
+    ) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let cancelled = || flight.as_ref().is_some_and(Flight::is_cancelled);
+            if cancelled() {
+                return;
+            }
+            let Some(stored) = entry.as_response() else {
+                return;
+            };
+            let storage_key = if stored.vary.is_empty() {
+                key.primary.clone()
+            } else {
+                let Ok(nonce) = inner.vary_index(&key.primary, &stored.vary, keep_for).await else {
+                    return;
+                };
+                variant_key(&key.primary, nonce, &stored.vary)
+            };
+            if let Some(tags) = &inner.tags {
+                for tag in &stored.tags {
+                    let max = inner.config.max_keys_per_tag;
+                    let add = tags.invoke(tag, |entry| {
+                        let mut keys = entry.value().cloned().unwrap_or_default();
+                        if !keys.keys.contains(&storage_key) {
+                            if keys.keys.len() >= max {
+                                keys.keys.remove(0);
+                            }
+                            keys.keys.push(storage_key.clone());
+                            entry.set_value(keys);
+                        }
+                    });
+                    if inner.bounded("tag index update", add).await.is_err() {
+                        // Untracked, it could not be purged by tag: better not stored.
+                        return;
+                    }
+                }
+            }
+            // An invalidation since the origin answered: storing now would resurrect
+            // what it removed.
+            if cancelled() {
+                return;
+            }
+            let put = inner
+                .responses
+                .put_with_ttl(storage_key, entry.clone(), keep_for);
+            if inner.bounded("put", put).await.is_ok() {
+                incr(&inner.counters.stored);
+            }
+        });
+    }
+
+    /// The nonce of the resource's Vary index for these header names, creating (or
+    /// replacing, when the names changed) the index and extending its life.
+    async fn vary_index(
+        &self,
+        primary: &String,
+        selected: &[(String, Vec<bytes::Bytes>)],
+        keep_for: Duration,
+    ) -> Result<u64, StoreFailed> {
+        let names: Vec<String> = selected.iter().map(|(n, _)| n.clone()).collect();
+        let now = SystemTime::now();
+        let expires_at = now + keep_for;
+        let index = match self.read(primary).await?.as_deref().map(|e| &e.kind) {
+            Some(EntryKind::Variants(index)) if index.names == names => VaryIndex {
+                names,
+                nonce: index.nonce,
+                expires_at: index.expires_at.max(expires_at),
+            },
+            _ => VaryIndex {
+                names,
+                nonce: random_nonce(),
+                expires_at,
+            },
+        };
+        let nonce = index.nonce;
+        let ttl = index.expires_at.duration_since(now).unwrap_or(keep_for);
+        let put = self
+            .responses
+            .put_with_ttl(primary.clone(), CachedEntry::variants(index), ttl);
+        self.bounded("put vary index", put).await?;
+        Ok(nonce)
+    }
+
+    /// Removes entries by key, after detaching every miss in progress (its response
+    /// may predate the change that caused this invalidation).
+    pub(crate) async fn invalidate(&self, keys: &[String]) -> partcache::Result<u64> {
+        self.flights.cancel_all();
+        let removed = self.responses.remove_all_keys(keys).await?;
+        self.counters
+            .invalidated
+            .fetch_add(removed, std::sync::atomic::Ordering::Relaxed);
+        Ok(removed)
+    }
+
+    /// The GET and HEAD primary keys of `uri` on `host`, keyed headers from `headers`.
+    pub(crate) fn resource_keys(&self, host: &str, uri: &Uri, headers: &HeaderMap) -> Vec<String> {
+        let key = RequestKey::new(
+            &Method::GET,
+            host,
+            uri,
+            headers,
+            &self.config.ignored_params,
+            &self.config.keyed_headers,
+        );
+        vec![key.with_method(&Method::HEAD), key.primary]
+    }
+}
+
+fn random_nonce() -> u64 {
+    // std's RandomState is seeded randomly per process and per instance.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
+/// An RFC 9111 shared HTTP response cache over a [`partcache::Cache`]: the layer to put
+/// in front of a router or service, and the purge operations. Cheap to clone.
+///
+/// See the [crate docs](crate) for the rules it applies and an example.
+#[derive(Clone)]
+pub struct ResponseCache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("responses", &self.inner.responses)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseCache {
+    /// A builder over `responses`, the cache that holds responses (any store).
+    pub fn builder(responses: Cache<String, CachedEntry>) -> ResponseCacheBuilder {
+        ResponseCacheBuilder {
+            responses,
+            tags: None,
+            config: Config {
+                default_ttl: None,
+                routes: Vec::new(),
+                methods: vec![Method::GET, Method::HEAD],
+                ignored_params: Vec::new(),
+                keyed_headers: Vec::new(),
+                bypass_headers: DEFAULT_BYPASS_HEADERS
+                    .iter()
+                    .map(|h| HeaderName::from_static(h))
+                    .collect(),
+                tag_header: HeaderName::from_static("cache-tag"),
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                store_timeout: DEFAULT_STORE_TIMEOUT,
+                store_set_cookie: false,
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
+                stale_retention: Duration::from_secs(60),
+                max_keys_per_tag: 10_000,
+            },
+        }
+    }
+
+    /// The tower layer (cheap to clone; every layer of one `ResponseCache` shares its
+    /// entries, in-flight misses and counters).
+    pub fn layer(&self) -> ResponseCacheLayer {
+        ResponseCacheLayer {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Removes the GET and HEAD responses of an absolute URL
+    /// (`http://example.com/products/42?x=1`); returns how many entries went away.
+    /// Every variant (`Vary`) goes with them. The query is normalized as requests'
+    /// are. Keyed headers, if configured, are taken as absent.
+    pub async fn purge_url(&self, url: &str) -> partcache::Result<u64> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| partcache::Error::Rejected(format!("purge URL `{url}`: {e}")))?;
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().to_ascii_lowercase())
+            .ok_or_else(|| partcache::Error::Rejected(format!("purge URL `{url}` has no host")))?;
+        let keys = self.inner.resource_keys(&host, &uri, &HeaderMap::new());
+        self.inner.invalidate(&keys).await
+    }
+
+    /// Removes the entry under `key` (as [`ResponseCache::key_for`] gives it); returns
+    /// whether there was one.
+    pub async fn purge_key(&self, key: &str) -> partcache::Result<bool> {
+        Ok(self.inner.invalidate(&[key.to_string()]).await? > 0)
+    }
+
+    /// Removes every response that carried `tag` in the tag header; returns how many
+    /// entries went away. Needs a tag index ([`ResponseCacheBuilder::tag_index`]).
+    pub async fn purge_tag(&self, tag: &str) -> partcache::Result<u64> {
+        let Some(tags) = &self.inner.tags else {
+            return Err(partcache::Error::Config(
+                "purge_tag needs a tag index: give one with ResponseCacheBuilder::tag_index".into(),
+            ));
+        };
+        let Some(keys) = tags.get_and_remove(&tag.to_string()).await? else {
+            self.inner.flights.cancel_all();
+            return Ok(0);
+        };
+        self.inner.invalidate(&keys.keys).await
+    }
+
+    /// The primary key a request is cached under (`None` if it would bypass the cache
+    /// for its host). Variants of a resource that `Vary` live under longer keys that
+    /// start with this one.
+    pub fn key_for<B>(&self, request: &Request<B>) -> Option<String> {
+        let host = request_host(request.uri(), request.headers())?;
+        let config = &self.inner.config;
+        Some(
+            RequestKey::new(
+                request.method(),
+                &host,
+                request.uri(),
+                request.headers(),
+                &config.ignored_params,
+                &config.keyed_headers,
+            )
+            .primary,
+        )
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ResponseCacheStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// The cache holding the responses.
+    pub fn responses(&self) -> &Cache<String, CachedEntry> {
+        &self.inner.responses
+    }
+}
+
+/// Builds a [`ResponseCache`]; one method per setting. From [`ResponseCache::builder`].
+pub struct ResponseCacheBuilder {
+    responses: Cache<String, CachedEntry>,
+    tags: Option<Cache<String, TagKeys>>,
+    config: Config,
+}
+
+impl std::fmt::Debug for ResponseCacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCacheBuilder")
+            .field("responses", &self.responses)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseCacheBuilder {
+    /// Freshness for storable responses whose origin gives none (no `s-maxage`,
+    /// `max-age` or `Expires`). Default: none, so only RFC 9111's heuristic (a tenth of
+    /// the time since `Last-Modified`) applies. Whole seconds.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.config.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Overrides caching for paths under `prefix` (`/products` covers `/products` and
+    /// `/products/42`, not `/productsx`); the longest matching prefix wins.
+    pub fn route(mut self, prefix: impl Into<String>, policy: RoutePolicy) -> Self {
+        self.config.routes.push((prefix.into(), policy));
+        self
+    }
+
+    /// The methods whose responses are cached (default GET and HEAD). Unsafe methods
+    /// listed here are still never cached.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.config.methods = methods.into_iter().filter(Method::is_safe).collect();
+        self
+    }
+
+    /// Query parameters left out of the key (and out of the request the origin gets,
+    /// so it cannot reflect them): tracking parameters such as `utm_source`.
+    pub fn ignore_query_params<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config
+            .ignored_params
+            .extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Makes a request header part of every key (e.g. `x-forwarded-proto` behind a
+    /// TLS-terminating proxy). A keyed header no longer makes requests bypass.
+    pub fn key_header(mut self, name: HeaderName) -> Self {
+        self.config.bypass_headers.retain(|h| *h != name);
+        self.config.keyed_headers.push(name);
+        self
+    }
+
+    /// Makes requests carrying `name` bypass the cache (see [`DEFAULT_BYPASS_HEADERS`],
+    /// which are on the list from the start).
+    pub fn bypass_header(mut self, name: HeaderName) -> Self {
+        self.config.bypass_headers.push(name);
+        self
+    }
+
+    /// Lets requests carrying `name` (one of [`DEFAULT_BYPASS_HEADERS`]) use the cache
+    /// although the header is not keyed: only when a trusted proxy in front sets it
+    /// and the application's responses cannot depend on it.
+    pub fn allow_unkeyed_header(mut self, name: HeaderName) -> Self {
+        self.config.bypass_headers.retain(|h| *h != name);
+        self
+    }
+
+    /// The response header carrying purge tags (default `cache-tag`; `surrogate-key`
+    /// is the other common one). It is always removed before a response leaves.
+    pub fn tag_header(mut self, name: HeaderName) -> Self {
+        self.config.tag_header = name;
+        self
+    }
+
+    /// The cache holding the tag → keys index that [`ResponseCache::purge_tag`] uses.
+    /// On a shared store every process sees the same index. Without one, tags are
+    /// still stripped, but cannot be purged by.
+    pub fn tag_index(mut self, tags: Cache<String, TagKeys>) -> Self {
+        self.tags = Some(tags);
+        self
+    }
+
+    /// Most keys remembered per tag (default 10 000); the oldest go first.
+    pub fn max_keys_per_tag(mut self, max: usize) -> Self {
+        self.config.max_keys_per_tag = max.max(1);
+        self
+    }
+
+    /// Largest body stored (default [`DEFAULT_MAX_BODY_BYTES`]). Larger bodies stream
+    /// through uncached; at most this many bytes are ever buffered per response.
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.config.max_body_bytes = limit;
+        self
+    }
+
+    /// How long a remote store may take per call before the cache gives up on it and
+    /// the origin answers (default [`DEFAULT_STORE_TIMEOUT`]).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config.store_timeout = timeout;
+        self
+    }
+
+    /// Store responses that set cookies (default: no). Their `Set-Cookie` is removed
+    /// from the stored copy, so only the client whose request reached the origin
+    /// gets the cookie.
+    pub fn store_set_cookie(mut self, store: bool) -> Self {
+        self.config.store_set_cookie = store;
+        self
+    }
+
+    /// Serve responses this long past their freshness while one background request
+    /// refreshes them, when the origin does not say (`stale-while-revalidate`).
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.config.stale_while_revalidate = window;
+        self
+    }
+
+    /// Serve responses this long past their freshness when the origin fails or
+    /// answers 5xx, when the origin does not say (`stale-if-error`).
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.config.stale_if_error = window;
+        self
+    }
+
+    /// How long stale responses that carry a validator (`ETag`, `Last-Modified`) are
+    /// kept, so that a conditional request can refresh them (default 60 s).
+    pub fn stale_retention(mut self, retention: Duration) -> Self {
+        self.config.stale_retention = retention;
+        self
+    }
+
+    /// The response cache.
+    pub fn build(self) -> ResponseCache {
+        let local = self.responses.raw_store().is_none();
+        ResponseCache {
+            inner: Arc::new(Inner {
+                responses: self.responses,
+                tags: self.tags,
+                config: self.config,
+                flights: Arc::new(Coalescer::new()),
+                counters: Counters::default(),
+                local,
+            }),
+        }
+    }
+}
+
+/// The tower layer of a [`ResponseCache`]: `Router::layer(cache.layer())`, or around
+/// any `Service<http::Request<B>>` whose responses have `Bytes` bodies.
+#[derive(Clone)]
+pub struct ResponseCacheLayer {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ResponseCacheLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCacheLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for ResponseCacheLayer {
+    type Service = ResponseCacheService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ResponseCacheService {
+            inner,
+            shared: self.inner.clone(),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Counters of what a [`ResponseCache`](crate::ResponseCache) did.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of a response cache's counters
+/// ([`ResponseCache::stats`](crate::ResponseCache::stats)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResponseCacheStats {
+    /// Responses served fresh from the cache (`x-cache: HIT`), including those
+    /// refreshed by a 304 from the origin.
+    pub hits: u64,
+    /// Stale responses served (`x-cache: STALE`): within `stale-while-revalidate`, or
+    /// within `stale-if-error` when the origin failed.
+    pub stale: u64,
+    /// Lookups that found nothing usable (`x-cache: MISS`).
+    pub misses: u64,
+    /// Requests that did not use the cache (`x-cache: BYPASS`): unsafe or unlisted
+    /// methods, bypassed routes, `Range`, unkeyed headers, store failures.
+    pub bypasses: u64,
+    /// Misses answered with a concurrent miss's response (the origin was not called).
+    pub coalesced: u64,
+    /// Conditional requests sent to the origin to revalidate a stale response.
+    pub revalidations: u64,
+    /// Revalidations the origin answered with 304 (the stored body was reused).
+    pub not_modified: u64,
+    /// Responses written to the store.
+    pub stored: u64,
+    /// Origin responses not stored (not storable, or larger than the body limit).
+    pub not_stored: u64,
+    /// Store calls that failed; the request was served by the origin (fail-open).
+    pub store_errors: u64,
+    /// Store calls that exceeded the store timeout (fail-open too).
+    pub store_timeouts: u64,
+    /// Entries removed by purges and by unsafe requests' invalidations.
+    pub invalidated: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) stale: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) bypasses: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) revalidations: AtomicU64,
+    pub(crate) not_modified: AtomicU64,
+    pub(crate) stored: AtomicU64,
+    pub(crate) not_stored: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
+    pub(crate) store_timeouts: AtomicU64,
+    pub(crate) invalidated: AtomicU64,
+}
+
+pub(crate) fn incr(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> ResponseCacheStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ResponseCacheStats {
+            hits: get(&self.hits),
+            stale: get(&self.stale),
+            misses: get(&self.misses),
+            bypasses: get(&self.bypasses),
+            coalesced: get(&self.coalesced),
+            revalidations: get(&self.revalidations),
+            not_modified: get(&self.not_modified),
+            stored: get(&self.stored),
+            not_stored: get(&self.not_stored),
+            store_errors: get(&self.store_errors),
+            store_timeouts: get(&self.store_timeouts),
+            invalidated: get(&self.invalidated),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! A real axum origin behind the response cache, on 127.0.0.1:0, and a hyper client.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
+use partcache::CacheManager;
+use partcache_axum::{ResponseCache, ResponseCacheBuilder};
+
+/// What the origin saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: String,
+    pub headers: HeaderMap,
+}
+
+pub type Handler = dyn Fn(&Seen, usize) -> Response<Body> + Send + Sync;
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub cache: ResponseCache,
+    pub calls: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn x_cache(&self) -> &str {
+        self.headers
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("<none>")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn age(&self) -> Option<u64> {
+        self.header("age")?.parse().ok()
+    }
+}
+
+/// Builds the response cache over a fresh local store (plus tag index).
+pub async fn local_cache(
+    configure: impl FnOnce(ResponseCacheBuilder) -> ResponseCacheBuilder,
+) -> ResponseCache {
+    let manager = CacheManager::from_url("memory://").unwrap();
+    let builder = ResponseCache::builder(manager.cache("http").build().await.unwrap())
+        .tag_index(manager.cache("http:tags").build().await.unwrap());
+    configure(builder).build()
+}
+
+/// Starts an origin whose every route runs `handler` (after `delay`), behind `cache`.
+pub async fn serve(
+    cache: ResponseCache,
+    delay: Duration,
+    handler: impl Fn(&Seen, usize) -> Response<Body> + Send + Sync + 'static,
+) -> Server {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler: Arc<Handler> = Arc::new(handler);
+    let origin = {
+        let (calls, seen) = (calls.clone(), seen.clone());
+        move |request: axum::extract::Request| {
+            let (calls, seen, handler) = (calls.clone(), seen.clone(), handler.clone());
+            async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                let record = Seen {
+                    method: request.method().clone(),
+                    uri: request.uri().to_string(),
+                    headers: request.headers().clone(),
+                };
+                seen.lock().push(record.clone());
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                handler(&record, n)
+            }
+        }
+    };
+    let app = Router::new().fallback(origin).layer(cache.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    Server {
+        addr,
+        cache,
+        calls,
+        seen,
+        client,
+    }
+}
+
+impl Server {
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send(Method::GET, path, headers).await
+    }
+
+    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::new())).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
+            .await
+            .expect("request timed out")
+            .expect("request failed");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    /// Waits until the cache has written `n` responses (writes run beside replies).
+    pub async fn stored(&self, n: u64) {
+        let cache = self.cache.clone();
+        eventually("responses stored", || {
+            let cache = cache.clone();
+            async move { cache.stats().stored >= n }
+        })
+        .await;
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds; panics after 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A response with these headers and body.
+pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> Response<Body> {
+    let mut response = Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(*name, *value);
+    }
+    response.body(body.into()).unwrap()
+}

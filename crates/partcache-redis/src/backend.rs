@@ -1,0 +1,159 @@
+//! The [`BackendFactory`] behind `partcache_redis::install()`, and [`RedisBackend`], one
+//! deployment (standalone server or cluster) that opens caches.
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use partcache::store::raw::{BackendFactory, RawCacheSpec, RawStore, RemoteBackend};
+use partcache::{Error, Result};
+use redis::Value;
+
+use crate::connection::{ConnectSettings, Pool};
+use crate::events::{Routes, Subscriber, confirmed, resubscribe_loop};
+use crate::routing::{Pools, Request, Router};
+use crate::slots::SlotMap;
+use crate::store::RedisStore;
+use crate::url::{DeploymentKind, DeploymentUrl};
+
+/// Serves the `redis`, `rediss`, `valkey`, `valkeys`, `redis-cluster` and
+/// `valkey-cluster` schemes. Registered by [`crate::install`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RedisBackendFactory;
+
+/// The schemes [`RedisBackendFactory`] serves.
+pub const SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "valkey",
+    "valkeys",
+    "redis-cluster",
+    "valkey-cluster",
+];
+
+impl BackendFactory for RedisBackendFactory {
+    fn schemes(&self) -> &'static [&'static str] {
+        SCHEMES
+    }
+
+    fn connect(&self, url: &str) -> Result<Arc<dyn RemoteBackend>> {
+        Ok(Arc::new(RedisBackend::new(crate::url::parse(url)?)))
+    }
+}
+
+/// One Redis / Valkey deployment. Connects lazily: nothing touches the network before
+/// the first cache is opened.
+pub struct RedisBackend {
+    deployment: Arc<Deployment>,
+}
+
+impl RedisBackend {
+    /// A backend for a parsed URL.
+    pub fn new(url: DeploymentUrl) -> RedisBackend {
+        RedisBackend {
+            deployment: Arc::new(Deployment::new(url)),
+        }
+    }
+}
+
+#[async_trait]
+impl RemoteBackend for RedisBackend {
+    fn describe(&self) -> String {
+        self.deployment.describe()
+    }
+
+    async fn open(&self, spec: RawCacheSpec) -> Result<Arc<dyn RawStore>> {
+        self.deployment.start_resubscriber();
+        Ok(Arc::new(
+            RedisStore::open(self.deployment.clone(), spec).await?,
+        ))
+    }
+
+    fn default_partitions(&self) -> u16 {
+        self.deployment
+            .url
+            .partitions
+            .unwrap_or(partcache::partition::DEFAULT_PARTITIONS)
+    }
+}
+
+/// Connections, routing and subscriptions of one deployment, shared by its caches.
+pub(crate) struct Deployment {
+    url: DeploymentUrl,
+    pub(crate) router: Arc<Router>,
+    pool: Pool,
+    replicas: Option<Pool>,
+    subscriber: Subscriber,
+    resubscriber: OnceLock<()>,
+}
+
+impl Deployment {
+    fn new(url: DeploymentUrl) -> Deployment {
+        let settings = ConnectSettings::from_url(&url);
+        let router = match url.kind {
+            DeploymentKind::Standalone => Router::standalone(&url.nodes[0], url.response_timeout),
+            DeploymentKind::Cluster => Router::cluster(
+                url.nodes.clone(),
+                url.response_timeout,
+                url.read_from_replicas,
+            ),
+        };
+        let replicas = (url.kind == DeploymentKind::Cluster && url.read_from_replicas)
+            .then(|| Pool::new(settings.clone(), None, true));
+        let routes = Routes::new();
+        Deployment {
+            subscriber: Subscriber::new(routes.clone(), router.is_cluster()),
+            router: Arc::new(router),
+            pool: Pool::new(settings, Some(routes), false),
+            replicas,
+            resubscriber: OnceLock::new(),
+            url,
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        let kind = match self.url.kind {
+            DeploymentKind::Standalone => "redis",
+            DeploymentKind::Cluster => "redis-cluster",
+        };
+        format!("{kind} {}", self.url.nodes.join(","))
+    }
+
+    /// The deployment's event subscriptions.
+    pub(crate) fn subscriber(&self) -> &Subscriber {
+        &self.subscriber
+    }
+
+    /// Starts the task that restores lost subscriptions (once; it needs a runtime).
+    fn start_resubscriber(self: &Arc<Self>) {
+        self.resubscriber.get_or_init(|| {
+            tokio::spawn(resubscribe_loop(
+                Arc::downgrade(self),
+                self.subscriber.lost(),
+            ));
+        });
+    }
+
+    /// Subscribes `sender` to `channels` and waits for the confirmations.
+    pub(crate) async fn subscribe(
+        &self,
+        channels: &[(String, u16)],
+        sender: &tokio::sync::broadcast::Sender<partcache::store::raw::RawEvent>,
+    ) -> Result<()> {
+        let requests = self.subscriber.register(channels, sender);
+        confirmed(self.execute(requests).await?)
+    }
+
+    pub(crate) async fn execute(&self, requests: Vec<Request>) -> Result<Vec<Value>> {
+        let pools = Pools {
+            primary: &self.pool,
+            replicas: self.replicas.as_ref(),
+        };
+        self.router.execute(pools, requests).await
+    }
+
+    pub(crate) async fn slot_map(&self) -> Result<Arc<SlotMap>> {
+        tokio::time::timeout(self.router.timeout(), self.router.slot_map(&self.pool))
+            .await
+            .map_err(|_| Error::Timeout(self.router.timeout()))?
+    }
+}

@@ -1,0 +1,111 @@
+//! Redis key names of a cache: every key of partition `i` holds `{tag(i)}`, the
+//! partition's hash tag from [`PartitionMap::tag`], so a partition lives in one slot.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `pc:{tag}:<cache>:e:<key text>` | string | the entry's blob; Redis' own expiry holds its deadline |
+//! | `pc:{tag}:<cache>:ix` | zset | key text → last use (µs): the partition's index and LRU order |
+//! | `pc:{tag}:<cache>:dl` | zset | key text → deadline (ms): what the reaper visits |
+//! | `pc:{tag}:<cache>:fx` | hash | key text → fixed deadlines and key-only blob (entries with a deadline) |
+//! | `pc:{<h>.meta}:<cache>:meta` | hash | partition count, codec id, layout version |
+//!
+//! The meta key's tag must not depend on the partition count (it is how a reopen with
+//! another count is caught): `<h>` is the low 32 bits of `xxh3_64(cache name)` in 8
+//! lowercase hex digits, as in the partition tags' prefix.
+//!
+//! Events of partition `i` go to channel `pc:{tag}:<cache>:ev`.
+//!
+//! The tag comes first, so braces in a cache name or a key text never change the slot
+//! (Redis hashes the first `{…}`). The cache name is kept in every key so that two
+//! caches whose tags happen to coincide never share keys.
+
+use partcache::partition::PartitionMap;
+
+/// Version of this layout, recorded in the meta key.
+pub(crate) const LAYOUT_VERSION: u32 = 1;
+
+/// Key and channel names of one cache.
+pub(crate) struct Layout {
+    map: PartitionMap,
+    prefixes: Vec<String>,
+    indexes: Vec<String>,
+    channels: Vec<String>,
+    /// `KEYS[1]` of the `open` script: `pc:{<h>.meta}:<cache>:ix` (the script reads
+    /// the `meta` key beside it).
+    meta_index: String,
+}
+
+impl Layout {
+    pub fn new(map: PartitionMap) -> Layout {
+        let name = map.cache_name().to_string();
+        let prefixes: Vec<String> = (0..map.partitions())
+            .map(|p| format!("pc:{{{}}}:{name}:", map.tag(p)))
+            .collect();
+        let indexes = prefixes.iter().map(|p| format!("{p}ix")).collect();
+        let channels = prefixes.iter().map(|p| format!("{p}ev")).collect();
+        let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes()) as u32;
+        let meta_index = format!("pc:{{{hash:08x}.meta}}:{name}:ix");
+        Layout {
+            map,
+            prefixes,
+            indexes,
+            channels,
+            meta_index,
+        }
+    }
+
+    /// Number of partitions.
+    pub fn partitions(&self) -> u16 {
+        self.map.partitions()
+    }
+
+    /// The slot of every key of `partition`.
+    pub fn slot(&self, partition: u16) -> u16 {
+        self.map.slot(partition)
+    }
+
+    /// The entry key of `text` in `partition`.
+    pub fn entry_key(&self, partition: u16, text: &str) -> String {
+        let prefix = &self.prefixes[usize::from(partition)];
+        let mut key = String::with_capacity(prefix.len() + 2 + text.len());
+        key.push_str(prefix);
+        key.push_str("e:");
+        key.push_str(text);
+        key
+    }
+
+    /// The index key of `partition` (the scripts' `KEYS[1]`).
+    pub fn index_key(&self, partition: u16) -> &str {
+        &self.indexes[usize::from(partition)]
+    }
+
+    /// `KEYS[1]` of the `open` script, and its slot.
+    pub fn meta_index_key(&self) -> (&str, u16) {
+        (
+            &self.meta_index,
+            partcache::partition::key_slot(self.meta_index.as_bytes()),
+        )
+    }
+
+    /// The event channel of `partition`.
+    pub fn channel(&self, partition: u16) -> &str {
+        &self.channels[usize::from(partition)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use partcache::partition::key_slot;
+
+    #[test]
+    fn every_key_and_channel_of_a_partition_hashes_to_its_slot() {
+        let layout = Layout::new(PartitionMap::new("we{ir}d:name", 7).unwrap());
+        for p in 0..7 {
+            let slot = layout.slot(p);
+            assert_eq!(key_slot(layout.entry_key(p, "user:{42}").as_bytes()), slot);
+            assert_eq!(key_slot(layout.index_key(p).as_bytes()), slot);
+            assert_eq!(key_slot(layout.channel(p).as_bytes()), slot);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! # partcache-redis
+//!
+//! Redis and Valkey stores for [`partcache`]: a standalone server, or a Redis Cluster
+//! across whose masters every cache is split into partitions (DESIGN.md §5), with JCache
+//! semantics (expiry, max-idle, per-entry TTL, conditional writes, eviction, events)
+//! implemented server-side in single-slot Lua scripts.
+//!
+//! Call [`install`] once at start-up; then a URL picks the backend:
+//!
+//! ```no_run
+//! # async fn demo() -> partcache::Result<()> {
+//! use partcache::{CacheManager, ExpiryPolicy};
+//! use std::time::Duration;
+//!
+//! partcache_redis::install();
+//! let manager = CacheManager::from_url("redis-cluster://127.0.0.1:7000,127.0.0.1:7001?partitions=231")?;
+//! let sessions = manager
+//!     .cache::<String, String>("sessions")
+//!     .expiry(ExpiryPolicy::Accessed(Duration::from_secs(1800)))
+//!     .build()
+//!     .await?;
+//! sessions.put("s1".to_string(), "alice".to_string()).await?;
+//! println!("{}", sessions.balance_report().await?);
+//! # Ok(()) }
+//! ```
+//!
+//! # URLs
+//!
+//! | form | deployment |
+//! |---|---|
+//! | `redis://[user:password@]host[:port][/db]` | one server (`valkey://` is the same) |
+//! | `rediss://…`, `valkeys://…` | one server over TLS (needs the `tls` cargo feature) |
+//! | `redis-cluster://[user:password@]h1:p1,h2:p2,…` | a cluster, from seed nodes (`valkey-cluster://` is the same; `tls=true` for TLS) |
+//!
+//! Parameters (anything else is an [`Error::Config`](partcache::Error::Config) naming it):
+//!
+//! | parameter | default | meaning |
+//! |---|---|---|
+//! | `partitions` | 231 | partition count of caches that do not set one (3 to 16384) |
+//! | `connect_timeout` | `1s` | deadline for opening a connection |
+//! | `response_timeout` | `1s` | every call returns within it ([`Error::Timeout`](partcache::Error::Timeout)) |
+//! | `read_from_replicas` | `false` | on a cluster, serve plain reads from replicas (see below) |
+//! | `tls` | `false` | TLS on a cluster URL |
+//!
+//! Parsing never blocks; connections open on the first `build()` of a cache. A server
+//! that cannot be reached is [`Error::Unavailable`](partcache::Error::Unavailable) or
+//! [`Error::Timeout`](partcache::Error::Timeout), within the timeouts above.
+//!
+//! # Layout and atomicity
+//!
+//! Every Redis key of partition `i` of a cache holds the partition's hash tag
+//! (`PartitionMap::tag`), so a partition lives in one slot and every per-partition
+//! operation is one atomic script. The key layout is in the `layout` module's docs. The
+//! partition count, codec and layout version are recorded beside the data (in a meta
+//! key whose slot depends on the cache name only); opening a cache with another partition count or codec is an
+//! [`Error::Config`](partcache::Error::Config).
+//!
+//! Atomicity is per key for single-key operations and per partition for batches
+//! (`get_all`, `put_all`, `remove_all`), never across partitions.
+//!
+//! # Costs
+//!
+//! * A hit costs one round trip. On a cache with no max-idle, no `Accessed`/`Touched`
+//!   policy and no `max_entries`, reads are plain `MGET`s (which `read_from_replicas`
+//!   sends to replicas); otherwise reads run a script that slides deadlines and
+//!   refreshes the LRU order.
+//! * Batch operations group keys by partition, then by node: one pipeline per node,
+//!   all nodes concurrently, results in the caller's order. partcache routes by node
+//!   address with its own slot map (`CLUSTER SLOTS`), following `MOVED`/`ASK` and
+//!   re-loading scripts on `NOSCRIPT`.
+//! * `len` is the sum of the per-partition indexes (`ZCARD`): approximate, it counts
+//!   entries Redis expired until the reaper reclaimed them.
+//! * `clear`, `remove_all` and iteration work partition by partition, at most 256
+//!   entries per script call.
+//!
+//! # Expiry
+//!
+//! The JCache table of `partcache::expiry` is implemented server-side, with server
+//! time. An entry's hard deadline is Redis' own expiry (`SET … PXAT`, `PEXPIREAT`), so
+//! an expired entry is never returned. A background reaper per cache visits 24
+//! partitions every 100 ms and reclaims the bookkeeping of expired entries (at most 256
+//! per partition per visit), counting them and emitting `Expired` events; since Redis
+//! already dropped the value, those events carry the key but no value.
+//! `run_pending_tasks` runs a full reaper pass.
+//!
+//! # Eviction
+//!
+//! With `max_entries(n)`, each partition holds at most `max(1, floor(n / P))` entries
+//! (so the cache never exceeds `n` when `n ≥ P`; with uneven keys it may hold fewer).
+//! A write that creates an entry beyond its partition's budget evicts the partition's
+//! least recently used entries (writes and reads refresh the order), counts them as
+//! evictions and emits `Evicted` events with their values.
+//!
+//! # Events
+//!
+//! Scripts publish every event on its partition's channel: `SPUBLISH` on a cluster
+//! (sharded pub/sub, Redis ≥ 7), `PUBLISH` on a standalone server. Every process that
+//! opened the cache subscribes (before `build()` returns), so listeners see the events
+//! of every process, in order per partition. With `publish_events(false)` events stay
+//! in the process that caused them (scripts return them in their replies).
+//!
+//! # Balance
+//!
+//! [`partcache::Cache::balance_report`] lists partitions, entries and bytes per master.
+//! Entries are the per-partition index counts; bytes are estimated per partition as the
+//! mean blob length of 16 random entries times the entry count (blob bytes, not Redis'
+//! memory overhead).
+
+#![warn(missing_docs)]
+
+mod backend;
+mod connection;
+mod events;
+mod layout;
+mod reaper;
+mod routing;
+mod scripts;
+mod slots;
+mod store;
+pub mod url;
+
+pub use backend::{RedisBackend, RedisBackendFactory, SCHEMES};
+pub use store::RedisStore;
+
+use std::sync::Arc;
+
+/// Registers the Redis / Valkey schemes ([`SCHEMES`]) with
+/// [`partcache::CacheManager::from_url`]. Idempotent; call it once at start-up.
+pub fn install() {
+    partcache::store::raw::register_backend(Arc::new(RedisBackendFactory));
+}
+
+/// The crate README's example, compiled as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,179 @@
+-- partcache: shared prelude of every per-partition script (prepended at build time).
+--
+-- KEYS[1] is the partition's index key `<P>ix`; every other key of the partition is
+-- `<P>` plus a suffix, and <P> holds the partition's hash tag, so all of them share
+-- one slot: the script is a legal, atomic single-slot cluster command.
+--   <P>e:<text>  string: the entry's blob; Redis PEXPIREAT holds its hard deadline
+--   <P>ix        zset text -> last use (server time, microseconds): index and LRU order
+--   <P>dl        zset text -> deadline (ms): what the reaper visits
+--   <P>fx        hash text -> "<policy deadline>,<ttl deadline>,<key-only blob>", for
+--                entries with a deadline (reads and updates need the fixed deadlines;
+--                the key-only blob announces an expiry after Redis dropped the value)
+-- ARGV[1..6] are the cache's settings (see scripts.rs), ARGV[7..] the operation's.
+local P = string.sub(KEYS[1], 1, -3)
+local IX, DL, FX = KEYS[1], P .. 'dl', P .. 'fx'
+local KIND = tonumber(ARGV[1])    -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched
+local D = tonumber(ARGV[2])       -- the policy's duration, ms
+local IDLE = tonumber(ARGV[3])    -- max-idle, ms; -1: none
+local BUDGET = tonumber(ARGV[4])  -- max entries of this partition; 0: unbounded
+local PUBMODE = tonumber(ARGV[5]) -- events: 0 none, 1 PUBLISH, 2 SPUBLISH, 3 in the reply
+local CHANNEL = ARGV[6]
+local FIRST = 7
+local READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4
+
+local T = redis.call('TIME')
+local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
+local TICK = tonumber(T[1]) * 1000000 + tonumber(T[2])
+
+local EVENTS, EVICTED, EXPIRED = {}, 0, 0
+
+-- Lua would print large numbers in exponent form; Redis wants integers.
+local function int(n) return string.format('%d', n) end
+local function ek(text) return P .. 'e:' .. text end
+local function minv(a, b)
+  if a == nil then return b end
+  if b == nil then return a end
+  if a < b then return a end
+  return b
+end
+
+local function emit(kind, blob)
+  if PUBMODE == 1 then
+    redis.call('PUBLISH', CHANNEL, kind .. blob)
+  elseif PUBMODE == 2 then
+    redis.call('SPUBLISH', CHANNEL, kind .. blob)
+  elseif PUBMODE == 3 then
+    EVENTS[#EVENTS + 1] = kind .. blob
+  end
+end
+
+-- The fixed deadlines and key-only blob recorded for `text` (nils when none).
+local function fixed_of(text)
+  local v = redis.call('HGET', FX, text)
+  if not v then return nil, nil, nil end
+  local a = string.find(v, ',', 1, true)
+  local b = string.find(v, ',', a + 1, true)
+  return tonumber(string.sub(v, 1, a - 1)), tonumber(string.sub(v, a + 1, b - 1)), string.sub(v, b + 1)
+end
+
+-- The deadline reads (on_update false) or writes (true) slide forward (expiry.rs).
+local function sliding(on_update)
+  local s = nil
+  if KIND == 4 or (KIND == 3 and not on_update) then s = NOW + D end
+  if IDLE >= 0 then s = minv(s, NOW + IDLE) end
+  return s
+end
+
+local function forget(text)
+  redis.call('ZREM', IX, text)
+  redis.call('ZREM', DL, text)
+  redis.call('HDEL', FX, text)
+end
+
+-- `text` has bookkeeping but no value: Redis expired it. Announce it (with the
+-- key-only blob) when it had a deadline, and drop the bookkeeping.
+local function gone(text)
+  local _, _, keyonly = fixed_of(text)
+  if keyonly and redis.call('ZSCORE', DL, text) then
+    emit('X', keyonly)
+    EXPIRED = EXPIRED + 1
+  end
+  forget(text)
+end
+
+-- `fresh`: a new entry, which has no deadline records to drop.
+local function store(text, blob, keyonly, dl, fp, ft, fresh)
+  local k = ek(text)
+  if dl then
+    redis.call('SET', k, blob, 'PXAT', int(dl))
+    redis.call('ZADD', DL, int(dl), text)
+    local a, b = '', ''
+    if fp then a = int(fp) end
+    if ft then b = int(ft) end
+    redis.call('HSET', FX, text, a .. ',' .. b .. ',' .. keyonly)
+  else
+    redis.call('SET', k, blob)
+    if not fresh then
+      redis.call('ZREM', DL, text)
+      redis.call('HDEL', FX, text)
+    end
+  end
+  redis.call('ZADD', IX, int(TICK), text)
+end
+
+-- Keeps the partition within BUDGET by evicting its least recently used entries.
+local function evict()
+  if BUDGET <= 0 then return end
+  local over = redis.call('ZCARD', IX) - BUDGET
+  if over <= 0 then return end
+  for _, text in ipairs(redis.call('ZRANGE', IX, 0, over - 1)) do
+    local k = ek(text)
+    local blob = redis.call('GET', k)
+    if blob then
+      redis.call('DEL', k)
+      forget(text)
+      emit('V', blob)
+      EVICTED = EVICTED + 1
+    else
+      gone(text)
+    end
+  end
+end
+
+-- Stores `blob` under `text` as JCache does for a put; `cur` is the current blob or
+-- false. Returns 1 when applied, 0 when a zero expiry kept a new entry out.
+local function put(text, blob, keyonly, ttl, cur)
+  local ft = nil
+  if ttl >= 0 then ft = NOW + ttl end
+  if not cur then
+    local fp = nil
+    if KIND == 1 or KIND == 2 then fp = NOW + D end
+    local dl = minv(minv(fp, ft), sliding(false))
+    -- JSR-107: an entry whose creation expiry is zero is never stored.
+    if dl and dl <= NOW then return 0 end
+    store(text, blob, keyonly, dl, fp, ft, true)
+    emit('C', blob)
+    evict()
+    return 1
+  end
+  local oldfp = fixed_of(text)
+  local fp = nil
+  if KIND == 1 then fp = oldfp elseif KIND == 2 then fp = NOW + D end
+  local kept = nil
+  if KIND == 3 then
+    -- Accessed: an update keeps the access deadline (the entry's remaining time).
+    local r = redis.call('PTTL', ek(text))
+    if r >= 0 then kept = NOW + r end
+  end
+  local dl = minv(minv(minv(fp, ft), sliding(true)), kept)
+  emit('U', blob)
+  if dl and dl <= NOW then
+    -- An update whose expiry is zero removes the entry.
+    redis.call('DEL', ek(text))
+    forget(text)
+    emit('X', blob)
+    EXPIRED = EXPIRED + 1
+  else
+    store(text, blob, keyonly, dl, fp, ft, false)
+  end
+  return 1
+end
+
+-- The current blob of `text`, or false; cleans up after an entry Redis expired.
+local function current(text)
+  local cur = redis.call('GET', ek(text))
+  if not cur and redis.call('ZSCORE', IX, text) then gone(text) end
+  return cur
+end
+
+local function remove(text, cur)
+  if not cur then return 0 end
+  redis.call('DEL', ek(text))
+  forget(text)
+  emit('R', cur)
+  return 1
+end
+
+local function reply(result)
+  return {result, EVICTED, EXPIRED, EVENTS}
+end

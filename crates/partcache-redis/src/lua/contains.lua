@@ -1,0 +1,7 @@
+-- Whether each entry of ARGV[7..] (texts) is live, without counting as an access.
+-- Result: 1 or 0 per text, in order.
+local out = {}
+for i = FIRST, #ARGV do
+  out[#out + 1] = redis.call('EXISTS', ek(ARGV[i]))
+end
+return reply(out)

@@ -1,0 +1,32 @@
+-- Reads the entries ARGV[7..] (texts) as accesses: slides the expiry of the policies
+-- reads extend and refreshes the LRU order when the cache has a budget.
+-- Result: the blobs, nil for misses, in order.
+local out = {}
+for i = FIRST, #ARGV do
+  local text = ARGV[i]
+  local k = ek(text)
+  local v = redis.call('GET', k)
+  if v then
+    local alive = true
+    if READS_EXTEND then
+      local fp, ft = fixed_of(text)
+      local dl = minv(minv(fp, ft), sliding(false))
+      if dl and dl <= NOW then
+        -- A read whose expiry is zero returns the value one last time.
+        redis.call('DEL', k)
+        forget(text)
+        emit('X', v)
+        EXPIRED = EXPIRED + 1
+        alive = false
+      elseif dl then
+        redis.call('PEXPIREAT', k, int(dl))
+        redis.call('ZADD', DL, int(dl), text)
+      end
+    end
+    if alive and BUDGET > 0 then redis.call('ZADD', IX, 'XX', int(TICK), text) end
+    out[#out + 1] = v
+  else
+    out[#out + 1] = false
+  end
+end
+return reply(out)

@@ -1,0 +1,13 @@
+-- One step of an iteration: ZSCAN of the index from cursor ARGV[7], about ARGV[8]
+-- members. Result: {next cursor, {text, blob, text, blob, ...}} for live entries.
+local r = redis.call('ZSCAN', IX, ARGV[FIRST], 'COUNT', tonumber(ARGV[FIRST + 1]))
+local out = {}
+local members = r[2]
+for i = 1, #members, 2 do
+  local v = redis.call('GET', ek(members[i]))
+  if v then
+    out[#out + 1] = members[i]
+    out[#out + 1] = v
+  end
+end
+return reply({r[1], out})

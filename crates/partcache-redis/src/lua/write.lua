@@ -1,0 +1,28 @@
+-- One conditional write. ARGV[7..]: text, condition (0 always, 1 if absent, 2 if
+-- present, 3 if equals), expected blob, action (1 put, 2 remove), blob, ttl ms (-1
+-- none), want previous (0/1), key-only blob.
+-- Result: {existed, applied, previous blob or nil}.
+local text = ARGV[FIRST]
+local cond = tonumber(ARGV[FIRST + 1])
+local expected = ARGV[FIRST + 2]
+local action = tonumber(ARGV[FIRST + 3])
+local blob = ARGV[FIRST + 4]
+local ttl = tonumber(ARGV[FIRST + 5])
+local want = ARGV[FIRST + 6] == '1'
+local keyonly = ARGV[FIRST + 7]
+
+local cur = current(text)
+local existed = 0
+if cur then existed = 1 end
+local prev = false
+if want and cur then prev = cur end
+local holds = cond == 0 or (cond == 1 and not cur) or (cond == 2 and cur ~= false)
+  or (cond == 3 and cur == expected)
+if not holds then return reply({existed, 0, prev}) end
+local applied
+if action == 1 then
+  applied = put(text, blob, keyonly, ttl, cur)
+else
+  applied = remove(text, cur)
+end
+return reply({existed, applied, prev})

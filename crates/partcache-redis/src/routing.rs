@@ -1,0 +1,366 @@
+//! Routing of per-partition commands to nodes: group by node, one pipeline per node,
+//! all nodes concurrently, replies back in the caller's order; `MOVED` refreshes the
+//! slot map and retries, `ASK` retries once on the named node after `ASKING`,
+//! `NOSCRIPT` loads the script on that node and retries, `TRYAGAIN`/`CLUSTERDOWN`
+//! retry after a short pause. Everything happens within the response timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::future::join_all;
+use parking_lot::RwLock;
+use partcache::{Error, Result};
+use redis::{Cmd, Pipeline, ServerErrorKind, Value};
+
+use crate::connection::Pool;
+use crate::scripts::Script;
+use crate::slots::SlotMap;
+
+/// Rounds of redirections a call follows before it gives up.
+const MAX_ROUNDS: usize = 16;
+
+/// One command for one slot.
+pub(crate) struct Request {
+    /// The slot every key of the command hashes to.
+    pub slot: u16,
+    /// The command.
+    pub cmd: Cmd,
+    /// The script an `EVALSHA` command runs (loaded on `NOSCRIPT`).
+    pub script: Option<&'static Script>,
+    /// May be served by a replica.
+    pub read_only: bool,
+}
+
+impl Request {
+    /// A request for `slot`.
+    pub fn new(slot: u16, cmd: Cmd) -> Request {
+        Request {
+            slot,
+            cmd,
+            script: None,
+            read_only: false,
+        }
+    }
+}
+
+enum Topology {
+    Standalone(Arc<SlotMap>),
+    Cluster {
+        seeds: Vec<String>,
+        map: RwLock<Option<Arc<SlotMap>>>,
+        /// Bumped by every refresh; a caller refreshes only if nobody did since it
+        /// read the map.
+        generation: AtomicU64,
+        refreshing: tokio::sync::Mutex<()>,
+        stale: AtomicBool,
+    },
+}
+
+/// Routes requests over a deployment's connections. See the module docs.
+pub(crate) struct Router {
+    topology: Topology,
+    timeout: Duration,
+    replica_reads: bool,
+    next_replica: AtomicUsize,
+}
+
+/// Which pool a request goes through.
+pub(crate) struct Pools<'a> {
+    pub primary: &'a Pool,
+    pub replicas: Option<&'a Pool>,
+}
+
+impl Router {
+    /// A router for one server.
+    pub fn standalone(addr: &str, timeout: Duration) -> Router {
+        Router {
+            topology: Topology::Standalone(Arc::new(SlotMap::single(addr))),
+            timeout,
+            replica_reads: false,
+            next_replica: AtomicUsize::new(0),
+        }
+    }
+
+    /// A router for a cluster, discovered from `seeds` on first use.
+    pub fn cluster(seeds: Vec<String>, timeout: Duration, replica_reads: bool) -> Router {
+        Router {
+            topology: Topology::Cluster {
+                seeds,
+                map: RwLock::new(None),
+                generation: AtomicU64::new(0),
+                refreshing: tokio::sync::Mutex::new(()),
+                stale: AtomicBool::new(false),
+            },
+            timeout,
+            replica_reads,
+            next_replica: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether this is a cluster (sharded pub/sub, per-partition routing).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster { .. })
+    }
+
+    /// The response timeout every [`Router::execute`] keeps to.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The current slot map, discovering it first if needed.
+    pub async fn slot_map(&self, pool: &Pool) -> Result<Arc<SlotMap>> {
+        match &self.topology {
+            Topology::Standalone(map) => Ok(map.clone()),
+            Topology::Cluster {
+                map,
+                stale,
+                generation,
+                ..
+            } => {
+                if !stale.load(Ordering::Acquire)
+                    && let Some(map) = map.read().clone()
+                {
+                    return Ok(map);
+                }
+                let seen = generation.load(Ordering::Acquire);
+                self.refresh(pool, seen).await
+            }
+        }
+    }
+
+    /// Marks the slot map as possibly outdated (a node went away).
+    pub fn mark_stale(&self) {
+        if let Topology::Cluster { stale, .. } = &self.topology {
+            stale.store(true, Ordering::Release);
+        }
+    }
+
+    /// Re-reads the slot map unless someone did since generation `seen`.
+    async fn refresh(&self, pool: &Pool, seen: u64) -> Result<Arc<SlotMap>> {
+        let Topology::Cluster {
+            seeds,
+            map,
+            generation,
+            refreshing,
+            stale,
+        } = &self.topology
+        else {
+            return match &self.topology {
+                Topology::Standalone(map) => Ok(map.clone()),
+                Topology::Cluster { .. } => Err(Error::Store("unreachable topology".into())),
+            };
+        };
+        let _guard = refreshing.lock().await;
+        if generation.load(Ordering::Acquire) != seen
+            && let Some(current) = map.read().clone()
+        {
+            return Ok(current);
+        }
+        // Known nodes first (they know the latest topology), then the seeds.
+        let mut candidates: Vec<String> = map
+            .read()
+            .as_ref()
+            .map(|m| m.nodes().cloned().collect())
+            .unwrap_or_default();
+        candidates.extend(seeds.iter().cloned());
+        let mut last_error = Error::Unavailable("no cluster node to ask for slots".into());
+        for addr in candidates {
+            let mut pipe = Pipeline::new();
+            pipe.cmd("CLUSTER").arg("SLOTS");
+            match pool.send(&addr, &pipe, 1).await {
+                Ok(mut replies) => {
+                    let reply = replies.pop().unwrap_or(Value::Nil);
+                    match SlotMap::from_cluster_slots(&reply, &addr) {
+                        Ok(fresh) => {
+                            let fresh = Arc::new(fresh);
+                            *map.write() = Some(fresh.clone());
+                            generation.fetch_add(1, Ordering::AcqRel);
+                            stale.store(false, Ordering::Release);
+                            tracing::debug!(masters = fresh.masters().len(), from = %addr, "slot map refreshed");
+                            return Ok(fresh);
+                        }
+                        Err(e) => last_error = e,
+                    }
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Runs `requests` (see the module docs) and returns one reply per request, in
+    /// order; a reply may be a [`Value::ServerError`] (a script error), which callers
+    /// turn into [`Error::Store`]. Fails with [`Error::Timeout`] after the response
+    /// timeout and with [`Error::Unavailable`] when a node cannot be reached.
+    pub async fn execute(&self, pools: Pools<'_>, requests: Vec<Request>) -> Result<Vec<Value>> {
+        match tokio::time::timeout(self.timeout, self.execute_rounds(&pools, &requests)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // A node that does not answer may be gone: look again next time.
+                self.mark_stale();
+                Err(Error::Timeout(self.timeout))
+            }
+        }
+    }
+
+    async fn execute_rounds(&self, pools: &Pools<'_>, requests: &[Request]) -> Result<Vec<Value>> {
+        let mut replies: Vec<Option<Value>> = vec![None; requests.len()];
+        let mut pending: Vec<usize> = (0..requests.len()).collect();
+        let mut asked: HashMap<usize, String> = HashMap::new();
+        let mut pause = Duration::from_millis(5);
+        for _ in 0..MAX_ROUNDS {
+            let map = self.slot_map(pools.primary).await?;
+            // Group the pending requests by node.
+            let mut by_node: HashMap<(String, bool), Vec<usize>> = HashMap::new();
+            for &i in &pending {
+                let request = &requests[i];
+                let replica = self.replica_reads && request.read_only && pools.replicas.is_some();
+                let addr = match asked.get(&i) {
+                    Some(addr) => Some(addr.as_str()),
+                    None if replica => map.replica(
+                        request.slot,
+                        self.next_replica.fetch_add(1, Ordering::Relaxed),
+                    ),
+                    None => map.master(request.slot),
+                };
+                let Some(addr) = addr else {
+                    self.mark_stale();
+                    return Err(Error::Unavailable(format!(
+                        "no node serves slot {} (cluster incomplete)",
+                        request.slot
+                    )));
+                };
+                let replica = replica && !asked.contains_key(&i);
+                by_node
+                    .entry((addr.to_string(), replica))
+                    .or_default()
+                    .push(i);
+            }
+            let sends = by_node.into_iter().map(|((addr, replica), indexes)| {
+                let pool = if replica {
+                    pools.replicas.unwrap_or(pools.primary)
+                } else {
+                    pools.primary
+                };
+                let asked = &asked;
+                async move {
+                    if let [i] = indexes[..]
+                        && !asked.contains_key(&i)
+                    {
+                        // One command: no pipeline to build, no copy of the command.
+                        let result = pool.send_one(&addr, &requests[i].cmd).await;
+                        return (addr, indexes, result.map(|v| vec![v]));
+                    }
+                    let mut pipe = Pipeline::with_capacity(indexes.len());
+                    let mut count = 0;
+                    for &i in &indexes {
+                        if asked.contains_key(&i) {
+                            pipe.cmd("ASKING");
+                            count += 1;
+                        }
+                        pipe.add_command(requests[i].cmd.clone());
+                        count += 1;
+                    }
+                    let result = pool.send(&addr, &pipe, count).await;
+                    (addr, indexes, result)
+                }
+            });
+            let mut next_pending = Vec::new();
+            let mut refresh = false;
+            let mut busy = false;
+            let mut to_load: Vec<(String, &'static Script)> = Vec::new();
+            let mut failure = None;
+            for (addr, indexes, result) in join_all(sends).await {
+                let values = match result {
+                    Ok(values) => values,
+                    Err(e) => {
+                        self.mark_stale();
+                        failure = Some(e);
+                        continue;
+                    }
+                };
+                let mut values = values.into_iter();
+                for i in indexes {
+                    if asked.remove(&i).is_some() {
+                        values.next(); // the ASKING reply
+                    }
+                    let value = values.next().unwrap_or(Value::Nil);
+                    let Value::ServerError(error) = &value else {
+                        replies[i] = Some(value);
+                        continue;
+                    };
+                    match error.kind() {
+                        Some(ServerErrorKind::Moved) => {
+                            refresh = true;
+                            next_pending.push(i);
+                        }
+                        Some(ServerErrorKind::Ask) => {
+                            match error.details().and_then(|d| d.split_whitespace().nth(1)) {
+                                Some(target) => {
+                                    asked.insert(i, target.to_string());
+                                }
+                                None => refresh = true,
+                            }
+                            next_pending.push(i);
+                        }
+                        Some(ServerErrorKind::NoScript) => {
+                            if let Some(script) = requests[i].script
+                                && !to_load
+                                    .iter()
+                                    .any(|(a, s)| *a == addr && s.sha == script.sha)
+                            {
+                                to_load.push((addr.clone(), script));
+                            }
+                            next_pending.push(i);
+                        }
+                        Some(
+                            ServerErrorKind::TryAgain
+                            | ServerErrorKind::ClusterDown
+                            | ServerErrorKind::MasterDown
+                            | ServerErrorKind::BusyLoading,
+                        ) => {
+                            busy = true;
+                            refresh = true;
+                            next_pending.push(i);
+                        }
+                        _ => replies[i] = Some(value),
+                    }
+                }
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if next_pending.is_empty() {
+                return Ok(replies
+                    .into_iter()
+                    .map(|v| v.unwrap_or(Value::Nil))
+                    .collect());
+            }
+            for (addr, script) in to_load {
+                tracing::debug!(%addr, script = script.name, "loading script");
+                let mut pipe = Pipeline::new();
+                pipe.cmd("SCRIPT").arg("LOAD").arg(&script.source);
+                let loaded = pools.primary.send(&addr, &pipe, 1).await?;
+                if let Some(Value::ServerError(e)) = loaded.first() {
+                    return Err(Error::Store(format!(
+                        "cannot load script `{}` on {addr}: {e:?}",
+                        script.name
+                    )));
+                }
+            }
+            if refresh {
+                self.mark_stale();
+            }
+            if busy {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            pending = next_pending;
+        }
+        Err(Error::Unavailable(format!(
+            "gave up after {MAX_ROUNDS} rounds of cluster redirections"
+        )))
+    }
+}

@@ -1,0 +1,736 @@
+//! [`RedisStore`]: one cache on a Redis / Valkey deployment (the [`RawStore`] the core
+//! calls). Every operation becomes per-partition commands (mostly scripts, see
+//! `scripts.rs`) that the router sends as one pipeline per node.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use partcache::balance::{BalanceReport, MasterBalance};
+use partcache::codec::Codec;
+use partcache::expiry::{ExpiryPolicy, ExpirySettings};
+use partcache::stats::StatsCounters;
+use partcache::store::raw::{
+    RawAction, RawCacheSpec, RawCondition, RawEvent, RawKey, RawStore, RawWrite, RawWriteOutcome,
+};
+use partcache::{Error, Result};
+use redis::{Cmd, Value};
+use tokio::sync::broadcast;
+
+use crate::backend::Deployment;
+use crate::events::parse_event;
+use crate::layout::{LAYOUT_VERSION, Layout};
+use crate::routing::Request;
+use crate::scripts::{Script, scripts};
+
+/// Most entries one script call touches: keeps every script short, so the server is
+/// never blocked for long by one cache (clear, reap, batch writes).
+pub(crate) const BATCH: usize = 256;
+/// Entries sampled per partition for the byte estimate of a balance report.
+const BYTES_SAMPLE: usize = 16;
+
+/// Events buffered per receiver of [`RawStore::subscribe`].
+const EVENT_CAPACITY: usize = 4096;
+
+/// One cache on a Redis deployment. See the module docs.
+pub struct RedisStore {
+    pub(crate) inner: Arc<StoreInner>,
+    reaper: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) struct StoreInner {
+    deployment: Arc<Deployment>,
+    name: String,
+    layout: Layout,
+    codec: Codec,
+    stats: Arc<StatsCounters>,
+    /// ARGV[1..=5] of every script: policy kind, duration, max-idle, budget, event mode.
+    header: [String; 5],
+    /// Events go through pub/sub (else they come back in script replies).
+    publish: bool,
+    /// Reads need no bookkeeping: plain `MGET`, one round trip, no script.
+    plain_reads: bool,
+    events: broadcast::Sender<RawEvent>,
+}
+
+/// Milliseconds of `d`, rounded up so that a tiny non-zero duration is not zero.
+fn millis(d: Duration) -> u128 {
+    let ms = d.as_millis();
+    if ms == 0 && !d.is_zero() { 1 } else { ms }
+}
+
+fn header(spec: &RawCacheSpec, publish_mode: u8) -> [String; 5] {
+    let (kind, duration) = match spec.expiry.policy {
+        ExpiryPolicy::Eternal => (0, Duration::ZERO),
+        ExpiryPolicy::Created(d) => (1, d),
+        ExpiryPolicy::Modified(d) => (2, d),
+        ExpiryPolicy::Accessed(d) => (3, d),
+        ExpiryPolicy::Touched(d) => (4, d),
+    };
+    [
+        kind.to_string(),
+        millis(duration).to_string(),
+        spec.expiry
+            .max_idle
+            .map_or_else(|| "-1".to_string(), |i| millis(i).to_string()),
+        budget(spec.max_entries, spec.partitions.partitions()).to_string(),
+        publish_mode.to_string(),
+    ]
+}
+
+/// The per-partition entry budget: `floor(max / P)`, at least 1, so the cache as a whole
+/// never holds more than `max_entries` (when `max_entries >= P`). 0: unbounded.
+pub(crate) fn budget(max_entries: Option<u64>, partitions: u16) -> u64 {
+    max_entries.map_or(0, |max| (max / u64::from(partitions)).max(1))
+}
+
+fn expiry_reads_extend(expiry: &ExpirySettings) -> bool {
+    expiry.reads_extend()
+}
+
+impl RedisStore {
+    /// Opens (creating if needed) the cache described by `spec` on `deployment`:
+    /// checks the recorded layout, subscribes to its events, starts its reaper.
+    pub(crate) async fn open(
+        deployment: Arc<Deployment>,
+        spec: RawCacheSpec,
+    ) -> Result<RedisStore> {
+        let publish_mode = match (spec.publish_events, deployment.router.is_cluster()) {
+            (false, _) => 3,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let inner = Arc::new(StoreInner {
+            header: header(&spec, publish_mode),
+            publish: spec.publish_events,
+            plain_reads: !expiry_reads_extend(&spec.expiry) && spec.max_entries.is_none(),
+            deployment,
+            name: spec.name.clone(),
+            layout: Layout::new(spec.partitions.clone()),
+            codec: spec.codec,
+            stats: spec.stats.clone(),
+            events,
+        });
+        inner.check_layout().await?;
+        if inner.publish {
+            inner
+                .deployment
+                .subscribe(&inner.channels(), &inner.events)
+                .await?;
+        }
+        let reaper = crate::reaper::spawn(Arc::downgrade(&inner));
+        Ok(RedisStore { inner, reaper })
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.reaper.abort();
+        if self.inner.publish {
+            self.inner
+                .deployment
+                .subscriber()
+                .forget(&self.inner.channels());
+        }
+    }
+}
+
+impl StoreInner {
+    fn channels(&self) -> Vec<(String, u16)> {
+        (0..self.layout.partitions())
+            .map(|p| (self.layout.channel(p).to_string(), self.layout.slot(p)))
+            .collect()
+    }
+
+    /// An `EVALSHA` of `script` on `partition` with the cache's settings; the caller
+    /// appends the operation's arguments.
+    fn script(&self, script: &'static Script, partition: u16) -> Request {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&script.sha)
+            .arg(1)
+            .arg(self.layout.index_key(partition))
+            .arg(&self.header[..])
+            .arg(self.layout.channel(partition));
+        Request {
+            slot: self.layout.slot(partition),
+            cmd,
+            script: Some(script),
+            read_only: false,
+        }
+    }
+
+    async fn execute(&self, requests: Vec<Request>) -> Result<Vec<Value>> {
+        self.deployment.execute(requests).await
+    }
+
+    /// Unpacks a script's `{result, evicted, expired, events}` reply: counts the
+    /// evictions and expirations, emits returned events, and gives back the result.
+    fn outcome(&self, reply: Value) -> Result<Value> {
+        let parts = match reply {
+            Value::Array(parts) if parts.len() == 4 => parts,
+            Value::ServerError(e) => {
+                return Err(Error::Store(format!(
+                    "script on cache `{}` failed: {} {}",
+                    self.name,
+                    e.code(),
+                    e.details().unwrap_or("")
+                )));
+            }
+            other => {
+                return Err(Error::Store(format!(
+                    "unexpected script reply on cache `{}`: {other:?}",
+                    self.name
+                )));
+            }
+        };
+        let mut parts = parts.into_iter();
+        let result = parts.next().unwrap_or(Value::Nil);
+        let evicted = int(parts.next().as_ref());
+        let expired = int(parts.next().as_ref());
+        if evicted > 0 {
+            self.stats.evictions.add(evicted);
+        }
+        if expired > 0 {
+            self.stats.expirations.add(expired);
+        }
+        if let Some(Value::Array(events)) = parts.next() {
+            for event in events {
+                if let Value::BulkString(payload) = event
+                    && let Some(event) = parse_event(&payload)
+                {
+                    // No receiver: nobody listens.
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    async fn check_layout(&self) -> Result<()> {
+        // The meta record's key does not depend on the partition count.
+        let mut request = self.script(&scripts().open, 0);
+        let (meta_index, slot) = self.layout.meta_index_key();
+        request.slot = slot;
+        request.cmd = redis::cmd("EVALSHA");
+        request
+            .cmd
+            .arg(&scripts().open.sha)
+            .arg(1)
+            .arg(meta_index)
+            .arg(&self.header[..])
+            .arg(self.layout.channel(0));
+        request
+            .cmd
+            .arg(self.layout.partitions())
+            .arg(self.codec.id())
+            .arg(LAYOUT_VERSION);
+        let reply = self
+            .execute(vec![request])
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil);
+        let recorded = self.outcome(reply)?;
+        let fields: Vec<Option<u64>> = match &recorded {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| text(v).and_then(|t| t.parse().ok()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let (partitions, codec, layout) = match fields.as_slice() {
+            [Some(p), Some(c), Some(l)] => (*p, *c, *l),
+            _ => {
+                return Err(Error::Store(format!(
+                    "cache `{}` has an unreadable layout record: {recorded:?}",
+                    self.name
+                )));
+            }
+        };
+        if partitions != u64::from(self.layout.partitions()) {
+            return Err(Error::Config(format!(
+                "cache `{}` was created with {partitions} partitions, opened with {}",
+                self.name,
+                self.layout.partitions()
+            )));
+        }
+        if codec != u64::from(self.codec.id()) {
+            return Err(Error::Config(format!(
+                "cache `{}` was created with codec id {codec}, opened with `{}` (id {})",
+                self.name,
+                self.codec.name(),
+                self.codec.id()
+            )));
+        }
+        if layout != u64::from(LAYOUT_VERSION) {
+            return Err(Error::Config(format!(
+                "cache `{}` uses store layout version {layout}; this partcache-redis reads version {LAYOUT_VERSION}",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn key_only(&self, blob: &[u8]) -> Vec<u8> {
+        // The blob was just encoded by the core, so it splits; fall back to the whole
+        // blob rather than fail a write over an event detail.
+        self.codec
+            .key_only_blob(blob)
+            .unwrap_or_else(|_| blob.to_vec())
+    }
+
+    /// Runs one reaper step on each of `partitions`; returns the partitions that had a
+    /// full batch due (more may be waiting).
+    pub(crate) async fn reap(&self, partitions: impl Iterator<Item = u16>) -> Result<Vec<u16>> {
+        let partitions: Vec<u16> = partitions.collect();
+        let requests = partitions
+            .iter()
+            .map(|&p| {
+                let mut r = self.script(&scripts().reap, p);
+                r.cmd.arg(BATCH);
+                r
+            })
+            .collect();
+        let replies = self.execute(requests).await?;
+        let mut busy = Vec::new();
+        for (p, reply) in partitions.into_iter().zip(replies) {
+            if int(Some(&self.outcome(reply)?)) >= BATCH as u64 {
+                busy.push(p);
+            }
+        }
+        Ok(busy)
+    }
+
+    /// Reaps every partition until none has due entries left.
+    pub(crate) async fn reap_all(&self) -> Result<()> {
+        let mut partitions: Vec<u16> = (0..self.layout.partitions()).collect();
+        while !partitions.is_empty() {
+            partitions = self.reap(partitions.into_iter()).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn partitions(&self) -> u16 {
+        self.layout.partitions()
+    }
+
+    async fn clear_all(&self, announce: bool) -> Result<u64> {
+        let mut partitions: Vec<u16> = (0..self.layout.partitions()).collect();
+        let mut removed = 0;
+        while !partitions.is_empty() {
+            let requests = partitions
+                .iter()
+                .map(|&p| {
+                    let mut r = self.script(&scripts().clear, p);
+                    r.cmd.arg(BATCH).arg(if announce { "1" } else { "0" });
+                    r
+                })
+                .collect();
+            let replies = self.execute(requests).await?;
+            let mut left_over = Vec::new();
+            for (p, reply) in partitions.iter().zip(replies) {
+                let Value::Array(pair) = self.outcome(reply)? else {
+                    return Err(Error::Store("unexpected clear reply".into()));
+                };
+                removed += int(pair.first());
+                if int(pair.get(1)) > 0 {
+                    left_over.push(*p);
+                }
+            }
+            partitions = left_over;
+        }
+        Ok(removed)
+    }
+
+    /// Groups `keys` (by index) by partition, keeping the caller's order inside each.
+    fn by_partition<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k RawKey>,
+    ) -> Result<BTreeMap<u16, Vec<usize>>> {
+        let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, key) in keys.enumerate() {
+            if key.partition >= self.layout.partitions() {
+                return Err(Error::Store(format!(
+                    "key `{}` names partition {} of a cache with {}",
+                    key.text,
+                    key.partition,
+                    self.layout.partitions()
+                )));
+            }
+            groups.entry(key.partition).or_default().push(i);
+        }
+        Ok(groups)
+    }
+
+    /// One step of an iteration over `partition` from `cursor`.
+    async fn scan_step(
+        &self,
+        partition: u16,
+        cursor: &str,
+    ) -> Result<(String, Vec<(String, Vec<u8>)>)> {
+        let mut request = self.script(&scripts().scan, partition);
+        request.cmd.arg(cursor).arg(BATCH);
+        let reply = self
+            .execute(vec![request])
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil);
+        let Value::Array(parts) = self.outcome(reply)? else {
+            return Err(Error::Store("unexpected scan reply".into()));
+        };
+        let next = parts
+            .first()
+            .and_then(text)
+            .unwrap_or_else(|| "0".to_string());
+        let mut found = Vec::new();
+        if let Some(Value::Array(items)) = parts.get(1) {
+            for pair in items.chunks(2) {
+                if let [t, Value::BulkString(blob)] = pair
+                    && let Some(t) = text(t)
+                {
+                    found.push((t, blob.clone()));
+                }
+            }
+        }
+        Ok((next, found))
+    }
+}
+
+fn int(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::Int(i)) => u64::try_from(*i).unwrap_or(0),
+        Some(v) => text(v).and_then(|t| t.parse().ok()).unwrap_or(0),
+        None => 0,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn blob(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        _ => None,
+    }
+}
+
+fn ttl_arg(ttl: Option<Duration>) -> String {
+    ttl.map_or_else(|| "-1".to_string(), |t| millis(t).to_string())
+}
+
+#[async_trait]
+impl RawStore for RedisStore {
+    fn describe(&self) -> String {
+        self.inner.deployment.describe()
+    }
+
+    async fn get_all(&self, keys: &[RawKey]) -> Result<Vec<Option<Vec<u8>>>> {
+        let s = &self.inner;
+        let groups = s.by_partition(keys.iter())?;
+        let requests: Vec<Request> = groups
+            .iter()
+            .map(|(&p, indexes)| {
+                if s.plain_reads {
+                    // No bookkeeping on reads: a plain MGET (all keys share the
+                    // partition's slot), which replicas may serve.
+                    let mut cmd = Cmd::new();
+                    cmd.arg("MGET");
+                    for &i in indexes {
+                        cmd.arg(s.layout.entry_key(p, &keys[i].text));
+                    }
+                    Request {
+                        read_only: true,
+                        ..Request::new(s.layout.slot(p), cmd)
+                    }
+                } else {
+                    let mut r = s.script(&scripts().get, p);
+                    for &i in indexes {
+                        r.cmd.arg(&keys[i].text);
+                    }
+                    r
+                }
+            })
+            .collect();
+        let replies = s.execute(requests).await?;
+        let mut out = vec![None; keys.len()];
+        for (indexes, reply) in groups.values().zip(replies) {
+            let values = if s.plain_reads {
+                if let Value::ServerError(e) = &reply {
+                    return Err(Error::Store(format!("MGET failed: {e:?}")));
+                }
+                reply
+            } else {
+                s.outcome(reply)?
+            };
+            let Value::Array(values) = values else {
+                return Err(Error::Store(format!("unexpected read reply: {values:?}")));
+            };
+            for (&i, value) in indexes.iter().zip(values) {
+                out[i] = blob(value);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>> {
+        let s = &self.inner;
+        let groups = s.by_partition(keys.iter())?;
+        let requests: Vec<Request> = groups
+            .iter()
+            .map(|(&p, indexes)| {
+                let mut r = s.script(&scripts().contains, p);
+                for &i in indexes {
+                    r.cmd.arg(&keys[i].text);
+                }
+                r
+            })
+            .collect();
+        let replies = s.execute(requests).await?;
+        let mut out = vec![false; keys.len()];
+        for (indexes, reply) in groups.values().zip(replies) {
+            let Value::Array(values) = s.outcome(reply)? else {
+                return Err(Error::Store("unexpected contains reply".into()));
+            };
+            for (&i, value) in indexes.iter().zip(values) {
+                out[i] = int(Some(&value)) == 1;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write(&self, key: &RawKey, write: RawWrite) -> Result<RawWriteOutcome> {
+        let s = &self.inner;
+        s.by_partition(std::iter::once(key))?;
+        let mut r = s.script(&scripts().write, key.partition);
+        let (condition, expected) = match &write.condition {
+            RawCondition::Always => ("0", &[][..]),
+            RawCondition::IfAbsent => ("1", &[][..]),
+            RawCondition::IfPresent => ("2", &[][..]),
+            RawCondition::IfEquals(bytes) => ("3", bytes.as_slice()),
+        };
+        r.cmd.arg(&key.text).arg(condition).arg(expected);
+        match &write.action {
+            RawAction::Put { blob, ttl } => {
+                r.cmd
+                    .arg("1")
+                    .arg(blob.as_slice())
+                    .arg(ttl_arg(*ttl))
+                    .arg(if write.want_previous { "1" } else { "0" })
+                    .arg(s.key_only(blob));
+            }
+            RawAction::Remove => {
+                r.cmd
+                    .arg("2")
+                    .arg("")
+                    .arg("-1")
+                    .arg(if write.want_previous { "1" } else { "0" })
+                    .arg("");
+            }
+        }
+        let reply = s.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
+        let Value::Array(fields) = s.outcome(reply)? else {
+            return Err(Error::Store("unexpected write reply".into()));
+        };
+        let mut fields = fields.into_iter();
+        let existed = int(fields.next().as_ref()) == 1;
+        let applied = int(fields.next().as_ref()) == 1;
+        let previous = fields.next().and_then(blob);
+        Ok(RawWriteOutcome {
+            existed,
+            applied,
+            previous,
+        })
+    }
+
+    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+        let s = &self.inner;
+        let groups = s.by_partition(entries.iter().map(|(k, _)| k))?;
+        let ttl = ttl_arg(ttl);
+        let mut requests = Vec::new();
+        for (&p, indexes) in &groups {
+            for chunk in indexes.chunks(BATCH) {
+                let mut r = s.script(&scripts().put_many, p);
+                r.cmd.arg(&ttl);
+                for &i in chunk {
+                    let (key, blob) = &entries[i];
+                    r.cmd
+                        .arg(&key.text)
+                        .arg(blob.as_slice())
+                        .arg(s.key_only(blob));
+                }
+                requests.push(r);
+            }
+        }
+        for reply in s.execute(requests).await? {
+            s.outcome(reply)?;
+        }
+        Ok(())
+    }
+
+    async fn remove_all(&self, keys: &[RawKey]) -> Result<u64> {
+        let s = &self.inner;
+        let groups = s.by_partition(keys.iter())?;
+        let mut requests = Vec::new();
+        for (&p, indexes) in &groups {
+            for chunk in indexes.chunks(BATCH) {
+                let mut r = s.script(&scripts().remove_many, p);
+                for &i in chunk {
+                    r.cmd.arg(&keys[i].text);
+                }
+                requests.push(r);
+            }
+        }
+        let mut removed = 0;
+        for reply in s.execute(requests).await? {
+            removed += int(Some(&s.outcome(reply)?));
+        }
+        Ok(removed)
+    }
+
+    async fn remove_everything(&self) -> Result<u64> {
+        self.inner.clear_all(true).await
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.inner.clear_all(false).await.map(|_| ())
+    }
+
+    fn scan(&self) -> BoxStream<'_, Result<Vec<u8>>> {
+        struct State {
+            partition: u16,
+            cursor: String,
+            seen: HashSet<String>,
+            done: bool,
+        }
+        let start = State {
+            partition: 0,
+            cursor: "0".to_string(),
+            seen: HashSet::new(),
+            done: false,
+        };
+        let s = &self.inner;
+        stream::unfold(start, move |mut state| async move {
+            if state.done || state.partition >= s.partitions() {
+                return None;
+            }
+            match s.scan_step(state.partition, &state.cursor).await {
+                Err(e) => {
+                    state.done = true;
+                    Some((vec![Err(e)], state))
+                }
+                Ok((next, found)) => {
+                    // ZSCAN may return a member twice while the index rehashes: the
+                    // per-partition set of seen keys keeps every entry to once.
+                    let blobs: Vec<Result<Vec<u8>>> = found
+                        .into_iter()
+                        .filter(|(t, _)| state.seen.insert(t.clone()))
+                        .map(|(_, b)| Ok(b))
+                        .collect();
+                    if next == "0" {
+                        state.partition += 1;
+                        state.seen.clear();
+                    }
+                    state.cursor = next;
+                    Some((blobs, state))
+                }
+            }
+        })
+        .flat_map(stream::iter)
+        .boxed()
+    }
+
+    async fn len(&self) -> Result<u64> {
+        let s = &self.inner;
+        let requests = (0..s.partitions())
+            .map(|p| {
+                let mut cmd = redis::cmd("ZCARD");
+                cmd.arg(s.layout.index_key(p));
+                Request {
+                    read_only: true,
+                    ..Request::new(s.layout.slot(p), cmd)
+                }
+            })
+            .collect();
+        let mut total = 0;
+        for reply in s.execute(requests).await? {
+            if let Value::ServerError(e) = &reply {
+                return Err(Error::Store(format!("ZCARD failed: {e:?}")));
+            }
+            total += int(Some(&reply));
+        }
+        Ok(total)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RawEvent> {
+        self.inner.events.subscribe()
+    }
+
+    async fn run_pending_tasks(&self) -> Result<()> {
+        self.inner.reap_all().await
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    async fn balance_report(&self) -> Result<BalanceReport> {
+        let s = &self.inner;
+        let map = s.deployment.slot_map().await?;
+        let requests = (0..s.partitions())
+            .map(|p| {
+                let mut r = s.script(&scripts().stats, p);
+                r.cmd.arg(BYTES_SAMPLE);
+                r
+            })
+            .collect();
+        let replies = s.execute(requests).await?;
+        let mut rows: HashMap<String, MasterBalance> = map
+            .masters()
+            .iter()
+            .map(|m| {
+                (
+                    m.clone(),
+                    MasterBalance {
+                        master: m.clone(),
+                        partitions: 0,
+                        entries: 0,
+                        bytes: 0,
+                    },
+                )
+            })
+            .collect();
+        for (p, reply) in (0..s.partitions()).zip(replies) {
+            let Value::Array(pair) = s.outcome(reply)? else {
+                return Err(Error::Store("unexpected stats reply".into()));
+            };
+            let master = map
+                .master(s.layout.slot(p))
+                .unwrap_or("(unserved)")
+                .to_string();
+            let row = rows.entry(master.clone()).or_insert_with(|| MasterBalance {
+                master,
+                partitions: 0,
+                entries: 0,
+                bytes: 0,
+            });
+            row.partitions += 1;
+            row.entries += int(pair.first());
+            row.bytes += int(pair.get(1));
+        }
+        let mut masters: Vec<MasterBalance> = rows.into_values().collect();
+        masters.sort_by(|a, b| a.master.cmp(&b.master));
+        Ok(BalanceReport {
+            cache: s.name.clone(),
+            partitions: s.partitions(),
+            masters,
+        })
+    }
+}

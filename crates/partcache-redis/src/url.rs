@@ -1,0 +1,294 @@
+//! Parsing of `redis://`, `redis-cluster://` and friends into a [`DeploymentUrl`].
+//!
+//! Parsing never blocks and never connects: every error is an [`Error::Config`] that
+//! names the offending part of the URL.
+
+use std::time::Duration;
+
+use partcache::partition::{MIN_PARTITIONS, SLOT_COUNT};
+use partcache::{Error, Result};
+
+/// Default for `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default for `response_timeout`: every call returns within it.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What kind of deployment a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentKind {
+    /// One server (`redis://`, `rediss://`, `valkey://`, `valkeys://`).
+    Standalone,
+    /// A Redis Cluster, given by seed nodes (`redis-cluster://`, `valkey-cluster://`).
+    Cluster,
+}
+
+/// A parsed deployment URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentUrl {
+    /// The URL as given, with the password masked (for logs and `describe`).
+    pub display: String,
+    /// Standalone or cluster.
+    pub kind: DeploymentKind,
+    /// `host:port` of the server, or of every seed node.
+    pub nodes: Vec<String>,
+    /// TLS (`rediss`, `valkeys`, or `tls=true` on a cluster URL).
+    pub tls: bool,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// Database number (standalone only).
+    pub db: i64,
+    /// Partition count for caches that do not set one.
+    pub partitions: Option<u16>,
+    /// Deadline for opening a connection.
+    pub connect_timeout: Duration,
+    /// Deadline for every call's round trips.
+    pub response_timeout: Duration,
+    /// Serve plain reads (no expiry or LRU bookkeeping) from replicas.
+    pub read_from_replicas: bool,
+}
+
+/// Every query parameter the URLs accept.
+const PARAMETERS: &[&str] = &[
+    "partitions",
+    "connect_timeout",
+    "response_timeout",
+    "read_from_replicas",
+    "tls",
+];
+
+/// Parses a deployment URL. See the crate docs for the accepted forms.
+pub fn parse(url: &str) -> Result<DeploymentUrl> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| Error::Config(format!("`{url}` is not a URL (no `://`)")))?;
+    let (kind, mut tls) = match scheme {
+        "redis" | "valkey" => (DeploymentKind::Standalone, false),
+        "rediss" | "valkeys" => (DeploymentKind::Standalone, true),
+        "redis-cluster" | "valkey-cluster" => (DeploymentKind::Cluster, false),
+        other => {
+            return Err(Error::Config(format!(
+                "`{other}://` is not a Redis URL scheme (expected redis, rediss, valkey, valkeys, redis-cluster or valkey-cluster)"
+            )));
+        }
+    };
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, authority),
+    };
+    let (username, password) = match userinfo {
+        None => (None, None),
+        Some(info) => {
+            let (user, pass) = match info.split_once(':') {
+                Some((user, pass)) => (user, Some(pass)),
+                // `redis://secret@host` is a password, as redis-cli and redis-rs read it.
+                None => ("", Some(info)),
+            };
+            let user = decode(user, url)?;
+            let pass = pass.map(|p| decode(p, url)).transpose()?;
+            ((!user.is_empty()).then_some(user), pass)
+        }
+    };
+    let nodes = hosts
+        .split(',')
+        .map(|host| node(host, url))
+        .collect::<Result<Vec<_>>>()?;
+    if kind == DeploymentKind::Standalone && nodes.len() != 1 {
+        return Err(Error::Config(format!(
+            "`{scheme}://` takes one host, got {} in `{}` (use `redis-cluster://` for a cluster)",
+            nodes.len(),
+            mask(url)
+        )));
+    }
+    let db = match path.trim_matches('/') {
+        "" => 0,
+        db if kind == DeploymentKind::Standalone => db.parse().map_err(|_| {
+            Error::Config(format!(
+                "database `{db}` in `{}` is not a number",
+                mask(url)
+            ))
+        })?,
+        db => {
+            return Err(Error::Config(format!(
+                "a cluster has no databases, but `{}` names database `{db}`",
+                mask(url)
+            )));
+        }
+    };
+    let mut parsed = DeploymentUrl {
+        display: mask(url),
+        kind,
+        nodes,
+        tls,
+        username,
+        password,
+        db,
+        partitions: None,
+        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        read_from_replicas: false,
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = decode(value, url)?;
+        match name {
+            "partitions" => {
+                let n: u16 = value.parse().ok().filter(|n| (MIN_PARTITIONS..=SLOT_COUNT).contains(n)).ok_or_else(|| {
+                    Error::Config(format!(
+                        "`partitions={value}`: expected a number from {MIN_PARTITIONS} to {SLOT_COUNT}"
+                    ))
+                })?;
+                parsed.partitions = Some(n);
+            }
+            "connect_timeout" => parsed.connect_timeout = duration(name, &value)?,
+            "response_timeout" => parsed.response_timeout = duration(name, &value)?,
+            "read_from_replicas" => parsed.read_from_replicas = boolean(name, &value)?,
+            "tls" => {
+                tls = boolean(name, &value)?;
+                parsed.tls = tls;
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown parameter `{other}` in `{}` (known: {})",
+                    parsed.display,
+                    PARAMETERS.join(", ")
+                )));
+            }
+        }
+    }
+    if parsed.tls && !cfg!(feature = "tls") {
+        return Err(Error::Config(format!(
+            "`{}` asks for TLS, but partcache-redis was built without its `tls` feature",
+            parsed.display
+        )));
+    }
+    Ok(parsed)
+}
+
+fn node(host: &str, url: &str) -> Result<String> {
+    let host = host.trim();
+    if host.is_empty() {
+        return Err(Error::Config(format!("empty host in `{}`", mask(url))));
+    }
+    // `[::1]:6379`, `host:6379`, or `host` (port 6379).
+    let has_port = match host.rfind(']') {
+        Some(bracket) => host[bracket..].contains(':'),
+        None => host.contains(':'),
+    };
+    if !has_port {
+        return Ok(format!("{host}:6379"));
+    }
+    let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
+    if name.is_empty() || port.parse::<u16>().is_err() {
+        return Err(Error::Config(format!(
+            "`{host}` in `{}` is not `host:port`",
+            mask(url)
+        )));
+    }
+    Ok(host.to_string())
+}
+
+fn duration(name: &str, value: &str) -> Result<Duration> {
+    let d = partcache::expiry::parse_duration(value)
+        .map_err(|e| Error::Config(format!("`{name}={value}`: {e}")))?;
+    if d.is_zero() {
+        return Err(Error::Config(format!("`{name}` must be more than zero")));
+    }
+    Ok(d)
+}
+
+fn boolean(name: &str, value: &str) -> Result<bool> {
+    match value {
+        "" | "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(Error::Config(format!(
+            "`{name}={other}`: expected true or false"
+        ))),
+    }
+}
+
+/// Percent-decodes one URL component.
+fn decode(text: &str, url: &str) -> Result<String> {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| Error::Config(format!("cannot decode `{text}` in `{}`", mask(url))))
+}
+
+/// The URL with any password replaced by `***`.
+pub fn mask(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or("");
+            format!("{scheme}://{user}:***@{hosts}{}", &rest[end..])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standalone_url_with_credentials_db_and_parameters() {
+        let u = parse("redis://app:s%40cret@10.0.0.1:6380/3?partitions=64&response_timeout=250ms&connect_timeout=2s&read_from_replicas=true").unwrap();
+        assert_eq!(u.kind, DeploymentKind::Standalone);
+        assert_eq!(u.nodes, ["10.0.0.1:6380"]);
+        assert_eq!(u.username.as_deref(), Some("app"));
+        assert_eq!(u.password.as_deref(), Some("s@cret"));
+        assert_eq!(u.db, 3);
+        assert_eq!(u.partitions, Some(64));
+        assert_eq!(u.response_timeout, Duration::from_millis(250));
+        assert_eq!(u.connect_timeout, Duration::from_secs(2));
+        assert!(u.read_from_replicas);
+        assert!(!u.display.contains("cret"), "{}", u.display);
+    }
+
+    #[test]
+    fn cluster_url_lists_seed_nodes_and_defaults_the_port() {
+        let u = parse("valkey-cluster://a:7000,b:7001,c").unwrap();
+        assert_eq!(u.kind, DeploymentKind::Cluster);
+        assert_eq!(u.nodes, ["a:7000", "b:7001", "c:6379"]);
+        assert_eq!(u.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+    }
+
+    #[test]
+    fn unknown_parameters_are_errors_naming_them() {
+        let e = parse("redis://h:1?partitons=3").unwrap_err();
+        assert!(
+            matches!(e, Error::Config(ref m) if m.contains("`partitons`")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_config_errors() {
+        for url in [
+            "redis://h:1?partitions=2",
+            "redis://h:1?response_timeout=soon",
+            "redis://h:1?response_timeout=0ms",
+            "redis://h:x",
+            "redis://h:1,h:2",
+            "redis://h:1/abc",
+            "redis-cluster://h:1/2",
+            "memcached://h:1",
+            "redis://h:1?read_from_replicas=maybe",
+        ] {
+            assert!(matches!(parse(url), Err(Error::Config(_))), "{url}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(mask("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(mask("redis://h:1"), "redis://h:1");
+    }
+}

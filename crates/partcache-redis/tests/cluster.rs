@@ -1,0 +1,132 @@
+//! Cluster routing and balance on real clusters.
+
+mod common;
+
+use std::collections::HashMap;
+
+use partcache::Cache;
+use partcache::partition::{PartitionMap, SlotOwners, partitions_per_master};
+use partcache_integration_tests::{Flavor, RedisCluster};
+
+fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{label}-{}-{nanos:x}", std::process::id())
+}
+
+/// Commands of the read path, summed per node: everything but the harness's admin
+/// traffic and the cache's background reaper (an `EVALSHA` of the reap script every
+/// 100 ms, which runs `TIME` and `ZRANGEBYSCORE`; a plain read runs no script).
+fn data_commands(stats: &HashMap<String, u64>) -> u64 {
+    stats
+        .iter()
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "evalsha" | "time" | "zrangebyscore" | "exists"
+            ) && !name.starts_with("cluster")
+                && !name.starts_with("config")
+                && !name.starts_with("info")
+                && !name.starts_with("ping")
+                && !name.starts_with("client")
+                && !name.starts_with("hello")
+                && !name.starts_with("select")
+                && !name.starts_with("script")
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_all_of_1000_keys_sends_one_pipeline_per_master() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(Flavor::Redis, 3, 0).unwrap());
+    let cache: Cache<String, String> = common::manager(&cluster.seed_url())
+        .cache(&unique("fanout"))
+        .build()
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..1000).map(|i| format!("key-{i}")).collect();
+    cache
+        .put_all(keys.iter().map(|k| (k.clone(), format!("v-{k}"))))
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| cluster.reset_stats().unwrap());
+    let values = cache.get_all(&keys).await.unwrap();
+    assert!(values.iter().all(Option::is_some));
+    let stats = tokio::task::block_in_place(|| cluster.commandstats_all().unwrap());
+    let partitions = cache.partition_map().unwrap().partitions() as u64;
+    let mut total = 0;
+    for (node, stats) in stats.iter().enumerate() {
+        let n = data_commands(stats);
+        println!("node {node}: {n} data commands ({:?})", stats.get("mget"));
+        // One MGET per partition the node holds (77 of 231 on 3 masters), never one
+        // command per key (about 333 per node).
+        assert!(
+            n <= partitions / 3 + 2,
+            "node {node} served {n} commands: {stats:?}"
+        );
+        total += n;
+    }
+    assert!(total <= partitions, "{total} commands for 1000 keys");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_and_entries_spread_evenly_over_3_4_and_5_masters() {
+    for masters in [3usize, 4, 5] {
+        let cluster =
+            tokio::task::block_in_place(|| RedisCluster::start(Flavor::Redis, masters, 0).unwrap());
+        let cache: Cache<u64, u64> = common::manager(&cluster.seed_url())
+            .cache(&unique("balance"))
+            .build()
+            .await
+            .unwrap();
+        // The layout alone: partitions per master differ by at most one.
+        let owners = tokio::task::block_in_place(|| cluster.slot_owners().unwrap());
+        let map: PartitionMap = cache.partition_map().unwrap().clone();
+        let counts = partitions_per_master(&map, &SlotOwners::from_ranges(owners));
+        let (lo, hi) = (
+            counts.values().min().unwrap(),
+            counts.values().max().unwrap(),
+        );
+        assert!(hi - lo <= 1, "{masters} masters: {counts:?}");
+        // Entries: 100k random keys (3 masters only, to keep the test short).
+        let keys: u64 = if masters == 3 { 100_000 } else { 20_000 };
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ masters as u64;
+        let mut batch = Vec::with_capacity(5000);
+        for _ in 0..keys {
+            // xorshift: uniformly random keys without a dependency.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            batch.push((x, 1u64));
+            if batch.len() == 5000 {
+                cache.put_all(std::mem::take(&mut batch)).await.unwrap();
+            }
+        }
+        cache.put_all(batch).await.unwrap();
+        let report = cache.balance_report().await.unwrap();
+        println!("{report}");
+        assert_eq!(report.masters.len(), masters);
+        assert_eq!(report.entries(), keys);
+        let parts: Vec<u16> = report.masters.iter().map(|m| m.partitions).collect();
+        assert!(
+            parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1,
+            "{parts:?}"
+        );
+        if masters == 3 {
+            let mean = keys as f64 / masters as f64;
+            for m in &report.masters {
+                let off = (m.entries as f64 - mean).abs() / mean;
+                assert!(
+                    off <= 0.05,
+                    "{} holds {} entries, {:.1}% off the mean",
+                    m.master,
+                    m.entries,
+                    off * 100.0
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Behaviour of the Redis store beyond the conformance suite, on real servers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use partcache::partition::HashingPolicy;
+use partcache::{Cache, Error};
+
+fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{label}-{}-{nanos:x}", std::process::id())
+}
+
+fn standalone_url() -> String {
+    tokio::task::block_in_place(|| common::standalone().url())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_with_another_partition_count_is_a_config_error() {
+    let url = standalone_url();
+    let name = unique("reopen-p");
+    let first: Cache<String, String> = common::manager(&url)
+        .cache(&name)
+        .partitions(31)
+        .build()
+        .await
+        .unwrap();
+    first.put("a".to_string(), "1".to_string()).await.unwrap();
+    let again = common::manager(&url)
+        .cache::<String, String>(&name)
+        .partitions(64)
+        .build()
+        .await;
+    match again {
+        Err(Error::Config(message)) => assert!(
+            message.contains(&format!(
+                "cache `{name}` was created with 31 partitions, opened with 64"
+            )),
+            "{message}"
+        ),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    // The same partition count from another manager (another process) opens it.
+    let same: Cache<String, String> = common::manager(&url)
+        .cache(&name)
+        .partitions(31)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        same.get(&"a".to_string())
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_bytes_in_an_entry_are_a_miss_and_a_decode_error() {
+    let url = standalone_url();
+    let name = unique("corrupt");
+    let cache: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
+    cache.put("k".to_string(), "v".to_string()).await.unwrap();
+    let map = cache.partition_map().unwrap().clone();
+    let partition = map.partition_of(&HashingPolicy::Standard, "k").unwrap();
+    let key = format!("pc:{{{}}}:{name}:e:k", map.tag(partition));
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 1, "the layout changed: {key} not found");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(b"\xde\xad\xbe\xef".as_slice())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(cache.get(&"k".to_string()).await.unwrap(), None);
+    let stats = cache.stats();
+    assert_eq!(stats.decode_errors, 1);
+    assert_eq!(stats.misses, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_down_fails_fast_with_a_typed_error() {
+    let port = partcache_integration_tests::ports::free_port().unwrap();
+    let manager = common::manager(&format!(
+        "redis://127.0.0.1:{port}?connect_timeout=200ms&response_timeout=300ms"
+    ));
+    let start = Instant::now();
+    let result = manager.cache::<String, String>("down").build().await;
+    assert!(
+        matches!(result, Err(Error::Unavailable(_) | Error::Timeout(_))),
+        "{result:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_times_out_within_the_response_timeout() {
+    // A listener that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let manager = common::manager(&format!(
+        "redis://127.0.0.1:{port}?connect_timeout=300ms&response_timeout=300ms"
+    ));
+    let start = Instant::now();
+    let result = manager.cache::<String, String>("silent").build().await;
+    assert!(
+        matches!(result, Err(Error::Unavailable(_) | Error::Timeout(_))),
+        "{result:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(1200),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_url_parameters_are_config_errors_naming_them() {
+    partcache_redis::install();
+    let error = partcache::CacheManager::from_url("redis://127.0.0.1:1?partitons=64").unwrap_err();
+    assert!(
+        matches!(error, Error::Config(ref m) if m.contains("`partitons`")),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_balance_report_lists_the_one_server() {
+    let url = standalone_url();
+    let cache: Cache<String, String> = common::manager(&url)
+        .cache(&unique("balance-one"))
+        .partitions(7)
+        .build()
+        .await
+        .unwrap();
+    cache
+        .put_all((0..50).map(|i| (format!("k{i}"), "v".repeat(20))))
+        .await
+        .unwrap();
+    let report = cache.balance_report().await.unwrap();
+    assert_eq!(report.masters.len(), 1);
+    assert_eq!(report.masters[0].partitions, 7);
+    assert_eq!(report.entries(), 50);
+    assert!(report.bytes() >= 50 * 20, "{report}");
+}

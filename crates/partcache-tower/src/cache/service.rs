@@ -1,0 +1,157 @@
+//! [`CacheService`]: the service a [`CacheLayer`](super::CacheLayer) wraps around another.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use partcache::{CacheKey, CacheValue};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::key::KeyExtractor;
+use super::layer::Shared;
+use super::policy::{CachedResponse, StorePredicate};
+use crate::coalesce::Joined;
+use crate::stats::incr;
+
+/// A service that answers from a cache when it can and calls `S` when it must. Made
+/// by [`CacheLayer`](super::CacheLayer); see there for the behaviour.
+pub struct CacheService<S, E, K, V, P> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared<E, K, V, P>>,
+}
+
+impl<S: Clone, E, K, V, P> Clone for CacheService<S, E, K, V, P> {
+    fn clone(&self) -> Self {
+        CacheService {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, E, K, V, P> std::fmt::Debug for CacheService<S, E, K, V, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, E, K, V, P> Service<Req> for CacheService<S, E, K, V, P>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
+    Req: Send + 'static,
+    E: KeyExtractor<Req, Key = K>,
+    K: CacheKey,
+    V: CacheValue + CachedResponse<S::Response>,
+    P: StorePredicate<S::Response>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let Some(key) = self.shared.extractor.extract(&request) else {
+            incr(&self.shared.counters.bypassed);
+            return ResponseFuture::bypass(self.inner.call(request));
+        };
+        // The ready service goes with this request; the clone waits for the next
+        // `poll_ready` (tower's rule for services called from a spawned future).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::cached(Box::pin(serve(self.shared.clone(), inner, request, key)))
+    }
+}
+
+async fn serve<S, Req, E, K, V, P>(
+    shared: Arc<Shared<E, K, V, P>>,
+    mut inner: S,
+    request: Req,
+    key: K,
+) -> Result<S::Response, S::Error>
+where
+    S: Service<Req> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    E: Send + Sync + 'static,
+    K: CacheKey,
+    V: CacheValue + CachedResponse<S::Response>,
+    P: StorePredicate<S::Response>,
+{
+    let counters = &shared.counters;
+    match tokio::time::timeout(shared.store_timeout, shared.cache.get(&key)).await {
+        Ok(Ok(Some(stored))) => {
+            incr(&counters.hits);
+            return Ok(V::to_response(&stored));
+        }
+        Ok(Ok(None)) => incr(&counters.misses),
+        Ok(Err(error)) => {
+            // Fail-open (DESIGN.md §7): the cache is never why a request fails.
+            incr(&counters.store_errors);
+            tracing::warn!(cache = %shared.cache.name(), %error, "cache read failed; calling the service");
+            return inner.call(request).await;
+        }
+        Err(_) => {
+            incr(&counters.store_timeouts);
+            tracing::warn!(cache = %shared.cache.name(), timeout = ?shared.store_timeout, "cache read timed out; calling the service");
+            return inner.call(request).await;
+        }
+    }
+    let flight = match shared.flights.join(&key) {
+        Joined::Leader(flight) => flight,
+        Joined::Waiter(waiter) => {
+            return match waiter.wait().await {
+                Some(stored) => {
+                    incr(&counters.coalesced);
+                    Ok(V::to_response(&stored))
+                }
+                // The leader's response was not shareable: get our own.
+                None => inner.call(request).await,
+            };
+        }
+    };
+    let response = inner.call(request).await?;
+    if !shared.predicate.should_store(&response) {
+        incr(&counters.not_stored);
+        return Ok(response);
+    }
+    let stored = match V::from_response(response).await {
+        Ok(stored) => Arc::new(stored),
+        Err(response) => {
+            incr(&counters.not_stored);
+            return Ok(response);
+        }
+    };
+    flight.complete(stored.clone());
+    let response = V::to_response(&stored);
+    // The write runs beside the response: the flight stays joinable until it ends, so
+    // callers arriving meanwhile share `stored` instead of calling the service again.
+    let writer = shared.clone();
+    tokio::spawn(async move {
+        let flight = flight;
+        if flight.is_cancelled() {
+            // Invalidated while the service ran: storing now would resurrect old data.
+            return;
+        }
+        let write = writer.cache.put(key, stored);
+        match tokio::time::timeout(writer.store_timeout, write).await {
+            Ok(Ok(())) => incr(&writer.counters.stored),
+            Ok(Err(error)) => {
+                incr(&writer.counters.store_errors);
+                tracing::warn!(cache = %writer.cache.name(), %error, "cache write failed; response served uncached");
+            }
+            Err(_) => {
+                incr(&writer.counters.store_timeouts);
+                tracing::warn!(cache = %writer.cache.name(), timeout = ?writer.store_timeout, "cache write timed out; response served uncached");
+            }
+        }
+    });
+    Ok(response)
+}
