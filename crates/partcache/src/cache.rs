@@ -103,6 +103,12 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         self.inner.encoded.as_ref().map(|e| e.partition_map())
     }
 
+    /// `true` when the cache lives in this process (the embedded store): adapters can
+    /// skip remote-only precautions such as timeouts around calls.
+    pub fn is_local(&self) -> bool {
+        self.inner.encoded.is_none()
+    }
+
     /// The raw store, on remote stores (for backend-specific reports such as a balance
     /// report; see the backend crate).
     pub fn raw_store(&self) -> Option<&Arc<dyn crate::store::raw::RawStore>> {
@@ -228,16 +234,19 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// counted, logged decode error).
     pub async fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
         let start = Instant::now();
+        // Only the local store has checks here (remote stores check while routing), and
+        // only with a custom hashing policy: an `Option` test on the hot path otherwise.
+        if self.inner.local_checks.is_some() {
+            self.check_key(key)?;
+        }
         let found = match self.inner.store.get_now(key) {
             Some(found) => found,
-            None => {
-                self.check_key(key)?;
-                self.inner
-                    .store
-                    .get_all(std::slice::from_ref(key))
-                    .await
-                    .map(|mut v| v.pop().flatten())
-            }
+            None => self
+                .inner
+                .store
+                .get_all(std::slice::from_ref(key))
+                .await
+                .map(|mut v| v.pop().flatten()),
         };
         let found = self.track(found)?;
         let stats = &self.inner.stats;
@@ -581,7 +590,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 read = entry.read.then_some(current.is_some());
                 match entry.change {
                     None => Decision::Keep,
-                    Some(Some(v)) => Decision::Put(v),
+                    Some(Some((v, ttl))) => Decision::Put(v, ttl),
                     Some(None) => Decision::Remove,
                 }
             };
@@ -733,8 +742,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 /// The entry an entry processor sees in [`Cache::invoke`].
 pub struct MutableEntry<'a, V> {
     current: Option<&'a Arc<V>>,
-    /// `None`: untouched; `Some(Some(v))`: set; `Some(None)`: removed.
-    change: Option<Option<Arc<V>>>,
+    /// `None`: untouched; `Some(Some((v, ttl)))`: set; `Some(None)`: removed.
+    change: Option<Option<(Arc<V>, Option<Duration>)>>,
     read: bool,
 }
 
@@ -751,14 +760,20 @@ impl<V> MutableEntry<'_, V> {
     pub fn value(&mut self) -> Option<&V> {
         self.read = true;
         match &self.change {
-            Some(change) => change.as_deref(),
+            Some(change) => change.as_ref().map(|(v, _)| &**v),
             None => self.current.map(|v| &**v),
         }
     }
 
     /// Sets the value.
     pub fn set_value(&mut self, value: impl Into<Arc<V>>) {
-        self.change = Some(Some(value.into()));
+        self.change = Some(Some((value.into(), None)));
+    }
+
+    /// Sets the value with a per-entry time to live on top of the expiry policy (as
+    /// [`Cache::put_with_ttl`]).
+    pub fn set_value_with_ttl(&mut self, value: impl Into<Arc<V>>, ttl: Duration) {
+        self.change = Some(Some((value.into(), Some(ttl))));
     }
 
     /// Removes the entry.

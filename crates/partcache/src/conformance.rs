@@ -599,6 +599,20 @@ pub async fn expired_entries_emit_expired_events(h: &Harness) {
     assert!(c.stats().expirations >= 1);
 }
 
+pub async fn an_entry_processor_can_set_a_value_with_a_ttl(h: &Harness) {
+    let c = plain(h, "invoke-ttl").await;
+    c.invoke(&k("short"), |e| e.set_value_with_ttl(v("1"), SHORT))
+        .await
+        .unwrap();
+    c.invoke(&k("long"), |e| e.set_value(v("1"))).await.unwrap();
+    assert_eq!(get(&c, "short").await.as_deref(), Some("1"));
+    eventually("entry set with a TTL by a processor expired", || async {
+        get(&c, "short").await.is_none()
+    })
+    .await;
+    assert_eq!(get(&c, "long").await.as_deref(), Some("1"));
+}
+
 // ---------------------------------------------------------------- eviction
 
 pub async fn max_entries_evicts_and_counts_evictions_apart_from_removals(h: &Harness) {
@@ -824,6 +838,10 @@ pub async fn keys_no_custom_hashing_rule_matches_are_rejected(h: &Harness) {
         matches!(result, Err(Error::Rejected(ref m)) if m.contains("user:")),
         "{result:?}"
     );
+    // Reads are checked the same way on every store, so switching backends never changes
+    // which keys are accepted.
+    let read = c.get(&k("session:1")).await;
+    assert!(matches!(read, Err(Error::Rejected(_))), "{read:?}");
 }
 
 pub async fn reopening_a_cache_with_other_types_or_settings_is_a_config_error(h: &Harness) {
@@ -900,10 +918,33 @@ pub async fn typed_keys_and_values_round_trip(h: &Harness) {
 
 /// Instantiates the whole suite as `#[tokio::test]`s. `$manager` is an async fn (or a
 /// path to one) returning the [`CacheManager`] under test.
+///
+/// `conformance_suite!(skip_unless: $available, $manager)` does the same, but each test
+/// first calls the plain fn `$available() -> bool` and returns at once when it is
+/// `false` (for backends that may be missing, such as Valkey: `$available` should say
+/// loudly why it skips).
 #[macro_export]
 macro_rules! conformance_suite {
+    (skip_unless: $available:path, $manager:path) => {
+        $crate::conformance_suite!(@checks [@guarded ($available()), $manager;]);
+    };
     ($manager:path) => {
-        $crate::conformance_suite!(@tests $manager;
+        $crate::conformance_suite!(@checks [@tests $manager;]);
+    };
+    (@guarded $guard:expr, $manager:path; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                if !$guard {
+                    return;
+                }
+                let harness = $crate::conformance::Harness::new($manager().await);
+                $crate::conformance::$check(&harness).await;
+            }
+        )*
+    };
+    (@checks [$($head:tt)*]) => {
+        $crate::conformance_suite!($($head)*
             get_of_absent_key_is_a_miss,
             put_then_get_returns_the_value_and_counts_a_hit,
             put_emits_created_then_updated,
@@ -929,6 +970,7 @@ macro_rules! conformance_suite {
             modified_expiry_is_extended_by_updates_not_reads,
             max_idle_expires_untouched_entries,
             per_entry_ttl_expires_that_entry_only,
+            an_entry_processor_can_set_a_value_with_a_ttl,
             zero_ttl_means_expired_at_once,
             expired_entries_emit_expired_events,
             max_entries_evicts_and_counts_evictions_apart_from_removals,

@@ -24,6 +24,8 @@ async fn db_load(id: u64) -> Result<User, std::io::Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Makes redis://, redis-cluster://, valkey:// ... available to `from_env`.
+    partcache_redis::install();
     let manager = CacheManager::from_env()?;
     println!("backend: {}", manager.url());
     let users = manager

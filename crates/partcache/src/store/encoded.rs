@@ -292,10 +292,10 @@ where
             };
             let (action, computed) = match (decision, current_blob.is_some()) {
                 (Decision::Keep, _) | (Decision::Remove, false) => return Ok(Computed::Unchanged),
-                (Decision::Put(value), existed) => (
+                (Decision::Put(value, ttl), existed) => (
                     RawAction::Put {
                         blob: self.encode(key, &value)?,
-                        ttl: None,
+                        ttl,
                     },
                     if existed {
                         Computed::Updated

@@ -298,8 +298,8 @@ where
             let current = current.map(|entry| entry.into_value());
             match (processor(current.as_ref().map(|slot| &slot.value)), current) {
                 (Decision::Keep, _) | (Decision::Remove, None) => Op::Nop,
-                (Decision::Put(value), None) => {
-                    let fixed = self.expiry.fixed_on_create(now, None);
+                (Decision::Put(value, ttl), None) => {
+                    let fixed = self.expiry.fixed_on_create(now, ttl);
                     if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
                         return Op::Nop;
                     }
@@ -312,9 +312,9 @@ where
                     );
                     Op::Put(Slot { value, fixed })
                 }
-                (Decision::Put(value), Some(old)) => {
+                (Decision::Put(value, ttl), Some(old)) => {
                     computed = Computed::Updated;
-                    let fixed = self.expiry.fixed_on_update(now, old.fixed, None);
+                    let fixed = self.expiry.fixed_on_update(now, old.fixed, ttl);
                     self.events.emit(
                         EventKind::Updated,
                         || key.clone(),

@@ -82,7 +82,8 @@ pub enum Decision<V> {
     /// Leave the entry as it is.
     Keep,
     /// Store this value.
-    Put(Arc<V>),
+    /// Store this value, with an optional per-entry time to live.
+    Put(Arc<V>, Option<Duration>),
     /// Remove the entry.
     Remove,
 }
