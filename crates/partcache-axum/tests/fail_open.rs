@@ -1,8 +1,9 @@
 //! Fail-open: a store that is down never fails a request.
 //!
-//! The store is a real backend registered through partcache's public store SPI under
-//! the made-up scheme `down://`: every call waits `delay_ms`, then fails with
-//! `Error::Unavailable` (as a Redis store does when its server is gone).
+//! Two kinds of store: a real backend registered through partcache's public store SPI
+//! under the made-up scheme `down://` (every call waits `delay_ms`, then fails with
+//! `Error::Unavailable`, as a Redis store does when its server is gone), and a real
+//! Redis store whose server is killed (its port closed) or frozen.
 
 mod support;
 
@@ -18,6 +19,7 @@ use partcache::store::raw::{
 };
 use partcache::{CacheManager, Error, Result};
 use partcache_axum::ResponseCache;
+use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
 use support::{respond, serve};
 use tokio::sync::broadcast;
 
@@ -111,7 +113,10 @@ impl BackendFactory for DownFactory {
 
 async fn server_on(url: &str, store_timeout: Duration) -> support::Server {
     register_backend(Arc::new(DownFactory));
-    let manager = CacheManager::from_url(url).unwrap();
+    server_with(CacheManager::from_url(url).unwrap(), store_timeout).await
+}
+
+async fn server_with(manager: CacheManager, store_timeout: Duration) -> support::Server {
     let cache = ResponseCache::builder(manager.cache("http").build().await.unwrap())
         .tag_index(manager.cache("http:tags").build().await.unwrap())
         .default_ttl(Duration::from_secs(60))
@@ -174,4 +179,116 @@ async fn a_hanging_store_is_given_up_on_after_the_store_timeout() {
     // Writes by unsafe methods fail open too: the origin's answer goes through.
     let put = server.send(http::Method::PUT, "/p", &[]).await;
     assert_eq!((put.status, put.x_cache()), (StatusCode::OK, "BYPASS"));
+}
+
+/// A standalone Redis server of its own (this test kills or freezes it), and a manager
+/// on it with 100 ms connect and response timeouts.
+fn redis_with_short_timeouts() -> (RedisServer, CacheManager) {
+    let server = tokio::task::block_in_place(|| {
+        RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start redis-server")
+    });
+    let manager = support::redis::manager(&format!(
+        "redis://{}?connect_timeout=100ms&response_timeout=100ms",
+        server.addr()
+    ));
+    (server, manager)
+}
+
+/// Sends `n` requests one after another; each must be answered by the origin (its
+/// calls so far plus one), marked `BYPASS`, within `limit`.
+async fn all_bypass(server: &support::Server, n: usize, limit: Duration) {
+    let done = server.calls();
+    for i in done + 1..=done + n {
+        let start = Instant::now();
+        let reply = server.get(&format!("/p/{}", i % 3)).await;
+        let took = start.elapsed();
+        assert_eq!(
+            (reply.status, reply.x_cache(), reply.body.clone()),
+            (StatusCode::OK, "BYPASS", format!("origin {i}")),
+            "request {i}"
+        );
+        assert!(reply.header("cache-tag").is_none());
+        assert!(took < limit, "request {i} took {took:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_store_whose_port_closed_fails_open() {
+    let (redis, manager) = redis_with_short_timeouts();
+    let store_timeout = Duration::from_millis(250);
+    let server = server_with(manager, store_timeout).await;
+    // Working: a miss, then a hit.
+    assert_eq!(server.get("/p/0").await.x_cache(), "MISS");
+    server.stored(1).await;
+    assert_eq!(server.get("/p/0").await.x_cache(), "HIT");
+    assert_eq!(server.calls(), 1);
+
+    // SIGKILL: the port is closed, connections are reset and refused.
+    assert!(tokio::task::block_in_place(|| redis.kill()));
+    let before = server.cache.stats();
+    // Slack over the store timeout for a loaded test machine.
+    all_bypass(&server, 10, store_timeout + Duration::from_millis(250)).await;
+    assert_eq!(server.calls(), 11);
+    let stats = server.cache.stats();
+    let failures =
+        (stats.store_errors + stats.store_timeouts) - (before.store_errors + before.store_timeouts);
+    assert!(
+        failures >= 10,
+        "{failures} store failures counted: {stats:?}"
+    );
+    assert_eq!((stats.hits, stats.bypasses - before.bypasses), (1, 10));
+    // Writes by unsafe methods fail open too.
+    let put = server.send(http::Method::PUT, "/p/0", &[]).await;
+    assert_eq!((put.status, put.x_cache()), (StatusCode::OK, "BYPASS"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_store_is_given_up_on_within_the_store_timeout() {
+    let (redis, manager) = redis_with_short_timeouts();
+    let store_timeout = Duration::from_millis(250);
+    let server = server_with(manager, store_timeout).await;
+    assert_eq!(server.get("/p/0").await.x_cache(), "MISS");
+    server.stored(1).await;
+
+    // SIGSTOP: the port stays open, nothing is answered.
+    tokio::task::block_in_place(|| redis.pause()).expect("pause");
+    let paths: Vec<String> = (0..20).map(|i| format!("/p/{}", i % 3)).collect();
+    let requests: Vec<_> = paths.iter().map(|path| server.get(path)).collect();
+    let start = Instant::now();
+    let replies = futures::future::join_all(requests).await;
+    assert!(
+        start.elapsed() < store_timeout + Duration::from_millis(750),
+        "took {:?}",
+        start.elapsed()
+    );
+    for reply in &replies {
+        assert_eq!((reply.status, reply.x_cache()), (StatusCode::OK, "BYPASS"));
+        assert!(reply.body.starts_with("origin "), "{}", reply.body);
+    }
+    assert_eq!(server.calls(), 21);
+    let stats = server.cache.stats();
+    assert!(stats.store_errors + stats.store_timeouts >= 20, "{stats:?}");
+    // The harness SIGKILLs the frozen server when `redis` drops.
+}
+
+/// Opening a cache needs the server: on a closed port `build()` fails fast (within the
+/// connect timeout), so a `ResponseCache` can only be created while Redis is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_redis_cache_on_a_closed_port_fails_within_the_connect_timeout() {
+    let port = partcache_integration_tests::ports::free_port().expect("a free port");
+    let manager = support::redis::manager(&format!(
+        "redis://127.0.0.1:{port}?connect_timeout=100ms&response_timeout=100ms"
+    ));
+    let start = Instant::now();
+    let opened = manager.cache::<String, String>("http").build().await;
+    assert!(
+        matches!(opened, Err(Error::Unavailable(_) | Error::Timeout(_))),
+        "{:?}",
+        opened.map(|_| ())
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
 }

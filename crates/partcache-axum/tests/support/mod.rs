@@ -61,14 +61,34 @@ impl Reply {
     }
 }
 
-/// Builds the response cache over a fresh local store (plus tag index).
-pub async fn local_cache(
+/// Builds the response cache (plus tag index) over fresh caches of `manager`: every call
+/// uses new cache names, so scenarios sharing one Redis deployment never see each
+/// other's entries. On a remote store the store timeout is raised from its 250 ms
+/// default to 2 s, so that a slow round trip on a loaded test machine is not a spurious
+/// `BYPASS` (the fail-open tests cover the timeout itself).
+pub async fn cache_on(
+    manager: &CacheManager,
     configure: impl FnOnce(ResponseCacheBuilder) -> ResponseCacheBuilder,
 ) -> ResponseCache {
-    let manager = CacheManager::from_url("memory://").unwrap();
-    let builder = ResponseCache::builder(manager.cache("http").build().await.unwrap())
-        .tag_index(manager.cache("http:tags").build().await.unwrap());
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("http-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut builder = ResponseCache::builder(manager.cache(&name).build().await.unwrap())
+        .tag_index(
+            manager
+                .cache(&format!("{name}:tags"))
+                .build()
+                .await
+                .unwrap(),
+        );
+    if !manager.is_local() {
+        builder = builder.store_timeout(Duration::from_secs(2));
+    }
     configure(builder).build()
+}
+
+/// A manager over the embedded store.
+pub async fn local_manager() -> CacheManager {
+    CacheManager::from_url("memory://").unwrap()
 }
 
 /// Starts an origin whose every route runs `handler` (after `delay`), behind `cache`.
@@ -178,4 +198,34 @@ pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> 
         response = response.header(*name, *value);
     }
     response.body(body.into()).unwrap()
+}
+
+/// Redis servers shared by the tests of one test binary. They live in statics for the
+/// whole process; the harness starts every server with `PR_SET_PDEATHSIG = SIGKILL`, so
+/// they die with the test process (statics are never dropped).
+pub mod redis {
+    use std::sync::OnceLock;
+
+    use partcache::CacheManager;
+    use partcache_integration_tests::{Flavor, RedisCluster};
+
+    /// One 3-master + 3-replica cluster per test binary, started by the first caller.
+    pub fn cluster() -> &'static RedisCluster {
+        static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+        CLUSTER
+            .get_or_init(|| RedisCluster::start(Flavor::Redis, 3, 1).expect("start redis cluster"))
+    }
+
+    /// A manager for `url`, with the Redis schemes installed.
+    pub fn manager(url: &str) -> CacheManager {
+        partcache_redis::install();
+        CacheManager::from_url(url).expect("manager")
+    }
+
+    /// A fresh manager on the binary's cluster (call it from a multi-threaded runtime:
+    /// starting the cluster blocks).
+    pub async fn cluster_manager() -> CacheManager {
+        let url = tokio::task::block_in_place(|| cluster().seed_url());
+        manager(&url)
+    }
 }

@@ -1,0 +1,742 @@
+//! The RFC 9111 scenarios, one function per rule, each taking the `CacheManager` whose
+//! store holds the cache: `rfc9111_suite!(make_manager)` expands to one test per
+//! scenario (`rfc9111.rs` runs them on the local store, `rfc9111_redis.rs` on a Redis
+//! cluster). Over a real socket against a real axum server, each asserts status, body,
+//! `x-cache`, `Age` where it matters, and how many times the origin ran.
+
+#![allow(dead_code)] // Each test binary uses the part of the suite it needs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use partcache::CacheManager;
+use partcache_axum::RoutePolicy;
+
+use crate::support::{cache_on, eventually, respond, serve};
+
+const NO_DELAY: Duration = Duration::ZERO;
+
+pub async fn a_fresh_response_is_served_from_cache_with_age(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| b).await;
+    let server = serve(cache, NO_DELAY, |seen, n| {
+        let age = if seen.uri.ends_with("/aged") {
+            "10"
+        } else {
+            "0"
+        };
+        respond(
+            200,
+            &[("cache-control", "max-age=60"), ("age", age)],
+            format!("call {n}"),
+        )
+    })
+    .await;
+
+    let first = server.get("/a").await;
+    assert_eq!(
+        (first.status, first.x_cache(), first.body.as_str()),
+        (StatusCode::OK, "MISS", "call 1")
+    );
+    let second = server.get("/a").await;
+    assert_eq!(
+        (second.status, second.x_cache(), second.body.as_str()),
+        (StatusCode::OK, "HIT", "call 1")
+    );
+    assert_eq!(second.age(), Some(0));
+    assert_eq!(server.calls(), 1);
+
+    // Age grows with residence time, on top of the Age the origin reported.
+    let aged = server.get("/aged").await;
+    assert_eq!(aged.x_cache(), "MISS");
+    let hit = server.get("/aged").await;
+    assert!(hit.age().unwrap() >= 10, "age {:?}", hit.age());
+    eventually("Age to reach 1 s of residence", || async {
+        server.get("/a").await.age() >= Some(1)
+    })
+    .await;
+    assert_eq!(server.calls(), 2);
+}
+
+pub async fn the_default_ttl_applies_only_when_the_origin_is_silent(manager: CacheManager) {
+    let silent = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
+        respond(200, &[], format!("call {n}"))
+    })
+    .await;
+    assert_eq!(silent.get("/s").await.x_cache(), "MISS");
+    assert_eq!(
+        silent.get("/s").await.x_cache(),
+        "MISS",
+        "no default TTL: nothing to reuse"
+    );
+    assert_eq!(silent.calls(), 2);
+
+    let cache = cache_on(&manager, |b| b.default_ttl(Duration::from_secs(1))).await;
+    let server = serve(cache, NO_DELAY, |seen, n| {
+        let cc = if seen.uri.ends_with("/explicit") {
+            "max-age=60"
+        } else {
+            ""
+        };
+        let headers: &[(&str, &str)] = if cc.is_empty() {
+            &[]
+        } else {
+            &[("cache-control", cc)]
+        };
+        respond(200, headers, format!("call {n}"))
+    })
+    .await;
+    assert_eq!(server.get("/s").await.x_cache(), "MISS");
+    let hit = server.get("/s").await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 1"));
+    // After the default TTL it is stale with no validator: fetched again.
+    eventually("the default TTL to run out", || async {
+        server.get("/s").await.x_cache() == "MISS"
+    })
+    .await;
+    // An explicit max-age wins over the default.
+    assert_eq!(server.get("/explicit").await.x_cache(), "MISS");
+    assert_eq!(server.get("/explicit").await.x_cache(), "HIT");
+}
+
+pub async fn route_overrides_force_a_ttl_or_bypass(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| {
+        b.route("/forced", RoutePolicy::ttl(Duration::from_secs(60)))
+            .route("/account", RoutePolicy::bypass())
+            .route("/news", RoutePolicy::default_ttl(Duration::from_secs(60)))
+    })
+    .await;
+    let server = serve(cache, NO_DELAY, |_, n| {
+        respond(200, &[("cache-control", "max-age=0")], format!("call {n}"))
+    })
+    .await;
+
+    assert_eq!(server.get("/forced/1").await.x_cache(), "MISS");
+    let hit = server.get("/forced/1").await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 1"));
+    let account = server.get("/account/me").await;
+    assert_eq!(
+        (account.x_cache(), account.body.as_str()),
+        ("BYPASS", "call 2")
+    );
+    assert_eq!(server.get("/account/me").await.x_cache(), "BYPASS");
+    // A route default does not override the origin's explicit max-age=0.
+    assert_eq!(server.get("/news").await.x_cache(), "MISS");
+    assert_eq!(server.get("/news").await.x_cache(), "MISS");
+    assert_eq!(server.calls(), 5);
+}
+
+pub async fn no_store_private_and_set_cookie_are_never_stored(manager: CacheManager) {
+    let server = serve(
+        cache_on(&manager, |b| b.default_ttl(Duration::from_secs(60))).await,
+        NO_DELAY,
+        |seen, n| {
+            let headers: &[(&str, &str)] = match seen.uri.as_str() {
+                "/no-store" => &[("cache-control", "no-store")],
+                "/private" => &[("cache-control", "private, max-age=60")],
+                _ => &[
+                    ("cache-control", "max-age=60"),
+                    ("set-cookie", "session=abc"),
+                ],
+            };
+            respond(200, headers, format!("call {n}"))
+        },
+    )
+    .await;
+    for path in ["/no-store", "/private", "/cookie"] {
+        let first = server.get(path).await;
+        let second = server.get(path).await;
+        assert_eq!(
+            (first.x_cache(), second.x_cache()),
+            ("MISS", "MISS"),
+            "{path}"
+        );
+        assert_ne!(first.body, second.body, "{path}");
+    }
+    assert_eq!(server.calls(), 6);
+}
+
+pub async fn allowed_set_cookie_responses_are_stored_without_the_cookie(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| b.store_set_cookie(true)).await;
+    let server = serve(cache, NO_DELAY, |_, n| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("set-cookie", "session=abc"),
+            ],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    let first = server.get("/c").await;
+    assert_eq!(
+        (first.x_cache(), first.header("set-cookie")),
+        ("MISS", Some("session=abc"))
+    );
+    let second = server.get("/c").await;
+    assert_eq!(
+        (second.x_cache(), second.header("set-cookie")),
+        ("HIT", None)
+    );
+    assert_eq!(server.calls(), 1);
+}
+
+pub async fn authorized_requests_are_stored_only_when_the_response_allows_it(
+    manager: CacheManager,
+) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let cc = if seen.uri == "/public" {
+            "public, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        respond(200, &[("cache-control", cc)], format!("call {n}"))
+    })
+    .await;
+    let auth = [("authorization", "Bearer secret")];
+    assert_eq!(server.get_with("/plain", &auth).await.x_cache(), "MISS");
+    assert_eq!(server.get_with("/plain", &auth).await.x_cache(), "MISS");
+    assert_eq!(
+        server.get("/plain").await.x_cache(),
+        "MISS",
+        "nothing stored from an authorized request"
+    );
+    assert_eq!(server.get_with("/public", &auth).await.x_cache(), "MISS");
+    let hit = server.get_with("/public", &auth).await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 4"));
+    assert_eq!(server.calls(), 4);
+}
+
+pub async fn vary_keeps_one_response_per_header_value_and_star_is_never_served(
+    manager: CacheManager,
+) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let language = seen
+            .headers
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        let vary = if seen.uri == "/star" {
+            "*"
+        } else {
+            "Accept-Language"
+        };
+        respond(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", vary)],
+            format!("{language} {n}"),
+        )
+    })
+    .await;
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
+    assert_eq!(server.get_with("/v", &en).await.body, "en 1");
+    assert_eq!(server.get_with("/v", &fr).await.body, "fr 2");
+    server.stored(2).await;
+    let hit_en = server.get_with("/v", &en).await;
+    let hit_fr = server.get_with("/v", &fr).await;
+    assert_eq!((hit_en.x_cache(), hit_en.body.as_str()), ("HIT", "en 1"));
+    assert_eq!((hit_fr.x_cache(), hit_fr.body.as_str()), ("HIT", "fr 2"));
+    assert_eq!(
+        server.get("/v").await.x_cache(),
+        "MISS",
+        "no header is a variant of its own"
+    );
+    assert_eq!(server.calls(), 3);
+
+    assert_eq!(server.get("/star").await.x_cache(), "MISS");
+    assert_eq!(server.get("/star").await.x_cache(), "MISS");
+    assert_eq!(server.calls(), 5);
+}
+
+pub async fn conditional_requests_get_304_from_the_cache(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, _| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"v1\""),
+                ("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            ],
+            "body",
+        )
+    })
+    .await;
+    // Even on a miss the origin is asked for the full response, and the client's
+    // condition is answered from it.
+    let first = server.get_with("/r", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(
+        (first.status, first.x_cache()),
+        (StatusCode::NOT_MODIFIED, "MISS")
+    );
+    assert!(!server.seen.lock()[0].headers.contains_key("if-none-match"));
+
+    let by_etag = server
+        .get_with("/r", &[("if-none-match", "W/\"v1\"")])
+        .await;
+    assert_eq!(
+        (by_etag.status, by_etag.x_cache(), by_etag.body.as_str()),
+        (StatusCode::NOT_MODIFIED, "HIT", "")
+    );
+    assert_eq!(by_etag.header("etag"), Some("\"v1\""));
+    assert!(by_etag.age().is_some());
+    let by_date = server
+        .get_with(
+            "/r",
+            &[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")],
+        )
+        .await;
+    assert_eq!(
+        (by_date.status, by_date.x_cache()),
+        (StatusCode::NOT_MODIFIED, "HIT")
+    );
+    let changed = server.get_with("/r", &[("if-none-match", "\"v0\"")]).await;
+    assert_eq!(
+        (changed.status, changed.x_cache(), changed.body.as_str()),
+        (StatusCode::OK, "HIT", "body")
+    );
+    assert_eq!(server.calls(), 1);
+}
+
+pub async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let headers = [("cache-control", "max-age=1"), ("etag", "\"v1\"")];
+        if seen
+            .headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"")
+        {
+            respond(304, &headers, Body::empty())
+        } else {
+            respond(200, &headers, format!("full {n}"))
+        }
+    })
+    .await;
+    assert_eq!(server.get("/r").await.x_cache(), "MISS");
+    // Hits until the entry goes stale; the request that finds it stale revalidates.
+    eventually("a revalidation", || async {
+        let reply = server.get("/r").await;
+        assert_eq!(
+            (reply.status, reply.x_cache(), reply.body.as_str()),
+            (StatusCode::OK, "HIT", "full 1")
+        );
+        server.calls() == 2
+    })
+    .await;
+    let seen = server.seen.lock().clone();
+    assert_eq!(
+        seen[1].headers.get("if-none-match").map(|v| v.as_bytes()),
+        Some(&b"\"v1\""[..])
+    );
+    // Refreshed: fresh again with no origin call.
+    let after = server.get("/r").await;
+    assert_eq!((after.x_cache(), after.body.as_str()), ("HIT", "full 1"));
+    assert_eq!(server.calls(), 2);
+    assert_eq!(server.cache.stats().not_modified, 1);
+}
+
+pub async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_background(
+    manager: CacheManager,
+) {
+    let server = serve(
+        cache_on(&manager, |b| b).await,
+        Duration::from_millis(50),
+        |_, n| {
+            respond(
+                200,
+                &[("cache-control", "max-age=1, stale-while-revalidate=30")],
+                format!("v{n}"),
+            )
+        },
+    )
+    .await;
+    assert_eq!(server.get("/swr").await.body, "v1");
+    eventually("the entry to go stale", || async {
+        let reply = server.get("/swr").await;
+        assert_eq!(reply.body, "v1");
+        reply.x_cache() == "STALE"
+    })
+    .await;
+    let burst: Vec<_> = (0..10).map(|_| server.get("/swr")).collect();
+    for reply in futures::future::join_all(burst).await {
+        assert!(
+            ["STALE", "HIT"].contains(&reply.x_cache()),
+            "{}",
+            reply.x_cache()
+        );
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    eventually("the background refresh", || async {
+        server.get("/swr").await.body == "v2"
+    })
+    .await;
+    let fresh = server.get("/swr").await;
+    assert_eq!((fresh.x_cache(), fresh.body.as_str()), ("HIT", "v2"));
+    assert_eq!(
+        server.calls(),
+        2,
+        "one background refresh for all stale hits"
+    );
+}
+
+pub async fn stale_if_error_serves_stale_when_the_origin_fails(manager: CacheManager) {
+    let failing = Arc::new(AtomicBool::new(false));
+    let fail = failing.clone();
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, move |seen, n| {
+        if fail.load(Ordering::SeqCst) {
+            return respond(503, &[], "down");
+        }
+        let cc = if seen.uri == "/sie" {
+            "max-age=1, stale-if-error=30"
+        } else {
+            "max-age=1"
+        };
+        respond(200, &[("cache-control", cc)], format!("ok {n}"))
+    })
+    .await;
+    assert_eq!(server.get("/sie").await.body, "ok 1");
+    assert_eq!(server.get("/plain").await.body, "ok 2");
+    server.stored(2).await;
+    failing.store(true, Ordering::SeqCst);
+    eventually(
+        "the entry to go stale and the origin to be asked",
+        || async {
+            let reply = server.get("/sie").await;
+            assert_eq!(
+                (reply.status, reply.body.as_str()),
+                (StatusCode::OK, "ok 1")
+            );
+            reply.x_cache() == "STALE"
+        },
+    )
+    .await;
+    // Without stale-if-error the failure goes through once the entry is stale.
+    eventually("the plain entry to go stale", || async {
+        let reply = server.get("/plain").await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.x_cache(), "HIT");
+            return false;
+        }
+        assert_eq!(
+            (reply.status, reply.x_cache(), reply.body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "MISS", "down")
+        );
+        true
+    })
+    .await;
+}
+
+pub async fn unsafe_methods_invalidate_the_target_and_same_host_locations(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| match (
+        &seen.method,
+        seen.uri.as_str(),
+    ) {
+        (&Method::GET, _) => respond(200, &[("cache-control", "max-age=60")], format!("get {n}")),
+        (_, "/items") => respond(201, &[("location", "/items/1")], "created"),
+        (_, "/elsewhere") => respond(
+            201,
+            &[("location", "http://other.example/items/1")],
+            "created",
+        ),
+        (_, "/fails") => respond(500, &[("location", "/items/1")], "error"),
+        _ => respond(204, &[], Body::empty()),
+    })
+    .await;
+    let get = || server.get("/items/1");
+    assert_eq!(get().await.x_cache(), "MISS");
+    assert_eq!(get().await.x_cache(), "HIT");
+
+    let put = server.send(Method::PUT, "/items/1", &[]).await;
+    assert_eq!(
+        (put.status, put.x_cache()),
+        (StatusCode::NO_CONTENT, "BYPASS")
+    );
+    assert_eq!(get().await.x_cache(), "MISS", "PUT invalidates its target");
+
+    let post = server.send(Method::POST, "/items", &[]).await;
+    assert_eq!(
+        (post.status, post.x_cache()),
+        (StatusCode::CREATED, "BYPASS")
+    );
+    assert_eq!(
+        get().await.x_cache(),
+        "MISS",
+        "POST invalidates its Location"
+    );
+
+    assert_eq!(
+        server.send(Method::POST, "/elsewhere", &[]).await.x_cache(),
+        "BYPASS"
+    );
+    assert_eq!(
+        server.send(Method::DELETE, "/fails", &[]).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        get().await.x_cache(),
+        "HIT",
+        "another host's Location and failed writes invalidate nothing"
+    );
+}
+
+pub async fn purge_by_tag_url_and_key_and_tags_never_leave(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| {
+        b.tag_header(http::HeaderName::from_static("surrogate-key"))
+    })
+    .await;
+    let server = serve(cache, NO_DELAY, |seen, n| {
+        let tags = if seen.uri.ends_with('1') {
+            "product:1 all"
+        } else {
+            "product:2 all"
+        };
+        respond(
+            200,
+            &[("cache-control", "max-age=60"), ("surrogate-key", tags)],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    let one = server.get("/p/1").await;
+    assert_eq!((one.x_cache(), one.header("surrogate-key")), ("MISS", None));
+    server.get("/p/2").await;
+    server.stored(2).await;
+    let hit = server.get("/p/1").await;
+    assert_eq!((hit.x_cache(), hit.header("surrogate-key")), ("HIT", None));
+
+    assert_eq!(server.cache.purge_tag("product:1").await.unwrap(), 1);
+    assert_eq!(server.get("/p/1").await.x_cache(), "MISS");
+    assert_eq!(server.get("/p/2").await.x_cache(), "HIT");
+    server.stored(3).await;
+
+    let url = format!("http://{}/p/2", server.addr);
+    assert_eq!(server.cache.purge_url(&url).await.unwrap(), 1);
+    assert_eq!(server.get("/p/2").await.x_cache(), "MISS");
+    server.stored(4).await;
+
+    let request = http::Request::get("/p/2")
+        .header("host", server.addr.to_string())
+        .body(())
+        .unwrap();
+    let key = server.cache.key_for(&request).unwrap();
+    assert!(server.cache.purge_key(&key).await.unwrap());
+    assert_eq!(server.get("/p/2").await.x_cache(), "MISS");
+    server.stored(5).await;
+
+    assert_eq!(server.cache.purge_tag("all").await.unwrap(), 2);
+    assert_eq!(server.get("/p/1").await.x_cache(), "MISS");
+    assert_eq!(server.get("/p/2").await.x_cache(), "MISS");
+}
+
+pub async fn bodies_over_the_limit_stream_through_uncached(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| b.max_body_bytes(1024)).await;
+    let server = serve(cache, NO_DELAY, |seen, _| {
+        let cc = [("cache-control", "max-age=60")];
+        match seen.uri.as_str() {
+            "/known" => respond(200, &cc, vec![b'k'; 4096]),
+            "/small" => respond(200, &cc, stream_of(2, 100)),
+            _ => respond(200, &cc, stream_of(8, 512)),
+        }
+    })
+    .await;
+    for path in ["/known", "/unknown"] {
+        let first = server.get(path).await;
+        let second = server.get(path).await;
+        assert_eq!(
+            (first.x_cache(), second.x_cache()),
+            ("MISS", "MISS"),
+            "{path}"
+        );
+        assert_eq!(
+            (first.body.len(), second.body.len()),
+            (4096, 4096),
+            "{path}"
+        );
+    }
+    assert_eq!(server.get("/small").await.x_cache(), "MISS");
+    let small = server.get("/small").await;
+    assert_eq!((small.x_cache(), small.body.len()), ("HIT", 200));
+    assert_eq!(server.calls(), 5);
+    assert_eq!(server.cache.stats().not_stored, 4);
+}
+
+fn stream_of(chunks: usize, size: usize) -> Body {
+    let chunks = (0..chunks).map(move |_| Ok::<_, std::io::Error>(Bytes::from(vec![b's'; size])));
+    Body::from_stream(futures::stream::iter(chunks))
+}
+
+pub async fn the_query_is_normalized_and_ignored_parameters_never_reach_the_origin(
+    manager: CacheManager,
+) {
+    let cache = cache_on(&manager, |b| b.ignore_query_params(["utm_source"])).await;
+    let server = serve(cache, NO_DELAY, |seen, _| {
+        respond(200, &[("cache-control", "max-age=60")], seen.uri.clone())
+    })
+    .await;
+    let first = server.get("/q?b=2&utm_source=mail&a=1").await;
+    assert_eq!(
+        (first.x_cache(), first.body.as_str()),
+        ("MISS", "/q?b=2&a=1")
+    );
+    let reordered = server.get("/q?a=1&b=2").await;
+    assert_eq!(
+        (reordered.x_cache(), reordered.body.as_str()),
+        ("HIT", "/q?b=2&a=1")
+    );
+    assert_eq!(server.get("/q?a=1&b=3").await.x_cache(), "MISS");
+    assert_eq!(server.calls(), 2);
+}
+
+pub async fn a_hundred_concurrent_misses_call_the_origin_once(manager: CacheManager) {
+    let server = serve(
+        cache_on(&manager, |b| b).await,
+        Duration::from_millis(300),
+        |_, n| respond(200, &[("cache-control", "max-age=60")], format!("call {n}")),
+    )
+    .await;
+    let requests: Vec<_> = (0..100).map(|_| server.get("/hot")).collect();
+    let replies = futures::future::join_all(requests).await;
+    assert_eq!(server.calls(), 1);
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.status == StatusCode::OK && r.body == "call 1")
+    );
+    assert_eq!(replies.iter().filter(|r| r.x_cache() == "MISS").count(), 1);
+    assert_eq!(server.cache.stats().coalesced, 99);
+}
+
+pub async fn unkeyed_forwarding_headers_cannot_poison_what_others_get(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, _| {
+        // An application that builds links from X-Forwarded-Host, as many do.
+        let host = seen
+            .headers
+            .get("x-forwarded-host")
+            .or(seen.headers.get("host"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        respond(
+            200,
+            &[("cache-control", "max-age=60")],
+            format!("link to {host}"),
+        )
+    })
+    .await;
+    let attack = server
+        .get_with("/page", &[("x-forwarded-host", "evil.example")])
+        .await;
+    assert_eq!(
+        (attack.x_cache(), attack.body.as_str()),
+        ("BYPASS", "link to evil.example")
+    );
+    let victim = server.get("/page").await;
+    assert_eq!(victim.x_cache(), "MISS");
+    assert_eq!(victim.body, format!("link to {}", server.addr));
+    assert_eq!(
+        server
+            .get_with("/page", &[("x-forwarded-host", "evil.example")])
+            .await
+            .x_cache(),
+        "BYPASS"
+    );
+    let victim = server.get("/page").await;
+    assert_eq!(
+        (victim.x_cache(), victim.body.clone()),
+        ("HIT", format!("link to {}", server.addr))
+    );
+
+    // Range requests and GETs with a body are not keyed either.
+    assert_eq!(
+        server
+            .get_with("/page", &[("range", "bytes=0-1")])
+            .await
+            .x_cache(),
+        "BYPASS"
+    );
+}
+
+pub async fn the_host_is_part_of_the_key(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let host = seen
+            .headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        respond(
+            200,
+            &[("cache-control", "max-age=60")],
+            format!("{host} {n}"),
+        )
+    })
+    .await;
+    let a = server.get_with("/", &[("host", "a.example")]).await;
+    let b = server.get_with("/", &[("host", "b.example")]).await;
+    assert_eq!((a.x_cache(), a.body.as_str()), ("MISS", "a.example 1"));
+    assert_eq!((b.x_cache(), b.body.as_str()), ("MISS", "b.example 2"));
+    let a_again = server.get_with("/", &[("host", "A.EXAMPLE")]).await;
+    assert_eq!(
+        (a_again.x_cache(), a_again.body.as_str()),
+        ("HIT", "a.example 1")
+    );
+}
+
+pub async fn head_requests_are_cached_apart_and_every_response_is_marked(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
+        respond(200, &[("cache-control", "max-age=60")], format!("call {n}"))
+    })
+    .await;
+    let head = server.send(Method::HEAD, "/h", &[]).await;
+    assert_eq!(
+        (head.status, head.x_cache(), head.body.as_str()),
+        (StatusCode::OK, "MISS", "")
+    );
+    assert_eq!(server.send(Method::HEAD, "/h", &[]).await.x_cache(), "HIT");
+    assert_eq!(server.get("/h").await.x_cache(), "MISS");
+    assert_eq!(
+        server.send(Method::OPTIONS, "/h", &[]).await.x_cache(),
+        "BYPASS"
+    );
+}
+
+/// One test per scenario, each on a manager from `$make().await` (called once per test,
+/// inside the test's runtime: a remote store's connections live on that runtime).
+#[macro_export]
+macro_rules! rfc9111_suite {
+    ($make:path) => {
+        $crate::rfc9111_suite!(@tests $make;
+            a_fresh_response_is_served_from_cache_with_age,
+            the_default_ttl_applies_only_when_the_origin_is_silent,
+            route_overrides_force_a_ttl_or_bypass,
+            no_store_private_and_set_cookie_are_never_stored,
+            allowed_set_cookie_responses_are_stored_without_the_cookie,
+            authorized_requests_are_stored_only_when_the_response_allows_it,
+            vary_keeps_one_response_per_header_value_and_star_is_never_served,
+            conditional_requests_get_304_from_the_cache,
+            a_stale_entry_is_revalidated_and_a_304_refreshes_it,
+            stale_while_revalidate_serves_stale_and_refreshes_once_in_the_background,
+            stale_if_error_serves_stale_when_the_origin_fails,
+            unsafe_methods_invalidate_the_target_and_same_host_locations,
+            purge_by_tag_url_and_key_and_tags_never_leave,
+            bodies_over_the_limit_stream_through_uncached,
+            the_query_is_normalized_and_ignored_parameters_never_reach_the_origin,
+            a_hundred_concurrent_misses_call_the_origin_once,
+            unkeyed_forwarding_headers_cannot_poison_what_others_get,
+            the_host_is_part_of_the_key,
+            head_requests_are_cached_apart_and_every_response_is_marked,
+        );
+    };
+    (@tests $make:path; $($name:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::scenarios::$name($make().await).await;
+            }
+        )*
+    };
+}
