@@ -11,6 +11,10 @@ step "servers (redis-server, redis-cli, valkey)"
 # shellcheck source=scripts/servers.sh
 source scripts/servers.sh
 
+step "servers (postgresql)"
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
+
 step "cargo fmt --all --check"
 cargo fmt --all --check
 

@@ -67,6 +67,7 @@ mod binaries;
 mod cluster;
 mod error;
 pub mod ports;
+pub mod postgres;
 mod process;
 mod server;
 

@@ -1,0 +1,337 @@
+//! [`CachingConnection`]: a `DatabaseConnection` whose every write bumps the versions
+//! of the tables it wrote, so cached results that read them miss from then on.
+
+use std::pin::Pin;
+
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, IsolationLevel,
+    QueryResult, Statement, StatementBuilder, TransactionError, TransactionOptions,
+    TransactionSession, TransactionTrait,
+};
+
+use crate::audit::write_effect;
+use crate::key::row_id;
+use crate::query_cache::QueryCache;
+use crate::sql::{RawEffect, is_pure_insert, raw_effect, row_target};
+use crate::transaction::{CachingTransaction, TxState};
+use crate::versions::Version;
+
+/// A connection a cached query can run on: a [`CachingConnection`] or a
+/// [`CachingTransaction`]. Sealed: what it exposes is crate-private.
+pub trait CacheAware: ConnectionTrait + Send + Sync {
+    /// Where this connection's writes go and which transaction it is in.
+    #[doc(hidden)]
+    fn cache_scope(&self) -> CacheScope<'_>;
+}
+
+/// The query cache and (inside a transaction) the transaction's pending writes.
+#[doc(hidden)]
+pub struct CacheScope<'a> {
+    pub(crate) cache: &'a QueryCache,
+    pub(crate) tx: Option<&'a TxState>,
+}
+
+/// The version bumps one write statement calls for.
+#[derive(Debug, Default)]
+pub(crate) struct WritePlan {
+    /// Version keys to bump.
+    pub(crate) keys: Vec<String>,
+    /// Tables written (for read-your-writes inside a transaction).
+    pub(crate) tables: Vec<String>,
+    /// Tables unknown: treat every table as written.
+    pub(crate) everything: bool,
+}
+
+impl WritePlan {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Works out which versions `stmt` must bump, given what it does (`effect`).
+///
+/// Every write bumps its tables' query versions. For the entity cache: a pure `INSERT`
+/// changes no existing row (missing rows are never cached); an `UPDATE`/`DELETE` whose
+/// `WHERE` pins every primary-key column of a table the entity cache knows bumps that
+/// one row; anything else bumps the table's row set.
+pub(crate) async fn plan_write(
+    cache: &QueryCache,
+    stmt: &Statement,
+    effect: RawEffect,
+) -> WritePlan {
+    let versions = &cache.inner.versions;
+    let tables = match effect {
+        RawEffect::Read => return WritePlan::default(),
+        RawEffect::Unknown => {
+            return WritePlan {
+                keys: vec![versions.key(&Version::Epoch)],
+                tables: Vec::new(),
+                everything: true,
+            };
+        }
+        RawEffect::Writes(tables) => tables,
+    };
+    let mut keys = Vec::with_capacity(tables.len() * 2);
+    for table in &tables {
+        keys.push(versions.key(&Version::Table(table.clone())));
+    }
+    let single = tables.len() == 1;
+    if !(single && is_pure_insert(&stmt.sql)) {
+        for table in &tables {
+            let row = match single.then(|| row_target(&stmt.sql)).flatten() {
+                Some((target, pairs)) if &target == table => {
+                    single_row(cache, table, stmt, &pairs).await
+                }
+                _ => None,
+            };
+            keys.push(versions.key(&match row {
+                Some(id) => Version::Row(table.clone(), id),
+                None => Version::Rows(table.clone()),
+            }));
+        }
+    }
+    WritePlan {
+        keys,
+        tables,
+        everything: false,
+    }
+}
+
+/// The row identity of a `WHERE` that pins every primary-key column of `table`.
+async fn single_row(
+    cache: &QueryCache,
+    table: &str,
+    stmt: &Statement,
+    pairs: &[(String, usize)],
+) -> Option<String> {
+    let pk = cache.primary_key_columns(table).await?;
+    let values = &stmt.values.as_ref()?.0;
+    let mut key_pairs = Vec::with_capacity(pk.len());
+    for column in pk.iter() {
+        let mut matching = pairs.iter().filter(|(c, _)| c == column);
+        let (_, index) = matching.next()?;
+        if matching.next().is_some() {
+            return None;
+        }
+        key_pairs.push((column.clone(), values.get(*index)?));
+    }
+    Some(row_id(&mut key_pairs))
+}
+
+/// A [`DatabaseConnection`] that invalidates a [`QueryCache`] on every write.
+///
+/// Everything sea-orm writes with goes through [`ConnectionTrait`]: ActiveModel
+/// `insert`/`update`/`save`/`delete`, `insert_many`, `update_many`, `delete_many`, and
+/// raw `execute`/`execute_unprepared`. Statement objects are audited for the tables
+/// they write; raw SQL is read best-effort, and SQL that is not understood bumps the
+/// global epoch (every cached result misses) rather than risk a stale read. Writes the
+/// database makes on its own (triggers, `ON DELETE CASCADE`) are not visible: declare
+/// them with [`Cached::depends_on`](crate::Cached::depends_on) or call
+/// [`QueryCache::invalidate_table`].
+///
+/// Outside a transaction, versions are bumped after the statement returns, whether it
+/// succeeded or not (a failed statement may still have committed, e.g. when the
+/// connection dropped after the commit). Between the commit and the bump, a reader on
+/// another connection can still be served the previous result: the window is one store
+/// round trip, as with Hibernate's update timestamps.
+///
+/// [`begin`](TransactionTrait::begin) returns a [`CachingTransaction`], whose bumps wait
+/// for its commit.
+#[derive(Debug, Clone)]
+pub struct CachingConnection {
+    db: DatabaseConnection,
+    cache: QueryCache,
+}
+
+impl CachingConnection {
+    /// Wraps `db`; writes through it invalidate `cache`.
+    pub fn new(db: DatabaseConnection, cache: QueryCache) -> Self {
+        CachingConnection { db, cache }
+    }
+
+    /// The wrapped connection (writes through it invalidate nothing).
+    pub fn inner(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The query cache this connection invalidates.
+    pub fn query_cache(&self) -> &QueryCache {
+        &self.cache
+    }
+
+    async fn after_write(&self, plan: WritePlan) {
+        if !plan.is_empty() {
+            self.cache.inner.versions.bump(plan.keys).await;
+        }
+    }
+
+    fn wrap(&self, tx: sea_orm::DatabaseTransaction) -> CachingTransaction {
+        CachingTransaction::new(tx, self.cache.clone(), Vec::new())
+    }
+}
+
+impl CacheAware for CachingConnection {
+    fn cache_scope(&self) -> CacheScope<'_> {
+        CacheScope {
+            cache: &self.cache,
+            tx: None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for CachingConnection {
+    fn get_database_backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        let plan = plan_write(&self.cache, &stmt, raw_effect(&stmt.sql)).await;
+        let result = self.db.execute_raw(stmt).await;
+        self.after_write(plan).await;
+        result
+    }
+
+    async fn execute<S: StatementBuilder>(&self, stmt: &S) -> Result<ExecResult, DbErr> {
+        let built = self.get_database_backend().build(stmt);
+        let plan = plan_write(&self.cache, &built, write_effect(stmt, &built)).await;
+        let result = self.db.execute_raw(built).await;
+        self.after_write(plan).await;
+        result
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        let stmt = Statement::from_string(self.get_database_backend(), sql);
+        let plan = plan_write(&self.cache, &stmt, raw_effect(sql)).await;
+        let result = self.db.execute_unprepared(sql).await;
+        self.after_write(plan).await;
+        result
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        let plan = plan_write(&self.cache, &stmt, raw_effect(&stmt.sql)).await;
+        let result = self.db.query_one_raw(stmt).await;
+        self.after_write(plan).await;
+        result
+    }
+
+    async fn query_one<S: StatementBuilder>(&self, stmt: &S) -> Result<Option<QueryResult>, DbErr> {
+        // `INSERT/UPDATE ... RETURNING` come this way.
+        let built = self.get_database_backend().build(stmt);
+        let plan = plan_write(&self.cache, &built, write_effect(stmt, &built)).await;
+        let result = self.db.query_one_raw(built).await;
+        self.after_write(plan).await;
+        result
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        let plan = plan_write(&self.cache, &stmt, raw_effect(&stmt.sql)).await;
+        let result = self.db.query_all_raw(stmt).await;
+        self.after_write(plan).await;
+        result
+    }
+
+    async fn query_all<S: StatementBuilder>(&self, stmt: &S) -> Result<Vec<QueryResult>, DbErr> {
+        let built = self.get_database_backend().build(stmt);
+        let plan = plan_write(&self.cache, &built, write_effect(stmt, &built)).await;
+        let result = self.db.query_all_raw(built).await;
+        self.after_write(plan).await;
+        result
+    }
+
+    fn support_returning(&self) -> bool {
+        self.db.support_returning()
+    }
+
+    fn is_mock_connection(&self) -> bool {
+        self.db.is_mock_connection()
+    }
+}
+
+#[async_trait::async_trait]
+impl TransactionTrait for CachingConnection {
+    type Transaction = CachingTransaction;
+
+    async fn begin(&self) -> Result<CachingTransaction, DbErr> {
+        Ok(self.wrap(self.db.begin().await?))
+    }
+
+    async fn begin_with_config(
+        &self,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<CachingTransaction, DbErr> {
+        Ok(self.wrap(
+            self.db
+                .begin_with_config(isolation_level, access_mode)
+                .await?,
+        ))
+    }
+
+    async fn begin_with_options(
+        &self,
+        options: TransactionOptions,
+    ) -> Result<CachingTransaction, DbErr> {
+        Ok(self.wrap(self.db.begin_with_options(options).await?))
+    }
+
+    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c CachingTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        let tx = self.begin().await.map_err(TransactionError::Connection)?;
+        run_transaction(tx, callback).await
+    }
+
+    async fn transaction_with_config<F, T, E>(
+        &self,
+        callback: F,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c CachingTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        let tx = self
+            .begin_with_config(isolation_level, access_mode)
+            .await
+            .map_err(TransactionError::Connection)?;
+        run_transaction(tx, callback).await
+    }
+}
+
+/// Runs `callback` in `tx`: commit on `Ok`, roll back on `Err` (sea-orm's rule).
+pub(crate) async fn run_transaction<F, T, E>(
+    tx: CachingTransaction,
+    callback: F,
+) -> Result<T, TransactionError<E>>
+where
+    F: for<'c> FnOnce(
+            &'c CachingTransaction,
+        ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+        + Send,
+    T: Send,
+    E: std::fmt::Display + std::fmt::Debug + Send,
+{
+    let outcome = callback(&tx).await;
+    match outcome {
+        Ok(value) => {
+            tx.commit().await.map_err(TransactionError::Connection)?;
+            Ok(value)
+        }
+        Err(error) => {
+            tx.rollback().await.map_err(TransactionError::Connection)?;
+            Err(TransactionError::Transaction(error))
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! A connection that runs nothing: it records the statement a sea-orm executor would
+//! send, with its audit, so a cached query learns its SQL, bound values and tables from
+//! the same code path sea-orm uses, for every select shape (`Select`, `Selector`,
+//! `SelectTwo`, paginators, counts) without reaching into sea-orm's private fields.
+//!
+//! The probe's methods complete on their first poll, so an executor future run against
+//! it completes in one poll too; the statement is handed back through a thread-local
+//! slot read right after that poll, on the same thread.
+
+use std::cell::RefCell;
+
+use futures::FutureExt;
+use parking_lot::Mutex;
+use sea_orm::{
+    ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement, StatementBuilder,
+};
+
+use crate::audit::read_tables;
+
+/// What the probe saw.
+pub(crate) struct Captured {
+    /// The statement, exactly as it would have been sent.
+    pub(crate) stmt: Statement,
+    /// The tables it reads; `None` when it cannot be cached (no statement object, an
+    /// audit failure, or a write).
+    pub(crate) reads: Option<Vec<String>>,
+}
+
+/// A do-nothing connection for one backend.
+pub(crate) struct Probe(DbBackend);
+
+static PROBES: [Probe; 3] = [
+    Probe(DbBackend::MySql),
+    Probe(DbBackend::Postgres),
+    Probe(DbBackend::Sqlite),
+];
+
+/// Probes for backends added after this crate was written (`DbBackend` is
+/// non-exhaustive): one per backend, created on first use and kept for the process.
+static OTHER_PROBES: Mutex<Vec<&'static Probe>> = Mutex::new(Vec::new());
+
+/// The probe for `backend`.
+pub(crate) fn probe(backend: DbBackend) -> &'static Probe {
+    match backend {
+        DbBackend::MySql => &PROBES[0],
+        DbBackend::Postgres => &PROBES[1],
+        DbBackend::Sqlite => &PROBES[2],
+        other => {
+            let mut others = OTHER_PROBES.lock();
+            if let Some(found) = others.iter().find(|p| p.0 == other) {
+                return found;
+            }
+            let made: &'static Probe = Box::leak(Box::new(Probe(other)));
+            others.push(made);
+            made
+        }
+    }
+}
+
+thread_local! {
+    static CAPTURED: RefCell<Option<Captured>> = const { RefCell::new(None) };
+}
+
+/// Runs `run` (an executor future over a [`Probe`]) and returns the statement it sent.
+/// `None` if it sent none or did not complete at once (neither happens with sea-orm
+/// 2.0's executors; the caller reports it as an error rather than guess).
+pub(crate) fn capture<F: Future>(run: F) -> Option<Captured> {
+    CAPTURED.with(|c| c.borrow_mut().take());
+    run.now_or_never()?;
+    CAPTURED.with(|c| c.borrow_mut().take())
+}
+
+fn record(stmt: Statement, reads: Option<Vec<String>>) {
+    CAPTURED.with(|c| *c.borrow_mut() = Some(Captured { stmt, reads }));
+}
+
+fn not_a_read() -> DbErr {
+    DbErr::Custom("partcache-sea-orm: a cached query tried to write".into())
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Probe {
+    fn get_database_backend(&self) -> DbBackend {
+        self.0
+    }
+
+    async fn execute_raw(&self, _stmt: Statement) -> Result<ExecResult, DbErr> {
+        Err(not_a_read())
+    }
+
+    async fn execute_unprepared(&self, _sql: &str) -> Result<ExecResult, DbErr> {
+        Err(not_a_read())
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        record(stmt, None);
+        Ok(None)
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        record(stmt, None);
+        Ok(Vec::new())
+    }
+
+    async fn query_one<S: StatementBuilder>(&self, stmt: &S) -> Result<Option<QueryResult>, DbErr> {
+        let built = self.0.build(stmt);
+        let reads = read_tables(stmt, &built);
+        record(built, reads);
+        Ok(None)
+    }
+
+    async fn query_all<S: StatementBuilder>(&self, stmt: &S) -> Result<Vec<QueryResult>, DbErr> {
+        let built = self.0.build(stmt);
+        let reads = read_tables(stmt, &built);
+        record(built, reads);
+        Ok(Vec::new())
+    }
+}

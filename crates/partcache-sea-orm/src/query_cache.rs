@@ -1,0 +1,573 @@
+//! [`QueryCache`]: where cached query results, entity rows and table versions live, and
+//! the read path every cached query takes.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use partcache::{Cache, CacheManager, CacheValue, Codec, ExpiryPolicy};
+use sea_orm::{DbErr, Statement};
+
+use crate::connection::CacheAware;
+use crate::key::{KeyBuf, normalize_table};
+use crate::probe::Captured;
+use crate::versions::{Version, Versions};
+
+/// Default time to live of cached results and rows: bounds how long a result can
+/// survive a version bump lost in a store failover (see [`crate::versions`]).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+
+/// An event counter.
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn incr(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: Counter,
+    pub(crate) misses: Counter,
+    pub(crate) bypasses: Counter,
+    pub(crate) store_errors: Counter,
+    pub(crate) bumps: Counter,
+    pub(crate) bump_failures: Counter,
+}
+
+/// What a [`QueryCache`] (and the [`EntityCache`](crate::EntityCache) over it) did
+/// since it was built. Counted in this process only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueryCacheStats {
+    /// Results and rows served from the cache.
+    pub hits: u64,
+    /// Results and rows loaded from the database and cached.
+    pub misses: u64,
+    /// Reads that went to the database without the cache: inside a transaction that
+    /// wrote a table they read, statements that cannot be audited, store failures.
+    pub bypasses: u64,
+    /// Store errors the cache failed open on (the query ran against the database).
+    pub store_errors: u64,
+    /// Version bumps written.
+    pub bumps: u64,
+    /// Version bumps that failed (logged; see [`QueryCache`] on failing open).
+    pub bump_failures: u64,
+}
+
+/// Per-query knobs: [`Cached::ttl`](crate::Cached::ttl),
+/// [`Cached::tags`](crate::Cached::tags), [`Cached::depends_on`](crate::Cached::depends_on).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CacheOptions {
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) depends_on: Vec<String>,
+}
+
+/// The query cache of one application namespace: cached query results, the entity
+/// cache's rows, and the table versions that invalidate both, all in the caches of one
+/// [`CacheManager`]. Cheap to clone.
+///
+/// Every process (or [`CachingConnection`](crate::CachingConnection)) that builds a
+/// `QueryCache` with the same namespace on the same store shares results and versions:
+/// a write through any of them makes the others miss.
+///
+/// # Failing open
+///
+/// A store error never fails a query: the query runs against the database, the error
+/// is logged and counted in [`QueryCacheStats::store_errors`]. A failed version bump
+/// never fails the write that caused it either; it is logged, counted, retried before
+/// the next read, and until it succeeds this process serves nothing from the cache.
+#[derive(Clone)]
+pub struct QueryCache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+type TypedCaches = HashMap<(TypeId, &'static str), Box<dyn Any + Send + Sync>>;
+
+pub(crate) struct Inner {
+    pub(crate) manager: CacheManager,
+    pub(crate) ns: String,
+    pub(crate) versions: Versions,
+    primary_keys: Cache<String, Vec<String>>,
+    /// Result caches by value type: a local hit hands out the decoded value itself.
+    typed: RwLock<TypedCaches>,
+    prefix: String,
+    ttl: Duration,
+    max_entries: u64,
+    codec: Codec,
+    pub(crate) counters: Arc<Counters>,
+    warned_mismatch: AtomicBool,
+}
+
+impl std::fmt::Debug for QueryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryCache")
+            .field("namespace", &self.inner.ns)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`QueryCache`]; see [`QueryCache::builder`].
+#[derive(Debug)]
+pub struct QueryCacheBuilder {
+    manager: CacheManager,
+    ns: String,
+    prefix: String,
+    ttl: Duration,
+    max_entries: u64,
+    codec: Codec,
+}
+
+impl QueryCacheBuilder {
+    /// The application namespace every key starts with (default `"default"`). Two
+    /// applications sharing a store keep their results and versions apart by it; two
+    /// processes of one application must use the same one.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.ns = ns.into();
+        self
+    }
+
+    /// The prefix of the partcache cache names this query cache opens (default
+    /// `"orm"`): `<prefix>:versions`, `<prefix>:primary-keys` and one
+    /// `<prefix>:rows:<type hash>` / `<prefix>:entities:<type hash>` per result type.
+    pub fn cache_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Time to live of every cached result and row (default [`DEFAULT_TTL`]). A
+    /// per-query [`Cached::ttl`](crate::Cached::ttl) can only shorten it.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Maximum entries per result type (default 100 000).
+    pub fn max_entries(mut self, max: u64) -> Self {
+        self.max_entries = max;
+        self
+    }
+
+    /// The codec of result caches on a remote store (default JSON: postcard cannot
+    /// decode `serde_json::Value`, which JSON columns and `into_json` produce). The local
+    /// store keeps decoded values and uses no codec.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Opens the version caches. On a remote store this connects.
+    pub async fn build(self) -> partcache::Result<QueryCache> {
+        let counters = Arc::new(Counters::default());
+        let versions = self
+            .manager
+            .cache::<String, u64>(&format!("{}:versions", self.prefix))
+            .build()
+            .await?;
+        let primary_keys = self
+            .manager
+            .cache::<String, Vec<String>>(&format!("{}:primary-keys", self.prefix))
+            .build()
+            .await?;
+        Ok(QueryCache {
+            inner: Arc::new(Inner {
+                versions: Versions::new(versions, self.ns.clone(), counters.clone()),
+                manager: self.manager,
+                ns: self.ns,
+                primary_keys,
+                typed: RwLock::new(HashMap::new()),
+                prefix: self.prefix,
+                ttl: self.ttl,
+                max_entries: self.max_entries,
+                codec: self.codec,
+                counters,
+                warned_mismatch: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// A loader's failure, carried past the single-flight machinery (the `DbErr` itself
+/// goes back to the caller through a slot).
+#[derive(Debug)]
+struct LoadFailed;
+
+impl std::fmt::Display for LoadFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the database query failed")
+    }
+}
+
+impl std::error::Error for LoadFailed {}
+
+/// 64-bit FNV-1a: a stable name for a Rust type in cache names (the same on every
+/// platform and process, unlike `TypeId`).
+fn stable_hash(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+impl QueryCache {
+    /// Starts building a query cache over `manager`'s store.
+    pub fn builder(manager: &CacheManager) -> QueryCacheBuilder {
+        QueryCacheBuilder {
+            manager: manager.clone(),
+            ns: "default".into(),
+            prefix: "orm".into(),
+            ttl: DEFAULT_TTL,
+            max_entries: 100_000,
+            codec: Codec::Json,
+        }
+    }
+
+    /// A query cache with the default settings under namespace `ns`.
+    pub async fn new(manager: &CacheManager, ns: impl Into<String>) -> partcache::Result<Self> {
+        Self::builder(manager).namespace(ns).build().await
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.inner.ns
+    }
+
+    /// The manager the caches live in.
+    pub fn manager(&self) -> &CacheManager {
+        &self.inner.manager
+    }
+
+    /// A snapshot of this process's counters.
+    pub fn stats(&self) -> QueryCacheStats {
+        let c = &self.inner.counters;
+        QueryCacheStats {
+            hits: c.hits.get(),
+            misses: c.misses.get(),
+            bypasses: c.bypasses.get(),
+            store_errors: c.store_errors.get(),
+            bumps: c.bumps.get(),
+            bump_failures: c.bump_failures.get(),
+        }
+    }
+
+    /// Invalidates every cached result and row of this namespace, in every process (one
+    /// bump of the global epoch). Call it after a store failover (see
+    /// [`crate::versions`]) or after writes that bypassed the [`CachingConnection`](crate::CachingConnection).
+    pub async fn invalidate_all(&self) {
+        self.inner
+            .versions
+            .bump([self.inner.versions.key(&Version::Epoch)])
+            .await;
+    }
+
+    /// Invalidates every cached result and row that read `table` (e.g. after a write by
+    /// another program, or a database trigger or cascade the connection cannot see).
+    pub async fn invalidate_table(&self, table: &str) {
+        let table = normalize_table(table);
+        let v = &self.inner.versions;
+        v.bump([
+            v.key(&Version::Table(table.clone())),
+            v.key(&Version::Rows(table)),
+        ])
+        .await;
+    }
+
+    /// Invalidates every cached result tagged with one of `tags` (see
+    /// [`Cached::tags`](crate::Cached::tags)).
+    pub async fn invalidate_tags<I, S>(&self, tags: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let v = &self.inner.versions;
+        v.bump(tags.into_iter().map(|t| v.key(&Version::Tag(t.into()))))
+            .await;
+    }
+
+    /// Caches the result of `load` (any computation over the database: several queries,
+    /// a report) under `key`, invalidated like a cached select that read `tables`. This
+    /// is what [`cached_query!`](crate::cached_query) expands to.
+    ///
+    /// `key` must identify the computation and its inputs (e.g.
+    /// `format!("top-products:{limit}")`); `tables` must list every table `load`
+    /// reads, since there is no statement to audit.
+    pub async fn remember<C, V, F, Fut>(
+        &self,
+        db: &C,
+        key: &str,
+        tables: &[&str],
+        load: F,
+    ) -> Result<Arc<V>, DbErr>
+    where
+        C: CacheAware,
+        V: CacheValue,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<V, DbErr>>,
+    {
+        let captured = Captured {
+            stmt: Statement::from_string(db.get_database_backend(), key),
+            reads: Some(tables.iter().map(|t| normalize_table(t)).collect()),
+        };
+        self.fetch(db, captured, "remember", &CacheOptions::default(), |_| {
+            load()
+        })
+        .await
+    }
+
+    pub(crate) fn same_as(&self, other: &QueryCache) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.inner.ns == other.inner.ns
+                && self.inner.prefix == other.inner.prefix
+                && self.inner.manager.is_same_manager(&other.inner.manager))
+    }
+
+    /// The primary-key columns registered for `table` by the entity cache (in any
+    /// process), if any.
+    pub(crate) async fn primary_key_columns(&self, table: &str) -> Option<Arc<Vec<String>>> {
+        let key = KeyBuf::new("pk", &self.inner.ns)
+            .field(table)
+            .clone_finish();
+        match self.inner.primary_keys.get(&key).await {
+            Ok(found) => found,
+            Err(error) => {
+                self.store_error(&error);
+                None
+            }
+        }
+    }
+
+    pub(crate) async fn register_primary_key(&self, table: &str, columns: Vec<String>) {
+        let key = KeyBuf::new("pk", &self.inner.ns)
+            .field(table)
+            .clone_finish();
+        if let Ok(Some(_)) = self.inner.primary_keys.get(&key).await {
+            return;
+        }
+        if let Err(error) = self.inner.primary_keys.put(key, columns).await {
+            self.store_error(&error);
+        }
+    }
+
+    pub(crate) fn store_error(&self, error: &partcache::Error) {
+        self.inner.counters.store_errors.incr();
+        tracing::warn!(%error, "partcache-sea-orm: cache store error; running against the database");
+    }
+
+    /// The cache for values of type `V` (`kind`: `rows` or `entities`), opened on first
+    /// use. After that, a read lock and a map lookup.
+    pub(crate) async fn typed_cache<V: CacheValue>(
+        &self,
+        kind: &'static str,
+    ) -> partcache::Result<Cache<String, V>> {
+        let id = (TypeId::of::<V>(), kind);
+        if let Some(cache) = self
+            .inner
+            .typed
+            .read()
+            .get(&id)
+            .and_then(|c| c.downcast_ref::<Cache<String, V>>())
+        {
+            return Ok(cache.clone());
+        }
+        let name = format!(
+            "{}:{kind}:{:016x}",
+            self.inner.prefix,
+            stable_hash(std::any::type_name::<V>())
+        );
+        let cache = self
+            .inner
+            .manager
+            .cache::<String, V>(&name)
+            .expiry(ExpiryPolicy::Created(self.inner.ttl))
+            .max_entries(self.inner.max_entries)
+            .codec(self.inner.codec)
+            .build()
+            .await?;
+        self.inner.typed.write().insert(id, Box::new(cache.clone()));
+        Ok(cache)
+    }
+
+    /// Whether `db` belongs to this query cache; warns once when it does not (its
+    /// writes would not invalidate this cache's results, so the read bypasses it).
+    fn serves<C: CacheAware>(&self, db: &C) -> bool {
+        if db.cache_scope().cache.same_as(self) {
+            return true;
+        }
+        if !self.inner.warned_mismatch.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                namespace = %self.inner.ns,
+                "partcache-sea-orm: a cached query ran on a CachingConnection of another QueryCache; not caching"
+            );
+        }
+        false
+    }
+
+    /// The read path of every cached query. `load` runs the captured statement against
+    /// `db` and decodes it; it is called at most once on the happy path, and again only
+    /// when the cache fails (fail-open).
+    pub(crate) async fn fetch<C, V, F, Fut>(
+        &self,
+        db: &C,
+        captured: Captured,
+        shape: &'static str,
+        options: &CacheOptions,
+        load: F,
+    ) -> Result<Arc<V>, DbErr>
+    where
+        C: CacheAware,
+        V: CacheValue,
+        F: Fn(Statement) -> Fut,
+        Fut: Future<Output = Result<V, DbErr>>,
+    {
+        let counters = &self.inner.counters;
+        let Captured { stmt, reads } = captured;
+        let bypass = |stmt: Statement| {
+            counters.bypasses.incr();
+            let run = load(stmt);
+            async move { run.await.map(Arc::new) }
+        };
+        let Some(mut reads) = reads else {
+            return bypass(stmt).await;
+        };
+        if !self.serves(db) {
+            return bypass(stmt).await;
+        }
+        reads.extend(options.depends_on.iter().map(|t| normalize_table(t)));
+        reads.sort();
+        reads.dedup();
+        let scope = db.cache_scope();
+        if let Some(tx) = scope.tx
+            && tx.wrote_any(&reads)
+        {
+            // Read-your-writes: the database sees this transaction's uncommitted
+            // writes, the cache does not.
+            return bypass(stmt).await;
+        }
+        let versions = &self.inner.versions;
+        if !versions.healthy().await {
+            return bypass(stmt).await;
+        }
+        let deps: Vec<Version> = std::iter::once(Version::Epoch)
+            .chain(reads.iter().cloned().map(Version::Table))
+            .chain(options.tags.iter().cloned().map(Version::Tag))
+            .collect();
+        let version_keys: Vec<String> = deps.iter().map(|d| versions.key(d)).collect();
+        let tokens = match versions.current(&version_keys).await {
+            Ok(tokens) => tokens,
+            Err(error) => {
+                self.store_error(&error);
+                return bypass(stmt).await;
+            }
+        };
+        let mut key = KeyBuf::new("q", &self.inner.ns);
+        key.backend(stmt.db_backend).field(shape).field(&stmt.sql);
+        let values = stmt.values.as_ref().map(|v| v.0.as_slice()).unwrap_or(&[]);
+        key.field(&values.len().to_string());
+        for value in values {
+            key.value(value);
+        }
+        for (dep, token) in deps.iter().zip(&tokens) {
+            match dep {
+                Version::Epoch => key.field("e"),
+                Version::Table(t) => key.field("t").field(t),
+                Version::Tag(t) => key.field("g").field(t),
+                Version::Rows(_) | Version::Row(..) => key.field("?"),
+            };
+            key.token(*token);
+        }
+        let key = key.finish();
+        let cache = match self.typed_cache::<V>("rows").await {
+            Ok(cache) => cache,
+            Err(error) => {
+                self.store_error(&error);
+                return bypass(stmt).await;
+            }
+        };
+        self.get_or_load(&cache, key, scope.tx.is_some(), options.ttl, || {
+            load(stmt.clone())
+        })
+        .await
+    }
+
+    /// Serves `key` from `cache`, or loads it with `load()` and caches it (unless
+    /// `hit_only`: inside a transaction, whose snapshot may be older than the versions
+    /// just read, nothing is stored).
+    pub(crate) async fn get_or_load<V, F, Fut>(
+        &self,
+        cache: &Cache<String, V>,
+        key: String,
+        hit_only: bool,
+        ttl: Option<Duration>,
+        load: F,
+    ) -> Result<Arc<V>, DbErr>
+    where
+        V: CacheValue,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<V, DbErr>>,
+    {
+        let counters = &self.inner.counters;
+        if hit_only {
+            match cache.get(&key).await {
+                Ok(Some(value)) => {
+                    counters.hits.incr();
+                    return Ok(value);
+                }
+                Ok(None) => {}
+                Err(error) => self.store_error(&error),
+            }
+            counters.bypasses.incr();
+            return load().await.map(Arc::new);
+        }
+        let failure: Mutex<Option<DbErr>> = Mutex::new(None);
+        let loaded = AtomicBool::new(false);
+        let result = cache
+            .get_or_load(&key, |_| async {
+                loaded.store(true, Ordering::Relaxed);
+                match load().await {
+                    Ok(value) => Ok(value),
+                    Err(error) => {
+                        *failure.lock() = Some(error);
+                        Err(LoadFailed)
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(value) => {
+                if loaded.load(Ordering::Relaxed) {
+                    counters.misses.incr();
+                    if let Some(ttl) = ttl
+                        && let Err(error) = cache.put_with_ttl(key, value.clone(), ttl).await
+                    {
+                        self.store_error(&error);
+                    }
+                } else {
+                    counters.hits.incr();
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                if let Some(db_error) = failure.lock().take() {
+                    return Err(db_error);
+                }
+                // Another caller's load failed (we waited on it), or the store failed:
+                // run the query ourselves.
+                if !matches!(error, partcache::Error::Loader(_)) {
+                    self.store_error(&error);
+                }
+                counters.bypasses.incr();
+                load().await.map(Arc::new)
+            }
+        }
+    }
+}

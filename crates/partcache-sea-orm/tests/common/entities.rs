@@ -1,0 +1,93 @@
+//! The test schema: categories, products (joined to categories), and a table with every
+//! awkward column type.
+
+pub mod category {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    #[sea_orm(table_name = "category")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub name: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(has_many = "super::product::Entity")]
+        Product,
+    }
+
+    impl Related<super::product::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Product.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod product {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    #[sea_orm(table_name = "product")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub name: String,
+        pub price: i32,
+        pub category_id: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::category::Entity",
+            from = "Column::CategoryId",
+            to = "super::category::Column::Id"
+        )]
+        Category,
+    }
+
+    impl Related<super::category::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Category.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod typed {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    #[sea_orm(table_name = "typed")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub maybe_int: Option<i32>,
+        pub big: i64,
+        pub flag: bool,
+        pub ratio: f64,
+        #[sea_orm(column_type = "Decimal(Some((20, 6)))")]
+        pub amount: Decimal,
+        #[sea_orm(column_type = "Decimal(Some((20, 6)))", nullable)]
+        pub maybe_amount: Option<Decimal>,
+        pub day: Date,
+        pub at: DateTime,
+        pub at_utc: DateTimeUtc,
+        pub maybe_at: Option<DateTime>,
+        pub doc: Json,
+        pub maybe_doc: Option<Json>,
+        pub blob: Vec<u8>,
+        pub maybe_blob: Option<Vec<u8>>,
+        pub note: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,792 @@
+//! The invalidation suite, written against a `CacheManager` and a database URL so the
+//! same functions run on SQLite and PostgreSQL, and (later) on a Redis store.
+#![allow(dead_code)]
+
+pub mod entities;
+
+use entities::{category, product, typed};
+use partcache::CacheManager;
+use partcache_sea_orm::{
+    CachingConnection, EntityCache, QueryCache, QueryCacheExt, QueryCacheStats, cached_query,
+};
+use sea_orm::sea_query::{Expr, TableCreateStatement};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, Database, EntityTrait,
+    IntoActiveModel, JsonValue, ModelTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Schema, TransactionSession, TransactionTrait,
+};
+
+/// Two connections (standing in for two processes) on one database, each with its own
+/// `QueryCache` over one shared manager and namespace.
+pub struct Env {
+    pub a: CachingConnection,
+    pub b: CachingConnection,
+    pub qa: QueryCache,
+    pub qb: QueryCache,
+    pub ea: EntityCache,
+    pub eb: EntityCache,
+}
+
+pub async fn env(manager: &CacheManager, url: &str, ns: &str) -> Env {
+    let qa = QueryCache::new(manager, ns).await.expect("query cache a");
+    let qb = QueryCache::new(manager, ns).await.expect("query cache b");
+    let a = CachingConnection::new(Database::connect(url).await.expect("connect a"), qa.clone());
+    let b = CachingConnection::new(Database::connect(url).await.expect("connect b"), qb.clone());
+    let schema = Schema::new(a.get_database_backend());
+    let tables: [TableCreateStatement; 3] = [
+        schema.create_table_from_entity(category::Entity),
+        schema.create_table_from_entity(product::Entity),
+        schema.create_table_from_entity(typed::Entity),
+    ];
+    for table in &tables {
+        a.execute(table).await.expect("create table");
+    }
+    category::Entity::insert_many([
+        category::ActiveModel {
+            id: Set(1),
+            name: Set("pens".into()),
+        },
+        category::ActiveModel {
+            id: Set(2),
+            name: Set("paper".into()),
+        },
+    ])
+    .exec(&a)
+    .await
+    .expect("seed categories");
+    product::Entity::insert_many((1..=6).map(|i| product::ActiveModel {
+        id: Set(i),
+        name: Set(format!("p{i}")),
+        price: Set(i * 2),
+        category_id: Set(1 + i % 2),
+    }))
+    .exec(&a)
+    .await
+    .expect("seed products");
+    Env {
+        ea: EntityCache::new(&qa),
+        eb: EntityCache::new(&qb),
+        a,
+        b,
+        qa,
+        qb,
+    }
+}
+
+fn cheap() -> sea_orm::Select<product::Entity> {
+    product::Entity::find()
+        .filter(product::Column::Price.lt(100))
+        .order_by_asc(product::Column::Id)
+}
+
+fn hits(stats: QueryCacheStats) -> u64 {
+    stats.hits
+}
+
+/// Caches `cheap()` through `b` and checks that a second read is a hit.
+async fn warm(env: &Env) -> Vec<product::Model> {
+    let first = cheap()
+        .cached(&env.qb)
+        .all(&env.b)
+        .await
+        .expect("first read");
+    let before = hits(env.qb.stats());
+    let second = cheap()
+        .cached(&env.qb)
+        .all(&env.b)
+        .await
+        .expect("second read");
+    assert_eq!(
+        hits(env.qb.stats()),
+        before + 1,
+        "second read must be a hit"
+    );
+    assert_eq!(first, second);
+    first
+}
+
+/// Reads `cheap()` through `b`'s cache and asserts it equals the database.
+async fn assert_fresh(env: &Env) -> Vec<product::Model> {
+    let cached = cheap()
+        .cached(&env.qb)
+        .all(&env.b)
+        .await
+        .expect("cached read");
+    let truth = cheap().all(env.b.inner()).await.expect("uncached read");
+    assert_eq!(cached, truth, "cached result differs from the database");
+    cached
+}
+
+pub async fn active_model_insert_invalidates(env: Env) {
+    let before = warm(&env).await;
+    product::ActiveModel {
+        id: Set(50),
+        name: Set("new".into()),
+        price: Set(1),
+        category_id: Set(1),
+    }
+    .insert(&env.a)
+    .await
+    .unwrap();
+    let after = assert_fresh(&env).await;
+    assert_eq!(after.len(), before.len() + 1);
+}
+
+pub async fn active_model_update_invalidates(env: Env) {
+    warm(&env).await;
+    let p = product::Entity::find_by_id(1)
+        .one(&env.a)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut am = p.into_active_model();
+    am.price = Set(99);
+    am.update(&env.a).await.unwrap();
+    let after = assert_fresh(&env).await;
+    assert_eq!(after[0].price, 99);
+}
+
+pub async fn active_model_delete_invalidates(env: Env) {
+    let before = warm(&env).await;
+    let p = product::Entity::find_by_id(2)
+        .one(&env.a)
+        .await
+        .unwrap()
+        .unwrap();
+    p.delete(&env.a).await.unwrap();
+    let after = assert_fresh(&env).await;
+    assert_eq!(after.len(), before.len() - 1);
+}
+
+pub async fn insert_many_invalidates(env: Env) {
+    let before = warm(&env).await;
+    product::Entity::insert_many((60..63).map(|i| product::ActiveModel {
+        id: Set(i),
+        name: Set("bulk".into()),
+        price: Set(3),
+        category_id: Set(2),
+    }))
+    .exec(&env.a)
+    .await
+    .unwrap();
+    assert_eq!(assert_fresh(&env).await.len(), before.len() + 3);
+}
+
+pub async fn update_many_invalidates(env: Env) {
+    warm(&env).await;
+    product::Entity::update_many()
+        .col_expr(product::Column::Price, Expr::value(7))
+        .filter(product::Column::CategoryId.eq(1))
+        .exec(&env.a)
+        .await
+        .unwrap();
+    let after = assert_fresh(&env).await;
+    assert!(
+        after
+            .iter()
+            .filter(|p| p.category_id == 1)
+            .all(|p| p.price == 7)
+    );
+}
+
+pub async fn delete_many_invalidates(env: Env) {
+    warm(&env).await;
+    product::Entity::delete_many()
+        .filter(product::Column::CategoryId.eq(2))
+        .exec(&env.a)
+        .await
+        .unwrap();
+    let after = assert_fresh(&env).await;
+    assert!(after.iter().all(|p| p.category_id != 2));
+}
+
+pub async fn raw_sql_write_invalidates(env: Env) {
+    warm(&env).await;
+    env.a
+        .execute_unprepared("UPDATE product SET price = 42 WHERE id = 3")
+        .await
+        .unwrap();
+    let after = assert_fresh(&env).await;
+    assert_eq!(after.iter().find(|p| p.id == 3).map(|p| p.price), Some(42));
+    // A raw statement through `execute_raw` with a bound value.
+    let backend = env.a.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => "UPDATE product SET price = $1 WHERE id = 4",
+        _ => "UPDATE product SET price = ? WHERE id = 4",
+    };
+    env.a
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            sql,
+            [43.into()],
+        ))
+        .await
+        .unwrap();
+    let after = assert_fresh(&env).await;
+    assert_eq!(after.iter().find(|p| p.id == 4).map(|p| p.price), Some(43));
+}
+
+pub async fn unparsed_raw_sql_bumps_everything(env: Env) {
+    warm(&env).await;
+    // Not understood by the best-effort parser (a data-modifying CTE / SQLite's UPSERT
+    // via a CTE): the epoch is bumped, so every cached result misses.
+    let sql = "WITH x AS (SELECT 1) UPDATE product SET price = 77 WHERE id = 5";
+    env.a.execute_unprepared(sql).await.unwrap();
+    let misses = env.qb.stats().misses;
+    let after = assert_fresh(&env).await;
+    assert_eq!(env.qb.stats().misses, misses + 1);
+    assert_eq!(after.iter().find(|p| p.id == 5).map(|p| p.price), Some(77));
+}
+
+pub async fn commit_invalidates_after_commit_only(env: Env) {
+    let before = warm(&env).await;
+    let tx = env.a.begin().await.unwrap();
+    product::ActiveModel {
+        id: Set(1),
+        price: Set(55),
+        ..Default::default()
+    }
+    .update(&tx)
+    .await
+    .unwrap();
+    // Not yet committed: the other connection still sees (and is served) the old state.
+    let h = hits(env.qb.stats());
+    let during = cheap().cached(&env.qb).all(&env.b).await;
+    // SQLite may refuse a concurrent read while a write transaction holds the lock only
+    // in rollback-journal mode; in WAL mode (the default for these tests) it reads.
+    if let Ok(during) = during {
+        assert_eq!(during, before);
+        assert_eq!(hits(env.qb.stats()), h + 1);
+    }
+    tx.commit().await.unwrap();
+    let after = assert_fresh(&env).await;
+    assert_eq!(after[0].price, 55);
+}
+
+pub async fn rollback_keeps_cached_results(env: Env) {
+    let before = warm(&env).await;
+    let tx = env.a.begin().await.unwrap();
+    product::ActiveModel {
+        id: Set(1),
+        price: Set(66),
+        ..Default::default()
+    }
+    .update(&tx)
+    .await
+    .unwrap();
+    product::Entity::delete_many().exec(&tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    let h = hits(env.qb.stats());
+    let after = cheap().cached(&env.qb).all(&env.b).await.unwrap();
+    assert_eq!(hits(env.qb.stats()), h + 1, "rollback must not invalidate");
+    assert_eq!(after, before);
+    assert_eq!(after, cheap().all(env.b.inner()).await.unwrap());
+}
+
+pub async fn reads_inside_a_transaction_see_its_writes(env: Env) {
+    warm(&env).await;
+    // Also cache the same query through `a`'s query cache.
+    cheap().cached(&env.qa).all(&env.a).await.unwrap();
+    let tx = env.a.begin().await.unwrap();
+    product::ActiveModel {
+        id: Set(2),
+        price: Set(88),
+        ..Default::default()
+    }
+    .update(&tx)
+    .await
+    .unwrap();
+    let inside = cheap().cached(&env.qa).all(&tx).await.unwrap();
+    assert_eq!(inside.iter().find(|p| p.id == 2).map(|p| p.price), Some(88));
+    let row = env
+        .ea
+        .find_by_id::<product::Entity, _>(&tx, 2)
+        .await
+        .unwrap();
+    assert_eq!(row.map(|p| p.price), Some(88));
+    // A table the transaction did not write is still served from the cache.
+    // (Warmed through `b`: on SQLite, `a`'s only pooled connection is the transaction's.)
+    category::Entity::find()
+        .cached(&env.qb)
+        .all(&env.b)
+        .await
+        .unwrap();
+    let h = hits(env.qa.stats());
+    category::Entity::find()
+        .cached(&env.qa)
+        .all(&tx)
+        .await
+        .unwrap();
+    assert_eq!(hits(env.qa.stats()), h + 1);
+    tx.commit().await.unwrap();
+    let after = assert_fresh(&env).await;
+    assert_eq!(after.iter().find(|p| p.id == 2).map(|p| p.price), Some(88));
+}
+
+pub async fn nested_transactions(env: Env) {
+    warm(&env).await;
+    let outer = env.a.begin().await.unwrap();
+    let inner = outer.begin().await.unwrap();
+    product::ActiveModel {
+        id: Set(3),
+        price: Set(31),
+        ..Default::default()
+    }
+    .update(&inner)
+    .await
+    .unwrap();
+    inner.commit().await.unwrap();
+    let inner2 = outer.begin().await.unwrap();
+    category::ActiveModel {
+        id: Set(1),
+        name: Set("rolled back".into()),
+    }
+    .update(&inner2)
+    .await
+    .unwrap();
+    inner2.rollback().await.unwrap();
+    outer.commit().await.unwrap();
+    let after = assert_fresh(&env).await;
+    assert_eq!(after.iter().find(|p| p.id == 3).map(|p| p.price), Some(31));
+}
+
+pub async fn transaction_closure_commits_and_rolls_back(env: Env) {
+    warm(&env).await;
+    let result: Result<(), sea_orm::TransactionError<sea_orm::DbErr>> = env
+        .a
+        .transaction(|tx| {
+            Box::pin(async move {
+                product::ActiveModel {
+                    id: Set(6),
+                    price: Set(61),
+                    ..Default::default()
+                }
+                .update(tx)
+                .await?;
+                Err(sea_orm::DbErr::Custom("abort".into()))
+            })
+        })
+        .await;
+    assert!(result.is_err());
+    let h = hits(env.qb.stats());
+    assert_fresh(&env).await;
+    assert_eq!(
+        hits(env.qb.stats()),
+        h + 1,
+        "a rolled back closure must not invalidate"
+    );
+    env.a
+        .transaction::<_, _, sea_orm::DbErr>(|tx| {
+            Box::pin(async move {
+                product::ActiveModel {
+                    id: Set(6),
+                    price: Set(62),
+                    ..Default::default()
+                }
+                .update(tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+        .unwrap();
+    let after = assert_fresh(&env).await;
+    assert_eq!(after.iter().find(|p| p.id == 6).map(|p| p.price), Some(62));
+}
+
+fn joined() -> sea_orm::SelectTwo<product::Entity, category::Entity> {
+    product::Entity::find()
+        .find_also_related(category::Entity)
+        .order_by_asc(product::Column::Id)
+}
+
+pub async fn join_invalidated_by_write_to_second_table(env: Env) {
+    let first = joined().cached(&env.qb).all(&env.b).await.unwrap();
+    let h = hits(env.qb.stats());
+    assert_eq!(joined().cached(&env.qb).all(&env.b).await.unwrap(), first);
+    assert_eq!(hits(env.qb.stats()), h + 1);
+    category::ActiveModel {
+        id: Set(1),
+        name: Set("renamed".into()),
+    }
+    .update(&env.a)
+    .await
+    .unwrap();
+    let after = joined().cached(&env.qb).all(&env.b).await.unwrap();
+    assert_eq!(after, joined().all(env.b.inner()).await.unwrap());
+    assert!(
+        after
+            .iter()
+            .any(|(_, c)| c.as_ref().is_some_and(|c| c.name == "renamed"))
+    );
+    // SelectTwoMany (find_with_related), the same rule.
+    let many = || {
+        category::Entity::find()
+            .find_with_related(product::Entity)
+            .order_by_asc(category::Column::Id)
+    };
+    let m1 = many().cached(&env.qb).all(&env.b).await.unwrap();
+    product::ActiveModel {
+        id: Set(1),
+        name: Set("renamed product".into()),
+        ..Default::default()
+    }
+    .update(&env.a)
+    .await
+    .unwrap();
+    let m2 = many().cached(&env.qb).all(&env.b).await.unwrap();
+    assert_ne!(m1, m2);
+    assert_eq!(m2, many().all(env.b.inner()).await.unwrap());
+}
+
+pub async fn shapes_count_paginate_json_tuple(env: Env) {
+    let q = &env.qb;
+    let db = &env.b;
+    let count = cheap().cached(q).count(db).await.unwrap();
+    assert_eq!(count, cheap().count(db.inner()).await.unwrap());
+    let one = cheap().cached(q).one(db).await.unwrap();
+    assert_eq!(one, cheap().one(db.inner()).await.unwrap());
+    let json: Vec<JsonValue> = cheap().into_json().cached(q).all(db).await.unwrap();
+    assert_eq!(json, cheap().into_json().all(db.inner()).await.unwrap());
+    let tuples: Vec<(i32, String)> = cheap()
+        .select_only()
+        .column(product::Column::Id)
+        .column(product::Column::Name)
+        .into_tuple()
+        .cached(q)
+        .all(db)
+        .await
+        .unwrap();
+    assert_eq!(tuples.len() as u64, count);
+    let pages = cheap().cached(q).paginate(db, 4);
+    assert_eq!(pages.num_items().await.unwrap(), count);
+    assert_eq!(pages.num_pages().await.unwrap(), count.div_ceil(4));
+    let page1 = pages.fetch_page(1).await.unwrap();
+    assert_eq!(
+        page1,
+        cheap().paginate(db.inner(), 4).fetch_page(1).await.unwrap()
+    );
+    product::Entity::delete_by_id(6).exec(&env.a).await.unwrap();
+    assert_eq!(cheap().cached(q).count(db).await.unwrap(), count - 1);
+    let pages = cheap().cached(q).paginate(db, 4);
+    assert_eq!(pages.num_items().await.unwrap(), count - 1);
+    assert_eq!(
+        pages.fetch_page(1).await.unwrap(),
+        cheap().paginate(db.inner(), 4).fetch_page(1).await.unwrap()
+    );
+}
+
+pub async fn tags_and_explicit_invalidation(env: Env) {
+    let q = &env.qb;
+    cheap()
+        .cached(q)
+        .tags(["catalog"])
+        .all(&env.b)
+        .await
+        .unwrap();
+    let m = q.stats().misses;
+    cheap()
+        .cached(q)
+        .tags(["catalog"])
+        .all(&env.b)
+        .await
+        .unwrap();
+    assert_eq!(q.stats().misses, m);
+    env.qa.invalidate_tags(["catalog"]).await;
+    cheap()
+        .cached(q)
+        .tags(["catalog"])
+        .all(&env.b)
+        .await
+        .unwrap();
+    assert_eq!(q.stats().misses, m + 1);
+    env.qa.invalidate_table("PRODUCT").await;
+    cheap()
+        .cached(q)
+        .tags(["catalog"])
+        .all(&env.b)
+        .await
+        .unwrap();
+    assert_eq!(q.stats().misses, m + 2);
+    env.qa.invalidate_all().await;
+    cheap()
+        .cached(q)
+        .tags(["catalog"])
+        .all(&env.b)
+        .await
+        .unwrap();
+    assert_eq!(q.stats().misses, m + 3);
+}
+
+pub async fn cached_query_macro_is_invalidated(env: Env) {
+    async fn total(qc: &QueryCache, db: &CachingConnection) -> i64 {
+        let total = cached_query!(qc, db, key = "total", tables = [product::Entity], async {
+            let rows = product::Entity::find().all(db).await?;
+            Ok(rows.iter().map(|p| i64::from(p.price)).sum::<i64>())
+        })
+        .await
+        .unwrap();
+        *total
+    }
+    let t1 = total(&env.qb, &env.b).await;
+    assert_eq!(total(&env.qb, &env.b).await, t1);
+    product::ActiveModel {
+        id: Set(1),
+        price: Set(1000),
+        ..Default::default()
+    }
+    .update(&env.a)
+    .await
+    .unwrap();
+    assert_eq!(total(&env.qb, &env.b).await, t1 - 2 + 1000);
+}
+
+pub async fn entity_cache_is_invalidated_per_row(env: Env) {
+    let e = &env.eb;
+    let db = &env.b;
+    let p1 = e
+        .find_by_id::<product::Entity, _>(db, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let p2 = e
+        .find_by_id::<product::Entity, _>(db, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let h = env.qb.stats().hits;
+    assert_eq!(
+        e.find_by_id::<product::Entity, _>(db, 1)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&p1)
+    );
+    assert_eq!(
+        e.find_by_id::<product::Entity, _>(db, 2)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&p2)
+    );
+    assert_eq!(env.qb.stats().hits, h + 2);
+    // A single-row update through the other connection: row 1 misses, row 2 still hits.
+    product::ActiveModel {
+        id: Set(1),
+        price: Set(501),
+        ..Default::default()
+    }
+    .update(&env.a)
+    .await
+    .unwrap();
+    let h = env.qb.stats().hits;
+    assert_eq!(
+        e.find_by_id::<product::Entity, _>(db, 1)
+            .await
+            .unwrap()
+            .map(|p| p.price),
+        Some(501)
+    );
+    assert_eq!(
+        e.find_by_id::<product::Entity, _>(db, 2)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&p2)
+    );
+    assert_eq!(env.qb.stats().hits, h + 1, "only row 2 is a hit");
+    // An update_many filtered on the key, with an i64 literal: still that row only.
+    product::Entity::update_many()
+        .col_expr(product::Column::Price, Expr::value(502))
+        .filter(product::Column::Id.eq(1i64))
+        .exec(&env.a)
+        .await
+        .unwrap();
+    assert_eq!(
+        e.find_by_id::<product::Entity, _>(db, 1)
+            .await
+            .unwrap()
+            .map(|p| p.price),
+        Some(502)
+    );
+    // A bulk write: every row of the table misses.
+    product::Entity::update_many()
+        .col_expr(product::Column::Price, Expr::value(7))
+        .filter(product::Column::Name.ne("x"))
+        .exec(&env.a)
+        .await
+        .unwrap();
+    let m = env.qb.stats().misses;
+    assert_eq!(
+        e.find_by_id::<product::Entity, _>(db, 2)
+            .await
+            .unwrap()
+            .map(|p| p.price),
+        Some(7)
+    );
+    assert_eq!(env.qb.stats().misses, m + 1);
+    // Delete of a row: it is gone from the cache too; missing rows are not cached.
+    product::Entity::delete_by_id(2).exec(&env.a).await.unwrap();
+    assert_eq!(
+        e.find_by_id::<product::Entity, _>(db, 2).await.unwrap(),
+        None
+    );
+    product::ActiveModel {
+        id: Set(2),
+        name: Set("back".into()),
+        price: Set(1),
+        category_id: Set(1),
+    }
+    .insert(&env.a)
+    .await
+    .unwrap();
+    assert_eq!(
+        e.find_by_id::<product::Entity, _>(db, 2)
+            .await
+            .unwrap()
+            .map(|p| p.name),
+        Some("back".into())
+    );
+    // Raw SQL on the table: a bulk write.
+    env.a
+        .execute_unprepared("UPDATE product SET name = 'raw' WHERE id = 2")
+        .await
+        .unwrap();
+    assert_eq!(
+        e.find_by_id::<product::Entity, _>(db, 2)
+            .await
+            .unwrap()
+            .map(|p| p.name),
+        Some("raw".into())
+    );
+}
+
+fn typed_rows() -> Vec<typed::ActiveModel> {
+    use chrono::{NaiveDate, TimeZone, Utc};
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+    let day = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
+    let at = day.and_hms_micro_opt(23, 59, 58, 123_456).unwrap();
+    vec![
+        typed::ActiveModel {
+            id: Set(1),
+            maybe_int: Set(None),
+            big: Set(i64::MAX),
+            flag: Set(true),
+            ratio: Set(0.1),
+            amount: Set(Decimal::from_str("12345.678900").unwrap()),
+            maybe_amount: Set(None),
+            day: Set(day),
+            at: Set(at),
+            at_utc: Set(Utc.timestamp_opt(1_700_000_000, 5_000).unwrap()),
+            maybe_at: Set(None),
+            doc: Set(serde_json::json!({"a": [1, 2.5, null, "x"], "b": {"c": true}})),
+            maybe_doc: Set(None),
+            blob: Set(vec![0, 1, 2, 255, 0]),
+            maybe_blob: Set(None),
+            note: Set(None),
+        },
+        typed::ActiveModel {
+            id: Set(2),
+            maybe_int: Set(Some(-7)),
+            big: Set(i64::MIN),
+            flag: Set(false),
+            ratio: Set(-1.5e-9),
+            amount: Set(Decimal::from_str("-0.000001").unwrap()),
+            maybe_amount: Set(Some(Decimal::from_str("1.5").unwrap())),
+            day: Set(NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()),
+            at: Set(at),
+            at_utc: Set(Utc.timestamp_opt(0, 0).unwrap()),
+            maybe_at: Set(Some(at)),
+            doc: Set(serde_json::json!([])),
+            maybe_doc: Set(Some(serde_json::json!({"unicode": "é\"\\"}))),
+            blob: Set(Vec::new()),
+            maybe_blob: Set(Some(vec![7; 33])),
+            note: Set(Some("it's \"quoted\"".into())),
+        },
+    ]
+}
+
+pub async fn cached_results_equal_the_database_field_for_field(env: Env) {
+    typed::Entity::insert_many(typed_rows())
+        .exec(&env.a)
+        .await
+        .unwrap();
+    let q = || typed::Entity::find().order_by_asc(typed::Column::Id);
+    let truth = q().all(env.b.inner()).await.unwrap();
+    let miss = q().cached(&env.qb).all(&env.b).await.unwrap();
+    let hit = q().cached(&env.qb).all(&env.b).await.unwrap();
+    assert_eq!(miss, truth);
+    assert_eq!(hit, truth);
+    assert_eq!(truth.len(), 2);
+    assert_eq!(truth[0].maybe_int, None);
+    assert_eq!(truth[1].maybe_blob.as_deref(), Some(&[7u8; 33][..]));
+    // Through the other process's cache and the entity cache too.
+    assert_eq!(q().cached(&env.qa).all(&env.a).await.unwrap(), truth);
+    for row in &truth {
+        assert_eq!(
+            env.eb
+                .find_by_id::<typed::Entity, _>(&env.b, row.id)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(row)
+        );
+        assert_eq!(
+            env.eb
+                .find_by_id::<typed::Entity, _>(&env.b, row.id)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(row)
+        );
+    }
+    // Filtering on a JSON-valued bind and NULLs keys correctly.
+    let nulls = typed::Entity::find()
+        .filter(typed::Column::Note.is_null())
+        .cached(&env.qb)
+        .all(&env.b)
+        .await
+        .unwrap();
+    assert_eq!(
+        nulls,
+        typed::Entity::find()
+            .filter(typed::Column::Note.is_null())
+            .all(env.b.inner())
+            .await
+            .unwrap()
+    );
+}
+
+/// Every suite function, by name, for runners that iterate (the PostgreSQL test).
+pub type SuiteFn = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        pub fn all_tests() -> Vec<(&'static str, SuiteFn)> {
+            vec![$((stringify!($name), (|env| Box::pin($name(env))) as SuiteFn)),*]
+        }
+    };
+}
+
+suite!(
+    active_model_insert_invalidates,
+    active_model_update_invalidates,
+    active_model_delete_invalidates,
+    insert_many_invalidates,
+    update_many_invalidates,
+    delete_many_invalidates,
+    raw_sql_write_invalidates,
+    unparsed_raw_sql_bumps_everything,
+    commit_invalidates_after_commit_only,
+    rollback_keeps_cached_results,
+    reads_inside_a_transaction_see_its_writes,
+    nested_transactions,
+    transaction_closure_commits_and_rolls_back,
+    join_invalidated_by_write_to_second_table,
+    shapes_count_paginate_json_tuple,
+    tags_and_explicit_invalidation,
+    cached_query_macro_is_invalidated,
+    entity_cache_is_invalidated_per_row,
+    cached_results_equal_the_database_field_for_field,
+);
