@@ -81,6 +81,11 @@ pub(crate) struct Deployment {
     url: DeploymentUrl,
     pub(crate) router: Arc<Router>,
     pool: Pool,
+    /// Connections that carry only (S)SUBSCRIBE: redis-rs takes a push the server sends
+    /// on its own (the `sunsubscribe` of a slot that moved away) as the reply to the
+    /// oldest request in flight, which on a data connection would shift every later
+    /// reply by one (issue 3, found by `tests/topology.rs`).
+    subscriptions: Pool,
     replicas: Option<Pool>,
     subscriber: Subscriber,
     resubscriber: OnceLock<()>,
@@ -103,6 +108,7 @@ impl Deployment {
         Deployment {
             subscriber: Subscriber::new(routes.clone(), router.is_cluster()),
             router: Arc::new(router),
+            subscriptions: Pool::new(settings.clone(), Some(routes.clone()), false),
             pool: Pool::new(settings, Some(routes), false),
             replicas,
             resubscriber: OnceLock::new(),
@@ -140,15 +146,58 @@ impl Deployment {
         sender: &tokio::sync::broadcast::Sender<partcache::store::raw::RawEvent>,
     ) -> Result<()> {
         let requests = self.subscriber.register(channels, sender);
-        confirmed(self.execute(requests).await?)
+        confirmed(self.execute_subscriptions(requests).await?)
+    }
+
+    /// Runs subscription commands on the subscription connections: apart from the data
+    /// connections on a cluster (see the `subscriptions` field); on a standalone
+    /// server, whose plain channels the server never drops by itself, the data
+    /// connections carry them.
+    pub(crate) async fn execute_subscriptions(&self, requests: Vec<Request>) -> Result<Vec<Value>> {
+        let pools = Pools {
+            primary: if self.router.is_cluster() {
+                &self.subscriptions
+            } else {
+                &self.pool
+            },
+            replicas: None,
+        };
+        self.router.execute(pools, requests).await
     }
 
     pub(crate) async fn execute(&self, requests: Vec<Request>) -> Result<Vec<Value>> {
+        // On a cluster a script's events travel on another connection than its reply:
+        // a PING on the subscription connection of each node that ran a script, sent
+        // after the replies, comes back after those events, so that a call's events
+        // are dispatched before it returns (a listener subscribed afterwards never
+        // sees them; the conformance suite checks it).
+        let barrier: Vec<u16> = if self.router.is_cluster() && self.subscriber.is_active() {
+            let mut slots: Vec<u16> = requests
+                .iter()
+                .filter(|r| r.script.is_some())
+                .map(|r| r.slot)
+                .collect();
+            slots.sort_unstable();
+            slots.dedup();
+            slots
+        } else {
+            Vec::new()
+        };
         let pools = Pools {
             primary: &self.pool,
             replicas: self.replicas.as_ref(),
         };
-        self.router.execute(pools, requests).await
+        let replies = self.router.execute(pools, requests).await?;
+        if !barrier.is_empty() {
+            let pings = barrier
+                .into_iter()
+                .map(|slot| Request::new(slot, redis::cmd("PING")))
+                .collect();
+            // Best effort: a broken subscription connection is restored by the
+            // resubscribe loop; the call itself succeeded.
+            let _ = self.execute_subscriptions(pings).await;
+        }
+        Ok(replies)
     }
 
     pub(crate) async fn slot_map(&self) -> Result<Arc<SlotMap>> {

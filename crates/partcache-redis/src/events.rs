@@ -4,12 +4,16 @@
 //! to the channels of the caches it opened.
 //!
 //! A message is one byte of kind (`C`reated, `U`pdated, `R`emoved, e`X`pired,
-//! e`V`icted) followed by the blob. The data connection to each node (RESP3) is also
-//! subscribed to the channels of that node's partitions, so messages arrive in
-//! publication order (the events of one partition in order) and a write's own events
-//! arrive before its reply. When a subscription connection breaks (failover) or the
-//! server drops a shard channel (its slot moved), every channel is subscribed again on
-//! its current owner.
+//! e`V`icted) followed by the blob. On a cluster, a RESP3 connection to each node, apart
+//! from the data connections, is subscribed to the channels of that node's partitions,
+//! so messages arrive in publication order (the events of one partition in order); a
+//! PING on it after a script's reply makes the call's events arrive before the call
+//! returns. It is apart because the server unsubscribes a shard channel on
+//! its own when the channel's slot moves, and redis-rs takes that push as the reply to
+//! the oldest request in flight: on a data connection, every later reply would go to
+//! the wrong request. When a subscription connection breaks (failover) or the server
+//! drops a shard channel (its slot moved), every channel is subscribed again on its
+//! current owner.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -51,9 +55,8 @@ struct Route {
 }
 
 /// Which channel's messages go to which cache, shared with the connections' push
-/// handlers. Messages are dispatched synchronously as the connection reads them:
-/// since a script's own client is subscribed on the same connection, the events of a
-/// write reach the cache's channel before the write's reply does.
+/// handlers. Messages are dispatched synchronously as the subscription connection
+/// reads them, so the events of one partition keep their order.
 pub(crate) struct Routes {
     table: RwLock<HashMap<Vec<u8>, Route>>,
     /// Wakes the resubscribe loop.
@@ -156,6 +159,11 @@ impl Subscriber {
         Request::new(slot, cmd)
     }
 
+    /// Whether any channel is subscribed.
+    pub fn is_active(&self) -> bool {
+        !self.routes.table.read().is_empty()
+    }
+
     /// Stops routing `channels` (the store is gone). The server-side subscriptions
     /// stay until the connection closes; messages for them are dropped here.
     pub fn forget(&self, channels: &[(String, u16)]) {
@@ -209,7 +217,11 @@ pub(crate) async fn resubscribe_loop(deployment: Weak<Deployment>, routes: Arc<R
                 break;
             }
             deployment.router.mark_stale();
-            match deployment.execute(requests).await.and_then(confirmed) {
+            match deployment
+                .execute_subscriptions(requests)
+                .await
+                .and_then(confirmed)
+            {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "subscribing to cache events again failed; retrying");

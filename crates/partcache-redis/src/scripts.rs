@@ -20,6 +20,11 @@ pub(crate) struct Script {
 impl Script {
     fn new(name: &'static str, body: &str) -> Script {
         let source = format!("{}\n{}", include_str!("lua/common.lua"), body);
+        Script::whole(name, source)
+    }
+
+    /// A script without the prelude (a fast path that needs none of it).
+    fn whole(name: &'static str, source: String) -> Script {
         let sha = redis::Script::new(&source).get_hash().to_string();
         Script { name, source, sha }
     }
@@ -28,6 +33,8 @@ impl Script {
 /// Every script partcache runs.
 pub(crate) struct Scripts {
     pub write: Script,
+    /// The common unconditional put (see `lua/put.lua`): no prelude.
+    pub put: Script,
     pub get: Script,
     pub contains: Script,
     pub put_many: Script,
@@ -43,6 +50,7 @@ pub(crate) struct Scripts {
 pub(crate) fn scripts() -> &'static Scripts {
     static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         write: Script::new("write", include_str!("lua/write.lua")),
+        put: Script::whole("put", include_str!("lua/put.lua").to_string()),
         get: Script::new("get", include_str!("lua/get.lua")),
         contains: Script::new("contains", include_str!("lua/contains.lua")),
         put_many: Script::new("put_many", include_str!("lua/put_many.lua")),

@@ -52,6 +52,9 @@ pub(crate) struct StoreInner {
     publish: bool,
     /// Reads need no bookkeeping: plain `MGET`, one round trip, no script.
     plain_reads: bool,
+    /// Plain puts (no condition, TTL or previous value) may use `lua/put.lua`: no
+    /// expiry policy, no max-idle, no budget.
+    fast_puts: bool,
     events: broadcast::Sender<RawEvent>,
 }
 
@@ -107,6 +110,9 @@ impl RedisStore {
             header: header(&spec, publish_mode),
             publish: spec.publish_events,
             plain_reads: !expiry_reads_extend(&spec.expiry) && spec.max_entries.is_none(),
+            fast_puts: matches!(spec.expiry.policy, ExpiryPolicy::Eternal)
+                && spec.expiry.max_idle.is_none()
+                && spec.max_entries.is_none(),
             deployment,
             name: spec.name.clone(),
             layout: Layout::new(spec.partitions.clone()),
@@ -273,6 +279,22 @@ impl StoreInner {
         Ok(())
     }
 
+    /// A `write` (or `put`) script's reply as an outcome.
+    fn write_outcome(&self, reply: Value) -> Result<RawWriteOutcome> {
+        let Value::Array(fields) = self.outcome(reply)? else {
+            return Err(Error::Store("unexpected write reply".into()));
+        };
+        let mut fields = fields.into_iter();
+        let existed = int(fields.next().as_ref()) == 1;
+        let applied = int(fields.next().as_ref()) == 1;
+        let previous = fields.next().and_then(blob);
+        Ok(RawWriteOutcome {
+            existed,
+            applied,
+            previous,
+        })
+    }
+
     fn key_only(&self, blob: &[u8]) -> Vec<u8> {
         // The blob was just encoded by the core, so it splits; fall back to the whole
         // blob rather than fail a write over an event detail.
@@ -281,10 +303,10 @@ impl StoreInner {
             .unwrap_or_else(|_| blob.to_vec())
     }
 
-    /// Runs one reaper step on each of `partitions`; returns the partitions that had a
-    /// full batch due (more may be waiting).
-    pub(crate) async fn reap(&self, partitions: impl Iterator<Item = u16>) -> Result<Vec<u16>> {
-        let partitions: Vec<u16> = partitions.collect();
+    /// Runs one reaper step on each of `partitions`; returns, per partition, whether
+    /// it had a full batch due (more may be waiting) and its earliest deadline left
+    /// (ms since the epoch, server clock).
+    pub(crate) async fn reap(&self, partitions: &[u16]) -> Result<Vec<(bool, Option<u64>)>> {
         let requests = partitions
             .iter()
             .map(|&p| {
@@ -294,20 +316,55 @@ impl StoreInner {
             })
             .collect();
         let replies = self.execute(requests).await?;
-        let mut busy = Vec::new();
-        for (p, reply) in partitions.into_iter().zip(replies) {
-            if int(Some(&self.outcome(reply)?)) >= BATCH as u64 {
-                busy.push(p);
-            }
+        let mut out = Vec::with_capacity(partitions.len());
+        for reply in replies {
+            let Value::Array(pair) = self.outcome(reply)? else {
+                return Err(Error::Store("unexpected reap reply".into()));
+            };
+            let earliest = match pair.get(1) {
+                Some(Value::Int(i)) => u64::try_from(*i).ok(),
+                other => other.and_then(text).and_then(|t| t.parse().ok()),
+            };
+            out.push((int(pair.first()) >= BATCH as u64, earliest));
         }
-        Ok(busy)
+        Ok(out)
+    }
+
+    /// The earliest deadline (ms since the epoch, server clock) of every partition,
+    /// `None` where nothing has one: one cheap `ZRANGE` per partition, pipelined per
+    /// node, so that the reaper visits only partitions with something due.
+    pub(crate) async fn earliest_deadlines(&self) -> Result<Vec<Option<u64>>> {
+        let requests = (0..self.partitions())
+            .map(|p| {
+                let index = self.layout.index_key(p);
+                let deadlines = format!("{}dl", &index[..index.len() - 2]);
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(deadlines).arg(0).arg(0).arg("WITHSCORES");
+                Request::new(self.layout.slot(p), cmd)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(usize::from(self.partitions()));
+        for reply in self.execute(requests).await? {
+            out.push(match reply {
+                Value::ServerError(e) => {
+                    return Err(Error::Store(format!("ZRANGE failed: {e:?}")));
+                }
+                reply => first_score(&reply),
+            });
+        }
+        Ok(out)
     }
 
     /// Reaps every partition until none has due entries left.
     pub(crate) async fn reap_all(&self) -> Result<()> {
         let mut partitions: Vec<u16> = (0..self.layout.partitions()).collect();
         while !partitions.is_empty() {
-            partitions = self.reap(partitions.into_iter()).await?;
+            let steps = self.reap(&partitions).await?;
+            partitions = partitions
+                .into_iter()
+                .zip(steps)
+                .filter_map(|(p, (busy, _))| busy.then_some(p))
+                .collect();
         }
         Ok(())
     }
@@ -396,6 +453,24 @@ impl StoreInner {
         }
         Ok((next, found))
     }
+}
+
+/// The score of a `ZRANGE … WITHSCORES` reply's first member (RESP2: a flat array;
+/// RESP3: an array of pairs), truncated to an integer.
+fn first_score(reply: &Value) -> Option<u64> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    let score = match items.first()? {
+        Value::Array(pair) => pair.get(1)?,
+        _ => items.get(1)?,
+    };
+    let score = match score {
+        Value::Double(d) => *d,
+        Value::Int(i) => *i as f64,
+        other => text(other)?.parse().ok()?,
+    };
+    (score >= 0.0).then_some(score as u64)
 }
 
 fn int(v: Option<&Value>) -> u64 {
@@ -509,6 +584,30 @@ impl RawStore for RedisStore {
     async fn write(&self, key: &RawKey, write: RawWrite) -> Result<RawWriteOutcome> {
         let s = &self.inner;
         s.by_partition(std::iter::once(key))?;
+        if let (true, RawCondition::Always, RawAction::Put { blob, ttl: None }, false) = (
+            s.fast_puts,
+            &write.condition,
+            &write.action,
+            write.want_previous,
+        ) {
+            let p = key.partition;
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&scripts().put.sha)
+                .arg(1)
+                .arg(s.layout.index_key(p))
+                .arg(&s.header[4])
+                .arg(s.layout.channel(p))
+                .arg(&key.text)
+                .arg(blob.as_slice());
+            let request = Request {
+                slot: s.layout.slot(p),
+                cmd,
+                script: Some(&scripts().put),
+                read_only: false,
+            };
+            let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
+            return s.write_outcome(reply);
+        }
         let mut r = s.script(&scripts().write, key.partition);
         let (condition, expected) = match &write.condition {
             RawCondition::Always => ("0", &[][..]),
@@ -536,18 +635,7 @@ impl RawStore for RedisStore {
             }
         }
         let reply = s.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
-        let Value::Array(fields) = s.outcome(reply)? else {
-            return Err(Error::Store("unexpected write reply".into()));
-        };
-        let mut fields = fields.into_iter();
-        let existed = int(fields.next().as_ref()) == 1;
-        let applied = int(fields.next().as_ref()) == 1;
-        let previous = fields.next().and_then(blob);
-        Ok(RawWriteOutcome {
-            existed,
-            applied,
-            previous,
-        })
+        s.write_outcome(reply)
     }
 
     async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
