@@ -124,6 +124,11 @@ impl Deployment {
         format!("{kind} {}", self.url.nodes.join(","))
     }
 
+    /// The standalone server's database number (0 on a cluster).
+    pub(crate) fn database(&self) -> i64 {
+        self.url.db
+    }
+
     /// The deployment's event subscriptions.
     pub(crate) fn subscriber(&self) -> &Subscriber {
         &self.subscriber

@@ -36,13 +36,22 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    pub fn new(map: PartitionMap) -> Layout {
+    /// `database` is the standalone server's database number (0 on a cluster): pub/sub
+    /// ignores databases, so it is part of every channel name except database 0's, or
+    /// caches of one name in two databases would hear each other's events.
+    pub fn new(map: PartitionMap, database: i64) -> Layout {
         let name = map.cache_name().to_string();
         let prefixes: Vec<String> = (0..map.partitions())
             .map(|p| format!("pc:{{{}}}:{name}:", map.tag(p)))
             .collect();
         let indexes = prefixes.iter().map(|p| format!("{p}ix")).collect();
-        let channels = prefixes.iter().map(|p| format!("{p}ev")).collect();
+        let channels = prefixes
+            .iter()
+            .map(|p| match database {
+                0 => format!("{p}ev"),
+                db => format!("{p}ev:{db}"),
+            })
+            .collect();
         let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes()) as u32;
         let meta_index = format!("pc:{{{hash:08x}.meta}}:{name}:ix");
         Layout {
@@ -100,7 +109,7 @@ mod tests {
 
     #[test]
     fn every_key_and_channel_of_a_partition_hashes_to_its_slot() {
-        let layout = Layout::new(PartitionMap::new("we{ir}d:name", 7).unwrap());
+        let layout = Layout::new(PartitionMap::new("we{ir}d:name", 7).unwrap(), 0);
         for p in 0..7 {
             let slot = layout.slot(p);
             assert_eq!(key_slot(layout.entry_key(p, "user:{42}").as_bytes()), slot);

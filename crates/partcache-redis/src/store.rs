@@ -105,6 +105,7 @@ impl RedisStore {
             (true, false) => 1,
             (true, true) => 2,
         };
+        let database = deployment.database();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let inner = Arc::new(StoreInner {
             header: header(&spec, publish_mode),
@@ -115,7 +116,7 @@ impl RedisStore {
                 && spec.max_entries.is_none(),
             deployment,
             name: spec.name.clone(),
-            layout: Layout::new(spec.partitions.clone()),
+            layout: Layout::new(spec.partitions.clone(), database),
             codec: spec.codec,
             stats: spec.stats.clone(),
             events,

@@ -165,3 +165,26 @@ async fn a_standalone_balance_report_lists_the_one_server() {
     assert_eq!(report.entries(), 50);
     assert!(report.bytes() >= 50 * 20, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_of_one_name_in_two_databases_do_not_hear_each_others_events() {
+    let url = standalone_url();
+    let name = unique("two-dbs");
+    let in_db1: Cache<u64, String> = common::manager(&format!("{url}/1"))
+        .cache(&name)
+        .build()
+        .await
+        .unwrap();
+    let in_db2: Cache<u64, String> = common::manager(&format!("{url}/2"))
+        .cache(&name)
+        .build()
+        .await
+        .unwrap();
+    let mut rx = in_db2.subscribe(partcache::EventFilter::all());
+    in_db1.put(1, "in db 1".to_string()).await.unwrap();
+    assert_eq!(in_db2.get(&1).await.unwrap(), None);
+    // A write in db 2 itself is the sentinel: it must be the first event db 2 sees.
+    in_db2.put(2, "in db 2".to_string()).await.unwrap();
+    let event = partcache::conformance::next_event(&mut rx).await;
+    assert_eq!(event.key, 2, "an event of database 1 reached database 2");
+}
