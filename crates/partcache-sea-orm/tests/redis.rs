@@ -23,7 +23,9 @@ async fn invalidation_suite_on_a_redis_cluster() {
             // WAL: readers are not blocked by a writer's open transaction.
             use sea_orm::ConnectionTrait;
             let db = sea_orm::Database::connect(&url).await.expect("connect");
-            db.execute_unprepared("PRAGMA journal_mode=WAL").await.expect("wal");
+            db.execute_unprepared("PRAGMA journal_mode=WAL")
+                .await
+                .expect("wal");
             db.close().await.expect("close");
         }
         let env = common::env(&manager, &url, name).await;
