@@ -15,54 +15,13 @@ use sea_orm::{
     Schema,
 };
 
-mod category {
-    use sea_orm::entity::prelude::*;
+// The tests' schema, so the bench measures the entities the suite checks (the `typed`
+// table is not benchmarked).
+#[allow(dead_code)]
+#[path = "../tests/common/entities.rs"]
+mod entities;
 
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
-    #[sea_orm(table_name = "category")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: i32,
-        pub name: String,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-mod product {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
-    #[sea_orm(table_name = "product")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: i32,
-        pub name: String,
-        pub price: i32,
-        pub category_id: i32,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {
-        #[sea_orm(
-            belongs_to = "super::category::Entity",
-            from = "Column::CategoryId",
-            to = "super::category::Column::Id"
-        )]
-        Category,
-    }
-
-    impl Related<super::category::Entity> for Entity {
-        fn to() -> RelationDef {
-            Relation::Category.def()
-        }
-    }
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
+use entities::{category, product};
 
 /// Average time per call of `f`, over at least `min_iters` calls and `min_time`.
 async fn time_per_call<F, Fut>(min_iters: u32, min_time: Duration, mut f: F) -> Duration

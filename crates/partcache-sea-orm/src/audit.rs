@@ -62,11 +62,5 @@ pub(crate) fn write_effect<S: StatementBuilder + ?Sized>(stmt: &S, built: &State
             AccessType::Schema(_) => return RawEffect::Unknown,
         }
     }
-    if written.is_empty() {
-        RawEffect::Read
-    } else {
-        written.sort();
-        written.dedup();
-        RawEffect::Writes(written)
-    }
+    RawEffect::from_written(written)
 }

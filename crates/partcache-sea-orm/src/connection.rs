@@ -1,18 +1,12 @@
 //! [`CachingConnection`]: a `DatabaseConnection` whose every write bumps the versions
 //! of the tables it wrote, so cached results that read them miss from then on.
 
-use std::pin::Pin;
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
-use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, IsolationLevel,
-    QueryResult, Statement, StatementBuilder, TransactionError, TransactionOptions,
-    TransactionSession, TransactionTrait,
-};
-
-use crate::audit::write_effect;
+use crate::delegate::caching_connection_impls;
 use crate::key::row_id;
 use crate::query_cache::QueryCache;
-use crate::sql::{RawEffect, is_pure_insert, raw_effect, row_target};
+use crate::sql::{RawEffect, is_pure_insert, row_target};
 use crate::transaction::{CachingTransaction, TxState};
 use crate::versions::Version;
 
@@ -159,13 +153,18 @@ impl CachingConnection {
         &self.cache
     }
 
-    async fn after_write(&self, plan: WritePlan) {
+    /// Runs a write, then bumps what it planned: after the statement returns, whether
+    /// it succeeded or not (see the type's documentation).
+    async fn around_write<T>(&self, plan: WritePlan, run: impl Future<Output = T>) -> T {
+        let result = run.await;
         if !plan.is_empty() {
             self.cache.inner.versions.bump(plan.keys).await;
         }
+        result
     }
 
-    fn wrap(&self, tx: sea_orm::DatabaseTransaction) -> CachingTransaction {
+    /// A transaction begun here: outermost, so nothing encloses it.
+    fn adopt(&self, tx: sea_orm::DatabaseTransaction) -> CachingTransaction {
         CachingTransaction::new(tx, self.cache.clone(), Vec::new())
     }
 }
@@ -179,159 +178,5 @@ impl CacheAware for CachingConnection {
     }
 }
 
-#[async_trait::async_trait]
-impl ConnectionTrait for CachingConnection {
-    fn get_database_backend(&self) -> DbBackend {
-        self.db.get_database_backend()
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        let plan = plan_write(&self.cache, &stmt, raw_effect(&stmt.sql)).await;
-        let result = self.db.execute_raw(stmt).await;
-        self.after_write(plan).await;
-        result
-    }
-
-    async fn execute<S: StatementBuilder>(&self, stmt: &S) -> Result<ExecResult, DbErr> {
-        let built = self.get_database_backend().build(stmt);
-        let plan = plan_write(&self.cache, &built, write_effect(stmt, &built)).await;
-        let result = self.db.execute_raw(built).await;
-        self.after_write(plan).await;
-        result
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        let stmt = Statement::from_string(self.get_database_backend(), sql);
-        let plan = plan_write(&self.cache, &stmt, raw_effect(sql)).await;
-        let result = self.db.execute_unprepared(sql).await;
-        self.after_write(plan).await;
-        result
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        let plan = plan_write(&self.cache, &stmt, raw_effect(&stmt.sql)).await;
-        let result = self.db.query_one_raw(stmt).await;
-        self.after_write(plan).await;
-        result
-    }
-
-    async fn query_one<S: StatementBuilder>(&self, stmt: &S) -> Result<Option<QueryResult>, DbErr> {
-        // `INSERT/UPDATE ... RETURNING` come this way.
-        let built = self.get_database_backend().build(stmt);
-        let plan = plan_write(&self.cache, &built, write_effect(stmt, &built)).await;
-        let result = self.db.query_one_raw(built).await;
-        self.after_write(plan).await;
-        result
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let plan = plan_write(&self.cache, &stmt, raw_effect(&stmt.sql)).await;
-        let result = self.db.query_all_raw(stmt).await;
-        self.after_write(plan).await;
-        result
-    }
-
-    async fn query_all<S: StatementBuilder>(&self, stmt: &S) -> Result<Vec<QueryResult>, DbErr> {
-        let built = self.get_database_backend().build(stmt);
-        let plan = plan_write(&self.cache, &built, write_effect(stmt, &built)).await;
-        let result = self.db.query_all_raw(built).await;
-        self.after_write(plan).await;
-        result
-    }
-
-    fn support_returning(&self) -> bool {
-        self.db.support_returning()
-    }
-
-    fn is_mock_connection(&self) -> bool {
-        self.db.is_mock_connection()
-    }
-}
-
-#[async_trait::async_trait]
-impl TransactionTrait for CachingConnection {
-    type Transaction = CachingTransaction;
-
-    async fn begin(&self) -> Result<CachingTransaction, DbErr> {
-        Ok(self.wrap(self.db.begin().await?))
-    }
-
-    async fn begin_with_config(
-        &self,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<CachingTransaction, DbErr> {
-        Ok(self.wrap(
-            self.db
-                .begin_with_config(isolation_level, access_mode)
-                .await?,
-        ))
-    }
-
-    async fn begin_with_options(
-        &self,
-        options: TransactionOptions,
-    ) -> Result<CachingTransaction, DbErr> {
-        Ok(self.wrap(self.db.begin_with_options(options).await?))
-    }
-
-    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c CachingTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        let tx = self.begin().await.map_err(TransactionError::Connection)?;
-        run_transaction(tx, callback).await
-    }
-
-    async fn transaction_with_config<F, T, E>(
-        &self,
-        callback: F,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c CachingTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        let tx = self
-            .begin_with_config(isolation_level, access_mode)
-            .await
-            .map_err(TransactionError::Connection)?;
-        run_transaction(tx, callback).await
-    }
-}
-
-/// Runs `callback` in `tx`: commit on `Ok`, roll back on `Err` (sea-orm's rule).
-pub(crate) async fn run_transaction<F, T, E>(
-    tx: CachingTransaction,
-    callback: F,
-) -> Result<T, TransactionError<E>>
-where
-    F: for<'c> FnOnce(
-            &'c CachingTransaction,
-        ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-        + Send,
-    T: Send,
-    E: std::fmt::Display + std::fmt::Debug + Send,
-{
-    let outcome = callback(&tx).await;
-    match outcome {
-        Ok(value) => {
-            tx.commit().await.map_err(TransactionError::Connection)?;
-            Ok(value)
-        }
-        Err(error) => {
-            tx.rollback().await.map_err(TransactionError::Connection)?;
-            Err(TransactionError::Transaction(error))
-        }
-    }
-}
+// `ConnectionTrait` and `TransactionTrait`, shared with `CachingTransaction`.
+caching_connection_impls!(CachingConnection, db);

@@ -213,6 +213,39 @@ where
     }
 }
 
+/// The executors of a select that sea-orm runs through a selector (`Select::all` is
+/// `into_model().all()`): each converts with `self.selector()` and delegates, so the
+/// select caches exactly what its selector does. `$item` is one result (`$what` names
+/// it in the docs), `$model` the selector's model.
+macro_rules! executors_via_selector {
+    (select = $select:literal, what = $what:literal, item = $item:ty, model = $model:ty) => {
+        #[doc = concat!("Every ", $what, ", as `", $select, "::all` returns them.")]
+        pub async fn all<C: CacheAware>(self, db: &C) -> Result<Vec<$item>, DbErr> {
+            self.selector().all(db).await
+        }
+
+        #[doc = concat!("Every ", $what, ", shared with the cache (no clone of the rows on a hit).")]
+        pub async fn all_shared<C: CacheAware>(self, db: &C) -> Result<Arc<Vec<$item>>, DbErr> {
+            self.selector().all_shared(db).await
+        }
+
+        #[doc = concat!("The first ", $what, ", as `", $select, "::one` returns it.")]
+        pub async fn one<C: CacheAware>(self, db: &C) -> Result<Option<$item>, DbErr> {
+            self.selector().one(db).await
+        }
+
+        /// The number of rows, as `PaginatorTrait::count` returns it.
+        pub async fn count<C: CacheAware>(self, db: &C) -> Result<u64, DbErr> {
+            self.selector().count(db).await
+        }
+
+        #[doc = concat!("Pages of `page_size` ", $what, "s; see [`Cached::<Selector<S>>::paginate`](Cached::paginate).")]
+        pub fn paginate<C: CacheAware>(self, db: &C, page_size: u64) -> CachedPaginator<'_, C, $model> {
+            self.selector().paginate(db, page_size)
+        }
+    };
+}
+
 /// The selector a [`Select`] runs through (`Select::all` is `into_model().all()`).
 type EntitySelector<E> = Selector<SelectModel<<E as EntityTrait>::Model>>;
 
@@ -225,34 +258,12 @@ where
         self.map(|q| q.into_model::<E::Model>())
     }
 
-    /// Every row, as `Select::all` returns them.
-    pub async fn all<C: CacheAware>(self, db: &C) -> Result<Vec<E::Model>, DbErr> {
-        self.selector().all(db).await
-    }
-
-    /// Every row, shared with the cache (no clone of the rows on a hit).
-    pub async fn all_shared<C: CacheAware>(self, db: &C) -> Result<Arc<Vec<E::Model>>, DbErr> {
-        self.selector().all_shared(db).await
-    }
-
-    /// The first row, as `Select::one` returns it.
-    pub async fn one<C: CacheAware>(self, db: &C) -> Result<Option<E::Model>, DbErr> {
-        self.selector().one(db).await
-    }
-
-    /// The number of rows, as `PaginatorTrait::count` returns it.
-    pub async fn count<C: CacheAware>(self, db: &C) -> Result<u64, DbErr> {
-        self.selector().count(db).await
-    }
-
-    /// Pages of `page_size` rows; see [`Cached::<Selector<S>>::paginate`](Cached::paginate).
-    pub fn paginate<C: CacheAware>(
-        self,
-        db: &C,
-        page_size: u64,
-    ) -> CachedPaginator<'_, C, SelectModel<E::Model>> {
-        self.selector().paginate(db, page_size)
-    }
+    executors_via_selector!(
+        select = "Select",
+        what = "row",
+        item = E::Model,
+        model = SelectModel<E::Model>
+    );
 }
 
 /// The selector a [`SelectTwo`] runs through.
@@ -270,43 +281,12 @@ where
         self.map(|q| q.into_model::<E::Model, F::Model>())
     }
 
-    /// Every row pair, as `SelectTwo::all` returns them.
-    pub async fn all<C: CacheAware>(
-        self,
-        db: &C,
-    ) -> Result<Vec<(E::Model, Option<F::Model>)>, DbErr> {
-        self.selector().all(db).await
-    }
-
-    /// Every row pair, shared with the cache.
-    pub async fn all_shared<C: CacheAware>(
-        self,
-        db: &C,
-    ) -> Result<Arc<Vec<(E::Model, Option<F::Model>)>>, DbErr> {
-        self.selector().all_shared(db).await
-    }
-
-    /// The first row pair, as `SelectTwo::one` returns it.
-    pub async fn one<C: CacheAware>(
-        self,
-        db: &C,
-    ) -> Result<Option<(E::Model, Option<F::Model>)>, DbErr> {
-        self.selector().one(db).await
-    }
-
-    /// The number of rows, as `PaginatorTrait::count` returns it.
-    pub async fn count<C: CacheAware>(self, db: &C) -> Result<u64, DbErr> {
-        self.selector().count(db).await
-    }
-
-    /// Pages of `page_size` row pairs.
-    pub fn paginate<C: CacheAware>(
-        self,
-        db: &C,
-        page_size: u64,
-    ) -> CachedPaginator<'_, C, SelectTwoModel<E::Model, F::Model>> {
-        self.selector().paginate(db, page_size)
-    }
+    executors_via_selector!(
+        select = "SelectTwo",
+        what = "row pair",
+        item = (E::Model, Option<F::Model>),
+        model = SelectTwoModel<E::Model, F::Model>
+    );
 }
 
 impl<E, F> Cached<SelectTwoMany<E, F>>

@@ -93,6 +93,7 @@
 
 mod audit;
 mod connection;
+mod delegate;
 mod entity_cache;
 mod ext;
 mod key;

@@ -196,6 +196,20 @@ pub(crate) enum RawEffect {
     Unknown,
 }
 
+impl RawEffect {
+    /// The effect of writing `written` (in any order, with repeats): the one place the
+    /// table list is put in canonical form, for the SQL reader and the statement audit.
+    pub(crate) fn from_written(mut written: Vec<String>) -> RawEffect {
+        if written.is_empty() {
+            RawEffect::Read
+        } else {
+            written.sort();
+            written.dedup();
+            RawEffect::Writes(written)
+        }
+    }
+}
+
 /// Classifies every statement in `sql` and merges the answers.
 pub(crate) fn raw_effect(sql: &str) -> RawEffect {
     let mut written = Vec::new();
@@ -206,13 +220,7 @@ pub(crate) fn raw_effect(sql: &str) -> RawEffect {
             RawEffect::Unknown => return RawEffect::Unknown,
         }
     }
-    if written.is_empty() {
-        RawEffect::Read
-    } else {
-        written.sort();
-        written.dedup();
-        RawEffect::Writes(written)
-    }
+    RawEffect::from_written(written)
 }
 
 const WRITE_WORDS: [&str; 7] = [

@@ -1,20 +1,14 @@
 //! [`CachingTransaction`]: a transaction whose version bumps wait for its commit.
 
 use std::collections::{BTreeSet, HashSet};
-use std::pin::Pin;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, IsolationLevel,
-    QueryResult, Statement, StatementBuilder, TransactionError, TransactionOptions,
-    TransactionSession, TransactionTrait,
-};
+use sea_orm::{DatabaseTransaction, DbErr, TransactionSession};
 
-use crate::audit::write_effect;
-use crate::connection::{CacheAware, CacheScope, WritePlan, plan_write, run_transaction};
+use crate::connection::{CacheAware, CacheScope, WritePlan};
+use crate::delegate::caching_connection_impls;
 use crate::query_cache::QueryCache;
-use crate::sql::raw_effect;
 
 /// The bumps a transaction owes the store, applied at its commit.
 #[derive(Debug, Default)]
@@ -99,13 +93,17 @@ impl CachingTransaction {
         &self.tx
     }
 
-    fn record(&self, plan: WritePlan) {
+    /// Records what a write planned, then runs it: the bumps wait for the commit. The
+    /// record comes first so a write cancelled mid-flight is still owed.
+    async fn around_write<T>(&self, plan: WritePlan, run: impl Future<Output = T>) -> T {
         if !plan.is_empty() {
             self.state.own.lock().absorb(plan);
         }
+        run.await
     }
 
-    fn nested(&self, tx: DatabaseTransaction) -> CachingTransaction {
+    /// A transaction begun inside this one: nested, it sees this one's writes.
+    fn adopt(&self, tx: DatabaseTransaction) -> CachingTransaction {
         let mut ancestors = self.state.ancestors.clone();
         ancestors.push(self.state.own.clone());
         CachingTransaction::new(tx, self.cache.clone(), ancestors)
@@ -121,59 +119,8 @@ impl CacheAware for CachingTransaction {
     }
 }
 
-#[async_trait::async_trait]
-impl ConnectionTrait for CachingTransaction {
-    fn get_database_backend(&self) -> DbBackend {
-        self.tx.get_database_backend()
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        self.record(plan_write(&self.cache, &stmt, raw_effect(&stmt.sql)).await);
-        self.tx.execute_raw(stmt).await
-    }
-
-    async fn execute<S: StatementBuilder>(&self, stmt: &S) -> Result<ExecResult, DbErr> {
-        let built = self.get_database_backend().build(stmt);
-        self.record(plan_write(&self.cache, &built, write_effect(stmt, &built)).await);
-        self.tx.execute_raw(built).await
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        let stmt = Statement::from_string(self.get_database_backend(), sql);
-        self.record(plan_write(&self.cache, &stmt, raw_effect(sql)).await);
-        self.tx.execute_unprepared(sql).await
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.record(plan_write(&self.cache, &stmt, raw_effect(&stmt.sql)).await);
-        self.tx.query_one_raw(stmt).await
-    }
-
-    async fn query_one<S: StatementBuilder>(&self, stmt: &S) -> Result<Option<QueryResult>, DbErr> {
-        let built = self.get_database_backend().build(stmt);
-        self.record(plan_write(&self.cache, &built, write_effect(stmt, &built)).await);
-        self.tx.query_one_raw(built).await
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.record(plan_write(&self.cache, &stmt, raw_effect(&stmt.sql)).await);
-        self.tx.query_all_raw(stmt).await
-    }
-
-    async fn query_all<S: StatementBuilder>(&self, stmt: &S) -> Result<Vec<QueryResult>, DbErr> {
-        let built = self.get_database_backend().build(stmt);
-        self.record(plan_write(&self.cache, &built, write_effect(stmt, &built)).await);
-        self.tx.query_all_raw(built).await
-    }
-
-    fn support_returning(&self) -> bool {
-        self.tx.support_returning()
-    }
-
-    fn is_mock_connection(&self) -> bool {
-        self.tx.is_mock_connection()
-    }
-}
+// `ConnectionTrait` and `TransactionTrait`, shared with `CachingConnection`.
+caching_connection_impls!(CachingTransaction, tx);
 
 #[async_trait::async_trait]
 impl TransactionSession for CachingTransaction {
@@ -197,67 +144,5 @@ impl TransactionSession for CachingTransaction {
     async fn rollback(self) -> Result<(), DbErr> {
         // The pending bumps are dropped with `self`.
         self.tx.rollback().await
-    }
-}
-
-#[async_trait::async_trait]
-impl TransactionTrait for CachingTransaction {
-    type Transaction = CachingTransaction;
-
-    async fn begin(&self) -> Result<CachingTransaction, DbErr> {
-        Ok(self.nested(self.tx.begin().await?))
-    }
-
-    async fn begin_with_config(
-        &self,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<CachingTransaction, DbErr> {
-        Ok(self.nested(
-            self.tx
-                .begin_with_config(isolation_level, access_mode)
-                .await?,
-        ))
-    }
-
-    async fn begin_with_options(
-        &self,
-        options: TransactionOptions,
-    ) -> Result<CachingTransaction, DbErr> {
-        Ok(self.nested(self.tx.begin_with_options(options).await?))
-    }
-
-    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c CachingTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        let tx = self.begin().await.map_err(TransactionError::Connection)?;
-        run_transaction(tx, callback).await
-    }
-
-    async fn transaction_with_config<F, T, E>(
-        &self,
-        callback: F,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c CachingTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        let tx = self
-            .begin_with_config(isolation_level, access_mode)
-            .await
-            .map_err(TransactionError::Connection)?;
-        run_transaction(tx, callback).await
     }
 }

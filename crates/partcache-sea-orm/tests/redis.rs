@@ -18,16 +18,7 @@ async fn invalidation_suite_on_a_redis_cluster() {
     let dir = tempfile::tempdir().expect("temp dir");
     for (i, (name, test)) in common::all_tests().into_iter().enumerate() {
         let path = dir.path().join(format!("suite_{i}.sqlite"));
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        {
-            // WAL: readers are not blocked by a writer's open transaction.
-            use sea_orm::ConnectionTrait;
-            let db = sea_orm::Database::connect(&url).await.expect("connect");
-            db.execute_unprepared("PRAGMA journal_mode=WAL")
-                .await
-                .expect("wal");
-            db.close().await.expect("close");
-        }
+        let url = common::sqlite_wal_url(&path).await;
         let env = common::env(&manager, &url, name).await;
         eprintln!("redis cluster: {name}");
         test(env).await;

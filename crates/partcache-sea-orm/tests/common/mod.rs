@@ -27,6 +27,18 @@ pub struct Env {
     pub eb: EntityCache,
 }
 
+/// A fresh SQLite database file at `path` in WAL mode (readers are not blocked by a
+/// writer's open transaction), as a connection URL.
+pub async fn sqlite_wal_url(path: &std::path::Path) -> String {
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let db = Database::connect(&url).await.expect("connect");
+    db.execute_unprepared("PRAGMA journal_mode=WAL")
+        .await
+        .expect("wal");
+    db.close().await.expect("close");
+    url
+}
+
 pub async fn env(manager: &CacheManager, url: &str, ns: &str) -> Env {
     let qa = QueryCache::new(manager, ns).await.expect("query cache a");
     let qb = QueryCache::new(manager, ns).await.expect("query cache b");
@@ -117,17 +129,37 @@ async fn assert_fresh(env: &Env) -> Vec<product::Model> {
     cached
 }
 
-pub async fn active_model_insert_invalidates(env: Env) {
-    let before = warm(&env).await;
+/// Inserts a product through `db`.
+async fn insert_product(db: &impl ConnectionTrait, id: i32, name: &str, price: i32, category: i32) {
     product::ActiveModel {
-        id: Set(50),
-        name: Set("new".into()),
-        price: Set(1),
-        category_id: Set(1),
+        id: Set(id),
+        name: Set(name.into()),
+        price: Set(price),
+        category_id: Set(category),
     }
-    .insert(&env.a)
+    .insert(db)
     .await
     .unwrap();
+}
+
+/// Sets product `id`'s price through `db` (a connection or a transaction).
+async fn set_price(
+    db: &impl ConnectionTrait,
+    id: i32,
+    price: i32,
+) -> Result<product::Model, sea_orm::DbErr> {
+    product::ActiveModel {
+        id: Set(id),
+        price: Set(price),
+        ..Default::default()
+    }
+    .update(db)
+    .await
+}
+
+pub async fn active_model_insert_invalidates(env: Env) {
+    let before = warm(&env).await;
+    insert_product(&env.a, 50, "new", 1, 1).await;
     let after = assert_fresh(&env).await;
     assert_eq!(after.len(), before.len() + 1);
 }
@@ -241,14 +273,7 @@ pub async fn unparsed_raw_sql_bumps_everything(env: Env) {
 pub async fn commit_invalidates_after_commit_only(env: Env) {
     let before = warm(&env).await;
     let tx = env.a.begin().await.unwrap();
-    product::ActiveModel {
-        id: Set(1),
-        price: Set(55),
-        ..Default::default()
-    }
-    .update(&tx)
-    .await
-    .unwrap();
+    set_price(&tx, 1, 55).await.unwrap();
     // Not yet committed: the other connection still sees (and is served) the old state.
     let h = hits(env.qb.stats());
     let during = cheap().cached(&env.qb).all(&env.b).await;
@@ -266,14 +291,7 @@ pub async fn commit_invalidates_after_commit_only(env: Env) {
 pub async fn rollback_keeps_cached_results(env: Env) {
     let before = warm(&env).await;
     let tx = env.a.begin().await.unwrap();
-    product::ActiveModel {
-        id: Set(1),
-        price: Set(66),
-        ..Default::default()
-    }
-    .update(&tx)
-    .await
-    .unwrap();
+    set_price(&tx, 1, 66).await.unwrap();
     product::Entity::delete_many().exec(&tx).await.unwrap();
     tx.rollback().await.unwrap();
     let h = hits(env.qb.stats());
@@ -288,14 +306,7 @@ pub async fn reads_inside_a_transaction_see_its_writes(env: Env) {
     // Also cache the same query through `a`'s query cache.
     cheap().cached(&env.qa).all(&env.a).await.unwrap();
     let tx = env.a.begin().await.unwrap();
-    product::ActiveModel {
-        id: Set(2),
-        price: Set(88),
-        ..Default::default()
-    }
-    .update(&tx)
-    .await
-    .unwrap();
+    set_price(&tx, 2, 88).await.unwrap();
     let inside = cheap().cached(&env.qa).all(&tx).await.unwrap();
     assert_eq!(inside.iter().find(|p| p.id == 2).map(|p| p.price), Some(88));
     let row = env
@@ -327,14 +338,7 @@ pub async fn nested_transactions(env: Env) {
     warm(&env).await;
     let outer = env.a.begin().await.unwrap();
     let inner = outer.begin().await.unwrap();
-    product::ActiveModel {
-        id: Set(3),
-        price: Set(31),
-        ..Default::default()
-    }
-    .update(&inner)
-    .await
-    .unwrap();
+    set_price(&inner, 3, 31).await.unwrap();
     inner.commit().await.unwrap();
     let inner2 = outer.begin().await.unwrap();
     category::ActiveModel {
@@ -356,13 +360,7 @@ pub async fn transaction_closure_commits_and_rolls_back(env: Env) {
         .a
         .transaction(|tx| {
             Box::pin(async move {
-                product::ActiveModel {
-                    id: Set(6),
-                    price: Set(61),
-                    ..Default::default()
-                }
-                .update(tx)
-                .await?;
+                set_price(tx, 6, 61).await?;
                 Err(sea_orm::DbErr::Custom("abort".into()))
             })
         })
@@ -378,13 +376,7 @@ pub async fn transaction_closure_commits_and_rolls_back(env: Env) {
     env.a
         .transaction::<_, _, sea_orm::DbErr>(|tx| {
             Box::pin(async move {
-                product::ActiveModel {
-                    id: Set(6),
-                    price: Set(62),
-                    ..Default::default()
-                }
-                .update(tx)
-                .await?;
+                set_price(tx, 6, 62).await?;
                 Ok(())
             })
         })
@@ -476,45 +468,30 @@ pub async fn shapes_count_paginate_json_tuple(env: Env) {
     );
 }
 
+/// Reads `cheap()` through `b`'s cache, tagged "catalog".
+async fn read_tagged(env: &Env) -> Vec<product::Model> {
+    cheap()
+        .cached(&env.qb)
+        .tags(["catalog"])
+        .all(&env.b)
+        .await
+        .unwrap()
+}
+
 pub async fn tags_and_explicit_invalidation(env: Env) {
     let q = &env.qb;
-    cheap()
-        .cached(q)
-        .tags(["catalog"])
-        .all(&env.b)
-        .await
-        .unwrap();
+    read_tagged(&env).await;
     let m = q.stats().misses;
-    cheap()
-        .cached(q)
-        .tags(["catalog"])
-        .all(&env.b)
-        .await
-        .unwrap();
+    read_tagged(&env).await;
     assert_eq!(q.stats().misses, m);
     env.qa.invalidate_tags(["catalog"]).await;
-    cheap()
-        .cached(q)
-        .tags(["catalog"])
-        .all(&env.b)
-        .await
-        .unwrap();
+    read_tagged(&env).await;
     assert_eq!(q.stats().misses, m + 1);
     env.qa.invalidate_table("PRODUCT").await;
-    cheap()
-        .cached(q)
-        .tags(["catalog"])
-        .all(&env.b)
-        .await
-        .unwrap();
+    read_tagged(&env).await;
     assert_eq!(q.stats().misses, m + 2);
     env.qa.invalidate_all().await;
-    cheap()
-        .cached(q)
-        .tags(["catalog"])
-        .all(&env.b)
-        .await
-        .unwrap();
+    read_tagged(&env).await;
     assert_eq!(q.stats().misses, m + 3);
 }
 
@@ -530,70 +507,30 @@ pub async fn cached_query_macro_is_invalidated(env: Env) {
     }
     let t1 = total(&env.qb, &env.b).await;
     assert_eq!(total(&env.qb, &env.b).await, t1);
-    product::ActiveModel {
-        id: Set(1),
-        price: Set(1000),
-        ..Default::default()
-    }
-    .update(&env.a)
-    .await
-    .unwrap();
+    set_price(&env.a, 1, 1000).await.unwrap();
     assert_eq!(total(&env.qb, &env.b).await, t1 - 2 + 1000);
 }
 
+/// Product `id` through `b`'s entity cache.
+async fn cached_product(env: &Env, id: i32) -> Option<product::Model> {
+    env.eb
+        .find_by_id::<product::Entity, _>(&env.b, id)
+        .await
+        .unwrap()
+}
+
 pub async fn entity_cache_is_invalidated_per_row(env: Env) {
-    let e = &env.eb;
-    let db = &env.b;
-    let p1 = e
-        .find_by_id::<product::Entity, _>(db, 1)
-        .await
-        .unwrap()
-        .unwrap();
-    let p2 = e
-        .find_by_id::<product::Entity, _>(db, 2)
-        .await
-        .unwrap()
-        .unwrap();
+    let p1 = cached_product(&env, 1).await.unwrap();
+    let p2 = cached_product(&env, 2).await.unwrap();
     let h = env.qb.stats().hits;
-    assert_eq!(
-        e.find_by_id::<product::Entity, _>(db, 1)
-            .await
-            .unwrap()
-            .as_ref(),
-        Some(&p1)
-    );
-    assert_eq!(
-        e.find_by_id::<product::Entity, _>(db, 2)
-            .await
-            .unwrap()
-            .as_ref(),
-        Some(&p2)
-    );
+    assert_eq!(cached_product(&env, 1).await.as_ref(), Some(&p1));
+    assert_eq!(cached_product(&env, 2).await.as_ref(), Some(&p2));
     assert_eq!(env.qb.stats().hits, h + 2);
     // A single-row update through the other connection: row 1 misses, row 2 still hits.
-    product::ActiveModel {
-        id: Set(1),
-        price: Set(501),
-        ..Default::default()
-    }
-    .update(&env.a)
-    .await
-    .unwrap();
+    set_price(&env.a, 1, 501).await.unwrap();
     let h = env.qb.stats().hits;
-    assert_eq!(
-        e.find_by_id::<product::Entity, _>(db, 1)
-            .await
-            .unwrap()
-            .map(|p| p.price),
-        Some(501)
-    );
-    assert_eq!(
-        e.find_by_id::<product::Entity, _>(db, 2)
-            .await
-            .unwrap()
-            .as_ref(),
-        Some(&p2)
-    );
+    assert_eq!(cached_product(&env, 1).await.map(|p| p.price), Some(501));
+    assert_eq!(cached_product(&env, 2).await.as_ref(), Some(&p2));
     assert_eq!(env.qb.stats().hits, h + 1, "only row 2 is a hit");
     // An update_many filtered on the key, with an i64 literal: still that row only.
     product::Entity::update_many()
@@ -602,13 +539,7 @@ pub async fn entity_cache_is_invalidated_per_row(env: Env) {
         .exec(&env.a)
         .await
         .unwrap();
-    assert_eq!(
-        e.find_by_id::<product::Entity, _>(db, 1)
-            .await
-            .unwrap()
-            .map(|p| p.price),
-        Some(502)
-    );
+    assert_eq!(cached_product(&env, 1).await.map(|p| p.price), Some(502));
     // A bulk write: every row of the table misses.
     product::Entity::update_many()
         .col_expr(product::Column::Price, Expr::value(7))
@@ -617,34 +548,14 @@ pub async fn entity_cache_is_invalidated_per_row(env: Env) {
         .await
         .unwrap();
     let m = env.qb.stats().misses;
-    assert_eq!(
-        e.find_by_id::<product::Entity, _>(db, 2)
-            .await
-            .unwrap()
-            .map(|p| p.price),
-        Some(7)
-    );
+    assert_eq!(cached_product(&env, 2).await.map(|p| p.price), Some(7));
     assert_eq!(env.qb.stats().misses, m + 1);
     // Delete of a row: it is gone from the cache too; missing rows are not cached.
     product::Entity::delete_by_id(2).exec(&env.a).await.unwrap();
+    assert_eq!(cached_product(&env, 2).await, None);
+    insert_product(&env.a, 2, "back", 1, 1).await;
     assert_eq!(
-        e.find_by_id::<product::Entity, _>(db, 2).await.unwrap(),
-        None
-    );
-    product::ActiveModel {
-        id: Set(2),
-        name: Set("back".into()),
-        price: Set(1),
-        category_id: Set(1),
-    }
-    .insert(&env.a)
-    .await
-    .unwrap();
-    assert_eq!(
-        e.find_by_id::<product::Entity, _>(db, 2)
-            .await
-            .unwrap()
-            .map(|p| p.name),
+        cached_product(&env, 2).await.map(|p| p.name),
         Some("back".into())
     );
     // Raw SQL on the table: a bulk write.
@@ -653,10 +564,7 @@ pub async fn entity_cache_is_invalidated_per_row(env: Env) {
         .await
         .unwrap();
     assert_eq!(
-        e.find_by_id::<product::Entity, _>(db, 2)
-            .await
-            .unwrap()
-            .map(|p| p.name),
+        cached_product(&env, 2).await.map(|p| p.name),
         Some("raw".into())
     );
 }
@@ -724,22 +632,18 @@ pub async fn cached_results_equal_the_database_field_for_field(env: Env) {
     // Through the other process's cache and the entity cache too.
     assert_eq!(q().cached(&env.qa).all(&env.a).await.unwrap(), truth);
     for row in &truth {
-        assert_eq!(
-            env.eb
-                .find_by_id::<typed::Entity, _>(&env.b, row.id)
-                .await
-                .unwrap()
-                .as_ref(),
-            Some(row)
-        );
-        assert_eq!(
-            env.eb
-                .find_by_id::<typed::Entity, _>(&env.b, row.id)
-                .await
-                .unwrap()
-                .as_ref(),
-            Some(row)
-        );
+        // Twice: the first read fills the entity cache, the second is served from it.
+        for read in ["miss", "hit"] {
+            assert_eq!(
+                env.eb
+                    .find_by_id::<typed::Entity, _>(&env.b, row.id)
+                    .await
+                    .unwrap()
+                    .as_ref(),
+                Some(row),
+                "{read}"
+            );
+        }
     }
     // Filtering on a JSON-valued bind and NULLs keys correctly.
     let nulls = typed::Entity::find()
@@ -769,24 +673,33 @@ macro_rules! suite {
     };
 }
 
-suite!(
-    active_model_insert_invalidates,
-    active_model_update_invalidates,
-    active_model_delete_invalidates,
-    insert_many_invalidates,
-    update_many_invalidates,
-    delete_many_invalidates,
-    raw_sql_write_invalidates,
-    unparsed_raw_sql_bumps_everything,
-    commit_invalidates_after_commit_only,
-    rollback_keeps_cached_results,
-    reads_inside_a_transaction_see_its_writes,
-    nested_transactions,
-    transaction_closure_commits_and_rolls_back,
-    join_invalidated_by_write_to_second_table,
-    shapes_count_paginate_json_tuple,
-    tags_and_explicit_invalidation,
-    cached_query_macro_is_invalidated,
-    entity_cache_is_invalidated_per_row,
-    cached_results_equal_the_database_field_for_field,
-);
+/// Calls the macro `$runner` with the name of every suite function: the one list, for
+/// `all_tests` here and for runners that want one `#[test]` each (the SQLite tests,
+/// which reach it through `#[macro_use] mod common`).
+macro_rules! with_suite_fns {
+    ($runner:ident) => {
+        $runner!(
+            active_model_insert_invalidates,
+            active_model_update_invalidates,
+            active_model_delete_invalidates,
+            insert_many_invalidates,
+            update_many_invalidates,
+            delete_many_invalidates,
+            raw_sql_write_invalidates,
+            unparsed_raw_sql_bumps_everything,
+            commit_invalidates_after_commit_only,
+            rollback_keeps_cached_results,
+            reads_inside_a_transaction_see_its_writes,
+            nested_transactions,
+            transaction_closure_commits_and_rolls_back,
+            join_invalidated_by_write_to_second_table,
+            shapes_count_paginate_json_tuple,
+            tags_and_explicit_invalidation,
+            cached_query_macro_is_invalidated,
+            entity_cache_is_invalidated_per_row,
+            cached_results_equal_the_database_field_for_field,
+        );
+    };
+}
+
+with_suite_fns!(suite);
