@@ -375,12 +375,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             action: put(value.into(), None),
             want_previous: false,
         };
-        let outcome = self.write(&key, write).await;
-        let outcome = self.track(outcome)?;
-        self.count_lookup(outcome.existed);
-        if outcome.applied {
-            self.inner.stats.puts.incr();
-        }
+        let outcome = self.counted_write(&key, write).await?;
         Ok(outcome.applied)
     }
 
@@ -391,12 +386,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             action: put(value.into(), None),
             want_previous: true,
         };
-        let outcome = self.write(&key, write).await;
-        let outcome = self.track(outcome)?;
-        self.count_lookup(outcome.existed);
-        if outcome.applied {
-            self.inner.stats.puts.incr();
-        }
+        let outcome = self.counted_write(&key, write).await?;
         Ok(outcome.previous)
     }
 
@@ -427,12 +417,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             action: Action::Remove,
             want_previous: false,
         };
-        let outcome = self.write(key, write).await;
-        let outcome = self.track(outcome)?;
-        self.count_lookup(outcome.existed);
-        if outcome.applied {
-            self.inner.stats.removals.incr();
-        }
+        let outcome = self.counted_write(key, write).await?;
         Ok(outcome.applied)
     }
 
@@ -443,12 +428,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             action: Action::Remove,
             want_previous: true,
         };
-        let outcome = self.write(key, write).await;
-        let outcome = self.track(outcome)?;
-        self.count_lookup(outcome.existed);
-        if outcome.applied {
-            self.inner.stats.removals.incr();
-        }
+        let outcome = self.counted_write(key, write).await?;
         Ok(outcome.previous)
     }
 
@@ -459,12 +439,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             action: put(value.into(), None),
             want_previous: false,
         };
-        let outcome = self.write(&key, write).await;
-        let outcome = self.track(outcome)?;
-        self.count_lookup(outcome.existed);
-        if outcome.applied {
-            self.inner.stats.puts.incr();
-        }
+        let outcome = self.counted_write(&key, write).await?;
         Ok(outcome.applied)
     }
 
@@ -483,12 +458,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             action: put(value.into(), None),
             want_previous: false,
         };
-        let outcome = self.write(&key, write).await;
-        let outcome = self.track(outcome)?;
-        self.count_lookup(outcome.existed);
-        if outcome.applied {
-            self.inner.stats.puts.incr();
-        }
+        let outcome = self.counted_write(&key, write).await?;
         Ok(outcome.applied)
     }
 
@@ -503,13 +473,27 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             action: put(value.into(), None),
             want_previous: true,
         };
-        let outcome = self.write(&key, write).await;
+        let outcome = self.counted_write(&key, write).await?;
+        Ok(outcome.previous)
+    }
+
+    /// A JCache compound write (`put_if_absent`, `get_and_*`, `replace*`,
+    /// `remove_if_equals`): counts a hit or a miss for what it found, and a put or a
+    /// removal when it applied.
+    async fn counted_write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>> {
+        let removes = matches!(write.action, Action::Remove);
+        let outcome = self.write(key, write).await;
         let outcome = self.track(outcome)?;
         self.count_lookup(outcome.existed);
         if outcome.applied {
-            self.inner.stats.puts.incr();
+            let stats = &self.inner.stats;
+            if removes {
+                stats.removals.incr()
+            } else {
+                stats.puts.incr()
+            }
         }
-        Ok(outcome.previous)
+        Ok(outcome)
     }
 
     fn count_lookup(&self, existed: bool) {
