@@ -61,6 +61,9 @@ impl RemoteBackend for RedisBackend {
         self.deployment.describe()
     }
 
+    /// Opens the cache; if the deployment is unreachable (a transient error), the
+    /// store is returned anyway and finishes opening on first use once the server
+    /// answers (see `store::OpenState`); other errors (a layout mismatch) fail.
     async fn open(&self, spec: RawCacheSpec) -> Result<Arc<dyn RawStore>> {
         self.deployment.start_resubscriber();
         Ok(Arc::new(
@@ -122,6 +125,12 @@ impl Deployment {
             DeploymentKind::Cluster => "redis-cluster",
         };
         format!("{kind} {}", self.url.nodes.join(","))
+    }
+
+    /// The URL's `connect_timeout`; also how often a store that could not open
+    /// (the deployment was unreachable) tries again.
+    pub(crate) fn connect_timeout(&self) -> std::time::Duration {
+        self.url.connect_timeout
     }
 
     /// The standalone server's database number (0 on a cluster).

@@ -3,8 +3,8 @@
 //! `scripts.rs`) that the router sends as one pipeline per node.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -37,7 +37,26 @@ const EVENT_CAPACITY: usize = 4096;
 /// One cache on a Redis deployment. See the module docs.
 pub struct RedisStore {
     pub(crate) inner: Arc<StoreInner>,
-    reaper: tokio::task::JoinHandle<()>,
+    opening: OpenState,
+}
+
+/// Whether the store finished opening (layout check, event subscriptions, reaper).
+///
+/// Opening needs the server. An application that starts while its Redis is down must
+/// still be able to build its caches and serve (fail-open, issue 4), so an open that
+/// fails with a transient error (`Unavailable`/`Timeout`) returns a store that is not
+/// open yet: every operation first tries to finish opening. At most one attempt is in
+/// flight at a time, and a new one starts at most every `retry_every` (the connect
+/// timeout) after the previous one *started* (so that a caller that gives up on an
+/// attempt, e.g. a store timeout dropping its future, cannot make the store hammer a
+/// dead server); meanwhile operations answer `Error::Unavailable` at once. Once open,
+/// the only cost is one atomic load per operation.
+struct OpenState {
+    /// Set (to the reaper) once the store is open; never unset.
+    reaper: OnceLock<tokio::task::JoinHandle<()>>,
+    /// Held by the attempt in flight; when the last attempt started.
+    attempt: tokio::sync::Mutex<Option<Instant>>,
+    retry_every: Duration,
 }
 
 pub(crate) struct StoreInner {
@@ -95,7 +114,10 @@ fn expiry_reads_extend(expiry: &ExpirySettings) -> bool {
 
 impl RedisStore {
     /// Opens (creating if needed) the cache described by `spec` on `deployment`:
-    /// checks the recorded layout, subscribes to its events, starts its reaper.
+    /// checks the recorded layout, subscribes to its events, starts its reaper. If the
+    /// deployment is unreachable (a transient error) the store is returned anyway and
+    /// finishes opening on first use once the server answers (see [`OpenState`]); any
+    /// other error (a layout mismatch) is returned.
     pub(crate) async fn open(
         deployment: Arc<Deployment>,
         spec: RawCacheSpec,
@@ -121,21 +143,69 @@ impl RedisStore {
             stats: spec.stats.clone(),
             events,
         });
-        inner.check_layout().await?;
-        if inner.publish {
-            inner
-                .deployment
-                .subscribe(&inner.channels(), &inner.events)
-                .await?;
+        let store = RedisStore {
+            opening: OpenState {
+                reaper: OnceLock::new(),
+                attempt: tokio::sync::Mutex::new(None),
+                retry_every: inner.deployment.connect_timeout(),
+            },
+            inner,
+        };
+        match store.ready().await {
+            Ok(()) => Ok(store),
+            // The deployment is unreachable: open lazily (see `OpenState`).
+            Err(e) if e.is_transient() => {
+                tracing::warn!(
+                    cache = %store.inner.name,
+                    error = %e,
+                    "the cache's store is unreachable; it opens once the store answers"
+                );
+                Ok(store)
+            }
+            // A wrong layout (partition count, codec) fails `build()`.
+            Err(e) => Err(e),
         }
-        let reaper = crate::reaper::spawn(Arc::downgrade(&inner));
-        Ok(RedisStore { inner, reaper })
+    }
+
+    /// Finishes opening the store if it is not open yet (see [`OpenState`]): `Ok` once
+    /// it is open; the attempt's error, or `Unavailable` while another attempt is in
+    /// flight or the last one is too recent.
+    async fn ready(&self) -> Result<()> {
+        let state = &self.opening;
+        if state.reaper.get().is_some() {
+            return Ok(());
+        }
+        let not_yet = || {
+            Err(Error::Unavailable(format!(
+                "cache `{}` is not open yet: {} was unreachable (retrying every {:?})",
+                self.inner.name,
+                self.inner.deployment.describe(),
+                state.retry_every
+            )))
+        };
+        let Ok(mut last) = state.attempt.try_lock() else {
+            return not_yet();
+        };
+        if state.reaper.get().is_some() {
+            return Ok(());
+        }
+        if last.is_some_and(|at| at.elapsed() < state.retry_every) {
+            return not_yet();
+        }
+        *last = Some(Instant::now());
+        self.inner.finish_open().await?;
+        let _ = state
+            .reaper
+            .set(crate::reaper::spawn(Arc::downgrade(&self.inner)));
+        Ok(())
     }
 }
 
 impl Drop for RedisStore {
     fn drop(&mut self) {
-        self.reaper.abort();
+        if let Some(reaper) = self.opening.reaper.get() {
+            reaper.abort();
+        }
         if self.inner.publish {
             self.inner
                 .deployment
@@ -146,6 +216,18 @@ impl Drop for RedisStore {
 }
 
 impl StoreInner {
+    /// What opening needs the server for: checks the recorded layout and subscribes to
+    /// the cache's events. Safe to repeat after a failure.
+    async fn finish_open(&self) -> Result<()> {
+        self.check_layout().await?;
+        if self.publish {
+            self.deployment
+                .subscribe(&self.channels(), &self.events)
+                .await?;
+        }
+        Ok(())
+    }
+
     fn channels(&self) -> Vec<(String, u16)> {
         (0..self.layout.partitions())
             .map(|p| (self.layout.channel(p).to_string(), self.layout.slot(p)))
@@ -509,6 +591,7 @@ impl RawStore for RedisStore {
     }
 
     async fn get_all(&self, keys: &[RawKey]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.ready().await?;
         let s = &self.inner;
         let groups = s.by_partition(keys.iter())?;
         let requests: Vec<Request> = groups
@@ -557,6 +640,7 @@ impl RawStore for RedisStore {
     }
 
     async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>> {
+        self.ready().await?;
         let s = &self.inner;
         let groups = s.by_partition(keys.iter())?;
         let requests: Vec<Request> = groups
@@ -583,6 +667,7 @@ impl RawStore for RedisStore {
     }
 
     async fn write(&self, key: &RawKey, write: RawWrite) -> Result<RawWriteOutcome> {
+        self.ready().await?;
         let s = &self.inner;
         s.by_partition(std::iter::once(key))?;
         if let (true, RawCondition::Always, RawAction::Put { blob, ttl: None }, false) = (
@@ -640,6 +725,7 @@ impl RawStore for RedisStore {
     }
 
     async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+        self.ready().await?;
         let s = &self.inner;
         let groups = s.by_partition(entries.iter().map(|(k, _)| k))?;
         let ttl = ttl_arg(ttl);
@@ -665,6 +751,7 @@ impl RawStore for RedisStore {
     }
 
     async fn remove_all(&self, keys: &[RawKey]) -> Result<u64> {
+        self.ready().await?;
         let s = &self.inner;
         let groups = s.by_partition(keys.iter())?;
         let mut requests = Vec::new();
@@ -685,10 +772,12 @@ impl RawStore for RedisStore {
     }
 
     async fn remove_everything(&self) -> Result<u64> {
+        self.ready().await?;
         self.inner.clear_all(true).await
     }
 
     async fn clear(&self) -> Result<()> {
+        self.ready().await?;
         self.inner.clear_all(false).await.map(|_| ())
     }
 
@@ -698,17 +787,27 @@ impl RawStore for RedisStore {
             cursor: String,
             seen: HashSet<String>,
             done: bool,
+            opened: bool,
         }
         let start = State {
             partition: 0,
             cursor: "0".to_string(),
             seen: HashSet::new(),
             done: false,
+            opened: false,
         };
+        let store = self;
         let s = &self.inner;
         stream::unfold(start, move |mut state| async move {
             if state.done || state.partition >= s.partitions() {
                 return None;
+            }
+            if !state.opened {
+                if let Err(e) = store.ready().await {
+                    state.done = true;
+                    return Some((vec![Err(e)], state));
+                }
+                state.opened = true;
             }
             match s.scan_step(state.partition, &state.cursor).await {
                 Err(e) => {
@@ -737,6 +836,7 @@ impl RawStore for RedisStore {
     }
 
     async fn len(&self) -> Result<u64> {
+        self.ready().await?;
         let s = &self.inner;
         let requests = (0..s.partitions())
             .map(|p| {
@@ -763,6 +863,7 @@ impl RawStore for RedisStore {
     }
 
     async fn run_pending_tasks(&self) -> Result<()> {
+        self.ready().await?;
         self.inner.reap_all().await
     }
 
@@ -771,6 +872,7 @@ impl RawStore for RedisStore {
     }
 
     async fn balance_report(&self) -> Result<BalanceReport> {
+        self.ready().await?;
         let s = &self.inner;
         let map = s.deployment.slot_map().await?;
         let requests = (0..s.partitions())

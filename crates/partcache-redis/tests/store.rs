@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use partcache::partition::HashingPolicy;
 use partcache::{Cache, Error};
+use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
 
 fn unique(label: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -90,6 +91,16 @@ async fn corrupted_bytes_in_an_entry_are_a_miss_and_a_decode_error() {
     assert_eq!(stats.misses, 1);
 }
 
+/// Fails unless `result` is a transient store error (`Unavailable` or `Timeout`).
+fn assert_transient<T: std::fmt::Debug>(result: partcache::Result<T>) {
+    assert!(
+        matches!(result, Err(Error::Unavailable(_) | Error::Timeout(_))),
+        "{result:?}"
+    );
+}
+
+/// A cache is built even while its server is down (it opens lazily, issue 4); its
+/// operations fail fast with a typed error meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_fails_fast_with_a_typed_error() {
     let port = partcache_integration_tests::ports::free_port().unwrap();
@@ -97,16 +108,22 @@ async fn a_server_that_is_down_fails_fast_with_a_typed_error() {
         "redis://127.0.0.1:{port}?connect_timeout=200ms&response_timeout=300ms"
     ));
     let start = Instant::now();
-    let result = manager.cache::<String, String>("down").build().await;
-    assert!(
-        matches!(result, Err(Error::Unavailable(_) | Error::Timeout(_))),
-        "{result:?}"
-    );
+    let cache: Cache<String, String> = manager.cache("down").build().await.unwrap();
     assert!(
         start.elapsed() < Duration::from_millis(900),
-        "took {:?}",
+        "build took {:?}",
         start.elapsed()
     );
+    for _ in 0..3 {
+        let start = Instant::now();
+        assert_transient(cache.get(&"k".to_string()).await);
+        assert_transient(cache.put("k".to_string(), "v".to_string()).await);
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "took {:?}",
+            start.elapsed()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,16 +141,73 @@ async fn a_server_that_stops_answering_times_out_within_the_response_timeout() {
         "redis://127.0.0.1:{port}?connect_timeout=300ms&response_timeout=300ms"
     ));
     let start = Instant::now();
-    let result = manager.cache::<String, String>("silent").build().await;
-    assert!(
-        matches!(result, Err(Error::Unavailable(_) | Error::Timeout(_))),
-        "{result:?}"
-    );
+    let cache: Cache<String, String> = manager.cache("silent").build().await.unwrap();
     assert!(
         start.elapsed() < Duration::from_millis(1200),
-        "took {:?}",
+        "build took {:?}",
         start.elapsed()
     );
+    for _ in 0..3 {
+        let start = Instant::now();
+        assert_transient(cache.get(&"k".to_string()).await);
+        assert!(
+            start.elapsed() < Duration::from_millis(1200),
+            "took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_built_while_the_server_is_down_works_once_it_is_up() {
+    let server = tokio::task::block_in_place(|| {
+        RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start redis-server")
+    });
+    assert!(tokio::task::block_in_place(|| server.stop()));
+    let manager = common::manager(&format!(
+        "redis://{}?connect_timeout=100ms&response_timeout=100ms",
+        server.addr()
+    ));
+    let limit = Duration::from_millis(100 + 400);
+
+    let start = Instant::now();
+    let cache: Cache<u64, String> = manager.cache(&unique("lazy")).build().await.unwrap();
+    assert!(start.elapsed() < limit, "build took {:?}", start.elapsed());
+    let mut events = cache.subscribe(partcache::EventFilter::all());
+    for i in 0..5 {
+        let start = Instant::now();
+        assert_transient(cache.put(i, "v".to_string()).await);
+        assert_transient(cache.get(&i).await);
+        assert!(start.elapsed() < limit * 2, "took {:?}", start.elapsed());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    tokio::task::block_in_place(|| server.restart()).expect("restart");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cache.put(1, "one".to_string()).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(e.is_transient(), "{e:?}");
+                assert!(Instant::now() < deadline, "still failing: {e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert_eq!(
+        cache.get(&1).await.unwrap().as_deref().map(String::as_str),
+        Some("one")
+    );
+    // Events work: the cache subscribed while it finished opening.
+    cache.put(2, "two".to_string()).await.unwrap();
+    loop {
+        let event = partcache::conformance::next_event(&mut events).await;
+        if event.key == 2 {
+            break;
+        }
+        assert_eq!(event.key, 1, "unexpected event {event:?}");
+    }
+    assert_eq!(cache.len().await.unwrap(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
