@@ -11,7 +11,7 @@ use crate::key::normalize_table;
 use crate::sql::{RawEffect, raw_effect};
 
 /// Runs the audit of a query statement. Schema statements (built without bound values)
-/// are not audited: sea-orm 2.0 implements their audit as `todo!()`. A panic in the
+/// are not audited: sea-orm 2.0 leaves their audit unimplemented (a `todo` macro that panics). A panic in the
 /// audit is caught and treated as "unknown" rather than taking the caller down.
 fn run_audit<S: StatementBuilder + ?Sized>(
     stmt: &S,
