@@ -234,6 +234,22 @@ impl StoreInner {
             .collect()
     }
 
+    /// An `EVALSHA` of `script` on `partition` whose arguments are the texts of the keys
+    /// at `indexes` (the shape of every many-key script: get, contains, remove).
+    fn keyed_script(
+        &self,
+        script: &'static Script,
+        partition: u16,
+        keys: &[RawKey],
+        indexes: &[usize],
+    ) -> Request {
+        let mut r = self.script(script, partition);
+        for &i in indexes {
+            r.cmd.arg(&keys[i].text);
+        }
+        r
+    }
+
     /// An `EVALSHA` of `script` on `partition` with the cache's settings; the caller
     /// appends the operation's arguments.
     fn script(&self, script: &'static Script, partition: u16) -> Request {
@@ -610,11 +626,7 @@ impl RawStore for RedisStore {
                         ..Request::new(s.layout.slot(p), cmd)
                     }
                 } else {
-                    let mut r = s.script(&scripts().get, p);
-                    for &i in indexes {
-                        r.cmd.arg(&keys[i].text);
-                    }
-                    r
+                    s.keyed_script(&scripts().get, p, keys, indexes)
                 }
             })
             .collect();
@@ -645,13 +657,7 @@ impl RawStore for RedisStore {
         let groups = s.by_partition(keys.iter())?;
         let requests: Vec<Request> = groups
             .iter()
-            .map(|(&p, indexes)| {
-                let mut r = s.script(&scripts().contains, p);
-                for &i in indexes {
-                    r.cmd.arg(&keys[i].text);
-                }
-                r
-            })
+            .map(|(&p, indexes)| s.keyed_script(&scripts().contains, p, keys, indexes))
             .collect();
         let replies = s.execute(requests).await?;
         let mut out = vec![false; keys.len()];
@@ -757,11 +763,7 @@ impl RawStore for RedisStore {
         let mut requests = Vec::new();
         for (&p, indexes) in &groups {
             for chunk in indexes.chunks(BATCH) {
-                let mut r = s.script(&scripts().remove_many, p);
-                for &i in chunk {
-                    r.cmd.arg(&keys[i].text);
-                }
-                requests.push(r);
+                requests.push(s.keyed_script(&scripts().remove_many, p, keys, chunk));
             }
         }
         let mut removed = 0;

@@ -530,27 +530,25 @@ impl QueryCache {
         }
         let failure: Mutex<Option<DbErr>> = Mutex::new(None);
         let loaded = AtomicBool::new(false);
-        let result = cache
-            .get_or_load(&key, |_| async {
-                loaded.store(true, Ordering::Relaxed);
-                match load().await {
-                    Ok(value) => Ok(value),
-                    Err(error) => {
-                        *failure.lock() = Some(error);
-                        Err(LoadFailed)
-                    }
+        let tracked_load = |_| async {
+            loaded.store(true, Ordering::Relaxed);
+            match load().await {
+                Ok(value) => Ok(value),
+                Err(error) => {
+                    *failure.lock() = Some(error);
+                    Err(LoadFailed)
                 }
-            })
-            .await;
+            }
+        };
+        // The TTL goes with the load's own write: no second write of the same value.
+        let result = match ttl {
+            Some(ttl) => cache.get_or_load_with_ttl(&key, ttl, tracked_load).await,
+            None => cache.get_or_load(&key, tracked_load).await,
+        };
         match result {
             Ok(value) => {
                 if loaded.load(Ordering::Relaxed) {
                     counters.misses.incr();
-                    if let Some(ttl) = ttl
-                        && let Err(error) = cache.put_with_ttl(key, value.clone(), ttl).await
-                    {
-                        self.store_error(&error);
-                    }
                 } else {
                     counters.hits.incr();
                 }

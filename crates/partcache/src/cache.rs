@@ -261,8 +261,12 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 match &self.inner.loader {
                     Some(loader) => {
                         let loader = loader.clone();
-                        self.load_through(key, move |k: K| async move { loader.load(&k).await })
-                            .await
+                        self.load_through(
+                            key,
+                            None,
+                            move |k: K| async move { loader.load(&k).await },
+                        )
+                        .await
                     }
                     None => Ok(None),
                 }
@@ -289,7 +293,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 if slot.is_none() {
                     let loader = loader.clone();
                     *slot = self
-                        .load_through(key, move |k: K| async move { loader.load(&k).await })
+                        .load_through(key, None, move |k: K| async move { loader.load(&k).await })
                         .await?;
                 }
             }
@@ -626,11 +630,41 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Fut: Future<Output = Result<V, E>>,
         E: Into<BoxError>,
     {
+        self.get_or_load_inner(key, None, load).await
+    }
+
+    /// Like [`Cache::get_or_load`], caching a loaded value with a per-entry time to live
+    /// (as [`Cache::put_with_ttl`]) in the same single write.
+    pub async fn get_or_load_with_ttl<F, Fut, E>(
+        &self,
+        key: &K,
+        ttl: Duration,
+        load: F,
+    ) -> Result<Arc<V>>
+    where
+        F: FnOnce(K) -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Into<BoxError>,
+    {
+        self.get_or_load_inner(key, Some(ttl), load).await
+    }
+
+    async fn get_or_load_inner<F, Fut, E>(
+        &self,
+        key: &K,
+        ttl: Option<Duration>,
+        load: F,
+    ) -> Result<Arc<V>>
+    where
+        F: FnOnce(K) -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Into<BoxError>,
+    {
         if let Some(value) = self.get(key).await? {
             return Ok(value);
         }
         let value = self
-            .load_through(key, move |k| async move {
+            .load_through(key, ttl, move |k| async move {
                 load(k).await.map(Some).map_err(Into::into)
             })
             .await?;
@@ -651,7 +685,12 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     /// Loads a missing value once for all concurrent callers, caches it, returns it.
-    async fn load_through<F, Fut>(&self, key: &K, load: F) -> Result<Option<Arc<V>>>
+    async fn load_through<F, Fut>(
+        &self,
+        key: &K,
+        ttl: Option<Duration>,
+        load: F,
+    ) -> Result<Option<Arc<V>>>
     where
         F: FnOnce(K) -> Fut,
         Fut: Future<Output = Result<Option<V>, BoxError>>,
@@ -671,7 +710,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         self.inner.stats.load_successes.incr();
                         let value = Arc::new(value);
                         // A cache that cannot store the value still serves it.
-                        if let Err(error) = self.put_inner(key.clone(), value.clone(), None).await {
+                        if let Err(error) = self.put_inner(key.clone(), value.clone(), ttl).await {
                             tracing::warn!(cache = %self.inner.name, %error, "loaded value could not be cached");
                         }
                         Ok(Some(value))

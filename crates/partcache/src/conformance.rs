@@ -652,13 +652,32 @@ pub async fn max_entries_evicts_and_counts_evictions_apart_from_removals(h: &Har
 
 struct CountingLoader {
     calls: Arc<AtomicUsize>,
+    /// Loads finish only once this turns `true` (see [`release_when_waiting`]).
+    released: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Releases a gated loader once `waiters` callers wait on the load of `key`, so that no
+/// caller can arrive after the load finished (which would be a second, legitimate
+/// load): the single-flight checks then cannot pass or fail by scheduling luck.
+async fn release_when_waiting<V: CacheValue>(
+    cache: &crate::Cache<String, V>,
+    key: &str,
+    waiters: usize,
+    release: tokio::sync::watch::Sender<bool>,
+) {
+    let key = k(key);
+    eventually("callers joined the load", || async {
+        cache.inner.flights.waiting(&key) >= waiters
+    })
+    .await;
+    release.send_replace(true);
 }
 
 #[async_trait::async_trait]
 impl CacheLoader<String, String> for CountingLoader {
     async fn load(&self, key: &String) -> Result<Option<String>, BoxError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = self.released.clone().wait_for(|r| *r).await;
         match key.as_str() {
             "missing" => Ok(None),
             "broken" => Err("database down".into()),
@@ -669,10 +688,12 @@ impl CacheLoader<String, String> for CountingLoader {
 
 pub async fn read_through_loads_misses_once_and_caches_them(h: &Harness) {
     let calls = Arc::new(AtomicUsize::new(0));
+    let (release, released) = tokio::sync::watch::channel(false);
     let c = h
         .cache::<String, String>("read-through")
         .loader(CountingLoader {
             calls: calls.clone(),
+            released,
         })
         .build()
         .await
@@ -682,6 +703,7 @@ pub async fn read_through_loads_misses_once_and_caches_them(h: &Harness) {
         let c = c.clone();
         tasks.push(tokio::spawn(async move { c.get(&k("a")).await.unwrap() }));
     }
+    release_when_waiting(&c, "a", 19, release).await;
     for t in tasks {
         assert_eq!(
             t.await.unwrap().as_deref().map(String::as_str),
@@ -706,26 +728,43 @@ pub async fn read_through_loads_misses_once_and_caches_them(h: &Harness) {
 pub async fn get_or_load_runs_the_loader_once_for_concurrent_misses(h: &Harness) {
     let c = plain(h, "get-or-load").await;
     let calls = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(tokio::sync::Barrier::new(32));
+    let (release, released) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for _ in 0..32 {
-        let (c, calls, gate) = (c.clone(), calls.clone(), gate.clone());
+        let (c, calls, mut released) = (c.clone(), calls.clone(), released.clone());
         tasks.push(tokio::spawn(async move {
-            gate.wait().await;
             c.get_or_load(&k("a"), |key| async move {
                 calls.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = released.wait_for(|r| *r).await;
                 Ok::<_, std::io::Error>(format!("v-{key}"))
             })
             .await
             .unwrap()
         }));
     }
+    release_when_waiting(&c, "a", 31, release).await;
     for t in tasks {
         assert_eq!(*t.await.unwrap(), "v-a");
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(c.stats().load_successes, 1);
+}
+
+pub async fn get_or_load_with_ttl_caches_the_loaded_value_with_that_ttl(h: &Harness) {
+    let c = plain(h, "get-or-load-ttl").await;
+    let loaded = c
+        .get_or_load_with_ttl(&k("a"), SHORT, |_| async {
+            Ok::<_, std::io::Error>(v("1"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(*loaded, "1");
+    assert_eq!(get(&c, "a").await.as_deref(), Some("1"));
+    eventually("loaded entry expired", || async {
+        get(&c, "a").await.is_none()
+    })
+    .await;
+    assert_eq!(c.stats().puts, 1, "the loaded value is written once");
 }
 
 pub async fn a_panicking_loader_fails_every_waiter_and_caches_nothing(h: &Harness) {
@@ -976,6 +1015,7 @@ macro_rules! conformance_suite {
             max_entries_evicts_and_counts_evictions_apart_from_removals,
             read_through_loads_misses_once_and_caches_them,
             get_or_load_runs_the_loader_once_for_concurrent_misses,
+            get_or_load_with_ttl_caches_the_loaded_value_with_that_ttl,
             a_panicking_loader_fails_every_waiter_and_caches_nothing,
             write_through_calls_the_writer_first_and_a_failure_changes_nothing,
             oversized_values_are_rejected_before_any_write,

@@ -102,6 +102,15 @@ impl<K: Hash + Eq + Clone, V> SingleFlight<K, V> {
         }
     }
 
+    /// Number of callers waiting for the load of `key` (its leader not counted).
+    #[cfg(any(test, feature = "conformance"))]
+    pub(crate) fn waiting(&self, key: &K) -> usize {
+        self.flights
+            .lock()
+            .get(key)
+            .map_or(0, |tx| tx.receiver_count())
+    }
+
     /// Number of keys being loaded right now.
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
@@ -116,26 +125,43 @@ mod tests {
 
     use super::*;
 
+    /// Waits (bounded) until `n` callers wait on the flight of `key`: the leader is
+    /// released only then, so no caller can arrive after the flight ended.
+    async fn wait_for_waiters<V>(flights: &SingleFlight<u32, V>, key: u32, n: usize) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while flights
+                .flights
+                .lock()
+                .get(&key)
+                .is_none_or(|tx| tx.receiver_count() < n)
+            {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("waiters did not join the flight within 10 s");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_callers_of_one_key_run_the_work_once() {
         let flights = Arc::new(SingleFlight::<u32, String>::default());
         let calls = Arc::new(AtomicUsize::new(0));
-        let gate = Arc::new(tokio::sync::Barrier::new(51));
+        let (release, released) = watch::channel(false);
         let mut tasks = Vec::new();
         for _ in 0..50 {
-            let (flights, calls, gate) = (flights.clone(), calls.clone(), gate.clone());
+            let (flights, calls, mut released) = (flights.clone(), calls.clone(), released.clone());
             tasks.push(tokio::spawn(async move {
-                gate.wait().await;
                 flights
-                    .run(&1, || async {
+                    .run(&1, || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let _ = released.wait_for(|r| *r).await;
                         Ok(Some(Arc::new("v".to_string())))
                     })
                     .await
             }));
         }
-        gate.wait().await;
+        wait_for_waiters(&flights, 1, 49).await;
+        release.send_replace(true);
         for t in tasks {
             assert_eq!(
                 t.await.unwrap().unwrap().as_deref().map(String::as_str),
@@ -150,20 +176,27 @@ mod tests {
     async fn a_panicking_leader_gives_waiters_an_error_and_leaves_no_flight() {
         let flights = Arc::new(SingleFlight::<u32, u32>::default());
         let started = Arc::new(tokio::sync::Notify::new());
+        let (release, mut released) = watch::channel(false);
         let leader = {
             let (flights, started) = (flights.clone(), started.clone());
             tokio::spawn(async move {
                 flights
                     .run(&1, || async move {
                         started.notify_one();
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let _ = released.wait_for(|r| *r).await;
                         panic!("boom");
                     })
                     .await
             })
         };
         started.notified().await;
-        let waiter = flights.run(&1, || async { Ok(Some(Arc::new(2))) }).await;
+        let waiter = {
+            let flights = flights.clone();
+            tokio::spawn(async move { flights.run(&1, || async { Ok(Some(Arc::new(2))) }).await })
+        };
+        wait_for_waiters(&flights, 1, 1).await;
+        release.send_replace(true);
+        let waiter = waiter.await.unwrap();
         assert!(
             matches!(waiter, Err(Error::Panicked("loader", ref m)) if m == "boom"),
             "{waiter:?}"
@@ -193,19 +226,7 @@ mod tests {
             let flights = flights.clone();
             tokio::spawn(async move { flights.run(&1, || async { Ok(Some(Arc::new(7))) }).await })
         };
-        // Wait until the waiter is subscribed (the flight has two handles), then cancel.
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while flights
-                .flights
-                .lock()
-                .get(&1)
-                .is_some_and(|tx| tx.receiver_count() == 0)
-            {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .unwrap();
+        wait_for_waiters(&flights, 1, 1).await;
         leader.abort();
         let outcome = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
