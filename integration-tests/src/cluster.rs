@@ -881,7 +881,7 @@ impl RedisCluster {
 
     /// Moves `slots` to the master `to_master` with the real resharding protocol: for each
     /// slot `CLUSTER SETSLOT <slot> IMPORTING` on the target, `MIGRATING` on the source,
-    /// `CLUSTER GETKEYSINSLOT` + `MIGRATE ... REPLACE KEYS ...` until the slot is empty on the
+    /// `CLUSTER GETKEYSINSLOT` + `MIGRATE ... KEYS ...` until the slot is empty on the
     /// source, then `CLUSTER SETSLOT <slot> NODE <target>` on the target, the source and every
     /// other running master. Then waits (up to 30 s) until every running node agrees on the
     /// new map. Slots already owned by the target are skipped.
@@ -952,8 +952,11 @@ impl RedisCluster {
     }
 
     /// Moves up to `max_keys` keys of the migrating slot from the source to the target
-    /// (`CLUSTER GETKEYSINSLOT` + one `MIGRATE ... REPLACE KEYS ...`). Returns how many were
-    /// moved; 0 means the slot is empty on the source.
+    /// (`CLUSTER GETKEYSINSLOT` + one `MIGRATE ... KEYS ...`). Returns how many were
+    /// moved; 0 means the slot is empty on the source. Without `REPLACE`, as
+    /// `redis-cli --cluster reshard` runs it: a key that already exists on the target
+    /// (a client wrote it there while the source still held it) fails the move with
+    /// `BUSYKEY` instead of being overwritten by the older copy.
     pub fn migrate_slot_keys(&self, m: &SlotMigration, max_keys: usize) -> Result<usize> {
         let src = self.node(m.source)?.port();
         let dst = self.node(m.target)?.port();
@@ -970,7 +973,6 @@ impl RedisCluster {
             &b""[..],
             &b"0"[..],
             &b"10000"[..],
-            &b"REPLACE"[..],
             &b"KEYS"[..],
         ];
         args.extend(keys.iter().map(Vec::as_slice));

@@ -29,6 +29,8 @@ pub(crate) struct Layout {
     map: PartitionMap,
     prefixes: Vec<String>,
     indexes: Vec<String>,
+    deadlines: Vec<String>,
+    fixed: Vec<String>,
     channels: Vec<String>,
     /// `KEYS[1]` of the `open` script: `pc:{<h>.meta}:<cache>:ix` (the script reads
     /// the `meta` key beside it).
@@ -45,6 +47,8 @@ impl Layout {
             .map(|p| format!("pc:{{{}}}:{name}:", map.tag(p)))
             .collect();
         let indexes = prefixes.iter().map(|p| format!("{p}ix")).collect();
+        let deadlines = prefixes.iter().map(|p| format!("{p}dl")).collect();
+        let fixed = prefixes.iter().map(|p| format!("{p}fx")).collect();
         let channels = prefixes
             .iter()
             .map(|p| match database {
@@ -58,6 +62,8 @@ impl Layout {
             map,
             prefixes,
             indexes,
+            deadlines,
+            fixed,
             channels,
             meta_index,
         }
@@ -88,6 +94,17 @@ impl Layout {
         &self.indexes[usize::from(partition)]
     }
 
+    /// The keys every per-partition script declares first (`KEYS[1..3]`): the index,
+    /// the deadlines and the fixed-deadline records. Declaring every key a script
+    /// touches is what keeps a script atomic while its slot migrates: Redis answers
+    /// `TRYAGAIN` while those keys are split between two nodes, instead of letting the
+    /// script write a key on the node that no longer holds it (a `MIGRATE` would then
+    /// overwrite the newer value with the older one).
+    pub fn partition_keys(&self, partition: u16) -> [&str; 3] {
+        let p = usize::from(partition);
+        [&self.indexes[p], &self.deadlines[p], &self.fixed[p]]
+    }
+
     /// `KEYS[1]` of the `open` script, and its slot.
     pub fn meta_index_key(&self) -> (&str, u16) {
         (
@@ -114,6 +131,9 @@ mod tests {
             let slot = layout.slot(p);
             assert_eq!(key_slot(layout.entry_key(p, "user:{42}").as_bytes()), slot);
             assert_eq!(key_slot(layout.index_key(p).as_bytes()), slot);
+            for key in layout.partition_keys(p) {
+                assert_eq!(key_slot(key.as_bytes()), slot);
+            }
             assert_eq!(key_slot(layout.channel(p).as_bytes()), slot);
         }
     }

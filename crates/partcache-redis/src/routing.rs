@@ -18,7 +18,8 @@ use crate::connection::Pool;
 use crate::scripts::Script;
 use crate::slots::SlotMap;
 
-/// Rounds of redirections a call follows before it gives up.
+/// Rounds of redirections (`MOVED`, `ASK`, `NOSCRIPT`) a call follows before it gives
+/// up.
 const MAX_ROUNDS: usize = 16;
 
 /// One command for one slot.
@@ -210,7 +211,10 @@ impl Router {
         let mut pending: Vec<usize> = (0..requests.len()).collect();
         let mut asked: HashMap<usize, String> = HashMap::new();
         let mut pause = Duration::from_millis(5);
-        for _ in 0..MAX_ROUNDS {
+        // Redirections are bounded by rounds; waits on a busy slot (TRYAGAIN during a
+        // migration, a cluster electing a master) only by the response timeout.
+        let mut redirections = 0;
+        while redirections < MAX_ROUNDS {
             let map = self.slot_map(pools.primary).await?;
             // Group the pending requests by node.
             let mut by_node: HashMap<(String, bool), Vec<usize>> = HashMap::new();
@@ -364,6 +368,8 @@ impl Router {
             if busy {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(100));
+            } else {
+                redirections += 1;
             }
             pending = next_pending;
         }

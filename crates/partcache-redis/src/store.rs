@@ -243,7 +243,11 @@ impl StoreInner {
         keys: &[RawKey],
         indexes: &[usize],
     ) -> Request {
-        let mut r = self.script(script, partition);
+        let mut r = self.script(
+            script,
+            partition,
+            indexes.iter().map(|&i| keys[i].text.as_str()),
+        );
         for &i in indexes {
             r.cmd.arg(&keys[i].text);
         }
@@ -251,14 +255,23 @@ impl StoreInner {
     }
 
     /// An `EVALSHA` of `script` on `partition` with the cache's settings; the caller
-    /// appends the operation's arguments.
-    fn script(&self, script: &'static Script, partition: u16) -> Request {
+    /// appends the operation's arguments. The script declares the partition's keys
+    /// and the entry key of every text in `texts` (see [`Layout::partition_keys`]).
+    fn script<'t>(
+        &self,
+        script: &'static Script,
+        partition: u16,
+        texts: impl ExactSizeIterator<Item = &'t str>,
+    ) -> Request {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&script.sha)
-            .arg(1)
-            .arg(self.layout.index_key(partition))
-            .arg(&self.header[..])
-            .arg(self.layout.channel(partition));
+        cmd.arg(&script.sha).arg(3 + texts.len());
+        for key in self.layout.partition_keys(partition) {
+            cmd.arg(key);
+        }
+        for text in texts {
+            cmd.arg(self.layout.entry_key(partition, text));
+        }
+        cmd.arg(&self.header[..]).arg(self.layout.channel(partition));
         Request {
             slot: self.layout.slot(partition),
             cmd,
@@ -316,15 +329,16 @@ impl StoreInner {
 
     async fn check_layout(&self) -> Result<()> {
         // The meta record's key does not depend on the partition count.
-        let mut request = self.script(&scripts().open, 0);
+        let mut request = self.script(&scripts().open, 0, std::iter::empty());
         let (meta_index, slot) = self.layout.meta_index_key();
         request.slot = slot;
         request.cmd = redis::cmd("EVALSHA");
         request
             .cmd
             .arg(&scripts().open.sha)
-            .arg(1)
+            .arg(2)
             .arg(meta_index)
+            .arg(format!("{}meta", meta_index.trim_end_matches("ix")))
             .arg(&self.header[..])
             .arg(self.layout.channel(0));
         request
@@ -409,7 +423,7 @@ impl StoreInner {
         let requests = partitions
             .iter()
             .map(|&p| {
-                let mut r = self.script(&scripts().reap, p);
+                let mut r = self.script(&scripts().reap, p, std::iter::empty());
                 r.cmd.arg(BATCH);
                 r
             })
@@ -479,7 +493,7 @@ impl StoreInner {
             let requests = partitions
                 .iter()
                 .map(|&p| {
-                    let mut r = self.script(&scripts().clear, p);
+                    let mut r = self.script(&scripts().clear, p, std::iter::empty());
                     r.cmd.arg(BATCH).arg(if announce { "1" } else { "0" });
                     r
                 })
@@ -526,7 +540,7 @@ impl StoreInner {
         partition: u16,
         cursor: &str,
     ) -> Result<(String, Vec<(String, Vec<u8>)>)> {
-        let mut request = self.script(&scripts().scan, partition);
+        let mut request = self.script(&scripts().scan, partition, std::iter::empty());
         request.cmd.arg(cursor).arg(BATCH);
         let reply = self
             .execute(vec![request])
@@ -684,9 +698,11 @@ impl RawStore for RedisStore {
         ) {
             let p = key.partition;
             let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&scripts().put.sha)
-                .arg(1)
-                .arg(s.layout.index_key(p))
+            cmd.arg(&scripts().put.sha).arg(4);
+            for partition_key in s.layout.partition_keys(p) {
+                cmd.arg(partition_key);
+            }
+            cmd.arg(s.layout.entry_key(p, &key.text))
                 .arg(&s.header[4])
                 .arg(s.layout.channel(p))
                 .arg(&key.text)
@@ -700,7 +716,7 @@ impl RawStore for RedisStore {
             let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
             return s.write_outcome(reply);
         }
-        let mut r = s.script(&scripts().write, key.partition);
+        let mut r = s.script(&scripts().write, key.partition, std::iter::once(key.text.as_str()));
         let (condition, expected) = match &write.condition {
             RawCondition::Always => ("0", &[][..]),
             RawCondition::IfAbsent => ("1", &[][..]),
@@ -738,7 +754,8 @@ impl RawStore for RedisStore {
         let mut requests = Vec::new();
         for (&p, indexes) in &groups {
             for chunk in indexes.chunks(BATCH) {
-                let mut r = s.script(&scripts().put_many, p);
+                let texts = chunk.iter().map(|&i| entries[i].0.text.as_str());
+                let mut r = s.script(&scripts().put_many, p, texts);
                 r.cmd.arg(&ttl);
                 for &i in chunk {
                     let (key, blob) = &entries[i];
@@ -879,7 +896,7 @@ impl RawStore for RedisStore {
         let map = s.deployment.slot_map().await?;
         let requests = (0..s.partitions())
             .map(|p| {
-                let mut r = s.script(&scripts().stats, p);
+                let mut r = s.script(&scripts().stats, p, std::iter::empty());
                 r.cmd.arg(BYTES_SAMPLE);
                 r
             })

@@ -2,10 +2,10 @@
 -- cache with no expiry, no max-idle and no budget (store.rs picks it). Its effects are
 -- those of write.lua for that case, in about a third of the server time (measured on
 -- Redis 7.0: the prelude alone costs about what SET, ZADD and the rest cost together).
--- KEYS[1] is the partition's index key; ARGV: event mode (see common.lua), channel,
--- text, blob. Result: as write.lua's, {{existed, 1, nil}, 0, expired, events}.
-local IX = KEYS[1]
-local P = string.sub(IX, 1, -3)
+-- KEYS: the partition's index, deadlines and fixed-deadline keys, and the entry key
+-- (all declared: see common.lua); ARGV: event mode (see common.lua), channel, text,
+-- blob. Result: as write.lua's, {{existed, 1, nil}, 0, expired, events}.
+local IX, DL, FX, E = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local PUBMODE, CHANNEL, text, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local events, expired = {}, 0
 local function emit(kind, b)
@@ -18,26 +18,26 @@ local function emit(kind, b)
   end
 end
 -- SET without PXAT also drops any deadline the entry had (an eternal cache).
-local cur = redis.call('SET', P .. 'e:' .. text, blob, 'GET')
+local cur = redis.call('SET', E, blob, 'GET')
 local t = redis.call('TIME')
 local added = redis.call('ZADD', IX, t[1] .. string.format('%06d', t[2]), text)
 local existed = 0
 if cur then
   existed = 1
   -- A deadline record exists only beside a fixed-deadline record (common.lua, store).
-  if redis.call('HDEL', P .. 'fx', text) == 1 then redis.call('ZREM', P .. 'dl', text) end
+  if redis.call('HDEL', FX, text) == 1 then redis.call('ZREM', DL, text) end
   emit('U', blob)
 else
   if added == 0 then
     -- Indexed but no value: Redis expired it; announce it as common.lua's gone() does.
-    local fixed = redis.call('HGET', P .. 'fx', text)
-    if fixed and redis.call('ZREM', P .. 'dl', text) == 1 then
+    local fixed = redis.call('HGET', FX, text)
+    if fixed and redis.call('ZREM', DL, text) == 1 then
       local a = string.find(fixed, ',', 1, true)
       local b = string.find(fixed, ',', a + 1, true)
       emit('X', string.sub(fixed, b + 1))
       expired = 1
     end
-    redis.call('HDEL', P .. 'fx', text)
+    redis.call('HDEL', FX, text)
   end
   emit('C', blob)
 end
