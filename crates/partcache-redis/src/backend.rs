@@ -153,13 +153,13 @@ impl Deployment {
         });
     }
 
-    /// Subscribes `sender` to `channels` and waits for the confirmations.
+    /// Subscribes `feed` to `channels` and waits for the confirmations.
     pub(crate) async fn subscribe(
         &self,
         channels: &[(String, u16)],
-        sender: &tokio::sync::broadcast::Sender<partcache::store::raw::RawEvent>,
+        feed: &Arc<crate::events::Feed>,
     ) -> Result<()> {
-        let requests = self.subscriber.register(channels, sender);
+        let requests = self.subscriber.register(channels, feed);
         confirmed(self.execute_subscriptions(requests).await?)
     }
 

@@ -3,8 +3,11 @@
 //! node that owns it; `PUBLISH` on a standalone server), and every process subscribes
 //! to the channels of the caches it opened.
 //!
-//! A message is one byte of kind (`C`reated, `U`pdated, `R`emoved, e`X`pired,
-//! e`V`icted) followed by the blob. On a cluster, a RESP3 connection to each node, apart
+//! A published message is one byte of kind (`C`reated, `U`pdated, `R`emoved,
+//! e`X`pired, e`V`icted, or `Z` for "partition cleared", which only near caches hear),
+//! the message's number in its partition (decimal; `<P>sq`, taken by the script in the
+//! same atomic step as the change), a `:`, and the blob. Events returned in a script's
+//! reply instead carry no number. On a cluster, a RESP3 connection to each node, apart
 //! from the data connections, is subscribed to the channels of that node's partitions,
 //! so messages arrive in publication order (the events of one partition in order); a
 //! PING on it after a script's reply makes the call's events arrive before the call
@@ -14,13 +17,20 @@
 //! the wrong request. When a subscription connection breaks (failover) or the server
 //! drops a shard channel (its slot moved), every channel is subscribed again on its
 //! current owner.
+//!
+//! Near caches (an [`InvalidationSink`] attached to a cache's [`Feed`]) hear every
+//! message synchronously, as it is read, in partition order. When a subscription may
+//! have been lost they are told at once (`lost`), and after every resubscription they
+//! get the partitions' current numbers (`resumed`); a heartbeat vouches for the feed
+//! (`vouched`) by asking each subscription connection for its subscription count.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use partcache::store::raw::RawEvent;
+use partcache::store::raw::{InvalidationSink, RawEvent};
 use partcache::{Error, EventKind, Result};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{Notify, broadcast};
@@ -40,7 +50,7 @@ pub(crate) fn kind_of(byte: u8) -> Option<EventKind> {
     })
 }
 
-/// Parses one published message (kind byte and blob).
+/// Parses one event returned in a script's reply (kind byte and blob).
 pub(crate) fn parse_event(payload: &[u8]) -> Option<RawEvent> {
     let (&kind, blob) = payload.split_first()?;
     Some(RawEvent {
@@ -49,9 +59,54 @@ pub(crate) fn parse_event(payload: &[u8]) -> Option<RawEvent> {
     })
 }
 
+/// One published message: kind byte, number, blob.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Message<'a> {
+    pub kind: u8,
+    pub seq: u64,
+    pub blob: &'a [u8],
+}
+
+/// Parses one published message (`<kind><number>:<blob>`).
+pub(crate) fn parse_message(payload: &[u8]) -> Option<Message<'_>> {
+    let (&kind, rest) = payload.split_first()?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let seq = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    Some(Message {
+        kind,
+        seq,
+        blob: &rest[colon + 1..],
+    })
+}
+
+/// Where the messages of one cache's channels go: its listeners, and its near cache
+/// once one is attached.
+pub(crate) struct Feed {
+    /// The cache's event channel (listeners).
+    pub events: broadcast::Sender<RawEvent>,
+    /// The attached near cache.
+    pub sink: OnceLock<Arc<dyn InvalidationSink>>,
+    /// The near cache was given the current numbers since the last loss.
+    pub resumed: AtomicBool,
+    /// Every partition of the cache, `0..P`.
+    pub partitions: Vec<u16>,
+    /// Each partition's sequence key and slot.
+    pub sequences: Vec<(String, u16)>,
+}
+
+impl Feed {
+    fn lost(&self) {
+        if let Some(sink) = self.sink.get() {
+            self.resumed.store(false, Ordering::SeqCst);
+            sink.lost(&self.partitions);
+        }
+    }
+}
+
 struct Route {
     slot: u16,
-    sender: broadcast::Sender<RawEvent>,
+    partition: u16,
+    feed: Arc<Feed>,
 }
 
 /// Which channel's messages go to which cache, shared with the connections' push
@@ -71,6 +126,26 @@ impl Routes {
         })
     }
 
+    /// Every feed with a near cache attached.
+    fn sinks(&self) -> Vec<Arc<Feed>> {
+        let mut feeds: Vec<Arc<Feed>> = Vec::new();
+        for route in self.table.read().values() {
+            if route.feed.sink.get().is_some() && !feeds.iter().any(|f| Arc::ptr_eq(f, &route.feed))
+            {
+                feeds.push(route.feed.clone());
+            }
+        }
+        feeds
+    }
+
+    /// Tells every near cache that messages may be lost, and wakes the resubscribe loop.
+    pub fn subscriptions_lost(&self) {
+        for feed in self.sinks() {
+            feed.lost();
+        }
+        self.lost.notify_one();
+    }
+
     /// Handles one push from the connection to `addr`.
     pub fn dispatch(&self, addr: &str, push: PushInfo) {
         match push.kind {
@@ -84,21 +159,50 @@ impl Routes {
                 let Some(route) = table.get(channel) else {
                     return;
                 };
-                match parse_event(payload) {
+                let Some(message) = parse_message(payload) else {
+                    tracing::warn!(%addr, "ignoring a malformed cache event");
+                    // Whatever it was, the near cache cannot vouch for the partition.
+                    if let Some(sink) = route.feed.sink.get() {
+                        sink.partition_cleared(route.partition, 0);
+                    }
+                    return;
+                };
+                let sink = route.feed.sink.get();
+                if message.kind == b'Z' {
+                    if let Some(sink) = sink {
+                        sink.partition_cleared(route.partition, message.seq);
+                    }
+                    return;
+                }
+                if let Some(sink) = sink {
+                    sink.entry_changed(route.partition, message.seq, message.blob);
+                }
+                match kind_of(message.kind) {
                     // No receiver means nobody listens right now: nothing to do.
-                    Some(event) => drop(route.sender.send(event)),
-                    None => tracing::warn!(%addr, "ignoring a malformed cache event"),
+                    Some(kind) if route.feed.events.receiver_count() > 0 => {
+                        drop(route.feed.events.send(RawEvent {
+                            kind,
+                            blob: message.blob.to_vec(),
+                        }))
+                    }
+                    Some(_) => {}
+                    None => tracing::warn!(%addr, "ignoring a cache event of unknown kind"),
                 }
             }
             PushKind::Disconnection if !self.table.read().is_empty() => {
                 tracing::warn!(%addr, "connection lost; subscribing to cache events again");
-                self.lost.notify_one();
+                self.subscriptions_lost();
             }
             PushKind::SUnsubscribe => {
                 // The server dropped a shard channel we still want: its slot moved.
-                if let Some(Value::BulkString(channel)) = push.data.first()
-                    && self.table.read().contains_key(channel)
-                {
+                let feed = match push.data.first() {
+                    Some(Value::BulkString(channel)) => {
+                        self.table.read().get(channel).map(|r| r.feed.clone())
+                    }
+                    _ => None,
+                };
+                if let Some(feed) = feed {
+                    feed.lost();
                     self.lost.notify_one();
                 }
             }
@@ -125,21 +229,18 @@ impl Subscriber {
         Subscriber { routes, sharded }
     }
 
-    /// Registers `sender` for `channels` (each with its partition's slot) and returns
-    /// the subscription commands to send; the caller sends them and awaits the
-    /// confirmations.
-    pub fn register(
-        &self,
-        channels: &[(String, u16)],
-        sender: &broadcast::Sender<RawEvent>,
-    ) -> Vec<Request> {
+    /// Registers `feed` for `channels` (partition `i`'s channel and slot at index `i`)
+    /// and returns the subscription commands to send; the caller sends them and
+    /// awaits the confirmations.
+    pub fn register(&self, channels: &[(String, u16)], feed: &Arc<Feed>) -> Vec<Request> {
         let mut table = self.routes.table.write();
-        for (channel, slot) in channels {
+        for (partition, (channel, slot)) in (0u16..).zip(channels) {
             table.insert(
                 channel.as_bytes().to_vec(),
                 Route {
                     slot: *slot,
-                    sender: sender.clone(),
+                    partition,
+                    feed: feed.clone(),
                 },
             );
         }
@@ -202,7 +303,8 @@ pub(crate) fn confirmed(replies: Vec<Value>) -> Result<()> {
 }
 
 /// Subscribes again, on their current owners, to every channel of `deployment`
-/// whenever a subscription may have been lost; ends with the deployment.
+/// whenever a subscription may have been lost, then gives every near cache its
+/// partitions' current numbers; ends with the deployment.
 pub(crate) async fn resubscribe_loop(deployment: Weak<Deployment>, routes: Arc<Routes>) {
     loop {
         // Waits without keeping the deployment alive.
@@ -217,11 +319,19 @@ pub(crate) async fn resubscribe_loop(deployment: Weak<Deployment>, routes: Arc<R
                 break;
             }
             deployment.router.mark_stale();
-            match deployment
+            let mut result = deployment
                 .execute_subscriptions(requests)
                 .await
-                .and_then(confirmed)
-            {
+                .and_then(confirmed);
+            if result.is_ok() {
+                for feed in routes.sinks() {
+                    if let Err(e) = reseed(&deployment, &feed).await {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            match result {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "subscribing to cache events again failed; retrying");
@@ -234,16 +344,174 @@ pub(crate) async fn resubscribe_loop(deployment: Weak<Deployment>, routes: Arc<R
     }
 }
 
+/// Reads the current number of every partition of `feed` (after its subscriptions
+/// were confirmed) and hands them to its near cache (`resumed`).
+pub(crate) async fn reseed(deployment: &Deployment, feed: &Feed) -> Result<()> {
+    let Some(sink) = feed.sink.get() else {
+        return Ok(());
+    };
+    let at = Instant::now();
+    let requests = feed
+        .sequences
+        .iter()
+        .map(|(key, slot)| {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(key);
+            Request::new(*slot, cmd)
+        })
+        .collect();
+    let mut seqs = Vec::with_capacity(feed.partitions.len());
+    for reply in deployment.execute(requests).await? {
+        seqs.push(match reply {
+            Value::Nil => 0,
+            Value::BulkString(b) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| Error::Store("a cache's event sequence is not a number".into()))?,
+            Value::Int(i) => u64::try_from(i).unwrap_or(0),
+            other => {
+                return Err(Error::Store(format!(
+                    "cannot read a cache's event sequence: {other:?}"
+                )));
+            }
+        });
+    }
+    feed.resumed.store(true, Ordering::SeqCst);
+    sink.resumed(&feed.partitions, &seqs, at);
+    Ok(())
+}
+
+/// Vouches for `feed` every `every` while both live: asks the subscription connection
+/// of every master that serves one of its partitions for its subscription counts
+/// (`CLIENT INFO`). A reply proves that every message published before the request
+/// was sent has been read (replies and pushes share the connection, in order) and
+/// that the connection still carries subscriptions (a connection silently replaced
+/// by a fresh one would carry none); anything else counts as a loss.
+pub(crate) async fn heartbeat_loop(
+    deployment: Weak<Deployment>,
+    feed: Weak<Feed>,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let (Some(deployment), Some(feed)) = (deployment.upgrade(), feed.upgrade()) else {
+            return;
+        };
+        let Some(sink) = feed.sink.get() else {
+            continue;
+        };
+        let at = Instant::now();
+        match vouch(&deployment, &feed).await {
+            Ok(()) if !feed.resumed.load(Ordering::SeqCst) => {
+                // Attached while the store could not answer, or a resubscription
+                // that has not reseeded yet: start (again) from the current numbers.
+                if let Err(e) = reseed(&deployment, &feed).await {
+                    tracing::warn!(error = %e, "near cache not started yet; retrying");
+                }
+            }
+            Ok(()) => sink.vouched(&feed.partitions, at),
+            Err(e) => {
+                tracing::warn!(error = %e, "cache event subscriptions unconfirmed; near caches drop their entries");
+                deployment.subscriber().lost().subscriptions_lost();
+            }
+        }
+    }
+}
+
+async fn vouch(deployment: &Deployment, feed: &Feed) -> Result<()> {
+    let map = deployment.slot_map().await?;
+    // One request per master, with how many of the feed's channels it serves.
+    let mut per_node: Vec<(&str, u16, usize)> = Vec::new();
+    for (_, slot) in &feed.sequences {
+        let Some(addr) = map.master(*slot) else {
+            return Err(Error::Unavailable(format!("no node serves slot {slot}")));
+        };
+        match per_node.iter_mut().find(|(a, _, _)| *a == addr) {
+            Some(entry) => entry.2 += 1,
+            None => per_node.push((addr, *slot, 1)),
+        }
+    }
+    let requests = per_node
+        .iter()
+        .map(|(_, slot, _)| {
+            let mut cmd = redis::cmd("CLIENT");
+            cmd.arg("INFO");
+            Request::new(*slot, cmd)
+        })
+        .collect();
+    let replies = deployment.execute_subscriptions(requests).await?;
+    for ((addr, _, expected), reply) in per_node.iter().zip(replies) {
+        let info = match reply {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            Value::SimpleString(t) => t,
+            other => {
+                return Err(Error::Store(format!(
+                    "unexpected CLIENT INFO reply: {other:?}"
+                )));
+            }
+        };
+        let subscribed = subscription_count(&info);
+        if subscribed < *expected {
+            return Err(Error::Unavailable(format!(
+                "the subscription connection to {addr} holds {subscribed} channels, expected at least {expected}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `sub` + `ssub` of a `CLIENT INFO` line.
+fn subscription_count(info: &str) -> usize {
+    info.split_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .filter(|(name, _)| *name == "sub" || *name == "ssub")
+        .filter_map(|(_, n)| n.parse::<usize>().ok())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn published_messages_parse_into_events() {
+    fn reply_events_parse_into_events() {
         let event = parse_event(b"Uabc").unwrap();
         assert_eq!(event.kind, EventKind::Updated);
         assert_eq!(event.blob, b"abc");
         assert!(parse_event(b"").is_none());
         assert!(parse_event(b"?x").is_none());
+    }
+
+    #[test]
+    fn published_messages_carry_their_number() {
+        assert_eq!(
+            parse_message(b"U42:a:b"),
+            Some(Message {
+                kind: b'U',
+                seq: 42,
+                blob: b"a:b"
+            })
+        );
+        assert_eq!(
+            parse_message(b"Z7:"),
+            Some(Message {
+                kind: b'Z',
+                seq: 7,
+                blob: b""
+            })
+        );
+        assert!(parse_message(b"Uabc").is_none());
+        assert!(parse_message(b"U:abc").is_none());
+        assert!(parse_message(b"").is_none());
+    }
+
+    #[test]
+    fn subscription_counts_add_plain_and_shard_channels() {
+        assert_eq!(
+            subscription_count("id=3 addr=x sub=2 psub=0 ssub=5 multi=-1"),
+            7
+        );
+        assert_eq!(subscription_count("id=3 addr=x"), 0);
     }
 }

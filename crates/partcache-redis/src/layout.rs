@@ -7,6 +7,7 @@
 //! | `pc:{tag}:<cache>:ix` | zset | key text → last use (µs): the partition's index and LRU order |
 //! | `pc:{tag}:<cache>:dl` | zset | key text → deadline (ms): what the reaper visits |
 //! | `pc:{tag}:<cache>:fx` | hash | key text → fixed deadlines and key-only blob (entries with a deadline) |
+//! | `pc:{tag}:<cache>:sq` | string | number of the last message published on the partition's channel |
 //! | `pc:{<h>.meta}:<cache>:meta` | hash | partition count, codec id, layout version |
 //!
 //! The meta key's tag must not depend on the partition count (it is how a reopen with
@@ -31,6 +32,7 @@ pub(crate) struct Layout {
     indexes: Vec<String>,
     deadlines: Vec<String>,
     fixed: Vec<String>,
+    sequences: Vec<String>,
     channels: Vec<String>,
     /// `KEYS[1]` of the `open` script: `pc:{<h>.meta}:<cache>:ix` (the script reads
     /// the `meta` key beside it).
@@ -49,6 +51,7 @@ impl Layout {
         let indexes = prefixes.iter().map(|p| format!("{p}ix")).collect();
         let deadlines = prefixes.iter().map(|p| format!("{p}dl")).collect();
         let fixed = prefixes.iter().map(|p| format!("{p}fx")).collect();
+        let sequences = prefixes.iter().map(|p| format!("{p}sq")).collect();
         let channels = prefixes
             .iter()
             .map(|p| match database {
@@ -64,6 +67,7 @@ impl Layout {
             indexes,
             deadlines,
             fixed,
+            sequences,
             channels,
             meta_index,
         }
@@ -94,15 +98,26 @@ impl Layout {
         &self.indexes[usize::from(partition)]
     }
 
-    /// The keys every per-partition script declares first (`KEYS[1..3]`): the index,
-    /// the deadlines and the fixed-deadline records. Declaring every key a script
+    /// The keys every per-partition script declares first (`KEYS[1..4]`): the index,
+    /// the deadlines, the fixed-deadline records and the event sequence. Declaring every key a script
     /// touches is what keeps a script atomic while its slot migrates: Redis answers
     /// `TRYAGAIN` while those keys are split between two nodes, instead of letting the
     /// script write a key on the node that no longer holds it (a `MIGRATE` would then
     /// overwrite the newer value with the older one).
-    pub fn partition_keys(&self, partition: u16) -> [&str; 3] {
+    pub fn partition_keys(&self, partition: u16) -> [&str; 4] {
         let p = usize::from(partition);
-        [&self.indexes[p], &self.deadlines[p], &self.fixed[p]]
+        [
+            &self.indexes[p],
+            &self.deadlines[p],
+            &self.fixed[p],
+            &self.sequences[p],
+        ]
+    }
+
+    /// The key holding the number of the last message published on `partition`'s
+    /// channel (see `events.rs`).
+    pub fn sequence_key(&self, partition: u16) -> &str {
+        &self.sequences[usize::from(partition)]
     }
 
     /// `KEYS[1]` of the `open` script, and its slot.

@@ -36,6 +36,8 @@ pub(crate) struct Scripts {
     /// The common unconditional put (see `lua/put.lua`): no prelude.
     pub put: Script,
     pub get: Script,
+    /// Reads for a near cache: blobs with their time left.
+    pub near_get: Script,
     pub contains: Script,
     pub put_many: Script,
     pub remove_many: Script,
@@ -52,6 +54,7 @@ pub(crate) fn scripts() -> &'static Scripts {
         write: Script::new("write", include_str!("lua/write.lua")),
         put: Script::whole("put", include_str!("lua/put.lua").to_string()),
         get: Script::new("get", include_str!("lua/get.lua")),
+        near_get: Script::new("near_get", include_str!("lua/near_get.lua")),
         contains: Script::new("contains", include_str!("lua/contains.lua")),
         put_many: Script::new("put_many", include_str!("lua/put_many.lua")),
         remove_many: Script::new("remove_many", include_str!("lua/remove_many.lua")),

@@ -13,14 +13,15 @@ use partcache::codec::Codec;
 use partcache::expiry::{ExpiryPolicy, ExpirySettings};
 use partcache::stats::StatsCounters;
 use partcache::store::raw::{
-    RawAction, RawCacheSpec, RawCondition, RawEvent, RawKey, RawStore, RawWrite, RawWriteOutcome,
+    InvalidationSink, RawAction, RawCacheSpec, RawCondition, RawEvent, RawFound, RawKey, RawStore,
+    RawWrite, RawWriteOutcome,
 };
 use partcache::{Error, Result};
 use redis::{Cmd, Value};
 use tokio::sync::broadcast;
 
 use crate::backend::Deployment;
-use crate::events::parse_event;
+use crate::events::{Feed, parse_event};
 use crate::layout::{LAYOUT_VERSION, Layout};
 use crate::routing::Request;
 use crate::scripts::{Script, scripts};
@@ -38,6 +39,8 @@ const EVENT_CAPACITY: usize = 4096;
 pub struct RedisStore {
     pub(crate) inner: Arc<StoreInner>,
     opening: OpenState,
+    /// The near cache's heartbeat (see `events::heartbeat_loop`), once one is attached.
+    heartbeat: OnceLock<tokio::task::JoinHandle<()>>,
 }
 
 /// Whether the store finished opening (layout check, event subscriptions, reaper).
@@ -74,7 +77,8 @@ pub(crate) struct StoreInner {
     /// Plain puts (no condition, TTL or previous value) may use `lua/put.lua`: no
     /// expiry policy, no max-idle, no budget.
     fast_puts: bool,
-    events: broadcast::Sender<RawEvent>,
+    /// Where the cache's channels' messages go (listeners, near cache).
+    feed: Arc<Feed>,
 }
 
 /// Milliseconds of `d`, rounded up so that a tiny non-zero duration is not zero.
@@ -129,6 +133,7 @@ impl RedisStore {
         };
         let database = deployment.database();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let layout = Layout::new(spec.partitions.clone(), database);
         let inner = Arc::new(StoreInner {
             header: header(&spec, publish_mode),
             publish: spec.publish_events,
@@ -138,10 +143,18 @@ impl RedisStore {
                 && spec.max_entries.is_none(),
             deployment,
             name: spec.name.clone(),
-            layout: Layout::new(spec.partitions.clone(), database),
             codec: spec.codec,
             stats: spec.stats.clone(),
-            events,
+            feed: Arc::new(Feed {
+                events,
+                sink: OnceLock::new(),
+                resumed: std::sync::atomic::AtomicBool::new(false),
+                partitions: (0..spec.partitions.partitions()).collect(),
+                sequences: (0..spec.partitions.partitions())
+                    .map(|p| (layout.sequence_key(p).to_string(), layout.slot(p)))
+                    .collect(),
+            }),
+            layout,
         });
         let store = RedisStore {
             opening: OpenState {
@@ -149,6 +162,7 @@ impl RedisStore {
                 attempt: tokio::sync::Mutex::new(None),
                 retry_every: inner.deployment.connect_timeout(),
             },
+            heartbeat: OnceLock::new(),
             inner,
         };
         match store.ready().await {
@@ -206,6 +220,9 @@ impl Drop for RedisStore {
         if let Some(reaper) = self.opening.reaper.get() {
             reaper.abort();
         }
+        if let Some(heartbeat) = self.heartbeat.get() {
+            heartbeat.abort();
+        }
         if self.inner.publish {
             self.inner
                 .deployment
@@ -222,8 +239,9 @@ impl StoreInner {
         self.check_layout().await?;
         if self.publish {
             self.deployment
-                .subscribe(&self.channels(), &self.events)
+                .subscribe(&self.channels(), &self.feed)
                 .await?;
+            crate::events::reseed(&self.deployment, &self.feed).await?;
         }
         Ok(())
     }
@@ -264,14 +282,15 @@ impl StoreInner {
         texts: impl ExactSizeIterator<Item = &'t str>,
     ) -> Request {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&script.sha).arg(3 + texts.len());
+        cmd.arg(&script.sha).arg(4 + texts.len());
         for key in self.layout.partition_keys(partition) {
             cmd.arg(key);
         }
         for text in texts {
             cmd.arg(self.layout.entry_key(partition, text));
         }
-        cmd.arg(&self.header[..]).arg(self.layout.channel(partition));
+        cmd.arg(&self.header[..])
+            .arg(self.layout.channel(partition));
         Request {
             slot: self.layout.slot(partition),
             cmd,
@@ -320,7 +339,7 @@ impl StoreInner {
                     && let Some(event) = parse_event(&payload)
                 {
                     // No receiver: nobody listens.
-                    let _ = self.events.send(event);
+                    let _ = self.feed.events.send(event);
                 }
             }
         }
@@ -698,7 +717,7 @@ impl RawStore for RedisStore {
         ) {
             let p = key.partition;
             let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&scripts().put.sha).arg(4);
+            cmd.arg(&scripts().put.sha).arg(5);
             for partition_key in s.layout.partition_keys(p) {
                 cmd.arg(partition_key);
             }
@@ -716,7 +735,11 @@ impl RawStore for RedisStore {
             let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
             return s.write_outcome(reply);
         }
-        let mut r = s.script(&scripts().write, key.partition, std::iter::once(key.text.as_str()));
+        let mut r = s.script(
+            &scripts().write,
+            key.partition,
+            std::iter::once(key.text.as_str()),
+        );
         let (condition, expected) = match &write.condition {
             RawCondition::Always => ("0", &[][..]),
             RawCondition::IfAbsent => ("1", &[][..]),
@@ -877,8 +900,76 @@ impl RawStore for RedisStore {
         Ok(total)
     }
 
+    async fn get_all_with_deadlines(&self, keys: &[RawKey]) -> Result<Vec<Option<RawFound>>> {
+        self.ready().await?;
+        let s = &self.inner;
+        let groups = s.by_partition(keys.iter())?;
+        let requests: Vec<Request> = groups
+            .iter()
+            .map(|(&p, indexes)| s.keyed_script(&scripts().near_get, p, keys, indexes))
+            .collect();
+        let replies = s.execute(requests).await?;
+        let mut out = vec![None; keys.len()];
+        for (indexes, reply) in groups.values().zip(replies) {
+            let Value::Array(values) = s.outcome(reply)? else {
+                return Err(Error::Store("unexpected near read reply".into()));
+            };
+            for (&i, value) in indexes.iter().zip(values) {
+                if let Value::Array(pair) = value {
+                    let mut pair = pair.into_iter();
+                    if let Some(blob) = pair.next().and_then(blob) {
+                        let pttl = int(pair.next().as_ref());
+                        out[i] = Some(RawFound {
+                            blob,
+                            remaining: u64::try_from(pttl).ok().map(Duration::from_millis),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn attach_invalidation_sink(
+        &self,
+        sink: Arc<dyn InvalidationSink>,
+        heartbeat: Duration,
+    ) -> Result<()> {
+        let s = &self.inner;
+        if !s.publish {
+            return Err(Error::Config(format!(
+                "cache `{}` does not publish events (`publish_events(false)`): a near cache needs them",
+                s.name
+            )));
+        }
+        if s.feed.sink.set(sink).is_err() {
+            return Err(Error::Config(format!(
+                "cache `{}` already has a near cache",
+                s.name
+            )));
+        }
+        let _ = self
+            .heartbeat
+            .set(tokio::spawn(crate::events::heartbeat_loop(
+                Arc::downgrade(&s.deployment),
+                Arc::downgrade(&s.feed),
+                heartbeat,
+            )));
+        if self.opening.reaper.get().is_some() {
+            // Open already: the near cache starts from the current numbers. Should this
+            // fail, the heartbeat tries again.
+            if let Err(e) = crate::events::reseed(&s.deployment, &s.feed).await {
+                tracing::warn!(cache = %s.name, error = %e, "near cache not started yet");
+            }
+        } else if let Err(e) = self.ready().await {
+            // Opening (which starts the near cache) happens on first use.
+            tracing::warn!(cache = %s.name, error = %e, "near cache not started yet");
+        }
+        Ok(())
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<RawEvent> {
-        self.inner.events.subscribe()
+        self.inner.feed.events.subscribe()
     }
 
     async fn run_pending_tasks(&self) -> Result<()> {

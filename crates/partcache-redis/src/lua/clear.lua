@@ -14,4 +14,7 @@ for _, text in ipairs(redis.call('ZRANGE', IX, 0, tonumber(ARGV[FIRST]) - 1)) do
   redis.call('DEL', k)
   forget(text)
 end
+-- Tells near caches to drop the partition (listeners ignore this kind: clear has no
+-- events in JCache).
+if PUBMODE ~= 3 then emit('Z', '') end
 return reply({removed, redis.call('ZCARD', IX)})

@@ -2,8 +2,8 @@
 --
 -- KEYS[1] is the partition's index key `<P>ix`; every other key of the partition is
 -- `<P>` plus a suffix, and <P> holds the partition's hash tag, so all of them share
--- one slot: the script is a legal, atomic single-slot cluster command. KEYS[2..3] are
--- `<P>dl` and `<P>fx`, and KEYS[4..] the entry keys of the texts the script is given:
+-- one slot: the script is a legal, atomic single-slot cluster command. KEYS[2..4] are
+-- `<P>dl`, `<P>fx` and `<P>sq`, and KEYS[5..] the entry keys of the texts the script is given:
 -- declared so that Redis refuses (TRYAGAIN) a script whose keys a slot migration has
 -- split between two nodes, instead of letting it write on the wrong one (layout.rs).
 --   <P>e:<text>  string: the entry's blob; Redis PEXPIREAT holds its hard deadline
@@ -40,11 +40,13 @@ local function minv(a, b)
   return b
 end
 
+-- A published message is numbered (`<P>sq`, in the same atomic step as the change it
+-- reports): `<kind><number>:<blob>`, so a near cache can tell a lost message (events.rs).
 local function emit(kind, blob)
   if PUBMODE == 1 then
-    redis.call('PUBLISH', CHANNEL, kind .. blob)
+    redis.call('PUBLISH', CHANNEL, kind .. redis.call('INCR', KEYS[4]) .. ':' .. blob)
   elseif PUBMODE == 2 then
-    redis.call('SPUBLISH', CHANNEL, kind .. blob)
+    redis.call('SPUBLISH', CHANNEL, kind .. redis.call('INCR', KEYS[4]) .. ':' .. blob)
   elseif PUBMODE == 3 then
     EVENTS[#EVENTS + 1] = kind .. blob
   end

@@ -95,6 +95,50 @@ pub struct RawEvent {
     pub blob: Vec<u8>,
 }
 
+/// A blob found by [`RawStore::get_all_with_deadlines`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFound {
+    /// The encoded entry.
+    pub blob: Vec<u8>,
+    /// How long the entry had left on the store when it was read (`None`: no deadline).
+    pub remaining: Option<Duration>,
+}
+
+/// How a remote store tells a near cache (`store::near`) what to drop. See
+/// `docs/ARCHITECTURE.md`, "Near cache", for the guarantee this makes possible.
+///
+/// Every partition has a *feed*: the messages the store publishes for that partition,
+/// numbered 1, 2, 3, … by the store in the same atomic step as the change they report.
+/// A store calls these methods synchronously as it receives messages (never from
+/// inside a call the near cache made), and quickly: they only drop local entries.
+///
+/// * [`entry_changed`](Self::entry_changed) / [`partition_cleared`](Self::partition_cleared):
+///   message `seq` of a partition's feed.
+/// * [`lost`](Self::lost): messages of these partitions may have been (or be about to be)
+///   lost: a connection broke, a subscription was dropped, a failover. The near cache
+///   drops their entries and serves none of them until [`resumed`](Self::resumed).
+/// * [`resumed`](Self::resumed): the feed is live again (subscription confirmed) and
+///   these are the partitions' current sequence numbers, read after that confirmation.
+/// * [`vouched`](Self::vouched): every message the store published on these partitions
+///   before the instant `at` has been delivered (e.g. a PING sent at `at` on the
+///   subscription connection came back, after everything queued before it). The near
+///   cache serves a partition's entries only while its latest vouch is recent enough.
+pub trait InvalidationSink: Send + Sync + 'static {
+    /// Message `seq` of `partition`: the entry whose blob (or key-only blob) is `blob`
+    /// changed (written, removed, expired or evicted).
+    fn entry_changed(&self, partition: u16, seq: u64, blob: &[u8]);
+    /// Message `seq` of `partition`: every entry of the partition was dropped.
+    fn partition_cleared(&self, partition: u16, seq: u64);
+    /// Messages of `partitions` may have been lost.
+    fn lost(&self, partitions: &[u16]);
+    /// The feeds of `partitions` are live again; `seqs[i]` is `partitions[i]`'s
+    /// current sequence number (0: nothing published yet); `at` was taken before the
+    /// sequence numbers were read.
+    fn resumed(&self, partitions: &[u16], seqs: &[u64], at: std::time::Instant);
+    /// Everything published on `partitions` before `at` has been delivered.
+    fn vouched(&self, partitions: &[u16], at: std::time::Instant);
+}
+
 /// Everything a remote store needs to open one cache.
 #[derive(Clone)]
 pub struct RawCacheSpec {
@@ -147,6 +191,39 @@ pub trait RawStore: Send + Sync + 'static {
     /// The store as `Any`, so its backend crate can reach backend-specific reports
     /// (such as a cluster's balance report) from a [`crate::Cache`].
     fn as_any(&self) -> &dyn std::any::Any;
+    /// Reads many keys for a near cache: like [`RawStore::get_all`], and with each
+    /// found blob the time it has left on the store (`None`: no deadline), measured
+    /// when the store read it. Stores whose entries never expire may keep this
+    /// default, which reports no deadlines.
+    async fn get_all_with_deadlines(&self, keys: &[RawKey]) -> Result<Vec<Option<RawFound>>> {
+        Ok(self
+            .get_all(keys)
+            .await?
+            .into_iter()
+            .map(|blob| {
+                blob.map(|blob| RawFound {
+                    blob,
+                    remaining: None,
+                })
+            })
+            .collect())
+    }
+    /// Attaches a near cache's [`InvalidationSink`]: from then on the store reports
+    /// every change of the cache by any process, with per-partition sequence numbers,
+    /// and vouches for its feed (see the trait) at least every `heartbeat`. Stores
+    /// without an invalidation feed keep this default, an [`Error::Config`]; a near
+    /// cache cannot be built on them.
+    async fn attach_invalidation_sink(
+        &self,
+        sink: Arc<dyn InvalidationSink>,
+        heartbeat: Duration,
+    ) -> Result<()> {
+        drop((sink, heartbeat));
+        Err(Error::Config(format!(
+            "{} has no invalidation feed: a near cache cannot be put in front of it",
+            self.describe()
+        )))
+    }
     /// Partitions, entries and bytes per master. Stores that do not spread a cache over
     /// several masters keep this default, an [`Error::Config`] saying so.
     async fn balance_report(&self) -> Result<crate::balance::BalanceReport> {
