@@ -15,6 +15,10 @@ step "servers (postgresql)"
 # shellcheck source=scripts/postgres.sh
 source scripts/postgres.sh
 
+step "headless browser (chromium, for the storefront's dashboard test)"
+# shellcheck source=scripts/chromium.sh
+source scripts/chromium.sh
+
 step "cargo fmt --all --check"
 cargo fmt --all --check
 

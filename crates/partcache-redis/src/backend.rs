@@ -53,6 +53,11 @@ impl RedisBackend {
             deployment: Arc::new(Deployment::new(url)),
         }
     }
+
+    /// The deployment (a joined store reads its members' slot maps).
+    pub(crate) fn deployment(&self) -> &Arc<Deployment> {
+        &self.deployment
+    }
 }
 
 #[async_trait]
@@ -92,6 +97,8 @@ pub(crate) struct Deployment {
     replicas: Option<Pool>,
     subscriber: Subscriber,
     resubscriber: OnceLock<()>,
+    /// See [`Deployment::origin`].
+    origin: String,
 }
 
 impl Deployment {
@@ -107,7 +114,8 @@ impl Deployment {
         };
         let replicas = (url.kind == DeploymentKind::Cluster && url.read_from_replicas)
             .then(|| Pool::new(settings.clone(), None, true));
-        let routes = Routes::new();
+        let origin = random_origin();
+        let routes = Routes::new(origin.clone());
         Deployment {
             subscriber: Subscriber::new(routes.clone(), router.is_cluster()),
             router: Arc::new(router),
@@ -115,6 +123,7 @@ impl Deployment {
             pool: Pool::new(settings, Some(routes), false),
             replicas,
             resubscriber: OnceLock::new(),
+            origin,
             url,
         }
     }
@@ -179,39 +188,19 @@ impl Deployment {
         self.router.execute(pools, requests).await
     }
 
+    /// Runs `requests` on the data connections.
     pub(crate) async fn execute(&self, requests: Vec<Request>) -> Result<Vec<Value>> {
-        // On a cluster a script's events travel on another connection than its reply:
-        // a PING on the subscription connection of each node that ran a script, sent
-        // after the replies, comes back after those events, so that a call's events
-        // are dispatched before it returns (a listener subscribed afterwards never
-        // sees them; the conformance suite checks it).
-        let barrier: Vec<u16> = if self.router.is_cluster() && self.subscriber.is_active() {
-            let mut slots: Vec<u16> = requests
-                .iter()
-                .filter(|r| r.script.is_some())
-                .map(|r| r.slot)
-                .collect();
-            slots.sort_unstable();
-            slots.dedup();
-            slots
-        } else {
-            Vec::new()
-        };
         let pools = Pools {
             primary: &self.pool,
             replicas: self.replicas.as_ref(),
         };
-        let replies = self.router.execute(pools, requests).await?;
-        if !barrier.is_empty() {
-            let pings = barrier
-                .into_iter()
-                .map(|slot| Request::new(slot, redis::cmd("PING")))
-                .collect();
-            // Best effort: a broken subscription connection is restored by the
-            // resubscribe loop; the call itself succeeded.
-            let _ = self.execute_subscriptions(pings).await;
-        }
-        Ok(replies)
+        self.router.execute(pools, requests).await
+    }
+
+    /// This client's origin: a random id in every message its scripts publish, so that
+    /// it can tell its own messages (whose events it already has from the replies).
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
     }
 
     pub(crate) async fn slot_map(&self) -> Result<Arc<SlotMap>> {
@@ -219,4 +208,17 @@ impl Deployment {
             .await
             .map_err(|_| Error::Timeout(self.router.timeout()))?
     }
+}
+
+/// A random id for a deployment (std's per-process random hash keys, and the time).
+fn random_origin() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", hasher.finish())
 }

@@ -6,12 +6,13 @@
 //! A published message is one byte of kind (`C`reated, `U`pdated, `R`emoved,
 //! e`X`pired, e`V`icted, or `Z` for "partition cleared", which only near caches hear),
 //! the message's number in its partition (decimal; `<P>sq`, taken by the script in the
-//! same atomic step as the change), a `:`, and the blob. Events returned in a script's
-//! reply instead carry no number. On a cluster, a RESP3 connection to each node, apart
+//! same atomic step as the change), `:`, the writing client's origin, `:`, and the
+//! blob. While a cache has listeners, its scripts also return their events in the reply
+//! (kind and blob, no number): a call's own events reach its listeners before it
+//! returns, and the published copies with this client's origin are not forwarded again. On a cluster, a RESP3 connection to each node, apart
 //! from the data connections, is subscribed to the channels of that node's partitions,
-//! so messages arrive in publication order (the events of one partition in order); a
-//! PING on it after a script's reply makes the call's events arrive before the call
-//! returns. It is apart because the server unsubscribes a shard channel on
+//! so messages arrive in publication order (the events of one partition in order). It
+//! is apart because the server unsubscribes a shard channel on
 //! its own when the channel's slot moves, and redis-rs takes that push as the reply to
 //! the oldest request in flight: on a data connection, every later reply would go to
 //! the wrong request. When a subscription connection breaks (failover) or the server
@@ -30,7 +31,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use partcache::store::raw::{InvalidationSink, RawEvent};
+use partcache::store::raw::{InvalidationSink, ListenerProbe, RawEvent};
 use partcache::{Error, EventKind, Result};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{Notify, broadcast};
@@ -59,22 +60,26 @@ pub(crate) fn parse_event(payload: &[u8]) -> Option<RawEvent> {
     })
 }
 
-/// One published message: kind byte, number, blob.
+/// One published message: kind byte, number, origin, blob.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Message<'a> {
     pub kind: u8,
     pub seq: u64,
+    pub origin: &'a [u8],
     pub blob: &'a [u8],
 }
 
-/// Parses one published message (`<kind><number>:<blob>`).
+/// Parses one published message (`<kind><number>:<origin>:<blob>`).
 pub(crate) fn parse_message(payload: &[u8]) -> Option<Message<'_>> {
     let (&kind, rest) = payload.split_first()?;
     let colon = rest.iter().position(|&b| b == b':')?;
     let seq = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    let rest = &rest[colon + 1..];
+    let colon = rest.iter().position(|&b| b == b':')?;
     Some(Message {
         kind,
         seq,
+        origin: &rest[..colon],
         blob: &rest[colon + 1..],
     })
 }
@@ -84,6 +89,8 @@ pub(crate) fn parse_message(payload: &[u8]) -> Option<Message<'_>> {
 pub(crate) struct Feed {
     /// The cache's event channel (listeners).
     pub events: broadcast::Sender<RawEvent>,
+    /// Whether the cache has listeners in this process.
+    pub listened: ListenerProbe,
     /// The attached near cache.
     pub sink: OnceLock<Arc<dyn InvalidationSink>>,
     /// The near cache was given the current numbers since the last loss.
@@ -116,13 +123,16 @@ pub(crate) struct Routes {
     table: RwLock<HashMap<Vec<u8>, Route>>,
     /// Wakes the resubscribe loop.
     lost: Notify,
+    /// This client's origin (see `Deployment::origin`).
+    origin: String,
 }
 
 impl Routes {
-    pub fn new() -> Arc<Routes> {
+    pub fn new(origin: String) -> Arc<Routes> {
         Arc::new(Routes {
             table: RwLock::new(HashMap::new()),
             lost: Notify::new(),
+            origin,
         })
     }
 
@@ -177,9 +187,14 @@ impl Routes {
                 if let Some(sink) = sink {
                     sink.entry_changed(route.partition, message.seq, message.blob);
                 }
+                if message.origin == self.origin.as_bytes() {
+                    // This client's own write: its listeners had the event from the
+                    // script's reply, before the write returned.
+                    return;
+                }
                 match kind_of(message.kind) {
-                    // No receiver means nobody listens right now: nothing to do.
-                    Some(kind) if route.feed.events.receiver_count() > 0 => {
+                    // Nobody listens here right now: nothing to build.
+                    Some(kind) if route.feed.listened.is_listened() => {
                         drop(route.feed.events.send(RawEvent {
                             kind,
                             blob: message.blob.to_vec(),
@@ -258,11 +273,6 @@ impl Subscriber {
         });
         cmd.arg(channel);
         Request::new(slot, cmd)
-    }
-
-    /// Whether any channel is subscribed.
-    pub fn is_active(&self) -> bool {
-        !self.routes.table.read().is_empty()
     }
 
     /// Stops routing `channels` (the store is gone). The server-side subscriptions
@@ -486,23 +496,26 @@ mod tests {
     #[test]
     fn published_messages_carry_their_number() {
         assert_eq!(
-            parse_message(b"U42:a:b"),
+            parse_message(b"U42:0af3:a:b"),
             Some(Message {
                 kind: b'U',
                 seq: 42,
+                origin: b"0af3",
                 blob: b"a:b"
             })
         );
         assert_eq!(
-            parse_message(b"Z7:"),
+            parse_message(b"Z7:0af3:"),
             Some(Message {
                 kind: b'Z',
                 seq: 7,
+                origin: b"0af3",
                 blob: b""
             })
         );
         assert!(parse_message(b"Uabc").is_none());
-        assert!(parse_message(b"U:abc").is_none());
+        assert!(parse_message(b"U42:abc").is_none());
+        assert!(parse_message(b"U:x:abc").is_none());
         assert!(parse_message(b"").is_none());
     }
 

@@ -1,7 +1,8 @@
 //! # partcache-redis
 //!
-//! Redis and Valkey stores for [`partcache`]: a standalone server, or a Redis Cluster
-//! across whose masters every cache is split into partitions (DESIGN.md §5), with JCache
+//! Redis and Valkey stores for [`partcache`]: a standalone server, a Redis Cluster
+//! across whose masters every cache is split into partitions (DESIGN.md §5), or several
+//! such deployments joined into one partitioned store, with JCache
 //! semantics (expiry, max-idle, per-entry TTL, conditional writes, eviction, events)
 //! implemented server-side in single-slot Lua scripts.
 //!
@@ -31,6 +32,7 @@
 //! | `redis://[user:password@]host[:port][/db]` | one server (`valkey://` is the same) |
 //! | `rediss://…`, `valkeys://…` | one server over TLS (needs the `tls` cargo feature) |
 //! | `redis-cluster://[user:password@]h1:p1,h2:p2,…` | a cluster, from seed nodes (`valkey-cluster://` is the same; `tls=true` for TLS) |
+//! | `redis-joined://?member=<url>&member=<url>…` | several deployments joined into one store (`valkey-joined://` is the same; see [`joined`]) |
 //!
 //! Parameters (anything else is an [`Error::Config`](partcache::Error::Config) naming it):
 //!
@@ -99,9 +101,21 @@
 //! of every process, in order per partition. With `publish_events(false)` events stay
 //! in the process that caused them (scripts return them in their replies).
 //!
+//! # Joined deployments
+//!
+//! `redis-joined://` joins several deployments, each a standalone server or a cluster
+//! URL (percent-encoded as a `member` parameter; [`joined::build_url`] builds one), into
+//! one store: partition `i` of cache `N` lives on the member that wins rendezvous
+//! hashing of `(member id, N, i)`, so adding a member moves about `1/(D+1)` of the
+//! partitions, all to the new member. Member ids (the member's `id` parameter, else its
+//! normalised URL) must be the same in every process. A member that is down fails the
+//! operations on its own partitions only. The [`joined`] module docs give the URL, the
+//! id rule, costs, failure behaviour and what changing the members does.
+//!
 //! # Balance
 //!
-//! [`partcache::Cache::balance_report`] lists partitions, entries and bytes per master.
+//! [`partcache::Cache::balance_report`] lists partitions, entries and bytes per master
+//! (on a joined store, per master of every member).
 //! Entries are the per-partition index counts; bytes are estimated per partition as the
 //! mean blob length of 16 random entries times the entry count (blob bytes, not Redis'
 //! memory overhead).
@@ -111,6 +125,7 @@
 mod backend;
 mod connection;
 mod events;
+pub mod joined;
 mod layout;
 mod reaper;
 mod routing;
@@ -124,10 +139,12 @@ pub use store::RedisStore;
 
 use std::sync::Arc;
 
-/// Registers the Redis / Valkey schemes ([`SCHEMES`]) with
-/// [`partcache::CacheManager::from_url`]. Idempotent; call it once at start-up.
+/// Registers the Redis / Valkey schemes ([`SCHEMES`] and the joined
+/// [`joined::SCHEMES`]) with [`partcache::CacheManager::from_url`]. Idempotent; call it
+/// once at start-up.
 pub fn install() {
     partcache::store::raw::register_backend(Arc::new(RedisBackendFactory));
+    partcache::store::raw::register_backend(Arc::new(joined::JoinedBackendFactory));
 }
 
 /// The crate README's example, compiled as a doctest.

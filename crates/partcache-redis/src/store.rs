@@ -13,8 +13,8 @@ use partcache::codec::Codec;
 use partcache::expiry::{ExpiryPolicy, ExpirySettings};
 use partcache::stats::StatsCounters;
 use partcache::store::raw::{
-    InvalidationSink, RawAction, RawCacheSpec, RawCondition, RawEvent, RawFound, RawKey, RawStore,
-    RawWrite, RawWriteOutcome,
+    InvalidationSink, ListenerProbe, RawAction, RawCacheSpec, RawCondition, RawEvent, RawFound,
+    RawKey, RawStore, RawWrite, RawWriteOutcome,
 };
 use partcache::{Error, Result};
 use redis::{Cmd, Value};
@@ -68,8 +68,10 @@ pub(crate) struct StoreInner {
     layout: Layout,
     codec: Codec,
     stats: Arc<StatsCounters>,
-    /// ARGV[1..=5] of every script: policy kind, duration, max-idle, budget, event mode.
-    header: [String; 5],
+    /// ARGV[1..=4] of every script: policy kind, duration, max-idle, budget.
+    header: [String; 4],
+    /// How events are published: 0 not at all, 1 `PUBLISH`, 2 `SPUBLISH`.
+    publish_mode: u8,
     /// Events go through pub/sub (else they come back in script replies).
     publish: bool,
     /// Reads need no bookkeeping: plain `MGET`, one round trip, no script.
@@ -79,6 +81,8 @@ pub(crate) struct StoreInner {
     fast_puts: bool,
     /// Where the cache's channels' messages go (listeners, near cache).
     feed: Arc<Feed>,
+    /// Whether the cache has listeners in this process.
+    listened: ListenerProbe,
 }
 
 /// Milliseconds of `d`, rounded up so that a tiny non-zero duration is not zero.
@@ -87,7 +91,9 @@ fn millis(d: Duration) -> u128 {
     if ms == 0 && !d.is_zero() { 1 } else { ms }
 }
 
-fn header(spec: &RawCacheSpec, publish_mode: u8) -> [String; 5] {
+/// ARGV[1..=4] of every script: policy kind, duration, max-idle, budget (then the
+/// event mode, this client's origin and the channel: see [`StoreInner::event_args`]).
+fn header(spec: &RawCacheSpec) -> [String; 4] {
     let (kind, duration) = match spec.expiry.policy {
         ExpiryPolicy::Eternal => (0, Duration::ZERO),
         ExpiryPolicy::Created(d) => (1, d),
@@ -102,7 +108,6 @@ fn header(spec: &RawCacheSpec, publish_mode: u8) -> [String; 5] {
             .max_idle
             .map_or_else(|| "-1".to_string(), |i| millis(i).to_string()),
         budget(spec.max_entries, spec.partitions.partitions()).to_string(),
-        publish_mode.to_string(),
     ]
 }
 
@@ -127,7 +132,7 @@ impl RedisStore {
         spec: RawCacheSpec,
     ) -> Result<RedisStore> {
         let publish_mode = match (spec.publish_events, deployment.router.is_cluster()) {
-            (false, _) => 3,
+            (false, _) => 0,
             (true, false) => 1,
             (true, true) => 2,
         };
@@ -135,7 +140,8 @@ impl RedisStore {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let layout = Layout::new(spec.partitions.clone(), database);
         let inner = Arc::new(StoreInner {
-            header: header(&spec, publish_mode),
+            header: header(&spec),
+            publish_mode,
             publish: spec.publish_events,
             plain_reads: !expiry_reads_extend(&spec.expiry) && spec.max_entries.is_none(),
             fast_puts: matches!(spec.expiry.policy, ExpiryPolicy::Eternal)
@@ -145,8 +151,10 @@ impl RedisStore {
             name: spec.name.clone(),
             codec: spec.codec,
             stats: spec.stats.clone(),
+            listened: spec.listened.clone(),
             feed: Arc::new(Feed {
                 events,
+                listened: spec.listened.clone(),
                 sink: OnceLock::new(),
                 resumed: std::sync::atomic::AtomicBool::new(false),
                 partitions: (0..spec.partitions.partitions()).collect(),
@@ -289,8 +297,8 @@ impl StoreInner {
         for text in texts {
             cmd.arg(self.layout.entry_key(partition, text));
         }
-        cmd.arg(&self.header[..])
-            .arg(self.layout.channel(partition));
+        cmd.arg(&self.header[..]);
+        self.event_args(&mut cmd, partition);
         Request {
             slot: self.layout.slot(partition),
             cmd,
@@ -301,6 +309,19 @@ impl StoreInner {
 
     async fn execute(&self, requests: Vec<Request>) -> Result<Vec<Value>> {
         self.deployment.execute(requests).await
+    }
+
+    /// Appends a script's event arguments: the event mode, this client's origin and
+    /// the partition's channel. The mode adds 3 ("and return them in the reply") while
+    /// the cache has listeners in this process: a call's own events then reach them
+    /// from its reply, before it returns, and the published copies, which carry this
+    /// client's origin, are not forwarded a second time (`events.rs`). Without local
+    /// listeners the reply carries no events at all.
+    fn event_args(&self, cmd: &mut Cmd, partition: u16) {
+        let mode = self.publish_mode + if self.listened.is_listened() { 3 } else { 0 };
+        cmd.arg(mode)
+            .arg(self.deployment.origin())
+            .arg(self.layout.channel(partition));
     }
 
     /// Unpacks a script's `{result, evicted, expired, events}` reply: counts the
@@ -358,8 +379,8 @@ impl StoreInner {
             .arg(2)
             .arg(meta_index)
             .arg(format!("{}meta", meta_index.trim_end_matches("ix")))
-            .arg(&self.header[..])
-            .arg(self.layout.channel(0));
+            .arg(&self.header[..]);
+        self.event_args(&mut request.cmd, 0);
         request
             .cmd
             .arg(self.layout.partitions())
@@ -721,11 +742,9 @@ impl RawStore for RedisStore {
             for partition_key in s.layout.partition_keys(p) {
                 cmd.arg(partition_key);
             }
-            cmd.arg(s.layout.entry_key(p, &key.text))
-                .arg(&s.header[4])
-                .arg(s.layout.channel(p))
-                .arg(&key.text)
-                .arg(blob.as_slice());
+            cmd.arg(s.layout.entry_key(p, &key.text));
+            s.event_args(&mut cmd, p);
+            cmd.arg(&key.text).arg(blob.as_slice());
             let request = Request {
                 slot: s.layout.slot(p),
                 cmd,
@@ -918,10 +937,14 @@ impl RawStore for RedisStore {
                 if let Value::Array(pair) = value {
                     let mut pair = pair.into_iter();
                     if let Some(blob) = pair.next().and_then(blob) {
-                        let pttl = int(pair.next().as_ref());
+                        // PTTL: -1 when the entry has no deadline.
+                        let remaining = match pair.next() {
+                            Some(Value::Int(ms)) => u64::try_from(ms).ok(),
+                            _ => None,
+                        };
                         out[i] = Some(RawFound {
                             blob,
-                            remaining: u64::try_from(pttl).ok().map(Duration::from_millis),
+                            remaining: remaining.map(Duration::from_millis),
                         });
                     }
                 }

@@ -211,7 +211,7 @@ fn boolean(name: &str, value: &str) -> Result<bool> {
 }
 
 /// Percent-decodes one URL component.
-fn decode(text: &str, url: &str) -> Result<String> {
+pub(crate) fn decode(text: &str, url: &str) -> Result<String> {
     url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::event::{EventFilter, EventReceiver};
@@ -129,6 +130,14 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         }
     }
 
+    /// A span around one awaited (remote) store call, named `partcache.store` with the
+    /// cache and the operation; the store's own spans (partition, node) nest inside.
+    /// Near-free without a subscriber at `debug` (the callsite's interest is cached);
+    /// the local store's synchronous fast paths never create one.
+    fn store_span(&self, op: &'static str) -> tracing::Span {
+        tracing::debug_span!("partcache.store", cache = %self.inner.name, op)
+    }
+
     fn track<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(e) = &result {
             match e {
@@ -175,7 +184,13 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     async fn store_write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>> {
         match self.inner.store.write_now(key, write) {
             Ok(outcome) => Ok(outcome),
-            Err(write) => self.inner.store.write(key, write).await,
+            Err(write) => {
+                self.inner
+                    .store
+                    .write(key, write)
+                    .instrument(self.store_span("write"))
+                    .await
+            }
         }
     }
 
@@ -245,6 +260,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 .inner
                 .store
                 .get_all(std::slice::from_ref(key))
+                .instrument(self.store_span("get"))
                 .await
                 .map(|mut v| v.pop().flatten()),
         };
@@ -282,7 +298,13 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             self.check_key(key)?;
         }
         let start = Instant::now();
-        let mut values = self.track(self.inner.store.get_all(keys).await)?;
+        let found = self
+            .inner
+            .store
+            .get_all(keys)
+            .instrument(self.store_span("get_all"))
+            .await;
+        let mut values = self.track(found)?;
         let hits = values.iter().filter(|v| v.is_some()).count() as u64;
         let stats = &self.inner.stats;
         stats.hits.add(hits);
@@ -364,7 +386,12 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             }
         }
         let count = entries.len() as u64;
-        let result = self.inner.store.put_all(entries, None).await;
+        let result = self
+            .inner
+            .store
+            .put_all(entries, None)
+            .instrument(self.store_span("put_all"))
+            .await;
         self.track(result)?;
         self.inner.stats.puts.add(count);
         self.inner.stats.time_put(start.elapsed());
@@ -582,7 +609,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                     Some(None) => Decision::Remove,
                 }
             };
-            self.inner.store.compute(key, &mut run).await
+            self.inner
+                .store
+                .compute(key, &mut run)
+                .instrument(self.store_span("invoke"))
+                .await
         };
         let computed = self.track(computed)?;
         if let Some(hit) = read {

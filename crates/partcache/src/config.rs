@@ -14,6 +14,9 @@
 //! partitions = 231                  # Redis cluster stores only
 //! hashing_rules = ['^user:(?<tag>\d+)']
 //! max_value_bytes = 1048576
+//!
+//! [caches.products]                 # remote stores only: a local copy of decoded values
+//! near_cache = { max_entries = 10000, ttl = "60s", max_staleness = "1s" }
 //! ```
 //!
 //! Unknown keys are errors that name the key, so a typo never silently does nothing.
@@ -74,6 +77,134 @@ pub struct CacheConfig {
     /// Publish events to other processes (remote stores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_events: Option<bool>,
+    /// A near cache in front of a remote store (see [`NearCache`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub near_cache: Option<NearCache>,
+}
+
+/// The default of [`NearCache::max_staleness`]: one second.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(1);
+
+/// The smallest accepted [`NearCache::max_staleness`]: the store vouches for its
+/// invalidation feed every third of it, so a smaller bound would mostly measure the
+/// heartbeat's own round trip.
+pub const MIN_MAX_STALENESS: Duration = Duration::from_millis(10);
+
+/// A near cache: a local copy of decoded values in front of a remote store, so that a
+/// repeated read of a hot key costs a moka lookup instead of a round trip. Set with
+/// [`crate::CacheBuilder::near_cache`] or, in a configuration file, as
+/// `near_cache = { max_entries = 10000, ttl = "60s", max_staleness = "1s" }` in a
+/// cache's table or in `[defaults]`.
+///
+/// ```
+/// use partcache::NearCache;
+/// use std::time::Duration;
+///
+/// let near = NearCache::max_entries(10_000)
+///     .ttl(Duration::from_secs(60))
+///     .max_staleness(Duration::from_millis(500));
+/// assert_eq!(near.max_entries, 10_000);
+/// ```
+///
+/// **Consistency.** Every write, by any process, invalidates the local copies of every
+/// process through the store's invalidation feed, usually within milliseconds. A local
+/// copy is served only while the store has *vouched* for the feed of its partition
+/// (every message published before some instant has been delivered) within
+/// `max_staleness`; so a value overwritten (and acknowledged to its writer) more than
+/// `max_staleness` ago is never served, however the network misbehaves. A detected loss
+/// (a gap in the feed's sequence numbers, a broken connection, a failover, a
+/// resubscription) drops the partition's local copies at once. A process's own writes
+/// invalidate its local copies before they return. Only the local monotonic clock is
+/// involved: no clock synchronisation between machines is assumed.
+///
+/// **Where it applies.** Only on remote stores that have an invalidation feed (the
+/// Redis/Valkey stores). On `memory://` it is pointless (the local store already keeps
+/// decoded values): in a cache's own settings that is a configuration error, from
+/// `[defaults]` it is ignored. A cache whose reads extend the store's expiry
+/// ([`ExpiryPolicy::Accessed`], [`ExpiryPolicy::Touched`], or any `max_idle`) cannot
+/// have one, since a local hit could not slide the store's deadline without the round
+/// trip the near cache exists to avoid: in the cache's own settings that is a
+/// configuration error, from `[defaults]` the near cache is skipped for that cache
+/// (likewise for a cache with `publish_events = false`, whose event channel is the
+/// feed).
+///
+/// Cost: one moka lookup, a few atomic loads and one clock reading per local hit; a
+/// local miss costs the remote read plus one insertion. Memory: up to `max_entries`
+/// decoded values per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NearCache {
+    /// The most entries kept locally (at least 1); beyond it moka evicts by its
+    /// default TinyLFU policy (a rarely read newcomer may be refused a place, which
+    /// only costs a remote read).
+    pub max_entries: u64,
+    /// A local copy older than this is read again from the store (`None`: only
+    /// invalidations, the store's own deadlines and eviction remove it).
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ttl: Option<Duration>,
+    /// How old the store's latest vouch for a partition's feed may be for that
+    /// partition's local copies to be served (default 1 s, at least 10 ms). See the
+    /// type docs.
+    #[serde(
+        default = "default_max_staleness",
+        with = "crate::expiry::humantime_serde_compat"
+    )]
+    pub max_staleness: Duration,
+}
+
+fn default_max_staleness() -> Duration {
+    DEFAULT_MAX_STALENESS
+}
+
+impl NearCache {
+    /// A near cache of at most `max_entries` local copies, no TTL, and the default
+    /// `max_staleness` (1 s).
+    pub fn max_entries(max_entries: u64) -> Self {
+        NearCache {
+            max_entries,
+            ttl: None,
+            max_staleness: DEFAULT_MAX_STALENESS,
+        }
+    }
+
+    /// Local copies older than `ttl` are read again from the store.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// How old the store's latest vouch for the feed may be for local copies to be
+    /// served (at least 10 ms). Smaller values bound staleness more tightly and make the
+    /// store vouch more often (every third of it).
+    pub fn max_staleness(mut self, max_staleness: Duration) -> Self {
+        self.max_staleness = max_staleness;
+        self
+    }
+
+    /// Checks the settings, naming the bad one.
+    fn validate(&self, cache: &str) -> Result<()> {
+        if self.max_entries == 0 {
+            return Err(Error::Config(format!(
+                "cache `{cache}`: `near_cache.max_entries` must be at least 1"
+            )));
+        }
+        if self.ttl == Some(Duration::ZERO) {
+            return Err(Error::Config(format!(
+                "cache `{cache}`: `near_cache.ttl` must be more than zero (leave it out for no local TTL)"
+            )));
+        }
+        if self.max_staleness < MIN_MAX_STALENESS {
+            return Err(Error::Config(format!(
+                "cache `{cache}`: `near_cache.max_staleness` is {:?}, must be at least {MIN_MAX_STALENESS:?}",
+                self.max_staleness
+            )));
+        }
+        Ok(())
+    }
 }
 
 mod opt_duration {
@@ -112,6 +243,7 @@ impl CacheConfig {
             max_value_bytes: self.max_value_bytes.or(defaults.max_value_bytes),
             event_capacity: self.event_capacity.or(defaults.event_capacity),
             publish_events: self.publish_events.or(defaults.publish_events),
+            near_cache: self.near_cache.or(defaults.near_cache),
         }
     }
 
@@ -154,6 +286,9 @@ impl CacheConfig {
             return Err(Error::Config(format!(
                 "cache `{cache}`: `event_capacity` must be at least 1"
             )));
+        }
+        if let Some(near) = &self.near_cache {
+            near.validate(cache)?;
         }
         self.hashing_policy()
             .map_err(|e| Error::Config(format!("cache `{cache}`: {e}")))?;
@@ -221,6 +356,48 @@ mod tests {
             users.hashing_policy().unwrap(),
             HashingPolicy::Custom(_)
         ));
+    }
+
+    #[test]
+    fn near_cache_settings_parse_in_a_cache_and_in_defaults() {
+        let config = ManagerConfig::from_toml(
+            r#"
+            [defaults]
+            near_cache = { max_entries = 10000, ttl = "60s", max_staleness = "1s" }
+            [caches.products]
+            near_cache = { max_entries = 5 }
+            [caches.users]
+            max_entries = 7
+            "#,
+        )
+        .unwrap();
+        let defaults = NearCache::max_entries(10_000)
+            .ttl(Duration::from_secs(60))
+            .max_staleness(Duration::from_secs(1));
+        assert_eq!(config.defaults.near_cache, Some(defaults));
+        let products = config.caches["products"].or(&config.defaults);
+        assert_eq!(products.near_cache, Some(NearCache::max_entries(5)));
+        assert_eq!(
+            products.near_cache.unwrap().max_staleness,
+            DEFAULT_MAX_STALENESS
+        );
+        let users = config.caches["users"].or(&config.defaults);
+        assert_eq!(users.near_cache, Some(defaults));
+
+        for (bad, expected) in [
+            ("{ max_entries = 5, max_entires = 5 }", "max_entires"),
+            ("{ ttl = \"1s\" }", "max_entries"),
+            ("{ max_entries = 0 }", "near_cache.max_entries"),
+            (
+                "{ max_entries = 5, max_staleness = \"5ms\" }",
+                "max_staleness",
+            ),
+            ("{ max_entries = 5, ttl = \"0s\" }", "near_cache.ttl"),
+        ] {
+            let err =
+                ManagerConfig::from_toml(&format!("[caches.p]\nnear_cache = {bad}")).unwrap_err();
+            assert!(err.to_string().contains(expected), "{bad}: {err}");
+        }
     }
 
     #[test]

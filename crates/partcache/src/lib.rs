@@ -30,13 +30,15 @@
 //! ```
 //!
 //! Where things live: [`Cache`] (the typed handle), [`CacheManager`] and
-//! [`CacheBuilder`] (named caches, per-cache settings, the backend URL), [`expiry`]
+//! [`CacheBuilder`] (named caches, per-cache settings, the backend URL), [`AnyCache`]
+//! (every cache of a manager, typeless, for dashboards), [`expiry`]
 //! (JCache policies), [`event`], [`stats`], [`loader`] (read-/write-through),
 //! [`codec`], [`partition`] (how keys spread over a cluster), [`store`] (the SPI
 //! backends implement), and [`conformance`] (the suite every backend must pass).
 
 #![warn(missing_docs)]
 
+mod any_cache;
 pub mod balance;
 mod cache;
 pub mod codec;
@@ -57,10 +59,11 @@ mod single_flight;
 pub mod stats;
 pub mod store;
 
+pub use any_cache::AnyCache;
 pub use balance::{BalanceReport, MasterBalance};
 pub use cache::{Cache, CacheKey, CacheValue, MutableEntry};
 pub use codec::Codec;
-pub use config::{CacheConfig, ManagerConfig};
+pub use config::{CacheConfig, ManagerConfig, NearCache};
 pub use default_manager::{default_manager, set_default_manager};
 pub use error::{Error, Result};
 pub use event::{CacheEvent, EventFilter, EventKind, EventReceiver};

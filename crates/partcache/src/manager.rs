@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::any_cache::AnyCache;
 use crate::cache::{Cache, CacheInner, CacheKey, CacheValue, LocalChecks};
 use crate::codec::Codec;
-use crate::config::{CacheConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_VALUE_BYTES, ManagerConfig};
+use crate::config::{
+    CacheConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_VALUE_BYTES, ManagerConfig, NearCache,
+};
 use crate::error::{Error, Result};
 use crate::event::EventSender;
 use crate::expiry::ExpiryPolicy;
@@ -21,7 +24,8 @@ use crate::stats::StatsCounters;
 use crate::store::Store;
 use crate::store::encoded::{EncodedConfig, EncodedStore};
 use crate::store::local::{LocalConfig, LocalStore, Weigher};
-use crate::store::raw::{RawCacheSpec, RemoteBackend, backend_for};
+use crate::store::near::NearStore;
+use crate::store::raw::{ListenerProbe, RawCacheSpec, RemoteBackend, backend_for};
 
 /// The environment variable [`CacheManager::from_env`] reads.
 pub const URL_ENV: &str = "PARTCACHE_URL";
@@ -38,6 +42,8 @@ enum Backend {
 struct OpenCache {
     config: CacheConfig,
     handle: Box<dyn Any + Send + Sync>,
+    /// The same cache, typeless, for [`CacheManager::caches`].
+    any: Arc<dyn AnyCache>,
 }
 
 struct ManagerInner {
@@ -146,7 +152,7 @@ impl CacheManager {
         Self::from_config_str(&text)
     }
 
-    fn with_config(url: &str, config: ManagerConfig) -> Result<Self> {
+    pub(crate) fn with_config(url: &str, config: ManagerConfig) -> Result<Self> {
         let url = url.trim();
         let backend = match scheme_of(url)? {
             "memory" => memory_backend(url)?,
@@ -203,6 +209,25 @@ impl CacheManager {
         let mut names: Vec<String> = self.inner.open.lock().keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Every cache built so far, sorted by name, whatever their key and value types
+    /// (for dashboards and exporters; see [`AnyCache`]). Caches that adapters open for
+    /// themselves (HTTP responses, ORM results) are included.
+    pub fn caches(&self) -> Vec<Arc<dyn AnyCache>> {
+        let open = self.inner.open.lock();
+        let mut caches: Vec<_> = open.values().map(|open| open.any.clone()).collect();
+        drop(open);
+        caches.sort_by(|a, b| a.name().cmp(b.name()));
+        caches
+    }
+
+    /// Pushes every cache's statistics to the `metrics` facade
+    /// ([`Cache::publish_metrics`]); call it periodically, or before each scrape.
+    pub fn publish_metrics(&self) {
+        for cache in self.caches() {
+            cache.publish_metrics();
+        }
     }
 
     /// An already built cache, if `name` was built with these types.
@@ -301,6 +326,16 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
+    /// A near cache: a local copy of decoded values in front of a remote store, kept
+    /// coherent by the store's invalidation feed (see [`NearCache`] for the guarantee
+    /// and where it applies). A configuration error on `memory://`, with an expiry that
+    /// reads extend (`Accessed`, `Touched`, `max_idle`), and with
+    /// `publish_events(false)`.
+    pub fn near_cache(mut self, near: NearCache) -> Self {
+        self.config.near_cache = Some(near);
+        self
+    }
+
     /// A read-through loader for misses of `get` and `get_all`.
     pub fn loader(mut self, loader: impl CacheLoader<K, V>) -> Self {
         self.loader = Some(Arc::new(loader));
@@ -317,12 +352,18 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     /// other types or other settings is an [`Error::Config`].
     pub async fn build(self) -> Result<Cache<K, V>> {
         let manager = self.manager.inner.clone();
-        let config = self.config.or(&manager.config.defaults);
+        let mut config = self.config.or(&manager.config.defaults);
         config.validate(&self.name)?;
+        config.near_cache = near_cache_for(
+            &self.name,
+            &config,
+            self.config.near_cache.is_some(),
+            matches!(manager.backend, Backend::Memory),
+        )?;
         if let Some(open) = manager.open.lock().get(&self.name) {
             return reopen(&self.name, open, &config);
         }
-        let stats = Arc::new(StatsCounters::default());
+        let stats = Arc::new(StatsCounters::named(&self.name));
         let events = EventSender::new(config.event_capacity.unwrap_or(DEFAULT_EVENT_CAPACITY));
         let hashing = config.hashing_policy()?;
         let (store, encoded, local_checks): (Arc<dyn Store<K, V>>, _, _) = match &manager.backend {
@@ -368,6 +409,10 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                         codec,
                         publish_events: config.publish_events.unwrap_or(true),
                         stats: stats.clone(),
+                        listened: {
+                            let events = events.clone();
+                            ListenerProbe::new(move || events.is_listened())
+                        },
                     })
                     .await?;
                 let encoded = EncodedStore::new(
@@ -384,7 +429,13 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                         events,
                     },
                 );
-                (encoded.clone() as Arc<dyn Store<K, V>>, Some(encoded), None)
+                // The near cache wraps the encoded store; `encoded` stays the encoded
+                // store itself, for the raw store and its reports.
+                let store: Arc<dyn Store<K, V>> = match config.near_cache {
+                    Some(near) => NearStore::new(encoded.clone(), near).await?,
+                    None => encoded.clone(),
+                };
+                (store, Some(encoded), None)
             }
         };
         let key_locks = self.writer.as_ref().map(|_| {
@@ -416,10 +467,47 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
             OpenCache {
                 config,
                 handle: Box::new(cache.clone()),
+                any: Arc::new(cache.clone()),
             },
         );
         Ok(cache)
     }
+}
+
+/// The near cache `config` (already merged with the defaults) gets, or the error that
+/// forbids it. `own`: the cache's own settings asked for it (not only `[defaults]`): a
+/// near cache that cannot work is then an error, while one from the defaults is left
+/// out for this cache.
+fn near_cache_for(
+    name: &str,
+    config: &CacheConfig,
+    own: bool,
+    local_backend: bool,
+) -> Result<Option<NearCache>> {
+    let Some(near) = config.near_cache else {
+        return Ok(None);
+    };
+    let reason = if local_backend {
+        if !own {
+            return Ok(None);
+        }
+        return Err(Error::Config(format!(
+            "cache `{name}`: a near cache is pointless on `memory://`: the local store already keeps decoded values in this process (remove `near_cache`)"
+        )));
+    } else if config.expiry_settings().reads_extend() {
+        "its reads extend the store's expiry (an `accessed` or `touched` policy, or `max_idle`), and a local hit cannot slide the store's deadline without the round trip a near cache exists to avoid"
+    } else if config.publish_events == Some(false) {
+        "it has `publish_events = false`, and the event channel is the near cache's invalidation feed"
+    } else {
+        return Ok(Some(near));
+    };
+    if own {
+        return Err(Error::Config(format!(
+            "cache `{name}` cannot have a near cache: {reason}"
+        )));
+    }
+    tracing::debug!(cache = %name, "the default near cache is skipped: {reason}");
+    Ok(None)
 }
 
 fn reopen<K: CacheKey, V: CacheValue>(

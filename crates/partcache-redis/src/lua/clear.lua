@@ -1,4 +1,4 @@
--- Drops up to ARGV[7] entries of the partition; ARGV[8] = 1 announces each live one
+-- Drops up to ARGV[8] entries of the partition; ARGV[9] = 1 announces each live one
 -- with a Removed event and counts it. Result: {removed, entries left}.
 local announce = ARGV[FIRST + 1] == '1'
 local removed = 0
@@ -16,5 +16,5 @@ for _, text in ipairs(redis.call('ZRANGE', IX, 0, tonumber(ARGV[FIRST]) - 1)) do
 end
 -- Tells near caches to drop the partition (listeners ignore this kind: clear has no
 -- events in JCache).
-if PUBMODE ~= 3 then emit('Z', '') end
+emit('Z', '')
 return reply({removed, redis.call('ZCARD', IX)})

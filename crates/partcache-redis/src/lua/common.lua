@@ -12,16 +12,18 @@
 --   <P>fx        hash text -> "<policy deadline>,<ttl deadline>,<key-only blob>", for
 --                entries with a deadline (reads and updates need the fixed deadlines;
 --                the key-only blob announces an expiry after Redis dropped the value)
--- ARGV[1..6] are the cache's settings (see scripts.rs), ARGV[7..] the operation's.
+-- ARGV[1..7] are the cache's settings and event arguments (store.rs), ARGV[8..] the
+-- operation's.
 local P = string.sub(KEYS[1], 1, -3)
 local IX, DL, FX = KEYS[1], P .. 'dl', P .. 'fx'
 local KIND = tonumber(ARGV[1])    -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched
 local D = tonumber(ARGV[2])       -- the policy's duration, ms
 local IDLE = tonumber(ARGV[3])    -- max-idle, ms; -1: none
 local BUDGET = tonumber(ARGV[4])  -- max entries of this partition; 0: unbounded
-local PUBMODE = tonumber(ARGV[5]) -- events: 0 none, 1 PUBLISH, 2 SPUBLISH, 3 in the reply
-local CHANNEL = ARGV[6]
-local FIRST = 7
+local PUBMODE = tonumber(ARGV[5]) -- events: 0 none, 1 PUBLISH, 2 SPUBLISH; +3: also in the reply
+local ORIGIN = ARGV[6]            -- the calling client's id, in published messages
+local CHANNEL = ARGV[7]
+local FIRST = 8
 local READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4
 
 local T = redis.call('TIME')
@@ -41,15 +43,15 @@ local function minv(a, b)
 end
 
 -- A published message is numbered (`<P>sq`, in the same atomic step as the change it
--- reports): `<kind><number>:<blob>`, so a near cache can tell a lost message (events.rs).
+-- reports): `<kind><number>:<origin>:<blob>`, so a near cache can tell a lost message (events.rs).
 local function emit(kind, blob)
-  if PUBMODE == 1 then
-    redis.call('PUBLISH', CHANNEL, kind .. redis.call('INCR', KEYS[4]) .. ':' .. blob)
-  elseif PUBMODE == 2 then
-    redis.call('SPUBLISH', CHANNEL, kind .. redis.call('INCR', KEYS[4]) .. ':' .. blob)
-  elseif PUBMODE == 3 then
-    EVENTS[#EVENTS + 1] = kind .. blob
+  local publish = PUBMODE % 3
+  if publish == 1 then
+    redis.call('PUBLISH', CHANNEL, kind .. redis.call('INCR', KEYS[4]) .. ':' .. ORIGIN .. ':' .. blob)
+  elseif publish == 2 then
+    redis.call('SPUBLISH', CHANNEL, kind .. redis.call('INCR', KEYS[4]) .. ':' .. ORIGIN .. ':' .. blob)
   end
+  if PUBMODE >= 3 then EVENTS[#EVENTS + 1] = kind .. blob end
 end
 
 -- The fixed deadlines and key-only blob recorded for `text` (nils when none).

@@ -1,4 +1,4 @@
--- Whether each entry of ARGV[7..] (texts) is live, without counting as an access.
+-- Whether each entry of ARGV[8..] (texts) is live, without counting as an access.
 -- Result: 1 or 0 per text, in order.
 local out = {}
 for i = FIRST, #ARGV do

@@ -1,4 +1,4 @@
--- Reads the entries ARGV[7..] (texts) as accesses: slides the expiry of the policies
+-- Reads the entries ARGV[8..] (texts) as accesses: slides the expiry of the policies
 -- reads extend and refreshes the LRU order when the cache has a budget.
 -- Result: the blobs, nil for misses, in order.
 local out = {}

@@ -1,4 +1,4 @@
--- Reads the entries ARGV[7..] (texts) for a near cache: each found blob with the time
+-- Reads the entries ARGV[8..] (texts) for a near cache: each found blob with the time
 -- it has left (PTTL, ms; -1: no deadline). Near caches exist only on caches whose reads
 -- do not extend expiry (the core refuses the others), so a read only refreshes the LRU
 -- order when the cache has a budget, as get.lua does.

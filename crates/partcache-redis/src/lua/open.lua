@@ -1,5 +1,5 @@
 -- Records the cache's layout beside its data, or returns the one recorded.
--- KEYS[1] is `pc:{<h>.meta}:<cache>:ix` (see layout.rs), KEYS[2] its `meta` sibling, the record. ARGV[7..9]: partitions, codec id, layout version.
+-- KEYS[1] is `pc:{<h>.meta}:<cache>:ix` (see layout.rs), KEYS[2] its `meta` sibling, the record. ARGV[8..10]: partitions, codec id, layout version.
 -- Result: {partitions, codec id, layout version} as recorded.
 local M = KEYS[2]
 local cur = redis.call('HMGET', M, 'partitions', 'codec', 'layout')

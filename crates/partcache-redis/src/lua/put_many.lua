@@ -1,4 +1,4 @@
--- Unconditional puts. ARGV[7] = ttl ms (-1 none), then (text, blob, key-only blob)
+-- Unconditional puts. ARGV[8] = ttl ms (-1 none), then (text, blob, key-only blob)
 -- triples. Result: how many were stored.
 local ttl = tonumber(ARGV[FIRST])
 local stored = 0

@@ -1,4 +1,4 @@
--- Reclaims up to ARGV[7] entries whose deadline passed: Redis already dropped their
+-- Reclaims up to ARGV[8] entries whose deadline passed: Redis already dropped their
 -- values; this drops their bookkeeping and announces each with an Expired event.
 -- Result: {how many deadlines were due (the caller comes back when it hit the limit),
 -- the earliest deadline left (ms), or -1 when none}.

@@ -1,4 +1,4 @@
--- Removes the entries ARGV[7..] (texts). Result: how many were live.
+-- Removes the entries ARGV[8..] (texts). Result: how many were live.
 local removed = 0
 for i = FIRST, #ARGV do
   local text = ARGV[i]

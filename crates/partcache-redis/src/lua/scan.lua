@@ -1,4 +1,4 @@
--- One step of an iteration: ZSCAN of the index from cursor ARGV[7], about ARGV[8]
+-- One step of an iteration: ZSCAN of the index from cursor ARGV[8], about ARGV[9]
 -- members. Result: {next cursor, {text, blob, text, blob, ...}} for live entries.
 local r = redis.call('ZSCAN', IX, ARGV[FIRST], 'COUNT', tonumber(ARGV[FIRST + 1]))
 local out = {}

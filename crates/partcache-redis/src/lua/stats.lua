@@ -1,5 +1,5 @@
 -- The partition's entry count and an estimate of its blob bytes: the mean length of
--- up to ARGV[7] random entries times the count. Result: {entries, bytes}.
+-- up to ARGV[8] random entries times the count. Result: {entries, bytes}.
 local n = redis.call('ZCARD', IX)
 local bytes = 0
 if n > 0 then

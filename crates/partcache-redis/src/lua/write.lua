@@ -1,4 +1,4 @@
--- One conditional write. ARGV[7..]: text, condition (0 always, 1 if absent, 2 if
+-- One conditional write. ARGV[8..]: text, condition (0 always, 1 if absent, 2 if
 -- present, 3 if equals), expected blob, action (1 put, 2 remove), blob, ttl ms (-1
 -- none), want previous (0/1), key-only blob.
 -- Result: {existed, applied, previous blob or nil}.

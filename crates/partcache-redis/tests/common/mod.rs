@@ -27,3 +27,21 @@ pub fn manager(url: &str) -> partcache::CacheManager {
     partcache_redis::install();
     partcache::CacheManager::from_url(url).expect("manager")
 }
+
+/// A second standalone server per test binary (joined stores need two).
+pub fn second_standalone() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start redis-server")
+    })
+}
+
+/// A `redis-joined://` URL over [`standalone`], [`second_standalone`] and [`cluster`].
+/// Blocks while the servers start: call it inside `block_in_place`.
+pub fn joined_url() -> String {
+    partcache_redis::joined::build_url([
+        standalone().url(),
+        second_standalone().url(),
+        cluster().seed_url(),
+    ])
+}

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
-use super::raw::{RawAction, RawCondition, RawKey, RawStore, RawWrite};
+use super::raw::{RawAction, RawCondition, RawFound, RawKey, RawStore, RawWrite};
 use super::{Action, Computed, Condition, Decision, Processor, Store, Write, WriteOutcome};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -53,8 +53,15 @@ pub struct EncodedStore<K, V> {
     raw: Arc<dyn RawStore>,
     config: EncodedConfig<K, V>,
     events: parking_lot::Mutex<broadcast::Receiver<super::raw::RawEvent>>,
+    /// Striped by key: entry processors on one key in this process take turns, so
+    /// only other processes' writes make an optimistic attempt fail (16 local tasks
+    /// incrementing one counter once exhausted the attempts).
+    compute_locks: Box<[tokio::sync::Mutex<()>]>,
     _types: PhantomData<fn() -> (K, V)>,
 }
+
+/// Stripes of [`EncodedStore::compute_locks`].
+const COMPUTE_LOCK_STRIPES: usize = 64;
 
 impl<K, V> EncodedStore<K, V>
 where
@@ -71,6 +78,9 @@ where
             raw,
             config,
             events,
+            compute_locks: (0..COMPUTE_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             _types: PhantomData,
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -98,6 +108,46 @@ where
             .partitions
             .partition_of(&self.config.hashing, &text)?;
         Ok(RawKey { text, partition })
+    }
+
+    /// The cache's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The codec values are written with.
+    pub(crate) fn codec(&self) -> Codec {
+        self.config.codec
+    }
+
+    /// The cache's statistics.
+    pub(crate) fn stats(&self) -> &Arc<StatsCounters> {
+        &self.config.stats
+    }
+
+    /// Reads `keys` with [`RawStore::get_all_with_deadlines`] (for a near cache):
+    /// decoded values, each with the time it had left on the store. Undecodable blobs
+    /// are misses and counted decode errors; events are drained as for every operation.
+    pub(crate) async fn get_all_with_deadlines(
+        &self,
+        keys: &[RawKey],
+    ) -> Result<Vec<Option<(Arc<V>, Option<Duration>)>>> {
+        let found = self.after(self.raw.get_all_with_deadlines(keys).await)?;
+        if found.len() != keys.len() {
+            return Err(Error::Store(format!(
+                "{} answered {} results for {} keys",
+                self.raw.describe(),
+                found.len(),
+                keys.len()
+            )));
+        }
+        Ok(found
+            .into_iter()
+            .map(|found| {
+                let RawFound { blob, remaining } = found?;
+                Some((self.decode_value(&blob)?, remaining))
+            })
+            .collect())
     }
 
     fn raw_keys(&self, keys: &[K]) -> Result<Vec<RawKey>> {
@@ -274,6 +324,9 @@ where
         // entry is still what was read. Another writer in between makes the write miss
         // its condition and the processor runs again on the new value.
         let raw_key = self.raw_key(key)?;
+        let stripe =
+            xxhash_rust::xxh3::xxh3_64(raw_key.text.as_bytes()) as usize % COMPUTE_LOCK_STRIPES;
+        let _turn = self.compute_locks[stripe].lock().await;
         for _ in 0..MAX_COMPUTE_ATTEMPTS {
             let current_blob = self
                 .after(self.raw.get_all(std::slice::from_ref(&raw_key)).await)?

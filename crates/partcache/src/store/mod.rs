@@ -4,7 +4,8 @@
 //! a local hit never serializes. Remote stores implement the byte-level
 //! [`RawStore`](raw::RawStore) instead, and [`EncodedStore`](encoded::EncodedStore)
 //! turns one into a typed `Store` by encoding with the cache's codec and routing keys to
-//! partitions.
+//! partitions. [`NearStore`](near::NearStore) keeps local copies of decoded values in
+//! front of an `EncodedStore` (the near cache).
 //!
 //! The SPI is batch-first: every read and removal takes many keys, so remote stores can
 //! group them by partition and node. Every operation is atomic per key; none is atomic
@@ -18,6 +19,7 @@
 
 pub mod encoded;
 pub mod local;
+pub mod near;
 pub mod raw;
 
 use std::sync::Arc;

@@ -139,6 +139,38 @@ pub trait InvalidationSink: Send + Sync + 'static {
     fn vouched(&self, partitions: &[u16], at: std::time::Instant);
 }
 
+/// Tells a remote store whether anybody in this process listens to a cache's events
+/// right now (a store may then skip work that only serves local listeners, such as
+/// waiting for a write's own events before returning).
+#[derive(Clone)]
+pub struct ListenerProbe(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl ListenerProbe {
+    /// A probe that asks `listened`.
+    pub fn new(listened: impl Fn() -> bool + Send + Sync + 'static) -> ListenerProbe {
+        ListenerProbe(Arc::new(listened))
+    }
+
+    /// A probe that always answers yes.
+    pub fn always() -> ListenerProbe {
+        ListenerProbe::new(|| true)
+    }
+
+    /// Whether anybody listens now.
+    #[inline]
+    pub fn is_listened(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for ListenerProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ListenerProbe")
+            .field(&self.is_listened())
+            .finish()
+    }
+}
+
 /// Everything a remote store needs to open one cache.
 #[derive(Clone)]
 pub struct RawCacheSpec {
@@ -156,6 +188,8 @@ pub struct RawCacheSpec {
     pub publish_events: bool,
     /// Shared statistics (the store counts evictions, expirations, store errors).
     pub stats: Arc<StatsCounters>,
+    /// Whether the cache has listeners in this process.
+    pub listened: ListenerProbe,
 }
 
 /// A remote store of one cache. See the module docs.

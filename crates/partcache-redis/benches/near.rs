@@ -1,0 +1,178 @@
+//! The near cache against its two baselines, in one run, on a 3-master cluster this
+//! benchmark starts itself, 100-byte values, every key read beforehand (all hits):
+//!
+//! ```text
+//! cargo bench -p partcache-redis --bench near
+//! BENCH near_get_hit ratio=<near hit ops/s / moka get ops/s> ...     (2 tasks: CPU bound)
+//! BENCH near_vs_remote speedup=<near hit ops/s / remote get ops/s> ... (64 tasks)
+//! ```
+//!
+//! Each figure is the best of alternating rounds (`PARTCACHE_BENCH_ROUNDS`, default 5;
+//! `PARTCACHE_BENCH_SECS` seconds each, default 1), so that both sides see the same
+//! noise on a shared machine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use partcache::{Cache, CacheManager, NearCache};
+use partcache_integration_tests::{Flavor, RedisBinaries, RedisCluster};
+
+const KEYS: u64 = 10_000;
+
+fn seconds() -> Duration {
+    let secs = std::env::var("PARTCACHE_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(1.0);
+    Duration::from_secs_f64(secs)
+}
+
+fn rounds() -> usize {
+    std::env::var("PARTCACHE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5)
+        .max(1)
+}
+
+/// Runs `op(i)` from `tasks` tasks for the measurement time; returns operations/s.
+async fn throughput<F, Fut>(tasks: usize, op: F) -> f64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + seconds();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (op, done) = (op.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut i = t as u64 * 7919;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    // Batches of 64 between clock reads, so the clock is not measured.
+                    for _ in 0..64 {
+                        op(i % KEYS).await;
+                        i += 1;
+                    }
+                    n += 64;
+                }
+                done.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("bench task");
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn near_hits(cache: &Cache<u64, String>, tasks: usize) -> f64 {
+    let cache = cache.clone();
+    throughput(tasks, move |k| {
+        let cache = cache.clone();
+        async move {
+            std::hint::black_box(cache.get(&k).await.expect("get"));
+        }
+    })
+    .await
+}
+
+/// Best of alternating rounds of `ours` and `base`: (ours, base, median ratio).
+async fn rounds_of<A, AF, B, BF>(ours: A, base: B) -> (f64, f64, f64)
+where
+    A: Fn() -> AF,
+    AF: Future<Output = f64>,
+    B: Fn() -> BF,
+    BF: Future<Output = f64>,
+{
+    let (mut o, mut b) = (Vec::new(), Vec::new());
+    for i in 0..rounds() {
+        if i % 2 == 0 {
+            o.push(ours().await);
+            b.push(base().await);
+        } else {
+            b.push(base().await);
+            o.push(ours().await);
+        }
+    }
+    let mut ratios: Vec<f64> = o.iter().zip(&b).map(|(o, b)| o / b).collect();
+    ratios.sort_by(f64::total_cmp);
+    let best = |v: &[f64]| v.iter().copied().fold(0f64, f64::max);
+    (best(&o), best(&b), ratios[ratios.len() / 2])
+}
+
+fn main() {
+    let cluster = RedisCluster::start(Flavor::Redis, 3, 0).expect("start cluster");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        println!(
+            "# {}; {KEYS} keys, 100-byte values, {:?} per measurement, best of {} alternating rounds",
+            RedisBinaries::redis()
+                .map(|b| b.version_line().to_string())
+                .unwrap_or_default(),
+            seconds(),
+            rounds()
+        );
+        partcache_redis::install();
+        let manager = CacheManager::from_url(&cluster.seed_url()).expect("manager");
+        let near: Cache<u64, String> = manager
+            .cache("bench-near")
+            .near_cache(NearCache::max_entries(KEYS * 2))
+            .build()
+            .await
+            .expect("near cache");
+        // The same data through a second manager (another client) without a near cache.
+        let other = CacheManager::from_url(&cluster.seed_url()).expect("manager");
+        let remote: Cache<u64, String> = other.cache("bench-near").build().await.expect("cache");
+        let value = "x".repeat(100);
+        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
+            remote
+                .put_all(chunk.iter().map(|&k| (k, value.clone())))
+                .await
+                .expect("fill");
+        }
+        let moka: moka::sync::Cache<u64, Arc<String>> = moka::sync::Cache::new(KEYS * 2);
+        for k in 0..KEYS {
+            moka.insert(k, Arc::new(value.clone()));
+            // Warm the near cache: every key read once (a miss that populates it).
+            near.get(&k).await.expect("warm");
+        }
+
+        let (ours, base, median) = rounds_of(
+            || near_hits(&near, 2),
+            || {
+                let moka = moka.clone();
+                throughput(2, move |k| {
+                    let moka = moka.clone();
+                    async move {
+                        std::hint::black_box(moka.get(&k));
+                    }
+                })
+            },
+        )
+        .await;
+        println!(
+            "BENCH near_get_hit ratio={:.2} near={ours:.0} moka={base:.0} median={median:.2} tasks=2",
+            ours / base
+        );
+
+        let (ours, base, median) =
+            rounds_of(|| near_hits(&near, 64), || near_hits(&remote, 64)).await;
+        println!(
+            "BENCH near_vs_remote speedup={:.1} near={ours:.0} remote={base:.0} median={median:.1} tasks=64",
+            ours / base
+        );
+        let stats = near.stats();
+        println!(
+            "# near cache: {} local hits, {} local misses",
+            stats.near_hits, stats.near_misses
+        );
+    });
+}

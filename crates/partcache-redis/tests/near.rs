@@ -1,0 +1,328 @@
+//! The near cache on real servers, with independent clients (each `CacheManager` has
+//! its own connections, subscriptions and near cache, as two processes would):
+//! invalidation delay, `clear`/`remove_all` everywhere, a dropped subscription, and a
+//! master killed under load. The guarantee checked: a client never serves a value that
+//! another client overwrote more than `max_staleness` ago.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use partcache::{Cache, CacheManager, NearCache};
+use partcache_integration_tests::{Flavor, RedisCluster};
+
+/// The near caches' staleness bound here.
+const STALENESS: Duration = Duration::from_millis(600);
+/// Scheduling slack on 2 shared cores.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{label}-{}-{nanos:x}", std::process::id())
+}
+
+fn near() -> NearCache {
+    NearCache::max_entries(10_000).max_staleness(STALENESS)
+}
+
+async fn near_cache(manager: &CacheManager, name: &str) -> Cache<String, u64> {
+    manager
+        .cache(name)
+        .near_cache(near())
+        .build()
+        .await
+        .expect("build a near cache")
+}
+
+async fn plain_cache(manager: &CacheManager, name: &str) -> Cache<String, u64> {
+    manager.cache(name).build().await.expect("build a cache")
+}
+
+/// Polls `cache.get(key)` until it returns `want`; the time that took.
+async fn until_reads(cache: &Cache<String, u64>, key: &str, want: Option<u64>) -> Duration {
+    let started = Instant::now();
+    let deadline = started + STALENESS + MARGIN;
+    loop {
+        let got = cache.get(&key.to_string()).await.expect("get").map(|v| *v);
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{key}` still reads {got:?}, not {want:?}, {:?} after the write (bound {STALENESS:?})",
+            started.elapsed()
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Reads `key` until it is served from the near cache (a near hit is counted).
+async fn until_local(cache: &Cache<String, u64>, key: &str) {
+    let deadline = Instant::now() + STALENESS + MARGIN;
+    loop {
+        let before = cache.stats().near_hits;
+        cache.get(&key.to_string()).await.expect("get");
+        if cache.stats().near_hits > before {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{key}` is never served from the near cache: {:?}",
+            cache.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_one_client_reaches_the_near_cache_of_another_within_milliseconds() {
+    let url = common::cluster().seed_url();
+    let (a, b) = (common::manager(&url), common::manager(&url));
+    let name = unique("near-delay");
+    let writer = near_cache(&a, &name).await;
+    let reader = near_cache(&b, &name).await;
+    let mut delays = Vec::new();
+    for round in 0..100u64 {
+        let key = format!("k{}", round % 10);
+        writer.put(key.clone(), round).await.unwrap();
+        // The reader holds the old value locally (after the first rounds) until the
+        // invalidation arrives.
+        delays.push(until_reads(&reader, &key, Some(round)).await);
+        until_local(&reader, &key).await;
+    }
+    delays.sort();
+    let (p50, p99) = (percentile(&delays, 0.5), percentile(&delays, 0.99));
+    println!(
+        "NEAR invalidation delay over 100 writes: p50 {p50:?}, p99 {p99:?}, max {:?}",
+        delays[delays.len() - 1]
+    );
+    let stats = reader.stats();
+    assert!(
+        stats.near_hits >= 100,
+        "the reader served from its near cache {} times",
+        stats.near_hits
+    );
+    assert!(stats.near_misses > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_and_remove_all_invalidate_every_near_cache() {
+    let url = common::cluster().seed_url();
+    let (a, b) = (common::manager(&url), common::manager(&url));
+    let name = unique("near-clear");
+    let writer = plain_cache(&a, &name).await;
+    let reader = near_cache(&b, &name).await;
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+
+    for (i, key) in keys.iter().enumerate() {
+        writer.put(key.clone(), i as u64).await.unwrap();
+    }
+    for key in &keys {
+        until_local(&reader, key).await;
+    }
+    writer.remove_all_keys(&keys[..25]).await.unwrap();
+    for key in &keys[..25] {
+        until_reads(&reader, key, None).await;
+    }
+    for (i, key) in keys.iter().enumerate().skip(25) {
+        assert_eq!(reader.get(key).await.unwrap().map(|v| *v), Some(i as u64));
+    }
+
+    for key in &keys[25..] {
+        until_local(&reader, key).await;
+    }
+    // `clear` emits no events to listeners; near caches still hear of it.
+    writer.clear().await.unwrap();
+    for key in &keys[25..] {
+        until_reads(&reader, key, None).await;
+    }
+}
+
+/// Kills, on every master, the connections that hold subscriptions (the near caches'
+/// invalidation feeds); returns how many were killed.
+fn kill_subscription_connections(cluster: &RedisCluster) -> usize {
+    let mut killed = 0;
+    for master in cluster.masters() {
+        let list: String = cluster
+            .query_node(master.index, &["CLIENT", "LIST"])
+            .expect("CLIENT LIST");
+        for line in list.lines() {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|f| f.strip_prefix(name).map(str::to_string))
+            };
+            let subscribed = ["sub=", "ssub="]
+                .iter()
+                .filter_map(|n| field(n))
+                .any(|n| n != "0");
+            if let (true, Some(id)) = (subscribed, field("id=")) {
+                let n: i64 = cluster
+                    .query_node(master.index, &["CLIENT", "KILL", "ID", &id])
+                    .unwrap_or(0);
+                killed += n as usize;
+            }
+        }
+    }
+    killed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_subscription_never_leaves_a_stale_value() {
+    let cluster = common::cluster();
+    let url = cluster.seed_url();
+    let (a, b) = (common::manager(&url), common::manager(&url));
+    let name = unique("near-drop");
+    let writer = plain_cache(&a, &name).await;
+    let reader = near_cache(&b, &name).await;
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        writer.put(key.clone(), 1).await.unwrap();
+        until_local(&reader, key).await;
+    }
+    // The invalidations of these writes go to nobody: the reader's feed is cut.
+    let killed = tokio::task::block_in_place(|| kill_subscription_connections(cluster));
+    assert!(killed > 0, "no subscription connection to kill");
+    for key in &keys {
+        writer.put(key.clone(), 2).await.unwrap();
+    }
+    let acked = Instant::now();
+    for key in &keys {
+        until_reads(&reader, key, Some(2)).await;
+    }
+    println!(
+        "NEAR after a dropped subscription every key read anew within {:?}",
+        acked.elapsed()
+    );
+    // And the near cache works again afterwards, never going back to the old value.
+    for key in &keys {
+        until_local(&reader, key).await;
+        assert_eq!(reader.get(key).await.unwrap().map(|v| *v), Some(2));
+    }
+}
+
+/// One acknowledged write: key, version, when it was acknowledged.
+type Ack = (usize, u64, Instant);
+/// One read: key, when the read started, the version read.
+type Read = (usize, Instant, Option<u64>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_never_makes_a_near_cache_serve_an_overwritten_value() {
+    let cluster = Arc::new(tokio::task::block_in_place(|| {
+        RedisCluster::start(Flavor::Redis, 3, 1).expect("start a 3+3 cluster")
+    }));
+    let url = format!(
+        "{}?response_timeout=500ms&connect_timeout=300ms",
+        cluster.seed_url()
+    );
+    let (a, b) = (common::manager(&url), common::manager(&url));
+    let name = unique("near-failover");
+    let writer = plain_cache(&a, &name).await;
+    let reader = near_cache(&b, &name).await;
+    const KEYS: usize = 32;
+    let key = |i: usize| format!("k{i}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+    let reads: Arc<Mutex<Vec<Read>>> = Arc::default();
+    let write_task = {
+        let (stop, acks, writer) = (stop.clone(), acks.clone(), writer.clone());
+        tokio::spawn(async move {
+            let mut version = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                version += 1;
+                let i = (version as usize) % KEYS;
+                if writer.put(key(i), version).await.is_ok() {
+                    acks.lock().push((i, version, Instant::now()));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let read_task = {
+        let (stop, reads, reader) = (stop.clone(), reads.clone(), reader.clone());
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let i = n % KEYS;
+                let started = Instant::now();
+                if let Ok(v) = reader.get(&key(i)).await {
+                    reads.lock().push((i, started, v.map(|v| *v)));
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim = cluster.masters()[0].index;
+    tokio::task::block_in_place(|| cluster.kill_node(victim)).expect("kill a master");
+    let window =
+        tokio::task::block_in_place(|| cluster.wait_for_failover(victim)).expect("failover");
+    let settled = Instant::now();
+    tokio::time::sleep(STALENESS + Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    write_task.await.unwrap();
+    read_task.await.unwrap();
+
+    // After the failover settled, a read that started at `t` returns, for its key, at
+    // least the last version acknowledged before `t - max_staleness` (writes acknowledged
+    // before the failover may be lost by Redis itself, so only later ones count).
+    let acks = acks.lock().clone();
+    let reads = reads.lock().clone();
+    let mut checked = 0;
+    let mut violations = Vec::new();
+    for &(i, started, got) in &reads {
+        if started < settled + STALENESS {
+            continue;
+        }
+        let Some(cutoff) = started.checked_sub(STALENESS) else {
+            continue;
+        };
+        let floor = acks
+            .iter()
+            .filter(|(k, _, at)| *k == i && *at > settled && *at < cutoff)
+            .map(|(_, v, _)| *v)
+            .max();
+        if let Some(floor) = floor {
+            checked += 1;
+            if got.is_none_or(|v| v < floor) {
+                violations.push((key(i), got, floor));
+            }
+        }
+    }
+    println!(
+        "NEAR failover: promoted after {window:?}; {} writes, {} reads, {checked} checked after it settled",
+        acks.len(),
+        reads.len()
+    );
+    assert!(checked > 100, "too few reads to check: {checked}");
+    assert!(
+        violations.is_empty(),
+        "{} reads older than the bound allows, e.g. {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
+    // At rest, every near value is the store's value.
+    let last: HashMap<usize, u64> = acks.iter().map(|(k, v, _)| (*k, *v)).collect();
+    for i in 0..KEYS {
+        let stored = writer.get(&key(i)).await.unwrap().map(|v| *v);
+        assert_eq!(
+            stored,
+            last.get(&i).copied(),
+            "the store lost the last write of k{i} after the failover settled"
+        );
+        until_reads(&reader, &key(i), stored).await;
+    }
+}

@@ -1,0 +1,107 @@
+//! The storefront on a real Redis Cluster (3 masters, started by the harness in
+//! `integration-tests/`): the same MISS/HIT/PUT behaviour as on the embedded store, and
+//! the dashboard's partitions and entries per master.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use http::StatusCode;
+use partcache_integration_tests::{Flavor, RedisCluster};
+use storefront::Config;
+use support::{cache, start};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_dashboard_shows_partitions_and_entries_per_master() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(Flavor::Redis, 3, 0))
+        .await
+        .expect("harness thread")
+        .expect("start a 3-master cluster");
+    let shop = start(Config {
+        cache_url: cluster.seed_url(),
+        // A loaded test machine can take longer than the 250 ms default for a round
+        // trip; a timeout would show as BYPASS here (fail-open is tested elsewhere).
+        store_timeout: Duration::from_secs(2),
+        ..Config::default()
+    })
+    .await;
+
+    assert_eq!(shop.get("/products/42").await.x_cache(), "MISS");
+    shop.wait_for_stored_pages(1).await;
+    assert_eq!(shop.get("/products/42").await.x_cache(), "HIT");
+    let put = shop.put_json("/products/42", r#"{"stock": 0}"#).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    let after = shop.get("/products/42").await;
+    assert_eq!(after.x_cache(), "MISS");
+    assert!(after.body.contains("0 in stock"), "{}", after.body);
+    assert_eq!(shop.get("/").await.status, StatusCode::OK);
+
+    let dashboard = shop.dashboard().await;
+    assert!(dashboard.partitioned);
+    assert!(
+        dashboard.store.starts_with("redis-cluster://"),
+        "{}",
+        dashboard.store
+    );
+    let masters: BTreeSet<String> = tokio::task::block_in_place(|| cluster.masters())
+        .into_iter()
+        .map(|m| m.addr)
+        .collect();
+    for c in &dashboard.caches {
+        assert_eq!(c.error, None, "`{}`", c.name);
+        let partitions = c.partitions.expect("partitioned");
+        let rows = c.masters.as_ref().expect("a balance report");
+        let seen: BTreeSet<String> = rows.iter().map(|m| m.master.clone()).collect();
+        assert_eq!(seen, masters, "`{}` spreads over every master", c.name);
+        assert_eq!(
+            rows.iter().map(|m| m.partitions).sum::<u16>(),
+            partitions,
+            "`{}`",
+            c.name
+        );
+        for m in rows {
+            // 231 partitions over 3 balanced masters: 77 each.
+            assert_eq!(m.partitions, partitions / 3, "`{}` on {}", c.name, m.master);
+        }
+        assert_eq!(
+            rows.iter().map(|m| m.entries).sum::<u64>(),
+            c.entries.expect("entries"),
+            "`{}`: entries per master add up",
+            c.name
+        );
+    }
+    let http = cache(&dashboard, "http");
+    assert_eq!(
+        http.entries,
+        Some(1),
+        "the page stored again after the PUT: {http:?}"
+    );
+    let cards = cache(&dashboard, "product-cards");
+    let spread = cards
+        .masters
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|m| m.entries > 0)
+        .count();
+    assert!(
+        spread >= 2,
+        "a dozen cards land on more than one master: {cards:?}"
+    );
+
+    let page = shop.get("/admin/caches").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let svg_start = page
+        .body
+        .find("<svg class=\"balance\" data-cache=\"product-cards\"")
+        .expect("bars for product-cards");
+    let svg = &page.body[svg_start..svg_start + page.body[svg_start..].find("</svg>").unwrap()];
+    for m in cards.masters.as_ref().unwrap() {
+        let group = format!(
+            "<g data-master=\"{}\" data-partitions=\"{}\" data-entries=\"{}\">",
+            m.master, m.partitions, m.entries
+        );
+        assert!(svg.contains(&group), "{group} in {svg}");
+    }
+}
