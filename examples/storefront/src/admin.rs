@@ -43,6 +43,10 @@ pub struct CacheFigures {
     pub misses: u64,
     /// `hits / (hits + misses)`, 0 without reads.
     pub hit_ratio: f64,
+    /// Reads served from the near cache (a local copy in front of Redis).
+    pub near_hits: u64,
+    /// Reads the near cache had to send to the store.
+    pub near_misses: u64,
     /// Values stored.
     pub puts: u64,
     /// Entries removed by callers.
@@ -193,6 +197,8 @@ async fn figures(cache: &dyn AnyCache) -> CacheFigures {
         hits: stats.hits,
         misses: stats.misses,
         hit_ratio: stats.hit_ratio(),
+        near_hits: stats.near_hits,
+        near_misses: stats.near_misses,
         puts: stats.puts,
         removals: stats.removals,
         evictions: stats.evictions,
@@ -296,6 +302,7 @@ pub fn render(dashboard: &Dashboard) -> String {
             "<tr data-cache=\"{name}\"><td data-field=\"name\">{name}</td>\
              <td data-field=\"hit_ratio\">{ratio:.1} %<span class=\"bar\"><span style=\"width:{ratio:.0}%\"></span></span></td>\
              <td data-field=\"hits\">{hits}</td><td data-field=\"misses\">{misses}</td>\
+             <td data-field=\"near_hits\">{near_hits}</td>\
              <td data-field=\"entries\">{entries}</td><td data-field=\"puts\">{puts}</td>\
              <td data-field=\"evictions\">{evictions}</td><td data-field=\"expirations\">{expirations}</td>\
              <td data-field=\"errors\">{errors}</td><td data-field=\"avg_get\">{get}</td>\
@@ -304,6 +311,7 @@ pub fn render(dashboard: &Dashboard) -> String {
             ratio = c.hit_ratio * 100.0,
             hits = c.hits,
             misses = c.misses,
+            near_hits = c.near_hits,
             puts = c.puts,
             evictions = c.evictions,
             expirations = c.expirations,
@@ -362,7 +370,7 @@ pub fn render(dashboard: &Dashboard) -> String {
          <nav><a href=\"/\">storefront</a> · <a href=\"/admin/caches.json\">JSON</a> · <a href=\"/metrics\">metrics</a></nav>\
          <h1>Caches</h1><p class=\"muted\">store <code id=\"store\">{store}</code> · {n} caches · \
          statistics of this process since start · refreshes every {REFRESH_SECONDS} s</p>\
-         <table id=\"caches\"><thead><tr><th>cache</th><th>hit ratio</th><th>hits</th><th>misses</th><th>entries</th>\
+         <table id=\"caches\"><thead><tr><th>cache</th><th>hit ratio</th><th>hits</th><th>misses</th><th>near hits</th><th>entries</th>\
          <th>puts</th><th>evictions</th><th>expirations</th><th>errors</th><th>avg get</th><th>avg put</th></tr></thead>\
          <tbody>{rows}</tbody></table>{balance}{errors}\
          <h2>HTTP response cache</h2><table id=\"http\"><tr><th>hits</th><th>misses</th><th>coalesced</th><th>stale</th><th>bypasses</th>\

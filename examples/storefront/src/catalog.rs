@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use partcache::{Cache, CacheManager, ExpiryPolicy, cacheable};
+use partcache::{Cache, CacheManager, ExpiryPolicy, NearCache, cacheable};
 use partcache_sea_orm::{CachingConnection, EntityCache, QueryCache, QueryCacheExt, cached_query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
@@ -73,18 +73,21 @@ pub struct Search {
 pub async fn build_cards_cache(
     manager: &CacheManager,
 ) -> partcache::Result<Cache<i32, ProductCard>> {
-    manager
+    let cards = manager
         .cache::<i32, ProductCard>(CARDS_CACHE)
         .max_entries(10_000)
-        .expiry(ExpiryPolicy::Created(Duration::from_secs(600)))
-        // NEAR CACHE: product cards are read by id on every page render (best sellers on
-        // the home page, "bought together" on product pages), and change only through
-        // `Catalog::update_product`. On a Redis store each card read is a round trip;
-        // a near cache turns the hot ones into local hits, invalidated on every
-        // instance when any instance writes. Switch it on here, once the core has it:
-        //     .near_cache(NearCache::max_entries(1_000).ttl(Duration::from_secs(30)))
-        .build()
-        .await
+        .expiry(ExpiryPolicy::Created(Duration::from_secs(600)));
+    // Product cards are read by id on every page render (best sellers on the home
+    // page, "bought together" on product pages) and change only through
+    // `Catalog::update_product`. On a Redis store each card read is a round trip; a
+    // near cache turns the hot ones into local hits, invalidated on every instance
+    // when any instance writes. (On `memory://` the store is local already.)
+    let cards = if manager.is_local() {
+        cards
+    } else {
+        cards.near_cache(NearCache::max_entries(1_000).ttl(Duration::from_secs(30)))
+    };
+    cards.build().await
 }
 
 /// The shop's reads and writes. Cheap to clone.
