@@ -83,6 +83,12 @@ impl Layout {
         self.map.slot(partition)
     }
 
+    /// The partition whose keys live in `slot` (`None` for the meta key's slot). A
+    /// linear search: for logs and spans only.
+    pub fn partition_of_slot(&self, slot: u16) -> Option<u16> {
+        (0..self.partitions()).find(|&p| self.slot(p) == slot)
+    }
+
     /// The entry key of `text` in `partition`.
     pub fn entry_key(&self, partition: u16, text: &str) -> String {
         let prefix = &self.prefixes[usize::from(partition)];

@@ -13,6 +13,7 @@ use futures::future::join_all;
 use parking_lot::RwLock;
 use partcache::{Error, Result};
 use redis::{Cmd, Pipeline, ServerErrorKind, Value};
+use tracing::Instrument;
 
 use crate::connection::Pool;
 use crate::scripts::Script;
@@ -219,7 +220,9 @@ impl Router {
         {
             let map = self.slot_map(pools.primary).await?;
             if let Some(addr) = map.master(request.slot) {
-                let value = match pools.primary.send_one(addr, &request.cmd).await {
+                let span = tracing::debug_span!("partcache.node", node = %addr, commands = 1);
+                let sent = pools.primary.send_one(addr, &request.cmd).instrument(span);
+                let value = match sent.await {
                     Ok(value) => value,
                     Err(e) => {
                         self.mark_stale();
@@ -273,6 +276,8 @@ impl Router {
                     pools.primary
                 };
                 let asked = &asked;
+                let span =
+                    tracing::debug_span!("partcache.node", node = %addr, commands = indexes.len());
                 async move {
                     if let [i] = indexes[..]
                         && !asked.contains_key(&i)
@@ -291,6 +296,7 @@ impl Router {
                     let result = pool.send_cmds(&addr, cmds).await;
                     (addr, indexes, result)
                 }
+                .instrument(span)
             });
             let mut next_pending = Vec::new();
             let mut refresh = false;

@@ -19,6 +19,7 @@ use partcache::store::raw::{
 use partcache::{Error, Result};
 use redis::{Cmd, Value};
 use tokio::sync::broadcast;
+use tracing::Instrument;
 
 use crate::backend::Deployment;
 use crate::events::{Feed, parse_event};
@@ -307,8 +308,17 @@ impl StoreInner {
         }
     }
 
+    /// Runs `requests` in a `partcache.redis` span naming the cache and the partition
+    /// (the first one's, with how many a many-key call touches): the routing's
+    /// `partcache.node` spans nest under it.
     async fn execute(&self, requests: Vec<Request>) -> Result<Vec<Value>> {
-        self.deployment.execute(requests).await
+        let span = tracing::debug_span!(
+            "partcache.redis",
+            cache = %self.name,
+            partition = requests.first().and_then(|r| self.layout.partition_of_slot(r.slot)),
+            requests = requests.len()
+        );
+        self.deployment.execute(requests).instrument(span).await
     }
 
     /// Appends a script's event arguments: the event mode, this client's origin and
