@@ -12,28 +12,15 @@
 //! noise on a shared machine.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use partcache::{Cache, CacheManager, NearCache};
 use partcache_integration_tests::{Flavor, RedisBinaries, RedisCluster};
 
+mod support;
+use support::{rounds, seconds};
+
 const KEYS: u64 = 10_000;
-
-fn seconds() -> Duration {
-    let secs = std::env::var("PARTCACHE_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(1.0);
-    Duration::from_secs_f64(secs)
-}
-
-fn rounds() -> usize {
-    std::env::var("PARTCACHE_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5)
-        .max(1)
-}
 
 /// Runs `tasks` tasks, each built by `task(first_key, deadline)` (with its own handle,
 /// so that no reference count is shared between tasks on the hot path) and returning

@@ -21,27 +21,14 @@ use partcache::{Cache, CacheManager};
 use partcache_integration_tests::{Flavor, RedisCluster, RedisServer, ServerOptions};
 use redis::AsyncCommands;
 
+mod support;
+use support::{rounds, seconds};
+
 const TASKS: usize = 64;
 const KEYS: u64 = 10_000;
 
 fn value() -> String {
     "x".repeat(100)
-}
-
-fn seconds() -> Duration {
-    let secs = std::env::var("PARTCACHE_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(1.0);
-    Duration::from_secs_f64(secs)
-}
-
-fn rounds() -> usize {
-    std::env::var("PARTCACHE_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5)
-        .max(1)
 }
 
 fn wanted(name: &str) -> bool {
