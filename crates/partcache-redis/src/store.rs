@@ -571,17 +571,23 @@ impl StoreInner {
     ) -> Result<BTreeMap<u16, Vec<usize>>> {
         let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
         for (i, key) in keys.enumerate() {
-            if key.partition >= self.layout.partitions() {
-                return Err(Error::Store(format!(
-                    "key `{}` names partition {} of a cache with {}",
-                    key.text,
-                    key.partition,
-                    self.layout.partitions()
-                )));
-            }
+            self.check_partition(key)?;
             groups.entry(key.partition).or_default().push(i);
         }
         Ok(groups)
+    }
+
+    /// Whether `key` names a partition of this cache.
+    fn check_partition(&self, key: &RawKey) -> Result<()> {
+        if key.partition >= self.layout.partitions() {
+            return Err(Error::Store(format!(
+                "key `{}` names partition {} of a cache with {}",
+                key.text,
+                key.partition,
+                self.layout.partitions()
+            )));
+        }
+        Ok(())
     }
 
     /// One step of an iteration over `partition` from `cursor`.
@@ -739,7 +745,7 @@ impl RawStore for RedisStore {
     async fn write(&self, key: &RawKey, write: RawWrite) -> Result<RawWriteOutcome> {
         self.ready().await?;
         let s = &self.inner;
-        s.by_partition(std::iter::once(key))?;
+        s.check_partition(key)?;
         if let (true, RawCondition::Always, RawAction::Put { blob, ttl: None }, false) = (
             s.fast_puts,
             &write.condition,
