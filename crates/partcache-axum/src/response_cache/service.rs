@@ -239,7 +239,29 @@ where
     ResB::Error: Into<BoxError>,
 {
     match shared.flights.join(&flight_key) {
-        Joined::Leader(flight) => origin(shared, inner, request, key, stale, Some(flight)).await,
+        Joined::Leader(flight) => {
+            // A miss read the store before joining: a flight that ended in between
+            // has stored its response by now (its flight lasts until the store
+            // write is done). Read once more rather than call the origin again.
+            if stale.is_none()
+                && !has_request_directives(request.headers())
+                && let Ok(Some(entry)) = shared.read(&flight_key).await
+                && let Some(stored) = entry.as_response()
+                && stored.is_fresh(SystemTime::now())
+                && same_variant(request.headers(), &stored.vary)
+            {
+                flight.complete(entry.clone());
+                incr(&shared.counters.coalesced);
+                return Ok(from_stored(
+                    stored,
+                    request.headers(),
+                    request.method(),
+                    SystemTime::now(),
+                    Label::Hit,
+                ));
+            }
+            origin(shared, inner, request, key, stale, Some(flight)).await
+        }
         Joined::Waiter(waiter) => {
             if let Some(entry) = waiter.wait().await
                 && let Some(stored) = entry.as_response()
