@@ -73,8 +73,6 @@ pub(crate) struct StoreInner {
     header: [String; 4],
     /// How events are published: 0 not at all, 1 `PUBLISH`, 2 `SPUBLISH`.
     publish_mode: u8,
-    /// Events go through pub/sub (else they come back in script replies).
-    publish: bool,
     /// Reads need no bookkeeping: plain `MGET`, one round trip, no script.
     plain_reads: bool,
     /// Plain puts (no condition, TTL or previous value) may use `lua/put.lua`: no
@@ -143,7 +141,6 @@ impl RedisStore {
         let inner = Arc::new(StoreInner {
             header: header(&spec),
             publish_mode,
-            publish: spec.publish_events,
             plain_reads: !expiry_reads_extend(&spec.expiry) && spec.max_entries.is_none(),
             fast_puts: matches!(spec.expiry.policy, ExpiryPolicy::Eternal)
                 && spec.expiry.max_idle.is_none()
@@ -232,7 +229,7 @@ impl Drop for RedisStore {
         if let Some(heartbeat) = self.heartbeat.get() {
             heartbeat.abort();
         }
-        if self.inner.publish {
+        if self.inner.publishes() {
             self.inner
                 .deployment
                 .subscriber()
@@ -246,7 +243,7 @@ impl StoreInner {
     /// the cache's events. Safe to repeat after a failure.
     async fn finish_open(&self) -> Result<()> {
         self.check_layout().await?;
-        if self.publish {
+        if self.publishes() {
             self.deployment
                 .subscribe(&self.channels(), &self.feed)
                 .await?;
@@ -319,6 +316,11 @@ impl StoreInner {
             requests = requests.len()
         );
         self.deployment.execute(requests).instrument(span).await
+    }
+
+    /// Whether the cache publishes its events (and so subscribes to them).
+    fn publishes(&self) -> bool {
+        self.publish_mode != 0
     }
 
     /// Appends a script's event arguments: the event mode, this client's origin and
@@ -975,7 +977,7 @@ impl RawStore for RedisStore {
         heartbeat: Duration,
     ) -> Result<()> {
         let s = &self.inner;
-        if !s.publish {
+        if !s.publishes() {
             return Err(Error::Config(format!(
                 "cache `{}` does not publish events (`publish_events(false)`): a near cache needs them",
                 s.name

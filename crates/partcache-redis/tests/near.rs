@@ -265,7 +265,12 @@ async fn a_killed_master_never_makes_a_near_cache_serve_an_overwritten_value() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The master dies under load: wait until both sides are running.
+    let deadline = Instant::now() + MARGIN;
+    while acks.lock().len() < 50 || reads.lock().len() < 50 {
+        assert!(Instant::now() < deadline, "the load did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let victim = cluster.masters()[0].index;
     tokio::task::block_in_place(|| cluster.kill_node(victim)).expect("kill a master");
     let window =

@@ -251,14 +251,7 @@ where
                 && same_variant(request.headers(), &stored.vary)
             {
                 flight.complete(entry.clone());
-                incr(&shared.counters.coalesced);
-                return Ok(from_stored(
-                    stored,
-                    request.headers(),
-                    request.method(),
-                    SystemTime::now(),
-                    Label::Hit,
-                ));
+                return Ok(coalesced(shared, &request, stored));
             }
             origin(shared, inner, request, key, stale, Some(flight)).await
         }
@@ -267,21 +260,30 @@ where
                 && let Some(stored) = entry.as_response()
                 && same_variant(request.headers(), &stored.vary)
             {
-                // Answered by the cache layer without an origin call of its own: a hit
-                // (as a hit on a busy object is in other shared caches).
-                incr(&shared.counters.coalesced);
-                return Ok(from_stored(
-                    stored,
-                    request.headers(),
-                    request.method(),
-                    SystemTime::now(),
-                    Label::Hit,
-                ));
+                return Ok(coalesced(shared, &request, stored));
             }
             // The leader's response was not shareable with this request: ask ourselves.
             origin(shared, inner, request, key, stale, None).await
         }
     }
+}
+
+/// A request answered by the cache layer with another request's response, without an
+/// origin call of its own: a hit (as a hit on a busy object is in other shared caches),
+/// counted as coalesced.
+fn coalesced<ReqB, ResB>(
+    shared: &Inner,
+    request: &Request<ReqB>,
+    stored: &StoredResponse,
+) -> Response<CacheBody<ResB>> {
+    incr(&shared.counters.coalesced);
+    from_stored(
+        stored,
+        request.headers(),
+        request.method(),
+        SystemTime::now(),
+        Label::Hit,
+    )
 }
 
 /// Asks the origin (conditionally when `stale` has a validator) and stores what may
