@@ -3,14 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::RwLock;
 use partcache::{Error, Result};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, PushInfo, Value};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::events::Routes;
 
@@ -74,27 +73,33 @@ impl ConnectSettings {
 
 use redis::IntoConnectionInfo;
 
-/// Most commands one batch carries: bounds the memory of one pipeline.
-const MAX_BATCH: usize = 1024;
-/// Batches a node's writer keeps in flight. While they are out, requests queue up and
-/// go together in the next batch: this is what turns 64 concurrent callers into a few
-/// large pipelines instead of 64 small writes (each a `writev` on both sides).
-/// Measured (issue 3 bench, 2 cores): one syscall per request was the largest cost of
-/// both the client and the servers.
-const MAX_IN_FLIGHT: usize = 2;
-
-/// Commands to send back to back, and where their replies go.
-struct Job {
-    cmds: Vec<Cmd>,
-    reply: oneshot::Sender<Result<Vec<Value>>>,
+/// An open connection of a [`Pool`] (see [`Pool::open_connection`]).
+pub(crate) struct Connection {
+    node: Arc<Node>,
+    generation: u64,
+    conn: MultiplexedConnection,
 }
 
-/// One node: the queue its writer task drains.
+impl Connection {
+    /// Sends one command; a server error comes back as [`Value::ServerError`].
+    pub async fn send_one(mut self, pool: &Pool, cmd: &Cmd) -> Result<Value> {
+        match self.conn.req_packed_command(cmd).await {
+            Ok(value) => Ok(value),
+            Err(e) => Err(pool.failed(&self.node, self.generation, &e)),
+        }
+    }
+}
+
+/// One node: its connection while it has one, and the lock that lets one caller at a
+/// time (re)connect.
 struct Node {
-    queue: mpsc::UnboundedSender<Job>,
+    /// The connection and its generation (so that a caller that saw it break only
+    /// drops that one, not a newer one another caller opened meanwhile).
+    conn: parking_lot::Mutex<Option<(u64, MultiplexedConnection)>>,
+    connecting: tokio::sync::Mutex<()>,
 }
 
-/// How a writer connects (shared with every node's writer task).
+/// How a node's connection is made (shared by every node of a pool).
 struct Connector {
     settings: ConnectSettings,
     pushes: Option<Arc<Routes>>,
@@ -102,28 +107,36 @@ struct Connector {
     readonly: bool,
 }
 
-/// Connections by node address, each behind a writer task that pipelines whatever
-/// requests are waiting (auto-pipelining). Connections with push routes speak RESP3, so
-/// that pub/sub messages arrive as pushes beside ordinary replies on one multiplexed
-/// connection; replica connections speak RESP2.
+/// Connections by node address: one multiplexed connection per node, opened on first
+/// use and again after it breaks. Callers send on it directly: redis-rs's connection
+/// driver already writes whatever requests are waiting in one go and reads the replies
+/// in order (auto-pipelining), so 64 concurrent callers become a few large writes.
+/// (An earlier design put a writer task of ours in front that gathered requests into
+/// pipelines; the extra hop, channel and reply slot per request cost more than they
+/// saved: issue 3 bench, standalone_get 0.71 -> see docs/ARCHITECTURE.md "Measured".)
+/// Connections with push routes speak RESP3, so that pub/sub messages arrive as pushes
+/// beside ordinary replies on one multiplexed connection; replica connections speak
+/// RESP2.
 pub(crate) struct Pool {
-    connector: Arc<Connector>,
+    connector: Connector,
     nodes: RwLock<HashMap<String, Arc<Node>>>,
+    generation: AtomicU64,
 }
 
 impl Pool {
     pub fn new(settings: ConnectSettings, pushes: Option<Arc<Routes>>, readonly: bool) -> Self {
         Pool {
-            connector: Arc::new(Connector {
+            connector: Connector {
                 settings,
                 pushes,
                 readonly,
-            }),
+            },
             nodes: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
     }
 
-    /// The node at `addr`, its writer started on first use.
+    /// The node at `addr`, created on first use.
     fn node(&self, addr: &str) -> Arc<Node> {
         if let Some(node) = self.nodes.read().get(addr) {
             return node.clone();
@@ -132,162 +145,93 @@ impl Pool {
             .write()
             .entry(addr.to_string())
             .or_insert_with(|| {
-                let (queue, jobs) = mpsc::unbounded_channel();
-                tokio::spawn(write_loop(self.connector.clone(), addr.to_string(), jobs));
-                Arc::new(Node { queue })
+                Arc::new(Node {
+                    conn: parking_lot::Mutex::new(None),
+                    connecting: tokio::sync::Mutex::new(()),
+                })
             })
             .clone()
     }
 
-    async fn submit(&self, addr: &str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
-        let (reply, replied) = oneshot::channel();
-        let job = Job { cmds, reply };
-        if self.node(addr).queue.send(job).is_err() {
-            return Err(Error::Unavailable(format!(
-                "connection to {addr} is closed"
-            )));
-        }
-        replied.await.unwrap_or_else(|_| {
-            Err(Error::Unavailable(format!(
-                "connection to {addr} is closed"
-            )))
+    /// The open connection to `addr`, if there is one: a call on it waits only for the
+    /// reply, which the connection's response timeout bounds.
+    pub fn open_connection(&self, addr: &str) -> Option<Connection> {
+        let node = self.nodes.read().get(addr)?.clone();
+        let (generation, conn) = node.conn.lock().clone()?;
+        Some(Connection {
+            node,
+            generation,
+            conn,
         })
+    }
+
+    /// The node's connection, connecting first if it has none.
+    async fn connection(&self, addr: &str) -> Result<(Arc<Node>, u64, MultiplexedConnection)> {
+        let node = self.node(addr);
+        let open = node.conn.lock().clone();
+        if let Some((generation, conn)) = open {
+            return Ok((node, generation, conn));
+        }
+        let connecting = node.connecting.lock().await;
+        // Someone else may have connected while we waited.
+        let open = node.conn.lock().clone();
+        if let Some((generation, conn)) = open {
+            drop(connecting);
+            return Ok((node, generation, conn));
+        }
+        let conn = self.connector.connect(addr).await?;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *node.conn.lock() = Some((generation, conn.clone()));
+        drop(connecting);
+        Ok((node, generation, conn))
+    }
+
+    /// Maps a failed call's error; drops the connection it used if it broke, so that
+    /// the next call connects again.
+    fn failed(&self, node: &Node, generation: u64, e: &redis::RedisError) -> Error {
+        let broken = e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_unrecoverable_error()
+            || e.is_timeout();
+        if broken {
+            let mut conn = node.conn.lock();
+            if conn.as_ref().is_some_and(|(g, _)| *g == generation) {
+                *conn = None;
+            }
+        }
+        map_error(e, self.connector.settings.response_timeout)
     }
 
     /// Sends one command to `addr`; a server error comes back as [`Value::ServerError`].
     pub async fn send_one(&self, addr: &str, cmd: &Cmd) -> Result<Value> {
-        let mut values = self.submit(addr, vec![cmd.clone()]).await?;
-        Ok(values.pop().unwrap_or(Value::Nil))
+        let (node, generation, conn) = self.connection(addr).await?;
+        Connection {
+            node,
+            generation,
+            conn,
+        }
+        .send_one(self, cmd)
+        .await
     }
 
     /// Sends `cmds` back to back to `addr`; the replies come back one per command,
     /// server errors as [`Value::ServerError`] for the caller to inspect.
     pub async fn send_cmds(&self, addr: &str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
-        self.submit(addr, cmds).await
+        let count = cmds.len();
+        let mut pipe = Pipeline::with_capacity(count);
+        for cmd in cmds {
+            pipe.add_command(cmd);
+        }
+        self.send(addr, &pipe, count).await
     }
 
     /// Sends a pipeline of `count` commands to `addr`; the replies come back one per
     /// command, server errors as [`Value::ServerError`] for the caller to inspect.
     pub async fn send(&self, addr: &str, pipeline: &Pipeline, count: usize) -> Result<Vec<Value>> {
-        let cmds: Vec<Cmd> = pipeline.cmd_iter().cloned().collect();
-        debug_assert_eq!(cmds.len(), count);
-        self.submit(addr, cmds).await
-    }
-}
-
-/// The writer of one node: takes every job waiting (up to [`MAX_BATCH`] commands),
-/// sends them as one pipeline, and hands each job its replies; keeps at most
-/// [`MAX_IN_FLIGHT`] pipelines out. Connects on demand and again after the connection
-/// breaks. Ends when the pool is dropped.
-async fn write_loop(
-    connector: Arc<Connector>,
-    addr: String,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-) {
-    let mut conn: Option<(u64, MultiplexedConnection)> = None;
-    let mut generation = 0u64;
-    let mut in_flight = FuturesUnordered::new();
-    let mut closed = false;
-    loop {
-        let first = tokio::select! {
-            job = jobs.recv(), if !closed && in_flight.len() < MAX_IN_FLIGHT => match job {
-                Some(job) => job,
-                None => {
-                    closed = true;
-                    continue;
-                }
-            },
-            Some((used, broken)) = in_flight.next() => {
-                if broken && conn.as_ref().is_some_and(|(g, _)| *g == used) {
-                    conn = None;
-                }
-                continue;
-            }
-            else => return,
-        };
-        let mut batch = vec![first];
-        let mut count = batch[0].cmds.len();
-        while count < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    count += job.cmds.len();
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        if conn.is_none() {
-            match connector.connect(&addr).await {
-                Ok(c) => {
-                    generation += 1;
-                    conn = Some((generation, c));
-                }
-                Err(e) => {
-                    for job in batch {
-                        let _ = job.reply.send(Err(e.clone()));
-                    }
-                    continue;
-                }
-            }
-        }
-        if let Some((used, c)) = &conn {
-            let timeout = connector.settings.response_timeout;
-            in_flight.push(send_batch(c.clone(), *used, batch, count, timeout));
-        }
-    }
-}
-
-/// Sends `batch` as one pipeline of `count` commands; returns the connection's
-/// generation and whether it broke.
-async fn send_batch(
-    mut conn: MultiplexedConnection,
-    used: u64,
-    batch: Vec<Job>,
-    count: usize,
-    timeout: Duration,
-) -> (u64, bool) {
-    let mut replies = Vec::with_capacity(batch.len());
-    let result = if count == 1 {
-        // One command: no pipeline to build.
-        let mut result = Ok(Vec::new());
-        for job in batch {
-            replies.push((job.cmds.len(), job.reply));
-            if let Some(cmd) = job.cmds.first() {
-                result = conn.req_packed_command(cmd).await.map(|v| vec![v]);
-            }
-        }
-        result
-    } else {
-        let mut pipe = Pipeline::with_capacity(count);
-        for job in batch {
-            replies.push((job.cmds.len(), job.reply));
-            for cmd in job.cmds {
-                pipe.add_command(cmd);
-            }
-        }
-        conn.req_packed_commands(&pipe, 0, count).await
-    };
-    match result {
-        Ok(values) => {
-            let mut values = values.into_iter();
-            for (n, reply) in replies {
-                let mine: Vec<Value> = (0..n)
-                    .map(|_| values.next().unwrap_or(Value::Nil))
-                    .collect();
-                let _ = reply.send(Ok(mine));
-            }
-            (used, false)
-        }
-        Err(e) => {
-            let broken = e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_unrecoverable_error()
-                || e.is_timeout();
-            let error = map_error(&e, timeout);
-            for (_, reply) in replies {
-                let _ = reply.send(Err(error.clone()));
-            }
-            (used, broken)
+        let (node, generation, mut conn) = self.connection(addr).await?;
+        match conn.req_packed_commands(pipeline, 0, count).await {
+            Ok(values) => Ok(values),
+            Err(e) => Err(self.failed(&node, generation, &e)),
         }
     }
 }

@@ -90,6 +90,7 @@ impl Layout {
     }
 
     /// The entry key of `text` in `partition`.
+    #[cfg(test)]
     pub fn entry_key(&self, partition: u16, text: &str) -> String {
         let prefix = &self.prefixes[usize::from(partition)];
         let mut key = String::with_capacity(prefix.len() + 2 + text.len());
@@ -97,6 +98,15 @@ impl Layout {
         key.push_str("e:");
         key.push_str(text);
         key
+    }
+
+    /// The entry key of `text` in `partition` as a command argument, written straight
+    /// into the command (no `String` of its own: this is on every call's path).
+    pub fn entry_key_arg<'a>(&'a self, partition: u16, text: &'a str) -> EntryKeyArg<'a> {
+        EntryKeyArg {
+            prefix: &self.prefixes[usize::from(partition)],
+            text,
+        }
     }
 
     /// The index key of `partition` (the scripts' `KEYS[1]`).
@@ -139,6 +149,28 @@ impl Layout {
         &self.channels[usize::from(partition)]
     }
 }
+
+/// An entry key as a command argument (see [`Layout::entry_key_arg`]).
+pub(crate) struct EntryKeyArg<'a> {
+    prefix: &'a str,
+    text: &'a str,
+}
+
+impl redis::ToRedisArgs for EntryKeyArg<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        use std::io::Write;
+        let mut arg = out.writer_for_next_arg();
+        // Writing into the command's own buffer cannot fail.
+        let _ = arg.write_all(self.prefix.as_bytes());
+        let _ = arg.write_all(b"e:");
+        let _ = arg.write_all(self.text.as_bytes());
+    }
+}
+
+impl redis::ToSingleRedisArg for EntryKeyArg<'_> {}
 
 #[cfg(test)]
 mod tests {

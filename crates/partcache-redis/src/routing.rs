@@ -136,6 +136,19 @@ impl Router {
         }
     }
 
+    /// The current slot map if it is known and not marked stale (no waiting).
+    fn known_slot_map(&self) -> Option<Arc<SlotMap>> {
+        match &self.topology {
+            Topology::Standalone(map) => Some(map.clone()),
+            Topology::Cluster { map, stale, .. } => {
+                if stale.load(Ordering::Acquire) {
+                    return None;
+                }
+                map.read().clone()
+            }
+        }
+    }
+
     /// Marks the slot map as possibly outdated (a node went away).
     pub fn mark_stale(&self) {
         if let Topology::Cluster { stale, .. } = &self.topology {
@@ -201,6 +214,27 @@ impl Router {
     /// turn into [`Error::Store`]. Fails with [`Error::Timeout`] after the response
     /// timeout and with [`Error::Unavailable`] when a node cannot be reached.
     pub async fn execute(&self, pools: Pools<'_>, requests: Vec<Request>) -> Result<Vec<Value>> {
+        // The common case, one command for a master (a get, a put) whose node is
+        // connected: straight to it, without the grouping below and without a timer of
+        // our own (the connection's response timeout bounds the wait). Anything but a
+        // plain reply (a redirection, a busy slot, a missing script: the command did not
+        // run) takes the full path.
+        if let [request] = &requests[..]
+            && !(self.replica_reads && request.read_only && pools.replicas.is_some())
+            && let Some(map) = self.known_slot_map()
+            && let Some(addr) = map.master(request.slot)
+            && let Some(conn) = pools.primary.open_connection(addr)
+        {
+            let span = tracing::debug_span!("partcache.node", node = %addr, commands = 1);
+            match conn.send_one(pools.primary, &request.cmd).instrument(span).await {
+                Ok(value) if !needs_another_round(&value) => return Ok(vec![value]),
+                Ok(_) => {}
+                Err(e) => {
+                    self.mark_stale();
+                    return Err(e);
+                }
+            }
+        }
         match tokio::time::timeout(self.timeout, self.execute_rounds(&pools, &requests)).await {
             Ok(result) => result,
             Err(_) => {
@@ -212,28 +246,6 @@ impl Router {
     }
 
     async fn execute_rounds(&self, pools: &Pools<'_>, requests: &[Request]) -> Result<Vec<Value>> {
-        // The common case, one command for a master (a get, a put): straight to its
-        // node, without the grouping below; anything but a plain reply (a redirection,
-        // a busy slot, a missing script: the command did not run) takes the full path.
-        if let [request] = requests
-            && !(self.replica_reads && request.read_only && pools.replicas.is_some())
-        {
-            let map = self.slot_map(pools.primary).await?;
-            if let Some(addr) = map.master(request.slot) {
-                let span = tracing::debug_span!("partcache.node", node = %addr, commands = 1);
-                let sent = pools.primary.send_one(addr, &request.cmd).instrument(span);
-                let value = match sent.await {
-                    Ok(value) => value,
-                    Err(e) => {
-                        self.mark_stale();
-                        return Err(e);
-                    }
-                };
-                if !needs_another_round(&value) {
-                    return Ok(vec![value]);
-                }
-            }
-        }
         let mut replies: Vec<Option<Value>> = vec![None; requests.len()];
         let mut pending: Vec<usize> = (0..requests.len()).collect();
         let mut asked: HashMap<usize, String> = HashMap::new();

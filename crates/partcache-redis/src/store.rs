@@ -82,6 +82,14 @@ pub(crate) struct StoreInner {
     feed: Arc<Feed>,
     /// Whether the cache has listeners in this process.
     listened: ListenerProbe,
+    /// Whether this process wants other processes' events (a listener asked for them,
+    /// or a near cache is attached): only then does it subscribe to the cache's
+    /// channels, and only while some process subscribes do writers publish (the
+    /// scripts ask `PUBSUB (SHARD)NUMSUB`), so that a cache nobody listens to costs
+    /// no messages at all.
+    wants_feed: std::sync::atomic::AtomicBool,
+    /// Whether the subscription is in place (held while subscribing).
+    subscribed: tokio::sync::Mutex<bool>,
 }
 
 /// Milliseconds of `d`, rounded up so that a tiny non-zero duration is not zero.
@@ -150,6 +158,8 @@ impl RedisStore {
             codec: spec.codec,
             stats: spec.stats.clone(),
             listened: spec.listened.clone(),
+            wants_feed: std::sync::atomic::AtomicBool::new(false),
+            subscribed: tokio::sync::Mutex::new(false),
             feed: Arc::new(Feed {
                 events,
                 listened: spec.listened.clone(),
@@ -229,7 +239,7 @@ impl Drop for RedisStore {
         if let Some(heartbeat) = self.heartbeat.get() {
             heartbeat.abort();
         }
-        if self.inner.publishes() {
+        if self.inner.wants_feed.load(std::sync::atomic::Ordering::Acquire) {
             self.inner
                 .deployment
                 .subscriber()
@@ -243,13 +253,28 @@ impl StoreInner {
     /// the cache's events. Safe to repeat after a failure.
     async fn finish_open(&self) -> Result<()> {
         self.check_layout().await?;
-        if self.publishes() {
+        if self.wants_feed.load(std::sync::atomic::Ordering::Acquire) {
+            self.start_feed().await?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes to the cache's channels if that is not done yet (see
+    /// [`StoreInner::wants_feed`]), then gives a near cache, if any, the partitions'
+    /// current numbers. Safe to repeat after a failure.
+    async fn start_feed(&self) -> Result<()> {
+        if !self.publishes() {
+            return Ok(());
+        }
+        let mut subscribed = self.subscribed.lock().await;
+        if !*subscribed {
             self.deployment
                 .subscribe(&self.channels(), &self.feed)
                 .await?;
-            crate::events::reseed(&self.deployment, &self.feed).await?;
+            *subscribed = true;
         }
-        Ok(())
+        drop(subscribed);
+        crate::events::reseed(&self.deployment, &self.feed).await
     }
 
     fn channels(&self) -> Vec<(String, u16)> {
@@ -293,7 +318,7 @@ impl StoreInner {
             cmd.arg(key);
         }
         for text in texts {
-            cmd.arg(self.layout.entry_key(partition, text));
+            cmd.arg(self.layout.entry_key_arg(partition, text));
         }
         cmd.arg(&self.header[..]);
         self.event_args(&mut cmd, partition);
@@ -681,6 +706,40 @@ impl RawStore for RedisStore {
     async fn get_all(&self, keys: &[RawKey]) -> Result<Vec<Option<Vec<u8>>>> {
         self.ready().await?;
         let s = &self.inner;
+        if let [key] = keys {
+            // The common case, one key: no grouping, and a plain `GET` where reads
+            // need no bookkeeping (a bulk reply, not an array).
+            s.check_partition(key)?;
+            let p = key.partition;
+            let (request, plain) = if s.plain_reads {
+                let mut cmd = Cmd::with_capacity(2, 8 + key.text.len() + 48);
+                cmd.arg("GET").arg(s.layout.entry_key_arg(p, &key.text));
+                let request = Request {
+                    read_only: true,
+                    ..Request::new(s.layout.slot(p), cmd)
+                };
+                (request, true)
+            } else {
+                (s.keyed_script(&scripts().get, p, keys, &[0]), false)
+            };
+            let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
+            let found = if plain {
+                match reply {
+                    Value::ServerError(e) => {
+                        return Err(Error::Store(format!("GET failed: {e:?}")));
+                    }
+                    reply => blob(reply),
+                }
+            } else {
+                match s.outcome(reply)? {
+                    Value::Array(values) => values.into_iter().next().and_then(blob),
+                    other => {
+                        return Err(Error::Store(format!("unexpected read reply: {other:?}")));
+                    }
+                }
+            };
+            return Ok(vec![found]);
+        }
         let groups = s.by_partition(keys.iter())?;
         let requests: Vec<Request> = groups
             .iter()
@@ -691,7 +750,7 @@ impl RawStore for RedisStore {
                     let mut cmd = Cmd::new();
                     cmd.arg("MGET");
                     for &i in indexes {
-                        cmd.arg(s.layout.entry_key(p, &keys[i].text));
+                        cmd.arg(s.layout.entry_key_arg(p, &keys[i].text));
                     }
                     Request {
                         read_only: true,
@@ -760,7 +819,7 @@ impl RawStore for RedisStore {
             for partition_key in s.layout.partition_keys(p) {
                 cmd.arg(partition_key);
             }
-            cmd.arg(s.layout.entry_key(p, &key.text));
+            cmd.arg(s.layout.entry_key_arg(p, &key.text));
             s.event_args(&mut cmd, p);
             cmd.arg(&key.text).arg(blob.as_slice());
             let request = Request {
@@ -989,6 +1048,8 @@ impl RawStore for RedisStore {
                 s.name
             )));
         }
+        s.wants_feed
+            .store(true, std::sync::atomic::Ordering::Release);
         let _ = self
             .heartbeat
             .set(tokio::spawn(crate::events::heartbeat_loop(
@@ -997,9 +1058,9 @@ impl RawStore for RedisStore {
                 heartbeat,
             )));
         if self.opening.reaper.get().is_some() {
-            // Open already: the near cache starts from the current numbers. Should this
-            // fail, the heartbeat tries again.
-            if let Err(e) = crate::events::reseed(&s.deployment, &s.feed).await {
+            // Open already: subscribe, and the near cache starts from the current
+            // numbers. Should this fail, the heartbeat tries again.
+            if let Err(e) = s.start_feed().await {
                 tracing::warn!(cache = %s.name, error = %e, "near cache not started yet");
             }
         } else if let Err(e) = self.ready().await {
@@ -1011,6 +1072,22 @@ impl RawStore for RedisStore {
 
     fn subscribe(&self) -> broadcast::Receiver<RawEvent> {
         self.inner.feed.events.subscribe()
+    }
+
+    async fn listen(&self) -> Result<()> {
+        let s = &self.inner;
+        if !s.publishes() {
+            // `publish_events(false)`: no process publishes, there is nothing to hear.
+            return Ok(());
+        }
+        s.wants_feed
+            .store(true, std::sync::atomic::Ordering::Release);
+        if self.opening.reaper.get().is_some() {
+            s.start_feed().await
+        } else {
+            // Opening subscribes, now that the feed is wanted.
+            self.ready().await
+        }
     }
 
     async fn run_pending_tasks(&self) -> Result<()> {

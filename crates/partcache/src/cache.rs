@@ -764,10 +764,38 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             })
     }
 
-    /// Events that pass `filter`, from now on. On a Redis store these include writes by
-    /// every process attached to the cache (delivered asynchronously).
+    /// Events that pass `filter`, from now on: this process's own at once (an event of
+    /// a call is delivered before the call returns). On a Redis store they include
+    /// writes by every process attached to the cache, delivered asynchronously: the
+    /// store starts receiving them when the first listener appears (writers publish
+    /// only while some process listens, as Redisson's do), which takes a round trip;
+    /// [`Cache::listen`] returns once that is done.
     pub fn subscribe(&self, filter: EventFilter<K, V>) -> EventReceiver<K, V> {
-        self.inner.store.events().subscribe(filter)
+        let receiver = self.inner.store.events().subscribe(filter);
+        if let Some(raw) = self.raw_store()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let raw = raw.clone();
+            let name = self.inner.name.clone();
+            runtime.spawn(async move {
+                if let Err(error) = raw.listen().await {
+                    tracing::warn!(cache = %name, %error, "cannot receive other processes' events yet");
+                }
+            });
+        }
+        receiver
+    }
+
+    /// [`Cache::subscribe`], returning once events of other processes reach the
+    /// receiver (on a remote store: the subscription to the cache's channels is
+    /// confirmed). Use it where a listener must not miss a write that another process
+    /// makes after this returns.
+    pub async fn listen(&self, filter: EventFilter<K, V>) -> Result<EventReceiver<K, V>> {
+        let receiver = self.inner.store.events().subscribe(filter);
+        if let Some(raw) = self.raw_store() {
+            raw.listen().await?;
+        }
+        Ok(receiver)
     }
 
     /// A snapshot of the statistics.

@@ -443,6 +443,14 @@ impl RawStore for JoinedStore {
     /// partitions that member holds: every partition's feed (sequence numbers, losses,
     /// vouches) then comes from exactly the member that serves its reads. Fails if any
     /// member refuses (e.g. `publish_events(false)`).
+    async fn listen(&self) -> Result<()> {
+        self.on_every_member(|m| m.store.listen())
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()
+            .map(|_| ())
+    }
+
     async fn attach_invalidation_sink(
         &self,
         sink: Arc<dyn InvalidationSink>,

@@ -42,14 +42,36 @@ local function minv(a, b)
   return b
 end
 
+-- Whether any process listens on the partition's channel (asked once per call): a
+-- message nobody receives is not published, and not numbered either (as Redisson's
+-- scripts do). A subscriber reads the numbers after its subscription is in place
+-- (events.rs, reseed), and the script and the subscription are atomic against each
+-- other, so it misses nothing it could have been sent.
+local SUBSCRIBED = nil
+local function subscribed(publish)
+  if SUBSCRIBED == nil then
+    local n
+    if publish == 2 then
+      n = redis.call('PUBSUB', 'SHARDNUMSUB', CHANNEL)[2]
+    else
+      n = redis.call('PUBSUB', 'NUMSUB', CHANNEL)[2]
+    end
+    SUBSCRIBED = n > 0
+  end
+  return SUBSCRIBED
+end
+
 -- A published message is numbered (`<P>sq`, in the same atomic step as the change it
 -- reports): `<kind><number>:<origin>:<blob>`, so a near cache can tell a lost message (events.rs).
 local function emit(kind, blob)
   local publish = PUBMODE % 3
-  if publish == 1 then
-    redis.call('PUBLISH', CHANNEL, kind .. redis.call('INCR', KEYS[4]) .. ':' .. ORIGIN .. ':' .. blob)
-  elseif publish == 2 then
-    redis.call('SPUBLISH', CHANNEL, kind .. redis.call('INCR', KEYS[4]) .. ':' .. ORIGIN .. ':' .. blob)
+  if publish ~= 0 and subscribed(publish) then
+    local message = kind .. redis.call('INCR', KEYS[4]) .. ':' .. ORIGIN .. ':' .. blob
+    if publish == 1 then
+      redis.call('PUBLISH', CHANNEL, message)
+    else
+      redis.call('SPUBLISH', CHANNEL, message)
+    end
   end
   if PUBMODE >= 3 then EVENTS[#EVENTS + 1] = kind .. blob end
 end

@@ -8,12 +8,28 @@
 local IX, DL, FX, SQ, E = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local PUBMODE, ORIGIN, CHANNEL, text, blob = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local events, expired = {}, 0
+-- Published (and numbered) only while a process listens, as in common.lua.
+local subscribed = nil
 local function emit(kind, b)
   local publish = PUBMODE % 3
-  if publish == 1 then
-    redis.call('PUBLISH', CHANNEL, kind .. redis.call('INCR', SQ) .. ':' .. ORIGIN .. ':' .. b)
-  elseif publish == 2 then
-    redis.call('SPUBLISH', CHANNEL, kind .. redis.call('INCR', SQ) .. ':' .. ORIGIN .. ':' .. b)
+  if publish ~= 0 then
+    if subscribed == nil then
+      local n
+      if publish == 2 then
+        n = redis.call('PUBSUB', 'SHARDNUMSUB', CHANNEL)[2]
+      else
+        n = redis.call('PUBSUB', 'NUMSUB', CHANNEL)[2]
+      end
+      subscribed = n > 0
+    end
+    if subscribed then
+      local message = kind .. redis.call('INCR', SQ) .. ':' .. ORIGIN .. ':' .. b
+      if publish == 1 then
+        redis.call('PUBLISH', CHANNEL, message)
+      else
+        redis.call('SPUBLISH', CHANNEL, message)
+      end
+    end
   end
   if PUBMODE >= 3 then events[#events + 1] = kind .. b end
 end

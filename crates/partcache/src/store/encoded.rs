@@ -210,7 +210,13 @@ where
 
     /// Drains the events `result`'s operation caused, then passes `result` on.
     fn after<T>(&self, result: Result<T>) -> Result<T> {
-        self.drain_events();
+        // Without listeners in this process the raw store returns no events of this
+        // process's calls (see `RawStore` on events), so there is nothing whose order
+        // against this call matters: the background task forwards the rest. This keeps
+        // a lock every call would take (and contend for) off the hot path.
+        if self.config.events.is_listened() {
+            self.drain_events();
+        }
         result
     }
 

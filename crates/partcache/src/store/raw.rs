@@ -216,8 +216,18 @@ pub trait RawStore: Send + Sync + 'static {
     fn scan(&self) -> BoxStream<'_, Result<Vec<u8>>>;
     /// Approximate number of entries.
     async fn len(&self) -> Result<u64>;
-    /// Events of every process attached to the cache.
+    /// Events of every process attached to the cache. A call's own events are on the
+    /// channel by the time the call returns; while nobody in this process listens
+    /// (see [`ListenerProbe`]) the core does not wait for them, so a store may leave
+    /// them out then.
     fn subscribe(&self) -> broadcast::Receiver<RawEvent>;
+    /// Makes sure the events of other processes reach [`RawStore::subscribe`] from
+    /// now on: a remote store need not receive them while nobody in this process asks
+    /// (and its writers need not publish while no process listens). Returns once they
+    /// do. The default does nothing (a store that always receives them).
+    async fn listen(&self) -> Result<()> {
+        Ok(())
+    }
     /// Runs pending housekeeping now (e.g. reclaiming expired entries).
     async fn run_pending_tasks(&self) -> Result<()> {
         Ok(())
