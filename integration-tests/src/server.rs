@@ -3,14 +3,16 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::FromRedisValue;
 
-use crate::admin;
+use crate::admin::{self, Endpoint};
 use crate::binaries::{Flavor, RedisBinaries};
 use crate::error::Result;
 use crate::process::{self, NodeProcess};
+use crate::tls::{TlsFiles, TlsMode};
 
 /// Options for [`RedisServer::start`].
 #[derive(Clone, Debug)]
@@ -20,6 +22,10 @@ pub struct ServerOptions {
     pub extra_args: Vec<String>,
     /// How long to wait for the server to answer PING (default 10 s).
     pub startup_timeout: Duration,
+    /// Serve TLS only (default `None`: plain TCP). The harness makes a throwaway CA and
+    /// certificates ([`TlsFiles`]) and starts the server with `--port 0 --tls-port
+    /// <port>`; [`RedisServer::url`] then is a `rediss://` URL that trusts that CA.
+    pub tls: Option<TlsMode>,
 }
 
 impl Default for ServerOptions {
@@ -27,6 +33,7 @@ impl Default for ServerOptions {
         Self {
             extra_args: Vec::new(),
             startup_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -53,6 +60,12 @@ impl ServerOptions {
         self.startup_timeout = timeout;
         self
     }
+
+    /// Serves TLS only, in `mode` (builder style; see [`ServerOptions::tls`]).
+    pub fn tls(mut self, mode: TlsMode) -> Self {
+        self.tls = Some(mode);
+        self
+    }
 }
 
 /// A standalone `redis-server` / `valkey-server` on `127.0.0.1`.
@@ -60,8 +73,9 @@ impl ServerOptions {
 /// Runs in a fresh temporary directory with `--save "" --appendonly no` (no persistence:
 /// data does not survive [`stop`](Self::stop)/[`kill`](Self::kill) +
 /// [`restart`](Self::restart)), `--bind 127.0.0.1`, and `--enable-debug-command yes` when
-/// the server supports it. Dropping it SIGKILLs its process, reaps it and removes the
-/// directory.
+/// the server supports it. With [`ServerOptions::tls`] it serves TLS only, on the same
+/// kind of port. Dropping it SIGKILLs its process, reaps it and removes the directory
+/// (and the TLS files).
 pub struct RedisServer {
     node: NodeProcess,
     opts: ServerOptions,
@@ -87,7 +101,8 @@ impl RedisServer {
 
     /// Starts a server from explicit binaries.
     pub fn start_with(binaries: &RedisBinaries, opts: ServerOptions) -> Result<RedisServer> {
-        let node = NodeProcess::new(binaries.clone(), false, opts.extra_args.clone())?;
+        let tls = opts.tls.map(TlsFiles::generate).transpose()?.map(Arc::new);
+        let node = NodeProcess::new(binaries.clone(), false, opts.extra_args.clone(), tls)?;
         let mut nodes = [node];
         process::start_all(&mut nodes, opts.startup_timeout)?;
         let [node] = nodes;
@@ -109,14 +124,28 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.node.port())
     }
 
-    /// The TCP port.
+    /// The TCP port (the TLS port of a TLS server).
     pub fn port(&self) -> u16 {
         self.node.port()
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`; for a TLS server the partcache URL
+    /// `rediss://127.0.0.1:PORT?tls_ca=<CA file>` (plus `&tls_cert=…&tls_key=…` for
+    /// [`TlsMode::Mutual`]).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.node.port())
+        match self.node.tls() {
+            None => format!("redis://127.0.0.1:{}", self.node.port()),
+            Some(tls) => format!(
+                "rediss://127.0.0.1:{}?{}",
+                self.node.port(),
+                tls.url_params()
+            ),
+        }
+    }
+
+    /// The CA and certificates of a TLS server (`None` for a plain one).
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.node.tls()
     }
 
     /// Pid of the running process, `None` after [`kill`](Self::kill)/[`stop`](Self::stop) or
@@ -170,8 +199,9 @@ impl RedisServer {
         self.node.signal(process::SIGCONT)
     }
 
-    /// Runs `redis-cli -h 127.0.0.1 -p PORT <args>` and returns its stdout (server errors
-    /// appear in the output as `ERR ...`).
+    /// Runs `redis-cli -h 127.0.0.1 -p PORT <args>` (with `--tls --cacert …` and, for
+    /// mutual TLS, `--cert … --key …` on a TLS server) and returns its stdout (server
+    /// errors appear in the output as `ERR ...`).
     ///
     /// # Panics
     ///
@@ -181,25 +211,25 @@ impl RedisServer {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        run_cli(self.node.binaries(), self.node.port(), args)
+        run_cli(self.node.binaries(), self.node.endpoint(), args)
     }
 
     /// Runs one command on a fresh synchronous admin connection and converts the reply,
     /// e.g. `server.query::<String>(&["CONFIG", "GET", "maxmemory"])`.
     pub fn query<T: FromRedisValue>(&self, args: &[&str]) -> Result<T> {
-        admin::query(self.node.port(), args)
+        admin::query(self.node.endpoint(), args)
     }
 
     /// Calls per command from `INFO commandstats` (`"get" -> 3`, subcommands as
     /// `"cluster|slots"`). Includes the harness's own admin commands (`info`, `ping`, ...).
     pub fn commandstats(&self) -> Result<std::collections::HashMap<String, u64>> {
-        let text: String = admin::query(self.node.port(), &["INFO", "commandstats"])?;
+        let text: String = admin::query(self.node.endpoint(), &["INFO", "commandstats"])?;
         Ok(admin::parse_commandstats(&text))
     }
 
     /// `CONFIG RESETSTAT`.
     pub fn reset_stats(&self) -> Result<()> {
-        let _: redis::Value = admin::query(self.node.port(), &["CONFIG", "RESETSTAT"])?;
+        let _: redis::Value = admin::query(self.node.endpoint(), &["CONFIG", "RESETSTAT"])?;
         Ok(())
     }
 
@@ -209,14 +239,16 @@ impl RedisServer {
     }
 }
 
-/// Runs the cli against `127.0.0.1:port`; panics if it cannot be run.
-pub(crate) fn run_cli<I, S>(binaries: &RedisBinaries, port: u16, args: I) -> String
+/// Runs the cli against `127.0.0.1:port` (over TLS for a TLS server); panics if it
+/// cannot be run.
+pub(crate) fn run_cli<I, S>(binaries: &RedisBinaries, at: Endpoint<'_>, args: I) -> String
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
     let out = Command::new(binaries.cli_path())
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-h", "127.0.0.1", "-p", &at.port.to_string()])
+        .args(at.tls.map(TlsFiles::cli_args).unwrap_or_default())
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", binaries.cli_path().display()));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use partcache_integration_tests::{
     ClusterOptions, Flavor, RedisBinaries, RedisCluster, RedisServer, Role, ServerOptions,
-    TOTAL_SLOTS,
+    TOTAL_SLOTS, TlsMode,
 };
 
 fn process_exists(pid: u32) -> bool {
@@ -96,6 +96,49 @@ async fn standalone_redis_set_get_and_drop_kills_the_process() {
     drop(server);
     assert!(!process_exists(pid), "pid {pid} survived drop");
     assert!(!dir.exists(), "temp dir {} survived drop", dir.display());
+}
+
+#[test]
+fn tls_server_serves_tls_only_and_its_helpers_speak_tls() {
+    for mode in [TlsMode::ServerAuth, TlsMode::Mutual] {
+        let server =
+            RedisServer::start(Flavor::Redis, ServerOptions::default().tls(mode)).expect("start");
+        let tls = server.tls().expect("TLS files");
+        assert_eq!(tls.mode(), mode);
+        let url = server.url();
+        eprintln!("{mode:?}: {url}");
+        assert!(
+            url.starts_with(&format!("rediss://127.0.0.1:{}?tls_ca=", server.port())),
+            "{url}"
+        );
+        assert_eq!(url.contains("&tls_cert="), mode == TlsMode::Mutual, "{url}");
+        // The port serves TLS only (`--port 0`): no plain listener anywhere.
+        let ports: Vec<String> = server.query(&["CONFIG", "GET", "port"]).unwrap();
+        assert_eq!(ports[1], "0");
+        let auth: Vec<String> = server
+            .query(&["CONFIG", "GET", "tls-auth-clients"])
+            .unwrap();
+        assert_eq!(auth[1], if mode == TlsMode::Mutual { "yes" } else { "no" });
+        // redis-cli gets `--tls --cacert` (and `--cert --key`) from the harness.
+        assert!(server.redis_cli(["SET", "k", "v"]).contains("OK"));
+        assert!(server.redis_cli(["GET", "k"]).contains('v'));
+        // A plain client gets nothing from a TLS port.
+        let plain = redis::Client::open(format!("redis://127.0.0.1:{}", server.port()))
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        assert!(plain.is_err(), "plain TCP answered: {plain:?}");
+
+        let pid = server.pid().expect("running");
+        let (dir, tls_dir) = (server.dir().to_path_buf(), tls.dir().to_path_buf());
+        assert!(tls.ca_cert().exists() && tls.server_key().exists());
+        drop(server);
+        assert!(!process_exists(pid), "pid {pid} survived drop");
+        assert!(
+            !dir.exists() && !tls_dir.exists(),
+            "temp dirs survived drop"
+        );
+    }
 }
 
 #[tokio::test]

@@ -13,12 +13,14 @@ use redis::{AsyncConnectionConfig, Cmd, Pipeline, PushInfo, Value};
 
 use crate::events::Routes;
 
-use crate::url::DeploymentUrl;
+use crate::url::{DeploymentUrl, TlsOptions};
 
 /// How to reach and log into any node of a deployment.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectSettings {
     pub tls: bool,
+    /// CA, client certificate and verification of TLS connections (with `tls` only).
+    pub tls_options: TlsOptions,
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: i64,
@@ -30,6 +32,7 @@ impl ConnectSettings {
     pub fn from_url(url: &DeploymentUrl) -> Self {
         ConnectSettings {
             tls: url.tls,
+            tls_options: url.tls_options.clone(),
             username: url.username.clone(),
             password: url.password.clone(),
             db: url.db,
@@ -47,7 +50,8 @@ impl ConnectSettings {
             redis::ConnectionAddr::TcpTls {
                 host: host.to_string(),
                 port,
-                insecure: false,
+                insecure: self.tls_options.insecure,
+                // Filled from `tls_options` by `build_with_tls` below.
                 tls_params: None,
             }
         } else {
@@ -67,6 +71,11 @@ impl ConnectSettings {
             .into_connection_info()
             .map_err(|e| Error::Config(e.to_string()))?
             .set_redis_settings(redis_settings);
+        if self.tls {
+            // The same CA and client certificate for every node, data, replica and
+            // subscription connections alike (all of them are made here).
+            return crate::tls::client(info, &self.tls_options);
+        }
         redis::Client::open(info).map_err(|e| Error::Config(e.to_string()))
     }
 }

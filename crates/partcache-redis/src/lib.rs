@@ -30,7 +30,7 @@
 //! | form | deployment |
 //! |---|---|
 //! | `redis://[user:password@]host[:port][/db]` | one server (`valkey://` is the same) |
-//! | `rediss://…`, `valkeys://…` | one server over TLS (needs the `tls` cargo feature) |
+//! | `rediss://…`, `valkeys://…` | one server over TLS (see [TLS](#tls)) |
 //! | `redis-cluster://[user:password@]h1:p1,h2:p2,…` | a cluster, from seed nodes (`valkey-cluster://` is the same; `tls=true` for TLS) |
 //! | `redis-joined://?member=<url>&member=<url>…` | several deployments joined into one store (`valkey-joined://` is the same; see [`joined`]) |
 //!
@@ -42,11 +42,53 @@
 //! | `connect_timeout` | `1s` | deadline for opening a connection |
 //! | `response_timeout` | `1s` | every call returns within it ([`Error::Timeout`](partcache::Error::Timeout)) |
 //! | `read_from_replicas` | `false` | on a cluster, serve plain reads from replicas (see below) |
-//! | `tls` | `false` | TLS on a cluster URL |
+//! | `tls` | `false` | TLS on a `redis://` or cluster URL (what `rediss://` means) |
+//! | `tls_ca` | system roots | path of a PEM file of CA certificates to trust instead of the system's (private or self-signed CAs) |
+//! | `tls_cert`, `tls_key` | none | paths of the PEM client certificate (chain) and its private key, for mutual TLS; both or neither |
+//! | `tls_insecure` | `false` | accept any server certificate, unverified: **for tests only** |
 //!
-//! Parsing never blocks; connections open on the first `build()` of a cache. A server
-//! that cannot be reached is [`Error::Unavailable`](partcache::Error::Unavailable) or
+//! Parsing never connects; the only I/O it does is reading the `tls_*` files (see
+//! [TLS](#tls)).
+//! Connections open on the first `build()` of a cache. A server that cannot be reached
+//! (or refuses the TLS handshake) is
+//! [`Error::Unavailable`](partcache::Error::Unavailable) or
 //! [`Error::Timeout`](partcache::Error::Timeout), within the timeouts above.
+//!
+//! # TLS
+//!
+//! The `tls` cargo feature (on by default; rustls with the *ring* provider) serves
+//! `rediss://`, `valkeys://` and `tls=true`. Without it, such a URL is an
+//! [`Error::Config`](partcache::Error::Config) saying so.
+//!
+//! ```text
+//! rediss://cache.internal:6380?tls_ca=/etc/partcache/ca.pem
+//! rediss://cache.internal:6380?tls_ca=/etc/partcache/ca.pem&tls_cert=/etc/partcache/client.pem&tls_key=/etc/partcache/client.key
+//! redis-cluster://10.0.0.1:7000,10.0.0.2:7000?tls=true&tls_ca=/etc/partcache/ca.pem
+//! ```
+//!
+//! * **Files** are read (and their PEM checked) when the URL is parsed, so a missing
+//!   or unreadable file, a CA file without a certificate, a key file without a key, or
+//!   `tls_cert` without `tls_key` (or the reverse) is an
+//!   [`Error::Config`](partcache::Error::Config) from `CacheManager::from_url` naming
+//!   the parameter and the file. Paths are percent-decoded; relative paths are relative
+//!   to the working directory. Replacing a file later affects nothing until the URL is
+//!   parsed again. In code, the same settings are [`TlsOptions`] in
+//!   [`url::DeploymentUrl::tls_options`] (files read with [`PemFile::read`]).
+//! * **Every connection** of the deployment uses them: data connections, replica
+//!   connections, and the subscription connections of events and near caches. On a
+//!   cluster, the nodes must serve TLS on the ports `CLUSTER SLOTS` reports (with
+//!   `tls-cluster yes`, Redis reports its TLS ports), and their certificates must name
+//!   the addresses it reports (an IP address needs an IP subject alternative name).
+//! * **Verification**: the server's certificate must chain to `tls_ca` (else the
+//!   system's roots) and name the host the connection was made to. A failed handshake
+//!   (unknown CA, no client certificate where the server requires one) is
+//!   [`Error::Unavailable`](partcache::Error::Unavailable) naming the cause, like any
+//!   other failed connection; `build()` still returns the cache and opens it once the
+//!   handshake succeeds (see `RemoteBackend::open`).
+//! * **Crypto provider**: redis-rs takes rustls' process-wide default provider. If
+//!   the application installed none, partcache installs ring's on the first TLS
+//!   connection (so another crate enabling rustls' `aws-lc-rs` as well cannot make
+//!   rustls panic for want of a choice); an application's own choice is kept.
 //!
 //! # Layout and atomicity
 //!
@@ -132,10 +174,12 @@ mod routing;
 mod scripts;
 mod slots;
 mod store;
+mod tls;
 pub mod url;
 
 pub use backend::{RedisBackend, RedisBackendFactory, SCHEMES};
 pub use store::RedisStore;
+pub use tls::{ClientCertificate, PemFile, TlsOptions};
 
 use std::sync::Arc;
 

@@ -1,12 +1,16 @@
 //! Parsing of `redis://`, `redis-cluster://` and friends into a [`DeploymentUrl`].
 //!
-//! Parsing never blocks and never connects: every error is an [`Error::Config`] that
-//! names the offending part of the URL.
+//! Parsing never connects (its only I/O is reading the `tls_ca`, `tls_cert` and
+//! `tls_key` files): every error is an [`Error::Config`] that names the offending part
+//! of the URL.
 
 use std::time::Duration;
 
 use partcache::partition::{MIN_PARTITIONS, SLOT_COUNT};
 use partcache::{Error, Result};
+
+pub use crate::tls::{ClientCertificate, PemFile, TlsOptions};
+use crate::tls::{PemKind, read_parameter};
 
 /// Default for `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,8 +35,12 @@ pub struct DeploymentUrl {
     pub kind: DeploymentKind,
     /// `host:port` of the server, or of every seed node.
     pub nodes: Vec<String>,
-    /// TLS (`rediss`, `valkeys`, or `tls=true` on a cluster URL).
+    /// TLS (`rediss`, `valkeys`, or `tls=true`).
     pub tls: bool,
+    /// How TLS connections are verified and which client certificate they present
+    /// (`tls_ca`, `tls_cert` + `tls_key`, `tls_insecure`; the files are read by
+    /// [`parse`]). Ignored without [`tls`](Self::tls).
+    pub tls_options: TlsOptions,
     /// ACL user name.
     pub username: Option<String>,
     /// Password.
@@ -56,6 +64,10 @@ const PARAMETERS: &[&str] = &[
     "response_timeout",
     "read_from_replicas",
     "tls",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "tls_insecure",
 ];
 
 /// Parses a deployment URL. See the crate docs for the accepted forms.
@@ -123,6 +135,7 @@ pub fn parse(url: &str) -> Result<DeploymentUrl> {
         kind,
         nodes,
         tls,
+        tls_options: TlsOptions::default(),
         username,
         password,
         db,
@@ -131,6 +144,8 @@ pub fn parse(url: &str) -> Result<DeploymentUrl> {
         response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         read_from_replicas: false,
     };
+    // Paths of the TLS files: read once the whole query is known to be valid.
+    let (mut tls_ca, mut tls_cert, mut tls_key) = (None, None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = decode(value, url)?;
@@ -150,6 +165,10 @@ pub fn parse(url: &str) -> Result<DeploymentUrl> {
                 tls = boolean(name, &value)?;
                 parsed.tls = tls;
             }
+            "tls_ca" => tls_ca = Some(file_path(name, value)?),
+            "tls_cert" => tls_cert = Some(file_path(name, value)?),
+            "tls_key" => tls_key = Some(file_path(name, value)?),
+            "tls_insecure" => parsed.tls_options.insecure = boolean(name, &value)?,
             other => {
                 return Err(Error::Config(format!(
                     "unknown parameter `{other}` in `{}` (known: {})",
@@ -165,7 +184,58 @@ pub fn parse(url: &str) -> Result<DeploymentUrl> {
             parsed.display
         )));
     }
+    let tls_parameter = [
+        ("tls_ca", tls_ca.is_some()),
+        ("tls_cert", tls_cert.is_some()),
+        ("tls_key", tls_key.is_some()),
+        ("tls_insecure", parsed.tls_options.insecure),
+    ]
+    .into_iter()
+    .find_map(|(name, set)| set.then_some(name));
+    if let Some(name) = tls_parameter
+        && !parsed.tls
+    {
+        return Err(Error::Config(format!(
+            "`{name}` in `{}` is a TLS setting, but the URL does not ask for TLS \
+             (use `rediss://` or `valkeys://`, or `tls=true`)",
+            parsed.display
+        )));
+    }
+    parsed.tls_options.client = match (tls_cert, tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(ClientCertificate {
+            cert: read_parameter("tls_cert", &cert, PemKind::Certificates)?,
+            key: read_parameter("tls_key", &key, PemKind::PrivateKey)?,
+        }),
+        (Some(_), None) => {
+            return Err(Error::Config(format!(
+                "`tls_cert` without `tls_key` in `{}`: a client certificate needs its private key",
+                parsed.display
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(Error::Config(format!(
+                "`tls_key` without `tls_cert` in `{}`: a private key needs its client certificate",
+                parsed.display
+            )));
+        }
+    };
+    if let Some(ca) = tls_ca {
+        parsed.tls_options.ca = Some(read_parameter("tls_ca", &ca, PemKind::Certificates)?);
+    }
+    #[cfg(feature = "tls")]
+    crate::tls::validate(&parsed.tls_options)?;
     Ok(parsed)
+}
+
+/// The value of a file parameter (not empty).
+fn file_path(name: &str, value: String) -> Result<String> {
+    if value.trim().is_empty() {
+        return Err(Error::Config(format!(
+            "`{name}` needs the path of a PEM file"
+        )));
+    }
+    Ok(value)
 }
 
 fn node(host: &str, url: &str) -> Result<String> {
@@ -284,6 +354,169 @@ mod tests {
         ] {
             assert!(matches!(parse(url), Err(Error::Config(_))), "{url}");
         }
+    }
+
+    /// A throwaway self-signed P-256 CA certificate and its key, made for these tests
+    /// only (parsing never checks validity dates or signatures).
+    #[cfg(feature = "tls")]
+    const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBqTCCAU+gAwIBAgIUE16221RyaIQqhnxA+CTpX2XaEVwwCgYIKoZIzj0EAwIw
+ITEfMB0GA1UEAwwWcGFydGNhY2hlIHVuaXQtdGVzdCBDQTAgFw0yNjEyMDQxMzU5
+MzVaGA8yMTI2MTExMDEzNTkzNVowITEfMB0GA1UEAwwWcGFydGNhY2hlIHVuaXQt
+dGVzdCBDQTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABLjpoFhh3r1faNVubsJs
+dIclD00reU0L2P0l3oREPH97PHg6Y0Et0URyIHtp9fjLX2S+9JeiyPCVUHrSqrVi
+GwOjYzBhMB0GA1UdDgQWBBSC/MQuE7xvo86nJdhHnFwKpRZcUTAfBgNVHSMEGDAW
+gBSC/MQuE7xvo86nJdhHnFwKpRZcUTAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB
+/wQEAwIBBjAKBggqhkjOPQQDAgNIADBFAiEA4M10QRsYj6X40EpbTOPVLL60SSHF
+OmLGONHpsvET9JgCIA3WWvnN5hx4re+51H71WysQI+Sbz4rGTBW4m9czRzOu
+-----END CERTIFICATE-----
+";
+    #[cfg(feature = "tls")]
+    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgGuhEhm87/NeVkCT+
+G7+Om0oitivsoUL+CWPvcRmyhHOhRANCAAS46aBYYd69X2jVbm7CbHSHJQ9NK3lN
+C9j9Jd6ERDx/ezx4OmNBLdFEciB7afX4y19kvvSXosjwlVB60qq1YhsD
+-----END PRIVATE KEY-----
+";
+
+    /// Files under a fresh directory, removed on drop.
+    #[cfg(feature = "tls")]
+    struct Files(std::path::PathBuf);
+
+    #[cfg(feature = "tls")]
+    impl Files {
+        fn new(label: &str) -> Files {
+            let dir = std::env::temp_dir().join(format!(
+                "partcache-url-{label}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Files(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_string_lossy().into_owned()
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn config_error(url: &str) -> String {
+        match parse(url) {
+            Err(Error::Config(m)) => m,
+            other => panic!("{url}: expected a Config error, got {other:?}"),
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_files_are_read_when_the_url_is_parsed() {
+        let files = Files::new("read");
+        let ca = files.write("ca.pem", TEST_CERT);
+        let cert = files.write("client.pem", TEST_CERT);
+        let key = files.write("client.key", TEST_KEY);
+        let u = parse(&format!(
+            "rediss://h:6380?tls_ca={ca}&tls_cert={cert}&tls_key={key}"
+        ))
+        .unwrap();
+        assert!(u.tls);
+        assert_eq!(
+            u.tls_options.ca.as_ref().unwrap().pem(),
+            TEST_CERT.as_bytes()
+        );
+        let client = u.tls_options.client.as_ref().unwrap();
+        assert_eq!(client.cert.path(), std::path::Path::new(&cert));
+        assert_eq!(client.key.pem(), TEST_KEY.as_bytes());
+        assert!(!u.tls_options.insecure);
+        // Debug output names the files but never prints a key.
+        let debug = format!("{u:?}");
+        assert!(
+            debug.contains("client.key") && !debug.contains("MIGHAgEA"),
+            "{debug}"
+        );
+
+        let u = parse(&format!(
+            "redis-cluster://a:7000,b:7000?tls=true&tls_ca={ca}&tls_insecure=true"
+        ))
+        .unwrap();
+        assert!(u.tls && u.tls_options.insecure && u.tls_options.client.is_none());
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_client_certificate_needs_both_tls_cert_and_tls_key() {
+        let files = Files::new("pair");
+        let cert = files.write("client.pem", TEST_CERT);
+        let key = files.write("client.key", TEST_KEY);
+        let m = config_error(&format!("rediss://h?tls_cert={cert}"));
+        assert!(m.contains("`tls_cert` without `tls_key`"), "{m}");
+        let m = config_error(&format!("rediss://h?tls_key={key}"));
+        assert!(m.contains("`tls_key` without `tls_cert`"), "{m}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn unreadable_or_wrong_tls_files_are_config_errors_naming_them() {
+        let m = config_error("rediss://h?tls_ca=/nonexistent/partcache/ca.pem");
+        assert!(
+            m.contains("`tls_ca`") && m.contains("/nonexistent/partcache/ca.pem"),
+            "{m}"
+        );
+        let files = Files::new("wrong");
+        let key = files.write("client.key", TEST_KEY);
+        let not_pem = files.write("notes.txt", "not a certificate");
+        // A key where a certificate belongs, and text where a key belongs.
+        let m = config_error(&format!("rediss://h?tls_ca={key}"));
+        assert!(
+            m.contains("`tls_ca`") && m.contains("holds no certificate"),
+            "{m}"
+        );
+        let m = config_error(&format!("rediss://h?tls_cert={key}&tls_key={not_pem}"));
+        assert!(m.contains("`tls_cert`") && m.contains("client.key"), "{m}");
+        let m = config_error(&format!(
+            "rediss://h?tls_cert={}&tls_key={not_pem}",
+            files.write("client.pem", TEST_CERT)
+        ));
+        assert!(m.contains("`tls_key`") && m.contains("notes.txt"), "{m}");
+        let m = config_error("rediss://h?tls_ca=");
+        assert!(m.contains("`tls_ca` needs the path"), "{m}");
+        let m = config_error("rediss://h?tls_insecure=maybe");
+        assert!(m.contains("`tls_insecure=maybe`"), "{m}");
+    }
+
+    #[test]
+    fn tls_settings_without_tls_are_config_errors() {
+        for (url, name) in [
+            ("redis://h?tls_ca=/ca.pem", "tls_ca"),
+            ("redis-cluster://a:1,b:2?tls_insecure=true", "tls_insecure"),
+            (
+                "redis://h?tls=false&tls_cert=/c.pem&tls_key=/k.pem",
+                "tls_cert",
+            ),
+        ] {
+            let m = config_error(url);
+            assert!(
+                m.contains(&format!("`{name}`")) && m.contains("does not ask for TLS"),
+                "{m}"
+            );
+        }
+        // `tls_insecure=false` asks for nothing.
+        assert!(parse("redis://h?tls_insecure=false").is_ok());
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_urls_without_the_tls_feature_are_config_errors() {
+        let m = config_error("rediss://h?tls_ca=/ca.pem");
+        assert!(m.contains("without its `tls` feature"), "{m}");
     }
 
     #[test]

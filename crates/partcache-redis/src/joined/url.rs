@@ -2,8 +2,8 @@
 //! standalone or cluster [`DeploymentUrl`] with a stable id (see the module docs of
 //! [`crate::joined`] for the shape and the identity rule).
 //!
-//! Parsing never blocks and never connects: every error is an [`Error::Config`] that
-//! names the offending member or parameter.
+//! Parsing never connects (its only I/O is reading the members' TLS files): every
+//! error is an [`Error::Config`] that names the offending member or parameter.
 
 use partcache::partition::{MIN_PARTITIONS, SLOT_COUNT};
 use partcache::{Error, Result};
@@ -266,6 +266,22 @@ mod tests {
         );
         assert_eq!(u.partitions, Some(64));
         assert_eq!(u.members[2].url.kind, DeploymentKind::Cluster);
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn member_tls_files_are_read_with_the_member_and_errors_name_it() {
+        let url = build_url([
+            "redis://a:1".to_string(),
+            "rediss://b:2?tls_ca=/nonexistent/partcache/ca.pem".to_string(),
+        ]);
+        match parse(&url) {
+            Err(Error::Config(m)) => assert!(
+                m.contains("member 2") && m.contains("/nonexistent/partcache/ca.pem"),
+                "{m}"
+            ),
+            other => panic!("expected a Config error, got {other:?}"),
+        }
     }
 
     #[test]

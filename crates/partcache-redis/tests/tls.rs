@@ -1,0 +1,234 @@
+//! partcache over TLS, on real TLS-only servers (`--port 0 --tls-port …`) whose CA and
+//! certificates the harness makes with `openssl`: the conformance suite on a standalone
+//! server, mutual TLS with and without a client certificate, a CA that did not sign the
+//! server's certificate, and a 3-master cluster with `tls-cluster yes`.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use partcache::event::{EventFilter, EventKind};
+use partcache::{Cache, Error};
+use partcache_integration_tests::{
+    ClusterOptions, Flavor, RedisCluster, RedisServer, ServerOptions, TlsFiles, TlsMode,
+};
+
+/// One TLS server (server certificate only) per test binary (see `common` on statics).
+fn tls_server() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        RedisServer::start(
+            Flavor::Redis,
+            ServerOptions::default().tls(TlsMode::ServerAuth),
+        )
+        .expect("start a TLS redis-server")
+    })
+}
+
+/// One server that requires client certificates (`tls-auth-clients yes`).
+fn mutual_tls_server() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        RedisServer::start(Flavor::Redis, ServerOptions::default().tls(TlsMode::Mutual))
+            .expect("start a mutual-TLS redis-server")
+    })
+}
+
+fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{label}-{}-{nanos:x}", std::process::id())
+}
+
+async fn manager() -> partcache::CacheManager {
+    let url = tokio::task::block_in_place(|| tls_server().url());
+    assert!(
+        url.starts_with("rediss://") && url.contains("tls_ca="),
+        "{url}"
+    );
+    common::manager(&url)
+}
+
+/// The backend conformance suite, unchanged, over TLS.
+mod conformance {
+    use super::manager;
+
+    partcache::conformance_suite!(manager);
+}
+
+/// The `connect_timeout` of the URLs that must be refused.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Builds a cache on `url` and reads one key: the error of whichever step fails first
+/// (`build()` returns the cache even when the deployment cannot be reached, and the
+/// first call then reports it) and how long that took; then, once the store may try
+/// to open again (every `connect_timeout`), the error of that attempt, which says why.
+/// Fails the test on a hang.
+async fn refused(url: &str) -> (partcache::Result<()>, Duration, partcache::Result<()>) {
+    let started = Instant::now();
+    let attempt = async {
+        let cache: Cache<String, String> = common::manager(url)
+            .cache(&unique("refused"))
+            .build()
+            .await?;
+        let first = cache.get(&"k".to_string()).await.map(|_| ());
+        let elapsed = started.elapsed();
+        tokio::time::sleep(CONNECT_TIMEOUT + Duration::from_millis(50)).await;
+        let again = cache.get(&"k".to_string()).await.map(|_| ());
+        Ok::<_, Error>((first, elapsed, again))
+    };
+    match tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .expect("building the cache and its first calls hung")
+    {
+        Ok(outcome) => outcome,
+        Err(build) => (Err(build.clone()), started.elapsed(), Err(build)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_the_client_certificate_serves_the_cache() {
+    let url = tokio::task::block_in_place(|| mutual_tls_server().url());
+    assert!(
+        url.contains("tls_cert=") && url.contains("tls_key="),
+        "{url}"
+    );
+    let cache: Cache<String, String> = common::manager(&url)
+        .cache(&unique("mtls"))
+        .build()
+        .await
+        .expect("build over mutual TLS");
+    cache.put("a".to_string(), "1".to_string()).await.unwrap();
+    assert_eq!(
+        cache.get(&"a".to_string()).await.unwrap().as_deref(),
+        Some(&"1".to_string())
+    );
+    assert!(cache.remove(&"a".to_string()).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_without_a_client_certificate_is_unavailable_within_the_connect_timeout() {
+    let (port, ca) = tokio::task::block_in_place(|| {
+        let server = mutual_tls_server();
+        let tls = server.tls().expect("a TLS server");
+        (server.port(), tls.ca_cert())
+    });
+    let url = format!(
+        "rediss://127.0.0.1:{port}?tls_ca={}&connect_timeout={}ms",
+        ca.display(),
+        CONNECT_TIMEOUT.as_millis()
+    );
+    let (result, elapsed, again) = refused(&url).await;
+    eprintln!("without a client certificate: {result:?} after {elapsed:?}, then {again:?}");
+    assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
+    assert!(elapsed < CONNECT_TIMEOUT, "took {elapsed:?}");
+    assert!(
+        matches!(&again, Err(Error::Unavailable(m)) if m.contains("Certificate")),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_that_did_not_sign_the_server_certificate_is_unavailable_not_a_hang() {
+    let unrelated = tokio::task::block_in_place(|| {
+        TlsFiles::generate(TlsMode::ServerAuth).expect("make an unrelated CA")
+    });
+    let port = tokio::task::block_in_place(|| tls_server().port());
+    let url = format!(
+        "rediss://127.0.0.1:{port}?tls_ca={}&connect_timeout={}ms",
+        unrelated.ca_cert().display(),
+        CONNECT_TIMEOUT.as_millis()
+    );
+    let (result, elapsed, again) = refused(&url).await;
+    eprintln!("with an unrelated CA: {result:?} after {elapsed:?}, then {again:?}");
+    assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
+    assert!(elapsed < CONNECT_TIMEOUT, "took {elapsed:?}");
+    assert!(
+        matches!(&again, Err(Error::Unavailable(m)) if m.contains("certificate")),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_insecure_accepts_a_certificate_no_trusted_ca_signed() {
+    let port = tokio::task::block_in_place(|| tls_server().port());
+    // No `tls_ca`: the system roots do not know the harness's CA either.
+    let url = format!("rediss://127.0.0.1:{port}?tls_insecure=true");
+    let cache: Cache<String, String> = common::manager(&url)
+        .cache(&unique("insecure"))
+        .build()
+        .await
+        .expect("build without verification");
+    cache.put("a".to_string(), "1".to_string()).await.unwrap();
+    assert!(cache.contains_key(&"a".to_string()).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_tls_cluster_serves_every_master_and_delivers_events() {
+    let cluster = tokio::task::block_in_place(|| {
+        RedisCluster::start_with_options(
+            Flavor::Redis,
+            3,
+            0,
+            ClusterOptions {
+                tls: Some(TlsMode::ServerAuth),
+                ..ClusterOptions::default()
+            },
+        )
+        .expect("start a TLS cluster")
+    });
+    let url = cluster.seed_url();
+    assert!(url.contains("tls=true&tls_ca="), "{url}");
+    let name = unique("tls-cluster");
+    let cache: Cache<String, String> = common::manager(&url)
+        .cache(&name)
+        .build()
+        .await
+        .expect("build on the TLS cluster");
+    // Another process's view: its events come over its own (sharded) subscription
+    // connections, which must use TLS as well.
+    let other: Cache<String, String> = common::manager(&url)
+        .cache(&name)
+        .build()
+        .await
+        .expect("build a second client");
+    let mut events = other.subscribe(EventFilter::all());
+
+    let keys: Vec<String> = (0..300).map(|i| format!("key-{i}")).collect();
+    for key in &keys {
+        cache.put(key.clone(), format!("v-{key}")).await.unwrap();
+    }
+    for key in &keys {
+        assert_eq!(
+            cache.get(key).await.unwrap().as_deref(),
+            Some(&format!("v-{key}"))
+        );
+    }
+    let values = other.get_all(&keys).await.unwrap();
+    assert!(values.iter().all(Option::is_some));
+    let first = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("an event from the other client within 5 s")
+        .expect("event channel");
+    assert_eq!(first.kind, EventKind::Created);
+
+    let report = cache.balance_report().await.unwrap();
+    eprintln!("{report}");
+    let masters: Vec<String> =
+        tokio::task::block_in_place(|| cluster.masters().into_iter().map(|m| m.addr).collect());
+    assert_eq!(report.masters.len(), 3, "{report}");
+    for row in &report.masters {
+        // The TLS ports (CLUSTER SLOTS reports them with `tls-cluster yes`).
+        assert!(
+            masters.contains(&row.master),
+            "{} not in {masters:?}",
+            row.master
+        );
+        assert!(row.partitions > 0, "{report}");
+        assert!(row.entries > 0, "{report}");
+    }
+    assert_eq!(report.entries(), 300, "{report}");
+}
