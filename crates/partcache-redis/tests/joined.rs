@@ -282,7 +282,10 @@ async fn listeners_see_the_events_of_every_member_from_other_processes() {
         .build()
         .await
         .unwrap();
-    let mut rx = listening.subscribe(EventFilter::kinds([EventKind::Created]));
+    let mut rx = listening
+        .listen(EventFilter::kinds([EventKind::Created]))
+        .await
+        .unwrap();
     // Another manager stands for another process.
     let writer: Cache<String, String> = common::manager(&joined_url)
         .cache(&name)

@@ -254,7 +254,7 @@ async fn caches_of_one_name_in_two_databases_do_not_hear_each_others_events() {
         .build()
         .await
         .unwrap();
-    let mut rx = in_db2.subscribe(partcache::EventFilter::all());
+    let mut rx = in_db2.listen(partcache::EventFilter::all()).await.unwrap();
     in_db1.put(1, "in db 1".to_string()).await.unwrap();
     assert_eq!(in_db2.get(&1).await.unwrap(), None);
     // A write in db 2 itself is the sentinel: it must be the first event db 2 sees.

@@ -195,7 +195,7 @@ async fn a_cluster_with_tls_cluster_serves_every_master_and_delivers_events() {
         .build()
         .await
         .expect("build a second client");
-    let mut events = other.subscribe(EventFilter::all());
+    let mut events = other.listen(EventFilter::all()).await.expect("listen");
 
     let keys: Vec<String> = (0..300).map(|i| format!("key-{i}")).collect();
     for key in &keys {

@@ -287,7 +287,10 @@ async fn a_killed_master_is_replaced_and_the_same_client_keeps_working() {
     assert!(values.iter().all(|v| v.as_deref() == Some(&7)));
 
     // Events from a partition the promoted replica now serves reach this process.
-    let mut rx = probe.subscribe(EventFilter::kinds([EventKind::Created]));
+    let mut rx = probe
+        .listen(EventFilter::kinds([EventKind::Created]))
+        .await
+        .expect("listen");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut attempt = 0;
     'probe: loop {
