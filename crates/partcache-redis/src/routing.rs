@@ -226,7 +226,11 @@ impl Router {
             && let Some(conn) = pools.primary.open_connection(addr)
         {
             let span = tracing::debug_span!("partcache.node", node = %addr, commands = 1);
-            match conn.send_one(pools.primary, &request.cmd).instrument(span).await {
+            match conn
+                .send_one(pools.primary, &request.cmd)
+                .instrument(span)
+                .await
+            {
                 Ok(value) if !needs_another_round(&value) => return Ok(vec![value]),
                 Ok(_) => {}
                 Err(e) => {

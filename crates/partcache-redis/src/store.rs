@@ -239,7 +239,11 @@ impl Drop for RedisStore {
         if let Some(heartbeat) = self.heartbeat.get() {
             heartbeat.abort();
         }
-        if self.inner.wants_feed.load(std::sync::atomic::Ordering::Acquire) {
+        if self
+            .inner
+            .wants_feed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
             self.inner
                 .deployment
                 .subscriber()

@@ -262,3 +262,53 @@ async fn caches_of_one_name_in_two_databases_do_not_hear_each_others_events() {
     let event = partcache::conformance::next_event(&mut rx).await;
     assert_eq!(event.key, 2, "an event of database 1 reached database 2");
 }
+
+/// Writers publish an event only while some process listens (`PUBSUB NUMSUB` in the
+/// scripts), and a listener that `listen`ed receives every write made after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_publish_only_while_some_process_listens() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let url = server.url();
+    let name = unique("gated");
+    let writer: Cache<u64, String> = common::manager(&url).cache(&name).build().await.unwrap();
+    // Another manager stands for another process.
+    let listener: Cache<u64, String> = common::manager(&url).cache(&name).build().await.unwrap();
+
+    tokio::task::block_in_place(|| server.reset_stats()).expect("reset stats");
+    for i in 0..50 {
+        writer.put(i, format!("v{i}")).await.unwrap();
+    }
+    assert!(writer.remove(&0).await.unwrap());
+    let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+    assert_eq!(
+        stats.get("publish").copied().unwrap_or(0),
+        0,
+        "nobody listens, yet writes published: {stats:?}"
+    );
+    assert!(
+        stats.get("evalsha").copied().unwrap_or(0) >= 51,
+        "{stats:?}"
+    );
+
+    let mut rx = listener
+        .listen(partcache::EventFilter::all())
+        .await
+        .unwrap();
+    writer.put(100, "after".to_string()).await.unwrap();
+    assert!(writer.remove(&1).await.unwrap());
+    let created = partcache::conformance::next_event(&mut rx).await;
+    assert_eq!(
+        (created.kind, created.key),
+        (partcache::EventKind::Created, 100)
+    );
+    let removed = partcache::conformance::next_event(&mut rx).await;
+    assert_eq!(
+        (removed.kind, removed.key),
+        (partcache::EventKind::Removed, 1)
+    );
+    let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+    assert_eq!(stats.get("publish").copied(), Some(2), "{stats:?}");
+}
