@@ -818,8 +818,8 @@ impl RawStore for RedisStore {
             write.want_previous,
         ) {
             let p = key.partition;
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&scripts().put.sha).arg(5);
+            let mut cmd = Cmd::with_capacity(13, 256 + 2 * key.text.len() + blob.len());
+            cmd.arg("EVALSHA").arg(&scripts().put.sha).arg(5);
             for partition_key in s.layout.partition_keys(p) {
                 cmd.arg(partition_key);
             }
@@ -833,7 +833,20 @@ impl RawStore for RedisStore {
                 read_only: false,
             };
             let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
-            return s.write_outcome(reply);
+            return match reply {
+                // existed + 2 * expired (see put.lua).
+                Value::Int(code) => {
+                    if code & 2 != 0 {
+                        s.stats.expirations.add(1);
+                    }
+                    Ok(RawWriteOutcome {
+                        existed: code & 1 != 0,
+                        applied: true,
+                        previous: None,
+                    })
+                }
+                reply => s.write_outcome(reply),
+            };
         }
         let mut r = s.script(
             &scripts().write,

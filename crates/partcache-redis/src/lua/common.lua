@@ -127,10 +127,12 @@ local function store(text, blob, keyonly, dl, fp, ft, fresh)
       redis.call('HDEL', FX, text)
     end
   end
-  redis.call('ZADD', IX, int(TICK), text)
+  -- 1 when the index grew (only then can the partition be over its budget).
+  return redis.call('ZADD', IX, int(TICK), text)
 end
 
 -- Keeps the partition within BUDGET by evicting its least recently used entries.
+-- Called after a write that grew the index.
 local function evict()
   if BUDGET <= 0 then return end
   local over = redis.call('ZCARD', IX) - BUDGET
@@ -141,10 +143,9 @@ local function evict()
     -- may already live on the other node, and Redis refuses to touch it here. Stop
     -- evicting then (the partition is over budget until a write after the migration)
     -- rather than fail a write that is already done.
-    local blob = redis.pcall('GET', k)
+    local blob = redis.pcall('GETDEL', k)
     if type(blob) == 'table' and blob.err then return end
     if blob then
-      redis.call('DEL', k)
       forget(text)
       emit('V', blob)
       EVICTED = EVICTED + 1
@@ -165,9 +166,9 @@ local function put(text, blob, keyonly, ttl, cur)
     local dl = minv(minv(fp, ft), sliding(false))
     -- JSR-107: an entry whose creation expiry is zero is never stored.
     if dl and dl <= NOW then return 0 end
-    store(text, blob, keyonly, dl, fp, ft, true)
+    local grew = store(text, blob, keyonly, dl, fp, ft, true)
     emit('C', blob)
-    evict()
+    if grew == 1 then evict() end
     return 1
   end
   local oldfp = fixed_of(text)
