@@ -475,6 +475,24 @@ impl StoreInner {
 
     /// A `write` (or `put`) script's reply as an outcome.
     fn write_outcome(&self, reply: Value) -> Result<RawWriteOutcome> {
+        if let Value::Int(code) = reply {
+            // The packed form (common.lua, write_reply): existed + 2 * applied +
+            // 4 * (evicted + 65536 * expired); no events, no previous value.
+            let code = u64::try_from(code)
+                .map_err(|_| Error::Store(format!("unexpected write reply {code}")))?;
+            let (evicted, expired) = ((code >> 2) & 0xffff, code >> 18);
+            if evicted > 0 {
+                self.stats.evictions.add(evicted);
+            }
+            if expired > 0 {
+                self.stats.expirations.add(expired);
+            }
+            return Ok(RawWriteOutcome {
+                existed: code & 1 != 0,
+                applied: code & 2 != 0,
+                previous: None,
+            });
+        }
         let Value::Array(fields) = self.outcome(reply)? else {
             return Err(Error::Store("unexpected write reply".into()));
         };
@@ -833,20 +851,7 @@ impl RawStore for RedisStore {
                 read_only: false,
             };
             let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
-            return match reply {
-                // existed + 2 * expired (see put.lua).
-                Value::Int(code) => {
-                    if code & 2 != 0 {
-                        s.stats.expirations.add(1);
-                    }
-                    Ok(RawWriteOutcome {
-                        existed: code & 1 != 0,
-                        applied: true,
-                        previous: None,
-                    })
-                }
-                reply => s.write_outcome(reply),
-            };
+            return s.write_outcome(reply);
         }
         let mut r = s.script(
             &scripts().write,

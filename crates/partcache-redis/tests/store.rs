@@ -312,3 +312,50 @@ async fn writers_publish_only_while_some_process_listens() {
     let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
     assert_eq!(stats.get("publish").copied(), Some(2), "{stats:?}");
 }
+
+/// A put over an entry whose value Redis already expired (its bookkeeping not yet
+/// reclaimed) announces that expiry exactly once, then the creation: whether the
+/// reaper or the put gets there first, listeners and statistics see the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_over_an_entry_redis_expired_announces_the_expiry_once() {
+    partcache_redis::install();
+    for max_idle in [None, Some(Duration::from_secs(60))] {
+        let mut builder = common::manager(&standalone_url()).cache(&unique("gone"));
+        if let Some(idle) = max_idle {
+            // A max-idle cache takes the write-first put (common.lua, put_blind).
+            builder = builder.max_idle(idle);
+        }
+        let cache: Cache<u64, String> = builder.build().await.unwrap();
+        let mut rx = cache.subscribe(partcache::EventFilter::all());
+        cache
+            .put_with_ttl(7, "first".to_string(), Duration::from_millis(50))
+            .await
+            .unwrap();
+        let created = partcache::conformance::next_event(&mut rx).await;
+        assert_eq!(created.kind, partcache::EventKind::Created);
+        partcache::conformance::eventually("Redis expired the value", || async {
+            cache.get(&7).await.unwrap().is_none()
+        })
+        .await;
+        cache.put(7, "second".to_string()).await.unwrap();
+        let mut kinds = Vec::new();
+        loop {
+            let event = partcache::conformance::next_event(&mut rx).await;
+            kinds.push(event.kind);
+            if event.kind == partcache::EventKind::Created {
+                assert_eq!(event.value.as_deref().map(String::as_str), Some("second"));
+                break;
+            }
+        }
+        assert_eq!(
+            kinds,
+            [partcache::EventKind::Expired, partcache::EventKind::Created],
+            "max_idle {max_idle:?}"
+        );
+        assert_eq!(cache.stats().expirations, 1, "max_idle {max_idle:?}");
+        assert_eq!(
+            cache.get(&7).await.unwrap().as_deref().map(String::as_str),
+            Some("second")
+        );
+    }
+}

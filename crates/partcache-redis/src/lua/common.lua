@@ -137,16 +137,23 @@ local function evict()
   if BUDGET <= 0 then return end
   local over = redis.call('ZCARD', IX) - BUDGET
   if over <= 0 then return end
-  for _, text in ipairs(redis.call('ZRANGE', IX, 0, over - 1)) do
-    local k = ek(text)
+  -- {text, score, text, score, ...}, least recently used first.
+  local victims = redis.call('ZPOPMIN', IX, over)
+  for i = 1, #victims, 2 do
+    local text = victims[i]
     -- A victim is not among the script's declared keys: while the slot migrates it
     -- may already live on the other node, and Redis refuses to touch it here. Stop
-    -- evicting then (the partition is over budget until a write after the migration)
-    -- rather than fail a write that is already done.
-    local blob = redis.pcall('GETDEL', k)
-    if type(blob) == 'table' and blob.err then return end
+    -- evicting then, putting the victims left back in the index (the partition is
+    -- over budget until a write after the migration), rather than fail a write that
+    -- is already done.
+    local blob = redis.pcall('GETDEL', ek(text))
+    if type(blob) == 'table' and blob.err then
+      for j = i, #victims, 2 do redis.call('ZADD', IX, victims[j + 1], victims[j]) end
+      return
+    end
     if blob then
-      forget(text)
+      -- A deadline record exists only beside a fixed-deadline record (store).
+      if redis.call('HDEL', FX, text) == 1 then redis.call('ZREM', DL, text) end
       emit('V', blob)
       EVICTED = EVICTED + 1
     else
@@ -194,6 +201,51 @@ local function put(text, blob, keyonly, ttl, cur)
   return 1
 end
 
+-- An unconditional put whose deadline does not depend on the entry it replaces
+-- (policies eternal, modified and touched: everything but created and accessed), and
+-- is not zero: writes first (`SET ... GET`) and learns from that write whether an
+-- entry existed, instead of reading it first. Effects as put(text, blob, keyonly, ttl,
+-- current(text)). Returns 1 when an entry existed, 0 when not, nil when the caller
+-- must use put() instead.
+local function put_blind(text, blob, keyonly, ttl)
+  if KIND == 1 or KIND == 3 then return nil end
+  local ft = nil
+  if ttl >= 0 then ft = NOW + ttl end
+  local fp = nil
+  if KIND == 2 then fp = NOW + D end
+  -- For these policies a read's and a write's sliding deadlines are the same.
+  local dl = minv(minv(fp, ft), sliding(true))
+  if dl and dl <= NOW then return nil end
+  local k = ek(text)
+  local cur, had_deadline
+  if dl then
+    cur = redis.call('SET', k, blob, 'PXAT', int(dl), 'GET')
+    had_deadline = redis.call('ZADD', DL, int(dl), text) == 0
+    local a, b = '', ''
+    if fp then a = int(fp) end
+    if ft then b = int(ft) end
+    redis.call('HSET', FX, text, a .. ',' .. b .. ',' .. keyonly)
+  else
+    cur = redis.call('SET', k, blob, 'GET')
+    had_deadline = redis.call('HDEL', FX, text) == 1
+    if had_deadline then redis.call('ZREM', DL, text) end
+  end
+  local grew = redis.call('ZADD', IX, int(TICK), text)
+  if cur then
+    emit('U', blob)
+    return 1
+  end
+  if grew == 0 and had_deadline then
+    -- Indexed with a deadline but no value: Redis expired it; announce it as gone()
+    -- does (the key-only blob of the same key is the one just written).
+    emit('X', keyonly)
+    EXPIRED = EXPIRED + 1
+  end
+  emit('C', blob)
+  if grew == 1 then evict() end
+  return 0
+end
+
 -- The current blob of `text`, or false; cleans up after an entry Redis expired.
 local function current(text)
   local cur = redis.call('GET', ek(text))
@@ -211,4 +263,14 @@ end
 
 local function reply(result)
   return {result, EVICTED, EXPIRED, EVENTS}
+end
+
+-- A write's reply as one integer when there are no events to return and no previous
+-- value (the usual case): existed + 2 * applied + 4 * (evicted + 65536 * expired),
+-- cheaper to build and to parse than reply()'s nested arrays (store.rs, written()).
+local function write_reply(existed, applied, prev)
+  if #EVENTS == 0 and not prev and EVICTED < 65536 then
+    return existed + 2 * applied + 4 * (EVICTED + 65536 * EXPIRED)
+  end
+  return reply({existed, applied, prev})
 end

@@ -4,7 +4,8 @@
 -- Redis 7.0: the prelude alone costs about what SET, ZADD and the rest cost together).
 -- KEYS: the partition's index, deadlines, fixed-deadline and sequence keys, and the entry key
 -- (all declared: see common.lua); ARGV: event mode, origin, channel (see common.lua),
--- text, blob. Result: existed + 2 * expired when there are no events to return, else
+-- text, blob. Result: packed as common.lua's write_reply when there are no events to
+-- return, else
 -- as write.lua's, {{existed, 1, nil}, 0, expired, events}.
 local IX, DL, FX, SQ, E = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local PUBMODE, ORIGIN, CHANNEL, text, blob = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -60,5 +61,5 @@ else
 end
 -- Without events to return (the usual case): one integer, cheaper to build and parse
 -- than write.lua's nested reply.
-if #events == 0 then return existed + 2 * expired end
+if #events == 0 then return existed + 2 + 4 * 65536 * expired end
 return {{existed, 1, false}, 0, expired, events}

@@ -1,7 +1,7 @@
 -- One conditional write. ARGV[8..]: text, condition (0 always, 1 if absent, 2 if
 -- present, 3 if equals), expected blob, action (1 put, 2 remove), blob, ttl ms (-1
 -- none), want previous (0/1), key-only blob.
--- Result: {existed, applied, previous blob or nil}.
+-- Result: {existed, applied, previous blob or nil}, or its packed form (write_reply).
 local text = ARGV[FIRST]
 local cond = tonumber(ARGV[FIRST + 1])
 local expected = ARGV[FIRST + 2]
@@ -11,6 +11,11 @@ local ttl = tonumber(ARGV[FIRST + 5])
 local want = ARGV[FIRST + 6] == '1'
 local keyonly = ARGV[FIRST + 7]
 
+if cond == 0 and action == 1 and not want then
+  local existed = put_blind(text, blob, keyonly, ttl)
+  if existed then return write_reply(existed, 1, false) end
+end
+
 local cur = current(text)
 local existed = 0
 if cur then existed = 1 end
@@ -18,11 +23,11 @@ local prev = false
 if want and cur then prev = cur end
 local holds = cond == 0 or (cond == 1 and not cur) or (cond == 2 and cur ~= false)
   or (cond == 3 and cur == expected)
-if not holds then return reply({existed, 0, prev}) end
+if not holds then return write_reply(existed, 0, prev) end
 local applied
 if action == 1 then
   applied = put(text, blob, keyonly, ttl, cur)
 else
   applied = remove(text, cur)
 end
-return reply({existed, applied, prev})
+return write_reply(existed, applied, prev)
