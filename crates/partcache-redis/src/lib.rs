@@ -111,7 +111,7 @@
 //! * Batch operations group keys by partition, then by node: one pipeline per node,
 //!   all nodes concurrently, results in the caller's order. partcache routes by node
 //!   address with its own slot map (`CLUSTER SLOTS`), following `MOVED`/`ASK` and
-//!   re-loading scripts on `NOSCRIPT`.
+//!   loading partcache's function library where a node lacks it.
 //! * `len` is the sum of the per-partition indexes (`ZCARD`): approximate, it counts
 //!   entries Redis expired until the reaper reclaimed them.
 //! * `clear`, `remove_all` and iteration work partition by partition, at most 256

@@ -1,7 +1,7 @@
 //! Routing of per-partition commands to nodes: group by node, one pipeline per node,
 //! all nodes concurrently, replies back in the caller's order; `MOVED` refreshes the
 //! slot map and retries, `ASK` retries once on the named node after `ASKING`,
-//! `NOSCRIPT` loads the script on that node and retries, `TRYAGAIN`/`CLUSTERDOWN`
+//! "Function not found" loads partcache's function library on that node and retries, `TRYAGAIN`/`CLUSTERDOWN`
 //! retry after a short pause. Everything happens within the response timeout.
 
 use std::collections::HashMap;
@@ -16,10 +16,10 @@ use redis::{Cmd, Pipeline, ServerErrorKind, Value};
 use tracing::Instrument;
 
 use crate::connection::Pool;
-use crate::scripts::Script;
+use crate::scripts::{Script, scripts};
 use crate::slots::SlotMap;
 
-/// Rounds of redirections (`MOVED`, `ASK`, `NOSCRIPT`) a call follows before it gives
+/// Rounds of redirections (`MOVED`, `ASK`, a missing function library) a call follows before it gives
 /// up.
 const MAX_ROUNDS: usize = 16;
 
@@ -33,7 +33,7 @@ pub(crate) struct Request {
     pub slot: u16,
     /// The command.
     pub cmd: Cmd,
-    /// The script an `EVALSHA` command runs (loaded on `NOSCRIPT`).
+    /// The function an `FCALL` command runs (its library is loaded where it is missing).
     pub script: Option<&'static Script>,
     /// May be served by a replica.
     pub read_only: bool,
@@ -317,7 +317,7 @@ impl Router {
             let mut next_pending = Vec::new();
             let mut refresh = false;
             let mut busy = false;
-            let mut to_load: Vec<(String, &'static Script)> = Vec::new();
+            let mut to_load: Vec<String> = Vec::new();
             let mut failure = None;
             for (addr, indexes, result) in join_all(sends).await {
                 let values = match result {
@@ -352,13 +352,10 @@ impl Router {
                             }
                             next_pending.push(i);
                         }
-                        Some(ServerErrorKind::NoScript) => {
-                            if let Some(script) = requests[i].script
-                                && !to_load
-                                    .iter()
-                                    .any(|(a, s)| *a == addr && s.sha == script.sha)
-                            {
-                                to_load.push((addr.clone(), script));
+                        // The node lacks partcache's function library.
+                        _ if requests[i].script.is_some() && function_missing(error) => {
+                            if !to_load.contains(&addr) {
+                                to_load.push(addr.clone());
                             }
                             next_pending.push(i);
                         }
@@ -393,15 +390,19 @@ impl Router {
                     .map(|v| v.unwrap_or(Value::Nil))
                     .collect());
             }
-            for (addr, script) in to_load {
-                tracing::debug!(%addr, script = script.name, "loading script");
+            for addr in to_load {
+                let library = &scripts().library;
+                tracing::debug!(%addr, library = %library.name, "loading function library");
                 let mut pipe = Pipeline::new();
-                pipe.cmd("SCRIPT").arg("LOAD").arg(&script.source);
+                pipe.cmd("FUNCTION").arg("LOAD").arg(&library.source);
                 let loaded = pools.primary.send(&addr, &pipe, 1).await?;
-                if let Some(Value::ServerError(e)) = loaded.first() {
+                if let Some(Value::ServerError(e)) = loaded.first()
+                    // Another client loaded it in the meantime.
+                    && !e.details().is_some_and(|d| d.contains("already exists"))
+                {
                     return Err(Error::Store(format!(
-                        "cannot load script `{}` on {addr}: {e:?}",
-                        script.name
+                        "cannot load function library `{}` on {addr}: {e:?}",
+                        library.name
                     )));
                 }
             }
@@ -422,22 +423,31 @@ impl Router {
     }
 }
 
+/// Whether `error` says that a called function does not exist on the node (it has
+/// not got partcache's library: see `scripts.rs`).
+fn function_missing(error: &redis::ServerError) -> bool {
+    error
+        .details()
+        .is_some_and(|d| d.contains("Function not found"))
+}
+
 /// Whether a reply asks for another round (see [`Router::execute`]): the command did
 /// not run where it was sent.
 fn needs_another_round(value: &Value) -> bool {
     let Value::ServerError(error) = value else {
         return false;
     };
-    matches!(
-        error.kind(),
-        Some(
-            ServerErrorKind::Moved
-                | ServerErrorKind::Ask
-                | ServerErrorKind::NoScript
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::BusyLoading
+    function_missing(error)
+        || matches!(
+            error.kind(),
+            Some(
+                ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::BusyLoading
+            )
         )
-    ) || error.details().is_some_and(|d| d.contains(NON_LOCAL_KEY))
+        || error.details().is_some_and(|d| d.contains(NON_LOCAL_KEY))
 }

@@ -287,7 +287,7 @@ impl StoreInner {
             .collect()
     }
 
-    /// An `EVALSHA` of `script` on `partition` whose arguments are the texts of the keys
+    /// An `FCALL` of `script` on `partition` whose arguments are the texts of the keys
     /// at `indexes` (the shape of every many-key script: get, contains, remove).
     fn keyed_script(
         &self,
@@ -307,7 +307,7 @@ impl StoreInner {
         r
     }
 
-    /// An `EVALSHA` of `script` on `partition` with the cache's settings; the caller
+    /// An `FCALL` of `script` on `partition` with the cache's settings; the caller
     /// appends the operation's arguments. The script declares the partition's keys
     /// and the entry key of every text in `texts` (see [`Layout::partition_keys`]).
     fn script<'t>(
@@ -316,8 +316,8 @@ impl StoreInner {
         partition: u16,
         texts: impl ExactSizeIterator<Item = &'t str>,
     ) -> Request {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&script.sha).arg(4 + texts.len());
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(&script.function).arg(4 + texts.len());
         for key in self.layout.partition_keys(partition) {
             cmd.arg(key);
         }
@@ -413,10 +413,10 @@ impl StoreInner {
         let mut request = self.script(&scripts().open, 0, std::iter::empty());
         let (meta_index, slot) = self.layout.meta_index_key();
         request.slot = slot;
-        request.cmd = redis::cmd("EVALSHA");
+        request.cmd = redis::cmd("FCALL");
         request
             .cmd
-            .arg(&scripts().open.sha)
+            .arg(&scripts().open.function)
             .arg(2)
             .arg(meta_index)
             .arg(format!("{}meta", meta_index.trim_end_matches("ix")))
@@ -837,7 +837,7 @@ impl RawStore for RedisStore {
         ) {
             let p = key.partition;
             let mut cmd = Cmd::with_capacity(13, 256 + 2 * key.text.len() + blob.len());
-            cmd.arg("EVALSHA").arg(&scripts().put.sha).arg(5);
+            cmd.arg("FCALL").arg(&scripts().put.function).arg(5);
             for partition_key in s.layout.partition_keys(p) {
                 cmd.arg(partition_key);
             }

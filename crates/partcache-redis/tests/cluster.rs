@@ -17,7 +17,7 @@ fn unique(label: &str) -> String {
 }
 
 /// Commands of the read path, summed per node: everything but the harness's admin
-/// traffic and the cache's background reaper (an `EVALSHA` of the reap script every
+/// traffic and the cache's background reaper (an `FCALL` of the reap function every
 /// 100 ms on partitions with something due, which runs `TIME`, `ZRANGEBYSCORE` and
 /// `ZRANGE`, and its survey of earliest deadlines, a `ZRANGE` per partition every
 /// second; a plain read runs no script and no `ZRANGE`).
@@ -27,7 +27,7 @@ fn data_commands(stats: &HashMap<String, u64>) -> u64 {
         .filter(|(name, _)| {
             !matches!(
                 name.as_str(),
-                "evalsha" | "time" | "zrangebyscore" | "zrange" | "exists"
+                "fcall" | "time" | "zrangebyscore" | "zrange" | "exists"
             ) && !name.starts_with("cluster")
                 && !name.starts_with("config")
                 && !name.starts_with("info")
@@ -35,7 +35,7 @@ fn data_commands(stats: &HashMap<String, u64>) -> u64 {
                 && !name.starts_with("client")
                 && !name.starts_with("hello")
                 && !name.starts_with("select")
-                && !name.starts_with("script")
+                && !name.starts_with("function")
         })
         .map(|(_, n)| n)
         .sum()

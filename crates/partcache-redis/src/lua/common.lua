@@ -1,4 +1,5 @@
--- partcache: shared prelude of every per-partition script (prepended at build time).
+-- partcache: the shared part of the function library (scripts.rs): every function but
+-- put's calls setup(KEYS, ARGV) first.
 --
 -- KEYS[1] is the partition's index key `<P>ix`; every other key of the partition is
 -- `<P>` plus a suffix, and <P> holds the partition's hash tag, so all of them share
@@ -14,23 +15,33 @@
 --                the key-only blob announces an expiry after Redis dropped the value)
 -- ARGV[1..7] are the cache's settings and event arguments (store.rs), ARGV[8..] the
 -- operation's.
-local P = string.sub(KEYS[1], 1, -3)
-local IX, DL, FX = KEYS[1], P .. 'dl', P .. 'fx'
-local KIND = tonumber(ARGV[1])    -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched
-local D = tonumber(ARGV[2])       -- the policy's duration, ms
-local IDLE = tonumber(ARGV[3])    -- max-idle, ms; -1: none
-local BUDGET = tonumber(ARGV[4])  -- max entries of this partition; 0: unbounded
-local PUBMODE = tonumber(ARGV[5]) -- events: 0 none, 1 PUBLISH, 2 SPUBLISH; +3: also in the reply
-local ORIGIN = ARGV[6]            -- the calling client's id, in published messages
-local CHANNEL = ARGV[7]
+
+-- Per-call state, set by setup() at the start of every call (the library's top level
+-- runs once, when the library is loaded: scripts.rs).
+local P, IX, DL, FX, SQ
+local KIND, D, IDLE, BUDGET, PUBMODE, ORIGIN, CHANNEL, READS_EXTEND
+local NOW, TICK
+local EVENTS, EVICTED, EXPIRED
+local SUBSCRIBED
 local FIRST = 8
-local READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4
 
-local T = redis.call('TIME')
-local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
-local TICK = tonumber(T[1]) * 1000000 + tonumber(T[2])
-
-local EVENTS, EVICTED, EXPIRED = {}, 0, 0
+local function setup(KEYS, ARGV)
+  P = string.sub(KEYS[1], 1, -3)
+  IX, DL, FX, SQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+  KIND = tonumber(ARGV[1])    -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched
+  D = tonumber(ARGV[2])       -- the policy's duration, ms
+  IDLE = tonumber(ARGV[3])    -- max-idle, ms; -1: none
+  BUDGET = tonumber(ARGV[4])  -- max entries of this partition; 0: unbounded
+  PUBMODE = tonumber(ARGV[5]) -- events: 0 none, 1 PUBLISH, 2 SPUBLISH; +3: also in the reply
+  ORIGIN = ARGV[6]            -- the calling client's id, in published messages
+  CHANNEL = ARGV[7]
+  READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4
+  local T = redis.call('TIME')
+  NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
+  TICK = tonumber(T[1]) * 1000000 + tonumber(T[2])
+  EVENTS, EVICTED, EXPIRED = {}, 0, 0
+  SUBSCRIBED = nil
+end
 
 -- Lua would print large numbers in exponent form; Redis wants integers.
 local function int(n) return string.format('%d', n) end
@@ -47,7 +58,6 @@ end
 -- scripts do). A subscriber reads the numbers after its subscription is in place
 -- (events.rs, reseed), and the script and the subscription are atomic against each
 -- other, so it misses nothing it could have been sent.
-local SUBSCRIBED = nil
 local function subscribed(publish)
   if SUBSCRIBED == nil then
     local n
@@ -66,7 +76,7 @@ end
 local function emit(kind, blob)
   local publish = PUBMODE % 3
   if publish ~= 0 and subscribed(publish) then
-    local message = kind .. redis.call('INCR', KEYS[4]) .. ':' .. ORIGIN .. ':' .. blob
+    local message = kind .. redis.call('INCR', SQ) .. ':' .. ORIGIN .. ':' .. blob
     if publish == 1 then
       redis.call('PUBLISH', CHANNEL, message)
     else
