@@ -240,11 +240,13 @@ local function put_blind(text, blob, keyonly, ttl)
     had_deadline = redis.call('HDEL', FX, text) == 1
     if had_deadline then redis.call('ZREM', DL, text) end
   end
-  local grew = redis.call('ZADD', IX, int(TICK), text)
   if cur then
+    -- A live entry is indexed already; its score (last use) matters to LRU only.
+    if BUDGET > 0 then redis.call('ZADD', IX, int(TICK), text) end
     emit('U', blob)
     return 1
   end
+  local grew = redis.call('ZADD', IX, int(TICK), text)
   if grew == 0 and had_deadline then
     -- Indexed with a deadline but no value: Redis expired it; announce it as gone()
     -- does (the key-only blob of the same key is the one just written).

@@ -37,15 +37,16 @@ local function emit(kind, b)
 end
 -- SET without PXAT also drops any deadline the entry had (an eternal cache).
 local cur = redis.call('SET', E, blob, 'GET')
--- No budget, so the index's scores (last use, for LRU) are never read: 0 saves a TIME.
-local added = redis.call('ZADD', IX, 0, text)
 local existed = 0
 if cur then
+  -- A live entry is indexed already (every write indexes what it stores).
   existed = 1
   -- A deadline record exists only beside a fixed-deadline record (common.lua, store).
   if redis.call('HDEL', FX, text) == 1 then redis.call('ZREM', DL, text) end
   emit('U', blob)
 else
+  -- No budget, so the index's scores (last use, for LRU) are never read: 0 saves a TIME.
+  local added = redis.call('ZADD', IX, 0, text)
   if added == 0 then
     -- Indexed but no value: Redis expired it; announce it as common.lua's gone() does.
     local fixed = redis.call('HGET', FX, text)
@@ -60,6 +61,6 @@ else
   emit('C', blob)
 end
 -- Without events to return (the usual case): one integer, cheaper to build and parse
--- than write.lua's nested reply.
+-- than write.lua's nested reply (common.lua, write_reply).
 if #events == 0 then return existed + 2 + 4 * 65536 * expired end
 return {{existed, 1, false}, 0, expired, events}
