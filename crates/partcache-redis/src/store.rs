@@ -729,38 +729,7 @@ impl RawStore for RedisStore {
         self.ready().await?;
         let s = &self.inner;
         if let [key] = keys {
-            // The common case, one key: no grouping, and a plain `GET` where reads
-            // need no bookkeeping (a bulk reply, not an array).
-            s.check_partition(key)?;
-            let p = key.partition;
-            let (request, plain) = if s.plain_reads {
-                let mut cmd = Cmd::with_capacity(2, 8 + key.text.len() + 48);
-                cmd.arg("GET").arg(s.layout.entry_key_arg(p, &key.text));
-                let request = Request {
-                    read_only: true,
-                    ..Request::new(s.layout.slot(p), cmd)
-                };
-                (request, true)
-            } else {
-                (s.keyed_script(&scripts().get, p, keys, &[0]), false)
-            };
-            let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
-            let found = if plain {
-                match reply {
-                    Value::ServerError(e) => {
-                        return Err(Error::Store(format!("GET failed: {e:?}")));
-                    }
-                    reply => blob(reply),
-                }
-            } else {
-                match s.outcome(reply)? {
-                    Value::Array(values) => values.into_iter().next().and_then(blob),
-                    other => {
-                        return Err(Error::Store(format!("unexpected read reply: {other:?}")));
-                    }
-                }
-            };
-            return Ok(vec![found]);
+            return Ok(vec![self.get(key).await?]);
         }
         let groups = s.by_partition(keys.iter())?;
         let requests: Vec<Request> = groups
@@ -802,6 +771,46 @@ impl RawStore for RedisStore {
             }
         }
         Ok(out)
+    }
+
+    async fn get(&self, key: &RawKey) -> Result<Option<Vec<u8>>> {
+        self.ready().await?;
+        let s = &self.inner;
+        // The common case, one key: no grouping, and a plain `GET` where reads
+        // need no bookkeeping (a bulk reply, not an array).
+        s.check_partition(key)?;
+        let p = key.partition;
+        let (request, plain) = if s.plain_reads {
+            let mut cmd = Cmd::with_capacity(2, 8 + key.text.len() + 48);
+            cmd.arg("GET").arg(s.layout.entry_key_arg(p, &key.text));
+            let request = Request {
+                read_only: true,
+                ..Request::new(s.layout.slot(p), cmd)
+            };
+            (request, true)
+        } else {
+            (
+                s.keyed_script(&scripts().get, p, std::slice::from_ref(key), &[0]),
+                false,
+            )
+        };
+        let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
+        let found = if plain {
+            match reply {
+                Value::ServerError(e) => {
+                    return Err(Error::Store(format!("GET failed: {e:?}")));
+                }
+                reply => blob(reply),
+            }
+        } else {
+            match s.outcome(reply)? {
+                Value::Array(values) => values.into_iter().next().and_then(blob),
+                other => {
+                    return Err(Error::Store(format!("unexpected read reply: {other:?}")));
+                }
+            }
+        };
+        Ok(found)
     }
 
     async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>> {

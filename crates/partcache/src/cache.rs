@@ -256,13 +256,13 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         }
         let found = match self.inner.store.get_now(key) {
             Some(found) => found,
-            None => self
-                .inner
-                .store
-                .get_all(std::slice::from_ref(key))
-                .instrument(self.store_span("get"))
-                .await
-                .map(|mut v| v.pop().flatten()),
+            None => {
+                self.inner
+                    .store
+                    .get_one(key)
+                    .instrument(self.store_span("get"))
+                    .await
+            }
         };
         let found = self.track(found)?;
         let stats = &self.inner.stats;

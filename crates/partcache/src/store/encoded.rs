@@ -280,6 +280,12 @@ where
         &self.config.events
     }
 
+    async fn get_one(&self, key: &K) -> Result<Option<Arc<V>>> {
+        let raw_key = self.raw_key(key)?;
+        let blob = self.after(self.raw.get(&raw_key).await)?;
+        Ok(blob.and_then(|blob| self.decode_value(&blob)))
+    }
+
     async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>> {
         let raw_keys = self.raw_keys(keys)?;
         let blobs = self.after(self.raw.get_all(&raw_keys).await)?;

@@ -137,6 +137,15 @@ where
     /// the order of `keys`.
     async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>>;
 
+    /// Reads one key (an access for expiry), as [`Store::get_all`] does for one key.
+    async fn get_one(&self, key: &K) -> Result<Option<Arc<V>>> {
+        Ok(self
+            .get_all(std::slice::from_ref(key))
+            .await?
+            .pop()
+            .flatten())
+    }
+
     /// Whether each key has a live entry, without counting as an access.
     async fn contains_all(&self, keys: &[K]) -> Result<Vec<bool>>;
 

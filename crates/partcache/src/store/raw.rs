@@ -200,6 +200,15 @@ pub trait RawStore: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// Reads many keys (each an access for expiry); results in the order of `keys`.
     async fn get_all(&self, keys: &[RawKey]) -> Result<Vec<Option<Vec<u8>>>>;
+    /// Reads one key (an access for expiry): what [`RawStore::get_all`] does for one
+    /// key, which a store may do with less work (the common `get`).
+    async fn get(&self, key: &RawKey) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .get_all(std::slice::from_ref(key))
+            .await?
+            .pop()
+            .flatten())
+    }
     /// Whether each key has a live entry, without counting as an access.
     async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>>;
     /// A conditional write, atomic for that key.
