@@ -94,7 +94,10 @@
 //!
 //! Every Redis key of partition `i` of a cache holds the partition's hash tag
 //! (`PartitionMap::tag`), so a partition lives in one slot and every per-partition
-//! operation is one atomic script. The key layout is in the `layout` module's docs. The
+//! operation is one atomic call of a Lua function. The functions form one library
+//! (`FUNCTION LOAD`; its name carries a hash of its source, so clients of different
+//! versions never call each other's code), loaded on a node by the first call that
+//! finds it missing: **Redis 7.0 or later, or Valkey**. The key layout is in the `layout` module's docs. The
 //! partition count, codec and layout version are recorded beside the data (in a meta
 //! key whose slot depends on the cache name only); opening a cache with another partition count or codec is an
 //! [`Error::Config`](partcache::Error::Config).
@@ -105,9 +108,15 @@
 //! # Costs
 //!
 //! * A hit costs one round trip. On a cache with no max-idle, no `Accessed`/`Touched`
-//!   policy and no `max_entries`, reads are plain `MGET`s (which `read_from_replicas`
-//!   sends to replicas); otherwise reads run a script that slides deadlines and
-//!   refreshes the LRU order.
+//!   policy and no `max_entries`, reads are plain `GET`s / `MGET`s (which
+//!   `read_from_replicas` sends to replicas); otherwise reads run a function that
+//!   slides deadlines and refreshes the LRU order.
+//! * A write is one function call. An unconditional put on a cache whose deadline does
+//!   not depend on the entry it replaces (every policy but `Created` and `Accessed`)
+//!   writes first (`SET … GET`) rather than reading first; on an eternal cache without
+//!   max-idle or `max_entries` it is a lighter function of its own.
+//! * Calls from many tasks share one multiplexed connection per node, whose driver
+//!   writes whatever requests are waiting in one go (auto-pipelining).
 //! * Batch operations group keys by partition, then by node: one pipeline per node,
 //!   all nodes concurrently, results in the caller's order. partcache routes by node
 //!   address with its own slot map (`CLUSTER SLOTS`), following `MOVED`/`ASK` and
@@ -137,11 +146,17 @@
 //!
 //! # Events
 //!
-//! Scripts publish every event on its partition's channel: `SPUBLISH` on a cluster
-//! (sharded pub/sub, Redis ≥ 7), `PUBLISH` on a standalone server. Every process that
-//! opened the cache subscribes (before `build()` returns), so listeners see the events
-//! of every process, in order per partition. With `publish_events(false)` events stay
-//! in the process that caused them (scripts return them in their replies).
+//! A process's own events reach its listeners from the replies of its calls, before
+//! each call returns. Other processes' events travel on the partition's channel:
+//! `SPUBLISH` on a cluster (sharded pub/sub), `PUBLISH` on a standalone server. A
+//! process subscribes to a cache's channels only once it wants them: when its first
+//! listener appears ([`partcache::Cache::subscribe`] starts the subscription,
+//! [`partcache::Cache::listen`] returns once it is confirmed) or a near cache is
+//! attached. Writers publish only while some process is subscribed (the functions ask
+//! `PUBSUB SHARDNUMSUB` / `NUMSUB`, as Redisson's scripts do), so a cache nobody
+//! listens to costs no messages. Listeners see the events of every process, in order
+//! per partition. With `publish_events(false)` events stay in the process that caused
+//! them.
 //!
 //! # Joined deployments
 //!
