@@ -72,6 +72,7 @@ mod error;
 pub mod ports;
 pub mod postgres;
 mod process;
+mod scratch;
 mod server;
 mod tls;
 

@@ -213,9 +213,7 @@ impl PostgresServer {
             HarnessError::Invalid("no PostgreSQL binaries found (run scripts/postgres.sh)".into())
         })?;
         let identity = server_identity()?;
-        let dir = tempfile::Builder::new()
-            .prefix("partcache-pg-")
-            .tempdir()
+        let dir = crate::scratch::scratch_dir("pg")
             .map_err(|e| HarnessError::io("creating the postgres temp dir", e))?;
         let data = dir.path().join("data");
         std::fs::create_dir(&data).map_err(|e| HarnessError::io("creating the data dir", e))?;

@@ -139,9 +139,7 @@ impl NodeProcess {
             ports::free_port()
         }
         .map_err(|e| HarnessError::io("picking a free port", e))?;
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("partcache-{}-", binaries.flavor()))
-            .tempdir()
+        let dir = crate::scratch::scratch_dir(binaries.flavor().name())
             .map_err(|e| HarnessError::io("creating a temp dir", e))?;
         Ok(Self {
             binaries,

@@ -49,9 +49,7 @@ impl TlsFiles {
     /// Makes a fresh CA and the certificates `mode` needs (about 50 ms of `openssl`).
     /// Every call makes a new CA, unrelated to any other.
     pub fn generate(mode: TlsMode) -> Result<TlsFiles> {
-        let dir = tempfile::Builder::new()
-            .prefix("partcache-tls-")
-            .tempdir()
+        let dir = crate::scratch::scratch_dir("tls")
             .map_err(|e| HarnessError::io("creating a temp dir for TLS files", e))?;
         let d = dir.path();
         let nonce = SystemTime::now()
