@@ -13,9 +13,9 @@ use futures::future::join_all;
 use parking_lot::RwLock;
 use partcache::{Error, Result};
 use redis::{Cmd, Pipeline, ServerErrorKind, Value};
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
-use crate::connection::Pool;
+use crate::connection::{Connection, Pool};
 use crate::scripts::{Script, scripts};
 use crate::slots::SlotMap;
 
@@ -136,15 +136,25 @@ impl Router {
         }
     }
 
-    /// The current slot map if it is known and not marked stale (no waiting).
-    fn known_slot_map(&self) -> Option<Arc<SlotMap>> {
+    /// The open connection to the master of `slot` (with the span its call runs in),
+    /// if the slot map is known and not marked stale and the connection is open: no
+    /// waiting, and no reference count of the map taken (this is every call's path).
+    fn open_master_connection(&self, pool: &Pool, slot: u16) -> Option<(Connection, Span)> {
+        let open = |map: &SlotMap| {
+            let addr = map.master(slot)?;
+            let conn = pool.open_connection(addr)?;
+            Some((
+                conn,
+                tracing::debug_span!("partcache.node", node = %addr, commands = 1),
+            ))
+        };
         match &self.topology {
-            Topology::Standalone(map) => Some(map.clone()),
+            Topology::Standalone(map) => open(map),
             Topology::Cluster { map, stale, .. } => {
                 if stale.load(Ordering::Acquire) {
                     return None;
                 }
-                map.read().clone()
+                open(map.read().as_deref()?)
             }
         }
     }
@@ -221,11 +231,8 @@ impl Router {
         // run) takes the full path.
         if let [request] = &requests[..]
             && !(self.replica_reads && request.read_only && pools.replicas.is_some())
-            && let Some(map) = self.known_slot_map()
-            && let Some(addr) = map.master(request.slot)
-            && let Some(conn) = pools.primary.open_connection(addr)
+            && let Some((conn, span)) = self.open_master_connection(pools.primary, request.slot)
         {
-            let span = tracing::debug_span!("partcache.node", node = %addr, commands = 1);
             match conn
                 .send_one(pools.primary, &request.cmd)
                 .instrument(span)

@@ -101,7 +101,8 @@ where
 
     /// The key's canonical text and partition.
     pub fn raw_key(&self, key: &K) -> Result<RawKey> {
-        let mut text = String::new();
+        // Room for most keys at once (a number, a short id): no regrowth.
+        let mut text = String::with_capacity(32);
         write_key_text(key, &mut text).map_err(|e| Error::Rejected(format!("key: {e}")))?;
         let partition = self
             .config
