@@ -385,3 +385,43 @@ async fn a_server_that_lost_the_function_library_gets_it_again() {
     let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
     assert_eq!(stats.get("function|load").copied(), Some(1), "{stats:?}");
 }
+
+/// A plain put over an entry that had a TTL makes it eternal: when the old deadline
+/// passes, the reaper finds the value without a deadline, drops the stale records,
+/// and announces and counts nothing (put.lua leaves those records to the reaper).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_put_over_an_entry_with_a_ttl_outlives_the_old_deadline() {
+    partcache_redis::install();
+    let cache: Cache<u64, String> = common::manager(&standalone_url())
+        .cache(&unique("untimed"))
+        .build()
+        .await
+        .unwrap();
+    let mut rx = cache.subscribe(partcache::EventFilter::all());
+    let ttl = Duration::from_millis(100);
+    cache
+        .put_with_ttl(3, "with ttl".to_string(), ttl)
+        .await
+        .unwrap();
+    let put_at = Instant::now();
+    cache.put(3, "eternal".to_string()).await.unwrap();
+    // Well past the old deadline, then a full reaper pass (which must end).
+    tokio::time::sleep_until((put_at + ttl * 3).into()).await;
+    tokio::time::timeout(Duration::from_secs(5), cache.run_pending_tasks())
+        .await
+        .expect("a reaper pass ends")
+        .unwrap();
+    assert_eq!(
+        cache.get(&3).await.unwrap().as_deref().map(String::as_str),
+        Some("eternal")
+    );
+    assert_eq!(cache.stats().expirations, 0);
+    let mut kinds = Vec::new();
+    while let Some(Ok(event)) = rx.try_recv() {
+        kinds.push(event.kind);
+    }
+    assert_eq!(
+        kinds,
+        [partcache::EventKind::Created, partcache::EventKind::Updated]
+    );
+}

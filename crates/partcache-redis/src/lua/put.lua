@@ -39,10 +39,11 @@ end
 local cur = redis.call('SET', E, blob, 'GET')
 local existed = 0
 if cur then
-  -- A live entry is indexed already (every write indexes what it stores).
+  -- A live entry is indexed already (every write indexes what it stores). Should it
+  -- have had a deadline (a put with a TTL before), its deadline records are now stale:
+  -- the reaper drops them when they fall due and it finds the value without a
+  -- deadline (reap.lua), which saves every update a call here.
   existed = 1
-  -- A deadline record exists only beside a fixed-deadline record (common.lua, store).
-  if redis.call('HDEL', FX, text) == 1 then redis.call('ZREM', DL, text) end
   emit('U', blob)
 else
   -- No budget, so the index's scores (last use, for LRU) are never read: 0 saves a TIME.
