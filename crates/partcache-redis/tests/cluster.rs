@@ -2,19 +2,13 @@
 
 mod common;
 
+use common::unique;
+
 use std::collections::HashMap;
 
 use partcache::Cache;
 use partcache::partition::{PartitionMap, SlotOwners, partitions_per_master};
 use partcache_integration_tests::{Flavor, RedisCluster};
-
-fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{label}-{}-{nanos:x}", std::process::id())
-}
 
 /// Commands of the read path, summed per node: everything but the harness's admin
 /// traffic and the cache's background reaper (an `FCALL` of the reap function every

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::unique;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -13,14 +15,6 @@ use partcache_integration_tests::{Flavor, RedisCluster, RedisServer, ServerOptio
 use partcache_redis::joined::{self, JoinedStore, Rendezvous};
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{label}-{}-{nanos:x}", std::process::id())
-}
 
 /// One 3-master cluster without replicas for this binary (the conformance binary runs
 /// the 3 + 3 one).

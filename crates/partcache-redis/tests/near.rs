@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::unique;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,14 +21,6 @@ use partcache_integration_tests::{Flavor, RedisCluster};
 const STALENESS: Duration = Duration::from_millis(600);
 /// Scheduling slack on 2 shared cores.
 const MARGIN: Duration = Duration::from_millis(1500);
-
-fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{label}-{}-{nanos:x}", std::process::id())
-}
 
 fn near() -> NearCache {
     NearCache::max_entries(10_000).max_staleness(STALENESS)

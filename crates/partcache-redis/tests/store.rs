@@ -2,19 +2,13 @@
 
 mod common;
 
+use common::unique;
+
 use std::time::{Duration, Instant};
 
 use partcache::partition::HashingPolicy;
 use partcache::{Cache, Error};
 use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
-
-fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{label}-{}-{nanos:x}", std::process::id())
-}
 
 fn standalone_url() -> String {
     tokio::task::block_in_place(|| common::standalone().url())

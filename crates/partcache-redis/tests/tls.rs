@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::unique;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -33,14 +35,6 @@ fn mutual_tls_server() -> &'static RedisServer {
         RedisServer::start(Flavor::Redis, ServerOptions::default().tls(TlsMode::Mutual))
             .expect("start a mutual-TLS redis-server")
     })
-}
-
-fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{label}-{}-{nanos:x}", std::process::id())
 }
 
 async fn manager() -> partcache::CacheManager {

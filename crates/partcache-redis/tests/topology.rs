@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::unique;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,14 +29,6 @@ const TASKS: usize = 16;
 /// Keys per load task (each task owns its keys, so its last acknowledged put of a key
 /// is the value that key must hold).
 const KEYS_PER_TASK: u64 = 64;
-
-fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{label}-{}-{nanos:x}", std::process::id())
-}
 
 fn with_timeouts(url: &str) -> String {
     format!(

@@ -1,5 +1,5 @@
--- partcache: the shared part of the function library (scripts.rs): every function but
--- put's calls setup(KEYS, ARGV) first.
+-- partcache: the shared part of the function library (scripts.rs): every function
+-- calls setup(KEYS, ARGV) first, but put's, which needs only setup_partition.
 --
 -- KEYS[1] is the partition's index key `<P>ix`; every other key of the partition is
 -- `<P>` plus a suffix, and <P> holds the partition's hash tag, so all of them share
@@ -25,22 +25,27 @@ local EVENTS, EVICTED, EXPIRED
 local SUBSCRIBED
 local FIRST = 8
 
-local function setup(KEYS, ARGV)
+-- The partition's keys and the event arguments: all that put.lua needs.
+-- `mode`: events 0 none, 1 PUBLISH, 2 SPUBLISH; +3: also in the reply. `origin`: the
+-- calling client's id, in published messages.
+local function setup_partition(KEYS, mode, origin, channel)
   P = string.sub(KEYS[1], 1, -3)
   IX, DL, FX, SQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+  PUBMODE, ORIGIN, CHANNEL = mode, origin, channel
+  EVENTS, EVICTED, EXPIRED = {}, 0, 0
+  SUBSCRIBED = nil
+end
+
+local function setup(KEYS, ARGV)
+  setup_partition(KEYS, tonumber(ARGV[5]), ARGV[6], ARGV[7])
   KIND = tonumber(ARGV[1])    -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched
   D = tonumber(ARGV[2])       -- the policy's duration, ms
   IDLE = tonumber(ARGV[3])    -- max-idle, ms; -1: none
   BUDGET = tonumber(ARGV[4])  -- max entries of this partition; 0: unbounded
-  PUBMODE = tonumber(ARGV[5]) -- events: 0 none, 1 PUBLISH, 2 SPUBLISH; +3: also in the reply
-  ORIGIN = ARGV[6]            -- the calling client's id, in published messages
-  CHANNEL = ARGV[7]
   READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4
   local T = redis.call('TIME')
   NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
   TICK = tonumber(T[1]) * 1000000 + tonumber(T[2])
-  EVENTS, EVICTED, EXPIRED = {}, 0, 0
-  SUBSCRIBED = nil
 end
 
 -- Lua would print large numbers in exponent form; Redis wants integers.

@@ -45,3 +45,12 @@ pub fn joined_url() -> String {
         cluster().seed_url(),
     ])
 }
+
+/// A cache name no other test (nor an earlier run against the same server) uses.
+pub fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{label}-{}-{nanos:x}", std::process::id())
+}
