@@ -265,20 +265,23 @@ impl StoreInner {
 
     /// Subscribes to the cache's channels if that is not done yet (see
     /// [`StoreInner::wants_feed`]), then gives a near cache, if any, the partitions'
-    /// current numbers. Safe to repeat after a failure.
-    async fn start_feed(&self) -> Result<()> {
+    /// current numbers. `Ok(false)`: subscribed before, nothing done (a reseed would
+    /// make a running near cache drop its copies). Safe to repeat after a failure.
+    async fn start_feed(&self) -> Result<bool> {
         if !self.publishes() {
-            return Ok(());
+            return Ok(false);
         }
         let mut subscribed = self.subscribed.lock().await;
-        if !*subscribed {
-            self.deployment
-                .subscribe(&self.channels(), &self.feed)
-                .await?;
-            *subscribed = true;
+        if *subscribed {
+            return Ok(false);
         }
+        self.deployment
+            .subscribe(&self.channels(), &self.feed)
+            .await?;
+        *subscribed = true;
         drop(subscribed);
-        crate::events::reseed(&self.deployment, &self.feed).await
+        crate::events::reseed(&self.deployment, &self.feed).await?;
+        Ok(true)
     }
 
     fn channels(&self) -> Vec<(String, u16)> {
@@ -1089,9 +1092,18 @@ impl RawStore for RedisStore {
                 heartbeat,
             )));
         if self.opening.reaper.get().is_some() {
-            // Open already: subscribe, and the near cache starts from the current
-            // numbers. Should this fail, the heartbeat tries again.
-            if let Err(e) = s.start_feed().await {
+            // Open already: subscribe if no listener did yet, and the near cache
+            // starts from the current numbers. Should this fail, the heartbeat tries
+            // again.
+            let started = match s.start_feed().await {
+                // Subscribed for a listener before: the new near cache needs the
+                // numbers all the same.
+                Ok(false) => crate::events::reseed(&s.deployment, &s.feed)
+                    .await
+                    .map(|()| true),
+                other => other,
+            };
+            if let Err(e) = started {
                 tracing::warn!(cache = %s.name, error = %e, "near cache not started yet");
             }
         } else if let Err(e) = self.ready().await {
@@ -1114,7 +1126,7 @@ impl RawStore for RedisStore {
         s.wants_feed
             .store(true, std::sync::atomic::Ordering::Release);
         if self.opening.reaper.get().is_some() {
-            s.start_feed().await
+            s.start_feed().await.map(|_| ())
         } else {
             // Opening subscribes, now that the feed is wanted.
             self.ready().await

@@ -325,3 +325,33 @@ async fn a_killed_master_never_makes_a_near_cache_serve_an_overwritten_value() {
         until_reads(&reader, &key(i), stored).await;
     }
 }
+
+/// A listener added to a cache that has a near cache keeps the near copies: its
+/// subscription is already in place, so nothing restarts the near cache's feed (a
+/// restart drops every copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_added_later_keeps_the_near_copies() {
+    let url = common::cluster().seed_url();
+    let manager = common::manager(&url);
+    let cache = near_cache(&manager, &unique("near-listen")).await;
+    cache.put("k".to_string(), 1).await.expect("put");
+    until_local(&cache, "k").await;
+    let _events = cache
+        .listen(partcache::EventFilter::all())
+        .await
+        .expect("listen");
+    let before = cache.stats();
+    assert_eq!(
+        cache.get(&"k".to_string()).await.expect("get").map(|v| *v),
+        Some(1)
+    );
+    let after = cache.stats();
+    assert_eq!(
+        (
+            after.near_hits - before.near_hits,
+            after.near_misses - before.near_misses
+        ),
+        (1, 0),
+        "the read after `listen` was not served from the near cache"
+    );
+}
