@@ -121,8 +121,8 @@ struct Connector {
 /// driver already writes whatever requests are waiting in one go and reads the replies
 /// in order (auto-pipelining), so 64 concurrent callers become a few large writes.
 /// (An earlier design put a writer task of ours in front that gathered requests into
-/// pipelines; the extra hop, channel and reply slot per request cost more than they
-/// saved: issue 3 bench, standalone_get 0.71 -> see docs/ARCHITECTURE.md "Measured".)
+/// pipelines; its extra task hop, channel and reply slot per request bought nothing
+/// measurable: issue 3 bench, standalone_get 0.71 with and without it.)
 /// Connections with push routes speak RESP3, so that pub/sub messages arrive as pushes
 /// beside ordinary replies on one multiplexed connection; replica connections speak
 /// RESP2.
