@@ -92,10 +92,31 @@ pub(crate) struct Connection {
 impl Connection {
     /// Sends one command; a server error comes back as [`Value::ServerError`].
     pub async fn send_one(mut self, pool: &Pool, cmd: &Cmd) -> Result<Value> {
-        match self.conn.req_packed_command(cmd).await {
-            Ok(value) => Ok(value),
-            Err(e) => Err(pool.failed(&self.node, self.generation, &e)),
+        let sent = self.conn.req_packed_command(cmd).await;
+        sent.map_err(|e| self.failed(pool, &e))
+    }
+
+    /// Sends a pipeline of `count` commands; the replies come back one per command,
+    /// server errors as [`Value::ServerError`].
+    async fn send(mut self, pool: &Pool, pipeline: &Pipeline, count: usize) -> Result<Vec<Value>> {
+        let sent = self.conn.req_packed_commands(pipeline, 0, count).await;
+        sent.map_err(|e| self.failed(pool, &e))
+    }
+
+    /// Maps a failed call's error; drops the connection if it broke (unless another
+    /// caller replaced it already), so that the next call connects again.
+    fn failed(&self, pool: &Pool, e: &redis::RedisError) -> Error {
+        let broken = e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_unrecoverable_error()
+            || e.is_timeout();
+        if broken {
+            let mut conn = self.node.conn.lock();
+            if conn.as_ref().is_some_and(|(g, _)| *g == self.generation) {
+                *conn = None;
+            }
         }
+        map_error(e, pool.connector.settings.response_timeout)
     }
 }
 
@@ -106,6 +127,18 @@ struct Node {
     /// drops that one, not a newer one another caller opened meanwhile).
     conn: parking_lot::Mutex<Option<(u64, MultiplexedConnection)>>,
     connecting: tokio::sync::Mutex<()>,
+}
+
+impl Node {
+    /// The node's connection, if it has one open.
+    fn open(self: &Arc<Self>) -> Option<Connection> {
+        let (generation, conn) = self.conn.lock().clone()?;
+        Some(Connection {
+            node: self.clone(),
+            generation,
+            conn,
+        })
+    }
 }
 
 /// How a node's connection is made (shared by every node of a pool).
@@ -165,62 +198,33 @@ impl Pool {
     /// The open connection to `addr`, if there is one: a call on it waits only for the
     /// reply, which the connection's response timeout bounds.
     pub fn open_connection(&self, addr: &str) -> Option<Connection> {
-        let node = self.nodes.read().get(addr)?.clone();
-        let (generation, conn) = node.conn.lock().clone()?;
-        Some(Connection {
-            node,
+        self.nodes.read().get(addr)?.open()
+    }
+
+    /// The node's connection, connecting first if it has none.
+    async fn connection(&self, addr: &str) -> Result<Connection> {
+        let node = self.node(addr);
+        if let Some(open) = node.open() {
+            return Ok(open);
+        }
+        let _connecting = node.connecting.lock().await;
+        // Someone else may have connected while we waited.
+        if let Some(open) = node.open() {
+            return Ok(open);
+        }
+        let conn = self.connector.connect(addr).await?;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *node.conn.lock() = Some((generation, conn.clone()));
+        Ok(Connection {
+            node: node.clone(),
             generation,
             conn,
         })
     }
 
-    /// The node's connection, connecting first if it has none.
-    async fn connection(&self, addr: &str) -> Result<(Arc<Node>, u64, MultiplexedConnection)> {
-        let node = self.node(addr);
-        let open = node.conn.lock().clone();
-        if let Some((generation, conn)) = open {
-            return Ok((node, generation, conn));
-        }
-        let connecting = node.connecting.lock().await;
-        // Someone else may have connected while we waited.
-        let open = node.conn.lock().clone();
-        if let Some((generation, conn)) = open {
-            drop(connecting);
-            return Ok((node, generation, conn));
-        }
-        let conn = self.connector.connect(addr).await?;
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        *node.conn.lock() = Some((generation, conn.clone()));
-        drop(connecting);
-        Ok((node, generation, conn))
-    }
-
-    /// Maps a failed call's error; drops the connection it used if it broke, so that
-    /// the next call connects again.
-    fn failed(&self, node: &Node, generation: u64, e: &redis::RedisError) -> Error {
-        let broken = e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_unrecoverable_error()
-            || e.is_timeout();
-        if broken {
-            let mut conn = node.conn.lock();
-            if conn.as_ref().is_some_and(|(g, _)| *g == generation) {
-                *conn = None;
-            }
-        }
-        map_error(e, self.connector.settings.response_timeout)
-    }
-
     /// Sends one command to `addr`; a server error comes back as [`Value::ServerError`].
     pub async fn send_one(&self, addr: &str, cmd: &Cmd) -> Result<Value> {
-        let (node, generation, conn) = self.connection(addr).await?;
-        Connection {
-            node,
-            generation,
-            conn,
-        }
-        .send_one(self, cmd)
-        .await
+        self.connection(addr).await?.send_one(self, cmd).await
     }
 
     /// Sends `cmds` back to back to `addr`; the replies come back one per command,
@@ -237,11 +241,10 @@ impl Pool {
     /// Sends a pipeline of `count` commands to `addr`; the replies come back one per
     /// command, server errors as [`Value::ServerError`] for the caller to inspect.
     pub async fn send(&self, addr: &str, pipeline: &Pipeline, count: usize) -> Result<Vec<Value>> {
-        let (node, generation, mut conn) = self.connection(addr).await?;
-        match conn.req_packed_commands(pipeline, 0, count).await {
-            Ok(values) => Ok(values),
-            Err(e) => Err(self.failed(&node, generation, &e)),
-        }
+        self.connection(addr)
+            .await?
+            .send(self, pipeline, count)
+            .await
     }
 }
 

@@ -1,8 +1,9 @@
 //! Routing of per-partition commands to nodes: group by node, one pipeline per node,
 //! all nodes concurrently, replies back in the caller's order; `MOVED` refreshes the
 //! slot map and retries, `ASK` retries once on the named node after `ASKING`,
-//! "Function not found" loads partcache's function library on that node and retries, `TRYAGAIN`/`CLUSTERDOWN`
-//! retry after a short pause. Everything happens within the response timeout.
+//! "Function not found" loads partcache's function library on that node and retries,
+//! `TRYAGAIN`/`CLUSTERDOWN` retry after a short pause. Everything happens within the
+//! response timeout.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,11 +17,11 @@ use redis::{Cmd, Pipeline, ServerErrorKind, Value};
 use tracing::{Instrument, Span};
 
 use crate::connection::{Connection, Pool};
-use crate::scripts::{Script, scripts};
+use crate::scripts::scripts;
 use crate::slots::SlotMap;
 
-/// Rounds of redirections (`MOVED`, `ASK`, a missing function library) a call follows before it gives
-/// up.
+/// Rounds of redirections (`MOVED`, `ASK`, a missing function library) a call follows
+/// before it gives up.
 const MAX_ROUNDS: usize = 16;
 
 /// What Redis says when a script touches a key of a slot being migrated that this node
@@ -33,8 +34,6 @@ pub(crate) struct Request {
     pub slot: u16,
     /// The command.
     pub cmd: Cmd,
-    /// The function an `FCALL` command runs (its library is loaded where it is missing).
-    pub script: Option<&'static Script>,
     /// May be served by a replica.
     pub read_only: bool,
 }
@@ -45,7 +44,6 @@ impl Request {
         Request {
             slot,
             cmd,
-            script: None,
             read_only: false,
         }
     }
@@ -227,7 +225,7 @@ impl Router {
         // The common case, one command for a master (a get, a put) whose node is
         // connected: straight to it, without the grouping below and without a timer of
         // our own (the connection's response timeout bounds the wait). Anything but a
-        // plain reply (a redirection, a busy slot, a missing script: the command did not
+        // plain reply (a redirection, a busy slot, a missing function: the command did not
         // run) takes the full path.
         if let [request] = &requests[..]
             && !(self.replica_reads && request.read_only && pools.replicas.is_some())
@@ -359,8 +357,9 @@ impl Router {
                             }
                             next_pending.push(i);
                         }
-                        // The node lacks partcache's function library.
-                        _ if requests[i].script.is_some() && function_missing(error) => {
+                        // The node lacks partcache's function library (only an `FCALL`
+                        // gets this answer).
+                        _ if function_missing(error) => {
                             if !to_load.contains(&addr) {
                                 to_load.push(addr.clone());
                             }

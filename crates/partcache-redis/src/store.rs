@@ -329,12 +329,7 @@ impl StoreInner {
         }
         cmd.arg(&self.header[..]);
         self.event_args(&mut cmd, partition);
-        Request {
-            slot: self.layout.slot(partition),
-            cmd,
-            script: Some(script),
-            read_only: false,
-        }
+        Request::new(self.layout.slot(partition), cmd)
     }
 
     /// Runs `requests` in a `partcache.redis` span naming the cache and the partition
@@ -474,6 +469,21 @@ impl StoreInner {
             )));
         }
         Ok(())
+    }
+
+    /// A read's reply (a plain `GET`/`MGET` where reads need no bookkeeping, else the
+    /// `get` function's) as the value it carries.
+    fn read_result(&self, reply: Value) -> Result<Value> {
+        if !self.plain_reads {
+            return self.outcome(reply);
+        }
+        if let Value::ServerError(e) = &reply {
+            return Err(Error::Store(format!(
+                "read on cache `{}` failed: {e:?}",
+                self.name
+            )));
+        }
+        Ok(reply)
     }
 
     /// A `write` (or `put`) script's reply as an outcome.
@@ -758,16 +768,8 @@ impl RawStore for RedisStore {
         let replies = s.execute(requests).await?;
         let mut out = vec![None; keys.len()];
         for (indexes, reply) in groups.values().zip(replies) {
-            let values = if s.plain_reads {
-                if let Value::ServerError(e) = &reply {
-                    return Err(Error::Store(format!("MGET failed: {e:?}")));
-                }
-                reply
-            } else {
-                s.outcome(reply)?
-            };
-            let Value::Array(values) = values else {
-                return Err(Error::Store(format!("unexpected read reply: {values:?}")));
+            let Value::Array(values) = s.read_result(reply)? else {
+                return Err(Error::Store("unexpected read reply".into()));
             };
             for (&i, value) in indexes.iter().zip(values) {
                 out[i] = blob(value);
@@ -783,37 +785,24 @@ impl RawStore for RedisStore {
         // need no bookkeeping (a bulk reply, not an array).
         s.check_partition(key)?;
         let p = key.partition;
-        let (request, plain) = if s.plain_reads {
+        let request = if s.plain_reads {
             let mut cmd = Cmd::with_capacity(2, 8 + key.text.len() + 48);
             cmd.arg("GET").arg(s.layout.entry_key_arg(p, &key.text));
-            let request = Request {
+            Request {
                 read_only: true,
                 ..Request::new(s.layout.slot(p), cmd)
-            };
-            (request, true)
+            }
         } else {
-            (
-                s.keyed_script(&scripts().get, p, std::slice::from_ref(key), &[0]),
-                false,
-            )
+            s.keyed_script(&scripts().get, p, std::slice::from_ref(key), &[0])
         };
         let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
-        let found = if plain {
-            match reply {
-                Value::ServerError(e) => {
-                    return Err(Error::Store(format!("GET failed: {e:?}")));
-                }
-                reply => blob(reply),
-            }
-        } else {
-            match s.outcome(reply)? {
-                Value::Array(values) => values.into_iter().next().and_then(blob),
-                other => {
-                    return Err(Error::Store(format!("unexpected read reply: {other:?}")));
-                }
-            }
-        };
-        Ok(found)
+        match s.read_result(reply)? {
+            // The function's reply: the blobs of the texts it was given.
+            Value::Array(values) if !s.plain_reads => Ok(values.into_iter().next().and_then(blob)),
+            // `GET`'s.
+            value if s.plain_reads => Ok(blob(value)),
+            other => Err(Error::Store(format!("unexpected read reply: {other:?}"))),
+        }
     }
 
     async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>> {
@@ -856,12 +845,7 @@ impl RawStore for RedisStore {
             cmd.arg(s.layout.entry_key_arg(p, &key.text));
             s.event_args(&mut cmd, p);
             cmd.arg(&key.text).arg(blob.as_slice());
-            let request = Request {
-                slot: s.layout.slot(p),
-                cmd,
-                script: Some(&scripts().put),
-                read_only: false,
-            };
+            let request = Request::new(s.layout.slot(p), cmd);
             let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
             return s.write_outcome(reply);
         }
@@ -1096,12 +1080,11 @@ impl RawStore for RedisStore {
             // starts from the current numbers. Should this fail, the heartbeat tries
             // again.
             let started = match s.start_feed().await {
+                Ok(true) => Ok(()),
                 // Subscribed for a listener before: the new near cache needs the
                 // numbers all the same.
-                Ok(false) => crate::events::reseed(&s.deployment, &s.feed)
-                    .await
-                    .map(|()| true),
-                other => other,
+                Ok(false) => crate::events::reseed(&s.deployment, &s.feed).await,
+                Err(e) => Err(e),
             };
             if let Err(e) = started {
                 tracing::warn!(cache = %s.name, error = %e, "near cache not started yet");

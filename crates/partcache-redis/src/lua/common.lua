@@ -12,7 +12,10 @@
 --   <P>dl        zset text -> deadline (ms): what the reaper visits
 --   <P>fx        hash text -> "<policy deadline>,<ttl deadline>,<key-only blob>", for
 --                entries with a deadline (reads and updates need the fixed deadlines;
---                the key-only blob announces an expiry after Redis dropped the value)
+--                the key-only blob announces an expiry after Redis dropped the value).
+--                `dl` and `fx` records always come together; they may outlive the
+--                deadline of an entry that put.lua made eternal, until the reaper
+--                reaches them and finds the value without one (reap.lua).
 -- ARGV[1..7] are the cache's settings and event arguments (store.rs), ARGV[8..] the
 -- operation's.
 
