@@ -213,12 +213,35 @@ where
             let shared = shared.clone();
             let entry = entry.clone();
             tokio::spawn(async move {
+                if let Some(refreshed) =
+                    stored_meanwhile(&shared, &flight_key, request.headers()).await
+                {
+                    flight.complete(refreshed);
+                    return;
+                }
                 let _ = origin(&shared, inner, request, key, Some(entry), Some(flight)).await;
             });
         }
         return Ok(response);
     }
     fetch(&shared, inner, request, key, flight_key, Some(entry)).await
+}
+
+/// The fresh entry the store holds now for `flight_key`, if a request with `headers`
+/// may use it. A request that read the store (a miss, or a stale entry) and then
+/// became the leader of a flight asks this before calling the origin: a flight that
+/// ended in between has stored its response by now (a flight lasts until its store
+/// write is done), and calling the origin again would be a second call for one
+/// change. Found by CI-style runs: a miss (session 2) and a stale-while-revalidate
+/// refresh (session 3) each made one origin call too many.
+async fn stored_meanwhile(
+    shared: &Inner,
+    flight_key: &String,
+    headers: &HeaderMap,
+) -> Option<Arc<CachedEntry>> {
+    let entry = shared.read(flight_key).await.ok()??;
+    let stored = entry.as_response()?;
+    (stored.is_fresh(SystemTime::now()) && same_variant(headers, &stored.vary)).then_some(entry)
 }
 
 /// Sends a miss or a revalidation to the origin once for all concurrent callers of
@@ -240,15 +263,10 @@ where
 {
     match shared.flights.join(&flight_key) {
         Joined::Leader(flight) => {
-            // A miss read the store before joining: a flight that ended in between
-            // has stored its response by now (its flight lasts until the store
-            // write is done). Read once more rather than call the origin again.
             if stale.is_none()
                 && !has_request_directives(request.headers())
-                && let Ok(Some(entry)) = shared.read(&flight_key).await
+                && let Some(entry) = stored_meanwhile(shared, &flight_key, request.headers()).await
                 && let Some(stored) = entry.as_response()
-                && stored.is_fresh(SystemTime::now())
-                && same_variant(request.headers(), &stored.vary)
             {
                 flight.complete(entry.clone());
                 return Ok(coalesced(shared, &request, stored));
