@@ -8,10 +8,16 @@
 //!
 //! Each figure is the best of several short rounds in which partcache and the raw client
 //! alternate, so that both sides see the same noise on a shared machine; the `median`
-//! field is the median of the per-round ratios. `PARTCACHE_BENCH_SECS` sets the seconds
+//! field is the median of the per-round ratios, and `cpu_us_partcache` / `cpu_us_raw`
+//! the median CPU time one operation cost this process plus the servers (`client+servers`,
+//! microseconds): on a machine shared with other work these move much less than
+//! throughput does. `PARTCACHE_BENCH_SECS` sets the seconds
 //! per measurement (default 1), `PARTCACHE_BENCH_ROUNDS` the rounds (default 5), and
 //! `PARTCACHE_BENCH_ONLY` (comma-separated names, e.g. `cluster_put,standalone_get`)
-//! runs only those figures.
+//! runs only those figures; `PARTCACHE_BENCH_SIDE=partcache` (or `raw`) measures one
+//! side only and prints no `BENCH` line (for instruction counts under callgrind), and
+//! `PARTCACHE_BENCH_SYSCALLS=1` prints the read and write system calls per operation of
+//! this process and of the servers after each measurement (how well requests batch).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +45,65 @@ fn wanted(name: &str) -> bool {
 
 /// Best (and per-round ratios) of alternating rounds of `ours` and `raw`.
 struct Rounds {
-    ours: Vec<f64>,
-    raw: Vec<f64>,
+    ours: Vec<Measured>,
+    raw: Vec<Measured>,
+}
+
+/// One measurement: operations per second, and the CPU time each operation cost this
+/// process (the client) and the servers, in microseconds. CPU per operation hardly
+/// depends on what else the shared machine runs, unlike throughput, so it tells where
+/// a gap comes from.
+#[derive(Clone, Copy)]
+struct Measured {
+    ops: f64,
+    client_us: f64,
+    server_us: f64,
+}
+
+/// The processes whose CPU time counts as the servers' (set once in `main`).
+static SERVER_PIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// User plus system CPU time of `pid` ("self" for this process), in seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command's closing parenthesis; utime and stime are the 12th
+    // and 13th of them, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Read and write system calls of `pid` so far.
+fn syscalls(pid: &str) -> f64 {
+    let Ok(io) = std::fs::read_to_string(format!("/proc/{pid}/io")) else {
+        return 0.0;
+    };
+    io.lines()
+        .filter(|l| l.starts_with("syscr:") || l.starts_with("syscw:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum()
+}
+
+fn servers_syscalls() -> f64 {
+    SERVER_PIDS
+        .get()
+        .map(|pids| pids.iter().map(|p| syscalls(&p.to_string())).sum())
+        .unwrap_or(0.0)
+}
+
+fn servers_cpu_seconds() -> f64 {
+    SERVER_PIDS
+        .get()
+        .map(|pids| pids.iter().map(|p| cpu_seconds(&p.to_string())).sum())
+        .unwrap_or(0.0)
 }
 
 impl Rounds {
@@ -55,37 +118,91 @@ impl Rounds {
             ours: Vec::new(),
             raw: Vec::new(),
         };
+        // `PARTCACHE_BENCH_SIDE=partcache` (or `raw`) measures one side only: for
+        // instruction counts under callgrind.
+        let side = std::env::var("PARTCACHE_BENCH_SIDE").unwrap_or_default();
+        if !side.is_empty() {
+            for _ in 0..rounds() {
+                let m = if side == "raw" {
+                    measure(&raw).await
+                } else {
+                    measure(&ours).await
+                };
+                println!("# {side}: {:.0} ops/s", m.ops);
+            }
+            return r;
+        }
         for i in 0..rounds() {
             // Alternate which side goes first, so neither always follows the other.
             if i % 2 == 0 {
-                r.ours.push(ours().await);
-                r.raw.push(raw().await);
+                r.ours.push(measure(&ours).await);
+                r.raw.push(measure(&raw).await);
             } else {
-                r.raw.push(raw().await);
-                r.ours.push(ours().await);
+                r.raw.push(measure(&raw).await);
+                r.ours.push(measure(&ours).await);
             }
         }
         r
     }
 
     fn line(&self, name: &str) {
-        let best = |v: &[f64]| v.iter().copied().fold(0f64, f64::max);
+        if self.ours.is_empty() || self.raw.is_empty() {
+            return;
+        }
+        let best = |v: &[Measured]| v.iter().map(|m| m.ops).fold(0f64, f64::max);
         let (ours, raw) = (best(&self.ours), best(&self.raw));
-        let mut ratios: Vec<f64> = self
+        let ratios: Vec<f64> = self
             .ours
             .iter()
             .zip(&self.raw)
-            .map(|(a, b)| a / b)
+            .map(|(a, b)| a.ops / b.ops)
             .collect();
-        ratios.sort_by(f64::total_cmp);
-        let median = ratios[ratios.len() / 2];
+        let cpu = |v: &[Measured]| {
+            let client = median(v.iter().map(|m| m.client_us).collect());
+            let server = median(v.iter().map(|m| m.server_us).collect());
+            format!("{client:.1}+{server:.1}")
+        };
         println!(
-            "BENCH {name} ratio={:.2} partcache={:.0} raw={:.0} median={median:.2} rounds={}",
+            "BENCH {name} ratio={:.2} partcache={:.0} raw={:.0} median={:.2} rounds={} \
+             cpu_us_partcache={} cpu_us_raw={}",
             ours / raw,
             ours,
             raw,
-            ratios.len()
+            median(ratios.clone()),
+            ratios.len(),
+            cpu(&self.ours),
+            cpu(&self.raw),
         );
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs `op` (one throughput measurement) and accounts the CPU time it took.
+async fn measure<F, Fut>(op: &F) -> Measured
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = f64>,
+{
+    let (client, servers, start) = (cpu_seconds("self"), servers_cpu_seconds(), Instant::now());
+    let (sc, ss) = (syscalls("self"), servers_syscalls());
+    let ops = op().await;
+    let count = ops * start.elapsed().as_secs_f64();
+    let per_op = |seconds: f64| seconds * 1e6 / count.max(1.0);
+    if std::env::var("PARTCACHE_BENCH_SYSCALLS").is_ok() {
+        println!(
+            "# syscalls per op: client {:.2} servers {:.2}",
+            (syscalls("self") - sc) / count.max(1.0),
+            (servers_syscalls() - ss) / count.max(1.0)
+        );
+    }
+    Measured {
+        ops,
+        client_us: per_op(cpu_seconds("self") - client),
+        server_us: per_op(servers_cpu_seconds() - servers),
     }
 }
 
@@ -223,6 +340,8 @@ fn main() {
     let cluster = RedisCluster::start(Flavor::Redis, 3, 0).expect("start cluster");
     let server = RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start server");
     let version = server.binaries().version_line().to_string();
+    let pids = (0..cluster.len()).filter_map(|i| cluster.node_pid(i));
+    let _ = SERVER_PIDS.set(pids.chain(server.pid()).collect());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -23,7 +23,7 @@
 use partcache::partition::PartitionMap;
 
 /// Version of this layout, recorded in the meta key.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 
 /// Key and channel names of one cache.
 pub(crate) struct Layout {

@@ -136,6 +136,12 @@
 //! already dropped the value, those events carry the key but no value.
 //! `run_pending_tasks` runs a full reaper pass.
 //!
+//! On a max-idle cache, an entry whose only deadline is max-idle (eternal policy, no
+//! TTL) and that was written while no process listened to the cache keeps its
+//! deadline in its index score alone (two server calls less per write): its expiry is
+//! exact and counted like any other, but not announced to a listener that arrived
+//! after its last write.
+//!
 //! # Eviction
 //!
 //! With `max_entries(n)`, each partition holds at most `max(1, floor(n / P))` entries

@@ -71,6 +71,9 @@ pub(crate) struct StoreInner {
     stats: Arc<StatsCounters>,
     /// ARGV[1..=4] of every script: policy kind, duration, max-idle, budget.
     header: [String; 4],
+    /// The cache's max-idle, ms: entries whose only deadline it is may keep it in
+    /// their index score alone (`lua/common.lua`, lean), which the reaper reads too.
+    max_idle_ms: Option<u64>,
     /// How events are published: 0 not at all, 1 `PUBLISH`, 2 `SPUBLISH`.
     publish_mode: u8,
     /// Reads need no bookkeeping: plain `MGET`, one round trip, no script.
@@ -148,6 +151,10 @@ impl RedisStore {
         let layout = Layout::new(spec.partitions.clone(), database);
         let inner = Arc::new(StoreInner {
             header: header(&spec),
+            max_idle_ms: spec
+                .expiry
+                .max_idle
+                .map(|i| u64::try_from(millis(i)).unwrap_or(u64::MAX)),
             publish_mode,
             plain_reads: !expiry_reads_extend(&spec.expiry) && spec.max_entries.is_none(),
             fast_puts: matches!(spec.expiry.policy, ExpiryPolicy::Eternal)
@@ -557,27 +564,50 @@ impl StoreInner {
 
     /// The earliest deadline (ms since the epoch, server clock) of every partition,
     /// `None` where nothing has one: one cheap `ZRANGE` per partition, pipelined per
-    /// node, so that the reaper visits only partitions with something due.
+    /// node, so that the reaper visits only partitions with something due. On a
+    /// max-idle cache also the least recently used entry's idle deadline (its index
+    /// score, microseconds of last use, plus max-idle), which entries without deadline
+    /// records have (`lua/common.lua`, lean).
     pub(crate) async fn earliest_deadlines(&self) -> Result<Vec<Option<u64>>> {
-        let requests = (0..self.partitions())
-            .map(|p| {
-                let index = self.layout.index_key(p);
-                let deadlines = format!("{}dl", &index[..index.len() - 2]);
-                let mut cmd = redis::cmd("ZRANGE");
-                cmd.arg(deadlines).arg(0).arg(0).arg("WITHSCORES");
-                Request::new(self.layout.slot(p), cmd)
-            })
-            .collect();
-        let mut out = Vec::with_capacity(usize::from(self.partitions()));
+        let first = |key: String, p: u16| {
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(key).arg(0).arg(0).arg("WITHSCORES");
+            Request::new(self.layout.slot(p), cmd)
+        };
+        let mut requests = Vec::new();
+        for p in 0..self.partitions() {
+            let index = self.layout.index_key(p);
+            requests.push(first(format!("{}dl", &index[..index.len() - 2]), p));
+            if self.max_idle_ms.is_some() {
+                requests.push(first(index.to_string(), p));
+            }
+        }
+        let mut scores = Vec::with_capacity(requests.len());
         for reply in self.execute(requests).await? {
-            out.push(match reply {
+            scores.push(match reply {
                 Value::ServerError(e) => {
                     return Err(Error::Store(format!("ZRANGE failed: {e:?}")));
                 }
                 reply => first_score(&reply),
             });
         }
-        Ok(out)
+        Ok(match self.max_idle_ms {
+            None => scores,
+            Some(idle) => scores
+                .chunks(2)
+                .map(|pair| {
+                    let idle_deadline = pair
+                        .get(1)
+                        .copied()
+                        .flatten()
+                        .map(|used_us| (used_us / 1000).saturating_add(idle));
+                    match (pair[0], idle_deadline) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                })
+                .collect(),
+        })
     }
 
     /// Reaps every partition until none has due entries left.

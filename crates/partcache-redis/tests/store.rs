@@ -419,3 +419,81 @@ async fn a_plain_put_over_an_entry_with_a_ttl_outlives_the_old_deadline() {
         [partcache::EventKind::Created, partcache::EventKind::Updated]
     );
 }
+
+/// The deadline records (`dl`/`fx` members) of cache `name` on `server`.
+fn deadline_records(server: &RedisServer, name: &str) -> u64 {
+    tokio::task::block_in_place(|| {
+        let keys: Vec<String> = server
+            .query(&["KEYS", &format!("pc:*:{name}:dl")])
+            .expect("keys");
+        keys.iter()
+            .map(|k| server.query::<u64>(&["ZCARD", k]).expect("zcard"))
+            .sum()
+    })
+}
+
+/// On a max-idle cache that nobody listens to, an entry whose only deadline is max-idle
+/// keeps it in its index score alone, without deadline records (two server calls less
+/// per write, `lua/common.lua`, lean): it still expires on time, and the reaper reclaims
+/// it through the index and counts it. While someone listens, entries are written
+/// with their records, so that their expiry can be announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_idle_entries_nobody_listens_to_go_without_deadline_records() {
+    partcache_redis::install();
+    let server = tokio::task::block_in_place(common::standalone);
+    let name = unique("lean");
+    let idle = Duration::from_millis(300);
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .max_idle(idle)
+        .max_entries(10_000)
+        .build()
+        .await
+        .unwrap();
+    for k in 0..50 {
+        cache.put(k, format!("v{k}")).await.unwrap();
+    }
+    // A TTL is a fixed deadline: that entry has its records.
+    cache
+        .put_with_ttl(100, "ttl".to_string(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(deadline_records(server, &name), 1);
+
+    // Keep entry 0 in use while the others pass their max-idle.
+    let start = Instant::now();
+    while start.elapsed() < idle * 4 {
+        assert!(
+            cache.get(&0).await.unwrap().is_some(),
+            "a used entry expired"
+        );
+        tokio::time::sleep(idle / 4).await;
+    }
+    assert_eq!(cache.get(&1).await.unwrap(), None);
+    assert!(!cache.contains_key(&2).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(10), cache.run_pending_tasks())
+        .await
+        .expect("a reaper pass ends")
+        .unwrap();
+    // Entry 100 outlived its max-idle too (it was not read): its records went with it.
+    assert_eq!(
+        cache.len().await.unwrap(),
+        1,
+        "only the entry in use is left"
+    );
+    assert_eq!(cache.stats().expirations, 50);
+    assert_eq!(deadline_records(server, &name), 0);
+
+    // With a listener, writes keep the records, and the expiry reaches it.
+    let mut rx = cache.subscribe(partcache::EventFilter::kinds([
+        partcache::EventKind::Expired,
+    ]));
+    cache.put(200, "watched".to_string()).await.unwrap();
+    assert_eq!(deadline_records(server, &name), 1);
+    let expired = partcache::conformance::next_event(&mut rx).await;
+    // Entry 0, written while nobody listened, expires unannounced meanwhile.
+    assert_eq!(
+        (expired.kind, expired.key),
+        (partcache::EventKind::Expired, 200)
+    );
+}

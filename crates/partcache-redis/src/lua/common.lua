@@ -16,6 +16,10 @@
 --                `dl` and `fx` records always come together; they may outlive the
 --                deadline of an entry that put.lua made eternal, until the reaper
 --                reaches them and finds the value without one (reap.lua).
+--                An entry whose only deadline is max-idle (an eternal policy, no TTL)
+--                has neither when it was written while nobody listened (lean(),
+--                store): its index score, the last use, then stands for its deadline
+--                (last use + max-idle), and the reaper finds it through the index.
 -- ARGV[1..7] are the cache's settings and event arguments (store.rs), ARGV[8..] the
 -- operation's.
 
@@ -27,16 +31,24 @@ local NOW, TICK
 local EVENTS, EVICTED, EXPIRED
 local SUBSCRIBED
 local FIRST = 8
+-- EVENTS of a call that returns none (the usual case): never appended to, so one
+-- table serves every such call instead of a new one each.
+local NO_EVENTS = {}
 
 -- The partition's keys and the event arguments: all that put.lua needs.
 -- `mode`: events 0 none, 1 PUBLISH, 2 SPUBLISH; +3: also in the reply. `origin`: the
 -- calling client's id, in published messages.
 local function setup_partition(KEYS, mode, origin, channel)
-  P = string.sub(KEYS[1], 1, -3)
+  P = nil
   IX, DL, FX, SQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
   PUBMODE, ORIGIN, CHANNEL = mode, origin, channel
-  EVENTS, EVICTED, EXPIRED = {}, 0, 0
+  EVENTS, EVICTED, EXPIRED = NO_EVENTS, 0, 0
+  if mode >= 3 then EVENTS = {} end
   SUBSCRIBED = nil
+  -- The settings setup() reads; these defaults (eternal, no max-idle, no budget) are
+  -- put.lua's cache, which does not pass them. Reset here because the library's
+  -- state outlives a call: a value left by another cache's call must not leak.
+  KIND, D, IDLE, BUDGET = 0, 0, -1, 0
 end
 
 local function setup(KEYS, ARGV)
@@ -53,7 +65,13 @@ end
 
 -- Lua would print large numbers in exponent form; Redis wants integers.
 local function int(n) return string.format('%d', n) end
-local function ek(text) return P .. 'e:' .. text end
+-- The partition's key prefix, taken from the index key when first needed (put.lua's
+-- update never needs it).
+local function prefix()
+  if not P then P = string.sub(IX, 1, -3) end
+  return P
+end
+local function ek(text) return prefix() .. 'e:' .. text end
 local function minv(a, b)
   if a == nil then return b end
   if b == nil then return a end
@@ -94,6 +112,23 @@ local function emit(kind, blob)
   if PUBMODE >= 3 then EVENTS[#EVENTS + 1] = kind .. blob end
 end
 
+-- Whether this call's events reach anyone: a listener in this process (they come back
+-- in the reply) or a subscribed process.
+local function announced()
+  if PUBMODE >= 3 then return true end
+  local publish = PUBMODE % 3
+  return publish ~= 0 and subscribed(publish)
+end
+
+-- Whether an entry written now with fixed deadlines `fp` (policy) and `ft` (TTL) goes
+-- without deadline and fixed-deadline records: when its only deadline is max-idle,
+-- which the index score (last use) gives, and nobody listens, so that its expiry will
+-- not need announcing with the key-only blob. Saves two calls per write (and one per
+-- eviction) on max-idle caches; the reaper finds such entries through the index.
+local function lean(fp, ft)
+  return KIND == 0 and IDLE >= 0 and not fp and not ft and not announced()
+end
+
 -- The fixed deadlines and key-only blob recorded for `text` (nils when none).
 local function fixed_of(text)
   local v = redis.call('HGET', FX, text)
@@ -118,20 +153,35 @@ local function forget(text)
 end
 
 -- `text` has bookkeeping but no value: Redis expired it. Announce it (with the
--- key-only blob) when it had a deadline, and drop the bookkeeping.
+-- key-only blob) when it had a deadline, and drop the bookkeeping. On a max-idle cache
+-- every entry has a deadline; one without records (lean) expired unannounced, as
+-- nobody listened when it was written, but it is counted.
 local function gone(text)
   local _, _, keyonly = fixed_of(text)
   if keyonly and redis.call('ZSCORE', DL, text) then
     emit('X', keyonly)
     EXPIRED = EXPIRED + 1
+  elseif IDLE >= 0 then
+    EXPIRED = EXPIRED + 1
   end
   forget(text)
+end
+
+-- Drops the deadline and fixed-deadline records of `text`; whether it had any (a
+-- deadline record exists only beside a fixed-deadline record).
+local function drop_records(text)
+  if redis.call('HDEL', FX, text) == 0 then return false end
+  redis.call('ZREM', DL, text)
+  return true
 end
 
 -- `fresh`: a new entry, which has no deadline records to drop.
 local function store(text, blob, keyonly, dl, fp, ft, fresh)
   local k = ek(text)
-  if dl then
+  if dl and lean(fp, ft) then
+    redis.call('SET', k, blob, 'PXAT', int(dl))
+    if not fresh then drop_records(text) end
+  elseif dl then
     redis.call('SET', k, blob, 'PXAT', int(dl))
     redis.call('ZADD', DL, int(dl), text)
     local a, b = '', ''
@@ -140,10 +190,7 @@ local function store(text, blob, keyonly, dl, fp, ft, fresh)
     redis.call('HSET', FX, text, a .. ',' .. b .. ',' .. keyonly)
   else
     redis.call('SET', k, blob)
-    if not fresh then
-      redis.call('ZREM', DL, text)
-      redis.call('HDEL', FX, text)
-    end
+    if not fresh then drop_records(text) end
   end
   -- 1 when the index grew (only then can the partition be over its budget).
   return redis.call('ZADD', IX, int(TICK), text)
@@ -170,8 +217,7 @@ local function evict()
       return
     end
     if blob then
-      -- A deadline record exists only beside a fixed-deadline record (store).
-      if redis.call('HDEL', FX, text) == 1 then redis.call('ZREM', DL, text) end
+      drop_records(text)
       emit('V', blob)
       EVICTED = EVICTED + 1
     else
@@ -236,7 +282,11 @@ local function put_blind(text, blob, keyonly, ttl)
   if dl and dl <= NOW then return nil end
   local k = ek(text)
   local cur, had_deadline
-  if dl then
+  if dl and lean(fp, ft) then
+    cur = redis.call('SET', k, blob, 'PXAT', int(dl), 'GET')
+    -- A former write's records would be read as this entry's (fixed_of).
+    had_deadline = drop_records(text)
+  elseif dl then
     cur = redis.call('SET', k, blob, 'PXAT', int(dl), 'GET')
     had_deadline = redis.call('ZADD', DL, int(dl), text) == 0
     local a, b = '', ''
@@ -245,12 +295,12 @@ local function put_blind(text, blob, keyonly, ttl)
     redis.call('HSET', FX, text, a .. ',' .. b .. ',' .. keyonly)
   else
     cur = redis.call('SET', k, blob, 'GET')
-    had_deadline = redis.call('HDEL', FX, text) == 1
-    if had_deadline then redis.call('ZREM', DL, text) end
+    had_deadline = drop_records(text)
   end
   if cur then
-    -- A live entry is indexed already; its score (last use) matters to LRU only.
-    if BUDGET > 0 then redis.call('ZADD', IX, int(TICK), text) end
+    -- A live entry is indexed already; its score (last use) matters to LRU and
+    -- max-idle only.
+    if BUDGET > 0 or IDLE >= 0 then redis.call('ZADD', IX, int(TICK), text) end
     emit('U', blob)
     return 1
   end
@@ -259,6 +309,9 @@ local function put_blind(text, blob, keyonly, ttl)
     -- Indexed with a deadline but no value: Redis expired it; announce it as gone()
     -- does (the key-only blob of the same key is the one just written).
     emit('X', keyonly)
+    EXPIRED = EXPIRED + 1
+  elseif grew == 0 and IDLE >= 0 then
+    -- The same, for an entry without records (lean): nobody to announce it to.
     EXPIRED = EXPIRED + 1
   end
   emit('C', blob)

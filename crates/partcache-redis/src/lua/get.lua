@@ -1,5 +1,6 @@
 -- Reads the entries ARGV[8..] (texts) as accesses: slides the expiry of the policies
--- reads extend and refreshes the LRU order when the cache has a budget.
+-- reads extend and refreshes the last use (the index score) when the cache has a
+-- budget or a max-idle.
 -- Result: the blobs, nil for misses, in order.
 local out = {}
 for i = FIRST, #ARGV do
@@ -9,7 +10,7 @@ for i = FIRST, #ARGV do
   if v then
     local alive = true
     if READS_EXTEND then
-      local fp, ft = fixed_of(text)
+      local fp, ft, keyonly = fixed_of(text)
       local dl = minv(minv(fp, ft), sliding(false))
       if dl and dl <= NOW then
         -- A read whose expiry is zero returns the value one last time.
@@ -20,10 +21,13 @@ for i = FIRST, #ARGV do
         alive = false
       elseif dl then
         redis.call('PEXPIREAT', k, int(dl))
-        redis.call('ZADD', DL, int(dl), text)
+        -- An entry without records (lean, see store) keeps its deadline in the
+        -- index score, which the next line moves.
+        if keyonly then redis.call('ZADD', DL, int(dl), text) end
       end
     end
-    if alive and BUDGET > 0 then redis.call('ZADD', IX, 'XX', int(TICK), text) end
+    -- The index score is the last use: LRU order, and the max-idle deadline.
+    if alive and (BUDGET > 0 or IDLE >= 0) then redis.call('ZADD', IX, 'XX', int(TICK), text) end
     out[#out + 1] = v
   else
     out[#out + 1] = false

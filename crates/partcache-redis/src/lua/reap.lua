@@ -1,8 +1,11 @@
--- Reclaims up to ARGV[8] entries whose deadline passed: Redis already dropped their
--- values; this drops their bookkeeping and announces each with an Expired event.
--- Result: {how many deadlines were due (the caller comes back when it hit the limit),
--- the earliest deadline left (ms), or -1 when none}.
-local due = redis.call('ZRANGEBYSCORE', DL, '-inf', int(NOW), 'LIMIT', 0, tonumber(ARGV[FIRST]))
+-- Reclaims up to ARGV[8] entries whose deadline passed, from the deadline records and,
+-- on a max-idle cache, from the index (entries without records: lean, see store):
+-- Redis already dropped their values; this drops their bookkeeping and announces each
+-- that can be with an Expired event (gone).
+-- Result: {how many were due in the larger of the two (the caller comes back when it
+-- hit the limit), the earliest deadline left (ms), or -1 when none}.
+local limit = tonumber(ARGV[FIRST])
+local due = redis.call('ZRANGEBYSCORE', DL, '-inf', int(NOW), 'LIMIT', 0, limit)
 for _, text in ipairs(due) do
   local left = redis.call('PTTL', ek(text))
   if left == -2 then
@@ -15,7 +18,33 @@ for _, text in ipairs(due) do
   end
   -- A value with time left expires within this millisecond; the next pass takes it.
 end
+local busy = #due
 local first = redis.call('ZRANGE', DL, 0, 0, 'WITHSCORES')
-local earliest = -1
-if first[2] then earliest = int(tonumber(first[2])) end
-return reply({#due, earliest})
+local earliest = nil
+if first[2] then earliest = tonumber(first[2]) end
+if IDLE >= 0 then
+  -- Last used (µs) strictly before now - max-idle: the idle deadline has passed.
+  local stale = '(' .. int((NOW - IDLE) * 1000)
+  local idle = redis.call('ZRANGEBYSCORE', IX, '-inf', stale, 'LIMIT', 0, limit)
+  for _, text in ipairs(idle) do
+    local left = redis.call('PTTL', ek(text))
+    if left == -2 then
+      gone(text)
+    elseif left >= 0 then
+      -- Alive, so its score is behind its deadline (an entry a policy keeps, or a
+      -- write by another process' settings): score it by the deadline it has.
+      redis.call('ZADD', IX, 'XX', int((NOW + left - IDLE) * 1000), text)
+    else
+      -- No deadline at all (written under other settings): as if used now.
+      redis.call('ZADD', IX, 'XX', int(TICK), text)
+    end
+  end
+  if #idle > busy then busy = #idle end
+  local oldest = redis.call('ZRANGE', IX, 0, 0, 'WITHSCORES')
+  if oldest[2] then
+    earliest = minv(earliest, math.floor(tonumber(oldest[2]) / 1000) + IDLE)
+  end
+end
+local e = -1
+if earliest then e = int(earliest) end
+return reply({busy, e})
