@@ -8,6 +8,7 @@ use partcache::store::raw::{BackendFactory, RawCacheSpec, RawStore, RemoteBacken
 use partcache::{Error, Result};
 use redis::Value;
 
+use crate::coalesce::Coalescer;
 use crate::connection::{ConnectSettings, Pool};
 use crate::events::{Routes, Subscriber, confirmed, resubscribe_loop};
 use crate::routing::{Pools, Request, Router};
@@ -99,6 +100,8 @@ pub(crate) struct Deployment {
     resubscriber: OnceLock<()>,
     /// See [`Deployment::origin`].
     origin: String,
+    /// Concurrent one-key reads on a standalone server (`coalesce.rs`).
+    coalescer: Coalescer,
 }
 
 impl Deployment {
@@ -124,6 +127,7 @@ impl Deployment {
             replicas,
             resubscriber: OnceLock::new(),
             origin,
+            coalescer: Coalescer::default(),
             url,
         }
     }
@@ -195,6 +199,11 @@ impl Deployment {
             replicas: self.replicas.as_ref(),
         };
         self.router.execute(pools, requests).await
+    }
+
+    /// The coalescer of one-key reads (`coalesce.rs`).
+    pub(crate) fn coalescer(&self) -> &Coalescer {
+        &self.coalescer
     }
 
     /// This client's origin: a random id in every message its scripts publish, so that

@@ -90,7 +90,6 @@ impl Layout {
     }
 
     /// The entry key of `text` in `partition`.
-    #[cfg(test)]
     pub fn entry_key(&self, partition: u16, text: &str) -> String {
         let prefix = &self.prefixes[usize::from(partition)];
         let mut key = String::with_capacity(prefix.len() + 2 + text.len());

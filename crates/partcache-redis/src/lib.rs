@@ -110,7 +110,9 @@
 //! * A hit costs one round trip. On a cache with no max-idle, no `Accessed`/`Touched`
 //!   policy and no `max_entries`, reads are plain `GET`s / `MGET`s (which
 //!   `read_from_replicas` sends to replicas); otherwise reads run a function that
-//!   slides deadlines and refreshes the LRU order.
+//!   slides deadlines and refreshes the LRU order. On a standalone server, one-key
+//!   plain reads that arrive while another is on its way wait for it and then go
+//!   together as one `MGET`, so under load many reads cost the server one command.
 //! * A write is one function call. An unconditional put on a cache whose deadline does
 //!   not depend on the entry it replaces (every policy but `Created` and `Accessed`)
 //!   writes first (`SET … GET`) rather than reading first; on an eternal cache without
@@ -186,6 +188,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod coalesce;
 mod connection;
 mod events;
 pub mod joined;

@@ -35,6 +35,8 @@ pub(crate) struct Library {
 pub(crate) struct Scripts {
     pub library: Library,
     pub write: Script,
+    /// An unconditional put that wants no previous value (see `lua/upsert.lua`).
+    pub upsert: Script,
     /// The common unconditional put (see `lua/put.lua`): no per-call setup.
     pub put: Script,
     pub get: Script,
@@ -52,8 +54,9 @@ pub(crate) struct Scripts {
 
 /// The operations: name, body, and whether the body runs after `setup` (the
 /// cache's settings and the server time, see `lua/common.lua`).
-const OPERATIONS: [(&str, &str, bool); 12] = [
+const OPERATIONS: [(&str, &str, bool); 13] = [
     ("write", include_str!("lua/write.lua"), true),
+    ("upsert", include_str!("lua/upsert.lua"), true),
     ("put", include_str!("lua/put.lua"), false),
     ("get", include_str!("lua/get.lua"), true),
     ("near_get", include_str!("lua/near_get.lua"), true),
@@ -85,6 +88,7 @@ fn build() -> Scripts {
     };
     Scripts {
         write: function("write"),
+        upsert: function("upsert"),
         put: function("put"),
         get: function("get"),
         near_get: function("near_get"),

@@ -815,6 +815,11 @@ impl RawStore for RedisStore {
         // need no bookkeeping (a bulk reply, not an array).
         s.check_partition(key)?;
         let p = key.partition;
+        if s.plain_reads && !s.deployment.router.is_cluster() {
+            let key = s.layout.entry_key(p, &key.text);
+            let reply = crate::coalesce::get(&s.deployment, key).await?;
+            return Ok(blob(s.read_result(reply)?));
+        }
         let request = if s.plain_reads {
             let mut cmd = Cmd::with_capacity(2, 8 + key.text.len() + 48);
             cmd.arg("GET").arg(s.layout.entry_key_arg(p, &key.text));
@@ -877,6 +882,22 @@ impl RawStore for RedisStore {
             cmd.arg(&key.text).arg(blob.as_slice());
             let request = Request::new(s.layout.slot(p), cmd);
             let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
+            return s.write_outcome(reply);
+        }
+        if let (RawCondition::Always, RawAction::Put { blob, ttl }, false) =
+            (&write.condition, &write.action, write.want_previous)
+        {
+            let mut r = s.script(
+                &scripts().upsert,
+                key.partition,
+                std::iter::once(key.text.as_str()),
+            );
+            r.cmd
+                .arg(&key.text)
+                .arg(blob.as_slice())
+                .arg(ttl_arg(*ttl))
+                .arg(s.key_only(blob));
+            let reply = s.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
             return s.write_outcome(reply);
         }
         let mut r = s.script(

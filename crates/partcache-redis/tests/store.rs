@@ -497,3 +497,108 @@ async fn max_idle_entries_nobody_listens_to_go_without_deadline_records() {
         (partcache::EventKind::Expired, 200)
     );
 }
+
+/// Starts `n` gets of `keys` at once (behind a barrier) and returns each one's result and
+/// how long it took.
+async fn concurrent_gets(
+    cache: &Cache<u64, String>,
+    keys: impl Iterator<Item = u64>,
+) -> Vec<(
+    u64,
+    partcache::Result<Option<std::sync::Arc<String>>>,
+    Duration,
+)> {
+    let keys: Vec<u64> = keys.collect();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(keys.len()));
+    let tasks: Vec<_> = keys
+        .into_iter()
+        .map(|k| {
+            let (cache, barrier) = (cache.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let start = Instant::now();
+                let got = cache.get(&k).await;
+                (k, got, start.elapsed())
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.expect("get task"));
+    }
+    out
+}
+
+/// On a standalone server, one-key reads that arrive while another is on its way wait
+/// for it and then go together as one `MGET` (`coalesce.rs`): 64 concurrent gets cost
+/// the server a handful of commands, and each caller gets its own key's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_on_a_standalone_server_share_mgets() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&unique("coalesced"))
+        .build()
+        .await
+        .unwrap();
+    for k in (0..64).step_by(2) {
+        cache.put(k, format!("v{k}")).await.unwrap();
+    }
+    tokio::task::block_in_place(|| server.reset_stats()).expect("reset stats");
+    for (k, got, _) in concurrent_gets(&cache, 0..64).await {
+        let expected = (k % 2 == 0).then(|| format!("v{k}"));
+        assert_eq!(got.unwrap().as_deref().cloned(), expected, "key {k}");
+    }
+    let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+    let (gets, mgets) = (
+        stats.get("get").copied().unwrap_or(0),
+        stats.get("mget").copied().unwrap_or(0),
+    );
+    assert!(mgets >= 1, "{stats:?}");
+    assert!(
+        gets + mgets < 32,
+        "64 reads took {gets} GETs and {mgets} MGETs"
+    );
+    assert_eq!(cache.stats().hits, 32);
+    assert_eq!(cache.stats().misses, 32);
+}
+
+/// Reads that queued behind a read the server never answers fail with it, within one
+/// response timeout of their start, rather than wait for a second timeout of their
+/// own; once the server answers again, reads work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_reads_on_a_silent_server_fail_within_the_response_timeout() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let timeout = Duration::from_millis(500);
+    let cache: Cache<u64, String> = common::manager(&format!(
+        "{}?response_timeout={}ms",
+        server.url(),
+        timeout.as_millis()
+    ))
+    .cache(&unique("silent-coalesced"))
+    .build()
+    .await
+    .unwrap();
+    cache.put(1, "one".to_string()).await.unwrap();
+    tokio::task::block_in_place(|| server.pause()).expect("pause");
+    for (k, got, took) in concurrent_gets(&cache, 0..16).await {
+        assert!(
+            matches!(got, Err(Error::Timeout(_) | Error::Unavailable(_))),
+            "key {k}: {got:?}"
+        );
+        assert!(
+            took < timeout + Duration::from_millis(400),
+            "key {k} took {took:?}"
+        );
+    }
+    tokio::task::block_in_place(|| server.resume()).expect("resume");
+    partcache::conformance::eventually("reads work again", || async {
+        matches!(cache.get(&1).await, Ok(Some(v)) if v.as_str() == "one")
+    })
+    .await;
+}

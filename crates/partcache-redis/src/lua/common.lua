@@ -211,7 +211,14 @@ local function evict()
     -- evicting then, putting the victims left back in the index (the partition is
     -- over budget until a write after the migration), rather than fail a write that
     -- is already done.
-    local blob = redis.pcall('GETDEL', ek(text))
+    local blob
+    if announced() then
+      blob = redis.pcall('GETDEL', ek(text))
+    else
+      -- Nobody to tell: whether it was there is all that counts (no copy of it).
+      blob = redis.pcall('DEL', ek(text))
+      if blob == 0 then blob = false end
+    end
     if type(blob) == 'table' and blob.err then
       for j = i, #victims, 2 do redis.call('ZADD', IX, victims[j + 1], victims[j]) end
       return

@@ -1,6 +1,7 @@
 -- One conditional write. ARGV[8..]: text, condition (0 always, 1 if absent, 2 if
 -- present, 3 if equals), expected blob, action (1 put, 2 remove), blob, ttl ms (-1
--- none), want previous (0/1), key-only blob.
+-- none), want previous (0/1), key-only blob. (An unconditional put that wants no
+-- previous value is upsert.lua's.)
 -- Result: {existed, applied, previous blob or nil}, or its packed form (write_reply).
 local text = ARGV[FIRST]
 local cond = tonumber(ARGV[FIRST + 1])
@@ -10,11 +11,6 @@ local blob = ARGV[FIRST + 4]
 local ttl = tonumber(ARGV[FIRST + 5])
 local want = ARGV[FIRST + 6] == '1'
 local keyonly = ARGV[FIRST + 7]
-
-if cond == 0 and action == 1 and not want then
-  local existed = put_blind(text, blob, keyonly, ttl)
-  if existed then return write_reply(existed, 1, false) end
-end
 
 local cur = current(text)
 local existed = 0
