@@ -288,11 +288,14 @@ local function put_blind(text, blob, keyonly, ttl)
   local dl = minv(minv(fp, ft), sliding(true))
   if dl and dl <= NOW then return nil end
   local k = ek(text)
-  local cur, had_deadline
+  -- Where this write keeps no records, a former write's would be read as this
+  -- entry's (fixed_of): an update drops them. A text outside the index has none
+  -- (whatever takes a text out of the index drops them), so a creation drops them only
+  -- when the index write below finds the text indexed (`recheck`).
+  local cur, had_deadline, recheck
   if dl and lean(fp, ft) then
     cur = redis.call('SET', k, blob, 'PXAT', int(dl), 'GET')
-    -- A former write's records would be read as this entry's (fixed_of).
-    had_deadline = drop_records(text)
+    if cur then had_deadline = drop_records(text) else recheck = true end
   elseif dl then
     cur = redis.call('SET', k, blob, 'PXAT', int(dl), 'GET')
     had_deadline = redis.call('ZADD', DL, int(dl), text) == 0
@@ -302,7 +305,7 @@ local function put_blind(text, blob, keyonly, ttl)
     redis.call('HSET', FX, text, a .. ',' .. b .. ',' .. keyonly)
   else
     cur = redis.call('SET', k, blob, 'GET')
-    had_deadline = drop_records(text)
+    if cur then had_deadline = drop_records(text) else recheck = true end
   end
   if cur then
     -- A live entry is indexed already; its score (last use) matters to LRU and
@@ -312,6 +315,7 @@ local function put_blind(text, blob, keyonly, ttl)
     return 1
   end
   local grew = redis.call('ZADD', IX, int(TICK), text)
+  if grew == 0 and recheck then had_deadline = drop_records(text) end
   if grew == 0 and had_deadline then
     -- Indexed with a deadline but no value: Redis expired it; announce it as gone()
     -- does (the key-only blob of the same key is the one just written).
