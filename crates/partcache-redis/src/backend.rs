@@ -100,7 +100,9 @@ pub(crate) struct Deployment {
     resubscriber: OnceLock<()>,
     /// See [`Deployment::origin`].
     origin: String,
-    /// Concurrent one-key reads on a standalone server (`coalesce.rs`).
+    /// See [`Deployment::channel_suffix`].
+    channel_suffix: String,
+    /// Requests waiting for a node's current one (`coalesce/`).
     coalescer: Coalescer,
 }
 
@@ -128,6 +130,7 @@ impl Deployment {
             resubscriber: OnceLock::new(),
             origin,
             coalescer: Coalescer::default(),
+            channel_suffix: crate::layout::channel_suffix(url.db),
             url,
         }
     }
@@ -201,7 +204,13 @@ impl Deployment {
         self.router.execute(pools, requests).await
     }
 
-    /// The coalescer of one-key reads (`coalesce.rs`).
+    /// What follows a partition's key prefix in its channel name, for every cache of
+    /// this deployment (`layout::channel_suffix`).
+    pub(crate) fn channel_suffix(&self) -> &str {
+        &self.channel_suffix
+    }
+
+    /// The coalescing state (`coalesce/`).
     pub(crate) fn coalescer(&self) -> &Coalescer {
         &self.coalescer
     }

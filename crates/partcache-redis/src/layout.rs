@@ -52,13 +52,8 @@ impl Layout {
         let deadlines = prefixes.iter().map(|p| format!("{p}dl")).collect();
         let fixed = prefixes.iter().map(|p| format!("{p}fx")).collect();
         let sequences = prefixes.iter().map(|p| format!("{p}sq")).collect();
-        let channels = prefixes
-            .iter()
-            .map(|p| match database {
-                0 => format!("{p}ev"),
-                db => format!("{p}ev:{db}"),
-            })
-            .collect();
+        let suffix = channel_suffix(database);
+        let channels = prefixes.iter().map(|p| format!("{p}{suffix}")).collect();
         let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes()) as u32;
         let meta_index = format!("pc:{{{hash:08x}.meta}}:{name}:ix");
         Layout {
@@ -146,6 +141,21 @@ impl Layout {
     /// The event channel of `partition`.
     pub fn channel(&self, partition: u16) -> &str {
         &self.channels[usize::from(partition)]
+    }
+
+    /// The key prefix of `partition`: every key of the partition, and its channel,
+    /// starts with it.
+    pub fn prefix(&self, partition: u16) -> &str {
+        &self.prefixes[usize::from(partition)]
+    }
+}
+
+/// What follows a partition's key prefix in its channel name: `ev`, or `ev:<db>` on a
+/// database other than 0 (see [`Layout::new`]).
+pub(crate) fn channel_suffix(database: i64) -> String {
+    match database {
+        0 => "ev".to_string(),
+        db => format!("ev:{db}"),
     }
 }
 

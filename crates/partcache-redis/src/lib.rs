@@ -113,6 +113,9 @@
 //!   slides deadlines and refreshes the LRU order. On a standalone server, one-key
 //!   plain reads that arrive while another is on its way wait for it and then go
 //!   together as one `MGET`, so under load many reads cost the server one command.
+//!   Likewise unconditional puts (that want no previous value, on caches without
+//!   listeners in this process) are sent per node in one function call for all the
+//!   puts that arrived meanwhile.
 //! * A write is one function call. An unconditional put on a cache whose deadline does
 //!   not depend on the entry it replaces (every policy but `Created` and `Accessed`)
 //!   writes first (`SET … GET`) rather than reading first; on an eternal cache without

@@ -157,6 +157,20 @@ impl Router {
         }
     }
 
+    /// `f` of the address of `slot`'s master, if the slot map is known and not marked
+    /// stale (no waiting: for grouping requests by node before they are sent).
+    pub fn with_master<R>(&self, slot: u16, f: impl FnOnce(&str) -> R) -> Option<R> {
+        match &self.topology {
+            Topology::Standalone(map) => map.master(slot).map(f),
+            Topology::Cluster { map, stale, .. } => {
+                if stale.load(Ordering::Acquire) {
+                    return None;
+                }
+                map.read().as_deref()?.master(slot).map(f)
+            }
+        }
+    }
+
     /// Marks the slot map as possibly outdated (a node went away).
     pub fn mark_stale(&self) {
         if let Topology::Cluster { stale, .. } = &self.topology {

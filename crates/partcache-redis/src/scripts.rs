@@ -39,6 +39,10 @@ pub(crate) struct Scripts {
     pub upsert: Script,
     /// The common unconditional put (see `lua/put.lua`): no per-call setup.
     pub put: Script,
+    /// That put for several entries of one node's partitions (see `lua/put_batch.lua`).
+    pub put_batch: Script,
+    /// Upserts of several entries of one node's partitions (`lua/upsert_batch.lua`).
+    pub upsert_batch: Script,
     pub get: Script,
     /// Reads for a near cache: blobs with their time left.
     pub near_get: Script,
@@ -54,10 +58,12 @@ pub(crate) struct Scripts {
 
 /// The operations: name, body, and whether the body runs after `setup` (the
 /// cache's settings and the server time, see `lua/common.lua`).
-const OPERATIONS: [(&str, &str, bool); 13] = [
+const OPERATIONS: [(&str, &str, bool); 15] = [
     ("write", include_str!("lua/write.lua"), true),
     ("upsert", include_str!("lua/upsert.lua"), true),
+    ("upsert_batch", include_str!("lua/upsert_batch.lua"), false),
     ("put", include_str!("lua/put.lua"), false),
+    ("put_batch", include_str!("lua/put_batch.lua"), false),
     ("get", include_str!("lua/get.lua"), true),
     ("near_get", include_str!("lua/near_get.lua"), true),
     ("contains", include_str!("lua/contains.lua"), true),
@@ -75,8 +81,14 @@ const OPERATIONS: [(&str, &str, bool); 13] = [
 fn build() -> Scripts {
     let mut body = String::from(include_str!("lua/common.lua"));
     for (name, source, setup) in OPERATIONS {
+        // The batches declare no keys and touch several slots' (see their headers).
+        let flags = if name.ends_with("_batch") {
+            "flags = {'allow-cross-slot-keys'}, "
+        } else {
+            ""
+        };
         body.push_str(&format!(
-            "\nredis.register_function('@@_{name}', function(KEYS, ARGV)\n{}{source}\nend)\n",
+            "\nredis.register_function{{function_name = '@@_{name}', {flags}callback = function(KEYS, ARGV)\n{}{source}\nend}}\n",
             if setup { "setup(KEYS, ARGV)\n" } else { "" }
         ));
     }
@@ -90,6 +102,8 @@ fn build() -> Scripts {
         write: function("write"),
         upsert: function("upsert"),
         put: function("put"),
+        put_batch: function("put_batch"),
+        upsert_batch: function("upsert_batch"),
         get: function("get"),
         near_get: function("near_get"),
         contains: function("contains"),

@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 use tracing::Instrument;
 
 use crate::backend::Deployment;
+use crate::coalesce::puts::{self, Done, Entry, Kind, Turn, UpsertSettings};
 use crate::events::{Feed, parse_event};
 use crate::layout::{LAYOUT_VERSION, Layout};
 use crate::routing::Request;
@@ -71,6 +72,8 @@ pub(crate) struct StoreInner {
     stats: Arc<StatsCounters>,
     /// ARGV[1..=4] of every script: policy kind, duration, max-idle, budget.
     header: [String; 4],
+    /// The batches this cache's upserts join (`coalesce/puts.rs`).
+    upsert_kind: Kind,
     /// The cache's max-idle, ms: entries whose only deadline it is may keep it in
     /// their index score alone (`lua/common.lua`, lean), which the reaper reads too.
     max_idle_ms: Option<u64>,
@@ -123,6 +126,16 @@ fn header(spec: &RawCacheSpec) -> [String; 4] {
 
 /// The per-partition entry budget: `floor(max / P)`, at least 1, so the cache as a whole
 /// never holds more than `max_entries` (when `max_entries >= P`). 0: unbounded.
+/// The batch kind of upserts on a cache with `header` and event mode `mode`: caches
+/// whose settings and mode are the same share batches.
+fn upsert_kind(header: &[String; 4], mode: u8) -> Kind {
+    Kind::Upsert(Arc::new(UpsertSettings {
+        id: format!("{} {mode}", header.join(",")),
+        header: header.clone(),
+        mode,
+    }))
+}
+
 pub(crate) fn budget(max_entries: Option<u64>, partitions: u16) -> u64 {
     max_entries.map_or(0, |max| (max / u64::from(partitions)).max(1))
 }
@@ -150,6 +163,7 @@ impl RedisStore {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let layout = Layout::new(spec.partitions.clone(), database);
         let inner = Arc::new(StoreInner {
+            upsert_kind: upsert_kind(&header(&spec), publish_mode),
             header: header(&spec),
             max_idle_ms: spec
                 .expiry
@@ -350,6 +364,100 @@ impl StoreInner {
             requests = requests.len()
         );
         self.deployment.execute(requests).instrument(span).await
+    }
+
+    /// An unconditional put that wants no previous value: the common put
+    /// (`lua/put.lua`, `kind` [`Kind::Fast`]) or an upsert (`lua/upsert.lua`). Coalesced
+    /// per node (`coalesce/puts.rs`) unless its events must come back in the reply
+    /// (listeners in this process).
+    async fn put_coalesced(
+        &self,
+        key: &RawKey,
+        blob: Vec<u8>,
+        ttl: Option<Duration>,
+        kind: &Kind,
+    ) -> Result<RawWriteOutcome> {
+        let p = key.partition;
+        let slot = self.layout.slot(p);
+        let turn = if self.listened.is_listened() {
+            Turn::Unknown
+        } else {
+            puts::turn(&self.deployment, slot, kind)
+        };
+        let blob = match turn {
+            Turn::Wait(ticket) => {
+                let upsert = matches!(kind, Kind::Upsert(_));
+                let entry = Entry {
+                    slot,
+                    prefix: self.layout.prefix(p).to_string(),
+                    mode: self.publish_mode,
+                    text: key.text.clone(),
+                    ttl: if upsert { ttl_arg(ttl) } else { String::new() },
+                    key_only: if upsert {
+                        self.key_only(&blob)
+                    } else {
+                        Vec::new()
+                    },
+                    blob,
+                };
+                match ticket.put(entry).await? {
+                    Done::Reply(reply) => return self.write_outcome(reply),
+                    Done::Alone(blob) => blob,
+                }
+            }
+            Turn::Lead(mut lead) => {
+                let result = self.put_alone(key, &blob, ttl, kind).await;
+                lead.finished(&result);
+                return result;
+            }
+            Turn::Unknown => blob,
+        };
+        self.put_alone(key, &blob, ttl, kind).await
+    }
+
+    /// One put by itself, with the partition's keys declared.
+    async fn put_alone(
+        &self,
+        key: &RawKey,
+        blob: &[u8],
+        ttl: Option<Duration>,
+        kind: &Kind,
+    ) -> Result<RawWriteOutcome> {
+        if let Kind::Upsert(_) = kind {
+            let mut r = self.script(
+                &scripts().upsert,
+                key.partition,
+                std::iter::once(key.text.as_str()),
+            );
+            r.cmd
+                .arg(&key.text)
+                .arg(blob)
+                .arg(ttl_arg(ttl))
+                .arg(self.key_only(blob));
+            let reply = self.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
+            return self.write_outcome(reply);
+        }
+        self.fast_put_alone(key, blob).await
+    }
+
+    /// One common put by itself: `lua/put.lua` with the partition's keys declared.
+    async fn fast_put_alone(&self, key: &RawKey, blob: &[u8]) -> Result<RawWriteOutcome> {
+        let p = key.partition;
+        let mut cmd = Cmd::with_capacity(13, 256 + 2 * key.text.len() + blob.len());
+        cmd.arg("FCALL").arg(&scripts().put.function).arg(5);
+        for partition_key in self.layout.partition_keys(p) {
+            cmd.arg(partition_key);
+        }
+        cmd.arg(self.layout.entry_key_arg(p, &key.text));
+        self.event_args(&mut cmd, p);
+        cmd.arg(&key.text).arg(blob);
+        let request = Request::new(self.layout.slot(p), cmd);
+        let reply = self
+            .execute(vec![request])
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil);
+        self.write_outcome(reply)
     }
 
     /// Whether the cache publishes its events (and so subscribes to them).
@@ -817,7 +925,7 @@ impl RawStore for RedisStore {
         let p = key.partition;
         if s.plain_reads && !s.deployment.router.is_cluster() {
             let key = s.layout.entry_key(p, &key.text);
-            let reply = crate::coalesce::get(&s.deployment, key).await?;
+            let reply = crate::coalesce::reads::get(&s.deployment, key).await?;
             return Ok(blob(s.read_result(reply)?));
         }
         let request = if s.plain_reads {
@@ -865,40 +973,24 @@ impl RawStore for RedisStore {
         self.ready().await?;
         let s = &self.inner;
         s.check_partition(key)?;
-        if let (true, RawCondition::Always, RawAction::Put { blob, ttl: None }, false) = (
+        if let (true, RawCondition::Always, RawAction::Put { ttl: None, .. }, false) = (
             s.fast_puts,
             &write.condition,
             &write.action,
             write.want_previous,
         ) {
-            let p = key.partition;
-            let mut cmd = Cmd::with_capacity(13, 256 + 2 * key.text.len() + blob.len());
-            cmd.arg("FCALL").arg(&scripts().put.function).arg(5);
-            for partition_key in s.layout.partition_keys(p) {
-                cmd.arg(partition_key);
-            }
-            cmd.arg(s.layout.entry_key_arg(p, &key.text));
-            s.event_args(&mut cmd, p);
-            cmd.arg(&key.text).arg(blob.as_slice());
-            let request = Request::new(s.layout.slot(p), cmd);
-            let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
-            return s.write_outcome(reply);
+            let RawAction::Put { blob, .. } = write.action else {
+                return Err(Error::Store("unreachable write action".into()));
+            };
+            return s.put_coalesced(key, blob, None, &Kind::Fast).await;
         }
-        if let (RawCondition::Always, RawAction::Put { blob, ttl }, false) =
+        if let (RawCondition::Always, RawAction::Put { .. }, false) =
             (&write.condition, &write.action, write.want_previous)
         {
-            let mut r = s.script(
-                &scripts().upsert,
-                key.partition,
-                std::iter::once(key.text.as_str()),
-            );
-            r.cmd
-                .arg(&key.text)
-                .arg(blob.as_slice())
-                .arg(ttl_arg(*ttl))
-                .arg(s.key_only(blob));
-            let reply = s.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
-            return s.write_outcome(reply);
+            let RawAction::Put { blob, ttl } = write.action else {
+                return Err(Error::Store("unreachable write action".into()));
+            };
+            return s.put_coalesced(key, blob, ttl, &s.upsert_kind).await;
         }
         let mut r = s.script(
             &scripts().write,

@@ -129,3 +129,84 @@ async fn partitions_and_entries_spread_evenly_over_3_4_and_5_masters() {
         }
     }
 }
+
+/// The name of the function library's function whose name ends with `suffix`, as a
+/// node lists it (`FUNCTION LIST`).
+fn function_named(listing: &redis::Value, suffix: &str) -> Option<String> {
+    match listing {
+        redis::Value::BulkString(b) => {
+            let name = String::from_utf8_lossy(b);
+            (name.starts_with("partcache_") && name.ends_with(suffix)).then(|| name.into_owned())
+        }
+        redis::Value::Array(items) => items.iter().find_map(|v| function_named(v, suffix)),
+        redis::Value::Map(pairs) => pairs
+            .iter()
+            .find_map(|(k, v)| function_named(k, suffix).or_else(|| function_named(v, suffix))),
+        _ => None,
+    }
+}
+
+/// The batched common put (`lua/put_batch.lua`, which declares no keys) does on a node
+/// the entries whose slots that node serves, and hands back undone (-1) an entry whose
+/// slot it does not serve: its caller then sends that one alone, with its keys
+/// declared, which the router redirects (`coalesce/puts.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_batch_does_what_its_node_serves_and_hands_back_the_rest() {
+    let cluster = tokio::task::block_in_place(common::cluster);
+    let name = unique("batch");
+    let cache: Cache<u64, String> = common::manager(&cluster.seed_url())
+        .cache(&name)
+        .build()
+        .await
+        .unwrap();
+    // Writes to every partition: every master has the function library.
+    cache
+        .put_all((0..1000).map(|k| (k, "x".to_string())))
+        .await
+        .unwrap();
+    let map = cache.partition_map().unwrap().clone();
+    let node = cluster.masters()[0].index;
+    let owner = |p: u16| tokio::task::block_in_place(|| cluster.slot_owner(map.slot(p)).unwrap());
+    let here = (0..map.partitions()).find(|&p| owner(p) == node).unwrap();
+    let elsewhere = (0..map.partitions()).find(|&p| owner(p) != node).unwrap();
+    let prefix = |p: u16| format!("pc:{{{}}}:{name}:", map.tag(p));
+    let (prefix_here, prefix_elsewhere) = (prefix(here), prefix(elsewhere));
+    let listing: redis::Value =
+        tokio::task::block_in_place(|| cluster.query_node(node, &["FUNCTION", "LIST"])).unwrap();
+    let put_batch = function_named(&listing, "_put_batch").expect("put_batch is loaded");
+    let replies: Vec<i64> = tokio::task::block_in_place(|| {
+        cluster.query_node(
+            node,
+            &[
+                "FCALL",
+                &put_batch,
+                "0",
+                "origin",
+                "ev",
+                &prefix_here,
+                "0",
+                "t1",
+                "b1",
+                &prefix_elsewhere,
+                "0",
+                "t2",
+                "b2",
+            ],
+        )
+    })
+    .unwrap();
+    // Created and applied (write_reply's packed form: 2 * applied), and undone.
+    assert_eq!(replies, [2, -1]);
+    let read = |i: usize, key: String| {
+        tokio::task::block_in_place(|| cluster.query_node::<Option<String>>(i, &["GET", &key]))
+            .unwrap()
+    };
+    assert_eq!(
+        read(node, format!("{prefix_here}e:t1")).as_deref(),
+        Some("b1")
+    );
+    assert_eq!(
+        read(owner(elsewhere), format!("{prefix_elsewhere}e:t2")),
+        None
+    );
+}

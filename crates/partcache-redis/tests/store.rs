@@ -602,3 +602,65 @@ async fn coalesced_reads_on_a_silent_server_fail_within_the_response_timeout() {
     })
     .await;
 }
+
+/// Common puts that arrive while another is on its way to the same node wait for it
+/// and then go together in one call (`coalesce/puts.rs`): 64 concurrent puts cost the
+/// server a handful of calls, every one is stored, and another process listening to
+/// the cache hears every creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_to_one_node_share_calls_and_announce_every_entry() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let name = unique("coalesced-puts");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .build()
+        .await
+        .unwrap();
+    // Another process: its own manager, connections and origin.
+    let other: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .build()
+        .await
+        .unwrap();
+    let mut heard = other
+        .listen(partcache::EventFilter::kinds([
+            partcache::EventKind::Created,
+        ]))
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| server.reset_stats()).expect("reset stats");
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+    let tasks: Vec<_> = (0..64u64)
+        .map(|k| {
+            let (cache, barrier) = (cache.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                cache.put(k, format!("v{k}")).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("put task").unwrap();
+    }
+    let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+    let calls = stats.get("fcall").copied().unwrap_or(0);
+    assert!(calls < 32, "64 puts took {calls} calls: {stats:?}");
+    assert_eq!(cache.stats().puts, 64);
+    let keys: Vec<u64> = (0..64).collect();
+    let values = cache.get_all(&keys).await.unwrap();
+    for (k, v) in keys.iter().zip(values) {
+        assert_eq!(v.as_deref().cloned(), Some(format!("v{k}")), "key {k}");
+    }
+    let mut created = std::collections::BTreeSet::new();
+    while created.len() < 64 {
+        let event = partcache::conformance::next_event(&mut heard).await;
+        assert!(
+            created.insert(event.key),
+            "key {} announced twice",
+            event.key
+        );
+    }
+}

@@ -320,7 +320,17 @@ async fn moving_the_slots_of_partitions_under_load_loses_nothing_and_fails_nothi
         .build()
         .await
         .unwrap();
+    // And an eternal cache without a budget: its puts are the common put, which
+    // concurrent callers send per node in one call (`coalesce/puts.rs`) that checks
+    // each entry's slot itself and hands back those it cannot do here.
+    let plain: Cache<String, u64> = manager
+        .cache(&unique("reshard-plain"))
+        .build()
+        .await
+        .unwrap();
     let map = cache.partition_map().unwrap().clone();
+    // Partition p of any cache with the same partition count has the same slot.
+    assert_eq!(plain.partition_map().unwrap().slot(1), map.slot(1));
     let masters: Vec<usize> = cluster.masters().iter().map(|m| m.index).collect();
     let (from, to) = (masters[0], masters[1]);
     // Six partitions of the first master, spread over its range.
@@ -334,7 +344,10 @@ async fn moving_the_slots_of_partitions_under_load_loses_nothing_and_fails_nothi
 
     let record = Arc::new(Record::default());
     let tasks = start_load(&cache, &record);
+    let plain_record = Arc::new(Record::default());
+    let plain_tasks = start_load(&plain, &plain_record);
     record.wait_for_calls(0, 200).await;
+    plain_record.wait_for_calls(0, 200).await;
 
     let started = Instant::now();
     let mut keys_moved = 0;
@@ -365,13 +378,15 @@ async fn moving_the_slots_of_partitions_under_load_loses_nothing_and_fails_nothi
     record
         .wait_for_calls(record.ok.load(Ordering::Relaxed), 200)
         .await;
+    plain_record
+        .wait_for_calls(plain_record.ok.load(Ordering::Relaxed), 200)
+        .await;
     stop_load(&record, tasks).await;
+    stop_load(&plain_record, plain_tasks).await;
     println!(
-        "RESHARD moved {} partitions ({keys_moved} keys) from node {from} to node {to} in {:?}; {} calls ok, {} failed",
+        "RESHARD moved {} partitions ({keys_moved} keys) from node {from} to node {to} in {:?}",
         moving.len(),
         started.elapsed(),
-        record.ok.load(Ordering::Relaxed),
-        record.errors.lock().len()
     );
     for &p in &moving {
         assert_eq!(
@@ -380,14 +395,39 @@ async fn moving_the_slots_of_partitions_under_load_loses_nothing_and_fails_nothi
             "partition {p} did not move"
         );
     }
+    check_load("sliding, budget", &cache, &record, &map, &moving).await;
+    check_load(
+        "eternal, coalesced puts",
+        &plain,
+        &plain_record,
+        &map,
+        &moving,
+    )
+    .await;
+}
+
+/// What a load over a resharding must show: no call hung or failed, every read saw
+/// its task's own writes, every acknowledged put is readable, some in moved partitions.
+async fn check_load(
+    label: &str,
+    cache: &Cache<String, u64>,
+    record: &Record,
+    map: &PartitionMap,
+    moving: &[u16],
+) {
+    println!(
+        "{label}: {} calls ok, {} failed",
+        record.ok.load(Ordering::Relaxed),
+        record.errors.lock().len()
+    );
     assert_eq!(
         record.hung.load(Ordering::Relaxed),
         0,
-        "calls hung past their timeout"
+        "{label}: calls hung past their timeout"
     );
     assert!(
         record.errors.lock().is_empty(),
-        "failed calls during resharding: {:?}",
+        "{label}: failed calls during resharding: {:?}",
         record
             .errors
             .lock()
@@ -398,7 +438,7 @@ async fn moving_the_slots_of_partitions_under_load_loses_nothing_and_fails_nothi
     );
     assert!(
         record.wrong_reads.lock().is_empty(),
-        "reads during resharding: {:?}",
+        "{label}: reads during resharding: {:?}",
         record.wrong_reads.lock().iter().take(5).collect::<Vec<_>>()
     );
     // Every acknowledged put is readable afterwards.
@@ -417,7 +457,7 @@ async fn moving_the_slots_of_partitions_under_load_loses_nothing_and_fails_nothi
         .collect();
     assert!(
         lost.is_empty(),
-        "{} of {} acknowledged entries lost, e.g. {:?}",
+        "{label}: {} of {} acknowledged entries lost, e.g. {:?}",
         lost.len(),
         acked.len(),
         &lost[..lost.len().min(5)]
@@ -427,12 +467,12 @@ async fn moving_the_slots_of_partitions_under_load_loses_nothing_and_fails_nothi
         .filter(|k| moving.contains(&map.partition_of(&HashingPolicy::Standard, k).unwrap()))
         .count();
     println!(
-        "{} acknowledged keys readable, {moved_keys} of them in moved partitions",
+        "{label}: {} acknowledged keys readable, {moved_keys} of them in moved partitions",
         keys.len()
     );
     assert!(
         moved_keys > 0,
-        "the load wrote nothing in the moved partitions"
+        "{label}: the load wrote nothing in the moved partitions"
     );
 }
 

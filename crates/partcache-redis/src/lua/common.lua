@@ -37,10 +37,11 @@ local NO_EVENTS = {}
 
 -- The partition's keys and the event arguments: all that put.lua needs.
 -- `mode`: events 0 none, 1 PUBLISH, 2 SPUBLISH; +3: also in the reply. `origin`: the
--- calling client's id, in published messages.
-local function setup_partition(KEYS, mode, origin, channel)
-  P = nil
-  IX, DL, FX, SQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- calling client's id, in published messages. `prefix`: the partition's key prefix,
+-- nil to take it from the index key when needed.
+local function begin(prefix, ix, dl, fx, sq, mode, origin, channel)
+  P = prefix
+  IX, DL, FX, SQ = ix, dl, fx, sq
   PUBMODE, ORIGIN, CHANNEL = mode, origin, channel
   EVENTS, EVICTED, EXPIRED = NO_EVENTS, 0, 0
   if mode >= 3 then EVENTS = {} end
@@ -51,16 +52,37 @@ local function setup_partition(KEYS, mode, origin, channel)
   KIND, D, IDLE, BUDGET = 0, 0, -1, 0
 end
 
-local function setup(KEYS, ARGV)
-  setup_partition(KEYS, tonumber(ARGV[5]), ARGV[6], ARGV[7])
-  KIND = tonumber(ARGV[1])    -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched
-  D = tonumber(ARGV[2])       -- the policy's duration, ms
-  IDLE = tonumber(ARGV[3])    -- max-idle, ms; -1: none
-  BUDGET = tonumber(ARGV[4])  -- max entries of this partition; 0: unbounded
+local function setup_partition(KEYS, mode, origin, channel)
+  begin(nil, KEYS[1], KEYS[2], KEYS[3], KEYS[4], mode, origin, channel)
+end
+
+-- As setup_partition, for the partition whose keys start with `prefix` and whose
+-- channel is `prefix .. suffix` (put_batch.lua, which is given prefixes, not keys).
+local function setup_prefix(prefix, mode, origin, suffix)
+  begin(prefix, prefix .. 'ix', prefix .. 'dl', prefix .. 'fx', prefix .. 'sq', mode, origin,
+    prefix .. suffix)
+end
+
+-- The cache's settings (numbers).
+local function settings(kind, d, idle, budget)
+  KIND = kind       -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched
+  D = d             -- the policy's duration, ms
+  IDLE = idle       -- max-idle, ms; -1: none
+  BUDGET = budget   -- max entries of this partition; 0: unbounded
   READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4
+end
+
+-- The server time: NOW in ms, TICK in µs.
+local function clock()
   local T = redis.call('TIME')
   NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
   TICK = tonumber(T[1]) * 1000000 + tonumber(T[2])
+end
+
+local function setup(KEYS, ARGV)
+  setup_partition(KEYS, tonumber(ARGV[5]), ARGV[6], ARGV[7])
+  settings(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+  clock()
 end
 
 -- Lua would print large numbers in exponent form; Redis wants integers.
@@ -357,4 +379,52 @@ local function write_reply(existed, applied, prev)
     return existed + 2 * applied + 4 * (EVICTED + 65536 * EXPIRED)
   end
   return reply({existed, applied, prev})
+end
+
+-- The common put: unconditional, no TTL, no previous value, on a cache with no
+-- expiry, no max-idle and no budget (put.lua, put_batch.lua). Its effects are those of
+-- write.lua for that case with less server work: no `setup` (no `TIME`, no settings),
+-- and no reading before writing. `k` is the entry key of `text`.
+-- Result: as write.lua's (write_reply).
+local function fast_put(k, text, blob)
+  -- SET without PXAT also drops any deadline the entry had (an eternal cache).
+  local cur = redis.call('SET', k, blob, 'GET')
+  if cur then
+    -- A live entry is indexed already (every write indexes what it stores). Should it
+    -- have had a deadline (a put with a TTL before), its deadline records are now
+    -- stale: the reaper drops them when they fall due and it finds the value without
+    -- a deadline (reap.lua), which saves every update a call here.
+    emit('U', blob)
+    return write_reply(1, 1, false)
+  end
+  -- No budget, so the index's scores (last use, for LRU) are never read: 0 saves a
+  -- TIME.
+  if redis.call('ZADD', IX, 0, text) == 0 then
+    -- Indexed but no value: Redis expired it. gone() announces it and drops its
+    -- records, the index entry among them.
+    gone(text)
+    redis.call('ZADD', IX, 0, text)
+  end
+  emit('C', blob)
+  return write_reply(0, 1, false)
+end
+
+-- An unconditional put that wants no previous value (upsert.lua, upsert_batch.lua).
+-- Result: as write.lua's (write_reply).
+local function upsert(text, blob, ttl, keyonly)
+  local existed = put_blind(text, blob, keyonly, ttl)
+  if existed then return write_reply(existed, 1, false) end
+  local cur = current(text)
+  existed = 0
+  if cur then existed = 1 end
+  return write_reply(existed, put(text, blob, keyonly, ttl, cur), false)
+end
+
+-- Whether every key the put of `text` in the current partition touches is served
+-- here right now: Redis refuses the `EXISTS` for a slot this node does not serve, or
+-- one half moved (MOVED, ASK, TRYAGAIN). For the batch functions, which declare no
+-- keys (put_batch.lua, upsert_batch.lua).
+local function served_here(k)
+  local here = redis.pcall('EXISTS', IX, DL, FX, SQ, k)
+  return not (type(here) == 'table' and here.err)
 end

@@ -1,16 +1,8 @@
-//! Coalescing of concurrent one-key reads on a standalone server: while one read is
-//! on its way, the reads that arrive meanwhile wait, and go together as one `MGET` as
-//! soon as it is back (then the ones that arrived during that `MGET`, and so on). A
-//! read with nothing in flight goes at once, as a plain `GET`, so a lone caller waits
-//! no longer than before; under load, dozens of reads cost the server one command
-//! instead of dozens, and the client one reply to parse (issue 3: the raw client
-//! reaches about a quarter of what a pipelining client gets from the same server).
-//!
-//! Only where any keys may share an `MGET`: a standalone server (a cluster refuses
-//! keys of different slots in one command, and one-key reads there go to three or more
-//! nodes anyway). Only for reads that need no bookkeeping (plain reads, see
-//! `store.rs`). A read that waits is sent after every write whose reply came back
-//! before it was asked, so a caller still reads its own writes.
+//! One-key plain reads on a standalone server, coalesced into `MGET`s (see the module
+//! docs of [`super`]). Only where any keys may share an `MGET`: a standalone server (a
+//! cluster refuses keys of different slots in one command, and with 231 partitions
+//! concurrent reads rarely share a slot). Only for reads that need no bookkeeping
+//! (plain reads, see `store.rs`).
 
 use std::sync::Arc;
 
@@ -21,12 +13,14 @@ use tokio::sync::oneshot;
 use crate::backend::Deployment;
 use crate::routing::Request;
 
+use super::unreachable;
+
 /// Most keys in one `MGET` (the rest wait for the next one).
 const MAX_KEYS: usize = 256;
 
 /// The reads of one deployment. See the module docs.
 #[derive(Default)]
-pub(crate) struct Coalescer {
+pub(crate) struct Reads {
     state: parking_lot::Mutex<State>,
 }
 
@@ -46,7 +40,7 @@ struct Waiter {
 /// concurrent reads.
 pub(crate) async fn get(deployment: &Arc<Deployment>, key: String) -> Result<Value> {
     let waiting = {
-        let mut state = deployment.coalescer().state.lock();
+        let mut state = deployment.coalescer().reads.state.lock();
         if state.busy {
             let (reply, receiver) = oneshot::channel();
             state.waiting.push(Waiter { key, reply });
@@ -89,16 +83,6 @@ async fn send(deployment: &Deployment, cmd: Cmd) -> Result<Value> {
     Ok(reply.unwrap_or(Value::Nil))
 }
 
-/// The error of a read that found the server unreachable or silent. The reads that
-/// queued behind it share it rather than try again: each of them then fails within
-/// one response timeout of its start, as a read that went alone would.
-fn unreachable(result: &Result<Value>) -> Option<Error> {
-    match result {
-        Err(e @ (Error::Timeout(_) | Error::Unavailable(_))) => Some(e.clone()),
-        _ => None,
-    }
-}
-
 /// On drop: sends the reads that queued (or fails them with `failed`), or marks the
 /// deployment idle.
 struct HandOff<'a> {
@@ -112,7 +96,7 @@ impl Drop for HandOff<'_> {
         let failed = self.failed.take();
         let runtime = tokio::runtime::Handle::try_current();
         let waiting = {
-            let mut state = deployment.coalescer().state.lock();
+            let mut state = deployment.coalescer().reads.state.lock();
             if state.waiting.is_empty() {
                 state.busy = false;
                 return;
@@ -145,7 +129,7 @@ async fn drain(deployment: Arc<Deployment>) {
     let mut failed: Option<Error> = None;
     loop {
         let waiting: Vec<Waiter> = {
-            let mut state = deployment.coalescer().state.lock();
+            let mut state = deployment.coalescer().reads.state.lock();
             if state.waiting.is_empty() {
                 state.busy = false;
                 return;
