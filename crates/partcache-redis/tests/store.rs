@@ -664,3 +664,66 @@ async fn concurrent_puts_to_one_node_share_calls_and_announce_every_entry() {
         );
     }
 }
+
+/// Unconditional puts on an evicting cache (`lua/upsert.lua`) that arrive while
+/// another is on its way go together in one call (`upsert_batch`), on Redis and on
+/// Valkey: the server sees a handful of calls for 640 puts, the budget holds, every
+/// eviction is counted, and the last value of every key left is the one put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_on_an_evicting_cache_share_calls_and_keep_the_budget() {
+    partcache_redis::install();
+    let mut flavors = vec![partcache_integration_tests::RedisBinaries::redis().expect("redis")];
+    flavors.extend(partcache_integration_tests::RedisBinaries::valkey_or_skip(
+        "concurrent_puts_on_an_evicting_cache_share_calls_and_keep_the_budget (valkey)",
+    ));
+    for binaries in flavors {
+        let flavor = binaries.flavor().name();
+        let server = tokio::task::block_in_place(|| {
+            RedisServer::start_with(&binaries, ServerOptions::default())
+        })
+        .expect("start server");
+        let max = 2 * u64::from(partcache::partition::DEFAULT_PARTITIONS);
+        let cache: Cache<u64, String> = common::manager(&server.url())
+            .cache(&unique("evicting-batch"))
+            .max_entries(max)
+            .max_idle(Duration::from_secs(600))
+            .build()
+            .await
+            .unwrap();
+        tokio::task::block_in_place(|| server.reset_stats()).expect("reset stats");
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+        let tasks: Vec<_> = (0..64u64)
+            .map(|t| {
+                let (cache, barrier) = (cache.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    for i in 0..10 {
+                        let k = t * 10 + i;
+                        cache.put(k, format!("v{k}")).await?;
+                    }
+                    Ok::<_, Error>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("put task").unwrap();
+        }
+        let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+        let calls = stats.get("fcall").copied().unwrap_or(0);
+        assert!(calls < 320, "{flavor}: 640 puts took {calls} calls");
+        let len = cache.len().await.unwrap();
+        assert!(len <= max, "{flavor}: {len} entries over a budget of {max}");
+        assert_eq!(cache.stats().evictions, 640 - len, "{flavor}");
+        let keys: Vec<u64> = (0..640).collect();
+        let values = cache.get_all(&keys).await.unwrap();
+        let mut found = 0;
+        for (k, v) in keys.iter().zip(values) {
+            if let Some(v) = v {
+                assert_eq!(*v, format!("v{k}"), "{flavor}");
+                found += 1;
+            }
+        }
+        assert_eq!(found, len, "{flavor}");
+        println!("{flavor}: 640 puts in {calls} calls, {len} entries left");
+    }
+}
