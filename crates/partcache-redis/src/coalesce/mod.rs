@@ -18,12 +18,30 @@ pub(crate) mod puts;
 pub(crate) mod reads;
 
 use partcache::{Error, Result};
+use tokio::sync::oneshot;
+
+use crate::backend::Deployment;
 
 /// The coalescing state of one deployment.
 #[derive(Default)]
 pub(crate) struct Coalescer {
     pub reads: reads::Reads,
     pub puts: puts::Puts,
+}
+
+/// A waiting request's result, within the response timeout from now: a request that
+/// waited for the one before it and then went in a batch that also stalled must not
+/// take two timeouts (when it times out, like any call that did, it may still be
+/// carried out).
+async fn wait<T>(deployment: &Deployment, receiver: oneshot::Receiver<Result<T>>) -> Result<T> {
+    let timeout = deployment.router.timeout();
+    match tokio::time::timeout(timeout, receiver).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(Error::Unavailable(
+            "a coalesced request was dropped (runtime shutting down)".into(),
+        )),
+        Err(_) => Err(Error::Timeout(timeout)),
+    }
 }
 
 /// The error of a request that found the server unreachable or silent: the requests

@@ -157,11 +157,7 @@ impl Ticket<'_> {
         if lead {
             spawn_drain(self.deployment, self.key);
         }
-        receiver.await.unwrap_or_else(|_| {
-            Err(Error::Unavailable(
-                "a coalesced put was dropped (runtime shutting down)".into(),
-            ))
-        })
+        super::wait(self.deployment, receiver).await
     }
 }
 

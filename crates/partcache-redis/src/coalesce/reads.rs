@@ -51,11 +51,7 @@ pub(crate) async fn get(deployment: &Arc<Deployment>, key: String) -> Result<Val
         }
     };
     match waiting {
-        Err(receiver) => receiver.await.unwrap_or_else(|_| {
-            Err(Error::Unavailable(
-                "a coalesced read was dropped (runtime shutting down)".into(),
-            ))
-        }),
+        Err(receiver) => super::wait(deployment, receiver).await,
         Ok(key) => {
             // Whatever happens to this call (an error, or its caller dropping it), the
             // reads that queued behind it are seen to.
