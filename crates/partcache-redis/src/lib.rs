@@ -4,7 +4,8 @@
 //! across whose masters every cache is split into partitions (DESIGN.md §5), or several
 //! such deployments joined into one partitioned store, with JCache
 //! semantics (expiry, max-idle, per-entry TTL, conditional writes, eviction, events)
-//! implemented server-side in single-slot Lua scripts.
+//! implemented server-side in Lua functions whose work per entry stays within its
+//! partition's slot.
 //!
 //! Call [`install`] once at start-up; then a URL picks the backend:
 //!
