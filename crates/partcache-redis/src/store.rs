@@ -124,8 +124,6 @@ fn header(spec: &RawCacheSpec) -> [String; 4] {
     ]
 }
 
-/// The per-partition entry budget: `floor(max / P)`, at least 1, so the cache as a whole
-/// never holds more than `max_entries` (when `max_entries >= P`). 0: unbounded.
 /// The batch kind of upserts on a cache with `header` and event mode `mode`: caches
 /// whose settings and mode are the same share batches.
 fn upsert_kind(header: &[String; 4], mode: u8) -> Kind {
@@ -136,6 +134,8 @@ fn upsert_kind(header: &[String; 4], mode: u8) -> Kind {
     }))
 }
 
+/// The per-partition entry budget: `floor(max / P)`, at least 1, so the cache as a whole
+/// never holds more than `max_entries` (when `max_entries >= P`). 0: unbounded.
 pub(crate) fn budget(max_entries: Option<u64>, partitions: u16) -> u64 {
     max_entries.map_or(0, |max| (max / u64::from(partitions)).max(1))
 }
@@ -162,9 +162,10 @@ impl RedisStore {
         let database = deployment.database();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let layout = Layout::new(spec.partitions.clone(), database);
+        let settings = header(&spec);
         let inner = Arc::new(StoreInner {
-            upsert_kind: upsert_kind(&header(&spec), publish_mode),
-            header: header(&spec),
+            upsert_kind: upsert_kind(&settings, publish_mode),
+            header: settings,
             max_idle_ms: spec
                 .expiry
                 .max_idle

@@ -44,6 +44,16 @@ async fn wait<T>(deployment: &Deployment, receiver: oneshot::Receiver<Result<T>>
     }
 }
 
+/// `waiting` in batches of at most `max`, in order.
+fn batches<T>(waiting: Vec<T>, max: usize) -> Vec<Vec<T>> {
+    let mut batches = Vec::with_capacity(waiting.len().div_ceil(max.max(1)));
+    let mut waiting = waiting.into_iter().peekable();
+    while waiting.peek().is_some() {
+        batches.push(waiting.by_ref().take(max.max(1)).collect());
+    }
+    batches
+}
+
 /// The error of a request that found the server unreachable or silent: the requests
 /// that queued behind it share it (see the module docs).
 fn unreachable<T>(result: &Result<T>) -> Option<Error> {

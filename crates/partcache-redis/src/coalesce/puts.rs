@@ -255,11 +255,7 @@ async fn drain(deployment: Arc<Deployment>, key: String) {
             fail(waiting, &e);
             continue;
         }
-        let mut batches: Vec<Vec<Waiter>> = Vec::new();
-        let mut waiting = waiting.into_iter().peekable();
-        while waiting.peek().is_some() {
-            batches.push(waiting.by_ref().take(MAX_ENTRIES).collect());
-        }
+        let batches = super::batches(waiting, MAX_ENTRIES);
         let sends = batches.iter().map(|batch| send(&deployment, &kind, batch));
         let replies = futures::future::join_all(sends).await;
         for (batch, reply) in batches.into_iter().zip(replies) {

@@ -136,11 +136,7 @@ async fn drain(deployment: Arc<Deployment>) {
             fail(waiting, &e);
             continue;
         }
-        let mut batches: Vec<Vec<Waiter>> = Vec::new();
-        let mut waiting = waiting.into_iter().peekable();
-        while waiting.peek().is_some() {
-            batches.push(waiting.by_ref().take(MAX_KEYS).collect());
-        }
+        let batches = super::batches(waiting, MAX_KEYS);
         let sends = batches.iter().map(|batch| {
             let mut cmd = redis::cmd(if batch.len() == 1 { "GET" } else { "MGET" });
             for w in batch {
