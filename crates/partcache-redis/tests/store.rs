@@ -727,3 +727,68 @@ async fn concurrent_puts_on_an_evicting_cache_share_calls_and_keep_the_budget() 
         println!("{flavor}: 640 puts in {calls} calls, {len} entries left");
     }
 }
+
+/// A cache used from a runtime that shut down while coalesced reads and puts were
+/// queued (a test runtime ending, say) still works from the next runtime: the queues
+/// those runtimes' tasks held are released, not left waiting behind nobody.
+#[test]
+fn coalescing_survives_a_runtime_that_shut_down_mid_flight() {
+    partcache_redis::install();
+    let server = RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start");
+    let url = format!("{}?response_timeout=2s", server.url());
+    let manager = common::manager(&url);
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (reads, writes) = first.block_on(async {
+        let reads: Cache<u64, String> = manager.cache(&unique("rt-reads")).build().await.unwrap();
+        let writes: Cache<u64, String> = manager.cache(&unique("rt-puts")).build().await.unwrap();
+        reads.put(1, "one".to_string()).await.unwrap();
+        (reads, writes)
+    });
+    // Requests that will not be answered before the runtime goes: the first of each
+    // kind on its way, the others queued behind it.
+    server.pause().expect("pause");
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for k in 0..16u64 {
+        let (reads, writes) = (reads.clone(), writes.clone());
+        let (a, b) = (started.clone(), started.clone());
+        first.spawn(async move {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            reads.get(&k).await
+        });
+        first.spawn(async move {
+            b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            writes.put(k, "v".to_string()).await
+        });
+    }
+    // Every request has started (and, having nothing to wait for before it, is on its
+    // way or queued) before the runtime goes.
+    first.block_on(partcache::conformance::eventually(
+        "the requests started",
+        || {
+            let started = started.clone();
+            async move { started.load(std::sync::atomic::Ordering::SeqCst) == 32 }
+        },
+    ));
+    first.shutdown_background();
+    server.resume().expect("resume");
+
+    let second = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        partcache::conformance::eventually("reads work from the new runtime", || async {
+            matches!(reads.get(&1).await, Ok(Some(v)) if v.as_str() == "one")
+        })
+        .await;
+        partcache::conformance::eventually("puts work from the new runtime", || async {
+            writes.put(99, "w".to_string()).await.is_ok()
+        })
+        .await;
+    });
+}

@@ -207,11 +207,17 @@ impl Drop for Lead<'_> {
     }
 }
 
+/// Starts a drain task for queue `key` (called outside the queues' lock: a runtime
+/// that is shutting down drops the task at once, and its guard takes the lock).
 fn spawn_drain(deployment: &Arc<Deployment>, key: String) {
     let deployment = deployment.clone();
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn(drain(deployment, key));
+            runtime.spawn(drain(Draining {
+                deployment,
+                key,
+                done: false,
+            }));
         }
         Err(_) => {
             let waiting = {
@@ -235,18 +241,51 @@ fn fail(waiting: Vec<Waiter>, e: &Error) {
     }
 }
 
+/// Held by a drain task (given to it, so that it goes with the task even if the task
+/// never runs): if the task ends without finishing (its runtime shut down, or it
+/// panicked), marks the queue idle and fails the puts still in it, so that later puts,
+/// perhaps on another runtime, are not left queued behind nobody.
+struct Draining {
+    deployment: Arc<Deployment>,
+    key: String,
+    done: bool,
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let waiting = {
+            let mut queues = self.deployment.coalescer().puts.queues.lock();
+            let Some(queue) = queues.get_mut(&self.key) else {
+                return;
+            };
+            queue.busy = false;
+            std::mem::take(&mut queue.waiting)
+        };
+        let e = Error::Unavailable("a coalesced put was dropped (runtime shutting down)".into());
+        fail(waiting, &e);
+    }
+}
+
 /// Sends the queue's waiting puts, all of them at once ([`MAX_ENTRIES`] per call),
-/// until none is left.
-async fn drain(deployment: Arc<Deployment>, key: String) {
+/// until none is left. Puts whose callers gave up are not sent (uncoalesced, such a
+/// put would not have been sent either, or sent before the caller's next command).
+async fn drain(mut guard: Draining) {
+    let (deployment, key) = (guard.deployment.clone(), guard.key.clone());
     let mut failed: Option<Error> = None;
     loop {
         let (kind, waiting) = {
             let mut queues = deployment.coalescer().puts.queues.lock();
             let Some(queue) = queues.get_mut(&key) else {
+                guard.done = true;
                 return;
             };
+            queue.waiting.retain(|w| !w.reply.is_closed());
             if queue.waiting.is_empty() {
                 queue.busy = false;
+                guard.done = true;
                 return;
             }
             (queue.kind.clone(), std::mem::take(&mut queue.waiting))
@@ -327,14 +366,18 @@ fn deliver(batch: Vec<Waiter>, reply: Result<Value>) {
                 let _ = w.reply.send(Ok(done));
             }
         }
-        Ok(Value::ServerError(e)) => fail(
-            batch,
-            &Error::Store(format!(
-                "put_batch failed: {} {}",
-                e.code(),
-                e.details().unwrap_or("")
-            )),
-        ),
+        // The call as a whole was refused (a node demoted to replica answers READONLY,
+        // as it cannot answer MOVED to a call with no keys; a server out of memory):
+        // each put goes alone, through the router's redirections and errors.
+        Ok(Value::ServerError(e)) => {
+            tracing::debug!(
+                code = e.code(),
+                "a put batch was refused; its puts go alone"
+            );
+            for w in batch {
+                let _ = w.reply.send(Ok(Done::Alone(w.entry.blob)));
+            }
+        }
         Ok(other) => fail(
             batch,
             &Error::Store(format!("unexpected put_batch reply: {other:?}")),

@@ -97,18 +97,29 @@ impl Drop for HandOff<'_> {
                 state.busy = false;
                 return;
             }
-            if failed.is_none()
-                && let Ok(runtime) = &runtime
-            {
-                runtime.spawn(drain(deployment.clone()));
-                return;
+            if failed.is_none() && runtime.is_ok() {
+                None
+            } else {
+                state.busy = false;
+                Some(std::mem::take(&mut state.waiting))
             }
-            state.busy = false;
-            std::mem::take(&mut state.waiting)
         };
-        let e = failed
-            .unwrap_or_else(|| Error::Unavailable("no runtime to send a coalesced read on".into()));
-        fail(waiting, &e);
+        match (waiting, runtime) {
+            // Outside the lock: a runtime that is shutting down drops the task at once,
+            // and its guard takes the lock.
+            (None, Ok(runtime)) => {
+                runtime.spawn(drain(Draining {
+                    deployment: deployment.clone(),
+                    done: false,
+                }));
+            }
+            (waiting, _) => {
+                let e = failed.unwrap_or_else(|| {
+                    Error::Unavailable("no runtime to send a coalesced read on".into())
+                });
+                fail(waiting.unwrap_or_default(), &e);
+            }
+        }
     }
 }
 
@@ -119,15 +130,42 @@ fn fail(waiting: Vec<Waiter>, e: &Error) {
     }
 }
 
+/// Held by a drain task (given to it, so that it goes with the task even if the task
+/// never runs): if the task ends without finishing (its runtime shut down, or it
+/// panicked), marks the deployment idle and fails the reads still queued, so that later
+/// reads, perhaps on another runtime, are not left queued behind nobody.
+struct Draining {
+    deployment: Arc<Deployment>,
+    done: bool,
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let waiting = {
+            let mut state = self.deployment.coalescer().reads.state.lock();
+            state.busy = false;
+            std::mem::take(&mut state.waiting)
+        };
+        let e = Error::Unavailable("a coalesced read was dropped (runtime shutting down)".into());
+        fail(waiting, &e);
+    }
+}
+
 /// Sends the waiting reads, all of them at once (one `MGET` per [`MAX_KEYS`]), until
-/// none is left.
-async fn drain(deployment: Arc<Deployment>) {
+/// none is left. Reads whose callers gave up are not sent.
+async fn drain(mut guard: Draining) {
+    let deployment = guard.deployment.clone();
     let mut failed: Option<Error> = None;
     loop {
         let waiting: Vec<Waiter> = {
             let mut state = deployment.coalescer().reads.state.lock();
+            state.waiting.retain(|w| !w.reply.is_closed());
             if state.waiting.is_empty() {
                 state.busy = false;
+                guard.done = true;
                 return;
             }
             std::mem::take(&mut state.waiting)
