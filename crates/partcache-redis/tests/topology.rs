@@ -543,3 +543,54 @@ async fn a_stopped_deployment_fails_fast_and_the_same_cache_works_after_restart(
     );
     assert!(cache.remove(&"k".to_string()).await.unwrap());
 }
+
+/// A manual failover (`CLUSTER FAILOVER`) demotes a master to replica while coalesced
+/// puts run: a demoted master answers a call that declares no keys (a put batch) with
+/// READONLY rather than MOVED, and the batch's puts then go alone, through the router's
+/// redirections. No call fails with anything but a typed transient error, the same
+/// client keeps working, and every acknowledged put is readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_demoted_under_coalesced_puts_loses_and_fails_nothing() {
+    let cluster = tokio::task::block_in_place(|| {
+        RedisCluster::start(Flavor::Redis, 3, 1).expect("start a 3+3 cluster")
+    });
+    let manager = common::manager(&with_timeouts(&cluster.seed_url()));
+    // An eternal cache: its puts are coalesced per node (`coalesce/puts.rs`).
+    let cache: Cache<String, u64> = manager.cache(&unique("demoted")).build().await.unwrap();
+    let map = cache.partition_map().unwrap().clone();
+    let master = cluster.masters()[0].index;
+    let replica = cluster.replicas_of(master)[0];
+    let demoted = partitions_owned_by(&cluster, &map, master);
+
+    let record = Arc::new(Record::default());
+    let tasks = start_load(&cache, &record);
+    record.wait_for_calls(0, 200).await;
+    tokio::task::block_in_place(|| {
+        cluster
+            .query_node::<String>(replica, &["CLUSTER", "FAILOVER"])
+            .expect("CLUSTER FAILOVER")
+    });
+    let took = cluster
+        .wait_for_failover_async(master)
+        .await
+        .expect("the replica takes over");
+    record
+        .wait_for_calls(record.ok.load(Ordering::Relaxed), 400)
+        .await;
+    stop_load(&record, tasks).await;
+    println!(
+        "DEMOTED node {master} for {replica} in {took:?}: {} calls ok, {} failed",
+        record.ok.load(Ordering::Relaxed),
+        record.errors.lock().len()
+    );
+    // Transient errors while the roles swap are allowed (typed); a batch's READONLY
+    // reaching the caller (as `Store`) is the defect this guards against.
+    for (_, e) in record.errors.lock().iter() {
+        assert!(
+            matches!(e, Error::Timeout(_) | Error::Unavailable(_)),
+            "untyped error during the failover: {e}"
+        );
+    }
+    record.errors.lock().clear();
+    check_load("demoted master", &cache, &record, &map, &demoted).await;
+}
