@@ -145,6 +145,18 @@ impl<K: Hash + Eq + Clone, T: Clone> Coalescer<K, T> {
         }
     }
 
+    /// Detaches the flights whose keys `matches` (see [`Coalescer::cancel`]), leaving
+    /// the others to store what they fetched.
+    pub fn cancel_matching(&self, mut matches: impl FnMut(&K) -> bool) {
+        self.flights.lock().retain(|key, entry| {
+            let cancel = matches(key);
+            if cancel {
+                entry.cancelled.store(true, Ordering::Release);
+            }
+            !cancel
+        });
+    }
+
     /// Detaches every flight (see [`Coalescer::cancel`]).
     pub fn cancel_all(&self) {
         for (_, entry) in self.flights.lock().drain() {
@@ -265,5 +277,22 @@ mod tests {
         assert_eq!(flights.in_flight(), 1);
         drop(new);
         assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn cancel_matching_detaches_only_the_matching_flights() {
+        let flights = Arc::new(Coalescer::<u32, u32>::new());
+        let leaders: Vec<Flight<u32, u32>> = (1..=4)
+            .map(|k| match flights.join(&k) {
+                Joined::Leader(f) => f,
+                Joined::Waiter(_) => panic!("expected leader of {k}"),
+            })
+            .collect();
+        flights.cancel_matching(|k| k % 2 == 0);
+        let cancelled: Vec<bool> = leaders.iter().map(Flight::is_cancelled).collect();
+        assert_eq!(cancelled, [false, true, false, true]);
+        assert_eq!(flights.in_flight(), 2);
+        assert!(matches!(flights.join(&1), Joined::Waiter(_)));
+        assert!(matches!(flights.join(&2), Joined::Leader(_)));
     }
 }

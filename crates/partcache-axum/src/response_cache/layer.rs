@@ -215,7 +215,12 @@ impl Inner {
     /// Removes entries by key, after detaching every miss in progress (its response
     /// may predate the change that caused this invalidation).
     pub(crate) async fn invalidate(&self, keys: &[String]) -> partcache::Result<u64> {
-        self.flights.cancel_all();
+        // Only the flights of these resources (a primary key, or one of its variants:
+        // `key::variant_key`): another resource's response still being stored is not
+        // made stale by this write. (Cancelling every flight made an unrelated write
+        // drop a pending store, found by a CI-style run: the next request missed.)
+        self.flights
+            .cancel_matching(|flight| keys.iter().any(|k| is_flight_of(flight, k)));
         let removed = self.responses.remove_all_keys(keys).await?;
         self.counters
             .invalidated
@@ -544,5 +549,35 @@ impl<S> Layer<S> for ResponseCacheLayer {
             inner,
             shared: self.inner.clone(),
         }
+    }
+}
+
+/// Whether `flight` (a flight key: a primary key, or a variant key `<primary>|v:…`,
+/// see `key::variant_key`) is one of resource `primary`'s.
+fn is_flight_of(flight: &str, primary: &str) -> bool {
+    flight
+        .strip_prefix(primary)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("|v:"))
+}
+
+#[cfg(test)]
+mod flight_match_tests {
+    use super::is_flight_of;
+
+    #[test]
+    fn a_resource_owns_its_primary_and_variant_flights_only() {
+        let primary = "GET|h|/items/1";
+        assert!(is_flight_of(primary, primary));
+        assert!(is_flight_of(
+            "GET|h|/items/1|v:0000000000000001:ab",
+            primary
+        ));
+        // A longer path that starts with the same characters is another resource.
+        assert!(!is_flight_of("GET|h|/items/10", primary));
+        assert!(!is_flight_of(
+            "GET|h|/items/10|v:0000000000000001:ab",
+            primary
+        ));
+        assert!(!is_flight_of("GET|h|/other", primary));
     }
 }
