@@ -44,6 +44,14 @@ async fn wait<T>(deployment: &Deployment, receiver: oneshot::Receiver<Result<T>>
     }
 }
 
+/// Answers every one of `replies` with `e`.
+fn fail<T>(replies: impl Iterator<Item = oneshot::Sender<Result<T>>>, e: &Error) {
+    for reply in replies {
+        // A waiter that gave up has dropped its receiver: nothing to do.
+        let _ = reply.send(Err(e.clone()));
+    }
+}
+
 /// `waiting` in batches of at most `max`, in order.
 fn batches<T>(waiting: Vec<T>, max: usize) -> Vec<Vec<T>> {
     let mut batches = Vec::with_capacity(waiting.len().div_ceil(max.max(1)));

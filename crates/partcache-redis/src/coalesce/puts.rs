@@ -235,10 +235,7 @@ fn spawn_drain(deployment: &Arc<Deployment>, key: String) {
 }
 
 fn fail(waiting: Vec<Waiter>, e: &Error) {
-    for w in waiting {
-        // A waiter that gave up has dropped its receiver: nothing to do.
-        let _ = w.reply.send(Err(e.clone()));
-    }
+    super::fail(waiting.into_iter().map(|w| w.reply), e);
 }
 
 /// Held by a drain task (given to it, so that it goes with the task even if the task
