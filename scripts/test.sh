@@ -27,5 +27,25 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 # Unit, integration and doc tests of every crate (benches are built by clippy above
 # and run with `cargo bench`, never here: performance lives in benchmarks).
-step "cargo test --workspace"
-cargo test --workspace
+# --no-fail-fast: one failing test binary does not hide the others' results. The output
+# is kept so that the failures can be listed together at the end.
+step "cargo test --workspace --no-fail-fast"
+log=$(mktemp -t partcache-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+
+step "summary"
+# libtest prints `test <name> ... FAILED` per failed test (doc tests included), and cargo
+# prints `error: test failed, to rerun pass …` per failed binary: together they say what
+# failed and where. A binary that fails without a FAILED line (a crash, a build error)
+# still shows up through cargo's line.
+failed=$(grep -E '^test .* \.\.\. FAILED$' "$log" | sed -E 's/^test (.*) \.\.\. FAILED$/  \1/' | sort -u || true)
+binaries=$(grep -E '^error: (test failed|[0-9]+ targets failed)|^    `-p ' "$log" || true)
+if [ "$status" -eq 0 ]; then
+  printf 'all tests passed (%s test results)\n' "$(grep -c '^test result: ok' "$log")"
+else
+  printf 'FAILED tests:\n%s\n' "${failed:-  (no single test reported FAILED: see the binaries below)}"
+  printf '\nfailed binaries (rerun with the `-p … --test …` shown):\n%s\n' "$binaries"
+fi
+exit "$status"

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Json, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) catalog: Catalog,
     pub(crate) http: ResponseCache,
     pub(crate) metrics: Option<PrometheusHandle>,
+    /// Keeps an in-memory database alive for as long as the storefront runs.
+    pub(crate) _database: db::ShopDatabase,
 }
 
 type AppState = State<Arc<Shared>>;
@@ -53,7 +56,7 @@ pub(crate) async fn build(config: &Config) -> Result<(Router, Arc<Shared>), Star
         .build()
         .await
         .map_err(StartError::Cache)?;
-    let database = db::open_and_seed(&config.database_url)
+    let database = db::open_and_seed(&config.database_url, config.pool)
         .await
         .map_err(StartError::Database)?;
     let cards = build_cards_cache(&manager)
@@ -90,7 +93,7 @@ pub(crate) async fn build(config: &Config) -> Result<(Router, Arc<Shared>), Star
 
     let catalog = Catalog::new(
         manager.clone(),
-        CachingConnection::new(database, queries.clone()),
+        CachingConnection::new(database.connection.clone(), queries.clone()),
         queries,
         cards,
     );
@@ -110,6 +113,7 @@ pub(crate) async fn build(config: &Config) -> Result<(Router, Arc<Shared>), Star
         catalog,
         http: http.clone(),
         metrics,
+        _database: database,
     });
     let router = Router::new()
         .route("/", get(home))
@@ -179,11 +183,38 @@ async fn product_page(State(s): AppState, Path(id): Path<i32>) -> Result<Respons
         .into_response())
 }
 
+/// `422 Unprocessable Content` with `{"field": …, "error": …}`: the request was well
+/// formed HTTP, but its content is refused, and nothing was written.
+fn unprocessable(field: &str, reason: &str) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(serde_json::json!({"field": field, "error": reason})),
+    )
+        .into_response()
+}
+
 async fn update_product(
     State(s): AppState,
     Path(id): Path<i32>,
-    Json(patch): Json<ProductPatch>,
+    patch: Result<Json<ProductPatch>, JsonRejection>,
 ) -> Result<Response, ServerError> {
+    // Everything is checked before anything is written: a refused patch changes nothing,
+    // and the response cache keeps its pages (an error answer invalidates nothing,
+    // RFC 9111 §4.4).
+    let patch = match patch {
+        Ok(Json(patch)) => patch,
+        // Not JSON, or JSON of the wrong shape (unknown field, a price that is not an
+        // integer): serde's message names the field.
+        Err(rejection) => {
+            let status = rejection.status();
+            let mut response = unprocessable("body", &rejection.body_text());
+            *response.status_mut() = status;
+            return Ok(response);
+        }
+    };
+    if let Err(invalid) = patch.validate() {
+        return Ok(unprocessable(invalid.field, &invalid.reason));
+    }
     let Some(updated) = s.catalog.update_product(id, patch).await? else {
         return Ok(not_found(&format!("There is no product {id}.")));
     };

@@ -47,15 +47,72 @@ pub struct ProductCard {
     pub in_stock: bool,
 }
 
-/// What `PUT /products/{id}` may change; absent fields stay as they are.
+/// What `PUT /products/{id}` may change; absent fields stay as they are. A field the
+/// shop does not know is refused (a typo such as `prices_cents` would otherwise be a
+/// silent no-op).
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProductPatch {
-    /// New name.
+    /// New name: 1 to [`MAX_NAME_CHARS`] characters, not only spaces.
     pub name: Option<String>,
-    /// New price in cents.
+    /// New price in cents: zero or more.
     pub price_cents: Option<i32>,
-    /// New stock.
+    /// New stock: zero or more.
     pub stock: Option<i32>,
+}
+
+/// The longest product name the shop accepts, in characters: a name is shown on every
+/// card and page, so an unbounded one is a way to make every page huge.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Why a [`ProductPatch`] was refused: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Invalid {
+    /// The field at fault (`name`, `price_cents`, `stock`), or `body` for the patch as
+    /// a whole.
+    pub field: &'static str,
+    /// What is wrong, in words a client can act on.
+    pub reason: String,
+}
+
+impl ProductPatch {
+    /// Checks every field before anything is written; the first fault found is
+    /// returned.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let invalid = |field, reason: String| Err(Invalid { field, reason });
+        if self.name.is_none() && self.price_cents.is_none() && self.stock.is_none() {
+            return invalid(
+                "body",
+                "nothing to change: send at least one of name, price_cents, stock".into(),
+            );
+        }
+        if let Some(name) = &self.name {
+            if name.trim().is_empty() {
+                return invalid("name", "must not be empty".into());
+            }
+            let chars = name.chars().count();
+            if chars > MAX_NAME_CHARS {
+                return invalid(
+                    "name",
+                    format!("is {chars} characters long; at most {MAX_NAME_CHARS} are allowed"),
+                );
+            }
+            if name.chars().any(char::is_control) {
+                return invalid("name", "must not contain control characters".into());
+            }
+        }
+        if let Some(price) = self.price_cents
+            && price < 0
+        {
+            return invalid("price_cents", format!("is {price}; it must be 0 or more"));
+        }
+        if let Some(stock) = self.stock
+            && stock < 0
+        {
+            return invalid("stock", format!("is {stock}; it must be 0 or more"));
+        }
+        Ok(())
+    }
 }
 
 /// Search filters (`GET /api/products?category=2&max_price_cents=1500&q=pen`).
@@ -277,6 +334,11 @@ impl Catalog {
             tracing::error!(%error, id, "product card could not be removed after an update");
         }
         Ok(Some(updated))
+    }
+
+    /// The plain database connection under the caching one.
+    pub fn database(&self) -> &sea_orm::DatabaseConnection {
+        self.db.inner()
     }
 
     /// Forgets what is cached about products (used at start-up: the database was just

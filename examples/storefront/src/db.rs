@@ -1,7 +1,13 @@
 //! The shop's database: three tables in SQLite, created and seeded at start-up with the
 //! same data every time (a deterministic generator, no files to ship).
 
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait, Schema, Set};
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePoolOptions};
+use sea_orm::sqlx::{self, Connection};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait, Schema, Set,
+};
 
 /// Product categories.
 pub mod category {
@@ -124,10 +130,96 @@ impl Seq {
     }
 }
 
-/// Opens `url` (`sqlite::memory:` by default), creates the tables and seeds them.
+/// How the database's connection pool retires its connections.
+///
+/// The defaults are sqlx's own (a connection idle for 10 minutes, or open for 30, is
+/// closed): the storefront keeps them so that it runs the way a service would, and
+/// tests shorten them to see several recycles in a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Close a connection idle for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection open for this long (`None`: never).
+    pub max_lifetime: Option<Duration>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+        }
+    }
+}
+
+/// The opened database: the pooled connection every handler uses, and, for an
+/// in-memory database, the connection that keeps it alive.
+pub struct ShopDatabase {
+    /// The pooled connection.
+    pub connection: DatabaseConnection,
+    /// Held, never used, for as long as the storefront runs (see [`open`]).
+    _anchor: Option<SqliteConnection>,
+}
+
+/// Whether sqlx opens `url` as an in-memory database: `:memory:` or `mode=memory`,
+/// the two spellings its URL parser accepts.
+fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// Opens `url` (`sqlite::memory:` by default) with `pool`'s settings.
+///
+/// An in-memory SQLite database lives exactly as long as one connection to it is open.
+/// A pool retires its connections (idle timeout, maximum lifetime): once it has closed
+/// the last one, the next connection opens a new, empty database and every query fails
+/// with "no such table". So for an in-memory URL the storefront opens one extra
+/// connection outside the pool, the anchor, and holds it until it stops: the pool may
+/// recycle its connections as it likes, and the data stays. The anchor and the pool
+/// open the very same named, shared-cache database because they share one parsed
+/// `SqliteConnectOptions` (each parse of `:memory:` names a new database).
+async fn open(url: &str, pool: PoolSettings) -> Result<ShopDatabase, DbErr> {
+    if !is_in_memory(url) {
+        let mut options = ConnectOptions::new(url);
+        options
+            .idle_timeout(pool.idle_timeout)
+            .max_lifetime(pool.max_lifetime);
+        return Ok(ShopDatabase {
+            connection: Database::connect(options).await?,
+            _anchor: None,
+        });
+    }
+    let options: SqliteConnectOptions = url.parse().map_err(connection_error)?;
+    // A private-cache in-memory database is one database per connection: the anchor
+    // would keep an empty one alive. Shared cache is what makes the pool's connections
+    // (and the anchor) see one database.
+    let options = options.shared_cache(true);
+    let anchor = SqliteConnection::connect_with(&options)
+        .await
+        .map_err(connection_error)?;
+    let pooled = SqlitePoolOptions::new()
+        // One connection, as sea-orm opens SQLite by default: shared-cache connections
+        // lock whole tables against each other, so more would only wait on each other.
+        .max_connections(1)
+        .idle_timeout(pool.idle_timeout)
+        .max_lifetime(pool.max_lifetime)
+        .connect_with(options)
+        .await
+        .map_err(connection_error)?;
+    Ok(ShopDatabase {
+        connection: DatabaseConnection::from(pooled),
+        _anchor: Some(anchor),
+    })
+}
+
+fn connection_error(error: sqlx::Error) -> DbErr {
+    DbErr::Conn(sea_orm::RuntimeErr::SqlxError(error.into()))
+}
+
+/// Opens `url` (see [`open`]), creates the tables and seeds them.
 /// Returns the plain connection: the caller wraps it in a `CachingConnection`.
-pub async fn open_and_seed(url: &str) -> Result<DatabaseConnection, DbErr> {
-    let db = Database::connect(url).await?;
+pub async fn open_and_seed(url: &str, pool: PoolSettings) -> Result<ShopDatabase, DbErr> {
+    let database = open(url, pool).await?;
+    let db = &database.connection;
     let schema = Schema::new(db.get_database_backend());
     for statement in [
         schema
@@ -152,11 +244,11 @@ pub async fn open_and_seed(url: &str) -> Result<DatabaseConnection, DbErr> {
     )
     .await?;
     // A database file that is already seeded is kept as it is (with its edits).
-    if product::Entity::find().one(&db).await?.is_some() {
-        return Ok(db);
+    if product::Entity::find().one(db).await?.is_some() {
+        return Ok(database);
     }
-    seed(&db).await?;
-    Ok(db)
+    seed(db).await?;
+    Ok(database)
 }
 
 async fn seed(db: &DatabaseConnection) -> Result<(), DbErr> {

@@ -29,8 +29,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::{CacheFigures, Dashboard, HttpFigures, MasterFigures, OrmFigures, redact_url};
-pub use catalog::{CARDS_CACHE, ProductCard, ProductPatch, RECOMMENDATIONS_CACHE};
-pub use db::PRODUCTS;
+pub use catalog::{
+    CARDS_CACHE, Invalid, MAX_NAME_CHARS, ProductCard, ProductPatch, RECOMMENDATIONS_CACHE,
+};
+pub use db::{PRODUCTS, PoolSettings};
 
 /// Where the storefront keeps its data and caches.
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub struct Config {
     pub cache_url: String,
     /// The database URL (`sqlite::memory:`, or `sqlite://shop.db?mode=rwc` to keep edits).
     pub database_url: String,
+    /// How the database's connection pool retires connections.
+    pub pool: PoolSettings,
     /// How long the HTTP response cache waits for the store before answering from the
     /// origin (fail-open).
     pub store_timeout: Duration,
@@ -49,6 +53,7 @@ impl Default for Config {
         Config {
             cache_url: "memory://".into(),
             database_url: "sqlite::memory:".into(),
+            pool: PoolSettings::default(),
             store_timeout: partcache_axum::DEFAULT_STORE_TIMEOUT,
         }
     }
@@ -109,6 +114,12 @@ impl Storefront {
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let (router, shared) = app::build(config).await?;
         Ok(Storefront { router, shared })
+    }
+
+    /// The database connection (the pool every handler uses; writes through it
+    /// invalidate nothing).
+    pub fn database(&self) -> &sea_orm::DatabaseConnection {
+        self.shared.catalog.database()
     }
 
     /// The cache manager (every cache the storefront opened is in it).

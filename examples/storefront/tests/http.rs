@@ -86,6 +86,112 @@ async fn unknown_products_and_bad_input_get_client_errors() {
     );
 }
 
+/// The product row as the database holds it, read on the plain connection.
+async fn product_row(shop: &support::Running, id: i32) -> (String, i32, i32) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = shop
+        .database
+        .query_one_raw(Statement::from_sql_and_values(
+            shop.database.get_database_backend(),
+            "SELECT name, price_cents, stock FROM product WHERE id = ?",
+            [id.into()],
+        ))
+        .await
+        .expect("the product table answers")
+        .expect("the product exists");
+    (
+        row.try_get("", "name").expect("name"),
+        row.try_get("", "price_cents").expect("price_cents"),
+        row.try_get("", "stock").expect("stock"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_with_invalid_fields_is_422_naming_the_field_and_writes_nothing() {
+    let shop = start(Config::default()).await;
+    let page = shop.get("/products/42").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    shop.wait_for_stored_pages(1).await;
+    let before = product_row(&shop, 42).await;
+
+    let long_name = format!(r#"{{"name": "{}"}}"#, "x".repeat(100 * 1024));
+    let cases: [(&str, &str, &str); 7] = [
+        (r#"{"price_cents": -1}"#, "price_cents", "0 or more"),
+        (r#"{"stock": -5}"#, "stock", "0 or more"),
+        (r#"{"name": ""}"#, "name", "empty"),
+        (r#"{"name": "   "}"#, "name", "empty"),
+        (&long_name, "name", "at most 200"),
+        (r#"{"prices_cents": 5}"#, "body", "prices_cents"),
+        (r#"{}"#, "body", "nothing to change"),
+    ];
+    for (body, field, why) in cases {
+        let shown = &body[..body.len().min(40)];
+        let reply = shop.put_json("/products/42", body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{shown}: {}",
+            reply.body
+        );
+        let answer: serde_json::Value = serde_json::from_str(&reply.body)
+            .unwrap_or_else(|e| panic!("{shown}: {e}: {}", reply.body));
+        assert_eq!(answer["field"], field, "{shown}: {}", reply.body);
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{shown}: {error:?} says why");
+    }
+
+    assert_eq!(product_row(&shop, 42).await, before, "nothing was written");
+    let after = shop.get("/products/42").await;
+    assert_eq!(after.x_cache(), "HIT", "a refused PUT invalidates nothing");
+    assert_eq!(after.body, page.body);
+}
+
+/// An in-memory SQLite database lives as long as one connection to it: the storefront's
+/// default database must outlive the pool retiring its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_database_survives_connection_recycling() {
+    let config = Config {
+        pool: storefront::PoolSettings {
+            idle_timeout: Some(Duration::from_millis(50)),
+            max_lifetime: Some(Duration::from_millis(100)),
+        },
+        ..Config::default()
+    };
+    assert_eq!(
+        config.database_url, "sqlite::memory:",
+        "the binary's default"
+    );
+    let shop = start(config).await;
+    let pool = shop.database.get_sqlite_connection_pool().clone();
+    for round in 1..=3 {
+        // Wait until the pool has closed every connection it had: without something
+        // holding the database, this is the moment it is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.size() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the pool still holds {} connections after 10 s",
+                pool.size()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let name = format!("Recycled pen {round}");
+        let put = shop
+            .put_json("/products/7", &format!(r#"{{"name": "{name}"}}"#))
+            .await;
+        assert_eq!(put.status, StatusCode::OK, "round {round}: {}", put.body);
+        let read = shop.get("/api/products/7").await;
+        assert_eq!(read.status, StatusCode::OK, "round {round}: {}", read.body);
+        assert!(read.body.contains(&name), "round {round}: {}", read.body);
+        let search = shop.get("/api/products?q=Recycled").await;
+        assert!(
+            search.body.contains(&name),
+            "round {round}: {}",
+            search.body
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_and_api_reads_are_served_by_the_orm_caches_and_see_writes() {
     let shop = start(Config::default()).await;

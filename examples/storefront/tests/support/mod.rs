@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 pub struct Running {
     pub addr: SocketAddr,
     pub manager: partcache::CacheManager,
+    /// The storefront's plain database connection (its pool, uncached).
+    pub database: sea_orm::DatabaseConnection,
     client: Client<HttpConnector, Full<Bytes>>,
     _shutdown: oneshot::Sender<()>,
 }
@@ -42,6 +44,7 @@ impl Reply {
 pub async fn start(config: Config) -> Running {
     let storefront = Storefront::start(&config).await.expect("storefront starts");
     let manager = storefront.manager().clone();
+    let database = storefront.database().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
@@ -58,6 +61,7 @@ pub async fn start(config: Config) -> Running {
     Running {
         addr,
         manager,
+        database,
         client: Client::builder(TokioExecutor::new()).build_http(),
         _shutdown: tx,
     }
