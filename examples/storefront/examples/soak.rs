@@ -156,6 +156,22 @@ impl Window {
     }
 }
 
+/// The storefront's dashboard, read over HTTP as an operator would.
+async fn dashboard(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    addr: std::net::SocketAddr,
+) -> Option<storefront::Dashboard> {
+    let uri = format!("http://{addr}/admin/caches.json").parse().ok()?;
+    let response = client.get(uri).await.ok()?;
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&body).ok()
+}
+
+/// Entries held by every cache the storefront opened.
+fn entries(dashboard: &storefront::Dashboard) -> u64 {
+    dashboard.caches.iter().filter_map(|c| c.entries).sum()
+}
+
 /// Resident memory of this process, in MiB (Linux `/proc`); `None` elsewhere.
 fn rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -291,8 +307,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!(
-        "{:>7} {:>8} {:>9} {:>8} {:>8} {:>7} {:>8}",
-        "t(s)", "req/s", "page hit", "p50 ms", "p99 ms", "errors", "rss MiB"
+        "{:>7} {:>8} {:>9} {:>8} {:>8} {:>7} {:>8} {:>8}",
+        "t(s)", "req/s", "page hit", "p50 ms", "p99 ms", "errors", "rss MiB", "entries"
     );
     let started = Instant::now();
     let mut rss_half = None;
@@ -310,21 +326,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if rss_half.is_none() && started.elapsed() >= run / 2 {
             rss_half = Some(rss);
         }
+        let board = dashboard(&client, addr).await;
         println!(
-            "{:>7.0} {:>8.0} {:>8.1}% {:>8.2} {:>8.2} {:>7} {:>8.1}",
+            "{:>7.0} {:>8.0} {:>8.1}% {:>8.2} {:>8.2} {:>7} {:>8.1} {:>8}",
             started.elapsed().as_secs_f64(),
             w.latencies_us.len() as f64 / seconds,
             100.0 * w.page_hits as f64 / w.pages.max(1) as f64,
             Window::percentile(&w.latencies_us, 0.50),
             Window::percentile(&w.latencies_us, 0.99),
             w.errors,
-            rss
+            rss,
+            board.as_ref().map_or(0, entries)
         );
         let mut t = total.lock().await;
         t.latencies_us.extend_from_slice(&w.latencies_us);
         t.pages += w.pages;
         t.page_hits += w.page_hits;
         t.errors += w.errors;
+    }
+    if let Some(board) = dashboard(&client, addr).await {
+        let held: Vec<String> = board
+            .caches
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c.name,
+                    c.entries.map_or("?".into(), |n| n.to_string())
+                )
+            })
+            .collect();
+        println!("soak: entries per cache at the end: {}", held.join(", "));
     }
     done.store(true, Ordering::Relaxed);
     for task in tasks {

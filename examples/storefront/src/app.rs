@@ -53,6 +53,12 @@ pub(crate) async fn build(config: &Config) -> Result<(Router, Arc<Shared>), Star
     let queries = QueryCache::builder(&manager)
         .namespace("storefront")
         .ttl(Duration::from_secs(600))
+        // Results are keyed by the versions of the tables (and rows) they read, so a
+        // write leaves the former results behind, unreachable, until their TTL. A bound
+        // near the live working set (200 products, a few hundred common searches) lets
+        // eviction reclaim them early: memory levels off within minutes under writes,
+        // not at the TTL.
+        .max_entries(5_000)
         .build()
         .await
         .map_err(StartError::Cache)?;
