@@ -44,7 +44,8 @@
 pub mod response_cache;
 
 pub use response_cache::{
-    BoxError, CacheBody, CachedEntry, DEFAULT_BYPASS_HEADERS, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_STORE_TIMEOUT, ResponseCache, ResponseCacheBuilder, ResponseCacheLayer,
-    ResponseCacheService, ResponseCacheStats, ResponseFuture, RoutePolicy, TagKeys, X_CACHE,
+    BoxError, CACHE_STATUS, CacheBody, CachedEntry, DEFAULT_BYPASS_HEADERS,
+    DEFAULT_CACHE_STATUS_NAME, DEFAULT_MAX_BODY_BYTES, DEFAULT_STORE_TIMEOUT, ResponseCache,
+    ResponseCacheBuilder, ResponseCacheLayer, ResponseCacheService, ResponseCacheStats,
+    ResponseFuture, RoutePolicy, TagKeys, X_CACHE,
 };

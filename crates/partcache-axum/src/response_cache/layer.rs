@@ -11,13 +11,16 @@ use partcache_tower::coalesce::{Coalescer, Flight};
 use tower_layer::Layer;
 
 use super::entry::{CachedEntry, EntryKind, TagKeys, VaryIndex};
-use super::key::{RequestKey, request_host, variant_key};
+use super::key::{ParamFilter, RequestKey, normalize_host, request_host, variant_key};
 use super::policy::RoutePolicy;
 use super::service::ResponseCacheService;
 use super::stats::{Counters, ResponseCacheStats, incr};
 
 /// Default largest body stored: larger ones stream through uncached.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The name the cache gives itself in `Cache-Status` unless told otherwise.
+pub const DEFAULT_CACHE_STATUS_NAME: &str = "partcache";
 
 /// Default store timeout: past it a read or write gives up and the origin answers.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
@@ -58,6 +61,8 @@ pub(crate) struct Config {
     pub(crate) stale_if_error: Duration,
     pub(crate) stale_retention: Duration,
     pub(crate) max_keys_per_tag: usize,
+    /// The name this cache gives itself in `Cache-Status`; `None`: no header.
+    pub(crate) cache_status: Option<String>,
 }
 
 impl Config {
@@ -72,6 +77,14 @@ impl Config {
             })
             .max_by_key(|(prefix, _)| prefix.len())
             .map(|(_, policy)| policy)
+    }
+
+    /// The query parameters the key of a request for `path` keeps.
+    pub(crate) fn params_for(&self, path: &str) -> ParamFilter<'_> {
+        ParamFilter {
+            ignored: &self.ignored_params,
+            route: self.route_for(path).and_then(|r| r.query.as_ref()),
+        }
     }
 }
 
@@ -182,6 +195,11 @@ impl Inner {
 
     /// The nonce of the resource's Vary index for these header names, creating (or
     /// replacing, when the names changed) the index and extending its life.
+    ///
+    /// One atomic read-modify-write (an entry processor): two variants stored at once
+    /// must agree on one nonce. Read, then put, let the second writer replace the
+    /// first's fresh index with a nonce of its own, so the first variant became
+    /// unreachable the moment it was stored.
     async fn vary_index(
         &self,
         primary: &String,
@@ -189,27 +207,32 @@ impl Inner {
         keep_for: Duration,
     ) -> Result<u64, StoreFailed> {
         let names: Vec<String> = selected.iter().map(|(n, _)| n.clone()).collect();
-        let now = SystemTime::now();
-        let expires_at = now + keep_for;
-        let index = match self.read(primary).await?.as_deref().map(|e| &e.kind) {
-            Some(EntryKind::Variants(index)) if index.names == names => VaryIndex {
-                names,
-                nonce: index.nonce,
-                expires_at: index.expires_at.max(expires_at),
-            },
-            _ => VaryIndex {
-                names,
-                nonce: random_nonce(),
-                expires_at,
-            },
-        };
-        let nonce = index.nonce;
-        let ttl = index.expires_at.duration_since(now).unwrap_or(keep_for);
-        let put = self
-            .responses
-            .put_with_ttl(primary.clone(), CachedEntry::variants(index), ttl);
-        self.bounded("put vary index", put).await?;
-        Ok(nonce)
+        let fresh_nonce = random_nonce();
+        let update = self.responses.invoke(primary, |entry| {
+            let now = SystemTime::now();
+            let expires_at = now + keep_for;
+            let index = match entry.value().map(|e| &e.kind) {
+                Some(EntryKind::Variants(index))
+                    if index.names == names && index.expires_at > now =>
+                {
+                    VaryIndex {
+                        names: names.clone(),
+                        nonce: index.nonce,
+                        expires_at: index.expires_at.max(expires_at),
+                    }
+                }
+                _ => VaryIndex {
+                    names: names.clone(),
+                    nonce: fresh_nonce,
+                    expires_at,
+                },
+            };
+            let nonce = index.nonce;
+            let ttl = index.expires_at.duration_since(now).unwrap_or(keep_for);
+            entry.set_value_with_ttl(CachedEntry::variants(index), ttl);
+            nonce
+        });
+        self.bounded("update vary index", update).await
     }
 
     /// Removes entries by key, after detaching every miss in progress (its response
@@ -235,7 +258,7 @@ impl Inner {
             host,
             uri,
             headers,
-            &self.config.ignored_params,
+            self.config.params_for(uri.path()),
             &self.config.keyed_headers,
         );
         vec![key.with_method(&Method::HEAD), key.primary]
@@ -295,6 +318,7 @@ impl ResponseCache {
                 stale_if_error: Duration::ZERO,
                 stale_retention: Duration::from_secs(60),
                 max_keys_per_tag: 10_000,
+                cache_status: Some(DEFAULT_CACHE_STATUS_NAME.to_string()),
             },
         }
     }
@@ -317,7 +341,7 @@ impl ResponseCache {
             .map_err(|e| partcache::Error::Rejected(format!("purge URL `{url}`: {e}")))?;
         let host = uri
             .authority()
-            .map(|a| a.as_str().to_ascii_lowercase())
+            .map(|a| normalize_host(a.as_str()))
             .ok_or_else(|| partcache::Error::Rejected(format!("purge URL `{url}` has no host")))?;
         let keys = self.inner.resource_keys(&host, &uri, &HeaderMap::new());
         self.inner.invalidate(&keys).await
@@ -356,7 +380,7 @@ impl ResponseCache {
                 &host,
                 request.uri(),
                 request.headers(),
-                &config.ignored_params,
+                config.params_for(request.uri().path()),
                 &config.keyed_headers,
             )
             .primary,
@@ -509,6 +533,24 @@ impl ResponseCacheBuilder {
     /// kept, so that a conditional request can refresh them (default 60 s).
     pub fn stale_retention(mut self, retention: Duration) -> Self {
         self.config.stale_retention = retention;
+        self
+    }
+
+    /// The name this cache gives itself in the `Cache-Status` header (RFC 9211) of
+    /// every response (default [`DEFAULT_CACHE_STATUS_NAME`]). The header says whether
+    /// the response came from the cache (`hit`), why the request went to the origin
+    /// (`fwd=uri-miss|vary-miss|stale|request|bypass|method`, `fwd-status`), the
+    /// freshness left (`ttl`, negative once stale), whether the response was `stored`
+    /// or `collapsed` into another request's, and with `detail` why it was not
+    /// stored or why the cache was bypassed. The crate README lists every `detail`.
+    pub fn cache_status_name(mut self, name: impl Into<String>) -> Self {
+        self.config.cache_status = Some(name.into());
+        self
+    }
+
+    /// Sends no `Cache-Status` header (`x-cache` stays).
+    pub fn without_cache_status(mut self) -> Self {
+        self.config.cache_status = None;
         self
     }
 
