@@ -967,6 +967,140 @@ pub async fn cache_status_says_what_happened_and_why_nothing_was_stored(manager:
     );
 }
 
+pub async fn requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them(
+    manager: CacheManager,
+) {
+    let cache = cache_on(&manager, |b| {
+        b.route("/keyed", RoutePolicy::cached().key_cookies(["lang"]))
+            .route("/static", RoutePolicy::cached().ignore_cookies())
+    })
+    .await;
+    let server = serve(cache, NO_DELAY, |seen, n| {
+        let cookie = seen
+            .headers
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        respond(
+            200,
+            &[("cache-control", "max-age=60")],
+            format!("{cookie} {n}"),
+        )
+    })
+    .await;
+    // By default a page built for one session is never served to another.
+    let one = server.get_with("/page", &[("cookie", "sid=1")]).await;
+    assert_eq!((one.x_cache(), one.body.as_str()), ("BYPASS", "sid=1 1"));
+    assert!(
+        one.header("cache-status")
+            .unwrap()
+            .ends_with("detail=cookie")
+    );
+    let two = server.get_with("/page", &[("cookie", "sid=2")]).await;
+    assert_eq!((two.x_cache(), two.body.as_str()), ("BYPASS", "sid=2 2"));
+    assert_eq!(server.get("/page").await.x_cache(), "MISS");
+    server.stored(1).await;
+    let again = server.get_with("/page", &[("cookie", "sid=2")]).await;
+    assert_eq!(
+        (again.x_cache(), again.body.as_str()),
+        ("BYPASS", "sid=2 4")
+    );
+
+    // Keyed on `lang`: the origin sees only that cookie, and each value is a variant.
+    let en = server
+        .get_with("/keyed", &[("cookie", "sid=1; lang=en")])
+        .await;
+    assert_eq!((en.x_cache(), en.body.as_str()), ("MISS", "lang=en 5"));
+    server.stored(2).await;
+    let en_again = server
+        .get_with("/keyed", &[("cookie", "lang=en;sid=2")])
+        .await;
+    assert_eq!(
+        (en_again.x_cache(), en_again.body.as_str()),
+        ("HIT", "lang=en 5")
+    );
+    let fr = server
+        .get_with("/keyed", &[("cookie", "sid=1; lang=fr")])
+        .await;
+    assert_eq!((fr.x_cache(), fr.body.as_str()), ("MISS", "lang=fr 6"));
+    let none = server.get("/keyed").await;
+    assert_eq!((none.x_cache(), none.body.as_str()), ("MISS", "- 7"));
+
+    // Declared cookie-independent: one entry for all, cookies passed on unchanged.
+    let first = server.get_with("/static", &[("cookie", "sid=1")]).await;
+    assert_eq!((first.x_cache(), first.body.as_str()), ("MISS", "sid=1 8"));
+    server.stored(5).await;
+    let other = server.get_with("/static", &[("cookie", "sid=2")]).await;
+    assert_eq!((other.x_cache(), other.body.as_str()), ("HIT", "sid=1 8"));
+    assert_eq!(server.calls(), 8);
+}
+
+pub async fn a_route_chooses_which_query_parameters_are_keyed(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| {
+        b.route(
+            "/notes",
+            RoutePolicy::cached().key_query_params(["tag", "page"]),
+        )
+        .route(
+            "/search",
+            RoutePolicy::cached()
+                .ignore_query_params(["cb"])
+                .forward_unkeyed_params(),
+        )
+    })
+    .await;
+    let server = serve(cache, NO_DELAY, |seen, n| {
+        respond(
+            200,
+            &[("cache-control", "max-age=60")],
+            format!("{} {n}", seen.uri),
+        )
+    })
+    .await;
+    let first = server.get("/notes?tag=a&cb=123&page=2").await;
+    assert_eq!(
+        (first.x_cache(), first.body.as_str()),
+        ("MISS", "/notes?tag=a&page=2 1"),
+        "unkeyed parameters never reach the origin"
+    );
+    server.stored(1).await;
+    // A client cannot bust the cache: every other `cb` is the same entry.
+    for cb in 0..20 {
+        let reply = server.get(&format!("/notes?page=2&cb={cb}&tag=a")).await;
+        assert_eq!(
+            (reply.x_cache(), reply.body.as_str()),
+            ("HIT", "/notes?tag=a&page=2 1")
+        );
+    }
+    assert_eq!(server.get("/notes?tag=b").await.x_cache(), "MISS");
+    assert_eq!(server.calls(), 2);
+
+    // A deny-list whose parameters the origin may still see.
+    let search = server.get("/search?q=x&cb=1").await;
+    assert_eq!(
+        (search.x_cache(), search.body.as_str()),
+        ("MISS", "/search?q=x&cb=1 3")
+    );
+    server.stored(3).await;
+    let hit = server.get("/search?cb=2&q=x").await;
+    assert_eq!(
+        (hit.x_cache(), hit.body.as_str()),
+        ("HIT", "/search?q=x&cb=1 3")
+    );
+    assert_eq!(server.get("/search?q=y&cb=1").await.x_cache(), "MISS");
+
+    // Invalidation and purges key the same way.
+    assert_eq!(
+        server
+            .send(Method::PUT, "/notes?tag=a&page=2&cb=7", &[])
+            .await
+            .x_cache(),
+        "BYPASS"
+    );
+    assert_eq!(server.get("/notes?tag=a&page=2").await.x_cache(), "MISS");
+}
+
 /// A body that sends `prefix`, then fails.
 fn failing_after(prefix: &'static [u8]) -> Body {
     let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
@@ -1132,6 +1266,17 @@ pub async fn the_host_is_part_of_the_key(manager: CacheManager) {
         (a_again.x_cache(), a_again.body.as_str()),
         ("HIT", "a.example 1")
     );
+    // The default port and a trailing dot name the same host.
+    for same in ["a.example:80", "a.example.", "a.example:443"] {
+        let reply = server.get_with("/", &[("host", same)]).await;
+        assert_eq!(
+            (reply.x_cache(), reply.body.as_str()),
+            ("HIT", "a.example 1"),
+            "{same}"
+        );
+    }
+    let other_port = server.get_with("/", &[("host", "a.example:8080")]).await;
+    assert_eq!(other_port.x_cache(), "MISS");
 }
 
 pub async fn head_requests_are_cached_apart_and_every_response_is_marked(manager: CacheManager) {
@@ -1186,6 +1331,8 @@ macro_rules! rfc9111_suite {
             only_if_cached_with_nothing_usable_answers_504,
             a_fresh_stored_get_answers_head,
             cache_status_says_what_happened_and_why_nothing_was_stored,
+            requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them,
+            a_route_chooses_which_query_parameters_are_keyed,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {
