@@ -203,6 +203,39 @@ impl RequestKey {
     }
 }
 
+/// The request path of `key` (`path?query`, as `RequestKey::normalized_uri`).
+pub(crate) fn path_of(normalized_uri: &str) -> &str {
+    normalized_uri
+        .split_once('?')
+        .map_or(normalized_uri, |(path, _)| path)
+}
+
+/// Whether `path` is `prefix` or below it, at a segment boundary (`/notes` covers
+/// `/notes` and `/notes/42`, not `/notesx`; `/notes/` covers what starts with it).
+pub(crate) fn under_prefix(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
+}
+
+/// Whether the response or flight `key` (a primary or variant key) is for a path
+/// under `prefix` on `host` (`None`: any host).
+pub(crate) fn key_under_prefix(key: &str, host: Option<&str>, prefix: &str) -> bool {
+    let mut fields = key.split('|');
+    let (Some(KEY_PREFIX), Some(_method), Some(key_host), Some(path)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    let escape = |part: &str| {
+        let mut out = String::new();
+        push_escaped(&mut out, part);
+        out
+    };
+    // Escaping maps each character on its own, so an escaped prefix of the path is
+    // the escaped path's prefix.
+    host.is_none_or(|h| escape(h) == key_host) && under_prefix(path, &escape(prefix))
+}
+
 /// The key of the variant of `primary` selected by `selected` (header values, as
 /// [`selected_values`] gives them), under the Vary index with `nonce`.
 pub(crate) fn variant_key(primary: &str, nonce: u64, selected: &[(String, Vec<Bytes>)]) -> String {
@@ -386,6 +419,26 @@ mod tests {
             normalize_query("page=2&cb=9&a=1", filter),
             ["a=1", "page=2"]
         );
+    }
+
+    #[test]
+    fn keys_are_matched_by_path_prefix_and_host() {
+        let notes = key("/notes?tag=a", "h").primary;
+        let note = key("/notes/42", "h").primary;
+        let other = key("/notesx", "h").primary;
+        assert!(key_under_prefix(&notes, Some("h"), "/notes"));
+        assert!(key_under_prefix(&note, Some("h"), "/notes"));
+        assert!(key_under_prefix(
+            &format!("{note}|v:0000000000000001:ab"),
+            None,
+            "/notes"
+        ));
+        assert!(!key_under_prefix(&other, Some("h"), "/notes"));
+        assert!(!key_under_prefix(&notes, Some("g"), "/notes"));
+        assert!(!key_under_prefix(&note, Some("h"), "/notes/4"));
+        let odd = key("/a%7Cb/c", "h").primary;
+        assert!(key_under_prefix(&odd, Some("h"), "/a%7Cb"));
+        assert!(!key_under_prefix(&odd, Some("h"), "/a"));
     }
 
     #[test]

@@ -745,7 +745,21 @@ where
                 }
             }
         }
-        let invalidation = shared.invalidate(&keys);
+        // What the route declares the write also changes: lists under a prefix,
+        // tagged responses.
+        let route = shared.config.route_for(target.path());
+        let invalidation = async {
+            let mut removed = shared.invalidate(&keys).await?;
+            if let Some(route) = route {
+                for prefix in &route.invalidates_prefixes {
+                    removed += shared.purge_prefix(Some(&host), prefix).await?;
+                }
+                for tag in &route.invalidates_tags {
+                    removed += shared.purge_tag(tag).await?;
+                }
+            }
+            Ok::<u64, partcache::Error>(removed)
+        };
         let result = if shared.local {
             invalidation.await.map(|_| ())
         } else {

@@ -1101,6 +1101,96 @@ pub async fn a_route_chooses_which_query_parameters_are_keyed(manager: CacheMana
     assert_eq!(server.get("/notes?tag=a&page=2").await.x_cache(), "MISS");
 }
 
+pub async fn writes_invalidate_declared_prefixes_and_paths_purge_without_urls(
+    manager: CacheManager,
+) {
+    let cache = cache_on(&manager, |b| {
+        b.host("a.example")
+            .route(
+                "/notes",
+                RoutePolicy::cached()
+                    .invalidates_prefix("/notes")
+                    .error_ttl(Duration::from_secs(1)),
+            )
+            .track_prefix("/docs")
+    })
+    .await;
+    let server = serve(cache, NO_DELAY, |seen, n| {
+        match (&seen.method, seen.uri.as_str()) {
+            (&Method::GET, "/notes/404") => {
+                respond(404, &[("cache-control", "max-age=60")], format!("gone {n}"))
+            }
+            (&Method::GET, _) => {
+                respond(200, &[("cache-control", "max-age=60")], format!("call {n}"))
+            }
+            _ => respond(204, &[], Body::empty()),
+        }
+    })
+    .await;
+    let on = |host: &'static str| [("host", host)];
+    let a = on("a.example");
+    let get = |path: &'static str| server.get_with(path, &a);
+    let lists = ["/notes?tag=a", "/notes?tag=b", "/notes/1"];
+    for path in lists {
+        assert_eq!(get(path).await.x_cache(), "MISS", "{path}");
+    }
+    server.stored(3).await;
+    for path in lists {
+        assert_eq!(get(path).await.x_cache(), "HIT", "{path}");
+    }
+    // A write to one note drops the lists too, with no code in the handler.
+    let put = server.send(Method::PUT, "/notes/1", &a).await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    for path in lists {
+        assert_eq!(get(path).await.x_cache(), "MISS", "{path} after the PUT");
+    }
+    server.stored(6).await;
+
+    // Purge by a tracked prefix: every host, or one.
+    for path in ["/docs/x", "/docs/y", "/docsx"] {
+        assert_eq!(get(path).await.x_cache(), "MISS");
+    }
+    let b = on("b.example");
+    assert_eq!(server.get_with("/docs/x", &b).await.x_cache(), "MISS");
+    server.stored(10).await;
+    assert_eq!(
+        server
+            .cache
+            .purge_prefix("http://b.example/docs")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(server.get_with("/docs/x", &b).await.x_cache(), "MISS");
+    assert_eq!(get("/docs/x").await.x_cache(), "HIT", "another host's stay");
+    server.stored(11).await;
+    assert_eq!(server.cache.purge_prefix("/docs").await.unwrap(), 3);
+    assert_eq!(get("/docs/y").await.x_cache(), "MISS");
+    assert_eq!(get("/docsx").await.x_cache(), "HIT", "not under /docs");
+    assert!(server.cache.purge_prefix("/untracked").await.is_err());
+
+    // Purge by path, on the configured host.
+    assert_eq!(get("/notes/1").await.x_cache(), "HIT");
+    assert_eq!(server.cache.purge_path("/notes/1").await.unwrap(), 1);
+    assert_eq!(get("/notes/1").await.x_cache(), "MISS");
+
+    // A 404 is kept for the route's error TTL, not the origin's minute.
+    let missing = get("/notes/404").await;
+    assert_eq!(
+        (missing.status, missing.x_cache()),
+        (StatusCode::NOT_FOUND, "MISS")
+    );
+    assert!(
+        missing.header("cache-status").unwrap().contains("ttl=1;"),
+        "{:?}",
+        missing.header("cache-status")
+    );
+    eventually("the 404 to expire", || async {
+        get("/notes/404").await.x_cache() == "MISS"
+    })
+    .await;
+}
+
 /// A body that sends `prefix`, then fails.
 fn failing_after(prefix: &'static [u8]) -> Body {
     let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
@@ -1333,6 +1423,7 @@ macro_rules! rfc9111_suite {
             cache_status_says_what_happened_and_why_nothing_was_stored,
             requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them,
             a_route_chooses_which_query_parameters_are_keyed,
+            writes_invalidate_declared_prefixes_and_paths_purge_without_urls,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {
