@@ -324,6 +324,25 @@ fn normalized_value(headers: &HeaderMap, name: &str) -> Vec<Bytes> {
     vec![Bytes::from(out)]
 }
 
+/// `base` with each of the real header `names` set to its normalized value in `from`
+/// ([`normalized_value`]; absent stays absent). What the stored policy matches
+/// `Vary` on, so that its matching normalizes as the variant keys do.
+pub(crate) fn with_normalized(base: &HeaderMap, from: &HeaderMap, names: &[String]) -> HeaderMap {
+    let mut out = base.clone();
+    for name in names.iter().filter(|n| !n.starts_with(COOKIE_PREFIX)) {
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        out.remove(&header);
+        for value in normalized_value(from, name) {
+            if let Ok(value) = http::HeaderValue::from_maybe_shared(value) {
+                out.insert(header.clone(), value);
+            }
+        }
+    }
+    out
+}
+
 /// The prefix of the selecting names that stand for one cookie (a route's keyed
 /// cookies: `cookie:lang`). `:` cannot occur in a header name, so none collides with a
 /// real `Vary` header.

@@ -19,7 +19,7 @@ use http::{Method, StatusCode, Uri};
 use http_cache_semantics::{CacheOptions, CachePolicy, RequestLike};
 
 use super::entry::StoredResponse;
-use super::key::{COOKIE_PREFIX, selected_values, vary_names};
+use super::key::{COOKIE_PREFIX, selected_values, vary_names, with_normalized};
 
 /// How a route's responses are cached, overriding the origin or the defaults.
 ///
@@ -366,14 +366,12 @@ pub(crate) fn storable(
 
     // The stored policy keeps only the request headers matching needs (Host and the
     // Vary-selected ones), not the first requester's cookies or credentials.
+    // Vary-selected values in normalized form, as requests are matched against them.
     let mut kept = HeaderMap::new();
-    for name in std::iter::once("host").chain(names.iter().map(String::as_str)) {
-        for value in request.headers.get_all(name) {
-            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-                kept.append(name, value.clone());
-            }
-        }
+    for value in request.headers.get_all(header::HOST) {
+        kept.append(header::HOST, value.clone());
     }
+    let kept = with_normalized(&kept, request.headers, &names);
     let kept_request = RequestView {
         uri: request.uri.clone(),
         method: request.method,

@@ -33,7 +33,7 @@ use super::entry::{CachedEntry, EntryKind, StoredResponse};
 use super::future::ResponseFuture;
 use super::key::{
     ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, same_variant,
-    selected_values, strip_ignored, variant_key,
+    selected_values, strip_ignored, variant_key, with_normalized,
 };
 use super::layer::{Inner, StoreFailed};
 use super::policy::{
@@ -348,7 +348,10 @@ fn fresh_for<B>(stored: &StoredResponse, key: &RequestKey, request: &Request<B>)
     if !has_request_directives(request.headers()) {
         return stored.is_fresh(now);
     }
-    let view = view_of(key, request.method(), request.headers(), request.uri());
+    // Vary-selected headers in the normalized form the stored policy holds.
+    let names: Vec<String> = stored.vary.iter().map(|(n, _)| n.clone()).collect();
+    let headers = with_normalized(request.headers(), request.headers(), &names);
+    let view = view_of(key, request.method(), &headers, request.uri());
     // A request's `max-stale` never outranks a response that must not be served
     // stale (`must-revalidate`, `proxy-revalidate`, `s-maxage`: RFC 9111 §5.2.2.2).
     matches!(
@@ -669,13 +672,20 @@ where
         }
     };
     let mut stored = judged.response;
-    if stored.status != StatusCode::NO_CONTENT
-        && !stored.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        // The length is known now; a HEAD answered from this entry carries it too.
+    // The length is known now: a HEAD answered from this entry carries it too. An
+    // origin that answers HEAD with its GET body (as axum handlers do) gives it for a
+    // HEAD as well; an empty HEAD body says nothing of the length.
+    let known_length = (method == Method::GET || !bytes.is_empty())
+        && stored.status != StatusCode::NO_CONTENT
+        && !stored.headers.contains_key(header::CONTENT_LENGTH);
+    if known_length {
+        let length = HeaderValue::from(bytes.len());
         stored
             .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            .insert(header::CONTENT_LENGTH, length.clone());
+        if method == Method::HEAD {
+            parts.headers.insert(header::CONTENT_LENGTH, length);
+        }
     }
     stored.body = bytes.clone();
     let ttl = ttl_seconds(stored.lifetime, stored.initial_age);

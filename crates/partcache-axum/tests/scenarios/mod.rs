@@ -751,6 +751,11 @@ pub async fn vary_matching_normalizes_equivalent_header_values(manager: CacheMan
         &[("accept-language", "en,fr")][..],
         &[("accept-language", "en ,  fr")],
         &[("accept-language", "en"), ("accept-language", "fr")],
+        // With directives of its own, judged by the stored policy.
+        &[
+            ("accept-language", "en,fr"),
+            ("cache-control", "max-age=600"),
+        ],
     ] {
         let hit = server.get_with("/n", same).await;
         assert_eq!(
@@ -889,6 +894,18 @@ pub async fn a_fresh_stored_get_answers_head(manager: CacheManager) {
     assert_eq!(head.header("x-kind"), Some("page"));
     assert_eq!(head.header("content-length"), Some("6"), "the GET's length");
     assert_eq!(server.calls(), 1);
+    // A HEAD of its own keeps the length its origin answer had.
+    let own = server.send(Method::HEAD, "/own", &[]).await;
+    assert_eq!(
+        (own.x_cache(), own.header("content-length")),
+        ("MISS", Some("6"))
+    );
+    server.stored(2).await;
+    let own = server.send(Method::HEAD, "/own", &[]).await;
+    assert_eq!(
+        (own.x_cache(), own.header("content-length")),
+        ("HIT", Some("6"))
+    );
 }
 
 pub async fn cache_status_says_what_happened_and_why_nothing_was_stored(manager: CacheManager) {
