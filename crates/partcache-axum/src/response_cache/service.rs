@@ -117,15 +117,17 @@ where
     }
     // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
     let cached_only = only_if_cached(request.headers());
-    let host = request_host(request.uri(), request.headers());
-    let host = match (host, bypass_reason(&shared, &request)) {
+    let host = match (
+        request_host(request.uri(), request.headers()),
+        bypass_reason(&shared, &request),
+    ) {
         (Some(host), None) => host,
-        (host, reason) => {
+        (_, reason) => {
             if cached_only {
                 return Ok(gateway_timeout(&shared));
             }
+            // No reason but no host: `Host` and the URI's authority disagree.
             let outcome = reason.unwrap_or(Outcome::bypass("host"));
-            let _ = host;
             return pass(&shared, inner, request, outcome).await;
         }
     };
