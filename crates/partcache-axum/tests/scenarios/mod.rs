@@ -1208,6 +1208,29 @@ pub async fn writes_invalidate_declared_prefixes_and_paths_purge_without_urls(
     .await;
 }
 
+pub async fn a_full_prefix_list_evicts_rather_than_forgets(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| b.track_prefix("/docs").max_keys_per_tag(2)).await;
+    let server = serve(cache, NO_DELAY, |_, n| {
+        respond(200, &[("cache-control", "max-age=60")], format!("call {n}"))
+    })
+    .await;
+    for (i, path) in ["/docs/1", "/docs/2", "/docs/3"].into_iter().enumerate() {
+        assert_eq!(server.get(path).await.x_cache(), "MISS");
+        server.stored(i as u64 + 1).await;
+    }
+    // The list holds two: the oldest response left the cache rather than the list.
+    assert_eq!(server.get("/docs/1").await.x_cache(), "MISS");
+    server.stored(4).await;
+    assert_eq!(server.cache.purge_prefix("/docs").await.unwrap(), 2);
+    for path in ["/docs/1", "/docs/2", "/docs/3"] {
+        assert_eq!(
+            server.get(path).await.x_cache(),
+            "MISS",
+            "{path} survived the purge"
+        );
+    }
+}
+
 /// A body that sends `prefix`, then fails.
 fn failing_after(prefix: &'static [u8]) -> Body {
     let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
@@ -1441,6 +1464,7 @@ macro_rules! rfc9111_suite {
             requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them,
             a_route_chooses_which_query_parameters_are_keyed,
             writes_invalidate_declared_prefixes_and_paths_purge_without_urls,
+            a_full_prefix_list_evicts_rather_than_forgets,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {
