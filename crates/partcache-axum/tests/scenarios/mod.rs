@@ -1007,7 +1007,7 @@ pub async fn requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them(
         )
     })
     .await;
-    // By default a page built for one session is never served to another.
+    // By default a page built for one visitor's cookie is never served to another.
     let one = server.get_with("/page", &[("cookie", "sid=1")]).await;
     assert_eq!((one.x_cache(), one.body.as_str()), ("BYPASS", "sid=1 1"));
     assert!(
