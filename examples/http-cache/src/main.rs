@@ -6,6 +6,9 @@
 //! PARTCACHE_URL=redis-cluster://... cargo run -p http-cache   # once a Redis backend is installed
 //! curl -i localhost:3000/products/42            # x-cache: MISS, ~20 ms
 //! curl -i localhost:3000/products/42            # x-cache: HIT, Age: 0, fast
+//!                                               # cache-status: partcache; hit; ttl=30
+//! curl -i 'localhost:3000/products/42?cb=1'     # still a HIT: only `page` is keyed
+//! curl -i -X PUT localhost:3000/products/42     # drops the product and every list
 //! curl -X POST localhost:3000/admin/products/42/purge  # purge by tag
 //! ```
 //!
@@ -29,6 +32,12 @@ async fn product(Path(id): Path<u64>) -> ([(&'static str, String); 2], String) {
     (headers, format!("product {id}\n"))
 }
 
+/// A write: the cache layer drops the product's page and, as the route declares,
+/// every other page under `/products`.
+async fn update(Path(id): Path<u64>) -> String {
+    format!("updated product {id}\n")
+}
+
 async fn purge(State(cache): State<ResponseCache>, Path(id): Path<u64>) -> String {
     match cache.purge_tag(&format!("product:{id}")).await {
         Ok(n) => format!("purged {n} entries\n"),
@@ -47,9 +56,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .tag_index(manager.cache("http:tags").build().await?)
         .default_ttl(Duration::from_secs(30))
         .route("/admin", RoutePolicy::bypass())
+        .route(
+            "/products",
+            RoutePolicy::cached()
+                .key_query_params(["page"])
+                .invalidates_prefix("/products"),
+        )
         .build();
     let app = Router::new()
-        .route("/products/{id}", get(product))
+        .route("/products/{id}", get(product).put(update))
         .route("/admin/products/{id}/purge", post(purge))
         .route("/admin/stats", get(stats))
         .with_state(cache.clone())

@@ -94,7 +94,15 @@ pub(crate) async fn build(config: &Config) -> Result<(Router, Arc<Shared>), Star
     // Only product pages are cached whole: everything else is live or already served
     // from finer-grained caches.
     .route("/", RoutePolicy::bypass())
-    .route("/products", RoutePolicy::ttl(Duration::from_secs(60)))
+    // A product page takes no query parameters: `?cb=<random>` is dropped from the
+    // key (and from the request the handler sees), so it cannot bust the cache. An
+    // unknown product's 404 is kept briefly, not for the page TTL.
+    .route(
+        "/products",
+        RoutePolicy::ttl(Duration::from_secs(60))
+            .key_query_params(Vec::<String>::new())
+            .error_ttl(Duration::from_secs(5)),
+    )
     .build();
 
     let catalog = Catalog::new(

@@ -132,8 +132,22 @@ where
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Kind::Origin { body } => body.size_hint(),
-            Kind::Prefixed { prefix, rest, .. } => {
+            Kind::Prefixed {
+                prefix,
+                rest,
+                error,
+            } => {
                 let buffered: u64 = prefix.iter().map(|c| c.len() as u64).sum();
+                if error.is_some() {
+                    // A body that ends in an error has no known length: an exact hint
+                    // would let the server announce `content-length` of the bytes read
+                    // and end the message cleanly after them, so the client would take
+                    // a truncated body for a whole one. Unknown, it is sent chunked and
+                    // the error aborts it before the final chunk.
+                    let mut hint = SizeHint::new();
+                    hint.set_lower(buffered);
+                    return hint;
+                }
                 let rest = rest
                     .as_ref()
                     .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint());
@@ -152,8 +166,10 @@ where
 pub(crate) enum Buffered<B> {
     /// The whole body, within the limit.
     Complete(Bytes),
-    /// Too large (or failed): a body that replays what was read, then the rest.
+    /// Too large: a body that replays what was read, then the rest.
     Streaming(CacheBody<B>),
+    /// The body failed part-way: one that replays what was read, then the error.
+    Failed(CacheBody<B>),
 }
 
 /// Reads `body` whole if it fits in `limit` bytes. Holds at most the limit (plus the
@@ -182,7 +198,7 @@ where
                 }
             }
             Some(Err(error)) => {
-                return Buffered::Streaming(CacheBody::prefixed(chunks, None, Some(error.into())));
+                return Buffered::Failed(CacheBody::prefixed(chunks, None, Some(error.into())));
             }
         }
     }

@@ -19,6 +19,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, Uri, header};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
+use super::policy::QueryRule;
+
 /// Bytes escaped in key parts: controls, space, non-ASCII (always), and the characters
 /// that structure keys (`|`), escapes (`%`), or Redis hash tags (`{`, `}`).
 const KEY_PART: &AsciiSet = &CONTROLS
@@ -41,13 +43,14 @@ pub(crate) struct RequestKey {
     pub(crate) normalized_uri: String,
 }
 
-/// The host a request is for: `Host`, else the URI's authority (HTTP/2), lowercased.
-/// `None` when both are present and disagree (such a request is not cached).
+/// The host a request is for: `Host`, else the URI's authority (HTTP/2), normalized
+/// ([`normalize_host`]). `None` when both are present and disagree (such a request is
+/// not cached).
 pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     let from_header = headers
         .get(header::HOST)
-        .map(|h| String::from_utf8_lossy(h.as_bytes()).to_ascii_lowercase());
-    let from_uri = uri.authority().map(|a| a.as_str().to_ascii_lowercase());
+        .map(|h| normalize_host(&String::from_utf8_lossy(h.as_bytes())));
+    let from_uri = uri.authority().map(|a| normalize_host(a.as_str()));
     match (from_header, from_uri) {
         (Some(h), Some(u)) if h != u => None,
         (Some(h), _) => Some(h),
@@ -56,30 +59,62 @@ pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     }
 }
 
-/// The parameters of `query` in key order, without `ignored` ones.
+/// A host as keys hold it: lowercase (RFC 3986 §3.2.2), without a trailing dot, and
+/// without `:80` or `:443` (the default ports of http and https; the scheme is not
+/// part of the key, so both are taken as default). `Example.COM:80` and
+/// `example.com` are one host.
+pub(crate) fn normalize_host(host: &str) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    let host = host
+        .strip_suffix(":80")
+        .or_else(|| host.strip_suffix(":443"))
+        .unwrap_or(&host);
+    host.strip_suffix('.').unwrap_or(host).to_string()
+}
+
+/// Which query parameters a key keeps: not the cache-wide ignored ones, and those the
+/// route's rule keeps.
+#[derive(Clone, Copy)]
+pub(crate) struct ParamFilter<'a> {
+    pub(crate) ignored: &'a [String],
+    pub(crate) route: Option<&'a QueryRule>,
+}
+
+impl ParamFilter<'_> {
+    fn keeps(&self, name: &str) -> bool {
+        !self.ignored.iter().any(|i| i == name) && self.route.is_none_or(|r| r.keeps(name))
+    }
+
+    /// Whether every parameter is kept (nothing to strip).
+    pub(crate) fn keeps_all(&self) -> bool {
+        self.ignored.is_empty() && self.route.is_none()
+    }
+}
+
+/// The parameters of `query` in key order, without those `filter` drops.
 ///
 /// Parameters are sorted by decoded name with a *stable* sort: parameters of one name
 /// keep their relative order, because applications that read the first (or last)
 /// value would otherwise answer `a=1&a=2` and `a=2&a=1` differently under one key.
 /// Names are compared decoded (`%61` is `a`, `+` is a space) for the same reason.
-pub(crate) fn normalize_query<'q>(query: &'q str, ignored: &[String]) -> Vec<&'q str> {
+pub(crate) fn normalize_query<'q>(query: &'q str, filter: ParamFilter<'_>) -> Vec<&'q str> {
     let mut params: Vec<(String, &str)> = query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| (decoded_name(p), p))
-        .filter(|(name, _)| !ignored.iter().any(|i| i == name))
+        .filter(|(name, _)| filter.keeps(name))
         .collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
     params.into_iter().map(|(_, p)| p).collect()
 }
 
-/// The query without `ignored` parameters, in its original order (what the origin is
-/// sent: it must not see parameters the key does not include, or it could reflect
-/// them into a response every client then gets).
-pub(crate) fn strip_ignored(query: &str, ignored: &[String]) -> String {
+/// The query without the parameters `filter` drops, in its original order (what the
+/// origin is sent: it must not see parameters the key does not include, or it could
+/// reflect them into a response every client then gets).
+pub(crate) fn strip_ignored(query: &str, filter: ParamFilter<'_>) -> String {
     let mut out = String::with_capacity(query.len());
     for param in query.split('&').filter(|p| !p.is_empty()) {
-        if ignored.iter().any(|i| *i == decoded_name(param)) {
+        if !filter.keeps(&decoded_name(param)) {
             continue;
         }
         if !out.is_empty() {
@@ -114,13 +149,13 @@ impl RequestKey {
         host: &str,
         uri: &Uri,
         headers: &HeaderMap,
-        ignored_params: &[String],
+        params: ParamFilter<'_>,
         keyed_headers: &[HeaderName],
     ) -> Self {
         let path = uri.path();
         let params = uri
             .query()
-            .map(|q| normalize_query(q, ignored_params))
+            .map(|q| normalize_query(q, params))
             .unwrap_or_default();
         let mut normalized_uri =
             String::with_capacity(path.len() + uri.query().map_or(0, str::len) + 1);
@@ -166,6 +201,39 @@ impl RequestKey {
         key.push_str(rest);
         key
     }
+}
+
+/// The request path of `key` (`path?query`, as `RequestKey::normalized_uri`).
+pub(crate) fn path_of(normalized_uri: &str) -> &str {
+    normalized_uri
+        .split_once('?')
+        .map_or(normalized_uri, |(path, _)| path)
+}
+
+/// Whether `path` is `prefix` or below it, at a segment boundary (`/notes` covers
+/// `/notes` and `/notes/42`, not `/notesx`; `/notes/` covers what starts with it).
+pub(crate) fn under_prefix(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
+}
+
+/// Whether the response or flight `key` (a primary or variant key) is for a path
+/// under `prefix` on `host` (`None`: any host).
+pub(crate) fn key_under_prefix(key: &str, host: Option<&str>, prefix: &str) -> bool {
+    let mut fields = key.split('|');
+    let (Some(KEY_PREFIX), Some(_method), Some(key_host), Some(path)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    let escape = |part: &str| {
+        let mut out = String::new();
+        push_escaped(&mut out, part);
+        out
+    };
+    // Escaping maps each character on its own, so an escaped prefix of the path is
+    // the escaped path's prefix.
+    host.is_none_or(|h| escape(h) == key_host) && under_prefix(path, &escape(prefix))
 }
 
 /// The key of the variant of `primary` selected by `selected` (header values, as
@@ -220,30 +288,94 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<String>> {
     Some(names)
 }
 
-/// The values `headers` has for each of `names` (what a stored variant answered).
+/// The values `headers` has for each of `names` (what a stored variant answered),
+/// normalized: an absent header has no value; a present one has one, its field lines
+/// combined and its list members separated by `", "` (see [`normalized_value`]).
 pub(crate) fn selected_values(headers: &HeaderMap, names: &[String]) -> Vec<(String, Vec<Bytes>)> {
     names
         .iter()
-        .map(|name| {
-            let values = headers
-                .get_all(name.as_str())
-                .iter()
-                .map(|v| Bytes::copy_from_slice(v.as_bytes()))
-                .collect();
-            (name.clone(), values)
-        })
+        .map(|name| (name.clone(), normalized_value(headers, name)))
         .collect()
+}
+
+/// One header's field value in the form variants are matched on (RFC 9111 §4.1: a
+/// cache may normalize what has identical semantics): its field lines combined into
+/// one (RFC 9110 §5.3), whitespace around commas dropped, empty list members removed
+/// (RFC 9110 §5.6.1). `en, fr`, `en,fr` and two lines `en` / `fr` are one variant.
+fn normalized_value(headers: &HeaderMap, name: &str) -> Vec<Bytes> {
+    if let Some(cookie) = name.strip_prefix(COOKIE_PREFIX) {
+        return cookie_value(headers, cookie);
+    }
+    let mut lines = headers.get_all(name).iter().peekable();
+    if lines.peek().is_none() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for member in lines.flat_map(|v| v.as_bytes().split(|b| *b == b',')) {
+        let member = member.trim_ascii();
+        if member.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(member);
+    }
+    vec![Bytes::from(out)]
+}
+
+/// `base` with each of the real header `names` set to its normalized value in `from`
+/// ([`normalized_value`]; absent stays absent). What the stored policy matches
+/// `Vary` on, so that its matching normalizes as the variant keys do.
+pub(crate) fn with_normalized(base: &HeaderMap, from: &HeaderMap, names: &[String]) -> HeaderMap {
+    let mut out = base.clone();
+    for name in names.iter().filter(|n| !n.starts_with(COOKIE_PREFIX)) {
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        out.remove(&header);
+        for value in normalized_value(from, name) {
+            if let Ok(value) = http::HeaderValue::from_maybe_shared(value) {
+                out.insert(header.clone(), value);
+            }
+        }
+    }
+    out
+}
+
+/// The prefix of the selecting names that stand for one cookie (a route's keyed
+/// cookies: `cookie:lang`). `:` cannot occur in a header name, so none collides with a
+/// real `Vary` header.
+pub(crate) const COOKIE_PREFIX: &str = "cookie:";
+
+/// The value of cookie `name` in the request's `Cookie` lines (RFC 6265 §5.4: pairs
+/// separated by `;`); none when it is absent. The first of repeated names wins, as
+/// most servers read them.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Vec<Bytes> {
+    cookie_pairs(headers)
+        .find(|(n, _)| *n == name.as_bytes())
+        .map(|(_, v)| vec![Bytes::copy_from_slice(v)])
+        .unwrap_or_default()
+}
+
+/// The `(name, value)` pairs of every `Cookie` line.
+pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|b| *b == b';'))
+        .filter_map(|pair| {
+            let pair = pair.trim_ascii();
+            let at = pair.iter().position(|b| *b == b'=')?;
+            Some((pair[..at].trim_ascii(), pair[at + 1..].trim_ascii()))
+        })
 }
 
 /// Whether `headers` select the same variant as `stored`.
 pub(crate) fn same_variant(headers: &HeaderMap, stored: &[(String, Vec<Bytes>)]) -> bool {
-    stored.iter().all(|(name, values)| {
-        let mut mine = headers.get_all(name.as_str()).iter();
-        values
-            .iter()
-            .all(|v| mine.next().is_some_and(|m| m.as_bytes() == v.as_ref()))
-            && mine.next().is_none()
-    })
+    stored
+        .iter()
+        .all(|(name, values)| normalized_value(headers, name) == *values)
 }
 
 #[cfg(test)]
@@ -252,14 +384,12 @@ mod tests {
 
     fn key(uri: &str, host: &str) -> RequestKey {
         let uri: Uri = uri.parse().unwrap();
-        RequestKey::new(
-            &Method::GET,
-            host,
-            &uri,
-            &HeaderMap::new(),
-            &["utm_source".to_string()],
-            &[],
-        )
+        let ignored = ["utm_source".to_string()];
+        let filter = ParamFilter {
+            ignored: &ignored,
+            route: None,
+        };
+        RequestKey::new(&Method::GET, host, &uri, &HeaderMap::new(), filter, &[])
     }
 
     #[test]
@@ -284,10 +414,82 @@ mod tests {
             key("/p?utm_source=x&a=1", "h").primary,
             key("/p?a=1", "h").primary
         );
+        let ignored = ["utm_source".to_string()];
+        let filter = ParamFilter {
+            ignored: &ignored,
+            route: None,
+        };
         assert_eq!(
-            strip_ignored("utm_source=x&a=1&utm%5Fsource=y", &["utm_source".into()]),
+            strip_ignored("utm_source=x&a=1&utm%5Fsource=y", filter),
             "a=1"
         );
+        let allow = QueryRule::Allow(vec!["page".into()]);
+        let filter = ParamFilter {
+            ignored: &ignored,
+            route: Some(&allow),
+        };
+        assert_eq!(strip_ignored("cb=1&page=2&utm_source=x", filter), "page=2");
+        let deny = QueryRule::Deny(vec!["cb".into()]);
+        let filter = ParamFilter {
+            ignored: &[],
+            route: Some(&deny),
+        };
+        assert_eq!(
+            normalize_query("page=2&cb=9&a=1", filter),
+            ["a=1", "page=2"]
+        );
+    }
+
+    #[test]
+    fn keys_are_matched_by_path_prefix_and_host() {
+        let notes = key("/notes?tag=a", "h").primary;
+        let note = key("/notes/42", "h").primary;
+        let other = key("/notesx", "h").primary;
+        assert!(key_under_prefix(&notes, Some("h"), "/notes"));
+        assert!(key_under_prefix(&note, Some("h"), "/notes"));
+        assert!(key_under_prefix(
+            &format!("{note}|v:0000000000000001:ab"),
+            None,
+            "/notes"
+        ));
+        assert!(!key_under_prefix(&other, Some("h"), "/notes"));
+        assert!(!key_under_prefix(&notes, Some("g"), "/notes"));
+        assert!(!key_under_prefix(&note, Some("h"), "/notes/4"));
+        let odd = key("/a%7Cb/c", "h").primary;
+        assert!(key_under_prefix(&odd, Some("h"), "/a%7Cb"));
+        assert!(!key_under_prefix(&odd, Some("h"), "/a"));
+    }
+
+    #[test]
+    fn hosts_are_normalized() {
+        for host in [
+            "Example.COM",
+            "example.com:80",
+            "example.com:443",
+            "example.com.",
+        ] {
+            assert_eq!(normalize_host(host), "example.com", "{host}");
+        }
+        assert_eq!(normalize_host("example.com:8080"), "example.com:8080");
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "EXAMPLE.com:80".parse().unwrap());
+        let uri: Uri = "http://example.com/p".parse().unwrap();
+        assert_eq!(request_host(&uri, &headers).as_deref(), Some("example.com"));
+    }
+
+    #[test]
+    fn keyed_cookies_select_by_value() {
+        let names = vec!["cookie:lang".to_string()];
+        let mut a = HeaderMap::new();
+        a.insert("cookie", "sid=1; lang=en".parse().unwrap());
+        let mut b = HeaderMap::new();
+        b.insert("cookie", "lang=en;sid=2".parse().unwrap());
+        let mut c = HeaderMap::new();
+        c.insert("cookie", "sid=1; lang=fr".parse().unwrap());
+        let stored = selected_values(&a, &names);
+        assert!(same_variant(&b, &stored));
+        assert!(!same_variant(&c, &stored));
+        assert!(!same_variant(&HeaderMap::new(), &stored));
     }
 
     #[test]
@@ -322,6 +524,36 @@ mod tests {
         assert_ne!(variant(1, &en), variant(1, &HeaderMap::new()));
         assert!(same_variant(&en, &selected_values(&en, &names)));
         assert!(!same_variant(&fr, &selected_values(&en, &names)));
+    }
+
+    #[test]
+    fn variants_match_on_normalized_values() {
+        let names = vec!["accept-language".to_string()];
+        let mut spaced = HeaderMap::new();
+        spaced.insert("accept-language", "en ,  fr".parse().unwrap());
+        let mut tight = HeaderMap::new();
+        tight.insert("accept-language", "en,fr".parse().unwrap());
+        let mut lines = HeaderMap::new();
+        lines.append("accept-language", "en".parse().unwrap());
+        lines.append("accept-language", "fr,".parse().unwrap());
+        let mut other = HeaderMap::new();
+        other.insert("accept-language", "fr, en".parse().unwrap());
+        let mut empty = HeaderMap::new();
+        empty.insert("accept-language", "".parse().unwrap());
+        let stored = selected_values(&tight, &names);
+        for h in [&spaced, &lines] {
+            assert!(same_variant(h, &stored));
+            assert_eq!(
+                variant_key("p", 1, &selected_values(h, &names)),
+                variant_key("p", 1, &stored)
+            );
+        }
+        assert!(!same_variant(&other, &stored));
+        // Present but empty is not absent.
+        assert_ne!(
+            selected_values(&empty, &names),
+            selected_values(&HeaderMap::new(), &names)
+        );
     }
 
     #[test]

@@ -11,13 +11,19 @@ use partcache_tower::coalesce::{Coalescer, Flight};
 use tower_layer::Layer;
 
 use super::entry::{CachedEntry, EntryKind, TagKeys, VaryIndex};
-use super::key::{RequestKey, request_host, variant_key};
+use super::key::{
+    ParamFilter, RequestKey, key_under_prefix, normalize_host, path_of, request_host, under_prefix,
+    variant_key,
+};
 use super::policy::RoutePolicy;
 use super::service::ResponseCacheService;
 use super::stats::{Counters, ResponseCacheStats, incr};
 
 /// Default largest body stored: larger ones stream through uncached.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The name the cache gives itself in `Cache-Status` unless told otherwise.
+pub const DEFAULT_CACHE_STATUS_NAME: &str = "partcache";
 
 /// Default store timeout: past it a read or write gives up and the origin answers.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
@@ -58,6 +64,13 @@ pub(crate) struct Config {
     pub(crate) stale_if_error: Duration,
     pub(crate) stale_retention: Duration,
     pub(crate) max_keys_per_tag: usize,
+    /// The name this cache gives itself in `Cache-Status`; `None`: no header.
+    pub(crate) cache_status: Option<String>,
+    /// The host paths given without one are on ([`ResponseCache::purge_path`]).
+    pub(crate) host: Option<String>,
+    /// The path prefixes whose responses are listed in the tag index, so that
+    /// [`ResponseCache::purge_prefix`] finds them.
+    pub(crate) tracked_prefixes: Vec<String>,
 }
 
 impl Config {
@@ -65,13 +78,17 @@ impl Config {
     pub(crate) fn route_for(&self, path: &str) -> Option<&RoutePolicy> {
         self.routes
             .iter()
-            .filter(|(prefix, _)| {
-                path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
-                    rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
-                })
-            })
+            .filter(|(prefix, _)| under_prefix(path, prefix))
             .max_by_key(|(prefix, _)| prefix.len())
             .map(|(_, policy)| policy)
+    }
+
+    /// The query parameters the key of a request for `path` keeps.
+    pub(crate) fn params_for(&self, path: &str) -> ParamFilter<'_> {
+        ParamFilter {
+            ignored: &self.ignored_params,
+            route: self.route_for(path).and_then(|r| r.query.as_ref()),
+        }
     }
 }
 
@@ -166,6 +183,22 @@ impl Inner {
                     }
                 }
             }
+            let path = path_of(&key.normalized_uri);
+            for prefix in inner
+                .config
+                .tracked_prefixes
+                .iter()
+                .filter(|p| under_prefix(path, p))
+            {
+                if inner
+                    .track_under_prefix(prefix, &storage_key)
+                    .await
+                    .is_err()
+                {
+                    // Untracked, a prefix purge would miss it: better not stored.
+                    return;
+                }
+            }
             // An invalidation since the origin answered: storing now would resurrect
             // what it removed.
             if cancelled() {
@@ -182,6 +215,11 @@ impl Inner {
 
     /// The nonce of the resource's Vary index for these header names, creating (or
     /// replacing, when the names changed) the index and extending its life.
+    ///
+    /// One atomic read-modify-write (an entry processor): two variants stored at once
+    /// must agree on one nonce. Read, then put, let the second writer replace the
+    /// first's fresh index with a nonce of its own, so the first variant became
+    /// unreachable the moment it was stored.
     async fn vary_index(
         &self,
         primary: &String,
@@ -189,27 +227,116 @@ impl Inner {
         keep_for: Duration,
     ) -> Result<u64, StoreFailed> {
         let names: Vec<String> = selected.iter().map(|(n, _)| n.clone()).collect();
-        let now = SystemTime::now();
-        let expires_at = now + keep_for;
-        let index = match self.read(primary).await?.as_deref().map(|e| &e.kind) {
-            Some(EntryKind::Variants(index)) if index.names == names => VaryIndex {
-                names,
-                nonce: index.nonce,
-                expires_at: index.expires_at.max(expires_at),
-            },
-            _ => VaryIndex {
-                names,
-                nonce: random_nonce(),
-                expires_at,
-            },
+        let fresh_nonce = random_nonce();
+        let update = self.responses.invoke(primary, |entry| {
+            let now = SystemTime::now();
+            let expires_at = now + keep_for;
+            let index = match entry.value().map(|e| &e.kind) {
+                Some(EntryKind::Variants(index))
+                    if index.names == names && index.expires_at > now =>
+                {
+                    VaryIndex {
+                        names: names.clone(),
+                        nonce: index.nonce,
+                        expires_at: index.expires_at.max(expires_at),
+                    }
+                }
+                _ => VaryIndex {
+                    names: names.clone(),
+                    nonce: fresh_nonce,
+                    expires_at,
+                },
+            };
+            let nonce = index.nonce;
+            let ttl = index.expires_at.duration_since(now).unwrap_or(keep_for);
+            entry.set_value_with_ttl(CachedEntry::variants(index), ttl);
+            nonce
+        });
+        self.bounded("update vary index", update).await
+    }
+
+    /// Lists `storage_key` under the tracked `prefix` in the tag index. A full list
+    /// drops its oldest key, and that response leaves the cache with it: a prefix
+    /// purge must never miss a stored response.
+    async fn track_under_prefix(
+        &self,
+        prefix: &str,
+        storage_key: &String,
+    ) -> Result<(), StoreFailed> {
+        let Some(tags) = &self.tags else {
+            return Ok(());
         };
-        let nonce = index.nonce;
-        let ttl = index.expires_at.duration_since(now).unwrap_or(keep_for);
-        let put = self
-            .responses
-            .put_with_ttl(primary.clone(), CachedEntry::variants(index), ttl);
-        self.bounded("put vary index", put).await?;
-        Ok(nonce)
+        let max = self.config.max_keys_per_tag;
+        let tag = prefix_tag(prefix);
+        let add = tags.invoke(&tag, |entry| {
+            let mut keys = entry.value().cloned().unwrap_or_default();
+            if keys.keys.contains(storage_key) {
+                return None;
+            }
+            let dropped = (keys.keys.len() >= max).then(|| keys.keys.remove(0));
+            keys.keys.push(storage_key.clone());
+            entry.set_value(keys);
+            dropped
+        });
+        if let Some(dropped) = self.bounded("prefix index update", add).await? {
+            let remove = self.responses.remove(&dropped);
+            self.bounded("remove untracked response", remove).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every response under `prefix` (on `host`, or every host), and detaches
+    /// the misses in progress under it.
+    pub(crate) async fn purge_prefix(
+        &self,
+        host: Option<&str>,
+        prefix: &str,
+    ) -> partcache::Result<u64> {
+        let Some(tags) = &self.tags else {
+            return Err(partcache::Error::Config(
+                "purge_prefix needs a tag index: give one with ResponseCacheBuilder::tag_index"
+                    .into(),
+            ));
+        };
+        if !self.config.tracked_prefixes.iter().any(|p| p == prefix) {
+            return Err(partcache::Error::Config(format!(
+                "prefix `{prefix}` is not tracked: declare it with \
+                 ResponseCacheBuilder::track_prefix or RoutePolicy::invalidates_prefix"
+            )));
+        }
+        // A response stored from now on under the prefix may predate the change.
+        self.flights
+            .cancel_matching(|flight| key_under_prefix(flight, host, prefix));
+        let tag = prefix_tag(prefix);
+        let take = tags.invoke(&tag, |entry| {
+            let mut keys = entry.value().cloned().unwrap_or_default();
+            let (taken, kept): (Vec<String>, Vec<String>) = keys
+                .keys
+                .drain(..)
+                .partition(|k| key_under_prefix(k, host, prefix));
+            if kept.is_empty() {
+                entry.remove();
+            } else if !taken.is_empty() {
+                entry.set_value(TagKeys { keys: kept });
+            }
+            taken
+        });
+        let taken = take.await?;
+        self.invalidate(&taken).await
+    }
+
+    /// Removes every response that carried `tag`.
+    pub(crate) async fn purge_tag(&self, tag: &str) -> partcache::Result<u64> {
+        let Some(tags) = &self.tags else {
+            return Err(partcache::Error::Config(
+                "purge_tag needs a tag index: give one with ResponseCacheBuilder::tag_index".into(),
+            ));
+        };
+        let Some(keys) = tags.get_and_remove(&tag.to_string()).await? else {
+            self.flights.cancel_all();
+            return Ok(0);
+        };
+        self.invalidate(&keys.keys).await
     }
 
     /// Removes entries by key, after detaching every miss in progress (its response
@@ -235,11 +362,17 @@ impl Inner {
             host,
             uri,
             headers,
-            &self.config.ignored_params,
+            self.config.params_for(uri.path()),
             &self.config.keyed_headers,
         );
         vec![key.with_method(&Method::HEAD), key.primary]
     }
+}
+
+/// The tag-index entry listing a tracked prefix's responses. Tags from a tag header
+/// are split on whitespace, so none can name this one.
+fn prefix_tag(prefix: &str) -> String {
+    format!("path prefix {prefix}")
 }
 
 fn random_nonce() -> u64 {
@@ -295,6 +428,9 @@ impl ResponseCache {
                 stale_if_error: Duration::ZERO,
                 stale_retention: Duration::from_secs(60),
                 max_keys_per_tag: 10_000,
+                cache_status: Some(DEFAULT_CACHE_STATUS_NAME.to_string()),
+                host: None,
+                tracked_prefixes: Vec::new(),
             },
         }
     }
@@ -317,7 +453,7 @@ impl ResponseCache {
             .map_err(|e| partcache::Error::Rejected(format!("purge URL `{url}`: {e}")))?;
         let host = uri
             .authority()
-            .map(|a| a.as_str().to_ascii_lowercase())
+            .map(|a| normalize_host(a.as_str()))
             .ok_or_else(|| partcache::Error::Rejected(format!("purge URL `{url}` has no host")))?;
         let keys = self.inner.resource_keys(&host, &uri, &HeaderMap::new());
         self.inner.invalidate(&keys).await
@@ -332,16 +468,82 @@ impl ResponseCache {
     /// Removes every response that carried `tag` in the tag header; returns how many
     /// entries went away. Needs a tag index ([`ResponseCacheBuilder::tag_index`]).
     pub async fn purge_tag(&self, tag: &str) -> partcache::Result<u64> {
-        let Some(tags) = &self.inner.tags else {
-            return Err(partcache::Error::Config(
-                "purge_tag needs a tag index: give one with ResponseCacheBuilder::tag_index".into(),
-            ));
+        self.inner.purge_tag(tag).await
+    }
+
+    /// Removes the GET and HEAD responses of a path (`/products/42?x=1`, every
+    /// variant) on the host given by [`ResponseCacheBuilder::host`]; an absolute URL
+    /// is taken as [`ResponseCache::purge_url`] takes it. Returns how many entries
+    /// went away.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use partcache::CacheManager;
+    /// use partcache_axum::ResponseCache;
+    ///
+    /// let manager = CacheManager::from_url("memory://")?;
+    /// let cache = ResponseCache::builder(manager.cache("http").build().await?)
+    ///     .host("shop.example")
+    ///     .build();
+    /// assert_eq!(cache.purge_path("/products/42").await?, 0);
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn purge_path(&self, path: &str) -> partcache::Result<u64> {
+        if !path.starts_with('/') {
+            return self.purge_url(path).await;
+        }
+        let Some(host) = &self.inner.config.host else {
+            return Err(partcache::Error::Config(format!(
+                "purge_path(`{path}`) needs the host: give it with ResponseCacheBuilder::host \
+                 (or purge an absolute URL with purge_url)"
+            )));
         };
-        let Some(keys) = tags.get_and_remove(&tag.to_string()).await? else {
-            self.inner.flights.cancel_all();
-            return Ok(0);
-        };
-        self.inner.invalidate(&keys.keys).await
+        let uri: Uri = path
+            .parse()
+            .map_err(|e| partcache::Error::Rejected(format!("purge path `{path}`: {e}")))?;
+        let keys = self.inner.resource_keys(host, &uri, &HeaderMap::new());
+        self.inner.invalidate(&keys).await
+    }
+
+    /// Removes every response whose path is `prefix` or below it (`/notes` covers
+    /// `/notes?tag=a` and `/notes/42`, not `/notesx`), with every query and variant,
+    /// on every host, or on one when `prefix` is an absolute URL
+    /// (`http://shop.example/notes`). Returns how many entries went away.
+    ///
+    /// The prefix must be tracked ([`ResponseCacheBuilder::track_prefix`], or named
+    /// by a route's [`RoutePolicy::invalidates_prefix`]): responses under it are listed
+    /// in the tag index ([`ResponseCacheBuilder::tag_index`]) as they are stored.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use partcache::CacheManager;
+    /// use partcache_axum::ResponseCache;
+    ///
+    /// let manager = CacheManager::from_url("memory://")?;
+    /// let cache = ResponseCache::builder(manager.cache("http").build().await?)
+    ///     .tag_index(manager.cache("http:tags").build().await?)
+    ///     .track_prefix("/notes")
+    ///     .build();
+    /// assert_eq!(cache.purge_prefix("/notes").await?, 0);
+    /// assert!(cache.purge_prefix("/other").await.is_err()); // not tracked
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn purge_prefix(&self, prefix: &str) -> partcache::Result<u64> {
+        if prefix.starts_with('/') {
+            return self.inner.purge_prefix(None, prefix).await;
+        }
+        let uri: Uri = prefix
+            .parse()
+            .map_err(|e| partcache::Error::Rejected(format!("purge prefix `{prefix}`: {e}")))?;
+        let host = uri
+            .authority()
+            .map(|a| normalize_host(a.as_str()))
+            .ok_or_else(|| {
+                partcache::Error::Rejected(format!(
+                    "purge prefix `{prefix}` is neither a path nor an absolute URL"
+                ))
+            })?;
+        self.inner.purge_prefix(Some(&host), uri.path()).await
     }
 
     /// The primary key a request is cached under (`None` if it would bypass the cache
@@ -356,7 +558,7 @@ impl ResponseCache {
                 &host,
                 request.uri(),
                 request.headers(),
-                &config.ignored_params,
+                config.params_for(request.uri().path()),
                 &config.keyed_headers,
             )
             .primary,
@@ -512,9 +714,59 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// The name this cache gives itself in the `Cache-Status` header (RFC 9211) of
+    /// every response (default [`DEFAULT_CACHE_STATUS_NAME`]). The header says whether
+    /// the response came from the cache (`hit`), why the request went to the origin
+    /// (`fwd=uri-miss|vary-miss|stale|request|bypass|method`, `fwd-status`), the
+    /// freshness left (`ttl`, negative once stale), whether the response was `stored`
+    /// or `collapsed` into another request's, and with `detail` why it was not
+    /// stored or why the cache was bypassed. The crate README lists every `detail`.
+    pub fn cache_status_name(mut self, name: impl Into<String>) -> Self {
+        self.config.cache_status = Some(name.into());
+        self
+    }
+
+    /// The host of the service, for paths given without one
+    /// ([`ResponseCache::purge_path`]).
+    pub fn host(mut self, host: impl AsRef<str>) -> Self {
+        self.config.host = Some(normalize_host(host.as_ref()));
+        self
+    }
+
+    /// Lists the responses under a path prefix in the tag index as they are stored,
+    /// so that [`ResponseCache::purge_prefix`] can remove them all. Prefixes named by
+    /// a route's [`RoutePolicy::invalidates_prefix`] are tracked without this call.
+    /// A tracked prefix holds at most [`max_keys_per_tag`](Self::max_keys_per_tag)
+    /// responses: past that, the oldest leaves the cache, so that a purge never
+    /// misses one.
+    pub fn track_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.tracked_prefixes.push(prefix.into());
+        self
+    }
+
+    /// Sends no `Cache-Status` header (`x-cache` stays).
+    pub fn without_cache_status(mut self) -> Self {
+        self.config.cache_status = None;
+        self
+    }
+
     /// The response cache.
-    pub fn build(self) -> ResponseCache {
+    pub fn build(mut self) -> ResponseCache {
         let local = self.responses.raw_store().is_none();
+        let declared: Vec<String> = self
+            .config
+            .routes
+            .iter()
+            .flat_map(|(_, policy)| policy.invalidates_prefixes.iter().cloned())
+            .collect();
+        let tracked = &mut self.config.tracked_prefixes;
+        tracked.extend(declared);
+        tracked.sort();
+        tracked.dedup();
+        if self.tags.is_none() && !tracked.is_empty() {
+            tracing::warn!(cache = %self.responses.name(), prefixes = ?tracked,
+                "path prefixes cannot be tracked without a tag index: purges by prefix will fail");
+        }
         ResponseCache {
             inner: Arc::new(Inner {
                 responses: self.responses,

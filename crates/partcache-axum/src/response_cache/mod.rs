@@ -5,7 +5,7 @@
 //!
 //! Files: `layer.rs` (handle, builder, layer, store writes and purges), `service.rs`
 //! (one request's path), `future.rs`, `key.rs` (request → key), `policy.rs` (what is
-//! stored and for how long), `entry.rs` (what is stored), `body.rs` (bounded
+//! stored and for how long), `status.rs` (`x-cache` and `Cache-Status`), `entry.rs` (what is stored), `body.rs` (bounded
 //! buffering), `stats.rs`.
 
 mod body;
@@ -16,14 +16,16 @@ mod layer;
 mod policy;
 mod service;
 mod stats;
+mod status;
 
 pub use body::{BoxError, CacheBody};
 pub use entry::{CachedEntry, TagKeys};
 pub use future::ResponseFuture;
 pub use layer::{
-    DEFAULT_BYPASS_HEADERS, DEFAULT_MAX_BODY_BYTES, DEFAULT_STORE_TIMEOUT, ResponseCache,
-    ResponseCacheBuilder, ResponseCacheLayer,
+    DEFAULT_BYPASS_HEADERS, DEFAULT_CACHE_STATUS_NAME, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_STORE_TIMEOUT, ResponseCache, ResponseCacheBuilder, ResponseCacheLayer,
 };
 pub use policy::RoutePolicy;
-pub use service::{ResponseCacheService, X_CACHE};
+pub use service::ResponseCacheService;
 pub use stats::ResponseCacheStats;
+pub use status::{CACHE_STATUS, X_CACHE};

@@ -19,9 +19,12 @@ use http::{Method, StatusCode, Uri};
 use http_cache_semantics::{CacheOptions, CachePolicy, RequestLike};
 
 use super::entry::StoredResponse;
-use super::key::{selected_values, vary_names};
+use super::key::{COOKIE_PREFIX, selected_values, vary_names, with_normalized};
 
 /// How a route's responses are cached, overriding the origin or the defaults.
+///
+/// A route's policy is whole: settings not made on it take their defaults, not those
+/// of a shorter route prefix.
 ///
 /// ```
 /// use partcache_axum::RoutePolicy;
@@ -30,24 +33,74 @@ use super::key::{selected_values, vary_names};
 /// let products = RoutePolicy::ttl(Duration::from_secs(60)); // whatever the origin says
 /// let news = RoutePolicy::default_ttl(Duration::from_secs(5)); // when the origin is silent
 /// let account = RoutePolicy::bypass(); // never cached
-/// # let _ = (products, news, account);
+/// // Keyed on `page` and `tag` only; a `lang` cookie selects the variant; a write to
+/// // `/notes/...` also drops every `/notes?...` list; a 404 is kept 5 s.
+/// let notes = RoutePolicy::cached()
+///     .key_query_params(["page", "tag"])
+///     .key_cookies(["lang"])
+///     .invalidates_prefix("/notes")
+///     .error_ttl(Duration::from_secs(5));
+/// # let _ = (products, news, account, notes);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoutePolicy {
     pub(crate) ttl: Option<Duration>,
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) bypass: bool,
+    pub(crate) cookies: CookieRule,
+    pub(crate) query: Option<QueryRule>,
+    pub(crate) forward_unkeyed_params: bool,
+    pub(crate) error_ttl: Option<Duration>,
+    pub(crate) invalidates_prefixes: Vec<String>,
+    pub(crate) invalidates_tags: Vec<String>,
+}
+
+/// What a route does with requests that carry `Cookie`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum CookieRule {
+    /// They bypass the cache (the default: the response may be built for that user).
+    #[default]
+    Bypass,
+    /// The named cookies select the variant, as a `Vary` would; the others are
+    /// removed from the request the origin sees.
+    Key(Vec<String>),
+    /// The route's responses do not depend on cookies: they are not keyed, and the
+    /// origin sees them unchanged.
+    Ignore,
+}
+
+/// Which query parameters are part of a route's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum QueryRule {
+    /// Only these.
+    Allow(Vec<String>),
+    /// All but these.
+    Deny(Vec<String>),
+}
+
+impl QueryRule {
+    pub(crate) fn keeps(&self, name: &str) -> bool {
+        match self {
+            QueryRule::Allow(names) => names.iter().any(|n| n == name),
+            QueryRule::Deny(names) => !names.iter().any(|n| n == name),
+        }
+    }
 }
 
 impl RoutePolicy {
+    /// Cached by the cache-wide rules, with no override: the start of a chain of the
+    /// settings below.
+    pub fn cached() -> Self {
+        RoutePolicy::default()
+    }
+
     /// Storable responses are fresh for `ttl`, whatever freshness the origin gives.
     /// What may be stored is unchanged: `no-store`, `private` and the other rules
     /// still apply.
     pub fn ttl(ttl: Duration) -> Self {
         RoutePolicy {
             ttl: Some(ttl),
-            default_ttl: None,
-            bypass: false,
+            ..RoutePolicy::default()
         }
     }
 
@@ -55,19 +108,97 @@ impl RoutePolicy {
     /// are fresh for `ttl` (instead of the cache-wide default).
     pub fn default_ttl(ttl: Duration) -> Self {
         RoutePolicy {
-            ttl: None,
             default_ttl: Some(ttl),
-            bypass: false,
+            ..RoutePolicy::default()
         }
     }
 
     /// Requests on the route never touch the cache (`x-cache: BYPASS`).
     pub fn bypass() -> Self {
         RoutePolicy {
-            ttl: None,
-            default_ttl: None,
             bypass: true,
+            ..RoutePolicy::default()
         }
+    }
+
+    /// Requests carrying `Cookie` use the cache, keyed on these cookies' values (as a
+    /// `Vary` on each would). Every other cookie is removed from the request the
+    /// origin sees, so a response cannot depend on one the key does not hold.
+    /// By default requests with `Cookie` bypass the cache.
+    pub fn key_cookies<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cookies = CookieRule::Key(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Declares the route's responses independent of cookies: requests carrying
+    /// `Cookie` use the cache unkeyed, and the origin sees their cookies unchanged.
+    /// Only for responses that really are the same for every cookie.
+    pub fn ignore_cookies(mut self) -> Self {
+        self.cookies = CookieRule::Ignore;
+        self
+    }
+
+    /// Only these query parameters are part of the key (an allow-list, as CDNs
+    /// normalize query strings): `?cb=<random>` cannot create entries. The others are
+    /// removed from the request the origin sees, unless
+    /// [`forward_unkeyed_params`](Self::forward_unkeyed_params).
+    pub fn key_query_params<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.query = Some(QueryRule::Allow(
+            names.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// These query parameters are left out of the key (a deny-list), and removed from
+    /// the request the origin sees unless
+    /// [`forward_unkeyed_params`](Self::forward_unkeyed_params).
+    pub fn ignore_query_params<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.query = Some(QueryRule::Deny(names.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Lets the origin see the query parameters the key leaves out. Only when its
+    /// responses cannot depend on them: a response that reflects one would be served
+    /// to every client of the key.
+    pub fn forward_unkeyed_params(mut self) -> Self {
+        self.forward_unkeyed_params = true;
+        self
+    }
+
+    /// `404 Not Found` and `410 Gone` answers are fresh for at most `ttl` (whatever
+    /// the route's or the origin's freshness), so a resource created soon after is
+    /// not hidden for a full TTL.
+    pub fn error_ttl(mut self, ttl: Duration) -> Self {
+        self.error_ttl = Some(ttl);
+        self
+    }
+
+    /// A successful unsafe request (POST, PUT, PATCH, DELETE) on the route also
+    /// removes every cached response whose path is `prefix` or below it
+    /// (`/notes` covers `/notes?tag=a` and `/notes/42`), on the request's host. Needs
+    /// a tag index ([`ResponseCacheBuilder::tag_index`](crate::ResponseCacheBuilder::tag_index)).
+    pub fn invalidates_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.invalidates_prefixes.push(prefix.into());
+        self
+    }
+
+    /// A successful unsafe request on the route also purges this tag (see
+    /// [`ResponseCache::purge_tag`](crate::ResponseCache::purge_tag)).
+    pub fn invalidates_tag(mut self, tag: impl Into<String>) -> Self {
+        self.invalidates_tags.push(tag.into());
+        self
     }
 }
 
@@ -134,10 +265,12 @@ fn options() -> CacheOptions {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never stored.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never stored; with them go the headers
+/// the `Connection` field names ([`connection_named`]).
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
@@ -146,26 +279,37 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// Judges a response: `Some` with the entry to store (body to be filled in), or `None`
-/// when it must not be stored.
+/// Why a response was not stored: the `detail` of its `Cache-Status` (RFC 9211 §2.8),
+/// a token listed in the crate README.
+pub(crate) type NotStored = &'static str;
+
+/// Judges a response: `Ok` with the entry to store (body to be filled in), or the
+/// reason it must not be stored.
 pub(crate) fn storable(
     request: &RequestView<'_>,
     status: StatusCode,
     headers: &HeaderMap,
     rules: &StoreRules<'_>,
     now: SystemTime,
-) -> Option<Storable> {
+) -> Result<Storable, NotStored> {
     if rules.route.is_some_and(|r| r.bypass) {
-        return None;
+        return Err("route-bypass");
     }
     let has_cookie = headers.contains_key(header::SET_COOKIE);
     if has_cookie && !rules.store_set_cookie {
-        return None;
+        return Err("set-cookie");
     }
-    let names = vary_names(headers)?; // `Vary: *` is never served, so never stored
+    // `Vary: *` is never served, so never stored.
+    let mut names = vary_names(headers).ok_or("vary-star")?;
+    if let Some(CookieRule::Key(cookies)) = rules.route.map(|r| &r.cookies) {
+        // A route's keyed cookies select variants as Vary-selected headers do.
+        names.extend(cookies.iter().map(|c| format!("{COOKIE_PREFIX}{c}")));
+        names.sort();
+        names.dedup();
+    }
     let response = ResponseView { status, headers };
     if !CachePolicy::new_options(request, &response, now, options()).is_storable() {
-        return None;
+        return Err(why_not_storable(request, status, headers));
     }
 
     // What clients get from the cache.
@@ -173,12 +317,20 @@ pub(crate) fn storable(
     for name in HOP_BY_HOP
         .iter()
         .chain([header::AGE, rules.tag_header.clone()].iter())
+        .chain(connection_named(headers).iter())
     {
         stored_headers.remove(name);
     }
     if has_cookie {
         // Allowed to store the response, never to hand one client's cookie to all.
         stored_headers.remove(header::SET_COOKIE);
+    }
+    if !stored_headers.contains_key(header::DATE)
+        && let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+    {
+        // A cache that stores a response without `Date` adds one (RFC 9110 §6.6.1), so
+        // hits say when the response was generated, not when they were served.
+        stored_headers.insert(header::DATE, date);
     }
 
     // What the policy judges freshness on: the same headers with a TTL override given
@@ -197,7 +349,7 @@ pub(crate) fn storable(
     if let Some(age) = headers.get(header::AGE) {
         policy_headers.insert(header::AGE, age.clone());
     }
-    if let Some(ttl) = ttl {
+    let with_ttl = |policy_headers: &mut HeaderMap, ttl: Duration| {
         let mut cache_control = directives.without(&["s-maxage", "max-age"]);
         if !cache_control.is_empty() {
             cache_control.push_str(", ");
@@ -207,18 +359,19 @@ pub(crate) fn storable(
             policy_headers.insert(header::CACHE_CONTROL, value);
             policy_headers.remove(header::EXPIRES);
         }
+    };
+    if let Some(ttl) = ttl {
+        with_ttl(&mut policy_headers, ttl);
     }
 
     // The stored policy keeps only the request headers matching needs (Host and the
     // Vary-selected ones), not the first requester's cookies or credentials.
+    // Vary-selected values in normalized form, as requests are matched against them.
     let mut kept = HeaderMap::new();
-    for name in std::iter::once("host").chain(names.iter().map(String::as_str)) {
-        for value in request.headers.get_all(name) {
-            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-                kept.append(name, value.clone());
-            }
-        }
+    for value in request.headers.get_all(header::HOST) {
+        kept.append(header::HOST, value.clone());
     }
+    let kept = with_normalized(&kept, request.headers, &names);
     let kept_request = RequestView {
         uri: request.uri.clone(),
         method: request.method,
@@ -228,12 +381,30 @@ pub(crate) fn storable(
         status,
         headers: &policy_headers,
     };
-    let policy = CachePolicy::new_options(&kept_request, &policy_response, now, options());
+    let mut policy = CachePolicy::new_options(&kept_request, &policy_response, now, options());
+    let error_ttl = rules
+        .route
+        .and_then(|r| r.error_ttl)
+        .filter(|_| matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE));
+    if let Some(cap) = error_ttl
+        && policy.time_to_live(now) + policy.age(now) > cap
+    {
+        // A route's freshness for 404 / 410 is an upper bound on any other.
+        with_ttl(&mut policy_headers, cap);
+        let capped = ResponseView {
+            status,
+            headers: &policy_headers,
+        };
+        policy = CachePolicy::new_options(&kept_request, &capped, now, options());
+    }
 
     let initial_age = policy.age(now);
     let lifetime = policy.time_to_live(now) + initial_age;
+    // `s-maxage` implies `proxy-revalidate` for a shared cache (RFC 9111 §5.2.2.10):
+    // never served stale, whatever `stale-while-revalidate` / `stale-if-error` say.
     let must_revalidate = directives.has("must-revalidate")
         || directives.has("proxy-revalidate")
+        || directives.has("s-maxage")
         || directives.has("no-cache")
         || headers
             .get(header::PRAGMA)
@@ -263,10 +434,14 @@ pub(crate) fn storable(
     let keep_for = fresh_left + swr.max(sie).max(retention);
     if keep_for.is_zero() {
         // Stale at once with nothing to revalidate: storing it would only cost.
-        return None;
+        return Err(if explicit || ttl.is_some() || directives.has("no-cache") {
+            "stale-on-arrival"
+        } else {
+            "no-freshness"
+        });
     }
     let tags = tags(headers.get_all(rules.tag_header));
-    Some(Storable {
+    Ok(Storable {
         response: StoredResponse {
             status,
             headers: stored_headers,
@@ -283,6 +458,45 @@ pub(crate) fn storable(
         },
         keep_for,
     })
+}
+
+/// Why `http-cache-semantics` refused to store a response (RFC 9111 §3), as a
+/// `Cache-Status` detail.
+fn why_not_storable(
+    request: &RequestView<'_>,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> NotStored {
+    let response = CacheControl::parse(headers);
+    let asked = CacheControl::parse(request.headers);
+    if response.has("no-store") || asked.has("no-store") {
+        "no-store"
+    } else if response.has("private") {
+        "private"
+    } else if request.headers.contains_key(header::AUTHORIZATION) {
+        "authorization"
+    } else if !matches!(*request.method, Method::GET | Method::HEAD) {
+        "method"
+    } else if !matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    ) {
+        // Not cacheable by default (RFC 9110 §15.1), and no explicit freshness.
+        "status"
+    } else {
+        "not-storable"
+    }
+}
+
+/// The headers a message's `Connection` field names: hop-by-hop for this connection
+/// only, never stored or forwarded by a cache (RFC 9111 §3.1, RFC 9110 §7.6.1).
+pub(crate) fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|name| HeaderName::from_bytes(trim(name)).ok())
+        .collect()
 }
 
 /// Tags from a tag header: separated by commas and/or whitespace (`Cache-Tag` uses
@@ -364,10 +578,19 @@ pub(crate) fn has_request_directives(headers: &HeaderMap) -> bool {
     headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA)
 }
 
+/// Whether the request says `Cache-Control: only-if-cached` (RFC 9111 §5.2.1.7).
+pub(crate) fn only_if_cached(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::CACHE_CONTROL)
+        && CacheControl::parse(headers).has("only-if-cached")
+}
+
 /// Whether a client's conditional request is satisfied by the stored response, so a
 /// 304 answers it (RFC 9110 §13.1.2, §13.1.3; If-None-Match wins over
-/// If-Modified-Since).
-pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+/// If-Modified-Since). `received` is when the response came from the origin.
+///
+/// `If-Modified-Since` is compared with `Last-Modified`, else with the response's
+/// `Date`, else with the time it was received (RFC 9111 §4.3.2).
+pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap, received: SystemTime) -> bool {
     if let Some(condition) = request.get(header::IF_NONE_MATCH) {
         let Some(etag) = stored.get(header::ETAG) else {
             return false;
@@ -387,8 +610,12 @@ pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
                 .ok()
                 .and_then(|s| httpdate::parse_http_date(s).ok())
         };
-        let modified = stored.get(header::LAST_MODIFIED).and_then(parse);
-        if let (Some(since), Some(modified)) = (parse(since), modified) {
+        let modified = stored
+            .get(header::LAST_MODIFIED)
+            .and_then(parse)
+            .or_else(|| stored.get(header::DATE).and_then(parse))
+            .unwrap_or(received);
+        if let Some(since) = parse(since) {
             return modified <= since;
         }
     }
@@ -434,8 +661,9 @@ pub(crate) fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -
         header::CONTENT_RANGE,
     ];
     let mut merged = stored.clone();
+    let named = connection_named(not_modified);
     for name in not_modified.keys() {
-        if KEEP.contains(name) || HOP_BY_HOP.contains(name) {
+        if KEEP.contains(name) || HOP_BY_HOP.contains(name) || named.contains(name) {
             continue;
         }
         merged.remove(name);
@@ -486,6 +714,7 @@ mod tests {
             &rules,
             SystemTime::now(),
         )
+        .ok()
     }
 
     #[test]
@@ -568,6 +797,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.response.stale_if_error, Duration::ZERO);
+        // s-maxage implies proxy-revalidate (RFC 9111 §5.2.2.10).
+        let s = judge(
+            &[],
+            200,
+            &[(
+                "cache-control",
+                "s-maxage=1, stale-while-revalidate=5, stale-if-error=9",
+            )],
+        )
+        .unwrap();
+        assert!(s.response.must_revalidate);
+        assert_eq!(
+            (s.response.stale_while_revalidate, s.response.stale_if_error),
+            (Duration::ZERO, Duration::ZERO)
+        );
     }
 
     #[test]
@@ -576,22 +820,31 @@ mod tests {
             ("etag", "\"v1\""),
             ("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
         ]);
+        let received = SystemTime::now();
         assert!(not_modified(
             &headers(&[("if-none-match", "\"x\", W/\"v1\"")]),
-            &stored
+            &stored,
+            received
         ));
-        assert!(not_modified(&headers(&[("if-none-match", "*")]), &stored));
+        assert!(not_modified(
+            &headers(&[("if-none-match", "*")]),
+            &stored,
+            received
+        ));
         assert!(!not_modified(
             &headers(&[("if-none-match", "\"v2\"")]),
-            &stored
+            &stored,
+            received
         ));
         assert!(not_modified(
             &headers(&[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")]),
-            &stored
+            &stored,
+            received
         ));
         assert!(!not_modified(
             &headers(&[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")]),
-            &stored
+            &stored,
+            received
         ));
         // If-None-Match decides alone when present.
         assert!(!not_modified(
@@ -599,7 +852,20 @@ mod tests {
                 ("if-none-match", "\"v2\""),
                 ("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")
             ]),
-            &stored
+            &stored,
+            received
+        ));
+        // Without Last-Modified, the stored response's Date stands in (RFC 9111 §4.3.2).
+        let dated = headers(&[("date", "Wed, 21 Oct 2015 07:28:00 GMT")]);
+        assert!(not_modified(
+            &headers(&[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")]),
+            &dated,
+            received
+        ));
+        assert!(!not_modified(
+            &headers(&[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")]),
+            &dated,
+            received
         ));
     }
 

@@ -5,7 +5,9 @@
 //! 2. Requests the cache must not answer bypass it: other methods, bypassed routes,
 //!    `Range`, a body on a GET, unkeyed headers that could poison a shared entry,
 //!    a `Host` that disagrees with the URI, a store that fails or times out.
-//! 3. Lookup by primary key; a Vary index sends it on to the variant key.
+//!    (`only-if-cached` turns every trip to the origin into a `504`.)
+//! 3. Lookup by primary key; a Vary index sends it on to the variant key. A `HEAD`
+//!    is answered by a fresh stored `GET` first.
 //! 4. Fresh → `HIT`. Stale within `stale-while-revalidate` → `STALE`, with one
 //!    background revalidation. Otherwise revalidate now (a conditional request when
 //!    the entry has a validator); a 304 refreshes the entry (`HIT`); a failing origin
@@ -19,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_cache_semantics::{AfterResponse, BeforeRequest};
@@ -30,36 +32,16 @@ use super::body::{BoxError, Buffered, CacheBody, read_limited};
 use super::entry::{CachedEntry, EntryKind, StoredResponse};
 use super::future::ResponseFuture;
 use super::key::{
-    RequestKey, request_host, same_variant, selected_values, strip_ignored, variant_key,
+    ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, same_variant,
+    selected_values, strip_ignored, variant_key, with_normalized,
 };
-use super::layer::Inner;
+use super::layer::{Inner, StoreFailed};
 use super::policy::{
-    NOT_MODIFIED_HEADERS, RequestView, ResponseView, StoreRules, has_request_directives,
-    merge_not_modified, not_modified, storable,
+    CookieRule, NOT_MODIFIED_HEADERS, RequestView, ResponseView, StoreRules,
+    has_request_directives, merge_not_modified, not_modified, only_if_cached, storable,
 };
 use super::stats::incr;
-
-/// The header every response carries: `HIT`, `MISS`, `STALE` or `BYPASS`.
-pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-
-#[derive(Clone, Copy)]
-enum Label {
-    Hit,
-    Miss,
-    Stale,
-    Bypass,
-}
-
-impl Label {
-    fn value(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
-            Label::Hit => "HIT",
-            Label::Miss => "MISS",
-            Label::Stale => "STALE",
-            Label::Bypass => "BYPASS",
-        })
-    }
-}
+use super::status::{CACHE_STATUS, Fwd, Label, Outcome, X_CACHE, ttl_seconds};
 
 /// The service a [`ResponseCacheLayer`](super::ResponseCacheLayer) wraps around an
 /// origin service.
@@ -133,81 +115,113 @@ where
     if !method.is_safe() {
         return write_through(&shared, inner, request).await;
     }
-    let host = request_host(request.uri(), request.headers());
-    let bypass = host.is_none()
-        || !config.methods.contains(&method)
-        || config.route_for(request.uri().path()).is_some_and(|r| r.bypass)
-        || request.headers().contains_key(header::RANGE)
-        || config.bypass_headers.iter().any(|h| request.headers().contains_key(h))
-        // A body on a GET is not part of the key, so it must not shape a shared answer.
-        || !request.body().is_end_stream();
-    let Some(host) = host.filter(|_| !bypass) else {
-        return pass(&shared, inner, request, Label::Bypass).await;
+    // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
+    let cached_only = only_if_cached(request.headers());
+    let host = match (
+        request_host(request.uri(), request.headers()),
+        bypass_reason(&shared, &request),
+    ) {
+        (Some(host), None) => host,
+        (_, reason) => {
+            if cached_only {
+                return Ok(gateway_timeout(&shared));
+            }
+            // No reason but no host: `Host` and the URI's authority disagree.
+            let outcome = reason.unwrap_or(Outcome::bypass("host"));
+            return pass(&shared, inner, request, outcome).await;
+        }
     };
     let key = RequestKey::new(
         &method,
         &host,
         request.uri(),
         request.headers(),
-        &config.ignored_params,
+        config.params_for(request.uri().path()),
         &config.keyed_headers,
     );
-    if !config.ignored_params.is_empty() {
-        strip_ignored_params(&mut request, &config.ignored_params);
+    let route = config.route_for(request.uri().path());
+    let forwarded_params = ParamFilter {
+        ignored: &config.ignored_params,
+        route: route
+            .filter(|r| !r.forward_unkeyed_params)
+            .and_then(|r| r.query.as_ref()),
+    };
+    if !forwarded_params.keeps_all() {
+        strip_ignored_params(&mut request, forwarded_params);
+    }
+    if let Some(CookieRule::Key(names)) = route.map(|r| &r.cookies) {
+        keep_only_cookies(request.headers_mut(), names);
     }
 
-    let Ok(found) = shared.read(&key.primary).await else {
-        return pass(&shared, inner, request, Label::Bypass).await;
-    };
-    let (flight_key, found) = match found {
-        Some(entry) => match &entry.kind {
-            EntryKind::Response(_) => (key.primary.clone(), Some(entry)),
-            EntryKind::Variants(index) => {
-                let variant = variant_key(
-                    &key.primary,
-                    index.nonce,
-                    &selected_values(request.headers(), &index.names),
-                );
-                let Ok(found) = shared.read(&variant).await else {
-                    return pass(&shared, inner, request, Label::Bypass).await;
-                };
-                (variant, found.filter(|e| e.as_response().is_some()))
-            }
-        },
-        None => (key.primary.clone(), None),
-    };
-
-    let Some(entry) = found else {
-        incr(&shared.counters.misses);
-        return fetch(&shared, inner, request, key, flight_key, None).await;
-    };
-    let Some(stored) = entry.as_response() else {
-        return fetch(&shared, inner, request, key, flight_key, None).await;
-    };
-    let now = SystemTime::now();
-    let directives = has_request_directives(request.headers());
-    let fresh = if directives {
-        let view = view_of(&key, &method, request.headers(), request.uri());
-        matches!(
-            stored.policy.before_request(&view, now),
-            BeforeRequest::Fresh(_)
-        )
-    } else {
-        stored.is_fresh(now)
-    };
-    if fresh {
+    // A HEAD is answered by a fresh stored GET (RFC 9110 §9.3.2: the same header
+    // fields, no content) before its own entry is looked for.
+    if method == Method::HEAD
+        && let Ok(get) = lookup(&shared, &key.with_method(&Method::GET), request.headers()).await
+        && let Some(entry) = get.entry
+        && let Some(stored) = entry.as_response()
+        && fresh_for(stored, &key, &request)
+    {
         incr(&shared.counters.hits);
+        let now = SystemTime::now();
+        let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)));
         return Ok(from_stored(
             stored,
             request.headers(),
             &method,
             now,
-            Label::Hit,
+            &shared,
+            outcome,
         ));
+    }
+
+    let Ok(Lookup {
+        flight_key,
+        entry,
+        fwd,
+    }) = lookup(&shared, &key.primary, request.headers()).await
+    else {
+        if cached_only {
+            return Ok(gateway_timeout(&shared));
+        }
+        return pass(&shared, inner, request, Outcome::bypass("store-error")).await;
+    };
+
+    let Some(entry) = entry else {
+        if cached_only {
+            return Ok(gateway_timeout(&shared));
+        }
+        incr(&shared.counters.misses);
+        return fetch(&shared, inner, request, key, flight_key, None, fwd).await;
+    };
+    let Some(stored) = entry.as_response() else {
+        if cached_only {
+            return Ok(gateway_timeout(&shared));
+        }
+        return fetch(&shared, inner, request, key, flight_key, None, fwd).await;
+    };
+    let now = SystemTime::now();
+    let directives = has_request_directives(request.headers());
+    if fresh_for(stored, &key, &request) {
+        incr(&shared.counters.hits);
+        let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)));
+        return Ok(from_stored(
+            stored,
+            request.headers(),
+            &method,
+            now,
+            &shared,
+            outcome,
+        ));
+    }
+    if cached_only {
+        return Ok(gateway_timeout(&shared));
     }
     if !directives && stored.within_stale_window(now, stored.stale_while_revalidate) {
         incr(&shared.counters.stale);
-        let response = from_stored(stored, request.headers(), &method, now, Label::Stale);
+        let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)))
+            .label(Label::Stale)
+            .detail("stale-while-revalidate");
+        let response = from_stored(stored, request.headers(), &method, now, &shared, outcome);
         // One background refresh per key: a running flight means one is under way.
         if let Joined::Leader(flight) = shared.flights.join(&flight_key) {
             let shared = shared.clone();
@@ -219,12 +233,148 @@ where
                     flight.complete(refreshed);
                     return;
                 }
-                let _ = origin(&shared, inner, request, key, Some(entry), Some(flight)).await;
+                let _ = origin(
+                    &shared,
+                    inner,
+                    request,
+                    key,
+                    Some(entry),
+                    Some(flight),
+                    Fwd::Stale,
+                )
+                .await;
             });
         }
         return Ok(response);
     }
-    fetch(&shared, inner, request, key, flight_key, Some(entry)).await
+    // Fresh for the cache, ruled out by the request's own directives: `fwd=request`.
+    let fwd = if stored.is_fresh(now) {
+        Fwd::Request
+    } else {
+        Fwd::Stale
+    };
+    fetch(&shared, inner, request, key, flight_key, Some(entry), fwd).await
+}
+
+/// Why a request does not use the cache, if it does not.
+fn bypass_reason<B: Body>(shared: &Inner, request: &Request<B>) -> Option<Outcome> {
+    let config = &shared.config;
+    let headers = request.headers();
+    if !config.methods.contains(request.method()) {
+        return Some(Outcome::forwarded(Label::Bypass, Fwd::Method));
+    }
+    let detail = if config
+        .route_for(request.uri().path())
+        .is_some_and(|r| r.bypass)
+    {
+        "route"
+    } else if headers.contains_key(header::RANGE) {
+        "range"
+    } else if config
+        .bypass_headers
+        .iter()
+        .any(|h| headers.contains_key(h))
+    {
+        "unkeyed-header"
+    } else if headers.contains_key(header::COOKIE)
+        && config
+            .route_for(request.uri().path())
+            .is_none_or(|r| r.cookies == CookieRule::Bypass)
+    {
+        // A response to a request with cookies may be built for that user (Varnish's
+        // built-in policy passes them too), unless the route keys on or ignores them.
+        "cookie"
+    } else if !request.body().is_end_stream() {
+        // A body on a GET is not part of the key, so it must not shape a shared answer.
+        "request-body"
+    } else {
+        return None;
+    };
+    Some(Outcome::bypass(detail))
+}
+
+/// What the store holds for a request.
+struct Lookup {
+    /// The key concurrent misses of this response share: the primary key, or the
+    /// variant key when the resource varies.
+    flight_key: String,
+    /// The stored response, if any.
+    entry: Option<Arc<CachedEntry>>,
+    /// Why the request goes forward if nothing usable was found.
+    fwd: Fwd,
+}
+
+/// Reads `primary` and, when it holds a Vary index, the variant `headers` select.
+async fn lookup(
+    shared: &Inner,
+    primary: &String,
+    headers: &HeaderMap,
+) -> Result<Lookup, StoreFailed> {
+    let Some(found) = shared.read(primary).await? else {
+        return Ok(Lookup {
+            flight_key: primary.clone(),
+            entry: None,
+            fwd: Fwd::UriMiss,
+        });
+    };
+    match &found.kind {
+        EntryKind::Response(_) => Ok(Lookup {
+            flight_key: primary.clone(),
+            entry: Some(found),
+            fwd: Fwd::UriMiss,
+        }),
+        EntryKind::Variants(index) => {
+            let variant = variant_key(
+                primary,
+                index.nonce,
+                &selected_values(headers, &index.names),
+            );
+            let entry = shared
+                .read(&variant)
+                .await?
+                .filter(|e| e.as_response().is_some());
+            Ok(Lookup {
+                flight_key: variant,
+                entry,
+                fwd: Fwd::VaryMiss,
+            })
+        }
+    }
+}
+
+/// Whether `stored` may answer `request` without the origin: fresh, and fresh for the
+/// request's own directives (`max-age`, `min-fresh`, `no-cache`, `max-stale`) when it
+/// has any.
+fn fresh_for<B>(stored: &StoredResponse, key: &RequestKey, request: &Request<B>) -> bool {
+    let now = SystemTime::now();
+    if !has_request_directives(request.headers()) {
+        return stored.is_fresh(now);
+    }
+    // Vary-selected headers in the normalized form the stored policy holds.
+    let names: Vec<String> = stored.vary.iter().map(|(n, _)| n.clone()).collect();
+    let headers = with_normalized(request.headers(), request.headers(), &names);
+    let view = view_of(key, request.method(), &headers, request.uri());
+    // A request's `max-stale` never outranks a response that must not be served
+    // stale (`must-revalidate`, `proxy-revalidate`, `s-maxage`: RFC 9111 §5.2.2.2).
+    matches!(
+        stored.policy.before_request(&view, now),
+        BeforeRequest::Fresh(_)
+    ) && (!stored.must_revalidate || stored.is_fresh(now))
+}
+
+/// The answer to `only-if-cached` with nothing usable stored (RFC 9111 §5.2.1.7).
+fn gateway_timeout<B>(shared: &Inner) -> Response<CacheBody<B>> {
+    incr(&shared.counters.misses);
+    let mut response = Response::new(CacheBody::empty());
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    Outcome::forwarded(Label::Miss, Fwd::UriMiss)
+        .detail("only-if-cached")
+        .without_fwd()
+        .apply(
+            response.headers_mut(),
+            shared.config.cache_status.as_deref(),
+        );
+    response
 }
 
 /// The fresh entry the store holds now for `flight_key`, if a request with `headers`
@@ -232,8 +382,8 @@ where
 /// became the leader of a flight asks this before calling the origin: a flight that
 /// ended in between has stored its response by now (a flight lasts until its store
 /// write is done), and calling the origin again would be a second call for one
-/// change. Found by CI-style runs: a miss (session 2) and a stale-while-revalidate
-/// refresh (session 3) each made one origin call too many.
+/// change (a miss, or a stale-while-revalidate refresh, each made one origin call too
+/// many under load without it).
 async fn stored_meanwhile(
     shared: &Inner,
     flight_key: &String,
@@ -253,6 +403,7 @@ async fn fetch<S, ReqB, ResB>(
     key: RequestKey,
     flight_key: String,
     stale: Option<Arc<CachedEntry>>,
+    fwd: Fwd,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
@@ -269,38 +420,54 @@ where
                 && let Some(stored) = entry.as_response()
             {
                 flight.complete(entry.clone());
-                return Ok(coalesced(shared, &request, stored));
+                return Ok(coalesced(shared, &request, stored, fwd));
             }
-            origin(shared, inner, request, key, stale, Some(flight)).await
+            origin(shared, inner, request, key, stale, Some(flight), fwd).await
         }
         Joined::Waiter(waiter) => {
             if let Some(entry) = waiter.wait().await
                 && let Some(stored) = entry.as_response()
-                && same_variant(request.headers(), &stored.vary)
+                && reusable_for(stored, &key, &request)
             {
-                return Ok(coalesced(shared, &request, stored));
+                return Ok(coalesced(shared, &request, stored, fwd));
             }
             // The leader's response was not shareable with this request: ask ourselves.
-            origin(shared, inner, request, key, stale, None).await
+            origin(shared, inner, request, key, stale, None, fwd).await
         }
     }
 }
 
+/// Whether a response another request fetched may answer `request` as if it came
+/// from the store (RFC 9111 §4): its Vary-selected headers match, and it is fresh for
+/// a shared cache, for this request's own directives too. A response that must be
+/// revalidated (`no-cache`, `max-age=0`, `s-maxage=0`) is not: the request asks the
+/// origin itself.
+fn reusable_for<B>(stored: &StoredResponse, key: &RequestKey, request: &Request<B>) -> bool {
+    same_variant(request.headers(), &stored.vary) && fresh_for(stored, key, request)
+}
+
 /// A request answered by the cache layer with another request's response, without an
 /// origin call of its own: a hit (as a hit on a busy object is in other shared caches),
-/// counted as coalesced.
+/// counted as coalesced; `Cache-Status` says `collapsed`.
 fn coalesced<ReqB, ResB>(
     shared: &Inner,
     request: &Request<ReqB>,
     stored: &StoredResponse,
+    fwd: Fwd,
 ) -> Response<CacheBody<ResB>> {
     incr(&shared.counters.coalesced);
+    let now = SystemTime::now();
+    let outcome = Outcome::forwarded(Label::Hit, fwd)
+        .fwd_status(stored.status)
+        .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
+        .collapsed();
     from_stored(
         stored,
         request.headers(),
         request.method(),
-        SystemTime::now(),
-        Label::Hit,
+        now,
+        shared,
+        outcome,
     )
 }
 
@@ -313,6 +480,7 @@ async fn origin<S, ReqB, ResB>(
     key: RequestKey,
     stale: Option<Arc<CachedEntry>>,
     flight: Option<Flight<String, Arc<CachedEntry>>>,
+    fwd: Fwd,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
@@ -346,33 +514,29 @@ where
     let result = inner.call(Request::from_parts(parts, body)).await;
     let now = SystemTime::now();
     let usable_on_error = stale_response.filter(|s| s.within_stale_window(now, s.stale_if_error));
+    // The stale response served because the origin failed (RFC 5861 §4).
+    let serve_stale = |stored: &StoredResponse, status: Option<StatusCode>| {
+        incr(&shared.counters.stale);
+        let mut outcome = Outcome::forwarded(Label::Stale, Fwd::Stale)
+            .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
+            .detail("stale-if-error");
+        outcome.fwd_status = status;
+        from_stored(stored, &client_headers, &method, now, shared, outcome)
+    };
     let response = match result {
         Ok(response) => response,
         Err(error) => {
             if let Some(stored) = usable_on_error {
-                incr(&shared.counters.stale);
-                return Ok(from_stored(
-                    stored,
-                    &client_headers,
-                    &method,
-                    now,
-                    Label::Stale,
-                ));
+                return Ok(serve_stale(stored, None));
             }
             return Err(error);
         }
     };
-    if response.status().is_server_error()
+    let status = response.status();
+    if status.is_server_error()
         && let Some(stored) = usable_on_error
     {
-        incr(&shared.counters.stale);
-        return Ok(from_stored(
-            stored,
-            &client_headers,
-            &method,
-            now,
-            Label::Stale,
-        ));
+        return Ok(serve_stale(stored, Some(status)));
     }
     let view = view_of(&key, &method, &request_headers, &uri);
     let rules = StoreRules {
@@ -384,12 +548,13 @@ where
         stale_retention: shared.config.stale_retention,
         tag_header: &shared.config.tag_header,
     };
+    let forwarded = Outcome::forwarded(Label::Miss, fwd).fwd_status(status);
 
-    if response.status() == StatusCode::NOT_MODIFIED
+    if status == StatusCode::NOT_MODIFIED
         && let Some(stored) = stale_response
     {
         let answer = ResponseView {
-            status: response.status(),
+            status,
             headers: response.headers(),
         };
         if !matches!(
@@ -398,28 +563,38 @@ where
         ) {
             // A 304 for validators we do not hold: the stored body is all we have.
             incr(&shared.counters.stale);
+            let outcome = forwarded
+                .label(Label::Stale)
+                .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
+                .detail("unmatched-304");
             return Ok(from_stored(
                 stored,
                 &client_headers,
                 &method,
                 now,
-                Label::Stale,
+                shared,
+                outcome,
             ));
         }
         incr(&shared.counters.not_modified);
         let merged = merge_not_modified(&stored.headers, response.headers());
-        let Some(refreshed) = storable(&view, stored.status, &merged, &rules, now) else {
-            // No longer storable: this answer uses the stored body one last time.
-            let mut refreshed = stored.clone();
-            refreshed.headers = merged;
-            incr(&shared.counters.not_stored);
-            return Ok(from_stored(
-                &refreshed,
-                &client_headers,
-                &method,
-                now,
-                Label::Miss,
-            ));
+        let refreshed = match storable(&view, stored.status, &merged, &rules, now) {
+            Ok(refreshed) => refreshed,
+            Err(reason) => {
+                // No longer storable: this answer uses the stored body one last time.
+                let mut refreshed = stored.clone();
+                refreshed.headers = merged;
+                incr(&shared.counters.not_stored);
+                let outcome = forwarded.detail(reason);
+                return Ok(from_stored(
+                    &refreshed,
+                    &client_headers,
+                    &method,
+                    now,
+                    shared,
+                    outcome,
+                ));
+            }
         };
         let mut fresh = refreshed.response;
         fresh.body = stored.body.clone();
@@ -432,51 +607,112 @@ where
         let Some(stored) = entry.as_response() else {
             unreachable!("built as a response above")
         };
+        let outcome = forwarded
+            .label(Label::Hit)
+            .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
+            .stored();
         return Ok(from_stored(
             stored,
             &client_headers,
             &method,
             now,
-            Label::Hit,
+            shared,
+            outcome,
         ));
     }
 
     let (mut parts, body) = response.into_parts();
     let judged = storable(&view, parts.status, &parts.headers, &rules, now);
     parts.headers.remove(&shared.config.tag_header);
-    parts.headers.insert(X_CACHE, Label::Miss.value());
     let limit = shared.config.max_body_bytes;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let Some(judged) = judged.filter(|_| declared.is_none_or(|len| len <= limit as u64)) else {
-        incr(&shared.counters.not_stored);
-        drop(flight); // waiters ask the origin themselves
-        return Ok(Response::from_parts(parts, CacheBody::origin(body)));
+    let judged = judged.and_then(|j| {
+        if declared.is_none_or(|len| len <= limit as u64) {
+            Ok(j)
+        } else {
+            Err("too-large")
+        }
+    });
+    let judged = match judged {
+        Ok(judged) => judged,
+        Err(reason) => {
+            incr(&shared.counters.not_stored);
+            drop(flight); // waiters ask the origin themselves
+            forwarded
+                .detail(reason)
+                .apply(&mut parts.headers, shared.config.cache_status.as_deref());
+            return Ok(Response::from_parts(parts, CacheBody::origin(body)));
+        }
     };
     let bytes = match read_limited(body, limit).await {
         Buffered::Complete(bytes) => bytes,
         Buffered::Streaming(body) => {
             incr(&shared.counters.not_stored);
             drop(flight);
+            forwarded
+                .detail("too-large")
+                .apply(&mut parts.headers, shared.config.cache_status.as_deref());
+            return Ok(Response::from_parts(parts, body));
+        }
+        Buffered::Failed(body) => {
+            // Never stored, and never presented as complete: the client gets what was
+            // read, then the error (the connection is aborted). A stale entry usable
+            // on error answers instead (RFC 5861 §4: a failed upstream body is a 502
+            // to any proxy).
+            incr(&shared.counters.not_stored);
+            drop(flight);
+            if let Some(stored) = usable_on_error {
+                return Ok(serve_stale(stored, Some(status)));
+            }
+            forwarded
+                .detail("body-failed")
+                .apply(&mut parts.headers, shared.config.cache_status.as_deref());
             return Ok(Response::from_parts(parts, body));
         }
     };
     let mut stored = judged.response;
+    // The length is known now: a HEAD answered from this entry carries it too. An
+    // origin that answers HEAD with its GET body (as axum handlers do) gives it for a
+    // HEAD as well; an empty HEAD body says nothing of the length.
+    let known_length = (method == Method::GET || !bytes.is_empty())
+        && stored.status != StatusCode::NO_CONTENT
+        && !stored.headers.contains_key(header::CONTENT_LENGTH);
+    if known_length {
+        let length = HeaderValue::from(bytes.len());
+        stored
+            .headers
+            .insert(header::CONTENT_LENGTH, length.clone());
+        if method == Method::HEAD {
+            parts.headers.insert(header::CONTENT_LENGTH, length);
+        }
+    }
     stored.body = bytes.clone();
+    let ttl = ttl_seconds(stored.lifetime, stored.initial_age);
     let entry = Arc::new(CachedEntry::response(stored));
     if let Some(flight) = &flight {
         flight.complete(entry.clone());
     }
     shared.spawn_store(key, entry, judged.keep_for, flight);
+    forwarded
+        .ttl(ttl)
+        .stored()
+        .apply(&mut parts.headers, shared.config.cache_status.as_deref());
     // The client whose request reached the origin gets the origin's own headers
     // (its Set-Cookie included), with its conditions answered.
     if parts.status == StatusCode::OK
         && has_conditions(&client_headers)
-        && not_modified(&client_headers, &parts.headers)
+        && not_modified(&client_headers, &parts.headers, now)
     {
-        return Ok(not_modified_response(&parts.headers, None, Label::Miss));
+        let mut response = not_modified_response(&parts.headers, None);
+        for name in [X_CACHE, CACHE_STATUS] {
+            if let Some(value) = parts.headers.get(&name) {
+                response.headers_mut().insert(name, value.clone());
+            }
+        }
+        return Ok(response);
     }
     let body = if method == Method::HEAD {
         CacheBody::empty()
@@ -515,13 +751,27 @@ where
                 };
                 let same_host = uri
                     .authority()
-                    .is_none_or(|a| a.as_str().eq_ignore_ascii_case(&host));
+                    .is_none_or(|a| normalize_host(a.as_str()) == host);
                 if same_host && uri.path().starts_with('/') {
                     keys.extend(shared.resource_keys(&host, &uri, &request_headers));
                 }
             }
         }
-        let invalidation = shared.invalidate(&keys);
+        // What the route declares the write also changes: lists under a prefix,
+        // tagged responses.
+        let route = shared.config.route_for(target.path());
+        let invalidation = async {
+            let mut removed = shared.invalidate(&keys).await?;
+            if let Some(route) = route {
+                for prefix in &route.invalidates_prefixes {
+                    removed += shared.purge_prefix(Some(&host), prefix).await?;
+                }
+                for tag in &route.invalidates_tags {
+                    removed += shared.purge_tag(tag).await?;
+                }
+            }
+            Ok::<u64, partcache::Error>(removed)
+        };
         let result = if shared.local {
             invalidation.await.map(|_| ())
         } else {
@@ -535,7 +785,8 @@ where
             tracing::warn!(cache = %shared.responses.name(), %error, "could not invalidate after an unsafe request");
         }
     }
-    Ok(finish(response, &shared.config.tag_header, Label::Bypass))
+    let outcome = Outcome::forwarded(Label::Bypass, Fwd::Method).fwd_status(status);
+    Ok(finish(response, shared, &outcome))
 }
 
 /// Sends the request to the origin past the cache.
@@ -543,42 +794,44 @@ async fn pass<S, ReqB, ResB>(
     shared: &Inner,
     mut inner: S,
     request: Request<ReqB>,
-    label: Label,
+    outcome: Outcome,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
 {
     incr(&shared.counters.bypasses);
     let response = inner.call(request).await?;
-    Ok(finish(response, &shared.config.tag_header, label))
+    let outcome = outcome.fwd_status(response.status());
+    Ok(finish(response, shared, &outcome))
 }
 
-fn finish<B>(
-    response: Response<B>,
-    tag_header: &HeaderName,
-    label: Label,
-) -> Response<CacheBody<B>> {
+fn finish<B>(response: Response<B>, shared: &Inner, outcome: &Outcome) -> Response<CacheBody<B>> {
     let (mut parts, body) = response.into_parts();
-    parts.headers.remove(tag_header);
-    parts.headers.insert(X_CACHE, label.value());
+    parts.headers.remove(&shared.config.tag_header);
+    outcome.apply(&mut parts.headers, shared.config.cache_status.as_deref());
     Response::from_parts(parts, CacheBody::origin(body))
 }
 
 /// A response from a stored one: a 304 when the client's conditions hold, else the
-/// stored status, headers and (shared, uncopied) body; `Age` and `x-cache` added.
+/// stored status, headers and (shared, uncopied) body; `Age`, `x-cache` and
+/// `Cache-Status` added.
 fn from_stored<B>(
     stored: &StoredResponse,
     client: &HeaderMap,
     method: &Method,
     now: SystemTime,
-    label: Label,
+    shared: &Inner,
+    outcome: Outcome,
 ) -> Response<CacheBody<B>> {
     let age = HeaderValue::from(stored.age(now).as_secs());
+    let status_name = shared.config.cache_status.as_deref();
     if stored.status == StatusCode::OK
         && has_conditions(client)
-        && not_modified(client, &stored.headers)
+        && not_modified(client, &stored.headers, stored.stored_at)
     {
-        return not_modified_response(&stored.headers, Some(age), label);
+        let mut response = not_modified_response(&stored.headers, Some(age));
+        outcome.apply(response.headers_mut(), status_name);
+        return response;
     }
     let mut response = Response::new(if *method == Method::HEAD {
         CacheBody::empty()
@@ -587,19 +840,20 @@ fn from_stored<B>(
     });
     *response.status_mut() = stored.status;
     let headers = response.headers_mut();
-    headers.reserve(stored.headers.len() + 2);
+    headers.reserve(stored.headers.len() + 3);
     for (name, value) in &stored.headers {
         headers.append(name, value.clone());
     }
     headers.insert(header::AGE, age);
-    headers.insert(X_CACHE, label.value());
+    outcome.apply(headers, status_name);
     response
 }
 
+/// A 304 built from a response's headers (`x-cache` and `Cache-Status` left to the
+/// caller; on a miss they are among `headers` already).
 fn not_modified_response<B>(
     stored: &HeaderMap,
     age: Option<HeaderValue>,
-    label: Label,
 ) -> Response<CacheBody<B>> {
     let mut response = Response::new(CacheBody::empty());
     *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -612,7 +866,6 @@ fn not_modified_response<B>(
     if let Some(age) = age {
         headers.insert(header::AGE, age);
     }
-    headers.insert(X_CACHE, label.value());
     response
 }
 
@@ -635,12 +888,37 @@ fn view_of<'a>(
     }
 }
 
-/// Removes ignored query parameters from the request the origin gets.
-fn strip_ignored_params<B>(request: &mut Request<B>, ignored: &[String]) {
+/// Removes the cookies a route does not key on from the request the origin gets
+/// (RFC 6265 §5.4 pairs; the kept ones go on one `Cookie` line).
+fn keep_only_cookies(headers: &mut HeaderMap, names: &[String]) {
+    if !headers.contains_key(header::COOKIE) {
+        return;
+    }
+    let mut kept = Vec::new();
+    for (name, value) in cookie_pairs(headers) {
+        if names.iter().any(|n| n.as_bytes() == name) {
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(name);
+            kept.push(b'=');
+            kept.extend_from_slice(value);
+        }
+    }
+    headers.remove(header::COOKIE);
+    if let Ok(value) = HeaderValue::from_bytes(&kept)
+        && !kept.is_empty()
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// Removes the query parameters the key leaves out from the request the origin gets.
+fn strip_ignored_params<B>(request: &mut Request<B>, filter: ParamFilter<'_>) {
     let Some(query) = request.uri().query() else {
         return;
     };
-    let kept = strip_ignored(query, ignored);
+    let kept = strip_ignored(query, filter);
     if kept.len() == query.len() {
         return;
     }

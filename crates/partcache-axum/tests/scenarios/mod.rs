@@ -16,7 +16,7 @@ use http::{Method, StatusCode};
 use partcache::CacheManager;
 use partcache_axum::RoutePolicy;
 
-use crate::support::{cache_on, eventually, respond, serve};
+use crate::support::{Server, cache_on, eventually, respond, serve};
 
 const NO_DELAY: Duration = Duration::ZERO;
 
@@ -251,6 +251,28 @@ pub async fn vary_keeps_one_response_per_header_value_and_star_is_never_served(
     assert_eq!(server.get("/star").await.x_cache(), "MISS");
     assert_eq!(server.get("/star").await.x_cache(), "MISS");
     assert_eq!(server.calls(), 5);
+
+    // Variants first stored at the same moment all stay: each store joins the one
+    // Vary index of the resource instead of replacing it with its own.
+    let languages = ["en", "fr", "de", "it", "es", "nl", "pt", "pl"];
+    let first = languages.iter().map(|l| {
+        let server = &server;
+        async move { server.get_with("/many", &[("accept-language", l)]).await }
+    });
+    for (reply, language) in futures::future::join_all(first).await.iter().zip(languages) {
+        assert!(reply.body.starts_with(language), "{}", reply.body);
+    }
+    let calls = server.calls();
+    assert_eq!(calls, 5 + languages.len());
+    server.stored(2 + languages.len() as u64).await;
+    for language in languages {
+        let hit = server
+            .get_with("/many", &[("accept-language", language)])
+            .await;
+        assert_eq!(hit.x_cache(), "HIT", "{language}: {}", hit.body);
+        assert!(hit.body.starts_with(language), "{}", hit.body);
+    }
+    assert_eq!(server.calls(), calls);
 }
 
 pub async fn conditional_requests_get_304_from_the_cache(manager: CacheManager) {
@@ -564,6 +586,661 @@ pub async fn bodies_over_the_limit_stream_through_uncached(manager: CacheManager
     assert_eq!(server.cache.stats().not_stored, 4);
 }
 
+pub async fn a_body_that_fails_half_way_is_never_presented_whole_nor_stored(manager: CacheManager) {
+    let broken = Arc::new(AtomicBool::new(true));
+    let fail = broken.clone();
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, move |seen, n| {
+        let cc = if seen.uri.starts_with("/sie") {
+            "max-age=1, stale-if-error=60"
+        } else {
+            "max-age=1"
+        };
+        let headers = [("cache-control", cc), ("etag", "\"v1\"")];
+        // The first answer of /reval and /sie is whole; later ones break.
+        let whole = !seen.uri.starts_with("/broken") && n <= 3;
+        if whole || !fail.load(Ordering::SeqCst) {
+            return respond(200, &headers, format!("whole {n}"));
+        }
+        respond(200, &headers, failing_after(b"hello world"))
+    })
+    .await;
+    let get = || Server::try_send(&server, Method::GET, "/broken", &[]);
+    // A miss: the client sees the failure, and nothing is stored.
+    let first = get().await;
+    assert!(first.is_err(), "a truncated miss was presented whole");
+    let second = get().await;
+    assert!(second.is_err(), "a truncated miss was stored");
+    assert_eq!(server.calls(), 2);
+
+    // A revalidation that gets a full (200) answer whose body fails.
+    assert_eq!(server.get("/reval").await.body, "whole 3");
+    server.stored(1).await;
+    eventually("the entry to go stale and be revalidated", || async {
+        match server.try_send(Method::GET, "/reval", &[]).await {
+            Ok(reply) => {
+                assert_eq!((reply.x_cache(), reply.body.as_str()), ("HIT", "whole 3"));
+                false
+            }
+            Err(_) => true,
+        }
+    })
+    .await;
+    let calls = server.calls();
+    assert!(
+        server.try_send(Method::GET, "/reval", &[]).await.is_err(),
+        "the truncated body replaced the stored one"
+    );
+    assert_eq!(server.calls(), calls + 1, "still stale: revalidated again");
+
+    // Within stale-if-error the stale response answers instead.
+    broken.store(false, Ordering::SeqCst);
+    assert_eq!(server.get("/sie").await.x_cache(), "MISS");
+    server.stored(2).await;
+    broken.store(true, Ordering::SeqCst);
+    eventually("the sie entry to go stale", || async {
+        let reply = server.get("/sie").await;
+        assert!(reply.body.starts_with("whole"), "{}", reply.body);
+        reply.x_cache() == "STALE"
+    })
+    .await;
+    assert_eq!(server.cache.stats().stored, 2);
+}
+
+pub async fn s_maxage_forbids_serving_stale(manager: CacheManager) {
+    let failing = Arc::new(AtomicBool::new(false));
+    let fail = failing.clone();
+    // Cache-wide stale windows too: s-maxage overrides them as well.
+    let cache = cache_on(&manager, |b| {
+        b.stale_if_error(Duration::from_secs(60))
+            .stale_while_revalidate(Duration::from_secs(60))
+    })
+    .await;
+    let server = serve(cache, NO_DELAY, move |seen, n| {
+        if fail.load(Ordering::SeqCst) {
+            return respond(503, &[], "down");
+        }
+        let cc = if seen.uri == "/swr" {
+            "s-maxage=1, stale-while-revalidate=60"
+        } else {
+            "s-maxage=1, stale-if-error=60"
+        };
+        respond(200, &[("cache-control", cc)], format!("ok {n}"))
+    })
+    .await;
+    assert_eq!(server.get("/sie").await.body, "ok 1");
+    assert_eq!(server.get("/swr").await.body, "ok 2");
+    server.stored(2).await;
+    failing.store(true, Ordering::SeqCst);
+    eventually("the entry to go stale", || async {
+        let reply = server.get("/sie").await;
+        if reply.status == StatusCode::OK {
+            assert_eq!((reply.x_cache(), reply.body.as_str()), ("HIT", "ok 1"));
+            return false;
+        }
+        assert_eq!(
+            (reply.status, reply.x_cache(), reply.body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "MISS", "down")
+        );
+        true
+    })
+    .await;
+    // Nor with the client's consent (max-stale).
+    let consent = server
+        .get_with("/sie", &[("cache-control", "max-stale=600")])
+        .await;
+    assert_eq!(consent.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    failing.store(false, Ordering::SeqCst);
+    eventually("the swr entry to go stale", || async {
+        let reply = server.get("/swr").await;
+        if reply.x_cache() == "HIT" {
+            assert_eq!(reply.body, "ok 2");
+            return false;
+        }
+        assert_eq!(reply.x_cache(), "MISS", "never STALE under s-maxage");
+        assert_ne!(reply.body, "ok 2", "refreshed before answering");
+        true
+    })
+    .await;
+}
+
+pub async fn connection_named_and_hop_by_hop_headers_are_never_stored(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("connection", "x-internal, x-trace"),
+                ("x-internal", "secret"),
+                ("x-trace", "abc"),
+                ("keep-alive", "timeout=5"),
+                ("x-public", "kept"),
+            ],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    assert_eq!(server.get("/h").await.x_cache(), "MISS");
+    server.stored(1).await;
+    let hit = server.get("/h").await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 1"));
+    assert_eq!(hit.header("x-public"), Some("kept"));
+    for name in ["x-internal", "x-trace", "keep-alive", "connection"] {
+        assert_eq!(hit.header(name), None, "{name} replayed on a hit");
+    }
+}
+
+pub async fn vary_matching_normalizes_equivalent_header_values(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
+        respond(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    assert_eq!(
+        server
+            .get_with("/n", &[("accept-language", "en, fr")])
+            .await
+            .x_cache(),
+        "MISS"
+    );
+    server.stored(1).await;
+    for same in [
+        &[("accept-language", "en,fr")][..],
+        &[("accept-language", "en ,  fr")],
+        &[("accept-language", "en"), ("accept-language", "fr")],
+        // With directives of its own, judged by the stored policy.
+        &[
+            ("accept-language", "en,fr"),
+            ("cache-control", "max-age=600"),
+        ],
+    ] {
+        let hit = server.get_with("/n", same).await;
+        assert_eq!(
+            (hit.x_cache(), hit.body.as_str()),
+            ("HIT", "call 1"),
+            "{same:?}"
+        );
+    }
+    let other = server.get_with("/n", &[("accept-language", "fr,en")]).await;
+    assert_eq!(
+        other.x_cache(),
+        "MISS",
+        "another order is another preference"
+    );
+    assert_eq!(server.calls(), 2);
+}
+
+pub async fn if_modified_since_without_last_modified_is_judged_by_date(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        if seen.uri == "/dated" {
+            respond(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                ],
+                format!("call {n}"),
+            )
+        } else {
+            respond(200, &[("cache-control", "max-age=60")], format!("call {n}"))
+        }
+    })
+    .await;
+    assert_eq!(server.get("/dated").await.x_cache(), "MISS");
+    server.stored(1).await;
+    let same = server
+        .get_with(
+            "/dated",
+            &[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")],
+        )
+        .await;
+    assert_eq!(
+        (same.status, same.x_cache()),
+        (StatusCode::NOT_MODIFIED, "HIT")
+    );
+    let earlier = server
+        .get_with(
+            "/dated",
+            &[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")],
+        )
+        .await;
+    assert_eq!(
+        (earlier.status, earlier.x_cache(), earlier.body.as_str()),
+        (StatusCode::OK, "HIT", "call 1")
+    );
+
+    // No Date from the origin either: the time it was received stands in, and hits
+    // carry that Date.
+    assert_eq!(server.get("/undated").await.x_cache(), "MISS");
+    server.stored(2).await;
+    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+    let hit = server
+        .get_with("/undated", &[("if-modified-since", &later)])
+        .await;
+    assert_eq!(
+        (hit.status, hit.x_cache()),
+        (StatusCode::NOT_MODIFIED, "HIT")
+    );
+    assert!(hit.header("date").is_some());
+    assert_eq!(server.calls(), 2);
+}
+
+pub async fn only_if_cached_with_nothing_usable_answers_504(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let cc = if seen.uri == "/short" {
+            "max-age=1"
+        } else {
+            "max-age=60"
+        };
+        respond(200, &[("cache-control", cc)], format!("call {n}"))
+    })
+    .await;
+    let only = [("cache-control", "only-if-cached")];
+    let miss = server.get_with("/o", &only).await;
+    assert_eq!(
+        (miss.status, miss.body.as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "")
+    );
+    assert_eq!(server.calls(), 0, "the origin is never asked");
+    // Nor on a request that would bypass the cache.
+    let range = server
+        .get_with(
+            "/o",
+            &[("cache-control", "only-if-cached"), ("range", "bytes=0-1")],
+        )
+        .await;
+    assert_eq!(range.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(server.calls(), 0);
+
+    assert_eq!(server.get("/o").await.x_cache(), "MISS");
+    assert_eq!(server.get("/short").await.x_cache(), "MISS");
+    server.stored(2).await;
+    let hit = server.get_with("/o", &only).await;
+    assert_eq!((hit.status, hit.body.as_str()), (StatusCode::OK, "call 1"));
+    // A stale entry is not usable either (no max-stale).
+    eventually("the short entry to go stale", || async {
+        let reply = server.get_with("/short", &only).await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.body, "call 2");
+            return false;
+        }
+        assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+        true
+    })
+    .await;
+    assert_eq!(server.calls(), 2);
+}
+
+pub async fn a_fresh_stored_get_answers_head(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
+        respond(
+            200,
+            &[("cache-control", "max-age=60"), ("x-kind", "page")],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    let get = server.get("/g").await;
+    assert_eq!((get.x_cache(), get.body.as_str()), ("MISS", "call 1"));
+    server.stored(1).await;
+    let head = server.send(Method::HEAD, "/g", &[]).await;
+    assert_eq!(
+        (head.status, head.x_cache(), head.body.as_str()),
+        (StatusCode::OK, "HIT", "")
+    );
+    assert_eq!(head.header("x-kind"), Some("page"));
+    assert_eq!(head.header("content-length"), Some("6"), "the GET's length");
+    assert_eq!(server.calls(), 1);
+    // A HEAD of its own keeps the length its origin answer had.
+    let own = server.send(Method::HEAD, "/own", &[]).await;
+    assert_eq!(
+        (own.x_cache(), own.header("content-length")),
+        ("MISS", Some("6"))
+    );
+    server.stored(2).await;
+    let own = server.send(Method::HEAD, "/own", &[]).await;
+    assert_eq!(
+        (own.x_cache(), own.header("content-length")),
+        ("HIT", Some("6"))
+    );
+}
+
+pub async fn cache_status_says_what_happened_and_why_nothing_was_stored(manager: CacheManager) {
+    // As the README's tour builds it: no default TTL.
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let headers: &[(&str, &str)] = match seen.uri.as_str() {
+            "/silent" => &[],
+            "/private" => &[("cache-control", "private, max-age=60")],
+            "/cookie" => &[("cache-control", "max-age=60"), ("set-cookie", "a=b")],
+            _ => &[("cache-control", "max-age=60")],
+        };
+        respond(200, headers, format!("call {n}"))
+    })
+    .await;
+    let status =
+        |reply: &crate::support::Reply| reply.header("cache-status").unwrap_or("").to_string();
+
+    let silent = server.get("/silent").await;
+    assert_eq!(
+        status(&silent),
+        "partcache; fwd=uri-miss; fwd-status=200; detail=no-freshness"
+    );
+    assert_eq!(
+        status(&server.get("/private").await),
+        "partcache; fwd=uri-miss; fwd-status=200; detail=private"
+    );
+    assert_eq!(
+        status(&server.get("/cookie").await),
+        "partcache; fwd=uri-miss; fwd-status=200; detail=set-cookie"
+    );
+    let miss = server.get("/page").await;
+    assert_eq!(
+        status(&miss),
+        "partcache; fwd=uri-miss; fwd-status=200; ttl=60; stored"
+    );
+    server.stored(1).await;
+    let hit = server.get("/page").await;
+    let hit_status = status(&hit);
+    let ttl: i64 = hit_status
+        .strip_prefix("partcache; hit; ttl=")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{hit_status}"));
+    assert!((50..=60).contains(&ttl), "{hit_status}");
+    let forced = server
+        .get_with("/page", &[("cache-control", "no-cache")])
+        .await;
+    assert_eq!(
+        status(&forced),
+        "partcache; fwd=request; fwd-status=200; ttl=60; stored"
+    );
+    let bypass = server.get_with("/page", &[("range", "bytes=0-1")]).await;
+    assert_eq!(
+        status(&bypass),
+        "partcache; fwd=bypass; fwd-status=200; detail=range"
+    );
+    let options = server.send(Method::OPTIONS, "/page", &[]).await;
+    assert_eq!(status(&options), "partcache; fwd=method; fwd-status=200");
+
+    // Named, or turned off.
+    let named = serve(
+        cache_on(&manager, |b| b.cache_status_name("edge-1")).await,
+        NO_DELAY,
+        |_, _| respond(200, &[("cache-control", "max-age=60")], "x"),
+    )
+    .await;
+    assert!(status(&named.get("/").await).starts_with("edge-1; fwd=uri-miss"));
+    let off = serve(
+        cache_on(&manager, |b| b.without_cache_status()).await,
+        NO_DELAY,
+        |_, _| respond(200, &[("cache-control", "max-age=60")], "x"),
+    )
+    .await;
+    let reply = off.get("/").await;
+    assert_eq!(
+        (reply.header("cache-status"), reply.x_cache()),
+        (None, "MISS")
+    );
+}
+
+pub async fn requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them(
+    manager: CacheManager,
+) {
+    let cache = cache_on(&manager, |b| {
+        b.route("/keyed", RoutePolicy::cached().key_cookies(["lang"]))
+            .route("/static", RoutePolicy::cached().ignore_cookies())
+    })
+    .await;
+    let server = serve(cache, NO_DELAY, |seen, n| {
+        let cookie = seen
+            .headers
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        respond(
+            200,
+            &[("cache-control", "max-age=60")],
+            format!("{cookie} {n}"),
+        )
+    })
+    .await;
+    // By default a page built for one visitor's cookie is never served to another.
+    let one = server.get_with("/page", &[("cookie", "sid=1")]).await;
+    assert_eq!((one.x_cache(), one.body.as_str()), ("BYPASS", "sid=1 1"));
+    assert!(
+        one.header("cache-status")
+            .unwrap()
+            .ends_with("detail=cookie")
+    );
+    let two = server.get_with("/page", &[("cookie", "sid=2")]).await;
+    assert_eq!((two.x_cache(), two.body.as_str()), ("BYPASS", "sid=2 2"));
+    assert_eq!(server.get("/page").await.x_cache(), "MISS");
+    server.stored(1).await;
+    let again = server.get_with("/page", &[("cookie", "sid=2")]).await;
+    assert_eq!(
+        (again.x_cache(), again.body.as_str()),
+        ("BYPASS", "sid=2 4")
+    );
+
+    // Keyed on `lang`: the origin sees only that cookie, and each value is a variant.
+    let en = server
+        .get_with("/keyed", &[("cookie", "sid=1; lang=en")])
+        .await;
+    assert_eq!((en.x_cache(), en.body.as_str()), ("MISS", "lang=en 5"));
+    server.stored(2).await;
+    let en_again = server
+        .get_with("/keyed", &[("cookie", "lang=en;sid=2")])
+        .await;
+    assert_eq!(
+        (en_again.x_cache(), en_again.body.as_str()),
+        ("HIT", "lang=en 5")
+    );
+    let fr = server
+        .get_with("/keyed", &[("cookie", "sid=1; lang=fr")])
+        .await;
+    assert_eq!((fr.x_cache(), fr.body.as_str()), ("MISS", "lang=fr 6"));
+    let none = server.get("/keyed").await;
+    assert_eq!((none.x_cache(), none.body.as_str()), ("MISS", "- 7"));
+
+    // Declared cookie-independent: one entry for all, cookies passed on unchanged.
+    let first = server.get_with("/static", &[("cookie", "sid=1")]).await;
+    assert_eq!((first.x_cache(), first.body.as_str()), ("MISS", "sid=1 8"));
+    server.stored(5).await;
+    let other = server.get_with("/static", &[("cookie", "sid=2")]).await;
+    assert_eq!((other.x_cache(), other.body.as_str()), ("HIT", "sid=1 8"));
+    assert_eq!(server.calls(), 8);
+}
+
+pub async fn a_route_chooses_which_query_parameters_are_keyed(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| {
+        b.route(
+            "/notes",
+            RoutePolicy::cached().key_query_params(["tag", "page"]),
+        )
+        .route(
+            "/search",
+            RoutePolicy::cached()
+                .ignore_query_params(["cb"])
+                .forward_unkeyed_params(),
+        )
+    })
+    .await;
+    let server = serve(cache, NO_DELAY, |seen, n| {
+        respond(
+            200,
+            &[("cache-control", "max-age=60")],
+            format!("{} {n}", seen.uri),
+        )
+    })
+    .await;
+    let first = server.get("/notes?tag=a&cb=123&page=2").await;
+    assert_eq!(
+        (first.x_cache(), first.body.as_str()),
+        ("MISS", "/notes?tag=a&page=2 1"),
+        "unkeyed parameters never reach the origin"
+    );
+    server.stored(1).await;
+    // A client cannot bust the cache: every other `cb` is the same entry.
+    for cb in 0..20 {
+        let reply = server.get(&format!("/notes?page=2&cb={cb}&tag=a")).await;
+        assert_eq!(
+            (reply.x_cache(), reply.body.as_str()),
+            ("HIT", "/notes?tag=a&page=2 1")
+        );
+    }
+    assert_eq!(server.get("/notes?tag=b").await.x_cache(), "MISS");
+    assert_eq!(server.calls(), 2);
+
+    // A deny-list whose parameters the origin may still see.
+    let search = server.get("/search?q=x&cb=1").await;
+    assert_eq!(
+        (search.x_cache(), search.body.as_str()),
+        ("MISS", "/search?q=x&cb=1 3")
+    );
+    server.stored(3).await;
+    let hit = server.get("/search?cb=2&q=x").await;
+    assert_eq!(
+        (hit.x_cache(), hit.body.as_str()),
+        ("HIT", "/search?q=x&cb=1 3")
+    );
+    assert_eq!(server.get("/search?q=y&cb=1").await.x_cache(), "MISS");
+
+    // Invalidation and purges key the same way.
+    assert_eq!(
+        server
+            .send(Method::PUT, "/notes?tag=a&page=2&cb=7", &[])
+            .await
+            .x_cache(),
+        "BYPASS"
+    );
+    assert_eq!(server.get("/notes?tag=a&page=2").await.x_cache(), "MISS");
+}
+
+pub async fn writes_invalidate_declared_prefixes_and_paths_purge_without_urls(
+    manager: CacheManager,
+) {
+    let cache = cache_on(&manager, |b| {
+        b.host("a.example")
+            .route(
+                "/notes",
+                RoutePolicy::cached()
+                    .invalidates_prefix("/notes")
+                    .error_ttl(Duration::from_secs(1)),
+            )
+            .track_prefix("/docs")
+    })
+    .await;
+    let server = serve(cache, NO_DELAY, |seen, n| {
+        match (&seen.method, seen.uri.as_str()) {
+            (&Method::GET, "/notes/404") => {
+                respond(404, &[("cache-control", "max-age=60")], format!("gone {n}"))
+            }
+            (&Method::GET, _) => {
+                respond(200, &[("cache-control", "max-age=60")], format!("call {n}"))
+            }
+            _ => respond(204, &[], Body::empty()),
+        }
+    })
+    .await;
+    let on = |host: &'static str| [("host", host)];
+    let a = on("a.example");
+    let get = |path: &'static str| server.get_with(path, &a);
+    let lists = ["/notes?tag=a", "/notes?tag=b", "/notes/1"];
+    for path in lists {
+        assert_eq!(get(path).await.x_cache(), "MISS", "{path}");
+    }
+    server.stored(3).await;
+    for path in lists {
+        assert_eq!(get(path).await.x_cache(), "HIT", "{path}");
+    }
+    // A write to one note drops the lists too, with no code in the handler.
+    let put = server.send(Method::PUT, "/notes/1", &a).await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    for path in lists {
+        assert_eq!(get(path).await.x_cache(), "MISS", "{path} after the PUT");
+    }
+    server.stored(6).await;
+
+    // Purge by a tracked prefix: every host, or one.
+    for path in ["/docs/x", "/docs/y", "/docsx"] {
+        assert_eq!(get(path).await.x_cache(), "MISS");
+    }
+    let b = on("b.example");
+    assert_eq!(server.get_with("/docs/x", &b).await.x_cache(), "MISS");
+    server.stored(10).await;
+    assert_eq!(
+        server
+            .cache
+            .purge_prefix("http://b.example/docs")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(server.get_with("/docs/x", &b).await.x_cache(), "MISS");
+    assert_eq!(get("/docs/x").await.x_cache(), "HIT", "another host's stay");
+    server.stored(11).await;
+    assert_eq!(server.cache.purge_prefix("/docs").await.unwrap(), 3);
+    assert_eq!(get("/docs/y").await.x_cache(), "MISS");
+    assert_eq!(get("/docsx").await.x_cache(), "HIT", "not under /docs");
+    assert!(server.cache.purge_prefix("/untracked").await.is_err());
+
+    // Purge by path, on the configured host.
+    assert_eq!(get("/notes/1").await.x_cache(), "HIT");
+    assert_eq!(server.cache.purge_path("/notes/1").await.unwrap(), 1);
+    assert_eq!(get("/notes/1").await.x_cache(), "MISS");
+
+    // A 404 is kept for the route's error TTL, not the origin's minute.
+    let missing = get("/notes/404").await;
+    assert_eq!(
+        (missing.status, missing.x_cache()),
+        (StatusCode::NOT_FOUND, "MISS")
+    );
+    assert!(
+        missing.header("cache-status").unwrap().contains("ttl=1;"),
+        "{:?}",
+        missing.header("cache-status")
+    );
+    eventually("the 404 to expire", || async {
+        get("/notes/404").await.x_cache() == "MISS"
+    })
+    .await;
+}
+
+pub async fn a_full_prefix_list_evicts_rather_than_forgets(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| b.track_prefix("/docs").max_keys_per_tag(2)).await;
+    let server = serve(cache, NO_DELAY, |_, n| {
+        respond(200, &[("cache-control", "max-age=60")], format!("call {n}"))
+    })
+    .await;
+    for (i, path) in ["/docs/1", "/docs/2", "/docs/3"].into_iter().enumerate() {
+        assert_eq!(server.get(path).await.x_cache(), "MISS");
+        server.stored(i as u64 + 1).await;
+    }
+    // The list holds two: the oldest response left the cache rather than the list.
+    assert_eq!(server.get("/docs/1").await.x_cache(), "MISS");
+    server.stored(4).await;
+    assert_eq!(server.cache.purge_prefix("/docs").await.unwrap(), 2);
+    for path in ["/docs/1", "/docs/2", "/docs/3"] {
+        assert_eq!(
+            server.get(path).await.x_cache(),
+            "MISS",
+            "{path} survived the purge"
+        );
+    }
+}
+
+/// A body that sends `prefix`, then fails.
+fn failing_after(prefix: &'static [u8]) -> Body {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(Bytes::from_static(prefix)),
+        Err(std::io::Error::other("the origin failed mid-body")),
+    ];
+    Body::from_stream(futures::stream::iter(chunks))
+}
+
 fn stream_of(chunks: usize, size: usize) -> Body {
     let chunks = (0..chunks).map(move |_| Ok::<_, std::io::Error>(Bytes::from(vec![b's'; size])));
     Body::from_stream(futures::stream::iter(chunks))
@@ -608,6 +1285,42 @@ pub async fn a_hundred_concurrent_misses_call_the_origin_once(manager: CacheMana
     );
     assert_eq!(replies.iter().filter(|r| r.x_cache() == "MISS").count(), 1);
     assert_eq!(server.cache.stats().coalesced, 99);
+}
+
+pub async fn collapsed_requests_get_only_a_response_reusable_for_them(manager: CacheManager) {
+    let server = serve(
+        cache_on(&manager, |b| b).await,
+        Duration::from_millis(200),
+        |seen, n| {
+            let cc = match seen.uri.as_str() {
+                "/no-cache" => "no-cache",
+                "/max-age-0" => "max-age=0",
+                _ => "s-maxage=0, max-age=60",
+            };
+            // A validator, so each is worth storing for revalidation.
+            respond(
+                200,
+                &[("cache-control", cc), ("etag", "\"v\"")],
+                format!("call {n}"),
+            )
+        },
+    )
+    .await;
+    let mut expected = 0;
+    for path in ["/no-cache", "/max-age-0", "/s-maxage-0"] {
+        let burst: Vec<_> = (0..20).map(|_| server.get(path)).collect();
+        let replies = futures::future::join_all(burst).await;
+        expected += 20;
+        assert_eq!(
+            server.calls(),
+            expected,
+            "{path}: every request asked the origin"
+        );
+        for reply in &replies {
+            assert_ne!(reply.x_cache(), "HIT", "{path}: {}", reply.body);
+        }
+    }
+    assert_eq!(server.cache.stats().coalesced, 0);
 }
 
 pub async fn unkeyed_forwarding_headers_cannot_poison_what_others_get(manager: CacheManager) {
@@ -684,6 +1397,17 @@ pub async fn the_host_is_part_of_the_key(manager: CacheManager) {
         (a_again.x_cache(), a_again.body.as_str()),
         ("HIT", "a.example 1")
     );
+    // The default port and a trailing dot name the same host.
+    for same in ["a.example:80", "a.example.", "a.example:443"] {
+        let reply = server.get_with("/", &[("host", same)]).await;
+        assert_eq!(
+            (reply.x_cache(), reply.body.as_str()),
+            ("HIT", "a.example 1"),
+            "{same}"
+        );
+    }
+    let other_port = server.get_with("/", &[("host", "a.example:8080")]).await;
+    assert_eq!(other_port.x_cache(), "MISS");
 }
 
 pub async fn head_requests_are_cached_apart_and_every_response_is_marked(manager: CacheManager) {
@@ -729,6 +1453,19 @@ macro_rules! rfc9111_suite {
             unkeyed_forwarding_headers_cannot_poison_what_others_get,
             the_host_is_part_of_the_key,
             head_requests_are_cached_apart_and_every_response_is_marked,
+            a_body_that_fails_half_way_is_never_presented_whole_nor_stored,
+            s_maxage_forbids_serving_stale,
+            collapsed_requests_get_only_a_response_reusable_for_them,
+            connection_named_and_hop_by_hop_headers_are_never_stored,
+            vary_matching_normalizes_equivalent_header_values,
+            if_modified_since_without_last_modified_is_judged_by_date,
+            only_if_cached_with_nothing_usable_answers_504,
+            a_fresh_stored_get_answers_head,
+            cache_status_says_what_happened_and_why_nothing_was_stored,
+            requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them,
+            a_route_chooses_which_query_parameters_are_keyed,
+            writes_invalidate_declared_prefixes_and_paths_purge_without_urls,
+            a_full_prefix_list_evicts_rather_than_forgets,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {

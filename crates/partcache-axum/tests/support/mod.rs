@@ -36,6 +36,10 @@ pub struct Server {
     pub calls: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// A client that opens a connection per request, for requests whose response may
+    /// be aborted (a pooled connection the server aborted would fail the next request
+    /// sent on it).
+    unpooled: Client<HttpConnector, Full<Bytes>>,
 }
 
 pub struct Reply {
@@ -124,12 +128,16 @@ pub async fn serve(
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let client = Client::builder(TokioExecutor::new()).build_http();
+    let unpooled = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
     Server {
         addr,
         cache,
         calls,
         seen,
         client,
+        unpooled,
     }
 }
 
@@ -147,24 +155,56 @@ impl Server {
     }
 
     pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
+        Self::exchange(&self.client, self.addr, method, path, headers)
+            .await
+            .expect("the response body")
+    }
+
+    /// Like [`Server::send`] on a connection of its own, but a body that fails to
+    /// arrive whole (the connection is aborted before the message ends) is an `Err`
+    /// with what the client saw.
+    pub async fn try_send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, String> {
+        Self::exchange(&self.unpooled, self.addr, method, path, headers).await
+    }
+
+    async fn exchange(
+        client: &Client<HttpConnector, Full<Bytes>>,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, String> {
         let mut request = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr));
+            .uri(format!("http://{addr}{path}"));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(Bytes::new())).unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
+        let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
             .await
             .expect("request timed out")
-            .expect("request failed");
+            // The server may abort before the head is flushed: also a failure the
+            // client sees.
+            .map_err(|error| format!("no response: {error:?}"))?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Reply {
+        let body = body.collect().await.map_err(|error| {
+            format!(
+                "status {} with content-length {:?}: {error:?}",
+                parts.status,
+                parts.headers.get("content-length")
+            )
+        })?;
+        Ok(Reply {
             status: parts.status,
             headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+            body: String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        })
     }
 
     /// Waits until the cache has written `n` responses (writes run beside replies).
