@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::{CacheFigures, Dashboard, HttpFigures, MasterFigures, OrmFigures, redact_url};
-pub use catalog::{CARDS_CACHE, ProductCard, ProductPatch, RECOMMENDATIONS_CACHE};
+pub use catalog::{CARDS_CACHE, ProductCard, ProductPatch, RECOMMENDATIONS};
 pub use db::PRODUCTS;
 
 /// Where the storefront keeps its data and caches.
