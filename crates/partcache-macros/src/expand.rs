@@ -311,6 +311,24 @@ fn generated_body(
     })
 }
 
+/// `tokens`, all spanned at `span` (where an error about them should point).
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(group) = &tree {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                tree = proc_macro2::TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}
+
 /// The names of operation `i`'s declaration, manager and key.
 fn names(i: usize) -> (syn::Ident, syn::Ident, syn::Ident) {
     (
@@ -398,7 +416,7 @@ fn operation_prelude(
 
     if options.kind != Kind::Evict {
         let cached = signature::cached(sig, options)?;
-        let shape = &cached.shape;
+        let shape = respan(cached.shape, cached.value_span);
         let op = format_ident!("__partcache_op_{i}");
         // Spanned at the cached type: a value type other than the declared one is
         // reported there.

@@ -43,6 +43,12 @@ pub trait ConnectionTrait: Sync {
 }
 impl ConnectionTrait for Db {}
 
+// A body of one expression on one line: `unused_braces` would flag the braces if the
+// expansion kept the body's block as the tail of another block.
+#[rustfmt::skip]
+#[cacheable(cache = A)]
+async fn one_line(id: u64) -> String { id.to_string() }
+
 #[cacheable(cache = E)]
 async fn no_args() -> u64 {
     7
@@ -88,6 +94,7 @@ fn main() {
         caches: std::sync::Arc::new(CacheManager::from_url("memory://").unwrap()),
     };
     assert_send(plain(1));
+    assert_send(one_line(1));
     assert_send(tuple(&Db, "t", 1));
     assert_send(computed(1, 2));
     assert_send(generic_db(&Db, 1));
