@@ -34,9 +34,15 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
     }
     let mut operations = vec![first];
     let mut kept = Vec::new();
+    // The siblings' paths, named in the expansion: rustc never resolves an attribute
+    // this one took off the function, so its import would look unused.
+    let mut sibling_paths = Vec::new();
     for attribute in std::mem::take(&mut function.attrs) {
         match sibling(&attribute)? {
-            Some(options) => operations.push(options),
+            Some(options) => {
+                operations.push(options);
+                sibling_paths.push(attribute.path().clone());
+            }
             None => kept.push(attribute),
         }
     }
@@ -58,6 +64,7 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
         #(#outer)*
         #vis #sig {
             #(#inner)*
+            #(#[allow(unused_imports)] use #sibling_paths as _;)*
             #body
         }
     })
@@ -68,7 +75,17 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
 pub(crate) fn without_attributes(item: TokenStream) -> TokenStream {
     match syn::parse2::<ItemFn>(item.clone()) {
         Ok(mut function) => {
-            function.attrs.retain(|attribute| !is_partcache(attribute));
+            let (removed, kept): (Vec<Attribute>, Vec<Attribute>) =
+                function.attrs.into_iter().partition(is_partcache);
+            function.attrs = kept;
+            // As in a successful expansion: the removed attributes' imports stay used.
+            for attribute in removed.iter().rev() {
+                let path = attribute.path();
+                function.block.stmts.insert(
+                    0,
+                    syn::parse_quote!(#[allow(unused_imports)] use #path as _;),
+                );
+            }
             quote!(#function)
         }
         Err(_) => item,
