@@ -1,19 +1,21 @@
-//! The expansion: the function keeps its signature; its body becomes a call to a
-//! `::partcache::__private` helper with the original body as an `async move` block.
+//! The expansion: the function keeps its signature; its body becomes the original body
+//! as an `async move` block, wrapped in the cache operations of every partcache
+//! attribute on the function, in Spring's order whatever their textual order.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::ItemFn;
-use syn::parse::Parser;
+use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
+use syn::{AttrStyle, Attribute, ItemFn, Meta};
 
 use crate::options::{Kind, Options, Ttl};
 use crate::signature::{self, Key};
 
-/// Expands one attribute on one function.
+/// Expands the first partcache attribute on a function, together with the partcache
+/// attributes still below it (its siblings), which it removes.
 pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let options =
-        (|input: syn::parse::ParseStream<'_>| Options::parse(kind, input)).parse2(attr)?;
+    let first =
+        (|input: ParseStream<'_>| Options::parse(kind, input, Span::call_site())).parse2(attr)?;
     let mut function: ItemFn = syn::parse2(item).map_err(|e| {
         syn::Error::new(
             e.span(),
@@ -30,156 +32,136 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
             ),
         ));
     }
+    let mut operations = vec![first];
+    let mut kept = Vec::new();
+    // The siblings' paths, named in the expansion: rustc never resolves an attribute
+    // this one took off the function, so its import would look unused.
+    let mut sibling_paths = Vec::new();
+    for attribute in std::mem::take(&mut function.attrs) {
+        match sibling(&attribute)? {
+            Some(options) => {
+                operations.push(options);
+                sibling_paths.push(attribute.path().clone());
+            }
+            None => kept.push(attribute),
+        }
+    }
+    function.attrs = kept;
+    check_combination(&operations)?;
+
     let args = signature::arguments(&mut function.sig);
-    let key = signature::key(&options, &args, &function.sig.ident)?;
-    let body = generated_body(&options, &function, key)?;
-    let ItemFn {
-        attrs, vis, sig, ..
-    } = function;
+    let mut keys = Vec::new();
+    for options in &operations {
+        keys.push(signature::key(options, &args, &function.sig.ident)?);
+    }
+    let body = generated_body(&operations, keys, &function)?;
+    let (outer, inner): (Vec<Attribute>, Vec<Attribute>) = function
+        .attrs
+        .into_iter()
+        .partition(|a| matches!(a.style, AttrStyle::Outer));
+    let ItemFn { vis, sig, .. } = function;
     Ok(quote! {
-        #(#attrs)*
+        #(#outer)*
         #vis #sig {
+            #(#inner)*
+            #(#[allow(unused_imports)] use #sibling_paths as _;)*
             #body
         }
     })
 }
 
+/// The function without its partcache attributes (or `item` as it is, when it is not a
+/// function).
+pub(crate) fn without_attributes(item: TokenStream) -> TokenStream {
+    match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(mut function) => {
+            let (removed, kept): (Vec<Attribute>, Vec<Attribute>) =
+                function.attrs.into_iter().partition(is_partcache);
+            function.attrs = kept;
+            // As in a successful expansion: the removed attributes' imports stay used.
+            for attribute in removed.iter().rev() {
+                let path = attribute.path();
+                function.block.stmts.insert(
+                    0,
+                    syn::parse_quote!(#[allow(unused_imports)] use #path as _;),
+                );
+            }
+            quote!(#function)
+        }
+        Err(_) => item,
+    }
+}
+
+/// Whether `attribute` is one of the three (by its last path segment).
+fn is_partcache(attribute: &Attribute) -> bool {
+    attribute
+        .path()
+        .segments
+        .last()
+        .is_some_and(|last| Kind::named(&last.ident.to_string()).is_some())
+}
+
+/// A partcache attribute below the one being expanded: its options, parsed.
+fn sibling(attribute: &Attribute) -> syn::Result<Option<Options>> {
+    let Some(last) = attribute.path().segments.last() else {
+        return Ok(None);
+    };
+    let Some(kind) = Kind::named(&last.ident.to_string()) else {
+        return Ok(None);
+    };
+    let span = attribute.span();
+    let tokens = match &attribute.meta {
+        Meta::List(list) => list.tokens.clone(),
+        _ => TokenStream::new(),
+    };
+    (|input: ParseStream<'_>| Options::parse(kind, input, span))
+        .parse2(tokens)
+        .map(Some)
+}
+
+/// Combinations of attributes that Spring refuses, refused at compile time.
+fn check_combination(operations: &[Options]) -> syn::Result<()> {
+    if operations.len() > 1
+        && let Some(span) = operations.iter().find_map(|o| o.sync)
+    {
+        return Err(syn::Error::new(
+            span,
+            "`sync` cannot be combined with other cache attributes on one function (as in Spring): the callers waiting on one call share its value, and only the call that computes it would run the other operations",
+        ));
+    }
+    Ok(())
+}
+
+/// The function's path, for logs.
+fn function_name(function: &ItemFn) -> TokenStream {
+    let name = function.sig.ident.to_string();
+    quote!(::core::concat!(::core::module_path!(), "::", #name))
+}
+
 fn generated_body(
-    options: &Options,
+    operations: &[Options],
+    keys: Vec<Option<Key>>,
     function: &ItemFn,
-    key: Option<Key>,
 ) -> syn::Result<TokenStream> {
     let sig = &function.sig;
     let output_ty = signature::output_type(sig);
-    let fn_name = sig.ident.to_string();
-    let cache_name = options
-        .cache
-        .as_ref()
-        .map(|lit| lit.value())
-        .unwrap_or_default();
+    let function_name = function_name(function);
 
-    // The cached value type: the function's (for `#[cacheable]`/`#[cache_put]`) or the
-    // one `value_type` names (`#[cache_evict]`, whose output is not cached).
-    let (value_ty, value_span, shape) = if options.kind == Kind::Evict {
-        let Some(value_type) = &options.value_type else {
-            return Err(syn::Error::new(
-                proc_macro2::Span::call_site(),
-                format!(
-                    "#[cache_evict] needs the value type of cache `{cache_name}`: add `value_type = T` (what its #[cacheable] functions cache, e.g. the `T` of `Result<T, E>`); caches are typed, and evicting through the wrong type would miss"
-                ),
-            ));
-        };
-        (quote!(#value_type), value_type.span(), None)
-    } else {
-        let cached = signature::cached(sig, options)?;
-        (cached.value_ty, cached.value_span, Some(cached.shape))
-    };
-    let key_ty = match (&key, &options.key_type) {
-        (Some(key), _) => key.ty.clone(),
-        (None, Some(key_type)) => quote!(#key_type),
-        (None, None) => {
-            let span = options
-                .all_entries
-                .unwrap_or_else(proc_macro2::Span::call_site);
-            return Err(syn::Error::new(
-                span,
-                format!(
-                    "`all_entries` needs the key type of cache `{cache_name}`: add `key_type = K` (caches are typed)"
-                ),
-            ));
-        }
-    };
-
-    let key_assertions = key.iter().flat_map(|k| k.assertions.iter());
-    let value_assertion = if options.kind == Kind::Evict {
-        quote_spanned! {value_span=>
-            const _: fn() = || {
-                fn assert_value<T: ::partcache::CacheValue>() {}
-                assert_value::<#value_ty>();
-            };
-        }
-    } else {
-        quote_spanned! {value_span=>
-            const _: fn() = || {
-                fn assert_value<T: ::partcache::CacheValue + ::core::clone::Clone>() {}
-                assert_value::<#value_ty>();
-            };
-        }
-    };
-
-    let site = format_ident!("__PARTCACHE_SITE");
-    let site_decl = quote! {
-        static #site: ::partcache::__private::CallSite<#key_ty, #value_ty> =
-            ::partcache::__private::CallSite::new(
-                #cache_name,
-                ::core::concat!(::core::module_path!(), "::", #fn_name),
-            );
-    };
-    let manager = match &options.manager {
-        Some(expr) => quote!(::partcache::__private::explicit_manager(&(#expr))),
-        None => quote!(::partcache::__private::default_manager()),
-    };
-
-    let mut opts = quote!(::partcache::__private::Options::new());
-    match &options.ttl {
-        Some(Ttl::Millis(ms)) => {
-            let ms = proc_macro2::Literal::u64_unsuffixed(*ms);
-            opts.extend(quote!(.ttl(::core::time::Duration::from_millis(#ms))));
-        }
-        Some(Ttl::Expr(expr)) => opts.extend(quote!(.ttl(#expr))),
-        None => {}
-    }
-    if options.sync.is_some() {
-        opts.extend(quote!(.sync()));
-    }
-    if options.before {
-        opts.extend(quote!(.before()));
+    let mut prelude = TokenStream::new();
+    prelude.extend(quote! {
+        const __PARTCACHE_FUNCTION: &::core::primitive::str = #function_name;
+    });
+    for (i, (options, key)) in operations.iter().zip(&keys).enumerate() {
+        prelude.extend(operation_prelude(
+            i,
+            options,
+            key.as_ref(),
+            sig,
+            &output_ty,
+        )?);
     }
 
-    // `condition` is evaluated first; the key only when it holds.
-    let guarded = |some: TokenStream| match &options.condition {
-        Some(condition) => quote! {
-            if #condition { ::core::option::Option::Some(#some) } else { ::core::option::Option::None }
-        },
-        None => quote!(::core::option::Option::Some(#some)),
-    };
-    let key_binding = match (options.kind, &key) {
-        (Kind::Cacheable, Some(key)) => {
-            let value = &key.value;
-            let some = guarded(quote!(#value));
-            quote!(let __partcache_key: ::core::option::Option<#key_ty> = #some;)
-        }
-        (Kind::Put, Some(key)) if key.late => {
-            let value = &key.value;
-            let some = guarded(quote!(|result: &#value_ty| -> #key_ty { #value }));
-            quote!(let __partcache_key = #some;)
-        }
-        (Kind::Put, Some(key)) => {
-            let value = &key.value;
-            let some = guarded(quote!({
-                let __partcache_key: #key_ty = #value;
-                move |_: &#value_ty| __partcache_key
-            }));
-            quote!(let __partcache_key = #some;)
-        }
-        (Kind::Evict, Some(key)) => {
-            let value = &key.value;
-            let some = guarded(quote!(::partcache::__private::Evict::Key(#value)));
-            quote!(let __partcache_key: ::core::option::Option<::partcache::__private::Evict<#key_ty>> = #some;)
-        }
-        (Kind::Evict, None) => {
-            let some = guarded(quote!(::partcache::__private::Evict::AllEntries));
-            quote!(let __partcache_key: ::core::option::Option<::partcache::__private::Evict<#key_ty>> = #some;)
-        }
-        (_, None) => {
-            return Err(syn::Error::new(
-                proc_macro2::Span::call_site(),
-                "`all_entries` applies to #[cache_evict] only",
-            ));
-        }
-    };
-
-    let block = &function.block;
+    let stmts = &function.block.stmts;
     let call = quote! {
         let __partcache_call = async move {
             #[allow(
@@ -196,64 +178,272 @@ fn generated_body(
                 let __partcache_output: #output_ty = loop {};
                 return __partcache_output;
             }
-            #block
+            // The body's statements, not its block: a block of one expression would
+            // be "unnecessary braces" here (`unused_braces`), reported in user code.
+            #(#stmts)*
         };
     };
 
-    let unless = match &options.unless {
-        Some(unless) => quote!(|result: &#value_ty| -> bool { #unless }),
-        None => quote!(|_: &#value_ty| false),
-    };
-    let run = match options.kind {
-        Kind::Cacheable => quote! {
-            #site.cacheable(
-                __partcache_manager,
-                __partcache_key,
-                #opts,
-                #shape,
-                #unless,
-                __partcache_call,
-            )
-            .await
-        },
-        Kind::Put => quote! {
-            #site.cache_put(
-                __partcache_manager,
-                __partcache_key,
-                #opts,
-                #shape,
-                #unless,
-                __partcache_call,
-            )
-            .await
-        },
-        Kind::Evict => {
-            let succeeded = match &sig.output {
-                syn::ReturnType::Type(_, ty) if signature::result_ok(ty).is_some() => {
-                    quote!(::partcache::__private::ok_is_success)
-                }
-                _ => quote!(::partcache::__private::returned_is_success),
-            };
-            quote! {
-                #site.cache_evict(
-                    __partcache_manager,
-                    __partcache_key,
-                    #opts,
-                    #succeeded,
-                    __partcache_call,
-                )
+    // `sync` is alone on its function (checked): the single-flight path.
+    if let [options] = operations
+        && options.kind == Kind::Cacheable
+        && options.sync.is_some()
+    {
+        let ttl = ttl_options(options);
+        return Ok(quote! {
+            #prelude
+            #call
+            __partcache_op_0
+                .cacheable_sync(__partcache_manager_0, __partcache_key_0, #ttl, __partcache_call)
                 .await
-            }
-        }
+        });
+    }
+
+    let indexed = |kind: Kind| {
+        operations
+            .iter()
+            .enumerate()
+            .filter(move |(_, o)| o.kind == kind)
     };
+    let mut run = TokenStream::new();
+
+    // 1. Evictions marked `before`, whatever happens next.
+    for (i, _) in indexed(Kind::Evict).filter(|(_, o)| o.before) {
+        let (cache, manager, key) = names(i);
+        run.extend(quote! {
+            #cache.evict(#manager, #key, __PARTCACHE_FUNCTION).await;
+        });
+    }
+
+    // 2. The lookups, in textual order; the first hit wins.
+    let cacheables: Vec<usize> = indexed(Kind::Cacheable).map(|(i, _)| i).collect();
+    let has_puts = indexed(Kind::Put).next().is_some();
+    if cacheables.is_empty() {
+        run.extend(quote! {
+            let __partcache_output = __partcache_call.await;
+        });
+    } else {
+        for (n, &i) in cacheables.iter().enumerate() {
+            let (_, manager, key) = names(i);
+            let op = format_ident!("__partcache_op_{i}");
+            let lookup = format_ident!("__partcache_lookup_{i}");
+            let ask =
+                quote!(#op.hit(#op.lookup(#manager, ::core::option::Option::as_ref(&#key)).await));
+            run.extend(if n == 0 {
+                quote!(let (__partcache_hit, #lookup) = #ask;)
+            } else {
+                quote! {
+                    let (__partcache_hit, #lookup) = match __partcache_hit {
+                        ::core::option::Option::Some(hit) => (
+                            ::core::option::Option::Some(hit),
+                            ::partcache::__private::Lookup::Skipped,
+                        ),
+                        ::core::option::Option::None => #ask,
+                    };
+                }
+            });
+        }
+        // 3. The call: skipped on a hit, unless a `#[cache_put]` wants the call's output.
+        run.extend(quote! {
+            let __partcache_from_call = ::core::option::Option::is_none(&__partcache_hit);
+        });
+        run.extend(if has_puts {
+            quote! {
+                ::core::mem::drop(__partcache_hit);
+                let __partcache_output = __partcache_call.await;
+            }
+        } else {
+            quote! {
+                let __partcache_output = match __partcache_hit {
+                    ::core::option::Option::Some(hit) => hit,
+                    ::core::option::Option::None => __partcache_call.await,
+                };
+            }
+        });
+        // 4a. A miss stores the call's output (not after a hit in any cache).
+        let mut stores = TokenStream::new();
+        for &i in &cacheables {
+            let options = &operations[i];
+            let (_, manager, key) = names(i);
+            let op = format_ident!("__partcache_op_{i}");
+            let lookup = format_ident!("__partcache_lookup_{i}");
+            let unless = unless(options);
+            let ttl = ttl_options(options);
+            stores.extend(quote! {
+                #op.store_miss(#manager, &#lookup, #key, &__partcache_output, #unless, #ttl).await;
+            });
+        }
+        run.extend(quote! {
+            if __partcache_from_call {
+                #stores
+            }
+        });
+    }
+
+    // 4b. The puts, in textual order.
+    for (i, options) in indexed(Kind::Put) {
+        let (_, manager, key) = names(i);
+        let op = format_ident!("__partcache_op_{i}");
+        let unless = unless(options);
+        let ttl = ttl_options(options);
+        let late = keys[i].as_ref().is_some_and(|k| k.late);
+        let store = if late {
+            quote!(store_by_result)
+        } else {
+            quote!(store_at)
+        };
+        run.extend(quote! {
+            #op.#store(#manager, #key, &__partcache_output, #unless, #ttl).await;
+        });
+    }
+
+    // 5. The other evictions, once the call succeeded (or a hit stood for it).
+    let after: Vec<_> = indexed(Kind::Evict).filter(|(_, o)| !o.before).collect();
+    if !after.is_empty() {
+        let succeeded = match &sig.output {
+            syn::ReturnType::Type(_, ty) if signature::result_ok(ty).is_some() => {
+                quote!(::partcache::__private::ok_is_success)
+            }
+            _ => quote!(::partcache::__private::returned_is_success),
+        };
+        let mut evictions = TokenStream::new();
+        for (i, _) in after {
+            let (cache, manager, key) = names(i);
+            evictions.extend(quote! {
+                #cache.evict(#manager, #key, __PARTCACHE_FUNCTION).await;
+            });
+        }
+        run.extend(quote! {
+            if #succeeded(&__partcache_output) {
+                #evictions
+            }
+        });
+    }
 
     Ok(quote! {
-        #(#key_assertions)*
-        #value_assertion
-        #site_decl
-        let __partcache_manager = #manager;
-        #key_binding
+        #prelude
         #call
         #run
+        __partcache_output
     })
+}
+
+/// `tokens`, all spanned at `span` (where an error about them should point).
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(group) = &tree {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                tree = proc_macro2::TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}
+
+/// The names of operation `i`'s declaration, manager and key.
+fn names(i: usize) -> (syn::Ident, syn::Ident, syn::Ident) {
+    (
+        format_ident!("__partcache_cache_{i}"),
+        format_ident!("__partcache_manager_{i}"),
+        format_ident!("__partcache_key_{i}"),
+    )
+}
+
+fn ttl_options(options: &Options) -> TokenStream {
+    let mut opts = quote!(::partcache::__private::Options::new());
+    match &options.ttl {
+        Some(Ttl::Millis(ms)) => {
+            let ms = proc_macro2::Literal::u64_unsuffixed(*ms);
+            opts.extend(quote!(.ttl(::core::time::Duration::from_millis(#ms))));
+        }
+        Some(Ttl::Expr(expr)) => opts.extend(quote!(.ttl(#expr))),
+        None => {}
+    }
+    opts
+}
+
+fn unless(options: &Options) -> TokenStream {
+    match &options.unless {
+        Some(unless) => quote!(|result| -> bool { #unless }),
+        None => quote!(|_| false),
+    }
+}
+
+/// Everything operation `i` evaluates before the call, on the borrowed arguments: its
+/// declaration, manager, condition and key, and (for `#[cacheable]` and `#[cache_put]`)
+/// how the function's output maps to the cached value.
+fn operation_prelude(
+    i: usize,
+    options: &Options,
+    key: Option<&Key>,
+    sig: &syn::Signature,
+    output_ty: &TokenStream,
+) -> syn::Result<TokenStream> {
+    let (cache, manager, key_name) = names(i);
+    let Some(path) = &options.cache else {
+        return Err(syn::Error::new(Span::call_site(), "a cache is required"));
+    };
+    let path_span = path.span();
+    let mut prelude = quote_spanned! {path_span=>
+        let #cache: &::partcache::CacheDecl<_, _> = &#path;
+    };
+    prelude.extend(match &options.manager {
+        Some(expr) => {
+            quote!(let #manager = ::partcache::__private::explicit_manager(&(#expr));)
+        }
+        None => quote!(let #manager = ::partcache::__private::default_manager();),
+    });
+
+    // `condition` is evaluated first; the key only when it holds.
+    let guarded = |some: TokenStream| match &options.condition {
+        Some(condition) => quote! {
+            if #condition { ::core::option::Option::Some(#some) } else { ::core::option::Option::None }
+        },
+        None => quote!(::core::option::Option::Some(#some)),
+    };
+    let checked = |key: &Key| {
+        let value = &key.value;
+        quote!(::partcache::__private::key(#cache, #value))
+    };
+    let binding = match (options.kind, key) {
+        (Kind::Evict, None) => guarded(quote!(::partcache::__private::Evict::AllEntries)),
+        (Kind::Evict, Some(key)) => {
+            let key = checked(key);
+            guarded(quote!(::partcache::__private::Evict::Key(#key)))
+        }
+        (_, Some(key)) if key.late => {
+            let key = checked(key);
+            guarded(quote!(::partcache::__private::key_from_result(#cache, |result| #key)))
+        }
+        (_, Some(key)) => guarded(checked(key)),
+        (_, None) => {
+            return Err(syn::Error::new(
+                options.all_entries.unwrap_or_else(Span::call_site),
+                "`all_entries` applies to #[cache_evict] only",
+            ));
+        }
+    };
+    prelude.extend(quote!(let #key_name = #binding;));
+
+    if options.kind != Kind::Evict {
+        let cached = signature::cached(sig, options)?;
+        let shape = respan(cached.shape, cached.value_span);
+        let op = format_ident!("__partcache_op_{i}");
+        // Spanned at the cached type: a value type other than the declared one is
+        // reported there.
+        prelude.extend(quote_spanned! {cached.value_span=>
+            let #op = ::partcache::__private::Op::<_, _, #output_ty>::new(
+                #cache,
+                #shape,
+                __PARTCACHE_FUNCTION,
+            );
+        });
+    }
+    Ok(prelude)
 }

@@ -3,7 +3,7 @@
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
-use syn::{Expr, Ident, LitBool, LitStr, Token, Type};
+use syn::{Expr, Ident, LitBool, LitStr, Path, Token};
 
 /// Which attribute is being expanded.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -14,6 +14,16 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// The attribute of that name (`cacheable`, `cache_put`, `cache_evict`), if any.
+    pub(crate) fn named(name: &str) -> Option<Kind> {
+        match name {
+            "cacheable" => Some(Kind::Cacheable),
+            "cache_put" => Some(Kind::Put),
+            "cache_evict" => Some(Kind::Evict),
+            _ => None,
+        }
+    }
+
     pub(crate) fn attribute(self) -> &'static str {
         match self {
             Kind::Cacheable => "#[cacheable]",
@@ -27,7 +37,6 @@ impl Kind {
             Kind::Cacheable => &[
                 "cache",
                 "key",
-                "key_type",
                 "ttl",
                 "sync",
                 "condition",
@@ -39,7 +48,6 @@ impl Kind {
             Kind::Put => &[
                 "cache",
                 "key",
-                "key_type",
                 "ttl",
                 "condition",
                 "unless",
@@ -50,8 +58,6 @@ impl Kind {
             Kind::Evict => &[
                 "cache",
                 "key",
-                "key_type",
-                "value_type",
                 "all_entries",
                 "before",
                 "condition",
@@ -71,10 +77,8 @@ pub(crate) enum Ttl {
 /// The parsed options of one attribute.
 pub(crate) struct Options {
     pub(crate) kind: Kind,
-    pub(crate) cache: Option<LitStr>,
+    pub(crate) cache: Option<Path>,
     pub(crate) key: Option<Expr>,
-    pub(crate) key_type: Option<Type>,
-    pub(crate) value_type: Option<Type>,
     pub(crate) ttl: Option<Ttl>,
     pub(crate) sync: Option<Span>,
     pub(crate) condition: Option<Expr>,
@@ -87,13 +91,13 @@ pub(crate) struct Options {
 }
 
 impl Options {
-    pub(crate) fn parse(kind: Kind, input: ParseStream<'_>) -> syn::Result<Self> {
+    /// Parses the options of the attribute `kind`, written at `span` (where an error
+    /// about the attribute as a whole points).
+    pub(crate) fn parse(kind: Kind, input: ParseStream<'_>, span: Span) -> syn::Result<Self> {
         let mut options = Options {
             kind,
             cache: None,
             key: None,
-            key_type: None,
-            value_type: None,
             ttl: None,
             sync: None,
             condition: None,
@@ -108,6 +112,14 @@ impl Options {
         while !input.is_empty() {
             let name = input.call(Ident::parse_any)?;
             let text = name.to_string();
+            if text == "key_type" || text == "value_type" {
+                return Err(syn::Error::new(
+                    name.span(),
+                    format!(
+                        "`{text}` is not an option any more: the cache's declaration (`CacheDecl<K, V>`) gives its key and value types; remove it"
+                    ),
+                ));
+            }
             if !kind.allowed().contains(&text.as_str()) {
                 return Err(syn::Error::new(
                     name.span(),
@@ -127,15 +139,20 @@ impl Options {
             seen.push(text.clone());
             match text.as_str() {
                 "cache" => {
-                    let lit: LitStr = value(input, &name)?;
-                    if lit.value().is_empty() {
-                        return Err(syn::Error::new(lit.span(), "the cache name is empty"));
+                    expect_eq(input, &name)?;
+                    if input.peek(LitStr) {
+                        let lit: LitStr = input.parse()?;
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "`cache` names a cache declaration, not a string (a string cannot be checked against the other functions using the cache): declare it once, `static CACHE: partcache::CacheDecl<K, V> = partcache::CacheDecl::new({:?});`, and write `cache = CACHE`",
+                                lit.value()
+                            ),
+                        ));
                     }
-                    options.cache = Some(lit);
+                    options.cache = Some(input.parse()?);
                 }
                 "key" => options.key = Some(value(input, &name)?),
-                "key_type" => options.key_type = Some(value(input, &name)?),
-                "value_type" => options.value_type = Some(value(input, &name)?),
                 "condition" => options.condition = Some(value(input, &name)?),
                 "unless" => options.unless = Some(value(input, &name)?),
                 "manager" => options.manager = Some(value(input, &name)?),
@@ -168,17 +185,17 @@ impl Options {
             }
             input.parse::<Token![,]>()?;
         }
-        options.check()?;
+        options.check(span)?;
         Ok(options)
     }
 
     /// Combinations that parse but mean nothing.
-    fn check(&self) -> syn::Result<()> {
+    fn check(&self, span: Span) -> syn::Result<()> {
         if self.cache.is_none() {
             return Err(syn::Error::new(
-                Span::call_site(),
+                span,
                 format!(
-                    "{} needs the cache's name: add `cache = \"name\"`",
+                    "{} needs its cache: add `cache = CACHE`, naming a `static CACHE: partcache::CacheDecl<K, V>`",
                     self.kind.attribute()
                 ),
             ));

@@ -105,55 +105,35 @@ fn is_db_handle(ty: &Type, generics: &Generics) -> bool {
     }
 }
 
-/// The cache key: its type and how a call computes it.
+/// The cache key: how a call computes it. Its type is the declared key type; the
+/// generated code checks the computed key against it.
 pub(crate) struct Key {
-    /// The key type `K`.
-    pub(crate) ty: TokenStream,
-    /// An expression of type `K`, evaluated before the call (on borrowed arguments).
+    /// An expression of the key, evaluated before the call (on borrowed arguments),
+    /// spanned at what the key is made of, so a key of the wrong type is reported there.
     pub(crate) value: TokenStream,
     /// `true` when `value` reads `result` (`#[cache_put]` only): evaluated after the call.
     pub(crate) late: bool,
-    /// One `CacheKey` assertion per argument the key is made of, spanned at its type.
-    pub(crate) assertions: Vec<TokenStream>,
 }
 
-fn assert_key(ty: &TokenStream, span: Span) -> TokenStream {
-    quote_spanned! {span=>
-        const _: fn() = || {
-            fn assert_key<T: ::partcache::CacheKey>() {}
-            assert_key::<#ty>();
-        };
-    }
-}
-
-/// The owned type an argument contributes to a key, and the expression that makes it.
-fn arg_key(arg: &Arg, name: &Ident) -> syn::Result<(TokenStream, TokenStream)> {
+/// The owned key an argument contributes (`&str` → `String`, `&T` → `T::Owned`).
+fn arg_key(arg: &Arg, name: &Ident) -> syn::Result<TokenStream> {
     let span = arg.ty.span();
     match &arg.ty {
         Type::Reference(r) => {
             if matches!(&*r.elem, Type::ImplTrait(_)) {
                 return Err(unnameable(arg));
             }
-            let elem = &r.elem;
-            let ty = if matches!(&**elem, Type::Path(p) if p.path.is_ident("str")) {
-                quote_spanned!(span=> ::std::string::String)
-            } else {
-                quote_spanned!(span=> <#elem as ::std::borrow::ToOwned>::Owned)
-            };
-            Ok((ty, quote!(::std::borrow::ToOwned::to_owned(&*#name))))
+            Ok(quote_spanned!(span=> ::std::borrow::ToOwned::to_owned(&*#name)))
         }
         Type::ImplTrait(_) => Err(unnameable(arg)),
-        ty => Ok((
-            ty.to_token_stream(),
-            quote!(::core::clone::Clone::clone(&#name)),
-        )),
+        _ => Ok(quote_spanned!(span=> ::core::clone::Clone::clone(&#name))),
     }
 }
 
 fn unnameable(arg: &Arg) -> syn::Error {
     syn::Error::new(
         arg.ty.span(),
-        "an `impl Trait` argument cannot be part of a cache key (its type has no name): mark it `#[skip]`, or give `key = ...` and `key_type = ...`",
+        "an `impl Trait` argument cannot be part of a cache key (its type has no name): mark it `#[skip]`, or give `key = ...`",
     )
 }
 
@@ -198,25 +178,12 @@ fn arg_names(args: &[Arg]) -> String {
 }
 
 /// Arguments as a key: one argument is the key itself, several are a tuple.
-fn key_of_args(parts: Vec<(TokenStream, TokenStream, Span)>) -> Key {
-    let assertions = parts
-        .iter()
-        .map(|(ty, _, span)| assert_key(ty, *span))
-        .collect();
-    let (ty, value) = match parts.as_slice() {
-        [(ty, value, _)] => (ty.clone(), value.clone()),
-        parts => {
-            let tys = parts.iter().map(|(t, _, _)| t);
-            let values = parts.iter().map(|(_, v, _)| v);
-            (quote!((#(#tys,)*)), quote!((#(#values,)*)))
-        }
+fn key_of_args(parts: Vec<TokenStream>) -> Key {
+    let value = match parts.as_slice() {
+        [value] => value.clone(),
+        parts => quote!((#(#parts,)*)),
     };
-    Key {
-        ty,
-        value,
-        late: false,
-        assertions,
-    }
+    Key { value, late: false }
 }
 
 /// The key of a call, from `key = ...` or the default rule. `None` for `all_entries`.
@@ -225,36 +192,33 @@ pub(crate) fn key(options: &Options, args: &[Arg], fn_name: &Ident) -> syn::Resu
         return Ok(None);
     }
     let Some(expr) = &options.key else {
-        return default_key(args, options, fn_name).map(Some);
+        // The argument the manager comes from (`manager = caches`) is no part of a key.
+        let manager = options.manager.as_ref().and_then(as_ident);
+        return default_key(args, manager, fn_name).map(Some);
     };
     let result_is_arg = args
         .iter()
         .any(|a| a.name.as_ref().is_some_and(|n| n == "result"));
+    let span = expr.span();
     if !result_is_arg && mentions(expr.to_token_stream(), "result") {
         if options.kind != Kind::Put {
             return Err(syn::Error::new(
-                expr.span(),
+                span,
                 format!(
                     "the key of {} is computed before the call, so it cannot use `result`; only #[cache_put] keys can",
                     options.kind.attribute()
                 ),
             ));
         }
-        let Some(key_type) = &options.key_type else {
-            return Err(syn::Error::new(
-                expr.span(),
-                "a key computed from `result` needs its type: add `key_type = ...`",
-            ));
+        // `result` is a reference to the value: `key = result` is a copy of the value.
+        let value = if as_ident(expr).is_some_and(|i| i == "result") {
+            quote_spanned!(span=> ::core::clone::Clone::clone(#expr))
+        } else {
+            quote_spanned!(span=> ::core::clone::Clone::clone(&(#expr)))
         };
-        let ty = key_type.to_token_stream();
-        return Ok(Some(Key {
-            assertions: vec![assert_key(&ty, key_type.span())],
-            ty,
-            value: quote!(::core::clone::Clone::clone(&(#expr))),
-            late: true,
-        }));
+        return Ok(Some(Key { value, late: true }));
     }
-    // A plain argument, or a tuple of them: the type comes from the signature.
+    // A plain argument, or a tuple of them: owned copies of the arguments.
     let elements: Vec<&Expr> = match strip_parens(expr) {
         Expr::Tuple(t) => t.elems.iter().collect(),
         _ => vec![expr],
@@ -266,11 +230,8 @@ pub(crate) fn key(options: &Options, args: &[Arg], fn_name: &Ident) -> syn::Resu
             break;
         };
         match find(args, ident) {
-            Some(arg) => {
-                let (ty, value) = arg_key(arg, ident)?;
-                parts.push((ty, value, arg.ty.span()));
-            }
-            None if options.key_type.is_none() => {
+            Some(arg) => parts.push(arg_key(arg, ident)?),
+            None => {
                 return Err(syn::Error::new(
                     ident.span(),
                     format!(
@@ -279,39 +240,24 @@ pub(crate) fn key(options: &Options, args: &[Arg], fn_name: &Ident) -> syn::Resu
                     ),
                 ));
             }
-            None => {
-                parts.clear();
-                break;
-            }
         }
     }
     if !parts.is_empty() {
-        let mut key = key_of_args(parts);
-        if let Some(key_type) = &options.key_type {
-            key.ty = key_type.to_token_stream();
-            key.assertions = vec![assert_key(&key.ty, key_type.span())];
-        }
-        return Ok(Some(key));
+        return Ok(Some(key_of_args(parts)));
     }
-    let Some(key_type) = &options.key_type else {
-        return Err(syn::Error::new(
-            expr.span(),
-            "cannot infer this key's type: it is not an argument or a tuple of arguments; add `key_type = ...`",
-        ));
-    };
-    let ty = key_type.to_token_stream();
     Ok(Some(Key {
-        assertions: vec![assert_key(&ty, key_type.span())],
-        ty,
-        value: quote!(::core::clone::Clone::clone(&(#expr))),
+        value: quote_spanned!(span=> ::core::clone::Clone::clone(&(#expr))),
         late: false,
     }))
 }
 
-/// The default key: every argument but receivers, database handles and `#[skip]`ped ones.
-fn default_key(args: &[Arg], options: &Options, fn_name: &Ident) -> syn::Result<Key> {
+/// The default key: every argument but receivers, database handles, the manager and
+/// `#[skip]`ped ones.
+fn default_key(args: &[Arg], manager: Option<&Ident>, fn_name: &Ident) -> syn::Result<Key> {
     let mut parts = Vec::new();
-    for arg in args.iter().filter(|a| !a.skip && !a.db_handle) {
+    let keyed =
+        |a: &&Arg| !a.skip && !a.db_handle && (manager.is_none() || a.name.as_ref() != manager);
+    for arg in args.iter().filter(keyed) {
         let Some(name) = &arg.name else {
             return Err(syn::Error::new(
                 arg.pat_span,
@@ -320,30 +266,21 @@ fn default_key(args: &[Arg], options: &Options, fn_name: &Ident) -> syn::Result<
                 ),
             ));
         };
-        let (ty, value) = arg_key(arg, name)?;
-        parts.push((ty, value, arg.ty.span()));
+        parts.push(arg_key(arg, name)?);
     }
     if parts.is_empty() {
-        let ty = quote!(());
         return Ok(Key {
-            assertions: Vec::new(),
-            ty,
             value: quote!(()),
             late: false,
         });
     }
-    let mut key = key_of_args(parts);
-    if let Some(key_type) = &options.key_type {
-        key.ty = key_type.to_token_stream();
-        key.assertions = vec![assert_key(&key.ty, key_type.span())];
-    }
-    Ok(key)
+    Ok(key_of_args(parts))
 }
 
 /// Which part of the output is cached: the runtime `Shape` and the value type.
 pub(crate) struct Cached {
     pub(crate) shape: TokenStream,
-    pub(crate) value_ty: TokenStream,
+    /// Where the cached type is written (the `T` of `Result<T, E>`...), for errors.
     pub(crate) value_span: Span,
 }
 
@@ -394,7 +331,6 @@ fn option_some(ty: &Type) -> Option<&Type> {
 pub(crate) fn cached(sig: &Signature, options: &Options) -> syn::Result<Cached> {
     let whole = |ty: &Type| Cached {
         shape: quote!(::partcache::__private::Whole),
-        value_ty: ty.to_token_stream(),
         value_span: ty.span(),
     };
     let ty: &Type = match &sig.output {
@@ -407,7 +343,6 @@ pub(crate) fn cached(sig: &Signature, options: &Options) -> syn::Result<Cached> 
             }
             return Ok(Cached {
                 shape: quote!(::partcache::__private::Whole),
-                value_ty: quote!(()),
                 value_span: sig.ident.span(),
             });
         }
@@ -426,12 +361,10 @@ pub(crate) fn cached(sig: &Signature, options: &Options) -> syn::Result<Cached> 
         return Ok(match option_some(ok) {
             Some(inner) if options.cache_none.is_none() => Cached {
                 shape: quote!(::partcache::__private::OkSomeOnly),
-                value_ty: inner.to_token_stream(),
                 value_span: inner.span(),
             },
             Some(_) => Cached {
                 shape: quote!(::partcache::__private::OkOnly),
-                value_ty: ok.to_token_stream(),
                 value_span: ok.span(),
             },
             None => {
@@ -443,7 +376,6 @@ pub(crate) fn cached(sig: &Signature, options: &Options) -> syn::Result<Cached> 
                 }
                 Cached {
                     shape: quote!(::partcache::__private::OkOnly),
-                    value_ty: ok.to_token_stream(),
                     value_span: ok.span(),
                 }
             }
@@ -461,7 +393,6 @@ pub(crate) fn cached(sig: &Signature, options: &Options) -> syn::Result<Cached> 
         }
         return Ok(Cached {
             shape: quote!(::partcache::__private::SomeOnly),
-            value_ty: inner.to_token_stream(),
             value_span: inner.span(),
         });
     }

@@ -3,17 +3,18 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use partcache::{CacheManager, cache_evict, cacheable};
+use partcache::{CacheDecl, CacheManager, cache_evict, cacheable};
 
 static CALLS: AtomicUsize = AtomicUsize::new(0);
+static USERS: CacheDecl<u64, String> = CacheDecl::new("users");
 
-#[cacheable(cache = "users")]
+#[cacheable(cache = USERS)]
 async fn user(id: u64) -> String {
     CALLS.fetch_add(1, Ordering::SeqCst);
     format!("user {id}")
 }
 
-#[cache_evict(cache = "users", value_type = String)]
+#[cache_evict(cache = USERS)]
 async fn forget(id: u64) {
     let _ = id;
 }

@@ -35,12 +35,18 @@
 //! (JCache policies), [`event`], [`stats`], [`loader`] (read-/write-through),
 //! [`codec`], [`partition`] (how keys spread over a cluster), [`store`] (the SPI
 //! backends implement), and [`conformance`] (the suite every backend must pass).
+//!
+//! Declarative caching (feature `macros`, on by default): `#[cacheable]`, `#[cache_put]`
+//! and `#[cache_evict]` on async functions, with Spring's semantics, over caches
+//! declared once with their types as a [`CacheDecl`]; each attribute's page holds the
+//! whole grammar.
 
 #![warn(missing_docs)]
 
 mod any_cache;
 pub mod balance;
 mod cache;
+mod cache_decl;
 pub mod codec;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
@@ -62,6 +68,7 @@ pub mod store;
 pub use any_cache::AnyCache;
 pub use balance::{BalanceReport, MasterBalance};
 pub use cache::{Cache, CacheKey, CacheValue, MutableEntry};
+pub use cache_decl::CacheDecl;
 pub use codec::Codec;
 pub use config::{CacheConfig, ManagerConfig, NearCache};
 pub use default_manager::{default_manager, set_default_manager};
@@ -75,8 +82,7 @@ pub use manager::{CacheBuilder, CacheManager, URL_ENV};
 pub use partition::HashingPolicy;
 pub use stats::CacheStats;
 
-/// `#[cacheable]`, `#[cache_put]` and `#[cache_evict]` on async functions (Spring-style
-/// declarative caching); see the `partcache-macros` crate docs.
+// Declarative caching: each attribute's page holds the whole grammar.
 #[cfg(feature = "macros")]
 pub use partcache_macros::{cache_evict, cache_put, cacheable};
 

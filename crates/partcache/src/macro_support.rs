@@ -2,27 +2,40 @@
 //! `#[cache_put]`, `#[cache_evict]`). Not a public API: the generated code calls it as
 //! `::partcache::__private::...`, and its shape may change with any release.
 //!
-//! Two rules drive everything here:
-//! - **The hot path does no lookup.** Each annotated function owns a `static`
-//!   [`CallSite`] that keeps the resolved `Cache<K, V>` of the first manager it saw;
-//!   later calls through that manager compare one pointer and borrow the handle.
-//! - **Fail open** (DESIGN §7): a missing manager, a cache that cannot be opened, a store
-//!   error or a timeout never fails the annotated function. It runs uncached, and the
-//!   problem is logged with `tracing` (store errors are also counted in the cache's
-//!   `store_errors` statistic by [`Cache`] itself).
+//! Three rules drive everything here:
+//! - **Types come from the declaration.** Every operation goes through a
+//!   [`CacheDecl`]; [`key`] and [`Op::new`] are where an attribute's key and value types
+//!   meet the declared ones, each with one error message when they differ. Nothing here
+//!   needs `K` or `V` to be serializable (the declaration checked that), so a missing
+//!   derive is reported once, at the declaration.
+//! - **The hot path does no lookup.** A declaration keeps the cache of the first
+//!   manager it was resolved through; later calls through that manager compare one
+//!   pointer and borrow the handle.
+//! - **Fail open**: a missing manager, a cache that cannot be opened, a store error or
+//!   a timeout never fails the annotated function. It runs uncached, and the problem is
+//!   logged with `tracing` (store errors are also counted in the cache's `store_errors`
+//!   statistic by [`Cache`] itself).
+//!
+//! The order of stacked attributes is Spring's (`CacheAspectSupport`): evictions marked
+//! `before`, then the lookups of the `#[cacheable]`s (the first hit wins), then the
+//! call (skipped on a hit unless a `#[cache_put]` is present), then the `#[cacheable]`
+//! stores (on a miss only) and the `#[cache_put]` stores, then the other evictions
+//! (after a successful call, or a hit). The generated code spells that sequence out
+//! with the pieces below.
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::FutureExt;
 
-use crate::cache::{Cache, CacheKey, CacheValue};
-use crate::error::{Error, Result};
+use crate::cache::Cache;
+pub use crate::cache_decl::{CacheDecl, Evict};
+use crate::error::Error;
 use crate::manager::CacheManager;
 
 /// The process-wide default manager, by reference (no clone on the hot path).
@@ -38,143 +51,101 @@ pub fn explicit_manager(manager: &CacheManager) -> Option<&CacheManager> {
     Some(manager)
 }
 
-/// Two handles to the same manager (clones share their caches).
-fn same_manager(a: &CacheManager, b: &CacheManager) -> bool {
-    a.is_same_manager(b)
+/// An attribute's key as the declared key type: the one place where the key an
+/// attribute computes meets the declaration's `K`.
+#[inline]
+pub fn key<K, V, T: KeyOf<K>>(_cache: &CacheDecl<K, V>, key: T) -> K {
+    key.into_key()
 }
 
-/// One annotated function's handle on its cache: a `static` in the generated code.
-pub struct CallSite<K, V> {
-    cache: &'static str,
-    function: &'static str,
-    /// The first manager this site resolved its cache through, and that cache. Calls
-    /// through other managers (tests, multi-tenant setups) look their cache up each time.
-    first: OnceLock<(CacheManager, Cache<K, V>)>,
-    /// Whether a resolution failure was already logged at `error` level (later ones go
-    /// to `debug`, so a misconfiguration does not flood the log).
-    reported: AtomicBool,
+/// A `#[cache_put]` key computed from the cached value (`key = result.id`): pins the
+/// closure's argument to the declared value type.
+#[inline]
+pub fn key_from_result<K, V, F: FnOnce(&V) -> K>(_cache: &CacheDecl<K, V>, key: F) -> F {
+    key
 }
 
-impl<K, V> CallSite<K, V> {
-    /// A site for the function `function` (a path, for logs) caching in `cache`.
-    pub const fn new(cache: &'static str, function: &'static str) -> Self {
-        CallSite {
-            cache,
-            function,
-            first: OnceLock::new(),
-            reported: AtomicBool::new(false),
-        }
+/// A key whose type is the declared key type of the cache.
+#[diagnostic::on_unimplemented(
+    message = "this key is a `{Self}`, but the cache's declaration says its keys are `{K}`",
+    label = "a `{Self}`, not a `{K}`",
+    note = "a cache's key and value types are those of its `CacheDecl`; every attribute that names it computes keys of that type"
+)]
+pub trait KeyOf<K> {
+    /// The key itself.
+    fn into_key(self) -> K;
+}
+
+impl<K> KeyOf<K> for K {
+    #[inline]
+    fn into_key(self) -> K {
+        self
     }
 }
 
-impl<K: CacheKey, V: CacheValue> CallSite<K, V> {
-    /// The cache, or `None` (logged) when there is no manager or the cache cannot be
-    /// opened. A cache not built yet is built with the manager's settings for its name
-    /// (from the configuration file, else the defaults).
-    pub async fn resolve<'a>(
-        &'a self,
-        manager: Option<&CacheManager>,
-    ) -> Option<Cow<'a, Cache<K, V>>> {
-        let Some(manager) = manager else {
-            self.report(format_args!(
-                "no default cache manager is set: call `partcache::set_default_manager` at start-up or pass `manager = ...` to the attribute"
-            ));
-            return None;
-        };
-        if let Some((first, cache)) = self.first.get()
-            && same_manager(first, manager)
-        {
-            return Some(Cow::Borrowed(cache));
-        }
-        let opened = match manager.get_cache::<K, V>(self.cache) {
-            Some(cache) => Ok(cache),
-            None => manager.cache::<K, V>(self.cache).build().await,
-        };
-        match opened {
-            Ok(cache) => {
-                if self.first.get().is_none() {
-                    // A racing caller may have set it first; either handle is right.
-                    let _ = self.first.set((manager.clone(), cache.clone()));
-                }
-                Some(Cow::Owned(cache))
-            }
-            Err(error) => {
-                self.report(format_args!("cache cannot be opened: {error}"));
-                None
-            }
-        }
-    }
+/// A cached value whose type is the declared value type of the cache.
+#[diagnostic::on_unimplemented(
+    message = "this function caches a `{Self}`, but the cache's declaration says its values are `{V}`",
+    label = "caches a `{Self}`, not a `{V}`",
+    note = "a cache's key and value types are those of its `CacheDecl`; the value a function caches is its output, the `T` of `Result<T, E>` or `Option<T>` (see `cache_none`, `cache_err`)"
+)]
+pub trait ValueOf<V> {
+    /// The value itself.
+    fn into_value(self) -> V;
+    /// And back.
+    fn from_value(value: V) -> Self;
+}
 
-    fn report(&self, problem: std::fmt::Arguments<'_>) {
-        if self.reported.swap(true, Ordering::Relaxed) {
-            tracing::debug!(
-                cache = self.cache,
-                function = self.function,
-                "{problem}; running uncached"
-            );
-        } else {
-            tracing::error!(
-                cache = self.cache,
-                function = self.function,
-                "{problem}; running uncached"
-            );
-        }
+impl<V> ValueOf<V> for V {
+    #[inline]
+    fn into_value(self) -> V {
+        self
     }
-
-    fn store_error(&self, operation: &str, error: &Error) {
-        tracing::warn!(
-            cache = self.cache,
-            function = self.function,
-            operation,
-            %error,
-            "cache store error; the function runs uncached"
-        );
-    }
-
-    async fn store(&self, cache: &Cache<K, V>, key: K, value: Arc<V>, ttl: Option<Duration>) {
-        let stored = match ttl {
-            Some(ttl) => cache.put_with_ttl(key, value, ttl).await,
-            None => cache.put(key, value).await,
-        };
-        if let Err(error) = stored {
-            self.store_error("put", &error);
-        }
+    #[inline]
+    fn from_value(value: V) -> V {
+        value
     }
 }
+
+/// A type that serde can serialize, named in the error when it cannot. The blanket
+/// impl is not recommended in errors, so a type without the derive gets this trait's
+/// message (one error per missing derive) instead of the chain of bounds behind it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in a cache: it does not implement serde's `Serialize`",
+    label = "`{Self}` is not `Serialize`",
+    note = "add `#[derive(serde::Serialize)]` to the type (to each part of a tuple or container; for a type of another crate, enable its `serde` feature)"
+)]
+pub trait Serializable: serde::Serialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::Serialize> Serializable for T {}
+
+/// A type that serde can deserialize into an owned value; see [`Serializable`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in a cache: it does not implement serde's `Deserialize`",
+    label = "`{Self}` is not `Deserialize`",
+    note = "add `#[derive(serde::Deserialize)]` to the type (to each part of a tuple or container; for a type of another crate, enable its `serde` feature); a cached value must own its data (no borrowed `&str`)"
+)]
+pub trait Deserializable: serde::de::DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::de::DeserializeOwned> Deserializable for T {}
 
 /// Per-attribute options that are values, not types.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
     ttl: Option<Duration>,
-    sync: bool,
-    before: bool,
 }
 
 impl Options {
-    /// No TTL, no single-flight, evict after the call.
+    /// No TTL of its own.
     pub const fn new() -> Self {
-        Options {
-            ttl: None,
-            sync: false,
-            before: false,
-        }
+        Options { ttl: None }
     }
 
     /// Entries written by this function expire after `ttl` (on top of the cache's policy).
     pub const fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
-        self
-    }
-
-    /// Concurrent misses of one key call the function once.
-    pub const fn sync(mut self) -> Self {
-        self.sync = true;
-        self
-    }
-
-    /// Evict before the call, whatever its outcome.
-    pub const fn before(mut self) -> Self {
-        self.before = true;
         self
     }
 }
@@ -243,7 +214,7 @@ impl<T: Clone, E> Shape<Result<Option<T>, E>> for OkSomeOnly {
     }
 }
 
-/// Whether a `Result`-returning function succeeded (for `#[cache_evict]`).
+/// Whether a `Result`-returning function succeeded (for evictions after the call).
 pub fn ok_is_success<T, E>(output: &Result<T, E>) -> bool {
     output.is_ok()
 }
@@ -253,13 +224,15 @@ pub fn returned_is_success<O>(_: &O) -> bool {
     true
 }
 
-/// What `#[cache_evict]` removes.
-#[derive(Debug)]
-pub enum Evict<K> {
-    /// One key's entry.
-    Key(K),
-    /// Every entry (`Cache::clear`).
-    AllEntries,
+/// What a `#[cacheable]` lookup found.
+pub enum Lookup<V> {
+    /// A cached value.
+    Hit(Arc<V>),
+    /// Nothing: the output is to be stored.
+    Miss,
+    /// No lookup (a false `condition`), or no cache to ask (no manager, a store error):
+    /// nothing is stored either.
+    Skipped,
 }
 
 /// A cached value handed back to the caller: moved out when no one else holds it.
@@ -267,118 +240,309 @@ fn unshare<V: Clone>(value: Arc<V>) -> V {
     Arc::try_unwrap(value).unwrap_or_else(|shared| V::clone(&shared))
 }
 
-impl<K: CacheKey, V: CacheValue + Clone> CallSite<K, V> {
-    /// `#[cacheable]`: the cached output for `key`, or `call`'s output (cached when `S`
-    /// says so and `unless` is false). `key` is `None` when the `condition` was false.
-    pub async fn cacheable<O, S, U, F>(
+impl<K, V> CacheDecl<K, V> {
+    /// The cache, or `None` (logged) when there is no manager or the cache cannot be
+    /// opened. A cache not built yet is built with the declared settings.
+    pub async fn resolve<'a>(
+        &'a self,
+        manager: Option<&CacheManager>,
+        function: &'static str,
+    ) -> Option<Cow<'a, Cache<K, V>>> {
+        let Some(manager) = manager else {
+            self.report(
+                function,
+                format_args!(
+                    "no default cache manager is set: call `partcache::set_default_manager` at start-up or pass `manager = ...` to the attribute"
+                ),
+            );
+            return None;
+        };
+        if let Some((first, cache)) = self.first.get()
+            && first.is_same_manager(manager)
+        {
+            return Some(Cow::Borrowed(cache));
+        }
+        match (self.ops.open)(self, manager).await {
+            Ok(cache) => {
+                if self.first.get().is_none() {
+                    // A racing caller may have set it first; either handle is right.
+                    let _ = self.first.set((manager.clone(), cache.clone()));
+                }
+                Some(Cow::Owned(cache))
+            }
+            Err(error) => {
+                self.report(function, format_args!("cache cannot be opened: {error}"));
+                None
+            }
+        }
+    }
+
+    fn report(&self, function: &'static str, problem: std::fmt::Arguments<'_>) {
+        if self.reported.swap(true, Ordering::Relaxed) {
+            tracing::debug!(cache = self.name(), function, "{problem}; running uncached");
+        } else {
+            tracing::error!(cache = self.name(), function, "{problem}; running uncached");
+        }
+    }
+
+    fn store_error(&self, function: &'static str, operation: &str, error: &Error) {
+        tracing::warn!(
+            cache = self.name(),
+            function,
+            operation,
+            %error,
+            "cache store error; the function runs uncached"
+        );
+    }
+
+    async fn store(
+        &self,
+        cache: &Cache<K, V>,
+        key: K,
+        value: Arc<V>,
+        ttl: Option<Duration>,
+        function: &'static str,
+    ) {
+        if let Err(error) = (self.ops.put)(cache, key, value, ttl).await {
+            self.store_error(function, "put", &error);
+        }
+    }
+
+    /// `#[cache_evict]`: removes `target` (`None` when the `condition` was false).
+    pub async fn evict(
+        &self,
+        manager: Option<&CacheManager>,
+        target: Option<Evict<K>>,
+        function: &'static str,
+    ) {
+        let Some(target) = target else {
+            return;
+        };
+        let Some(cache) = self.resolve(manager, function).await else {
+            return;
+        };
+        if let Err(error) = (self.ops.evict)(&cache, target).await {
+            self.store_error(function, "evict", &error);
+        }
+    }
+}
+
+/// A `#[cacheable]` or `#[cache_put]` on a function of output `O`: the declared cache,
+/// and how outputs become values and back (fixed by [`Op::new`], where the function's
+/// value type meets the declared one).
+pub struct Op<'a, K, V, O> {
+    cache: &'a CacheDecl<K, V>,
+    function: &'static str,
+    value: fn(&O) -> Option<V>,
+    output: fn(V) -> O,
+}
+
+impl<'a, K, V, O> Op<'a, K, V, O> {
+    /// The operation of function `function` on `cache`, caching the part of its output
+    /// `shape` says.
+    #[inline]
+    pub fn new<S>(cache: &'a CacheDecl<K, V>, _shape: S, function: &'static str) -> Self
+    where
+        S: Shape<O>,
+        S::Value: ValueOf<V>,
+    {
+        Op {
+            cache,
+            function,
+            value: |output| S::value(output).map(ValueOf::into_value),
+            output: |value| S::output(<S::Value as ValueOf<V>>::from_value(value)),
+        }
+    }
+
+    /// Looks `key` up (`None`: the `condition` was false).
+    pub async fn lookup(&self, manager: Option<&CacheManager>, key: Option<&K>) -> Lookup<V> {
+        let Some(key) = key else {
+            return Lookup::Skipped;
+        };
+        let Some(cache) = self.cache.resolve(manager, self.function).await else {
+            return Lookup::Skipped;
+        };
+        match (self.cache.ops.get)(&cache, key).await {
+            Ok(Some(hit)) => Lookup::Hit(hit),
+            Ok(None) => Lookup::Miss,
+            Err(error) => {
+                // The store is failing: do not add a put's timeout to the call.
+                self.cache.store_error(self.function, "get", &error);
+                Lookup::Skipped
+            }
+        }
+    }
+
+    /// The output a hit stands for, and what is left of the lookup (`Skipped` after a
+    /// hit: nothing is stored then).
+    pub fn hit(&self, lookup: Lookup<V>) -> (Option<O>, Lookup<V>)
+    where
+        V: Clone,
+    {
+        match lookup {
+            Lookup::Hit(value) => (Some((self.output)(unshare(value))), Lookup::Skipped),
+            other => (None, other),
+        }
+    }
+
+    /// `#[cache_put]` with a key computed from the value (`key = result.id`): caches the
+    /// value of `output` under the key `key` computes from it, unless `unless` says no
+    /// (`key` is `None` when the `condition` was false).
+    pub async fn store_by_result<KF, U>(
+        &self,
+        manager: Option<&CacheManager>,
+        key: Option<KF>,
+        output: &O,
+        unless: U,
+        options: Options,
+    ) where
+        KF: FnOnce(&V) -> K,
+        U: FnOnce(&V) -> bool,
+    {
+        let Some(key) = key else {
+            return;
+        };
+        let Some(value) = (self.value)(output) else {
+            return;
+        };
+        if unless(&value) {
+            return;
+        }
+        if let Some(cache) = self.cache.resolve(manager, self.function).await {
+            let key = key(&value);
+            self.cache
+                .store(&cache, key, Arc::new(value), options.ttl, self.function)
+                .await;
+        }
+    }
+
+    /// `#[cache_put]`: caches the value of `output` under `key`, unless `unless` says
+    /// no (`key` is `None` when the `condition` was false).
+    pub async fn store_at<U>(
+        &self,
+        manager: Option<&CacheManager>,
+        key: Option<K>,
+        output: &O,
+        unless: U,
+        options: Options,
+    ) where
+        U: FnOnce(&V) -> bool,
+    {
+        let key = key.map(|key| move |_: &V| key);
+        self.store_by_result(manager, key, output, unless, options)
+            .await;
+    }
+
+    /// `#[cacheable]` after the call: stores under the key it looked up, when the lookup
+    /// missed (not when it was skipped).
+    pub async fn store_miss<U>(
+        &self,
+        manager: Option<&CacheManager>,
+        lookup: &Lookup<V>,
+        key: Option<K>,
+        output: &O,
+        unless: U,
+        options: Options,
+    ) where
+        U: FnOnce(&V) -> bool,
+    {
+        if matches!(lookup, Lookup::Miss) {
+            self.store_at(manager, key, output, unless, options).await;
+        }
+    }
+
+    /// `#[cacheable(sync)]`, alone on its function: the cached output for `key`, or
+    /// `call`'s. One caller per key runs `call` and caches its output; the others wait
+    /// and take the cached value. When the leader's output is not cacheable (an `Err`, a
+    /// `None`) or it panics, each waiter runs its own call.
+    pub async fn cacheable_sync<F>(
         &self,
         manager: Option<&CacheManager>,
         key: Option<K>,
         options: Options,
-        _shape: S,
-        unless: U,
         call: F,
     ) -> O
     where
-        S: Shape<O, Value = V>,
-        U: FnOnce(&V) -> bool,
+        K: Hash + Eq + Clone,
+        V: Clone,
         F: Future<Output = O>,
     {
-        let site = self;
         let Some(key) = key else {
             return call.await;
         };
-        let Some(cache) = site.resolve(manager).await else {
+        let Some(cache) = self.cache.resolve(manager, self.function).await else {
             return call.await;
         };
-        match cache.get(&key).await {
-            Ok(Some(hit)) => return S::output(unshare(hit)),
+        match (self.cache.ops.get)(&cache, &key).await {
+            Ok(Some(hit)) => return (self.output)(unshare(hit)),
             Ok(None) => {}
             Err(error) => {
-                // The store is failing: do not add a put's timeout to the call.
-                site.store_error("get", &error);
+                self.cache.store_error(self.function, "get", &error);
                 return call.await;
             }
         }
-        if options.sync {
-            return single_flight::<K, V, O, S, F>(site, &cache, key, options, call).await;
-        }
-        let output = call.await;
-        if let Some(value) = S::value(&output)
-            && !unless(&value)
-        {
-            site.store(&cache, key, Arc::new(value), options.ttl).await;
-        }
-        output
-    }
-}
-
-/// The `sync` miss path: one caller per key runs `call` and caches its output; the
-/// others wait and take the cached value. When the leader's output is not cacheable (an
-/// `Err`, a `None`) or it panics, each waiter runs its own call.
-async fn single_flight<K, V, O, S, F>(
-    site: &CallSite<K, V>,
-    cache: &Cache<K, V>,
-    key: K,
-    options: Options,
-    call: F,
-) -> O
-where
-    K: CacheKey,
-    V: CacheValue + Clone,
-    S: Shape<O, Value = V>,
-    F: Future<Output = O>,
-{
-    let mut call = Some(call);
-    let mut output = None;
-    let mut panic = None;
-    let (call_slot, output_slot, panic_slot) = (&mut call, &mut output, &mut panic);
-    let key_ref = &key;
-    let shared = cache
-        .inner
-        .flights
-        .run(&key, move || async move {
-            // A caller that missed just before the previous leader stored its value.
-            if let Some(Ok(Some(value))) = cache.inner.store.get_now(key_ref) {
-                return Ok(Some(value));
-            }
-            let Some(call) = call_slot.take() else {
-                return Ok(None);
-            };
-            match AssertUnwindSafe(call).catch_unwind().await {
-                Ok(out) => {
-                    let value = S::value(&out).map(Arc::new);
-                    if let Some(value) = &value {
-                        site.store(cache, key_ref.clone(), value.clone(), options.ttl)
+        let decl = self.cache;
+        let function = self.function;
+        let value_of = self.value;
+        let cache_ref: &Cache<K, V> = &cache;
+        let mut call = Some(call);
+        let mut output = None;
+        let mut panic = None;
+        let (call_slot, output_slot, panic_slot) = (&mut call, &mut output, &mut panic);
+        let key_ref = &key;
+        let shared = cache
+            .inner
+            .flights
+            .run(&key, move || async move {
+                // A caller that missed just before the previous leader stored its value.
+                if let Some(value) = (decl.ops.get_now)(cache_ref, key_ref) {
+                    return Ok(Some(value));
+                }
+                let Some(call) = call_slot.take() else {
+                    return Ok(None);
+                };
+                match AssertUnwindSafe(call).catch_unwind().await {
+                    Ok(out) => {
+                        let value = value_of(&out).map(Arc::new);
+                        if let Some(value) = &value {
+                            decl.store(
+                                cache_ref,
+                                key_ref.clone(),
+                                value.clone(),
+                                options.ttl,
+                                function,
+                            )
                             .await;
+                        }
+                        *output_slot = Some(out);
+                        Ok(value)
                     }
-                    *output_slot = Some(out);
-                    Ok(value)
+                    Err(payload) => {
+                        *panic_slot = Some(payload);
+                        Err(Error::Panicked("cached function", String::new()))
+                    }
                 }
-                Err(payload) => {
-                    *panic_slot = Some(payload);
-                    Err(Error::Panicked("cached function", String::new()))
-                }
-            }
-        })
-        .await;
-    if let Some(payload) = panic {
-        std::panic::resume_unwind(payload);
-    }
-    if let Some(output) = output {
-        return output;
-    }
-    match (shared, call) {
-        (Ok(Some(value)), _) => S::output(unshare(value)),
-        (_, Some(call)) => {
-            let output = call.await;
-            if let Some(value) = S::value(&output) {
-                site.store(cache, key, Arc::new(value), options.ttl).await;
-            }
-            output
+            })
+            .await;
+        if let Some(payload) = panic {
+            std::panic::resume_unwind(payload);
         }
-        // Unreachable: the call is consumed only by the leader, which returned above.
-        (_, None) => unreachable_call(),
+        if let Some(output) = output {
+            return output;
+        }
+        match (shared, call) {
+            (Ok(Some(value)), _) => (self.output)(unshare(value)),
+            (_, Some(call)) => {
+                let output = call.await;
+                if let Some(value) = (self.value)(&output) {
+                    decl.store(&cache, key, Arc::new(value), options.ttl, function)
+                        .await;
+                }
+                output
+            }
+            // Unreachable: the call is consumed only by the leader, which returned above.
+            (_, None) => unreachable_call(),
+        }
     }
 }
 
@@ -387,110 +551,22 @@ fn unreachable_call() -> ! {
     unreachable!("partcache: a cached function's call was consumed without an output")
 }
 
-impl<K: CacheKey, V: CacheValue + Clone> CallSite<K, V> {
-    /// `#[cache_put]`: runs `call`, then caches its output (when `S` says so and `unless`
-    /// is false) under the key `key` computes (`None` when the `condition` was false).
-    pub async fn cache_put<O, S, KF, U, F>(
-        &self,
-        manager: Option<&CacheManager>,
-        key: Option<KF>,
-        options: Options,
-        _shape: S,
-        unless: U,
-        call: F,
-    ) -> O
-    where
-        S: Shape<O, Value = V>,
-        KF: FnOnce(&V) -> K,
-        U: FnOnce(&V) -> bool,
-        F: Future<Output = O>,
-    {
-        let site = self;
-        let output = call.await;
-        let Some(key) = key else {
-            return output;
-        };
-        let Some(value) = S::value(&output) else {
-            return output;
-        };
-        if unless(&value) {
-            return output;
-        }
-        if let Some(cache) = site.resolve(manager).await {
-            let key = key(&value);
-            site.store(&cache, key, Arc::new(value), options.ttl).await;
-        }
-        output
-    }
-}
-
-impl<K: CacheKey, V: CacheValue> CallSite<K, V> {
-    /// `#[cache_evict]`: removes `target` before `call` (`before`) or after a successful
-    /// call. `target` is `None` when the `condition` was false.
-    pub async fn cache_evict<O, F>(
-        &self,
-        manager: Option<&CacheManager>,
-        target: Option<Evict<K>>,
-        options: Options,
-        succeeded: fn(&O) -> bool,
-        call: F,
-    ) -> O
-    where
-        F: Future<Output = O>,
-    {
-        let site = self;
-        let Some(target) = target else {
-            return call.await;
-        };
-        if options.before {
-            site.evict(manager, target).await;
-            return call.await;
-        }
-        let output = call.await;
-        if succeeded(&output) {
-            site.evict(manager, target).await;
-        }
-        output
-    }
-
-    async fn evict(&self, manager: Option<&CacheManager>, target: Evict<K>) {
-        let Some(cache) = self.resolve(manager).await else {
-            return;
-        };
-        let evicted: Result<()> = match target {
-            Evict::Key(key) => cache.remove(&key).await.map(drop),
-            Evict::AllEntries => cache.clear().await,
-        };
-        if let Err(error) = evicted {
-            self.store_error("evict", &error);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_manager_is_the_same_as_its_clones_and_not_as_another_with_the_same_url() {
-        let a = CacheManager::from_url("memory://").unwrap();
-        let b = CacheManager::from_url("memory://").unwrap();
-        assert!(same_manager(&a, &a.clone()));
-        assert!(!same_manager(&a, &b));
-    }
-
     #[tokio::test]
-    async fn a_site_serves_each_manager_its_own_cache() {
-        static SITE: CallSite<u32, String> = CallSite::new("site-test", "tests::f");
+    async fn a_declaration_serves_each_manager_its_own_cache() {
+        static SITE: CacheDecl<u32, String> = CacheDecl::new("site-test");
         let (a, b) = (
             CacheManager::from_url("memory://").unwrap(),
             CacheManager::from_url("memory://").unwrap(),
         );
-        let from_a = SITE.resolve(Some(&a)).await.unwrap().into_owned();
+        let from_a = SITE.resolve(Some(&a), "f").await.unwrap().into_owned();
         from_a.put(1, "a".to_string()).await.unwrap();
-        let from_b = SITE.resolve(Some(&b)).await.unwrap().into_owned();
+        let from_b = SITE.resolve(Some(&b), "f").await.unwrap().into_owned();
         assert_eq!(from_b.get(&1).await.unwrap(), None);
-        let again = SITE.resolve(Some(&a)).await.unwrap();
+        let again = SITE.resolve(Some(&a), "f").await.unwrap();
         assert!(matches!(again, Cow::Borrowed(_)));
         assert_eq!(
             again.get(&1).await.unwrap().as_deref().map(String::as_str),
@@ -500,7 +576,33 @@ mod tests {
 
     #[tokio::test]
     async fn no_manager_resolves_to_none() {
-        static SITE: CallSite<u32, String> = CallSite::new("site-test", "tests::g");
-        assert!(SITE.resolve(None).await.is_none());
+        static SITE: CacheDecl<u32, String> = CacheDecl::new("site-test");
+        assert!(SITE.resolve(None, "g").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn declared_settings_apply_when_the_cache_is_built() {
+        static SHORT: CacheDecl<u32, String> = CacheDecl::new("short").max_entries(1);
+        let manager = CacheManager::from_url("memory://").unwrap();
+        let cache = SHORT.open(&manager).await.unwrap();
+        // The declared bound reaches the store: a second cache of other settings under
+        // the same name is refused, the same settings are not.
+        assert!(
+            manager
+                .cache::<u32, String>("short")
+                .max_entries(2)
+                .build()
+                .await
+                .is_err()
+        );
+        assert!(
+            manager
+                .cache::<u32, String>("short")
+                .max_entries(1)
+                .build()
+                .await
+                .is_ok()
+        );
+        cache.put(1, "a".to_string()).await.unwrap();
     }
 }

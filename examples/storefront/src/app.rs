@@ -25,7 +25,7 @@ use partcache_sea_orm::{CachingConnection, QueryCache};
 use sea_orm::DbErr;
 use serde::Deserialize;
 
-use crate::catalog::{Catalog, ProductPatch, RECOMMENDATIONS_CACHE, Search, build_cards_cache};
+use crate::catalog::{Catalog, ProductPatch, RECOMMENDATIONS, Search, build_cards_cache};
 use crate::{Config, StartError, admin, db, metrics, pages};
 
 /// How many best sellers the home page shows.
@@ -68,11 +68,10 @@ pub(crate) async fn build(config: &Config) -> Result<(Router, Arc<Shared>), Star
     let cards = build_cards_cache(&manager)
         .await
         .map_err(StartError::Cache)?;
-    // `#[cacheable]` opens its cache on the first call; opening it now (same types,
-    // default settings) lists it on the dashboard from the start.
-    manager
-        .cache::<i32, Vec<i32>>(RECOMMENDATIONS_CACHE)
-        .build()
+    // `#[cacheable]` opens its cache on the first call; opening it now (through its
+    // declaration: same types, same settings) lists it on the dashboard from the start.
+    RECOMMENDATIONS
+        .open(&manager)
         .await
         .map_err(StartError::Cache)?;
     let http = ResponseCache::builder(

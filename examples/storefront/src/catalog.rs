@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use partcache::{Cache, CacheManager, ExpiryPolicy, NearCache, cacheable};
+use partcache::{Cache, CacheDecl, CacheManager, ExpiryPolicy, NearCache, cacheable};
 use partcache_sea_orm::{CachingConnection, EntityCache, QueryCache, QueryCacheExt, cached_query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
@@ -26,8 +26,9 @@ use crate::db::{category, order_line, product};
 
 /// Name of the cache of product cards.
 pub const CARDS_CACHE: &str = "product-cards";
-/// Name of the cache `#[cacheable]` keeps recommendations in.
-pub const RECOMMENDATIONS_CACHE: &str = "recommendations";
+/// The cache `#[cacheable]` keeps recommendations in: a product's id → the ids of the
+/// products most often bought with it.
+pub static RECOMMENDATIONS: CacheDecl<i32, Vec<i32>> = CacheDecl::new("recommendations");
 
 /// What a product looks like in a grid or a list: the product with its category's name.
 /// Several pages render cards for products other than their own (the home page's best
@@ -247,7 +248,7 @@ impl Catalog {
     /// the order history, cached per product for 5 minutes by `#[cacheable]`
     /// (concurrent misses of one product compute it once: `sync`). The orders table is
     /// not written by this service, so time is the only invalidation needed.
-    #[cacheable(cache = "recommendations", key = product_id, ttl = "5m", sync, manager = self.manager)]
+    #[cacheable(cache = RECOMMENDATIONS, key = product_id, ttl = "5m", sync, manager = self.manager)]
     pub async fn recommendations(&self, product_id: i32) -> Result<Vec<i32>, DbErr> {
         let rows = self
             .db

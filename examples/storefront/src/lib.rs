@@ -30,7 +30,7 @@ use std::time::Duration;
 
 pub use admin::{CacheFigures, Dashboard, HttpFigures, MasterFigures, OrmFigures, redact_url};
 pub use catalog::{
-    CARDS_CACHE, Invalid, MAX_NAME_CHARS, ProductCard, ProductPatch, RECOMMENDATIONS_CACHE,
+    CARDS_CACHE, Invalid, MAX_NAME_CHARS, ProductCard, ProductPatch, RECOMMENDATIONS,
 };
 pub use db::{PRODUCTS, PoolSettings};
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use partcache::{CacheManager, cache_evict, cache_put, cacheable};
+use partcache::{CacheDecl, CacheManager, cache_evict, cache_put, cacheable};
 use serde::{Deserialize, Serialize};
 
 /// A product, the cached value of most scenarios.
@@ -34,6 +34,26 @@ fn product(id: u64) -> Product {
 /// The error the fake database returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotFound(pub u64);
+
+/// The caches of the scenarios, each declared once with its types.
+pub static PRODUCTS: CacheDecl<u64, Product> = CacheDecl::new("products");
+pub static PRODUCTS_OR_ERROR: CacheDecl<u64, Result<Product, NotFound>> =
+    CacheDecl::new("products-or-error");
+pub static MAYBE: CacheDecl<u64, Product> = CacheDecl::new("maybe");
+pub static MAYBE_NONE_CACHED: CacheDecl<u64, Option<Product>> = CacheDecl::new("maybe-none-cached");
+pub static FIND: CacheDecl<u64, Product> = CacheDecl::new("find");
+pub static CHEAP: CacheDecl<u64, Product> = CacheDecl::new("cheap");
+pub static PRICED: CacheDecl<u64, Product> = CacheDecl::new("priced");
+pub static SLOW: CacheDecl<u64, Product> = CacheDecl::new("slow");
+pub static SLOW_FAILING: CacheDecl<u64, Product> = CacheDecl::new("slow-failing");
+pub static SHORT_LIVED: CacheDecl<u64, Product> = CacheDecl::new("short-lived");
+pub static TENANT_PRODUCTS: CacheDecl<(String, u64), Product> = CacheDecl::new("tenant-products");
+pub static TENANT_PRODUCTS_EXPLICIT: CacheDecl<(String, u64), Product> =
+    CacheDecl::new("tenant-products-explicit");
+/// The caches of the stacked-attribute scenarios.
+pub static STACKED: CacheDecl<u64, Product> = CacheDecl::new("stacked");
+pub static STACKED_COPY: CacheDecl<u64, Product> = CacheDecl::new("stacked-copy");
+pub static PAGES: CacheDecl<u64, String> = CacheDecl::new("pages");
 
 /// A fake database handle: its name marks it, so default keys leave it out.
 pub struct Db;
@@ -64,7 +84,7 @@ impl Catalog {
     }
 
     /// Ids from 1000 on do not exist.
-    #[cacheable(cache = "products", key = id, manager = self.caches)]
+    #[cacheable(cache = PRODUCTS, key = id, manager = self.caches)]
     pub async fn product(&self, _db: &Db, id: u64) -> Result<Product, NotFound> {
         self.called();
         if id >= 1000 {
@@ -73,7 +93,7 @@ impl Catalog {
         Ok(product(id))
     }
 
-    #[cacheable(cache = "products-or-error", manager = self.caches, cache_err)]
+    #[cacheable(cache = PRODUCTS_OR_ERROR, manager = self.caches, cache_err)]
     pub async fn product_or_error(&self, db: &Db, id: u64) -> Result<Product, NotFound> {
         let _ = db;
         self.called();
@@ -84,19 +104,19 @@ impl Catalog {
         }
     }
 
-    #[cacheable(cache = "maybe", manager = self.caches)]
+    #[cacheable(cache = MAYBE, manager = self.caches)]
     pub async fn maybe(&self, id: u64) -> Option<Product> {
         self.called();
         (id < 1000).then(|| product(id))
     }
 
-    #[cacheable(cache = "maybe-none-cached", manager = self.caches, cache_none)]
+    #[cacheable(cache = MAYBE_NONE_CACHED, manager = self.caches, cache_none)]
     pub async fn maybe_none_cached(&self, id: u64) -> Option<Product> {
         self.called();
         (id < 1000).then(|| product(id))
     }
 
-    #[cacheable(cache = "find", manager = self.caches)]
+    #[cacheable(cache = FIND, manager = self.caches)]
     pub async fn find(&self, id: u64) -> Result<Option<Product>, NotFound> {
         self.called();
         match id {
@@ -106,40 +126,40 @@ impl Catalog {
         }
     }
 
-    #[cacheable(cache = "cheap", manager = self.caches, condition = id < 100)]
+    #[cacheable(cache = CHEAP, manager = self.caches, condition = id < 100)]
     pub async fn cheap(&self, id: u64) -> Product {
         self.called();
         product(id)
     }
 
-    #[cacheable(cache = "priced", manager = self.caches, unless = result.price == 0)]
+    #[cacheable(cache = PRICED, manager = self.caches, unless = result.price == 0)]
     pub async fn priced(&self, id: u64) -> Product {
         self.called();
         product(id)
     }
 
-    #[cacheable(cache = "slow", manager = self.caches, key = id, ttl = "5m", sync)]
+    #[cacheable(cache = SLOW, manager = self.caches, key = id, ttl = "5m", sync)]
     pub async fn slow(&self, id: u64) -> Result<Product, NotFound> {
         self.called();
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(product(id))
     }
 
-    #[cacheable(cache = "slow-failing", manager = self.caches, sync)]
+    #[cacheable(cache = SLOW_FAILING, manager = self.caches, sync)]
     pub async fn slow_failing(&self, id: u64) -> Result<Product, NotFound> {
         self.called();
         tokio::time::sleep(Duration::from_millis(20)).await;
         Err(NotFound(id))
     }
 
-    #[cacheable(cache = "short-lived", manager = self.caches, ttl = "300ms")]
+    #[cacheable(cache = SHORT_LIVED, manager = self.caches, ttl = "300ms")]
     pub async fn short_lived(&self, id: u64) -> Product {
         self.called();
         product(id)
     }
 
     /// Default key: `tenant` and `id`; `db` is a database handle, `trace` is skipped.
-    #[cacheable(cache = "tenant-products", manager = self.caches)]
+    #[cacheable(cache = TENANT_PRODUCTS, manager = self.caches)]
     pub async fn tenant_product(
         &self,
         db: &Db,
@@ -155,7 +175,7 @@ impl Catalog {
         }
     }
 
-    #[cacheable(cache = "tenant-products-explicit", manager = self.caches, key = (tenant, id))]
+    #[cacheable(cache = TENANT_PRODUCTS_EXPLICIT, manager = self.caches, key = (tenant, id))]
     pub async fn tenant_product_explicit(
         &self,
         tenant: String,
@@ -170,7 +190,7 @@ impl Catalog {
         }
     }
 
-    #[cache_put(cache = "products", manager = self.caches, key = p.id, key_type = u64)]
+    #[cache_put(cache = PRODUCTS, manager = self.caches, key = p.id)]
     pub async fn save(&self, _db: &Db, p: Product) -> Result<Product, NotFound> {
         self.called();
         if p.id >= 1000 {
@@ -181,7 +201,7 @@ impl Catalog {
     }
 
     /// The key comes from the saved product (as a database would assign it).
-    #[cache_put(cache = "products", manager = self.caches, key = result.id, key_type = u64)]
+    #[cache_put(cache = PRODUCTS, manager = self.caches, key = result.id)]
     pub async fn create(&self, name: String) -> Result<Product, NotFound> {
         self.called();
         Ok(Product {
@@ -191,7 +211,7 @@ impl Catalog {
         })
     }
 
-    #[cache_evict(cache = "products", manager = self.caches, key = id, value_type = Product)]
+    #[cache_evict(cache = PRODUCTS, manager = self.caches, key = id)]
     pub async fn delete(&self, _db: &Db, id: u64) -> Result<(), NotFound> {
         self.called();
         if id >= 1000 {
@@ -201,34 +221,248 @@ impl Catalog {
         }
     }
 
-    #[cache_evict(cache = "products", manager = self.caches, key = id, value_type = Product, before = true)]
+    #[cache_evict(cache = PRODUCTS, manager = self.caches, key = id, before = true)]
     pub async fn delete_before(&self, _db: &Db, id: u64) -> Result<(), NotFound> {
         self.called();
         Err(NotFound(id))
     }
 
     #[cache_evict(
-        cache = "products",
+        cache = PRODUCTS,
         manager = self.caches,
-        all_entries,
-        key_type = u64,
-        value_type = Product
+        all_entries
     )]
     pub async fn delete_all(&self) {
         self.called();
     }
 
     #[cache_evict(
-        cache = "products",
+        cache = PRODUCTS,
         manager = self.caches,
         key = id,
-        value_type = Product,
         condition = id != 1
     )]
     pub async fn delete_unless_first(&self, id: u64) -> Result<(), NotFound> {
         self.called();
         Ok(())
     }
+}
+
+/// The same stacks of attributes in both textual orders: they behave the same.
+impl Catalog {
+    /// The `n`-th version of product `id`, counting the calls that reached a body.
+    fn version(&self, id: u64) -> Product {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        Product {
+            name: format!("product {id} v{n}"),
+            ..product(id)
+        }
+    }
+
+    #[cacheable(cache = STACKED, manager = self.caches)]
+    #[cache_evict(cache = STACKED, manager = self.caches, key = id, before)]
+    pub async fn refreshed_cacheable_first(&self, id: u64) -> Product {
+        self.version(id)
+    }
+
+    #[cache_evict(cache = STACKED, manager = self.caches, key = id, before)]
+    #[cacheable(cache = STACKED, manager = self.caches)]
+    pub async fn refreshed_evict_first(&self, id: u64) -> Product {
+        self.version(id)
+    }
+
+    #[cacheable(cache = STACKED, manager = self.caches)]
+    #[cache_evict(cache = PAGES, manager = self.caches, all_entries)]
+    pub async fn read_clearing_pages_cacheable_first(&self, id: u64) -> Product {
+        self.version(id)
+    }
+
+    #[cache_evict(cache = PAGES, manager = self.caches, all_entries)]
+    #[cacheable(cache = STACKED, manager = self.caches)]
+    pub async fn read_clearing_pages_evict_first(&self, id: u64) -> Product {
+        self.version(id)
+    }
+
+    #[cacheable(cache = STACKED, manager = self.caches)]
+    #[cache_put(cache = STACKED_COPY, manager = self.caches, key = id)]
+    pub async fn read_and_copy_cacheable_first(&self, id: u64) -> Product {
+        self.version(id)
+    }
+
+    #[cache_put(cache = STACKED_COPY, manager = self.caches, key = id)]
+    #[cacheable(cache = STACKED, manager = self.caches)]
+    pub async fn read_and_copy_put_first(&self, id: u64) -> Product {
+        self.version(id)
+    }
+
+    #[cache_evict(cache = PAGES, manager = self.caches, key = id)]
+    #[cache_put(cache = STACKED, manager = self.caches, key = id)]
+    #[cache_evict(cache = STACKED_COPY, manager = self.caches, key = id, before)]
+    pub async fn failing_write_after_first(&self, id: u64) -> Result<Product, NotFound> {
+        self.called();
+        Err(NotFound(id))
+    }
+
+    #[cache_evict(cache = STACKED_COPY, manager = self.caches, key = id, before)]
+    #[cache_put(cache = STACKED, manager = self.caches, key = id)]
+    #[cache_evict(cache = PAGES, manager = self.caches, key = id)]
+    pub async fn failing_write_before_first(&self, id: u64) -> Result<Product, NotFound> {
+        self.called();
+        Err(NotFound(id))
+    }
+
+    /// Two `#[cacheable]`s: looked up in textual order, the first hit wins.
+    #[cacheable(cache = STACKED, manager = self.caches)]
+    #[cacheable(cache = STACKED_COPY, manager = self.caches)]
+    pub async fn two_levels(&self, id: u64) -> Product {
+        self.version(id)
+    }
+}
+
+/// `#[cache_evict(before)]` with `#[cacheable]` on one key: the eviction runs first, so
+/// every call misses, runs the body and caches its fresh value (Spring's order: early
+/// evictions, then the lookup). Before the attributes were expanded together, the
+/// bottom one ran first, so with the eviction on top a hit returned before it ran.
+pub async fn before_evictions_run_before_the_lookup_in_either_order(manager: CacheManager) {
+    for evict_first in [false, true] {
+        let catalog = Catalog::new(manager.clone());
+        let cache = STACKED.open(&manager).await.expect("opened");
+        cache.clear().await.expect("cleared");
+        for n in 1..=3 {
+            let got = if evict_first {
+                catalog.refreshed_evict_first(1).await
+            } else {
+                catalog.refreshed_cacheable_first(1).await
+            };
+            assert_eq!(
+                got.name,
+                format!("product 1 v{n}"),
+                "evict_first={evict_first}"
+            );
+            let cached = cache
+                .get(&1)
+                .await
+                .expect("get")
+                .expect("the fresh value is cached");
+            assert_eq!(
+                cached.name,
+                format!("product 1 v{n}"),
+                "evict_first={evict_first}"
+            );
+        }
+        assert_eq!(catalog.calls(), 3, "evict_first={evict_first}");
+    }
+}
+
+/// Evictions after the call run on a hit as well as after a successful call (Spring
+/// evaluates them whatever the lookup found), in either textual order.
+pub async fn after_evictions_run_on_hits_and_misses_in_either_order(manager: CacheManager) {
+    for evict_first in [false, true] {
+        let catalog = Catalog::new(manager.clone());
+        let products = STACKED.open(&manager).await.expect("opened");
+        products.clear().await.expect("cleared");
+        let pages = PAGES.open(&manager).await.expect("opened");
+        for _ in 0..2 {
+            pages.put(9, "page".to_string()).await.expect("put");
+            let got = if evict_first {
+                catalog.read_clearing_pages_evict_first(2).await
+            } else {
+                catalog.read_clearing_pages_cacheable_first(2).await
+            };
+            assert_eq!(got.name, "product 2 v1", "evict_first={evict_first}");
+            assert!(
+                pages.get(&9).await.expect("get").is_none(),
+                "pages not cleared, evict_first={evict_first}"
+            );
+        }
+        assert_eq!(catalog.calls(), 1, "the second call is a hit");
+    }
+}
+
+/// `#[cacheable]` with `#[cache_put]`: the function always runs (the put wants its
+/// output), the put stores that output, and the `#[cacheable]` cache keeps what it had
+/// on a hit (Spring stores a `@Cacheable`'s value on a miss only), in either order.
+pub async fn a_put_beside_a_cacheable_always_calls_in_either_order(manager: CacheManager) {
+    for put_first in [false, true] {
+        let catalog = Catalog::new(manager.clone());
+        let products = STACKED.open(&manager).await.expect("opened");
+        let copies = STACKED_COPY.open(&manager).await.expect("opened");
+        products.clear().await.expect("cleared");
+        copies.clear().await.expect("cleared");
+        for n in 1..=2 {
+            let got = if put_first {
+                catalog.read_and_copy_put_first(3).await
+            } else {
+                catalog.read_and_copy_cacheable_first(3).await
+            };
+            assert_eq!(got.name, format!("product 3 v{n}"), "put_first={put_first}");
+            let copy = copies.get(&3).await.expect("get").expect("put stored it");
+            assert_eq!(
+                copy.name,
+                format!("product 3 v{n}"),
+                "put_first={put_first}"
+            );
+            let cached = products
+                .get(&3)
+                .await
+                .expect("get")
+                .expect("cached on the miss");
+            assert_eq!(cached.name, "product 3 v1", "put_first={put_first}");
+        }
+        assert_eq!(catalog.calls(), 2, "put_first={put_first}");
+    }
+}
+
+/// A failing call: the `before` eviction ran, the put and the eviction after the call
+/// did not, in either order.
+pub async fn a_failing_call_runs_only_the_before_evictions_in_either_order(manager: CacheManager) {
+    for before_first in [false, true] {
+        let catalog = Catalog::new(manager.clone());
+        let products = STACKED.open(&manager).await.expect("opened");
+        let copies = STACKED_COPY.open(&manager).await.expect("opened");
+        let pages = PAGES.open(&manager).await.expect("opened");
+        products.clear().await.expect("cleared");
+        copies.put(4, product(4)).await.expect("put");
+        pages.put(4, "page".to_string()).await.expect("put");
+        let got = if before_first {
+            catalog.failing_write_before_first(4).await
+        } else {
+            catalog.failing_write_after_first(4).await
+        };
+        assert_eq!(got, Err(NotFound(4)));
+        assert!(
+            copies.get(&4).await.expect("get").is_none(),
+            "before: evicted"
+        );
+        assert!(pages.get(&4).await.expect("get").is_some(), "after: kept");
+        assert!(
+            products.get(&4).await.expect("get").is_none(),
+            "nothing put"
+        );
+    }
+}
+
+/// Two `#[cacheable]`s: a hit in the second is returned without storing it in the
+/// first (Spring stores on a miss of every cache only); a miss of both stores in both.
+pub async fn stacked_cacheables_look_up_in_order(manager: CacheManager) {
+    let catalog = Catalog::new(manager.clone());
+    let first = STACKED.open(&manager).await.expect("opened");
+    let second = STACKED_COPY.open(&manager).await.expect("opened");
+    second.put(5, product(5)).await.expect("put");
+    assert_eq!(catalog.two_levels(5).await, product(5));
+    assert_eq!(catalog.calls(), 0);
+    assert!(first.get(&5).await.expect("get").is_none());
+
+    assert_eq!(catalog.two_levels(6).await.name, "product 6 v1");
+    assert!(first.get(&6).await.expect("get").is_some());
+    assert!(second.get(&6).await.expect("get").is_some());
+    first.put(6, product(60)).await.expect("put");
+    assert_eq!(
+        catalog.two_levels(6).await,
+        product(60),
+        "the first cache wins"
+    );
+    assert_eq!(catalog.calls(), 1);
 }
 
 /// Polls `done` until it holds or `limit` passes; returns whether it held.
@@ -559,6 +793,11 @@ macro_rules! behaviour_suite {
             cache_evict_condition_guards_the_eviction,
             store_errors_fail_open,
             a_cache_of_other_types_runs_the_function_uncached,
+            before_evictions_run_before_the_lookup_in_either_order,
+            after_evictions_run_on_hits_and_misses_in_either_order,
+            a_put_beside_a_cacheable_always_calls_in_either_order,
+            a_failing_call_runs_only_the_before_evictions_in_either_order,
+            stacked_cacheables_look_up_in_order,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {

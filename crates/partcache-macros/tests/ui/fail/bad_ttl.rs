@@ -1,10 +1,13 @@
-use partcache::cacheable;
+use partcache::{CacheDecl, cacheable};
 
-#[cacheable(cache = "products", ttl = "5 minutes")]
+static PRODUCTS: CacheDecl<u64, String> = CacheDecl::new("products");
+
+#[cacheable(cache = PRODUCTS, ttl = "5 minutes")]
 async fn product(id: u64) -> String {
     format!("product {id}")
 }
 
 fn main() {
+    let _ = &PRODUCTS;
     let _ = product(1);
 }

@@ -1,11 +1,13 @@
-use partcache::cacheable;
+use partcache::{CacheDecl, cacheable};
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Filter {
     name: String,
 }
 
-#[cacheable(cache = "products")]
+static SEARCHES: CacheDecl<(Filter, u32), Vec<String>> = CacheDecl::new("searches");
+
+#[cacheable(cache = SEARCHES)]
 async fn search(filter: Filter, page: u32) -> Vec<String> {
     vec![format!("{}:{page}", filter.name)]
 }

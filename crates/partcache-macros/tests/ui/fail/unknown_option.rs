@@ -1,10 +1,13 @@
-use partcache::cacheable;
+use partcache::{CacheDecl, cacheable};
 
-#[cacheable(cache = "products", expire_after = "5m")]
+static PRODUCTS: CacheDecl<u64, String> = CacheDecl::new("products");
+
+#[cacheable(cache = PRODUCTS, expire_after = "5m")]
 async fn product(id: u64) -> String {
     format!("product {id}")
 }
 
 fn main() {
+    let _ = &PRODUCTS;
     let _ = product(1);
 }
