@@ -949,6 +949,25 @@ impl RawStore for RedisStore {
         }
     }
 
+    async fn peek(&self, key: &RawKey) -> Result<Option<Vec<u8>>> {
+        self.ready().await?;
+        let s = &self.inner;
+        s.check_partition(key)?;
+        // The entry key alone: a plain `GET` moves no deadline and no LRU order. An
+        // entry Redis expired reads as absent; the write that follows cleans up.
+        let mut cmd = Cmd::new();
+        cmd.arg("GET")
+            .arg(s.layout.entry_key_arg(key.partition, &key.text));
+        let request = Request::new(s.layout.slot(key.partition), cmd);
+        match s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil) {
+            Value::ServerError(e) => Err(Error::Store(format!(
+                "read on cache `{}` failed: {e:?}",
+                s.name
+            ))),
+            reply => Ok(blob(reply)),
+        }
+    }
+
     async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>> {
         self.ready().await?;
         let s = &self.inner;
@@ -1027,7 +1046,7 @@ impl RawStore for RedisStore {
         s.write_outcome(reply)
     }
 
-    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<u64> {
         self.ready().await?;
         let s = &self.inner;
         let groups = s.by_partition(entries.iter().map(|(k, _)| k))?;
@@ -1048,10 +1067,11 @@ impl RawStore for RedisStore {
                 requests.push(r);
             }
         }
+        let mut stored = 0;
         for reply in s.execute(requests).await? {
-            s.outcome(reply)?;
+            stored += int(Some(&s.outcome(reply)?));
         }
-        Ok(())
+        Ok(stored)
     }
 
     async fn remove_all(&self, keys: &[RawKey]) -> Result<u64> {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use crate::entries::Entries;
 use crate::error::{Error, Result};
 use crate::event::{EventFilter, EventReceiver};
 use crate::key_text::write_key_text;
@@ -40,6 +41,9 @@ pub(crate) struct CacheInner<K, V> {
     pub(crate) encoded: Option<Arc<EncodedStore<K, V>>>,
     pub(crate) stats: Arc<StatsCounters>,
     pub(crate) loader: Option<Arc<dyn CacheLoader<K, V>>>,
+    /// Whether misses of `get`, `get_all` and entry processors load through `loader`
+    /// (JCache's `isReadThrough`); [`Cache::load_all`] uses the loader either way.
+    pub(crate) read_through: bool,
     pub(crate) writer: Option<Arc<dyn CacheWriter<K, V>>>,
     pub(crate) flights: SingleFlight<K, V>,
     pub(crate) key_locks: Option<Box<[tokio::sync::Mutex<()>]>>,
@@ -82,6 +86,27 @@ impl<K, V> std::fmt::Debug for Cache<K, V> {
 
 fn put<V>(value: Arc<V>, ttl: Option<Duration>) -> Action<V> {
     Action::Put { value, ttl }
+}
+
+/// How many loads [`Cache::load_all`] runs at once.
+const LOAD_ALL_CONCURRENCY: usize = 16;
+
+/// The key-lock stripe of `key` among `stripes`.
+fn key_stripe<K: Hash>(key: &K, stripes: usize) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % stripes as u64) as usize
+}
+
+/// The items of `items` whose index `failed` does not list (a batch writer's successes).
+fn keep_unlisted<T>(items: Vec<T>, failed: &[usize]) -> Vec<T> {
+    let failed: std::collections::HashSet<usize> = failed.iter().copied().collect();
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !failed.contains(i))
+        .map(|(_, item)| item)
+        .collect()
 }
 
 fn eq_fn<V: PartialEq>() -> fn(&V, &V) -> bool {
@@ -235,10 +260,29 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     async fn lock_key(&self, key: &K) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         let locks = self.inner.key_locks.as_ref()?;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut hasher);
-        let index = (hasher.finish() % locks.len() as u64) as usize;
-        Some(locks[index].lock().await)
+        Some(locks[key_stripe(key, locks.len())].lock().await)
+    }
+
+    /// The key locks of many keys, taken in stripe order (so that two batches never
+    /// wait for each other in a cycle).
+    async fn lock_keys<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k K>,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>>
+    where
+        K: 'k,
+    {
+        let Some(locks) = self.inner.key_locks.as_ref() else {
+            return Vec::new();
+        };
+        let mut stripes: Vec<usize> = keys.map(|k| key_stripe(k, locks.len())).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(locks[stripe].lock().await);
+        }
+        guards
     }
 
     /// The value for `key`, or `None`. With a read-through loader configured, a miss
@@ -274,7 +318,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             }
             None => {
                 stats.misses.incr();
-                match &self.inner.loader {
+                match self.read_through_loader() {
                     Some(loader) => {
                         let loader = loader.clone();
                         self.load_through(
@@ -310,7 +354,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         stats.hits.add(hits);
         stats.misses.add(keys.len() as u64 - hits);
         stats.time_get(start.elapsed());
-        if let Some(loader) = &self.inner.loader {
+        if let Some(loader) = self.read_through_loader() {
             for (key, slot) in keys.iter().zip(values.iter_mut()) {
                 if slot.is_none() {
                     let loader = loader.clone();
@@ -368,34 +412,48 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     /// Stores many entries. On a Redis store they are grouped by node and sent in one
-    /// pipeline per node; atomic per entry only.
+    /// pipeline per node; atomic per entry only. Counts a put per entry stored (none
+    /// under a zero creation expiry).
+    ///
+    /// With a writer, [`CacheWriter::write_all`] runs first; when it fails for some
+    /// entries, exactly the others are stored and the writer's error is returned
+    /// ([`Error::Writer`]): afterwards an entry is in the cache if and only if the
+    /// writer wrote it.
     pub async fn put_all(&self, entries: impl IntoIterator<Item = (K, V)>) -> Result<()> {
-        let entries: Vec<(K, Arc<V>)> =
+        let mut entries: Vec<(K, Arc<V>)> =
             entries.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         for (k, v) in &entries {
             self.check_key(k)?;
             self.check_value(k, v)?;
         }
         let start = Instant::now();
+        let mut failure = None;
+        let _guards;
         if let Some(writer) = &self.inner.writer {
-            for (k, v) in &entries {
-                writer
-                    .write(k, v)
-                    .await
-                    .map_err(|e| Error::writer(CallbackError(e)))?;
+            // The keys stay locked until the store has the entries, so that the writer
+            // sees the writes in the order the cache applies them (as `write` does).
+            _guards = self.lock_keys(entries.iter().map(|(k, _)| k)).await;
+            let batch: Vec<(&K, &V)> = entries.iter().map(|(k, v)| (k, &**v)).collect();
+            let written = writer.write_all(&batch).await;
+            drop(batch);
+            if let Err(batch_error) = written {
+                entries = keep_unlisted(entries, &batch_error.failed);
+                failure = Some(Error::writer(CallbackError(batch_error.error)));
             }
         }
-        let count = entries.len() as u64;
-        let result = self
-            .inner
-            .store
-            .put_all(entries, None)
-            .instrument(self.store_span("put_all"))
-            .await;
-        self.track(result)?;
-        self.inner.stats.puts.add(count);
+        if !entries.is_empty() {
+            let result = self
+                .inner
+                .store
+                .put_all(entries, None)
+                .instrument(self.store_span("put_all"))
+                .await;
+            // Only entries actually stored count (a zero creation expiry stores nothing).
+            let stored = self.track(result)?;
+            self.inner.stats.puts.add(stored);
+        }
         self.inner.stats.time_put(start.elapsed());
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// Stores `value` only if `key` has no entry; returns whether it did. A present key
@@ -537,22 +595,39 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     /// Removes the entries of `keys` (one `Removed` event each); returns how many there
     /// were. Atomic per key only.
+    ///
+    /// With a writer, [`CacheWriter::delete_all`] runs first; when it fails for some
+    /// keys, exactly the others are removed and the writer's error is returned
+    /// ([`Error::Writer`]).
     pub async fn remove_all_keys(&self, keys: &[K]) -> Result<u64> {
         for key in keys {
             self.check_key(key)?;
         }
-        if let Some(writer) = &self.inner.writer {
-            for key in keys {
-                writer
-                    .delete(key)
-                    .await
-                    .map_err(|e| Error::writer(CallbackError(e)))?;
-            }
+        let start = Instant::now();
+        let Some(writer) = &self.inner.writer else {
+            let removed = self.inner.store.remove_all(keys).await;
+            let removed = self.track(removed)?;
+            self.inner.stats.removals.add(removed);
+            self.inner.stats.time_remove(start.elapsed());
+            return Ok(removed);
+        };
+        let _guards = self.lock_keys(keys.iter()).await;
+        let batch: Vec<&K> = keys.iter().collect();
+        let (keys, failure) = match writer.delete_all(&batch).await {
+            Ok(()) => (keys.to_vec(), None),
+            Err(batch_error) => (
+                keep_unlisted(keys.to_vec(), &batch_error.failed),
+                Some(Error::writer(CallbackError(batch_error.error))),
+            ),
+        };
+        let mut removed = 0;
+        if !keys.is_empty() {
+            let result = self.inner.store.remove_all(&keys).await;
+            removed = self.track(result)?;
+            self.inner.stats.removals.add(removed);
         }
-        let removed = self.inner.store.remove_all(keys).await;
-        let removed = self.track(removed)?;
-        self.inner.stats.removals.add(removed);
-        Ok(removed)
+        self.inner.stats.time_remove(start.elapsed());
+        failure.map_or(Ok(removed), Err)
     }
 
     /// Removes every entry, with a `Removed` event (and a writer `delete`) per entry;
@@ -585,54 +660,252 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// should have no side effects besides the entry. A panicking processor leaves the
     /// entry unchanged and returns [`Error::Panicked`].
     ///
-    /// A writer, if configured, is not called for entry processors.
+    /// As JCache's `invoke` (JSR-107 §9.3): it counts a hit when the key has an entry and
+    /// a miss when not, whether or not the processor reads the value; a set counts a
+    /// put and a removal a removal. With a read-through loader, a processor that reads
+    /// the value of an absent key gets it loaded ([`MutableEntry::value`]); kept, it is
+    /// stored as a load (no put counted). Only reading a present value is an access for
+    /// expiry; a set is a creation or an update.
+    ///
+    /// A writer, if configured, is not called for entry processors (see the crate docs,
+    /// "Departures from JSR-107").
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let counters = partcache::CacheManager::from_url("memory://")?
+    ///     .cache::<String, u64>("invoke-doc")
+    ///     .build()
+    ///     .await?;
+    /// let key = "visits".to_string();
+    /// let n = counters
+    ///     .invoke(&key, |entry| {
+    ///         let next = entry.value().copied().unwrap_or(0) + 1;
+    ///         entry.set_value(next);
+    ///         next
+    ///     })
+    ///     .await?;
+    /// assert_eq!(n, 1);
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
     pub async fn invoke<R, F>(&self, key: &K, mut processor: F) -> Result<R>
     where
         F: FnMut(&mut MutableEntry<'_, V>) -> R + Send,
         R: Send,
     {
         self.check_key(key)?;
-        let mut result = None;
-        let mut read = None;
-        let computed = {
-            let mut run = |current: Option<&Arc<V>>| {
-                let mut entry = MutableEntry {
-                    current,
-                    change: None,
-                    read: false,
+        // Set once the loader ran for this call: the processor then sees its value (or
+        // nothing) and may not ask again.
+        let mut loaded: Option<Option<Arc<V>>> = None;
+        let mut first_found = None;
+        loop {
+            let mut result = None;
+            let mut found = false;
+            let mut wants_load = false;
+            let mut stores_load = false;
+            let can_load = self.read_through_loader().is_some() && loaded.is_none();
+            let load = loaded.clone().flatten();
+            let computed = {
+                let mut run = |current: Option<&Arc<V>>| {
+                    found = current.is_some();
+                    let mut entry = MutableEntry {
+                        current,
+                        loaded: if current.is_none() {
+                            load.as_ref()
+                        } else {
+                            None
+                        },
+                        can_load,
+                        change: None,
+                        read: false,
+                        load_seen: false,
+                        wants_load: false,
+                    };
+                    result = Some(processor(&mut entry));
+                    wants_load = entry.wants_load;
+                    stores_load = false;
+                    if wants_load {
+                        // Run again once the value is loaded (outside the store's lock).
+                        return Decision::Keep;
+                    }
+                    match entry.change {
+                        None if entry.load_seen => match entry.loaded {
+                            Some(value) => {
+                                stores_load = true;
+                                Decision::Put(value.clone(), None)
+                            }
+                            None => Decision::Keep,
+                        },
+                        None if entry.read && current.is_some() => Decision::Access,
+                        None => Decision::Keep,
+                        Some(Some((v, ttl))) => Decision::Put(v, ttl),
+                        Some(None) => Decision::Remove,
+                    }
                 };
-                result = Some(processor(&mut entry));
-                read = entry.read.then_some(current.is_some());
-                match entry.change {
-                    None => Decision::Keep,
-                    Some(Some((v, ttl))) => Decision::Put(v, ttl),
-                    Some(None) => Decision::Remove,
-                }
+                self.inner
+                    .store
+                    .compute(key, &mut run)
+                    .instrument(self.store_span("invoke"))
+                    .await
             };
-            self.inner
-                .store
-                .compute(key, &mut run)
-                .instrument(self.store_span("invoke"))
-                .await
+            let computed = self.track(computed)?;
+            let found = *first_found.get_or_insert(found);
+            if wants_load {
+                loaded = Some(self.load_value(key).await?);
+                continue;
+            }
+            self.count_lookup(found);
+            match computed {
+                // A loaded value kept as it is: a load, not a put (JSR-107 §12.4).
+                Computed::Created if stores_load => {}
+                Computed::Created | Computed::Updated => self.inner.stats.puts.incr(),
+                Computed::Removed => self.inner.stats.removals.incr(),
+                Computed::Unchanged => {}
+            }
+            return result.ok_or_else(|| Error::Store("entry processor did not run".into()));
+        }
+    }
+
+    /// Runs `processor` on the entry of each of `keys`, as [`Cache::invoke`] does for one
+    /// (atomic per key, never across keys), and returns one result per key, in the order
+    /// of `keys`. An error on one key (a panicking processor, a failed load, a store
+    /// error) is that key's result only; the other keys are processed all the same
+    /// (JSR-107 §9.3: `invokeAll` returns an `EntryProcessorResult` per key). The
+    /// processor gets the key beside the entry.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stock = partcache::CacheManager::from_url("memory://")?
+    ///     .cache::<String, u32>("invoke-all-doc")
+    ///     .build()
+    ///     .await?;
+    /// stock.put("apples".to_string(), 3).await?;
+    /// let keys = ["apples".to_string(), "pears".to_string()];
+    /// let left = stock
+    ///     .invoke_all(&keys, |_key, entry| {
+    ///         let n = entry.value().copied().unwrap_or(0).saturating_sub(1);
+    ///         entry.set_value(n);
+    ///         n
+    ///     })
+    ///     .await;
+    /// assert_eq!(left.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [2, 0]);
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn invoke_all<R, F>(&self, keys: &[K], mut processor: F) -> Vec<Result<R>>
+    where
+        F: FnMut(&K, &mut MutableEntry<'_, V>) -> R + Send,
+        R: Send,
+    {
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            results.push(self.invoke(key, |entry| processor(key, entry)).await);
+        }
+        results
+    }
+
+    /// Loads `keys` through the cache's loader, whether or not reads go through it
+    /// (JSR-107 §9.2 `loadAll`): keys that have an entry are skipped unless
+    /// `replace_existing`. Returns, once every load is done, one result per key in the
+    /// order of `keys`: `Ok(true)` when a value was loaded and stored, `Ok(false)` when
+    /// the key was skipped or the loader had no value, the loader's error
+    /// ([`Error::Loader`]) or the store's for that key only. A loaded value is a load,
+    /// not a put, and is not written through. Without a loader every key is `Ok(false)`.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use partcache::{BoxError, CacheLoader};
+    ///
+    /// struct Squares;
+    /// #[async_trait::async_trait]
+    /// impl CacheLoader<u64, u64> for Squares {
+    ///     async fn load(&self, n: &u64) -> Result<Option<u64>, BoxError> {
+    ///         Ok(Some(n * n))
+    ///     }
+    /// }
+    /// let squares = partcache::CacheManager::from_url("memory://")?
+    ///     .cache::<u64, u64>("load-all-doc")
+    ///     .loader(Squares)
+    ///     .build()
+    ///     .await?;
+    /// squares.put(2, 0).await?;
+    /// let loaded = squares.load_all(&[1, 2, 3], false).await?;
+    /// assert_eq!(loaded.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [true, false, true]);
+    /// assert_eq!(squares.get(&2).await?.as_deref(), Some(&0));
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn load_all(&self, keys: &[K], replace_existing: bool) -> Result<Vec<Result<bool>>> {
+        for key in keys {
+            self.check_key(key)?;
+        }
+        if self.inner.loader.is_none() {
+            return Ok(vec![Ok(false); keys.len()]);
+        }
+        let present = if replace_existing {
+            vec![false; keys.len()]
+        } else {
+            let found = self.inner.store.contains_all(keys).await;
+            self.track(found)?
         };
-        let computed = self.track(computed)?;
-        if let Some(hit) = read {
-            self.count_lookup(hit);
-        }
-        match computed {
-            Computed::Created | Computed::Updated => self.inner.stats.puts.incr(),
-            Computed::Removed => self.inner.stats.removals.incr(),
-            Computed::Unchanged => {}
-        }
-        result.ok_or_else(|| Error::Store("entry processor did not run".into()))
+        let loads = keys.iter().zip(present).map(|(key, present)| async move {
+            if present {
+                return Ok(false);
+            }
+            let Some(value) = self.load_value(key).await? else {
+                return Ok(false);
+            };
+            self.check_value(key, &value)?;
+            let write = Write {
+                // `replace_existing`: an update of a present entry (JSR-107 §6.4: the
+                // update expiry applies); otherwise only an absent key is filled.
+                condition: if replace_existing {
+                    Condition::Always
+                } else {
+                    Condition::IfAbsent
+                },
+                action: put(value, None),
+                want_previous: false,
+            };
+            let outcome = self.store_write(key, write).await;
+            Ok(self.track(outcome)?.applied)
+        });
+        // A bounded number of loads at a time: a large batch must not open as many
+        // connections to the system of record.
+        Ok(futures::stream::iter(loads)
+            .buffered(LOAD_ALL_CONCURRENCY)
+            .collect()
+            .await)
     }
 
-    /// Every entry, as a stream. Weakly consistent; on the local store a snapshot.
-    pub fn entries(&self) -> BoxStream<'_, Result<(K, Arc<V>)>> {
-        self.inner.store.entries()
+    /// Every entry, as a stream (JCache's iterator). Weakly consistent; on the local
+    /// store a snapshot. Each entry returned counts a hit and is an access for expiry;
+    /// [`Entries::remove`] removes the entry returned last (a removal, with its event and
+    /// writer call), as JCache's `Iterator::remove` does.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use futures::StreamExt;
+    ///
+    /// let cache = partcache::CacheManager::from_url("memory://")?
+    ///     .cache::<u32, String>("entries-doc")
+    ///     .build()
+    ///     .await?;
+    /// cache.put_all([(1, "one".to_string()), (2, "two".to_string())]).await?;
+    /// let mut entries = cache.entries();
+    /// while let Some(entry) = entries.next().await {
+    ///     let (key, _value) = entry?;
+    ///     if key == 1 {
+    ///         entries.remove().await?;
+    ///     }
+    /// }
+    /// assert_eq!(cache.len().await?, 1);
+    /// assert_eq!((cache.stats().hits, cache.stats().removals), (2, 1));
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub fn entries(&self) -> Entries<'_, K, V> {
+        Entries::new(self, self.inner.store.entries())
     }
 
-    /// Every key, as a stream.
+    /// Every key, as a stream. Not JCache's iterator: counts nothing (see
+    /// [`Cache::entries`] for that).
     pub fn keys(&self) -> BoxStream<'_, Result<K>> {
         self.inner
             .store
@@ -715,6 +988,59 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         .await
     }
 
+    /// The loader, when misses read through it.
+    fn read_through_loader(&self) -> Option<&Arc<dyn CacheLoader<K, V>>> {
+        self.inner
+            .loader
+            .as_ref()
+            .filter(|_| self.inner.read_through)
+    }
+
+    /// Stores a value the loader gave: a load, so neither a put in the statistics nor a
+    /// writer call (JSR-107 §9.2, §12.4: the value comes from the system of record).
+    /// Only if the key is still absent: a value written meanwhile is newer.
+    async fn store_load(&self, key: &K, value: Arc<V>, ttl: Option<Duration>) -> Result<()> {
+        self.check_value(key, &value)?;
+        let write = Write {
+            condition: Condition::IfAbsent,
+            action: put(value, ttl),
+            want_previous: false,
+        };
+        let outcome = self.store_write(key, write).await;
+        self.track(outcome).map(drop)
+    }
+
+    /// The read-through loader's value for `key`, without storing it (once for all
+    /// concurrent callers, as [`Cache::get`]'s loads).
+    async fn load_value(&self, key: &K) -> Result<Option<Arc<V>>> {
+        let Some(loader) = self.inner.loader.clone() else {
+            return Ok(None);
+        };
+        self.inner
+            .flights
+            .run(key, || async {
+                let start = Instant::now();
+                let loaded = loader.load(key).await;
+                self.inner.stats.time_load(start.elapsed());
+                match loaded {
+                    Ok(value) => {
+                        self.inner.stats.load_successes.incr();
+                        Ok(value.map(Arc::new))
+                    }
+                    Err(e) => {
+                        self.inner.stats.load_failures.incr();
+                        Err(Error::loader(CallbackError(e)))
+                    }
+                }
+            })
+            .await
+            .inspect_err(|e| {
+                if matches!(e, Error::Panicked(..)) {
+                    self.inner.stats.load_failures.incr();
+                }
+            })
+    }
+
     /// Loads a missing value once for all concurrent callers, caches it, returns it.
     async fn load_through<F, Fut>(
         &self,
@@ -741,7 +1067,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         self.inner.stats.load_successes.incr();
                         let value = Arc::new(value);
                         // A cache that cannot store the value still serves it.
-                        if let Err(error) = self.put_inner(key.clone(), value.clone(), ttl).await {
+                        if let Err(error) = self.store_load(key, value.clone(), ttl).await {
                             tracing::warn!(cache = %self.inner.name, %error, "loaded value could not be cached");
                         }
                         Ok(Some(value))
@@ -824,26 +1150,50 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 /// The entry an entry processor sees in [`Cache::invoke`].
 pub struct MutableEntry<'a, V> {
     current: Option<&'a Arc<V>>,
+    /// The read-through loader's value for an absent key, once loaded.
+    loaded: Option<&'a Arc<V>>,
+    /// Reading an absent value may ask for a load.
+    can_load: bool,
     /// `None`: untouched; `Some(Some((v, ttl)))`: set; `Some(None)`: removed.
     change: Option<Option<(Arc<V>, Option<Duration>)>>,
     read: bool,
+    /// The processor read the loaded value.
+    load_seen: bool,
+    /// The processor read an absent value that the loader may provide.
+    wants_load: bool,
 }
 
 impl<V> MutableEntry<'_, V> {
-    /// Whether the entry exists (after this processor's own changes).
+    /// Whether the entry exists (after this processor's own changes, and after a
+    /// read-through load).
     pub fn exists(&self) -> bool {
         match &self.change {
             Some(change) => change.is_some(),
-            None => self.current.is_some(),
+            None => self.current.is_some() || self.load_seen,
         }
     }
 
-    /// The entry's value (after this processor's own changes). Counts as a read.
+    /// The entry's value (after this processor's own changes). Counts as a read: an
+    /// access for expiry when the entry is present. On an absent key of a cache with a
+    /// read-through loader, the value the loader gives (JSR-107 §9.3); kept as it is,
+    /// it is stored.
     pub fn value(&mut self) -> Option<&V> {
         self.read = true;
-        match &self.change {
-            Some(change) => change.as_ref().map(|(v, _)| &**v),
-            None => self.current.map(|v| &**v),
+        if let Some(change) = &self.change {
+            return change.as_ref().map(|(v, _)| &**v);
+        }
+        match (self.current, self.loaded) {
+            (Some(v), _) => Some(&**v),
+            (None, Some(v)) => {
+                self.load_seen = true;
+                Some(&**v)
+            }
+            (None, None) => {
+                if self.can_load {
+                    self.wants_load = true;
+                }
+                None
+            }
         }
     }
 
@@ -858,7 +1208,7 @@ impl<V> MutableEntry<'_, V> {
         self.change = Some(Some((value.into(), Some(ttl))));
     }
 
-    /// Removes the entry.
+    /// Removes the entry (of a loaded value: nothing is stored).
     pub fn remove(&mut self) {
         self.change = Some(None);
     }

@@ -18,6 +18,21 @@
 //! stores nothing, an update whose deadline is now removes the entry (an `Expired`
 //! event), and a read whose deadline becomes now returns the value one last time.
 //!
+//! Which operation is a creation, an update or an access follows JSR-107 §6.4 (and its
+//! reference implementation), on every store:
+//!
+//! | operation | creation | update | access |
+//! |---|---|---|---|
+//! | `get`, `get_all`, iteration | load (read-through) | – | present |
+//! | `contains_key`, `remove`, `get_and_remove`, `remove_all`, `clear` | – | – | – |
+//! | `put`, `put_all`, `get_and_put` | absent | present | – |
+//! | `put_if_absent` | absent | – | – (present: nothing) |
+//! | `replace`, `get_and_replace` | – | present | – |
+//! | `replace_if_equals` | – | equal | unequal |
+//! | `remove_if_equals` | – | – | unequal |
+//! | `invoke` | set on absent, or load | set on present | read only, present |
+//! | `load_all` | absent | present, with `replace_existing` | – |
+//!
 //! This module is pure: stores call it with the clock reading they have. The Redis
 //! store's scripts implement the same table.
 

@@ -198,6 +198,7 @@ impl CacheManager {
             name: name.to_string(),
             config,
             loader: None,
+            read_through: true,
             writer: None,
             weigher: None,
             _types: PhantomData,
@@ -246,6 +247,7 @@ pub struct CacheBuilder<K, V> {
     name: String,
     config: CacheConfig,
     loader: Option<Arc<dyn CacheLoader<K, V>>>,
+    read_through: bool,
     writer: Option<Arc<dyn CacheWriter<K, V>>>,
     weigher: Option<Weigher<K, V>>,
     _types: PhantomData<fn() -> (K, V)>,
@@ -336,9 +338,17 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
-    /// A read-through loader for misses of `get` and `get_all`.
+    /// A read-through loader for misses of `get`, `get_all` and entry processors, and
+    /// for [`Cache::load_all`].
     pub fn loader(mut self, loader: impl CacheLoader<K, V>) -> Self {
         self.loader = Some(Arc::new(loader));
+        self
+    }
+
+    /// Whether misses load through the loader (default: on). Off, only
+    /// [`Cache::load_all`] calls the loader (JCache's `setReadThrough(false)`).
+    pub fn read_through(mut self, read_through: bool) -> Self {
+        self.read_through = read_through;
         self
     }
 
@@ -451,6 +461,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 encoded,
                 stats,
                 loader: self.loader,
+                read_through: self.read_through,
                 writer: self.writer,
                 flights: SingleFlight::default(),
                 key_locks,

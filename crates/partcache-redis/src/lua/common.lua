@@ -367,6 +367,32 @@ local function remove(text, cur)
   return 1
 end
 
+-- A read of the live entry `text` (entry key `k`, blob `v`) as an access: slides the
+-- expiry of the policies reads extend and refreshes the last use (the index score)
+-- when the cache has a budget or a max-idle. Returns false when the access's expiry
+-- is zero: the entry is removed (an `Expired` event), its value read one last time.
+local function access(text, k, v)
+  if READS_EXTEND then
+    local fp, ft, keyonly = fixed_of(text)
+    local dl = minv(minv(fp, ft), sliding(false))
+    if dl and dl <= NOW then
+      redis.call('DEL', k)
+      forget(text)
+      emit('X', v)
+      EXPIRED = EXPIRED + 1
+      return false
+    elseif dl then
+      redis.call('PEXPIREAT', k, int(dl))
+      -- An entry without records (lean, see store) keeps its deadline in the
+      -- index score, which the next line moves.
+      if keyonly then redis.call('ZADD', DL, int(dl), text) end
+    end
+  end
+  -- The index score is the last use: LRU order, and the max-idle deadline.
+  if BUDGET > 0 or IDLE >= 0 then redis.call('ZADD', IX, 'XX', int(TICK), text) end
+  return true
+end
+
 local function reply(result)
   return {result, EVICTED, EXPIRED, EVENTS}
 end

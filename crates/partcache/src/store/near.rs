@@ -379,7 +379,7 @@ where
         outcome
     }
 
-    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<()> {
+    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<u64> {
         let keys: Vec<K> = entries.iter().map(|(k, _)| k.clone()).collect();
         let partitions = self.partitions_of(&keys)?;
         for (key, &partition) in keys.iter().zip(&partitions) {
@@ -694,13 +694,14 @@ mod tests {
             &self,
             entries: Vec<(RawKey, Vec<u8>)>,
             ttl: Option<Duration>,
-        ) -> Result<()> {
+        ) -> Result<u64> {
             let deadline = ttl.map(|t| Instant::now() + t);
             let mut map = self.entries.lock();
+            let stored = entries.len() as u64;
             for (key, blob) in entries {
                 map.insert(key.text, (blob, deadline));
             }
-            Ok(())
+            Ok(stored)
         }
 
         async fn remove_all(&self, keys: &[RawKey]) -> Result<u64> {

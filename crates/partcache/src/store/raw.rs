@@ -209,19 +209,27 @@ pub trait RawStore: Send + Sync + 'static {
             .pop()
             .flatten())
     }
+    /// Reads one key *without* it counting as an access (the read behind an entry
+    /// processor, which decides afterwards whether it was one). The default is
+    /// [`RawStore::get`]: stores whose reads move deadlines or LRU order override it.
+    async fn peek(&self, key: &RawKey) -> Result<Option<Vec<u8>>> {
+        self.get(key).await
+    }
     /// Whether each key has a live entry, without counting as an access.
     async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>>;
-    /// A conditional write, atomic for that key.
+    /// A conditional write, atomic for that key. Not an access for expiry, but when an
+    /// [`RawCondition::IfEquals`] finds another value (see [`crate::store::Store::write`]).
     async fn write(&self, key: &RawKey, write: RawWrite) -> Result<RawWriteOutcome>;
-    /// Stores many entries (atomic per partition at most).
-    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<()>;
+    /// Stores many entries (atomic per partition at most); returns how many were
+    /// stored (an entry whose creation expiry is zero is not).
+    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<u64>;
     /// Removes many keys; returns how many entries were removed.
     async fn remove_all(&self, keys: &[RawKey]) -> Result<u64>;
     /// Removes every entry with a `Removed` event each; returns how many.
     async fn remove_everything(&self) -> Result<u64>;
     /// Drops every entry without events.
     async fn clear(&self) -> Result<()>;
-    /// Every live entry's blob. Weakly consistent.
+    /// Every live entry's blob, each an access for expiry. Weakly consistent.
     fn scan(&self) -> BoxStream<'_, Result<Vec<u8>>>;
     /// Approximate number of entries.
     async fn len(&self) -> Result<u64>;
