@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use partcache::balance::{BalanceReport, MasterBalance};
 use partcache::codec::Codec;
-use partcache::expiry::{ExpiryPolicy, ExpirySettings};
+use partcache::expiry::{Custom, ExpiryPolicy, ExpirySettings};
 use partcache::stats::StatsCounters;
 use partcache::store::raw::{
     InvalidationSink, ListenerProbe, RawAction, RawCacheSpec, RawCondition, RawEvent, RawFound,
@@ -72,6 +72,9 @@ pub(crate) struct StoreInner {
     stats: Arc<StatsCounters>,
     /// ARGV[1..=4] of every script: policy kind, duration, max-idle, budget.
     header: [String; 4],
+    /// A custom expiry policy, asked for its durations at every call (see
+    /// [`StoreInner::settings`]).
+    custom: Option<Custom>,
     /// The batches this cache's upserts join (`coalesce/puts.rs`).
     upsert_kind: Kind,
     /// The cache's max-idle, ms: entries whose only deadline it is may keep it in
@@ -107,21 +110,42 @@ fn millis(d: Duration) -> u128 {
 /// ARGV[1..=4] of every script: policy kind, duration, max-idle, budget (then the
 /// event mode, this client's origin and the channel: see [`StoreInner::event_args`]).
 fn header(spec: &RawCacheSpec) -> [String; 4] {
-    let (kind, duration) = match spec.expiry.policy {
-        ExpiryPolicy::Eternal => (0, Duration::ZERO),
-        ExpiryPolicy::Created(d) => (1, d),
-        ExpiryPolicy::Modified(d) => (2, d),
-        ExpiryPolicy::Accessed(d) => (3, d),
-        ExpiryPolicy::Touched(d) => (4, d),
+    let (kind, duration) = match &spec.expiry.custom {
+        // A custom policy: kind 5, and its three durations in the duration's place,
+        // asked at every call (`custom_durations`).
+        Some(custom) => (5, custom_durations(custom)),
+        None => {
+            let (kind, duration) = match spec.expiry.policy {
+                ExpiryPolicy::Eternal => (0, Duration::ZERO),
+                ExpiryPolicy::Created(d) => (1, d),
+                ExpiryPolicy::Modified(d) => (2, d),
+                ExpiryPolicy::Accessed(d) => (3, d),
+                ExpiryPolicy::Touched(d) => (4, d),
+            };
+            (kind, millis(duration).to_string())
+        }
     };
     [
         kind.to_string(),
-        millis(duration).to_string(),
+        duration,
         spec.expiry
             .max_idle
             .map_or_else(|| "-1".to_string(), |i| millis(i).to_string()),
         budget(spec.max_entries, spec.partitions.partitions()).to_string(),
     ]
+}
+
+/// A custom policy's durations as the scripts take them (`lua/common.lua`, settings):
+/// `<creation>:<access>:<update>` in ms, -1 for `None` (eternal; unchanged).
+fn custom_durations(custom: &Custom) -> String {
+    let ms = |d: Option<Duration>| d.map_or_else(|| "-1".to_string(), |d| millis(d).to_string());
+    let policy = &custom.0;
+    format!(
+        "{}:{}:{}",
+        ms(policy.for_creation()),
+        ms(policy.for_access()),
+        ms(policy.for_update())
+    )
 }
 
 /// The batch kind of upserts on a cache with `header` and event mode `mode`: caches
@@ -166,6 +190,7 @@ impl RedisStore {
         let inner = Arc::new(StoreInner {
             upsert_kind: upsert_kind(&settings, publish_mode),
             header: settings,
+            custom: spec.expiry.custom.clone(),
             max_idle_ms: spec
                 .expiry
                 .max_idle
@@ -173,6 +198,7 @@ impl RedisStore {
             publish_mode,
             plain_reads: !expiry_reads_extend(&spec.expiry) && spec.max_entries.is_none(),
             fast_puts: matches!(spec.expiry.policy, ExpiryPolicy::Eternal)
+                && spec.expiry.custom.is_none()
                 && spec.expiry.max_idle.is_none()
                 && spec.max_entries.is_none(),
             deployment,
@@ -349,7 +375,18 @@ impl StoreInner {
         for text in texts {
             cmd.arg(self.layout.entry_key_arg(partition, text));
         }
-        cmd.arg(&self.header[..]);
+        match &self.custom {
+            Some(custom) => {
+                let [kind, _, idle, budget] = &self.header;
+                cmd.arg(kind)
+                    .arg(custom_durations(custom))
+                    .arg(idle)
+                    .arg(budget);
+            }
+            None => {
+                cmd.arg(&self.header[..]);
+            }
+        }
         self.event_args(&mut cmd, partition);
         Request::new(self.layout.slot(partition), cmd)
     }
@@ -1004,9 +1041,14 @@ impl RawStore for RedisStore {
             };
             return s.put_coalesced(key, blob, None, &Kind::Fast).await;
         }
-        if let (RawCondition::Always, RawAction::Put { .. }, false) =
-            (&write.condition, &write.action, write.want_previous)
-        {
+        // Coalesced upserts share one set of settings per batch; a custom policy's
+        // durations are asked per call, so its puts go by themselves.
+        if let (RawCondition::Always, RawAction::Put { .. }, false, None) = (
+            &write.condition,
+            &write.action,
+            write.want_previous,
+            &s.custom,
+        ) {
             let RawAction::Put { blob, ttl } = write.action else {
                 return Err(Error::Store("unreachable write action".into()));
             };

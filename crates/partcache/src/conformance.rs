@@ -760,6 +760,93 @@ pub async fn expiry_table_touched(h: &Harness) {
     .await;
 }
 
+/// A custom policy with fixed answers (ms; `None` as `CustomExpiry` means it).
+struct Durations(Option<u64>, Option<u64>, Option<u64>);
+
+impl crate::CustomExpiry for Durations {
+    fn for_creation(&self) -> Option<Duration> {
+        self.0.map(Duration::from_millis)
+    }
+    fn for_access(&self) -> Option<Duration> {
+        self.1.map(Duration::from_millis)
+    }
+    fn for_update(&self) -> Option<Duration> {
+        self.2.map(Duration::from_millis)
+    }
+}
+
+pub async fn a_custom_expiry_policy_sets_each_deadline_it_is_asked_for(h: &Harness) {
+    let c = h
+        .cache::<String, String>("custom-expiry")
+        .expiry_policy(Durations(Some(2000), Some(4000), Some(400)))
+        .build()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    for key in ["created", "accessed", "updated", "untouched"] {
+        c.put(k(key), v("1")).await.unwrap();
+    }
+    tokio::time::sleep_until((start + Duration::from_millis(500)).into()).await;
+    assert!(c.get(&k("accessed")).await.unwrap().is_some());
+    c.put(k("updated"), v("2")).await.unwrap();
+    assert!(
+        c.contains_key(&k("untouched")).await.unwrap(),
+        "contains_key is no access"
+    );
+    // The update's 400 ms are over, the creation's 2 s are not.
+    tokio::time::sleep_until((start + Duration::from_millis(1300)).into()).await;
+    assert!(
+        !c.contains_key(&k("updated")).await.unwrap(),
+        "for_update not applied"
+    );
+    assert!(
+        c.contains_key(&k("created")).await.unwrap(),
+        "expired before for_creation"
+    );
+    // The creation's 2 s are over, the access's 4 s are not.
+    tokio::time::sleep_until((start + Duration::from_millis(2400)).into()).await;
+    assert!(
+        !c.contains_key(&k("created")).await.unwrap(),
+        "for_creation not applied"
+    );
+    assert!(!c.contains_key(&k("untouched")).await.unwrap());
+    assert!(
+        c.contains_key(&k("accessed")).await.unwrap(),
+        "for_access not applied"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(4400),
+        "checks ran too late"
+    );
+    // `None` for an access or an update leaves the deadline where it is.
+    let kept = h
+        .cache::<String, String>("custom-expiry-kept")
+        .expiry_policy(Durations(Some(1000), None, None))
+        .build()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    kept.put(k("a"), v("1")).await.unwrap();
+    tokio::time::sleep_until((start + Duration::from_millis(400)).into()).await;
+    assert!(kept.get(&k("a")).await.unwrap().is_some());
+    kept.put(k("a"), v("2")).await.unwrap();
+    tokio::time::sleep_until((start + Duration::from_millis(1400)).into()).await;
+    assert!(
+        !kept.contains_key(&k("a")).await.unwrap(),
+        "an access or update moved it"
+    );
+    // A zero creation duration stores nothing and counts no put.
+    let zero = h
+        .cache::<String, String>("custom-expiry-zero")
+        .expiry_policy(Durations(Some(0), None, None))
+        .build()
+        .await
+        .unwrap();
+    zero.put(k("a"), v("1")).await.unwrap();
+    assert!(!zero.contains_key(&k("a")).await.unwrap());
+    assert_eq!(zero.stats().puts, 0);
+}
+
 // ---------------------------------------------------------------- eviction
 
 pub async fn max_entries_evicts_and_counts_evictions_apart_from_removals(h: &Harness) {
@@ -1599,7 +1686,8 @@ macro_rules! conformance_suite {
             expiry_table_created,
             expiry_table_modified,
             expiry_table_accessed,
-            expiry_table_touched
+            expiry_table_touched,
+            a_custom_expiry_policy_sets_each_deadline_it_is_asked_for
         );
     };
     (@tests $manager:path; $($check:ident),* $(,)?) => {

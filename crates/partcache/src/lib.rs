@@ -109,7 +109,7 @@ pub use default_manager::{default_manager, set_default_manager};
 pub use entries::Entries;
 pub use error::{Error, Result};
 pub use event::{CacheEvent, EventFilter, EventKind, EventReceiver};
-pub use expiry::{ExpiryPolicy, ExpirySettings};
+pub use expiry::{CustomExpiry, ExpiryPolicy, ExpirySettings};
 pub use loader::{BatchError, BoxError, CacheLoader, CacheWriter};
 #[doc(hidden)]
 pub use macro_support as __private;

@@ -16,7 +16,7 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use crate::event::EventSender;
-use crate::expiry::ExpiryPolicy;
+use crate::expiry::{Custom, CustomExpiry, ExpiryPolicy, ExpirySettings};
 use crate::loader::{CacheLoader, CacheWriter};
 use crate::partition::{HashingPolicy, PartitionMap};
 use crate::single_flight::SingleFlight;
@@ -199,6 +199,7 @@ impl CacheManager {
             config,
             loader: None,
             read_through: true,
+            custom_expiry: None,
             writer: None,
             weigher: None,
             _types: PhantomData,
@@ -248,6 +249,7 @@ pub struct CacheBuilder<K, V> {
     config: CacheConfig,
     loader: Option<Arc<dyn CacheLoader<K, V>>>,
     read_through: bool,
+    custom_expiry: Option<Arc<dyn CustomExpiry>>,
     writer: Option<Arc<dyn CacheWriter<K, V>>>,
     weigher: Option<Weigher<K, V>>,
     _types: PhantomData<fn() -> (K, V)>,
@@ -257,6 +259,16 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     /// The expiry policy (default: eternal).
     pub fn expiry(mut self, policy: ExpiryPolicy) -> Self {
         self.config.expiry = Some(policy);
+        self
+    }
+
+    /// A custom expiry policy (JCache's `ExpiryPolicy` interface), which replaces
+    /// [`CacheBuilder::expiry`]: see [`CustomExpiry`]. It works on every store (on a
+    /// Redis store each call sends the durations the policy gives). Like the loader, it
+    /// is not part of the cache's settings: reopening the cache returns it as built.
+    /// A cache with one cannot have a near cache (an access may move its deadline).
+    pub fn expiry_policy(mut self, policy: impl CustomExpiry) -> Self {
+        self.custom_expiry = Some(Arc::new(policy));
         self
     }
 
@@ -364,9 +376,14 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         let manager = self.manager.inner.clone();
         let mut config = self.config.or(&manager.config.defaults);
         config.validate(&self.name)?;
+        let expiry = ExpirySettings {
+            custom: self.custom_expiry.clone().map(Custom),
+            ..config.expiry_settings()
+        };
         config.near_cache = near_cache_for(
             &self.name,
             &config,
+            &expiry,
             self.config.near_cache.is_some(),
             matches!(manager.backend, Backend::Memory),
         )?;
@@ -379,7 +396,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         let (store, encoded, local_checks): (Arc<dyn Store<K, V>>, _, _) = match &manager.backend {
             Backend::Memory => {
                 let store = LocalStore::new(LocalConfig {
-                    expiry: config.expiry_settings(),
+                    expiry: expiry.clone(),
                     max_entries: config.max_entries,
                     weigher: self.weigher,
                     max_weight: config.max_weight,
@@ -414,7 +431,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                     .open(RawCacheSpec {
                         name: self.name.clone(),
                         partitions: partitions.clone(),
-                        expiry: config.expiry_settings(),
+                        expiry: expiry.clone(),
                         max_entries: config.max_entries,
                         codec,
                         publish_events: config.publish_events.unwrap_or(true),
@@ -492,6 +509,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
 fn near_cache_for(
     name: &str,
     config: &CacheConfig,
+    expiry: &ExpirySettings,
     own: bool,
     local_backend: bool,
 ) -> Result<Option<NearCache>> {
@@ -505,8 +523,8 @@ fn near_cache_for(
         return Err(Error::Config(format!(
             "cache `{name}`: a near cache is pointless on `memory://`: the local store already keeps decoded values in this process (remove `near_cache`)"
         )));
-    } else if config.expiry_settings().reads_extend() {
-        "its reads extend the store's expiry (an `accessed` or `touched` policy, or `max_idle`), and a local hit cannot slide the store's deadline without the round trip a near cache exists to avoid"
+    } else if expiry.reads_extend() {
+        "its reads extend the store's expiry (an `accessed` or `touched` policy, a custom policy, or `max_idle`), and a local hit cannot slide the store's deadline without the round trip a near cache exists to avoid"
     } else if config.publish_events == Some(false) {
         "it has `publish_events = false`, and the event channel is the near cache's invalidation feed"
     } else {

@@ -30,6 +30,9 @@ use crate::stats::StatsCounters;
 struct Slot<V> {
     value: Arc<V>,
     fixed: FixedDeadlines,
+    /// Under a custom policy only: the policy deadline the last access set, if one did
+    /// (moka's read callback sees the entry by shared reference).
+    accessed: Option<Arc<parking_lot::Mutex<Option<Instant>>>>,
 }
 
 // Not derived: a derive would require `V: Clone`, but only the `Arc` is cloned.
@@ -38,6 +41,28 @@ impl<V> Clone for Slot<V> {
         Slot {
             value: self.value.clone(),
             fixed: self.fixed,
+            accessed: self.accessed.clone(),
+        }
+    }
+}
+
+impl<V> Slot<V> {
+    fn new(value: Arc<V>, fixed: FixedDeadlines, settings: &ExpirySettings) -> Self {
+        Slot {
+            value,
+            fixed,
+            accessed: settings.custom.as_ref().map(|_| Arc::default()),
+        }
+    }
+
+    /// The entry's fixed deadlines, with the policy deadline an access moved.
+    fn deadlines(&self) -> FixedDeadlines {
+        match self.accessed.as_ref().and_then(|a| *a.lock()) {
+            Some(policy) => FixedDeadlines {
+                policy: Some(policy),
+                ..self.fixed
+            },
+            None => self.fixed,
         }
     }
 }
@@ -108,6 +133,12 @@ impl<K, V> moka::Expiry<K, Slot<V>> for MokaExpiry {
         if NOT_AN_ACCESS.with(|flag| flag.get()) {
             return remaining;
         }
+        if let Some((fixed, ttl)) = self.settings.on_access(read_at, slot.deadlines()) {
+            if let (Some(accessed), Some(policy)) = (&slot.accessed, fixed.policy) {
+                *accessed.lock() = Some(policy);
+            }
+            return ttl;
+        }
         self.settings.on_read(read_at, slot.fixed, remaining)
     }
 
@@ -154,7 +185,9 @@ where
         } = config;
         let mut builder = moka::sync::Cache::builder()
             .eviction_policy(EvictionPolicy::lru())
-            .expire_after(MokaExpiry { settings: expiry });
+            .expire_after(MokaExpiry {
+                settings: expiry.clone(),
+            });
         match (max_entries, weigher, max_weight) {
             (Some(_), Some(_), _) => {
                 return Err(Error::Config(
@@ -221,20 +254,18 @@ where
         else {
             return false;
         };
-        if matches!(self.expiry.policy, ExpiryPolicy::Created(_)) || self.events.is_listened() {
+        if matches!(self.expiry.policy, ExpiryPolicy::Created(_))
+            || self.expiry.custom.is_some()
+            || self.events.is_listened()
+        {
             return false;
         }
         let fixed = self.expiry.fixed_on_create(now, *ttl);
         if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
             return false;
         }
-        self.cache.insert(
-            key.clone(),
-            Slot {
-                value: value.clone(),
-                fixed,
-            },
-        );
+        self.cache
+            .insert(key.clone(), Slot::new(value.clone(), fixed, &self.expiry));
         true
     }
 
@@ -292,18 +323,18 @@ where
                             Some(value.clone()),
                             None,
                         );
-                        Op::Put(Slot { value, fixed })
+                        Op::Put(Slot::new(value, fixed, &self.expiry))
                     }
                     (Action::Put { value, ttl }, Some(old)) => {
                         outcome.applied = true;
-                        let fixed = self.expiry.fixed_on_update(now, old.fixed, ttl);
+                        let fixed = self.expiry.fixed_on_update(now, old.deadlines(), ttl);
                         self.events.emit(
                             EventKind::Updated,
                             || key.clone(),
                             Some(value.clone()),
                             Some(old.value),
                         );
-                        Op::Put(Slot { value, fixed })
+                        Op::Put(Slot::new(value, fixed, &self.expiry))
                     }
                     (Action::Remove, Some(old)) => {
                         outcome.applied = true;
@@ -349,18 +380,18 @@ where
                             Some(value.clone()),
                             None,
                         );
-                        Op::Put(Slot { value, fixed })
+                        Op::Put(Slot::new(value, fixed, &self.expiry))
                     }
                     (Decision::Put(value, ttl), Some(old)) => {
                         computed = Computed::Updated;
-                        let fixed = self.expiry.fixed_on_update(now, old.fixed, ttl);
+                        let fixed = self.expiry.fixed_on_update(now, old.deadlines(), ttl);
                         self.events.emit(
                             EventKind::Updated,
                             || key.clone(),
                             Some(value.clone()),
                             Some(old.value),
                         );
-                        Op::Put(Slot { value, fixed })
+                        Op::Put(Slot::new(value, fixed, &self.expiry))
                     }
                     (Decision::Remove, Some(old)) => {
                         computed = Computed::Removed;
