@@ -281,6 +281,15 @@ impl RedisStore {
 
 impl Drop for RedisStore {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl RedisStore {
+    /// Stops the cache's work in this process: the reaper, the near cache's heartbeat
+    /// and the routing of its channels' messages (the server-side subscriptions stay
+    /// until the connection closes). Safe to repeat.
+    fn stop(&self) {
         if let Some(reaper) = self.opening.reaper.get() {
             reaper.abort();
         }
@@ -1320,6 +1329,44 @@ impl RawStore for RedisStore {
             // Opening subscribes, now that the feed is wanted.
             self.ready().await
         }
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.stop();
+        Ok(())
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        self.ready().await?;
+        let s = &self.inner;
+        // The entries (and a `clear` message, so other processes' near caches drop
+        // their copies), then each partition's bookkeeping, then the layout record.
+        // The sequence keys stay: a near cache elsewhere must never see a partition's
+        // numbers go back (it would take new messages for old ones).
+        s.clear_all(false).await?;
+        let mut requests: Vec<Request> = (0..s.layout.partitions())
+            .map(|p| {
+                let [index, deadlines, fixed, _sequence] = s.layout.partition_keys(p);
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(index).arg(deadlines).arg(fixed);
+                Request::new(s.layout.slot(p), cmd)
+            })
+            .collect();
+        let (meta_index, slot) = s.layout.meta_index_key();
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(meta_index)
+            .arg(format!("{}meta", meta_index.trim_end_matches("ix")));
+        requests.push(Request::new(slot, cmd));
+        for reply in s.execute(requests).await? {
+            if let Value::ServerError(e) = &reply {
+                return Err(Error::Store(format!(
+                    "destroying cache `{}` failed: {e:?}",
+                    s.name
+                )));
+            }
+        }
+        self.stop();
+        Ok(())
     }
 
     async fn run_pending_tasks(&self) -> Result<()> {

@@ -50,6 +50,10 @@ pub(crate) struct CacheInner<K, V> {
     /// Checks the local store makes that a remote store makes anyway, so that switching
     /// backends never changes what is accepted.
     pub(crate) local_checks: Option<LocalChecks>,
+    /// Set by [`Cache::close`]: every call fails with [`Error::Closed`] from then on.
+    pub(crate) closed: std::sync::atomic::AtomicBool,
+    /// Takes the cache out of its manager when it is closed.
+    pub(crate) release: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Input checks for the local store: a custom hashing policy and the value size limit.
@@ -167,11 +171,67 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         if let Err(e) = &result {
             match e {
                 Error::Rejected(_) => self.inner.stats.rejections.incr(),
-                Error::Loader(_) | Error::Writer(_) | Error::Panicked(..) => {}
+                Error::Loader(_) | Error::Writer(_) | Error::Panicked(..) | Error::Closed(_) => {}
                 _ => self.inner.stats.store_errors.incr(),
             }
         }
         result
+    }
+
+    /// [`Error::Closed`] once the cache is closed.
+    #[inline]
+    fn ensure_open(&self) -> Result<()> {
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Closed(self.inner.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Whether [`Cache::close`] was called (on any clone).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Closes the cache in this process (JSR-107 §4.1.4 `Cache.close`): stops what the
+    /// store runs for it here (event subscriptions, reaper, near-cache copies), takes it
+    /// out of its manager (building it again opens it anew), and makes every further
+    /// call on it (on every clone) fail with [`Error::Closed`]. The data stays; other
+    /// processes are not affected. Closing twice does nothing.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let cache = manager.cache::<u32, u32>("close-doc").build().await?;
+    /// cache.close().await?;
+    /// assert!(matches!(cache.get(&1).await, Err(partcache::Error::Closed(_))));
+    /// assert!(manager.get_cache::<u32, u32>("close-doc").is_none());
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn close(&self) -> Result<()> {
+        if self
+            .inner
+            .closed
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        if let Some(release) = &self.inner.release {
+            release();
+        }
+        self.inner.store.close().await
+    }
+
+    /// Removes the cache's data and records from the store, then closes it (see
+    /// [`crate::CacheManager::destroy_cache`]).
+    pub(crate) async fn destroy(&self) -> Result<()> {
+        let first = !self
+            .inner
+            .closed
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
+        if first && let Some(release) = &self.inner.release {
+            release();
+        }
+        self.inner.store.destroy().await
     }
 
     /// Applies the checks a remote store would make (see [`LocalChecks`]).
@@ -222,6 +282,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Runs a write, with the writer called first (under a per-key lock, so the writer
     /// sees exactly the writes that then reach the cache) when one is configured.
     async fn write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>> {
+        self.ensure_open()?;
         self.check_key(key)?;
         if let Action::Put { value, .. } = &write.action {
             self.check_value(key, value)?;
@@ -292,6 +353,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Redis store: one round trip. A stored value that fails to decode is a miss (and a
     /// counted, logged decode error).
     pub async fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
+        self.ensure_open()?;
         let start = Instant::now();
         // Only the local store has checks here (remote stores check while routing), and
         // only with a custom hashing policy: an `Option` test on the hot path otherwise.
@@ -338,6 +400,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// store the keys are grouped by node and fetched concurrently, one pipeline per
     /// node; atomic per partition only. A read-through loader fills misses.
     pub async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>> {
+        self.ensure_open()?;
         for key in keys {
             self.check_key(key)?;
         }
@@ -370,6 +433,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Whether `key` has an entry. Not an access (expiry is not extended) and not
     /// counted in statistics, as JCache defines `containsKey`.
     pub async fn contains_key(&self, key: &K) -> Result<bool> {
+        self.ensure_open()?;
         self.check_key(key)?;
         let found = self
             .inner
@@ -396,6 +460,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     async fn put_inner(&self, key: K, value: Arc<V>, ttl: Option<Duration>) -> Result<()> {
+        self.ensure_open()?;
         let start = Instant::now();
         let write = Write {
             condition: Condition::Always,
@@ -420,6 +485,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// ([`Error::Writer`]): afterwards an entry is in the cache if and only if the
     /// writer wrote it.
     pub async fn put_all(&self, entries: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+        self.ensure_open()?;
         let mut entries: Vec<(K, Arc<V>)> =
             entries.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         for (k, v) in &entries {
@@ -600,6 +666,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// keys, exactly the others are removed and the writer's error is returned
     /// ([`Error::Writer`]).
     pub async fn remove_all_keys(&self, keys: &[K]) -> Result<u64> {
+        self.ensure_open()?;
         for key in keys {
             self.check_key(key)?;
         }
@@ -633,6 +700,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Removes every entry, with a `Removed` event (and a writer `delete`) per entry;
     /// returns how many. See [`Cache::clear`] for the silent variant.
     pub async fn remove_all(&self) -> Result<u64> {
+        self.ensure_open()?;
         if self.inner.writer.is_some() {
             let keys: Vec<K> = self
                 .keys()
@@ -649,6 +717,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     /// Drops every entry: no events, no statistics, no writer calls (JCache `clear`).
     pub async fn clear(&self) -> Result<()> {
+        self.ensure_open()?;
         let result = self.inner.store.clear().await;
         self.track(result)
     }
@@ -692,6 +761,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         F: FnMut(&mut MutableEntry<'_, V>) -> R + Send,
         R: Send,
     {
+        self.ensure_open()?;
         self.check_key(key)?;
         // Set once the loader ran for this call: the processor then sees its value (or
         // nothing) and may not ask again.
@@ -833,6 +903,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// # Ok::<(), partcache::Error>(()) }).unwrap();
     /// ```
     pub async fn load_all(&self, keys: &[K], replace_existing: bool) -> Result<Vec<Result<bool>>> {
+        self.ensure_open()?;
         for key in keys {
             self.check_key(key)?;
         }
@@ -901,21 +972,26 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// # Ok::<(), partcache::Error>(()) }).unwrap();
     /// ```
     pub fn entries(&self) -> Entries<'_, K, V> {
-        Entries::new(self, self.inner.store.entries())
+        Entries::new(self, self.stream_entries())
+    }
+
+    /// The store's entries, or a lone [`Error::Closed`] once the cache is closed.
+    fn stream_entries(&self) -> BoxStream<'_, Result<(K, Arc<V>)>> {
+        match self.ensure_open() {
+            Ok(()) => self.inner.store.entries(),
+            Err(closed) => futures::stream::once(async { Err(closed) }).boxed(),
+        }
     }
 
     /// Every key, as a stream. Not JCache's iterator: counts nothing (see
     /// [`Cache::entries`] for that).
     pub fn keys(&self) -> BoxStream<'_, Result<K>> {
-        self.inner
-            .store
-            .entries()
-            .map(|e| e.map(|(k, _)| k))
-            .boxed()
+        self.stream_entries().map(|e| e.map(|(k, _)| k)).boxed()
     }
 
     /// Number of entries; approximate on a Redis store and under concurrent writes.
     pub async fn len(&self) -> Result<u64> {
+        self.ensure_open()?;
         let len = self.inner.store.len().await;
         self.track(len)
     }
@@ -1117,6 +1193,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// confirmed). Use it where a listener must not miss a write that another process
     /// makes after this returns.
     pub async fn listen(&self, filter: EventFilter<K, V>) -> Result<EventReceiver<K, V>> {
+        self.ensure_open()?;
         let receiver = self.inner.store.events().subscribe(filter);
         if let Some(raw) = self.raw_store() {
             raw.listen().await?;
@@ -1142,6 +1219,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Runs the store's pending housekeeping now (the local store applies evictions and
     /// expiry notifications lazily). Useful in tests and before reading statistics.
     pub async fn run_pending_tasks(&self) -> Result<()> {
+        self.ensure_open()?;
         let result = self.inner.store.run_pending_tasks().await;
         self.track(result)
     }

@@ -1607,6 +1607,115 @@ pub async fn load_all_loads_absent_keys_and_reports_each_keys_outcome(h: &Harnes
     assert!(!none.contains_key(&k("a")).await.unwrap());
 }
 
+// ---------------------------------------------------------------- close, destroy
+
+pub async fn a_closed_cache_refuses_every_call_and_leaves_its_manager(h: &Harness) {
+    let c = plain(h, "close").await;
+    let name = c.name().to_string();
+    c.put(k("a"), v("1")).await.unwrap();
+    let clone = c.clone();
+    c.close().await.unwrap();
+    c.close().await.unwrap();
+    assert!(clone.is_closed());
+    assert!(matches!(c.get(&k("a")).await, Err(Error::Closed(ref n)) if *n == name));
+    assert!(matches!(
+        clone.put(k("b"), v("1")).await,
+        Err(Error::Closed(_))
+    ));
+    assert!(matches!(
+        c.put_if_absent(k("b"), v("1")).await,
+        Err(Error::Closed(_))
+    ));
+    assert!(matches!(c.remove(&k("a")).await, Err(Error::Closed(_))));
+    assert!(matches!(
+        c.invoke(&k("a"), |e| e.exists()).await,
+        Err(Error::Closed(_))
+    ));
+    assert!(matches!(c.len().await, Err(Error::Closed(_))));
+    let first = c.entries().next().await;
+    assert!(matches!(first, Some(Err(Error::Closed(_)))), "{first:?}");
+    assert!(h.manager.get_cache::<String, String>(&name).is_none());
+    // Building it again opens it anew; a remote store kept the data.
+    let again = h
+        .manager
+        .cache::<String, String>(&name)
+        .build()
+        .await
+        .unwrap();
+    assert!(!again.is_closed());
+    if !h.is_local() {
+        assert_eq!(get(&again, "a").await.as_deref(), Some("1"));
+    }
+    again.put(k("b"), v("2")).await.unwrap();
+    assert_eq!(get(&again, "b").await.as_deref(), Some("2"));
+}
+
+pub async fn destroy_cache_removes_data_and_layout_for_every_process(h: &Harness) {
+    let c = h
+        .cache::<String, String>("destroy")
+        .partitions(3)
+        .build()
+        .await
+        .unwrap();
+    let name = c.name().to_string();
+    c.put_all((0..20).map(|i| (format!("k{i}"), v("x"))))
+        .await
+        .unwrap();
+    // Another process's handle on the same cache (remote stores only share data).
+    let elsewhere = if h.is_local() {
+        None
+    } else {
+        let other = CacheManager::from_url(h.manager.url()).unwrap();
+        let cache = other
+            .cache::<String, String>(&name)
+            .partitions(3)
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(get(&cache, "k1").await.as_deref(), Some("x"));
+        Some(cache)
+    };
+    h.manager.destroy_cache(&name).await.unwrap();
+    assert!(c.is_closed());
+    assert!(matches!(c.get(&k("k1")).await, Err(Error::Closed(_))));
+    if let Some(elsewhere) = &elsewhere {
+        assert_eq!(
+            get(elsewhere, "k1").await,
+            None,
+            "the data outlived destroy_cache"
+        );
+    }
+    // The layout record went too: the name takes other settings now.
+    let again = h
+        .manager
+        .cache::<String, String>(&name)
+        .partitions(5)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(again.len().await.unwrap(), 0);
+    assert_eq!(get(&again, "k1").await, None);
+    // A cache this manager never built is destroyed too (opened with its settings).
+    if let Some(elsewhere) = elsewhere {
+        let unbuilt = format!("{name}-unbuilt");
+        let other = CacheManager::from_url(h.manager.url()).unwrap();
+        let cache = other
+            .cache::<String, String>(&unbuilt)
+            .build()
+            .await
+            .unwrap();
+        cache.put(k("a"), v("1")).await.unwrap();
+        h.manager.destroy_cache(&unbuilt).await.unwrap();
+        assert_eq!(
+            get(&cache, "a").await,
+            None,
+            "the data outlived destroy_cache"
+        );
+        assert!(h.manager.get_cache::<String, String>(&unbuilt).is_none());
+        drop(elsewhere);
+    }
+}
+
 /// Instantiates the whole suite as `#[tokio::test]`s. `$manager` is an async fn (or a
 /// path to one) returning the [`CacheManager`] under test.
 ///
@@ -1687,7 +1796,9 @@ macro_rules! conformance_suite {
             expiry_table_modified,
             expiry_table_accessed,
             expiry_table_touched,
-            a_custom_expiry_policy_sets_each_deadline_it_is_asked_for
+            a_custom_expiry_policy_sets_each_deadline_it_is_asked_for,
+            a_closed_cache_refuses_every_call_and_leaves_its_manager,
+            destroy_cache_removes_data_and_layout_for_every_process
         );
     };
     (@tests $manager:path; $($check:ident),* $(,)?) => {

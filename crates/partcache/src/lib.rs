@@ -72,6 +72,9 @@
 //!   `IllegalStateException`.
 //! * **`load_all` returns per-key results** instead of calling a completion listener;
 //!   it returns once every load is done.
+//! * **Closing a cache on the embedded store drops its entries** (they live in the
+//!   closed handle); on a remote store they stay. Other processes' handles are not
+//!   closed by [`CacheManager::destroy_cache`]; a write through one recreates data.
 //! * **A near cache cannot front a cache whose reads move deadlines** (`Accessed`,
 //!   `Touched`, max-idle): a local hit cannot move the store's deadline without the
 //!   round trip the near cache exists to avoid.

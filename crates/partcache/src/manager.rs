@@ -40,11 +40,18 @@ enum Backend {
 }
 
 struct OpenCache {
+    /// Tells this build of the cache from a later one of the same name.
+    id: u64,
     config: CacheConfig,
     handle: Box<dyn Any + Send + Sync>,
     /// The same cache, typeless, for [`CacheManager::caches`].
     any: Arc<dyn AnyCache>,
+    /// Destroys the cache (typeless), for [`CacheManager::destroy_cache`].
+    destroy: Box<dyn Fn() -> futures::future::BoxFuture<'static, Result<()>> + Send + Sync>,
 }
+
+/// Ids of [`OpenCache`]s.
+static NEXT_OPEN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct ManagerInner {
     url: String,
@@ -229,6 +236,49 @@ impl CacheManager {
     pub fn publish_metrics(&self) {
         for cache in self.caches() {
             cache.publish_metrics();
+        }
+    }
+
+    /// Destroys the cache `name` (JSR-107 §4.1.2 `CacheManager.destroyCache`): removes
+    /// its entries and every record the store keeps for it (on a Redis store its layout
+    /// record too, so that it can be built again with other settings), for every
+    /// process; closes it in this process ([`Cache::close`]: further calls on it fail
+    /// with [`Error::Closed`]) and forgets it here. Other processes' handles are not
+    /// closed: a write through one recreates the entry.
+    ///
+    /// A cache not built in this process is opened with this manager's settings for
+    /// `name` (its configuration file's, or the defaults) to be destroyed: a store that
+    /// recorded another layout (partition count, codec) answers [`Error::Config`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let cache = manager.cache::<u32, u32>("destroy-doc").build().await?;
+    /// cache.put(1, 1).await?;
+    /// manager.destroy_cache("destroy-doc").await?;
+    /// assert!(cache.is_closed());
+    /// let again = manager.cache::<u32, u32>("destroy-doc").build().await?;
+    /// assert_eq!(again.len().await?, 0);
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn destroy_cache(&self, name: &str) -> Result<()> {
+        let destroy = self
+            .inner
+            .open
+            .lock()
+            .get(name)
+            .map(|open| (open.destroy)());
+        if let Some(destroy) = destroy {
+            return destroy.await;
+        }
+        match &self.inner.backend {
+            // Nothing outlives the process on the embedded store.
+            Backend::Memory => Ok(()),
+            Backend::Remote(_) => {
+                // Any key and value types do: the store holds bytes.
+                let cache = self.cache::<String, Vec<u8>>(name).build().await?;
+                cache.destroy().await
+            }
         }
     }
 
@@ -465,6 +515,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 (store, Some(encoded), None)
             }
         };
+        let id = NEXT_OPEN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key_locks = self.writer.as_ref().map(|_| {
             (0..KEY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -483,6 +534,8 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 flights: SingleFlight::default(),
                 key_locks,
                 local_checks,
+                closed: std::sync::atomic::AtomicBool::new(false),
+                release: Some(release(&manager, &self.name, id)),
             }),
         };
         let mut open = manager.open.lock();
@@ -490,16 +543,37 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         if let Some(existing) = open.get(&self.name) {
             return reopen(&self.name, existing, &config);
         }
+        let destroyed = cache.clone();
         open.insert(
             self.name,
             OpenCache {
+                id,
                 config,
                 handle: Box::new(cache.clone()),
                 any: Arc::new(cache.clone()),
+                destroy: Box::new(move || {
+                    let cache = destroyed.clone();
+                    Box::pin(async move { cache.destroy().await })
+                }),
             },
         );
         Ok(cache)
     }
+}
+
+/// What a cache calls when it is closed: takes the build `id` of `name` out of
+/// `manager`'s open caches (a later build of the same name stays).
+fn release(manager: &Arc<ManagerInner>, name: &str, id: u64) -> Box<dyn Fn() + Send + Sync> {
+    let manager = Arc::downgrade(manager);
+    let name = name.to_string();
+    Box::new(move || {
+        if let Some(manager) = manager.upgrade() {
+            let mut open = manager.open.lock();
+            if open.get(&name).is_some_and(|o| o.id == id) {
+                open.remove(&name);
+            }
+        }
+    })
 }
 
 /// The near cache `config` (already merged with the defaults) gets, or the error that

@@ -316,6 +316,24 @@ impl RawStore for JoinedStore {
             .await
     }
 
+    async fn close(&self) -> Result<()> {
+        for member in &self.shared.members {
+            member.store.close().await?;
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        for member in &self.shared.members {
+            member
+                .store
+                .destroy()
+                .await
+                .map_err(|e| member.context(e))?;
+        }
+        Ok(())
+    }
+
     async fn peek(&self, key: &RawKey) -> Result<Option<Vec<u8>>> {
         let member = self.member(self.owner(key)?);
         let result = member.store.peek(key).await;

@@ -423,4 +423,12 @@ where
     async fn run_pending_tasks(&self) -> Result<()> {
         self.after(self.raw.run_pending_tasks().await)
     }
+
+    async fn close(&self) -> Result<()> {
+        self.raw.close().await
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        self.raw.destroy().await
+    }
 }

@@ -521,6 +521,13 @@ where
         self.cache.run_pending_tasks();
         Ok(())
     }
+
+    async fn destroy(&self) -> Result<()> {
+        // The data lives in this process only: dropping it is destroying it.
+        self.cache.invalidate_all();
+        self.cache.run_pending_tasks();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -192,4 +192,15 @@ where
     async fn run_pending_tasks(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Stops what the store runs in this process for the cache (event subscriptions,
+    /// reaper, near-cache copies) and keeps the data. Called once, by
+    /// [`crate::Cache::close`]; no other call follows.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Removes the cache's data and every record the store keeps for it (its layout
+    /// record), for every process; then closes it as [`Store::close`] does.
+    async fn destroy(&self) -> Result<()>;
 }

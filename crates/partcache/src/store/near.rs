@@ -438,6 +438,19 @@ where
         self.local.run_pending_tasks();
         self.encoded.run_pending_tasks().await
     }
+
+    async fn close(&self) -> Result<()> {
+        // The store stops the feed first (no more invalidations), then the copies go.
+        let result = self.encoded.close().await;
+        self.forget_all();
+        result
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        let result = self.encoded.destroy().await;
+        self.forget_all();
+        result
+    }
 }
 
 /// What the store calls: drops local copies. Holds no reference to the store (the

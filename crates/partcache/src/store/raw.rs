@@ -249,6 +249,18 @@ pub trait RawStore: Send + Sync + 'static {
     async fn run_pending_tasks(&self) -> Result<()> {
         Ok(())
     }
+    /// Stops what the store runs in this process for the cache (subscriptions, reaper,
+    /// heartbeats); the data stays. No call follows. The default does nothing.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Removes the cache's data and its layout record from the deployment (for every
+    /// process), then closes as [`RawStore::close`] does. The default removes every
+    /// entry without events and closes.
+    async fn destroy(&self) -> Result<()> {
+        self.clear().await?;
+        self.close().await
+    }
     /// The store as `Any`, so its backend crate can reach backend-specific reports
     /// (such as a cluster's balance report) from a [`crate::Cache`].
     fn as_any(&self) -> &dyn std::any::Any;
