@@ -1014,6 +1014,15 @@ impl RawStore for RedisStore {
         }
     }
 
+    async fn touch(&self, key: &RawKey) -> Result<()> {
+        // Where reads keep no bookkeeping (no expiry they move, no LRU order), an
+        // access changes nothing: no round trip.
+        if self.inner.plain_reads {
+            return Ok(());
+        }
+        self.get(key).await.map(drop)
+    }
+
     async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>> {
         self.ready().await?;
         let s = &self.inner;

@@ -627,11 +627,12 @@ enum Touch {
 }
 
 /// The operations of the table, each on a present entry with the value `v0`.
-const TABLE: [(&str, Touch); 14] = [
+const TABLE: [(&str, Touch); 15] = [
     ("contains_key", Touch::Nothing),
     ("get", Touch::Access),
     ("get_all", Touch::Access),
     ("put", Touch::Update),
+    ("put_all", Touch::Update),
     ("put_if_absent", Touch::Nothing),
     ("get_and_put", Touch::Update),
     ("get_and_replace", Touch::Update),
@@ -651,6 +652,7 @@ async fn apply(c: &C, op: &str) {
         "get" => assert!(c.get(&key).await.unwrap().is_some()),
         "get_all" => assert!(c.get_all(&[key]).await.unwrap()[0].is_some()),
         "put" => c.put(key, v("v1")).await.unwrap(),
+        "put_all" => c.put_all([(key, v("v1"))]).await.unwrap(),
         "put_if_absent" => assert!(!c.put_if_absent(key, v("v1")).await.unwrap()),
         "get_and_put" => assert!(c.get_and_put(key, v("v1")).await.unwrap().is_some()),
         "get_and_replace" => assert!(c.get_and_replace(key, v("v1")).await.unwrap().is_some()),

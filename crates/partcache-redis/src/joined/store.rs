@@ -334,6 +334,12 @@ impl RawStore for JoinedStore {
         Ok(())
     }
 
+    async fn touch(&self, key: &RawKey) -> Result<()> {
+        let member = self.member(self.owner(key)?);
+        let result = member.store.touch(key).await;
+        self.after(result.map_err(|e| member.context(e)))
+    }
+
     async fn peek(&self, key: &RawKey) -> Result<Option<Vec<u8>>> {
         let member = self.member(self.owner(key)?);
         let result = member.store.peek(key).await;

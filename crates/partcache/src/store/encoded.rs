@@ -357,7 +357,7 @@ where
             let (action, computed) = match (decision, current_blob.is_some()) {
                 (Decision::Access, true) => {
                     // The read the processor made, as an access (JSR-107 §6.4).
-                    self.after(self.raw.get(&raw_key).await)?;
+                    self.after(self.raw.touch(&raw_key).await)?;
                     return Ok(Computed::Unchanged);
                 }
                 (Decision::Keep | Decision::Access, _) | (Decision::Remove, false) => {

@@ -215,6 +215,12 @@ pub trait RawStore: Send + Sync + 'static {
     async fn peek(&self, key: &RawKey) -> Result<Option<Vec<u8>>> {
         self.get(key).await
     }
+    /// Counts an access of one key without reading it back (an entry processor that
+    /// only read the value [`RawStore::peek`] gave). The default is [`RawStore::get`];
+    /// a store whose reads move nothing may do nothing.
+    async fn touch(&self, key: &RawKey) -> Result<()> {
+        self.get(key).await.map(drop)
+    }
     /// Whether each key has a live entry, without counting as an access.
     async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>>;
     /// A conditional write, atomic for that key. Not an access for expiry, but when an
