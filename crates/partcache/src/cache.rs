@@ -92,6 +92,16 @@ fn put<V>(value: Arc<V>, ttl: Option<Duration>) -> Action<V> {
     Action::Put { value, ttl }
 }
 
+/// How often [`Cache::invoke`] with a writer runs its processor again when other
+/// processes keep changing the entry between its read and its write.
+const MAX_INVOKE_ATTEMPTS: usize = 64;
+
+/// Whether two values are the same one (not merely equal): see
+/// [`Cache::write_through_decision`].
+fn same_value<V>(a: &V, b: &V) -> bool {
+    std::ptr::eq(a, b)
+}
+
 /// How many loads [`Cache::load_all`] runs at once.
 const LOAD_ALL_CONCURRENCY: usize = 16;
 
@@ -736,8 +746,13 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// stored as a load (no put counted). Only reading a present value is an access for
     /// expiry; a set is a creation or an update.
     ///
-    /// A writer, if configured, is not called for entry processors (see the crate docs,
-    /// "Departures from JSR-107").
+    /// With a writer, a processor's set or removal is written through before the cache
+    /// changes (JSR-107 §9.3), under the key's lock: the processor runs on the current
+    /// value, the writer is called with its decision, then the decision is applied if
+    /// the entry is still what the processor saw (else everything runs again, so the
+    /// writer may see a decision that did not reach the cache when another process
+    /// changed the entry meanwhile). A failing writer fails the call and changes
+    /// nothing. A loaded value kept as it is is not written through.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -763,15 +778,22 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     {
         self.ensure_open()?;
         self.check_key(key)?;
+        let writer = self.inner.writer.clone();
+        let _guard = self.lock_key(key).await;
         // Set once the loader ran for this call: the processor then sees its value (or
         // nothing) and may not ask again.
         let mut loaded: Option<Option<Arc<V>>> = None;
         let mut first_found = None;
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let mut result = None;
             let mut found = false;
             let mut wants_load = false;
             let mut stores_load = false;
+            // With a writer: the change to write through, and the value it was decided on.
+            let mut deferred: Option<(Decision<V>, Option<Arc<V>>)> = None;
+            let through = writer.is_some();
             let can_load = self.read_through_loader().is_some() && loaded.is_none();
             let load = loaded.clone().flatten();
             let computed = {
@@ -797,7 +819,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         // Run again once the value is loaded (outside the store's lock).
                         return Decision::Keep;
                     }
-                    match entry.change {
+                    deferred = None;
+                    let decision = match entry.change {
                         None if entry.load_seen => match entry.loaded {
                             Some(value) => {
                                 stores_load = true;
@@ -808,7 +831,15 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         None if entry.read && current.is_some() => Decision::Access,
                         None => Decision::Keep,
                         Some(Some((v, ttl))) => Decision::Put(v, ttl),
-                        Some(None) => Decision::Remove,
+                        Some(None) if current.is_some() => Decision::Remove,
+                        Some(None) => Decision::Keep,
+                    };
+                    match decision {
+                        Decision::Put(..) | Decision::Remove if through && !stores_load => {
+                            deferred = Some((decision, current.cloned()));
+                            Decision::Keep
+                        }
+                        decision => decision,
                     }
                 };
                 self.inner
@@ -823,6 +854,29 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 loaded = Some(self.load_value(key).await?);
                 continue;
             }
+            let computed = match (deferred, &writer) {
+                (Some((decision, seen)), Some(writer)) => {
+                    match self
+                        .write_through_decision(key, writer, decision, seen)
+                        .await
+                    {
+                        Ok(Some(computed)) => computed,
+                        // The entry changed since the processor saw it: run it again.
+                        Ok(None) if attempts < MAX_INVOKE_ATTEMPTS => continue,
+                        Ok(None) => {
+                            return Err(Error::Store(format!(
+                                "entry processor on cache `{}` gave up after {MAX_INVOKE_ATTEMPTS} attempts: the entry kept changing",
+                                self.inner.name
+                            )));
+                        }
+                        Err(e) => {
+                            self.count_lookup(found);
+                            return Err(e);
+                        }
+                    }
+                }
+                _ => computed,
+            };
             self.count_lookup(found);
             match computed {
                 // A loaded value kept as it is: a load, not a put (JSR-107 §12.4).
@@ -833,6 +887,59 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             }
             return result.ok_or_else(|| Error::Store("entry processor did not run".into()));
         }
+    }
+
+    /// Writes an entry processor's set or removal through `writer`, then applies it if
+    /// the entry is still `seen` (the value the processor saw). `None`: it was not.
+    async fn write_through_decision(
+        &self,
+        key: &K,
+        writer: &Arc<dyn CacheWriter<K, V>>,
+        decision: Decision<V>,
+        seen: Option<Arc<V>>,
+    ) -> Result<Option<Computed>> {
+        let existed = seen.is_some();
+        let action = match decision {
+            Decision::Put(value, ttl) => {
+                self.check_value(key, &value)?;
+                writer
+                    .write(key, &value)
+                    .await
+                    .map_err(|e| Error::writer(CallbackError(e)))?;
+                put(value, ttl)
+            }
+            Decision::Remove => {
+                writer
+                    .delete(key)
+                    .await
+                    .map_err(|e| Error::writer(CallbackError(e)))?;
+                Action::Remove
+            }
+            Decision::Keep | Decision::Access => return Ok(Some(Computed::Unchanged)),
+        };
+        let removes = matches!(action, Action::Remove);
+        let condition = match seen {
+            // The very value the processor saw: the local store compares the shared
+            // value's address, a remote store its encoded bytes.
+            Some(seen) => Condition::IfEquals(seen, same_value::<V>),
+            None => Condition::IfAbsent,
+        };
+        let write = Write {
+            condition,
+            action,
+            want_previous: false,
+        };
+        let outcome = self.store_write(key, write).await;
+        let outcome = self.track(outcome)?;
+        // An update or a removal applies whenever its condition holds; a creation may
+        // also not apply when the creation expiry is zero (then the key stays absent).
+        let held = outcome.applied || (!existed && !outcome.existed);
+        Ok(held.then_some(match (outcome.applied, removes, existed) {
+            (false, _, _) => Computed::Unchanged,
+            (true, true, _) => Computed::Removed,
+            (true, false, true) => Computed::Updated,
+            (true, false, false) => Computed::Created,
+        }))
     }
 
     /// Runs `processor` on the entry of each of `keys`, as [`Cache::invoke`] does for one

@@ -1408,6 +1408,48 @@ pub async fn invoke_loads_an_absent_value_the_processor_reads_when_reading_throu
     assert_eq!(calls.load(Ordering::SeqCst), before);
 }
 
+pub async fn invoke_writes_through_a_set_or_a_removal_before_the_cache_changes(h: &Harness) {
+    let writer = Arc::new(RecordingWriter::default());
+    let c = h
+        .cache::<String, String>("invoke-writer")
+        .writer(writer.clone())
+        .loader(MapLoader {
+            calls: Arc::default(),
+        })
+        .build()
+        .await
+        .unwrap();
+    c.invoke(&k("a"), |e| e.set_value(v("1"))).await.unwrap();
+    c.invoke(&k("a"), |e| {
+        let next = format!("{}2", e.value().cloned().unwrap_or_default());
+        e.set_value(next);
+    })
+    .await
+    .unwrap();
+    assert_eq!(get(&c, "a").await.as_deref(), Some("12"));
+    // Reading only, or removing an absent entry, writes nothing.
+    assert!(c.invoke(&k("a"), |e| e.value().is_some()).await.unwrap());
+    c.invoke(&k("none"), |e| e.remove()).await.unwrap();
+    // A failing writer fails the call and leaves the entry.
+    let failed = c.invoke(&k("a"), |e| e.set_value(v("poison"))).await;
+    assert!(matches!(failed, Err(Error::Writer(_))), "{failed:?}");
+    assert_eq!(get(&c, "a").await.as_deref(), Some("12"));
+    c.invoke(&k("a"), |e| e.remove()).await.unwrap();
+    assert!(!c.contains_key(&k("a")).await.unwrap());
+    // A loaded value kept as it is comes from the system of record: not written.
+    assert_eq!(
+        c.invoke(&k("b"), |e| e.value().cloned())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("loaded b")
+    );
+    assert!(c.contains_key(&k("b")).await.unwrap());
+    assert_eq!(*writer.log.lock(), ["write a=1", "write a=12", "delete a"]);
+    let s = c.stats();
+    assert_eq!((s.puts, s.removals), (2, 1));
+}
+
 // ---------------------------------------------------------------- batch writers
 
 /// A writer whose batch forms apply every entry but those whose key contains `bad`,
@@ -1790,6 +1832,7 @@ macro_rules! conformance_suite {
             iteration_counts_a_hit_per_entry_and_its_removal_a_removal,
             a_read_through_load_is_a_miss_not_a_put_and_is_not_written_through,
             invoke_loads_an_absent_value_the_processor_reads_when_reading_through,
+            invoke_writes_through_a_set_or_a_removal_before_the_cache_changes,
             a_batch_writer_failing_for_some_entries_applies_exactly_the_others,
             the_default_batch_writer_stops_at_the_first_failure_and_the_cache_follows,
             invoke_all_returns_a_result_per_key_and_an_error_stays_with_its_key,

@@ -56,9 +56,11 @@
 //!   every update a read and twice the bytes on the channel to every process.
 //! * **Events of remote stores arrive asynchronously** for other processes' writes (a
 //!   process's own events are delivered before its call returns).
-//! * **Entry processors do not call the writer.** On a remote store a processor may run
-//!   more than once (optimistic concurrency, see [`Cache::invoke`]); a writer call per
-//!   attempt would write values that never reach the cache.
+//! * **An entry processor's write-through may repeat**: with a writer, the processor's
+//!   decision is written through, then applied only if the entry is still what the
+//!   processor saw; when another process changed it meanwhile, the processor and the
+//!   writer run again (see [`Cache::invoke`]). JCache holds one lock for both, which a
+//!   store shared by processes cannot.
 //! * **Per-entry TTL and max-idle are extensions** that combine with the policy (the
 //!   earliest deadline wins); under `Accessed` an update keeps the entry's remaining
 //!   time, which is the access deadline unless one of these is earlier.
