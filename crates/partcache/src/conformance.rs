@@ -627,7 +627,7 @@ enum Touch {
 }
 
 /// The operations of the table, each on a present entry with the value `v0`.
-const TABLE: [(&str, Touch); 15] = [
+const TABLE: [(&str, Touch); 16] = [
     ("contains_key", Touch::Nothing),
     ("get", Touch::Access),
     ("get_all", Touch::Access),
@@ -643,6 +643,7 @@ const TABLE: [(&str, Touch); 15] = [
     ("invoke_without_read", Touch::Nothing),
     ("invoke_read", Touch::Access),
     ("invoke_set", Touch::Update),
+    ("load_all_replacing", Touch::Update),
 ];
 
 async fn apply(c: &C, op: &str) {
@@ -667,6 +668,12 @@ async fn apply(c: &C, op: &str) {
         "invoke_without_read" => assert!(c.invoke(&key, |e| e.exists()).await.unwrap()),
         "invoke_read" => assert!(c.invoke(&key, |e| e.value().is_some()).await.unwrap()),
         "invoke_set" => c.invoke(&key, |e| e.set_value(v("v1"))).await.unwrap(),
+        "load_all_replacing" => {
+            assert!(matches!(
+                c.load_all(&[key], true).await.unwrap()[..],
+                [Ok(true)]
+            ))
+        }
         other => panic!("no operation {other}"),
     }
 }
@@ -678,9 +685,14 @@ async fn apply(c: &C, op: &str) {
 /// every entry.
 async fn expiry_table(h: &Harness, label: &str, policy: ExpiryPolicy, moves: &[Touch]) {
     const LIFE: Duration = Duration::from_millis(2000);
+    // A loader for `load_all` only (no read-through: no other operation loads).
     let build = |suffix: &str| {
         h.cache::<String, String>(&format!("{label}-{suffix}"))
             .expiry(policy)
+            .loader(MapLoader {
+                calls: Arc::default(),
+            })
+            .read_through(false)
             .build()
     };
     let c = build("ops").await.unwrap();

@@ -488,6 +488,51 @@ mod tests {
         );
     }
 
+    struct Fixed(Option<Duration>, Option<Duration>, Option<Duration>);
+
+    impl CustomExpiry for Fixed {
+        fn for_creation(&self) -> Option<Duration> {
+            self.0
+        }
+        fn for_access(&self) -> Option<Duration> {
+            self.1
+        }
+        fn for_update(&self) -> Option<Duration> {
+            self.2
+        }
+    }
+
+    fn custom(policy: Fixed) -> ExpirySettings {
+        ExpirySettings {
+            custom: Some(Custom(Arc::new(policy))),
+            ..ExpirySettings::default()
+        }
+    }
+
+    #[test]
+    fn a_custom_policy_sets_the_deadline_it_is_asked_for_and_keeps_it_on_none() {
+        let t0 = Instant::now();
+        let s = custom(Fixed(Some(D), Some(3 * S), None));
+        let (fixed, ttl) = s.on_create(t0, None);
+        assert_eq!(ttl, Some(D));
+        // An access sets its own deadline, earlier or later than the creation's.
+        let (accessed, ttl) = s.on_access(t0 + S, fixed).unwrap();
+        assert_eq!(ttl, Some(3 * S));
+        // An update that says nothing keeps the deadline the access set.
+        let (_, ttl) = s.on_update(t0 + 2 * S, accessed, Some(2 * S), None);
+        assert_eq!(ttl, Some(2 * S));
+        // Eternal on creation; an update's duration then sets one.
+        let s = custom(Fixed(None, None, Some(S)));
+        let (fixed, ttl) = s.on_create(t0, None);
+        assert_eq!(ttl, None);
+        assert_eq!(s.on_access(t0 + D, fixed).unwrap().1, None);
+        assert_eq!(s.on_update(t0 + D, fixed, None, None).1, Some(S));
+        // Zero on creation: not stored.
+        let s = custom(Fixed(Some(Duration::ZERO), None, None));
+        assert_eq!(s.on_create(t0, None).1, Some(Duration::ZERO));
+        assert!(s.reads_extend());
+    }
+
     #[test]
     fn durations_parse_with_units_and_reject_garbage() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));

@@ -201,6 +201,10 @@ where
     }
 
     /// Removes the cache's data and every record the store keeps for it (its layout
-    /// record), for every process; then closes it as [`Store::close`] does.
-    async fn destroy(&self) -> Result<()>;
+    /// record), for every process; then closes it as [`Store::close`] does. The default
+    /// drops every entry ([`Store::clear`]) and closes.
+    async fn destroy(&self) -> Result<()> {
+        self.clear().await?;
+        self.close().await
+    }
 }
