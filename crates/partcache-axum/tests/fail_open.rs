@@ -49,7 +49,7 @@ impl RawStore for Down {
     async fn write(&self, _: &RawKey, _: RawWrite) -> Result<RawWriteOutcome> {
         self.fail().await
     }
-    async fn put_all(&self, _: Vec<(RawKey, Vec<u8>)>, _: Option<Duration>) -> Result<()> {
+    async fn put_all(&self, _: Vec<(RawKey, Vec<u8>)>, _: Option<Duration>) -> Result<u64> {
         self.fail().await
     }
     async fn remove_all(&self, _: &[RawKey]) -> Result<u64> {

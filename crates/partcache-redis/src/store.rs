@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use partcache::balance::{BalanceReport, MasterBalance};
 use partcache::codec::Codec;
-use partcache::expiry::{ExpiryPolicy, ExpirySettings};
+use partcache::expiry::{Custom, ExpiryPolicy, ExpirySettings};
 use partcache::stats::StatsCounters;
 use partcache::store::raw::{
     InvalidationSink, ListenerProbe, RawAction, RawCacheSpec, RawCondition, RawEvent, RawFound,
@@ -72,6 +72,9 @@ pub(crate) struct StoreInner {
     stats: Arc<StatsCounters>,
     /// ARGV[1..=4] of every script: policy kind, duration, max-idle, budget.
     header: [String; 4],
+    /// A custom expiry policy, asked for its durations at every call (see
+    /// [`StoreInner::settings`]).
+    custom: Option<Custom>,
     /// The batches this cache's upserts join (`coalesce/puts.rs`).
     upsert_kind: Kind,
     /// The cache's max-idle, ms: entries whose only deadline it is may keep it in
@@ -107,21 +110,42 @@ fn millis(d: Duration) -> u128 {
 /// ARGV[1..=4] of every script: policy kind, duration, max-idle, budget (then the
 /// event mode, this client's origin and the channel: see [`StoreInner::event_args`]).
 fn header(spec: &RawCacheSpec) -> [String; 4] {
-    let (kind, duration) = match spec.expiry.policy {
-        ExpiryPolicy::Eternal => (0, Duration::ZERO),
-        ExpiryPolicy::Created(d) => (1, d),
-        ExpiryPolicy::Modified(d) => (2, d),
-        ExpiryPolicy::Accessed(d) => (3, d),
-        ExpiryPolicy::Touched(d) => (4, d),
+    let (kind, duration) = match &spec.expiry.custom {
+        // A custom policy: kind 5, and its three durations in the duration's place,
+        // asked at every call (`custom_durations`).
+        Some(custom) => (5, custom_durations(custom)),
+        None => {
+            let (kind, duration) = match spec.expiry.policy {
+                ExpiryPolicy::Eternal => (0, Duration::ZERO),
+                ExpiryPolicy::Created(d) => (1, d),
+                ExpiryPolicy::Modified(d) => (2, d),
+                ExpiryPolicy::Accessed(d) => (3, d),
+                ExpiryPolicy::Touched(d) => (4, d),
+            };
+            (kind, millis(duration).to_string())
+        }
     };
     [
         kind.to_string(),
-        millis(duration).to_string(),
+        duration,
         spec.expiry
             .max_idle
             .map_or_else(|| "-1".to_string(), |i| millis(i).to_string()),
         budget(spec.max_entries, spec.partitions.partitions()).to_string(),
     ]
+}
+
+/// A custom policy's durations as the scripts take them (`lua/common.lua`, settings):
+/// `<creation>:<access>:<update>` in ms, -1 for `None` (eternal; unchanged).
+fn custom_durations(custom: &Custom) -> String {
+    let ms = |d: Option<Duration>| d.map_or_else(|| "-1".to_string(), |d| millis(d).to_string());
+    let policy = &custom.0;
+    format!(
+        "{}:{}:{}",
+        ms(policy.for_creation()),
+        ms(policy.for_access()),
+        ms(policy.for_update())
+    )
 }
 
 /// The batch kind of upserts on a cache with `header` and event mode `mode`: caches
@@ -166,6 +190,7 @@ impl RedisStore {
         let inner = Arc::new(StoreInner {
             upsert_kind: upsert_kind(&settings, publish_mode),
             header: settings,
+            custom: spec.expiry.custom.clone(),
             max_idle_ms: spec
                 .expiry
                 .max_idle
@@ -173,6 +198,7 @@ impl RedisStore {
             publish_mode,
             plain_reads: !expiry_reads_extend(&spec.expiry) && spec.max_entries.is_none(),
             fast_puts: matches!(spec.expiry.policy, ExpiryPolicy::Eternal)
+                && spec.expiry.custom.is_none()
                 && spec.expiry.max_idle.is_none()
                 && spec.max_entries.is_none(),
             deployment,
@@ -255,6 +281,15 @@ impl RedisStore {
 
 impl Drop for RedisStore {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl RedisStore {
+    /// Stops the cache's work in this process: the reaper, the near cache's heartbeat
+    /// and the routing of its channels' messages (the server-side subscriptions stay
+    /// until the connection closes). Safe to repeat.
+    fn stop(&self) {
         if let Some(reaper) = self.opening.reaper.get() {
             reaper.abort();
         }
@@ -349,7 +384,18 @@ impl StoreInner {
         for text in texts {
             cmd.arg(self.layout.entry_key_arg(partition, text));
         }
-        cmd.arg(&self.header[..]);
+        match &self.custom {
+            Some(custom) => {
+                let [kind, _, idle, budget] = &self.header;
+                cmd.arg(kind)
+                    .arg(custom_durations(custom))
+                    .arg(idle)
+                    .arg(budget);
+            }
+            None => {
+                cmd.arg(&self.header[..]);
+            }
+        }
         self.event_args(&mut cmd, partition);
         Request::new(self.layout.slot(partition), cmd)
     }
@@ -949,6 +995,34 @@ impl RawStore for RedisStore {
         }
     }
 
+    async fn peek(&self, key: &RawKey) -> Result<Option<Vec<u8>>> {
+        self.ready().await?;
+        let s = &self.inner;
+        s.check_partition(key)?;
+        // The entry key alone: a plain `GET` moves no deadline and no LRU order. An
+        // entry Redis expired reads as absent; the write that follows cleans up.
+        let mut cmd = Cmd::new();
+        cmd.arg("GET")
+            .arg(s.layout.entry_key_arg(key.partition, &key.text));
+        let request = Request::new(s.layout.slot(key.partition), cmd);
+        match s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil) {
+            Value::ServerError(e) => Err(Error::Store(format!(
+                "read on cache `{}` failed: {e:?}",
+                s.name
+            ))),
+            reply => Ok(blob(reply)),
+        }
+    }
+
+    async fn touch(&self, key: &RawKey) -> Result<()> {
+        // Where reads keep no bookkeeping (no expiry they move, no LRU order), an
+        // access changes nothing: no round trip.
+        if self.inner.plain_reads {
+            return Ok(());
+        }
+        self.get(key).await.map(drop)
+    }
+
     async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>> {
         self.ready().await?;
         let s = &self.inner;
@@ -985,9 +1059,14 @@ impl RawStore for RedisStore {
             };
             return s.put_coalesced(key, blob, None, &Kind::Fast).await;
         }
-        if let (RawCondition::Always, RawAction::Put { .. }, false) =
-            (&write.condition, &write.action, write.want_previous)
-        {
+        // Coalesced upserts share one set of settings per batch; a custom policy's
+        // durations are asked per call, so its puts go by themselves.
+        if let (RawCondition::Always, RawAction::Put { .. }, false, None) = (
+            &write.condition,
+            &write.action,
+            write.want_previous,
+            &s.custom,
+        ) {
             let RawAction::Put { blob, ttl } = write.action else {
                 return Err(Error::Store("unreachable write action".into()));
             };
@@ -1027,7 +1106,7 @@ impl RawStore for RedisStore {
         s.write_outcome(reply)
     }
 
-    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<u64> {
         self.ready().await?;
         let s = &self.inner;
         let groups = s.by_partition(entries.iter().map(|(k, _)| k))?;
@@ -1048,10 +1127,11 @@ impl RawStore for RedisStore {
                 requests.push(r);
             }
         }
+        let mut stored = 0;
         for reply in s.execute(requests).await? {
-            s.outcome(reply)?;
+            stored += int(Some(&s.outcome(reply)?));
         }
-        Ok(())
+        Ok(stored)
     }
 
     async fn remove_all(&self, keys: &[RawKey]) -> Result<u64> {
@@ -1258,6 +1338,44 @@ impl RawStore for RedisStore {
             // Opening subscribes, now that the feed is wanted.
             self.ready().await
         }
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.stop();
+        Ok(())
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        self.ready().await?;
+        let s = &self.inner;
+        // The entries (and a `clear` message, so other processes' near caches drop
+        // their copies), then each partition's bookkeeping, then the layout record.
+        // The sequence keys stay: a near cache elsewhere must never see a partition's
+        // numbers go back (it would take new messages for old ones).
+        s.clear_all(false).await?;
+        let mut requests: Vec<Request> = (0..s.layout.partitions())
+            .map(|p| {
+                let [index, deadlines, fixed, _sequence] = s.layout.partition_keys(p);
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(index).arg(deadlines).arg(fixed);
+                Request::new(s.layout.slot(p), cmd)
+            })
+            .collect();
+        let (meta_index, slot) = s.layout.meta_index_key();
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(meta_index)
+            .arg(format!("{}meta", meta_index.trim_end_matches("ix")));
+        requests.push(Request::new(slot, cmd));
+        for reply in s.execute(requests).await? {
+            if let Value::ServerError(e) = &reply {
+                return Err(Error::Store(format!(
+                    "destroying cache `{}` failed: {e:?}",
+                    s.name
+                )));
+            }
+        }
+        self.stop();
+        Ok(())
     }
 
     async fn run_pending_tasks(&self) -> Result<()> {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use crate::entries::Entries;
 use crate::error::{Error, Result};
 use crate::event::{EventFilter, EventReceiver};
 use crate::key_text::write_key_text;
@@ -40,12 +41,19 @@ pub(crate) struct CacheInner<K, V> {
     pub(crate) encoded: Option<Arc<EncodedStore<K, V>>>,
     pub(crate) stats: Arc<StatsCounters>,
     pub(crate) loader: Option<Arc<dyn CacheLoader<K, V>>>,
+    /// Whether misses of `get`, `get_all` and entry processors load through `loader`
+    /// (JCache's `isReadThrough`); [`Cache::load_all`] uses the loader either way.
+    pub(crate) read_through: bool,
     pub(crate) writer: Option<Arc<dyn CacheWriter<K, V>>>,
     pub(crate) flights: SingleFlight<K, V>,
     pub(crate) key_locks: Option<Box<[tokio::sync::Mutex<()>]>>,
     /// Checks the local store makes that a remote store makes anyway, so that switching
     /// backends never changes what is accepted.
     pub(crate) local_checks: Option<LocalChecks>,
+    /// Set by [`Cache::close`]: every call fails with [`Error::Closed`] from then on.
+    pub(crate) closed: std::sync::atomic::AtomicBool,
+    /// Takes the cache out of its manager when it is closed.
+    pub(crate) release: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Input checks for the local store: a custom hashing policy and the value size limit.
@@ -82,6 +90,37 @@ impl<K, V> std::fmt::Debug for Cache<K, V> {
 
 fn put<V>(value: Arc<V>, ttl: Option<Duration>) -> Action<V> {
     Action::Put { value, ttl }
+}
+
+/// How often [`Cache::invoke`] with a writer runs its processor again when other
+/// processes keep changing the entry between its read and its write.
+const MAX_INVOKE_ATTEMPTS: usize = 64;
+
+/// Whether two values are the same one (not merely equal): see
+/// [`Cache::write_through_decision`].
+fn same_value<V>(a: &V, b: &V) -> bool {
+    std::ptr::eq(a, b)
+}
+
+/// How many loads [`Cache::load_all`] runs at once.
+const LOAD_ALL_CONCURRENCY: usize = 16;
+
+/// The key-lock stripe of `key` among `stripes`.
+fn key_stripe<K: Hash>(key: &K, stripes: usize) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % stripes as u64) as usize
+}
+
+/// The items of `items` whose index `failed` does not list (a batch writer's successes).
+fn keep_unlisted<T>(items: Vec<T>, failed: &[usize]) -> Vec<T> {
+    let failed: std::collections::HashSet<usize> = failed.iter().copied().collect();
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !failed.contains(i))
+        .map(|(_, item)| item)
+        .collect()
 }
 
 fn eq_fn<V: PartialEq>() -> fn(&V, &V) -> bool {
@@ -142,11 +181,67 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         if let Err(e) = &result {
             match e {
                 Error::Rejected(_) => self.inner.stats.rejections.incr(),
-                Error::Loader(_) | Error::Writer(_) | Error::Panicked(..) => {}
+                Error::Loader(_) | Error::Writer(_) | Error::Panicked(..) | Error::Closed(_) => {}
                 _ => self.inner.stats.store_errors.incr(),
             }
         }
         result
+    }
+
+    /// [`Error::Closed`] once the cache is closed.
+    #[inline]
+    fn ensure_open(&self) -> Result<()> {
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Closed(self.inner.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Whether [`Cache::close`] was called (on any clone).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Closes the cache in this process (JSR-107 §4.1.4 `Cache.close`): stops what the
+    /// store runs for it here (event subscriptions, reaper, near-cache copies), takes it
+    /// out of its manager (building it again opens it anew), and makes every further
+    /// call on it (on every clone) fail with [`Error::Closed`]. The data stays; other
+    /// processes are not affected. Closing twice does nothing.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let cache = manager.cache::<u32, u32>("close-doc").build().await?;
+    /// cache.close().await?;
+    /// assert!(matches!(cache.get(&1).await, Err(partcache::Error::Closed(_))));
+    /// assert!(manager.get_cache::<u32, u32>("close-doc").is_none());
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn close(&self) -> Result<()> {
+        if self
+            .inner
+            .closed
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        if let Some(release) = &self.inner.release {
+            release();
+        }
+        self.inner.store.close().await
+    }
+
+    /// Removes the cache's data and records from the store, then closes it (see
+    /// [`crate::CacheManager::destroy_cache`]).
+    pub(crate) async fn destroy(&self) -> Result<()> {
+        let first = !self
+            .inner
+            .closed
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
+        if first && let Some(release) = &self.inner.release {
+            release();
+        }
+        self.inner.store.destroy().await
     }
 
     /// Applies the checks a remote store would make (see [`LocalChecks`]).
@@ -197,6 +292,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Runs a write, with the writer called first (under a per-key lock, so the writer
     /// sees exactly the writes that then reach the cache) when one is configured.
     async fn write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>> {
+        self.ensure_open()?;
         self.check_key(key)?;
         if let Action::Put { value, .. } = &write.action {
             self.check_value(key, value)?;
@@ -235,10 +331,29 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     async fn lock_key(&self, key: &K) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         let locks = self.inner.key_locks.as_ref()?;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut hasher);
-        let index = (hasher.finish() % locks.len() as u64) as usize;
-        Some(locks[index].lock().await)
+        Some(locks[key_stripe(key, locks.len())].lock().await)
+    }
+
+    /// The key locks of many keys, taken in stripe order (so that two batches never
+    /// wait for each other in a cycle).
+    async fn lock_keys<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k K>,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>>
+    where
+        K: 'k,
+    {
+        let Some(locks) = self.inner.key_locks.as_ref() else {
+            return Vec::new();
+        };
+        let mut stripes: Vec<usize> = keys.map(|k| key_stripe(k, locks.len())).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(locks[stripe].lock().await);
+        }
+        guards
     }
 
     /// The value for `key`, or `None`. With a read-through loader configured, a miss
@@ -248,6 +363,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Redis store: one round trip. A stored value that fails to decode is a miss (and a
     /// counted, logged decode error).
     pub async fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
+        self.ensure_open()?;
         let start = Instant::now();
         // Only the local store has checks here (remote stores check while routing), and
         // only with a custom hashing policy: an `Option` test on the hot path otherwise.
@@ -274,7 +390,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             }
             None => {
                 stats.misses.incr();
-                match &self.inner.loader {
+                match self.read_through_loader() {
                     Some(loader) => {
                         let loader = loader.clone();
                         self.load_through(
@@ -294,6 +410,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// store the keys are grouped by node and fetched concurrently, one pipeline per
     /// node; atomic per partition only. A read-through loader fills misses.
     pub async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>> {
+        self.ensure_open()?;
         for key in keys {
             self.check_key(key)?;
         }
@@ -310,7 +427,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         stats.hits.add(hits);
         stats.misses.add(keys.len() as u64 - hits);
         stats.time_get(start.elapsed());
-        if let Some(loader) = &self.inner.loader {
+        if let Some(loader) = self.read_through_loader() {
             for (key, slot) in keys.iter().zip(values.iter_mut()) {
                 if slot.is_none() {
                     let loader = loader.clone();
@@ -326,6 +443,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Whether `key` has an entry. Not an access (expiry is not extended) and not
     /// counted in statistics, as JCache defines `containsKey`.
     pub async fn contains_key(&self, key: &K) -> Result<bool> {
+        self.ensure_open()?;
         self.check_key(key)?;
         let found = self
             .inner
@@ -352,6 +470,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     async fn put_inner(&self, key: K, value: Arc<V>, ttl: Option<Duration>) -> Result<()> {
+        self.ensure_open()?;
         let start = Instant::now();
         let write = Write {
             condition: Condition::Always,
@@ -368,34 +487,49 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     /// Stores many entries. On a Redis store they are grouped by node and sent in one
-    /// pipeline per node; atomic per entry only.
+    /// pipeline per node; atomic per entry only. Counts a put per entry stored (none
+    /// under a zero creation expiry).
+    ///
+    /// With a writer, [`CacheWriter::write_all`] runs first; when it fails for some
+    /// entries, exactly the others are stored and the writer's error is returned
+    /// ([`Error::Writer`]): afterwards an entry is in the cache if and only if the
+    /// writer wrote it.
     pub async fn put_all(&self, entries: impl IntoIterator<Item = (K, V)>) -> Result<()> {
-        let entries: Vec<(K, Arc<V>)> =
+        self.ensure_open()?;
+        let mut entries: Vec<(K, Arc<V>)> =
             entries.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         for (k, v) in &entries {
             self.check_key(k)?;
             self.check_value(k, v)?;
         }
         let start = Instant::now();
+        let mut failure = None;
+        let _guards;
         if let Some(writer) = &self.inner.writer {
-            for (k, v) in &entries {
-                writer
-                    .write(k, v)
-                    .await
-                    .map_err(|e| Error::writer(CallbackError(e)))?;
+            // The keys stay locked until the store has the entries, so that the writer
+            // sees the writes in the order the cache applies them (as `write` does).
+            _guards = self.lock_keys(entries.iter().map(|(k, _)| k)).await;
+            let batch: Vec<(&K, &V)> = entries.iter().map(|(k, v)| (k, &**v)).collect();
+            let written = writer.write_all(&batch).await;
+            drop(batch);
+            if let Err(batch_error) = written {
+                entries = keep_unlisted(entries, &batch_error.failed);
+                failure = Some(Error::writer(CallbackError(batch_error.error)));
             }
         }
-        let count = entries.len() as u64;
-        let result = self
-            .inner
-            .store
-            .put_all(entries, None)
-            .instrument(self.store_span("put_all"))
-            .await;
-        self.track(result)?;
-        self.inner.stats.puts.add(count);
+        if !entries.is_empty() {
+            let result = self
+                .inner
+                .store
+                .put_all(entries, None)
+                .instrument(self.store_span("put_all"))
+                .await;
+            // Only entries actually stored count (a zero creation expiry stores nothing).
+            let stored = self.track(result)?;
+            self.inner.stats.puts.add(stored);
+        }
         self.inner.stats.time_put(start.elapsed());
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// Stores `value` only if `key` has no entry; returns whether it did. A present key
@@ -537,27 +671,46 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     /// Removes the entries of `keys` (one `Removed` event each); returns how many there
     /// were. Atomic per key only.
+    ///
+    /// With a writer, [`CacheWriter::delete_all`] runs first; when it fails for some
+    /// keys, exactly the others are removed and the writer's error is returned
+    /// ([`Error::Writer`]).
     pub async fn remove_all_keys(&self, keys: &[K]) -> Result<u64> {
+        self.ensure_open()?;
         for key in keys {
             self.check_key(key)?;
         }
-        if let Some(writer) = &self.inner.writer {
-            for key in keys {
-                writer
-                    .delete(key)
-                    .await
-                    .map_err(|e| Error::writer(CallbackError(e)))?;
-            }
+        let start = Instant::now();
+        let Some(writer) = &self.inner.writer else {
+            let removed = self.inner.store.remove_all(keys).await;
+            let removed = self.track(removed)?;
+            self.inner.stats.removals.add(removed);
+            self.inner.stats.time_remove(start.elapsed());
+            return Ok(removed);
+        };
+        let _guards = self.lock_keys(keys.iter()).await;
+        let batch: Vec<&K> = keys.iter().collect();
+        let (keys, failure) = match writer.delete_all(&batch).await {
+            Ok(()) => (keys.to_vec(), None),
+            Err(batch_error) => (
+                keep_unlisted(keys.to_vec(), &batch_error.failed),
+                Some(Error::writer(CallbackError(batch_error.error))),
+            ),
+        };
+        let mut removed = 0;
+        if !keys.is_empty() {
+            let result = self.inner.store.remove_all(&keys).await;
+            removed = self.track(result)?;
+            self.inner.stats.removals.add(removed);
         }
-        let removed = self.inner.store.remove_all(keys).await;
-        let removed = self.track(removed)?;
-        self.inner.stats.removals.add(removed);
-        Ok(removed)
+        self.inner.stats.time_remove(start.elapsed());
+        failure.map_or(Ok(removed), Err)
     }
 
     /// Removes every entry, with a `Removed` event (and a writer `delete`) per entry;
     /// returns how many. See [`Cache::clear`] for the silent variant.
     pub async fn remove_all(&self) -> Result<u64> {
+        self.ensure_open()?;
         if self.inner.writer.is_some() {
             let keys: Vec<K> = self
                 .keys()
@@ -574,6 +727,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     /// Drops every entry: no events, no statistics, no writer calls (JCache `clear`).
     pub async fn clear(&self) -> Result<()> {
+        self.ensure_open()?;
         let result = self.inner.store.clear().await;
         self.track(result)
     }
@@ -585,64 +739,366 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// should have no side effects besides the entry. A panicking processor leaves the
     /// entry unchanged and returns [`Error::Panicked`].
     ///
-    /// A writer, if configured, is not called for entry processors.
+    /// As JCache's `invoke` (JSR-107 §9.3): it counts a hit when the key has an entry and
+    /// a miss when not, whether or not the processor reads the value; a set counts a
+    /// put and a removal a removal. With a read-through loader, a processor that reads
+    /// the value of an absent key gets it loaded ([`MutableEntry::value`]); kept, it is
+    /// stored as a load (no put counted). Only reading a present value is an access for
+    /// expiry; a set is a creation or an update.
+    ///
+    /// With a writer, a processor's set or removal is written through before the cache
+    /// changes (JSR-107 §9.3), under the key's lock: the processor runs on the current
+    /// value, the writer is called with its decision, then the decision is applied if
+    /// the entry is still what the processor saw (else everything runs again, so the
+    /// writer may see a decision that did not reach the cache when another process
+    /// changed the entry meanwhile). A failing writer fails the call and changes
+    /// nothing. A loaded value kept as it is is not written through.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let counters = partcache::CacheManager::from_url("memory://")?
+    ///     .cache::<String, u64>("invoke-doc")
+    ///     .build()
+    ///     .await?;
+    /// let key = "visits".to_string();
+    /// let n = counters
+    ///     .invoke(&key, |entry| {
+    ///         let next = entry.value().copied().unwrap_or(0) + 1;
+    ///         entry.set_value(next);
+    ///         next
+    ///     })
+    ///     .await?;
+    /// assert_eq!(n, 1);
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
     pub async fn invoke<R, F>(&self, key: &K, mut processor: F) -> Result<R>
     where
         F: FnMut(&mut MutableEntry<'_, V>) -> R + Send,
         R: Send,
     {
+        self.ensure_open()?;
         self.check_key(key)?;
-        let mut result = None;
-        let mut read = None;
-        let computed = {
-            let mut run = |current: Option<&Arc<V>>| {
-                let mut entry = MutableEntry {
-                    current,
-                    change: None,
-                    read: false,
+        let writer = self.inner.writer.clone();
+        let _guard = self.lock_key(key).await;
+        // Set once the loader ran for this call: the processor then sees its value (or
+        // nothing) and may not ask again.
+        let mut loaded: Option<Option<Arc<V>>> = None;
+        let mut first_found = None;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut result = None;
+            let mut found = false;
+            let mut wants_load = false;
+            let mut stores_load = false;
+            // With a writer: the change to write through, and the value it was decided on.
+            let mut deferred: Option<(Decision<V>, Option<Arc<V>>)> = None;
+            let through = writer.is_some();
+            let can_load = self.read_through_loader().is_some() && loaded.is_none();
+            let load = loaded.clone().flatten();
+            let computed = {
+                let mut run = |current: Option<&Arc<V>>| {
+                    found = current.is_some();
+                    let mut entry = MutableEntry {
+                        current,
+                        loaded: if current.is_none() {
+                            load.as_ref()
+                        } else {
+                            None
+                        },
+                        can_load,
+                        change: None,
+                        read: false,
+                        load_seen: false,
+                        wants_load: false,
+                    };
+                    result = Some(processor(&mut entry));
+                    wants_load = entry.wants_load;
+                    stores_load = false;
+                    if wants_load {
+                        // Run again once the value is loaded (outside the store's lock).
+                        return Decision::Keep;
+                    }
+                    deferred = None;
+                    let decision = match entry.change {
+                        None if entry.load_seen => match entry.loaded {
+                            Some(value) => {
+                                stores_load = true;
+                                Decision::Put(value.clone(), None)
+                            }
+                            None => Decision::Keep,
+                        },
+                        None if entry.read && current.is_some() => Decision::Access,
+                        None => Decision::Keep,
+                        Some(Some((v, ttl))) => Decision::Put(v, ttl),
+                        Some(None) if current.is_some() => Decision::Remove,
+                        Some(None) => Decision::Keep,
+                    };
+                    match decision {
+                        Decision::Put(..) | Decision::Remove if through && !stores_load => {
+                            deferred = Some((decision, current.cloned()));
+                            Decision::Keep
+                        }
+                        decision => decision,
+                    }
                 };
-                result = Some(processor(&mut entry));
-                read = entry.read.then_some(current.is_some());
-                match entry.change {
-                    None => Decision::Keep,
-                    Some(Some((v, ttl))) => Decision::Put(v, ttl),
-                    Some(None) => Decision::Remove,
-                }
+                self.inner
+                    .store
+                    .compute(key, &mut run)
+                    .instrument(self.store_span("invoke"))
+                    .await
             };
-            self.inner
-                .store
-                .compute(key, &mut run)
-                .instrument(self.store_span("invoke"))
-                .await
+            let computed = self.track(computed)?;
+            let found = *first_found.get_or_insert(found);
+            if wants_load {
+                loaded = Some(self.load_value(key).await?);
+                continue;
+            }
+            let computed = match (deferred, &writer) {
+                (Some((decision, seen)), Some(writer)) => {
+                    match self
+                        .write_through_decision(key, writer, decision, seen)
+                        .await
+                    {
+                        Ok(Some(computed)) => computed,
+                        // The entry changed since the processor saw it: run it again.
+                        Ok(None) if attempts < MAX_INVOKE_ATTEMPTS => continue,
+                        Ok(None) => {
+                            return Err(Error::Store(format!(
+                                "entry processor on cache `{}` gave up after {MAX_INVOKE_ATTEMPTS} attempts: the entry kept changing",
+                                self.inner.name
+                            )));
+                        }
+                        Err(e) => {
+                            self.count_lookup(found);
+                            return Err(e);
+                        }
+                    }
+                }
+                _ => computed,
+            };
+            self.count_lookup(found);
+            match computed {
+                // A loaded value kept as it is: a load, not a put (JSR-107 §12.4).
+                Computed::Created if stores_load => {}
+                Computed::Created | Computed::Updated => self.inner.stats.puts.incr(),
+                Computed::Removed => self.inner.stats.removals.incr(),
+                Computed::Unchanged => {}
+            }
+            return result.ok_or_else(|| Error::Store("entry processor did not run".into()));
+        }
+    }
+
+    /// Writes an entry processor's set or removal through `writer`, then applies it if
+    /// the entry is still `seen` (the value the processor saw). `None`: it was not.
+    async fn write_through_decision(
+        &self,
+        key: &K,
+        writer: &Arc<dyn CacheWriter<K, V>>,
+        decision: Decision<V>,
+        seen: Option<Arc<V>>,
+    ) -> Result<Option<Computed>> {
+        let existed = seen.is_some();
+        let action = match decision {
+            Decision::Put(value, ttl) => {
+                self.check_value(key, &value)?;
+                writer
+                    .write(key, &value)
+                    .await
+                    .map_err(|e| Error::writer(CallbackError(e)))?;
+                put(value, ttl)
+            }
+            Decision::Remove => {
+                writer
+                    .delete(key)
+                    .await
+                    .map_err(|e| Error::writer(CallbackError(e)))?;
+                Action::Remove
+            }
+            Decision::Keep | Decision::Access => return Ok(Some(Computed::Unchanged)),
         };
-        let computed = self.track(computed)?;
-        if let Some(hit) = read {
-            self.count_lookup(hit);
-        }
-        match computed {
-            Computed::Created | Computed::Updated => self.inner.stats.puts.incr(),
-            Computed::Removed => self.inner.stats.removals.incr(),
-            Computed::Unchanged => {}
-        }
-        result.ok_or_else(|| Error::Store("entry processor did not run".into()))
+        let removes = matches!(action, Action::Remove);
+        let condition = match seen {
+            // The very value the processor saw: the local store compares the shared
+            // value's address, a remote store its encoded bytes.
+            Some(seen) => Condition::IfEquals(seen, same_value::<V>),
+            None => Condition::IfAbsent,
+        };
+        let write = Write {
+            condition,
+            action,
+            want_previous: false,
+        };
+        let outcome = self.store_write(key, write).await;
+        let outcome = self.track(outcome)?;
+        // An update or a removal applies whenever its condition holds; a creation may
+        // also not apply when the creation expiry is zero (then the key stays absent).
+        let held = outcome.applied || (!existed && !outcome.existed);
+        Ok(held.then_some(match (outcome.applied, removes, existed) {
+            (false, _, _) => Computed::Unchanged,
+            (true, true, _) => Computed::Removed,
+            (true, false, true) => Computed::Updated,
+            (true, false, false) => Computed::Created,
+        }))
     }
 
-    /// Every entry, as a stream. Weakly consistent; on the local store a snapshot.
-    pub fn entries(&self) -> BoxStream<'_, Result<(K, Arc<V>)>> {
-        self.inner.store.entries()
+    /// Runs `processor` on the entry of each of `keys`, as [`Cache::invoke`] does for one
+    /// (atomic per key, never across keys), and returns one result per key, in the order
+    /// of `keys`. An error on one key (a panicking processor, a failed load, a store
+    /// error) is that key's result only; the other keys are processed all the same
+    /// (JSR-107 §9.3: `invokeAll` returns an `EntryProcessorResult` per key). The
+    /// processor gets the key beside the entry.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let stock = partcache::CacheManager::from_url("memory://")?
+    ///     .cache::<String, u32>("invoke-all-doc")
+    ///     .build()
+    ///     .await?;
+    /// stock.put("apples".to_string(), 3).await?;
+    /// let keys = ["apples".to_string(), "pears".to_string()];
+    /// let left = stock
+    ///     .invoke_all(&keys, |_key, entry| {
+    ///         let n = entry.value().copied().unwrap_or(0).saturating_sub(1);
+    ///         entry.set_value(n);
+    ///         n
+    ///     })
+    ///     .await;
+    /// assert_eq!(left.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [2, 0]);
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn invoke_all<R, F>(&self, keys: &[K], mut processor: F) -> Vec<Result<R>>
+    where
+        F: FnMut(&K, &mut MutableEntry<'_, V>) -> R + Send,
+        R: Send,
+    {
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            results.push(self.invoke(key, |entry| processor(key, entry)).await);
+        }
+        results
     }
 
-    /// Every key, as a stream.
+    /// Loads `keys` through the cache's loader, whether or not reads go through it
+    /// (JSR-107 §9.2 `loadAll`): keys that have an entry are skipped unless
+    /// `replace_existing`. Returns, once every load is done, one result per key in the
+    /// order of `keys`: `Ok(true)` when a value was loaded and stored, `Ok(false)` when
+    /// the key was skipped or the loader had no value, the loader's error
+    /// ([`Error::Loader`]) or the store's for that key only. A loaded value is a load,
+    /// not a put, and is not written through. Without a loader every key is `Ok(false)`.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use partcache::{BoxError, CacheLoader};
+    ///
+    /// struct Squares;
+    /// #[async_trait::async_trait]
+    /// impl CacheLoader<u64, u64> for Squares {
+    ///     async fn load(&self, n: &u64) -> Result<Option<u64>, BoxError> {
+    ///         Ok(Some(n * n))
+    ///     }
+    /// }
+    /// let squares = partcache::CacheManager::from_url("memory://")?
+    ///     .cache::<u64, u64>("load-all-doc")
+    ///     .loader(Squares)
+    ///     .build()
+    ///     .await?;
+    /// squares.put(2, 0).await?;
+    /// let loaded = squares.load_all(&[1, 2, 3], false).await?;
+    /// assert_eq!(loaded.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [true, false, true]);
+    /// assert_eq!(squares.get(&2).await?.as_deref(), Some(&0));
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn load_all(&self, keys: &[K], replace_existing: bool) -> Result<Vec<Result<bool>>> {
+        self.ensure_open()?;
+        for key in keys {
+            self.check_key(key)?;
+        }
+        if self.inner.loader.is_none() {
+            return Ok(vec![Ok(false); keys.len()]);
+        }
+        let present = if replace_existing {
+            vec![false; keys.len()]
+        } else {
+            let found = self.inner.store.contains_all(keys).await;
+            self.track(found)?
+        };
+        let loads = keys.iter().zip(present).map(|(key, present)| async move {
+            if present {
+                return Ok(false);
+            }
+            let Some(value) = self.load_value(key).await? else {
+                return Ok(false);
+            };
+            self.check_value(key, &value)?;
+            let write = Write {
+                // `replace_existing`: an update of a present entry (JSR-107 §6.4: the
+                // update expiry applies); otherwise only an absent key is filled.
+                condition: if replace_existing {
+                    Condition::Always
+                } else {
+                    Condition::IfAbsent
+                },
+                action: put(value, None),
+                want_previous: false,
+            };
+            let outcome = self.store_write(key, write).await;
+            Ok(self.track(outcome)?.applied)
+        });
+        // A bounded number of loads at a time: a large batch must not open as many
+        // connections to the system of record.
+        Ok(futures::stream::iter(loads)
+            .buffered(LOAD_ALL_CONCURRENCY)
+            .collect()
+            .await)
+    }
+
+    /// Every entry, as a stream (JCache's iterator). Weakly consistent; on the local
+    /// store a snapshot. Each entry returned counts a hit and is an access for expiry;
+    /// [`Entries::remove`] removes the entry returned last (a removal, with its event and
+    /// writer call), as JCache's `Iterator::remove` does.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use futures::StreamExt;
+    ///
+    /// let cache = partcache::CacheManager::from_url("memory://")?
+    ///     .cache::<u32, String>("entries-doc")
+    ///     .build()
+    ///     .await?;
+    /// cache.put_all([(1, "one".to_string()), (2, "two".to_string())]).await?;
+    /// let mut entries = cache.entries();
+    /// while let Some(entry) = entries.next().await {
+    ///     let (key, _value) = entry?;
+    ///     if key == 1 {
+    ///         entries.remove().await?;
+    ///     }
+    /// }
+    /// assert_eq!(cache.len().await?, 1);
+    /// assert_eq!((cache.stats().hits, cache.stats().removals), (2, 1));
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub fn entries(&self) -> Entries<'_, K, V> {
+        Entries::new(self, self.stream_entries())
+    }
+
+    /// The store's entries, or a lone [`Error::Closed`] once the cache is closed.
+    fn stream_entries(&self) -> BoxStream<'_, Result<(K, Arc<V>)>> {
+        match self.ensure_open() {
+            Ok(()) => self.inner.store.entries(),
+            Err(closed) => futures::stream::once(async { Err(closed) }).boxed(),
+        }
+    }
+
+    /// Every key, as a stream. Not JCache's iterator: counts nothing (see
+    /// [`Cache::entries`] for that).
     pub fn keys(&self) -> BoxStream<'_, Result<K>> {
-        self.inner
-            .store
-            .entries()
-            .map(|e| e.map(|(k, _)| k))
-            .boxed()
+        self.stream_entries().map(|e| e.map(|(k, _)| k)).boxed()
     }
 
     /// Number of entries; approximate on a Redis store and under concurrent writes.
     pub async fn len(&self) -> Result<u64> {
+        self.ensure_open()?;
         let len = self.inner.store.len().await;
         self.track(len)
     }
@@ -715,6 +1171,59 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         .await
     }
 
+    /// The loader, when misses read through it.
+    fn read_through_loader(&self) -> Option<&Arc<dyn CacheLoader<K, V>>> {
+        self.inner
+            .loader
+            .as_ref()
+            .filter(|_| self.inner.read_through)
+    }
+
+    /// Stores a value the loader gave: a load, so neither a put in the statistics nor a
+    /// writer call (JSR-107 §9.2, §12.4: the value comes from the system of record).
+    /// Only if the key is still absent: a value written meanwhile is newer.
+    async fn store_load(&self, key: &K, value: Arc<V>, ttl: Option<Duration>) -> Result<()> {
+        self.check_value(key, &value)?;
+        let write = Write {
+            condition: Condition::IfAbsent,
+            action: put(value, ttl),
+            want_previous: false,
+        };
+        let outcome = self.store_write(key, write).await;
+        self.track(outcome).map(drop)
+    }
+
+    /// The read-through loader's value for `key`, without storing it (once for all
+    /// concurrent callers, as [`Cache::get`]'s loads).
+    async fn load_value(&self, key: &K) -> Result<Option<Arc<V>>> {
+        let Some(loader) = self.inner.loader.clone() else {
+            return Ok(None);
+        };
+        self.inner
+            .flights
+            .run(key, || async {
+                let start = Instant::now();
+                let loaded = loader.load(key).await;
+                self.inner.stats.time_load(start.elapsed());
+                match loaded {
+                    Ok(value) => {
+                        self.inner.stats.load_successes.incr();
+                        Ok(value.map(Arc::new))
+                    }
+                    Err(e) => {
+                        self.inner.stats.load_failures.incr();
+                        Err(Error::loader(CallbackError(e)))
+                    }
+                }
+            })
+            .await
+            .inspect_err(|e| {
+                if matches!(e, Error::Panicked(..)) {
+                    self.inner.stats.load_failures.incr();
+                }
+            })
+    }
+
     /// Loads a missing value once for all concurrent callers, caches it, returns it.
     async fn load_through<F, Fut>(
         &self,
@@ -741,7 +1250,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         self.inner.stats.load_successes.incr();
                         let value = Arc::new(value);
                         // A cache that cannot store the value still serves it.
-                        if let Err(error) = self.put_inner(key.clone(), value.clone(), ttl).await {
+                        if let Err(error) = self.store_load(key, value.clone(), ttl).await {
                             tracing::warn!(cache = %self.inner.name, %error, "loaded value could not be cached");
                         }
                         Ok(Some(value))
@@ -791,6 +1300,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// confirmed). Use it where a listener must not miss a write that another process
     /// makes after this returns.
     pub async fn listen(&self, filter: EventFilter<K, V>) -> Result<EventReceiver<K, V>> {
+        self.ensure_open()?;
         let receiver = self.inner.store.events().subscribe(filter);
         if let Some(raw) = self.raw_store() {
             raw.listen().await?;
@@ -816,6 +1326,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Runs the store's pending housekeeping now (the local store applies evictions and
     /// expiry notifications lazily). Useful in tests and before reading statistics.
     pub async fn run_pending_tasks(&self) -> Result<()> {
+        self.ensure_open()?;
         let result = self.inner.store.run_pending_tasks().await;
         self.track(result)
     }
@@ -824,26 +1335,50 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 /// The entry an entry processor sees in [`Cache::invoke`].
 pub struct MutableEntry<'a, V> {
     current: Option<&'a Arc<V>>,
+    /// The read-through loader's value for an absent key, once loaded.
+    loaded: Option<&'a Arc<V>>,
+    /// Reading an absent value may ask for a load.
+    can_load: bool,
     /// `None`: untouched; `Some(Some((v, ttl)))`: set; `Some(None)`: removed.
     change: Option<Option<(Arc<V>, Option<Duration>)>>,
     read: bool,
+    /// The processor read the loaded value.
+    load_seen: bool,
+    /// The processor read an absent value that the loader may provide.
+    wants_load: bool,
 }
 
 impl<V> MutableEntry<'_, V> {
-    /// Whether the entry exists (after this processor's own changes).
+    /// Whether the entry exists (after this processor's own changes, and after a
+    /// read-through load).
     pub fn exists(&self) -> bool {
         match &self.change {
             Some(change) => change.is_some(),
-            None => self.current.is_some(),
+            None => self.current.is_some() || self.load_seen,
         }
     }
 
-    /// The entry's value (after this processor's own changes). Counts as a read.
+    /// The entry's value (after this processor's own changes). Counts as a read: an
+    /// access for expiry when the entry is present. On an absent key of a cache with a
+    /// read-through loader, the value the loader gives (JSR-107 §9.3); kept as it is,
+    /// it is stored.
     pub fn value(&mut self) -> Option<&V> {
         self.read = true;
-        match &self.change {
-            Some(change) => change.as_ref().map(|(v, _)| &**v),
-            None => self.current.map(|v| &**v),
+        if let Some(change) = &self.change {
+            return change.as_ref().map(|(v, _)| &**v);
+        }
+        match (self.current, self.loaded) {
+            (Some(v), _) => Some(&**v),
+            (None, Some(v)) => {
+                self.load_seen = true;
+                Some(&**v)
+            }
+            (None, None) => {
+                if self.can_load {
+                    self.wants_load = true;
+                }
+                None
+            }
         }
     }
 
@@ -858,7 +1393,7 @@ impl<V> MutableEntry<'_, V> {
         self.change = Some(Some((value.into(), Some(ttl))));
     }
 
-    /// Removes the entry.
+    /// Removes the entry (of a loaded value: nothing is stored).
     pub fn remove(&mut self) {
         self.change = Some(None);
     }

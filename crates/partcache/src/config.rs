@@ -252,6 +252,7 @@ impl CacheConfig {
         ExpirySettings {
             policy: self.expiry.unwrap_or_default(),
             max_idle: self.max_idle,
+            custom: None,
         }
     }
 

@@ -613,6 +613,254 @@ pub async fn an_entry_processor_can_set_a_value_with_a_ttl(h: &Harness) {
     assert_eq!(get(&c, "long").await.as_deref(), Some("1"));
 }
 
+// ---------------------------------------------------------------- the expiry table
+
+/// What an operation is for expiry (JSR-107 §6.4's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Touch {
+    /// Moves no deadline.
+    Nothing,
+    /// An access: moves the deadline of `Accessed` and `Touched`.
+    Access,
+    /// An update: moves the deadline of `Modified` and `Touched`.
+    Update,
+}
+
+/// The operations of the table, each on a present entry with the value `v0`.
+const TABLE: [(&str, Touch); 16] = [
+    ("contains_key", Touch::Nothing),
+    ("get", Touch::Access),
+    ("get_all", Touch::Access),
+    ("put", Touch::Update),
+    ("put_all", Touch::Update),
+    ("put_if_absent", Touch::Nothing),
+    ("get_and_put", Touch::Update),
+    ("get_and_replace", Touch::Update),
+    ("replace", Touch::Update),
+    ("replace_if_equals", Touch::Update),
+    ("replace_if_equals_mismatch", Touch::Access),
+    ("remove_if_equals_mismatch", Touch::Access),
+    ("invoke_without_read", Touch::Nothing),
+    ("invoke_read", Touch::Access),
+    ("invoke_set", Touch::Update),
+    ("load_all_replacing", Touch::Update),
+];
+
+async fn apply(c: &C, op: &str) {
+    let key = k(op);
+    match op {
+        "contains_key" => assert!(c.contains_key(&key).await.unwrap()),
+        "get" => assert!(c.get(&key).await.unwrap().is_some()),
+        "get_all" => assert!(c.get_all(&[key]).await.unwrap()[0].is_some()),
+        "put" => c.put(key, v("v1")).await.unwrap(),
+        "put_all" => c.put_all([(key, v("v1"))]).await.unwrap(),
+        "put_if_absent" => assert!(!c.put_if_absent(key, v("v1")).await.unwrap()),
+        "get_and_put" => assert!(c.get_and_put(key, v("v1")).await.unwrap().is_some()),
+        "get_and_replace" => assert!(c.get_and_replace(key, v("v1")).await.unwrap().is_some()),
+        "replace" => assert!(c.replace(key, v("v1")).await.unwrap()),
+        "replace_if_equals" => assert!(c.replace_if_equals(key, v("v0"), v("v1")).await.unwrap()),
+        "replace_if_equals_mismatch" => {
+            assert!(!c.replace_if_equals(key, v("other"), v("v1")).await.unwrap())
+        }
+        "remove_if_equals_mismatch" => {
+            assert!(!c.remove_if_equals(&key, v("other")).await.unwrap())
+        }
+        "invoke_without_read" => assert!(c.invoke(&key, |e| e.exists()).await.unwrap()),
+        "invoke_read" => assert!(c.invoke(&key, |e| e.value().is_some()).await.unwrap()),
+        "invoke_set" => c.invoke(&key, |e| e.set_value(v("v1"))).await.unwrap(),
+        "load_all_replacing" => {
+            assert!(matches!(
+                c.load_all(&[key], true).await.unwrap()[..],
+                [Ok(true)]
+            ))
+        }
+        other => panic!("no operation {other}"),
+    }
+}
+
+/// Checks every cell of JSR-107's expiry table for one policy: each operation runs on
+/// its own entry half-way through the entry's life, and afterwards, once the original
+/// deadline has passed, exactly the entries whose deadline the operation moved are
+/// still there. Iteration (an access) runs on a cache of its own, since it reaches
+/// every entry.
+async fn expiry_table(h: &Harness, label: &str, policy: ExpiryPolicy, moves: &[Touch]) {
+    const LIFE: Duration = Duration::from_millis(2000);
+    // A loader for `load_all` only (no read-through: no other operation loads).
+    let build = |suffix: &str| {
+        h.cache::<String, String>(&format!("{label}-{suffix}"))
+            .expiry(policy)
+            .loader(MapLoader {
+                calls: Arc::default(),
+            })
+            .read_through(false)
+            .build()
+    };
+    let c = build("ops").await.unwrap();
+    let iterated = build("iter").await.unwrap();
+    let created = Instant::now();
+    c.put_all(TABLE.iter().map(|(op, _)| (k(op), v("v0"))))
+        .await
+        .unwrap();
+    iterated.put(k("entry"), v("v0")).await.unwrap();
+    let created_by = Instant::now();
+    tokio::time::sleep_until((created + LIFE / 2).into()).await;
+    let touched = Instant::now();
+    for (op, _) in TABLE {
+        apply(&c, op).await;
+    }
+    let found: Vec<_> = iterated.entries().collect().await;
+    assert_eq!(found.len(), 1);
+    // The original deadlines are past; a moved one is at least LIFE after `touched`.
+    tokio::time::sleep_until((created_by + LIFE + Duration::from_millis(300)).into()).await;
+    let mut wrong = Vec::new();
+    let cells = TABLE.iter().map(|&(op, touch)| (&c, op, touch)).chain([(
+        &iterated,
+        "entry",
+        Touch::Access,
+    )]);
+    for (cache, op, touch) in cells {
+        let moved = moves.contains(&touch);
+        if cache.contains_key(&k(op)).await.unwrap() != moved {
+            wrong.push(format!(
+                "{op} ({touch:?}) {} the deadline",
+                if moved { "did not move" } else { "moved" }
+            ));
+        }
+    }
+    assert!(
+        Instant::now() < touched + LIFE,
+        "the checks ran too late to tell moved deadlines apart (a slow machine)"
+    );
+    assert!(wrong.is_empty(), "{policy:?}: {wrong:#?}");
+}
+
+pub async fn expiry_table_created(h: &Harness) {
+    expiry_table(
+        h,
+        "table-created",
+        ExpiryPolicy::Created(Duration::from_millis(2000)),
+        &[],
+    )
+    .await;
+}
+
+pub async fn expiry_table_modified(h: &Harness) {
+    expiry_table(
+        h,
+        "table-modified",
+        ExpiryPolicy::Modified(Duration::from_millis(2000)),
+        &[Touch::Update],
+    )
+    .await;
+}
+
+pub async fn expiry_table_accessed(h: &Harness) {
+    expiry_table(
+        h,
+        "table-accessed",
+        ExpiryPolicy::Accessed(Duration::from_millis(2000)),
+        &[Touch::Access],
+    )
+    .await;
+}
+
+pub async fn expiry_table_touched(h: &Harness) {
+    expiry_table(
+        h,
+        "table-touched",
+        ExpiryPolicy::Touched(Duration::from_millis(2000)),
+        &[Touch::Access, Touch::Update],
+    )
+    .await;
+}
+
+/// A custom policy with fixed answers (ms; `None` as `CustomExpiry` means it).
+struct Durations(Option<u64>, Option<u64>, Option<u64>);
+
+impl crate::CustomExpiry for Durations {
+    fn for_creation(&self) -> Option<Duration> {
+        self.0.map(Duration::from_millis)
+    }
+    fn for_access(&self) -> Option<Duration> {
+        self.1.map(Duration::from_millis)
+    }
+    fn for_update(&self) -> Option<Duration> {
+        self.2.map(Duration::from_millis)
+    }
+}
+
+pub async fn a_custom_expiry_policy_sets_each_deadline_it_is_asked_for(h: &Harness) {
+    let c = h
+        .cache::<String, String>("custom-expiry")
+        .expiry_policy(Durations(Some(2000), Some(4000), Some(400)))
+        .build()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    for key in ["created", "accessed", "updated", "untouched"] {
+        c.put(k(key), v("1")).await.unwrap();
+    }
+    tokio::time::sleep_until((start + Duration::from_millis(500)).into()).await;
+    assert!(c.get(&k("accessed")).await.unwrap().is_some());
+    c.put(k("updated"), v("2")).await.unwrap();
+    assert!(
+        c.contains_key(&k("untouched")).await.unwrap(),
+        "contains_key is no access"
+    );
+    // The update's 400 ms are over, the creation's 2 s are not.
+    tokio::time::sleep_until((start + Duration::from_millis(1300)).into()).await;
+    assert!(
+        !c.contains_key(&k("updated")).await.unwrap(),
+        "for_update not applied"
+    );
+    assert!(
+        c.contains_key(&k("created")).await.unwrap(),
+        "expired before for_creation"
+    );
+    // The creation's 2 s are over, the access's 4 s are not.
+    tokio::time::sleep_until((start + Duration::from_millis(2400)).into()).await;
+    assert!(
+        !c.contains_key(&k("created")).await.unwrap(),
+        "for_creation not applied"
+    );
+    assert!(!c.contains_key(&k("untouched")).await.unwrap());
+    assert!(
+        c.contains_key(&k("accessed")).await.unwrap(),
+        "for_access not applied"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(4400),
+        "checks ran too late"
+    );
+    // `None` for an access or an update leaves the deadline where it is.
+    let kept = h
+        .cache::<String, String>("custom-expiry-kept")
+        .expiry_policy(Durations(Some(1000), None, None))
+        .build()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    kept.put(k("a"), v("1")).await.unwrap();
+    tokio::time::sleep_until((start + Duration::from_millis(400)).into()).await;
+    assert!(kept.get(&k("a")).await.unwrap().is_some());
+    kept.put(k("a"), v("2")).await.unwrap();
+    tokio::time::sleep_until((start + Duration::from_millis(1400)).into()).await;
+    assert!(
+        !kept.contains_key(&k("a")).await.unwrap(),
+        "an access or update moved it"
+    );
+    // A zero creation duration stores nothing and counts no put.
+    let zero = h
+        .cache::<String, String>("custom-expiry-zero")
+        .expiry_policy(Durations(Some(0), None, None))
+        .build()
+        .await
+        .unwrap();
+    zero.put(k("a"), v("1")).await.unwrap();
+    assert!(!zero.contains_key(&k("a")).await.unwrap());
+    assert_eq!(zero.stats().puts, 0);
+}
+
 // ---------------------------------------------------------------- eviction
 
 pub async fn max_entries_evicts_and_counts_evictions_apart_from_removals(h: &Harness) {
@@ -764,7 +1012,12 @@ pub async fn get_or_load_with_ttl_caches_the_loaded_value_with_that_ttl(h: &Harn
         get(&c, "a").await.is_none()
     })
     .await;
-    assert_eq!(c.stats().puts, 1, "the loaded value is written once");
+    let s = c.stats();
+    assert_eq!(
+        (s.puts, s.load_successes),
+        (0, 1),
+        "a loaded value is a load, not a put"
+    );
 }
 
 pub async fn a_panicking_loader_fails_every_waiter_and_caches_nothing(h: &Harness) {
@@ -955,6 +1208,570 @@ pub async fn typed_keys_and_values_round_trip(h: &Harness) {
     assert_eq!(keys, [(1, "alice".to_string())]);
 }
 
+// ---------------------------------------------------------------- JCache statistics
+
+pub async fn put_all_counts_a_put_only_for_entries_it_stores(h: &Harness) {
+    let c = plain(h, "put-all-stats").await;
+    c.put_all((0..5).map(|i| (format!("k{i}"), v("x"))))
+        .await
+        .unwrap();
+    assert_eq!(c.stats().puts, 5);
+    // A zero creation expiry stores nothing: nothing counted, no event.
+    let zero = h
+        .cache::<String, String>("put-all-zero")
+        .expiry(ExpiryPolicy::Created(Duration::ZERO))
+        .build()
+        .await
+        .unwrap();
+    let mut rx = zero.subscribe(EventFilter::all());
+    zero.put_all((0..5).map(|i| (format!("k{i}"), v("x"))))
+        .await
+        .unwrap();
+    assert_eq!(zero.len().await.unwrap(), 0);
+    assert_eq!(
+        zero.stats().puts,
+        0,
+        "put_all counted entries it did not store"
+    );
+    assert!(
+        rx.try_recv().is_none(),
+        "put_all of unstored entries emitted an event"
+    );
+}
+
+pub async fn invoke_counts_a_hit_or_a_miss_whether_or_not_the_processor_reads(h: &Harness) {
+    let c = plain(h, "invoke-stats").await;
+    c.put(k("present"), v("1")).await.unwrap();
+    c.reset_stats();
+    c.invoke(&k("present"), |e| e.exists()).await.unwrap();
+    c.invoke(&k("absent"), |e| e.exists()).await.unwrap();
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, s.puts, s.removals), (1, 1, 0, 0));
+    c.invoke(&k("present"), |e| e.set_value(v("2")))
+        .await
+        .unwrap();
+    c.invoke(&k("new"), |e| e.set_value(v("1"))).await.unwrap();
+    c.invoke(&k("present"), |e| e.remove()).await.unwrap();
+    // Set then remove of an absent key: no net effect, nothing but the miss.
+    c.invoke(&k("ghost"), |e| {
+        e.set_value(v("1"));
+        e.remove();
+    })
+    .await
+    .unwrap();
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, s.puts, s.removals), (3, 3, 2, 1));
+}
+
+pub async fn iteration_counts_a_hit_per_entry_and_its_removal_a_removal(h: &Harness) {
+    let writer = Arc::new(RecordingWriter::default());
+    let c = h
+        .cache::<String, String>("iter-stats")
+        .writer(writer.clone())
+        .build()
+        .await
+        .unwrap();
+    c.put_all((0..10).map(|i| (format!("k{i}"), v("x"))))
+        .await
+        .unwrap();
+    c.reset_stats();
+    let mut removed = Vec::new();
+    let mut entries = c.entries();
+    assert!(
+        matches!(entries.remove().await, Err(Error::Rejected(_))),
+        "removal before the first entry"
+    );
+    while let Some(entry) = entries.next().await {
+        let (key, _) = entry.unwrap();
+        if key.ends_with(['1', '3', '5']) {
+            assert!(entries.remove().await.unwrap());
+            removed.push(key);
+        }
+    }
+    drop(entries);
+    removed.sort();
+    assert_eq!(removed, ["k1", "k3", "k5"]);
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, s.removals), (10, 0, 3));
+    assert_eq!(s.gets(), 10);
+    assert_eq!(c.len().await.unwrap(), 7);
+    assert!(!c.contains_key(&k("k3")).await.unwrap());
+    let deletes = writer
+        .log
+        .lock()
+        .iter()
+        .filter(|l| l.starts_with("delete"))
+        .count();
+    assert_eq!(deletes, 3, "an iterator removal is written through");
+    // `keys()` is not JCache's iterator: it counts nothing.
+    let _: Vec<_> = c.keys().collect().await;
+    assert_eq!(c.stats().hits, 10);
+}
+
+/// A loader that answers `loaded <key>`, `None` for `missing`, and fails for `broken`.
+struct MapLoader {
+    calls: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl CacheLoader<String, String> for MapLoader {
+    async fn load(&self, key: &String) -> Result<Option<String>, BoxError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match key.as_str() {
+            "missing" => Ok(None),
+            "broken" => Err("database down".into()),
+            _ => Ok(Some(format!("loaded {key}"))),
+        }
+    }
+}
+
+pub async fn a_read_through_load_is_a_miss_not_a_put_and_is_not_written_through(h: &Harness) {
+    let writer = Arc::new(RecordingWriter::default());
+    let c = h
+        .cache::<String, String>("load-stats")
+        .loader(MapLoader {
+            calls: Arc::default(),
+        })
+        .writer(writer.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut rx = c.subscribe(EventFilter::all());
+    assert_eq!(get(&c, "a").await.as_deref(), Some("loaded a"));
+    let values = c.get_all(&[k("b"), k("a")]).await.unwrap();
+    assert_eq!(values[0].as_deref().map(String::as_str), Some("loaded b"));
+    let s = c.stats();
+    // get a: miss (loaded); get_all: b miss (loaded), a hit.
+    assert_eq!((s.hits, s.misses, s.puts, s.load_successes), (1, 2, 0, 2));
+    assert!(
+        writer.log.lock().is_empty(),
+        "a loaded value was written through: {:?}",
+        writer.log.lock()
+    );
+    assert!(c.contains_key(&k("a")).await.unwrap());
+    // A loaded entry is created (JCache sends CREATED for a load).
+    assert_eq!(next_event(&mut rx).await.kind, EventKind::Created);
+}
+
+// ---------------------------------------------------------------- read-through in invoke
+
+pub async fn invoke_loads_an_absent_value_the_processor_reads_when_reading_through(h: &Harness) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = h
+        .cache::<String, String>("invoke-load")
+        .loader(MapLoader {
+            calls: calls.clone(),
+        })
+        .build()
+        .await
+        .unwrap();
+    // Reading loads; kept as it is, the value is stored as a load.
+    let seen = c.invoke(&k("a"), |e| e.value().cloned()).await.unwrap();
+    assert_eq!(seen.as_deref(), Some("loaded a"));
+    assert_eq!(get(&c, "a").await.as_deref(), Some("loaded a"));
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, s.puts, s.load_successes), (1, 1, 0, 1));
+    // Only a read loads: `exists` does not.
+    assert!(!c.invoke(&k("b"), |e| e.exists()).await.unwrap());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Loaded, then set: the set value is stored and counted as a put.
+    c.invoke(&k("c"), |e| {
+        let loaded = e.value().cloned().unwrap_or_default();
+        e.set_value(format!("{loaded}!"));
+    })
+    .await
+    .unwrap();
+    assert_eq!(get(&c, "c").await.as_deref(), Some("loaded c!"));
+    // Loaded, then removed: nothing stored.
+    c.invoke(&k("d"), |e| {
+        let _ = e.value();
+        e.remove();
+    })
+    .await
+    .unwrap();
+    assert!(!c.contains_key(&k("d")).await.unwrap());
+    // Nothing to load: the processor sees nothing; a failing loader fails the call.
+    assert_eq!(
+        c.invoke(&k("missing"), |e| e.value().cloned())
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        c.invoke(&k("broken"), |e| e.value().cloned()).await,
+        Err(Error::Loader(_))
+    ));
+    // Without read-through the processor sees nothing and nothing loads.
+    let off = h
+        .cache::<String, String>("invoke-no-load")
+        .loader(MapLoader {
+            calls: calls.clone(),
+        })
+        .read_through(false)
+        .build()
+        .await
+        .unwrap();
+    let before = calls.load(Ordering::SeqCst);
+    assert_eq!(
+        off.invoke(&k("a"), |e| e.value().cloned()).await.unwrap(),
+        None
+    );
+    assert_eq!(get(&off, "a").await, None);
+    assert_eq!(calls.load(Ordering::SeqCst), before);
+}
+
+pub async fn invoke_writes_through_a_set_or_a_removal_before_the_cache_changes(h: &Harness) {
+    let writer = Arc::new(RecordingWriter::default());
+    let c = h
+        .cache::<String, String>("invoke-writer")
+        .writer(writer.clone())
+        .loader(MapLoader {
+            calls: Arc::default(),
+        })
+        .build()
+        .await
+        .unwrap();
+    c.invoke(&k("a"), |e| e.set_value(v("1"))).await.unwrap();
+    c.invoke(&k("a"), |e| {
+        let next = format!("{}2", e.value().cloned().unwrap_or_default());
+        e.set_value(next);
+    })
+    .await
+    .unwrap();
+    assert_eq!(get(&c, "a").await.as_deref(), Some("12"));
+    // Reading only, or removing an absent entry, writes nothing.
+    assert!(c.invoke(&k("a"), |e| e.value().is_some()).await.unwrap());
+    c.invoke(&k("none"), |e| e.remove()).await.unwrap();
+    // A failing writer fails the call and leaves the entry.
+    let failed = c.invoke(&k("a"), |e| e.set_value(v("poison"))).await;
+    assert!(matches!(failed, Err(Error::Writer(_))), "{failed:?}");
+    assert_eq!(get(&c, "a").await.as_deref(), Some("12"));
+    c.invoke(&k("a"), |e| e.remove()).await.unwrap();
+    assert!(!c.contains_key(&k("a")).await.unwrap());
+    // A loaded value kept as it is comes from the system of record: not written.
+    assert_eq!(
+        c.invoke(&k("b"), |e| e.value().cloned())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("loaded b")
+    );
+    assert!(c.contains_key(&k("b")).await.unwrap());
+    assert_eq!(*writer.log.lock(), ["write a=1", "write a=12", "delete a"]);
+    let s = c.stats();
+    assert_eq!((s.puts, s.removals), (2, 1));
+}
+
+// ---------------------------------------------------------------- batch writers
+
+/// A writer whose batch forms apply every entry but those whose key contains `bad`,
+/// and report those as failed.
+#[derive(Default)]
+struct PartialWriter {
+    written: parking_lot::Mutex<Vec<String>>,
+    deleted: parking_lot::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl CacheWriter<String, String> for Arc<PartialWriter> {
+    async fn write(&self, key: &String, _: &String) -> Result<(), BoxError> {
+        self.written.lock().push(key.clone());
+        Ok(())
+    }
+
+    async fn delete(&self, key: &String) -> Result<(), BoxError> {
+        self.deleted.lock().push(key.clone());
+        Ok(())
+    }
+
+    async fn write_all(&self, entries: &[(&String, &String)]) -> Result<(), crate::BatchError> {
+        let mut failed = Vec::new();
+        for (i, (key, _)) in entries.iter().enumerate() {
+            if key.contains("bad") {
+                failed.push(i);
+            } else {
+                self.written.lock().push((*key).clone());
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::BatchError {
+                failed,
+                error: "some rows were refused".into(),
+            })
+        }
+    }
+
+    async fn delete_all(&self, keys: &[&String]) -> Result<(), crate::BatchError> {
+        let mut failed = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if key.contains("bad") {
+                failed.push(i);
+            } else {
+                self.deleted.lock().push((*key).clone());
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::BatchError {
+                failed,
+                error: "some rows were refused".into(),
+            })
+        }
+    }
+}
+
+pub async fn a_batch_writer_failing_for_some_entries_applies_exactly_the_others(h: &Harness) {
+    let writer = Arc::new(PartialWriter::default());
+    let c = h
+        .cache::<String, String>("batch-writer")
+        .writer(writer.clone())
+        .build()
+        .await
+        .unwrap();
+    let keys = ["k1", "bad2", "k3", "bad4", "k5"];
+    let result = c.put_all(keys.iter().map(|key| (k(key), v("x")))).await;
+    assert!(matches!(result, Err(Error::Writer(_))), "{result:?}");
+    for key in keys {
+        let written = writer.written.lock().contains(&k(key));
+        assert_eq!(
+            c.contains_key(&k(key)).await.unwrap(),
+            written,
+            "{key}: written by the writer <=> present in the cache"
+        );
+    }
+    assert_eq!(writer.written.lock().len(), 3);
+    assert_eq!(c.stats().puts, 3);
+    // Deletes likewise: the failed keys stay.
+    c.put(k("bad2"), v("x")).await.unwrap();
+    c.put(k("bad4"), v("x")).await.unwrap();
+    let result = c.remove_all_keys(&keys.map(k)).await;
+    assert!(matches!(result, Err(Error::Writer(_))), "{result:?}");
+    for key in keys {
+        let deleted = writer.deleted.lock().contains(&k(key));
+        assert_eq!(
+            c.contains_key(&k(key)).await.unwrap(),
+            !deleted,
+            "{key}: deleted by the writer <=> absent from the cache"
+        );
+    }
+    assert_eq!(c.stats().removals, 3);
+}
+
+pub async fn the_default_batch_writer_stops_at_the_first_failure_and_the_cache_follows(
+    h: &Harness,
+) {
+    let writer = Arc::new(RecordingWriter::default());
+    let c = h
+        .cache::<String, String>("batch-writer-default")
+        .writer(writer.clone())
+        .build()
+        .await
+        .unwrap();
+    let result = c
+        .put_all([(k("a"), v("1")), (k("b"), v("poison")), (k("c"), v("3"))])
+        .await;
+    assert!(matches!(result, Err(Error::Writer(_))), "{result:?}");
+    assert_eq!(*writer.log.lock(), ["write a=1"]);
+    assert_eq!(get(&c, "a").await.as_deref(), Some("1"));
+    assert_eq!(get(&c, "b").await, None);
+    assert_eq!(get(&c, "c").await, None);
+}
+
+// ---------------------------------------------------------------- invoke_all, load_all
+
+pub async fn invoke_all_returns_a_result_per_key_and_an_error_stays_with_its_key(h: &Harness) {
+    let c = h.cache::<String, u64>("invoke-all").build().await.unwrap();
+    c.put(k("a"), 1).await.unwrap();
+    let keys = [k("a"), k("boom"), k("b")];
+    let results = c
+        .invoke_all(&keys, |key, e| {
+            if key == "boom" {
+                panic!("processor failed on {key}");
+            }
+            let next = e.value().copied().unwrap_or(0) + 10;
+            e.set_value(next);
+            next
+        })
+        .await;
+    assert_eq!(results.len(), 3);
+    assert_eq!(*results[0].as_ref().unwrap(), 11);
+    assert!(
+        matches!(results[1], Err(Error::Panicked("entry processor", _))),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(*results[2].as_ref().unwrap(), 10);
+    assert_eq!(c.get(&k("a")).await.unwrap().as_deref(), Some(&11));
+    assert_eq!(c.get(&k("b")).await.unwrap().as_deref(), Some(&10));
+    assert!(!c.contains_key(&k("boom")).await.unwrap());
+}
+
+pub async fn load_all_loads_absent_keys_and_reports_each_keys_outcome(h: &Harness) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let writer = Arc::new(RecordingWriter::default());
+    // Read-through off: load_all uses the loader all the same.
+    let c = h
+        .cache::<String, String>("load-all")
+        .loader(MapLoader {
+            calls: calls.clone(),
+        })
+        .read_through(false)
+        .writer(writer.clone())
+        .build()
+        .await
+        .unwrap();
+    c.put(k("present"), v("mine")).await.unwrap();
+    c.reset_stats();
+    let keys = [k("a"), k("present"), k("missing"), k("broken"), k("b")];
+    let outcome = c.load_all(&keys, false).await.unwrap();
+    assert!(matches!(outcome[0], Ok(true)));
+    assert!(
+        matches!(outcome[1], Ok(false)),
+        "a present key was not skipped"
+    );
+    assert!(matches!(outcome[2], Ok(false)));
+    assert!(
+        matches!(outcome[3], Err(Error::Loader(_))),
+        "{:?}",
+        outcome[3]
+    );
+    assert!(matches!(outcome[4], Ok(true)));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "the present key was loaded"
+    );
+    assert_eq!(get(&c, "a").await.as_deref(), Some("loaded a"));
+    assert_eq!(get(&c, "present").await.as_deref(), Some("mine"));
+    assert!(!c.contains_key(&k("missing")).await.unwrap());
+    assert!(!c.contains_key(&k("broken")).await.unwrap());
+    // Loads are neither puts nor written through.
+    let s = c.stats();
+    assert_eq!((s.puts, s.load_successes, s.load_failures), (0, 3, 1));
+    assert_eq!(*writer.log.lock(), ["write present=mine"]);
+    // replace_existing loads present keys too.
+    let outcome = c.load_all(&[k("present")], true).await.unwrap();
+    assert!(matches!(outcome[0], Ok(true)));
+    assert_eq!(get(&c, "present").await.as_deref(), Some("loaded present"));
+    // Without a loader there is nothing to do.
+    let none = plain(h, "load-all-none").await;
+    let outcome = none.load_all(&[k("a")], true).await.unwrap();
+    assert!(matches!(outcome[0], Ok(false)));
+    assert!(!none.contains_key(&k("a")).await.unwrap());
+}
+
+// ---------------------------------------------------------------- close, destroy
+
+pub async fn a_closed_cache_refuses_every_call_and_leaves_its_manager(h: &Harness) {
+    let c = plain(h, "close").await;
+    let name = c.name().to_string();
+    c.put(k("a"), v("1")).await.unwrap();
+    let clone = c.clone();
+    c.close().await.unwrap();
+    c.close().await.unwrap();
+    assert!(clone.is_closed());
+    assert!(matches!(c.get(&k("a")).await, Err(Error::Closed(ref n)) if *n == name));
+    assert!(matches!(
+        clone.put(k("b"), v("1")).await,
+        Err(Error::Closed(_))
+    ));
+    assert!(matches!(
+        c.put_if_absent(k("b"), v("1")).await,
+        Err(Error::Closed(_))
+    ));
+    assert!(matches!(c.remove(&k("a")).await, Err(Error::Closed(_))));
+    assert!(matches!(
+        c.invoke(&k("a"), |e| e.exists()).await,
+        Err(Error::Closed(_))
+    ));
+    assert!(matches!(c.len().await, Err(Error::Closed(_))));
+    let first = c.entries().next().await;
+    assert!(matches!(first, Some(Err(Error::Closed(_)))), "{first:?}");
+    assert!(h.manager.get_cache::<String, String>(&name).is_none());
+    // Building it again opens it anew; a remote store kept the data.
+    let again = h
+        .manager
+        .cache::<String, String>(&name)
+        .build()
+        .await
+        .unwrap();
+    assert!(!again.is_closed());
+    if !h.is_local() {
+        assert_eq!(get(&again, "a").await.as_deref(), Some("1"));
+    }
+    again.put(k("b"), v("2")).await.unwrap();
+    assert_eq!(get(&again, "b").await.as_deref(), Some("2"));
+}
+
+pub async fn destroy_cache_removes_data_and_layout_for_every_process(h: &Harness) {
+    let c = h
+        .cache::<String, String>("destroy")
+        .partitions(3)
+        .build()
+        .await
+        .unwrap();
+    let name = c.name().to_string();
+    c.put_all((0..20).map(|i| (format!("k{i}"), v("x"))))
+        .await
+        .unwrap();
+    // Another process's handle on the same cache (remote stores only share data).
+    let elsewhere = if h.is_local() {
+        None
+    } else {
+        let other = CacheManager::from_url(h.manager.url()).unwrap();
+        let cache = other
+            .cache::<String, String>(&name)
+            .partitions(3)
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(get(&cache, "k1").await.as_deref(), Some("x"));
+        Some(cache)
+    };
+    h.manager.destroy_cache(&name).await.unwrap();
+    assert!(c.is_closed());
+    assert!(matches!(c.get(&k("k1")).await, Err(Error::Closed(_))));
+    if let Some(elsewhere) = &elsewhere {
+        assert_eq!(
+            get(elsewhere, "k1").await,
+            None,
+            "the data outlived destroy_cache"
+        );
+    }
+    // The layout record went too: the name takes other settings now.
+    let again = h
+        .manager
+        .cache::<String, String>(&name)
+        .partitions(5)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(again.len().await.unwrap(), 0);
+    assert_eq!(get(&again, "k1").await, None);
+    // A cache this manager never built is destroyed too (opened with its settings).
+    if let Some(elsewhere) = elsewhere {
+        let unbuilt = format!("{name}-unbuilt");
+        let other = CacheManager::from_url(h.manager.url()).unwrap();
+        let cache = other
+            .cache::<String, String>(&unbuilt)
+            .build()
+            .await
+            .unwrap();
+        cache.put(k("a"), v("1")).await.unwrap();
+        h.manager.destroy_cache(&unbuilt).await.unwrap();
+        assert_eq!(
+            get(&cache, "a").await,
+            None,
+            "the data outlived destroy_cache"
+        );
+        assert!(h.manager.get_cache::<String, String>(&unbuilt).is_none());
+        drop(elsewhere);
+    }
+}
+
 /// Instantiates the whole suite as `#[tokio::test]`s. `$manager` is an async fn (or a
 /// path to one) returning the [`CacheManager`] under test.
 ///
@@ -1021,7 +1838,24 @@ macro_rules! conformance_suite {
             oversized_values_are_rejected_before_any_write,
             keys_no_custom_hashing_rule_matches_are_rejected,
             reopening_a_cache_with_other_types_or_settings_is_a_config_error,
-            typed_keys_and_values_round_trip
+            typed_keys_and_values_round_trip,
+            put_all_counts_a_put_only_for_entries_it_stores,
+            invoke_counts_a_hit_or_a_miss_whether_or_not_the_processor_reads,
+            iteration_counts_a_hit_per_entry_and_its_removal_a_removal,
+            a_read_through_load_is_a_miss_not_a_put_and_is_not_written_through,
+            invoke_loads_an_absent_value_the_processor_reads_when_reading_through,
+            invoke_writes_through_a_set_or_a_removal_before_the_cache_changes,
+            a_batch_writer_failing_for_some_entries_applies_exactly_the_others,
+            the_default_batch_writer_stops_at_the_first_failure_and_the_cache_follows,
+            invoke_all_returns_a_result_per_key_and_an_error_stays_with_its_key,
+            load_all_loads_absent_keys_and_reports_each_keys_outcome,
+            expiry_table_created,
+            expiry_table_modified,
+            expiry_table_accessed,
+            expiry_table_touched,
+            a_custom_expiry_policy_sets_each_deadline_it_is_asked_for,
+            a_closed_cache_refuses_every_call_and_leaves_its_manager,
+            destroy_cache_removes_data_and_layout_for_every_process
         );
     };
     (@tests $manager:path; $($check:ident),* $(,)?) => {

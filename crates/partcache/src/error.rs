@@ -46,6 +46,11 @@ pub enum Error {
     /// protocol surprise). Carries the server's message.
     #[error("cache store error: {0}")]
     Store(String),
+    /// The cache was closed ([`crate::Cache::close`]) or destroyed
+    /// ([`crate::CacheManager::destroy_cache`]); carries its name. JCache's
+    /// `IllegalStateException` on a closed cache.
+    #[error("cache `{0}` is closed")]
+    Closed(String),
 }
 
 impl Error {

@@ -9,6 +9,10 @@
 //! | [`ExpiryPolicy::Accessed`] | `now + d` | no | yes |
 //! | [`ExpiryPolicy::Touched`] | `now + d` | yes | yes |
 //!
+//! A [`CustomExpiry`] (JCache's `ExpiryPolicy` interface) replaces the table above
+//! with its own answers: the time to live on creation, and optionally on access and on
+//! update (`None`: the deadline stays).
+//!
 //! On top of the policy, a cache may have a *max-idle* time (reset by every read and
 //! every write, as Caffeine's `expireAfterAccess`) and a single write may carry its own
 //! TTL (`put_with_ttl`: a deadline `now + ttl` that reads do not move). All of them
@@ -18,12 +22,89 @@
 //! stores nothing, an update whose deadline is now removes the entry (an `Expired`
 //! event), and a read whose deadline becomes now returns the value one last time.
 //!
+//! Which operation is a creation, an update or an access follows JSR-107 §6.4 (and its
+//! reference implementation), on every store:
+//!
+//! | operation | creation | update | access |
+//! |---|---|---|---|
+//! | `get`, `get_all`, iteration | load (read-through) | – | present |
+//! | `contains_key`, `remove`, `get_and_remove`, `remove_all`, `clear` | – | – | – |
+//! | `put`, `put_all`, `get_and_put` | absent | present | – |
+//! | `put_if_absent` | absent | – | – (present: nothing) |
+//! | `replace`, `get_and_replace` | – | present | – |
+//! | `replace_if_equals` | – | equal | unequal |
+//! | `remove_if_equals` | – | – | unequal |
+//! | `invoke` | set on absent, or load | set on present | read only, present |
+//! | `load_all` | absent | present, with `replace_existing` | – |
+//!
 //! This module is pure: stores call it with the clock reading they have. The Redis
 //! store's scripts implement the same table.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+/// A custom expiry policy, as JCache's `ExpiryPolicy` interface (and moka's `Expiry`):
+/// the time to live an entry gets when it is created, accessed and updated. Set with
+/// [`crate::CacheBuilder::expiry_policy`]; it replaces the cache's [`ExpiryPolicy`].
+///
+/// Each method is asked at the moment of the operation, by the process that runs it
+/// (on a Redis store the client asks, and the partition's script applies the
+/// answers). Which operation is a creation, an access or an update is the table in the
+/// module docs. A zero duration means expired at once, as for the standard policies.
+///
+/// ```
+/// use partcache::expiry::CustomExpiry;
+/// use std::time::Duration;
+///
+/// /// Lives an hour after it was written; reading it gives it a minute more at least.
+/// struct Session;
+///
+/// impl CustomExpiry for Session {
+///     fn for_creation(&self) -> Option<Duration> {
+///         Some(Duration::from_secs(3600))
+///     }
+///     fn for_access(&self) -> Option<Duration> {
+///         Some(Duration::from_secs(60))
+///     }
+///     fn for_update(&self) -> Option<Duration> {
+///         Some(Duration::from_secs(3600))
+///     }
+/// }
+/// ```
+pub trait CustomExpiry: Send + Sync + 'static {
+    /// Time to live of a new entry (`None`: it never expires; zero: it is not stored).
+    fn for_creation(&self) -> Option<Duration>;
+    /// Time to live from an access on (`None`, the default: the deadline stays where
+    /// it is; zero: the entry expires, its value read one last time).
+    fn for_access(&self) -> Option<Duration> {
+        None
+    }
+    /// Time to live from an update on (`None`, the default: the deadline stays where
+    /// it is; zero: the entry expires at once, with an `Expired` event).
+    fn for_update(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A shared [`CustomExpiry`] inside [`ExpirySettings`]; equal only to itself.
+#[derive(Clone)]
+pub struct Custom(pub Arc<dyn CustomExpiry>);
+
+impl std::fmt::Debug for Custom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Custom(..)")
+    }
+}
+
+impl PartialEq for Custom {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Custom {}
 
 /// When an entry expires, as JCache defines the standard policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -47,12 +128,15 @@ pub enum ExpiryPolicy {
 }
 
 /// A cache's complete expiry settings: the policy, and an optional max-idle time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExpirySettings {
     /// The JCache policy.
     pub policy: ExpiryPolicy,
     /// Expire an entry that was neither read nor written for this long.
     pub max_idle: Option<Duration>,
+    /// A custom policy, which replaces `policy` when set. Its deadline is kept in
+    /// [`FixedDeadlines::policy`], which accesses move too (see [`Self::on_access`]).
+    pub custom: Option<Custom>,
 }
 
 /// The deadlines of one entry that reads do not move: the policy's (for `Created` and
@@ -89,12 +173,15 @@ impl ExpirySettings {
         ExpirySettings {
             policy,
             max_idle: None,
+            custom: None,
         }
     }
 
-    /// `true` when reads move deadlines (so a read must tell the store it happened).
+    /// `true` when reads may move deadlines (so a read must tell the store it
+    /// happened). Always for a custom policy, whose answers may change.
     pub fn reads_extend(&self) -> bool {
         self.max_idle.is_some()
+            || self.custom.is_some()
             || matches!(
                 self.policy,
                 ExpiryPolicy::Accessed(_) | ExpiryPolicy::Touched(_)
@@ -103,6 +190,10 @@ impl ExpirySettings {
 
     /// The deadline reads and writes slide forward, if any, measured from `now`.
     fn sliding(&self, now: Instant, on_update: bool) -> Option<Instant> {
+        if self.custom.is_some() {
+            // A custom policy's deadline is a fixed one that operations set.
+            return self.max_idle.map(|i| now + i);
+        }
         let policy = match self.policy {
             ExpiryPolicy::Touched(d) => Some(now + d),
             ExpiryPolicy::Accessed(d) if !on_update => Some(now + d),
@@ -113,6 +204,12 @@ impl ExpirySettings {
 
     /// The fixed deadlines of a newly created entry.
     pub fn fixed_on_create(&self, now: Instant, ttl: Option<Duration>) -> FixedDeadlines {
+        if let Some(Custom(custom)) = &self.custom {
+            return FixedDeadlines {
+                policy: custom.for_creation().map(|d| now + d),
+                ttl: ttl.map(|t| now + t),
+            };
+        }
         FixedDeadlines {
             policy: match self.policy {
                 ExpiryPolicy::Created(d) | ExpiryPolicy::Modified(d) => Some(now + d),
@@ -129,6 +226,12 @@ impl ExpirySettings {
         old: FixedDeadlines,
         ttl: Option<Duration>,
     ) -> FixedDeadlines {
+        if let Some(Custom(custom)) = &self.custom {
+            return FixedDeadlines {
+                policy: custom.for_update().map(|d| now + d).or(old.policy),
+                ttl: ttl.map(|t| now + t),
+            };
+        }
         FixedDeadlines {
             policy: match self.policy {
                 ExpiryPolicy::Created(_) => old.policy,
@@ -190,6 +293,25 @@ impl ExpirySettings {
     ) -> (FixedDeadlines, Option<Duration>) {
         let fixed = self.fixed_on_update(now, old, ttl);
         (fixed, self.ttl_on_update(now, fixed, remaining))
+    }
+
+    /// An access under a custom policy: the entry's new fixed deadlines (the policy
+    /// deadline moved when [`CustomExpiry::for_access`] says so) and its time to live.
+    /// `None` without a custom policy (see [`Self::on_read`]).
+    pub fn on_access(
+        &self,
+        now: Instant,
+        fixed: FixedDeadlines,
+    ) -> Option<(FixedDeadlines, Option<Duration>)> {
+        let Custom(custom) = self.custom.as_ref()?;
+        let fixed = FixedDeadlines {
+            policy: custom.for_access().map(|d| now + d).or(fixed.policy),
+            ttl: fixed.ttl,
+        };
+        Some((
+            fixed,
+            until(earliest(fixed.earliest(), self.sliding(now, false)), now),
+        ))
     }
 
     /// Time to live after a read, given the entry's fixed deadlines and the time it had
@@ -329,6 +451,7 @@ mod tests {
         let s = ExpirySettings {
             policy: ExpiryPolicy::Created(D),
             max_idle: Some(4 * S),
+            custom: None,
         };
         let t0 = Instant::now();
         let (fixed, ttl) = s.on_create(t0, None);
@@ -363,6 +486,51 @@ mod tests {
                 .1,
             Some(Duration::ZERO)
         );
+    }
+
+    struct Fixed(Option<Duration>, Option<Duration>, Option<Duration>);
+
+    impl CustomExpiry for Fixed {
+        fn for_creation(&self) -> Option<Duration> {
+            self.0
+        }
+        fn for_access(&self) -> Option<Duration> {
+            self.1
+        }
+        fn for_update(&self) -> Option<Duration> {
+            self.2
+        }
+    }
+
+    fn custom(policy: Fixed) -> ExpirySettings {
+        ExpirySettings {
+            custom: Some(Custom(Arc::new(policy))),
+            ..ExpirySettings::default()
+        }
+    }
+
+    #[test]
+    fn a_custom_policy_sets_the_deadline_it_is_asked_for_and_keeps_it_on_none() {
+        let t0 = Instant::now();
+        let s = custom(Fixed(Some(D), Some(3 * S), None));
+        let (fixed, ttl) = s.on_create(t0, None);
+        assert_eq!(ttl, Some(D));
+        // An access sets its own deadline, earlier or later than the creation's.
+        let (accessed, ttl) = s.on_access(t0 + S, fixed).unwrap();
+        assert_eq!(ttl, Some(3 * S));
+        // An update that says nothing keeps the deadline the access set.
+        let (_, ttl) = s.on_update(t0 + 2 * S, accessed, Some(2 * S), None);
+        assert_eq!(ttl, Some(2 * S));
+        // Eternal on creation; an update's duration then sets one.
+        let s = custom(Fixed(None, None, Some(S)));
+        let (fixed, ttl) = s.on_create(t0, None);
+        assert_eq!(ttl, None);
+        assert_eq!(s.on_access(t0 + D, fixed).unwrap().1, None);
+        assert_eq!(s.on_update(t0 + D, fixed, None, None).1, Some(S));
+        // Zero on creation: not stored.
+        let s = custom(Fixed(Some(Duration::ZERO), None, None));
+        assert_eq!(s.on_create(t0, None).1, Some(Duration::ZERO));
+        assert!(s.reads_extend());
     }
 
     #[test]

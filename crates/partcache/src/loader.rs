@@ -18,12 +18,65 @@ pub trait CacheLoader<K, V>: Send + Sync + 'static {
 }
 
 /// Writes through to the system of record before the cache changes.
+///
+/// The batch forms ([`CacheWriter::write_all`], [`CacheWriter::delete_all`]) serve
+/// `put_all` and `remove_all_keys`. They may succeed for some entries and fail for
+/// others: a [`BatchError`] says which failed, and the cache then applies exactly the
+/// others (JSR-107 §9.4: `writeAll`/`deleteAll` leave the failed entries in their
+/// collection). Afterwards, for every key, written by the writer ⇔ changed in the
+/// cache. The defaults call [`CacheWriter::write`] / [`CacheWriter::delete`] per
+/// entry and stop at the first failure.
 #[async_trait]
-pub trait CacheWriter<K, V>: Send + Sync + 'static {
+pub trait CacheWriter<K, V>: Send + Sync + 'static
+where
+    K: Sync,
+    V: Sync,
+{
     /// Called before `key` is set to `value` in the cache.
     async fn write(&self, key: &K, value: &V) -> Result<(), BoxError>;
     /// Called before `key` is removed from the cache.
     async fn delete(&self, key: &K) -> Result<(), BoxError>;
+
+    /// Called before `entries` are stored by `put_all`. On failure, the error names the
+    /// entries (by index into `entries`) that were *not* written; the cache stores the
+    /// others only.
+    async fn write_all(&self, entries: &[(&K, &V)]) -> Result<(), BatchError> {
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if let Err(error) = self.write(key, value).await {
+                return Err(BatchError {
+                    failed: (i..entries.len()).collect(),
+                    error,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Called before `keys` are removed by `remove_all_keys` (or `remove_all`). On
+    /// failure, the error names the keys (by index into `keys`) that were *not* deleted;
+    /// the cache removes the others only.
+    async fn delete_all(&self, keys: &[&K]) -> Result<(), BatchError> {
+        for (i, key) in keys.iter().enumerate() {
+            if let Err(error) = self.delete(key).await {
+                return Err(BatchError {
+                    failed: (i..keys.len()).collect(),
+                    error,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A batch write or delete that failed for some entries: [`CacheWriter::write_all`],
+/// [`CacheWriter::delete_all`].
+#[derive(Debug)]
+pub struct BatchError {
+    /// Indexes (into the batch) of the entries the writer did not apply. Entries not
+    /// listed were applied.
+    pub failed: Vec<usize>,
+    /// What went wrong (returned to the caller as [`crate::Error::Writer`]).
+    pub error: BoxError,
 }
 
 /// The error a [`BoxError`] becomes inside [`crate::Error`].

@@ -16,7 +16,7 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use crate::event::EventSender;
-use crate::expiry::ExpiryPolicy;
+use crate::expiry::{Custom, CustomExpiry, ExpiryPolicy, ExpirySettings};
 use crate::loader::{CacheLoader, CacheWriter};
 use crate::partition::{HashingPolicy, PartitionMap};
 use crate::single_flight::SingleFlight;
@@ -40,11 +40,18 @@ enum Backend {
 }
 
 struct OpenCache {
+    /// Tells this build of the cache from a later one of the same name.
+    id: u64,
     config: CacheConfig,
     handle: Box<dyn Any + Send + Sync>,
     /// The same cache, typeless, for [`CacheManager::caches`].
     any: Arc<dyn AnyCache>,
+    /// Destroys the cache (typeless), for [`CacheManager::destroy_cache`].
+    destroy: Box<dyn Fn() -> futures::future::BoxFuture<'static, Result<()>> + Send + Sync>,
 }
+
+/// Ids of [`OpenCache`]s.
+static NEXT_OPEN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct ManagerInner {
     url: String,
@@ -198,6 +205,8 @@ impl CacheManager {
             name: name.to_string(),
             config,
             loader: None,
+            read_through: true,
+            custom_expiry: None,
             writer: None,
             weigher: None,
             _types: PhantomData,
@@ -230,6 +239,49 @@ impl CacheManager {
         }
     }
 
+    /// Destroys the cache `name` (JSR-107 §4.1.2 `CacheManager.destroyCache`): removes
+    /// its entries and every record the store keeps for it (on a Redis store its layout
+    /// record too, so that it can be built again with other settings), for every
+    /// process; closes it in this process ([`Cache::close`]: further calls on it fail
+    /// with [`Error::Closed`]) and forgets it here. Other processes' handles are not
+    /// closed: a write through one recreates the entry.
+    ///
+    /// A cache not built in this process is opened with this manager's settings for
+    /// `name` (its configuration file's, or the defaults) to be destroyed: a store that
+    /// recorded another layout (partition count, codec) answers [`Error::Config`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let cache = manager.cache::<u32, u32>("destroy-doc").build().await?;
+    /// cache.put(1, 1).await?;
+    /// manager.destroy_cache("destroy-doc").await?;
+    /// assert!(cache.is_closed());
+    /// let again = manager.cache::<u32, u32>("destroy-doc").build().await?;
+    /// assert_eq!(again.len().await?, 0);
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn destroy_cache(&self, name: &str) -> Result<()> {
+        let destroy = self
+            .inner
+            .open
+            .lock()
+            .get(name)
+            .map(|open| (open.destroy)());
+        if let Some(destroy) = destroy {
+            return destroy.await;
+        }
+        match &self.inner.backend {
+            // Nothing outlives the process on the embedded store.
+            Backend::Memory => Ok(()),
+            Backend::Remote(_) => {
+                // Any key and value types do: the store holds bytes.
+                let cache = self.cache::<String, Vec<u8>>(name).build().await?;
+                cache.destroy().await
+            }
+        }
+    }
+
     /// An already built cache, if `name` was built with these types.
     pub fn get_cache<K: CacheKey, V: CacheValue>(&self, name: &str) -> Option<Cache<K, V>> {
         self.inner
@@ -246,6 +298,8 @@ pub struct CacheBuilder<K, V> {
     name: String,
     config: CacheConfig,
     loader: Option<Arc<dyn CacheLoader<K, V>>>,
+    read_through: bool,
+    custom_expiry: Option<Arc<dyn CustomExpiry>>,
     writer: Option<Arc<dyn CacheWriter<K, V>>>,
     weigher: Option<Weigher<K, V>>,
     _types: PhantomData<fn() -> (K, V)>,
@@ -255,6 +309,16 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     /// The expiry policy (default: eternal).
     pub fn expiry(mut self, policy: ExpiryPolicy) -> Self {
         self.config.expiry = Some(policy);
+        self
+    }
+
+    /// A custom expiry policy (JCache's `ExpiryPolicy` interface), which replaces
+    /// [`CacheBuilder::expiry`]: see [`CustomExpiry`]. It works on every store (on a
+    /// Redis store each call sends the durations the policy gives). Like the loader, it
+    /// is not part of the cache's settings: reopening the cache returns it as built.
+    /// A cache with one cannot have a near cache (an access may move its deadline).
+    pub fn expiry_policy(mut self, policy: impl CustomExpiry) -> Self {
+        self.custom_expiry = Some(Arc::new(policy));
         self
     }
 
@@ -336,9 +400,17 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
-    /// A read-through loader for misses of `get` and `get_all`.
+    /// A read-through loader for misses of `get`, `get_all` and entry processors, and
+    /// for [`Cache::load_all`].
     pub fn loader(mut self, loader: impl CacheLoader<K, V>) -> Self {
         self.loader = Some(Arc::new(loader));
+        self
+    }
+
+    /// Whether misses load through the loader (default: on). Off, only
+    /// [`Cache::load_all`] calls the loader (JCache's `setReadThrough(false)`).
+    pub fn read_through(mut self, read_through: bool) -> Self {
+        self.read_through = read_through;
         self
     }
 
@@ -354,9 +426,14 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         let manager = self.manager.inner.clone();
         let mut config = self.config.or(&manager.config.defaults);
         config.validate(&self.name)?;
+        let expiry = ExpirySettings {
+            custom: self.custom_expiry.clone().map(Custom),
+            ..config.expiry_settings()
+        };
         config.near_cache = near_cache_for(
             &self.name,
             &config,
+            &expiry,
             self.config.near_cache.is_some(),
             matches!(manager.backend, Backend::Memory),
         )?;
@@ -369,7 +446,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         let (store, encoded, local_checks): (Arc<dyn Store<K, V>>, _, _) = match &manager.backend {
             Backend::Memory => {
                 let store = LocalStore::new(LocalConfig {
-                    expiry: config.expiry_settings(),
+                    expiry: expiry.clone(),
                     max_entries: config.max_entries,
                     weigher: self.weigher,
                     max_weight: config.max_weight,
@@ -404,7 +481,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                     .open(RawCacheSpec {
                         name: self.name.clone(),
                         partitions: partitions.clone(),
-                        expiry: config.expiry_settings(),
+                        expiry: expiry.clone(),
                         max_entries: config.max_entries,
                         codec,
                         publish_events: config.publish_events.unwrap_or(true),
@@ -438,6 +515,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 (store, Some(encoded), None)
             }
         };
+        let id = NEXT_OPEN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key_locks = self.writer.as_ref().map(|_| {
             (0..KEY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -451,10 +529,13 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 encoded,
                 stats,
                 loader: self.loader,
+                read_through: self.read_through,
                 writer: self.writer,
                 flights: SingleFlight::default(),
                 key_locks,
                 local_checks,
+                closed: std::sync::atomic::AtomicBool::new(false),
+                release: Some(release(&manager, &self.name, id)),
             }),
         };
         let mut open = manager.open.lock();
@@ -462,16 +543,37 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         if let Some(existing) = open.get(&self.name) {
             return reopen(&self.name, existing, &config);
         }
+        let destroyed = cache.clone();
         open.insert(
             self.name,
             OpenCache {
+                id,
                 config,
                 handle: Box::new(cache.clone()),
                 any: Arc::new(cache.clone()),
+                destroy: Box::new(move || {
+                    let cache = destroyed.clone();
+                    Box::pin(async move { cache.destroy().await })
+                }),
             },
         );
         Ok(cache)
     }
+}
+
+/// What a cache calls when it is closed: takes the build `id` of `name` out of
+/// `manager`'s open caches (a later build of the same name stays).
+fn release(manager: &Arc<ManagerInner>, name: &str, id: u64) -> Box<dyn Fn() + Send + Sync> {
+    let manager = Arc::downgrade(manager);
+    let name = name.to_string();
+    Box::new(move || {
+        if let Some(manager) = manager.upgrade() {
+            let mut open = manager.open.lock();
+            if open.get(&name).is_some_and(|o| o.id == id) {
+                open.remove(&name);
+            }
+        }
+    })
 }
 
 /// The near cache `config` (already merged with the defaults) gets, or the error that
@@ -481,6 +583,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
 fn near_cache_for(
     name: &str,
     config: &CacheConfig,
+    expiry: &ExpirySettings,
     own: bool,
     local_backend: bool,
 ) -> Result<Option<NearCache>> {
@@ -494,8 +597,8 @@ fn near_cache_for(
         return Err(Error::Config(format!(
             "cache `{name}`: a near cache is pointless on `memory://`: the local store already keeps decoded values in this process (remove `near_cache`)"
         )));
-    } else if config.expiry_settings().reads_extend() {
-        "its reads extend the store's expiry (an `accessed` or `touched` policy, or `max_idle`), and a local hit cannot slide the store's deadline without the round trip a near cache exists to avoid"
+    } else if expiry.reads_extend() {
+        "its reads extend the store's expiry (an `accessed` or `touched` policy, a custom policy, or `max_idle`), and a local hit cannot slide the store's deadline without the round trip a near cache exists to avoid"
     } else if config.publish_events == Some(false) {
         "it has `publish_events = false`, and the event channel is the near cache's invalidation feed"
     } else {

@@ -3,14 +3,17 @@
 //! | operation | counts |
 //! |---|---|
 //! | `get`, `get_all` (per key), `get_and_*` | a hit or a miss |
-//! | `put`, `put_all` (per entry), `get_and_put` | a put |
+//! | `put`, `get_and_put` | a put (none under a zero creation expiry) |
+//! | `put_all` | a put per entry stored (none under a zero creation expiry) |
 //! | `put_if_absent` | absent: a miss and a put; present: a hit |
 //! | `replace`, `get_and_replace` | present: a hit and a put; absent: a miss |
 //! | `replace_if_equals` | equal: a hit and a put; unequal: a hit; absent: a miss |
 //! | `remove`, `get_and_remove`, `remove_all` | a removal per entry removed (and a hit/miss for `get_and_remove`) |
 //! | `remove_if_equals` | equal: a hit and a removal; unequal: a hit; absent: a miss |
-//! | `contains_key`, `clear`, iteration | nothing |
-//! | `invoke` | what the entry processor did: read → hit/miss, set → put, remove → removal |
+//! | `contains_key`, `clear`, `keys` | nothing |
+//! | iteration ([`crate::Cache::entries`]) | a hit per entry returned; [`crate::Entries::remove`]: a removal |
+//! | `invoke`, `invoke_all` (per key) | present: a hit, absent: a miss (read or not); then set → put, remove → removal (net effect) |
+//! | read-through load (`get`, `get_all`, `invoke`), `load_all`, `get_or_load` | a load success or failure, never a put |
 //!
 //! Counters are striped over cache-line-padded cells so that tasks on different cores
 //! do not fight over one line; a [`CacheStats`] snapshot sums them. The snapshot is

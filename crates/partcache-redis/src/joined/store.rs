@@ -316,6 +316,36 @@ impl RawStore for JoinedStore {
             .await
     }
 
+    async fn close(&self) -> Result<()> {
+        for member in &self.shared.members {
+            member.store.close().await?;
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        for member in &self.shared.members {
+            member
+                .store
+                .destroy()
+                .await
+                .map_err(|e| member.context(e))?;
+        }
+        Ok(())
+    }
+
+    async fn touch(&self, key: &RawKey) -> Result<()> {
+        let member = self.member(self.owner(key)?);
+        let result = member.store.touch(key).await;
+        self.after(result.map_err(|e| member.context(e)))
+    }
+
+    async fn peek(&self, key: &RawKey) -> Result<Option<Vec<u8>>> {
+        let member = self.member(self.owner(key)?);
+        let result = member.store.peek(key).await;
+        self.after(result.map_err(|e| member.context(e)))
+    }
+
     async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>> {
         self.per_member(
             keys,
@@ -337,7 +367,7 @@ impl RawStore for JoinedStore {
         self.after(result.map_err(|e| member.context(e)))
     }
 
-    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<u64> {
         let mut per_member: Vec<Vec<(RawKey, Vec<u8>)>> =
             (0..self.shared.members.len()).map(|_| Vec::new()).collect();
         for entry in entries {
@@ -359,7 +389,12 @@ impl RawStore for JoinedStore {
                 }
             });
         let results = join_all(calls).await;
-        self.after(results.into_iter().collect::<Result<Vec<()>>>().map(|_| ()))
+        self.after(
+            results
+                .into_iter()
+                .collect::<Result<Vec<u64>>>()
+                .map(|stored| stored.into_iter().sum()),
+        )
     }
 
     async fn remove_all(&self, keys: &[RawKey]) -> Result<u64> {

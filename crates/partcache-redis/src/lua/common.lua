@@ -27,6 +27,8 @@
 -- runs once, when the library is loaded: scripts.rs).
 local P, IX, DL, FX, SQ
 local KIND, D, IDLE, BUDGET, PUBMODE, ORIGIN, CHANNEL, READS_EXTEND
+-- A custom policy's durations (ms; -1: none): creation, access, update.
+local CC, CA, CU
 local NOW, TICK
 local EVENTS, EVICTED, EXPIRED
 local SUBSCRIBED
@@ -65,11 +67,21 @@ end
 
 -- The cache's settings (numbers).
 local function settings(kind, d, idle, budget)
-  KIND = kind       -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched
-  D = d             -- the policy's duration, ms
+  KIND = kind       -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched, 5 custom
   IDLE = idle       -- max-idle, ms; -1: none
   BUDGET = budget   -- max entries of this partition; 0: unbounded
-  READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4
+  if KIND == 5 then
+    -- `<creation>:<access>:<update>`, which the client asked the policy for just now.
+    local a = string.find(d, ':', 1, true)
+    local b = string.find(d, ':', a + 1, true)
+    CC = tonumber(string.sub(d, 1, a - 1))
+    CA = tonumber(string.sub(d, a + 1, b - 1))
+    CU = tonumber(string.sub(d, b + 1))
+    D = 0
+  else
+    D = tonumber(d) -- the policy's duration, ms
+  end
+  READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4 or (KIND == 5 and CA >= 0)
 end
 
 -- The server time: NOW in ms, TICK in µs.
@@ -81,7 +93,7 @@ end
 
 local function setup(KEYS, ARGV)
   setup_partition(KEYS, tonumber(ARGV[5]), ARGV[6], ARGV[7])
-  settings(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+  settings(tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
   clock()
 end
 
@@ -263,6 +275,7 @@ local function put(text, blob, keyonly, ttl, cur)
   if not cur then
     local fp = nil
     if KIND == 1 or KIND == 2 then fp = NOW + D end
+    if KIND == 5 and CC >= 0 then fp = NOW + CC end
     local dl = minv(minv(fp, ft), sliding(false))
     -- JSR-107: an entry whose creation expiry is zero is never stored.
     if dl and dl <= NOW then return 0 end
@@ -274,6 +287,10 @@ local function put(text, blob, keyonly, ttl, cur)
   local oldfp = fixed_of(text)
   local fp = nil
   if KIND == 1 then fp = oldfp elseif KIND == 2 then fp = NOW + D end
+  if KIND == 5 then
+    -- The policy's deadline (which accesses may have moved) unless the update sets one.
+    if CU >= 0 then fp = NOW + CU else fp = oldfp end
+  end
   local kept = nil
   if KIND == 3 then
     -- Accessed: an update keeps the access deadline (the entry's remaining time).
@@ -301,7 +318,7 @@ end
 -- current(text)). Returns 1 when an entry existed, 0 when not, nil when the caller
 -- must use put() instead.
 local function put_blind(text, blob, keyonly, ttl)
-  if KIND == 1 or KIND == 3 then return nil end
+  if KIND == 1 or KIND == 3 or KIND == 5 then return nil end
   local ft = nil
   if ttl >= 0 then ft = NOW + ttl end
   local fp = nil
@@ -365,6 +382,42 @@ local function remove(text, cur)
   forget(text)
   emit('R', cur)
   return 1
+end
+
+-- A read of the live entry `text` (entry key `k`, blob `v`) as an access: slides the
+-- expiry of the policies reads extend and refreshes the last use (the index score)
+-- when the cache has a budget or a max-idle. Returns false when the access's expiry
+-- is zero: the entry is removed (an `Expired` event), its value read one last time.
+local function access(text, k, v)
+  if READS_EXTEND then
+    local fp, ft, keyonly = fixed_of(text)
+    if KIND == 5 and CA >= 0 then
+      -- A custom policy's access sets the policy deadline, kept in the entry's
+      -- fixed-deadline record (recorded for the next update). An entry without one (no
+      -- deadline so far) announces its expiry with its whole blob.
+      fp = NOW + CA
+      keyonly = keyonly or v
+      local b = ''
+      if ft then b = int(ft) end
+      redis.call('HSET', FX, text, int(fp) .. ',' .. b .. ',' .. keyonly)
+    end
+    local dl = minv(minv(fp, ft), sliding(false))
+    if dl and dl <= NOW then
+      redis.call('DEL', k)
+      forget(text)
+      emit('X', v)
+      EXPIRED = EXPIRED + 1
+      return false
+    elseif dl then
+      redis.call('PEXPIREAT', k, int(dl))
+      -- An entry without records (lean, see store) keeps its deadline in the
+      -- index score, which the next line moves.
+      if keyonly then redis.call('ZADD', DL, int(dl), text) end
+    end
+  end
+  -- The index score is the last use: LRU order, and the max-idle deadline.
+  if BUDGET > 0 or IDLE >= 0 then redis.call('ZADD', IX, 'XX', int(TICK), text) end
+  return true
 end
 
 local function reply(result)

@@ -19,7 +19,13 @@ local prev = false
 if want and cur then prev = cur end
 local holds = cond == 0 or (cond == 1 and not cur) or (cond == 2 and cur ~= false)
   or (cond == 3 and cur == expected)
-if not holds then return write_reply(existed, 0, prev) end
+if not holds then
+  -- JSR-107 §6.4: `remove(k, v)` and `replace(k, v, new)` that find another value are
+  -- accesses; every other write that does not apply (`putIfAbsent` on a present key,
+  -- `replace` on an absent one) touches nothing.
+  if cond == 3 and cur then access(text, ek(text), cur) end
+  return write_reply(existed, 0, prev)
+end
 local applied
 if action == 1 then
   applied = put(text, blob, keyonly, ttl, cur)

@@ -311,7 +311,7 @@ where
         })
     }
 
-    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<()> {
+    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<u64> {
         let encoded = entries
             .iter()
             .map(|(k, v)| Ok((self.raw_key(k)?, self.encode(k, v)?)))
@@ -341,10 +341,8 @@ where
             xxhash_rust::xxh3::xxh3_64(raw_key.text.as_bytes()) as usize % COMPUTE_LOCK_STRIPES;
         let _turn = self.compute_locks[stripe].lock().await;
         for _ in 0..MAX_COMPUTE_ATTEMPTS {
-            let current_blob = self
-                .after(self.raw.get_all(std::slice::from_ref(&raw_key)).await)?
-                .pop()
-                .flatten();
+            // Not an access: the processor's decision says whether it was one.
+            let current_blob = self.after(self.raw.peek(&raw_key).await)?;
             let current = current_blob
                 .as_ref()
                 .and_then(|blob| self.decode_value(blob));
@@ -357,7 +355,14 @@ where
                 None => RawCondition::IfAbsent,
             };
             let (action, computed) = match (decision, current_blob.is_some()) {
-                (Decision::Keep, _) | (Decision::Remove, false) => return Ok(Computed::Unchanged),
+                (Decision::Access, true) => {
+                    // The read the processor made, as an access (JSR-107 §6.4).
+                    self.after(self.raw.touch(&raw_key).await)?;
+                    return Ok(Computed::Unchanged);
+                }
+                (Decision::Keep | Decision::Access, _) | (Decision::Remove, false) => {
+                    return Ok(Computed::Unchanged);
+                }
                 (Decision::Put(value, ttl), existed) => (
                     RawAction::Put {
                         blob: self.encode(key, &value)?,
@@ -417,5 +422,13 @@ where
 
     async fn run_pending_tasks(&self) -> Result<()> {
         self.after(self.raw.run_pending_tasks().await)
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.raw.close().await
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        self.raw.destroy().await
     }
 }

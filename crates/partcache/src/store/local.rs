@@ -30,6 +30,9 @@ use crate::stats::StatsCounters;
 struct Slot<V> {
     value: Arc<V>,
     fixed: FixedDeadlines,
+    /// Under a custom policy only: the policy deadline the last access set, if one did
+    /// (moka's read callback sees the entry by shared reference).
+    accessed: Option<Arc<parking_lot::Mutex<Option<Instant>>>>,
 }
 
 // Not derived: a derive would require `V: Clone`, but only the `Arc` is cloned.
@@ -38,6 +41,28 @@ impl<V> Clone for Slot<V> {
         Slot {
             value: self.value.clone(),
             fixed: self.fixed,
+            accessed: self.accessed.clone(),
+        }
+    }
+}
+
+impl<V> Slot<V> {
+    fn new(value: Arc<V>, fixed: FixedDeadlines, settings: &ExpirySettings) -> Self {
+        Slot {
+            value,
+            fixed,
+            accessed: settings.custom.as_ref().map(|_| Arc::default()),
+        }
+    }
+
+    /// The entry's fixed deadlines, with the policy deadline an access moved.
+    fn deadlines(&self) -> FixedDeadlines {
+        match self.accessed.as_ref().and_then(|a| *a.lock()) {
+            Some(policy) => FixedDeadlines {
+                policy: Some(policy),
+                ..self.fixed
+            },
+            None => self.fixed,
         }
     }
 }
@@ -65,6 +90,28 @@ struct MokaExpiry {
     settings: ExpirySettings,
 }
 
+thread_local! {
+    /// Set while a write or an entry processor runs in moka's `and_compute_with`,
+    /// whose lookup of the current entry moka records as a read: that lookup is not an
+    /// access (JSR-107 §6.4: updates and `putIfAbsent` on a present key leave the access
+    /// deadline alone), so [`MokaExpiry::expire_after_read`] leaves the deadline as it
+    /// is while this is set. Writes that *are* accesses read the entry again afterwards.
+    static NOT_AN_ACCESS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with [`NOT_AN_ACCESS`] set (and clears it even if `f` panics).
+fn without_access<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NOT_AN_ACCESS.with(|flag| flag.set(false));
+        }
+    }
+    NOT_AN_ACCESS.with(|flag| flag.set(true));
+    let _reset = Reset;
+    f()
+}
+
 impl<K, V> moka::Expiry<K, Slot<V>> for MokaExpiry {
     fn expire_after_create(
         &self,
@@ -83,6 +130,15 @@ impl<K, V> moka::Expiry<K, Slot<V>> for MokaExpiry {
         remaining: Option<Duration>,
         _last_modified_at: Instant,
     ) -> Option<Duration> {
+        if NOT_AN_ACCESS.with(|flag| flag.get()) {
+            return remaining;
+        }
+        if let Some((fixed, ttl)) = self.settings.on_access(read_at, slot.deadlines()) {
+            if let (Some(accessed), Some(policy)) = (&slot.accessed, fixed.policy) {
+                *accessed.lock() = Some(policy);
+            }
+            return ttl;
+        }
         self.settings.on_read(read_at, slot.fixed, remaining)
     }
 
@@ -129,7 +185,9 @@ where
         } = config;
         let mut builder = moka::sync::Cache::builder()
             .eviction_policy(EvictionPolicy::lru())
-            .expire_after(MokaExpiry { settings: expiry });
+            .expire_after(MokaExpiry {
+                settings: expiry.clone(),
+            });
         match (max_entries, weigher, max_weight) {
             (Some(_), Some(_), _) => {
                 return Err(Error::Config(
@@ -196,20 +254,18 @@ where
         else {
             return false;
         };
-        if matches!(self.expiry.policy, ExpiryPolicy::Created(_)) || self.events.is_listened() {
+        if matches!(self.expiry.policy, ExpiryPolicy::Created(_))
+            || self.expiry.custom.is_some()
+            || self.events.is_listened()
+        {
             return false;
         }
         let fixed = self.expiry.fixed_on_create(now, *ttl);
         if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
             return false;
         }
-        self.cache.insert(
-            key.clone(),
-            Slot {
-                value: value.clone(),
-                fixed,
-            },
-        );
+        self.cache
+            .insert(key.clone(), Slot::new(value.clone(), fixed, &self.expiry));
         true
     }
 
@@ -234,59 +290,67 @@ where
             applied: false,
             previous: None,
         };
-        self.cache.entry_by_ref(key).and_compute_with(|current| {
-            let current = current.map(|entry| entry.into_value());
-            outcome.existed = current.is_some();
-            if want_previous {
-                outcome.previous = current.as_ref().map(|slot| slot.value.clone());
-            }
-            let holds = match &condition {
-                Condition::Always => true,
-                Condition::IfAbsent => current.is_none(),
-                Condition::IfPresent => current.is_some(),
-                Condition::IfEquals(expected, eq) => current
-                    .as_ref()
-                    .is_some_and(|slot| eq(&slot.value, expected)),
-            };
-            if !holds {
-                return Op::Nop;
-            }
-            match (action, current) {
-                (Action::Put { value, ttl }, None) => {
-                    let fixed = self.expiry.fixed_on_create(now, ttl);
-                    // JSR-107: an entry whose creation expiry is zero is never stored.
-                    if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
-                        return Op::Nop;
+        let compares = matches!(condition, Condition::IfEquals(..));
+        without_access(|| {
+            self.cache.entry_by_ref(key).and_compute_with(|current| {
+                let current = current.map(|entry| entry.into_value());
+                outcome.existed = current.is_some();
+                if want_previous {
+                    outcome.previous = current.as_ref().map(|slot| slot.value.clone());
+                }
+                let holds = match &condition {
+                    Condition::Always => true,
+                    Condition::IfAbsent => current.is_none(),
+                    Condition::IfPresent => current.is_some(),
+                    Condition::IfEquals(expected, eq) => current
+                        .as_ref()
+                        .is_some_and(|slot| eq(&slot.value, expected)),
+                };
+                if !holds {
+                    return Op::Nop;
+                }
+                match (action, current) {
+                    (Action::Put { value, ttl }, None) => {
+                        let fixed = self.expiry.fixed_on_create(now, ttl);
+                        // JSR-107: an entry whose creation expiry is zero is never stored.
+                        if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
+                            return Op::Nop;
+                        }
+                        outcome.applied = true;
+                        self.events.emit(
+                            EventKind::Created,
+                            || key.clone(),
+                            Some(value.clone()),
+                            None,
+                        );
+                        Op::Put(Slot::new(value, fixed, &self.expiry))
                     }
-                    outcome.applied = true;
-                    self.events.emit(
-                        EventKind::Created,
-                        || key.clone(),
-                        Some(value.clone()),
-                        None,
-                    );
-                    Op::Put(Slot { value, fixed })
+                    (Action::Put { value, ttl }, Some(old)) => {
+                        outcome.applied = true;
+                        let fixed = self.expiry.fixed_on_update(now, old.deadlines(), ttl);
+                        self.events.emit(
+                            EventKind::Updated,
+                            || key.clone(),
+                            Some(value.clone()),
+                            Some(old.value),
+                        );
+                        Op::Put(Slot::new(value, fixed, &self.expiry))
+                    }
+                    (Action::Remove, Some(old)) => {
+                        outcome.applied = true;
+                        self.events
+                            .emit(EventKind::Removed, || key.clone(), Some(old.value), None);
+                        Op::Remove
+                    }
+                    (Action::Remove, None) => Op::Nop,
                 }
-                (Action::Put { value, ttl }, Some(old)) => {
-                    outcome.applied = true;
-                    let fixed = self.expiry.fixed_on_update(now, old.fixed, ttl);
-                    self.events.emit(
-                        EventKind::Updated,
-                        || key.clone(),
-                        Some(value.clone()),
-                        Some(old.value),
-                    );
-                    Op::Put(Slot { value, fixed })
-                }
-                (Action::Remove, Some(old)) => {
-                    outcome.applied = true;
-                    self.events
-                        .emit(EventKind::Removed, || key.clone(), Some(old.value), None);
-                    Op::Remove
-                }
-                (Action::Remove, None) => Op::Nop,
-            }
+            })
         });
+        if compares && outcome.existed && !outcome.applied {
+            // JSR-107 §6.4: `remove(k, v)` and `replace(k, v, new)` that find another
+            // value are accesses.
+            self.cache.get(key);
+        }
         outcome
     }
 
@@ -294,43 +358,53 @@ where
         let now = Instant::now();
         let _stripe = self.stripe(key);
         let mut computed = Computed::Unchanged;
-        self.cache.entry_by_ref(key).and_compute_with(|current| {
-            let current = current.map(|entry| entry.into_value());
-            match (processor(current.as_ref().map(|slot| &slot.value)), current) {
-                (Decision::Keep, _) | (Decision::Remove, None) => Op::Nop,
-                (Decision::Put(value, ttl), None) => {
-                    let fixed = self.expiry.fixed_on_create(now, ttl);
-                    if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
-                        return Op::Nop;
+        let mut accessed = false;
+        without_access(|| {
+            self.cache.entry_by_ref(key).and_compute_with(|current| {
+                let current = current.map(|entry| entry.into_value());
+                match (processor(current.as_ref().map(|slot| &slot.value)), current) {
+                    (Decision::Access, Some(_)) => {
+                        accessed = true;
+                        Op::Nop
                     }
-                    computed = Computed::Created;
-                    self.events.emit(
-                        EventKind::Created,
-                        || key.clone(),
-                        Some(value.clone()),
-                        None,
-                    );
-                    Op::Put(Slot { value, fixed })
+                    (Decision::Keep | Decision::Access, _) | (Decision::Remove, None) => Op::Nop,
+                    (Decision::Put(value, ttl), None) => {
+                        let fixed = self.expiry.fixed_on_create(now, ttl);
+                        if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
+                            return Op::Nop;
+                        }
+                        computed = Computed::Created;
+                        self.events.emit(
+                            EventKind::Created,
+                            || key.clone(),
+                            Some(value.clone()),
+                            None,
+                        );
+                        Op::Put(Slot::new(value, fixed, &self.expiry))
+                    }
+                    (Decision::Put(value, ttl), Some(old)) => {
+                        computed = Computed::Updated;
+                        let fixed = self.expiry.fixed_on_update(now, old.deadlines(), ttl);
+                        self.events.emit(
+                            EventKind::Updated,
+                            || key.clone(),
+                            Some(value.clone()),
+                            Some(old.value),
+                        );
+                        Op::Put(Slot::new(value, fixed, &self.expiry))
+                    }
+                    (Decision::Remove, Some(old)) => {
+                        computed = Computed::Removed;
+                        self.events
+                            .emit(EventKind::Removed, || key.clone(), Some(old.value), None);
+                        Op::Remove
+                    }
                 }
-                (Decision::Put(value, ttl), Some(old)) => {
-                    computed = Computed::Updated;
-                    let fixed = self.expiry.fixed_on_update(now, old.fixed, ttl);
-                    self.events.emit(
-                        EventKind::Updated,
-                        || key.clone(),
-                        Some(value.clone()),
-                        Some(old.value),
-                    );
-                    Op::Put(Slot { value, fixed })
-                }
-                (Decision::Remove, Some(old)) => {
-                    computed = Computed::Removed;
-                    self.events
-                        .emit(EventKind::Removed, || key.clone(), Some(old.value), None);
-                    Op::Remove
-                }
-            }
+            })
         });
+        if accessed {
+            self.cache.get(key);
+        }
         computed
     }
 }
@@ -374,9 +448,10 @@ where
         Ok(self.write_sync(key, write))
     }
 
-    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<()> {
+    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<u64> {
+        let mut stored = 0;
         for (key, value) in entries {
-            self.write_sync(
+            let outcome = self.write_sync(
                 &key,
                 Write {
                     condition: Condition::Always,
@@ -384,8 +459,9 @@ where
                     want_previous: false,
                 },
             );
+            stored += u64::from(outcome.applied);
         }
-        Ok(())
+        Ok(stored)
     }
 
     async fn remove_all(&self, keys: &[K]) -> Result<u64> {
@@ -423,10 +499,15 @@ where
 
     fn entries(&self) -> BoxStream<'_, Result<(K, Arc<V>)>> {
         // A snapshot: moka's iterator borrows the cache and is not `Send` across awaits.
+        // Each entry is read with `get`, which is an access (moka's iterator is not).
         let snapshot: Vec<_> = self
             .cache
             .iter()
-            .map(|(k, slot)| Ok(((*k).clone(), slot.value)))
+            .filter_map(|(k, _)| {
+                self.cache
+                    .get(&*k)
+                    .map(|slot| Ok(((*k).clone(), slot.value)))
+            })
             .collect();
         stream::iter(snapshot).boxed()
     }
@@ -437,6 +518,13 @@ where
     }
 
     async fn run_pending_tasks(&self) -> Result<()> {
+        self.cache.run_pending_tasks();
+        Ok(())
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        // The data lives in this process only: dropping it is destroying it.
+        self.cache.invalidate_all();
         self.cache.run_pending_tasks();
         Ok(())
     }

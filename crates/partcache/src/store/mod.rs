@@ -81,9 +81,12 @@ pub struct WriteOutcome<V> {
 
 /// What an entry processor decided, given the current value.
 pub enum Decision<V> {
-    /// Leave the entry as it is.
+    /// Leave the entry as it is (the processor did not read it, or it was absent).
     Keep,
-    /// Store this value.
+    /// Leave the entry as it is; the processor read its value, which makes this an
+    /// access for expiry (JSR-107 §6.4: `invoke` calls `getExpiryForAccess` when the
+    /// processor only read a present entry).
+    Access,
     /// Store this value, with an optional per-entry time to live.
     Put(Arc<V>, Option<Duration>),
     /// Remove the entry.
@@ -150,11 +153,15 @@ where
     async fn contains_all(&self, keys: &[K]) -> Result<Vec<bool>>;
 
     /// A conditional write on one key, atomic with respect to every other operation on
-    /// that key.
+    /// that key. A write is not an access for expiry, except one whose condition is
+    /// [`Condition::IfEquals`] and finds another value (JSR-107 §6.4: `remove(k, v)` and
+    /// `replace(k, v, new)` that do not match call `getExpiryForAccess`).
     async fn write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>>;
 
     /// Stores many entries (atomic per key only), emitting `Created`/`Updated` events.
-    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<()>;
+    /// Returns how many were stored: an entry whose creation expiry is zero is not
+    /// (JSR-107 §6.4), and is neither announced nor counted.
+    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<u64>;
 
     /// Removes many keys; returns how many entries were removed. Emits `Removed` per
     /// entry.
@@ -167,11 +174,14 @@ where
     async fn clear(&self) -> Result<()>;
 
     /// Runs `processor` on the key's current value and applies its decision, atomically
-    /// for that key.
+    /// for that key. Reading the value for the processor is not an access for expiry;
+    /// [`Decision::Access`] is, and a put or a removal is a write as for
+    /// [`Store::write`].
     async fn compute(&self, key: &K, processor: &mut Processor<'_, V>) -> Result<Computed>;
 
     /// Every live entry, as a stream. Weakly consistent: entries written during the
-    /// iteration may or may not appear; none appears twice.
+    /// iteration may or may not appear; none appears twice. Each entry returned is an
+    /// access for expiry (JSR-107 §6.4: the iterator calls `getExpiryForAccess`).
     fn entries(&self) -> BoxStream<'_, Result<(K, Arc<V>)>>;
 
     /// Number of entries; approximate on remote stores and under concurrent writes.
@@ -181,5 +191,20 @@ where
     /// notifications lazily); remote stores may do nothing.
     async fn run_pending_tasks(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Stops what the store runs in this process for the cache (event subscriptions,
+    /// reaper, near-cache copies) and keeps the data. Called once, by
+    /// [`crate::Cache::close`]; no other call follows.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Removes the cache's data and every record the store keeps for it (its layout
+    /// record), for every process; then closes it as [`Store::close`] does. The default
+    /// drops every entry ([`Store::clear`]) and closes.
+    async fn destroy(&self) -> Result<()> {
+        self.clear().await?;
+        self.close().await
     }
 }

@@ -379,7 +379,7 @@ where
         outcome
     }
 
-    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<()> {
+    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<u64> {
         let keys: Vec<K> = entries.iter().map(|(k, _)| k.clone()).collect();
         let partitions = self.partitions_of(&keys)?;
         for (key, &partition) in keys.iter().zip(&partitions) {
@@ -437,6 +437,19 @@ where
     async fn run_pending_tasks(&self) -> Result<()> {
         self.local.run_pending_tasks();
         self.encoded.run_pending_tasks().await
+    }
+
+    async fn close(&self) -> Result<()> {
+        // The store stops the feed first (no more invalidations), then the copies go.
+        let result = self.encoded.close().await;
+        self.forget_all();
+        result
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        let result = self.encoded.destroy().await;
+        self.forget_all();
+        result
     }
 }
 
@@ -694,13 +707,14 @@ mod tests {
             &self,
             entries: Vec<(RawKey, Vec<u8>)>,
             ttl: Option<Duration>,
-        ) -> Result<()> {
+        ) -> Result<u64> {
             let deadline = ttl.map(|t| Instant::now() + t);
             let mut map = self.entries.lock();
+            let stored = entries.len() as u64;
             for (key, blob) in entries {
                 map.insert(key.text, (blob, deadline));
             }
-            Ok(())
+            Ok(stored)
         }
 
         async fn remove_all(&self, keys: &[RawKey]) -> Result<u64> {

@@ -209,19 +209,33 @@ pub trait RawStore: Send + Sync + 'static {
             .pop()
             .flatten())
     }
+    /// Reads one key *without* it counting as an access (the read behind an entry
+    /// processor, which decides afterwards whether it was one). The default is
+    /// [`RawStore::get`]: stores whose reads move deadlines or LRU order override it.
+    async fn peek(&self, key: &RawKey) -> Result<Option<Vec<u8>>> {
+        self.get(key).await
+    }
+    /// Counts an access of one key without reading it back (an entry processor that
+    /// only read the value [`RawStore::peek`] gave). The default is [`RawStore::get`];
+    /// a store whose reads move nothing may do nothing.
+    async fn touch(&self, key: &RawKey) -> Result<()> {
+        self.get(key).await.map(drop)
+    }
     /// Whether each key has a live entry, without counting as an access.
     async fn contains_all(&self, keys: &[RawKey]) -> Result<Vec<bool>>;
-    /// A conditional write, atomic for that key.
+    /// A conditional write, atomic for that key. Not an access for expiry, but when an
+    /// [`RawCondition::IfEquals`] finds another value (see [`crate::store::Store::write`]).
     async fn write(&self, key: &RawKey, write: RawWrite) -> Result<RawWriteOutcome>;
-    /// Stores many entries (atomic per partition at most).
-    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<()>;
+    /// Stores many entries (atomic per partition at most); returns how many were
+    /// stored (an entry whose creation expiry is zero is not).
+    async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<u64>;
     /// Removes many keys; returns how many entries were removed.
     async fn remove_all(&self, keys: &[RawKey]) -> Result<u64>;
     /// Removes every entry with a `Removed` event each; returns how many.
     async fn remove_everything(&self) -> Result<u64>;
     /// Drops every entry without events.
     async fn clear(&self) -> Result<()>;
-    /// Every live entry's blob. Weakly consistent.
+    /// Every live entry's blob, each an access for expiry. Weakly consistent.
     fn scan(&self) -> BoxStream<'_, Result<Vec<u8>>>;
     /// Approximate number of entries.
     async fn len(&self) -> Result<u64>;
@@ -240,6 +254,18 @@ pub trait RawStore: Send + Sync + 'static {
     /// Runs pending housekeeping now (e.g. reclaiming expired entries).
     async fn run_pending_tasks(&self) -> Result<()> {
         Ok(())
+    }
+    /// Stops what the store runs in this process for the cache (subscriptions, reaper,
+    /// heartbeats); the data stays. No call follows. The default does nothing.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Removes the cache's data and its layout record from the deployment (for every
+    /// process), then closes as [`RawStore::close`] does. The default removes every
+    /// entry without events and closes.
+    async fn destroy(&self) -> Result<()> {
+        self.clear().await?;
+        self.close().await
     }
     /// The store as `Any`, so its backend crate can reach backend-specific reports
     /// (such as a cluster's balance report) from a [`crate::Cache`].
