@@ -110,11 +110,16 @@ impl Deployment {
     fn new(url: DeploymentUrl) -> Deployment {
         let settings = ConnectSettings::from_url(&url);
         let router = match url.kind {
-            DeploymentKind::Standalone => Router::standalone(&url.nodes[0], url.response_timeout),
+            DeploymentKind::Standalone => Router::standalone(
+                &url.nodes[0],
+                url.response_timeout,
+                url.breaker.probe_interval,
+            ),
             DeploymentKind::Cluster => Router::cluster(
                 url.nodes.clone(),
                 url.response_timeout,
                 url.read_from_replicas,
+                url.breaker.probe_interval,
             ),
         };
         let replicas = (url.kind == DeploymentKind::Cluster && url.read_from_replicas)
@@ -219,6 +224,16 @@ impl Deployment {
     /// it can tell its own messages (whose events it already has from the replies).
     pub(crate) fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// The circuit breakers of the data connections' nodes (masters, and replicas
+    /// with `read_from_replicas`), by address.
+    pub(crate) fn breakers(&self) -> Vec<partcache::stats::BreakerStats> {
+        let mut breakers = self.pool.breakers();
+        if let Some(replicas) = &self.replicas {
+            breakers.extend(replicas.breakers());
+        }
+        breakers
     }
 
     pub(crate) async fn slot_map(&self) -> Result<Arc<SlotMap>> {

@@ -1322,4 +1322,7 @@ impl RawStore for RedisStore {
             masters,
         })
     }
+    fn breakers(&self) -> Vec<partcache::stats::BreakerStats> {
+        self.inner.deployment.breakers()
+    }
 }
