@@ -346,15 +346,30 @@ impl Router {
                 }
             }
         }
-        match tokio::time::timeout_at(
-            deadline.into(),
-            self.execute_rounds(&pools, &requests, deadline),
-        )
-        .await
-        {
+        let rounds = self.execute_rounds(&pools, &requests, deadline, None);
+        match tokio::time::timeout_at(deadline.into(), rounds).await {
             Ok(result) => result,
             Err(_) => {
                 // A node that does not answer may be gone: look again next time.
+                self.mark_stale();
+                Err(Error::Timeout(self.timeout))
+            }
+        }
+    }
+
+    /// [`Router::execute`], also returning the address of the node that answered each
+    /// request (a subscription lives on that node's connection).
+    pub async fn execute_recording_nodes(
+        &self,
+        pools: Pools<'_>,
+        requests: Vec<Request>,
+    ) -> Result<(Vec<Value>, Vec<String>)> {
+        let deadline = self.deadline();
+        let mut nodes = vec![String::new(); requests.len()];
+        let rounds = self.execute_rounds(&pools, &requests, deadline, Some(&mut nodes));
+        match tokio::time::timeout_at(deadline.into(), rounds).await {
+            Ok(replies) => Ok((replies?, nodes)),
+            Err(_) => {
                 self.mark_stale();
                 Err(Error::Timeout(self.timeout))
             }
@@ -366,6 +381,7 @@ impl Router {
         pools: &Pools<'_>,
         requests: &[Request],
         deadline: Instant,
+        mut nodes: Option<&mut Vec<String>>,
     ) -> Result<Vec<Value>> {
         let mut replies: Vec<Option<Value>> = vec![None; requests.len()];
         let mut pending: Vec<usize> = (0..requests.len()).collect();
@@ -474,6 +490,9 @@ impl Router {
                     let value = values.next().unwrap_or(Value::Nil);
                     let Value::ServerError(error) = &value else {
                         replies[i] = Some(value);
+                        if let Some(nodes) = nodes.as_deref_mut() {
+                            nodes[i].clone_from(&addr);
+                        }
                         continue;
                     };
                     match error.kind() {
@@ -513,7 +532,12 @@ impl Router {
                         }
                         _ => match refused(&value, &addr) {
                             Some(e) => failure = Some(e),
-                            None => replies[i] = Some(value),
+                            None => {
+                                replies[i] = Some(value);
+                                if let Some(nodes) = nodes.as_deref_mut() {
+                                    nodes[i].clone_from(&addr);
+                                }
+                            }
                         },
                     }
                 }

@@ -191,6 +191,7 @@ impl RedisStore {
                 sequences: (0..spec.partitions.partitions())
                     .map(|p| (layout.sequence_key(p).to_string(), layout.slot(p)))
                     .collect(),
+                links: Default::default(),
             }),
             layout,
         });
