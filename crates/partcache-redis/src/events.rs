@@ -636,12 +636,20 @@ async fn vouch(deployment: &Deployment, feed: &Feed) -> Result<Vouch> {
     for ((addr, _, partitions), result) in per_node.iter().zip(results) {
         match result {
             // Only partitions subscribed on this very node: the reply proves nothing
-            // for a subscription held by another connection.
-            Ok(()) => vouch.vouched.extend(
-                partitions
+            // for a subscription held by another connection. The others' subscription
+            // was never confirmed (a subscription that timed out) or is on the node
+            // their slot left: lost, until subscribed again where the slot is.
+            Ok(()) => {
+                let (here, elsewhere): (Vec<u16>, Vec<u16>) = partitions
                     .iter()
-                    .filter(|&&p| nodes.get(usize::from(p)).is_some_and(|n| n == addr)),
-            ),
+                    .partition(|&&p| nodes.get(usize::from(p)).is_some_and(|n| n == addr));
+                vouch.vouched.extend(here);
+                if !elsewhere.is_empty() {
+                    vouch
+                        .failed
+                        .push((format!("{addr} (not subscribed there)"), elsewhere));
+                }
+            }
             Err(e) => {
                 tracing::debug!(node = %addr, error = %e, "heartbeat failed");
                 let mut lost = feed.partitions_on(addr);
