@@ -57,8 +57,9 @@ mod conformance {
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Checks that a cache on `url` is refused as a configuration mistake: `build()` fails
-/// with [`Error::Config`] naming `cause` (the TLS reason) within the connect timeout,
-/// rather than building a cache that answers `Unavailable` forever.
+/// with [`Error::Config`] naming `cause` (the TLS reason) at once (within the connect
+/// timeout, plus slack), rather than building a cache that answers `Unavailable`
+/// forever.
 async fn expect_refused(url: &str, cause: &str) {
     let started = Instant::now();
     let built = tokio::time::timeout(
@@ -75,7 +76,11 @@ async fn expect_refused(url: &str, cause: &str) {
         Err(e) => panic!("expected a configuration error naming `{cause}`, got {e:?}"),
         Ok(_) => panic!("build() succeeded"),
     }
-    assert!(elapsed < CONNECT_TIMEOUT, "took {elapsed:?}");
+    // The handshake fails at once; slack for a loaded 2-core machine.
+    assert!(
+        elapsed < CONNECT_TIMEOUT + Duration::from_secs(1),
+        "took {elapsed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
