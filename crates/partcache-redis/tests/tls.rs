@@ -1,7 +1,8 @@
 //! partcache over TLS, on real TLS-only servers (`--port 0 --tls-port …`) whose CA and
 //! certificates the harness makes with `openssl`: the conformance suite on a standalone
 //! server, mutual TLS with and without a client certificate, a CA that did not sign the
-//! server's certificate, and a 3-master cluster with `tls-cluster yes`.
+//! server's certificate (standalone and cluster: `build()` fails with the reason), and a
+//! 3-master cluster with `tls-cluster yes`.
 
 mod common;
 
@@ -126,6 +127,32 @@ async fn a_ca_that_did_not_sign_the_server_certificate_fails_build_not_a_hang() 
     let port = tokio::task::block_in_place(|| tls_server().port());
     let url = format!(
         "rediss://127.0.0.1:{port}?tls_ca={}&connect_timeout={}ms",
+        unrelated.ca_cert().display(),
+        CONNECT_TIMEOUT.as_millis()
+    );
+    expect_refused(&url, "UnknownIssuer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_certificates_a_ca_not_trusted_signed_fails_build() {
+    let (cluster, unrelated) = tokio::task::block_in_place(|| {
+        let cluster = RedisCluster::start_with_options(
+            Flavor::Redis,
+            3,
+            0,
+            ClusterOptions {
+                tls: Some(TlsMode::ServerAuth),
+                ..ClusterOptions::default()
+            },
+        )
+        .expect("start a TLS cluster");
+        let unrelated = TlsFiles::generate(TlsMode::ServerAuth).expect("make an unrelated CA");
+        (cluster, unrelated)
+    });
+    let url = cluster.seed_url();
+    let (seeds, _) = url.split_once('?').expect("a query");
+    let url = format!(
+        "{seeds}?tls=true&tls_ca={}&connect_timeout={}ms",
         unrelated.ca_cert().display(),
         CONNECT_TIMEOUT.as_millis()
     );
