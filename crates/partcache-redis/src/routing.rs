@@ -306,16 +306,26 @@ impl Router {
     /// turn into [`Error::Store`]. Fails with [`Error::Timeout`] after the response
     /// timeout and with [`Error::Unavailable`] when a node cannot be reached.
     pub async fn execute(&self, pools: Pools<'_>, requests: Vec<Request>) -> Result<Vec<Value>> {
-        let deadline = self.deadline();
-        let now = Instant::now();
-        if now >= deadline {
-            // Encoding (or a wait before) used the whole timeout: send nothing, so
-            // that this `Timeout` leaves the store as it was.
-            return Err(Error::Timeout(self.timeout));
-        }
-        // The connection's own response timeout (from when the command is handed to
-        // it) ends a wait late only if the call started noticeably earlier.
-        let own_timer = deadline - now + Duration::from_millis(1) < self.timeout;
+        // A call that started before it got here (a write, which encoded its values
+        // first) keeps to its start's deadline; others (reads: no clock read on their
+        // path) to one timeout from now.
+        let (started_deadline, own_timer) = match call_started() {
+            None => (None, false),
+            Some(started) => {
+                let deadline = started + self.timeout;
+                let now = Instant::now();
+                if now >= deadline {
+                    // Encoding (or a wait before) used the whole timeout: send
+                    // nothing, so that this `Timeout` leaves the store as it was.
+                    return Err(Error::Timeout(self.timeout));
+                }
+                // The connection's own response timeout (from when the command is
+                // handed to it) ends a wait late only if the call started noticeably
+                // earlier.
+                let own = deadline - now + Duration::from_millis(1) < self.timeout;
+                (Some(deadline), own)
+            }
+        };
         // The common case, one command for a master (a get, a put) whose node is
         // connected: straight to it, without the grouping below and without a timer of
         // our own (the connection's response timeout bounds the wait). Anything but a
@@ -328,7 +338,12 @@ impl Router {
             let node = own_timer.then(|| conn.node());
             let sent = conn.send_one(pools.primary, &request.cmd).instrument(span);
             let sent = match node {
-                Some(node) => match tokio::time::timeout_at(deadline.into(), sent).await {
+                Some(node) => match tokio::time::timeout_at(
+                    started_deadline.unwrap_or_else(|| self.deadline()).into(),
+                    sent,
+                )
+                .await
+                {
                     Ok(sent) => sent,
                     Err(_) => {
                         node.timed_out();
@@ -346,6 +361,7 @@ impl Router {
                 }
             }
         }
+        let deadline = started_deadline.unwrap_or_else(|| self.deadline());
         let rounds = self.execute_rounds(&pools, &requests, deadline, None);
         match tokio::time::timeout_at(deadline.into(), rounds).await {
             Ok(result) => result,
