@@ -110,11 +110,16 @@ impl Deployment {
     fn new(url: DeploymentUrl) -> Deployment {
         let settings = ConnectSettings::from_url(&url);
         let router = match url.kind {
-            DeploymentKind::Standalone => Router::standalone(&url.nodes[0], url.response_timeout),
+            DeploymentKind::Standalone => Router::standalone(
+                &url.nodes[0],
+                url.response_timeout,
+                url.breaker.probe_interval,
+            ),
             DeploymentKind::Cluster => Router::cluster(
                 url.nodes.clone(),
                 url.response_timeout,
                 url.read_from_replicas,
+                url.breaker.probe_interval,
             ),
         };
         let replicas = (url.kind == DeploymentKind::Cluster && url.read_from_replicas)
@@ -169,30 +174,51 @@ impl Deployment {
         });
     }
 
-    /// Subscribes `feed` to `channels` and waits for the confirmations.
+    /// Subscribes `feed` to `channels` and waits for the confirmations; records, per
+    /// partition, the node whose connection holds its subscription.
     pub(crate) async fn subscribe(
         &self,
         channels: &[(String, u16)],
         feed: &Arc<crate::events::Feed>,
     ) -> Result<()> {
         let requests = self.subscriber.register(channels, feed);
-        confirmed(self.execute_subscriptions(requests).await?)
+        let (replies, nodes) = self.execute_subscriptions_on(requests).await?;
+        confirmed(replies)?;
+        for (partition, node) in (0u16..).zip(nodes) {
+            feed.subscribed_on(partition, node);
+        }
+        Ok(())
     }
 
-    /// Runs subscription commands on the subscription connections: apart from the data
-    /// connections on a cluster (see the `subscriptions` field); on a standalone
-    /// server, whose plain channels the server never drops by itself, the data
-    /// connections carry them.
-    pub(crate) async fn execute_subscriptions(&self, requests: Vec<Request>) -> Result<Vec<Value>> {
-        let pools = Pools {
+    /// The pools subscription commands go through: apart from the data connections on
+    /// a cluster (see the `subscriptions` field); on a standalone server, whose plain
+    /// channels the server never drops by itself, the data connections carry them.
+    fn subscription_pools(&self) -> Pools<'_> {
+        Pools {
             primary: if self.router.is_cluster() {
                 &self.subscriptions
             } else {
                 &self.pool
             },
             replicas: None,
-        };
-        self.router.execute(pools, requests).await
+        }
+    }
+
+    /// Runs `requests` on the subscription connections (see `subscription_pools`).
+    pub(crate) async fn execute_subscriptions(&self, requests: Vec<Request>) -> Result<Vec<Value>> {
+        self.router
+            .execute(self.subscription_pools(), requests)
+            .await
+    }
+
+    /// [`Self::execute_subscriptions`], with the node that answered each request.
+    pub(crate) async fn execute_subscriptions_on(
+        &self,
+        requests: Vec<Request>,
+    ) -> Result<(Vec<Value>, Vec<String>)> {
+        self.router
+            .execute_recording_nodes(self.subscription_pools(), requests)
+            .await
     }
 
     /// Runs `requests` on the data connections.
@@ -219,6 +245,16 @@ impl Deployment {
     /// it can tell its own messages (whose events it already has from the replies).
     pub(crate) fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// The circuit breakers of the data connections' nodes (masters, and replicas
+    /// with `read_from_replicas`), by address.
+    pub(crate) fn breakers(&self) -> Vec<partcache::stats::BreakerStats> {
+        let mut breakers = self.pool.breakers();
+        if let Some(replicas) = &self.replicas {
+            breakers.extend(replicas.breakers());
+        }
+        breakers
     }
 
     pub(crate) async fn slot_map(&self) -> Result<Arc<SlotMap>> {

@@ -21,16 +21,23 @@
 //!
 //! Near caches (an [`InvalidationSink`] attached to a cache's [`Feed`]) hear every
 //! message synchronously, as it is read, in partition order. When a subscription may
-//! have been lost they are told at once (`lost`), and after every resubscription they
-//! get the partitions' current numbers (`resumed`); a heartbeat vouches for the feed
-//! (`vouched`) by asking each subscription connection for its subscription count.
+//! have been lost they are told at once (`lost`), for the partitions it carried only:
+//! each partition's subscription is recorded with the node whose connection confirmed
+//! it, so a connection that breaks (or a node whose heartbeat fails) loses that node's
+//! partitions (and any whose node is not known), a shard channel the server drops
+//! loses its partition, and the partitions on healthy nodes keep their copies. After
+//! every resubscription the lost partitions get their current numbers (`resumed`); a
+//! heartbeat vouches (`vouched`), node by node, for the partitions whose subscription
+//! the node's subscription connection still holds, by asking it for its subscription
+//! count.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use futures::future::join_all;
+use parking_lot::{Mutex, RwLock};
 use partcache::store::raw::{InvalidationSink, ListenerProbe, RawEvent};
 use partcache::{Error, EventKind, Result};
 use redis::{PushInfo, PushKind, Value};
@@ -99,14 +106,78 @@ pub(crate) struct Feed {
     pub partitions: Vec<u16>,
     /// Each partition's sequence key and slot.
     pub sequences: Vec<(String, u16)>,
+    /// Where each partition's subscription lives, and which partitions wait for their
+    /// numbers.
+    pub links: FeedLinks,
+}
+
+/// Per partition of a [`Feed`]: the node whose connection holds its subscription, and
+/// whether it waits for a reseed (see [`Feed::lose`], [`reseed`]).
+#[derive(Default)]
+pub(crate) struct FeedLinks {
+    /// Partition → the node that confirmed its subscription (empty: not known).
+    nodes: Mutex<Vec<String>>,
+    /// Partition → the loss that made it wait for a reseed; `None`: every partition
+    /// waits (the start).
+    waiting: Mutex<Option<HashMap<u16, u64>>>,
+    /// Numbers the losses, so that a reseed does not end a loss that came during it.
+    losses: AtomicU64,
 }
 
 impl Feed {
+    /// Every partition's messages may be lost.
     fn lost(&self) {
-        if let Some(sink) = self.sink.get() {
-            self.resumed.store(false, Ordering::SeqCst);
-            sink.lost(&self.partitions);
+        self.lose(&self.partitions);
+    }
+
+    /// The messages of `partitions` may be lost: the near cache drops them until they
+    /// are reseeded.
+    pub(crate) fn lose(&self, partitions: &[u16]) {
+        let Some(sink) = self.sink.get() else {
+            return;
+        };
+        if partitions.is_empty() {
+            return;
         }
+        let loss = self.links.losses.fetch_add(1, Ordering::SeqCst) + 1;
+        {
+            let mut waiting = self.links.waiting.lock();
+            let waiting = waiting.get_or_insert_with(|| self.all_waiting());
+            for &partition in partitions {
+                waiting.insert(partition, loss);
+            }
+        }
+        self.resumed.store(false, Ordering::SeqCst);
+        sink.lost(partitions);
+    }
+
+    fn all_waiting(&self) -> HashMap<u16, u64> {
+        self.partitions.iter().map(|&p| (p, 0)).collect()
+    }
+
+    /// `partition`'s subscription was confirmed by `node` (empty: it has none now).
+    pub(crate) fn subscribed_on(&self, partition: u16, node: String) {
+        let mut nodes = self.links.nodes.lock();
+        let index = usize::from(partition);
+        if nodes.len() <= index {
+            nodes.resize(self.partitions.len().max(index + 1), String::new());
+        }
+        nodes[index] = node;
+    }
+
+    /// The partitions whose subscription may live on `addr`'s connection: those it
+    /// confirmed, and those whose node is not known.
+    fn partitions_on(&self, addr: &str) -> Vec<u16> {
+        let nodes = self.links.nodes.lock();
+        self.partitions
+            .iter()
+            .copied()
+            .filter(|&p| {
+                nodes
+                    .get(usize::from(p))
+                    .is_none_or(|node| node.is_empty() || node == addr)
+            })
+            .collect()
     }
 }
 
@@ -153,6 +224,20 @@ impl Routes {
         for feed in self.sinks() {
             feed.lost();
         }
+        self.lost.notify_one();
+    }
+
+    /// Tells every near cache that the messages of the partitions subscribed on `addr`
+    /// may be lost, and wakes the resubscribe loop.
+    pub fn node_lost(&self, addr: &str) {
+        for feed in self.sinks() {
+            feed.lose(&feed.partitions_on(addr));
+        }
+        self.lost.notify_one();
+    }
+
+    /// Wakes the resubscribe loop.
+    pub fn wake(&self) {
         self.lost.notify_one();
     }
 
@@ -206,18 +291,21 @@ impl Routes {
             }
             PushKind::Disconnection if !self.table.read().is_empty() => {
                 tracing::warn!(%addr, "connection lost; subscribing to cache events again");
-                self.subscriptions_lost();
+                self.node_lost(addr);
             }
             PushKind::SUnsubscribe => {
                 // The server dropped a shard channel we still want: its slot moved.
-                let feed = match push.data.first() {
-                    Some(Value::BulkString(channel)) => {
-                        self.table.read().get(channel).map(|r| r.feed.clone())
-                    }
+                let route = match push.data.first() {
+                    Some(Value::BulkString(channel)) => self
+                        .table
+                        .read()
+                        .get(channel)
+                        .map(|r| (r.feed.clone(), r.partition)),
                     _ => None,
                 };
-                if let Some(feed) = feed {
-                    feed.lost();
+                if let Some((feed, partition)) = route {
+                    feed.subscribed_on(partition, String::new());
+                    feed.lose(&[partition]);
                     self.lost.notify_one();
                 }
             }
@@ -284,13 +372,19 @@ impl Subscriber {
         }
     }
 
-    /// Every registered channel's subscription command.
-    pub fn all_requests(&self) -> Vec<Request> {
+    /// Every registered channel's subscription command, with its feed and partition.
+    pub fn all_requests(&self) -> Vec<(Arc<Feed>, u16, Request)> {
         self.routes
             .table
             .read()
             .iter()
-            .map(|(channel, route)| self.request(channel, route.slot))
+            .map(|(channel, route)| {
+                (
+                    route.feed.clone(),
+                    route.partition,
+                    self.request(channel, route.slot),
+                )
+            })
             .collect()
     }
 
@@ -324,15 +418,25 @@ pub(crate) async fn resubscribe_loop(deployment: Weak<Deployment>, routes: Arc<R
             let Some(deployment) = deployment.upgrade() else {
                 return;
             };
-            let requests = deployment.subscriber().all_requests();
-            if requests.is_empty() {
+            let entries = deployment.subscriber().all_requests();
+            if entries.is_empty() {
                 break;
             }
+            let (targets, requests): (Vec<_>, Vec<_>) = entries
+                .into_iter()
+                .map(|(feed, partition, request)| ((feed, partition), request))
+                .unzip();
             deployment.router.mark_stale();
             let mut result = deployment
-                .execute_subscriptions(requests)
+                .execute_subscriptions_on(requests)
                 .await
-                .and_then(confirmed);
+                .and_then(|(replies, nodes)| {
+                    confirmed(replies)?;
+                    for ((feed, partition), node) in targets.iter().zip(nodes) {
+                        feed.subscribed_on(*partition, node);
+                    }
+                    Ok(())
+                });
             if result.is_ok() {
                 for feed in routes.sinks() {
                     if let Err(e) = reseed(&deployment, &feed).await {
@@ -354,23 +458,38 @@ pub(crate) async fn resubscribe_loop(deployment: Weak<Deployment>, routes: Arc<R
     }
 }
 
-/// Reads the current number of every partition of `feed` (after its subscriptions
-/// were confirmed) and hands them to its near cache (`resumed`).
+/// Reads the current number of every partition of `feed` that waits for one (after
+/// their subscriptions were confirmed) and hands them to its near cache (`resumed`);
+/// partitions whose feed was never lost keep their copies.
 pub(crate) async fn reseed(deployment: &Deployment, feed: &Feed) -> Result<()> {
     let Some(sink) = feed.sink.get() else {
         return Ok(());
     };
+    let waiting: Vec<(u16, u64)> = match &*feed.links.waiting.lock() {
+        None => feed.partitions.iter().map(|&p| (p, 0)).collect(),
+        Some(waiting) => {
+            let mut waiting: Vec<(u16, u64)> = waiting.iter().map(|(p, l)| (*p, *l)).collect();
+            waiting.sort_unstable();
+            waiting
+        }
+    };
+    if waiting.is_empty() {
+        feed.resumed.store(true, Ordering::SeqCst);
+        return Ok(());
+    }
     let at = Instant::now();
-    let requests = feed
-        .sequences
+    let requests = waiting
         .iter()
-        .map(|(key, slot)| {
+        .map(|(partition, _)| {
+            let (key, slot) = feed.sequences.get(usize::from(*partition)).ok_or_else(|| {
+                Error::Store(format!("no sequence key for partition {partition}"))
+            })?;
             let mut cmd = redis::cmd("GET");
             cmd.arg(key);
-            Request::new(*slot, cmd)
+            Ok(Request::new(*slot, cmd))
         })
-        .collect();
-    let mut seqs = Vec::with_capacity(feed.partitions.len());
+        .collect::<Result<Vec<_>>>()?;
+    let mut seqs = Vec::with_capacity(waiting.len());
     for reply in deployment.execute(requests).await? {
         seqs.push(match reply {
             Value::Nil => 0,
@@ -386,8 +505,26 @@ pub(crate) async fn reseed(deployment: &Deployment, feed: &Feed) -> Result<()> {
             }
         });
     }
-    feed.resumed.store(true, Ordering::SeqCst);
-    sink.resumed(&feed.partitions, &seqs, at);
+    let partitions: Vec<u16> = waiting.iter().map(|(p, _)| *p).collect();
+    sink.resumed(&partitions, &seqs, at);
+    // A partition lost again while this ran is not resumed: its new loss stands.
+    let mut again = Vec::new();
+    let done = {
+        let mut guard = feed.links.waiting.lock();
+        let still = guard.get_or_insert_with(|| feed.all_waiting());
+        for (partition, loss) in &waiting {
+            if still.get(partition) == Some(loss) {
+                still.remove(partition);
+            } else {
+                again.push(*partition);
+            }
+        }
+        still.is_empty()
+    };
+    if !again.is_empty() {
+        sink.lost(&again);
+    }
+    feed.resumed.store(done, Ordering::SeqCst);
     Ok(())
 }
 
@@ -412,14 +549,24 @@ pub(crate) async fn heartbeat_loop(
         };
         let at = Instant::now();
         match vouch(&deployment, &feed).await {
-            Ok(()) if !feed.resumed.load(Ordering::SeqCst) => {
-                // Attached while the store could not answer, or a resubscription
-                // that has not reseeded yet: start (again) from the current numbers.
-                if let Err(e) = reseed(&deployment, &feed).await {
-                    tracing::warn!(error = %e, "near cache not started yet; retrying");
+            Ok(vouch) => {
+                // (`vouched` leaves lost partitions lost: only `resumed` ends a loss.)
+                sink.vouched(&vouch.vouched, at);
+                if !vouch.failed.is_empty() {
+                    for (addr, partitions) in &vouch.failed {
+                        tracing::warn!(node = %addr, partitions = partitions.len(), "cache event subscriptions unconfirmed; near caches drop these partitions");
+                        feed.lose(partitions);
+                    }
+                    deployment.subscriber().lost().wake();
+                }
+                if !feed.resumed.load(Ordering::SeqCst) {
+                    // Attached while the store could not answer, or lost partitions
+                    // not reseeded yet: start them (again) from the current numbers.
+                    if let Err(e) = reseed(&deployment, &feed).await {
+                        tracing::warn!(error = %e, "near cache partitions not started yet; retrying");
+                    }
                 }
             }
-            Ok(()) => sink.vouched(&feed.partitions, at),
             Err(e) => {
                 tracing::warn!(error = %e, "cache event subscriptions unconfirmed; near caches drop their entries");
                 deployment.subscriber().lost().subscriptions_lost();
@@ -428,29 +575,39 @@ pub(crate) async fn heartbeat_loop(
     }
 }
 
-async fn vouch(deployment: &Deployment, feed: &Feed) -> Result<()> {
+/// What one heartbeat found, node by node.
+struct Vouch {
+    /// The partitions whose node's subscription connection answered, holding its
+    /// subscriptions, and confirmed their subscription.
+    vouched: Vec<u16>,
+    /// Per node that did not (or `(unserved)`), the partitions that may have lost
+    /// messages there.
+    failed: Vec<(String, Vec<u16>)>,
+}
+
+async fn vouch(deployment: &Deployment, feed: &Feed) -> Result<Vouch> {
     let map = deployment.slot_map().await?;
-    // One request per master, with how many of the feed's channels it serves.
-    let mut per_node: Vec<(&str, u16, usize)> = Vec::new();
-    for (_, slot) in &feed.sequences {
+    // One request per master: a slot of it, and the feed's partitions it serves.
+    let mut per_node: Vec<(String, u16, Vec<u16>)> = Vec::new();
+    let mut unserved = Vec::new();
+    for (&partition, (_, slot)) in feed.partitions.iter().zip(&feed.sequences) {
         let Some(addr) = map.master(*slot) else {
-            return Err(Error::Unavailable(format!("no node serves slot {slot}")));
+            unserved.push(partition);
+            continue;
         };
-        match per_node.iter_mut().find(|(a, _, _)| *a == addr) {
-            Some(entry) => entry.2 += 1,
-            None => per_node.push((addr, *slot, 1)),
+        match per_node.iter_mut().find(|(a, _, _)| a == addr) {
+            Some(entry) => entry.2.push(partition),
+            None => per_node.push((addr.to_string(), *slot, vec![partition])),
         }
     }
-    let requests = per_node
-        .iter()
-        .map(|(_, slot, _)| {
-            let mut cmd = redis::cmd("CLIENT");
-            cmd.arg("INFO");
-            Request::new(*slot, cmd)
-        })
-        .collect();
-    let replies = deployment.execute_subscriptions(requests).await?;
-    for ((addr, _, expected), reply) in per_node.iter().zip(replies) {
+    let checks = per_node.iter().map(|(addr, slot, partitions)| async move {
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("INFO");
+        let reply = deployment
+            .execute_subscriptions(vec![Request::new(*slot, cmd)])
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil);
         let info = match reply {
             Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
             Value::VerbatimString { text, .. } => text,
@@ -462,13 +619,54 @@ async fn vouch(deployment: &Deployment, feed: &Feed) -> Result<()> {
             }
         };
         let subscribed = subscription_count(&info);
-        if subscribed < *expected {
+        if subscribed < partitions.len() {
             return Err(Error::Unavailable(format!(
-                "the subscription connection to {addr} holds {subscribed} channels, expected at least {expected}"
+                "the subscription connection to {addr} holds {subscribed} channels, expected at least {}",
+                partitions.len()
             )));
         }
+        Ok(())
+    });
+    let results = join_all(checks).await;
+    let nodes = feed.links.nodes.lock().clone();
+    let mut vouch = Vouch {
+        vouched: Vec::new(),
+        failed: Vec::new(),
+    };
+    for ((addr, _, partitions), result) in per_node.iter().zip(results) {
+        match result {
+            // Only partitions subscribed on this very node: the reply proves nothing
+            // for a subscription held by another connection. The others' subscription
+            // was never confirmed (a subscription that timed out) or is on the node
+            // their slot left: lost, until subscribed again where the slot is.
+            Ok(()) => {
+                let (here, elsewhere): (Vec<u16>, Vec<u16>) = partitions
+                    .iter()
+                    .partition(|&&p| nodes.get(usize::from(p)).is_some_and(|n| n == addr));
+                vouch.vouched.extend(here);
+                if !elsewhere.is_empty() {
+                    vouch
+                        .failed
+                        .push((format!("{addr} (not subscribed there)"), elsewhere));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(node = %addr, error = %e, "heartbeat failed");
+                let mut lost = feed.partitions_on(addr);
+                let more: Vec<u16> = partitions
+                    .iter()
+                    .copied()
+                    .filter(|p| !lost.contains(p))
+                    .collect();
+                lost.extend(more);
+                vouch.failed.push((addr.clone(), lost));
+            }
+        }
     }
-    Ok(())
+    if !unserved.is_empty() {
+        vouch.failed.push(("(unserved)".to_string(), unserved));
+    }
+    Ok(vouch)
 }
 
 /// `sub` + `ssub` of a `CLIENT INFO` line.

@@ -41,7 +41,9 @@
 //! |---|---|---|
 //! | `partitions` | 231 | partition count of caches that do not set one (3 to 16384) |
 //! | `connect_timeout` | `1s` | deadline for opening a connection |
-//! | `response_timeout` | `1s` | every call returns within it ([`Error::Timeout`](partcache::Error::Timeout)) |
+//! | `response_timeout` | `1s` | every call returns within it, counted from the start of the cache call (encoding included): [`Error::Timeout`](partcache::Error::Timeout); on a write, a `Timeout` means the write may or may not have been applied |
+//! | `breaker_failures` | `3` | timeouts in a row that open a node's circuit breaker; `0` turns breakers off (see [Circuit breakers](#circuit-breakers)) |
+//! | `breaker_probe_interval` | `500ms` | how often an open breaker probes its node |
 //! | `read_from_replicas` | `false` | on a cluster, serve plain reads from replicas (see below) |
 //! | `tls` | `false` | TLS on a `redis://` or cluster URL (what `rediss://` means) |
 //! | `tls_ca` | system roots | path of a PEM file of CA certificates to trust instead of the system's (private or self-signed CAs) |
@@ -50,10 +52,46 @@
 //!
 //! Parsing never connects; the only I/O it does is reading the `tls_*` files (see
 //! [TLS](#tls)).
-//! Connections open on the first `build()` of a cache. A server that cannot be reached
-//! (or refuses the TLS handshake) is
-//! [`Error::Unavailable`](partcache::Error::Unavailable) or
-//! [`Error::Timeout`](partcache::Error::Timeout), within the timeouts above.
+//! Connections open on the first `build()` of a cache, which tells a configuration
+//! mistake from an outage:
+//!
+//! * **Permanent** (retrying cannot fix it): `build()` fails with
+//!   [`Error::Config`](partcache::Error::Config) carrying the server's reason. These
+//!   are a refused password or user (`WRONGPASS`, `NOAUTH`), a user without the
+//!   permissions partcache needs (`NOPERM`), a database index the server refuses, a
+//!   TLS handshake that fails (an untrusted or misnamed certificate, a missing client
+//!   certificate) or a TLS URL for a server that speaks plain text, and a server
+//!   without the function library (Redis older than 7.0). A malformed URL (a host
+//!   that is not a name, an IPv4 address or a bracketed IPv6 address, a bad port)
+//!   fails `CacheManager::from_url` already.
+//! * **Transient** (an outage): a refused connection, a timeout, and a node that is
+//!   `LOADING` its data or answers `CLUSTERDOWN`, `MASTERDOWN` or `TRYAGAIN`.
+//!   `build()` returns the cache, whose calls fail with
+//!   [`Error::Unavailable`](partcache::Error::Unavailable) or
+//!   [`Error::Timeout`](partcache::Error::Timeout) within the timeouts above until the
+//!   deployment answers; then it opens.
+//!
+//! A permanent error met later (a password rotated on the server) fails the calls that
+//! meet it with the same [`Error::Config`](partcache::Error::Config).
+//!
+//! # Circuit breakers
+//!
+//! Each node has a circuit breaker (per deployment and kind of connection). After
+//! `breaker_failures` timeouts in a row with no reply from the node in between (a
+//! stopped process, a network black hole), it opens: calls that need that node fail at
+//! once with [`Error::CircuitOpen`](partcache::Error::CircuitOpen), which is transient
+//! like a timeout (adapters fail open at once, at the origin's or the database's own
+//! speed), while partitions on other nodes go on as before. Once per
+//! `breaker_probe_interval`, a call that meets the open breaker starts one probe in the
+//! background (a `PING`, on the node's connection or a new one, within the timeouts);
+//! no caller waits for it. The breaker closes when the node answers the probe, or
+//! answers any call. On a cluster, a call that meets an open breaker also has the slot
+//! map read again, at most once per probe interval, so a failover to a replica is
+//! followed. A node is thus waited for at most `breaker_failures` times per freeze,
+//! each time at most one response timeout. [`BreakerSettings`] sets both in code;
+//! [`partcache::store::raw::RawStore::breakers`] (and `AnyCache::breakers`) report
+//! each node's state and transitions ([`partcache::stats::BreakerStats`], with
+//! `publish` for the `metrics` facade).
 //!
 //! # TLS
 //!
@@ -82,10 +120,13 @@
 //!   the addresses it reports (an IP address needs an IP subject alternative name).
 //! * **Verification**: the server's certificate must chain to `tls_ca` (else the
 //!   system's roots) and name the host the connection was made to. A failed handshake
-//!   (unknown CA, no client certificate where the server requires one) is
-//!   [`Error::Unavailable`](partcache::Error::Unavailable) naming the cause, like any
-//!   other failed connection; `build()` still returns the cache and opens it once the
-//!   handshake succeeds (see `RemoteBackend::open`).
+//!   (unknown CA, no client certificate where the server requires one) is a
+//!   configuration mistake: `build()` fails with
+//!   [`Error::Config`](partcache::Error::Config) naming the cause (rustls' reason, such
+//!   as `UnknownIssuer` or `CertificateRequired`). So is a TLS URL for a server that
+//!   speaks plain text: a handshake that has not finished within a quarter of the
+//!   connect timeout (at most 100 ms) is accompanied by a plain-text `PING` to the same
+//!   address, and a RESP answer to it ends the attempt.
 //! * **Crypto provider**: redis-rs takes rustls' process-wide default provider. If
 //!   the application installed none, partcache installs ring's on the first TLS
 //!   connection (so another crate enabling rustls' `aws-lc-rs` as well cannot make
@@ -192,6 +233,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod breaker;
 mod coalesce;
 mod connection;
 mod events;
@@ -206,6 +248,7 @@ mod tls;
 pub mod url;
 
 pub use backend::{RedisBackend, RedisBackendFactory, SCHEMES};
+pub use breaker::BreakerSettings;
 pub use store::RedisStore;
 pub use tls::{ClientCertificate, PemFile, TlsOptions};
 

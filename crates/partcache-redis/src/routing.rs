@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use parking_lot::RwLock;
+use partcache::store::raw::call_started;
 use partcache::{Error, Result};
 use redis::{Cmd, Pipeline, ServerErrorKind, Value};
 use tracing::{Instrument, Span};
@@ -59,6 +60,8 @@ enum Topology {
         generation: AtomicU64,
         refreshing: tokio::sync::Mutex<()>,
         stale: AtomicBool,
+        /// When the map was last read.
+        refreshed: parking_lot::Mutex<Option<Instant>>,
     },
 }
 
@@ -68,6 +71,9 @@ pub(crate) struct Router {
     timeout: Duration,
     replica_reads: bool,
     next_replica: AtomicUsize,
+    /// The breakers' probe interval: how often a call that met an open breaker may
+    /// have the slot map read again (a failover replaces the node).
+    breaker_interval: Duration,
 }
 
 /// Which pool a request goes through.
@@ -78,17 +84,23 @@ pub(crate) struct Pools<'a> {
 
 impl Router {
     /// A router for one server.
-    pub fn standalone(addr: &str, timeout: Duration) -> Router {
+    pub fn standalone(addr: &str, timeout: Duration, breaker_interval: Duration) -> Router {
         Router {
             topology: Topology::Standalone(Arc::new(SlotMap::single(addr))),
             timeout,
             replica_reads: false,
             next_replica: AtomicUsize::new(0),
+            breaker_interval,
         }
     }
 
     /// A router for a cluster, discovered from `seeds` on first use.
-    pub fn cluster(seeds: Vec<String>, timeout: Duration, replica_reads: bool) -> Router {
+    pub fn cluster(
+        seeds: Vec<String>,
+        timeout: Duration,
+        replica_reads: bool,
+        breaker_interval: Duration,
+    ) -> Router {
         Router {
             topology: Topology::Cluster {
                 seeds,
@@ -96,10 +108,12 @@ impl Router {
                 generation: AtomicU64::new(0),
                 refreshing: tokio::sync::Mutex::new(()),
                 stale: AtomicBool::new(false),
+                refreshed: parking_lot::Mutex::new(None),
             },
             timeout,
             replica_reads,
             next_replica: AtomicUsize::new(0),
+            breaker_interval,
         }
     }
 
@@ -111,6 +125,13 @@ impl Router {
     /// The response timeout every [`Router::execute`] keeps to.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// When the current call must be done by: one response timeout after the cache
+    /// call started (before its values were encoded: `raw::call_started`), or from
+    /// now for calls of our own.
+    pub fn deadline(&self) -> Instant {
+        call_started().unwrap_or_else(Instant::now) + self.timeout
     }
 
     /// The current slot map, discovering it first if needed.
@@ -171,6 +192,16 @@ impl Router {
         }
     }
 
+    /// [`Router::mark_stale`] unless the map was read less than `interval` ago.
+    fn mark_stale_at_most_every(&self, interval: Duration) {
+        let Topology::Cluster { refreshed, .. } = &self.topology else {
+            return;
+        };
+        if refreshed.lock().is_none_or(|at| at.elapsed() >= interval) {
+            self.mark_stale();
+        }
+    }
+
     /// Marks the slot map as possibly outdated (a node went away).
     pub fn mark_stale(&self) {
         if let Topology::Cluster { stale, .. } = &self.topology {
@@ -186,6 +217,7 @@ impl Router {
             generation,
             refreshing,
             stale,
+            refreshed,
         } = &self.topology
         else {
             return match &self.topology {
@@ -205,18 +237,49 @@ impl Router {
             .as_ref()
             .map(|m| m.nodes().cloned().collect())
             .unwrap_or_default();
+        let discovering = candidates.is_empty();
         candidates.extend(seeds.iter().cloned());
         let mut last_error = Error::Unavailable("no cluster node to ask for slots".into());
+        let mut permanent = None;
+        // A node whose breaker is open fails at once; a node that has stopped
+        // answering (before its breaker opens) may hold the refresh, and with it
+        // every caller, only for half the timeout.
+        candidates.sort_by_key(|addr| !pool.is_closed(addr));
+        let per_node = (self.timeout / 2).max(Duration::from_millis(50));
         for addr in candidates {
             let mut pipe = Pipeline::new();
             pipe.cmd("CLUSTER").arg("SLOTS");
-            match pool.send(&addr, &pipe, 1).await {
+            let asked = match tokio::time::timeout(per_node, pool.send(&addr, &pipe, 1)).await {
+                Ok(asked) => asked,
+                Err(_) => {
+                    pool.timed_out(&addr);
+                    last_error = Error::Timeout(self.timeout);
+                    continue;
+                }
+            };
+            match asked {
                 Ok(mut replies) => {
                     let reply = replies.pop().unwrap_or(Value::Nil);
+                    if let Some(e) = refused(&reply, &addr) {
+                        permanent = Some(e);
+                        continue;
+                    }
+                    if let Value::ServerError(error) = &reply
+                        && passing_state(error)
+                    {
+                        // Loading its data, or the cluster is electing a master.
+                        last_error = Error::Unavailable(format!(
+                            "{addr} cannot tell the slots yet: {} {}",
+                            error.code(),
+                            error.details().unwrap_or("")
+                        ));
+                        continue;
+                    }
                     match SlotMap::from_cluster_slots(&reply, &addr) {
                         Ok(fresh) => {
                             let fresh = Arc::new(fresh);
                             *map.write() = Some(fresh.clone());
+                            *refreshed.lock() = Some(Instant::now());
                             generation.fetch_add(1, Ordering::AcqRel);
                             stale.store(false, Ordering::Release);
                             tracing::debug!(masters = fresh.masters().len(), from = %addr, "slot map refreshed");
@@ -225,10 +288,17 @@ impl Router {
                         Err(e) => last_error = e,
                     }
                 }
+                // Before the first map, every node shares the refused settings (the
+                // URL's credentials, TLS): asking the other seeds only uses up the
+                // caller's timeout before the mistake is reported.
+                Err(e @ Error::Config(_)) if discovering => return Err(e),
+                Err(e @ Error::Config(_)) => permanent = Some(e),
                 Err(e) => last_error = e,
             }
         }
-        Err(last_error)
+        // A configuration error (a password every node refuses) outweighs a node
+        // that could not be reached.
+        Err(permanent.unwrap_or(last_error))
     }
 
     /// Runs `requests` (see the module docs) and returns one reply per request, in
@@ -236,6 +306,26 @@ impl Router {
     /// turn into [`Error::Store`]. Fails with [`Error::Timeout`] after the response
     /// timeout and with [`Error::Unavailable`] when a node cannot be reached.
     pub async fn execute(&self, pools: Pools<'_>, requests: Vec<Request>) -> Result<Vec<Value>> {
+        // A call that started before it got here (a write, which encoded its values
+        // first) keeps to its start's deadline; others (reads: no clock read on their
+        // path) to one timeout from now.
+        let (started_deadline, own_timer) = match call_started() {
+            None => (None, false),
+            Some(started) => {
+                let deadline = started + self.timeout;
+                let now = Instant::now();
+                if now >= deadline {
+                    // Encoding (or a wait before) used the whole timeout: send
+                    // nothing, so that this `Timeout` leaves the store as it was.
+                    return Err(Error::Timeout(self.timeout));
+                }
+                // The connection's own response timeout (from when the command is
+                // handed to it) ends a wait late only if the call started noticeably
+                // earlier.
+                let own = deadline - now + Duration::from_millis(1) < self.timeout;
+                (Some(deadline), own)
+            }
+        };
         // The common case, one command for a master (a get, a put) whose node is
         // connected: straight to it, without the grouping below and without a timer of
         // our own (the connection's response timeout bounds the wait). Anything but a
@@ -245,11 +335,24 @@ impl Router {
             && !(self.replica_reads && request.read_only && pools.replicas.is_some())
             && let Some((conn, span)) = self.open_master_connection(pools.primary, request.slot)
         {
-            match conn
-                .send_one(pools.primary, &request.cmd)
-                .instrument(span)
+            let node = own_timer.then(|| conn.node());
+            let sent = conn.send_one(pools.primary, &request.cmd).instrument(span);
+            let sent = match node {
+                Some(node) => match tokio::time::timeout_at(
+                    started_deadline.unwrap_or_else(|| self.deadline()).into(),
+                    sent,
+                )
                 .await
-            {
+                {
+                    Ok(sent) => sent,
+                    Err(_) => {
+                        node.timed_out();
+                        Err(Error::Timeout(self.timeout))
+                    }
+                },
+                None => sent.await,
+            };
+            match sent {
                 Ok(value) if !needs_another_round(&value) => return Ok(vec![value]),
                 Ok(_) => {}
                 Err(e) => {
@@ -258,7 +361,9 @@ impl Router {
                 }
             }
         }
-        match tokio::time::timeout(self.timeout, self.execute_rounds(&pools, &requests)).await {
+        let deadline = started_deadline.unwrap_or_else(|| self.deadline());
+        let rounds = self.execute_rounds(&pools, &requests, deadline, None);
+        match tokio::time::timeout_at(deadline.into(), rounds).await {
             Ok(result) => result,
             Err(_) => {
                 // A node that does not answer may be gone: look again next time.
@@ -268,7 +373,32 @@ impl Router {
         }
     }
 
-    async fn execute_rounds(&self, pools: &Pools<'_>, requests: &[Request]) -> Result<Vec<Value>> {
+    /// [`Router::execute`], also returning the address of the node that answered each
+    /// request (a subscription lives on that node's connection).
+    pub async fn execute_recording_nodes(
+        &self,
+        pools: Pools<'_>,
+        requests: Vec<Request>,
+    ) -> Result<(Vec<Value>, Vec<String>)> {
+        let deadline = self.deadline();
+        let mut nodes = vec![String::new(); requests.len()];
+        let rounds = self.execute_rounds(&pools, &requests, deadline, Some(&mut nodes));
+        match tokio::time::timeout_at(deadline.into(), rounds).await {
+            Ok(replies) => Ok((replies?, nodes)),
+            Err(_) => {
+                self.mark_stale();
+                Err(Error::Timeout(self.timeout))
+            }
+        }
+    }
+
+    async fn execute_rounds(
+        &self,
+        pools: &Pools<'_>,
+        requests: &[Request],
+        deadline: Instant,
+        mut nodes: Option<&mut Vec<String>>,
+    ) -> Result<Vec<Value>> {
         let mut replies: Vec<Option<Value>> = vec![None; requests.len()];
         let mut pending: Vec<usize> = (0..requests.len()).collect();
         let mut asked: HashMap<usize, String> = HashMap::new();
@@ -313,22 +443,37 @@ impl Router {
                 let asked = &asked;
                 let span =
                     tracing::debug_span!("partcache.node", node = %addr, commands = indexes.len());
+                let timeout = self.timeout;
                 async move {
-                    if let [i] = indexes[..]
-                        && !asked.contains_key(&i)
-                    {
-                        // One command: no pipeline to build.
-                        let result = pool.send_one(&addr, &requests[i].cmd).await;
-                        return (addr, indexes, result.map(|v| vec![v]));
-                    }
-                    let mut cmds = Vec::with_capacity(indexes.len());
-                    for &i in &indexes {
-                        if asked.contains_key(&i) {
-                            cmds.push(redis::cmd("ASKING"));
+                    let send = async {
+                        if let [i] = indexes[..]
+                            && !asked.contains_key(&i)
+                        {
+                            // One command: no pipeline to build.
+                            return pool
+                                .send_one(&addr, &requests[i].cmd)
+                                .await
+                                .map(|v| vec![v]);
                         }
-                        cmds.push(requests[i].cmd.clone());
-                    }
-                    let result = pool.send_cmds(&addr, cmds).await;
+                        let mut cmds = Vec::with_capacity(indexes.len());
+                        for &i in &indexes {
+                            if asked.contains_key(&i) {
+                                cmds.push(redis::cmd("ASKING"));
+                            }
+                            cmds.push(requests[i].cmd.clone());
+                        }
+                        pool.send_cmds(&addr, cmds).await
+                    };
+                    // Per node, so that the node that did not answer in time is the
+                    // one whose breaker hears of it (this ends before the caller's
+                    // timer around all the rounds, which polls its rounds first).
+                    let result = match tokio::time::timeout_at(deadline.into(), send).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            pool.timed_out(&addr);
+                            Err(Error::Timeout(timeout))
+                        }
+                    };
                     (addr, indexes, result)
                 }
                 .instrument(span)
@@ -342,7 +487,13 @@ impl Router {
                 let values = match result {
                     Ok(values) => values,
                     Err(e) => {
-                        self.mark_stale();
+                        if matches!(e, Error::CircuitOpen { .. }) {
+                            // Its breaker is open: look for a failover now and then,
+                            // not on every call (each look holds up the callers).
+                            self.mark_stale_at_most_every(self.breaker_interval);
+                        } else {
+                            self.mark_stale();
+                        }
                         failure = Some(e);
                         continue;
                     }
@@ -355,6 +506,9 @@ impl Router {
                     let value = values.next().unwrap_or(Value::Nil);
                     let Value::ServerError(error) = &value else {
                         replies[i] = Some(value);
+                        if let Some(nodes) = nodes.as_deref_mut() {
+                            nodes[i].clone_from(&addr);
+                        }
                         continue;
                     };
                     match error.kind() {
@@ -379,12 +533,7 @@ impl Router {
                             }
                             next_pending.push(i);
                         }
-                        Some(
-                            ServerErrorKind::TryAgain
-                            | ServerErrorKind::ClusterDown
-                            | ServerErrorKind::MasterDown
-                            | ServerErrorKind::BusyLoading,
-                        ) => {
+                        _ if passing_state(error) => {
                             busy = true;
                             refresh = true;
                             next_pending.push(i);
@@ -397,7 +546,15 @@ impl Router {
                             refresh = true;
                             next_pending.push(i);
                         }
-                        _ => replies[i] = Some(value),
+                        _ => match refused(&value, &addr) {
+                            Some(e) => failure = Some(e),
+                            None => {
+                                replies[i] = Some(value);
+                                if let Some(nodes) = nodes.as_deref_mut() {
+                                    nodes[i].clone_from(&addr);
+                                }
+                            }
+                        },
                     }
                 }
             }
@@ -416,6 +573,9 @@ impl Router {
                 let mut pipe = Pipeline::new();
                 pipe.cmd("FUNCTION").arg("LOAD").arg(&library.source);
                 let loaded = pools.primary.send(&addr, &pipe, 1).await?;
+                if let Some(refused) = loaded.first().and_then(|reply| refused(reply, &addr)) {
+                    return Err(refused);
+                }
                 if let Some(Value::ServerError(e)) = loaded.first()
                     // Another client loaded it in the meantime.
                     && !e.details().is_some_and(|d| d.contains("already exists"))
@@ -443,12 +603,60 @@ impl Router {
     }
 }
 
+/// Whether `error` is a node's passing state (`TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
+/// `LOADING`): the command did not run; the same command runs once the state passes.
+fn passing_state(error: &redis::ServerError) -> bool {
+    matches!(
+        error.kind(),
+        Some(
+            ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::BusyLoading
+        )
+    )
+}
+
 /// Whether `error` says that a called function does not exist on the node (it has
 /// not got partcache's library: see `scripts.rs`).
 fn function_missing(error: &redis::ServerError) -> bool {
     error
         .details()
         .is_some_and(|d| d.contains("Function not found"))
+}
+
+/// A configuration error if `reply` is the server refusing what no retry changes:
+/// the credentials (`NOAUTH`, `WRONGPASS`), the user's permissions (`NOPERM`), or the
+/// functions partcache's scripts are (a server older than Redis 7.0 does not know
+/// `FCALL` or `FUNCTION`).
+pub(crate) fn refused(reply: &Value, addr: &str) -> Option<Error> {
+    let Value::ServerError(error) = reply else {
+        return None;
+    };
+    let details = error.details().unwrap_or("");
+    if matches!(error.code(), "NOAUTH" | "WRONGPASS" | "NOPERM") {
+        return Some(Error::Config(format!(
+            "{addr} refused the command: {} {details}",
+            error.code()
+        )));
+    }
+    // "unknown command 'FCALL', with args beginning with: …"
+    let unknown = details
+        .strip_prefix("unknown command ")
+        .and_then(|rest| rest.get(1..))
+        .and_then(|rest| rest.split(['\'', '`']).next());
+    if unknown.is_some_and(|command| {
+        ["FCALL", "FCALL_RO", "FUNCTION"]
+            .iter()
+            .any(|name| command.eq_ignore_ascii_case(name))
+    }) {
+        return Some(Error::Config(format!(
+            "{addr} has no function library support, which partcache needs \
+             (Redis 7.0 or later, or Valkey): {} {details}",
+            error.code()
+        )));
+    }
+    None
 }
 
 /// Whether a reply asks for another round (see [`Router::execute`]): the command did
@@ -458,6 +666,7 @@ fn needs_another_round(value: &Value) -> bool {
         return false;
     };
     function_missing(error)
+        || refused(value, "").is_some()
         || matches!(
             error.kind(),
             Some(

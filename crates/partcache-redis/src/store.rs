@@ -217,6 +217,7 @@ impl RedisStore {
                 sequences: (0..spec.partitions.partitions())
                     .map(|p| (layout.sequence_key(p).to_string(), layout.slot(p)))
                     .collect(),
+                links: Default::default(),
             }),
             layout,
         });
@@ -1439,5 +1440,8 @@ impl RawStore for RedisStore {
             partitions: s.partitions(),
             masters,
         })
+    }
+    fn breakers(&self) -> Vec<partcache::stats::BreakerStats> {
+        self.inner.deployment.breakers()
     }
 }

@@ -223,3 +223,32 @@ fn describe(options: &TlsOptions) -> String {
     }
     parts.join(", ")
 }
+
+/// The TLS error behind a failed connection, if the handshake (or the alert a server
+/// sends right after it, such as "certificate required") failed: an untrusted or
+/// misnamed certificate, a peer that does not speak TLS. Retrying cannot change these.
+#[cfg(feature = "tls")]
+pub(crate) fn handshake_error(e: &redis::RedisError) -> Option<rustls::Error> {
+    use std::error::Error as _;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(error) = source {
+        // redis-rs keeps an I/O error as an `Arc<dyn Error>`, which is its source.
+        let error: &(dyn std::error::Error + 'static) =
+            match error.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>() {
+                Some(shared) => &**shared,
+                None => error,
+            };
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls.clone());
+        }
+        if let Some(tls) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.clone());
+        }
+        source = error.source();
+    }
+    None
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use partcache::partition::{MIN_PARTITIONS, SLOT_COUNT};
 use partcache::{Error, Result};
 
+pub use crate::breaker::BreakerSettings;
 pub use crate::tls::{ClientCertificate, PemFile, TlsOptions};
 use crate::tls::{PemKind, read_parameter};
 
@@ -55,6 +56,9 @@ pub struct DeploymentUrl {
     pub response_timeout: Duration,
     /// Serve plain reads (no expiry or LRU bookkeeping) from replicas.
     pub read_from_replicas: bool,
+    /// When a node's circuit breaker opens and how often it is probed
+    /// (`breaker_failures`, `breaker_probe_interval`).
+    pub breaker: BreakerSettings,
 }
 
 /// Every query parameter the URLs accept.
@@ -63,6 +67,8 @@ const PARAMETERS: &[&str] = &[
     "connect_timeout",
     "response_timeout",
     "read_from_replicas",
+    "breaker_failures",
+    "breaker_probe_interval",
     "tls",
     "tls_ca",
     "tls_cert",
@@ -143,6 +149,7 @@ pub fn parse(url: &str) -> Result<DeploymentUrl> {
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         read_from_replicas: false,
+        breaker: BreakerSettings::default(),
     };
     // Paths of the TLS files: read once the whole query is known to be valid.
     let (mut tls_ca, mut tls_cert, mut tls_key) = (None, None, None);
@@ -161,6 +168,14 @@ pub fn parse(url: &str) -> Result<DeploymentUrl> {
             "connect_timeout" => parsed.connect_timeout = duration(name, &value)?,
             "response_timeout" => parsed.response_timeout = duration(name, &value)?,
             "read_from_replicas" => parsed.read_from_replicas = boolean(name, &value)?,
+            "breaker_failures" => {
+                parsed.breaker.failures = value.parse().map_err(|_| {
+                    Error::Config(format!(
+                        "`breaker_failures={value}`: expected a count of timeouts (0 turns breakers off)"
+                    ))
+                })?;
+            }
+            "breaker_probe_interval" => parsed.breaker.probe_interval = duration(name, &value)?,
             "tls" => {
                 tls = boolean(name, &value)?;
                 parsed.tls = tls;
@@ -243,22 +258,54 @@ fn node(host: &str, url: &str) -> Result<String> {
     if host.is_empty() {
         return Err(Error::Config(format!("empty host in `{}`", mask(url))));
     }
-    // `[::1]:6379`, `host:6379`, or `host` (port 6379).
-    let has_port = match host.rfind(']') {
-        Some(bracket) => host[bracket..].contains(':'),
-        None => host.contains(':'),
-    };
-    if !has_port {
-        return Ok(format!("{host}:6379"));
-    }
-    let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
-    if name.is_empty() || port.parse::<u16>().is_err() {
-        return Err(Error::Config(format!(
-            "`{host}` in `{}` is not `host:port`",
+    let not_host = |why: &str| {
+        Error::Config(format!(
+            "`{host}` in `{}` is not `host:port`: {why}",
             mask(url)
-        )));
+        ))
+    };
+    // `[::1]:6379`, `[::1]`, `host:6379`, or `host` (port 6379).
+    let (name, port) = if let Some(bracketed) = host.strip_prefix('[') {
+        let (address, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| not_host("an IPv6 address needs its closing `]`"))?;
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(not_host("not an IPv6 address between `[` and `]`"));
+        }
+        let port = match after {
+            "" => None,
+            after => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| not_host("expected `:port` after `]`"))?,
+            ),
+        };
+        (&host[..address.len() + 2], port)
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let valid_name = name.starts_with('[')
+        || (!name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')));
+    if !valid_name {
+        return Err(not_host(
+            "a host is a name, an IPv4 address or a bracketed IPv6 address",
+        ));
     }
-    Ok(host.to_string())
+    let port = match port {
+        None => 6379,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| not_host("the port is a number from 1 to 65535"))?,
+    };
+    Ok(format!("{name}:{port}"))
 }
 
 fn duration(name: &str, value: &str) -> Result<Duration> {
@@ -351,9 +398,58 @@ mod tests {
             "redis-cluster://h:1/2",
             "memcached://h:1",
             "redis://h:1?read_from_replicas=maybe",
+            "redis://h:1?breaker_failures=-1",
+            "redis://h:1?breaker_probe_interval=0ms",
         ] {
             assert!(matches!(parse(url), Err(Error::Config(_))), "{url}");
         }
+    }
+
+    #[test]
+    fn breaker_settings_have_defaults_and_parameters() {
+        assert_eq!(
+            parse("redis://h:1").unwrap().breaker,
+            BreakerSettings::default()
+        );
+        let u = parse("redis-cluster://h:1?breaker_failures=5&breaker_probe_interval=2s").unwrap();
+        assert_eq!(
+            u.breaker,
+            BreakerSettings::default()
+                .failures(5)
+                .probe_interval(Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse("redis://h:1?breaker_failures=0")
+                .unwrap()
+                .breaker
+                .failures,
+            0
+        );
+    }
+
+    #[test]
+    fn malformed_hosts_are_config_errors_naming_the_host() {
+        for (url, host) in [
+            ("redis://[::1", "[::1"),
+            ("redis://[::1]6379", "[::1]6379"),
+            ("redis://[not-ipv6]:6379", "[not-ipv6]:6379"),
+            ("redis://::1:6379", "::1:6379"),
+            ("redis://h:0", "h:0"),
+            ("redis://h:70000", "h:70000"),
+            ("redis://h%20o:1", "h%20o:1"),
+            ("redis-cluster://a:1,[::1", "[::1"),
+        ] {
+            match parse(url) {
+                Err(Error::Config(m)) => assert!(m.contains(&format!("`{host}`")), "{url}: {m}"),
+                other => panic!("{url}: expected a config error, got {other:?}"),
+            }
+        }
+        assert_eq!(parse("redis://[::1]").unwrap().nodes, ["[::1]:6379"]);
+        assert_eq!(parse("redis://[::1]:7000").unwrap().nodes, ["[::1]:7000"]);
+        assert_eq!(
+            parse("redis://cache-1.internal").unwrap().nodes,
+            ["cache-1.internal:6379"]
+        );
     }
 
     /// A throwaway self-signed P-256 CA certificate and its key, made for these tests

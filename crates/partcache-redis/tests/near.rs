@@ -1,7 +1,8 @@
 //! The near cache on real servers, with independent clients (each `CacheManager` has
 //! its own connections, subscriptions and near cache, as two processes would):
 //! invalidation delay, `clear`/`remove_all` everywhere, a dropped subscription, and a
-//! master killed under load. The guarantee checked: a client never serves a value that
+//! master killed under load (the guarantee, and near hits per master: the healthy
+//! masters' partitions keep their copies). The guarantee checked: a client never serves a value that
 //! another client overwrote more than `max_staleness` ago.
 
 mod common;
@@ -323,6 +324,200 @@ async fn a_killed_master_never_makes_a_near_cache_serve_an_overwritten_value() {
             "the store lost the last write of k{i} after the failover settled"
         );
         until_reads(&reader, &key(i), stored).await;
+    }
+}
+
+/// One read of the per-master test: key, when it started, the version read, whether
+/// the near cache answered it.
+type NearRead = (usize, Instant, Option<u64>, bool);
+
+/// A master killed under near-cached reads: the partitions on the two healthy masters
+/// keep their near copies through the failover (their feed was never lost), the
+/// killed master's partitions are dropped and come back once its replica took over,
+/// and no read is older than the guarantee allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_drops_only_its_own_partitions_from_the_near_cache() {
+    let cluster = Arc::new(tokio::task::block_in_place(|| {
+        RedisCluster::start(Flavor::Redis, 3, 1).expect("start a 3+3 cluster")
+    }));
+    let url = format!(
+        "{}?response_timeout=500ms&connect_timeout=300ms",
+        cluster.seed_url()
+    );
+    let (a, b) = (common::manager(&url), common::manager(&url));
+    let name = unique("near-per-master");
+    let writer = plain_cache(&a, &name).await;
+    let reader = near_cache(&b, &name).await;
+    const KEYS: usize = 96;
+    let key = |i: usize| format!("k{i}");
+    // Every fourth key is written during the test (the guarantee check); the others
+    // only read (the near-hit count).
+    let written = |i: usize| i.is_multiple_of(4);
+    for i in 0..KEYS {
+        writer.put(key(i), 1).await.expect("put");
+    }
+    // Which master holds each key.
+    let map = reader.partition_map().expect("a partition map").clone();
+    let master_of: Vec<usize> = tokio::task::block_in_place(|| {
+        (0..KEYS)
+            .map(|i| {
+                let partition = map
+                    .partition_of(&partcache::HashingPolicy::Standard, &key(i))
+                    .expect("a partition");
+                cluster.slot_owner(map.slot(partition)).expect("an owner")
+            })
+            .collect()
+    });
+    for i in 0..KEYS {
+        until_local(&reader, &key(i)).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+    let reads: Arc<Mutex<Vec<NearRead>>> = Arc::default();
+    let write_task = {
+        let (stop, acks, writer) = (stop.clone(), acks.clone(), writer.clone());
+        tokio::spawn(async move {
+            let mut version = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                version += 1;
+                let i = (version as usize * 4) % KEYS;
+                if writer.put(key(i), version).await.is_ok() {
+                    acks.lock().push((i, version, Instant::now()));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let read_task = {
+        let (stop, reads, reader) = (stop.clone(), reads.clone(), reader.clone());
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let i = n % KEYS;
+                let started = Instant::now();
+                // The only reader of this cache: the counter's step is this read's.
+                let before = reader.stats().near_hits;
+                if let Ok(v) = reader.get(&key(i)).await {
+                    let near = reader.stats().near_hits > before;
+                    reads.lock().push((i, started, v.map(|v| *v), near));
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let deadline = Instant::now() + MARGIN;
+    while acks.lock().len() < 50 || reads.lock().len() < 500 {
+        assert!(Instant::now() < deadline, "the load did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let victim = cluster.masters()[0].index;
+    let killed = Instant::now();
+    tokio::task::block_in_place(|| cluster.kill_node(victim)).expect("kill a master");
+    let window =
+        tokio::task::block_in_place(|| cluster.wait_for_failover(victim)).expect("failover");
+    let settled = Instant::now();
+    tokio::time::sleep(STALENESS + Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    write_task.await.unwrap();
+    read_task.await.unwrap();
+    let acks = acks.lock().clone();
+    let reads = reads.lock().clone();
+
+    // Near hits per master during the failover, over the keys nobody writes.
+    let mut per_master: HashMap<usize, (usize, usize)> = HashMap::new();
+    for &(i, started, _, near) in &reads {
+        if started < killed || started > settled || written(i) {
+            continue;
+        }
+        let entry = per_master.entry(master_of[i]).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(near);
+    }
+    let during = reads
+        .iter()
+        .filter(|r| r.1 >= killed && r.1 <= settled)
+        .count();
+    println!(
+        "NEAR per master during the failover ({window:?}, {during} reads, {:.0} reads/s): {}",
+        during as f64 / (settled - killed).as_secs_f64(),
+        per_master
+            .iter()
+            .map(|(m, (n, hits))| format!(
+                "master {m}{}: {hits}/{n} near hits ({:.1}%)",
+                if *m == victim { " (killed)" } else { "" },
+                100.0 * *hits as f64 / (*n).max(1) as f64
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (master, (n, hits)) in &per_master {
+        if *master == victim {
+            continue;
+        }
+        assert!(*n > 100, "too few reads on master {master}: {n}");
+        assert!(
+            *hits as f64 >= 0.95 * *n as f64,
+            "master {master} kept {hits} near hits of {n} reads during the failover"
+        );
+    }
+
+    // The guarantee, as in the test above: no read older than the last write
+    // acknowledged `max_staleness` before it started; for the killed master's keys,
+    // counting from when the failover settled (Redis itself may lose writes
+    // acknowledged before it).
+    let mut checked = 0;
+    let mut violations = Vec::new();
+    for &(i, started, got, _) in &reads {
+        if master_of[i] != victim || started < settled + STALENESS {
+            continue;
+        }
+        let Some(cutoff) = started.checked_sub(STALENESS) else {
+            continue;
+        };
+        let floor = acks
+            .iter()
+            .filter(|(k, _, at)| *k == i && *at > settled && *at < cutoff)
+            .map(|(_, v, _)| *v)
+            .max();
+        if let Some(floor) = floor {
+            checked += 1;
+            if got.is_none_or(|v| v < floor) {
+                violations.push((key(i), got, floor));
+            }
+        }
+    }
+    // The healthy masters' keys, all along (through the failover too).
+    for &(i, started, got, _) in &reads {
+        if master_of[i] == victim {
+            continue;
+        }
+        let Some(cutoff) = started.checked_sub(STALENESS) else {
+            continue;
+        };
+        let floor = acks
+            .iter()
+            .filter(|(k, _, at)| *k == i && *at < cutoff)
+            .map(|(_, v, _)| *v)
+            .max();
+        if let Some(floor) = floor {
+            checked += 1;
+            if got.is_none_or(|v| v < floor) {
+                violations.push((key(i), got, floor));
+            }
+        }
+    }
+    assert!(checked > 100, "too few reads to check: {checked}");
+    assert!(
+        violations.is_empty(),
+        "{} reads older than the bound allows, e.g. {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
+    // The killed master's partitions are near-cached again once its replica serves.
+    for i in (0..KEYS).filter(|&i| master_of[i] == victim && !written(i)) {
+        until_local(&reader, &key(i)).await;
     }
 }
 

@@ -85,10 +85,14 @@ async fn corrupted_bytes_in_an_entry_are_a_miss_and_a_decode_error() {
     assert_eq!(stats.misses, 1);
 }
 
-/// Fails unless `result` is a transient store error (`Unavailable` or `Timeout`).
+/// Fails unless `result` is a transient store error (`Unavailable`, `Timeout`, or
+/// `CircuitOpen` once a silent node's breaker opened).
 fn assert_transient<T: std::fmt::Debug>(result: partcache::Result<T>) {
     assert!(
-        matches!(result, Err(Error::Unavailable(_) | Error::Timeout(_))),
+        matches!(
+            result,
+            Err(Error::Unavailable(_) | Error::Timeout(_) | Error::CircuitOpen { .. })
+        ),
         "{result:?}"
     );
 }

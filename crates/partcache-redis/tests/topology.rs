@@ -250,7 +250,10 @@ async fn a_killed_master_is_replaced_and_the_same_client_keeps_working() {
     );
     for (_, e) in errors.iter() {
         assert!(
-            matches!(e, Error::Unavailable(_) | Error::Timeout(_)),
+            matches!(
+                e,
+                Error::Unavailable(_) | Error::Timeout(_) | Error::CircuitOpen { .. }
+            ),
             "untyped error during failover: {e:?}"
         );
     }
@@ -494,7 +497,10 @@ async fn a_stopped_deployment_fails_fast_and_the_same_cache_works_after_restart(
             .expect("get hung");
         let took = start.elapsed();
         assert!(
-            matches!(result, Err(Error::Unavailable(_) | Error::Timeout(_))),
+            matches!(
+                result,
+                Err(Error::Unavailable(_) | Error::Timeout(_) | Error::CircuitOpen { .. })
+            ),
             "round {round}: {result:?}"
         );
         assert!(took < limit, "round {round}: failed after {took:?}");
@@ -503,7 +509,10 @@ async fn a_stopped_deployment_fails_fast_and_the_same_cache_works_after_restart(
             .await
             .expect("put hung");
         assert!(
-            matches!(result, Err(Error::Unavailable(_) | Error::Timeout(_))),
+            matches!(
+                result,
+                Err(Error::Unavailable(_) | Error::Timeout(_) | Error::CircuitOpen { .. })
+            ),
             "round {round}: {result:?}"
         );
         assert!(

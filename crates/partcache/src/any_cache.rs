@@ -61,6 +61,12 @@ pub trait AnyCache: Send + Sync {
     /// Partitions, entries and bytes per master ([`Cache::balance_report`]); an
     /// [`crate::Error::Config`] on stores that do not partition.
     fn balance_report(&self) -> BoxFuture<'_, Result<BalanceReport>>;
+
+    /// The circuit breakers of the store's nodes (none on the embedded store; see
+    /// [`crate::store::raw::RawStore::breakers`]).
+    fn breakers(&self) -> Vec<crate::stats::BreakerStats> {
+        Vec::new()
+    }
 }
 
 impl<K: CacheKey, V: CacheValue> AnyCache for Cache<K, V> {
@@ -98,6 +104,12 @@ impl<K: CacheKey, V: CacheValue> AnyCache for Cache<K, V> {
 
     fn balance_report(&self) -> BoxFuture<'_, Result<BalanceReport>> {
         Box::pin(Cache::balance_report(self))
+    }
+
+    fn breakers(&self) -> Vec<crate::stats::BreakerStats> {
+        self.raw_store()
+            .map(|raw| raw.breakers())
+            .unwrap_or_default()
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Errors are an enum a caller can match on: a store that is down is
 //! [`Error::Unavailable`], a slow one [`Error::Timeout`], bytes that do not decode are
-//! [`Error::Decode`] (reads turn these into misses; see `Cache::get`), bad
+//! [`Error::Decode`] (reads turn these into misses; see `Cache::get`), a node whose
+//! circuit breaker is open [`Error::CircuitOpen`], bad
 //! configuration is [`Error::Config`], and input the cache refuses (an oversized value,
 //! a key no hashing rule matches) is [`Error::Rejected`].
 
@@ -21,6 +22,18 @@ pub enum Error {
     /// The store did not answer within the configured timeout.
     #[error("cache store timed out after {0:?}")]
     Timeout(Duration),
+    /// A store node timed out repeatedly, so its circuit breaker is open: calls to it
+    /// fail at once, without waiting for the node, until a probe finds it answering
+    /// again (at most every `retry_in`). Transient, like [`Error::Timeout`].
+    #[error(
+        "cache store node {node} is not answering (circuit open; next probe within {retry_in:?})"
+    )]
+    CircuitOpen {
+        /// The node's address.
+        node: String,
+        /// The breaker's probe interval: the node is probed again within it.
+        retry_in: Duration,
+    },
     /// Stored bytes could not be decoded into the cache's value type.
     #[error("could not decode a stored value: {0}")]
     Decode(String),
@@ -54,10 +67,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// `true` for errors caused by the store's availability (unavailable or timeout):
-    /// the kind of error adapters fail open on.
+    /// `true` for errors caused by the store's availability (unavailable, timeout, or a
+    /// node's open circuit breaker): the kind of error adapters fail open on.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unavailable(_) | Error::Timeout(_))
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::Timeout(_) | Error::CircuitOpen { .. }
+        )
     }
 
     /// Wraps a loader's error.

@@ -129,7 +129,9 @@ fn memory_backend(url: &str) -> Result<Backend> {
 impl CacheManager {
     /// A manager over the backend `url` names. Does no I/O: remote backends connect
     /// when the first cache is built. Unknown schemes and bad parameters are
-    /// [`Error::Config`] errors naming the bad part.
+    /// [`Error::Config`] errors naming the bad part; an unknown scheme's error lists the
+    /// registered schemes and the nearest one (and asks for `partcache_redis::install()`
+    /// only when no Redis scheme is registered).
     pub fn from_url(url: &str) -> Result<Self> {
         Self::with_config(url, ManagerConfig::default())
     }

@@ -350,6 +350,73 @@ impl CacheStats {
     }
 }
 
+/// Where a store node's circuit breaker stands (see [`BreakerStats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BreakerState {
+    /// Calls go to the node.
+    Closed,
+    /// The node timed out repeatedly: calls to it fail at once
+    /// ([`crate::Error::CircuitOpen`]).
+    Open,
+    /// Still open, and one probe is checking whether the node answers again.
+    Probing,
+}
+
+impl BreakerState {
+    /// `closed`, `open` or `probing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::Probing => "probing",
+        }
+    }
+}
+
+/// One store node's circuit breaker: its state and how often it changed, for
+/// dashboards and metrics. Stores without breakers (the embedded one) report none; see
+/// [`crate::store::raw::RawStore::breakers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerStats {
+    /// The node's address (`host:port`).
+    pub node: String,
+    /// The state now.
+    pub state: BreakerState,
+    /// How long it has been in this state.
+    pub since: Duration,
+    /// Times it opened.
+    pub opened: u64,
+    /// Times it closed again (a probe, or a call, found the node answering).
+    pub closed: u64,
+    /// Calls that failed at once because it was open.
+    pub rejected: u64,
+    /// Probes sent to the node while it was open.
+    pub probes: u64,
+}
+
+impl BreakerStats {
+    /// Pushes the breaker to the `metrics` facade, labelled `node`: the gauge
+    /// `partcache_breaker_open` (1 open or probing, 0 closed) and the counters
+    /// `partcache_breaker_{opened,closed,rejected,probes}_total`.
+    pub fn publish(&self) {
+        let label = [("node", self.node.clone())];
+        let open = if self.state == BreakerState::Closed {
+            0.0
+        } else {
+            1.0
+        };
+        metrics::gauge!("partcache_breaker_open", &label).set(open);
+        for (name, value) in [
+            ("partcache_breaker_opened_total", self.opened),
+            ("partcache_breaker_closed_total", self.closed),
+            ("partcache_breaker_rejected_total", self.rejected),
+            ("partcache_breaker_probes_total", self.probes),
+        ] {
+            metrics::counter!(name, &label).absolute(value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! `/admin/caches` (HTML, refreshing itself every few seconds) and
 //! `/admin/caches.json`: per cache, hit ratio, entries, evictions, latency; on a
-//! partitioned store, partitions and entries per master as inline SVG bars.
+//! partitioned store, partitions and entries per master as inline SVG bars; on Redis,
+//! each store node's circuit breaker.
 
 use std::fmt::Write;
 
@@ -28,6 +29,58 @@ pub struct Dashboard {
     pub http: HttpFigures,
     /// The sea-orm query and entity caches' counters.
     pub orm: OrmFigures,
+    /// The circuit breaker of every store node the caches talk to (none on the
+    /// embedded store).
+    #[serde(default)]
+    pub breakers: Vec<BreakerFigures>,
+}
+
+/// One store node's circuit breaker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BreakerFigures {
+    /// The node's address.
+    pub node: String,
+    /// `closed` (calls go to the node), `open` (they fail at once) or `probing`.
+    pub state: String,
+    /// Seconds in that state.
+    pub since_seconds: f64,
+    /// Times it opened.
+    pub opened: u64,
+    /// Times it closed again.
+    pub closed: u64,
+    /// Calls that failed at once while it was open.
+    pub rejected: u64,
+    /// Probes sent while it was open.
+    pub probes: u64,
+}
+
+impl From<partcache::stats::BreakerStats> for BreakerFigures {
+    fn from(b: partcache::stats::BreakerStats) -> Self {
+        BreakerFigures {
+            node: b.node,
+            state: b.state.as_str().to_string(),
+            since_seconds: b.since.as_secs_f64(),
+            opened: b.opened,
+            closed: b.closed,
+            rejected: b.rejected,
+            probes: b.probes,
+        }
+    }
+}
+
+/// The breakers of every cache's nodes, once per node (caches of one manager share
+/// their deployment's connections, so they report the same nodes).
+pub fn breakers(manager: &CacheManager) -> Vec<partcache::stats::BreakerStats> {
+    let mut nodes: Vec<partcache::stats::BreakerStats> = Vec::new();
+    for cache in manager.caches() {
+        for breaker in cache.breakers() {
+            if !nodes.iter().any(|b| b.node == breaker.node) {
+                nodes.push(breaker);
+            }
+        }
+    }
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    nodes
 }
 
 /// One cache's figures (this process's statistics; entries from the store).
@@ -228,6 +281,7 @@ pub async fn collect(
         caches,
         http: http.into(),
         orm: orm.into(),
+        breakers: breakers(manager).into_iter().map(Into::into).collect(),
     }
 }
 
@@ -347,6 +401,29 @@ pub fn render(dashboard: &Dashboard) -> String {
         }
         balance.push_str("</div>");
     }
+    let mut nodes = String::new();
+    if !dashboard.breakers.is_empty() {
+        nodes.push_str(
+            "<h2>Store nodes</h2><table id=\"breakers\"><thead><tr><th>node</th><th>circuit breaker</th>\
+             <th>for</th><th>opened</th><th>closed</th><th>calls refused</th><th>probes</th></tr></thead><tbody>",
+        );
+        for b in &dashboard.breakers {
+            let _ = write!(
+                nodes,
+                "<tr data-node=\"{node}\"><td>{node}</td><td data-field=\"state\" class=\"breaker-{state}\">{state}</td>\
+                 <td>{since:.0} s</td><td data-field=\"opened\">{opened}</td><td data-field=\"closed\">{closed}</td>\
+                 <td data-field=\"rejected\">{rejected}</td><td data-field=\"probes\">{probes}</td></tr>",
+                node = escape(&b.node),
+                state = escape(&b.state),
+                since = b.since_seconds,
+                opened = b.opened,
+                closed = b.closed,
+                rejected = b.rejected,
+                probes = b.probes,
+            );
+        }
+        nodes.push_str("</tbody></table>");
+    }
     let h = &dashboard.http;
     let o = &dashboard.orm;
     let errors: String = dashboard
@@ -372,7 +449,7 @@ pub fn render(dashboard: &Dashboard) -> String {
          statistics of this process since start · refreshes every {REFRESH_SECONDS} s</p>\
          <table id=\"caches\"><thead><tr><th>cache</th><th>hit ratio</th><th>hits</th><th>misses</th><th>near hits</th><th>entries</th>\
          <th>puts</th><th>evictions</th><th>expirations</th><th>errors</th><th>avg get</th><th>avg put</th></tr></thead>\
-         <tbody>{rows}</tbody></table>{balance}{errors}\
+         <tbody>{rows}</tbody></table>{balance}{nodes}{errors}\
          <h2>HTTP response cache</h2><table id=\"http\"><tr><th>hits</th><th>misses</th><th>coalesced</th><th>stale</th><th>bypasses</th>\
          <th>stored</th><th>invalidated</th><th>store errors</th></tr><tr><td data-field=\"http_hits\">{hh}</td>\
          <td data-field=\"http_misses\">{hm}</td><td data-field=\"http_coalesced\">{hc}</td><td>{hs}</td><td>{hb}</td>\
@@ -418,6 +495,33 @@ mod tests {
             redact_url("redis://h:6379/0?x=a@b"),
             "redis://h:6379/0?x=a@b"
         );
+    }
+
+    #[test]
+    fn breakers_are_listed_with_their_state() {
+        let dashboard = Dashboard {
+            store: "redis://h:1".into(),
+            partitioned: false,
+            caches: Vec::new(),
+            http: ResponseCacheStats::default().into(),
+            orm: QueryCacheStats::default().into(),
+            breakers: vec![BreakerFigures {
+                node: "127.0.0.1:7000".into(),
+                state: "open".into(),
+                since_seconds: 2.0,
+                opened: 1,
+                closed: 0,
+                rejected: 42,
+                probes: 3,
+            }],
+        };
+        let html = render(&dashboard);
+        assert!(html.contains("<tr data-node=\"127.0.0.1:7000\">"), "{html}");
+        assert!(
+            html.contains("data-field=\"state\" class=\"breaker-open\">open<"),
+            "{html}"
+        );
+        assert!(html.contains("data-field=\"rejected\">42<"), "{html}");
     }
 
     #[test]

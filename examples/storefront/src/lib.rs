@@ -28,7 +28,9 @@ mod pages;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use admin::{CacheFigures, Dashboard, HttpFigures, MasterFigures, OrmFigures, redact_url};
+pub use admin::{
+    BreakerFigures, CacheFigures, Dashboard, HttpFigures, MasterFigures, OrmFigures, redact_url,
+};
 pub use catalog::{
     CARDS_CACHE, Invalid, MAX_NAME_CHARS, ProductCard, ProductPatch, RECOMMENDATIONS,
 };

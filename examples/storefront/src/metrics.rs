@@ -85,6 +85,9 @@ pub fn render(
     orm: QueryCacheStats,
 ) -> String {
     manager.publish_metrics();
+    for breaker in crate::admin::breakers(manager) {
+        breaker.publish();
+    }
     let responses = [
         ("hit", http.hits),
         ("miss", http.misses),

@@ -5,10 +5,10 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use partcache_integration_tests::{Flavor, RedisCluster};
+use partcache_integration_tests::{ClusterOptions, Flavor, RedisCluster};
 use storefront::Config;
 use support::{cache, start};
 
@@ -123,4 +123,116 @@ async fn on_a_cluster_the_dashboard_shows_partitions_and_entries_per_master() {
         );
         assert!(svg.contains(&group), "{group} in {svg}");
     }
+}
+
+/// A master frozen under traffic shows on the dashboard (JSON and page) and in
+/// `/metrics` as an open circuit breaker, and as closed again once it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_shows_as_an_open_breaker_on_the_dashboard_and_in_metrics() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        RedisCluster::start_with_options(
+            Flavor::Redis,
+            3,
+            0,
+            ClusterOptions {
+                // The other masters keep serving while one is stopped.
+                extra_args: vec!["--cluster-require-full-coverage".into(), "no".into()],
+                ..ClusterOptions::default()
+            },
+        )
+    })
+    .await
+    .expect("harness thread")
+    .expect("start a 3-master cluster");
+    let probe_interval = Duration::from_millis(300);
+    let shop = start(Config {
+        cache_url: format!(
+            "{}?response_timeout=200ms&connect_timeout=200ms&breaker_probe_interval={}ms",
+            cluster.seed_url(),
+            probe_interval.as_millis()
+        ),
+        store_timeout: Duration::from_millis(500),
+        ..Config::default()
+    })
+    .await;
+    for id in 1..=12 {
+        assert_eq!(
+            shop.get(&format!("/products/{id}")).await.status,
+            StatusCode::OK
+        );
+    }
+    let frozen = tokio::task::block_in_place(|| cluster.masters()[0].clone());
+    let breaker_of = |dashboard: &storefront::Dashboard| {
+        dashboard
+            .breakers
+            .iter()
+            .find(|b| b.node == frozen.addr)
+            .cloned()
+    };
+    assert_eq!(
+        breaker_of(&shop.dashboard().await)
+            .map(|b| b.state)
+            .as_deref(),
+        Some("closed")
+    );
+
+    tokio::task::block_in_place(|| cluster.pause_node(frozen.index)).expect("SIGSTOP");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut id = 0;
+    loop {
+        // Pages and the product API keep answering: the store fails open.
+        id = id % 12 + 1;
+        assert_eq!(
+            shop.get(&format!("/products/{id}")).await.status,
+            StatusCode::OK
+        );
+        if breaker_of(&shop.dashboard().await).is_some_and(|b| b.state != "closed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the frozen master's breaker never opened"
+        );
+    }
+    let page = shop.get("/admin/caches").await;
+    let row = format!("<tr data-node=\"{}\">", frozen.addr);
+    let row_at = page
+        .body
+        .find(&row)
+        .unwrap_or_else(|| panic!("{row} in {}", page.body));
+    let row_html = &page.body[row_at..row_at + page.body[row_at..].find("</tr>").unwrap()];
+    assert!(
+        row_html.contains("class=\"breaker-open\">open<")
+            || row_html.contains("class=\"breaker-probing\">probing<"),
+        "{row_html}"
+    );
+    let metrics = shop.get("/metrics").await.body;
+    let open = format!("partcache_breaker_open{{node=\"{}\"}} 1", frozen.addr);
+    assert!(metrics.contains(&open), "{open} in /metrics");
+
+    let resumed = Instant::now();
+    tokio::task::block_in_place(|| cluster.resume_node(frozen.index)).expect("SIGCONT");
+    loop {
+        id = id % 12 + 1;
+        assert_eq!(
+            shop.get(&format!("/products/{id}")).await.status,
+            StatusCode::OK
+        );
+        let breaker = breaker_of(&shop.dashboard().await).expect("the frozen master's breaker");
+        if breaker.state == "closed" {
+            assert!(breaker.opened >= 1 && breaker.closed >= 1, "{breaker:?}");
+            break;
+        }
+        assert!(
+            resumed.elapsed() < probe_interval + Duration::from_secs(2),
+            "still {breaker:?} {:?} after the master resumed",
+            resumed.elapsed()
+        );
+    }
+    let metrics = shop.get("/metrics").await.body;
+    let opened = format!(
+        "partcache_breaker_opened_total{{node=\"{}\"}} 1",
+        frozen.addr
+    );
+    assert!(metrics.contains(&opened), "{opened} in /metrics");
 }

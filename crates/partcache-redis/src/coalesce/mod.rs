@@ -29,13 +29,14 @@ pub(crate) struct Coalescer {
     pub puts: puts::Puts,
 }
 
-/// A waiting request's result, within the response timeout from now: a request that
-/// waited for the one before it and then went in a batch that also stalled must not
-/// take two timeouts (when it times out, like any call that did, it may still be
-/// carried out).
+/// A waiting request's result, within the response timeout from the start of its cache
+/// call (`Router::deadline`): a request that waited for the one before it and then
+/// went in a batch that also stalled must not take two timeouts (when it times out,
+/// like any call that did, it may still be carried out).
 async fn wait<T>(deployment: &Deployment, receiver: oneshot::Receiver<Result<T>>) -> Result<T> {
     let timeout = deployment.router.timeout();
-    match tokio::time::timeout(timeout, receiver).await {
+    let deadline = deployment.router.deadline();
+    match tokio::time::timeout_at(deadline.into(), receiver).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(Error::Unavailable(
             "a coalesced request was dropped (runtime shutting down)".into(),

@@ -564,6 +564,25 @@ impl RawStore for JoinedStore {
             masters,
         })
     }
+
+    /// Every member's breakers, each node named as in the balance report
+    /// (`<member id> <host:port>`).
+    fn breakers(&self) -> Vec<partcache::stats::BreakerStats> {
+        self.shared
+            .members
+            .iter()
+            .flat_map(|member| {
+                member
+                    .deployment
+                    .breakers()
+                    .into_iter()
+                    .map(|b| partcache::stats::BreakerStats {
+                        node: format!("{} {}", member.id, b.node),
+                        ..b
+                    })
+            })
+            .collect()
+    }
 }
 
 /// A near cache's sink as one member sees it: only the partitions the member holds.

@@ -301,9 +301,12 @@ where
     }
 
     async fn write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>> {
+        // The store's timeout covers the encoding too (see `raw::call_started`).
+        let started = std::time::Instant::now();
         let raw_key = self.raw_key(key)?;
         let raw_write = self.raw_write(key, write)?;
-        let outcome = self.after(self.raw.write(&raw_key, raw_write).await)?;
+        let written = super::raw::started_at(started, self.raw.write(&raw_key, raw_write));
+        let outcome = self.after(written.await)?;
         Ok(WriteOutcome {
             existed: outcome.existed,
             applied: outcome.applied,
@@ -312,11 +315,12 @@ where
     }
 
     async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<u64> {
+        let started = std::time::Instant::now();
         let encoded = entries
             .iter()
             .map(|(k, v)| Ok((self.raw_key(k)?, self.encode(k, v)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.after(self.raw.put_all(encoded, ttl).await)
+        self.after(super::raw::started_at(started, self.raw.put_all(encoded, ttl)).await)
     }
 
     async fn remove_all(&self, keys: &[K]) -> Result<u64> {

@@ -311,6 +311,11 @@ pub trait RawStore: Send + Sync + 'static {
             self.describe()
         )))
     }
+    /// The circuit breakers of the nodes the store talks to (see
+    /// [`crate::stats::BreakerStats`]); stores without breakers keep this default, none.
+    fn breakers(&self) -> Vec<crate::stats::BreakerStats> {
+        Vec::new()
+    }
 }
 
 /// A connected (or lazily connecting) remote deployment that can open caches.
@@ -325,6 +330,26 @@ pub trait RemoteBackend: Send + Sync + 'static {
     fn default_partitions(&self) -> u16 {
         crate::partition::DEFAULT_PARTITIONS
     }
+}
+
+tokio::task_local! {
+    /// When the cache call running in this task started (see [`call_started`]).
+    static CALL_STARTED: std::time::Instant;
+}
+
+/// Runs `call` (a raw store call) as part of a cache call that started at `started`,
+/// before its values were encoded: a store that bounds its calls by a timeout counts
+/// from there (see [`call_started`]).
+pub async fn started_at<F: std::future::Future>(started: std::time::Instant, call: F) -> F::Output {
+    CALL_STARTED.scope(started, call).await
+}
+
+/// When the cache call that the current raw store call is part of started (encoding
+/// included), if it was run through [`started_at`]; `None` for calls of the store's
+/// own (background tasks). A store whose calls have a timeout measures it from here, so
+/// that the timeout covers the whole call.
+pub fn call_started() -> Option<std::time::Instant> {
+    CALL_STARTED.try_with(|started| *started).ok()
 }
 
 /// Makes a [`RemoteBackend`] from a URL. Registered with [`register_backend`].
@@ -353,19 +378,97 @@ pub fn register_backend(factory: Arc<dyn BackendFactory>) {
     }
 }
 
-/// The factory registered for `scheme`.
+/// The factory registered for `scheme`. An unknown scheme's error lists the schemes
+/// there are, suggests the nearest one, and says to install the Redis backend only
+/// when the scheme is a Redis one and no Redis scheme is registered.
 pub(crate) fn backend_for(scheme: &str) -> Result<Arc<dyn BackendFactory>> {
-    registry().read().get(scheme).cloned().ok_or_else(|| {
-        let hint = if scheme.starts_with("redis")
-            || scheme.starts_with("valkey")
-            || scheme == "rediss"
-        {
-            " (add the `partcache-redis` crate and call `partcache_redis::install()` at start-up)"
-        } else {
-            ""
-        };
-        Error::Config(format!(
-            "unknown cache URL scheme `{scheme}`: expected `memory` or a registered backend{hint}"
-        ))
-    })
+    let registry = registry().read();
+    if let Some(factory) = registry.get(scheme) {
+        return Ok(factory.clone());
+    }
+    let mut known: Vec<&str> = registry.keys().copied().collect();
+    known.push("memory");
+    known.sort_unstable();
+    let redis_like = |s: &str| s.starts_with("redis") || s.starts_with("valkey");
+    let mut message = format!(
+        "unknown cache URL scheme `{scheme}`: the known schemes are {}",
+        known
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(nearest) = known
+        .iter()
+        .map(|s| (edit_distance(scheme, s), *s))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+    {
+        message.push_str(&format!(" (did you mean `{}`?)", nearest.1));
+    } else if redis_like(scheme) && !known.iter().any(|s| redis_like(s)) {
+        message.push_str(
+            " (add the `partcache-redis` crate and call `partcache_redis::install()` at start-up)",
+        );
+    }
+    Err(Error::Config(message))
+}
+
+/// Levenshtein distance of `a` and `b` (for "did you mean").
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake;
+
+    impl BackendFactory for Fake {
+        fn schemes(&self) -> &'static [&'static str] {
+            &["fakedb", "fakedb-cluster"]
+        }
+        fn connect(&self, _url: &str) -> Result<Arc<dyn RemoteBackend>> {
+            Err(Error::Config("fake".into()))
+        }
+    }
+
+    fn unknown(scheme: &str) -> String {
+        match backend_for(scheme) {
+            Err(Error::Config(message)) => message,
+            Err(other) => panic!("{scheme}: expected a config error, got {other}"),
+            Ok(_) => panic!("{scheme}: expected an error"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_scheme_lists_the_registered_ones_and_suggests_the_nearest() {
+        register_backend(Arc::new(Fake));
+        let message = unknown("fakedb-clustr");
+        assert!(message.contains("`fakedb`, `fakedb-cluster`"), "{message}");
+        assert!(message.contains("`memory`"), "{message}");
+        assert!(
+            message.contains("did you mean `fakedb-cluster`?"),
+            "{message}"
+        );
+        let message = unknown("zzz");
+        assert!(!message.contains("did you mean"), "{message}");
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("redis-clustr", "redis-cluster"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 }
