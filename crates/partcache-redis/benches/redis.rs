@@ -1,6 +1,6 @@
 //! partcache on Redis versus raw redis-rs calls doing the equivalent work, on servers this
 //! benchmark starts itself (a 3-master cluster and a standalone server), at 64
-//! concurrent tasks with 100-byte values. Prints the `BENCH` lines of issue 3:
+//! concurrent tasks with 100-byte values. Prints these `BENCH` lines:
 //!
 //! ```text
 //! cargo bench -p partcache-redis --bench redis

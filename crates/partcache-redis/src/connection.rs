@@ -227,7 +227,7 @@ struct Connector {
 /// in order (auto-pipelining), so 64 concurrent callers become a few large writes.
 /// (An earlier design put a writer task of ours in front that gathered requests into
 /// pipelines; its extra task hop, channel and reply slot per request bought nothing
-/// measurable: issue 3 bench, standalone_get 0.71 with and without it.)
+/// measurable: standalone_get 0.71 with and without it.)
 /// Connections with push routes speak RESP3, so that pub/sub messages arrive as pushes
 /// beside ordinary replies on one multiplexed connection; replica connections speak
 /// RESP2.

@@ -1,7 +1,7 @@
 //! # partcache-redis
 //!
 //! Redis and Valkey stores for [`partcache`]: a standalone server, a Redis Cluster
-//! across whose masters every cache is split into partitions (DESIGN.md §5), or several
+//! across whose masters every cache is split into partitions, or several
 //! such deployments joined into one partitioned store, with JCache
 //! semantics (expiry, max-idle, per-entry TTL, conditional writes, eviction, events)
 //! implemented server-side in Lua functions whose work per entry stays within its

@@ -4,7 +4,7 @@
 //! partcache routes by node address itself instead of through redis-rs's cluster
 //! client: measured with redis 1.8.1, that client splits a cross-slot `MGET` per slot
 //! and refuses a pipeline whose keys span slots, so it cannot send one pipeline per
-//! node (issue 3).
+//! node.
 
 use partcache::partition::SLOT_COUNT;
 use partcache::{Error, Result};

@@ -48,7 +48,7 @@ pub struct RedisStore {
 /// Whether the store finished opening (layout check, event subscriptions, reaper).
 ///
 /// Opening needs the server. An application that starts while its Redis is down must
-/// still be able to build its caches and serve (fail-open, issue 4), so an open that
+/// still be able to build its caches and serve (fail-open), so an open that
 /// fails with a transient error (`Unavailable`/`Timeout`) returns a store that is not
 /// open yet: every operation first tries to finish opening. At most one attempt is in
 /// flight at a time, and a new one starts at most every `retry_every` (the connect

@@ -97,7 +97,7 @@ fn assert_transient<T: std::fmt::Debug>(result: partcache::Result<T>) {
     );
 }
 
-/// A cache is built even while its server is down (it opens lazily, issue 4); its
+/// A cache is built even while its server is down (it opens lazily); its
 /// operations fail fast with a typed error meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_fails_fast_with_a_typed_error() {

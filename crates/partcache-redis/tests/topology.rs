@@ -1,4 +1,4 @@
-//! Topology changes on real deployments under load (issue 3, item 6): a master killed
+//! Topology changes on real deployments under load: a master killed
 //! and replaced by its replica, slots of several partitions migrated to another master,
 //! and a whole standalone deployment stopped and restarted. Every call runs under a
 //! deadline of the configured response timeout plus a margin, so a call that hangs

@@ -126,7 +126,7 @@ impl Inner {
         };
         result.map_err(|error| {
             incr(&self.counters.store_errors);
-            // Fail-open (DESIGN.md §7): logged and counted, never the request's error.
+            // Fail-open: logged and counted, never the request's error.
             tracing::warn!(cache = %self.responses.name(), operation = what, %error,
                 "response cache store failed; serving from the origin");
             StoreFailed

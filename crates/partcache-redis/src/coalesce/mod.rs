@@ -3,7 +3,7 @@
 //! (then the ones that arrived during that command, and so on). A request with nothing
 //! in flight goes at once, alone, so a lone caller waits no longer than before; under
 //! load, dozens of requests cost the server one command instead of dozens, and the
-//! client one reply to parse (issue 3: the raw client reaches about a quarter of what a
+//! client one reply to parse (the raw client reaches about a quarter of what a
 //! pipelining client gets from the same servers).
 //!
 //! * [`reads`]: one-key plain reads on a standalone server, as `MGET`s.

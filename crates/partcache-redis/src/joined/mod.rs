@@ -1,6 +1,6 @@
 //! Joined deployments: several independent Redis / Valkey deployments (standalone
 //! servers, clusters, or a mix) joined into one partitioned store (`redis-joined://`,
-//! DESIGN.md §4, issue 3; Redisson's `ShardedRedisson`).
+//! as Redisson's `ShardedRedisson` does).
 //!
 //! ```no_run
 //! # async fn demo() -> partcache::Result<()> {
@@ -33,7 +33,7 @@
 //!
 //! # Which member holds what
 //!
-//! Every cache keeps its `P` partitions (DESIGN.md §5). Partition `i` of cache `N`
+//! Every cache keeps its `P` partitions. Partition `i` of cache `N`
 //! lives on the member with the highest [`score`]`(id, N, i)`: XXH3-64 of the member's
 //! id, a zero byte, the cache name, a zero byte and `i` as two little-endian bytes
 //! (rendezvous hashing; ties, about one in 2^64, go to the smaller id). Every process

@@ -5,7 +5,7 @@
 //! when it opens; it calls nothing. Every process that lists the same member ids computes
 //! the same owners, with no coordination.
 //!
-//! Why rendezvous hashing (DESIGN.md §4, issue 3): when a member is added, a partition
+//! Why rendezvous hashing: when a member is added, a partition
 //! moves only if the new member outscores its current owner, which happens for about
 //! `1/(D+1)` of the partitions, and only *to* the new member; when a member is removed,
 //! only its own partitions move. A ring or `mod D` would move more, or move partitions

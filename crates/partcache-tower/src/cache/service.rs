@@ -93,7 +93,7 @@ where
         }
         Ok(Ok(None)) => incr(&counters.misses),
         Ok(Err(error)) => {
-            // Fail-open (DESIGN.md §7): the cache is never why a request fails.
+            // Fail-open: the cache is never why a request fails.
             incr(&counters.store_errors);
             tracing::warn!(cache = %shared.cache.name(), %error, "cache read failed; calling the service");
             return inner.call(request).await;
