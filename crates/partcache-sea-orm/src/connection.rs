@@ -70,9 +70,12 @@ pub(crate) async fn plan_write(
         keys.push(versions.key(&Version::Table(table.clone())));
     }
     let single = tables.len() == 1;
-    if !(single && is_pure_insert(&stmt.sql)) {
+    if !(single && is_pure_insert(&stmt.sql, stmt.db_backend)) {
         for table in &tables {
-            let row = match single.then(|| row_target(&stmt.sql)).flatten() {
+            let row = match single
+                .then(|| row_target(&stmt.sql, stmt.db_backend))
+                .flatten()
+            {
                 Some((target, pairs)) if &target == table => {
                     single_row(cache, table, stmt, &pairs).await
                 }

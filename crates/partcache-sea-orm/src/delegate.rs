@@ -18,7 +18,8 @@ use crate::transaction::CachingTransaction;
 
 /// The plan of a statement that arrives as SQL (read best-effort from the text).
 pub(crate) async fn plan_raw(cache: &QueryCache, stmt: &Statement) -> WritePlan {
-    plan_write(cache, stmt, raw_effect(&stmt.sql)).await
+    let effect = raw_effect(&stmt.sql, stmt.db_backend, &cache.inner.reader.catalog());
+    plan_write(cache, stmt, effect).await
 }
 
 /// Builds a statement object for `backend` and plans it from the object's audit.
@@ -28,7 +29,8 @@ pub(crate) async fn plan_built<S: StatementBuilder>(
     stmt: &S,
 ) -> (Statement, WritePlan) {
     let built = backend.build(stmt);
-    let plan = plan_write(cache, &built, write_effect(stmt, &built)).await;
+    let effect = write_effect(stmt, &built, &cache.inner.reader.catalog());
+    let plan = plan_write(cache, &built, effect).await;
     (built, plan)
 }
 

@@ -92,6 +92,7 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod catalog;
 mod connection;
 mod delegate;
 mod entity_cache;

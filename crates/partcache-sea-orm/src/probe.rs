@@ -19,11 +19,14 @@ use crate::audit::read_tables;
 
 /// What the probe saw.
 pub(crate) struct Captured {
-    /// The statement, exactly as it would have been sent.
+    /// The statement, exactly as it would have been sent (for `remember`, the key).
     pub(crate) stmt: Statement,
-    /// The tables it reads; `None` when it cannot be cached (no statement object, an
-    /// audit failure, or a write).
+    /// The tables the statement audit says it reads (for `remember`, those its caller
+    /// named); `None` when it cannot be cached (no statement object, an audit failure,
+    /// or a write).
     pub(crate) reads: Option<Vec<String>>,
+    /// Whether `stmt` is SQL for the reader to check (every captured select) or a key.
+    pub(crate) is_sql: bool,
 }
 
 /// A do-nothing connection for one backend.
@@ -71,7 +74,13 @@ pub(crate) fn capture<F: Future>(run: F) -> Option<Captured> {
 }
 
 fn record(stmt: Statement, reads: Option<Vec<String>>) {
-    CAPTURED.with(|c| *c.borrow_mut() = Some(Captured { stmt, reads }));
+    CAPTURED.with(|c| {
+        *c.borrow_mut() = Some(Captured {
+            stmt,
+            reads,
+            is_sql: true,
+        })
+    });
 }
 
 fn not_a_read() -> DbErr {

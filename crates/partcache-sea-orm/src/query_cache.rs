@@ -11,6 +11,7 @@ use parking_lot::{Mutex, RwLock};
 use partcache::{Cache, CacheManager, CacheValue, Codec, ExpiryPolicy};
 use sea_orm::{DbErr, Statement};
 
+use crate::catalog::{Catalog, Reader};
 use crate::connection::CacheAware;
 use crate::key::{KeyBuf, normalize_table};
 use crate::probe::Captured;
@@ -105,6 +106,8 @@ pub(crate) struct Inner {
     codec: Codec,
     pub(crate) counters: Arc<Counters>,
     warned_mismatch: AtomicBool,
+    /// Declared functions, views, and the tables each cached select reads.
+    pub(crate) reader: Reader,
 }
 
 impl std::fmt::Debug for QueryCache {
@@ -124,6 +127,7 @@ pub struct QueryCacheBuilder {
     ttl: Duration,
     max_entries: u64,
     codec: Codec,
+    catalog: Catalog,
 }
 
 impl QueryCacheBuilder {
@@ -164,6 +168,51 @@ impl QueryCacheBuilder {
         self
     }
 
+    /// Declares `name` a read-only function that reads `tables` (none for a pure
+    /// function). The SQL reader knows the built-in functions of PostgreSQL, SQLite and
+    /// MySQL that read no table and change nothing; a call of any other function is
+    /// taken to write unknown tables (a raw statement calling it bumps the global epoch)
+    /// and to read unknown tables (a select calling it is not cached), unless declared
+    /// here. Names are matched without schema and case.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let qc = partcache_sea_orm::QueryCache::builder(&manager)
+    ///     .read_only_function("slugify", [] as [&str; 0])
+    ///     .read_only_function("product_rating", ["review"])
+    ///     .build()
+    ///     .await?;
+    /// # let _ = qc;
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    pub fn read_only_function<I, S>(mut self, name: &str, tables: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let tables = tables.into_iter().map(|t| normalize_table(t.as_ref()));
+        self.catalog
+            .functions
+            .insert(normalize_table(name), tables.collect());
+        self
+    }
+
+    /// Declares `view` a view over `tables`, for a view the database's catalog cannot
+    /// answer for (see [`QueryCache::refresh_views`]); a declaration wins over what is
+    /// learnt and survives refreshes.
+    pub fn view<I, S>(mut self, view: &str, tables: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let tables = tables.into_iter().map(|t| normalize_table(t.as_ref()));
+        self.catalog
+            .declared_views
+            .insert(normalize_table(view), tables.collect());
+        self
+    }
+
     /// Opens the version caches. On a remote store this connects.
     pub async fn build(self) -> partcache::Result<QueryCache> {
         let counters = Arc::new(Counters::default());
@@ -190,6 +239,7 @@ impl QueryCacheBuilder {
                 codec: self.codec,
                 counters,
                 warned_mismatch: AtomicBool::new(false),
+                reader: Reader::new(self.catalog),
             }),
         })
     }
@@ -229,6 +279,7 @@ impl QueryCache {
             ttl: DEFAULT_TTL,
             max_entries: 100_000,
             codec: Codec::Json,
+            catalog: Catalog::default(),
         }
     }
 
@@ -317,6 +368,7 @@ impl QueryCache {
         let captured = Captured {
             stmt: Statement::from_string(db.get_database_backend(), key),
             reads: Some(tables.iter().map(|t| normalize_table(t)).collect()),
+            is_sql: false,
         };
         self.fetch(db, captured, "remember", &CacheOptions::default(), |_| {
             load()
@@ -430,21 +482,45 @@ impl QueryCache {
         Fut: Future<Output = Result<V, DbErr>>,
     {
         let counters = &self.inner.counters;
-        let Captured { stmt, reads } = captured;
+        let Captured {
+            stmt,
+            reads,
+            is_sql,
+        } = captured;
         let bypass = |stmt: Statement| {
             counters.bypasses.incr();
             let run = load(stmt);
             async move { run.await.map(Arc::new) }
         };
-        let Some(mut reads) = reads else {
+        let Some(audited) = reads else {
             return bypass(stmt).await;
         };
         if !self.serves(db) {
             return bypass(stmt).await;
         }
-        reads.extend(options.depends_on.iter().map(|t| normalize_table(t)));
-        reads.sort();
-        reads.dedup();
+        let reader = &self.inner.reader;
+        let read = if is_sql {
+            reader.reads(&stmt.sql, stmt.db_backend, &audited)
+        } else {
+            reader.expand(&audited).map(Arc::new)
+        };
+        let Some(read) = read else {
+            // A part of the statement could not be audited: never cache it under fewer
+            // tables than it reads.
+            return bypass(stmt).await;
+        };
+        let reads: std::borrow::Cow<'_, [String]> = if options.depends_on.is_empty() {
+            std::borrow::Cow::Borrowed(read.as_slice())
+        } else {
+            let Some(more) = reader.expand(&options.depends_on) else {
+                return bypass(stmt).await;
+            };
+            let mut all = read.to_vec();
+            all.extend(more);
+            all.sort();
+            all.dedup();
+            std::borrow::Cow::Owned(all)
+        };
         let scope = db.cache_scope();
         if let Some(tx) = scope.tx
             && tx.wrote_any(&reads)

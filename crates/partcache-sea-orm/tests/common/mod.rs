@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod entities;
+mod reads;
+
+pub use reads::*;
 
 use entities::{category, product, typed};
 use partcache::CacheManager;
@@ -698,6 +701,7 @@ macro_rules! with_suite_fns {
             cached_query_macro_is_invalidated,
             entity_cache_is_invalidated_per_row,
             cached_results_equal_the_database_field_for_field,
+            tables_read_outside_where_invalidate,
         );
     };
 }
