@@ -87,6 +87,36 @@ fn not_a_read() -> DbErr {
     DbErr::Custom("partcache-sea-orm: a cached query tried to write".into())
 }
 
+impl Probe {
+    /// Records `stmt` as this backend builds it, with the tables its audit names; a
+    /// locking read is recorded as not cacheable.
+    fn capture<S: StatementBuilder>(&self, stmt: &S) {
+        let built = self.0.build(stmt);
+        let reads = if self.0 == DbBackend::Sqlite && locks(stmt) {
+            None
+        } else {
+            read_tables(stmt, &built)
+        };
+        record(built, reads);
+    }
+}
+
+/// Whether a select locks rows (`lock_exclusive`, `lock_shared`, `lock_with_*`).
+/// SQLite has no row locks, so sea-query leaves the clause out of SQLite's SQL, where
+/// the SQL reader would see it; it is in PostgreSQL's. A locking read asks for the
+/// database's current rows under a lock, never for a cached copy, on every backend.
+fn locks<S: StatementBuilder>(stmt: &S) -> bool {
+    let sql = DbBackend::Postgres.build(stmt).sql;
+    [
+        " FOR UPDATE",
+        " FOR SHARE",
+        " FOR NO KEY UPDATE",
+        " FOR KEY SHARE",
+    ]
+    .iter()
+    .any(|clause| sql.contains(clause))
+}
+
 #[async_trait::async_trait]
 impl ConnectionTrait for Probe {
     fn get_database_backend(&self) -> DbBackend {
@@ -112,16 +142,12 @@ impl ConnectionTrait for Probe {
     }
 
     async fn query_one<S: StatementBuilder>(&self, stmt: &S) -> Result<Option<QueryResult>, DbErr> {
-        let built = self.0.build(stmt);
-        let reads = read_tables(stmt, &built);
-        record(built, reads);
+        self.capture(stmt);
         Ok(None)
     }
 
     async fn query_all<S: StatementBuilder>(&self, stmt: &S) -> Result<Vec<QueryResult>, DbErr> {
-        let built = self.0.build(stmt);
-        let reads = read_tables(stmt, &built);
-        record(built, reads);
+        self.capture(stmt);
         Ok(Vec::new())
     }
 }

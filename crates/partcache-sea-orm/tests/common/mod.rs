@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod entities;
+mod locking;
 mod reads;
 
+pub use locking::*;
 pub use reads::*;
 
 use entities::{category, product, typed};
@@ -702,6 +704,7 @@ macro_rules! with_suite_fns {
             entity_cache_is_invalidated_per_row,
             cached_results_equal_the_database_field_for_field,
             tables_read_outside_where_invalidate,
+            locking_reads_reach_the_database,
         );
     };
 }
