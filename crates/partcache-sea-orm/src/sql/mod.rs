@@ -348,6 +348,43 @@ mod tests {
     }
 
     #[test]
+    fn calls_of_functions_not_known_read_only_are_writes_of_unknown_tables() {
+        assert_eq!(raw("SELECT reprice()"), RawEffect::Unknown);
+        assert_eq!(raw("UPDATE t SET a = f(a)"), RawEffect::Unknown);
+        assert_eq!(raw("SELECT lower(name), count(*) FROM t"), RawEffect::Read);
+        assert_eq!(raw("SELECT nextval('seq')"), RawEffect::Unknown);
+        let mut catalog = Catalog::default();
+        catalog
+            .functions
+            .insert("rating".into(), vec!["review".into()]);
+        assert_eq!(
+            raw_effect("SELECT rating(1)", PG, &catalog),
+            RawEffect::Read
+        );
+        assert_eq!(
+            read_tables("SELECT rating(id) FROM p", PG, &catalog),
+            Some(vec!["p".to_string(), "review".to_string()])
+        );
+        assert_eq!(read_tables("SELECT other(id) FROM p", PG, &catalog), None);
+    }
+
+    #[test]
+    fn hidden_statements_are_seen() {
+        for sql in [
+            r"SELECT E'it\'s'; DELETE FROM t",
+            "SELECT 1 /* /* */ ' */; DELETE FROM t; -- '",
+            "SELECT $q$ it's; $$ $q$; DELETE FROM t",
+        ] {
+            assert_eq!(raw(sql), writes(&["t"]), "{sql}");
+        }
+        // Read two ways: unknown.
+        assert_eq!(raw(r"SELECT 'a\'; DELETE FROM t; -- '"), RawEffect::Unknown);
+        let lite = |sql| raw_effect(sql, DbBackend::Sqlite, &Catalog::default());
+        assert_eq!(lite("/* /* */ DELETE FROM t; /* */"), writes(&["t"]));
+        assert_eq!(lite("SELECT 1 AS [x;y]; DELETE FROM t"), writes(&["t"]));
+    }
+
+    #[test]
     fn row_targets_from_generated_sql() {
         assert_eq!(
             row_target(

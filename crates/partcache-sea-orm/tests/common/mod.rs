@@ -4,9 +4,11 @@
 
 pub mod entities;
 mod locking;
+mod raw;
 mod reads;
 
 pub use locking::*;
+pub use raw::*;
 pub use reads::*;
 
 use entities::{category, product, typed};
@@ -705,6 +707,7 @@ macro_rules! with_suite_fns {
             cached_results_equal_the_database_field_for_field,
             tables_read_outside_where_invalidate,
             locking_reads_reach_the_database,
+            raw_sql_cannot_hide_a_write,
         );
     };
 }
