@@ -4,7 +4,7 @@
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
 use crate::delegate::caching_connection_impls;
-use crate::key::row_id;
+use crate::key::{row_id, value_kind};
 use crate::query_cache::QueryCache;
 use crate::sql::{RawEffect, is_pure_insert, row_target};
 use crate::transaction::{CachingTransaction, TxState};
@@ -104,13 +104,19 @@ async fn single_row(
     let pk = cache.primary_key_columns(table).await?;
     let values = &stmt.values.as_ref()?.0;
     let mut key_pairs = Vec::with_capacity(pk.len());
-    for column in pk.iter() {
+    for (column, kind) in &pk {
         let mut matching = pairs.iter().filter(|(c, _)| c == column);
         let (_, index) = matching.next()?;
         if matching.next().is_some() {
             return None;
         }
-        key_pairs.push((column.clone(), values.get(*index)?));
+        let value = values.get(*index)?;
+        if value_kind(value) != *kind {
+            // Bound with another type than the entity's key: the database may convert
+            // it to the key of any row.
+            return None;
+        }
+        key_pairs.push((column.clone(), value));
     }
     Some(row_id(&mut key_pairs))
 }

@@ -384,28 +384,38 @@ impl QueryCache {
     }
 
     /// The primary-key columns registered for `table` by the entity cache (in any
-    /// process), if any.
-    pub(crate) async fn primary_key_columns(&self, table: &str) -> Option<Arc<Vec<String>>> {
-        let key = KeyBuf::new("pk", &self.inner.ns)
+    /// process), each with the [kind](crate::key::value_kind) of value it is keyed by.
+    pub(crate) async fn primary_key_columns(&self, table: &str) -> Option<Vec<(String, String)>> {
+        let key = KeyBuf::new("pk-kinds", &self.inner.ns)
             .field(table)
             .clone_finish();
-        match self.inner.primary_keys.get(&key).await {
-            Ok(found) => found,
+        let flat = match self.inner.primary_keys.get(&key).await {
+            Ok(found) => found?,
             Err(error) => {
                 self.store_error(&error);
-                None
+                return None;
             }
+        };
+        // Stored flat: column, kind, column, kind...
+        if flat.len() % 2 != 0 {
+            return None;
         }
+        Some(
+            flat.chunks(2)
+                .map(|pair| (pair[0].clone(), pair[1].clone()))
+                .collect(),
+        )
     }
 
-    pub(crate) async fn register_primary_key(&self, table: &str, columns: Vec<String>) {
-        let key = KeyBuf::new("pk", &self.inner.ns)
+    pub(crate) async fn register_primary_key(&self, table: &str, columns: Vec<(String, String)>) {
+        let key = KeyBuf::new("pk-kinds", &self.inner.ns)
             .field(table)
             .clone_finish();
         if let Ok(Some(_)) = self.inner.primary_keys.get(&key).await {
             return;
         }
-        if let Err(error) = self.inner.primary_keys.put(key, columns).await {
+        let flat: Vec<String> = columns.into_iter().flat_map(|(c, k)| [c, k]).collect();
+        if let Err(error) = self.inner.primary_keys.put(key, flat).await {
             self.store_error(&error);
         }
     }

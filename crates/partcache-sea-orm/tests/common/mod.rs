@@ -2,11 +2,13 @@
 //! same functions run on SQLite and PostgreSQL, and (later) on a Redis store.
 #![allow(dead_code)]
 
+mod affinity;
 pub mod entities;
 mod locking;
 mod raw;
 mod reads;
 
+pub use affinity::*;
 pub use locking::*;
 pub use raw::*;
 pub use reads::*;
@@ -708,6 +710,7 @@ macro_rules! with_suite_fns {
             tables_read_outside_where_invalidate,
             locking_reads_reach_the_database,
             raw_sql_cannot_hide_a_write,
+            raw_update_binding_the_key_as_text_or_float_invalidates_the_row,
         );
     };
 }
