@@ -17,7 +17,6 @@ pub(crate) enum Bases {
     /// These tables (normalized), with the bases of views over views included.
     Tables(Vec<String>),
     /// The view's definition could not be read: it depends on every table.
-    #[allow(dead_code)] // until views are learnt from the database
     Unknown,
 }
 
@@ -130,6 +129,18 @@ impl Reader {
 
     pub(crate) fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().clone()
+    }
+
+    /// Changes the catalog and forgets every remembered answer.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut Catalog)) {
+        let mut guard = self.catalog.write();
+        let mut next = Catalog::clone(&guard);
+        change(&mut next);
+        next.close();
+        *guard = Arc::new(next);
+        for memo in &self.memo {
+            memo.write().clear();
+        }
     }
 
     /// The tables the select `sql` reads (the SQL reader's answer, merged with

@@ -1,7 +1,7 @@
 //! [`CachingConnection`]: a `DatabaseConnection` whose every write bumps the versions
 //! of the tables it wrote, so cached results that read them miss from then on.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
 
 use crate::delegate::caching_connection_impls;
 use crate::key::{row_id, value_kind};
@@ -150,6 +150,14 @@ impl CachingConnection {
     /// Wraps `db`; writes through it invalidate `cache`.
     pub fn new(db: DatabaseConnection, cache: QueryCache) -> Self {
         CachingConnection { db, cache }
+    }
+
+    /// Wraps `db` and learns the base tables of its views
+    /// ([`QueryCache::refresh_views`]), so selects over views are invalidated by writes
+    /// to their tables from the start. Fails when the catalog cannot be read.
+    pub async fn connect(db: DatabaseConnection, cache: QueryCache) -> Result<Self, DbErr> {
+        cache.refresh_views(&db).await?;
+        Ok(CachingConnection { db, cache })
     }
 
     /// The wrapped connection (writes through it invalidate nothing).

@@ -103,6 +103,7 @@ mod query_cache;
 mod sql;
 mod transaction;
 pub mod versions;
+mod views;
 
 pub use connection::{CacheAware, CacheScope, CachingConnection};
 pub use entity_cache::{EntityCache, table_of};

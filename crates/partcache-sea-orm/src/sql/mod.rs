@@ -75,7 +75,29 @@ pub(crate) fn read_tables(sql: &str, backend: DbBackend, catalog: &Catalog) -> O
     let [tokens] = lexed.statements.as_slice() else {
         return None;
     };
-    if lexed.doubtful || !is_query(tokens) || writes_inside_query(tokens) {
+    if lexed.doubtful {
+        return None;
+    }
+    query_reads(tokens, catalog)
+}
+
+/// The tables the query of a view definition (`CREATE VIEW v [(columns)] AS query`, as
+/// SQLite keeps it) reads, or `None` when that cannot be told.
+pub(crate) fn view_reads(sql: &str, backend: DbBackend, catalog: &Catalog) -> Option<Vec<String>> {
+    let lexed = tokenize(sql, backend);
+    let [tokens] = lexed.statements.as_slice() else {
+        return None;
+    };
+    if lexed.doubtful || !tokens.first()?.is_word("CREATE") {
+        return None;
+    }
+    // The first `AS`: the optional column list before it holds none.
+    let at = tokens.iter().position(|t| t.is_word("AS"))?;
+    query_reads(&tokens[at + 1..], catalog)
+}
+
+fn query_reads(tokens: &[Token], catalog: &Catalog) -> Option<Vec<String>> {
+    if !is_query(tokens) || writes_inside_query(tokens) {
         return None;
     }
     let found = scan(tokens);
@@ -382,6 +404,25 @@ mod tests {
         let lite = |sql| raw_effect(sql, DbBackend::Sqlite, &Catalog::default());
         assert_eq!(lite("/* /* */ DELETE FROM t; /* */"), writes(&["t"]));
         assert_eq!(lite("SELECT 1 AS [x;y]; DELETE FROM t"), writes(&["t"]));
+    }
+
+    #[test]
+    fn view_definitions() {
+        let lite = DbBackend::Sqlite;
+        let c = Catalog::default();
+        assert_eq!(
+            view_reads(
+                "CREATE VIEW v (a, b) AS SELECT x.a, y.b FROM x JOIN y ON x.id = y.id",
+                lite,
+                &c
+            ),
+            Some(vec!["x".to_string(), "y".to_string()])
+        );
+        assert_eq!(
+            view_reads("CREATE VIEW v AS SELECT likely(a) FROM x", lite, &c),
+            None
+        );
+        assert_eq!(view_reads("DROP VIEW v", lite, &c), None);
     }
 
     #[test]

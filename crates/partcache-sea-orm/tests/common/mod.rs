@@ -7,11 +7,13 @@ pub mod entities;
 mod locking;
 mod raw;
 mod reads;
+mod views;
 
 pub use affinity::*;
 pub use locking::*;
 pub use raw::*;
 pub use reads::*;
+pub use views::*;
 
 use entities::{category, product, typed};
 use partcache::CacheManager;
@@ -711,6 +713,7 @@ macro_rules! with_suite_fns {
             locking_reads_reach_the_database,
             raw_sql_cannot_hide_a_write,
             raw_update_binding_the_key_as_text_or_float_invalidates_the_row,
+            views_are_invalidated_by_writes_to_their_base_tables,
         );
     };
 }
