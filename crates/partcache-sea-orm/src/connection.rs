@@ -5,7 +5,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
 
 use crate::delegate::caching_connection_impls;
 use crate::key::{row_id, value_kind};
-use crate::query_cache::QueryCache;
+use crate::query_cache::{QueryCache, UnreachableStore};
 use crate::sql::{RawEffect, is_pure_insert, row_target};
 use crate::transaction::{CachingTransaction, TxState};
 use crate::versions::Version;
@@ -121,6 +121,26 @@ async fn single_row(
     Some(row_id(&mut key_pairs))
 }
 
+/// Puts write markers on `keys` when the query cache refuses writes it cannot
+/// invalidate ([`UnreachableStore::RefuseWrite`]); the error refuses the write.
+pub(crate) async fn mark_before_write(
+    cache: &QueryCache,
+    keys: &[String],
+) -> Result<Option<u64>, DbErr> {
+    match cache.inner.unreachable {
+        UnreachableStore::RetryAfterWrite => Ok(None),
+        _ => match cache.inner.versions.mark(keys).await {
+            Ok(marker) => Ok(Some(marker)),
+            Err(error) => {
+                tracing::error!(%error, "partcache-sea-orm: write refused: its invalidation cannot reach the cache store");
+                Err(DbErr::Custom(format!(
+                    "partcache-sea-orm: write refused before it ran (nothing changed): the cache store is unreachable, so other processes could not be told to drop the results it would make stale ({error}); see UnreachableStore"
+                )))
+            }
+        },
+    }
+}
+
 /// A [`DatabaseConnection`] that invalidates a [`QueryCache`] on every write.
 ///
 /// Everything sea-orm writes with goes through [`ConnectionTrait`]: ActiveModel
@@ -132,11 +152,11 @@ async fn single_row(
 /// them with [`Cached::depends_on`](crate::Cached::depends_on) or call
 /// [`QueryCache::invalidate_table`].
 ///
-/// Outside a transaction, versions are bumped after the statement returns, whether it
-/// succeeded or not (a failed statement may still have committed, e.g. when the
-/// connection dropped after the commit). Between the commit and the bump, a reader on
-/// another connection can still be served the previous result: the window is one store
-/// round trip, as with Hibernate's update timestamps.
+/// Outside a transaction, the versions a write will bump are first replaced by write
+/// markers (by default; a write whose markers cannot be stored is refused, see
+/// [`UnreachableStore`]), so no reader serves or stores a result while it runs, and are
+/// bumped after the statement returns, whether it succeeded or not (a failed statement
+/// may still have committed, e.g. when the connection dropped after the commit).
 ///
 /// [`begin`](TransactionTrait::begin) returns a [`CachingTransaction`], whose bumps wait
 /// for its commit.
@@ -170,13 +190,24 @@ impl CachingConnection {
         &self.cache
     }
 
-    /// Runs a write, then bumps what it planned: after the statement returns, whether
-    /// it succeeded or not (see the type's documentation).
-    async fn around_write<T>(&self, plan: WritePlan, run: impl Future<Output = T>) -> T {
-        let result = run.await;
-        if !plan.is_empty() {
-            self.cache.inner.versions.bump(plan.keys).await;
+    /// Runs a write between the marking of what it planned (refused when that fails,
+    /// see [`UnreachableStore`]) and the bump of it, after the statement returns,
+    /// whether it succeeded or not (see the type's documentation).
+    async fn around_write<T>(
+        &self,
+        plan: WritePlan,
+        run: impl Future<Output = Result<T, DbErr>>,
+    ) -> Result<T, DbErr> {
+        if plan.is_empty() {
+            return run.await;
         }
+        let marker = mark_before_write(&self.cache, &plan.keys).await?;
+        let result = run.await;
+        self.cache
+            .inner
+            .versions
+            .bump_after(plan.keys, marker)
+            .await;
         result
     }
 

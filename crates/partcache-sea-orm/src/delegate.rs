@@ -61,22 +61,22 @@ macro_rules! caching_connection_impls {
             // each trait method below is then one call naming the wrapped method it runs.
             impl $ty {
                 /// Plans `stmt` from its SQL text, then runs `run(stmt)` around the plan.
-                async fn write_raw<T, Fut: Future<Output = T>>(
+                async fn write_raw<T, Fut: Future<Output = Res<T>>>(
                     &self,
                     stmt: Statement,
                     run: impl FnOnce(Statement) -> Fut,
-                ) -> T {
+                ) -> Res<T> {
                     let plan = plan_raw(&self.cache, &stmt).await;
                     self.around_write(plan, run(stmt)).await
                 }
 
                 /// Builds `stmt`, plans it from its audit, then runs `run(built)` around
                 /// the plan.
-                async fn write_built<S: StatementBuilder, T, Fut: Future<Output = T>>(
+                async fn write_built<S: StatementBuilder, T, Fut: Future<Output = Res<T>>>(
                     &self,
                     stmt: &S,
                     run: impl FnOnce(Statement) -> Fut,
-                ) -> T {
+                ) -> Res<T> {
                     let backend = self.get_database_backend();
                     let (built, plan) = plan_built(&self.cache, backend, stmt).await;
                     self.around_write(plan, run(built)).await

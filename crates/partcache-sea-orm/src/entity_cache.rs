@@ -162,6 +162,10 @@ impl EntityCache {
                 return bypass().await;
             }
         };
+        if tokens.iter().any(|t| versions.is_live_marker(*t)) {
+            // A write to this row is running (see `UnreachableStore::RefuseWrite`).
+            return bypass().await;
+        }
         let mut key = KeyBuf::new("e", &qc.inner.ns);
         key.backend(db.get_database_backend())
             .field(&table)

@@ -83,7 +83,9 @@
 //!   [`QueryCache::remember`]). `partcache`'s `#[cacheable]` caches by arguments only
 //!   and knows nothing of table writes; use it for data that does not come from tables
 //!   written through the connection.
-//! - **Failing open.** Store errors never fail a query or a write; see [`QueryCache`].
+//! - **Failing open.** Store errors never fail a query. A write whose invalidation
+//!   cannot reach the store is refused before it runs, by default; see
+//!   [`UnreachableStore`].
 //!
 //! On a remote store, cached values are serialized (JSON by default, see
 //! [`QueryCacheBuilder::codec`]): models need `serde::Serialize + Deserialize`
@@ -108,7 +110,9 @@ mod views;
 pub use connection::{CacheAware, CacheScope, CachingConnection};
 pub use entity_cache::{EntityCache, table_of};
 pub use ext::{Cached, CachedPaginator, QueryCacheExt};
-pub use query_cache::{DEFAULT_TTL, QueryCache, QueryCacheBuilder, QueryCacheStats};
+pub use query_cache::{
+    DEFAULT_TTL, QueryCache, QueryCacheBuilder, QueryCacheStats, UnreachableStore,
+};
 pub use transaction::{CachingTransaction, TxState};
 
 /// Caches a repository function's result, invalidated by writes to the tables it

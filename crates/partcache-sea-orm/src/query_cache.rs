@@ -63,6 +63,29 @@ pub struct QueryCacheStats {
     pub bump_failures: u64,
 }
 
+/// What a write does when the versions it must bump cannot be reached (the store is
+/// down, or this process is cut off from it while other processes still read it); see
+/// [`QueryCacheBuilder::on_unreachable_store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UnreachableStore {
+    /// The default. Before a write runs, the versions it will bump are replaced by a
+    /// *write marker* (readers neither serve nor store results under a marker); when
+    /// that fails, the write is refused with an error and never runs: nothing changed,
+    /// so nothing is stale. After the write, the markers are replaced by fresh versions.
+    /// A write through a [`CachingTransaction`](crate::CachingTransaction) is checked
+    /// at its commit: a refused commit is rolled back. Hibernate's update-timestamps
+    /// cache pre-invalidates the same way.
+    #[default]
+    RefuseWrite,
+    /// The write runs whatever the store's state; a bump that fails is retried in the
+    /// background until it lands (and this process serves nothing from the cache until
+    /// then). Meanwhile *other* processes may serve results the write made stale, for at
+    /// most the results' time to live ([`QueryCacheBuilder::ttl`], default
+    /// [`DEFAULT_TTL`]): choose it for availability of writes over freshness of reads.
+    RetryAfterWrite,
+}
+
 /// Per-query knobs: [`Cached::ttl`](crate::Cached::ttl),
 /// [`Cached::tags`](crate::Cached::tags), [`Cached::depends_on`](crate::Cached::depends_on).
 #[derive(Debug, Clone, Default)]
@@ -83,9 +106,12 @@ pub(crate) struct CacheOptions {
 /// # Failing open
 ///
 /// A store error never fails a query: the query runs against the database, the error
-/// is logged and counted in [`QueryCacheStats::store_errors`]. A failed version bump
-/// never fails the write that caused it either; it is logged, counted, retried before
-/// the next read, and until it succeeds this process serves nothing from the cache.
+/// is logged and counted in [`QueryCacheStats::store_errors`]. A write whose
+/// invalidation cannot reach the store is refused before it runs (the default,
+/// [`UnreachableStore::RefuseWrite`]) or runs and has its invalidation retried in the
+/// background ([`UnreachableStore::RetryAfterWrite`]); a version bump that fails after
+/// a write is logged, counted, retried until it lands, and until then this process
+/// serves nothing from the cache.
 #[derive(Clone)]
 pub struct QueryCache {
     pub(crate) inner: Arc<Inner>,
@@ -96,7 +122,8 @@ type TypedCaches = HashMap<(TypeId, &'static str), Box<dyn Any + Send + Sync>>;
 pub(crate) struct Inner {
     pub(crate) manager: CacheManager,
     pub(crate) ns: String,
-    pub(crate) versions: Versions,
+    pub(crate) versions: Arc<Versions>,
+    pub(crate) unreachable: UnreachableStore,
     primary_keys: Cache<String, Vec<String>>,
     /// Result caches by value type: a local hit hands out the decoded value itself.
     typed: RwLock<TypedCaches>,
@@ -128,6 +155,8 @@ pub struct QueryCacheBuilder {
     max_entries: u64,
     codec: Codec,
     catalog: Catalog,
+    unreachable: UnreachableStore,
+    marker_ttl: Duration,
 }
 
 impl QueryCacheBuilder {
@@ -213,6 +242,23 @@ impl QueryCacheBuilder {
         self
     }
 
+    /// What a write does when its invalidation cannot reach the store (default
+    /// [`UnreachableStore::RefuseWrite`]: the write is refused before it runs).
+    pub fn on_unreachable_store(mut self, mode: UnreachableStore) -> Self {
+        self.unreachable = mode;
+        self
+    }
+
+    /// The longest readers honour a write marker (default 60 s; see
+    /// [`UnreachableStore::RefuseWrite`]): a write that takes longer may have its
+    /// results cached before it commits, until its own bump after the write replaces
+    /// them. A writer that dies mid-write leaves its marker until then, and readers of
+    /// the tables it wrote bypass the cache meanwhile.
+    pub fn write_marker_ttl(mut self, ttl: Duration) -> Self {
+        self.marker_ttl = ttl;
+        self
+    }
+
     /// Opens the version caches. On a remote store this connects.
     pub async fn build(self) -> partcache::Result<QueryCache> {
         let counters = Arc::new(Counters::default());
@@ -228,7 +274,13 @@ impl QueryCacheBuilder {
             .await?;
         Ok(QueryCache {
             inner: Arc::new(Inner {
-                versions: Versions::new(versions, self.ns.clone(), counters.clone()),
+                versions: Arc::new(Versions::new(
+                    versions,
+                    self.ns.clone(),
+                    counters.clone(),
+                    self.marker_ttl,
+                )),
+                unreachable: self.unreachable,
                 manager: self.manager,
                 ns: self.ns,
                 primary_keys,
@@ -280,6 +332,8 @@ impl QueryCache {
             max_entries: 100_000,
             codec: Codec::Json,
             catalog: Catalog::default(),
+            unreachable: UnreachableStore::default(),
+            marker_ttl: Duration::from_secs(60),
         }
     }
 
@@ -555,6 +609,11 @@ impl QueryCache {
                 return bypass(stmt).await;
             }
         };
+        if tokens.iter().any(|t| versions.is_live_marker(*t)) {
+            // A write to a table read here is running: its result may commit at any
+            // moment, so nothing is served or stored under these versions.
+            return bypass(stmt).await;
+        }
         let mut key = KeyBuf::new("q", &self.inner.ns);
         key.backend(stmt.db_backend).field(shape).field(&stmt.sql);
         let values = stmt.values.as_ref().map(|v| v.0.as_slice()).unwrap_or(&[]);

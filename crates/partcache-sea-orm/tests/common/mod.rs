@@ -5,6 +5,7 @@
 mod affinity;
 pub mod entities;
 mod locking;
+pub mod proxy;
 mod raw;
 mod reads;
 mod views;
@@ -53,6 +54,12 @@ pub async fn sqlite_wal_url(path: &std::path::Path) -> String {
 pub async fn env(manager: &CacheManager, url: &str, ns: &str) -> Env {
     let qa = QueryCache::new(manager, ns).await.expect("query cache a");
     let qb = QueryCache::new(manager, ns).await.expect("query cache b");
+    env_with(qa, qb, url).await
+}
+
+/// [`env`] with the two query caches given (e.g. on two managers, as two processes
+/// with their own store connections).
+pub async fn env_with(qa: QueryCache, qb: QueryCache, url: &str) -> Env {
     let a = CachingConnection::new(Database::connect(url).await.expect("connect a"), qa.clone());
     let b = CachingConnection::new(Database::connect(url).await.expect("connect b"), qb.clone());
     let schema = Schema::new(a.get_database_backend());
