@@ -67,9 +67,9 @@ impl<Q> Cached<Q> {
         self
     }
 
-    /// Tables this result depends on beyond those the statement audit sees, e.g. one
-    /// read inside a custom SQL expression (`Expr::cust`), which the audit cannot look
-    /// into, or one a database trigger writes when a read table changes.
+    /// Tables this result depends on beyond those its statement names, e.g. one a
+    /// database trigger writes when a read table changes. (Tables named anywhere in the
+    /// statement, custom SQL expressions included, are found without it.)
     pub fn depends_on<I, S>(mut self, tables: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -55,8 +55,11 @@
 //!   `into_tuple`, [`sea_orm::SelectTwo`], [`sea_orm::SelectTwoMany`]) to a
 //!   [`QueryCache`]; its `one`/`all`/`count`/`paginate` return what sea-orm's do. The
 //!   statement is obtained from sea-orm's own executor (run against a connection that
-//!   records instead of executing), and its tables come from sea-query's statement
-//!   audit (`AuditTrait`), not from the SQL text.
+//!   records instead of executing). Its tables are those sea-query's statement audit
+//!   (`AuditTrait`) names, merged with those the crate's SQL reader finds anywhere in
+//!   the statement text (subqueries in `HAVING`, `ORDER BY`, `JOIN … ON`, custom
+//!   expressions), plus the base tables of views. A select that cannot be fully
+//!   audited, or that locks rows, is not cached.
 //! - **Keys** ([`key`](crate) module): namespace, backend, shape (`all`, `one`,
 //!   `count`, page), SQL, every bound value in a canonical, typed, length-prefixed
 //!   encoding, and the *version token* of every table read (plus the global epoch and
@@ -67,8 +70,11 @@
 //! - **Writes.** [`CachingConnection`] implements `ConnectionTrait` and
 //!   `TransactionTrait`; every statement that reaches it (ActiveModel saves,
 //!   `insert_many`/`update_many`/`delete_many`, raw `execute`) bumps the versions of the
-//!   tables it writes, taken from the statement audit, or from the SQL text for raw SQL
-//!   ([`sql`](crate) module, best-effort; anything unclear bumps the global epoch).
+//!   tables it writes, taken from the statement audit and the SQL text (raw SQL is
+//!   read as its backend reads it; anything unclear, or a call of a function not
+//!   known read-only, bumps the global epoch). By default the versions are marked
+//!   before the write and a write that cannot be marked is refused
+//!   ([`UnreachableStore`]).
 //! - **Transactions.** [`CachingTransaction`] buffers bumps until commit, drops them
 //!   on rollback, bypasses the cache for tables it wrote (read-your-writes), and never
 //!   stores results read inside it.
