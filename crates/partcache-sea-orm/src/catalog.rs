@@ -143,32 +143,25 @@ impl Reader {
         }
     }
 
-    /// The tables the select `sql` reads (the SQL reader's answer, merged with
-    /// `audited`, the statement audit's), or `None` when it cannot be cached.
+    /// The tables the select `sql` reads (the SQL reader's answer, merged with the
+    /// statement audit's, which `audit` runs), or `None` when it cannot be cached. An
+    /// answer is remembered per SQL text: the same text names the same tables, so a
+    /// select seen before is neither scanned nor audited again.
     pub(crate) fn reads(
         &self,
         sql: &str,
         backend: DbBackend,
-        audited: &[String],
+        audit: impl FnOnce() -> Option<Vec<String>>,
     ) -> Option<Arc<Vec<String>>> {
         let slot = memo_index(backend);
-        if let Some(slot) = slot {
-            let memo = self.memo[slot].read();
-            if let Some(found) = memo.get(sql) {
-                // The audit names nothing the text does not (a custom expression can only
-                // add tables); if it ever did, read again rather than miss a table.
-                match found {
-                    None => return None,
-                    Some(tables) if audited.iter().all(|t| tables.binary_search(t).is_ok()) => {
-                        return Some(tables.clone());
-                    }
-                    Some(_) => {}
-                }
-            }
+        if let Some(slot) = slot
+            && let Some(found) = self.memo[slot].read().get(sql)
+        {
+            return found.clone();
         }
         let catalog = self.catalog();
         let answer = crate::sql::read_tables(sql, backend, &catalog).and_then(|mut tables| {
-            tables.extend(audited.iter().cloned());
+            tables.extend(audit()?);
             catalog.expand(&mut tables)?;
             tables.sort();
             tables.dedup();

@@ -134,7 +134,7 @@ pub(crate) struct Inner {
     pub(crate) counters: Arc<Counters>,
     warned_mismatch: AtomicBool,
     /// Declared functions, views, and the tables each cached select reads.
-    pub(crate) reader: Reader,
+    pub(crate) reader: Arc<Reader>,
 }
 
 impl std::fmt::Debug for QueryCache {
@@ -291,7 +291,7 @@ impl QueryCacheBuilder {
                 codec: self.codec,
                 counters,
                 warned_mismatch: AtomicBool::new(false),
-                reader: Reader::new(self.catalog),
+                reader: Arc::new(Reader::new(self.catalog)),
             }),
         })
     }
@@ -419,10 +419,10 @@ impl QueryCache {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<V, DbErr>>,
     {
+        let tables: Vec<String> = tables.iter().map(|t| normalize_table(t)).collect();
         let captured = Captured {
             stmt: Statement::from_string(db.get_database_backend(), key),
-            reads: Some(tables.iter().map(|t| normalize_table(t)).collect()),
-            is_sql: false,
+            reads: self.inner.reader.expand(&tables).map(Arc::new),
         };
         self.fetch(db, captured, "remember", &CacheOptions::default(), |_| {
             load()
@@ -546,33 +546,21 @@ impl QueryCache {
         Fut: Future<Output = Result<V, DbErr>>,
     {
         let counters = &self.inner.counters;
-        let Captured {
-            stmt,
-            reads,
-            is_sql,
-        } = captured;
+        let Captured { stmt, reads } = captured;
         let bypass = |stmt: Statement| {
             counters.bypasses.incr();
             let run = load(stmt);
             async move { run.await.map(Arc::new) }
         };
-        let Some(audited) = reads else {
+        let Some(read) = reads else {
+            // A part of the statement could not be audited (or it locks): never cache
+            // it under fewer tables than it reads.
             return bypass(stmt).await;
         };
         if !self.serves(db) {
             return bypass(stmt).await;
         }
         let reader = &self.inner.reader;
-        let read = if is_sql {
-            reader.reads(&stmt.sql, stmt.db_backend, &audited)
-        } else {
-            reader.expand(&audited).map(Arc::new)
-        };
-        let Some(read) = read else {
-            // A part of the statement could not be audited: never cache it under fewer
-            // tables than it reads.
-            return bypass(stmt).await;
-        };
         let reads: std::borrow::Cow<'_, [String]> = if options.depends_on.is_empty() {
             std::borrow::Cow::Borrowed(read.as_slice())
         } else {
