@@ -1,12 +1,15 @@
 //! The tables a statement reads or writes, from sea-query's statement audit
-//! (`StatementBuilder::audit`, the `rbac` feature of sea-orm), falling back to the SQL
-//! text only for statements that arrive without an object.
+//! (`StatementBuilder::audit`, the `rbac` feature of sea-orm), merged with what the SQL
+//! reader finds in the statement's text: the audit does not look into every clause
+//! (`HAVING`, `ORDER BY`, `GROUP BY`, `JOIN ... ON`) nor into custom expressions, the
+//! reader does; the union of the two never names fewer tables than either.
 
 use std::panic::AssertUnwindSafe;
 
 use sea_orm::sea_query::audit::{AccessType, QueryAccessAudit};
 use sea_orm::{Statement, StatementBuilder};
 
+use crate::catalog::Catalog;
 use crate::key::normalize_table;
 use crate::sql::{RawEffect, raw_effect};
 
@@ -27,8 +30,9 @@ fn table_of(request: &sea_orm::sea_query::audit::QueryAccessRequest) -> String {
     normalize_table(&request.schema_table.1.to_string())
 }
 
-/// The tables a select reads, or `None` when the statement cannot be cached: its audit
-/// failed, or it also writes (a data-modifying CTE).
+/// The tables the audit finds a select reading, or `None` when the statement cannot be
+/// cached: its audit failed, or it also writes (a data-modifying CTE). The SQL reader
+/// adds what the audit misses (see [`crate::catalog::Reader::reads`]).
 pub(crate) fn read_tables<S: StatementBuilder + ?Sized>(
     stmt: &S,
     built: &Statement,
@@ -46,13 +50,22 @@ pub(crate) fn read_tables<S: StatementBuilder + ?Sized>(
     Some(tables)
 }
 
-/// What a statement does to tables: the statement audit when there is a statement
-/// object, the SQL text otherwise (see [`crate::sql`]).
-pub(crate) fn write_effect<S: StatementBuilder + ?Sized>(stmt: &S, built: &Statement) -> RawEffect {
+/// What a statement does to tables: the statement audit merged with the SQL reader's
+/// answer for its text (which also sees custom expressions and function calls).
+pub(crate) fn write_effect<S: StatementBuilder + ?Sized>(
+    stmt: &S,
+    built: &Statement,
+    catalog: &Catalog,
+) -> RawEffect {
+    let from_text = raw_effect(&built.sql, built.db_backend, catalog);
     let Some(audit) = run_audit(stmt, built) else {
-        return raw_effect(&built.sql);
+        return from_text;
     };
-    let mut written = Vec::new();
+    let mut written = match from_text {
+        RawEffect::Unknown => return RawEffect::Unknown,
+        RawEffect::Read => Vec::new(),
+        RawEffect::Writes(tables) => tables,
+    };
     for request in &audit.requests {
         match request.access_type {
             AccessType::Select => {}
@@ -61,6 +74,9 @@ pub(crate) fn write_effect<S: StatementBuilder + ?Sized>(stmt: &S, built: &State
             }
             AccessType::Schema(_) => return RawEffect::Unknown,
         }
+    }
+    if catalog.expand(&mut written).is_none() {
+        return RawEffect::Unknown;
     }
     RawEffect::from_written(written)
 }

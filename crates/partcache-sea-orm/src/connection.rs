@@ -1,11 +1,11 @@
 //! [`CachingConnection`]: a `DatabaseConnection` whose every write bumps the versions
 //! of the tables it wrote, so cached results that read them miss from then on.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
 
 use crate::delegate::caching_connection_impls;
-use crate::key::row_id;
-use crate::query_cache::QueryCache;
+use crate::key::{row_id, value_kind};
+use crate::query_cache::{QueryCache, UnreachableStore};
 use crate::sql::{RawEffect, is_pure_insert, row_target};
 use crate::transaction::{CachingTransaction, TxState};
 use crate::versions::Version;
@@ -70,9 +70,12 @@ pub(crate) async fn plan_write(
         keys.push(versions.key(&Version::Table(table.clone())));
     }
     let single = tables.len() == 1;
-    if !(single && is_pure_insert(&stmt.sql)) {
+    if !(single && is_pure_insert(&stmt.sql, stmt.db_backend)) {
         for table in &tables {
-            let row = match single.then(|| row_target(&stmt.sql)).flatten() {
+            let row = match single
+                .then(|| row_target(&stmt.sql, stmt.db_backend))
+                .flatten()
+            {
                 Some((target, pairs)) if &target == table => {
                     single_row(cache, table, stmt, &pairs).await
                 }
@@ -101,15 +104,41 @@ async fn single_row(
     let pk = cache.primary_key_columns(table).await?;
     let values = &stmt.values.as_ref()?.0;
     let mut key_pairs = Vec::with_capacity(pk.len());
-    for column in pk.iter() {
+    for (column, kind) in &pk {
         let mut matching = pairs.iter().filter(|(c, _)| c == column);
         let (_, index) = matching.next()?;
         if matching.next().is_some() {
             return None;
         }
-        key_pairs.push((column.clone(), values.get(*index)?));
+        let value = values.get(*index)?;
+        if value_kind(value) != *kind {
+            // Bound with another type than the entity's key: the database may convert
+            // it to the key of any row.
+            return None;
+        }
+        key_pairs.push((column.clone(), value));
     }
     Some(row_id(&mut key_pairs))
+}
+
+/// Puts write markers on `keys` when the query cache refuses writes it cannot
+/// invalidate ([`UnreachableStore::RefuseWrite`]); the error refuses the write.
+pub(crate) async fn mark_before_write(
+    cache: &QueryCache,
+    keys: &[String],
+) -> Result<Option<u64>, DbErr> {
+    match cache.inner.unreachable {
+        UnreachableStore::RetryAfterWrite => Ok(None),
+        _ => match cache.inner.versions.mark(keys).await {
+            Ok(marker) => Ok(Some(marker)),
+            Err(error) => {
+                tracing::error!(%error, "partcache-sea-orm: write refused: its invalidation cannot reach the cache store");
+                Err(DbErr::Custom(format!(
+                    "partcache-sea-orm: write refused before it ran (nothing changed): the cache store is unreachable, so other processes could not be told to drop the results it would make stale ({error}); see UnreachableStore"
+                )))
+            }
+        },
+    }
 }
 
 /// A [`DatabaseConnection`] that invalidates a [`QueryCache`] on every write.
@@ -123,11 +152,11 @@ async fn single_row(
 /// them with [`Cached::depends_on`](crate::Cached::depends_on) or call
 /// [`QueryCache::invalidate_table`].
 ///
-/// Outside a transaction, versions are bumped after the statement returns, whether it
-/// succeeded or not (a failed statement may still have committed, e.g. when the
-/// connection dropped after the commit). Between the commit and the bump, a reader on
-/// another connection can still be served the previous result: the window is one store
-/// round trip, as with Hibernate's update timestamps.
+/// Outside a transaction, the versions a write will bump are first replaced by write
+/// markers (by default; a write whose markers cannot be stored is refused, see
+/// [`UnreachableStore`]), so no reader serves or stores a result while it runs, and are
+/// bumped after the statement returns, whether it succeeded or not (a failed statement
+/// may still have committed, e.g. when the connection dropped after the commit).
 ///
 /// [`begin`](TransactionTrait::begin) returns a [`CachingTransaction`], whose bumps wait
 /// for its commit.
@@ -143,6 +172,14 @@ impl CachingConnection {
         CachingConnection { db, cache }
     }
 
+    /// Wraps `db` and learns the base tables of its views
+    /// ([`QueryCache::refresh_views`]), so selects over views are invalidated by writes
+    /// to their tables from the start. Fails when the catalog cannot be read.
+    pub async fn connect(db: DatabaseConnection, cache: QueryCache) -> Result<Self, DbErr> {
+        cache.refresh_views(&db).await?;
+        Ok(CachingConnection { db, cache })
+    }
+
     /// The wrapped connection (writes through it invalidate nothing).
     pub fn inner(&self) -> &DatabaseConnection {
         &self.db
@@ -153,13 +190,24 @@ impl CachingConnection {
         &self.cache
     }
 
-    /// Runs a write, then bumps what it planned: after the statement returns, whether
-    /// it succeeded or not (see the type's documentation).
-    async fn around_write<T>(&self, plan: WritePlan, run: impl Future<Output = T>) -> T {
-        let result = run.await;
-        if !plan.is_empty() {
-            self.cache.inner.versions.bump(plan.keys).await;
+    /// Runs a write between the marking of what it planned (refused when that fails,
+    /// see [`UnreachableStore`]) and the bump of it, after the statement returns,
+    /// whether it succeeded or not (see the type's documentation).
+    async fn around_write<T>(
+        &self,
+        plan: WritePlan,
+        run: impl Future<Output = Result<T, DbErr>>,
+    ) -> Result<T, DbErr> {
+        if plan.is_empty() {
+            return run.await;
         }
+        let marker = mark_before_write(&self.cache, &plan.keys).await?;
+        let result = run.await;
+        self.cache
+            .inner
+            .versions
+            .bump_after(plan.keys, marker)
+            .await;
         result
     }
 

@@ -18,7 +18,8 @@ use crate::transaction::CachingTransaction;
 
 /// The plan of a statement that arrives as SQL (read best-effort from the text).
 pub(crate) async fn plan_raw(cache: &QueryCache, stmt: &Statement) -> WritePlan {
-    plan_write(cache, stmt, raw_effect(&stmt.sql)).await
+    let effect = raw_effect(&stmt.sql, stmt.db_backend, &cache.inner.reader.catalog());
+    plan_write(cache, stmt, effect).await
 }
 
 /// Builds a statement object for `backend` and plans it from the object's audit.
@@ -28,7 +29,8 @@ pub(crate) async fn plan_built<S: StatementBuilder>(
     stmt: &S,
 ) -> (Statement, WritePlan) {
     let built = backend.build(stmt);
-    let plan = plan_write(cache, &built, write_effect(stmt, &built)).await;
+    let effect = write_effect(stmt, &built, &cache.inner.reader.catalog());
+    let plan = plan_write(cache, &built, effect).await;
     (built, plan)
 }
 
@@ -59,22 +61,22 @@ macro_rules! caching_connection_impls {
             // each trait method below is then one call naming the wrapped method it runs.
             impl $ty {
                 /// Plans `stmt` from its SQL text, then runs `run(stmt)` around the plan.
-                async fn write_raw<T, Fut: Future<Output = T>>(
+                async fn write_raw<T, Fut: Future<Output = Res<T>>>(
                     &self,
                     stmt: Statement,
                     run: impl FnOnce(Statement) -> Fut,
-                ) -> T {
+                ) -> Res<T> {
                     let plan = plan_raw(&self.cache, &stmt).await;
                     self.around_write(plan, run(stmt)).await
                 }
 
                 /// Builds `stmt`, plans it from its audit, then runs `run(built)` around
                 /// the plan.
-                async fn write_built<S: StatementBuilder, T, Fut: Future<Output = T>>(
+                async fn write_built<S: StatementBuilder, T, Fut: Future<Output = Res<T>>>(
                     &self,
                     stmt: &S,
                     run: impl FnOnce(Statement) -> Fut,
-                ) -> T {
+                ) -> Res<T> {
                     let backend = self.get_database_backend();
                     let (built, plan) = plan_built(&self.cache, backend, stmt).await;
                     self.around_write(plan, run(built)).await

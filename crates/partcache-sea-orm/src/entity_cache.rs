@@ -11,7 +11,7 @@ use sea_orm::{
 };
 
 use crate::connection::CacheAware;
-use crate::key::{KeyBuf, normalize_table, row_id};
+use crate::key::{KeyBuf, normalize_table, row_id, value_kind};
 use crate::query_cache::QueryCache;
 use crate::versions::Version;
 
@@ -35,8 +35,11 @@ const NO_ROW: &str = "partcache-sea-orm: no row with this primary key";
 ///   never cached.
 ///
 /// The first `find_by_id` of an entity records its primary-key columns in the store,
-/// which is how a writer in another process recognises a single-row write; until then
-/// writers treat every write to the table as a bulk write.
+/// with the type of value each is keyed by, which is how a writer in another process
+/// recognises a single-row write; until then writers treat every write to the table as
+/// a bulk write. So does a write that binds a key column with another type (`'1'` or
+/// `1.0` for an integer key): the database may convert it and reach the row (SQLite's
+/// type affinity), so it cannot name one row.
 #[derive(Clone, Debug)]
 pub struct EntityCache {
     cache: QueryCache,
@@ -137,11 +140,13 @@ impl EntityCache {
         let columns: Vec<String> = E::PrimaryKey::iter()
             .map(|pk| normalize_table(pk.into_column().as_str()))
             .collect();
+        let values: Vec<Value> = tuple.clone().into_iter().collect();
         if !self.registered.lock().contains(raw_table) {
-            qc.register_primary_key(&table, columns.clone()).await;
+            let kinds = values.iter().map(value_kind);
+            qc.register_primary_key(&table, columns.iter().cloned().zip(kinds).collect())
+                .await;
             self.registered.lock().insert(raw_table);
         }
-        let values: Vec<Value> = tuple.clone().into_iter().collect();
         let mut pairs: Vec<(String, &Value)> = columns.into_iter().zip(values.iter()).collect();
         let row = row_id(&mut pairs);
         let versions = &qc.inner.versions;
@@ -157,6 +162,10 @@ impl EntityCache {
                 return bypass().await;
             }
         };
+        if tokens.iter().any(|t| versions.is_live_marker(*t)) {
+            // A write to this row is running (see `UnreachableStore::RefuseWrite`).
+            return bypass().await;
+        }
         let mut key = KeyBuf::new("e", &qc.inner.ns);
         key.backend(db.get_database_backend())
             .field(&table)

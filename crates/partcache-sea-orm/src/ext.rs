@@ -67,9 +67,9 @@ impl<Q> Cached<Q> {
         self
     }
 
-    /// Tables this result depends on beyond those the statement audit sees, e.g. one
-    /// read inside a custom SQL expression (`Expr::cust`), which the audit cannot look
-    /// into, or one a database trigger writes when a read table changes.
+    /// Tables this result depends on beyond those its statement names, e.g. one a
+    /// database trigger writes when a read table changes. (Tables named anywhere in the
+    /// statement, custom SQL expressions included, are found without it.)
     pub fn depends_on<I, S>(mut self, tables: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -161,13 +161,19 @@ where
 
     /// Every row, shared with the cache (no clone of the rows on a hit).
     pub async fn all_shared<C: CacheAware>(self, db: &C) -> Result<Arc<Vec<S::Item>>, DbErr> {
-        let found = capture(self.query.all(probe(db.get_database_backend())));
+        let found = capture(
+            &self.cache.inner.reader,
+            self.query.all(probe(db.get_database_backend())),
+        );
         run_all::<S, C>(&self.cache, db, found, "all", &self.options).await
     }
 
     /// The first row, as `Selector::one` returns it.
     pub async fn one<C: CacheAware>(self, db: &C) -> Result<Option<S::Item>, DbErr> {
-        let found = capture(self.query.one(probe(db.get_database_backend())));
+        let found = capture(
+            &self.cache.inner.reader,
+            self.query.one(probe(db.get_database_backend())),
+        );
         let item = self
             .cache
             .fetch(
@@ -188,10 +194,10 @@ where
 
     /// The number of rows, as `PaginatorTrait::count` returns it.
     pub async fn count<C: CacheAware>(self, db: &C) -> Result<u64, DbErr> {
-        let found = capture(PaginatorTrait::count(
-            self.query,
-            probe(db.get_database_backend()),
-        ));
+        let found = capture(
+            &self.cache.inner.reader,
+            PaginatorTrait::count(self.query, probe(db.get_database_backend())),
+        );
         run_count(&self.cache, db, found, &self.options).await
     }
 
@@ -307,7 +313,10 @@ where
         self,
         db: &C,
     ) -> Result<Arc<Vec<(E::Model, Vec<F::Model>)>>, DbErr> {
-        let found = capture(self.query.clone().all(probe(db.get_database_backend())));
+        let found = capture(
+            &self.cache.inner.reader,
+            self.query.clone().all(probe(db.get_database_backend())),
+        );
         let query = &self.query;
         // sea-orm groups the joined rows itself (privately); on a miss the original
         // select runs, so the grouping is exactly sea-orm's.
@@ -349,14 +358,14 @@ where
 {
     /// The rows of page `page` (from 0), as `Paginator::fetch_page` returns them.
     pub async fn fetch_page(&self, page: u64) -> Result<Vec<S::Item>, DbErr> {
-        let found = capture(self.pages.fetch_page(page));
+        let found = capture(&self.cache.inner.reader, self.pages.fetch_page(page));
         let rows = run_all::<S, C>(&self.cache, self.db, found, "page", &self.options).await?;
         Ok(Arc::unwrap_or_clone(rows))
     }
 
     /// The number of rows over all pages, as `Paginator::num_items` returns it.
     pub async fn num_items(&self) -> Result<u64, DbErr> {
-        let found = capture(self.pages.num_items());
+        let found = capture(&self.cache.inner.reader, self.pages.num_items());
         run_count(&self.cache, self.db, found, &self.options).await
     }
 

@@ -151,6 +151,35 @@ fn encode_value(out: &mut String, value: &Value, normalize: bool) {
     }
 }
 
+/// The type of a bound value as a row identity sees it (every integer width is
+/// `int`, `Char` is `str`; types without an explicit encoding by their variant name).
+/// A write that binds a key column with another type than the entity cache keys it by
+/// may still reach the row (SQLite's type affinity turns `'1'` and `1.0` into `1`;
+/// PostgreSQL compares `integer = double precision`), so it cannot name the row.
+pub(crate) fn value_kind(value: &Value) -> String {
+    let kind = match value {
+        Value::Bool(_) => "bool",
+        Value::TinyInt(_)
+        | Value::SmallInt(_)
+        | Value::Int(_)
+        | Value::BigInt(_)
+        | Value::TinyUnsigned(_)
+        | Value::SmallUnsigned(_)
+        | Value::Unsigned(_)
+        | Value::BigUnsigned(_) => "int",
+        Value::Float(_) => "f32",
+        Value::Double(_) => "f64",
+        Value::String(_) | Value::Char(_) => "str",
+        Value::Bytes(_) => "bytes",
+        #[allow(unreachable_patterns)]
+        other => {
+            let debug = format!("{other:?}");
+            return debug.split('(').next().unwrap_or_default().to_string();
+        }
+    };
+    kind.to_string()
+}
+
 /// The canonical text of a row identity: `(column, value)` pairs sorted by column, in
 /// the row-identity value form. The entity cache and the write path both build it, from
 /// a primary key and from an `UPDATE`/`DELETE`'s `WHERE` clause respectively.
@@ -213,6 +242,23 @@ mod tests {
             key(&[Value::Bytes(Some(vec![1]))]),
             key(&[Value::String(Some("\u{1}".into()))])
         );
+    }
+
+    #[test]
+    fn kinds_merge_integer_widths_and_tell_text_and_floats_apart() {
+        assert_eq!(
+            value_kind(&Value::Int(Some(1))),
+            value_kind(&Value::BigInt(Some(1)))
+        );
+        assert_ne!(
+            value_kind(&Value::Int(Some(1))),
+            value_kind(&Value::from("1"))
+        );
+        assert_ne!(
+            value_kind(&Value::Int(Some(1))),
+            value_kind(&Value::Double(Some(1.0)))
+        );
+        assert_eq!(value_kind(&Value::from('a')), "str");
     }
 
     #[test]

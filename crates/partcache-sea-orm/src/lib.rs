@@ -55,8 +55,11 @@
 //!   `into_tuple`, [`sea_orm::SelectTwo`], [`sea_orm::SelectTwoMany`]) to a
 //!   [`QueryCache`]; its `one`/`all`/`count`/`paginate` return what sea-orm's do. The
 //!   statement is obtained from sea-orm's own executor (run against a connection that
-//!   records instead of executing), and its tables come from sea-query's statement
-//!   audit (`AuditTrait`), not from the SQL text.
+//!   records instead of executing). Its tables are those sea-query's statement audit
+//!   (`AuditTrait`) names, merged with those the crate's SQL reader finds anywhere in
+//!   the statement text (subqueries in `HAVING`, `ORDER BY`, `JOIN … ON`, custom
+//!   expressions), plus the base tables of views. A select that cannot be fully
+//!   audited, or that locks rows, is not cached.
 //! - **Keys** ([`key`](crate) module): namespace, backend, shape (`all`, `one`,
 //!   `count`, page), SQL, every bound value in a canonical, typed, length-prefixed
 //!   encoding, and the *version token* of every table read (plus the global epoch and
@@ -67,8 +70,11 @@
 //! - **Writes.** [`CachingConnection`] implements `ConnectionTrait` and
 //!   `TransactionTrait`; every statement that reaches it (ActiveModel saves,
 //!   `insert_many`/`update_many`/`delete_many`, raw `execute`) bumps the versions of the
-//!   tables it writes, taken from the statement audit, or from the SQL text for raw SQL
-//!   ([`sql`](crate) module, best-effort; anything unclear bumps the global epoch).
+//!   tables it writes, taken from the statement audit and the SQL text (raw SQL is
+//!   read as its backend reads it; anything unclear, or a call of a function not
+//!   known read-only, bumps the global epoch). By default the versions are marked
+//!   before the write and a write that cannot be marked is refused
+//!   ([`UnreachableStore`]).
 //! - **Transactions.** [`CachingTransaction`] buffers bumps until commit, drops them
 //!   on rollback, bypasses the cache for tables it wrote (read-your-writes), and never
 //!   stores results read inside it.
@@ -83,7 +89,9 @@
 //!   [`QueryCache::remember`]). `partcache`'s `#[cacheable]` caches by arguments only
 //!   and knows nothing of table writes; use it for data that does not come from tables
 //!   written through the connection.
-//! - **Failing open.** Store errors never fail a query or a write; see [`QueryCache`].
+//! - **Failing open.** Store errors never fail a query. A write whose invalidation
+//!   cannot reach the store is refused before it runs, by default; see
+//!   [`UnreachableStore`].
 //!
 //! On a remote store, cached values are serialized (JSON by default, see
 //! [`QueryCacheBuilder::codec`]): models need `serde::Serialize + Deserialize`
@@ -92,6 +100,7 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod catalog;
 mod connection;
 mod delegate;
 mod entity_cache;
@@ -102,11 +111,14 @@ mod query_cache;
 mod sql;
 mod transaction;
 pub mod versions;
+mod views;
 
 pub use connection::{CacheAware, CacheScope, CachingConnection};
 pub use entity_cache::{EntityCache, table_of};
 pub use ext::{Cached, CachedPaginator, QueryCacheExt};
-pub use query_cache::{DEFAULT_TTL, QueryCache, QueryCacheBuilder, QueryCacheStats};
+pub use query_cache::{
+    DEFAULT_TTL, QueryCache, QueryCacheBuilder, QueryCacheStats, UnreachableStore,
+};
 pub use transaction::{CachingTransaction, TxState};
 
 /// Caches a repository function's result, invalidated by writes to the tables it

@@ -15,15 +15,19 @@ use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement, StatementBuilder,
 };
 
+use std::sync::Arc;
+
 use crate::audit::read_tables;
+use crate::catalog::Reader;
 
 /// What the probe saw.
 pub(crate) struct Captured {
-    /// The statement, exactly as it would have been sent.
+    /// The statement, exactly as it would have been sent (for `remember`, the key).
     pub(crate) stmt: Statement,
-    /// The tables it reads; `None` when it cannot be cached (no statement object, an
-    /// audit failure, or a write).
-    pub(crate) reads: Option<Vec<String>>,
+    /// The tables it reads, views expanded (for `remember`, those its caller named);
+    /// `None` when it cannot be cached (no statement object, a part that cannot be
+    /// audited, a lock, or a write).
+    pub(crate) reads: Option<Arc<Vec<String>>>,
 }
 
 /// A do-nothing connection for one backend.
@@ -59,23 +63,62 @@ pub(crate) fn probe(backend: DbBackend) -> &'static Probe {
 
 thread_local! {
     static CAPTURED: RefCell<Option<Captured>> = const { RefCell::new(None) };
+    /// The reader of the query cache the captured select runs through.
+    static READER: RefCell<Option<Arc<Reader>>> = const { RefCell::new(None) };
 }
 
-/// Runs `run` (an executor future over a [`Probe`]) and returns the statement it sent.
-/// `None` if it sent none or did not complete at once (neither happens with sea-orm
-/// 2.0's executors; the caller reports it as an error rather than guess).
-pub(crate) fn capture<F: Future>(run: F) -> Option<Captured> {
+/// Runs `run` (an executor future over a [`Probe`]) and returns the statement it sent,
+/// with the tables `reader` finds it reading. `None` if it sent none or did not
+/// complete at once (neither happens with sea-orm 2.0's executors; the caller reports
+/// it as an error rather than guess).
+pub(crate) fn capture<F: Future>(reader: &Arc<Reader>, run: F) -> Option<Captured> {
     CAPTURED.with(|c| c.borrow_mut().take());
-    run.now_or_never()?;
+    READER.with(|r| *r.borrow_mut() = Some(reader.clone()));
+    let done = run.now_or_never();
+    READER.with(|r| r.borrow_mut().take());
+    done?;
     CAPTURED.with(|c| c.borrow_mut().take())
 }
 
-fn record(stmt: Statement, reads: Option<Vec<String>>) {
+fn record(stmt: Statement, reads: Option<Arc<Vec<String>>>) {
     CAPTURED.with(|c| *c.borrow_mut() = Some(Captured { stmt, reads }));
 }
 
 fn not_a_read() -> DbErr {
     DbErr::Custom("partcache-sea-orm: a cached query tried to write".into())
+}
+
+impl Probe {
+    /// Records `stmt` as this backend builds it, with the tables it reads (the reader's
+    /// memo answers for SQL seen before, without running the statement audit again); a
+    /// locking read is recorded as not cacheable.
+    fn capture<S: StatementBuilder>(&self, stmt: &S) {
+        let built = self.0.build(stmt);
+        let reads = if self.0 == DbBackend::Sqlite && locks(stmt) {
+            None
+        } else {
+            READER.with(|r| r.borrow().clone()).and_then(|reader| {
+                reader.reads(&built.sql, built.db_backend, || read_tables(stmt, &built))
+            })
+        };
+        record(built, reads);
+    }
+}
+
+/// Whether a select locks rows (`lock_exclusive`, `lock_shared`, `lock_with_*`).
+/// SQLite has no row locks, so sea-query leaves the clause out of SQLite's SQL, where
+/// the SQL reader would see it; it is in PostgreSQL's. A locking read asks for the
+/// database's current rows under a lock, never for a cached copy, on every backend.
+fn locks<S: StatementBuilder>(stmt: &S) -> bool {
+    let sql = DbBackend::Postgres.build(stmt).sql;
+    [
+        " FOR UPDATE",
+        " FOR SHARE",
+        " FOR NO KEY UPDATE",
+        " FOR KEY SHARE",
+    ]
+    .iter()
+    .any(|clause| sql.contains(clause))
 }
 
 #[async_trait::async_trait]
@@ -103,16 +146,12 @@ impl ConnectionTrait for Probe {
     }
 
     async fn query_one<S: StatementBuilder>(&self, stmt: &S) -> Result<Option<QueryResult>, DbErr> {
-        let built = self.0.build(stmt);
-        let reads = read_tables(stmt, &built);
-        record(built, reads);
+        self.capture(stmt);
         Ok(None)
     }
 
     async fn query_all<S: StatementBuilder>(&self, stmt: &S) -> Result<Vec<QueryResult>, DbErr> {
-        let built = self.0.build(stmt);
-        let reads = read_tables(stmt, &built);
-        record(built, reads);
+        self.capture(stmt);
         Ok(Vec::new())
     }
 }

@@ -11,6 +11,7 @@ use parking_lot::{Mutex, RwLock};
 use partcache::{Cache, CacheManager, CacheValue, Codec, ExpiryPolicy};
 use sea_orm::{DbErr, Statement};
 
+use crate::catalog::{Catalog, Reader};
 use crate::connection::CacheAware;
 use crate::key::{KeyBuf, normalize_table};
 use crate::probe::Captured;
@@ -62,6 +63,29 @@ pub struct QueryCacheStats {
     pub bump_failures: u64,
 }
 
+/// What a write does when the versions it must bump cannot be reached (the store is
+/// down, or this process is cut off from it while other processes still read it); see
+/// [`QueryCacheBuilder::on_unreachable_store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UnreachableStore {
+    /// The default. Before a write runs, the versions it will bump are replaced by a
+    /// *write marker* (readers neither serve nor store results under a marker); when
+    /// that fails, the write is refused with an error and never runs: nothing changed,
+    /// so nothing is stale. After the write, the markers are replaced by fresh versions.
+    /// A write through a [`CachingTransaction`](crate::CachingTransaction) is checked
+    /// at its commit: a refused commit is rolled back. Hibernate's update-timestamps
+    /// cache pre-invalidates the same way.
+    #[default]
+    RefuseWrite,
+    /// The write runs whatever the store's state; a bump that fails is retried in the
+    /// background until it lands (and this process serves nothing from the cache until
+    /// then). Meanwhile *other* processes may serve results the write made stale, for at
+    /// most the results' time to live ([`QueryCacheBuilder::ttl`], default
+    /// [`DEFAULT_TTL`]): choose it for availability of writes over freshness of reads.
+    RetryAfterWrite,
+}
+
 /// Per-query knobs: [`Cached::ttl`](crate::Cached::ttl),
 /// [`Cached::tags`](crate::Cached::tags), [`Cached::depends_on`](crate::Cached::depends_on).
 #[derive(Debug, Clone, Default)]
@@ -82,9 +106,12 @@ pub(crate) struct CacheOptions {
 /// # Failing open
 ///
 /// A store error never fails a query: the query runs against the database, the error
-/// is logged and counted in [`QueryCacheStats::store_errors`]. A failed version bump
-/// never fails the write that caused it either; it is logged, counted, retried before
-/// the next read, and until it succeeds this process serves nothing from the cache.
+/// is logged and counted in [`QueryCacheStats::store_errors`]. A write whose
+/// invalidation cannot reach the store is refused before it runs (the default,
+/// [`UnreachableStore::RefuseWrite`]) or runs and has its invalidation retried in the
+/// background ([`UnreachableStore::RetryAfterWrite`]); a version bump that fails after
+/// a write is logged, counted, retried until it lands, and until then this process
+/// serves nothing from the cache.
 #[derive(Clone)]
 pub struct QueryCache {
     pub(crate) inner: Arc<Inner>,
@@ -95,7 +122,8 @@ type TypedCaches = HashMap<(TypeId, &'static str), Box<dyn Any + Send + Sync>>;
 pub(crate) struct Inner {
     pub(crate) manager: CacheManager,
     pub(crate) ns: String,
-    pub(crate) versions: Versions,
+    pub(crate) versions: Arc<Versions>,
+    pub(crate) unreachable: UnreachableStore,
     primary_keys: Cache<String, Vec<String>>,
     /// Result caches by value type: a local hit hands out the decoded value itself.
     typed: RwLock<TypedCaches>,
@@ -105,6 +133,8 @@ pub(crate) struct Inner {
     codec: Codec,
     pub(crate) counters: Arc<Counters>,
     warned_mismatch: AtomicBool,
+    /// Declared functions, views, and the tables each cached select reads.
+    pub(crate) reader: Arc<Reader>,
 }
 
 impl std::fmt::Debug for QueryCache {
@@ -124,6 +154,9 @@ pub struct QueryCacheBuilder {
     ttl: Duration,
     max_entries: u64,
     codec: Codec,
+    catalog: Catalog,
+    unreachable: UnreachableStore,
+    marker_ttl: Duration,
 }
 
 impl QueryCacheBuilder {
@@ -164,6 +197,68 @@ impl QueryCacheBuilder {
         self
     }
 
+    /// Declares `name` a read-only function that reads `tables` (none for a pure
+    /// function). The SQL reader knows the built-in functions of PostgreSQL, SQLite and
+    /// MySQL that read no table and change nothing; a call of any other function is
+    /// taken to write unknown tables (a raw statement calling it bumps the global epoch)
+    /// and to read unknown tables (a select calling it is not cached), unless declared
+    /// here. Names are matched without schema and case.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let qc = partcache_sea_orm::QueryCache::builder(&manager)
+    ///     .read_only_function("slugify", [] as [&str; 0])
+    ///     .read_only_function("product_rating", ["review"])
+    ///     .build()
+    ///     .await?;
+    /// # let _ = qc;
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    pub fn read_only_function<I, S>(mut self, name: &str, tables: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let tables = tables.into_iter().map(|t| normalize_table(t.as_ref()));
+        self.catalog
+            .functions
+            .insert(normalize_table(name), tables.collect());
+        self
+    }
+
+    /// Declares `view` a view over `tables`, for a view the database's catalog cannot
+    /// answer for (see [`QueryCache::refresh_views`]); a declaration wins over what is
+    /// learnt and survives refreshes.
+    pub fn view<I, S>(mut self, view: &str, tables: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let tables = tables.into_iter().map(|t| normalize_table(t.as_ref()));
+        self.catalog
+            .declared_views
+            .insert(normalize_table(view), tables.collect());
+        self
+    }
+
+    /// What a write does when its invalidation cannot reach the store (default
+    /// [`UnreachableStore::RefuseWrite`]: the write is refused before it runs).
+    pub fn on_unreachable_store(mut self, mode: UnreachableStore) -> Self {
+        self.unreachable = mode;
+        self
+    }
+
+    /// The longest readers honour a write marker (default 60 s; see
+    /// [`UnreachableStore::RefuseWrite`]): a write that takes longer may have its
+    /// results cached before it commits, until its own bump after the write replaces
+    /// them. A writer that dies mid-write leaves its marker until then, and readers of
+    /// the tables it wrote bypass the cache meanwhile.
+    pub fn write_marker_ttl(mut self, ttl: Duration) -> Self {
+        self.marker_ttl = ttl;
+        self
+    }
+
     /// Opens the version caches. On a remote store this connects.
     pub async fn build(self) -> partcache::Result<QueryCache> {
         let counters = Arc::new(Counters::default());
@@ -179,7 +274,13 @@ impl QueryCacheBuilder {
             .await?;
         Ok(QueryCache {
             inner: Arc::new(Inner {
-                versions: Versions::new(versions, self.ns.clone(), counters.clone()),
+                versions: Arc::new(Versions::new(
+                    versions,
+                    self.ns.clone(),
+                    counters.clone(),
+                    self.marker_ttl,
+                )),
+                unreachable: self.unreachable,
                 manager: self.manager,
                 ns: self.ns,
                 primary_keys,
@@ -190,6 +291,7 @@ impl QueryCacheBuilder {
                 codec: self.codec,
                 counters,
                 warned_mismatch: AtomicBool::new(false),
+                reader: Arc::new(Reader::new(self.catalog)),
             }),
         })
     }
@@ -229,6 +331,9 @@ impl QueryCache {
             ttl: DEFAULT_TTL,
             max_entries: 100_000,
             codec: Codec::Json,
+            catalog: Catalog::default(),
+            unreachable: UnreachableStore::default(),
+            marker_ttl: Duration::from_secs(60),
         }
     }
 
@@ -314,9 +419,10 @@ impl QueryCache {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<V, DbErr>>,
     {
+        let tables: Vec<String> = tables.iter().map(|t| normalize_table(t)).collect();
         let captured = Captured {
             stmt: Statement::from_string(db.get_database_backend(), key),
-            reads: Some(tables.iter().map(|t| normalize_table(t)).collect()),
+            reads: self.inner.reader.expand(&tables).map(Arc::new),
         };
         self.fetch(db, captured, "remember", &CacheOptions::default(), |_| {
             load()
@@ -332,28 +438,38 @@ impl QueryCache {
     }
 
     /// The primary-key columns registered for `table` by the entity cache (in any
-    /// process), if any.
-    pub(crate) async fn primary_key_columns(&self, table: &str) -> Option<Arc<Vec<String>>> {
-        let key = KeyBuf::new("pk", &self.inner.ns)
+    /// process), each with the [kind](crate::key::value_kind) of value it is keyed by.
+    pub(crate) async fn primary_key_columns(&self, table: &str) -> Option<Vec<(String, String)>> {
+        let key = KeyBuf::new("pk-kinds", &self.inner.ns)
             .field(table)
             .clone_finish();
-        match self.inner.primary_keys.get(&key).await {
-            Ok(found) => found,
+        let flat = match self.inner.primary_keys.get(&key).await {
+            Ok(found) => found?,
             Err(error) => {
                 self.store_error(&error);
-                None
+                return None;
             }
+        };
+        // Stored flat: column, kind, column, kind...
+        if flat.len() % 2 != 0 {
+            return None;
         }
+        Some(
+            flat.chunks(2)
+                .map(|pair| (pair[0].clone(), pair[1].clone()))
+                .collect(),
+        )
     }
 
-    pub(crate) async fn register_primary_key(&self, table: &str, columns: Vec<String>) {
-        let key = KeyBuf::new("pk", &self.inner.ns)
+    pub(crate) async fn register_primary_key(&self, table: &str, columns: Vec<(String, String)>) {
+        let key = KeyBuf::new("pk-kinds", &self.inner.ns)
             .field(table)
             .clone_finish();
         if let Ok(Some(_)) = self.inner.primary_keys.get(&key).await {
             return;
         }
-        if let Err(error) = self.inner.primary_keys.put(key, columns).await {
+        let flat: Vec<String> = columns.into_iter().flat_map(|(c, k)| [c, k]).collect();
+        if let Err(error) = self.inner.primary_keys.put(key, flat).await {
             self.store_error(&error);
         }
     }
@@ -436,15 +552,27 @@ impl QueryCache {
             let run = load(stmt);
             async move { run.await.map(Arc::new) }
         };
-        let Some(mut reads) = reads else {
+        let Some(read) = reads else {
+            // A part of the statement could not be audited (or it locks): never cache
+            // it under fewer tables than it reads.
             return bypass(stmt).await;
         };
         if !self.serves(db) {
             return bypass(stmt).await;
         }
-        reads.extend(options.depends_on.iter().map(|t| normalize_table(t)));
-        reads.sort();
-        reads.dedup();
+        let reader = &self.inner.reader;
+        let reads: std::borrow::Cow<'_, [String]> = if options.depends_on.is_empty() {
+            std::borrow::Cow::Borrowed(read.as_slice())
+        } else {
+            let Some(more) = reader.expand(&options.depends_on) else {
+                return bypass(stmt).await;
+            };
+            let mut all = read.to_vec();
+            all.extend(more);
+            all.sort();
+            all.dedup();
+            std::borrow::Cow::Owned(all)
+        };
         let scope = db.cache_scope();
         if let Some(tx) = scope.tx
             && tx.wrote_any(&reads)
@@ -469,6 +597,11 @@ impl QueryCache {
                 return bypass(stmt).await;
             }
         };
+        if tokens.iter().any(|t| versions.is_live_marker(*t)) {
+            // A write to a table read here is running: its result may commit at any
+            // moment, so nothing is served or stored under these versions.
+            return bypass(stmt).await;
+        }
         let mut key = KeyBuf::new("q", &self.inner.ns);
         key.backend(stmt.db_backend).field(shape).field(&stmt.sql);
         let values = stmt.values.as_ref().map(|v| v.0.as_slice()).unwrap_or(&[]);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use sea_orm::{DatabaseTransaction, DbErr, TransactionSession};
 
-use crate::connection::{CacheAware, CacheScope, WritePlan};
+use crate::connection::{CacheAware, CacheScope, WritePlan, mark_before_write};
 use crate::delegate::caching_connection_impls;
 use crate::query_cache::QueryCache;
 
@@ -59,7 +59,9 @@ impl TxState {
 /// - Writes are recorded, not bumped: other connections keep being served the
 ///   committed state, which is what they can read from the database.
 /// - [`commit`](TransactionSession::commit) bumps every version the transaction's
-///   writes call for (a nested transaction hands them to its parent instead);
+///   writes call for (a nested transaction hands them to its parent instead); by
+///   default it first marks them, and rolls back instead of committing when that
+///   fails (see [`UnreachableStore`](crate::UnreachableStore));
 ///   [`rollback`](TransactionSession::rollback), or dropping the transaction, discards
 ///   them: nothing changed, nothing is invalidated.
 /// - Cached reads inside the transaction bypass the cache for tables it wrote
@@ -95,7 +97,11 @@ impl CachingTransaction {
 
     /// Records what a write planned, then runs it: the bumps wait for the commit. The
     /// record comes first so a write cancelled mid-flight is still owed.
-    async fn around_write<T>(&self, plan: WritePlan, run: impl Future<Output = T>) -> T {
+    async fn around_write<T>(
+        &self,
+        plan: WritePlan,
+        run: impl Future<Output = Result<T, DbErr>>,
+    ) -> Result<T, DbErr> {
         if !plan.is_empty() {
             self.state.own.lock().absorb(plan);
         }
@@ -126,18 +132,28 @@ caching_connection_impls!(CachingTransaction, tx);
 impl TransactionSession for CachingTransaction {
     async fn commit(self) -> Result<(), DbErr> {
         let CachingTransaction { tx, cache, state } = self;
+        let pending = std::mem::take(&mut *state.own.lock());
+        if let Some(parent) = state.ancestors.last() {
+            let result = tx.commit().await;
+            parent.lock().merge(pending);
+            return result;
+        }
+        if pending.keys.is_empty() {
+            return tx.commit().await;
+        }
+        let keys: Vec<String> = pending.keys.into_iter().collect();
+        let marker = match mark_before_write(&cache, &keys).await {
+            Ok(marker) => marker,
+            Err(refused) => {
+                // Nothing of the transaction reaches the database.
+                tx.rollback().await?;
+                return Err(refused);
+            }
+        };
         let result = tx.commit().await;
         // On a commit error the outcome is unknown (the commit may have reached the
         // database): bump anyway, a spurious miss is cheap.
-        let pending = std::mem::take(&mut *state.own.lock());
-        match state.ancestors.last() {
-            Some(parent) => parent.lock().merge(pending),
-            None => {
-                if !pending.keys.is_empty() {
-                    cache.inner.versions.bump(pending.keys).await;
-                }
-            }
-        }
+        cache.inner.versions.bump_after(keys, marker).await;
         result
     }
 

@@ -91,3 +91,40 @@ pub mod typed {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// A view over a view over `product` joined with `category` (created by the views test).
+pub mod cheap_view {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    #[sea_orm(table_name = "cheap_view")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub price: i32,
+        pub category: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A view whose base table the catalog cannot tell (it reads `product` through a
+/// function).
+pub mod counted_view {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    #[sea_orm(table_name = "counted_view")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub n: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -2,7 +2,19 @@
 //! same functions run on SQLite and PostgreSQL, and (later) on a Redis store.
 #![allow(dead_code)]
 
+mod affinity;
 pub mod entities;
+mod locking;
+pub mod proxy;
+mod raw;
+mod reads;
+mod views;
+
+pub use affinity::*;
+pub use locking::*;
+pub use raw::*;
+pub use reads::*;
+pub use views::*;
 
 use entities::{category, product, typed};
 use partcache::CacheManager;
@@ -42,6 +54,12 @@ pub async fn sqlite_wal_url(path: &std::path::Path) -> String {
 pub async fn env(manager: &CacheManager, url: &str, ns: &str) -> Env {
     let qa = QueryCache::new(manager, ns).await.expect("query cache a");
     let qb = QueryCache::new(manager, ns).await.expect("query cache b");
+    env_with(qa, qb, url).await
+}
+
+/// [`env`] with the two query caches given (e.g. on two managers, as two processes
+/// with their own store connections).
+pub async fn env_with(qa: QueryCache, qb: QueryCache, url: &str) -> Env {
     let a = CachingConnection::new(Database::connect(url).await.expect("connect a"), qa.clone());
     let b = CachingConnection::new(Database::connect(url).await.expect("connect b"), qb.clone());
     let schema = Schema::new(a.get_database_backend());
@@ -698,6 +716,11 @@ macro_rules! with_suite_fns {
             cached_query_macro_is_invalidated,
             entity_cache_is_invalidated_per_row,
             cached_results_equal_the_database_field_for_field,
+            tables_read_outside_where_invalidate,
+            locking_reads_reach_the_database,
+            raw_sql_cannot_hide_a_write,
+            raw_update_binding_the_key_as_text_or_float_invalidates_the_row,
+            views_are_invalidated_by_writes_to_their_base_tables,
         );
     };
 }

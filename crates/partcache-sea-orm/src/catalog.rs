@@ -1,0 +1,216 @@
+//! What the SQL reader knows of the schema beyond the text: the base tables of views
+//! (learnt from the database, or declared) and the functions declared read-only (with
+//! the tables they read). Plus the memo of the tables each cached select reads, so a
+//! hit does not read its SQL again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use sea_orm::DbBackend;
+
+use crate::key::normalize_table;
+
+/// The base tables of a view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Bases {
+    /// These tables (normalized), with the bases of views over views included.
+    Tables(Vec<String>),
+    /// The view's definition could not be read: it depends on every table.
+    Unknown,
+}
+
+/// Declared functions and views.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Catalog {
+    /// Functions declared read-only, with the tables each reads.
+    pub(crate) functions: HashMap<String, Vec<String>>,
+    /// Views declared by hand: kept across refreshes, and they win over learnt ones.
+    pub(crate) declared_views: HashMap<String, Vec<String>>,
+    /// Views learnt from the database's catalog.
+    pub(crate) learnt_views: HashMap<String, Bases>,
+    /// Both, closed over views of views.
+    views: HashMap<String, Bases>,
+}
+
+impl Catalog {
+    /// The tables a declared read-only function reads, or `None` when it is not declared.
+    pub(crate) fn function(&self, name: &str) -> Option<&[String]> {
+        self.functions.get(name).map(Vec::as_slice)
+    }
+
+    /// `tables` with the base tables of every view among them added; `None` when one is
+    /// a view whose definition could not be read.
+    pub(crate) fn expand(&self, tables: &mut Vec<String>) -> Option<()> {
+        if self.views.is_empty() {
+            return Some(());
+        }
+        let mut added = Vec::new();
+        for table in tables.iter() {
+            match self.views.get(table) {
+                Some(Bases::Tables(bases)) => added.extend(bases.iter().cloned()),
+                Some(Bases::Unknown) => return None,
+                None => {}
+            }
+        }
+        tables.extend(added);
+        Some(())
+    }
+
+    /// Recomputes the closed view map from the declared and learnt ones.
+    pub(crate) fn close(&mut self) {
+        let mut direct: HashMap<String, Bases> = self.learnt_views.clone();
+        for (view, bases) in &self.declared_views {
+            direct.insert(view.clone(), Bases::Tables(bases.clone()));
+        }
+        let mut closed = HashMap::with_capacity(direct.len());
+        for view in direct.keys() {
+            closed.insert(view.clone(), close_one(&direct, view));
+        }
+        self.views = closed;
+    }
+}
+
+/// The bases of `view`, following views of views (a cycle adds nothing new).
+fn close_one(direct: &HashMap<String, Bases>, view: &str) -> Bases {
+    let mut seen: Vec<String> = vec![view.to_string()];
+    let mut queue: Vec<String> = vec![view.to_string()];
+    let mut out: Vec<String> = Vec::new();
+    while let Some(next) = queue.pop() {
+        match direct.get(&next) {
+            Some(Bases::Unknown) => return Bases::Unknown,
+            Some(Bases::Tables(bases)) => {
+                for base in bases {
+                    if !seen.contains(base) {
+                        seen.push(base.clone());
+                        queue.push(base.clone());
+                        out.push(base.clone());
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    out.sort();
+    Bases::Tables(out)
+}
+
+/// The most selects whose tables are remembered; past it the memo starts over.
+const MEMO_CAPACITY: usize = 4096;
+
+type Memo = HashMap<String, Option<Arc<Vec<String>>>>;
+
+/// The catalog and the memo of a [`QueryCache`](crate::QueryCache).
+#[derive(Default)]
+pub(crate) struct Reader {
+    catalog: RwLock<Arc<Catalog>>,
+    /// Per backend (MySQL, PostgreSQL, SQLite): SQL text to the tables it reads.
+    memo: [RwLock<Memo>; 3],
+}
+
+fn memo_index(backend: DbBackend) -> Option<usize> {
+    match backend {
+        DbBackend::MySql => Some(0),
+        DbBackend::Postgres => Some(1),
+        DbBackend::Sqlite => Some(2),
+        _ => None,
+    }
+}
+
+impl Reader {
+    pub(crate) fn new(catalog: Catalog) -> Self {
+        let mut catalog = catalog;
+        catalog.close();
+        Reader {
+            catalog: RwLock::new(Arc::new(catalog)),
+            memo: Default::default(),
+        }
+    }
+
+    pub(crate) fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().clone()
+    }
+
+    /// Changes the catalog and forgets every remembered answer.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut Catalog)) {
+        let mut guard = self.catalog.write();
+        let mut next = Catalog::clone(&guard);
+        change(&mut next);
+        next.close();
+        *guard = Arc::new(next);
+        for memo in &self.memo {
+            memo.write().clear();
+        }
+    }
+
+    /// The tables the select `sql` reads (the SQL reader's answer, merged with the
+    /// statement audit's, which `audit` runs), or `None` when it cannot be cached. An
+    /// answer is remembered per SQL text: the same text names the same tables, so a
+    /// select seen before is neither scanned nor audited again.
+    pub(crate) fn reads(
+        &self,
+        sql: &str,
+        backend: DbBackend,
+        audit: impl FnOnce() -> Option<Vec<String>>,
+    ) -> Option<Arc<Vec<String>>> {
+        let slot = memo_index(backend);
+        if let Some(slot) = slot
+            && let Some(found) = self.memo[slot].read().get(sql)
+        {
+            return found.clone();
+        }
+        let catalog = self.catalog();
+        let answer = crate::sql::read_tables(sql, backend, &catalog).and_then(|mut tables| {
+            tables.extend(audit()?);
+            catalog.expand(&mut tables)?;
+            tables.sort();
+            tables.dedup();
+            Some(Arc::new(tables))
+        });
+        if let Some(slot) = slot {
+            let mut memo = self.memo[slot].write();
+            if memo.len() >= MEMO_CAPACITY {
+                memo.clear();
+            }
+            memo.insert(sql.to_string(), answer.clone());
+        }
+        answer
+    }
+
+    /// `tables` (named by a caller) with the base tables of views added; `None` when
+    /// one is a view whose definition could not be read.
+    pub(crate) fn expand(&self, tables: &[String]) -> Option<Vec<String>> {
+        let mut tables: Vec<String> = tables.iter().map(|t| normalize_table(t)).collect();
+        self.catalog().expand(&mut tables)?;
+        tables.sort();
+        tables.dedup();
+        Some(tables)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_of_views_close_and_declared_win() {
+        let mut c = Catalog::default();
+        c.learnt_views
+            .insert("v1".into(), Bases::Tables(vec!["v2".into(), "a".into()]));
+        c.learnt_views
+            .insert("v2".into(), Bases::Tables(vec!["b".into(), "v1".into()]));
+        c.learnt_views.insert("odd".into(), Bases::Unknown);
+        c.declared_views.insert("odd".into(), vec!["c".into()]);
+        c.close();
+        let mut t = vec!["v1".to_string()];
+        c.expand(&mut t).unwrap();
+        t.sort();
+        assert_eq!(t, ["a", "b", "v1", "v2"]);
+        let mut t = vec!["odd".to_string()];
+        c.expand(&mut t).unwrap();
+        assert_eq!(t, ["odd", "c"]);
+        c.declared_views.clear();
+        c.close();
+        assert_eq!(c.expand(&mut vec!["odd".to_string()]), None);
+    }
+}
