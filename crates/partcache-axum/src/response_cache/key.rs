@@ -143,6 +143,11 @@ fn push_escaped(out: &mut String, part: &str) {
 }
 
 impl RequestKey {
+    /// The bytes its strings hold.
+    pub(crate) fn weight(&self) -> usize {
+        self.primary.len() + self.normalized_uri.len()
+    }
+
     /// The primary key for `method host path?query` plus the keyed headers.
     pub(crate) fn new(
         method: &Method,

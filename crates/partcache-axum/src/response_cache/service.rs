@@ -223,10 +223,13 @@ where
             .detail("stale-while-revalidate");
         let response = from_stored(stored, request.headers(), &method, now, &shared, outcome);
         // One background refresh per key: a running flight means one is under way.
-        if let Joined::Leader(flight) = shared.flights.join(&flight_key) {
+        if let Joined::Leader(flight) = shared.flights.join(&flight_key)
+            && let Some(admitted) = shared.backlog.admit(0)
+        {
             let shared = shared.clone();
             let entry = entry.clone();
             tokio::spawn(async move {
+                let _admitted = admitted;
                 if let Some(refreshed) =
                     stored_meanwhile(&shared, &flight_key, request.headers()).await
                 {
@@ -602,7 +605,9 @@ where
         if let Some(flight) = &flight {
             flight.complete(entry.clone());
         }
-        shared.spawn_store(key, entry.clone(), refreshed.keep_for, flight);
+        shared
+            .store(key, entry.clone(), refreshed.keep_for, flight)
+            .await;
         incr(&shared.counters.hits);
         let Some(stored) = entry.as_response() else {
             unreachable!("built as a response above")
@@ -695,7 +700,7 @@ where
     if let Some(flight) = &flight {
         flight.complete(entry.clone());
     }
-    shared.spawn_store(key, entry, judged.keep_for, flight);
+    shared.store(key, entry, judged.keep_for, flight).await;
     forwarded
         .ttl(ttl)
         .stored()
