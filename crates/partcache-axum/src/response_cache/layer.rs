@@ -3,6 +3,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, Method, Request, Uri};
@@ -105,6 +106,9 @@ pub(crate) struct Inner {
     pub(crate) local: bool,
     /// Bounds the store writes and refreshes still running after their answer.
     pub(crate) backlog: Arc<Backlog>,
+    /// Store writes finished (counted whatever their outcome): a miss that finds it
+    /// unchanged since its read knows no flight stored anything in between.
+    pub(crate) writes: AtomicU64,
 }
 
 /// The failure a store call ended with (already logged and counted).
@@ -180,8 +184,23 @@ impl Inner {
         keep_for: Duration,
         flight: Option<Flight<String, Arc<CachedEntry>>>,
     ) {
+        self.write_entry(key, entry, keep_for, flight.as_ref())
+            .await;
+        // Before the flight ends (the caller drops it): a request that joins no flight
+        // afterwards sees this count changed and reads the store again.
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        drop(flight);
+    }
+
+    async fn write_entry(
+        &self,
+        key: RequestKey,
+        entry: Arc<CachedEntry>,
+        keep_for: Duration,
+        flight: Option<&Flight<String, Arc<CachedEntry>>>,
+    ) {
         let inner = self;
-        let cancelled = || flight.as_ref().is_some_and(Flight::is_cancelled);
+        let cancelled = || flight.is_some_and(Flight::is_cancelled);
         if cancelled() {
             return;
         }
@@ -827,6 +846,7 @@ impl ResponseCacheBuilder {
         ResponseCache {
             inner: Arc::new(Inner {
                 backlog,
+                writes: AtomicU64::new(0),
                 responses: self.responses,
                 tags: self.tags,
                 config: self.config,

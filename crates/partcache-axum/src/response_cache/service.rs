@@ -17,6 +17,7 @@
 //!    through unbuffered.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -178,6 +179,7 @@ where
         flight_key,
         entry,
         fwd,
+        writes_before,
     }) = lookup(&shared, &key.primary, request.headers()).await
     else {
         if cached_only {
@@ -191,13 +193,15 @@ where
             return Ok(gateway_timeout(&shared));
         }
         incr(&shared.counters.misses);
-        return fetch(&shared, inner, request, key, flight_key, None, fwd).await;
+        let seen = Some(writes_before);
+        return fetch(&shared, inner, request, key, flight_key, None, fwd, seen).await;
     };
     let Some(stored) = entry.as_response() else {
         if cached_only {
             return Ok(gateway_timeout(&shared));
         }
-        return fetch(&shared, inner, request, key, flight_key, None, fwd).await;
+        let seen = Some(writes_before);
+        return fetch(&shared, inner, request, key, flight_key, None, fwd, seen).await;
     };
     let now = SystemTime::now();
     let directives = has_request_directives(request.headers());
@@ -256,7 +260,17 @@ where
     } else {
         Fwd::Stale
     };
-    fetch(&shared, inner, request, key, flight_key, Some(entry), fwd).await
+    fetch(
+        &shared,
+        inner,
+        request,
+        key,
+        flight_key,
+        Some(entry),
+        fwd,
+        None,
+    )
+    .await
 }
 
 /// Why a request does not use the cache, if it does not.
@@ -305,6 +319,8 @@ struct Lookup {
     entry: Option<Arc<CachedEntry>>,
     /// Why the request goes forward if nothing usable was found.
     fwd: Fwd,
+    /// [`Inner::writes`] before the store was read.
+    writes_before: u64,
 }
 
 /// Reads `primary` and, when it holds a Vary index, the variant `headers` select.
@@ -313,11 +329,13 @@ async fn lookup(
     primary: &String,
     headers: &HeaderMap,
 ) -> Result<Lookup, StoreFailed> {
+    let writes_before = shared.writes.load(Ordering::Acquire);
     let Some(found) = shared.read(primary).await? else {
         return Ok(Lookup {
             flight_key: primary.clone(),
             entry: None,
             fwd: Fwd::UriMiss,
+            writes_before,
         });
     };
     match &found.kind {
@@ -325,6 +343,7 @@ async fn lookup(
             flight_key: primary.clone(),
             entry: Some(found),
             fwd: Fwd::UriMiss,
+            writes_before,
         }),
         EntryKind::Variants(index) => {
             let variant = variant_key(
@@ -340,6 +359,7 @@ async fn lookup(
                 flight_key: variant,
                 entry,
                 fwd: Fwd::VaryMiss,
+                writes_before,
             })
         }
     }
@@ -398,7 +418,8 @@ async fn stored_meanwhile(
 }
 
 /// Sends a miss or a revalidation to the origin once for all concurrent callers of
-/// `flight_key`.
+/// `flight_key`. `writes_before` is [`Inner::writes`] as the miss read the store.
+#[allow(clippy::too_many_arguments)]
 async fn fetch<S, ReqB, ResB>(
     shared: &Arc<Inner>,
     inner: S,
@@ -407,6 +428,7 @@ async fn fetch<S, ReqB, ResB>(
     flight_key: String,
     stale: Option<Arc<CachedEntry>>,
     fwd: Fwd,
+    writes_before: Option<u64>,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
@@ -417,7 +439,12 @@ where
 {
     match shared.flights.join(&flight_key) {
         Joined::Leader(flight) => {
+            // On the local store only this cache writes: no write finished since the
+            // read means nothing new to find (a second read per miss saved).
+            let written_since = !shared.local
+                || writes_before.is_none_or(|w| shared.writes.load(Ordering::Acquire) != w);
             if stale.is_none()
+                && written_since
                 && !has_request_directives(request.headers())
                 && let Some(entry) = stored_meanwhile(shared, &flight_key, request.headers()).await
                 && let Some(stored) = entry.as_response()
@@ -496,15 +523,21 @@ where
     let client_headers = parts.headers.clone();
     // The cache wants a full response to store; the client's own conditions are
     // answered from it afterwards.
-    for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
-        parts.headers.remove(name);
-    }
-    let request_headers = parts.headers.clone();
+    let unconditional;
+    let request_headers = if has_conditions(&parts.headers) {
+        for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+            parts.headers.remove(name);
+        }
+        unconditional = parts.headers.clone();
+        &unconditional
+    } else {
+        &client_headers
+    };
     let method = parts.method.clone();
     let stale_response = stale.as_deref().and_then(CachedEntry::as_response);
     if let Some(stored) = stale_response.filter(|s| s.has_validator()) {
         incr(&shared.counters.revalidations);
-        let view = view_of(&key, &method, &request_headers, &parts.uri);
+        let view = view_of(&key, &method, request_headers, &parts.uri);
         if let BeforeRequest::Stale {
             request: conditional,
             ..
@@ -541,7 +574,7 @@ where
     {
         return Ok(serve_stale(stored, Some(status)));
     }
-    let view = view_of(&key, &method, &request_headers, &uri);
+    let view = view_of(&key, &method, request_headers, &uri);
     let rules = StoreRules {
         default_ttl: shared.config.default_ttl,
         route: shared.config.route_for(uri.path()),
