@@ -17,7 +17,13 @@
 //! * `BENCH http_miss ratio=<cached/bare>`: every request a new URL, a cache of
 //!   10 000 entries, the time including the wait until the cache's background
 //!   work (its store writes) has drained;
-//! * `BENCH http_hit_inproc ratio=<cached/bare>`: one URL, every request a hit.
+//! * `BENCH http_hit_inproc ratio=<cached/bare>`: one URL, every request a hit;
+//! * `BENCH http_flood`: 200 000 unique-URL misses, 256 at a time, with the default
+//!   bounds on pending store work: the most pending writes and bytes seen, how many
+//!   responses were stored and dropped, and the process's resident memory after
+//!   50 000 requests and at the end (`HTTP_BENCH_FLOOD_ONLY=1` runs only this, e.g.
+//!   on a Redis store, where writes run in tasks of their own;
+//!   `HTTP_FLOOD_MAX_PENDING=<n>` sets a smaller bound).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -144,6 +150,80 @@ async fn in_process(manager: &CacheManager) {
     );
 }
 
+/// Resident memory of this process in MiB (Linux; 0 elsewhere).
+fn rss_mib() -> f64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0 / (1024.0 * 1024.0)
+}
+
+/// `http_flood`: unique-URL misses, `FLOOD_CONCURRENCY` at a time.
+async fn flood(manager: &CacheManager) {
+    use futures::StreamExt;
+    const FLOOD: usize = 200_000;
+    const FLOOD_CONCURRENCY: usize = 256;
+    let cache = ResponseCache::builder(
+        manager
+            .cache("flood")
+            .max_entries(10_000)
+            .build()
+            .await
+            .expect("cache"),
+    )
+    .max_pending_stores(
+        std::env::var("HTTP_FLOOD_MAX_PENDING")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(partcache_tower::backlog::DEFAULT_MAX_PENDING),
+    )
+    .build();
+    let app = Router::new()
+        .route("/{*path}", get(static_bytes))
+        .layer(cache.layer());
+    let (mut most, mut most_bytes, mut rss_at_50k) = (0, 0, 0.0);
+    let mut replies = futures::stream::iter(0..FLOOD)
+        .map(|i| {
+            let request = Request::get(format!("/flood/{i}"))
+                .header("host", "bench")
+                .body(axum::body::Body::empty())
+                .expect("request");
+            app.clone().oneshot(request)
+        })
+        .buffer_unordered(FLOOD_CONCURRENCY);
+    let mut answered = 0;
+    while let Some(response) = replies.next().await {
+        let body = response
+            .expect("response")
+            .into_body()
+            .collect()
+            .await
+            .expect("body");
+        assert_eq!(body.to_bytes().len(), PAYLOAD.len());
+        answered += 1;
+        let stats = cache.stats();
+        most = most.max(stats.pending_stores);
+        most_bytes = most_bytes.max(stats.pending_store_bytes);
+        if answered == 50_000 {
+            rss_at_50k = rss_mib();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cache.stats().pending_stores > 0 {
+        assert!(Instant::now() < deadline, "background work never drained");
+        tokio::task::yield_now().await;
+    }
+    let stats = cache.stats();
+    println!(
+        "BENCH http_flood requests={FLOOD} pending_max={most} pending_bytes_max={most_bytes} \
+         stored={} dropped={} rss_mib_50k={rss_at_50k:.0} rss_mib_end={:.0}",
+        stats.stored,
+        stats.stores_dropped,
+        rss_mib()
+    );
+}
+
 /// Requests per second over `duration` on `CONNECTIONS` keep-alive connections.
 async fn load(addr: std::net::SocketAddr, path: &'static str, duration: Duration) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
@@ -189,8 +269,12 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
+        partcache_redis::install();
         let manager = CacheManager::from_env().expect("PARTCACHE_URL");
-        in_process(&manager).await;
+        if std::env::var_os("HTTP_BENCH_FLOOD_ONLY").is_none() {
+            in_process(&manager).await;
+        }
+        flood(&manager).await;
         if std::env::var_os("HTTP_BENCH_INPROC_ONLY").is_some() {
             return;
         }
