@@ -1,4 +1,5 @@
-//! Fail-open: a store that is down never fails a request.
+//! Fail-open: a store that is down never fails a request, and neither does a flood
+//! of misses (background store work is bounded; what does not fit is not stored).
 //!
 //! Two kinds of store: a real backend registered through partcache's public store SPI
 //! under the made-up scheme `down://` (every call waits `delay_ms`, then fails with
@@ -301,4 +302,105 @@ async fn a_redis_cache_built_on_a_closed_port_fails_open() {
     // Writes by unsafe methods fail open too.
     let put = server.send(http::Method::PUT, "/p/0", &[]).await;
     assert_eq!((put.status, put.x_cache()), (StatusCode::OK, "BYPASS"));
+}
+
+/// A flood of unique URLs (each one a miss with a storable response) never leaves more
+/// store work pending than the bound, the cache stays within its capacity, and every
+/// storable response is either stored or counted as dropped. 20 000 URLs by default
+/// (a debug build answers about 1 500 a second); `PARTCACHE_FLOOD=200000` for the
+/// full-size flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unique_urls_keeps_pending_store_work_bounded() {
+    use axum::Router;
+    use axum::routing::get;
+    use futures::StreamExt;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let flood: usize = std::env::var("PARTCACHE_FLOOD")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000);
+    const CONCURRENCY: usize = 64;
+    const MAX_PENDING: u64 = 16;
+    const MAX_BYTES: u64 = 8 * 1024;
+    let manager = CacheManager::from_url("memory://").unwrap();
+    let cache = ResponseCache::builder(
+        manager
+            .cache("flood")
+            .max_entries(10_000)
+            .build()
+            .await
+            .unwrap(),
+    )
+    .max_pending_stores(MAX_PENDING as usize)
+    .max_pending_store_bytes(MAX_BYTES as usize)
+    .build();
+    let app = Router::new()
+        .route(
+            "/{*path}",
+            get(|| async { ([("cache-control", "max-age=300")], "x".repeat(100)) }),
+        )
+        .layer(cache.layer());
+    let mut most_pending = (0, 0);
+    let mut answered = 0;
+    let mut replies = futures::stream::iter(0..flood)
+        .map(|i| {
+            let request = http::Request::get(format!("/flood/{i}"))
+                .header("host", "flood.test")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, body.len())
+            }
+        })
+        .buffer_unordered(CONCURRENCY);
+    while let Some((status, length)) = replies.next().await {
+        assert_eq!((status, length), (StatusCode::OK, 100));
+        answered += 1;
+        let stats = cache.stats();
+        most_pending.0 = most_pending.0.max(stats.pending_stores);
+        most_pending.1 = most_pending.1.max(stats.pending_store_bytes);
+    }
+    assert_eq!(answered, flood);
+    assert!(
+        most_pending.0 <= MAX_PENDING && most_pending.1 <= MAX_BYTES,
+        "pending work past its bound: {most_pending:?}"
+    );
+    let stats = cache.stats();
+    assert_eq!(stats.misses, flood as u64, "{stats:?}");
+    assert_eq!(
+        stats.stored + stats.stores_dropped,
+        flood as u64,
+        "{stats:?}"
+    );
+    assert_eq!((stats.pending_stores, stats.pending_store_bytes), (0, 0));
+    cache.responses().run_pending_tasks().await.unwrap();
+    assert!(cache.responses().len().await.unwrap() <= 10_000);
+}
+
+/// A response whose store write would hold more bytes than the pending-work limit is
+/// sent whole and not stored: the next request for it is a miss again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_past_the_pending_byte_limit_is_sent_and_not_stored() {
+    let manager = CacheManager::from_url("memory://").unwrap();
+    let cache = ResponseCache::builder(manager.cache("big").build().await.unwrap())
+        .max_pending_store_bytes(512)
+        .build();
+    let server = serve(cache, Duration::ZERO, |_, _| {
+        respond(200, &[("cache-control", "max-age=300")], "y".repeat(1024))
+    })
+    .await;
+    for _ in 0..2 {
+        let reply = server.get("/big").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body.len(), 1024);
+        assert_eq!(reply.headers["x-cache"], "MISS");
+    }
+    let stats = server.cache.stats();
+    assert_eq!((stats.stored, stats.stores_dropped), (0, 2), "{stats:?}");
 }

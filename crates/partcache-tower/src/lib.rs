@@ -20,6 +20,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod backlog;
 pub mod cache;
 pub mod coalesce;
 mod stats;

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::backlog::Backlog;
+
 /// A snapshot of a layer's counters (see [`CacheLayer::stats`](crate::CacheLayer::stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -23,6 +25,12 @@ pub struct LayerStats {
     pub store_errors: u64,
     /// Store calls that did not finish within the store timeout (fail-open too).
     pub store_timeouts: u64,
+    /// Store writes running now, after their responses were returned.
+    pub pending_stores: u64,
+    /// Bytes the pending store writes hold (as the layer's weigher counts them).
+    pub pending_store_bytes: u64,
+    /// Responses not stored because the pending writes were at their limit.
+    pub stores_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -42,7 +50,7 @@ pub(crate) fn incr(counter: &AtomicU64) {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self) -> LayerStats {
+    pub(crate) fn snapshot(&self, backlog: &Backlog) -> LayerStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         LayerStats {
             hits: get(&self.hits),
@@ -53,6 +61,9 @@ impl Counters {
             not_stored: get(&self.not_stored),
             store_errors: get(&self.store_errors),
             store_timeouts: get(&self.store_timeouts),
+            pending_stores: backlog.pending() as u64,
+            pending_store_bytes: backlog.pending_bytes() as u64,
+            stores_dropped: backlog.dropped(),
         }
     }
 }

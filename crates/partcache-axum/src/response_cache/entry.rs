@@ -101,6 +101,23 @@ impl StoredResponse {
         !self.must_revalidate && !window.is_zero() && self.age(now) < self.lifetime + window
     }
 
+    /// About the bytes it holds: body, headers (twice: the policy keeps its own copy),
+    /// tags and Vary values. What a pending store write keeps alive.
+    pub(crate) fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        let tags: usize = self.tags.iter().map(String::len).sum();
+        let vary: usize = self
+            .vary
+            .iter()
+            .map(|(name, values)| name.len() + values.iter().map(Bytes::len).sum::<usize>())
+            .sum();
+        self.body.len() + 2 * headers + tags + vary
+    }
+
     /// Whether it carries a validator the origin can answer with 304.
     pub(crate) fn has_validator(&self) -> bool {
         self.headers.contains_key(http::header::ETAG)

@@ -64,12 +64,12 @@ pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
 /// part of the key, so both are taken as default). `Example.COM:80` and
 /// `example.com` are one host.
 pub(crate) fn normalize_host(host: &str) -> String {
-    let host = host.trim().to_ascii_lowercase();
+    let host = host.trim();
     let host = host
         .strip_suffix(":80")
         .or_else(|| host.strip_suffix(":443"))
-        .unwrap_or(&host);
-    host.strip_suffix('.').unwrap_or(host).to_string()
+        .unwrap_or(host);
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 /// Which query parameters a key keeps: not the cache-wide ignored ones, and those the
@@ -143,6 +143,11 @@ fn push_escaped(out: &mut String, part: &str) {
 }
 
 impl RequestKey {
+    /// The bytes its strings hold.
+    pub(crate) fn weight(&self) -> usize {
+        self.primary.len() + self.normalized_uri.len()
+    }
+
     /// The primary key for `method host path?query` plus the keyed headers.
     pub(crate) fn new(
         method: &Method,

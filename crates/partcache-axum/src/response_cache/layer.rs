@@ -3,10 +3,12 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, Method, Request, Uri};
 use partcache::Cache;
+use partcache_tower::backlog::{Backlog, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES};
 use partcache_tower::coalesce::{Coalescer, Flight};
 use tower_layer::Layer;
 
@@ -64,6 +66,8 @@ pub(crate) struct Config {
     pub(crate) stale_if_error: Duration,
     pub(crate) stale_retention: Duration,
     pub(crate) max_keys_per_tag: usize,
+    pub(crate) max_pending: usize,
+    pub(crate) max_pending_bytes: usize,
     /// The name this cache gives itself in `Cache-Status`; `None`: no header.
     pub(crate) cache_status: Option<String>,
     /// The host paths given without one are on ([`ResponseCache::purge_path`]).
@@ -100,6 +104,11 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     /// The local store answers without I/O: no timeout is needed around it.
     pub(crate) local: bool,
+    /// Bounds the store writes and refreshes still running after their answer.
+    pub(crate) backlog: Arc<Backlog>,
+    /// Store writes finished (counted whatever their outcome): a miss that finds it
+    /// unchanged since its read knows no flight stored anything in between.
+    pub(crate) writes: AtomicU64,
 }
 
 /// The failure a store call ended with (already logged and counted).
@@ -139,78 +148,119 @@ impl Inner {
     }
 
     /// Stores a response (and its Vary index and tags) beside the request that produced
-    /// it: the flight, if any, stays joinable until the write ends.
-    pub(crate) fn spawn_store(
+    /// it: the flight, if any, stays joinable until the write ends. On the local store
+    /// the write runs before this returns (it does no I/O, and a task per miss cost
+    /// more than the write); on a remote store it runs in a task of its own. Either
+    /// way it must fit in the backlog, or it is not made (and counted as dropped).
+    pub(crate) async fn store(
         self: &Arc<Self>,
         key: RequestKey,
         entry: Arc<CachedEntry>,
         keep_for: Duration,
         flight: Option<Flight<String, Arc<CachedEntry>>>,
     ) {
+        let Some(stored) = entry.as_response() else {
+            return;
+        };
+        let Some(admitted) = self.backlog.admit(stored.weight() + key.weight()) else {
+            return;
+        };
+        if self.local {
+            self.write(key, entry, keep_for, flight).await;
+            drop(admitted);
+            return;
+        }
         let inner = self.clone();
         tokio::spawn(async move {
-            let cancelled = || flight.as_ref().is_some_and(Flight::is_cancelled);
-            if cancelled() {
-                return;
-            }
-            let Some(stored) = entry.as_response() else {
-                return;
-            };
-            let storage_key = if stored.vary.is_empty() {
-                key.primary.clone()
-            } else {
-                let Ok(nonce) = inner.vary_index(&key.primary, &stored.vary, keep_for).await else {
-                    return;
-                };
-                variant_key(&key.primary, nonce, &stored.vary)
-            };
-            if let Some(tags) = &inner.tags {
-                for tag in &stored.tags {
-                    let max = inner.config.max_keys_per_tag;
-                    let add = tags.invoke(tag, |entry| {
-                        let mut keys = entry.value().cloned().unwrap_or_default();
-                        if !keys.keys.contains(&storage_key) {
-                            if keys.keys.len() >= max {
-                                keys.keys.remove(0);
-                            }
-                            keys.keys.push(storage_key.clone());
-                            entry.set_value(keys);
-                        }
-                    });
-                    if inner.bounded("tag index update", add).await.is_err() {
-                        // Untracked, it could not be purged by tag: better not stored.
-                        return;
-                    }
-                }
-            }
-            let path = path_of(&key.normalized_uri);
-            for prefix in inner
-                .config
-                .tracked_prefixes
-                .iter()
-                .filter(|p| under_prefix(path, p))
-            {
-                if inner
-                    .track_under_prefix(prefix, &storage_key)
-                    .await
-                    .is_err()
-                {
-                    // Untracked, a prefix purge would miss it: better not stored.
-                    return;
-                }
-            }
-            // An invalidation since the origin answered: storing now would resurrect
-            // what it removed.
-            if cancelled() {
-                return;
-            }
-            let put = inner
-                .responses
-                .put_with_ttl(storage_key, entry.clone(), keep_for);
-            if inner.bounded("put", put).await.is_ok() {
-                incr(&inner.counters.stored);
-            }
+            inner.write(key, entry, keep_for, flight).await;
+            drop(admitted);
         });
+    }
+
+    async fn write(
+        &self,
+        key: RequestKey,
+        entry: Arc<CachedEntry>,
+        keep_for: Duration,
+        flight: Option<Flight<String, Arc<CachedEntry>>>,
+    ) {
+        self.write_entry(key, entry, keep_for, flight.as_ref())
+            .await;
+        // Before the flight ends (the caller drops it): a request that joins no flight
+        // afterwards sees this count changed and reads the store again.
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        drop(flight);
+    }
+
+    async fn write_entry(
+        &self,
+        key: RequestKey,
+        entry: Arc<CachedEntry>,
+        keep_for: Duration,
+        flight: Option<&Flight<String, Arc<CachedEntry>>>,
+    ) {
+        let inner = self;
+        let cancelled = || flight.is_some_and(Flight::is_cancelled);
+        if cancelled() {
+            return;
+        }
+        let Some(stored) = entry.as_response() else {
+            return;
+        };
+        let storage_key = if stored.vary.is_empty() {
+            key.primary.clone()
+        } else {
+            let Ok(nonce) = inner.vary_index(&key.primary, &stored.vary, keep_for).await else {
+                return;
+            };
+            variant_key(&key.primary, nonce, &stored.vary)
+        };
+        if let Some(tags) = &inner.tags {
+            for tag in &stored.tags {
+                let max = inner.config.max_keys_per_tag;
+                let add = tags.invoke(tag, |entry| {
+                    let mut keys = entry.value().cloned().unwrap_or_default();
+                    if !keys.keys.contains(&storage_key) {
+                        if keys.keys.len() >= max {
+                            keys.keys.remove(0);
+                        }
+                        keys.keys.push(storage_key.clone());
+                        entry.set_value(keys);
+                    }
+                });
+                if inner.bounded("tag index update", add).await.is_err() {
+                    // Untracked, it could not be purged by tag: better not stored.
+                    return;
+                }
+            }
+        }
+        let path = path_of(&key.normalized_uri);
+        for prefix in inner
+            .config
+            .tracked_prefixes
+            .iter()
+            .filter(|p| under_prefix(path, p))
+        {
+            if inner
+                .track_under_prefix(prefix, &storage_key)
+                .await
+                .is_err()
+            {
+                // Untracked, a prefix purge would miss it: better not stored.
+                return;
+            }
+        }
+        // An invalidation since the origin answered: storing now would resurrect
+        // what it removed.
+        if cancelled() {
+            return;
+        }
+        let put = inner
+            .responses
+            .put_with_ttl(storage_key, entry.clone(), keep_for);
+        if inner.bounded("put", put).await.is_ok() {
+            incr(&inner.counters.stored);
+        }
     }
 
     /// The nonce of the resource's Vary index for these header names, creating (or
@@ -428,6 +478,8 @@ impl ResponseCache {
                 stale_if_error: Duration::ZERO,
                 stale_retention: Duration::from_secs(60),
                 max_keys_per_tag: 10_000,
+                max_pending: DEFAULT_MAX_PENDING,
+                max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
                 cache_status: Some(DEFAULT_CACHE_STATUS_NAME.to_string()),
                 host: None,
                 tracked_prefixes: Vec::new(),
@@ -567,7 +619,7 @@ impl ResponseCache {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> ResponseCacheStats {
-        self.inner.counters.snapshot()
+        self.inner.counters.snapshot(&self.inner.backlog)
     }
 
     /// The cache holding the responses.
@@ -671,6 +723,25 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Most store writes and stale-while-revalidate refreshes left running after their
+    /// responses were sent (default [`DEFAULT_MAX_PENDING`]). A response that finds
+    /// the limit reached is sent as usual but not stored, and counted in
+    /// [`ResponseCacheStats::stores_dropped`] (and the
+    /// `partcache_background_dropped_total` metric): a flood of unique URLs costs at
+    /// most this many tasks.
+    pub fn max_pending_stores(mut self, max: usize) -> Self {
+        self.config.max_pending = max;
+        self
+    }
+
+    /// Most bytes (bodies, headers and keys) the pending store writes hold together
+    /// (default [`DEFAULT_MAX_PENDING_BYTES`]); past it responses are not stored, as
+    /// with [`max_pending_stores`](Self::max_pending_stores).
+    pub fn max_pending_store_bytes(mut self, max: usize) -> Self {
+        self.config.max_pending_bytes = max;
+        self
+    }
+
     /// Largest body stored (default [`DEFAULT_MAX_BODY_BYTES`]). Larger bodies stream
     /// through uncached; at most this many bytes are ever buffered per response.
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
@@ -767,8 +838,15 @@ impl ResponseCacheBuilder {
             tracing::warn!(cache = %self.responses.name(), prefixes = ?tracked,
                 "path prefixes cannot be tracked without a tag index: purges by prefix will fail");
         }
+        let backlog = Arc::new(Backlog::new(
+            self.responses.name(),
+            self.config.max_pending,
+            self.config.max_pending_bytes,
+        ));
         ResponseCache {
             inner: Arc::new(Inner {
+                backlog,
+                writes: AtomicU64::new(0),
                 responses: self.responses,
                 tags: self.tags,
                 config: self.config,

@@ -258,6 +258,26 @@ pub(crate) struct Storable {
     pub(crate) keep_for: Duration,
 }
 
+/// `now` as an HTTP date, formatted once per second per thread (a miss of a response
+/// without `Date` needs it).
+fn http_date(now: SystemTime) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let secs = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+    LAST.with_borrow_mut(|last| {
+        if let Some((at, value)) = last
+            && *at == secs
+        {
+            return Some(value.clone());
+        }
+        let value = HeaderValue::from_str(&httpdate::fmt_http_date(now)).ok()?;
+        *last = Some((secs, value.clone()));
+        Some(value)
+    })
+}
+
 fn options() -> CacheOptions {
     CacheOptions {
         shared: true,
@@ -313,20 +333,24 @@ pub(crate) fn storable(
     }
 
     // What clients get from the cache.
-    let mut stored_headers = headers.clone();
-    for name in HOP_BY_HOP
-        .iter()
-        .chain([header::AGE, rules.tag_header.clone()].iter())
-        .chain(connection_named(headers).iter())
-    {
-        stored_headers.remove(name);
-    }
-    if has_cookie {
-        // Allowed to store the response, never to hand one client's cookie to all.
-        stored_headers.remove(header::SET_COOKIE);
+    // Set-Cookie: allowed to store the response, never to hand one client's cookie to
+    // all.
+    let connection = connection_named(headers);
+    let left_out = |name: &HeaderName| {
+        HOP_BY_HOP.contains(name)
+            || name == header::AGE
+            || name == rules.tag_header
+            || name == header::SET_COOKIE
+            || connection.contains(name)
+    };
+    let mut stored_headers = HeaderMap::with_capacity(headers.keys_len() + 1);
+    for (name, value) in headers {
+        if !left_out(name) {
+            stored_headers.append(name.clone(), value.clone());
+        }
     }
     if !stored_headers.contains_key(header::DATE)
-        && let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+        && let Some(date) = http_date(now)
     {
         // A cache that stores a response without `Date` adds one (RFC 9110 §6.6.1), so
         // hits say when the response was generated, not when they were served.

@@ -17,6 +17,7 @@
 //!    through unbuffered.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -178,6 +179,7 @@ where
         flight_key,
         entry,
         fwd,
+        writes_before,
     }) = lookup(&shared, &key.primary, request.headers()).await
     else {
         if cached_only {
@@ -191,13 +193,15 @@ where
             return Ok(gateway_timeout(&shared));
         }
         incr(&shared.counters.misses);
-        return fetch(&shared, inner, request, key, flight_key, None, fwd).await;
+        let seen = Some(writes_before);
+        return fetch(&shared, inner, request, key, flight_key, None, fwd, seen).await;
     };
     let Some(stored) = entry.as_response() else {
         if cached_only {
             return Ok(gateway_timeout(&shared));
         }
-        return fetch(&shared, inner, request, key, flight_key, None, fwd).await;
+        let seen = Some(writes_before);
+        return fetch(&shared, inner, request, key, flight_key, None, fwd, seen).await;
     };
     let now = SystemTime::now();
     let directives = has_request_directives(request.headers());
@@ -223,10 +227,13 @@ where
             .detail("stale-while-revalidate");
         let response = from_stored(stored, request.headers(), &method, now, &shared, outcome);
         // One background refresh per key: a running flight means one is under way.
-        if let Joined::Leader(flight) = shared.flights.join(&flight_key) {
+        if let Joined::Leader(flight) = shared.flights.join(&flight_key)
+            && let Some(admitted) = shared.backlog.admit(0)
+        {
             let shared = shared.clone();
             let entry = entry.clone();
             tokio::spawn(async move {
+                let _admitted = admitted;
                 if let Some(refreshed) =
                     stored_meanwhile(&shared, &flight_key, request.headers()).await
                 {
@@ -253,7 +260,17 @@ where
     } else {
         Fwd::Stale
     };
-    fetch(&shared, inner, request, key, flight_key, Some(entry), fwd).await
+    fetch(
+        &shared,
+        inner,
+        request,
+        key,
+        flight_key,
+        Some(entry),
+        fwd,
+        None,
+    )
+    .await
 }
 
 /// Why a request does not use the cache, if it does not.
@@ -270,11 +287,7 @@ fn bypass_reason<B: Body>(shared: &Inner, request: &Request<B>) -> Option<Outcom
         "route"
     } else if headers.contains_key(header::RANGE) {
         "range"
-    } else if config
-        .bypass_headers
-        .iter()
-        .any(|h| headers.contains_key(h))
-    {
+    } else if carries_any(headers, &config.bypass_headers) {
         "unkeyed-header"
     } else if headers.contains_key(header::COOKIE)
         && config
@@ -293,6 +306,16 @@ fn bypass_reason<B: Body>(shared: &Inner, request: &Request<B>) -> Option<Outcom
     Some(Outcome::bypass(detail))
 }
 
+/// Whether `headers` has a field named in `names`: a pass over the shorter of the two
+/// (a request often has fewer fields than the dozen bypass names, each a hash lookup).
+fn carries_any(headers: &HeaderMap, names: &[header::HeaderName]) -> bool {
+    if headers.keys_len() < names.len() {
+        headers.keys().any(|key| names.contains(key))
+    } else {
+        names.iter().any(|name| headers.contains_key(name))
+    }
+}
+
 /// What the store holds for a request.
 struct Lookup {
     /// The key concurrent misses of this response share: the primary key, or the
@@ -302,6 +325,8 @@ struct Lookup {
     entry: Option<Arc<CachedEntry>>,
     /// Why the request goes forward if nothing usable was found.
     fwd: Fwd,
+    /// [`Inner::writes`] before the store was read.
+    writes_before: u64,
 }
 
 /// Reads `primary` and, when it holds a Vary index, the variant `headers` select.
@@ -310,11 +335,13 @@ async fn lookup(
     primary: &String,
     headers: &HeaderMap,
 ) -> Result<Lookup, StoreFailed> {
+    let writes_before = shared.writes.load(Ordering::Acquire);
     let Some(found) = shared.read(primary).await? else {
         return Ok(Lookup {
             flight_key: primary.clone(),
             entry: None,
             fwd: Fwd::UriMiss,
+            writes_before,
         });
     };
     match &found.kind {
@@ -322,6 +349,7 @@ async fn lookup(
             flight_key: primary.clone(),
             entry: Some(found),
             fwd: Fwd::UriMiss,
+            writes_before,
         }),
         EntryKind::Variants(index) => {
             let variant = variant_key(
@@ -337,6 +365,7 @@ async fn lookup(
                 flight_key: variant,
                 entry,
                 fwd: Fwd::VaryMiss,
+                writes_before,
             })
         }
     }
@@ -395,7 +424,8 @@ async fn stored_meanwhile(
 }
 
 /// Sends a miss or a revalidation to the origin once for all concurrent callers of
-/// `flight_key`.
+/// `flight_key`. `writes_before` is [`Inner::writes`] as the miss read the store.
+#[allow(clippy::too_many_arguments)]
 async fn fetch<S, ReqB, ResB>(
     shared: &Arc<Inner>,
     inner: S,
@@ -404,6 +434,7 @@ async fn fetch<S, ReqB, ResB>(
     flight_key: String,
     stale: Option<Arc<CachedEntry>>,
     fwd: Fwd,
+    writes_before: Option<u64>,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
@@ -414,7 +445,12 @@ where
 {
     match shared.flights.join(&flight_key) {
         Joined::Leader(flight) => {
+            // On the local store only this cache writes: no write finished since the
+            // read means nothing new to find (a second read per miss saved).
+            let written_since = !shared.local
+                || writes_before.is_none_or(|w| shared.writes.load(Ordering::Acquire) != w);
             if stale.is_none()
+                && written_since
                 && !has_request_directives(request.headers())
                 && let Some(entry) = stored_meanwhile(shared, &flight_key, request.headers()).await
                 && let Some(stored) = entry.as_response()
@@ -493,15 +529,21 @@ where
     let client_headers = parts.headers.clone();
     // The cache wants a full response to store; the client's own conditions are
     // answered from it afterwards.
-    for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
-        parts.headers.remove(name);
-    }
-    let request_headers = parts.headers.clone();
+    let unconditional;
+    let request_headers = if has_conditions(&parts.headers) {
+        for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+            parts.headers.remove(name);
+        }
+        unconditional = parts.headers.clone();
+        &unconditional
+    } else {
+        &client_headers
+    };
     let method = parts.method.clone();
     let stale_response = stale.as_deref().and_then(CachedEntry::as_response);
     if let Some(stored) = stale_response.filter(|s| s.has_validator()) {
         incr(&shared.counters.revalidations);
-        let view = view_of(&key, &method, &request_headers, &parts.uri);
+        let view = view_of(&key, &method, request_headers, &parts.uri);
         if let BeforeRequest::Stale {
             request: conditional,
             ..
@@ -538,7 +580,7 @@ where
     {
         return Ok(serve_stale(stored, Some(status)));
     }
-    let view = view_of(&key, &method, &request_headers, &uri);
+    let view = view_of(&key, &method, request_headers, &uri);
     let rules = StoreRules {
         default_ttl: shared.config.default_ttl,
         route: shared.config.route_for(uri.path()),
@@ -602,7 +644,9 @@ where
         if let Some(flight) = &flight {
             flight.complete(entry.clone());
         }
-        shared.spawn_store(key, entry.clone(), refreshed.keep_for, flight);
+        shared
+            .store(key, entry.clone(), refreshed.keep_for, flight)
+            .await;
         incr(&shared.counters.hits);
         let Some(stored) = entry.as_response() else {
             unreachable!("built as a response above")
@@ -695,7 +739,7 @@ where
     if let Some(flight) = &flight {
         flight.complete(entry.clone());
     }
-    shared.spawn_store(key, entry, judged.keep_for, flight);
+    shared.store(key, entry, judged.keep_for, flight).await;
     forwarded
         .ttl(ttl)
         .stored()
@@ -839,11 +883,9 @@ fn from_stored<B>(
         CacheBody::full(stored.body.clone())
     });
     *response.status_mut() = stored.status;
+    // A clone copies the map's table as it is (no rehash per field).
+    *response.headers_mut() = stored.headers.clone();
     let headers = response.headers_mut();
-    headers.reserve(stored.headers.len() + 3);
-    for (name, value) in &stored.headers {
-        headers.append(name, value.clone());
-    }
     headers.insert(header::AGE, age);
     outcome.apply(headers, status_name);
     response

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use partcache_tower::backlog::Backlog;
+
 /// A snapshot of a response cache's counters
 /// ([`ResponseCache::stats`](crate::ResponseCache::stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +36,14 @@ pub struct ResponseCacheStats {
     pub store_timeouts: u64,
     /// Entries removed by purges and by unsafe requests' invalidations.
     pub invalidated: u64,
+    /// Store writes and stale-while-revalidate refreshes running now, after their
+    /// responses were sent.
+    pub pending_stores: u64,
+    /// Bytes (bodies, headers, keys) the pending store writes hold.
+    pub pending_store_bytes: u64,
+    /// Storable responses not stored, and refreshes not made, because the pending
+    /// work was at its limit (`max_pending_stores`, `max_pending_store_bytes`).
+    pub stores_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -57,7 +67,7 @@ pub(crate) fn incr(counter: &AtomicU64) {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self) -> ResponseCacheStats {
+    pub(crate) fn snapshot(&self, backlog: &Backlog) -> ResponseCacheStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ResponseCacheStats {
             hits: get(&self.hits),
@@ -72,6 +82,9 @@ impl Counters {
             store_errors: get(&self.store_errors),
             store_timeouts: get(&self.store_timeouts),
             invalidated: get(&self.invalidated),
+            pending_stores: backlog.pending() as u64,
+            pending_store_bytes: backlog.pending_bytes() as u64,
+            stores_dropped: backlog.dropped(),
         }
     }
 }

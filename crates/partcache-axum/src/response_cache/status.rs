@@ -3,6 +3,7 @@
 //! (RFC 9211), which also says why a request went to the origin and why a response
 //! was not stored.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -170,8 +171,8 @@ impl Outcome {
             member.push_str(status.as_str());
         }
         if let Some(ttl) = self.ttl {
-            member.push_str("; ttl=");
-            member.push_str(&ttl.to_string());
+            // Writing to a String cannot fail.
+            let _ = write!(member, "; ttl={ttl}");
         }
         if self.stored {
             member.push_str("; stored");

@@ -8,6 +8,7 @@ use tower_layer::Layer;
 
 use super::policy::StoreAll;
 use super::service::CacheService;
+use crate::backlog::{Backlog, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES};
 use crate::coalesce::Coalescer;
 use crate::stats::{Counters, LayerStats};
 
@@ -23,7 +24,16 @@ pub(crate) struct Shared<E, K, V, P> {
     pub(crate) store_timeout: Duration,
     pub(crate) flights: Arc<Coalescer<K, Arc<V>>>,
     pub(crate) counters: Counters,
+    /// Bounds the store writes still running after their response was returned.
+    pub(crate) backlog: Arc<Backlog>,
+    /// The bytes a pending write of a value holds, for the backlog's byte limit.
+    pub(crate) weigher: Weigher<V>,
+    /// The store answers without I/O: writes run before the response is returned.
+    pub(crate) local: bool,
 }
+
+/// How many bytes a value holds ([`CacheLayerBuilder::pending_weigher`]).
+pub(crate) type Weigher<V> = Arc<dyn Fn(&V) -> usize + Send + Sync>;
 
 /// A tower [`Layer`] that caches its service's responses in a [`partcache::Cache`].
 ///
@@ -71,6 +81,9 @@ impl<E, K: CacheKey, V: CacheValue> CacheLayer<E, K, V, StoreAll> {
             extractor,
             predicate: StoreAll,
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            weigher: Arc::new(|_: &V| std::mem::size_of::<V>()),
         }
     }
 }
@@ -78,7 +91,7 @@ impl<E, K: CacheKey, V: CacheValue> CacheLayer<E, K, V, StoreAll> {
 impl<E, K, V, P> CacheLayer<E, K, V, P> {
     /// A snapshot of the counters (hits, misses, coalesced misses, store errors, ...).
     pub fn stats(&self) -> LayerStats {
-        self.shared.counters.snapshot()
+        self.shared.counters.snapshot(&self.shared.backlog)
     }
 
     /// Removes `key`'s entry and detaches a miss of it still in progress, so a response
@@ -116,6 +129,9 @@ pub struct CacheLayerBuilder<E, K, V, P> {
     extractor: E,
     predicate: P,
     store_timeout: Duration,
+    max_pending: usize,
+    max_pending_bytes: usize,
+    weigher: Weigher<V>,
 }
 
 impl<E, K: CacheKey, V: CacheValue, P> CacheLayerBuilder<E, K, V, P> {
@@ -127,7 +143,41 @@ impl<E, K: CacheKey, V: CacheValue, P> CacheLayerBuilder<E, K, V, P> {
             extractor: self.extractor,
             predicate,
             store_timeout: self.store_timeout,
+            max_pending: self.max_pending,
+            max_pending_bytes: self.max_pending_bytes,
+            weigher: self.weigher,
         }
+    }
+
+    /// Most store writes left running after their responses were returned (default
+    /// [`DEFAULT_MAX_PENDING`](crate::backlog::DEFAULT_MAX_PENDING)). A response that
+    /// finds the limit reached is returned as usual but not stored, and counted in
+    /// [`LayerStats::stores_dropped`] (and the
+    /// [`DROPPED_METRIC`](crate::backlog::DROPPED_METRIC) counter): a flood of
+    /// unique keys costs at most this many tasks. On the local store writes finish
+    /// before the response is returned, so only concurrent requests count.
+    pub fn max_pending_stores(mut self, max: usize) -> Self {
+        self.max_pending = max;
+        self
+    }
+
+    /// Most bytes the pending store writes hold together (default
+    /// [`DEFAULT_MAX_PENDING_BYTES`](crate::backlog::DEFAULT_MAX_PENDING_BYTES)), as
+    /// the [`pending_weigher`](Self::pending_weigher) counts them.
+    pub fn max_pending_store_bytes(mut self, max: usize) -> Self {
+        self.max_pending_bytes = max;
+        self
+    }
+
+    /// How many bytes a stored value holds (default: its inline size,
+    /// `size_of::<V>()`, which leaves out what it points to; give a weigher when
+    /// values own large buffers).
+    pub fn pending_weigher(
+        mut self,
+        weigher: impl Fn(&V) -> usize + Send + Sync + 'static,
+    ) -> Self {
+        self.weigher = Arc::new(weigher);
+        self
     }
 
     /// How long a store read or write may take before the layer gives up on it and
@@ -139,8 +189,16 @@ impl<E, K: CacheKey, V: CacheValue, P> CacheLayerBuilder<E, K, V, P> {
 
     /// The layer.
     pub fn build(self) -> CacheLayer<E, K, V, P> {
+        let backlog = Arc::new(Backlog::new(
+            self.cache.name(),
+            self.max_pending,
+            self.max_pending_bytes,
+        ));
         CacheLayer {
             shared: Arc::new(Shared {
+                local: self.cache.is_local(),
+                backlog,
+                weigher: self.weigher,
                 cache: self.cache,
                 extractor: self.extractor,
                 predicate: self.predicate,

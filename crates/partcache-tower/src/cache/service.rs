@@ -10,7 +10,7 @@ use super::future::ResponseFuture;
 use super::key::KeyExtractor;
 use super::layer::Shared;
 use super::policy::{CachedResponse, StorePredicate};
-use crate::coalesce::Joined;
+use crate::coalesce::{Flight, Joined};
 use crate::stats::incr;
 
 /// A service that answers from a cache when it can and calls `S` when it must. Made
@@ -131,27 +131,51 @@ where
     };
     flight.complete(stored.clone());
     let response = V::to_response(&stored);
+    let Some(admitted) = shared.backlog.admit((shared.weigher)(&stored)) else {
+        return Ok(response);
+    };
+    if shared.local {
+        // No I/O: a task per miss would cost more than the write itself.
+        write(&shared, key, stored, flight).await;
+        drop(admitted);
+        return Ok(response);
+    }
     // The write runs beside the response: the flight stays joinable until it ends, so
     // callers arriving meanwhile share `stored` instead of calling the service again.
     let writer = shared.clone();
     tokio::spawn(async move {
-        let flight = flight;
-        if flight.is_cancelled() {
-            // Invalidated while the service ran: storing now would resurrect old data.
-            return;
-        }
-        let write = writer.cache.put(key, stored);
-        match tokio::time::timeout(writer.store_timeout, write).await {
-            Ok(Ok(())) => incr(&writer.counters.stored),
-            Ok(Err(error)) => {
-                incr(&writer.counters.store_errors);
-                tracing::warn!(cache = %writer.cache.name(), %error, "cache write failed; response served uncached");
-            }
-            Err(_) => {
-                incr(&writer.counters.store_timeouts);
-                tracing::warn!(cache = %writer.cache.name(), timeout = ?writer.store_timeout, "cache write timed out; response served uncached");
-            }
-        }
+        write(&writer, key, stored, flight).await;
+        drop(admitted);
     });
     Ok(response)
+}
+
+/// Writes `stored` under `key`, unless an invalidation cancelled `flight` meanwhile.
+async fn write<E, K, V, P>(
+    shared: &Shared<E, K, V, P>,
+    key: K,
+    stored: Arc<V>,
+    flight: Flight<K, Arc<V>>,
+) where
+    K: CacheKey,
+    V: CacheValue,
+{
+    if flight.is_cancelled() {
+        // Invalidated while the service ran: storing now would resurrect old data.
+        return;
+    }
+    let write = shared.cache.put(key, stored);
+    match tokio::time::timeout(shared.store_timeout, write).await {
+        Ok(Ok(())) => incr(&shared.counters.stored),
+        Ok(Err(error)) => {
+            incr(&shared.counters.store_errors);
+            tracing::warn!(cache = %shared.cache.name(), %error, "cache write failed; response served uncached");
+        }
+        Err(_) => {
+            incr(&shared.counters.store_timeouts);
+            tracing::warn!(cache = %shared.cache.name(), timeout = ?shared.store_timeout, "cache write timed out; response served uncached");
+        }
+    }
+    // The flight ends with the write: until now late callers shared `stored`.
+    drop(flight);
 }
