@@ -3,8 +3,9 @@
 //! `MIGRATE` of `--cluster-pipeline` keys at a time, 10 by default, then
 //! `SETSLOT NODE`), measured with a writer and a reader on that partition. A
 //! measurement rather than a check (its figures are in the crate README): run it with
-//! `cargo test -p partcache-redis --test reshard -- --ignored --nocapture`.
+//! `cargo bench -p partcache-redis --bench reshard`.
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::unique;
@@ -163,9 +164,10 @@ async fn measure(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement (see the module docs)"]
-async fn how_long_a_partition_stays_unwritable_while_its_slot_moves() {
+/// How long a partition stays unwritable while its slot moves, for a few slot sizes
+/// and `MIGRATE` batch sizes; one `RESHARD` line per case.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
     let cluster = Arc::new(tokio::task::block_in_place(|| {
         RedisCluster::start(Flavor::Redis, 3, 0).expect("start a 3-master cluster")
     }));
