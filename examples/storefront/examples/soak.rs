@@ -27,7 +27,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use partcache_integration_tests::{Flavor, RedisCluster};
-use storefront::{Config, PRODUCTS, Storefront};
+use storefront::{Config, Seq, Storefront};
 use tokio::sync::Mutex;
 
 /// What the command line asked for.
@@ -114,26 +114,6 @@ impl Kind {
             Kind::RefusedWrite => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::OK,
         }
-    }
-}
-
-/// A small deterministic generator (xorshift64) per task.
-struct Seq(u64);
-
-impl Seq {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A product id, skewed towards popular (low) ids as real traffic is.
-    fn product(&mut self) -> i32 {
-        let r = self.next() % 1000;
-        1 + (r * r / 5000) as i32 % PRODUCTS
     }
 }
 
@@ -224,23 +204,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !done.load(Ordering::Relaxed) {
                 tick.tick().await;
-                let kind = Kind::pick(seq.next());
-                let id = seq.product();
+                let kind = Kind::pick(seq.next_u64());
+                let id = seq.popular_product();
                 let (method, path, body) = match kind {
                     Kind::Page => (Method::GET, format!("/products/{id}"), None),
                     Kind::Home => (Method::GET, "/".to_string(), None),
                     Kind::Search => {
                         let words = ["pen", "paper", "ink", "bag", "lamp", "note"];
-                        let word = words[(seq.next() % words.len() as u64) as usize];
+                        let word = words[(seq.next_u64() % words.len() as u64) as usize];
                         // A few common searches, as real traffic has: the query cache
                         // fills up early and the run then measures steady state.
-                        let max = 500 + 250 * (seq.next() % 20);
+                        let max = 500 + 250 * (seq.next_u64() % 20);
                         let path = format!("/api/products?q={word}&max_price_cents={max}");
                         (Method::GET, path, None)
                     }
                     Kind::Entity => (Method::GET, format!("/api/products/{id}"), None),
                     Kind::Write => {
-                        let price = 199 + seq.next() % 5000;
+                        let price = 199 + seq.next_u64() % 5000;
                         let body = format!(r#"{{"price_cents": {price}}}"#);
                         (Method::PUT, format!("/products/{id}"), Some(body))
                     }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::seq::Seq;
+
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePoolOptions};
 use sea_orm::sqlx::{self, Connection};
 use sea_orm::{
@@ -110,25 +112,6 @@ const ADJECTIVES: [&str; 10] = [
     "Classic", "Pocket", "Studio", "Travel", "Recycled", "Deluxe", "Mini", "Heritage", "Bright",
     "Quiet",
 ];
-
-/// A small deterministic generator (xorshift64), so every start seeds the same shop.
-struct Seq(u64);
-
-impl Seq {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A value in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// How the database's connection pool retires its connections.
 ///
@@ -294,8 +277,7 @@ async fn seed(db: &DatabaseConnection) -> Result<(), DbErr> {
         let items = 1 + seq.below(4);
         let mut seen = Vec::new();
         for _ in 0..items {
-            let r = seq.below(1000);
-            let product_id = 1 + (r * r / 5000) as i32 % PRODUCTS;
+            let product_id = seq.popular_product();
             if seen.contains(&product_id) {
                 continue;
             }

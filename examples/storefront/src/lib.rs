@@ -24,6 +24,7 @@ mod catalog;
 mod db;
 mod metrics;
 mod pages;
+mod seq;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub use catalog::{
     CARDS_CACHE, Invalid, MAX_NAME_CHARS, ProductCard, ProductPatch, RECOMMENDATIONS,
 };
 pub use db::{PRODUCTS, PoolSettings};
+pub use seq::Seq;
 
 /// Where the storefront keeps its data and caches.
 #[derive(Debug, Clone)]
