@@ -162,16 +162,12 @@ where
         && let Some(stored) = entry.as_response()
         && fresh_for(stored, &key, &request)
     {
-        incr(&shared.counters.hits);
-        let now = SystemTime::now();
-        let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)));
-        return Ok(from_stored(
+        return Ok(fresh_hit(
             stored,
             request.headers(),
             &method,
-            now,
+            SystemTime::now(),
             &shared,
-            outcome,
         ));
     }
 
@@ -206,16 +202,7 @@ where
     let now = SystemTime::now();
     let directives = has_request_directives(request.headers());
     if fresh_for(stored, &key, &request) {
-        incr(&shared.counters.hits);
-        let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)));
-        return Ok(from_stored(
-            stored,
-            request.headers(),
-            &method,
-            now,
-            &shared,
-            outcome,
-        ));
+        return Ok(fresh_hit(stored, request.headers(), &method, now, &shared));
     }
     if cached_only {
         return Ok(gateway_timeout(&shared));
@@ -859,6 +846,19 @@ fn finish<B>(response: Response<B>, shared: &Inner, outcome: &Outcome) -> Respon
 /// A response from a stored one: a 304 when the client's conditions hold, else the
 /// stored status, headers and (shared, uncopied) body; `Age`, `x-cache` and
 /// `Cache-Status` added.
+/// A fresh stored response served as a hit: counted, and answered from the store.
+fn fresh_hit<B>(
+    stored: &StoredResponse,
+    client: &HeaderMap,
+    method: &Method,
+    now: SystemTime,
+    shared: &Inner,
+) -> Response<CacheBody<B>> {
+    incr(&shared.counters.hits);
+    let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)));
+    from_stored(stored, client, method, now, shared, outcome)
+}
+
 fn from_stored<B>(
     stored: &StoredResponse,
     client: &HeaderMap,
