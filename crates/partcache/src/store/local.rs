@@ -311,36 +311,19 @@ where
                 }
                 match (action, current) {
                     (Action::Put { value, ttl }, None) => {
-                        let fixed = self.expiry.fixed_on_create(now, ttl);
-                        // JSR-107: an entry whose creation expiry is zero is never stored.
-                        if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
+                        let Some(op) = self.create(key, value, ttl, now) else {
                             return Op::Nop;
-                        }
+                        };
                         outcome.applied = true;
-                        self.events.emit(
-                            EventKind::Created,
-                            || key.clone(),
-                            Some(value.clone()),
-                            None,
-                        );
-                        Op::Put(Slot::new(value, fixed, &self.expiry))
+                        op
                     }
                     (Action::Put { value, ttl }, Some(old)) => {
                         outcome.applied = true;
-                        let fixed = self.expiry.fixed_on_update(now, old.deadlines(), ttl);
-                        self.events.emit(
-                            EventKind::Updated,
-                            || key.clone(),
-                            Some(value.clone()),
-                            Some(old.value),
-                        );
-                        Op::Put(Slot::new(value, fixed, &self.expiry))
+                        self.update(key, old, value, ttl, now)
                     }
                     (Action::Remove, Some(old)) => {
                         outcome.applied = true;
-                        self.events
-                            .emit(EventKind::Removed, || key.clone(), Some(old.value), None);
-                        Op::Remove
+                        self.remove_slot(key, old)
                     }
                     (Action::Remove, None) => Op::Nop,
                 }
@@ -352,6 +335,54 @@ where
             self.cache.get(key);
         }
         outcome
+    }
+
+    /// A creation inside `and_compute_with`: the slot to store, announced; `None`
+    /// when the creation expiry is zero (JSR-107: such an entry is never stored).
+    fn create(
+        &self,
+        key: &K,
+        value: Arc<V>,
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> Option<Op<Slot<V>>> {
+        let fixed = self.expiry.fixed_on_create(now, ttl);
+        if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
+            return None;
+        }
+        self.events.emit(
+            EventKind::Created,
+            || key.clone(),
+            Some(value.clone()),
+            None,
+        );
+        Some(Op::Put(Slot::new(value, fixed, &self.expiry)))
+    }
+
+    /// An update of `old` inside `and_compute_with`: the slot to store, announced.
+    fn update(
+        &self,
+        key: &K,
+        old: Slot<V>,
+        value: Arc<V>,
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> Op<Slot<V>> {
+        let fixed = self.expiry.fixed_on_update(now, old.deadlines(), ttl);
+        self.events.emit(
+            EventKind::Updated,
+            || key.clone(),
+            Some(value.clone()),
+            Some(old.value),
+        );
+        Op::Put(Slot::new(value, fixed, &self.expiry))
+    }
+
+    /// A removal of `old` inside `and_compute_with`, announced.
+    fn remove_slot(&self, key: &K, old: Slot<V>) -> Op<Slot<V>> {
+        self.events
+            .emit(EventKind::Removed, || key.clone(), Some(old.value), None);
+        Op::Remove
     }
 
     fn compute_sync(&self, key: &K, processor: &mut Processor<'_, V>) -> Computed {
@@ -369,35 +400,19 @@ where
                     }
                     (Decision::Keep | Decision::Access, _) | (Decision::Remove, None) => Op::Nop,
                     (Decision::Put(value, ttl), None) => {
-                        let fixed = self.expiry.fixed_on_create(now, ttl);
-                        if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
+                        let Some(op) = self.create(key, value, ttl, now) else {
                             return Op::Nop;
-                        }
+                        };
                         computed = Computed::Created;
-                        self.events.emit(
-                            EventKind::Created,
-                            || key.clone(),
-                            Some(value.clone()),
-                            None,
-                        );
-                        Op::Put(Slot::new(value, fixed, &self.expiry))
+                        op
                     }
                     (Decision::Put(value, ttl), Some(old)) => {
                         computed = Computed::Updated;
-                        let fixed = self.expiry.fixed_on_update(now, old.deadlines(), ttl);
-                        self.events.emit(
-                            EventKind::Updated,
-                            || key.clone(),
-                            Some(value.clone()),
-                            Some(old.value),
-                        );
-                        Op::Put(Slot::new(value, fixed, &self.expiry))
+                        self.update(key, old, value, ttl, now)
                     }
                     (Decision::Remove, Some(old)) => {
                         computed = Computed::Removed;
-                        self.events
-                            .emit(EventKind::Removed, || key.clone(), Some(old.value), None);
-                        Op::Remove
+                        self.remove_slot(key, old)
                     }
                 }
             })
