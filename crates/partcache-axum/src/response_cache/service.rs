@@ -627,29 +627,20 @@ where
         };
         let mut fresh = refreshed.response;
         fresh.body = stored.body.clone();
+        // The answer is built from the refreshed response before it moves into the entry
+        // (building it reads nothing the store changes).
+        let outcome = forwarded
+            .label(Label::Hit)
+            .ttl(ttl_seconds(fresh.lifetime, fresh.age(now)))
+            .stored();
+        let answer = from_stored(&fresh, &client_headers, &method, now, shared, outcome);
         let entry = Arc::new(CachedEntry::response(fresh));
         if let Some(flight) = &flight {
             flight.complete(entry.clone());
         }
-        shared
-            .store(key, entry.clone(), refreshed.keep_for, flight)
-            .await;
+        shared.store(key, entry, refreshed.keep_for, flight).await;
         incr(&shared.counters.hits);
-        let Some(stored) = entry.as_response() else {
-            unreachable!("built as a response above")
-        };
-        let outcome = forwarded
-            .label(Label::Hit)
-            .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
-            .stored();
-        return Ok(from_stored(
-            stored,
-            &client_headers,
-            &method,
-            now,
-            shared,
-            outcome,
-        ));
+        return Ok(answer);
     }
 
     let (mut parts, body) = response.into_parts();
