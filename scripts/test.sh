@@ -25,6 +25,14 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# Every intra-doc link resolves and no rustdoc lint fires, in the docs a user reads.
+step "cargo doc --no-deps --workspace (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
+
+# The crates with default features also build without them (no TLS stack, no macros).
+step "cargo check --no-default-features (partcache, partcache-redis)"
+cargo check -p partcache -p partcache-redis --no-default-features --lib
+
 # Unit, integration and doc tests of every crate (benches are built by clippy above
 # and run with `cargo bench`, never here: performance lives in benchmarks).
 # --no-fail-fast: one failing test binary does not hide the others' results. The output

@@ -164,7 +164,7 @@ impl Options {
                             syn::Error::new(
                                 lit.span(),
                                 format!(
-                                    "invalid ttl {:?}: {problem}; write e.g. \"30s\", \"5m\", \"1h30m\", \"250ms\", \"2d\", or a `Duration` expression",
+                                    "invalid ttl {:?}: {problem}; write e.g. \"30s\", \"5m\", \"1h 30m\", \"250ms\", \"2d\", or a `Duration` expression",
                                     lit.value()
                                 ),
                             )
@@ -255,45 +255,21 @@ fn unreachable_option(name: &Ident) -> syn::Result<()> {
     ))
 }
 
-/// `"1h30m"` → milliseconds. Units: `ms`, `s`, `m`, `h`, `d`.
+/// `"1h 30m"` → milliseconds, in the grammar `partcache::duration` reads everywhere
+/// (humantime's: a number and a unit, several summed). A bare number is refused, as it
+/// is in configuration files and URLs: the unit is never guessed.
 pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("it is empty".into());
     }
-    let mut total: u64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!("expected a number at `{rest}`"));
-        }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{}` is too large", &rest[..digits]))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..unit_len];
-        rest = rest[unit_len..].trim_start();
-        let millis_per_unit: u64 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => return Err(format!("`{number}` has no unit (ms, s, m, h or d)")),
-            other => {
-                return Err(format!(
-                    "unknown unit `{other}` (expected ms, s, m, h or d)"
-                ));
-            }
-        };
-        total = number
-            .checked_mul(millis_per_unit)
-            .and_then(|part| total.checked_add(part))
-            .ok_or("it is too long")?;
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "`{text}` has no unit (ms, s, m, h, d, or their long forms)"
+        ));
     }
-    Ok(total)
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    u64::try_from(duration.as_millis()).map_err(|_| "it is too long".into())
 }
 
 #[cfg(test)]
@@ -307,17 +283,14 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(250));
         assert_eq!(parse_duration("2d"), Ok(172_800_000));
         assert_eq!(parse_duration("1m 30s"), Ok(90_000));
+        assert_eq!(parse_duration("5 minutes"), Ok(300_000));
     }
 
     #[test]
     fn bad_durations_say_why() {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
-        assert!(
-            parse_duration("m")
-                .unwrap_err()
-                .contains("expected a number")
-        );
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("parsecs"));
+        assert!(parse_duration("m").is_err());
     }
 }

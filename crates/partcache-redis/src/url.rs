@@ -309,7 +309,7 @@ fn node(host: &str, url: &str) -> Result<String> {
 }
 
 fn duration(name: &str, value: &str) -> Result<Duration> {
-    let d = partcache::expiry::parse_duration(value)
+    let d = partcache::duration::parse(value)
         .map_err(|e| Error::Config(format!("`{name}={value}`: {e}")))?;
     if d.is_zero() {
         return Err(Error::Config(format!("`{name}` must be more than zero")));

@@ -158,7 +158,7 @@ pub(crate) async fn mark_before_write(
 /// bumped after the statement returns, whether it succeeded or not (a failed statement
 /// may still have committed, e.g. when the connection dropped after the commit).
 ///
-/// [`begin`](TransactionTrait::begin) returns a [`CachingTransaction`], whose bumps wait
+/// [`begin`](sea_orm::TransactionTrait::begin) returns a [`CachingTransaction`], whose bumps wait
 /// for its commit.
 #[derive(Debug, Clone)]
 pub struct CachingConnection {

@@ -80,7 +80,7 @@
 //!   stores results read inside it.
 //! - **Versions** are random 64-bit tokens compared for equality, kept in the same
 //!   store (a `Cache<String, u64>`, bumped with `invoke`), so every process agrees;
-//!   see [`versions`](crate::versions) for why tokens and not counters, and what a
+//!   see [`versions`] for why tokens and not counters, and what a
 //!   Redis failover can and cannot do.
 //! - **Entity cache.** [`EntityCache::find_by_id`] keys each row by its table's
 //!   row-set version and its own row version; single-row writes bump the row,

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::expiry::{ExpiryPolicy, ExpirySettings, humantime_serde_compat};
+use crate::expiry::{ExpiryPolicy, ExpirySettings};
 use crate::partition::{DEFAULT_PARTITIONS, HashingPolicy, MIN_PARTITIONS};
 
 /// Default limit of an encoded entry: 16 MiB, well under Redis's 512 MiB string limit
@@ -49,7 +49,7 @@ pub struct CacheConfig {
     /// Expire entries not read or written for this long.
     #[serde(
         default,
-        with = "opt_duration",
+        with = "crate::duration::serde_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_idle: Option<Duration>,
@@ -142,17 +142,14 @@ pub struct NearCache {
     /// invalidations, the store's own deadlines and eviction remove it).
     #[serde(
         default,
-        with = "opt_duration",
+        with = "crate::duration::serde_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub ttl: Option<Duration>,
     /// How old the store's latest vouch for a partition's feed may be for that
     /// partition's local copies to be served (default 1 s, at least 10 ms). See the
     /// type docs.
-    #[serde(
-        default = "default_max_staleness",
-        with = "crate::expiry::humantime_serde_compat"
-    )]
+    #[serde(default = "default_max_staleness", with = "crate::duration::serde")]
     pub max_staleness: Duration,
 }
 
@@ -204,25 +201,6 @@ impl NearCache {
             )));
         }
         Ok(())
-    }
-}
-
-mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => super::humantime_serde_compat::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct Wrapper(#[serde(with = "super::humantime_serde_compat")] Duration);
-        Option::<Wrapper>::deserialize(d).map(|w| w.map(|w| w.0))
     }
 }
 

@@ -114,16 +114,16 @@ pub enum ExpiryPolicy {
     #[default]
     Eternal,
     /// Expires a fixed time after it was created; updates and reads do not extend it.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::duration::serde")]
     Created(Duration),
     /// Expires a fixed time after it was last written (created or updated).
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::duration::serde")]
     Modified(Duration),
     /// Expires a fixed time after it was created or last read; updates do not extend it.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::duration::serde")]
     Accessed(Duration),
     /// Expires a fixed time after it was last written or read.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::duration::serde")]
     Touched(Duration),
 }
 
@@ -329,61 +329,6 @@ impl ExpirySettings {
     }
 }
 
-/// Serde for durations in config files: a number of milliseconds or a string such as
-/// `"300ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`.
-pub mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Serializes as a string of milliseconds (`"1500ms"`).
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", d.as_millis()))
-    }
-
-    /// Accepts `"5m"`-style strings or a number of milliseconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Millis(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Raw::Text(text) => super::parse_duration(&text).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// Parses `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"` (one number and one unit) or a bare
-/// number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (expected e.g. `30s`, `5m`, `250ms`)"))?;
-    let unit_ms: u64 = match unit.trim() {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    n.checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration `{text}` is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,15 +476,5 @@ mod tests {
         let s = custom(Fixed(Some(Duration::ZERO), None, None));
         assert_eq!(s.on_create(t0, None).1, Some(Duration::ZERO));
         assert!(s.reads_extend());
-    }
-
-    #[test]
-    fn durations_parse_with_units_and_reject_garbage() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("parsecs"));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
     }
 }

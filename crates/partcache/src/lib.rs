@@ -33,8 +33,9 @@
 //! [`CacheBuilder`] (named caches, per-cache settings, the backend URL), [`AnyCache`]
 //! (every cache of a manager, typeless, for dashboards), [`expiry`]
 //! (JCache policies), [`event`], [`stats`], [`loader`] (read-/write-through),
-//! [`codec`], [`partition`] (how keys spread over a cluster), [`store`] (the SPI
-//! backends implement), and [`conformance`] (the suite every backend must pass).
+//! [`codec`], [`duration`] (the one duration grammar), [`partition`] (how keys spread
+//! over a cluster), [`store`] (the SPI backends implement), and `conformance` (feature
+//! `conformance`: the suite every backend must pass).
 //!
 //! Declarative caching (feature `macros`, on by default): `#[cacheable]`, `#[cache_put]`
 //! and `#[cache_evict]` on async functions, with Spring's semantics, over caches
@@ -97,6 +98,7 @@ pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod default_manager;
+pub mod duration;
 mod entries;
 pub mod error;
 pub mod event;

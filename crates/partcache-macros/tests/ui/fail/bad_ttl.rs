@@ -2,7 +2,7 @@ use partcache::{CacheDecl, cacheable};
 
 static PRODUCTS: CacheDecl<u64, String> = CacheDecl::new("products");
 
-#[cacheable(cache = PRODUCTS, ttl = "5 minutes")]
+#[cacheable(cache = PRODUCTS, ttl = "300")]
 async fn product(id: u64) -> String {
     format!("product {id}")
 }
