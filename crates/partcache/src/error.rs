@@ -47,11 +47,13 @@ pub enum Error {
     #[error("rejected: {0}")]
     Rejected(String),
     /// The read-through loader, the closure given to `get_or_load`, failed.
+    /// The loader's own error is the [`source`](std::error::Error::source).
     #[error("loader failed: {0}")]
-    Loader(Arc<dyn std::error::Error + Send + Sync>),
+    Loader(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The write-through writer failed; the cache was left unchanged.
+    /// The writer's own error is the [`source`](std::error::Error::source).
     #[error("writer failed: {0}")]
-    Writer(Arc<dyn std::error::Error + Send + Sync>),
+    Writer(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// A user callback (loader, entry processor) panicked. The cache is still usable.
     #[error("{0} panicked: {1}")]
     Panicked(&'static str, String),
@@ -110,3 +112,21 @@ impl From<PartitionError> for Error {
 
 /// Result with a partcache [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::Error;
+
+    #[test]
+    fn loader_and_writer_errors_keep_their_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "row 7 is gone");
+        let loader = Error::loader(io);
+        let source = loader.source().map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("row 7 is gone"));
+        let writer = Error::writer(std::fmt::Error);
+        assert!(writer.source().is_some());
+        assert!(Error::Timeout(std::time::Duration::from_secs(1)).source().is_none());
+    }
+}
