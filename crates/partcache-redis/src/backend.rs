@@ -48,7 +48,23 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    /// A backend for a parsed URL.
+    /// A backend for a parsed URL, whose settings may be changed in code first (a
+    /// password from a secret store, TLS material from memory). Give it to
+    /// [`CacheManager::with_backend`](partcache::CacheManager::with_backend): no
+    /// `install()` is needed then. Does no I/O.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let mut url = partcache_redis::url::parse("redis://10.0.0.1:6379?partitions=64")?;
+    /// url.password = Some("from-the-secret-store".into());
+    /// url.response_timeout = Duration::from_millis(250);
+    /// let backend = partcache_redis::RedisBackend::new(url);
+    /// let manager = partcache::CacheManager::with_backend(Arc::new(backend));
+    /// assert!(!manager.is_local());
+    /// # Ok::<(), partcache::Error>(())
+    /// ```
     pub fn new(url: DeploymentUrl) -> RedisBackend {
         RedisBackend {
             deployment: Arc::new(Deployment::new(url)),

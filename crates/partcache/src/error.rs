@@ -127,6 +127,10 @@ mod tests {
         assert_eq!(source.as_deref(), Some("row 7 is gone"));
         let writer = Error::writer(std::fmt::Error);
         assert!(writer.source().is_some());
-        assert!(Error::Timeout(std::time::Duration::from_secs(1)).source().is_none());
+        assert!(
+            Error::Timeout(std::time::Duration::from_secs(1))
+                .source()
+                .is_none()
+        );
     }
 }

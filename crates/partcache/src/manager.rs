@@ -161,6 +161,31 @@ impl CacheManager {
         Self::from_config_str(&text)
     }
 
+    /// A manager over a backend value built in code rather than named by a URL: a
+    /// deployment with settings a URL cannot carry (a TLS configuration from memory,
+    /// say), or a backend of the user's own. [`CacheManager::url`] is then the
+    /// backend's [`describe`](RemoteBackend::describe). Does no I/O, like
+    /// [`CacheManager::from_url`]; no registration (`install()`) is needed.
+    ///
+    /// `partcache_redis::RedisBackend::new` builds a Redis / Valkey backend from a
+    /// parsed URL whose settings can be changed in code first; its page has an example.
+    pub fn with_backend(backend: Arc<dyn RemoteBackend>) -> Self {
+        Self::with_backend_and_config(backend, ManagerConfig::default())
+    }
+
+    /// [`CacheManager::with_backend`], with per-cache settings from a configuration (see
+    /// [`crate::config`]; its `url` is ignored: the backend is given).
+    pub fn with_backend_and_config(backend: Arc<dyn RemoteBackend>, config: ManagerConfig) -> Self {
+        CacheManager {
+            inner: Arc::new(ManagerInner {
+                url: backend.describe(),
+                backend: Backend::Remote(backend),
+                config,
+                open: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
     pub(crate) fn with_config(url: &str, config: ManagerConfig) -> Result<Self> {
         let url = url.trim();
         let backend = match scheme_of(url)? {
