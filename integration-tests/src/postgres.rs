@@ -19,32 +19,18 @@
 //! # let _ = url;
 //! ```
 
-use std::ffi::c_int;
-use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use crate::error::{HarnessError, Result};
 use crate::ports;
-
-mod sys {
-    use std::ffi::c_int;
-
-    unsafe extern "C" {
-        pub fn prctl(option: c_int, ...) -> c_int;
-        pub fn kill(pid: c_int, sig: c_int) -> c_int;
-    }
-
-    pub const PR_SET_PDEATHSIG: c_int = 1;
-    pub const SIGKILL: c_int = 9;
-    pub const SIGINT: c_int = 2;
-}
+use crate::process::{SIGINT, send_signal, spawn_child};
 
 /// The unprivileged user the server runs as when the tests run as root.
 pub const SYSTEM_USER: &str = "partcache";
@@ -131,47 +117,6 @@ fn as_identity(cmd: &mut Command, identity: Option<(u32, u32)>) -> &mut Command 
         cmd.uid(uid).gid(gid);
     }
     cmd
-}
-
-struct SpawnRequest {
-    cmd: Command,
-    reply: mpsc::SyncSender<io::Result<Child>>,
-}
-
-/// Spawns from one long-lived thread: `PR_SET_PDEATHSIG` fires when the forking
-/// *thread* exits, so the server dies with the test process, not with a test thread.
-fn spawn_child(mut cmd: Command) -> io::Result<Child> {
-    // SAFETY: the closure only calls the async-signal-safe prctl(2).
-    unsafe {
-        cmd.pre_exec(|| {
-            if sys::prctl(sys::PR_SET_PDEATHSIG, sys::SIGKILL as std::ffi::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    let tx = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        let spawned = std::thread::Builder::new()
-            .name("partcache-postgres-spawner".into())
-            .spawn(move || {
-                for mut req in rx {
-                    let _ = req.reply.send(req.cmd.spawn());
-                }
-            });
-        if let Err(e) = spawned {
-            eprintln!("partcache harness: cannot start the postgres spawner thread: {e}");
-        }
-        Mutex::new(tx)
-    });
-    let (reply, rx) = mpsc::sync_channel(1);
-    tx.lock()
-        .map_err(|_| io::Error::other("postgres spawner lock poisoned"))?
-        .send(SpawnRequest { cmd, reply })
-        .map_err(|_| io::Error::other("postgres spawner thread is gone"))?;
-    rx.recv()
-        .map_err(|_| io::Error::other("postgres spawner thread is gone"))?
 }
 
 /// A running PostgreSQL server; stopped and deleted on drop.
@@ -379,10 +324,7 @@ impl Drop for PostgresServer {
             return;
         };
         // SIGINT is PostgreSQL's "fast shutdown": no waiting for clients.
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe {
-            sys::kill(child.id() as c_int, sys::SIGINT);
-        }
+        let _ = send_signal(child.id(), SIGINT);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {

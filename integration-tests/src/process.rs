@@ -19,23 +19,25 @@ use crate::error::{HarnessError, Result};
 use crate::ports;
 use crate::tls::TlsFiles;
 
+#[allow(unsafe_code)] // the harness's only foreign functions; see the manifest
 mod sys {
     use std::ffi::c_int;
 
     unsafe extern "C" {
-        pub fn prctl(option: c_int, ...) -> c_int;
-        pub fn getppid() -> c_int;
-        pub fn kill(pid: c_int, sig: c_int) -> c_int;
+        pub(super) fn prctl(option: c_int, ...) -> c_int;
+        pub(super) fn getppid() -> c_int;
+        pub(super) fn kill(pid: c_int, sig: c_int) -> c_int;
     }
 
-    pub const PR_SET_PDEATHSIG: c_int = 1;
-    pub const SIGKILL: c_int = 9;
-    pub const SIGTERM: c_int = 15;
-    pub const SIGCONT: c_int = 18;
-    pub const SIGSTOP: c_int = 19;
+    pub(super) const PR_SET_PDEATHSIG: c_int = 1;
+    pub(crate) const SIGINT: c_int = 2;
+    pub(super) const SIGKILL: c_int = 9;
+    pub(super) const SIGTERM: c_int = 15;
+    pub(crate) const SIGCONT: c_int = 18;
+    pub(crate) const SIGSTOP: c_int = 19;
 }
 
-pub(crate) use sys::{SIGCONT, SIGSTOP};
+pub(crate) use sys::{SIGCONT, SIGINT, SIGSTOP};
 
 /// How many times startup moves a server to a fresh port after "Address already in use".
 const PORT_RETRIES: u32 = 5;
@@ -51,9 +53,10 @@ static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
 /// fires when the *thread* that forked them exits; this thread lives as long as the process,
 /// so servers die exactly when the test process dies (even by SIGKILL or abort), and not
 /// when the test thread that started them ends.
-fn spawn_child(mut cmd: Command) -> io::Result<Child> {
+pub(crate) fn spawn_child(mut cmd: Command) -> io::Result<Child> {
     let parent = std::process::id() as c_int;
     // SAFETY: the closure only calls the async-signal-safe prctl(2) and getppid(2).
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
             if sys::prctl(sys::PR_SET_PDEATHSIG, sys::SIGKILL as std::ffi::c_ulong) != 0 {
@@ -87,7 +90,9 @@ fn spawn_child(mut cmd: Command) -> io::Result<Child> {
 /// Sends `sig` to `pid`.
 pub(crate) fn send_signal(pid: u32, sig: c_int) -> io::Result<()> {
     // SAFETY: kill(2) has no memory-safety preconditions.
-    if unsafe { sys::kill(pid as c_int, sig) } == 0 {
+    #[allow(unsafe_code)]
+    let sent = unsafe { sys::kill(pid as c_int, sig) };
+    if sent == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
@@ -127,7 +132,7 @@ impl NodeProcess {
     /// Prepares (does not spawn) a server. `args` are extra server arguments appended after
     /// the harness's own (`--port`, `--bind`, `--dir`, `--logfile`, no persistence...).
     /// With `tls`, the server listens with TLS only, on the port plain servers use.
-    pub fn new(
+    pub(crate) fn new(
         binaries: RedisBinaries,
         cluster: bool,
         args: Vec<String>,
@@ -156,25 +161,25 @@ impl NodeProcess {
         })
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn binaries(&self) -> &RedisBinaries {
+    pub(crate) fn binaries(&self) -> &RedisBinaries {
         &self.binaries
     }
 
     /// The TLS files of a TLS-only server.
-    pub fn tls(&self) -> Option<&TlsFiles> {
+    pub(crate) fn tls(&self) -> Option<&TlsFiles> {
         self.tls.as_deref()
     }
 
     /// Where admin commands for this server go.
-    pub fn endpoint(&self) -> Endpoint<'_> {
+    pub(crate) fn endpoint(&self) -> Endpoint<'_> {
         Endpoint {
             port: self.port,
             tls: self.tls(),
@@ -222,7 +227,7 @@ impl NodeProcess {
     }
 
     /// Spawns the server (error if it is already running). Does not wait for readiness.
-    pub fn spawn(&self) -> Result<()> {
+    pub(crate) fn spawn(&self) -> Result<()> {
         let mut child = lock(&self.child);
         if let Some(c) = child.as_mut()
             && matches!(c.try_wait(), Ok(None))
@@ -249,35 +254,35 @@ impl NodeProcess {
     }
 
     /// Pid of the running process, `None` when it is not running.
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         let mut child = lock(&self.child);
         self.reap(&mut child);
         child.as_ref().map(Child::id)
     }
 
     /// Pid of the most recently spawned process (running or not).
-    pub fn last_pid(&self) -> u32 {
+    pub(crate) fn last_pid(&self) -> u32 {
         self.last_pid.load(Ordering::SeqCst)
     }
 
     /// Whether the process is running (a SIGSTOPped process counts as running).
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.pid().is_some()
     }
 
     /// When the process was last SIGKILLed through [`NodeProcess::kill`] or SIGSTOPped
     /// through [`NodeProcess::signal`] (cleared by a respawn or SIGCONT).
-    pub fn down_since(&self) -> Option<Instant> {
+    pub(crate) fn down_since(&self) -> Option<Instant> {
         *lock(&self.down_since)
     }
 
     /// Whether the process was SIGSTOPped through [`NodeProcess::signal`] and not continued.
-    pub fn is_paused(&self) -> bool {
+    pub(crate) fn is_paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
     }
 
     /// Running and not paused.
-    pub fn is_responsive(&self) -> bool {
+    pub(crate) fn is_responsive(&self) -> bool {
         !self.is_paused() && self.is_running()
     }
 
@@ -291,7 +296,7 @@ impl NodeProcess {
     }
 
     /// SIGKILLs and reaps the process. Returns whether it was running.
-    pub fn kill(&self) -> bool {
+    pub(crate) fn kill(&self) -> bool {
         let mut child = lock(&self.child);
         self.reap(&mut child);
         let Some(mut c) = child.take() else {
@@ -307,7 +312,7 @@ impl NodeProcess {
 
     /// Sends SIGKILL without waiting (used to kill many processes in parallel before
     /// reaping them with [`NodeProcess::kill`]).
-    pub fn kill_nowait(&self) {
+    pub(crate) fn kill_nowait(&self) {
         let child = lock(&self.child);
         if let Some(c) = child.as_ref() {
             let _ = send_signal(c.id(), sys::SIGKILL);
@@ -316,7 +321,7 @@ impl NodeProcess {
 
     /// SIGTERM (the server exits without saving: persistence is off), then SIGKILL after
     /// `grace`. Returns whether it was running.
-    pub fn stop(&self, grace: Duration) -> bool {
+    pub(crate) fn stop(&self, grace: Duration) -> bool {
         let mut child = lock(&self.child);
         self.reap(&mut child);
         let Some(mut c) = child.take() else {
@@ -344,7 +349,7 @@ impl NodeProcess {
     }
 
     /// Sends a signal to the running process.
-    pub fn signal(&self, sig: c_int) -> Result<()> {
+    pub(crate) fn signal(&self, sig: c_int) -> Result<()> {
         let pid = self.pid().ok_or_else(|| {
             HarnessError::Invalid(format!("server on port {} is not running", self.port))
         })?;
@@ -364,7 +369,7 @@ impl NodeProcess {
     }
 
     /// The last `n` lines of the server log and of its stdout/stderr.
-    pub fn log_tail(&self, n: usize) -> String {
+    pub(crate) fn log_tail(&self, n: usize) -> String {
         let mut out = String::new();
         for (name, p) in [
             ("server.log", self.log_path()),
@@ -386,7 +391,7 @@ impl NodeProcess {
 
     /// One readiness probe: the process runs, answers PING, and `INFO server` reports our
     /// own pid (so a foreign server that grabbed the port is never mistaken for ours).
-    pub fn probe(&self) -> Probe {
+    pub(crate) fn probe(&self) -> Probe {
         let Some(pid) = self.pid() else {
             let status = lock(&self.last_exit)
                 .map(|s| s.to_string())
@@ -422,7 +427,7 @@ impl NodeProcess {
     }
 
     /// Restarts a stopped/killed server on its port and waits until it answers.
-    pub fn respawn_and_wait(&self, timeout: Duration) -> Result<()> {
+    pub(crate) fn respawn_and_wait(&self, timeout: Duration) -> Result<()> {
         self.spawn()?;
         let start = Instant::now();
         loop {
