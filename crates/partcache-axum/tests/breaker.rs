@@ -165,9 +165,13 @@ async fn a_frozen_node_costs_nothing_once_its_breaker_opens(
     eprintln!(
         "median latency with the breaker open {through_cache:?}, bare origin {bare:?}, slowest {slowest:?}"
     );
+    // What the open breaker saves is the wait on the frozen node: a store timeout per
+    // request. The median request pays at most a tenth of that over the bare origin
+    // (the cache's own work and the healthy masters' round trips, which on a loaded
+    // machine are milliseconds, not the hundreds a timeout costs).
     assert!(
-        through_cache <= bare + Duration::from_millis(2),
-        "with the breaker open: median {through_cache:?}, the origin's {bare:?}"
+        through_cache <= bare + STORE_TIMEOUT / 10,
+        "with the breaker open: median {through_cache:?}, the origin's {bare:?}, a store timeout {STORE_TIMEOUT:?}"
     );
 
     let resumed = Instant::now();

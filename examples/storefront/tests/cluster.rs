@@ -212,6 +212,7 @@ async fn a_frozen_master_shows_as_an_open_breaker_on_the_dashboard_and_in_metric
 
     let resumed = Instant::now();
     tokio::task::block_in_place(|| cluster.resume_node(frozen.index)).expect("SIGCONT");
+    let opened_seen;
     loop {
         id = id % 12 + 1;
         assert_eq!(
@@ -221,6 +222,7 @@ async fn a_frozen_master_shows_as_an_open_breaker_on_the_dashboard_and_in_metric
         let breaker = breaker_of(&shop.dashboard().await).expect("the frozen master's breaker");
         if breaker.state == "closed" {
             assert!(breaker.opened >= 1 && breaker.closed >= 1, "{breaker:?}");
+            opened_seen = breaker.opened;
             break;
         }
         assert!(
@@ -229,10 +231,21 @@ async fn a_frozen_master_shows_as_an_open_breaker_on_the_dashboard_and_in_metric
             resumed.elapsed()
         );
     }
+    // The metric counts what the dashboard counted. A master that has just been woken
+    // on a loaded machine may miss a probe's response timeout and open its breaker once
+    // more, so the metric (read later, a counter) is at least the dashboard's count.
     let metrics = shop.get("/metrics").await.body;
-    let opened = format!(
-        "partcache_breaker_opened_total{{node=\"{}\"}} 1",
+    let series = format!(
+        "partcache_breaker_opened_total{{node=\"{}\"}} ",
         frozen.addr
     );
-    assert!(metrics.contains(&opened), "{opened} in /metrics");
+    let opened: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} in /metrics"));
+    assert!(
+        opened >= opened_seen,
+        "{opened} openings in /metrics, {opened_seen} on the dashboard"
+    );
 }
