@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::FusedFuture;
 use parking_lot::RwLock;
 use partcache::{Error, Result};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -368,13 +370,27 @@ impl Connector {
             // A TLS client talking to a plain-text server waits for a handshake reply
             // that never comes (the server waits for the end of an inline command). A
             // handshake that takes a while is asked about in plain text meanwhile.
+            // The probe has a budget of its own: a handshake that times out first (a
+            // loaded machine, a short connect timeout) still waits for its answer, since
+            // "plain text" is a configuration error and a timeout is not.
             let probe_after = (self.settings.connect_timeout / 4).min(PLAIN_TEXT_PROBE_AFTER);
             tokio::select! {
                 connected = &mut connecting => connected,
-                () = tokio::time::sleep(probe_after) => tokio::select! {
-                    connected = &mut connecting => connected,
-                    Some(plain) = self.plain_text_server(addr) => return Err(plain),
-                },
+                () = tokio::time::sleep(probe_after) => {
+                    let probe = self.plain_text_server(addr).fuse();
+                    tokio::pin!(probe);
+                    let connected = tokio::select! {
+                        connected = &mut connecting => connected,
+                        Some(plain) = &mut probe => return Err(plain),
+                    };
+                    if connected.is_err()
+                        && !probe.is_terminated()
+                        && let Some(plain) = probe.await
+                    {
+                        return Err(plain);
+                    }
+                    connected
+                }
             }
         } else {
             connecting.await

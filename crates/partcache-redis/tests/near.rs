@@ -22,6 +22,9 @@ use partcache_integration_tests::{Flavor, RedisCluster};
 const STALENESS: Duration = Duration::from_millis(600);
 /// Scheduling slack on 2 shared cores.
 const MARGIN: Duration = Duration::from_millis(1500);
+/// How long a near cache may take to come (back) up: subscribing to every partition's
+/// channel on every master, then the first vouches.
+const LIVENESS: Duration = Duration::from_secs(10);
 
 fn near() -> NearCache {
     NearCache::max_entries(10_000).max_staleness(STALENESS)
@@ -58,9 +61,11 @@ async fn until_reads(cache: &Cache<String, u64>, key: &str, want: Option<u64>) -
     }
 }
 
-/// Reads `key` until it is served from the near cache (a near hit is counted).
+/// Reads `key` until it is served from the near cache (a near hit is counted). A
+/// liveness check, not a latency bound (that is [`until_reads`]): the feed must come
+/// up, however long subscribing takes on a loaded machine, within [`LIVENESS`].
 async fn until_local(cache: &Cache<String, u64>, key: &str) {
-    let deadline = Instant::now() + STALENESS + MARGIN;
+    let deadline = Instant::now() + LIVENESS;
     loop {
         let before = cache.stats().near_hits;
         cache.get(&key.to_string()).await.expect("get");
