@@ -217,8 +217,24 @@ impl CacheManager {
         matches!(self.inner.backend, Backend::Memory)
     }
 
-    /// Starts building (or reopening) the cache `name`, with the file's settings for it
-    /// as the starting point.
+    /// Starts building (or reopening) the cache `name`, with the configuration's
+    /// settings for it (see [`crate::config`]) as the starting point; the builder's
+    /// methods override them. Cheap: no I/O until [`CacheBuilder::build`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use partcache::{CacheManager, ExpiryPolicy};
+    ///
+    /// let manager = CacheManager::from_config_str(r#"
+    ///     [caches.sessions]
+    ///     expiry = { policy = "accessed", duration = "30m" }
+    /// "#)?;
+    /// // The file's expiry, and a bound set in code.
+    /// let sessions = manager.cache::<String, u64>("sessions").max_entries(10_000).build().await?;
+    /// sessions.put("s1".into(), 7).await?;
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
     pub fn cache<K: CacheKey, V: CacheValue>(&self, name: &str) -> CacheBuilder<K, V> {
         let config = self
             .inner
@@ -447,8 +463,39 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
-    /// Builds the cache, or returns the already built one of that name. Reopening with
-    /// other types or other settings is an [`Error::Config`].
+    /// Builds the cache, or returns the already built one of that name.
+    ///
+    /// **Who waits, and what it costs.** On `memory://` nothing leaves the process. On a
+    /// remote store the first build of a name in this process makes one round trip
+    /// that records (or checks) the cache's layout in the store and loads the server
+    /// functions if a node lacks them; a store that cannot be reached does not fail the
+    /// build: the cache opens lazily, and its calls fail with a transient error until
+    /// the store answers. Tasks that build the same name at once each wait for their
+    /// own round trip; the first to finish registers the cache and the others get that
+    /// handle. A rebuild of a name already built returns the handle at once (no I/O).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use partcache::{CacheManager, Error};
+    ///
+    /// let manager = CacheManager::from_url("memory://")?;
+    /// let a = manager.cache::<u64, String>("users").max_entries(1_000).build().await?;
+    /// let b = manager.cache::<u64, String>("users").max_entries(1_000).build().await?;
+    /// a.put(1, "ada".to_string()).await?;
+    /// assert_eq!(b.get(&1).await?.as_deref().map(String::as_str), Some("ada")); // one cache
+    /// // Other settings for a name already built are a mistake, not a second cache.
+    /// let other = manager.cache::<u64, String>("users").max_entries(5).build().await;
+    /// assert!(matches!(other, Err(Error::Config(_))));
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for settings that contradict each other or the store (a near
+    /// cache on `memory://`, a weigher on a remote store, fewer than 3 partitions),
+    /// for a name already built with other types or settings, and for a store that
+    /// holds the cache with another layout (partition count, codec) or refuses the
+    /// connection for good (wrong password, TLS to a plain-text server).
     pub async fn build(self) -> Result<Cache<K, V>> {
         let manager = self.manager.inner.clone();
         let mut config = self.config.or(&manager.config.defaults);
