@@ -238,6 +238,7 @@ mod coalesce;
 mod connection;
 mod events;
 pub mod joined;
+mod keyscan;
 mod layout;
 mod reaper;
 mod routing;
