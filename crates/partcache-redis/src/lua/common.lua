@@ -82,10 +82,18 @@ local function setup_partition(KEYS, mode, origin, channel)
 end
 
 -- As setup_partition, for the partition whose keys start with `prefix` and whose
--- channel is `prefix .. suffix` (put_batch.lua, which is given prefixes, not keys).
-local function setup_prefix(prefix, mode, origin, suffix)
-  begin(prefix, prefix .. 'ix', prefix .. 'dl', prefix .. 'fx', prefix .. 'sq', mode, origin,
-    prefix .. suffix)
+-- channel is `channel` (the batches, which are given prefixes, not keys). The
+-- partition's keys are named when first needed (partition_keys): a common put needs
+-- none of them.
+local function setup_prefix(prefix, mode, origin, channel)
+  begin(prefix, nil, nil, nil, nil, mode, origin, channel)
+end
+
+-- Names the current partition's keys if setup_prefix left them to this.
+local function partition_keys()
+  if not FX then
+    IX, DL, FX, SQ = P .. 'ix', P .. 'dl', P .. 'fx', P .. 'sq'
+  end
 end
 
 -- The cache's settings (numbers).
@@ -162,6 +170,7 @@ end
 local function emit(kind, blob)
   local publish = PUBMODE % 3
   if publish ~= 0 and subscribed(publish) then
+    partition_keys()
     local message = kind .. redis.call('INCR', SQ) .. ':' .. ORIGIN .. ':' .. blob
     if publish == 1 then
       redis.call('PUBLISH', CHANNEL, message)
@@ -526,6 +535,7 @@ local function fast_put(k, text, blob, guarded)
     return write_reply(1, 1, false)
   end
   -- Records but no value: Redis expired it. gone() announces it and drops them.
+  partition_keys()
   if HAS_FX ~= false and redis.call('HEXISTS', FX, text) == 1 then gone(text) end
   emit('C', blob)
   return write_reply(0, 1, false)
@@ -543,16 +553,16 @@ local function upsert(text, blob, ttl, keyonly)
 end
 
 -- Starts a batch call (put_batch.lua, upsert_batch.lua) whose entries go to the
--- partitions with key prefixes `prefixes` (one per entry; duplicates allowed) and
--- event modes `modes` (one per entry, 0..2): asks once, for all their channels
--- (`<prefix><suffix>`), which have subscribers, instead of once per entry.
-local function begin_batch(prefixes, modes, suffix)
+-- channels `channels` (one per entry; duplicates allowed) with event modes `modes`
+-- (one per entry, 0..2): asks once, for all the channels of entries that publish,
+-- which have subscribers, instead of once per entry.
+local function begin_batch(channels, modes)
   SUBS, SERVED, RECORDS = {}, {}, {}
   local by_mode = {{}, {}}
   local seen = {}
-  for i = 1, #prefixes do
+  for i = 1, #channels do
     local mode = modes[i]
-    local channel = prefixes[i] .. suffix
+    local channel = channels[i]
     if mode ~= 0 and not seen[channel] then
       seen[channel] = true
       local list = by_mode[mode]

@@ -14,22 +14,25 @@
 -- prefix, event mode (0..2, no events in the reply), text, blob.
 -- Result: per entry, fast_put's (a packed integer), or -1: not done, send it alone.
 local origin, suffix = ARGV[1], ARGV[2]
-local prefixes, modes = {}, {}
+local channels, modes = {}, {}
 for i = 3, #ARGV, 4 do
-  prefixes[#prefixes + 1] = ARGV[i]
-  modes[#modes + 1] = tonumber(ARGV[i + 1])
+  local mode = tonumber(ARGV[i + 1])
+  modes[#modes + 1] = mode
+  -- Only entries that publish need their channel.
+  if mode ~= 0 then channels[#modes] = ARGV[i] .. suffix else channels[#modes] = '' end
 end
-begin_batch(prefixes, modes, suffix)
+begin_batch(channels, modes)
 defaults()
 local out = {}
 for i = 3, #ARGV, 4 do
+  local n = #out + 1
   local prefix, text = ARGV[i], ARGV[i + 2]
-  local mode = modes[#out + 1]
-  if mode ~= 0 and SUBS[prefix .. suffix] and not served_here(prefix) then
-    out[#out + 1] = -1
+  local mode, channel = modes[n], channels[n]
+  if mode ~= 0 and SUBS[channel] and not served_here(prefix) then
+    out[n] = -1
   else
-    setup_prefix(prefix, mode, origin, suffix)
-    out[#out + 1] = fast_put(prefix .. 'e:' .. text, text, ARGV[i + 3], true)
+    setup_prefix(prefix, mode, origin, channel)
+    out[n] = fast_put(prefix .. 'e:' .. text, text, ARGV[i + 3], true)
   end
 end
 return out

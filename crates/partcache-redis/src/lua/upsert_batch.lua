@@ -7,12 +7,12 @@
 -- (-1 none), key-only blob.
 -- Result: per entry, upsert's (a packed integer), or -1.
 local origin, suffix, mode = ARGV[5], ARGV[6], tonumber(ARGV[7])
-local prefixes, modes = {}, {}
+local channels, modes = {}, {}
 for i = 8, #ARGV, 5 do
-  prefixes[#prefixes + 1] = ARGV[i]
+  channels[#channels + 1] = ARGV[i] .. suffix
   modes[#modes + 1] = mode
 end
-begin_batch(prefixes, modes, suffix)
+begin_batch(channels, modes)
 settings(tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 clock()
 -- One server time for the batch, but each entry a later last use (a microsecond each),
@@ -21,13 +21,15 @@ clock()
 local base = TICK
 local out = {}
 for i = 8, #ARGV, 5 do
-  TICK = base + (i - 8) / 5
+  local n = #out + 1
+  TICK = base + n - 1
   local prefix, text = ARGV[i], ARGV[i + 1]
   if served_here(prefix) then
-    setup_prefix(prefix, mode, origin, suffix)
-    out[#out + 1] = upsert(text, ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4])
+    setup_prefix(prefix, mode, origin, channels[n])
+    partition_keys()
+    out[n] = upsert(text, ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4])
   else
-    out[#out + 1] = -1
+    out[n] = -1
   end
 end
 return out
