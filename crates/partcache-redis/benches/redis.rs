@@ -387,6 +387,9 @@ async fn memory(url: &str) {
         .get_multiplexed_async_connection()
         .await
         .expect("connection");
+    // `FLUSHALL SYNC` of a few hundred thousand keys outlasts the default timeout on
+    // a busy machine.
+    conn.set_response_timeout(Duration::from_secs(60));
     for (case, ttl) in [
         ("eternal", None),
         ("ttl_1h", Some(Duration::from_secs(3600))),
