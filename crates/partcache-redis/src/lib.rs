@@ -175,7 +175,7 @@
 //!   no expiry records either while nobody listens, unless a later call needs them), a
 //!   third or more less memory per entry; `len`, iteration, `clear` and the balance
 //!   report then `SCAN` each master that serves a partition, visiting all its keys,
-//!   the cache's or not (about a second per 100,000 keys on a busy machine).
+//!   the cache's or not.
 //! * With an index, `len` is the sum of the per-partition indexes (`ZCARD`):
 //!   approximate, it counts entries Redis expired until the reaper reclaimed them.
 //!   Without, it counts the live entry keys a `SCAN` finds.
