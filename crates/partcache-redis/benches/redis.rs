@@ -18,11 +18,22 @@
 //! side only and prints no `BENCH` line (for instruction counts under callgrind), and
 //! `PARTCACHE_BENCH_SYSCALLS=1` prints the read and write system calls per operation of
 //! this process and of the servers after each measurement (how well requests batch).
+//!
+//! `redis_memory` (two lines, `case=eternal` and `case=ttl_1h`) is memory, not speed:
+//! the server's `used_memory` growth per entry for 100,000 entries of 100-byte values
+//! on a fresh standalone server, partcache (a cache without `max_entries` or listeners;
+//! for `ttl_1h` with `ExpiryPolicy::Modified` of one hour) over raw `SET`s (with
+//! `PX 3600000` for `ttl_1h`); below 1 would be smaller than raw. `redis_len_100k` and
+//! `redis_iter_100k` are what a cache without an index pays for that: the time of
+//! `len()` and of iterating all keys of 100,000 entries, with an index (a cache with
+//! `max_entries`) over without (a `SCAN` of the server, which also holds the other
+//! cache's keys); below 1 is slower without.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use partcache::expiry::ExpiryPolicy;
 use partcache::{Cache, CacheManager};
 use partcache_integration_tests::{Flavor, RedisCluster, RedisServer, ServerOptions};
 use redis::AsyncCommands;
@@ -336,6 +347,135 @@ async fn get_all_speedup(cache: &Cache<u64, String>) -> f64 {
     sequential.as_secs_f64() / start.elapsed().as_secs_f64()
 }
 
+/// Entries of the memory measurement.
+const MEMORY_ENTRIES: u64 = 100_000;
+
+/// The server's `used_memory`.
+async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .expect("INFO memory");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory")
+}
+
+/// Bytes per entry that `fill` adds to an emptied server.
+async fn bytes_per_entry<F, Fut>(conn: &mut redis::aio::MultiplexedConnection, fill: F) -> f64
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let _: () = redis::cmd("FLUSHALL")
+        .arg("SYNC")
+        .query_async(conn)
+        .await
+        .expect("FLUSHALL");
+    let before = used_memory(conn).await;
+    fill().await;
+    (used_memory(conn).await - before) / MEMORY_ENTRIES as f64
+}
+
+/// `redis_memory`: partcache's bytes per entry over raw `SET`'s, eternal and with a
+/// one-hour TTL (see the module docs).
+async fn memory(url: &str) {
+    let mut conn = redis::Client::open(url)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    // `FLUSHALL SYNC` of a few hundred thousand keys outlasts the default timeout on
+    // a busy machine.
+    conn.set_response_timeout(Duration::from_secs(60));
+    for (case, ttl) in [
+        ("eternal", None),
+        ("ttl_1h", Some(Duration::from_secs(3600))),
+    ] {
+        let raw_conn = conn.clone();
+        let raw = bytes_per_entry(&mut conn, || async move {
+            for chunk in (0..MEMORY_ENTRIES).collect::<Vec<_>>().chunks(1000) {
+                let mut pipe = redis::pipe();
+                for k in chunk {
+                    let cmd = pipe.cmd("SET").arg(format!("raw:{k}")).arg(value());
+                    if let Some(ttl) = ttl {
+                        cmd.arg("PX").arg(ttl.as_millis() as u64);
+                    }
+                    cmd.ignore();
+                }
+                let _: () = pipe
+                    .query_async(&mut raw_conn.clone())
+                    .await
+                    .expect("raw fill");
+            }
+        })
+        .await;
+        let manager = CacheManager::from_url(url).expect("manager");
+        let ours = bytes_per_entry(&mut conn, || async {
+            let mut builder = manager.cache(&format!("bench-memory-{case}"));
+            if let Some(ttl) = ttl {
+                builder = builder.expiry(ExpiryPolicy::Modified(ttl));
+            }
+            let cache: Cache<u64, String> = builder.build().await.expect("cache");
+            for chunk in (0..MEMORY_ENTRIES).collect::<Vec<_>>().chunks(1000) {
+                cache
+                    .put_all(chunk.iter().map(|&k| (k, value())))
+                    .await
+                    .expect("fill");
+            }
+        })
+        .await;
+        println!(
+            "BENCH redis_memory ratio={:.2} case={case} partcache_bytes={ours:.0} raw_bytes={raw:.0} entries={MEMORY_ENTRIES}",
+            ours / raw
+        );
+    }
+}
+
+/// `redis_len_100k` and `redis_iter_100k` (see the module docs).
+async fn scan_cost(url: &str) {
+    use futures::StreamExt;
+    let manager = CacheManager::from_url(url).expect("manager");
+    let mut caches = Vec::new();
+    for (name, max) in [
+        ("bench-scan-plain", None),
+        ("bench-scan-indexed", Some(10 * MEMORY_ENTRIES)),
+    ] {
+        let mut builder = manager.cache(name);
+        if let Some(max) = max {
+            builder = builder.max_entries(max);
+        }
+        let cache: Cache<u64, String> = builder.build().await.expect("cache");
+        for chunk in (0..MEMORY_ENTRIES).collect::<Vec<_>>().chunks(1000) {
+            cache
+                .put_all(chunk.iter().map(|&k| (k, value())))
+                .await
+                .expect("fill");
+        }
+        caches.push(cache);
+    }
+    let mut len_ms = Vec::new();
+    let mut iter_ms = Vec::new();
+    for cache in &caches {
+        let start = Instant::now();
+        assert_eq!(cache.len().await.expect("len"), MEMORY_ENTRIES);
+        len_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        let start = Instant::now();
+        assert_eq!(cache.keys().count().await as u64, MEMORY_ENTRIES);
+        iter_ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    for (name, ms) in [("redis_len_100k", &len_ms), ("redis_iter_100k", &iter_ms)] {
+        println!(
+            "BENCH {name} ratio={:.2} scan_ms={:.0} index_ms={:.0}",
+            ms[1] / ms[0],
+            ms[0],
+            ms[1]
+        );
+    }
+}
+
 fn main() {
     let cluster = RedisCluster::start(Flavor::Redis, 3, 0).expect("start cluster");
     let server = RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start server");
@@ -353,6 +493,12 @@ fn main() {
             rounds()
         );
         partcache_redis::install();
+        if wanted("redis_memory") {
+            let server =
+                RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start server");
+            memory(&server.url()).await;
+            scan_cost(&server.url()).await;
+        }
         let manager = CacheManager::from_url(&cluster.seed_url()).expect("manager");
         let raw_cluster = redis::cluster::ClusterClient::new(cluster.node_urls())
             .expect("cluster client")

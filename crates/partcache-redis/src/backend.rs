@@ -246,6 +246,23 @@ impl Deployment {
         self.router.execute(pools, requests).await
     }
 
+    /// [`Self::execute`], with the node that answered each request.
+    pub(crate) async fn execute_on(
+        &self,
+        requests: Vec<Request>,
+    ) -> Result<(Vec<Value>, Vec<String>)> {
+        let pools = Pools {
+            primary: &self.pool,
+            replicas: None,
+        };
+        self.router.execute_recording_nodes(pools, requests).await
+    }
+
+    /// Marks the slot map as possibly outdated: the next call reads it again.
+    pub(crate) fn mark_slots_stale(&self) {
+        self.router.mark_stale();
+    }
+
     /// What follows a partition's key prefix in its channel name, for every cache of
     /// this deployment (`layout::channel_suffix`).
     pub(crate) fn channel_suffix(&self) -> &str {

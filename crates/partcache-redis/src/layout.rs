@@ -4,11 +4,14 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `pc:{tag}:<cache>:e:<key text>` | string | the entry's blob; Redis' own expiry holds its deadline |
-//! | `pc:{tag}:<cache>:ix` | zset | key text → last use (µs): the partition's index and LRU order |
+//! | `pc:{tag}:<cache>:ix` | zset | key text → last use (µs): the partition's index and LRU order; only on a cache with `max_entries` or a max-idle |
 //! | `pc:{tag}:<cache>:dl` | zset | key text → deadline (ms): what the reaper visits |
-//! | `pc:{tag}:<cache>:fx` | hash | key text → fixed deadlines and key-only blob (entries with a deadline) |
+//! | `pc:{tag}:<cache>:fx` | hash | key text → fixed deadlines and key-only blob (entries with a deadline that a later call needs) |
 //! | `pc:{tag}:<cache>:sq` | string | number of the last message published on the partition's channel |
-//! | `pc:{<h>.meta}:<cache>:meta` | hash | partition count, codec id, layout version |
+//! | `pc:{<h>.meta}:<cache>:meta` | hash | partition count, codec id, layout version, whether the cache has the index |
+//!
+//! A cache without the index finds its entries by `SCAN` of each master with
+//! [`Layout::entry_pattern`], and tells its own keys by [`Layout::parse_entry_key`].
 //!
 //! The meta key's tag must not depend on the partition count (it is how a reopen with
 //! another count is caught): `<h>` is the low 32 bits of `xxh3_64(cache name)` in 8
@@ -23,7 +26,7 @@
 use partcache::partition::PartitionMap;
 
 /// Version of this layout, recorded in the meta key.
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+pub(crate) const LAYOUT_VERSION: u32 = 3;
 
 /// Key and channel names of one cache.
 pub(crate) struct Layout {
@@ -37,6 +40,12 @@ pub(crate) struct Layout {
     /// `KEYS[1]` of the `open` script: `pc:{<h>.meta}:<cache>:ix` (the script reads
     /// the `meta` key beside it).
     meta_index: String,
+    /// The `SCAN` pattern of the cache's entry keys (see [`Layout::entry_pattern`]).
+    entry_pattern: String,
+    /// Partition of each tag.
+    tags: std::collections::HashMap<String, u16>,
+    /// What follows a partition's `}` in its entry keys: `:<cache>:e:`.
+    entry_infix: String,
 }
 
 impl Layout {
@@ -56,7 +65,16 @@ impl Layout {
         let channels = prefixes.iter().map(|p| format!("{p}{suffix}")).collect();
         let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes()) as u32;
         let meta_index = format!("pc:{{{hash:08x}.meta}}:{name}:ix");
+        // Every tag starts with the name's hash and a dot (partition.rs).
+        let entry_pattern = format!("pc:{{{hash:08x}.*}}:{}:e:*", glob_escape(&name));
+        let tags = (0..map.partitions())
+            .map(|p| (map.tag(p).to_string(), p))
+            .collect();
+        let entry_infix = format!(":{name}:e:");
         Layout {
+            entry_pattern,
+            tags,
+            entry_infix,
             map,
             prefixes,
             indexes,
@@ -148,6 +166,35 @@ impl Layout {
     pub fn prefix(&self, partition: u16) -> &str {
         &self.prefixes[usize::from(partition)]
     }
+
+    /// A `SCAN … MATCH` pattern that every entry key of the cache matches (and few
+    /// other keys: those of another cache whose name hash and name the pattern's `*`s
+    /// happen to fit; [`Layout::parse_entry_key`] tells them apart).
+    pub fn entry_pattern(&self) -> &str {
+        &self.entry_pattern
+    }
+
+    /// The partition and key text of `key` if it is an entry key of this cache.
+    pub fn parse_entry_key<'k>(&self, key: &'k [u8]) -> Option<(u16, &'k str)> {
+        let rest = key.strip_prefix(b"pc:{")?;
+        let close = rest.iter().position(|&b| b == b'}')?;
+        let tag = std::str::from_utf8(&rest[..close]).ok()?;
+        let partition = *self.tags.get(tag)?;
+        let text = rest[close + 1..].strip_prefix(self.entry_infix.as_bytes())?;
+        Some((partition, std::str::from_utf8(text).ok()?))
+    }
+}
+
+/// `text` with the characters `SCAN … MATCH` treats specially escaped.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// What follows a partition's key prefix in its channel name: `ev`, or `ev:<db>` on a
@@ -198,5 +245,21 @@ mod tests {
             }
             assert_eq!(key_slot(layout.channel(p).as_bytes()), slot);
         }
+    }
+
+    #[test]
+    fn entry_keys_parse_back_and_other_keys_do_not() {
+        let layout = Layout::new(PartitionMap::new("we*ir[d]:name", 7).unwrap(), 0);
+        let other = Layout::new(PartitionMap::new("ir[d]:name", 7).unwrap(), 0);
+        for p in 0..7 {
+            let key = layout.entry_key(p, "user:{42}:e:x");
+            assert_eq!(
+                layout.parse_entry_key(key.as_bytes()),
+                Some((p, "user:{42}:e:x"))
+            );
+            assert_eq!(other.parse_entry_key(key.as_bytes()), None);
+            assert_eq!(layout.parse_entry_key(layout.index_key(p).as_bytes()), None);
+        }
+        assert!(layout.entry_pattern().contains(r"we\*ir\[d\]:name:e:*"));
     }
 }

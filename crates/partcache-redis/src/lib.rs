@@ -142,7 +142,9 @@
 //! finds it missing: **Redis 7.0 or later, or Valkey**. The key layout is in the `layout` module's docs. The
 //! partition count, codec and layout version are recorded beside the data (in a meta
 //! key whose slot depends on the cache name only); opening a cache with another partition count or codec is an
-//! [`Error::Config`](partcache::Error::Config).
+//! [`Error::Config`](partcache::Error::Config), and so is opening it with `max_entries`
+//! or `max_idle` when it was created with neither, or the other way round (whether the
+//! cache keeps an entry index, below).
 //!
 //! Atomicity is per key for single-key operations and per partition for batches
 //! (`get_all`, `put_all`, `remove_all`), never across partitions.
@@ -168,10 +170,17 @@
 //!   all nodes concurrently, results in the caller's order. partcache routes by node
 //!   address with its own slot map (`CLUSTER SLOTS`), following `MOVED`/`ASK` and
 //!   loading partcache's function library where a node lacks it.
-//! * `len` is the sum of the per-partition indexes (`ZCARD`): approximate, it counts
-//!   entries Redis expired until the reaper reclaimed them.
-//! * `clear`, `remove_all` and iteration work partition by partition, at most 256
-//!   entries per script call.
+//! * Only a cache with `max_entries` (LRU order) or `max_idle` (last use) keeps an
+//!   entry index per partition. Without one, each entry is its Redis key alone (with
+//!   no expiry records either while nobody listens, unless a later call needs them), a
+//!   third or more less memory per entry; `len`, iteration, `clear` and the balance
+//!   report then `SCAN` each master that serves a partition, visiting all its keys,
+//!   the cache's or not.
+//! * With an index, `len` is the sum of the per-partition indexes (`ZCARD`):
+//!   approximate, it counts entries Redis expired until the reaper reclaimed them.
+//!   Without, it counts the live entry keys a `SCAN` finds.
+//! * `clear`, `remove_all` and iteration work partition by partition (with an index)
+//!   or `SCAN` step by step (without), at most 256 entries per script call.
 //!
 //! # Expiry
 //!
@@ -187,7 +196,9 @@
 //! TTL) and that was written while no process listened to the cache keeps its
 //! deadline in its index score alone (two server calls less per write): its expiry is
 //! exact and counted like any other, but not announced to a listener that arrived
-//! after its last write.
+//! after its last write. On a cache without an index, an entry written while no
+//! process listened keeps no expiry records when its value's own expiry says all a
+//! later call needs: its expiry is exact, but neither announced nor counted.
 //!
 //! # Eviction
 //!
@@ -226,9 +237,10 @@
 //!
 //! [`partcache::Cache::balance_report`] lists partitions, entries and bytes per master
 //! (on a joined store, per master of every member).
-//! Entries are the per-partition index counts; bytes are estimated per partition as the
-//! mean blob length of 16 random entries times the entry count (blob bytes, not Redis'
-//! memory overhead).
+//! Entries are the per-partition index counts (or, without an index, the entry keys a
+//! `SCAN` finds); bytes are estimated per partition as the mean blob length of 16
+//! entries (random ones with an index, the first found without) times the entry count
+//! (blob bytes, not Redis' memory overhead).
 
 #![warn(missing_docs)]
 
@@ -238,6 +250,7 @@ mod coalesce;
 mod connection;
 mod events;
 pub mod joined;
+mod keyscan;
 mod layout;
 mod reaper;
 mod routing;

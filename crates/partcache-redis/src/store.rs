@@ -24,6 +24,7 @@ use tracing::Instrument;
 use crate::backend::Deployment;
 use crate::coalesce::puts::{self, Done, Entry, Kind, Turn, UpsertSettings};
 use crate::events::{Feed, parse_event};
+use crate::keyscan::KeyScan;
 use crate::layout::{LAYOUT_VERSION, Layout};
 use crate::routing::Request;
 use crate::scripts::{Script, scripts};
@@ -87,6 +88,10 @@ pub(crate) struct StoreInner {
     /// Plain puts (no condition, TTL or previous value) may use `lua/put.lua`: no
     /// expiry policy, no max-idle, no budget.
     fast_puts: bool,
+    /// The cache keeps the index `<P>ix` (it has a budget or a max-idle); without
+    /// one, iteration, `len`, `clear` and the balance report find the entries by key
+    /// scan (`keyscan.rs`).
+    indexed: bool,
     /// Where the cache's channels' messages go (listeners, near cache).
     feed: Arc<Feed>,
     /// Whether the cache has listeners in this process.
@@ -197,6 +202,7 @@ impl RedisStore {
                 .map(|i| u64::try_from(millis(i)).unwrap_or(u64::MAX)),
             publish_mode,
             plain_reads: !expiry_reads_extend(&spec.expiry) && spec.max_entries.is_none(),
+            indexed: spec.max_entries.is_some() || spec.expiry.max_idle.is_some(),
             fast_puts: matches!(spec.expiry.policy, ExpiryPolicy::Eternal)
                 && spec.expiry.custom.is_none()
                 && spec.expiry.max_idle.is_none()
@@ -587,7 +593,8 @@ impl StoreInner {
             .cmd
             .arg(self.layout.partitions())
             .arg(self.codec.id())
-            .arg(LAYOUT_VERSION);
+            .arg(LAYOUT_VERSION)
+            .arg(u8::from(self.indexed));
         let reply = self
             .execute(vec![request])
             .await?
@@ -601,8 +608,8 @@ impl StoreInner {
                 .collect(),
             _ => Vec::new(),
         };
-        let (partitions, codec, layout) = match fields.as_slice() {
-            [Some(p), Some(c), Some(l)] => (*p, *c, *l),
+        let (partitions, codec, layout, index) = match fields.as_slice() {
+            [Some(p), Some(c), Some(l), i] => (*p, *c, *l, *i),
             _ => {
                 return Err(Error::Store(format!(
                     "cache `{}` has an unreadable layout record: {recorded:?}",
@@ -629,6 +636,21 @@ impl StoreInner {
             return Err(Error::Config(format!(
                 "cache `{}` uses store layout version {layout}; this partcache-redis reads version {LAYOUT_VERSION}",
                 self.name
+            )));
+        }
+        if index != Some(u64::from(self.indexed)) {
+            let with = |indexed: bool| {
+                if indexed {
+                    "with an entry index (`max_entries` or `max_idle` set)"
+                } else {
+                    "without an entry index (neither `max_entries` nor `max_idle` set)"
+                }
+            };
+            return Err(Error::Config(format!(
+                "cache `{}` was created {}, opened {}: every process must give it the same",
+                self.name,
+                with(index == Some(1)),
+                with(self.indexed)
             )));
         }
         Ok(())
@@ -785,6 +807,9 @@ impl StoreInner {
     }
 
     async fn clear_all(&self, announce: bool) -> Result<u64> {
+        if !self.indexed {
+            return self.clear_scanned(announce).await;
+        }
         let mut partitions: Vec<u16> = (0..self.layout.partitions()).collect();
         let mut removed = 0;
         while !partitions.is_empty() {
@@ -810,6 +835,124 @@ impl StoreInner {
             partitions = left_over;
         }
         Ok(removed)
+    }
+
+    /// [`StoreInner::clear_all`] of a cache without an index: the entries a key scan
+    /// finds, then one call per partition, which tells near caches to drop it.
+    async fn clear_scanned(&self, announce: bool) -> Result<u64> {
+        let clear = |p: u16, texts: &[String]| {
+            let mut r = self.script(&scripts().clear, p, texts.iter().map(String::as_str));
+            r.cmd.arg(BATCH).arg(if announce { "1" } else { "0" });
+            for text in texts {
+                r.cmd.arg(text);
+            }
+            r
+        };
+        let mut scan = KeyScan::new();
+        let mut removed = 0;
+        let mut last = false;
+        loop {
+            let requests: Vec<Request> = match scan.step(&self.deployment, &self.layout).await? {
+                Some(found) => {
+                    let mut groups: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+                    for (p, text) in found {
+                        groups.entry(p).or_default().push(text);
+                    }
+                    groups
+                        .iter()
+                        .flat_map(|(&p, texts)| texts.chunks(BATCH).map(move |c| clear(p, c)))
+                        .collect()
+                }
+                None => {
+                    last = true;
+                    (0..self.partitions()).map(|p| clear(p, &[])).collect()
+                }
+            };
+            for reply in self.execute(requests).await? {
+                let Value::Array(pair) = self.outcome(reply)? else {
+                    return Err(Error::Store("unexpected clear reply".into()));
+                };
+                removed += int(pair.first());
+            }
+            if last {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// The number of entries of a cache without an index, and per partition its
+    /// entries and up to [`BYTES_SAMPLE`] of their texts, by key scan.
+    async fn count_scanned(&self, sample: bool) -> Result<(u64, Vec<(u64, Vec<String>)>)> {
+        let mut scan = KeyScan::new();
+        let mut total = 0;
+        let mut partitions = vec![(0u64, Vec::new()); usize::from(self.partitions())];
+        while let Some(found) = scan.step(&self.deployment, &self.layout).await? {
+            total += found.len() as u64;
+            if sample {
+                for (p, text) in found {
+                    let (n, texts) = &mut partitions[usize::from(p)];
+                    *n += 1;
+                    if texts.len() < BYTES_SAMPLE {
+                        texts.push(text);
+                    }
+                }
+            }
+        }
+        Ok((total, partitions))
+    }
+
+    /// Per partition, entries and estimated blob bytes (the `stats` function's reply
+    /// for an indexed cache, a key scan without an index).
+    async fn partition_stats(&self) -> Result<Vec<(u64, u64)>> {
+        if !self.indexed {
+            let (_, partitions) = self.count_scanned(true).await?;
+            let mut requests = Vec::new();
+            let mut sampled = Vec::new();
+            for (p, (_, texts)) in partitions.iter().enumerate() {
+                if texts.is_empty() {
+                    continue;
+                }
+                let p = u16::try_from(p).unwrap_or(u16::MAX);
+                let mut cmd = Cmd::new();
+                cmd.arg("MGET");
+                for text in texts {
+                    cmd.arg(self.layout.entry_key_arg(p, text));
+                }
+                requests.push(Request::new(self.layout.slot(p), cmd));
+                sampled.push(usize::from(p));
+            }
+            let mut out: Vec<(u64, u64)> = partitions.iter().map(|(n, _)| (*n, 0)).collect();
+            for (p, reply) in sampled.into_iter().zip(self.execute(requests).await?) {
+                let Value::Array(values) = reply else {
+                    return Err(Error::Store("unexpected sample reply".into()));
+                };
+                let lengths: Vec<u64> = values
+                    .into_iter()
+                    .filter_map(blob)
+                    .map(|b| b.len() as u64)
+                    .collect();
+                if !lengths.is_empty() {
+                    let mean = lengths.iter().sum::<u64>() as f64 / lengths.len() as f64;
+                    out[p].1 = (mean * out[p].0 as f64) as u64;
+                }
+            }
+            return Ok(out);
+        }
+        let requests = (0..self.partitions())
+            .map(|p| {
+                let mut r = self.script(&scripts().stats, p, std::iter::empty());
+                r.cmd.arg(BYTES_SAMPLE);
+                r
+            })
+            .collect();
+        let mut out = Vec::new();
+        for reply in self.execute(requests).await? {
+            let Value::Array(pair) = self.outcome(reply)? else {
+                return Err(Error::Store("unexpected stats reply".into()));
+            };
+            out.push((int(pair.first()), int(pair.get(1))));
+        }
+        Ok(out)
     }
 
     /// Groups `keys` (by index) by partition, keeping the caller's order inside each.
@@ -916,6 +1059,61 @@ fn blob(v: Value) -> Option<Vec<u8>> {
 
 fn ttl_arg(ttl: Option<Duration>) -> String {
     ttl.map_or_else(|| "-1".to_string(), |t| millis(t).to_string())
+}
+
+impl RedisStore {
+    /// [`RawStore::scan`] of a cache without an index: the entries a key scan finds,
+    /// read as a `get_all` of them reads them (an access, JSR-107 §6.4).
+    fn scan_keys(&self) -> BoxStream<'_, Result<Vec<u8>>> {
+        struct State {
+            scan: KeyScan,
+            opened: bool,
+            done: bool,
+        }
+        let start = State {
+            scan: KeyScan::new(),
+            opened: false,
+            done: false,
+        };
+        let s = &self.inner;
+        stream::unfold(start, move |mut state| async move {
+            if state.done {
+                return None;
+            }
+            if !state.opened {
+                if let Err(e) = self.ready().await {
+                    state.done = true;
+                    return Some((vec![Err(e)], state));
+                }
+                state.opened = true;
+            }
+            let found = match state.scan.step(&s.deployment, &s.layout).await {
+                Ok(Some(found)) => found,
+                Ok(None) => return None,
+                Err(e) => {
+                    state.done = true;
+                    return Some((vec![Err(e)], state));
+                }
+            };
+            let keys: Vec<RawKey> = found
+                .into_iter()
+                .map(|(partition, text)| RawKey { text, partition })
+                .collect();
+            if keys.is_empty() {
+                return Some((Vec::new(), state));
+            }
+            match self.get_all(&keys).await {
+                // An entry that expired or went since the scan saw its key is left out.
+                Ok(blobs) => Some((blobs.into_iter().flatten().map(Ok).collect(), state)),
+                Err(e) => {
+                    state.done = true;
+                    Some((vec![Err(e)], state))
+                }
+            }
+        })
+        .flat_map(stream::iter)
+        .boxed()
+    }
 }
 
 #[async_trait]
@@ -1163,6 +1361,9 @@ impl RawStore for RedisStore {
     }
 
     fn scan(&self) -> BoxStream<'_, Result<Vec<u8>>> {
+        if !self.inner.indexed {
+            return self.scan_keys();
+        }
         struct State {
             partition: u16,
             cursor: String,
@@ -1219,6 +1420,9 @@ impl RawStore for RedisStore {
     async fn len(&self) -> Result<u64> {
         self.ready().await?;
         let s = &self.inner;
+        if !s.indexed {
+            return Ok(s.count_scanned(false).await?.0);
+        }
         let requests = (0..s.partitions())
             .map(|p| {
                 let mut cmd = redis::cmd("ZCARD");
@@ -1392,14 +1596,7 @@ impl RawStore for RedisStore {
         self.ready().await?;
         let s = &self.inner;
         let map = s.deployment.slot_map().await?;
-        let requests = (0..s.partitions())
-            .map(|p| {
-                let mut r = s.script(&scripts().stats, p, std::iter::empty());
-                r.cmd.arg(BYTES_SAMPLE);
-                r
-            })
-            .collect();
-        let replies = s.execute(requests).await?;
+        let stats = s.partition_stats().await?;
         let mut rows: HashMap<String, MasterBalance> = map
             .masters()
             .iter()
@@ -1415,10 +1612,7 @@ impl RawStore for RedisStore {
                 )
             })
             .collect();
-        for (p, reply) in (0..s.partitions()).zip(replies) {
-            let Value::Array(pair) = s.outcome(reply)? else {
-                return Err(Error::Store("unexpected stats reply".into()));
-            };
+        for (p, (entries, bytes)) in (0..s.partitions()).zip(stats) {
             let master = map
                 .master(s.layout.slot(p))
                 .unwrap_or("(unserved)")
@@ -1430,8 +1624,8 @@ impl RawStore for RedisStore {
                 bytes: 0,
             });
             row.partitions += 1;
-            row.entries += int(pair.first());
-            row.bytes += int(pair.get(1));
+            row.entries += entries;
+            row.bytes += bytes;
         }
         let mut masters: Vec<MasterBalance> = rows.into_values().collect();
         masters.sort_by(|a, b| a.master.cmp(&b.master));

@@ -796,3 +796,129 @@ fn coalescing_survives_a_runtime_that_shut_down_mid_flight() {
         .await;
     });
 }
+
+/// The keys of cache `name` on `server` (the layout record aside).
+fn cache_keys(server: &RedisServer, name: &str) -> Vec<String> {
+    tokio::task::block_in_place(|| {
+        let keys: Vec<String> = server
+            .query(&["KEYS", &format!("pc:*:{name}:*")])
+            .expect("keys");
+        keys.into_iter().filter(|k| !k.ends_with(":meta")).collect()
+    })
+}
+
+/// A cache with neither `max_entries` nor max-idle keeps no index, and while nobody
+/// listens its entries keep no deadline records: each is one Redis string (with its
+/// own expiry for a TTL). `len`, iteration and `clear` find them by key scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_without_an_index_is_its_entry_keys_alone() {
+    use futures::StreamExt;
+    partcache_redis::install();
+    let server = tokio::task::block_in_place(common::standalone);
+    let name = unique("plain");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .partitions(7)
+        .build()
+        .await
+        .unwrap();
+    cache
+        .put_all((0..300).map(|k| (k, format!("v{k}"))))
+        .await
+        .unwrap();
+    for k in 300..305 {
+        cache
+            .put_with_ttl(k, format!("t{k}"), Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let keys = cache_keys(server, &name);
+    assert_eq!(keys.len(), 305);
+    assert!(
+        keys.iter().all(|k| k.contains(&format!(":{name}:e:"))),
+        "only entry keys: {keys:?}"
+    );
+    assert_eq!(cache.len().await.unwrap(), 305);
+    let mut seen: Vec<u64> = cache.keys().map(|k| k.unwrap()).collect().await;
+    seen.sort_unstable();
+    assert_eq!(seen, (0..305).collect::<Vec<_>>());
+    let report = cache.balance_report().await.unwrap();
+    assert_eq!(report.masters.iter().map(|m| m.entries).sum::<u64>(), 305);
+
+    // A TTL is Redis' own expiry.
+    cache
+        .put_with_ttl(1, "short".to_string(), Duration::from_millis(50))
+        .await
+        .unwrap();
+    partcache::conformance::eventually("Redis expired the entry", || async {
+        cache.get(&1).await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(cache.len().await.unwrap(), 304);
+
+    // `clear` drops every entry, and an emptied cache has no keys left but its record.
+    cache.clear().await.unwrap();
+    assert_eq!(cache.len().await.unwrap(), 0);
+    assert_eq!(cache_keys(server, &name), Vec::<String>::new());
+}
+
+/// Without an index, a `Created` entry written while nobody listens has no records:
+/// an update keeps its creation deadline all the same (read back from the value's
+/// own expiry), as JSR-107's `CreatedExpiryPolicy` requires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_entry_without_records_keeps_its_deadline_across_updates() {
+    partcache_redis::install();
+    let server = tokio::task::block_in_place(common::standalone);
+    let name = unique("created");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .expiry(partcache::ExpiryPolicy::Created(Duration::from_secs(10)))
+        .build()
+        .await
+        .unwrap();
+    cache.put(1, "first".to_string()).await.unwrap();
+    let created = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cache.put(1, "second".to_string()).await.unwrap();
+    assert_eq!(deadline_records(server, &name), 0);
+    let keys = cache_keys(server, &name);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let left: i64 = tokio::task::block_in_place(|| server.query(&["PTTL", &keys[0]])).unwrap();
+    let at_most = 10_000 - created.elapsed().as_millis() as i64;
+    assert!(
+        left > 0 && left <= at_most,
+        "{left} ms left, at most {at_most} (the update must not restart the deadline)"
+    );
+    assert_eq!(
+        cache.get(&1).await.unwrap().as_deref().map(String::as_str),
+        Some("second")
+    );
+}
+
+/// Whether a cache keeps an index is part of its layout: opening it with `max_entries`
+/// (or max-idle) when it was created without, or the other way round, is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_cache_with_another_index_setting_is_a_config_error() {
+    let url = standalone_url();
+    for (created_with, opened_with) in [(false, true), (true, false)] {
+        let name = unique("reopen-index");
+        let build = |indexed: bool| {
+            let builder = common::manager(&url).cache::<String, String>(&name);
+            let builder = if indexed {
+                builder.max_entries(1000)
+            } else {
+                builder
+            };
+            builder.build()
+        };
+        let first = build(created_with).await.unwrap();
+        first.put("a".to_string(), "1".to_string()).await.unwrap();
+        match build(opened_with).await {
+            Err(Error::Config(message)) => {
+                assert!(message.contains("entry index"), "{message}")
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+        assert!(build(created_with).await.is_ok());
+    }
+}

@@ -7,8 +7,8 @@
 //! whose events need not come back in the reply (no listener in this process).
 //!
 //! A cluster refuses a command whose keys span slots, so `put_batch` declares none and
-//! checks each entry's keys itself; an entry whose slot this node does not serve right
-//! now (a stale slot map, a slot half moved) comes back undone, and its caller sends it
+//! checks each entry's partition itself; an entry whose slot this node does not serve right
+//! now (a stale slot map, a slot being moved) comes back undone, and its caller sends it
 //! alone with its keys declared, through the router's redirections.
 
 use std::collections::HashMap;

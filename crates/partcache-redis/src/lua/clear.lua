@@ -1,8 +1,18 @@
 -- Drops up to ARGV[8] entries of the partition; ARGV[9] = 1 announces each live one
--- with a Removed event and counts it. Result: {removed, entries left}.
+-- with a Removed event and counts it. On a cache without an index, the entries are
+-- the texts ARGV[10..] (found by a key scan, store.rs) instead of the index's first
+-- ones. Result: {removed, entries left in the index (0 without one)}.
 local announce = ARGV[FIRST + 1] == '1'
 local removed = 0
-for _, text in ipairs(redis.call('ZRANGE', IX, 0, tonumber(ARGV[FIRST]) - 1)) do
+local texts
+if INDEXED then
+  texts = redis.call('ZRANGE', IX, 0, tonumber(ARGV[FIRST]) - 1)
+else
+  texts = {}
+  for i = FIRST + 2, #ARGV do texts[#texts + 1] = ARGV[i] end
+end
+for i = 1, #texts do
+  local text = texts[i]
   local k = ek(text)
   if announce then
     local v = redis.call('GET', k)
@@ -17,4 +27,6 @@ end
 -- Tells near caches to drop the partition (listeners ignore this kind: clear has no
 -- events in JCache).
 emit('Z', '')
-return reply({removed, redis.call('ZCARD', IX)})
+local left = 0
+if INDEXED then left = redis.call('ZCARD', IX) end
+return reply({removed, left})

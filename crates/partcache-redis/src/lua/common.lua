@@ -8,7 +8,9 @@
 -- declared so that Redis refuses (TRYAGAIN) a script whose keys a slot migration has
 -- split between two nodes, instead of letting it write on the wrong one (layout.rs).
 --   <P>e:<text>  string: the entry's blob; Redis PEXPIREAT holds its hard deadline
---   <P>ix        zset text -> last use (server time, microseconds): index and LRU order
+--   <P>ix        zset text -> last use (server time, microseconds): index and LRU order;
+--                only on an indexed cache (a budget or a max-idle: INDEXED). Without
+--                one, the entry keys alone are the entries (found by SCAN, store.rs).
 --   <P>dl        zset text -> deadline (ms): what the reaper visits
 --   <P>fx        hash text -> "<policy deadline>,<ttl deadline>,<key-only blob>", for
 --                entries with a deadline (reads and updates need the fixed deadlines;
@@ -20,6 +22,9 @@
 --                has neither when it was written while nobody listened (lean(),
 --                store): its index score, the last use, then stands for its deadline
 --                (last use + max-idle), and the reaper finds it through the index.
+--                On a cache without an index no entry needs records while nobody
+--                listens, unless a later call reads a deadline back that its value's
+--                own PXAT does not give (lean()).
 -- ARGV[1..7] are the cache's settings and event arguments (store.rs), ARGV[8..] the
 -- operation's.
 
@@ -32,6 +37,17 @@ local CC, CA, CU
 local NOW, TICK
 local EVENTS, EVICTED, EXPIRED
 local SUBSCRIBED
+-- Whether the cache keeps the index `<P>ix`: it has a budget (LRU order) or a
+-- max-idle (the last use). Set with the settings.
+local INDEXED = false
+-- Per batch call (put_batch.lua, upsert_batch.lua): whether each channel has a
+-- subscriber (asked once for all the batch's channels), and per partition (by key
+-- prefix) whether its slot is served here and whether its `<P>fx` exists. nil outside
+-- a batch.
+local SUBS, SERVED, RECORDS
+-- Whether the current partition's `<P>fx` exists: false spares the calls that read or
+-- drop an entry's records (most caches have none: lean()); nil when not known.
+local HAS_FX
 local FIRST = 8
 -- EVENTS of a call that returns none (the usual case): never appended to, so one
 -- table serves every such call instead of a new one each.
@@ -48,21 +64,36 @@ local function begin(prefix, ix, dl, fx, sq, mode, origin, channel)
   EVENTS, EVICTED, EXPIRED = NO_EVENTS, 0, 0
   if mode >= 3 then EVENTS = {} end
   SUBSCRIBED = nil
-  -- The settings setup() reads; these defaults (eternal, no max-idle, no budget) are
-  -- put.lua's cache, which does not pass them. Reset here because the library's
-  -- state outlives a call: a value left by another cache's call must not leak.
-  KIND, D, IDLE, BUDGET = 0, 0, -1, 0
+  HAS_FX = nil
+  if RECORDS then HAS_FX = RECORDS[prefix] end
+end
+
+-- The settings of put.lua's cache, which does not pass them: eternal, no max-idle, no
+-- budget. Set at the start of every call that does not read settings, because the
+-- library's state outlives a call: a value left by another cache's call must not leak.
+local function defaults()
+  KIND, D, IDLE, BUDGET, INDEXED = 0, 0, -1, 0, false
 end
 
 local function setup_partition(KEYS, mode, origin, channel)
+  SUBS, SERVED, RECORDS = nil, nil, nil
   begin(nil, KEYS[1], KEYS[2], KEYS[3], KEYS[4], mode, origin, channel)
+  defaults()
 end
 
 -- As setup_partition, for the partition whose keys start with `prefix` and whose
--- channel is `prefix .. suffix` (put_batch.lua, which is given prefixes, not keys).
-local function setup_prefix(prefix, mode, origin, suffix)
-  begin(prefix, prefix .. 'ix', prefix .. 'dl', prefix .. 'fx', prefix .. 'sq', mode, origin,
-    prefix .. suffix)
+-- channel is `channel` (the batches, which are given prefixes, not keys). The
+-- partition's keys are named when first needed (partition_keys): a common put needs
+-- none of them.
+local function setup_prefix(prefix, mode, origin, channel)
+  begin(prefix, nil, nil, nil, nil, mode, origin, channel)
+end
+
+-- Names the current partition's keys if setup_prefix left them to this.
+local function partition_keys()
+  if not FX then
+    IX, DL, FX, SQ = P .. 'ix', P .. 'dl', P .. 'fx', P .. 'sq'
+  end
 end
 
 -- The cache's settings (numbers).
@@ -82,6 +113,7 @@ local function settings(kind, d, idle, budget)
     D = tonumber(d) -- the policy's duration, ms
   end
   READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4 or (KIND == 5 and CA >= 0)
+  INDEXED = BUDGET > 0 or IDLE >= 0
 end
 
 -- The server time: NOW in ms, TICK in µs.
@@ -119,7 +151,9 @@ end
 -- (events.rs, reseed), and the script and the subscription are atomic against each
 -- other, so it misses nothing it could have been sent.
 local function subscribed(publish)
-  if SUBSCRIBED == nil then
+  if SUBSCRIBED == nil and SUBS then
+    SUBSCRIBED = SUBS[CHANNEL] or false
+  elseif SUBSCRIBED == nil then
     local n
     if publish == 2 then
       n = redis.call('PUBSUB', 'SHARDNUMSUB', CHANNEL)[2]
@@ -136,6 +170,7 @@ end
 local function emit(kind, blob)
   local publish = PUBMODE % 3
   if publish ~= 0 and subscribed(publish) then
+    partition_keys()
     local message = kind .. redis.call('INCR', SQ) .. ':' .. ORIGIN .. ':' .. blob
     if publish == 1 then
       redis.call('PUBLISH', CHANNEL, message)
@@ -155,16 +190,36 @@ local function announced()
 end
 
 -- Whether an entry written now with fixed deadlines `fp` (policy) and `ft` (TTL) goes
--- without deadline and fixed-deadline records: when its only deadline is max-idle,
--- which the index score (last use) gives, and nobody listens, so that its expiry will
--- not need announcing with the key-only blob. Saves two calls per write (and one per
--- eviction) on max-idle caches; the reaper finds such entries through the index.
+-- without deadline and fixed-deadline records. Only while nobody listens, so that its
+-- expiry will not need announcing with the key-only blob, and:
+-- * on an indexed cache, when its only deadline is max-idle, which the index score
+--   (last use) gives: saves two calls per write (and one per eviction) on max-idle
+--   caches; the reaper finds such entries through the index;
+-- * on a cache without an index, whenever no later call needs a deadline back that
+--   the value's own PXAT does not give: reads extend (Accessed, Touched) only up to a
+--   TTL; a Created entry's updates keep the policy deadline, which is the value's
+--   PXAT when there is no TTL (put() reads it back with PTTL); a custom policy's
+--   accesses keep theirs. Redis drops such an entry at its deadline with nothing left
+--   behind: no reaper visit, and only the value in memory.
 local function lean(fp, ft)
-  return KIND == 0 and IDLE >= 0 and not fp and not ft and not announced()
+  if INDEXED then
+    return KIND == 0 and IDLE >= 0 and not fp and not ft and not announced()
+  end
+  if KIND == 5 then return false end
+  if ft and (KIND == 1 or KIND == 3 or KIND == 4) then return false end
+  return not announced()
+end
+
+-- Writes the fixed-deadline record of `text`.
+local function set_records(text, record)
+  redis.call('HSET', FX, text, record)
+  HAS_FX = true
+  if RECORDS then RECORDS[P] = true end
 end
 
 -- The fixed deadlines and key-only blob recorded for `text` (nils when none).
 local function fixed_of(text)
+  if HAS_FX == false then return nil, nil, nil end
   local v = redis.call('HGET', FX, text)
   if not v then return nil, nil, nil end
   local a = string.find(v, ',', 1, true)
@@ -180,10 +235,18 @@ local function sliding(on_update)
   return s
 end
 
-local function forget(text)
-  redis.call('ZREM', IX, text)
+-- Drops the deadline and fixed-deadline records of `text`; whether it had any (a
+-- deadline record exists only beside a fixed-deadline record).
+local function drop_records(text)
+  if HAS_FX == false then return false end
+  if redis.call('HDEL', FX, text) == 0 then return false end
   redis.call('ZREM', DL, text)
-  redis.call('HDEL', FX, text)
+  return true
+end
+
+local function forget(text)
+  if INDEXED then redis.call('ZREM', IX, text) end
+  drop_records(text)
 end
 
 -- `text` has bookkeeping but no value: Redis expired it. Announce it (with the
@@ -201,14 +264,6 @@ local function gone(text)
   forget(text)
 end
 
--- Drops the deadline and fixed-deadline records of `text`; whether it had any (a
--- deadline record exists only beside a fixed-deadline record).
-local function drop_records(text)
-  if redis.call('HDEL', FX, text) == 0 then return false end
-  redis.call('ZREM', DL, text)
-  return true
-end
-
 -- `fresh`: a new entry, which has no deadline records to drop.
 local function store(text, blob, keyonly, dl, fp, ft, fresh)
   local k = ek(text)
@@ -221,12 +276,13 @@ local function store(text, blob, keyonly, dl, fp, ft, fresh)
     local a, b = '', ''
     if fp then a = int(fp) end
     if ft then b = int(ft) end
-    redis.call('HSET', FX, text, a .. ',' .. b .. ',' .. keyonly)
+    set_records(text, a .. ',' .. b .. ',' .. keyonly)
   else
     redis.call('SET', k, blob)
     if not fresh then drop_records(text) end
   end
   -- 1 when the index grew (only then can the partition be over its budget).
+  if not INDEXED then return 0 end
   return redis.call('ZADD', IX, int(TICK), text)
 end
 
@@ -285,6 +341,11 @@ local function put(text, blob, keyonly, ttl, cur)
     return 1
   end
   local oldfp = fixed_of(text)
+  if not oldfp and KIND == 1 and not INDEXED then
+    -- A Created entry without records (lean): its deadline is the policy's.
+    local r = redis.call('PTTL', ek(text))
+    if r >= 0 then oldfp = NOW + r end
+  end
   local fp = nil
   if KIND == 1 then fp = oldfp elseif KIND == 2 then fp = NOW + D end
   if KIND == 5 then
@@ -341,7 +402,7 @@ local function put_blind(text, blob, keyonly, ttl)
     local a, b = '', ''
     if fp then a = int(fp) end
     if ft then b = int(ft) end
-    redis.call('HSET', FX, text, a .. ',' .. b .. ',' .. keyonly)
+    set_records(text, a .. ',' .. b .. ',' .. keyonly)
   else
     cur = redis.call('SET', k, blob, 'GET')
     if cur then had_deadline = drop_records(text) else recheck = true end
@@ -353,8 +414,16 @@ local function put_blind(text, blob, keyonly, ttl)
     emit('U', blob)
     return 1
   end
-  local grew = redis.call('ZADD', IX, int(TICK), text)
-  if grew == 0 and recheck then had_deadline = drop_records(text) end
+  local grew
+  if INDEXED then
+    grew = redis.call('ZADD', IX, int(TICK), text)
+    if grew == 0 and recheck then had_deadline = drop_records(text) end
+  else
+    -- No index: records without a value are an entry Redis expired.
+    if recheck then had_deadline = drop_records(text) end
+    grew = 1
+    if had_deadline then grew = 0 end
+  end
   if grew == 0 and had_deadline then
     -- Indexed with a deadline but no value: Redis expired it; announce it as gone()
     -- does (the key-only blob of the same key is the one just written).
@@ -372,7 +441,13 @@ end
 -- The current blob of `text`, or false; cleans up after an entry Redis expired.
 local function current(text)
   local cur = redis.call('GET', ek(text))
-  if not cur and redis.call('ZSCORE', IX, text) then gone(text) end
+  if not cur then
+    if INDEXED then
+      if redis.call('ZSCORE', IX, text) then gone(text) end
+    elseif HAS_FX ~= false and redis.call('HEXISTS', FX, text) == 1 then
+      gone(text)
+    end
+  end
   return cur
 end
 
@@ -399,7 +474,7 @@ local function access(text, k, v)
       keyonly = keyonly or v
       local b = ''
       if ft then b = int(ft) end
-      redis.call('HSET', FX, text, int(fp) .. ',' .. b .. ',' .. keyonly)
+      set_records(text, int(fp) .. ',' .. b .. ',' .. keyonly)
     end
     local dl = minv(minv(fp, ft), sliding(false))
     if dl and dl <= NOW then
@@ -435,29 +510,33 @@ local function write_reply(existed, applied, prev)
 end
 
 -- The common put: unconditional, no TTL, no previous value, on a cache with no
--- expiry, no max-idle and no budget (put.lua, put_batch.lua). Its effects are those of
--- write.lua for that case with less server work: no `setup` (no `TIME`, no settings),
--- and no reading before writing. `k` is the entry key of `text`.
+-- expiry, no max-idle and no budget, so without an index (put.lua, put_batch.lua). Its
+-- effects are those of write.lua for that case with less server work: no `setup` (no
+-- `TIME`, no settings), and no reading before writing. `k` is the entry key of `text`.
+-- `guarded`: for a batch, which declares no keys: the write goes first, as a
+-- `pcall`, and its success proves that every key the put touches is here (see
+-- put_batch.lua); -1 when Redis refused it (nothing done).
 -- Result: as write.lua's (write_reply).
-local function fast_put(k, text, blob)
+local function fast_put(k, text, blob, guarded)
   -- SET without PXAT also drops any deadline the entry had (an eternal cache).
-  local cur = redis.call('SET', k, blob, 'GET')
+  local cur
+  if guarded then
+    cur = redis.pcall('SET', k, blob, 'GET')
+    if type(cur) == 'table' and cur.err then return -1 end
+  else
+    cur = redis.call('SET', k, blob, 'GET')
+  end
   if cur then
-    -- A live entry is indexed already (every write indexes what it stores). Should it
-    -- have had a deadline (a put with a TTL before), its deadline records are now
-    -- stale: the reaper drops them when they fall due and it finds the value without
-    -- a deadline (reap.lua), which saves every update a call here.
+    -- Should the entry have had a deadline (a put with a TTL before, while someone
+    -- listened), its deadline records are now stale: the reaper drops them when they
+    -- fall due and it finds the value without a deadline (reap.lua), which saves
+    -- every update a call here.
     emit('U', blob)
     return write_reply(1, 1, false)
   end
-  -- No budget, so the index's scores (last use, for LRU) are never read: 0 saves a
-  -- TIME.
-  if redis.call('ZADD', IX, 0, text) == 0 then
-    -- Indexed but no value: Redis expired it. gone() announces it and drops its
-    -- records, the index entry among them.
-    gone(text)
-    redis.call('ZADD', IX, 0, text)
-  end
+  -- Records but no value: Redis expired it. gone() announces it and drops them.
+  partition_keys()
+  if HAS_FX ~= false and redis.call('HEXISTS', FX, text) == 1 then gone(text) end
   emit('C', blob)
   return write_reply(0, 1, false)
 end
@@ -473,11 +552,52 @@ local function upsert(text, blob, ttl, keyonly)
   return write_reply(existed, put(text, blob, keyonly, ttl, cur), false)
 end
 
--- Whether every key the put of `text` in the current partition touches is served
--- here right now: Redis refuses the `EXISTS` for a slot this node does not serve, or
--- one half moved (MOVED, ASK, TRYAGAIN). For the batch functions, which declare no
--- keys (put_batch.lua, upsert_batch.lua).
-local function served_here(k)
-  local here = redis.pcall('EXISTS', IX, DL, FX, SQ, k)
-  return not (type(here) == 'table' and here.err)
+-- Starts a batch call (put_batch.lua, upsert_batch.lua) whose entries go to the
+-- channels `channels` (one per entry; duplicates allowed) with event modes `modes`
+-- (one per entry, 0..2): asks once, for all the channels of entries that publish,
+-- which have subscribers, instead of once per entry.
+local function begin_batch(channels, modes)
+  SUBS, SERVED, RECORDS = {}, {}, {}
+  local by_mode = {{}, {}}
+  local seen = {}
+  for i = 1, #channels do
+    local mode = modes[i]
+    local channel = channels[i]
+    if mode ~= 0 and not seen[channel] then
+      seen[channel] = true
+      local list = by_mode[mode]
+      list[#list + 1] = channel
+    end
+  end
+  for mode = 1, 2 do
+    local list = by_mode[mode]
+    if #list > 0 then
+      local r
+      if mode == 1 then
+        r = redis.call('PUBSUB', 'NUMSUB', unpack(list))
+      else
+        r = redis.call('PUBSUB', 'SHARDNUMSUB', unpack(list))
+      end
+      for i = 1, #r, 2 do SUBS[r[i]] = r[i + 1] > 0 end
+    end
+  end
+end
+
+-- Whether every key of the partition with key prefix `prefix` is served here right
+-- now, for the batch functions, which declare no keys (put_batch.lua,
+-- upsert_batch.lua). Asked once per partition and call, with an `EXISTS` of a key of
+-- the partition that never exists (`<prefix>~`) and of its `<prefix>fx`: Redis refuses
+-- it for a slot this node does not serve (MOVED) and for one being migrated away (ASK
+-- or TRYAGAIN, as a key is missing), and answers only for a slot that is wholly here,
+-- which it stays until the call ends. The answer also tells whether the partition has
+-- any fixed-deadline records (HAS_FX).
+local function served_here(prefix)
+  local served = SERVED[prefix]
+  if served == nil then
+    local here = redis.pcall('EXISTS', prefix .. '~', prefix .. 'fx')
+    served = not (type(here) == 'table' and here.err)
+    SERVED[prefix] = served
+    if served then RECORDS[prefix] = here == 1 end
+  end
+  return served
 end

@@ -1,14 +1,19 @@
 -- upsert (common.lua) of several entries of several partitions that one node serves,
 -- in one call, for caches of the same settings: put_batch.lua's way (no declared keys;
--- each entry checks its keys; -1: not done, send it alone through upsert.lua), with
--- the settings and the server time read once.
+-- each entry's partition is checked; -1: not done, send it alone through upsert.lua),
+-- with the settings, the server time and the subscribers read once.
 -- ARGV: policy kind, duration, max-idle, budget (setup's ARGV[1..4]), origin, channel
 -- suffix, event mode (0..2), then per entry: partition key prefix, text, blob, ttl ms
 -- (-1 none), key-only blob.
 -- Result: per entry, upsert's (a packed integer), or -1.
-local kind, d = tonumber(ARGV[1]), tonumber(ARGV[2])
-local idle, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local origin, suffix, mode = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local channels, modes = {}, {}
+for i = 8, #ARGV, 5 do
+  channels[#channels + 1] = ARGV[i] .. suffix
+  modes[#modes + 1] = mode
+end
+begin_batch(channels, modes)
+settings(tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 clock()
 -- One server time for the batch, but each entry a later last use (a microsecond each),
 -- so that LRU order stays the order of the writes: with a budget of one, a second
@@ -16,14 +21,15 @@ clock()
 local base = TICK
 local out = {}
 for i = 8, #ARGV, 5 do
-  TICK = base + (i - 8) / 5
+  local n = #out + 1
+  TICK = base + n - 1
   local prefix, text = ARGV[i], ARGV[i + 1]
-  setup_prefix(prefix, mode, origin, suffix)
-  settings(kind, d, idle, budget)
-  if served_here(prefix .. 'e:' .. text) then
-    out[#out + 1] = upsert(text, ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4])
+  if served_here(prefix) then
+    setup_prefix(prefix, mode, origin, channels[n])
+    partition_keys()
+    out[n] = upsert(text, ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4])
   else
-    out[#out + 1] = -1
+    out[n] = -1
   end
 end
 return out
