@@ -16,7 +16,7 @@ use partcache::store::raw::{
     InvalidationSink, ListenerProbe, RawAction, RawCacheSpec, RawCondition, RawEvent, RawFound,
     RawKey, RawStore, RawWrite, RawWriteOutcome,
 };
-use partcache::{Error, Result};
+use partcache::{Error, LayoutMismatch, Result};
 use redis::{Cmd, Value};
 use tokio::sync::broadcast;
 use tracing::Instrument;
@@ -617,43 +617,34 @@ impl StoreInner {
                 )));
             }
         };
-        if partitions != u64::from(self.layout.partitions()) {
-            return Err(Error::Config(format!(
-                "cache `{}` was created with {partitions} partitions, opened with {}",
-                self.name,
-                self.layout.partitions()
-            )));
-        }
-        if codec != u64::from(self.codec.id()) {
-            return Err(Error::Config(format!(
-                "cache `{}` was created with codec id {codec}, opened with `{}` (id {})",
-                self.name,
-                self.codec.name(),
-                self.codec.id()
-            )));
-        }
-        if layout != u64::from(LAYOUT_VERSION) {
-            return Err(Error::Config(format!(
-                "cache `{}` uses store layout version {layout}; this partcache-redis reads version {LAYOUT_VERSION}",
-                self.name
-            )));
-        }
-        if index != Some(u64::from(self.indexed)) {
-            let with = |indexed: bool| {
-                if indexed {
-                    "with an entry index (`max_entries` or `max_idle` set)"
-                } else {
-                    "without an entry index (neither `max_entries` nor `max_idle` set)"
-                }
-            };
-            return Err(Error::Config(format!(
-                "cache `{}` was created {}, opened {}: every process must give it the same",
-                self.name,
-                with(index == Some(1)),
-                with(self.indexed)
-            )));
-        }
-        Ok(())
+        let mismatch = if partitions != u64::from(self.layout.partitions()) {
+            LayoutMismatch::Partitions {
+                stored: partitions,
+                opened: u64::from(self.layout.partitions()),
+            }
+        } else if codec != u64::from(self.codec.id()) {
+            LayoutMismatch::Codec {
+                stored: codec,
+                opened: u64::from(self.codec.id()),
+                opened_name: self.codec.name().to_string(),
+            }
+        } else if layout != u64::from(LAYOUT_VERSION) {
+            LayoutMismatch::Version {
+                stored: layout,
+                supported: u64::from(LAYOUT_VERSION),
+            }
+        } else if index != Some(u64::from(self.indexed)) {
+            LayoutMismatch::EntryIndex {
+                stored: index == Some(1),
+                opened: self.indexed,
+            }
+        } else {
+            return Ok(());
+        };
+        Err(Error::Mismatch {
+            cache: self.name.clone(),
+            mismatch,
+        })
     }
 
     /// A read's reply (a plain `GET`/`MGET` where reads need no bookkeeping, else the

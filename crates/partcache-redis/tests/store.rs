@@ -7,7 +7,7 @@ use common::unique;
 use std::time::{Duration, Instant};
 
 use partcache::partition::HashingPolicy;
-use partcache::{Cache, Error};
+use partcache::{Cache, Error, LayoutMismatch};
 use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
 
 fn standalone_url() -> String {
@@ -31,13 +31,28 @@ async fn reopening_with_another_partition_count_is_a_config_error() {
         .build()
         .await;
     match again {
-        Err(Error::Config(message)) => assert!(
-            message.contains(&format!(
-                "cache `{name}` was created with 31 partitions, opened with 64"
-            )),
-            "{message}"
-        ),
-        other => panic!("expected a config error, got {other:?}"),
+        Err(error @ Error::Mismatch { .. }) => {
+            assert!(
+                error.to_string().contains(&format!(
+                    "cache `{name}` was created with 31 partitions, opened with 64"
+                )),
+                "{error}"
+            );
+            assert!(
+                matches!(
+                    error,
+                    Error::Mismatch {
+                        mismatch: LayoutMismatch::Partitions {
+                            stored: 31,
+                            opened: 64
+                        },
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+        }
+        other => panic!("expected a layout mismatch, got {other:?}"),
     }
     // The same partition count from another manager (another process) opens it.
     let same: Cache<String, String> = common::manager(&url)
@@ -914,10 +929,11 @@ async fn opening_a_cache_with_another_index_setting_is_a_config_error() {
         let first = build(created_with).await.unwrap();
         first.put("a".to_string(), "1".to_string()).await.unwrap();
         match build(opened_with).await {
-            Err(Error::Config(message)) => {
-                assert!(message.contains("entry index"), "{message}")
-            }
-            other => panic!("expected a config error, got {other:?}"),
+            Err(Error::Mismatch {
+                mismatch: LayoutMismatch::EntryIndex { stored, opened },
+                ..
+            }) => assert_eq!((stored, opened), (created_with, opened_with)),
+            other => panic!("expected a layout mismatch, got {other:?}"),
         }
         assert!(build(created_with).await.is_ok());
     }

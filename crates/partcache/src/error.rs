@@ -4,7 +4,8 @@
 //! [`Error::Unavailable`], a slow one [`Error::Timeout`], bytes that do not decode are
 //! [`Error::Decode`] (reads turn these into misses; see `Cache::get`), a node whose
 //! circuit breaker is open [`Error::CircuitOpen`], bad
-//! configuration is [`Error::Config`], and input the cache refuses (an oversized value,
+//! configuration is [`Error::Config`] (a cache the store holds with another layout is
+//! [`Error::Mismatch`]), and input the cache refuses (an oversized value,
 //! a key no hashing rule matches) is [`Error::Rejected`].
 
 use std::sync::Arc;
@@ -43,6 +44,17 @@ pub enum Error {
     /// Invalid configuration: a URL, a parameter, a cache reopened with other settings.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The store holds the cache with another layout than the one it is opened with
+    /// (another partition count, codec, layout version or entry-index setting): using
+    /// it would read or write it wrongly. A configuration mistake, not transient; match
+    /// on [`LayoutMismatch`] to tell which setting differs.
+    #[error("cache `{cache}` {mismatch}")]
+    Mismatch {
+        /// The cache's name.
+        cache: String,
+        /// What differs.
+        mismatch: LayoutMismatch,
+    },
     /// The cache refused the input (an oversized value, a key no hashing rule matches).
     #[error("rejected: {0}")]
     Rejected(String),
@@ -68,7 +80,67 @@ pub enum Error {
     Closed(String),
 }
 
+/// Which recorded setting of a cache differs from the one it is opened with (see
+/// [`Error::Mismatch`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayoutMismatch {
+    /// Another partition count: every key would be looked for in another partition.
+    #[error("was created with {stored} partitions, opened with {opened}")]
+    Partitions {
+        /// The count the store recorded.
+        stored: u64,
+        /// The count it was opened with.
+        opened: u64,
+    },
+    /// Another codec: the stored bytes would not decode.
+    #[error("was created with codec id {stored}, opened with `{opened_name}` (id {opened})")]
+    Codec {
+        /// The codec id the store recorded.
+        stored: u64,
+        /// The codec id it was opened with.
+        opened: u64,
+        /// The name of the codec it was opened with.
+        opened_name: String,
+    },
+    /// Another version of the store's layout (written by another release).
+    #[error("uses store layout version {stored}; this store reads version {supported}")]
+    Version {
+        /// The version the store recorded.
+        stored: u64,
+        /// The version this build reads and writes.
+        supported: u64,
+    },
+    /// With and without an entry index (kept when `max_entries` or `max_idle` is set):
+    /// every process must open the cache the same way.
+    #[error(
+        "was created {}, opened {}: every process must give it the same",
+        index_phrase(*stored),
+        index_phrase(*opened)
+    )]
+    EntryIndex {
+        /// Whether the store keeps an index for it.
+        stored: bool,
+        /// Whether it was opened with one.
+        opened: bool,
+    },
+}
+
+fn index_phrase(indexed: bool) -> &'static str {
+    if indexed {
+        "with an entry index (`max_entries` or `max_idle` set)"
+    } else {
+        "without an entry index (neither `max_entries` nor `max_idle` set)"
+    }
+}
+
 impl Error {
+    /// `true` for mistakes of configuration ([`Error::Config`], [`Error::Mismatch`]):
+    /// retrying cannot fix them.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Config(_) | Error::Mismatch { .. })
+    }
+
     /// `true` for errors caused by the store's availability (unavailable, timeout, or a
     /// node's open circuit breaker): the kind of error adapters fail open on.
     pub fn is_transient(&self) -> bool {

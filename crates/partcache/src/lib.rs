@@ -121,7 +121,7 @@ pub use codec::Codec;
 pub use config::{CacheConfig, ManagerConfig, NearCache};
 pub use default_manager::{default_manager, set_default_manager};
 pub use entries::Entries;
-pub use error::{Error, Result};
+pub use error::{Error, LayoutMismatch, Result};
 pub use event::{CacheEvent, EventFilter, EventKind, EventReceiver};
 pub use expiry::{CustomExpiry, ExpiryPolicy, ExpirySettings};
 pub use loader::{BatchError, BoxError, CacheLoader, CacheWriter};

@@ -291,7 +291,7 @@ impl CacheManager {
     ///
     /// A cache not built in this process is opened with this manager's settings for
     /// `name` (its configuration file's, or the defaults) to be destroyed: a store that
-    /// recorded another layout (partition count, codec) answers [`Error::Config`].
+    /// recorded another layout (partition count, codec) answers [`Error::Mismatch`].
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -494,8 +494,9 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     /// [`Error::Config`] for settings that contradict each other or the store (a near
     /// cache on `memory://`, a weigher on a remote store, fewer than 3 partitions),
     /// for a name already built with other types or settings, and for a store that
-    /// holds the cache with another layout (partition count, codec) or refuses the
-    /// connection for good (wrong password, TLS to a plain-text server).
+    /// refuses the connection for good (wrong password, TLS to a plain-text server).
+    /// [`Error::Mismatch`] for a store that holds the cache with another layout
+    /// (partition count, codec).
     pub async fn build(self) -> Result<Cache<K, V>> {
         let manager = self.manager.inner.clone();
         let mut config = self.config.or(&manager.config.defaults);

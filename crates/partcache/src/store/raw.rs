@@ -323,8 +323,8 @@ pub trait RawStore: Send + Sync + 'static {
 pub trait RemoteBackend: Send + Sync + 'static {
     /// A short description for logs.
     fn describe(&self) -> String;
-    /// Opens (creating if needed) one cache's store. Fails with [`Error::Config`] when
-    /// the cache exists with other settings (e.g. another partition count).
+    /// Opens (creating if needed) one cache's store. Fails with [`Error::Mismatch`]
+    /// when the cache exists with another layout (e.g. another partition count).
     async fn open(&self, spec: RawCacheSpec) -> Result<Arc<dyn RawStore>>;
     /// The partition count to use when the URL and the cache config say nothing.
     fn default_partitions(&self) -> u16 {
