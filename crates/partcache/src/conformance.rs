@@ -89,6 +89,40 @@ where
     }
 }
 
+/// Runs a check whose verdict depends on time at time scale 1, and again at twice the
+/// scale (every duration doubled) while a round reports that its timing did not hold
+/// (`Err`: a machine too busy to keep the margins, so the round judged nothing). A
+/// wrong answer in a round whose timing held fails at once, inside the round.
+async fn at_time_scale<F, Fut>(what: &str, mut round: F)
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let mut scale = 1;
+    loop {
+        match round(scale).await {
+            Ok(()) => return,
+            Err(late) if scale < 8 => {
+                eprintln!(
+                    "{what}: {late} at time scale {scale}; again at {}",
+                    scale * 2
+                );
+                scale *= 2;
+            }
+            Err(late) => panic!("{what}: {late} even at time scale {scale}"),
+        }
+    }
+}
+
+/// `Err` (the round judged nothing) once `now` is past `deadline`.
+fn before(deadline: Instant, what: &str) -> Result<(), String> {
+    if Instant::now() < deadline {
+        Ok(())
+    } else {
+        Err(format!("{what} ran late"))
+    }
+}
+
 fn kinds<K, V>(events: &[CacheEvent<K, V>]) -> Vec<EventKind> {
     events.iter().map(|e| e.kind).collect()
 }
@@ -526,23 +560,35 @@ pub async fn modified_expiry_is_extended_by_updates_not_reads(h: &Harness) {
 }
 
 pub async fn max_idle_expires_untouched_entries(h: &Harness) {
+    at_time_scale("max idle", |scale| max_idle_round(h, scale)).await;
+}
+
+async fn max_idle_round(h: &Harness, scale: u32) -> Result<(), String> {
+    let idle = SHORT * scale;
     let c = h
-        .cache::<String, String>("exp-idle")
-        .max_idle(SHORT)
+        .cache::<String, String>(&format!("exp-idle-{scale}"))
+        .max_idle(idle)
         .build()
         .await
         .unwrap();
     c.put(k("idle"), v("1")).await.unwrap();
+    let mut last_access = Instant::now();
     c.put(k("busy"), v("1")).await.unwrap();
     let start = Instant::now();
-    while start.elapsed() < SHORT * 4 {
-        assert!(get(&c, "busy").await.is_some());
-        tokio::time::sleep(SHORT / 4).await;
+    while start.elapsed() < idle * 4 {
+        let access = Instant::now();
+        let busy = get(&c, "busy").await;
+        // Read within `idle` of the previous access, or the entry may rightly be gone.
+        before(last_access + idle * 9 / 10, "a read of the busy entry")?;
+        assert!(busy.is_some(), "an entry read every {:?} expired", idle / 4);
+        last_access = access;
+        tokio::time::sleep(idle / 4).await;
     }
     assert!(
         !c.contains_key(&k("idle")).await.unwrap(),
         "idle entry outlived max-idle"
     );
+    Ok(())
 }
 
 pub async fn per_entry_ttl_expires_that_entry_only(h: &Harness) {
@@ -684,35 +730,25 @@ async fn apply(c: &C, op: &str) {
 /// still there. Iteration (an access) runs on a cache of its own, since it reaches
 /// every entry.
 ///
-/// The verdict depends on time: the operations must all land before the original
-/// deadlines and the checks must all run before the moved ones. A run whose timing
-/// cannot tell the two apart (a machine too busy to keep a 2 s life's margins) judges
-/// nothing and is done again with a life twice as long; a cell that is wrong in a run
-/// whose timing held fails at once.
+/// The verdict depends on time (see [`at_time_scale`]): the operations must all land
+/// before the original deadlines and the checks must all run before the moved ones.
 async fn expiry_table(
     h: &Harness,
     label: &str,
     policy: fn(Duration) -> ExpiryPolicy,
     moves: &[Touch],
 ) {
-    let mut life = Duration::from_millis(2000);
-    for round in 0.. {
-        let name = format!("{label}-{round}");
-        match expiry_table_round(h, &name, policy(life), life, moves).await {
-            Ok(()) => return,
-            Err(late) if life < Duration::from_secs(16) => {
-                eprintln!("{label}: {late} with a life of {life:?}; again with twice the life");
-                life *= 2;
-            }
-            Err(late) => panic!("{label}: {late} even with a life of {life:?}"),
-        }
-    }
+    at_time_scale(label, |scale| {
+        let life = Duration::from_millis(2000) * scale;
+        expiry_table_round(h, format!("{label}-{scale}"), policy(life), life, moves)
+    })
+    .await;
 }
 
 /// One run of [`expiry_table`]: `Err` (judging nothing) when the timing did not hold.
 async fn expiry_table_round(
     h: &Harness,
-    label: &str,
+    label: String,
     policy: ExpiryPolicy,
     life: Duration,
     moves: &[Touch],
@@ -743,9 +779,7 @@ async fn expiry_table_round(
         futures::future::join_all(TABLE.iter().map(|(op, _)| apply(&c, op))),
         iterated.entries().collect::<Vec<_>>()
     );
-    if Instant::now() >= created + life {
-        return Err("the operations ended after the original deadlines".into());
-    }
+    before(created + life, "the operations")?;
     assert_eq!(found.len(), 1, "{policy:?}: iteration before the deadline");
     // The original deadlines are past; a moved one is at least `life` after `touched`.
     tokio::time::sleep_until((created_by + life + Duration::from_millis(300)).into()).await;
@@ -768,9 +802,7 @@ async fn expiry_table_round(
         .into_iter()
         .flatten()
         .collect();
-    if Instant::now() >= touched + life {
-        return Err("the checks ended after the moved deadlines".into());
-    }
+    before(touched + life, "the checks")?;
     assert!(wrong.is_empty(), "{policy:?}: {wrong:#?}");
     Ok(())
 }
@@ -825,9 +857,22 @@ impl crate::CustomExpiry for Durations {
 }
 
 pub async fn a_custom_expiry_policy_sets_each_deadline_it_is_asked_for(h: &Harness) {
+    at_time_scale("custom expiry", |scale| custom_expiry_round(h, scale)).await;
+    at_time_scale("custom expiry, none", |scale| {
+        custom_expiry_none_round(h, scale)
+    })
+    .await;
+}
+
+async fn custom_expiry_round(h: &Harness, scale: u32) -> Result<(), String> {
+    let ms = |n: u64| Duration::from_millis(n * u64::from(scale));
     let c = h
-        .cache::<String, String>("custom-expiry")
-        .expiry_policy(Durations(Some(2000), Some(4000), Some(400)))
+        .cache::<String, String>(&format!("custom-expiry-{scale}"))
+        .expiry_policy(Durations(
+            Some(2000 * u64::from(scale)),
+            Some(4000 * u64::from(scale)),
+            Some(400 * u64::from(scale)),
+        ))
         .build()
         .await
         .unwrap();
@@ -835,55 +880,62 @@ pub async fn a_custom_expiry_policy_sets_each_deadline_it_is_asked_for(h: &Harne
     for key in ["created", "accessed", "updated", "untouched"] {
         c.put(k(key), v("1")).await.unwrap();
     }
-    tokio::time::sleep_until((start + Duration::from_millis(500)).into()).await;
-    assert!(c.get(&k("accessed")).await.unwrap().is_some());
+    let created_by = Instant::now();
+    tokio::time::sleep_until((start + ms(500)).into()).await;
+    let accessed_at = Instant::now();
+    let accessed = c.get(&k("accessed")).await.unwrap();
     c.put(k("updated"), v("2")).await.unwrap();
-    assert!(
-        c.contains_key(&k("untouched")).await.unwrap(),
-        "contains_key is no access"
-    );
+    let updated_by = Instant::now();
+    let untouched = c.contains_key(&k("untouched")).await.unwrap();
+    before(start + ms(2000), "the access and the update")?;
+    assert!(accessed.is_some());
+    assert!(untouched, "contains_key is no access");
     // The update's 400 ms are over, the creation's 2 s are not.
-    tokio::time::sleep_until((start + Duration::from_millis(1300)).into()).await;
-    assert!(
-        !c.contains_key(&k("updated")).await.unwrap(),
-        "for_update not applied"
-    );
-    assert!(
-        c.contains_key(&k("created")).await.unwrap(),
-        "expired before for_creation"
-    );
+    tokio::time::sleep_until((updated_by + ms(500)).max(start + ms(1300)).into()).await;
+    let updated = c.contains_key(&k("updated")).await.unwrap();
+    let created = c.contains_key(&k("created")).await.unwrap();
+    before(start + ms(2000), "the checks of the update")?;
+    assert!(!updated, "for_update not applied");
+    assert!(created, "expired before for_creation");
     // The creation's 2 s are over, the access's 4 s are not.
-    tokio::time::sleep_until((start + Duration::from_millis(2400)).into()).await;
-    assert!(
-        !c.contains_key(&k("created")).await.unwrap(),
-        "for_creation not applied"
-    );
-    assert!(!c.contains_key(&k("untouched")).await.unwrap());
-    assert!(
-        c.contains_key(&k("accessed")).await.unwrap(),
-        "for_access not applied"
-    );
-    assert!(
-        start.elapsed() < Duration::from_millis(4400),
-        "checks ran too late"
-    );
-    // `None` for an access or an update leaves the deadline where it is.
+    tokio::time::sleep_until((created_by + ms(2100)).max(start + ms(2400)).into()).await;
+    let created = c.contains_key(&k("created")).await.unwrap();
+    let untouched = c.contains_key(&k("untouched")).await.unwrap();
+    let accessed = c.contains_key(&k("accessed")).await.unwrap();
+    before(accessed_at + ms(4000), "the checks of the creation")?;
+    assert!(!created, "for_creation not applied");
+    assert!(!untouched);
+    assert!(accessed, "for_access not applied");
+    Ok(())
+}
+
+/// `None` for an access or an update leaves the deadline where it is.
+async fn custom_expiry_none_round(h: &Harness, scale: u32) -> Result<(), String> {
+    let ms = |n: u64| Duration::from_millis(n * u64::from(scale));
     let kept = h
-        .cache::<String, String>("custom-expiry-kept")
-        .expiry_policy(Durations(Some(1000), None, None))
+        .cache::<String, String>(&format!("custom-expiry-kept-{scale}"))
+        .expiry_policy(Durations(Some(1000 * u64::from(scale)), None, None))
         .build()
         .await
         .unwrap();
     let start = Instant::now();
     kept.put(k("a"), v("1")).await.unwrap();
-    tokio::time::sleep_until((start + Duration::from_millis(400)).into()).await;
-    assert!(kept.get(&k("a")).await.unwrap().is_some());
+    let put_by = Instant::now();
+    tokio::time::sleep_until((start + ms(400)).into()).await;
+    let moved_from = Instant::now();
+    let read = kept.get(&k("a")).await.unwrap();
     kept.put(k("a"), v("2")).await.unwrap();
-    tokio::time::sleep_until((start + Duration::from_millis(1400)).into()).await;
-    assert!(
-        !kept.contains_key(&k("a")).await.unwrap(),
-        "an access or update moved it"
-    );
+    before(start + ms(1000), "the access and the update")?;
+    assert!(read.is_some());
+    // Past the creation's deadline, before the one a moving access or update would set.
+    tokio::time::sleep_until((put_by + ms(1100)).into()).await;
+    let there = kept.contains_key(&k("a")).await.unwrap();
+    before(moved_from + ms(1000), "the check")?;
+    assert!(!there, "an access or update moved it");
+    Ok(())
+}
+
+pub async fn a_custom_expiry_policy_with_a_zero_creation_stores_nothing(h: &Harness) {
     // A zero creation duration stores nothing and counts no put.
     let zero = h
         .cache::<String, String>("custom-expiry-zero")
@@ -1889,6 +1941,7 @@ macro_rules! conformance_suite {
             expiry_table_accessed,
             expiry_table_touched,
             a_custom_expiry_policy_sets_each_deadline_it_is_asked_for,
+            a_custom_expiry_policy_with_a_zero_creation_stores_nothing,
             a_closed_cache_refuses_every_call_and_leaves_its_manager,
             destroy_cache_removes_data_and_layout_for_every_process
         );
