@@ -16,8 +16,11 @@ pub(crate) struct Endpoint<'a> {
     pub tls: Option<&'a TlsFiles>,
 }
 
-/// Connect timeout for admin connections.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Connect timeout for admin connections. They go to servers the harness knows are
+/// running, so this is a deadline for a loaded machine (a TLS handshake on 2 busy cores
+/// took more than half a second), not a way to detect a dead node: paused or dead
+/// nodes are polled with [`probe`]'s short timeouts.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read/write timeout for admin commands (long enough for MIGRATE batches).
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
