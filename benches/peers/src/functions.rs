@@ -10,13 +10,13 @@
 //! called by hand.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cached::macros::{cached, concurrent_cached};
 use partcache::{CacheDecl, CacheManager, ExpiryPolicy, cacheable};
 use serde::{Deserialize, Serialize};
 
-use crate::report::{Board, PARTCACHE, order, schedule};
+use crate::report::{Board, Measured, Meter, PARTCACHE, order, schedule};
 
 const KEYS: u64 = 1_000;
 const CAPACITY: u64 = 10_000;
@@ -81,12 +81,12 @@ fn keys(seed: u64) -> impl Iterator<Item = u64> {
 }
 
 /// Calls per second of `call` from `TASKS` tasks.
-async fn calls<F, Fut>(call: F) -> f64
+async fn calls<F, Fut>(call: F) -> Measured
 where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Product> + Send,
 {
-    let start = Instant::now();
+    let meter = Meter::start();
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
             let call = call.clone();
@@ -101,7 +101,7 @@ where
     for task in tasks {
         task.await.expect("bench task");
     }
-    (TASKS as usize * CALLS_PER_TASK) as f64 / start.elapsed().as_secs_f64()
+    meter.stop(TASKS * CALLS_PER_TASK as u64)
 }
 
 /// Prints `BENCH peer_fn_hit`.

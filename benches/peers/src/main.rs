@@ -10,10 +10,13 @@
 //! contenders take turns (the order rotates every round):
 //!
 //! ```text
-//! BENCH peer_<path> ratio=<partcache / best peer> best=<peer> <contender>=<ops/s> … rounds=<n>
+//! BENCH peer_<path> ratio=<partcache / best peer> best=<peer> <contender>=<ops/s> …
+//!       cpu_us_<contender>=<µs> … rounds=<n>
 //! ```
 //!
-//! Above 1, partcache is ahead of every peer. Contenders that are not peers (the bare
+//! Above 1, partcache is ahead of every peer. `cpu_us_*` is the CPU time one
+//! operation cost this process (plus, after a `+`, the Redis server): on a machine
+//! shared with other work it moves much less than throughput does. Contenders that are not peers (the bare
 //! route, raw moka, raw redis-rs) are printed on the same line for scale and never
 //! count as the best peer. The paths:
 //!
@@ -53,6 +56,7 @@ fn main() {
         let server =
             RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("redis-server");
         println!("# {}", server.binaries().version_line());
+        let _ = report::SERVER_PIDS.set(server.pid().into_iter().collect());
         runtime.block_on(async {
             partcache_redis::install();
             redis_store::run(&server.url()).await;

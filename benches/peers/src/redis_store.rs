@@ -12,7 +12,7 @@ use std::time::Instant;
 use cached::{AsyncRedisCache, ConcurrentCachedAsync};
 use partcache::{Cache, CacheManager};
 
-use crate::report::{Board, PARTCACHE, order, schedule, seconds};
+use crate::report::{Board, Measured, Meter, PARTCACHE, order, schedule, seconds};
 
 const TASKS: usize = 64;
 const KEYS: u64 = 10_000;
@@ -26,7 +26,7 @@ fn value() -> String {
 }
 
 /// Runs `get(key)` from 64 tasks for the measurement time; returns gets per second.
-async fn throughput<F, Fut>(get: F) -> f64
+async fn throughput<F, Fut>(get: F) -> Measured
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
@@ -34,7 +34,7 @@ where
     let get = Arc::new(get);
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + seconds();
-    let start = Instant::now();
+    let meter = Meter::start();
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
             let (get, done) = (get.clone(), done.clone());
@@ -51,7 +51,7 @@ where
     for task in tasks {
         task.await.expect("bench task");
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    meter.stop(done.load(Ordering::Relaxed))
 }
 
 async fn partcache_cache(url: &str) -> Cache<u64, String> {

@@ -31,7 +31,7 @@ use partcache_axum::ResponseCache;
 use sync_wrapper::SyncWrapper;
 use tower::{Service, ServiceExt};
 
-use crate::report::{Board, PARTCACHE, order, schedule};
+use crate::report::{Board, Measured, Meter, PARTCACHE, order, schedule};
 
 const PAYLOAD: &[u8] = &[b'x'; 1024];
 const CAPACITY: u64 = 10_000;
@@ -73,14 +73,14 @@ async fn requests<S, B>(
     count: usize,
     uri: impl Fn(usize) -> String,
     drained: &impl AsyncFn(),
-) -> f64
+) -> Measured
 where
     S: Service<Request<Body>, Response = Response<B>> + Clone,
     S::Error: Debug,
     B: http_body::Body,
     B::Error: Debug,
 {
-    let start = Instant::now();
+    let meter = Meter::start();
     for i in 0..count {
         let request = Request::get(uri(i))
             .header("host", "bench")
@@ -97,7 +97,7 @@ where
         assert_eq!(body.len(), PAYLOAD.len());
     }
     drained().await;
-    count as f64 / start.elapsed().as_secs_f64()
+    meter.stop(count as u64)
 }
 
 /// The miss then the hit figure of one contender in round `round`. Checks that every
@@ -108,7 +108,7 @@ async fn misses_then_hits<S, B>(
     service: S,
     round: usize,
     drained: impl AsyncFn(),
-) -> (f64, f64)
+) -> (Measured, Measured)
 where
     S: Service<Request<Body>, Response = Response<B>> + Clone,
     S::Error: Debug,
@@ -134,7 +134,7 @@ where
 
 async fn nothing_pending() {}
 
-async fn partcache(manager: &CacheManager, round: usize) -> (f64, f64) {
+async fn partcache(manager: &CacheManager, round: usize) -> (Measured, Measured) {
     let cache = ResponseCache::builder(
         manager
             .cache(&format!("peers-{round}"))
@@ -197,7 +197,7 @@ impl http_body::Body for SyncBody {
 /// a `BoxError`, which `Router::layer` does not take, so it wraps the router as its
 /// README shows (`ServiceBuilder::new().layer(cache).service(..)`), which means a hit
 /// skips the routing the other contenders pay for.
-async fn tower_http_cache(round: usize) -> (f64, f64) {
+async fn tower_http_cache(round: usize) -> (Measured, Measured) {
     use tower_http_cache::prelude::{CacheLayer, InMemoryBackend};
     let layer = CacheLayer::builder(InMemoryBackend::new(CAPACITY))
         .ttl(LIFETIME)
@@ -212,7 +212,7 @@ async fn tower_http_cache(round: usize) -> (f64, f64) {
 /// hitbox with its in-memory (moka) backend and the fastest value format its docs
 /// list (rkyv; the default is JSON, some 30 times slower on this body): GET requests,
 /// 200 responses, keyed by method and path.
-async fn hitbox(round: usize) -> (f64, f64) {
+async fn hitbox(round: usize) -> (Measured, Measured) {
     use hitbox::policy::PolicyConfig;
     use hitbox_http::extractors::{Method as MethodKey, path::PathExtractor};
     use hitbox_http::predicates::request::Method;
@@ -237,7 +237,7 @@ async fn hitbox(round: usize) -> (f64, f64) {
 
 /// axum-response-cache over the store its docs suggest for a bounded cache with a
 /// lifetime (`cached`'s LRU with a TTL), keyed by method and URI.
-async fn axum_response_cache(round: usize) -> (f64, f64) {
+async fn axum_response_cache(round: usize) -> (Measured, Measured) {
     let store = cached_v1::LruTtlCache::with_size_and_ttl(CAPACITY as usize, LIFETIME);
     let app = route().layer(axum_response_cache::CacheLayer::with(store));
     misses_then_hits(AXUM_RESPONSE_CACHE, app, round, nothing_pending).await
