@@ -236,6 +236,7 @@ mod backend;
 mod breaker;
 mod coalesce;
 mod connection;
+mod delivery;
 mod events;
 pub mod joined;
 mod layout;
