@@ -281,6 +281,28 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The state of the batching queues of the store's deployment (shared by every
+    /// cache on it): requests waiting to go in a batch, the most that ever waited, and
+    /// how many were sent alone because the queues were at their limit
+    /// (`max_pending_batched`, `max_pending_batched_bytes`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> partcache::Result<()> {
+    /// partcache_redis::install();
+    /// let manager = partcache::CacheManager::from_url("redis://127.0.0.1:6379?max_pending_batched=1024")?;
+    /// let cache = manager.cache::<u64, String>("users").build().await?;
+    /// let store = cache.raw_store().and_then(|raw| raw.as_any().downcast_ref::<partcache_redis::RedisStore>());
+    /// if let Some(store) = store {
+    ///     println!("{:?}", store.batching_stats());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn batching_stats(&self) -> crate::BatchingStats {
+        self.inner.deployment.coalescer().bound.stats()
+    }
+}
+
 impl Drop for RedisStore {
     fn drop(&mut self) {
         self.stop();
