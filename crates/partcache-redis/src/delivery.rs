@@ -21,8 +21,11 @@
 //!
 //! A call returns once its own events are on the channel (the events of a call reach
 //! listeners before it returns), which may be after an older call in flight on its
-//! partition comes back. Nothing of this runs while the cache has no listeners in this
-//! process: then no reply returns events and no call takes a ticket.
+//! partition comes back. It waits for that at most until its own deadline: a call
+//! whose future is kept but no longer polled would otherwise hold its partition's
+//! events for good, so past the deadline the older tickets are given up (their events,
+//! should they come, go out when they do). Nothing of this runs while the cache has no
+//! listeners in this process: then no reply returns events and no call takes a ticket.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -69,8 +72,26 @@ pub(crate) struct Ticket<'d> {
     resolved: bool,
 }
 
-/// Waits until the events a ticket was resolved with are on the channel.
-pub(crate) type Delivered = oneshot::Receiver<()>;
+/// The events a ticket was resolved with, held for older calls: [`Delivered::wait`].
+pub(crate) struct Delivered<'d> {
+    delivery: &'d Delivery,
+    partition: u16,
+    ticket: u64,
+    done: oneshot::Receiver<()>,
+}
+
+impl Delivered<'_> {
+    /// Waits until the events are on the channel, or until `deadline`; then gives up
+    /// the older calls they wait for and delivers them.
+    pub async fn wait(self, deadline: std::time::Instant) {
+        if tokio::time::timeout_at(deadline.into(), self.done)
+            .await
+            .is_err()
+        {
+            self.delivery.give_up(self.partition, self.ticket);
+        }
+    }
+}
 
 impl Delivery {
     pub fn new(events: broadcast::Sender<RawEvent>) -> Delivery {
@@ -107,7 +128,7 @@ impl Delivery {
         partition: u16,
         ticket: Option<u64>,
         events: Vec<(u64, RawEvent)>,
-    ) -> Option<Delivered> {
+    ) -> Option<Delivered<'_>> {
         let mut partitions = self.partitions.lock();
         let state = partitions.entry(partition).or_default();
         if let Some(number) = ticket {
@@ -127,14 +148,45 @@ impl Delivery {
         if let Some(number) = ticket
             && let Some(held) = state.held.iter_mut().find(|h| h.ticket == Some(number))
         {
-            let (tx, rx) = oneshot::channel();
+            let (tx, done) = oneshot::channel();
             held.delivered = Some(tx);
-            waiting = Some(rx);
+            waiting = Some(Delivered {
+                delivery: self,
+                partition,
+                ticket: number,
+                done,
+            });
         }
         if state.outstanding.is_empty() && state.held.is_empty() {
             partitions.remove(&partition);
         }
         waiting
+    }
+
+    /// The events of `ticket`'s reply waited too long: the calls they wait for are no
+    /// longer waited for, and what that makes deliverable goes out.
+    fn give_up(&self, partition: u16, ticket: u64) {
+        let mut partitions = self.partitions.lock();
+        let Some(state) = partitions.get_mut(&partition) else {
+            return;
+        };
+        let Some(barrier) = state
+            .held
+            .iter()
+            .find(|h| h.ticket == Some(ticket))
+            .map(|h| h.barrier)
+        else {
+            return;
+        };
+        tracing::warn!(
+            partition,
+            "events held for a call on their partition that has not come back in time; delivering them"
+        );
+        state.outstanding.retain(|&t| t >= barrier);
+        self.deliver(state);
+        if state.outstanding.is_empty() && state.held.is_empty() {
+            partitions.remove(&partition);
+        }
     }
 
     /// Puts on the channel, in number order, every held event numbered at most the
@@ -177,10 +229,10 @@ impl Delivery {
     }
 }
 
-impl Ticket<'_> {
+impl<'d> Ticket<'d> {
     /// The call's reply came back with `events`: delivers what can be, and gives back
     /// a wait for the rest of `events` when older calls are still in flight.
-    pub fn resolve(mut self, events: Vec<(u64, RawEvent)>) -> Option<Delivered> {
+    pub fn resolve(mut self, events: Vec<(u64, RawEvent)>) -> Option<Delivered<'d>> {
         self.resolved = true;
         self.delivery
             .hand_in(self.partition, Some(self.number), events)
@@ -228,10 +280,10 @@ mod tests {
         let waiting = put.resolve(vec![(2, event("created"))]);
         assert!(drain(&mut rx).is_empty(), "held for the reaper's call");
         let mut waiting = waiting.expect("the put waits");
-        assert!(waiting.try_recv().is_err());
+        assert!(waiting.done.try_recv().is_err());
         assert!(reaper.resolve(vec![(1, event("expired"))]).is_none());
         assert_eq!(drain(&mut rx), ["expired", "created"]);
-        assert!(waiting.try_recv().is_ok());
+        assert!(waiting.done.try_recv().is_ok());
         assert!(delivery.partitions.lock().is_empty());
     }
 
@@ -245,6 +297,24 @@ mod tests {
         drop(lost);
         assert_eq!(drain(&mut rx), ["a"]);
         drop(waiting);
+        assert!(delivery.partitions.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_future_is_kept_but_not_polled_holds_the_others_only_until_their_deadline()
+    {
+        let (tx, mut rx) = broadcast::channel(16);
+        let delivery = Delivery::new(tx);
+        let stuck = delivery.ticket(0);
+        let put = delivery.ticket(0);
+        let waiting = put.resolve(vec![(7, event("a"))]).expect("waits");
+        waiting
+            .wait(std::time::Instant::now() + std::time::Duration::from_millis(10))
+            .await;
+        assert_eq!(drain(&mut rx), ["a"]);
+        // The stuck call's events go out when it comes back after all.
+        assert!(stuck.resolve(vec![(6, event("late"))]).is_none());
+        assert_eq!(drain(&mut rx), ["late"]);
         assert!(delivery.partitions.lock().is_empty());
     }
 

@@ -459,9 +459,11 @@ impl StoreInner {
                 waits.extend(ticket.resolve(take_events(reply)));
             }
         }
-        for delivered in waits {
-            // An error: the events went out with the delivery dropped (never here).
-            let _ = delivered.await;
+        if !waits.is_empty() {
+            let deadline = self.deployment.router.deadline();
+            for delivered in waits {
+                delivered.wait(deadline).await;
+            }
         }
         Ok(replies)
     }
