@@ -36,14 +36,21 @@ use tokio::sync::{broadcast, oneshot};
 /// The ordered delivery of one cache's events. See the module docs.
 pub(crate) struct Delivery {
     events: broadcast::Sender<RawEvent>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The next ticket's number: one sequence for every partition, so that numbers
+    /// never repeat, even for a partition whose state was dropped while a ticket
+    /// given up (see [`Delivery::give_up`]) was still out.
+    next: u64,
     /// Per partition with calls in flight or events held.
-    partitions: Mutex<HashMap<u16, Partition>>,
+    partitions: HashMap<u16, Partition>,
 }
 
 #[derive(Default)]
 struct Partition {
-    /// The next ticket's number.
-    next: u64,
     /// Tickets not resolved yet.
     outstanding: BTreeSet<u64>,
     /// Events in hand, not delivered yet.
@@ -97,17 +104,21 @@ impl Delivery {
     pub fn new(events: broadcast::Sender<RawEvent>) -> Delivery {
         Delivery {
             events,
-            partitions: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
     /// A ticket for a call on `partition` about to be sent.
     pub fn ticket(&self, partition: u16) -> Ticket<'_> {
-        let mut partitions = self.partitions.lock();
-        let state = partitions.entry(partition).or_default();
+        let mut state = self.state.lock();
         let number = state.next;
         state.next += 1;
-        state.outstanding.insert(number);
+        state
+            .partitions
+            .entry(partition)
+            .or_default()
+            .outstanding
+            .insert(number);
         Ticket {
             delivery: self,
             partition,
@@ -129,13 +140,14 @@ impl Delivery {
         ticket: Option<u64>,
         events: Vec<(u64, RawEvent)>,
     ) -> Option<Delivered<'_>> {
-        let mut partitions = self.partitions.lock();
+        let mut guard = self.state.lock();
+        let barrier = guard.next;
+        let partitions = &mut guard.partitions;
         let state = partitions.entry(partition).or_default();
         if let Some(number) = ticket {
             state.outstanding.remove(&number);
         }
         if !events.is_empty() {
-            let barrier = state.next;
             state.held.push(Held {
                 ticket,
                 barrier,
@@ -166,7 +178,8 @@ impl Delivery {
     /// The events of `ticket`'s reply waited too long: the calls they wait for are no
     /// longer waited for, and what that makes deliverable goes out.
     fn give_up(&self, partition: u16, ticket: u64) {
-        let mut partitions = self.partitions.lock();
+        let mut guard = self.state.lock();
+        let partitions = &mut guard.partitions;
         let Some(state) = partitions.get_mut(&partition) else {
             return;
         };
@@ -284,7 +297,7 @@ mod tests {
         assert!(reaper.resolve(vec![(1, event("expired"))]).is_none());
         assert_eq!(drain(&mut rx), ["expired", "created"]);
         assert!(waiting.done.try_recv().is_ok());
-        assert!(delivery.partitions.lock().is_empty());
+        assert!(delivery.state.lock().partitions.is_empty());
     }
 
     #[test]
@@ -297,7 +310,7 @@ mod tests {
         drop(lost);
         assert_eq!(drain(&mut rx), ["a"]);
         drop(waiting);
-        assert!(delivery.partitions.lock().is_empty());
+        assert!(delivery.state.lock().partitions.is_empty());
     }
 
     #[tokio::test]
@@ -312,10 +325,15 @@ mod tests {
             .wait(std::time::Instant::now() + std::time::Duration::from_millis(10))
             .await;
         assert_eq!(drain(&mut rx), ["a"]);
-        // The stuck call's events go out when it comes back after all.
-        assert!(stuck.resolve(vec![(6, event("late"))]).is_none());
-        assert_eq!(drain(&mut rx), ["late"]);
-        assert!(delivery.partitions.lock().is_empty());
+        // The partition's state is gone; a new call's ticket is not mistaken for the
+        // stuck one's when that comes back after all: its events wait for the new
+        // call, which may have run first, and then go out in number order.
+        let next = delivery.ticket(0);
+        assert!(stuck.resolve(vec![(6, event("late"))]).is_some());
+        assert!(drain(&mut rx).is_empty(), "held for the new call");
+        assert!(next.resolve(vec![(8, event("c"))]).is_none());
+        assert_eq!(drain(&mut rx), ["late", "c"]);
+        assert!(delivery.state.lock().partitions.is_empty());
     }
 
     #[test]
