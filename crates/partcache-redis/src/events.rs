@@ -525,10 +525,16 @@ pub(crate) async fn reseed(deployment: &Deployment, feed: &Feed) -> Result<()> {
         let mut guard = feed.links.waiting.lock();
         let still = guard.get_or_insert_with(|| feed.all_waiting());
         for (partition, loss) in &waiting {
-            if still.get(partition) == Some(loss) {
-                still.remove(partition);
-            } else {
-                again.push(*partition);
+            match still.get(partition) {
+                Some(now) if now == loss => {
+                    still.remove(partition);
+                }
+                Some(_) => again.push(*partition),
+                // Resumed meanwhile by another reseed (the resubscription's and the
+                // heartbeat's may run at once): not a new loss. Taking it for one
+                // left the partition lost with nothing waiting to reseed it, so the
+                // near cache never served it again.
+                None => {}
             }
         }
         still.is_empty()
