@@ -456,7 +456,7 @@ impl StoreInner {
         let mut waits = Vec::new();
         for (ticket, reply) in tickets.into_iter().zip(replies.iter_mut()) {
             if let Some(ticket) = ticket {
-                waits.extend(ticket.resolve(take_events(reply)));
+                waits.extend(ticket.resolve(self.take_events(reply)));
             }
         }
         if !waits.is_empty() {
@@ -585,6 +585,39 @@ impl StoreInner {
         listened
     }
 
+    /// Takes the events out of a script's `{result, evicted, expired, events}` reply,
+    /// counting its evictions and expirations first (and leaving zeros in their place
+    /// for [`StoreInner::outcome`]), so that a listener that hears an expiry finds it
+    /// counted.
+    fn take_events(&self, reply: &mut Value) -> Vec<(u64, RawEvent)> {
+        let Value::Array(parts) = reply else {
+            return Vec::new();
+        };
+        let [_, evicted, expired, Value::Array(events)] = parts.as_mut_slice() else {
+            return Vec::new();
+        };
+        self.count(
+            int(Some(&std::mem::replace(evicted, Value::Int(0)))),
+            int(Some(&std::mem::replace(expired, Value::Int(0)))),
+        );
+        std::mem::take(events)
+            .into_iter()
+            .filter_map(|event| match event {
+                Value::BulkString(payload) => parse_event(&payload),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, evicted: u64, expired: u64) {
+        if evicted > 0 {
+            self.stats.evictions.add(evicted);
+        }
+        if expired > 0 {
+            self.stats.expirations.add(expired);
+        }
+    }
+
     /// Unpacks a script's `{result, evicted, expired, events}` reply: counts the
     /// evictions and expirations and gives back the result (its events went to the
     /// delivery in [`StoreInner::execute`]).
@@ -610,12 +643,7 @@ impl StoreInner {
         let result = parts.next().unwrap_or(Value::Nil);
         let evicted = int(parts.next().as_ref());
         let expired = int(parts.next().as_ref());
-        if evicted > 0 {
-            self.stats.evictions.add(evicted);
-        }
-        if expired > 0 {
-            self.stats.expirations.add(expired);
-        }
+        self.count(evicted, expired);
         Ok(result)
     }
 
@@ -964,23 +992,6 @@ fn blob(v: Value) -> Option<Vec<u8>> {
         Value::BulkString(b) => Some(b),
         _ => None,
     }
-}
-
-/// Takes the events out of a script's `{result, evicted, expired, events}` reply.
-fn take_events(reply: &mut Value) -> Vec<(u64, RawEvent)> {
-    let Value::Array(parts) = reply else {
-        return Vec::new();
-    };
-    let Some(Value::Array(events)) = parts.get_mut(3) else {
-        return Vec::new();
-    };
-    std::mem::take(events)
-        .into_iter()
-        .filter_map(|event| match event {
-            Value::BulkString(payload) => parse_event(&payload),
-            _ => None,
-        })
-        .collect()
 }
 
 fn ttl_arg(ttl: Option<Duration>) -> String {

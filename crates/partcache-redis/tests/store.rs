@@ -690,8 +690,10 @@ async fn a_flood_of_puts_and_reads_keeps_the_batching_queues_bounded() {
     const CALLS: u64 = 4_000;
     const MAX: u64 = 32;
     const MAX_BYTES: u64 = 16 * 1024;
+    // A long response timeout: 4,000 concurrent calls on a loaded machine may take
+    // longer than the default second; the bound is what this checks.
     let url = format!(
-        "{}?max_pending_batched={MAX}&max_pending_batched_bytes={MAX_BYTES}",
+        "{}?max_pending_batched={MAX}&max_pending_batched_bytes={MAX_BYTES}&response_timeout=10s",
         standalone_url()
     );
     let cache: Cache<u64, String> = common::manager(&url)
