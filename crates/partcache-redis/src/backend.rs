@@ -150,7 +150,7 @@ impl Deployment {
             replicas,
             resubscriber: OnceLock::new(),
             origin,
-            coalescer: Coalescer::default(),
+            coalescer: Coalescer::new(url.batching, &url.display),
             channel_suffix: crate::layout::channel_suffix(url.db),
             url,
         }

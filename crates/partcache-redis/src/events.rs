@@ -8,8 +8,9 @@
 //! the message's number in its partition (decimal; `<P>sq`, taken by the script in the
 //! same atomic step as the change), `:`, the writing client's origin, `:`, and the
 //! blob. While a cache has listeners, its scripts also return their events in the reply
-//! (kind and blob, no number): a call's own events reach its listeners before it
-//! returns, and the published copies with this client's origin are not forwarded again. On a cluster, a RESP3 connection to each node, apart
+//! (kind, number and blob): a call's own events reach its listeners before it returns,
+//! in the order the server made them (`delivery.rs`), and the published copies with
+//! this client's origin are not forwarded again. On a cluster, a RESP3 connection to each node, apart
 //! from the data connections, is subscribed to the channels of that node's partitions,
 //! so messages arrive in publication order (the events of one partition in order). It
 //! is apart because the server unsubscribes a shard channel on
@@ -44,6 +45,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{Notify, broadcast};
 
 use crate::backend::Deployment;
+use crate::delivery::Delivery;
 use crate::routing::Request;
 
 /// The kind byte of a published event.
@@ -58,13 +60,19 @@ pub(crate) fn kind_of(byte: u8) -> Option<EventKind> {
     })
 }
 
-/// Parses one event returned in a script's reply (kind byte and blob).
-pub(crate) fn parse_event(payload: &[u8]) -> Option<RawEvent> {
-    let (&kind, blob) = payload.split_first()?;
-    Some(RawEvent {
-        kind: kind_of(kind)?,
-        blob: blob.to_vec(),
-    })
+/// Parses one event returned in a script's reply (`<kind><number>:<blob>`): its number
+/// in its partition and the event.
+pub(crate) fn parse_event(payload: &[u8]) -> Option<(u64, RawEvent)> {
+    let (&kind, rest) = payload.split_first()?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let seq = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    Some((
+        seq,
+        RawEvent {
+            kind: kind_of(kind)?,
+            blob: rest[colon + 1..].to_vec(),
+        },
+    ))
 }
 
 /// One published message: kind byte, number, origin, blob.
@@ -96,6 +104,8 @@ pub(crate) fn parse_message(payload: &[u8]) -> Option<Message<'_>> {
 pub(crate) struct Feed {
     /// The cache's event channel (listeners).
     pub events: broadcast::Sender<RawEvent>,
+    /// Puts the events of each partition on `events` in the order they were made.
+    pub delivery: Delivery,
     /// Whether the cache has listeners in this process.
     pub listened: ListenerProbe,
     /// The attached near cache.
@@ -279,12 +289,14 @@ impl Routes {
                 }
                 match kind_of(message.kind) {
                     // Nobody listens here right now: nothing to build.
-                    Some(kind) if route.feed.listened.is_listened() => {
-                        drop(route.feed.events.send(RawEvent {
+                    Some(kind) if route.feed.listened.is_listened() => route.feed.delivery.arrived(
+                        route.partition,
+                        message.seq,
+                        RawEvent {
                             kind,
                             blob: message.blob.to_vec(),
-                        }))
-                    }
+                        },
+                    ),
                     Some(_) => {}
                     None => tracing::warn!(%addr, "ignoring a cache event of unknown kind"),
                 }
@@ -513,10 +525,16 @@ pub(crate) async fn reseed(deployment: &Deployment, feed: &Feed) -> Result<()> {
         let mut guard = feed.links.waiting.lock();
         let still = guard.get_or_insert_with(|| feed.all_waiting());
         for (partition, loss) in &waiting {
-            if still.get(partition) == Some(loss) {
-                still.remove(partition);
-            } else {
-                again.push(*partition);
+            match still.get(partition) {
+                Some(now) if now == loss => {
+                    still.remove(partition);
+                }
+                Some(_) => again.push(*partition),
+                // Resumed meanwhile by another reseed (the resubscription's and the
+                // heartbeat's may run at once): not a new loss. Taking it for one
+                // left the partition lost with nothing waiting to reseed it, so the
+                // near cache never served it again.
+                None => {}
             }
         }
         still.is_empty()
@@ -683,12 +701,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reply_events_parse_into_events() {
-        let event = parse_event(b"Uabc").unwrap();
+    fn reply_events_parse_into_numbered_events() {
+        let (seq, event) = parse_event(b"U12:a:bc").unwrap();
+        assert_eq!(seq, 12);
         assert_eq!(event.kind, EventKind::Updated);
-        assert_eq!(event.blob, b"abc");
+        assert_eq!(event.blob, b"a:bc");
         assert!(parse_event(b"").is_none());
-        assert!(parse_event(b"?x").is_none());
+        assert!(parse_event(b"Uabc").is_none());
+        assert!(parse_event(b"?1:x").is_none());
     }
 
     #[test]

@@ -45,6 +45,8 @@
 //! | `breaker_failures` | `3` | timeouts in a row that open a node's circuit breaker; `0` turns breakers off (see [Circuit breakers](#circuit-breakers)) |
 //! | `breaker_probe_interval` | `500ms` | how often an open breaker probes its node |
 //! | `read_from_replicas` | `false` | on a cluster, serve plain reads from replicas (see below) |
+//! | `max_pending_batched` | `4096` | most requests waiting to go in a batch (see [Costs](#costs)); one that finds this many waiting is sent alone; `0` turns batching off |
+//! | `max_pending_batched_bytes` | `16777216` (16 MiB) | most bytes (keys and values) the requests waiting to go in a batch hold together; one that does not fit is sent alone |
 //! | `tls` | `false` | TLS on a `redis://` or cluster URL (what `rediss://` means) |
 //! | `tls_ca` | system roots | path of a PEM file of CA certificates to trust instead of the system's (private or self-signed CAs) |
 //! | `tls_cert`, `tls_key` | none | paths of the PEM client certificate (chain) and its private key, for mutual TLS; both or neither |
@@ -159,7 +161,11 @@
 //!   together as one `MGET`, so under load many reads cost the server one command.
 //!   Likewise unconditional puts (that want no previous value, on caches without
 //!   listeners in this process) are sent per node in one function call for all the
-//!   puts that arrived meanwhile.
+//!   puts that arrived meanwhile. The requests waiting for a batch are bounded per
+//!   deployment, by count and bytes (`max_pending_batched`,
+//!   `max_pending_batched_bytes`): a request that does not fit is sent alone at once,
+//!   never dropped, and counted ([`RedisStore::batching_stats`], and the
+//!   [`SENT_ALONE_METRIC`] counter of the `metrics` facade).
 //! * A write is one function call. An unconditional put on a cache whose deadline does
 //!   not depend on the entry it replaces (every policy but `Created` and `Accessed`)
 //!   writes first (`SET … GET`) rather than reading first; on an eternal cache without
@@ -248,6 +254,7 @@ mod backend;
 mod breaker;
 mod coalesce;
 mod connection;
+mod delivery;
 mod events;
 pub mod joined;
 mod keyscan;
@@ -262,6 +269,10 @@ pub mod url;
 
 pub use backend::{RedisBackend, RedisBackendFactory, SCHEMES};
 pub use breaker::BreakerSettings;
+pub use coalesce::bound::{
+    BatchingSettings, BatchingStats, DEFAULT_MAX_PENDING_BATCHED,
+    DEFAULT_MAX_PENDING_BATCHED_BYTES, SENT_ALONE_METRIC,
+};
 pub use store::RedisStore;
 pub use tls::{ClientCertificate, PemFile, TlsOptions};
 

@@ -37,6 +37,9 @@ pub(crate) struct Request {
     pub cmd: Cmd,
     /// May be served by a replica.
     pub read_only: bool,
+    /// The partition whose events the reply returns (a script called while the cache
+    /// has listeners in this process): they are delivered in order (`delivery.rs`).
+    pub events: Option<u16>,
 }
 
 impl Request {
@@ -46,6 +49,7 @@ impl Request {
             slot,
             cmd,
             read_only: false,
+            events: None,
         }
     }
 }

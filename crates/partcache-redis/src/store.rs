@@ -215,6 +215,7 @@ impl RedisStore {
             wants_feed: std::sync::atomic::AtomicBool::new(false),
             subscribed: tokio::sync::Mutex::new(false),
             feed: Arc::new(Feed {
+                delivery: crate::delivery::Delivery::new(events.clone()),
                 events,
                 listened: spec.listened.clone(),
                 sink: OnceLock::new(),
@@ -283,6 +284,28 @@ impl RedisStore {
             .reaper
             .set(crate::reaper::spawn(Arc::downgrade(&self.inner)));
         Ok(())
+    }
+}
+
+impl RedisStore {
+    /// The state of the batching queues of the store's deployment (shared by every
+    /// cache on it): requests waiting to go in a batch, the most that ever waited, and
+    /// how many were sent alone because the queues were at their limit
+    /// (`max_pending_batched`, `max_pending_batched_bytes`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> partcache::Result<()> {
+    /// partcache_redis::install();
+    /// let manager = partcache::CacheManager::from_url("redis://127.0.0.1:6379?max_pending_batched=1024")?;
+    /// let cache = manager.cache::<u64, String>("users").build().await?;
+    /// let store = cache.raw_store().and_then(|raw| raw.as_any().downcast_ref::<partcache_redis::RedisStore>());
+    /// if let Some(store) = store {
+    ///     println!("{:?}", store.batching_stats());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn batching_stats(&self) -> crate::BatchingStats {
+        self.inner.deployment.coalescer().bound.stats()
     }
 }
 
@@ -403,13 +426,21 @@ impl StoreInner {
                 cmd.arg(&self.header[..]);
             }
         }
-        self.event_args(&mut cmd, partition);
-        Request::new(self.layout.slot(partition), cmd)
+        let events = self.event_args(&mut cmd, partition);
+        Request {
+            events: events.then_some(partition),
+            ..Request::new(self.layout.slot(partition), cmd)
+        }
     }
 
     /// Runs `requests` in a `partcache.redis` span naming the cache and the partition
     /// (the first one's, with how many a many-key call touches): the routing's
     /// `partcache.node` spans nest under it.
+    ///
+    /// Replies that return events (the cache has listeners in this process) hand them
+    /// to the cache's [`Delivery`](crate::delivery::Delivery), which puts each
+    /// partition's events on the channel in the order the server made them; this
+    /// returns once they are there.
     async fn execute(&self, requests: Vec<Request>) -> Result<Vec<Value>> {
         let span = tracing::debug_span!(
             "partcache.redis",
@@ -417,7 +448,30 @@ impl StoreInner {
             partition = requests.first().and_then(|r| self.layout.partition_of_slot(r.slot)),
             requests = requests.len()
         );
-        self.deployment.execute(requests).instrument(span).await
+        if requests.iter().all(|r| r.events.is_none()) {
+            return self.deployment.execute(requests).instrument(span).await;
+        }
+        let delivery = &self.feed.delivery;
+        // Taken before sending (see `delivery.rs`); a ticket dropped unresolved (an
+        // error, or this future dropped) releases the replies that wait for it.
+        let tickets: Vec<_> = requests
+            .iter()
+            .map(|r| r.events.map(|p| delivery.ticket(p)))
+            .collect();
+        let mut replies = self.deployment.execute(requests).instrument(span).await?;
+        let mut waits = Vec::new();
+        for (ticket, reply) in tickets.into_iter().zip(replies.iter_mut()) {
+            if let Some(ticket) = ticket {
+                waits.extend(ticket.resolve(self.take_events(reply)));
+            }
+        }
+        if !waits.is_empty() {
+            let deadline = self.deployment.router.deadline();
+            for delivered in waits {
+                delivered.wait(deadline).await;
+            }
+        }
+        Ok(replies)
     }
 
     /// An unconditional put that wants no previous value: the common put
@@ -503,9 +557,12 @@ impl StoreInner {
             cmd.arg(partition_key);
         }
         cmd.arg(self.layout.entry_key_arg(p, &key.text));
-        self.event_args(&mut cmd, p);
+        let events = self.event_args(&mut cmd, p);
         cmd.arg(&key.text).arg(blob);
-        let request = Request::new(self.layout.slot(p), cmd);
+        let request = Request {
+            events: events.then_some(p),
+            ..Request::new(self.layout.slot(p), cmd)
+        };
         let reply = self
             .execute(vec![request])
             .await?
@@ -524,16 +581,52 @@ impl StoreInner {
     /// the cache has listeners in this process: a call's own events then reach them
     /// from its reply, before it returns, and the published copies, which carry this
     /// client's origin, are not forwarded a second time (`events.rs`). Without local
-    /// listeners the reply carries no events at all.
-    fn event_args(&self, cmd: &mut Cmd, partition: u16) {
-        let mode = self.publish_mode + if self.listened.is_listened() { 3 } else { 0 };
+    /// listeners the reply carries no events at all. Returns whether it does.
+    fn event_args(&self, cmd: &mut Cmd, partition: u16) -> bool {
+        let listened = self.listened.is_listened();
+        let mode = self.publish_mode + if listened { 3 } else { 0 };
         cmd.arg(mode)
             .arg(self.deployment.origin())
             .arg(self.layout.channel(partition));
+        listened
+    }
+
+    /// Takes the events out of a script's `{result, evicted, expired, events}` reply,
+    /// counting its evictions and expirations first (and leaving zeros in their place
+    /// for [`StoreInner::outcome`]), so that a listener that hears an expiry finds it
+    /// counted.
+    fn take_events(&self, reply: &mut Value) -> Vec<(u64, RawEvent)> {
+        let Value::Array(parts) = reply else {
+            return Vec::new();
+        };
+        let [_, evicted, expired, Value::Array(events)] = parts.as_mut_slice() else {
+            return Vec::new();
+        };
+        self.count(
+            int(Some(&std::mem::replace(evicted, Value::Int(0)))),
+            int(Some(&std::mem::replace(expired, Value::Int(0)))),
+        );
+        std::mem::take(events)
+            .into_iter()
+            .filter_map(|event| match event {
+                Value::BulkString(payload) => parse_event(&payload),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, evicted: u64, expired: u64) {
+        if evicted > 0 {
+            self.stats.evictions.add(evicted);
+        }
+        if expired > 0 {
+            self.stats.expirations.add(expired);
+        }
     }
 
     /// Unpacks a script's `{result, evicted, expired, events}` reply: counts the
-    /// evictions and expirations, emits returned events, and gives back the result.
+    /// evictions and expirations and gives back the result (its events went to the
+    /// delivery in [`StoreInner::execute`]).
     fn outcome(&self, reply: Value) -> Result<Value> {
         let parts = match reply {
             Value::Array(parts) if parts.len() == 4 => parts,
@@ -556,22 +649,7 @@ impl StoreInner {
         let result = parts.next().unwrap_or(Value::Nil);
         let evicted = int(parts.next().as_ref());
         let expired = int(parts.next().as_ref());
-        if evicted > 0 {
-            self.stats.evictions.add(evicted);
-        }
-        if expired > 0 {
-            self.stats.expirations.add(expired);
-        }
-        if let Some(Value::Array(events)) = parts.next() {
-            for event in events {
-                if let Value::BulkString(payload) = event
-                    && let Some(event) = parse_event(&payload)
-                {
-                    // No receiver: nobody listens.
-                    let _ = self.feed.events.send(event);
-                }
-            }
-        }
+        self.count(evicted, expired);
         Ok(result)
     }
 
@@ -588,7 +666,9 @@ impl StoreInner {
             .arg(meta_index)
             .arg(format!("{}meta", meta_index.trim_end_matches("ix")))
             .arg(&self.header[..]);
+        // The open function makes no events.
         self.event_args(&mut request.cmd, 0);
+        request.events = None;
         request
             .cmd
             .arg(self.layout.partitions())

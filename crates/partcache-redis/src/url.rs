@@ -10,6 +10,7 @@ use partcache::partition::{MIN_PARTITIONS, SLOT_COUNT};
 use partcache::{Error, Result};
 
 pub use crate::breaker::BreakerSettings;
+pub use crate::coalesce::bound::BatchingSettings;
 pub use crate::tls::{ClientCertificate, PemFile, TlsOptions};
 use crate::tls::{PemKind, read_parameter};
 
@@ -59,6 +60,9 @@ pub struct DeploymentUrl {
     /// When a node's circuit breaker opens and how often it is probed
     /// (`breaker_failures`, `breaker_probe_interval`).
     pub breaker: BreakerSettings,
+    /// The bound on the requests waiting to go in a batch (`max_pending_batched`,
+    /// `max_pending_batched_bytes`).
+    pub batching: BatchingSettings,
 }
 
 /// Every query parameter the URLs accept.
@@ -69,6 +73,8 @@ const PARAMETERS: &[&str] = &[
     "read_from_replicas",
     "breaker_failures",
     "breaker_probe_interval",
+    "max_pending_batched",
+    "max_pending_batched_bytes",
     "tls",
     "tls_ca",
     "tls_cert",
@@ -150,6 +156,7 @@ pub fn parse(url: &str) -> Result<DeploymentUrl> {
         response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         read_from_replicas: false,
         breaker: BreakerSettings::default(),
+        batching: BatchingSettings::default(),
     };
     // Paths of the TLS files: read once the whole query is known to be valid.
     let (mut tls_ca, mut tls_cert, mut tls_key) = (None, None, None);
@@ -176,6 +183,10 @@ pub fn parse(url: &str) -> Result<DeploymentUrl> {
                 })?;
             }
             "breaker_probe_interval" => parsed.breaker.probe_interval = duration(name, &value)?,
+            "max_pending_batched" => parsed.batching.max_pending = count(name, &value)?,
+            "max_pending_batched_bytes" => {
+                parsed.batching.max_pending_bytes = count(name, &value)?;
+            }
             "tls" => {
                 tls = boolean(name, &value)?;
                 parsed.tls = tls;
@@ -241,6 +252,13 @@ pub fn parse(url: &str) -> Result<DeploymentUrl> {
     #[cfg(feature = "tls")]
     crate::tls::validate(&parsed.tls_options)?;
     Ok(parsed)
+}
+
+/// A count (requests, bytes): a whole number, 0 allowed.
+fn count(name: &str, value: &str) -> Result<usize> {
+    value
+        .parse()
+        .map_err(|_| Error::Config(format!("`{name}={value}`: expected a whole number")))
 }
 
 /// The value of a file parameter (not empty).
@@ -425,6 +443,30 @@ mod tests {
                 .failures,
             0
         );
+    }
+
+    #[test]
+    fn batching_bounds_parse_and_default() {
+        let u = parse("redis://h:1").unwrap();
+        assert_eq!(u.batching, BatchingSettings::default());
+        let u =
+            parse("redis://h:1?max_pending_batched=32&max_pending_batched_bytes=65536").unwrap();
+        assert_eq!(
+            u.batching,
+            BatchingSettings {
+                max_pending: 32,
+                max_pending_bytes: 65536
+            }
+        );
+        for url in [
+            "redis://h:1?max_pending_batched=-1",
+            "redis://h:1?max_pending_batched_bytes=16MiB",
+        ] {
+            match parse(url) {
+                Err(Error::Config(m)) => assert!(m.contains("expected a whole number"), "{m}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
     }
 
     #[test]

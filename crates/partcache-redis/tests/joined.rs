@@ -34,6 +34,17 @@ fn member_urls() -> Vec<String> {
     })
 }
 
+/// The merged stream keeps each key's events in the order the member's server made
+/// them, though the reaper's expirations and the replacing puts race
+/// ([`common::assert_each_keys_events_in_server_order`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_one_key_arrive_in_the_order_the_server_made_them() {
+    let members = member_urls()
+        .into_iter()
+        .map(|m| format!("{m}?response_timeout=10s"));
+    common::assert_each_keys_events_in_server_order(&joined::build_url(members)).await;
+}
+
 /// Polls `condition` until it holds, failing after [`DEADLINE`].
 async fn eventually<F, Fut>(what: &str, mut condition: F)
 where

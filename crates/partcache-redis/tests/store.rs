@@ -370,6 +370,19 @@ async fn a_put_over_an_entry_redis_expired_announces_the_expiry_once() {
     }
 }
 
+/// JSR-107 §8.3: the events of one key reach a listener in the order the server made
+/// them, though the reaper's expirations and the puts that replace the expired entries
+/// race (their replies come back to different tasks): see
+/// [`common::assert_each_keys_events_in_server_order`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_one_key_arrive_in_the_order_the_server_made_them() {
+    common::assert_each_keys_events_in_server_order(&format!(
+        "{}?response_timeout=10s",
+        standalone_url()
+    ))
+    .await;
+}
+
 /// A server that lost partcache's function library (a restart without persistence, a
 /// `FUNCTION FLUSH`) gets it loaded again by the next call, which then succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -682,6 +695,66 @@ async fn concurrent_puts_to_one_node_share_calls_and_announce_every_entry() {
             event.key
         );
     }
+}
+
+/// A flood of concurrent puts and reads on one node keeps the batching queues within
+/// `max_pending_batched` and `max_pending_batched_bytes`: what does not fit is sent
+/// alone (every put is stored, every read answered) and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_puts_and_reads_keeps_the_batching_queues_bounded() {
+    const CALLS: u64 = 4_000;
+    const MAX: u64 = 32;
+    const MAX_BYTES: u64 = 16 * 1024;
+    // A long response timeout: 4,000 concurrent calls on a loaded machine may take
+    // longer than the default second; the bound is what this checks.
+    let url = format!(
+        "{}?max_pending_batched={MAX}&max_pending_batched_bytes={MAX_BYTES}&response_timeout=10s",
+        standalone_url()
+    );
+    let cache: Cache<u64, String> = common::manager(&url)
+        .cache(&unique("flood"))
+        .build()
+        .await
+        .unwrap();
+    let store = cache
+        .raw_store()
+        .and_then(|raw| raw.as_any().downcast_ref::<partcache_redis::RedisStore>())
+        .expect("a Redis store");
+    // About 1 KiB a value: the byte limit holds fewer than the count limit's puts.
+    let value = |k: u64| format!("{k}:{}", "x".repeat(1000));
+    let puts: Vec<_> = (0..CALLS)
+        .map(|k| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.put(k, value(k)).await })
+        })
+        .collect();
+    for put in futures::future::join_all(puts).await {
+        put.expect("put task").unwrap();
+    }
+    let after_puts = store.batching_stats();
+    let gets: Vec<_> = (0..CALLS)
+        .map(|k| {
+            let cache = cache.clone();
+            tokio::spawn(async move { (k, cache.get(&k).await) })
+        })
+        .collect();
+    for get in futures::future::join_all(gets).await {
+        let (k, got) = get.expect("get task");
+        assert_eq!(got.unwrap().as_deref().cloned(), Some(value(k)), "key {k}");
+    }
+    let stats = store.batching_stats();
+    assert!(
+        after_puts.peak_pending > 1,
+        "the flood was batched at all: {after_puts:?}"
+    );
+    assert!(stats.peak_pending <= MAX, "{stats:?}");
+    assert!(stats.peak_pending_bytes <= MAX_BYTES, "{stats:?}");
+    assert!(
+        after_puts.sent_alone > 0 && stats.sent_alone > after_puts.sent_alone,
+        "puts and reads that did not fit went alone: {after_puts:?} then {stats:?}"
+    );
+    assert_eq!((stats.pending, stats.pending_bytes), (0, 0), "{stats:?}");
+    assert_eq!(cache.stats().puts, CALLS);
 }
 
 /// Unconditional puts on an evicting cache (`lua/upsert.lua`) that arrive while

@@ -9,13 +9,18 @@
 //! * [`reads`]: one-key plain reads on a standalone server, as `MGET`s.
 //! * [`puts`]: the common put (`lua/put.lua`) per node, as one `put_batch` call.
 //!
+//! The queues are bounded ([`bound`]): a request that finds them full is sent alone.
+//!
 //! A request that waits is sent after every write whose reply came back before it was
 //! asked, so a caller still reads its own writes. Requests that queued behind one that
 //! timed out or found the server unreachable fail with it (each within one response
 //! timeout of its start) rather than try again.
 
+pub(crate) mod bound;
 pub(crate) mod puts;
 pub(crate) mod reads;
+
+use std::sync::Arc;
 
 use partcache::{Error, Result};
 use tokio::sync::oneshot;
@@ -23,10 +28,22 @@ use tokio::sync::oneshot;
 use crate::backend::Deployment;
 
 /// The coalescing state of one deployment.
-#[derive(Default)]
 pub(crate) struct Coalescer {
     pub reads: reads::Reads,
     pub puts: puts::Puts,
+    /// The bound on what both queue.
+    pub bound: Arc<bound::Bound>,
+}
+
+impl Coalescer {
+    /// The queues of the deployment described as `deployment`.
+    pub fn new(settings: bound::BatchingSettings, deployment: &str) -> Coalescer {
+        Coalescer {
+            reads: reads::Reads::default(),
+            puts: puts::Puts::default(),
+            bound: bound::Bound::new(settings, deployment),
+        }
+    }
 }
 
 /// A waiting request's result, within the response timeout from the start of its cache

@@ -22,6 +22,7 @@ use crate::backend::Deployment;
 use crate::routing::Request;
 use crate::scripts::scripts;
 
+use super::bound::Pending;
 use super::unreachable;
 
 /// Most entries in one `put_batch` call (the rest go in further calls, at once).
@@ -95,6 +96,8 @@ pub(crate) enum Done {
 struct Waiter {
     entry: Entry,
     reply: oneshot::Sender<Result<Done>>,
+    /// Its room in the queues, freed with it.
+    _pending: Pending,
 }
 
 /// What a put does: go now (and hand over to the puts that queue meanwhile when
@@ -139,8 +142,13 @@ pub(crate) struct Ticket<'a> {
 
 impl Ticket<'_> {
     /// Queues `entry`; it goes in the node's next batch (at once, if the node became
-    /// idle since the turn was taken).
+    /// idle since the turn was taken). [`Done::Alone`] at once when the queues are at
+    /// their limit (`bound.rs`).
     pub async fn put(self, entry: Entry) -> Result<Done> {
+        let bytes = entry.prefix.len() + entry.text.len() + entry.blob.len() + entry.key_only.len();
+        let Some(pending) = self.deployment.coalescer().bound.admit(bytes) else {
+            return Ok(Done::Alone(entry.blob));
+        };
         let (reply, receiver) = oneshot::channel();
         let lead = {
             let mut queues = self.deployment.coalescer().puts.queues.lock();
@@ -148,7 +156,11 @@ impl Ticket<'_> {
             let Some(queue) = queues.get_mut(&self.key) else {
                 return Ok(Done::Alone(entry.blob));
             };
-            queue.waiting.push(Waiter { entry, reply });
+            queue.waiting.push(Waiter {
+                entry,
+                reply,
+                _pending: pending,
+            });
             // The call it waited for came back meanwhile, and nobody took over.
             let idle = !queue.busy;
             queue.busy = true;

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use crate::backend::Deployment;
 use crate::routing::Request;
 
+use super::bound::Pending;
 use super::unreachable;
 
 /// Most keys in one `MGET` (the rest wait for the next one).
@@ -34,25 +35,39 @@ struct State {
 struct Waiter {
     key: String,
     reply: oneshot::Sender<Result<Value>>,
+    /// Its room in the queues, freed with it.
+    _pending: Pending,
 }
 
 /// Reads `key` (a `GET`'s reply: a bulk string or nil) on `deployment`, coalesced with
 /// concurrent reads.
 pub(crate) async fn get(deployment: &Arc<Deployment>, key: String) -> Result<Value> {
-    let waiting = {
+    let turn = {
         let mut state = deployment.coalescer().reads.state.lock();
-        if state.busy {
-            let (reply, receiver) = oneshot::channel();
-            state.waiting.push(Waiter { key, reply });
-            Err(receiver)
-        } else {
+        if !state.busy {
             state.busy = true;
-            Ok(key)
+            Turn::Lead(key)
+        } else if let Some(pending) = deployment.coalescer().bound.admit(key.len()) {
+            let (reply, receiver) = oneshot::channel();
+            state.waiting.push(Waiter {
+                key,
+                reply,
+                _pending: pending,
+            });
+            Turn::Wait(receiver)
+        } else {
+            Turn::Alone(key)
         }
     };
-    match waiting {
-        Err(receiver) => super::wait(deployment, receiver).await,
-        Ok(key) => {
+    match turn {
+        Turn::Wait(receiver) => super::wait(deployment, receiver).await,
+        // The queues are at their limit: a `GET` of its own (`bound.rs`).
+        Turn::Alone(key) => {
+            let mut cmd = Cmd::with_capacity(2, 8 + key.len());
+            cmd.arg("GET").arg(key);
+            send(deployment, cmd).await
+        }
+        Turn::Lead(key) => {
             // Whatever happens to this call (an error, or its caller dropping it), the
             // reads that queued behind it are seen to.
             let mut next = HandOff {
@@ -66,6 +81,14 @@ pub(crate) async fn get(deployment: &Arc<Deployment>, key: String) -> Result<Val
             result
         }
     }
+}
+
+/// What a read does: go now and hand over to the reads that queue meanwhile, wait for
+/// the next `MGET`, or go alone (the queues are full).
+enum Turn {
+    Lead(String),
+    Wait(oneshot::Receiver<Result<Value>>),
+    Alone(String),
 }
 
 /// Sends one read command; the reply of a `GET` or an `MGET`.

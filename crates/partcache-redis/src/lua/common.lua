@@ -165,20 +165,26 @@ local function subscribed(publish)
   return SUBSCRIBED
 end
 
--- A published message is numbered (`<P>sq`, in the same atomic step as the change it
--- reports): `<kind><number>:<origin>:<blob>`, so a near cache can tell a lost message (events.rs).
+-- An event is numbered (`<P>sq`, in the same atomic step as the change it reports)
+-- when it is published or returned: a published message is
+-- `<kind><number>:<origin>:<blob>`, so a near cache can tell a lost message, and a
+-- returned one `<kind><number>:<blob>`, so the client delivers the events of a
+-- partition in the order they were made (events.rs, delivery.rs).
 local function emit(kind, blob)
   local publish = PUBMODE % 3
-  if publish ~= 0 and subscribed(publish) then
-    partition_keys()
-    local message = kind .. redis.call('INCR', SQ) .. ':' .. ORIGIN .. ':' .. blob
+  local published = publish ~= 0 and subscribed(publish)
+  if not published and PUBMODE < 3 then return end
+  partition_keys()
+  local n = redis.call('INCR', SQ)
+  if published then
+    local message = kind .. n .. ':' .. ORIGIN .. ':' .. blob
     if publish == 1 then
       redis.call('PUBLISH', CHANNEL, message)
     else
       redis.call('SPUBLISH', CHANNEL, message)
     end
   end
-  if PUBMODE >= 3 then EVENTS[#EVENTS + 1] = kind .. blob end
+  if PUBMODE >= 3 then EVENTS[#EVENTS + 1] = kind .. n .. ':' .. blob end
 end
 
 -- Whether this call's events reach anyone: a listener in this process (they come back
