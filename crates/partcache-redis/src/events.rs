@@ -466,10 +466,10 @@ pub(crate) async fn resubscribe_loop(deployment: Weak<Deployment>, routes: Arc<R
 /// their subscriptions were confirmed) and hands them to its near cache (`resumed`);
 /// partitions whose feed was never lost keep their copies.
 ///
-/// One reseed of a feed runs at a time: the opening, the heartbeat and the resubscribe
-/// loop may all start one at once, and a reseed that found its partitions already
-/// resumed by another would otherwise take that for a new loss and leave them lost,
-/// with nothing left to resume them.
+/// One reseed of a feed runs at a time: the opening and the resubscribe loop may
+/// start one at once, and a reseed that found its partitions already resumed by
+/// another would otherwise take that for a new loss and leave them lost, with nothing
+/// left to resume them.
 pub(crate) async fn reseed(deployment: &Deployment, feed: &Feed) -> Result<()> {
     let Some(sink) = feed.sink.get() else {
         return Ok(());
@@ -575,10 +575,12 @@ pub(crate) async fn heartbeat_loop(
                 }
                 if !feed.resumed.load(Ordering::SeqCst) {
                     // Attached while the store could not answer, or lost partitions
-                    // not reseeded yet: start them (again) from the current numbers.
-                    if let Err(e) = reseed(&deployment, &feed).await {
-                        tracing::warn!(error = %e, "near cache partitions not started yet; retrying");
-                    }
+                    // not reseeded yet: the resubscribe loop subscribes (again), then
+                    // starts them from the current numbers. Not a reseed from here: one
+                    // that ran before the subscription is in place would take numbers
+                    // that the messages published in between never follow, a loss no
+                    // gap would show.
+                    deployment.subscriber().lost().wake();
                 }
             }
             Err(e) => {
@@ -732,9 +734,9 @@ mod tests {
     }
 
     /// A near cache's sink that keeps, per partition, whether its last word was
-    /// `resumed` (live) or `lost`.
+    /// `resumed` (live) or `lost`, and how many partitions were ever resumed.
     #[derive(Default)]
-    struct Liveness(Mutex<HashMap<u16, bool>>);
+    struct Liveness(Mutex<HashMap<u16, bool>>, AtomicU64);
 
     impl InvalidationSink for Liveness {
         fn entry_changed(&self, _partition: u16, _seq: u64, _blob: &[u8]) {}
@@ -746,6 +748,7 @@ mod tests {
             }
         }
         fn resumed(&self, partitions: &[u16], _seqs: &[u64], _at: Instant) {
+            self.1.fetch_add(partitions.len() as u64, Ordering::SeqCst);
             let mut live = self.0.lock();
             for &p in partitions {
                 live.insert(p, true);
@@ -754,10 +757,10 @@ mod tests {
         fn vouched(&self, _partitions: &[u16], _at: Instant) {}
     }
 
-    /// The opening, the heartbeat and the resubscribe loop may reseed one feed at
-    /// once (on a loaded machine the first heartbeat comes before the opening's
-    /// reseed has ended): every partition ends live, none waits for a reseed that
-    /// never comes.
+    /// The opening and the resubscribe loop may reseed one feed at once (on a loaded
+    /// machine the first heartbeat comes before the opening's reseed has ended, and
+    /// wakes the loop): every partition ends live, none waits for a reseed that never
+    /// comes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reseeds_at_once_leave_every_partition_live() {
         use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
@@ -795,6 +798,50 @@ mod tests {
             assert_eq!(live.get(p), Some(&true), "partition {p} is left lost");
         }
         assert!(feed.resumed.load(Ordering::SeqCst));
+    }
+
+    /// A heartbeat never resumes a partition whose subscription is not in place (here
+    /// none ever is): only the resubscribe loop reseeds, after subscribing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heartbeat_never_resumes_a_partition_without_its_subscription() {
+        use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
+
+        let server = tokio::task::spawn_blocking(|| {
+            RedisServer::start(Flavor::Redis, ServerOptions::default())
+        })
+        .await
+        .expect("the start task")
+        .expect("start redis-server");
+        let url = crate::url::parse(&server.url()).expect("the server's URL");
+        let deployment = Arc::new(Deployment::new(url));
+        let live = Arc::new(Liveness::default());
+        let partitions: Vec<u16> = (0..4).collect();
+        let feed = Arc::new(Feed {
+            events: broadcast::channel(1).0,
+            listened: ListenerProbe::always(),
+            sink: OnceLock::from(live.clone() as Arc<dyn InvalidationSink>),
+            resumed: AtomicBool::new(false),
+            partitions: partitions.clone(),
+            sequences: partitions.iter().map(|p| (format!("seq{p}"), 0)).collect(),
+            links: FeedLinks::default(),
+        });
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            Arc::downgrade(&deployment),
+            Arc::downgrade(&feed),
+            Duration::from_millis(5),
+        ));
+        // Until several heartbeats have found the subscriptions missing.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while feed.links.losses.load(Ordering::SeqCst) < 5 {
+            assert!(Instant::now() < deadline, "the heartbeat does not run");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        heartbeat.abort();
+        assert_eq!(
+            live.1.load(Ordering::SeqCst),
+            0,
+            "partitions resumed without a subscription"
+        );
     }
 
     #[test]
