@@ -123,7 +123,7 @@ pub(crate) struct Deployment {
 }
 
 impl Deployment {
-    fn new(url: DeploymentUrl) -> Deployment {
+    pub(crate) fn new(url: DeploymentUrl) -> Deployment {
         let settings = ConnectSettings::from_url(&url);
         let router = match url.kind {
             DeploymentKind::Standalone => Router::standalone(

@@ -132,6 +132,8 @@ pub(crate) struct FeedLinks {
     waiting: Mutex<Option<HashMap<u16, u64>>>,
     /// Numbers the losses, so that a reseed does not end a loss that came during it.
     losses: AtomicU64,
+    /// One reseed at a time (see [`reseed`]).
+    reseeding: tokio::sync::Mutex<()>,
 }
 
 impl Feed {
@@ -156,8 +158,10 @@ impl Feed {
             for &partition in partitions {
                 waiting.insert(partition, loss);
             }
+            // Under the lock: a reseed ending now either sees these partitions
+            // waiting, or stores its `resumed` before this.
+            self.resumed.store(false, Ordering::SeqCst);
         }
-        self.resumed.store(false, Ordering::SeqCst);
         sink.lost(partitions);
     }
 
@@ -473,22 +477,32 @@ pub(crate) async fn resubscribe_loop(deployment: Weak<Deployment>, routes: Arc<R
 /// Reads the current number of every partition of `feed` that waits for one (after
 /// their subscriptions were confirmed) and hands them to its near cache (`resumed`);
 /// partitions whose feed was never lost keep their copies.
+///
+/// One reseed of a feed runs at a time: the opening and the resubscribe loop may
+/// start one at once, and a reseed that found its partitions already resumed by
+/// another would otherwise take that for a new loss and leave them lost, with nothing
+/// left to resume them.
 pub(crate) async fn reseed(deployment: &Deployment, feed: &Feed) -> Result<()> {
     let Some(sink) = feed.sink.get() else {
         return Ok(());
     };
-    let waiting: Vec<(u16, u64)> = match &*feed.links.waiting.lock() {
-        None => feed.partitions.iter().map(|&p| (p, 0)).collect(),
-        Some(waiting) => {
-            let mut waiting: Vec<(u16, u64)> = waiting.iter().map(|(p, l)| (*p, *l)).collect();
-            waiting.sort_unstable();
-            waiting
+    let _one_at_a_time = feed.links.reseeding.lock().await;
+    let waiting: Vec<(u16, u64)> = {
+        let guard = feed.links.waiting.lock();
+        let waiting: Vec<(u16, u64)> = match &*guard {
+            None => feed.partitions.iter().map(|&p| (p, 0)).collect(),
+            Some(waiting) => {
+                let mut waiting: Vec<(u16, u64)> = waiting.iter().map(|(p, l)| (*p, *l)).collect();
+                waiting.sort_unstable();
+                waiting
+            }
+        };
+        if waiting.is_empty() {
+            feed.resumed.store(true, Ordering::SeqCst);
+            return Ok(());
         }
+        waiting
     };
-    if waiting.is_empty() {
-        feed.resumed.store(true, Ordering::SeqCst);
-        return Ok(());
-    }
     let at = Instant::now();
     let requests = waiting
         .iter()
@@ -519,9 +533,10 @@ pub(crate) async fn reseed(deployment: &Deployment, feed: &Feed) -> Result<()> {
     }
     let partitions: Vec<u16> = waiting.iter().map(|(p, _)| *p).collect();
     sink.resumed(&partitions, &seqs, at);
-    // A partition lost again while this ran is not resumed: its new loss stands.
+    // A partition lost again while this ran is not resumed: its new loss stands (it
+    // still waits, for the reseed that loss asks for).
     let mut again = Vec::new();
-    let done = {
+    {
         let mut guard = feed.links.waiting.lock();
         let still = guard.get_or_insert_with(|| feed.all_waiting());
         for (partition, loss) in &waiting {
@@ -537,12 +552,11 @@ pub(crate) async fn reseed(deployment: &Deployment, feed: &Feed) -> Result<()> {
                 None => {}
             }
         }
-        still.is_empty()
-    };
+        feed.resumed.store(still.is_empty(), Ordering::SeqCst);
+    }
     if !again.is_empty() {
         sink.lost(&again);
     }
-    feed.resumed.store(done, Ordering::SeqCst);
     Ok(())
 }
 
@@ -579,10 +593,12 @@ pub(crate) async fn heartbeat_loop(
                 }
                 if !feed.resumed.load(Ordering::SeqCst) {
                     // Attached while the store could not answer, or lost partitions
-                    // not reseeded yet: start them (again) from the current numbers.
-                    if let Err(e) = reseed(&deployment, &feed).await {
-                        tracing::warn!(error = %e, "near cache partitions not started yet; retrying");
-                    }
+                    // not reseeded yet: the resubscribe loop subscribes (again), then
+                    // starts them from the current numbers. Not a reseed from here: one
+                    // that ran before the subscription is in place would take numbers
+                    // that the messages published in between never follow, a loss no
+                    // gap would show.
+                    deployment.subscriber().lost().wake();
                 }
             }
             Err(e) => {
@@ -735,6 +751,117 @@ mod tests {
         assert!(parse_message(b"U42:abc").is_none());
         assert!(parse_message(b"U:x:abc").is_none());
         assert!(parse_message(b"").is_none());
+    }
+
+    /// A near cache's sink that keeps, per partition, whether its last word was
+    /// `resumed` (live) or `lost`, and how many partitions were ever resumed.
+    #[derive(Default)]
+    struct Liveness(Mutex<HashMap<u16, bool>>, AtomicU64);
+
+    impl InvalidationSink for Liveness {
+        fn entry_changed(&self, _partition: u16, _seq: u64, _blob: &[u8]) {}
+        fn partition_cleared(&self, _partition: u16, _seq: u64) {}
+        fn lost(&self, partitions: &[u16]) {
+            let mut live = self.0.lock();
+            for &p in partitions {
+                live.insert(p, false);
+            }
+        }
+        fn resumed(&self, partitions: &[u16], _seqs: &[u64], _at: Instant) {
+            self.1.fetch_add(partitions.len() as u64, Ordering::SeqCst);
+            let mut live = self.0.lock();
+            for &p in partitions {
+                live.insert(p, true);
+            }
+        }
+        fn vouched(&self, _partitions: &[u16], _at: Instant) {}
+    }
+
+    /// The opening and the resubscribe loop may reseed one feed at once (on a loaded
+    /// machine the first heartbeat comes before the opening's reseed has ended, and
+    /// wakes the loop): every partition ends live, none waits for a reseed that never
+    /// comes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reseeds_at_once_leave_every_partition_live() {
+        use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
+
+        let server = tokio::task::spawn_blocking(|| {
+            RedisServer::start(Flavor::Redis, ServerOptions::default())
+        })
+        .await
+        .expect("the start task")
+        .expect("start redis-server");
+        let url = crate::url::parse(&server.url()).expect("the server's URL");
+        let deployment = Deployment::new(url);
+        let live = Arc::new(Liveness::default());
+        let partitions: Vec<u16> = (0..4).collect();
+        let feed = Feed {
+            events: broadcast::channel(1).0,
+            listened: ListenerProbe::always(),
+            sink: OnceLock::from(live.clone() as Arc<dyn InvalidationSink>),
+            resumed: AtomicBool::new(false),
+            partitions: partitions.clone(),
+            sequences: partitions.iter().map(|p| (format!("seq{p}"), 0)).collect(),
+            links: FeedLinks::default(),
+        };
+        // Both start before either has its numbers: a reseed awaits the server.
+        let (first, second) = tokio::join!(reseed(&deployment, &feed), reseed(&deployment, &feed));
+        first.expect("the first reseed");
+        second.expect("the second reseed");
+        // And a later loss waits for, and gets, a reseed of its own.
+        feed.lose(&[3]);
+        reseed(&deployment, &feed)
+            .await
+            .expect("a reseed after a loss");
+        let live = live.0.lock().clone();
+        for p in &partitions {
+            assert_eq!(live.get(p), Some(&true), "partition {p} is left lost");
+        }
+        assert!(feed.resumed.load(Ordering::SeqCst));
+    }
+
+    /// A heartbeat never resumes a partition whose subscription is not in place (here
+    /// none ever is): only the resubscribe loop reseeds, after subscribing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heartbeat_never_resumes_a_partition_without_its_subscription() {
+        use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
+
+        let server = tokio::task::spawn_blocking(|| {
+            RedisServer::start(Flavor::Redis, ServerOptions::default())
+        })
+        .await
+        .expect("the start task")
+        .expect("start redis-server");
+        let url = crate::url::parse(&server.url()).expect("the server's URL");
+        let deployment = Arc::new(Deployment::new(url));
+        let live = Arc::new(Liveness::default());
+        let partitions: Vec<u16> = (0..4).collect();
+        let feed = Arc::new(Feed {
+            events: broadcast::channel(1).0,
+            listened: ListenerProbe::always(),
+            sink: OnceLock::from(live.clone() as Arc<dyn InvalidationSink>),
+            resumed: AtomicBool::new(false),
+            partitions: partitions.clone(),
+            sequences: partitions.iter().map(|p| (format!("seq{p}"), 0)).collect(),
+            links: FeedLinks::default(),
+        });
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            Arc::downgrade(&deployment),
+            Arc::downgrade(&feed),
+            Duration::from_millis(5),
+        ));
+        // Until several heartbeats have found the subscriptions missing.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while feed.links.losses.load(Ordering::SeqCst) < 5 {
+            assert!(Instant::now() < deadline, "the heartbeat does not run");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        heartbeat.abort();
+        assert_eq!(
+            live.1.load(Ordering::SeqCst),
+            0,
+            "partitions resumed without a subscription"
+        );
     }
 
     #[test]
