@@ -545,10 +545,10 @@ pub(crate) async fn reseed(deployment: &Deployment, feed: &Feed) -> Result<()> {
                     still.remove(partition);
                 }
                 Some(_) => again.push(*partition),
-                // Resumed meanwhile by another reseed (the resubscription's and the
-                // heartbeat's may run at once): not a new loss. Taking it for one
-                // left the partition lost with nothing waiting to reseed it, so the
-                // near cache never served it again.
+                // Resumed meanwhile: not a new loss. Reseeds take turns, so this is
+                // the safe answer kept for the case, not a path they take; taking it
+                // for a loss would leave the partition lost with nothing waiting to
+                // reseed it, and the near cache would never serve it again.
                 None => {}
             }
         }
