@@ -24,6 +24,9 @@
 //!   50 000 requests and at the end (`HTTP_BENCH_FLOOD_ONLY=1` runs only this, e.g.
 //!   on a Redis store, where writes run in tasks of their own;
 //!   `HTTP_FLOOD_MAX_PENDING=<n>` sets a smaller bound).
+//!
+//! `HTTP_BENCH_INPROC_ONLY=1` stops after the flood (no sockets); `=hit` or `=miss`
+//! times that in-process path alone, for a profiler.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,7 +98,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// `http_miss` and `http_hit_inproc`: alternating rounds, bare router against the
 /// same router behind the cache, median of the per-round ratios.
-async fn in_process(manager: &CacheManager) {
+async fn in_process(manager: &CacheManager, only: Option<&str>) {
     let bare = Router::new().route("/{*path}", get(static_bytes));
     let mut miss_ratios = Vec::new();
     let mut hit_ratios = Vec::new();
@@ -122,13 +125,23 @@ async fn in_process(manager: &CacheManager) {
             }
         };
         let miss_uri = |i: usize| format!("/m/{round}/{i}");
-        let bare_miss = inproc(&bare, MISSES_PER_ROUND, miss_uri, async || {}).await;
-        let cached_miss = inproc(&cached, MISSES_PER_ROUND, miss_uri, drained).await;
+        let misses = if only != Some("hit") {
+            MISSES_PER_ROUND
+        } else {
+            1
+        };
+        let bare_miss = inproc(&bare, misses, miss_uri, async || {}).await;
+        let cached_miss = inproc(&cached, misses, miss_uri, drained).await;
         let hit_uri = |_| "/hit".to_string();
-        let cached_hit = inproc(&cached, HITS_PER_ROUND, hit_uri, drained).await;
-        let bare_hit = inproc(&bare, HITS_PER_ROUND, hit_uri, async || {}).await;
+        let hits = if only != Some("miss") {
+            HITS_PER_ROUND
+        } else {
+            1
+        };
+        let cached_hit = inproc(&cached, hits, hit_uri, drained).await;
+        let bare_hit = inproc(&bare, hits, hit_uri, async || {}).await;
         let stats = cache.stats();
-        assert!(stats.hits >= HITS_PER_ROUND as u64 - 1, "{stats:?}");
+        assert!(stats.hits >= hits as u64 - 1, "{stats:?}");
         miss_ratios.push(cached_miss / bare_miss);
         hit_ratios.push(cached_hit / bare_hit);
         figures.0.push(cached_miss);
@@ -271,8 +284,15 @@ fn main() {
     runtime.block_on(async {
         partcache_redis::install();
         let manager = CacheManager::from_env().expect("PARTCACHE_URL");
+        // `HTTP_BENCH_INPROC_ONLY=hit` or `=miss` times that one path alone (for a
+        // profiler), without the flood and the socket runs.
+        let only = std::env::var("HTTP_BENCH_INPROC_ONLY").ok();
+        let only = only.as_deref().filter(|o| matches!(*o, "hit" | "miss"));
         if std::env::var_os("HTTP_BENCH_FLOOD_ONLY").is_none() {
-            in_process(&manager).await;
+            in_process(&manager, only).await;
+        }
+        if only.is_some() {
+            return;
         }
         flood(&manager).await;
         if std::env::var_os("HTTP_BENCH_INPROC_ONLY").is_some() {

@@ -2,7 +2,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
@@ -16,7 +16,7 @@ use crate::key_text::write_key_text;
 use crate::loader::{BoxError, CacheLoader, CacheWriter, CallbackError};
 use crate::partition::{HashingPolicy, PartitionMap};
 use crate::single_flight::SingleFlight;
-use crate::stats::{CacheStats, StatsCounters};
+use crate::stats::{CacheStats, StatsCounters, Stopwatch};
 use crate::store::encoded::EncodedStore;
 use crate::store::{Action, Computed, Condition, Decision, Store, Write, WriteOutcome};
 
@@ -364,12 +364,12 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// counted, logged decode error).
     pub async fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
         self.ensure_open()?;
-        let start = Instant::now();
         // Only the local store has checks here (remote stores check while routing), and
         // only with a custom hashing policy: an `Option` test on the hot path otherwise.
         if self.inner.local_checks.is_some() {
             self.check_key(key)?;
         }
+        let timed = self.inner.stats.sample_get();
         let found = match self.inner.store.get_now(key) {
             Some(found) => found,
             None => {
@@ -380,30 +380,56 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                     .await
             }
         };
+        match self.count_get(timed, found)? {
+            Some(value) => Ok(Some(value)),
+            None => match self.read_through_loader() {
+                Some(loader) => {
+                    let loader = loader.clone();
+                    self.load_through(key, None, move |k: K| async move { loader.load(&k).await })
+                        .await
+                }
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// [`Cache::get`] without its future, when nothing in it needs to wait: the store
+    /// answers in place (a local or near-cache hit) and a miss loads nothing. `None`
+    /// when the caller must await `get` (nothing was read or counted then).
+    #[inline]
+    pub(crate) fn get_in_place(&self, key: &K) -> Option<Result<Option<Arc<V>>>> {
+        if self.read_through_loader().is_some() {
+            return None;
+        }
+        if let Err(error) = self.ensure_open() {
+            return Some(Err(error));
+        }
+        if self.inner.local_checks.is_some()
+            && let Err(error) = self.check_key(key)
+        {
+            return Some(Err(error));
+        }
+        let timed = self.inner.stats.sample_get();
+        let found = self.inner.store.get_now(key)?;
+        Some(self.count_get(timed, found))
+    }
+
+    /// Counts one key's read as `get` does: an error, or a hit or a miss (and its time
+    /// when it was sampled).
+    #[inline]
+    fn count_get(
+        &self,
+        timed: Option<Stopwatch>,
+        found: Result<Option<Arc<V>>>,
+    ) -> Result<Option<Arc<V>>> {
         let found = self.track(found)?;
         let stats = &self.inner.stats;
-        stats.time_get(start.elapsed());
-        match found {
-            Some(value) => {
-                stats.hits.incr();
-                Ok(Some(value))
-            }
-            None => {
-                stats.misses.incr();
-                match self.read_through_loader() {
-                    Some(loader) => {
-                        let loader = loader.clone();
-                        self.load_through(
-                            key,
-                            None,
-                            move |k: K| async move { loader.load(&k).await },
-                        )
-                        .await
-                    }
-                    None => Ok(None),
-                }
-            }
+        stats.sampled_get(timed);
+        match &found {
+            Some(_) => stats.hits.incr(),
+            None => stats.misses.incr(),
         }
+        Ok(found)
     }
 
     /// Values for many keys, in the order of `keys` (`None` for misses). On a Redis
@@ -414,7 +440,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         for key in keys {
             self.check_key(key)?;
         }
-        let start = Instant::now();
+        let start = Stopwatch::start();
         let found = self
             .inner
             .store
@@ -471,7 +497,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     async fn put_inner(&self, key: K, value: Arc<V>, ttl: Option<Duration>) -> Result<()> {
         self.ensure_open()?;
-        let start = Instant::now();
+        let start = Stopwatch::start();
         let write = Write {
             condition: Condition::Always,
             action: put(value, ttl),
@@ -502,7 +528,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             self.check_key(k)?;
             self.check_value(k, v)?;
         }
-        let start = Instant::now();
+        let start = Stopwatch::start();
         let mut failure = None;
         let _guards;
         if let Some(writer) = &self.inner.writer {
@@ -557,7 +583,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     /// Removes `key`'s entry; returns whether there was one.
     pub async fn remove(&self, key: &K) -> Result<bool> {
-        let start = Instant::now();
+        let start = Stopwatch::start();
         let write = Write {
             condition: Condition::Always,
             action: Action::Remove,
@@ -680,7 +706,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         for key in keys {
             self.check_key(key)?;
         }
-        let start = Instant::now();
+        let start = Stopwatch::start();
         let Some(writer) = &self.inner.writer else {
             let removed = self.inner.store.remove_all(keys).await;
             let removed = self.track(removed)?;
@@ -1202,7 +1228,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         self.inner
             .flights
             .run(key, || async {
-                let start = Instant::now();
+                let start = Stopwatch::start();
                 let loaded = loader.load(key).await;
                 self.inner.stats.time_load(start.elapsed());
                 match loaded {
@@ -1242,7 +1268,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 if let Some(Ok(Some(v))) = self.inner.store.get_now(key) {
                     return Ok(Some(v));
                 }
-                let start = Instant::now();
+                let start = Stopwatch::start();
                 let loaded = load(key.clone()).await;
                 self.inner.stats.time_load(start.elapsed());
                 match loaded {

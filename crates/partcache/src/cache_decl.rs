@@ -186,6 +186,9 @@ type EvictFn<K, V> = for<'a> fn(&'a Cache<K, V>, Evict<K>) -> BoxFuture<'a, Resu
 pub(crate) struct Ops<K, V> {
     pub(crate) open: OpenFn<K, V>,
     pub(crate) get: for<'a> fn(&'a Cache<K, V>, &'a K) -> BoxFuture<'a, Found<V>>,
+    /// [`Cache::get`] without a future, when it needs none (see `Cache::get_in_place`):
+    /// a local hit then boxes nothing.
+    pub(crate) get_in_place: fn(&Cache<K, V>, &K) -> Option<Found<V>>,
     /// A value the store holds in this process (local store, near cache), without a
     /// round trip; `None` when it would need one.
     pub(crate) get_now: fn(&Cache<K, V>, &K) -> Option<Arc<V>>,
@@ -197,6 +200,7 @@ impl<K: CacheKey, V: CacheValue + Clone> Ops<K, V> {
     const TYPED: Ops<K, V> = Ops {
         open: open::<K, V>,
         get: get::<K, V>,
+        get_in_place: get_in_place::<K, V>,
         get_now: get_now::<K, V>,
         put: put::<K, V>,
         evict: evict::<K, V>,
@@ -220,6 +224,10 @@ fn get<'a, K: CacheKey, V: CacheValue>(
     key: &'a K,
 ) -> BoxFuture<'a, Found<V>> {
     Box::pin(cache.get(key))
+}
+
+fn get_in_place<K: CacheKey, V: CacheValue>(cache: &Cache<K, V>, key: &K) -> Option<Found<V>> {
+    cache.get_in_place(key)
 }
 
 fn get_now<K: CacheKey, V: CacheValue>(cache: &Cache<K, V>, key: &K) -> Option<Arc<V>> {

@@ -236,7 +236,13 @@ pub enum Lookup<V> {
 }
 
 /// A cached value handed back to the caller: moved out when no one else holds it.
+/// A hit's value is shared with the cache; a load of the count tells so without the
+/// failed compare-and-swap of `Arc::try_unwrap`.
+#[inline]
 fn unshare<V: Clone>(value: Arc<V>) -> V {
+    if Arc::strong_count(&value) > 1 {
+        return V::clone(&value);
+    }
     Arc::try_unwrap(value).unwrap_or_else(|shared| V::clone(&shared))
 }
 
@@ -257,9 +263,7 @@ impl<K, V> CacheDecl<K, V> {
             );
             return None;
         };
-        if let Some((first, cache)) = self.first.get()
-            && first.is_same_manager(manager)
-        {
+        if let Some(cache) = self.resolved(Some(manager)) {
             return Some(Cow::Borrowed(cache));
         }
         match (self.ops.open)(self, manager).await {
@@ -274,6 +278,16 @@ impl<K, V> CacheDecl<K, V> {
                 self.report(function, format_args!("cache cannot be opened: {error}"));
                 None
             }
+        }
+    }
+
+    /// The cache of the first manager this declaration was resolved through, when
+    /// `manager` is that one: the hot path, without a future.
+    #[inline]
+    fn resolved(&self, manager: Option<&CacheManager>) -> Option<&Cache<K, V>> {
+        match (self.first.get(), manager) {
+            (Some((first, cache)), Some(manager)) if first.is_same_manager(manager) => Some(cache),
+            _ => None,
         }
     }
 
@@ -359,10 +373,18 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
         let Some(key) = key else {
             return Lookup::Skipped;
         };
-        let Some(cache) = self.cache.resolve(manager, self.function).await else {
-            return Lookup::Skipped;
+        let cache = match self.cache.resolved(manager) {
+            Some(cache) => Cow::Borrowed(cache),
+            None => match self.cache.resolve(manager, self.function).await {
+                Some(cache) => cache,
+                None => return Lookup::Skipped,
+            },
         };
-        match (self.cache.ops.get)(&cache, key).await {
+        let found = match (self.cache.ops.get_in_place)(&cache, key) {
+            Some(found) => found,
+            None => (self.cache.ops.get)(&cache, key).await,
+        };
+        match found {
             Ok(Some(hit)) => Lookup::Hit(hit),
             Ok(None) => Lookup::Miss,
             Err(error) => {
@@ -470,10 +492,18 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
         let Some(key) = key else {
             return call.await;
         };
-        let Some(cache) = self.cache.resolve(manager, self.function).await else {
-            return call.await;
+        let cache = match self.cache.resolved(manager) {
+            Some(cache) => Cow::Borrowed(cache),
+            None => match self.cache.resolve(manager, self.function).await {
+                Some(cache) => cache,
+                None => return call.await,
+            },
         };
-        match (self.cache.ops.get)(&cache, &key).await {
+        let found = match (self.cache.ops.get_in_place)(&cache, &key) {
+            Some(found) => found,
+            None => (self.cache.ops.get)(&cache, &key).await,
+        };
+        match found {
             Ok(Some(hit)) => return (self.output)(unshare(hit)),
             Ok(None) => {}
             Err(error) => {

@@ -13,6 +13,7 @@
 //! request headers, each name and value length-prefixed (so distinct header sets
 //! never share an input to the hash).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -47,15 +48,25 @@ pub(crate) struct RequestKey {
 /// ([`normalize_host`]). `None` when both are present and disagree (such a request is
 /// not cached).
 pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    let from_header = headers
-        .get(header::HOST)
-        .map(|h| normalize_host(&String::from_utf8_lossy(h.as_bytes())));
-    let from_uri = uri.authority().map(|a| normalize_host(a.as_str()));
+    request_host_ref(uri, headers).map(Cow::into_owned)
+}
+
+/// [`request_host`], borrowed from the request when it is in normal form already (the
+/// usual case: no copy per request).
+pub(crate) fn request_host_ref<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Cow<'a, str>> {
+    let from_header =
+        headers
+            .get(header::HOST)
+            .map(|h| match String::from_utf8_lossy(h.as_bytes()) {
+                Cow::Borrowed(host) => normalized_host(host),
+                Cow::Owned(host) => Cow::Owned(normalized_host(&host).into_owned()),
+            });
+    let from_uri = uri.authority().map(|a| normalized_host(a.as_str()));
     match (from_header, from_uri) {
         (Some(h), Some(u)) if h != u => None,
         (Some(h), _) => Some(h),
         (None, Some(u)) => Some(u),
-        (None, None) => Some(String::new()),
+        (None, None) => Some(Cow::Borrowed("")),
     }
 }
 
@@ -64,12 +75,22 @@ pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
 /// part of the key, so both are taken as default). `Example.COM:80` and
 /// `example.com` are one host.
 pub(crate) fn normalize_host(host: &str) -> String {
+    normalized_host(host).into_owned()
+}
+
+/// [`normalize_host`], borrowing `host` when only a part of it is kept.
+fn normalized_host(host: &str) -> Cow<'_, str> {
     let host = host.trim();
     let host = host
         .strip_suffix(":80")
         .or_else(|| host.strip_suffix(":443"))
         .unwrap_or(host);
-    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// Which query parameters a key keeps: not the cache-wide ignored ones, and those the

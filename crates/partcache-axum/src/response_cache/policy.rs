@@ -327,8 +327,7 @@ pub(crate) fn storable(
         names.sort();
         names.dedup();
     }
-    let response = ResponseView { status, headers };
-    if !CachePolicy::new_options(request, &response, now, options()).is_storable() {
+    if !is_storable(request, status, headers) {
         return Err(why_not_storable(request, status, headers));
     }
 
@@ -369,9 +368,12 @@ pub(crate) fn storable(
         .and_then(|r| r.default_ttl)
         .or(rules.default_ttl);
     let ttl = forced.or(if explicit { None } else { default });
-    let mut policy_headers = stored_headers.clone();
+    // A copy of the stored headers only when they differ (an `Age`, a TTL override).
+    let mut policy_headers: Option<HeaderMap> = None;
     if let Some(age) = headers.get(header::AGE) {
-        policy_headers.insert(header::AGE, age.clone());
+        policy_headers
+            .get_or_insert_with(|| stored_headers.clone())
+            .insert(header::AGE, age.clone());
     }
     let with_ttl = |policy_headers: &mut HeaderMap, ttl: Duration| {
         let mut cache_control = directives.without(&["s-maxage", "max-age"]);
@@ -385,7 +387,10 @@ pub(crate) fn storable(
         }
     };
     if let Some(ttl) = ttl {
-        with_ttl(&mut policy_headers, ttl);
+        with_ttl(
+            policy_headers.get_or_insert_with(|| stored_headers.clone()),
+            ttl,
+        );
     }
 
     // The stored policy keeps only the request headers matching needs (Host and the
@@ -403,7 +408,7 @@ pub(crate) fn storable(
     };
     let policy_response = ResponseView {
         status,
-        headers: &policy_headers,
+        headers: policy_headers.as_ref().unwrap_or(&stored_headers),
     };
     let mut policy = CachePolicy::new_options(&kept_request, &policy_response, now, options());
     let error_ttl = rules
@@ -414,10 +419,11 @@ pub(crate) fn storable(
         && policy.time_to_live(now) + policy.age(now) > cap
     {
         // A route's freshness for 404 / 410 is an upper bound on any other.
-        with_ttl(&mut policy_headers, cap);
+        let policy_headers = policy_headers.get_or_insert_with(|| stored_headers.clone());
+        with_ttl(policy_headers, cap);
         let capped = ResponseView {
             status,
-            headers: &policy_headers,
+            headers: policy_headers,
         };
         policy = CachePolicy::new_options(&kept_request, &capped, now, options());
     }
@@ -486,6 +492,75 @@ pub(crate) fn storable(
 
 /// Why `http-cache-semantics` refused to store a response (RFC 9111 §3), as a
 /// `Cache-Status` detail.
+/// Statuses `http-cache-semantics` understands (it does not understand 206).
+const UNDERSTOOD_STATUSES: [u16; 14] = [
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+];
+
+/// Statuses cacheable by default (RFC 9110 §15.1).
+const CACHEABLE_BY_DEFAULT: [u16; 12] =
+    [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// Whether a shared cache may store the response to `request` (RFC 9111 §3), decided
+/// exactly as [`CachePolicy::is_storable`] decides it in shared mode, without building
+/// a policy: a policy clones both header maps and parses both `Cache-Control`s, and a
+/// miss builds one anyway for the response it stores.
+fn is_storable(request: &RequestView<'_>, status: StatusCode, headers: &HeaderMap) -> bool {
+    let response = |name: &str| has_directive(headers, name);
+    let explicit =
+        headers.contains_key(header::EXPIRES) || response("max-age") || response("s-maxage");
+    let method = *request.method == Method::GET
+        || *request.method == Method::HEAD
+        || (*request.method == Method::POST && explicit);
+    // RFC 9111 §3.5: a shared cache stores an answer to a request with
+    // `Authorization` only when the response allows it.
+    let authorized = !request.headers.contains_key(header::AUTHORIZATION)
+        || response("must-revalidate")
+        || response("public")
+        || response("s-maxage")
+        || conflicting_directives(headers);
+    !has_directive(request.headers, "no-store")
+        && method
+        && UNDERSTOOD_STATUSES.contains(&status.as_u16())
+        && !response("no-store")
+        && !response("private")
+        && authorized
+        && (explicit || response("public") || CACHEABLE_BY_DEFAULT.contains(&status.as_u16()))
+}
+
+/// The `Cache-Control` directives of `headers` as `http-cache-semantics` reads them:
+/// comma-separated `name[=value]`, names as written, values trimmed, fields that are
+/// not visible ASCII skipped.
+fn directives(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)> {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| {
+            let mut kv = part.splitn(2, '=');
+            let name = kv.next()?.trim();
+            (!name.is_empty()).then(|| (name, kv.next().map(str::trim)))
+        })
+}
+
+fn has_directive(headers: &HeaderMap, name: &str) -> bool {
+    directives(headers).any(|(n, _)| n == name)
+}
+
+/// A directive repeated with another value, which `http-cache-semantics` takes as
+/// `must-revalidate` (it keeps the first value unquoted and compares later ones as
+/// written).
+fn conflicting_directives(headers: &HeaderMap) -> bool {
+    let all: Vec<(&str, Option<&str>)> = directives(headers).collect();
+    all.iter().enumerate().any(|(i, (name, value))| {
+        all[..i]
+            .iter()
+            .find(|(n, _)| n == name)
+            .is_some_and(|(_, first)| first.map(|f| f.trim_matches('"')) != *value)
+    })
+}
+
 fn why_not_storable(
     request: &RequestView<'_>,
     status: StatusCode,
@@ -708,6 +783,82 @@ mod tests {
             h.append(*n, HeaderValue::from_static(v));
         }
         h
+    }
+
+    /// The storability check without a policy agrees with `CachePolicy::is_storable`
+    /// in shared mode on every combination of method, status, request and response
+    /// fields that the rules of RFC 9111 §3 look at.
+    #[test]
+    fn storability_agrees_with_the_policy() {
+        let requests: &[&[(&'static str, &'static str)]] = &[
+            &[],
+            &[("cache-control", "no-store")],
+            &[("cache-control", "No-Store")],
+            &[("authorization", "Basic eDp5")],
+            &[
+                ("cache-control", "max-age=0"),
+                ("authorization", "Bearer t"),
+            ],
+        ];
+        let responses: &[&[(&'static str, &'static str)]] = &[
+            &[],
+            &[("cache-control", "max-age=60")],
+            &[("cache-control", "s-maxage=60")],
+            &[("cache-control", "public")],
+            &[("cache-control", "private, max-age=60")],
+            &[("cache-control", "no-store")],
+            &[("cache-control", "must-revalidate")],
+            &[("cache-control", "no-cache")],
+            &[("expires", "Thu, 01 Jan 2099 00:00:00 GMT")],
+            &[
+                ("cache-control", "max-age=5"),
+                ("cache-control", "max-age=6"),
+            ],
+            &[("cache-control", "max-age=\"5\", max-age=\"5\"")],
+            &[("cache-control", "max-age=5, max-age=5")],
+            &[("cache-control", " , =x, public=")],
+            &[("cache-control", "Public")],
+            &[("pragma", "no-cache")],
+        ];
+        let methods = [Method::GET, Method::HEAD, Method::POST, Method::PUT];
+        let statuses = [
+            200, 203, 204, 206, 300, 301, 302, 303, 304, 307, 308, 400, 404, 405, 410, 414, 500,
+            501, 503,
+        ];
+        let mut checked = 0;
+        for req in requests {
+            let req = headers(req);
+            for method in &methods {
+                let view = RequestView {
+                    uri: "/p".parse().unwrap(),
+                    method,
+                    headers: &req,
+                };
+                for res in responses {
+                    let res = headers(res);
+                    for status in statuses {
+                        let status = StatusCode::from_u16(status).unwrap();
+                        let response = ResponseView {
+                            status,
+                            headers: &res,
+                        };
+                        let policy = CachePolicy::new_options(
+                            &view,
+                            &response,
+                            SystemTime::now(),
+                            options(),
+                        );
+                        assert_eq!(
+                            is_storable(&view, status, &res),
+                            policy.is_storable(),
+                            "{method} {status} request {req:?} response {res:?}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 5 * 4 * 15 * 19);
     }
 
     fn judge(

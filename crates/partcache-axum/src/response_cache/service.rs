@@ -33,8 +33,8 @@ use super::body::{BoxError, Buffered, CacheBody, read_limited};
 use super::entry::{CachedEntry, EntryKind, StoredResponse};
 use super::future::ResponseFuture;
 use super::key::{
-    ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, same_variant,
-    selected_values, strip_ignored, variant_key, with_normalized,
+    ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, request_host_ref,
+    same_variant, selected_values, strip_ignored, variant_key, with_normalized,
 };
 use super::layer::{Inner, StoreFailed};
 use super::policy::{
@@ -114,32 +114,34 @@ where
     let config = &shared.config;
     let method = request.method().clone();
     if !method.is_safe() {
-        return write_through(&shared, inner, request).await;
+        return Box::pin(write_through(&shared, inner, request)).await;
     }
     // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
     let cached_only = only_if_cached(request.headers());
-    let host = match (
-        request_host(request.uri(), request.headers()),
+    let keyed = match (
+        request_host_ref(request.uri(), request.headers()),
         bypass_reason(&shared, &request),
     ) {
-        (Some(host), None) => host,
-        (_, reason) => {
+        (Some(host), None) => Ok(RequestKey::new(
+            &method,
+            &host,
+            request.uri(),
+            request.headers(),
+            config.params_for(request.uri().path()),
+            &config.keyed_headers,
+        )),
+        // No reason but no host: `Host` and the URI's authority disagree.
+        (_, reason) => Err(reason.unwrap_or(Outcome::bypass("host"))),
+    };
+    let key = match keyed {
+        Ok(key) => key,
+        Err(outcome) => {
             if cached_only {
                 return Ok(gateway_timeout(&shared));
             }
-            // No reason but no host: `Host` and the URI's authority disagree.
-            let outcome = reason.unwrap_or(Outcome::bypass("host"));
-            return pass(&shared, inner, request, outcome).await;
+            return Box::pin(pass(&shared, inner, request, outcome)).await;
         }
     };
-    let key = RequestKey::new(
-        &method,
-        &host,
-        request.uri(),
-        request.headers(),
-        config.params_for(request.uri().path()),
-        &config.keyed_headers,
-    );
     let route = config.route_for(request.uri().path());
     let forwarded_params = ParamFilter {
         ignored: &config.ignored_params,
@@ -160,15 +162,10 @@ where
         && let Ok(get) = lookup(&shared, &key.with_method(&Method::GET), request.headers()).await
         && let Some(entry) = get.entry
         && let Some(stored) = entry.as_response()
-        && fresh_for(stored, &key, &request)
+        && let now = SystemTime::now()
+        && fresh_for(stored, &key, &request, now)
     {
-        return Ok(fresh_hit(
-            stored,
-            request.headers(),
-            &method,
-            SystemTime::now(),
-            &shared,
-        ));
+        return Ok(fresh_hit(stored, request.headers(), &method, now, &shared));
     }
 
     let Ok(Lookup {
@@ -181,29 +178,46 @@ where
         if cached_only {
             return Ok(gateway_timeout(&shared));
         }
-        return pass(&shared, inner, request, Outcome::bypass("store-error")).await;
+        return Box::pin(pass(
+            &shared,
+            inner,
+            request,
+            Outcome::bypass("store-error"),
+        ))
+        .await;
     };
 
+    // The paths to the origin are boxed futures: a hit, the common answer, then moves
+    // and allocates only the small future of this function.
     let Some(entry) = entry else {
         if cached_only {
             return Ok(gateway_timeout(&shared));
         }
         incr(&shared.counters.misses);
         let seen = Some(writes_before);
-        return fetch(&shared, inner, request, key, flight_key, None, fwd, seen).await;
+        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
+        return Box::pin(fetch(
+            &shared, inner, request, key, flight_key, None, fwd, seen,
+        ))
+        .await;
     };
     let Some(stored) = entry.as_response() else {
         if cached_only {
             return Ok(gateway_timeout(&shared));
         }
         let seen = Some(writes_before);
-        return fetch(&shared, inner, request, key, flight_key, None, fwd, seen).await;
+        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
+        return Box::pin(fetch(
+            &shared, inner, request, key, flight_key, None, fwd, seen,
+        ))
+        .await;
     };
     let now = SystemTime::now();
     let directives = has_request_directives(request.headers());
-    if fresh_for(stored, &key, &request) {
+    if fresh_for(stored, &key, &request, now) {
         return Ok(fresh_hit(stored, request.headers(), &method, now, &shared));
     }
+    let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
     if cached_only {
         return Ok(gateway_timeout(&shared));
     }
@@ -247,7 +261,7 @@ where
     } else {
         Fwd::Stale
     };
-    fetch(
+    Box::pin(fetch(
         &shared,
         inner,
         request,
@@ -256,7 +270,7 @@ where
         Some(entry),
         fwd,
         None,
-    )
+    ))
     .await
 }
 
@@ -305,9 +319,9 @@ fn carries_any(headers: &HeaderMap, names: &[header::HeaderName]) -> bool {
 
 /// What the store holds for a request.
 struct Lookup {
-    /// The key concurrent misses of this response share: the primary key, or the
-    /// variant key when the resource varies.
-    flight_key: String,
+    /// The key concurrent misses of this response share: the variant key when the
+    /// resource varies, else `None` for the primary key (a hit needs none).
+    flight_key: Option<String>,
     /// The stored response, if any.
     entry: Option<Arc<CachedEntry>>,
     /// Why the request goes forward if nothing usable was found.
@@ -325,7 +339,7 @@ async fn lookup(
     let writes_before = shared.writes.load(Ordering::Acquire);
     let Some(found) = shared.read(primary).await? else {
         return Ok(Lookup {
-            flight_key: primary.clone(),
+            flight_key: None,
             entry: None,
             fwd: Fwd::UriMiss,
             writes_before,
@@ -333,7 +347,7 @@ async fn lookup(
     };
     match &found.kind {
         EntryKind::Response(_) => Ok(Lookup {
-            flight_key: primary.clone(),
+            flight_key: None,
             entry: Some(found),
             fwd: Fwd::UriMiss,
             writes_before,
@@ -349,7 +363,7 @@ async fn lookup(
                 .await?
                 .filter(|e| e.as_response().is_some());
             Ok(Lookup {
-                flight_key: variant,
+                flight_key: Some(variant),
                 entry,
                 fwd: Fwd::VaryMiss,
                 writes_before,
@@ -361,8 +375,12 @@ async fn lookup(
 /// Whether `stored` may answer `request` without the origin: fresh, and fresh for the
 /// request's own directives (`max-age`, `min-fresh`, `no-cache`, `max-stale`) when it
 /// has any.
-fn fresh_for<B>(stored: &StoredResponse, key: &RequestKey, request: &Request<B>) -> bool {
-    let now = SystemTime::now();
+fn fresh_for<B>(
+    stored: &StoredResponse,
+    key: &RequestKey,
+    request: &Request<B>,
+    now: SystemTime,
+) -> bool {
     if !has_request_directives(request.headers()) {
         return stored.is_fresh(now);
     }
@@ -466,7 +484,8 @@ where
 /// revalidated (`no-cache`, `max-age=0`, `s-maxage=0`) is not: the request asks the
 /// origin itself.
 fn reusable_for<B>(stored: &StoredResponse, key: &RequestKey, request: &Request<B>) -> bool {
-    same_variant(request.headers(), &stored.vary) && fresh_for(stored, key, request)
+    same_variant(request.headers(), &stored.vary)
+        && fresh_for(stored, key, request, SystemTime::now())
 }
 
 /// A request answered by the cache layer with another request's response, without an
@@ -858,7 +877,7 @@ fn from_stored<B>(
     shared: &Inner,
     outcome: Outcome,
 ) -> Response<CacheBody<B>> {
-    let age = HeaderValue::from(stored.age(now).as_secs());
+    let age = age_value(stored.age(now).as_secs());
     let status_name = shared.config.cache_status.as_deref();
     if stored.status == StatusCode::OK
         && has_conditions(client)
@@ -880,6 +899,27 @@ fn from_stored<B>(
     headers.insert(header::AGE, age);
     outcome.apply(headers, status_name);
     response
+}
+
+/// An `Age` field value. Small ones, those of most hits, come from a per-thread table
+/// rather than being formatted into a new allocation per response.
+fn age_value(secs: u64) -> HeaderValue {
+    const KEPT: usize = 1024;
+    thread_local! {
+        static AGES: std::cell::RefCell<Vec<Option<HeaderValue>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let Some(index) = usize::try_from(secs).ok().filter(|&s| s < KEPT) else {
+        return HeaderValue::from(secs);
+    };
+    AGES.with_borrow_mut(|ages| {
+        if ages.is_empty() {
+            ages.resize(KEPT, None);
+        }
+        ages[index]
+            .get_or_insert_with(|| HeaderValue::from(secs))
+            .clone()
+    })
 }
 
 /// A 304 built from a response's headers (`x-cache` and `Cache-Status` left to the

@@ -67,7 +67,7 @@ impl Fwd {
 }
 
 /// What happened to one request.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Outcome {
     pub(crate) label: Label,
     /// Answered from the cache without asking the origin.
@@ -157,6 +157,56 @@ impl Outcome {
         let Some(name) = name else {
             return;
         };
+        let upstream = headers.get(&CACHE_STATUS).map(HeaderValue::to_str);
+        let upstream = match upstream {
+            Some(Ok(upstream)) if !upstream.trim().is_empty() => Some(upstream),
+            _ => None,
+        };
+        if upstream.is_none()
+            && let Some(value) = self.plain_hit(name)
+        {
+            headers.insert(CACHE_STATUS, value);
+            return;
+        }
+        let member = self.member(name);
+        let value = match upstream {
+            Some(upstream) => format!("{upstream}, {member}"),
+            None => member,
+        };
+        // From the string's own buffer: checked, not copied.
+        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+            headers.insert(CACHE_STATUS, value);
+        }
+    }
+
+    /// The `Cache-Status` of a plain fresh hit (`<name>; hit; ttl=<n>`), the answer of
+    /// most requests: kept per thread for the last cache name and ttl, so a second hit
+    /// in the same second formats and allocates nothing.
+    fn plain_hit(&self, name: &str) -> Option<HeaderValue> {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(String, i64, HeaderValue)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let ttl = self.ttl?;
+        if *self != Outcome::hit(ttl) {
+            return None;
+        }
+        LAST.with_borrow_mut(|last| {
+            if let Some((n, t, value)) = last
+                && *t == ttl
+                && n == name
+            {
+                return Some(value.clone());
+            }
+            let value =
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(self.member(name))).ok()?;
+            *last = Some((name.to_string(), ttl, value.clone()));
+            Some(value)
+        })
+    }
+
+    /// This cache's member of `Cache-Status`.
+    fn member(&self, name: &str) -> String {
         let mut member = String::with_capacity(64);
         push_name(&mut member, name);
         if self.hit {
@@ -184,13 +234,7 @@ impl Outcome {
             member.push_str("; detail=");
             member.push_str(detail);
         }
-        let value = match headers.get(&CACHE_STATUS).map(HeaderValue::to_str) {
-            Some(Ok(upstream)) if !upstream.trim().is_empty() => format!("{upstream}, {member}"),
-            _ => member,
-        };
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(CACHE_STATUS, value);
-        }
+        member
     }
 }
 

@@ -159,13 +159,21 @@ impl<K, V> moka::Expiry<K, Slot<V>> for MokaExpiry {
 /// plain put can never land between a conditional write's read and its write.
 const WRITE_STRIPES: usize = 64;
 
+/// The hasher of the store's map and write stripes: foldhash, seeded at random per
+/// process and per store. moka's default (SipHash-1-3) made hashing the largest single
+/// cost of a local hit or put with text keys, and moka hashes every key again each time
+/// it rebuilds a table (as it grows, and as evictions leave it full of tombstones).
+/// foldhash keeps resistance to collision floods from callers who cannot read its
+/// outputs, which is the exposure of a cache keyed on request data.
+type Hasher = foldhash::fast::RandomState;
+
 /// The embedded store. See the module docs.
 pub struct LocalStore<K, V> {
-    cache: moka::sync::Cache<K, Slot<V>>,
+    cache: moka::sync::Cache<K, Slot<V>, Hasher>,
     expiry: ExpirySettings,
     events: EventSender<K, V>,
     stripes: Box<[parking_lot::Mutex<()>]>,
-    hasher: std::hash::RandomState,
+    hasher: Hasher,
 }
 
 impl<K, V> LocalStore<K, V>
@@ -226,13 +234,13 @@ where
             listener_events.emit(kind, || (*key).clone(), Some(slot.value), None);
         });
         Ok(LocalStore {
-            cache: builder.build(),
+            cache: builder.build_with_hasher(Hasher::default()),
             expiry,
             events,
             stripes: (0..WRITE_STRIPES)
                 .map(|_| parking_lot::Mutex::new(()))
                 .collect(),
-            hasher: std::hash::RandomState::new(),
+            hasher: Hasher::default(),
         })
     }
 
