@@ -795,8 +795,10 @@ mod tests {
         let deployment = Deployment::new(url);
         let live = Arc::new(Liveness::default());
         let partitions: Vec<u16> = (0..4).collect();
+        let events = broadcast::channel(1).0;
         let feed = Feed {
-            events: broadcast::channel(1).0,
+            events: events.clone(),
+            delivery: crate::delivery::Delivery::new(events),
             listened: ListenerProbe::always(),
             sink: OnceLock::from(live.clone() as Arc<dyn InvalidationSink>),
             resumed: AtomicBool::new(false),
@@ -836,8 +838,10 @@ mod tests {
         let deployment = Arc::new(Deployment::new(url));
         let live = Arc::new(Liveness::default());
         let partitions: Vec<u16> = (0..4).collect();
+        let events = broadcast::channel(1).0;
         let feed = Arc::new(Feed {
-            events: broadcast::channel(1).0,
+            events: events.clone(),
+            delivery: crate::delivery::Delivery::new(events),
             listened: ListenerProbe::always(),
             sink: OnceLock::from(live.clone() as Arc<dyn InvalidationSink>),
             resumed: AtomicBool::new(false),
