@@ -410,7 +410,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             return Some(Err(error));
         }
         let timed = self.inner.stats.sample_get();
-        let found = self.inner.store.get_now(key)?;
+        let Some(found) = self.inner.store.get_now(key) else {
+            // The caller awaits `get`, which counts and samples this get.
+            self.inner.stats.unsample_get();
+            return None;
+        };
         Some(self.count_get(timed, found))
     }
 

@@ -151,6 +151,12 @@ impl Counter {
         self.cells[stripe()].0.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Takes back an [`Counter::incr_stripe`] of this thread's stripe.
+    #[inline]
+    fn decr_stripe(&self) {
+        self.cells[stripe()].0.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// The sum over all stripes.
     pub fn get(&self) -> u64 {
         self.cells.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
@@ -234,6 +240,14 @@ impl StatsCounters {
             .incr_stripe()
             .is_multiple_of(GET_SAMPLE)
             .then(Stopwatch::start)
+    }
+
+    /// Takes back a [`StatsCounters::sample_get`] whose get was not made after all (a
+    /// store that cannot answer in place: the caller awaits `get`, which counts it), so
+    /// that a get is counted, and sampled, once. Same thread, no await in between.
+    #[inline]
+    pub(crate) fn unsample_get(&self) {
+        self.gets.decr_stripe();
     }
 
     /// Records a get [`StatsCounters::sample_get`] chose to time. The histogram counts
@@ -635,6 +649,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1));
         counters.sampled_get(stopwatch);
         assert!(counters.snapshot().average_get_time >= Duration::from_millis(1));
+    }
+
+    /// A get tried in place first and then awaited (a store that cannot answer in
+    /// place) is counted once, so the sampling still times one get in GET_SAMPLE.
+    #[test]
+    fn a_get_taken_back_is_neither_counted_nor_keeps_the_sample_from_the_next() {
+        let counters = StatsCounters::named("in-place");
+        let mut timed = 0;
+        for _ in 0..GET_SAMPLE * 2 {
+            let _tried = counters.sample_get();
+            counters.unsample_get();
+            let stopwatch = counters.sample_get();
+            timed += usize::from(stopwatch.is_some());
+            counters.sampled_get(stopwatch);
+        }
+        assert_eq!(timed, 2, "one get in GET_SAMPLE timed, as without the tries");
     }
 
     #[test]
