@@ -24,10 +24,14 @@
 //! partition comes back. It waits for that at most until its own deadline: a call
 //! whose future is kept but no longer polled would otherwise hold its partition's
 //! events for good, so past the deadline the older tickets are given up (their events,
-//! should they come, go out when they do). Nothing of this runs while the cache has no
+//! should they come, go out when they do). Every ticket carries its call's deadline too,
+//! and nothing waits for a ticket past it: other processes' messages are held at most
+//! one response timeout even while such a future sits unpolled. Nothing of this runs
+//! while the cache has no
 //! listeners in this process: then no reply returns events and no call takes a ticket.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use partcache::store::raw::RawEvent;
@@ -51,8 +55,8 @@ struct State {
 
 #[derive(Default)]
 struct Partition {
-    /// Tickets not resolved yet.
-    outstanding: BTreeSet<u64>,
+    /// Tickets not resolved yet, with their calls' deadlines.
+    outstanding: BTreeMap<u64, Instant>,
     /// Events in hand, not delivered yet.
     held: Vec<Held>,
 }
@@ -108,8 +112,9 @@ impl Delivery {
         }
     }
 
-    /// A ticket for a call on `partition` about to be sent.
-    pub fn ticket(&self, partition: u16) -> Ticket<'_> {
+    /// A ticket for a call on `partition` about to be sent, which fails by `deadline`:
+    /// past it, nothing waits for the call any more (see [`Delivery::hand_in`]).
+    pub fn ticket(&self, partition: u16, deadline: Instant) -> Ticket<'_> {
         let mut state = self.state.lock();
         let number = state.next;
         state.next += 1;
@@ -118,7 +123,7 @@ impl Delivery {
             .entry(partition)
             .or_default()
             .outstanding
-            .insert(number);
+            .insert(number, deadline);
         Ticket {
             delivery: self,
             partition,
@@ -147,6 +152,11 @@ impl Delivery {
         if let Some(number) = ticket {
             state.outstanding.remove(&number);
         }
+        // A call past its deadline has failed for its caller: its reply, should it
+        // come, is not waited for. Without this, a call whose future is kept but never
+        // polled would hold its partition's messages from other processes for good.
+        let now = Instant::now();
+        state.outstanding.retain(|_, deadline| *deadline > now);
         if !events.is_empty() {
             state.held.push(Held {
                 ticket,
@@ -195,7 +205,7 @@ impl Delivery {
             partition,
             "events held for a call on their partition that has not come back in time; delivering them"
         );
-        state.outstanding.retain(|&t| t >= barrier);
+        state.outstanding.retain(|&t, _| t >= barrier);
         self.deliver(state);
         if state.outstanding.is_empty() && state.held.is_empty() {
             partitions.remove(&partition);
@@ -205,7 +215,10 @@ impl Delivery {
     /// Puts on the channel, in number order, every held event numbered at most the
     /// highest number of a deliverable reply.
     fn deliver(&self, state: &mut Partition) {
-        let oldest = state.outstanding.first().copied().unwrap_or(u64::MAX);
+        let oldest = state
+            .outstanding
+            .first_key_value()
+            .map_or(u64::MAX, |(t, _)| *t);
         let Some(upto) = state
             .held
             .iter()
@@ -275,6 +288,11 @@ mod tests {
         }
     }
 
+    /// A deadline no test reaches.
+    fn far() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(3600)
+    }
+
     fn drain(rx: &mut broadcast::Receiver<RawEvent>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(e) = rx.try_recv() {
@@ -287,8 +305,8 @@ mod tests {
     fn a_later_reply_that_comes_back_first_waits_for_the_older_call() {
         let (tx, mut rx) = broadcast::channel(16);
         let delivery = Delivery::new(tx);
-        let reaper = delivery.ticket(3);
-        let put = delivery.ticket(3);
+        let reaper = delivery.ticket(3, far());
+        let put = delivery.ticket(3, far());
         // The put ran after the reaper (number 2) but its reply is handled first.
         let waiting = put.resolve(vec![(2, event("created"))]);
         assert!(drain(&mut rx).is_empty(), "held for the reaper's call");
@@ -304,8 +322,8 @@ mod tests {
     fn a_call_given_up_does_not_hold_the_others() {
         let (tx, mut rx) = broadcast::channel(16);
         let delivery = Delivery::new(tx);
-        let lost = delivery.ticket(0);
-        let put = delivery.ticket(0);
+        let lost = delivery.ticket(0, far());
+        let put = delivery.ticket(0, far());
         let waiting = put.resolve(vec![(7, event("a"))]).expect("waits");
         drop(lost);
         assert_eq!(drain(&mut rx), ["a"]);
@@ -318,8 +336,8 @@ mod tests {
     {
         let (tx, mut rx) = broadcast::channel(16);
         let delivery = Delivery::new(tx);
-        let stuck = delivery.ticket(0);
-        let put = delivery.ticket(0);
+        let stuck = delivery.ticket(0, far());
+        let put = delivery.ticket(0, far());
         let waiting = put.resolve(vec![(7, event("a"))]).expect("waits");
         waiting
             .wait(std::time::Instant::now() + std::time::Duration::from_millis(10))
@@ -328,7 +346,7 @@ mod tests {
         // The partition's state is gone; a new call's ticket is not mistaken for the
         // stuck one's when that comes back after all: its events wait for the new
         // call, which may have run first, and then go out in number order.
-        let next = delivery.ticket(0);
+        let next = delivery.ticket(0, far());
         assert!(stuck.resolve(vec![(6, event("late"))]).is_some());
         assert!(drain(&mut rx).is_empty(), "held for the new call");
         assert!(next.resolve(vec![(8, event("c"))]).is_none());
@@ -340,8 +358,13 @@ mod tests {
     fn partitions_do_not_wait_for_each_other() {
         let (tx, mut rx) = broadcast::channel(16);
         let delivery = Delivery::new(tx);
-        let _other = delivery.ticket(1);
-        assert!(delivery.ticket(2).resolve(vec![(1, event("x"))]).is_none());
+        let _other = delivery.ticket(1, far());
+        assert!(
+            delivery
+                .ticket(2, far())
+                .resolve(vec![(1, event("x"))])
+                .is_none()
+        );
         assert_eq!(drain(&mut rx), ["x"]);
     }
 
@@ -349,7 +372,7 @@ mod tests {
     fn a_message_of_another_process_waits_for_older_calls_and_keeps_number_order() {
         let (tx, mut rx) = broadcast::channel(16);
         let delivery = Delivery::new(tx);
-        let put = delivery.ticket(5);
+        let put = delivery.ticket(5, far());
         delivery.arrived(5, 9, event("theirs"));
         assert!(drain(&mut rx).is_empty());
         assert!(put.resolve(vec![(8, event("ours"))]).is_none());
@@ -360,13 +383,24 @@ mod tests {
     fn calls_sent_after_a_reply_came_back_never_hold_it() {
         let (tx, mut rx) = broadcast::channel(16);
         let delivery = Delivery::new(tx);
-        let older = delivery.ticket(4);
-        let reply = delivery.ticket(4);
+        let older = delivery.ticket(4, far());
+        let reply = delivery.ticket(4, far());
         let _waiting = reply.resolve(vec![(3, event("mine"))]).expect("waits");
-        let later = delivery.ticket(4);
+        let later = delivery.ticket(4, far());
         assert!(older.resolve(Vec::new()).is_none());
         assert_eq!(drain(&mut rx), ["mine"]);
         assert!(later.resolve(vec![(4, event("later"))]).is_none());
         assert_eq!(drain(&mut rx), ["later"]);
+    }
+
+    #[test]
+    fn a_call_past_its_deadline_does_not_hold_other_processes_messages() {
+        let (tx, mut rx) = broadcast::channel(16);
+        let delivery = Delivery::new(tx);
+        // Kept, never polled again, and past its deadline.
+        let _stuck = delivery.ticket(6, Instant::now());
+        delivery.arrived(6, 4, event("theirs"));
+        assert_eq!(drain(&mut rx), ["theirs"]);
+        assert!(delivery.state.lock().partitions.is_empty());
     }
 }

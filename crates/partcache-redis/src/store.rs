@@ -454,9 +454,10 @@ impl StoreInner {
         let delivery = &self.feed.delivery;
         // Taken before sending (see `delivery.rs`); a ticket dropped unresolved (an
         // error, or this future dropped) releases the replies that wait for it.
+        let deadline = self.deployment.router.deadline();
         let tickets: Vec<_> = requests
             .iter()
-            .map(|r| r.events.map(|p| delivery.ticket(p)))
+            .map(|r| r.events.map(|p| delivery.ticket(p, deadline)))
             .collect();
         let mut replies = self.deployment.execute(requests).instrument(span).await?;
         let mut waits = Vec::new();
@@ -466,7 +467,6 @@ impl StoreInner {
             }
         }
         if !waits.is_empty() {
-            let deadline = self.deployment.router.deadline();
             for delivered in waits {
                 delivered.wait(deadline).await;
             }

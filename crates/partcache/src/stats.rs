@@ -664,7 +664,10 @@ mod tests {
             timed += usize::from(stopwatch.is_some());
             counters.sampled_get(stopwatch);
         }
-        assert_eq!(timed, 2, "one get in GET_SAMPLE timed, as without the tries");
+        assert_eq!(
+            timed, 2,
+            "one get in GET_SAMPLE timed, as without the tries"
+        );
     }
 
     #[test]
