@@ -27,8 +27,8 @@
 //! should they come, go out when they do). Every ticket carries its call's deadline too,
 //! and nothing waits for a ticket past it: other processes' messages are held at most
 //! one response timeout even while such a future sits unpolled. Nothing of this runs
-//! while the cache has no
-//! listeners in this process: then no reply returns events and no call takes a ticket.
+//! while the cache has no listeners in this process: then no reply returns events and
+//! no call takes a ticket.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
