@@ -45,7 +45,7 @@
 //! | `breaker_failures` | `3` | timeouts in a row that open a node's circuit breaker; `0` turns breakers off (see [Circuit breakers](#circuit-breakers)) |
 //! | `breaker_probe_interval` | `500ms` | how often an open breaker probes its node |
 //! | `read_from_replicas` | `false` | on a cluster, serve plain reads from replicas (see below) |
-//! | `max_pending_batched` | `4096` | most requests waiting to go in a batch (see [Costs](#costs)); one that finds this many waiting is sent alone; `0` turns batching off |
+//! | `max_pending_batched` | `4096` | most requests waiting to go in a batch (see [Costs](#costs)); one that finds this many waiting is sent alone; `0` turns batching off (every request is then counted as sent alone) |
 //! | `max_pending_batched_bytes` | `16777216` (16 MiB) | most bytes (keys and values) the requests waiting to go in a batch hold together; one that does not fit is sent alone |
 //! | `tls` | `false` | TLS on a `redis://` or cluster URL (what `rediss://` means) |
 //! | `tls_ca` | system roots | path of a PEM file of CA certificates to trust instead of the system's (private or self-signed CAs) |
@@ -143,8 +143,9 @@
 //! versions never call each other's code), loaded on a node by the first call that
 //! finds it missing: **Redis 7.0 or later, or Valkey**. The key layout is in the `layout` module's docs. The
 //! partition count, codec and layout version are recorded beside the data (in a meta
-//! key whose slot depends on the cache name only); opening a cache with another partition count or codec is an
-//! [`Error::Config`](partcache::Error::Config), and so is opening it with `max_entries`
+//! key whose slot depends on the cache name only); opening a cache with another
+//! partition count or codec is an [`Error::Mismatch`](partcache::Error::Mismatch), and
+//! so is opening it with `max_entries`
 //! or `max_idle` when it was created with neither, or the other way round (whether the
 //! cache keeps an entry index, below).
 //!

@@ -1577,8 +1577,8 @@ impl RawStore for RedisStore {
             )));
         if self.opening.reaper.get().is_some() {
             // Open already: subscribe if no listener did yet, and the near cache
-            // starts from the current numbers. Should this fail, the heartbeat tries
-            // again.
+            // starts from the current numbers. Should this fail, the next heartbeat
+            // finds the partitions lost and wakes the resubscription, which retries.
             let started = match s.start_feed().await {
                 Ok(true) => Ok(()),
                 // Subscribed for a listener before: the new near cache needs the

@@ -15,7 +15,7 @@ fn standalone_url() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reopening_with_another_partition_count_is_a_config_error() {
+async fn reopening_with_another_partition_count_is_a_layout_mismatch() {
     let url = standalone_url();
     let name = unique("reopen-p");
     let first: Cache<String, String> = common::manager(&url)
@@ -986,7 +986,7 @@ async fn a_created_entry_without_records_keeps_its_deadline_across_updates() {
 /// Whether a cache keeps an index is part of its layout: opening it with `max_entries`
 /// (or max-idle) when it was created without, or the other way round, is an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opening_a_cache_with_another_index_setting_is_a_config_error() {
+async fn opening_a_cache_with_another_index_setting_is_a_layout_mismatch() {
     let url = standalone_url();
     for (created_with, opened_with) in [(false, true), (true, false)] {
         let name = unique("reopen-index");

@@ -36,10 +36,11 @@
 //! handles are no-ops and a timed operation pays one branch (the local get path is
 //! benchmarked against moka; see `benches/local.rs`).
 //!
-//! One-key gets are timed by sampling: the first get of each thread and one in
-//! [`GET_SAMPLE`] after it. A sampled get is recorded in the histogram with a count of
-//! [`GET_SAMPLE`], so the histogram's count and rate follow the number of gets (to
-//! within [`GET_SAMPLE`] per thread); the average get time is the mean of the sample.
+//! One-key gets are timed by sampling: the counter of gets is striped (threads share a
+//! few stripes), and each stripe times its first get and one in [`GET_SAMPLE`] after
+//! it. A sampled get is recorded in the histogram with a count of [`GET_SAMPLE`], so the
+//! histogram's count and rate follow the number of gets (to within [`GET_SAMPLE`] per
+//! stripe); the average get time is the mean of the sample.
 //! Hits, misses and every other counter are exact, and puts, removals, loads and batch
 //! reads are all timed.
 
@@ -369,8 +370,8 @@ pub struct CacheStats {
     pub near_hits: u64,
     /// Near-cache misses.
     pub near_misses: u64,
-    /// Mean time of a get: of one-key gets, the first of each thread and one in
-    /// [`GET_SAMPLE`] after it are timed (the mean of that sample).
+    /// Mean time of a get: of one-key gets, the first of each counter stripe and one
+    /// in [`GET_SAMPLE`] after it are timed (the mean of that sample).
     pub average_get_time: Duration,
     /// Mean time of a put.
     pub average_put_time: Duration,

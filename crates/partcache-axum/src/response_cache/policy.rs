@@ -490,8 +490,6 @@ pub(crate) fn storable(
     })
 }
 
-/// Why `http-cache-semantics` refused to store a response (RFC 9111 §3), as a
-/// `Cache-Status` detail.
 /// Statuses `http-cache-semantics` understands (it does not understand 206).
 const UNDERSTOOD_STATUSES: [u16; 14] = [
     200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
@@ -561,6 +559,8 @@ fn conflicting_directives(headers: &HeaderMap) -> bool {
     })
 }
 
+/// Why `http-cache-semantics` refused to store a response (RFC 9111 §3), as a
+/// `Cache-Status` detail.
 fn why_not_storable(
     request: &RequestView<'_>,
     status: StatusCode,
