@@ -1011,3 +1011,55 @@ async fn opening_a_cache_with_another_index_setting_is_a_layout_mismatch() {
         assert!(build(created_with).await.is_ok());
     }
 }
+
+/// Caches without an index find their entries with `SCAN … MATCH`: caches whose names
+/// are prefixes of each other or hold glob characters (`*`, `?`, `[`, `]`, `\`), on one
+/// server, each count, list and clear their own entries only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_without_an_index_never_count_list_or_clear_each_others_entries() {
+    use futures::StreamExt;
+
+    let url = standalone_url();
+    let base = unique("scan");
+    let names = [
+        base.clone(),
+        format!("{base}*"),
+        format!("{base}-b"),
+        format!("[{base}]"),
+        format!("{base}?\\"),
+    ];
+    let manager = common::manager(&url);
+    let mut caches = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let cache: Cache<String, String> = manager.cache(name).build().await.unwrap();
+        for k in 0..=i {
+            cache.put(format!("k{k}"), name.clone()).await.unwrap();
+        }
+        caches.push(cache);
+    }
+    for (i, cache) in caches.iter().enumerate() {
+        assert_eq!(
+            cache.len().await.unwrap(),
+            i as u64 + 1,
+            "len of `{}`",
+            names[i]
+        );
+        let listed: Vec<_> = cache.entries().collect().await;
+        assert_eq!(listed.len(), i + 1, "entries of `{}`", names[i]);
+        for entry in listed {
+            let (_, value) = entry.unwrap();
+            assert_eq!(*value, names[i], "an entry of another cache listed");
+        }
+    }
+    // Clearing the first (a prefix of every other name) leaves the others whole.
+    caches[0].clear().await.unwrap();
+    assert_eq!(caches[0].len().await.unwrap(), 0);
+    for (i, cache) in caches.iter().enumerate().skip(1) {
+        assert_eq!(
+            cache.len().await.unwrap(),
+            i as u64 + 1,
+            "`{}` after a clear",
+            names[i]
+        );
+    }
+}
