@@ -359,9 +359,33 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// The value for `key`, or `None`. With a read-through loader configured, a miss
     /// loads the value (once for all concurrent callers) and caches it.
     ///
-    /// Cost on the local store: one moka lookup, no serialization, no allocation. On a
-    /// Redis store: one round trip. A stored value that fails to decode is a miss (and a
-    /// counted, logged decode error).
+    /// **Who runs, who waits.** The calling task does the lookup. On a read-through
+    /// miss, the first task to miss a key runs the loader; tasks of this process that
+    /// miss the same key meanwhile wait for its outcome instead of loading again.
+    ///
+    /// **Cost.** On the local store: one moka lookup, no serialization, no allocation,
+    /// no future to await when it answers in place. On a Redis store: one round trip
+    /// (batched with other reads to the same node), plus the decoding. Reading is an
+    /// access for expiry: under `Accessed` or `Touched` it moves the deadline.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let users = manager.cache::<u64, String>("get-doc").build().await?;
+    /// assert_eq!(users.get(&7).await?, None); // a miss, counted
+    /// users.put(7, "ada".to_string()).await?;
+    /// assert_eq!(users.get(&7).await?.as_deref().map(String::as_str), Some("ada"));
+    /// assert_eq!((users.stats().hits, users.stats().misses), (1, 1));
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A stored value that fails to decode is not an error: it is a miss (and a
+    /// counted, logged decode error). Errors are the store's ([`Error::Unavailable`],
+    /// [`Error::Timeout`], [`Error::CircuitOpen`]: transient), [`Error::Closed`] on a
+    /// closed cache, [`Error::Rejected`] for a key no hashing rule matches, and
+    /// [`Error::Loader`] when a read-through load fails.
     pub async fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
         self.ensure_open()?;
         // Only the local store has checks here (remote stores check while routing), and
@@ -484,6 +508,33 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     /// Stores `value` under `key` (creating or updating), after the writer if any.
+    ///
+    /// **Who runs, who waits.** The calling task runs the write-through writer first, if
+    /// there is one (a failing writer leaves the cache unchanged), then the store's
+    /// write; the call returns once the store has it and its event is on this
+    /// process's event channel. A load that finishes after it never overwrites it:
+    /// loaded values are stored only where the key is still absent.
+    ///
+    /// **Cost.** On the local store: one moka insert, no serialization. On a Redis
+    /// store: the encoding and one round trip, batched with other puts to the same node
+    /// while nobody in this process listens to the cache.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let users = manager.cache::<u64, String>("put-doc").build().await?;
+    /// users.put(7, "ada".to_string()).await?;
+    /// users.put(7, "grace".to_string()).await?; // an update
+    /// assert_eq!(users.get(&7).await?.as_deref().map(String::as_str), Some("grace"));
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The store's transient errors (on a `Timeout` the write may or may not have been
+    /// applied), [`Error::Rejected`] for a value over `max_value_bytes` or a key no
+    /// hashing rule matches, [`Error::Encode`], [`Error::Writer`] when the writer
+    /// fails, [`Error::Closed`].
     pub async fn put(&self, key: K, value: impl Into<Arc<V>>) -> Result<()> {
         self.put_inner(key, value.into(), None).await
     }
@@ -1141,6 +1192,30 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// The cached value for `key`, or the one `load` returns, cached. Concurrent misses
     /// of one key call `load` once; the others wait for its outcome (single-flight). A
     /// failing or panicking `load` returns an error to every waiter and caches nothing.
+    ///
+    /// **Who runs, who waits.** The first task of this process to miss the key runs
+    /// `load`; the others of this process wait for it (other processes on a shared
+    /// store load for themselves). A write of the key while `load` runs wins: the loaded
+    /// value is returned to the waiters but not stored over the newer one.
+    ///
+    /// **Cost.** A hit costs what [`Cache::get`] does; a miss adds `load` and one
+    /// [`Cache::put`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let users = manager.cache::<u64, String>("get-or-load-doc").build().await?;
+    /// let load = |id: u64| async move { Ok::<_, std::io::Error>(format!("user {id}")) };
+    /// let first = users.get_or_load(&7, load).await?; // loads
+    /// let again = users.get_or_load(&7, load).await?; // a hit: `load` not called
+    /// assert_eq!((first.as_str(), again.as_str()), ("user 7", "user 7"));
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Loader`] with `load`'s error (or [`Error::Panicked`]), and the errors
+    /// of [`Cache::get`] and [`Cache::put`].
     pub async fn get_or_load<F, Fut, E>(&self, key: &K, load: F) -> Result<Arc<V>>
     where
         F: FnOnce(K) -> Fut,
