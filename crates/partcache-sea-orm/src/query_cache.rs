@@ -45,8 +45,13 @@ pub(crate) struct Counters {
 }
 
 /// What a [`QueryCache`] (and the [`EntityCache`](crate::EntityCache) over it) did
-/// since it was built. Counted in this process only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// since it was built. Counted in this process only. Serialisable as it is:
+///
+/// ```
+/// let json = serde_json::to_value(partcache_sea_orm::QueryCacheStats::default()).unwrap();
+/// assert_eq!(json["bumps"], 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct QueryCacheStats {
     /// Results and rows served from the cache.
     pub hits: u64,

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::backlog::Backlog;
 
 /// A snapshot of a layer's counters (see [`CacheLayer::stats`](crate::CacheLayer::stats)).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct LayerStats {
     /// Requests answered from the cache.

@@ -5,8 +5,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use partcache_tower::backlog::Backlog;
 
 /// A snapshot of a response cache's counters
-/// ([`ResponseCache::stats`](crate::ResponseCache::stats)).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// ([`ResponseCache::stats`](crate::ResponseCache::stats)), serialisable as it is for a
+/// stats endpoint:
+///
+/// ```
+/// let stats = partcache_axum::ResponseCacheStats::default();
+/// let json = serde_json::to_value(stats).unwrap();
+/// assert_eq!(json["hits"], 0);
+/// assert_eq!(json["stores_dropped"], 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ResponseCacheStats {
     /// Responses served fresh from the cache (`x-cache: HIT`), including those

@@ -42,7 +42,7 @@ impl Default for BatchingSettings {
 }
 
 /// The state of a deployment's batching queues ([`crate::RedisStore::batching_stats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BatchingStats {
     /// Requests waiting to go in a batch, or in a batch on its way.
     pub pending: u64,
