@@ -777,12 +777,14 @@ mod tests {
         fn vouched(&self, _partitions: &[u16], _at: Instant) {}
     }
 
-    /// The opening and the resubscribe loop may reseed one feed at once (on a loaded
-    /// machine the first heartbeat comes before the opening's reseed has ended, and
-    /// wakes the loop): every partition ends live, none waits for a reseed that never
-    /// comes.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reseeds_at_once_leave_every_partition_live() {
+    /// A real server, a deployment on it, and a feed of 4 partitions whose near cache
+    /// is `live` (no subscription: nothing subscribes here).
+    async fn server_and_feed() -> (
+        partcache_integration_tests::RedisServer,
+        Deployment,
+        Arc<Liveness>,
+        Feed,
+    ) {
         use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
 
         let server = tokio::task::spawn_blocking(|| {
@@ -792,7 +794,6 @@ mod tests {
         .expect("the start task")
         .expect("start redis-server");
         let url = crate::url::parse(&server.url()).expect("the server's URL");
-        let deployment = Deployment::new(url);
         let live = Arc::new(Liveness::default());
         let partitions: Vec<u16> = (0..4).collect();
         let events = broadcast::channel(1).0;
@@ -802,10 +803,21 @@ mod tests {
             listened: ListenerProbe::always(),
             sink: OnceLock::from(live.clone() as Arc<dyn InvalidationSink>),
             resumed: AtomicBool::new(false),
-            partitions: partitions.clone(),
             sequences: partitions.iter().map(|p| (format!("seq{p}"), 0)).collect(),
+            partitions,
             links: FeedLinks::default(),
         };
+        (server, Deployment::new(url), live, feed)
+    }
+
+    /// The opening and the resubscribe loop may reseed one feed at once (on a loaded
+    /// machine the first heartbeat comes before the opening's reseed has ended, and
+    /// wakes the loop): every partition ends live, none waits for a reseed that never
+    /// comes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reseeds_at_once_leave_every_partition_live() {
+        let (_server, deployment, live, feed) = server_and_feed().await;
+        let partitions = feed.partitions.clone();
         // Both start before either has its numbers: a reseed awaits the server.
         let (first, second) = tokio::join!(reseed(&deployment, &feed), reseed(&deployment, &feed));
         first.expect("the first reseed");
@@ -826,29 +838,8 @@ mod tests {
     /// none ever is): only the resubscribe loop reseeds, after subscribing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_heartbeat_never_resumes_a_partition_without_its_subscription() {
-        use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
-
-        let server = tokio::task::spawn_blocking(|| {
-            RedisServer::start(Flavor::Redis, ServerOptions::default())
-        })
-        .await
-        .expect("the start task")
-        .expect("start redis-server");
-        let url = crate::url::parse(&server.url()).expect("the server's URL");
-        let deployment = Arc::new(Deployment::new(url));
-        let live = Arc::new(Liveness::default());
-        let partitions: Vec<u16> = (0..4).collect();
-        let events = broadcast::channel(1).0;
-        let feed = Arc::new(Feed {
-            events: events.clone(),
-            delivery: crate::delivery::Delivery::new(events),
-            listened: ListenerProbe::always(),
-            sink: OnceLock::from(live.clone() as Arc<dyn InvalidationSink>),
-            resumed: AtomicBool::new(false),
-            partitions: partitions.clone(),
-            sequences: partitions.iter().map(|p| (format!("seq{p}"), 0)).collect(),
-            links: FeedLinks::default(),
-        });
+        let (_server, deployment, live, feed) = server_and_feed().await;
+        let (deployment, feed) = (Arc::new(deployment), Arc::new(feed));
         let heartbeat = tokio::spawn(heartbeat_loop(
             Arc::downgrade(&deployment),
             Arc::downgrade(&feed),
