@@ -114,6 +114,11 @@ where
     }
 }
 
+/// `n` milliseconds at time scale `scale` (see [`at_time_scale`]).
+fn scaled(scale: u32, n: u64) -> Duration {
+    Duration::from_millis(n * u64::from(scale))
+}
+
 /// `Err` (the round judged nothing) once `now` is past `deadline`.
 fn before(deadline: Instant, what: &str) -> Result<(), String> {
     if Instant::now() < deadline {
@@ -739,7 +744,7 @@ async fn expiry_table(
     moves: &[Touch],
 ) {
     at_time_scale(label, |scale| {
-        let life = Duration::from_millis(2000) * scale;
+        let life = scaled(scale, 2000);
         expiry_table_round(h, format!("{label}-{scale}"), policy(life), life, moves)
     })
     .await;
@@ -865,7 +870,7 @@ pub async fn a_custom_expiry_policy_sets_each_deadline_it_is_asked_for(h: &Harne
 }
 
 async fn custom_expiry_round(h: &Harness, scale: u32) -> Result<(), String> {
-    let ms = |n: u64| Duration::from_millis(n * u64::from(scale));
+    let ms = |n: u64| scaled(scale, n);
     let c = h
         .cache::<String, String>(&format!("custom-expiry-{scale}"))
         .expiry_policy(Durations(
@@ -911,7 +916,7 @@ async fn custom_expiry_round(h: &Harness, scale: u32) -> Result<(), String> {
 
 /// `None` for an access or an update leaves the deadline where it is.
 async fn custom_expiry_none_round(h: &Harness, scale: u32) -> Result<(), String> {
-    let ms = |n: u64| Duration::from_millis(n * u64::from(scale));
+    let ms = |n: u64| scaled(scale, n);
     let kept = h
         .cache::<String, String>(&format!("custom-expiry-kept-{scale}"))
         .expiry_policy(Durations(Some(1000 * u64::from(scale)), None, None))
