@@ -12,7 +12,8 @@
 //!   response ([`coalesce`]);
 //! * fail-open: a store that errors or exceeds the store timeout never fails a
 //!   request; the service is called, the error logged with `tracing` and counted
-//!   ([`LayerStats`]).
+//!   ([`LayerStats`], serialisable as it is for a stats endpoint), by the same
+//!   [`partcache::adapter::FailOpen`] every partcache adapter uses.
 //!
 //! The layout follows tower-http: the middleware lives in [`cache`] (`layer.rs`,
 //! `service.rs`, `future.rs`, `key.rs`, `policy.rs`). For HTTP with RFC 9111 rules, see

@@ -19,9 +19,10 @@
 //!     .service(service_fn(|n: u64| async move { Ok::<_, std::convert::Infallible>(n * n) }));
 //!
 //! assert_eq!(service.clone().oneshot(12).await.unwrap(), 144); // miss: computed, stored
-//! # while layer.stats().stored == 0 { tokio::task::yield_now().await; }
+//! # while layer.stats().cache.stored == 0 { tokio::task::yield_now().await; }
 //! assert_eq!(service.oneshot(12).await.unwrap(), 144); // hit
-//! assert_eq!((layer.stats().misses, layer.stats().hits), (1, 1));
+//! let stats = layer.stats().cache;
+//! assert_eq!((stats.misses, stats.hits), (1, 1));
 //! # Ok::<(), partcache::Error>(()) }).unwrap();
 //! ```
 
@@ -30,6 +31,7 @@ mod key;
 mod layer;
 mod policy;
 mod service;
+mod shared;
 
 pub use future::ResponseFuture;
 pub use key::KeyExtractor;
