@@ -10,9 +10,9 @@ use tower_layer::Layer;
 use super::policy::StoreAll;
 use super::service::CacheService;
 use super::shared::{Shared, Weigher};
+use super::stats::LayerStats;
 use crate::backlog::{Backlog, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES};
 use crate::coalesce::Coalescer;
-use crate::stats::LayerStats;
 
 /// Store calls slower than this fail open by default: long enough for a healthy
 /// remote store under load, short enough that an outage adds little latency.

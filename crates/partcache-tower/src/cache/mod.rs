@@ -1,7 +1,8 @@
 //! The cache middleware: [`CacheLayer`] (with [`CacheLayerBuilder`]), the
 //! [`CacheService`] it makes, and the two traits that adapt it to a service:
 //! [`KeyExtractor`] (request → key) and [`CachedResponse`] (response ↔ stored value),
-//! plus the [`StorePredicate`] that decides what is stored.
+//! plus the [`StorePredicate`] that decides what is stored, and the [`LayerStats`] the
+//! layer counts.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -32,9 +33,11 @@ mod layer;
 mod policy;
 mod service;
 mod shared;
+mod stats;
 
 pub use future::ResponseFuture;
 pub use key::KeyExtractor;
 pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_STORE_TIMEOUT};
 pub use policy::{CachedResponse, StoreAll, StorePredicate};
 pub use service::CacheService;
+pub use stats::LayerStats;
