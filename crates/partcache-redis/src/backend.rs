@@ -8,7 +8,7 @@ use partcache::store::raw::{BackendFactory, RawCacheSpec, RawStore, RemoteBacken
 use partcache::{Error, Result};
 use redis::Value;
 
-use crate::coalesce::Coalescer;
+use crate::batching::Coalescer;
 use crate::connection::{ConnectSettings, Pool};
 use crate::events::{Routes, Subscriber, confirmed, resubscribe_loop};
 use crate::routing::{Pools, Request, Router};

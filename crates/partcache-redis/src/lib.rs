@@ -252,15 +252,13 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod batching;
 mod breaker;
-mod coalesce;
 mod connection;
 mod delivery;
 mod events;
 pub mod joined;
-mod keyscan;
 mod layout;
-mod reaper;
 mod routing;
 mod scripts;
 mod slots;
@@ -269,11 +267,11 @@ mod tls;
 pub mod url;
 
 pub use backend::{RedisBackend, RedisBackendFactory, SCHEMES};
-pub use breaker::BreakerSettings;
-pub use coalesce::bound::{
+pub use batching::bound::{
     BatchingSettings, BatchingStats, DEFAULT_MAX_PENDING_BATCHED,
     DEFAULT_MAX_PENDING_BATCHED_BYTES, SENT_ALONE_METRIC,
 };
+pub use breaker::BreakerSettings;
 pub use store::RedisStore;
 pub use tls::{ClientCertificate, PemFile, TlsOptions};
 

@@ -2,6 +2,9 @@
 //! calls). Every operation becomes per-partition commands (mostly scripts, see
 //! `scripts.rs`) that the router sends as one pipeline per node.
 
+mod reaper;
+mod scan;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,12 +25,12 @@ use tokio::sync::broadcast;
 use tracing::Instrument;
 
 use crate::backend::Deployment;
-use crate::coalesce::puts::{self, Done, Entry, Kind, Turn, UpsertSettings};
+use crate::batching::puts::{self, Done, Entry, Kind, Turn, UpsertSettings};
 use crate::events::{Feed, parse_event};
-use crate::keyscan::KeyScan;
 use crate::layout::{LAYOUT_VERSION, Layout};
 use crate::routing::Request;
 use crate::scripts::{Script, scripts};
+use scan::KeyScan;
 
 /// Most entries one script call touches: keeps every script short, so the server is
 /// never blocked for long by one cache (clear, reap, batch writes).
@@ -280,9 +283,7 @@ impl RedisStore {
         }
         *last = Some(Instant::now());
         self.inner.finish_open().await?;
-        let _ = state
-            .reaper
-            .set(crate::reaper::spawn(Arc::downgrade(&self.inner)));
+        let _ = state.reaper.set(reaper::spawn(Arc::downgrade(&self.inner)));
         Ok(())
     }
 }
@@ -1242,7 +1243,7 @@ impl RawStore for RedisStore {
         let p = key.partition;
         if s.plain_reads && !s.deployment.router.is_cluster() {
             let key = s.layout.entry_key(p, &key.text);
-            let reply = crate::coalesce::reads::get(&s.deployment, key).await?;
+            let reply = crate::batching::reads::get(&s.deployment, key).await?;
             return Ok(blob(s.read_result(reply)?));
         }
         let request = if s.plain_reads {

@@ -6,7 +6,7 @@
 //! scripts a second whatever the cache held): every [`SURVEY`] it reads each
 //! partition's earliest deadline (one cheap `ZRANGE` per partition, one pipeline per
 //! node), and every [`TICK`] it runs the reap script only on partitions whose earliest
-//! deadline has passed; each visit handles at most [`BATCH`](crate::store::BATCH) due
+//! deadline has passed; each visit handles at most [`BATCH`](super::BATCH) due
 //! entries and reports the partition's next deadline, so no step ever scans a whole
 //! cache and the server is never blocked for long. An entry's bookkeeping is reclaimed
 //! within about `SURVEY + TICK` of its deadline (plus the clock skew between this
@@ -15,7 +15,7 @@
 use std::sync::Weak;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::store::StoreInner;
+use super::StoreInner;
 
 /// Pause between two reaper steps.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
