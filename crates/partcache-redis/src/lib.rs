@@ -256,22 +256,28 @@ mod batching;
 mod breaker;
 mod connection;
 mod delivery;
+mod deployment;
 mod events;
+mod feed;
 pub mod joined;
 mod layout;
+mod push;
+mod refusal;
 mod routing;
 mod scripts;
+mod settings;
 mod slots;
 mod store;
+mod subscriber;
 mod tls;
 pub mod url;
 
 pub use backend::{RedisBackend, RedisBackendFactory, SCHEMES};
-pub use batching::bound::{
-    BatchingSettings, BatchingStats, DEFAULT_MAX_PENDING_BATCHED,
-    DEFAULT_MAX_PENDING_BATCHED_BYTES, SENT_ALONE_METRIC,
-};
+pub use batching::bound::{BatchingStats, SENT_ALONE_METRIC};
 pub use breaker::BreakerSettings;
+pub use settings::{
+    BatchingSettings, DEFAULT_MAX_PENDING_BATCHED, DEFAULT_MAX_PENDING_BATCHED_BYTES,
+};
 pub use store::RedisStore;
 pub use tls::{ClientCertificate, PemFile, TlsOptions};
 

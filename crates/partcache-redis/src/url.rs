@@ -9,8 +9,8 @@ use std::time::Duration;
 use partcache::partition::{MIN_PARTITIONS, SLOT_COUNT};
 use partcache::{Error, Result};
 
-pub use crate::batching::bound::BatchingSettings;
 pub use crate::breaker::BreakerSettings;
+pub use crate::settings::BatchingSettings;
 pub use crate::tls::{ClientCertificate, PemFile, TlsOptions};
 use crate::tls::{PemKind, read_parameter};
 

@@ -18,20 +18,34 @@ use partcache::{Error, Result};
 use redis::Value;
 use tokio::sync::oneshot;
 
-use crate::backend::Deployment;
+use crate::deployment::Deployment;
 use crate::routing::Request;
 use crate::scripts::scripts;
 
-use super::bound::Pending;
-use super::unreachable;
+use super::bound::{Bound, Pending};
+use super::queue::{self, unreachable};
 
 /// Most entries in one `put_batch` call (the rest go in further calls, at once).
 const MAX_ENTRIES: usize = 64;
 
 /// The puts of one deployment, per node address and [`Kind`].
-#[derive(Default)]
 pub(crate) struct Puts {
+    /// The deployment the batches go to.
+    deployment: Arc<Deployment>,
+    /// The bound shared with the reads' queue.
+    bound: Arc<Bound>,
     queues: parking_lot::Mutex<HashMap<String, Queue>>,
+}
+
+impl Puts {
+    /// The put queues of `deployment`, bounded by `bound`.
+    pub fn new(deployment: Arc<Deployment>, bound: Arc<Bound>) -> Puts {
+        Puts {
+            deployment,
+            bound,
+            queues: parking_lot::Mutex::default(),
+        }
+    }
 }
 
 struct Queue {
@@ -110,9 +124,8 @@ pub(crate) enum Turn<'a> {
 }
 
 /// Takes a turn for a put of `kind` on the node of `slot`.
-pub(crate) fn turn<'a>(deployment: &'a Arc<Deployment>, slot: u16, kind: &Kind) -> Turn<'a> {
-    let puts = &deployment.coalescer().puts;
-    let found = deployment.router.with_master(slot, |addr| {
+pub(crate) fn turn<'a>(puts: &'a Arc<Puts>, slot: u16, kind: &Kind) -> Turn<'a> {
+    let found = puts.deployment.router.with_master(slot, |addr| {
         let key = kind.queue_key(addr);
         let mut queues = puts.queues.lock();
         let queue = queues.entry(key.clone()).or_insert_with(|| Queue {
@@ -121,11 +134,11 @@ pub(crate) fn turn<'a>(deployment: &'a Arc<Deployment>, slot: u16, kind: &Kind) 
             waiting: Vec::new(),
         });
         if queue.busy {
-            return Turn::Wait(Ticket { deployment, key });
+            return Turn::Wait(Ticket { puts, key });
         }
         queue.busy = true;
         Turn::Lead(Lead {
-            deployment,
+            puts,
             key,
             failed: None,
         })
@@ -135,7 +148,7 @@ pub(crate) fn turn<'a>(deployment: &'a Arc<Deployment>, slot: u16, kind: &Kind) 
 
 /// The right to queue one put on a busy node.
 pub(crate) struct Ticket<'a> {
-    deployment: &'a Arc<Deployment>,
+    puts: &'a Arc<Puts>,
     /// The queue (see [`Kind::queue_key`]).
     key: String,
 }
@@ -146,12 +159,12 @@ impl Ticket<'_> {
     /// their limit (`bound.rs`).
     pub async fn put(self, entry: Entry) -> Result<Done> {
         let bytes = entry.prefix.len() + entry.text.len() + entry.blob.len() + entry.key_only.len();
-        let Some(pending) = self.deployment.coalescer().bound.admit(bytes) else {
+        let Some(pending) = self.puts.bound.admit(bytes) else {
             return Ok(Done::Alone(entry.blob));
         };
         let (reply, receiver) = oneshot::channel();
         let lead = {
-            let mut queues = self.deployment.coalescer().puts.queues.lock();
+            let mut queues = self.puts.queues.lock();
             // Queues are never removed, so the ticket's is there.
             let Some(queue) = queues.get_mut(&self.key) else {
                 return Ok(Done::Alone(entry.blob));
@@ -167,16 +180,16 @@ impl Ticket<'_> {
             idle
         };
         if lead {
-            spawn_drain(self.deployment, self.key);
+            spawn_drain(self.puts, self.key);
         }
-        super::wait(self.deployment, receiver).await
+        queue::wait(&self.puts.deployment.router, receiver).await
     }
 }
 
 /// The put on its way to a node. Dropping it hands the node over to the puts that
 /// queued meanwhile (or fails them with [`Lead::finished`]'s error).
 pub(crate) struct Lead<'a> {
-    deployment: &'a Arc<Deployment>,
+    puts: &'a Arc<Puts>,
     key: String,
     failed: Option<Error>,
 }
@@ -192,7 +205,7 @@ impl Lead<'_> {
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
         let waiting = {
-            let mut queues = self.deployment.coalescer().puts.queues.lock();
+            let mut queues = self.puts.queues.lock();
             let Some(queue) = queues.get_mut(&self.key) else {
                 return;
             };
@@ -208,7 +221,7 @@ impl Drop for Lead<'_> {
             }
         };
         match waiting {
-            None => spawn_drain(self.deployment, std::mem::take(&mut self.key)),
+            None => spawn_drain(self.puts, std::mem::take(&mut self.key)),
             Some(waiting) => {
                 let e = self.failed.take().unwrap_or_else(|| {
                     Error::Unavailable("no runtime to send a coalesced put on".into())
@@ -221,19 +234,19 @@ impl Drop for Lead<'_> {
 
 /// Starts a drain task for queue `key` (called outside the queues' lock: a runtime
 /// that is shutting down drops the task at once, and its guard takes the lock).
-fn spawn_drain(deployment: &Arc<Deployment>, key: String) {
-    let deployment = deployment.clone();
+fn spawn_drain(puts: &Arc<Puts>, key: String) {
+    let puts = puts.clone();
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             runtime.spawn(drain(Draining {
-                deployment,
+                puts,
                 key,
                 done: false,
             }));
         }
         Err(_) => {
             let waiting = {
-                let mut queues = deployment.coalescer().puts.queues.lock();
+                let mut queues = puts.queues.lock();
                 let Some(queue) = queues.get_mut(&key) else {
                     return;
                 };
@@ -247,7 +260,7 @@ fn spawn_drain(deployment: &Arc<Deployment>, key: String) {
 }
 
 fn fail(waiting: Vec<Waiter>, e: &Error) {
-    super::fail(waiting.into_iter().map(|w| w.reply), e);
+    queue::fail(waiting.into_iter().map(|w| w.reply), e);
 }
 
 /// Held by a drain task (given to it, so that it goes with the task even if the task
@@ -255,7 +268,7 @@ fn fail(waiting: Vec<Waiter>, e: &Error) {
 /// panicked), marks the queue idle and fails the puts still in it, so that later puts,
 /// perhaps on another runtime, are not left queued behind nobody.
 struct Draining {
-    deployment: Arc<Deployment>,
+    puts: Arc<Puts>,
     key: String,
     done: bool,
 }
@@ -266,7 +279,7 @@ impl Drop for Draining {
             return;
         }
         let waiting = {
-            let mut queues = self.deployment.coalescer().puts.queues.lock();
+            let mut queues = self.puts.queues.lock();
             let Some(queue) = queues.get_mut(&self.key) else {
                 return;
             };
@@ -282,11 +295,11 @@ impl Drop for Draining {
 /// until none is left. Puts whose callers gave up are not sent (uncoalesced, such a
 /// put would not have been sent either, or sent before the caller's next command).
 async fn drain(mut guard: Draining) {
-    let (deployment, key) = (guard.deployment.clone(), guard.key.clone());
+    let (puts, key) = (guard.puts.clone(), guard.key.clone());
     let mut failed: Option<Error> = None;
     loop {
         let (kind, waiting) = {
-            let mut queues = deployment.coalescer().puts.queues.lock();
+            let mut queues = puts.queues.lock();
             let Some(queue) = queues.get_mut(&key) else {
                 guard.done = true;
                 return;
@@ -303,8 +316,8 @@ async fn drain(mut guard: Draining) {
             fail(waiting, &e);
             continue;
         }
-        let batches = super::batches(waiting, MAX_ENTRIES);
-        let sends = batches.iter().map(|batch| send(&deployment, &kind, batch));
+        let batches = queue::batches(waiting, MAX_ENTRIES);
+        let sends = batches.iter().map(|batch| send(&puts, &kind, batch));
         let replies = futures::future::join_all(sends).await;
         for (batch, reply) in batches.into_iter().zip(replies) {
             failed = failed.or_else(|| unreachable(&reply));
@@ -314,7 +327,7 @@ async fn drain(mut guard: Draining) {
 }
 
 /// One batch call for `batch` (on the node of its first entry's slot).
-async fn send(deployment: &Deployment, kind: &Kind, batch: &[Waiter]) -> Result<Value> {
+async fn send(puts: &Puts, kind: &Kind, batch: &[Waiter]) -> Result<Value> {
     let Some(first) = batch.first() else {
         return Ok(Value::Array(Vec::new()));
     };
@@ -331,8 +344,8 @@ async fn send(deployment: &Deployment, kind: &Kind, batch: &[Waiter]) -> Result<
         Kind::Fast => {
             cmd.arg(&scripts().put_batch.function)
                 .arg(0)
-                .arg(deployment.origin())
-                .arg(deployment.channel_suffix());
+                .arg(puts.deployment.origin())
+                .arg(puts.deployment.channel_suffix());
             for w in batch {
                 cmd.arg(&w.entry.prefix)
                     .arg(w.entry.mode)
@@ -344,8 +357,8 @@ async fn send(deployment: &Deployment, kind: &Kind, batch: &[Waiter]) -> Result<
             cmd.arg(&scripts().upsert_batch.function)
                 .arg(0)
                 .arg(&settings.header[..])
-                .arg(deployment.origin())
-                .arg(deployment.channel_suffix())
+                .arg(puts.deployment.origin())
+                .arg(puts.deployment.channel_suffix())
                 .arg(settings.mode);
             for w in batch {
                 cmd.arg(&w.entry.prefix)
@@ -356,7 +369,8 @@ async fn send(deployment: &Deployment, kind: &Kind, batch: &[Waiter]) -> Result<
             }
         }
     }
-    let reply = deployment
+    let reply = puts
+        .deployment
         .execute(vec![Request::new(first.entry.slot, cmd)])
         .await?
         .pop();

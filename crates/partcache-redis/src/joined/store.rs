@@ -22,7 +22,8 @@ use partcache::{Error, Result};
 use tokio::sync::broadcast;
 
 use super::rendezvous::Rendezvous;
-use crate::backend::{Deployment, RedisBackend};
+use crate::backend::RedisBackend;
+use crate::deployment::Deployment;
 
 /// Events buffered per receiver of [`RawStore::subscribe`] (as on one deployment).
 const EVENT_CAPACITY: usize = 4096;

@@ -24,9 +24,10 @@ use redis::{Cmd, Value};
 use tokio::sync::broadcast;
 use tracing::Instrument;
 
-use crate::backend::Deployment;
+use crate::batching::Batcher;
 use crate::batching::puts::{self, Done, Entry, Kind, Turn, UpsertSettings};
-use crate::events::{Feed, parse_event};
+use crate::deployment::Deployment;
+use crate::feed::{Feed, parse_event};
 use crate::layout::{LAYOUT_VERSION, Layout};
 use crate::routing::Request;
 use crate::scripts::{Script, scripts};
@@ -70,6 +71,8 @@ struct OpenState {
 
 pub(crate) struct StoreInner {
     deployment: Arc<Deployment>,
+    /// The deployment's batching queues.
+    batcher: Arc<Batcher>,
     name: String,
     layout: Layout,
     codec: Codec,
@@ -182,10 +185,8 @@ impl RedisStore {
     /// deployment is unreachable (a transient error) the store is returned anyway and
     /// finishes opening on first use once the server answers (see [`OpenState`]); any
     /// other error (a layout mismatch) is returned.
-    pub(crate) async fn open(
-        deployment: Arc<Deployment>,
-        spec: RawCacheSpec,
-    ) -> Result<RedisStore> {
+    pub(crate) async fn open(batcher: Arc<Batcher>, spec: RawCacheSpec) -> Result<RedisStore> {
+        let deployment = batcher.deployment.clone();
         let publish_mode = match (spec.publish_events, deployment.router.is_cluster()) {
             (false, _) => 0,
             (true, false) => 1,
@@ -211,6 +212,7 @@ impl RedisStore {
                 && spec.expiry.max_idle.is_none()
                 && spec.max_entries.is_none(),
             deployment,
+            batcher,
             name: spec.name.clone(),
             codec: spec.codec,
             stats: spec.stats.clone(),
@@ -306,7 +308,7 @@ impl RedisStore {
     /// # Ok(()) }
     /// ```
     pub fn batching_stats(&self) -> crate::BatchingStats {
-        self.inner.deployment.coalescer().bound.stats()
+        self.inner.batcher.bound.stats()
     }
 }
 
@@ -491,7 +493,7 @@ impl StoreInner {
         let turn = if self.listened.is_listened() {
             Turn::Unknown
         } else {
-            puts::turn(&self.deployment, slot, kind)
+            puts::turn(&self.batcher.puts, slot, kind)
         };
         let blob = match turn {
             Turn::Wait(ticket) => {
@@ -1243,7 +1245,7 @@ impl RawStore for RedisStore {
         let p = key.partition;
         if s.plain_reads && !s.deployment.router.is_cluster() {
             let key = s.layout.entry_key(p, &key.text);
-            let reply = crate::batching::reads::get(&s.deployment, key).await?;
+            let reply = crate::batching::reads::get(&s.batcher.reads, key).await?;
             return Ok(blob(s.read_result(reply)?));
         }
         let request = if s.plain_reads {

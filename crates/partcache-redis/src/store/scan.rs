@@ -17,7 +17,7 @@ use std::sync::Arc;
 use partcache::{Error, Result};
 use redis::Value;
 
-use crate::backend::Deployment;
+use crate::deployment::Deployment;
 use crate::layout::Layout;
 use crate::routing::Request;
 
