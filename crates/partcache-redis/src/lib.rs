@@ -251,6 +251,7 @@
 
 #![warn(missing_docs)]
 
+mod arguments;
 mod backend;
 mod batching;
 mod breaker;

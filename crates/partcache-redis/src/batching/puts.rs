@@ -18,6 +18,7 @@ use partcache::{Error, Result};
 use redis::Value;
 use tokio::sync::oneshot;
 
+use crate::arguments::{CacheSettings, EventMode};
 use crate::deployment::Deployment;
 use crate::routing::Request;
 use crate::scripts::scripts;
@@ -28,7 +29,7 @@ use super::queue::{self, unreachable};
 /// Most entries in one `put_batch` call (the rest go in further calls, at once).
 const MAX_ENTRIES: usize = 64;
 
-/// The puts of one deployment, per node address and [`Kind`].
+/// The puts of one deployment, per node address and [`BatchFunction`].
 pub(crate) struct Puts {
     /// The deployment the batches go to.
     deployment: Arc<Deployment>,
@@ -49,7 +50,7 @@ impl Puts {
 }
 
 struct Queue {
-    kind: Kind,
+    kind: BatchFunction,
     /// A put or a batch is on its way to the node; new puts wait for it.
     busy: bool,
     waiting: Vec<Waiter>,
@@ -57,74 +58,86 @@ struct Queue {
 
 /// Which function a batch calls.
 #[derive(Clone)]
-pub(crate) enum Kind {
+pub(crate) enum BatchFunction {
     /// `put_batch`.
-    Fast,
+    PutBatch,
     /// `upsert_batch`, for caches of these settings.
-    Upsert(Arc<UpsertSettings>),
+    UpsertBatch(Arc<UpsertSettings>),
 }
 
 /// What `upsert_batch` takes once for all its entries.
 pub(crate) struct UpsertSettings {
-    /// The cache's settings (`setup`'s `ARGV[1..=4]`, `store.rs`).
-    pub header: [String; 4],
-    /// The event mode (0 none, 1 `PUBLISH`, 2 `SPUBLISH`).
-    pub mode: u8,
+    /// The cache's settings.
+    pub settings: CacheSettings,
+    /// How the cache publishes its events.
+    pub mode: EventMode,
     /// The settings and mode as one string: caches with the same one share batches.
     pub id: String,
 }
 
-impl Kind {
+impl UpsertSettings {
+    /// The upsert batches of caches with `settings` and event `mode` (caches whose
+    /// settings and mode are the same share batches).
+    pub fn new(settings: CacheSettings, mode: EventMode) -> UpsertSettings {
+        UpsertSettings {
+            id: format!("{} {}", settings.joined(), mode.arg(false)),
+            settings,
+            mode,
+        }
+    }
+}
+
+impl BatchFunction {
     /// The queue of this kind of put on `addr`.
     fn queue_key(&self, addr: &str) -> String {
         match self {
-            Kind::Fast => addr.to_string(),
-            Kind::Upsert(settings) => format!("{addr} {}", settings.id),
+            BatchFunction::PutBatch => addr.to_string(),
+            BatchFunction::UpsertBatch(upsert) => format!("{addr} {}", upsert.id),
         }
     }
 }
 
 /// One put, as `put_batch` takes it.
-pub(crate) struct Entry {
+pub(crate) struct BatchEntry {
     /// The slot of the entry's partition (where the batch is sent).
     pub slot: u16,
     /// The partition's key prefix (`Layout::prefix`).
     pub prefix: String,
-    /// The event mode (0 none, 1 `PUBLISH`, 2 `SPUBLISH`; for [`Kind::Fast`]).
-    pub mode: u8,
+    /// How the cache publishes its events (for [`BatchFunction::PutBatch`]).
+    pub mode: EventMode,
     pub text: String,
     pub blob: Vec<u8>,
-    /// The TTL argument (ms, or -1) and the key-only blob (for [`Kind::Upsert`]).
+    /// The TTL argument (ms, or -1) and the key-only blob (for [`BatchFunction::UpsertBatch`]).
     pub ttl: String,
     pub key_only: Vec<u8>,
 }
 
 /// How a waiting put ended.
-pub(crate) enum Done {
+pub(crate) enum BatchedPut {
     /// Its reply (`lua/put.lua`'s).
-    Reply(Value),
+    Replied(Value),
     /// Not done: its slot is not served by the node right now; send it alone.
-    Alone(Vec<u8>),
+    SendAlone(Vec<u8>),
 }
 
 struct Waiter {
-    entry: Entry,
-    reply: oneshot::Sender<Result<Done>>,
+    entry: BatchEntry,
+    reply: oneshot::Sender<Result<BatchedPut>>,
     /// Its room in the queues, freed with it.
     _pending: Pending,
 }
 
 /// What a put does: go now (and hand over to the puts that queue meanwhile when
-/// `Lead` is dropped), or wait for the node's current call to come back.
-pub(crate) enum Turn<'a> {
-    Lead(Lead<'a>),
-    Wait(Ticket<'a>),
-    /// The node of the slot is not known (no slot map yet): go alone, uncoalesced.
-    Unknown,
+/// `Leader` is dropped), or wait for the node's current call to come back.
+pub(crate) enum PutRole<'a> {
+    Leader(Leader<'a>),
+    Follower(Ticket<'a>),
+    /// The node of the slot is not known (no slot map yet): go alone, unbatched.
+    Unbatched,
 }
 
-/// Takes a turn for a put of `kind` on the node of `slot`.
-pub(crate) fn turn<'a>(puts: &'a Arc<Puts>, slot: u16, kind: &Kind) -> Turn<'a> {
+/// The role of a put of `kind` on the node of `slot`.
+pub(crate) fn role<'a>(puts: &'a Arc<Puts>, slot: u16, kind: &BatchFunction) -> PutRole<'a> {
     let found = puts.deployment.router.with_master(slot, |addr| {
         let key = kind.queue_key(addr);
         let mut queues = puts.queues.lock();
@@ -134,40 +147,40 @@ pub(crate) fn turn<'a>(puts: &'a Arc<Puts>, slot: u16, kind: &Kind) -> Turn<'a> 
             waiting: Vec::new(),
         });
         if queue.busy {
-            return Turn::Wait(Ticket { puts, key });
+            return PutRole::Follower(Ticket { puts, key });
         }
         queue.busy = true;
-        Turn::Lead(Lead {
+        PutRole::Leader(Leader {
             puts,
             key,
             failed: None,
         })
     });
-    found.unwrap_or(Turn::Unknown)
+    found.unwrap_or(PutRole::Unbatched)
 }
 
 /// The right to queue one put on a busy node.
 pub(crate) struct Ticket<'a> {
     puts: &'a Arc<Puts>,
-    /// The queue (see [`Kind::queue_key`]).
+    /// The queue (see [`BatchFunction::queue_key`]).
     key: String,
 }
 
 impl Ticket<'_> {
     /// Queues `entry`; it goes in the node's next batch (at once, if the node became
-    /// idle since the turn was taken). [`Done::Alone`] at once when the queues are at
+    /// idle since the turn was taken). [`BatchedPut::SendAlone`] at once when the queues are at
     /// their limit (`bound.rs`).
-    pub async fn put(self, entry: Entry) -> Result<Done> {
+    pub async fn put(self, entry: BatchEntry) -> Result<BatchedPut> {
         let bytes = entry.prefix.len() + entry.text.len() + entry.blob.len() + entry.key_only.len();
         let Some(pending) = self.puts.bound.admit(bytes) else {
-            return Ok(Done::Alone(entry.blob));
+            return Ok(BatchedPut::SendAlone(entry.blob));
         };
         let (reply, receiver) = oneshot::channel();
         let lead = {
             let mut queues = self.puts.queues.lock();
             // Queues are never removed, so the ticket's is there.
             let Some(queue) = queues.get_mut(&self.key) else {
-                return Ok(Done::Alone(entry.blob));
+                return Ok(BatchedPut::SendAlone(entry.blob));
             };
             queue.waiting.push(Waiter {
                 entry,
@@ -187,14 +200,14 @@ impl Ticket<'_> {
 }
 
 /// The put on its way to a node. Dropping it hands the node over to the puts that
-/// queued meanwhile (or fails them with [`Lead::finished`]'s error).
-pub(crate) struct Lead<'a> {
+/// queued meanwhile (or fails them with [`Leader::finished`]'s error).
+pub(crate) struct Leader<'a> {
     puts: &'a Arc<Puts>,
     key: String,
     failed: Option<Error>,
 }
 
-impl Lead<'_> {
+impl Leader<'_> {
     /// Records how the lead put ended: if the node was unreachable or silent, the puts
     /// that queued behind it fail with it.
     pub fn finished<T>(&mut self, result: &Result<T>) {
@@ -202,7 +215,7 @@ impl Lead<'_> {
     }
 }
 
-impl Drop for Lead<'_> {
+impl Drop for Leader<'_> {
     fn drop(&mut self) {
         let waiting = {
             let mut queues = self.puts.queues.lock();
@@ -327,7 +340,7 @@ async fn drain(mut guard: Draining) {
 }
 
 /// One batch call for `batch` (on the node of its first entry's slot).
-async fn send(puts: &Puts, kind: &Kind, batch: &[Waiter]) -> Result<Value> {
+async fn send(puts: &Puts, kind: &BatchFunction, batch: &[Waiter]) -> Result<Value> {
     let Some(first) = batch.first() else {
         return Ok(Value::Array(Vec::new()));
     };
@@ -341,25 +354,24 @@ async fn send(puts: &Puts, kind: &Kind, batch: &[Waiter]) -> Result<Value> {
     let mut cmd = redis::Cmd::with_capacity(10 + 5 * batch.len(), 160 + size);
     cmd.arg("FCALL");
     match kind {
-        Kind::Fast => {
+        BatchFunction::PutBatch => {
             cmd.arg(&scripts().put_batch.function)
                 .arg(0)
                 .arg(puts.deployment.origin())
                 .arg(puts.deployment.channel_suffix());
             for w in batch {
                 cmd.arg(&w.entry.prefix)
-                    .arg(w.entry.mode)
+                    .arg(w.entry.mode.arg(false))
                     .arg(&w.entry.text)
                     .arg(w.entry.blob.as_slice());
             }
         }
-        Kind::Upsert(settings) => {
-            cmd.arg(&scripts().upsert_batch.function)
-                .arg(0)
-                .arg(&settings.header[..])
-                .arg(puts.deployment.origin())
+        BatchFunction::UpsertBatch(upsert) => {
+            cmd.arg(&scripts().upsert_batch.function).arg(0);
+            upsert.settings.write(&mut cmd, None);
+            cmd.arg(puts.deployment.origin())
                 .arg(puts.deployment.channel_suffix())
-                .arg(settings.mode);
+                .arg(upsert.mode.arg(false));
             for w in batch {
                 cmd.arg(&w.entry.prefix)
                     .arg(&w.entry.text)
@@ -383,8 +395,8 @@ fn deliver(batch: Vec<Waiter>, reply: Result<Value>) {
         Ok(Value::Array(values)) if values.len() == batch.len() => {
             for (w, value) in batch.into_iter().zip(values) {
                 let done = match value {
-                    Value::Int(-1) => Done::Alone(w.entry.blob),
-                    value => Done::Reply(value),
+                    Value::Int(-1) => BatchedPut::SendAlone(w.entry.blob),
+                    value => BatchedPut::Replied(value),
                 };
                 let _ = w.reply.send(Ok(done));
             }
@@ -398,7 +410,7 @@ fn deliver(batch: Vec<Waiter>, reply: Result<Value>) {
                 "a put batch was refused; its puts go alone"
             );
             for w in batch {
-                let _ = w.reply.send(Ok(Done::Alone(w.entry.blob)));
+                let _ = w.reply.send(Ok(BatchedPut::SendAlone(w.entry.blob)));
             }
         }
         Ok(other) => fail(

@@ -56,11 +56,11 @@ struct Waiter {
 /// Reads `key` (a `GET`'s reply: a bulk string or nil) on `deployment`, coalesced with
 /// concurrent reads.
 pub(crate) async fn get(reads: &Arc<Reads>, key: String) -> Result<Value> {
-    let turn = {
+    let role = {
         let mut state = reads.state.lock();
         if !state.busy {
             state.busy = true;
-            Turn::Lead(key)
+            ReadRole::Leader(key)
         } else if let Some(pending) = reads.bound.admit(key.len()) {
             let (reply, receiver) = oneshot::channel();
             state.waiting.push(Waiter {
@@ -68,20 +68,20 @@ pub(crate) async fn get(reads: &Arc<Reads>, key: String) -> Result<Value> {
                 reply,
                 _pending: pending,
             });
-            Turn::Wait(receiver)
+            ReadRole::Follower(receiver)
         } else {
-            Turn::Alone(key)
+            ReadRole::Alone(key)
         }
     };
-    match turn {
-        Turn::Wait(receiver) => queue::wait(&reads.deployment.router, receiver).await,
+    match role {
+        ReadRole::Follower(receiver) => queue::wait(&reads.deployment.router, receiver).await,
         // The queues are at their limit: a `GET` of its own (`bound.rs`).
-        Turn::Alone(key) => {
+        ReadRole::Alone(key) => {
             let mut cmd = Cmd::with_capacity(2, 8 + key.len());
             cmd.arg("GET").arg(key);
             send(reads, cmd).await
         }
-        Turn::Lead(key) => {
+        ReadRole::Leader(key) => {
             // Whatever happens to this call (an error, or its caller dropping it), the
             // reads that queued behind it are seen to.
             let mut next = HandOff {
@@ -99,9 +99,9 @@ pub(crate) async fn get(reads: &Arc<Reads>, key: String) -> Result<Value> {
 
 /// What a read does: go now and hand over to the reads that queue meanwhile, wait for
 /// the next `MGET`, or go alone (the queues are full).
-enum Turn {
-    Lead(String),
-    Wait(oneshot::Receiver<Result<Value>>),
+enum ReadRole {
+    Leader(String),
+    Follower(oneshot::Receiver<Result<Value>>),
     Alone(String),
 }
 
