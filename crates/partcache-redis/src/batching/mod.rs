@@ -1,4 +1,4 @@
-//! Coalescing of concurrent requests of one deployment: while one is on its way, those
+//! Batching of concurrent requests of one deployment: while one is on its way, those
 //! that arrive meanwhile wait, and go together in one command as soon as it is back
 //! (then the ones that arrived during that command, and so on). A request with nothing
 //! in flight goes at once, alone, so a lone caller waits no longer than before; under
@@ -7,9 +7,12 @@
 //! pipelining client gets from the same servers).
 //!
 //! * [`reads`]: one-key plain reads on a standalone server, as `MGET`s.
-//! * [`puts`]: the common put (`lua/put.lua`) per node, as one `put_batch` call.
+//! * [`puts`]: unconditional puts per node, as one `put_batch` (the common put,
+//!   `lua/put.lua`) or `upsert_batch` (`lua/upsert.lua`) call.
 //!
 //! The queues are bounded ([`bound`]): a request that finds them full is sent alone.
+//! [`Batcher`] holds a deployment's queues and the deployment they send on, so the
+//! deployment knows nothing of them.
 //!
 //! A request that waits is sent after every write whose reply came back before it was
 //! asked, so a caller still reads its own writes. Requests that queued behind one that

@@ -1,4 +1,4 @@
-//! Unconditional puts coalesced per node (see the module docs of [`super`]): the puts
+//! Unconditional puts batched per node (see the module docs of [`super`]): the puts
 //! that wait while another is on its way to the same node go as one function call,
 //! whatever their partitions (a function allowed to touch several slots of the node):
 //! the common put (`lua/put.lua`: no TTL, on an eternal cache without max-idle or
@@ -237,7 +237,7 @@ impl Drop for Leader<'_> {
             None => spawn_drain(self.puts, std::mem::take(&mut self.key)),
             Some(waiting) => {
                 let e = self.failed.take().unwrap_or_else(|| {
-                    Error::Unavailable("no runtime to send a coalesced put on".into())
+                    Error::Unavailable("no runtime to send a batched put on".into())
                 });
                 fail(waiting, &e);
             }
@@ -266,7 +266,7 @@ fn spawn_drain(puts: &Arc<Puts>, key: String) {
                 queue.busy = false;
                 std::mem::take(&mut queue.waiting)
             };
-            let e = Error::Unavailable("no runtime to send a coalesced put on".into());
+            let e = Error::Unavailable("no runtime to send a batched put on".into());
             fail(waiting, &e);
         }
     }
@@ -299,13 +299,13 @@ impl Drop for Draining {
             queue.busy = false;
             std::mem::take(&mut queue.waiting)
         };
-        let e = Error::Unavailable("a coalesced put was dropped (runtime shutting down)".into());
+        let e = Error::Unavailable("a batched put was dropped (runtime shutting down)".into());
         fail(waiting, &e);
     }
 }
 
 /// Sends the queue's waiting puts, all of them at once ([`MAX_ENTRIES`] per call),
-/// until none is left. Puts whose callers gave up are not sent (uncoalesced, such a
+/// until none is left. Puts whose callers gave up are not sent (unbatched, such a
 /// put would not have been sent either, or sent before the caller's next command).
 async fn drain(mut guard: Draining) {
     let (puts, key) = (guard.puts.clone(), guard.key.clone());

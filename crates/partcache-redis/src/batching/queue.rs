@@ -16,7 +16,7 @@ pub(super) async fn wait<T>(router: &Router, receiver: oneshot::Receiver<Result<
     match tokio::time::timeout_at(deadline.into(), receiver).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(Error::Unavailable(
-            "a coalesced request was dropped (runtime shutting down)".into(),
+            "a batched request was dropped (runtime shutting down)".into(),
         )),
         Err(_) => Err(Error::Timeout(timeout)),
     }

@@ -1,8 +1,8 @@
-//! One-key plain reads on a standalone server, coalesced into `MGET`s (see the module
+//! One-key plain reads on a standalone server, batched into `MGET`s (see the module
 //! docs of [`super`]). Only where any keys may share an `MGET`: a standalone server (a
 //! cluster refuses keys of different slots in one command, and with 231 partitions
 //! concurrent reads rarely share a slot). Only for reads that need no bookkeeping
-//! (plain reads, see `store.rs`).
+//! (plain reads, see `store/cache.rs`).
 
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ struct Waiter {
     _pending: Pending,
 }
 
-/// Reads `key` (a `GET`'s reply: a bulk string or nil) on `deployment`, coalesced with
+/// Reads `key` (a `GET`'s reply: a bulk string or nil) on the deployment, batched with
 /// concurrent reads.
 pub(crate) async fn get(reads: &Arc<Reads>, key: String) -> Result<Value> {
     let role = {
@@ -152,7 +152,7 @@ impl Drop for HandOff<'_> {
             }
             (waiting, _) => {
                 let e = failed.unwrap_or_else(|| {
-                    Error::Unavailable("no runtime to send a coalesced read on".into())
+                    Error::Unavailable("no runtime to send a batched read on".into())
                 });
                 fail(waiting.unwrap_or_default(), &e);
             }
@@ -183,7 +183,7 @@ impl Drop for Draining {
             state.busy = false;
             std::mem::take(&mut state.waiting)
         };
-        let e = Error::Unavailable("a coalesced read was dropped (runtime shutting down)".into());
+        let e = Error::Unavailable("a batched read was dropped (runtime shutting down)".into());
         fail(waiting, &e);
     }
 }

@@ -333,7 +333,7 @@ impl RawStore for RedisStore {
                 .put_batched(key, blob, None, &BatchFunction::PutBatch)
                 .await;
         }
-        // Coalesced upserts share one set of settings per batch; a custom policy's
+        // Batched upserts share one set of settings per batch; a custom policy's
         // durations are asked per call, so its puts go by themselves.
         if let (RawCondition::Always, RawAction::Put { .. }, false, None) = (
             &write.condition,
