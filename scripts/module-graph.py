@@ -43,6 +43,15 @@ def imports(src):
             code = line.split("//", 1)[0]
             if re.match(r"\s*mod tests\b", code):
                 in_tests = True
+            # `use super::{a, b}` / `use crate::{a::b, c}`: one path per item.
+            for root, group in re.findall(r"\b(crate|super)::\{([^}]*)\}", code):
+                code += " " + " ".join(
+                    f"{root}::{item.strip()}" for item in group.split(",") if item.strip()
+                )
+            # `mod child;`: the parent stands above its child.
+            declared = re.match(r"\s*(?:pub(?:\([a-z]+\))? )?mod ([a-z_][a-z0-9_]*);", code)
+            if declared and module + (declared.group(1),) in mods:
+                targets.add(module + (declared.group(1),))
             for root, rest in PATH.findall(code):
                 names = rest.split("::")[1:]
                 if root == "crate":
@@ -131,8 +140,6 @@ def main():
         for group in found:
             print(f"CIRCLE among {title}: " + " <-> ".join(name(n) for n in group))
             status = 1
-        if found:
-            pass
         else:
             print(f"no circle among {len(graph)} {title}")
     if "--layers" in sys.argv and status == 0:

@@ -1,6 +1,14 @@
 //! [`RedisStore`]: one cache on a Redis / Valkey deployment (the [`RawStore`] the core
-//! calls). Every operation becomes per-partition commands (mostly scripts, see
+//! calls). Every operation becomes per-partition commands (mostly function calls, see
 //! `scripts.rs`) that the router sends as one pipeline per node.
+//!
+//! This file holds the store and its operations; each other job has its file, and
+//! none imports one above it: `cache.rs` ([`StoreInner`]: the cache's settings and
+//! how its requests run) at the bottom, then `requests.rs` (function calls and their
+//! arguments) and `replies.rs` (reading the replies), then `open.rs` (opening and the
+//! layout check), `puts.rs` (a put joining its node's batch), `reaper.rs`, `scan.rs`
+//! (key scans, scan steps, counts), `clear.rs`, `balance.rs` and `near.rs` (what a
+//! near cache asks of the store).
 
 mod balance;
 mod cache;
