@@ -14,7 +14,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, PushInfo, Value};
 
 use crate::breaker::{Admission, Breaker, BreakerSettings};
-use crate::events::Routes;
+use crate::push::Routes;
 
 use crate::url::{DeploymentUrl, TlsOptions};
 
@@ -403,7 +403,7 @@ impl Connector {
                 .req_packed_command(&redis::cmd("READONLY"))
                 .await
                 .map_err(|e| map_error(&e, self.settings.response_timeout))?;
-            if let Some(refused) = crate::routing::refused(&reply, addr) {
+            if let Some(refused) = crate::refusal::refused(&reply, addr) {
                 return Err(refused);
             }
         }

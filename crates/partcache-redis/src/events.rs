@@ -1,425 +1,54 @@
-//! Cache events across processes: scripts publish every event on the partition's
-//! channel (`SPUBLISH` on a cluster: sharded pub/sub keeps a partition's events on the
-//! node that owns it; `PUBLISH` on a standalone server), and every process subscribes
-//! to the channels of the caches it opened.
+//! Cache events across processes, kept flowing: scripts publish every event on the
+//! partition's channel (`SPUBLISH` on a cluster: sharded pub/sub keeps a partition's
+//! events on the node that owns it; `PUBLISH` on a standalone server), and every
+//! process subscribes to the channels of the caches it wants events of
+//! (`subscriber.rs`); pushes reach the caches' feeds through the push routes
+//! (`push.rs`, `feed.rs`, which also describes the messages). On a cluster, a RESP3
+//! connection to each node, apart from the data connections, is subscribed to the
+//! channels of that node's partitions, so messages arrive in publication order (the
+//! events of one partition in order). It is apart because the server unsubscribes a
+//! shard channel on its own when the channel's slot moves, and redis-rs takes that
+//! push as the reply to the oldest request in flight: on a data connection, every
+//! later reply would go to the wrong request. When a subscription connection breaks
+//! (failover) or the server drops a shard channel (its slot moved), every channel is
+//! subscribed again on its current owner ([`resubscribe_loop`]).
 //!
-//! A published message is one byte of kind (`C`reated, `U`pdated, `R`emoved,
-//! e`X`pired, e`V`icted, or `Z` for "partition cleared", which only near caches hear),
-//! the message's number in its partition (decimal; `<P>sq`, taken by the script in the
-//! same atomic step as the change), `:`, the writing client's origin, `:`, and the
-//! blob. While a cache has listeners, its scripts also return their events in the reply
-//! (kind, number and blob): a call's own events reach its listeners before it returns,
-//! in the order the server made them (`delivery.rs`), and the published copies with
-//! this client's origin are not forwarded again. On a cluster, a RESP3 connection to each node, apart
-//! from the data connections, is subscribed to the channels of that node's partitions,
-//! so messages arrive in publication order (the events of one partition in order). It
-//! is apart because the server unsubscribes a shard channel on
-//! its own when the channel's slot moves, and redis-rs takes that push as the reply to
-//! the oldest request in flight: on a data connection, every later reply would go to
-//! the wrong request. When a subscription connection breaks (failover) or the server
-//! drops a shard channel (its slot moved), every channel is subscribed again on its
-//! current owner.
-//!
-//! Near caches (an [`InvalidationSink`] attached to a cache's [`Feed`]) hear every
+//! Near caches (an [`InvalidationSink`](partcache::store::raw::InvalidationSink)
+//! attached to a cache's [`Feed`]) hear every
 //! message synchronously, as it is read, in partition order. When a subscription may
 //! have been lost they are told at once (`lost`), for the partitions it carried only:
 //! each partition's subscription is recorded with the node whose connection confirmed
 //! it, so a connection that breaks (or a node whose heartbeat fails) loses that node's
 //! partitions (and any whose node is not known), a shard channel the server drops
 //! loses its partition, and the partitions on healthy nodes keep their copies. After
-//! every resubscription the lost partitions get their current numbers (`resumed`); a
-//! heartbeat vouches (`vouched`), node by node, for the partitions whose subscription
-//! the node's subscription connection still holds, by asking it for its subscription
-//! count.
+//! every resubscription the lost partitions get their current numbers ([`reseed`]); a
+//! heartbeat ([`heartbeat_loop`]) vouches, node by node, for the partitions whose
+//! subscription the node's subscription connection still holds, by asking it for its
+//! subscription count.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use parking_lot::{Mutex, RwLock};
-use partcache::store::raw::{InvalidationSink, ListenerProbe, RawEvent};
-use partcache::{Error, EventKind, Result};
-use redis::{PushInfo, PushKind, Value};
-use tokio::sync::{Notify, broadcast};
+use partcache::{Error, Result};
+use redis::Value;
 
-use crate::backend::Deployment;
-use crate::delivery::Delivery;
+use crate::deployment::Deployment;
+use crate::feed::Feed;
+use crate::push::Routes;
 use crate::routing::Request;
+use crate::subscriber::confirmed;
 
-/// The kind byte of a published event.
-pub(crate) fn kind_of(byte: u8) -> Option<EventKind> {
-    Some(match byte {
-        b'C' => EventKind::Created,
-        b'U' => EventKind::Updated,
-        b'R' => EventKind::Removed,
-        b'X' => EventKind::Expired,
-        b'V' => EventKind::Evicted,
-        _ => return None,
-    })
-}
-
-/// Parses one event returned in a script's reply (`<kind><number>:<blob>`): its number
-/// in its partition and the event.
-pub(crate) fn parse_event(payload: &[u8]) -> Option<(u64, RawEvent)> {
-    let (&kind, rest) = payload.split_first()?;
-    let colon = rest.iter().position(|&b| b == b':')?;
-    let seq = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
-    Some((
-        seq,
-        RawEvent {
-            kind: kind_of(kind)?,
-            blob: rest[colon + 1..].to_vec(),
-        },
-    ))
-}
-
-/// One published message: kind byte, number, origin, blob.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Message<'a> {
-    pub kind: u8,
-    pub seq: u64,
-    pub origin: &'a [u8],
-    pub blob: &'a [u8],
-}
-
-/// Parses one published message (`<kind><number>:<origin>:<blob>`).
-pub(crate) fn parse_message(payload: &[u8]) -> Option<Message<'_>> {
-    let (&kind, rest) = payload.split_first()?;
-    let colon = rest.iter().position(|&b| b == b':')?;
-    let seq = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
-    let rest = &rest[colon + 1..];
-    let colon = rest.iter().position(|&b| b == b':')?;
-    Some(Message {
-        kind,
-        seq,
-        origin: &rest[..colon],
-        blob: &rest[colon + 1..],
-    })
-}
-
-/// Where the messages of one cache's channels go: its listeners, and its near cache
-/// once one is attached.
-pub(crate) struct Feed {
-    /// The cache's event channel (listeners).
-    pub events: broadcast::Sender<RawEvent>,
-    /// Puts the events of each partition on `events` in the order they were made.
-    pub delivery: Delivery,
-    /// Whether the cache has listeners in this process.
-    pub listened: ListenerProbe,
-    /// The attached near cache.
-    pub sink: OnceLock<Arc<dyn InvalidationSink>>,
-    /// The near cache was given the current numbers since the last loss.
-    pub resumed: AtomicBool,
-    /// Every partition of the cache, `0..P`.
-    pub partitions: Vec<u16>,
-    /// Each partition's sequence key and slot.
-    pub sequences: Vec<(String, u16)>,
-    /// Where each partition's subscription lives, and which partitions wait for their
-    /// numbers.
-    pub links: FeedLinks,
-}
-
-/// Per partition of a [`Feed`]: the node whose connection holds its subscription, and
-/// whether it waits for a reseed (see [`Feed::lose`], [`reseed`]).
-#[derive(Default)]
-pub(crate) struct FeedLinks {
-    /// Partition → the node that confirmed its subscription (empty: not known).
-    nodes: Mutex<Vec<String>>,
-    /// Partition → the loss that made it wait for a reseed; `None`: every partition
-    /// waits (the start).
-    waiting: Mutex<Option<HashMap<u16, u64>>>,
-    /// Numbers the losses, so that a reseed does not end a loss that came during it.
-    losses: AtomicU64,
-    /// One reseed at a time (see [`reseed`]).
-    reseeding: tokio::sync::Mutex<()>,
-}
-
-impl Feed {
-    /// Every partition's messages may be lost.
-    fn lost(&self) {
-        self.lose(&self.partitions);
-    }
-
-    /// The messages of `partitions` may be lost: the near cache drops them until they
-    /// are reseeded.
-    pub(crate) fn lose(&self, partitions: &[u16]) {
-        let Some(sink) = self.sink.get() else {
-            return;
-        };
-        if partitions.is_empty() {
-            return;
-        }
-        let loss = self.links.losses.fetch_add(1, Ordering::SeqCst) + 1;
-        {
-            let mut waiting = self.links.waiting.lock();
-            let waiting = waiting.get_or_insert_with(|| self.all_waiting());
-            for &partition in partitions {
-                waiting.insert(partition, loss);
-            }
-            // Under the lock: a reseed ending now either sees these partitions
-            // waiting, or stores its `resumed` before this.
-            self.resumed.store(false, Ordering::SeqCst);
-        }
-        sink.lost(partitions);
-    }
-
-    fn all_waiting(&self) -> HashMap<u16, u64> {
-        self.partitions.iter().map(|&p| (p, 0)).collect()
-    }
-
-    /// `partition`'s subscription was confirmed by `node` (empty: it has none now).
-    pub(crate) fn subscribed_on(&self, partition: u16, node: String) {
-        let mut nodes = self.links.nodes.lock();
-        let index = usize::from(partition);
-        if nodes.len() <= index {
-            nodes.resize(self.partitions.len().max(index + 1), String::new());
-        }
-        nodes[index] = node;
-    }
-
-    /// The partitions whose subscription may live on `addr`'s connection: those it
-    /// confirmed, and those whose node is not known.
-    fn partitions_on(&self, addr: &str) -> Vec<u16> {
-        let nodes = self.links.nodes.lock();
-        self.partitions
-            .iter()
-            .copied()
-            .filter(|&p| {
-                nodes
-                    .get(usize::from(p))
-                    .is_none_or(|node| node.is_empty() || node == addr)
-            })
-            .collect()
-    }
-}
-
-struct Route {
-    slot: u16,
-    partition: u16,
-    feed: Arc<Feed>,
-}
-
-/// Which channel's messages go to which cache, shared with the connections' push
-/// handlers. Messages are dispatched synchronously as the subscription connection
-/// reads them, so the events of one partition keep their order.
-pub(crate) struct Routes {
-    table: RwLock<HashMap<Vec<u8>, Route>>,
-    /// Wakes the resubscribe loop.
-    lost: Notify,
-    /// This client's origin (see `Deployment::origin`).
-    origin: String,
-}
-
-impl Routes {
-    pub fn new(origin: String) -> Arc<Routes> {
-        Arc::new(Routes {
-            table: RwLock::new(HashMap::new()),
-            lost: Notify::new(),
-            origin,
-        })
-    }
-
-    /// Every feed with a near cache attached.
-    fn sinks(&self) -> Vec<Arc<Feed>> {
-        let mut feeds: Vec<Arc<Feed>> = Vec::new();
-        for route in self.table.read().values() {
-            if route.feed.sink.get().is_some() && !feeds.iter().any(|f| Arc::ptr_eq(f, &route.feed))
-            {
-                feeds.push(route.feed.clone());
-            }
-        }
-        feeds
-    }
-
-    /// Tells every near cache that messages may be lost, and wakes the resubscribe loop.
-    pub fn subscriptions_lost(&self) {
-        for feed in self.sinks() {
-            feed.lost();
-        }
-        self.lost.notify_one();
-    }
-
-    /// Tells every near cache that the messages of the partitions subscribed on `addr`
-    /// may be lost, and wakes the resubscribe loop.
-    pub fn node_lost(&self, addr: &str) {
-        for feed in self.sinks() {
-            feed.lose(&feed.partitions_on(addr));
-        }
-        self.lost.notify_one();
-    }
-
-    /// Wakes the resubscribe loop.
-    pub fn wake(&self) {
-        self.lost.notify_one();
-    }
-
-    /// Handles one push from the connection to `addr`.
-    pub fn dispatch(&self, addr: &str, push: PushInfo) {
-        match push.kind {
-            PushKind::Message | PushKind::SMessage => {
-                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
-                    (push.data.first(), push.data.get(1))
-                else {
-                    return;
-                };
-                let table = self.table.read();
-                let Some(route) = table.get(channel) else {
-                    return;
-                };
-                let Some(message) = parse_message(payload) else {
-                    tracing::warn!(%addr, "ignoring a malformed cache event");
-                    // Whatever it was, the near cache cannot vouch for the partition.
-                    if let Some(sink) = route.feed.sink.get() {
-                        sink.partition_cleared(route.partition, 0);
-                    }
-                    return;
-                };
-                let sink = route.feed.sink.get();
-                if message.kind == b'Z' {
-                    if let Some(sink) = sink {
-                        sink.partition_cleared(route.partition, message.seq);
-                    }
-                    return;
-                }
-                if let Some(sink) = sink {
-                    sink.entry_changed(route.partition, message.seq, message.blob);
-                }
-                if message.origin == self.origin.as_bytes() {
-                    // This client's own write: its listeners had the event from the
-                    // script's reply, before the write returned.
-                    return;
-                }
-                match kind_of(message.kind) {
-                    // Nobody listens here right now: nothing to build.
-                    Some(kind) if route.feed.listened.is_listened() => route.feed.delivery.arrived(
-                        route.partition,
-                        message.seq,
-                        RawEvent {
-                            kind,
-                            blob: message.blob.to_vec(),
-                        },
-                    ),
-                    Some(_) => {}
-                    None => tracing::warn!(%addr, "ignoring a cache event of unknown kind"),
-                }
-            }
-            PushKind::Disconnection if !self.table.read().is_empty() => {
-                tracing::warn!(%addr, "connection lost; subscribing to cache events again");
-                self.node_lost(addr);
-            }
-            PushKind::SUnsubscribe => {
-                // The server dropped a shard channel we still want: its slot moved.
-                let route = match push.data.first() {
-                    Some(Value::BulkString(channel)) => self
-                        .table
-                        .read()
-                        .get(channel)
-                        .map(|r| (r.feed.clone(), r.partition)),
-                    _ => None,
-                };
-                if let Some((feed, partition)) = route {
-                    feed.subscribed_on(partition, String::new());
-                    feed.lose(&[partition]);
-                    self.lost.notify_one();
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The subscriptions of one deployment. See the module docs.
-pub(crate) struct Subscriber {
-    routes: Arc<Routes>,
-    sharded: bool,
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        // Wakes the resubscribe loop so that it sees the deployment is gone and ends.
-        self.routes.lost.notify_one();
-    }
-}
-
-impl Subscriber {
-    pub fn new(routes: Arc<Routes>, sharded: bool) -> Subscriber {
-        Subscriber { routes, sharded }
-    }
-
-    /// Registers `feed` for `channels` (partition `i`'s channel and slot at index `i`)
-    /// and returns the subscription commands to send; the caller sends them and
-    /// awaits the confirmations.
-    pub fn register(&self, channels: &[(String, u16)], feed: &Arc<Feed>) -> Vec<Request> {
-        let mut table = self.routes.table.write();
-        for (partition, (channel, slot)) in (0u16..).zip(channels) {
-            table.insert(
-                channel.as_bytes().to_vec(),
-                Route {
-                    slot: *slot,
-                    partition,
-                    feed: feed.clone(),
-                },
-            );
-        }
-        channels
-            .iter()
-            .map(|(channel, slot)| self.request(channel.as_bytes(), *slot))
-            .collect()
-    }
-
-    fn request(&self, channel: &[u8], slot: u16) -> Request {
-        let mut cmd = redis::cmd(if self.sharded {
-            "SSUBSCRIBE"
-        } else {
-            "SUBSCRIBE"
-        });
-        cmd.arg(channel);
-        Request::new(slot, cmd)
-    }
-
-    /// Stops routing `channels` (the store is gone). The server-side subscriptions
-    /// stay until the connection closes; messages for them are dropped here.
-    pub fn forget(&self, channels: &[(String, u16)]) {
-        let mut table = self.routes.table.write();
-        for (channel, _) in channels {
-            table.remove(channel.as_bytes());
-        }
-    }
-
-    /// Every registered channel's subscription command, with its feed and partition.
-    pub fn all_requests(&self) -> Vec<(Arc<Feed>, u16, Request)> {
-        self.routes
-            .table
-            .read()
-            .iter()
-            .map(|(channel, route)| {
-                (
-                    route.feed.clone(),
-                    route.partition,
-                    self.request(channel, route.slot),
-                )
-            })
-            .collect()
-    }
-
-    /// Waits until a subscription may have been lost.
-    pub fn lost(&self) -> Arc<Routes> {
-        self.routes.clone()
-    }
-}
-
-/// Checks that every subscription reply is a confirmation.
-pub(crate) fn confirmed(replies: Vec<Value>) -> Result<()> {
-    for reply in replies {
-        if let Value::ServerError(e) = reply {
-            return Err(Error::Store(format!(
-                "cannot subscribe to cache events: {e:?}"
-            )));
-        }
-    }
-    Ok(())
+/// Starts the task that restores the lost subscriptions of `deployment` (once per
+/// deployment; it needs a runtime).
+pub(crate) fn start_resubscriber(deployment: &Arc<Deployment>) {
+    deployment.resubscriber.get_or_init(|| {
+        tokio::spawn(resubscribe_loop(
+            Arc::downgrade(deployment),
+            deployment.subscriber().lost(),
+        ));
+    });
 }
 
 /// Subscribes again, on their current owners, to every channel of `deployment`
@@ -714,44 +343,16 @@ fn subscription_count(info: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    use parking_lot::Mutex;
+    use partcache::store::raw::{InvalidationSink, ListenerProbe};
+    use tokio::sync::broadcast;
+
     use super::*;
-
-    #[test]
-    fn reply_events_parse_into_numbered_events() {
-        let (seq, event) = parse_event(b"U12:a:bc").unwrap();
-        assert_eq!(seq, 12);
-        assert_eq!(event.kind, EventKind::Updated);
-        assert_eq!(event.blob, b"a:bc");
-        assert!(parse_event(b"").is_none());
-        assert!(parse_event(b"Uabc").is_none());
-        assert!(parse_event(b"?1:x").is_none());
-    }
-
-    #[test]
-    fn published_messages_carry_their_number() {
-        assert_eq!(
-            parse_message(b"U42:0af3:a:b"),
-            Some(Message {
-                kind: b'U',
-                seq: 42,
-                origin: b"0af3",
-                blob: b"a:b"
-            })
-        );
-        assert_eq!(
-            parse_message(b"Z7:0af3:"),
-            Some(Message {
-                kind: b'Z',
-                seq: 7,
-                origin: b"0af3",
-                blob: b""
-            })
-        );
-        assert!(parse_message(b"Uabc").is_none());
-        assert!(parse_message(b"U42:abc").is_none());
-        assert!(parse_message(b"U:x:abc").is_none());
-        assert!(parse_message(b"").is_none());
-    }
+    use crate::feed::FeedLinks;
 
     /// A near cache's sink that keeps, per partition, whether its last word was
     /// `resumed` (live) or `lost`, and how many partitions were ever resumed.

@@ -251,28 +251,33 @@
 
 #![warn(missing_docs)]
 
+mod arguments;
 mod backend;
+mod batching;
 mod breaker;
-mod coalesce;
 mod connection;
 mod delivery;
+mod deployment;
 mod events;
+mod feed;
 pub mod joined;
-mod keyscan;
 mod layout;
-mod reaper;
+mod push;
+mod refusal;
 mod routing;
 mod scripts;
+mod settings;
 mod slots;
 mod store;
+mod subscriber;
 mod tls;
 pub mod url;
 
 pub use backend::{RedisBackend, RedisBackendFactory, SCHEMES};
+pub use batching::bound::{BatchingStats, SENT_ALONE_METRIC};
 pub use breaker::BreakerSettings;
-pub use coalesce::bound::{
-    BatchingSettings, BatchingStats, DEFAULT_MAX_PENDING_BATCHED,
-    DEFAULT_MAX_PENDING_BATCHED_BYTES, SENT_ALONE_METRIC,
+pub use settings::{
+    BatchingSettings, DEFAULT_MAX_PENDING_BATCHED, DEFAULT_MAX_PENDING_BATCHED_BYTES,
 };
 pub use store::RedisStore;
 pub use tls::{ClientCertificate, PemFile, TlsOptions};

@@ -10,7 +10,7 @@ use partcache::partition::{MIN_PARTITIONS, SLOT_COUNT};
 use partcache::{Error, Result};
 
 pub use crate::breaker::BreakerSettings;
-pub use crate::coalesce::bound::BatchingSettings;
+pub use crate::settings::BatchingSettings;
 pub use crate::tls::{ClientCertificate, PemFile, TlsOptions};
 use crate::tls::{PemKind, read_parameter};
 

@@ -111,10 +111,8 @@ use crate::backend::RedisBackend;
 
 pub use rendezvous::{Rendezvous, score};
 pub use store::JoinedStore;
-pub use url::{JoinedUrl, Member, build_url, deployment_id, parse};
-
-/// The schemes [`JoinedBackendFactory`] serves.
-pub const SCHEMES: &[&str] = &["redis-joined", "valkey-joined"];
+use store::describe;
+pub use url::{JoinedUrl, Member, SCHEMES, build_url, deployment_id, parse};
 
 /// Serves the `redis-joined` and `valkey-joined` schemes. Registered by
 /// [`crate::install`].
@@ -182,12 +180,4 @@ impl RemoteBackend for JoinedBackend {
             .partitions
             .unwrap_or(partcache::partition::DEFAULT_PARTITIONS)
     }
-}
-
-/// `redis-joined [<id> | <id> | …]`, for logs and error messages.
-fn describe<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
-    format!(
-        "redis-joined [{}]",
-        ids.into_iter().collect::<Vec<_>>().join(" | ")
-    )
 }

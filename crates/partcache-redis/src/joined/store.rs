@@ -22,7 +22,8 @@ use partcache::{Error, Result};
 use tokio::sync::broadcast;
 
 use super::rendezvous::Rendezvous;
-use crate::backend::{Deployment, RedisBackend};
+use crate::backend::RedisBackend;
+use crate::deployment::Deployment;
 
 /// Events buffered per receiver of [`RawStore::subscribe`] (as on one deployment).
 const EVENT_CAPACITY: usize = 4096;
@@ -308,7 +309,7 @@ fn pick(keys: &[RawKey], indexes: &[usize]) -> Vec<RawKey> {
 #[async_trait]
 impl RawStore for JoinedStore {
     fn describe(&self) -> String {
-        super::describe(self.shared.members.iter().map(|m| m.id.as_str()))
+        describe(self.shared.members.iter().map(|m| m.id.as_str()))
     }
 
     async fn get_all(&self, keys: &[RawKey]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -652,6 +653,14 @@ impl InvalidationSink for MemberSink {
             self.inner.vouched(&held, at);
         }
     }
+}
+
+/// `redis-joined [<id> | <id> | …]`, for logs and error messages.
+pub(super) fn describe<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    format!(
+        "redis-joined [{}]",
+        ids.into_iter().collect::<Vec<_>>().join(" | ")
+    )
 }
 
 #[cfg(test)]

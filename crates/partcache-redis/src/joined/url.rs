@@ -10,7 +10,8 @@ use partcache::{Error, Result};
 
 use crate::url::{DeploymentKind, DeploymentUrl, decode, mask};
 
-use super::SCHEMES;
+/// The schemes [`JoinedBackendFactory`](super::JoinedBackendFactory) serves.
+pub const SCHEMES: &[&str] = &["redis-joined", "valkey-joined"];
 
 /// Every query parameter of a joined URL (members take their own, see the crate docs).
 const PARAMETERS: &[&str] = &["member", "partitions"];

@@ -1,6 +1,6 @@
 -- Drops up to ARGV[8] entries of the partition; ARGV[9] = 1 announces each live one
 -- with a Removed event and counts it. On a cache without an index, the entries are
--- the texts ARGV[10..] (found by a key scan, store.rs) instead of the index's first
+-- the texts ARGV[10..] (found by a key scan, store/clear.rs) instead of the index's first
 -- ones. Result: {removed, entries left in the index (0 without one)}.
 local announce = ARGV[FIRST + 1] == '1'
 local removed = 0

@@ -10,7 +10,7 @@
 --   <P>e:<text>  string: the entry's blob; Redis PEXPIREAT holds its hard deadline
 --   <P>ix        zset text -> last use (server time, microseconds): index and LRU order;
 --                only on an indexed cache (a budget or a max-idle: INDEXED). Without
---                one, the entry keys alone are the entries (found by SCAN, store.rs).
+--                one, the entry keys alone are the entries (found by SCAN, store/scan.rs).
 --   <P>dl        zset text -> deadline (ms): what the reaper visits
 --   <P>fx        hash text -> "<policy deadline>,<ttl deadline>,<key-only blob>", for
 --                entries with a deadline (reads and updates need the fixed deadlines;
@@ -25,7 +25,7 @@
 --                On a cache without an index no entry needs records while nobody
 --                listens, unless a later call reads a deadline back that its value's
 --                own PXAT does not give (lean()).
--- ARGV[1..7] are the cache's settings and event arguments (store.rs), ARGV[8..] the
+-- ARGV[1..7] are the cache's settings and event arguments (arguments.rs), ARGV[8..] the
 -- operation's.
 
 -- Per-call state, set by setup() at the start of every call (the library's top level
@@ -507,7 +507,7 @@ end
 
 -- A write's reply as one integer when there are no events to return and no previous
 -- value (the usual case): existed + 2 * applied + 4 * (evicted + 65536 * expired),
--- cheaper to build and to parse than reply()'s nested arrays (store.rs, written()).
+-- cheaper to build and to parse than reply()'s nested arrays (store/replies.rs, write_outcome).
 local function write_reply(existed, applied, prev)
   if #EVENTS == 0 and not prev and EVICTED < 65536 then
     return existed + 2 * applied + 4 * (EVICTED + 65536 * EXPIRED)

@@ -1,5 +1,5 @@
 -- The common put (fast_put in common.lua) of several entries of several partitions
--- that one node serves, in one call (store.rs gathers the puts that wait while
+-- that one node serves, in one call (batching/puts.rs gathers the puts that wait while
 -- another is on its way to the same node). Declares no keys: it is registered with
 -- the `allow-cross-slot-keys` flag, and each entry's write must show that its keys are
 -- served here right now. Its `SET` goes first, as a `pcall`, which Redis refuses for a

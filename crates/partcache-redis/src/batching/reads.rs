@@ -1,8 +1,8 @@
-//! One-key plain reads on a standalone server, coalesced into `MGET`s (see the module
+//! One-key plain reads on a standalone server, batched into `MGET`s (see the module
 //! docs of [`super`]). Only where any keys may share an `MGET`: a standalone server (a
 //! cluster refuses keys of different slots in one command, and with 231 partitions
 //! concurrent reads rarely share a slot). Only for reads that need no bookkeeping
-//! (plain reads, see `store.rs`).
+//! (plain reads, see `store/cache.rs`).
 
 use std::sync::Arc;
 
@@ -10,19 +10,33 @@ use partcache::{Error, Result};
 use redis::{Cmd, Value};
 use tokio::sync::oneshot;
 
-use crate::backend::Deployment;
+use crate::deployment::Deployment;
 use crate::routing::Request;
 
-use super::bound::Pending;
-use super::unreachable;
+use super::bound::{Bound, Pending};
+use super::queue::{self, unreachable};
 
 /// Most keys in one `MGET` (the rest wait for the next one).
 const MAX_KEYS: usize = 256;
 
 /// The reads of one deployment. See the module docs.
-#[derive(Default)]
 pub(crate) struct Reads {
+    /// The deployment the reads go to.
+    deployment: Arc<Deployment>,
+    /// The bound shared with the puts' queues.
+    bound: Arc<Bound>,
     state: parking_lot::Mutex<State>,
+}
+
+impl Reads {
+    /// The read queue of `deployment`, bounded by `bound`.
+    pub fn new(deployment: Arc<Deployment>, bound: Arc<Bound>) -> Reads {
+        Reads {
+            deployment,
+            bound,
+            state: parking_lot::Mutex::default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -39,44 +53,44 @@ struct Waiter {
     _pending: Pending,
 }
 
-/// Reads `key` (a `GET`'s reply: a bulk string or nil) on `deployment`, coalesced with
+/// Reads `key` (a `GET`'s reply: a bulk string or nil) on the deployment, batched with
 /// concurrent reads.
-pub(crate) async fn get(deployment: &Arc<Deployment>, key: String) -> Result<Value> {
-    let turn = {
-        let mut state = deployment.coalescer().reads.state.lock();
+pub(crate) async fn get(reads: &Arc<Reads>, key: String) -> Result<Value> {
+    let role = {
+        let mut state = reads.state.lock();
         if !state.busy {
             state.busy = true;
-            Turn::Lead(key)
-        } else if let Some(pending) = deployment.coalescer().bound.admit(key.len()) {
+            ReadRole::Leader(key)
+        } else if let Some(pending) = reads.bound.admit(key.len()) {
             let (reply, receiver) = oneshot::channel();
             state.waiting.push(Waiter {
                 key,
                 reply,
                 _pending: pending,
             });
-            Turn::Wait(receiver)
+            ReadRole::Follower(receiver)
         } else {
-            Turn::Alone(key)
+            ReadRole::Alone(key)
         }
     };
-    match turn {
-        Turn::Wait(receiver) => super::wait(deployment, receiver).await,
+    match role {
+        ReadRole::Follower(receiver) => queue::wait(&reads.deployment.router, receiver).await,
         // The queues are at their limit: a `GET` of its own (`bound.rs`).
-        Turn::Alone(key) => {
+        ReadRole::Alone(key) => {
             let mut cmd = Cmd::with_capacity(2, 8 + key.len());
             cmd.arg("GET").arg(key);
-            send(deployment, cmd).await
+            send(reads, cmd).await
         }
-        Turn::Lead(key) => {
+        ReadRole::Leader(key) => {
             // Whatever happens to this call (an error, or its caller dropping it), the
             // reads that queued behind it are seen to.
             let mut next = HandOff {
-                deployment,
+                reads,
                 failed: None,
             };
             let mut cmd = Cmd::with_capacity(2, 8 + key.len());
             cmd.arg("GET").arg(key);
-            let result = send(deployment, cmd).await;
+            let result = send(reads, cmd).await;
             next.failed = unreachable(&result);
             result
         }
@@ -85,37 +99,37 @@ pub(crate) async fn get(deployment: &Arc<Deployment>, key: String) -> Result<Val
 
 /// What a read does: go now and hand over to the reads that queue meanwhile, wait for
 /// the next `MGET`, or go alone (the queues are full).
-enum Turn {
-    Lead(String),
-    Wait(oneshot::Receiver<Result<Value>>),
+enum ReadRole {
+    Leader(String),
+    Follower(oneshot::Receiver<Result<Value>>),
     Alone(String),
 }
 
 /// Sends one read command; the reply of a `GET` or an `MGET`.
-async fn send(deployment: &Deployment, cmd: Cmd) -> Result<Value> {
+async fn send(reads: &Reads, cmd: Cmd) -> Result<Value> {
     let request = Request {
         read_only: true,
         // A standalone server holds every slot.
         ..Request::new(0, cmd)
     };
-    let reply = deployment.execute(vec![request]).await?.pop();
+    let reply = reads.deployment.execute(vec![request]).await?.pop();
     Ok(reply.unwrap_or(Value::Nil))
 }
 
 /// On drop: sends the reads that queued (or fails them with `failed`), or marks the
 /// deployment idle.
 struct HandOff<'a> {
-    deployment: &'a Arc<Deployment>,
+    reads: &'a Arc<Reads>,
     failed: Option<Error>,
 }
 
 impl Drop for HandOff<'_> {
     fn drop(&mut self) {
-        let deployment = self.deployment;
+        let reads = self.reads;
         let failed = self.failed.take();
         let runtime = tokio::runtime::Handle::try_current();
         let waiting = {
-            let mut state = deployment.coalescer().reads.state.lock();
+            let mut state = reads.state.lock();
             if state.waiting.is_empty() {
                 state.busy = false;
                 return;
@@ -132,13 +146,13 @@ impl Drop for HandOff<'_> {
             // and its guard takes the lock.
             (None, Ok(runtime)) => {
                 runtime.spawn(drain(Draining {
-                    deployment: deployment.clone(),
+                    reads: reads.clone(),
                     done: false,
                 }));
             }
             (waiting, _) => {
                 let e = failed.unwrap_or_else(|| {
-                    Error::Unavailable("no runtime to send a coalesced read on".into())
+                    Error::Unavailable("no runtime to send a batched read on".into())
                 });
                 fail(waiting.unwrap_or_default(), &e);
             }
@@ -147,7 +161,7 @@ impl Drop for HandOff<'_> {
 }
 
 fn fail(waiting: Vec<Waiter>, e: &Error) {
-    super::fail(waiting.into_iter().map(|w| w.reply), e);
+    queue::fail(waiting.into_iter().map(|w| w.reply), e);
 }
 
 /// Held by a drain task (given to it, so that it goes with the task even if the task
@@ -155,7 +169,7 @@ fn fail(waiting: Vec<Waiter>, e: &Error) {
 /// panicked), marks the deployment idle and fails the reads still queued, so that later
 /// reads, perhaps on another runtime, are not left queued behind nobody.
 struct Draining {
-    deployment: Arc<Deployment>,
+    reads: Arc<Reads>,
     done: bool,
 }
 
@@ -165,11 +179,11 @@ impl Drop for Draining {
             return;
         }
         let waiting = {
-            let mut state = self.deployment.coalescer().reads.state.lock();
+            let mut state = self.reads.state.lock();
             state.busy = false;
             std::mem::take(&mut state.waiting)
         };
-        let e = Error::Unavailable("a coalesced read was dropped (runtime shutting down)".into());
+        let e = Error::Unavailable("a batched read was dropped (runtime shutting down)".into());
         fail(waiting, &e);
     }
 }
@@ -177,11 +191,11 @@ impl Drop for Draining {
 /// Sends the waiting reads, all of them at once (one `MGET` per [`MAX_KEYS`]), until
 /// none is left. Reads whose callers gave up are not sent.
 async fn drain(mut guard: Draining) {
-    let deployment = guard.deployment.clone();
+    let reads = guard.reads.clone();
     let mut failed: Option<Error> = None;
     loop {
         let waiting: Vec<Waiter> = {
-            let mut state = deployment.coalescer().reads.state.lock();
+            let mut state = reads.state.lock();
             state.waiting.retain(|w| !w.reply.is_closed());
             if state.waiting.is_empty() {
                 state.busy = false;
@@ -194,13 +208,13 @@ async fn drain(mut guard: Draining) {
             fail(waiting, &e);
             continue;
         }
-        let batches = super::batches(waiting, MAX_KEYS);
+        let batches = queue::batches(waiting, MAX_KEYS);
         let sends = batches.iter().map(|batch| {
             let mut cmd = redis::cmd(if batch.len() == 1 { "GET" } else { "MGET" });
             for w in batch {
                 cmd.arg(&w.key);
             }
-            send(&deployment, cmd)
+            send(&reads, cmd)
         });
         let replies = futures::future::join_all(sends).await;
         for (batch, reply) in batches.into_iter().zip(replies) {

@@ -17,9 +17,15 @@ use std::sync::Arc;
 use partcache::{Error, Result};
 use redis::Value;
 
-use crate::backend::Deployment;
+use super::cache::{BATCH, StoreInner};
+use super::replies;
+use crate::deployment::Deployment;
 use crate::layout::Layout;
 use crate::routing::Request;
+use crate::scripts::scripts;
+
+/// Entries sampled per partition for the byte estimate of a balance report.
+pub(super) const BYTES_SAMPLE: usize = 16;
 
 /// Keys asked for per `SCAN` step (Redis' `COUNT`: buckets visited, about as many keys).
 const STEP: usize = 1000;
@@ -146,5 +152,64 @@ impl KeyScan {
         }
         self.cursor = next;
         Ok(Some(found))
+    }
+}
+
+impl StoreInner {
+    /// One step of an iteration over `partition` from `cursor`.
+    pub(super) async fn scan_step(
+        &self,
+        partition: u16,
+        cursor: &str,
+    ) -> Result<(String, Vec<(String, Vec<u8>)>)> {
+        let mut request = self.script(&scripts().scan, partition, std::iter::empty());
+        request.cmd.arg(cursor).arg(BATCH);
+        let reply = self
+            .execute(vec![request])
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil);
+        let Value::Array(parts) = self.outcome(reply)? else {
+            return Err(Error::Store("unexpected scan reply".into()));
+        };
+        let next = parts
+            .first()
+            .and_then(replies::text)
+            .unwrap_or_else(|| "0".to_string());
+        let mut found = Vec::new();
+        if let Some(Value::Array(items)) = parts.get(1) {
+            for pair in items.chunks(2) {
+                if let [t, Value::BulkString(blob)] = pair
+                    && let Some(t) = replies::text(t)
+                {
+                    found.push((t, blob.clone()));
+                }
+            }
+        }
+        Ok((next, found))
+    }
+
+    /// The number of entries of a cache without an index, and per partition its
+    /// entries and up to [`BYTES_SAMPLE`] of their texts, by key scan.
+    pub(super) async fn count_scanned(
+        &self,
+        sample: bool,
+    ) -> Result<(u64, Vec<(u64, Vec<String>)>)> {
+        let mut scan = KeyScan::new();
+        let mut total = 0;
+        let mut partitions = vec![(0u64, Vec::new()); usize::from(self.partitions())];
+        while let Some(found) = scan.step(&self.deployment, &self.layout).await? {
+            total += found.len() as u64;
+            if sample {
+                for (p, text) in found {
+                    let (n, texts) = &mut partitions[usize::from(p)];
+                    *n += 1;
+                    if texts.len() < BYTES_SAMPLE {
+                        texts.push(text);
+                    }
+                }
+            }
+        }
+        Ok((total, partitions))
     }
 }

@@ -1,4 +1,4 @@
-//! Unconditional puts coalesced per node (see the module docs of [`super`]): the puts
+//! Unconditional puts batched per node (see the module docs of [`super`]): the puts
 //! that wait while another is on its way to the same node go as one function call,
 //! whatever their partitions (a function allowed to touch several slots of the node):
 //! the common put (`lua/put.lua`: no TTL, on an eternal cache without max-idle or
@@ -18,24 +18,39 @@ use partcache::{Error, Result};
 use redis::Value;
 use tokio::sync::oneshot;
 
-use crate::backend::Deployment;
+use crate::arguments::{CacheSettings, EventMode};
+use crate::deployment::Deployment;
 use crate::routing::Request;
 use crate::scripts::scripts;
 
-use super::bound::Pending;
-use super::unreachable;
+use super::bound::{Bound, Pending};
+use super::queue::{self, unreachable};
 
 /// Most entries in one `put_batch` call (the rest go in further calls, at once).
 const MAX_ENTRIES: usize = 64;
 
-/// The puts of one deployment, per node address and [`Kind`].
-#[derive(Default)]
+/// The puts of one deployment, per node address and [`BatchFunction`].
 pub(crate) struct Puts {
+    /// The deployment the batches go to.
+    deployment: Arc<Deployment>,
+    /// The bound shared with the reads' queue.
+    bound: Arc<Bound>,
     queues: parking_lot::Mutex<HashMap<String, Queue>>,
 }
 
+impl Puts {
+    /// The put queues of `deployment`, bounded by `bound`.
+    pub fn new(deployment: Arc<Deployment>, bound: Arc<Bound>) -> Puts {
+        Puts {
+            deployment,
+            bound,
+            queues: parking_lot::Mutex::default(),
+        }
+    }
+}
+
 struct Queue {
-    kind: Kind,
+    kind: BatchFunction,
     /// A put or a batch is on its way to the node; new puts wait for it.
     busy: bool,
     waiting: Vec<Waiter>,
@@ -43,76 +58,87 @@ struct Queue {
 
 /// Which function a batch calls.
 #[derive(Clone)]
-pub(crate) enum Kind {
+pub(crate) enum BatchFunction {
     /// `put_batch`.
-    Fast,
+    PutBatch,
     /// `upsert_batch`, for caches of these settings.
-    Upsert(Arc<UpsertSettings>),
+    UpsertBatch(Arc<UpsertSettings>),
 }
 
 /// What `upsert_batch` takes once for all its entries.
 pub(crate) struct UpsertSettings {
-    /// The cache's settings (`setup`'s `ARGV[1..=4]`, `store.rs`).
-    pub header: [String; 4],
-    /// The event mode (0 none, 1 `PUBLISH`, 2 `SPUBLISH`).
-    pub mode: u8,
+    /// The cache's settings.
+    pub settings: CacheSettings,
+    /// How the cache publishes its events.
+    pub mode: EventMode,
     /// The settings and mode as one string: caches with the same one share batches.
     pub id: String,
 }
 
-impl Kind {
+impl UpsertSettings {
+    /// The upsert batches of caches with `settings` and event `mode` (caches whose
+    /// settings and mode are the same share batches).
+    pub fn new(settings: CacheSettings, mode: EventMode) -> UpsertSettings {
+        UpsertSettings {
+            id: format!("{} {}", settings.joined(), mode.arg(false)),
+            settings,
+            mode,
+        }
+    }
+}
+
+impl BatchFunction {
     /// The queue of this kind of put on `addr`.
     fn queue_key(&self, addr: &str) -> String {
         match self {
-            Kind::Fast => addr.to_string(),
-            Kind::Upsert(settings) => format!("{addr} {}", settings.id),
+            BatchFunction::PutBatch => addr.to_string(),
+            BatchFunction::UpsertBatch(upsert) => format!("{addr} {}", upsert.id),
         }
     }
 }
 
 /// One put, as `put_batch` takes it.
-pub(crate) struct Entry {
+pub(crate) struct BatchEntry {
     /// The slot of the entry's partition (where the batch is sent).
     pub slot: u16,
     /// The partition's key prefix (`Layout::prefix`).
     pub prefix: String,
-    /// The event mode (0 none, 1 `PUBLISH`, 2 `SPUBLISH`; for [`Kind::Fast`]).
-    pub mode: u8,
+    /// How the cache publishes its events (for [`BatchFunction::PutBatch`]).
+    pub mode: EventMode,
     pub text: String,
     pub blob: Vec<u8>,
-    /// The TTL argument (ms, or -1) and the key-only blob (for [`Kind::Upsert`]).
+    /// The TTL argument (ms, or -1) and the key-only blob (for [`BatchFunction::UpsertBatch`]).
     pub ttl: String,
     pub key_only: Vec<u8>,
 }
 
 /// How a waiting put ended.
-pub(crate) enum Done {
+pub(crate) enum BatchedPut {
     /// Its reply (`lua/put.lua`'s).
-    Reply(Value),
+    Replied(Value),
     /// Not done: its slot is not served by the node right now; send it alone.
-    Alone(Vec<u8>),
+    SendAlone(Vec<u8>),
 }
 
 struct Waiter {
-    entry: Entry,
-    reply: oneshot::Sender<Result<Done>>,
+    entry: BatchEntry,
+    reply: oneshot::Sender<Result<BatchedPut>>,
     /// Its room in the queues, freed with it.
     _pending: Pending,
 }
 
 /// What a put does: go now (and hand over to the puts that queue meanwhile when
-/// `Lead` is dropped), or wait for the node's current call to come back.
-pub(crate) enum Turn<'a> {
-    Lead(Lead<'a>),
-    Wait(Ticket<'a>),
-    /// The node of the slot is not known (no slot map yet): go alone, uncoalesced.
-    Unknown,
+/// `Leader` is dropped), or wait for the node's current call to come back.
+pub(crate) enum PutRole<'a> {
+    Leader(Leader<'a>),
+    Follower(Ticket<'a>),
+    /// The node of the slot is not known (no slot map yet): go alone, unbatched.
+    Unbatched,
 }
 
-/// Takes a turn for a put of `kind` on the node of `slot`.
-pub(crate) fn turn<'a>(deployment: &'a Arc<Deployment>, slot: u16, kind: &Kind) -> Turn<'a> {
-    let puts = &deployment.coalescer().puts;
-    let found = deployment.router.with_master(slot, |addr| {
+/// The role of a put of `kind` on the node of `slot`.
+pub(crate) fn role<'a>(puts: &'a Arc<Puts>, slot: u16, kind: &BatchFunction) -> PutRole<'a> {
+    let found = puts.deployment.router.with_master(slot, |addr| {
         let key = kind.queue_key(addr);
         let mut queues = puts.queues.lock();
         let queue = queues.entry(key.clone()).or_insert_with(|| Queue {
@@ -121,40 +147,40 @@ pub(crate) fn turn<'a>(deployment: &'a Arc<Deployment>, slot: u16, kind: &Kind) 
             waiting: Vec::new(),
         });
         if queue.busy {
-            return Turn::Wait(Ticket { deployment, key });
+            return PutRole::Follower(Ticket { puts, key });
         }
         queue.busy = true;
-        Turn::Lead(Lead {
-            deployment,
+        PutRole::Leader(Leader {
+            puts,
             key,
             failed: None,
         })
     });
-    found.unwrap_or(Turn::Unknown)
+    found.unwrap_or(PutRole::Unbatched)
 }
 
 /// The right to queue one put on a busy node.
 pub(crate) struct Ticket<'a> {
-    deployment: &'a Arc<Deployment>,
-    /// The queue (see [`Kind::queue_key`]).
+    puts: &'a Arc<Puts>,
+    /// The queue (see [`BatchFunction::queue_key`]).
     key: String,
 }
 
 impl Ticket<'_> {
     /// Queues `entry`; it goes in the node's next batch (at once, if the node became
-    /// idle since the turn was taken). [`Done::Alone`] at once when the queues are at
+    /// idle since the turn was taken). [`BatchedPut::SendAlone`] at once when the queues are at
     /// their limit (`bound.rs`).
-    pub async fn put(self, entry: Entry) -> Result<Done> {
+    pub async fn put(self, entry: BatchEntry) -> Result<BatchedPut> {
         let bytes = entry.prefix.len() + entry.text.len() + entry.blob.len() + entry.key_only.len();
-        let Some(pending) = self.deployment.coalescer().bound.admit(bytes) else {
-            return Ok(Done::Alone(entry.blob));
+        let Some(pending) = self.puts.bound.admit(bytes) else {
+            return Ok(BatchedPut::SendAlone(entry.blob));
         };
         let (reply, receiver) = oneshot::channel();
         let lead = {
-            let mut queues = self.deployment.coalescer().puts.queues.lock();
+            let mut queues = self.puts.queues.lock();
             // Queues are never removed, so the ticket's is there.
             let Some(queue) = queues.get_mut(&self.key) else {
-                return Ok(Done::Alone(entry.blob));
+                return Ok(BatchedPut::SendAlone(entry.blob));
             };
             queue.waiting.push(Waiter {
                 entry,
@@ -167,21 +193,21 @@ impl Ticket<'_> {
             idle
         };
         if lead {
-            spawn_drain(self.deployment, self.key);
+            spawn_drain(self.puts, self.key);
         }
-        super::wait(self.deployment, receiver).await
+        queue::wait(&self.puts.deployment.router, receiver).await
     }
 }
 
 /// The put on its way to a node. Dropping it hands the node over to the puts that
-/// queued meanwhile (or fails them with [`Lead::finished`]'s error).
-pub(crate) struct Lead<'a> {
-    deployment: &'a Arc<Deployment>,
+/// queued meanwhile (or fails them with [`Leader::finished`]'s error).
+pub(crate) struct Leader<'a> {
+    puts: &'a Arc<Puts>,
     key: String,
     failed: Option<Error>,
 }
 
-impl Lead<'_> {
+impl Leader<'_> {
     /// Records how the lead put ended: if the node was unreachable or silent, the puts
     /// that queued behind it fail with it.
     pub fn finished<T>(&mut self, result: &Result<T>) {
@@ -189,10 +215,10 @@ impl Lead<'_> {
     }
 }
 
-impl Drop for Lead<'_> {
+impl Drop for Leader<'_> {
     fn drop(&mut self) {
         let waiting = {
-            let mut queues = self.deployment.coalescer().puts.queues.lock();
+            let mut queues = self.puts.queues.lock();
             let Some(queue) = queues.get_mut(&self.key) else {
                 return;
             };
@@ -208,10 +234,10 @@ impl Drop for Lead<'_> {
             }
         };
         match waiting {
-            None => spawn_drain(self.deployment, std::mem::take(&mut self.key)),
+            None => spawn_drain(self.puts, std::mem::take(&mut self.key)),
             Some(waiting) => {
                 let e = self.failed.take().unwrap_or_else(|| {
-                    Error::Unavailable("no runtime to send a coalesced put on".into())
+                    Error::Unavailable("no runtime to send a batched put on".into())
                 });
                 fail(waiting, &e);
             }
@@ -221,33 +247,33 @@ impl Drop for Lead<'_> {
 
 /// Starts a drain task for queue `key` (called outside the queues' lock: a runtime
 /// that is shutting down drops the task at once, and its guard takes the lock).
-fn spawn_drain(deployment: &Arc<Deployment>, key: String) {
-    let deployment = deployment.clone();
+fn spawn_drain(puts: &Arc<Puts>, key: String) {
+    let puts = puts.clone();
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             runtime.spawn(drain(Draining {
-                deployment,
+                puts,
                 key,
                 done: false,
             }));
         }
         Err(_) => {
             let waiting = {
-                let mut queues = deployment.coalescer().puts.queues.lock();
+                let mut queues = puts.queues.lock();
                 let Some(queue) = queues.get_mut(&key) else {
                     return;
                 };
                 queue.busy = false;
                 std::mem::take(&mut queue.waiting)
             };
-            let e = Error::Unavailable("no runtime to send a coalesced put on".into());
+            let e = Error::Unavailable("no runtime to send a batched put on".into());
             fail(waiting, &e);
         }
     }
 }
 
 fn fail(waiting: Vec<Waiter>, e: &Error) {
-    super::fail(waiting.into_iter().map(|w| w.reply), e);
+    queue::fail(waiting.into_iter().map(|w| w.reply), e);
 }
 
 /// Held by a drain task (given to it, so that it goes with the task even if the task
@@ -255,7 +281,7 @@ fn fail(waiting: Vec<Waiter>, e: &Error) {
 /// panicked), marks the queue idle and fails the puts still in it, so that later puts,
 /// perhaps on another runtime, are not left queued behind nobody.
 struct Draining {
-    deployment: Arc<Deployment>,
+    puts: Arc<Puts>,
     key: String,
     done: bool,
 }
@@ -266,27 +292,27 @@ impl Drop for Draining {
             return;
         }
         let waiting = {
-            let mut queues = self.deployment.coalescer().puts.queues.lock();
+            let mut queues = self.puts.queues.lock();
             let Some(queue) = queues.get_mut(&self.key) else {
                 return;
             };
             queue.busy = false;
             std::mem::take(&mut queue.waiting)
         };
-        let e = Error::Unavailable("a coalesced put was dropped (runtime shutting down)".into());
+        let e = Error::Unavailable("a batched put was dropped (runtime shutting down)".into());
         fail(waiting, &e);
     }
 }
 
 /// Sends the queue's waiting puts, all of them at once ([`MAX_ENTRIES`] per call),
-/// until none is left. Puts whose callers gave up are not sent (uncoalesced, such a
+/// until none is left. Puts whose callers gave up are not sent (unbatched, such a
 /// put would not have been sent either, or sent before the caller's next command).
 async fn drain(mut guard: Draining) {
-    let (deployment, key) = (guard.deployment.clone(), guard.key.clone());
+    let (puts, key) = (guard.puts.clone(), guard.key.clone());
     let mut failed: Option<Error> = None;
     loop {
         let (kind, waiting) = {
-            let mut queues = deployment.coalescer().puts.queues.lock();
+            let mut queues = puts.queues.lock();
             let Some(queue) = queues.get_mut(&key) else {
                 guard.done = true;
                 return;
@@ -303,8 +329,8 @@ async fn drain(mut guard: Draining) {
             fail(waiting, &e);
             continue;
         }
-        let batches = super::batches(waiting, MAX_ENTRIES);
-        let sends = batches.iter().map(|batch| send(&deployment, &kind, batch));
+        let batches = queue::batches(waiting, MAX_ENTRIES);
+        let sends = batches.iter().map(|batch| send(&puts, &kind, batch));
         let replies = futures::future::join_all(sends).await;
         for (batch, reply) in batches.into_iter().zip(replies) {
             failed = failed.or_else(|| unreachable(&reply));
@@ -314,7 +340,7 @@ async fn drain(mut guard: Draining) {
 }
 
 /// One batch call for `batch` (on the node of its first entry's slot).
-async fn send(deployment: &Deployment, kind: &Kind, batch: &[Waiter]) -> Result<Value> {
+async fn send(puts: &Puts, kind: &BatchFunction, batch: &[Waiter]) -> Result<Value> {
     let Some(first) = batch.first() else {
         return Ok(Value::Array(Vec::new()));
     };
@@ -328,25 +354,24 @@ async fn send(deployment: &Deployment, kind: &Kind, batch: &[Waiter]) -> Result<
     let mut cmd = redis::Cmd::with_capacity(10 + 5 * batch.len(), 160 + size);
     cmd.arg("FCALL");
     match kind {
-        Kind::Fast => {
+        BatchFunction::PutBatch => {
             cmd.arg(&scripts().put_batch.function)
                 .arg(0)
-                .arg(deployment.origin())
-                .arg(deployment.channel_suffix());
+                .arg(puts.deployment.origin())
+                .arg(puts.deployment.channel_suffix());
             for w in batch {
                 cmd.arg(&w.entry.prefix)
-                    .arg(w.entry.mode)
+                    .arg(w.entry.mode.arg(false))
                     .arg(&w.entry.text)
                     .arg(w.entry.blob.as_slice());
             }
         }
-        Kind::Upsert(settings) => {
-            cmd.arg(&scripts().upsert_batch.function)
-                .arg(0)
-                .arg(&settings.header[..])
-                .arg(deployment.origin())
-                .arg(deployment.channel_suffix())
-                .arg(settings.mode);
+        BatchFunction::UpsertBatch(upsert) => {
+            cmd.arg(&scripts().upsert_batch.function).arg(0);
+            upsert.settings.write(&mut cmd, None);
+            cmd.arg(puts.deployment.origin())
+                .arg(puts.deployment.channel_suffix())
+                .arg(upsert.mode.arg(false));
             for w in batch {
                 cmd.arg(&w.entry.prefix)
                     .arg(&w.entry.text)
@@ -356,7 +381,8 @@ async fn send(deployment: &Deployment, kind: &Kind, batch: &[Waiter]) -> Result<
             }
         }
     }
-    let reply = deployment
+    let reply = puts
+        .deployment
         .execute(vec![Request::new(first.entry.slot, cmd)])
         .await?
         .pop();
@@ -369,8 +395,8 @@ fn deliver(batch: Vec<Waiter>, reply: Result<Value>) {
         Ok(Value::Array(values)) if values.len() == batch.len() => {
             for (w, value) in batch.into_iter().zip(values) {
                 let done = match value {
-                    Value::Int(-1) => Done::Alone(w.entry.blob),
-                    value => Done::Reply(value),
+                    Value::Int(-1) => BatchedPut::SendAlone(w.entry.blob),
+                    value => BatchedPut::Replied(value),
                 };
                 let _ = w.reply.send(Ok(done));
             }
@@ -384,7 +410,7 @@ fn deliver(batch: Vec<Waiter>, reply: Result<Value>) {
                 "a put batch was refused; its puts go alone"
             );
             for w in batch {
-                let _ = w.reply.send(Ok(Done::Alone(w.entry.blob)));
+                let _ = w.reply.send(Ok(BatchedPut::SendAlone(w.entry.blob)));
             }
         }
         Ok(other) => fail(

@@ -1,0 +1,189 @@
+//! The arguments the function library takes (`lua/common.lua`), named: every
+//! function's cache settings ([`CacheSettings`]: policy, duration, max-idle, budget),
+//! its event arguments' [`EventMode`], and the codes of a conditional write. The wire
+//! form is the decimal text of each value, as the Lua side reads it.
+
+use std::time::Duration;
+
+use partcache::expiry::{Custom, ExpiryPolicy};
+use partcache::store::raw::RawCacheSpec;
+use redis::Cmd;
+
+/// Milliseconds of `d`, rounded up so that a tiny non-zero duration is not zero.
+pub(crate) fn millis(d: Duration) -> u128 {
+    let ms = d.as_millis();
+    if ms == 0 && !d.is_zero() { 1 } else { ms }
+}
+
+/// A TTL argument: milliseconds, or -1 for none.
+pub(crate) fn ttl_arg(ttl: Option<Duration>) -> String {
+    ttl.map_or_else(|| "-1".to_string(), |t| millis(t).to_string())
+}
+
+/// The per-partition entry budget: `floor(max / P)`, at least 1, so the cache as a whole
+/// never holds more than `max_entries` (when `max_entries >= P`). 0: unbounded.
+pub(crate) fn budget(max_entries: Option<u64>, partitions: u16) -> u64 {
+    max_entries.map_or(0, |max| (max / u64::from(partitions)).max(1))
+}
+
+/// The expiry policy argument (`lua/common.lua`, settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PolicyCode {
+    Eternal = 0,
+    Created = 1,
+    Modified = 2,
+    Accessed = 3,
+    Touched = 4,
+    /// A custom policy, whose three durations stand in the duration's place, asked at
+    /// every call ([`custom_durations`]).
+    Custom = 5,
+}
+
+/// The settings every function takes first (`ARGV[1..=4]`): the expiry policy, its
+/// duration (ms), the max-idle (ms, -1 for none) and the per-partition budget (0 for
+/// none), kept as the text they go on the wire as, so a call formats nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CacheSettings {
+    pub policy: String,
+    pub duration: String,
+    pub max_idle: String,
+    pub budget: String,
+}
+
+impl CacheSettings {
+    /// The settings of the cache `spec` describes.
+    pub fn new(spec: &RawCacheSpec) -> CacheSettings {
+        let (policy, duration) = match &spec.expiry.custom {
+            Some(custom) => (PolicyCode::Custom, custom_durations(custom)),
+            None => {
+                let (policy, duration) = match spec.expiry.policy {
+                    ExpiryPolicy::Eternal => (PolicyCode::Eternal, Duration::ZERO),
+                    ExpiryPolicy::Created(d) => (PolicyCode::Created, d),
+                    ExpiryPolicy::Modified(d) => (PolicyCode::Modified, d),
+                    ExpiryPolicy::Accessed(d) => (PolicyCode::Accessed, d),
+                    ExpiryPolicy::Touched(d) => (PolicyCode::Touched, d),
+                };
+                (policy, millis(duration).to_string())
+            }
+        };
+        CacheSettings {
+            policy: (policy as u8).to_string(),
+            duration,
+            max_idle: spec
+                .expiry
+                .max_idle
+                .map_or_else(|| "-1".to_string(), |i| millis(i).to_string()),
+            budget: budget(spec.max_entries, spec.partitions.partitions()).to_string(),
+        }
+    }
+
+    /// Appends the four settings to `cmd`; with `custom`, its durations of now in the
+    /// duration's place.
+    pub fn write(&self, cmd: &mut Cmd, custom: Option<&Custom>) {
+        cmd.arg(&self.policy);
+        match custom {
+            Some(custom) => cmd.arg(custom_durations(custom)),
+            None => cmd.arg(&self.duration),
+        };
+        cmd.arg(&self.max_idle).arg(&self.budget);
+    }
+
+    /// The four settings, comma-separated (an identity of caches whose settings are
+    /// the same).
+    pub fn joined(&self) -> String {
+        format!(
+            "{},{},{},{}",
+            self.policy, self.duration, self.max_idle, self.budget
+        )
+    }
+}
+
+/// A custom policy's durations as the scripts take them (`lua/common.lua`, settings):
+/// `<creation>:<access>:<update>` in ms, -1 for `None` (eternal; unchanged).
+pub(crate) fn custom_durations(custom: &Custom) -> String {
+    let ms = |d: Option<Duration>| d.map_or_else(|| "-1".to_string(), |d| millis(d).to_string());
+    let policy = &custom.0;
+    format!(
+        "{}:{}:{}",
+        ms(policy.for_creation()),
+        ms(policy.for_access()),
+        ms(policy.for_update())
+    )
+}
+
+/// How a cache's functions publish its events (the event-mode argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventMode {
+    /// Not at all (`publish_events(false)`).
+    Silent = 0,
+    /// `PUBLISH`, on a standalone server.
+    Publish = 1,
+    /// `SPUBLISH` (sharded pub/sub), on a cluster.
+    ShardPublish = 2,
+}
+
+impl EventMode {
+    /// The mode of a cache that publishes its events or not, on a cluster or not.
+    pub fn new(publish_events: bool, cluster: bool) -> EventMode {
+        match (publish_events, cluster) {
+            (false, _) => EventMode::Silent,
+            (true, false) => EventMode::Publish,
+            (true, true) => EventMode::ShardPublish,
+        }
+    }
+
+    /// Whether the functions publish.
+    pub fn publishes(self) -> bool {
+        self != EventMode::Silent
+    }
+
+    /// The argument: the mode, plus 3 when the reply is to return the events as well
+    /// (the cache has listeners in this process).
+    pub fn arg(self, return_events: bool) -> u8 {
+        self as u8 + if return_events { 3 } else { 0 }
+    }
+}
+
+/// The condition argument of the `write` function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConditionCode {
+    Always = 0,
+    IfAbsent = 1,
+    IfPresent = 2,
+    IfEquals = 3,
+}
+
+/// The action argument of the `write` function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ActionCode {
+    Put = 1,
+    Remove = 2,
+}
+
+/// A flag argument: `"1"` or `"0"`.
+pub(crate) fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The functions read these numbers (`lua/common.lua`): they must not move.
+    #[test]
+    fn codes_keep_their_wire_values() {
+        assert_eq!(EventMode::new(false, true).arg(false), 0);
+        assert_eq!(EventMode::new(true, false).arg(false), 1);
+        assert_eq!(EventMode::new(true, true).arg(false), 2);
+        assert_eq!(EventMode::new(true, true).arg(true), 5);
+        assert_eq!(EventMode::Silent.arg(true), 3);
+        assert_eq!(PolicyCode::Custom as u8, 5);
+        assert_eq!(ConditionCode::IfEquals as u8, 3);
+        assert_eq!(ActionCode::Remove as u8, 2);
+        let mut cmd = Cmd::new();
+        cmd.arg(ConditionCode::IfAbsent as u8)
+            .arg(ActionCode::Put as u8);
+        let packed = cmd.get_packed_command();
+        assert!(packed.ends_with(b"$1\r\n1\r\n$1\r\n1\r\n"));
+    }
+}

@@ -1,0 +1,52 @@
+//! Batching of concurrent requests of one deployment: while one is on its way, those
+//! that arrive meanwhile wait, and go together in one command as soon as it is back
+//! (then the ones that arrived during that command, and so on). A request with nothing
+//! in flight goes at once, alone, so a lone caller waits no longer than before; under
+//! load, dozens of requests cost the server one command instead of dozens, and the
+//! client one reply to parse (the raw client reaches about a quarter of what a
+//! pipelining client gets from the same servers).
+//!
+//! * [`reads`]: one-key plain reads on a standalone server, as `MGET`s.
+//! * [`puts`]: unconditional puts per node, as one `put_batch` (the common put,
+//!   `lua/put.lua`) or `upsert_batch` (`lua/upsert.lua`) call.
+//!
+//! The queues are bounded ([`bound`]): a request that finds them full is sent alone.
+//! [`Batcher`] holds a deployment's queues and the deployment they send on, so the
+//! deployment knows nothing of them.
+//!
+//! A request that waits is sent after every write whose reply came back before it was
+//! asked, so a caller still reads its own writes. Requests that queued behind one that
+//! timed out or found the server unreachable fail with it (each within one response
+//! timeout of its start) rather than try again.
+
+pub(crate) mod bound;
+pub(crate) mod puts;
+mod queue;
+pub(crate) mod reads;
+
+use std::sync::Arc;
+
+use crate::deployment::Deployment;
+
+/// The batching of one deployment: its queues, and the deployment they send on.
+pub(crate) struct Batcher {
+    /// The deployment the batches go to.
+    pub deployment: Arc<Deployment>,
+    pub reads: Arc<reads::Reads>,
+    pub puts: Arc<puts::Puts>,
+    /// The bound on what both queue.
+    pub bound: Arc<bound::Bound>,
+}
+
+impl Batcher {
+    /// The queues of `deployment`, bounded by its URL's batching settings.
+    pub fn new(deployment: Arc<Deployment>) -> Arc<Batcher> {
+        let bound = bound::Bound::new(deployment.url.batching, &deployment.url.display);
+        Arc::new(Batcher {
+            reads: Arc::new(reads::Reads::new(deployment.clone(), bound.clone())),
+            puts: Arc::new(puts::Puts::new(deployment.clone(), bound.clone())),
+            deployment,
+            bound,
+        })
+    }
+}
