@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::entries::Entries;
+use crate::entries::{Entries, RemoveKey};
 use crate::error::{Error, Result};
 use crate::event::{EventFilter, EventReceiver};
 use crate::key_text::write_key_text;
@@ -1160,7 +1160,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// # Ok::<(), partcache::Error>(()) }).unwrap();
     /// ```
     pub fn entries(&self) -> Entries<'_, K, V> {
-        Entries::new(self, self.stream_entries())
+        Entries::new(self, &self.inner.stats, self.stream_entries())
     }
 
     /// The store's entries, or a lone [`Error::Closed`] once the cache is closed.
@@ -1501,5 +1501,11 @@ impl<V> MutableEntry<'_, V> {
     /// Removes the entry (of a loaded value: nothing is stored).
     pub fn remove(&mut self) {
         self.change = Some(None);
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> RemoveKey<K> for Cache<K, V> {
+    fn remove_key<'a>(&'a self, key: &'a K) -> futures::future::BoxFuture<'a, Result<bool>> {
+        Box::pin(self.remove(key))
     }
 }

@@ -14,7 +14,6 @@ use futures::future::BoxFuture;
 use crate::cache::{Cache, CacheKey, CacheValue};
 use crate::error::Result;
 use crate::expiry::ExpiryPolicy;
-use crate::macro_support::{Deserializable, Serializable};
 use crate::manager::{CacheBuilder, CacheManager};
 
 /// A cache declared once: its name, its key type `K`, its value type `V` and its
@@ -262,3 +261,27 @@ fn evict<'a, K: CacheKey, V: CacheValue>(
         }
     })
 }
+
+/// A type that serde can serialize, named in the error when it cannot. The blanket
+/// impl is not recommended in errors, so a type without the derive gets this trait's
+/// message (one error per missing derive) instead of the chain of bounds behind it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in a cache: it does not implement serde's `Serialize`",
+    label = "`{Self}` is not `Serialize`",
+    note = "add `#[derive(serde::Serialize)]` to the type (to each part of a tuple or container; for a type of another crate, enable its `serde` feature)"
+)]
+pub trait Serializable: serde::Serialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::Serialize> Serializable for T {}
+
+/// A type that serde can deserialize into an owned value; see [`Serializable`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in a cache: it does not implement serde's `Deserialize`",
+    label = "`{Self}` is not `Deserialize`",
+    note = "add `#[derive(serde::Deserialize)]` to the type (to each part of a tuple or container; for a type of another crate, enable its `serde` feature); a cached value must own its data (no borrowed `&str`)"
+)]
+pub trait Deserializable: serde::de::DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::de::DeserializeOwned> Deserializable for T {}

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
 use super::raw::{RawAction, RawCondition, RawFound, RawKey, RawStore, RawWrite};
-use super::{Action, Computed, Condition, Decision, Processor, Store, Write, WriteOutcome};
+use super::spi::{Action, Computed, Condition, Decision, Processor, Store, Write, WriteOutcome};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::event::EventSender;

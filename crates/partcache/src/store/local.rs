@@ -20,7 +20,7 @@ use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
 
-use super::{Action, Computed, Condition, Decision, Processor, Store, Write, WriteOutcome};
+use super::spi::{Action, Computed, Condition, Decision, Processor, Store, Write, WriteOutcome};
 use crate::error::{Error, Result};
 use crate::event::{EventKind, EventSender};
 use crate::expiry::{ExpiryPolicy, ExpirySettings, FixedDeadlines};

@@ -70,7 +70,7 @@ use serde::de::DeserializeOwned;
 
 use super::encoded::EncodedStore;
 use super::raw::InvalidationSink;
-use super::{Computed, Processor, Store, Write, WriteOutcome};
+use super::spi::{Computed, Processor, Store, Write, WriteOutcome};
 use crate::codec::Codec;
 use crate::config::NearCache;
 use crate::error::Result;

@@ -1,0 +1,189 @@
+//! The types and traits of the store SPI, apart from the stores that implement it (so
+//! that the stores import them and nothing imports back).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::error::Result;
+use crate::event::EventSender;
+
+/// When a conditional write applies.
+pub enum Condition<V> {
+    /// Always.
+    Always,
+    /// Only when the key has no entry (`put_if_absent`).
+    IfAbsent,
+    /// Only when the key has an entry (`replace`).
+    IfPresent,
+    /// Only when the entry's value equals this one. Local stores compare with the
+    /// function (the value type's `PartialEq`); remote stores compare encoded bytes,
+    /// which is the same for the deterministic codecs partcache uses.
+    IfEquals(Arc<V>, fn(&V, &V) -> bool),
+}
+
+/// What a write does when its condition holds.
+pub enum Action<V> {
+    /// Store the value; `ttl` is a per-entry time to live on top of the expiry policy.
+    Put {
+        /// The new value.
+        value: Arc<V>,
+        /// Per-entry time to live.
+        ttl: Option<Duration>,
+    },
+    /// Remove the entry.
+    Remove,
+}
+
+/// One conditional write on one key.
+pub struct Write<V> {
+    /// When it applies.
+    pub condition: Condition<V>,
+    /// What it does.
+    pub action: Action<V>,
+    /// Whether the caller needs the previous value back (remote stores skip sending it
+    /// otherwise).
+    pub want_previous: bool,
+}
+
+/// What a write found and did.
+pub struct WriteOutcome<V> {
+    /// The key had a (live) entry before the write.
+    pub existed: bool,
+    /// The condition held and the action was applied.
+    pub applied: bool,
+    /// The previous value, when asked for and present.
+    pub previous: Option<Arc<V>>,
+}
+
+/// What an entry processor decided, given the current value.
+pub enum Decision<V> {
+    /// Leave the entry as it is (the processor did not read it, or it was absent).
+    Keep,
+    /// Leave the entry as it is; the processor read its value, which makes this an
+    /// access for expiry (JSR-107 §6.4: `invoke` calls `getExpiryForAccess` when the
+    /// processor only read a present entry).
+    Access,
+    /// Store this value, with an optional per-entry time to live.
+    Put(Arc<V>, Option<Duration>),
+    /// Remove the entry.
+    Remove,
+}
+
+/// The net effect of a [`Store::compute`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Computed {
+    /// Nothing changed.
+    Unchanged,
+    /// An entry was created.
+    Created,
+    /// An entry was updated.
+    Updated,
+    /// An entry was removed.
+    Removed,
+}
+
+/// An entry processor as stores see it. `FnMut` because a remote store may run it again
+/// when another process changed the entry meanwhile (optimistic concurrency).
+pub type Processor<'a, V> = dyn FnMut(Option<&Arc<V>>) -> Decision<V> + Send + 'a;
+
+/// What holds a cache's entries. See the module docs for the contract.
+#[async_trait]
+#[allow(clippy::len_without_is_empty)] // `len` is an approximate count, not a collection's size
+pub trait Store<K, V>: Send + Sync + 'static
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// A short description for logs and errors (`memory`, `redis-cluster 127.0.0.1:7000`).
+    fn describe(&self) -> String;
+
+    /// The store's event channel.
+    fn events(&self) -> &EventSender<K, V>;
+
+    /// Answers a get without awaiting when the store can (local and near-cache hits):
+    /// `Some(result)`, else `None` and the caller awaits [`Store::get_all`]. Lets a
+    /// local hit skip the boxed future of a trait-object call.
+    fn get_now(&self, _key: &K) -> Option<Result<Option<Arc<V>>>> {
+        None
+    }
+
+    /// Performs a write without awaiting when the store can (the local store).
+    fn write_now(&self, _key: &K, write: Write<V>) -> Result<WriteOutcome<V>, Write<V>> {
+        Err(write)
+    }
+
+    /// Reads many keys (each read counts as an access for expiry). Results come back in
+    /// the order of `keys`.
+    async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>>;
+
+    /// Reads one key (an access for expiry), as [`Store::get_all`] does for one key.
+    async fn get_one(&self, key: &K) -> Result<Option<Arc<V>>> {
+        Ok(self
+            .get_all(std::slice::from_ref(key))
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// Whether each key has a live entry, without counting as an access.
+    async fn contains_all(&self, keys: &[K]) -> Result<Vec<bool>>;
+
+    /// A conditional write on one key, atomic with respect to every other operation on
+    /// that key. A write is not an access for expiry, except one whose condition is
+    /// [`Condition::IfEquals`] and finds another value (JSR-107 §6.4: `remove(k, v)` and
+    /// `replace(k, v, new)` that do not match call `getExpiryForAccess`).
+    async fn write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>>;
+
+    /// Stores many entries (atomic per key only), emitting `Created`/`Updated` events.
+    /// Returns how many were stored: an entry whose creation expiry is zero is not
+    /// (JSR-107 §6.4), and is neither announced nor counted.
+    async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<u64>;
+
+    /// Removes many keys; returns how many entries were removed. Emits `Removed` per
+    /// entry.
+    async fn remove_all(&self, keys: &[K]) -> Result<u64>;
+
+    /// Removes every entry, emitting `Removed` per entry; returns how many.
+    async fn remove_everything(&self) -> Result<u64>;
+
+    /// Drops every entry without events (JCache `clear`).
+    async fn clear(&self) -> Result<()>;
+
+    /// Runs `processor` on the key's current value and applies its decision, atomically
+    /// for that key. Reading the value for the processor is not an access for expiry;
+    /// [`Decision::Access`] is, and a put or a removal is a write as for
+    /// [`Store::write`].
+    async fn compute(&self, key: &K, processor: &mut Processor<'_, V>) -> Result<Computed>;
+
+    /// Every live entry, as a stream. Weakly consistent: entries written during the
+    /// iteration may or may not appear; none appears twice. Each entry returned is an
+    /// access for expiry (JSR-107 §6.4: the iterator calls `getExpiryForAccess`).
+    fn entries(&self) -> BoxStream<'_, Result<(K, Arc<V>)>>;
+
+    /// Number of entries; approximate on remote stores and under concurrent writes.
+    async fn len(&self) -> Result<u64>;
+
+    /// Runs pending housekeeping now (the local store applies evictions and expiry
+    /// notifications lazily); remote stores may do nothing.
+    async fn run_pending_tasks(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Stops what the store runs in this process for the cache (event subscriptions,
+    /// reaper, near-cache copies) and keeps the data. Called once, by
+    /// [`crate::Cache::close`]; no other call follows.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Removes the cache's data and every record the store keeps for it (its layout
+    /// record), for every process; then closes it as [`Store::close`] does. The default
+    /// drops every entry ([`Store::clear`]) and closes.
+    async fn destroy(&self) -> Result<()> {
+        self.clear().await?;
+        self.close().await
+    }
+}
