@@ -266,6 +266,7 @@ mod scripts;
 mod slots;
 mod store;
 mod tls;
+mod transport;
 pub mod url;
 
 pub use backend::{RedisBackend, RedisBackendFactory, SCHEMES};
