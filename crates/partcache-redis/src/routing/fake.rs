@@ -52,6 +52,8 @@ pub(super) struct FakeCluster {
     /// `addr: (connect)` when a connection is opened.
     log: Mutex<Vec<String>>,
     connected: Mutex<HashSet<String>>,
+    /// The nodes whose circuit breaker is open: a send fails at once, unsent.
+    open_breakers: Mutex<HashSet<String>>,
     /// The nodes the router told of a call that ran out of its caller's time.
     timed_out: Arc<Mutex<Vec<String>>>,
     /// The nodes whose connection timed out by itself (the connection's response
@@ -78,6 +80,7 @@ impl FakeCluster {
             script: Box::new(script),
             log: Mutex::new(Vec::new()),
             connected: Mutex::new(HashSet::new()),
+            open_breakers: Mutex::new(HashSet::new()),
             timed_out: Arc::new(Mutex::new(Vec::new())),
             connection_timeouts: Mutex::new(Vec::new()),
             response_timeout,
@@ -89,6 +92,12 @@ impl FakeCluster {
         let mut slots = self.slots.lock();
         slots.retain(|&(s, e, _)| e < start || s > end);
         slots.push((start, end, addr.to_string()));
+    }
+
+    /// Opens the circuit breaker of `addr`: sends to it fail at once with
+    /// [`Error::CircuitOpen`], as `Pool` does while a node's breaker is open.
+    pub fn open_breaker(&self, addr: &str) {
+        self.open_breakers.lock().insert(addr.to_string());
     }
 
     /// The round trips so far (see the `log` field), and forgets them.
@@ -138,6 +147,12 @@ impl FakeCluster {
         addr: &str,
         cmds: impl Iterator<Item = &'c Cmd>,
     ) -> Result<Vec<Value>> {
+        if self.open_breakers.lock().contains(addr) {
+            return Err(Error::CircuitOpen {
+                node: addr.to_string(),
+                retry_in: Duration::from_secs(1),
+            });
+        }
         if self.connected.lock().insert(addr.to_string()) {
             self.log.lock().push(format!("{addr}: (connect)"));
         }
@@ -200,7 +215,7 @@ impl Transport for FakeCluster {
     type Open = FakeConnection;
 
     fn open_connection(&self, addr: &str) -> Option<FakeConnection> {
-        self.connected.lock().contains(addr).then(|| {
+        (self.connected.lock().contains(addr) && self.is_closed(addr)).then(|| {
             FakeConnection(FakeNode {
                 addr: addr.to_string(),
                 timed_out: self.timed_out.clone(),
@@ -221,8 +236,8 @@ impl Transport for FakeCluster {
         self.round_trip(addr, pipeline.cmd_iter()).await
     }
 
-    fn is_closed(&self, _addr: &str) -> bool {
-        true
+    fn is_closed(&self, addr: &str) -> bool {
+        !self.open_breakers.lock().contains(addr)
     }
 
     fn timed_out(&self, addr: &str) {

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use partcache::Error;
+use partcache::store::raw::started_at;
 use redis::Value;
 
 use super::fake::{Answer, FakeCluster, error, reply};
@@ -620,4 +621,91 @@ async fn a_node_no_request_is_for_is_never_asked() {
     )
     .await;
     assert!(fake.take_log().iter().all(|l| !l.starts_with(C)));
+}
+
+#[tokio::test]
+async fn a_call_whose_start_used_up_its_timeout_sends_nothing() {
+    // Encoding (or a wait before the store) took the whole response timeout: the
+    // call fails without sending, so its timeout leaves the store as it was.
+    let fake = cluster(served);
+    let router = router();
+    let started = Instant::now() - TIMEOUT - Duration::from_millis(1);
+    let got = started_at(started, run(&router, &fake, vec![fcall(SLOT_A, "k")])).await;
+    assert!(
+        matches!(got, Err(Error::Timeout(t)) if t == TIMEOUT),
+        "{got:?}"
+    );
+    assert!(fake.take_log().is_empty());
+}
+
+#[tokio::test]
+async fn a_call_that_started_earlier_keeps_to_its_start_deadline_and_tells_the_breaker() {
+    let silent = Arc::new(AtomicBool::new(false));
+    let fake = cluster({
+        let silent = silent.clone();
+        move |addr, cmd| {
+            if cmd.starts_with("FCALL") && silent.load(Ordering::SeqCst) {
+                Answer::Hang
+            } else {
+                served(addr, cmd)
+            }
+        }
+    });
+    let router = router();
+    assert!(run(&router, &fake, vec![fcall(SLOT_A, "k")]).await.is_ok());
+    fake.take_log();
+    silent.store(true, Ordering::SeqCst);
+    // Two thirds of the timeout went into encoding: the wait gets the last third,
+    // not a whole timeout from the send (the connection's own timer).
+    let started = Instant::now() - TIMEOUT * 2 / 3;
+    let got = started_at(started, run(&router, &fake, vec![fcall(SLOT_A, "k")])).await;
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(got, Err(Error::Timeout(t)) if t == TIMEOUT),
+        "{got:?}"
+    );
+    assert!(
+        elapsed >= TIMEOUT && elapsed < TIMEOUT + SLACK,
+        "{elapsed:?}"
+    );
+    assert_eq!(fake.router_timeouts(), vec![A.to_string()]);
+    assert!(fake.connection_timeouts().is_empty());
+    assert_eq!(fake.take_log(), lines(&["10.0.0.1:7001: FCALL get 1 k"]));
+}
+
+#[tokio::test]
+async fn an_open_breaker_fails_at_once_and_a_failover_is_looked_for_once_per_probe_interval() {
+    let fake = cluster(served);
+    let interval = Duration::from_millis(100);
+    let router = Router::cluster(vec![A.to_string()], TIMEOUT, false, interval);
+    assert!(run(&router, &fake, vec![fcall(SLOT_A, "k")]).await.is_ok());
+    fake.take_log();
+    fake.open_breaker(A);
+    // Within the probe interval of the last slot map read: failed at once, nothing
+    // sent, the map not read again.
+    for _ in 0..3 {
+        let got = run(&router, &fake, vec![fcall(SLOT_A, "k")]).await;
+        assert!(
+            matches!(&got, Err(Error::CircuitOpen { node, .. }) if node == A),
+            "{got:?}"
+        );
+    }
+    assert!(fake.take_log().is_empty());
+    // A failover meanwhile: B serves A's slots. Once the interval has passed, a call
+    // that meets the open breaker has the map read again, from a node whose breaker
+    // is closed, and the next call goes to the new master.
+    fake.assign(0, 5460, B);
+    tokio::time::sleep(interval).await;
+    let got = run(&router, &fake, vec![fcall(SLOT_A, "k")]).await;
+    assert!(matches!(got, Err(Error::CircuitOpen { .. })), "{got:?}");
+    let got = run(&router, &fake, vec![fcall(SLOT_A, "k")]).await;
+    assert_eq!(got.ok(), Some(vec![bulk("10.0.0.2:7002 k")]));
+    assert_eq!(
+        fake.take_log(),
+        lines(&[
+            "10.0.0.2:7002: (connect)",
+            "10.0.0.2:7002: CLUSTER SLOTS",
+            "10.0.0.2:7002: FCALL get 1 k",
+        ])
+    );
 }
