@@ -709,3 +709,66 @@ async fn an_open_breaker_fails_at_once_and_a_failover_is_looked_for_once_per_pro
         ])
     );
 }
+
+#[tokio::test]
+async fn a_redirection_in_a_pipeline_resends_only_the_redirected_request() {
+    // Slot 101 moved to B; slot 100 stays on A.
+    let fake = cluster(|addr, cmd| {
+        if addr == A && cmd.ends_with(" moved") {
+            error("MOVED 101 10.0.0.2:7002")
+        } else {
+            served(addr, cmd)
+        }
+    });
+    let router = router();
+    assert!(run(&router, &fake, vec![fcall(SLOT_A, "k")]).await.is_ok());
+    fake.take_log();
+    fake.assign(101, 101, B);
+    let got = run(
+        &router,
+        &fake,
+        vec![fcall(SLOT_A, "stays"), fcall(SLOT_A + 1, "moved")],
+    )
+    .await;
+    assert_eq!(
+        got.ok(),
+        Some(vec![
+            bulk("10.0.0.1:7001 stays"),
+            bulk("10.0.0.2:7002 moved")
+        ])
+    );
+    assert_eq!(
+        fake.take_log(),
+        lines(&[
+            "10.0.0.1:7001: FCALL get 1 stays | FCALL get 1 moved",
+            "10.0.0.1:7001: CLUSTER SLOTS",
+            "10.0.0.2:7002: (connect)",
+            "10.0.0.2:7002: FCALL get 1 moved",
+        ])
+    );
+}
+
+#[tokio::test]
+async fn the_node_that_answered_is_recorded_after_a_redirection() {
+    // A subscription lives on the connection of the node that confirmed it.
+    let fake = cluster(|addr, cmd| {
+        if addr == A {
+            error("ASK 100 10.0.0.2:7002")
+        } else {
+            served(addr, cmd)
+        }
+    });
+    let pools = Pools {
+        primary: &fake,
+        replicas: None,
+    };
+    let got = router()
+        .execute_recording_nodes(pools, vec![fcall(SLOT_A, "a"), fcall(SLOT_B, "b")])
+        .await;
+    let (replies, nodes) = got.expect("answered");
+    assert_eq!(
+        replies,
+        vec![bulk("10.0.0.2:7002 a"), bulk("10.0.0.2:7002 b")]
+    );
+    assert_eq!(nodes, vec![B.to_string(), B.to_string()]);
+}
