@@ -83,7 +83,8 @@ pub(crate) struct Router {
     breaker_interval: Duration,
 }
 
-/// Which pool a request goes through ([`Pool`] but in unit tests: see `transport.rs`).
+/// Which pools a request goes through: [`Pool`]s, or a fake cluster in unit tests
+/// (`transport.rs`).
 pub(crate) struct Pools<'a, T = Pool> {
     pub primary: &'a T,
     pub replicas: Option<&'a T>,
@@ -498,7 +499,7 @@ impl Router {
                             Err(Error::Timeout(timeout))
                         }
                     };
-                    (addr, indexes, result)
+                    (addr, replica, indexes, result)
                 }
                 .instrument(span)
             });
@@ -507,7 +508,7 @@ impl Router {
             let mut busy = false;
             let mut to_load: Vec<String> = Vec::new();
             let mut failure = None;
-            for (addr, indexes, result) in join_all(sends).await {
+            for (addr, replica, indexes, result) in join_all(sends).await {
                 let values = match result {
                     Ok(values) => values,
                     Err(e) => {
@@ -566,8 +567,9 @@ impl Router {
                         // replica: the command did not run (the server refuses before
                         // running it), and the new master is in a fresh slot map once
                         // the failover is known. A standalone server has no other node
-                        // to go to: its reply is the caller's error.
-                        Some(ServerErrorKind::ReadOnly) if self.is_cluster() => {
+                        // to go to, and a replica asked for a read refuses only what
+                        // must not be retried: their reply is the caller's error.
+                        Some(ServerErrorKind::ReadOnly) if self.is_cluster() && !replica => {
                             busy = true;
                             refresh = true;
                             next_pending.push(i);

@@ -772,3 +772,32 @@ async fn the_node_that_answered_is_recorded_after_a_redirection() {
     );
     assert_eq!(nodes, vec![B.to_string(), B.to_string()]);
 }
+
+#[tokio::test]
+async fn readonly_from_a_replica_asked_for_a_read_is_the_callers_reply_without_a_retry() {
+    // With replica reads, a read goes through the replica connections; a replica
+    // that refuses it refuses what no other node would take either.
+    let masters = cluster(served);
+    let replicas = cluster(|_, _| error("READONLY You can't write against a read only replica."));
+    let router = Router::cluster(vec![A.to_string()], TIMEOUT, true, Duration::from_secs(1));
+    let mut read = fcall(SLOT_A, "k");
+    read.read_only = true;
+    let pools = Pools {
+        primary: &masters,
+        replicas: Some(&replicas),
+    };
+    let got = router.execute(pools, vec![read]).await;
+    assert!(
+        matches!(&got.as_deref(), Ok([Value::ServerError(e)]) if e.code() == "READONLY"),
+        "{got:?}"
+    );
+    // (The fake's slot map names no replicas: the master's address stands in.)
+    assert_eq!(
+        replicas.take_log(),
+        lines(&["10.0.0.1:7001: (connect)", "10.0.0.1:7001: FCALL get 1 k"])
+    );
+    assert_eq!(
+        masters.take_log(),
+        lines(&["10.0.0.1:7001: (connect)", "10.0.0.1:7001: CLUSTER SLOTS"])
+    );
+}
