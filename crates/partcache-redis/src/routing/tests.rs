@@ -363,7 +363,9 @@ async fn readonly_while_the_failover_is_not_yet_known_waits_for_it() {
         let (fake, reads) = (fake.clone(), reads.clone());
         async move {
             // After the router's first look at the map, B is promoted.
+            let deadline = Instant::now() + Duration::from_secs(5);
             while !fake.log_contains("10.0.0.1:7001: FCALL get 1 k") {
+                assert!(Instant::now() < deadline, "the router never asked A");
                 tokio::task::yield_now().await;
             }
             reads.fetch_add(1, Ordering::SeqCst);
