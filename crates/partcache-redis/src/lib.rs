@@ -271,6 +271,7 @@ mod slots;
 mod store;
 mod subscriber;
 mod tls;
+mod transport;
 pub mod url;
 
 pub use backend::{RedisBackend, RedisBackendFactory, SCHEMES};

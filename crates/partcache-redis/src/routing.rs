@@ -2,8 +2,10 @@
 //! all nodes concurrently, replies back in the caller's order; `MOVED` refreshes the
 //! slot map and retries, `ASK` retries once on the named node after `ASKING`,
 //! "Function not found" loads partcache's function library on that node and retries,
-//! `TRYAGAIN`/`CLUSTERDOWN` retry after a short pause. Everything happens within the
-//! response timeout.
+//! `TRYAGAIN`/`CLUSTERDOWN` (and, on a cluster, `READONLY` from a master a failover
+//! demoted) retry after a short pause on a fresh slot map. Everything happens within
+//! the response timeout. The connections are a [`Transport`] (`transport.rs`), which
+//! unit tests replace with a scripted fake cluster (`routing/fake.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,10 +19,11 @@ use partcache::{Error, Result};
 use redis::{Cmd, Pipeline, ServerErrorKind, Value};
 use tracing::{Instrument, Span};
 
-use crate::connection::{Connection, Pool};
+use crate::connection::Pool;
 use crate::refusal::refused;
 use crate::scripts::scripts;
 use crate::slots::SlotMap;
+use crate::transport::{OpenConnection, TimedOut, Transport};
 
 /// Rounds of redirections (`MOVED`, `ASK`, a missing function library) a call follows
 /// before it gives up.
@@ -81,10 +84,11 @@ pub(crate) struct Router {
     breaker_interval: Duration,
 }
 
-/// Which pool a request goes through.
-pub(crate) struct Pools<'a> {
-    pub primary: &'a Pool,
-    pub replicas: Option<&'a Pool>,
+/// Which pools a request goes through: [`Pool`]s, or a fake cluster in unit tests
+/// (`transport.rs`).
+pub(crate) struct Pools<'a, T = Pool> {
+    pub primary: &'a T,
+    pub replicas: Option<&'a T>,
 }
 
 impl Router {
@@ -140,7 +144,7 @@ impl Router {
     }
 
     /// The current slot map, discovering it first if needed.
-    pub async fn slot_map(&self, pool: &Pool) -> Result<Arc<SlotMap>> {
+    pub async fn slot_map<T: Transport>(&self, pool: &T) -> Result<Arc<SlotMap>> {
         match &self.topology {
             Topology::Standalone(map) => Ok(map.clone()),
             Topology::Cluster {
@@ -163,7 +167,7 @@ impl Router {
     /// The open connection to the master of `slot` (with the span its call runs in),
     /// if the slot map is known and not marked stale and the connection is open: no
     /// waiting, and no reference count of the map taken (this is every call's path).
-    fn open_master_connection(&self, pool: &Pool, slot: u16) -> Option<(Connection, Span)> {
+    fn open_master_connection<T: Transport>(&self, pool: &T, slot: u16) -> Option<(T::Open, Span)> {
         let open = |map: &SlotMap| {
             let addr = map.master(slot)?;
             let conn = pool.open_connection(addr)?;
@@ -215,7 +219,7 @@ impl Router {
     }
 
     /// Re-reads the slot map unless someone did since generation `seen`.
-    async fn refresh(&self, pool: &Pool, seen: u64) -> Result<Arc<SlotMap>> {
+    async fn refresh<T: Transport>(&self, pool: &T, seen: u64) -> Result<Arc<SlotMap>> {
         let Topology::Cluster {
             seeds,
             map,
@@ -310,7 +314,11 @@ impl Router {
     /// order; a reply may be a [`Value::ServerError`] (a script error), which callers
     /// turn into [`Error::Store`]. Fails with [`Error::Timeout`] after the response
     /// timeout and with [`Error::Unavailable`] when a node cannot be reached.
-    pub async fn execute(&self, pools: Pools<'_>, requests: Vec<Request>) -> Result<Vec<Value>> {
+    pub async fn execute<T: Transport>(
+        &self,
+        pools: Pools<'_, T>,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Value>> {
         // A call that started before it got here (a write, which encoded its values
         // first) keeps to its start's deadline; others (reads: no clock read on their
         // path) to one timeout from now.
@@ -358,8 +366,21 @@ impl Router {
                 None => sent.await,
             };
             match sent {
-                Ok(value) if !needs_another_round(&value) => return Ok(vec![value]),
-                Ok(_) => {}
+                Ok(value) if !needs_another_round(&value, self.is_cluster()) => {
+                    return Ok(vec![value]);
+                }
+                Ok(value) => {
+                    // The slot map that sent it here is out of date: the rounds below
+                    // read it again first rather than ask the same node again.
+                    if let Value::ServerError(e) = &value
+                        && matches!(
+                            e.kind(),
+                            Some(ServerErrorKind::Moved | ServerErrorKind::ReadOnly)
+                        )
+                    {
+                        self.mark_stale();
+                    }
+                }
                 Err(e) => {
                     self.mark_stale();
                     return Err(e);
@@ -380,9 +401,9 @@ impl Router {
 
     /// [`Router::execute`], also returning the address of the node that answered each
     /// request (a subscription lives on that node's connection).
-    pub async fn execute_recording_nodes(
+    pub async fn execute_recording_nodes<T: Transport>(
         &self,
-        pools: Pools<'_>,
+        pools: Pools<'_, T>,
         requests: Vec<Request>,
     ) -> Result<(Vec<Value>, Vec<String>)> {
         let deadline = self.deadline();
@@ -397,9 +418,9 @@ impl Router {
         }
     }
 
-    async fn execute_rounds(
+    async fn execute_rounds<T: Transport>(
         &self,
-        pools: &Pools<'_>,
+        pools: &Pools<'_, T>,
         requests: &[Request],
         deadline: Instant,
         mut nodes: Option<&mut Vec<String>>,
@@ -479,7 +500,7 @@ impl Router {
                             Err(Error::Timeout(timeout))
                         }
                     };
-                    (addr, indexes, result)
+                    (addr, replica, indexes, result)
                 }
                 .instrument(span)
             });
@@ -488,7 +509,7 @@ impl Router {
             let mut busy = false;
             let mut to_load: Vec<String> = Vec::new();
             let mut failure = None;
-            for (addr, indexes, result) in join_all(sends).await {
+            for (addr, replica, indexes, result) in join_all(sends).await {
                 let values = match result {
                     Ok(values) => values,
                     Err(e) => {
@@ -539,6 +560,17 @@ impl Router {
                             next_pending.push(i);
                         }
                         _ if passing_state(error) => {
+                            busy = true;
+                            refresh = true;
+                            next_pending.push(i);
+                        }
+                        // A write that reached a master a failover demoted to a
+                        // replica: the command did not run (the server refuses before
+                        // running it), and the new master is in a fresh slot map once
+                        // the failover is known. A standalone server has no other node
+                        // to go to, and a replica asked for a read refuses only what
+                        // must not be retried: their reply is the caller's error.
+                        Some(ServerErrorKind::ReadOnly) if self.is_cluster() && !replica => {
                             busy = true;
                             refresh = true;
                             next_pending.push(i);
@@ -631,12 +663,13 @@ fn function_missing(error: &redis::ServerError) -> bool {
 }
 
 /// Whether a reply asks for another round (see [`Router::execute`]): the command did
-/// not run where it was sent.
-fn needs_another_round(value: &Value) -> bool {
+/// not run where it was sent (`READONLY` asks for one on a cluster only).
+fn needs_another_round(value: &Value, cluster: bool) -> bool {
     let Value::ServerError(error) = value else {
         return false;
     };
-    function_missing(error)
+    (cluster && error.kind() == Some(ServerErrorKind::ReadOnly))
+        || function_missing(error)
         || refused(value, "").is_some()
         || matches!(
             error.kind(),
@@ -651,3 +684,8 @@ fn needs_another_round(value: &Value) -> bool {
         )
         || error.details().is_some_and(|d| d.contains(NON_LOCAL_KEY))
 }
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;

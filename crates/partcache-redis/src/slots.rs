@@ -2,9 +2,9 @@
 //! `CLUSTER SLOTS`.
 //!
 //! partcache routes by node address itself instead of through redis-rs's cluster
-//! client: measured with redis 1.8.1, that client splits a cross-slot `MGET` per slot
-//! and refuses a pipeline whose keys span slots, so it cannot send one pipeline per
-//! node.
+//! client ("Why our own router" in `docs/ARCHITECTURE.md`): that client keeps its slot
+//! map to itself, so sending to an explicit address (`SingleNodeRoutingInfo::ByAddress`)
+//! would still need this one.
 
 use partcache::partition::SLOT_COUNT;
 use partcache::{Error, Result};
