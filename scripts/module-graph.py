@@ -55,7 +55,8 @@ def imports(src):
                 )
             # `mod child;`: the parent stands above its child.
             declared = re.match(r"\s*(?:pub(?:\([a-z]+\))? )?mod ([a-z_][a-z0-9_]*);", code)
-            if declared and module + (declared.group(1),) in mods:
+            # (A file's `mod tests;` is its unit tests, which import it as they must.)
+            if declared and declared.group(1) != "tests" and module + (declared.group(1),) in mods:
                 targets.add(module + (declared.group(1),))
             for root, rest in PATH.findall(code):
                 names = rest.split("::")[1:]

@@ -79,6 +79,7 @@ impl CacheSettings {
 
     /// Appends the four settings to `cmd`; with `custom`, its durations of now in the
     /// duration's place.
+    #[inline]
     pub fn write(&self, cmd: &mut Cmd, custom: Option<&Custom>) {
         cmd.arg(&self.policy);
         match custom {
@@ -139,6 +140,7 @@ impl EventMode {
 
     /// The argument: the mode, plus 3 when the reply is to return the events as well
     /// (the cache has listeners in this process).
+    #[inline]
     pub fn arg(self, return_events: bool) -> u8 {
         self as u8 + if return_events { 3 } else { 0 }
     }

@@ -162,16 +162,19 @@ impl StoreInner {
     }
 
     /// A function's reply (see [`replies::outcome`]).
+    #[inline]
     pub(super) fn outcome(&self, reply: Value) -> Result<Value> {
         replies::outcome(&self.name, &self.stats, reply)
     }
 
     /// A read's reply (see [`replies::read_result`]).
+    #[inline]
     pub(super) fn read_result(&self, reply: Value) -> Result<Value> {
         replies::read_result(&self.name, self.plain_reads, &self.stats, reply)
     }
 
     /// A write's reply (see [`replies::write_outcome`]).
+    #[inline]
     pub(super) fn write_outcome(&self, reply: Value) -> Result<RawWriteOutcome> {
         replies::write_outcome(&self.name, &self.stats, reply)
     }
