@@ -49,10 +49,31 @@ pub(crate) fn parse_event(payload: &[u8]) -> Option<(u64, RawEvent)> {
     ))
 }
 
-/// One published message: kind byte, number, origin, blob.
+/// What a published message says happened, from its kind byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MessageKind {
+    /// An entry's event (`C`, `U`, `R`, `X`, `V`).
+    Entry(EventKind),
+    /// `Z`: the partition was cleared; only near caches act on it.
+    PartitionCleared,
+    /// A byte this version does not know (a newer writer's): ignored, with a warning.
+    Unknown(u8),
+}
+
+impl MessageKind {
+    fn from_byte(byte: u8) -> Self {
+        match (byte, kind_of(byte)) {
+            (_, Some(kind)) => MessageKind::Entry(kind),
+            (b'Z', None) => MessageKind::PartitionCleared,
+            (other, None) => MessageKind::Unknown(other),
+        }
+    }
+}
+
+/// One published message: kind, number, origin, blob.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Message<'a> {
-    pub kind: u8,
+    pub kind: MessageKind,
     pub seq: u64,
     pub origin: &'a [u8],
     pub blob: &'a [u8],
@@ -66,7 +87,7 @@ pub(crate) fn parse_message(payload: &[u8]) -> Option<Message<'_>> {
     let rest = &rest[colon + 1..];
     let colon = rest.iter().position(|&b| b == b':')?;
     Some(Message {
-        kind,
+        kind: MessageKind::from_byte(kind),
         seq,
         origin: &rest[..colon],
         blob: &rest[colon + 1..],
@@ -189,7 +210,7 @@ mod tests {
         assert_eq!(
             parse_message(b"U42:0af3:a:b"),
             Some(Message {
-                kind: b'U',
+                kind: MessageKind::Entry(EventKind::Updated),
                 seq: 42,
                 origin: b"0af3",
                 blob: b"a:b"
@@ -198,7 +219,7 @@ mod tests {
         assert_eq!(
             parse_message(b"Z7:0af3:"),
             Some(Message {
-                kind: b'Z',
+                kind: MessageKind::PartitionCleared,
                 seq: 7,
                 origin: b"0af3",
                 blob: b""

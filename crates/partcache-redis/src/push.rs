@@ -13,7 +13,7 @@ use partcache::store::raw::RawEvent;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 
-use crate::feed::{Feed, kind_of, parse_message};
+use crate::feed::{Feed, MessageKind, parse_message};
 
 pub(crate) struct Route {
     pub(crate) slot: u16,
@@ -97,7 +97,7 @@ impl Routes {
                     return;
                 };
                 let sink = route.feed.sink.get();
-                if message.kind == b'Z' {
+                if message.kind == MessageKind::PartitionCleared {
                     if let Some(sink) = sink {
                         sink.partition_cleared(route.partition, message.seq);
                     }
@@ -111,18 +111,22 @@ impl Routes {
                     // script's reply, before the write returned.
                     return;
                 }
-                match kind_of(message.kind) {
+                match message.kind {
                     // Nobody listens here right now: nothing to build.
-                    Some(kind) if route.feed.listened.is_listened() => route.feed.delivery.arrived(
-                        route.partition,
-                        message.seq,
-                        RawEvent {
-                            kind,
-                            blob: message.blob.to_vec(),
-                        },
-                    ),
-                    Some(_) => {}
-                    None => tracing::warn!(%addr, "ignoring a cache event of unknown kind"),
+                    MessageKind::Entry(kind) if route.feed.listened.is_listened() => {
+                        route.feed.delivery.arrived(
+                            route.partition,
+                            message.seq,
+                            RawEvent {
+                                kind,
+                                blob: message.blob.to_vec(),
+                            },
+                        )
+                    }
+                    MessageKind::Entry(_) | MessageKind::PartitionCleared => {}
+                    MessageKind::Unknown(_) => {
+                        tracing::warn!(%addr, "ignoring a cache event of unknown kind")
+                    }
                 }
             }
             PushKind::Disconnection if !self.table.read().is_empty() => {
