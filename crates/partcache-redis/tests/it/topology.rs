@@ -4,7 +4,7 @@
 //! deadline of the configured response timeout plus a margin, so a call that hangs
 //! fails the test instead of stalling it.
 
-mod common;
+use crate::common;
 
 use common::unique;
 

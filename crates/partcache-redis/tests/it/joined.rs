@@ -2,7 +2,7 @@
 //! partitions go, URL errors, the balance report, merged events, and a member that is
 //! down. Real servers: two standalone servers and a 3-master cluster (the binary's own).
 
-mod common;
+use crate::common;
 
 use common::unique;
 
@@ -16,7 +16,7 @@ use partcache_redis::joined::{self, JoinedStore, Rendezvous};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// One 3-master cluster without replicas for this binary (the conformance binary runs
+/// One 3-master cluster without replicas for this binary (the conformance modules run
 /// the 3 + 3 one).
 fn cluster() -> &'static RedisCluster {
     static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();

@@ -4,7 +4,7 @@
 //! server's certificate (standalone and cluster: `build()` fails with the reason), and a
 //! 3-master cluster with `tls-cluster yes`.
 
-mod common;
+use crate::common;
 
 use common::unique;
 

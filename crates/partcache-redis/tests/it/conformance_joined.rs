@@ -1,7 +1,7 @@
 //! The backend conformance suite on a joined store: two standalone servers plus one
 //! 3-master + 3-replica Redis Cluster.
 
-mod common;
+use crate::common;
 
 async fn manager() -> partcache::CacheManager {
     let url = tokio::task::block_in_place(common::joined_url);

@@ -5,7 +5,7 @@
 //! answers a real server gives only in passing (`LOADING`, `CLUSTERDOWN`, `MASTERDOWN`,
 //! `TRYAGAIN`).
 
-mod common;
+use crate::common;
 
 use common::unique;
 

@@ -5,7 +5,7 @@
 //! masters' partitions keep their copies). The guarantee checked: a client never serves a value that
 //! another client overwrote more than `max_staleness` ago.
 
-mod common;
+use crate::common;
 
 use common::unique;
 
@@ -180,7 +180,9 @@ fn kill_subscription_connections(cluster: &RedisCluster) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_subscription_never_leaves_a_stale_value() {
-    let cluster = common::cluster();
+    // Its own cluster: killing every subscription connection would cut the feeds of
+    // the other tests' near caches and listeners.
+    let cluster = &tokio::task::block_in_place(common::private_cluster);
     let url = cluster.seed_url();
     let (a, b) = (common::manager(&url), common::manager(&url));
     let name = unique("near-drop");

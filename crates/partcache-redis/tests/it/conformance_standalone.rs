@@ -1,6 +1,6 @@
 //! The backend conformance suite on one real `redis-server`.
 
-mod common;
+use crate::common;
 
 async fn manager() -> partcache::CacheManager {
     let url = tokio::task::block_in_place(|| common::standalone().url());

@@ -1,6 +1,6 @@
 //! Behaviour of the Redis store beyond the conformance suite, on real servers.
 
-mod common;
+use crate::common;
 
 use common::unique;
 

@@ -2,7 +2,7 @@
 //! of a 3-master + 3-replica Redis cluster (from the manager's `[defaults]`; caches whose
 //! reads extend expiry, which cannot have a near cache, run without one).
 
-mod common;
+use crate::common;
 
 async fn manager() -> partcache::CacheManager {
     partcache_redis::install();
