@@ -2,8 +2,6 @@
 //! and 3 replicas, started once for this test binary; and fail-open when the Redis
 //! server goes away.
 
-mod scenarios;
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
