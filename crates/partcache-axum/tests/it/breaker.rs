@@ -5,7 +5,7 @@
 //! a standalone server and on one master of a cluster (whose other masters keep
 //! serving hits).
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,6 +1,5 @@
 //! The RFC 9111 scenarios (`scenarios/mod.rs`) on the local store.
 
-mod scenarios;
-mod support;
+use crate::support;
 
 rfc9111_suite!(support::local_manager);

@@ -6,7 +6,7 @@
 //! `Error::Unavailable`, as a Redis store does when its server is gone), and a real
 //! Redis store whose server is killed (its port closed) or frozen, or was never up.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

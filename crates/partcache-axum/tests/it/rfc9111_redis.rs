@@ -3,7 +3,6 @@
 //! (`support::cache_on` names them uniquely), so the scenarios run concurrently on one
 //! cluster without seeing each other's entries.
 
-mod scenarios;
-mod support;
+use crate::support;
 
 rfc9111_suite!(support::redis::cluster_manager);
