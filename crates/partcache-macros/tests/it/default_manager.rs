@@ -1,5 +1,6 @@
-//! Free functions without `manager = ...` use the process-wide default manager. (Its
-//! own test binary: the default manager is set once per process.)
+//! Free functions without `manager = ...` use the process-wide default manager. (The
+//! only test of the binary that sets it or calls such a function: the default manager
+//! is set once per process.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -5,10 +5,7 @@
 //! a database of its own (`redis://…/N`, the server runs with 64 databases) and the
 //! scenarios run concurrently on one server without seeing each other's entries.
 
-// The scenarios live with the macros crate; they run here so that the macros crate's
-// dev-dependencies (which trybuild compiles for every compile-fail case) stay small.
-#[path = "../../crates/partcache-macros/tests/suite/mod.rs"]
-mod suite;
+use crate::suite;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -44,7 +41,7 @@ fn redis_manager() -> CacheManager {
     manager(&format!("redis://{addr}/{db}"))
 }
 
-behaviour_suite!(crate::redis_manager());
+behaviour_suite!(redis_manager());
 
 fn product(id: u64) -> Product {
     Product {
