@@ -2,7 +2,7 @@
 //! unprivileged user on a free port; skipped loudly when PostgreSQL is not installed:
 //! run `scripts/postgres.sh`). One server, one fresh database per suite function.
 
-mod common;
+use crate::common;
 
 use partcache::CacheManager;
 use partcache_integration_tests::postgres::PostgresServer;

@@ -1,8 +1,7 @@
 //! The invalidation suite on SQLite (a temporary database file per test, WAL mode so a
 //! second connection can read while a transaction writes) and the in-process store.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use partcache::CacheManager;
 

@@ -2,7 +2,7 @@
 //! (3 masters + 3 replicas) and SQLite as the database: the two `CachingConnection`s of
 //! every suite function share the cluster the way two processes would.
 
-mod common;
+use crate::common;
 
 use partcache::CacheManager;
 use partcache_integration_tests::{Flavor, RedisCluster};

@@ -4,7 +4,7 @@
 //! `UnreachableStore::RetryAfterWrite` it runs and its invalidation lands once the
 //! store is reachable again. On SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
