@@ -4,7 +4,7 @@
 //! The Prometheus recorder is process-wide, so the storefronts of this binary's tests
 //! share it: metric assertions here are "at least", never exact.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

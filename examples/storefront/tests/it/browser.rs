@@ -5,7 +5,7 @@
 //! Without `/usr/bin/chromium` (or `$CHROMIUM`) the test fails under `CI=true` and
 //! otherwise prints a loud `SKIPPED (chromium): ...` line and passes.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

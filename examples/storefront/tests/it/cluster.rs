@@ -2,7 +2,7 @@
 //! `integration-tests/`): the same MISS/HIT/PUT behaviour as on the embedded store, and
 //! the dashboard's partitions and entries per master.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
