@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make headless Chromium available for the storefront's browser test
-# (examples/storefront/tests/browser.rs loads /admin/caches in it).
+# (examples/storefront/tests/it/browser.rs loads /admin/caches in it).
 #
 # Usage:
 #   source scripts/chromium.sh   # also exports CHROMIUM (the binary the test runs)

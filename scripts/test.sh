@@ -34,7 +34,10 @@ step "cargo check --no-default-features (partcache, partcache-redis)"
 cargo check -p partcache -p partcache-redis --no-default-features --lib
 
 # Unit, integration and doc tests of every crate (benches are built by clippy above
-# and run with `cargo bench`, never here: performance lives in benchmarks).
+# and run with `cargo bench`, never here: performance lives in benchmarks). Each crate
+# has one integration-test binary, `tests/it`, with a module per area: a failed test's
+# name starts with its module (`store::…`), and
+# `cargo test -p partcache-redis --test it store::` runs that module alone.
 # --no-fail-fast: one failing test binary does not hide the others' results. The output
 # is kept so that the failures can be listed together at the end.
 step "cargo test --workspace --no-fail-fast"
@@ -54,6 +57,6 @@ if [ "$status" -eq 0 ]; then
   printf 'all tests passed (%s test results)\n' "$(grep -c '^test result: ok' "$log")"
 else
   printf 'FAILED tests:\n%s\n' "${failed:-  (no single test reported FAILED: see the binaries below)}"
-  printf '\nfailed binaries (rerun with the `-p … --test …` shown):\n%s\n' "$binaries"
+  printf '\nfailed binaries (rerun with the `-p … --test …` shown, then a test\nname or a module, e.g. `--test it store::`):\n%s\n' "$binaries"
 fi
 exit "$status"

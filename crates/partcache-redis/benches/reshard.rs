@@ -5,7 +5,7 @@
 //! measurement rather than a check (its figures are in the crate README): run it with
 //! `cargo bench -p partcache-redis --bench reshard`.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use common::unique;

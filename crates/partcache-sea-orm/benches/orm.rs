@@ -18,7 +18,7 @@ use sea_orm::{
 // The tests' schema, so the bench measures the entities the suite checks (the `typed`
 // table is not benchmarked).
 #[allow(dead_code)]
-#[path = "../tests/common/entities.rs"]
+#[path = "../tests/it/common/entities.rs"]
 mod entities;
 
 use entities::{category, product};

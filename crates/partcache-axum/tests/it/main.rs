@@ -1,0 +1,16 @@
+//! The integration tests of partcache-axum in one test binary: the RFC 9111 scenarios
+//! (`scenarios`) on the local store (`rfc9111`) and on a Redis cluster
+//! (`rfc9111_redis`), fail-open and the circuit breaker; `support` serves a real axum
+//! origin behind the response cache.
+//!
+//! `cargo test -p partcache-axum --test it breaker::` runs one module.
+
+mod support;
+
+#[macro_use]
+mod scenarios;
+
+mod breaker;
+mod fail_open;
+mod rfc9111;
+mod rfc9111_redis;

@@ -1,0 +1,11 @@
+//! The backend conformance suite on a joined store: two standalone servers plus one
+//! 3-master + 3-replica Redis Cluster.
+
+use crate::common;
+
+async fn manager() -> partcache::CacheManager {
+    let url = tokio::task::block_in_place(common::joined_url);
+    common::manager(&url)
+}
+
+partcache::conformance_suite!(manager);

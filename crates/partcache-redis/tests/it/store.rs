@@ -1,0 +1,1067 @@
+//! Behaviour of the Redis store beyond the conformance suite, on real servers.
+
+use crate::common;
+
+use common::unique;
+
+use std::time::{Duration, Instant};
+
+use partcache::partition::HashingPolicy;
+use partcache::{Cache, Error, LayoutMismatch};
+use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
+
+fn standalone_url() -> String {
+    tokio::task::block_in_place(|| common::standalone().url())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_with_another_partition_count_is_a_layout_mismatch() {
+    let url = standalone_url();
+    let name = unique("reopen-p");
+    let first: Cache<String, String> = common::manager(&url)
+        .cache(&name)
+        .partitions(31)
+        .build()
+        .await
+        .unwrap();
+    first.put("a".to_string(), "1".to_string()).await.unwrap();
+    let again = common::manager(&url)
+        .cache::<String, String>(&name)
+        .partitions(64)
+        .build()
+        .await;
+    match again {
+        Err(error @ Error::Mismatch { .. }) => {
+            assert!(
+                error.to_string().contains(&format!(
+                    "cache `{name}` was created with 31 partitions, opened with 64"
+                )),
+                "{error}"
+            );
+            assert!(
+                matches!(
+                    error,
+                    Error::Mismatch {
+                        mismatch: LayoutMismatch::Partitions {
+                            stored: 31,
+                            opened: 64
+                        },
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+        }
+        other => panic!("expected a layout mismatch, got {other:?}"),
+    }
+    // The same partition count from another manager (another process) opens it.
+    let same: Cache<String, String> = common::manager(&url)
+        .cache(&name)
+        .partitions(31)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        same.get(&"a".to_string())
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_bytes_in_an_entry_are_a_miss_and_a_decode_error() {
+    let url = standalone_url();
+    let name = unique("corrupt");
+    let cache: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
+    cache.put("k".to_string(), "v".to_string()).await.unwrap();
+    let map = cache.partition_map().unwrap().clone();
+    let partition = map.partition_of(&HashingPolicy::Standard, "k").unwrap();
+    let key = format!("pc:{{{}}}:{name}:e:k", map.tag(partition));
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 1, "the layout changed: {key} not found");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(b"\xde\xad\xbe\xef".as_slice())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(cache.get(&"k".to_string()).await.unwrap(), None);
+    let stats = cache.stats();
+    assert_eq!(stats.decode_errors, 1);
+    assert_eq!(stats.misses, 1);
+}
+
+/// Fails unless `result` is a transient store error (`Unavailable`, `Timeout`, or
+/// `CircuitOpen` once a silent node's breaker opened).
+fn assert_transient<T: std::fmt::Debug>(result: partcache::Result<T>) {
+    assert!(
+        matches!(
+            result,
+            Err(Error::Unavailable(_) | Error::Timeout(_) | Error::CircuitOpen { .. })
+        ),
+        "{result:?}"
+    );
+}
+
+/// A cache is built even while its server is down (it opens lazily); its
+/// operations fail fast with a typed error meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_down_fails_fast_with_a_typed_error() {
+    let port = partcache_integration_tests::ports::free_port().unwrap();
+    let manager = common::manager(&format!(
+        "redis://127.0.0.1:{port}?connect_timeout=200ms&response_timeout=300ms"
+    ));
+    let start = Instant::now();
+    let cache: Cache<String, String> = manager.cache("down").build().await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "build took {:?}",
+        start.elapsed()
+    );
+    for _ in 0..3 {
+        let start = Instant::now();
+        assert_transient(cache.get(&"k".to_string()).await);
+        assert_transient(cache.put("k".to_string(), "v".to_string()).await);
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_times_out_within_the_response_timeout() {
+    // A listener that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let manager = common::manager(&format!(
+        "redis://127.0.0.1:{port}?connect_timeout=300ms&response_timeout=300ms"
+    ));
+    let start = Instant::now();
+    let cache: Cache<String, String> = manager.cache("silent").build().await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(1200),
+        "build took {:?}",
+        start.elapsed()
+    );
+    for _ in 0..3 {
+        let start = Instant::now();
+        assert_transient(cache.get(&"k".to_string()).await);
+        assert!(
+            start.elapsed() < Duration::from_millis(1200),
+            "took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_built_while_the_server_is_down_works_once_it_is_up() {
+    let server = tokio::task::block_in_place(|| {
+        RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start redis-server")
+    });
+    assert!(tokio::task::block_in_place(|| server.stop()));
+    let manager = common::manager(&format!(
+        "redis://{}?connect_timeout=100ms&response_timeout=100ms",
+        server.addr()
+    ));
+    let limit = Duration::from_millis(100 + 400);
+
+    let start = Instant::now();
+    let cache: Cache<u64, String> = manager.cache(&unique("lazy")).build().await.unwrap();
+    assert!(start.elapsed() < limit, "build took {:?}", start.elapsed());
+    let mut events = cache.subscribe(partcache::EventFilter::all());
+    for i in 0..5 {
+        let start = Instant::now();
+        assert_transient(cache.put(i, "v".to_string()).await);
+        assert_transient(cache.get(&i).await);
+        assert!(start.elapsed() < limit * 2, "took {:?}", start.elapsed());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    tokio::task::block_in_place(|| server.restart()).expect("restart");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cache.put(1, "one".to_string()).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(e.is_transient(), "{e:?}");
+                assert!(Instant::now() < deadline, "still failing: {e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert_eq!(
+        cache.get(&1).await.unwrap().as_deref().map(String::as_str),
+        Some("one")
+    );
+    // Events work: the cache subscribed while it finished opening.
+    cache.put(2, "two".to_string()).await.unwrap();
+    loop {
+        let event = partcache::conformance::next_event(&mut events).await;
+        if event.key == 2 {
+            break;
+        }
+        assert_eq!(event.key, 1, "unexpected event {event:?}");
+    }
+    assert_eq!(cache.len().await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_url_parameters_are_config_errors_naming_them() {
+    partcache_redis::install();
+    let error = partcache::CacheManager::from_url("redis://127.0.0.1:1?partitons=64").unwrap_err();
+    assert!(
+        matches!(error, Error::Config(ref m) if m.contains("`partitons`")),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_balance_report_lists_the_one_server() {
+    let url = standalone_url();
+    let cache: Cache<String, String> = common::manager(&url)
+        .cache(&unique("balance-one"))
+        .partitions(7)
+        .build()
+        .await
+        .unwrap();
+    cache
+        .put_all((0..50).map(|i| (format!("k{i}"), "v".repeat(20))))
+        .await
+        .unwrap();
+    let report = cache.balance_report().await.unwrap();
+    assert_eq!(report.masters.len(), 1);
+    assert_eq!(report.masters[0].partitions, 7);
+    assert_eq!(report.entries(), 50);
+    assert!(report.bytes() >= 50 * 20, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_of_one_name_in_two_databases_do_not_hear_each_others_events() {
+    let url = standalone_url();
+    let name = unique("two-dbs");
+    let in_db1: Cache<u64, String> = common::manager(&format!("{url}/1"))
+        .cache(&name)
+        .build()
+        .await
+        .unwrap();
+    let in_db2: Cache<u64, String> = common::manager(&format!("{url}/2"))
+        .cache(&name)
+        .build()
+        .await
+        .unwrap();
+    let mut rx = in_db2.listen(partcache::EventFilter::all()).await.unwrap();
+    in_db1.put(1, "in db 1".to_string()).await.unwrap();
+    assert_eq!(in_db2.get(&1).await.unwrap(), None);
+    // A write in db 2 itself is the sentinel: it must be the first event db 2 sees.
+    in_db2.put(2, "in db 2".to_string()).await.unwrap();
+    let event = partcache::conformance::next_event(&mut rx).await;
+    assert_eq!(event.key, 2, "an event of database 1 reached database 2");
+}
+
+/// Writers publish an event only while some process listens (`PUBSUB NUMSUB` in the
+/// scripts), and a listener that `listen`ed receives every write made after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_publish_only_while_some_process_listens() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let url = server.url();
+    let name = unique("gated");
+    let writer: Cache<u64, String> = common::manager(&url).cache(&name).build().await.unwrap();
+    // Another manager stands for another process.
+    let listener: Cache<u64, String> = common::manager(&url).cache(&name).build().await.unwrap();
+
+    tokio::task::block_in_place(|| server.reset_stats()).expect("reset stats");
+    for i in 0..50 {
+        writer.put(i, format!("v{i}")).await.unwrap();
+    }
+    assert!(writer.remove(&0).await.unwrap());
+    let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+    assert_eq!(
+        stats.get("publish").copied().unwrap_or(0),
+        0,
+        "nobody listens, yet writes published: {stats:?}"
+    );
+    assert!(stats.get("fcall").copied().unwrap_or(0) >= 51, "{stats:?}");
+
+    let mut rx = listener
+        .listen(partcache::EventFilter::all())
+        .await
+        .unwrap();
+    writer.put(100, "after".to_string()).await.unwrap();
+    assert!(writer.remove(&1).await.unwrap());
+    let created = partcache::conformance::next_event(&mut rx).await;
+    assert_eq!(
+        (created.kind, created.key),
+        (partcache::EventKind::Created, 100)
+    );
+    let removed = partcache::conformance::next_event(&mut rx).await;
+    assert_eq!(
+        (removed.kind, removed.key),
+        (partcache::EventKind::Removed, 1)
+    );
+    let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+    assert_eq!(stats.get("publish").copied(), Some(2), "{stats:?}");
+}
+
+/// A put over an entry whose value Redis already expired (its bookkeeping not yet
+/// reclaimed) announces that expiry exactly once, then the creation: whether the
+/// reaper or the put gets there first, listeners and statistics see the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_over_an_entry_redis_expired_announces_the_expiry_once() {
+    partcache_redis::install();
+    for max_idle in [None, Some(Duration::from_secs(60))] {
+        let mut builder = common::manager(&standalone_url()).cache(&unique("gone"));
+        if let Some(idle) = max_idle {
+            // A max-idle cache takes the write-first put (common.lua, put_blind).
+            builder = builder.max_idle(idle);
+        }
+        let cache: Cache<u64, String> = builder.build().await.unwrap();
+        let mut rx = cache.subscribe(partcache::EventFilter::all());
+        cache
+            .put_with_ttl(7, "first".to_string(), Duration::from_millis(50))
+            .await
+            .unwrap();
+        let created = partcache::conformance::next_event(&mut rx).await;
+        assert_eq!(created.kind, partcache::EventKind::Created);
+        partcache::conformance::eventually("Redis expired the value", || async {
+            cache.get(&7).await.unwrap().is_none()
+        })
+        .await;
+        cache.put(7, "second".to_string()).await.unwrap();
+        let mut kinds = Vec::new();
+        loop {
+            let event = partcache::conformance::next_event(&mut rx).await;
+            kinds.push(event.kind);
+            if event.kind == partcache::EventKind::Created {
+                assert_eq!(event.value.as_deref().map(String::as_str), Some("second"));
+                break;
+            }
+        }
+        assert_eq!(
+            kinds,
+            [partcache::EventKind::Expired, partcache::EventKind::Created],
+            "max_idle {max_idle:?}"
+        );
+        assert_eq!(cache.stats().expirations, 1, "max_idle {max_idle:?}");
+        assert_eq!(
+            cache.get(&7).await.unwrap().as_deref().map(String::as_str),
+            Some("second")
+        );
+    }
+}
+
+/// JSR-107 §8.3: the events of one key reach a listener in the order the server made
+/// them, though the reaper's expirations and the puts that replace the expired entries
+/// race (their replies come back to different tasks): see
+/// [`common::assert_each_keys_events_in_server_order`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_one_key_arrive_in_the_order_the_server_made_them() {
+    common::assert_each_keys_events_in_server_order(&format!(
+        "{}?response_timeout=10s",
+        standalone_url()
+    ))
+    .await;
+}
+
+/// A server that lost partcache's function library (a restart without persistence, a
+/// `FUNCTION FLUSH`) gets it loaded again by the next call, which then succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lost_the_function_library_gets_it_again() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&unique("flushed"))
+        .max_entries(10_000)
+        .build()
+        .await
+        .unwrap();
+    cache.put(1, "one".to_string()).await.unwrap();
+    tokio::task::block_in_place(|| {
+        let _: String = server.query(&["FUNCTION", "FLUSH"]).expect("flush");
+        server.reset_stats()
+    })
+    .expect("reset stats");
+    cache.put(2, "two".to_string()).await.unwrap();
+    assert_eq!(
+        cache.get(&1).await.unwrap().as_deref().map(String::as_str),
+        Some("one")
+    );
+    let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+    assert_eq!(stats.get("function|load").copied(), Some(1), "{stats:?}");
+}
+
+/// A plain put over an entry that had a TTL makes it eternal: when the old deadline
+/// passes, the reaper finds the value without a deadline, drops the stale records,
+/// and announces and counts nothing (put.lua leaves those records to the reaper).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_put_over_an_entry_with_a_ttl_outlives_the_old_deadline() {
+    partcache_redis::install();
+    let cache: Cache<u64, String> = common::manager(&standalone_url())
+        .cache(&unique("untimed"))
+        .build()
+        .await
+        .unwrap();
+    let mut rx = cache.subscribe(partcache::EventFilter::all());
+    let ttl = Duration::from_millis(100);
+    cache
+        .put_with_ttl(3, "with ttl".to_string(), ttl)
+        .await
+        .unwrap();
+    let put_at = Instant::now();
+    cache.put(3, "eternal".to_string()).await.unwrap();
+    // Well past the old deadline, then a full reaper pass (which must end).
+    tokio::time::sleep_until((put_at + ttl * 3).into()).await;
+    tokio::time::timeout(Duration::from_secs(5), cache.run_pending_tasks())
+        .await
+        .expect("a reaper pass ends")
+        .unwrap();
+    assert_eq!(
+        cache.get(&3).await.unwrap().as_deref().map(String::as_str),
+        Some("eternal")
+    );
+    assert_eq!(cache.stats().expirations, 0);
+    let mut kinds = Vec::new();
+    while let Some(Ok(event)) = rx.try_recv() {
+        kinds.push(event.kind);
+    }
+    assert_eq!(
+        kinds,
+        [partcache::EventKind::Created, partcache::EventKind::Updated]
+    );
+}
+
+/// The deadline records (`dl`/`fx` members) of cache `name` on `server`.
+fn deadline_records(server: &RedisServer, name: &str) -> u64 {
+    tokio::task::block_in_place(|| {
+        let keys: Vec<String> = server
+            .query(&["KEYS", &format!("pc:*:{name}:dl")])
+            .expect("keys");
+        keys.iter()
+            .map(|k| server.query::<u64>(&["ZCARD", k]).expect("zcard"))
+            .sum()
+    })
+}
+
+/// On a max-idle cache that nobody listens to, an entry whose only deadline is max-idle
+/// keeps it in its index score alone, without deadline records (two server calls less
+/// per write, `lua/common.lua`, lean): it still expires on time, and the reaper reclaims
+/// it through the index and counts it. While someone listens, entries are written
+/// with their records, so that their expiry can be announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_idle_entries_nobody_listens_to_go_without_deadline_records() {
+    partcache_redis::install();
+    let server = tokio::task::block_in_place(common::standalone);
+    let name = unique("lean");
+    let idle = Duration::from_millis(300);
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .max_idle(idle)
+        .max_entries(10_000)
+        .build()
+        .await
+        .unwrap();
+    for k in 0..50 {
+        cache.put(k, format!("v{k}")).await.unwrap();
+    }
+    // A TTL is a fixed deadline: that entry has its records.
+    cache
+        .put_with_ttl(100, "ttl".to_string(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(deadline_records(server, &name), 1);
+
+    // Keep entry 0 in use while the others pass their max-idle.
+    let start = Instant::now();
+    while start.elapsed() < idle * 4 {
+        assert!(
+            cache.get(&0).await.unwrap().is_some(),
+            "a used entry expired"
+        );
+        tokio::time::sleep(idle / 4).await;
+    }
+    assert_eq!(cache.get(&1).await.unwrap(), None);
+    assert!(!cache.contains_key(&2).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(10), cache.run_pending_tasks())
+        .await
+        .expect("a reaper pass ends")
+        .unwrap();
+    // Entry 100 outlived its max-idle too (it was not read): its records went with it.
+    assert_eq!(
+        cache.len().await.unwrap(),
+        1,
+        "only the entry in use is left"
+    );
+    assert_eq!(cache.stats().expirations, 50);
+    assert_eq!(deadline_records(server, &name), 0);
+
+    // With a listener, writes keep the records, and the expiry reaches it.
+    let mut rx = cache.subscribe(partcache::EventFilter::kinds([
+        partcache::EventKind::Expired,
+    ]));
+    cache.put(200, "watched".to_string()).await.unwrap();
+    assert_eq!(deadline_records(server, &name), 1);
+    let expired = partcache::conformance::next_event(&mut rx).await;
+    // Entry 0, written while nobody listened, expires unannounced meanwhile.
+    assert_eq!(
+        (expired.kind, expired.key),
+        (partcache::EventKind::Expired, 200)
+    );
+}
+
+/// Starts `n` gets of `keys` at once (behind a barrier) and returns each one's result and
+/// how long it took.
+async fn concurrent_gets(
+    cache: &Cache<u64, String>,
+    keys: impl Iterator<Item = u64>,
+) -> Vec<(
+    u64,
+    partcache::Result<Option<std::sync::Arc<String>>>,
+    Duration,
+)> {
+    let keys: Vec<u64> = keys.collect();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(keys.len()));
+    let tasks: Vec<_> = keys
+        .into_iter()
+        .map(|k| {
+            let (cache, barrier) = (cache.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let start = Instant::now();
+                let got = cache.get(&k).await;
+                (k, got, start.elapsed())
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.expect("get task"));
+    }
+    out
+}
+
+/// On a standalone server, one-key reads that arrive while another is on its way wait
+/// for it and then go together as one `MGET` (`coalesce.rs`): 64 concurrent gets cost
+/// the server a handful of commands, and each caller gets its own key's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_on_a_standalone_server_share_mgets() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&unique("coalesced"))
+        .build()
+        .await
+        .unwrap();
+    for k in (0..64).step_by(2) {
+        cache.put(k, format!("v{k}")).await.unwrap();
+    }
+    tokio::task::block_in_place(|| server.reset_stats()).expect("reset stats");
+    for (k, got, _) in concurrent_gets(&cache, 0..64).await {
+        let expected = (k % 2 == 0).then(|| format!("v{k}"));
+        assert_eq!(got.unwrap().as_deref().cloned(), expected, "key {k}");
+    }
+    let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+    let (gets, mgets) = (
+        stats.get("get").copied().unwrap_or(0),
+        stats.get("mget").copied().unwrap_or(0),
+    );
+    assert!(mgets >= 1, "{stats:?}");
+    assert!(
+        gets + mgets < 32,
+        "64 reads took {gets} GETs and {mgets} MGETs"
+    );
+    assert_eq!(cache.stats().hits, 32);
+    assert_eq!(cache.stats().misses, 32);
+}
+
+/// Reads that queued behind a read the server never answers fail with it, within one
+/// response timeout of their start, rather than wait for a second timeout of their
+/// own; once the server answers again, reads work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_reads_on_a_silent_server_fail_within_the_response_timeout() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let timeout = Duration::from_millis(500);
+    let cache: Cache<u64, String> = common::manager(&format!(
+        "{}?response_timeout={}ms",
+        server.url(),
+        timeout.as_millis()
+    ))
+    .cache(&unique("silent-coalesced"))
+    .build()
+    .await
+    .unwrap();
+    cache.put(1, "one".to_string()).await.unwrap();
+    tokio::task::block_in_place(|| server.pause()).expect("pause");
+    for (k, got, took) in concurrent_gets(&cache, 0..16).await {
+        assert!(
+            matches!(got, Err(Error::Timeout(_) | Error::Unavailable(_))),
+            "key {k}: {got:?}"
+        );
+        assert!(
+            took < timeout + Duration::from_millis(400),
+            "key {k} took {took:?}"
+        );
+    }
+    tokio::task::block_in_place(|| server.resume()).expect("resume");
+    partcache::conformance::eventually("reads work again", || async {
+        matches!(cache.get(&1).await, Ok(Some(v)) if v.as_str() == "one")
+    })
+    .await;
+}
+
+/// Common puts that arrive while another is on its way to the same node wait for it
+/// and then go together in one call (`coalesce/puts.rs`): 64 concurrent puts cost the
+/// server a handful of calls, every one is stored, and another process listening to
+/// the cache hears every creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_to_one_node_share_calls_and_announce_every_entry() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let name = unique("coalesced-puts");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .build()
+        .await
+        .unwrap();
+    // Another process: its own manager, connections and origin.
+    let other: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .build()
+        .await
+        .unwrap();
+    let mut heard = other
+        .listen(partcache::EventFilter::kinds([
+            partcache::EventKind::Created,
+        ]))
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| server.reset_stats()).expect("reset stats");
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+    let tasks: Vec<_> = (0..64u64)
+        .map(|k| {
+            let (cache, barrier) = (cache.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                cache.put(k, format!("v{k}")).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("put task").unwrap();
+    }
+    let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+    let calls = stats.get("fcall").copied().unwrap_or(0);
+    assert!(calls < 32, "64 puts took {calls} calls: {stats:?}");
+    assert_eq!(cache.stats().puts, 64);
+    let keys: Vec<u64> = (0..64).collect();
+    let values = cache.get_all(&keys).await.unwrap();
+    for (k, v) in keys.iter().zip(values) {
+        assert_eq!(v.as_deref().cloned(), Some(format!("v{k}")), "key {k}");
+    }
+    let mut created = std::collections::BTreeSet::new();
+    while created.len() < 64 {
+        let event = partcache::conformance::next_event(&mut heard).await;
+        assert!(
+            created.insert(event.key),
+            "key {} announced twice",
+            event.key
+        );
+    }
+}
+
+/// A flood of concurrent puts and reads on one node keeps the batching queues within
+/// `max_pending_batched` and `max_pending_batched_bytes`: what does not fit is sent
+/// alone (every put is stored, every read answered) and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_puts_and_reads_keeps_the_batching_queues_bounded() {
+    const CALLS: u64 = 4_000;
+    const MAX: u64 = 32;
+    const MAX_BYTES: u64 = 16 * 1024;
+    // A long response timeout: 4,000 concurrent calls on a loaded machine may take
+    // longer than the default second; the bound is what this checks.
+    let url = format!(
+        "{}?max_pending_batched={MAX}&max_pending_batched_bytes={MAX_BYTES}&response_timeout=10s",
+        standalone_url()
+    );
+    let cache: Cache<u64, String> = common::manager(&url)
+        .cache(&unique("flood"))
+        .build()
+        .await
+        .unwrap();
+    let store = cache
+        .raw_store()
+        .and_then(|raw| raw.as_any().downcast_ref::<partcache_redis::RedisStore>())
+        .expect("a Redis store");
+    // About 1 KiB a value: the byte limit holds fewer than the count limit's puts.
+    let value = |k: u64| format!("{k}:{}", "x".repeat(1000));
+    let puts: Vec<_> = (0..CALLS)
+        .map(|k| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.put(k, value(k)).await })
+        })
+        .collect();
+    for put in futures::future::join_all(puts).await {
+        put.expect("put task").unwrap();
+    }
+    let after_puts = store.batching_stats();
+    let gets: Vec<_> = (0..CALLS)
+        .map(|k| {
+            let cache = cache.clone();
+            tokio::spawn(async move { (k, cache.get(&k).await) })
+        })
+        .collect();
+    for get in futures::future::join_all(gets).await {
+        let (k, got) = get.expect("get task");
+        assert_eq!(got.unwrap().as_deref().cloned(), Some(value(k)), "key {k}");
+    }
+    let stats = store.batching_stats();
+    assert!(
+        after_puts.peak_pending > 1,
+        "the flood was batched at all: {after_puts:?}"
+    );
+    assert!(stats.peak_pending <= MAX, "{stats:?}");
+    assert!(stats.peak_pending_bytes <= MAX_BYTES, "{stats:?}");
+    assert!(
+        after_puts.sent_alone > 0 && stats.sent_alone > after_puts.sent_alone,
+        "puts and reads that did not fit went alone: {after_puts:?} then {stats:?}"
+    );
+    assert_eq!((stats.pending, stats.pending_bytes), (0, 0), "{stats:?}");
+    assert_eq!(cache.stats().puts, CALLS);
+}
+
+/// Unconditional puts on an evicting cache (`lua/upsert.lua`) that arrive while
+/// another is on its way go together in one call (`upsert_batch`), on Redis and on
+/// Valkey: the server sees a handful of calls for 640 puts, the budget holds, every
+/// eviction is counted, and the last value of every key left is the one put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_on_an_evicting_cache_share_calls_and_keep_the_budget() {
+    partcache_redis::install();
+    let mut flavors = vec![partcache_integration_tests::RedisBinaries::redis().expect("redis")];
+    flavors.extend(partcache_integration_tests::RedisBinaries::valkey_or_skip(
+        "concurrent_puts_on_an_evicting_cache_share_calls_and_keep_the_budget (valkey)",
+    ));
+    for binaries in flavors {
+        let flavor = binaries.flavor().name();
+        let server = tokio::task::block_in_place(|| {
+            RedisServer::start_with(&binaries, ServerOptions::default())
+        })
+        .expect("start server");
+        let max = 2 * u64::from(partcache::partition::DEFAULT_PARTITIONS);
+        let cache: Cache<u64, String> = common::manager(&server.url())
+            .cache(&unique("evicting-batch"))
+            .max_entries(max)
+            .max_idle(Duration::from_secs(600))
+            .build()
+            .await
+            .unwrap();
+        tokio::task::block_in_place(|| server.reset_stats()).expect("reset stats");
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+        let tasks: Vec<_> = (0..64u64)
+            .map(|t| {
+                let (cache, barrier) = (cache.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    for i in 0..10 {
+                        let k = t * 10 + i;
+                        cache.put(k, format!("v{k}")).await?;
+                    }
+                    Ok::<_, Error>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("put task").unwrap();
+        }
+        let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+        let calls = stats.get("fcall").copied().unwrap_or(0);
+        assert!(calls < 320, "{flavor}: 640 puts took {calls} calls");
+        let len = cache.len().await.unwrap();
+        assert!(len <= max, "{flavor}: {len} entries over a budget of {max}");
+        assert_eq!(cache.stats().evictions, 640 - len, "{flavor}");
+        let keys: Vec<u64> = (0..640).collect();
+        let values = cache.get_all(&keys).await.unwrap();
+        let mut found = 0;
+        for (k, v) in keys.iter().zip(values) {
+            if let Some(v) = v {
+                assert_eq!(*v, format!("v{k}"), "{flavor}");
+                found += 1;
+            }
+        }
+        assert_eq!(found, len, "{flavor}");
+        println!("{flavor}: 640 puts in {calls} calls, {len} entries left");
+    }
+}
+
+/// A cache used from a runtime that shut down while coalesced reads and puts were
+/// queued (a test runtime ending, say) still works from the next runtime: the queues
+/// those runtimes' tasks held are released, not left waiting behind nobody.
+#[test]
+fn coalescing_survives_a_runtime_that_shut_down_mid_flight() {
+    partcache_redis::install();
+    let server = RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start");
+    let url = format!("{}?response_timeout=2s", server.url());
+    let manager = common::manager(&url);
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (reads, writes) = first.block_on(async {
+        let reads: Cache<u64, String> = manager.cache(&unique("rt-reads")).build().await.unwrap();
+        let writes: Cache<u64, String> = manager.cache(&unique("rt-puts")).build().await.unwrap();
+        reads.put(1, "one".to_string()).await.unwrap();
+        (reads, writes)
+    });
+    // Requests that will not be answered before the runtime goes: the first of each
+    // kind on its way, the others queued behind it.
+    server.pause().expect("pause");
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for k in 0..16u64 {
+        let (reads, writes) = (reads.clone(), writes.clone());
+        let (a, b) = (started.clone(), started.clone());
+        first.spawn(async move {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            reads.get(&k).await
+        });
+        first.spawn(async move {
+            b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            writes.put(k, "v".to_string()).await
+        });
+    }
+    // Every request has started (and, having nothing to wait for before it, is on its
+    // way or queued) before the runtime goes.
+    first.block_on(partcache::conformance::eventually(
+        "the requests started",
+        || {
+            let started = started.clone();
+            async move { started.load(std::sync::atomic::Ordering::SeqCst) == 32 }
+        },
+    ));
+    first.shutdown_background();
+    server.resume().expect("resume");
+
+    let second = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        partcache::conformance::eventually("reads work from the new runtime", || async {
+            matches!(reads.get(&1).await, Ok(Some(v)) if v.as_str() == "one")
+        })
+        .await;
+        partcache::conformance::eventually("puts work from the new runtime", || async {
+            writes.put(99, "w".to_string()).await.is_ok()
+        })
+        .await;
+    });
+}
+
+/// The keys of cache `name` on `server` (the layout record aside).
+fn cache_keys(server: &RedisServer, name: &str) -> Vec<String> {
+    tokio::task::block_in_place(|| {
+        let keys: Vec<String> = server
+            .query(&["KEYS", &format!("pc:*:{name}:*")])
+            .expect("keys");
+        keys.into_iter().filter(|k| !k.ends_with(":meta")).collect()
+    })
+}
+
+/// A cache with neither `max_entries` nor max-idle keeps no index, and while nobody
+/// listens its entries keep no deadline records: each is one Redis string (with its
+/// own expiry for a TTL). `len`, iteration and `clear` find them by key scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_without_an_index_is_its_entry_keys_alone() {
+    use futures::StreamExt;
+    partcache_redis::install();
+    let server = tokio::task::block_in_place(common::standalone);
+    let name = unique("plain");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .partitions(7)
+        .build()
+        .await
+        .unwrap();
+    cache
+        .put_all((0..300).map(|k| (k, format!("v{k}"))))
+        .await
+        .unwrap();
+    for k in 300..305 {
+        cache
+            .put_with_ttl(k, format!("t{k}"), Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let keys = cache_keys(server, &name);
+    assert_eq!(keys.len(), 305);
+    assert!(
+        keys.iter().all(|k| k.contains(&format!(":{name}:e:"))),
+        "only entry keys: {keys:?}"
+    );
+    assert_eq!(cache.len().await.unwrap(), 305);
+    let mut seen: Vec<u64> = cache.keys().map(|k| k.unwrap()).collect().await;
+    seen.sort_unstable();
+    assert_eq!(seen, (0..305).collect::<Vec<_>>());
+    let report = cache.balance_report().await.unwrap();
+    assert_eq!(report.masters.iter().map(|m| m.entries).sum::<u64>(), 305);
+
+    // A TTL is Redis' own expiry.
+    cache
+        .put_with_ttl(1, "short".to_string(), Duration::from_millis(50))
+        .await
+        .unwrap();
+    partcache::conformance::eventually("Redis expired the entry", || async {
+        cache.get(&1).await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(cache.len().await.unwrap(), 304);
+
+    // `clear` drops every entry, and an emptied cache has no keys left but its record.
+    cache.clear().await.unwrap();
+    assert_eq!(cache.len().await.unwrap(), 0);
+    assert_eq!(cache_keys(server, &name), Vec::<String>::new());
+}
+
+/// Without an index, a `Created` entry written while nobody listens has no records:
+/// an update keeps its creation deadline all the same (read back from the value's
+/// own expiry), as JSR-107's `CreatedExpiryPolicy` requires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_entry_without_records_keeps_its_deadline_across_updates() {
+    partcache_redis::install();
+    let server = tokio::task::block_in_place(common::standalone);
+    let name = unique("created");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .expiry(partcache::ExpiryPolicy::Created(Duration::from_secs(10)))
+        .build()
+        .await
+        .unwrap();
+    cache.put(1, "first".to_string()).await.unwrap();
+    let created = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cache.put(1, "second".to_string()).await.unwrap();
+    assert_eq!(deadline_records(server, &name), 0);
+    let keys = cache_keys(server, &name);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    // Measured before PTTL is sent: the server read the deadline no earlier than this,
+    // and set it no later than `created`, so a kept deadline leaves at most this much.
+    let at_most = 10_000 - created.elapsed().as_millis() as i64;
+    let left: i64 = tokio::task::block_in_place(|| server.query(&["PTTL", &keys[0]])).unwrap();
+    assert!(
+        left > 0 && left <= at_most,
+        "{left} ms left, at most {at_most} (the update must not restart the deadline)"
+    );
+    assert_eq!(
+        cache.get(&1).await.unwrap().as_deref().map(String::as_str),
+        Some("second")
+    );
+}
+
+/// Whether a cache keeps an index is part of its layout: opening it with `max_entries`
+/// (or max-idle) when it was created without, or the other way round, is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_cache_with_another_index_setting_is_a_layout_mismatch() {
+    let url = standalone_url();
+    for (created_with, opened_with) in [(false, true), (true, false)] {
+        let name = unique("reopen-index");
+        let build = |indexed: bool| {
+            let builder = common::manager(&url).cache::<String, String>(&name);
+            let builder = if indexed {
+                builder.max_entries(1000)
+            } else {
+                builder
+            };
+            builder.build()
+        };
+        let first = build(created_with).await.unwrap();
+        first.put("a".to_string(), "1".to_string()).await.unwrap();
+        match build(opened_with).await {
+            Err(Error::Mismatch {
+                mismatch: LayoutMismatch::EntryIndex { stored, opened },
+                ..
+            }) => assert_eq!((stored, opened), (created_with, opened_with)),
+            other => panic!("expected a layout mismatch, got {other:?}"),
+        }
+        assert!(build(created_with).await.is_ok());
+    }
+}
+
+/// Caches without an index find their entries with `SCAN … MATCH`: caches whose names
+/// are prefixes of each other or hold glob characters (`*`, `?`, `[`, `]`, `\`), on one
+/// server, each count, list and clear their own entries only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_without_an_index_never_count_list_or_clear_each_others_entries() {
+    use futures::StreamExt;
+
+    let url = standalone_url();
+    let base = unique("scan");
+    let names = [
+        base.clone(),
+        format!("{base}*"),
+        format!("{base}-b"),
+        format!("[{base}]"),
+        format!("{base}?\\"),
+    ];
+    let manager = common::manager(&url);
+    let mut caches = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let cache: Cache<String, String> = manager.cache(name).build().await.unwrap();
+        for k in 0..=i {
+            cache.put(format!("k{k}"), name.clone()).await.unwrap();
+        }
+        caches.push(cache);
+    }
+    for (i, cache) in caches.iter().enumerate() {
+        assert_eq!(
+            cache.len().await.unwrap(),
+            i as u64 + 1,
+            "len of `{}`",
+            names[i]
+        );
+        let listed: Vec<_> = cache.entries().collect().await;
+        assert_eq!(listed.len(), i + 1, "entries of `{}`", names[i]);
+        for entry in listed {
+            let (_, value) = entry.unwrap();
+            assert_eq!(*value, names[i], "an entry of another cache listed");
+        }
+    }
+    // Clearing the first (a prefix of every other name) leaves the others whole.
+    caches[0].clear().await.unwrap();
+    assert_eq!(caches[0].len().await.unwrap(), 0);
+    for (i, cache) in caches.iter().enumerate().skip(1) {
+        assert_eq!(
+            cache.len().await.unwrap(),
+            i as u64 + 1,
+            "`{}` after a clear",
+            names[i]
+        );
+    }
+}

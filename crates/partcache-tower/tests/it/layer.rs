@@ -1,0 +1,83 @@
+//! The `CacheLayer` scenarios (`scenarios/mod.rs`) on the local store.
+
+async fn local_manager() -> partcache::CacheManager {
+    partcache::CacheManager::from_url("memory://").unwrap()
+}
+
+layer_suite!(local_manager);
+
+/// Responses whose pending store writes would exceed the byte limit are returned as
+/// usual, not stored, and counted.
+#[tokio::test]
+async fn responses_past_the_pending_byte_limit_are_returned_and_not_stored() {
+    use partcache_tower::CacheLayer;
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    let manager = local_manager().await;
+    let cache = manager
+        .cache::<u64, String>("bounded")
+        .build()
+        .await
+        .unwrap();
+    let layer = CacheLayer::builder(cache, |n: &u64| Some(*n))
+        .pending_weigher(|value: &String| value.len())
+        .max_pending_store_bytes(100)
+        .build();
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(service_fn(|n: u64| async move {
+            let size = if n.is_multiple_of(2) { 10 } else { 1000 };
+            Ok::<_, std::convert::Infallible>("x".repeat(size))
+        }));
+    for n in 0..10u64 {
+        let expected = if n.is_multiple_of(2) { 10 } else { 1000 };
+        assert_eq!(service.clone().oneshot(n).await.unwrap().len(), expected);
+    }
+    let stats = layer.stats();
+    assert_eq!(
+        (stats.cache.stored, stats.backlog.stores_dropped),
+        (5, 5),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (
+            stats.backlog.pending_stores,
+            stats.backlog.pending_store_bytes
+        ),
+        (0, 0)
+    );
+    assert!(layer.cache().contains_key(&0).await.unwrap());
+    assert!(!layer.cache().contains_key(&1).await.unwrap());
+}
+
+/// What a stats endpoint publishes: one flat object, each request counted once (a hit,
+/// a miss or a bypass), the store writes and the backlog beside them.
+#[tokio::test]
+async fn stats_publish_as_one_flat_json_object() {
+    use partcache_tower::CacheLayer;
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    let manager = local_manager().await;
+    let cache = manager
+        .cache::<u64, u64>("published")
+        .build()
+        .await
+        .unwrap();
+    let layer = CacheLayer::new(cache, |n: &u64| (*n != 0).then_some(*n));
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(service_fn(|n: u64| async move {
+            Ok::<_, std::convert::Infallible>(n + 1)
+        }));
+    for n in [5, 5, 0] {
+        assert_eq!(service.clone().oneshot(n).await.unwrap(), n + 1);
+    }
+    assert_eq!(
+        serde_json::to_value(layer.stats()).unwrap(),
+        serde_json::json!({
+            "hits": 1, "misses": 1, "bypasses": 1, "coalesced": 0,
+            "stored": 1, "not_stored": 0, "store_errors": 0, "store_timeouts": 0,
+            "pending_stores": 0, "pending_store_bytes": 0, "stores_dropped": 0,
+        })
+    );
+}

@@ -1,0 +1,80 @@
+//! The `CacheLayer` scenarios (`scenarios/mod.rs`) on a real Redis Cluster of 3 masters
+//! and 3 replicas, started once for this test binary; and fail-open when the Redis
+//! server goes away.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use partcache::CacheManager;
+use partcache_integration_tests::{Flavor, RedisCluster, RedisServer, ServerOptions};
+use partcache_tower::CacheLayer;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+/// One 3-master + 3-replica cluster per test binary (the harness kills it with the
+/// process: its servers run with `PR_SET_PDEATHSIG = SIGKILL`).
+fn cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start(Flavor::Redis, 3, 1).expect("start redis cluster"))
+}
+
+fn manager(url: &str) -> CacheManager {
+    partcache_redis::install();
+    CacheManager::from_url(url).expect("manager")
+}
+
+async fn cluster_manager() -> CacheManager {
+    let url = tokio::task::block_in_place(|| cluster().seed_url());
+    manager(&url)
+}
+
+layer_suite!(cluster_manager);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_store_whose_port_closed_fails_open() {
+    let redis = tokio::task::block_in_place(|| {
+        RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start redis-server")
+    });
+    let manager = manager(&format!(
+        "redis://{}?connect_timeout=100ms&response_timeout=100ms",
+        redis.addr()
+    ));
+    let layer = CacheLayer::new(
+        manager.cache::<u64, u64>("sq").build().await.unwrap(),
+        |n: &u64| Some(*n),
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(service_fn(move |n: u64| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { Ok::<_, Infallible>(n * n) }
+        }));
+    assert_eq!(service.clone().oneshot(3).await.unwrap(), 9);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while layer.stats().cache.stored == 0 {
+        assert!(Instant::now() < deadline, "the write never finished");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(service.clone().oneshot(3).await.unwrap(), 9);
+    assert_eq!(
+        (calls.load(Ordering::SeqCst), layer.stats().cache.hits),
+        (1, 1)
+    );
+
+    // SIGKILL: the port is closed; every call runs the service, within the store timeout.
+    assert!(tokio::task::block_in_place(|| redis.kill()));
+    for i in 1..=10 {
+        let start = Instant::now();
+        assert_eq!(service.clone().oneshot(3).await.unwrap(), 9);
+        let took = start.elapsed();
+        // 250 ms store timeout, plus slack for a loaded test machine.
+        assert!(took < Duration::from_millis(500), "call {i} took {took:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1 + i);
+    }
+    let stats = layer.stats().cache;
+    assert!(stats.store_errors + stats.store_timeouts >= 10, "{stats:?}");
+    assert_eq!(stats.hits, 1);
+}
