@@ -22,7 +22,7 @@ pub(crate) struct Deployment {
     /// Connections that carry only (S)SUBSCRIBE: redis-rs takes a push the server sends
     /// on its own (the `sunsubscribe` of a slot that moved away) as the reply to the
     /// oldest request in flight, which on a data connection would shift every later
-    /// reply by one (found by `tests/topology.rs`).
+    /// reply by one (found by `tests/it/topology.rs`).
     subscriptions: Pool,
     replicas: Option<Pool>,
     subscriber: Subscriber,

@@ -577,7 +577,7 @@ impl Router {
                         }
                         // A script met a key of its slot that a migration already
                         // moved (or not yet): the partition is split between two
-                        // nodes; retry until the migration settles (tests/topology.rs).
+                        // nodes; retry until the migration settles (tests/it/topology.rs).
                         _ if error.details().is_some_and(|d| d.contains(NON_LOCAL_KEY)) => {
                             busy = true;
                             refresh = true;

@@ -39,7 +39,7 @@
 //! (rendezvous hashing; ties, about one in 2^64, go to the smaller id). Every process
 //! that lists the same member ids routes every key the same way, whatever the order of
 //! the members. Adding a member moves about `1/(D+1)` of each cache's partitions, all
-//! of them to the new member (`tests/joined.rs`: 15–35 % of 231 when a fourth member
+//! of them to the new member (`tests/it/joined.rs`: 15–35 % of 231 when a fourth member
 //! joins three); removing one moves only its partitions.
 //!
 //! A member's **id** is its `id` parameter if it has one, else [`deployment_id`] of its

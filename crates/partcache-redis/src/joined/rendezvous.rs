@@ -190,7 +190,7 @@ mod tests {
             total_moved += moved.len();
         }
         // About 1/4 over many caches (the per-cache check on the bounds is in
-        // tests/joined.rs).
+        // tests/it/joined.rs).
         let share = total_moved as f64 / (50.0 * f64::from(P));
         assert!((0.22..0.28).contains(&share), "{share}");
     }

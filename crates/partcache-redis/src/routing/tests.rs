@@ -1,8 +1,8 @@
 //! The router against a scripted fake cluster (`fake.rs`): what the nodes saw, one line
 //! per round trip, and what the caller got, for each answer a cluster gives while it
 //! changes (redirections, busy slots, failovers, missing functions, silence, broken
-//! connections). Real clusters exercise the same paths in `tests/cluster.rs`,
-//! `tests/topology.rs` and `tests/timeouts.rs`.
+//! connections). Real clusters exercise the same paths in `tests/it/cluster.rs`,
+//! `tests/it/topology.rs` and `tests/it/timeouts.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
