@@ -473,8 +473,23 @@ fn deadline_records(server: &RedisServer, name: &str) -> u64 {
 async fn max_idle_entries_nobody_listens_to_go_without_deadline_records() {
     partcache_redis::install();
     let server = tokio::task::block_in_place(common::standalone);
+    // Entry 0 stays live only if each access reaches the server within its max-idle of
+    // the one before: a round in which the machine stalled longer judges nothing and
+    // runs again with the max-idle doubled (a wrong answer in a round whose timing held
+    // fails at once).
+    for scale in [1, 2, 4, 8] {
+        match max_idle_round(server, Duration::from_millis(300) * scale).await {
+            Ok(()) => return,
+            Err(late) => eprintln!("{late} with max-idle x{scale}; again at x{}", scale * 2),
+        }
+    }
+    panic!("the accesses ran late even with a max-idle of 2.4 s");
+}
+
+/// One round of [`max_idle_entries_nobody_listens_to_go_without_deadline_records`];
+/// `Err` if an access came too late for the verdict on entry 0 to mean anything.
+async fn max_idle_round(server: &RedisServer, idle: Duration) -> Result<(), String> {
     let name = unique("lean");
-    let idle = Duration::from_millis(300);
     let cache: Cache<u64, String> = common::manager(&server.url())
         .cache(&name)
         .max_idle(idle)
@@ -482,7 +497,7 @@ async fn max_idle_entries_nobody_listens_to_go_without_deadline_records() {
         .build()
         .await
         .unwrap();
-    for k in 0..50 {
+    for k in 1..50 {
         cache.put(k, format!("v{k}")).await.unwrap();
     }
     // A TTL is a fixed deadline: that entry has its records.
@@ -492,14 +507,23 @@ async fn max_idle_entries_nobody_listens_to_go_without_deadline_records() {
         .unwrap();
     assert_eq!(deadline_records(server, &name), 1);
 
-    // Keep entry 0 in use while the others pass their max-idle.
+    // Keep entry 0 in use while the others pass their max-idle. The server saw the
+    // previous access no earlier than `sent` and this one no later than its reply.
+    let mut sent = Instant::now();
+    cache.put(0, "v0".to_string()).await.unwrap();
     let start = Instant::now();
     while start.elapsed() < idle * 4 {
-        assert!(
-            cache.get(&0).await.unwrap().is_some(),
-            "a used entry expired"
-        );
         tokio::time::sleep(idle / 4).await;
+        let now = Instant::now();
+        let live = cache.get(&0).await.unwrap().is_some();
+        if sent.elapsed() >= idle {
+            return Err(format!(
+                "an access came {:?} after the one before",
+                sent.elapsed()
+            ));
+        }
+        assert!(live, "a used entry expired");
+        sent = now;
     }
     assert_eq!(cache.get(&1).await.unwrap(), None);
     assert!(!cache.contains_key(&2).await.unwrap());
@@ -507,13 +531,16 @@ async fn max_idle_entries_nobody_listens_to_go_without_deadline_records() {
         .await
         .expect("a reaper pass ends")
         .unwrap();
+    let (len, expirations) = (cache.len().await.unwrap(), cache.stats().expirations);
+    if sent.elapsed() >= idle {
+        return Err(format!(
+            "the count came {:?} after the last access",
+            sent.elapsed()
+        ));
+    }
     // Entry 100 outlived its max-idle too (it was not read): its records went with it.
-    assert_eq!(
-        cache.len().await.unwrap(),
-        1,
-        "only the entry in use is left"
-    );
-    assert_eq!(cache.stats().expirations, 50);
+    assert_eq!(len, 1, "only the entry in use is left");
+    assert_eq!(expirations, 50);
     assert_eq!(deadline_records(server, &name), 0);
 
     // With a listener, writes keep the records, and the expiry reaches it.
@@ -528,6 +555,7 @@ async fn max_idle_entries_nobody_listens_to_go_without_deadline_records() {
         (expired.kind, expired.key),
         (partcache::EventKind::Expired, 200)
     );
+    Ok(())
 }
 
 /// Starts `n` gets of `keys` at once (behind a barrier) and returns each one's result and
