@@ -10,9 +10,9 @@ use sea_orm::{
     DbErr, EntityName, EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, PrimaryKeyTrait,
 };
 
-use crate::connection::CacheAware;
 use crate::key::{KeyBuf, normalize_table, row_id, value_kind};
 use crate::query_cache::QueryCache;
+use crate::scope::CacheAware;
 use crate::versions::Version;
 
 /// The marker a loader returns for "no such row": missing rows are not cached (a later

@@ -10,9 +10,10 @@ use sea_orm::{
 };
 use sea_orm::{Paginator, SelectModel, SelectTwoModel};
 
-use crate::connection::CacheAware;
-use crate::probe::{Captured, Probe, capture, probe};
+use crate::capture::Captured;
+use crate::probe::{Probe, capture, probe};
 use crate::query_cache::{CacheOptions, QueryCache};
+use crate::scope::CacheAware;
 
 /// Adds [`cached`](QueryCacheExt::cached) to sea-orm's selects: [`Select`],
 /// [`Selector`] (what `into_model`, `into_partial_model`, `into_json` and `into_tuple`

@@ -99,27 +99,44 @@
 
 #![warn(missing_docs)]
 
+// Imports run one way; each file uses only files of the lines above it:
+//   key, catalog                 encodings; declared views and functions
+//   sql, audit, reader           the tables a statement reads or writes
+//   capture, probe               a cached select's statement (public API, recording)
+//   stats, versions              counters; table version tokens
+//   query_cache                  the caches of one namespace and their settings
+//   plan, guard, delegate        what a write bumps; markers; the forwarding impls
+//   scope, read                  the connection a read runs on; the read path
+//   transaction, connection      the caching connection types
+//   ext, entity_cache, views     the public faces
 mod audit;
+mod capture;
 mod catalog;
 mod connection;
 mod delegate;
 mod entity_cache;
 mod ext;
+mod guard;
 mod key;
+mod plan;
 mod probe;
 mod query_cache;
+mod read;
+mod reader;
+mod scope;
 mod sql;
+mod stats;
 mod transaction;
 pub mod versions;
 mod views;
 
-pub use connection::{CacheAware, CacheScope, CachingConnection};
+pub use connection::CachingConnection;
 pub use entity_cache::{EntityCache, table_of};
 pub use ext::{Cached, CachedPaginator, QueryCacheExt};
-pub use query_cache::{
-    DEFAULT_TTL, QueryCache, QueryCacheBuilder, QueryCacheStats, UnreachableStore,
-};
-pub use transaction::{CachingTransaction, TxState};
+pub use query_cache::{DEFAULT_TTL, QueryCache, QueryCacheBuilder, UnreachableStore};
+pub use scope::{CacheAware, CacheScope, TxState};
+pub use stats::QueryCacheStats;
+pub use transaction::CachingTransaction;
 
 /// Caches a repository function's result, invalidated by writes to the tables it
 /// reads: `cached_query!(query_cache, db, key = .., tables = [Entity, ..], async { .. })`

@@ -1,72 +1,24 @@
-//! [`QueryCache`]: where cached query results, entity rows and table versions live, and
-//! the read path every cached query takes.
+//! [`QueryCache`] and its builder: where cached query results, entity rows and table
+//! versions live. The read path is in `read.rs`, the counters in `stats.rs`.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use partcache::{Cache, CacheManager, CacheValue, Codec, ExpiryPolicy};
-use sea_orm::{DbErr, Statement};
 
-use crate::catalog::{Catalog, Reader};
-use crate::connection::CacheAware;
+use crate::catalog::Catalog;
 use crate::key::{KeyBuf, normalize_table};
-use crate::probe::Captured;
+use crate::reader::Reader;
+use crate::stats::{Counters, QueryCacheStats};
 use crate::versions::{Version, Versions};
 
 /// Default time to live of cached results and rows: bounds how long a result can
 /// survive a version bump lost in a store failover (see [`crate::versions`]).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
-
-/// An event counter.
-#[derive(Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    pub(crate) fn incr(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) hits: Counter,
-    pub(crate) misses: Counter,
-    pub(crate) bypasses: Counter,
-    pub(crate) store_errors: Counter,
-    pub(crate) bumps: Counter,
-    pub(crate) bump_failures: Counter,
-}
-
-/// What a [`QueryCache`] (and the [`EntityCache`](crate::EntityCache) over it) did
-/// since it was built. Counted in this process only. Serialisable as it is:
-///
-/// ```
-/// let json = serde_json::to_value(partcache_sea_orm::QueryCacheStats::default()).unwrap();
-/// assert_eq!(json["bumps"], 0);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct QueryCacheStats {
-    /// Results and rows served from the cache.
-    pub hits: u64,
-    /// Results and rows loaded from the database and cached.
-    pub misses: u64,
-    /// Reads that went to the database without the cache: inside a transaction that
-    /// wrote a table they read, statements that cannot be audited, store failures.
-    pub bypasses: u64,
-    /// Store errors the cache failed open on (the query ran against the database).
-    pub store_errors: u64,
-    /// Version bumps written.
-    pub bumps: u64,
-    /// Version bumps that failed (logged; see [`QueryCache`] on failing open).
-    pub bump_failures: u64,
-}
 
 /// What a write does when the versions it must bump cannot be reached (the store is
 /// down, or this process is cut off from it while other processes still read it); see
@@ -137,7 +89,7 @@ pub(crate) struct Inner {
     max_entries: u64,
     codec: Codec,
     pub(crate) counters: Arc<Counters>,
-    warned_mismatch: AtomicBool,
+    pub(crate) warned_mismatch: AtomicBool,
     /// Declared functions, views, and the tables each cached select reads.
     pub(crate) reader: Arc<Reader>,
 }
@@ -302,19 +254,6 @@ impl QueryCacheBuilder {
     }
 }
 
-/// A loader's failure, carried past the single-flight machinery (the `DbErr` itself
-/// goes back to the caller through a slot).
-#[derive(Debug)]
-struct LoadFailed;
-
-impl std::fmt::Display for LoadFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the database query failed")
-    }
-}
-
-impl std::error::Error for LoadFailed {}
-
 /// 64-bit FNV-1a: a stable name for a Rust type in cache names (the same on every
 /// platform and process, unlike `TypeId`).
 fn stable_hash(text: &str) -> u64 {
@@ -359,15 +298,7 @@ impl QueryCache {
 
     /// A snapshot of this process's counters.
     pub fn stats(&self) -> QueryCacheStats {
-        let c = &self.inner.counters;
-        QueryCacheStats {
-            hits: c.hits.get(),
-            misses: c.misses.get(),
-            bypasses: c.bypasses.get(),
-            store_errors: c.store_errors.get(),
-            bumps: c.bumps.get(),
-            bump_failures: c.bump_failures.get(),
-        }
+        self.inner.counters.snapshot()
     }
 
     /// Invalidates every cached result and row of this namespace, in every process (one
@@ -402,37 +333,6 @@ impl QueryCache {
         let v = &self.inner.versions;
         v.bump(tags.into_iter().map(|t| v.key(&Version::Tag(t.into()))))
             .await;
-    }
-
-    /// Caches the result of `load` (any computation over the database: several queries,
-    /// a report) under `key`, invalidated like a cached select that read `tables`. This
-    /// is what [`cached_query!`](crate::cached_query) expands to.
-    ///
-    /// `key` must identify the computation and its inputs (e.g.
-    /// `format!("top-products:{limit}")`); `tables` must list every table `load`
-    /// reads, since there is no statement to audit.
-    pub async fn remember<C, V, F, Fut>(
-        &self,
-        db: &C,
-        key: &str,
-        tables: &[&str],
-        load: F,
-    ) -> Result<Arc<V>, DbErr>
-    where
-        C: CacheAware,
-        V: CacheValue,
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<V, DbErr>>,
-    {
-        let tables: Vec<String> = tables.iter().map(|t| normalize_table(t)).collect();
-        let captured = Captured {
-            stmt: Statement::from_string(db.get_database_backend(), key),
-            reads: self.inner.reader.expand(&tables).map(Arc::new),
-        };
-        self.fetch(db, captured, "remember", &CacheOptions::default(), |_| {
-            load()
-        })
-        .await
     }
 
     pub(crate) fn same_as(&self, other: &QueryCache) -> bool {
@@ -516,194 +416,5 @@ impl QueryCache {
             .await?;
         self.inner.typed.write().insert(id, Box::new(cache.clone()));
         Ok(cache)
-    }
-
-    /// Whether `db` belongs to this query cache; warns once when it does not (its
-    /// writes would not invalidate this cache's results, so the read bypasses it).
-    fn serves<C: CacheAware>(&self, db: &C) -> bool {
-        if db.cache_scope().cache.same_as(self) {
-            return true;
-        }
-        if !self.inner.warned_mismatch.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                namespace = %self.inner.ns,
-                "partcache-sea-orm: a cached query ran on a CachingConnection of another QueryCache; not caching"
-            );
-        }
-        false
-    }
-
-    /// The read path of every cached query. `load` runs the captured statement against
-    /// `db` and decodes it; it is called at most once on the happy path, and again only
-    /// when the cache fails (fail-open).
-    pub(crate) async fn fetch<C, V, F, Fut>(
-        &self,
-        db: &C,
-        captured: Captured,
-        shape: &'static str,
-        options: &CacheOptions,
-        load: F,
-    ) -> Result<Arc<V>, DbErr>
-    where
-        C: CacheAware,
-        V: CacheValue,
-        F: Fn(Statement) -> Fut,
-        Fut: Future<Output = Result<V, DbErr>>,
-    {
-        let counters = &self.inner.counters;
-        let Captured { stmt, reads } = captured;
-        let bypass = |stmt: Statement| {
-            counters.bypasses.incr();
-            let run = load(stmt);
-            async move { run.await.map(Arc::new) }
-        };
-        let Some(read) = reads else {
-            // A part of the statement could not be audited (or it locks): never cache
-            // it under fewer tables than it reads.
-            return bypass(stmt).await;
-        };
-        if !self.serves(db) {
-            return bypass(stmt).await;
-        }
-        let reader = &self.inner.reader;
-        let reads: std::borrow::Cow<'_, [String]> = if options.depends_on.is_empty() {
-            std::borrow::Cow::Borrowed(read.as_slice())
-        } else {
-            let Some(more) = reader.expand(&options.depends_on) else {
-                return bypass(stmt).await;
-            };
-            let mut all = read.to_vec();
-            all.extend(more);
-            all.sort();
-            all.dedup();
-            std::borrow::Cow::Owned(all)
-        };
-        let scope = db.cache_scope();
-        if let Some(tx) = scope.tx
-            && tx.wrote_any(&reads)
-        {
-            // Read-your-writes: the database sees this transaction's uncommitted
-            // writes, the cache does not.
-            return bypass(stmt).await;
-        }
-        let versions = &self.inner.versions;
-        if !versions.healthy().await {
-            return bypass(stmt).await;
-        }
-        let deps: Vec<Version> = std::iter::once(Version::Epoch)
-            .chain(reads.iter().cloned().map(Version::Table))
-            .chain(options.tags.iter().cloned().map(Version::Tag))
-            .collect();
-        let version_keys: Vec<String> = deps.iter().map(|d| versions.key(d)).collect();
-        let tokens = match versions.current(&version_keys).await {
-            Ok(tokens) => tokens,
-            Err(error) => {
-                self.store_error(&error);
-                return bypass(stmt).await;
-            }
-        };
-        if tokens.iter().any(|t| versions.is_live_marker(*t)) {
-            // A write to a table read here is running: its result may commit at any
-            // moment, so nothing is served or stored under these versions.
-            return bypass(stmt).await;
-        }
-        let mut key = KeyBuf::new("q", &self.inner.ns);
-        key.backend(stmt.db_backend).field(shape).field(&stmt.sql);
-        let values = stmt.values.as_ref().map(|v| v.0.as_slice()).unwrap_or(&[]);
-        key.field(&values.len().to_string());
-        for value in values {
-            key.value(value);
-        }
-        for (dep, token) in deps.iter().zip(&tokens) {
-            match dep {
-                Version::Epoch => key.field("e"),
-                Version::Table(t) => key.field("t").field(t),
-                Version::Tag(t) => key.field("g").field(t),
-                Version::Rows(_) | Version::Row(..) => key.field("?"),
-            };
-            key.token(*token);
-        }
-        let key = key.finish();
-        let cache = match self.typed_cache::<V>("rows").await {
-            Ok(cache) => cache,
-            Err(error) => {
-                self.store_error(&error);
-                return bypass(stmt).await;
-            }
-        };
-        self.get_or_load(&cache, key, scope.tx.is_some(), options.ttl, || {
-            load(stmt.clone())
-        })
-        .await
-    }
-
-    /// Serves `key` from `cache`, or loads it with `load()` and caches it (unless
-    /// `hit_only`: inside a transaction, whose snapshot may be older than the versions
-    /// just read, nothing is stored).
-    pub(crate) async fn get_or_load<V, F, Fut>(
-        &self,
-        cache: &Cache<String, V>,
-        key: String,
-        hit_only: bool,
-        ttl: Option<Duration>,
-        load: F,
-    ) -> Result<Arc<V>, DbErr>
-    where
-        V: CacheValue,
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<V, DbErr>>,
-    {
-        let counters = &self.inner.counters;
-        if hit_only {
-            match cache.get(&key).await {
-                Ok(Some(value)) => {
-                    counters.hits.incr();
-                    return Ok(value);
-                }
-                Ok(None) => {}
-                Err(error) => self.store_error(&error),
-            }
-            counters.bypasses.incr();
-            return load().await.map(Arc::new);
-        }
-        let failure: Mutex<Option<DbErr>> = Mutex::new(None);
-        let loaded = AtomicBool::new(false);
-        let tracked_load = |_| async {
-            loaded.store(true, Ordering::Relaxed);
-            match load().await {
-                Ok(value) => Ok(value),
-                Err(error) => {
-                    *failure.lock() = Some(error);
-                    Err(LoadFailed)
-                }
-            }
-        };
-        // The TTL goes with the load's own write: no second write of the same value.
-        let result = match ttl {
-            Some(ttl) => cache.get_or_load_with_ttl(&key, ttl, tracked_load).await,
-            None => cache.get_or_load(&key, tracked_load).await,
-        };
-        match result {
-            Ok(value) => {
-                if loaded.load(Ordering::Relaxed) {
-                    counters.misses.incr();
-                } else {
-                    counters.hits.incr();
-                }
-                Ok(value)
-            }
-            Err(error) => {
-                if let Some(db_error) = failure.lock().take() {
-                    return Err(db_error);
-                }
-                // Another caller's load failed (we waited on it), or the store failed:
-                // run the query ourselves.
-                if !matches!(error, partcache::Error::Loader(_)) {
-                    self.store_error(&error);
-                }
-                counters.bypasses.incr();
-                load().await.map(Arc::new)
-            }
-        }
     }
 }

@@ -47,7 +47,7 @@ use parking_lot::Mutex;
 use partcache::Cache;
 
 use crate::key::KeyBuf;
-use crate::query_cache::Counters;
+use crate::stats::Counters;
 
 /// Which version a key names.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
