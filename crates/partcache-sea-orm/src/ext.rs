@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use partcache::CacheValue;
 use sea_orm::{
-    DbErr, EntityTrait, PaginatorTrait, QueryResult, Select, SelectTwo, SelectTwoMany, Selector,
-    SelectorTrait, Statement,
+    DbErr, EntityTrait, PaginatorTrait, QueryResult, QueryTrait, Select, SelectTwo, SelectTwoMany,
+    Selector, SelectorTrait, Statement,
 };
 use sea_orm::{Paginator, SelectModel, SelectTwoModel};
 
-use crate::capture::Captured;
+use crate::capture::{Captured, learn};
 use crate::probe::{Probe, capture, probe};
 use crate::query_cache::{CacheOptions, QueryCache};
 use crate::scope::CacheAware;
@@ -112,7 +112,7 @@ fn decode_count(row: Option<QueryResult>) -> Result<u64, DbErr> {
 async fn run_all<S, C>(
     cache: &QueryCache,
     db: &C,
-    found: Option<Captured>,
+    captured: Captured,
     shape: &'static str,
     options: &CacheOptions,
 ) -> Result<Arc<Vec<S::Item>>, DbErr>
@@ -122,14 +122,32 @@ where
     C: CacheAware,
 {
     cache
-        .fetch(
-            db,
-            captured(found)?,
-            shape,
-            options,
-            |stmt: Statement| async move { decode_all::<S>(db.query_all_raw(stmt).await?) },
-        )
+        .fetch(db, captured, shape, options, |stmt: Statement| async move {
+            decode_all::<S>(db.query_all_raw(stmt).await?)
+        })
         .await
+}
+
+async fn run_one<S, C>(
+    cache: &QueryCache,
+    db: &C,
+    captured: Captured,
+    options: &CacheOptions,
+) -> Result<Option<S::Item>, DbErr>
+where
+    S: SelectorTrait,
+    S::Item: CacheValue + Clone,
+    C: CacheAware,
+{
+    let item = cache
+        .fetch(db, captured, "one", options, |stmt: Statement| async move {
+            db.query_one_raw(stmt)
+                .await?
+                .map(S::from_raw_query_result)
+                .transpose()
+        })
+        .await?;
+    Ok(Arc::unwrap_or_clone(item))
 }
 
 async fn run_count<C: CacheAware>(
@@ -166,7 +184,7 @@ where
             &self.cache.inner.reader,
             self.query.all(probe(db.get_database_backend())),
         );
-        run_all::<S, C>(&self.cache, db, found, "all", &self.options).await
+        run_all::<S, C>(&self.cache, db, captured(found)?, "all", &self.options).await
     }
 
     /// The first row, as `Selector::one` returns it.
@@ -175,22 +193,7 @@ where
             &self.cache.inner.reader,
             self.query.one(probe(db.get_database_backend())),
         );
-        let item = self
-            .cache
-            .fetch(
-                db,
-                captured(found)?,
-                "one",
-                &self.options,
-                |stmt: Statement| async move {
-                    db.query_one_raw(stmt)
-                        .await?
-                        .map(S::from_raw_query_result)
-                        .transpose()
-                },
-            )
-            .await?;
-        Ok(Arc::unwrap_or_clone(item))
+        run_one::<S, C>(&self.cache, db, captured(found)?, &self.options).await
     }
 
     /// The number of rows, as `PaginatorTrait::count` returns it.
@@ -220,25 +223,32 @@ where
     }
 }
 
-/// The executors of a select that sea-orm runs through a selector (`Select::all` is
-/// `into_model().all()`): each converts with `self.selector()` and delegates, so the
-/// select caches exactly what its selector does. `$item` is one result (`$what` names
-/// it in the docs), `$model` the selector's model.
-macro_rules! executors_via_selector {
+/// The executors of a select whose statement object sea-orm hands out
+/// ([`QueryTrait::as_query`]): `all` and `one` build and audit that statement (as
+/// sea-orm's own `all` and `one` send it: `one` adds `LIMIT 1`); `count` and
+/// `paginate` go through the selector sea-orm runs them with (`Select::all` is
+/// `into_model().all()`), whose count and page statements sea-orm builds privately.
+/// `$item` is one result (`$what` names it in the docs), `$model` the selector's model.
+macro_rules! executors_of_query {
     (select = $select:literal, what = $what:literal, item = $item:ty, model = $model:ty) => {
         #[doc = concat!("Every ", $what, ", as `", $select, "::all` returns them.")]
         pub async fn all<C: CacheAware>(self, db: &C) -> Result<Vec<$item>, DbErr> {
-            self.selector().all(db).await
+            Ok(Arc::unwrap_or_clone(self.all_shared(db).await?))
         }
 
         #[doc = concat!("Every ", $what, ", shared with the cache (no clone of the rows on a hit).")]
         pub async fn all_shared<C: CacheAware>(self, db: &C) -> Result<Arc<Vec<$item>>, DbErr> {
-            self.selector().all_shared(db).await
+            let backend = db.get_database_backend();
+            let found = learn(&self.cache.inner.reader, backend, self.query.as_query());
+            run_all::<$model, C>(&self.cache, db, found, "all", &self.options).await
         }
 
         #[doc = concat!("The first ", $what, ", as `", $select, "::one` returns it.")]
         pub async fn one<C: CacheAware>(self, db: &C) -> Result<Option<$item>, DbErr> {
-            self.selector().one(db).await
+            let mut stmt = self.query.into_query();
+            stmt.limit(1);
+            let found = learn(&self.cache.inner.reader, db.get_database_backend(), &stmt);
+            run_one::<$model, C>(&self.cache, db, found, &self.options).await
         }
 
         /// The number of rows, as `PaginatorTrait::count` returns it.
@@ -265,7 +275,7 @@ where
         self.map(|q| q.into_model::<E::Model>())
     }
 
-    executors_via_selector!(
+    executors_of_query!(
         select = "Select",
         what = "row",
         item = E::Model,
@@ -288,7 +298,7 @@ where
         self.map(|q| q.into_model::<E::Model, F::Model>())
     }
 
-    executors_via_selector!(
+    executors_of_query!(
         select = "SelectTwo",
         what = "row pair",
         item = (E::Model, Option<F::Model>),
@@ -314,21 +324,15 @@ where
         self,
         db: &C,
     ) -> Result<Arc<Vec<(E::Model, Vec<F::Model>)>>, DbErr> {
-        let found = capture(
-            &self.cache.inner.reader,
-            self.query.clone().all(probe(db.get_database_backend())),
-        );
+        let backend = db.get_database_backend();
+        let found = learn(&self.cache.inner.reader, backend, self.query.as_query());
         let query = &self.query;
         // sea-orm groups the joined rows itself (privately); on a miss the original
         // select runs, so the grouping is exactly sea-orm's.
         self.cache
-            .fetch(
-                db,
-                captured(found)?,
-                "all-many",
-                &self.options,
-                |_| async move { query.clone().all(db).await },
-            )
+            .fetch(db, found, "all-many", &self.options, |_| async move {
+                query.clone().all(db).await
+            })
             .await
     }
 }
@@ -360,7 +364,14 @@ where
     /// The rows of page `page` (from 0), as `Paginator::fetch_page` returns them.
     pub async fn fetch_page(&self, page: u64) -> Result<Vec<S::Item>, DbErr> {
         let found = capture(&self.cache.inner.reader, self.pages.fetch_page(page));
-        let rows = run_all::<S, C>(&self.cache, self.db, found, "page", &self.options).await?;
+        let rows = run_all::<S, C>(
+            &self.cache,
+            self.db,
+            captured(found)?,
+            "page",
+            &self.options,
+        )
+        .await?;
         Ok(Arc::unwrap_or_clone(rows))
     }
 

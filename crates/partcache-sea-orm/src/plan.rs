@@ -28,7 +28,8 @@ impl WritePlan {
 /// Works out which versions `stmt` must bump, given what it does (`effect`).
 ///
 /// Every write bumps its tables' query versions. For the entity cache: a pure `INSERT`
-/// changes no existing row (missing rows are never cached); an `UPDATE`/`DELETE` whose
+/// changes no existing row (the entity cache's cached absences are checked against the
+/// table's query version, which every write bumps); an `UPDATE`/`DELETE` whose
 /// `WHERE` pins every primary-key column of a table the entity cache knows bumps that
 /// one row; anything else bumps the table's row set.
 pub(crate) async fn plan_write(

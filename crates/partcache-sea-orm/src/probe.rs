@@ -1,7 +1,8 @@
 //! A connection that runs nothing: it records the statement a sea-orm executor would
-//! send, with its audit, so a cached query learns its SQL, bound values and tables from
-//! the same code path sea-orm uses, for every select shape (`Select`, `Selector`,
-//! `SelectTwo`, paginators, counts) without reaching into sea-orm's private fields.
+//! send, with its audit, for the shapes whose statement sea-orm builds privately (a
+//! `Selector`'s statement object, counts, paginator pages; see `capture.rs`). The
+//! cached query then learns its SQL, bound values and tables from the same code path
+//! sea-orm runs, without reaching into sea-orm's private fields.
 //!
 //! The probe's methods complete on their first poll, so an executor future run against
 //! it completes in one poll too; the statement is handed back through a thread-local

@@ -126,8 +126,14 @@ impl QueryCacheBuilder {
     }
 
     /// The prefix of the partcache cache names this query cache opens (default
-    /// `"orm"`): `<prefix>:versions`, `<prefix>:primary-keys` and one
-    /// `<prefix>:rows:<type hash>` / `<prefix>:entities:<type hash>` per result type.
+    /// `"orm"`): `<prefix>:versions`, `<prefix>:primary-keys`, one
+    /// `<prefix>:entities:<table>:<hash>` per entity of the entity cache, and one
+    /// `<prefix>:rows:<result type>:<hash>` per type of cached query result, with the
+    /// type's paths shortened (`orm:rows:Vec<product::Model>:…` for `all()` over
+    /// `product`, `orm:rows:u64:…` for counts). The hash, of the value type's full
+    /// name, keeps two types with the same short name apart; names are the same in every
+    /// process built from the same code, so [`CacheManager::caches`] and dashboards
+    /// list one line per entity and result type.
     pub fn cache_name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -265,6 +271,62 @@ fn stable_hash(text: &str) -> u64 {
     hash
 }
 
+/// The longest label kept in a cache name; the hash after it tells longer ones apart.
+const MAX_LABEL: usize = 96;
+
+/// The name of the cache of `kind` holding values of the type named `type_name`:
+/// `<prefix>:<kind>:<label>:<hash>`. The label says what a dashboard user needs to know
+/// (the table of entity rows, the short result type of query results, see
+/// [`short_type_name`]); the hash, of the full type name, keeps two types with one
+/// label apart, so two value types never share a cache. Both are the same in every
+/// process built from the same code.
+pub(crate) fn cache_name(prefix: &str, kind: &str, label: &str, type_name: &str) -> String {
+    let mut label: String = label
+        .chars()
+        .filter(|c| !c.is_whitespace() && !c.is_control())
+        .collect();
+    if label.len() > MAX_LABEL {
+        let mut end = MAX_LABEL;
+        while !label.is_char_boundary(end) {
+            end -= 1;
+        }
+        label.truncate(end);
+    }
+    format!("{prefix}:{kind}:{label}:{:016x}", stable_hash(type_name))
+}
+
+/// A Rust type name with each path shortened to what names it for a reader: the
+/// standard library's paths to their last segment (`Vec`, `Option`, `String`), every
+/// other path to its last two (`product::Model`, `serde_json::Value`'s
+/// `value::Value`). `alloc::vec::Vec<shop::entities::product::Model>` becomes
+/// `Vec<product::Model>`.
+pub(crate) fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut path = String::new();
+    let flush = |path: &mut String, out: &mut String| {
+        if path.is_empty() {
+            return;
+        }
+        let segments: Vec<&str> = path.split("::").collect();
+        let std_path = matches!(segments.first(), Some(&("alloc" | "core" | "std")));
+        let keep = if std_path { 1 } else { 2 };
+        out.push_str(&segments[segments.len().saturating_sub(keep)..].join("::"));
+        path.clear();
+    };
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            path.push(c);
+        } else {
+            flush(&mut path, &mut out);
+            if !c.is_whitespace() {
+                out.push(c);
+            }
+        }
+    }
+    flush(&mut path, &mut out);
+    out
+}
+
 impl QueryCache {
     /// Starts building a query cache over `manager`'s store.
     pub fn builder(manager: &CacheManager) -> QueryCacheBuilder {
@@ -384,11 +446,13 @@ impl QueryCache {
         tracing::warn!(%error, "partcache-sea-orm: cache store error; running against the database");
     }
 
-    /// The cache for values of type `V` (`kind`: `rows` or `entities`), opened on first
-    /// use. After that, a read lock and a map lookup.
+    /// The cache for values of type `V` (`kind`: `rows` or `entities`; `label`: what it
+    /// holds, see [`cache_name`]), opened on first use. After that, a read lock and a
+    /// map lookup.
     pub(crate) async fn typed_cache<V: CacheValue>(
         &self,
         kind: &'static str,
+        label: impl FnOnce() -> String,
     ) -> partcache::Result<Cache<String, V>> {
         let id = (TypeId::of::<V>(), kind);
         if let Some(cache) = self
@@ -400,10 +464,11 @@ impl QueryCache {
         {
             return Ok(cache.clone());
         }
-        let name = format!(
-            "{}:{kind}:{:016x}",
-            self.inner.prefix,
-            stable_hash(std::any::type_name::<V>())
+        let name = cache_name(
+            &self.inner.prefix,
+            kind,
+            &label(),
+            std::any::type_name::<V>(),
         );
         let cache = self
             .inner
@@ -416,5 +481,58 @@ impl QueryCache {
             .await?;
         self.inner.typed.write().insert(id, Box::new(cache.clone()));
         Ok(cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_type_names_keep_what_names_the_entity() {
+        assert_eq!(
+            short_type_name("alloc::vec::Vec<shop::entities::product::Model>"),
+            "Vec<product::Model>"
+        );
+        assert_eq!(
+            short_type_name(
+                "alloc::vec::Vec<(a::product::Model, core::option::Option<a::category::Model>)>"
+            ),
+            "Vec<(product::Model,Option<category::Model>)>"
+        );
+        assert_eq!(short_type_name("u64"), "u64");
+        assert_eq!(
+            short_type_name("alloc::vec::Vec<(i32, alloc::string::String)>"),
+            "Vec<(i32,String)>"
+        );
+    }
+
+    #[test]
+    fn cache_names_say_what_they_hold_and_keep_two_types_apart() {
+        let a = cache_name(
+            "orm",
+            "rows",
+            "Vec<product::Model>",
+            "Vec<a::product::Model>",
+        );
+        let b = cache_name(
+            "orm",
+            "rows",
+            "Vec<product::Model>",
+            "Vec<b::product::Model>",
+        );
+        assert!(a.starts_with("orm:rows:Vec<product::Model>:"), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            cache_name(
+                "orm",
+                "rows",
+                "Vec<product::Model>",
+                "Vec<a::product::Model>"
+            )
+        );
+        let long = cache_name("orm", "rows", &"x".repeat(500), "t");
+        assert!(long.len() < 140, "{long}");
     }
 }

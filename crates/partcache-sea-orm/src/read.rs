@@ -12,7 +12,7 @@ use sea_orm::{DbErr, Statement};
 
 use crate::capture::Captured;
 use crate::key::{KeyBuf, normalize_table};
-use crate::query_cache::{CacheOptions, QueryCache};
+use crate::query_cache::{CacheOptions, QueryCache, short_type_name};
 use crate::scope::CacheAware;
 use crate::versions::Version;
 
@@ -167,7 +167,8 @@ impl QueryCache {
             key.token(*token);
         }
         let key = key.finish();
-        let cache = match self.typed_cache::<V>("rows").await {
+        let label = || short_type_name(std::any::type_name::<V>());
+        let cache = match self.typed_cache::<V>("rows", label).await {
             Ok(cache) => cache,
             Err(error) => {
                 self.store_error(&error);
@@ -182,7 +183,7 @@ impl QueryCache {
 
     /// Serves `key` from `cache`, or loads it with `load()` and caches it (unless
     /// `hit_only`: inside a transaction, whose snapshot may be older than the versions
-    /// just read, nothing is stored).
+    /// just read, nothing is stored). Counted as a hit or a miss.
     pub(crate) async fn get_or_load<V, F, Fut>(
         &self,
         cache: &Cache<String, V>,
@@ -196,18 +197,48 @@ impl QueryCache {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<V, DbErr>>,
     {
+        let (value, served) = self
+            .get_or_load_uncounted(cache, key, hit_only, ttl, load)
+            .await?;
+        self.count(served);
+        Ok(value)
+    }
+
+    /// Counts how a value was served.
+    pub(crate) fn count(&self, served: Served) {
         let counters = &self.inner.counters;
+        match served {
+            Served::Hit => counters.hits.incr(),
+            Served::Loaded => counters.misses.incr(),
+            // Counted when the cache was passed by, whatever the query then did.
+            Served::Bypassed => {}
+        }
+    }
+
+    /// [`QueryCache::get_or_load`] without counting: the caller counts what it makes of
+    /// the value (the entity cache checks a cached absence before calling it a hit).
+    /// Store errors are counted here.
+    pub(crate) async fn get_or_load_uncounted<V, F, Fut>(
+        &self,
+        cache: &Cache<String, V>,
+        key: String,
+        hit_only: bool,
+        ttl: Option<Duration>,
+        load: F,
+    ) -> Result<(Arc<V>, Served), DbErr>
+    where
+        V: CacheValue,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<V, DbErr>>,
+    {
         if hit_only {
             match cache.get(&key).await {
-                Ok(Some(value)) => {
-                    counters.hits.incr();
-                    return Ok(value);
-                }
+                Ok(Some(value)) => return Ok((value, Served::Hit)),
                 Ok(None) => {}
                 Err(error) => self.store_error(&error),
             }
-            counters.bypasses.incr();
-            return load().await.map(Arc::new);
+            self.inner.counters.bypasses.incr();
+            return Ok((Arc::new(load().await?), Served::Bypassed));
         }
         let failure: Mutex<Option<DbErr>> = Mutex::new(None);
         let loaded = AtomicBool::new(false);
@@ -227,14 +258,8 @@ impl QueryCache {
             None => cache.get_or_load(&key, tracked_load).await,
         };
         match result {
-            Ok(value) => {
-                if loaded.load(Ordering::Relaxed) {
-                    counters.misses.incr();
-                } else {
-                    counters.hits.incr();
-                }
-                Ok(value)
-            }
+            Ok(value) if loaded.load(Ordering::Relaxed) => Ok((value, Served::Loaded)),
+            Ok(value) => Ok((value, Served::Hit)),
             Err(error) => {
                 if let Some(db_error) = failure.lock().take() {
                     return Err(db_error);
@@ -244,9 +269,20 @@ impl QueryCache {
                 if !matches!(error, partcache::Error::Loader(_)) {
                     self.store_error(&error);
                 }
-                counters.bypasses.incr();
-                load().await.map(Arc::new)
+                self.inner.counters.bypasses.incr();
+                Ok((Arc::new(load().await?), Served::Bypassed))
             }
         }
     }
+}
+
+/// How [`QueryCache::get_or_load`] served a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// From the cache.
+    Hit,
+    /// Loaded from the database and cached.
+    Loaded,
+    /// Loaded from the database without the cache (already counted as a bypass).
+    Bypassed,
 }

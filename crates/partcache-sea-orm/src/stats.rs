@@ -37,7 +37,9 @@ pub(crate) struct Counters {
 pub struct QueryCacheStats {
     /// Results and rows served from the cache.
     pub hits: u64,
-    /// Results and rows loaded from the database and cached.
+    /// Results and rows loaded from the database and cached, including entity lookups
+    /// that found no row (the absence is cached; see
+    /// [`EntityCache`](crate::EntityCache)).
     pub misses: u64,
     /// Reads that went to the database without the cache: inside a transaction that
     /// wrote a table they read, statements that cannot be audited, store failures.

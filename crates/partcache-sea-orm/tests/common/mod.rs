@@ -456,6 +456,16 @@ pub async fn shapes_count_paginate_json_tuple(env: Env) {
     assert_eq!(count, cheap().count(db.inner()).await.unwrap());
     let one = cheap().cached(q).one(db).await.unwrap();
     assert_eq!(one, cheap().one(db.inner()).await.unwrap());
+    // Learnt from the select's own statement object and recorded from its selector,
+    // the statement is the same: one cached result serves both.
+    let h = q.stats().hits;
+    let via_selector = cheap()
+        .into_model::<product::Model>()
+        .cached(q)
+        .one(db)
+        .await
+        .unwrap();
+    assert_eq!((via_selector, q.stats().hits), (one, h + 1));
     let json: Vec<JsonValue> = cheap().into_json().cached(q).all(db).await.unwrap();
     assert_eq!(json, cheap().into_json().all(db.inner()).await.unwrap());
     let tuples: Vec<(i32, String)> = cheap()
@@ -587,6 +597,84 @@ pub async fn entity_cache_is_invalidated_per_row(env: Env) {
     );
 }
 
+/// The load failures counted by the entity caches of `product` (the core statistics
+/// a dashboard shows for them).
+fn product_entity_load_failures(manager: &CacheManager) -> u64 {
+    manager
+        .caches()
+        .iter()
+        .filter(|cache| cache.name().starts_with("orm:entities:product:"))
+        .map(|cache| cache.stats().load_failures)
+        .sum()
+}
+
+pub async fn entity_cache_row_not_found_is_a_miss_then_a_cached_absence(env: Env) {
+    let manager = env.qb.manager().clone();
+    let failures = product_entity_load_failures(&manager);
+    let s0 = env.qb.stats();
+    assert_eq!(cached_product(&env, 999).await, None);
+    let s1 = env.qb.stats();
+    assert_eq!(
+        (
+            s1.misses - s0.misses,
+            s1.hits - s0.hits,
+            s1.bypasses - s0.bypasses
+        ),
+        (1, 0, 0),
+        "a row not found is a miss"
+    );
+    assert_eq!(cached_product(&env, 999).await, None);
+    let s2 = env.qb.stats();
+    assert_eq!(
+        (s2.misses - s1.misses, s2.hits - s1.hits),
+        (0, 1),
+        "the absence is cached: the second lookup is a hit"
+    );
+    assert_eq!(
+        product_entity_load_failures(&manager),
+        failures,
+        "a row not found is not a failed load"
+    );
+    // An insert of that key through the other connection makes the absence stale.
+    insert_product(&env.a, 999, "late", 1, 1).await;
+    assert_eq!(
+        cached_product(&env, 999).await.map(|p| p.name),
+        Some("late".into())
+    );
+    let s3 = env.qb.stats();
+    assert_eq!((s3.misses - s2.misses, s3.hits - s2.hits), (1, 0));
+    assert_eq!(
+        cached_product(&env, 999).await.map(|p| p.name),
+        Some("late".into())
+    );
+    assert_eq!(env.qb.stats().hits, s3.hits + 1);
+    // A failing database call is what a load failure is: the error reaches the caller.
+    env.a
+        .execute_unprepared("ALTER TABLE product RENAME TO product_gone")
+        .await
+        .unwrap();
+    assert!(
+        env.eb
+            .find_by_id::<product::Entity, _>(&env.b, 12345)
+            .await
+            .is_err()
+    );
+    env.a
+        .execute_unprepared("ALTER TABLE product_gone RENAME TO product")
+        .await
+        .unwrap();
+    assert_eq!(product_entity_load_failures(&manager), failures + 1);
+    // The caches say what they hold.
+    cheap().cached(&env.qb).all(&env.b).await.unwrap();
+    let names = manager.cache_names();
+    for prefix in ["orm:entities:product:", "orm:rows:Vec<product::Model>:"] {
+        assert!(
+            names.iter().any(|name| name.starts_with(prefix)),
+            "no cache named {prefix}…: {names:?}"
+        );
+    }
+}
+
 fn typed_rows() -> Vec<typed::ActiveModel> {
     use chrono::{NaiveDate, TimeZone, Utc};
     use rust_decimal::Decimal;
@@ -715,6 +803,7 @@ macro_rules! with_suite_fns {
             tags_and_explicit_invalidation,
             cached_query_macro_is_invalidated,
             entity_cache_is_invalidated_per_row,
+            entity_cache_row_not_found_is_a_miss_then_a_cached_absence,
             cached_results_equal_the_database_field_for_field,
             tables_read_outside_where_invalidate,
             locking_reads_reach_the_database,
