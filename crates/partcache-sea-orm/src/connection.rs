@@ -12,7 +12,7 @@ use crate::transaction::CachingTransaction;
 
 /// A [`DatabaseConnection`] that invalidates a [`QueryCache`] on every write.
 ///
-/// Everything sea-orm writes with goes through [`ConnectionTrait`]: ActiveModel
+/// Everything sea-orm writes with goes through [`ConnectionTrait`](sea_orm::ConnectionTrait): ActiveModel
 /// `insert`/`update`/`save`/`delete`, `insert_many`, `update_many`, `delete_many`, and
 /// raw `execute`/`execute_unprepared`. Statement objects are audited for the tables
 /// they write; raw SQL is read best-effort, and SQL that is not understood bumps the
@@ -23,7 +23,7 @@ use crate::transaction::CachingTransaction;
 ///
 /// Outside a transaction, the versions a write will bump are first replaced by write
 /// markers (by default; a write whose markers cannot be stored is refused, see
-/// [`UnreachableStore`]), so no reader serves or stores a result while it runs, and are
+/// [`UnreachableStore`](crate::UnreachableStore)), so no reader serves or stores a result while it runs, and are
 /// bumped after the statement returns, whether it succeeded or not (a failed statement
 /// may still have committed, e.g. when the connection dropped after the commit).
 ///

@@ -70,7 +70,52 @@ impl EntityCache {
         }
     }
 
-    /// The row of `E` with primary key `id`, as `E::find_by_id(id).one(db)` returns it.
+    /// The row of `E` with primary key `id`, as `E::find_by_id(id).one(db)` returns it,
+    /// from the cache while neither the row nor the table's row set has been written.
+    ///
+    /// **Who runs, who waits.** The first task of this process to miss the key runs
+    /// the query; the others of this process wait for it and share its row (other
+    /// processes run their own). A key with no row is cached as an absence until the
+    /// next write to the table (see the type's documentation).
+    ///
+    /// **Cost.** A local hit: three version lookups, one cache lookup and the clone of
+    /// the row ([`find_by_id_shared`](Self::find_by_id_shared) skips the clone); no
+    /// SQL is built. A cached absence adds one version lookup.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # mod product {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    /// #     #[sea_orm(table_name = "product")]
+    /// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub price: i32 }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// # }
+    /// use partcache_sea_orm::{CachingConnection, EntityCache, QueryCache};
+    /// use sea_orm::{entity::prelude::*, ActiveValue::Set, ConnectionTrait, Database, Schema};
+    ///
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let qc = QueryCache::new(&manager, "doc").await?;
+    /// let db = CachingConnection::new(Database::connect("sqlite::memory:").await?, qc.clone());
+    /// db.execute(&Schema::new(db.get_database_backend()).create_table_from_entity(product::Entity)).await?;
+    /// let entities = EntityCache::new(&qc);
+    ///
+    /// assert_eq!(entities.find_by_id::<product::Entity, _>(&db, 7).await?, None); // a miss
+    /// assert_eq!(entities.find_by_id::<product::Entity, _>(&db, 7).await?, None); // a hit
+    /// product::ActiveModel { id: Set(7), price: Set(3) }.insert(&db).await?;
+    /// let found = entities.find_by_id::<product::Entity, _>(&db, 7).await?; // a miss again
+    /// assert_eq!(found.map(|p| p.price), Some(3));
+    /// assert_eq!((qc.stats().hits, qc.stats().misses), (1, 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The database's errors. A store error never fails it: the row is read from the
+    /// database (logged, counted in
+    /// [`QueryCacheStats::store_errors`](crate::QueryCacheStats::store_errors)).
     pub async fn find_by_id<E, C>(
         &self,
         db: &C,

@@ -21,7 +21,9 @@ use crate::scope::CacheAware;
 pub trait QueryCacheExt: Sized {
     /// Runs this select through `cache`: the executors of the returned [`Cached`]
     /// (`one`, `all`, `count`, `paginate`) return what the uncached ones return, from
-    /// the cache while no table the select reads has been written since.
+    /// the cache while no table the select reads has been written since, by any process
+    /// on the store. Building the [`Cached`] costs a clone of `cache` (one reference
+    /// count); see [`Cached`] for who runs the query, cost and errors.
     fn cached(self, cache: &QueryCache) -> Cached<Self> {
         Cached {
             query: self,
@@ -36,12 +38,59 @@ impl<S: SelectorTrait> QueryCacheExt for Selector<S> {}
 impl<E: EntityTrait, F: EntityTrait> QueryCacheExt for SelectTwo<E, F> {}
 impl<E: EntityTrait, F: EntityTrait> QueryCacheExt for SelectTwoMany<E, F> {}
 
-/// A select bound to a [`QueryCache`]; see [`QueryCacheExt::cached`].
+/// A select bound to a [`QueryCache`]; see [`QueryCacheExt::cached`]. Its executors
+/// (`all`, `all_shared`, `one`, `count`, `paginate`) return what sea-orm's return.
 ///
-/// Results are kept decoded (`Arc<Vec<Model>>` on the local store), so a local hit costs
-/// building the statement's SQL (for the key), one version lookup per table read, one
-/// cache lookup, and the clone of the rows that `all` hands back (`all_shared` skips the
-/// clone). Nothing is decoded and no SQL runs.
+/// **Who runs, who waits.** The first task of this process to miss a result runs the
+/// select; the others of this process asking for the same statement wait for it and
+/// share its rows (other processes on a shared store run their own). A select that
+/// locks rows, or that cannot be fully audited, always runs. Inside a
+/// [`CachingTransaction`](crate::CachingTransaction), a hit is served but nothing is
+/// stored, and tables the transaction wrote are read from the database.
+///
+/// **Cost.** Results are kept decoded (`Arc<Vec<Model>>` on the local store), so a
+/// local hit costs building the statement's SQL (for the key), one version lookup per
+/// table read, one cache lookup, and the clone of the rows that `all` hands back
+/// (`all_shared` skips the clone). Nothing is decoded and no SQL runs. A miss adds the
+/// query and one cache write.
+///
+/// **Across processes.** A write through any
+/// [`CachingConnection`](crate::CachingConnection) on the store to a table the select
+/// reads (anywhere in it: joins, subqueries, views' base tables) makes every process
+/// miss from then on.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// # mod product {
+/// #     use sea_orm::entity::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+/// #     #[sea_orm(table_name = "product")]
+/// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub price: i32 }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// #     impl ActiveModelBehavior for ActiveModel {}
+/// # }
+/// use partcache_sea_orm::{CachingConnection, QueryCache, QueryCacheExt};
+/// use sea_orm::{entity::prelude::*, ConnectionTrait, Database, Schema};
+///
+/// let manager = partcache::CacheManager::from_url("memory://")?;
+/// let qc = QueryCache::new(&manager, "doc").await?;
+/// let db = CachingConnection::new(Database::connect("sqlite::memory:").await?, qc.clone());
+/// db.execute(&Schema::new(db.get_database_backend()).create_table_from_entity(product::Entity)).await?;
+///
+/// let cheap = || product::Entity::find().filter(product::Column::Price.lt(10));
+/// assert_eq!(cheap().cached(&qc).count(&db).await?, 0); // runs the count
+/// assert!(cheap().cached(&qc).one(&db).await?.is_none()); // runs the select
+/// assert_eq!(cheap().cached(&qc).count(&db).await?, 0); // a hit
+/// assert_eq!(qc.stats().hits, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+///
+/// # Errors
+///
+/// The executors return the database's errors, as sea-orm's do. A store error never
+/// fails them: the select runs against the database (logged, counted in
+/// [`QueryCacheStats::store_errors`](crate::QueryCacheStats::store_errors)).
 #[derive(Debug)]
 pub struct Cached<Q> {
     query: Q,

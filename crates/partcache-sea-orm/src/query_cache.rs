@@ -222,7 +222,13 @@ impl QueryCacheBuilder {
         self
     }
 
-    /// Opens the version caches. On a remote store this connects.
+    /// Opens the version caches (`<prefix>:versions`, `<prefix>:primary-keys`); the
+    /// result and entity caches open on first use. On a remote store this connects.
+    ///
+    /// # Errors
+    ///
+    /// The manager's errors opening a cache: the store cannot be reached, or holds
+    /// these caches with another layout ([`partcache::Error::Mismatch`]).
     pub async fn build(self) -> partcache::Result<QueryCache> {
         let counters = Arc::new(Counters::default());
         let versions = self
@@ -328,7 +334,25 @@ pub(crate) fn short_type_name(full: &str) -> String {
 }
 
 impl QueryCache {
-    /// Starts building a query cache over `manager`'s store.
+    /// Starts building a query cache over `manager`'s store: namespace, time to live,
+    /// codec, declared views and functions, what a write does when the store is out of
+    /// reach.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use partcache_sea_orm::{QueryCache, UnreachableStore};
+    ///
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let qc = QueryCache::builder(&manager)
+    ///     .namespace("shop")
+    ///     .ttl(Duration::from_secs(120))
+    ///     .on_unreachable_store(UnreachableStore::RefuseWrite)
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(qc.namespace(), "shop");
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     pub fn builder(manager: &CacheManager) -> QueryCacheBuilder {
         QueryCacheBuilder {
             manager: manager.clone(),
@@ -343,7 +367,21 @@ impl QueryCache {
         }
     }
 
-    /// A query cache with the default settings under namespace `ns`.
+    /// A query cache with the default settings under namespace `ns`: every process that
+    /// opens namespace `ns` on the same store shares its results and table versions.
+    /// Cheap to clone; build one per application and namespace, not per request.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?; // or redis://…
+    /// let qc = partcache_sea_orm::QueryCache::new(&manager, "shop").await?;
+    /// assert_eq!(qc.stats().hits, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`QueryCacheBuilder::build`].
     pub async fn new(manager: &CacheManager, ns: impl Into<String>) -> partcache::Result<Self> {
         Self::builder(manager).namespace(ns).build().await
     }
@@ -358,7 +396,10 @@ impl QueryCache {
         &self.inner.manager
     }
 
-    /// A snapshot of this process's counters.
+    /// A snapshot of this process's counters (every clone of this query cache and the
+    /// [`EntityCache`](crate::EntityCache)s over it count together); serialisable as
+    /// it is. Each cache's own statistics (per entity, per result type) are on
+    /// [`CacheManager::caches`].
     pub fn stats(&self) -> QueryCacheStats {
         self.inner.counters.snapshot()
     }
@@ -366,6 +407,24 @@ impl QueryCache {
     /// Invalidates every cached result and row of this namespace, in every process (one
     /// bump of the global epoch). Call it after a store failover (see
     /// [`crate::versions`]) or after writes that bypassed the [`CachingConnection`](crate::CachingConnection).
+    ///
+    /// **Across processes.** The epoch lives in the shared store: from the moment this
+    /// returns, no process serves a result cached before it (each reads the epoch
+    /// before every cached read). Nothing is deleted; old entries age out by their
+    /// time to live. **Cost:** one atomic update in the store.
+    ///
+    /// A bump that cannot reach the store never fails the call: it is logged, counted in
+    /// [`QueryCacheStats::bump_failures`], retried in the background until it lands,
+    /// and until then this process serves nothing from the cache.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let qc = partcache_sea_orm::QueryCache::new(&manager, "doc").await?;
+    /// qc.invalidate_all().await;
+    /// assert_eq!(qc.stats().bumps, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     pub async fn invalidate_all(&self) {
         self.inner
             .versions
@@ -374,7 +433,19 @@ impl QueryCache {
     }
 
     /// Invalidates every cached result and row that read `table` (e.g. after a write by
-    /// another program, or a database trigger or cascade the connection cannot see).
+    /// another program, or a database trigger or cascade the connection cannot see), in
+    /// every process on the store: two version bumps (the table's query version and
+    /// its row set), failing open as [`QueryCache::invalidate_all`] does.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let qc = partcache_sea_orm::QueryCache::new(&manager, "doc").await?;
+    /// // A nightly import wrote `product` without going through a CachingConnection.
+    /// qc.invalidate_table("product").await;
+    /// assert_eq!(qc.stats().bumps, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     pub async fn invalidate_table(&self, table: &str) {
         let table = normalize_table(table);
         let v = &self.inner.versions;
@@ -386,7 +457,8 @@ impl QueryCache {
     }
 
     /// Invalidates every cached result tagged with one of `tags` (see
-    /// [`Cached::tags`](crate::Cached::tags)).
+    /// [`Cached::tags`](crate::Cached::tags)), in every process on the store: one
+    /// version bump per tag, failing open as [`QueryCache::invalidate_all`] does.
     pub async fn invalidate_tags<I, S>(&self, tags: I)
     where
         I: IntoIterator<Item = S>,

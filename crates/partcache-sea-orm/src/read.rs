@@ -37,6 +37,50 @@ impl QueryCache {
     /// `key` must identify the computation and its inputs (e.g.
     /// `format!("top-products:{limit}")`); `tables` must list every table `load`
     /// reads, since there is no statement to audit.
+    ///
+    /// **Who runs, who waits.** The first task of this process to miss the key runs
+    /// `load`; the others of this process wait for it and share its value (other
+    /// processes on a shared store run their own). Inside a
+    /// [`CachingTransaction`](crate::CachingTransaction) a hit is served but nothing is
+    /// stored, and a table the transaction wrote is read from the database.
+    ///
+    /// **Cost.** A hit: one version lookup per table (plus the epoch) and one cache
+    /// lookup; on the local store the value is handed out without decoding. A miss adds
+    /// `load` and one cache write.
+    ///
+    /// **Across processes.** A write to one of `tables` through any
+    /// [`CachingConnection`](crate::CachingConnection) on the store bumps the table's
+    /// version: every process misses from then on. A write the connection cannot see
+    /// needs [`QueryCache::invalidate_table`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use partcache_sea_orm::{CachingConnection, QueryCache};
+    /// use sea_orm::{ConnectionTrait, Database, DbErr, Statement};
+    ///
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let qc = QueryCache::new(&manager, "doc").await?;
+    /// let db = CachingConnection::new(Database::connect("sqlite::memory:").await?, qc.clone());
+    /// db.execute_unprepared("CREATE TABLE review (stars INTEGER)").await?;
+    /// db.execute_unprepared("INSERT INTO review VALUES (4), (5)").await?;
+    /// let reviews = || async {
+    ///     let stmt = Statement::from_string(db.get_database_backend(), "SELECT count(*) AS n FROM review");
+    ///     let row = db.query_one_raw(stmt).await?.ok_or(DbErr::RecordNotFound("count".into()))?;
+    ///     row.try_get::<i64>("", "n")
+    /// };
+    /// assert_eq!(*qc.remember(&db, "review-count", &["review"], reviews).await?, 2); // runs it
+    /// assert_eq!(*qc.remember(&db, "review-count", &["review"], reviews).await?, 2); // a hit
+    /// db.execute_unprepared("INSERT INTO review VALUES (1)").await?; // bumps `review`
+    /// assert_eq!(*qc.remember(&db, "review-count", &["review"], reviews).await?, 3);
+    /// assert_eq!((qc.stats().hits, qc.stats().misses), (1, 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The error of `load` (the waiters of a failed load run `load` themselves). A
+    /// store error never fails it: the cache is passed by (logged, counted in
+    /// [`QueryCacheStats::store_errors`](crate::QueryCacheStats::store_errors)).
     pub async fn remember<C, V, F, Fut>(
         &self,
         db: &C,

@@ -10,8 +10,8 @@ use sea_orm::ConnectionTrait;
 use crate::plan::WritePlan;
 use crate::query_cache::QueryCache;
 
-/// A connection a cached query can run on: a [`CachingConnection`] or a
-/// [`CachingTransaction`]. Sealed: what it exposes is crate-private.
+/// A connection a cached query can run on: a [`CachingConnection`](crate::CachingConnection) or a
+/// [`CachingTransaction`](crate::CachingTransaction). Sealed: what it exposes is crate-private.
 pub trait CacheAware: ConnectionTrait + Send + Sync {
     /// Where this connection's writes go and which transaction it is in.
     #[doc(hidden)]

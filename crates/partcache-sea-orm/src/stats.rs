@@ -26,7 +26,7 @@ pub(crate) struct Counters {
     pub(crate) bump_failures: Counter,
 }
 
-/// What a [`QueryCache`] (and the [`EntityCache`](crate::EntityCache) over it) did
+/// What a [`QueryCache`](crate::QueryCache) (and the [`EntityCache`](crate::EntityCache) over it) did
 /// since it was built. Counted in this process only. Serialisable as it is:
 ///
 /// ```
@@ -48,7 +48,7 @@ pub struct QueryCacheStats {
     pub store_errors: u64,
     /// Version bumps written.
     pub bumps: u64,
-    /// Version bumps that failed (logged; see [`QueryCache`] on failing open).
+    /// Version bumps that failed (logged; see [`QueryCache`](crate::QueryCache) on failing open).
     pub bump_failures: u64,
 }
 
