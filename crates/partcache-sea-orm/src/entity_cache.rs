@@ -107,7 +107,7 @@ impl EntityCache {
     /// product::ActiveModel { id: Set(7), price: Set(3) }.insert(&db).await?;
     /// let found = entities.find_by_id::<product::Entity, _>(&db, 7).await?; // a miss again
     /// assert_eq!(found.map(|p| p.price), Some(3));
-    /// assert_eq!((qc.stats().hits, qc.stats().misses), (1, 2));
+    /// assert_eq!((qc.stats().cache.hits, qc.stats().cache.misses), (1, 2));
     /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
     /// ```
     ///
@@ -169,16 +169,12 @@ impl EntityCache {
     async fn table_token(&self, table: &str) -> Option<u64> {
         let versions = &self.cache.inner.versions;
         let key = versions.key(&Version::Table(table.to_string()));
-        match versions.current(&[key]).await {
-            Ok(tokens) => tokens
-                .first()
-                .copied()
-                .filter(|token| !versions.is_live_marker(*token)),
-            Err(error) => {
-                self.cache.store_error(&error);
-                None
-            }
-        }
+        let fail_open = self.cache.fail_open(versions.cache_name());
+        let tokens = fail_open.call("get", versions.current(&[key])).await?;
+        tokens
+            .first()
+            .copied()
+            .filter(|token| !versions.is_live_marker(*token))
     }
 
     async fn lookup<E, C, F, Fut>(
@@ -198,7 +194,7 @@ impl EntityCache {
         let qc = &self.cache;
         let counters = &qc.inner.counters;
         let bypass = || async {
-            counters.bypasses.incr();
+            counters.cache.bypasses.incr();
             Ok(load().await?.into_row())
         };
         let scope = db.cache_scope();
@@ -232,12 +228,9 @@ impl EntityCache {
             versions.key(&Version::Rows(table.to_string())),
             versions.key(&Version::Row(table.to_string(), row.clone())),
         ];
-        let tokens = match versions.current(&keys).await {
-            Ok(tokens) => tokens,
-            Err(error) => {
-                qc.store_error(&error);
-                return bypass().await;
-            }
+        let fail_open = qc.fail_open(versions.cache_name());
+        let Some(tokens) = fail_open.call("get", versions.current(&keys)).await else {
+            return bypass().await;
         };
         if tokens.iter().any(|t| versions.is_live_marker(*t)) {
             // A write to this row is running (see `UnreachableStore::RefuseWrite`).
@@ -251,15 +244,11 @@ impl EntityCache {
             key.token(token);
         }
         let key = key.finish();
-        let cache = match qc
+        let Some(cache) = qc
             .typed_cache::<Slot<E::Model>>("entities", || table.to_string())
             .await
-        {
-            Ok(cache) => cache,
-            Err(error) => {
-                qc.store_error(&error);
-                return bypass().await;
-            }
+        else {
+            return bypass().await;
         };
         let hit_only = scope.tx.is_some();
         let (slot, served) = qc
@@ -273,10 +262,13 @@ impl EntityCache {
             // may have been inserted since): look again, and cache what is found.
             let fresh = load().await?;
             let row = fresh.row();
-            if !hit_only && let Err(error) = cache.put(key, fresh).await {
-                qc.store_error(&error);
+            counters.cache.misses.incr();
+            if !hit_only {
+                let fail_open = qc.fail_open(cache.name());
+                if fail_open.call("put", cache.put(key, fresh)).await.is_some() {
+                    counters.cache.stored.incr();
+                }
             }
-            qc.count(Served::Loaded);
             return Ok(row);
         }
         qc.count(served);

@@ -82,7 +82,7 @@ impl<E: EntityTrait, F: EntityTrait> QueryCacheExt for SelectTwoMany<E, F> {}
 /// assert_eq!(cheap().cached(&qc).count(&db).await?, 0); // runs the count
 /// assert!(cheap().cached(&qc).one(&db).await?.is_none()); // runs the select
 /// assert_eq!(cheap().cached(&qc).count(&db).await?, 0); // a hit
-/// assert_eq!(qc.stats().hits, 1);
+/// assert_eq!(qc.stats().cache.hits, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
 /// ```
 ///

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use partcache::adapter::FailOpen;
 use partcache::{Cache, CacheManager, CacheValue, Codec, ExpiryPolicy};
 
 use crate::catalog::Catalog;
@@ -63,7 +64,8 @@ pub(crate) struct CacheOptions {
 /// # Failing open
 ///
 /// A store error never fails a query: the query runs against the database, the error
-/// is logged and counted in [`QueryCacheStats::store_errors`]. A write whose
+/// is logged and counted in [`QueryCacheStats`]' `store_errors` (through
+/// [`partcache::adapter::FailOpen`], as every partcache adapter). A write whose
 /// invalidation cannot reach the store is refused before it runs (the default,
 /// [`UnreachableStore::RefuseWrite`]) or runs and has its invalidation retried in the
 /// background ([`UnreachableStore::RetryAfterWrite`]); a version bump that fails after
@@ -375,7 +377,7 @@ impl QueryCache {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// let manager = partcache::CacheManager::from_url("memory://")?; // or redis://…
     /// let qc = partcache_sea_orm::QueryCache::new(&manager, "shop").await?;
-    /// assert_eq!(qc.stats().hits, 0);
+    /// assert_eq!(qc.stats().cache.hits, 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
     /// ```
     ///
@@ -482,13 +484,11 @@ impl QueryCache {
         let key = KeyBuf::new("pk-kinds", &self.inner.ns)
             .field(table)
             .clone_finish();
-        let flat = match self.inner.primary_keys.get(&key).await {
-            Ok(found) => found?,
-            Err(error) => {
-                self.store_error(&error);
-                return None;
-            }
-        };
+        let keys = &self.inner.primary_keys;
+        let flat = self
+            .fail_open(keys.name())
+            .call("get", keys.get(&key))
+            .await??;
         // Stored flat: column, kind, column, kind...
         if flat.len() % 2 != 0 {
             return None;
@@ -504,28 +504,30 @@ impl QueryCache {
         let key = KeyBuf::new("pk-kinds", &self.inner.ns)
             .field(table)
             .clone_finish();
-        if let Ok(Some(_)) = self.inner.primary_keys.get(&key).await {
+        let keys = &self.inner.primary_keys;
+        let fail_open = self.fail_open(keys.name());
+        if let Some(Some(_)) = fail_open.call("get", keys.get(&key)).await {
             return;
         }
         let flat: Vec<String> = columns.into_iter().flat_map(|(c, k)| [c, k]).collect();
-        if let Err(error) = self.inner.primary_keys.put(key, flat).await {
-            self.store_error(&error);
-        }
+        fail_open.call("put", keys.put(key, flat)).await;
     }
 
-    pub(crate) fn store_error(&self, error: &partcache::Error) {
-        self.inner.counters.store_errors.incr();
-        tracing::warn!(%error, "partcache-sea-orm: cache store error; running against the database");
+    /// Store calls on the cache named `cache`, failing open: a failure is logged and
+    /// counted in [`QueryCacheStats`]' `store_errors`, and the caller carries on
+    /// without the cache.
+    pub(crate) fn fail_open<'a>(&'a self, cache: &'a str) -> FailOpen<'a> {
+        FailOpen::new("partcache-sea-orm", cache).counters(&self.inner.counters.cache)
     }
 
     /// The cache for values of type `V` (`kind`: `rows` or `entities`; `label`: what it
     /// holds, see [`cache_name`]), opened on first use. After that, a read lock and a
-    /// map lookup.
+    /// map lookup. `None` when it cannot be opened (failing open: logged, counted).
     pub(crate) async fn typed_cache<V: CacheValue>(
         &self,
         kind: &'static str,
         label: impl FnOnce() -> String,
-    ) -> partcache::Result<Cache<String, V>> {
+    ) -> Option<Cache<String, V>> {
         let id = (TypeId::of::<V>(), kind);
         if let Some(cache) = self
             .inner
@@ -534,7 +536,7 @@ impl QueryCache {
             .get(&id)
             .and_then(|c| c.downcast_ref::<Cache<String, V>>())
         {
-            return Ok(cache.clone());
+            return Some(cache.clone());
         }
         let name = cache_name(
             &self.inner.prefix,
@@ -542,17 +544,17 @@ impl QueryCache {
             &label(),
             std::any::type_name::<V>(),
         );
-        let cache = self
+        let open = self
             .inner
             .manager
             .cache::<String, V>(&name)
             .expiry(ExpiryPolicy::Created(self.inner.ttl))
             .max_entries(self.inner.max_entries)
             .codec(self.inner.codec)
-            .build()
-            .await?;
+            .build();
+        let cache = self.fail_open(&name).call("open", open).await?;
         self.inner.typed.write().insert(id, Box::new(cache.clone()));
-        Ok(cache)
+        Some(cache)
     }
 }
 

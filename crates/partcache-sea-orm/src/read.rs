@@ -72,7 +72,7 @@ impl QueryCache {
     /// assert_eq!(*qc.remember(&db, "review-count", &["review"], reviews).await?, 2); // a hit
     /// db.execute_unprepared("INSERT INTO review VALUES (1)").await?; // bumps `review`
     /// assert_eq!(*qc.remember(&db, "review-count", &["review"], reviews).await?, 3);
-    /// assert_eq!((qc.stats().hits, qc.stats().misses), (1, 2));
+    /// assert_eq!((qc.stats().cache.hits, qc.stats().cache.misses), (1, 2));
     /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
     /// ```
     ///
@@ -140,7 +140,7 @@ impl QueryCache {
         let counters = &self.inner.counters;
         let Captured { stmt, reads } = captured;
         let bypass = |stmt: Statement| {
-            counters.bypasses.incr();
+            counters.cache.bypasses.incr();
             let run = load(stmt);
             async move { run.await.map(Arc::new) }
         };
@@ -182,12 +182,10 @@ impl QueryCache {
             .chain(options.tags.iter().cloned().map(Version::Tag))
             .collect();
         let version_keys: Vec<String> = deps.iter().map(|d| versions.key(d)).collect();
-        let tokens = match versions.current(&version_keys).await {
-            Ok(tokens) => tokens,
-            Err(error) => {
-                self.store_error(&error);
-                return bypass(stmt).await;
-            }
+        let current = versions.current(&version_keys);
+        let fail_open = self.fail_open(versions.cache_name());
+        let Some(tokens) = fail_open.call("get", current).await else {
+            return bypass(stmt).await;
         };
         if tokens.iter().any(|t| versions.is_live_marker(*t)) {
             // A write to a table read here is running: its result may commit at any
@@ -212,12 +210,8 @@ impl QueryCache {
         }
         let key = key.finish();
         let label = || short_type_name(std::any::type_name::<V>());
-        let cache = match self.typed_cache::<V>("rows", label).await {
-            Ok(cache) => cache,
-            Err(error) => {
-                self.store_error(&error);
-                return bypass(stmt).await;
-            }
+        let Some(cache) = self.typed_cache::<V>("rows", label).await else {
+            return bypass(stmt).await;
         };
         self.get_or_load(&cache, key, scope.tx.is_some(), options.ttl, || {
             load(stmt.clone())
@@ -250,10 +244,13 @@ impl QueryCache {
 
     /// Counts how a value was served.
     pub(crate) fn count(&self, served: Served) {
-        let counters = &self.inner.counters;
+        let counters = &self.inner.counters.cache;
         match served {
             Served::Hit => counters.hits.incr(),
-            Served::Loaded => counters.misses.incr(),
+            Served::Loaded => {
+                counters.misses.incr();
+                counters.stored.incr();
+            }
             // Counted when the cache was passed by, whatever the query then did.
             Served::Bypassed => {}
         }
@@ -276,12 +273,11 @@ impl QueryCache {
         Fut: Future<Output = Result<V, DbErr>>,
     {
         if hit_only {
-            match cache.get(&key).await {
-                Ok(Some(value)) => return Ok((value, Served::Hit)),
-                Ok(None) => {}
-                Err(error) => self.store_error(&error),
+            let fail_open = self.fail_open(cache.name());
+            if let Some(Some(value)) = fail_open.call("get", cache.get(&key)).await {
+                return Ok((value, Served::Hit));
             }
-            self.inner.counters.bypasses.incr();
+            self.inner.counters.cache.bypasses.incr();
             return Ok((Arc::new(load().await?), Served::Bypassed));
         }
         let failure: Mutex<Option<DbErr>> = Mutex::new(None);
@@ -311,9 +307,9 @@ impl QueryCache {
                 // Another caller's load failed (we waited on it), or the store failed:
                 // run the query ourselves.
                 if !matches!(error, partcache::Error::Loader(_)) {
-                    self.store_error(&error);
+                    self.fail_open(cache.name()).failed("get_or_load", &error);
                 }
-                self.inner.counters.bypasses.incr();
+                self.inner.counters.cache.bypasses.incr();
                 Ok((Arc::new(load().await?), Served::Bypassed))
             }
         }

@@ -124,6 +124,11 @@ impl Versions {
         }
     }
 
+    /// The name of the cache the versions live in.
+    pub(crate) fn cache_name(&self) -> &str {
+        self.cache.name()
+    }
+
     /// Whether `token` is a marker whose deadline has not passed. A deadline further
     /// away than the marker time to live is not one this crate wrote (a random token
     /// of an older release that happens to carry the magic) and is ignored.
