@@ -45,7 +45,7 @@ enum Slot<M> {
 /// version (bumped by every write to the table, an `INSERT` included) is the one read
 /// before the lookup: asking again for a row that does not exist is a hit, and it is
 /// found as soon as a write may have created it. A lookup that finds no row is counted
-/// as a miss ([`QueryCacheStats::misses`](crate::QueryCacheStats::misses)), never as a
+/// as a miss (`misses` of [`QueryCache::stats`](crate::QueryCache::stats)), never as a
 /// failed load: in the statistics of the cache's own store, `load_failures` counts
 /// database calls that failed.
 ///
@@ -115,7 +115,7 @@ impl EntityCache {
     ///
     /// The database's errors. A store error never fails it: the row is read from the
     /// database (logged, counted in
-    /// [`QueryCacheStats::store_errors`](crate::QueryCacheStats::store_errors)).
+    /// `store_errors` of [`QueryCache::stats`](crate::QueryCache::stats)).
     pub async fn find_by_id<E, C>(
         &self,
         db: &C,

@@ -90,7 +90,7 @@ impl<E: EntityTrait, F: EntityTrait> QueryCacheExt for SelectTwoMany<E, F> {}
 ///
 /// The executors return the database's errors, as sea-orm's do. A store error never
 /// fails them: the select runs against the database (logged, counted in
-/// [`QueryCacheStats::store_errors`](crate::QueryCacheStats::store_errors)).
+/// `store_errors` of [`QueryCache::stats`](crate::QueryCache::stats)).
 #[derive(Debug)]
 pub struct Cached<Q> {
     query: Q,

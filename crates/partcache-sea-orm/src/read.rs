@@ -80,7 +80,7 @@ impl QueryCache {
     ///
     /// The error of `load` (the waiters of a failed load run `load` themselves). A
     /// store error never fails it: the cache is passed by (logged, counted in
-    /// [`QueryCacheStats::store_errors`](crate::QueryCacheStats::store_errors)).
+    /// `store_errors` of [`QueryCache::stats`](crate::QueryCache::stats)).
     pub async fn remember<C, V, F, Fut>(
         &self,
         db: &C,
