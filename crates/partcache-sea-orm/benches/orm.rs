@@ -153,5 +153,5 @@ async fn run() {
         uncached.as_secs_f64() / cached.as_secs_f64()
     );
     let stats = qc.stats();
-    assert_eq!(stats.bypasses, 0, "{stats:?}");
+    assert_eq!(stats.cache.bypasses, 0, "{stats:?}");
 }

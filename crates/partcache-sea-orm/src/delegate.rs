@@ -8,40 +8,17 @@
 
 use std::pin::Pin;
 
-use sea_orm::{DbBackend, Statement, StatementBuilder, TransactionError, TransactionSession};
-
-use crate::audit::write_effect;
-use crate::connection::{WritePlan, plan_write};
-use crate::query_cache::QueryCache;
-use crate::sql::raw_effect;
-use crate::transaction::CachingTransaction;
-
-/// The plan of a statement that arrives as SQL (read best-effort from the text).
-pub(crate) async fn plan_raw(cache: &QueryCache, stmt: &Statement) -> WritePlan {
-    let effect = raw_effect(&stmt.sql, stmt.db_backend, &cache.inner.reader.catalog());
-    plan_write(cache, stmt, effect).await
-}
-
-/// Builds a statement object for `backend` and plans it from the object's audit.
-pub(crate) async fn plan_built<S: StatementBuilder>(
-    cache: &QueryCache,
-    backend: DbBackend,
-    stmt: &S,
-) -> (Statement, WritePlan) {
-    let built = backend.build(stmt);
-    let effect = write_effect(stmt, &built, &cache.inner.reader.catalog());
-    let plan = plan_write(cache, &built, effect).await;
-    (built, plan)
-}
+use sea_orm::{TransactionError, TransactionSession};
 
 /// Implements `ConnectionTrait` and `TransactionTrait` for `$ty`, forwarding to its
-/// field `$inner` (a sea-orm connection or transaction). `$ty` provides `cache`,
-/// `around_write(plan, future)` and `adopt(DatabaseTransaction) -> CachingTransaction`.
+/// field `$inner` (a sea-orm connection or transaction), with `$tx` (the caching
+/// transaction) as what `begin` returns. `$ty` provides `cache`,
+/// `around_write(plan, future)` and `adopt(DatabaseTransaction) -> $tx`.
 ///
 /// Every write path plans before it runs, so the plan is taken even when the statement
 /// fails (a failed statement may still have changed the database).
 macro_rules! caching_connection_impls {
-    ($ty:ty, $inner:ident) => {
+    ($ty:ty, $inner:ident, $tx:ty) => {
         // In an anonymous const so the names imported here stay out of the caller's module.
         const _: () = {
             use ::sea_orm::{
@@ -51,8 +28,8 @@ macro_rules! caching_connection_impls {
             };
             use ::std::future::Future;
             use ::std::pin::Pin;
-            use $crate::CachingTransaction;
-            use $crate::delegate::{plan_built, plan_raw, run_transaction};
+            use $crate::delegate::run_transaction;
+            use $crate::plan::{plan_built, plan_raw};
 
             /// Keeps the trait's signatures on one line each.
             type Res<T> = Result<T, DbErr>;
@@ -137,9 +114,9 @@ macro_rules! caching_connection_impls {
 
             #[async_trait::async_trait]
             impl TransactionTrait for $ty {
-                type Transaction = CachingTransaction;
+                type Transaction = $tx;
 
-                async fn begin(&self) -> Result<CachingTransaction, DbErr> {
+                async fn begin(&self) -> Result<$tx, DbErr> {
                     Ok(self.adopt(self.$inner.begin().await?))
                 }
 
@@ -147,7 +124,7 @@ macro_rules! caching_connection_impls {
                     &self,
                     isolation_level: Option<IsolationLevel>,
                     access_mode: Option<AccessMode>,
-                ) -> Result<CachingTransaction, DbErr> {
+                ) -> Result<$tx, DbErr> {
                     let tx = self.$inner.begin_with_config(isolation_level, access_mode);
                     Ok(self.adopt(tx.await?))
                 }
@@ -155,14 +132,14 @@ macro_rules! caching_connection_impls {
                 async fn begin_with_options(
                     &self,
                     options: TransactionOptions,
-                ) -> Result<CachingTransaction, DbErr> {
+                ) -> Result<$tx, DbErr> {
                     Ok(self.adopt(self.$inner.begin_with_options(options).await?))
                 }
 
                 async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
                 where
                     F: for<'c> FnOnce(
-                            &'c CachingTransaction,
+                            &'c $tx,
                         )
                             -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
                         + Send,
@@ -181,7 +158,7 @@ macro_rules! caching_connection_impls {
                 ) -> Result<T, TransactionError<E>>
                 where
                     F: for<'c> FnOnce(
-                            &'c CachingTransaction,
+                            &'c $tx,
                         )
                             -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
                         + Send,
@@ -200,15 +177,13 @@ macro_rules! caching_connection_impls {
 pub(crate) use caching_connection_impls;
 
 /// Runs `callback` in `tx`: commit on `Ok`, roll back on `Err` (sea-orm's rule).
-pub(crate) async fn run_transaction<F, T, E>(
-    tx: CachingTransaction,
+pub(crate) async fn run_transaction<Tx, F, T, E>(
+    tx: Tx,
     callback: F,
 ) -> Result<T, TransactionError<E>>
 where
-    F: for<'c> FnOnce(
-            &'c CachingTransaction,
-        ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-        + Send,
+    Tx: TransactionSession,
+    F: for<'c> FnOnce(&'c Tx) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>> + Send,
     T: Send,
     E: std::fmt::Display + std::fmt::Debug + Send,
 {

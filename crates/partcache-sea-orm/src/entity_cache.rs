@@ -10,14 +10,22 @@ use sea_orm::{
     DbErr, EntityName, EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, PrimaryKeyTrait,
 };
 
-use crate::connection::CacheAware;
 use crate::key::{KeyBuf, normalize_table, row_id, value_kind};
 use crate::query_cache::QueryCache;
+use crate::read::Served;
+use crate::scope::CacheAware;
 use crate::versions::Version;
 
-/// The marker a loader returns for "no such row": missing rows are not cached (a later
-/// `INSERT` then needs no invalidation).
-const NO_ROW: &str = "partcache-sea-orm: no row with this primary key";
+/// What the entity cache keeps under a primary key.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum Slot<M> {
+    /// The row.
+    Row(Arc<M>),
+    /// No row had the key while the table's query version (bumped by every write to
+    /// the table, an `INSERT` too) held this token, read before the lookup ran; `None`
+    /// when it could not be read. Valid while the version still holds it.
+    Absent(Option<u64>),
+}
 
 /// A second-level cache of entities by primary key (Hibernate's entity cache), over a
 /// [`QueryCache`]'s store and versions. Cheap to clone.
@@ -31,8 +39,15 @@ const NO_ROW: &str = "partcache-sea-orm: no row with this primary key";
 ///   filtered on the key): other cached rows of the table stay valid;
 /// - the table's row-set version, for every other `UPDATE`/`DELETE`/upsert on the
 ///   table (bulk writes, raw SQL): every cached row of the table misses;
-/// - nothing, for a plain `INSERT`: it changes no existing row, and missing rows are
-///   never cached.
+/// - nothing, for a plain `INSERT`: it changes no existing row.
+///
+/// A key with no row is cached too, as an *absence*, valid while the table's query
+/// version (bumped by every write to the table, an `INSERT` included) is the one read
+/// before the lookup: asking again for a row that does not exist is a hit, and it is
+/// found as soon as a write may have created it. A lookup that finds no row is counted
+/// as a miss (`misses` of [`QueryCache::stats`](crate::QueryCache::stats)), never as a
+/// failed load: in the statistics of the cache's own store, `load_failures` counts
+/// database calls that failed.
 ///
 /// The first `find_by_id` of an entity records its primary-key columns in the store,
 /// with the type of value each is keyed by, which is how a writer in another process
@@ -55,7 +70,52 @@ impl EntityCache {
         }
     }
 
-    /// The row of `E` with primary key `id`, as `E::find_by_id(id).one(db)` returns it.
+    /// The row of `E` with primary key `id`, as `E::find_by_id(id).one(db)` returns it,
+    /// from the cache while neither the row nor the table's row set has been written.
+    ///
+    /// **Who runs, who waits.** The first task of this process to miss the key runs
+    /// the query; the others of this process wait for it and share its row (other
+    /// processes run their own). A key with no row is cached as an absence until the
+    /// next write to the table (see the type's documentation).
+    ///
+    /// **Cost.** A local hit: three version lookups, one cache lookup and the clone of
+    /// the row ([`find_by_id_shared`](Self::find_by_id_shared) skips the clone); no
+    /// SQL is built. A cached absence adds one version lookup.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # mod product {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    /// #     #[sea_orm(table_name = "product")]
+    /// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub price: i32 }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// # }
+    /// use partcache_sea_orm::{CachingConnection, EntityCache, QueryCache};
+    /// use sea_orm::{entity::prelude::*, ActiveValue::Set, ConnectionTrait, Database, Schema};
+    ///
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let qc = QueryCache::new(&manager, "doc").await?;
+    /// let db = CachingConnection::new(Database::connect("sqlite::memory:").await?, qc.clone());
+    /// db.execute(&Schema::new(db.get_database_backend()).create_table_from_entity(product::Entity)).await?;
+    /// let entities = EntityCache::new(&qc);
+    ///
+    /// assert_eq!(entities.find_by_id::<product::Entity, _>(&db, 7).await?, None); // a miss
+    /// assert_eq!(entities.find_by_id::<product::Entity, _>(&db, 7).await?, None); // a hit
+    /// product::ActiveModel { id: Set(7), price: Set(3) }.insert(&db).await?;
+    /// let found = entities.find_by_id::<product::Entity, _>(&db, 7).await?; // a miss again
+    /// assert_eq!(found.map(|p| p.price), Some(3));
+    /// assert_eq!((qc.stats().cache.hits, qc.stats().cache.misses), (1, 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The database's errors. A store error never fails it: the row is read from the
+    /// database (logged, counted in
+    /// `store_errors` of [`QueryCache::stats`](crate::QueryCache::stats)).
     pub async fn find_by_id<E, C>(
         &self,
         db: &C,
@@ -86,51 +146,64 @@ impl EntityCache {
         C: CacheAware,
     {
         let tuple: ValueTuple = id.into().into_value_tuple();
+        let table = normalize_table(E::default().table_name());
         let load = || {
             let id =
                 <<E::PrimaryKey as PrimaryKeyTrait>::ValueType>::from_value_tuple(tuple.clone());
+            let table = &table;
             async move {
-                E::find_by_id(id)
-                    .one(db)
-                    .await?
-                    .ok_or_else(|| DbErr::RecordNotFound(NO_ROW.into()))
+                // Read before the query: an INSERT racing with it bumps the version
+                // after its commit, so an absence it makes stale is never served.
+                let token = self.table_token(table).await;
+                Ok(match E::find_by_id(id).one(db).await? {
+                    Some(model) => Slot::Row(Arc::new(model)),
+                    None => Slot::Absent(token),
+                })
             }
         };
-        let found = self.lookup::<E, C, _, _>(db, &tuple, load).await;
-        match found {
-            Ok(model) => Ok(Some(model)),
-            Err(DbErr::RecordNotFound(message)) if message == NO_ROW => Ok(None),
-            Err(error) => Err(error),
-        }
+        self.lookup::<E, C, _, _>(db, &table, &tuple, load).await
+    }
+
+    /// The current token of `table`'s query version, or `None` when the store cannot
+    /// answer (counted as a store error) or a write to the table is running.
+    async fn table_token(&self, table: &str) -> Option<u64> {
+        let versions = &self.cache.inner.versions;
+        let key = versions.key(&Version::Table(table.to_string()));
+        let fail_open = self.cache.fail_open(versions.cache_name());
+        let tokens = fail_open.call("get", versions.current(&[key])).await?;
+        tokens
+            .first()
+            .copied()
+            .filter(|token| !versions.is_live_marker(*token))
     }
 
     async fn lookup<E, C, F, Fut>(
         &self,
         db: &C,
+        table: &str,
         tuple: &ValueTuple,
         load: F,
-    ) -> Result<Arc<E::Model>, DbErr>
+    ) -> Result<Option<Arc<E::Model>>, DbErr>
     where
         E: EntityTrait,
         E::Model: CacheValue,
         C: CacheAware,
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<E::Model, DbErr>>,
+        Fut: Future<Output = Result<Slot<E::Model>, DbErr>>,
     {
         let qc = &self.cache;
         let counters = &qc.inner.counters;
         let bypass = || async {
-            counters.bypasses.incr();
-            load().await.map(Arc::new)
+            counters.cache.bypasses.incr();
+            Ok(load().await?.into_row())
         };
         let scope = db.cache_scope();
         let raw_table = E::default().table_name();
-        let table = normalize_table(raw_table);
         if !scope.cache.same_as(qc) {
             return bypass().await;
         }
         if let Some(tx) = scope.tx
-            && tx.wrote_any(std::slice::from_ref(&table))
+            && tx.wrote_any(&[table.to_string()])
         {
             return bypass().await;
         }
@@ -143,7 +216,7 @@ impl EntityCache {
         let values: Vec<Value> = tuple.clone().into_iter().collect();
         if !self.registered.lock().contains(raw_table) {
             let kinds = values.iter().map(value_kind);
-            qc.register_primary_key(&table, columns.iter().cloned().zip(kinds).collect())
+            qc.register_primary_key(table, columns.iter().cloned().zip(kinds).collect())
                 .await;
             self.registered.lock().insert(raw_table);
         }
@@ -152,15 +225,12 @@ impl EntityCache {
         let versions = &qc.inner.versions;
         let keys = [
             versions.key(&Version::Epoch),
-            versions.key(&Version::Rows(table.clone())),
-            versions.key(&Version::Row(table.clone(), row.clone())),
+            versions.key(&Version::Rows(table.to_string())),
+            versions.key(&Version::Row(table.to_string(), row.clone())),
         ];
-        let tokens = match versions.current(&keys).await {
-            Ok(tokens) => tokens,
-            Err(error) => {
-                qc.store_error(&error);
-                return bypass().await;
-            }
+        let fail_open = qc.fail_open(versions.cache_name());
+        let Some(tokens) = fail_open.call("get", versions.current(&keys)).await else {
+            return bypass().await;
         };
         if tokens.iter().any(|t| versions.is_live_marker(*t)) {
             // A write to this row is running (see `UnreachableStore::RefuseWrite`).
@@ -168,21 +238,58 @@ impl EntityCache {
         }
         let mut key = KeyBuf::new("e", &qc.inner.ns);
         key.backend(db.get_database_backend())
-            .field(&table)
+            .field(table)
             .field(&row);
         for token in tokens {
             key.token(token);
         }
         let key = key.finish();
-        let cache = match qc.typed_cache::<E::Model>("entities").await {
-            Ok(cache) => cache,
-            Err(error) => {
-                qc.store_error(&error);
-                return bypass().await;
-            }
-        };
-        qc.get_or_load(&cache, key, scope.tx.is_some(), None, load)
+        let Some(cache) = qc
+            .typed_cache::<Slot<E::Model>>("entities", || table.to_string())
             .await
+        else {
+            return bypass().await;
+        };
+        let hit_only = scope.tx.is_some();
+        let (slot, served) = qc
+            .get_or_load_uncounted(&cache, key.clone(), hit_only, None, &load)
+            .await?;
+        if let Slot::Absent(token) = &*slot
+            && served == Served::Hit
+            && (token.is_none() || self.table_token(table).await != *token)
+        {
+            // The absence was cached under a table version that has moved on (a row
+            // may have been inserted since): look again, and cache what is found.
+            let fresh = load().await?;
+            let row = fresh.row();
+            counters.cache.misses.incr();
+            if !hit_only {
+                let fail_open = qc.fail_open(cache.name());
+                if fail_open.call("put", cache.put(key, fresh)).await.is_some() {
+                    counters.cache.stored.incr();
+                }
+            }
+            return Ok(row);
+        }
+        qc.count(served);
+        Ok(slot.row())
+    }
+}
+
+impl<M> Slot<M> {
+    /// The row, shared.
+    fn row(&self) -> Option<Arc<M>> {
+        match self {
+            Slot::Row(model) => Some(model.clone()),
+            Slot::Absent(_) => None,
+        }
+    }
+
+    fn into_row(self) -> Option<Arc<M>> {
+        match self {
+            Slot::Row(model) => Some(model),
+            Slot::Absent(_) => None,
+        }
     }
 }
 

@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use partcache::CacheValue;
 use sea_orm::{
-    DbErr, EntityTrait, PaginatorTrait, QueryResult, Select, SelectTwo, SelectTwoMany, Selector,
-    SelectorTrait, Statement,
+    DbErr, EntityTrait, PaginatorTrait, QueryResult, QueryTrait, Select, SelectTwo, SelectTwoMany,
+    Selector, SelectorTrait, Statement,
 };
 use sea_orm::{Paginator, SelectModel, SelectTwoModel};
 
-use crate::connection::CacheAware;
-use crate::probe::{Captured, Probe, capture, probe};
+use crate::capture::{Captured, learn};
+use crate::probe::{Probe, capture, probe};
 use crate::query_cache::{CacheOptions, QueryCache};
+use crate::scope::CacheAware;
 
 /// Adds [`cached`](QueryCacheExt::cached) to sea-orm's selects: [`Select`],
 /// [`Selector`] (what `into_model`, `into_partial_model`, `into_json` and `into_tuple`
@@ -20,7 +21,9 @@ use crate::query_cache::{CacheOptions, QueryCache};
 pub trait QueryCacheExt: Sized {
     /// Runs this select through `cache`: the executors of the returned [`Cached`]
     /// (`one`, `all`, `count`, `paginate`) return what the uncached ones return, from
-    /// the cache while no table the select reads has been written since.
+    /// the cache while no table the select reads has been written since, by any process
+    /// on the store. Building the [`Cached`] costs a clone of `cache` (one reference
+    /// count); see [`Cached`] for who runs the query, cost and errors.
     fn cached(self, cache: &QueryCache) -> Cached<Self> {
         Cached {
             query: self,
@@ -35,12 +38,59 @@ impl<S: SelectorTrait> QueryCacheExt for Selector<S> {}
 impl<E: EntityTrait, F: EntityTrait> QueryCacheExt for SelectTwo<E, F> {}
 impl<E: EntityTrait, F: EntityTrait> QueryCacheExt for SelectTwoMany<E, F> {}
 
-/// A select bound to a [`QueryCache`]; see [`QueryCacheExt::cached`].
+/// A select bound to a [`QueryCache`]; see [`QueryCacheExt::cached`]. Its executors
+/// (`all`, `all_shared`, `one`, `count`, `paginate`) return what sea-orm's return.
 ///
-/// Results are kept decoded (`Arc<Vec<Model>>` on the local store), so a local hit costs
-/// building the statement's SQL (for the key), one version lookup per table read, one
-/// cache lookup, and the clone of the rows that `all` hands back (`all_shared` skips the
-/// clone). Nothing is decoded and no SQL runs.
+/// **Who runs, who waits.** The first task of this process to miss a result runs the
+/// select; the others of this process asking for the same statement wait for it and
+/// share its rows (other processes on a shared store run their own). A select that
+/// locks rows, or that cannot be fully audited, always runs. Inside a
+/// [`CachingTransaction`](crate::CachingTransaction), a hit is served but nothing is
+/// stored, and tables the transaction wrote are read from the database.
+///
+/// **Cost.** Results are kept decoded (`Arc<Vec<Model>>` on the local store), so a
+/// local hit costs building the statement's SQL (for the key), one version lookup per
+/// table read, one cache lookup, and the clone of the rows that `all` hands back
+/// (`all_shared` skips the clone). Nothing is decoded and no SQL runs. A miss adds the
+/// query and one cache write.
+///
+/// **Across processes.** A write through any
+/// [`CachingConnection`](crate::CachingConnection) on the store to a table the select
+/// reads (anywhere in it: joins, subqueries, views' base tables) makes every process
+/// miss from then on.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// # mod product {
+/// #     use sea_orm::entity::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+/// #     #[sea_orm(table_name = "product")]
+/// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub price: i32 }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// #     impl ActiveModelBehavior for ActiveModel {}
+/// # }
+/// use partcache_sea_orm::{CachingConnection, QueryCache, QueryCacheExt};
+/// use sea_orm::{entity::prelude::*, ConnectionTrait, Database, Schema};
+///
+/// let manager = partcache::CacheManager::from_url("memory://")?;
+/// let qc = QueryCache::new(&manager, "doc").await?;
+/// let db = CachingConnection::new(Database::connect("sqlite::memory:").await?, qc.clone());
+/// db.execute(&Schema::new(db.get_database_backend()).create_table_from_entity(product::Entity)).await?;
+///
+/// let cheap = || product::Entity::find().filter(product::Column::Price.lt(10));
+/// assert_eq!(cheap().cached(&qc).count(&db).await?, 0); // runs the count
+/// assert!(cheap().cached(&qc).one(&db).await?.is_none()); // runs the select
+/// assert_eq!(cheap().cached(&qc).count(&db).await?, 0); // a hit
+/// assert_eq!(qc.stats().cache.hits, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+///
+/// # Errors
+///
+/// The executors return the database's errors, as sea-orm's do. A store error never
+/// fails them: the select runs against the database (logged, counted in
+/// `store_errors` of [`QueryCache::stats`](crate::QueryCache::stats)).
 #[derive(Debug)]
 pub struct Cached<Q> {
     query: Q,
@@ -111,7 +161,7 @@ fn decode_count(row: Option<QueryResult>) -> Result<u64, DbErr> {
 async fn run_all<S, C>(
     cache: &QueryCache,
     db: &C,
-    found: Option<Captured>,
+    captured: Captured,
     shape: &'static str,
     options: &CacheOptions,
 ) -> Result<Arc<Vec<S::Item>>, DbErr>
@@ -121,14 +171,32 @@ where
     C: CacheAware,
 {
     cache
-        .fetch(
-            db,
-            captured(found)?,
-            shape,
-            options,
-            |stmt: Statement| async move { decode_all::<S>(db.query_all_raw(stmt).await?) },
-        )
+        .fetch(db, captured, shape, options, |stmt: Statement| async move {
+            decode_all::<S>(db.query_all_raw(stmt).await?)
+        })
         .await
+}
+
+async fn run_one<S, C>(
+    cache: &QueryCache,
+    db: &C,
+    captured: Captured,
+    options: &CacheOptions,
+) -> Result<Option<S::Item>, DbErr>
+where
+    S: SelectorTrait,
+    S::Item: CacheValue + Clone,
+    C: CacheAware,
+{
+    let item = cache
+        .fetch(db, captured, "one", options, |stmt: Statement| async move {
+            db.query_one_raw(stmt)
+                .await?
+                .map(S::from_raw_query_result)
+                .transpose()
+        })
+        .await?;
+    Ok(Arc::unwrap_or_clone(item))
 }
 
 async fn run_count<C: CacheAware>(
@@ -165,7 +233,7 @@ where
             &self.cache.inner.reader,
             self.query.all(probe(db.get_database_backend())),
         );
-        run_all::<S, C>(&self.cache, db, found, "all", &self.options).await
+        run_all::<S, C>(&self.cache, db, captured(found)?, "all", &self.options).await
     }
 
     /// The first row, as `Selector::one` returns it.
@@ -174,22 +242,7 @@ where
             &self.cache.inner.reader,
             self.query.one(probe(db.get_database_backend())),
         );
-        let item = self
-            .cache
-            .fetch(
-                db,
-                captured(found)?,
-                "one",
-                &self.options,
-                |stmt: Statement| async move {
-                    db.query_one_raw(stmt)
-                        .await?
-                        .map(S::from_raw_query_result)
-                        .transpose()
-                },
-            )
-            .await?;
-        Ok(Arc::unwrap_or_clone(item))
+        run_one::<S, C>(&self.cache, db, captured(found)?, &self.options).await
     }
 
     /// The number of rows, as `PaginatorTrait::count` returns it.
@@ -219,25 +272,32 @@ where
     }
 }
 
-/// The executors of a select that sea-orm runs through a selector (`Select::all` is
-/// `into_model().all()`): each converts with `self.selector()` and delegates, so the
-/// select caches exactly what its selector does. `$item` is one result (`$what` names
-/// it in the docs), `$model` the selector's model.
-macro_rules! executors_via_selector {
+/// The executors of a select whose statement object sea-orm hands out
+/// ([`QueryTrait::as_query`]): `all` and `one` build and audit that statement (as
+/// sea-orm's own `all` and `one` send it: `one` adds `LIMIT 1`); `count` and
+/// `paginate` go through the selector sea-orm runs them with (`Select::all` is
+/// `into_model().all()`), whose count and page statements sea-orm builds privately.
+/// `$item` is one result (`$what` names it in the docs), `$model` the selector's model.
+macro_rules! executors_of_query {
     (select = $select:literal, what = $what:literal, item = $item:ty, model = $model:ty) => {
         #[doc = concat!("Every ", $what, ", as `", $select, "::all` returns them.")]
         pub async fn all<C: CacheAware>(self, db: &C) -> Result<Vec<$item>, DbErr> {
-            self.selector().all(db).await
+            Ok(Arc::unwrap_or_clone(self.all_shared(db).await?))
         }
 
         #[doc = concat!("Every ", $what, ", shared with the cache (no clone of the rows on a hit).")]
         pub async fn all_shared<C: CacheAware>(self, db: &C) -> Result<Arc<Vec<$item>>, DbErr> {
-            self.selector().all_shared(db).await
+            let backend = db.get_database_backend();
+            let found = learn(&self.cache.inner.reader, backend, self.query.as_query());
+            run_all::<$model, C>(&self.cache, db, found, "all", &self.options).await
         }
 
         #[doc = concat!("The first ", $what, ", as `", $select, "::one` returns it.")]
         pub async fn one<C: CacheAware>(self, db: &C) -> Result<Option<$item>, DbErr> {
-            self.selector().one(db).await
+            let mut stmt = self.query.into_query();
+            stmt.limit(1);
+            let found = learn(&self.cache.inner.reader, db.get_database_backend(), &stmt);
+            run_one::<$model, C>(&self.cache, db, found, &self.options).await
         }
 
         /// The number of rows, as `PaginatorTrait::count` returns it.
@@ -264,7 +324,7 @@ where
         self.map(|q| q.into_model::<E::Model>())
     }
 
-    executors_via_selector!(
+    executors_of_query!(
         select = "Select",
         what = "row",
         item = E::Model,
@@ -287,7 +347,7 @@ where
         self.map(|q| q.into_model::<E::Model, F::Model>())
     }
 
-    executors_via_selector!(
+    executors_of_query!(
         select = "SelectTwo",
         what = "row pair",
         item = (E::Model, Option<F::Model>),
@@ -313,21 +373,15 @@ where
         self,
         db: &C,
     ) -> Result<Arc<Vec<(E::Model, Vec<F::Model>)>>, DbErr> {
-        let found = capture(
-            &self.cache.inner.reader,
-            self.query.clone().all(probe(db.get_database_backend())),
-        );
+        let backend = db.get_database_backend();
+        let found = learn(&self.cache.inner.reader, backend, self.query.as_query());
         let query = &self.query;
         // sea-orm groups the joined rows itself (privately); on a miss the original
         // select runs, so the grouping is exactly sea-orm's.
         self.cache
-            .fetch(
-                db,
-                captured(found)?,
-                "all-many",
-                &self.options,
-                |_| async move { query.clone().all(db).await },
-            )
+            .fetch(db, found, "all-many", &self.options, |_| async move {
+                query.clone().all(db).await
+            })
             .await
     }
 }
@@ -359,7 +413,14 @@ where
     /// The rows of page `page` (from 0), as `Paginator::fetch_page` returns them.
     pub async fn fetch_page(&self, page: u64) -> Result<Vec<S::Item>, DbErr> {
         let found = capture(&self.cache.inner.reader, self.pages.fetch_page(page));
-        let rows = run_all::<S, C>(&self.cache, self.db, found, "page", &self.options).await?;
+        let rows = run_all::<S, C>(
+            &self.cache,
+            self.db,
+            captured(found)?,
+            "page",
+            &self.options,
+        )
+        .await?;
         Ok(Arc::unwrap_or_clone(rows))
     }
 

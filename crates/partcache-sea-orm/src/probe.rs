@@ -1,13 +1,15 @@
 //! A connection that runs nothing: it records the statement a sea-orm executor would
-//! send, with its audit, so a cached query learns its SQL, bound values and tables from
-//! the same code path sea-orm uses, for every select shape (`Select`, `Selector`,
-//! `SelectTwo`, paginators, counts) without reaching into sea-orm's private fields.
+//! send, with its audit, for the shapes whose statement sea-orm builds privately (a
+//! `Selector`'s statement object, counts, paginator pages; see `capture.rs`). The
+//! cached query then learns its SQL, bound values and tables from the same code path
+//! sea-orm runs, without reaching into sea-orm's private fields.
 //!
 //! The probe's methods complete on their first poll, so an executor future run against
 //! it completes in one poll too; the statement is handed back through a thread-local
 //! slot read right after that poll, on the same thread.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -15,20 +17,8 @@ use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement, StatementBuilder,
 };
 
-use std::sync::Arc;
-
-use crate::audit::read_tables;
-use crate::catalog::Reader;
-
-/// What the probe saw.
-pub(crate) struct Captured {
-    /// The statement, exactly as it would have been sent (for `remember`, the key).
-    pub(crate) stmt: Statement,
-    /// The tables it reads, views expanded (for `remember`, those its caller named);
-    /// `None` when it cannot be cached (no statement object, a part that cannot be
-    /// audited, a lock, or a write).
-    pub(crate) reads: Option<Arc<Vec<String>>>,
-}
+use crate::capture::{Captured, learn};
+use crate::reader::Reader;
 
 /// A do-nothing connection for one backend.
 pub(crate) struct Probe(DbBackend);
@@ -80,8 +70,10 @@ pub(crate) fn capture<F: Future>(reader: &Arc<Reader>, run: F) -> Option<Capture
     CAPTURED.with(|c| c.borrow_mut().take())
 }
 
-fn record(stmt: Statement, reads: Option<Arc<Vec<String>>>) {
-    CAPTURED.with(|c| *c.borrow_mut() = Some(Captured { stmt, reads }));
+/// Records a statement that arrived as SQL only: with no statement object to audit, it
+/// is not cached.
+fn record(stmt: Statement) {
+    CAPTURED.with(|c| *c.borrow_mut() = Some(Captured { stmt, reads: None }));
 }
 
 fn not_a_read() -> DbErr {
@@ -89,36 +81,17 @@ fn not_a_read() -> DbErr {
 }
 
 impl Probe {
-    /// Records `stmt` as this backend builds it, with the tables it reads (the reader's
-    /// memo answers for SQL seen before, without running the statement audit again); a
-    /// locking read is recorded as not cacheable.
+    /// Records `stmt` as this backend builds it, with the tables it reads.
     fn capture<S: StatementBuilder>(&self, stmt: &S) {
-        let built = self.0.build(stmt);
-        let reads = if self.0 == DbBackend::Sqlite && locks(stmt) {
-            None
-        } else {
-            READER.with(|r| r.borrow().clone()).and_then(|reader| {
-                reader.reads(&built.sql, built.db_backend, || read_tables(stmt, &built))
-            })
-        };
-        record(built, reads);
+        let learnt = READER
+            .with(|r| r.borrow().clone())
+            .map(|reader| learn(&reader, self.0, stmt));
+        let learnt = learnt.unwrap_or_else(|| Captured {
+            stmt: self.0.build(stmt),
+            reads: None,
+        });
+        CAPTURED.with(|c| *c.borrow_mut() = Some(learnt));
     }
-}
-
-/// Whether a select locks rows (`lock_exclusive`, `lock_shared`, `lock_with_*`).
-/// SQLite has no row locks, so sea-query leaves the clause out of SQLite's SQL, where
-/// the SQL reader would see it; it is in PostgreSQL's. A locking read asks for the
-/// database's current rows under a lock, never for a cached copy, on every backend.
-fn locks<S: StatementBuilder>(stmt: &S) -> bool {
-    let sql = DbBackend::Postgres.build(stmt).sql;
-    [
-        " FOR UPDATE",
-        " FOR SHARE",
-        " FOR NO KEY UPDATE",
-        " FOR KEY SHARE",
-    ]
-    .iter()
-    .any(|clause| sql.contains(clause))
 }
 
 #[async_trait::async_trait]
@@ -136,12 +109,12 @@ impl ConnectionTrait for Probe {
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        record(stmt, None);
+        record(stmt);
         Ok(None)
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        record(stmt, None);
+        record(stmt);
         Ok(Vec::new())
     }
 

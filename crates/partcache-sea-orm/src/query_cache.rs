@@ -1,72 +1,25 @@
-//! [`QueryCache`]: where cached query results, entity rows and table versions live, and
-//! the read path every cached query takes.
+//! [`QueryCache`] and its builder: where cached query results, entity rows and table
+//! versions live. The read path is in `read.rs`, the counters in `stats.rs`.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
+use partcache::adapter::FailOpen;
 use partcache::{Cache, CacheManager, CacheValue, Codec, ExpiryPolicy};
-use sea_orm::{DbErr, Statement};
 
-use crate::catalog::{Catalog, Reader};
-use crate::connection::CacheAware;
+use crate::catalog::Catalog;
 use crate::key::{KeyBuf, normalize_table};
-use crate::probe::Captured;
+use crate::reader::Reader;
+use crate::stats::{Counters, QueryCacheStats};
 use crate::versions::{Version, Versions};
 
 /// Default time to live of cached results and rows: bounds how long a result can
 /// survive a version bump lost in a store failover (see [`crate::versions`]).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
-
-/// An event counter.
-#[derive(Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    pub(crate) fn incr(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) hits: Counter,
-    pub(crate) misses: Counter,
-    pub(crate) bypasses: Counter,
-    pub(crate) store_errors: Counter,
-    pub(crate) bumps: Counter,
-    pub(crate) bump_failures: Counter,
-}
-
-/// What a [`QueryCache`] (and the [`EntityCache`](crate::EntityCache) over it) did
-/// since it was built. Counted in this process only. Serialisable as it is:
-///
-/// ```
-/// let json = serde_json::to_value(partcache_sea_orm::QueryCacheStats::default()).unwrap();
-/// assert_eq!(json["bumps"], 0);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct QueryCacheStats {
-    /// Results and rows served from the cache.
-    pub hits: u64,
-    /// Results and rows loaded from the database and cached.
-    pub misses: u64,
-    /// Reads that went to the database without the cache: inside a transaction that
-    /// wrote a table they read, statements that cannot be audited, store failures.
-    pub bypasses: u64,
-    /// Store errors the cache failed open on (the query ran against the database).
-    pub store_errors: u64,
-    /// Version bumps written.
-    pub bumps: u64,
-    /// Version bumps that failed (logged; see [`QueryCache`] on failing open).
-    pub bump_failures: u64,
-}
 
 /// What a write does when the versions it must bump cannot be reached (the store is
 /// down, or this process is cut off from it while other processes still read it); see
@@ -111,7 +64,8 @@ pub(crate) struct CacheOptions {
 /// # Failing open
 ///
 /// A store error never fails a query: the query runs against the database, the error
-/// is logged and counted in [`QueryCacheStats::store_errors`]. A write whose
+/// is logged and counted in [`QueryCacheStats`]' `store_errors` (through
+/// [`partcache::adapter::FailOpen`], as every partcache adapter). A write whose
 /// invalidation cannot reach the store is refused before it runs (the default,
 /// [`UnreachableStore::RefuseWrite`]) or runs and has its invalidation retried in the
 /// background ([`UnreachableStore::RetryAfterWrite`]); a version bump that fails after
@@ -137,7 +91,7 @@ pub(crate) struct Inner {
     max_entries: u64,
     codec: Codec,
     pub(crate) counters: Arc<Counters>,
-    warned_mismatch: AtomicBool,
+    pub(crate) warned_mismatch: AtomicBool,
     /// Declared functions, views, and the tables each cached select reads.
     pub(crate) reader: Arc<Reader>,
 }
@@ -174,8 +128,14 @@ impl QueryCacheBuilder {
     }
 
     /// The prefix of the partcache cache names this query cache opens (default
-    /// `"orm"`): `<prefix>:versions`, `<prefix>:primary-keys` and one
-    /// `<prefix>:rows:<type hash>` / `<prefix>:entities:<type hash>` per result type.
+    /// `"orm"`): `<prefix>:versions`, `<prefix>:primary-keys`, one
+    /// `<prefix>:entities:<table>:<hash>` per entity of the entity cache, and one
+    /// `<prefix>:rows:<result type>:<hash>` per type of cached query result, with the
+    /// type's paths shortened (`orm:rows:Vec<product::Model>:…` for `all()` over
+    /// `product`, `orm:rows:u64:…` for counts). The hash, of the value type's full
+    /// name, keeps two types with the same short name apart; names are the same in every
+    /// process built from the same code, so [`CacheManager::caches`] and dashboards
+    /// list one line per entity and result type.
     pub fn cache_name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -264,7 +224,13 @@ impl QueryCacheBuilder {
         self
     }
 
-    /// Opens the version caches. On a remote store this connects.
+    /// Opens the version caches (`<prefix>:versions`, `<prefix>:primary-keys`); the
+    /// result and entity caches open on first use. On a remote store this connects.
+    ///
+    /// # Errors
+    ///
+    /// The manager's errors opening a cache: the store cannot be reached, or holds
+    /// these caches with another layout ([`partcache::Error::Mismatch`]).
     pub async fn build(self) -> partcache::Result<QueryCache> {
         let counters = Arc::new(Counters::default());
         let versions = self
@@ -302,19 +268,6 @@ impl QueryCacheBuilder {
     }
 }
 
-/// A loader's failure, carried past the single-flight machinery (the `DbErr` itself
-/// goes back to the caller through a slot).
-#[derive(Debug)]
-struct LoadFailed;
-
-impl std::fmt::Display for LoadFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the database query failed")
-    }
-}
-
-impl std::error::Error for LoadFailed {}
-
 /// 64-bit FNV-1a: a stable name for a Rust type in cache names (the same on every
 /// platform and process, unlike `TypeId`).
 fn stable_hash(text: &str) -> u64 {
@@ -326,8 +279,82 @@ fn stable_hash(text: &str) -> u64 {
     hash
 }
 
+/// The longest label kept in a cache name; the hash after it tells longer ones apart.
+const MAX_LABEL: usize = 96;
+
+/// The name of the cache of `kind` holding values of the type named `type_name`:
+/// `<prefix>:<kind>:<label>:<hash>`. The label says what a dashboard user needs to know
+/// (the table of entity rows, the short result type of query results, see
+/// [`short_type_name`]); the hash, of the full type name, keeps two types with one
+/// label apart, so two value types never share a cache. Both are the same in every
+/// process built from the same code.
+pub(crate) fn cache_name(prefix: &str, kind: &str, label: &str, type_name: &str) -> String {
+    let mut label: String = label
+        .chars()
+        .filter(|c| !c.is_whitespace() && !c.is_control())
+        .collect();
+    if label.len() > MAX_LABEL {
+        let mut end = MAX_LABEL;
+        while !label.is_char_boundary(end) {
+            end -= 1;
+        }
+        label.truncate(end);
+    }
+    format!("{prefix}:{kind}:{label}:{:016x}", stable_hash(type_name))
+}
+
+/// A Rust type name with each path shortened to what names it for a reader: the
+/// standard library's paths to their last segment (`Vec`, `Option`, `String`), every
+/// other path to its last two (`product::Model`, `serde_json::Value`'s
+/// `value::Value`). `alloc::vec::Vec<shop::entities::product::Model>` becomes
+/// `Vec<product::Model>`.
+pub(crate) fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut path = String::new();
+    let flush = |path: &mut String, out: &mut String| {
+        if path.is_empty() {
+            return;
+        }
+        let segments: Vec<&str> = path.split("::").collect();
+        let std_path = matches!(segments.first(), Some(&("alloc" | "core" | "std")));
+        let keep = if std_path { 1 } else { 2 };
+        out.push_str(&segments[segments.len().saturating_sub(keep)..].join("::"));
+        path.clear();
+    };
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            path.push(c);
+        } else {
+            flush(&mut path, &mut out);
+            if !c.is_whitespace() {
+                out.push(c);
+            }
+        }
+    }
+    flush(&mut path, &mut out);
+    out
+}
+
 impl QueryCache {
-    /// Starts building a query cache over `manager`'s store.
+    /// Starts building a query cache over `manager`'s store: namespace, time to live,
+    /// codec, declared views and functions, what a write does when the store is out of
+    /// reach.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use partcache_sea_orm::{QueryCache, UnreachableStore};
+    ///
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let qc = QueryCache::builder(&manager)
+    ///     .namespace("shop")
+    ///     .ttl(Duration::from_secs(120))
+    ///     .on_unreachable_store(UnreachableStore::RefuseWrite)
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(qc.namespace(), "shop");
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     pub fn builder(manager: &CacheManager) -> QueryCacheBuilder {
         QueryCacheBuilder {
             manager: manager.clone(),
@@ -342,7 +369,21 @@ impl QueryCache {
         }
     }
 
-    /// A query cache with the default settings under namespace `ns`.
+    /// A query cache with the default settings under namespace `ns`: every process that
+    /// opens namespace `ns` on the same store shares its results and table versions.
+    /// Cheap to clone; build one per application and namespace, not per request.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?; // or redis://…
+    /// let qc = partcache_sea_orm::QueryCache::new(&manager, "shop").await?;
+    /// assert_eq!(qc.stats().cache.hits, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`QueryCacheBuilder::build`].
     pub async fn new(manager: &CacheManager, ns: impl Into<String>) -> partcache::Result<Self> {
         Self::builder(manager).namespace(ns).build().await
     }
@@ -357,22 +398,35 @@ impl QueryCache {
         &self.inner.manager
     }
 
-    /// A snapshot of this process's counters.
+    /// A snapshot of this process's counters (every clone of this query cache and the
+    /// [`EntityCache`](crate::EntityCache)s over it count together); serialisable as
+    /// it is. Each cache's own statistics (per entity, per result type) are on
+    /// [`CacheManager::caches`].
     pub fn stats(&self) -> QueryCacheStats {
-        let c = &self.inner.counters;
-        QueryCacheStats {
-            hits: c.hits.get(),
-            misses: c.misses.get(),
-            bypasses: c.bypasses.get(),
-            store_errors: c.store_errors.get(),
-            bumps: c.bumps.get(),
-            bump_failures: c.bump_failures.get(),
-        }
+        self.inner.counters.snapshot()
     }
 
     /// Invalidates every cached result and row of this namespace, in every process (one
     /// bump of the global epoch). Call it after a store failover (see
     /// [`crate::versions`]) or after writes that bypassed the [`CachingConnection`](crate::CachingConnection).
+    ///
+    /// **Across processes.** The epoch lives in the shared store: from the moment this
+    /// returns, no process serves a result cached before it (each reads the epoch
+    /// before every cached read). Nothing is deleted; old entries age out by their
+    /// time to live. **Cost:** one atomic update in the store.
+    ///
+    /// A bump that cannot reach the store never fails the call: it is logged, counted in
+    /// [`QueryCacheStats::bump_failures`], retried in the background until it lands,
+    /// and until then this process serves nothing from the cache.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let qc = partcache_sea_orm::QueryCache::new(&manager, "doc").await?;
+    /// qc.invalidate_all().await;
+    /// assert_eq!(qc.stats().bumps, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     pub async fn invalidate_all(&self) {
         self.inner
             .versions
@@ -381,7 +435,19 @@ impl QueryCache {
     }
 
     /// Invalidates every cached result and row that read `table` (e.g. after a write by
-    /// another program, or a database trigger or cascade the connection cannot see).
+    /// another program, or a database trigger or cascade the connection cannot see), in
+    /// every process on the store: two version bumps (the table's query version and
+    /// its row set), failing open as [`QueryCache::invalidate_all`] does.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let qc = partcache_sea_orm::QueryCache::new(&manager, "doc").await?;
+    /// // A nightly import wrote `product` without going through a CachingConnection.
+    /// qc.invalidate_table("product").await;
+    /// assert_eq!(qc.stats().bumps, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     pub async fn invalidate_table(&self, table: &str) {
         let table = normalize_table(table);
         let v = &self.inner.versions;
@@ -393,7 +459,8 @@ impl QueryCache {
     }
 
     /// Invalidates every cached result tagged with one of `tags` (see
-    /// [`Cached::tags`](crate::Cached::tags)).
+    /// [`Cached::tags`](crate::Cached::tags)), in every process on the store: one
+    /// version bump per tag, failing open as [`QueryCache::invalidate_all`] does.
     pub async fn invalidate_tags<I, S>(&self, tags: I)
     where
         I: IntoIterator<Item = S>,
@@ -402,37 +469,6 @@ impl QueryCache {
         let v = &self.inner.versions;
         v.bump(tags.into_iter().map(|t| v.key(&Version::Tag(t.into()))))
             .await;
-    }
-
-    /// Caches the result of `load` (any computation over the database: several queries,
-    /// a report) under `key`, invalidated like a cached select that read `tables`. This
-    /// is what [`cached_query!`](crate::cached_query) expands to.
-    ///
-    /// `key` must identify the computation and its inputs (e.g.
-    /// `format!("top-products:{limit}")`); `tables` must list every table `load`
-    /// reads, since there is no statement to audit.
-    pub async fn remember<C, V, F, Fut>(
-        &self,
-        db: &C,
-        key: &str,
-        tables: &[&str],
-        load: F,
-    ) -> Result<Arc<V>, DbErr>
-    where
-        C: CacheAware,
-        V: CacheValue,
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<V, DbErr>>,
-    {
-        let tables: Vec<String> = tables.iter().map(|t| normalize_table(t)).collect();
-        let captured = Captured {
-            stmt: Statement::from_string(db.get_database_backend(), key),
-            reads: self.inner.reader.expand(&tables).map(Arc::new),
-        };
-        self.fetch(db, captured, "remember", &CacheOptions::default(), |_| {
-            load()
-        })
-        .await
     }
 
     pub(crate) fn same_as(&self, other: &QueryCache) -> bool {
@@ -448,13 +484,11 @@ impl QueryCache {
         let key = KeyBuf::new("pk-kinds", &self.inner.ns)
             .field(table)
             .clone_finish();
-        let flat = match self.inner.primary_keys.get(&key).await {
-            Ok(found) => found?,
-            Err(error) => {
-                self.store_error(&error);
-                return None;
-            }
-        };
+        let keys = &self.inner.primary_keys;
+        let flat = self
+            .fail_open(keys.name())
+            .call("get", keys.get(&key))
+            .await??;
         // Stored flat: column, kind, column, kind...
         if flat.len() % 2 != 0 {
             return None;
@@ -470,26 +504,30 @@ impl QueryCache {
         let key = KeyBuf::new("pk-kinds", &self.inner.ns)
             .field(table)
             .clone_finish();
-        if let Ok(Some(_)) = self.inner.primary_keys.get(&key).await {
+        let keys = &self.inner.primary_keys;
+        let fail_open = self.fail_open(keys.name());
+        if let Some(Some(_)) = fail_open.call("get", keys.get(&key)).await {
             return;
         }
         let flat: Vec<String> = columns.into_iter().flat_map(|(c, k)| [c, k]).collect();
-        if let Err(error) = self.inner.primary_keys.put(key, flat).await {
-            self.store_error(&error);
-        }
+        fail_open.call("put", keys.put(key, flat)).await;
     }
 
-    pub(crate) fn store_error(&self, error: &partcache::Error) {
-        self.inner.counters.store_errors.incr();
-        tracing::warn!(%error, "partcache-sea-orm: cache store error; running against the database");
+    /// Store calls on the cache named `cache`, failing open: a failure is logged and
+    /// counted in [`QueryCacheStats`]' `store_errors`, and the caller carries on
+    /// without the cache.
+    pub(crate) fn fail_open<'a>(&'a self, cache: &'a str) -> FailOpen<'a> {
+        FailOpen::new("partcache-sea-orm", cache).counters(&self.inner.counters.cache)
     }
 
-    /// The cache for values of type `V` (`kind`: `rows` or `entities`), opened on first
-    /// use. After that, a read lock and a map lookup.
+    /// The cache for values of type `V` (`kind`: `rows` or `entities`; `label`: what it
+    /// holds, see [`cache_name`]), opened on first use. After that, a read lock and a
+    /// map lookup. `None` when it cannot be opened (failing open: logged, counted).
     pub(crate) async fn typed_cache<V: CacheValue>(
         &self,
         kind: &'static str,
-    ) -> partcache::Result<Cache<String, V>> {
+        label: impl FnOnce() -> String,
+    ) -> Option<Cache<String, V>> {
         let id = (TypeId::of::<V>(), kind);
         if let Some(cache) = self
             .inner
@@ -498,212 +536,77 @@ impl QueryCache {
             .get(&id)
             .and_then(|c| c.downcast_ref::<Cache<String, V>>())
         {
-            return Ok(cache.clone());
+            return Some(cache.clone());
         }
-        let name = format!(
-            "{}:{kind}:{:016x}",
-            self.inner.prefix,
-            stable_hash(std::any::type_name::<V>())
+        let name = cache_name(
+            &self.inner.prefix,
+            kind,
+            &label(),
+            std::any::type_name::<V>(),
         );
-        let cache = self
+        let open = self
             .inner
             .manager
             .cache::<String, V>(&name)
             .expiry(ExpiryPolicy::Created(self.inner.ttl))
             .max_entries(self.inner.max_entries)
             .codec(self.inner.codec)
-            .build()
-            .await?;
+            .build();
+        let cache = self.fail_open(&name).call("open", open).await?;
         self.inner.typed.write().insert(id, Box::new(cache.clone()));
-        Ok(cache)
+        Some(cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_type_names_keep_what_names_the_entity() {
+        assert_eq!(
+            short_type_name("alloc::vec::Vec<shop::entities::product::Model>"),
+            "Vec<product::Model>"
+        );
+        assert_eq!(
+            short_type_name(
+                "alloc::vec::Vec<(a::product::Model, core::option::Option<a::category::Model>)>"
+            ),
+            "Vec<(product::Model,Option<category::Model>)>"
+        );
+        assert_eq!(short_type_name("u64"), "u64");
+        assert_eq!(
+            short_type_name("alloc::vec::Vec<(i32, alloc::string::String)>"),
+            "Vec<(i32,String)>"
+        );
     }
 
-    /// Whether `db` belongs to this query cache; warns once when it does not (its
-    /// writes would not invalidate this cache's results, so the read bypasses it).
-    fn serves<C: CacheAware>(&self, db: &C) -> bool {
-        if db.cache_scope().cache.same_as(self) {
-            return true;
-        }
-        if !self.inner.warned_mismatch.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                namespace = %self.inner.ns,
-                "partcache-sea-orm: a cached query ran on a CachingConnection of another QueryCache; not caching"
-            );
-        }
-        false
-    }
-
-    /// The read path of every cached query. `load` runs the captured statement against
-    /// `db` and decodes it; it is called at most once on the happy path, and again only
-    /// when the cache fails (fail-open).
-    pub(crate) async fn fetch<C, V, F, Fut>(
-        &self,
-        db: &C,
-        captured: Captured,
-        shape: &'static str,
-        options: &CacheOptions,
-        load: F,
-    ) -> Result<Arc<V>, DbErr>
-    where
-        C: CacheAware,
-        V: CacheValue,
-        F: Fn(Statement) -> Fut,
-        Fut: Future<Output = Result<V, DbErr>>,
-    {
-        let counters = &self.inner.counters;
-        let Captured { stmt, reads } = captured;
-        let bypass = |stmt: Statement| {
-            counters.bypasses.incr();
-            let run = load(stmt);
-            async move { run.await.map(Arc::new) }
-        };
-        let Some(read) = reads else {
-            // A part of the statement could not be audited (or it locks): never cache
-            // it under fewer tables than it reads.
-            return bypass(stmt).await;
-        };
-        if !self.serves(db) {
-            return bypass(stmt).await;
-        }
-        let reader = &self.inner.reader;
-        let reads: std::borrow::Cow<'_, [String]> = if options.depends_on.is_empty() {
-            std::borrow::Cow::Borrowed(read.as_slice())
-        } else {
-            let Some(more) = reader.expand(&options.depends_on) else {
-                return bypass(stmt).await;
-            };
-            let mut all = read.to_vec();
-            all.extend(more);
-            all.sort();
-            all.dedup();
-            std::borrow::Cow::Owned(all)
-        };
-        let scope = db.cache_scope();
-        if let Some(tx) = scope.tx
-            && tx.wrote_any(&reads)
-        {
-            // Read-your-writes: the database sees this transaction's uncommitted
-            // writes, the cache does not.
-            return bypass(stmt).await;
-        }
-        let versions = &self.inner.versions;
-        if !versions.healthy().await {
-            return bypass(stmt).await;
-        }
-        let deps: Vec<Version> = std::iter::once(Version::Epoch)
-            .chain(reads.iter().cloned().map(Version::Table))
-            .chain(options.tags.iter().cloned().map(Version::Tag))
-            .collect();
-        let version_keys: Vec<String> = deps.iter().map(|d| versions.key(d)).collect();
-        let tokens = match versions.current(&version_keys).await {
-            Ok(tokens) => tokens,
-            Err(error) => {
-                self.store_error(&error);
-                return bypass(stmt).await;
-            }
-        };
-        if tokens.iter().any(|t| versions.is_live_marker(*t)) {
-            // A write to a table read here is running: its result may commit at any
-            // moment, so nothing is served or stored under these versions.
-            return bypass(stmt).await;
-        }
-        let mut key = KeyBuf::new("q", &self.inner.ns);
-        key.backend(stmt.db_backend).field(shape).field(&stmt.sql);
-        let values = stmt.values.as_ref().map(|v| v.0.as_slice()).unwrap_or(&[]);
-        key.field(&values.len().to_string());
-        for value in values {
-            key.value(value);
-        }
-        for (dep, token) in deps.iter().zip(&tokens) {
-            match dep {
-                Version::Epoch => key.field("e"),
-                Version::Table(t) => key.field("t").field(t),
-                Version::Tag(t) => key.field("g").field(t),
-                Version::Rows(_) | Version::Row(..) => key.field("?"),
-            };
-            key.token(*token);
-        }
-        let key = key.finish();
-        let cache = match self.typed_cache::<V>("rows").await {
-            Ok(cache) => cache,
-            Err(error) => {
-                self.store_error(&error);
-                return bypass(stmt).await;
-            }
-        };
-        self.get_or_load(&cache, key, scope.tx.is_some(), options.ttl, || {
-            load(stmt.clone())
-        })
-        .await
-    }
-
-    /// Serves `key` from `cache`, or loads it with `load()` and caches it (unless
-    /// `hit_only`: inside a transaction, whose snapshot may be older than the versions
-    /// just read, nothing is stored).
-    pub(crate) async fn get_or_load<V, F, Fut>(
-        &self,
-        cache: &Cache<String, V>,
-        key: String,
-        hit_only: bool,
-        ttl: Option<Duration>,
-        load: F,
-    ) -> Result<Arc<V>, DbErr>
-    where
-        V: CacheValue,
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<V, DbErr>>,
-    {
-        let counters = &self.inner.counters;
-        if hit_only {
-            match cache.get(&key).await {
-                Ok(Some(value)) => {
-                    counters.hits.incr();
-                    return Ok(value);
-                }
-                Ok(None) => {}
-                Err(error) => self.store_error(&error),
-            }
-            counters.bypasses.incr();
-            return load().await.map(Arc::new);
-        }
-        let failure: Mutex<Option<DbErr>> = Mutex::new(None);
-        let loaded = AtomicBool::new(false);
-        let tracked_load = |_| async {
-            loaded.store(true, Ordering::Relaxed);
-            match load().await {
-                Ok(value) => Ok(value),
-                Err(error) => {
-                    *failure.lock() = Some(error);
-                    Err(LoadFailed)
-                }
-            }
-        };
-        // The TTL goes with the load's own write: no second write of the same value.
-        let result = match ttl {
-            Some(ttl) => cache.get_or_load_with_ttl(&key, ttl, tracked_load).await,
-            None => cache.get_or_load(&key, tracked_load).await,
-        };
-        match result {
-            Ok(value) => {
-                if loaded.load(Ordering::Relaxed) {
-                    counters.misses.incr();
-                } else {
-                    counters.hits.incr();
-                }
-                Ok(value)
-            }
-            Err(error) => {
-                if let Some(db_error) = failure.lock().take() {
-                    return Err(db_error);
-                }
-                // Another caller's load failed (we waited on it), or the store failed:
-                // run the query ourselves.
-                if !matches!(error, partcache::Error::Loader(_)) {
-                    self.store_error(&error);
-                }
-                counters.bypasses.incr();
-                load().await.map(Arc::new)
-            }
-        }
+    #[test]
+    fn cache_names_say_what_they_hold_and_keep_two_types_apart() {
+        let a = cache_name(
+            "orm",
+            "rows",
+            "Vec<product::Model>",
+            "Vec<a::product::Model>",
+        );
+        let b = cache_name(
+            "orm",
+            "rows",
+            "Vec<product::Model>",
+            "Vec<b::product::Model>",
+        );
+        assert!(a.starts_with("orm:rows:Vec<product::Model>:"), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            cache_name(
+                "orm",
+                "rows",
+                "Vec<product::Model>",
+                "Vec<a::product::Model>"
+            )
+        );
+        let long = cache_name("orm", "rows", &"x".repeat(500), "t");
+        assert!(long.len() < 140, "{long}");
     }
 }

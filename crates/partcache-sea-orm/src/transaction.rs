@@ -1,58 +1,15 @@
 //! [`CachingTransaction`]: a transaction whose version bumps wait for its commit.
 
-use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use sea_orm::{DatabaseTransaction, DbErr, TransactionSession};
 
-use crate::connection::{CacheAware, CacheScope, WritePlan, mark_before_write};
 use crate::delegate::caching_connection_impls;
+use crate::guard::mark_before_write;
+use crate::plan::WritePlan;
 use crate::query_cache::QueryCache;
-
-/// The bumps a transaction owes the store, applied at its commit.
-#[derive(Debug, Default)]
-pub(crate) struct Pending {
-    keys: BTreeSet<String>,
-    tables: HashSet<String>,
-    everything: bool,
-}
-
-impl Pending {
-    fn absorb(&mut self, plan: WritePlan) {
-        self.keys.extend(plan.keys);
-        self.tables.extend(plan.tables);
-        self.everything |= plan.everything;
-    }
-
-    fn merge(&mut self, other: Pending) {
-        self.keys.extend(other.keys);
-        self.tables.extend(other.tables);
-        self.everything |= other.everything;
-    }
-}
-
-/// What a transaction (and its enclosing ones, for a nested transaction) has written.
-#[derive(Debug)]
-pub struct TxState {
-    own: Arc<Mutex<Pending>>,
-    /// Enclosing transactions, outermost first: their writes are visible here too.
-    ancestors: Vec<Arc<Mutex<Pending>>>,
-}
-
-impl TxState {
-    /// Whether this transaction or an enclosing one wrote any of `tables` (or something
-    /// the connection could not attribute to tables).
-    pub(crate) fn wrote_any(&self, tables: &[String]) -> bool {
-        self.ancestors
-            .iter()
-            .chain(std::iter::once(&self.own))
-            .any(|pending| {
-                let pending = pending.lock();
-                pending.everything || tables.iter().any(|t| pending.tables.contains(t))
-            })
-    }
-}
+use crate::scope::{CacheAware, CacheScope, Pending, TxState};
 
 /// A transaction on a [`CachingConnection`](crate::CachingConnection).
 ///
@@ -126,7 +83,7 @@ impl CacheAware for CachingTransaction {
 }
 
 // `ConnectionTrait` and `TransactionTrait`, shared with `CachingConnection`.
-caching_connection_impls!(CachingTransaction, tx);
+caching_connection_impls!(CachingTransaction, tx, CachingTransaction);
 
 #[async_trait::async_trait]
 impl TransactionSession for CachingTransaction {

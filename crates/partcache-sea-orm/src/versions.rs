@@ -47,7 +47,7 @@ use parking_lot::Mutex;
 use partcache::Cache;
 
 use crate::key::KeyBuf;
-use crate::query_cache::Counters;
+use crate::stats::Counters;
 
 /// Which version a key names.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,6 +122,11 @@ impl Versions {
             retrying: AtomicBool::new(false),
             marker_ttl,
         }
+    }
+
+    /// The name of the cache the versions live in.
+    pub(crate) fn cache_name(&self) -> &str {
+        self.cache.name()
     }
 
     /// Whether `token` is a marker whose deadline has not passed. A deadline further

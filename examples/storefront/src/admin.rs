@@ -193,11 +193,11 @@ pub struct OrmFigures {
 impl From<QueryCacheStats> for OrmFigures {
     fn from(s: QueryCacheStats) -> Self {
         OrmFigures {
-            hits: s.hits,
-            misses: s.misses,
-            bypasses: s.bypasses,
+            hits: s.cache.hits,
+            misses: s.cache.misses,
+            bypasses: s.cache.bypasses,
             bumps: s.bumps,
-            store_errors: s.store_errors,
+            store_errors: s.cache.store_errors + s.cache.store_timeouts,
         }
     }
 }

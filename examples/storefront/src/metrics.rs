@@ -98,9 +98,9 @@ pub fn render(
         metrics::counter!("partcache_http_responses_total", "result" => result).absolute(value);
     }
     let reads = [
-        ("hit", orm.hits),
-        ("miss", orm.misses),
-        ("bypass", orm.bypasses),
+        ("hit", orm.cache.hits),
+        ("miss", orm.cache.misses),
+        ("bypass", orm.cache.bypasses),
     ];
     for (result, value) in reads {
         metrics::counter!("partcache_orm_reads_total", "result" => result).absolute(value);

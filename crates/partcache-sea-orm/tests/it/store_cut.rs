@@ -13,7 +13,7 @@ use common::proxy::Proxy;
 use partcache::CacheManager;
 use partcache_integration_tests::postgres::PostgresServer;
 use partcache_integration_tests::{Flavor, RedisServer, ServerOptions};
-use partcache_sea_orm::{QueryCache, UnreachableStore};
+use partcache_sea_orm::{QueryCache, QueryCacheExt, UnreachableStore};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, EntityTrait, QueryOrder, TransactionSession,
     TransactionTrait,
@@ -83,9 +83,9 @@ async fn set_price(
 async fn warm(env: &common::Env) {
     use partcache_sea_orm::QueryCacheExt;
     cheap().cached(&env.qb).all(&env.b).await.unwrap();
-    let hits = env.qb.stats().hits;
+    let hits = env.qb.stats().cache.hits;
     cheap().cached(&env.qb).all(&env.b).await.unwrap();
-    assert_eq!(env.qb.stats().hits, hits + 1);
+    assert_eq!(env.qb.stats().cache.hits, hits + 1);
     assert!(fresh(env).await);
 }
 
@@ -102,6 +102,17 @@ async fn refuses_writes_it_cannot_invalidate(url: &str) {
     let before = price_in_db(&env, 1).await;
 
     s.proxy.cut();
+    // A cached read on the cut-off side fails open: it runs against the database, and
+    // the store error is counted.
+    let errors = env.qa.stats().cache.store_errors;
+    let read = cheap()
+        .cached(&env.qa)
+        .all(&env.a)
+        .await
+        .expect("fails open");
+    assert_eq!(read, cheap().all(env.a.inner()).await.unwrap());
+    let stats = env.qa.stats();
+    assert!(stats.cache.store_errors > errors, "{stats:?}");
     let refused = set_price(&env.a, 701).await;
     assert!(
         refused.is_err(),

@@ -21,7 +21,7 @@ pub async fn locking_reads_reach_the_database(env: Env) {
         .execute_unprepared("UPDATE product SET price = 77 WHERE id = 1")
         .await
         .unwrap();
-    let hits = env.qb.stats().hits;
+    let hits = env.qb.stats().cache.hits;
     let tx = env.b.begin().await.unwrap();
     let exclusive = cheap()
         .lock_exclusive()
@@ -62,7 +62,7 @@ pub async fn locking_reads_reach_the_database(env: Env) {
         assert_eq!(price_of_1(&rows), Some(77));
     }
     assert_eq!(
-        env.qb.stats().hits,
+        env.qb.stats().cache.hits,
         hits,
         "a locking read was served from the cache"
     );

@@ -110,7 +110,7 @@ fn cheap() -> sea_orm::Select<product::Entity> {
 }
 
 fn hits(stats: QueryCacheStats) -> u64 {
-    stats.hits
+    stats.cache.hits
 }
 
 /// Caches `cheap()` through `b` and checks that a second read is a hit.
@@ -282,9 +282,9 @@ pub async fn unparsed_raw_sql_bumps_everything(env: Env) {
     // via a CTE): the epoch is bumped, so every cached result misses.
     let sql = "WITH x AS (SELECT 1) UPDATE product SET price = 77 WHERE id = 5";
     env.a.execute_unprepared(sql).await.unwrap();
-    let misses = env.qb.stats().misses;
+    let misses = env.qb.stats().cache.misses;
     let after = assert_fresh(&env).await;
-    assert_eq!(env.qb.stats().misses, misses + 1);
+    assert_eq!(env.qb.stats().cache.misses, misses + 1);
     assert_eq!(after.iter().find(|p| p.id == 5).map(|p| p.price), Some(77));
 }
 
@@ -456,6 +456,16 @@ pub async fn shapes_count_paginate_json_tuple(env: Env) {
     assert_eq!(count, cheap().count(db.inner()).await.unwrap());
     let one = cheap().cached(q).one(db).await.unwrap();
     assert_eq!(one, cheap().one(db.inner()).await.unwrap());
+    // Learnt from the select's own statement object and recorded from its selector,
+    // the statement is the same: one cached result serves both.
+    let h = q.stats().cache.hits;
+    let via_selector = cheap()
+        .into_model::<product::Model>()
+        .cached(q)
+        .one(db)
+        .await
+        .unwrap();
+    assert_eq!((via_selector, q.stats().cache.hits), (one, h + 1));
     let json: Vec<JsonValue> = cheap().into_json().cached(q).all(db).await.unwrap();
     assert_eq!(json, cheap().into_json().all(db.inner()).await.unwrap());
     let tuples: Vec<(i32, String)> = cheap()
@@ -499,18 +509,18 @@ async fn read_tagged(env: &Env) -> Vec<product::Model> {
 pub async fn tags_and_explicit_invalidation(env: Env) {
     let q = &env.qb;
     read_tagged(&env).await;
-    let m = q.stats().misses;
+    let m = q.stats().cache.misses;
     read_tagged(&env).await;
-    assert_eq!(q.stats().misses, m);
+    assert_eq!(q.stats().cache.misses, m);
     env.qa.invalidate_tags(["catalog"]).await;
     read_tagged(&env).await;
-    assert_eq!(q.stats().misses, m + 1);
+    assert_eq!(q.stats().cache.misses, m + 1);
     env.qa.invalidate_table("PRODUCT").await;
     read_tagged(&env).await;
-    assert_eq!(q.stats().misses, m + 2);
+    assert_eq!(q.stats().cache.misses, m + 2);
     env.qa.invalidate_all().await;
     read_tagged(&env).await;
-    assert_eq!(q.stats().misses, m + 3);
+    assert_eq!(q.stats().cache.misses, m + 3);
 }
 
 pub async fn cached_query_macro_is_invalidated(env: Env) {
@@ -540,16 +550,16 @@ async fn cached_product(env: &Env, id: i32) -> Option<product::Model> {
 pub async fn entity_cache_is_invalidated_per_row(env: Env) {
     let p1 = cached_product(&env, 1).await.unwrap();
     let p2 = cached_product(&env, 2).await.unwrap();
-    let h = env.qb.stats().hits;
+    let h = env.qb.stats().cache.hits;
     assert_eq!(cached_product(&env, 1).await.as_ref(), Some(&p1));
     assert_eq!(cached_product(&env, 2).await.as_ref(), Some(&p2));
-    assert_eq!(env.qb.stats().hits, h + 2);
+    assert_eq!(env.qb.stats().cache.hits, h + 2);
     // A single-row update through the other connection: row 1 misses, row 2 still hits.
     set_price(&env.a, 1, 501).await.unwrap();
-    let h = env.qb.stats().hits;
+    let h = env.qb.stats().cache.hits;
     assert_eq!(cached_product(&env, 1).await.map(|p| p.price), Some(501));
     assert_eq!(cached_product(&env, 2).await.as_ref(), Some(&p2));
-    assert_eq!(env.qb.stats().hits, h + 1, "only row 2 is a hit");
+    assert_eq!(env.qb.stats().cache.hits, h + 1, "only row 2 is a hit");
     // An update_many filtered on the key, with an i64 literal: still that row only.
     product::Entity::update_many()
         .col_expr(product::Column::Price, Expr::value(502))
@@ -565,9 +575,9 @@ pub async fn entity_cache_is_invalidated_per_row(env: Env) {
         .exec(&env.a)
         .await
         .unwrap();
-    let m = env.qb.stats().misses;
+    let m = env.qb.stats().cache.misses;
     assert_eq!(cached_product(&env, 2).await.map(|p| p.price), Some(7));
-    assert_eq!(env.qb.stats().misses, m + 1);
+    assert_eq!(env.qb.stats().cache.misses, m + 1);
     // Delete of a row: it is gone from the cache too; missing rows are not cached.
     product::Entity::delete_by_id(2).exec(&env.a).await.unwrap();
     assert_eq!(cached_product(&env, 2).await, None);
@@ -585,6 +595,93 @@ pub async fn entity_cache_is_invalidated_per_row(env: Env) {
         cached_product(&env, 2).await.map(|p| p.name),
         Some("raw".into())
     );
+}
+
+/// The load failures counted by the entity caches of `product` (the core statistics
+/// a dashboard shows for them).
+fn product_entity_load_failures(manager: &CacheManager) -> u64 {
+    manager
+        .caches()
+        .iter()
+        .filter(|cache| cache.name().starts_with("orm:entities:product:"))
+        .map(|cache| cache.stats().load_failures)
+        .sum()
+}
+
+pub async fn entity_cache_row_not_found_is_a_miss_then_a_cached_absence(env: Env) {
+    let manager = env.qb.manager().clone();
+    let failures = product_entity_load_failures(&manager);
+    let s0 = env.qb.stats();
+    assert_eq!(cached_product(&env, 999).await, None);
+    let s1 = env.qb.stats();
+    assert_eq!(
+        (
+            s1.cache.misses - s0.cache.misses,
+            s1.cache.hits - s0.cache.hits,
+            s1.cache.bypasses - s0.cache.bypasses
+        ),
+        (1, 0, 0),
+        "a row not found is a miss"
+    );
+    assert_eq!(cached_product(&env, 999).await, None);
+    let s2 = env.qb.stats();
+    assert_eq!(
+        (
+            s2.cache.misses - s1.cache.misses,
+            s2.cache.hits - s1.cache.hits
+        ),
+        (0, 1),
+        "the absence is cached: the second lookup is a hit"
+    );
+    assert_eq!(
+        product_entity_load_failures(&manager),
+        failures,
+        "a row not found is not a failed load"
+    );
+    // An insert of that key through the other connection makes the absence stale.
+    insert_product(&env.a, 999, "late", 1, 1).await;
+    assert_eq!(
+        cached_product(&env, 999).await.map(|p| p.name),
+        Some("late".into())
+    );
+    let s3 = env.qb.stats();
+    assert_eq!(
+        (
+            s3.cache.misses - s2.cache.misses,
+            s3.cache.hits - s2.cache.hits
+        ),
+        (1, 0)
+    );
+    assert_eq!(
+        cached_product(&env, 999).await.map(|p| p.name),
+        Some("late".into())
+    );
+    assert_eq!(env.qb.stats().cache.hits, s3.cache.hits + 1);
+    // A failing database call is what a load failure is: the error reaches the caller.
+    env.a
+        .execute_unprepared("ALTER TABLE product RENAME TO product_gone")
+        .await
+        .unwrap();
+    assert!(
+        env.eb
+            .find_by_id::<product::Entity, _>(&env.b, 12345)
+            .await
+            .is_err()
+    );
+    env.a
+        .execute_unprepared("ALTER TABLE product_gone RENAME TO product")
+        .await
+        .unwrap();
+    assert_eq!(product_entity_load_failures(&manager), failures + 1);
+    // The caches say what they hold.
+    cheap().cached(&env.qb).all(&env.b).await.unwrap();
+    let names = manager.cache_names();
+    for prefix in ["orm:entities:product:", "orm:rows:Vec<product::Model>:"] {
+        assert!(
+            names.iter().any(|name| name.starts_with(prefix)),
+            "no cache named {prefix}…: {names:?}"
+        );
+    }
 }
 
 fn typed_rows() -> Vec<typed::ActiveModel> {
@@ -715,6 +812,7 @@ macro_rules! with_suite_fns {
             tags_and_explicit_invalidation,
             cached_query_macro_is_invalidated,
             entity_cache_is_invalidated_per_row,
+            entity_cache_row_not_found_is_a_miss_then_a_cached_absence,
             cached_results_equal_the_database_field_for_field,
             tables_read_outside_where_invalidate,
             locking_reads_reach_the_database,

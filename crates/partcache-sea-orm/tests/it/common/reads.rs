@@ -156,7 +156,7 @@ pub async fn tables_read_outside_where_invalidate(env: Env) {
     for (name, select) in cases() {
         let first = select.clone().into_json().cached(&env.qb).all(&env.b).await;
         let first = first.unwrap_or_else(|e| panic!("{name}: {e}"));
-        let hits = env.qb.stats().hits;
+        let hits = env.qb.stats().cache.hits;
         let second = select
             .clone()
             .into_json()
@@ -165,7 +165,7 @@ pub async fn tables_read_outside_where_invalidate(env: Env) {
             .await
             .unwrap();
         assert_eq!(
-            env.qb.stats().hits,
+            env.qb.stats().cache.hits,
             hits + 1,
             "{name}: the second read must be a hit"
         );

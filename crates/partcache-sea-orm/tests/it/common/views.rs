@@ -75,10 +75,10 @@ pub async fn views_are_invalidated_by_writes_to_their_base_tables(env: Env) {
 
     // Learnt: a view over a view over two tables.
     cheap_rows_fresh(&env).await;
-    let hits = env.qb.stats().hits;
+    let hits = env.qb.stats().cache.hits;
     cheap_rows_fresh(&env).await;
     assert_eq!(
-        env.qb.stats().hits,
+        env.qb.stats().cache.hits,
         hits + 1,
         "a select over a known view is cached"
     );
@@ -95,18 +95,22 @@ pub async fn views_are_invalidated_by_writes_to_their_base_tables(env: Env) {
     assert!(cheap_rows_fresh(&env).await.iter().any(|r| r.id == 70));
 
     // Not answerable by the catalog: never cached until declared.
-    let bypasses = env.qb.stats().bypasses;
+    let bypasses = env.qb.stats().cache.bypasses;
     counted(&env).await;
     assert_eq!(
-        env.qb.stats().bypasses,
+        env.qb.stats().cache.bypasses,
         bypasses + 1,
         "an unknown view is not cached"
     );
     env.qb.declare_view("counted_view", ["product"]);
     counted(&env).await;
-    let hits = env.qb.stats().hits;
+    let hits = env.qb.stats().cache.hits;
     let (before, _) = counted(&env).await;
-    assert_eq!(env.qb.stats().hits, hits + 1, "a declared view is cached");
+    assert_eq!(
+        env.qb.stats().cache.hits,
+        hits + 1,
+        "a declared view is cached"
+    );
     insert_product(&env.a, 71, "newer", 6, 2).await;
     let (after, _) = counted(&env).await;
     assert_eq!(after, before + 1);
