@@ -135,15 +135,11 @@ where
 async fn nothing_pending() {}
 
 async fn partcache(manager: &CacheManager, round: usize) -> (Measured, Measured) {
-    let cache = ResponseCache::builder(
-        manager
-            .cache(&format!("peers-{round}"))
-            .max_entries(CAPACITY)
-            .build()
-            .await
-            .expect("cache"),
-    )
-    .build();
+    let cache = ResponseCache::builder(manager, format!("peers-{round}"))
+        .max_entries(CAPACITY)
+        .build()
+        .await
+        .expect("cache");
     let app = route().layer(cache.layer());
     let drained = async || {
         let deadline = Instant::now() + Duration::from_secs(60);

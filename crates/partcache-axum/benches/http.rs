@@ -105,15 +105,11 @@ async fn in_process(manager: &CacheManager, only: Option<&str>) {
     let mut figures = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         // A fresh cache per round: every round starts from the same state.
-        let cache = ResponseCache::builder(
-            manager
-                .cache(&format!("inproc-{round}"))
-                .max_entries(10_000)
-                .build()
-                .await
-                .expect("cache"),
-        )
-        .build();
+        let cache = ResponseCache::builder(manager, format!("inproc-{round}"))
+            .max_entries(10_000)
+            .build()
+            .await
+            .expect("cache");
         let cached = Router::new()
             .route("/{*path}", get(static_bytes))
             .layer(cache.layer());
@@ -177,21 +173,17 @@ async fn flood(manager: &CacheManager) {
     use futures::StreamExt;
     const FLOOD: usize = 200_000;
     const FLOOD_CONCURRENCY: usize = 256;
-    let cache = ResponseCache::builder(
-        manager
-            .cache("flood")
-            .max_entries(10_000)
-            .build()
-            .await
-            .expect("cache"),
-    )
-    .max_pending_stores(
-        std::env::var("HTTP_FLOOD_MAX_PENDING")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(partcache_tower::backlog::DEFAULT_MAX_PENDING),
-    )
-    .build();
+    let cache = ResponseCache::builder(manager, "flood")
+        .max_entries(10_000)
+        .max_pending_stores(
+            std::env::var("HTTP_FLOOD_MAX_PENDING")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(partcache_tower::backlog::DEFAULT_MAX_PENDING),
+        )
+        .build()
+        .await
+        .expect("cache");
     let app = Router::new()
         .route("/{*path}", get(static_bytes))
         .layer(cache.layer());
@@ -298,15 +290,11 @@ fn main() {
         if std::env::var_os("HTTP_BENCH_INPROC_ONLY").is_some() {
             return;
         }
-        let cache = ResponseCache::builder(
-            manager
-                .cache("http")
-                .max_entries(10_000)
-                .build()
-                .await
-                .expect("cache"),
-        )
-        .build();
+        let cache = ResponseCache::builder(&manager, "http")
+            .max_entries(10_000)
+            .build()
+            .await
+            .expect("cache");
         let app = Router::new()
             .route("/static", get(static_bytes))
             .route("/slow", get(slow_bytes))

@@ -118,11 +118,12 @@ async fn server_on(url: &str, store_timeout: Duration) -> support::Server {
 }
 
 async fn server_with(manager: CacheManager, store_timeout: Duration) -> support::Server {
-    let cache = ResponseCache::builder(manager.cache("http").build().await.unwrap())
-        .tag_index(manager.cache("http:tags").build().await.unwrap())
+    let cache = ResponseCache::builder(&manager, "http")
         .default_ttl(Duration::from_secs(60))
         .store_timeout(store_timeout)
-        .build();
+        .build()
+        .await
+        .unwrap();
     serve(cache, Duration::ZERO, |_, n| {
         respond(
             200,
@@ -325,17 +326,13 @@ async fn a_flood_of_unique_urls_keeps_pending_store_work_bounded() {
     const MAX_PENDING: u64 = 16;
     const MAX_BYTES: u64 = 8 * 1024;
     let manager = CacheManager::from_url("memory://").unwrap();
-    let cache = ResponseCache::builder(
-        manager
-            .cache("flood")
-            .max_entries(10_000)
-            .build()
-            .await
-            .unwrap(),
-    )
-    .max_pending_stores(MAX_PENDING as usize)
-    .max_pending_store_bytes(MAX_BYTES as usize)
-    .build();
+    let cache = ResponseCache::builder(&manager, "flood")
+        .max_entries(10_000)
+        .max_pending_stores(MAX_PENDING as usize)
+        .max_pending_store_bytes(MAX_BYTES as usize)
+        .build()
+        .await
+        .unwrap();
     let app = Router::new()
         .route(
             "/{*path}",
@@ -379,7 +376,7 @@ async fn a_flood_of_unique_urls_keeps_pending_store_work_bounded() {
         "{stats:?}"
     );
     assert_eq!((stats.pending_stores, stats.pending_store_bytes), (0, 0));
-    cache.responses().run_pending_tasks().await.unwrap();
+    cache.run_pending_tasks().await.unwrap();
     assert!(cache.responses().len().await.unwrap() <= 10_000);
 }
 
@@ -388,9 +385,11 @@ async fn a_flood_of_unique_urls_keeps_pending_store_work_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_past_the_pending_byte_limit_is_sent_and_not_stored() {
     let manager = CacheManager::from_url("memory://").unwrap();
-    let cache = ResponseCache::builder(manager.cache("big").build().await.unwrap())
+    let cache = ResponseCache::builder(&manager, "big")
         .max_pending_store_bytes(512)
-        .build();
+        .build()
+        .await
+        .unwrap();
     let server = serve(cache, Duration::ZERO, |_, _| {
         respond(200, &[("cache-control", "max-age=300")], "y".repeat(1024))
     })

@@ -36,11 +36,11 @@ use super::key::{
     ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, request_host_ref,
     same_variant, selected_values, strip_ignored, variant_key, with_normalized,
 };
-use super::layer::{Inner, StoreFailed};
 use super::policy::{
-    CookieRule, NOT_MODIFIED_HEADERS, RequestView, ResponseView, StoreRules,
-    has_request_directives, merge_not_modified, not_modified, only_if_cached, storable,
+    CookieRule, LayerRoute, NOT_MODIFIED_HEADERS, RequestView, ResponseView, RoutePolicy,
+    StoreRules, has_request_directives, merge_not_modified, not_modified, only_if_cached, storable,
 };
+use super::shared::{Shared, StoreFailed};
 use super::stats::incr;
 use super::status::{CACHE_STATUS, Fwd, Label, Outcome, X_CACHE, ttl_seconds};
 
@@ -48,7 +48,31 @@ use super::status::{CACHE_STATUS, Fwd, Label, Outcome, X_CACHE, ttl_seconds};
 /// origin service.
 pub struct ResponseCacheService<S> {
     pub(crate) inner: S,
-    pub(crate) shared: Arc<Inner>,
+    pub(crate) shared: Arc<Shared>,
+    /// The settings of a per-route layer, if this is one.
+    pub(crate) route: Option<Arc<RoutePolicy>>,
+}
+
+/// Marks a request a layer of this cache (the `Shared` at this address) has taken
+/// in hand: a layer of the same cache further in passes it through, or two lookups
+/// of one key would wait on each other's flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Handled(usize);
+
+impl Handled {
+    fn by(shared: &Shared) -> Self {
+        Handled(std::ptr::from_ref(shared) as usize)
+    }
+}
+
+/// The per-route settings for a request through `request`'s layers: those a route's
+/// layer under this one handed up with `response`, else those of the layer that
+/// caches (`requested`).
+fn layer_route(
+    requested: Option<LayerRoute>,
+    response: &mut http::Extensions,
+) -> Option<LayerRoute> {
+    response.remove::<LayerRoute>().or(requested)
 }
 
 impl<S: Clone> Clone for ResponseCacheService<S> {
@@ -56,6 +80,7 @@ impl<S: Clone> Clone for ResponseCacheService<S> {
         ResponseCacheService {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            route: self.route.clone(),
         }
     }
 }
@@ -85,11 +110,29 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
         // The ready service goes with this request (tower's rule for services used
         // from a spawned or boxed future); the clone waits for the next poll_ready.
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if request.extensions().get::<Handled>() == Some(&Handled::by(&self.shared)) {
+            // An outer layer of this cache handles the request: this route's settings
+            // go up with the response.
+            let route = self.route.clone();
+            let call = inner.call(request);
+            return ResponseFuture {
+                inner: Box::pin(async move {
+                    let mut response = call.await?;
+                    if let Some(route) = route {
+                        response.extensions_mut().insert(LayerRoute(route));
+                    }
+                    Ok(response.map(CacheBody::origin))
+                }),
+            };
+        }
+        if let Some(route) = &self.route {
+            request.extensions_mut().insert(LayerRoute(route.clone()));
+        }
         ResponseFuture {
             inner: Box::pin(handle(self.shared.clone(), inner, request)),
         }
@@ -99,7 +142,7 @@ where
 type Reply<B, E> = Result<Response<CacheBody<B>>, E>;
 
 async fn handle<S, ReqB, ResB>(
-    shared: Arc<Inner>,
+    shared: Arc<Shared>,
     inner: S,
     mut request: Request<ReqB>,
 ) -> Reply<ResB, S::Error>
@@ -275,15 +318,17 @@ where
 }
 
 /// Why a request does not use the cache, if it does not.
-fn bypass_reason<B: Body>(shared: &Inner, request: &Request<B>) -> Option<Outcome> {
+fn bypass_reason<B: Body>(shared: &Shared, request: &Request<B>) -> Option<Outcome> {
     let config = &shared.config;
     let headers = request.headers();
     if !config.methods.contains(request.method()) {
         return Some(Outcome::forwarded(Label::Bypass, Fwd::Method));
     }
+    let layer = request.extensions().get::<LayerRoute>();
     let detail = if config
         .route_for(request.uri().path())
         .is_some_and(|r| r.bypass)
+        || layer.is_some_and(|l| l.0.bypass)
     {
         "route"
     } else if headers.contains_key(header::RANGE) {
@@ -326,13 +371,13 @@ struct Lookup {
     entry: Option<Arc<CachedEntry>>,
     /// Why the request goes forward if nothing usable was found.
     fwd: Fwd,
-    /// [`Inner::writes`] before the store was read.
+    /// [`Shared::writes`] before the store was read.
     writes_before: u64,
 }
 
 /// Reads `primary` and, when it holds a Vary index, the variant `headers` select.
 async fn lookup(
-    shared: &Inner,
+    shared: &Shared,
     primary: &String,
     headers: &HeaderMap,
 ) -> Result<Lookup, StoreFailed> {
@@ -397,7 +442,7 @@ fn fresh_for<B>(
 }
 
 /// The answer to `only-if-cached` with nothing usable stored (RFC 9111 §5.2.1.7).
-fn gateway_timeout<B>(shared: &Inner) -> Response<CacheBody<B>> {
+fn gateway_timeout<B>(shared: &Shared) -> Response<CacheBody<B>> {
     incr(&shared.counters.misses);
     let mut response = Response::new(CacheBody::empty());
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
@@ -419,7 +464,7 @@ fn gateway_timeout<B>(shared: &Inner) -> Response<CacheBody<B>> {
 /// change (a miss, or a stale-while-revalidate refresh, each made one origin call too
 /// many under load without it).
 async fn stored_meanwhile(
-    shared: &Inner,
+    shared: &Shared,
     flight_key: &String,
     headers: &HeaderMap,
 ) -> Option<Arc<CachedEntry>> {
@@ -429,10 +474,10 @@ async fn stored_meanwhile(
 }
 
 /// Sends a miss or a revalidation to the origin once for all concurrent callers of
-/// `flight_key`. `writes_before` is [`Inner::writes`] as the miss read the store.
+/// `flight_key`. `writes_before` is [`Shared::writes`] as the miss read the store.
 #[allow(clippy::too_many_arguments)]
 async fn fetch<S, ReqB, ResB>(
-    shared: &Arc<Inner>,
+    shared: &Arc<Shared>,
     inner: S,
     request: Request<ReqB>,
     key: RequestKey,
@@ -492,7 +537,7 @@ fn reusable_for<B>(stored: &StoredResponse, key: &RequestKey, request: &Request<
 /// origin call of its own: a hit (as a hit on a busy object is in other shared caches),
 /// counted as coalesced; `Cache-Status` says `collapsed`.
 fn coalesced<ReqB, ResB>(
-    shared: &Inner,
+    shared: &Shared,
     request: &Request<ReqB>,
     stored: &StoredResponse,
     fwd: Fwd,
@@ -516,7 +561,7 @@ fn coalesced<ReqB, ResB>(
 /// Asks the origin (conditionally when `stale` has a validator) and stores what may
 /// be stored.
 async fn origin<S, ReqB, ResB>(
-    shared: &Arc<Inner>,
+    shared: &Arc<Shared>,
     mut inner: S,
     request: Request<ReqB>,
     key: RequestKey,
@@ -559,6 +604,8 @@ where
         }
     }
     let uri = parts.uri.clone();
+    let requested = parts.extensions.get::<LayerRoute>().cloned();
+    parts.extensions.insert(Handled::by(shared));
     let result = inner.call(Request::from_parts(parts, body)).await;
     let now = SystemTime::now();
     let usable_on_error = stale_response.filter(|s| s.within_stale_window(now, s.stale_if_error));
@@ -571,7 +618,7 @@ where
         outcome.fwd_status = status;
         from_stored(stored, &client_headers, &method, now, shared, outcome)
     };
-    let response = match result {
+    let mut response = match result {
         Ok(response) => response,
         Err(error) => {
             if let Some(stored) = usable_on_error {
@@ -587,9 +634,11 @@ where
         return Ok(serve_stale(stored, Some(status)));
     }
     let view = view_of(&key, &method, request_headers, &uri);
+    let route = shared.config.route_for(uri.path());
+    let layered = layer_route(requested, response.extensions_mut()).map(|l| l.0.layered(route));
     let rules = StoreRules {
         default_ttl: shared.config.default_ttl,
-        route: shared.config.route_for(uri.path()),
+        route: layered.as_ref().or(route),
         store_set_cookie: shared.config.store_set_cookie,
         stale_while_revalidate: shared.config.stale_while_revalidate,
         stale_if_error: shared.config.stale_if_error,
@@ -765,9 +814,9 @@ where
 
 /// Unsafe methods: the origin answers; a non-error answer invalidates what it changed.
 async fn write_through<S, ReqB, ResB>(
-    shared: &Arc<Inner>,
+    shared: &Arc<Shared>,
     mut inner: S,
-    request: Request<ReqB>,
+    mut request: Request<ReqB>,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -776,7 +825,10 @@ where
     let host = request_host(request.uri(), request.headers());
     let target = request.uri().clone();
     let request_headers = host.as_ref().map(|_| request.headers().clone());
-    let response = inner.call(request).await?;
+    let requested = request.extensions().get::<LayerRoute>().cloned();
+    request.extensions_mut().insert(Handled::by(shared));
+    let mut response = inner.call(request).await?;
+    let layered = layer_route(requested, response.extensions_mut());
     incr(&shared.counters.bypasses);
     let status = response.status();
     if let (Some(host), Some(request_headers)) = (host, request_headers)
@@ -801,6 +853,8 @@ where
         // What the route declares the write also changes: lists under a prefix,
         // tagged responses.
         let route = shared.config.route_for(target.path());
+        let layered = layered.map(|l| l.0.layered(route));
+        let route = layered.as_ref().or(route);
         let invalidation = async {
             let mut removed = shared.invalidate(&keys).await?;
             if let Some(route) = route {
@@ -832,21 +886,23 @@ where
 
 /// Sends the request to the origin past the cache.
 async fn pass<S, ReqB, ResB>(
-    shared: &Inner,
+    shared: &Shared,
     mut inner: S,
-    request: Request<ReqB>,
+    mut request: Request<ReqB>,
     outcome: Outcome,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
 {
     incr(&shared.counters.bypasses);
-    let response = inner.call(request).await?;
+    request.extensions_mut().insert(Handled::by(shared));
+    let mut response = inner.call(request).await?;
+    response.extensions_mut().remove::<LayerRoute>();
     let outcome = outcome.fwd_status(response.status());
     Ok(finish(response, shared, &outcome))
 }
 
-fn finish<B>(response: Response<B>, shared: &Inner, outcome: &Outcome) -> Response<CacheBody<B>> {
+fn finish<B>(response: Response<B>, shared: &Shared, outcome: &Outcome) -> Response<CacheBody<B>> {
     let (mut parts, body) = response.into_parts();
     parts.headers.remove(&shared.config.tag_header);
     outcome.apply(&mut parts.headers, shared.config.cache_status.as_deref());
@@ -862,7 +918,7 @@ fn fresh_hit<B>(
     client: &HeaderMap,
     method: &Method,
     now: SystemTime,
-    shared: &Inner,
+    shared: &Shared,
 ) -> Response<CacheBody<B>> {
     incr(&shared.counters.hits);
     let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)));
@@ -874,7 +930,7 @@ fn from_stored<B>(
     client: &HeaderMap,
     method: &Method,
     now: SystemTime,
-    shared: &Inner,
+    shared: &Shared,
     outcome: Outcome,
 ) -> Response<CacheBody<B>> {
     let age = age_value(stored.age(now).as_secs());

@@ -6,7 +6,8 @@ use partcache_tower::backlog::Backlog;
 
 /// A snapshot of a response cache's counters
 /// ([`ResponseCache::stats`](crate::ResponseCache::stats)), serialisable as it is for a
-/// stats endpoint:
+/// stats endpoint ([`ResponseCache::stats_route`](crate::ResponseCache::stats_route)
+/// serves it):
 ///
 /// ```
 /// let stats = partcache_axum::ResponseCacheStats::default();
@@ -14,6 +15,21 @@ use partcache_tower::backlog::Backlog;
 /// assert_eq!(json["hits"], 0);
 /// assert_eq!(json["stores_dropped"], 0);
 /// ```
+///
+/// **These count requests, not store operations.** The
+/// [`CacheStats`](partcache::CacheStats) of the cache holding the responses
+/// ([`ResponseCache::responses`](crate::ResponseCache::responses)) count store reads,
+/// and one request can make several: a lookup reads the primary key and, when it holds
+/// a `Vary` index, the variant key (a hit on a varying resource is two store hits, a
+/// vary-miss a store hit and a store miss); a `HEAD` reads the `GET` entry first; a
+/// miss that calls the origin reads its key again just before on a remote store (and on
+/// the embedded store when a write finished since its first read), as does a
+/// `stale-while-revalidate` refresh; storing a varying response updates the Vary index
+/// with an entry processor, a store hit or miss (JSR-107 counts `invoke` as an access).
+/// So the store's `hits + misses` is at least this `hits + misses` (but for
+/// `only-if-cached` requests that may not use the cache, a `504` counted as a miss
+/// with no read), equal only for non-varying `GET`s on the embedded store; on Redis a
+/// `MISS` is usually two store misses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ResponseCacheStats {
@@ -23,7 +39,9 @@ pub struct ResponseCacheStats {
     /// Stale responses served (`x-cache: STALE`): within `stale-while-revalidate`, or
     /// within `stale-if-error` when the origin failed.
     pub stale: u64,
-    /// Lookups that found nothing usable (`x-cache: MISS`).
+    /// Lookups that found nothing usable (`x-cache: MISS`), including those then
+    /// answered with a concurrent miss's response (also in `coalesced`). A stale
+    /// entry revalidated is not a miss (see `revalidations`).
     pub misses: u64,
     /// Requests that did not use the cache (`x-cache: BYPASS`): unsafe or unlisted
     /// methods, bypassed routes, `Range`, unkeyed headers, store failures.
