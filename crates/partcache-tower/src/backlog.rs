@@ -104,6 +104,38 @@ impl Backlog {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// The three figures above as one value, for an adapter's statistics.
+    pub fn stats(&self) -> BacklogStats {
+        BacklogStats {
+            pending_stores: self.pending() as u64,
+            pending_store_bytes: self.pending_bytes() as u64,
+            stores_dropped: self.dropped(),
+        }
+    }
+}
+
+/// A snapshot of a [`Backlog`] ([`Backlog::stats`]), in the terms of the cache layers
+/// that use it: their pending jobs are store writes (and refreshes). Adapters' own
+/// statistics embed it flattened, so it serialises as three fields of theirs:
+///
+/// ```
+/// let json = serde_json::to_value(partcache_tower::backlog::BacklogStats::default()).unwrap();
+/// assert_eq!(
+///     json,
+///     serde_json::json!({ "pending_stores": 0, "pending_store_bytes": 0, "stores_dropped": 0 })
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct BacklogStats {
+    /// Jobs (store writes, refreshes) running now, after their responses were returned.
+    pub pending_stores: u64,
+    /// Bytes the pending jobs hold (as the layer's weigher counts them).
+    pub pending_store_bytes: u64,
+    /// Jobs not started because the backlog was at its limit: responses returned as
+    /// usual but not stored (or not refreshed).
+    pub stores_dropped: u64,
 }
 
 /// A job admitted by a [`Backlog`]; dropping it ends the job.

@@ -36,8 +36,18 @@ async fn responses_past_the_pending_byte_limit_are_returned_and_not_stored() {
         assert_eq!(service.clone().oneshot(n).await.unwrap().len(), expected);
     }
     let stats = layer.stats();
-    assert_eq!((stats.stored, stats.stores_dropped), (5, 5), "{stats:?}");
-    assert_eq!((stats.pending_stores, stats.pending_store_bytes), (0, 0));
+    assert_eq!(
+        (stats.cache.stored, stats.backlog.stores_dropped),
+        (5, 5),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (
+            stats.backlog.pending_stores,
+            stats.backlog.pending_store_bytes
+        ),
+        (0, 0)
+    );
     assert!(layer.cache().contains_key(&0).await.unwrap());
     assert!(!layer.cache().contains_key(&1).await.unwrap());
 }

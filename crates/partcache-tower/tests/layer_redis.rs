@@ -56,12 +56,15 @@ async fn a_redis_store_whose_port_closed_fails_open() {
         }));
     assert_eq!(service.clone().oneshot(3).await.unwrap(), 9);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while layer.stats().stored == 0 {
+    while layer.stats().cache.stored == 0 {
         assert!(Instant::now() < deadline, "the write never finished");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(service.clone().oneshot(3).await.unwrap(), 9);
-    assert_eq!((calls.load(Ordering::SeqCst), layer.stats().hits), (1, 1));
+    assert_eq!(
+        (calls.load(Ordering::SeqCst), layer.stats().cache.hits),
+        (1, 1)
+    );
 
     // SIGKILL: the port is closed; every call runs the service, within the store timeout.
     assert!(tokio::task::block_in_place(|| redis.kill()));
@@ -73,7 +76,7 @@ async fn a_redis_store_whose_port_closed_fails_open() {
         assert!(took < Duration::from_millis(500), "call {i} took {took:?}");
         assert_eq!(calls.load(Ordering::SeqCst), 1 + i);
     }
-    let stats = layer.stats();
+    let stats = layer.stats().cache;
     assert!(stats.store_errors + stats.store_timeouts >= 10, "{stats:?}");
     assert_eq!(stats.hits, 1);
 }

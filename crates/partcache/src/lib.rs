@@ -33,6 +33,7 @@
 //! [`CacheBuilder`] (named caches, per-cache settings, the backend URL), [`AnyCache`]
 //! (every cache of a manager, typeless, for dashboards), [`expiry`]
 //! (JCache policies), [`event`], [`stats`], [`loader`] (read-/write-through),
+//! [`adapter`] (what adapters over a cache share: failing open, their counters),
 //! [`codec`], [`duration`] (the one duration grammar), [`partition`] (how keys spread
 //! over a cluster), [`store`] (the SPI backends implement), and `conformance` (feature
 //! `conformance`: the suite every backend must pass).
@@ -89,6 +90,7 @@
 
 #![warn(missing_docs)]
 
+pub mod adapter;
 mod any_cache;
 pub mod balance;
 mod cache;
@@ -113,6 +115,7 @@ mod single_flight;
 pub mod stats;
 pub mod store;
 
+pub use adapter::{AdapterCounters, AdapterStats, FailOpen};
 pub use any_cache::AnyCache;
 pub use balance::{BalanceReport, MasterBalance};
 pub use cache::{Cache, CacheKey, CacheValue, MutableEntry};

@@ -13,8 +13,9 @@
 //!   pointer and borrow the handle.
 //! - **Fail open**: a missing manager, a cache that cannot be opened, a store error or
 //!   a timeout never fails the annotated function. It runs uncached, and the problem is
-//!   logged with `tracing` (store errors are also counted in the cache's `store_errors`
-//!   statistic by [`Cache`] itself).
+//!   logged with `tracing` (store calls through [`FailOpen`], the rule every adapter
+//!   follows, naming the function as the `adapter`; store errors are also counted in
+//!   the cache's `store_errors` statistic by [`Cache`] itself).
 //!
 //! The order of stacked attributes is Spring's (`CacheAspectSupport`): evictions marked
 //! `before`, then the lookups of the `#[cacheable]`s (the first hit wins), then the
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
+use crate::adapter::FailOpen;
 use crate::cache::Cache;
 pub use crate::cache_decl::{CacheDecl, Evict};
 use crate::error::Error;
@@ -299,14 +301,12 @@ impl<K, V> CacheDecl<K, V> {
         }
     }
 
-    fn store_error(&self, function: &'static str, operation: &str, error: &Error) {
-        tracing::warn!(
-            cache = self.name(),
-            function,
-            operation,
-            %error,
-            "cache store error; the function runs uncached"
-        );
+    /// Store calls of `function` on this cache fail open, as every adapter's do (no
+    /// timeout: the store's own bounds the call). The log names the function as the
+    /// `adapter`.
+    #[inline]
+    fn fail_open(&self, function: &'static str) -> FailOpen<'_> {
+        FailOpen::new(function, self.name())
     }
 
     async fn store(
@@ -317,9 +317,8 @@ impl<K, V> CacheDecl<K, V> {
         ttl: Option<Duration>,
         function: &'static str,
     ) {
-        if let Err(error) = (self.ops.put)(cache, key, value, ttl).await {
-            self.store_error(function, "put", &error);
-        }
+        let put = (self.ops.put)(cache, key, value, ttl);
+        self.fail_open(function).call("put", put).await;
     }
 
     /// `#[cache_evict]`: removes `target` (`None` when the `condition` was false).
@@ -335,9 +334,8 @@ impl<K, V> CacheDecl<K, V> {
         let Some(cache) = self.resolve(manager, function).await else {
             return;
         };
-        if let Err(error) = (self.ops.evict)(&cache, target).await {
-            self.store_error(function, "evict", &error);
-        }
+        let evict = (self.ops.evict)(&cache, target);
+        self.fail_open(function).call("evict", evict).await;
     }
 }
 
@@ -389,7 +387,7 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
             Ok(None) => Lookup::Miss,
             Err(error) => {
                 // The store is failing: do not add a put's timeout to the call.
-                self.cache.store_error(self.function, "get", &error);
+                self.cache.fail_open(self.function).failed("get", &error);
                 Lookup::Skipped
             }
         }
@@ -507,7 +505,7 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
             Ok(Some(hit)) => return (self.output)(unshare(hit)),
             Ok(None) => {}
             Err(error) => {
-                self.cache.store_error(self.function, "get", &error);
+                self.cache.fail_open(self.function).failed("get", &error);
                 return call.await;
             }
         }

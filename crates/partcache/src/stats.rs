@@ -342,6 +342,21 @@ impl StatsCounters {
 }
 
 /// A snapshot of one cache's statistics.
+///
+/// Serialises as a flat object a stats endpoint can publish as it is; the average
+/// times are microseconds, as JSR-107's `CacheStatisticsMXBean` gives them:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut stats = partcache::CacheStats::default();
+/// stats.hits = 3;
+/// stats.average_get_time = Duration::from_nanos(50_666);
+/// let json = serde_json::to_value(stats).unwrap();
+/// assert_eq!(json["hits"], 3);
+/// assert_eq!(json["average_get_time_us"], 50.666);
+/// assert_eq!(json["average_put_time_us"], 0.0);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CacheStats {
     /// Reads that found a value.
@@ -371,14 +386,26 @@ pub struct CacheStats {
     /// Near-cache misses.
     pub near_misses: u64,
     /// Mean time of a get: of one-key gets, the first of each counter stripe and one
-    /// in [`GET_SAMPLE`] after it are timed (the mean of that sample).
+    /// in [`GET_SAMPLE`] after it are timed (the mean of that sample). Serialised as
+    /// `average_get_time_us`, microseconds.
+    #[serde(rename = "average_get_time_us", serialize_with = "micros")]
     pub average_get_time: Duration,
-    /// Mean time of a put.
+    /// Mean time of a put. Serialised as `average_put_time_us`, microseconds.
+    #[serde(rename = "average_put_time_us", serialize_with = "micros")]
     pub average_put_time: Duration,
-    /// Mean time of a remove.
+    /// Mean time of a remove. Serialised as `average_remove_time_us`, microseconds.
+    #[serde(rename = "average_remove_time_us", serialize_with = "micros")]
     pub average_remove_time: Duration,
-    /// Mean time of a load.
+    /// Mean time of a load. Serialised as `average_load_time_us`, microseconds.
+    #[serde(rename = "average_load_time_us", serialize_with = "micros")]
     pub average_load_time: Duration,
+}
+
+/// A duration as a number of microseconds (a float, to the nanosecond): JSR-107's
+/// `CacheStatisticsMXBean` reports its average times so, and a dashboard reads a plain
+/// number where serde's own `{"secs":0,"nanos":50666}` needs arithmetic.
+fn micros<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_nanos() as f64 / 1_000.0)
 }
 
 impl CacheStats {
@@ -669,6 +696,25 @@ mod tests {
             timed, 2,
             "one get in GET_SAMPLE timed, as without the tries"
         );
+    }
+
+    /// What a stats endpoint publishes: plain numbers, the averages in microseconds
+    /// (JSR-107's unit), never serde's `{"secs":..,"nanos":..}`.
+    #[test]
+    fn cache_stats_serialise_average_times_as_microseconds() {
+        let counters = StatsCounters::default();
+        counters.hits.incr();
+        counters.time_put(Duration::from_nanos(50_666));
+        counters.time_remove(Duration::from_millis(2));
+        let json = serde_json::to_value(counters.snapshot()).unwrap();
+        assert_eq!(json["hits"], 1);
+        assert_eq!(json["average_put_time_us"], 50.666);
+        assert_eq!(json["average_remove_time_us"], 2_000.0);
+        assert_eq!(json["average_get_time_us"], 0.0);
+        assert_eq!(json["average_load_time_us"], 0.0);
+        let object = json.as_object().unwrap();
+        assert!(object.values().all(serde_json::Value::is_number), "{json}");
+        assert!(!object.contains_key("average_put_time"), "{json}");
     }
 
     #[test]

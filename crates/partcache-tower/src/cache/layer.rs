@@ -3,37 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use partcache::adapter::AdapterCounters;
 use partcache::{Cache, CacheKey, CacheValue};
 use tower_layer::Layer;
 
 use super::policy::StoreAll;
 use super::service::CacheService;
+use super::shared::{Shared, Weigher};
+use super::stats::LayerStats;
 use crate::backlog::{Backlog, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES};
 use crate::coalesce::Coalescer;
-use crate::stats::{Counters, LayerStats};
 
 /// Store calls slower than this fail open by default: long enough for a healthy
 /// remote store under load, short enough that an outage adds little latency.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// What every clone of a layer and of its services shares.
-pub(crate) struct Shared<E, K, V, P> {
-    pub(crate) cache: Cache<K, V>,
-    pub(crate) extractor: E,
-    pub(crate) predicate: P,
-    pub(crate) store_timeout: Duration,
-    pub(crate) flights: Arc<Coalescer<K, Arc<V>>>,
-    pub(crate) counters: Counters,
-    /// Bounds the store writes still running after their response was returned.
-    pub(crate) backlog: Arc<Backlog>,
-    /// The bytes a pending write of a value holds, for the backlog's byte limit.
-    pub(crate) weigher: Weigher<V>,
-    /// The store answers without I/O: writes run before the response is returned.
-    pub(crate) local: bool,
-}
-
-/// How many bytes a value holds ([`CacheLayerBuilder::pending_weigher`]).
-pub(crate) type Weigher<V> = Arc<dyn Fn(&V) -> usize + Send + Sync>;
 
 /// A tower [`Layer`] that caches its service's responses in a [`partcache::Cache`].
 ///
@@ -47,7 +30,7 @@ pub(crate) type Weigher<V> = Arc<dyn Fn(&V) -> usize + Send + Sync>;
 /// Cheap to clone (one `Arc`); all clones and the services they make share the cache,
 /// the in-flight misses and the counters.
 pub struct CacheLayer<E, K, V, P = StoreAll> {
-    pub(crate) shared: Arc<Shared<E, K, V, P>>,
+    shared: Arc<Shared<E, K, V, P>>,
 }
 
 impl<E, K, V, P> Clone for CacheLayer<E, K, V, P> {
@@ -91,7 +74,10 @@ impl<E, K: CacheKey, V: CacheValue> CacheLayer<E, K, V, StoreAll> {
 impl<E, K, V, P> CacheLayer<E, K, V, P> {
     /// A snapshot of the counters (hits, misses, coalesced misses, store errors, ...).
     pub fn stats(&self) -> LayerStats {
-        self.shared.counters.snapshot(&self.shared.backlog)
+        LayerStats {
+            cache: self.shared.counters.snapshot(),
+            backlog: self.shared.backlog.stats(),
+        }
     }
 
     /// Removes `key`'s entry and detaches a miss of it still in progress, so a response
@@ -152,7 +138,7 @@ impl<E, K: CacheKey, V: CacheValue, P> CacheLayerBuilder<E, K, V, P> {
     /// Most store writes left running after their responses were returned (default
     /// [`DEFAULT_MAX_PENDING`](crate::backlog::DEFAULT_MAX_PENDING)). A response that
     /// finds the limit reached is returned as usual but not stored, and counted in
-    /// [`LayerStats::stores_dropped`] (and the
+    /// [`BacklogStats::stores_dropped`](crate::backlog::BacklogStats::stores_dropped) (and the
     /// [`DROPPED_METRIC`](crate::backlog::DROPPED_METRIC) counter): a flood of
     /// unique keys costs at most this many tasks. On the local store writes finish
     /// before the response is returned, so only concurrent requests count.
@@ -204,7 +190,7 @@ impl<E, K: CacheKey, V: CacheValue, P> CacheLayerBuilder<E, K, V, P> {
                 predicate: self.predicate,
                 store_timeout: self.store_timeout,
                 flights: Arc::new(Coalescer::new()),
-                counters: Counters::default(),
+                counters: AdapterCounters::default(),
             }),
         }
     }

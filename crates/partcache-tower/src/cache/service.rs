@@ -8,10 +8,9 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::key::KeyExtractor;
-use super::layer::Shared;
 use super::policy::{CachedResponse, StorePredicate};
+use super::shared::Shared;
 use crate::coalesce::{Flight, Joined};
-use crate::stats::incr;
 
 /// A service that answers from a cache when it can and calls `S` when it must. Made
 /// by [`CacheLayer`](super::CacheLayer); see there for the behaviour.
@@ -59,7 +58,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let Some(key) = self.shared.extractor.extract(&request) else {
-            incr(&self.shared.counters.bypassed);
+            self.shared.counters.bypasses.incr();
             return ResponseFuture::bypass(self.inner.call(request));
         };
         // The ready service goes with this request; the clone waits for the next
@@ -86,21 +85,16 @@ where
     P: StorePredicate<S::Response>,
 {
     let counters = &shared.counters;
-    match tokio::time::timeout(shared.store_timeout, shared.cache.get(&key)).await {
-        Ok(Ok(Some(stored))) => {
-            incr(&counters.hits);
+    match shared.fail_open().call("get", shared.cache.get(&key)).await {
+        Some(Some(stored)) => {
+            counters.hits.incr();
             return Ok(V::to_response(&stored));
         }
-        Ok(Ok(None)) => incr(&counters.misses),
-        Ok(Err(error)) => {
-            // Fail-open: the cache is never why a request fails.
-            incr(&counters.store_errors);
-            tracing::warn!(cache = %shared.cache.name(), %error, "cache read failed; calling the service");
-            return inner.call(request).await;
-        }
-        Err(_) => {
-            incr(&counters.store_timeouts);
-            tracing::warn!(cache = %shared.cache.name(), timeout = ?shared.store_timeout, "cache read timed out; calling the service");
+        Some(None) => counters.misses.incr(),
+        None => {
+            // The store failed (logged and counted): the cache is never why a
+            // request fails.
+            counters.bypasses.incr();
             return inner.call(request).await;
         }
     }
@@ -109,7 +103,7 @@ where
         Joined::Waiter(waiter) => {
             return match waiter.wait().await {
                 Some(stored) => {
-                    incr(&counters.coalesced);
+                    counters.coalesced.incr();
                     Ok(V::to_response(&stored))
                 }
                 // The leader's response was not shareable: get our own.
@@ -119,13 +113,13 @@ where
     };
     let response = inner.call(request).await?;
     if !shared.predicate.should_store(&response) {
-        incr(&counters.not_stored);
+        counters.not_stored.incr();
         return Ok(response);
     }
     let stored = match V::from_response(response).await {
         Ok(stored) => Arc::new(stored),
         Err(response) => {
-            incr(&counters.not_stored);
+            counters.not_stored.incr();
             return Ok(response);
         }
     };
@@ -165,16 +159,8 @@ async fn write<E, K, V, P>(
         return;
     }
     let write = shared.cache.put(key, stored);
-    match tokio::time::timeout(shared.store_timeout, write).await {
-        Ok(Ok(())) => incr(&shared.counters.stored),
-        Ok(Err(error)) => {
-            incr(&shared.counters.store_errors);
-            tracing::warn!(cache = %shared.cache.name(), %error, "cache write failed; response served uncached");
-        }
-        Err(_) => {
-            incr(&shared.counters.store_timeouts);
-            tracing::warn!(cache = %shared.cache.name(), timeout = ?shared.store_timeout, "cache write timed out; response served uncached");
-        }
+    if shared.fail_open().call("put", write).await.is_some() {
+        shared.counters.stored.incr();
     }
     // The flight ends with the write: until now late callers shared `stored`.
     drop(flight);
