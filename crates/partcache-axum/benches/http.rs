@@ -115,7 +115,7 @@ async fn in_process(manager: &CacheManager, only: Option<&str>) {
             .layer(cache.layer());
         let drained = async || {
             let deadline = Instant::now() + Duration::from_secs(60);
-            while cache.stats().pending_stores > 0 {
+            while cache.stats().backlog.pending_stores > 0 {
                 assert!(Instant::now() < deadline, "background work never drained");
                 tokio::task::yield_now().await;
             }
@@ -137,7 +137,7 @@ async fn in_process(manager: &CacheManager, only: Option<&str>) {
         let cached_hit = inproc(&cached, hits, hit_uri, drained).await;
         let bare_hit = inproc(&bare, hits, hit_uri, async || {}).await;
         let stats = cache.stats();
-        assert!(stats.hits >= hits as u64 - 1, "{stats:?}");
+        assert!(stats.cache.hits >= hits as u64 - 1, "{stats:?}");
         miss_ratios.push(cached_miss / bare_miss);
         hit_ratios.push(cached_hit / bare_hit);
         figures.0.push(cached_miss);
@@ -208,14 +208,14 @@ async fn flood(manager: &CacheManager) {
         assert_eq!(body.to_bytes().len(), PAYLOAD.len());
         answered += 1;
         let stats = cache.stats();
-        most = most.max(stats.pending_stores);
-        most_bytes = most_bytes.max(stats.pending_store_bytes);
+        most = most.max(stats.backlog.pending_stores);
+        most_bytes = most_bytes.max(stats.backlog.pending_store_bytes);
         if answered == 50_000 {
             rss_at_50k = rss_mib();
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while cache.stats().pending_stores > 0 {
+    while cache.stats().backlog.pending_stores > 0 {
         assert!(Instant::now() < deadline, "background work never drained");
         tokio::task::yield_now().await;
     }
@@ -223,8 +223,8 @@ async fn flood(manager: &CacheManager) {
     println!(
         "BENCH http_flood requests={FLOOD} pending_max={most} pending_bytes_max={most_bytes} \
          stored={} dropped={} rss_mib_50k={rss_at_50k:.0} rss_mib_end={:.0}",
-        stats.stored,
-        stats.stores_dropped,
+        stats.cache.stored,
+        stats.backlog.stores_dropped,
         rss_mib()
     );
 }
@@ -319,7 +319,7 @@ fn main() {
         let stats = cache.stats();
         // The first 32 requests miss together and share one origin call.
         assert_eq!(
-            stats.misses - stats.coalesced,
+            stats.cache.misses - stats.cache.coalesced,
             1,
             "/cached must call its origin once: {stats:?}"
         );

@@ -374,7 +374,7 @@ impl ResponseCache {
     /// let manager = CacheManager::from_url("memory://")?;
     /// let cache = ResponseCache::builder(&manager, "http").build().await?;
     /// let json = serde_json::to_string(&cache.stats()).unwrap();
-    /// assert!(json.starts_with(r#"{"hits":0,"stale":0,"misses":0"#));
+    /// assert!(json.starts_with(r#"{"hits":0,"misses":0,"bypasses":0"#));
     /// # Ok::<(), partcache::Error>(()) }).unwrap();
     /// ```
     pub fn stats(&self) -> ResponseCacheStats {
@@ -558,7 +558,7 @@ impl ResponseCacheBuilder {
     /// Most store writes and stale-while-revalidate refreshes left running after their
     /// responses were sent (default [`DEFAULT_MAX_PENDING`]). A response that finds
     /// the limit reached is sent as usual but not stored, and counted in
-    /// [`ResponseCacheStats::stores_dropped`] (and the
+    /// `stores_dropped` of [`ResponseCacheStats::backlog`] (and the
     /// `partcache_background_dropped_total` metric): a flood of unique URLs costs at
     /// most this many tasks.
     pub fn max_pending_stores(mut self, max: usize) -> Self {

@@ -41,7 +41,6 @@ use super::policy::{
     StoreRules, has_request_directives, merge_not_modified, not_modified, only_if_cached, storable,
 };
 use super::shared::{Shared, StoreFailed};
-use super::stats::incr;
 use super::status::{CACHE_STATUS, Fwd, Label, Outcome, X_CACHE, ttl_seconds};
 
 /// The service a [`ResponseCacheLayer`](super::ResponseCacheLayer) wraps around an
@@ -236,7 +235,7 @@ where
         if cached_only {
             return Ok(gateway_timeout(&shared));
         }
-        incr(&shared.counters.misses);
+        shared.counters.cache.misses.incr();
         let seen = Some(writes_before);
         let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
         return Box::pin(fetch(
@@ -265,7 +264,7 @@ where
         return Ok(gateway_timeout(&shared));
     }
     if !directives && stored.within_stale_window(now, stored.stale_while_revalidate) {
-        incr(&shared.counters.stale);
+        shared.counters.stale.incr();
         let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)))
             .label(Label::Stale)
             .detail("stale-while-revalidate");
@@ -443,7 +442,7 @@ fn fresh_for<B>(
 
 /// The answer to `only-if-cached` with nothing usable stored (RFC 9111 §5.2.1.7).
 fn gateway_timeout<B>(shared: &Shared) -> Response<CacheBody<B>> {
-    incr(&shared.counters.misses);
+    shared.counters.cache.misses.incr();
     let mut response = Response::new(CacheBody::empty());
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     Outcome::forwarded(Label::Miss, Fwd::UriMiss)
@@ -542,7 +541,7 @@ fn coalesced<ReqB, ResB>(
     stored: &StoredResponse,
     fwd: Fwd,
 ) -> Response<CacheBody<ResB>> {
-    incr(&shared.counters.coalesced);
+    shared.counters.cache.coalesced.incr();
     let now = SystemTime::now();
     let outcome = Outcome::forwarded(Label::Hit, fwd)
         .fwd_status(stored.status)
@@ -593,7 +592,7 @@ where
     let method = parts.method.clone();
     let stale_response = stale.as_deref().and_then(CachedEntry::as_response);
     if let Some(stored) = stale_response.filter(|s| s.has_validator()) {
-        incr(&shared.counters.revalidations);
+        shared.counters.revalidations.incr();
         let view = view_of(&key, &method, request_headers, &parts.uri);
         if let BeforeRequest::Stale {
             request: conditional,
@@ -611,7 +610,7 @@ where
     let usable_on_error = stale_response.filter(|s| s.within_stale_window(now, s.stale_if_error));
     // The stale response served because the origin failed (RFC 5861 §4).
     let serve_stale = |stored: &StoredResponse, status: Option<StatusCode>| {
-        incr(&shared.counters.stale);
+        shared.counters.stale.incr();
         let mut outcome = Outcome::forwarded(Label::Stale, Fwd::Stale)
             .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
             .detail("stale-if-error");
@@ -659,7 +658,7 @@ where
             AfterResponse::NotModified(..)
         ) {
             // A 304 for validators we do not hold: the stored body is all we have.
-            incr(&shared.counters.stale);
+            shared.counters.stale.incr();
             let outcome = forwarded
                 .label(Label::Stale)
                 .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
@@ -673,7 +672,7 @@ where
                 outcome,
             ));
         }
-        incr(&shared.counters.not_modified);
+        shared.counters.not_modified.incr();
         let merged = merge_not_modified(&stored.headers, response.headers());
         let refreshed = match storable(&view, stored.status, &merged, &rules, now) {
             Ok(refreshed) => refreshed,
@@ -681,7 +680,7 @@ where
                 // No longer storable: this answer uses the stored body one last time.
                 let mut refreshed = stored.clone();
                 refreshed.headers = merged;
-                incr(&shared.counters.not_stored);
+                shared.counters.cache.not_stored.incr();
                 let outcome = forwarded.detail(reason);
                 return Ok(from_stored(
                     &refreshed,
@@ -707,7 +706,7 @@ where
             flight.complete(entry.clone());
         }
         shared.store(key, entry, refreshed.keep_for, flight).await;
-        incr(&shared.counters.hits);
+        shared.counters.cache.hits.incr();
         return Ok(answer);
     }
 
@@ -729,7 +728,7 @@ where
     let judged = match judged {
         Ok(judged) => judged,
         Err(reason) => {
-            incr(&shared.counters.not_stored);
+            shared.counters.cache.not_stored.incr();
             drop(flight); // waiters ask the origin themselves
             forwarded
                 .detail(reason)
@@ -740,7 +739,7 @@ where
     let bytes = match read_limited(body, limit).await {
         Buffered::Complete(bytes) => bytes,
         Buffered::Streaming(body) => {
-            incr(&shared.counters.not_stored);
+            shared.counters.cache.not_stored.incr();
             drop(flight);
             forwarded
                 .detail("too-large")
@@ -752,7 +751,7 @@ where
             // read, then the error (the connection is aborted). A stale entry usable
             // on error answers instead (RFC 5861 §4: a failed upstream body is a 502
             // to any proxy).
-            incr(&shared.counters.not_stored);
+            shared.counters.cache.not_stored.incr();
             drop(flight);
             if let Some(stored) = usable_on_error {
                 return Ok(serve_stale(stored, Some(status)));
@@ -829,7 +828,7 @@ where
     request.extensions_mut().insert(Handled::by(shared));
     let mut response = inner.call(request).await?;
     let layered = layer_route(requested, response.extensions_mut());
-    incr(&shared.counters.bypasses);
+    shared.counters.cache.bypasses.incr();
     let status = response.status();
     if let (Some(host), Some(request_headers)) = (host, request_headers)
         && (status.is_success() || status.is_redirection())
@@ -867,18 +866,12 @@ where
             }
             Ok::<u64, partcache::Error>(removed)
         };
-        let result = if shared.local {
-            invalidation.await.map(|_| ())
-        } else {
-            tokio::time::timeout(shared.config.store_timeout, invalidation)
-                .await
-                .unwrap_or(Err(partcache::Error::Timeout(shared.config.store_timeout)))
-                .map(|_| ())
-        };
-        if let Err(error) = result {
-            incr(&shared.counters.store_errors);
-            tracing::warn!(cache = %shared.responses.name(), %error, "could not invalidate after an unsafe request");
-        }
+        // Fail-open: the write already happened; a failed invalidation is logged and
+        // counted, never the request's error.
+        let _ = shared
+            .fail_open()
+            .call("invalidate after an unsafe request", invalidation)
+            .await;
     }
     let outcome = Outcome::forwarded(Label::Bypass, Fwd::Method).fwd_status(status);
     Ok(finish(response, shared, &outcome))
@@ -894,7 +887,7 @@ async fn pass<S, ReqB, ResB>(
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
 {
-    incr(&shared.counters.bypasses);
+    shared.counters.cache.bypasses.incr();
     request.extensions_mut().insert(Handled::by(shared));
     let mut response = inner.call(request).await?;
     response.extensions_mut().remove::<LayerRoute>();
@@ -920,7 +913,7 @@ fn fresh_hit<B>(
     now: SystemTime,
     shared: &Shared,
 ) -> Response<CacheBody<B>> {
-    incr(&shared.counters.hits);
+    shared.counters.cache.hits.incr();
     let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)));
     from_stored(stored, client, method, now, shared, outcome)
 }

@@ -10,13 +10,14 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 use partcache::Cache;
+use partcache::adapter::FailOpen;
 use partcache_tower::backlog::Backlog;
 use partcache_tower::coalesce::{Coalescer, Flight};
 
 use super::entry::{CachedEntry, EntryKind, TagKeys, VaryIndex};
 use super::key::{ParamFilter, RequestKey, key_under_prefix, path_of, under_prefix, variant_key};
 use super::policy::RoutePolicy;
-use super::stats::{Counters, incr};
+use super::stats::Counters;
 
 pub(crate) struct Config {
     pub(crate) default_ttl: Option<Duration>,
@@ -63,6 +64,9 @@ impl Config {
     }
 }
 
+/// The adapter's name in fail-open log lines.
+const ADAPTER: &str = "partcache-axum";
+
 /// The state behind every handle and layer of one response cache.
 pub(crate) struct Shared {
     pub(crate) responses: Cache<String, CachedEntry>,
@@ -83,31 +87,22 @@ pub(crate) struct Shared {
 pub(crate) struct StoreFailed;
 
 impl Shared {
+    /// Where this cache calls its store: failures are logged as the `partcache-axum`
+    /// adapter's, counted in [`ResponseCacheStats`](super::ResponseCacheStats), and
+    /// never the request's; a remote store's calls give up after the store timeout
+    /// (the local store answers without I/O: no timer for it).
+    pub(crate) fn fail_open(&self) -> FailOpen<'_> {
+        FailOpen::new(ADAPTER, self.responses.name())
+            .timeout_opt((!self.local).then_some(self.config.store_timeout))
+            .counters(&self.counters.cache)
+    }
+
     async fn bounded<T>(
         &self,
         what: &'static str,
         call: impl Future<Output = partcache::Result<T>>,
     ) -> Result<T, StoreFailed> {
-        let result = if self.local {
-            call.await
-        } else {
-            match tokio::time::timeout(self.config.store_timeout, call).await {
-                Ok(result) => result,
-                Err(_) => {
-                    incr(&self.counters.store_timeouts);
-                    tracing::warn!(cache = %self.responses.name(), operation = what, timeout = ?self.config.store_timeout,
-                        "response cache store timed out; serving from the origin");
-                    return Err(StoreFailed);
-                }
-            }
-        };
-        result.map_err(|error| {
-            incr(&self.counters.store_errors);
-            // Fail-open: logged and counted, never the request's error.
-            tracing::warn!(cache = %self.responses.name(), operation = what, %error,
-                "response cache store failed; serving from the origin");
-            StoreFailed
-        })
+        self.fail_open().call(what, call).await.ok_or(StoreFailed)
     }
 
     /// Reads an entry; `Err` when the store failed (the caller bypasses the cache).
@@ -226,7 +221,7 @@ impl Shared {
             .responses
             .put_with_ttl(storage_key, entry.clone(), keep_for);
         if inner.bounded("put", put).await.is_ok() {
-            incr(&inner.counters.stored);
+            inner.counters.cache.stored.incr();
         }
     }
 
@@ -354,9 +349,7 @@ impl Shared {
         self.flights
             .cancel_matching(|flight| keys.iter().any(|k| is_flight_of(flight, k)));
         let removed = self.responses.remove_all_keys(keys).await?;
-        self.counters
-            .invalidated
-            .fetch_add(removed, std::sync::atomic::Ordering::Relaxed);
+        self.counters.invalidated.add(removed);
         Ok(removed)
     }
 

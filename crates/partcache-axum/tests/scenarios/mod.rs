@@ -584,7 +584,7 @@ pub async fn bodies_over_the_limit_stream_through_uncached(manager: CacheManager
     let small = server.get("/small").await;
     assert_eq!((small.x_cache(), small.body.len()), ("HIT", 200));
     assert_eq!(server.calls(), 5);
-    assert_eq!(server.cache.stats().not_stored, 4);
+    assert_eq!(server.cache.stats().cache.not_stored, 4);
 }
 
 pub async fn a_body_that_fails_half_way_is_never_presented_whole_nor_stored(manager: CacheManager) {
@@ -644,7 +644,7 @@ pub async fn a_body_that_fails_half_way_is_never_presented_whole_nor_stored(mana
         reply.x_cache() == "STALE"
     })
     .await;
-    assert_eq!(server.cache.stats().stored, 2);
+    assert_eq!(server.cache.stats().cache.stored, 2);
 }
 
 pub async fn s_maxage_forbids_serving_stale(manager: CacheManager) {
@@ -1285,7 +1285,7 @@ pub async fn a_hundred_concurrent_misses_call_the_origin_once(manager: CacheMana
             .all(|r| r.status == StatusCode::OK && r.body == "call 1")
     );
     assert_eq!(replies.iter().filter(|r| r.x_cache() == "MISS").count(), 1);
-    assert_eq!(server.cache.stats().coalesced, 99);
+    assert_eq!(server.cache.stats().cache.coalesced, 99);
 }
 
 pub async fn collapsed_requests_get_only_a_response_reusable_for_them(manager: CacheManager) {
@@ -1321,7 +1321,7 @@ pub async fn collapsed_requests_get_only_a_response_reusable_for_them(manager: C
             assert_ne!(reply.x_cache(), "HIT", "{path}: {}", reply.body);
         }
     }
-    assert_eq!(server.cache.stats().coalesced, 0);
+    assert_eq!(server.cache.stats().cache.coalesced, 0);
 }
 
 pub async fn unkeyed_forwarding_headers_cannot_poison_what_others_get(manager: CacheManager) {
@@ -1469,7 +1469,7 @@ pub async fn response_statistics_count_requests_and_store_statistics_count_store
     server.stored(3).await;
 
     let http = server.cache.stats();
-    assert_eq!((http.hits, http.misses), (3, 3), "{http:?}");
+    assert_eq!((http.cache.hits, http.cache.misses), (3, 3), "{http:?}");
     // A leading miss rereads its key on a remote store: one more store miss each.
     let rereads = if remote { 3 } else { 0 };
     let store = server.cache.responses().stats();
@@ -1481,7 +1481,7 @@ pub async fn response_statistics_count_requests_and_store_statistics_count_store
         "store {store:?} against requests {http:?}"
     );
     // The documented inequality: never fewer store reads than looked-up requests.
-    assert!(store.hits + store.misses >= http.hits + http.misses);
+    assert!(store.hits + store.misses >= http.cache.hits + http.cache.misses);
 }
 
 /// A per-route layer (`MethodRouter::route_layer`) caches its route with its own
@@ -1553,7 +1553,7 @@ pub async fn route_layers_under_the_router_layer_hand_their_settings_up(manager:
     assert_eq!(server.get("/never").await.body, "call 3", "never stored");
     assert_eq!(server.get("/other").await.x_cache(), "MISS");
     assert_eq!(server.calls(), 4);
-    assert_eq!(server.cache.stats().stored, 1);
+    assert_eq!(server.cache.stats().cache.stored, 1);
 }
 
 /// The purge endpoints answer `POST`s only, with clear statuses, and purge what

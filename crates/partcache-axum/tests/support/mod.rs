@@ -239,7 +239,7 @@ impl Server {
         let cache = self.cache.clone();
         eventually("responses stored", || {
             let cache = cache.clone();
-            async move { cache.stats().stored >= n }
+            async move { cache.stats().cache.stored >= n }
         })
         .await;
     }
