@@ -135,26 +135,22 @@ where
 async fn nothing_pending() {}
 
 async fn partcache(manager: &CacheManager, round: usize) -> (Measured, Measured) {
-    let cache = ResponseCache::builder(
-        manager
-            .cache(&format!("peers-{round}"))
-            .max_entries(CAPACITY)
-            .build()
-            .await
-            .expect("cache"),
-    )
-    .build();
+    let cache = ResponseCache::builder(manager, format!("peers-{round}"))
+        .max_entries(CAPACITY)
+        .build()
+        .await
+        .expect("cache");
     let app = route().layer(cache.layer());
     let drained = async || {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while cache.stats().pending_stores > 0 {
+        while cache.stats().backlog.pending_stores > 0 {
             assert!(Instant::now() < deadline, "background work never drained");
             tokio::task::yield_now().await;
         }
     };
     let figures = misses_then_hits(PARTCACHE, app, round, drained).await;
     let stats = cache.stats();
-    assert!(stats.hits >= HITS_PER_ROUND as u64 - 1, "{stats:?}");
+    assert!(stats.cache.hits >= HITS_PER_ROUND as u64 - 1, "{stats:?}");
     figures
 }
 

@@ -105,21 +105,17 @@ async fn in_process(manager: &CacheManager, only: Option<&str>) {
     let mut figures = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         // A fresh cache per round: every round starts from the same state.
-        let cache = ResponseCache::builder(
-            manager
-                .cache(&format!("inproc-{round}"))
-                .max_entries(10_000)
-                .build()
-                .await
-                .expect("cache"),
-        )
-        .build();
+        let cache = ResponseCache::builder(manager, format!("inproc-{round}"))
+            .max_entries(10_000)
+            .build()
+            .await
+            .expect("cache");
         let cached = Router::new()
             .route("/{*path}", get(static_bytes))
             .layer(cache.layer());
         let drained = async || {
             let deadline = Instant::now() + Duration::from_secs(60);
-            while cache.stats().pending_stores > 0 {
+            while cache.stats().backlog.pending_stores > 0 {
                 assert!(Instant::now() < deadline, "background work never drained");
                 tokio::task::yield_now().await;
             }
@@ -141,7 +137,7 @@ async fn in_process(manager: &CacheManager, only: Option<&str>) {
         let cached_hit = inproc(&cached, hits, hit_uri, drained).await;
         let bare_hit = inproc(&bare, hits, hit_uri, async || {}).await;
         let stats = cache.stats();
-        assert!(stats.hits >= hits as u64 - 1, "{stats:?}");
+        assert!(stats.cache.hits >= hits as u64 - 1, "{stats:?}");
         miss_ratios.push(cached_miss / bare_miss);
         hit_ratios.push(cached_hit / bare_hit);
         figures.0.push(cached_miss);
@@ -177,21 +173,17 @@ async fn flood(manager: &CacheManager) {
     use futures::StreamExt;
     const FLOOD: usize = 200_000;
     const FLOOD_CONCURRENCY: usize = 256;
-    let cache = ResponseCache::builder(
-        manager
-            .cache("flood")
-            .max_entries(10_000)
-            .build()
-            .await
-            .expect("cache"),
-    )
-    .max_pending_stores(
-        std::env::var("HTTP_FLOOD_MAX_PENDING")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(partcache_tower::backlog::DEFAULT_MAX_PENDING),
-    )
-    .build();
+    let cache = ResponseCache::builder(manager, "flood")
+        .max_entries(10_000)
+        .max_pending_stores(
+            std::env::var("HTTP_FLOOD_MAX_PENDING")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(partcache_tower::backlog::DEFAULT_MAX_PENDING),
+        )
+        .build()
+        .await
+        .expect("cache");
     let app = Router::new()
         .route("/{*path}", get(static_bytes))
         .layer(cache.layer());
@@ -216,14 +208,14 @@ async fn flood(manager: &CacheManager) {
         assert_eq!(body.to_bytes().len(), PAYLOAD.len());
         answered += 1;
         let stats = cache.stats();
-        most = most.max(stats.pending_stores);
-        most_bytes = most_bytes.max(stats.pending_store_bytes);
+        most = most.max(stats.backlog.pending_stores);
+        most_bytes = most_bytes.max(stats.backlog.pending_store_bytes);
         if answered == 50_000 {
             rss_at_50k = rss_mib();
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while cache.stats().pending_stores > 0 {
+    while cache.stats().backlog.pending_stores > 0 {
         assert!(Instant::now() < deadline, "background work never drained");
         tokio::task::yield_now().await;
     }
@@ -231,8 +223,8 @@ async fn flood(manager: &CacheManager) {
     println!(
         "BENCH http_flood requests={FLOOD} pending_max={most} pending_bytes_max={most_bytes} \
          stored={} dropped={} rss_mib_50k={rss_at_50k:.0} rss_mib_end={:.0}",
-        stats.stored,
-        stats.stores_dropped,
+        stats.cache.stored,
+        stats.backlog.stores_dropped,
         rss_mib()
     );
 }
@@ -298,15 +290,11 @@ fn main() {
         if std::env::var_os("HTTP_BENCH_INPROC_ONLY").is_some() {
             return;
         }
-        let cache = ResponseCache::builder(
-            manager
-                .cache("http")
-                .max_entries(10_000)
-                .build()
-                .await
-                .expect("cache"),
-        )
-        .build();
+        let cache = ResponseCache::builder(&manager, "http")
+            .max_entries(10_000)
+            .build()
+            .await
+            .expect("cache");
         let app = Router::new()
             .route("/static", get(static_bytes))
             .route("/slow", get(slow_bytes))
@@ -331,7 +319,7 @@ fn main() {
         let stats = cache.stats();
         // The first 32 requests miss together and share one origin call.
         assert_eq!(
-            stats.misses - stats.coalesced,
+            stats.cache.misses - stats.cache.coalesced,
             1,
             "/cached must call its origin once: {stats:?}"
         );

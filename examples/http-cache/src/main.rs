@@ -4,12 +4,15 @@
 //! ```text
 //! cargo run -p http-cache                       # memory:// store, 127.0.0.1:3000
 //! PARTCACHE_URL=redis-cluster://... cargo run -p http-cache   # once a Redis backend is installed
-//! curl -i localhost:3000/products/42            # x-cache: MISS, ~20 ms
-//! curl -i localhost:3000/products/42            # x-cache: HIT, Age: 0, fast
+//! curl -i 127.0.0.1:3000/products/42            # x-cache: MISS, ~20 ms
+//! curl -i 127.0.0.1:3000/products/42            # x-cache: HIT, Age: 0, fast
 //!                                               # cache-status: partcache; hit; ttl=30
-//! curl -i 'localhost:3000/products/42?cb=1'     # still a HIT: only `page` is keyed
-//! curl -i -X PUT localhost:3000/products/42     # drops the product and every list
-//! curl -X POST localhost:3000/admin/products/42/purge  # purge by tag
+//! curl -i '127.0.0.1:3000/products/42?cb=1'     # still a HIT: only `page` is keyed
+//! curl -i -X PUT 127.0.0.1:3000/products/42     # drops the product and every list
+//! curl -X POST 127.0.0.1:3000/admin/cache/tag -d product:42    # purge by tag
+//! curl -X POST 127.0.0.1:3000/admin/cache/path -d /products/42  # purge by path
+//! curl 127.0.0.1:3000/admin/cache/stats                         # the counters, as JSON
+//! curl -i 127.0.0.1:3000/prices                 # its own route layer: fresh for 2 s
 //! ```
 //!
 //! `HTTP_CACHE_ADDR` sets the listening address.
@@ -17,8 +20,8 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::routing::{get, post};
+use axum::extract::Path;
+use axum::routing::get;
 use partcache::CacheManager;
 use partcache_axum::{ResponseCache, RoutePolicy};
 
@@ -38,22 +41,18 @@ async fn update(Path(id): Path<u64>) -> String {
     format!("updated product {id}\n")
 }
 
-async fn purge(State(cache): State<ResponseCache>, Path(id): Path<u64>) -> String {
-    match cache.purge_tag(&format!("product:{id}")).await {
-        Ok(n) => format!("purged {n} entries\n"),
-        Err(error) => format!("purge failed: {error}\n"),
-    }
-}
-
-async fn stats(State(cache): State<ResponseCache>) -> String {
-    format!("{:#?}\n", cache.stats())
+/// A live price: the origin gives no freshness, its route layer gives it 2 s.
+async fn prices() -> &'static str {
+    "prices\n"
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manager = CacheManager::from_env()?;
-    let cache = ResponseCache::builder(manager.cache("http").max_entries(50_000).build().await?)
-        .tag_index(manager.cache("http:tags").build().await?)
+    let addr = std::env::var("HTTP_CACHE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_string());
+    let cache = ResponseCache::builder(&manager, "http")
+        .max_entries(50_000)
+        .host(&addr) // for purges by path
         .default_ttl(Duration::from_secs(30))
         .route("/admin", RoutePolicy::bypass())
         .route(
@@ -62,14 +61,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .key_query_params(["page"])
                 .invalidates_prefix("/products"),
         )
-        .build();
+        .build()
+        .await?;
     let app = Router::new()
         .route("/products/{id}", get(product).put(update))
-        .route("/admin/products/{id}/purge", post(purge))
-        .route("/admin/stats", get(stats))
-        .with_state(cache.clone())
-        .layer(cache.layer());
-    let addr = std::env::var("HTTP_CACHE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_string());
+        .route(
+            "/prices",
+            get(prices).route_layer(cache.layer().ttl(Duration::from_secs(2))),
+        )
+        .layer(cache.layer())
+        // After the layer: administration is never cached.
+        .nest("/admin/cache", cache.purge_router())
+        .route("/admin/cache/stats", cache.stats_route());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(
         "http-cache on http://{} (store: {})",

@@ -163,14 +163,14 @@ pub struct HttpFigures {
 impl From<ResponseCacheStats> for HttpFigures {
     fn from(s: ResponseCacheStats) -> Self {
         HttpFigures {
-            hits: s.hits,
-            misses: s.misses,
-            coalesced: s.coalesced,
+            hits: s.cache.hits,
+            misses: s.cache.misses,
+            coalesced: s.cache.coalesced,
             stale: s.stale,
-            bypasses: s.bypasses,
-            stored: s.stored,
+            bypasses: s.cache.bypasses,
+            stored: s.cache.stored,
             invalidated: s.invalidated,
-            store_errors: s.store_errors + s.store_timeouts,
+            store_errors: s.cache.store_errors + s.cache.store_timeouts,
         }
     }
 }

@@ -74,35 +74,24 @@ pub(crate) async fn build(config: &Config) -> Result<(Router, Arc<Shared>), Star
         .open(&manager)
         .await
         .map_err(StartError::Cache)?;
-    let http = ResponseCache::builder(
-        manager
-            .cache("http")
-            .max_entries(50_000)
-            .build()
-            .await
-            .map_err(StartError::Cache)?,
-    )
-    .tag_index(
-        manager
-            .cache("http:tags")
-            .build()
-            .await
-            .map_err(StartError::Cache)?,
-    )
-    .store_timeout(config.store_timeout)
-    // Only product pages are cached whole: everything else is live or already served
-    // from finer-grained caches.
-    .route("/", RoutePolicy::bypass())
-    // A product page takes no query parameters: `?cb=<random>` is dropped from the
-    // key (and from the request the handler sees), so it cannot bust the cache. An
-    // unknown product's 404 is kept briefly, not for the page TTL.
-    .route(
-        "/products",
-        RoutePolicy::ttl(Duration::from_secs(60))
-            .key_query_params(Vec::<String>::new())
-            .error_ttl(Duration::from_secs(5)),
-    )
-    .build();
+    let http = ResponseCache::builder(&manager, "http")
+        .max_entries(50_000)
+        .store_timeout(config.store_timeout)
+        // Only product pages are cached whole: everything else is live or already served
+        // from finer-grained caches.
+        .route("/", RoutePolicy::bypass())
+        // A product page takes no query parameters: `?cb=<random>` is dropped from the
+        // key (and from the request the handler sees), so it cannot bust the cache. An
+        // unknown product's 404 is kept briefly, not for the page TTL.
+        .route(
+            "/products",
+            RoutePolicy::ttl(Duration::from_secs(60))
+                .key_query_params(Vec::<String>::new())
+                .error_ttl(Duration::from_secs(5)),
+        )
+        .build()
+        .await
+        .map_err(StartError::Cache)?;
 
     let catalog = Catalog::new(
         manager.clone(),
@@ -116,7 +105,7 @@ pub(crate) async fn build(config: &Config) -> Result<(Router, Arc<Shared>), Star
             .forget_cached_products()
             .await
             .map_err(StartError::Cache)?;
-        if let Err(error) = http.responses().clear().await {
+        if let Err(error) = http.clear().await {
             tracing::warn!(%error, "could not clear cached pages at start-up");
         }
     }

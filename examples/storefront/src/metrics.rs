@@ -89,10 +89,10 @@ pub fn render(
         breaker.publish();
     }
     let responses = [
-        ("hit", http.hits),
-        ("miss", http.misses),
+        ("hit", http.cache.hits),
+        ("miss", http.cache.misses),
         ("stale", http.stale),
-        ("bypass", http.bypasses),
+        ("bypass", http.cache.bypasses),
     ];
     for (result, value) in responses {
         metrics::counter!("partcache_http_responses_total", "result" => result).absolute(value);

@@ -1,4 +1,4 @@
-//! What the response cache stores: [`CachedEntry`] under response keys, [`TagKeys`]
+//! What the response cache stores: `CachedEntry` under response keys, `TagKeys`
 //! in the tag index.
 //!
 //! A response is stored as one shared value: status, headers, body (`Bytes`), the
@@ -14,10 +14,9 @@ use http::{HeaderMap, StatusCode};
 use http_cache_semantics::CachePolicy;
 use serde::{Deserialize, Serialize};
 
-/// A value of the response cache. Opaque: build the cache with this type and let the
-/// [`ResponseCache`](crate::ResponseCache) fill it.
+/// A value of the response cache: a response, or the Vary index of a resource.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CachedEntry {
+pub(crate) struct CachedEntry {
     pub(crate) kind: EntryKind,
 }
 
@@ -139,13 +138,6 @@ pub(crate) struct VaryIndex {
 
 /// The tag index's value: the keys of the responses that carried a tag.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TagKeys {
+pub(crate) struct TagKeys {
     pub(crate) keys: Vec<String>,
-}
-
-impl TagKeys {
-    /// The response keys tagged so far (some may have expired since).
-    pub fn keys(&self) -> &[String] {
-        &self.keys
-    }
 }

@@ -20,7 +20,23 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, Uri, header};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
-use super::policy::QueryRule;
+/// Which query parameters are part of a route's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum QueryRule {
+    /// Only these.
+    Allow(Vec<String>),
+    /// All but these.
+    Deny(Vec<String>),
+}
+
+impl QueryRule {
+    pub(crate) fn keeps(&self, name: &str) -> bool {
+        match self {
+            QueryRule::Allow(names) => names.iter().any(|n| n == name),
+            QueryRule::Deny(names) => !names.iter().any(|n| n == name),
+        }
+    }
+}
 
 /// Bytes escaped in key parts: controls, space, non-ASCII (always), and the characters
 /// that structure keys (`|`), escapes (`%`), or Redis hash tags (`{`, `}`).

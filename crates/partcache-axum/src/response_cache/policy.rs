@@ -11,6 +11,7 @@
 //! `stale-while-revalidate` / `stale-if-error` directives, and the 304 a cache sends
 //! for a client's own `If-None-Match` / `If-Modified-Since` (RFC 9110 §13.1).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use http::{Method, StatusCode, Uri};
 use http_cache_semantics::{CacheOptions, CachePolicy, RequestLike};
 
 use super::entry::StoredResponse;
-use super::key::{COOKIE_PREFIX, selected_values, vary_names, with_normalized};
+use super::key::{COOKIE_PREFIX, QueryRule, selected_values, vary_names, with_normalized};
 
 /// How a route's responses are cached, overriding the origin or the defaults.
 ///
@@ -67,24 +68,6 @@ pub(crate) enum CookieRule {
     /// The route's responses do not depend on cookies: they are not keyed, and the
     /// origin sees them unchanged.
     Ignore,
-}
-
-/// Which query parameters are part of a route's key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum QueryRule {
-    /// Only these.
-    Allow(Vec<String>),
-    /// All but these.
-    Deny(Vec<String>),
-}
-
-impl QueryRule {
-    pub(crate) fn keeps(&self, name: &str) -> bool {
-        match self {
-            QueryRule::Allow(names) => names.iter().any(|n| n == name),
-            QueryRule::Deny(names) => !names.iter().any(|n| n == name),
-        }
-    }
 }
 
 impl RoutePolicy {
@@ -187,8 +170,8 @@ impl RoutePolicy {
 
     /// A successful unsafe request (POST, PUT, PATCH, DELETE) on the route also
     /// removes every cached response whose path is `prefix` or below it
-    /// (`/notes` covers `/notes?tag=a` and `/notes/42`), on the request's host. Needs
-    /// a tag index ([`ResponseCacheBuilder::tag_index`](crate::ResponseCacheBuilder::tag_index)).
+    /// (`/notes` covers `/notes?tag=a` and `/notes/42`), on the request's host. The
+    /// prefix is tracked in the cache's tag index from the start.
     pub fn invalidates_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.invalidates_prefixes.push(prefix.into());
         self
@@ -237,6 +220,30 @@ impl http_cache_semantics::ResponseLike for ResponseView<'_> {
     }
     fn headers(&self) -> &HeaderMap {
         self.headers
+    }
+}
+
+/// The settings of a per-route layer
+/// ([`ResponseCacheLayer::ttl`](crate::ResponseCacheLayer::ttl), …), carried in the
+/// request's extensions by the layer that caches, or in the response's by a route's
+/// layer under an outer layer of the same cache.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerRoute(pub(crate) Arc<RoutePolicy>);
+
+impl RoutePolicy {
+    /// The policy of a request through a per-route layer with these settings: `base`
+    /// (the builder's route for the path, which says how requests are keyed) with
+    /// the layer's freshness where it sets one, its bypass, and its tags added.
+    pub(crate) fn layered(&self, base: Option<&RoutePolicy>) -> RoutePolicy {
+        let mut policy = base.cloned().unwrap_or_default();
+        policy.ttl = self.ttl.or(policy.ttl);
+        policy.default_ttl = self.default_ttl.or(policy.default_ttl);
+        policy.error_ttl = self.error_ttl.or(policy.error_ttl);
+        policy.bypass |= self.bypass;
+        policy
+            .invalidates_tags
+            .extend(self.invalidates_tags.iter().cloned());
+        policy
     }
 }
 

@@ -36,19 +36,42 @@ use super::key::{
     ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, request_host_ref,
     same_variant, selected_values, strip_ignored, variant_key, with_normalized,
 };
-use super::layer::{Inner, StoreFailed};
 use super::policy::{
-    CookieRule, NOT_MODIFIED_HEADERS, RequestView, ResponseView, StoreRules,
-    has_request_directives, merge_not_modified, not_modified, only_if_cached, storable,
+    CookieRule, LayerRoute, NOT_MODIFIED_HEADERS, RequestView, ResponseView, RoutePolicy,
+    StoreRules, has_request_directives, merge_not_modified, not_modified, only_if_cached, storable,
 };
-use super::stats::incr;
+use super::shared::{Shared, StoreFailed};
 use super::status::{CACHE_STATUS, Fwd, Label, Outcome, X_CACHE, ttl_seconds};
 
 /// The service a [`ResponseCacheLayer`](super::ResponseCacheLayer) wraps around an
 /// origin service.
 pub struct ResponseCacheService<S> {
     pub(crate) inner: S,
-    pub(crate) shared: Arc<Inner>,
+    pub(crate) shared: Arc<Shared>,
+    /// The settings of a per-route layer, if this is one.
+    pub(crate) route: Option<Arc<RoutePolicy>>,
+}
+
+/// Marks a request a layer of this cache (the `Shared` at this address) has taken
+/// in hand: a layer of the same cache further in passes it through, or two lookups
+/// of one key would wait on each other's flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Handled(usize);
+
+impl Handled {
+    fn by(shared: &Shared) -> Self {
+        Handled(std::ptr::from_ref(shared) as usize)
+    }
+}
+
+/// The per-route settings for a request through `request`'s layers: those a route's
+/// layer under this one handed up with `response`, else those of the layer that
+/// caches (`requested`).
+fn layer_route(
+    requested: Option<LayerRoute>,
+    response: &mut http::Extensions,
+) -> Option<LayerRoute> {
+    response.remove::<LayerRoute>().or(requested)
 }
 
 impl<S: Clone> Clone for ResponseCacheService<S> {
@@ -56,6 +79,7 @@ impl<S: Clone> Clone for ResponseCacheService<S> {
         ResponseCacheService {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            route: self.route.clone(),
         }
     }
 }
@@ -85,11 +109,29 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
         // The ready service goes with this request (tower's rule for services used
         // from a spawned or boxed future); the clone waits for the next poll_ready.
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if request.extensions().get::<Handled>() == Some(&Handled::by(&self.shared)) {
+            // An outer layer of this cache handles the request: this route's settings
+            // go up with the response.
+            let route = self.route.clone();
+            let call = inner.call(request);
+            return ResponseFuture {
+                inner: Box::pin(async move {
+                    let mut response = call.await?;
+                    if let Some(route) = route {
+                        response.extensions_mut().insert(LayerRoute(route));
+                    }
+                    Ok(response.map(CacheBody::origin))
+                }),
+            };
+        }
+        if let Some(route) = &self.route {
+            request.extensions_mut().insert(LayerRoute(route.clone()));
+        }
         ResponseFuture {
             inner: Box::pin(handle(self.shared.clone(), inner, request)),
         }
@@ -99,7 +141,7 @@ where
 type Reply<B, E> = Result<Response<CacheBody<B>>, E>;
 
 async fn handle<S, ReqB, ResB>(
-    shared: Arc<Inner>,
+    shared: Arc<Shared>,
     inner: S,
     mut request: Request<ReqB>,
 ) -> Reply<ResB, S::Error>
@@ -193,7 +235,7 @@ where
         if cached_only {
             return Ok(gateway_timeout(&shared));
         }
-        incr(&shared.counters.misses);
+        shared.counters.cache.misses.incr();
         let seen = Some(writes_before);
         let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
         return Box::pin(fetch(
@@ -222,7 +264,7 @@ where
         return Ok(gateway_timeout(&shared));
     }
     if !directives && stored.within_stale_window(now, stored.stale_while_revalidate) {
-        incr(&shared.counters.stale);
+        shared.counters.stale.incr();
         let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)))
             .label(Label::Stale)
             .detail("stale-while-revalidate");
@@ -275,15 +317,17 @@ where
 }
 
 /// Why a request does not use the cache, if it does not.
-fn bypass_reason<B: Body>(shared: &Inner, request: &Request<B>) -> Option<Outcome> {
+fn bypass_reason<B: Body>(shared: &Shared, request: &Request<B>) -> Option<Outcome> {
     let config = &shared.config;
     let headers = request.headers();
     if !config.methods.contains(request.method()) {
         return Some(Outcome::forwarded(Label::Bypass, Fwd::Method));
     }
+    let layer = request.extensions().get::<LayerRoute>();
     let detail = if config
         .route_for(request.uri().path())
         .is_some_and(|r| r.bypass)
+        || layer.is_some_and(|l| l.0.bypass)
     {
         "route"
     } else if headers.contains_key(header::RANGE) {
@@ -326,13 +370,13 @@ struct Lookup {
     entry: Option<Arc<CachedEntry>>,
     /// Why the request goes forward if nothing usable was found.
     fwd: Fwd,
-    /// [`Inner::writes`] before the store was read.
+    /// [`Shared::writes`] before the store was read.
     writes_before: u64,
 }
 
 /// Reads `primary` and, when it holds a Vary index, the variant `headers` select.
 async fn lookup(
-    shared: &Inner,
+    shared: &Shared,
     primary: &String,
     headers: &HeaderMap,
 ) -> Result<Lookup, StoreFailed> {
@@ -397,8 +441,8 @@ fn fresh_for<B>(
 }
 
 /// The answer to `only-if-cached` with nothing usable stored (RFC 9111 §5.2.1.7).
-fn gateway_timeout<B>(shared: &Inner) -> Response<CacheBody<B>> {
-    incr(&shared.counters.misses);
+fn gateway_timeout<B>(shared: &Shared) -> Response<CacheBody<B>> {
+    shared.counters.cache.misses.incr();
     let mut response = Response::new(CacheBody::empty());
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     Outcome::forwarded(Label::Miss, Fwd::UriMiss)
@@ -419,7 +463,7 @@ fn gateway_timeout<B>(shared: &Inner) -> Response<CacheBody<B>> {
 /// change (a miss, or a stale-while-revalidate refresh, each made one origin call too
 /// many under load without it).
 async fn stored_meanwhile(
-    shared: &Inner,
+    shared: &Shared,
     flight_key: &String,
     headers: &HeaderMap,
 ) -> Option<Arc<CachedEntry>> {
@@ -429,10 +473,10 @@ async fn stored_meanwhile(
 }
 
 /// Sends a miss or a revalidation to the origin once for all concurrent callers of
-/// `flight_key`. `writes_before` is [`Inner::writes`] as the miss read the store.
+/// `flight_key`. `writes_before` is [`Shared::writes`] as the miss read the store.
 #[allow(clippy::too_many_arguments)]
 async fn fetch<S, ReqB, ResB>(
-    shared: &Arc<Inner>,
+    shared: &Arc<Shared>,
     inner: S,
     request: Request<ReqB>,
     key: RequestKey,
@@ -492,12 +536,12 @@ fn reusable_for<B>(stored: &StoredResponse, key: &RequestKey, request: &Request<
 /// origin call of its own: a hit (as a hit on a busy object is in other shared caches),
 /// counted as coalesced; `Cache-Status` says `collapsed`.
 fn coalesced<ReqB, ResB>(
-    shared: &Inner,
+    shared: &Shared,
     request: &Request<ReqB>,
     stored: &StoredResponse,
     fwd: Fwd,
 ) -> Response<CacheBody<ResB>> {
-    incr(&shared.counters.coalesced);
+    shared.counters.cache.coalesced.incr();
     let now = SystemTime::now();
     let outcome = Outcome::forwarded(Label::Hit, fwd)
         .fwd_status(stored.status)
@@ -516,7 +560,7 @@ fn coalesced<ReqB, ResB>(
 /// Asks the origin (conditionally when `stale` has a validator) and stores what may
 /// be stored.
 async fn origin<S, ReqB, ResB>(
-    shared: &Arc<Inner>,
+    shared: &Arc<Shared>,
     mut inner: S,
     request: Request<ReqB>,
     key: RequestKey,
@@ -548,7 +592,7 @@ where
     let method = parts.method.clone();
     let stale_response = stale.as_deref().and_then(CachedEntry::as_response);
     if let Some(stored) = stale_response.filter(|s| s.has_validator()) {
-        incr(&shared.counters.revalidations);
+        shared.counters.revalidations.incr();
         let view = view_of(&key, &method, request_headers, &parts.uri);
         if let BeforeRequest::Stale {
             request: conditional,
@@ -559,19 +603,21 @@ where
         }
     }
     let uri = parts.uri.clone();
+    let requested = parts.extensions.get::<LayerRoute>().cloned();
+    parts.extensions.insert(Handled::by(shared));
     let result = inner.call(Request::from_parts(parts, body)).await;
     let now = SystemTime::now();
     let usable_on_error = stale_response.filter(|s| s.within_stale_window(now, s.stale_if_error));
     // The stale response served because the origin failed (RFC 5861 §4).
     let serve_stale = |stored: &StoredResponse, status: Option<StatusCode>| {
-        incr(&shared.counters.stale);
+        shared.counters.stale.incr();
         let mut outcome = Outcome::forwarded(Label::Stale, Fwd::Stale)
             .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
             .detail("stale-if-error");
         outcome.fwd_status = status;
         from_stored(stored, &client_headers, &method, now, shared, outcome)
     };
-    let response = match result {
+    let mut response = match result {
         Ok(response) => response,
         Err(error) => {
             if let Some(stored) = usable_on_error {
@@ -587,9 +633,11 @@ where
         return Ok(serve_stale(stored, Some(status)));
     }
     let view = view_of(&key, &method, request_headers, &uri);
+    let route = shared.config.route_for(uri.path());
+    let layered = layer_route(requested, response.extensions_mut()).map(|l| l.0.layered(route));
     let rules = StoreRules {
         default_ttl: shared.config.default_ttl,
-        route: shared.config.route_for(uri.path()),
+        route: layered.as_ref().or(route),
         store_set_cookie: shared.config.store_set_cookie,
         stale_while_revalidate: shared.config.stale_while_revalidate,
         stale_if_error: shared.config.stale_if_error,
@@ -610,7 +658,7 @@ where
             AfterResponse::NotModified(..)
         ) {
             // A 304 for validators we do not hold: the stored body is all we have.
-            incr(&shared.counters.stale);
+            shared.counters.stale.incr();
             let outcome = forwarded
                 .label(Label::Stale)
                 .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
@@ -624,7 +672,7 @@ where
                 outcome,
             ));
         }
-        incr(&shared.counters.not_modified);
+        shared.counters.not_modified.incr();
         let merged = merge_not_modified(&stored.headers, response.headers());
         let refreshed = match storable(&view, stored.status, &merged, &rules, now) {
             Ok(refreshed) => refreshed,
@@ -632,7 +680,7 @@ where
                 // No longer storable: this answer uses the stored body one last time.
                 let mut refreshed = stored.clone();
                 refreshed.headers = merged;
-                incr(&shared.counters.not_stored);
+                shared.counters.cache.not_stored.incr();
                 let outcome = forwarded.detail(reason);
                 return Ok(from_stored(
                     &refreshed,
@@ -658,7 +706,7 @@ where
             flight.complete(entry.clone());
         }
         shared.store(key, entry, refreshed.keep_for, flight).await;
-        incr(&shared.counters.hits);
+        shared.counters.cache.hits.incr();
         return Ok(answer);
     }
 
@@ -680,7 +728,7 @@ where
     let judged = match judged {
         Ok(judged) => judged,
         Err(reason) => {
-            incr(&shared.counters.not_stored);
+            shared.counters.cache.not_stored.incr();
             drop(flight); // waiters ask the origin themselves
             forwarded
                 .detail(reason)
@@ -691,7 +739,7 @@ where
     let bytes = match read_limited(body, limit).await {
         Buffered::Complete(bytes) => bytes,
         Buffered::Streaming(body) => {
-            incr(&shared.counters.not_stored);
+            shared.counters.cache.not_stored.incr();
             drop(flight);
             forwarded
                 .detail("too-large")
@@ -703,7 +751,7 @@ where
             // read, then the error (the connection is aborted). A stale entry usable
             // on error answers instead (RFC 5861 §4: a failed upstream body is a 502
             // to any proxy).
-            incr(&shared.counters.not_stored);
+            shared.counters.cache.not_stored.incr();
             drop(flight);
             if let Some(stored) = usable_on_error {
                 return Ok(serve_stale(stored, Some(status)));
@@ -765,9 +813,9 @@ where
 
 /// Unsafe methods: the origin answers; a non-error answer invalidates what it changed.
 async fn write_through<S, ReqB, ResB>(
-    shared: &Arc<Inner>,
+    shared: &Arc<Shared>,
     mut inner: S,
-    request: Request<ReqB>,
+    mut request: Request<ReqB>,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -776,8 +824,11 @@ where
     let host = request_host(request.uri(), request.headers());
     let target = request.uri().clone();
     let request_headers = host.as_ref().map(|_| request.headers().clone());
-    let response = inner.call(request).await?;
-    incr(&shared.counters.bypasses);
+    let requested = request.extensions().get::<LayerRoute>().cloned();
+    request.extensions_mut().insert(Handled::by(shared));
+    let mut response = inner.call(request).await?;
+    let layered = layer_route(requested, response.extensions_mut());
+    shared.counters.cache.bypasses.incr();
     let status = response.status();
     if let (Some(host), Some(request_headers)) = (host, request_headers)
         && (status.is_success() || status.is_redirection())
@@ -801,6 +852,8 @@ where
         // What the route declares the write also changes: lists under a prefix,
         // tagged responses.
         let route = shared.config.route_for(target.path());
+        let layered = layered.map(|l| l.0.layered(route));
+        let route = layered.as_ref().or(route);
         let invalidation = async {
             let mut removed = shared.invalidate(&keys).await?;
             if let Some(route) = route {
@@ -813,18 +866,12 @@ where
             }
             Ok::<u64, partcache::Error>(removed)
         };
-        let result = if shared.local {
-            invalidation.await.map(|_| ())
-        } else {
-            tokio::time::timeout(shared.config.store_timeout, invalidation)
-                .await
-                .unwrap_or(Err(partcache::Error::Timeout(shared.config.store_timeout)))
-                .map(|_| ())
-        };
-        if let Err(error) = result {
-            incr(&shared.counters.store_errors);
-            tracing::warn!(cache = %shared.responses.name(), %error, "could not invalidate after an unsafe request");
-        }
+        // Fail-open: the write already happened; a failed invalidation is logged and
+        // counted, never the request's error.
+        let _ = shared
+            .fail_open()
+            .call("invalidate after an unsafe request", invalidation)
+            .await;
     }
     let outcome = Outcome::forwarded(Label::Bypass, Fwd::Method).fwd_status(status);
     Ok(finish(response, shared, &outcome))
@@ -832,21 +879,23 @@ where
 
 /// Sends the request to the origin past the cache.
 async fn pass<S, ReqB, ResB>(
-    shared: &Inner,
+    shared: &Shared,
     mut inner: S,
-    request: Request<ReqB>,
+    mut request: Request<ReqB>,
     outcome: Outcome,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
 {
-    incr(&shared.counters.bypasses);
-    let response = inner.call(request).await?;
+    shared.counters.cache.bypasses.incr();
+    request.extensions_mut().insert(Handled::by(shared));
+    let mut response = inner.call(request).await?;
+    response.extensions_mut().remove::<LayerRoute>();
     let outcome = outcome.fwd_status(response.status());
     Ok(finish(response, shared, &outcome))
 }
 
-fn finish<B>(response: Response<B>, shared: &Inner, outcome: &Outcome) -> Response<CacheBody<B>> {
+fn finish<B>(response: Response<B>, shared: &Shared, outcome: &Outcome) -> Response<CacheBody<B>> {
     let (mut parts, body) = response.into_parts();
     parts.headers.remove(&shared.config.tag_header);
     outcome.apply(&mut parts.headers, shared.config.cache_status.as_deref());
@@ -862,9 +911,9 @@ fn fresh_hit<B>(
     client: &HeaderMap,
     method: &Method,
     now: SystemTime,
-    shared: &Inner,
+    shared: &Shared,
 ) -> Response<CacheBody<B>> {
-    incr(&shared.counters.hits);
+    shared.counters.cache.hits.incr();
     let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)));
     from_stored(stored, client, method, now, shared, outcome)
 }
@@ -874,7 +923,7 @@ fn from_stored<B>(
     client: &HeaderMap,
     method: &Method,
     now: SystemTime,
-    shared: &Inner,
+    shared: &Shared,
     outcome: Outcome,
 ) -> Response<CacheBody<B>> {
     let age = age_value(stored.age(now).as_secs());

@@ -16,9 +16,8 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use partcache::Cache;
 use partcache::stats::BreakerState;
-use partcache_axum::{CachedEntry, ResponseCache};
+use partcache_axum::ResponseCache;
 use partcache_integration_tests::{
     ClusterOptions, Flavor, RedisCluster, RedisServer, ServerOptions,
 };
@@ -82,14 +81,11 @@ async fn median_latency(addr: SocketAddr, n: usize) -> Duration {
     took[n / 2]
 }
 
-fn breakers(cache: &Cache<String, CachedEntry>) -> Vec<partcache::stats::BreakerStats> {
-    cache
-        .raw_store()
-        .map(|raw| raw.breakers())
-        .unwrap_or_default()
+fn breakers(cache: &ResponseCache) -> Vec<partcache::stats::BreakerStats> {
+    cache.responses().breakers()
 }
 
-fn any_open(cache: &Cache<String, CachedEntry>) -> bool {
+fn any_open(cache: &ResponseCache) -> bool {
     breakers(cache)
         .iter()
         .any(|b| b.state != BreakerState::Closed)
@@ -125,10 +121,12 @@ async fn a_frozen_node_costs_nothing_once_its_breaker_opens(
 ) {
     let manager = support::redis::manager(url);
     let name = format!("breaker-{}", std::process::id());
-    let responses: Cache<String, CachedEntry> = manager.cache(&name).build().await.expect("build");
-    let cache = ResponseCache::builder(responses.clone())
+    let cache = ResponseCache::builder(&manager, name)
         .store_timeout(STORE_TIMEOUT)
-        .build();
+        .build()
+        .await
+        .expect("build");
+    let responses = cache.clone();
     let server = serve(cache, Duration::ZERO, handler()).await;
     // Warm: every path stored, then served from the cache.
     assert_eq!(round(&server).await.0, 0);

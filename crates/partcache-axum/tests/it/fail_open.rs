@@ -118,11 +118,12 @@ async fn server_on(url: &str, store_timeout: Duration) -> support::Server {
 }
 
 async fn server_with(manager: CacheManager, store_timeout: Duration) -> support::Server {
-    let cache = ResponseCache::builder(manager.cache("http").build().await.unwrap())
-        .tag_index(manager.cache("http:tags").build().await.unwrap())
+    let cache = ResponseCache::builder(&manager, "http")
         .default_ttl(Duration::from_secs(60))
         .store_timeout(store_timeout)
-        .build();
+        .build()
+        .await
+        .unwrap();
     serve(cache, Duration::ZERO, |_, n| {
         respond(
             200,
@@ -154,7 +155,11 @@ async fn a_failing_store_means_the_origin_answers_every_request() {
     assert_eq!(server.calls(), 10);
     let stats = server.cache.stats();
     assert_eq!(
-        (stats.store_errors, stats.bypasses, stats.hits),
+        (
+            stats.cache.store_errors,
+            stats.cache.bypasses,
+            stats.cache.hits
+        ),
         (10, 10, 0)
     );
 }
@@ -176,7 +181,7 @@ async fn a_hanging_store_is_given_up_on_after_the_store_timeout() {
             .all(|r| r.status == StatusCode::OK && r.x_cache() == "BYPASS")
     );
     assert_eq!(server.calls(), 20);
-    assert_eq!(server.cache.stats().store_timeouts, 20);
+    assert_eq!(server.cache.stats().cache.store_timeouts, 20);
     // Writes by unsafe methods fail open too: the origin's answer goes through.
     let put = server.send(http::Method::PUT, "/p", &[]).await;
     assert_eq!((put.status, put.x_cache()), (StatusCode::OK, "BYPASS"));
@@ -231,13 +236,19 @@ async fn a_redis_store_whose_port_closed_fails_open() {
     all_bypass(&server, 10, store_timeout + Duration::from_millis(250)).await;
     assert_eq!(server.calls(), 11);
     let stats = server.cache.stats();
-    let failures =
-        (stats.store_errors + stats.store_timeouts) - (before.store_errors + before.store_timeouts);
+    let failures = (stats.cache.store_errors + stats.cache.store_timeouts)
+        - (before.cache.store_errors + before.cache.store_timeouts);
     assert!(
         failures >= 10,
         "{failures} store failures counted: {stats:?}"
     );
-    assert_eq!((stats.hits, stats.bypasses - before.bypasses), (1, 10));
+    assert_eq!(
+        (
+            stats.cache.hits,
+            stats.cache.bypasses - before.cache.bypasses
+        ),
+        (1, 10)
+    );
     // Writes by unsafe methods fail open too.
     let put = server.send(http::Method::PUT, "/p/0", &[]).await;
     assert_eq!((put.status, put.x_cache()), (StatusCode::OK, "BYPASS"));
@@ -268,7 +279,10 @@ async fn a_frozen_redis_store_is_given_up_on_within_the_store_timeout() {
     }
     assert_eq!(server.calls(), 21);
     let stats = server.cache.stats();
-    assert!(stats.store_errors + stats.store_timeouts >= 20, "{stats:?}");
+    assert!(
+        stats.cache.store_errors + stats.cache.store_timeouts >= 20,
+        "{stats:?}"
+    );
     // The harness SIGKILLs the frozen server when `redis` drops.
 }
 
@@ -295,10 +309,10 @@ async fn a_redis_cache_built_on_a_closed_port_fails_open() {
     assert_eq!(server.calls(), 10);
     let stats = server.cache.stats();
     assert!(
-        stats.store_errors + stats.store_timeouts >= 10,
+        stats.cache.store_errors + stats.cache.store_timeouts >= 10,
         "store failures not counted: {stats:?}"
     );
-    assert_eq!((stats.hits, stats.bypasses), (0, 10));
+    assert_eq!((stats.cache.hits, stats.cache.bypasses), (0, 10));
     // Writes by unsafe methods fail open too.
     let put = server.send(http::Method::PUT, "/p/0", &[]).await;
     assert_eq!((put.status, put.x_cache()), (StatusCode::OK, "BYPASS"));
@@ -325,17 +339,13 @@ async fn a_flood_of_unique_urls_keeps_pending_store_work_bounded() {
     const MAX_PENDING: u64 = 16;
     const MAX_BYTES: u64 = 8 * 1024;
     let manager = CacheManager::from_url("memory://").unwrap();
-    let cache = ResponseCache::builder(
-        manager
-            .cache("flood")
-            .max_entries(10_000)
-            .build()
-            .await
-            .unwrap(),
-    )
-    .max_pending_stores(MAX_PENDING as usize)
-    .max_pending_store_bytes(MAX_BYTES as usize)
-    .build();
+    let cache = ResponseCache::builder(&manager, "flood")
+        .max_entries(10_000)
+        .max_pending_stores(MAX_PENDING as usize)
+        .max_pending_store_bytes(MAX_BYTES as usize)
+        .build()
+        .await
+        .unwrap();
     let app = Router::new()
         .route(
             "/{*path}",
@@ -363,8 +373,8 @@ async fn a_flood_of_unique_urls_keeps_pending_store_work_bounded() {
         assert_eq!((status, length), (StatusCode::OK, 100));
         answered += 1;
         let stats = cache.stats();
-        most_pending.0 = most_pending.0.max(stats.pending_stores);
-        most_pending.1 = most_pending.1.max(stats.pending_store_bytes);
+        most_pending.0 = most_pending.0.max(stats.backlog.pending_stores);
+        most_pending.1 = most_pending.1.max(stats.backlog.pending_store_bytes);
     }
     assert_eq!(answered, flood);
     assert!(
@@ -372,14 +382,20 @@ async fn a_flood_of_unique_urls_keeps_pending_store_work_bounded() {
         "pending work past its bound: {most_pending:?}"
     );
     let stats = cache.stats();
-    assert_eq!(stats.misses, flood as u64, "{stats:?}");
+    assert_eq!(stats.cache.misses, flood as u64, "{stats:?}");
     assert_eq!(
-        stats.stored + stats.stores_dropped,
+        stats.cache.stored + stats.backlog.stores_dropped,
         flood as u64,
         "{stats:?}"
     );
-    assert_eq!((stats.pending_stores, stats.pending_store_bytes), (0, 0));
-    cache.responses().run_pending_tasks().await.unwrap();
+    assert_eq!(
+        (
+            stats.backlog.pending_stores,
+            stats.backlog.pending_store_bytes
+        ),
+        (0, 0)
+    );
+    cache.run_pending_tasks().await.unwrap();
     assert!(cache.responses().len().await.unwrap() <= 10_000);
 }
 
@@ -388,9 +404,11 @@ async fn a_flood_of_unique_urls_keeps_pending_store_work_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_past_the_pending_byte_limit_is_sent_and_not_stored() {
     let manager = CacheManager::from_url("memory://").unwrap();
-    let cache = ResponseCache::builder(manager.cache("big").build().await.unwrap())
+    let cache = ResponseCache::builder(&manager, "big")
         .max_pending_store_bytes(512)
-        .build();
+        .build()
+        .await
+        .unwrap();
     let server = serve(cache, Duration::ZERO, |_, _| {
         respond(200, &[("cache-control", "max-age=300")], "y".repeat(1024))
     })
@@ -402,5 +420,9 @@ async fn a_response_past_the_pending_byte_limit_is_sent_and_not_stored() {
         assert_eq!(reply.headers["x-cache"], "MISS");
     }
     let stats = server.cache.stats();
-    assert_eq!((stats.stored, stats.stores_dropped), (0, 2), "{stats:?}");
+    assert_eq!(
+        (stats.cache.stored, stats.backlog.stores_dropped),
+        (0, 2),
+        "{stats:?}"
+    );
 }

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use partcache::CacheManager;
 use partcache_axum::RoutePolicy;
 
-use crate::support::{Server, cache_on, eventually, respond, serve};
+use crate::support::{Server, cache_on, eventually, respond, serve, serve_routed};
 
 const NO_DELAY: Duration = Duration::ZERO;
 
@@ -583,7 +584,7 @@ pub async fn bodies_over_the_limit_stream_through_uncached(manager: CacheManager
     let small = server.get("/small").await;
     assert_eq!((small.x_cache(), small.body.len()), ("HIT", 200));
     assert_eq!(server.calls(), 5);
-    assert_eq!(server.cache.stats().not_stored, 4);
+    assert_eq!(server.cache.stats().cache.not_stored, 4);
 }
 
 pub async fn a_body_that_fails_half_way_is_never_presented_whole_nor_stored(manager: CacheManager) {
@@ -643,7 +644,7 @@ pub async fn a_body_that_fails_half_way_is_never_presented_whole_nor_stored(mana
         reply.x_cache() == "STALE"
     })
     .await;
-    assert_eq!(server.cache.stats().stored, 2);
+    assert_eq!(server.cache.stats().cache.stored, 2);
 }
 
 pub async fn s_maxage_forbids_serving_stale(manager: CacheManager) {
@@ -1284,7 +1285,7 @@ pub async fn a_hundred_concurrent_misses_call_the_origin_once(manager: CacheMana
             .all(|r| r.status == StatusCode::OK && r.body == "call 1")
     );
     assert_eq!(replies.iter().filter(|r| r.x_cache() == "MISS").count(), 1);
-    assert_eq!(server.cache.stats().coalesced, 99);
+    assert_eq!(server.cache.stats().cache.coalesced, 99);
 }
 
 pub async fn collapsed_requests_get_only_a_response_reusable_for_them(manager: CacheManager) {
@@ -1320,7 +1321,7 @@ pub async fn collapsed_requests_get_only_a_response_reusable_for_them(manager: C
             assert_ne!(reply.x_cache(), "HIT", "{path}: {}", reply.body);
         }
     }
-    assert_eq!(server.cache.stats().coalesced, 0);
+    assert_eq!(server.cache.stats().cache.coalesced, 0);
 }
 
 pub async fn unkeyed_forwarding_headers_cannot_poison_what_others_get(manager: CacheManager) {
@@ -1428,6 +1429,198 @@ pub async fn head_requests_are_cached_apart_and_every_response_is_marked(manager
     );
 }
 
+/// `ResponseCacheStats` counts requests; the `CacheStats` of the
+/// cache holding the responses counts store operations, several per request: a
+/// lookup reads the primary key and, under a Vary index, the variant key; a `HEAD`
+/// reads the `GET` entry first; a miss that calls the origin reads its key again on a
+/// remote store; storing a varying response updates the Vary index (an entry
+/// processor, counted as an access). The figures here are the documented relation.
+pub async fn response_statistics_count_requests_and_store_statistics_count_store_reads(
+    manager: CacheManager,
+) {
+    let remote = !manager.is_local();
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let fresh = ("cache-control", "max-age=60");
+        if seen.uri.ends_with("/v") {
+            respond(
+                200,
+                &[fresh, ("vary", "accept-language")],
+                format!("call {n}"),
+            )
+        } else {
+            respond(200, &[fresh], format!("call {n}"))
+        }
+    })
+    .await;
+    let plain = server.get("/a").await; // miss: read /a
+    assert_eq!(plain.x_cache(), "MISS");
+    server.stored(1).await;
+    assert_eq!(server.get("/a").await.x_cache(), "HIT"); // read /a
+    assert_eq!(server.send(Method::HEAD, "/a", &[]).await.x_cache(), "HIT"); // read GET /a
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
+    // Miss: read /v; stored with a new Vary index (an update of an absent entry).
+    assert_eq!(server.get_with("/v", &en).await.x_cache(), "MISS");
+    server.stored(2).await;
+    // Hit: read the index, then the variant.
+    assert_eq!(server.get_with("/v", &en).await.x_cache(), "HIT");
+    // Vary miss: the index (hit), the variant (miss); stored under the index (a hit).
+    assert_eq!(server.get_with("/v", &fr).await.x_cache(), "MISS");
+    server.stored(3).await;
+
+    let http = server.cache.stats();
+    assert_eq!((http.cache.hits, http.cache.misses), (3, 3), "{http:?}");
+    // A leading miss rereads its key on a remote store: one more store miss each.
+    let rereads = if remote { 3 } else { 0 };
+    let store = server.cache.responses().stats();
+    assert_eq!(
+        (store.hits, store.misses),
+        // Hits: GET /a, HEAD /a, index + variant, index, index update. Misses: /a,
+        // /v, the index created, the `fr` variant.
+        (1 + 1 + 2 + 1 + 1, 1 + 1 + 1 + 1 + rereads),
+        "store {store:?} against requests {http:?}"
+    );
+    // The documented inequality: never fewer store reads than looked-up requests.
+    assert!(store.hits + store.misses >= http.cache.hits + http.cache.misses);
+}
+
+/// A per-route layer (`MethodRouter::route_layer`) caches its route with its own
+/// freshness; a route without one is cached by the origin's word only.
+pub async fn a_route_layer_gives_its_route_its_own_freshness(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| b).await;
+    // The origin gives no freshness at all.
+    let server = serve_routed(
+        cache,
+        NO_DELAY,
+        |_, n| respond(200, &[], format!("call {n}")),
+        |origin, cache| {
+            Router::new()
+                .route(
+                    "/fixed",
+                    origin
+                        .clone()
+                        .route_layer(cache.layer().ttl(Duration::from_secs(60))),
+                )
+                .route("/silent", origin.route_layer(cache.layer()))
+        },
+    )
+    .await;
+    assert_eq!(server.get("/fixed").await.x_cache(), "MISS");
+    server.stored(1).await;
+    let hit = server.get("/fixed").await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 1"));
+    assert_eq!(server.get("/silent").await.x_cache(), "MISS");
+    let again = server.get("/silent").await;
+    assert_eq!((again.x_cache(), again.body.as_str()), ("MISS", "call 3"));
+    assert_eq!(server.calls(), 3);
+}
+
+/// Per-route layers under a `Router::layer` of the same cache: the outer layer
+/// caches once (no second lookup that would wait on its own flight), and a route's
+/// layer hands its freshness and its bypass up with the response.
+pub async fn route_layers_under_the_router_layer_hand_their_settings_up(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| b).await;
+    let server = serve_routed(
+        cache,
+        NO_DELAY,
+        |_, n| respond(200, &[], format!("call {n}")),
+        |origin, cache| {
+            Router::new()
+                .route(
+                    "/fixed",
+                    origin
+                        .clone()
+                        .route_layer(cache.layer().ttl(Duration::from_secs(60))),
+                )
+                .route(
+                    "/never",
+                    origin
+                        .clone()
+                        .route_layer(cache.layer().ttl(Duration::from_secs(60)).bypass()),
+                )
+                .fallback_service(origin)
+                .layer(cache.layer())
+        },
+    )
+    .await;
+    let first = server.get("/fixed").await;
+    assert_eq!(first.x_cache(), "MISS");
+    assert_eq!(first.headers.get_all("x-cache").iter().count(), 1);
+    server.stored(1).await;
+    let hit = server.get("/fixed").await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 1"));
+    assert_eq!(server.get("/never").await.x_cache(), "MISS");
+    assert_eq!(server.get("/never").await.body, "call 3", "never stored");
+    assert_eq!(server.get("/other").await.x_cache(), "MISS");
+    assert_eq!(server.calls(), 4);
+    assert_eq!(server.cache.stats().cache.stored, 1);
+}
+
+/// The purge endpoints answer `POST`s only, with clear statuses, and purge what
+/// they say; the statistics endpoint answers the counters as one flat JSON object.
+pub async fn the_purge_router_and_the_stats_route_work_over_http(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| b.host("shop.test")).await;
+    let server = serve_routed(
+        cache,
+        NO_DELAY,
+        |_, n| {
+            respond(
+                200,
+                &[("cache-control", "max-age=60"), ("cache-tag", "product:1")],
+                format!("call {n}"),
+            )
+        },
+        |origin, cache| {
+            Router::new()
+                .fallback_service(origin)
+                .layer(cache.layer())
+                .nest("/admin/cache", cache.purge_router())
+                .route("/admin/stats", cache.stats_route())
+        },
+    )
+    .await;
+    let host = [("host", "shop.test")];
+    assert_eq!(server.get_with("/p", &host).await.x_cache(), "MISS");
+    server.stored(1).await;
+    assert_eq!(server.get_with("/p", &host).await.x_cache(), "HIT");
+
+    let purged = server.post("/admin/cache/tag", "product:1").await;
+    assert_eq!(
+        (purged.status, purged.body.as_str()),
+        (StatusCode::OK, r#"{"purged":1}"#)
+    );
+    assert_eq!(purged.header("cache-control"), Some("no-store"));
+    assert_eq!(server.get_with("/p", &host).await.x_cache(), "MISS");
+    server.stored(2).await;
+    let by_path = server.post("/admin/cache/path", "/p").await;
+    assert_eq!(by_path.body, r#"{"purged":1}"#);
+    let by_url = server.post("/admin/cache/url", "http://shop.test/p").await;
+    assert_eq!(by_url.body, r#"{"purged":0}"#, "already gone");
+
+    let wrong_method = server.get("/admin/cache/tag").await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        server.post("/admin/cache/tag", "  ").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        server.post("/admin/cache/url", "/no-host").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let untracked = server.post("/admin/cache/prefix", "/untracked").await;
+    assert_eq!(untracked.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(untracked.body.contains("not tracked"), "{}", untracked.body);
+
+    let stats = server.get("/admin/stats").await;
+    assert_eq!(stats.header("content-type"), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
+    assert_eq!(
+        (json["hits"].as_u64(), json["misses"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(json["invalidated"].as_u64(), Some(2));
+}
+
 /// One test per scenario, each on a manager from `$make().await` (called once per test,
 /// inside the test's runtime: a remote store's connections live on that runtime).
 #[macro_export]
@@ -1466,6 +1659,10 @@ macro_rules! rfc9111_suite {
             a_route_chooses_which_query_parameters_are_keyed,
             writes_invalidate_declared_prefixes_and_paths_purge_without_urls,
             a_full_prefix_list_evicts_rather_than_forgets,
+            response_statistics_count_requests_and_store_statistics_count_store_reads,
+            a_route_layer_gives_its_route_its_own_freshness,
+            route_layers_under_the_router_layer_hand_their_settings_up,
+            the_purge_router_and_the_stats_route_work_over_http,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {

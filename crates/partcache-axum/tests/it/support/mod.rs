@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
+use axum::routing::MethodFilter;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -76,18 +77,11 @@ pub async fn cache_on(
 ) -> ResponseCache {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let name = format!("http-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut builder = ResponseCache::builder(manager.cache(&name).build().await.unwrap())
-        .tag_index(
-            manager
-                .cache(&format!("{name}:tags"))
-                .build()
-                .await
-                .unwrap(),
-        );
+    let mut builder = ResponseCache::builder(manager, name);
     if !manager.is_local() {
         builder = builder.store_timeout(Duration::from_secs(2));
     }
-    configure(builder).build()
+    configure(builder).build().await.unwrap()
 }
 
 /// A manager over the embedded store.
@@ -100,6 +94,21 @@ pub async fn serve(
     cache: ResponseCache,
     delay: Duration,
     handler: impl Fn(&Seen, usize) -> Response<Body> + Send + Sync + 'static,
+) -> Server {
+    serve_routed(cache, delay, handler, |origin, cache| {
+        Router::new().fallback_service(origin).layer(cache.layer())
+    })
+    .await
+}
+
+/// Starts the router `app` builds from the origin (a `MethodRouter` running
+/// `handler` after `delay`, for any method) and the cache: for routes of their own
+/// and per-route layers.
+pub async fn serve_routed(
+    cache: ResponseCache,
+    delay: Duration,
+    handler: impl Fn(&Seen, usize) -> Response<Body> + Send + Sync + 'static,
+    app: impl FnOnce(axum::routing::MethodRouter, &ResponseCache) -> Router,
 ) -> Server {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -123,7 +132,15 @@ pub async fn serve(
             }
         }
     };
-    let app = Router::new().fallback(origin).layer(cache.layer());
+    // Every method as a route of its own (`any` is a fallback, which `route_layer`
+    // does not wrap).
+    let methods = MethodFilter::GET
+        .or(MethodFilter::POST)
+        .or(MethodFilter::PUT)
+        .or(MethodFilter::PATCH)
+        .or(MethodFilter::DELETE)
+        .or(MethodFilter::OPTIONS);
+    let app = app(axum::routing::on(methods, origin), &cache);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -155,7 +172,14 @@ impl Server {
     }
 
     pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
-        Self::exchange(&self.client, self.addr, method, path, headers)
+        Self::exchange(&self.client, self.addr, method, path, headers, "")
+            .await
+            .expect("the response body")
+    }
+
+    /// A `POST` of the plain-text `body`.
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        Self::exchange(&self.client, self.addr, Method::POST, path, &[], body)
             .await
             .expect("the response body")
     }
@@ -169,7 +193,7 @@ impl Server {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<Reply, String> {
-        Self::exchange(&self.unpooled, self.addr, method, path, headers).await
+        Self::exchange(&self.unpooled, self.addr, method, path, headers, "").await
     }
 
     async fn exchange(
@@ -178,6 +202,7 @@ impl Server {
         method: Method,
         path: &str,
         headers: &[(&str, &str)],
+        body: &str,
     ) -> Result<Reply, String> {
         let mut request = Request::builder()
             .method(method)
@@ -185,7 +210,9 @@ impl Server {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request.body(Full::new(Bytes::new())).unwrap();
+        let request = request
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .unwrap();
         let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
             .await
             .expect("request timed out")
@@ -212,7 +239,7 @@ impl Server {
         let cache = self.cache.clone();
         eventually("responses stored", || {
             let cache = cache.clone();
-            async move { cache.stats().stored >= n }
+            async move { cache.stats().cache.stored >= n }
         })
         .await;
     }
