@@ -7,7 +7,8 @@ An import is any `crate::…` or `super::…` path in code (comments and doc com
 are left out: an intra-doc link is not a dependency). A path is resolved to the
 longest module prefix that is a file of the crate. Exits 1 and prints the circle
 if the graph of files, or the graph of top-level modules, has one. Unit tests (an
-inline `mod tests` or a `tests.rs`/`tests/` module file) are left out.
+inline `mod tests`, any inline `#[cfg(test)] mod …`, or a `tests.rs`/`tests/` module
+file) are left out.
 """
 
 import os
@@ -44,10 +45,15 @@ def imports(src):
     for module, path in mods.items():
         targets = set()
         in_tests = False
+        after_cfg_test = False
         for line in open(path, encoding="utf-8"):
             code = line.split("//", 1)[0]
-            if re.match(r"\s*mod tests\b", code):
+            if re.match(r"\s*mod tests\b", code) or (
+                after_cfg_test and re.match(r"\s*mod [a-z_0-9]+\s*\{", code)
+            ):
                 in_tests = True
+            if code.strip():
+                after_cfg_test = code.strip() == "#[cfg(test)]"
             # `use super::{a, b}` / `use crate::{a::b, c}`: one path per item.
             for root, group in re.findall(r"\b(crate|super)::\{([^}]*)\}", code):
                 code += " " + " ".join(

@@ -19,6 +19,17 @@ step "headless browser (chromium, for the storefront's dashboard test)"
 # shellcheck source=scripts/chromium.sh
 source scripts/chromium.sh
 
+# Every crate's files import one way (no circle among files or top-level modules).
+step "module graphs (scripts/module-graph.py, every crate)"
+if ! command -v python3 >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-minimal >/dev/null
+fi
+for crate in crates/*/; do
+  python3 scripts/module-graph.py "${crate%/}"
+done
+
 step "cargo fmt --all --check"
 cargo fmt --all --check
 
