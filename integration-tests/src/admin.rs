@@ -151,10 +151,10 @@ pub(crate) struct NodeLine {
 }
 
 impl NodeLine {
-    pub fn has_flag(&self, f: &str) -> bool {
+    pub(crate) fn has_flag(&self, f: &str) -> bool {
         self.flags.iter().any(|x| x == f)
     }
-    pub fn is_master(&self) -> bool {
+    pub(crate) fn is_master(&self) -> bool {
         self.has_flag("master")
     }
 }

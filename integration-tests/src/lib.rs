@@ -54,8 +54,6 @@
 //! # let _ = (client, seed);
 //! ```
 
-#![warn(missing_docs)]
-
 /// Prints a harness trace line to stderr when `PARTCACHE_HARNESS_DEBUG` is set.
 macro_rules! trace {
     ($($arg:tt)*) => {

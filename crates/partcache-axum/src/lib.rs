@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 #![doc = include_str!("../docs/rules.md")]
-#![warn(missing_docs)]
 
 #[cfg(feature = "axum")]
 mod endpoints;

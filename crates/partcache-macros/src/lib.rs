@@ -5,8 +5,6 @@
 //! stacked attributes, what is cached, the keys, where the cache comes from, failing
 //! open, and the code an attribute becomes.
 
-#![warn(missing_docs)]
-
 mod expand;
 mod options;
 mod signature;

@@ -52,7 +52,7 @@ pub(crate) struct CacheSettings {
 
 impl CacheSettings {
     /// The settings of the cache `spec` describes.
-    pub fn new(spec: &RawCacheSpec) -> CacheSettings {
+    pub(crate) fn new(spec: &RawCacheSpec) -> CacheSettings {
         let (policy, duration) = match &spec.expiry.custom {
             Some(custom) => (PolicyCode::Custom, custom_durations(custom)),
             None => {
@@ -80,7 +80,7 @@ impl CacheSettings {
     /// Appends the four settings to `cmd`; with `custom`, its durations of now in the
     /// duration's place.
     #[inline]
-    pub fn write(&self, cmd: &mut Cmd, custom: Option<&Custom>) {
+    pub(crate) fn write(&self, cmd: &mut Cmd, custom: Option<&Custom>) {
         cmd.arg(&self.policy);
         match custom {
             Some(custom) => cmd.arg(custom_durations(custom)),
@@ -91,7 +91,7 @@ impl CacheSettings {
 
     /// The four settings, comma-separated (an identity of caches whose settings are
     /// the same).
-    pub fn joined(&self) -> String {
+    pub(crate) fn joined(&self) -> String {
         format!(
             "{},{},{},{}",
             self.policy, self.duration, self.max_idle, self.budget
@@ -125,7 +125,7 @@ pub(crate) enum EventMode {
 
 impl EventMode {
     /// The mode of a cache that publishes its events or not, on a cluster or not.
-    pub fn new(publish_events: bool, cluster: bool) -> EventMode {
+    pub(crate) fn new(publish_events: bool, cluster: bool) -> EventMode {
         match (publish_events, cluster) {
             (false, _) => EventMode::Silent,
             (true, false) => EventMode::Publish,
@@ -134,14 +134,14 @@ impl EventMode {
     }
 
     /// Whether the functions publish.
-    pub fn publishes(self) -> bool {
+    pub(crate) fn publishes(self) -> bool {
         self != EventMode::Silent
     }
 
     /// The argument: the mode, plus 3 when the reply is to return the events as well
     /// (the cache has listeners in this process).
     #[inline]
-    pub fn arg(self, return_events: bool) -> u8 {
+    pub(crate) fn arg(self, return_events: bool) -> u8 {
         self as u8 + if return_events { 3 } else { 0 }
     }
 }

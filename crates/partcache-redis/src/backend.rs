@@ -97,3 +97,10 @@ impl RemoteBackend for RedisBackend {
             .unwrap_or(partcache::partition::DEFAULT_PARTITIONS)
     }
 }
+
+impl std::fmt::Debug for RedisBackend {
+    // Not the URL: it may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend").finish_non_exhaustive()
+    }
+}

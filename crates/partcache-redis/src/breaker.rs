@@ -18,9 +18,9 @@ use partcache::Error;
 use partcache::stats::{BreakerState, BreakerStats};
 
 /// Default of [`BreakerSettings::failures`].
-pub const DEFAULT_BREAKER_FAILURES: u32 = 3;
+pub(crate) const DEFAULT_BREAKER_FAILURES: u32 = 3;
 /// Default of [`BreakerSettings::probe_interval`].
-pub const DEFAULT_BREAKER_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const DEFAULT_BREAKER_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// When a node's circuit breaker opens and how often it is probed: the URL parameters
 /// `breaker_failures` and `breaker_probe_interval`, or
@@ -110,7 +110,7 @@ struct Current {
 }
 
 impl Breaker {
-    pub fn new(node: &str, settings: BreakerSettings) -> Breaker {
+    pub(crate) fn new(node: &str, settings: BreakerSettings) -> Breaker {
         let now = Instant::now();
         Breaker {
             node: node.to_string(),
@@ -130,13 +130,13 @@ impl Breaker {
     }
 
     /// Whether calls go to the node.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     /// Whether a call may go to the node now; while open, the first caller after each
     /// probe interval gets the turn to start a probe.
-    pub fn admit(&self) -> Admission {
+    pub(crate) fn admit(&self) -> Admission {
         if self.is_closed() {
             return Admission::Go;
         }
@@ -166,7 +166,7 @@ impl Breaker {
 
     /// The node answered (any reply, an error reply included): forget its timeouts,
     /// and close the breaker if it was open.
-    pub fn answered(&self) {
+    pub(crate) fn answered(&self) {
         if self.timeouts.load(Ordering::Relaxed) != 0 {
             self.timeouts.store(0, Ordering::Relaxed);
         }
@@ -176,14 +176,14 @@ impl Breaker {
     }
 
     /// [`Breaker::answered`] if `answered`: a reply, rather than a failed call.
-    pub fn answered_if(&self, answered: bool) {
+    pub(crate) fn answered_if(&self, answered: bool) {
         if answered {
             self.answered();
         }
     }
 
     /// A call to the node timed out; opens the breaker at the configured count.
-    pub fn timed_out(&self) {
+    pub(crate) fn timed_out(&self) {
         if self.settings.failures == 0 || !self.is_closed() {
             return;
         }
@@ -212,7 +212,7 @@ impl Breaker {
     }
 
     /// The probe's outcome: close, or stay open until the next probe.
-    pub fn probed(&self, answered: bool) {
+    pub(crate) fn probed(&self, answered: bool) {
         if answered {
             self.close();
             return;
@@ -238,7 +238,7 @@ impl Breaker {
     }
 
     /// The breaker's state and counters.
-    pub fn stats(&self) -> BreakerStats {
+    pub(crate) fn stats(&self) -> BreakerStats {
         let current = self.state.lock();
         BreakerStats {
             node: self.node.clone(),

@@ -33,7 +33,7 @@ pub(crate) struct ConnectSettings {
 }
 
 impl ConnectSettings {
-    pub fn from_url(url: &DeploymentUrl) -> Self {
+    pub(crate) fn from_url(url: &DeploymentUrl) -> Self {
         ConnectSettings {
             tls: url.tls,
             tls_options: url.tls_options.clone(),
@@ -96,7 +96,7 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Sends one command; a server error comes back as [`Value::ServerError`].
-    pub async fn send_one(mut self, pool: &Pool, cmd: &Cmd) -> Result<Value> {
+    pub(crate) async fn send_one(mut self, pool: &Pool, cmd: &Cmd) -> Result<Value> {
         let sent = self.conn.req_packed_command(cmd).await;
         self.node.breaker.answered_if(sent.is_ok());
         sent.map_err(|e| self.failed(pool, &e))
@@ -104,7 +104,7 @@ impl Connection {
 
     /// The connection's node (a caller whose own deadline ended the wait tells its
     /// breaker: [`Node::timed_out`]).
-    pub fn node(&self) -> Arc<Node> {
+    pub(crate) fn node(&self) -> Arc<Node> {
         self.node.clone()
     }
 
@@ -149,7 +149,7 @@ pub(crate) struct Node {
 
 impl Node {
     /// A call to the node ran out of its caller's time (see [`Breaker::timed_out`]).
-    pub fn timed_out(&self) {
+    pub(crate) fn timed_out(&self) {
         self.breaker.timed_out();
     }
 
@@ -239,7 +239,11 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn new(settings: ConnectSettings, pushes: Option<Arc<Routes>>, readonly: bool) -> Self {
+    pub(crate) fn new(
+        settings: ConnectSettings,
+        pushes: Option<Arc<Routes>>,
+        readonly: bool,
+    ) -> Self {
         Pool {
             connector: Arc::new(Connector {
                 settings,
@@ -273,7 +277,7 @@ impl Pool {
     /// The open connection to `addr`, if there is one and its breaker is closed: a
     /// call on it waits only for the reply, which the connection's response timeout
     /// bounds.
-    pub fn open_connection(&self, addr: &str) -> Option<Connection> {
+    pub(crate) fn open_connection(&self, addr: &str) -> Option<Connection> {
         let nodes = self.nodes.read();
         let node = nodes.get(addr)?;
         if !node.breaker.is_closed() {
@@ -297,7 +301,7 @@ impl Pool {
     }
 
     /// Whether calls to `addr` go through (its breaker is closed, or it is new).
-    pub fn is_closed(&self, addr: &str) -> bool {
+    pub(crate) fn is_closed(&self, addr: &str) -> bool {
         self.nodes
             .read()
             .get(addr)
@@ -305,14 +309,14 @@ impl Pool {
     }
 
     /// A call to `addr` ran out of its caller's time (see [`Breaker::timed_out`]).
-    pub fn timed_out(&self, addr: &str) {
+    pub(crate) fn timed_out(&self, addr: &str) {
         if let Some(node) = self.nodes.read().get(addr) {
             node.timed_out();
         }
     }
 
     /// The circuit breakers of the nodes this pool has talked to, by address.
-    pub fn breakers(&self) -> Vec<partcache::stats::BreakerStats> {
+    pub(crate) fn breakers(&self) -> Vec<partcache::stats::BreakerStats> {
         let mut breakers: Vec<_> = self
             .nodes
             .read()
@@ -324,13 +328,13 @@ impl Pool {
     }
 
     /// Sends one command to `addr`; a server error comes back as [`Value::ServerError`].
-    pub async fn send_one(&self, addr: &str, cmd: &Cmd) -> Result<Value> {
+    pub(crate) async fn send_one(&self, addr: &str, cmd: &Cmd) -> Result<Value> {
         self.connection(addr).await?.send_one(self, cmd).await
     }
 
     /// Sends `cmds` back to back to `addr`; the replies come back one per command,
     /// server errors as [`Value::ServerError`] for the caller to inspect.
-    pub async fn send_cmds(&self, addr: &str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
+    pub(crate) async fn send_cmds(&self, addr: &str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
         let count = cmds.len();
         let mut pipe = Pipeline::with_capacity(count);
         for cmd in cmds {
@@ -341,7 +345,12 @@ impl Pool {
 
     /// Sends a pipeline of `count` commands to `addr`; the replies come back one per
     /// command, server errors as [`Value::ServerError`] for the caller to inspect.
-    pub async fn send(&self, addr: &str, pipeline: &Pipeline, count: usize) -> Result<Vec<Value>> {
+    pub(crate) async fn send(
+        &self,
+        addr: &str,
+        pipeline: &Pipeline,
+        count: usize,
+    ) -> Result<Vec<Value>> {
         self.connection(addr)
             .await?
             .send(self, pipeline, count)

@@ -94,7 +94,7 @@ pub(crate) struct Delivered<'d> {
 impl Delivered<'_> {
     /// Waits until the events are on the channel, or until `deadline`; then gives up
     /// the older calls they wait for and delivers them.
-    pub async fn wait(self, deadline: std::time::Instant) {
+    pub(crate) async fn wait(self, deadline: std::time::Instant) {
         if tokio::time::timeout_at(deadline.into(), self.done)
             .await
             .is_err()
@@ -105,7 +105,7 @@ impl Delivered<'_> {
 }
 
 impl Delivery {
-    pub fn new(events: broadcast::Sender<RawEvent>) -> Delivery {
+    pub(crate) fn new(events: broadcast::Sender<RawEvent>) -> Delivery {
         Delivery {
             events,
             state: Mutex::new(State::default()),
@@ -114,7 +114,7 @@ impl Delivery {
 
     /// A ticket for a call on `partition` about to be sent, which fails by `deadline`:
     /// past it, nothing waits for the call any more (see [`Delivery::hand_in`]).
-    pub fn ticket(&self, partition: u16, deadline: Instant) -> Ticket<'_> {
+    pub(crate) fn ticket(&self, partition: u16, deadline: Instant) -> Ticket<'_> {
         let mut state = self.state.lock();
         let number = state.next;
         state.next += 1;
@@ -133,7 +133,7 @@ impl Delivery {
     }
 
     /// Another process's event, `seq` in `partition`, read from the subscription.
-    pub fn arrived(&self, partition: u16, seq: u64, event: RawEvent) {
+    pub(crate) fn arrived(&self, partition: u16, seq: u64, event: RawEvent) {
         self.hand_in(partition, None, vec![(seq, event)]);
     }
 
@@ -258,7 +258,7 @@ impl Delivery {
 impl<'d> Ticket<'d> {
     /// The call's reply came back with `events`: delivers what can be, and gives back
     /// a wait for the rest of `events` when older calls are still in flight.
-    pub fn resolve(mut self, events: Vec<(u64, RawEvent)>) -> Option<Delivered<'d>> {
+    pub(crate) fn resolve(mut self, events: Vec<(u64, RawEvent)>) -> Option<Delivered<'d>> {
         self.resolved = true;
         self.delivery
             .hand_in(self.partition, Some(self.number), events)

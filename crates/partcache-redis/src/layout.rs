@@ -52,7 +52,7 @@ impl Layout {
     /// `database` is the standalone server's database number (0 on a cluster): pub/sub
     /// ignores databases, so it is part of every channel name except database 0's, or
     /// caches of one name in two databases would hear each other's events.
-    pub fn new(map: PartitionMap, database: i64) -> Layout {
+    pub(crate) fn new(map: PartitionMap, database: i64) -> Layout {
         let name = map.cache_name().to_string();
         let prefixes: Vec<String> = (0..map.partitions())
             .map(|p| format!("pc:{{{}}}:{name}:", map.tag(p)))
@@ -87,23 +87,23 @@ impl Layout {
     }
 
     /// Number of partitions.
-    pub fn partitions(&self) -> u16 {
+    pub(crate) fn partitions(&self) -> u16 {
         self.map.partitions()
     }
 
     /// The slot of every key of `partition`.
-    pub fn slot(&self, partition: u16) -> u16 {
+    pub(crate) fn slot(&self, partition: u16) -> u16 {
         self.map.slot(partition)
     }
 
     /// The partition whose keys live in `slot` (`None` for the meta key's slot). A
     /// linear search: for logs and spans only.
-    pub fn partition_of_slot(&self, slot: u16) -> Option<u16> {
+    pub(crate) fn partition_of_slot(&self, slot: u16) -> Option<u16> {
         (0..self.partitions()).find(|&p| self.slot(p) == slot)
     }
 
     /// The entry key of `text` in `partition`.
-    pub fn entry_key(&self, partition: u16, text: &str) -> String {
+    pub(crate) fn entry_key(&self, partition: u16, text: &str) -> String {
         let prefix = &self.prefixes[usize::from(partition)];
         let mut key = String::with_capacity(prefix.len() + 2 + text.len());
         key.push_str(prefix);
@@ -114,7 +114,7 @@ impl Layout {
 
     /// The entry key of `text` in `partition` as a command argument, written straight
     /// into the command (no `String` of its own: this is on every call's path).
-    pub fn entry_key_arg<'a>(&'a self, partition: u16, text: &'a str) -> EntryKeyArg<'a> {
+    pub(crate) fn entry_key_arg<'a>(&'a self, partition: u16, text: &'a str) -> EntryKeyArg<'a> {
         EntryKeyArg {
             prefix: &self.prefixes[usize::from(partition)],
             text,
@@ -122,7 +122,7 @@ impl Layout {
     }
 
     /// The index key of `partition` (the scripts' `KEYS[1]`).
-    pub fn index_key(&self, partition: u16) -> &str {
+    pub(crate) fn index_key(&self, partition: u16) -> &str {
         &self.indexes[usize::from(partition)]
     }
 
@@ -132,7 +132,7 @@ impl Layout {
     /// `TRYAGAIN` while those keys are split between two nodes, instead of letting the
     /// script write a key on the node that no longer holds it (a `MIGRATE` would then
     /// overwrite the newer value with the older one).
-    pub fn partition_keys(&self, partition: u16) -> [&str; 4] {
+    pub(crate) fn partition_keys(&self, partition: u16) -> [&str; 4] {
         let p = usize::from(partition);
         [
             &self.indexes[p],
@@ -144,12 +144,12 @@ impl Layout {
 
     /// The key holding the number of the last message published on `partition`'s
     /// channel (see `events.rs`).
-    pub fn sequence_key(&self, partition: u16) -> &str {
+    pub(crate) fn sequence_key(&self, partition: u16) -> &str {
         &self.sequences[usize::from(partition)]
     }
 
     /// `KEYS[1]` of the `open` script, and its slot.
-    pub fn meta_index_key(&self) -> (&str, u16) {
+    pub(crate) fn meta_index_key(&self) -> (&str, u16) {
         (
             &self.meta_index,
             partcache::partition::key_slot(self.meta_index.as_bytes()),
@@ -157,25 +157,25 @@ impl Layout {
     }
 
     /// The event channel of `partition`.
-    pub fn channel(&self, partition: u16) -> &str {
+    pub(crate) fn channel(&self, partition: u16) -> &str {
         &self.channels[usize::from(partition)]
     }
 
     /// The key prefix of `partition`: every key of the partition, and its channel,
     /// starts with it.
-    pub fn prefix(&self, partition: u16) -> &str {
+    pub(crate) fn prefix(&self, partition: u16) -> &str {
         &self.prefixes[usize::from(partition)]
     }
 
     /// A `SCAN … MATCH` pattern that every entry key of the cache matches (and few
     /// other keys: those of another cache whose name hash and name the pattern's `*`s
     /// happen to fit; [`Layout::parse_entry_key`] tells them apart).
-    pub fn entry_pattern(&self) -> &str {
+    pub(crate) fn entry_pattern(&self) -> &str {
         &self.entry_pattern
     }
 
     /// The partition and key text of `key` if it is an entry key of this cache.
-    pub fn parse_entry_key<'k>(&self, key: &'k [u8]) -> Option<(u16, &'k str)> {
+    pub(crate) fn parse_entry_key<'k>(&self, key: &'k [u8]) -> Option<(u16, &'k str)> {
         let rest = key.strip_prefix(b"pc:{")?;
         let close = rest.iter().position(|&b| b == b'}')?;
         let tag = std::str::from_utf8(&rest[..close]).ok()?;

@@ -249,8 +249,6 @@
 //! entries (random ones with an index, the first found without) times the entry count
 //! (blob bytes, not Redis' memory overhead).
 
-#![warn(missing_docs)]
-
 mod arguments;
 mod backend;
 mod batching;

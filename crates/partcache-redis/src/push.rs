@@ -33,7 +33,7 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
-    pub fn new(origin: String) -> Arc<Routes> {
+    pub(crate) fn new(origin: String) -> Arc<Routes> {
         Arc::new(Routes {
             table: RwLock::new(HashMap::new()),
             lost: Notify::new(),
@@ -54,7 +54,7 @@ impl Routes {
     }
 
     /// Tells every near cache that messages may be lost, and wakes the resubscribe loop.
-    pub fn subscriptions_lost(&self) {
+    pub(crate) fn subscriptions_lost(&self) {
         for feed in self.sinks() {
             feed.lost();
         }
@@ -63,7 +63,7 @@ impl Routes {
 
     /// Tells every near cache that the messages of the partitions subscribed on `addr`
     /// may be lost, and wakes the resubscribe loop.
-    pub fn node_lost(&self, addr: &str) {
+    pub(crate) fn node_lost(&self, addr: &str) {
         for feed in self.sinks() {
             feed.lose(&feed.partitions_on(addr));
         }
@@ -71,12 +71,12 @@ impl Routes {
     }
 
     /// Wakes the resubscribe loop.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.lost.notify_one();
     }
 
     /// Handles one push from the connection to `addr`.
-    pub fn dispatch(&self, addr: &str, push: PushInfo) {
+    pub(crate) fn dispatch(&self, addr: &str, push: PushInfo) {
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
                 let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =

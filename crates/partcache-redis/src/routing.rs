@@ -48,7 +48,7 @@ pub(crate) struct Request {
 
 impl Request {
     /// A request for `slot`.
-    pub fn new(slot: u16, cmd: Cmd) -> Request {
+    pub(crate) fn new(slot: u16, cmd: Cmd) -> Request {
         Request {
             slot,
             cmd,
@@ -93,7 +93,7 @@ pub(crate) struct Pools<'a, T = Pool> {
 
 impl Router {
     /// A router for one server.
-    pub fn standalone(addr: &str, timeout: Duration, breaker_interval: Duration) -> Router {
+    pub(crate) fn standalone(addr: &str, timeout: Duration, breaker_interval: Duration) -> Router {
         Router {
             topology: Topology::Standalone(Arc::new(SlotMap::single(addr))),
             timeout,
@@ -104,7 +104,7 @@ impl Router {
     }
 
     /// A router for a cluster, discovered from `seeds` on first use.
-    pub fn cluster(
+    pub(crate) fn cluster(
         seeds: Vec<String>,
         timeout: Duration,
         replica_reads: bool,
@@ -127,24 +127,24 @@ impl Router {
     }
 
     /// Whether this is a cluster (sharded pub/sub, per-partition routing).
-    pub fn is_cluster(&self) -> bool {
+    pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.topology, Topology::Cluster { .. })
     }
 
     /// The response timeout every [`Router::execute`] keeps to.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// When the current call must be done by: one response timeout after the cache
     /// call started (before its values were encoded: `raw::call_started`), or from
     /// now for calls of our own.
-    pub fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         call_started().unwrap_or_else(Instant::now) + self.timeout
     }
 
     /// The current slot map, discovering it first if needed.
-    pub async fn slot_map<T: Transport>(&self, pool: &T) -> Result<Arc<SlotMap>> {
+    pub(crate) async fn slot_map<T: Transport>(&self, pool: &T) -> Result<Arc<SlotMap>> {
         match &self.topology {
             Topology::Standalone(map) => Ok(map.clone()),
             Topology::Cluster {
@@ -189,7 +189,7 @@ impl Router {
 
     /// `f` of the address of `slot`'s master, if the slot map is known and not marked
     /// stale (no waiting: for grouping requests by node before they are sent).
-    pub fn with_master<R>(&self, slot: u16, f: impl FnOnce(&str) -> R) -> Option<R> {
+    pub(crate) fn with_master<R>(&self, slot: u16, f: impl FnOnce(&str) -> R) -> Option<R> {
         match &self.topology {
             Topology::Standalone(map) => map.master(slot).map(f),
             Topology::Cluster { map, stale, .. } => {
@@ -212,7 +212,7 @@ impl Router {
     }
 
     /// Marks the slot map as possibly outdated (a node went away).
-    pub fn mark_stale(&self) {
+    pub(crate) fn mark_stale(&self) {
         if let Topology::Cluster { stale, .. } = &self.topology {
             stale.store(true, Ordering::Release);
         }
@@ -314,7 +314,7 @@ impl Router {
     /// order; a reply may be a [`Value::ServerError`] (a script error), which callers
     /// turn into [`Error::Store`]. Fails with [`Error::Timeout`] after the response
     /// timeout and with [`Error::Unavailable`] when a node cannot be reached.
-    pub async fn execute<T: Transport>(
+    pub(crate) async fn execute<T: Transport>(
         &self,
         pools: Pools<'_, T>,
         requests: Vec<Request>,
@@ -401,7 +401,7 @@ impl Router {
 
     /// [`Router::execute`], also returning the address of the node that answered each
     /// request (a subscription lives on that node's connection).
-    pub async fn execute_recording_nodes<T: Transport>(
+    pub(crate) async fn execute_recording_nodes<T: Transport>(
         &self,
         pools: Pools<'_, T>,
         requests: Vec<Request>,

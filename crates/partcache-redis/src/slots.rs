@@ -26,7 +26,7 @@ pub(crate) struct SlotMap {
 
 impl SlotMap {
     /// A single server serving every slot (standalone deployments).
-    pub fn single(addr: &str) -> SlotMap {
+    pub(crate) fn single(addr: &str) -> SlotMap {
         SlotMap {
             masters: vec![addr.to_string()],
             replicas: vec![Vec::new()],
@@ -36,7 +36,7 @@ impl SlotMap {
 
     /// Parses a `CLUSTER SLOTS` reply received from `queried` (whose host replaces the
     /// empty or `?` host Redis reports when it does not know its own address).
-    pub fn from_cluster_slots(reply: &Value, queried: &str) -> Result<SlotMap> {
+    pub(crate) fn from_cluster_slots(reply: &Value, queried: &str) -> Result<SlotMap> {
         let queried_host = queried.rsplit_once(':').map(|(h, _)| h).unwrap_or(queried);
         let Value::Array(ranges) = reply else {
             return Err(Error::Store(format!(
@@ -97,14 +97,14 @@ impl SlotMap {
     }
 
     /// The master serving `slot`.
-    pub fn master(&self, slot: u16) -> Option<&str> {
+    pub(crate) fn master(&self, slot: u16) -> Option<&str> {
         let index = *self.owner.get(usize::from(slot))?;
         self.masters.get(usize::from(index)).map(String::as_str)
     }
 
     /// A replica of the master serving `slot`, chosen by `pick` among them, or the
     /// master when it has none.
-    pub fn replica(&self, slot: u16, pick: usize) -> Option<&str> {
+    pub(crate) fn replica(&self, slot: u16, pick: usize) -> Option<&str> {
         let index = usize::from(*self.owner.get(usize::from(slot))?);
         match self.replicas.get(index) {
             Some(reps) if !reps.is_empty() => Some(reps[pick % reps.len()].as_str()),
@@ -113,12 +113,12 @@ impl SlotMap {
     }
 
     /// Every master, sorted.
-    pub fn masters(&self) -> &[String] {
+    pub(crate) fn masters(&self) -> &[String] {
         &self.masters
     }
 
     /// Every node the map knows (masters, then replicas).
-    pub fn nodes(&self) -> impl Iterator<Item = &String> {
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = &String> {
         self.masters.iter().chain(self.replicas.iter().flatten())
     }
 }

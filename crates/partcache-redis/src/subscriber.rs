@@ -25,14 +25,14 @@ impl Drop for Subscriber {
 }
 
 impl Subscriber {
-    pub fn new(routes: Arc<Routes>, sharded: bool) -> Subscriber {
+    pub(crate) fn new(routes: Arc<Routes>, sharded: bool) -> Subscriber {
         Subscriber { routes, sharded }
     }
 
     /// Registers `feed` for `channels` (partition `i`'s channel and slot at index `i`)
     /// and returns the subscription commands to send; the caller sends them and
     /// awaits the confirmations.
-    pub fn register(&self, channels: &[(String, u16)], feed: &Arc<Feed>) -> Vec<Request> {
+    pub(crate) fn register(&self, channels: &[(String, u16)], feed: &Arc<Feed>) -> Vec<Request> {
         let mut table = self.routes.table.write();
         for (partition, (channel, slot)) in (0u16..).zip(channels) {
             table.insert(
@@ -62,7 +62,7 @@ impl Subscriber {
 
     /// Stops routing `channels` (the store is gone). The server-side subscriptions
     /// stay until the connection closes; messages for them are dropped here.
-    pub fn forget(&self, channels: &[(String, u16)]) {
+    pub(crate) fn forget(&self, channels: &[(String, u16)]) {
         let mut table = self.routes.table.write();
         for (channel, _) in channels {
             table.remove(channel.as_bytes());
@@ -70,7 +70,7 @@ impl Subscriber {
     }
 
     /// Every registered channel's subscription command, with its feed and partition.
-    pub fn all_requests(&self) -> Vec<(Arc<Feed>, u16, Request)> {
+    pub(crate) fn all_requests(&self) -> Vec<(Arc<Feed>, u16, Request)> {
         self.routes
             .table
             .read()
@@ -86,7 +86,7 @@ impl Subscriber {
     }
 
     /// Waits until a subscription may have been lost.
-    pub fn lost(&self) -> Arc<Routes> {
+    pub(crate) fn lost(&self) -> Arc<Routes> {
         self.routes.clone()
     }
 }

@@ -1,5 +1,4 @@
 #![doc = include_str!("../docs/overview.md")]
-#![warn(missing_docs)]
 
 // Imports run one way; each file uses only files of the lines above it:
 //   key, catalog                 encodings; declared views and functions

@@ -20,6 +20,7 @@ pub trait CacheAware: ConnectionTrait + Send + Sync {
 
 /// The query cache and (inside a transaction) the transaction's pending writes.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct CacheScope<'a> {
     pub(crate) cache: &'a QueryCache,
     pub(crate) tx: Option<&'a TxState>,

@@ -43,7 +43,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 /// What a flight has produced so far.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum Slot<T> {
     Running,
     Done(Option<T>),
@@ -77,6 +77,7 @@ impl<K, T> std::fmt::Debug for Coalescer<K, T> {
 }
 
 /// The outcome of [`Coalescer::join`].
+#[derive(Debug)]
 pub enum Joined<K: Hash + Eq + Clone, T: Clone> {
     /// This caller does the work and must [`Flight::complete`] or drop the flight.
     Leader(Flight<K, T>),
@@ -86,6 +87,7 @@ pub enum Joined<K: Hash + Eq + Clone, T: Clone> {
 
 /// The leader's handle on a key's flight. Dropping it frees the key; if no value was
 /// given, waiters wake up with `None`.
+#[derive(Debug)]
 pub struct Flight<K: Hash + Eq + Clone, T: Clone> {
     coalescer: Arc<Coalescer<K, T>>,
     key: K,
@@ -95,6 +97,7 @@ pub struct Flight<K: Hash + Eq + Clone, T: Clone> {
 }
 
 /// A waiter's handle on another caller's flight.
+#[derive(Debug)]
 pub struct Waiter<T> {
     receiver: watch::Receiver<Slot<T>>,
 }

@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![doc = include_str!("../docs/overview.md")]
 #![doc = include_str!("../docs/layout.md")]
-#![warn(missing_docs)]
 
 pub mod backlog;
 pub mod cache;

@@ -1438,6 +1438,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 }
 
 /// The entry an entry processor sees in [`Cache::invoke`].
+#[derive(Debug)]
 pub struct MutableEntry<'a, V> {
     current: Option<&'a Arc<V>>,
     /// The read-through loader's value for an absent key, once loaded.

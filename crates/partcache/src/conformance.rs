@@ -32,6 +32,7 @@ use crate::{
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Gives each check fresh caches on the backend under test.
+#[derive(Debug)]
 pub struct Harness {
     manager: CacheManager,
 }

@@ -74,3 +74,9 @@ impl<K: Clone, V> Stream for Entries<'_, K, V> {
         polled
     }
 }
+
+impl<K, V> std::fmt::Debug for Entries<'_, K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entries").finish_non_exhaustive()
+    }
+}

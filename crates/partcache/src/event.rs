@@ -113,6 +113,7 @@ impl<K, V> EventFilter<K, V> {
 }
 
 /// The sending side stores use. Cheap to clone.
+#[derive(Debug)]
 pub struct EventSender<K, V> {
     tx: broadcast::Sender<CacheEvent<K, V>>,
 }
@@ -168,6 +169,7 @@ impl<K: Clone + Send + 'static, V: Send + Sync + 'static> EventSender<K, V> {
 }
 
 /// Receives the events that pass its filter.
+#[derive(Debug)]
 pub struct EventReceiver<K, V> {
     rx: broadcast::Receiver<CacheEvent<K, V>>,
     filter: EventFilter<K, V>,
@@ -210,5 +212,14 @@ impl<K: Clone, V> EventReceiver<K, V> {
                 Err(broadcast::error::TryRecvError::Closed) => return Some(Err(RecvError::Closed)),
             }
         }
+    }
+}
+
+impl<K, V> std::fmt::Debug for EventFilter<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventFilter")
+            .field("kinds", &self.kinds)
+            .field("predicate", &self.predicate.is_some())
+            .finish()
     }
 }

@@ -88,8 +88,6 @@
 //!   `Touched`, max-idle): a local hit cannot move the store's deadline without the
 //!   round trip the near cache exists to avoid.
 
-#![warn(missing_docs)]
-
 pub mod adapter;
 mod any_cache;
 pub mod balance;

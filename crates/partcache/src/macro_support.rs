@@ -141,12 +141,16 @@ pub trait Shape<O> {
 
 /// The whole output is cached (plain values; `Option` with `cache_none`; `Result` with
 /// `cache_err`).
+#[derive(Debug)]
 pub struct Whole;
 /// `Result<T, E>`: only `Ok` values are cached.
+#[derive(Debug)]
 pub struct OkOnly;
 /// `Option<T>`: only `Some` values are cached.
+#[derive(Debug)]
 pub struct SomeOnly;
 /// `Result<Option<T>, E>`: only `Ok(Some(..))` values are cached.
+#[derive(Debug)]
 pub struct OkSomeOnly;
 
 impl<T: Clone> Shape<T> for Whole {
@@ -203,6 +207,7 @@ pub fn returned_is_success<O>(_: &O) -> bool {
 }
 
 /// What a `#[cacheable]` lookup found.
+#[derive(Debug)]
 pub enum Lookup<V> {
     /// A cached value.
     Hit(Arc<V>),
@@ -318,6 +323,7 @@ impl<K, V> CacheDecl<K, V> {
 /// A `#[cacheable]` or `#[cache_put]` on a function of output `O`: the declared cache,
 /// and how outputs become values and back (fixed by [`Op::new`], where the function's
 /// value type meets the declared one).
+#[derive(Debug)]
 pub struct Op<'a, K, V, O> {
     cache: &'a CacheDecl<K, V>,
     function: &'static str,

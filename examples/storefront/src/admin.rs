@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::pages::{STYLE, escape};
 
 /// Seconds between two refreshes of the HTML page.
-pub const REFRESH_SECONDS: u32 = 5;
+pub(crate) const REFRESH_SECONDS: u32 = 5;
 
 /// Everything the dashboard shows; `/admin/caches.json` is this, serialized.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ impl From<partcache::stats::BreakerStats> for BreakerFigures {
 
 /// The breakers of every cache's nodes, once per node (caches of one manager share
 /// their deployment's connections, so they report the same nodes).
-pub fn breakers(manager: &CacheManager) -> Vec<partcache::stats::BreakerStats> {
+pub(crate) fn breakers(manager: &CacheManager) -> Vec<partcache::stats::BreakerStats> {
     let mut nodes: Vec<partcache::stats::BreakerStats> = Vec::new();
     for cache in manager.caches() {
         for breaker in cache.breakers() {
@@ -268,7 +268,7 @@ async fn figures(cache: &dyn AnyCache) -> CacheFigures {
 
 /// Collects the figures of every cache of `manager`, concurrently (on Redis: a
 /// `len` and a balance report per cache, each bounded by the store's response timeout).
-pub async fn collect(
+pub(crate) async fn collect(
     manager: &CacheManager,
     http: ResponseCacheStats,
     orm: QueryCacheStats,
@@ -344,7 +344,7 @@ fn balance_svg(cache: &str, masters: &[MasterFigures]) -> String {
 
 /// The HTML page. Every figure sits in an element with `data-cache` (its row) and
 /// `data-field` (which figure), so tests and scrapers can find them.
-pub fn render(dashboard: &Dashboard) -> String {
+pub(crate) fn render(dashboard: &Dashboard) -> String {
     let mut rows = String::new();
     for c in &dashboard.caches {
         let entries = c

@@ -118,7 +118,7 @@ impl ProductPatch {
 
 /// Search filters (`GET /api/products?category=2&max_price_cents=1500&q=pen`).
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct Search {
+pub(crate) struct Search {
     /// Category id.
     pub category: Option<i32>,
     /// Highest price, in cents.
@@ -128,7 +128,7 @@ pub struct Search {
 }
 
 /// Builds the shop's own caches. This is the one place their settings live.
-pub async fn build_cards_cache(
+pub(crate) async fn build_cards_cache(
     manager: &CacheManager,
 ) -> partcache::Result<Cache<i32, ProductCard>> {
     let cards = manager
@@ -150,7 +150,7 @@ pub async fn build_cards_cache(
 
 /// The shop's reads and writes. Cheap to clone.
 #[derive(Clone)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     manager: CacheManager,
     db: CachingConnection,
     queries: QueryCache,
@@ -160,7 +160,7 @@ pub struct Catalog {
 
 impl Catalog {
     /// A catalogue over `db`, whose query cache is `queries`.
-    pub fn new(
+    pub(crate) fn new(
         manager: CacheManager,
         db: CachingConnection,
         queries: QueryCache,
@@ -176,19 +176,19 @@ impl Catalog {
     }
 
     /// The query cache (for its statistics).
-    pub fn query_cache(&self) -> &QueryCache {
+    pub(crate) fn query_cache(&self) -> &QueryCache {
         &self.queries
     }
 
     /// A product by id, from the entity cache.
-    pub async fn product(&self, id: i32) -> Result<Option<product::Model>, DbErr> {
+    pub(crate) async fn product(&self, id: i32) -> Result<Option<product::Model>, DbErr> {
         self.entities
             .find_by_id::<product::Entity, _>(&self.db, id)
             .await
     }
 
     /// A category's name by id, from the entity cache.
-    pub async fn category_name(&self, id: i32) -> Result<String, DbErr> {
+    pub(crate) async fn category_name(&self, id: i32) -> Result<String, DbErr> {
         Ok(self
             .entities
             .find_by_id_shared::<category::Entity, _>(&self.db, id)
@@ -198,7 +198,7 @@ impl Catalog {
     }
 
     /// Products matching `search` (at most 50, by id), from the query cache.
-    pub async fn search(&self, search: &Search) -> Result<Vec<product::Model>, DbErr> {
+    pub(crate) async fn search(&self, search: &Search) -> Result<Vec<product::Model>, DbErr> {
         let mut select = product::Entity::find();
         if let Some(category) = search.category {
             select = select.filter(product::Column::CategoryId.eq(category));
@@ -219,7 +219,7 @@ impl Catalog {
 
     /// The `limit` best-selling product ids, by units ordered: one aggregate over every
     /// order line, cached with `cached_query!` until `order_line` is written.
-    pub async fn best_sellers(&self, limit: u32) -> Result<Vec<i32>, DbErr> {
+    pub(crate) async fn best_sellers(&self, limit: u32) -> Result<Vec<i32>, DbErr> {
         let db = &self.db;
         let ids = cached_query!(
             self.queries,
@@ -270,7 +270,7 @@ impl Catalog {
     /// Cards for `ids`, in order (unknown ids are left out): one batch read of the
     /// cards cache, then each missing card built from the entity cache and cached. A
     /// cards-cache failure is logged and the cards are built from the database.
-    pub async fn cards(&self, ids: &[i32]) -> Result<Vec<Arc<ProductCard>>, DbErr> {
+    pub(crate) async fn cards(&self, ids: &[i32]) -> Result<Vec<Arc<ProductCard>>, DbErr> {
         let cached = match self.cards.get_all(ids).await {
             Ok(cached) => cached,
             Err(error) => {
@@ -309,7 +309,7 @@ impl Catalog {
     /// Applies `patch` to product `id` through the caching connection (which
     /// invalidates the entity cache's row and every cached query over `product`) and
     /// drops its card. `None` when there is no such product.
-    pub async fn update_product(
+    pub(crate) async fn update_product(
         &self,
         id: i32,
         patch: ProductPatch,
@@ -338,14 +338,14 @@ impl Catalog {
     }
 
     /// The plain database connection under the caching one.
-    pub fn database(&self) -> &sea_orm::DatabaseConnection {
+    pub(crate) fn database(&self) -> &sea_orm::DatabaseConnection {
         self.db.inner()
     }
 
     /// Forgets what is cached about products (used at start-up: the database was just
     /// seeded, but a shared Redis store may remember another run's edits). The order
     /// history is the same on every start, so recommendations stay valid.
-    pub async fn forget_cached_products(&self) -> partcache::Result<()> {
+    pub(crate) async fn forget_cached_products(&self) -> partcache::Result<()> {
         self.queries.invalidate_all().await;
         self.cards.clear().await
     }

@@ -12,13 +12,13 @@ use sea_orm::{
 };
 
 /// Product categories.
-pub mod category {
+pub(crate) mod category {
     use sea_orm::entity::prelude::*;
 
     /// A category row.
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "category")]
-    pub struct Model {
+    pub(crate) struct Model {
         /// Primary key.
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i32,
@@ -28,19 +28,19 @@ pub mod category {
 
     /// No relations are declared: the shop joins by hand where it needs to.
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }
 
 /// Products: what `/products/{id}` shows and `PUT /products/{id}` changes.
-pub mod product {
+pub(crate) mod product {
     use sea_orm::entity::prelude::*;
 
     /// A product row.
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "product")]
-    pub struct Model {
+    pub(crate) struct Model {
         /// Primary key.
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i32,
@@ -58,19 +58,19 @@ pub mod product {
 
     /// No relations are declared: the shop joins by hand where it needs to.
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }
 
 /// Past orders, one row per product in an order: where "bought together" comes from.
-pub mod order_line {
+pub(crate) mod order_line {
     use sea_orm::entity::prelude::*;
 
     /// An order line row.
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "order_line")]
-    pub struct Model {
+    pub(crate) struct Model {
         /// Primary key.
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i32,
@@ -84,7 +84,7 @@ pub mod order_line {
 
     /// No relations are declared: the shop joins by hand where it needs to.
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -92,7 +92,7 @@ pub mod order_line {
 /// Products in the seeded catalogue (ids `1..=PRODUCTS`).
 pub const PRODUCTS: i32 = 200;
 /// Orders in the seeded history.
-pub const ORDERS: i32 = 800;
+pub(crate) const ORDERS: i32 = 800;
 
 /// Categories and the kinds of product each sells.
 const CATEGORIES: [(&str, [&str; 3]); 8] = [
@@ -137,7 +137,7 @@ impl Default for PoolSettings {
 
 /// The opened database: the pooled connection every handler uses, and, for an
 /// in-memory database, the connection that keeps it alive.
-pub struct ShopDatabase {
+pub(crate) struct ShopDatabase {
     /// The pooled connection.
     pub connection: DatabaseConnection,
     /// Held, never used, for as long as the storefront runs (see [`open`]).
@@ -200,7 +200,7 @@ fn connection_error(error: sqlx::Error) -> DbErr {
 
 /// Opens `url` (see [`open`]), creates the tables and seeds them.
 /// Returns the plain connection: the caller wraps it in a `CachingConnection`.
-pub async fn open_and_seed(url: &str, pool: PoolSettings) -> Result<ShopDatabase, DbErr> {
+pub(crate) async fn open_and_seed(url: &str, pool: PoolSettings) -> Result<ShopDatabase, DbErr> {
     let database = open(url, pool).await?;
     let db = &database.connection;
     let schema = Schema::new(db.get_database_backend());

@@ -16,8 +16,6 @@
 //! [`Storefront::start`] opens everything, [`Storefront::serve`] answers requests. Which
 //! route uses which cache: see the `app` module (and the README).
 
-#![warn(missing_docs)]
-
 mod admin;
 mod app;
 mod catalog;
@@ -109,6 +107,14 @@ impl std::error::Error for StartError {
 pub struct Storefront {
     router: axum::Router,
     shared: Arc<app::Shared>,
+}
+
+impl std::fmt::Debug for Storefront {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storefront")
+            .field("router", &self.router)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Storefront {

@@ -41,7 +41,7 @@ const LATENCY_BUCKETS: [f64; 14] = [
 /// first: `/metrics` then answers 503.
 ///
 /// Must run before caches are built: they resolve their latency histograms when built.
-pub fn install() -> Option<PrometheusHandle> {
+pub(crate) fn install() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -78,7 +78,7 @@ pub fn install() -> Option<PrometheusHandle> {
 
 /// The text a scrape gets: the caches' statistics are pushed first, so counters are
 /// current to the scrape.
-pub fn render(
+pub(crate) fn render(
     handle: &PrometheusHandle,
     manager: &CacheManager,
     http: ResponseCacheStats,

@@ -7,7 +7,7 @@ use crate::catalog::ProductCard;
 use crate::db::product;
 
 /// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -23,7 +23,7 @@ pub fn escape(text: &str) -> String {
 }
 
 /// `1234` cents as `$12.34`.
-pub fn price(cents: i32) -> String {
+pub(crate) fn price(cents: i32) -> String {
     let sign = if cents < 0 { "-" } else { "" };
     let cents = cents.unsigned_abs();
     format!("{sign}${}.{:02}", cents / 100, cents % 100)
@@ -54,7 +54,7 @@ td:first-child,th:first-child{text-align:left}.cards{display:flex;flex-wrap:wrap
 .balances{display:flex;flex-wrap:wrap;gap:0 2.5rem}.balances h3{font-size:1em;margin-bottom:.3rem}";
 
 /// A whole page around `body`.
-pub fn layout(title: &str, body: &str) -> String {
+pub(crate) fn layout(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · partcache storefront</title>\
          <style>{STYLE}</style></head><body><nav><a href=\"/\">storefront</a> · <a href=\"/search\">search</a> · \
@@ -64,7 +64,7 @@ pub fn layout(title: &str, body: &str) -> String {
 }
 
 /// A list of product cards.
-pub fn cards(cards: &[std::sync::Arc<ProductCard>]) -> String {
+pub(crate) fn cards(cards: &[std::sync::Arc<ProductCard>]) -> String {
     let mut html = String::from("<ul class=\"cards\">");
     for card in cards {
         let _ = write!(
@@ -87,7 +87,7 @@ pub fn cards(cards: &[std::sync::Arc<ProductCard>]) -> String {
 }
 
 /// The home page: best sellers.
-pub fn home(best_sellers: &[std::sync::Arc<ProductCard>], store: &str) -> String {
+pub(crate) fn home(best_sellers: &[std::sync::Arc<ProductCard>], store: &str) -> String {
     layout(
         "Best sellers",
         &format!(
@@ -101,7 +101,7 @@ pub fn home(best_sellers: &[std::sync::Arc<ProductCard>], store: &str) -> String
 }
 
 /// A product page: the product and what is bought with it.
-pub fn product(
+pub(crate) fn product(
     product: &product::Model,
     category: &str,
     bought_together: &[std::sync::Arc<ProductCard>],
@@ -127,7 +127,7 @@ pub fn product(
 }
 
 /// Search results.
-pub fn search(query: &str, results: &[product::Model]) -> String {
+pub(crate) fn search(query: &str, results: &[product::Model]) -> String {
     let mut rows = String::new();
     for p in results {
         let _ = write!(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// Seconds per measurement: `PARTCACHE_BENCH_SECS` (default 1).
-pub fn seconds() -> Duration {
+pub(crate) fn seconds() -> Duration {
     let secs = std::env::var("PARTCACHE_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
@@ -14,7 +14,7 @@ pub fn seconds() -> Duration {
 }
 
 /// Alternating rounds per figure: `PARTCACHE_BENCH_ROUNDS` (default 5).
-pub fn rounds() -> usize {
+pub(crate) fn rounds() -> usize {
     std::env::var("PARTCACHE_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())

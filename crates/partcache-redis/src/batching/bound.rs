@@ -45,7 +45,7 @@ pub(crate) struct Bound {
 
 impl Bound {
     /// The bound of the deployment described as `deployment` (the metric's label).
-    pub fn new(settings: BatchingSettings, deployment: &str) -> Arc<Bound> {
+    pub(crate) fn new(settings: BatchingSettings, deployment: &str) -> Arc<Bound> {
         Arc::new(Bound {
             settings,
             pending: AtomicUsize::new(0),
@@ -62,7 +62,7 @@ impl Bound {
 
     /// Admits a request holding `bytes` into a queue, or counts it as sent alone and
     /// returns `None` when it does not fit.
-    pub fn admit(self: &Arc<Self>, bytes: usize) -> Option<Pending> {
+    pub(crate) fn admit(self: &Arc<Self>, bytes: usize) -> Option<Pending> {
         let max = self.settings;
         let count = self
             .pending
@@ -95,7 +95,7 @@ impl Bound {
         }
     }
 
-    pub fn stats(&self) -> BatchingStats {
+    pub(crate) fn stats(&self) -> BatchingStats {
         let get = |a: &AtomicUsize| a.load(Ordering::Acquire) as u64;
         BatchingStats {
             pending: get(&self.pending),

@@ -40,7 +40,7 @@ pub(crate) struct Batcher {
 
 impl Batcher {
     /// The queues of `deployment`, bounded by its URL's batching settings.
-    pub fn new(deployment: Arc<Deployment>) -> Arc<Batcher> {
+    pub(crate) fn new(deployment: Arc<Deployment>) -> Arc<Batcher> {
         let bound = bound::Bound::new(deployment.url.batching, &deployment.url.display);
         Arc::new(Batcher {
             reads: Arc::new(reads::Reads::new(deployment.clone(), bound.clone())),

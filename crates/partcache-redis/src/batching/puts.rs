@@ -40,7 +40,7 @@ pub(crate) struct Puts {
 
 impl Puts {
     /// The put queues of `deployment`, bounded by `bound`.
-    pub fn new(deployment: Arc<Deployment>, bound: Arc<Bound>) -> Puts {
+    pub(crate) fn new(deployment: Arc<Deployment>, bound: Arc<Bound>) -> Puts {
         Puts {
             deployment,
             bound,
@@ -78,7 +78,7 @@ pub(crate) struct UpsertSettings {
 impl UpsertSettings {
     /// The upsert batches of caches with `settings` and event `mode` (caches whose
     /// settings and mode are the same share batches).
-    pub fn new(settings: CacheSettings, mode: EventMode) -> UpsertSettings {
+    pub(crate) fn new(settings: CacheSettings, mode: EventMode) -> UpsertSettings {
         UpsertSettings {
             id: format!("{} {}", settings.joined(), mode.arg(false)),
             settings,
@@ -170,7 +170,7 @@ impl Ticket<'_> {
     /// Queues `entry`; it goes in the node's next batch (at once, if the node became
     /// idle since the turn was taken). [`BatchedPut::SendAlone`] at once when the queues are at
     /// their limit (`bound.rs`).
-    pub async fn put(self, entry: BatchEntry) -> Result<BatchedPut> {
+    pub(crate) async fn put(self, entry: BatchEntry) -> Result<BatchedPut> {
         let bytes = entry.prefix.len() + entry.text.len() + entry.blob.len() + entry.key_only.len();
         let Some(pending) = self.puts.bound.admit(bytes) else {
             return Ok(BatchedPut::SendAlone(entry.blob));
@@ -210,7 +210,7 @@ pub(crate) struct Leader<'a> {
 impl Leader<'_> {
     /// Records how the lead put ended: if the node was unreachable or silent, the puts
     /// that queued behind it fail with it.
-    pub fn finished<T>(&mut self, result: &Result<T>) {
+    pub(crate) fn finished<T>(&mut self, result: &Result<T>) {
         self.failed = unreachable(result);
     }
 }

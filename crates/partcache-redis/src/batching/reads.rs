@@ -30,7 +30,7 @@ pub(crate) struct Reads {
 
 impl Reads {
     /// The read queue of `deployment`, bounded by `bound`.
-    pub fn new(deployment: Arc<Deployment>, bound: Arc<Bound>) -> Reads {
+    pub(crate) fn new(deployment: Arc<Deployment>, bound: Arc<Bound>) -> Reads {
         Reads {
             deployment,
             bound,

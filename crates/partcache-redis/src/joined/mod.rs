@@ -131,6 +131,7 @@ impl BackendFactory for JoinedBackendFactory {
 
 /// Several deployments joined into one partitioned store. Connects lazily: nothing
 /// touches the network before the first cache is opened.
+#[derive(Debug)]
 pub struct JoinedBackend {
     url: JoinedUrl,
     members: Vec<(String, RedisBackend)>,

@@ -663,6 +663,15 @@ pub(super) fn describe<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
     )
 }
 
+impl std::fmt::Debug for JoinedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinedStore")
+            .field("name", &self.name)
+            .field("owners", &self.owners)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;

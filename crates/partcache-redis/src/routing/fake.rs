@@ -65,7 +65,7 @@ pub(super) struct FakeCluster {
 impl FakeCluster {
     /// A cluster whose masters serve the slot ranges of `slots`, whose nodes answer
     /// as `script` says and fail a send after `response_timeout` without an answer.
-    pub fn new(
+    pub(super) fn new(
         slots: &[(u16, u16, &str)],
         response_timeout: Duration,
         script: impl Fn(&str, &str) -> Answer + Send + Sync + 'static,
@@ -88,7 +88,7 @@ impl FakeCluster {
     }
 
     /// Moves the slots `start..=end` to `addr` (a migration, a failover).
-    pub fn assign(&self, start: u16, end: u16, addr: &str) {
+    pub(super) fn assign(&self, start: u16, end: u16, addr: &str) {
         let mut slots = self.slots.lock();
         slots.retain(|&(s, e, _)| e < start || s > end);
         slots.push((start, end, addr.to_string()));
@@ -96,27 +96,27 @@ impl FakeCluster {
 
     /// Opens the circuit breaker of `addr`: sends to it fail at once with
     /// [`Error::CircuitOpen`], as `Pool` does while a node's breaker is open.
-    pub fn open_breaker(&self, addr: &str) {
+    pub(super) fn open_breaker(&self, addr: &str) {
         self.open_breakers.lock().insert(addr.to_string());
     }
 
     /// The round trips so far (see the `log` field), and forgets them.
-    pub fn take_log(&self) -> Vec<String> {
+    pub(super) fn take_log(&self) -> Vec<String> {
         std::mem::take(&mut *self.log.lock())
     }
 
     /// Whether a round trip so far was `line` (see the `log` field).
-    pub fn log_contains(&self, line: &str) -> bool {
+    pub(super) fn log_contains(&self, line: &str) -> bool {
         self.log.lock().iter().any(|l| l == line)
     }
 
     /// The nodes the router reported timed-out calls of.
-    pub fn router_timeouts(&self) -> Vec<String> {
+    pub(super) fn router_timeouts(&self) -> Vec<String> {
         self.timed_out.lock().clone()
     }
 
     /// The nodes whose connections timed out by themselves.
-    pub fn connection_timeouts(&self) -> Vec<String> {
+    pub(super) fn connection_timeouts(&self) -> Vec<String> {
         self.connection_timeouts.lock().clone()
     }
 

@@ -649,3 +649,9 @@ impl RawStore for RedisStore {
         self.inner.deployment.breakers()
     }
 }
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}

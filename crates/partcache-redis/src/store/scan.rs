@@ -43,7 +43,7 @@ pub(crate) struct KeyScan {
 }
 
 impl KeyScan {
-    pub fn new() -> KeyScan {
+    pub(super) fn new() -> KeyScan {
         KeyScan {
             nodes: Vec::new(),
             done: HashSet::new(),
@@ -86,7 +86,7 @@ impl KeyScan {
 
     /// One `SCAN` step: the (partition, text) of the entry keys it found, not seen
     /// before on this node; `None` once every node is done.
-    pub async fn step(
+    pub(super) async fn step(
         &mut self,
         deployment: &Arc<Deployment>,
         layout: &Layout,

@@ -195,3 +195,13 @@ impl<E, K: CacheKey, V: CacheValue, P> CacheLayerBuilder<E, K, V, P> {
         }
     }
 }
+
+impl<E, K, V, P> std::fmt::Debug for CacheLayerBuilder<E, K, V, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheLayerBuilder")
+            .field("store_timeout", &self.store_timeout)
+            .field("max_pending", &self.max_pending)
+            .field("max_pending_bytes", &self.max_pending_bytes)
+            .finish_non_exhaustive()
+    }
+}

@@ -25,6 +25,7 @@ use crate::stats::StatsCounters;
 const MAX_COMPUTE_ATTEMPTS: usize = 64;
 
 /// What an [`EncodedStore`] needs besides the raw store.
+#[derive(Debug)]
 pub struct EncodedConfig<K, V> {
     /// The cache's name (for logs).
     pub name: String,
@@ -434,5 +435,11 @@ where
 
     async fn destroy(&self) -> Result<()> {
         self.raw.destroy().await
+    }
+}
+
+impl<K, V> std::fmt::Debug for EncodedStore<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedStore").finish_non_exhaustive()
     }
 }

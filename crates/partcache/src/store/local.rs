@@ -553,6 +553,18 @@ where
     }
 }
 
+impl<K, V> std::fmt::Debug for LocalConfig<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalConfig").finish_non_exhaustive()
+    }
+}
+
+impl<K, V> std::fmt::Debug for LocalStore<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod conformance {
     async fn local_manager() -> crate::CacheManager {

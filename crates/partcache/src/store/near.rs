@@ -575,6 +575,12 @@ where
     }
 }
 
+impl<K, V> std::fmt::Debug for NearStore<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NearStore").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -172,7 +172,7 @@ impl std::fmt::Debug for ListenerProbe {
 }
 
 /// Everything a remote store needs to open one cache.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RawCacheSpec {
     /// The cache's name (unique within a manager; namespaced in the store).
     pub name: String,

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::event::EventSender;
 
 /// When a conditional write applies.
+#[derive(Debug)]
 pub enum Condition<V> {
     /// Always.
     Always,
@@ -25,6 +26,7 @@ pub enum Condition<V> {
 }
 
 /// What a write does when its condition holds.
+#[derive(Debug)]
 pub enum Action<V> {
     /// Store the value; `ttl` is a per-entry time to live on top of the expiry policy.
     Put {
@@ -38,6 +40,7 @@ pub enum Action<V> {
 }
 
 /// One conditional write on one key.
+#[derive(Debug)]
 pub struct Write<V> {
     /// When it applies.
     pub condition: Condition<V>,
@@ -49,6 +52,7 @@ pub struct Write<V> {
 }
 
 /// What a write found and did.
+#[derive(Debug)]
 pub struct WriteOutcome<V> {
     /// The key had a (live) entry before the write.
     pub existed: bool,
@@ -59,6 +63,7 @@ pub struct WriteOutcome<V> {
 }
 
 /// What an entry processor decided, given the current value.
+#[derive(Debug)]
 pub enum Decision<V> {
     /// Leave the entry as it is (the processor did not read it, or it was absent).
     Keep,

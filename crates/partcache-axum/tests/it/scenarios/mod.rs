@@ -21,7 +21,7 @@ use crate::support::{Server, cache_on, eventually, respond, serve, serve_routed}
 
 const NO_DELAY: Duration = Duration::ZERO;
 
-pub async fn a_fresh_response_is_served_from_cache_with_age(manager: CacheManager) {
+pub(crate) async fn a_fresh_response_is_served_from_cache_with_age(manager: CacheManager) {
     let cache = cache_on(&manager, |b| b).await;
     let server = serve(cache, NO_DELAY, |seen, n| {
         let age = if seen.uri.ends_with("/aged") {
@@ -62,7 +62,7 @@ pub async fn a_fresh_response_is_served_from_cache_with_age(manager: CacheManage
     assert_eq!(server.calls(), 2);
 }
 
-pub async fn the_default_ttl_applies_only_when_the_origin_is_silent(manager: CacheManager) {
+pub(crate) async fn the_default_ttl_applies_only_when_the_origin_is_silent(manager: CacheManager) {
     let silent = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
         respond(200, &[], format!("call {n}"))
     })
@@ -103,7 +103,7 @@ pub async fn the_default_ttl_applies_only_when_the_origin_is_silent(manager: Cac
     assert_eq!(server.get("/explicit").await.x_cache(), "HIT");
 }
 
-pub async fn route_overrides_force_a_ttl_or_bypass(manager: CacheManager) {
+pub(crate) async fn route_overrides_force_a_ttl_or_bypass(manager: CacheManager) {
     let cache = cache_on(&manager, |b| {
         b.route("/forced", RoutePolicy::ttl(Duration::from_secs(60)))
             .route("/account", RoutePolicy::bypass())
@@ -130,7 +130,7 @@ pub async fn route_overrides_force_a_ttl_or_bypass(manager: CacheManager) {
     assert_eq!(server.calls(), 5);
 }
 
-pub async fn no_store_private_and_set_cookie_are_never_stored(manager: CacheManager) {
+pub(crate) async fn no_store_private_and_set_cookie_are_never_stored(manager: CacheManager) {
     let server = serve(
         cache_on(&manager, |b| b.default_ttl(Duration::from_secs(60))).await,
         NO_DELAY,
@@ -160,7 +160,9 @@ pub async fn no_store_private_and_set_cookie_are_never_stored(manager: CacheMana
     assert_eq!(server.calls(), 6);
 }
 
-pub async fn allowed_set_cookie_responses_are_stored_without_the_cookie(manager: CacheManager) {
+pub(crate) async fn allowed_set_cookie_responses_are_stored_without_the_cookie(
+    manager: CacheManager,
+) {
     let cache = cache_on(&manager, |b| b.store_set_cookie(true)).await;
     let server = serve(cache, NO_DELAY, |_, n| {
         respond(
@@ -186,7 +188,7 @@ pub async fn allowed_set_cookie_responses_are_stored_without_the_cookie(manager:
     assert_eq!(server.calls(), 1);
 }
 
-pub async fn authorized_requests_are_stored_only_when_the_response_allows_it(
+pub(crate) async fn authorized_requests_are_stored_only_when_the_response_allows_it(
     manager: CacheManager,
 ) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
@@ -212,7 +214,7 @@ pub async fn authorized_requests_are_stored_only_when_the_response_allows_it(
     assert_eq!(server.calls(), 4);
 }
 
-pub async fn vary_keeps_one_response_per_header_value_and_star_is_never_served(
+pub(crate) async fn vary_keeps_one_response_per_header_value_and_star_is_never_served(
     manager: CacheManager,
 ) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
@@ -276,7 +278,7 @@ pub async fn vary_keeps_one_response_per_header_value_and_star_is_never_served(
     assert_eq!(server.calls(), calls);
 }
 
-pub async fn conditional_requests_get_304_from_the_cache(manager: CacheManager) {
+pub(crate) async fn conditional_requests_get_304_from_the_cache(manager: CacheManager) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, _| {
         respond(
             200,
@@ -325,7 +327,7 @@ pub async fn conditional_requests_get_304_from_the_cache(manager: CacheManager) 
     assert_eq!(server.calls(), 1);
 }
 
-pub async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it(manager: CacheManager) {
+pub(crate) async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it(manager: CacheManager) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
         let headers = [("cache-control", "max-age=1"), ("etag", "\"v1\"")];
         if seen
@@ -362,7 +364,7 @@ pub async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it(manager: CacheM
     assert_eq!(server.cache.stats().not_modified, 1);
 }
 
-pub async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_background(
+pub(crate) async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_background(
     manager: CacheManager,
 ) {
     let server = serve(
@@ -406,7 +408,7 @@ pub async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_backg
     );
 }
 
-pub async fn stale_if_error_serves_stale_when_the_origin_fails(manager: CacheManager) {
+pub(crate) async fn stale_if_error_serves_stale_when_the_origin_fails(manager: CacheManager) {
     let failing = Arc::new(AtomicBool::new(false));
     let fail = failing.clone();
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, move |seen, n| {
@@ -453,7 +455,9 @@ pub async fn stale_if_error_serves_stale_when_the_origin_fails(manager: CacheMan
     .await;
 }
 
-pub async fn unsafe_methods_invalidate_the_target_and_same_host_locations(manager: CacheManager) {
+pub(crate) async fn unsafe_methods_invalidate_the_target_and_same_host_locations(
+    manager: CacheManager,
+) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| match (
         &seen.method,
         seen.uri.as_str(),
@@ -506,7 +510,7 @@ pub async fn unsafe_methods_invalidate_the_target_and_same_host_locations(manage
     );
 }
 
-pub async fn purge_by_tag_url_and_key_and_tags_never_leave(manager: CacheManager) {
+pub(crate) async fn purge_by_tag_url_and_key_and_tags_never_leave(manager: CacheManager) {
     let cache = cache_on(&manager, |b| {
         b.tag_header(http::HeaderName::from_static("surrogate-key"))
     })
@@ -555,7 +559,7 @@ pub async fn purge_by_tag_url_and_key_and_tags_never_leave(manager: CacheManager
     assert_eq!(server.get("/p/2").await.x_cache(), "MISS");
 }
 
-pub async fn bodies_over_the_limit_stream_through_uncached(manager: CacheManager) {
+pub(crate) async fn bodies_over_the_limit_stream_through_uncached(manager: CacheManager) {
     let cache = cache_on(&manager, |b| b.max_body_bytes(1024)).await;
     let server = serve(cache, NO_DELAY, |seen, _| {
         let cc = [("cache-control", "max-age=60")];
@@ -587,7 +591,9 @@ pub async fn bodies_over_the_limit_stream_through_uncached(manager: CacheManager
     assert_eq!(server.cache.stats().cache.not_stored, 4);
 }
 
-pub async fn a_body_that_fails_half_way_is_never_presented_whole_nor_stored(manager: CacheManager) {
+pub(crate) async fn a_body_that_fails_half_way_is_never_presented_whole_nor_stored(
+    manager: CacheManager,
+) {
     let broken = Arc::new(AtomicBool::new(true));
     let fail = broken.clone();
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, move |seen, n| {
@@ -647,7 +653,7 @@ pub async fn a_body_that_fails_half_way_is_never_presented_whole_nor_stored(mana
     assert_eq!(server.cache.stats().cache.stored, 2);
 }
 
-pub async fn s_maxage_forbids_serving_stale(manager: CacheManager) {
+pub(crate) async fn s_maxage_forbids_serving_stale(manager: CacheManager) {
     let failing = Arc::new(AtomicBool::new(false));
     let fail = failing.clone();
     // Cache-wide stale windows too: s-maxage overrides them as well.
@@ -705,7 +711,9 @@ pub async fn s_maxage_forbids_serving_stale(manager: CacheManager) {
     .await;
 }
 
-pub async fn connection_named_and_hop_by_hop_headers_are_never_stored(manager: CacheManager) {
+pub(crate) async fn connection_named_and_hop_by_hop_headers_are_never_stored(
+    manager: CacheManager,
+) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
         respond(
             200,
@@ -731,7 +739,7 @@ pub async fn connection_named_and_hop_by_hop_headers_are_never_stored(manager: C
     }
 }
 
-pub async fn vary_matching_normalizes_equivalent_header_values(manager: CacheManager) {
+pub(crate) async fn vary_matching_normalizes_equivalent_header_values(manager: CacheManager) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
         respond(
             200,
@@ -774,7 +782,9 @@ pub async fn vary_matching_normalizes_equivalent_header_values(manager: CacheMan
     assert_eq!(server.calls(), 2);
 }
 
-pub async fn if_modified_since_without_last_modified_is_judged_by_date(manager: CacheManager) {
+pub(crate) async fn if_modified_since_without_last_modified_is_judged_by_date(
+    manager: CacheManager,
+) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
         if seen.uri == "/dated" {
             respond(
@@ -829,7 +839,7 @@ pub async fn if_modified_since_without_last_modified_is_judged_by_date(manager: 
     assert_eq!(server.calls(), 2);
 }
 
-pub async fn only_if_cached_with_nothing_usable_answers_504(manager: CacheManager) {
+pub(crate) async fn only_if_cached_with_nothing_usable_answers_504(manager: CacheManager) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
         let cc = if seen.uri == "/short" {
             "max-age=1"
@@ -875,7 +885,7 @@ pub async fn only_if_cached_with_nothing_usable_answers_504(manager: CacheManage
     assert_eq!(server.calls(), 2);
 }
 
-pub async fn a_fresh_stored_get_answers_head(manager: CacheManager) {
+pub(crate) async fn a_fresh_stored_get_answers_head(manager: CacheManager) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
         respond(
             200,
@@ -909,7 +919,9 @@ pub async fn a_fresh_stored_get_answers_head(manager: CacheManager) {
     );
 }
 
-pub async fn cache_status_says_what_happened_and_why_nothing_was_stored(manager: CacheManager) {
+pub(crate) async fn cache_status_says_what_happened_and_why_nothing_was_stored(
+    manager: CacheManager,
+) {
     // As the README's tour builds it: no default TTL.
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
         let headers: &[(&str, &str)] = match seen.uri.as_str() {
@@ -986,7 +998,7 @@ pub async fn cache_status_says_what_happened_and_why_nothing_was_stored(manager:
     );
 }
 
-pub async fn requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them(
+pub(crate) async fn requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them(
     manager: CacheManager,
 ) {
     let cache = cache_on(&manager, |b| {
@@ -1055,7 +1067,7 @@ pub async fn requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them(
     assert_eq!(server.calls(), 8);
 }
 
-pub async fn a_route_chooses_which_query_parameters_are_keyed(manager: CacheManager) {
+pub(crate) async fn a_route_chooses_which_query_parameters_are_keyed(manager: CacheManager) {
     let cache = cache_on(&manager, |b| {
         b.route(
             "/notes",
@@ -1120,7 +1132,7 @@ pub async fn a_route_chooses_which_query_parameters_are_keyed(manager: CacheMana
     assert_eq!(server.get("/notes?tag=a&page=2").await.x_cache(), "MISS");
 }
 
-pub async fn writes_invalidate_declared_prefixes_and_paths_purge_without_urls(
+pub(crate) async fn writes_invalidate_declared_prefixes_and_paths_purge_without_urls(
     manager: CacheManager,
 ) {
     let cache = cache_on(&manager, |b| {
@@ -1210,7 +1222,7 @@ pub async fn writes_invalidate_declared_prefixes_and_paths_purge_without_urls(
     .await;
 }
 
-pub async fn a_full_prefix_list_evicts_rather_than_forgets(manager: CacheManager) {
+pub(crate) async fn a_full_prefix_list_evicts_rather_than_forgets(manager: CacheManager) {
     let cache = cache_on(&manager, |b| b.track_prefix("/docs").max_keys_per_tag(2)).await;
     let server = serve(cache, NO_DELAY, |_, n| {
         respond(200, &[("cache-control", "max-age=60")], format!("call {n}"))
@@ -1247,7 +1259,7 @@ fn stream_of(chunks: usize, size: usize) -> Body {
     Body::from_stream(futures::stream::iter(chunks))
 }
 
-pub async fn the_query_is_normalized_and_ignored_parameters_never_reach_the_origin(
+pub(crate) async fn the_query_is_normalized_and_ignored_parameters_never_reach_the_origin(
     manager: CacheManager,
 ) {
     let cache = cache_on(&manager, |b| b.ignore_query_params(["utm_source"])).await;
@@ -1269,7 +1281,7 @@ pub async fn the_query_is_normalized_and_ignored_parameters_never_reach_the_orig
     assert_eq!(server.calls(), 2);
 }
 
-pub async fn a_hundred_concurrent_misses_call_the_origin_once(manager: CacheManager) {
+pub(crate) async fn a_hundred_concurrent_misses_call_the_origin_once(manager: CacheManager) {
     let server = serve(
         cache_on(&manager, |b| b).await,
         Duration::from_millis(300),
@@ -1288,7 +1300,9 @@ pub async fn a_hundred_concurrent_misses_call_the_origin_once(manager: CacheMana
     assert_eq!(server.cache.stats().cache.coalesced, 99);
 }
 
-pub async fn collapsed_requests_get_only_a_response_reusable_for_them(manager: CacheManager) {
+pub(crate) async fn collapsed_requests_get_only_a_response_reusable_for_them(
+    manager: CacheManager,
+) {
     let server = serve(
         cache_on(&manager, |b| b).await,
         Duration::from_millis(200),
@@ -1324,7 +1338,9 @@ pub async fn collapsed_requests_get_only_a_response_reusable_for_them(manager: C
     assert_eq!(server.cache.stats().cache.coalesced, 0);
 }
 
-pub async fn unkeyed_forwarding_headers_cannot_poison_what_others_get(manager: CacheManager) {
+pub(crate) async fn unkeyed_forwarding_headers_cannot_poison_what_others_get(
+    manager: CacheManager,
+) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, _| {
         // An application that builds links from X-Forwarded-Host, as many do.
         let host = seen
@@ -1374,7 +1390,7 @@ pub async fn unkeyed_forwarding_headers_cannot_poison_what_others_get(manager: C
     );
 }
 
-pub async fn the_host_is_part_of_the_key(manager: CacheManager) {
+pub(crate) async fn the_host_is_part_of_the_key(manager: CacheManager) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
         let host = seen
             .headers
@@ -1411,7 +1427,9 @@ pub async fn the_host_is_part_of_the_key(manager: CacheManager) {
     assert_eq!(other_port.x_cache(), "MISS");
 }
 
-pub async fn head_requests_are_cached_apart_and_every_response_is_marked(manager: CacheManager) {
+pub(crate) async fn head_requests_are_cached_apart_and_every_response_is_marked(
+    manager: CacheManager,
+) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
         respond(200, &[("cache-control", "max-age=60")], format!("call {n}"))
     })
@@ -1435,7 +1453,7 @@ pub async fn head_requests_are_cached_apart_and_every_response_is_marked(manager
 /// reads the `GET` entry first; a miss that calls the origin reads its key again on a
 /// remote store; storing a varying response updates the Vary index (an entry
 /// processor, counted as an access). The figures here are the documented relation.
-pub async fn response_statistics_count_requests_and_store_statistics_count_store_reads(
+pub(crate) async fn response_statistics_count_requests_and_store_statistics_count_store_reads(
     manager: CacheManager,
 ) {
     let remote = !manager.is_local();
@@ -1486,7 +1504,7 @@ pub async fn response_statistics_count_requests_and_store_statistics_count_store
 
 /// A per-route layer (`MethodRouter::route_layer`) caches its route with its own
 /// freshness; a route without one is cached by the origin's word only.
-pub async fn a_route_layer_gives_its_route_its_own_freshness(manager: CacheManager) {
+pub(crate) async fn a_route_layer_gives_its_route_its_own_freshness(manager: CacheManager) {
     let cache = cache_on(&manager, |b| b).await;
     // The origin gives no freshness at all.
     let server = serve_routed(
@@ -1518,7 +1536,9 @@ pub async fn a_route_layer_gives_its_route_its_own_freshness(manager: CacheManag
 /// Per-route layers under a `Router::layer` of the same cache: the outer layer
 /// caches once (no second lookup that would wait on its own flight), and a route's
 /// layer hands its freshness and its bypass up with the response.
-pub async fn route_layers_under_the_router_layer_hand_their_settings_up(manager: CacheManager) {
+pub(crate) async fn route_layers_under_the_router_layer_hand_their_settings_up(
+    manager: CacheManager,
+) {
     let cache = cache_on(&manager, |b| b).await;
     let server = serve_routed(
         cache,
@@ -1558,7 +1578,7 @@ pub async fn route_layers_under_the_router_layer_hand_their_settings_up(manager:
 
 /// The purge endpoints answer `POST`s only, with clear statuses, and purge what
 /// they say; the statistics endpoint answers the counters as one flat JSON object.
-pub async fn the_purge_router_and_the_stats_route_work_over_http(manager: CacheManager) {
+pub(crate) async fn the_purge_router_and_the_stats_route_work_over_http(manager: CacheManager) {
     let cache = cache_on(&manager, |b| b.host("shop.test")).await;
     let server = serve_routed(
         cache,

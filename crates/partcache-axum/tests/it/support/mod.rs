@@ -23,15 +23,15 @@ use partcache_axum::{ResponseCache, ResponseCacheBuilder};
 
 /// What the origin saw of one request.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: Method,
     pub uri: String,
     pub headers: HeaderMap,
 }
 
-pub type Handler = dyn Fn(&Seen, usize) -> Response<Body> + Send + Sync;
+pub(crate) type Handler = dyn Fn(&Seen, usize) -> Response<Body> + Send + Sync;
 
-pub struct Server {
+pub(crate) struct Server {
     pub addr: SocketAddr,
     pub cache: ResponseCache,
     pub calls: Arc<AtomicUsize>,
@@ -43,25 +43,25 @@ pub struct Server {
     unpooled: Client<HttpConnector, Full<Bytes>>,
 }
 
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: String,
 }
 
 impl Reply {
-    pub fn x_cache(&self) -> &str {
+    pub(crate) fn x_cache(&self) -> &str {
         self.headers
             .get("x-cache")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("<none>")
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    pub fn age(&self) -> Option<u64> {
+    pub(crate) fn age(&self) -> Option<u64> {
         self.header("age")?.parse().ok()
     }
 }
@@ -71,7 +71,7 @@ impl Reply {
 /// other's entries. On a remote store the store timeout is raised from its 250 ms
 /// default to 2 s, so that a slow round trip on a loaded test machine is not a spurious
 /// `BYPASS` (the fail-open tests cover the timeout itself).
-pub async fn cache_on(
+pub(crate) async fn cache_on(
     manager: &CacheManager,
     configure: impl FnOnce(ResponseCacheBuilder) -> ResponseCacheBuilder,
 ) -> ResponseCache {
@@ -85,12 +85,12 @@ pub async fn cache_on(
 }
 
 /// A manager over the embedded store.
-pub async fn local_manager() -> CacheManager {
+pub(crate) async fn local_manager() -> CacheManager {
     CacheManager::from_url("memory://").unwrap()
 }
 
 /// Starts an origin whose every route runs `handler` (after `delay`), behind `cache`.
-pub async fn serve(
+pub(crate) async fn serve(
     cache: ResponseCache,
     delay: Duration,
     handler: impl Fn(&Seen, usize) -> Response<Body> + Send + Sync + 'static,
@@ -104,7 +104,7 @@ pub async fn serve(
 /// Starts the router `app` builds from the origin (a `MethodRouter` running
 /// `handler` after `delay`, for any method) and the cache: for routes of their own
 /// and per-route layers.
-pub async fn serve_routed(
+pub(crate) async fn serve_routed(
     cache: ResponseCache,
     delay: Duration,
     handler: impl Fn(&Seen, usize) -> Response<Body> + Send + Sync + 'static,
@@ -159,26 +159,26 @@ pub async fn serve_routed(
 }
 
 impl Server {
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 
-    pub async fn get(&self, path: &str) -> Reply {
+    pub(crate) async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, &[]).await
     }
 
-    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+    pub(crate) async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         self.send(Method::GET, path, headers).await
     }
 
-    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
+    pub(crate) async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
         Self::exchange(&self.client, self.addr, method, path, headers, "")
             .await
             .expect("the response body")
     }
 
     /// A `POST` of the plain-text `body`.
-    pub async fn post(&self, path: &str, body: &str) -> Reply {
+    pub(crate) async fn post(&self, path: &str, body: &str) -> Reply {
         Self::exchange(&self.client, self.addr, Method::POST, path, &[], body)
             .await
             .expect("the response body")
@@ -187,7 +187,7 @@ impl Server {
     /// Like [`Server::send`] on a connection of its own, but a body that fails to
     /// arrive whole (the connection is aborted before the message ends) is an `Err`
     /// with what the client saw.
-    pub async fn try_send(
+    pub(crate) async fn try_send(
         &self,
         method: Method,
         path: &str,
@@ -235,7 +235,7 @@ impl Server {
     }
 
     /// Waits until the cache has written `n` responses (writes run beside replies).
-    pub async fn stored(&self, n: u64) {
+    pub(crate) async fn stored(&self, n: u64) {
         let cache = self.cache.clone();
         eventually("responses stored", || {
             let cache = cache.clone();
@@ -246,7 +246,7 @@ impl Server {
 }
 
 /// Polls `condition` every 10 ms until it holds; panics after 10 s.
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -259,7 +259,11 @@ where
 }
 
 /// A response with these headers and body.
-pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> Response<Body> {
+pub(crate) fn respond(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> Response<Body> {
     let mut response = Response::builder().status(status);
     for (name, value) in headers {
         response = response.header(*name, *value);
@@ -270,28 +274,28 @@ pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> 
 /// Redis servers shared by the tests of one test binary. They live in statics for the
 /// whole process; the harness starts every server with `PR_SET_PDEATHSIG = SIGKILL`, so
 /// they die with the test process (statics are never dropped).
-pub mod redis {
+pub(crate) mod redis {
     use std::sync::OnceLock;
 
     use partcache::CacheManager;
     use partcache_integration_tests::{Flavor, RedisCluster};
 
     /// One 3-master + 3-replica cluster per test binary, started by the first caller.
-    pub fn cluster() -> &'static RedisCluster {
+    pub(crate) fn cluster() -> &'static RedisCluster {
         static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
         CLUSTER
             .get_or_init(|| RedisCluster::start(Flavor::Redis, 3, 1).expect("start redis cluster"))
     }
 
     /// A manager for `url`, with the Redis schemes installed.
-    pub fn manager(url: &str) -> CacheManager {
+    pub(crate) fn manager(url: &str) -> CacheManager {
         partcache_redis::install();
         CacheManager::from_url(url).expect("manager")
     }
 
     /// A fresh manager on the binary's cluster (call it from a multi-threaded runtime:
     /// starting the cluster blocks).
-    pub async fn cluster_manager() -> CacheManager {
+    pub(crate) async fn cluster_manager() -> CacheManager {
         let url = tokio::task::block_in_place(|| cluster().seed_url());
         manager(&url)
     }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// A product, the cached value of most scenarios.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Product {
+pub(crate) struct Product {
     pub id: u64,
     pub name: String,
     pub price: u32,
@@ -33,49 +33,51 @@ fn product(id: u64) -> Product {
 
 /// The error the fake database returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NotFound(pub u64);
+pub(crate) struct NotFound(pub u64);
 
 /// The caches of the scenarios, each declared once with its types.
-pub static PRODUCTS: CacheDecl<u64, Product> = CacheDecl::new("products");
-pub static PRODUCTS_OR_ERROR: CacheDecl<u64, Result<Product, NotFound>> =
+pub(crate) static PRODUCTS: CacheDecl<u64, Product> = CacheDecl::new("products");
+pub(crate) static PRODUCTS_OR_ERROR: CacheDecl<u64, Result<Product, NotFound>> =
     CacheDecl::new("products-or-error");
-pub static MAYBE: CacheDecl<u64, Product> = CacheDecl::new("maybe");
-pub static MAYBE_NONE_CACHED: CacheDecl<u64, Option<Product>> = CacheDecl::new("maybe-none-cached");
-pub static FIND: CacheDecl<u64, Product> = CacheDecl::new("find");
-pub static CHEAP: CacheDecl<u64, Product> = CacheDecl::new("cheap");
-pub static PRICED: CacheDecl<u64, Product> = CacheDecl::new("priced");
-pub static SLOW: CacheDecl<u64, Product> = CacheDecl::new("slow");
-pub static SLOW_FAILING: CacheDecl<u64, Product> = CacheDecl::new("slow-failing");
-pub static SHORT_LIVED: CacheDecl<u64, Product> = CacheDecl::new("short-lived");
-pub static TENANT_PRODUCTS: CacheDecl<(String, u64), Product> = CacheDecl::new("tenant-products");
-pub static TENANT_PRODUCTS_EXPLICIT: CacheDecl<(String, u64), Product> =
+pub(crate) static MAYBE: CacheDecl<u64, Product> = CacheDecl::new("maybe");
+pub(crate) static MAYBE_NONE_CACHED: CacheDecl<u64, Option<Product>> =
+    CacheDecl::new("maybe-none-cached");
+pub(crate) static FIND: CacheDecl<u64, Product> = CacheDecl::new("find");
+pub(crate) static CHEAP: CacheDecl<u64, Product> = CacheDecl::new("cheap");
+pub(crate) static PRICED: CacheDecl<u64, Product> = CacheDecl::new("priced");
+pub(crate) static SLOW: CacheDecl<u64, Product> = CacheDecl::new("slow");
+pub(crate) static SLOW_FAILING: CacheDecl<u64, Product> = CacheDecl::new("slow-failing");
+pub(crate) static SHORT_LIVED: CacheDecl<u64, Product> = CacheDecl::new("short-lived");
+pub(crate) static TENANT_PRODUCTS: CacheDecl<(String, u64), Product> =
+    CacheDecl::new("tenant-products");
+pub(crate) static TENANT_PRODUCTS_EXPLICIT: CacheDecl<(String, u64), Product> =
     CacheDecl::new("tenant-products-explicit");
 /// The caches of the stacked-attribute scenarios.
-pub static STACKED: CacheDecl<u64, Product> = CacheDecl::new("stacked");
-pub static STACKED_COPY: CacheDecl<u64, Product> = CacheDecl::new("stacked-copy");
-pub static PAGES: CacheDecl<u64, String> = CacheDecl::new("pages");
+pub(crate) static STACKED: CacheDecl<u64, Product> = CacheDecl::new("stacked");
+pub(crate) static STACKED_COPY: CacheDecl<u64, Product> = CacheDecl::new("stacked-copy");
+pub(crate) static PAGES: CacheDecl<u64, String> = CacheDecl::new("pages");
 
 /// A fake database handle: its name marks it, so default keys leave it out.
-pub struct Db;
+pub(crate) struct Db;
 
 /// Something a caller passes that must not be part of the key.
-pub struct TraceId(pub u64);
+pub(crate) struct TraceId(pub u64);
 
 /// The service under test: caches come from `self.caches`.
-pub struct Catalog {
+pub(crate) struct Catalog {
     pub caches: CacheManager,
     pub calls: AtomicUsize,
 }
 
 impl Catalog {
-    pub fn new(caches: CacheManager) -> Arc<Self> {
+    pub(crate) fn new(caches: CacheManager) -> Arc<Self> {
         Arc::new(Catalog {
             caches,
             calls: AtomicUsize::new(0),
         })
     }
 
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 
@@ -323,7 +325,7 @@ impl Catalog {
 /// every call misses, runs the body and caches its fresh value (Spring's order: early
 /// evictions, then the lookup). Before the attributes were expanded together, the
 /// bottom one ran first, so with the eviction on top a hit returned before it ran.
-pub async fn before_evictions_run_before_the_lookup_in_either_order(manager: CacheManager) {
+pub(crate) async fn before_evictions_run_before_the_lookup_in_either_order(manager: CacheManager) {
     for evict_first in [false, true] {
         let catalog = Catalog::new(manager.clone());
         let cache = STACKED.open(&manager).await.expect("opened");
@@ -356,7 +358,7 @@ pub async fn before_evictions_run_before_the_lookup_in_either_order(manager: Cac
 
 /// Evictions after the call run on a hit as well as after a successful call (Spring
 /// evaluates them whatever the lookup found), in either textual order.
-pub async fn after_evictions_run_on_hits_and_misses_in_either_order(manager: CacheManager) {
+pub(crate) async fn after_evictions_run_on_hits_and_misses_in_either_order(manager: CacheManager) {
     for evict_first in [false, true] {
         let catalog = Catalog::new(manager.clone());
         let products = STACKED.open(&manager).await.expect("opened");
@@ -382,7 +384,7 @@ pub async fn after_evictions_run_on_hits_and_misses_in_either_order(manager: Cac
 /// `#[cacheable]` with `#[cache_put]`: the function always runs (the put wants its
 /// output), the put stores that output, and the `#[cacheable]` cache keeps what it had
 /// on a hit (Spring stores a `@Cacheable`'s value on a miss only), in either order.
-pub async fn a_put_beside_a_cacheable_always_calls_in_either_order(manager: CacheManager) {
+pub(crate) async fn a_put_beside_a_cacheable_always_calls_in_either_order(manager: CacheManager) {
     for put_first in [false, true] {
         let catalog = Catalog::new(manager.clone());
         let products = STACKED.open(&manager).await.expect("opened");
@@ -415,7 +417,9 @@ pub async fn a_put_beside_a_cacheable_always_calls_in_either_order(manager: Cach
 
 /// A failing call: the `before` eviction ran, the put and the eviction after the call
 /// did not, in either order.
-pub async fn a_failing_call_runs_only_the_before_evictions_in_either_order(manager: CacheManager) {
+pub(crate) async fn a_failing_call_runs_only_the_before_evictions_in_either_order(
+    manager: CacheManager,
+) {
     for before_first in [false, true] {
         let catalog = Catalog::new(manager.clone());
         let products = STACKED.open(&manager).await.expect("opened");
@@ -444,7 +448,7 @@ pub async fn a_failing_call_runs_only_the_before_evictions_in_either_order(manag
 
 /// Two `#[cacheable]`s: a hit in the second is returned without storing it in the
 /// first (Spring stores on a miss of every cache only); a miss of both stores in both.
-pub async fn stacked_cacheables_look_up_in_order(manager: CacheManager) {
+pub(crate) async fn stacked_cacheables_look_up_in_order(manager: CacheManager) {
     let catalog = Catalog::new(manager.clone());
     let first = STACKED.open(&manager).await.expect("opened");
     let second = STACKED_COPY.open(&manager).await.expect("opened");
@@ -466,7 +470,7 @@ pub async fn stacked_cacheables_look_up_in_order(manager: CacheManager) {
 }
 
 /// Polls `done` until it holds or `limit` passes; returns whether it held.
-pub async fn eventually(limit: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn eventually(limit: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if done().await {
@@ -477,7 +481,7 @@ pub async fn eventually(limit: Duration, mut done: impl AsyncFnMut() -> bool) ->
     done().await
 }
 
-pub async fn a_hit_skips_the_call(manager: CacheManager) {
+pub(crate) async fn a_hit_skips_the_call(manager: CacheManager) {
     let catalog = Catalog::new(manager.clone());
     assert_eq!(catalog.product(&Db, 1).await, Ok(product(1)));
     assert_eq!(catalog.product(&Db, 1).await, Ok(product(1)));
@@ -490,14 +494,14 @@ pub async fn a_hit_skips_the_call(manager: CacheManager) {
     assert_eq!((stats.hits, stats.misses, stats.puts), (1, 2, 2));
 }
 
-pub async fn result_errors_are_not_cached(manager: CacheManager) {
+pub(crate) async fn result_errors_are_not_cached(manager: CacheManager) {
     let catalog = Catalog::new(manager);
     assert_eq!(catalog.product(&Db, 1000).await, Err(NotFound(1000)));
     assert_eq!(catalog.product(&Db, 1000).await, Err(NotFound(1000)));
     assert_eq!(catalog.calls(), 2);
 }
 
-pub async fn cache_err_caches_errors_too(manager: CacheManager) {
+pub(crate) async fn cache_err_caches_errors_too(manager: CacheManager) {
     let catalog = Catalog::new(manager);
     assert_eq!(
         catalog.product_or_error(&Db, 1000).await,
@@ -512,7 +516,7 @@ pub async fn cache_err_caches_errors_too(manager: CacheManager) {
     assert_eq!(catalog.calls(), 2);
 }
 
-pub async fn option_none_is_cached_only_when_asked(manager: CacheManager) {
+pub(crate) async fn option_none_is_cached_only_when_asked(manager: CacheManager) {
     let catalog = Catalog::new(manager);
     assert_eq!(catalog.maybe(1000).await, None);
     assert_eq!(catalog.maybe(1000).await, None);
@@ -526,7 +530,7 @@ pub async fn option_none_is_cached_only_when_asked(manager: CacheManager) {
     assert_eq!(catalog.calls(), 4);
 }
 
-pub async fn result_of_option_caches_only_ok_some(manager: CacheManager) {
+pub(crate) async fn result_of_option_caches_only_ok_some(manager: CacheManager) {
     let catalog = Catalog::new(manager);
     assert_eq!(catalog.find(5).await, Ok(Some(product(5))));
     assert_eq!(catalog.find(5).await, Ok(Some(product(5))));
@@ -539,7 +543,7 @@ pub async fn result_of_option_caches_only_ok_some(manager: CacheManager) {
     assert_eq!(catalog.calls(), 5);
 }
 
-pub async fn a_false_condition_bypasses_the_cache(manager: CacheManager) {
+pub(crate) async fn a_false_condition_bypasses_the_cache(manager: CacheManager) {
     let catalog = Catalog::new(manager.clone());
     assert_eq!(catalog.cheap(500).await, product(500));
     assert_eq!(catalog.cheap(500).await, product(500));
@@ -551,7 +555,7 @@ pub async fn a_false_condition_bypasses_the_cache(manager: CacheManager) {
     assert!(cache.get(&500).await.expect("get").is_none());
 }
 
-pub async fn a_true_unless_leaves_the_result_uncached(manager: CacheManager) {
+pub(crate) async fn a_true_unless_leaves_the_result_uncached(manager: CacheManager) {
     let catalog = Catalog::new(manager);
     assert_eq!(catalog.priced(0).await.price, 0);
     assert_eq!(catalog.priced(0).await.price, 0);
@@ -561,7 +565,7 @@ pub async fn a_true_unless_leaves_the_result_uncached(manager: CacheManager) {
     assert_eq!(catalog.calls(), 3);
 }
 
-pub async fn sync_makes_concurrent_misses_call_once(manager: CacheManager) {
+pub(crate) async fn sync_makes_concurrent_misses_call_once(manager: CacheManager) {
     let catalog = Catalog::new(manager);
     let gate = Arc::new(tokio::sync::Barrier::new(50));
     let mut tasks = Vec::new();
@@ -578,7 +582,7 @@ pub async fn sync_makes_concurrent_misses_call_once(manager: CacheManager) {
     assert_eq!(catalog.calls(), 1);
 }
 
-pub async fn sync_waiters_of_a_failed_call_run_their_own(manager: CacheManager) {
+pub(crate) async fn sync_waiters_of_a_failed_call_run_their_own(manager: CacheManager) {
     let catalog = Catalog::new(manager);
     let mut tasks = Vec::new();
     for _ in 0..5 {
@@ -592,7 +596,7 @@ pub async fn sync_waiters_of_a_failed_call_run_their_own(manager: CacheManager) 
     assert_eq!(catalog.calls(), 5);
 }
 
-pub async fn ttl_expires_entries_written_by_the_function(manager: CacheManager) {
+pub(crate) async fn ttl_expires_entries_written_by_the_function(manager: CacheManager) {
     let catalog = Catalog::new(manager);
     assert_eq!(catalog.short_lived(9).await, product(9));
     assert_eq!(catalog.short_lived(9).await, product(9));
@@ -605,7 +609,7 @@ pub async fn ttl_expires_entries_written_by_the_function(manager: CacheManager) 
     assert!(expired, "the entry never expired");
 }
 
-pub async fn default_keys_leave_out_db_handles_and_skipped_arguments(manager: CacheManager) {
+pub(crate) async fn default_keys_leave_out_db_handles_and_skipped_arguments(manager: CacheManager) {
     let catalog = Catalog::new(manager.clone());
     let first = catalog.tenant_product(&Db, "acme", 1, TraceId(1)).await;
     let second = catalog.tenant_product(&Db, "acme", 1, TraceId(2)).await;
@@ -631,7 +635,7 @@ pub async fn default_keys_leave_out_db_handles_and_skipped_arguments(manager: Ca
     );
 }
 
-pub async fn composite_keys_are_tuples(manager: CacheManager) {
+pub(crate) async fn composite_keys_are_tuples(manager: CacheManager) {
     let catalog = Catalog::new(manager.clone());
     let a = catalog.tenant_product_explicit("acme".into(), 1, 10).await;
     let b = catalog.tenant_product_explicit("acme".into(), 1, 20).await;
@@ -650,7 +654,7 @@ pub async fn composite_keys_are_tuples(manager: CacheManager) {
     );
 }
 
-pub async fn cache_put_always_calls_and_updates_the_entry(manager: CacheManager) {
+pub(crate) async fn cache_put_always_calls_and_updates_the_entry(manager: CacheManager) {
     let catalog = Catalog::new(manager);
     let renamed = Product {
         name: "renamed".into(),
@@ -675,14 +679,14 @@ pub async fn cache_put_always_calls_and_updates_the_entry(manager: CacheManager)
     assert_eq!(catalog.calls(), 4);
 }
 
-pub async fn cache_put_keys_can_come_from_the_result(manager: CacheManager) {
+pub(crate) async fn cache_put_keys_can_come_from_the_result(manager: CacheManager) {
     let catalog = Catalog::new(manager);
     let created = catalog.create("new".into()).await.expect("created");
     assert_eq!(catalog.product(&Db, created.id).await, Ok(created));
     assert_eq!(catalog.calls(), 1);
 }
 
-pub async fn cache_evict_removes_after_success_only(manager: CacheManager) {
+pub(crate) async fn cache_evict_removes_after_success_only(manager: CacheManager) {
     let catalog = Catalog::new(manager.clone());
     catalog.product(&Db, 1).await.expect("found");
     catalog.delete(&Db, 1).await.expect("deleted");
@@ -698,7 +702,7 @@ pub async fn cache_evict_removes_after_success_only(manager: CacheManager) {
     assert!(cache.get(&1000).await.expect("get").is_some());
 }
 
-pub async fn cache_evict_before_evicts_even_when_the_call_fails(manager: CacheManager) {
+pub(crate) async fn cache_evict_before_evicts_even_when_the_call_fails(manager: CacheManager) {
     let catalog = Catalog::new(manager.clone());
     catalog.product(&Db, 2).await.expect("found");
     assert_eq!(catalog.delete_before(&Db, 2).await, Err(NotFound(2)));
@@ -708,7 +712,7 @@ pub async fn cache_evict_before_evicts_even_when_the_call_fails(manager: CacheMa
     assert!(cache.get(&2).await.expect("get").is_none());
 }
 
-pub async fn cache_evict_all_entries_clears_the_cache(manager: CacheManager) {
+pub(crate) async fn cache_evict_all_entries_clears_the_cache(manager: CacheManager) {
     let catalog = Catalog::new(manager.clone());
     for id in 1..=3 {
         catalog.product(&Db, id).await.expect("found");
@@ -722,7 +726,7 @@ pub async fn cache_evict_all_entries_clears_the_cache(manager: CacheManager) {
     }
 }
 
-pub async fn cache_evict_condition_guards_the_eviction(manager: CacheManager) {
+pub(crate) async fn cache_evict_condition_guards_the_eviction(manager: CacheManager) {
     let catalog = Catalog::new(manager.clone());
     catalog.product(&Db, 1).await.expect("found");
     catalog.product(&Db, 2).await.expect("found");
@@ -737,7 +741,7 @@ pub async fn cache_evict_condition_guards_the_eviction(manager: CacheManager) {
 
 /// A cache that rejects every key (a custom hashing policy no key matches) stands in
 /// for a failing store: the function must still run and answer.
-pub async fn store_errors_fail_open(manager: CacheManager) {
+pub(crate) async fn store_errors_fail_open(manager: CacheManager) {
     let cache = manager
         .cache::<u64, Product>("products")
         .hashing_rules(["^never:(?<tag>.+)"])
@@ -755,7 +759,7 @@ pub async fn store_errors_fail_open(manager: CacheManager) {
 }
 
 /// A cache already open with other types cannot serve the function: it runs uncached.
-pub async fn a_cache_of_other_types_runs_the_function_uncached(manager: CacheManager) {
+pub(crate) async fn a_cache_of_other_types_runs_the_function_uncached(manager: CacheManager) {
     manager
         .cache::<String, String>("products")
         .build()

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use partcache_integration_tests::{Flavor, RedisCluster, RedisServer, ServerOptions};
 
 /// One standalone server per test binary.
-pub fn standalone() -> &'static RedisServer {
+pub(crate) fn standalone() -> &'static RedisServer {
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start redis-server")
@@ -24,7 +24,7 @@ pub fn standalone() -> &'static RedisServer {
 }
 
 /// One 3-master + 3-replica cluster per test binary.
-pub fn cluster() -> &'static RedisCluster {
+pub(crate) fn cluster() -> &'static RedisCluster {
     static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
     CLUSTER.get_or_init(|| RedisCluster::start(Flavor::Redis, 3, 1).expect("start redis cluster"))
 }
@@ -32,18 +32,18 @@ pub fn cluster() -> &'static RedisCluster {
 /// A 3-master + 3-replica cluster of the caller's own, for a test that disturbs its
 /// servers (see the module docs). Blocks while it starts: call it inside
 /// `block_in_place`. It stops when the value is dropped.
-pub fn private_cluster() -> RedisCluster {
+pub(crate) fn private_cluster() -> RedisCluster {
     RedisCluster::start(Flavor::Redis, 3, 1).expect("start a private redis cluster")
 }
 
 /// A manager for `url`, with the Redis schemes installed.
-pub fn manager(url: &str) -> partcache::CacheManager {
+pub(crate) fn manager(url: &str) -> partcache::CacheManager {
     partcache_redis::install();
     partcache::CacheManager::from_url(url).expect("manager")
 }
 
 /// A second standalone server per test binary (joined stores need two).
-pub fn second_standalone() -> &'static RedisServer {
+pub(crate) fn second_standalone() -> &'static RedisServer {
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start redis-server")
@@ -52,7 +52,7 @@ pub fn second_standalone() -> &'static RedisServer {
 
 /// A `redis-joined://` URL over [`standalone`], [`second_standalone`] and [`cluster`].
 /// Blocks while the servers start: call it inside `block_in_place`.
-pub fn joined_url() -> String {
+pub(crate) fn joined_url() -> String {
     partcache_redis::joined::build_url([
         standalone().url(),
         second_standalone().url(),
@@ -61,7 +61,7 @@ pub fn joined_url() -> String {
 }
 
 /// A cache name no other test (nor an earlier run against the same server) uses.
-pub fn unique(label: &str) -> String {
+pub(crate) fn unique(label: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -76,7 +76,7 @@ pub fn unique(label: &str) -> String {
 /// before the expiry (the reaper's task may wait for a worker after its reply came
 /// back, while the puts' tasks run). `url` should allow a long `response_timeout`: a
 /// thousand concurrent calls on a loaded machine may take longer than the default.
-pub async fn assert_each_keys_events_in_server_order(url: &str) {
+pub(crate) async fn assert_each_keys_events_in_server_order(url: &str) {
     const KEYS: u64 = 1_000;
     const ROUNDS: u64 = 4;
     let cache: partcache::Cache<u64, u64> = manager(url)

@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Statement};
 use super::entities::product;
 use super::{Env, cached_product};
 
-pub async fn raw_update_binding_the_key_as_text_or_float_invalidates_the_row(env: Env) {
+pub(crate) async fn raw_update_binding_the_key_as_text_or_float_invalidates_the_row(env: Env) {
     let backend = env.a.get_database_backend();
     let placeholder = if backend == DbBackend::Postgres {
         "$1"

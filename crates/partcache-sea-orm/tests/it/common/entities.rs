@@ -1,19 +1,19 @@
 //! The test schema: categories, products (joined to categories), and a table with every
 //! awkward column type.
 
-pub mod category {
+pub(crate) mod category {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "category")]
-    pub struct Model {
+    pub(crate) struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i32,
         pub name: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {
+    pub(crate) enum Relation {
         #[sea_orm(has_many = "super::product::Entity")]
         Product,
     }
@@ -27,12 +27,12 @@ pub mod category {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod product {
+pub(crate) mod product {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "product")]
-    pub struct Model {
+    pub(crate) struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i32,
         pub name: String,
@@ -41,7 +41,7 @@ pub mod product {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {
+    pub(crate) enum Relation {
         #[sea_orm(
             belongs_to = "super::category::Entity",
             from = "Column::CategoryId",
@@ -59,12 +59,12 @@ pub mod product {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod typed {
+pub(crate) mod typed {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "typed")]
-    pub struct Model {
+    pub(crate) struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i32,
         pub maybe_int: Option<i32>,
@@ -87,18 +87,18 @@ pub mod typed {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }
 
 /// A view over a view over `product` joined with `category` (created by the views test).
-pub mod cheap_view {
+pub(crate) mod cheap_view {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "cheap_view")]
-    pub struct Model {
+    pub(crate) struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i32,
         pub price: i32,
@@ -106,25 +106,25 @@ pub mod cheap_view {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }
 
 /// A view whose base table the catalog cannot tell (it reads `product` through a
 /// function).
-pub mod counted_view {
+pub(crate) mod counted_view {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "counted_view")]
-    pub struct Model {
+    pub(crate) struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub n: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }

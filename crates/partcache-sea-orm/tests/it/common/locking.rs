@@ -12,7 +12,7 @@ fn price_of_1(rows: &[super::entities::product::Model]) -> Option<i32> {
     rows.iter().find(|p| p.id == 1).map(|p| p.price)
 }
 
-pub async fn locking_reads_reach_the_database(env: Env) {
+pub(crate) async fn locking_reads_reach_the_database(env: Env) {
     warm(&env).await;
     // A write the caching connection does not see: the cached result is now stale on
     // purpose, so any locking read served from the cache would show it.

@@ -3,18 +3,18 @@
 #![allow(dead_code)]
 
 mod affinity;
-pub mod entities;
+pub(crate) mod entities;
 mod locking;
-pub mod proxy;
+pub(crate) mod proxy;
 mod raw;
 mod reads;
 mod views;
 
-pub use affinity::*;
-pub use locking::*;
-pub use raw::*;
-pub use reads::*;
-pub use views::*;
+pub(crate) use affinity::*;
+pub(crate) use locking::*;
+pub(crate) use raw::*;
+pub(crate) use reads::*;
+pub(crate) use views::*;
 
 use entities::{category, product, typed};
 use partcache::CacheManager;
@@ -30,7 +30,7 @@ use sea_orm::{
 
 /// Two connections (standing in for two processes) on one database, each with its own
 /// `QueryCache` over one shared manager and namespace.
-pub struct Env {
+pub(crate) struct Env {
     pub a: CachingConnection,
     pub b: CachingConnection,
     pub qa: QueryCache,
@@ -41,7 +41,7 @@ pub struct Env {
 
 /// A fresh SQLite database file at `path` in WAL mode (readers are not blocked by a
 /// writer's open transaction), as a connection URL.
-pub async fn sqlite_wal_url(path: &std::path::Path) -> String {
+pub(crate) async fn sqlite_wal_url(path: &std::path::Path) -> String {
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let db = Database::connect(&url).await.expect("connect");
     db.execute_unprepared("PRAGMA journal_mode=WAL")
@@ -51,7 +51,7 @@ pub async fn sqlite_wal_url(path: &std::path::Path) -> String {
     url
 }
 
-pub async fn env(manager: &CacheManager, url: &str, ns: &str) -> Env {
+pub(crate) async fn env(manager: &CacheManager, url: &str, ns: &str) -> Env {
     let qa = QueryCache::new(manager, ns).await.expect("query cache a");
     let qb = QueryCache::new(manager, ns).await.expect("query cache b");
     env_with(qa, qb, url).await
@@ -59,7 +59,7 @@ pub async fn env(manager: &CacheManager, url: &str, ns: &str) -> Env {
 
 /// [`env`] with the two query caches given (e.g. on two managers, as two processes
 /// with their own store connections).
-pub async fn env_with(qa: QueryCache, qb: QueryCache, url: &str) -> Env {
+pub(crate) async fn env_with(qa: QueryCache, qb: QueryCache, url: &str) -> Env {
     let a = CachingConnection::new(Database::connect(url).await.expect("connect a"), qa.clone());
     let b = CachingConnection::new(Database::connect(url).await.expect("connect b"), qb.clone());
     let schema = Schema::new(a.get_database_backend());
@@ -175,14 +175,14 @@ async fn set_price(
     .await
 }
 
-pub async fn active_model_insert_invalidates(env: Env) {
+pub(crate) async fn active_model_insert_invalidates(env: Env) {
     let before = warm(&env).await;
     insert_product(&env.a, 50, "new", 1, 1).await;
     let after = assert_fresh(&env).await;
     assert_eq!(after.len(), before.len() + 1);
 }
 
-pub async fn active_model_update_invalidates(env: Env) {
+pub(crate) async fn active_model_update_invalidates(env: Env) {
     warm(&env).await;
     let p = product::Entity::find_by_id(1)
         .one(&env.a)
@@ -196,7 +196,7 @@ pub async fn active_model_update_invalidates(env: Env) {
     assert_eq!(after[0].price, 99);
 }
 
-pub async fn active_model_delete_invalidates(env: Env) {
+pub(crate) async fn active_model_delete_invalidates(env: Env) {
     let before = warm(&env).await;
     let p = product::Entity::find_by_id(2)
         .one(&env.a)
@@ -208,7 +208,7 @@ pub async fn active_model_delete_invalidates(env: Env) {
     assert_eq!(after.len(), before.len() - 1);
 }
 
-pub async fn insert_many_invalidates(env: Env) {
+pub(crate) async fn insert_many_invalidates(env: Env) {
     let before = warm(&env).await;
     product::Entity::insert_many((60..63).map(|i| product::ActiveModel {
         id: Set(i),
@@ -222,7 +222,7 @@ pub async fn insert_many_invalidates(env: Env) {
     assert_eq!(assert_fresh(&env).await.len(), before.len() + 3);
 }
 
-pub async fn update_many_invalidates(env: Env) {
+pub(crate) async fn update_many_invalidates(env: Env) {
     warm(&env).await;
     product::Entity::update_many()
         .col_expr(product::Column::Price, Expr::value(7))
@@ -239,7 +239,7 @@ pub async fn update_many_invalidates(env: Env) {
     );
 }
 
-pub async fn delete_many_invalidates(env: Env) {
+pub(crate) async fn delete_many_invalidates(env: Env) {
     warm(&env).await;
     product::Entity::delete_many()
         .filter(product::Column::CategoryId.eq(2))
@@ -250,7 +250,7 @@ pub async fn delete_many_invalidates(env: Env) {
     assert!(after.iter().all(|p| p.category_id != 2));
 }
 
-pub async fn raw_sql_write_invalidates(env: Env) {
+pub(crate) async fn raw_sql_write_invalidates(env: Env) {
     warm(&env).await;
     env.a
         .execute_unprepared("UPDATE product SET price = 42 WHERE id = 3")
@@ -276,7 +276,7 @@ pub async fn raw_sql_write_invalidates(env: Env) {
     assert_eq!(after.iter().find(|p| p.id == 4).map(|p| p.price), Some(43));
 }
 
-pub async fn unparsed_raw_sql_bumps_everything(env: Env) {
+pub(crate) async fn unparsed_raw_sql_bumps_everything(env: Env) {
     warm(&env).await;
     // Not understood by the best-effort parser (a data-modifying CTE / SQLite's UPSERT
     // via a CTE): the epoch is bumped, so every cached result misses.
@@ -288,7 +288,7 @@ pub async fn unparsed_raw_sql_bumps_everything(env: Env) {
     assert_eq!(after.iter().find(|p| p.id == 5).map(|p| p.price), Some(77));
 }
 
-pub async fn commit_invalidates_after_commit_only(env: Env) {
+pub(crate) async fn commit_invalidates_after_commit_only(env: Env) {
     let before = warm(&env).await;
     let tx = env.a.begin().await.unwrap();
     set_price(&tx, 1, 55).await.unwrap();
@@ -306,7 +306,7 @@ pub async fn commit_invalidates_after_commit_only(env: Env) {
     assert_eq!(after[0].price, 55);
 }
 
-pub async fn rollback_keeps_cached_results(env: Env) {
+pub(crate) async fn rollback_keeps_cached_results(env: Env) {
     let before = warm(&env).await;
     let tx = env.a.begin().await.unwrap();
     set_price(&tx, 1, 66).await.unwrap();
@@ -319,7 +319,7 @@ pub async fn rollback_keeps_cached_results(env: Env) {
     assert_eq!(after, cheap().all(env.b.inner()).await.unwrap());
 }
 
-pub async fn reads_inside_a_transaction_see_its_writes(env: Env) {
+pub(crate) async fn reads_inside_a_transaction_see_its_writes(env: Env) {
     warm(&env).await;
     // Also cache the same query through `a`'s query cache.
     cheap().cached(&env.qa).all(&env.a).await.unwrap();
@@ -352,7 +352,7 @@ pub async fn reads_inside_a_transaction_see_its_writes(env: Env) {
     assert_eq!(after.iter().find(|p| p.id == 2).map(|p| p.price), Some(88));
 }
 
-pub async fn nested_transactions(env: Env) {
+pub(crate) async fn nested_transactions(env: Env) {
     warm(&env).await;
     let outer = env.a.begin().await.unwrap();
     let inner = outer.begin().await.unwrap();
@@ -372,7 +372,7 @@ pub async fn nested_transactions(env: Env) {
     assert_eq!(after.iter().find(|p| p.id == 3).map(|p| p.price), Some(31));
 }
 
-pub async fn transaction_closure_commits_and_rolls_back(env: Env) {
+pub(crate) async fn transaction_closure_commits_and_rolls_back(env: Env) {
     warm(&env).await;
     let result: Result<(), sea_orm::TransactionError<sea_orm::DbErr>> = env
         .a
@@ -410,7 +410,7 @@ fn joined() -> sea_orm::SelectTwo<product::Entity, category::Entity> {
         .order_by_asc(product::Column::Id)
 }
 
-pub async fn join_invalidated_by_write_to_second_table(env: Env) {
+pub(crate) async fn join_invalidated_by_write_to_second_table(env: Env) {
     let first = joined().cached(&env.qb).all(&env.b).await.unwrap();
     let h = hits(env.qb.stats());
     assert_eq!(joined().cached(&env.qb).all(&env.b).await.unwrap(), first);
@@ -449,7 +449,7 @@ pub async fn join_invalidated_by_write_to_second_table(env: Env) {
     assert_eq!(m2, many().all(env.b.inner()).await.unwrap());
 }
 
-pub async fn shapes_count_paginate_json_tuple(env: Env) {
+pub(crate) async fn shapes_count_paginate_json_tuple(env: Env) {
     let q = &env.qb;
     let db = &env.b;
     let count = cheap().cached(q).count(db).await.unwrap();
@@ -506,7 +506,7 @@ async fn read_tagged(env: &Env) -> Vec<product::Model> {
         .unwrap()
 }
 
-pub async fn tags_and_explicit_invalidation(env: Env) {
+pub(crate) async fn tags_and_explicit_invalidation(env: Env) {
     let q = &env.qb;
     read_tagged(&env).await;
     let m = q.stats().cache.misses;
@@ -523,7 +523,7 @@ pub async fn tags_and_explicit_invalidation(env: Env) {
     assert_eq!(q.stats().cache.misses, m + 3);
 }
 
-pub async fn cached_query_macro_is_invalidated(env: Env) {
+pub(crate) async fn cached_query_macro_is_invalidated(env: Env) {
     async fn total(qc: &QueryCache, db: &CachingConnection) -> i64 {
         let total = cached_query!(qc, db, key = "total", tables = [product::Entity], async {
             let rows = product::Entity::find().all(db).await?;
@@ -547,7 +547,7 @@ async fn cached_product(env: &Env, id: i32) -> Option<product::Model> {
         .unwrap()
 }
 
-pub async fn entity_cache_is_invalidated_per_row(env: Env) {
+pub(crate) async fn entity_cache_is_invalidated_per_row(env: Env) {
     let p1 = cached_product(&env, 1).await.unwrap();
     let p2 = cached_product(&env, 2).await.unwrap();
     let h = env.qb.stats().cache.hits;
@@ -608,7 +608,7 @@ fn product_entity_load_failures(manager: &CacheManager) -> u64 {
         .sum()
 }
 
-pub async fn entity_cache_row_not_found_is_a_miss_then_a_cached_absence(env: Env) {
+pub(crate) async fn entity_cache_row_not_found_is_a_miss_then_a_cached_absence(env: Env) {
     let manager = env.qb.manager().clone();
     let failures = product_entity_load_failures(&manager);
     let s0 = env.qb.stats();
@@ -730,7 +730,7 @@ fn typed_rows() -> Vec<typed::ActiveModel> {
     ]
 }
 
-pub async fn cached_results_equal_the_database_field_for_field(env: Env) {
+pub(crate) async fn cached_results_equal_the_database_field_for_field(env: Env) {
     typed::Entity::insert_many(typed_rows())
         .exec(&env.a)
         .await
@@ -778,11 +778,12 @@ pub async fn cached_results_equal_the_database_field_for_field(env: Env) {
 }
 
 /// Every suite function, by name, for runners that iterate (the PostgreSQL test).
-pub type SuiteFn = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+pub(crate) type SuiteFn =
+    fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
-        pub fn all_tests() -> Vec<(&'static str, SuiteFn)> {
+        pub(crate) fn all_tests() -> Vec<(&'static str, SuiteFn)> {
             vec![$((stringify!($name), (|env| Box::pin($name(env))) as SuiteFn)),*]
         }
     };

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// A running proxy; dropping it stops it.
-pub struct Proxy {
+pub(crate) struct Proxy {
     addr: SocketAddr,
     cut: watch::Sender<bool>,
     open: Arc<AtomicBool>,
@@ -19,7 +19,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Listens on a free local port and forwards every connection to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> Proxy {
+    pub(crate) async fn start(upstream: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let (cut, cut_rx) = watch::channel(false);
@@ -56,18 +56,18 @@ impl Proxy {
     }
 
     /// `host:port` clients connect to.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Closes every connection through the proxy and refuses new ones.
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.open.store(false, Ordering::SeqCst);
         let _ = self.cut.send(true);
     }
 
     /// Accepts and forwards connections again.
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         let _ = self.cut.send(false);
         self.open.store(true, Ordering::SeqCst);
     }

@@ -21,7 +21,7 @@ async fn write_then_check(env: &Env, sql: &str, price: i32) {
     );
 }
 
-pub async fn raw_sql_cannot_hide_a_write(env: Env) {
+pub(crate) async fn raw_sql_cannot_hide_a_write(env: Env) {
     match env.a.get_database_backend() {
         DbBackend::Postgres => {
             // An escape string whose `\'` a standard-string reader takes for its end.

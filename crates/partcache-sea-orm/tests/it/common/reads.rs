@@ -151,7 +151,7 @@ fn stable(name: &str, mut rows: Vec<JsonValue>) -> Vec<JsonValue> {
     rows
 }
 
-pub async fn tables_read_outside_where_invalidate(env: Env) {
+pub(crate) async fn tables_read_outside_where_invalidate(env: Env) {
     let mut before = Vec::new();
     for (name, select) in cases() {
         let first = select.clone().into_json().cached(&env.qb).all(&env.b).await;

@@ -37,7 +37,7 @@ async fn counted(env: &Env) -> (i64, i64) {
     )
 }
 
-pub async fn views_are_invalidated_by_writes_to_their_base_tables(env: Env) {
+pub(crate) async fn views_are_invalidated_by_writes_to_their_base_tables(env: Env) {
     let backend = env.a.get_database_backend();
     env.a
         .execute_unprepared(

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
 /// `label` made unique within this process.
-pub fn unique(label: &str) -> String {
+pub(crate) fn unique(label: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!("{label}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
@@ -45,7 +45,7 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
-pub async fn a_hit_does_not_call_the_service_and_none_bypasses(manager: CacheManager) {
+pub(crate) async fn a_hit_does_not_call_the_service_and_none_bypasses(manager: CacheManager) {
     let layer = CacheLayer::new(
         manager
             .cache::<u64, u64>(&unique("sq"))
@@ -73,7 +73,7 @@ pub async fn a_hit_does_not_call_the_service_and_none_bypasses(manager: CacheMan
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
 
-pub async fn the_predicate_decides_what_is_stored(manager: CacheManager) {
+pub(crate) async fn the_predicate_decides_what_is_stored(manager: CacheManager) {
     let layer = CacheLayer::builder(
         manager
             .cache::<u64, u64>(&unique("sq"))
@@ -95,7 +95,7 @@ pub async fn the_predicate_decides_what_is_stored(manager: CacheManager) {
     assert_eq!(layer.stats().cache.not_stored, 3);
 }
 
-pub async fn a_hundred_concurrent_misses_call_the_service_once(manager: CacheManager) {
+pub(crate) async fn a_hundred_concurrent_misses_call_the_service_once(manager: CacheManager) {
     let layer = CacheLayer::new(
         manager
             .cache::<u64, u64>(&unique("sq"))
@@ -118,7 +118,7 @@ pub async fn a_hundred_concurrent_misses_call_the_service_once(manager: CacheMan
     assert_eq!(layer.stats().cache.coalesced, 99);
 }
 
-pub async fn a_failing_store_fails_open(manager: CacheManager) {
+pub(crate) async fn a_failing_store_fails_open(manager: CacheManager) {
     // A hashing rule no key matches: every store call is rejected, as a broken store's are.
     let cache = manager
         .cache::<u64, u64>(&unique("sq"))
@@ -179,7 +179,7 @@ impl KeyExtractor<String> for ByPath {
     }
 }
 
-pub async fn a_stored_form_and_a_key_extractor_type(manager: CacheManager) {
+pub(crate) async fn a_stored_form_and_a_key_extractor_type(manager: CacheManager) {
     let layer = CacheLayer::new(
         manager
             .cache::<String, StoredPage>(&unique("pages"))

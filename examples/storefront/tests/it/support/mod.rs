@@ -15,7 +15,7 @@ use storefront::{Config, Dashboard, Storefront};
 use tokio::sync::oneshot;
 
 /// A running storefront; dropping it shuts the server down.
-pub struct Running {
+pub(crate) struct Running {
     pub addr: SocketAddr,
     pub manager: partcache::CacheManager,
     /// The storefront's plain database connection (its pool, uncached).
@@ -25,14 +25,14 @@ pub struct Running {
 }
 
 /// One response, body read whole.
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: String,
 }
 
 impl Reply {
-    pub fn x_cache(&self) -> &str {
+    pub(crate) fn x_cache(&self) -> &str {
         self.headers
             .get("x-cache")
             .and_then(|v| v.to_str().ok())
@@ -41,7 +41,7 @@ impl Reply {
 }
 
 /// Starts a storefront on `config` (the embedded store by default) on a free port.
-pub async fn start(config: Config) -> Running {
+pub(crate) async fn start(config: Config) -> Running {
     let storefront = Storefront::start(&config).await.expect("storefront starts");
     let manager = storefront.manager().clone();
     let database = storefront.database().clone();
@@ -68,11 +68,11 @@ pub async fn start(config: Config) -> Running {
 }
 
 impl Running {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub async fn request(&self, method: Method, path: &str, json: Option<&str>) -> Reply {
+    pub(crate) async fn request(&self, method: Method, path: &str, json: Option<&str>) -> Reply {
         let mut request = Request::builder().method(method).uri(self.url(path));
         if json.is_some() {
             request = request.header("content-type", "application/json");
@@ -92,15 +92,15 @@ impl Running {
         }
     }
 
-    pub async fn get(&self, path: &str) -> Reply {
+    pub(crate) async fn get(&self, path: &str) -> Reply {
         self.request(Method::GET, path, None).await
     }
 
-    pub async fn put_json(&self, path: &str, json: &str) -> Reply {
+    pub(crate) async fn put_json(&self, path: &str, json: &str) -> Reply {
         self.request(Method::PUT, path, Some(json)).await
     }
 
-    pub async fn dashboard(&self) -> Dashboard {
+    pub(crate) async fn dashboard(&self) -> Dashboard {
         let reply = self.get("/admin/caches.json").await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.body))
@@ -114,7 +114,7 @@ impl Running {
     /// that asks again at once may find the first request's flight still open and be
     /// answered from it (`x-cache: HIT`, counted as a coalesced miss). Tests that
     /// check counters wait for the store instead, as a person at a terminal would.
-    pub async fn wait_for_stored_pages(&self, n: u64) {
+    pub(crate) async fn wait_for_stored_pages(&self, n: u64) {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             let stored = self.dashboard().await.http.stored;
@@ -131,7 +131,7 @@ impl Running {
 }
 
 /// The figures of cache `name` in `dashboard`.
-pub fn cache<'d>(dashboard: &'d Dashboard, name: &str) -> &'d storefront::CacheFigures {
+pub(crate) fn cache<'d>(dashboard: &'d Dashboard, name: &str) -> &'d storefront::CacheFigures {
     dashboard
         .caches
         .iter()
@@ -143,7 +143,7 @@ pub fn cache<'d>(dashboard: &'d Dashboard, name: &str) -> &'d storefront::CacheF
 }
 
 /// The ids of the product cards in a page, in order.
-pub fn card_ids(html: &str) -> Vec<i32> {
+pub(crate) fn card_ids(html: &str) -> Vec<i32> {
     html.split("<li class=\"card\" data-product=\"")
         .skip(1)
         .filter_map(|rest| rest.split('"').next()?.parse().ok())
