@@ -39,7 +39,7 @@ use partcache_integration_tests::{Flavor, RedisCluster, RedisServer, ServerOptio
 use redis::AsyncCommands;
 
 mod support;
-use support::{rounds, seconds};
+use support::{SERVER_PIDS, cpu_seconds, rounds, seconds, servers_cpu_seconds};
 
 const TASKS: usize = 64;
 const KEYS: u64 = 10_000;
@@ -71,27 +71,6 @@ struct Measured {
     server_us: f64,
 }
 
-/// The processes whose CPU time counts as the servers' (set once in `main`).
-static SERVER_PIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
-
-/// User plus system CPU time of `pid` ("self" for this process), in seconds.
-fn cpu_seconds(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command's closing parenthesis; utime and stime are the 12th
-    // and 13th of them, in clock ticks (100 per second on Linux).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / 100.0
-}
-
 /// Read and write system calls of `pid` so far.
 fn syscalls(pid: &str) -> f64 {
     let Ok(io) = std::fs::read_to_string(format!("/proc/{pid}/io")) else {
@@ -107,13 +86,6 @@ fn servers_syscalls() -> f64 {
     SERVER_PIDS
         .get()
         .map(|pids| pids.iter().map(|p| syscalls(&p.to_string())).sum())
-        .unwrap_or(0.0)
-}
-
-fn servers_cpu_seconds() -> f64 {
-    SERVER_PIDS
-        .get()
-        .map(|pids| pids.iter().map(|p| cpu_seconds(&p.to_string())).sum())
         .unwrap_or(0.0)
 }
 

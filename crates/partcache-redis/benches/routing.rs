@@ -47,7 +47,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Value};
 
 mod support;
-use support::{rounds, seconds};
+use support::{SERVER_PIDS, cpu_seconds, rounds, seconds, servers_cpu_seconds};
 
 const TASKS: usize = 64;
 /// Keys per measurement (each one's command is recorded first).
@@ -213,34 +213,6 @@ where
         task.await.expect("bench task");
     }
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
-/// The servers' processes (set once in `main`).
-static SERVER_PIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
-
-/// User plus system CPU time of `pid` ("self" for this process), in seconds.
-fn cpu_seconds(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // utime and stime: the 12th and 13th fields after the command's closing
-    // parenthesis, in clock ticks (100 per second on Linux).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / 100.0
-}
-
-fn servers_cpu_seconds() -> f64 {
-    SERVER_PIDS
-        .get()
-        .map(|pids| pids.iter().map(|p| cpu_seconds(&p.to_string())).sum())
-        .unwrap_or(0.0)
 }
 
 /// One measurement: operations per second, and the CPU microseconds one operation
