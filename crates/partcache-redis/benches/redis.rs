@@ -29,8 +29,6 @@
 //! `max_entries`) over without (a `SCAN` of the server, which also holds the other
 //! cache's keys); below 1 is slower without.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use partcache::expiry::ExpiryPolicy;
@@ -39,7 +37,7 @@ use partcache_integration_tests::{Flavor, RedisCluster, RedisServer, ServerOptio
 use redis::AsyncCommands;
 
 mod support;
-use support::{SERVER_PIDS, cpu_seconds, rounds, seconds, servers_cpu_seconds};
+use support::{Measured, SERVER_PIDS, measure, median, rounds, seconds, throughput};
 
 const TASKS: usize = 64;
 const KEYS: u64 = 10_000;
@@ -60,35 +58,6 @@ struct Rounds {
     raw: Vec<Measured>,
 }
 
-/// One measurement: operations per second, and the CPU time each operation cost this
-/// process (the client) and the servers, in microseconds. CPU per operation hardly
-/// depends on what else the shared machine runs, unlike throughput, so it tells where
-/// a gap comes from.
-#[derive(Clone, Copy)]
-struct Measured {
-    ops: f64,
-    client_us: f64,
-    server_us: f64,
-}
-
-/// Read and write system calls of `pid` so far.
-fn syscalls(pid: &str) -> f64 {
-    let Ok(io) = std::fs::read_to_string(format!("/proc/{pid}/io")) else {
-        return 0.0;
-    };
-    io.lines()
-        .filter(|l| l.starts_with("syscr:") || l.starts_with("syscw:"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .sum()
-}
-
-fn servers_syscalls() -> f64 {
-    SERVER_PIDS
-        .get()
-        .map(|pids| pids.iter().map(|p| syscalls(&p.to_string())).sum())
-        .unwrap_or(0.0)
-}
-
 impl Rounds {
     async fn run<A, AF, B, BF>(ours: A, raw: B) -> Rounds
     where
@@ -107,9 +76,9 @@ impl Rounds {
         if !side.is_empty() {
             for _ in 0..rounds() {
                 let m = if side == "raw" {
-                    measure(&raw).await
+                    measure(raw()).await
                 } else {
-                    measure(&ours).await
+                    measure(ours()).await
                 };
                 println!("# {side}: {:.0} ops/s", m.ops);
             }
@@ -118,11 +87,11 @@ impl Rounds {
         for i in 0..rounds() {
             // Alternate which side goes first, so neither always follows the other.
             if i % 2 == 0 {
-                r.ours.push(measure(&ours).await);
-                r.raw.push(measure(&raw).await);
+                r.ours.push(measure(ours()).await);
+                r.raw.push(measure(raw()).await);
             } else {
-                r.raw.push(measure(&raw).await);
-                r.ours.push(measure(&ours).await);
+                r.raw.push(measure(raw()).await);
+                r.ours.push(measure(ours()).await);
             }
         }
         r
@@ -159,65 +128,6 @@ impl Rounds {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-/// Runs `op` (one throughput measurement) and accounts the CPU time it took.
-async fn measure<F, Fut>(op: &F) -> Measured
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = f64>,
-{
-    let (client, servers, start) = (cpu_seconds("self"), servers_cpu_seconds(), Instant::now());
-    let (sc, ss) = (syscalls("self"), servers_syscalls());
-    let ops = op().await;
-    let count = ops * start.elapsed().as_secs_f64();
-    let per_op = |seconds: f64| seconds * 1e6 / count.max(1.0);
-    if std::env::var("PARTCACHE_BENCH_SYSCALLS").is_ok() {
-        println!(
-            "# syscalls per op: client {:.2} servers {:.2}",
-            (syscalls("self") - sc) / count.max(1.0),
-            (servers_syscalls() - ss) / count.max(1.0)
-        );
-    }
-    Measured {
-        ops,
-        client_us: per_op(cpu_seconds("self") - client),
-        server_us: per_op(servers_cpu_seconds() - servers),
-    }
-}
-
-/// Runs `op(task, i)` from 64 tasks for the measurement time; returns operations/s.
-async fn throughput<F, Fut>(op: F) -> f64
-where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let op = Arc::new(op);
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + seconds();
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (op, done) = (op.clone(), done.clone());
-            tokio::spawn(async move {
-                let mut i = t as u64 * 7919;
-                while Instant::now() < deadline {
-                    op(t, i % KEYS).await;
-                    i += 1;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("bench task");
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
 async fn cache(manager: &CacheManager, name: &str) -> Cache<u64, String> {
     let cache: Cache<u64, String> = manager.cache(name).build().await.expect("cache");
     fill(&cache).await;
@@ -235,7 +145,7 @@ async fn fill(cache: &Cache<u64, String>) {
 
 async fn partcache_gets(cache: &Cache<u64, String>) -> f64 {
     let cache = cache.clone();
-    throughput(move |_, k| {
+    throughput(TASKS, KEYS, move |k| {
         let cache = cache.clone();
         async move {
             cache.get(&k).await.expect("get");
@@ -246,7 +156,7 @@ async fn partcache_gets(cache: &Cache<u64, String>) -> f64 {
 
 async fn partcache_puts(cache: &Cache<u64, String>) -> f64 {
     let cache = cache.clone();
-    throughput(move |_, k| {
+    throughput(TASKS, KEYS, move |k| {
         let cache = cache.clone();
         async move {
             cache.put(k, value()).await.expect("put");
@@ -260,7 +170,7 @@ where
     C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
     let conn = conn.clone();
-    throughput(move |_, k| {
+    throughput(TASKS, KEYS, move |k| {
         let mut conn = conn.clone();
         async move {
             let _: Option<Vec<u8>> = conn.get(format!("raw:{k}")).await.expect("raw get");
@@ -274,7 +184,7 @@ where
     C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
     let conn = conn.clone();
-    throughput(move |_, k| {
+    throughput(TASKS, KEYS, move |k| {
         let mut conn = conn.clone();
         async move {
             let _: () = redis::cmd("SET")

@@ -34,8 +34,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
 use partcache::expiry::ExpiryPolicy;
@@ -47,7 +46,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Value};
 
 mod support;
-use support::{SERVER_PIDS, cpu_seconds, rounds, seconds, servers_cpu_seconds};
+use support::{Measured, SERVER_PIDS, measure, median, rounds, seconds, throughput};
 
 const TASKS: usize = 64;
 /// Keys per measurement (each one's command is recorded first).
@@ -186,60 +185,6 @@ impl SlowLogs {
     }
 }
 
-/// Runs `op(task, i)` from 64 tasks for the measurement time; returns operations/s.
-async fn throughput<F, Fut>(op: F) -> f64
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let op = Arc::new(op);
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + seconds();
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (op, done) = (op.clone(), done.clone());
-            tokio::spawn(async move {
-                let mut i = t as u64 * 7919;
-                while Instant::now() < deadline {
-                    op(i % KEYS).await;
-                    i += 1;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("bench task");
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
-/// One measurement: operations per second, and the CPU microseconds one operation
-/// cost this process (the client) and the servers (these move much less than
-/// throughput on a machine shared with other work).
-struct Measured {
-    ops: f64,
-    client_us: f64,
-    server_us: f64,
-}
-
-async fn measure<F: Future<Output = f64>>(run: F) -> Measured {
-    let (client, servers, start) = (cpu_seconds("self"), servers_cpu_seconds(), Instant::now());
-    let ops = run.await;
-    let count = (ops * start.elapsed().as_secs_f64()).max(1.0);
-    Measured {
-        ops,
-        client_us: (cpu_seconds("self") - client) * 1e6 / count,
-        server_us: (servers_cpu_seconds() - servers) * 1e6 / count,
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 /// Alternating rounds of `ours` and `theirs`; prints the `BENCH` line.
 async fn compare<A, AF, B, BF>(name: &str, ours: A, theirs: B)
 where
@@ -296,7 +241,7 @@ where
 
 async fn redis_rs_calls(conn: &ClusterConnection, recorded: &Arc<Vec<Recorded>>) -> f64 {
     let (conn, recorded) = (conn.clone(), recorded.clone());
-    throughput(move |k| {
+    throughput(TASKS, KEYS, move |k| {
         let mut conn = conn.clone();
         let r = &recorded[k as usize];
         let (cmd, routing) = (r.cmd.clone(), RoutingInfo::SingleNode(r.routing()));
@@ -316,7 +261,7 @@ fn hundred(k: u64) -> Vec<u64> {
 
 async fn redis_rs_get_all(conn: &ClusterConnection, recorded: &Arc<Vec<Recorded>>) -> f64 {
     let (conn, recorded) = (conn.clone(), recorded.clone());
-    throughput(move |k| {
+    throughput(TASKS, KEYS, move |k| {
         let mut by_node: HashMap<u16, (SingleNodeRoutingInfo, redis::Pipeline)> = HashMap::new();
         for key in hundred(k) {
             let r = &recorded[key as usize];
@@ -414,7 +359,7 @@ fn main() {
             "routing_get",
             || {
                 let reading = reading.clone();
-                throughput(move |k| {
+                throughput(TASKS, KEYS, move |k| {
                     let reading = reading.clone();
                     async move {
                         reading.get(&k).await.expect("get");
@@ -428,7 +373,7 @@ fn main() {
             "routing_get_and_put",
             || {
                 let reading = reading.clone();
-                throughput(move |k| {
+                throughput(TASKS, KEYS, move |k| {
                     let reading = reading.clone();
                     async move {
                         reading.get_and_put(k, value()).await.expect("get_and_put");
@@ -442,7 +387,7 @@ fn main() {
             "routing_put_batched",
             || {
                 let eternal = eternal.clone();
-                throughput(move |k| {
+                throughput(TASKS, KEYS, move |k| {
                     let eternal = eternal.clone();
                     async move { eternal.put(k, value()).await.expect("put") }
                 })
@@ -454,7 +399,7 @@ fn main() {
             "routing_get_all_100",
             || {
                 let reading = reading.clone();
-                throughput(move |k| {
+                throughput(TASKS, KEYS, move |k| {
                     let reading = reading.clone();
                     async move {
                         reading.get_all(&hundred(k)).await.expect("get_all");
