@@ -40,6 +40,22 @@ fn cluster(script: impl Fn(&str, &str) -> Answer + Send + Sync + 'static) -> Fak
     )
 }
 
+/// A cluster that serves every command until the returned switch is set; from then
+/// on a command `changed` has an answer for gets that answer instead.
+fn cluster_switched(
+    changed: impl Fn(&str, &str) -> Option<Answer> + Send + Sync + 'static,
+) -> (FakeCluster, Arc<AtomicBool>) {
+    let switch = Arc::new(AtomicBool::new(false));
+    let fake = cluster({
+        let switch = switch.clone();
+        move |addr, cmd| match switch.load(Ordering::SeqCst) {
+            true => changed(addr, cmd).unwrap_or_else(|| served(addr, cmd)),
+            false => served(addr, cmd),
+        }
+    });
+    (fake, switch)
+}
+
 /// A router for the fake cluster, with `A` as its seed.
 fn router() -> Router {
     Router::cluster(vec![A.to_string()], TIMEOUT, false, Duration::from_secs(1))
@@ -141,17 +157,8 @@ async fn requests_for_one_node_go_in_one_pipeline_and_replies_keep_the_callers_o
 
 #[tokio::test]
 async fn moved_refreshes_the_slot_map_and_retries_on_the_new_master() {
-    let moved = Arc::new(AtomicBool::new(false));
-    let fake = cluster({
-        let moved = moved.clone();
-        move |addr, cmd| {
-            if addr == A && moved.load(Ordering::SeqCst) {
-                error("MOVED 100 10.0.0.2:7002")
-            } else {
-                served(addr, cmd)
-            }
-        }
-    });
+    let (fake, moved) =
+        cluster_switched(|addr, _| (addr == A).then(|| error("MOVED 100 10.0.0.2:7002")));
     let router = router();
     assert!(run(&router, &fake, vec![fcall(SLOT_A, "k")]).await.is_ok());
     fake.take_log();
@@ -316,16 +323,8 @@ async fn clusterdown_that_passes_lets_the_call_succeed() {
 
 #[tokio::test]
 async fn readonly_from_a_demoted_master_refreshes_the_slot_map_and_retries_on_the_new_master() {
-    let demoted = Arc::new(AtomicBool::new(false));
-    let fake = cluster({
-        let demoted = demoted.clone();
-        move |addr, cmd| {
-            if addr == A && demoted.load(Ordering::SeqCst) {
-                error("READONLY You can't write against a read only replica.")
-            } else {
-                served(addr, cmd)
-            }
-        }
+    let (fake, demoted) = cluster_switched(|addr, _| {
+        (addr == A).then(|| error("READONLY You can't write against a read only replica."))
     });
     let router = router();
     assert!(run(&router, &fake, vec![fcall(SLOT_A, "k")]).await.is_ok());
@@ -504,17 +503,7 @@ async fn a_node_that_never_answers_times_out_within_the_budget_and_its_breaker_h
 
 #[tokio::test]
 async fn a_call_on_an_open_connection_ends_with_its_response_timeout_and_reconnects_after() {
-    let silent = Arc::new(AtomicBool::new(false));
-    let fake = cluster({
-        let silent = silent.clone();
-        move |addr, cmd| {
-            if cmd.starts_with("FCALL") && silent.load(Ordering::SeqCst) {
-                Answer::Hang
-            } else {
-                served(addr, cmd)
-            }
-        }
-    });
+    let (fake, silent) = cluster_switched(|_, cmd| cmd.starts_with("FCALL").then(|| Answer::Hang));
     let router = router();
     assert!(run(&router, &fake, vec![fcall(SLOT_A, "k")]).await.is_ok());
     fake.take_log();
@@ -642,17 +631,7 @@ async fn a_call_whose_start_used_up_its_timeout_sends_nothing() {
 
 #[tokio::test]
 async fn a_call_that_started_earlier_keeps_to_its_start_deadline_and_tells_the_breaker() {
-    let silent = Arc::new(AtomicBool::new(false));
-    let fake = cluster({
-        let silent = silent.clone();
-        move |addr, cmd| {
-            if cmd.starts_with("FCALL") && silent.load(Ordering::SeqCst) {
-                Answer::Hang
-            } else {
-                served(addr, cmd)
-            }
-        }
-    });
+    let (fake, silent) = cluster_switched(|_, cmd| cmd.starts_with("FCALL").then(|| Answer::Hang));
     let router = router();
     assert!(run(&router, &fake, vec![fcall(SLOT_A, "k")]).await.is_ok());
     fake.take_log();
