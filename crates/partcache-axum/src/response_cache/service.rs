@@ -64,14 +64,26 @@ impl Handled {
     }
 }
 
-/// The per-route settings for a request through `request`'s layers: those a route's
-/// layer under this one handed up with `response`, else those of the layer that
-/// caches (`requested`).
-fn layer_route(
-    requested: Option<LayerRoute>,
-    response: &mut http::Extensions,
-) -> Option<LayerRoute> {
-    response.remove::<LayerRoute>().or(requested)
+/// Sends `request` to the origin past this cache: it carries the mark that makes a
+/// route layer of this cache under this one stand aside and hand its settings up with
+/// the response. Returns the response and the request's per-route settings: those a
+/// route layer handed up, else those of the layer that caches.
+async fn forward<S, ReqB, ResB>(
+    shared: &Shared,
+    inner: &mut S,
+    mut request: Request<ReqB>,
+) -> Result<(Response<ResB>, Option<LayerRoute>), S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    let requested = request.extensions().get::<LayerRoute>().cloned();
+    request.extensions_mut().insert(Handled::by(shared));
+    let mut response = inner.call(request).await?;
+    let layered = response
+        .extensions_mut()
+        .remove::<LayerRoute>()
+        .or(requested);
+    Ok((response, layered))
 }
 
 impl<S: Clone> Clone for ResponseCacheService<S> {
@@ -603,9 +615,7 @@ where
         }
     }
     let uri = parts.uri.clone();
-    let requested = parts.extensions.get::<LayerRoute>().cloned();
-    parts.extensions.insert(Handled::by(shared));
-    let result = inner.call(Request::from_parts(parts, body)).await;
+    let result = forward(shared, &mut inner, Request::from_parts(parts, body)).await;
     let now = SystemTime::now();
     let usable_on_error = stale_response.filter(|s| s.within_stale_window(now, s.stale_if_error));
     // The stale response served because the origin failed (RFC 5861 §4).
@@ -617,8 +627,8 @@ where
         outcome.fwd_status = status;
         from_stored(stored, &client_headers, &method, now, shared, outcome)
     };
-    let mut response = match result {
-        Ok(response) => response,
+    let (response, layered) = match result {
+        Ok(forwarded) => forwarded,
         Err(error) => {
             if let Some(stored) = usable_on_error {
                 return Ok(serve_stale(stored, None));
@@ -634,7 +644,7 @@ where
     }
     let view = view_of(&key, &method, request_headers, &uri);
     let route = shared.config.route_for(uri.path());
-    let layered = layer_route(requested, response.extensions_mut()).map(|l| l.0.layered(route));
+    let layered = layered.map(|l| l.0.layered(route));
     let rules = StoreRules {
         default_ttl: shared.config.default_ttl,
         route: layered.as_ref().or(route),
@@ -815,7 +825,7 @@ where
 async fn write_through<S, ReqB, ResB>(
     shared: &Arc<Shared>,
     mut inner: S,
-    mut request: Request<ReqB>,
+    request: Request<ReqB>,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -824,10 +834,7 @@ where
     let host = request_host(request.uri(), request.headers());
     let target = request.uri().clone();
     let request_headers = host.as_ref().map(|_| request.headers().clone());
-    let requested = request.extensions().get::<LayerRoute>().cloned();
-    request.extensions_mut().insert(Handled::by(shared));
-    let mut response = inner.call(request).await?;
-    let layered = layer_route(requested, response.extensions_mut());
+    let (response, layered) = forward(shared, &mut inner, request).await?;
     shared.counters.cache.bypasses.incr();
     let status = response.status();
     if let (Some(host), Some(request_headers)) = (host, request_headers)
@@ -881,16 +888,14 @@ where
 async fn pass<S, ReqB, ResB>(
     shared: &Shared,
     mut inner: S,
-    mut request: Request<ReqB>,
+    request: Request<ReqB>,
     outcome: Outcome,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
 {
     shared.counters.cache.bypasses.incr();
-    request.extensions_mut().insert(Handled::by(shared));
-    let mut response = inner.call(request).await?;
-    response.extensions_mut().remove::<LayerRoute>();
+    let (response, _) = forward(shared, &mut inner, request).await?;
     let outcome = outcome.fwd_status(response.status());
     Ok(finish(response, shared, &outcome))
 }
