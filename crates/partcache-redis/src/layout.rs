@@ -9,6 +9,7 @@
 //! | `pc:{tag}:<cache>:fx` | hash | key text → fixed deadlines and key-only blob (entries with a deadline that a later call needs) |
 //! | `pc:{tag}:<cache>:sq` | string | number of the last message published on the partition's channel |
 //! | `pc:{<h>.meta}:<cache>:meta` | hash | partition count, codec id, layout version, whether the cache has the index |
+//! | `pc:{<h>.meta}:<cache>:reaper` | string | id of the process that reaps the cache, expiring with its lease |
 //!
 //! A cache without the index finds its entries by `SCAN` of each master with
 //! [`Layout::entry_pattern`], and tells its own keys by [`Layout::parse_entry_key`].
@@ -154,6 +155,13 @@ impl Layout {
             &self.meta_index,
             partcache::partition::key_slot(self.meta_index.as_bytes()),
         )
+    }
+
+    /// The key of the cache's reaping lease (`store/reaper.rs`) and its slot: beside
+    /// the meta record, `pc:{<h>.meta}:<cache>:reaper`.
+    pub(crate) fn reaper_lease_key(&self) -> (String, u16) {
+        let (index, slot) = self.meta_index_key();
+        (format!("{}reaper", index.trim_end_matches("ix")), slot)
     }
 
     /// The event channel of `partition`.

@@ -54,11 +54,13 @@ pub(crate) struct Scripts {
     pub scan: Script,
     pub stats: Script,
     pub open: Script,
+    /// The lease on a cache's reaping (`lua/reaper_lease.lua`).
+    pub reaper_lease: Script,
 }
 
 /// The operations: name, body, and whether the body runs after `setup` (the
 /// cache's settings and the server time, see `lua/common.lua`).
-const OPERATIONS: [(&str, &str, bool); 15] = [
+const OPERATIONS: [(&str, &str, bool); 16] = [
     ("write", include_str!("lua/write.lua"), true),
     ("upsert", include_str!("lua/upsert.lua"), true),
     ("upsert_batch", include_str!("lua/upsert_batch.lua"), false),
@@ -74,6 +76,7 @@ const OPERATIONS: [(&str, &str, bool); 15] = [
     ("scan", include_str!("lua/scan.lua"), true),
     ("stats", include_str!("lua/stats.lua"), true),
     ("open", include_str!("lua/open.lua"), true),
+    ("reaper_lease", include_str!("lua/reaper_lease.lua"), false),
 ];
 
 /// Builds the library: `lua/common.lua`, then every operation's body as a registered
@@ -114,6 +117,7 @@ fn build() -> Scripts {
         scan: function("scan"),
         stats: function("stats"),
         open: function("open"),
+        reaper_lease: function("reaper_lease"),
         library: Library { name, source },
     }
 }

@@ -16,6 +16,7 @@ mod conformance_valkey_standalone;
 mod joined;
 mod misconfiguration;
 mod near;
+mod reaper;
 mod store;
 mod timeouts;
 mod tls;

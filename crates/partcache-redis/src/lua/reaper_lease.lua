@@ -1,0 +1,18 @@
+-- The lease on a cache's reaping (store/reaper.rs): one process of all those that
+-- opened the cache reaps it, so that the background work does not grow with their
+-- number. KEYS[1]: the lease; ARGV[1]: the caller's id; ARGV[2]: the lease time (ms),
+-- 0 to give the lease up.
+-- Result: {1, ms the caller holds it} when the caller holds it now, else {0, ms left
+-- of the holder's lease}.
+local holder = redis.call('GET', KEYS[1])
+local ms = tonumber(ARGV[2])
+if holder == ARGV[1] and ms == 0 then
+  redis.call('DEL', KEYS[1])
+  return {0, 0}
+end
+if holder == false or holder == ARGV[1] then
+  if ms == 0 then return {0, 0} end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ms)
+  return {1, ms}
+end
+return {0, redis.call('PTTL', KEYS[1])}
