@@ -12,7 +12,9 @@
 //! that closes the cache gives the lease up at once; one that dies leaves it to
 //! lapse, and another process takes over within `LEASE + JITTER`. The holder's
 //! events reach every listener: a process with listeners subscribes to the cache's
-//! channels, and the reap function publishes to them (`lua/common.lua`, emit).
+//! channels, and the reap function publishes to them (`lua/common.lua`, emit). A
+//! cache that publishes nothing but has listeners in a process is reaped by that
+//! process for itself too, so that they keep hearing its expiries.
 //!
 //! The holder's work is adaptive, so that an idle cache costs little: every
 //! [`SURVEY`] it reads each partition's earliest deadline (one cheap `ZRANGE` per
@@ -173,7 +175,11 @@ async fn run(store: Weak<StoreInner>, lease: Arc<Lease>) {
     loop {
         tokio::time::sleep(TICK).await;
         let Some(store) = store.upgrade() else { return };
-        if Instant::now() >= ask_at {
+        // A cache that publishes no events (`publish_events(false)`) but has listeners
+        // here: they hear only this process's expiries, so it reaps for itself, as
+        // each such process does.
+        let solo = !store.publishes() && store.listened.is_listened();
+        if !solo && Instant::now() >= ask_at {
             let sent = Instant::now();
             match lease.ask(LEASE.as_millis() as u64).await {
                 Ok((true, _)) => {
@@ -193,7 +199,7 @@ async fn run(store: Weak<StoreInner>, lease: Arc<Lease>) {
                 }
             }
         }
-        if held_until.is_none_or(|until| Instant::now() >= until) {
+        if !solo && held_until.is_none_or(|until| Instant::now() >= until) {
             // Not the holder: the next holder surveys afresh.
             surveyed = None;
             continue;
