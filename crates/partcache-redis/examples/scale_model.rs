@@ -24,7 +24,7 @@ use partcache::partition::{
 const MASTERS: [usize; 4] = [3, 10, 100, 1_000];
 /// Instance counts the model covers.
 const INSTANCES: [f64; 3] = [10.0, 1_000.0, 10_000.0];
-/// Every master within this fraction of the mean load.
+/// The busiest master holds at most this fraction more than the idlest.
 const TOLERANCE: f64 = 0.05;
 /// Redis' default `maxclients`.
 const MAXCLIENTS: f64 = 10_000.0;
@@ -33,6 +33,8 @@ const MAXCLIENTS: f64 = 10_000.0;
 const BACKGROUND_BUDGET_US: f64 = 50_000.0;
 /// Idle caches a deployment is assumed to hold, for the totals.
 const CACHES: f64 = 50.0;
+/// Subscriptions per master for one listened cache past which the model flags a size.
+const SUBSCRIPTIONS: f64 = 100_000.0;
 
 /// The measured inputs, by name.
 struct Inputs(BTreeMap<String, f64>);
@@ -106,13 +108,24 @@ fn counts(partitions: u16, slot_masters: &[usize], masters: usize) -> Vec<u32> {
     out
 }
 
-/// The largest deviation of a master's partitions from the mean, as a fraction.
+/// How much more the busiest master holds than the idlest, as a fraction (infinite
+/// when a master holds none).
 fn spread(counts: &[u32]) -> f64 {
-    let mean = counts.iter().sum::<u32>() as f64 / counts.len() as f64;
-    counts
-        .iter()
-        .map(|&c| (f64::from(c) - mean).abs() / mean)
-        .fold(0.0, f64::max)
+    let lo = counts.iter().min().copied().unwrap_or(0);
+    let hi = counts.iter().max().copied().unwrap_or(0);
+    if lo == 0 {
+        return f64::INFINITY;
+    }
+    f64::from(hi) / f64::from(lo) - 1.0
+}
+
+/// [`spread`] for the table.
+fn percent(spread: f64) -> String {
+    if spread.is_finite() {
+        format!("{:.1}%", 100.0 * spread)
+    } else {
+        "a master holds none".to_string()
+    }
 }
 
 /// Partitions per master by partcache's own [`PartitionMap`] and
@@ -136,21 +149,33 @@ fn checked_counts(partitions: u16, owners: &SlotOwners, masters: usize) -> Vec<u
 }
 
 /// The fewest partitions (at least the default) that keep every master within
-/// [`TOLERANCE`] of the mean, with the slots split as `redis-cli --cluster create`
-/// splits them; `None` if even one partition per slot does not.
+/// [`TOLERANCE`] of the mean with the slots split as `redis-cli --cluster create`
+/// splits them over `masters`, and still after one master more (a cluster that grows
+/// by one, rebalanced): a count that fits exactly one size (one partition per master)
+/// would be thrown off by the first change. `None` if even one partition per slot does
+/// not.
 fn partitions_for(masters: usize) -> Option<u16> {
-    let slots = slot_masters(&SlotOwners::balanced(masters));
-    (DEFAULT_PARTITIONS..=SLOT_COUNT)
-        .find(|&p| spread(&counts(p, &slots, masters)) <= TOLERANCE + 1e-12)
+    let sizes = [masters, masters + 1];
+    let slots: Vec<Vec<usize>> = sizes
+        .iter()
+        .map(|&m| slot_masters(&SlotOwners::balanced(m)))
+        .collect();
+    (DEFAULT_PARTITIONS..=SLOT_COUNT).find(|&p| {
+        sizes
+            .iter()
+            .zip(&slots)
+            .all(|(&m, s)| spread(&counts(p, s, m)) <= TOLERANCE + 1e-12)
+    })
 }
 
-/// One row of the cost table.
+/// One row of the cost table: one idle cache, the whole deployment.
 struct Row {
-    instances: f64,
-    /// Background commands per second per idle cache, whole deployment.
+    /// Background commands per second.
     commands: f64,
-    /// Background server time per idle cache, µs per second, whole deployment.
+    /// Background server time, µs per second.
     server_us: f64,
+    /// Of which the waiting instances' reads of the lease.
+    reads_us: f64,
     /// Connections per master.
     connections: f64,
     /// Shard-channel subscriptions per master per listened cache.
@@ -158,24 +183,27 @@ struct Row {
 }
 
 fn row(inputs: &Inputs, partitions: f64, masters: f64, instances: f64) -> Row {
-    let survey = partitions; // one ZRANGE per partition per second, by the holder
-    let renewals = 1.0; // the holder's lease renewal, once a second
-    let asks = (instances - 1.0) * inputs.get("waiting_instance_lease_calls_per_s_per_cache");
-    let lease_us = inputs.get("lease_fcall_us");
+    // The holder: one ZRANGE per partition per second, one lease renewal per second.
+    let survey = partitions;
+    let renewals = 1.0;
+    let reads = (instances - 1.0) * inputs.get("waiting_instance_lease_reads_per_s_per_cache");
+    let reads_us = reads * inputs.get("lease_pttl_us");
     Row {
-        instances,
-        // A lease call runs two commands inside the function besides the FCALL.
-        commands: survey + 3.0 * (renewals + asks),
-        server_us: survey * inputs.get("zrange_us") + (renewals + asks) * lease_us,
+        // A renewal runs a GET and a SET inside its FCALL.
+        commands: survey + 3.0 * renewals + reads,
+        server_us: survey * inputs.get("zrange_us")
+            + renewals * inputs.get("lease_fcall_us")
+            + reads_us,
+        reads_us,
         connections: instances * inputs.get("connections_per_instance_per_master"),
         subscriptions: instances * partitions * inputs.get("subscriptions_per_listened_partition")
             / masters,
     }
 }
 
+/// `v` rounded, with thousands separators.
 fn thousands(v: f64) -> String {
-    let n = v.round() as u64;
-    let digits = n.to_string();
+    let digits = (v.round() as u64).to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i) % 3 == 0 {
@@ -186,35 +214,72 @@ fn thousands(v: f64) -> String {
     out
 }
 
+/// `lo–hi` (or `lo` alone) of `counts`.
+fn range(counts: &[u32]) -> String {
+    let lo = counts.iter().min().copied().unwrap_or(0);
+    let hi = counts.iter().max().copied().unwrap_or(0);
+    if lo == hi {
+        format!("{lo}")
+    } else {
+        format!("{lo}–{hi}")
+    }
+}
+
+/// Appends `lines`, each followed by a line break.
+fn lines(out: &mut String, lines: &[&str]) {
+    for line in lines {
+        out.push_str(line);
+        out.push('\n');
+    }
+}
+
 /// The text of `docs/scale.md` for `inputs`.
 fn render(inputs: &Inputs) -> String {
-    let mut out = String::new();
-    let w = &mut out;
-    let _ = writeln!(
-        w,
-        "# Scale model\n\n\
-         Generated by `cargo run -p partcache-redis --example scale_model` from the inputs\n\
-         measured by `cargo bench -p partcache-redis --bench reaper` and recorded in\n\
-         `docs/benchmarks.md` (\"Scale model inputs\"); `cargo test -p partcache-redis`\n\
-         checks that this file is what they give. Do not edit it by hand.\n"
+    let mut w = String::new();
+    lines(
+        &mut w,
+        &[
+            "# Scale model",
+            "",
+            "Generated by `cargo run -p partcache-redis --example scale_model` from the costs",
+            "measured by `cargo bench -p partcache-redis --bench reaper` on a 3-master",
+            "cluster and recorded in `docs/benchmarks.md` (\"Scale model inputs\"), and from",
+            "partcache's own partition maths. `cargo test -p partcache-redis` checks that",
+            "this file is what they give: do not edit it by hand.",
+            "",
+            "## Inputs",
+            "",
+            "| input | value |",
+            "|---|---|",
+        ],
     );
-    let _ = writeln!(w, "## Inputs\n\n| input | value |\n|---|---|");
     for (name, value) in &inputs.0 {
         let _ = writeln!(w, "| `{name}` | {value} |");
     }
+    lines(
+        &mut w,
+        &[
+            "",
+            "## Partitions",
+            "",
+            "A master's load follows the partitions it holds (a cache's keys spread evenly",
+            "over its partitions; with few keys per partition, chance adds its own spread).",
+            "For slots split as `redis-cli --cluster create` splits them, the recommended",
+            "`partitions` is the fewest, from the default up, that keep the masters within",
+            "5% of each other (the busiest holds at most 5% more partitions than the",
+            "idlest), both at that size and with one master more (a count that fits one",
+            "size exactly, such as one partition per master, is thrown off by the first",
+            "change); where none does, the most a cache can have, one partition per slot.",
+            "The counts are partcache's own",
+            "(`PartitionMap`, `partitions_per_master`), which the program checks against the",
+            "anchor-slot rule it searches with. A cluster whose slots were moved by hand",
+            "keeps this only as far as its slots stay evenly split.",
+            "",
+        ],
+    );
     let _ = writeln!(
         w,
-        "\n## Partitions\n\n\
-         A master's load follows the partitions it holds (keys spread evenly over the\n\
-         partitions of a cache). The table gives, for slots split as `redis-cli --cluster\n\
-         create` splits them, the fewest partitions (from the default {DEFAULT_PARTITIONS}\n\
-         up) that keep every master within ±5% of the mean, and how far the default is.\n\
-         The counts come from partcache's own partition maths (`PartitionMap`,\n\
-         `partitions_per_master`), which the program checks against the anchor-slot rule\n\
-         it searches with. A cluster resharded by hand keeps this only as far as its\n\
-         slots stay evenly split.\n\n\
-         | masters | default {DEFAULT_PARTITIONS}: partitions per master | spread | recommended `partitions` | per master | spread |\n\
-         |---|---|---|---|---|---|"
+        "| masters | default {DEFAULT_PARTITIONS}: partitions per master | busiest over idlest | recommended `partitions` | partitions per master | busiest over idlest |\n|---|---|---|---|---|---|"
     );
     let mut recommended = BTreeMap::new();
     for masters in MASTERS {
@@ -224,53 +289,43 @@ fn render(inputs: &Inputs) -> String {
         let p = chosen.unwrap_or(SLOT_COUNT);
         recommended.insert(masters, p);
         let counts = checked_counts(p, &owners, masters);
-        let range = |c: &[u32]| {
-            let (lo, hi) = (
-                c.iter().min().copied().unwrap_or(0),
-                c.iter().max().copied().unwrap_or(0),
-            );
-            if lo == hi {
-                format!("{lo}")
-            } else {
-                format!("{lo}–{hi}")
-            }
-        };
         let _ = writeln!(
             w,
-            "| {masters} | {} | ±{:.1}% | {}{} | {} | ±{:.1}% |",
+            "| {} | {} | {} | {}{} | {} | {} |",
+            thousands(masters as f64),
             range(&default),
-            100.0 * spread(&default),
-            p,
+            percent(spread(&default)),
+            thousands(f64::from(p)),
             if chosen.is_none() {
-                " (none reaches ±5%)"
+                " (none reaches 5%)"
             } else {
                 ""
             },
             range(&counts),
-            100.0 * spread(&counts),
+            percent(spread(&counts)),
         );
     }
     let _ = writeln!(
         w,
         "\n## What a cache costs\n\n\
          Per operation, whatever the size: a `get` costs the servers {:.2} µs, a `put`\n\
-         {:.2} µs (a default cache: no expiry, no listeners; one command each).\n\n\
-         At rest, an idle cache costs the whole deployment:\n\n\
-         * the reaping lease holder's work: one `ZRANGE` per partition per second\n\
-           ({:.2} µs each) and one lease renewal per second ({:.2} µs);\n\
-         * every other instance's lease request, {:.2} per second each ({:.2} µs each);\n\
-         * memory: its layout record and lease ({} bytes) and, once its events were\n\
-           published, one message number per partition ({} bytes each).\n\n\
-         Connections per master: {:.0} per instance (data, plus subscriptions when it\n\
-         listens). Subscriptions per master: a listened cache (listener or near cache)\n\
-         subscribes every instance to each partition's channel, so `partitions / masters`\n\
-         per instance.\n",
+         {:.2} µs (a default cache: no expiry, nobody listening; one command each).\n\n\
+         At rest, an idle cache costs the whole deployment, however many instances\n\
+         opened it, its reaping lease holder's work: one `ZRANGE` per partition per\n\
+         second ({:.2} µs each) and one lease renewal per second ({:.2} µs). Each other\n\
+         instance adds its reads of the lease (`PTTL`), {:.2} a second ({:.2} µs\n\
+         each). Memory at\n\
+         rest: its layout record and lease, {} bytes, and once its events were\n\
+         published (a listened cache), one message number per partition, {} bytes each.\n\n\
+         Each instance keeps {:.0} connections per master (data, and subscriptions once\n\
+         it listens), and subscribes to every partition's channel of each cache it\n\
+         listens to or near-caches: `partitions / masters` subscriptions per master.\n",
         inputs.get("get_us"),
         inputs.get("put_us"),
         inputs.get("zrange_us"),
         inputs.get("lease_fcall_us"),
-        inputs.get("waiting_instance_lease_calls_per_s_per_cache"),
-        inputs.get("lease_fcall_us"),
+        inputs.get("waiting_instance_lease_reads_per_s_per_cache"),
+        inputs.get("lease_pttl_us"),
         thousands(inputs.get("cache_record_bytes")),
         thousands(inputs.get("sequence_key_bytes")),
         inputs.get("connections_per_instance_per_master"),
@@ -279,92 +334,106 @@ fn render(inputs: &Inputs) -> String {
     for masters in MASTERS {
         let p = f64::from(recommended[&masters]);
         let m = masters as f64;
+        let idle = inputs.get("cache_record_bytes");
+        let listened = idle + p * inputs.get("sequence_key_bytes");
         let _ = writeln!(
             w,
-            "### {masters} masters, `partitions = {p}`\n\n\
-             | instances | background commands/s per idle cache | server µs/s per idle cache | per master, % of its thread | {CACHES} idle caches, % per master | connections per master | subscriptions per master per listened cache | memory per cache at rest |\n\
-             |---|---|---|---|---|---|---|---|"
+            "### {} masters, `partitions = {}`\n\n\
+             Memory per cache at rest: {} bytes, {} once listened.\n\n\
+             | instances | background commands/s per idle cache | server µs/s per idle cache | of which lease reads | {CACHES} idle caches, % of each master's thread | connections per master | subscriptions per master per listened cache |\n\
+             |---|---|---|---|---|---|---|",
+            thousands(m),
+            thousands(p),
+            thousands(idle),
+            thousands(listened),
         );
         for instances in INSTANCES {
             let r = row(inputs, p, m, instances);
-            let per_master = r.server_us / m / 1e6 * 100.0;
-            let memory = inputs.get("cache_record_bytes") + p * inputs.get("sequence_key_bytes");
+            let share = r.server_us * CACHES / m / 1e6 * 100.0;
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {:.3}% | {:.2}% | {} | {} | {} bytes |",
-                thousands(r.instances),
+                "| {} | {} | {} | {} | {:.2}% | {} | {} |",
+                thousands(instances),
                 thousands(r.commands),
                 thousands(r.server_us),
-                per_master,
-                per_master * CACHES,
+                thousands(r.reads_us),
+                share,
                 thousands(r.connections),
                 thousands(r.subscriptions),
-                thousands(memory),
+            );
+            let size = format!(
+                "{} masters, {} instances",
+                thousands(m),
+                thousands(instances)
             );
             if r.connections > MAXCLIENTS {
                 limits.push(format!(
-                    "{masters} masters, {} instances: {} connections per master, over Redis' default `maxclients` ({})",
-                    thousands(instances),
+                    "{size}: {} connections per master, over Redis' default `maxclients` ({})",
                     thousands(r.connections),
                     thousands(MAXCLIENTS)
                 ));
             }
             if r.server_us * CACHES / m > BACKGROUND_BUDGET_US {
                 limits.push(format!(
-                    "{masters} masters, {} instances: {CACHES} idle caches take {:.1}% of each master's thread",
-                    thousands(instances),
-                    r.server_us * CACHES / m / 1e4
+                    "{size}: {CACHES} idle caches take {share:.1}% of each master's thread, {:.0}% of it lease reads",
+                    100.0 * r.reads_us / r.server_us
                 ));
             }
-            if r.subscriptions > 100_000.0 {
+            if r.subscriptions > SUBSCRIPTIONS {
                 limits.push(format!(
-                    "{masters} masters, {} instances: {} subscriptions per master for each listened cache",
-                    thousands(instances),
+                    "{size}: {} subscriptions per master for each listened cache",
                     thousands(r.subscriptions)
                 ));
             }
         }
-        let _ = writeln!(w);
+        w.push('\n');
     }
     let _ = writeln!(
         w,
         "## Where it stops scaling, and what to do then\n\n\
-         The model flags a size when a master would hold more connections than Redis'\n\
-         default `maxclients` ({}), when {CACHES} idle caches would take more than 5% of a\n\
-         master's command thread, or when a listened cache would put more than 100,000\n\
+         The model flags a size where a master would hold more connections than Redis'\n\
+         default `maxclients` ({}), where {CACHES} idle caches would take more than 5% of a\n\
+         master's command thread, or where a listened cache would put more than {}\n\
          subscriptions on a master:\n",
-        thousands(MAXCLIENTS)
+        thousands(MAXCLIENTS),
+        thousands(SUBSCRIPTIONS),
     );
     if limits.is_empty() {
-        let _ = writeln!(w, "* none of the sizes above.");
+        w.push_str("* none of the sizes above.\n");
     }
     for limit in &limits {
         let _ = writeln!(w, "* {limit}.");
     }
-    let _ = writeln!(
-        w,
-        "\nWhat grows with instances is what each instance needs for itself: its\n\
-         connections to every master, its subscriptions when it listens, and its lease\n\
-         requests while it waits to take a cache's reaping over. The reaping itself does\n\
-         not. Then:\n\n\
-         * **Connections**: every instance keeps a connection to every master; past\n\
-           `maxclients`, raise it (each idle connection takes some tens of kilobytes of\n\
-           server memory) or put fewer, larger instances in front of the cluster.\n\
-         * **Subscriptions**: listeners and near caches subscribe every instance to every\n\
-           partition of the cache; with thousands of instances keep them to the caches\n\
-           that need them, and give a listened cache fewer partitions (each write to it\n\
-           is also delivered to every instance that listens).\n\
-         * **Lease requests**: each waiting instance asks once per lease period per\n\
-           cache; with tens of thousands of instances and many caches they become the\n\
-           largest background cost: open fewer caches per instance (one cache with more\n\
-           keys costs the same per operation).\n\
-         * **Partitions**: past {} masters the default {DEFAULT_PARTITIONS} partitions cannot\n\
-           spread over every master; use the recommended count above (more partitions\n\
-           cost one `ZRANGE` per partition per second per idle cache, on the whole\n\
-           deployment, not per instance).",
-        DEFAULT_PARTITIONS
+    lines(
+        &mut w,
+        &[
+            "",
+            "The reaping does not grow with instances; what does is what each instance needs",
+            "for itself: its connections to every master, its subscriptions when it listens,",
+            "and its reads of the lease while it waits to take a cache's reaping over. Then:",
+            "",
+            "* **Connections**: every instance connects to every master. Past `maxclients`,",
+            "  raise it (an idle connection takes some tens of kilobytes of server memory),",
+            "  or run fewer, larger instances.",
+            "* **Subscriptions**: listeners and near caches subscribe every instance to every",
+            "  partition of the cache, and every write to it is delivered to each of them.",
+            "  With thousands of instances keep them to the caches that need them, and give",
+            "  a listened cache no more partitions than its balance needs.",
+            "* **Lease reads**: each waiting instance reads the lease of every cache it",
+            "  opened about once per lease period: cheap, but with ten thousand instances",
+            "  and dozens of caches the largest background cost on a small cluster. Open",
+            "  fewer, larger caches (a cache with more keys costs the same per operation), or",
+            "  add masters (the leases of different caches live on different masters).",
+            "* **Partitions**: the default 231 keeps masters within 5% of each other up to",
+            "  about 10 masters; past that use the recommended count above. More partitions",
+            "  cost one `ZRANGE` per partition per second per idle cache, on the whole",
+            "  deployment, not per instance. Past about 800 masters no count does (a cache",
+            "  has at most one partition per slot, and 16,384 slots leave 16 or 17 per",
+            "  master): spread the load over several caches, whose partitions land on",
+            "  different slots, or accept the slot-level spread.",
+        ],
     );
-    out
+    w
 }
 
 fn docs() -> PathBuf {

@@ -4,15 +4,16 @@
 -- 0 to give the lease up.
 -- Result: {1, ms the caller holds it} when the caller holds it now, else {0, ms left
 -- of the holder's lease}.
-local holder = redis.call('GET', KEYS[1])
 local ms = tonumber(ARGV[2])
-if holder == ARGV[1] and ms == 0 then
-  redis.call('DEL', KEYS[1])
+local holder = redis.call('GET', KEYS[1])
+if ms == 0 then
+  if holder == ARGV[1] then redis.call('DEL', KEYS[1]) end
   return {0, 0}
 end
-if holder == false or holder == ARGV[1] then
-  if ms == 0 then return {0, 0} end
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ms)
-  return {1, ms}
+if holder and holder ~= ARGV[1] then
+  local left = redis.call('PTTL', KEYS[1])
+  -- A value without a deadline is no lease this function wrote: taken over.
+  if left >= 0 then return {0, left} end
 end
-return {0, redis.call('PTTL', KEYS[1])}
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ms)
+return {1, ms}

@@ -5,10 +5,11 @@
 //! One process reaps a cache for all that opened it: each process's reaper asks for
 //! the cache's *reaping lease* (`lua/reaper_lease.lua`, a key beside the cache's
 //! layout record holding the holder's id for [`LEASE`]); the holder renews it every
-//! [`RENEW`] and does the work, the others only ask again when the lease would lapse
-//! (its time left, plus up to [`JITTER`] so that they do not all ask at once). So the
-//! background commands of a cache do not grow with the number of processes: about
-//! one lease call per process per two seconds besides the holder's work. A holder
+//! [`RENEW`] and does the work, the others only look again (a plain `PTTL`) when the
+//! lease would lapse (its time left, plus up to [`JITTER`] so that they do not all
+//! look at once), and ask for it once it has. So the holder's work is done once
+//! however many processes opened the cache; each other process adds one `PTTL` every
+//! two seconds or so. A holder
 //! that closes the cache gives the lease up at once; one that dies leaves it to
 //! lapse, and another process takes over within `LEASE + JITTER`. The holder's
 //! events reach every listener: a process with listeners subscribes to the cache's
@@ -109,6 +110,25 @@ impl Lease {
         }
     }
 
+    /// The time left of the current holder's lease (`None`: no lease, or one without
+    /// a deadline, which [`Lease::ask`] takes over): what a waiting process reads, a
+    /// plain `PTTL`, several times cheaper for the server than a function call.
+    async fn left(&self) -> Result<Option<Duration>> {
+        let mut cmd = redis::cmd("PTTL");
+        cmd.arg(&self.key);
+        let reply = self
+            .deployment
+            .execute(vec![Request::new(self.slot, cmd)])
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil);
+        match reply {
+            Value::Int(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms.unsigned_abs()))),
+            Value::Int(_) => Ok(None),
+            other => Err(Error::Store(format!("unexpected PTTL reply: {other:?}"))),
+        }
+    }
+
     /// Asks for (or renews) the lease for `ms` milliseconds, or gives it up (0):
     /// `Ok((true, _))` when this process holds it now, else the holder's time left.
     async fn ask(&self, ms: u64) -> Result<(bool, Duration)> {
@@ -181,14 +201,24 @@ async fn run(store: Weak<StoreInner>, lease: Arc<Lease>) {
         let solo = !store.publishes() && store.listened.is_listened();
         if !solo && Instant::now() >= ask_at {
             let sent = Instant::now();
-            match lease.ask(LEASE.as_millis() as u64).await {
+            // A waiting process reads the time left first, and asks only once the
+            // lease has lapsed.
+            let asked = match held_until {
+                Some(_) => lease.ask(LEASE.as_millis() as u64).await,
+                None => match lease.left().await {
+                    Ok(Some(left)) => Ok((false, left)),
+                    Ok(None) => lease.ask(LEASE.as_millis() as u64).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match asked {
                 Ok((true, _)) => {
                     held_until = Some(sent + LEASE);
                     ask_at = sent + RENEW;
                 }
                 Ok((false, left)) => {
                     held_until = None;
-                    ask_at = Instant::now() + left + jitter();
+                    ask_at = Instant::now() + left.min(LEASE) + jitter();
                 }
                 Err(e) => {
                     // Transient (a failover, a timeout): a holder goes on until its
