@@ -314,10 +314,10 @@ fn render(inputs: &Inputs) -> String {
          opened it, its reaping lease holder's work: one `ZRANGE` per partition per\n\
          second ({:.2} µs each) and one lease renewal per second ({:.2} µs). Each other\n\
          instance adds its reads of the lease (`PTTL`), {:.2} a second ({:.2} µs\n\
-         each). Memory at\n\
-         rest: its layout record and lease, {} bytes, and once its events were\n\
-         published (a listened cache), one message number per partition, {} bytes each.\n\n\
-         Each instance keeps {:.0} connections per master (data, and subscriptions once\n\
+         each). Memory at rest: its layout record and lease, {} bytes, and once its\n\
+         events were published (a listened cache), one message number per partition,\n\
+         {} bytes each.\n\n\
+         Each instance keeps {:.2} connections per master (data, and subscriptions once\n\
          it listens), and subscribes to every partition's channel of each cache it\n\
          listens to or near-caches: `partitions / masters` subscriptions per master.\n",
         inputs.get("get_us"),

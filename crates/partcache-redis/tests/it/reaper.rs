@@ -200,3 +200,31 @@ async fn when_the_reaping_process_dies_another_takes_over_and_every_listener_hea
         "another process holds the lease: {holder:?}"
     );
 }
+
+/// A process that closes a cache gives its reaping lease up at once rather than
+/// leaving it to lapse, so that the next process to ask takes over without waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_cache_gives_its_reaping_lease_up() {
+    let cluster = tokio::task::block_in_place(common::cluster);
+    let name = unique("handover");
+    let cache: Cache<u64, u64> = manager(&cluster.seed_url())
+        .cache(&name)
+        .build()
+        .await
+        .expect("build");
+    partcache::conformance::eventually("the process takes the reaping lease", || async {
+        tokio::task::block_in_place(|| lease_holder(cluster, &name)).is_some()
+    })
+    .await;
+    cache.close().await.expect("close");
+    // Renewed at most a second before the close, the lease would lapse by itself
+    // two seconds after it at the soonest.
+    let closed = Instant::now();
+    while tokio::task::block_in_place(|| lease_holder(cluster, &name)).is_some() {
+        assert!(
+            closed.elapsed() < Duration::from_millis(1500),
+            "the closed cache's lease is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
