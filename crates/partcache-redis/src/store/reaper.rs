@@ -9,9 +9,10 @@
 //! lease would lapse (its time left, plus up to [`JITTER`] so that they do not all
 //! look at once), and ask for it once it has. So the holder's work is done once
 //! however many processes opened the cache; each other process adds one `PTTL` every
-//! two seconds or so. A holder
-//! that closes the cache gives the lease up at once; one that dies leaves it to
-//! lapse, and another process takes over within `LEASE + JITTER`. The holder's
+//! two seconds or so. A holder that closes the cache gives the lease up at once (a
+//! process opening the cache next takes it at once, a waiting one at its next look);
+//! one that dies leaves it to lapse, and another process takes over within
+//! `LEASE + JITTER`. The holder's
 //! events reach every listener: a process with listeners subscribes to the cache's
 //! channels, and the reap function publishes to them (`lua/common.lua`, emit). A
 //! cache that publishes nothing but has listeners in a process is reaped by that
