@@ -192,18 +192,34 @@ fn main() {
             rates[2]
         );
 
-        // The inputs of the scale model, each from this run.
-        let idle_rate = rates[0] / CACHES as f64;
-        input("idle_cache_commands_per_s", idle_rate);
-        input("zrange_us", usec_per_call(one, "zrange"));
-        // Idle caches: every FCALL is the holder's lease renewal.
-        input("lease_fcall_us", usec_per_call(one, "fcall"));
-        // The waiting instances' reads of the lease (the holder reads none).
+        // The inputs of the scale model, each from this run. Per idle cache and
+        // second: the holder's commands besides its survey (its lease renewal), and
+        // what the deputy adds at 16 instances (the other 14 read the deputy's lease
+        // every 30 s or more, not within the window).
+        let secs = window().as_secs_f64() * CACHES as f64;
         let sixteen = &deltas[2];
+        let calls =
+            |d: &HashMap<String, (u64, u64)>, c: &str| d.get(c).map_or(0, |&(n, _)| n) as f64;
+        let usec =
+            |d: &HashMap<String, (u64, u64)>, c: &str| d.get(c).map_or(0, |&(_, u)| u) as f64;
+        input("zrange_us", usec_per_call(one, "zrange"));
+        input(
+            "holder_lease_commands_per_s",
+            (total_calls(one) as f64 - calls(one, "zrange")) / secs,
+        );
+        // Idle caches: every FCALL is a lease call (which runs the others inside).
+        input("holder_lease_us_per_s", usec(one, "fcall") / secs);
+        input(
+            "deputy_commands_per_s",
+            (total_calls(sixteen) as f64 - calls(sixteen, "zrange") - total_calls(one) as f64
+                + calls(one, "zrange"))
+                / secs,
+        );
+        input(
+            "deputy_us_per_s",
+            (usec(sixteen, "fcall") - usec(one, "fcall")) / secs,
+        );
         input("lease_pttl_us", usec_per_call(sixteen, "pttl"));
-        let reads = sixteen.get("pttl").map_or(0, |&(c, _)| c) as f64;
-        let waiting = reads / window().as_secs_f64() / (15.0 * CACHES as f64);
-        input("waiting_instance_lease_reads_per_s_per_cache", waiting);
 
         // Per operation: server time of a read and a write on a default cache.
         let manager = CacheManager::from_url(&cluster.seed_url()).expect("manager");

@@ -188,16 +188,22 @@ struct Row {
 }
 
 fn row(inputs: &Inputs, partitions: f64, masters: f64, instances: f64) -> Row {
-    // The holder: one ZRANGE per partition per second, one lease renewal per second.
+    // The holder surveys: one ZRANGE per partition per second.
     let survey = partitions;
-    let renewals = 1.0;
-    let reads = (instances - 1.0) * inputs.get("waiting_instance_lease_reads_per_s_per_cache");
+    // The deputy, once a second, with a second instance.
+    let deputy = if instances >= 2.0 { 1.0 } else { 0.0 };
+    // Every other instance reads the deputy's lease every 30 s plus up to a quarter
+    // more (`WAIT` in `store/reaper.rs`): on average every 33.75 s.
+    let reads = (instances - 2.0).max(0.0) / 33.75;
     let reads_us = reads * inputs.get("lease_pttl_us");
     Row {
-        // A renewal runs a GET and a SET inside its FCALL.
-        commands: survey + 3.0 * renewals + reads,
+        commands: survey
+            + inputs.get("holder_lease_commands_per_s")
+            + deputy * inputs.get("deputy_commands_per_s")
+            + reads,
         server_us: survey * inputs.get("zrange_us")
-            + renewals * inputs.get("lease_fcall_us")
+            + inputs.get("holder_lease_us_per_s")
+            + deputy * inputs.get("deputy_us_per_s")
             + reads_us,
         reads_us,
         connections: instances * inputs.get("connections_per_instance_per_master"),
@@ -316,20 +322,24 @@ fn render(inputs: &Inputs) -> String {
          Per operation, whatever the size: a `get` costs the servers {:.2} µs, a `put`\n\
          {:.2} µs (a default cache: no expiry, nobody listening; one command each).\n\n\
          At rest, an idle cache costs the whole deployment, however many instances\n\
-         opened it, its reaping lease holder's work: one `ZRANGE` per partition per\n\
-         second ({:.2} µs each) and one lease renewal per second ({:.2} µs). Each other\n\
-         instance adds its reads of the lease (`PTTL`), {:.2} a second ({:.2} µs\n\
-         each). Memory at rest: its layout record and lease, {} bytes, and once its\n\
-         events were published (a listened cache), one message number per partition,\n\
-         {} bytes each.\n\n\
+         opened it, the work of two of them: the reaping lease's holder surveys, one\n\
+         `ZRANGE` per partition per second ({:.2} µs each), and renews its lease\n\
+         ({:.1} commands, {:.2} µs of server time a second); its deputy renews its own\n\
+         lease and watches the holder's ({:.1} commands, {:.2} µs a second). Every other\n\
+         instance reads the deputy's lease (`PTTL`, {:.2} µs) every 30 to 37.5 s.\n\
+         Memory at rest: its layout record and leases, {} bytes, and once its events\n\
+         were published (a listened cache), one message number per partition, {} bytes\n\
+         each.\n\n\
          Each instance keeps {:.2} connections per master (data, and subscriptions once\n\
          it listens), and subscribes to every partition's channel of each cache it\n\
          listens to or near-caches: `partitions / masters` subscriptions per master.\n",
         inputs.get("get_us"),
         inputs.get("put_us"),
         inputs.get("zrange_us"),
-        inputs.get("lease_fcall_us"),
-        inputs.get("waiting_instance_lease_reads_per_s_per_cache"),
+        inputs.get("holder_lease_commands_per_s"),
+        inputs.get("holder_lease_us_per_s"),
+        inputs.get("deputy_commands_per_s"),
+        inputs.get("deputy_us_per_s"),
         inputs.get("lease_pttl_us"),
         thousands(inputs.get("cache_record_bytes")),
         thousands(inputs.get("sequence_key_bytes")),
@@ -415,7 +425,7 @@ fn render(inputs: &Inputs) -> String {
             "",
             "The reaping does not grow with instances; what does is what each instance needs",
             "for itself: its connections to every master, its subscriptions when it listens,",
-            "and its reads of the lease while it waits to take a cache's reaping over. Then:",
+            "and its reads of the deputy's lease while it waits. Then:",
             "",
             "* **Connections**: every instance connects to every master. Past `maxclients`,",
             "  raise it (an idle connection takes some tens of kilobytes of server memory),",
@@ -424,11 +434,12 @@ fn render(inputs: &Inputs) -> String {
             "  partition of the cache, and every write to it is delivered to each of them.",
             "  With thousands of instances keep them to the caches that need them, and give",
             "  a listened cache no more partitions than its balance needs.",
-            "* **Lease reads**: each waiting instance reads the lease of every cache it",
-            "  opened about once per lease period: cheap, but with ten thousand instances",
-            "  and dozens of caches the largest background cost on a small cluster. Open",
-            "  fewer, larger caches (a cache with more keys costs the same per operation), or",
-            "  add masters (the leases of different caches live on different masters).",
+            "* **Lease reads**: each waiting instance reads the deputy's lease of every cache",
+            "  it opened every 30 s or so: one cheap command, the one background cost that",
+            "  grows with instances (with 231 partitions, as many commands as the holder's",
+            "  survey at about 7,800 instances). Past that, open fewer, larger caches (a",
+            "  cache with more keys costs the same per operation), or add masters (the",
+            "  leases of different caches live on different masters).",
             "* **Partitions**: the default 231 keeps masters within 5% of each other up to",
             "  about 10 masters; past that use the recommended count above. More partitions",
             "  cost one `ZRANGE` per partition per second per idle cache, on the whole",

@@ -47,7 +47,9 @@ use open::OpenState;
 use replies::{blob, int};
 use scan::KeyScan;
 
-pub use reaper::{LEASE as REAPER_LEASE, TAKEOVER as REAPER_TAKEOVER};
+pub use reaper::{
+    LEASE as REAPER_LEASE, TAKEOVER as REAPER_TAKEOVER, TAKEOVER_BOTH as REAPER_TAKEOVER_BOTH,
+};
 
 /// One cache on a Redis deployment. See the module docs.
 pub struct RedisStore {

@@ -5,18 +5,21 @@
 //! One process reaps a cache for all that opened it: each process's reaper asks for
 //! the cache's *reaping lease* (`lua/reaper_lease.lua`, a key beside the cache's
 //! layout record holding the holder's id for [`LEASE`]); the holder renews it every
-//! [`RENEW`] and does the work, the others only look again (a plain `PTTL`) when the
-//! lease would lapse (its time left, plus up to [`JITTER`] so that they do not all
-//! look at once), and ask for it once it has. So the holder's work is done once
-//! however many processes opened the cache; each other process adds one `PTTL` every
-//! two seconds or so. A holder that closes the cache gives the lease up at once (a
-//! process opening the cache next takes it at once, a waiting one at its next look);
-//! one that dies leaves it to lapse, and another process takes over within
-//! `LEASE + JITTER`. The holder's
-//! events reach every listener: a process with listeners subscribes to the cache's
-//! channels, and the reap function publishes to them (`lua/common.lua`, emit). A
-//! cache that publishes nothing but has listeners in a process is reaped by that
-//! process for itself too, so that they keep hearing its expiries.
+//! [`RENEW`] and does the work. One other process is its *deputy* (a second lease
+//! beside the first): it renews that every [`RENEW`] too, and asks for the holder's
+//! lease as soon as it would lapse (its time left plus up to [`JITTER`]). Every
+//! other process only reads the deputy's lease (a plain `PTTL`) every [`WAIT`] or so,
+//! and asks once it is free. So the background commands of a cache are those of two
+//! processes however many opened it, plus one cheap read per other process per
+//! `WAIT`.
+//!
+//! When the holder dies, its deputy takes over within `LEASE + JITTER`; when both
+//! die at once, a waiting process becomes deputy within `WAIT` plus its jitter and
+//! then takes over. A process that closes the cache gives up what it held. The
+//! holder's events reach every listener: a process with listeners subscribes to the
+//! cache's channels, and the reap function publishes to them (`lua/common.lua`,
+//! emit). A cache that publishes nothing but has listeners in a process is reaped by
+//! that process for itself too, so that they keep hearing its expiries.
 //!
 //! The holder's work is adaptive, so that an idle cache costs little: every
 //! [`SURVEY`] it reads each partition's earliest deadline (one cheap `ZRANGE` per
@@ -53,16 +56,32 @@ pub(crate) const PARTITIONS_PER_TICK: usize = 64;
 pub const LEASE: Duration = Duration::from_secs(3);
 /// How often the holder renews the lease.
 pub(crate) const RENEW: Duration = Duration::from_secs(1);
-/// The most a waiting process adds to the lease's time left before it asks again.
+/// The most the deputy adds to the lease's time left before it asks again.
 pub(crate) const JITTER: Duration = Duration::from_millis(250);
+/// How often a process that is neither holder nor deputy reads the deputy's lease
+/// (plus up to a quarter more, so that they do not all read at once).
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 /// The most an entry's bookkeeping (and its `Expired` event) lags its deadline when
 /// the process reaping the cache dies without closing it: its lease lapses (at most
-/// [`REAPER_LEASE`](crate::REAPER_LEASE) after its last renewal), another process asks
+/// [`REAPER_LEASE`](crate::REAPER_LEASE) after its last renewal), its deputy asks
 /// within 250 ms of that, surveys at once and reaps within 100 ms, and the one-second
 /// survey covers an entry written after the last one: 4.35 s. While the holder
-/// lives the lag is at most about 1.1 s (see the crate docs, Expiry).
+/// lives the lag is at most about 1.1 s; when the holder and its deputy die at once,
+/// at most [`REAPER_TAKEOVER_BOTH`](crate::REAPER_TAKEOVER_BOTH) (see the crate docs,
+/// Expiry).
 pub const TAKEOVER: Duration = Duration::from_millis(
     (LEASE.as_millis() + JITTER.as_millis() + SURVEY.as_millis() + TICK.as_millis()) as u64,
+);
+/// The most an entry's bookkeeping lags its deadline when the process reaping the
+/// cache and its deputy die at once: their leases lapse, a waiting process reads the
+/// deputy's lease within 37.5 s (30 s and up to a quarter more), becomes deputy,
+/// then holder at its next renewal (1 s), surveys and reaps: 42.6 s.
+pub const TAKEOVER_BOTH: Duration = Duration::from_millis(
+    (LEASE.as_millis()
+        + WAIT.as_millis() * 5 / 4
+        + RENEW.as_millis()
+        + SURVEY.as_millis()
+        + TICK.as_millis()) as u64,
 );
 
 fn now_ms() -> u64 {
@@ -71,8 +90,8 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Up to [`JITTER`], different in every call and process.
-fn jitter() -> Duration {
+/// Up to `most`, different in every call and process.
+fn jitter(most: Duration) -> Duration {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
@@ -80,43 +99,57 @@ fn jitter() -> Duration {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos()),
     );
-    Duration::from_millis(hasher.finish() % (JITTER.as_millis() as u64 + 1))
+    Duration::from_millis(hasher.finish() % (most.as_millis() as u64 + 1))
 }
 
-/// A cache's reaping lease as one process sees it: its key, this process's id for
-/// it, and whether this process holds it.
+/// What a process is to a cache's reaping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// It holds the lease: it reaps.
+    Holder,
+    /// It holds the deputy's lease: it takes over when the holder's lapses.
+    Deputy,
+    /// Neither: it reads the deputy's lease now and then.
+    Waiting,
+}
+
+/// A cache's reaping leases as one process sees them: their keys, this process's id
+/// for them, and whether it holds one.
 struct Lease {
     deployment: Arc<Deployment>,
     key: String,
+    deputy_key: String,
     slot: u16,
     /// Unique per opened store: two managers of one process are two holders.
     id: String,
-    held: AtomicBool,
+    /// This process holds the lease or the deputy's (it gives it up on close).
+    holds: AtomicBool,
 }
 
 impl Lease {
     fn new(store: &StoreInner) -> Lease {
         static OPENED: AtomicU64 = AtomicU64::new(0);
-        let (key, slot) = store.layout.reaper_lease_key();
+        let (key, deputy_key, slot) = store.layout.reaper_lease_keys();
         Lease {
             deployment: store.deployment.clone(),
             key,
+            deputy_key,
             slot,
             id: format!(
                 "{}.{}",
                 store.deployment.origin(),
                 OPENED.fetch_add(1, Ordering::Relaxed)
             ),
-            held: AtomicBool::new(false),
+            holds: AtomicBool::new(false),
         }
     }
 
-    /// The time left of the current holder's lease (`None`: no lease, or one without
-    /// a deadline, which [`Lease::ask`] takes over): what a waiting process reads, a
-    /// plain `PTTL`, several times cheaper for the server than a function call.
-    async fn left(&self) -> Result<Option<Duration>> {
+    /// Whether some process is the deputy: what a waiting process reads, a plain
+    /// `PTTL`, several times cheaper for the server than a function call. A deputy's
+    /// lease without a deadline counts as none ([`Lease::ask`] takes it over).
+    async fn deputy_present(&self) -> Result<bool> {
         let mut cmd = redis::cmd("PTTL");
-        cmd.arg(&self.key);
+        cmd.arg(&self.deputy_key);
         let reply = self
             .deployment
             .execute(vec![Request::new(self.slot, cmd)])
@@ -124,19 +157,20 @@ impl Lease {
             .pop()
             .unwrap_or(Value::Nil);
         match reply {
-            Value::Int(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms.unsigned_abs()))),
-            Value::Int(_) => Ok(None),
+            Value::Int(ms) => Ok(ms > 0),
             other => Err(Error::Store(format!("unexpected PTTL reply: {other:?}"))),
         }
     }
 
-    /// Asks for (or renews) the lease for `ms` milliseconds, or gives it up (0):
-    /// `Ok((true, _))` when this process holds it now, else the holder's time left.
-    async fn ask(&self, ms: u64) -> Result<(bool, Duration)> {
+    /// Asks for (or renews) the lease, else the deputy's, for `ms` milliseconds, or
+    /// gives up whichever this process holds (0): its role now and the time left of
+    /// the holder's lease.
+    async fn ask(&self, ms: u64) -> Result<(Role, Duration)> {
         let mut cmd = redis::cmd("FCALL");
         cmd.arg(&scripts().reaper_lease.function)
-            .arg(1)
+            .arg(2)
             .arg(&self.key)
+            .arg(&self.deputy_key)
             .arg(&self.id)
             .arg(ms);
         let reply = self
@@ -148,9 +182,13 @@ impl Lease {
         let Value::Array(pair) = reply else {
             return Err(Error::Store(format!("unexpected lease reply: {reply:?}")));
         };
-        let held = replies::int(pair.first()) == 1;
-        self.held.store(held, Ordering::Release);
-        Ok((held, Duration::from_millis(replies::int(pair.get(1)))))
+        let role = match replies::int(pair.first()) {
+            1 => Role::Holder,
+            2 => Role::Deputy,
+            _ => Role::Waiting,
+        };
+        self.holds.store(role != Role::Waiting, Ordering::Release);
+        Ok((role, Duration::from_millis(replies::int(pair.get(1)))))
     }
 }
 
@@ -161,11 +199,11 @@ pub(crate) struct Reaper {
 }
 
 impl Reaper {
-    /// Stops the reaper; if it held the lease, gives it up so that another process
-    /// takes over at its next ask rather than when the lease lapses.
+    /// Stops the reaper; if it held the lease or the deputy's, gives it up so that
+    /// another process takes over at its next ask rather than when it lapses.
     pub(crate) fn stop(&self) {
         self.task.abort();
-        if self.lease.held.swap(false, Ordering::AcqRel)
+        if self.lease.holds.swap(false, Ordering::AcqRel)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let lease = self.lease.clone();
@@ -190,8 +228,10 @@ async fn run(store: Weak<StoreInner>, lease: Arc<Lease>) {
     let mut earliest: Vec<Option<u64>> = Vec::new();
     let mut surveyed: Option<Instant> = None;
     let mut next: usize = 0;
-    // When to ask for the lease next, and until when this process holds it.
+    // When to ask or look next, what this process is, and until when it holds the
+    // lease.
     let mut ask_at = Instant::now();
+    let mut role = Role::Waiting;
     let mut held_until: Option<Instant> = None;
     loop {
         tokio::time::sleep(TICK).await;
@@ -202,24 +242,35 @@ async fn run(store: Weak<StoreInner>, lease: Arc<Lease>) {
         let solo = !store.publishes() && store.listened.is_listened();
         if !solo && Instant::now() >= ask_at {
             let sent = Instant::now();
-            // A waiting process reads the time left first, and asks only once the
-            // lease has lapsed.
-            let asked = match held_until {
-                Some(_) => lease.ask(LEASE.as_millis() as u64).await,
-                None => match lease.left().await {
-                    Ok(Some(left)) => Ok((false, left)),
-                    Ok(None) => lease.ask(LEASE.as_millis() as u64).await,
+            // A waiting process reads the deputy's lease first, and asks only once it
+            // is free (the deputy took over, or died).
+            let asked = match role {
+                Role::Waiting => match lease.deputy_present().await {
+                    Ok(true) => Ok((Role::Waiting, Duration::ZERO)),
+                    Ok(false) => lease.ask(LEASE.as_millis() as u64).await,
                     Err(e) => Err(e),
                 },
+                Role::Holder | Role::Deputy => lease.ask(LEASE.as_millis() as u64).await,
             };
             match asked {
-                Ok((true, _)) => {
-                    held_until = Some(sent + LEASE);
-                    ask_at = sent + RENEW;
-                }
-                Ok((false, left)) => {
-                    held_until = None;
-                    ask_at = Instant::now() + left.min(LEASE) + jitter();
+                Ok((now, left)) => {
+                    role = now;
+                    match now {
+                        Role::Holder => {
+                            held_until = Some(sent + LEASE);
+                            ask_at = sent + RENEW;
+                        }
+                        Role::Deputy => {
+                            held_until = None;
+                            // Renews its own lease, and asks as soon as the
+                            // holder's would lapse.
+                            ask_at = Instant::now() + RENEW.min(left + jitter(JITTER));
+                        }
+                        Role::Waiting => {
+                            held_until = None;
+                            ask_at = Instant::now() + WAIT + jitter(WAIT / 4);
+                        }
+                    }
                 }
                 Err(e) => {
                     // Transient (a failover, a timeout): a holder goes on until its
