@@ -81,13 +81,26 @@ fn lease_key(cache: &str) -> String {
 
 /// The lease's holder, read on the master that serves its slot.
 fn lease_holder(cluster: &RedisCluster, cache: &str) -> Option<String> {
+    lease_value(cluster, &lease_key(cache))
+}
+
+/// The deputy's lease: who takes over when the holder's lapses.
+fn deputy(cluster: &RedisCluster, cache: &str) -> Option<String> {
     let key = lease_key(cache);
-    let slot = cluster.key_slot(&key).expect("key slot");
+    lease_value(
+        cluster,
+        &format!("{}deputy", key.trim_end_matches("reaper")),
+    )
+}
+
+/// `key`'s value, read on the master that serves its slot.
+fn lease_value(cluster: &RedisCluster, key: &str) -> Option<String> {
+    let slot = cluster.key_slot(key).expect("key slot");
     let owner = cluster.slot_owner(slot).expect("slot owner");
     let client = redis::Client::open(cluster.node_url(owner)).expect("client");
     let mut connection = client.get_connection().expect("connection");
     redis::cmd("GET")
-        .arg(&key)
+        .arg(key)
         .query::<Option<String>>(&mut connection)
         .expect("GET")
 }
@@ -106,8 +119,9 @@ async fn next_event_of(
 }
 
 /// The process that reaps a cache (here one without listeners of its own) publishes
-/// its `Expired` events to the listeners of every other process; when it dies without
-/// closing anything, another process takes over within
+/// its `Expired` events to the listeners of every other process; one of those stands
+/// by as its deputy, and when the reaping process dies without closing anything, the
+/// deputy takes over within
 /// [`partcache_redis::REAPER_TAKEOVER`] of an entry's deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_reaping_process_dies_another_takes_over_and_every_listener_hears() {
@@ -167,6 +181,12 @@ async fn when_the_reaping_process_dies_another_takes_over_and_every_listener_hea
         .expect("build");
     let mut rx2 = second.listen(EventFilter::all()).await.expect("listen");
     let mut rx3 = third.listen(EventFilter::all()).await.expect("listen");
+    // One of the other two stands by as the deputy.
+    partcache::conformance::eventually("a deputy stands by", || async {
+        let deputy = tokio::task::block_in_place(|| deputy(cluster, &name));
+        deputy.is_some() && deputy.as_deref() != Some(first_holder.as_str())
+    })
+    .await;
 
     // Reaped by the first process: both listeners hear the expiry.
     let ttl = Duration::from_millis(300);
