@@ -40,7 +40,9 @@
 //! few stripes), and each stripe times its first get and one in [`GET_SAMPLE`] after
 //! it. A sampled get is recorded in the histogram with a count of [`GET_SAMPLE`], so the
 //! histogram's count and rate follow the number of gets (to within [`GET_SAMPLE`] per
-//! stripe); the average get time is the mean of the sample.
+//! stripe, less the rare tick lost when two threads that share a stripe tick it at the
+//! same moment: the tick is a plain load and store, kept off the hot path's locked
+//! instructions); the average get time is the mean of the sample.
 //! Hits, misses and every other counter are exact, and puts, removals, loads and batch
 //! reads are all timed.
 
