@@ -19,7 +19,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 use http_cache_semantics::{CacheOptions, CachePolicy, RequestLike};
 
-use super::entry::StoredResponse;
+use super::entry::{Served, StoredResponse};
 use super::key::{COOKIE_PREFIX, QueryRule, selected_values, vary_names, with_normalized};
 
 /// How a route's responses are cached, overriding the origin or the defaults.
@@ -492,6 +492,7 @@ pub(crate) fn storable(
             must_revalidate,
             tags,
             vary: selected_values(request.headers, &names),
+            served: Served::default(),
         },
         keep_for,
     })

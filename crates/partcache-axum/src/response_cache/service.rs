@@ -947,12 +947,29 @@ fn from_stored<B>(
         CacheBody::full(stored.body.clone())
     });
     *response.status_mut() = stored.status;
-    // A clone copies the map's table as it is (no rehash per field).
-    *response.headers_mut() = stored.headers.clone();
+    // A clone copies the map's table as it is (no rehash per field), with room for the
+    // three fields set here.
+    *response.headers_mut() = stored.served_headers(served_headers).clone();
     let headers = response.headers_mut();
     headers.insert(header::AGE, age);
-    outcome.apply(headers, status_name);
+    outcome.apply_after(headers, status_name, stored.headers.get(&CACHE_STATUS));
     response
+}
+
+/// A stored response's fields with those a hit sets (`Age`, `x-cache`,
+/// `Cache-Status` unless an upstream cache's is there) added with placeholder values.
+fn served_headers(stored: &HeaderMap) -> HeaderMap {
+    let mut served = HeaderMap::with_capacity(stored.keys_len() + 3);
+    for (name, value) in stored {
+        served.append(name.clone(), value.clone());
+    }
+    let placeholder = HeaderValue::from_static("");
+    served.insert(header::AGE, placeholder.clone());
+    served.insert(X_CACHE, placeholder.clone());
+    if !served.contains_key(&CACHE_STATUS) {
+        served.insert(CACHE_STATUS, placeholder);
+    }
+    served
 }
 
 /// An `Age` field value. Small ones, those of most hits, come from a per-thread table
