@@ -168,7 +168,8 @@ where
     let config = &shared.config;
     let method = request.method().clone();
     if !method.is_safe() {
-        return Box::pin(write_through(&shared, inner, request)).await;
+        let boxed = Box::pin(write_through(&shared, inner, request));
+        return boxed.await;
     }
     // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
     let cached_only = only_if_cached(request.headers());
@@ -193,7 +194,8 @@ where
             if cached_only {
                 return Ok(gateway_timeout(&shared));
             }
-            return Box::pin(pass(&shared, inner, request, outcome)).await;
+            let boxed = Box::pin(pass(&shared, inner, request, outcome));
+            return boxed.await;
         }
     };
     let route = config.route_for(request.uri().path());
@@ -232,13 +234,13 @@ where
         if cached_only {
             return Ok(gateway_timeout(&shared));
         }
-        return Box::pin(pass(
+        let boxed = Box::pin(pass(
             &shared,
             inner,
             request,
             Outcome::bypass("store-error"),
-        ))
-        .await;
+        ));
+        return boxed.await;
     };
 
     // The paths to the origin are boxed futures: a hit, the common answer, then moves
@@ -250,10 +252,10 @@ where
         shared.counters.cache.misses.incr();
         let seen = Some(writes_before);
         let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
-        return Box::pin(fetch(
+        let boxed = Box::pin(fetch(
             &shared, inner, request, key, flight_key, None, fwd, seen,
-        ))
-        .await;
+        ));
+        return boxed.await;
     };
     let Some(stored) = entry.as_response() else {
         if cached_only {
@@ -261,10 +263,10 @@ where
         }
         let seen = Some(writes_before);
         let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
-        return Box::pin(fetch(
+        let boxed = Box::pin(fetch(
             &shared, inner, request, key, flight_key, None, fwd, seen,
-        ))
-        .await;
+        ));
+        return boxed.await;
     };
     let now = SystemTime::now();
     let directives = has_request_directives(request.headers());
@@ -315,7 +317,7 @@ where
     } else {
         Fwd::Stale
     };
-    Box::pin(fetch(
+    let boxed = Box::pin(fetch(
         &shared,
         inner,
         request,
@@ -324,8 +326,8 @@ where
         Some(entry),
         fwd,
         None,
-    ))
-    .await
+    ));
+    boxed.await
 }
 
 /// Why a request does not use the cache, if it does not.

@@ -106,8 +106,18 @@ impl Shared {
     }
 
     /// Reads an entry; `Err` when the store failed (the caller bypasses the cache).
+    ///
+    /// The local store answers on the first poll: its read runs here, so the future of
+    /// the caller does not hold the store call's (large) future across its awaits; a
+    /// remote store's call is boxed.
     pub(crate) async fn read(&self, key: &String) -> Result<Option<Arc<CachedEntry>>, StoreFailed> {
-        self.bounded("get", self.responses.get(key)).await
+        if self.local
+            && let Some(found) = ready(self.bounded("get", self.responses.get(key)))
+        {
+            return found;
+        }
+        let boxed = Box::pin(self.bounded("get", self.responses.get(key)));
+        boxed.await
     }
 
     /// Stores a response (and its Vary index and tags) beside the request that produced
@@ -129,7 +139,37 @@ impl Shared {
             return;
         };
         if self.local {
-            self.write(key, entry, keep_for, flight).await;
+            if stored.vary.is_empty()
+                && stored.tags.is_empty()
+                && self.config.tracked_prefixes.is_empty()
+                && !flight.as_ref().is_some_and(Flight::is_cancelled)
+            {
+                // A plain response: one put, made on the first poll (see `read`). A put
+                // still pending then has not reached the store (only a writer's key lock
+                // makes it wait, and this cache has no writer): it is made again, boxed.
+                let put = || {
+                    self.bounded(
+                        "put",
+                        self.responses
+                            .put_with_ttl(key.primary.clone(), entry.clone(), keep_for),
+                    )
+                };
+                let put = match ready(put()) {
+                    Some(put) => put,
+                    None => {
+                        let boxed = Box::pin(put());
+                        boxed.await
+                    }
+                };
+                if put.is_ok() {
+                    self.counters.cache.stored.incr();
+                }
+                self.writes.fetch_add(1, Ordering::AcqRel);
+                drop(flight);
+            } else {
+                let boxed = Box::pin(self.write(key, entry, keep_for, flight));
+                boxed.await;
+            }
             drop(admitted);
             return;
         }
@@ -364,6 +404,17 @@ impl Shared {
             &self.config.keyed_headers,
         );
         vec![key.with_method(&Method::HEAD), key.primary]
+    }
+}
+
+/// The output of `future` if it has one at its first poll. A call that the local store
+/// answers in place runs here, its future on this stack frame rather than inside the
+/// caller's (an async caller holding it would carry its size across every await).
+fn ready<F: Future>(future: F) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    match future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
     }
 }
 
