@@ -1026,7 +1026,18 @@ fn view_of<'a>(
     headers: &'a HeaderMap,
     uri: &Uri,
 ) -> RequestView<'a> {
-    let uri = key.normalized_uri.parse().unwrap_or_else(|_| uri.clone());
+    // The request's own URI when it is the normalized one already (origin form, query
+    // in key order: most requests), without parsing that again.
+    let same = uri.scheme().is_none()
+        && uri.authority().is_none()
+        && uri
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str() == key.normalized_uri);
+    let uri = if same {
+        uri.clone()
+    } else {
+        key.normalized_uri.parse().unwrap_or_else(|_| uri.clone())
+    };
     RequestView {
         uri,
         method,
