@@ -105,6 +105,21 @@ impl Shared {
         self.fail_open().call(what, call).await.ok_or(StoreFailed)
     }
 
+    /// A local store call made on its first poll (see [`ready`]), its failure logged
+    /// and counted as [`bounded`](Self::bounded) does (the local store needs no
+    /// timeout); `None` when it is still pending.
+    fn local_now<T, F: Future<Output = partcache::Result<T>>>(
+        &self,
+        what: &'static str,
+        make: impl FnOnce() -> F,
+    ) -> Option<Result<T, StoreFailed>> {
+        let result = ready(make)?;
+        Some(result.map_err(|error| {
+            self.fail_open().failed(what, &error);
+            StoreFailed
+        }))
+    }
+
     /// Reads an entry; `Err` when the store failed (the caller bypasses the cache).
     ///
     /// The local store answers on the first poll: its read runs here, so the future of
@@ -112,7 +127,7 @@ impl Shared {
     /// remote store's call is boxed.
     pub(crate) async fn read(&self, key: &String) -> Result<Option<Arc<CachedEntry>>, StoreFailed> {
         if self.local
-            && let Some(found) = ready(self.bounded("get", self.responses.get(key)))
+            && let Some(found) = self.local_now("get", || self.responses.get(key))
         {
             return found;
         }
@@ -148,16 +163,13 @@ impl Shared {
                 // still pending then has not reached the store (only a writer's key lock
                 // makes it wait, and this cache has no writer): it is made again, boxed.
                 let put = || {
-                    self.bounded(
-                        "put",
-                        self.responses
-                            .put_with_ttl(key.primary.clone(), entry.clone(), keep_for),
-                    )
+                    self.responses
+                        .put_with_ttl(key.primary.clone(), entry.clone(), keep_for)
                 };
-                let put = match ready(put()) {
+                let put = match self.local_now("put", put) {
                     Some(put) => put,
                     None => {
-                        let boxed = Box::pin(put());
+                        let boxed = Box::pin(self.bounded("put", put()));
                         boxed.await
                     }
                 };
@@ -407,11 +419,11 @@ impl Shared {
     }
 }
 
-/// The output of `future` if it has one at its first poll. A call that the local store
+/// The output of the future `make` makes, if it has one at its first poll. A call that the local store
 /// answers in place runs here, its future on this stack frame rather than inside the
 /// caller's (an async caller holding it would carry its size across every await).
-fn ready<F: Future>(future: F) -> Option<F::Output> {
-    let future = std::pin::pin!(future);
+fn ready<F: Future>(make: impl FnOnce() -> F) -> Option<F::Output> {
+    let future = std::pin::pin!(make());
     match future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
         std::task::Poll::Ready(output) => Some(output),
         std::task::Poll::Pending => None,
