@@ -30,9 +30,9 @@ pub(crate) enum EntryKind {
 }
 
 impl CachedEntry {
-    pub(crate) fn response(response: StoredResponse) -> Self {
+    pub(crate) fn response(response: Box<StoredResponse>) -> Self {
         CachedEntry {
-            kind: EntryKind::Response(Box::new(response)),
+            kind: EntryKind::Response(response),
         }
     }
 

@@ -261,7 +261,9 @@ pub(crate) struct StoreRules<'a> {
 
 /// A response judged storable, minus its body.
 pub(crate) struct Storable {
-    pub(crate) response: StoredResponse,
+    /// Boxed here, where it is made: it moves into the stored entry as it is, and a
+    /// miss's future does not carry its 800-odd bytes inline.
+    pub(crate) response: Box<StoredResponse>,
     /// How long the store should keep it: fresh time left plus the longest stale use.
     pub(crate) keep_for: Duration,
 }
@@ -482,7 +484,7 @@ pub(crate) fn storable(
     }
     let tags = tags(headers.get_all(rules.tag_header));
     Ok(Storable {
-        response: StoredResponse {
+        response: Box::new(StoredResponse {
             status,
             headers: stored_headers,
             body: Bytes::new(),
@@ -496,7 +498,7 @@ pub(crate) fn storable(
             tags,
             vary: selected_values(request.headers, &names),
             served: Served::default(),
-        },
+        }),
         keep_for,
     })
 }
