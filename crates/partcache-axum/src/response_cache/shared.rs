@@ -123,8 +123,10 @@ impl Shared {
     /// Reads an entry; `Err` when the store failed (the caller bypasses the cache).
     ///
     /// The local store answers on the first poll: its read runs here, so the future of
-    /// the caller does not hold the store call's (large) future across its awaits; a
-    /// remote store's call is boxed.
+    /// the caller does not hold the store call's (large) future across its awaits. A
+    /// remote store's call is boxed, and so is a local read still pending at its first
+    /// poll (one with a read-through loader, which this cache's own caches never have),
+    /// made again: a read changes nothing.
     pub(crate) async fn read(&self, key: &String) -> Result<Option<Arc<CachedEntry>>, StoreFailed> {
         if self.local
             && let Some(found) = self.local_now("get", || self.responses.get(key))
@@ -419,9 +421,10 @@ impl Shared {
     }
 }
 
-/// The output of the future `make` makes, if it has one at its first poll. A call that the local store
-/// answers in place runs here, its future on this stack frame rather than inside the
-/// caller's (an async caller holding it would carry its size across every await).
+/// The output of the future `make` makes, if it has one at its first poll. A call that
+/// the local store answers in place runs here, its future on this stack frame rather
+/// than inside the caller's (an async caller holding it would carry its size across
+/// every await).
 fn ready<F: Future>(make: impl FnOnce() -> F) -> Option<F::Output> {
     let future = std::pin::pin!(make());
     match future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
