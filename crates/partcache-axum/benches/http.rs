@@ -26,7 +26,8 @@
 //!   `HTTP_FLOOD_MAX_PENDING=<n>` sets a smaller bound).
 //!
 //! `HTTP_BENCH_INPROC_ONLY=1` stops after the flood (no sockets); `=hit` or `=miss`
-//! times that in-process path alone, for a profiler.
+//! times that in-process path alone, for a profiler (`HTTP_BENCH_ROUNDS=<n>` sets the
+//! number of rounds, 7 by default: 1 under an instruction counter such as callgrind).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,7 +104,12 @@ async fn in_process(manager: &CacheManager, only: Option<&str>) {
     let mut miss_ratios = Vec::new();
     let mut hit_ratios = Vec::new();
     let mut figures = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    let rounds = std::env::var("HTTP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(ROUNDS);
+    for round in 0..rounds {
         // A fresh cache per round: every round starts from the same state.
         let cache = ResponseCache::builder(manager, format!("inproc-{round}"))
             .max_entries(10_000)
@@ -146,13 +152,13 @@ async fn in_process(manager: &CacheManager, only: Option<&str>) {
         figures.3.push(bare_hit);
     }
     println!(
-        "BENCH http_miss ratio={:.3} cached={:.0} bare={:.0} rounds={ROUNDS}",
+        "BENCH http_miss ratio={:.3} cached={:.0} bare={:.0} rounds={rounds}",
         median(miss_ratios),
         median(figures.0),
         median(figures.1)
     );
     println!(
-        "BENCH http_hit_inproc ratio={:.3} cached={:.0} bare={:.0} rounds={ROUNDS}",
+        "BENCH http_hit_inproc ratio={:.3} cached={:.0} bare={:.0} rounds={rounds}",
         median(hit_ratios),
         median(figures.2),
         median(figures.3)

@@ -7,6 +7,7 @@
 //! increment: nothing is deserialized and the body is never copied. On a Redis store
 //! the same value is encoded with the cache's codec (postcard by default).
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -29,9 +30,9 @@ pub(crate) enum EntryKind {
 }
 
 impl CachedEntry {
-    pub(crate) fn response(response: StoredResponse) -> Self {
+    pub(crate) fn response(response: Box<StoredResponse>) -> Self {
         CachedEntry {
-            kind: EntryKind::Response(Box::new(response)),
+            kind: EntryKind::Response(response),
         }
     }
 
@@ -81,6 +82,31 @@ pub(crate) struct StoredResponse {
     /// The request headers the response varies on, lowercased and sorted, with the
     /// values of the request it answered (so a coalesced waiter can check its own).
     pub(crate) vary: Vec<(String, Vec<Bytes>)>,
+    /// The fields a hit answers with, made once at the first hit: see [`Served`].
+    #[serde(skip)]
+    pub(crate) served: Served,
+}
+
+/// `headers` with the fields every hit sets (`Age`, `x-cache`, `Cache-Status`)
+/// added, so that a hit clones one map and replaces their values in place: a clone of
+/// `headers` itself has no room left, and adding the fields to it grew (copied) the
+/// map on every hit.
+///
+/// Built from `headers` on first use and never changed: a clone of the response starts
+/// without it (the clone's headers may be changed before it is served).
+#[derive(Default)]
+pub(crate) struct Served(OnceLock<HeaderMap>);
+
+impl Clone for Served {
+    fn clone(&self) -> Self {
+        Served::default()
+    }
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Served")
+    }
 }
 
 impl StoredResponse {
@@ -115,6 +141,12 @@ impl StoredResponse {
             .map(|(name, values)| name.len() + values.iter().map(Bytes::len).sum::<usize>())
             .sum();
         self.body.len() + 2 * headers + tags + vary
+    }
+
+    /// The fields a hit answers with (see [`Served`]), made by `make` from `headers`
+    /// at the first call.
+    pub(crate) fn served_headers(&self, make: impl FnOnce(&HeaderMap) -> HeaderMap) -> &HeaderMap {
+        self.served.0.get_or_init(|| make(&self.headers))
     }
 
     /// Whether it carries a validator the origin can answer with 304.

@@ -11,6 +11,7 @@
 //! `stale-while-revalidate` / `stale-if-error` directives, and the 304 a cache sends
 //! for a client's own `If-None-Match` / `If-Modified-Since` (RFC 9110 §13.1).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +20,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 use http_cache_semantics::{CacheOptions, CachePolicy, RequestLike};
 
-use super::entry::StoredResponse;
+use super::entry::{Served, StoredResponse};
 use super::key::{COOKIE_PREFIX, QueryRule, selected_values, vary_names, with_normalized};
 
 /// How a route's responses are cached, overriding the origin or the defaults.
@@ -260,7 +261,9 @@ pub(crate) struct StoreRules<'a> {
 
 /// A response judged storable, minus its body.
 pub(crate) struct Storable {
-    pub(crate) response: StoredResponse,
+    /// Boxed here, where it is made: it moves into the stored entry as it is, and a
+    /// miss's future does not carry its 800-odd bytes inline.
+    pub(crate) response: Box<StoredResponse>,
     /// How long the store should keep it: fresh time left plus the longest stale use.
     pub(crate) keep_for: Duration,
 }
@@ -349,7 +352,9 @@ pub(crate) fn storable(
             || name == header::SET_COOKIE
             || connection.contains(name)
     };
-    let mut stored_headers = HeaderMap::with_capacity(headers.keys_len() + 1);
+    // Room for the `Date` added below and the `Content-Length` added once the body is
+    // read: a map grown later is copied.
+    let mut stored_headers = HeaderMap::with_capacity(headers.keys_len() + 2);
     for (name, value) in headers {
         if !left_out(name) {
             stored_headers.append(name.clone(), value.clone());
@@ -479,7 +484,7 @@ pub(crate) fn storable(
     }
     let tags = tags(headers.get_all(rules.tag_header));
     Ok(Storable {
-        response: StoredResponse {
+        response: Box::new(StoredResponse {
             status,
             headers: stored_headers,
             body: Bytes::new(),
@@ -492,7 +497,8 @@ pub(crate) fn storable(
             must_revalidate,
             tags,
             vary: selected_values(request.headers, &names),
-        },
+            served: Served::default(),
+        }),
         keep_for,
     })
 }
@@ -511,7 +517,9 @@ const CACHEABLE_BY_DEFAULT: [u16; 12] =
 /// a policy: a policy clones both header maps and parses both `Cache-Control`s, and a
 /// miss builds one anyway for the response it stores.
 fn is_storable(request: &RequestView<'_>, status: StatusCode, headers: &HeaderMap) -> bool {
-    let response = |name: &str| has_directive(headers, name);
+    // The response's directives split once, not once per question.
+    let given: Vec<(&str, Option<&str>)> = directives(headers).collect();
+    let response = |name: &str| given.iter().any(|(n, _)| *n == name);
     let explicit =
         headers.contains_key(header::EXPIRES) || response("max-age") || response("s-maxage");
     let method = *request.method == Method::GET
@@ -523,7 +531,7 @@ fn is_storable(request: &RequestView<'_>, status: StatusCode, headers: &HeaderMa
         || response("must-revalidate")
         || response("public")
         || response("s-maxage")
-        || conflicting_directives(headers);
+        || conflicting_directives(&given);
     !has_directive(request.headers, "no-store")
         && method
         && UNDERSTOOD_STATUSES.contains(&status.as_u16())
@@ -556,8 +564,7 @@ fn has_directive(headers: &HeaderMap, name: &str) -> bool {
 /// A directive repeated with another value, which `http-cache-semantics` takes as
 /// `must-revalidate` (it keeps the first value unquoted and compares later ones as
 /// written).
-fn conflicting_directives(headers: &HeaderMap) -> bool {
-    let all: Vec<(&str, Option<&str>)> = directives(headers).collect();
+fn conflicting_directives(all: &[(&str, Option<&str>)]) -> bool {
     all.iter().enumerate().any(|(i, (name, value))| {
         all[..i]
             .iter()
@@ -623,23 +630,46 @@ pub(crate) fn tags<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Vec
     tags
 }
 
-/// The few `Cache-Control` directives `http-cache-semantics` does not expose.
-struct CacheControl {
-    directives: Vec<(String, Option<String>)>,
+/// The few `Cache-Control` directives `http-cache-semantics` does not expose: names
+/// lowercased, arguments trimmed and unquoted, borrowed from the fields when they are
+/// in that form already (the usual case: a miss allocates nothing for them).
+struct CacheControl<'h> {
+    directives: Vec<(Cow<'h, str>, Option<Cow<'h, str>>)>,
 }
 
-impl CacheControl {
-    fn parse(headers: &HeaderMap) -> Self {
-        let mut directives = Vec::new();
-        for value in headers.get_all(header::CACHE_CONTROL) {
-            for part in String::from_utf8_lossy(value.as_bytes()).split(',') {
+impl<'h> CacheControl<'h> {
+    fn parse(headers: &'h HeaderMap) -> Self {
+        fn split(text: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+            text.split(',').filter_map(|part| {
                 let (name, arg) = match part.split_once('=') {
-                    Some((n, a)) => (n, Some(a.trim().trim_matches('"').to_string())),
+                    Some((n, a)) => (n, Some(a.trim().trim_matches('"'))),
                     None => (part, None),
                 };
-                let name = name.trim().to_ascii_lowercase();
-                if !name.is_empty() {
-                    directives.push((name, arg));
+                let name = name.trim();
+                (!name.is_empty()).then_some((name, arg))
+            })
+        }
+        let lowercase = |name: &str| name.bytes().any(|b| b.is_ascii_uppercase());
+        let mut directives = Vec::new();
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            match String::from_utf8_lossy(value.as_bytes()) {
+                Cow::Borrowed(text) => {
+                    directives.extend(split(text).map(|(name, arg)| {
+                        let name = if lowercase(name) {
+                            Cow::Owned(name.to_ascii_lowercase())
+                        } else {
+                            Cow::Borrowed(name)
+                        };
+                        (name, arg.map(Cow::Borrowed))
+                    }));
+                }
+                Cow::Owned(text) => {
+                    directives.extend(split(&text).map(|(name, arg)| {
+                        (
+                            Cow::Owned(name.to_ascii_lowercase()),
+                            arg.map(|a| Cow::Owned(a.to_string())),
+                        )
+                    }));
                 }
             }
         }
@@ -663,7 +693,7 @@ impl CacheControl {
         for (name, arg) in self
             .directives
             .iter()
-            .filter(|(n, _)| !names.contains(&n.as_str()))
+            .filter(|(n, _)| !names.contains(&n.as_ref()))
         {
             if !out.is_empty() {
                 out.push_str(", ");

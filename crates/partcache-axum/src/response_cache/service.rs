@@ -168,7 +168,8 @@ where
     let config = &shared.config;
     let method = request.method().clone();
     if !method.is_safe() {
-        return Box::pin(write_through(&shared, inner, request)).await;
+        let boxed = Box::pin(write_through(&shared, inner, request));
+        return boxed.await;
     }
     // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
     let cached_only = only_if_cached(request.headers());
@@ -193,7 +194,8 @@ where
             if cached_only {
                 return Ok(gateway_timeout(&shared));
             }
-            return Box::pin(pass(&shared, inner, request, outcome)).await;
+            let boxed = Box::pin(pass(&shared, inner, request, outcome));
+            return boxed.await;
         }
     };
     let route = config.route_for(request.uri().path());
@@ -232,13 +234,13 @@ where
         if cached_only {
             return Ok(gateway_timeout(&shared));
         }
-        return Box::pin(pass(
+        let boxed = Box::pin(pass(
             &shared,
             inner,
             request,
             Outcome::bypass("store-error"),
-        ))
-        .await;
+        ));
+        return boxed.await;
     };
 
     // The paths to the origin are boxed futures: a hit, the common answer, then moves
@@ -250,10 +252,10 @@ where
         shared.counters.cache.misses.incr();
         let seen = Some(writes_before);
         let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
-        return Box::pin(fetch(
+        let boxed = Box::pin(fetch(
             &shared, inner, request, key, flight_key, None, fwd, seen,
-        ))
-        .await;
+        ));
+        return boxed.await;
     };
     let Some(stored) = entry.as_response() else {
         if cached_only {
@@ -261,10 +263,10 @@ where
         }
         let seen = Some(writes_before);
         let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
-        return Box::pin(fetch(
+        let boxed = Box::pin(fetch(
             &shared, inner, request, key, flight_key, None, fwd, seen,
-        ))
-        .await;
+        ));
+        return boxed.await;
     };
     let now = SystemTime::now();
     let directives = has_request_directives(request.headers());
@@ -315,7 +317,7 @@ where
     } else {
         Fwd::Stale
     };
-    Box::pin(fetch(
+    let boxed = Box::pin(fetch(
         &shared,
         inner,
         request,
@@ -324,8 +326,8 @@ where
         Some(entry),
         fwd,
         None,
-    ))
-    .await
+    ));
+    boxed.await
 }
 
 /// Why a request does not use the cache, if it does not.
@@ -947,12 +949,29 @@ fn from_stored<B>(
         CacheBody::full(stored.body.clone())
     });
     *response.status_mut() = stored.status;
-    // A clone copies the map's table as it is (no rehash per field).
-    *response.headers_mut() = stored.headers.clone();
+    // A clone copies the map's table as it is (no rehash per field), with room for the
+    // three fields set here.
+    *response.headers_mut() = stored.served_headers(served_headers).clone();
     let headers = response.headers_mut();
     headers.insert(header::AGE, age);
-    outcome.apply(headers, status_name);
+    outcome.apply_after(headers, status_name, stored.headers.get(&CACHE_STATUS));
     response
+}
+
+/// A stored response's fields with those a hit sets (`Age`, `x-cache`,
+/// `Cache-Status` unless an upstream cache's is there) added with placeholder values.
+fn served_headers(stored: &HeaderMap) -> HeaderMap {
+    let mut served = HeaderMap::with_capacity(stored.keys_len() + 3);
+    for (name, value) in stored {
+        served.append(name.clone(), value.clone());
+    }
+    let placeholder = HeaderValue::from_static("");
+    served.insert(header::AGE, placeholder.clone());
+    served.insert(X_CACHE, placeholder.clone());
+    if !served.contains_key(&CACHE_STATUS) {
+        served.insert(CACHE_STATUS, placeholder);
+    }
+    served
 }
 
 /// An `Age` field value. Small ones, those of most hits, come from a per-thread table
@@ -1007,7 +1026,18 @@ fn view_of<'a>(
     headers: &'a HeaderMap,
     uri: &Uri,
 ) -> RequestView<'a> {
-    let uri = key.normalized_uri.parse().unwrap_or_else(|_| uri.clone());
+    // The request's own URI when it is the normalized one already (origin form, query
+    // in key order: most requests), without parsing that again.
+    let same = uri.scheme().is_none()
+        && uri.authority().is_none()
+        && uri
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str() == key.normalized_uri);
+    let uri = if same {
+        uri.clone()
+    } else {
+        key.normalized_uri.parse().unwrap_or_else(|_| uri.clone())
+    };
     RequestView {
         uri,
         method,

@@ -105,9 +105,36 @@ impl Shared {
         self.fail_open().call(what, call).await.ok_or(StoreFailed)
     }
 
+    /// A local store call made on its first poll (see [`ready`]), its failure logged
+    /// and counted as [`bounded`](Self::bounded) does (the local store needs no
+    /// timeout); `None` when it is still pending.
+    fn local_now<T, F: Future<Output = partcache::Result<T>>>(
+        &self,
+        what: &'static str,
+        make: impl FnOnce() -> F,
+    ) -> Option<Result<T, StoreFailed>> {
+        let result = ready(make)?;
+        Some(result.map_err(|error| {
+            self.fail_open().failed(what, &error);
+            StoreFailed
+        }))
+    }
+
     /// Reads an entry; `Err` when the store failed (the caller bypasses the cache).
+    ///
+    /// The local store answers on the first poll: its read runs here, so the future of
+    /// the caller does not hold the store call's (large) future across its awaits. A
+    /// remote store's call is boxed, and so is a local read still pending at its first
+    /// poll (one with a read-through loader, which this cache's own caches never have),
+    /// made again: a read changes nothing.
     pub(crate) async fn read(&self, key: &String) -> Result<Option<Arc<CachedEntry>>, StoreFailed> {
-        self.bounded("get", self.responses.get(key)).await
+        if self.local
+            && let Some(found) = self.local_now("get", || self.responses.get(key))
+        {
+            return found;
+        }
+        let boxed = Box::pin(self.bounded("get", self.responses.get(key)));
+        boxed.await
     }
 
     /// Stores a response (and its Vary index and tags) beside the request that produced
@@ -129,7 +156,34 @@ impl Shared {
             return;
         };
         if self.local {
-            self.write(key, entry, keep_for, flight).await;
+            if stored.vary.is_empty()
+                && stored.tags.is_empty()
+                && self.config.tracked_prefixes.is_empty()
+                && !flight.as_ref().is_some_and(Flight::is_cancelled)
+            {
+                // A plain response: one put, made on the first poll (see `read`). A put
+                // still pending then has not reached the store (only a writer's key lock
+                // makes it wait, and this cache has no writer): it is made again, boxed.
+                let put = || {
+                    self.responses
+                        .put_with_ttl(key.primary.clone(), entry.clone(), keep_for)
+                };
+                let put = match self.local_now("put", put) {
+                    Some(put) => put,
+                    None => {
+                        let boxed = Box::pin(self.bounded("put", put()));
+                        boxed.await
+                    }
+                };
+                if put.is_ok() {
+                    self.counters.cache.stored.incr();
+                }
+                self.writes.fetch_add(1, Ordering::AcqRel);
+                drop(flight);
+            } else {
+                let boxed = Box::pin(self.write(key, entry, keep_for, flight));
+                boxed.await;
+            }
             drop(admitted);
             return;
         }
@@ -364,6 +418,18 @@ impl Shared {
             &self.config.keyed_headers,
         );
         vec![key.with_method(&Method::HEAD), key.primary]
+    }
+}
+
+/// The output of the future `make` makes, if it has one at its first poll. A call that
+/// the local store answers in place runs here, its future on this stack frame rather
+/// than inside the caller's (an async caller holding it would carry its size across
+/// every await).
+fn ready<F: Future>(make: impl FnOnce() -> F) -> Option<F::Output> {
+    let future = std::pin::pin!(make());
+    match future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
     }
 }
 

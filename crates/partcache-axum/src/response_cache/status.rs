@@ -153,19 +153,40 @@ impl Outcome {
     /// is given (RFC 9211 §2: an existing value from caches nearer the origin is kept,
     /// this cache's member goes last, nearest the client).
     pub(crate) fn apply(&self, headers: &mut HeaderMap, name: Option<&str>) {
+        if name.is_none() {
+            headers.insert(X_CACHE, self.label.value());
+            return;
+        }
+        let upstream = headers.get(&CACHE_STATUS).cloned();
+        self.apply_after(headers, name, upstream.as_ref());
+    }
+
+    /// [`apply`](Self::apply) with the upstream `Cache-Status` given apart from
+    /// `headers`: a stored response's, when `headers` is its served copy (whose
+    /// `Cache-Status` may be a placeholder: replaced here, or removed when `name` is
+    /// `None` and there is no upstream value).
+    pub(crate) fn apply_after(
+        &self,
+        headers: &mut HeaderMap,
+        name: Option<&str>,
+        upstream: Option<&HeaderValue>,
+    ) {
         headers.insert(X_CACHE, self.label.value());
         let Some(name) = name else {
+            match upstream {
+                Some(upstream) => headers.insert(CACHE_STATUS, upstream.clone()),
+                None => headers.remove(CACHE_STATUS),
+            };
             return;
         };
-        let upstream = headers.get(&CACHE_STATUS).map(HeaderValue::to_str);
-        let upstream = match upstream {
+        let upstream = match upstream.map(HeaderValue::to_str) {
             Some(Ok(upstream)) if !upstream.trim().is_empty() => Some(upstream),
             _ => None,
         };
-        if upstream.is_none()
-            && let Some(value) = self.plain_hit(name)
-        {
-            headers.insert(CACHE_STATUS, value);
+        if upstream.is_none() {
+            if let Some(value) = self.remembered(name) {
+                headers.insert(CACHE_STATUS, value);
+            }
             return;
         }
         let member = self.member(name);
@@ -179,28 +200,30 @@ impl Outcome {
         }
     }
 
-    /// The `Cache-Status` of a plain fresh hit (`<name>; hit; ttl=<n>`), the answer of
-    /// most requests: kept per thread for the last cache name and ttl, so a second hit
-    /// in the same second formats and allocates nothing.
-    fn plain_hit(&self, name: &str) -> Option<HeaderValue> {
+    /// This cache's `Cache-Status` member as a field value. The last few are kept per
+    /// thread with their outcome and cache name: most requests repeat one of a handful
+    /// (`hit; ttl=<n>`, `fwd=uri-miss; fwd-status=200; ttl=<n>; stored`), and one seen
+    /// before is neither formatted nor allocated again.
+    fn remembered(&self, name: &str) -> Option<HeaderValue> {
+        const KEPT: usize = 4;
+        type Kept = [Option<(String, Outcome, HeaderValue)>; KEPT];
         thread_local! {
-            static LAST: std::cell::RefCell<Option<(String, i64, HeaderValue)>> =
-                const { std::cell::RefCell::new(None) };
+            static LAST: std::cell::RefCell<(usize, Kept)> =
+                const { std::cell::RefCell::new((0, [const { None }; KEPT])) };
         }
-        let ttl = self.ttl?;
-        if *self != Outcome::hit(ttl) {
-            return None;
-        }
-        LAST.with_borrow_mut(|last| {
-            if let Some((n, t, value)) = last
-                && *t == ttl
-                && n == name
+        LAST.with_borrow_mut(|(next, kept)| {
+            if let Some((_, _, value)) = kept
+                .iter()
+                .flatten()
+                .find(|(n, outcome, _)| outcome == self && n == name)
             {
                 return Some(value.clone());
             }
+            // From the string's own buffer: checked, not copied.
             let value =
                 HeaderValue::from_maybe_shared(bytes::Bytes::from(self.member(name))).ok()?;
-            *last = Some((name.to_string(), ttl, value.clone()));
+            kept[*next] = Some((name.to_string(), self.clone(), value.clone()));
+            *next = (*next + 1) % KEPT;
             Some(value)
         })
     }

@@ -1002,6 +1002,39 @@ pub(crate) async fn cache_status_says_what_happened_and_why_nothing_was_stored(
         (reply.header("cache-status"), reply.x_cache()),
         (None, "MISS")
     );
+    off.stored(1).await;
+    let hit = off.get("/").await;
+    assert_eq!((hit.header("cache-status"), hit.x_cache()), (None, "HIT"));
+
+    // A cache nearer the origin keeps its member; this cache's goes last, on the
+    // stored response's hits too (RFC 9211 §2).
+    let behind = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, _| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("cache-status", "origin-cache; hit"),
+            ],
+            "x",
+        )
+    })
+    .await;
+    assert_eq!(
+        status(&behind.get("/").await),
+        "origin-cache; hit, partcache; fwd=uri-miss; fwd-status=200; ttl=60; stored"
+    );
+    behind.stored(1).await;
+    let hit = behind.get("/").await;
+    let hit_status = status(&hit);
+    assert!(
+        hit_status.starts_with("origin-cache; hit, partcache; hit; ttl="),
+        "{hit_status}"
+    );
+    assert_eq!(
+        hit.headers.get_all("cache-status").iter().count(),
+        1,
+        "one field, members joined"
+    );
 }
 
 pub(crate) async fn requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them(
