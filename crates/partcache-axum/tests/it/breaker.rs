@@ -174,8 +174,11 @@ async fn a_frozen_node_costs_nothing_once_its_breaker_opens(
 
     let resumed = Instant::now();
     tokio::task::block_in_place(resume);
-    // Requests (which start the probes) keep flowing; the breaker closes once a probe
-    // finds the node answering, within a probe interval (plus a probe's round trip).
+    // Requests keep flowing over every path: a probe starts on the turn of a request
+    // for the frozen node (on a cluster only some paths live there), and the breaker
+    // closes once it finds the node answering, within a probe interval (plus a probe's
+    // round trip).
+    let mut next = 0;
     while any_open(&responses) {
         assert!(
             resumed.elapsed() < PROBE_INTERVAL + SLACK,
@@ -183,7 +186,8 @@ async fn a_frozen_node_costs_nothing_once_its_breaker_opens(
             resumed.elapsed(),
             breakers(&responses)
         );
-        let _ = server.get("/p/0").await;
+        let _ = server.get(&format!("/p/{}", next % PATHS)).await;
+        next += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     eprintln!("closed {:?} after the node resumed", resumed.elapsed());
