@@ -13,6 +13,7 @@ use crate::entries::{Entries, RemoveKey};
 use crate::error::{Error, Result};
 use crate::event::{EventFilter, EventReceiver};
 use crate::key_text::write_key_text;
+use crate::lease::{self, Ticket};
 use crate::loader::{BoxError, CacheLoader, CacheWriter, CallbackError};
 use crate::partition::{HashingPolicy, PartitionMap};
 use crate::single_flight::SingleFlight;
@@ -46,6 +47,8 @@ pub(crate) struct CacheInner<K, V> {
     pub(crate) read_through: bool,
     pub(crate) writer: Option<Arc<dyn CacheWriter<K, V>>>,
     pub(crate) flights: SingleFlight<K, V>,
+    /// How long a load's lease lasts on a store that keeps leases (`crate::lease`).
+    pub(crate) lease_ttl: Duration,
     pub(crate) key_locks: Option<Box<[tokio::sync::Mutex<()>]>>,
     /// Checks the local store makes that a remote store makes anyway, so that switching
     /// backends never changes what is accepted.
@@ -177,7 +180,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         tracing::debug_span!("partcache.store", cache = %self.inner.name, op)
     }
 
-    fn track<T>(&self, result: Result<T>) -> Result<T> {
+    pub(crate) fn track<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(e) = &result {
             match e {
                 Error::Rejected(_) => self.inner.stats.rejections.incr(),
@@ -258,7 +261,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Ok(())
     }
 
-    fn check_value(&self, key: &K, value: &V) -> Result<()> {
+    pub(crate) fn check_value(&self, key: &K, value: &V) -> Result<()> {
         if let Some(LocalChecks {
             max_value_bytes: Some(limit),
             codec,
@@ -1194,12 +1197,21 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// failing or panicking `load` returns an error to every waiter and caches nothing.
     ///
     /// **Who runs, who waits.** The first task of this process to miss the key runs
-    /// `load`; the others of this process wait for it (other processes on a shared
-    /// store load for themselves). A write of the key while `load` runs wins: the loaded
-    /// value is returned to the waiters but not stored over the newer one.
+    /// `load`; the others of this process wait for it. On a Redis store shared by
+    /// several processes, that task first takes the key's lease: if a task of another
+    /// process holds it, this one waits for that process's value instead of loading
+    /// (asking again after pauses of 2 ms doubling to 20 ms, for at most the lease's
+    /// time to live, [`crate::CacheBuilder::lease_ttl`]); so one process in the
+    /// whole deployment runs `load`. A write or removal of the key (in any process)
+    /// while `load` runs wins: the loaded value is returned to the waiters but not
+    /// stored over the newer state (counted in [`crate::CacheStats::stale_sets_prevented`]).
+    /// A lease holder that dies leaves the key to the next caller after the lease's
+    /// time to live. An unreachable store (a transient error: [`Error::Unavailable`],
+    /// [`Error::Timeout`], [`Error::CircuitOpen`]) does not fail the call: each process
+    /// then loads once for its callers and returns the value uncached.
     ///
-    /// **Cost.** A hit costs what [`Cache::get`] does; a miss adds `load` and one
-    /// [`Cache::put`].
+    /// **Cost.** A hit costs what [`Cache::get`] does. A miss adds `load` and one
+    /// [`Cache::put`], and on a Redis store one round trip for the lease.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -1214,8 +1226,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     ///
     /// # Errors
     ///
-    /// [`Error::Loader`] with `load`'s error (or [`Error::Panicked`]), and the errors
-    /// of [`Cache::get`] and [`Cache::put`].
+    /// [`Error::Loader`] with `load`'s error (or [`Error::Panicked`]), and the
+    /// non-transient errors of [`Cache::get`] ([`Error::Closed`], [`Error::Rejected`]).
     pub async fn get_or_load<F, Fut, E>(&self, key: &K, load: F) -> Result<Arc<V>>
     where
         F: FnOnce(K) -> Fut,
@@ -1252,8 +1264,16 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Fut: Future<Output = Result<V, E>>,
         E: Into<BoxError>,
     {
-        if let Some(value) = self.get(key).await? {
-            return Ok(value);
+        match self.get(key).await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            // Fail open: a store that cannot be reached does not keep the caller from
+            // its value; the load below is the flight's (once per process), and its
+            // store write fails and is logged.
+            Err(error) if error.is_transient() => {
+                tracing::debug!(cache = %self.inner.name, %error, "store unreachable; loading without it");
+            }
+            Err(error) => return Err(error),
         }
         let value = self
             .load_through(key, ttl, move |k| async move {
@@ -1287,7 +1307,12 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Stores a value the loader gave: a load, so neither a put in the statistics nor a
     /// writer call (JSR-107 §9.2, §12.4: the value comes from the system of record).
     /// Only if the key is still absent: a value written meanwhile is newer.
-    async fn store_load(&self, key: &K, value: Arc<V>, ttl: Option<Duration>) -> Result<()> {
+    pub(crate) async fn store_load(
+        &self,
+        key: &K,
+        value: Arc<V>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
         self.check_value(key, &value)?;
         let write = Write {
             condition: Condition::IfAbsent,
@@ -1329,7 +1354,53 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             })
     }
 
-    /// Loads a missing value once for all concurrent callers, caches it, returns it.
+    /// The lease of `key` for a flight's leader that found it missing (`crate::lease`).
+    pub(crate) async fn take_lease(&self, key: &K) -> Ticket<V> {
+        lease::take(
+            &*self.inner.store,
+            &self.inner.name,
+            key,
+            self.inner.lease_ttl,
+        )
+        .await
+    }
+
+    /// Stores a loaded value as `ticket` allows: under the lease (which the store
+    /// refuses when a write invalidated it), only if the key is still absent when there
+    /// is no lease, or not at all after waiting a lease time in vain. A store that
+    /// fails only logs: the caller has its value.
+    pub(crate) async fn store_loaded(
+        &self,
+        key: &K,
+        ticket: &Ticket<V>,
+        value: Arc<V>,
+        ttl: Option<Duration>,
+    ) {
+        let stored = match ticket {
+            Ticket::Leased(token) => match self.check_value(key, &value) {
+                Ok(()) => {
+                    let (store, name) = (&*self.inner.store, &self.inner.name);
+                    let put = lease::put(store, &self.inner.stats, name, key, token, value, ttl);
+                    self.track(put.await)
+                }
+                Err(error) => Err(error),
+            },
+            Ticket::Unleased => self.store_load(key, value, ttl).await,
+            Ticket::Hit(_) | Ticket::Unprotected => Ok(()),
+        };
+        if let Err(error) = stored {
+            tracing::warn!(cache = %self.inner.name, %error, "loaded value could not be cached");
+        }
+    }
+
+    /// Ends the lease of a load that found no value or failed.
+    pub(crate) async fn release_lease(&self, key: &K, ticket: &Ticket<V>) {
+        lease::release(&*self.inner.store, &self.inner.name, key, ticket).await;
+    }
+
+    /// Loads a missing value once for all concurrent callers, caches it, returns it:
+    /// once per process (the flight), and on a store shared by several processes once
+    /// for all of them (the key's lease, `crate::lease`).
     async fn load_through<F, Fut>(
         &self,
         key: &K,
@@ -1347,6 +1418,10 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 if let Some(Ok(Some(v))) = self.inner.store.get_now(key) {
                     return Ok(Some(v));
                 }
+                let ticket = self.take_lease(key).await;
+                if let Ticket::Hit(value) = ticket {
+                    return Ok(Some(value));
+                }
                 let start = Stopwatch::start();
                 let loaded = load(key.clone()).await;
                 self.inner.stats.time_load(start.elapsed());
@@ -1355,17 +1430,17 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         self.inner.stats.load_successes.incr();
                         let value = Arc::new(value);
                         // A cache that cannot store the value still serves it.
-                        if let Err(error) = self.store_load(key, value.clone(), ttl).await {
-                            tracing::warn!(cache = %self.inner.name, %error, "loaded value could not be cached");
-                        }
+                        self.store_loaded(key, &ticket, value.clone(), ttl).await;
                         Ok(Some(value))
                     }
                     Ok(None) => {
                         self.inner.stats.load_successes.incr();
+                        self.release_lease(key, &ticket).await;
                         Ok(None)
                     }
                     Err(e) => {
                         self.inner.stats.load_failures.incr();
+                        self.release_lease(key, &ticket).await;
                         Err(Error::loader(CallbackError(e)))
                     }
                 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod expiry;
 pub mod key_text;
+mod lease;
 pub mod loader;
 #[doc(hidden)]
 pub mod macro_support;

@@ -726,6 +726,7 @@ fn merge(over: CacheConfig, under: CacheConfig) -> CacheConfig {
         event_capacity: over.event_capacity.or(under.event_capacity),
         publish_events: over.publish_events.or(under.publish_events),
         near_cache: over.near_cache.or(under.near_cache),
+        lease_ttl: over.lease_ttl.or(under.lease_ttl),
     }
 }
 
@@ -764,6 +765,9 @@ fn configured<K: CacheKey, V: CacheValue>(
     }
     if let Some(near) = config.near_cache {
         builder = builder.near_cache(near);
+    }
+    if let Some(ttl) = config.lease_ttl {
+        builder = builder.lease_ttl(ttl);
     }
     builder
 }
