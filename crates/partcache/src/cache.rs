@@ -12,11 +12,10 @@ use tracing::Instrument;
 use crate::entries::{Entries, RemoveKey};
 use crate::error::{Error, Result};
 use crate::event::{EventFilter, EventReceiver};
+use crate::flight::{self, Flights, Kind, Loaded, Outcome, Ticket};
 use crate::key_text::write_key_text;
-use crate::lease::{self, Ticket};
 use crate::loader::{BoxError, CacheLoader, CacheWriter, CallbackError};
 use crate::partition::{HashingPolicy, PartitionMap};
-use crate::single_flight::SingleFlight;
 use crate::stats::{CacheStats, StatsCounters, Stopwatch};
 use crate::store::encoded::EncodedStore;
 use crate::store::{Action, Computed, Condition, Decision, Store, Write, WriteOutcome};
@@ -46,8 +45,8 @@ pub(crate) struct CacheInner<K, V> {
     /// (JCache's `isReadThrough`); [`Cache::load_all`] uses the loader either way.
     pub(crate) read_through: bool,
     pub(crate) writer: Option<Arc<dyn CacheWriter<K, V>>>,
-    pub(crate) flights: SingleFlight<K, V>,
-    /// How long a load's lease lasts on a store that keeps leases (`crate::lease`).
+    pub(crate) flights: Arc<Flights<K, Outcome<V>>>,
+    /// How long a load's lease lasts on a store that keeps leases ([`crate::flight`]).
     pub(crate) lease_ttl: Duration,
     pub(crate) key_locks: Option<Box<[tokio::sync::Mutex<()>]>>,
     /// Checks the local store makes that a remote store makes anyway, so that switching
@@ -1210,8 +1209,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// [`Error::Timeout`], [`Error::CircuitOpen`]) does not fail the call: each process
     /// then loads once for its callers and returns the value uncached.
     ///
-    /// **Cost.** A hit costs what [`Cache::get`] does. A miss adds `load` and one
-    /// [`Cache::put`], and on a Redis store one round trip for the lease.
+    /// **Cost.** On `memory://` a hit costs what [`Cache::get`] does, and a miss adds
+    /// `load` and one [`Cache::put`]. On a Redis store a call is one round trip (a
+    /// function call that reads the key and, on a miss, takes its lease), and tasks of
+    /// this process asking for one key at once share it; a miss adds `load` and one
+    /// write.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -1264,6 +1266,28 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Fut: Future<Output = Result<V, E>>,
         E: Into<BoxError>,
     {
+        if self.inner.encoded.is_some() && !self.inner.lease_ttl.is_zero() {
+            // A store with leases: one round trip reads the key and, on a miss, takes
+            // its lease (the flight's leader's), instead of a read and then a lease.
+            self.ensure_open()?;
+            if let Some(Ok(Some(value))) = self.inner.store.get_now(key) {
+                self.inner.stats.hits.incr();
+                return Ok(value);
+            }
+            let loaded = self
+                .flight_load(key, ttl, false, move |k| async move {
+                    load(k).await.map(Some).map_err(Into::into)
+                })
+                .await?;
+            // Every caller counts what the leader's read found.
+            match loaded.hit {
+                true => self.inner.stats.hits.incr(),
+                false => self.inner.stats.misses.incr(),
+            }
+            return loaded
+                .value
+                .ok_or_else(|| Error::Store("loader returned no value".into()));
+        }
         match self.get(key).await {
             Ok(Some(value)) => return Ok(value),
             Ok(None) => {}
@@ -1338,7 +1362,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 match loaded {
                     Ok(value) => {
                         self.inner.stats.load_successes.incr();
-                        Ok(value.map(Arc::new))
+                        Ok(Loaded::loaded(value.map(Arc::new)))
                     }
                     Err(e) => {
                         self.inner.stats.load_failures.incr();
@@ -1347,6 +1371,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 }
             })
             .await
+            .map(|loaded| loaded.value)
             .inspect_err(|e| {
                 if matches!(e, Error::Panicked(..)) {
                     self.inner.stats.load_failures.incr();
@@ -1354,9 +1379,27 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             })
     }
 
-    /// The lease of `key` for a flight's leader that found it missing (`crate::lease`).
-    pub(crate) async fn take_lease(&self, key: &K) -> Ticket<V> {
-        lease::take(
+    /// The lease of a missing `key`, for the leader of an adapter's own flight (see
+    /// [`crate::flight`]): on a store several processes share, waits while another
+    /// process holds it (at most the lease's time to live) and returns that process's
+    /// value if it stored one ([`Ticket::hit`]); else this process loads, and hands the
+    /// value to [`Cache::store_leased`] (or, without one, [`Cache::release_lease`]).
+    /// Never fails: without leases (`memory://`, `lease_ttl` 0) or when the store
+    /// cannot be reached, the ticket says so ([`Ticket::is_unleased`]) and the loaded
+    /// value is stored as without leases.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let users = manager.cache::<u64, String>("lease-doc").build().await?;
+    /// let ticket = users.lease(&7).await;
+    /// assert!(ticket.hit().is_none() && ticket.is_unleased()); // one process: no lease
+    /// users.store_leased(&7, &ticket, std::sync::Arc::new("ada".to_string()), None).await;
+    /// assert_eq!(users.get(&7).await?.as_deref().map(String::as_str), Some("ada"));
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn lease(&self, key: &K) -> Ticket<V> {
+        flight::take(
             &*self.inner.store,
             &self.inner.name,
             key,
@@ -1365,42 +1408,50 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         .await
     }
 
-    /// Stores a loaded value as `ticket` allows: under the lease (which the store
-    /// refuses when a write invalidated it), only if the key is still absent when there
-    /// is no lease, or not at all after waiting a lease time in vain. A store that
-    /// fails only logs: the caller has its value.
-    pub(crate) async fn store_loaded(
+    /// Stores a value loaded under `ticket` (see [`Cache::lease`]): under the lease,
+    /// which the store refuses when a write or removal of the key (by any process)
+    /// voided it meanwhile (counted in [`CacheStats::stale_sets_prevented`]); without a
+    /// lease, only if the key is still absent; after waiting a lease time in vain, not
+    /// at all. A load, not a put (JSR-107 §9.2): not counted as a put, no writer call.
+    /// Returns whether the value was stored; a store that fails is logged, not returned
+    /// (the caller has its value).
+    pub async fn store_leased(
         &self,
         key: &K,
         ticket: &Ticket<V>,
         value: Arc<V>,
         ttl: Option<Duration>,
-    ) {
-        let stored = match ticket {
-            Ticket::Leased(token) => match self.check_value(key, &value) {
+    ) -> bool {
+        let stored = match &ticket.0 {
+            Kind::Leased(token) => match self.check_value(key, &value) {
                 Ok(()) => {
                     let (store, name) = (&*self.inner.store, &self.inner.name);
-                    let put = lease::put(store, &self.inner.stats, name, key, token, value, ttl);
+                    let put = flight::put(store, &self.inner.stats, name, key, token, value, ttl);
                     self.track(put.await)
                 }
                 Err(error) => Err(error),
             },
-            Ticket::Unleased => self.store_load(key, value, ttl).await,
-            Ticket::Hit(_) | Ticket::Unprotected => Ok(()),
+            Kind::Unleased | Kind::Unsupported => {
+                self.store_load(key, value, ttl).await.map(|()| true)
+            }
+            Kind::Hit(_) | Kind::Unprotected => Ok(false),
         };
-        if let Err(error) = stored {
+        stored.unwrap_or_else(|error| {
             tracing::warn!(cache = %self.inner.name, %error, "loaded value could not be cached");
-        }
+            false
+        })
     }
 
-    /// Ends the lease of a load that found no value or failed.
-    pub(crate) async fn release_lease(&self, key: &K, ticket: &Ticket<V>) {
-        lease::release(&*self.inner.store, &self.inner.name, key, ticket).await;
+    /// Ends the lease of a load that found no value or failed (see [`Cache::lease`]), so
+    /// that the next caller, in any process, leads at once. Does nothing without one.
+    pub async fn release_lease(&self, key: &K, ticket: &Ticket<V>) {
+        flight::release(&*self.inner.store, &self.inner.name, key, ticket).await;
     }
 
     /// Loads a missing value once for all concurrent callers, caches it, returns it:
     /// once per process (the flight), and on a store shared by several processes once
-    /// for all of them (the key's lease, `crate::lease`).
+    /// for all of them (the key's lease, [`crate::flight`]). The caller read the key
+    /// already (and counted it).
     async fn load_through<F, Fut>(
         &self,
         key: &K,
@@ -1411,16 +1462,45 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         F: FnOnce(K) -> Fut,
         Fut: Future<Output = Result<Option<V>, BoxError>>,
     {
+        let loaded = self.flight_load(key, ttl, true, load).await?;
+        Ok(loaded.value)
+    }
+
+    /// [`Cache::load_through`]'s flight. `read`: whether the caller read the key
+    /// already; if not, the leader's lease call is the read (one round trip for the
+    /// read and the lease), or, on a store without leases, a read of its own.
+    async fn flight_load<F, Fut>(
+        &self,
+        key: &K,
+        ttl: Option<Duration>,
+        read: bool,
+        load: F,
+    ) -> Outcome<V>
+    where
+        F: FnOnce(K) -> Fut,
+        Fut: Future<Output = Result<Option<V>, BoxError>>,
+    {
         self.inner
             .flights
             .run(key, || async {
                 // A caller that lost the race to a finished flight finds the value here.
                 if let Some(Ok(Some(v))) = self.inner.store.get_now(key) {
-                    return Ok(Some(v));
+                    return Ok(Loaded::found(v));
                 }
-                let ticket = self.take_lease(key).await;
-                if let Ticket::Hit(value) = ticket {
-                    return Ok(Some(value));
+                let ticket = self.lease(key).await;
+                if let Some(value) = ticket.hit() {
+                    return Ok(Loaded::found(value.clone()));
+                }
+                if !read && matches!(ticket.0, Kind::Unsupported) {
+                    match self.inner.store.get_one(key).await {
+                        Ok(Some(value)) => return Ok(Loaded::found(value)),
+                        Ok(None) => {}
+                        // Fail open, as `get_or_load` does on its read.
+                        Err(error) if error.is_transient() => {
+                            tracing::debug!(cache = %self.inner.name, %error, "store unreachable; loading without it");
+                        }
+                        Err(error) => return Err(error),
+                    }
                 }
                 let start = Stopwatch::start();
                 let loaded = load(key.clone()).await;
@@ -1430,13 +1510,13 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         self.inner.stats.load_successes.incr();
                         let value = Arc::new(value);
                         // A cache that cannot store the value still serves it.
-                        self.store_loaded(key, &ticket, value.clone(), ttl).await;
-                        Ok(Some(value))
+                        self.store_leased(key, &ticket, value.clone(), ttl).await;
+                        Ok(Loaded::loaded(Some(value)))
                     }
                     Ok(None) => {
                         self.inner.stats.load_successes.incr();
                         self.release_lease(key, &ticket).await;
-                        Ok(None)
+                        Ok(Loaded::loaded(None))
                     }
                     Err(e) => {
                         self.inner.stats.load_failures.incr();

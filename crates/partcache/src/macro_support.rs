@@ -37,7 +37,7 @@ use crate::adapter::FailOpen;
 use crate::cache::Cache;
 pub use crate::cache_decl::{CacheDecl, Deserializable, Evict, Serializable};
 use crate::error::Error;
-use crate::lease::Ticket;
+use crate::flight::Loaded;
 use crate::manager::CacheManager;
 
 /// The process-wide default manager, by reference (no clone on the hot path).
@@ -506,21 +506,21 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
             .run(&key, move || async move {
                 // A caller that missed just before the previous leader stored its value.
                 if let Some(value) = (decl.ops.get_now)(cache_ref, key_ref) {
-                    return Ok(Some(value));
+                    return Ok(Loaded::found(value));
                 }
                 // Across processes: another one may have stored it, or be calling.
-                let ticket = cache_ref.take_lease(key_ref).await;
-                if let Ticket::Hit(value) = ticket {
-                    return Ok(Some(value));
+                let ticket = cache_ref.lease(key_ref).await;
+                if let Some(value) = ticket.hit() {
+                    return Ok(Loaded::found(value.clone()));
                 }
                 let Some(call) = call_slot.take() else {
-                    return Ok(None);
+                    return Ok(Loaded::loaded(None));
                 };
                 match AssertUnwindSafe(call).catch_unwind().await {
                     Ok(out) => {
                         let value = value_of(&out).map(Arc::new);
-                        match (&value, &ticket) {
-                            (Some(value), Ticket::Unleased) => {
+                        match &value {
+                            Some(value) if ticket.is_unleased() => {
                                 decl.store(
                                     cache_ref,
                                     key_ref.clone(),
@@ -530,15 +530,15 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
                                 )
                                 .await;
                             }
-                            (Some(value), _) => {
+                            Some(value) => {
                                 cache_ref
-                                    .store_loaded(key_ref, &ticket, value.clone(), options.ttl)
+                                    .store_leased(key_ref, &ticket, value.clone(), options.ttl)
                                     .await;
                             }
-                            (None, _) => cache_ref.release_lease(key_ref, &ticket).await,
+                            None => cache_ref.release_lease(key_ref, &ticket).await,
                         }
                         *output_slot = Some(out);
-                        Ok(value)
+                        Ok(Loaded::loaded(value))
                     }
                     Err(payload) => {
                         cache_ref.release_lease(key_ref, &ticket).await;
@@ -547,7 +547,8 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
                     }
                 }
             })
-            .await;
+            .await
+            .map(|loaded| loaded.value);
         if let Some(payload) = panic {
             std::panic::resume_unwind(payload);
         }

@@ -18,9 +18,9 @@ use crate::config::{
 use crate::error::{Error, Result};
 use crate::event::EventSender;
 use crate::expiry::{Custom, CustomExpiry, ExpiryPolicy, ExpirySettings};
+use crate::flight::Flights;
 use crate::loader::{CacheLoader, CacheWriter};
 use crate::partition::{HashingPolicy, PartitionMap};
-use crate::single_flight::SingleFlight;
 use crate::stats::StatsCounters;
 use crate::store::Store;
 use crate::store::encoded::{EncodedConfig, EncodedStore};
@@ -637,7 +637,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 loader: self.loader,
                 read_through: self.read_through,
                 writer: self.writer,
-                flights: SingleFlight::default(),
+                flights: Arc::new(Flights::new()),
                 lease_ttl: config
                     .lease_ttl
                     .or(match &manager.backend {

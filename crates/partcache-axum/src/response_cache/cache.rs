@@ -5,11 +5,11 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Method, Request, Uri};
+use partcache::flight::Flights;
 use partcache::{
     AnyCache, CacheBuilder, CacheConfig, CacheKey, CacheManager, CacheValue, NearCache,
 };
 use partcache_tower::backlog::{Backlog, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES};
-use partcache_tower::coalesce::Coalescer;
 
 use super::entry::{CachedEntry, TagKeys};
 use super::key::{RequestKey, normalize_host, request_host};
@@ -704,7 +704,7 @@ impl ResponseCacheBuilder {
                 responses,
                 tags,
                 config: self.config,
-                flights: Arc::new(Coalescer::new()),
+                flights: Arc::new(Flights::new()),
                 counters: Counters::default(),
                 local,
             }),

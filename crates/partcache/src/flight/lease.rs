@@ -1,25 +1,5 @@
-//! Leases: one load per key across every process sharing a remote store, and no stale
-//! sets.
-//!
-//! Within a process, concurrent misses of a key already share one load (the flight);
-//! its leader then asks the store for the key's *lease*
-//! ([`Store::lease`]), atomically with reading the key. Three answers:
-//!
-//! * a value (another process stored it meanwhile): no load at all;
-//! * the lease: this process loads, and stores the value under the lease's token
-//!   ([`Store::put_leased`]). Any write or removal of the key, by any process, while
-//!   it loads invalidates the token, and the store refuses the put: the loaded value
-//!   was read before that change (a *stale set*, counted in
-//!   [`crate::CacheStats::stale_sets_prevented`]). The callers still get the value
-//!   their load returned, as they would without a cache;
-//! * held by another process: wait for its value, asking again after a short pause
-//!   that doubles up to [`MAX_PAUSE`] and never outlasts the lease; a holder that died
-//!   leaves a lease that expires after its time to live, and the next caller leads.
-//!
-//! This is the lease of memcache at Facebook (Nishtala et al., "Scaling Memcache at
-//! Facebook", NSDI 2013, §3.2.1). Stores seen by one process only (`memory://`) keep no
-//! leases: the flight alone is exact there. A store that cannot be reached fails open:
-//! the flight's leader loads as without leases, so leases never add an error.
+//! The remote part of a flight: the key's lease on a store shared by several processes
+//! (see the module docs of [`crate::flight`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,19 +17,50 @@ pub(crate) const MAX_PAUSE: Duration = Duration::from_millis(20);
 /// The first pause of a waiter.
 const FIRST_PAUSE: Duration = Duration::from_millis(2);
 
-/// What a flight's leader may do with a missing key, after asking for its lease.
+/// What the leader of a flight may do with a missing key, once the store answered for
+/// the key's lease ([`crate::Cache::lease`]): use the value another process stored
+/// meanwhile ([`Ticket::hit`]), or load it and hand the value to
+/// [`crate::Cache::store_leased`] (or, without a value, to
+/// [`crate::Cache::release_lease`]).
 #[derive(Debug)]
-pub(crate) enum Ticket<V> {
+pub struct Ticket<V>(pub(crate) Kind<V>);
+
+#[derive(Debug)]
+pub(crate) enum Kind<V> {
     /// Another process stored the value meanwhile.
     Hit(Arc<V>),
     /// This process holds the lease (its token): load, then store under it.
     Leased(String),
-    /// No lease (the store keeps none, or it failed: fail open): load and store as
-    /// without leases.
+    /// No lease: the store keeps none (and read nothing). Load and store as without
+    /// leases.
+    Unsupported,
+    /// No lease: the store failed (fail open). Load and store as without leases.
     Unleased,
     /// Waited a whole lease time for other processes' loads without a value: load,
     /// and store nothing (a value loaded without a lease may be stale).
     Unprotected,
+}
+
+impl<V> Ticket<V> {
+    /// The value another process stored while this one waited: serve it, load nothing.
+    pub fn hit(&self) -> Option<&Arc<V>> {
+        match &self.0 {
+            Kind::Hit(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Whether this process holds the key's lease: its store write is refused if any
+    /// process writes or removes the key before it.
+    pub fn is_leased(&self) -> bool {
+        matches!(self.0, Kind::Leased(_))
+    }
+
+    /// Whether the store keeps no lease for this load (one process, or the store
+    /// failed): the caller stores as it would without leases.
+    pub fn is_unleased(&self) -> bool {
+        matches!(self.0, Kind::Unleased | Kind::Unsupported)
+    }
 }
 
 /// A token unique to this lease: this process's random nonce and a counter (hex
@@ -84,16 +95,16 @@ where
     V: Send + Sync + 'static,
 {
     if ttl.is_zero() {
-        return Ticket::Unleased;
+        return Ticket(Kind::Unsupported);
     }
     let token = token();
     let deadline = Instant::now() + ttl;
     let mut pause = FIRST_PAUSE;
     loop {
         match store.lease(key, &token, ttl).await {
-            Ok(Lease::Hit(value)) => return Ticket::Hit(value),
-            Ok(Lease::Granted) => return Ticket::Leased(token),
-            Ok(Lease::Unsupported) => return Ticket::Unleased,
+            Ok(Lease::Hit(value)) => return Ticket(Kind::Hit(value)),
+            Ok(Lease::Granted) => return Ticket(Kind::Leased(token)),
+            Ok(Lease::Unsupported) => return Ticket(Kind::Unsupported),
             Ok(Lease::Held { remaining }) => {
                 let now = Instant::now();
                 if now >= deadline {
@@ -101,7 +112,7 @@ where
                         cache,
                         "waited a lease time for another process's load; loading without a lease"
                     );
-                    return Ticket::Unprotected;
+                    return Ticket(Kind::Unprotected);
                 }
                 // Ask again just after the lease ends at the latest, so that a holder
                 // that died is followed at once.
@@ -114,14 +125,14 @@ where
             Err(error) => {
                 // Fail open: the store is down or refused; load as without leases.
                 tracing::debug!(cache, %error, "lease not taken; loading without one");
-                return Ticket::Unleased;
+                return Ticket(Kind::Unleased);
             }
         }
     }
 }
 
-/// Stores a loaded value under the lease `token`; a refusal is no error (the caller
-/// has its value), a stale set prevented is counted.
+/// Stores a loaded value under the lease `token`; whether it was stored. A refusal
+/// is no error (the caller has its value); a stale set prevented is counted.
 pub(crate) async fn put<K, V>(
     store: &dyn Store<K, V>,
     stats: &StatsCounters,
@@ -130,27 +141,27 @@ pub(crate) async fn put<K, V>(
     token: &str,
     value: Arc<V>,
     ttl: Option<Duration>,
-) -> Result<()>
+) -> Result<bool>
 where
     K: Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
     match store.put_leased(key, token, value.clone(), ttl).await? {
-        LeasedPut::Stored => Ok(()),
+        LeasedPut::Stored => Ok(true),
         LeasedPut::Stale => {
             stats.stale_sets_prevented.incr();
             tracing::debug!(
                 cache,
                 "a write invalidated the load's lease: its value is not cached"
             );
-            Ok(())
+            Ok(false)
         }
         LeasedPut::Lost => {
             tracing::debug!(
                 cache,
                 "the load outlasted its lease: its value is not cached"
             );
-            Ok(())
+            Ok(false)
         }
         // A store without leases never grants one; store as without.
         LeasedPut::Unsupported => {
@@ -159,7 +170,7 @@ where
                 action: Action::Put { value, ttl },
                 want_previous: false,
             };
-            store.write(key, write).await.map(drop)
+            store.write(key, write).await.map(|outcome| outcome.applied)
         }
     }
 }
@@ -171,7 +182,7 @@ where
     K: Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    if let Ticket::Leased(token) = ticket
+    if let Kind::Leased(token) = &ticket.0
         && let Err(error) = store.release_lease(key, token).await
     {
         // The lease then ends with its time to live.
