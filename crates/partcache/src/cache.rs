@@ -1362,7 +1362,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 match loaded {
                     Ok(value) => {
                         self.inner.stats.load_successes.incr();
-                        Ok(Loaded::loaded(value.map(Arc::new)))
+                        Ok(Loaded::by_loader(value.map(Arc::new)))
                     }
                     Err(e) => {
                         self.inner.stats.load_failures.incr();
@@ -1511,12 +1511,12 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         let value = Arc::new(value);
                         // A cache that cannot store the value still serves it.
                         self.store_leased(key, &ticket, value.clone(), ttl).await;
-                        Ok(Loaded::loaded(Some(value)))
+                        Ok(Loaded::by_loader(Some(value)))
                     }
                     Ok(None) => {
                         self.inner.stats.load_successes.incr();
                         self.release_lease(key, &ticket).await;
-                        Ok(Loaded::loaded(None))
+                        Ok(Loaded::by_loader(None))
                     }
                     Err(e) => {
                         self.inner.stats.load_failures.incr();

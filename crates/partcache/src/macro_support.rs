@@ -514,7 +514,7 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
                     return Ok(Loaded::found(value.clone()));
                 }
                 let Some(call) = call_slot.take() else {
-                    return Ok(Loaded::loaded(None));
+                    return Ok(Loaded::by_loader(None));
                 };
                 match AssertUnwindSafe(call).catch_unwind().await {
                     Ok(out) => {
@@ -538,7 +538,7 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
                             None => cache_ref.release_lease(key_ref, &ticket).await,
                         }
                         *output_slot = Some(out);
-                        Ok(Loaded::loaded(value))
+                        Ok(Loaded::by_loader(value))
                     }
                     Err(payload) => {
                         cache_ref.release_lease(key_ref, &ticket).await;

@@ -33,7 +33,7 @@ impl<V> Clone for Loaded<V> {
 
 impl<V> Loaded<V> {
     /// A value loaded (or found absent) by the loader.
-    pub(crate) fn loaded(value: Option<Arc<V>>) -> Self {
+    pub(crate) fn by_loader(value: Option<Arc<V>>) -> Self {
         Loaded { value, hit: false }
     }
 
