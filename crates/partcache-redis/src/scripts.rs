@@ -60,11 +60,13 @@ pub(crate) struct Scripts {
     pub lease_put: Script,
     /// Ends a lease without a value (see `lua/lease_release.lua`).
     pub lease_release: Script,
+    /// The lease on a cache's reaping (`lua/reaper_lease.lua`).
+    pub reaper_lease: Script,
 }
 
 /// The operations: name, body, and whether the body runs after `setup` (the
 /// cache's settings and the server time, see `lua/common.lua`).
-const OPERATIONS: [(&str, &str, bool); 18] = [
+const OPERATIONS: [(&str, &str, bool); 19] = [
     ("write", include_str!("lua/write.lua"), true),
     ("upsert", include_str!("lua/upsert.lua"), true),
     ("upsert_batch", include_str!("lua/upsert_batch.lua"), false),
@@ -83,6 +85,7 @@ const OPERATIONS: [(&str, &str, bool); 18] = [
     ("lease", include_str!("lua/lease.lua"), true),
     ("lease_put", include_str!("lua/lease_put.lua"), true),
     ("lease_release", include_str!("lua/lease_release.lua"), true),
+    ("reaper_lease", include_str!("lua/reaper_lease.lua"), false),
 ];
 
 /// Builds the library: `lua/common.lua`, then every operation's body as a registered
@@ -126,6 +129,7 @@ fn build() -> Scripts {
         lease: function("lease"),
         lease_put: function("lease_put"),
         lease_release: function("lease_release"),
+        reaper_lease: function("reaper_lease"),
         library: Library { name, source },
     }
 }

@@ -16,8 +16,9 @@ use crate::flight::{self, Flights, Kind, Loaded, Outcome, Ticket};
 use crate::key_text::write_key_text;
 use crate::loader::{BoxError, CacheLoader, CacheWriter, CallbackError};
 use crate::partition::{HashingPolicy, PartitionMap};
-use crate::stats::{CacheStats, StatsCounters, Stopwatch};
+use crate::stats::{CacheStats, GetTicket, StatsCounters, Stopwatch};
 use crate::store::encoded::EncodedStore;
+use crate::store::local::LocalStore;
 use crate::store::{Action, Computed, Condition, Decision, Store, Write, WriteOutcome};
 
 /// What a cache key must be: hashable for the local store, serializable for remote
@@ -38,6 +39,10 @@ impl<T> CacheValue for T where T: Serialize + DeserializeOwned + Send + Sync + '
 pub(crate) struct CacheInner<K, V> {
     pub(crate) name: String,
     pub(crate) store: Arc<dyn Store<K, V>>,
+    /// `store` itself when it is the local store: one-key reads go to it directly (no
+    /// dynamic call, no `Result` to unwrap), which is most of what a local hit costs
+    /// beyond moka's own lookup.
+    pub(crate) local: Option<Arc<LocalStore<K, V>>>,
     pub(crate) encoded: Option<Arc<EncodedStore<K, V>>>,
     pub(crate) stats: Arc<StatsCounters>,
     pub(crate) loader: Option<Arc<dyn CacheLoader<K, V>>>,
@@ -395,8 +400,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         if self.inner.local_checks.is_some() {
             self.check_key(key)?;
         }
-        let timed = self.inner.stats.sample_get();
-        let found = match self.inner.store.get_now(key) {
+        let ticket = self.inner.stats.sample_get();
+        let found = match self.read_now(key) {
             Some(found) => found,
             None => {
                 self.inner
@@ -406,7 +411,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                     .await
             }
         };
-        match self.count_get(timed, found)? {
+        match self.count_get(ticket, found)? {
             Some(value) => Ok(Some(value)),
             None => match self.read_through_loader() {
                 Some(loader) => {
@@ -435,13 +440,23 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         {
             return Some(Err(error));
         }
-        let timed = self.inner.stats.sample_get();
-        let Some(found) = self.inner.store.get_now(key) else {
+        let ticket = self.inner.stats.sample_get();
+        let Some(found) = self.read_now(key) else {
             // The caller awaits `get`, which counts and samples this get.
-            self.inner.stats.unsample_get();
+            self.inner.stats.unsample_get(ticket);
             return None;
         };
-        Some(self.count_get(timed, found))
+        Some(self.count_get(ticket, found))
+    }
+
+    /// The store's answer for `key` when it has one without awaiting (see
+    /// [`Store::get_now`]), the local store's read directly.
+    #[inline]
+    fn read_now(&self, key: &K) -> Option<Result<Option<Arc<V>>>> {
+        match &self.inner.local {
+            Some(local) => Some(Ok(local.get_value(key))),
+            None => self.inner.store.get_now(key),
+        }
     }
 
     /// Counts one key's read as `get` does: an error, or a hit or a miss (and its time
@@ -449,16 +464,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     #[inline]
     fn count_get(
         &self,
-        timed: Option<Stopwatch>,
+        ticket: GetTicket,
         found: Result<Option<Arc<V>>>,
     ) -> Result<Option<Arc<V>>> {
         let found = self.track(found)?;
-        let stats = &self.inner.stats;
-        stats.sampled_get(timed);
-        match &found {
-            Some(_) => stats.hits.incr(),
-            None => stats.misses.incr(),
-        }
+        self.inner.stats.end_get(ticket, found.is_some());
         Ok(found)
     }
 

@@ -549,16 +549,18 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         let stats = Arc::new(StatsCounters::named(&self.name));
         let events = EventSender::new(config.event_capacity.unwrap_or(DEFAULT_EVENT_CAPACITY));
         let hashing = config.hashing_policy()?;
-        let (store, encoded, local_checks): (Arc<dyn Store<K, V>>, _, _) = match &manager.backend {
+        let (store, encoded, local_checks, local): (Arc<dyn Store<K, V>>, _, _, _) = match &manager
+            .backend
+        {
             Backend::Memory => {
-                let store = LocalStore::new(LocalConfig {
+                let store = Arc::new(LocalStore::new(LocalConfig {
                     expiry: expiry.clone(),
                     max_entries: config.max_entries,
                     weigher: self.weigher,
                     max_weight: config.max_weight,
                     stats: stats.clone(),
                     events,
-                })?;
+                })?);
                 let checks = LocalChecks {
                     hashing: matches!(hashing, HashingPolicy::Custom(_)).then_some(hashing),
                     max_value_bytes: config.max_value_bytes,
@@ -566,7 +568,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 };
                 let checks = (checks.hashing.is_some() || checks.max_value_bytes.is_some())
                     .then_some(checks);
-                (Arc::new(store), None, checks)
+                (store.clone(), None, checks, Some(store))
             }
             Backend::Remote(backend) => {
                 if self.weigher.is_some() {
@@ -618,7 +620,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                     Some(near) => NearStore::new(encoded.clone(), near).await?,
                     None => encoded.clone(),
                 };
-                (store, Some(encoded), None)
+                (store, Some(encoded), None, None)
             }
         };
         let id = NEXT_OPEN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -632,6 +634,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
             inner: Arc::new(CacheInner {
                 name: self.name.clone(),
                 store,
+                local,
                 encoded,
                 stats,
                 loader: self.loader,

@@ -41,7 +41,9 @@
 //! few stripes), and each stripe times its first get and one in [`GET_SAMPLE`] after
 //! it. A sampled get is recorded in the histogram with a count of [`GET_SAMPLE`], so the
 //! histogram's count and rate follow the number of gets (to within [`GET_SAMPLE`] per
-//! stripe); the average get time is the mean of the sample.
+//! stripe, less the rare tick lost when two threads that share a stripe tick it at the
+//! same moment: the tick is a plain load and store, kept off the hot path's locked
+//! instructions); the average get time is the mean of the sample.
 //! Hits, misses and every other counter are exact, and puts, removals, loads and batch
 //! reads are all timed.
 
@@ -75,6 +77,14 @@ impl Stopwatch {
     pub(crate) fn elapsed(self) -> Duration {
         quanta::Instant::now().saturating_duration_since(self.0)
     }
+}
+
+/// A one-key get under way, from [`StatsCounters::sample_get`]: the stripe it counts
+/// in (read once) and its stopwatch when it is timed.
+#[must_use]
+pub(crate) struct GetTicket {
+    stripe: usize,
+    timed: Option<Stopwatch>,
 }
 
 /// The latency histogram every cache records into (seconds; labels `cache`, `op`).
@@ -147,16 +157,34 @@ impl Counter {
         self.add(1);
     }
 
-    /// Adds one and returns what this thread's stripe held before.
+    /// Adds one to stripe `stripe` (a [`stripe`] read earlier, maybe on another
+    /// thread: any stripe is right, this thread's is merely the fastest).
     #[inline]
-    fn incr_stripe(&self) -> u64 {
-        self.cells[stripe()].0.fetch_add(1, Ordering::Relaxed)
+    fn incr_at(&self, stripe: usize) {
+        self.cells[stripe].0.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes back an [`Counter::incr_stripe`] of this thread's stripe.
+    /// Moves the sampling tick of stripe `stripe` on by one and returns what it held.
+    /// A plain load and store, not a read-modify-write: two threads sharing a stripe
+    /// may lose a tick between them, which moves the sample by one get and counts
+    /// nothing wrong (the tick is no statistic), and the hot path of a local hit is
+    /// spared a locked instruction.
     #[inline]
-    fn decr_stripe(&self) {
-        self.cells[stripe()].0.fetch_sub(1, Ordering::Relaxed);
+    fn tick(&self, stripe: usize) -> u64 {
+        let cell = &self.cells[stripe].0;
+        let n = cell.load(Ordering::Relaxed);
+        cell.store(n.wrapping_add(1), Ordering::Relaxed);
+        n
+    }
+
+    /// Takes a [`Counter::tick`] back.
+    #[inline]
+    fn untick(&self, stripe: usize) {
+        let cell = &self.cells[stripe].0;
+        cell.store(
+            cell.load(Ordering::Relaxed).wrapping_sub(1),
+            Ordering::Relaxed,
+        );
     }
 
     /// The sum over all stripes.
@@ -236,31 +264,42 @@ impl StatsCounters {
         self.latency.get.record(d);
     }
 
-    /// Counts a one-key get and returns a stopwatch if this one is to be timed: the
-    /// first on each stripe (so every thread's first get after a reset is) and then one
-    /// in [`GET_SAMPLE`]. Pass it to [`StatsCounters::sampled_get`].
+    /// Starts a one-key get: ticks this thread's stripe of the get sample and starts a
+    /// stopwatch if this get is to be timed (the first on each stripe, so every
+    /// thread's first get after a reset is, and then one in [`GET_SAMPLE`]). Pass the
+    /// ticket to [`StatsCounters::end_get`], or to [`StatsCounters::unsample_get`]
+    /// when the get is not made after all.
     #[inline]
-    pub(crate) fn sample_get(&self) -> Option<Stopwatch> {
-        self.gets
-            .incr_stripe()
+    pub(crate) fn sample_get(&self) -> GetTicket {
+        let stripe = stripe();
+        let timed = self
+            .gets
+            .tick(stripe)
             .is_multiple_of(GET_SAMPLE)
-            .then(Stopwatch::start)
+            .then(Stopwatch::start);
+        GetTicket { stripe, timed }
     }
 
     /// Takes back a [`StatsCounters::sample_get`] whose get was not made after all (a
     /// store that cannot answer in place: the caller awaits `get`, which counts it), so
-    /// that a get is counted, and sampled, once. Same thread, no await in between.
+    /// that a get is sampled once.
     #[inline]
-    pub(crate) fn unsample_get(&self) {
-        self.gets.decr_stripe();
+    pub(crate) fn unsample_get(&self, ticket: GetTicket) {
+        self.gets.untick(ticket.stripe);
     }
 
-    /// Records a get [`StatsCounters::sample_get`] chose to time. The histogram counts
-    /// it for the [`GET_SAMPLE`] gets it stands for, so its count and rate follow the
+    /// Ends a one-key get that found a value (`hit`) or not: counts the hit or the
+    /// miss (exactly) and records the time of a timed one. The histogram counts a timed
+    /// get for the [`GET_SAMPLE`] gets it stands for, so its count and rate follow the
     /// number of gets.
     #[inline]
-    pub(crate) fn sampled_get(&self, timed: Option<Stopwatch>) {
-        if let Some(stopwatch) = timed {
+    pub(crate) fn end_get(&self, ticket: GetTicket, hit: bool) {
+        if hit {
+            self.hits.incr_at(ticket.stripe);
+        } else {
+            self.misses.incr_at(ticket.stripe);
+        }
+        if let Some(stopwatch) = ticket.timed {
             let d = stopwatch.elapsed();
             self.get_nanos.add(d.as_nanos() as u64);
             self.gets_timed.incr();
@@ -688,12 +727,14 @@ mod tests {
         let recorded = Recorded::default();
         let counters = metrics::with_local_recorder(&recorded, || StatsCounters::named("users"));
         let mut timed = 0;
-        for _ in 0..GET_SAMPLE * 2 {
-            let stopwatch = counters.sample_get();
-            timed += usize::from(stopwatch.is_some());
-            counters.sampled_get(stopwatch);
+        for i in 0..GET_SAMPLE * 2 {
+            let ticket = counters.sample_get();
+            timed += usize::from(ticket.timed.is_some());
+            counters.end_get(ticket, i % 2 == 0);
         }
         assert_eq!(timed, 2, "the first get and one in GET_SAMPLE after it");
+        let snapshot = counters.snapshot();
+        assert_eq!((snapshot.hits, snapshot.misses), (GET_SAMPLE, GET_SAMPLE));
         let get = "partcache_operation_duration_seconds{cache=users,op=get}";
         assert_eq!(
             recorded.0.lock()[&format!("{get}:count")],
@@ -701,10 +742,10 @@ mod tests {
         );
         // After a reset, the next get is timed again: an average is there at once.
         counters.reset();
-        let stopwatch = counters.sample_get();
-        assert!(stopwatch.is_some());
+        let ticket = counters.sample_get();
+        assert!(ticket.timed.is_some());
         std::thread::sleep(Duration::from_millis(1));
-        counters.sampled_get(stopwatch);
+        counters.end_get(ticket, true);
         assert!(counters.snapshot().average_get_time >= Duration::from_millis(1));
     }
 
@@ -715,16 +756,17 @@ mod tests {
         let counters = StatsCounters::named("in-place");
         let mut timed = 0;
         for _ in 0..GET_SAMPLE * 2 {
-            let _tried = counters.sample_get();
-            counters.unsample_get();
-            let stopwatch = counters.sample_get();
-            timed += usize::from(stopwatch.is_some());
-            counters.sampled_get(stopwatch);
+            let tried = counters.sample_get();
+            counters.unsample_get(tried);
+            let ticket = counters.sample_get();
+            timed += usize::from(ticket.timed.is_some());
+            counters.end_get(ticket, true);
         }
         assert_eq!(
             timed, 2,
             "one get in GET_SAMPLE timed, as without the tries"
         );
+        assert_eq!(counters.snapshot().hits, GET_SAMPLE * 2);
     }
 
     /// What a stats endpoint publishes: plain numbers, the averages in microseconds

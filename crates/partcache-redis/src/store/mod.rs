@@ -49,6 +49,10 @@ use open::OpenState;
 use replies::{blob, int};
 use scan::KeyScan;
 
+pub use reaper::{
+    LEASE as REAPER_LEASE, TAKEOVER as REAPER_TAKEOVER, TAKEOVER_BOTH as REAPER_TAKEOVER_BOTH,
+};
+
 /// One cache on a Redis deployment. See the module docs.
 pub struct RedisStore {
     pub(crate) inner: Arc<StoreInner>,
@@ -126,7 +130,7 @@ impl RedisStore {
     /// until the connection closes). Safe to repeat.
     fn stop(&self) {
         if let Some(reaper) = self.opening.reaper.get() {
-            reaper.abort();
+            reaper.stop();
         }
         if let Some(heartbeat) = self.heartbeat.get() {
             heartbeat.abort();

@@ -38,7 +38,7 @@ const EVENT_CAPACITY: usize = 4096;
 /// the only cost is one atomic load per operation.
 pub(super) struct OpenState {
     /// Set (to the reaper) once the store is open; never unset.
-    pub(super) reaper: OnceLock<tokio::task::JoinHandle<()>>,
+    pub(super) reaper: OnceLock<reaper::Reaper>,
     /// Held by the attempt in flight; when the last attempt started.
     attempt: tokio::sync::Mutex<Option<Instant>>,
     retry_every: Duration,
@@ -86,7 +86,7 @@ impl OpenState {
         }
         *last = Some(Instant::now());
         inner.finish_open().await?;
-        let _ = state.reaper.set(reaper::spawn(Arc::downgrade(inner)));
+        let _ = state.reaper.set(reaper::spawn(inner));
         Ok(())
     }
 }

@@ -2,17 +2,37 @@
 //! unreadable at their exact deadline; the reaper reclaims their bookkeeping (index,
 //! deadline and fixed-deadline records) and announces each with an `Expired` event.
 //!
-//! It is adaptive, so that an idle cache costs little (it used to send about 240
-//! scripts a second whatever the cache held): every [`SURVEY`] it reads each
-//! partition's earliest deadline (one cheap `ZRANGE` per partition, one pipeline per
-//! node), and every [`TICK`] it runs the reap script only on partitions whose earliest
-//! deadline has passed; each visit handles at most [`BATCH`](super::cache::BATCH) due
-//! entries and reports the partition's next deadline, so no step ever scans a whole
-//! cache and the server is never blocked for long. An entry's bookkeeping is reclaimed
-//! within about `SURVEY + TICK` of its deadline (plus the clock skew between this
-//! host and the server).
+//! One process reaps a cache for all that opened it: each process's reaper asks for
+//! the cache's *reaping lease* (`lua/reaper_lease.lua`, a key beside the cache's
+//! layout record holding the holder's id for [`LEASE`]); the holder renews it every
+//! [`RENEW`] and does the work. One other process is its *deputy* (a second lease
+//! beside the first): it renews that every [`RENEW`] too, and asks for the holder's
+//! lease as soon as it would lapse (its time left plus up to [`JITTER`]). Every
+//! other process only reads the deputy's lease (a plain `PTTL`) every [`WAIT`] or so,
+//! and asks once it is free. So the background commands of a cache are those of two
+//! processes however many opened it, plus one cheap read per other process per
+//! `WAIT`.
+//!
+//! When the holder dies, its deputy takes over within `LEASE + JITTER`; when both
+//! die at once, a waiting process becomes deputy within `WAIT` plus its jitter and
+//! then takes over. A process that closes the cache gives up what it held. The
+//! holder's events reach every listener: a process with listeners subscribes to the
+//! cache's channels, and the reap function publishes to them (`lua/common.lua`,
+//! emit). A cache that publishes nothing but has listeners in a process is reaped by
+//! that process for itself too, so that they keep hearing its expiries.
+//!
+//! The holder's work is adaptive, so that an idle cache costs little: every
+//! [`SURVEY`] it reads each partition's earliest deadline (one cheap `ZRANGE` per
+//! partition, one pipeline per node), and every [`TICK`] it runs the reap function
+//! only on partitions whose earliest deadline has passed; each visit handles at most
+//! [`BATCH`](super::cache::BATCH) due entries and reports the partition's next
+//! deadline, so no step ever scans a whole cache and the server is never blocked for
+//! long. An entry's bookkeeping is reclaimed within about `SURVEY + TICK` of its
+//! deadline while the holder lives, within [`TAKEOVER`] when it dies (plus the clock
+//! skew between the hosts and the server).
 
-use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use partcache::{Error, Result};
@@ -20,6 +40,7 @@ use redis::Value;
 
 use super::cache::{BATCH, StoreInner};
 use super::replies;
+use crate::deployment::Deployment;
 use crate::routing::Request;
 use crate::scripts::scripts;
 
@@ -30,6 +51,38 @@ pub(crate) const TICK: Duration = Duration::from_millis(100);
 pub(crate) const SURVEY: Duration = Duration::from_secs(1);
 /// Most partitions reaped per step (one pipeline per node).
 pub(crate) const PARTITIONS_PER_TICK: usize = 64;
+/// How long a cache's reaping lease lasts unless its holder renews it (see the crate
+/// docs, Expiry).
+pub const LEASE: Duration = Duration::from_secs(3);
+/// How often the holder renews the lease.
+pub(crate) const RENEW: Duration = Duration::from_secs(1);
+/// The most the deputy adds to the lease's time left before it asks again.
+pub(crate) const JITTER: Duration = Duration::from_millis(250);
+/// How often a process that is neither holder nor deputy reads the deputy's lease
+/// (plus up to a quarter more, so that they do not all read at once).
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
+/// The most an entry's bookkeeping (and its `Expired` event) lags its deadline when
+/// the process reaping the cache dies without closing it: its lease lapses (at most
+/// [`REAPER_LEASE`](crate::REAPER_LEASE) after its last renewal), its deputy asks
+/// within 250 ms of that, surveys at once and reaps within 100 ms, and the one-second
+/// survey covers an entry written after the last one: 4.35 s. While the holder
+/// lives the lag is at most about 1.1 s; when the holder and its deputy die at once,
+/// at most [`REAPER_TAKEOVER_BOTH`](crate::REAPER_TAKEOVER_BOTH) (see the crate docs,
+/// Expiry).
+pub const TAKEOVER: Duration = Duration::from_millis(
+    (LEASE.as_millis() + JITTER.as_millis() + SURVEY.as_millis() + TICK.as_millis()) as u64,
+);
+/// The most an entry's bookkeeping lags its deadline when the process reaping the
+/// cache and its deputy die at once: their leases lapse, a waiting process reads the
+/// deputy's lease within 37.5 s (30 s and up to a quarter more), becomes deputy,
+/// then holder at its next renewal (1 s), surveys and reaps: 42.6 s.
+pub const TAKEOVER_BOTH: Duration = Duration::from_millis(
+    (LEASE.as_millis()
+        + WAIT.as_millis() * 5 / 4
+        + RENEW.as_millis()
+        + SURVEY.as_millis()
+        + TICK.as_millis()) as u64,
+);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -37,53 +90,238 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Up to `most`, different in every call and process.
+fn jitter(most: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    Duration::from_millis(hasher.finish() % (most.as_millis() as u64 + 1))
+}
+
+/// What a process is to a cache's reaping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// It holds the lease: it reaps.
+    Holder,
+    /// It holds the deputy's lease: it takes over when the holder's lapses.
+    Deputy,
+    /// Neither: it reads the deputy's lease now and then.
+    Waiting,
+}
+
+/// A cache's reaping leases as one process sees them: their keys, this process's id
+/// for them, and whether it holds one.
+struct Lease {
+    deployment: Arc<Deployment>,
+    key: String,
+    deputy_key: String,
+    slot: u16,
+    /// Unique per opened store: two managers of one process are two holders.
+    id: String,
+    /// This process holds the lease or the deputy's (it gives it up on close).
+    holds: AtomicBool,
+}
+
+impl Lease {
+    fn new(store: &StoreInner) -> Lease {
+        static OPENED: AtomicU64 = AtomicU64::new(0);
+        let (key, deputy_key, slot) = store.layout.reaper_lease_keys();
+        Lease {
+            deployment: store.deployment.clone(),
+            key,
+            deputy_key,
+            slot,
+            id: format!(
+                "{}.{}",
+                store.deployment.origin(),
+                OPENED.fetch_add(1, Ordering::Relaxed)
+            ),
+            holds: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether some process is the deputy: what a waiting process reads, a plain
+    /// `PTTL`, several times cheaper for the server than a function call. A deputy's
+    /// lease without a deadline counts as none ([`Lease::ask`] takes it over).
+    async fn deputy_present(&self) -> Result<bool> {
+        let mut cmd = redis::cmd("PTTL");
+        cmd.arg(&self.deputy_key);
+        let reply = self
+            .deployment
+            .execute(vec![Request::new(self.slot, cmd)])
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil);
+        match reply {
+            Value::Int(ms) => Ok(ms > 0),
+            other => Err(Error::Store(format!("unexpected PTTL reply: {other:?}"))),
+        }
+    }
+
+    /// Asks for (or renews) the lease, else the deputy's, for `ms` milliseconds, or
+    /// gives up whichever this process holds (0): its role now and the time left of
+    /// the holder's lease.
+    async fn ask(&self, ms: u64) -> Result<(Role, Duration)> {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(&scripts().reaper_lease.function)
+            .arg(2)
+            .arg(&self.key)
+            .arg(&self.deputy_key)
+            .arg(&self.id)
+            .arg(ms);
+        let reply = self
+            .deployment
+            .execute(vec![Request::new(self.slot, cmd)])
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil);
+        let Value::Array(pair) = reply else {
+            return Err(Error::Store(format!("unexpected lease reply: {reply:?}")));
+        };
+        let role = match replies::int(pair.first()) {
+            1 => Role::Holder,
+            2 => Role::Deputy,
+            _ => Role::Waiting,
+        };
+        self.holds.store(role != Role::Waiting, Ordering::Release);
+        Ok((role, Duration::from_millis(replies::int(pair.get(1)))))
+    }
+}
+
+/// A cache's reaper in this process: its task and its lease.
+pub(crate) struct Reaper {
+    task: tokio::task::JoinHandle<()>,
+    lease: Arc<Lease>,
+}
+
+impl Reaper {
+    /// Stops the reaper; if it held the lease or the deputy's, gives it up so that
+    /// another process takes over at its next ask rather than when it lapses.
+    pub(crate) fn stop(&self) {
+        self.task.abort();
+        if self.lease.holds.swap(false, Ordering::AcqRel)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let lease = self.lease.clone();
+            runtime.spawn(async move {
+                if let Err(e) = lease.ask(0).await {
+                    tracing::debug!(error = %e, "giving the reaping lease up failed; it lapses");
+                }
+            });
+        }
+    }
+}
+
 /// Starts the reaper of `store`; it ends when the store is dropped.
-pub(crate) fn spawn(store: Weak<StoreInner>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        // Per partition, the earliest deadline known (`None`: none).
-        let mut earliest: Vec<Option<u64>> = Vec::new();
-        let mut surveyed: Option<Instant> = None;
-        let mut next: usize = 0;
-        loop {
-            tokio::time::sleep(TICK).await;
-            let Some(store) = store.upgrade() else { return };
-            if surveyed.is_none_or(|at| at.elapsed() >= SURVEY) {
-                match store.earliest_deadlines().await {
-                    Ok(found) => {
-                        earliest = found;
-                        surveyed = Some(Instant::now());
-                    }
-                    Err(e) => {
-                        // Transient (a failover, a timeout): the next step tries again.
-                        tracing::debug!(error = %e, "reaper survey failed");
-                        continue;
+pub(crate) fn spawn(store: &Arc<StoreInner>) -> Reaper {
+    let lease = Arc::new(Lease::new(store));
+    let task = tokio::spawn(run(Arc::downgrade(store), lease.clone()));
+    Reaper { task, lease }
+}
+
+async fn run(store: Weak<StoreInner>, lease: Arc<Lease>) {
+    // Per partition, the earliest deadline known (`None`: none).
+    let mut earliest: Vec<Option<u64>> = Vec::new();
+    let mut surveyed: Option<Instant> = None;
+    let mut next: usize = 0;
+    // When to ask or look next, what this process is, and until when it holds the
+    // lease.
+    let mut ask_at = Instant::now();
+    let mut role = Role::Waiting;
+    let mut held_until: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(TICK).await;
+        let Some(store) = store.upgrade() else { return };
+        // A cache that publishes no events (`publish_events(false)`) but has listeners
+        // here: they hear only this process's expiries, so it reaps for itself, as
+        // each such process does.
+        let solo = !store.publishes() && store.listened.is_listened();
+        if !solo && Instant::now() >= ask_at {
+            let sent = Instant::now();
+            // A waiting process reads the deputy's lease first, and asks only once it
+            // is free (the deputy took over, or died).
+            let asked = match role {
+                Role::Waiting => match lease.deputy_present().await {
+                    Ok(true) => Ok((Role::Waiting, Duration::ZERO)),
+                    Ok(false) => lease.ask(LEASE.as_millis() as u64).await,
+                    Err(e) => Err(e),
+                },
+                Role::Holder | Role::Deputy => lease.ask(LEASE.as_millis() as u64).await,
+            };
+            match asked {
+                Ok((now, left)) => {
+                    role = now;
+                    match now {
+                        Role::Holder => {
+                            held_until = Some(sent + LEASE);
+                            ask_at = sent + RENEW;
+                        }
+                        Role::Deputy => {
+                            held_until = None;
+                            // Renews its own lease, and asks as soon as the
+                            // holder's would lapse.
+                            ask_at = Instant::now() + RENEW.min(left + jitter(JITTER));
+                        }
+                        Role::Waiting => {
+                            held_until = None;
+                            ask_at = Instant::now() + WAIT + jitter(WAIT / 4);
+                        }
                     }
                 }
-            }
-            let now = now_ms();
-            let count = earliest.len();
-            // Round-robin from `next`, so that a backlog is served fairly.
-            let due: Vec<u16> = (0..count)
-                .map(|i| (next + i) % count.max(1))
-                .filter(|&p| earliest[p].is_some_and(|d| d <= now))
-                .take(PARTITIONS_PER_TICK)
-                .filter_map(|p| u16::try_from(p).ok())
-                .collect();
-            if due.is_empty() {
-                continue;
-            }
-            next = (usize::from(due[due.len() - 1]) + 1) % count.max(1);
-            match store.reap(&due).await {
-                Ok(steps) => {
-                    for (p, (busy, left)) in due.into_iter().zip(steps) {
-                        // A full batch: more may be due now.
-                        earliest[usize::from(p)] = if busy { Some(0) } else { left };
-                    }
+                Err(e) => {
+                    // Transient (a failover, a timeout): a holder goes on until its
+                    // lease would lapse (two reapers at once are harmless: the reap
+                    // function is atomic and announces an entry once).
+                    tracing::debug!(error = %e, "reaping lease request failed");
+                    ask_at = Instant::now() + RENEW;
                 }
-                Err(e) => tracing::debug!(error = %e, "reaper step failed"),
             }
         }
-    })
+        if !solo && held_until.is_none_or(|until| Instant::now() >= until) {
+            // Not the holder: the next holder surveys afresh.
+            surveyed = None;
+            continue;
+        }
+        if surveyed.is_none_or(|at| at.elapsed() >= SURVEY) {
+            match store.earliest_deadlines().await {
+                Ok(found) => {
+                    earliest = found;
+                    surveyed = Some(Instant::now());
+                }
+                Err(e) => {
+                    // Transient (a failover, a timeout): the next step tries again.
+                    tracing::debug!(error = %e, "reaper survey failed");
+                    continue;
+                }
+            }
+        }
+        let now = now_ms();
+        let count = earliest.len();
+        // Round-robin from `next`, so that a backlog is served fairly.
+        let due: Vec<u16> = (0..count)
+            .map(|i| (next + i) % count.max(1))
+            .filter(|&p| earliest[p].is_some_and(|d| d <= now))
+            .take(PARTITIONS_PER_TICK)
+            .filter_map(|p| u16::try_from(p).ok())
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        next = (usize::from(due[due.len() - 1]) + 1) % count.max(1);
+        match store.reap(&due).await {
+            Ok(steps) => {
+                for (p, (busy, left)) in due.into_iter().zip(steps) {
+                    // A full batch: more may be due now.
+                    earliest[usize::from(p)] = if busy { Some(0) } else { left };
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reaper step failed"),
+        }
+    }
 }
 
 impl StoreInner {

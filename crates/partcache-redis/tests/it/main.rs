@@ -17,6 +17,7 @@ mod joined;
 mod lease;
 mod misconfiguration;
 mod near;
+mod reaper;
 mod store;
 mod timeouts;
 mod tls;

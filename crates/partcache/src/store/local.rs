@@ -88,6 +88,10 @@ pub struct LocalConfig<K, V> {
 
 struct MokaExpiry {
     settings: ExpirySettings,
+    /// [`ExpirySettings::reads_extend`], read once: when reads move no deadline, a
+    /// read leaves moka's deadline as it is without looking at the entry (every local
+    /// hit calls [`MokaExpiry::expire_after_read`]).
+    reads_extend: bool,
 }
 
 thread_local! {
@@ -130,7 +134,7 @@ impl<K, V> moka::Expiry<K, Slot<V>> for MokaExpiry {
         remaining: Option<Duration>,
         _last_modified_at: Instant,
     ) -> Option<Duration> {
-        if NOT_AN_ACCESS.with(|flag| flag.get()) {
+        if !self.reads_extend || NOT_AN_ACCESS.with(|flag| flag.get()) {
             return remaining;
         }
         if let Some((fixed, ttl)) = self.settings.on_access(read_at, slot.deadlines()) {
@@ -195,6 +199,7 @@ where
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(MokaExpiry {
                 settings: expiry.clone(),
+                reads_extend: expiry.reads_extend(),
             });
         match (max_entries, weigher, max_weight) {
             (Some(_), Some(_), _) => {
@@ -242,6 +247,13 @@ where
                 .collect(),
             hasher: Hasher::default(),
         })
+    }
+
+    /// The value of `key`, read as an access: [`Store::get_now`] without its wrapping
+    /// (a read of the local store cannot fail), for [`crate::Cache`]'s typed hit path.
+    #[inline]
+    pub(crate) fn get_value(&self, key: &K) -> Option<Arc<V>> {
+        self.cache.get(key).map(|slot| slot.value)
     }
 
     fn stripe(&self, key: &K) -> parking_lot::MutexGuard<'_, ()> {
@@ -448,7 +460,7 @@ where
 
     #[inline]
     fn get_now(&self, key: &K) -> Option<Result<Option<Arc<V>>>> {
-        Some(Ok(self.cache.get(key).map(|slot| slot.value)))
+        Some(Ok(self.get_value(key)))
     }
 
     #[inline]

@@ -1,0 +1,31 @@
+-- The leases on a cache's reaping (store/reaper.rs): one process of all those that
+-- opened the cache reaps it (the holder), one other watches the holder's lease
+-- closely (the deputy), so that the background work does not grow with their number.
+-- KEYS[1]: the holder's lease; KEYS[2]: the deputy's; ARGV[1]: the caller's id;
+-- ARGV[2]: the lease time (ms), 0 to give up whichever the caller holds.
+-- Result: {role, ms left of the holder's lease}, role 1 when the caller holds the
+-- lease now, 2 when it is the deputy, 0 otherwise.
+local id = ARGV[1]
+local ms = tonumber(ARGV[2])
+local holder = redis.call('GET', KEYS[1])
+local deputy = redis.call('GET', KEYS[2])
+if ms == 0 then
+  if holder == id then redis.call('DEL', KEYS[1]) end
+  if deputy == id then redis.call('DEL', KEYS[2]) end
+  return {0, 0}
+end
+-- Free, the caller's, or a value without a deadline (no lease this function wrote).
+local function free(key, value)
+  return value == false or value == id or redis.call('PTTL', key) < 0
+end
+if free(KEYS[1], holder) then
+  redis.call('SET', KEYS[1], id, 'PX', ms)
+  if deputy == id then redis.call('DEL', KEYS[2]) end
+  return {1, ms}
+end
+local left = redis.call('PTTL', KEYS[1])
+if free(KEYS[2], deputy) then
+  redis.call('SET', KEYS[2], id, 'PX', ms)
+  return {2, left}
+end
+return {0, left}
