@@ -385,6 +385,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lease_ttl_is_a_duration_zero_included_and_unset_by_default() {
+        assert_eq!(parse("redis://h:1").unwrap().lease_ttl, None);
+        let u = parse("redis://h:1?lease_ttl=3s").unwrap();
+        assert_eq!(u.lease_ttl, Some(Duration::from_secs(3)));
+        let off = parse("redis-cluster://h:1,h:2?lease_ttl=0s").unwrap();
+        assert_eq!(off.lease_ttl, Some(Duration::ZERO));
+        let bad = parse("redis://h:1?lease_ttl=soon").unwrap_err().to_string();
+        assert!(bad.contains("lease_ttl=soon"), "{bad}");
+    }
+
+    #[test]
     fn standalone_url_with_credentials_db_and_parameters() {
         let u = parse("redis://app:s%40cret@10.0.0.1:6380/3?partitions=64&response_timeout=250ms&connect_timeout=2s&read_from_replicas=true").unwrap();
         assert_eq!(u.kind, DeploymentKind::Standalone);

@@ -248,6 +248,12 @@ async fn four_processes_missing_one_hot_key_load_it_once_on_a_cluster() {
     four_processes_load_a_hot_key_once(&url).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_missing_one_hot_key_load_it_once_on_a_joined_store() {
+    let url = tokio::task::block_in_place(common::joined_url);
+    four_processes_load_a_hot_key_once(&url).await;
+}
+
 /// Process A loads the old value; this process (B) changes the database and then
 /// removes or overwrites the key while A's loader runs; A's loader returns only after
 /// that. Afterwards every process reads the new value or a miss, never the old one.
