@@ -24,9 +24,6 @@ for i = 1, #texts do
   redis.call('DEL', k)
   forget(text)
 end
--- Voids the partition's leases: a load that began before the clear must not store
--- what it read (lease_put.lua).
-redis.call('SET', prefix() .. 'lc', int(TICK))
 -- Tells near caches to drop the partition (listeners ignore this kind: clear has no
 -- events in JCache).
 emit('Z', '')

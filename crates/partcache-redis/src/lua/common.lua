@@ -16,8 +16,6 @@
 --                the token of the caller loading its value and when it got it (µs);
 --                `x<token>@<tick>` after a write voided an earlier lease, `x` when
 --                voided; Redis PEXPIRE holds the lease's end
---   <P>lc        string: when the partition was last cleared (µs): a lease older
---                than that is void too (clear.lua)
 --   <P>fx        hash text -> "<policy deadline>,<ttl deadline>,<key-only blob>", for
 --                entries with a deadline (reads and updates need the fixed deadlines;
 --                the key-only blob announces an expiry after Redis dropped the value).

@@ -1,8 +1,7 @@
 -- A read that, on a miss, may take the key's lease (the core's `lease` module): the
 -- lease key `<P>l:<text>` (common.lua) names the caller that loads the key's value,
 -- for the lease's time to live. A write that finds the key absent voids a live lease
--- (void_lease in common.lua), and so does a clear of the partition, so that its
--- holder's put is refused (lease_put.lua).
+-- (void_lease in common.lua), so that its holder's put is refused (lease_put.lua).
 -- ARGV[8..]: text, token (hex digits), lease ttl ms.
 -- Result: {1, blob}: a hit, read as get.lua reads it; {0}: the caller holds the lease;
 -- {2, ms left}: another caller holds it.
