@@ -1223,7 +1223,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// `load` and one [`Cache::put`]. On a Redis store a call is one round trip (a
     /// function call that reads the key and, on a miss, takes its lease), and tasks of
     /// this process asking for one key at once share it; a miss adds `load` and one
-    /// write.
+    /// write. With a near cache, a near hit costs what [`Cache::get`]'s does, and a
+    /// near miss reads the store (filling the near copy) before taking the lease.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -1276,9 +1277,13 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Fut: Future<Output = Result<V, E>>,
         E: Into<BoxError>,
     {
-        if self.inner.encoded.is_some() && !self.inner.lease_ttl.is_zero() {
-            // A store with leases: one round trip reads the key and, on a miss, takes
-            // its lease (the flight's leader's), instead of a read and then a lease.
+        // A remote store with leases and no near cache (whose reads fill its local
+        // copies): one round trip reads the key and, on a miss, takes its lease (the
+        // flight's leader's), instead of a read and then a lease.
+        let remote_only = self.inner.encoded.as_ref().is_some_and(|encoded| {
+            std::ptr::addr_eq(Arc::as_ptr(&self.inner.store), Arc::as_ptr(encoded))
+        });
+        if remote_only && !self.inner.lease_ttl.is_zero() {
             self.ensure_open()?;
             if let Some(Ok(Some(value))) = self.inner.store.get_now(key) {
                 self.inner.stats.hits.incr();
