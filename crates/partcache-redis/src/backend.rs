@@ -96,6 +96,10 @@ impl RemoteBackend for RedisBackend {
             .partitions
             .unwrap_or(partcache::partition::DEFAULT_PARTITIONS)
     }
+
+    fn default_lease_ttl(&self) -> Option<std::time::Duration> {
+        self.deployment().url.lease_ttl
+    }
 }
 
 impl std::fmt::Debug for RedisBackend {

@@ -54,13 +54,19 @@ pub(crate) struct Scripts {
     pub scan: Script,
     pub stats: Script,
     pub open: Script,
+    /// A read that, on a miss, may take the key's lease (see `lua/lease.lua`).
+    pub lease: Script,
+    /// A put under a lease (see `lua/lease_put.lua`).
+    pub lease_put: Script,
+    /// Ends a lease without a value (see `lua/lease_release.lua`).
+    pub lease_release: Script,
     /// The lease on a cache's reaping (`lua/reaper_lease.lua`).
     pub reaper_lease: Script,
 }
 
 /// The operations: name, body, and whether the body runs after `setup` (the
 /// cache's settings and the server time, see `lua/common.lua`).
-const OPERATIONS: [(&str, &str, bool); 16] = [
+const OPERATIONS: [(&str, &str, bool); 19] = [
     ("write", include_str!("lua/write.lua"), true),
     ("upsert", include_str!("lua/upsert.lua"), true),
     ("upsert_batch", include_str!("lua/upsert_batch.lua"), false),
@@ -76,6 +82,9 @@ const OPERATIONS: [(&str, &str, bool); 16] = [
     ("scan", include_str!("lua/scan.lua"), true),
     ("stats", include_str!("lua/stats.lua"), true),
     ("open", include_str!("lua/open.lua"), true),
+    ("lease", include_str!("lua/lease.lua"), true),
+    ("lease_put", include_str!("lua/lease_put.lua"), true),
+    ("lease_release", include_str!("lua/lease_release.lua"), true),
     ("reaper_lease", include_str!("lua/reaper_lease.lua"), false),
 ];
 
@@ -117,6 +126,9 @@ fn build() -> Scripts {
         scan: function("scan"),
         stats: function("stats"),
         open: function("open"),
+        lease: function("lease"),
+        lease_put: function("lease_put"),
+        lease_release: function("lease_release"),
         reaper_lease: function("reaper_lease"),
         library: Library { name, source },
     }

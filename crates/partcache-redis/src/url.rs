@@ -51,6 +51,9 @@ pub struct DeploymentUrl {
     pub db: i64,
     /// Partition count for caches that do not set one.
     pub partitions: Option<u16>,
+    /// Lease time to live for caches that do not set one (see
+    /// `partcache::CacheBuilder::lease_ttl`).
+    pub lease_ttl: Option<Duration>,
     /// Deadline for opening a connection.
     pub connect_timeout: Duration,
     /// Deadline for every call's round trips.
@@ -68,6 +71,7 @@ pub struct DeploymentUrl {
 /// Every query parameter the URLs accept.
 const PARAMETERS: &[&str] = &[
     "partitions",
+    "lease_ttl",
     "connect_timeout",
     "response_timeout",
     "read_from_replicas",
@@ -152,6 +156,7 @@ pub fn parse(url: &str) -> Result<DeploymentUrl> {
         password,
         db,
         partitions: None,
+        lease_ttl: None,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         read_from_replicas: false,
@@ -171,6 +176,13 @@ pub fn parse(url: &str) -> Result<DeploymentUrl> {
                     ))
                 })?;
                 parsed.partitions = Some(n);
+            }
+            // Zero is allowed: no leases.
+            "lease_ttl" => {
+                parsed.lease_ttl = Some(
+                    partcache::duration::parse(&value)
+                        .map_err(|e| Error::Config(format!("`{name}={value}`: {e}")))?,
+                );
             }
             "connect_timeout" => parsed.connect_timeout = duration(name, &value)?,
             "response_timeout" => parsed.response_timeout = duration(name, &value)?,
@@ -371,6 +383,17 @@ pub fn mask(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_ttl_is_a_duration_zero_included_and_unset_by_default() {
+        assert_eq!(parse("redis://h:1").unwrap().lease_ttl, None);
+        let u = parse("redis://h:1?lease_ttl=3s").unwrap();
+        assert_eq!(u.lease_ttl, Some(Duration::from_secs(3)));
+        let off = parse("redis-cluster://h:1,h:2?lease_ttl=0s").unwrap();
+        assert_eq!(off.lease_ttl, Some(Duration::ZERO));
+        let bad = parse("redis://h:1?lease_ttl=soon").unwrap_err().to_string();
+        assert!(bad.contains("lease_ttl=soon"), "{bad}");
+    }
 
     #[test]
     fn standalone_url_with_credentials_db_and_parameters() {

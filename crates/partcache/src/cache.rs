@@ -12,10 +12,10 @@ use tracing::Instrument;
 use crate::entries::{Entries, RemoveKey};
 use crate::error::{Error, Result};
 use crate::event::{EventFilter, EventReceiver};
+use crate::flight::{self, Flights, Kind, Loaded, Outcome, Ticket};
 use crate::key_text::write_key_text;
 use crate::loader::{BoxError, CacheLoader, CacheWriter, CallbackError};
 use crate::partition::{HashingPolicy, PartitionMap};
-use crate::single_flight::SingleFlight;
 use crate::stats::{CacheStats, GetTicket, StatsCounters, Stopwatch};
 use crate::store::encoded::EncodedStore;
 use crate::store::local::LocalStore;
@@ -50,7 +50,9 @@ pub(crate) struct CacheInner<K, V> {
     /// (JCache's `isReadThrough`); [`Cache::load_all`] uses the loader either way.
     pub(crate) read_through: bool,
     pub(crate) writer: Option<Arc<dyn CacheWriter<K, V>>>,
-    pub(crate) flights: SingleFlight<K, V>,
+    pub(crate) flights: Arc<Flights<K, Outcome<V>>>,
+    /// How long a load's lease lasts on a store that keeps leases ([`crate::flight`]).
+    pub(crate) lease_ttl: Duration,
     pub(crate) key_locks: Option<Box<[tokio::sync::Mutex<()>]>>,
     /// Checks the local store makes that a remote store makes anyway, so that switching
     /// backends never changes what is accepted.
@@ -182,7 +184,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         tracing::debug_span!("partcache.store", cache = %self.inner.name, op)
     }
 
-    fn track<T>(&self, result: Result<T>) -> Result<T> {
+    pub(crate) fn track<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(e) = &result {
             match e {
                 Error::Rejected(_) => self.inner.stats.rejections.incr(),
@@ -263,7 +265,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Ok(())
     }
 
-    fn check_value(&self, key: &K, value: &V) -> Result<()> {
+    pub(crate) fn check_value(&self, key: &K, value: &V) -> Result<()> {
         if let Some(LocalChecks {
             max_value_bytes: Some(limit),
             codec,
@@ -1204,12 +1206,25 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// failing or panicking `load` returns an error to every waiter and caches nothing.
     ///
     /// **Who runs, who waits.** The first task of this process to miss the key runs
-    /// `load`; the others of this process wait for it (other processes on a shared
-    /// store load for themselves). A write of the key while `load` runs wins: the loaded
-    /// value is returned to the waiters but not stored over the newer one.
+    /// `load`; the others of this process wait for it. On a Redis store shared by
+    /// several processes, that task first takes the key's lease: if a task of another
+    /// process holds it, this one waits for that process's value instead of loading
+    /// (asking again after pauses of 2 ms doubling to 20 ms, for at most the lease's
+    /// time to live, [`crate::CacheBuilder::lease_ttl`]); so one process in the
+    /// whole deployment runs `load`. A write or removal of the key (in any process)
+    /// while `load` runs wins: the loaded value is returned to the waiters but not
+    /// stored over the newer state (counted in [`crate::CacheStats::stale_sets_prevented`]).
+    /// A lease holder that dies leaves the key to the next caller after the lease's
+    /// time to live. An unreachable store (a transient error: [`Error::Unavailable`],
+    /// [`Error::Timeout`], [`Error::CircuitOpen`]) does not fail the call: each process
+    /// then loads once for its callers and returns the value uncached.
     ///
-    /// **Cost.** A hit costs what [`Cache::get`] does; a miss adds `load` and one
-    /// [`Cache::put`].
+    /// **Cost.** On `memory://` a hit costs what [`Cache::get`] does, and a miss adds
+    /// `load` and one [`Cache::put`]. On a Redis store a call is one round trip (a
+    /// function call that reads the key and, on a miss, takes its lease), and tasks of
+    /// this process asking for one key at once share it; a miss adds `load` and one
+    /// write. With a near cache, a near hit costs what [`Cache::get`]'s does, and a
+    /// near miss reads the store (filling the near copy) before taking the lease.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -1224,8 +1239,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     ///
     /// # Errors
     ///
-    /// [`Error::Loader`] with `load`'s error (or [`Error::Panicked`]), and the errors
-    /// of [`Cache::get`] and [`Cache::put`].
+    /// [`Error::Loader`] with `load`'s error (or [`Error::Panicked`]), and the
+    /// non-transient errors of [`Cache::get`] ([`Error::Closed`], [`Error::Rejected`]).
     pub async fn get_or_load<F, Fut, E>(&self, key: &K, load: F) -> Result<Arc<V>>
     where
         F: FnOnce(K) -> Fut,
@@ -1262,8 +1277,42 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Fut: Future<Output = Result<V, E>>,
         E: Into<BoxError>,
     {
-        if let Some(value) = self.get(key).await? {
-            return Ok(value);
+        // A remote store with leases and no near cache (whose reads fill its local
+        // copies): one round trip reads the key and, on a miss, takes its lease (the
+        // flight's leader's), instead of a read and then a lease.
+        let remote_only = self.inner.encoded.as_ref().is_some_and(|encoded| {
+            std::ptr::addr_eq(Arc::as_ptr(&self.inner.store), Arc::as_ptr(encoded))
+        });
+        if remote_only && !self.inner.lease_ttl.is_zero() {
+            self.ensure_open()?;
+            if let Some(Ok(Some(value))) = self.inner.store.get_now(key) {
+                self.inner.stats.hits.incr();
+                return Ok(value);
+            }
+            let loaded = self
+                .flight_load(key, ttl, false, move |k| async move {
+                    load(k).await.map(Some).map_err(Into::into)
+                })
+                .await?;
+            // Every caller counts what the leader's read found.
+            match loaded.hit {
+                true => self.inner.stats.hits.incr(),
+                false => self.inner.stats.misses.incr(),
+            }
+            return loaded
+                .value
+                .ok_or_else(|| Error::Store("loader returned no value".into()));
+        }
+        match self.get(key).await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            // Fail open: a store that cannot be reached does not keep the caller from
+            // its value; the load below is the flight's (once per process), and its
+            // store write fails and is logged.
+            Err(error) if error.is_transient() => {
+                tracing::debug!(cache = %self.inner.name, %error, "store unreachable; loading without it");
+            }
+            Err(error) => return Err(error),
         }
         let value = self
             .load_through(key, ttl, move |k| async move {
@@ -1297,7 +1346,12 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Stores a value the loader gave: a load, so neither a put in the statistics nor a
     /// writer call (JSR-107 §9.2, §12.4: the value comes from the system of record).
     /// Only if the key is still absent: a value written meanwhile is newer.
-    async fn store_load(&self, key: &K, value: Arc<V>, ttl: Option<Duration>) -> Result<()> {
+    pub(crate) async fn store_load(
+        &self,
+        key: &K,
+        value: Arc<V>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
         self.check_value(key, &value)?;
         let write = Write {
             condition: Condition::IfAbsent,
@@ -1323,7 +1377,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 match loaded {
                     Ok(value) => {
                         self.inner.stats.load_successes.incr();
-                        Ok(value.map(Arc::new))
+                        Ok(Loaded::by_loader(value.map(Arc::new)))
                     }
                     Err(e) => {
                         self.inner.stats.load_failures.incr();
@@ -1332,6 +1386,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 }
             })
             .await
+            .map(|loaded| loaded.value)
             .inspect_err(|e| {
                 if matches!(e, Error::Panicked(..)) {
                     self.inner.stats.load_failures.incr();
@@ -1339,7 +1394,79 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             })
     }
 
-    /// Loads a missing value once for all concurrent callers, caches it, returns it.
+    /// The lease of a missing `key`, for the leader of an adapter's own flight (see
+    /// [`crate::flight`]): on a store several processes share, waits while another
+    /// process holds it (at most the lease's time to live) and returns that process's
+    /// value if it stored one ([`Ticket::hit`]); else this process loads, and hands the
+    /// value to [`Cache::store_leased`] (or, without one, [`Cache::release_lease`]).
+    /// Never fails: without leases (`memory://`, `lease_ttl` 0) or when the store
+    /// cannot be reached, the ticket says so ([`Ticket::is_unleased`]) and the loaded
+    /// value is stored as without leases.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let users = manager.cache::<u64, String>("lease-doc").build().await?;
+    /// let ticket = users.lease(&7).await;
+    /// assert!(ticket.hit().is_none() && ticket.is_unleased()); // one process: no lease
+    /// users.store_leased(&7, &ticket, std::sync::Arc::new("ada".to_string()), None).await;
+    /// assert_eq!(users.get(&7).await?.as_deref().map(String::as_str), Some("ada"));
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn lease(&self, key: &K) -> Ticket<V> {
+        flight::take(
+            &*self.inner.store,
+            &self.inner.name,
+            key,
+            self.inner.lease_ttl,
+        )
+        .await
+    }
+
+    /// Stores a value loaded under `ticket` (see [`Cache::lease`]): under the lease,
+    /// which the store refuses when a write or removal of the key (by any process)
+    /// voided it meanwhile (counted in [`CacheStats::stale_sets_prevented`]); without a
+    /// lease, only if the key is still absent; after waiting a lease time in vain, not
+    /// at all. A load, not a put (JSR-107 §9.2): not counted as a put, no writer call.
+    /// Returns whether the value was stored; a store that fails is logged, not returned
+    /// (the caller has its value).
+    pub async fn store_leased(
+        &self,
+        key: &K,
+        ticket: &Ticket<V>,
+        value: Arc<V>,
+        ttl: Option<Duration>,
+    ) -> bool {
+        let stored = match &ticket.0 {
+            Kind::Leased(token) => match self.check_value(key, &value) {
+                Ok(()) => {
+                    let (store, name) = (&*self.inner.store, &self.inner.name);
+                    let put = flight::put(store, &self.inner.stats, name, key, token, value, ttl);
+                    self.track(put.await)
+                }
+                Err(error) => Err(error),
+            },
+            Kind::Unleased | Kind::Unsupported => {
+                self.store_load(key, value, ttl).await.map(|()| true)
+            }
+            Kind::Hit(_) | Kind::Unprotected => Ok(false),
+        };
+        stored.unwrap_or_else(|error| {
+            tracing::warn!(cache = %self.inner.name, %error, "loaded value could not be cached");
+            false
+        })
+    }
+
+    /// Ends the lease of a load that found no value or failed (see [`Cache::lease`]), so
+    /// that the next caller, in any process, leads at once. Does nothing without one.
+    pub async fn release_lease(&self, key: &K, ticket: &Ticket<V>) {
+        flight::release(&*self.inner.store, &self.inner.name, key, ticket).await;
+    }
+
+    /// Loads a missing value once for all concurrent callers, caches it, returns it:
+    /// once per process (the flight), and on a store shared by several processes once
+    /// for all of them (the key's lease, [`crate::flight`]). The caller read the key
+    /// already (and counted it).
     async fn load_through<F, Fut>(
         &self,
         key: &K,
@@ -1350,12 +1477,45 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         F: FnOnce(K) -> Fut,
         Fut: Future<Output = Result<Option<V>, BoxError>>,
     {
+        let loaded = self.flight_load(key, ttl, true, load).await?;
+        Ok(loaded.value)
+    }
+
+    /// [`Cache::load_through`]'s flight. `read`: whether the caller read the key
+    /// already; if not, the leader's lease call is the read (one round trip for the
+    /// read and the lease), or, on a store without leases, a read of its own.
+    async fn flight_load<F, Fut>(
+        &self,
+        key: &K,
+        ttl: Option<Duration>,
+        read: bool,
+        load: F,
+    ) -> Outcome<V>
+    where
+        F: FnOnce(K) -> Fut,
+        Fut: Future<Output = Result<Option<V>, BoxError>>,
+    {
         self.inner
             .flights
             .run(key, || async {
                 // A caller that lost the race to a finished flight finds the value here.
                 if let Some(Ok(Some(v))) = self.inner.store.get_now(key) {
-                    return Ok(Some(v));
+                    return Ok(Loaded::found(v));
+                }
+                let ticket = self.lease(key).await;
+                if let Some(value) = ticket.hit() {
+                    return Ok(Loaded::found(value.clone()));
+                }
+                if !read && matches!(ticket.0, Kind::Unsupported) {
+                    match self.inner.store.get_one(key).await {
+                        Ok(Some(value)) => return Ok(Loaded::found(value)),
+                        Ok(None) => {}
+                        // Fail open, as `get_or_load` does on its read.
+                        Err(error) if error.is_transient() => {
+                            tracing::debug!(cache = %self.inner.name, %error, "store unreachable; loading without it");
+                        }
+                        Err(error) => return Err(error),
+                    }
                 }
                 let start = Stopwatch::start();
                 let loaded = load(key.clone()).await;
@@ -1365,17 +1525,17 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         self.inner.stats.load_successes.incr();
                         let value = Arc::new(value);
                         // A cache that cannot store the value still serves it.
-                        if let Err(error) = self.store_load(key, value.clone(), ttl).await {
-                            tracing::warn!(cache = %self.inner.name, %error, "loaded value could not be cached");
-                        }
-                        Ok(Some(value))
+                        self.store_leased(key, &ticket, value.clone(), ttl).await;
+                        Ok(Loaded::by_loader(Some(value)))
                     }
                     Ok(None) => {
                         self.inner.stats.load_successes.incr();
-                        Ok(None)
+                        self.release_lease(key, &ticket).await;
+                        Ok(Loaded::by_loader(None))
                     }
                     Err(e) => {
                         self.inner.stats.load_failures.incr();
+                        self.release_lease(key, &ticket).await;
                         Err(Error::loader(CallbackError(e)))
                     }
                 }

@@ -17,6 +17,7 @@
 //!
 //! [caches.products]                 # remote stores only: a local copy of decoded values
 //! near_cache = { max_entries = 10000, ttl = "60s", max_staleness = "1s" }
+//! lease_ttl = "5s"                  # remote stores: how long a load's lease lasts (0s: none)
 //! ```
 //!
 //! Unknown keys are errors that name the key, so a typo never silently does nothing.
@@ -34,6 +35,11 @@ use crate::partition::{DEFAULT_PARTITIONS, HashingPolicy, MIN_PARTITIONS};
 /// Default limit of an encoded entry: 16 MiB, well under Redis's 512 MiB string limit
 /// and large enough for any sane cached value.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Default time to live of a load's lease on a remote store: five seconds, longer than
+/// a typical load (a database query, an HTTP call), short enough that callers waiting
+/// for a process that died mid-load are not held long.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 
 /// Default capacity of a cache's event channel per subscriber.
 pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
@@ -80,6 +86,16 @@ pub struct CacheConfig {
     /// A near cache in front of a remote store (see [`NearCache`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub near_cache: Option<NearCache>,
+    /// How long a load's lease lasts on a remote store (default 5 s; `"0s"`: no
+    /// leases): the longest that other processes wait for a loader that does not
+    /// finish, and the longest a load may take and still store its value (see
+    /// [`crate::CacheBuilder::lease_ttl`]).
+    #[serde(
+        default,
+        with = "crate::duration::serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lease_ttl: Option<Duration>,
 }
 
 /// The default of [`NearCache::max_staleness`]: one second.
@@ -222,6 +238,7 @@ impl CacheConfig {
             event_capacity: self.event_capacity.or(defaults.event_capacity),
             publish_events: self.publish_events.or(defaults.publish_events),
             near_cache: self.near_cache.or(defaults.near_cache),
+            lease_ttl: self.lease_ttl.or(defaults.lease_ttl),
         }
     }
 
@@ -268,6 +285,14 @@ impl CacheConfig {
         }
         if let Some(near) = &self.near_cache {
             near.validate(cache)?;
+        }
+        if let Some(ttl) = self.lease_ttl
+            && !ttl.is_zero()
+            && ttl < Duration::from_millis(1)
+        {
+            return Err(Error::Config(format!(
+                "cache `{cache}`: `lease_ttl` is {ttl:?}, must be at least 1ms (or 0 for no leases)"
+            )));
         }
         self.hashing_policy()
             .map_err(|e| Error::Config(format!("cache `{cache}`: {e}")))?;

@@ -15,13 +15,13 @@ mod entries;
 pub mod error;
 pub mod event;
 pub mod expiry;
+pub mod flight;
 pub mod key_text;
 pub mod loader;
 #[doc(hidden)]
 pub mod macro_support;
 mod manager;
 pub mod partition;
-mod single_flight;
 pub mod stats;
 pub mod store;
 

@@ -26,7 +26,6 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,6 +37,7 @@ use crate::adapter::FailOpen;
 use crate::cache::Cache;
 pub use crate::cache_decl::{CacheDecl, Deserializable, Evict, Serializable};
 use crate::error::Error;
+use crate::flight::Loaded;
 use crate::manager::CacheManager;
 
 /// The process-wide default manager, by reference (no clone on the hot path).
@@ -465,8 +465,8 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
         call: F,
     ) -> O
     where
-        K: Hash + Eq + Clone,
-        V: Clone,
+        K: crate::CacheKey,
+        V: crate::CacheValue + Clone,
         F: Future<Output = O>,
     {
         let Some(key) = key else {
@@ -506,34 +506,49 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
             .run(&key, move || async move {
                 // A caller that missed just before the previous leader stored its value.
                 if let Some(value) = (decl.ops.get_now)(cache_ref, key_ref) {
-                    return Ok(Some(value));
+                    return Ok(Loaded::found(value));
+                }
+                // Across processes: another one may have stored it, or be calling.
+                let ticket = cache_ref.lease(key_ref).await;
+                if let Some(value) = ticket.hit() {
+                    return Ok(Loaded::found(value.clone()));
                 }
                 let Some(call) = call_slot.take() else {
-                    return Ok(None);
+                    return Ok(Loaded::by_loader(None));
                 };
                 match AssertUnwindSafe(call).catch_unwind().await {
                     Ok(out) => {
                         let value = value_of(&out).map(Arc::new);
-                        if let Some(value) = &value {
-                            decl.store(
-                                cache_ref,
-                                key_ref.clone(),
-                                value.clone(),
-                                options.ttl,
-                                function,
-                            )
-                            .await;
+                        match &value {
+                            Some(value) if ticket.is_unleased() => {
+                                decl.store(
+                                    cache_ref,
+                                    key_ref.clone(),
+                                    value.clone(),
+                                    options.ttl,
+                                    function,
+                                )
+                                .await;
+                            }
+                            Some(value) => {
+                                cache_ref
+                                    .store_leased(key_ref, &ticket, value.clone(), options.ttl)
+                                    .await;
+                            }
+                            None => cache_ref.release_lease(key_ref, &ticket).await,
                         }
                         *output_slot = Some(out);
-                        Ok(value)
+                        Ok(Loaded::by_loader(value))
                     }
                     Err(payload) => {
+                        cache_ref.release_lease(key_ref, &ticket).await;
                         *panic_slot = Some(payload);
                         Err(Error::Panicked("cached function", String::new()))
                     }
                 }
             })
-            .await;
+            .await
+            .map(|loaded| loaded.value);
         if let Some(payload) = panic {
             std::panic::resume_unwind(payload);
         }

@@ -12,14 +12,15 @@ use crate::any_cache::AnyCache;
 use crate::cache::{Cache, CacheInner, CacheKey, CacheValue, LocalChecks};
 use crate::codec::Codec;
 use crate::config::{
-    CacheConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_VALUE_BYTES, ManagerConfig, NearCache,
+    CacheConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_LEASE_TTL, DEFAULT_MAX_VALUE_BYTES, ManagerConfig,
+    NearCache,
 };
 use crate::error::{Error, Result};
 use crate::event::EventSender;
 use crate::expiry::{Custom, CustomExpiry, ExpiryPolicy, ExpirySettings};
+use crate::flight::Flights;
 use crate::loader::{CacheLoader, CacheWriter};
 use crate::partition::{HashingPolicy, PartitionMap};
-use crate::single_flight::SingleFlight;
 use crate::stats::StatsCounters;
 use crate::store::Store;
 use crate::store::encoded::{EncodedConfig, EncodedStore};
@@ -443,6 +444,36 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
+    /// How long a load's lease lasts on a remote store (default 5 s, see
+    /// [`crate::config::DEFAULT_LEASE_TTL`]; ignored on `memory://`).
+    ///
+    /// On a store shared by several processes, the first caller (of any process) to
+    /// miss a key while loading it (`get_or_load`, `get_with`, a read-through `get`)
+    /// takes the key's lease and runs the loader; callers of other processes wait for
+    /// its value instead of loading too, and a write or removal of the key by anyone
+    /// while it loads invalidates the lease, so the loaded (by then stale) value is
+    /// not stored. The lease bounds both sides: waiters wait at most this long for a
+    /// holder that died, and a load that takes longer still returns its value but does
+    /// not store it. Choose it above your slowest load. Zero turns leases off: each
+    /// process then loads a missing key once for itself, as on `memory://`.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let users = manager
+    ///     .cache::<u64, String>("users-lease")
+    ///     .lease_ttl(Duration::from_secs(2))
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(users.get_with(&1, |id| async move { format!("user {id}") }).await?.as_str(), "user 1");
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.config.lease_ttl = Some(ttl);
+        self
+    }
+
     /// A read-through loader for misses of `get`, `get_all` and entry processors, and
     /// for [`Cache::load_all`].
     pub fn loader(mut self, loader: impl CacheLoader<K, V>) -> Self {
@@ -609,7 +640,14 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 loader: self.loader,
                 read_through: self.read_through,
                 writer: self.writer,
-                flights: SingleFlight::default(),
+                flights: Arc::new(Flights::new()),
+                lease_ttl: config
+                    .lease_ttl
+                    .or(match &manager.backend {
+                        Backend::Memory => None,
+                        Backend::Remote(backend) => backend.default_lease_ttl(),
+                    })
+                    .unwrap_or(DEFAULT_LEASE_TTL),
                 key_locks,
                 local_checks,
                 closed: std::sync::atomic::AtomicBool::new(false),

@@ -14,6 +14,7 @@
 //! | iteration ([`crate::Cache::entries`]) | a hit per entry returned; [`crate::Entries::remove`]: a removal |
 //! | `invoke`, `invoke_all` (per key) | present: a hit, absent: a miss (read or not); then set → put, remove → removal (net effect) |
 //! | read-through load (`get`, `get_all`, `invoke`), `load_all`, `get_or_load` | a load success or failure, never a put |
+//! | a loaded value refused because its lease was invalidated (remote stores) | a stale set prevented |
 //!
 //! Counters are striped over cache-line-padded cells so that tasks on different cores
 //! do not fight over one line; a [`CacheStats`] snapshot sums them. The snapshot is
@@ -25,7 +26,7 @@
 //! [`CacheStats::publish`] sets these series, each labelled `cache="<name>"`:
 //! counters `partcache_{hits,misses,puts,removals,evictions,expirations,
 //! load_successes,load_failures,decode_errors,store_errors,rejections,near_hits,
-//! near_misses}_total`, gauges `partcache_{get,put,remove,load}_seconds_avg` and
+//! near_misses,stale_sets_prevented}_total`, gauges `partcache_{get,put,remove,load}_seconds_avg` and
 //! `partcache_hit_ratio`.
 //!
 //! Latency is also recorded as it happens, in the histogram
@@ -228,6 +229,9 @@ pub struct StatsCounters {
     pub near_hits: Counter,
     /// Local (near-cache) misses.
     pub near_misses: Counter,
+    /// Loaded values not stored because a write or removal of their key, in any
+    /// process, invalidated the load's lease while it ran (remote stores).
+    pub stale_sets_prevented: Counter,
     /// Gets, for sampling: each stripe times its first get and one in [`GET_SAMPLE`].
     gets: Counter,
     /// Nanoseconds of the timed gets, and how many were timed.
@@ -337,6 +341,7 @@ impl StatsCounters {
             &self.rejections,
             &self.near_hits,
             &self.near_misses,
+            &self.stale_sets_prevented,
             &self.gets,
             &self.get_nanos,
             &self.put_nanos,
@@ -370,6 +375,7 @@ impl StatsCounters {
             rejections: self.rejections.get(),
             near_hits: self.near_hits.get(),
             near_misses: self.near_misses.get(),
+            stale_sets_prevented: self.stale_sets_prevented.get(),
             average_get_time: avg(&self.get_nanos, &self.gets_timed),
             average_put_time: avg(&self.put_nanos, &self.puts_timed),
             average_remove_time: avg(&self.remove_nanos, &self.removes_timed),
@@ -424,6 +430,10 @@ pub struct CacheStats {
     pub near_hits: u64,
     /// Near-cache misses.
     pub near_misses: u64,
+    /// Loaded values not stored because a write or removal of their key, in any
+    /// process, invalidated the load's lease while it ran (remote stores): each one a
+    /// stale value that would otherwise have been served until it expired.
+    pub stale_sets_prevented: u64,
     /// Mean time of a get: of one-key gets, the first of each counter stripe and one
     /// in [`GET_SAMPLE`] after it are timed (the mean of that sample). Serialised as
     /// `average_get_time_us`, microseconds.
@@ -469,7 +479,7 @@ impl CacheStats {
     /// monotonic counters without any cost on the cache's hot path.
     pub fn publish(&self, cache: &str) {
         let label = [("cache", cache.to_string())];
-        let counters: [(&'static str, u64); 13] = [
+        let counters: [(&'static str, u64); 14] = [
             ("partcache_hits_total", self.hits),
             ("partcache_misses_total", self.misses),
             ("partcache_puts_total", self.puts),
@@ -483,6 +493,10 @@ impl CacheStats {
             ("partcache_rejections_total", self.rejections),
             ("partcache_near_hits_total", self.near_hits),
             ("partcache_near_misses_total", self.near_misses),
+            (
+                "partcache_stale_sets_prevented_total",
+                self.stale_sets_prevented,
+            ),
         ];
         for (name, value) in counters {
             metrics::counter!(name, &label).absolute(value);

@@ -5,11 +5,11 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Method, Request, Uri};
+use partcache::flight::Flights;
 use partcache::{
     AnyCache, CacheBuilder, CacheConfig, CacheKey, CacheManager, CacheValue, NearCache,
 };
 use partcache_tower::backlog::{Backlog, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES};
-use partcache_tower::coalesce::Coalescer;
 
 use super::entry::{CachedEntry, TagKeys};
 use super::key::{RequestKey, normalize_host, request_host};
@@ -704,7 +704,7 @@ impl ResponseCacheBuilder {
                 responses,
                 tags,
                 config: self.config,
-                flights: Arc::new(Coalescer::new()),
+                flights: Arc::new(Flights::new()),
                 counters: Counters::default(),
                 local,
             }),
@@ -726,6 +726,7 @@ fn merge(over: CacheConfig, under: CacheConfig) -> CacheConfig {
         event_capacity: over.event_capacity.or(under.event_capacity),
         publish_events: over.publish_events.or(under.publish_events),
         near_cache: over.near_cache.or(under.near_cache),
+        lease_ttl: over.lease_ttl.or(under.lease_ttl),
     }
 }
 
@@ -764,6 +765,9 @@ fn configured<K: CacheKey, V: CacheValue>(
     }
     if let Some(near) = config.near_cache {
         builder = builder.near_cache(near);
+    }
+    if let Some(ttl) = config.lease_ttl {
+        builder = builder.lease_ttl(ttl);
     }
     builder
 }

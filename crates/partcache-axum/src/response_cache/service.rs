@@ -26,7 +26,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_cache_semantics::{AfterResponse, BeforeRequest};
-use partcache_tower::coalesce::{Flight, Joined};
+use partcache::flight::{Flight, Joined};
 use tower_service::Service;
 
 use super::body::{BoxError, Buffered, CacheBody, read_limited};
@@ -40,7 +40,7 @@ use super::policy::{
     CookieRule, LayerRoute, NOT_MODIFIED_HEADERS, RequestView, ResponseView, RoutePolicy,
     StoreRules, has_request_directives, merge_not_modified, not_modified, only_if_cached, storable,
 };
-use super::shared::{Shared, StoreFailed};
+use super::shared::{Lease, Shared, StoreFailed};
 use super::status::{CACHE_STATUS, Fwd, Label, Outcome, X_CACHE, ttl_seconds};
 
 /// The service a [`ResponseCacheLayer`](super::ResponseCacheLayer) wraps around an
@@ -305,6 +305,7 @@ where
                     Some(entry),
                     Some(flight),
                     Fwd::Stale,
+                    None,
                 )
                 .await;
             });
@@ -521,7 +522,31 @@ where
                 flight.complete(entry.clone());
                 return Ok(coalesced(shared, &request, stored, fwd));
             }
-            origin(shared, inner, request, key, stale, Some(flight), fwd).await
+            // A miss, across instances: the key's lease. Another instance may have
+            // stored the response meanwhile, or be asking the origin for it (this
+            // waits for its response then).
+            let lease = match stale {
+                Some(_) => None,
+                // The local store is one process's: its flight is all the collapsing
+                // there is (and its store stays the synchronous fast path).
+                None if shared.local => None,
+                None => {
+                    let ticket = shared.responses.lease(&flight_key).await;
+                    if let Some(entry) = ticket.hit()
+                        && let Some(stored) = entry.as_response()
+                        && reusable_for(stored, &key, &request)
+                    {
+                        flight.complete(entry.clone());
+                        return Ok(coalesced(shared, &request, stored, fwd));
+                    }
+                    Some(Lease {
+                        responses: shared.responses.clone(),
+                        key: flight_key,
+                        ticket: ticket.hit().is_none().then_some(ticket),
+                    })
+                }
+            };
+            origin(shared, inner, request, key, stale, Some(flight), fwd, lease).await
         }
         Joined::Waiter(waiter) => {
             if let Some(entry) = waiter.wait().await
@@ -531,7 +556,7 @@ where
                 return Ok(coalesced(shared, &request, stored, fwd));
             }
             // The leader's response was not shareable with this request: ask ourselves.
-            origin(shared, inner, request, key, stale, None, fwd).await
+            origin(shared, inner, request, key, stale, None, fwd, None).await
         }
     }
 }
@@ -572,7 +597,8 @@ fn coalesced<ReqB, ResB>(
 }
 
 /// Asks the origin (conditionally when `stale` has a validator) and stores what may
-/// be stored.
+/// be stored (under `lease` when a miss took the key's lease).
+#[allow(clippy::too_many_arguments)]
 async fn origin<S, ReqB, ResB>(
     shared: &Arc<Shared>,
     mut inner: S,
@@ -581,6 +607,7 @@ async fn origin<S, ReqB, ResB>(
     stale: Option<Arc<CachedEntry>>,
     flight: Option<Flight<String, Arc<CachedEntry>>>,
     fwd: Fwd,
+    lease: Option<Lease>,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
@@ -717,7 +744,9 @@ where
         if let Some(flight) = &flight {
             flight.complete(entry.clone());
         }
-        shared.store(key, entry, refreshed.keep_for, flight).await;
+        shared
+            .store(key, entry, refreshed.keep_for, flight, lease)
+            .await;
         shared.counters.cache.hits.incr();
         return Ok(answer);
     }
@@ -796,7 +825,9 @@ where
     if let Some(flight) = &flight {
         flight.complete(entry.clone());
     }
-    shared.store(key, entry, judged.keep_for, flight).await;
+    shared
+        .store(key, entry, judged.keep_for, flight, lease)
+        .await;
     forwarded
         .ttl(ttl)
         .stored()

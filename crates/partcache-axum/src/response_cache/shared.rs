@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName, Method, Uri};
 use partcache::Cache;
 use partcache::adapter::FailOpen;
+use partcache::flight::{Flight, Flights, Ticket};
 use partcache_tower::backlog::Backlog;
-use partcache_tower::coalesce::{Coalescer, Flight};
 
 use super::entry::{CachedEntry, EntryKind, TagKeys, VaryIndex};
 use super::key::{ParamFilter, RequestKey, key_under_prefix, path_of, under_prefix, variant_key};
@@ -72,7 +72,7 @@ pub(crate) struct Shared {
     pub(crate) responses: Cache<String, CachedEntry>,
     pub(crate) tags: Cache<String, TagKeys>,
     pub(crate) config: Config,
-    pub(crate) flights: Arc<Coalescer<String, Arc<CachedEntry>>>,
+    pub(crate) flights: Arc<Flights<String, Arc<CachedEntry>>>,
     pub(crate) counters: Counters,
     /// The local store answers without I/O: no timeout is needed around it.
     pub(crate) local: bool,
@@ -85,6 +85,28 @@ pub(crate) struct Shared {
 
 /// The failure a store call ended with (already logged and counted).
 pub(crate) struct StoreFailed;
+
+/// The lease of a miss's key (see `partcache::flight`): its response is stored under
+/// it, and refused if another instance's unsafe request or purge removed the key
+/// while the origin answered. Dropped unused (an error, a response not stored), it
+/// ends the lease at once, so that the other instances waiting for it go on.
+pub(crate) struct Lease {
+    pub(crate) responses: Cache<String, CachedEntry>,
+    pub(crate) key: String,
+    pub(crate) ticket: Option<Ticket<CachedEntry>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take().filter(Ticket::is_leased) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (responses, key) = (self.responses.clone(), std::mem::take(&mut self.key));
+            runtime.spawn(async move { responses.release_lease(&key, &ticket).await });
+        }
+    }
+}
 
 impl Shared {
     /// Where this cache calls its store: failures are logged as the `partcache-axum`
@@ -148,6 +170,7 @@ impl Shared {
         entry: Arc<CachedEntry>,
         keep_for: Duration,
         flight: Option<Flight<String, Arc<CachedEntry>>>,
+        lease: Option<Lease>,
     ) {
         let Some(stored) = entry.as_response() else {
             return;
@@ -160,6 +183,7 @@ impl Shared {
                 && stored.tags.is_empty()
                 && self.config.tracked_prefixes.is_empty()
                 && !flight.as_ref().is_some_and(Flight::is_cancelled)
+                && lease.is_none()
             {
                 // A plain response: one put, made on the first poll (see `read`). A put
                 // still pending then has not reached the store (only a writer's key lock
@@ -181,7 +205,7 @@ impl Shared {
                 self.writes.fetch_add(1, Ordering::AcqRel);
                 drop(flight);
             } else {
-                let boxed = Box::pin(self.write(key, entry, keep_for, flight));
+                let boxed = Box::pin(self.write(key, entry, keep_for, flight, lease));
                 boxed.await;
             }
             drop(admitted);
@@ -189,7 +213,7 @@ impl Shared {
         }
         let inner = self.clone();
         tokio::spawn(async move {
-            inner.write(key, entry, keep_for, flight).await;
+            inner.write(key, entry, keep_for, flight, lease).await;
             drop(admitted);
         });
     }
@@ -200,8 +224,9 @@ impl Shared {
         entry: Arc<CachedEntry>,
         keep_for: Duration,
         flight: Option<Flight<String, Arc<CachedEntry>>>,
+        lease: Option<Lease>,
     ) {
-        self.write_entry(key, entry, keep_for, flight.as_ref())
+        self.write_entry(key, entry, keep_for, flight.as_ref(), lease)
             .await;
         // Before the flight ends (the caller drops it): a request that joins no flight
         // afterwards sees this count changed and reads the store again.
@@ -215,6 +240,7 @@ impl Shared {
         entry: Arc<CachedEntry>,
         keep_for: Duration,
         flight: Option<&Flight<String, Arc<CachedEntry>>>,
+        mut lease: Option<Lease>,
     ) {
         let inner = self;
         let cancelled = || flight.is_some_and(Flight::is_cancelled);
@@ -271,6 +297,22 @@ impl Shared {
         if cancelled() {
             return;
         }
+        // Under the lease when it is the key's (a variant stored under another key
+        // than its flight's is not covered): the store refuses it if another instance
+        // removed the key since the origin call began.
+        if let Some(lease) = lease.as_mut().filter(|l| l.key == storage_key)
+            && let Some(ticket) = lease.ticket.take_if(|t| !t.is_unleased())
+        {
+            let put =
+                inner
+                    .responses
+                    .store_leased(&storage_key, &ticket, entry.clone(), Some(keep_for));
+            if put.await {
+                inner.counters.cache.stored.incr();
+            }
+            return;
+        }
+        drop(lease);
         let put = inner
             .responses
             .put_with_ttl(storage_key, entry.clone(), keep_for);

@@ -12,5 +12,6 @@ mod scenarios;
 
 mod breaker;
 mod fail_open;
+mod instances;
 mod rfc9111;
 mod rfc9111_redis;

@@ -181,4 +181,8 @@ impl RemoteBackend for JoinedBackend {
             .partitions
             .unwrap_or(partcache::partition::DEFAULT_PARTITIONS)
     }
+
+    fn default_lease_ttl(&self) -> Option<std::time::Duration> {
+        self.url.lease_ttl
+    }
 }

@@ -14,8 +14,9 @@ use futures::stream::{self, BoxStream, StreamExt};
 use parking_lot::Mutex;
 use partcache::balance::{BalanceReport, MasterBalance};
 use partcache::partition::PartitionMap;
+use partcache::store::LeasedPut;
 use partcache::store::raw::{
-    InvalidationSink, RawCacheSpec, RawEvent, RawFound, RawKey, RawStore, RawWrite,
+    InvalidationSink, RawCacheSpec, RawEvent, RawFound, RawKey, RawLease, RawStore, RawWrite,
     RawWriteOutcome, RemoteBackend,
 };
 use partcache::{Error, Result};
@@ -366,6 +367,30 @@ impl RawStore for JoinedStore {
         let member = self.member(self.owner(key)?);
         let result = member.store.write(key, write).await;
         self.after(result.map_err(|e| member.context(e)))
+    }
+
+    async fn lease(&self, key: &RawKey, token: &str, ttl: Duration) -> Result<RawLease> {
+        let member = self.member(self.owner(key)?);
+        let result = member.store.lease(key, token, ttl).await;
+        self.after(result.map_err(|e| member.context(e)))
+    }
+
+    async fn put_leased(
+        &self,
+        key: &RawKey,
+        token: &str,
+        blob: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<LeasedPut> {
+        let member = self.member(self.owner(key)?);
+        let result = member.store.put_leased(key, token, blob, ttl).await;
+        self.after(result.map_err(|e| member.context(e)))
+    }
+
+    async fn release_lease(&self, key: &RawKey, token: &str) -> Result<()> {
+        let member = self.member(self.owner(key)?);
+        let result = member.store.release_lease(key, token).await;
+        result.map_err(|e| member.context(e))
     }
 
     async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<u64> {

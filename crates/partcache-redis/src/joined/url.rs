@@ -14,7 +14,7 @@ use crate::url::{DeploymentKind, DeploymentUrl, decode, mask};
 pub const SCHEMES: &[&str] = &["redis-joined", "valkey-joined"];
 
 /// Every query parameter of a joined URL (members take their own, see the crate docs).
-const PARAMETERS: &[&str] = &["member", "partitions"];
+const PARAMETERS: &[&str] = &["member", "partitions", "lease_ttl"];
 
 /// A parsed `redis-joined://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,9 @@ pub struct JoinedUrl {
     pub members: Vec<Member>,
     /// Partition count for caches that do not set one (`partitions=` on the joined URL).
     pub partitions: Option<u16>,
+    /// Lease time to live for caches that do not set one (`lease_ttl=` on the joined
+    /// URL; see `partcache::CacheBuilder::lease_ttl`).
+    pub lease_ttl: Option<std::time::Duration>,
 }
 
 /// One member of a joined store.
@@ -60,6 +63,7 @@ pub fn parse(url: &str) -> Result<JoinedUrl> {
     }
     let mut members = Vec::new();
     let mut partitions = None;
+    let mut lease_ttl = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
@@ -79,6 +83,12 @@ pub fn parse(url: &str) -> Result<JoinedUrl> {
                         ))
                     })?;
                 partitions = Some(n);
+            }
+            "lease_ttl" => {
+                let value = decode(value, url)?;
+                let ttl = partcache::duration::parse(&value)
+                    .map_err(|e| Error::Config(format!("`lease_ttl={value}`: {e}")))?;
+                lease_ttl = Some(ttl);
             }
             other => {
                 return Err(Error::Config(format!(
@@ -125,11 +135,15 @@ pub fn parse(url: &str) -> Result<JoinedUrl> {
     if let Some(p) = partitions {
         parts.push(format!("partitions={p}"));
     }
+    if let Some(ttl) = lease_ttl {
+        parts.push(format!("lease_ttl={}ms", ttl.as_millis()));
+    }
     display.push_str(&parts.join("&"));
     Ok(JoinedUrl {
         display,
         members,
         partitions,
+        lease_ttl,
     })
 }
 

@@ -12,6 +12,10 @@
 --                only on an indexed cache (a budget or a max-idle: INDEXED). Without
 --                one, the entry keys alone are the entries (found by SCAN, store/scan.rs).
 --   <P>dl        zset text -> deadline (ms): what the reaper visits
+--   <P>l:<text>  string: the lease of an absent entry (lease.lua): `<token>@<tick>`,
+--                the token of the caller loading its value and when it got it (µs);
+--                `x<token>@<tick>` after a write voided an earlier lease, `x` when
+--                voided; Redis PEXPIRE holds the lease's end
 --   <P>fx        hash text -> "<policy deadline>,<ttl deadline>,<key-only blob>", for
 --                entries with a deadline (reads and updates need the fixed deadlines;
 --                the key-only blob announces an expiry after Redis dropped the value).
@@ -138,6 +142,26 @@ local function prefix()
   return P
 end
 local function ek(text) return prefix() .. 'e:' .. text end
+local function lease_key(text) return prefix() .. 'l:' .. text end
+
+-- Voids a live lease of `text` (lease.lua) on a write that finds the entry absent:
+-- the holder's put is then refused (a load that read the system of record before
+-- this write must not be stored after it). A present entry has no lease (one is
+-- taken only while the entry is absent, and creating the entry voids it), so updates
+-- pay nothing. A `pcall`: the lease key is not among the declared keys, and while
+-- the slot migrates Redis may refuse it, which must not fail the write itself.
+local function void_lease(text)
+  redis.pcall('SET', lease_key(text), 'x', 'XX', 'KEEPTTL')
+end
+
+-- Whether the lease value `held` is the one granted to `token`, and when it was
+-- granted (µs).
+local function lease_of(held, token)
+  if not held then return false, nil end
+  local at = string.find(held, token .. '@', 1, true)
+  if at ~= 1 and not (at == 2 and string.sub(held, 1, 1) == 'x') then return false, nil end
+  return true, tonumber(string.sub(held, at + #token + 1))
+end
 local function minv(a, b)
   if a == nil then return b end
   if b == nil then return a end
@@ -335,6 +359,7 @@ local function put(text, blob, keyonly, ttl, cur)
   local ft = nil
   if ttl >= 0 then ft = NOW + ttl end
   if not cur then
+    void_lease(text)
     local fp = nil
     if KIND == 1 or KIND == 2 then fp = NOW + D end
     if KIND == 5 and CC >= 0 then fp = NOW + CC end
@@ -420,6 +445,7 @@ local function put_blind(text, blob, keyonly, ttl)
     emit('U', blob)
     return 1
   end
+  void_lease(text)
   local grew
   if INDEXED then
     grew = redis.call('ZADD', IX, int(TICK), text)
@@ -458,7 +484,10 @@ local function current(text)
 end
 
 local function remove(text, cur)
-  if not cur then return 0 end
+  if not cur then
+    void_lease(text)
+    return 0
+  end
   redis.call('DEL', ek(text))
   forget(text)
   emit('R', cur)
@@ -540,6 +569,7 @@ local function fast_put(k, text, blob, guarded)
     emit('U', blob)
     return write_reply(1, 1, false)
   end
+  void_lease(text)
   -- Records but no value: Redis expired it. gone() announces it and drops them.
   partition_keys()
   if HAS_FX ~= false and redis.call('HEXISTS', FX, text) == 1 then gone(text) end

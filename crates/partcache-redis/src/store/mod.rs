@@ -7,12 +7,13 @@
 //! how its requests run) at the bottom, then `requests.rs` (function calls and their
 //! arguments) and `replies.rs` (reading the replies), then `open.rs` (opening and the
 //! layout check), `puts.rs` (a put joining its node's batch), `reaper.rs`, `scan.rs`
-//! (key scans, scan steps, counts), `clear.rs`, `balance.rs` and `near.rs` (what a
-//! near cache asks of the store).
+//! (key scans, scan steps, counts), `clear.rs`, `balance.rs`, `near.rs` (what a
+//! near cache asks of the store) and `lease.rs` (leases of loads).
 
 mod balance;
 mod cache;
 mod clear;
+mod lease;
 mod near;
 mod open;
 mod puts;
@@ -28,9 +29,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use partcache::balance::BalanceReport;
+use partcache::store::LeasedPut;
 use partcache::store::raw::{
-    InvalidationSink, RawAction, RawCacheSpec, RawCondition, RawEvent, RawFound, RawKey, RawStore,
-    RawWrite, RawWriteOutcome,
+    InvalidationSink, RawAction, RawCacheSpec, RawCondition, RawEvent, RawFound, RawKey, RawLease,
+    RawStore, RawWrite, RawWriteOutcome,
 };
 use partcache::{Error, Result};
 use redis::{Cmd, Value};
@@ -533,6 +535,27 @@ impl RawStore for RedisStore {
     async fn get_all_with_deadlines(&self, keys: &[RawKey]) -> Result<Vec<Option<RawFound>>> {
         self.ready().await?;
         self.inner.get_all_with_deadlines(keys).await
+    }
+
+    async fn lease(&self, key: &RawKey, token: &str, ttl: Duration) -> Result<RawLease> {
+        self.ready().await?;
+        self.inner.lease(key, token, ttl).await
+    }
+
+    async fn put_leased(
+        &self,
+        key: &RawKey,
+        token: &str,
+        blob: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<LeasedPut> {
+        self.ready().await?;
+        self.inner.put_leased(key, token, blob, ttl).await
+    }
+
+    async fn release_lease(&self, key: &RawKey, token: &str) -> Result<()> {
+        self.ready().await?;
+        self.inner.release_lease(key, token).await
     }
 
     async fn attach_invalidation_sink(

@@ -14,6 +14,7 @@ mod conformance_standalone;
 mod conformance_valkey_cluster;
 mod conformance_valkey_standalone;
 mod joined;
+mod lease;
 mod misconfiguration;
 mod near;
 mod reaper;

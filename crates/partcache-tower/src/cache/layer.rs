@@ -12,7 +12,7 @@ use super::service::CacheService;
 use super::shared::{Shared, Weigher};
 use super::stats::LayerStats;
 use crate::backlog::{Backlog, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES};
-use crate::coalesce::Coalescer;
+use partcache::flight::Flights;
 
 /// Store calls slower than this fail open by default: long enough for a healthy
 /// remote store under load, short enough that an outage adds little latency.
@@ -189,7 +189,7 @@ impl<E, K: CacheKey, V: CacheValue, P> CacheLayerBuilder<E, K, V, P> {
                 extractor: self.extractor,
                 predicate: self.predicate,
                 store_timeout: self.store_timeout,
-                flights: Arc::new(Coalescer::new()),
+                flights: Arc::new(Flights::new()),
                 counters: AdapterCounters::default(),
             }),
         }

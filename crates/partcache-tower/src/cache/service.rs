@@ -10,7 +10,7 @@ use super::future::ResponseFuture;
 use super::key::KeyExtractor;
 use super::policy::{CachedResponse, StorePredicate};
 use super::shared::Shared;
-use crate::coalesce::{Flight, Joined};
+use partcache::flight::{Flight, Joined, Ticket};
 
 /// A service that answers from a cache when it can and calls `S` when it must. Made
 /// by [`CacheLayer`](super::CacheLayer); see there for the behaviour.
@@ -111,26 +111,43 @@ where
             };
         }
     };
-    let response = inner.call(request).await?;
+    // Across processes: the key's lease. Another process may have stored the value
+    // meanwhile, or be calling its service for it (then this waits for its value).
+    let ticket = shared.cache.lease(&key).await;
+    if let Some(stored) = ticket.hit() {
+        counters.coalesced.incr();
+        flight.complete(stored.clone());
+        return Ok(V::to_response(stored));
+    }
+    let response = match inner.call(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            shared.cache.release_lease(&key, &ticket).await;
+            return Err(error);
+        }
+    };
     if !shared.predicate.should_store(&response) {
         counters.not_stored.incr();
+        shared.cache.release_lease(&key, &ticket).await;
         return Ok(response);
     }
     let stored = match V::from_response(response).await {
         Ok(stored) => Arc::new(stored),
         Err(response) => {
             counters.not_stored.incr();
+            shared.cache.release_lease(&key, &ticket).await;
             return Ok(response);
         }
     };
     flight.complete(stored.clone());
     let response = V::to_response(&stored);
     let Some(admitted) = shared.backlog.admit((shared.weigher)(&stored)) else {
+        shared.cache.release_lease(&key, &ticket).await;
         return Ok(response);
     };
     if shared.local {
         // No I/O: a task per miss would cost more than the write itself.
-        write(&shared, key, stored, flight).await;
+        write(&shared, key, stored, flight, ticket).await;
         drop(admitted);
         return Ok(response);
     }
@@ -138,28 +155,35 @@ where
     // callers arriving meanwhile share `stored` instead of calling the service again.
     let writer = shared.clone();
     tokio::spawn(async move {
-        write(&writer, key, stored, flight).await;
+        write(&writer, key, stored, flight, ticket).await;
         drop(admitted);
     });
     Ok(response)
 }
 
-/// Writes `stored` under `key`, unless an invalidation cancelled `flight` meanwhile.
+/// Writes `stored` under `key`, unless an invalidation cancelled `flight` meanwhile
+/// (in this process) or voided the lease (in any process: the store refuses it then).
 async fn write<E, K, V, P>(
     shared: &Shared<E, K, V, P>,
     key: K,
     stored: Arc<V>,
     flight: Flight<K, Arc<V>>,
+    ticket: Ticket<V>,
 ) where
     K: CacheKey,
     V: CacheValue,
 {
     if flight.is_cancelled() {
         // Invalidated while the service ran: storing now would resurrect old data.
+        shared.cache.release_lease(&key, &ticket).await;
         return;
     }
-    let write = shared.cache.put(key, stored);
-    if shared.fail_open().call("put", write).await.is_some() {
+    if ticket.is_unleased() {
+        let write = shared.cache.put(key, stored);
+        if shared.fail_open().call("put", write).await.is_some() {
+            shared.counters.stored.incr();
+        }
+    } else if shared.cache.store_leased(&key, &ticket, stored, None).await {
         shared.counters.stored.incr();
     }
     // The flight ends with the write: until now late callers shared `stored`.

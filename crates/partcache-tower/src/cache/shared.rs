@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use partcache::adapter::{AdapterCounters, FailOpen};
+use partcache::flight::Flights;
 use partcache::{Cache, CacheKey, CacheValue};
 
 use crate::backlog::Backlog;
-use crate::coalesce::Coalescer;
 
 /// The adapter's name in the log lines of a store call it failed open on.
 const ADAPTER: &str = "partcache-tower";
@@ -19,7 +19,7 @@ pub(crate) struct Shared<E, K, V, P> {
     pub(crate) extractor: E,
     pub(crate) predicate: P,
     pub(crate) store_timeout: Duration,
-    pub(crate) flights: Arc<Coalescer<K, Arc<V>>>,
+    pub(crate) flights: Arc<Flights<K, Arc<V>>>,
     pub(crate) counters: AdapterCounters,
     /// Bounds the store writes still running after their response was returned.
     pub(crate) backlog: Arc<Backlog>,

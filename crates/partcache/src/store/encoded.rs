@@ -12,8 +12,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
-use super::raw::{RawAction, RawCondition, RawFound, RawKey, RawStore, RawWrite};
-use super::spi::{Action, Computed, Condition, Decision, Processor, Store, Write, WriteOutcome};
+use super::raw::{RawAction, RawCondition, RawFound, RawKey, RawLease, RawStore, RawWrite};
+use super::spi::{
+    Action, Computed, Condition, Decision, Lease, LeasedPut, Processor, Store, Write, WriteOutcome,
+};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::event::EventSender;
@@ -313,6 +315,41 @@ where
             applied: outcome.applied,
             previous: outcome.previous.and_then(|blob| self.decode_value(&blob)),
         })
+    }
+
+    async fn lease(&self, key: &K, token: &str, ttl: Duration) -> Result<Lease<V>> {
+        let raw_key = self.raw_key(key)?;
+        Ok(
+            match self.after(self.raw.lease(&raw_key, token, ttl).await)? {
+                RawLease::Hit(blob) => match self.decode_value(&blob) {
+                    Some(value) => Lease::Hit(value),
+                    // Undecodable bytes are a miss (counted by `decode_value`) that no lease
+                    // covers: the caller loads without one, as without leases.
+                    None => Lease::Unsupported,
+                },
+                RawLease::Granted => Lease::Granted,
+                RawLease::Held { remaining } => Lease::Held { remaining },
+                RawLease::Unsupported => Lease::Unsupported,
+            },
+        )
+    }
+
+    async fn put_leased(
+        &self,
+        key: &K,
+        token: &str,
+        value: Arc<V>,
+        ttl: Option<Duration>,
+    ) -> Result<LeasedPut> {
+        let started = std::time::Instant::now();
+        let raw_key = self.raw_key(key)?;
+        let blob = self.encode(key, &value)?;
+        let put = self.raw.put_leased(&raw_key, token, blob, ttl);
+        self.after(super::raw::started_at(started, put).await)
+    }
+
+    async fn release_lease(&self, key: &K, token: &str) -> Result<()> {
+        self.raw.release_lease(&self.raw_key(key)?, token).await
     }
 
     async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<u64> {

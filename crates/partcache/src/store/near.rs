@@ -70,7 +70,7 @@ use serde::de::DeserializeOwned;
 
 use super::encoded::EncodedStore;
 use super::raw::InvalidationSink;
-use super::spi::{Computed, Processor, Store, Write, WriteOutcome};
+use super::spi::{Computed, Lease, LeasedPut, Processor, Store, Write, WriteOutcome};
 use crate::codec::Codec;
 use crate::config::NearCache;
 use crate::error::Result;
@@ -377,6 +377,28 @@ where
         let outcome = self.encoded.write(key, write).await;
         self.forget(key, partition);
         outcome
+    }
+
+    async fn lease(&self, key: &K, token: &str, ttl: Duration) -> Result<Lease<V>> {
+        self.encoded.lease(key, token, ttl).await
+    }
+
+    async fn put_leased(
+        &self,
+        key: &K,
+        token: &str,
+        value: Arc<V>,
+        ttl: Option<Duration>,
+    ) -> Result<LeasedPut> {
+        let partition = self.encoded.raw_key(key)?.partition;
+        self.forget(key, partition);
+        let outcome = self.encoded.put_leased(key, token, value, ttl).await;
+        self.forget(key, partition);
+        outcome
+    }
+
+    async fn release_lease(&self, key: &K, token: &str) -> Result<()> {
+        self.encoded.release_lease(key, token).await
     }
 
     async fn put_all(&self, entries: Vec<(K, Arc<V>)>, ttl: Option<Duration>) -> Result<u64> {

@@ -70,6 +70,22 @@ pub struct RawWrite {
     pub want_previous: bool,
 }
 
+/// What [`RawStore::lease`] found for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawLease {
+    /// The key's blob (read as a get reads it).
+    Hit(Vec<u8>),
+    /// No value; the caller holds the lease.
+    Granted,
+    /// No value; another caller holds the lease for at most `remaining` more.
+    Held {
+        /// The lease's time left.
+        remaining: Duration,
+    },
+    /// The store keeps no leases.
+    Unsupported,
+}
+
 /// What a raw write found and did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RawWriteOutcome {
@@ -239,6 +255,27 @@ pub trait RawStore: Send + Sync + 'static {
     fn scan(&self) -> BoxStream<'_, Result<Vec<u8>>>;
     /// Approximate number of entries.
     async fn len(&self) -> Result<u64>;
+    /// Reads one key and, when it has no value and no live lease, grants its lease to
+    /// `token` for `ttl`, atomically (see [`crate::store::Store::lease`]). The default
+    /// keeps no leases.
+    async fn lease(&self, _key: &RawKey, _token: &str, _ttl: Duration) -> Result<RawLease> {
+        Ok(RawLease::Unsupported)
+    }
+    /// Stores `blob` under the lease `token` if it is still valid, and ends the lease
+    /// (see [`crate::store::Store::put_leased`]).
+    async fn put_leased(
+        &self,
+        _key: &RawKey,
+        _token: &str,
+        _blob: Vec<u8>,
+        _ttl: Option<Duration>,
+    ) -> Result<crate::store::LeasedPut> {
+        Ok(crate::store::LeasedPut::Unsupported)
+    }
+    /// Ends the lease `token` on `key` without storing anything.
+    async fn release_lease(&self, _key: &RawKey, _token: &str) -> Result<()> {
+        Ok(())
+    }
     /// Events of every process attached to the cache. A call's own events are on the
     /// channel by the time the call returns; while nobody in this process listens
     /// (see [`ListenerProbe`]) the core does not wait for them, so a store may leave
@@ -329,6 +366,11 @@ pub trait RemoteBackend: Send + Sync + 'static {
     /// The partition count to use when the URL and the cache config say nothing.
     fn default_partitions(&self) -> u16 {
         crate::partition::DEFAULT_PARTITIONS
+    }
+    /// The lease time to live to use when the cache config says nothing (a URL
+    /// parameter); `None`: [`crate::config::DEFAULT_LEASE_TTL`].
+    fn default_lease_ttl(&self) -> Option<Duration> {
+        None
     }
 }
 

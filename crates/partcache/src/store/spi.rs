@@ -90,6 +90,41 @@ pub enum Computed {
     Removed,
 }
 
+/// What [`Store::lease`] found for a key.
+#[derive(Debug)]
+pub enum Lease<V> {
+    /// The key has a value, read as [`Store::get_one`] reads it (an access for expiry).
+    Hit(Arc<V>),
+    /// The key has no value and the caller now holds its lease: it loads the value and
+    /// stores it with [`Store::put_leased`] (or gives the lease up with
+    /// [`Store::release_lease`]).
+    Granted,
+    /// The key has no value and another caller (of any process) holds its lease, for
+    /// at most `remaining` more: the value is on its way.
+    Held {
+        /// The time the lease has left; after it the next caller leads.
+        remaining: Duration,
+    },
+    /// The store keeps no leases (one process only: the local flight is enough).
+    Unsupported,
+}
+
+/// What [`Store::put_leased`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeasedPut {
+    /// The lease was still valid: the value is stored (if the expiry policy keeps it)
+    /// and the lease is over.
+    Stored,
+    /// A write or removal of the key invalidated the lease while the value was loaded:
+    /// the value, read before that change, is not stored (a stale set prevented).
+    Stale,
+    /// The lease ran out (its time to live passed) before the put; the value is not
+    /// stored, since another caller may lead by now.
+    Lost,
+    /// The store keeps no leases.
+    Unsupported,
+}
+
 /// An entry processor as stores see it. `FnMut` because a remote store may run it again
 /// when another process changed the entry meanwhile (optimistic concurrency).
 pub type Processor<'a, V> = dyn FnMut(Option<&Arc<V>>) -> Decision<V> + Send + 'a;
@@ -170,6 +205,35 @@ where
 
     /// Number of entries; approximate on remote stores and under concurrent writes.
     async fn len(&self) -> Result<u64>;
+
+    /// Reads `key` and, when it has no value and nobody holds its lease, grants the
+    /// lease to `token` for `ttl`, atomically. Every write or removal of the key, by
+    /// any process, invalidates the lease (see [`Store::put_leased`]). Stores shared by
+    /// several processes implement it; the default keeps none ([`Lease::Unsupported`]),
+    /// which is right for a store only one process sees.
+    async fn lease(&self, _key: &K, _token: &str, _ttl: Duration) -> Result<Lease<V>> {
+        Ok(Lease::Unsupported)
+    }
+
+    /// Stores a loaded `value` under the lease `token`, if the lease is still valid
+    /// (no write or removal of the key since it was granted, and not expired), and
+    /// ends the lease; a load, so it emits a `Created` event as a put does. `ttl` is a
+    /// per-entry time to live, as in [`Action::Put`].
+    async fn put_leased(
+        &self,
+        _key: &K,
+        _token: &str,
+        _value: Arc<V>,
+        _ttl: Option<Duration>,
+    ) -> Result<LeasedPut> {
+        Ok(LeasedPut::Unsupported)
+    }
+
+    /// Gives up the lease `token` on `key` (the load failed or found nothing), so that
+    /// the next caller leads at once rather than after the lease's time to live.
+    async fn release_lease(&self, _key: &K, _token: &str) -> Result<()> {
+        Ok(())
+    }
 
     /// Runs pending housekeeping now (the local store applies evictions and expiry
     /// notifications lazily); remote stores may do nothing.

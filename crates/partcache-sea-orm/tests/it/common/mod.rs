@@ -539,6 +539,77 @@ pub(crate) async fn cached_query_macro_is_invalidated(env: Env) {
     assert_eq!(total(&env.qb, &env.b).await, t1 - 2 + 1000);
 }
 
+/// The stale-set race across processes: `a` reads the products, `b` (another
+/// connection and query cache, as another process) writes one and returns, and only
+/// then does `a`'s query finish and store its result. That result was stored under
+/// the table versions it was read under, which `b`'s write moved on, so no process
+/// ever finds it: every later read sees the write. (The version-keyed design needs no
+/// lease for this; the keys do the work.)
+pub(crate) async fn a_result_read_before_another_process_write_is_never_served(env: Env) {
+    async fn total(qc: &QueryCache, db: &CachingConnection) -> i64 {
+        let total = cached_query!(
+            qc,
+            db,
+            key = "race-total",
+            tables = [product::Entity],
+            async {
+                let rows = product::Entity::find().all(db).await?;
+                Ok(rows.iter().map(|p| i64::from(p.price)).sum::<i64>())
+            }
+        )
+        .await
+        .unwrap();
+        *total
+    }
+    /// The slow query's key, read without pausing.
+    async fn slow_total(qc: &QueryCache, db: &CachingConnection) -> i64 {
+        let total = cached_query!(
+            qc,
+            db,
+            key = "race-slow",
+            tables = [product::Entity],
+            async {
+                let rows = product::Entity::find().all(db).await?;
+                Ok(rows.iter().map(|p| i64::from(p.price)).sum::<i64>())
+            }
+        )
+        .await
+        .unwrap();
+        *total
+    }
+    let before = total(&env.qb, &env.b).await;
+    // A fresh key, so that `a` misses and runs the slow query below.
+    let (read, written) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
+    let (qa, a) = (&env.qa, &env.a);
+    let slow = async {
+        let total = cached_query!(
+            qa,
+            a,
+            key = "race-slow",
+            tables = [product::Entity],
+            async {
+                let rows = product::Entity::find().all(a).await?;
+                read.notify_one();
+                written.notified().await;
+                Ok(rows.iter().map(|p| i64::from(p.price)).sum::<i64>())
+            }
+        )
+        .await
+        .unwrap();
+        *total
+    };
+    let write = async {
+        read.notified().await;
+        set_price(&env.b, 1, 1000).await.unwrap();
+        written.notify_one();
+    };
+    let (stale, ()) = tokio::join!(slow, write);
+    assert_eq!(stale, before, "`a` read before the write");
+    let after = before - 2 + 1000;
+    assert_eq!(slow_total(&env.qa, &env.a).await, after, "process a");
+    assert_eq!(slow_total(&env.qb, &env.b).await, after, "process b");
+}
+
 /// Product `id` through `b`'s entity cache.
 async fn cached_product(env: &Env, id: i32) -> Option<product::Model> {
     env.eb
@@ -820,6 +891,7 @@ macro_rules! with_suite_fns {
             raw_sql_cannot_hide_a_write,
             raw_update_binding_the_key_as_text_or_float_invalidates_the_row,
             views_are_invalidated_by_writes_to_their_base_tables,
+            a_result_read_before_another_process_write_is_never_served,
         );
     };
 }

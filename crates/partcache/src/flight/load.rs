@@ -1,120 +1,85 @@
-//! Single-flight: concurrent misses of one key run the load once.
-//!
-//! The first caller of a key becomes the leader and runs the work; later callers wait
-//! for its result. A leader that panics hands its waiters an error (and returns one
-//! itself); a leader whose future is dropped before finishing hands over to one of the
-//! waiters, which runs the work itself, so no waiter ever hangs.
+//! A flight that loads a cache value: the local part as the cache's own loads use it
+//! (`get_or_load`, the read-through loader, `#[cacheable(sync)]`).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use parking_lot::Mutex;
-use tokio::sync::watch;
 
+use super::local::{Flights, Joined};
 use crate::error::{Error, Result};
 
-type Outcome<V> = Result<Option<Arc<V>>>;
-type Flights<K, V> = Mutex<HashMap<K, watch::Sender<Option<Outcome<V>>>>>;
+/// What a cache's load gives its flight's callers.
+pub(crate) type Outcome<V> = Result<Loaded<V>>;
 
-/// In-flight loads of one cache.
-pub(crate) struct SingleFlight<K, V> {
-    flights: Flights<K, V>,
+/// A load's value, and whether the store had it (the leader's read found it): the
+/// flight's callers count a hit or a miss as the leader did.
+#[derive(Debug)]
+pub(crate) struct Loaded<V> {
+    pub(crate) value: Option<Arc<V>>,
+    pub(crate) hit: bool,
 }
 
-impl<K: Hash + Eq + Clone, V> Default for SingleFlight<K, V> {
-    fn default() -> Self {
-        SingleFlight {
-            flights: Mutex::new(HashMap::new()),
+impl<V> Clone for Loaded<V> {
+    fn clone(&self) -> Self {
+        Loaded {
+            value: self.value.clone(),
+            hit: self.hit,
         }
     }
 }
 
-/// Removes the leader's flight however the leader ends (result, panic or drop).
-struct LeaderGuard<'a, K: Hash + Eq, V> {
-    flights: &'a Flights<K, V>,
-    key: &'a K,
-}
+impl<V> Loaded<V> {
+    /// A value loaded (or found absent) by the loader.
+    pub(crate) fn by_loader(value: Option<Arc<V>>) -> Self {
+        Loaded { value, hit: false }
+    }
 
-impl<K: Hash + Eq, V> Drop for LeaderGuard<'_, K, V> {
-    fn drop(&mut self) {
-        self.flights.lock().remove(self.key);
+    /// A value the store had.
+    pub(crate) fn found(value: Arc<V>) -> Self {
+        Loaded {
+            value: Some(value),
+            hit: true,
+        }
     }
 }
 
-enum Role<V> {
-    Leader(watch::Sender<Option<Outcome<V>>>),
-    Waiter(watch::Receiver<Option<Outcome<V>>>),
-}
-
-impl<K: Hash + Eq + Clone, V> SingleFlight<K, V> {
-    /// Runs `work` for `key` unless another caller is already running it, in which case
-    /// waits for and shares that caller's outcome.
-    pub(crate) async fn run<F, Fut>(&self, key: &K, work: F) -> Outcome<V>
+impl<K: Hash + Eq + Clone, T: Clone> Flights<K, Result<T>> {
+    /// Runs `work` for `key` unless another caller of this process is already running
+    /// it, in which case waits for and shares that caller's outcome. A leader that
+    /// panics hands its waiters an error (and returns one itself); a leader whose future
+    /// is dropped before finishing hands over to one of the waiters, which runs the
+    /// work itself, so no waiter ever hangs.
+    pub(crate) async fn run<F, Fut>(self: &Arc<Self>, key: &K, work: F) -> Result<T>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Outcome<V>>,
+        Fut: Future<Output = Result<T>>,
     {
         let mut work = Some(work);
         loop {
-            let role = {
-                let mut flights = self.flights.lock();
-                match flights.get(key) {
-                    Some(tx) => Role::Waiter(tx.subscribe()),
-                    None => {
-                        let (tx, _) = watch::channel(None);
-                        flights.insert(key.clone(), tx.clone());
-                        Role::Leader(tx)
-                    }
-                }
-            };
-            match role {
-                Role::Leader(tx) => {
-                    let guard = LeaderGuard {
-                        flights: &self.flights,
-                        key,
-                    };
+            match self.join(key) {
+                Joined::Leader(flight) => {
                     let Some(work) = work.take() else {
                         // Unreachable: a caller leads at most once, it returns right after.
-                        return Err(Error::Store("single-flight leader ran twice".into()));
+                        return Err(Error::Store("flight leader ran twice".into()));
                     };
                     let outcome = match AssertUnwindSafe(work()).catch_unwind().await {
                         Ok(outcome) => outcome,
                         Err(payload) => Err(Error::panicked("loader", payload)),
                     };
-                    tx.send_replace(Some(outcome.clone()));
-                    drop(guard);
+                    flight.complete(outcome.clone());
                     return outcome;
                 }
-                Role::Waiter(mut rx) => loop {
-                    if let Some(outcome) = rx.borrow_and_update().clone() {
+                Joined::Waiter(waiter) => {
+                    if let Some(outcome) = waiter.wait().await {
                         return outcome;
                     }
-                    if rx.changed().await.is_err() {
-                        // The leader was dropped without an outcome: take over.
-                        break;
-                    }
-                },
+                    // The leader was dropped without an outcome: take over.
+                }
             }
         }
-    }
-
-    /// Number of callers waiting for the load of `key` (its leader not counted).
-    #[cfg(any(test, feature = "conformance"))]
-    pub(crate) fn waiting(&self, key: &K) -> usize {
-        self.flights
-            .lock()
-            .get(key)
-            .map_or(0, |tx| tx.receiver_count())
-    }
-
-    /// Number of keys being loaded right now.
-    #[cfg(test)]
-    pub(crate) fn in_flight(&self) -> usize {
-        self.flights.lock().len()
     }
 }
 
@@ -124,17 +89,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use tokio::sync::watch;
 
     /// Waits (bounded) until `n` callers wait on the flight of `key`: the leader is
     /// released only then, so no caller can arrive after the flight ended.
-    async fn wait_for_waiters<V>(flights: &SingleFlight<u32, V>, key: u32, n: usize) {
+    async fn wait_for_waiters<T: Clone>(flights: &Flights<u32, T>, key: u32, n: usize) {
         tokio::time::timeout(Duration::from_secs(10), async {
-            while flights
-                .flights
-                .lock()
-                .get(&key)
-                .is_none_or(|tx| tx.receiver_count() < n)
-            {
+            while flights.waiting(&key) < n {
                 tokio::task::yield_now().await;
             }
         })
@@ -144,7 +105,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_callers_of_one_key_run_the_work_once() {
-        let flights = Arc::new(SingleFlight::<u32, String>::default());
+        let flights = Arc::new(Flights::<u32, Result<Option<Arc<String>>>>::new());
         let calls = Arc::new(AtomicUsize::new(0));
         let (release, released) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -174,7 +135,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_leader_gives_waiters_an_error_and_leaves_no_flight() {
-        let flights = Arc::new(SingleFlight::<u32, u32>::default());
+        let flights = Arc::new(Flights::<u32, Result<Option<Arc<u32>>>>::new());
         let started = Arc::new(tokio::sync::Notify::new());
         let (release, mut released) = watch::channel(false);
         let leader = {
@@ -207,7 +168,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cancelled_leader_hands_over_to_a_waiter() {
-        let flights = Arc::new(SingleFlight::<u32, u32>::default());
+        let flights = Arc::new(Flights::<u32, Result<Option<Arc<u32>>>>::new());
         let started = Arc::new(tokio::sync::Notify::new());
         let leader = {
             let (flights, started) = (flights.clone(), started.clone());

@@ -1,0 +1,25 @@
+-- A read that, on a miss, may take the key's lease (the core's `lease` module): the
+-- lease key `<P>l:<text>` (common.lua) names the caller that loads the key's value,
+-- for the lease's time to live. A write that finds the key absent voids a live lease
+-- (void_lease in common.lua), so that its holder's put is refused (lease_put.lua).
+-- ARGV[8..]: text, token (hex digits), lease ttl ms.
+-- Result: {1, blob}: a hit, read as get.lua reads it; {0}: the caller holds the lease;
+-- {2, ms left}: another caller holds it.
+local text = ARGV[FIRST]
+local k = ek(text)
+local v = redis.call('GET', k)
+if v then
+  access(text, k, v)
+  return reply({1, v})
+end
+local lk = lease_key(text)
+local held = redis.call('GET', lk)
+if held and held ~= 'x' then
+  return reply({2, redis.call('PTTL', lk)})
+end
+-- Over a voided lease whose holder may still be loading, the new lease keeps the
+-- mark, so that the old holder's put is still known as stale.
+local lease = ARGV[FIRST + 1] .. '@' .. int(TICK)
+if held then lease = 'x' .. lease end
+redis.call('SET', lk, lease, 'PX', ARGV[FIRST + 2])
+return reply({0})

@@ -1,0 +1,96 @@
+//! Leases of loads (`lua/lease.lua`, `lua/lease_put.lua`, `lua/lease_release.lua`):
+//! one process in the deployment loads a missing key, and a load whose lease a write
+//! voided is not stored. Each is one function call on the key's partition, atomic with
+//! the entry.
+
+use std::time::Duration;
+
+use partcache::store::LeasedPut;
+use partcache::store::raw::{RawKey, RawLease};
+use partcache::{Error, Result};
+use redis::Value;
+
+use super::cache::StoreInner;
+use super::replies;
+use crate::arguments::ttl_arg;
+use crate::scripts::scripts;
+
+impl StoreInner {
+    /// Reads `key`, taking its lease for `token` when it is absent and free.
+    pub(super) async fn lease(&self, key: &RawKey, token: &str, ttl: Duration) -> Result<RawLease> {
+        self.check_partition(key)?;
+        let mut r = self.script(
+            &scripts().lease,
+            key.partition,
+            std::iter::once(key.text.as_str()),
+        );
+        let ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)).to_string();
+        r.cmd.arg(&key.text).arg(token).arg(ms);
+        let reply = self.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
+        let Value::Array(parts) = self.outcome(reply)? else {
+            return Err(Error::Store("unexpected lease reply".into()));
+        };
+        let mut parts = parts.into_iter();
+        let code = replies::int(parts.next().as_ref());
+        match code {
+            0 => Ok(RawLease::Granted),
+            1 => match parts.next().and_then(replies::blob) {
+                Some(blob) => Ok(RawLease::Hit(blob)),
+                None => Err(Error::Store("lease reply without the value".into())),
+            },
+            // PTTL: -1 (no deadline) cannot happen for a lease, which is always set
+            // with one; read anything else as the whole lease left.
+            2 => Ok(RawLease::Held {
+                remaining: match parts.next() {
+                    Some(Value::Int(ms)) if ms >= 0 => Duration::from_millis(ms.unsigned_abs()),
+                    _ => ttl,
+                },
+            }),
+            other => Err(Error::Store(format!("unexpected lease reply code {other}"))),
+        }
+    }
+
+    /// Stores `blob` under the lease `token` if it is still valid.
+    pub(super) async fn put_leased(
+        &self,
+        key: &RawKey,
+        token: &str,
+        blob: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<LeasedPut> {
+        self.check_partition(key)?;
+        let mut r = self.script(
+            &scripts().lease_put,
+            key.partition,
+            std::iter::once(key.text.as_str()),
+        );
+        r.cmd
+            .arg(&key.text)
+            .arg(token)
+            .arg(blob.as_slice())
+            .arg(ttl_arg(ttl))
+            .arg(self.key_only(&blob));
+        let reply = self.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
+        match self.outcome(reply)? {
+            Value::Int(0 | 1) => Ok(LeasedPut::Stored),
+            Value::Int(-1) => Ok(LeasedPut::Stale),
+            Value::Int(-2) => Ok(LeasedPut::Lost),
+            other => Err(Error::Store(format!(
+                "unexpected leased put reply: {other:?}"
+            ))),
+        }
+    }
+
+    /// Ends the lease `token` on `key`, if it still holds it.
+    pub(super) async fn release_lease(&self, key: &RawKey, token: &str) -> Result<()> {
+        self.check_partition(key)?;
+        let mut r = self.script(
+            &scripts().lease_release,
+            key.partition,
+            std::iter::once(key.text.as_str()),
+        );
+        r.cmd.arg(&key.text).arg(token);
+        let reply = self.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
+        self.outcome(reply).map(drop)
+    }
+}

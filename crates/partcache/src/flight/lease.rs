@@ -1,0 +1,191 @@
+//! The remote part of a flight: the key's lease on a store shared by several processes
+//! (see the module docs of [`crate::flight`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::Result;
+use crate::stats::StatsCounters;
+use crate::store::{Action, Condition, Lease, LeasedPut, Store, Write};
+
+/// The longest pause between two asks of a waiter: bounds how late a waiter sees the
+/// value after its holder stored it, and the load waiters put on the store (one small
+/// call per pause per waiting process, as the flight lets one caller per process wait).
+pub(crate) const MAX_PAUSE: Duration = Duration::from_millis(20);
+
+/// The first pause of a waiter.
+const FIRST_PAUSE: Duration = Duration::from_millis(2);
+
+/// What the leader of a flight may do with a missing key, once the store answered for
+/// the key's lease ([`crate::Cache::lease`]): use the value another process stored
+/// meanwhile ([`Ticket::hit`]), or load it and hand the value to
+/// [`crate::Cache::store_leased`] (or, without a value, to
+/// [`crate::Cache::release_lease`]).
+#[derive(Debug)]
+pub struct Ticket<V>(pub(crate) Kind<V>);
+
+#[derive(Debug)]
+pub(crate) enum Kind<V> {
+    /// Another process stored the value meanwhile.
+    Hit(Arc<V>),
+    /// This process holds the lease (its token): load, then store under it.
+    Leased(String),
+    /// No lease: the store keeps none (and read nothing). Load and store as without
+    /// leases.
+    Unsupported,
+    /// No lease: the store failed (fail open). Load and store as without leases.
+    Unleased,
+    /// Waited a whole lease time for other processes' loads without a value: load,
+    /// and store nothing (a value loaded without a lease may be stale).
+    Unprotected,
+}
+
+impl<V> Ticket<V> {
+    /// The value another process stored while this one waited: serve it, load nothing.
+    pub fn hit(&self) -> Option<&Arc<V>> {
+        match &self.0 {
+            Kind::Hit(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Whether this process holds the key's lease: its store write is refused if any
+    /// process writes or removes the key before it.
+    pub fn is_leased(&self) -> bool {
+        matches!(self.0, Kind::Leased(_))
+    }
+
+    /// Whether the store keeps no lease for this load (one process, or the store
+    /// failed): the caller stores as it would without leases.
+    pub fn is_unleased(&self) -> bool {
+        matches!(self.0, Kind::Unleased | Kind::Unsupported)
+    }
+}
+
+/// A token unique to this lease: this process's random nonce and a counter (hex
+/// digits only, which the store's tombstone marker never is).
+fn token() -> String {
+    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nonce = *NONCE.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        hasher.finish()
+    });
+    format!("{nonce:016x}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The lease of `key`, which this process's flight found missing (see the module
+/// docs), for `ttl`. Waits while another process holds it, for at most `ttl`.
+pub(crate) async fn take<K, V>(
+    store: &dyn Store<K, V>,
+    cache: &str,
+    key: &K,
+    ttl: Duration,
+) -> Ticket<V>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    if ttl.is_zero() {
+        return Ticket(Kind::Unsupported);
+    }
+    let token = token();
+    let deadline = Instant::now() + ttl;
+    let mut pause = FIRST_PAUSE;
+    loop {
+        match store.lease(key, &token, ttl).await {
+            Ok(Lease::Hit(value)) => return Ticket(Kind::Hit(value)),
+            Ok(Lease::Granted) => return Ticket(Kind::Leased(token)),
+            Ok(Lease::Unsupported) => return Ticket(Kind::Unsupported),
+            Ok(Lease::Held { remaining }) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    tracing::debug!(
+                        cache,
+                        "waited a lease time for another process's load; loading without a lease"
+                    );
+                    return Ticket(Kind::Unprotected);
+                }
+                // Ask again just after the lease ends at the latest, so that a holder
+                // that died is followed at once.
+                let wait = pause
+                    .min(remaining + Duration::from_millis(1))
+                    .min(deadline - now);
+                tokio::time::sleep(wait).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            Err(error) => {
+                // Fail open: the store is down or refused; load as without leases.
+                tracing::debug!(cache, %error, "lease not taken; loading without one");
+                return Ticket(Kind::Unleased);
+            }
+        }
+    }
+}
+
+/// Stores a loaded value under the lease `token`; whether it was stored. A refusal
+/// is no error (the caller has its value); a stale set prevented is counted.
+pub(crate) async fn put<K, V>(
+    store: &dyn Store<K, V>,
+    stats: &StatsCounters,
+    cache: &str,
+    key: &K,
+    token: &str,
+    value: Arc<V>,
+    ttl: Option<Duration>,
+) -> Result<bool>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    match store.put_leased(key, token, value.clone(), ttl).await? {
+        LeasedPut::Stored => Ok(true),
+        LeasedPut::Stale => {
+            stats.stale_sets_prevented.incr();
+            tracing::debug!(
+                cache,
+                "a write invalidated the load's lease: its value is not cached"
+            );
+            Ok(false)
+        }
+        LeasedPut::Lost => {
+            tracing::debug!(
+                cache,
+                "the load outlasted its lease: its value is not cached"
+            );
+            Ok(false)
+        }
+        // A store without leases never grants one; store as without.
+        LeasedPut::Unsupported => {
+            let write = Write {
+                condition: Condition::IfAbsent,
+                action: Action::Put { value, ttl },
+                want_previous: false,
+            };
+            store.write(key, write).await.map(|outcome| outcome.applied)
+        }
+    }
+}
+
+/// Ends a lease without a value (the load failed or found none), so that the next
+/// caller leads at once rather than after the lease's time to live.
+pub(crate) async fn release<K, V>(store: &dyn Store<K, V>, cache: &str, key: &K, ticket: &Ticket<V>)
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    if let Kind::Leased(token) = &ticket.0
+        && let Err(error) = store.release_lease(key, token).await
+    {
+        // The lease then ends with its time to live.
+        tracing::debug!(cache, %error, "lease not released");
+    }
+}
