@@ -1220,11 +1220,13 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// then loads once for its callers and returns the value uncached.
     ///
     /// **Cost.** On `memory://` a hit costs what [`Cache::get`] does, and a miss adds
-    /// `load` and one [`Cache::put`]. On a Redis store a call is one round trip (a
-    /// function call that reads the key and, on a miss, takes its lease), and tasks of
-    /// this process asking for one key at once share it; a miss adds `load` and one
-    /// write. With a near cache, a near hit costs what [`Cache::get`]'s does, and a
-    /// near miss reads the store (filling the near copy) before taking the lease.
+    /// `load` and one [`Cache::put`]. On a Redis store a hit costs what [`Cache::get`]
+    /// does; a miss adds one function call that reads the key again and takes its
+    /// lease, `load`, and one write. (On a cache whose reads are function calls anyway,
+    /// for an access expiry or an entry budget, the read and the lease are one call,
+    /// which tasks of this process asking for one key at once share.) With a near
+    /// cache, a near hit costs what [`Cache::get`]'s does, and a near miss reads the
+    /// store (filling the near copy) before taking the lease.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -1277,13 +1279,15 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Fut: Future<Output = Result<V, E>>,
         E: Into<BoxError>,
     {
-        // A remote store with leases and no near cache (whose reads fill its local
-        // copies): one round trip reads the key and, on a miss, takes its lease (the
-        // flight's leader's), instead of a read and then a lease.
+        // A remote store with leases, no near cache (whose reads fill its local copies)
+        // and reads that are scripts anyway: one round trip reads the key and, on a
+        // miss, takes its lease (the flight's leader's), instead of a read and then a
+        // lease. Where a read is a plain key read, hits keep it (they are the common
+        // case) and only a miss pays the lease call.
         let remote_only = self.inner.encoded.as_ref().is_some_and(|encoded| {
             std::ptr::addr_eq(Arc::as_ptr(&self.inner.store), Arc::as_ptr(encoded))
         });
-        if remote_only && !self.inner.lease_ttl.is_zero() {
+        if remote_only && !self.inner.lease_ttl.is_zero() && !self.inner.store.plain_reads() {
             self.ensure_open()?;
             if let Some(Ok(Some(value))) = self.inner.store.get_now(key) {
                 self.inner.stats.hits.incr();

@@ -369,6 +369,11 @@ impl RawStore for JoinedStore {
         self.after(result.map_err(|e| member.context(e)))
     }
 
+    fn plain_reads(&self) -> bool {
+        // Every member opened the cache from one spec.
+        self.shared.members.iter().all(|m| m.store.plain_reads())
+    }
+
     async fn lease(&self, key: &RawKey, token: &str, ttl: Duration) -> Result<RawLease> {
         let member = self.member(self.owner(key)?);
         let result = member.store.lease(key, token, ttl).await;

@@ -537,6 +537,10 @@ impl RawStore for RedisStore {
         self.inner.get_all_with_deadlines(keys).await
     }
 
+    fn plain_reads(&self) -> bool {
+        self.inner.plain_reads
+    }
+
     async fn lease(&self, key: &RawKey, token: &str, ttl: Duration) -> Result<RawLease> {
         self.ready().await?;
         self.inner.lease(key, token, ttl).await

@@ -317,6 +317,10 @@ where
         })
     }
 
+    fn plain_reads(&self) -> bool {
+        self.raw.plain_reads()
+    }
+
     async fn lease(&self, key: &K, token: &str, ttl: Duration) -> Result<Lease<V>> {
         let raw_key = self.raw_key(key)?;
         Ok(

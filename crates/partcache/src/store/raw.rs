@@ -255,6 +255,11 @@ pub trait RawStore: Send + Sync + 'static {
     fn scan(&self) -> BoxStream<'_, Result<Vec<u8>>>;
     /// Approximate number of entries.
     async fn len(&self) -> Result<u64>;
+    /// Whether a read is a plain key read, cheaper than [`RawStore::lease`] (see
+    /// [`crate::store::Store::plain_reads`]). The default: no.
+    fn plain_reads(&self) -> bool {
+        false
+    }
     /// Reads one key and, when it has no value and no live lease, grants its lease to
     /// `token` for `ttl`, atomically (see [`crate::store::Store::lease`]). The default
     /// keeps no leases.

@@ -206,6 +206,15 @@ where
     /// Number of entries; approximate on remote stores and under concurrent writes.
     async fn len(&self) -> Result<u64>;
 
+    /// Whether a read is a plain key read with no bookkeeping, cheaper than
+    /// [`Store::lease`] (which runs a script): `get_or_load` then reads first and takes
+    /// a lease only on a miss, so that its hits cost what a [`Store::get_one`] does.
+    /// Otherwise (reads that are scripts anyway) one lease call is the read. The
+    /// default: no.
+    fn plain_reads(&self) -> bool {
+        false
+    }
+
     /// Reads `key` and, when it has no value and nobody holds its lease, grants the
     /// lease to `token` for `ttl`, atomically. Every write or removal of the key, by
     /// any process, invalidates the lease (see [`Store::put_leased`]). Stores shared by
