@@ -23,6 +23,8 @@ use crate::expiry::ExpirySettings;
 use crate::partition::PartitionMap;
 use crate::stats::StatsCounters;
 
+use super::spi::LeasedPut;
+
 /// A key as a remote store sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RawKey {
@@ -274,8 +276,8 @@ pub trait RawStore: Send + Sync + 'static {
         _token: &str,
         _blob: Vec<u8>,
         _ttl: Option<Duration>,
-    ) -> Result<crate::store::LeasedPut> {
-        Ok(crate::store::LeasedPut::Unsupported)
+    ) -> Result<LeasedPut> {
+        Ok(LeasedPut::Unsupported)
     }
     /// Ends the lease `token` on `key` without storing anything.
     async fn release_lease(&self, _key: &RawKey, _token: &str) -> Result<()> {
