@@ -5,6 +5,7 @@
 //! cargo bench -p partcache-redis --bench lease
 //! BENCH cluster_stampede speedup=<origin calls with per-process flights / with leases> ...
 //! BENCH lease_miss ratio=<miss-and-load ops/s with leases / without> ...
+//! BENCH lease_hit ratio=<get_or_load hit ops/s with leases / without> ...
 //! ```
 //!
 //! `cluster_stampede`: 4 OS processes (this binary again, as workers) × 32 tasks read
@@ -17,8 +18,14 @@
 //! `lease_miss`: 32 tasks of one process call `get_or_load` on keys nobody read before
 //! (every call a miss, a load and a store write) with an instant loader, the harshest
 //! case for the lease's extra round trip; a second line gives the same with a 1 ms
-//! origin, closer to a real load. Best of alternating rounds (`PARTCACHE_BENCH_ROUNDS`,
-//! default 5; `PARTCACHE_BENCH_SECS` seconds each, default 1).
+//! origin, closer to a real load.
+//!
+//! `lease_hit`: the same tasks call `get_or_load` on 1,000 keys stored before (every
+//! call a hit): on a cache with plain reads a hit is the same batched read with or
+//! without leases, so the ratio should be 1.
+//!
+//! Best of alternating rounds (`PARTCACHE_BENCH_ROUNDS`, default 5;
+//! `PARTCACHE_BENCH_SECS` seconds each, default 1).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -170,6 +177,98 @@ async fn misses(cache: &Cache<u64, String>, origin: Duration) -> f64 {
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Number of keys the hit rounds read.
+const HIT_KEYS: u64 = 1000;
+
+/// Hit operations per second: [`TASKS`] tasks call `get_or_load` on [`HIT_KEYS`]
+/// keys stored before (the loader never runs).
+async fn hits(cache: &Cache<u64, String>) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + seconds();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..TASKS as u64)
+        .map(|task| {
+            let (cache, done) = (cache.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut key = task * 31;
+                while Instant::now() < deadline {
+                    key = (key + 7) % HIT_KEYS;
+                    cache
+                        .get_or_load(&key, |_| async move {
+                            Err::<String, _>(std::io::Error::other("a hit was expected"))
+                        })
+                        .await
+                        .expect("get_or_load hit");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("bench task");
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Alternating rounds of `get_or_load` hits with and without leases: a hit must not
+/// pay for the lease. Prints the `lease_hit` line.
+async fn lease_hit(manager: &CacheManager) {
+    let leased: Cache<u64, String> = manager
+        .cache("bench-hit-leased")
+        .build()
+        .await
+        .expect("cache");
+    let plain: Cache<u64, String> = manager
+        .cache("bench-hit-plain")
+        .lease_ttl(Duration::ZERO)
+        .build()
+        .await
+        .expect("cache");
+    for key in 0..HIT_KEYS {
+        leased.put(key, value()).await.expect("put");
+        plain.put(key, value()).await.expect("put");
+    }
+    let (mut with, mut without): (Vec<Measured>, Vec<Measured>) = (Vec::new(), Vec::new());
+    for i in 0..rounds() {
+        if i % 2 == 0 {
+            with.push(measure(hits(&leased)).await);
+            without.push(measure(hits(&plain)).await);
+        } else {
+            without.push(measure(hits(&plain)).await);
+            with.push(measure(hits(&leased)).await);
+        }
+    }
+    print_line("lease_hit", &with, &without, None);
+}
+
+/// Prints one comparison line: best-round ratio, both best figures, median ratio,
+/// CPU per operation.
+fn print_line(name: &str, with: &[Measured], without: &[Measured], origin: Option<Duration>) {
+    let best = |v: &[Measured]| v.iter().map(|m| m.ops).fold(0f64, f64::max);
+    let ratios: Vec<f64> = with
+        .iter()
+        .zip(without)
+        .map(|(a, b)| a.ops / b.ops)
+        .collect();
+    let cpu = |v: &[Measured]| {
+        let client = median(v.iter().map(|m| m.client_us).collect());
+        let server = median(v.iter().map(|m| m.server_us).collect());
+        format!("{client:.1}+{server:.1}")
+    };
+    let origin = origin.map_or(String::new(), |o| format!(" origin_ms={}", o.as_millis()));
+    println!(
+        "BENCH {name} ratio={:.2} leases={:.0} flights={:.0} median={:.2} rounds={}{origin} \
+         cpu_us_leases={} cpu_us_flights={}",
+        best(with) / best(without),
+        best(with),
+        best(without),
+        median(ratios.clone()),
+        ratios.len(),
+        cpu(with),
+        cpu(without),
+    );
+}
+
 /// Alternating rounds of misses with and without leases; prints the line.
 async fn lease_miss(manager: &CacheManager, origin: Duration, name: &str) {
     let leased: Cache<u64, String> = manager
@@ -193,29 +292,7 @@ async fn lease_miss(manager: &CacheManager, origin: Duration, name: &str) {
             with.push(measure(misses(&leased, origin)).await);
         }
     }
-    let best = |v: &[Measured]| v.iter().map(|m| m.ops).fold(0f64, f64::max);
-    let ratios: Vec<f64> = with
-        .iter()
-        .zip(&without)
-        .map(|(a, b)| a.ops / b.ops)
-        .collect();
-    let cpu = |v: &[Measured]| {
-        let client = median(v.iter().map(|m| m.client_us).collect());
-        let server = median(v.iter().map(|m| m.server_us).collect());
-        format!("{client:.1}+{server:.1}")
-    };
-    println!(
-        "BENCH {name} ratio={:.2} leases={:.0} flights={:.0} median={:.2} rounds={} origin_ms={} \
-         cpu_us_leases={} cpu_us_flights={}",
-        best(&with) / best(&without),
-        best(&with),
-        best(&without),
-        median(ratios.clone()),
-        ratios.len(),
-        origin.as_millis(),
-        cpu(&with),
-        cpu(&without),
-    );
+    print_line(name, &with, &without, Some(origin));
 }
 
 fn main() {
@@ -265,5 +342,6 @@ fn main() {
         let manager = CacheManager::from_url(&url).expect("manager");
         lease_miss(&manager, Duration::ZERO, "lease_miss").await;
         lease_miss(&manager, Duration::from_millis(1), "lease_miss_1ms_origin").await;
+        lease_hit(&manager).await;
     });
 }
