@@ -193,8 +193,8 @@ fn main() {
         );
 
         // The inputs of the scale model, each from this run. Per idle cache and
-        // second: the holder's commands besides its survey (its lease renewal), and
-        // what the deputy adds at 16 instances (the other 14 read the deputy's lease
+        // second: the holder's commands besides its survey (its claim renewal), and
+        // what the deputy adds at 16 instances (the other 14 read the deputy's claim
         // every 30 s or more, not within the window).
         let secs = window().as_secs_f64() * CACHES as f64;
         let sixteen = &deltas[2];
@@ -204,11 +204,11 @@ fn main() {
             |d: &HashMap<String, (u64, u64)>, c: &str| d.get(c).map_or(0, |&(_, u)| u) as f64;
         input("zrange_us", usec_per_call(one, "zrange"));
         input(
-            "holder_lease_commands_per_s",
+            "holder_claim_commands_per_s",
             (total_calls(one) as f64 - calls(one, "zrange")) / secs,
         );
-        // Idle caches: every FCALL is a lease call (which runs the others inside).
-        input("holder_lease_us_per_s", usec(one, "fcall") / secs);
+        // Idle caches: every FCALL is a claim call (which runs the others inside).
+        input("holder_claim_us_per_s", usec(one, "fcall") / secs);
         input(
             "deputy_commands_per_s",
             (total_calls(sixteen) as f64 - calls(sixteen, "zrange") - total_calls(one) as f64
@@ -219,7 +219,7 @@ fn main() {
             "deputy_us_per_s",
             (usec(sixteen, "fcall") - usec(one, "fcall")) / secs,
         );
-        input("lease_pttl_us", usec_per_call(sixteen, "pttl"));
+        input("claim_pttl_us", usec_per_call(sixteen, "pttl"));
 
         // Per operation: server time of a read and a write on a default cache.
         let manager = CacheManager::from_url(&cluster.seed_url()).expect("manager");
@@ -266,7 +266,7 @@ fn main() {
             (s1 - s0) as f64 / f64::from(partcache::partition::DEFAULT_PARTITIONS),
         );
 
-        // Bytes a cache keeps on the servers at rest: its layout record and lease, and
+        // Bytes a cache keeps on the servers at rest: its layout record and claim, and
         // per partition once events were published, its message number.
         let mut bytes = 0.0;
         let mut sequence = 0.0;

@@ -179,7 +179,7 @@ struct Row {
     commands: f64,
     /// Background server time, µs per second.
     server_us: f64,
-    /// Of which the waiting instances' reads of the lease.
+    /// Of which the waiting instances' reads of the claim.
     reads_us: f64,
     /// Connections per master.
     connections: f64,
@@ -192,17 +192,17 @@ fn row(inputs: &Inputs, partitions: f64, masters: f64, instances: f64) -> Row {
     let survey = partitions;
     // The deputy, once a second, with a second instance.
     let deputy = if instances >= 2.0 { 1.0 } else { 0.0 };
-    // Every other instance reads the deputy's lease every 30 s plus up to a quarter
+    // Every other instance reads the deputy's claim every 30 s plus up to a quarter
     // more (`WAIT` in `store/reaper.rs`): on average every 33.75 s.
     let reads = (instances - 2.0).max(0.0) / 33.75;
-    let reads_us = reads * inputs.get("lease_pttl_us");
+    let reads_us = reads * inputs.get("claim_pttl_us");
     Row {
         commands: survey
-            + inputs.get("holder_lease_commands_per_s")
+            + inputs.get("holder_claim_commands_per_s")
             + deputy * inputs.get("deputy_commands_per_s")
             + reads,
         server_us: survey * inputs.get("zrange_us")
-            + inputs.get("holder_lease_us_per_s")
+            + inputs.get("holder_claim_us_per_s")
             + deputy * inputs.get("deputy_us_per_s")
             + reads_us,
         reads_us,
@@ -322,12 +322,12 @@ fn render(inputs: &Inputs) -> String {
          Per operation, whatever the size: a `get` costs the servers {:.2} µs, a `put`\n\
          {:.2} µs (a default cache: no expiry, nobody listening; one command each).\n\n\
          At rest, an idle cache costs the whole deployment, however many instances\n\
-         opened it, the work of two of them: the reaping lease's holder surveys, one\n\
-         `ZRANGE` per partition per second ({:.2} µs each), and renews its lease\n\
+         opened it, the work of two of them: the reaping claim's holder surveys, one\n\
+         `ZRANGE` per partition per second ({:.2} µs each), and renews its claim\n\
          ({:.1} commands, {:.2} µs of server time a second); its deputy renews its own\n\
-         lease and watches the holder's ({:.1} commands, {:.2} µs a second). Every other\n\
-         instance reads the deputy's lease (`PTTL`, {:.2} µs) every 30 to 37.5 s.\n\
-         Memory at rest: its layout record and leases, {} bytes, and once its events\n\
+         claim and watches the holder's ({:.1} commands, {:.2} µs a second). Every other\n\
+         instance reads the deputy's claim (`PTTL`, {:.2} µs) every 30 to 37.5 s.\n\
+         Memory at rest: its layout record and claims, {} bytes, and once its events\n\
          were published (a listened cache), one message number per partition, {} bytes\n\
          each.\n\n\
          Each instance keeps {:.2} connections per master (data, and subscriptions once\n\
@@ -336,11 +336,11 @@ fn render(inputs: &Inputs) -> String {
         inputs.get("get_us"),
         inputs.get("put_us"),
         inputs.get("zrange_us"),
-        inputs.get("holder_lease_commands_per_s"),
-        inputs.get("holder_lease_us_per_s"),
+        inputs.get("holder_claim_commands_per_s"),
+        inputs.get("holder_claim_us_per_s"),
         inputs.get("deputy_commands_per_s"),
         inputs.get("deputy_us_per_s"),
-        inputs.get("lease_pttl_us"),
+        inputs.get("claim_pttl_us"),
         thousands(inputs.get("cache_record_bytes")),
         thousands(inputs.get("sequence_key_bytes")),
         inputs.get("connections_per_instance_per_master"),
@@ -355,7 +355,7 @@ fn render(inputs: &Inputs) -> String {
             w,
             "### {} masters, `partitions = {}`\n\n\
              Memory per cache at rest: {} bytes, {} once listened.\n\n\
-             | instances | background commands/s per idle cache | server µs/s per idle cache | of which lease reads | {CACHES} idle caches, % of each master's thread | connections per master | subscriptions per master per listened cache |\n\
+             | instances | background commands/s per idle cache | server µs/s per idle cache | of which claim reads | {CACHES} idle caches, % of each master's thread | connections per master | subscriptions per master per listened cache |\n\
              |---|---|---|---|---|---|---|",
             thousands(m),
             thousands(p),
@@ -390,7 +390,7 @@ fn render(inputs: &Inputs) -> String {
             }
             if r.server_us * CACHES / m > BACKGROUND_BUDGET_US {
                 limits.push(format!(
-                    "{size}: {CACHES} idle caches take {share:.1}% of each master's thread, {:.0}% of it lease reads",
+                    "{size}: {CACHES} idle caches take {share:.1}% of each master's thread, {:.0}% of it claim reads",
                     100.0 * r.reads_us / r.server_us
                 ));
             }
@@ -425,7 +425,7 @@ fn render(inputs: &Inputs) -> String {
             "",
             "The reaping does not grow with instances; what does is what each instance needs",
             "for itself: its connections to every master, its subscriptions when it listens,",
-            "and its reads of the deputy's lease while it waits. Then:",
+            "and its reads of the deputy's claim while it waits. Then:",
             "",
             "* **Connections**: every instance connects to every master. Past `maxclients`,",
             "  raise it (each connection takes server memory, not measured here), or run",
@@ -436,12 +436,12 @@ fn render(inputs: &Inputs) -> String {
             "  INFO` per master per heartbeat; neither cost is measured here). With",
             "  thousands of instances keep them to the caches that need them, and give a",
             "  listened cache no more partitions than its balance needs.",
-            "* **Lease reads**: each waiting instance reads the deputy's lease of every cache",
+            "* **Claim reads**: each waiting instance reads the deputy's claim of every cache",
             "  it opened every 30 s or so: one cheap command, the one background cost that",
             "  grows with instances (with 231 partitions, as many commands as the holder's",
             "  survey at about 7,800 instances). Past that, open fewer, larger caches (a",
             "  cache with more keys costs the same per operation), or add masters (the",
-            "  leases of different caches live on different masters).",
+            "  claims of different caches live on different masters).",
             "* **Partitions**: the default 231 keeps masters within 5% of each other up to",
             "  about 10 masters; past that use the recommended count above. More partitions",
             "  cost one `ZRANGE` per partition per second per idle cache, on the whole",

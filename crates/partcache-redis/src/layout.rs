@@ -9,8 +9,8 @@
 //! | `pc:{tag}:<cache>:fx` | hash | key text → fixed deadlines and key-only blob (entries with a deadline that a later call needs) |
 //! | `pc:{tag}:<cache>:sq` | string | number of the last message published on the partition's channel |
 //! | `pc:{<h>.meta}:<cache>:meta` | hash | partition count, codec id, layout version, whether the cache has the index |
-//! | `pc:{<h>.meta}:<cache>:reaper` | string | id of the process that reaps the cache, expiring with its lease |
-//! | `pc:{<h>.meta}:<cache>:deputy` | string | id of the process that takes the reaping over when that lease lapses, expiring with its own |
+//! | `pc:{<h>.meta}:<cache>:reaper` | string | id of the process that reaps the cache, expiring with its claim |
+//! | `pc:{<h>.meta}:<cache>:deputy` | string | id of the process that takes the reaping over when that claim lapses, expiring with its own |
 //!
 //! A cache without the index finds its entries by `SCAN` of each master with
 //! [`Layout::entry_pattern`], and tells its own keys by [`Layout::parse_entry_key`].
@@ -158,10 +158,10 @@ impl Layout {
         )
     }
 
-    /// The keys of the cache's reaping lease and its deputy's (`store/reaper.rs`), and
+    /// The keys of the cache's reaping claim and its deputy's (`store/reaper.rs`), and
     /// their slot: beside the meta record, `pc:{<h>.meta}:<cache>:reaper` and
     /// `…:deputy`.
-    pub(crate) fn reaper_lease_keys(&self) -> (String, String, u16) {
+    pub(crate) fn reaper_claim_keys(&self) -> (String, String, u16) {
         let (index, slot) = self.meta_index_key();
         let prefix = index.trim_end_matches("ix");
         (format!("{prefix}reaper"), format!("{prefix}deputy"), slot)

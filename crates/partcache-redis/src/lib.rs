@@ -39,7 +39,7 @@ pub use breaker::BreakerSettings;
 pub use settings::{
     BatchingSettings, DEFAULT_MAX_PENDING_BATCHED, DEFAULT_MAX_PENDING_BATCHED_BYTES,
 };
-pub use store::{REAPER_LEASE, REAPER_TAKEOVER, REAPER_TAKEOVER_BOTH, RedisStore};
+pub use store::{REAPER_CLAIM, REAPER_TAKEOVER, REAPER_TAKEOVER_BOTH, RedisStore};
 pub use tls::{ClientCertificate, PemFile, TlsOptions};
 
 use std::sync::Arc;

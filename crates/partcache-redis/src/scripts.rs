@@ -60,8 +60,8 @@ pub(crate) struct Scripts {
     pub lease_put: Script,
     /// Ends a lease without a value (see `lua/lease_release.lua`).
     pub lease_release: Script,
-    /// The lease on a cache's reaping (`lua/reaper_lease.lua`).
-    pub reaper_lease: Script,
+    /// The claim on a cache's reaping (`lua/reaper_claim.lua`).
+    pub reaper_claim: Script,
 }
 
 /// The operations: name, body, and whether the body runs after `setup` (the
@@ -85,7 +85,7 @@ const OPERATIONS: [(&str, &str, bool); 19] = [
     ("lease", include_str!("lua/lease.lua"), true),
     ("lease_put", include_str!("lua/lease_put.lua"), true),
     ("lease_release", include_str!("lua/lease_release.lua"), true),
-    ("reaper_lease", include_str!("lua/reaper_lease.lua"), false),
+    ("reaper_claim", include_str!("lua/reaper_claim.lua"), false),
 ];
 
 /// Builds the library: `lua/common.lua`, then every operation's body as a registered
@@ -129,7 +129,7 @@ fn build() -> Scripts {
         lease: function("lease"),
         lease_put: function("lease_put"),
         lease_release: function("lease_release"),
-        reaper_lease: function("reaper_lease"),
+        reaper_claim: function("reaper_claim"),
         library: Library { name, source },
     }
 }

@@ -50,7 +50,7 @@ use replies::{blob, int};
 use scan::KeyScan;
 
 pub use reaper::{
-    LEASE as REAPER_LEASE, TAKEOVER as REAPER_TAKEOVER, TAKEOVER_BOTH as REAPER_TAKEOVER_BOTH,
+    CLAIM as REAPER_CLAIM, TAKEOVER as REAPER_TAKEOVER, TAKEOVER_BOTH as REAPER_TAKEOVER_BOTH,
 };
 
 /// One cache on a Redis deployment. See the module docs.

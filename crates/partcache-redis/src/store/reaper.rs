@@ -3,17 +3,17 @@
 //! deadline and fixed-deadline records) and announces each with an `Expired` event.
 //!
 //! One process reaps a cache for all that opened it: each process's reaper asks for
-//! the cache's *reaping lease* (`lua/reaper_lease.lua`, a key beside the cache's
-//! layout record holding the holder's id for [`LEASE`]); the holder renews it every
-//! [`RENEW`] and does the work. One other process is its *deputy* (a second lease
+//! the cache's *reaping claim* (`lua/reaper_claim.lua`, a key beside the cache's
+//! layout record holding the holder's id for [`CLAIM`]); the holder renews it every
+//! [`RENEW`] and does the work. One other process is its *deputy* (a second claim
 //! beside the first): it renews that every [`RENEW`] too, and asks for the holder's
-//! lease as soon as it would lapse (its time left plus up to [`JITTER`]). Every
-//! other process only reads the deputy's lease (a plain `PTTL`) every [`WAIT`] or so,
+//! claim as soon as it would lapse (its time left plus up to [`JITTER`]). Every
+//! other process only reads the deputy's claim (a plain `PTTL`) every [`WAIT`] or so,
 //! and asks once it is free. So the background commands of a cache are those of two
 //! processes however many opened it, plus one cheap read per other process per
 //! `WAIT`.
 //!
-//! When the holder dies, its deputy takes over within `LEASE + JITTER`; when both
+//! When the holder dies, its deputy takes over within `CLAIM + JITTER`; when both
 //! die at once, a waiting process becomes deputy within `WAIT` plus its jitter and
 //! then takes over. A process that closes the cache gives up what it held. The
 //! holder's events reach every listener: a process with listeners subscribes to the
@@ -51,33 +51,33 @@ pub(crate) const TICK: Duration = Duration::from_millis(100);
 pub(crate) const SURVEY: Duration = Duration::from_secs(1);
 /// Most partitions reaped per step (one pipeline per node).
 pub(crate) const PARTITIONS_PER_TICK: usize = 64;
-/// How long a cache's reaping lease lasts unless its holder renews it (see the crate
+/// How long a cache's reaping claim lasts unless its holder renews it (see the crate
 /// docs, Expiry).
-pub const LEASE: Duration = Duration::from_secs(3);
-/// How often the holder renews the lease.
+pub const CLAIM: Duration = Duration::from_secs(3);
+/// How often the holder renews the claim.
 pub(crate) const RENEW: Duration = Duration::from_secs(1);
-/// The most the deputy adds to the lease's time left before it asks again.
+/// The most the deputy adds to the claim's time left before it asks again.
 pub(crate) const JITTER: Duration = Duration::from_millis(250);
-/// How often a process that is neither holder nor deputy reads the deputy's lease
+/// How often a process that is neither holder nor deputy reads the deputy's claim
 /// (plus up to a quarter more, so that they do not all read at once).
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 /// The most an entry's bookkeeping (and its `Expired` event) lags its deadline when
-/// the process reaping the cache dies without closing it: its lease lapses (at most
-/// [`REAPER_LEASE`](crate::REAPER_LEASE) after its last renewal), its deputy asks
+/// the process reaping the cache dies without closing it: its claim lapses (at most
+/// [`REAPER_CLAIM`](crate::REAPER_CLAIM) after its last renewal), its deputy asks
 /// within 250 ms of that, surveys at once and reaps within 100 ms, and the one-second
 /// survey covers an entry written after the last one: 4.35 s. While the holder
 /// lives the lag is at most about 1.1 s; when the holder and its deputy die at once,
 /// at most [`REAPER_TAKEOVER_BOTH`](crate::REAPER_TAKEOVER_BOTH) (see the crate docs,
 /// Expiry).
 pub const TAKEOVER: Duration = Duration::from_millis(
-    (LEASE.as_millis() + JITTER.as_millis() + SURVEY.as_millis() + TICK.as_millis()) as u64,
+    (CLAIM.as_millis() + JITTER.as_millis() + SURVEY.as_millis() + TICK.as_millis()) as u64,
 );
 /// The most an entry's bookkeeping lags its deadline when the process reaping the
-/// cache and its deputy die at once: their leases lapse, a waiting process reads the
-/// deputy's lease within 37.5 s (30 s and up to a quarter more), becomes deputy,
+/// cache and its deputy die at once: their claims lapse, a waiting process reads the
+/// deputy's claim within 37.5 s (30 s and up to a quarter more), becomes deputy,
 /// then holder at its next renewal (1 s), surveys and reaps: 42.6 s.
 pub const TAKEOVER_BOTH: Duration = Duration::from_millis(
-    (LEASE.as_millis()
+    (CLAIM.as_millis()
         + WAIT.as_millis() * 5 / 4
         + RENEW.as_millis()
         + SURVEY.as_millis()
@@ -105,32 +105,32 @@ fn jitter(most: Duration) -> Duration {
 /// What a process is to a cache's reaping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
-    /// It holds the lease: it reaps.
+    /// It holds the claim: it reaps.
     Holder,
-    /// It holds the deputy's lease: it takes over when the holder's lapses.
+    /// It holds the deputy's claim: it takes over when the holder's lapses.
     Deputy,
-    /// Neither: it reads the deputy's lease now and then.
+    /// Neither: it reads the deputy's claim now and then.
     Waiting,
 }
 
-/// A cache's reaping leases as one process sees them: their keys, this process's id
+/// A cache's reaping claims as one process sees them: their keys, this process's id
 /// for them, and whether it holds one.
-struct Lease {
+struct Claim {
     deployment: Arc<Deployment>,
     key: String,
     deputy_key: String,
     slot: u16,
     /// Unique per opened store: two managers of one process are two holders.
     id: String,
-    /// This process holds the lease or the deputy's (it gives it up on close).
+    /// This process holds the claim or the deputy's (it gives it up on close).
     holds: AtomicBool,
 }
 
-impl Lease {
-    fn new(store: &StoreInner) -> Lease {
+impl Claim {
+    fn new(store: &StoreInner) -> Claim {
         static OPENED: AtomicU64 = AtomicU64::new(0);
-        let (key, deputy_key, slot) = store.layout.reaper_lease_keys();
-        Lease {
+        let (key, deputy_key, slot) = store.layout.reaper_claim_keys();
+        Claim {
             deployment: store.deployment.clone(),
             key,
             deputy_key,
@@ -146,7 +146,7 @@ impl Lease {
 
     /// Whether some process is the deputy: what a waiting process reads, a plain
     /// `PTTL`, several times cheaper for the server than a function call. A deputy's
-    /// lease without a deadline counts as none ([`Lease::ask`] takes it over).
+    /// claim without a deadline counts as none ([`Claim::ask`] takes it over).
     async fn deputy_present(&self) -> Result<bool> {
         let mut cmd = redis::cmd("PTTL");
         cmd.arg(&self.deputy_key);
@@ -162,12 +162,12 @@ impl Lease {
         }
     }
 
-    /// Asks for (or renews) the lease, else the deputy's, for `ms` milliseconds, or
+    /// Asks for (or renews) the claim, else the deputy's, for `ms` milliseconds, or
     /// gives up whichever this process holds (0): its role now and the time left of
-    /// the holder's lease.
+    /// the holder's claim.
     async fn ask(&self, ms: u64) -> Result<(Role, Duration)> {
         let mut cmd = redis::cmd("FCALL");
-        cmd.arg(&scripts().reaper_lease.function)
+        cmd.arg(&scripts().reaper_claim.function)
             .arg(2)
             .arg(&self.key)
             .arg(&self.deputy_key)
@@ -180,7 +180,7 @@ impl Lease {
             .pop()
             .unwrap_or(Value::Nil);
         let Value::Array(pair) = reply else {
-            return Err(Error::Store(format!("unexpected lease reply: {reply:?}")));
+            return Err(Error::Store(format!("unexpected claim reply: {reply:?}")));
         };
         let role = match replies::int(pair.first()) {
             1 => Role::Holder,
@@ -192,24 +192,24 @@ impl Lease {
     }
 }
 
-/// A cache's reaper in this process: its task and its lease.
+/// A cache's reaper in this process: its task and its claim.
 pub(crate) struct Reaper {
     task: tokio::task::JoinHandle<()>,
-    lease: Arc<Lease>,
+    claim: Arc<Claim>,
 }
 
 impl Reaper {
-    /// Stops the reaper; if it held the lease or the deputy's, gives it up so that
+    /// Stops the reaper; if it held the claim or the deputy's, gives it up so that
     /// another process takes over at its next ask rather than when it lapses.
     pub(crate) fn stop(&self) {
         self.task.abort();
-        if self.lease.holds.swap(false, Ordering::AcqRel)
+        if self.claim.holds.swap(false, Ordering::AcqRel)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let lease = self.lease.clone();
+            let claim = self.claim.clone();
             runtime.spawn(async move {
-                if let Err(e) = lease.ask(0).await {
-                    tracing::debug!(error = %e, "giving the reaping lease up failed; it lapses");
+                if let Err(e) = claim.ask(0).await {
+                    tracing::debug!(error = %e, "giving the reaping claim up failed; it lapses");
                 }
             });
         }
@@ -218,18 +218,18 @@ impl Reaper {
 
 /// Starts the reaper of `store`; it ends when the store is dropped.
 pub(crate) fn spawn(store: &Arc<StoreInner>) -> Reaper {
-    let lease = Arc::new(Lease::new(store));
-    let task = tokio::spawn(run(Arc::downgrade(store), lease.clone()));
-    Reaper { task, lease }
+    let claim = Arc::new(Claim::new(store));
+    let task = tokio::spawn(run(Arc::downgrade(store), claim.clone()));
+    Reaper { task, claim }
 }
 
-async fn run(store: Weak<StoreInner>, lease: Arc<Lease>) {
+async fn run(store: Weak<StoreInner>, claim: Arc<Claim>) {
     // Per partition, the earliest deadline known (`None`: none).
     let mut earliest: Vec<Option<u64>> = Vec::new();
     let mut surveyed: Option<Instant> = None;
     let mut next: usize = 0;
     // When to ask or look next, what this process is, and until when it holds the
-    // lease.
+    // claim.
     let mut ask_at = Instant::now();
     let mut role = Role::Waiting;
     let mut held_until: Option<Instant> = None;
@@ -242,27 +242,27 @@ async fn run(store: Weak<StoreInner>, lease: Arc<Lease>) {
         let solo = !store.publishes() && store.listened.is_listened();
         if !solo && Instant::now() >= ask_at {
             let sent = Instant::now();
-            // A waiting process reads the deputy's lease first, and asks only once it
+            // A waiting process reads the deputy's claim first, and asks only once it
             // is free (the deputy took over, or died).
             let asked = match role {
-                Role::Waiting => match lease.deputy_present().await {
+                Role::Waiting => match claim.deputy_present().await {
                     Ok(true) => Ok((Role::Waiting, Duration::ZERO)),
-                    Ok(false) => lease.ask(LEASE.as_millis() as u64).await,
+                    Ok(false) => claim.ask(CLAIM.as_millis() as u64).await,
                     Err(e) => Err(e),
                 },
-                Role::Holder | Role::Deputy => lease.ask(LEASE.as_millis() as u64).await,
+                Role::Holder | Role::Deputy => claim.ask(CLAIM.as_millis() as u64).await,
             };
             match asked {
                 Ok((now, left)) => {
                     role = now;
                     match now {
                         Role::Holder => {
-                            held_until = Some(sent + LEASE);
+                            held_until = Some(sent + CLAIM);
                             ask_at = sent + RENEW;
                         }
                         Role::Deputy => {
                             held_until = None;
-                            // Renews its own lease, and asks as soon as the
+                            // Renews its own claim, and asks as soon as the
                             // holder's would lapse.
                             ask_at = Instant::now() + RENEW.min(left + jitter(JITTER));
                         }
@@ -274,9 +274,9 @@ async fn run(store: Weak<StoreInner>, lease: Arc<Lease>) {
                 }
                 Err(e) => {
                     // Transient (a failover, a timeout): a holder goes on until its
-                    // lease would lapse (two reapers at once are harmless: the reap
+                    // claim would lapse (two reapers at once are harmless: the reap
                     // function is atomic and announces an entry once).
-                    tracing::debug!(error = %e, "reaping lease request failed");
+                    tracing::debug!(error = %e, "reaping claim request failed");
                     ask_at = Instant::now() + RENEW;
                 }
             }

@@ -14,7 +14,7 @@ use partcache_integration_tests::{Flavor, RedisCluster};
 /// traffic and the cache's background reaper (an `FCALL` of the reap function every
 /// 100 ms on partitions with something due, which runs `TIME`, `ZRANGEBYSCORE` and
 /// `ZRANGE`, and its survey of earliest deadlines, a `ZRANGE` per partition every
-/// second; a plain read runs no script and no `ZRANGE`). The reaping lease's renewal,
+/// second; a plain read runs no script and no `ZRANGE`). The reaping claim's renewal,
 /// once a second, runs a `GET` and a `SET` inside its `FCALL`: the `+ 2` below.
 fn data_commands(stats: &HashMap<String, u64>) -> u64 {
     stats

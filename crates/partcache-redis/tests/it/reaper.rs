@@ -27,7 +27,7 @@ fn server_calls(cluster: &RedisCluster) -> u64 {
 
 /// The servers' commands per second while `instances` managers each hold the same
 /// [`CACHES`] idle caches (default partitions) for `window`, after their reapers
-/// started (their first lease requests and surveys are out of the window).
+/// started (their first claim requests and surveys are out of the window).
 async fn background_rate(cluster: &RedisCluster, instances: usize, window: Duration) -> f64 {
     let names: Vec<String> = (0..CACHES)
         .map(|i| unique(&format!("idle-{instances}-{i}")))
@@ -39,7 +39,7 @@ async fn background_rate(cluster: &RedisCluster, instances: usize, window: Durat
             caches.push(manager.cache(name).build().await.expect("build"));
         }
     }
-    // Opening's own commands (layout checks, first lease requests) end within a tick
+    // Opening's own commands (layout checks, first claim requests) end within a tick
     // or two of the last build.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before = tokio::task::block_in_place(|| server_calls(cluster));
@@ -54,7 +54,7 @@ async fn background_rate(cluster: &RedisCluster, instances: usize, window: Durat
 }
 
 /// Sixteen instances with ten idle caches each cost the servers about what one does:
-/// one process reaps each cache. (Before the reaping lease, every instance surveyed
+/// one process reaps each cache. (Before the reaping claim, every instance surveyed
 /// every partition of every cache each second: about sixteen times the commands.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_commands_do_not_grow_with_the_number_of_instances() {
@@ -73,28 +73,28 @@ async fn background_commands_do_not_grow_with_the_number_of_instances() {
     );
 }
 
-/// The key of a cache's reaping lease (see the crate docs, key layout).
-fn lease_key(cache: &str) -> String {
+/// The key of a cache's reaping claim (see the crate docs, key layout).
+fn claim_key(cache: &str) -> String {
     let hash = xxhash_rust::xxh3::xxh3_64(cache.as_bytes()) as u32;
     format!("pc:{{{hash:08x}.meta}}:{cache}:reaper")
 }
 
-/// The lease's holder, read on the master that serves its slot.
-fn lease_holder(cluster: &RedisCluster, cache: &str) -> Option<String> {
-    lease_value(cluster, &lease_key(cache))
+/// The claim's holder, read on the master that serves its slot.
+fn claim_holder(cluster: &RedisCluster, cache: &str) -> Option<String> {
+    claim_value(cluster, &claim_key(cache))
 }
 
-/// The deputy's lease: who takes over when the holder's lapses.
+/// The deputy's claim: who takes over when the holder's lapses.
 fn deputy(cluster: &RedisCluster, cache: &str) -> Option<String> {
-    let key = lease_key(cache);
-    lease_value(
+    let key = claim_key(cache);
+    claim_value(
         cluster,
         &format!("{}deputy", key.trim_end_matches("reaper")),
     )
 }
 
 /// `key`'s value, read on the master that serves its slot.
-fn lease_value(cluster: &RedisCluster, key: &str) -> Option<String> {
+fn claim_value(cluster: &RedisCluster, key: &str) -> Option<String> {
     let slot = cluster.key_slot(key).expect("key slot");
     let owner = cluster.slot_owner(slot).expect("slot owner");
     let client = redis::Client::open(cluster.node_url(owner)).expect("client");
@@ -158,12 +158,12 @@ async fn when_the_reaping_process_dies_another_takes_over_and_every_listener_hea
     let first_holder = {
         let started = Instant::now();
         loop {
-            if let Some(holder) = tokio::task::block_in_place(|| lease_holder(cluster, &name)) {
+            if let Some(holder) = tokio::task::block_in_place(|| claim_holder(cluster, &name)) {
                 break holder;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(5),
-                "the first process never took the reaping lease"
+                "the first process never took the reaping claim"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -196,7 +196,7 @@ async fn when_the_reaping_process_dies_another_takes_over_and_every_listener_hea
         assert_eq!(next_event_of(rx, 1).await.kind, EventKind::Expired);
     }
     assert_eq!(
-        tokio::task::block_in_place(|| lease_holder(cluster, &name)).as_deref(),
+        tokio::task::block_in_place(|| claim_holder(cluster, &name)).as_deref(),
         Some(first_holder.as_str()),
         "the first process stopped reaping while alive"
     );
@@ -214,17 +214,17 @@ async fn when_the_reaping_process_dies_another_takes_over_and_every_listener_hea
             "reaped {late:?} after the deadline, more than {TAKEOVER:?} (+{SLACK:?})"
         );
     }
-    let holder = tokio::task::block_in_place(|| lease_holder(cluster, &name));
+    let holder = tokio::task::block_in_place(|| claim_holder(cluster, &name));
     assert!(
         holder.is_some() && holder.as_deref() != Some(first_holder.as_str()),
-        "another process holds the lease: {holder:?}"
+        "another process holds the claim: {holder:?}"
     );
 }
 
-/// A process that closes a cache gives its reaping lease up at once rather than
+/// A process that closes a cache gives its reaping claim up at once rather than
 /// leaving it to lapse, so that the next process to ask takes over without waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_a_cache_gives_its_reaping_lease_up() {
+async fn closing_a_cache_gives_its_reaping_claim_up() {
     let cluster = tokio::task::block_in_place(common::cluster);
     let name = unique("handover");
     let cache: Cache<u64, u64> = manager(&cluster.seed_url())
@@ -232,18 +232,18 @@ async fn closing_a_cache_gives_its_reaping_lease_up() {
         .build()
         .await
         .expect("build");
-    partcache::conformance::eventually("the process takes the reaping lease", || async {
-        tokio::task::block_in_place(|| lease_holder(cluster, &name)).is_some()
+    partcache::conformance::eventually("the process takes the reaping claim", || async {
+        tokio::task::block_in_place(|| claim_holder(cluster, &name)).is_some()
     })
     .await;
     cache.close().await.expect("close");
-    // Renewed at most a second before the close, the lease would lapse by itself
+    // Renewed at most a second before the close, the claim would lapse by itself
     // two seconds after it at the soonest.
     let closed = Instant::now();
-    while tokio::task::block_in_place(|| lease_holder(cluster, &name)).is_some() {
+    while tokio::task::block_in_place(|| claim_holder(cluster, &name)).is_some() {
         assert!(
             closed.elapsed() < Duration::from_millis(1500),
-            "the closed cache's lease is still held"
+            "the closed cache's claim is still held"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -913,13 +913,13 @@ fn coalescing_survives_a_runtime_that_shut_down_mid_flight() {
     });
 }
 
-/// The keys of cache `name` on `server` (the layout record and reaping leases aside).
+/// The keys of cache `name` on `server` (the layout record and reaping claims aside).
 fn cache_keys(server: &RedisServer, name: &str) -> Vec<String> {
     tokio::task::block_in_place(|| {
         let keys: Vec<String> = server
             .query(&["KEYS", &format!("pc:*:{name}:*")])
             .expect("keys");
-        // Not its layout record, nor the leases of the processes that reap it.
+        // Not its layout record, nor the claims of the processes that reap it.
         keys.into_iter()
             .filter(|k| !k.ends_with(":meta") && !k.ends_with(":reaper") && !k.ends_with(":deputy"))
             .collect()

@@ -1,10 +1,10 @@
--- The leases on a cache's reaping (store/reaper.rs): one process of all those that
--- opened the cache reaps it (the holder), one other watches the holder's lease
+-- The claims on a cache's reaping (store/reaper.rs): one process of all those that
+-- opened the cache reaps it (the holder), one other watches the holder's claim
 -- closely (the deputy), so that the background work does not grow with their number.
--- KEYS[1]: the holder's lease; KEYS[2]: the deputy's; ARGV[1]: the caller's id;
--- ARGV[2]: the lease time (ms), 0 to give up whichever the caller holds.
--- Result: {role, ms left of the holder's lease}, role 1 when the caller holds the
--- lease now, 2 when it is the deputy, 0 otherwise.
+-- KEYS[1]: the holder's claim; KEYS[2]: the deputy's; ARGV[1]: the caller's id;
+-- ARGV[2]: the claim time (ms), 0 to give up whichever the caller holds.
+-- Result: {role, ms left of the holder's claim}, role 1 when the caller holds the
+-- claim now, 2 when it is the deputy, 0 otherwise.
 local id = ARGV[1]
 local ms = tonumber(ARGV[2])
 local holder = redis.call('GET', KEYS[1])
@@ -14,7 +14,7 @@ if ms == 0 then
   if deputy == id then redis.call('DEL', KEYS[2]) end
   return {0, 0}
 end
--- Free, the caller's, or a value without a deadline (no lease this function wrote).
+-- Free, the caller's, or a value without a deadline (no claim this function wrote).
 local function free(key, value)
   return value == false or value == id or redis.call('PTTL', key) < 0
 end
