@@ -1442,14 +1442,23 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         ttl: Option<Duration>,
     ) -> bool {
         let stored = match &ticket.0 {
-            Kind::Leased(token) => match self.check_value(key, &value) {
-                Ok(()) => {
-                    let (store, name) = (&*self.inner.store, &self.inner.name);
-                    let put = flight::put(store, &self.inner.stats, name, key, token, value, ttl);
-                    self.track(put.await)
+            Kind::Leased(token) => {
+                let put = match self.check_value(key, &value) {
+                    Ok(()) => {
+                        let (store, name) = (&*self.inner.store, &self.inner.name);
+                        let put =
+                            flight::put(store, &self.inner.stats, name, key, token, value, ttl);
+                        self.track(put.await)
+                    }
+                    Err(error) => Err(error),
+                };
+                // A put that failed (a value the store refuses, a lost connection) left
+                // the lease held: end it, or every other process waits out its time.
+                if put.is_err() {
+                    self.release_lease(key, ticket).await;
                 }
-                Err(error) => Err(error),
-            },
+                put
+            }
             Kind::Unleased | Kind::Unsupported => {
                 self.store_load(key, value, ttl).await.map(|()| true)
             }
@@ -1506,7 +1515,13 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 if let Some(Ok(Some(v))) = self.inner.store.get_now(key) {
                     return Ok(Loaded::found(v));
                 }
-                let ticket = self.lease(key).await;
+                let held = HeldLease {
+                    cache: self,
+                    key,
+                    ticket: self.lease(key).await,
+                    armed: true,
+                };
+                let ticket = &held.ticket;
                 if let Some(value) = ticket.hit() {
                     return Ok(Loaded::found(value.clone()));
                 }
@@ -1529,17 +1544,17 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         self.inner.stats.load_successes.incr();
                         let value = Arc::new(value);
                         // A cache that cannot store the value still serves it.
-                        self.store_leased(key, &ticket, value.clone(), ttl).await;
+                        self.store_leased(key, ticket, value.clone(), ttl).await;
+                        held.disarm();
                         Ok(Loaded::by_loader(Some(value)))
                     }
+                    // No value to store: `held` ends the lease as it drops.
                     Ok(None) => {
                         self.inner.stats.load_successes.incr();
-                        self.release_lease(key, &ticket).await;
                         Ok(Loaded::by_loader(None))
                     }
                     Err(e) => {
                         self.inner.stats.load_failures.incr();
-                        self.release_lease(key, &ticket).await;
                         Err(Error::loader(CallbackError(e)))
                     }
                 }
@@ -1682,5 +1697,40 @@ impl<V> MutableEntry<'_, V> {
 impl<K: CacheKey, V: CacheValue> RemoveKey<K> for Cache<K, V> {
     fn remove_key<'a>(&'a self, key: &'a K) -> futures::future::BoxFuture<'a, Result<bool>> {
         Box::pin(self.remove(key))
+    }
+}
+
+/// The ticket of a flight's leader, which ends the key's lease however the leader
+/// ends without storing under it: no value, a failed load, a panic, or a dropped
+/// future (a caller that gave up). Otherwise the lease would stay held for its whole
+/// time to live, and every process (this one's next leader too) would wait it out.
+struct HeldLease<'a, K: CacheKey, V: CacheValue> {
+    cache: &'a Cache<K, V>,
+    key: &'a K,
+    ticket: Ticket<V>,
+    /// Whether the lease still needs ending when this drops.
+    armed: bool,
+}
+
+impl<K: CacheKey, V: CacheValue> HeldLease<'_, K, V> {
+    /// The value went to the store under the lease (which ended it).
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> Drop for HeldLease<'_, K, V> {
+    fn drop(&mut self) {
+        if !self.armed || !self.ticket.is_leased() {
+            return;
+        }
+        // Not awaited: a drop cannot wait, and nobody needs to.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ticket = std::mem::replace(&mut self.ticket, Ticket(Kind::Unsupported));
+        let cache = self.cache.clone();
+        let key = self.key.clone();
+        runtime.spawn(async move { cache.release_lease(&key, &ticket).await });
     }
 }

@@ -644,7 +644,8 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 lease_ttl: config
                     .lease_ttl
                     .or(match &manager.backend {
-                        Backend::Memory => None,
+                        // One process: nothing to lease (and no token to make per miss).
+                        Backend::Memory => Some(Duration::ZERO),
                         Backend::Remote(backend) => backend.default_lease_ttl(),
                     })
                     .unwrap_or(DEFAULT_LEASE_TTL),

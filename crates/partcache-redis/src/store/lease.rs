@@ -31,7 +31,11 @@ impl StoreInner {
             return Err(Error::Store("unexpected lease reply".into()));
         };
         let mut parts = parts.into_iter();
-        let code = replies::int(parts.next().as_ref());
+        // Read the code strictly: a reply that is not one must not grant a lease.
+        let code = match parts.next() {
+            Some(Value::Int(code)) => code,
+            other => return Err(Error::Store(format!("unexpected lease reply {other:?}"))),
+        };
         match code {
             0 => Ok(RawLease::Granted),
             1 => match parts.next().and_then(replies::blob) {

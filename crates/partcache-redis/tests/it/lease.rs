@@ -393,3 +393,77 @@ async fn with_the_store_down_loads_happen_once_per_process_and_return_values() {
     }
     assert_eq!(loads.load(Ordering::SeqCst), 1);
 }
+
+/// Two instances (managers) of one process on one server, a lease time of 5 s.
+async fn two_instances(name: &str, max_value_bytes: usize) -> [Cache<String, String>; 2] {
+    let url = coord_url();
+    let open = || async {
+        common::manager(&url)
+            .cache(name)
+            .partitions(7)
+            .lease_ttl(Duration::from_secs(5))
+            .max_value_bytes(max_value_bytes)
+            .build()
+            .await
+            .expect("cache")
+    };
+    [open().await, open().await]
+}
+
+/// A leader whose load fails, finds nothing, gives up (its future dropped) or loads a
+/// value the store refuses ends its lease: the other instance leads at once instead of
+/// waiting out the lease's 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_stores_nothing_ends_its_lease() {
+    let name = unique("lease-ends");
+    let [a, b] = two_instances(&name, 64).await;
+    let quick = Duration::from_secs(2);
+    let key = |k: &str| k.to_string();
+
+    // A value over the cache's 64-byte limit: served, refused by the store.
+    let big = a
+        .get_or_load(&key("big"), |_| async {
+            Ok::<_, std::io::Error>("x".repeat(100))
+        })
+        .await
+        .expect("a load that cannot be cached is still returned");
+    assert_eq!(big.len(), 100);
+    // A failed load.
+    let failed = a
+        .get_or_load(&key("failed"), |_| async {
+            Err::<String, _>(std::io::Error::other("origin down"))
+        })
+        .await;
+    assert!(failed.is_err());
+    // A leader dropped mid-load (a caller that gave up).
+    let (loading_tx, loading_rx) = tokio::sync::oneshot::channel::<()>();
+    let gave_up = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.get_or_load(&"dropped".to_string(), |_| async move {
+                let _ = loading_tx.send(());
+                std::future::pending::<Result<String, std::io::Error>>().await
+            })
+            .await
+        })
+    };
+    loading_rx.await.expect("the leader started loading");
+    gave_up.abort();
+    let _ = gave_up.await;
+
+    for k in ["big", "failed", "dropped"] {
+        let started = Instant::now();
+        let value = b
+            .get_or_load(&key(k), |_| async {
+                Ok::<_, std::io::Error>("b".to_string())
+            })
+            .await
+            .expect("get_or_load");
+        assert_eq!(value.as_str(), "b", "{k}");
+        assert!(
+            started.elapsed() < quick,
+            "{k}: the other instance waited {:?} for a lease nobody would use",
+            started.elapsed()
+        );
+    }
+}

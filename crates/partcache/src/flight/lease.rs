@@ -14,6 +14,9 @@ use crate::store::{Action, Condition, Lease, LeasedPut, Store, Write};
 /// call per pause per waiting process, as the flight lets one caller per process wait).
 pub(crate) const MAX_PAUSE: Duration = Duration::from_millis(20);
 
+/// The longest lease: a longer `lease_ttl` is taken as this.
+pub(crate) const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
+
 /// The first pause of a waiter.
 const FIRST_PAUSE: Duration = Duration::from_millis(2);
 
@@ -97,6 +100,8 @@ where
     if ttl.is_zero() {
         return Ticket(Kind::Unsupported);
     }
+    // A lease time no load needs is still a bounded one (and a deadline that fits).
+    let ttl = ttl.min(MAX_LEASE_TTL);
     let token = token();
     let deadline = Instant::now() + ttl;
     let mut pause = FIRST_PAUSE;
