@@ -455,7 +455,8 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     /// not stored. The lease bounds both sides: waiters wait at most this long for a
     /// holder that died, and a load that takes longer still returns its value but does
     /// not store it. Choose it above your slowest load. Zero turns leases off: each
-    /// process then loads a missing key once for itself, as on `memory://`.
+    /// process then loads a missing key once for itself, as on `memory://`. A lease
+    /// lasts at most an hour: a longer time is taken as an hour.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

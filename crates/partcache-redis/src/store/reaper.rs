@@ -74,8 +74,9 @@ pub const TAKEOVER: Duration = Duration::from_millis(
 );
 /// The most an entry's bookkeeping lags its deadline when the process reaping the
 /// cache and its deputy die at once: their claims lapse, a waiting process reads the
-/// deputy's claim within 37.5 s (30 s and up to a quarter more), becomes deputy,
-/// then holder at its next renewal (1 s), surveys and reaps: 42.6 s.
+/// deputy's claim within 37.5 s (30 s and up to a quarter more) and asks: the
+/// holder's claim has lapsed too, so it becomes holder at once (the bound keeps one
+/// renewal, 1 s, of slack for a deputy's turn first), surveys and reaps: 42.6 s.
 pub const TAKEOVER_BOTH: Duration = Duration::from_millis(
     (CLAIM.as_millis()
         + WAIT.as_millis() * 5 / 4

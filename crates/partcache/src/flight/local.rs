@@ -145,7 +145,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
         self.flights
             .lock()
             .get(key)
-            // The flight's own entry holds one receiver.
+            // Each waiter holds one receiver; the entry holds the sender.
             .map_or(0, |entry| entry.sender.receiver_count())
     }
 }
