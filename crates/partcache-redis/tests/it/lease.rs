@@ -122,6 +122,31 @@ async fn cache(url: &str, name: &str, lease_ttl: Duration) -> Cache<String, Stri
         .expect("cache")
 }
 
+/// 32 tasks miss the hot key at once with a 100 ms loader; each must get its value
+/// (`expect`: what a failed call means). Returns how many times the loader ran.
+async fn miss_hot_key(cache: &Cache<String, String>, expect: &'static str) -> usize {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (cache, loads) = (cache.clone(), loads.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_load(&HOT.to_string(), |_| async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, std::io::Error>("v".to_string())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let value = task.await.expect("task").expect(expect);
+        assert_eq!(value.as_str(), "v");
+    }
+    loads.load(Ordering::SeqCst)
+}
+
 /// A child process's task (see the module docs). Run alone (no task in the
 /// environment), it is one process's part of the stampede: its 32 tasks miss the hot
 /// key at once and the loader runs once.
@@ -157,26 +182,7 @@ async fn child_process() {
             cache.get(&"warm".to_string()).await.expect("warm-up read");
             let _: u64 = conn.incr(format!("{name}:ready"), 1).await.expect("INCR");
             wait_for(&mut conn, &format!("{name}:go")).await;
-            let loads = Arc::new(AtomicUsize::new(0));
-            let tasks: Vec<_> = (0..32)
-                .map(|_| {
-                    let (cache, loads) = (cache.clone(), loads.clone());
-                    tokio::spawn(async move {
-                        cache
-                            .get_or_load(&HOT.to_string(), |_| async move {
-                                loads.fetch_add(1, Ordering::SeqCst);
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                Ok::<_, std::io::Error>("v".to_string())
-                            })
-                            .await
-                    })
-                })
-                .collect();
-            for task in tasks {
-                let value = task.await.expect("task").expect("get_or_load");
-                assert_eq!(value.as_str(), "v");
-            }
-            let loads = loads.load(Ordering::SeqCst);
+            let loads = miss_hot_key(&cache, "get_or_load").await;
             println!("RESULT loads={loads}");
             if alone {
                 assert_eq!(loads, 1, "one process, one load");
@@ -369,29 +375,8 @@ async fn with_the_store_down_loads_happen_once_per_process_and_return_values() {
         .port();
     let url = format!("redis://127.0.0.1:{port}?connect_timeout=200ms&response_timeout=200ms");
     let cache = cache(&url, &unique("lease-down"), Duration::from_secs(5)).await;
-    let loads = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..32)
-        .map(|_| {
-            let (cache, loads) = (cache.clone(), loads.clone());
-            tokio::spawn(async move {
-                cache
-                    .get_or_load(&HOT.to_string(), |_| async move {
-                        loads.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        Ok::<_, std::io::Error>("v".to_string())
-                    })
-                    .await
-            })
-        })
-        .collect();
-    for task in tasks {
-        let value = task
-            .await
-            .expect("task")
-            .expect("a value, not the store's error");
-        assert_eq!(value.as_str(), "v");
-    }
-    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    let loads = miss_hot_key(&cache, "a value, not the store's error").await;
+    assert_eq!(loads, 1);
 }
 
 /// Two instances (managers) of one process on one server, a lease time of 5 s.
