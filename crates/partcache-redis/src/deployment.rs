@@ -194,15 +194,7 @@ impl Deployment {
     }
 }
 
-/// A random id for a deployment (std's per-process random hash keys, and the time).
+/// A random id for a deployment.
 fn random_origin() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    format!("{:016x}", hasher.finish())
+    format!("{:016x}", fastrand::u64(..))
 }

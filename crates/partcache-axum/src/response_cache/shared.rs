@@ -482,15 +482,7 @@ fn prefix_tag(prefix: &str) -> String {
 }
 
 fn random_nonce() -> u64 {
-    // std's RandomState is seeded randomly per process and per instance.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    hasher.finish()
+    fastrand::u64(..)
 }
 
 /// Whether `flight` (a flight key: a primary key, or a variant key `<primary>|v:…`,

@@ -93,14 +93,7 @@ fn now_ms() -> u64 {
 
 /// Up to `most`, different in every call and process.
 fn jitter(most: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    Duration::from_millis(hasher.finish() % (most.as_millis() as u64 + 1))
+    Duration::from_millis(fastrand::u64(..=most.as_millis() as u64))
 }
 
 /// What a process is to a cache's reaping.

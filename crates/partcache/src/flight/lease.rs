@@ -71,17 +71,7 @@ impl<V> Ticket<V> {
 fn token() -> String {
     static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nonce = *NONCE.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(std::process::id());
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        hasher.finish()
-    });
+    let nonce = *NONCE.get_or_init(|| fastrand::u64(..));
     format!("{nonce:016x}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
