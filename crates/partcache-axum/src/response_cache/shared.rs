@@ -3,7 +3,6 @@
 //! store operations (fail-open reads and writes, purges, invalidations) that the
 //! handle and the service both use.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
