@@ -1401,40 +1401,46 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// The lease of a missing `key`, for the leader of an adapter's own flight (see
     /// [`crate::flight`]): on a store several processes share, waits while another
     /// process holds it (at most the lease's time to live) and returns that process's
-    /// value if it stored one ([`Ticket::hit`]); else this process loads, and hands the
-    /// value to [`Cache::store_leased`] (or, without one, [`Cache::release_lease`]).
-    /// Never fails: without leases (`memory://`, `lease_ttl` 0) or when the store
-    /// cannot be reached, the ticket says so ([`Ticket::is_unleased`]) and the loaded
-    /// value is stored as without leases.
+    /// value if it stored one ([`HeldLease::hit`]); else this process loads, and hands
+    /// the value to [`HeldLease::store`] (or, without one, calls
+    /// [`HeldLease::release`]). A lease dropped unused (an error, a panic, a request
+    /// future dropped mid-way) ends at once, so other processes never wait out its time
+    /// to live for a load that stopped. Never fails: without leases (`memory://`,
+    /// `lease_ttl` 0) or when the store cannot be reached, the lease says so
+    /// ([`HeldLease::is_unleased`]) and the loaded value is stored as without leases.
+    ///
+    /// Who waits: the caller, for one store call, or while another process loads (at
+    /// most the lease time). Cost: one store call; a waiter asks again after pauses of
+    /// 2 ms doubling to 20 ms.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// let manager = partcache::CacheManager::from_url("memory://")?;
     /// let users = manager.cache::<u64, String>("lease-doc").build().await?;
-    /// let ticket = users.lease(&7).await;
-    /// assert!(ticket.hit().is_none() && ticket.is_unleased()); // one process: no lease
-    /// users.store_leased(&7, &ticket, std::sync::Arc::new("ada".to_string()), None).await;
+    /// let lease = users.lease(&7).await;
+    /// assert!(lease.hit().is_none() && lease.is_unleased()); // one process: no lease
+    /// lease.store(std::sync::Arc::new("ada".to_string()), None).await;
     /// assert_eq!(users.get(&7).await?.as_deref().map(String::as_str), Some("ada"));
     /// # Ok::<(), partcache::Error>(()) }).unwrap();
     /// ```
-    pub async fn lease(&self, key: &K) -> Ticket<V> {
-        flight::take(
+    pub async fn lease(&self, key: &K) -> HeldLease<K, V> {
+        let ticket = flight::take(
             &*self.inner.store,
             &self.inner.name,
             key,
             self.inner.lease_ttl,
         )
-        .await
+        .await;
+        HeldLease {
+            cache: self.clone(),
+            key: key.clone(),
+            ticket,
+            armed: true,
+        }
     }
 
-    /// Stores a value loaded under `ticket` (see [`Cache::lease`]): under the lease,
-    /// which the store refuses when a write or removal of the key (by any process)
-    /// voided it meanwhile (counted in [`CacheStats::stale_sets_prevented`]); without a
-    /// lease, only if the key is still absent; after waiting a lease time in vain, not
-    /// at all. A load, not a put (JSR-107 §9.2): not counted as a put, no writer call.
-    /// Returns whether the value was stored; a store that fails is logged, not returned
-    /// (the caller has its value).
-    pub async fn store_leased(
+    /// Stores a value loaded under `ticket` ([`HeldLease::store`]).
+    async fn store_leased(
         &self,
         key: &K,
         ticket: &Ticket<V>,
@@ -1470,9 +1476,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         })
     }
 
-    /// Ends the lease of a load that found no value or failed (see [`Cache::lease`]), so
-    /// that the next caller, in any process, leads at once. Does nothing without one.
-    pub async fn release_lease(&self, key: &K, ticket: &Ticket<V>) {
+    /// Ends the lease of a load that stores nothing ([`HeldLease::release`]).
+    async fn release_lease(&self, key: &K, ticket: &Ticket<V>) {
         flight::release(&*self.inner.store, &self.inner.name, key, ticket).await;
     }
 
@@ -1515,17 +1520,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 if let Some(Ok(Some(v))) = self.inner.store.get_now(key) {
                     return Ok(Loaded::found(v));
                 }
-                let held = HeldLease {
-                    cache: self,
-                    key,
-                    ticket: self.lease(key).await,
-                    armed: true,
-                };
-                let ticket = &held.ticket;
-                if let Some(value) = ticket.hit() {
+                let lease = self.lease(key).await;
+                if let Some(value) = lease.hit() {
                     return Ok(Loaded::found(value.clone()));
                 }
-                if !read && matches!(ticket.0, Kind::Unsupported) {
+                if !read && matches!(lease.ticket.0, Kind::Unsupported) {
                     match self.inner.store.get_one(key).await {
                         Ok(Some(value)) => return Ok(Loaded::found(value)),
                         Ok(None) => {}
@@ -1544,11 +1543,10 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         self.inner.stats.load_successes.incr();
                         let value = Arc::new(value);
                         // A cache that cannot store the value still serves it.
-                        self.store_leased(key, ticket, value.clone(), ttl).await;
-                        held.disarm();
+                        lease.store(value.clone(), ttl).await;
                         Ok(Loaded::by_loader(Some(value)))
                     }
-                    // No value to store: `held` ends the lease as it drops.
+                    // No value to store: `lease` ends as it drops.
                     Ok(None) => {
                         self.inner.stats.load_successes.incr();
                         Ok(Loaded::by_loader(None))
@@ -1700,26 +1698,77 @@ impl<K: CacheKey, V: CacheValue> RemoveKey<K> for Cache<K, V> {
     }
 }
 
-/// The ticket of a flight's leader, which ends the key's lease however the leader
-/// ends without storing under it: no value, a failed load, a panic, or a dropped
-/// future (a caller that gave up). Otherwise the lease would stay held for its whole
-/// time to live, and every process (this one's next leader too) would wait it out.
-struct HeldLease<'a, K: CacheKey, V: CacheValue> {
-    cache: &'a Cache<K, V>,
-    key: &'a K,
+/// A missing key's lease, held by this process's leader of a flight
+/// ([`Cache::lease`]): the value another process stored meanwhile
+/// ([`HeldLease::hit`]), or the right to load it and store it under the lease
+/// ([`HeldLease::store`]).
+///
+/// Dropped without [`HeldLease::store`] or [`HeldLease::release`] (an error, a panic,
+/// a response that may not be stored, a future dropped mid-way: a client that went
+/// away), it ends the lease at once, on a task of its own (a drop cannot wait), so
+/// other processes waiting for the key go on at once instead of waiting out the
+/// lease's time to live.
+#[must_use = "a lease dropped unused ends at once: store under it or release it"]
+#[derive(Debug)]
+pub struct HeldLease<K: CacheKey, V: CacheValue> {
+    cache: Cache<K, V>,
+    key: K,
     ticket: Ticket<V>,
     /// Whether the lease still needs ending when this drops.
     armed: bool,
 }
 
-impl<K: CacheKey, V: CacheValue> HeldLease<'_, K, V> {
-    /// The value went to the store under the lease (which ended it).
-    fn disarm(mut self) {
+impl<K: CacheKey, V: CacheValue> HeldLease<K, V> {
+    /// The value another process stored while this one waited: serve it, load nothing.
+    pub fn hit(&self) -> Option<&Arc<V>> {
+        self.ticket.hit()
+    }
+
+    /// Whether this process holds the key's lease: its store write is refused if any
+    /// process writes or removes the key before it.
+    pub fn is_leased(&self) -> bool {
+        self.ticket.is_leased()
+    }
+
+    /// Whether the store keeps no lease for this load (one process, `lease_ttl` 0, or
+    /// the store failed): [`HeldLease::store`] stores as a load without leases does.
+    pub fn is_unleased(&self) -> bool {
+        self.ticket.is_unleased()
+    }
+
+    /// The key this lease is for.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+
+    /// Stores a value loaded under this lease: under the lease, which the store
+    /// refuses when a write or removal of the key (by any process) voided it meanwhile
+    /// (counted in [`CacheStats::stale_sets_prevented`]); without a lease, only if the
+    /// key is still absent; after waiting a lease time in vain, or on a hit, not at
+    /// all. A load, not a put (JSR-107 §9.2): not counted as a put, no writer call.
+    /// Returns whether the value was stored; a store that fails is logged, not
+    /// returned (the caller has its value), and ends the lease.
+    ///
+    /// Who waits: the caller, for one store call. Dropped before it ends, the lease
+    /// ends too: a put already sent then either landed or is refused.
+    pub async fn store(mut self, value: Arc<V>, ttl: Option<Duration>) -> bool {
+        let stored = self
+            .cache
+            .store_leased(&self.key, &self.ticket, value, ttl)
+            .await;
+        self.armed = false;
+        stored
+    }
+
+    /// Ends the lease of a load that found no value, failed, or may not be stored, so
+    /// that the next caller, in any process, leads at once. Does nothing without one.
+    pub async fn release(mut self) {
+        self.cache.release_lease(&self.key, &self.ticket).await;
         self.armed = false;
     }
 }
 
-impl<K: CacheKey, V: CacheValue> Drop for HeldLease<'_, K, V> {
+impl<K: CacheKey, V: CacheValue> Drop for HeldLease<K, V> {
     fn drop(&mut self) {
         if !self.armed || !self.ticket.is_leased() {
             return;

@@ -28,7 +28,7 @@ pub mod store;
 pub use adapter::{AdapterCounters, AdapterStats, FailOpen};
 pub use any_cache::AnyCache;
 pub use balance::{BalanceReport, MasterBalance};
-pub use cache::{Cache, CacheKey, CacheValue, MutableEntry};
+pub use cache::{Cache, CacheKey, CacheValue, HeldLease, MutableEntry};
 pub use cache_decl::CacheDecl;
 pub use codec::Codec;
 pub use config::{CacheConfig, ManagerConfig, NearCache};

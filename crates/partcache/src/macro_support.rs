@@ -509,8 +509,8 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
                     return Ok(Loaded::found(value));
                 }
                 // Across processes: another one may have stored it, or be calling.
-                let ticket = cache_ref.lease(key_ref).await;
-                if let Some(value) = ticket.hit() {
+                let lease = cache_ref.lease(key_ref).await;
+                if let Some(value) = lease.hit() {
                     return Ok(Loaded::found(value.clone()));
                 }
                 let Some(call) = call_slot.take() else {
@@ -520,7 +520,7 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
                     Ok(out) => {
                         let value = value_of(&out).map(Arc::new);
                         match &value {
-                            Some(value) if ticket.is_unleased() => {
+                            Some(value) if lease.is_unleased() => {
                                 decl.store(
                                     cache_ref,
                                     key_ref.clone(),
@@ -531,17 +531,15 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
                                 .await;
                             }
                             Some(value) => {
-                                cache_ref
-                                    .store_leased(key_ref, &ticket, value.clone(), options.ttl)
-                                    .await;
+                                lease.store(value.clone(), options.ttl).await;
                             }
-                            None => cache_ref.release_lease(key_ref, &ticket).await,
+                            None => lease.release().await,
                         }
                         *output_slot = Some(out);
                         Ok(Loaded::by_loader(value))
                     }
                     Err(payload) => {
-                        cache_ref.release_lease(key_ref, &ticket).await;
+                        lease.release().await;
                         *panic_slot = Some(payload);
                         Err(Error::Panicked("cached function", String::new()))
                     }

@@ -531,19 +531,15 @@ where
                 // there is (and its store stays the synchronous fast path).
                 None if shared.local => None,
                 None => {
-                    let ticket = shared.responses.lease(&flight_key).await;
-                    if let Some(entry) = ticket.hit()
+                    let lease = shared.responses.lease(&flight_key).await;
+                    if let Some(entry) = lease.hit()
                         && let Some(stored) = entry.as_response()
                         && reusable_for(stored, &key, &request)
                     {
                         flight.complete(entry.clone());
                         return Ok(coalesced(shared, &request, stored, fwd));
                     }
-                    Some(Lease {
-                        responses: shared.responses.clone(),
-                        key: flight_key,
-                        ticket: ticket.hit().is_none().then_some(ticket),
-                    })
+                    Some(lease)
                 }
             };
             origin(shared, inner, request, key, stale, Some(flight), fwd, lease).await

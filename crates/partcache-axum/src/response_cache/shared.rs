@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, Method, Uri};
-use partcache::Cache;
 use partcache::adapter::FailOpen;
-use partcache::flight::{Flight, Flights, Ticket};
+use partcache::flight::{Flight, Flights};
+use partcache::{Cache, HeldLease};
 use partcache_tower::backlog::Backlog;
 
 use super::entry::{CachedEntry, EntryKind, TagKeys, VaryIndex};
@@ -87,25 +87,10 @@ pub(crate) struct StoreFailed;
 
 /// The lease of a miss's key (see `partcache::flight`): its response is stored under
 /// it, and refused if another instance's unsafe request or purge removed the key
-/// while the origin answered. Dropped unused (an error, a response not stored), it
-/// ends the lease at once, so that the other instances waiting for it go on.
-pub(crate) struct Lease {
-    pub(crate) responses: Cache<String, CachedEntry>,
-    pub(crate) key: String,
-    pub(crate) ticket: Option<Ticket<CachedEntry>>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let Some(ticket) = self.ticket.take().filter(Ticket::is_leased) else {
-            return;
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (responses, key) = (self.responses.clone(), std::mem::take(&mut self.key));
-            runtime.spawn(async move { responses.release_lease(&key, &ticket).await });
-        }
-    }
-}
+/// while the origin answered. Dropped unused (an error, a response not stored, a
+/// request future dropped mid-way), it ends the lease at once, so that the other
+/// instances waiting for it go on.
+pub(crate) type Lease = HeldLease<String, CachedEntry>;
 
 impl Shared {
     /// Where this cache calls its store: failures are logged as the `partcache-axum`
@@ -299,14 +284,14 @@ impl Shared {
         // Under the lease when it is the key's (a variant stored under another key
         // than its flight's is not covered): the store refuses it if another instance
         // removed the key since the origin call began.
-        if let Some(lease) = lease.as_mut().filter(|l| l.key == storage_key)
-            && let Some(ticket) = lease.ticket.take_if(|t| !t.is_unleased())
+        // A lease whose wait found a response that this request could not use (a
+        // hit) guards nothing: the response is put as without one.
+        if let Some(lease) =
+            lease.take_if(|l| l.key() == &storage_key && !l.is_unleased() && l.hit().is_none())
         {
-            let put =
-                inner
-                    .responses
-                    .store_leased(&storage_key, &ticket, entry.clone(), Some(keep_for));
-            if put.await {
+            // Under the store timeout; a timeout drops the lease, which ends it.
+            let put = async { Ok(lease.store(entry.clone(), Some(keep_for)).await) };
+            if matches!(inner.bounded("put", put).await, Ok(true)) {
                 inner.counters.cache.stored.incr();
             }
             return;

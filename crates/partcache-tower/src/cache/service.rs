@@ -3,14 +3,14 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use partcache::{CacheKey, CacheValue};
+use partcache::{CacheKey, CacheValue, HeldLease};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::key::KeyExtractor;
 use super::policy::{CachedResponse, StorePredicate};
 use super::shared::Shared;
-use partcache::flight::{Flight, Joined, Ticket};
+use partcache::flight::{Flight, Joined};
 
 /// A service that answers from a cache when it can and calls `S` when it must. Made
 /// by [`CacheLayer`](super::CacheLayer); see there for the behaviour.
@@ -113,8 +113,11 @@ where
     };
     // Across processes: the key's lease. Another process may have stored the value
     // meanwhile, or be calling its service for it (then this waits for its value).
-    let ticket = shared.cache.lease(&key).await;
-    if let Some(stored) = ticket.hit() {
+    // Every way out below that stores nothing ends the lease: an error or a response
+    // not stored by dropping it, a dropped request future (a client that went away)
+    // too.
+    let lease = shared.cache.lease(&key).await;
+    if let Some(stored) = lease.hit() {
         counters.coalesced.incr();
         flight.complete(stored.clone());
         return Ok(V::to_response(stored));
@@ -122,32 +125,32 @@ where
     let response = match inner.call(request).await {
         Ok(response) => response,
         Err(error) => {
-            shared.cache.release_lease(&key, &ticket).await;
+            lease.release().await;
             return Err(error);
         }
     };
     if !shared.predicate.should_store(&response) {
         counters.not_stored.incr();
-        shared.cache.release_lease(&key, &ticket).await;
+        lease.release().await;
         return Ok(response);
     }
     let stored = match V::from_response(response).await {
         Ok(stored) => Arc::new(stored),
         Err(response) => {
             counters.not_stored.incr();
-            shared.cache.release_lease(&key, &ticket).await;
+            lease.release().await;
             return Ok(response);
         }
     };
     flight.complete(stored.clone());
     let response = V::to_response(&stored);
     let Some(admitted) = shared.backlog.admit((shared.weigher)(&stored)) else {
-        shared.cache.release_lease(&key, &ticket).await;
+        lease.release().await;
         return Ok(response);
     };
     if shared.local {
         // No I/O: a task per miss would cost more than the write itself.
-        write(&shared, key, stored, flight, ticket).await;
+        write(&shared, key, stored, flight, lease).await;
         drop(admitted);
         return Ok(response);
     }
@@ -155,7 +158,7 @@ where
     // callers arriving meanwhile share `stored` instead of calling the service again.
     let writer = shared.clone();
     tokio::spawn(async move {
-        write(&writer, key, stored, flight, ticket).await;
+        write(&writer, key, stored, flight, lease).await;
         drop(admitted);
     });
     Ok(response)
@@ -163,28 +166,35 @@ where
 
 /// Writes `stored` under `key`, unless an invalidation cancelled `flight` meanwhile
 /// (in this process) or voided the lease (in any process: the store refuses it then).
+/// Either write gives up after the store timeout, as every store call of the layer
+/// does.
 async fn write<E, K, V, P>(
     shared: &Shared<E, K, V, P>,
     key: K,
     stored: Arc<V>,
     flight: Flight<K, Arc<V>>,
-    ticket: Ticket<V>,
+    lease: HeldLease<K, V>,
 ) where
     K: CacheKey,
     V: CacheValue,
 {
     if flight.is_cancelled() {
         // Invalidated while the service ran: storing now would resurrect old data.
-        shared.cache.release_lease(&key, &ticket).await;
+        lease.release().await;
         return;
     }
-    if ticket.is_unleased() {
+    if lease.is_unleased() {
+        drop(lease);
         let write = shared.cache.put(key, stored);
         if shared.fail_open().call("put", write).await.is_some() {
             shared.counters.stored.incr();
         }
-    } else if shared.cache.store_leased(&key, &ticket, stored, None).await {
-        shared.counters.stored.incr();
+    } else {
+        // A timeout drops the lease mid-way, which ends it.
+        let write = async { Ok::<_, partcache::Error>(lease.store(stored, None).await) };
+        if shared.fail_open().call("put", write).await == Some(true) {
+            shared.counters.stored.incr();
+        }
     }
     // The flight ends with the write: until now late callers shared `stored`.
     drop(flight);

@@ -78,3 +78,62 @@ async fn a_redis_store_whose_port_closed_fails_open() {
     assert!(stats.store_errors + stats.store_timeouts >= 10, "{stats:?}");
     assert_eq!(stats.hits, 1);
 }
+
+/// A request future dropped while its service runs (a client that went away) ends its
+/// key's lease at once: another instance then calls its own service straight away
+/// instead of waiting out the lease's 5 s for a response nobody will store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_mid_call_ends_its_lease_for_other_instances() {
+    let name = format!("dropped-lease-{}", std::process::id());
+    let open = |manager: CacheManager| {
+        let name = name.clone();
+        async move {
+            manager
+                .cache::<u64, u64>(&name)
+                .lease_ttl(Duration::from_secs(5))
+                .build()
+                .await
+                .expect("cache")
+        }
+    };
+    let a = CacheLayer::new(open(cluster_manager().await).await, |n: &u64| Some(*n));
+    let b = CacheLayer::new(open(cluster_manager().await).await, |n: &u64| Some(*n));
+
+    let (called_tx, called_rx) = tokio::sync::oneshot::channel::<()>();
+    let called_tx = Arc::new(std::sync::Mutex::new(Some(called_tx)));
+    let stuck = ServiceBuilder::new()
+        .layer(a)
+        .service(service_fn(move |_: u64| {
+            if let Some(tx) = called_tx.lock().expect("lock").take() {
+                let _ = tx.send(());
+            }
+            std::future::pending::<Result<u64, Infallible>>()
+        }));
+    let request = tokio::spawn(stuck.oneshot(7));
+    called_rx.await.expect("instance A called its service");
+    request.abort();
+    let _ = request.await;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let quick = ServiceBuilder::new()
+        .layer(b.clone())
+        .service(service_fn(move |n: u64| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { Ok::<_, Infallible>(n * n) }
+        }));
+    let started = Instant::now();
+    assert_eq!(quick.oneshot(7).await.expect("response"), 49);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "instance B waited {:?} for a lease nobody would use",
+        started.elapsed()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // B held the lease itself: its response is stored.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.stats().cache.stored == 0 {
+        assert!(Instant::now() < deadline, "B's response was never stored");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -21,12 +21,11 @@ pub(crate) const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
 const FIRST_PAUSE: Duration = Duration::from_millis(2);
 
 /// What the leader of a flight may do with a missing key, once the store answered for
-/// the key's lease ([`crate::Cache::lease`]): use the value another process stored
-/// meanwhile ([`Ticket::hit`]), or load it and hand the value to
-/// [`crate::Cache::store_leased`] (or, without a value, to
-/// [`crate::Cache::release_lease`]).
+/// the key's lease (held in a [`crate::HeldLease`]): use the value another process
+/// stored meanwhile ([`Ticket::hit`]), or load it and store it under the lease (or,
+/// without a value, end the lease).
 #[derive(Debug)]
-pub struct Ticket<V>(pub(crate) Kind<V>);
+pub(crate) struct Ticket<V>(pub(crate) Kind<V>);
 
 #[derive(Debug)]
 pub(crate) enum Kind<V> {
@@ -46,7 +45,7 @@ pub(crate) enum Kind<V> {
 
 impl<V> Ticket<V> {
     /// The value another process stored while this one waited: serve it, load nothing.
-    pub fn hit(&self) -> Option<&Arc<V>> {
+    pub(crate) fn hit(&self) -> Option<&Arc<V>> {
         match &self.0 {
             Kind::Hit(value) => Some(value),
             _ => None,
@@ -55,13 +54,13 @@ impl<V> Ticket<V> {
 
     /// Whether this process holds the key's lease: its store write is refused if any
     /// process writes or removes the key before it.
-    pub fn is_leased(&self) -> bool {
+    pub(crate) fn is_leased(&self) -> bool {
         matches!(self.0, Kind::Leased(_))
     }
 
     /// Whether the store keeps no lease for this load (one process, or the store
     /// failed): the caller stores as it would without leases.
-    pub fn is_unleased(&self) -> bool {
+    pub(crate) fn is_unleased(&self) -> bool {
         matches!(self.0, Kind::Unleased | Kind::Unsupported)
     }
 }

@@ -19,7 +19,7 @@
 //!   pauses of 2 ms doubling to 20 ms, never past the lease's end), so the origin sees
 //!   one call per key however many processes miss it. Any write or removal of the key,
 //!   by any process, while the load runs voids the lease, and the store refuses the
-//!   loaded value ([`crate::Cache::store_leased`]): it was read before that change (a
+//!   loaded value ([`crate::HeldLease::store`]): it was read before that change (a
 //!   *stale set*, counted in [`crate::CacheStats::stale_sets_prevented`]). A leader
 //!   that dies leaves a lease that ends after its time to live
 //!   ([`crate::CacheBuilder::lease_ttl`], default 5 s), and the next caller leads. A
@@ -51,13 +51,13 @@
 //! let Joined::Waiter(waiter) = flights.join(&key) else { unreachable!() };
 //!
 //! // The leader asks for the key's lease: another process may have stored it.
-//! let ticket = pages.lease(&key).await;
-//! let page = match ticket.hit() {
+//! let lease = pages.lease(&key).await;
+//! let page = match lease.hit() {
 //!     Some(page) => page.clone(),
 //!     None => {
 //!         let page = Arc::new("<html>".to_string()); // the origin's answer
 //!         flight.complete(page.clone()); // waiters get it now
-//!         pages.store_leased(&key, &ticket, page.clone(), None).await;
+//!         lease.store(page.clone(), None).await;
 //!         page
 //!     }
 //! };
@@ -71,8 +71,7 @@ mod lease;
 mod load;
 mod local;
 
-pub use lease::Ticket;
 pub use local::{Flight, Flights, Joined, Waiter};
 
-pub(crate) use lease::{Kind, put, release, take};
+pub(crate) use lease::{Kind, Ticket, put, release, take};
 pub(crate) use load::{Loaded, Outcome};
