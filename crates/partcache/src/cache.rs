@@ -1424,17 +1424,21 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// # Ok::<(), partcache::Error>(()) }).unwrap();
     /// ```
     pub async fn lease(&self, key: &K) -> HeldLease<K, V> {
-        let ticket = flight::take(
-            &*self.inner.store,
-            &self.inner.name,
-            key,
-            self.inner.lease_ttl,
-        )
-        .await;
+        let (store, name) = (&*self.inner.store, &self.inner.name);
+        let (ticket, failed) = match flight::take(store, name, key, self.inner.lease_ttl).await {
+            Ok(ticket) => (ticket, None),
+            Err(error) => {
+                // Fail open: the store is down or refused; load as without leases.
+                tracing::debug!(cache = %name, %error, "lease not taken; loading without one");
+                let failed = self.track(Err::<(), _>(error)).err();
+                (Ticket(Kind::Unleased), failed)
+            }
+        };
         HeldLease {
             cache: self.clone(),
             key: key.clone(),
             ticket,
+            failed,
             armed: true,
         }
     }
@@ -1478,7 +1482,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     /// Ends the lease of a load that stores nothing ([`HeldLease::release`]).
     async fn release_lease(&self, key: &K, ticket: &Ticket<V>) {
-        flight::release(&*self.inner.store, &self.inner.name, key, ticket).await;
+        let released = flight::release(&*self.inner.store, key, ticket).await;
+        if let Err(error) = self.track(released) {
+            // The lease then ends with its time to live.
+            tracing::debug!(cache = %self.inner.name, %error, "lease not released");
+        }
     }
 
     /// Loads a missing value once for all concurrent callers, caches it, returns it:
@@ -1520,9 +1528,17 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 if let Some(Ok(Some(v))) = self.inner.store.get_now(key) {
                     return Ok(Loaded::found(v));
                 }
-                let lease = self.lease(key).await;
+                let mut lease = self.lease(key).await;
                 if let Some(value) = lease.hit() {
                     return Ok(Loaded::found(value.clone()));
+                }
+                // Where the lease call was the read, its error is the read's: a
+                // transient one fails open (as `get_or_load` does on its read), any
+                // other (an invalid key, a closed cache) is the caller's.
+                if !read
+                    && let Some(error) = lease.failed.take_if(|e| !e.is_transient())
+                {
+                    return Err(error);
                 }
                 if !read && matches!(lease.ticket.0, Kind::Unsupported) {
                     match self.inner.store.get_one(key).await {
@@ -1714,6 +1730,8 @@ pub struct HeldLease<K: CacheKey, V: CacheValue> {
     cache: Cache<K, V>,
     key: K,
     ticket: Ticket<V>,
+    /// The store's error when the lease could not be asked for (counted already).
+    failed: Option<Error>,
     /// Whether the lease still needs ending when this drops.
     armed: bool,
 }

@@ -452,3 +452,42 @@ async fn a_leader_that_stores_nothing_ends_its_lease() {
         );
     }
 }
+
+/// A key whose text cannot be written (its `Serialize` fails).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+struct Unwritable;
+
+impl serde::Serialize for Unwritable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this key has no text"))
+    }
+}
+
+/// On a cache whose reads are functions (an entry budget), `get_or_load`'s read is the
+/// lease call: a key the store refuses is the caller's error there as on `get`, and
+/// nothing is loaded; a refusal is counted once per call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_store_refuses_fails_get_or_load_as_it_fails_get() {
+    let cache = common::manager(&coord_url())
+        .cache::<Unwritable, String>(&unique("lease-bad-key"))
+        .partitions(7)
+        .max_entries(100)
+        .build()
+        .await
+        .expect("cache");
+    let got = cache.get(&Unwritable).await;
+    assert!(matches!(got, Err(partcache::Error::Rejected(_))), "{got:?}");
+    let loads = AtomicUsize::new(0);
+    let loaded = cache
+        .get_or_load(&Unwritable, |_| async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>("v".to_string())
+        })
+        .await;
+    assert!(
+        matches!(loaded, Err(partcache::Error::Rejected(_))),
+        "{loaded:?}"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 0);
+    assert_eq!(cache.stats().rejections, 2);
+}

@@ -75,19 +75,20 @@ fn token() -> String {
 }
 
 /// The lease of `key`, which this process's flight found missing (see the module
-/// docs), for `ttl`. Waits while another process holds it, for at most `ttl`.
+/// docs), for `ttl`. Waits while another process holds it, for at most `ttl`. An
+/// error is the store's: the caller counts it and fails open ([`Kind::Unleased`]).
 pub(crate) async fn take<K, V>(
     store: &dyn Store<K, V>,
     cache: &str,
     key: &K,
     ttl: Duration,
-) -> Ticket<V>
+) -> Result<Ticket<V>>
 where
     K: Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
     if ttl.is_zero() {
-        return Ticket(Kind::Unsupported);
+        return Ok(Ticket(Kind::Unsupported));
     }
     // A lease time no load needs is still a bounded one (and a deadline that fits).
     let ttl = ttl.min(MAX_LEASE_TTL);
@@ -95,18 +96,18 @@ where
     let deadline = Instant::now() + ttl;
     let mut pause = FIRST_PAUSE;
     loop {
-        match store.lease(key, &token, ttl).await {
-            Ok(Lease::Hit(value)) => return Ticket(Kind::Hit(value)),
-            Ok(Lease::Granted) => return Ticket(Kind::Leased(token)),
-            Ok(Lease::Unsupported) => return Ticket(Kind::Unsupported),
-            Ok(Lease::Held { remaining }) => {
+        match store.lease(key, &token, ttl).await? {
+            Lease::Hit(value) => return Ok(Ticket(Kind::Hit(value))),
+            Lease::Granted => return Ok(Ticket(Kind::Leased(token))),
+            Lease::Unsupported => return Ok(Ticket(Kind::Unsupported)),
+            Lease::Held { remaining } => {
                 let now = Instant::now();
                 if now >= deadline {
                     tracing::debug!(
                         cache,
                         "waited a lease time for another process's load; loading without a lease"
                     );
-                    return Ticket(Kind::Unprotected);
+                    return Ok(Ticket(Kind::Unprotected));
                 }
                 // Ask again just after the lease ends at the latest, so that a holder
                 // that died is followed at once.
@@ -115,11 +116,6 @@ where
                     .min(deadline - now);
                 tokio::time::sleep(wait).await;
                 pause = (pause * 2).min(MAX_PAUSE);
-            }
-            Err(error) => {
-                // Fail open: the store is down or refused; load as without leases.
-                tracing::debug!(cache, %error, "lease not taken; loading without one");
-                return Ticket(Kind::Unleased);
             }
         }
     }
@@ -170,16 +166,19 @@ where
 }
 
 /// Ends a lease without a value (the load failed or found none), so that the next
-/// caller leads at once rather than after the lease's time to live.
-pub(crate) async fn release<K, V>(store: &dyn Store<K, V>, cache: &str, key: &K, ticket: &Ticket<V>)
+/// caller leads at once rather than after the lease's time to live. An error is the
+/// store's (the lease then ends with its time to live): the caller counts it.
+pub(crate) async fn release<K, V>(
+    store: &dyn Store<K, V>,
+    key: &K,
+    ticket: &Ticket<V>,
+) -> Result<()>
 where
     K: Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    if let Kind::Leased(token) = &ticket.0
-        && let Err(error) = store.release_lease(key, token).await
-    {
-        // The lease then ends with its time to live.
-        tracing::debug!(cache, %error, "lease not released");
+    match &ticket.0 {
+        Kind::Leased(token) => store.release_lease(key, token).await,
+        _ => Ok(()),
     }
 }
