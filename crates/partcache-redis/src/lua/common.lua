@@ -15,7 +15,8 @@
 --   <P>l:<text>  string: the lease of an absent entry (lease.lua): `<token>@<tick>`,
 --                the token of the caller loading its value and when it got it (µs);
 --                `x<token>@<tick>` after a write voided an earlier lease, `x` when
---                voided; Redis PEXPIRE holds the lease's end
+--                voided, `r` for a short while after its holder ended it without
+--                a value (lease_release.lua); Redis PEXPIRE holds the lease's end
 --   <P>fx        hash text -> "<policy deadline>,<ttl deadline>,<key-only blob>", for
 --                entries with a deadline (reads and updates need the fixed deadlines;
 --                the key-only blob announces an expiry after Redis dropped the value).

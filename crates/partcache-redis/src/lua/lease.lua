@@ -4,7 +4,8 @@
 -- (void_lease in common.lua), so that its holder's put is refused (lease_put.lua).
 -- ARGV[8..]: text, token (hex digits), lease ttl ms.
 -- Result: {1, blob}: a hit, read as get.lua reads it; {0}: the caller holds the lease;
--- {2, ms left}: another caller holds it.
+-- {2, ms left}: another caller holds it; {3}: its holder just ended it without a value
+-- (lease_release.lua): load beside the other waiters, and store nothing.
 local text = ARGV[FIRST]
 local k = ek(text)
 local v = redis.call('GET', k)
@@ -14,6 +15,9 @@ if v then
 end
 local lk = lease_key(text)
 local held = redis.call('GET', lk)
+if held == 'r' then
+  return reply({3})
+end
 if held and held ~= 'x' then
   return reply({2, redis.call('PTTL', lk)})
 end

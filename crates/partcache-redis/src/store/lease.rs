@@ -15,6 +15,13 @@ use super::replies;
 use crate::arguments::ttl_arg;
 use crate::scripts::scripts;
 
+/// How long a lease ended without a value reads as *released* (`lua/lease_release.lua`):
+/// the callers that waited for it load then, side by side, instead of one process
+/// after another. Waiters ask again at least every 20 ms, so this covers their next
+/// ask with room for a busy machine; a caller in this window loads without storing,
+/// so it stays short.
+const RELEASED_FOR: Duration = Duration::from_millis(200);
+
 impl StoreInner {
     /// Reads `key`, taking its lease for `token` when it is absent and free.
     pub(super) async fn lease(&self, key: &RawKey, token: &str, ttl: Duration) -> Result<RawLease> {
@@ -50,6 +57,7 @@ impl StoreInner {
                     _ => ttl,
                 },
             }),
+            3 => Ok(RawLease::Released),
             other => Err(Error::Store(format!("unexpected lease reply code {other}"))),
         }
     }
@@ -93,7 +101,10 @@ impl StoreInner {
             key.partition,
             std::iter::once(key.text.as_str()),
         );
-        r.cmd.arg(&key.text).arg(token);
+        r.cmd
+            .arg(&key.text)
+            .arg(token)
+            .arg(RELEASED_FOR.as_millis().to_string());
         let reply = self.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
         self.outcome(reply).map(drop)
     }

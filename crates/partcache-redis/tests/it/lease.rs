@@ -491,3 +491,65 @@ async fn a_key_the_store_refuses_fails_get_or_load_as_it_fails_get() {
     assert_eq!(loads.load(Ordering::SeqCst), 0);
     assert_eq!(cache.stats().rejections, 2);
 }
+
+/// A leader whose load ends without a value (here: it fails) leaves the key to every
+/// process that waited for it at once, as a local flight does to its waiters: they load
+/// side by side, not one process after another (which made a miss that is never
+/// stored cost each instance the sum of the others' loads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_of_a_lease_ended_without_a_value_load_side_by_side() {
+    let name = unique("lease-released");
+    let [a, b] = two_instances(&name, 1024).await;
+    let [c, _] = two_instances(&name, 1024).await;
+    let key = "k".to_string();
+    let load_time = Duration::from_millis(300);
+
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let leader = {
+        let key = key.clone();
+        tokio::spawn(async move {
+            a.get_or_load(&key, |_| async move {
+                let _ = started_tx.send(());
+                tokio::time::sleep(load_time).await;
+                Err::<String, _>(std::io::Error::other("origin down"))
+            })
+            .await
+        })
+    };
+    started_rx.await.expect("the leader started loading");
+
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let waiter = |cache: Cache<String, String>| {
+        let (key, running, most, calls) =
+            (key.clone(), running.clone(), most.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key, |_| async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(load_time).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>("v".to_string())
+                })
+                .await
+        })
+    };
+    let (first, second) = (waiter(b), waiter(c));
+    assert!(leader.await.expect("leader task").is_err());
+    for loaded in [first.await, second.await] {
+        assert_eq!(loaded.expect("task").expect("get_or_load").as_str(), "v");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "each waiting process loads"
+    );
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        2,
+        "the waiting processes loaded one after another"
+    );
+}

@@ -38,8 +38,9 @@ pub(crate) enum Kind<V> {
     Unsupported,
     /// No lease: the store failed (fail open). Load and store as without leases.
     Unleased,
-    /// Waited a whole lease time for other processes' loads without a value: load,
-    /// and store nothing (a value loaded without a lease may be stale).
+    /// Waited a whole lease time for other processes' loads without a value, or the
+    /// holder ended its lease without one: load, and store nothing (a value loaded
+    /// without a lease may be stale).
     Unprotected,
 }
 
@@ -100,6 +101,9 @@ where
             Lease::Hit(value) => return Ok(Ticket(Kind::Hit(value))),
             Lease::Granted => return Ok(Ticket(Kind::Leased(token))),
             Lease::Unsupported => return Ok(Ticket(Kind::Unsupported)),
+            // The holder stored nothing: load beside the other waiters rather than
+            // after them, one process at a time; unprotected, so store nothing.
+            Lease::Released => return Ok(Ticket(Kind::Unprotected)),
             Lease::Held { remaining } => {
                 let now = Instant::now();
                 if now >= deadline {

@@ -21,8 +21,11 @@
 //!   by any process, while the load runs voids the lease, and the store refuses the
 //!   loaded value ([`crate::HeldLease::store`]): it was read before that change (a
 //!   *stale set*, counted in [`crate::CacheStats::stale_sets_prevented`]). A leader
-//!   that dies leaves a lease that ends after its time to live
-//!   ([`crate::CacheBuilder::lease_ttl`], default 5 s), and the next caller leads. A
+//!   that ends without a value (its load failed or found nothing) releases the
+//!   lease, and the leaders that waited for it load at once, side by side, storing
+//!   nothing, as local waiters do. A leader that dies leaves a lease that ends after
+//!   its time to live ([`crate::CacheBuilder::lease_ttl`], default 5 s), and the next
+//!   caller leads. A
 //!   store that cannot be reached fails open: the local leader loads as if there were
 //!   no leases. `memory://` keeps no leases: the local part is exact in one process.
 //!

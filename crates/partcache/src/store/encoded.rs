@@ -333,6 +333,7 @@ where
                 },
                 RawLease::Granted => Lease::Granted,
                 RawLease::Held { remaining } => Lease::Held { remaining },
+                RawLease::Released => Lease::Released,
                 RawLease::Unsupported => Lease::Unsupported,
             },
         )

@@ -84,6 +84,9 @@ pub enum RawLease {
         /// The lease's time left.
         remaining: Duration,
     },
+    /// No value; the holder just ended its lease without one (see
+    /// [`crate::store::Lease::Released`]).
+    Released,
     /// The store keeps no leases.
     Unsupported,
 }

@@ -105,6 +105,12 @@ pub enum Lease<V> {
         /// The time the lease has left; after it the next caller leads.
         remaining: Duration,
     },
+    /// The key has no value and its lease's holder just ended it without one (its
+    /// load failed, found nothing, or gave a value that may not be stored): the
+    /// caller loads at once, beside the others that waited, and stores nothing (no
+    /// lease covers its load). A miss that is never stored is then not loaded by one
+    /// process after another.
+    Released,
     /// The store keeps no leases (one process only: the local flight is enough).
     Unsupported,
 }
