@@ -149,3 +149,42 @@ async fn an_unsafe_request_on_another_instance_during_an_origin_call_keeps_its_r
     // The store refused A's write (B's invalidation voided the lease), counted by A.
     assert_eq!(a.cache.responses().stats().stale_sets_prevented, 1);
 }
+
+/// A page the origin marks `no-store`, missed by four instances at once: one instance
+/// asks the origin first (it holds the key's lease), and when its response may not be
+/// stored the other three ask side by side, not one after another (4 × the origin's
+/// time for the last of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_store_page_missed_by_four_instances_is_not_fetched_one_instance_after_another() {
+    let name = unique("instances-no-store");
+    let delay = Duration::from_millis(400);
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        let cache = instance(&name).await;
+        servers.push(Arc::new(
+            support::serve(cache, delay, |_, n| {
+                respond(200, &[("cache-control", "no-store")], format!("page {n}"))
+            })
+            .await,
+        ));
+    }
+    let started = std::time::Instant::now();
+    let requests: Vec<_> = servers
+        .iter()
+        .cloned()
+        .map(|server| tokio::spawn(async move { server.get_with("/private", &[HOST]).await }))
+        .collect();
+    for request in requests {
+        let reply = request.await.expect("request");
+        assert_eq!(reply.status, 200);
+    }
+    let took = started.elapsed();
+    let calls: Vec<usize> = servers.iter().map(|s| s.calls()).collect();
+    assert_eq!(calls, vec![1; 4], "origin calls per instance");
+    // The first origin call, then the other three together: about 2 × 400 ms; one
+    // instance after another, at least 4 × 400 ms.
+    assert!(
+        took < Duration::from_millis(1200),
+        "the instances asked the origin one after another: {took:?}"
+    );
+}

@@ -374,9 +374,15 @@ impl RawStore for JoinedStore {
         self.shared.members.iter().all(|m| m.store.plain_reads())
     }
 
-    async fn lease(&self, key: &RawKey, token: &str, ttl: Duration) -> Result<RawLease> {
+    async fn lease(
+        &self,
+        key: &RawKey,
+        token: &str,
+        ttl: Duration,
+        waited: bool,
+    ) -> Result<RawLease> {
         let member = self.member(self.owner(key)?);
-        let result = member.store.lease(key, token, ttl).await;
+        let result = member.store.lease(key, token, ttl, waited).await;
         self.after(result.map_err(|e| member.context(e)))
     }
 

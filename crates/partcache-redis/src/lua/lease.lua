@@ -2,10 +2,12 @@
 -- lease key `<P>l:<text>` (common.lua) names the caller that loads the key's value,
 -- for the lease's time to live. A write that finds the key absent voids a live lease
 -- (void_lease in common.lua), so that its holder's put is refused (lease_put.lua).
--- ARGV[8..]: text, token (hex digits), lease ttl ms.
+-- ARGV[8..]: text, token (hex digits), lease ttl ms, whether the caller waited (1: it
+-- asked before and the lease was held; 0: a first ask).
 -- Result: {1, blob}: a hit, read as get.lua reads it; {0}: the caller holds the lease;
 -- {2, ms left}: another caller holds it; {3}: its holder just ended it without a value
--- (lease_release.lua): load beside the other waiters, and store nothing.
+-- (lease_release.lua) while this caller waited: load beside the other waiters, and
+-- store nothing. A first ask over a released lease takes it, as over a free one.
 local text = ARGV[FIRST]
 local k = ek(text)
 local v = redis.call('GET', k)
@@ -15,15 +17,15 @@ if v then
 end
 local lk = lease_key(text)
 local held = redis.call('GET', lk)
-if held == 'r' then
+if held == 'r' and ARGV[FIRST + 3] == '1' then
   return reply({3})
 end
-if held and held ~= 'x' then
+if held and held ~= 'x' and held ~= 'r' then
   return reply({2, redis.call('PTTL', lk)})
 end
 -- Over a voided lease whose holder may still be loading, the new lease keeps the
 -- mark, so that the old holder's put is still known as stale.
 local lease = ARGV[FIRST + 1] .. '@' .. int(TICK)
-if held then lease = 'x' .. lease end
+if held == 'x' then lease = 'x' .. lease end
 redis.call('SET', lk, lease, 'PX', ARGV[FIRST + 2])
 return reply({0})

@@ -23,8 +23,15 @@ use crate::scripts::scripts;
 const RELEASED_FOR: Duration = Duration::from_millis(200);
 
 impl StoreInner {
-    /// Reads `key`, taking its lease for `token` when it is absent and free.
-    pub(super) async fn lease(&self, key: &RawKey, token: &str, ttl: Duration) -> Result<RawLease> {
+    /// Reads `key`, taking its lease for `token` when it is absent and free (or, on a
+    /// first ask, released).
+    pub(super) async fn lease(
+        &self,
+        key: &RawKey,
+        token: &str,
+        ttl: Duration,
+        waited: bool,
+    ) -> Result<RawLease> {
         self.check_partition(key)?;
         let mut r = self.script(
             &scripts().lease,
@@ -32,7 +39,11 @@ impl StoreInner {
             std::iter::once(key.text.as_str()),
         );
         let ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)).to_string();
-        r.cmd.arg(&key.text).arg(token).arg(ms);
+        r.cmd
+            .arg(&key.text)
+            .arg(token)
+            .arg(ms)
+            .arg(if waited { "1" } else { "0" });
         let reply = self.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
         let Value::Array(parts) = self.outcome(reply)? else {
             return Err(Error::Store("unexpected lease reply".into()));

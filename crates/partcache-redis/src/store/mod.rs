@@ -541,9 +541,15 @@ impl RawStore for RedisStore {
         self.inner.plain_reads
     }
 
-    async fn lease(&self, key: &RawKey, token: &str, ttl: Duration) -> Result<RawLease> {
+    async fn lease(
+        &self,
+        key: &RawKey,
+        token: &str,
+        ttl: Duration,
+        waited: bool,
+    ) -> Result<RawLease> {
         self.ready().await?;
-        self.inner.lease(key, token, ttl).await
+        self.inner.lease(key, token, ttl, waited).await
     }
 
     async fn put_leased(

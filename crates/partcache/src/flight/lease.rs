@@ -96,8 +96,9 @@ where
     let token = token();
     let deadline = Instant::now() + ttl;
     let mut pause = FIRST_PAUSE;
+    let mut waited = false;
     loop {
-        match store.lease(key, &token, ttl).await? {
+        match store.lease(key, &token, ttl, waited).await? {
             Lease::Hit(value) => return Ok(Ticket(Kind::Hit(value))),
             Lease::Granted => return Ok(Ticket(Kind::Leased(token))),
             Lease::Unsupported => return Ok(Ticket(Kind::Unsupported)),
@@ -120,6 +121,7 @@ where
                     .min(deadline - now);
                 tokio::time::sleep(wait).await;
                 pause = (pause * 2).min(MAX_PAUSE);
+                waited = true;
             }
         }
     }

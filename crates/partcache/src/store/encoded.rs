@@ -321,10 +321,10 @@ where
         self.raw.plain_reads()
     }
 
-    async fn lease(&self, key: &K, token: &str, ttl: Duration) -> Result<Lease<V>> {
+    async fn lease(&self, key: &K, token: &str, ttl: Duration, waited: bool) -> Result<Lease<V>> {
         let raw_key = self.raw_key(key)?;
         Ok(
-            match self.after(self.raw.lease(&raw_key, token, ttl).await)? {
+            match self.after(self.raw.lease(&raw_key, token, ttl, waited).await)? {
                 RawLease::Hit(blob) => match self.decode_value(&blob) {
                     Some(value) => Lease::Hit(value),
                     // Undecodable bytes are a miss (counted by `decode_value`) that no lease

@@ -379,8 +379,8 @@ where
         outcome
     }
 
-    async fn lease(&self, key: &K, token: &str, ttl: Duration) -> Result<Lease<V>> {
-        self.encoded.lease(key, token, ttl).await
+    async fn lease(&self, key: &K, token: &str, ttl: Duration, waited: bool) -> Result<Lease<V>> {
+        self.encoded.lease(key, token, ttl, waited).await
     }
 
     async fn put_leased(

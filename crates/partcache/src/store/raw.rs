@@ -266,9 +266,15 @@ pub trait RawStore: Send + Sync + 'static {
         false
     }
     /// Reads one key and, when it has no value and no live lease, grants its lease to
-    /// `token` for `ttl`, atomically (see [`crate::store::Store::lease`]). The default
-    /// keeps no leases.
-    async fn lease(&self, _key: &RawKey, _token: &str, _ttl: Duration) -> Result<RawLease> {
+    /// `token` for `ttl`, atomically (see [`crate::store::Store::lease`], and `waited`
+    /// there). The default keeps no leases.
+    async fn lease(
+        &self,
+        _key: &RawKey,
+        _token: &str,
+        _ttl: Duration,
+        _waited: bool,
+    ) -> Result<RawLease> {
         Ok(RawLease::Unsupported)
     }
     /// Stores `blob` under the lease `token` if it is still valid, and ends the lease

@@ -225,8 +225,17 @@ where
     /// lease to `token` for `ttl`, atomically. Every write or removal of the key, by
     /// any process, invalidates the lease (see [`Store::put_leased`]). Stores shared by
     /// several processes implement it; the default keeps none ([`Lease::Unsupported`]),
-    /// which is right for a store only one process sees.
-    async fn lease(&self, _key: &K, _token: &str, _ttl: Duration) -> Result<Lease<V>> {
+    /// which is right for a store only one process sees. `waited`: whether this caller
+    /// asked before and was told the lease is held; only such a caller is told
+    /// [`Lease::Released`], while a first ask over a released lease takes it (a
+    /// newcomer leads, and stores, as after any lease).
+    async fn lease(
+        &self,
+        _key: &K,
+        _token: &str,
+        _ttl: Duration,
+        _waited: bool,
+    ) -> Result<Lease<V>> {
         Ok(Lease::Unsupported)
     }
 
