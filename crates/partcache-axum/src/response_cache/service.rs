@@ -38,7 +38,8 @@ use super::key::{
 };
 use super::policy::{
     CookieRule, LayerRoute, NOT_MODIFIED_HEADERS, RequestView, ResponseView, RoutePolicy,
-    StoreRules, has_request_directives, merge_not_modified, not_modified, only_if_cached, storable,
+    StoreRules, has_request_directives, merge_not_modified, not_modified, only_if_cached,
+    policy_of, storable,
 };
 use super::shared::{Lease, Shared, StoreFailed};
 use super::status::{CACHE_STATUS, Fwd, Label, Outcome, X_CACHE, ttl_seconds};
@@ -450,7 +451,7 @@ fn fresh_for<B>(
     // A request's `max-stale` never outranks a response that must not be served
     // stale (`must-revalidate`, `proxy-revalidate`, `s-maxage`: RFC 9111 §5.2.2.2).
     matches!(
-        stored.policy.before_request(&view, now),
+        policy_of(stored, &view).before_request(&view, now),
         BeforeRequest::Fresh(_)
     ) && (!stored.must_revalidate || stored.is_fresh(now))
 }
@@ -638,7 +639,7 @@ where
         if let BeforeRequest::Stale {
             request: conditional,
             ..
-        } = stored.policy.before_request(&view, SystemTime::now())
+        } = policy_of(stored, &view).before_request(&view, SystemTime::now())
         {
             parts.headers = conditional.headers;
         }
@@ -693,7 +694,7 @@ where
             headers: response.headers(),
         };
         if !matches!(
-            stored.policy.after_response(&view, &answer, now),
+            policy_of(stored, &view).after_response(&view, &answer, now),
             AfterResponse::NotModified(..)
         ) {
             // A 304 for validators we do not hold: the stored body is all we have.
