@@ -338,7 +338,8 @@ pub(crate) fn storable(
         names.sort();
         names.dedup();
     }
-    if !is_storable(request, status, headers) {
+    let directives = Directives::parse(headers);
+    if !is_storable(request, status, headers, &directives.given) {
         return Err(why_not_storable(request, status, headers));
     }
 
@@ -372,7 +373,6 @@ pub(crate) fn storable(
     // Freshness as `http-cache-semantics` judges it (see `freshness_lifetime`), on the
     // stored headers with a TTL override given as `s-maxage`, the shared-cache
     // directive that outranks `max-age` and `Expires`.
-    let directives = CacheControl::parse(headers);
     let explicit = directives.has("s-maxage")
         || directives.has("max-age")
         || headers.contains_key(header::EXPIRES);
@@ -385,9 +385,21 @@ pub(crate) fn storable(
     let initial_age = age_field(headers);
     let mut ttl_override = ttl.and_then(|ttl| Some((ttl, ttl_directives(&directives, ttl)?)));
     let judged = |ttl_override: &Option<(Duration, HeaderValue)>| {
-        let cache_control = ttl_override.as_ref().map(|(_, value)| value);
-        freshness_lifetime(request.method, status, &stored_headers, cache_control, now)
-            .max(initial_age)
+        let lifetime = match ttl_override {
+            Some((_, value)) => {
+                let given: Vec<_> = split_directives(value.to_str().unwrap_or_default()).collect();
+                freshness_lifetime(request.method, status, &stored_headers, &given, true, now)
+            }
+            None => freshness_lifetime(
+                request.method,
+                status,
+                &stored_headers,
+                &directives.given,
+                false,
+                now,
+            ),
+        };
+        lifetime.max(initial_age)
     };
     let mut lifetime = judged(&ttl_override);
     let error_ttl = rules
@@ -479,7 +491,7 @@ fn age_field(headers: &HeaderMap) -> Duration {
 /// directives without `s-maxage` and `max-age`, then `s-maxage=<ttl>`. `None` when
 /// that is no valid field value (directives that are not visible ASCII): the
 /// origin's freshness stands then.
-fn ttl_directives(directives: &CacheControl<'_>, ttl: Duration) -> Option<HeaderValue> {
+fn ttl_directives(directives: &Directives<'_>, ttl: Duration) -> Option<HeaderValue> {
     let mut cache_control = directives.without(&["s-maxage", "max-age"]);
     if !cache_control.is_empty() {
         cache_control.push_str(", ");
@@ -494,27 +506,32 @@ fn ttl_directives(directives: &CacheControl<'_>, ttl: Duration) -> Option<Header
 /// header maps and hashes every directive, a fifth of a miss's cost when a policy was
 /// built for each.
 ///
-/// `cache_control`, when given, stands for the response's `Cache-Control` fields, and
-/// its `Expires` is then ignored (a TTL override, see [`ttl_directives`]).
+/// `given` are the response's `Cache-Control` directives as [`Directives::given`]
+/// holds them; `overridden` when they are a TTL override's (see [`ttl_directives`]),
+/// which replaces the `Cache-Control` fields and the `Expires` of `headers`.
 /// `tests::freshness_agrees_with_the_policy` holds it to the policy's answers.
 fn freshness_lifetime(
     method: &Method,
     status: StatusCode,
     headers: &HeaderMap,
-    cache_control: Option<&HeaderValue>,
+    given: &[(&str, Option<&str>)],
+    overridden: bool,
     received: SystemTime,
 ) -> Duration {
     const NONE: Duration = Duration::ZERO;
-    let given: Vec<(&str, Option<&str>)> = match cache_control {
-        Some(value) => policy_directives(std::iter::once(value)),
-        None => policy_directives(headers.get_all(header::CACHE_CONTROL)),
-    };
+    // The policy keeps the first of a repeated directive, unquoted.
     let has = |name: &str| given.iter().any(|(n, _)| *n == name);
-    let argument = |name: &str| given.iter().find(|(n, _)| *n == name).and_then(|(_, a)| *a);
+    let argument = |name: &str| {
+        given
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, a)| a.map(|a| a.trim_matches('"')))
+    };
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let expires = match cache_control {
-        Some(_) => None,
-        None => headers.get(header::EXPIRES),
+    let expires = if overridden {
+        None
+    } else {
+        headers.get(header::EXPIRES)
     };
     let storable = (*method == Method::GET || *method == Method::HEAD)
         && UNDERSTOOD_STATUSES.contains(&status.as_u16())
@@ -527,7 +544,7 @@ fn freshness_lifetime(
             || CACHEABLE_BY_DEFAULT.contains(&status.as_u16()));
     // Without `Cache-Control`, `Pragma: no-cache` counts as `no-cache` (RFC 9111 §5.4).
     let no_cache = has("no-cache")
-        || (cache_control.is_none()
+        || (!overridden
             && !headers.contains_key(header::CACHE_CONTROL)
             && text(header::PRAGMA).is_some_and(|p| p.contains("no-cache")));
     if !storable
@@ -581,28 +598,6 @@ fn freshness_lifetime(
     least
 }
 
-/// `Cache-Control` directives as a policy keeps them: names as written, arguments
-/// trimmed and unquoted, the first of a repeated directive, fields that are not
-/// visible ASCII skipped.
-fn policy_directives<'h>(
-    values: impl IntoIterator<Item = &'h HeaderValue>,
-) -> Vec<(&'h str, Option<&'h str>)> {
-    let mut given: Vec<(&str, Option<&str>)> = Vec::new();
-    for part in values
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-    {
-        let mut kv = part.splitn(2, '=');
-        let name = kv.next().unwrap_or_default().trim();
-        if name.is_empty() || given.iter().any(|(n, _)| *n == name) {
-            continue;
-        }
-        given.push((name, kv.next().map(|a| a.trim().trim_matches('"'))));
-    }
-    given
-}
-
 /// The `http-cache-semantics` policy `stored` was judged by, made again for the
 /// questions only it answers: whether a request with its own `Cache-Control` may
 /// have it (`before_request`), the conditional request that revalidates it, and
@@ -636,7 +631,7 @@ pub(crate) fn policy_of(stored: &StoredResponse, request: &RequestView<'_>) -> C
         headers.insert(header::AGE, HeaderValue::from(stored.initial_age.as_secs()));
     }
     if let Some(ttl) = stored.ttl_override
-        && let Some(value) = ttl_directives(&CacheControl::parse(&stored.headers), ttl)
+        && let Some(value) = ttl_directives(&Directives::parse(&stored.headers), ttl)
     {
         headers.insert(header::CACHE_CONTROL, value);
         headers.remove(header::EXPIRES);
@@ -666,9 +661,14 @@ const CACHEABLE_BY_DEFAULT: [u16; 12] =
 /// exactly as [`CachePolicy::is_storable`] decides it in shared mode, without building
 /// a policy: a policy clones both header maps and parses both `Cache-Control`s, and a
 /// miss builds one anyway for the response it stores.
-fn is_storable(request: &RequestView<'_>, status: StatusCode, headers: &HeaderMap) -> bool {
-    // The response's directives split once, not once per question.
-    let given: Vec<(&str, Option<&str>)> = directives(headers).collect();
+///
+/// `given`: the response's directives, [`Directives::given`].
+fn is_storable(
+    request: &RequestView<'_>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    given: &[(&str, Option<&str>)],
+) -> bool {
     let response = |name: &str| given.iter().any(|(n, _)| *n == name);
     let explicit =
         headers.contains_key(header::EXPIRES) || response("max-age") || response("s-maxage");
@@ -681,7 +681,7 @@ fn is_storable(request: &RequestView<'_>, status: StatusCode, headers: &HeaderMa
         || response("must-revalidate")
         || response("public")
         || response("s-maxage")
-        || conflicting_directives(&given);
+        || conflicting_directives(given);
     !has_directive(request.headers, "no-store")
         && method
         && UNDERSTOOD_STATUSES.contains(&status.as_u16())
@@ -699,12 +699,90 @@ fn directives(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)>
         .get_all(header::CACHE_CONTROL)
         .into_iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|part| {
-            let mut kv = part.splitn(2, '=');
-            let name = kv.next()?.trim();
-            (!name.is_empty()).then(|| (name, kv.next().map(str::trim)))
-        })
+        .flat_map(split_directives)
+}
+
+/// One `Cache-Control` field's directives: comma-separated `name[=value]`, name and
+/// value trimmed, empty names skipped.
+fn split_directives(field: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    field.split(',').filter_map(|part| {
+        let mut kv = part.splitn(2, '=');
+        let name = kv.next()?.trim();
+        (!name.is_empty()).then(|| (name, kv.next().map(str::trim)))
+    })
+}
+
+/// A response's `Cache-Control`, split once for every question a miss asks of it.
+///
+/// `given` holds the directives of the fields that are visible ASCII as written (see
+/// [`directives`]): what `http-cache-semantics` reads, and so what [`is_storable`] and
+/// [`freshness_lifetime`] read. The questions RFC 9111 asks case-insensitively
+/// ([`has`](Self::has), [`seconds`](Self::seconds), [`without`](Self::without)) read
+/// the same list, except when a field is not visible ASCII: [`CacheControl`], which
+/// reads those fields too, answers them then.
+struct Directives<'h> {
+    given: Vec<(&'h str, Option<&'h str>)>,
+    lossy: Option<CacheControl<'h>>,
+}
+
+impl<'h> Directives<'h> {
+    fn parse(headers: &'h HeaderMap) -> Self {
+        let mut given = Vec::new();
+        let mut opaque = false;
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            match value.to_str() {
+                Ok(field) => given.extend(split_directives(field)),
+                Err(_) => opaque = true,
+            }
+        }
+        Directives {
+            given,
+            lossy: opaque.then(|| CacheControl::parse(headers)),
+        }
+    }
+
+    /// Whether directive `name` (lowercase) is there, in any case.
+    fn has(&self, name: &str) -> bool {
+        match &self.lossy {
+            Some(lossy) => lossy.has(name),
+            None => self.given.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)),
+        }
+    }
+
+    /// The argument of the first directive `name` (lowercase), in seconds.
+    fn seconds(&self, name: &str) -> Option<Duration> {
+        match &self.lossy {
+            Some(lossy) => lossy.seconds(name),
+            None => self
+                .given
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .and_then(|(_, a)| (*a)?.trim_matches('"').parse().ok())
+                .map(Duration::from_secs),
+        }
+    }
+
+    /// The directives but `names` (lowercase), names lowercased, arguments unquoted.
+    fn without(&self, names: &[&str]) -> String {
+        if let Some(lossy) = &self.lossy {
+            return lossy.without(names);
+        }
+        let mut out = String::new();
+        for (name, arg) in &self.given {
+            if names.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+            if let Some(arg) = arg {
+                out.push('=');
+                out.push_str(arg.trim_matches('"'));
+            }
+        }
+        out
+    }
 }
 
 fn has_directive(headers: &HeaderMap, name: &str) -> bool {
@@ -1038,7 +1116,7 @@ mod tests {
                             options(),
                         );
                         assert_eq!(
-                            is_storable(&view, status, &res),
+                            is_storable(&view, status, &res, &Directives::parse(&res).given),
                             policy.is_storable(),
                             "{method} {status} request {req:?} response {res:?}"
                         );
@@ -1149,7 +1227,7 @@ mod tests {
                     for ttl in [None, Some(Duration::from_secs(7))] {
                         let mut seen = res.clone();
                         let cache_control =
-                            ttl.and_then(|ttl| ttl_directives(&CacheControl::parse(&res), ttl));
+                            ttl.and_then(|ttl| ttl_directives(&Directives::parse(&res), ttl));
                         if let Some(value) = &cache_control {
                             seen.insert(header::CACHE_CONTROL, value.clone());
                             seen.remove(header::EXPIRES);
@@ -1161,11 +1239,21 @@ mod tests {
                         let policy =
                             CachePolicy::new_options(&view, &response, received, options());
                         let expected = policy.time_to_live(received) + policy.age(received);
+                        let parsed = Directives::parse(&res);
+                        let overriding: Vec<_> = cache_control
+                            .iter()
+                            .flat_map(|v| split_directives(v.to_str().unwrap()))
+                            .collect();
+                        let given = match &cache_control {
+                            Some(_) => &overriding,
+                            None => &parsed.given,
+                        };
                         let lifetime = freshness_lifetime(
                             &method,
                             status,
                             &res,
-                            cache_control.as_ref(),
+                            given,
+                            cache_control.is_some(),
                             received,
                         )
                         .max(age_field(&res));
@@ -1243,7 +1331,7 @@ mod tests {
                 if let Some(ttl) = stored.ttl_override {
                     was.insert(
                         header::CACHE_CONTROL,
-                        ttl_directives(&CacheControl::parse(&res), ttl).unwrap(),
+                        ttl_directives(&Directives::parse(&res), ttl).unwrap(),
                     );
                     was.remove(header::EXPIRES);
                 }

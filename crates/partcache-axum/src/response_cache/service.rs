@@ -172,8 +172,10 @@ where
         let boxed = Box::pin(write_through(&shared, inner, request));
         return boxed.await;
     }
+    // The request's own cache directives, looked for once (most requests have none).
+    let directives = has_request_directives(request.headers());
     // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
-    let cached_only = only_if_cached(request.headers());
+    let cached_only = directives && only_if_cached(request.headers());
     let keyed = match (
         request_host_ref(request.uri(), request.headers()),
         bypass_reason(&shared, &request),
@@ -220,7 +222,7 @@ where
         && let Some(entry) = get.entry
         && let Some(stored) = entry.as_response()
         && let now = SystemTime::now()
-        && fresh_for(stored, &key, &request, now)
+        && fresh_for(stored, &key, &request, directives, now)
     {
         return Ok(fresh_hit(stored, request.headers(), &method, now, &shared));
     }
@@ -270,8 +272,7 @@ where
         return boxed.await;
     };
     let now = SystemTime::now();
-    let directives = has_request_directives(request.headers());
-    if fresh_for(stored, &key, &request, now) {
+    if fresh_for(stored, &key, &request, directives, now) {
         return Ok(fresh_hit(stored, request.headers(), &method, now, &shared));
     }
     let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
@@ -434,14 +435,15 @@ async fn lookup(
 
 /// Whether `stored` may answer `request` without the origin: fresh, and fresh for the
 /// request's own directives (`max-age`, `min-fresh`, `no-cache`, `max-stale`) when it
-/// has any.
+/// has any (`directives`: [`has_request_directives`] of the request).
 fn fresh_for<B>(
     stored: &StoredResponse,
     key: &RequestKey,
     request: &Request<B>,
+    directives: bool,
     now: SystemTime,
 ) -> bool {
-    if !has_request_directives(request.headers()) {
+    if !directives {
         return stored.is_fresh(now);
     }
     // Vary-selected headers in the normalized form the stored policy holds.
@@ -569,7 +571,13 @@ where
 /// origin itself.
 fn reusable_for<B>(stored: &StoredResponse, key: &RequestKey, request: &Request<B>) -> bool {
     same_variant(request.headers(), &stored.vary)
-        && fresh_for(stored, key, request, SystemTime::now())
+        && fresh_for(
+            stored,
+            key,
+            request,
+            has_request_directives(request.headers()),
+            SystemTime::now(),
+        )
 }
 
 /// A request answered by the cache layer with another request's response, without an
