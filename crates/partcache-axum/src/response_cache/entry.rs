@@ -131,10 +131,26 @@ pub(crate) struct StoredResponse {
 /// `headers` itself has no room left, and adding the fields to it grew (copied) the
 /// map on every hit.
 ///
-/// Built from `headers` on first use and never changed: a clone of the response starts
-/// without it (the clone's headers may be changed before it is served).
+/// `base` is built from `headers` on first use and never changed. `last` is the whole
+/// set of fields of the latest plain fresh hit, with its `Age` and remaining freshness
+/// in seconds: every plain hit within the same second sends exactly these fields, so
+/// it clones them and sets nothing. A clone of the response starts without either
+/// (the clone's headers may be changed before it is served).
 #[derive(Default)]
-pub(crate) struct Served(OnceLock<HeaderMap>);
+pub(crate) struct Served {
+    base: OnceLock<HeaderMap>,
+    last: parking_lot::RwLock<Option<LastHit>>,
+}
+
+/// The fields of a plain fresh hit: `Age` and the freshness left, in seconds, and the
+/// response cache that sent them (its address: two caches on one store name
+/// themselves differently in `Cache-Status`).
+struct LastHit {
+    cache: usize,
+    age: u64,
+    ttl: i64,
+    headers: HeaderMap,
+}
 
 impl Clone for Served {
     fn clone(&self) -> Self {
@@ -185,7 +201,27 @@ impl StoredResponse {
     /// The fields a hit answers with (see [`Served`]), made by `make` from `headers`
     /// at the first call.
     pub(crate) fn served_headers(&self, make: impl FnOnce(&HeaderMap) -> HeaderMap) -> &HeaderMap {
-        self.served.0.get_or_init(|| make(&self.headers))
+        self.served.base.get_or_init(|| make(&self.headers))
+    }
+
+    /// The fields of a plain fresh hit of response cache `cache` with this `Age` and
+    /// freshness left (seconds), when the latest such hit had the same (see [`Served`]).
+    pub(crate) fn last_hit(&self, cache: usize, age: u64, ttl: i64) -> Option<HeaderMap> {
+        let last = self.served.last.read();
+        last.as_ref()
+            .filter(|last| last.cache == cache && last.age == age && last.ttl == ttl)
+            .map(|last| last.headers.clone())
+    }
+
+    /// Remembers the fields a plain fresh hit of response cache `cache` with this
+    /// `Age` and freshness left was sent with.
+    pub(crate) fn remember_hit(&self, cache: usize, age: u64, ttl: i64, headers: &HeaderMap) {
+        *self.served.last.write() = Some(LastHit {
+            cache,
+            age,
+            ttl,
+            headers: headers.clone(),
+        });
     }
 
     /// Whether it carries a validator the origin can answer with 304.
