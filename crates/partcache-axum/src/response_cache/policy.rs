@@ -298,7 +298,7 @@ fn options() -> CacheOptions {
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never stored; with them go the headers
 /// the `Connection` field names ([`connection_named`]).
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
