@@ -172,13 +172,14 @@ where
         let boxed = Box::pin(write_through(&shared, inner, request));
         return boxed.await;
     }
-    // The request's own cache directives, looked for once (most requests have none).
-    let directives = has_request_directives(request.headers());
+    let carried = Carried::of(request.headers(), &config.bypass_headers);
+    // The request's own cache directives (most requests have none).
+    let directives = carried.directives;
     // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
     let cached_only = directives && only_if_cached(request.headers());
     let keyed = match (
         request_host_ref(request.uri(), request.headers()),
-        bypass_reason(&shared, &request),
+        bypass_reason(&shared, &request, carried),
     ) {
         (Some(host), None) => Ok(RequestKey::new(
             &method,
@@ -334,9 +335,12 @@ where
 }
 
 /// Why a request does not use the cache, if it does not.
-fn bypass_reason<B: Body>(shared: &Shared, request: &Request<B>) -> Option<Outcome> {
+fn bypass_reason<B: Body>(
+    shared: &Shared,
+    request: &Request<B>,
+    carried: Carried,
+) -> Option<Outcome> {
     let config = &shared.config;
-    let headers = request.headers();
     if !config.methods.contains(request.method()) {
         return Some(Outcome::forwarded(Label::Bypass, Fwd::Method));
     }
@@ -347,11 +351,11 @@ fn bypass_reason<B: Body>(shared: &Shared, request: &Request<B>) -> Option<Outco
         || layer.is_some_and(|l| l.0.bypass)
     {
         "route"
-    } else if headers.contains_key(header::RANGE) {
+    } else if carried.range {
         "range"
-    } else if carries_any(headers, &config.bypass_headers) {
+    } else if carried.unkeyed {
         "unkeyed-header"
-    } else if headers.contains_key(header::COOKIE)
+    } else if carried.cookie
         && config
             .route_for(request.uri().path())
             .is_none_or(|r| r.cookies == CookieRule::Bypass)
@@ -368,13 +372,44 @@ fn bypass_reason<B: Body>(shared: &Shared, request: &Request<B>) -> Option<Outco
     Some(Outcome::bypass(detail))
 }
 
-/// Whether `headers` has a field named in `names`: a pass over the shorter of the two
-/// (a request often has fewer fields than the dozen bypass names, each a hash lookup).
-fn carries_any(headers: &HeaderMap, names: &[header::HeaderName]) -> bool {
-    if headers.keys_len() < names.len() {
-        headers.keys().any(|key| names.contains(key))
-    } else {
-        names.iter().any(|name| headers.contains_key(name))
+/// Which of the fields the cache asks about a request carries: its own cache
+/// directives (`Cache-Control`, `Pragma`), `Range`, `Cookie`, and any of the bypass
+/// names (unkeyed headers that could poison a shared entry).
+#[derive(Debug, Clone, Copy, Default)]
+struct Carried {
+    directives: bool,
+    range: bool,
+    cookie: bool,
+    unkeyed: bool,
+}
+
+impl Carried {
+    /// A request with few fields (API clients send three or four) is read in one pass
+    /// over them; one with more, by a hash lookup per name asked about.
+    fn of(headers: &HeaderMap, bypass: &[header::HeaderName]) -> Self {
+        const FEW: usize = 8;
+        if headers.keys_len() > FEW {
+            return Carried {
+                directives: has_request_directives(headers),
+                range: headers.contains_key(header::RANGE),
+                cookie: headers.contains_key(header::COOKIE),
+                unkeyed: bypass.iter().any(|name| headers.contains_key(name)),
+            };
+        }
+        let mut carried = Carried::default();
+        for name in headers.keys() {
+            if name == header::CACHE_CONTROL || name == header::PRAGMA {
+                carried.directives = true;
+            } else if name == header::RANGE {
+                carried.range = true;
+            } else if name == header::COOKIE {
+                carried.cookie = true;
+            }
+            if bypass.contains(name) {
+                carried.unkeyed = true;
+            }
+        }
+        carried
     }
 }
 
@@ -1149,6 +1184,65 @@ fn strip_ignored_params<B>(request: &mut Request<B>, filter: ParamFilter<'_>) {
         parts.path_and_query = Some(pq);
         if let Ok(uri) = Uri::from_parts(parts) {
             *request.uri_mut() = uri;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    use super::Carried;
+    use crate::DEFAULT_BYPASS_HEADERS;
+
+    /// The pass over a few fields and the lookups for many find the same fields.
+    #[test]
+    fn carried_fields_are_found_however_many_the_request_has() {
+        let bypass: Vec<HeaderName> = DEFAULT_BYPASS_HEADERS
+            .iter()
+            .map(|h| HeaderName::from_static(h))
+            .chain([HeaderName::from_static("cookie")])
+            .collect();
+        let asked = [
+            "cache-control",
+            "pragma",
+            "range",
+            "cookie",
+            "x-forwarded-host",
+        ];
+        for mask in 0..(1u32 << asked.len()) {
+            for filler in [0, 3, 12] {
+                let mut headers = HeaderMap::new();
+                headers.insert("host", HeaderValue::from_static("h"));
+                for i in 0..filler {
+                    headers.insert(
+                        HeaderName::try_from(format!("x-filler-{i}")).unwrap(),
+                        HeaderValue::from_static("v"),
+                    );
+                }
+                for (i, name) in asked.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        headers.append(*name, HeaderValue::from_static("1"));
+                    }
+                }
+                let carried = Carried::of(&headers, &bypass);
+                let has = |name: &str| headers.contains_key(name);
+                assert_eq!(
+                    (
+                        carried.directives,
+                        carried.range,
+                        carried.cookie,
+                        carried.unkeyed
+                    ),
+                    (
+                        has("cache-control") || has("pragma"),
+                        has("range"),
+                        has("cookie"),
+                        has("x-forwarded-host") || has("cookie"),
+                    ),
+                    "{headers:?}"
+                );
+            }
         }
     }
 }
