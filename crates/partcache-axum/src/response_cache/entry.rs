@@ -1,24 +1,56 @@
 //! What the response cache stores: `CachedEntry` under response keys, `TagKeys`
 //! in the tag index.
 //!
-//! A response is stored as one shared value: status, headers, body (`Bytes`), the
-//! `http-cache-semantics` policy that judges it, and the freshness figures taken from
-//! that policy when it was stored. On the local store a hit is a reference-count
-//! increment: nothing is deserialized and the body is never copied. On a Redis store
-//! the same value is encoded with the cache's codec (postcard by default).
+//! A response is stored as one shared value: status, headers, body (`Bytes`) and the
+//! freshness figures judged when it was stored. On the local store a hit is a
+//! reference-count increment: nothing is deserialized and the body is never copied. On
+//! a Redis store the same value is encoded with the cache's codec (postcard by
+//! default), behind a format number: bytes of another format (an older release's, or
+//! corrupted ones) fail to decode, which the store counts as a decode error and
+//! treats as a miss.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
-use http_cache_semantics::CachePolicy;
-use serde::{Deserialize, Serialize};
+use http::{HeaderMap, Method, StatusCode};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A value of the response cache: a response, or the Vary index of a resource.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CachedEntry {
+    /// First, so that bytes of another format fail at once.
+    format: Format,
     pub(crate) kind: EntryKind,
+}
+
+/// The format of [`CachedEntry`]: a number written before the entry and checked on
+/// decoding. Format 1 (no number) held an `http-cache-semantics` policy per response.
+#[derive(Debug, Clone, Copy, Default)]
+struct Format;
+
+impl Format {
+    const CURRENT: u8 = 2;
+}
+
+impl Serialize for Format {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(Format::CURRENT)
+    }
+}
+
+impl<'de> Deserialize<'de> for Format {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let found = u8::deserialize(deserializer)?;
+        if found == Format::CURRENT {
+            Ok(Format)
+        } else {
+            Err(serde::de::Error::custom(format_args!(
+                "response cache entry of format {found}, expected {}",
+                Format::CURRENT
+            )))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,12 +64,14 @@ pub(crate) enum EntryKind {
 impl CachedEntry {
     pub(crate) fn response(response: Box<StoredResponse>) -> Self {
         CachedEntry {
+            format: Format,
             kind: EntryKind::Response(response),
         }
     }
 
     pub(crate) fn variants(index: VaryIndex) -> Self {
         CachedEntry {
+            format: Format,
             kind: EntryKind::Variants(index),
         }
     }
@@ -61,14 +95,19 @@ pub(crate) struct StoredResponse {
     #[serde(with = "http_serde::header_map")]
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
-    /// The policy the freshness figures come from; kept for revalidation
-    /// (`before_request` / `after_response`) and requests with `Cache-Control`.
-    pub(crate) policy: CachePolicy,
+    /// The method of the request it answered (a `HEAD`'s response is not a `GET`'s).
+    #[serde(with = "http_serde::method")]
+    pub(crate) method: Method,
+    /// The freshness lifetime that replaced the origin's (a default or route TTL, a
+    /// route's cap on errors), as the `s-maxage` the policy was given: with it the
+    /// `http-cache-semantics` policy of the response can be made again when one is
+    /// needed (see `policy::policy_of`).
+    pub(crate) ttl_override: Option<Duration>,
     /// When the response was received from the origin.
     pub(crate) stored_at: SystemTime,
-    /// Its `Age` when received (from an upstream cache), per the policy.
+    /// Its `Age` when received (from an upstream cache).
     pub(crate) initial_age: Duration,
-    /// Its freshness lifetime, per the policy (`s-maxage`, `max-age`, `Expires`, or a
+    /// Its freshness lifetime (`s-maxage`, `max-age`, `Expires`, the heuristic, or a
     /// default / route TTL).
     pub(crate) lifetime: Duration,
     /// How long past `lifetime` it may be served while one background refresh runs.
@@ -92,10 +131,26 @@ pub(crate) struct StoredResponse {
 /// `headers` itself has no room left, and adding the fields to it grew (copied) the
 /// map on every hit.
 ///
-/// Built from `headers` on first use and never changed: a clone of the response starts
-/// without it (the clone's headers may be changed before it is served).
+/// `base` is built from `headers` on first use and never changed. `last` is the whole
+/// set of fields of the latest plain fresh hit, with its `Age` and remaining freshness
+/// in seconds: every plain hit within the same second sends exactly these fields, so
+/// it clones them and sets nothing. A clone of the response starts without either
+/// (the clone's headers may be changed before it is served).
 #[derive(Default)]
-pub(crate) struct Served(OnceLock<HeaderMap>);
+pub(crate) struct Served {
+    base: OnceLock<HeaderMap>,
+    last: parking_lot::RwLock<Option<LastHit>>,
+}
+
+/// The fields of a plain fresh hit: `Age` and the freshness left, in seconds, and the
+/// response cache that sent them (its address: two caches on one store name
+/// themselves differently in `Cache-Status`).
+struct LastHit {
+    cache: usize,
+    age: u64,
+    ttl: i64,
+    headers: HeaderMap,
+}
 
 impl Clone for Served {
     fn clone(&self) -> Self {
@@ -110,8 +165,8 @@ impl std::fmt::Debug for Served {
 }
 
 impl StoredResponse {
-    /// The response's age at `now`, as RFC 9111 §4.2.3 computes it (the policy's
-    /// `age`, without re-parsing headers on the hot path).
+    /// The response's age at `now`, as RFC 9111 §4.2.3 computes it (its `Age` when
+    /// received plus the time since).
     pub(crate) fn age(&self, now: SystemTime) -> Duration {
         self.initial_age + now.duration_since(self.stored_at).unwrap_or_default()
     }
@@ -126,8 +181,8 @@ impl StoredResponse {
         !self.must_revalidate && !window.is_zero() && self.age(now) < self.lifetime + window
     }
 
-    /// About the bytes it holds: body, headers (twice: the policy keeps its own copy),
-    /// tags and Vary values. What a pending store write keeps alive.
+    /// About the bytes it holds: body, headers, tags and Vary values. What a pending
+    /// store write keeps alive.
     pub(crate) fn weight(&self) -> usize {
         let headers: usize = self
             .headers
@@ -140,13 +195,33 @@ impl StoredResponse {
             .iter()
             .map(|(name, values)| name.len() + values.iter().map(Bytes::len).sum::<usize>())
             .sum();
-        self.body.len() + 2 * headers + tags + vary
+        self.body.len() + headers + tags + vary
     }
 
     /// The fields a hit answers with (see [`Served`]), made by `make` from `headers`
     /// at the first call.
     pub(crate) fn served_headers(&self, make: impl FnOnce(&HeaderMap) -> HeaderMap) -> &HeaderMap {
-        self.served.0.get_or_init(|| make(&self.headers))
+        self.served.base.get_or_init(|| make(&self.headers))
+    }
+
+    /// The fields of a plain fresh hit of response cache `cache` with this `Age` and
+    /// freshness left (seconds), when the latest such hit had the same (see [`Served`]).
+    pub(crate) fn last_hit(&self, cache: usize, age: u64, ttl: i64) -> Option<HeaderMap> {
+        let last = self.served.last.read();
+        last.as_ref()
+            .filter(|last| last.cache == cache && last.age == age && last.ttl == ttl)
+            .map(|last| last.headers.clone())
+    }
+
+    /// Remembers the fields a plain fresh hit of response cache `cache` with this
+    /// `Age` and freshness left was sent with.
+    pub(crate) fn remember_hit(&self, cache: usize, age: u64, ttl: i64, headers: &HeaderMap) {
+        *self.served.last.write() = Some(LastHit {
+            cache,
+            age,
+            ttl,
+            headers: headers.clone(),
+        });
     }
 
     /// Whether it carries a validator the origin can answer with 304.

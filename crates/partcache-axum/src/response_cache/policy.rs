@@ -12,6 +12,7 @@
 //! for a client's own `If-None-Match` / `If-Modified-Since` (RFC 9110 §13.1).
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +22,7 @@ use http::{Method, StatusCode, Uri};
 use http_cache_semantics::{CacheOptions, CachePolicy, RequestLike};
 
 use super::entry::{Served, StoredResponse};
-use super::key::{COOKIE_PREFIX, QueryRule, selected_values, vary_names, with_normalized};
+use super::key::{COOKIE_PREFIX, QueryRule, selected_values, vary_names};
 
 /// How a route's responses are cached, overriding the origin or the defaults.
 ///
@@ -297,7 +298,7 @@ fn options() -> CacheOptions {
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never stored; with them go the headers
 /// the `Connection` field names ([`connection_named`]).
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -337,7 +338,8 @@ pub(crate) fn storable(
         names.sort();
         names.dedup();
     }
-    if !is_storable(request, status, headers) {
+    let directives = Directives::parse(headers);
+    if !is_storable(request, status, headers, &directives.given) {
         return Err(why_not_storable(request, status, headers));
     }
 
@@ -368,9 +370,9 @@ pub(crate) fn storable(
         stored_headers.insert(header::DATE, date);
     }
 
-    // What the policy judges freshness on: the same headers with a TTL override given
-    // as `s-maxage`, the shared-cache directive that outranks `max-age` and `Expires`.
-    let directives = CacheControl::parse(headers);
+    // Freshness as `http-cache-semantics` judges it (see `freshness_lifetime`), on the
+    // stored headers with a TTL override given as `s-maxage`, the shared-cache
+    // directive that outranks `max-age` and `Expires`.
     let explicit = directives.has("s-maxage")
         || directives.has("max-age")
         || headers.contains_key(header::EXPIRES);
@@ -380,68 +382,40 @@ pub(crate) fn storable(
         .and_then(|r| r.default_ttl)
         .or(rules.default_ttl);
     let ttl = forced.or(if explicit { None } else { default });
-    // A copy of the stored headers only when they differ (an `Age`, a TTL override).
-    let mut policy_headers: Option<HeaderMap> = None;
-    if let Some(age) = headers.get(header::AGE) {
-        policy_headers
-            .get_or_insert_with(|| stored_headers.clone())
-            .insert(header::AGE, age.clone());
-    }
-    let with_ttl = |policy_headers: &mut HeaderMap, ttl: Duration| {
-        let mut cache_control = directives.without(&["s-maxage", "max-age"]);
-        if !cache_control.is_empty() {
-            cache_control.push_str(", ");
-        }
-        cache_control.push_str(&format!("s-maxage={}", ttl.as_secs()));
-        if let Ok(value) = HeaderValue::from_str(&cache_control) {
-            policy_headers.insert(header::CACHE_CONTROL, value);
-            policy_headers.remove(header::EXPIRES);
-        }
+    let initial_age = age_field(headers);
+    let mut ttl_override = ttl.and_then(|ttl| Some((ttl, ttl_directives(&directives, ttl)?)));
+    let judged = |ttl_override: &Option<(Duration, HeaderValue)>| {
+        let lifetime = match ttl_override {
+            Some((_, value)) => {
+                let given: Vec<_> = split_directives(value.to_str().unwrap_or_default()).collect();
+                freshness_lifetime(request.method, status, &stored_headers, &given, true, now)
+            }
+            None => freshness_lifetime(
+                request.method,
+                status,
+                &stored_headers,
+                &directives.given,
+                false,
+                now,
+            ),
+        };
+        lifetime.max(initial_age)
     };
-    if let Some(ttl) = ttl {
-        with_ttl(
-            policy_headers.get_or_insert_with(|| stored_headers.clone()),
-            ttl,
-        );
-    }
-
-    // The stored policy keeps only the request headers matching needs (Host and the
-    // Vary-selected ones), not the first requester's cookies or credentials.
-    // Vary-selected values in normalized form, as requests are matched against them.
-    let mut kept = HeaderMap::new();
-    for value in request.headers.get_all(header::HOST) {
-        kept.append(header::HOST, value.clone());
-    }
-    let kept = with_normalized(&kept, request.headers, &names);
-    let kept_request = RequestView {
-        uri: request.uri.clone(),
-        method: request.method,
-        headers: &kept,
-    };
-    let policy_response = ResponseView {
-        status,
-        headers: policy_headers.as_ref().unwrap_or(&stored_headers),
-    };
-    let mut policy = CachePolicy::new_options(&kept_request, &policy_response, now, options());
+    let mut lifetime = judged(&ttl_override);
     let error_ttl = rules
         .route
         .and_then(|r| r.error_ttl)
         .filter(|_| matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE));
     if let Some(cap) = error_ttl
-        && policy.time_to_live(now) + policy.age(now) > cap
+        && lifetime > cap
     {
         // A route's freshness for 404 / 410 is an upper bound on any other.
-        let policy_headers = policy_headers.get_or_insert_with(|| stored_headers.clone());
-        with_ttl(policy_headers, cap);
-        let capped = ResponseView {
-            status,
-            headers: policy_headers,
-        };
-        policy = CachePolicy::new_options(&kept_request, &capped, now, options());
+        if let Some(capped) = ttl_directives(&directives, cap) {
+            ttl_override = Some((cap, capped));
+        }
+        lifetime = judged(&ttl_override);
     }
 
-    let initial_age = policy.age(now);
-    let lifetime = policy.time_to_live(now) + initial_age;
     // `s-maxage` implies `proxy-revalidate` for a shared cache (RFC 9111 §5.2.2.10):
     // never served stale, whatever `stale-while-revalidate` / `stale-if-error` say.
     let must_revalidate = directives.has("must-revalidate")
@@ -488,7 +462,8 @@ pub(crate) fn storable(
             status,
             headers: stored_headers,
             body: Bytes::new(),
-            policy,
+            method: request.method.clone(),
+            ttl_override: ttl_override.map(|(ttl, _)| ttl),
             stored_at: now,
             initial_age,
             lifetime,
@@ -501,6 +476,176 @@ pub(crate) fn storable(
         }),
         keep_for,
     })
+}
+
+/// The `Age` a response arrived with, as `http-cache-semantics` reads it: the first
+/// field, in whole seconds, else none.
+fn age_field(headers: &HeaderMap) -> Duration {
+    let secs = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    Duration::from_secs(secs.unwrap_or(0))
+}
+
+/// The `Cache-Control` field that gives a response `ttl` as its freshness: its own
+/// directives without `s-maxage` and `max-age`, then `s-maxage=<ttl>`. `None` when
+/// that is no valid field value (directives that are not visible ASCII): the
+/// origin's freshness stands then.
+fn ttl_directives(directives: &Directives<'_>, ttl: Duration) -> Option<HeaderValue> {
+    let mut cache_control = directives.without(&["s-maxage", "max-age"]);
+    if !cache_control.is_empty() {
+        cache_control.push_str(", ");
+    }
+    let _ = write!(cache_control, "s-maxage={}", ttl.as_secs());
+    HeaderValue::from_str(&cache_control).ok()
+}
+
+/// The freshness lifetime (RFC 9111 §4.2.1) a shared `http-cache-semantics` policy
+/// gives the response to `method` with these `headers`, received at `received`
+/// (its `max_age`, to the second), without building the policy: a policy clones both
+/// header maps and hashes every directive, a fifth of a miss's cost when a policy was
+/// built for each.
+///
+/// `given` are the response's `Cache-Control` directives as [`Directives::given`]
+/// holds them; `overridden` when they are a TTL override's (see [`ttl_directives`]),
+/// which replaces the `Cache-Control` fields and the `Expires` of `headers`.
+/// `tests::freshness_agrees_with_the_policy` holds it to the policy's answers.
+fn freshness_lifetime(
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+    given: &[(&str, Option<&str>)],
+    overridden: bool,
+    received: SystemTime,
+) -> Duration {
+    const NONE: Duration = Duration::ZERO;
+    // The policy keeps the first of a repeated directive, unquoted.
+    let has = |name: &str| given.iter().any(|(n, _)| *n == name);
+    let argument = |name: &str| {
+        given
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, a)| a.map(|a| a.trim_matches('"')))
+    };
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let expires = if overridden {
+        None
+    } else {
+        headers.get(header::EXPIRES)
+    };
+    let storable = (*method == Method::GET || *method == Method::HEAD)
+        && UNDERSTOOD_STATUSES.contains(&status.as_u16())
+        && !has("no-store")
+        && !has("private")
+        && (expires.is_some()
+            || has("max-age")
+            || has("s-maxage")
+            || has("public")
+            || CACHEABLE_BY_DEFAULT.contains(&status.as_u16()));
+    // Without `Cache-Control`, `Pragma: no-cache` counts as `no-cache` (RFC 9111 §5.4).
+    let no_cache = has("no-cache")
+        || (!overridden
+            && !headers.contains_key(header::CACHE_CONTROL)
+            && text(header::PRAGMA).is_some_and(|p| p.contains("no-cache")));
+    if !storable
+        || no_cache
+        || (headers.contains_key(header::SET_COOKIE) && !has("public") && !has("immutable"))
+        || text(header::VARY).map(str::trim) == Some("*")
+        || has("proxy-revalidate")
+    {
+        return NONE;
+    }
+    let seconds = |arg: &str| Duration::from_secs(arg.parse().unwrap_or(0));
+    if let Some(s_maxage) = argument("s-maxage") {
+        return seconds(s_maxage);
+    }
+    if let Some(max_age) = argument("max-age") {
+        return seconds(max_age);
+    }
+    let options = options();
+    let least = if has("immutable") {
+        options.immutable_min_time_to_live
+    } else {
+        NONE
+    };
+    let date = |text: &str| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822).ok()
+    };
+    let server_date = text(header::DATE)
+        .and_then(date)
+        .and_then(|d| {
+            SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(d.unix_timestamp() as u64))
+        })
+        .unwrap_or(received);
+    if let Some(expires) = expires.and_then(|v| v.to_str().ok()) {
+        // An invalid date (`0` above all) is a time in the past (RFC 9111 §5.3).
+        let Some(expires) = date(expires) else {
+            return NONE;
+        };
+        let expires =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(expires.unix_timestamp().max(0) as u64);
+        return least.max(expires.duration_since(server_date).unwrap_or_default());
+    }
+    if let Some(modified) = text(header::LAST_MODIFIED).and_then(date) {
+        let modified =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(modified.unix_timestamp().max(0) as u64);
+        if let Ok(since) = server_date.duration_since(modified) {
+            // RFC 9111 §4.2.2: a tenth of the time since the last change.
+            let secs = since.as_secs() as f64 * f64::from(options.cache_heuristic);
+            return least.max(Duration::from_secs(secs as u64));
+        }
+    }
+    least
+}
+
+/// The `http-cache-semantics` policy `stored` was judged by, made again for the
+/// questions only it answers: whether a request with its own `Cache-Control` may
+/// have it (`before_request`), the conditional request that revalidates it, and
+/// whether a 304 refreshes it (`after_response`). Entries keep no policy: building
+/// one per stored response cost a fifth of a miss, and few are ever asked.
+///
+/// The policy's request is `request`'s target and `Host` with the stored response's
+/// Vary-selected values (a stored response is only ever asked about requests for its
+/// own key: same method, host, path and query).
+pub(crate) fn policy_of(stored: &StoredResponse, request: &RequestView<'_>) -> CachePolicy {
+    let mut kept = HeaderMap::new();
+    for value in request.headers.get_all(header::HOST) {
+        kept.append(header::HOST, value.clone());
+    }
+    for (name, values) in &stored.vary {
+        if name.starts_with(COOKIE_PREFIX) {
+            continue;
+        }
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        kept.remove(&name);
+        for value in values {
+            if let Ok(value) = HeaderValue::from_maybe_shared(value.clone()) {
+                kept.insert(name.clone(), value);
+            }
+        }
+    }
+    let mut headers = stored.headers.clone();
+    if !stored.initial_age.is_zero() {
+        headers.insert(header::AGE, HeaderValue::from(stored.initial_age.as_secs()));
+    }
+    if let Some(ttl) = stored.ttl_override
+        && let Some(value) = ttl_directives(&Directives::parse(&stored.headers), ttl)
+    {
+        headers.insert(header::CACHE_CONTROL, value);
+        headers.remove(header::EXPIRES);
+    }
+    let kept_request = RequestView {
+        uri: request.uri.clone(),
+        method: &stored.method,
+        headers: &kept,
+    };
+    let response = ResponseView {
+        status: stored.status,
+        headers: &headers,
+    };
+    CachePolicy::new_options(&kept_request, &response, stored.stored_at, options())
 }
 
 /// Statuses `http-cache-semantics` understands (it does not understand 206).
@@ -516,9 +661,14 @@ const CACHEABLE_BY_DEFAULT: [u16; 12] =
 /// exactly as [`CachePolicy::is_storable`] decides it in shared mode, without building
 /// a policy: a policy clones both header maps and parses both `Cache-Control`s, and a
 /// miss builds one anyway for the response it stores.
-fn is_storable(request: &RequestView<'_>, status: StatusCode, headers: &HeaderMap) -> bool {
-    // The response's directives split once, not once per question.
-    let given: Vec<(&str, Option<&str>)> = directives(headers).collect();
+///
+/// `given`: the response's directives, [`Directives::given`].
+fn is_storable(
+    request: &RequestView<'_>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    given: &[(&str, Option<&str>)],
+) -> bool {
     let response = |name: &str| given.iter().any(|(n, _)| *n == name);
     let explicit =
         headers.contains_key(header::EXPIRES) || response("max-age") || response("s-maxage");
@@ -531,7 +681,7 @@ fn is_storable(request: &RequestView<'_>, status: StatusCode, headers: &HeaderMa
         || response("must-revalidate")
         || response("public")
         || response("s-maxage")
-        || conflicting_directives(&given);
+        || conflicting_directives(given);
     !has_directive(request.headers, "no-store")
         && method
         && UNDERSTOOD_STATUSES.contains(&status.as_u16())
@@ -549,12 +699,90 @@ fn directives(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)>
         .get_all(header::CACHE_CONTROL)
         .into_iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|part| {
-            let mut kv = part.splitn(2, '=');
-            let name = kv.next()?.trim();
-            (!name.is_empty()).then(|| (name, kv.next().map(str::trim)))
-        })
+        .flat_map(split_directives)
+}
+
+/// One `Cache-Control` field's directives: comma-separated `name[=value]`, name and
+/// value trimmed, empty names skipped.
+fn split_directives(field: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    field.split(',').filter_map(|part| {
+        let mut kv = part.splitn(2, '=');
+        let name = kv.next()?.trim();
+        (!name.is_empty()).then(|| (name, kv.next().map(str::trim)))
+    })
+}
+
+/// A response's `Cache-Control`, split once for every question a miss asks of it.
+///
+/// `given` holds the directives of the fields that are visible ASCII as written (see
+/// [`directives`]): what `http-cache-semantics` reads, and so what [`is_storable`] and
+/// [`freshness_lifetime`] read. The questions RFC 9111 asks case-insensitively
+/// ([`has`](Self::has), [`seconds`](Self::seconds), [`without`](Self::without)) read
+/// the same list, except when a field is not visible ASCII: [`CacheControl`], which
+/// reads those fields too, answers them then.
+struct Directives<'h> {
+    given: Vec<(&'h str, Option<&'h str>)>,
+    lossy: Option<CacheControl<'h>>,
+}
+
+impl<'h> Directives<'h> {
+    fn parse(headers: &'h HeaderMap) -> Self {
+        let mut given = Vec::new();
+        let mut opaque = false;
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            match value.to_str() {
+                Ok(field) => given.extend(split_directives(field)),
+                Err(_) => opaque = true,
+            }
+        }
+        Directives {
+            given,
+            lossy: opaque.then(|| CacheControl::parse(headers)),
+        }
+    }
+
+    /// Whether directive `name` (lowercase) is there, in any case.
+    fn has(&self, name: &str) -> bool {
+        match &self.lossy {
+            Some(lossy) => lossy.has(name),
+            None => self.given.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)),
+        }
+    }
+
+    /// The argument of the first directive `name` (lowercase), in seconds.
+    fn seconds(&self, name: &str) -> Option<Duration> {
+        match &self.lossy {
+            Some(lossy) => lossy.seconds(name),
+            None => self
+                .given
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .and_then(|(_, a)| (*a)?.trim_matches('"').parse().ok())
+                .map(Duration::from_secs),
+        }
+    }
+
+    /// The directives but `names` (lowercase), names lowercased, arguments unquoted.
+    fn without(&self, names: &[&str]) -> String {
+        if let Some(lossy) = &self.lossy {
+            return lossy.without(names);
+        }
+        let mut out = String::new();
+        for (name, arg) in &self.given {
+            if names.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+            if let Some(arg) = arg {
+                out.push('=');
+                out.push_str(arg.trim_matches('"'));
+            }
+        }
+        out
+    }
 }
 
 fn has_directive(headers: &HeaderMap, name: &str) -> bool {
@@ -812,6 +1040,8 @@ pub(crate) fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -
 
 #[cfg(test)]
 mod tests {
+    use http_cache_semantics::{AfterResponse, BeforeRequest};
+
     use super::*;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -886,7 +1116,7 @@ mod tests {
                             options(),
                         );
                         assert_eq!(
-                            is_storable(&view, status, &res),
+                            is_storable(&view, status, &res, &Directives::parse(&res).given),
                             policy.is_storable(),
                             "{method} {status} request {req:?} response {res:?}"
                         );
@@ -927,6 +1157,255 @@ mod tests {
             SystemTime::now(),
         )
         .ok()
+    }
+
+    /// Response fields that decide a freshness lifetime, alone and together.
+    fn freshness_cases() -> Vec<Vec<(&'static str, &'static str)>> {
+        let controls = [
+            None,
+            Some("max-age=60"),
+            Some("s-maxage=30, max-age=60"),
+            Some("max-age=\"45\""),
+            Some("Max-Age=60"),
+            Some("max-age=abc"),
+            Some("max-age"),
+            Some("public"),
+            Some("no-cache, max-age=60"),
+            Some("proxy-revalidate, max-age=60"),
+            Some("immutable"),
+            Some("max-age=5, max-age=6"),
+            Some("private, max-age=60"),
+        ];
+        let extras: [&[(&'static str, &'static str)]; 9] = [
+            &[],
+            &[("expires", "Thu, 01 Jan 2099 00:00:00 GMT")],
+            &[("expires", "0")],
+            &[
+                ("date", "Mon, 30 Nov 2026 00:00:00 GMT"),
+                ("expires", "Mon, 30 Nov 2026 00:10:00 GMT"),
+            ],
+            &[("last-modified", "Mon, 23 Nov 2026 00:00:00 GMT")],
+            &[
+                ("date", "Mon, 30 Nov 2026 00:00:00 GMT"),
+                ("last-modified", "Mon, 20 Nov 2026 00:00:00 GMT"),
+            ],
+            &[("pragma", "no-cache")],
+            &[("vary", "*")],
+            &[("age", "20")],
+        ];
+        let mut cases = Vec::new();
+        for control in controls {
+            for extra in extras {
+                let mut case: Vec<(&'static str, &'static str)> = extra.to_vec();
+                if let Some(control) = control {
+                    case.push(("cache-control", control));
+                }
+                cases.push(case);
+            }
+        }
+        cases
+    }
+
+    /// `freshness_lifetime` gives the lifetime a shared `CachePolicy` gives (its time
+    /// to live plus its age at reception), with and without a TTL override, for every
+    /// case above and the statuses and methods a response cache stores.
+    #[test]
+    fn freshness_agrees_with_the_policy() {
+        let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_996_800 + 3600);
+        let mut checked = 0;
+        for case in freshness_cases() {
+            let res = headers(&case);
+            for method in [Method::GET, Method::HEAD] {
+                let req = headers(&[("host", "example.com")]);
+                let view = RequestView {
+                    uri: "/p".parse().unwrap(),
+                    method: &method,
+                    headers: &req,
+                };
+                for status in [200, 204, 302, 404, 500] {
+                    let status = StatusCode::from_u16(status).unwrap();
+                    for ttl in [None, Some(Duration::from_secs(7))] {
+                        let mut seen = res.clone();
+                        let cache_control =
+                            ttl.and_then(|ttl| ttl_directives(&Directives::parse(&res), ttl));
+                        if let Some(value) = &cache_control {
+                            seen.insert(header::CACHE_CONTROL, value.clone());
+                            seen.remove(header::EXPIRES);
+                        }
+                        let response = ResponseView {
+                            status,
+                            headers: &seen,
+                        };
+                        let policy =
+                            CachePolicy::new_options(&view, &response, received, options());
+                        let expected = policy.time_to_live(received) + policy.age(received);
+                        let parsed = Directives::parse(&res);
+                        let overriding: Vec<_> = cache_control
+                            .iter()
+                            .flat_map(|v| split_directives(v.to_str().unwrap()))
+                            .collect();
+                        let given = match &cache_control {
+                            Some(_) => &overriding,
+                            None => &parsed.given,
+                        };
+                        let lifetime = freshness_lifetime(
+                            &method,
+                            status,
+                            &res,
+                            given,
+                            cache_control.is_some(),
+                            received,
+                        )
+                        .max(age_field(&res));
+                        assert_eq!(lifetime, expected, "{method} {status} {case:?} ttl {ttl:?}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 13 * 9 * 2 * 5 * 2);
+    }
+
+    /// The policy made again from a stored response answers as the policy built when
+    /// it was stored did: freshness for requests with their own directives, the
+    /// conditional request that revalidates it, whether a 304 refreshes it.
+    #[test]
+    fn a_policy_made_again_answers_as_the_stored_one() {
+        let received = SystemTime::now();
+        let tag = HeaderName::from_static("cache-tag");
+        let responses: [&[(&'static str, &'static str)]; 6] = [
+            &[("cache-control", "max-age=60"), ("etag", "\"v1\"")],
+            &[
+                ("cache-control", "max-age=60, must-revalidate"),
+                ("age", "30"),
+                ("last-modified", "Mon, 23 Nov 2026 00:00:00 GMT"),
+            ],
+            &[("vary", "Accept-Language"), ("etag", "W/\"v2\"")],
+            &[
+                ("expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+                ("etag", "\"x\""),
+            ],
+            &[("cache-control", "s-maxage=10"), ("etag", "\"v3\"")],
+            &[("cache-control", "no-cache"), ("etag", "\"v4\"")],
+        ];
+        let asks: [&[(&'static str, &'static str)]; 8] = [
+            &[],
+            &[("cache-control", "max-age=0")],
+            &[("cache-control", "max-age=20")],
+            &[("cache-control", "min-fresh=50")],
+            &[("cache-control", "max-stale")],
+            &[("cache-control", "max-stale=100")],
+            &[("cache-control", "no-cache")],
+            &[("pragma", "no-cache"), ("if-none-match", "\"old\"")],
+        ];
+        let mut checked = 0;
+        for res in responses {
+            for default_ttl in [None, Some(Duration::from_secs(40))] {
+                let res = headers(res);
+                let req = headers(&[("host", "example.com"), ("accept-language", "en,  fr")]);
+                let view = RequestView {
+                    uri: "/p?a=1".parse().unwrap(),
+                    method: &Method::GET,
+                    headers: &req,
+                };
+                let rules = StoreRules {
+                    default_ttl,
+                    route: None,
+                    store_set_cookie: false,
+                    stale_while_revalidate: Duration::ZERO,
+                    stale_if_error: Duration::ZERO,
+                    stale_retention: Duration::from_secs(60),
+                    tag_header: &tag,
+                };
+                let Ok(judged) = storable(&view, StatusCode::OK, &res, &rules, received) else {
+                    continue;
+                };
+                let stored = judged.response;
+                // The policy as a stored response used to hold it: the stored headers
+                // with the origin's `Age` and the TTL override, the request's `Host`
+                // and normalized Vary-selected fields.
+                let mut was = stored.headers.clone();
+                if let Some(age) = res.get(header::AGE) {
+                    was.insert(header::AGE, age.clone());
+                }
+                if let Some(ttl) = stored.ttl_override {
+                    was.insert(
+                        header::CACHE_CONTROL,
+                        ttl_directives(&Directives::parse(&res), ttl).unwrap(),
+                    );
+                    was.remove(header::EXPIRES);
+                }
+                let names: Vec<String> = stored.vary.iter().map(|(n, _)| n.clone()).collect();
+                let kept = super::super::key::with_normalized(
+                    &headers(&[("host", "example.com")]),
+                    &req,
+                    &names,
+                );
+                let old = CachePolicy::new_options(
+                    &RequestView {
+                        uri: "/p?a=1".parse().unwrap(),
+                        method: &Method::GET,
+                        headers: &kept,
+                    },
+                    &ResponseView {
+                        status: StatusCode::OK,
+                        headers: &was,
+                    },
+                    received,
+                    options(),
+                );
+                assert_eq!(
+                    old.time_to_live(received) + old.age(received),
+                    stored.lifetime,
+                    "{res:?}"
+                );
+                for ask in asks {
+                    for method in [Method::GET, Method::HEAD] {
+                        let mut asked = headers(ask);
+                        asked.insert("host", HeaderValue::from_static("example.com"));
+                        asked.insert("accept-language", HeaderValue::from_static("en, fr"));
+                        let view = RequestView {
+                            uri: "/p?a=1".parse().unwrap(),
+                            method: &method,
+                            headers: &asked,
+                        };
+                        let again = policy_of(&stored, &view);
+                        for later in [0, 25, 45, 90] {
+                            let at = received + Duration::from_secs(later);
+                            let summary = |answer: BeforeRequest| match answer {
+                                BeforeRequest::Fresh(parts) => (true, parts.headers),
+                                BeforeRequest::Stale { request, .. } => (false, request.headers),
+                            };
+                            assert_eq!(
+                                summary(again.before_request(&view, at)),
+                                summary(old.before_request(&view, at)),
+                                "{res:?} asked {method} {asked:?} at +{later}s"
+                            );
+                        }
+                        for answer in [
+                            headers(&[("etag", "\"v1\"")]),
+                            headers(&[("etag", "W/\"v2\"")]),
+                            headers(&[("last-modified", "Mon, 23 Nov 2026 00:00:00 GMT")]),
+                            headers(&[]),
+                        ] {
+                            let answer = ResponseView {
+                                status: StatusCode::NOT_MODIFIED,
+                                headers: &answer,
+                            };
+                            let refreshes = |policy: &CachePolicy| {
+                                matches!(
+                                    policy.after_response(&view, &answer, received),
+                                    AfterResponse::NotModified(..)
+                                )
+                            };
+                            assert_eq!(refreshes(&again), refreshes(&old), "{res:?}");
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= 6 * 8 * 2, "{checked}");
     }
 
     #[test]
@@ -1144,10 +1623,64 @@ mod codec_tests {
             assert_eq!(back.lifetime, Duration::from_secs(60));
             assert_eq!(back.stale_if_error, Duration::from_secs(5));
             assert_eq!(back.vary[0].0, "accept-language");
+            assert_eq!(back.method, Method::GET);
+            let policy = super::policy_of(back, &view);
             assert!(
-                back.policy.time_to_live(now) > Duration::from_secs(59),
+                policy.time_to_live(now) > Duration::from_secs(59),
                 "{codec:?}"
             );
         }
+    }
+
+    /// An entry the previous format wrote (postcard, key `http1|GET|example.test|/old|`,
+    /// a 200 with `max-age=600` and its `http-cache-semantics` policy), as a Redis
+    /// store holds it.
+    const FORMAT_1_ENTRY: &str = "c701011d1c68747470317c4745547c6578616d706c652e746573747c2f6f6c647c00c801030d63616368652d636f6e74726f6c010b6d61782d6167653d3630300c636f6e74656e742d74797065010a746578742f706c61696e0464617465011d4d6f6e2c203330204e6f7620323032362030303a35333a323020474d54096f6c6420656e7472790104686f7374010c6578616d706c652e74657374030d63616368652d636f6e74726f6c010b6d61782d6167653d3630300c636f6e74656e742d74797065010a746578742f706c61696e0464617465011d4d6f6e2c203330204e6f7620323032362030303a35333a323020474d54042f6f6c64c8010347455401cdcccc3d80a305000001076d61782d6167650103363030008092b3d806008092b3d806000000d8040000000000000000";
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Bytes of another format are an error to decode (the store counts a decode error
+    /// and misses), never a wrong entry: the previous format's under either codec.
+    #[test]
+    fn entries_of_another_format_do_not_decode() {
+        let old = unhex(FORMAT_1_ENTRY);
+        let decoded = Codec::Postcard.decode_entry::<String, CachedEntry>(&old);
+        assert!(decoded.is_err(), "{decoded:?}");
+        let index = |nonce| {
+            CachedEntry::variants(super::super::entry::VaryIndex {
+                names: vec!["accept".into()],
+                nonce,
+                expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1),
+            })
+        };
+        let old_json = serde_json::json!({"kind": {"Variants": {
+            "names": ["accept"],
+            "nonce": 7,
+            "expires_at": {"secs_since_epoch": 1, "nanos_since_epoch": 0},
+        }}});
+        for codec in [Codec::Postcard, Codec::Json] {
+            let current = codec.encode_entry("k", &index(7)).unwrap();
+            let (_, back) = codec.decode_entry::<String, CachedEntry>(&current).unwrap();
+            assert!(
+                matches!(&back.kind, super::super::entry::EntryKind::Variants(v) if v.nonce == 7)
+            );
+        }
+        let blob = Codec::Json.encode_entry("k", &old_json).unwrap();
+        let decoded = Codec::Json.decode_entry::<String, CachedEntry>(&blob);
+        assert!(decoded.is_err(), "{decoded:?}");
+        // The same fields with this format's number decode.
+        let mut numbered = old_json.clone();
+        numbered["format"] = 2.into();
+        let blob = Codec::Json.encode_entry("k", &numbered).unwrap();
+        assert!(
+            Codec::Json
+                .decode_entry::<String, CachedEntry>(&blob)
+                .is_ok()
+        );
     }
 }

@@ -38,7 +38,8 @@ use super::key::{
 };
 use super::policy::{
     CookieRule, LayerRoute, NOT_MODIFIED_HEADERS, RequestView, ResponseView, RoutePolicy,
-    StoreRules, has_request_directives, merge_not_modified, not_modified, only_if_cached, storable,
+    StoreRules, has_request_directives, merge_not_modified, not_modified, only_if_cached,
+    policy_of, storable,
 };
 use super::shared::{Lease, Shared, StoreFailed};
 use super::status::{CACHE_STATUS, Fwd, Label, Outcome, X_CACHE, ttl_seconds};
@@ -171,11 +172,14 @@ where
         let boxed = Box::pin(write_through(&shared, inner, request));
         return boxed.await;
     }
+    let carried = Carried::of(request.headers(), &config.bypass_headers);
+    // The request's own cache directives (most requests have none).
+    let directives = carried.directives;
     // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
-    let cached_only = only_if_cached(request.headers());
+    let cached_only = directives && only_if_cached(request.headers());
     let keyed = match (
         request_host_ref(request.uri(), request.headers()),
-        bypass_reason(&shared, &request),
+        bypass_reason(&shared, &request, carried),
     ) {
         (Some(host), None) => Ok(RequestKey::new(
             &method,
@@ -219,7 +223,7 @@ where
         && let Some(entry) = get.entry
         && let Some(stored) = entry.as_response()
         && let now = SystemTime::now()
-        && fresh_for(stored, &key, &request, now)
+        && fresh_for(stored, &key, &request, directives, now)
     {
         return Ok(fresh_hit(stored, request.headers(), &method, now, &shared));
     }
@@ -269,8 +273,7 @@ where
         return boxed.await;
     };
     let now = SystemTime::now();
-    let directives = has_request_directives(request.headers());
-    if fresh_for(stored, &key, &request, now) {
+    if fresh_for(stored, &key, &request, directives, now) {
         return Ok(fresh_hit(stored, request.headers(), &method, now, &shared));
     }
     let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
@@ -332,9 +335,12 @@ where
 }
 
 /// Why a request does not use the cache, if it does not.
-fn bypass_reason<B: Body>(shared: &Shared, request: &Request<B>) -> Option<Outcome> {
+fn bypass_reason<B: Body>(
+    shared: &Shared,
+    request: &Request<B>,
+    carried: Carried,
+) -> Option<Outcome> {
     let config = &shared.config;
-    let headers = request.headers();
     if !config.methods.contains(request.method()) {
         return Some(Outcome::forwarded(Label::Bypass, Fwd::Method));
     }
@@ -345,11 +351,11 @@ fn bypass_reason<B: Body>(shared: &Shared, request: &Request<B>) -> Option<Outco
         || layer.is_some_and(|l| l.0.bypass)
     {
         "route"
-    } else if headers.contains_key(header::RANGE) {
+    } else if carried.range {
         "range"
-    } else if carries_any(headers, &config.bypass_headers) {
+    } else if carried.unkeyed {
         "unkeyed-header"
-    } else if headers.contains_key(header::COOKIE)
+    } else if carried.cookie
         && config
             .route_for(request.uri().path())
             .is_none_or(|r| r.cookies == CookieRule::Bypass)
@@ -366,13 +372,44 @@ fn bypass_reason<B: Body>(shared: &Shared, request: &Request<B>) -> Option<Outco
     Some(Outcome::bypass(detail))
 }
 
-/// Whether `headers` has a field named in `names`: a pass over the shorter of the two
-/// (a request often has fewer fields than the dozen bypass names, each a hash lookup).
-fn carries_any(headers: &HeaderMap, names: &[header::HeaderName]) -> bool {
-    if headers.keys_len() < names.len() {
-        headers.keys().any(|key| names.contains(key))
-    } else {
-        names.iter().any(|name| headers.contains_key(name))
+/// Which of the fields the cache asks about a request carries: its own cache
+/// directives (`Cache-Control`, `Pragma`), `Range`, `Cookie`, and any of the bypass
+/// names (unkeyed headers that could poison a shared entry).
+#[derive(Debug, Clone, Copy, Default)]
+struct Carried {
+    directives: bool,
+    range: bool,
+    cookie: bool,
+    unkeyed: bool,
+}
+
+impl Carried {
+    /// A request with few fields (API clients send three or four) is read in one pass
+    /// over them; one with more, by a hash lookup per name asked about.
+    fn of(headers: &HeaderMap, bypass: &[header::HeaderName]) -> Self {
+        const FEW: usize = 8;
+        if headers.keys_len() > FEW {
+            return Carried {
+                directives: has_request_directives(headers),
+                range: headers.contains_key(header::RANGE),
+                cookie: headers.contains_key(header::COOKIE),
+                unkeyed: bypass.iter().any(|name| headers.contains_key(name)),
+            };
+        }
+        let mut carried = Carried::default();
+        for name in headers.keys() {
+            if name == header::CACHE_CONTROL || name == header::PRAGMA {
+                carried.directives = true;
+            } else if name == header::RANGE {
+                carried.range = true;
+            } else if name == header::COOKIE {
+                carried.cookie = true;
+            }
+            if bypass.contains(name) {
+                carried.unkeyed = true;
+            }
+        }
+        carried
     }
 }
 
@@ -433,14 +470,15 @@ async fn lookup(
 
 /// Whether `stored` may answer `request` without the origin: fresh, and fresh for the
 /// request's own directives (`max-age`, `min-fresh`, `no-cache`, `max-stale`) when it
-/// has any.
+/// has any (`directives`: [`has_request_directives`] of the request).
 fn fresh_for<B>(
     stored: &StoredResponse,
     key: &RequestKey,
     request: &Request<B>,
+    directives: bool,
     now: SystemTime,
 ) -> bool {
-    if !has_request_directives(request.headers()) {
+    if !directives {
         return stored.is_fresh(now);
     }
     // Vary-selected headers in the normalized form the stored policy holds.
@@ -450,7 +488,7 @@ fn fresh_for<B>(
     // A request's `max-stale` never outranks a response that must not be served
     // stale (`must-revalidate`, `proxy-revalidate`, `s-maxage`: RFC 9111 §5.2.2.2).
     matches!(
-        stored.policy.before_request(&view, now),
+        policy_of(stored, &view).before_request(&view, now),
         BeforeRequest::Fresh(_)
     ) && (!stored.must_revalidate || stored.is_fresh(now))
 }
@@ -564,7 +602,13 @@ where
 /// origin itself.
 fn reusable_for<B>(stored: &StoredResponse, key: &RequestKey, request: &Request<B>) -> bool {
     same_variant(request.headers(), &stored.vary)
-        && fresh_for(stored, key, request, SystemTime::now())
+        && fresh_for(
+            stored,
+            key,
+            request,
+            has_request_directives(request.headers()),
+            SystemTime::now(),
+        )
 }
 
 /// A request answered by the cache layer with another request's response, without an
@@ -617,7 +661,8 @@ where
     // The cache wants a full response to store; the client's own conditions are
     // answered from it afterwards.
     let unconditional;
-    let request_headers = if has_conditions(&parts.headers) {
+    let conditional = has_conditions(&parts.headers);
+    let request_headers = if conditional {
         for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
             parts.headers.remove(name);
         }
@@ -634,7 +679,7 @@ where
         if let BeforeRequest::Stale {
             request: conditional,
             ..
-        } = stored.policy.before_request(&view, SystemTime::now())
+        } = policy_of(stored, &view).before_request(&view, SystemTime::now())
         {
             parts.headers = conditional.headers;
         }
@@ -689,7 +734,7 @@ where
             headers: response.headers(),
         };
         if !matches!(
-            stored.policy.after_response(&view, &answer, now),
+            policy_of(stored, &view).after_response(&view, &answer, now),
             AfterResponse::NotModified(..)
         ) {
             // A 304 for validators we do not hold: the stored body is all we have.
@@ -831,7 +876,7 @@ where
     // The client whose request reached the origin gets the origin's own headers
     // (its Set-Cookie included), with its conditions answered.
     if parts.status == StatusCode::OK
-        && has_conditions(&client_headers)
+        && conditional
         && not_modified(&client_headers, &parts.headers, now)
     {
         let mut response = not_modified_response(&parts.headers, None);
@@ -948,8 +993,27 @@ fn fresh_hit<B>(
     shared: &Shared,
 ) -> Response<CacheBody<B>> {
     shared.counters.cache.hits.incr();
-    let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)));
-    from_stored(stored, client, method, now, shared, outcome)
+    let age = stored.age(now);
+    let ttl = ttl_seconds(stored.lifetime, age);
+    if has_conditions(client) {
+        return from_stored(stored, client, method, now, shared, Outcome::hit(ttl));
+    }
+    // Every plain hit within one second sends the same fields: the latest one's are
+    // cloned whole (setting `Age`, `x-cache` and `Cache-Status` cost a third of a hit).
+    let cache = std::ptr::from_ref(shared) as usize;
+    if let Some(headers) = stored.last_hit(cache, age.as_secs(), ttl) {
+        let mut response = Response::new(if *method == Method::HEAD {
+            CacheBody::empty()
+        } else {
+            CacheBody::full(stored.body.clone())
+        });
+        *response.status_mut() = stored.status;
+        *response.headers_mut() = headers;
+        return response;
+    }
+    let response = from_stored(stored, client, method, now, shared, Outcome::hit(ttl));
+    stored.remember_hit(cache, age.as_secs(), ttl, response.headers());
+    response
 }
 
 fn from_stored<B>(
@@ -1116,6 +1180,65 @@ fn strip_ignored_params<B>(request: &mut Request<B>, filter: ParamFilter<'_>) {
         parts.path_and_query = Some(pq);
         if let Ok(uri) = Uri::from_parts(parts) {
             *request.uri_mut() = uri;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    use super::Carried;
+    use crate::DEFAULT_BYPASS_HEADERS;
+
+    /// The pass over a few fields and the lookups for many find the same fields.
+    #[test]
+    fn carried_fields_are_found_however_many_the_request_has() {
+        let bypass: Vec<HeaderName> = DEFAULT_BYPASS_HEADERS
+            .iter()
+            .map(|h| HeaderName::from_static(h))
+            .chain([HeaderName::from_static("cookie")])
+            .collect();
+        let asked = [
+            "cache-control",
+            "pragma",
+            "range",
+            "cookie",
+            "x-forwarded-host",
+        ];
+        for mask in 0..(1u32 << asked.len()) {
+            for filler in [0, 3, 12] {
+                let mut headers = HeaderMap::new();
+                headers.insert("host", HeaderValue::from_static("h"));
+                for i in 0..filler {
+                    headers.insert(
+                        HeaderName::try_from(format!("x-filler-{i}")).unwrap(),
+                        HeaderValue::from_static("v"),
+                    );
+                }
+                for (i, name) in asked.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        headers.append(*name, HeaderValue::from_static("1"));
+                    }
+                }
+                let carried = Carried::of(&headers, &bypass);
+                let has = |name: &str| headers.contains_key(name);
+                assert_eq!(
+                    (
+                        carried.directives,
+                        carried.range,
+                        carried.cookie,
+                        carried.unkeyed
+                    ),
+                    (
+                        has("cache-control") || has("pragma"),
+                        has("range"),
+                        has("cookie"),
+                        has("x-forwarded-host") || has("cookie"),
+                    ),
+                    "{headers:?}"
+                );
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ mod support;
 mod scenarios;
 
 mod breaker;
+mod entry_format;
 mod fail_open;
 mod instances;
 mod rfc9111;

@@ -1,13 +1,19 @@
 //! The local part of a flight: per-key coalescing of concurrent callers of one process
 //! (see the module docs of [`crate::flight`]).
+//!
+//! A miss of an HTTP response cache starts and ends one flight, so a flight costs what
+//! it must: one allocation for its shared state (value, cancellation flag, waiters),
+//! the key cloned into the map and into the leader's handle, and two short sections
+//! under one mutex, hashed with foldhash (as the local store is) rather than SipHash.
+//! A waiter is woken by a `Notify`, which costs the leader nothing when nobody waits.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// What a flight has produced so far.
 #[derive(Clone, Debug)]
@@ -16,17 +22,53 @@ enum Slot<T> {
     Done(Option<T>),
 }
 
+/// What the leader, the map entry and the waiters of one flight share.
+struct State<T> {
+    slot: Mutex<Slot<T>>,
+    /// Woken when `slot` becomes `Done`.
+    done: Notify,
+    cancelled: AtomicBool,
+    /// Waiters holding a [`Waiter`] of this flight.
+    waiters: AtomicUsize,
+}
+
+impl<T> std::fmt::Debug for State<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("cancelled", &self.cancelled.load(Ordering::Relaxed))
+            .field("waiters", &self.waiters.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> State<T> {
+    /// Sets the outcome unless one is set, and wakes every waiter.
+    fn finish(&self, value: Option<T>, replace: bool) {
+        {
+            let mut slot = self.slot.lock();
+            if !replace && matches!(*slot, Slot::Done(_)) {
+                return;
+            }
+            *slot = Slot::Done(value);
+        }
+        self.done.notify_waiters();
+    }
+}
+
 struct Entry<T> {
     id: u64,
-    /// Waiters subscribe here (so that its receiver count is the number of waiters).
-    sender: watch::Sender<Slot<T>>,
-    cancelled: Arc<AtomicBool>,
+    state: Arc<State<T>>,
 }
+
+/// The map's hasher: keys are often request text, and SipHash cost more than the rest
+/// of a flight; foldhash is seeded at random per map, so callers who cannot read its
+/// outputs cannot aim collisions at it.
+type Hasher = foldhash::fast::RandomState;
 
 /// In-flight work per key, in one process. Cheap to share behind an `Arc`; every
 /// method is non-blocking (one short mutex section).
 pub struct Flights<K, T> {
-    flights: Mutex<HashMap<K, Entry<T>>>,
+    flights: Mutex<HashMap<K, Entry<T>, Hasher>>,
     next_id: AtomicU64,
 }
 
@@ -60,21 +102,20 @@ pub struct Flight<K: Hash + Eq + Clone, T: Clone> {
     owner: Arc<Flights<K, T>>,
     key: K,
     id: u64,
-    sender: watch::Sender<Slot<T>>,
-    cancelled: Arc<AtomicBool>,
+    state: Arc<State<T>>,
 }
 
 /// A waiter's handle on another caller's flight.
 #[derive(Debug)]
 pub struct Waiter<T> {
-    receiver: watch::Receiver<Slot<T>>,
+    state: Arc<State<T>>,
 }
 
 impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
     /// No flights.
     pub fn new() -> Self {
         Flights {
-            flights: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::with_hasher(Hasher::default())),
             next_id: AtomicU64::new(0),
         }
     }
@@ -83,27 +124,31 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
     pub fn join(self: &Arc<Self>, key: &K) -> Joined<K, T> {
         let mut flights = self.flights.lock();
         if let Some(entry) = flights.get(key) {
+            entry.state.waiters.fetch_add(1, Ordering::Relaxed);
             return Joined::Waiter(Waiter {
-                receiver: entry.sender.subscribe(),
+                state: entry.state.clone(),
             });
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (sender, _) = watch::channel(Slot::Running);
-        let cancelled = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(State {
+            slot: Mutex::new(Slot::Running),
+            done: Notify::new(),
+            cancelled: AtomicBool::new(false),
+            waiters: AtomicUsize::new(0),
+        });
         flights.insert(
             key.clone(),
             Entry {
                 id,
-                sender: sender.clone(),
-                cancelled: cancelled.clone(),
+                state: state.clone(),
             },
         );
+        drop(flights);
         Joined::Leader(Flight {
             owner: self.clone(),
             key: key.clone(),
             id,
-            sender,
-            cancelled,
+            state,
         })
     }
 
@@ -112,7 +157,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
     /// already attached still get the leader's value.
     pub fn cancel(&self, key: &K) {
         if let Some(entry) = self.flights.lock().remove(key) {
-            entry.cancelled.store(true, Ordering::Release);
+            entry.state.cancelled.store(true, Ordering::Release);
         }
     }
 
@@ -122,7 +167,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
         self.flights.lock().retain(|key, entry| {
             let cancel = matches(key);
             if cancel {
-                entry.cancelled.store(true, Ordering::Release);
+                entry.state.cancelled.store(true, Ordering::Release);
             }
             !cancel
         });
@@ -131,7 +176,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
     /// Detaches every flight (see [`Flights::cancel`]).
     pub fn cancel_all(&self) {
         for (_, entry) in self.flights.lock().drain() {
-            entry.cancelled.store(true, Ordering::Release);
+            entry.state.cancelled.store(true, Ordering::Release);
         }
     }
 
@@ -145,8 +190,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
         self.flights
             .lock()
             .get(key)
-            // Each waiter holds one receiver; the entry holds the sender.
-            .map_or(0, |entry| entry.sender.receiver_count())
+            .map_or(0, |entry| entry.state.waiters.load(Ordering::Relaxed))
     }
 }
 
@@ -154,12 +198,12 @@ impl<K: Hash + Eq + Clone, T: Clone> Flight<K, T> {
     /// Hands `value` to every current and future waiter of this flight (until it is
     /// dropped).
     pub fn complete(&self, value: T) {
-        self.sender.send_replace(Slot::Done(Some(value)));
+        self.state.finish(Some(value), true);
     }
 
     /// Whether an invalidation detached this flight since it started.
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire)
+        self.state.cancelled.load(Ordering::Acquire)
     }
 
     /// The key this flight is for.
@@ -172,38 +216,38 @@ impl<K: Hash + Eq + Clone, T: Clone> Drop for Flight<K, T> {
     fn drop(&mut self) {
         {
             let mut flights = self.owner.flights.lock();
-            // The entry may belong to a newer flight if this one was cancelled.
-            if flights.get(&self.key).is_some_and(|e| e.id == self.id) {
-                flights.remove(&self.key);
+            // The entry may belong to a newer flight if this one was cancelled: then
+            // it goes back (one lookup in the usual case, two in that rare one).
+            if let Some((key, entry)) = flights.remove_entry(&self.key)
+                && entry.id != self.id
+            {
+                flights.insert(key, entry);
             }
         }
-        self.sender.send_if_modified(|slot| match slot {
-            Slot::Running => {
-                *slot = Slot::Done(None);
-                true
-            }
-            Slot::Done(_) => false,
-        });
+        self.state.finish(None, false);
     }
 }
 
 impl<T: Clone> Waiter<T> {
     /// The leader's value, or `None` when the leader finished without one (the caller
     /// should then do the work itself).
-    pub async fn wait(mut self) -> Option<T> {
-        match self
-            .receiver
-            .wait_for(|slot| matches!(slot, Slot::Done(_)))
-            .await
-        {
-            Ok(slot) => match &*slot {
-                Slot::Done(value) => value.clone(),
-                Slot::Running => None,
-            },
-            // The leader vanished without sending `Done` (only possible if its drop
-            // did not run, e.g. a leaked flight): fall back to doing the work.
-            Err(_) => None,
+    pub async fn wait(self) -> Option<T> {
+        loop {
+            // Registered before the slot is read: a value set after the read wakes it.
+            let done = self.state.done.notified();
+            let mut done = std::pin::pin!(done);
+            done.as_mut().enable();
+            if let Slot::Done(value) = &*self.state.slot.lock() {
+                return value.clone();
+            }
+            done.await;
         }
+    }
+}
+
+impl<T> Drop for Waiter<T> {
+    fn drop(&mut self) {
+        self.state.waiters.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -274,5 +318,60 @@ mod tests {
         assert_eq!(flights.in_flight(), 2);
         assert!(matches!(flights.join(&1), Joined::Waiter(_)));
         assert!(matches!(flights.join(&2), Joined::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn waiters_are_counted_until_they_finish_or_go() {
+        let flights = Arc::new(Flights::<String, u32>::new());
+        let key = "k".to_string();
+        let Joined::Leader(flight) = flights.join(&key) else {
+            panic!("expected leader")
+        };
+        let (Joined::Waiter(first), Joined::Waiter(second)) =
+            (flights.join(&key), flights.join(&key))
+        else {
+            panic!("expected waiters")
+        };
+        assert_eq!(flights.waiting(&key), 2);
+        drop(first);
+        assert_eq!(flights.waiting(&key), 1);
+        flight.complete(9);
+        assert_eq!(second.wait().await, Some(9));
+        assert_eq!(flights.waiting(&key), 0);
+        drop(flight);
+        assert_eq!(flights.in_flight(), 0);
+    }
+
+    /// Waiters joining from other threads while the leader completes are all woken
+    /// with its value: none misses the wake-up between reading the slot and sleeping.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_waiter_gets_a_value_completed_while_they_join() {
+        for round in 0..50u32 {
+            let flights = Arc::new(Flights::<u32, u32>::new());
+            let Joined::Leader(flight) = flights.join(&round) else {
+                panic!("expected leader")
+            };
+            let waiters: Vec<_> = (0..16)
+                .map(|_| {
+                    let flights = flights.clone();
+                    tokio::spawn(async move {
+                        match flights.join(&round) {
+                            Joined::Waiter(waiter) => waiter.wait().await,
+                            Joined::Leader(_) => panic!("the leader is still running"),
+                        }
+                    })
+                })
+                .collect();
+            tokio::task::yield_now().await;
+            flight.complete(round);
+            for waiter in waiters {
+                let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                    .await
+                    .expect("a waiter was never woken")
+                    .expect("waiter task");
+                assert_eq!(got, Some(round));
+            }
+            drop(flight);
+        }
     }
 }

@@ -891,6 +891,58 @@ pub(crate) async fn only_if_cached_with_nothing_usable_answers_504(manager: Cach
     assert_eq!(server.calls(), 2);
 }
 
+/// Hits within one second send the same fields, and each second's hits their own:
+/// `Age` and the `ttl` of `Cache-Status` always add up to the freshness lifetime
+/// (to the second),
+/// a `HEAD` gets the `GET`'s fields without the body, and a conditional request gets
+/// its 304.
+pub(crate) async fn every_hit_carries_its_own_age_and_freshness(manager: CacheManager) {
+    let cache = cache_on(&manager, |b| b).await;
+    let server = serve(cache, NO_DELAY, |_, n| {
+        respond(
+            200,
+            &[("cache-control", "max-age=60"), ("etag", "\"v1\"")],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    let consistent = |reply: &crate::support::Reply| {
+        let age = reply.age().expect("Age on a hit");
+        let status = reply.header("cache-status").expect("Cache-Status");
+        let ttl: u64 = status
+            .split("ttl=")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|ttl| ttl.trim().parse().ok())
+            .expect("a ttl in Cache-Status");
+        // Both are whole seconds rounded down from one instant.
+        assert!(
+            (59..=60).contains(&(age + ttl)),
+            "Age {age}, Cache-Status {status}"
+        );
+        assert_eq!(reply.x_cache(), "HIT");
+        age
+    };
+    assert_eq!(server.get("/p").await.x_cache(), "MISS");
+    server.stored(1).await;
+    for _ in 0..3 {
+        let hit = server.get("/p").await;
+        assert_eq!(hit.body, "call 1");
+        consistent(&hit);
+    }
+    let head = server.send(Method::HEAD, "/p", &[]).await;
+    assert_eq!(head.body, "");
+    consistent(&head);
+    let conditional = server.get_with("/p", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(conditional.status, StatusCode::NOT_MODIFIED);
+    eventually("a hit one second older", || async {
+        let hit = server.get("/p").await;
+        consistent(&hit) >= 1
+    })
+    .await;
+    assert_eq!(server.calls(), 1);
+}
+
 pub(crate) async fn a_fresh_stored_get_answers_head(manager: CacheManager) {
     let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
         respond(
@@ -1713,6 +1765,7 @@ macro_rules! rfc9111_suite {
             if_modified_since_without_last_modified_is_judged_by_date,
             only_if_cached_with_nothing_usable_answers_504,
             a_fresh_stored_get_answers_head,
+            every_hit_carries_its_own_age_and_freshness,
             cache_status_says_what_happened_and_why_nothing_was_stored,
             requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them,
             a_route_chooses_which_query_parameters_are_keyed,
