@@ -544,24 +544,41 @@ local function write_reply(existed, applied, prev)
   return reply({existed, applied, prev})
 end
 
+-- fast_put's creation, after its `SET … XX` found no entry `k` (for a batch, that
+-- answer proves the partition's keys are here, as put_batch.lua explains).
+local function fast_create(k, text, blob)
+  redis.call('SET', k, blob)
+  if not text then text = string.sub(k, #prefix() + 3) end
+  void_lease(text)
+  -- Records but no value: Redis expired it. gone() announces it and drops them.
+  partition_keys()
+  if HAS_FX ~= false and redis.call('HEXISTS', FX, text) == 1 then gone(text) end
+  emit('C', blob)
+  return write_reply(0, 1, false)
+end
+
 -- The common put: unconditional, no TTL, no previous value, on a cache with no
 -- expiry, no max-idle and no budget, so without an index (put.lua, put_batch.lua). Its
 -- effects are those of write.lua for that case with less server work: no `setup` (no
--- `TIME`, no settings), and no reading before writing. `k` is the entry key of `text`.
+-- `TIME`, no settings), and no reading before writing. `k` is the entry key of `text`
+-- (nil: taken from `k`, as put_batch.lua passes no texts).
 -- `guarded`: for a batch, which declares no keys: the write goes first, as a
 -- `pcall`, and its success proves that every key the put touches is here (see
 -- put_batch.lua); -1 when Redis refused it (nothing done).
+-- The write is `SET … XX`, which answers whether the entry existed without a copy of
+-- its old value (`SET … GET` would copy it into a Lua string); a creation, which it
+-- leaves undone, then pays a second `SET` (fast_create).
 -- Result: as write.lua's (write_reply).
 local function fast_put(k, text, blob, guarded)
-  -- SET without PXAT also drops any deadline the entry had (an eternal cache).
-  local cur
+  -- SET without PXAT or KEEPTTL also drops any deadline the entry had (an eternal cache).
+  local updated
   if guarded then
-    cur = redis.pcall('SET', k, blob, 'GET')
-    if type(cur) == 'table' and cur.err then return -1 end
+    updated = redis.pcall('SET', k, blob, 'XX')
+    if type(updated) == 'table' and updated.err then return -1 end
   else
-    cur = redis.call('SET', k, blob, 'GET')
+    updated = redis.call('SET', k, blob, 'XX')
   end
-  if cur then
+  if updated then
     -- Should the entry have had a deadline (a put with a TTL before, while someone
     -- listened), its deadline records are now stale: the reaper drops them when they
     -- fall due and it finds the value without a deadline (reap.lua), which saves
@@ -569,12 +586,7 @@ local function fast_put(k, text, blob, guarded)
     emit('U', blob)
     return write_reply(1, 1, false)
   end
-  void_lease(text)
-  -- Records but no value: Redis expired it. gone() announces it and drops them.
-  partition_keys()
-  if HAS_FX ~= false and redis.call('HEXISTS', FX, text) == 1 then gone(text) end
-  emit('C', blob)
-  return write_reply(0, 1, false)
+  return fast_create(k, text, blob)
 end
 
 -- An unconditional put that wants no previous value (upsert.lua, upsert_batch.lua).
@@ -588,35 +600,45 @@ local function upsert(text, blob, ttl, keyonly)
   return write_reply(existed, put(text, blob, keyonly, ttl, cur), false)
 end
 
--- Starts a batch call (put_batch.lua, upsert_batch.lua) whose entries go to the
--- channels `channels` (one per entry; duplicates allowed) with event modes `modes`
--- (one per entry, 0..2): asks once, for all the channels of entries that publish,
--- which have subscribers, instead of once per entry.
-local function begin_batch(channels, modes)
+-- Starts a batch call (put_batch.lua, upsert_batch.lua) whose entries that publish
+-- go to the channels `channels()` lists (duplicates allowed; named only when needed)
+-- with event mode `mode` (0..2: one per batch, as a deployment is a cluster or not):
+-- asks once, for all those channels, which have subscribers, instead of once per
+-- entry. First which partcache channels have any subscriber on this node at all
+-- (`PUBSUB (SHARD)CHANNELS pc:*`, layout.rs): usually none, or a few, which answers
+-- for the whole batch in one short reply; only when there are more than the batch
+-- has entries, which of the batch's channels (`PUBSUB (SHARD)NUMSUB`, whose
+-- arguments and reply cost the server per channel).
+local function begin_batch(mode, entries, channels)
   SUBS, SERVED, RECORDS = {}, {}, {}
-  local by_mode = {{}, {}}
-  local seen = {}
+  if mode == 0 or entries == 0 then return end
+  local live
+  if mode == 1 then
+    live = redis.call('PUBSUB', 'CHANNELS', 'pc:*')
+  else
+    live = redis.call('PUBSUB', 'SHARDCHANNELS', 'pc:*')
+  end
+  if #live == 0 then return end
+  channels = channels()
+  if #live <= entries then
+    for i = 1, #live do SUBS[live[i]] = true end
+    return
+  end
+  local list, seen = {}, {}
   for i = 1, #channels do
-    local mode = modes[i]
     local channel = channels[i]
-    if mode ~= 0 and not seen[channel] then
+    if not seen[channel] then
       seen[channel] = true
-      local list = by_mode[mode]
       list[#list + 1] = channel
     end
   end
-  for mode = 1, 2 do
-    local list = by_mode[mode]
-    if #list > 0 then
-      local r
-      if mode == 1 then
-        r = redis.call('PUBSUB', 'NUMSUB', unpack(list))
-      else
-        r = redis.call('PUBSUB', 'SHARDNUMSUB', unpack(list))
-      end
-      for i = 1, #r, 2 do SUBS[r[i]] = r[i + 1] > 0 end
-    end
+  local r
+  if mode == 1 then
+    r = redis.call('PUBSUB', 'NUMSUB', unpack(list))
+  else
+    r = redis.call('PUBSUB', 'SHARDNUMSUB', unpack(list))
   end
+  for i = 1, #r, 2 do SUBS[r[i]] = r[i + 1] > 0 end
 end
 
 -- Whether every key of the partition with key prefix `prefix` is served here right

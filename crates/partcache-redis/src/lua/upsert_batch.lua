@@ -7,12 +7,13 @@
 -- (-1 none), key-only blob.
 -- Result: per entry, upsert's (a packed integer), or -1.
 local origin, suffix, mode = ARGV[5], ARGV[6], tonumber(ARGV[7])
-local channels, modes = {}, {}
-for i = 8, #ARGV, 5 do
-  channels[#channels + 1] = ARGV[i] .. suffix
-  modes[#modes + 1] = mode
-end
-begin_batch(channels, modes)
+-- The entries' channels, named only when someone may listen (a name made costs the
+-- server).
+local named = {}
+begin_batch(mode, (#ARGV - 7) / 5, function()
+  for i = 8, #ARGV, 5 do named[#named + 1] = ARGV[i] .. suffix end
+  return named
+end)
 settings(tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 clock()
 -- One server time for the batch, but each entry a later last use (a microsecond each),
@@ -25,7 +26,8 @@ for i = 8, #ARGV, 5 do
   TICK = base + n - 1
   local prefix, text = ARGV[i], ARGV[i + 1]
   if served_here(prefix) then
-    setup_prefix(prefix, mode, origin, channels[n])
+    -- Without names, nobody listens: the channel is never asked for.
+    setup_prefix(prefix, mode, origin, named[n] or '')
     partition_keys()
     out[n] = upsert(text, ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4])
   else

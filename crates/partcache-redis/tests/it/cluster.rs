@@ -175,6 +175,12 @@ async fn a_put_batch_does_what_its_node_serves_and_hands_back_the_rest() {
     let listing: redis::Value =
         tokio::task::block_in_place(|| cluster.query_node(node, &["FUNCTION", "LIST"])).unwrap();
     let put_batch = function_named(&listing, "_put_batch").expect("put_batch is loaded");
+    // Silent entries (a key prefix, not a channel, as head): origin, channel suffix,
+    // event mode, then head, entry key and blob per entry.
+    let (key_here, key_elsewhere) = (
+        format!("{prefix_here}e:t1"),
+        format!("{prefix_elsewhere}e:t2"),
+    );
     let replies: Vec<i64> = tokio::task::block_in_place(|| {
         cluster.query_node(
             node,
@@ -184,13 +190,12 @@ async fn a_put_batch_does_what_its_node_serves_and_hands_back_the_rest() {
                 "0",
                 "origin",
                 "ev",
+                "2",
                 &prefix_here,
-                "0",
-                "t1",
+                &key_here,
                 "b1",
                 &prefix_elsewhere,
-                "0",
-                "t2",
+                &key_elsewhere,
                 "b2",
             ],
         )
