@@ -36,6 +36,8 @@
 -- runs once, when the library is loaded: scripts.rs).
 local P, IX, DL, FX, SQ
 local KIND, D, IDLE, BUDGET, PUBMODE, ORIGIN, CHANNEL, READS_EXTEND
+-- The last rank within the budget, counted from the end (`-<BUDGET + 1>`), for evict().
+local OVER
 -- A custom policy's durations (ms; -1: none): creation, access, update.
 local CC, CA, CU
 local NOW, TICK
@@ -52,6 +54,9 @@ local SUBS, SERVED, RECORDS
 -- Whether the current partition's `<P>fx` exists: false spares the calls that read or
 -- drop an entry's records (most caches have none: lean()); nil when not known.
 local HAS_FX
+-- Whether the current entry is known to have no lease (entry_served_here): spares
+-- void_lease its call.
+local LEASE_FREE = false
 local FIRST = 8
 -- EVENTS of a call that returns none (the usual case): never appended to, so one
 -- table serves every such call instead of a new one each.
@@ -69,6 +74,7 @@ local function begin(prefix, ix, dl, fx, sq, mode, origin, channel)
   if mode >= 3 then EVENTS = {} end
   SUBSCRIBED = nil
   HAS_FX = nil
+  LEASE_FREE = false
   if RECORDS then HAS_FX = RECORDS[prefix] end
 end
 
@@ -118,6 +124,7 @@ local function settings(kind, d, idle, budget)
   end
   READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4 or (KIND == 5 and CA >= 0)
   INDEXED = BUDGET > 0 or IDLE >= 0
+  if BUDGET > 0 then OVER = '-' .. string.format('%d', BUDGET + 1) end
 end
 
 -- The server time: NOW in ms, TICK in µs.
@@ -151,6 +158,7 @@ local function lease_key(text) return prefix() .. 'l:' .. text end
 -- pay nothing. A `pcall`: the lease key is not among the declared keys, and while
 -- the slot migrates Redis may refuse it, which must not fail the write itself.
 local function void_lease(text)
+  if LEASE_FREE then return end
   redis.pcall('SET', lease_key(text), 'x', 'XX', 'KEEPTTL')
 end
 
@@ -317,20 +325,22 @@ local function store(text, blob, keyonly, dl, fp, ft, fresh)
 end
 
 -- Keeps the partition within BUDGET by evicting its least recently used entries.
--- Called after a write that grew the index.
+-- Called after a write that grew the index. The victims are read by rank, without
+-- their scores (`ZPOPMIN` would format each score as a decimal for the reply, which
+-- cost more than the rest of the eviction), and taken out of the index once gone.
 local function evict()
   if BUDGET <= 0 then return end
-  local over = redis.call('ZCARD', IX) - BUDGET
-  if over <= 0 then return end
-  -- {text, score, text, score, ...}, least recently used first.
-  local victims = redis.call('ZPOPMIN', IX, over)
-  for i = 1, #victims, 2 do
+  -- Ranks 0 .. card - BUDGET - 1: the least recently used beyond the budget, oldest
+  -- first; none when within it.
+  local victims = redis.call('ZRANGE', IX, '0', OVER)
+  local done = 0
+  for i = 1, #victims do
     local text = victims[i]
     -- A victim is not among the script's declared keys: while the slot migrates it
     -- may already live on the other node, and Redis refuses to touch it here. Stop
-    -- evicting then, putting the victims left back in the index (the partition is
-    -- over budget until a write after the migration), rather than fail a write that
-    -- is already done.
+    -- evicting then, leaving the victims left in the index (the partition is over
+    -- budget until a write after the migration), rather than fail a write that is
+    -- already done.
     local blob
     if announced() then
       blob = redis.pcall('GETDEL', ek(text))
@@ -339,10 +349,8 @@ local function evict()
       blob = redis.pcall('DEL', ek(text))
       if blob == 0 then blob = false end
     end
-    if type(blob) == 'table' and blob.err then
-      for j = i, #victims, 2 do redis.call('ZADD', IX, victims[j + 1], victims[j]) end
-      return
-    end
+    if type(blob) == 'table' and blob.err then break end
+    done = i
     if blob then
       drop_records(text)
       emit('V', blob)
@@ -351,6 +359,7 @@ local function evict()
       gone(text)
     end
   end
+  if done > 0 then redis.call('ZREM', IX, unpack(victims, 1, done)) end
 end
 
 -- Stores `blob` under `text` as JCache does for a put; `cur` is the current blob or
@@ -658,4 +667,22 @@ local function served_here(prefix)
     if served then RECORDS[prefix] = here == 1 end
   end
   return served
+end
+
+-- served_here for one entry `text` of an upsert batch, after setup_prefix: the same
+-- check, with the entry's lease key added to the `EXISTS`. A count of 0, the common
+-- case, then also says that the partition has no fixed-deadline records and the
+-- entry no lease, which spares a creation's void_lease its call; any other count says
+-- nothing more (records, a lease, or both). One call per entry instead of one per
+-- partition, but entries of a batch rarely share a partition, and a creation saves one.
+local function entry_served_here(text)
+  partition_keys()
+  local here = redis.pcall('EXISTS', P .. '~', FX, lease_key(text))
+  if type(here) == 'table' and here.err then return false end
+  if here == 0 then
+    RECORDS[P] = false
+    HAS_FX = false
+    LEASE_FREE = true
+  end
+  return true
 end

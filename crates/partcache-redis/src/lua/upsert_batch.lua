@@ -1,6 +1,7 @@
 -- upsert (common.lua) of several entries of several partitions that one node serves,
 -- in one call, for caches of the same settings: put_batch.lua's way (no declared keys;
--- each entry's partition is checked; -1: not done, send it alone through upsert.lua),
+-- each entry's partition is checked, entry_served_here; -1: not done, send it alone
+-- through upsert.lua),
 -- with the settings, the server time and the subscribers read once.
 -- ARGV: policy kind, duration, max-idle, budget (setup's ARGV[1..4]), origin, channel
 -- suffix, event mode (0..2), then per entry: partition key prefix, text, blob, ttl ms
@@ -25,10 +26,9 @@ for i = 8, #ARGV, 5 do
   local n = #out + 1
   TICK = base + n - 1
   local prefix, text = ARGV[i], ARGV[i + 1]
-  if served_here(prefix) then
-    -- Without names, nobody listens: the channel is never asked for.
-    setup_prefix(prefix, mode, origin, named[n] or '')
-    partition_keys()
+  -- Without names, nobody listens: the channel is never asked for.
+  setup_prefix(prefix, mode, origin, named[n] or '')
+  if entry_served_here(text) then
     out[n] = upsert(text, ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4])
   else
     out[n] = -1

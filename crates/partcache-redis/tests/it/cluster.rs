@@ -133,7 +133,7 @@ async fn partitions_and_entries_spread_evenly_over_3_4_and_5_masters() {
 
 /// The name of the function library's function whose name ends with `suffix`, as a
 /// node lists it (`FUNCTION LIST`).
-fn function_named(listing: &redis::Value, suffix: &str) -> Option<String> {
+pub(crate) fn function_named(listing: &redis::Value, suffix: &str) -> Option<String> {
     match listing {
         redis::Value::BulkString(b) => {
             let name = String::from_utf8_lossy(b);

@@ -858,6 +858,84 @@ async fn batched_puts_on_an_evicting_cache_announce_creations_and_evictions() {
     assert_eq!(gone, evicted);
 }
 
+/// An upsert batch (`lua/upsert_batch.lua`) voids the lease of a key it creates, as a
+/// put by itself does (a load that read the system of record before the put must not
+/// be stored after it), creates no lease for a key that had none (its check says so,
+/// and the void is skipped), and evicts the least recently used entry beyond the
+/// budget, keeping the others' index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_batch_voids_the_lease_of_a_key_it_creates_and_evicts_beyond_the_budget() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let name = unique("upsert-batch-lease");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .partitions(3)
+        .max_entries(3)
+        .build()
+        .await
+        .unwrap();
+    // Loads the function library, and leaves the partitions empty.
+    cache.put(1, "one".to_string()).await.unwrap();
+    cache.clear().await.unwrap();
+    let listing: redis::Value =
+        tokio::task::block_in_place(|| server.query(&["FUNCTION", "LIST"])).unwrap();
+    let upsert_batch =
+        super::cluster::function_named(&listing, "_upsert_batch").expect("upsert_batch is loaded");
+    let map = cache.partition_map().unwrap().clone();
+    let prefix = format!("pc:{{{}}}:{name}:", map.tag(0));
+    let query = |args: &[&str]| -> redis::Value {
+        tokio::task::block_in_place(|| server.query(args)).unwrap()
+    };
+    query(&["SET", &format!("{prefix}l:t2"), "token@1", "PX", "60000"]);
+    // Settings: eternal, no max-idle, a budget of one; no events. Then per entry:
+    // prefix, text, blob, ttl, key-only blob.
+    let replies: Vec<i64> = tokio::task::block_in_place(|| {
+        server.query(&[
+            "FCALL",
+            &upsert_batch,
+            "0",
+            "0",
+            "0",
+            "-1",
+            "1",
+            "origin",
+            "ev",
+            "0",
+            &prefix,
+            "t1",
+            "b1",
+            "-1",
+            "k1",
+            &prefix,
+            "t2",
+            "b2",
+            "-1",
+            "k2",
+        ])
+    })
+    .unwrap();
+    // Created and applied (2), then created, applied and one eviction (2 + 4).
+    assert_eq!(replies, [2, 6]);
+    let lease: Option<String> =
+        tokio::task::block_in_place(|| server.query(&["GET", &format!("{prefix}l:t2")])).unwrap();
+    assert_eq!(lease.as_deref(), Some("x"), "the lease of t2 is voided");
+    let leased: i64 =
+        tokio::task::block_in_place(|| server.query(&["EXISTS", &format!("{prefix}l:t1")]))
+            .unwrap();
+    assert_eq!(leased, 0, "no lease made for t1");
+    let index: Vec<String> = tokio::task::block_in_place(|| {
+        server.query(&["ZRANGE", &format!("{prefix}ix"), "0", "-1"])
+    })
+    .unwrap();
+    assert_eq!(index, ["t2"]);
+    let evicted: Option<String> =
+        tokio::task::block_in_place(|| server.query(&["GET", &format!("{prefix}e:t1")])).unwrap();
+    assert_eq!(evicted, None);
+}
+
 /// A flood of concurrent puts and reads on one node keeps the batching queues within
 /// `max_pending_batched` and `max_pending_batched_bytes`: what does not fit is sent
 /// alone (every put is stored, every read answered) and counted.
