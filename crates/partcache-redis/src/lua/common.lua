@@ -148,8 +148,9 @@ local function prefix()
   if not P then P = string.sub(IX, 1, -3) end
   return P
 end
-local function ek(text) return prefix() .. 'e:' .. text end
-local function lease_key(text) return prefix() .. 'l:' .. text end
+-- (P first: a Lua function call costs the server more than the rest of these.)
+local function ek(text) return (P or prefix()) .. 'e:' .. text end
+local function lease_key(text) return (P or prefix()) .. 'l:' .. text end
 
 -- Voids a live lease of `text` (lease.lua) on a write that finds the entry absent:
 -- the holder's put is then refused (a load that read the system of record before
@@ -204,7 +205,8 @@ end
 -- partition in the order they were made (events.rs, delivery.rs).
 local function emit(kind, blob)
   local publish = PUBMODE % 3
-  local published = publish ~= 0 and subscribed(publish)
+  local published = publish ~= 0 and SUBSCRIBED
+  if published == nil then published = subscribed(publish) end
   if not published and PUBMODE < 3 then return end
   partition_keys()
   local n = redis.call('INCR', SQ)
@@ -334,6 +336,7 @@ local function evict()
   -- first; none when within it.
   local victims = redis.call('ZRANGE', IX, '0', OVER)
   local done = 0
+  local told = #victims > 0 and announced()
   for i = 1, #victims do
     local text = victims[i]
     -- A victim is not among the script's declared keys: while the slot migrates it
@@ -342,7 +345,7 @@ local function evict()
     -- budget until a write after the migration), rather than fail a write that is
     -- already done.
     local blob
-    if announced() then
+    if told then
       blob = redis.pcall('GETDEL', ek(text))
     else
       -- Nobody to tell: whether it was there is all that counts (no copy of it).
