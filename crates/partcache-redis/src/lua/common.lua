@@ -362,7 +362,11 @@ local function evict()
       gone(text)
     end
   end
-  if done > 0 then redis.call('ZREM', IX, unpack(victims, 1, done)) end
+  -- In slices: Lua unpacks at most a few thousand values at once, and a partition may
+  -- be far over a budget that a reopening with a smaller `max_entries` lowered.
+  for i = 1, done, 1000 do
+    redis.call('ZREM', IX, unpack(victims, i, math.min(i + 999, done)))
+  end
 end
 
 -- Stores `blob` under `text` as JCache does for a put; `cur` is the current blob or

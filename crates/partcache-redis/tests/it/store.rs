@@ -936,6 +936,49 @@ async fn an_upsert_batch_voids_the_lease_of_a_key_it_creates_and_evicts_beyond_t
     assert_eq!(evicted, None);
 }
 
+/// A process that opens a cache with a much smaller `max_entries` than the one that
+/// filled it evicts, on its next creation in a partition, everything beyond the new
+/// budget at once: here about 9,000 entries in one call (more than Lua unpacks in one
+/// go), which must neither fail the write nor leave evicted entries in the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_much_lowered_budget_evicts_thousands_in_one_write() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let name = unique("lowered-budget");
+    let big: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .partitions(3)
+        .max_entries(30_000)
+        .build()
+        .await
+        .unwrap();
+    let keys: Vec<u64> = (0..27_000).collect();
+    for chunk in keys.chunks(5000) {
+        big.put_all(chunk.iter().map(|&k| (k, String::new())))
+            .await
+            .unwrap();
+    }
+    assert_eq!(big.len().await.unwrap(), 27_000);
+    let small: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .partitions(3)
+        .max_entries(3)
+        .build()
+        .await
+        .unwrap();
+    // Thirty creations: every partition gets some (the partitions of these keys are
+    // fixed), the first in each evicting some 9,000 entries.
+    for k in 100_000..100_030u64 {
+        small.put(k, format!("v{k}")).await.unwrap();
+    }
+    assert_eq!(small.len().await.unwrap(), 3);
+    assert_eq!(small.stats().evictions, 27_030 - 3);
+    let last = small.get(&100_029).await.unwrap();
+    assert_eq!(last.as_deref().map(String::as_str), Some("v100029"));
+}
+
 /// A flood of concurrent puts and reads on one node keeps the batching queues within
 /// `max_pending_batched` and `max_pending_batched_bytes`: what does not fit is sent
 /// alone (every put is stored, every read answered) and counted.
