@@ -7,6 +7,7 @@
 //! pipelining client gets from the same servers).
 //!
 //! * [`reads`]: one-key plain reads on a standalone server, as `MGET`s.
+//! * [`node_reads`]: one-key plain reads on a cluster, per node, as pipelines of `GET`s.
 //! * [`puts`]: unconditional puts per node, as one `put_batch` (the common put,
 //!   `lua/put.lua`) or `upsert_batch` (`lua/upsert.lua`) call.
 //!
@@ -20,6 +21,7 @@
 //! timeout of its start) rather than try again.
 
 pub(crate) mod bound;
+pub(crate) mod node_reads;
 pub(crate) mod puts;
 mod queue;
 pub(crate) mod reads;
@@ -33,6 +35,7 @@ pub(crate) struct Batcher {
     /// The deployment the batches go to.
     pub deployment: Arc<Deployment>,
     pub reads: Arc<reads::Reads>,
+    pub node_reads: Arc<node_reads::NodeReads>,
     pub puts: Arc<puts::Puts>,
     /// The bound on what both queue.
     pub bound: Arc<bound::Bound>,
@@ -44,6 +47,10 @@ impl Batcher {
         let bound = bound::Bound::new(deployment.url.batching, &deployment.url.display);
         Arc::new(Batcher {
             reads: Arc::new(reads::Reads::new(deployment.clone(), bound.clone())),
+            node_reads: Arc::new(node_reads::NodeReads::new(
+                deployment.clone(),
+                bound.clone(),
+            )),
             puts: Arc::new(puts::Puts::new(deployment.clone(), bound.clone())),
             deployment,
             bound,

@@ -97,15 +97,17 @@ impl BatchFunction {
     }
 }
 
-/// One put, as `put_batch` takes it.
+/// One put, as `put_batch` or `upsert_batch` takes it.
 pub(crate) struct BatchEntry {
     /// The slot of the entry's partition (where the batch is sent).
     pub slot: u16,
-    /// The partition's key prefix (`Layout::prefix`).
-    pub prefix: String,
-    /// How the cache publishes its events (for [`BatchFunction::PutBatch`]).
-    pub mode: EventMode,
-    pub text: String,
+    /// For [`BatchFunction::PutBatch`], the partition's channel when the cache
+    /// publishes its events, else its key prefix (`lua/put_batch.lua` tells them
+    /// apart); for [`BatchFunction::UpsertBatch`], the key prefix (`Layout::prefix`).
+    pub head: String,
+    /// For [`BatchFunction::PutBatch`], the entry key; for
+    /// [`BatchFunction::UpsertBatch`], the key text.
+    pub key: String,
     pub blob: Vec<u8>,
     /// The TTL argument (ms, or -1) and the key-only blob (for [`BatchFunction::UpsertBatch`]).
     pub ttl: String,
@@ -171,7 +173,7 @@ impl Ticket<'_> {
     /// idle since the turn was taken). [`BatchedPut::SendAlone`] at once when the queues are at
     /// their limit (`bound.rs`).
     pub(crate) async fn put(self, entry: BatchEntry) -> Result<BatchedPut> {
-        let bytes = entry.prefix.len() + entry.text.len() + entry.blob.len() + entry.key_only.len();
+        let bytes = entry.head.len() + entry.key.len() + entry.blob.len() + entry.key_only.len();
         let Some(pending) = self.puts.bound.admit(bytes) else {
             return Ok(BatchedPut::SendAlone(entry.blob));
         };
@@ -348,21 +350,23 @@ async fn send(puts: &Puts, kind: &BatchFunction, batch: &[Waiter]) -> Result<Val
         .iter()
         .map(|w| {
             let e = &w.entry;
-            e.prefix.len() + e.text.len() + e.blob.len() + e.key_only.len() + 48
+            e.head.len() + e.key.len() + e.blob.len() + e.key_only.len() + 48
         })
         .sum();
     let mut cmd = redis::Cmd::with_capacity(10 + 5 * batch.len(), 160 + size);
     cmd.arg("FCALL");
     match kind {
         BatchFunction::PutBatch => {
+            // The mode of the entries whose caches publish: the deployment's.
+            let mode = EventMode::new(true, puts.deployment.router.is_cluster());
             cmd.arg(&scripts().put_batch.function)
                 .arg(0)
                 .arg(puts.deployment.origin())
-                .arg(puts.deployment.channel_suffix());
+                .arg(puts.deployment.channel_suffix())
+                .arg(mode.arg(false));
             for w in batch {
-                cmd.arg(&w.entry.prefix)
-                    .arg(w.entry.mode.arg(false))
-                    .arg(&w.entry.text)
+                cmd.arg(&w.entry.head)
+                    .arg(&w.entry.key)
                     .arg(w.entry.blob.as_slice());
             }
         }
@@ -373,8 +377,8 @@ async fn send(puts: &Puts, kind: &BatchFunction, batch: &[Waiter]) -> Result<Val
                 .arg(puts.deployment.channel_suffix())
                 .arg(upsert.mode.arg(false));
             for w in batch {
-                cmd.arg(&w.entry.prefix)
-                    .arg(&w.entry.text)
+                cmd.arg(&w.entry.head)
+                    .arg(&w.entry.key)
                     .arg(w.entry.blob.as_slice())
                     .arg(&w.entry.ttl)
                     .arg(w.entry.key_only.as_slice());

@@ -37,6 +37,8 @@
 -- runs once, when the library is loaded: scripts.rs).
 local P, IX, DL, FX, SQ
 local KIND, D, IDLE, BUDGET, PUBMODE, ORIGIN, CHANNEL, READS_EXTEND
+-- The last rank within the budget, counted from the end (`-<BUDGET + 1>`), for evict().
+local OVER
 -- A custom policy's durations (ms; -1: none): creation, access, update.
 local CC, CA, CU
 local NOW, TICK
@@ -53,6 +55,9 @@ local SUBS, SERVED, RECORDS
 -- Whether the current partition's `<P>fx` exists: false spares the calls that read or
 -- drop an entry's records (most caches have none: lean()); nil when not known.
 local HAS_FX
+-- Whether the current entry is known to have no lease (entry_served_here): spares
+-- void_lease its call.
+local LEASE_FREE = false
 local FIRST = 8
 -- EVENTS of a call that returns none (the usual case): never appended to, so one
 -- table serves every such call instead of a new one each.
@@ -70,6 +75,7 @@ local function begin(prefix, ix, dl, fx, sq, mode, origin, channel)
   if mode >= 3 then EVENTS = {} end
   SUBSCRIBED = nil
   HAS_FX = nil
+  LEASE_FREE = false
   if RECORDS then HAS_FX = RECORDS[prefix] end
 end
 
@@ -119,6 +125,7 @@ local function settings(kind, d, idle, budget)
   end
   READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4 or (KIND == 5 and CA >= 0)
   INDEXED = BUDGET > 0 or IDLE >= 0
+  if BUDGET > 0 then OVER = '-' .. string.format('%d', BUDGET + 1) end
 end
 
 -- The server time: NOW in ms, TICK in µs.
@@ -142,8 +149,9 @@ local function prefix()
   if not P then P = string.sub(IX, 1, -3) end
   return P
 end
-local function ek(text) return prefix() .. 'e:' .. text end
-local function lease_key(text) return prefix() .. 'l:' .. text end
+-- (P first: a Lua function call costs the server more than the rest of these.)
+local function ek(text) return (P or prefix()) .. 'e:' .. text end
+local function lease_key(text) return (P or prefix()) .. 'l:' .. text end
 
 -- Voids a live lease of `text` (lease.lua) on a write that finds the entry absent:
 -- the holder's put is then refused (a load that read the system of record before
@@ -152,6 +160,7 @@ local function lease_key(text) return prefix() .. 'l:' .. text end
 -- pay nothing. A `pcall`: the lease key is not among the declared keys, and while
 -- the slot migrates Redis may refuse it, which must not fail the write itself.
 local function void_lease(text)
+  if LEASE_FREE then return end
   redis.pcall('SET', lease_key(text), 'x', 'XX', 'KEEPTTL')
 end
 
@@ -197,7 +206,8 @@ end
 -- partition in the order they were made (events.rs, delivery.rs).
 local function emit(kind, blob)
   local publish = PUBMODE % 3
-  local published = publish ~= 0 and subscribed(publish)
+  local published = publish ~= 0 and SUBSCRIBED
+  if published == nil then published = subscribed(publish) end
   if not published and PUBMODE < 3 then return end
   partition_keys()
   local n = redis.call('INCR', SQ)
@@ -318,32 +328,33 @@ local function store(text, blob, keyonly, dl, fp, ft, fresh)
 end
 
 -- Keeps the partition within BUDGET by evicting its least recently used entries.
--- Called after a write that grew the index.
+-- Called after a write that grew the index. The victims are read by rank, without
+-- their scores (`ZPOPMIN` would format each score as a decimal for the reply, which
+-- cost more than the rest of the eviction), and taken out of the index once gone.
 local function evict()
   if BUDGET <= 0 then return end
-  local over = redis.call('ZCARD', IX) - BUDGET
-  if over <= 0 then return end
-  -- {text, score, text, score, ...}, least recently used first.
-  local victims = redis.call('ZPOPMIN', IX, over)
-  for i = 1, #victims, 2 do
+  -- Ranks 0 .. card - BUDGET - 1: the least recently used beyond the budget, oldest
+  -- first; none when within it.
+  local victims = redis.call('ZRANGE', IX, '0', OVER)
+  local done = 0
+  local told = #victims > 0 and announced()
+  for i = 1, #victims do
     local text = victims[i]
     -- A victim is not among the script's declared keys: while the slot migrates it
     -- may already live on the other node, and Redis refuses to touch it here. Stop
-    -- evicting then, putting the victims left back in the index (the partition is
-    -- over budget until a write after the migration), rather than fail a write that
-    -- is already done.
+    -- evicting then, leaving the victims left in the index (the partition is over
+    -- budget until a write after the migration), rather than fail a write that is
+    -- already done.
     local blob
-    if announced() then
+    if told then
       blob = redis.pcall('GETDEL', ek(text))
     else
       -- Nobody to tell: whether it was there is all that counts (no copy of it).
       blob = redis.pcall('DEL', ek(text))
       if blob == 0 then blob = false end
     end
-    if type(blob) == 'table' and blob.err then
-      for j = i, #victims, 2 do redis.call('ZADD', IX, victims[j + 1], victims[j]) end
-      return
-    end
+    if type(blob) == 'table' and blob.err then break end
+    done = i
     if blob then
       drop_records(text)
       emit('V', blob)
@@ -351,6 +362,11 @@ local function evict()
     else
       gone(text)
     end
+  end
+  -- In slices: Lua unpacks at most a few thousand values at once, and a partition may
+  -- be far over a budget that a reopening with a smaller `max_entries` lowered.
+  for i = 1, done, 1000 do
+    redis.call('ZREM', IX, unpack(victims, i, math.min(i + 999, done)))
   end
 end
 
@@ -545,24 +561,41 @@ local function write_reply(existed, applied, prev)
   return reply({existed, applied, prev})
 end
 
+-- fast_put's creation, after its `SET … XX` found no entry `k` (for a batch, that
+-- answer proves the partition's keys are here, as put_batch.lua explains).
+local function fast_create(k, text, blob)
+  redis.call('SET', k, blob)
+  if not text then text = string.sub(k, #prefix() + 3) end
+  void_lease(text)
+  -- Records but no value: Redis expired it. gone() announces it and drops them.
+  partition_keys()
+  if HAS_FX ~= false and redis.call('HEXISTS', FX, text) == 1 then gone(text) end
+  emit('C', blob)
+  return write_reply(0, 1, false)
+end
+
 -- The common put: unconditional, no TTL, no previous value, on a cache with no
 -- expiry, no max-idle and no budget, so without an index (put.lua, put_batch.lua). Its
 -- effects are those of write.lua for that case with less server work: no `setup` (no
--- `TIME`, no settings), and no reading before writing. `k` is the entry key of `text`.
+-- `TIME`, no settings), and no reading before writing. `k` is the entry key of `text`
+-- (nil: taken from `k`, as put_batch.lua passes no texts).
 -- `guarded`: for a batch, which declares no keys: the write goes first, as a
 -- `pcall`, and its success proves that every key the put touches is here (see
 -- put_batch.lua); -1 when Redis refused it (nothing done).
+-- The write is `SET … XX`, which answers whether the entry existed without a copy of
+-- its old value (`SET … GET` would copy it into a Lua string); a creation, which it
+-- leaves undone, then pays a second `SET` (fast_create).
 -- Result: as write.lua's (write_reply).
 local function fast_put(k, text, blob, guarded)
-  -- SET without PXAT also drops any deadline the entry had (an eternal cache).
-  local cur
+  -- SET without PXAT or KEEPTTL also drops any deadline the entry had (an eternal cache).
+  local updated
   if guarded then
-    cur = redis.pcall('SET', k, blob, 'GET')
-    if type(cur) == 'table' and cur.err then return -1 end
+    updated = redis.pcall('SET', k, blob, 'XX')
+    if type(updated) == 'table' and updated.err then return -1 end
   else
-    cur = redis.call('SET', k, blob, 'GET')
+    updated = redis.call('SET', k, blob, 'XX')
   end
-  if cur then
+  if updated then
     -- Should the entry have had a deadline (a put with a TTL before, while someone
     -- listened), its deadline records are now stale: the reaper drops them when they
     -- fall due and it finds the value without a deadline (reap.lua), which saves
@@ -570,12 +603,7 @@ local function fast_put(k, text, blob, guarded)
     emit('U', blob)
     return write_reply(1, 1, false)
   end
-  void_lease(text)
-  -- Records but no value: Redis expired it. gone() announces it and drops them.
-  partition_keys()
-  if HAS_FX ~= false and redis.call('HEXISTS', FX, text) == 1 then gone(text) end
-  emit('C', blob)
-  return write_reply(0, 1, false)
+  return fast_create(k, text, blob)
 end
 
 -- An unconditional put that wants no previous value (upsert.lua, upsert_batch.lua).
@@ -589,35 +617,45 @@ local function upsert(text, blob, ttl, keyonly)
   return write_reply(existed, put(text, blob, keyonly, ttl, cur), false)
 end
 
--- Starts a batch call (put_batch.lua, upsert_batch.lua) whose entries go to the
--- channels `channels` (one per entry; duplicates allowed) with event modes `modes`
--- (one per entry, 0..2): asks once, for all the channels of entries that publish,
--- which have subscribers, instead of once per entry.
-local function begin_batch(channels, modes)
+-- Starts a batch call (put_batch.lua, upsert_batch.lua) whose entries that publish
+-- go to the channels `channels()` lists (duplicates allowed; named only when needed)
+-- with event mode `mode` (0..2: one per batch, as a deployment is a cluster or not):
+-- asks once, for all those channels, which have subscribers, instead of once per
+-- entry. First which partcache channels have any subscriber on this node at all
+-- (`PUBSUB (SHARD)CHANNELS pc:*`, layout.rs): usually none, or a few, which answers
+-- for the whole batch in one short reply; only when there are more than the batch
+-- has entries, which of the batch's channels (`PUBSUB (SHARD)NUMSUB`, whose
+-- arguments and reply cost the server per channel).
+local function begin_batch(mode, entries, channels)
   SUBS, SERVED, RECORDS = {}, {}, {}
-  local by_mode = {{}, {}}
-  local seen = {}
+  if mode == 0 or entries == 0 then return end
+  local live
+  if mode == 1 then
+    live = redis.call('PUBSUB', 'CHANNELS', 'pc:*')
+  else
+    live = redis.call('PUBSUB', 'SHARDCHANNELS', 'pc:*')
+  end
+  if #live == 0 then return end
+  channels = channels()
+  if #live <= entries then
+    for i = 1, #live do SUBS[live[i]] = true end
+    return
+  end
+  local list, seen = {}, {}
   for i = 1, #channels do
-    local mode = modes[i]
     local channel = channels[i]
-    if mode ~= 0 and not seen[channel] then
+    if not seen[channel] then
       seen[channel] = true
-      local list = by_mode[mode]
       list[#list + 1] = channel
     end
   end
-  for mode = 1, 2 do
-    local list = by_mode[mode]
-    if #list > 0 then
-      local r
-      if mode == 1 then
-        r = redis.call('PUBSUB', 'NUMSUB', unpack(list))
-      else
-        r = redis.call('PUBSUB', 'SHARDNUMSUB', unpack(list))
-      end
-      for i = 1, #r, 2 do SUBS[r[i]] = r[i + 1] > 0 end
-    end
+  local r
+  if mode == 1 then
+    r = redis.call('PUBSUB', 'NUMSUB', unpack(list))
+  else
+    r = redis.call('PUBSUB', 'SHARDNUMSUB', unpack(list))
   end
+  for i = 1, #r, 2 do SUBS[r[i]] = r[i + 1] > 0 end
 end
 
 -- Whether every key of the partition with key prefix `prefix` is served here right
@@ -637,4 +675,22 @@ local function served_here(prefix)
     if served then RECORDS[prefix] = here == 1 end
   end
   return served
+end
+
+-- served_here for one entry `text` of an upsert batch, after setup_prefix: the same
+-- check, with the entry's lease key added to the `EXISTS`. A count of 0, the common
+-- case, then also says that the partition has no fixed-deadline records and the
+-- entry no lease, which spares a creation's void_lease its call; any other count says
+-- nothing more (records, a lease, or both). One call per entry instead of one per
+-- partition, but entries of a batch rarely share a partition, and a creation saves one.
+local function entry_served_here(text)
+  partition_keys()
+  local here = redis.pcall('EXISTS', P .. '~', FX, lease_key(text))
+  if type(here) == 'table' and here.err then return false end
+  if here == 0 then
+    RECORDS[P] = false
+    HAS_FX = false
+    LEASE_FREE = true
+  end
+  return true
 end

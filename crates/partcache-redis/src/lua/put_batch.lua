@@ -10,29 +10,56 @@
 -- partition is checked first (served_here).
 -- An entry that Redis refused is left alone, for the caller to send by itself,
 -- with its keys declared (put.lua), which the router follows through redirections.
--- ARGV: origin, channel suffix (`ev`, or `ev:<db>`), then per entry: partition key
--- prefix, event mode (0..2, no events in the reply), text, blob.
+-- ARGV: origin, channel suffix (`ev`, or `ev:<db>`), event mode of the entries whose
+-- caches publish (1 or 2: the deployment's), then per entry: head, entry key, blob.
+-- The head is the partition's channel when the entry's cache publishes, else its key
+-- prefix: a prefix ends with `:` (layout.rs), a channel never does (it ends with the
+-- suffix). Three arguments per entry, and no name built here for a common update:
+-- every argument and every string made costs the server.
 -- Result: per entry, fast_put's (a packed integer), or -1: not done, send it alone.
-local origin, suffix = ARGV[1], ARGV[2]
-local channels, modes = {}, {}
-for i = 3, #ARGV, 4 do
-  local mode = tonumber(ARGV[i + 1])
-  modes[#modes + 1] = mode
-  -- Only entries that publish need their channel.
-  if mode ~= 0 then channels[#modes] = ARGV[i] .. suffix else channels[#modes] = '' end
+local origin, suffix, mode = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local COLON = 58
+local channels = {}
+for i = 4, #ARGV, 3 do
+  local head = ARGV[i]
+  if string.byte(head, -1) ~= COLON then channels[#channels + 1] = head end
 end
-begin_batch(channels, modes)
+begin_batch(mode, #channels, function() return channels end)
 defaults()
+-- The prefix and channel of a head.
+local cut = -#suffix - 1
+local function split(head)
+  if string.byte(head, -1) == COLON then return head, 0, '' end
+  return string.sub(head, 1, cut), mode, head
+end
 local out = {}
-for i = 3, #ARGV, 4 do
-  local n = #out + 1
-  local prefix, text = ARGV[i], ARGV[i + 2]
-  local mode, channel = modes[n], channels[n]
-  if mode ~= 0 and SUBS[channel] and not served_here(prefix) then
-    out[n] = -1
+local n = 0
+for i = 4, #ARGV, 3 do
+  n = n + 1
+  local head, k, blob = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if SUBS[head] then
+    -- Someone listens: the message's number is a key of the partition.
+    local prefix, m, channel = split(head)
+    if served_here(prefix) then
+      setup_prefix(prefix, m, origin, channel)
+      out[n] = fast_put(k, nil, blob, true)
+    else
+      out[n] = -1
+    end
   else
-    setup_prefix(prefix, mode, origin, channel)
-    out[n] = fast_put(prefix .. 'e:' .. text, text, ARGV[i + 3], true)
+    -- Nobody listens (the common case): fast_put's update inline, with no state set
+    -- up for it, as it announces nothing.
+    local updated = redis.pcall('SET', k, blob, 'XX')
+    if not updated then
+      local prefix, m, channel = split(head)
+      setup_prefix(prefix, m, origin, channel)
+      out[n] = fast_create(k, nil, blob)
+    elseif updated.err then
+      out[n] = -1
+    else
+      -- write_reply(1, 1, false): existed, applied.
+      out[n] = 3
+    end
   end
 end
 return out

@@ -1,18 +1,20 @@
 -- upsert (common.lua) of several entries of several partitions that one node serves,
 -- in one call, for caches of the same settings: put_batch.lua's way (no declared keys;
--- each entry's partition is checked; -1: not done, send it alone through upsert.lua),
+-- each entry's partition is checked, entry_served_here; -1: not done, send it alone
+-- through upsert.lua),
 -- with the settings, the server time and the subscribers read once.
 -- ARGV: policy kind, duration, max-idle, budget (setup's ARGV[1..4]), origin, channel
 -- suffix, event mode (0..2), then per entry: partition key prefix, text, blob, ttl ms
 -- (-1 none), key-only blob.
 -- Result: per entry, upsert's (a packed integer), or -1.
 local origin, suffix, mode = ARGV[5], ARGV[6], tonumber(ARGV[7])
-local channels, modes = {}, {}
-for i = 8, #ARGV, 5 do
-  channels[#channels + 1] = ARGV[i] .. suffix
-  modes[#modes + 1] = mode
-end
-begin_batch(channels, modes)
+-- The entries' channels, named only when someone may listen (a name made costs the
+-- server).
+local named = {}
+begin_batch(mode, (#ARGV - 7) / 5, function()
+  for i = 8, #ARGV, 5 do named[#named + 1] = ARGV[i] .. suffix end
+  return named
+end)
 settings(tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 clock()
 -- One server time for the batch, but each entry a later last use (a microsecond each),
@@ -24,9 +26,9 @@ for i = 8, #ARGV, 5 do
   local n = #out + 1
   TICK = base + n - 1
   local prefix, text = ARGV[i], ARGV[i + 1]
-  if served_here(prefix) then
-    setup_prefix(prefix, mode, origin, channels[n])
-    partition_keys()
+  -- Without names, nobody listens: the channel is never asked for.
+  setup_prefix(prefix, mode, origin, named[n] or '')
+  if entry_served_here(text) then
     out[n] = upsert(text, ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4])
   else
     out[n] = -1

@@ -253,7 +253,8 @@ impl RawStore for RedisStore {
         self.ready().await?;
         let s = &self.inner;
         // The common case, one key: no grouping, and a plain `GET` where reads
-        // need no bookkeeping (a bulk reply, not an array).
+        // need no bookkeeping (a bulk reply, not an array), batched with the
+        // concurrent reads of the server (`MGET`) or the node (a pipeline).
         s.check_partition(key)?;
         let p = key.partition;
         if s.plain_reads && !s.deployment.router.is_cluster() {
@@ -261,22 +262,23 @@ impl RawStore for RedisStore {
             let reply = crate::batching::reads::get(&s.batcher.reads, key).await?;
             return Ok(blob(s.read_result(reply)?));
         }
-        let request = if s.plain_reads {
+        if s.plain_reads {
             let mut cmd = Cmd::with_capacity(2, 8 + key.text.len() + 48);
             cmd.arg("GET").arg(s.layout.entry_key_arg(p, &key.text));
-            Request {
+            let request = Request {
                 read_only: true,
                 ..Request::new(s.layout.slot(p), cmd)
-            }
-        } else {
-            s.keyed_script(&scripts().get, p, std::slice::from_ref(key), &[0])
-        };
+            };
+            let bytes = s.layout.prefix(p).len() + key.text.len();
+            let reply =
+                crate::batching::node_reads::get(&s.batcher.node_reads, request, bytes).await?;
+            return Ok(blob(s.read_result(reply)?));
+        }
+        let request = s.keyed_script(&scripts().get, p, std::slice::from_ref(key), &[0]);
         let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
         match s.read_result(reply)? {
             // The function's reply: the blobs of the texts it was given.
-            Value::Array(values) if !s.plain_reads => Ok(values.into_iter().next().and_then(blob)),
-            // `GET`'s.
-            value if s.plain_reads => Ok(blob(value)),
+            Value::Array(values) => Ok(values.into_iter().next().and_then(blob)),
             other => Err(Error::Store(format!("unexpected read reply: {other:?}"))),
         }
     }

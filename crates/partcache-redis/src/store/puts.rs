@@ -36,11 +36,23 @@ impl StoreInner {
         let blob = match role {
             PutRole::Follower(ticket) => {
                 let upsert = matches!(kind, BatchFunction::UpsertBatch(_));
+                let (head, name) = if upsert {
+                    (self.layout.prefix(p).to_string(), key.text.clone())
+                } else if self.event_mode.publishes() {
+                    (
+                        self.layout.channel(p).to_string(),
+                        self.layout.entry_key(p, &key.text),
+                    )
+                } else {
+                    (
+                        self.layout.prefix(p).to_string(),
+                        self.layout.entry_key(p, &key.text),
+                    )
+                };
                 let entry = BatchEntry {
                     slot,
-                    prefix: self.layout.prefix(p).to_string(),
-                    mode: self.event_mode,
-                    text: key.text.clone(),
+                    head,
+                    key: name,
                     ttl: if upsert { ttl_arg(ttl) } else { String::new() },
                     key_only: if upsert {
                         self.key_only(&blob)

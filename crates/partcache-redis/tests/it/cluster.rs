@@ -133,7 +133,7 @@ async fn partitions_and_entries_spread_evenly_over_3_4_and_5_masters() {
 
 /// The name of the function library's function whose name ends with `suffix`, as a
 /// node lists it (`FUNCTION LIST`).
-fn function_named(listing: &redis::Value, suffix: &str) -> Option<String> {
+pub(crate) fn function_named(listing: &redis::Value, suffix: &str) -> Option<String> {
     match listing {
         redis::Value::BulkString(b) => {
             let name = String::from_utf8_lossy(b);
@@ -175,6 +175,12 @@ async fn a_put_batch_does_what_its_node_serves_and_hands_back_the_rest() {
     let listing: redis::Value =
         tokio::task::block_in_place(|| cluster.query_node(node, &["FUNCTION", "LIST"])).unwrap();
     let put_batch = function_named(&listing, "_put_batch").expect("put_batch is loaded");
+    // Silent entries (a key prefix, not a channel, as head): origin, channel suffix,
+    // event mode, then head, entry key and blob per entry.
+    let (key_here, key_elsewhere) = (
+        format!("{prefix_here}e:t1"),
+        format!("{prefix_elsewhere}e:t2"),
+    );
     let replies: Vec<i64> = tokio::task::block_in_place(|| {
         cluster.query_node(
             node,
@@ -184,13 +190,12 @@ async fn a_put_batch_does_what_its_node_serves_and_hands_back_the_rest() {
                 "0",
                 "origin",
                 "ev",
+                "2",
                 &prefix_here,
-                "0",
-                "t1",
+                &key_here,
                 "b1",
                 &prefix_elsewhere,
-                "0",
-                "t2",
+                &key_elsewhere,
                 "b2",
             ],
         )
@@ -210,4 +215,44 @@ async fn a_put_batch_does_what_its_node_serves_and_hands_back_the_rest() {
         read(owner(elsewhere), format!("{prefix_elsewhere}e:t2")),
         None
     );
+}
+
+/// On a cluster, one-key reads that arrive while another is on its way to the same
+/// node wait for it and then go to that node together, as one pipeline
+/// (`batching/node_reads.rs`): each of 256 concurrent callers, over every partition and
+/// node, gets its own key's value or its miss, and each read counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_on_a_cluster_each_get_their_own_value() {
+    let cluster = tokio::task::block_in_place(common::cluster);
+    let cache: Cache<u64, String> = common::manager(&cluster.seed_url())
+        .cache(&unique("node-reads"))
+        .build()
+        .await
+        .unwrap();
+    cache
+        .put_all((0..512).step_by(2).map(|k| (k, format!("v{k}"))))
+        .await
+        .unwrap();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(256));
+    let tasks: Vec<_> = (0..256u64)
+        .map(|t| {
+            let (cache, barrier) = (cache.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut got = Vec::new();
+                for k in [t, t + 256] {
+                    got.push((k, cache.get(&k).await));
+                }
+                got
+            })
+        })
+        .collect();
+    for task in tasks {
+        for (k, got) in task.await.expect("get task") {
+            let expected = (k % 2 == 0).then(|| format!("v{k}"));
+            assert_eq!(got.unwrap().as_deref().cloned(), expected, "key {k}");
+        }
+    }
+    assert_eq!(cache.stats().hits, 256);
+    assert_eq!(cache.stats().misses, 256);
 }

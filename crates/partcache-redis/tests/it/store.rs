@@ -725,6 +725,260 @@ async fn concurrent_puts_to_one_node_share_calls_and_announce_every_entry() {
     }
 }
 
+/// Concurrent puts of two caches share the node's batches (`lua/put_batch.lua`): one
+/// that publishes, with few partitions (so that the batch finds its channels among the
+/// few that have subscribers, `begin_batch` in `lua/common.lua`), and one that does
+/// not. Another process listening to the first hears every creation and then every
+/// update, and nothing of the second; every value is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_puts_of_a_listened_and_a_silent_cache_announce_only_the_listened() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let (loud, quiet) = (unique("loud"), unique("quiet"));
+    let manager = common::manager(&server.url());
+    let cache: Cache<u64, String> = manager.cache(&loud).partitions(3).build().await.unwrap();
+    let silent: Cache<u64, String> = manager
+        .cache(&quiet)
+        .publish_events(false)
+        .build()
+        .await
+        .unwrap();
+    let other: Cache<u64, String> = common::manager(&server.url())
+        .cache(&loud)
+        .partitions(3)
+        .build()
+        .await
+        .unwrap();
+    let mut heard = other.listen(partcache::EventFilter::all()).await.unwrap();
+    for round in 0..2 {
+        tokio::task::block_in_place(|| server.reset_stats()).expect("reset stats");
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+        let tasks: Vec<_> = (0..64u64)
+            .map(|k| {
+                let (cache, silent, barrier) = (cache.clone(), silent.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    if k % 2 == 0 {
+                        cache.put(k, format!("v{k}.{round}")).await
+                    } else {
+                        silent.put(k, format!("v{k}.{round}")).await
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("put task").unwrap();
+        }
+        let stats = tokio::task::block_in_place(|| server.commandstats()).expect("stats");
+        let calls = stats.get("fcall").copied().unwrap_or(0);
+        assert!(calls < 32, "64 puts took {calls} calls: {stats:?}");
+        for k in 0..64u64 {
+            let read = if k % 2 == 0 {
+                cache.get(&k).await
+            } else {
+                silent.get(&k).await
+            };
+            assert_eq!(
+                read.unwrap().as_deref().cloned(),
+                Some(format!("v{k}.{round}"))
+            );
+        }
+        let kind = if round == 0 {
+            partcache::EventKind::Created
+        } else {
+            partcache::EventKind::Updated
+        };
+        let mut keys = std::collections::BTreeSet::new();
+        while keys.len() < 32 {
+            let event = partcache::conformance::next_event(&mut heard).await;
+            assert_eq!(event.kind, kind, "round {round}: {:?}", event.key);
+            assert!(
+                event.key % 2 == 0,
+                "the silent cache's key {} was announced",
+                event.key
+            );
+            assert!(keys.insert(event.key), "key {} announced twice", event.key);
+        }
+    }
+}
+
+/// Concurrent puts on an evicting cache with few partitions (`lua/upsert_batch.lua`,
+/// which names its entries' channels only when some have subscribers): another
+/// process listening hears every creation and every eviction, and the budget holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_puts_on_an_evicting_cache_announce_creations_and_evictions() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let name = unique("evicting-loud");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .partitions(3)
+        .max_entries(30)
+        .build()
+        .await
+        .unwrap();
+    let other: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .partitions(3)
+        .max_entries(30)
+        .build()
+        .await
+        .unwrap();
+    let mut heard = other.listen(partcache::EventFilter::all()).await.unwrap();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+    let tasks: Vec<_> = (0..64u64)
+        .map(|k| {
+            let (cache, barrier) = (cache.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                cache.put(k, format!("v{k}")).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("put task").unwrap();
+    }
+    let len = cache.len().await.unwrap();
+    assert!(len <= 30, "{len} entries over a budget of 30");
+    let evicted = cache.stats().evictions;
+    assert_eq!(evicted, 64 - len);
+    let (mut created, mut gone) = (std::collections::BTreeSet::new(), 0);
+    while created.len() < 64 || gone < evicted {
+        let event = partcache::conformance::next_event(&mut heard).await;
+        match event.kind {
+            partcache::EventKind::Created => assert!(created.insert(event.key)),
+            partcache::EventKind::Evicted => gone += 1,
+            other => panic!("unexpected {other:?} of {}", event.key),
+        }
+    }
+    assert_eq!(gone, evicted);
+}
+
+/// An upsert batch (`lua/upsert_batch.lua`) voids the lease of a key it creates, as a
+/// put by itself does (a load that read the system of record before the put must not
+/// be stored after it), creates no lease for a key that had none (its check says so,
+/// and the void is skipped), and evicts the least recently used entry beyond the
+/// budget, keeping the others' index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_batch_voids_the_lease_of_a_key_it_creates_and_evicts_beyond_the_budget() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let name = unique("upsert-batch-lease");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .partitions(3)
+        .max_entries(3)
+        .build()
+        .await
+        .unwrap();
+    // Loads the function library, and leaves the partitions empty.
+    cache.put(1, "one".to_string()).await.unwrap();
+    cache.clear().await.unwrap();
+    let listing: redis::Value =
+        tokio::task::block_in_place(|| server.query(&["FUNCTION", "LIST"])).unwrap();
+    let upsert_batch =
+        super::cluster::function_named(&listing, "_upsert_batch").expect("upsert_batch is loaded");
+    let map = cache.partition_map().unwrap().clone();
+    let prefix = format!("pc:{{{}}}:{name}:", map.tag(0));
+    let query = |args: &[&str]| -> redis::Value {
+        tokio::task::block_in_place(|| server.query(args)).unwrap()
+    };
+    query(&["SET", &format!("{prefix}l:t2"), "token@1", "PX", "60000"]);
+    // Settings: eternal, no max-idle, a budget of one; no events. Then per entry:
+    // prefix, text, blob, ttl, key-only blob.
+    let replies: Vec<i64> = tokio::task::block_in_place(|| {
+        server.query(&[
+            "FCALL",
+            &upsert_batch,
+            "0",
+            "0",
+            "0",
+            "-1",
+            "1",
+            "origin",
+            "ev",
+            "0",
+            &prefix,
+            "t1",
+            "b1",
+            "-1",
+            "k1",
+            &prefix,
+            "t2",
+            "b2",
+            "-1",
+            "k2",
+        ])
+    })
+    .unwrap();
+    // Created and applied (2), then created, applied and one eviction (2 + 4).
+    assert_eq!(replies, [2, 6]);
+    let lease: Option<String> =
+        tokio::task::block_in_place(|| server.query(&["GET", &format!("{prefix}l:t2")])).unwrap();
+    assert_eq!(lease.as_deref(), Some("x"), "the lease of t2 is voided");
+    let leased: i64 =
+        tokio::task::block_in_place(|| server.query(&["EXISTS", &format!("{prefix}l:t1")]))
+            .unwrap();
+    assert_eq!(leased, 0, "no lease made for t1");
+    let index: Vec<String> = tokio::task::block_in_place(|| {
+        server.query(&["ZRANGE", &format!("{prefix}ix"), "0", "-1"])
+    })
+    .unwrap();
+    assert_eq!(index, ["t2"]);
+    let evicted: Option<String> =
+        tokio::task::block_in_place(|| server.query(&["GET", &format!("{prefix}e:t1")])).unwrap();
+    assert_eq!(evicted, None);
+}
+
+/// A process that opens a cache with a much smaller `max_entries` than the one that
+/// filled it evicts, on its next creation in a partition, everything beyond the new
+/// budget at once: here about 9,000 entries in one call (more than Lua unpacks in one
+/// go), which must neither fail the write nor leave evicted entries in the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_much_lowered_budget_evicts_thousands_in_one_write() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let name = unique("lowered-budget");
+    let big: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .partitions(3)
+        .max_entries(30_000)
+        .build()
+        .await
+        .unwrap();
+    let keys: Vec<u64> = (0..27_000).collect();
+    for chunk in keys.chunks(5000) {
+        big.put_all(chunk.iter().map(|&k| (k, String::new())))
+            .await
+            .unwrap();
+    }
+    assert_eq!(big.len().await.unwrap(), 27_000);
+    let small: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .partitions(3)
+        .max_entries(3)
+        .build()
+        .await
+        .unwrap();
+    // Thirty creations: every partition gets some (the partitions of these keys are
+    // fixed), the first in each evicting some 9,000 entries.
+    for k in 100_000..100_030u64 {
+        small.put(k, format!("v{k}")).await.unwrap();
+    }
+    assert_eq!(small.len().await.unwrap(), 3);
+    assert_eq!(small.stats().evictions, 27_030 - 3);
+    let last = small.get(&100_029).await.unwrap();
+    assert_eq!(last.as_deref().map(String::as_str), Some("v100029"));
+}
+
 /// A flood of concurrent puts and reads on one node keeps the batching queues within
 /// `max_pending_batched` and `max_pending_batched_bytes`: what does not fit is sent
 /// alone (every put is stored, every read answered) and counted.
