@@ -8,6 +8,24 @@
 //! Eviction is LRU (not moka's default TinyLFU admission, which may refuse a new entry
 //! outright and would surprise a caller who just put it). moka applies evictions and
 //! expiry notifications lazily, in batches; [`Store::run_pending_tasks`] forces them.
+//!
+//! Expiry takes one of two shapes, chosen when the store is built:
+//!
+//! - **moka's own.** Under [`ExpiryPolicy::Eternal`] and [`ExpiryPolicy::Modified`]
+//!   (without max-idle or a custom policy) no read moves a deadline and every write
+//!   sets the policy's anew, which is what moka's `time_to_live` does by itself. moka
+//!   then runs no per-entry expiry, whose callback and timer wheel make every lookup
+//!   and its housekeeping dearer. An entry written with its own TTL (`put_with_ttl`)
+//!   carries its deadline, which the store checks on each read and keeps in an index
+//!   by time ([`Deadlines`]): reads and writes that find a deadline past remove the
+//!   entries due, announce them as expired and count them, so none is returned,
+//!   counted by `len` or iterated, and nobody needs to read one for it to go.
+//! - **Per entry.** The other policies move deadlines in ways moka's `time_to_live`
+//!   and `time_to_idle` cannot follow (`Created` keeps the creation deadline on
+//!   update, `Accessed` keeps the access deadline on update, and under `Touched` or
+//!   max-idle moka's read inside a conditional write would count as an access, which
+//!   JSR-107 §6.4 says `put_if_absent` is not), so moka's per-entry expiry
+//!   (`expire_after`) asks [`MokaExpiry`] for every deadline.
 
 use std::hash::{BuildHasher, Hash};
 use std::panic::AssertUnwindSafe;
@@ -20,6 +38,7 @@ use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
 
+use super::deadlines::{Deadlines, Due};
 use super::spi::{Action, Computed, Condition, Decision, Processor, Store, Write, WriteOutcome};
 use crate::error::{Error, Result};
 use crate::event::{EventKind, EventSender};
@@ -33,6 +52,9 @@ struct Slot<V> {
     /// Under a custom policy only: the policy deadline the last access set, if one did
     /// (moka's read callback sees the entry by shared reference).
     accessed: Option<Arc<parking_lot::Mutex<Option<Instant>>>>,
+    /// Where the store keeps deadlines itself ([`Deadlines`]): this entry's own, if it
+    /// has one.
+    due: Option<Due>,
 }
 
 // Not derived: a derive would require `V: Clone`, but only the `Arc` is cloned.
@@ -42,6 +64,7 @@ impl<V> Clone for Slot<V> {
             value: self.value.clone(),
             fixed: self.fixed,
             accessed: self.accessed.clone(),
+            due: self.due,
         }
     }
 }
@@ -52,6 +75,7 @@ impl<V> Slot<V> {
             value,
             fixed,
             accessed: settings.custom.as_ref().map(|_| Arc::default()),
+            due: None,
         }
     }
 
@@ -158,6 +182,15 @@ impl<K, V> moka::Expiry<K, Slot<V>> for MokaExpiry {
     }
 }
 
+/// A write's operation on an entry it found past its own deadline: that entry goes,
+/// whatever the write decided to leave.
+fn remove_if_expired<V>(op: Op<V>, expired: bool) -> Op<V> {
+    match op {
+        Op::Nop if expired => Op::Remove,
+        op => op,
+    }
+}
+
 /// Write-lock stripes. Plain puts use moka's `insert`, which does not take moka's
 /// per-key compute lock; every write therefore also holds one of these stripes, so a
 /// plain put can never land between a conditional write's read and its write.
@@ -171,6 +204,23 @@ const WRITE_STRIPES: usize = 64;
 /// outputs, which is the exposure of a cache keyed on request data.
 type Hasher = foldhash::fast::RandomState;
 
+/// The time to live moka applies by itself when the store keeps the per-entry
+/// deadlines itself (see the module docs): `Some(None)` for eternal entries,
+/// `Some(Some(d))` under `Modified(d)`; `None` when moka's per-entry expiry is needed.
+fn own_expiry(expiry: &ExpirySettings) -> Option<Option<Duration>> {
+    /// moka refuses a `time_to_live` beyond 1000 years; longer ones stay per entry.
+    const MAX_TIME_TO_LIVE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    if expiry.custom.is_some() || expiry.max_idle.is_some() {
+        return None;
+    }
+    match expiry.policy {
+        ExpiryPolicy::Eternal => Some(None),
+        // A zero `Modified` stores nothing, which the per-entry expiry already handles.
+        ExpiryPolicy::Modified(d) if !d.is_zero() && d <= MAX_TIME_TO_LIVE => Some(Some(d)),
+        _ => None,
+    }
+}
+
 /// The embedded store. See the module docs.
 pub struct LocalStore<K, V> {
     cache: moka::sync::Cache<K, Slot<V>, Hasher>,
@@ -178,6 +228,10 @@ pub struct LocalStore<K, V> {
     events: EventSender<K, V>,
     stripes: Box<[parking_lot::Mutex<()>]>,
     hasher: Hasher,
+    /// The per-entry deadlines, when the store keeps them itself; `None` when moka's
+    /// per-entry expiry runs.
+    deadlines: Option<Arc<Deadlines<K>>>,
+    stats: Arc<StatsCounters>,
 }
 
 impl<K, V> LocalStore<K, V>
@@ -195,12 +249,17 @@ where
             stats,
             events,
         } = config;
-        let mut builder = moka::sync::Cache::builder()
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(MokaExpiry {
+        let own = own_expiry(&expiry);
+        let deadlines = own.map(|_| Arc::new(Deadlines::new()));
+        let mut builder = moka::sync::Cache::builder().eviction_policy(EvictionPolicy::lru());
+        builder = match own {
+            Some(Some(time_to_live)) => builder.time_to_live(time_to_live),
+            Some(None) => builder,
+            None => builder.expire_after(MokaExpiry {
                 settings: expiry.clone(),
                 reads_extend: expiry.reads_extend(),
-            });
+            }),
+        };
         match (max_entries, weigher, max_weight) {
             (Some(_), Some(_), _) => {
                 return Err(Error::Config(
@@ -223,8 +282,21 @@ where
             (None, None, None) => {}
         }
         let listener_events = events.clone();
+        let listener_stats = stats.clone();
+        let listener_deadlines = deadlines.clone();
         builder = builder.eviction_listener(move |key: Arc<K>, slot: Slot<V>, cause| {
+            let stats = &listener_stats;
+            let mut past_due = false;
+            if let (Some(deadlines), Some(due)) = (&listener_deadlines, slot.due) {
+                deadlines.untrack(due);
+                past_due = Deadlines::<K>::passed(due, deadlines.nanos(Instant::now()));
+            }
             let kind = match cause {
+                // An entry past its own deadline is expired, whatever removes it first.
+                RemovalCause::Expired | RemovalCause::Size if past_due => {
+                    stats.expirations.incr();
+                    EventKind::Expired
+                }
                 RemovalCause::Expired => {
                     stats.expirations.incr();
                     EventKind::Expired
@@ -246,14 +318,107 @@ where
                 .map(|_| parking_lot::Mutex::new(()))
                 .collect(),
             hasher: Hasher::default(),
+            deadlines,
+            stats,
         })
     }
 
     /// The value of `key`, read as an access: [`Store::get_now`] without its wrapping
     /// (a read of the local store cannot fail), for [`crate::Cache`]'s typed hit path.
+    /// Where the store keeps deadlines, a hit looks at the clock only when the entry
+    /// has one or another entry's is pending.
     #[inline]
     pub(crate) fn get_value(&self, key: &K) -> Option<Arc<V>> {
-        self.cache.get(key).map(|slot| slot.value)
+        let slot = self.cache.get(key)?;
+        if let Some(deadlines) = &self.deadlines
+            && (slot.due.is_some() || deadlines.pending())
+        {
+            return self.live_value(deadlines, slot);
+        }
+        Some(slot.value)
+    }
+
+    /// The value of a found entry while deadlines are pending: sweeps what is due, and
+    /// `None` when the entry's own deadline has passed (the sweep removed it, or one
+    /// before it did).
+    #[cold]
+    fn live_value(&self, deadlines: &Deadlines<K>, slot: Slot<V>) -> Option<Arc<V>> {
+        let now = deadlines.nanos(Instant::now());
+        self.sweep_due(deadlines, now);
+        match slot.due {
+            Some(due) if Deadlines::<K>::passed(due, now) => None,
+            _ => Some(slot.value),
+        }
+    }
+
+    /// Removes every entry whose own deadline is at or before `now` (nanoseconds of
+    /// `deadlines`), if any is.
+    #[inline]
+    fn sweep_due(&self, deadlines: &Deadlines<K>, now: u64) {
+        if deadlines.any_due(now) {
+            deadlines.sweep(now, |key| self.expire_due(key));
+        }
+    }
+
+    /// Removes every entry whose own deadline has passed, where the store keeps them:
+    /// before an operation that does not look at each entry (`contains_key`, `len`).
+    fn sweep(&self) {
+        if let Some(deadlines) = &self.deadlines
+            && deadlines.pending()
+        {
+            self.sweep_due(deadlines, deadlines.nanos(Instant::now()));
+        }
+    }
+
+    /// `true` when `slot`'s own deadline (kept by the store) has passed.
+    fn past_due(&self, slot: &Slot<V>) -> bool {
+        match (&self.deadlines, slot.due) {
+            (Some(deadlines), Some(due)) => {
+                Deadlines::<K>::passed(due, deadlines.nanos(Instant::now()))
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes `key`'s entry if its own deadline has passed, announced as expired.
+    fn expire_due(&self, key: &K) {
+        let _stripe = self.stripe(key);
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|current| match current {
+                Some(entry) if self.past_due(entry.value()) => {
+                    self.announce_expired(key, entry.into_value());
+                    Op::Remove
+                }
+                _ => Op::Nop,
+            });
+    }
+
+    /// Counts and announces an entry the store removes because its own deadline passed.
+    fn announce_expired(&self, key: &K, slot: Slot<V>) {
+        self.stats.expirations.incr();
+        self.events
+            .emit(EventKind::Expired, || key.clone(), Some(slot.value), None);
+    }
+
+    /// The entry a write found, if it is live: one past its own deadline is announced
+    /// as expired and is absent for the write (`true`: the write must remove it if it
+    /// stores nothing in its place).
+    fn live(&self, key: &K, current: Option<Slot<V>>) -> (Option<Slot<V>>, bool) {
+        match current {
+            Some(slot) if self.past_due(&slot) => {
+                self.announce_expired(key, slot);
+                (None, true)
+            }
+            current => (current, false),
+        }
+    }
+
+    /// Tracks a new entry's own deadline where the store keeps it (under `Modified`,
+    /// moka's `time_to_live` keeps the policy's).
+    fn track(&self, key: &K, fixed: FixedDeadlines) -> Option<Due> {
+        let deadlines = self.deadlines.as_ref()?;
+        Some(deadlines.track(key.clone(), fixed.ttl?))
     }
 
     fn stripe(&self, key: &K) -> parking_lot::MutexGuard<'_, ()> {
@@ -280,17 +445,26 @@ where
         {
             return false;
         }
+        // An entry past its own deadline that an `insert` replaced would never be
+        // counted as expired: only while no entry has one.
+        if self.deadlines.as_ref().is_some_and(|d| d.pending()) {
+            return false;
+        }
         let fixed = self.expiry.fixed_on_create(now, *ttl);
         if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
             return false;
         }
-        self.cache
-            .insert(key.clone(), Slot::new(value.clone(), fixed, &self.expiry));
+        let mut slot = Slot::new(value.clone(), fixed, &self.expiry);
+        slot.due = self.track(key, fixed);
+        self.cache.insert(key.clone(), slot);
         true
     }
 
     fn write_sync(&self, key: &K, write: Write<V>) -> WriteOutcome<V> {
         let now = Instant::now();
+        if let Some(deadlines) = &self.deadlines {
+            self.sweep_due(deadlines, deadlines.nanos(now));
+        }
         let _stripe = self.stripe(key);
         if self.try_plain_insert(key, &write, now) {
             // `existed` is unknown here and no caller of a plain put reads it.
@@ -313,7 +487,7 @@ where
         let compares = matches!(condition, Condition::IfEquals(..));
         without_access(|| {
             self.cache.entry_by_ref(key).and_compute_with(|current| {
-                let current = current.map(|entry| entry.into_value());
+                let (current, expired) = self.live(key, current.map(|entry| entry.into_value()));
                 outcome.existed = current.is_some();
                 if want_previous {
                     outcome.previous = current.as_ref().map(|slot| slot.value.clone());
@@ -326,16 +500,12 @@ where
                         .as_ref()
                         .is_some_and(|slot| eq(&slot.value, expected)),
                 };
-                if !holds {
-                    return Op::Nop;
-                }
-                match (action, current) {
+                let op = match (action, current) {
+                    _ if !holds => Op::Nop,
                     (Action::Put { value, ttl }, None) => {
-                        let Some(op) = self.create(key, value, ttl, now) else {
-                            return Op::Nop;
-                        };
-                        outcome.applied = true;
-                        op
+                        let op = self.create(key, value, ttl, now);
+                        outcome.applied = op.is_some();
+                        op.unwrap_or(Op::Nop)
                     }
                     (Action::Put { value, ttl }, Some(old)) => {
                         outcome.applied = true;
@@ -346,7 +516,8 @@ where
                         self.remove_slot(key, old)
                     }
                     (Action::Remove, None) => Op::Nop,
-                }
+                };
+                remove_if_expired(op, expired)
             })
         });
         if compares && outcome.existed && !outcome.applied {
@@ -376,7 +547,9 @@ where
             Some(value.clone()),
             None,
         );
-        Some(Op::Put(Slot::new(value, fixed, &self.expiry)))
+        let mut slot = Slot::new(value, fixed, &self.expiry);
+        slot.due = self.track(key, fixed);
+        Some(Op::Put(slot))
     }
 
     /// An update of `old` inside `and_compute_with`: the slot to store, announced.
@@ -395,7 +568,15 @@ where
             Some(value.clone()),
             Some(old.value),
         );
-        Op::Put(Slot::new(value, fixed, &self.expiry))
+        let mut slot = Slot::new(value, fixed, &self.expiry);
+        if self.deadlines.is_some() && fixed.ttl.is_some_and(|deadline| deadline <= now) {
+            // A zero TTL on an update: the entry expires at once (see `crate::expiry`),
+            // as moka's per-entry expiry makes it.
+            self.announce_expired(key, slot);
+            return Op::Remove;
+        }
+        slot.due = self.track(key, fixed);
+        Op::Put(slot)
     }
 
     /// A removal of `old` inside `and_compute_with`, announced.
@@ -407,25 +588,28 @@ where
 
     fn compute_sync(&self, key: &K, processor: &mut Processor<'_, V>) -> Computed {
         let now = Instant::now();
+        if let Some(deadlines) = &self.deadlines {
+            self.sweep_due(deadlines, deadlines.nanos(now));
+        }
         let _stripe = self.stripe(key);
         let mut computed = Computed::Unchanged;
         let mut accessed = false;
         without_access(|| {
             self.cache.entry_by_ref(key).and_compute_with(|current| {
-                let current = current.map(|entry| entry.into_value());
-                match (processor(current.as_ref().map(|slot| &slot.value)), current) {
+                let (current, expired) = self.live(key, current.map(|entry| entry.into_value()));
+                let op = match (processor(current.as_ref().map(|slot| &slot.value)), current) {
                     (Decision::Access, Some(_)) => {
                         accessed = true;
                         Op::Nop
                     }
                     (Decision::Keep | Decision::Access, _) | (Decision::Remove, None) => Op::Nop,
-                    (Decision::Put(value, ttl), None) => {
-                        let Some(op) = self.create(key, value, ttl, now) else {
-                            return Op::Nop;
-                        };
-                        computed = Computed::Created;
-                        op
-                    }
+                    (Decision::Put(value, ttl), None) => match self.create(key, value, ttl, now) {
+                        Some(op) => {
+                            computed = Computed::Created;
+                            op
+                        }
+                        None => Op::Nop,
+                    },
                     (Decision::Put(value, ttl), Some(old)) => {
                         computed = Computed::Updated;
                         self.update(key, old, value, ttl, now)
@@ -434,7 +618,8 @@ where
                         computed = Computed::Removed;
                         self.remove_slot(key, old)
                     }
-                }
+                };
+                remove_if_expired(op, expired)
             })
         });
         if accessed {
@@ -469,13 +654,12 @@ where
     }
 
     async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>> {
-        Ok(keys
-            .iter()
-            .map(|k| self.cache.get(k).map(|slot| slot.value))
-            .collect())
+        Ok(keys.iter().map(|k| self.get_value(k)).collect())
     }
 
     async fn contains_all(&self, keys: &[K]) -> Result<Vec<bool>> {
+        // `contains_key` sees no entry, so no deadline: none due may be left.
+        self.sweep();
         Ok(keys.iter().map(|k| self.cache.contains_key(k)).collect())
     }
 
@@ -538,21 +722,19 @@ where
         let snapshot: Vec<_> = self
             .cache
             .iter()
-            .filter_map(|(k, _)| {
-                self.cache
-                    .get(&*k)
-                    .map(|slot| Ok(((*k).clone(), slot.value)))
-            })
+            .filter_map(|(k, _)| self.get_value(&k).map(|value| Ok(((*k).clone(), value))))
             .collect();
         stream::iter(snapshot).boxed()
     }
 
     async fn len(&self) -> Result<u64> {
+        self.sweep();
         self.cache.run_pending_tasks();
         Ok(self.cache.entry_count())
     }
 
     async fn run_pending_tasks(&self) -> Result<()> {
+        self.sweep();
         self.cache.run_pending_tasks();
         Ok(())
     }
