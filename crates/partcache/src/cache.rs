@@ -395,11 +395,6 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// [`Error::Loader`] when a read-through load fails.
     pub async fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
         self.ensure_open()?;
-        // Only the local store has checks here (remote stores check while routing), and
-        // only with a custom hashing policy: an `Option` test on the hot path otherwise.
-        if self.inner.local_checks.is_some() {
-            self.check_key(key)?;
-        }
         let ticket = self.inner.stats.sample_get();
         let found = match self.read_now(key) {
             Some(found) => found,
@@ -411,6 +406,10 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                     .await
             }
         };
+        if let Err(error) = self.check_missed_key(key, &found) {
+            self.inner.stats.unsample_get(ticket);
+            return Err(error);
+        }
         match self.count_get(ticket, found)? {
             Some(value) => Ok(Some(value)),
             None => match self.read_through_loader() {
@@ -435,18 +434,28 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         if let Err(error) = self.ensure_open() {
             return Some(Err(error));
         }
-        if self.inner.local_checks.is_some()
-            && let Err(error) = self.check_key(key)
-        {
-            return Some(Err(error));
-        }
         let ticket = self.inner.stats.sample_get();
         let Some(found) = self.read_now(key) else {
             // The caller awaits `get`, which counts and samples this get.
             self.inner.stats.unsample_get(ticket);
             return None;
         };
+        if let Err(error) = self.check_missed_key(key, &found) {
+            self.inner.stats.unsample_get(ticket);
+            return Some(Err(error));
+        }
         Some(self.count_get(ticket, found))
+    }
+
+    /// The local store's key check ([`LocalChecks`]) for a one-key read, made on a miss
+    /// only: every write checks its key first, so a key that is found passed the
+    /// check, and a hit builds no key text. Remote stores check while routing.
+    #[inline]
+    fn check_missed_key(&self, key: &K, found: &Result<Option<Arc<V>>>) -> Result<()> {
+        match found {
+            Ok(None) if self.inner.local_checks.is_some() => self.check_key(key),
+            _ => Ok(()),
+        }
     }
 
     /// The store's answer for `key` when it has one without awaiting (see
@@ -1356,6 +1365,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         value: Arc<V>,
         ttl: Option<Duration>,
     ) -> Result<()> {
+        // Every write checks its key: a one-key read trusts a key it finds.
+        self.check_key(key)?;
         self.check_value(key, &value)?;
         let write = Write {
             condition: Condition::IfAbsent,

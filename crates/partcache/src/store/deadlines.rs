@@ -33,7 +33,9 @@ struct Index<K> {
 
 impl<K> Index<K> {
     fn first(&self) -> u64 {
-        self.by_time.first_key_value().map_or(NEVER, |(due, _)| due.at)
+        self.by_time
+            .first_key_value()
+            .map_or(NEVER, |(due, _)| due.at)
     }
 }
 

@@ -767,3 +767,276 @@ mod conformance {
 
     crate::conformance_suite!(local_manager);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventFilter, EventReceiver};
+    use crate::expiry::{Custom, CustomExpiry};
+    use crate::{Cache, CacheManager};
+    use futures::TryStreamExt;
+
+    const TTL: Duration = Duration::from_millis(200);
+
+    async fn cache(label: &str, policy: ExpiryPolicy) -> Cache<String, String> {
+        CacheManager::from_url("memory://")
+            .expect("memory:// is always available")
+            .cache::<String, String>(label)
+            .expiry(policy)
+            .build()
+            .await
+            .expect("a cache")
+    }
+
+    /// Returns once the clock is past `deadline`.
+    async fn pass(deadline: Instant) {
+        tokio::time::sleep_until((deadline + Duration::from_millis(1)).into()).await;
+    }
+
+    fn drain(rx: &mut EventReceiver<String, String>) -> Vec<(EventKind, String, Option<String>)> {
+        std::iter::from_fn(|| rx.try_recv())
+            .map(|event| {
+                let event = event.expect("no event lost");
+                (event.kind, event.key, event.value.map(|v| (*v).clone()))
+            })
+            .collect()
+    }
+
+    fn store(policy: ExpiryPolicy) -> LocalStore<String, String> {
+        LocalStore::new(LocalConfig {
+            expiry: ExpirySettings::policy(policy),
+            max_entries: None,
+            weigher: None,
+            max_weight: None,
+            stats: Arc::default(),
+            events: EventSender::new(16),
+        })
+        .expect("a store")
+    }
+
+    fn put(ttl: Option<Duration>) -> Write<String> {
+        Write {
+            condition: Condition::Always,
+            action: Action::Put {
+                value: Arc::new("v".to_string()),
+                ttl,
+            },
+            want_previous: false,
+        }
+    }
+
+    struct Hour;
+
+    impl CustomExpiry for Hour {
+        fn for_creation(&self) -> Option<Duration> {
+            Some(Duration::from_secs(3600))
+        }
+    }
+
+    #[test]
+    fn only_policies_whose_deadlines_reads_never_move_run_without_per_entry_expiry() {
+        let d = Duration::from_secs(60);
+        let own = |policy| own_expiry(&ExpirySettings::policy(policy));
+        assert_eq!(own(ExpiryPolicy::Eternal), Some(None));
+        assert_eq!(own(ExpiryPolicy::Modified(d)), Some(Some(d)));
+        assert_eq!(own(ExpiryPolicy::Modified(Duration::ZERO)), None);
+        assert_eq!(own(ExpiryPolicy::Created(d)), None);
+        assert_eq!(own(ExpiryPolicy::Accessed(d)), None);
+        assert_eq!(own(ExpiryPolicy::Touched(d)), None);
+        let idle = ExpirySettings {
+            max_idle: Some(d),
+            ..ExpirySettings::default()
+        };
+        assert_eq!(own_expiry(&idle), None);
+        let custom = ExpirySettings {
+            custom: Some(Custom(Arc::new(Hour))),
+            ..ExpirySettings::default()
+        };
+        assert_eq!(own_expiry(&custom), None);
+    }
+
+    #[tokio::test]
+    async fn an_entry_with_its_own_ttl_expires_at_its_deadline_under_moka_time_to_live() {
+        let c = cache("own-ttl", ExpiryPolicy::Modified(Duration::from_secs(3600))).await;
+        let mut rx = c.subscribe(EventFilter::kinds([EventKind::Expired]));
+        c.put("long".into(), "1".to_string()).await.unwrap();
+        let written = Instant::now();
+        c.put_with_ttl("short".into(), "2".to_string(), TTL)
+            .await
+            .unwrap();
+        let stored = Instant::now();
+        let found = c.get(&"short".into()).await.unwrap();
+        let len = c.len().await.unwrap();
+        // Judged only while the clock is before the earliest deadline the entry can have.
+        if Instant::now() < written + TTL {
+            assert_eq!(found.as_deref().map(String::as_str), Some("2"));
+            assert_eq!(len, 2);
+        }
+        pass(stored + TTL).await;
+        // `contains_key` and `len` do not read the entry: they still leave it out.
+        assert!(!c.contains_key(&"short".into()).await.unwrap());
+        assert_eq!(c.len().await.unwrap(), 1);
+        assert_eq!(c.get(&"short".into()).await.unwrap(), None);
+        let keys: Vec<String> = c.entries().map_ok(|(k, _)| k).try_collect().await.unwrap();
+        assert_eq!(keys, ["long"]);
+        assert_eq!(
+            drain(&mut rx),
+            [(EventKind::Expired, "short".into(), Some("2".into()))]
+        );
+        assert_eq!(c.stats().expirations, 1);
+        assert_eq!(
+            c.get(&"long".into())
+                .await
+                .unwrap()
+                .as_deref()
+                .map(String::as_str),
+            Some("1")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_entry_nobody_reads_is_removed_by_the_next_write() {
+        let store = store(ExpiryPolicy::Eternal);
+        let mut rx = store
+            .events
+            .subscribe(EventFilter::kinds([EventKind::Expired]));
+        store.write_sync(&"a".into(), put(Some(TTL)));
+        let stored = Instant::now();
+        pass(stored + TTL).await;
+        store.write_sync(&"b".into(), put(None));
+        // Its memory is back: moka holds one entry, and no deadline is left to sweep.
+        store.cache.run_pending_tasks();
+        assert_eq!(store.cache.entry_count(), 1);
+        assert!(!store.deadlines.as_ref().expect("own deadlines").pending());
+        assert_eq!(
+            drain(&mut rx),
+            [(EventKind::Expired, "a".into(), Some("v".into()))]
+        );
+        assert_eq!(store.stats.expirations.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_finding_an_expired_entry_announces_the_expiry_then_creates_it() {
+        let c = cache("own-rewrite", ExpiryPolicy::Eternal).await;
+        let mut rx = c.subscribe(EventFilter::all());
+        c.put_with_ttl("a".into(), "1".to_string(), TTL)
+            .await
+            .unwrap();
+        let stored = Instant::now();
+        pass(stored + TTL).await;
+        assert!(c.put_if_absent("a".into(), "2".to_string()).await.unwrap());
+        assert_eq!(
+            drain(&mut rx),
+            [
+                (EventKind::Created, "a".into(), Some("1".into())),
+                (EventKind::Expired, "a".into(), Some("1".into())),
+                (EventKind::Created, "a".into(), Some("2".into())),
+            ]
+        );
+        // The new entry has no TTL of its own.
+        assert!(
+            !c.inner
+                .local
+                .as_ref()
+                .unwrap()
+                .deadlines
+                .as_ref()
+                .unwrap()
+                .pending()
+        );
+        assert_eq!(
+            c.get(&"a".into())
+                .await
+                .unwrap()
+                .as_deref()
+                .map(String::as_str),
+            Some("2")
+        );
+        assert_eq!(c.stats().expirations, 1);
+    }
+
+    #[tokio::test]
+    async fn a_removal_finding_an_expired_entry_removes_it_as_expired() {
+        let c = cache("own-remove", ExpiryPolicy::Eternal).await;
+        let mut rx = c.subscribe(EventFilter::all());
+        c.put_with_ttl("a".into(), "1".to_string(), TTL)
+            .await
+            .unwrap();
+        let stored = Instant::now();
+        pass(stored + TTL).await;
+        assert!(
+            !c.remove(&"a".into()).await.unwrap(),
+            "nothing live to remove"
+        );
+        assert_eq!(
+            drain(&mut rx),
+            [
+                (EventKind::Created, "a".into(), Some("1".into())),
+                (EventKind::Expired, "a".into(), Some("1".into())),
+            ]
+        );
+        assert_eq!((c.stats().removals, c.stats().expirations), (0, 1));
+        assert_eq!(c.len().await.unwrap(), 0);
+    }
+
+    static KEY_TEXTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// A key that counts how often it is turned into text (serialized).
+    #[derive(Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+    struct Counted(String);
+
+    impl serde::Serialize for Counted {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            KEY_TEXTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.serialize(serializer)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hit_builds_no_key_text_and_a_miss_still_checks_the_hashing_rules() {
+        let texts = || KEY_TEXTS.load(std::sync::atomic::Ordering::Relaxed);
+        let c = CacheManager::from_url("memory://")
+            .unwrap()
+            .cache::<Counted, String>("hashing-hits")
+            .hashing_rules([r"user:(?<tag>\d+)"])
+            .build()
+            .await
+            .unwrap();
+        let user = Counted("user:1".into());
+        c.put(user.clone(), "1".to_string()).await.unwrap();
+        let before = texts();
+        for _ in 0..3 {
+            assert!(c.get(&user).await.unwrap().is_some());
+        }
+        assert_eq!(texts(), before, "a hit turned its key into text");
+        let read = c.get(&Counted("session:1".into())).await;
+        assert!(matches!(read, Err(crate::Error::Rejected(_))), "{read:?}");
+        assert_eq!(c.stats().misses, 0, "a rejected read is no miss");
+        assert_eq!(
+            c.get(&Counted("user:2".into())).await.unwrap(),
+            None,
+            "a miss on a key the rules match"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_update_with_a_zero_ttl_expires_the_entry_at_once() {
+        let c = cache("own-zero", ExpiryPolicy::Eternal).await;
+        let mut rx = c.subscribe(EventFilter::all());
+        c.put("a".into(), "1".to_string()).await.unwrap();
+        c.put_with_ttl("a".into(), "2".to_string(), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(
+            drain(&mut rx),
+            [
+                (EventKind::Created, "a".into(), Some("1".into())),
+                (EventKind::Updated, "a".into(), Some("2".into())),
+                (EventKind::Expired, "a".into(), Some("2".into())),
+            ]
+        );
+        assert_eq!(c.get(&"a".into()).await.unwrap(), None);
+        assert_eq!(c.len().await.unwrap(), 0);
+        assert_eq!(c.stats().expirations, 1);
+    }
+}
