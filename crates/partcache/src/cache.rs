@@ -396,15 +396,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     pub async fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
         self.ensure_open()?;
         let ticket = self.inner.stats.sample_get();
-        let found = match self.read_now(key) {
-            Some(found) => found,
-            None => {
-                self.inner
-                    .store
-                    .get_one(key)
-                    .instrument(self.store_span("get"))
-                    .await
-            }
+        let Some(found) = self.read_now(key) else {
+            // The paths that wait run in futures of their own, on the heap: a caller's
+            // future holds the whole state of `get`, and a hit answered in place should
+            // not carry (and copy) the state of a store read and a load.
+            return Box::pin(self.get_from_store(key, ticket)).await;
         };
         if let Err(error) = self.check_missed_key(key, &found) {
             self.inner.stats.unsample_get(ticket);
@@ -412,14 +408,38 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         }
         match self.count_get(ticket, found)? {
             Some(value) => Ok(Some(value)),
-            None => match self.read_through_loader() {
-                Some(loader) => {
-                    let loader = loader.clone();
-                    self.load_through(key, None, move |k: K| async move { loader.load(&k).await })
-                        .await
-                }
-                None => Ok(None),
-            },
+            None if self.read_through_loader().is_some() => Box::pin(self.load_missed(key)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`Cache::get`] on a store that cannot answer in place.
+    async fn get_from_store(&self, key: &K, ticket: GetTicket) -> Result<Option<Arc<V>>> {
+        let found = self
+            .inner
+            .store
+            .get_one(key)
+            .instrument(self.store_span("get"))
+            .await;
+        if let Err(error) = self.check_missed_key(key, &found) {
+            self.inner.stats.unsample_get(ticket);
+            return Err(error);
+        }
+        match self.count_get(ticket, found)? {
+            Some(value) => Ok(Some(value)),
+            None => self.load_missed(key).await,
+        }
+    }
+
+    /// A read-through load of a key [`Cache::get`] missed (`None` without a loader).
+    async fn load_missed(&self, key: &K) -> Result<Option<Arc<V>>> {
+        match self.read_through_loader() {
+            Some(loader) => {
+                let loader = loader.clone();
+                self.load_through(key, None, move |k: K| async move { loader.load(&k).await })
+                    .await
+            }
+            None => Ok(None),
         }
     }
 
