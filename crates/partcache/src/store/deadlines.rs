@@ -5,9 +5,10 @@
 //! memory given back.
 //!
 //! Reads of the index cost one atomic load while nothing is due: [`Deadlines::next`]
-//! holds the earliest deadline of the index, and is only ever lowered by a new
-//! deadline, or raised by a sweep after it removed every entry due before it, or by a
-//! removal outside a sweep. So `next > now` means no entry due at `now` is left.
+//! holds the earliest deadline of the index. A new deadline lowers it; it is raised
+//! only to the earliest deadline left, by a sweep once the entries it took are gone,
+//! or by a removal outside a sweep. So `next > now` means no entry due at `now` is
+//! left.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,33 +120,48 @@ impl<K> Deadlines<K> {
     /// Removes, with `expire`, every entry whose deadline is at or before `now`
     /// (nanoseconds): the index hands out the keys due, a batch at a time, and `expire`
     /// removes the key's entry if it is (still) due. Returns once all are gone; a
-    /// concurrent caller waits for the sweep under way first.
+    /// concurrent caller waits for the sweep under way first. For the operations that
+    /// answer for entries they do not look at (`contains_key`, `len`).
     pub(super) fn sweep(&self, now: u64, mut expire: impl FnMut(&K)) {
+        let _sweeping = self.sweeping.lock();
+        while self.sweep_batch(now, &mut expire) {}
+    }
+
+    /// One batch of [`Deadlines::sweep`], unless a sweep is under way: for reads and
+    /// writes, which check the entries they touch themselves and only give back the
+    /// memory of the others, a little at a time (as moka's housekeeping does).
+    pub(super) fn sweep_some(&self, now: u64, mut expire: impl FnMut(&K)) {
+        if let Some(_sweeping) = self.sweeping.try_lock() {
+            self.sweep_batch(now, &mut expire);
+        }
+    }
+
+    /// Takes up to a batch of keys due at `now` from the index and expires them, then
+    /// sets [`Deadlines::next`]; `true` when more may be due. The caller holds
+    /// `sweeping`.
+    fn sweep_batch(&self, now: u64, expire: &mut impl FnMut(&K)) -> bool {
         /// Keys taken from the index per lock, so that writers wait little.
         const BATCH: usize = 64;
-        let _sweeping = self.sweeping.lock();
-        loop {
-            let due: Vec<K> = {
-                let mut index = self.index.lock();
-                if index.first() > now {
-                    self.next.store(index.first(), Ordering::Release);
-                    return;
+        let due: Vec<K> = {
+            let mut index = self.index.lock();
+            let mut due = Vec::new();
+            while due.len() < BATCH {
+                match index.by_time.first_entry() {
+                    Some(entry) if entry.key().at <= now => due.push(entry.remove()),
+                    _ => break,
                 }
-                let mut due = Vec::with_capacity(BATCH);
-                while due.len() < BATCH {
-                    match index.by_time.first_entry() {
-                        Some(entry) if entry.key().at <= now => due.push(entry.remove()),
-                        _ => break,
-                    }
-                }
-                due
-            };
-            // Removing takes the store's write locks: never under the index lock, which
-            // writers take while holding theirs.
-            for key in &due {
-                expire(key);
             }
+            due
+        };
+        // Removing takes the store's write locks: never under the index lock, which
+        // writers take while holding theirs.
+        for key in &due {
+            expire(key);
         }
+        let index = self.index.lock();
+        let next = index.first();
+        self.next.store(next, Ordering::Release);
+        next <= now
     }
 }
 
@@ -155,7 +171,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn a_sweep_hands_out_exactly_the_keys_due_and_lowers_nothing_it_leaves() {
+    fn a_sweep_hands_out_exactly_the_keys_due_and_keeps_the_others() {
         let deadlines = Deadlines::new();
         let t0 = Instant::now();
         assert!(!deadlines.pending());
@@ -170,6 +186,23 @@ mod tests {
         assert_eq!(expired, ["soon"]);
         assert!(!deadlines.any_due(now), "the sweep raised `next` to `late`");
         assert!(deadlines.pending());
+    }
+
+    #[test]
+    fn a_partial_sweep_takes_one_batch_and_leaves_the_rest_due() {
+        let deadlines = Deadlines::new();
+        let t0 = Instant::now();
+        for n in 0..100 {
+            deadlines.track(n, t0);
+        }
+        let now = deadlines.nanos(t0);
+        let mut expired = 0;
+        deadlines.sweep_some(now, |_| expired += 1);
+        assert_eq!(expired, 64);
+        assert!(deadlines.any_due(now));
+        deadlines.sweep(now, |_| expired += 1);
+        assert_eq!(expired, 100);
+        assert!(!deadlines.pending());
     }
 
     #[test]

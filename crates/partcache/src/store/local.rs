@@ -344,19 +344,20 @@ where
     #[cold]
     fn live_value(&self, deadlines: &Deadlines<K>, slot: Slot<V>) -> Option<Arc<V>> {
         let now = deadlines.nanos(Instant::now());
-        self.sweep_due(deadlines, now);
+        self.sweep_some(deadlines, now);
         match slot.due {
             Some(due) if Deadlines::<K>::passed(due, now) => None,
             _ => Some(slot.value),
         }
     }
 
-    /// Removes every entry whose own deadline is at or before `now` (nanoseconds of
-    /// `deadlines`), if any is.
+    /// Removes a batch of the entries whose own deadline is at or before `now`
+    /// (nanoseconds of `deadlines`), if any is and no sweep is under way: reads and
+    /// writes give back the memory of entries nobody reads (they check their own).
     #[inline]
-    fn sweep_due(&self, deadlines: &Deadlines<K>, now: u64) {
+    fn sweep_some(&self, deadlines: &Deadlines<K>, now: u64) {
         if deadlines.any_due(now) {
-            deadlines.sweep(now, |key| self.expire_due(key));
+            deadlines.sweep_some(now, |key| self.expire_due(key));
         }
     }
 
@@ -366,7 +367,10 @@ where
         if let Some(deadlines) = &self.deadlines
             && deadlines.pending()
         {
-            self.sweep_due(deadlines, deadlines.nanos(Instant::now()));
+            let now = deadlines.nanos(Instant::now());
+            if deadlines.any_due(now) {
+                deadlines.sweep(now, |key| self.expire_due(key));
+            }
         }
     }
 
@@ -463,7 +467,7 @@ where
     fn write_sync(&self, key: &K, write: Write<V>) -> WriteOutcome<V> {
         let now = Instant::now();
         if let Some(deadlines) = &self.deadlines {
-            self.sweep_due(deadlines, deadlines.nanos(now));
+            self.sweep_some(deadlines, deadlines.nanos(now));
         }
         let _stripe = self.stripe(key);
         if self.try_plain_insert(key, &write, now) {
@@ -589,7 +593,7 @@ where
     fn compute_sync(&self, key: &K, processor: &mut Processor<'_, V>) -> Computed {
         let now = Instant::now();
         if let Some(deadlines) = &self.deadlines {
-            self.sweep_due(deadlines, deadlines.nanos(now));
+            self.sweep_some(deadlines, deadlines.nanos(now));
         }
         let _stripe = self.stripe(key);
         let mut computed = Computed::Unchanged;
