@@ -127,6 +127,12 @@ impl<K> Deadlines<K> {
         while self.sweep_batch(now, &mut expire) {}
     }
 
+    /// Holds off every sweep while the guard lives, as a sweep under way does.
+    #[cfg(test)]
+    pub(super) fn sweeping(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.sweeping.lock()
+    }
+
     /// One batch of [`Deadlines::sweep`], unless a sweep is under way: for reads and
     /// writes, which check the entries they touch themselves and only give back the
     /// memory of the others, a little at a time (as moka's housekeeping does).

@@ -127,6 +127,13 @@ thread_local! {
     static NOT_AN_ACCESS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+thread_local! {
+    /// Set while a plain put runs moka's `insert`, which tells the eviction listener of
+    /// the entry it replaces, on this thread, before it returns: an entry past its own
+    /// deadline that it replaces is then counted as expired (no write looked at it).
+    static INSERTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f` with [`NOT_AN_ACCESS`] set (and clears it even if `f` panics).
 fn without_access<T>(f: impl FnOnce() -> T) -> T {
     struct Reset;
@@ -305,6 +312,12 @@ where
                     stats.evictions.incr();
                     EventKind::Evicted
                 }
+                // A plain put's `insert` replaced an entry past its own deadline, which
+                // no write looked at (a compute announces those itself).
+                RemovalCause::Replaced if past_due && INSERTING.with(|flag| flag.get()) => {
+                    stats.expirations.incr();
+                    EventKind::Expired
+                }
                 // Removals and replacements are announced by the operation that made them.
                 RemovalCause::Explicit | RemovalCause::Replaced => return,
             };
@@ -449,17 +462,20 @@ where
         {
             return false;
         }
-        // An entry past its own deadline that an `insert` replaced would never be
-        // counted as expired: only while no entry has one.
-        if self.deadlines.as_ref().is_some_and(|d| d.pending()) {
-            return false;
-        }
         let fixed = self.expiry.fixed_on_create(now, *ttl);
         if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
             return false;
         }
         let mut slot = Slot::new(value.clone(), fixed, &self.expiry);
         slot.due = self.track(key, fixed);
+        struct Inserting;
+        impl Drop for Inserting {
+            fn drop(&mut self) {
+                INSERTING.with(|flag| flag.set(false));
+            }
+        }
+        INSERTING.with(|flag| flag.set(true));
+        let _inserting = Inserting;
         self.cache.insert(key.clone(), slot);
         true
     }
@@ -917,6 +933,28 @@ mod tests {
             [(EventKind::Expired, "a".into(), Some("v".into()))]
         );
         assert_eq!(store.stats.expirations.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_plain_put_over_an_expired_entry_no_sweep_took_counts_its_expiry() {
+        let store = store(ExpiryPolicy::Eternal);
+        store.write_sync(&"a".into(), put(Some(TTL)));
+        let stored = Instant::now();
+        pass(stored + TTL).await;
+        {
+            // Another sweep is under way: the put's own sweep skips, and the put (nobody
+            // listens) is moka's plain `insert`, which looks at no deadline.
+            let _busy = store.deadlines.as_ref().expect("own deadlines").sweeping();
+            store.write_sync(&"a".into(), put(None));
+            assert_eq!(store.stats.expirations.get(), 1);
+        }
+        assert!(
+            store.get_value(&"a".into()).is_some(),
+            "the new entry has no TTL"
+        );
+        store.write_sync(&"b".into(), put(None));
+        assert_eq!(store.stats.expirations.get(), 1, "counted once");
+        assert!(!store.deadlines.as_ref().expect("own deadlines").pending());
     }
 
     #[tokio::test]
