@@ -298,28 +298,22 @@ where
                 deadlines.untrack(due);
                 past_due = Deadlines::<K>::passed(due, deadlines.nanos(Instant::now()));
             }
-            let kind = match cause {
-                // An entry past its own deadline is expired, whatever removes it first.
-                RemovalCause::Expired | RemovalCause::Size if past_due => {
-                    stats.expirations.incr();
-                    EventKind::Expired
-                }
-                RemovalCause::Expired => {
-                    stats.expirations.incr();
-                    EventKind::Expired
-                }
-                RemovalCause::Size => {
-                    stats.evictions.incr();
-                    EventKind::Evicted
-                }
+            let expired = match cause {
+                RemovalCause::Expired => true,
+                // An entry past its own deadline is expired, whatever evicts it first.
+                RemovalCause::Size => past_due,
                 // A plain put's `insert` replaced an entry past its own deadline, which
                 // no write looked at (a compute announces those itself).
-                RemovalCause::Replaced if past_due && INSERTING.with(|flag| flag.get()) => {
-                    stats.expirations.incr();
-                    EventKind::Expired
-                }
+                RemovalCause::Replaced if past_due && INSERTING.with(|flag| flag.get()) => true,
                 // Removals and replacements are announced by the operation that made them.
                 RemovalCause::Explicit | RemovalCause::Replaced => return,
+            };
+            let kind = if expired {
+                stats.expirations.incr();
+                EventKind::Expired
+            } else {
+                stats.evictions.incr();
+                EventKind::Evicted
             };
             listener_events.emit(kind, || (*key).clone(), Some(slot.value), None);
         });
@@ -482,7 +476,9 @@ where
 
     fn write_sync(&self, key: &K, write: Write<V>) -> WriteOutcome<V> {
         let now = Instant::now();
-        if let Some(deadlines) = &self.deadlines {
+        if let Some(deadlines) = &self.deadlines
+            && deadlines.pending()
+        {
             self.sweep_some(deadlines, deadlines.nanos(now));
         }
         let _stripe = self.stripe(key);
@@ -608,7 +604,9 @@ where
 
     fn compute_sync(&self, key: &K, processor: &mut Processor<'_, V>) -> Computed {
         let now = Instant::now();
-        if let Some(deadlines) = &self.deadlines {
+        if let Some(deadlines) = &self.deadlines
+            && deadlines.pending()
+        {
             self.sweep_some(deadlines, deadlines.nanos(now));
         }
         let _stripe = self.stripe(key);
