@@ -395,32 +395,51 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// [`Error::Loader`] when a read-through load fails.
     pub async fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
         self.ensure_open()?;
-        // Only the local store has checks here (remote stores check while routing), and
-        // only with a custom hashing policy: an `Option` test on the hot path otherwise.
-        if self.inner.local_checks.is_some() {
-            self.check_key(key)?;
-        }
         let ticket = self.inner.stats.sample_get();
-        let found = match self.read_now(key) {
-            Some(found) => found,
-            None => {
-                self.inner
-                    .store
-                    .get_one(key)
-                    .instrument(self.store_span("get"))
-                    .await
-            }
+        let Some(found) = self.read_now(key) else {
+            // The paths that wait run in futures of their own, on the heap: a caller's
+            // future holds the whole state of `get`, and a hit answered in place should
+            // not carry (and copy) the state of a store read and a load.
+            return Box::pin(self.get_from_store(key, ticket)).await;
         };
+        if let Err(error) = self.check_missed_key(key, &found) {
+            self.inner.stats.unsample_get(ticket);
+            return Err(error);
+        }
         match self.count_get(ticket, found)? {
             Some(value) => Ok(Some(value)),
-            None => match self.read_through_loader() {
-                Some(loader) => {
-                    let loader = loader.clone();
-                    self.load_through(key, None, move |k: K| async move { loader.load(&k).await })
-                        .await
-                }
-                None => Ok(None),
-            },
+            None if self.read_through_loader().is_some() => Box::pin(self.load_missed(key)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`Cache::get`] on a store that cannot answer in place.
+    async fn get_from_store(&self, key: &K, ticket: GetTicket) -> Result<Option<Arc<V>>> {
+        let found = self
+            .inner
+            .store
+            .get_one(key)
+            .instrument(self.store_span("get"))
+            .await;
+        if let Err(error) = self.check_missed_key(key, &found) {
+            self.inner.stats.unsample_get(ticket);
+            return Err(error);
+        }
+        match self.count_get(ticket, found)? {
+            Some(value) => Ok(Some(value)),
+            None => self.load_missed(key).await,
+        }
+    }
+
+    /// A read-through load of a key [`Cache::get`] missed (`None` without a loader).
+    async fn load_missed(&self, key: &K) -> Result<Option<Arc<V>>> {
+        match self.read_through_loader() {
+            Some(loader) => {
+                let loader = loader.clone();
+                self.load_through(key, None, move |k: K| async move { loader.load(&k).await })
+                    .await
+            }
+            None => Ok(None),
         }
     }
 
@@ -435,18 +454,28 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         if let Err(error) = self.ensure_open() {
             return Some(Err(error));
         }
-        if self.inner.local_checks.is_some()
-            && let Err(error) = self.check_key(key)
-        {
-            return Some(Err(error));
-        }
         let ticket = self.inner.stats.sample_get();
         let Some(found) = self.read_now(key) else {
             // The caller awaits `get`, which counts and samples this get.
             self.inner.stats.unsample_get(ticket);
             return None;
         };
+        if let Err(error) = self.check_missed_key(key, &found) {
+            self.inner.stats.unsample_get(ticket);
+            return Some(Err(error));
+        }
         Some(self.count_get(ticket, found))
+    }
+
+    /// The local store's key check ([`LocalChecks`]) for a one-key read, made on a miss
+    /// only: every write checks its key first, so a key that is found passed the
+    /// check, and a hit builds no key text. Remote stores check while routing.
+    #[inline]
+    fn check_missed_key(&self, key: &K, found: &Result<Option<Arc<V>>>) -> Result<()> {
+        match found {
+            Ok(None) if self.inner.local_checks.is_some() => self.check_key(key),
+            _ => Ok(()),
+        }
     }
 
     /// The store's answer for `key` when it has one without awaiting (see
@@ -1356,6 +1385,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         value: Arc<V>,
         ttl: Option<Duration>,
     ) -> Result<()> {
+        // Every write checks its key: a one-key read trusts a key it finds.
+        self.check_key(key)?;
         self.check_value(key, &value)?;
         let write = Write {
             condition: Condition::IfAbsent,

@@ -355,7 +355,10 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
         };
         let cache = match self.cache.resolved(manager) {
             Some(cache) => Cow::Borrowed(cache),
-            None => match self.cache.resolve(manager, self.function).await {
+            // Opening the cache runs once per manager: in a future of its own, on the
+            // heap, so that the function's future, which holds this one's whole state,
+            // stays small for every hit.
+            None => match Box::pin(self.cache.resolve(manager, self.function)).await {
                 Some(cache) => cache,
                 None => return Lookup::Skipped,
             },
@@ -449,7 +452,8 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
         U: FnOnce(&V) -> bool,
     {
         if matches!(lookup, Lookup::Miss) {
-            self.store_at(manager, key, output, unless, options).await;
+            // On the heap, as `lookup`'s open: a hit's future holds no store's state.
+            Box::pin(self.store_at(manager, key, output, unless, options)).await;
         }
     }
 

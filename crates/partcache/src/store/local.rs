@@ -8,6 +8,24 @@
 //! Eviction is LRU (not moka's default TinyLFU admission, which may refuse a new entry
 //! outright and would surprise a caller who just put it). moka applies evictions and
 //! expiry notifications lazily, in batches; [`Store::run_pending_tasks`] forces them.
+//!
+//! Expiry takes one of two shapes, chosen when the store is built:
+//!
+//! - **moka's own.** Under [`ExpiryPolicy::Eternal`] and [`ExpiryPolicy::Modified`]
+//!   (without max-idle or a custom policy) no read moves a deadline and every write
+//!   sets the policy's anew, which is what moka's `time_to_live` does by itself. moka
+//!   then runs no per-entry expiry, whose callback and timer wheel make every lookup
+//!   and its housekeeping dearer. An entry written with its own TTL (`put_with_ttl`)
+//!   carries its deadline, which the store checks on each read and keeps in an index
+//!   by time ([`Deadlines`]): reads and writes that find a deadline past remove the
+//!   entries due, announce them as expired and count them, so none is returned,
+//!   counted by `len` or iterated, and nobody needs to read one for it to go.
+//! - **Per entry.** The other policies move deadlines in ways moka's `time_to_live`
+//!   and `time_to_idle` cannot follow (`Created` keeps the creation deadline on
+//!   update, `Accessed` keeps the access deadline on update, and under `Touched` or
+//!   max-idle moka's read inside a conditional write would count as an access, which
+//!   JSR-107 §6.4 says `put_if_absent` is not), so moka's per-entry expiry
+//!   (`expire_after`) asks [`MokaExpiry`] for every deadline.
 
 use std::hash::{BuildHasher, Hash};
 use std::panic::AssertUnwindSafe;
@@ -20,6 +38,7 @@ use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
 
+use super::deadlines::{Deadlines, Due};
 use super::spi::{Action, Computed, Condition, Decision, Processor, Store, Write, WriteOutcome};
 use crate::error::{Error, Result};
 use crate::event::{EventKind, EventSender};
@@ -33,6 +52,9 @@ struct Slot<V> {
     /// Under a custom policy only: the policy deadline the last access set, if one did
     /// (moka's read callback sees the entry by shared reference).
     accessed: Option<Arc<parking_lot::Mutex<Option<Instant>>>>,
+    /// Where the store keeps deadlines itself ([`Deadlines`]): this entry's own, if it
+    /// has one.
+    due: Option<Due>,
 }
 
 // Not derived: a derive would require `V: Clone`, but only the `Arc` is cloned.
@@ -42,6 +64,7 @@ impl<V> Clone for Slot<V> {
             value: self.value.clone(),
             fixed: self.fixed,
             accessed: self.accessed.clone(),
+            due: self.due,
         }
     }
 }
@@ -52,6 +75,7 @@ impl<V> Slot<V> {
             value,
             fixed,
             accessed: settings.custom.as_ref().map(|_| Arc::default()),
+            due: None,
         }
     }
 
@@ -101,6 +125,13 @@ thread_local! {
     /// deadline alone), so [`MokaExpiry::expire_after_read`] leaves the deadline as it
     /// is while this is set. Writes that *are* accesses read the entry again afterwards.
     static NOT_AN_ACCESS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+thread_local! {
+    /// Set while a plain put runs moka's `insert`, which tells the eviction listener of
+    /// the entry it replaces, on this thread, before it returns: an entry past its own
+    /// deadline that it replaces is then counted as expired (no write looked at it).
+    static INSERTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs `f` with [`NOT_AN_ACCESS`] set (and clears it even if `f` panics).
@@ -158,6 +189,15 @@ impl<K, V> moka::Expiry<K, Slot<V>> for MokaExpiry {
     }
 }
 
+/// A write's operation on an entry it found past its own deadline: that entry goes,
+/// whatever the write decided to leave.
+fn remove_if_expired<V>(op: Op<V>, expired: bool) -> Op<V> {
+    match op {
+        Op::Nop if expired => Op::Remove,
+        op => op,
+    }
+}
+
 /// Write-lock stripes. Plain puts use moka's `insert`, which does not take moka's
 /// per-key compute lock; every write therefore also holds one of these stripes, so a
 /// plain put can never land between a conditional write's read and its write.
@@ -171,6 +211,23 @@ const WRITE_STRIPES: usize = 64;
 /// outputs, which is the exposure of a cache keyed on request data.
 type Hasher = foldhash::fast::RandomState;
 
+/// The time to live moka applies by itself when the store keeps the per-entry
+/// deadlines itself (see the module docs): `Some(None)` for eternal entries,
+/// `Some(Some(d))` under `Modified(d)`; `None` when moka's per-entry expiry is needed.
+fn own_expiry(expiry: &ExpirySettings) -> Option<Option<Duration>> {
+    /// moka refuses a `time_to_live` beyond 1000 years; longer ones stay per entry.
+    const MAX_TIME_TO_LIVE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    if expiry.custom.is_some() || expiry.max_idle.is_some() {
+        return None;
+    }
+    match expiry.policy {
+        ExpiryPolicy::Eternal => Some(None),
+        // A zero `Modified` stores nothing, which the per-entry expiry already handles.
+        ExpiryPolicy::Modified(d) if !d.is_zero() && d <= MAX_TIME_TO_LIVE => Some(Some(d)),
+        _ => None,
+    }
+}
+
 /// The embedded store. See the module docs.
 pub struct LocalStore<K, V> {
     cache: moka::sync::Cache<K, Slot<V>, Hasher>,
@@ -178,6 +235,10 @@ pub struct LocalStore<K, V> {
     events: EventSender<K, V>,
     stripes: Box<[parking_lot::Mutex<()>]>,
     hasher: Hasher,
+    /// The per-entry deadlines, when the store keeps them itself; `None` when moka's
+    /// per-entry expiry runs.
+    deadlines: Option<Arc<Deadlines<K>>>,
+    stats: Arc<StatsCounters>,
 }
 
 impl<K, V> LocalStore<K, V>
@@ -195,12 +256,17 @@ where
             stats,
             events,
         } = config;
-        let mut builder = moka::sync::Cache::builder()
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(MokaExpiry {
+        let own = own_expiry(&expiry);
+        let deadlines = own.map(|_| Arc::new(Deadlines::new()));
+        let mut builder = moka::sync::Cache::builder().eviction_policy(EvictionPolicy::lru());
+        builder = match own {
+            Some(Some(time_to_live)) => builder.time_to_live(time_to_live),
+            Some(None) => builder,
+            None => builder.expire_after(MokaExpiry {
                 settings: expiry.clone(),
                 reads_extend: expiry.reads_extend(),
-            });
+            }),
+        };
         match (max_entries, weigher, max_weight) {
             (Some(_), Some(_), _) => {
                 return Err(Error::Config(
@@ -223,18 +289,31 @@ where
             (None, None, None) => {}
         }
         let listener_events = events.clone();
+        let listener_stats = stats.clone();
+        let listener_deadlines = deadlines.clone();
         builder = builder.eviction_listener(move |key: Arc<K>, slot: Slot<V>, cause| {
-            let kind = match cause {
-                RemovalCause::Expired => {
-                    stats.expirations.incr();
-                    EventKind::Expired
-                }
-                RemovalCause::Size => {
-                    stats.evictions.incr();
-                    EventKind::Evicted
-                }
+            let stats = &listener_stats;
+            let mut past_due = false;
+            if let (Some(deadlines), Some(due)) = (&listener_deadlines, slot.due) {
+                deadlines.untrack(due);
+                past_due = Deadlines::<K>::passed(due, deadlines.nanos(Instant::now()));
+            }
+            let expired = match cause {
+                RemovalCause::Expired => true,
+                // An entry past its own deadline is expired, whatever evicts it first.
+                RemovalCause::Size => past_due,
+                // A plain put's `insert` replaced an entry past its own deadline, which
+                // no write looked at (a compute announces those itself).
+                RemovalCause::Replaced if past_due && INSERTING.with(|flag| flag.get()) => true,
                 // Removals and replacements are announced by the operation that made them.
                 RemovalCause::Explicit | RemovalCause::Replaced => return,
+            };
+            let kind = if expired {
+                stats.expirations.incr();
+                EventKind::Expired
+            } else {
+                stats.evictions.incr();
+                EventKind::Evicted
             };
             listener_events.emit(kind, || (*key).clone(), Some(slot.value), None);
         });
@@ -246,14 +325,111 @@ where
                 .map(|_| parking_lot::Mutex::new(()))
                 .collect(),
             hasher: Hasher::default(),
+            deadlines,
+            stats,
         })
     }
 
     /// The value of `key`, read as an access: [`Store::get_now`] without its wrapping
     /// (a read of the local store cannot fail), for [`crate::Cache`]'s typed hit path.
+    /// Where the store keeps deadlines, a hit looks at the clock only when the entry
+    /// has one or another entry's is pending.
     #[inline]
     pub(crate) fn get_value(&self, key: &K) -> Option<Arc<V>> {
-        self.cache.get(key).map(|slot| slot.value)
+        let slot = self.cache.get(key)?;
+        if let Some(deadlines) = &self.deadlines
+            && (slot.due.is_some() || deadlines.pending())
+        {
+            return self.live_value(deadlines, slot);
+        }
+        Some(slot.value)
+    }
+
+    /// The value of a found entry while deadlines are pending: sweeps what is due, and
+    /// `None` when the entry's own deadline has passed (the sweep removed it, or one
+    /// before it did).
+    #[cold]
+    fn live_value(&self, deadlines: &Deadlines<K>, slot: Slot<V>) -> Option<Arc<V>> {
+        let now = deadlines.nanos(Instant::now());
+        self.sweep_some(deadlines, now);
+        match slot.due {
+            Some(due) if Deadlines::<K>::passed(due, now) => None,
+            _ => Some(slot.value),
+        }
+    }
+
+    /// Removes a batch of the entries whose own deadline is at or before `now`
+    /// (nanoseconds of `deadlines`), if any is and no sweep is under way: reads and
+    /// writes give back the memory of entries nobody reads (they check their own).
+    #[inline]
+    fn sweep_some(&self, deadlines: &Deadlines<K>, now: u64) {
+        if deadlines.any_due(now) {
+            deadlines.sweep_some(now, |key| self.expire_due(key));
+        }
+    }
+
+    /// Removes every entry whose own deadline has passed, where the store keeps them:
+    /// before an operation that does not look at each entry (`contains_key`, `len`).
+    fn sweep(&self) {
+        if let Some(deadlines) = &self.deadlines
+            && deadlines.pending()
+        {
+            let now = deadlines.nanos(Instant::now());
+            if deadlines.any_due(now) {
+                deadlines.sweep(now, |key| self.expire_due(key));
+            }
+        }
+    }
+
+    /// `true` when `slot`'s own deadline (kept by the store) has passed.
+    fn past_due(&self, slot: &Slot<V>) -> bool {
+        match (&self.deadlines, slot.due) {
+            (Some(deadlines), Some(due)) => {
+                Deadlines::<K>::passed(due, deadlines.nanos(Instant::now()))
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes `key`'s entry if its own deadline has passed, announced as expired.
+    fn expire_due(&self, key: &K) {
+        let _stripe = self.stripe(key);
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|current| match current {
+                Some(entry) if self.past_due(entry.value()) => {
+                    self.announce_expired(key, entry.into_value());
+                    Op::Remove
+                }
+                _ => Op::Nop,
+            });
+    }
+
+    /// Counts and announces an entry the store removes because its own deadline passed.
+    fn announce_expired(&self, key: &K, slot: Slot<V>) {
+        self.stats.expirations.incr();
+        self.events
+            .emit(EventKind::Expired, || key.clone(), Some(slot.value), None);
+    }
+
+    /// The entry a write found, if it is live: one past its own deadline is announced
+    /// as expired and is absent for the write (`true`: the write must remove it if it
+    /// stores nothing in its place).
+    fn live(&self, key: &K, current: Option<Slot<V>>) -> (Option<Slot<V>>, bool) {
+        match current {
+            Some(slot) if self.past_due(&slot) => {
+                self.announce_expired(key, slot);
+                (None, true)
+            }
+            current => (current, false),
+        }
+    }
+
+    /// Tracks a new entry's own deadline where the store keeps it (under `Modified`,
+    /// moka's `time_to_live` keeps the policy's).
+    fn track(&self, key: &K, fixed: FixedDeadlines) -> Option<Due> {
+        let deadlines = self.deadlines.as_ref()?;
+        Some(deadlines.track(key.clone(), fixed.ttl?))
     }
 
     fn stripe(&self, key: &K) -> parking_lot::MutexGuard<'_, ()> {
@@ -284,13 +460,27 @@ where
         if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
             return false;
         }
-        self.cache
-            .insert(key.clone(), Slot::new(value.clone(), fixed, &self.expiry));
+        let mut slot = Slot::new(value.clone(), fixed, &self.expiry);
+        slot.due = self.track(key, fixed);
+        struct Inserting;
+        impl Drop for Inserting {
+            fn drop(&mut self) {
+                INSERTING.with(|flag| flag.set(false));
+            }
+        }
+        INSERTING.with(|flag| flag.set(true));
+        let _inserting = Inserting;
+        self.cache.insert(key.clone(), slot);
         true
     }
 
     fn write_sync(&self, key: &K, write: Write<V>) -> WriteOutcome<V> {
         let now = Instant::now();
+        if let Some(deadlines) = &self.deadlines
+            && deadlines.pending()
+        {
+            self.sweep_some(deadlines, deadlines.nanos(now));
+        }
         let _stripe = self.stripe(key);
         if self.try_plain_insert(key, &write, now) {
             // `existed` is unknown here and no caller of a plain put reads it.
@@ -313,7 +503,7 @@ where
         let compares = matches!(condition, Condition::IfEquals(..));
         without_access(|| {
             self.cache.entry_by_ref(key).and_compute_with(|current| {
-                let current = current.map(|entry| entry.into_value());
+                let (current, expired) = self.live(key, current.map(|entry| entry.into_value()));
                 outcome.existed = current.is_some();
                 if want_previous {
                     outcome.previous = current.as_ref().map(|slot| slot.value.clone());
@@ -326,16 +516,12 @@ where
                         .as_ref()
                         .is_some_and(|slot| eq(&slot.value, expected)),
                 };
-                if !holds {
-                    return Op::Nop;
-                }
-                match (action, current) {
+                let op = match (action, current) {
+                    _ if !holds => Op::Nop,
                     (Action::Put { value, ttl }, None) => {
-                        let Some(op) = self.create(key, value, ttl, now) else {
-                            return Op::Nop;
-                        };
-                        outcome.applied = true;
-                        op
+                        let op = self.create(key, value, ttl, now);
+                        outcome.applied = op.is_some();
+                        op.unwrap_or(Op::Nop)
                     }
                     (Action::Put { value, ttl }, Some(old)) => {
                         outcome.applied = true;
@@ -346,7 +532,8 @@ where
                         self.remove_slot(key, old)
                     }
                     (Action::Remove, None) => Op::Nop,
-                }
+                };
+                remove_if_expired(op, expired)
             })
         });
         if compares && outcome.existed && !outcome.applied {
@@ -376,7 +563,9 @@ where
             Some(value.clone()),
             None,
         );
-        Some(Op::Put(Slot::new(value, fixed, &self.expiry)))
+        let mut slot = Slot::new(value, fixed, &self.expiry);
+        slot.due = self.track(key, fixed);
+        Some(Op::Put(slot))
     }
 
     /// An update of `old` inside `and_compute_with`: the slot to store, announced.
@@ -395,7 +584,15 @@ where
             Some(value.clone()),
             Some(old.value),
         );
-        Op::Put(Slot::new(value, fixed, &self.expiry))
+        let mut slot = Slot::new(value, fixed, &self.expiry);
+        if self.deadlines.is_some() && fixed.ttl.is_some_and(|deadline| deadline <= now) {
+            // A zero TTL on an update: the entry expires at once (see `crate::expiry`),
+            // as moka's per-entry expiry makes it.
+            self.announce_expired(key, slot);
+            return Op::Remove;
+        }
+        slot.due = self.track(key, fixed);
+        Op::Put(slot)
     }
 
     /// A removal of `old` inside `and_compute_with`, announced.
@@ -407,25 +604,30 @@ where
 
     fn compute_sync(&self, key: &K, processor: &mut Processor<'_, V>) -> Computed {
         let now = Instant::now();
+        if let Some(deadlines) = &self.deadlines
+            && deadlines.pending()
+        {
+            self.sweep_some(deadlines, deadlines.nanos(now));
+        }
         let _stripe = self.stripe(key);
         let mut computed = Computed::Unchanged;
         let mut accessed = false;
         without_access(|| {
             self.cache.entry_by_ref(key).and_compute_with(|current| {
-                let current = current.map(|entry| entry.into_value());
-                match (processor(current.as_ref().map(|slot| &slot.value)), current) {
+                let (current, expired) = self.live(key, current.map(|entry| entry.into_value()));
+                let op = match (processor(current.as_ref().map(|slot| &slot.value)), current) {
                     (Decision::Access, Some(_)) => {
                         accessed = true;
                         Op::Nop
                     }
                     (Decision::Keep | Decision::Access, _) | (Decision::Remove, None) => Op::Nop,
-                    (Decision::Put(value, ttl), None) => {
-                        let Some(op) = self.create(key, value, ttl, now) else {
-                            return Op::Nop;
-                        };
-                        computed = Computed::Created;
-                        op
-                    }
+                    (Decision::Put(value, ttl), None) => match self.create(key, value, ttl, now) {
+                        Some(op) => {
+                            computed = Computed::Created;
+                            op
+                        }
+                        None => Op::Nop,
+                    },
                     (Decision::Put(value, ttl), Some(old)) => {
                         computed = Computed::Updated;
                         self.update(key, old, value, ttl, now)
@@ -434,7 +636,8 @@ where
                         computed = Computed::Removed;
                         self.remove_slot(key, old)
                     }
-                }
+                };
+                remove_if_expired(op, expired)
             })
         });
         if accessed {
@@ -469,13 +672,12 @@ where
     }
 
     async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>> {
-        Ok(keys
-            .iter()
-            .map(|k| self.cache.get(k).map(|slot| slot.value))
-            .collect())
+        Ok(keys.iter().map(|k| self.get_value(k)).collect())
     }
 
     async fn contains_all(&self, keys: &[K]) -> Result<Vec<bool>> {
+        // `contains_key` sees no entry, so no deadline: none due may be left.
+        self.sweep();
         Ok(keys.iter().map(|k| self.cache.contains_key(k)).collect())
     }
 
@@ -538,21 +740,19 @@ where
         let snapshot: Vec<_> = self
             .cache
             .iter()
-            .filter_map(|(k, _)| {
-                self.cache
-                    .get(&*k)
-                    .map(|slot| Ok(((*k).clone(), slot.value)))
-            })
+            .filter_map(|(k, _)| self.get_value(&k).map(|value| Ok(((*k).clone(), value))))
             .collect();
         stream::iter(snapshot).boxed()
     }
 
     async fn len(&self) -> Result<u64> {
+        self.sweep();
         self.cache.run_pending_tasks();
         Ok(self.cache.entry_count())
     }
 
     async fn run_pending_tasks(&self) -> Result<()> {
+        self.sweep();
         self.cache.run_pending_tasks();
         Ok(())
     }
@@ -584,4 +784,299 @@ mod conformance {
     }
 
     crate::conformance_suite!(local_manager);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventFilter, EventReceiver};
+    use crate::expiry::{Custom, CustomExpiry};
+    use crate::{Cache, CacheManager};
+    use futures::TryStreamExt;
+
+    const TTL: Duration = Duration::from_millis(200);
+
+    async fn cache(label: &str, policy: ExpiryPolicy) -> Cache<String, String> {
+        CacheManager::from_url("memory://")
+            .expect("memory:// is always available")
+            .cache::<String, String>(label)
+            .expiry(policy)
+            .build()
+            .await
+            .expect("a cache")
+    }
+
+    /// Returns once the clock is past `deadline`.
+    async fn pass(deadline: Instant) {
+        tokio::time::sleep_until((deadline + Duration::from_millis(1)).into()).await;
+    }
+
+    fn drain(rx: &mut EventReceiver<String, String>) -> Vec<(EventKind, String, Option<String>)> {
+        std::iter::from_fn(|| rx.try_recv())
+            .map(|event| {
+                let event = event.expect("no event lost");
+                (event.kind, event.key, event.value.map(|v| (*v).clone()))
+            })
+            .collect()
+    }
+
+    fn store(policy: ExpiryPolicy) -> LocalStore<String, String> {
+        LocalStore::new(LocalConfig {
+            expiry: ExpirySettings::policy(policy),
+            max_entries: None,
+            weigher: None,
+            max_weight: None,
+            stats: Arc::default(),
+            events: EventSender::new(16),
+        })
+        .expect("a store")
+    }
+
+    fn put(ttl: Option<Duration>) -> Write<String> {
+        Write {
+            condition: Condition::Always,
+            action: Action::Put {
+                value: Arc::new("v".to_string()),
+                ttl,
+            },
+            want_previous: false,
+        }
+    }
+
+    struct Hour;
+
+    impl CustomExpiry for Hour {
+        fn for_creation(&self) -> Option<Duration> {
+            Some(Duration::from_secs(3600))
+        }
+    }
+
+    #[test]
+    fn only_policies_whose_deadlines_reads_never_move_run_without_per_entry_expiry() {
+        let d = Duration::from_secs(60);
+        let own = |policy| own_expiry(&ExpirySettings::policy(policy));
+        assert_eq!(own(ExpiryPolicy::Eternal), Some(None));
+        assert_eq!(own(ExpiryPolicy::Modified(d)), Some(Some(d)));
+        assert_eq!(own(ExpiryPolicy::Modified(Duration::ZERO)), None);
+        assert_eq!(own(ExpiryPolicy::Created(d)), None);
+        assert_eq!(own(ExpiryPolicy::Accessed(d)), None);
+        assert_eq!(own(ExpiryPolicy::Touched(d)), None);
+        let idle = ExpirySettings {
+            max_idle: Some(d),
+            ..ExpirySettings::default()
+        };
+        assert_eq!(own_expiry(&idle), None);
+        let custom = ExpirySettings {
+            custom: Some(Custom(Arc::new(Hour))),
+            ..ExpirySettings::default()
+        };
+        assert_eq!(own_expiry(&custom), None);
+    }
+
+    #[tokio::test]
+    async fn an_entry_with_its_own_ttl_expires_at_its_deadline_under_moka_time_to_live() {
+        let c = cache("own-ttl", ExpiryPolicy::Modified(Duration::from_secs(3600))).await;
+        let mut rx = c.subscribe(EventFilter::kinds([EventKind::Expired]));
+        c.put("long".into(), "1".to_string()).await.unwrap();
+        let written = Instant::now();
+        c.put_with_ttl("short".into(), "2".to_string(), TTL)
+            .await
+            .unwrap();
+        let stored = Instant::now();
+        let found = c.get(&"short".into()).await.unwrap();
+        let len = c.len().await.unwrap();
+        // Judged only while the clock is before the earliest deadline the entry can have.
+        if Instant::now() < written + TTL {
+            assert_eq!(found.as_deref().map(String::as_str), Some("2"));
+            assert_eq!(len, 2);
+        }
+        pass(stored + TTL).await;
+        // `contains_key` and `len` do not read the entry: they still leave it out.
+        assert!(!c.contains_key(&"short".into()).await.unwrap());
+        assert_eq!(c.len().await.unwrap(), 1);
+        assert_eq!(c.get(&"short".into()).await.unwrap(), None);
+        let keys: Vec<String> = c.entries().map_ok(|(k, _)| k).try_collect().await.unwrap();
+        assert_eq!(keys, ["long"]);
+        assert_eq!(
+            drain(&mut rx),
+            [(EventKind::Expired, "short".into(), Some("2".into()))]
+        );
+        assert_eq!(c.stats().expirations, 1);
+        assert_eq!(
+            c.get(&"long".into())
+                .await
+                .unwrap()
+                .as_deref()
+                .map(String::as_str),
+            Some("1")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_entry_nobody_reads_is_removed_by_the_next_write() {
+        let store = store(ExpiryPolicy::Eternal);
+        let mut rx = store
+            .events
+            .subscribe(EventFilter::kinds([EventKind::Expired]));
+        store.write_sync(&"a".into(), put(Some(TTL)));
+        let stored = Instant::now();
+        pass(stored + TTL).await;
+        store.write_sync(&"b".into(), put(None));
+        // Its memory is back: moka holds one entry, and no deadline is left to sweep.
+        store.cache.run_pending_tasks();
+        assert_eq!(store.cache.entry_count(), 1);
+        assert!(!store.deadlines.as_ref().expect("own deadlines").pending());
+        assert_eq!(
+            drain(&mut rx),
+            [(EventKind::Expired, "a".into(), Some("v".into()))]
+        );
+        assert_eq!(store.stats.expirations.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_plain_put_over_an_expired_entry_no_sweep_took_counts_its_expiry() {
+        let store = store(ExpiryPolicy::Eternal);
+        store.write_sync(&"a".into(), put(Some(TTL)));
+        let stored = Instant::now();
+        pass(stored + TTL).await;
+        {
+            // Another sweep is under way: the put's own sweep skips, and the put (nobody
+            // listens) is moka's plain `insert`, which looks at no deadline.
+            let _busy = store.deadlines.as_ref().expect("own deadlines").sweeping();
+            store.write_sync(&"a".into(), put(None));
+            assert_eq!(store.stats.expirations.get(), 1);
+        }
+        assert!(
+            store.get_value(&"a".into()).is_some(),
+            "the new entry has no TTL"
+        );
+        store.write_sync(&"b".into(), put(None));
+        assert_eq!(store.stats.expirations.get(), 1, "counted once");
+        assert!(!store.deadlines.as_ref().expect("own deadlines").pending());
+    }
+
+    #[tokio::test]
+    async fn a_write_finding_an_expired_entry_announces_the_expiry_then_creates_it() {
+        let c = cache("own-rewrite", ExpiryPolicy::Eternal).await;
+        let mut rx = c.subscribe(EventFilter::all());
+        c.put_with_ttl("a".into(), "1".to_string(), TTL)
+            .await
+            .unwrap();
+        let stored = Instant::now();
+        pass(stored + TTL).await;
+        assert!(c.put_if_absent("a".into(), "2".to_string()).await.unwrap());
+        assert_eq!(
+            drain(&mut rx),
+            [
+                (EventKind::Created, "a".into(), Some("1".into())),
+                (EventKind::Expired, "a".into(), Some("1".into())),
+                (EventKind::Created, "a".into(), Some("2".into())),
+            ]
+        );
+        // The new entry has no TTL of its own.
+        assert!(
+            !c.inner
+                .local
+                .as_ref()
+                .unwrap()
+                .deadlines
+                .as_ref()
+                .unwrap()
+                .pending()
+        );
+        assert_eq!(
+            c.get(&"a".into())
+                .await
+                .unwrap()
+                .as_deref()
+                .map(String::as_str),
+            Some("2")
+        );
+        assert_eq!(c.stats().expirations, 1);
+    }
+
+    #[tokio::test]
+    async fn a_removal_finding_an_expired_entry_removes_it_as_expired() {
+        let c = cache("own-remove", ExpiryPolicy::Eternal).await;
+        let mut rx = c.subscribe(EventFilter::all());
+        c.put_with_ttl("a".into(), "1".to_string(), TTL)
+            .await
+            .unwrap();
+        let stored = Instant::now();
+        pass(stored + TTL).await;
+        assert!(
+            !c.remove(&"a".into()).await.unwrap(),
+            "nothing live to remove"
+        );
+        assert_eq!(
+            drain(&mut rx),
+            [
+                (EventKind::Created, "a".into(), Some("1".into())),
+                (EventKind::Expired, "a".into(), Some("1".into())),
+            ]
+        );
+        assert_eq!((c.stats().removals, c.stats().expirations), (0, 1));
+        assert_eq!(c.len().await.unwrap(), 0);
+    }
+
+    static KEY_TEXTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// A key that counts how often it is turned into text (serialized).
+    #[derive(Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+    struct Counted(String);
+
+    impl serde::Serialize for Counted {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            KEY_TEXTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.serialize(serializer)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hit_builds_no_key_text_and_a_miss_still_checks_the_hashing_rules() {
+        let texts = || KEY_TEXTS.load(std::sync::atomic::Ordering::Relaxed);
+        let c = CacheManager::from_url("memory://")
+            .unwrap()
+            .cache::<Counted, String>("hashing-hits")
+            .hashing_rules([r"user:(?<tag>\d+)"])
+            .build()
+            .await
+            .unwrap();
+        let user = Counted("user:1".into());
+        c.put(user.clone(), "1".to_string()).await.unwrap();
+        let before = texts();
+        for _ in 0..3 {
+            assert!(c.get(&user).await.unwrap().is_some());
+        }
+        assert_eq!(texts(), before, "a hit turned its key into text");
+        let read = c.get(&Counted("session:1".into())).await;
+        assert!(matches!(read, Err(crate::Error::Rejected(_))), "{read:?}");
+        assert_eq!(c.stats().misses, 0, "a rejected read is no miss");
+        assert_eq!(
+            c.get(&Counted("user:2".into())).await.unwrap(),
+            None,
+            "a miss on a key the rules match"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_update_with_a_zero_ttl_expires_the_entry_at_once() {
+        let c = cache("own-zero", ExpiryPolicy::Eternal).await;
+        let mut rx = c.subscribe(EventFilter::all());
+        c.put("a".into(), "1".to_string()).await.unwrap();
+        c.put_with_ttl("a".into(), "2".to_string(), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(
+            drain(&mut rx),
+            [
+                (EventKind::Created, "a".into(), Some("1".into())),
+                (EventKind::Updated, "a".into(), Some("2".into())),
+                (EventKind::Expired, "a".into(), Some("2".into())),
+            ]
+        );
+        assert_eq!(c.get(&"a".into()).await.unwrap(), None);
+        assert_eq!(c.len().await.unwrap(), 0);
+        assert_eq!(c.stats().expirations, 1);
+    }
 }

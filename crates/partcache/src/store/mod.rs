@@ -17,6 +17,7 @@
 //! [`CacheEvent`](crate::CacheEvent) (a remote store's events reach every process).
 //! Hits, misses, puts and removals are counted by the cache, from the outcomes below.
 
+mod deadlines;
 pub mod encoded;
 pub mod local;
 pub mod near;
