@@ -17,15 +17,15 @@
 //!   then runs no per-entry expiry, whose callback and timer wheel make every lookup
 //!   and its housekeeping dearer. An entry written with its own TTL (`put_with_ttl`)
 //!   carries its deadline, which the store checks on each read and keeps in an index
-//!   by time ([`Deadlines`]): reads and writes that find a deadline past remove the
-//!   entries due, announce them as expired and count them, so none is returned,
+//!   by time (`store/deadlines.rs`): reads and writes that find a deadline past
+//!   remove the entries due, announce them as expired and count them, so none is returned,
 //!   counted by `len` or iterated, and nobody needs to read one for it to go.
 //! - **Per entry.** The other policies move deadlines in ways moka's `time_to_live`
 //!   and `time_to_idle` cannot follow (`Created` keeps the creation deadline on
 //!   update, `Accessed` keeps the access deadline on update, and under `Touched` or
 //!   max-idle moka's read inside a conditional write would count as an access, which
 //!   JSR-107 §6.4 says `put_if_absent` is not), so moka's per-entry expiry
-//!   (`expire_after`) asks [`MokaExpiry`] for every deadline.
+//!   (`expire_after`) asks `MokaExpiry` for every deadline.
 
 use std::hash::{BuildHasher, Hash};
 use std::panic::AssertUnwindSafe;
