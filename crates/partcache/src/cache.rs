@@ -253,6 +253,12 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     /// Applies the checks a remote store would make (see [`LocalChecks`]).
     fn check_key(&self, key: &K) -> Result<()> {
+        // Counted as a remote store's refusal of the key is (`rejections`).
+        self.track(self.key_refusal(key))
+    }
+
+    /// [`Cache::check_key`] uncounted, for a write, whose caller counts its outcome.
+    fn key_refusal(&self, key: &K) -> Result<()> {
         if let Some(LocalChecks {
             hashing: Some(policy),
             ..
@@ -300,7 +306,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// sees exactly the writes that then reach the cache) when one is configured.
     async fn write(&self, key: &K, write: Write<V>) -> Result<WriteOutcome<V>> {
         self.ensure_open()?;
-        self.check_key(key)?;
+        self.key_refusal(key)?;
         if let Action::Put { value, .. } = &write.action {
             self.check_value(key, value)?;
         }

@@ -1059,6 +1059,35 @@ mod tests {
         );
     }
 
+    /// A key the hashing rules refuse is counted in `rejections` by every operation
+    /// that refuses it, as a Redis store's refusal of the key is.
+    #[tokio::test]
+    async fn a_key_the_hashing_rules_refuse_counts_a_rejection_per_refused_call() {
+        let c = CacheManager::from_url("memory://")
+            .unwrap()
+            .cache::<String, String>("hashing-rejections")
+            .hashing_rules([r"user:(?<tag>\d+)"])
+            .build()
+            .await
+            .unwrap();
+        let refused = "session:1".to_string();
+        assert!(matches!(
+            c.get(&refused).await,
+            Err(crate::Error::Rejected(_))
+        ));
+        assert!(matches!(
+            c.put(refused.clone(), "1".to_string()).await,
+            Err(crate::Error::Rejected(_))
+        ));
+        assert!(matches!(
+            c.get_all(std::slice::from_ref(&refused)).await,
+            Err(crate::Error::Rejected(_))
+        ));
+        let stats = c.stats();
+        assert_eq!(stats.rejections, 3, "{stats:?}");
+        assert_eq!((stats.hits, stats.misses, stats.puts), (0, 0, 0));
+    }
+
     #[tokio::test]
     async fn an_update_with_a_zero_ttl_expires_the_entry_at_once() {
         let c = cache("own-zero", ExpiryPolicy::Eternal).await;
