@@ -11,6 +11,11 @@
 //! * [`puts`]: unconditional puts per node, as one `put_batch` (the common put,
 //!   `lua/put.lua`) or `upsert_batch` (`lua/upsert.lua`) call.
 //!
+//! All three share one queue ([`queue`]): lanes that are idle or busy, the hand-over
+//! from a request that went alone to a task that sends what queued behind it, and the
+//! failing of what queued behind a request that found the server gone; each says only
+//! what its lanes are, what a request carries and how a batch is sent.
+//!
 //! The queues are bounded ([`bound`]): a request that finds them full is sent alone.
 //! [`Batcher`] holds a deployment's queues and the deployment they send on, so the
 //! deployment knows nothing of them.

@@ -11,7 +11,8 @@
 //! now (a stale slot map, a slot being moved) comes back undone, and its caller sends it
 //! alone with its keys declared, through the router's redirections.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use partcache::{Error, Result};
@@ -23,19 +24,14 @@ use crate::deployment::Deployment;
 use crate::routing::Request;
 use crate::scripts::scripts;
 
-use super::bound::{Bound, Pending};
-use super::queue::{self, unreachable};
+use super::bound::Bound;
+use super::queue::{self, Batch, Entered, Lanes, Lead, Waiter, unreachable};
 
-/// Most entries in one `put_batch` call (the rest go in further calls, at once).
-const MAX_ENTRIES: usize = 64;
-
-/// The puts of one deployment, per node address and [`BatchFunction`].
+/// The puts of one deployment, one lane per node address and [`BatchFunction`].
 pub(crate) struct Puts {
     /// The deployment the batches go to.
     deployment: Arc<Deployment>,
-    /// The bound shared with the reads' queue.
-    bound: Arc<Bound>,
-    queues: parking_lot::Mutex<HashMap<String, Queue>>,
+    lanes: Lanes<Puts>,
 }
 
 impl Puts {
@@ -43,17 +39,38 @@ impl Puts {
     pub(crate) fn new(deployment: Arc<Deployment>, bound: Arc<Bound>) -> Puts {
         Puts {
             deployment,
-            bound,
-            queues: parking_lot::Mutex::default(),
+            lanes: Lanes::new(bound),
         }
     }
 }
 
-struct Queue {
+/// A lane of puts: known by its node and function ([`BatchFunction::lane_key`]), and
+/// the function its batches call.
+#[derive(Clone)]
+pub(crate) struct PutLane {
+    key: String,
     kind: BatchFunction,
-    /// A put or a batch is on its way to the node; new puts wait for it.
-    busy: bool,
-    waiting: Vec<Waiter>,
+}
+
+// By key alone, as `str`s are (the lanes are looked up by their key).
+impl Hash for PutLane {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.as_str().hash(state);
+    }
+}
+
+impl PartialEq for PutLane {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for PutLane {}
+
+impl Borrow<str> for PutLane {
+    fn borrow(&self) -> &str {
+        &self.key
+    }
 }
 
 /// Which function a batch calls.
@@ -88,8 +105,8 @@ impl UpsertSettings {
 }
 
 impl BatchFunction {
-    /// The queue of this kind of put on `addr`.
-    fn queue_key(&self, addr: &str) -> String {
+    /// The lane of this kind of put on `addr`.
+    fn lane_key(&self, addr: &str) -> String {
         match self {
             BatchFunction::PutBatch => addr.to_string(),
             BatchFunction::UpsertBatch(upsert) => format!("{addr} {}", upsert.id),
@@ -122,234 +139,80 @@ pub(crate) enum BatchedPut {
     SendAlone(Vec<u8>),
 }
 
-struct Waiter {
+impl Batch for Puts {
+    type Lane = PutLane;
+    type Payload = BatchEntry;
+    type Reply = BatchedPut;
+    const WHAT: &'static str = "put";
+    /// Most entries in one `put_batch` or `upsert_batch` call.
+    const MAX: usize = 64;
+
+    fn lanes(&self) -> &Lanes<Self> {
+        &self.lanes
+    }
+
+    async fn send(&self, lane: &PutLane, batch: Vec<Waiter<Self>>) -> Option<Error> {
+        let reply = send(self, &lane.kind, &batch).await;
+        let failed = unreachable(&reply);
+        deliver(batch, reply);
+        failed
+    }
+}
+
+/// How a put entered its node's lane ([`enter`]).
+pub(crate) enum PutTurn<'a> {
+    /// The node was idle: the put goes now, alone with its keys declared, and the lead
+    /// hands over to the puts that queue meanwhile when dropped. Its blob back.
+    Lead(Lead<'a, Puts>, Vec<u8>),
+    /// Queued: [`wait`] for its reply.
+    Queued(oneshot::Receiver<Result<BatchedPut>>),
+    /// The node of the slot is not known (no slot map yet), or the queues are at their
+    /// limit (`bound.rs`): it goes alone, unbatched. Its blob back.
+    Alone(Vec<u8>),
+}
+
+/// Enters `entry`, a put of `kind`, into its node's lane.
+pub(crate) fn enter<'a>(
+    puts: &'a Arc<Puts>,
     entry: BatchEntry,
-    reply: oneshot::Sender<Result<BatchedPut>>,
-    /// Its room in the queues, freed with it.
-    _pending: Pending,
-}
-
-/// What a put does: go now (and hand over to the puts that queue meanwhile when
-/// `Leader` is dropped), or wait for the node's current call to come back.
-pub(crate) enum PutRole<'a> {
-    Leader(Leader<'a>),
-    Follower(Ticket<'a>),
-    /// The node of the slot is not known (no slot map yet): go alone, unbatched.
-    Unbatched,
-}
-
-/// The role of a put of `kind` on the node of `slot`.
-pub(crate) fn role<'a>(puts: &'a Arc<Puts>, slot: u16, kind: &BatchFunction) -> PutRole<'a> {
-    let found = puts.deployment.router.with_master(slot, |addr| {
-        let key = kind.queue_key(addr);
-        let mut queues = puts.queues.lock();
-        let queue = queues.entry(key.clone()).or_insert_with(|| Queue {
-            kind: kind.clone(),
-            busy: false,
-            waiting: Vec::new(),
-        });
-        if queue.busy {
-            return PutRole::Follower(Ticket { puts, key });
-        }
-        queue.busy = true;
-        PutRole::Leader(Leader {
-            puts,
-            key,
-            failed: None,
-        })
-    });
-    found.unwrap_or(PutRole::Unbatched)
-}
-
-/// The right to queue one put on a busy node.
-pub(crate) struct Ticket<'a> {
-    puts: &'a Arc<Puts>,
-    /// The queue (see [`BatchFunction::queue_key`]).
-    key: String,
-}
-
-impl Ticket<'_> {
-    /// Queues `entry`; it goes in the node's next batch (at once, if the node became
-    /// idle since the turn was taken). [`BatchedPut::SendAlone`] at once when the queues are at
-    /// their limit (`bound.rs`).
-    pub(crate) async fn put(self, entry: BatchEntry) -> Result<BatchedPut> {
-        let bytes = entry.head.len() + entry.key.len() + entry.blob.len() + entry.key_only.len();
-        let Some(pending) = self.puts.bound.admit(bytes) else {
-            return Ok(BatchedPut::SendAlone(entry.blob));
-        };
-        let (reply, receiver) = oneshot::channel();
-        let lead = {
-            let mut queues = self.puts.queues.lock();
-            // Queues are never removed, so the ticket's is there.
-            let Some(queue) = queues.get_mut(&self.key) else {
-                return Ok(BatchedPut::SendAlone(entry.blob));
-            };
-            queue.waiting.push(Waiter {
-                entry,
-                reply,
-                _pending: pending,
-            });
-            // The call it waited for came back meanwhile, and nobody took over.
-            let idle = !queue.busy;
-            queue.busy = true;
-            idle
-        };
-        if lead {
-            spawn_drain(self.puts, self.key);
-        }
-        queue::wait(&self.puts.deployment.router, receiver).await
+    kind: &BatchFunction,
+) -> PutTurn<'a> {
+    let bytes = entry.head.len() + entry.key.len() + entry.blob.len() + entry.key_only.len();
+    let Some(key) = puts
+        .deployment
+        .router
+        .with_master(entry.slot, |addr| kind.lane_key(addr))
+    else {
+        return PutTurn::Alone(entry.blob);
+    };
+    let make_lane = || PutLane {
+        key: key.clone(),
+        kind: kind.clone(),
+    };
+    match queue::enter(puts, key.as_str(), make_lane, entry, bytes) {
+        Entered::Lead(lead, entry) => PutTurn::Lead(lead, entry.blob),
+        Entered::Queued(receiver) => PutTurn::Queued(receiver),
+        Entered::Full(entry) => PutTurn::Alone(entry.blob),
     }
 }
 
-/// The put on its way to a node. Dropping it hands the node over to the puts that
-/// queued meanwhile (or fails them with [`Leader::finished`]'s error).
-pub(crate) struct Leader<'a> {
-    puts: &'a Arc<Puts>,
-    key: String,
-    failed: Option<Error>,
-}
-
-impl Leader<'_> {
-    /// Records how the lead put ended: if the node was unreachable or silent, the puts
-    /// that queued behind it fail with it.
-    pub(crate) fn finished<T>(&mut self, result: &Result<T>) {
-        self.failed = unreachable(result);
-    }
-}
-
-impl Drop for Leader<'_> {
-    fn drop(&mut self) {
-        let waiting = {
-            let mut queues = self.puts.queues.lock();
-            let Some(queue) = queues.get_mut(&self.key) else {
-                return;
-            };
-            if queue.waiting.is_empty() {
-                queue.busy = false;
-                return;
-            }
-            if self.failed.is_none() && tokio::runtime::Handle::try_current().is_ok() {
-                None
-            } else {
-                queue.busy = false;
-                Some(std::mem::take(&mut queue.waiting))
-            }
-        };
-        match waiting {
-            None => spawn_drain(self.puts, std::mem::take(&mut self.key)),
-            Some(waiting) => {
-                let e = self.failed.take().unwrap_or_else(|| {
-                    Error::Unavailable("no runtime to send a batched put on".into())
-                });
-                fail(waiting, &e);
-            }
-        }
-    }
-}
-
-/// Starts a drain task for queue `key` (called outside the queues' lock: a runtime
-/// that is shutting down drops the task at once, and its guard takes the lock).
-fn spawn_drain(puts: &Arc<Puts>, key: String) {
-    let puts = puts.clone();
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(drain(Draining {
-                puts,
-                key,
-                done: false,
-            }));
-        }
-        Err(_) => {
-            let waiting = {
-                let mut queues = puts.queues.lock();
-                let Some(queue) = queues.get_mut(&key) else {
-                    return;
-                };
-                queue.busy = false;
-                std::mem::take(&mut queue.waiting)
-            };
-            let e = Error::Unavailable("no runtime to send a batched put on".into());
-            fail(waiting, &e);
-        }
-    }
-}
-
-fn fail(waiting: Vec<Waiter>, e: &Error) {
-    queue::fail(waiting.into_iter().map(|w| w.reply), e);
-}
-
-/// Held by a drain task (given to it, so that it goes with the task even if the task
-/// never runs): if the task ends without finishing (its runtime shut down, or it
-/// panicked), marks the queue idle and fails the puts still in it, so that later puts,
-/// perhaps on another runtime, are not left queued behind nobody.
-struct Draining {
-    puts: Arc<Puts>,
-    key: String,
-    done: bool,
-}
-
-impl Drop for Draining {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let waiting = {
-            let mut queues = self.puts.queues.lock();
-            let Some(queue) = queues.get_mut(&self.key) else {
-                return;
-            };
-            queue.busy = false;
-            std::mem::take(&mut queue.waiting)
-        };
-        let e = Error::Unavailable("a batched put was dropped (runtime shutting down)".into());
-        fail(waiting, &e);
-    }
-}
-
-/// Sends the queue's waiting puts, all of them at once ([`MAX_ENTRIES`] per call),
-/// until none is left. Puts whose callers gave up are not sent (unbatched, such a
-/// put would not have been sent either, or sent before the caller's next command).
-async fn drain(mut guard: Draining) {
-    let (puts, key) = (guard.puts.clone(), guard.key.clone());
-    let mut failed: Option<Error> = None;
-    loop {
-        let (kind, waiting) = {
-            let mut queues = puts.queues.lock();
-            let Some(queue) = queues.get_mut(&key) else {
-                guard.done = true;
-                return;
-            };
-            queue.waiting.retain(|w| !w.reply.is_closed());
-            if queue.waiting.is_empty() {
-                queue.busy = false;
-                guard.done = true;
-                return;
-            }
-            (queue.kind.clone(), std::mem::take(&mut queue.waiting))
-        };
-        if let Some(e) = failed.take() {
-            fail(waiting, &e);
-            continue;
-        }
-        let batches = queue::batches(waiting, MAX_ENTRIES);
-        let sends = batches.iter().map(|batch| send(&puts, &kind, batch));
-        let replies = futures::future::join_all(sends).await;
-        for (batch, reply) in batches.into_iter().zip(replies) {
-            failed = failed.or_else(|| unreachable(&reply));
-            deliver(batch, reply);
-        }
-    }
+/// The reply of a queued put ([`PutTurn::Queued`]).
+pub(crate) async fn wait(
+    puts: &Puts,
+    receiver: oneshot::Receiver<Result<BatchedPut>>,
+) -> Result<BatchedPut> {
+    queue::wait(&puts.deployment.router, receiver).await
 }
 
 /// One batch call for `batch` (on the node of its first entry's slot).
-async fn send(puts: &Puts, kind: &BatchFunction, batch: &[Waiter]) -> Result<Value> {
+async fn send(puts: &Puts, kind: &BatchFunction, batch: &[Waiter<Puts>]) -> Result<Value> {
     let Some(first) = batch.first() else {
         return Ok(Value::Array(Vec::new()));
     };
     let size: usize = batch
         .iter()
         .map(|w| {
-            let e = &w.entry;
+            let e = &w.payload;
             e.head.len() + e.key.len() + e.blob.len() + e.key_only.len() + 48
         })
         .sum();
@@ -365,9 +228,9 @@ async fn send(puts: &Puts, kind: &BatchFunction, batch: &[Waiter]) -> Result<Val
                 .arg(puts.deployment.channel_suffix())
                 .arg(mode.arg(false));
             for w in batch {
-                cmd.arg(&w.entry.head)
-                    .arg(&w.entry.key)
-                    .arg(w.entry.blob.as_slice());
+                cmd.arg(&w.payload.head)
+                    .arg(&w.payload.key)
+                    .arg(w.payload.blob.as_slice());
             }
         }
         BatchFunction::UpsertBatch(upsert) => {
@@ -377,32 +240,32 @@ async fn send(puts: &Puts, kind: &BatchFunction, batch: &[Waiter]) -> Result<Val
                 .arg(puts.deployment.channel_suffix())
                 .arg(upsert.mode.arg(false));
             for w in batch {
-                cmd.arg(&w.entry.head)
-                    .arg(&w.entry.key)
-                    .arg(w.entry.blob.as_slice())
-                    .arg(&w.entry.ttl)
-                    .arg(w.entry.key_only.as_slice());
+                cmd.arg(&w.payload.head)
+                    .arg(&w.payload.key)
+                    .arg(w.payload.blob.as_slice())
+                    .arg(&w.payload.ttl)
+                    .arg(w.payload.key_only.as_slice());
             }
         }
     }
     let reply = puts
         .deployment
-        .execute(vec![Request::new(first.entry.slot, cmd)])
+        .execute(vec![Request::new(first.payload.slot, cmd)])
         .await?
         .pop();
     Ok(reply.unwrap_or(Value::Nil))
 }
 
 /// Hands each waiter of `batch` its reply from `reply` (one per entry; -1: undone).
-fn deliver(batch: Vec<Waiter>, reply: Result<Value>) {
+fn deliver(batch: Vec<Waiter<Puts>>, reply: Result<Value>) {
     match reply {
         Ok(Value::Array(values)) if values.len() == batch.len() => {
             for (w, value) in batch.into_iter().zip(values) {
                 let done = match value {
-                    Value::Int(-1) => BatchedPut::SendAlone(w.entry.blob),
+                    Value::Int(-1) => BatchedPut::SendAlone(w.payload.blob),
                     value => BatchedPut::Replied(value),
                 };
-                let _ = w.reply.send(Ok(done));
+                w.answer.send(Ok(done));
             }
         }
         // The call as a whole was refused (a node demoted to replica answers READONLY,
@@ -414,13 +277,13 @@ fn deliver(batch: Vec<Waiter>, reply: Result<Value>) {
                 "a put batch was refused; its puts go alone"
             );
             for w in batch {
-                let _ = w.reply.send(Ok(BatchedPut::SendAlone(w.entry.blob)));
+                w.answer.send(Ok(BatchedPut::SendAlone(w.payload.blob)));
             }
         }
-        Ok(other) => fail(
-            batch,
-            &Error::Store(format!("unexpected put_batch reply: {other:?}")),
-        ),
-        Err(e) => fail(batch, &e),
+        Ok(other) => {
+            let e = Error::Store(format!("unexpected put_batch reply: {other:?}"));
+            queue::fail(batch.into_iter().map(|w| w.answer), &e);
+        }
+        Err(e) => queue::fail(batch.into_iter().map(|w| w.answer), &e),
     }
 }

@@ -10,7 +10,7 @@ use redis::{Cmd, Value};
 
 use super::cache::StoreInner;
 use crate::arguments::ttl_arg;
-use crate::batching::puts::{self, BatchEntry, BatchFunction, BatchedPut, PutRole};
+use crate::batching::puts::{self, BatchEntry, BatchFunction, BatchedPut, PutTurn};
 use crate::routing::Request;
 use crate::scripts::scripts;
 
@@ -26,54 +26,60 @@ impl StoreInner {
         ttl: Option<Duration>,
         kind: &BatchFunction,
     ) -> Result<RawWriteOutcome> {
-        let p = key.partition;
-        let slot = self.layout.slot(p);
-        let role = if self.listened.is_listened() {
-            PutRole::Unbatched
-        } else {
-            puts::role(&self.batcher.puts, slot, kind)
-        };
-        let blob = match role {
-            PutRole::Follower(ticket) => {
-                let upsert = matches!(kind, BatchFunction::UpsertBatch(_));
-                let (head, name) = if upsert {
-                    (self.layout.prefix(p).to_string(), key.text.clone())
-                } else if self.event_mode.publishes() {
-                    (
-                        self.layout.channel(p).to_string(),
-                        self.layout.entry_key(p, &key.text),
-                    )
-                } else {
-                    (
-                        self.layout.prefix(p).to_string(),
-                        self.layout.entry_key(p, &key.text),
-                    )
-                };
-                let entry = BatchEntry {
-                    slot,
-                    head,
-                    key: name,
-                    ttl: if upsert { ttl_arg(ttl) } else { String::new() },
-                    key_only: if upsert {
-                        self.key_only(&blob)
-                    } else {
-                        Vec::new()
-                    },
-                    blob,
-                };
-                match ticket.put(entry).await? {
-                    BatchedPut::Replied(reply) => return self.write_outcome(reply),
-                    BatchedPut::SendAlone(blob) => blob,
-                }
-            }
-            PutRole::Leader(mut lead) => {
+        if self.listened.is_listened() {
+            return self.put_alone(key, &blob, ttl, kind).await;
+        }
+        let entry = self.batch_entry(key, blob, ttl, kind);
+        let blob = match puts::enter(&self.batcher.puts, entry, kind) {
+            PutTurn::Queued(receiver) => match puts::wait(&self.batcher.puts, receiver).await? {
+                BatchedPut::Replied(reply) => return self.write_outcome(reply),
+                BatchedPut::SendAlone(blob) => blob,
+            },
+            PutTurn::Lead(mut lead, blob) => {
                 let result = self.put_alone(key, &blob, ttl, kind).await;
                 lead.finished(&result);
                 return result;
             }
-            PutRole::Unbatched => blob,
+            PutTurn::Alone(blob) => blob,
         };
         self.put_alone(key, &blob, ttl, kind).await
+    }
+
+    /// `key`'s put of `blob` as a batch of `kind` takes it.
+    fn batch_entry(
+        &self,
+        key: &RawKey,
+        blob: Vec<u8>,
+        ttl: Option<Duration>,
+        kind: &BatchFunction,
+    ) -> BatchEntry {
+        let p = key.partition;
+        let upsert = matches!(kind, BatchFunction::UpsertBatch(_));
+        let (head, name) = if upsert {
+            (self.layout.prefix(p).to_string(), key.text.clone())
+        } else if self.event_mode.publishes() {
+            (
+                self.layout.channel(p).to_string(),
+                self.layout.entry_key(p, &key.text),
+            )
+        } else {
+            (
+                self.layout.prefix(p).to_string(),
+                self.layout.entry_key(p, &key.text),
+            )
+        };
+        BatchEntry {
+            slot: self.layout.slot(p),
+            head,
+            key: name,
+            ttl: if upsert { ttl_arg(ttl) } else { String::new() },
+            key_only: if upsert {
+                self.key_only(&blob)
+            } else {
+                Vec::new()
+            },
+            blob,
+        }
     }
 
     /// One put by itself, with the partition's keys declared.
