@@ -134,6 +134,32 @@ thread_local! {
     static INSERTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+thread_local! {
+    /// Set while a write or an entry processor stores a new entry where moka showed it
+    /// none: under moka's per-entry expiry, moka hides an entry past its deadline from
+    /// `and_compute_with` until its housekeeping removes it, and reports the insert
+    /// that replaces it as a replacement. The entry it replaces was expired, and is
+    /// announced so (JSR-107's reference implementation does), before the creation.
+    static REPLACING_HIDDEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Clears [`REPLACING_HIDDEN`] when dropped: after a compute, even one that panicked.
+struct HiddenReset;
+
+impl Drop for HiddenReset {
+    fn drop(&mut self) {
+        REPLACING_HIDDEN.with(|flag| flag.set(false));
+    }
+}
+
+/// Marks the store's coming insert as the replacement of whatever moka hid, when the
+/// compute that makes it was shown no entry and stores one.
+fn mark_if_hidden<V>(shown_none: bool, op: &Op<V>) {
+    if shown_none && matches!(op, Op::Put(_)) {
+        REPLACING_HIDDEN.with(|flag| flag.set(true));
+    }
+}
+
 /// Runs `f` with [`NOT_AN_ACCESS`] set (and clears it even if `f` panics).
 fn without_access<T>(f: impl FnOnce() -> T) -> T {
     struct Reset;
@@ -305,6 +331,8 @@ where
                 // A plain put's `insert` replaced an entry past its own deadline, which
                 // no write looked at (a compute announces those itself).
                 RemovalCause::Replaced if past_due && INSERTING.with(|flag| flag.get()) => true,
+                // A creation replaced an entry moka hid from it: one past its deadline.
+                RemovalCause::Replaced if REPLACING_HIDDEN.with(|flag| flag.get()) => true,
                 // Removals and replacements are announced by the operation that made them.
                 RemovalCause::Explicit | RemovalCause::Replaced => return,
             };
@@ -439,8 +467,10 @@ where
 
     /// A plain put nobody needs the details of (no condition, no previous value, no
     /// listener) can skip moka's compute machinery: an `insert` is about twice as fast.
-    /// Not under `Created` (an update must keep the old creation deadline) and not when
-    /// the entry would expire at once (create and update differ then).
+    /// Only where the store keeps deadlines itself (moka's per-entry expiry hides an
+    /// entry past its deadline from the store, and an `insert` replacing it could not
+    /// count its expiry: see [`REPLACING_HIDDEN`]), and not when the entry would expire
+    /// at once (create and update differ then).
     fn try_plain_insert(&self, key: &K, write: &Write<V>, now: Instant) -> bool {
         let Write {
             condition: Condition::Always,
@@ -450,10 +480,7 @@ where
         else {
             return false;
         };
-        if matches!(self.expiry.policy, ExpiryPolicy::Created(_))
-            || self.expiry.custom.is_some()
-            || self.events.is_listened()
-        {
+        if self.deadlines.is_none() || self.events.is_listened() {
             return false;
         }
         let fixed = self.expiry.fixed_on_create(now, *ttl);
@@ -501,8 +528,13 @@ where
             previous: None,
         };
         let compares = matches!(condition, Condition::IfEquals(..));
+        // The value of a creation, announced once moka has stored it (after the expiry
+        // of an entry it replaced, if any: see `REPLACING_HIDDEN`).
+        let mut created = None;
+        let reset = HiddenReset;
         without_access(|| {
             self.cache.entry_by_ref(key).and_compute_with(|current| {
+                let shown_none = current.is_none();
                 let (current, expired) = self.live(key, current.map(|entry| entry.into_value()));
                 outcome.existed = current.is_some();
                 if want_previous {
@@ -519,7 +551,7 @@ where
                 let op = match (action, current) {
                     _ if !holds => Op::Nop,
                     (Action::Put { value, ttl }, None) => {
-                        let op = self.create(key, value, ttl, now);
+                        let op = self.create(key, value, ttl, now, &mut created);
                         outcome.applied = op.is_some();
                         op.unwrap_or(Op::Nop)
                     }
@@ -533,9 +565,12 @@ where
                     }
                     (Action::Remove, None) => Op::Nop,
                 };
+                mark_if_hidden(shown_none, &op);
                 remove_if_expired(op, expired)
             })
         });
+        drop(reset);
+        self.announce_created(key, created);
         if compares && outcome.existed && !outcome.applied {
             // JSR-107 §6.4: `remove(k, v)` and `replace(k, v, new)` that find another
             // value are accesses.
@@ -544,28 +579,35 @@ where
         outcome
     }
 
-    /// A creation inside `and_compute_with`: the slot to store, announced; `None`
-    /// when the creation expiry is zero (JSR-107: such an entry is never stored).
+    /// A creation inside `and_compute_with`: the slot to store, its value in `created`
+    /// to announce once stored ([`LocalStore::announce_created`]); `None` when the
+    /// creation expiry is zero (JSR-107: such an entry is never stored).
     fn create(
         &self,
         key: &K,
         value: Arc<V>,
         ttl: Option<Duration>,
         now: Instant,
+        created: &mut Option<Arc<V>>,
     ) -> Option<Op<Slot<V>>> {
         let fixed = self.expiry.fixed_on_create(now, ttl);
         if self.expiry.ttl_on_create(now, fixed) == Some(Duration::ZERO) {
             return None;
         }
-        self.events.emit(
-            EventKind::Created,
-            || key.clone(),
-            Some(value.clone()),
-            None,
-        );
+        if self.events.is_listened() {
+            *created = Some(value.clone());
+        }
         let mut slot = Slot::new(value, fixed, &self.expiry);
         slot.due = self.track(key, fixed);
         Some(Op::Put(slot))
+    }
+
+    /// Announces a creation a compute stored (see [`LocalStore::create`]).
+    fn announce_created(&self, key: &K, created: Option<Arc<V>>) {
+        if let Some(value) = created {
+            self.events
+                .emit(EventKind::Created, || key.clone(), Some(value), None);
+        }
     }
 
     /// An update of `old` inside `and_compute_with`: the slot to store, announced.
@@ -612,8 +654,11 @@ where
         let _stripe = self.stripe(key);
         let mut computed = Computed::Unchanged;
         let mut accessed = false;
+        let mut created = None;
+        let reset = HiddenReset;
         without_access(|| {
             self.cache.entry_by_ref(key).and_compute_with(|current| {
+                let shown_none = current.is_none();
                 let (current, expired) = self.live(key, current.map(|entry| entry.into_value()));
                 let op = match (processor(current.as_ref().map(|slot| &slot.value)), current) {
                     (Decision::Access, Some(_)) => {
@@ -621,13 +666,15 @@ where
                         Op::Nop
                     }
                     (Decision::Keep | Decision::Access, _) | (Decision::Remove, None) => Op::Nop,
-                    (Decision::Put(value, ttl), None) => match self.create(key, value, ttl, now) {
-                        Some(op) => {
-                            computed = Computed::Created;
-                            op
+                    (Decision::Put(value, ttl), None) => {
+                        match self.create(key, value, ttl, now, &mut created) {
+                            Some(op) => {
+                                computed = Computed::Created;
+                                op
+                            }
+                            None => Op::Nop,
                         }
-                        None => Op::Nop,
-                    },
+                    }
                     (Decision::Put(value, ttl), Some(old)) => {
                         computed = Computed::Updated;
                         self.update(key, old, value, ttl, now)
@@ -637,9 +684,12 @@ where
                         self.remove_slot(key, old)
                     }
                 };
+                mark_if_hidden(shown_none, &op);
                 remove_if_expired(op, expired)
             })
         });
+        drop(reset);
+        self.announce_created(key, created);
         if accessed {
             self.cache.get(key);
         }
@@ -962,6 +1012,62 @@ mod tests {
         store.write_sync(&"b".into(), put(None));
         assert_eq!(store.stats.expirations.get(), 1, "counted once");
         assert!(!deadlines_pending(&store));
+    }
+
+    #[tokio::test]
+    async fn a_write_over_an_entry_moka_expired_announces_the_expiry_then_creates_it() {
+        // Policies under moka's per-entry expiry, which hides an entry past its
+        // deadline from the write that then replaces it.
+        for policy in [
+            ExpiryPolicy::Created(TTL),
+            ExpiryPolicy::Accessed(TTL),
+            ExpiryPolicy::Touched(TTL),
+        ] {
+            for write in ["put", "put_if_absent", "invoke"] {
+                let c = cache("moka-rewrite", policy).await;
+                let mut rx = c.subscribe(EventFilter::all());
+                c.put("a".into(), "1".to_string()).await.unwrap();
+                let stored = Instant::now();
+                pass(stored + TTL).await;
+                match write {
+                    "put" => c.put("a".into(), "2".to_string()).await.unwrap(),
+                    "put_if_absent" => {
+                        assert!(c.put_if_absent("a".into(), "2".to_string()).await.unwrap())
+                    }
+                    _ => c
+                        .invoke(&"a".into(), |e| e.set_value("2".to_string()))
+                        .await
+                        .unwrap(),
+                }
+                assert_eq!(
+                    drain(&mut rx),
+                    [
+                        (EventKind::Created, "a".into(), Some("1".into())),
+                        (EventKind::Expired, "a".into(), Some("1".into())),
+                        (EventKind::Created, "a".into(), Some("2".into())),
+                    ],
+                    "{policy:?} {write}"
+                );
+                assert_eq!(c.stats().expirations, 1, "{policy:?} {write}");
+                c.run_pending_tasks().await.unwrap();
+                assert_eq!(c.stats().expirations, 1, "counted once: {policy:?} {write}");
+                assert!(drain(&mut rx).is_empty(), "{policy:?} {write}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_put_nobody_listens_to_over_an_entry_moka_expired_counts_its_expiry() {
+        for policy in [ExpiryPolicy::Accessed(TTL), ExpiryPolicy::Touched(TTL)] {
+            let c = cache("moka-silent-rewrite", policy).await;
+            c.put("a".into(), "1".to_string()).await.unwrap();
+            let stored = Instant::now();
+            pass(stored + TTL).await;
+            c.put("a".into(), "2".to_string()).await.unwrap();
+            assert_eq!(c.stats().expirations, 1, "{policy:?}");
+            c.run_pending_tasks().await.unwrap();
+            assert_eq!(c.stats().expirations, 1, "counted once: {policy:?}");
+        }
     }
 
     #[tokio::test]
