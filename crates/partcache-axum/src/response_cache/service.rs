@@ -15,7 +15,13 @@
 //! 5. Miss → the origin, once for all concurrent misses of a key; a storable response
 //!    within the body limit is stored beside the reply (`MISS`); larger bodies stream
 //!    through unbuffered.
+//!
+//! Steps 1–4 up to a fresh hit wait for nothing on the local store: they run in
+//! `call` (`begin`), and such a hit returns a ready future without the origin
+//! service (which stays ready for the next call) or a boxed future. Everything else
+//! runs in one boxed future (`handle`).
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -123,40 +129,245 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        // The ready service goes with this request (tower's rule for services used
-        // from a spawned or boxed future); the clone waits for the next poll_ready.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         if request.extensions().get::<Handled>() == Some(&Handled::by(&self.shared)) {
             // An outer layer of this cache handles the request: this route's settings
             // go up with the response.
             let route = self.route.clone();
-            let call = inner.call(request);
-            return ResponseFuture {
-                inner: Box::pin(async move {
-                    let mut response = call.await?;
-                    if let Some(route) = route {
-                        response.extensions_mut().insert(LayerRoute(route));
-                    }
-                    Ok(response.map(CacheBody::origin))
-                }),
-            };
+            let call = self.take_ready().call(request);
+            return ResponseFuture::boxed(async move {
+                let mut response = call.await?;
+                if let Some(route) = route {
+                    response.extensions_mut().insert(LayerRoute(route));
+                }
+                Ok(response.map(CacheBody::origin))
+            });
         }
         if let Some(route) = &self.route {
             request.extensions_mut().insert(LayerRoute(route.clone()));
         }
-        ResponseFuture {
-            inner: Box::pin(handle(self.shared.clone(), inner, request)),
-        }
+        // A fresh hit on the local store is answered here: the origin service is not
+        // used, so it stays ready for the next call, and nothing is boxed.
+        let later = match begin(&self.shared, &mut request) {
+            Begun::Answered(response) => return ResponseFuture::ready(response),
+            Begun::Later(later) => later,
+        };
+        let inner = self.take_ready();
+        ResponseFuture::boxed(handle(self.shared.clone(), inner, request, later))
+    }
+}
+
+impl<S: Clone> ResponseCacheService<S> {
+    /// The ready service, for a request that goes to the origin (tower's rule for
+    /// services used from a spawned or boxed future); its clone waits for the next
+    /// `poll_ready`.
+    fn take_ready(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
     }
 }
 
 type Reply<B, E> = Result<Response<CacheBody<B>>, E>;
 
+/// What [`begin`] made of a request.
+enum Begun<B> {
+    /// Answered without the origin: a fresh hit on the local store, or a `504` for
+    /// `only-if-cached`.
+    Answered(Response<CacheBody<B>>),
+    /// The rest happens in [`handle`].
+    Later(Later),
+}
+
+/// How a request goes on after [`begin`].
+enum Later {
+    /// An unsafe method: the origin, then the invalidations it causes.
+    Unsafe,
+    /// Past the cache.
+    Pass(Outcome),
+    /// Through the cache.
+    Keyed(Keyed),
+}
+
+/// A request that uses the cache, with what [`begin`] found out.
+struct Keyed {
+    key: RequestKey,
+    /// The request has its own cache directives ([`has_request_directives`]).
+    directives: bool,
+    /// `only-if-cached` (RFC 9111 §5.2.1.7): nothing may come from the origin.
+    cached_only: bool,
+    /// What the local store held, read in place (nothing in it was a fresh answer);
+    /// `None` when the store is still to be read.
+    found: Option<Result<Lookup, StoreFailed>>,
+}
+
+/// The steps of a request that wait for nothing: whether and how it uses the cache,
+/// its key, and, on the local store (which answers in place), its lookup and a fresh
+/// hit's response. A hit, the common answer, so needs neither the origin service nor
+/// a boxed future.
+fn begin<ReqB, ResB>(shared: &Shared, request: &mut Request<ReqB>) -> Begun<ResB>
+where
+    ReqB: Body,
+{
+    let config = &shared.config;
+    if !request.method().is_safe() {
+        return Begun::Later(Later::Unsafe);
+    }
+    let carried = Carried::of(request.headers(), &config.bypass_headers);
+    // The request's own cache directives (most requests have none).
+    let directives = carried.directives;
+    // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
+    let cached_only = directives && only_if_cached(request.headers());
+    // On the local store a hit needs no key of its own: it is built in the buffers
+    // of an earlier one.
+    let mut key = if shared.local {
+        SPARE_KEY.try_with(Cell::take).unwrap_or_default()
+    } else {
+        RequestKey::default()
+    };
+    let outcome = match (
+        request_host_ref(request.uri(), request.headers()),
+        bypass_reason(shared, request, carried),
+    ) {
+        (Some(host), None) => {
+            key.rebuild(
+                request.method(),
+                &host,
+                request.uri(),
+                request.headers(),
+                config.params_for(request.uri().path()),
+                &config.keyed_headers,
+            );
+            None
+        }
+        // No reason but no host: `Host` and the URI's authority disagree.
+        (_, reason) => Some(reason.unwrap_or(Outcome::bypass("host"))),
+    };
+    match outcome {
+        None => {}
+        Some(_) if cached_only => return Begun::Answered(gateway_timeout(shared)),
+        Some(outcome) => return Begun::Later(Later::Pass(outcome)),
+    }
+    let route = config.route_for(request.uri().path());
+    let forwarded_params = ParamFilter {
+        ignored: &config.ignored_params,
+        route: route
+            .filter(|r| !r.forward_unkeyed_params)
+            .and_then(|r| r.query.as_ref()),
+    };
+    if !forwarded_params.keeps_all() {
+        strip_ignored_params(request, forwarded_params);
+    }
+    if let Some(CookieRule::Key(names)) = route.map(|r| &r.cookies) {
+        keep_only_cookies(request.headers_mut(), names);
+    }
+    let found = if shared.local {
+        match read_in_place(shared, &key, request, directives, carried.conditional) {
+            InPlace::Hit(response) => {
+                if key.weight() <= SPARE_KEY_BYTES {
+                    let _ = SPARE_KEY.try_with(|spare| spare.set(key));
+                }
+                return Begun::Answered(response);
+            }
+            InPlace::Read(found) => Some(found),
+            InPlace::Pending => None,
+        }
+    } else {
+        None
+    };
+    Begun::Later(Later::Keyed(Keyed {
+        key,
+        directives,
+        cached_only,
+        found,
+    }))
+}
+
+thread_local! {
+    /// The key of this thread's latest fresh hit on a local store, whose buffers the
+    /// next request's key is built in.
+    static SPARE_KEY: Cell<RequestKey> = const {
+        Cell::new(RequestKey {
+            primary: String::new(),
+            normalized_uri: String::new(),
+        })
+    };
+}
+
+/// The largest key whose buffers are kept for the next request.
+const SPARE_KEY_BYTES: usize = 4096;
+
+/// A lookup on the local store, made in place.
+enum InPlace<B> {
+    /// A fresh stored response answers the request.
+    Hit(Response<CacheBody<B>>),
+    /// What the store holds: nothing fresh for this request.
+    Read(Result<Lookup, StoreFailed>),
+    /// The store did not answer in place: the lookup is made again in [`handle`].
+    Pending,
+}
+
+fn read_in_place<ReqB, ResB>(
+    shared: &Shared,
+    key: &RequestKey,
+    request: &Request<ReqB>,
+    directives: bool,
+    conditional: bool,
+) -> InPlace<ResB> {
+    // A HEAD is answered by a fresh stored GET (RFC 9110 §9.3.2: the same header
+    // fields, no content) before its own entry is looked for.
+    if request.method() == Method::HEAD {
+        match lookup_now(shared, &key.with_method(&Method::GET), request.headers()) {
+            None => return InPlace::Pending,
+            Some(Ok(get)) => {
+                if let Some(response) =
+                    fresh_answer(shared, key, request, directives, conditional, &get)
+                {
+                    return InPlace::Hit(response);
+                }
+            }
+            Some(Err(StoreFailed)) => {}
+        }
+    }
+    let Some(found) = lookup_now(shared, &key.primary, request.headers()) else {
+        return InPlace::Pending;
+    };
+    if let Ok(lookup) = &found
+        && let Some(response) = fresh_answer(shared, key, request, directives, conditional, lookup)
+    {
+        return InPlace::Hit(response);
+    }
+    InPlace::Read(found)
+}
+
+/// The hit `lookup` gives `request`, if it found a stored response fresh for it.
+fn fresh_answer<ReqB, ResB>(
+    shared: &Shared,
+    key: &RequestKey,
+    request: &Request<ReqB>,
+    directives: bool,
+    conditional: bool,
+    lookup: &Lookup,
+) -> Option<Response<CacheBody<ResB>>> {
+    let stored = lookup.entry.as_deref()?.as_response()?;
+    let now = SystemTime::now();
+    fresh_for(stored, key, request, directives, now).then(|| {
+        fresh_hit(
+            stored,
+            request.headers(),
+            conditional,
+            request.method(),
+            now,
+            shared,
+        )
+    })
+}
+
+/// The rest of a request's way after [`begin`]: the lookup on a remote store, and
+/// every path to the origin.
 async fn handle<S, ReqB, ResB>(
     shared: Arc<Shared>,
     inner: S,
-    mut request: Request<ReqB>,
+    request: Request<ReqB>,
+    later: Later,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -166,74 +377,52 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    let config = &shared.config;
-    let method = request.method().clone();
-    if !method.is_safe() {
-        let boxed = Box::pin(write_through(&shared, inner, request));
-        return boxed.await;
-    }
-    let carried = Carried::of(request.headers(), &config.bypass_headers);
-    // The request's own cache directives (most requests have none).
-    let directives = carried.directives;
-    // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
-    let cached_only = directives && only_if_cached(request.headers());
-    let keyed = match (
-        request_host_ref(request.uri(), request.headers()),
-        bypass_reason(&shared, &request, carried),
-    ) {
-        (Some(host), None) => Ok(RequestKey::new(
-            &method,
-            &host,
-            request.uri(),
-            request.headers(),
-            config.params_for(request.uri().path()),
-            &config.keyed_headers,
-        )),
-        // No reason but no host: `Host` and the URI's authority disagree.
-        (_, reason) => Err(reason.unwrap_or(Outcome::bypass("host"))),
-    };
-    let key = match keyed {
-        Ok(key) => key,
-        Err(outcome) => {
-            if cached_only {
-                return Ok(gateway_timeout(&shared));
-            }
+    let Keyed {
+        key,
+        directives,
+        cached_only,
+        found,
+    } = match later {
+        Later::Unsafe => {
+            let boxed = Box::pin(write_through(&shared, inner, request));
+            return boxed.await;
+        }
+        Later::Pass(outcome) => {
             let boxed = Box::pin(pass(&shared, inner, request, outcome));
             return boxed.await;
         }
+        Later::Keyed(keyed) => keyed,
     };
-    let route = config.route_for(request.uri().path());
-    let forwarded_params = ParamFilter {
-        ignored: &config.ignored_params,
-        route: route
-            .filter(|r| !r.forward_unkeyed_params)
-            .and_then(|r| r.query.as_ref()),
+    let method = request.method().clone();
+    let found = match found {
+        Some(found) => found,
+        None => {
+            let conditional = has_conditions(request.headers());
+            if method == Method::HEAD
+                && let Ok(get) =
+                    lookup(&shared, &key.with_method(&Method::GET), request.headers()).await
+                && let Some(response) =
+                    fresh_answer(&shared, &key, &request, directives, conditional, &get)
+            {
+                return Ok(response);
+            }
+            let found = lookup(&shared, &key.primary, request.headers()).await;
+            if let Ok(lookup) = &found
+                && let Some(response) =
+                    fresh_answer(&shared, &key, &request, directives, conditional, lookup)
+            {
+                return Ok(response);
+            }
+            found
+        }
     };
-    if !forwarded_params.keeps_all() {
-        strip_ignored_params(&mut request, forwarded_params);
-    }
-    if let Some(CookieRule::Key(names)) = route.map(|r| &r.cookies) {
-        keep_only_cookies(request.headers_mut(), names);
-    }
-
-    // A HEAD is answered by a fresh stored GET (RFC 9110 §9.3.2: the same header
-    // fields, no content) before its own entry is looked for.
-    if method == Method::HEAD
-        && let Ok(get) = lookup(&shared, &key.with_method(&Method::GET), request.headers()).await
-        && let Some(entry) = get.entry
-        && let Some(stored) = entry.as_response()
-        && let now = SystemTime::now()
-        && fresh_for(stored, &key, &request, directives, now)
-    {
-        return Ok(fresh_hit(stored, request.headers(), &method, now, &shared));
-    }
 
     let Ok(Lookup {
         flight_key,
         entry,
         fwd,
         writes_before,
-    }) = lookup(&shared, &key.primary, request.headers()).await
+    }) = found
     else {
         if cached_only {
             return Ok(gateway_timeout(&shared));
@@ -247,8 +436,8 @@ where
         return boxed.await;
     };
 
-    // The paths to the origin are boxed futures: a hit, the common answer, then moves
-    // and allocates only the small future of this function.
+    // The paths to the origin are boxed futures: a hit on a remote store, the common
+    // answer there, then moves and allocates only the small future of this function.
     let Some(entry) = entry else {
         if cached_only {
             return Ok(gateway_timeout(&shared));
@@ -272,10 +461,8 @@ where
         ));
         return boxed.await;
     };
+    // Not fresh for this request (see `fresh_answer`).
     let now = SystemTime::now();
-    if fresh_for(stored, &key, &request, directives, now) {
-        return Ok(fresh_hit(stored, request.headers(), &method, now, &shared));
-    }
     let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
     if cached_only {
         return Ok(gateway_timeout(&shared));
@@ -381,6 +568,8 @@ struct Carried {
     range: bool,
     cookie: bool,
     unkeyed: bool,
+    /// `If-None-Match` or `If-Modified-Since` ([`has_conditions`]).
+    conditional: bool,
 }
 
 impl Carried {
@@ -394,6 +583,7 @@ impl Carried {
                 range: headers.contains_key(header::RANGE),
                 cookie: headers.contains_key(header::COOKIE),
                 unkeyed: bypass.iter().any(|name| headers.contains_key(name)),
+                conditional: has_conditions(headers),
             };
         }
         let mut carried = Carried::default();
@@ -404,6 +594,8 @@ impl Carried {
                 carried.range = true;
             } else if name == header::COOKIE {
                 carried.cookie = true;
+            } else if name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE {
+                carried.conditional = true;
             }
             if bypass.contains(name) {
                 carried.unkeyed = true;
@@ -424,6 +616,51 @@ struct Lookup {
     fwd: Fwd,
     /// [`Shared::writes`] before the store was read.
     writes_before: u64,
+}
+
+/// [`lookup`] on the local store, made in place: `None` when it did not answer at
+/// once (then nothing was read: a read changes nothing, and is made again).
+fn lookup_now(
+    shared: &Shared,
+    primary: &String,
+    headers: &HeaderMap,
+) -> Option<Result<Lookup, StoreFailed>> {
+    let writes_before = shared.writes.load(Ordering::Acquire);
+    let found = match shared.read_now(primary)? {
+        Ok(found) => found,
+        Err(failed) => return Some(Err(failed)),
+    };
+    let Some(found) = found else {
+        return Some(Ok(Lookup {
+            flight_key: None,
+            entry: None,
+            fwd: Fwd::UriMiss,
+            writes_before,
+        }));
+    };
+    let EntryKind::Variants(index) = &found.kind else {
+        return Some(Ok(Lookup {
+            flight_key: None,
+            entry: Some(found),
+            fwd: Fwd::UriMiss,
+            writes_before,
+        }));
+    };
+    let variant = variant_key(
+        primary,
+        index.nonce,
+        &selected_values(headers, &index.names),
+    );
+    let entry = match shared.read_now(&variant)? {
+        Ok(entry) => entry.filter(|e| e.as_response().is_some()),
+        Err(failed) => return Some(Err(failed)),
+    };
+    Some(Ok(Lookup {
+        flight_key: Some(variant),
+        entry,
+        fwd: Fwd::VaryMiss,
+        writes_before,
+    }))
 }
 
 /// Reads `primary` and, when it holds a Vary index, the variant `headers` select.
@@ -988,6 +1225,7 @@ fn finish<B>(response: Response<B>, shared: &Shared, outcome: &Outcome) -> Respo
 fn fresh_hit<B>(
     stored: &StoredResponse,
     client: &HeaderMap,
+    conditional: bool,
     method: &Method,
     now: SystemTime,
     shared: &Shared,
@@ -995,7 +1233,7 @@ fn fresh_hit<B>(
     shared.counters.cache.hits.incr();
     let age = stored.age(now);
     let ttl = ttl_seconds(stored.lifetime, age);
-    if has_conditions(client) {
+    if conditional {
         return from_stored(stored, client, method, now, shared, Outcome::hit(ttl));
     }
     // Every plain hit within one second sends the same fields: the latest one's are
@@ -1205,6 +1443,8 @@ mod tests {
             "range",
             "cookie",
             "x-forwarded-host",
+            "if-none-match",
+            "if-modified-since",
         ];
         for mask in 0..(1u32 << asked.len()) {
             for filler in [0, 3, 12] {
@@ -1228,13 +1468,15 @@ mod tests {
                         carried.directives,
                         carried.range,
                         carried.cookie,
-                        carried.unkeyed
+                        carried.unkeyed,
+                        carried.conditional,
                     ),
                     (
                         has("cache-control") || has("pragma"),
                         has("range"),
                         has("cookie"),
                         has("x-forwarded-host") || has("cookie"),
+                        has("if-none-match") || has("if-modified-since"),
                     ),
                     "{headers:?}"
                 );
