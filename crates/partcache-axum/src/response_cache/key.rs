@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Method, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 /// Which query parameters are part of a route's key.
@@ -75,14 +75,18 @@ pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
 /// [`request_host`], borrowed from the request when it is in normal form already (the
 /// usual case: no copy per request).
 pub(crate) fn request_host_ref<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Cow<'a, str>> {
-    let from_header = headers
-        .get(header::HOST)
-        .map(|h| match std::str::from_utf8(h.as_bytes()) {
-            Ok(host) => normalized_host(host),
-            Err(_) => {
-                Cow::Owned(normalized_host(&String::from_utf8_lossy(h.as_bytes())).into_owned())
-            }
-        });
+    request_host_of(uri, headers.get(header::HOST))
+}
+
+/// [`request_host_ref`] with the request's (first) `Host` field given.
+pub(crate) fn request_host_of<'a>(
+    uri: &'a Uri,
+    host: Option<&'a HeaderValue>,
+) -> Option<Cow<'a, str>> {
+    let from_header = host.map(|h| match std::str::from_utf8(h.as_bytes()) {
+        Ok(host) => normalized_host(host),
+        Err(_) => Cow::Owned(normalized_host(&String::from_utf8_lossy(h.as_bytes())).into_owned()),
+    });
     let from_uri = uri.authority().map(|a| normalized_host(a.as_str()));
     match (from_header, from_uri) {
         (Some(h), Some(u)) if h != u => None,

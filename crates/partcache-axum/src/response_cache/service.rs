@@ -25,7 +25,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -39,7 +39,7 @@ use super::body::{BoxError, Buffered, CacheBody, read_limited};
 use super::entry::{CachedEntry, EntryKind, StoredResponse};
 use super::future::ResponseFuture;
 use super::key::{
-    ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, request_host_ref,
+    ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, request_host_of,
     same_variant, selected_values, strip_ignored, variant_key, with_normalized,
 };
 use super::policy::{
@@ -214,6 +214,7 @@ where
     let carried = Carried::of(request.headers(), &config.bypass_headers);
     // The request's own cache directives (most requests have none).
     let directives = carried.directives;
+    let conditional = carried.conditional;
     // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
     let cached_only = directives && only_if_cached(request.headers());
     // On the local store a hit needs no key of its own: it is built in the buffers
@@ -224,7 +225,7 @@ where
         RequestKey::default()
     };
     let outcome = match (
-        request_host_ref(request.uri(), request.headers()),
+        request_host_of(request.uri(), carried.host),
         bypass_reason(shared, request, carried),
     ) {
         (Some(host), None) => {
@@ -260,7 +261,7 @@ where
         keep_only_cookies(request.headers_mut(), names);
     }
     let found = if shared.local {
-        match read_in_place(shared, &key, request, directives, carried.conditional) {
+        match read_in_place(shared, &key, request, directives, conditional) {
             InPlace::Hit(response) => {
                 if key.weight() <= SPARE_KEY_BYTES {
                     let _ = SPARE_KEY.try_with(|spare| spare.set(key));
@@ -349,13 +350,19 @@ fn fresh_answer<ReqB, ResB>(
 ) -> Option<Response<CacheBody<ResB>>> {
     let stored = lookup.entry.as_deref()?.as_response()?;
     let now = SystemTime::now();
-    fresh_for(stored, key, request, directives, now).then(|| {
+    let age = stored.age(now);
+    let fresh = if directives {
+        fresh_for(stored, key, request, directives, now)
+    } else {
+        age < stored.lifetime
+    };
+    fresh.then(|| {
         fresh_hit(
             stored,
             request.headers(),
             conditional,
             request.method(),
-            now,
+            (now, age),
             shared,
         )
     })
@@ -525,7 +532,7 @@ where
 fn bypass_reason<B: Body>(
     shared: &Shared,
     request: &Request<B>,
-    carried: Carried,
+    carried: Carried<'_>,
 ) -> Option<Outcome> {
     let config = &shared.config;
     if !config.methods.contains(request.method()) {
@@ -563,19 +570,21 @@ fn bypass_reason<B: Body>(
 /// directives (`Cache-Control`, `Pragma`), `Range`, `Cookie`, and any of the bypass
 /// names (unkeyed headers that could poison a shared entry).
 #[derive(Debug, Clone, Copy, Default)]
-struct Carried {
+struct Carried<'a> {
     directives: bool,
     range: bool,
     cookie: bool,
     unkeyed: bool,
     /// `If-None-Match` or `If-Modified-Since` ([`has_conditions`]).
     conditional: bool,
+    /// The first `Host` field.
+    host: Option<&'a HeaderValue>,
 }
 
-impl Carried {
+impl<'a> Carried<'a> {
     /// A request with few fields (API clients send three or four) is read in one pass
     /// over them; one with more, by a hash lookup per name asked about.
-    fn of(headers: &HeaderMap, bypass: &[header::HeaderName]) -> Self {
+    fn of(headers: &'a HeaderMap, bypass: &[header::HeaderName]) -> Self {
         const FEW: usize = 8;
         if headers.keys_len() > FEW {
             return Carried {
@@ -584,11 +593,14 @@ impl Carried {
                 cookie: headers.contains_key(header::COOKIE),
                 unkeyed: bypass.iter().any(|name| headers.contains_key(name)),
                 conditional: has_conditions(headers),
+                host: headers.get(header::HOST),
             };
         }
         let mut carried = Carried::default();
-        for name in headers.keys() {
-            if name == header::CACHE_CONTROL || name == header::PRAGMA {
+        for (name, value) in headers {
+            if name == header::HOST {
+                carried.host = carried.host.or(Some(value));
+            } else if name == header::CACHE_CONTROL || name == header::PRAGMA {
                 carried.directives = true;
             } else if name == header::RANGE {
                 carried.range = true;
@@ -1218,20 +1230,18 @@ fn finish<B>(response: Response<B>, shared: &Shared, outcome: &Outcome) -> Respo
     Response::from_parts(parts, CacheBody::origin(body))
 }
 
-/// A response from a stored one: a 304 when the client's conditions hold, else the
-/// stored status, headers and (shared, uncopied) body; `Age`, `x-cache` and
-/// `Cache-Status` added.
 /// A fresh stored response served as a hit: counted, and answered from the store.
+/// `conditional`: the request has `If-None-Match` or `If-Modified-Since`; `now` is
+/// when the store was read, `age` the response's age then.
 fn fresh_hit<B>(
     stored: &StoredResponse,
     client: &HeaderMap,
     conditional: bool,
     method: &Method,
-    now: SystemTime,
+    (now, age): (SystemTime, Duration),
     shared: &Shared,
 ) -> Response<CacheBody<B>> {
     shared.counters.cache.hits.incr();
-    let age = stored.age(now);
     let ttl = ttl_seconds(stored.lifetime, age);
     if conditional {
         return from_stored(stored, client, method, now, shared, Outcome::hit(ttl));
@@ -1254,6 +1264,9 @@ fn fresh_hit<B>(
     response
 }
 
+/// A response from a stored one: a 304 when the client's conditions hold, else the
+/// stored status, headers and (shared, uncopied) body; `Age`, `x-cache` and
+/// `Cache-Status` added.
 fn from_stored<B>(
     stored: &StoredResponse,
     client: &HeaderMap,
@@ -1449,7 +1462,9 @@ mod tests {
         for mask in 0..(1u32 << asked.len()) {
             for filler in [0, 3, 12] {
                 let mut headers = HeaderMap::new();
-                headers.insert("host", HeaderValue::from_static("h"));
+                if mask % 2 == 0 {
+                    headers.insert("host", HeaderValue::from_static("h"));
+                }
                 for i in 0..filler {
                     headers.insert(
                         HeaderName::try_from(format!("x-filler-{i}")).unwrap(),
@@ -1462,6 +1477,7 @@ mod tests {
                     }
                 }
                 let carried = Carried::of(&headers, &bypass);
+                assert_eq!(carried.host, headers.get("host"));
                 let has = |name: &str| headers.contains_key(name);
                 assert_eq!(
                     (
