@@ -16,10 +16,11 @@
 //!    within the body limit is stored beside the reply (`MISS`); larger bodies stream
 //!    through unbuffered.
 //!
-//! Steps 1–4 up to a fresh hit wait for nothing on the local store: they run in
-//! `call` (`begin`), and such a hit returns a ready future without the origin
-//! service (which stays ready for the next call) or a boxed future. Everything else
-//! runs in one boxed future (`handle`).
+//! On the local store steps 1–4 wait for nothing: they run in `call` (`begin`, then
+//! `next`). A fresh hit (and a stale-while-revalidate answer, or `only-if-cached`'s
+//! `504`) returns a ready future, without the origin service (which stays ready for
+//! the next call) or a boxed future; a request to the origin runs in one boxed
+//! future. On a remote store the lookup runs in the boxed future (`read_then`).
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -152,7 +153,33 @@ where
             Begun::Later(later) => later,
         };
         let inner = self.take_ready();
-        ResponseFuture::boxed(handle(self.shared.clone(), inner, request, later))
+        let shared = self.shared.clone();
+        match later {
+            Later::Unsafe => {
+                ResponseFuture::boxed(async move { write_through(&shared, inner, request).await })
+            }
+            Later::Pass(outcome) => {
+                ResponseFuture::boxed(async move { pass(&shared, inner, request, outcome).await })
+            }
+            // The local store was read: what comes next is known now.
+            Later::Keyed(Keyed {
+                key,
+                directives,
+                cached_only,
+                found: Some(found),
+            }) => {
+                match next(&shared, inner, request, key, directives, cached_only, found) {
+                    Next::Answered(response) => ResponseFuture::ready(response),
+                    Next::Fetch(fetching) => {
+                        ResponseFuture::boxed(async move { fetching.run(&shared).await })
+                    }
+                    Next::Pass(inner, request, outcome) => ResponseFuture::boxed(async move {
+                        pass(&shared, inner, request, outcome).await
+                    }),
+                }
+            }
+            Later::Keyed(keyed) => ResponseFuture::boxed(read_then(shared, inner, request, keyed)),
+        }
     }
 }
 
@@ -173,7 +200,7 @@ enum Begun<B> {
     /// Answered without the origin: a fresh hit on the local store, or a `504` for
     /// `only-if-cached`.
     Answered(Response<CacheBody<B>>),
-    /// The rest happens in [`handle`].
+    /// The rest happens in [`next`], or in [`read_then`] on a remote store.
     Later(Later),
 }
 
@@ -302,7 +329,7 @@ enum InPlace<B> {
     Hit(Response<CacheBody<B>>),
     /// What the store holds: nothing fresh for this request.
     Read(Result<Lookup, StoreFailed>),
-    /// The store did not answer in place: the lookup is made again in [`handle`].
+    /// The store did not answer in place: the lookup is made again in [`read_then`].
     Pending,
 }
 
@@ -331,6 +358,29 @@ fn read_in_place<ReqB, ResB>(
     let Some(found) = lookup_now(shared, &key.primary, request.headers()) else {
         return InPlace::Pending;
     };
+    if let Ok(lookup) = &found
+        && let Some(response) = fresh_answer(shared, key, request, directives, conditional, lookup)
+    {
+        return InPlace::Hit(response);
+    }
+    InPlace::Read(found)
+}
+
+/// [`read_in_place`] on a store that does not answer in place (never `Pending`).
+async fn read_remote<ResB>(
+    shared: &Shared,
+    key: &RequestKey,
+    request: &Request<()>,
+    directives: bool,
+) -> InPlace<ResB> {
+    let conditional = has_conditions(request.headers());
+    if request.method() == Method::HEAD
+        && let Ok(get) = lookup(shared, &key.with_method(&Method::GET), request.headers()).await
+        && let Some(response) = fresh_answer(shared, key, request, directives, conditional, &get)
+    {
+        return InPlace::Hit(response);
+    }
+    let found = lookup(shared, &key.primary, request.headers()).await;
     if let Ok(lookup) = &found
         && let Some(response) = fresh_answer(shared, key, request, directives, conditional, lookup)
     {
@@ -368,13 +418,13 @@ fn fresh_answer<ReqB, ResB>(
     })
 }
 
-/// The rest of a request's way after [`begin`]: the lookup on a remote store, and
-/// every path to the origin.
-async fn handle<S, ReqB, ResB>(
+/// A request whose store has still to be read (a remote one): the lookup, then what
+/// [`next`] says.
+async fn read_then<S, ReqB, ResB>(
     shared: Arc<Shared>,
     inner: S,
     request: Request<ReqB>,
-    later: Later,
+    keyed: Keyed,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -388,42 +438,99 @@ where
         key,
         directives,
         cached_only,
-        found,
-    } = match later {
-        Later::Unsafe => {
-            let boxed = Box::pin(write_through(&shared, inner, request));
-            return boxed.await;
+        ..
+    } = keyed;
+    // The request without its body, which need not be `Sync`.
+    let (parts, body) = request.into_parts();
+    let head = Request::from_parts(parts, ());
+    let read = read_remote(&shared, &key, &head, directives).await;
+    let request = Request::from_parts(head.into_parts().0, body);
+    let found = match read {
+        InPlace::Hit(response) => return Ok(response),
+        InPlace::Read(found) => found,
+        InPlace::Pending => unreachable!("a remote lookup is awaited"),
+    };
+    // The paths to the origin are boxed futures: a hit, the common answer, then moves
+    // and allocates only the small future of this function.
+    match next(&shared, inner, request, key, directives, cached_only, found) {
+        Next::Answered(response) => Ok(response),
+        Next::Fetch(fetching) => {
+            let boxed = Box::pin(fetching.run(&shared));
+            boxed.await
         }
-        Later::Pass(outcome) => {
+        Next::Pass(inner, request, outcome) => {
             let boxed = Box::pin(pass(&shared, inner, request, outcome));
-            return boxed.await;
+            boxed.await
         }
-        Later::Keyed(keyed) => keyed,
-    };
-    let method = request.method().clone();
-    let found = match found {
-        Some(found) => found,
-        None => {
-            let conditional = has_conditions(request.headers());
-            if method == Method::HEAD
-                && let Ok(get) =
-                    lookup(&shared, &key.with_method(&Method::GET), request.headers()).await
-                && let Some(response) =
-                    fresh_answer(&shared, &key, &request, directives, conditional, &get)
-            {
-                return Ok(response);
-            }
-            let found = lookup(&shared, &key.primary, request.headers()).await;
-            if let Ok(lookup) = &found
-                && let Some(response) =
-                    fresh_answer(&shared, &key, &request, directives, conditional, lookup)
-            {
-                return Ok(response);
-            }
-            found
-        }
-    };
+    }
+}
 
+/// What a request whose lookup found nothing fresh for it does next.
+enum Next<S, ReqB, B> {
+    /// Answered now: `only-if-cached` with nothing usable, or a stale response within
+    /// `stale-while-revalidate` (its refresh spawned).
+    Answered(Response<CacheBody<B>>),
+    /// To the origin through the cache.
+    Fetch(Fetching<S, ReqB>),
+    /// Past the cache (the store failed).
+    Pass(S, Request<ReqB>, Outcome),
+}
+
+/// The arguments of [`fetch`].
+struct Fetching<S, ReqB> {
+    inner: S,
+    request: Request<ReqB>,
+    key: RequestKey,
+    flight_key: String,
+    stale: Option<Arc<CachedEntry>>,
+    fwd: Fwd,
+    writes_before: Option<u64>,
+}
+
+impl<S, ReqB> Fetching<S, ReqB> {
+    async fn run<ResB>(self, shared: &Arc<Shared>) -> Reply<ResB, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send + 'static,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        fetch(
+            shared,
+            self.inner,
+            self.request,
+            self.key,
+            self.flight_key,
+            self.stale,
+            self.fwd,
+            self.writes_before,
+        )
+        .await
+    }
+}
+
+/// Decides what a request does after its lookup (`found`), when nothing stored was
+/// fresh for it: a `504` for `only-if-cached`; a stale answer within
+/// `stale-while-revalidate` with one background refresh; else the origin (a miss, or
+/// a revalidation of the stale entry).
+fn next<S, ReqB, ResB>(
+    shared: &Arc<Shared>,
+    inner: S,
+    request: Request<ReqB>,
+    key: RequestKey,
+    directives: bool,
+    cached_only: bool,
+    found: Result<Lookup, StoreFailed>,
+) -> Next<S, ReqB, ResB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Body + Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
     let Ok(Lookup {
         flight_key,
         entry,
@@ -432,54 +539,42 @@ where
     }) = found
     else {
         if cached_only {
-            return Ok(gateway_timeout(&shared));
+            return Next::Answered(gateway_timeout(shared));
         }
-        let boxed = Box::pin(pass(
-            &shared,
+        return Next::Pass(inner, request, Outcome::bypass("store-error"));
+    };
+    let stored = entry.as_deref().and_then(CachedEntry::as_response);
+    let Some(stored) = stored else {
+        if cached_only {
+            return Next::Answered(gateway_timeout(shared));
+        }
+        if entry.is_none() {
+            shared.counters.cache.misses.incr();
+        }
+        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
+        return Next::Fetch(Fetching {
             inner,
             request,
-            Outcome::bypass("store-error"),
-        ));
-        return boxed.await;
-    };
-
-    // The paths to the origin are boxed futures: a hit on a remote store, the common
-    // answer there, then moves and allocates only the small future of this function.
-    let Some(entry) = entry else {
-        if cached_only {
-            return Ok(gateway_timeout(&shared));
-        }
-        shared.counters.cache.misses.incr();
-        let seen = Some(writes_before);
-        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
-        let boxed = Box::pin(fetch(
-            &shared, inner, request, key, flight_key, None, fwd, seen,
-        ));
-        return boxed.await;
-    };
-    let Some(stored) = entry.as_response() else {
-        if cached_only {
-            return Ok(gateway_timeout(&shared));
-        }
-        let seen = Some(writes_before);
-        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
-        let boxed = Box::pin(fetch(
-            &shared, inner, request, key, flight_key, None, fwd, seen,
-        ));
-        return boxed.await;
+            key,
+            flight_key,
+            stale: None,
+            fwd,
+            writes_before: Some(writes_before),
+        });
     };
     // Not fresh for this request (see `fresh_answer`).
     let now = SystemTime::now();
     let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
     if cached_only {
-        return Ok(gateway_timeout(&shared));
+        return Next::Answered(gateway_timeout(shared));
     }
     if !directives && stored.within_stale_window(now, stored.stale_while_revalidate) {
         shared.counters.stale.incr();
         let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)))
             .label(Label::Stale)
             .detail("stale-while-revalidate");
-        let response = from_stored(stored, request.headers(), &method, now, &shared, outcome);
+        let method = request.method().clone();
+        let response = from_stored(stored, request.headers(), &method, now, shared, outcome);
         // One background refresh per key: a running flight means one is under way.
         if let Joined::Leader(flight) = shared.flights.join(&flight_key)
             && let Some(admitted) = shared.backlog.admit(0)
@@ -499,7 +594,7 @@ where
                     inner,
                     request,
                     key,
-                    Some(entry),
+                    entry,
                     Some(flight),
                     Fwd::Stale,
                     None,
@@ -507,7 +602,7 @@ where
                 .await;
             });
         }
-        return Ok(response);
+        return Next::Answered(response);
     }
     // Fresh for the cache, ruled out by the request's own directives: `fwd=request`.
     let fwd = if stored.is_fresh(now) {
@@ -515,17 +610,15 @@ where
     } else {
         Fwd::Stale
     };
-    let boxed = Box::pin(fetch(
-        &shared,
+    Next::Fetch(Fetching {
         inner,
         request,
         key,
         flight_key,
-        Some(entry),
+        stale: entry.clone(),
         fwd,
-        None,
-    ));
-    boxed.await
+        writes_before: None,
+    })
 }
 
 /// Why a request does not use the cache, if it does not.
