@@ -17,12 +17,14 @@
 //!    through unbuffered.
 //!
 //! On the local store steps 1–4 wait for nothing: they run in `call` (`begin`, then
-//! `next`). A fresh hit (and a stale-while-revalidate answer, or `only-if-cached`'s
-//! `504`) returns a ready future, without the origin service (which stays ready for
-//! the next call) or a boxed future; a request to the origin runs in one boxed
-//! future. On a remote store the lookup runs in the boxed future (`read_then`).
+//! `next`). A fresh hit (or `only-if-cached`'s `504`) returns a ready future, without
+//! the origin service (which stays ready for the next call) or a boxed future; a
+//! request to the origin runs in one boxed future, and so does a stale answer whose
+//! refresh is spawned when it is polled (`call` may run outside the runtime). On a
+//! remote store the lookup runs in the boxed future (`read_then`).
 
 use std::cell::Cell;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -170,6 +172,11 @@ where
             }) => {
                 match next(&shared, inner, request, key, directives, cached_only, found) {
                     Next::Answered(response) => ResponseFuture::ready(response),
+                    Next::Stale(response, None) => ResponseFuture::ready(response),
+                    Next::Stale(response, Some(refresh)) => ResponseFuture::boxed(async move {
+                        tokio::spawn(refresh);
+                        Ok(response)
+                    }),
                     Next::Fetch(fetching) => {
                         ResponseFuture::boxed(async move { fetching.run(&shared).await })
                     }
@@ -454,6 +461,12 @@ where
     // and allocates only the small future of this function.
     match next(&shared, inner, request, key, directives, cached_only, found) {
         Next::Answered(response) => Ok(response),
+        Next::Stale(response, refresh) => {
+            if let Some(refresh) = refresh {
+                tokio::spawn(refresh);
+            }
+            Ok(response)
+        }
         Next::Fetch(fetching) => {
             let boxed = Box::pin(fetching.run(&shared));
             boxed.await
@@ -465,11 +478,16 @@ where
     }
 }
 
+/// A stale-while-revalidate refresh, to spawn.
+type Refresh = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// What a request whose lookup found nothing fresh for it does next.
 enum Next<S, ReqB, B> {
-    /// Answered now: `only-if-cached` with nothing usable, or a stale response within
-    /// `stale-while-revalidate` (its refresh spawned).
+    /// Answered now: `only-if-cached` with nothing usable.
     Answered(Response<CacheBody<B>>),
+    /// A stale response within `stale-while-revalidate`, and the refresh to spawn
+    /// unless one is under way.
+    Stale(Response<CacheBody<B>>, Option<Refresh>),
     /// To the origin through the cache.
     Fetch(Fetching<S, ReqB>),
     /// Past the cache (the store failed).
@@ -576,33 +594,36 @@ where
         let method = request.method().clone();
         let response = from_stored(stored, request.headers(), &method, now, shared, outcome);
         // One background refresh per key: a running flight means one is under way.
-        if let Joined::Leader(flight) = shared.flights.join(&flight_key)
-            && let Some(admitted) = shared.backlog.admit(0)
-        {
-            let shared = shared.clone();
-            let entry = entry.clone();
-            tokio::spawn(async move {
-                let _admitted = admitted;
-                if let Some(refreshed) =
-                    stored_meanwhile(&shared, &flight_key, request.headers()).await
-                {
-                    flight.complete(refreshed);
-                    return;
-                }
-                let _ = origin(
-                    &shared,
-                    inner,
-                    request,
-                    key,
-                    entry,
-                    Some(flight),
-                    Fwd::Stale,
-                    None,
-                )
-                .await;
-            });
-        }
-        return Next::Answered(response);
+        let refresh = match shared.flights.join(&flight_key) {
+            Joined::Leader(flight) => shared.backlog.admit(0).map(|admitted| {
+                let shared = shared.clone();
+                let entry = entry.clone();
+                // Spawned when the response future is polled: `call` may run outside
+                // the runtime.
+                Box::pin(async move {
+                    let _admitted = admitted;
+                    if let Some(refreshed) =
+                        stored_meanwhile(&shared, &flight_key, request.headers()).await
+                    {
+                        flight.complete(refreshed);
+                        return;
+                    }
+                    let _ = origin(
+                        &shared,
+                        inner,
+                        request,
+                        key,
+                        entry,
+                        Some(flight),
+                        Fwd::Stale,
+                        None,
+                    )
+                    .await;
+                }) as Refresh
+            }),
+            Joined::Waiter(_) => None,
+        };
+        return Next::Stale(response, refresh);
     }
     // Fresh for the cache, ruled out by the request's own directives: `fwd=request`.
     let fwd = if stored.is_fresh(now) {
