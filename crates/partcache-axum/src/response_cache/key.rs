@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Method, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 /// Which query parameters are part of a route's key.
@@ -49,11 +49,16 @@ const KEY_PART: &AsciiSet = &CONTROLS
     .add(b'"')
     .add(b'\\');
 
+/// A byte [`KEY_PART`] leaves as it is: printable ASCII but the key's structure.
+fn unescaped(byte: u8) -> bool {
+    byte.is_ascii_graphic() && !matches!(byte, b'|' | b'%' | b'{' | b'}' | b'"' | b'\\')
+}
+
 /// The version prefix of every key; bumped when the layout changes.
 const KEY_PREFIX: &str = "http1";
 
 /// The primary key of a request, with what is needed to rebuild related keys.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct RequestKey {
     pub(crate) primary: String,
     /// `path?normalized-query`, the URI the stored policy is keyed on.
@@ -70,13 +75,18 @@ pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
 /// [`request_host`], borrowed from the request when it is in normal form already (the
 /// usual case: no copy per request).
 pub(crate) fn request_host_ref<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Cow<'a, str>> {
-    let from_header =
-        headers
-            .get(header::HOST)
-            .map(|h| match String::from_utf8_lossy(h.as_bytes()) {
-                Cow::Borrowed(host) => normalized_host(host),
-                Cow::Owned(host) => Cow::Owned(normalized_host(&host).into_owned()),
-            });
+    request_host_of(uri, headers.get(header::HOST))
+}
+
+/// [`request_host_ref`] with the request's (first) `Host` field given.
+pub(crate) fn request_host_of<'a>(
+    uri: &'a Uri,
+    host: Option<&'a HeaderValue>,
+) -> Option<Cow<'a, str>> {
+    let from_header = host.map(|h| match std::str::from_utf8(h.as_bytes()) {
+        Ok(host) => normalized_host(host),
+        Err(_) => Cow::Owned(normalized_host(&String::from_utf8_lossy(h.as_bytes())).into_owned()),
+    });
     let from_uri = uri.authority().map(|a| normalized_host(a.as_str()));
     match (from_header, from_uri) {
         (Some(h), Some(u)) if h != u => None,
@@ -96,6 +106,19 @@ pub(crate) fn normalize_host(host: &str) -> String {
 
 /// [`normalize_host`], borrowing `host` when only a part of it is kept.
 fn normalized_host(host: &str) -> Cow<'_, str> {
+    // The usual host (a lowercase name, no port, no final dot) is its own normal form.
+    if !host.ends_with('.')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Cow::Borrowed(host);
+    }
+    normalized_host_in_full(host)
+}
+
+/// [`normalized_host`] for any host.
+fn normalized_host_in_full(host: &str) -> Cow<'_, str> {
     let host = host.trim();
     let host = host
         .strip_suffix(":80")
@@ -135,7 +158,7 @@ impl ParamFilter<'_> {
 /// value would otherwise answer `a=1&a=2` and `a=2&a=1` differently under one key.
 /// Names are compared decoded (`%61` is `a`, `+` is a space) for the same reason.
 pub(crate) fn normalize_query<'q>(query: &'q str, filter: ParamFilter<'_>) -> Vec<&'q str> {
-    let mut params: Vec<(String, &str)> = query
+    let mut params: Vec<(Cow<'q, str>, &str)> = query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| (decoded_name(p), p))
@@ -162,18 +185,25 @@ pub(crate) fn strip_ignored(query: &str, filter: ParamFilter<'_>) -> String {
     out
 }
 
-fn decoded_name(param: &str) -> String {
+fn decoded_name(param: &str) -> Cow<'_, str> {
     let name = param.split_once('=').map_or(param, |(n, _)| n);
     if name.contains(['+', '%']) {
-        percent_decode_str(&name.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
+        Cow::Owned(
+            percent_decode_str(&name.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned(),
+        )
     } else {
-        name.to_string()
+        Cow::Borrowed(name)
     }
 }
 
 fn push_escaped(out: &mut String, part: &str) {
+    // Most parts have nothing to escape: copied whole.
+    if part.bytes().all(unescaped) {
+        out.push_str(part);
+        return;
+    }
     for piece in utf8_percent_encode(part, KEY_PART) {
         out.push_str(piece);
     }
@@ -194,35 +224,47 @@ impl RequestKey {
         params: ParamFilter<'_>,
         keyed_headers: &[HeaderName],
     ) -> Self {
+        let mut key = RequestKey::default();
+        key.rebuild(method, host, uri, headers, params, keyed_headers);
+        key
+    }
+
+    /// [`new`](Self::new) in the buffers of this key (a hit looks up with a key whose
+    /// buffers a previous request left, allocating none).
+    pub(crate) fn rebuild(
+        &mut self,
+        method: &Method,
+        host: &str,
+        uri: &Uri,
+        headers: &HeaderMap,
+        params: ParamFilter<'_>,
+        keyed_headers: &[HeaderName],
+    ) {
         let path = uri.path();
-        let params = uri
-            .query()
-            .map(|q| normalize_query(q, params))
-            .unwrap_or_default();
-        let mut normalized_uri =
-            String::with_capacity(path.len() + uri.query().map_or(0, str::len) + 1);
+        let normalized_uri = &mut self.normalized_uri;
+        normalized_uri.clear();
         normalized_uri.push_str(path);
-        for (i, param) in params.iter().enumerate() {
-            normalized_uri.push(if i == 0 { '?' } else { '&' });
-            normalized_uri.push_str(param);
+        if let Some(query) = uri.query() {
+            for (i, param) in normalize_query(query, params).iter().enumerate() {
+                normalized_uri.push(if i == 0 { '?' } else { '&' });
+                normalized_uri.push_str(param);
+            }
         }
-        let mut primary = String::with_capacity(32 + host.len() + normalized_uri.len());
+        let primary = &mut self.primary;
+        primary.clear();
+        primary.reserve(32 + host.len() + normalized_uri.len());
         primary.push_str(KEY_PREFIX);
         primary.push('|');
-        push_escaped(&mut primary, method.as_str());
+        push_escaped(primary, method.as_str());
         primary.push('|');
-        push_escaped(&mut primary, host);
+        push_escaped(primary, host);
         primary.push('|');
-        push_escaped(&mut primary, path);
+        push_escaped(primary, path);
         primary.push('|');
-        push_escaped(&mut primary, &normalized_uri[path.len()..]);
+        push_escaped(primary, &normalized_uri[path.len()..]);
         for name in keyed_headers {
             let hash = hash_headers(headers, name);
             let _ = write!(primary, "|h:{}={hash:032x}", name.as_str());
-        }
-        RequestKey {
-            primary,
-            normalized_uri,
         }
     }
 
@@ -500,6 +542,60 @@ mod tests {
         let odd = key("/a%7Cb/c", "h").primary;
         assert!(key_under_prefix(&odd, Some("h"), "/a%7Cb"));
         assert!(!key_under_prefix(&odd, Some("h"), "/a"));
+    }
+
+    /// The check that lets most hosts through as they are agrees with the whole rule.
+    #[test]
+    fn usual_hosts_are_their_own_normal_form() {
+        for host in [
+            "",
+            "bench",
+            "example.com",
+            "a-b.c9.example",
+            "example.com.",
+            "example.com..",
+            ".",
+            "Example.com",
+            "example.com:80",
+            "example.com:8080",
+            " example.com",
+            "ex ample",
+            "[::1]:443",
+            "exämple.com",
+        ] {
+            assert_eq!(
+                normalized_host(host),
+                normalized_host_in_full(host),
+                "{host:?}"
+            );
+        }
+    }
+
+    /// Parts with nothing to escape are copied whole; the result is the escaping's.
+    #[test]
+    fn key_parts_are_escaped_as_the_key_set_says() {
+        let mut parts: Vec<String> = (0u8..=0x7f).map(|b| char::from(b).to_string()).collect();
+        parts.extend(
+            [
+                "é",
+                "a|b",
+                "/p/{x}",
+                "50%",
+                "plain/path",
+                "\u{7f}",
+                "\u{10ffff}",
+            ]
+            .map(String::from),
+        );
+        for part in parts {
+            let mut escaped = String::new();
+            push_escaped(&mut escaped, &part);
+            assert_eq!(
+                escaped,
+                utf8_percent_encode(&part, KEY_PART).to_string(),
+                "{part:?}"
+            );
+        }
     }
 
     #[test]

@@ -15,11 +15,20 @@
 //! 5. Miss → the origin, once for all concurrent misses of a key; a storable response
 //!    within the body limit is stored beside the reply (`MISS`); larger bodies stream
 //!    through unbuffered.
+//!
+//! On the local store steps 1–4 wait for nothing: they run in `call` (`begin`, then
+//! `next`). A fresh hit (or `only-if-cached`'s `504`) returns a ready future, without
+//! the origin service (which stays ready for the next call) or a boxed future; a
+//! request to the origin runs in one boxed future, and so does a stale answer whose
+//! refresh is spawned when it is polled (`call` may run outside the runtime). On a
+//! remote store the lookup runs in the boxed future (`read_then`).
 
+use std::cell::Cell;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -33,7 +42,7 @@ use super::body::{BoxError, Buffered, CacheBody, read_limited};
 use super::entry::{CachedEntry, EntryKind, StoredResponse};
 use super::future::ResponseFuture;
 use super::key::{
-    ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, request_host_ref,
+    ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, request_host_of,
     same_variant, selected_values, strip_ignored, variant_key, with_normalized,
 };
 use super::policy::{
@@ -123,40 +132,306 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        // The ready service goes with this request (tower's rule for services used
-        // from a spawned or boxed future); the clone waits for the next poll_ready.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         if request.extensions().get::<Handled>() == Some(&Handled::by(&self.shared)) {
             // An outer layer of this cache handles the request: this route's settings
             // go up with the response.
             let route = self.route.clone();
-            let call = inner.call(request);
-            return ResponseFuture {
-                inner: Box::pin(async move {
-                    let mut response = call.await?;
-                    if let Some(route) = route {
-                        response.extensions_mut().insert(LayerRoute(route));
-                    }
-                    Ok(response.map(CacheBody::origin))
-                }),
-            };
+            let call = self.take_ready().call(request);
+            return ResponseFuture::boxed(async move {
+                let mut response = call.await?;
+                if let Some(route) = route {
+                    response.extensions_mut().insert(LayerRoute(route));
+                }
+                Ok(response.map(CacheBody::origin))
+            });
         }
         if let Some(route) = &self.route {
             request.extensions_mut().insert(LayerRoute(route.clone()));
         }
-        ResponseFuture {
-            inner: Box::pin(handle(self.shared.clone(), inner, request)),
+        // A fresh hit on the local store is answered here: the origin service is not
+        // used, so it stays ready for the next call, and nothing is boxed.
+        let later = match begin(&self.shared, &mut request) {
+            Begun::Answered(response) => return ResponseFuture::ready(response),
+            Begun::Later(later) => later,
+        };
+        let inner = self.take_ready();
+        let shared = self.shared.clone();
+        match later {
+            Later::Unsafe => {
+                ResponseFuture::boxed(async move { write_through(&shared, inner, request).await })
+            }
+            Later::Pass(outcome) => {
+                ResponseFuture::boxed(async move { pass(&shared, inner, request, outcome).await })
+            }
+            // The local store was read: what comes next is known now.
+            Later::Keyed(Keyed {
+                key,
+                directives,
+                cached_only,
+                found: Some(found),
+            }) => {
+                match next(&shared, inner, request, key, directives, cached_only, found) {
+                    Next::Answered(response) => ResponseFuture::ready(response),
+                    Next::Stale(response, None) => ResponseFuture::ready(response),
+                    Next::Stale(response, Some(refresh)) => ResponseFuture::boxed(async move {
+                        tokio::spawn(refresh);
+                        Ok(response)
+                    }),
+                    Next::Fetch(fetching) => {
+                        ResponseFuture::boxed(async move { fetching.run(&shared).await })
+                    }
+                    Next::Pass(inner, request, outcome) => ResponseFuture::boxed(async move {
+                        pass(&shared, inner, request, outcome).await
+                    }),
+                }
+            }
+            Later::Keyed(keyed) => ResponseFuture::boxed(read_then(shared, inner, request, keyed)),
         }
+    }
+}
+
+impl<S: Clone> ResponseCacheService<S> {
+    /// The ready service, for a request that goes to the origin (tower's rule for
+    /// services used from a spawned or boxed future); its clone waits for the next
+    /// `poll_ready`.
+    fn take_ready(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
     }
 }
 
 type Reply<B, E> = Result<Response<CacheBody<B>>, E>;
 
-async fn handle<S, ReqB, ResB>(
+/// What [`begin`] made of a request.
+enum Begun<B> {
+    /// Answered without the origin: a fresh hit on the local store, or a `504` for
+    /// `only-if-cached`.
+    Answered(Response<CacheBody<B>>),
+    /// The rest happens in [`next`], or in [`read_then`] on a remote store.
+    Later(Later),
+}
+
+/// How a request goes on after [`begin`].
+enum Later {
+    /// An unsafe method: the origin, then the invalidations it causes.
+    Unsafe,
+    /// Past the cache.
+    Pass(Outcome),
+    /// Through the cache.
+    Keyed(Keyed),
+}
+
+/// A request that uses the cache, with what [`begin`] found out.
+struct Keyed {
+    key: RequestKey,
+    /// The request has its own cache directives ([`has_request_directives`]).
+    directives: bool,
+    /// `only-if-cached` (RFC 9111 §5.2.1.7): nothing may come from the origin.
+    cached_only: bool,
+    /// What the local store held, read in place (nothing in it was a fresh answer);
+    /// `None` when the store is still to be read.
+    found: Option<Result<Lookup, StoreFailed>>,
+}
+
+/// The steps of a request that wait for nothing: whether and how it uses the cache,
+/// its key, and, on the local store (which answers in place), its lookup and a fresh
+/// hit's response. A hit, the common answer, so needs neither the origin service nor
+/// a boxed future.
+fn begin<ReqB, ResB>(shared: &Shared, request: &mut Request<ReqB>) -> Begun<ResB>
+where
+    ReqB: Body,
+{
+    let config = &shared.config;
+    if !request.method().is_safe() {
+        return Begun::Later(Later::Unsafe);
+    }
+    let carried = Carried::of(request.headers(), &config.bypass_headers);
+    // The request's own cache directives (most requests have none).
+    let directives = carried.directives;
+    let conditional = carried.conditional;
+    // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
+    let cached_only = directives && only_if_cached(request.headers());
+    // On the local store a hit needs no key of its own: it is built in the buffers
+    // of an earlier one.
+    let mut key = if shared.local {
+        SPARE_KEY.try_with(Cell::take).unwrap_or_default()
+    } else {
+        RequestKey::default()
+    };
+    let outcome = match (
+        request_host_of(request.uri(), carried.host),
+        bypass_reason(shared, request, carried),
+    ) {
+        (Some(host), None) => {
+            key.rebuild(
+                request.method(),
+                &host,
+                request.uri(),
+                request.headers(),
+                config.params_for(request.uri().path()),
+                &config.keyed_headers,
+            );
+            None
+        }
+        // No reason but no host: `Host` and the URI's authority disagree.
+        (_, reason) => Some(reason.unwrap_or(Outcome::bypass("host"))),
+    };
+    match outcome {
+        None => {}
+        Some(_) if cached_only => return Begun::Answered(gateway_timeout(shared)),
+        Some(outcome) => return Begun::Later(Later::Pass(outcome)),
+    }
+    let route = config.route_for(request.uri().path());
+    let forwarded_params = ParamFilter {
+        ignored: &config.ignored_params,
+        route: route
+            .filter(|r| !r.forward_unkeyed_params)
+            .and_then(|r| r.query.as_ref()),
+    };
+    if !forwarded_params.keeps_all() {
+        strip_ignored_params(request, forwarded_params);
+    }
+    if let Some(CookieRule::Key(names)) = route.map(|r| &r.cookies) {
+        keep_only_cookies(request.headers_mut(), names);
+    }
+    let found = if shared.local {
+        match read_in_place(shared, &key, request, directives, conditional) {
+            InPlace::Hit(response) => {
+                if key.weight() <= SPARE_KEY_BYTES {
+                    let _ = SPARE_KEY.try_with(|spare| spare.set(key));
+                }
+                return Begun::Answered(response);
+            }
+            InPlace::Read(found) => Some(found),
+            InPlace::Pending => None,
+        }
+    } else {
+        None
+    };
+    Begun::Later(Later::Keyed(Keyed {
+        key,
+        directives,
+        cached_only,
+        found,
+    }))
+}
+
+thread_local! {
+    /// The key of this thread's latest fresh hit on a local store, whose buffers the
+    /// next request's key is built in.
+    static SPARE_KEY: Cell<RequestKey> = const {
+        Cell::new(RequestKey {
+            primary: String::new(),
+            normalized_uri: String::new(),
+        })
+    };
+}
+
+/// The largest key whose buffers are kept for the next request.
+const SPARE_KEY_BYTES: usize = 4096;
+
+/// A lookup on the local store, made in place.
+enum InPlace<B> {
+    /// A fresh stored response answers the request.
+    Hit(Response<CacheBody<B>>),
+    /// What the store holds: nothing fresh for this request.
+    Read(Result<Lookup, StoreFailed>),
+    /// The store did not answer in place: the lookup is made again in [`read_then`].
+    Pending,
+}
+
+fn read_in_place<ReqB, ResB>(
+    shared: &Shared,
+    key: &RequestKey,
+    request: &Request<ReqB>,
+    directives: bool,
+    conditional: bool,
+) -> InPlace<ResB> {
+    // A HEAD is answered by a fresh stored GET (RFC 9110 §9.3.2: the same header
+    // fields, no content) before its own entry is looked for.
+    if request.method() == Method::HEAD {
+        match lookup_now(shared, &key.with_method(&Method::GET), request.headers()) {
+            None => return InPlace::Pending,
+            Some(Ok(get)) => {
+                if let Some(response) =
+                    fresh_answer(shared, key, request, directives, conditional, &get)
+                {
+                    return InPlace::Hit(response);
+                }
+            }
+            Some(Err(StoreFailed)) => {}
+        }
+    }
+    let Some(found) = lookup_now(shared, &key.primary, request.headers()) else {
+        return InPlace::Pending;
+    };
+    if let Ok(lookup) = &found
+        && let Some(response) = fresh_answer(shared, key, request, directives, conditional, lookup)
+    {
+        return InPlace::Hit(response);
+    }
+    InPlace::Read(found)
+}
+
+/// [`read_in_place`] on a store that does not answer in place (never `Pending`).
+async fn read_remote<ResB>(
+    shared: &Shared,
+    key: &RequestKey,
+    request: &Request<()>,
+    directives: bool,
+) -> InPlace<ResB> {
+    let conditional = has_conditions(request.headers());
+    if request.method() == Method::HEAD
+        && let Ok(get) = lookup(shared, &key.with_method(&Method::GET), request.headers()).await
+        && let Some(response) = fresh_answer(shared, key, request, directives, conditional, &get)
+    {
+        return InPlace::Hit(response);
+    }
+    let found = lookup(shared, &key.primary, request.headers()).await;
+    if let Ok(lookup) = &found
+        && let Some(response) = fresh_answer(shared, key, request, directives, conditional, lookup)
+    {
+        return InPlace::Hit(response);
+    }
+    InPlace::Read(found)
+}
+
+/// The hit `lookup` gives `request`, if it found a stored response fresh for it.
+fn fresh_answer<ReqB, ResB>(
+    shared: &Shared,
+    key: &RequestKey,
+    request: &Request<ReqB>,
+    directives: bool,
+    conditional: bool,
+    lookup: &Lookup,
+) -> Option<Response<CacheBody<ResB>>> {
+    let stored = lookup.entry.as_deref()?.as_response()?;
+    let now = SystemTime::now();
+    let age = stored.age(now);
+    let fresh = if directives {
+        fresh_for(stored, key, request, directives, now)
+    } else {
+        age < stored.lifetime
+    };
+    fresh.then(|| {
+        fresh_hit(
+            stored,
+            request.headers(),
+            conditional,
+            request.method(),
+            (now, age),
+            shared,
+        )
+    })
+}
+
+/// A request whose store has still to be read (a remote one): the lookup, then what
+/// [`next`] says.
+async fn read_then<S, ReqB, ResB>(
     shared: Arc<Shared>,
     inner: S,
-    mut request: Request<ReqB>,
+    request: Request<ReqB>,
+    keyed: Keyed,
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -166,154 +441,189 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    let config = &shared.config;
-    let method = request.method().clone();
-    if !method.is_safe() {
-        let boxed = Box::pin(write_through(&shared, inner, request));
-        return boxed.await;
-    }
-    let carried = Carried::of(request.headers(), &config.bypass_headers);
-    // The request's own cache directives (most requests have none).
-    let directives = carried.directives;
-    // RFC 9111 §5.2.1.7: the client wants nothing from the origin.
-    let cached_only = directives && only_if_cached(request.headers());
-    let keyed = match (
-        request_host_ref(request.uri(), request.headers()),
-        bypass_reason(&shared, &request, carried),
-    ) {
-        (Some(host), None) => Ok(RequestKey::new(
-            &method,
-            &host,
-            request.uri(),
-            request.headers(),
-            config.params_for(request.uri().path()),
-            &config.keyed_headers,
-        )),
-        // No reason but no host: `Host` and the URI's authority disagree.
-        (_, reason) => Err(reason.unwrap_or(Outcome::bypass("host"))),
+    let Keyed {
+        key,
+        directives,
+        cached_only,
+        ..
+    } = keyed;
+    // The request without its body, which need not be `Sync`.
+    let (parts, body) = request.into_parts();
+    let head = Request::from_parts(parts, ());
+    let read = read_remote(&shared, &key, &head, directives).await;
+    let request = Request::from_parts(head.into_parts().0, body);
+    let found = match read {
+        InPlace::Hit(response) => return Ok(response),
+        InPlace::Read(found) => found,
+        InPlace::Pending => unreachable!("a remote lookup is awaited"),
     };
-    let key = match keyed {
-        Ok(key) => key,
-        Err(outcome) => {
-            if cached_only {
-                return Ok(gateway_timeout(&shared));
+    // The paths to the origin are boxed futures: a hit, the common answer, then moves
+    // and allocates only the small future of this function.
+    match next(&shared, inner, request, key, directives, cached_only, found) {
+        Next::Answered(response) => Ok(response),
+        Next::Stale(response, refresh) => {
+            if let Some(refresh) = refresh {
+                tokio::spawn(refresh);
             }
-            let boxed = Box::pin(pass(&shared, inner, request, outcome));
-            return boxed.await;
+            Ok(response)
         }
-    };
-    let route = config.route_for(request.uri().path());
-    let forwarded_params = ParamFilter {
-        ignored: &config.ignored_params,
-        route: route
-            .filter(|r| !r.forward_unkeyed_params)
-            .and_then(|r| r.query.as_ref()),
-    };
-    if !forwarded_params.keeps_all() {
-        strip_ignored_params(&mut request, forwarded_params);
+        Next::Fetch(fetching) => {
+            let boxed = Box::pin(fetching.run(&shared));
+            boxed.await
+        }
+        Next::Pass(inner, request, outcome) => {
+            let boxed = Box::pin(pass(&shared, inner, request, outcome));
+            boxed.await
+        }
     }
-    if let Some(CookieRule::Key(names)) = route.map(|r| &r.cookies) {
-        keep_only_cookies(request.headers_mut(), names);
-    }
+}
 
-    // A HEAD is answered by a fresh stored GET (RFC 9110 §9.3.2: the same header
-    // fields, no content) before its own entry is looked for.
-    if method == Method::HEAD
-        && let Ok(get) = lookup(&shared, &key.with_method(&Method::GET), request.headers()).await
-        && let Some(entry) = get.entry
-        && let Some(stored) = entry.as_response()
-        && let now = SystemTime::now()
-        && fresh_for(stored, &key, &request, directives, now)
+/// A stale-while-revalidate refresh, to spawn.
+type Refresh = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What a request whose lookup found nothing fresh for it does next.
+enum Next<S, ReqB, B> {
+    /// Answered now: `only-if-cached` with nothing usable.
+    Answered(Response<CacheBody<B>>),
+    /// A stale response within `stale-while-revalidate`, and the refresh to spawn
+    /// unless one is under way.
+    Stale(Response<CacheBody<B>>, Option<Refresh>),
+    /// To the origin through the cache.
+    Fetch(Fetching<S, ReqB>),
+    /// Past the cache (the store failed).
+    Pass(S, Request<ReqB>, Outcome),
+}
+
+/// The arguments of [`fetch`].
+struct Fetching<S, ReqB> {
+    inner: S,
+    request: Request<ReqB>,
+    key: RequestKey,
+    flight_key: String,
+    stale: Option<Arc<CachedEntry>>,
+    fwd: Fwd,
+    writes_before: Option<u64>,
+}
+
+impl<S, ReqB> Fetching<S, ReqB> {
+    async fn run<ResB>(self, shared: &Arc<Shared>) -> Reply<ResB, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send + 'static,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+        ResB::Error: Into<BoxError>,
     {
-        return Ok(fresh_hit(stored, request.headers(), &method, now, &shared));
+        fetch(
+            shared,
+            self.inner,
+            self.request,
+            self.key,
+            self.flight_key,
+            self.stale,
+            self.fwd,
+            self.writes_before,
+        )
+        .await
     }
+}
 
+/// Decides what a request does after its lookup (`found`), when nothing stored was
+/// fresh for it: a `504` for `only-if-cached`; a stale answer within
+/// `stale-while-revalidate` with one background refresh; else the origin (a miss, or
+/// a revalidation of the stale entry).
+fn next<S, ReqB, ResB>(
+    shared: &Arc<Shared>,
+    inner: S,
+    request: Request<ReqB>,
+    key: RequestKey,
+    directives: bool,
+    cached_only: bool,
+    found: Result<Lookup, StoreFailed>,
+) -> Next<S, ReqB, ResB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Body + Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
     let Ok(Lookup {
         flight_key,
         entry,
         fwd,
         writes_before,
-    }) = lookup(&shared, &key.primary, request.headers()).await
+    }) = found
     else {
         if cached_only {
-            return Ok(gateway_timeout(&shared));
+            return Next::Answered(gateway_timeout(shared));
         }
-        let boxed = Box::pin(pass(
-            &shared,
+        return Next::Pass(inner, request, Outcome::bypass("store-error"));
+    };
+    let stored = entry.as_deref().and_then(CachedEntry::as_response);
+    let Some(stored) = stored else {
+        if cached_only {
+            return Next::Answered(gateway_timeout(shared));
+        }
+        if entry.is_none() {
+            shared.counters.cache.misses.incr();
+        }
+        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
+        return Next::Fetch(Fetching {
             inner,
             request,
-            Outcome::bypass("store-error"),
-        ));
-        return boxed.await;
+            key,
+            flight_key,
+            stale: None,
+            fwd,
+            writes_before: Some(writes_before),
+        });
     };
-
-    // The paths to the origin are boxed futures: a hit, the common answer, then moves
-    // and allocates only the small future of this function.
-    let Some(entry) = entry else {
-        if cached_only {
-            return Ok(gateway_timeout(&shared));
-        }
-        shared.counters.cache.misses.incr();
-        let seen = Some(writes_before);
-        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
-        let boxed = Box::pin(fetch(
-            &shared, inner, request, key, flight_key, None, fwd, seen,
-        ));
-        return boxed.await;
-    };
-    let Some(stored) = entry.as_response() else {
-        if cached_only {
-            return Ok(gateway_timeout(&shared));
-        }
-        let seen = Some(writes_before);
-        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
-        let boxed = Box::pin(fetch(
-            &shared, inner, request, key, flight_key, None, fwd, seen,
-        ));
-        return boxed.await;
-    };
+    // Not fresh for this request (see `fresh_answer`).
     let now = SystemTime::now();
-    if fresh_for(stored, &key, &request, directives, now) {
-        return Ok(fresh_hit(stored, request.headers(), &method, now, &shared));
-    }
     let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
     if cached_only {
-        return Ok(gateway_timeout(&shared));
+        return Next::Answered(gateway_timeout(shared));
     }
     if !directives && stored.within_stale_window(now, stored.stale_while_revalidate) {
         shared.counters.stale.incr();
         let outcome = Outcome::hit(ttl_seconds(stored.lifetime, stored.age(now)))
             .label(Label::Stale)
             .detail("stale-while-revalidate");
-        let response = from_stored(stored, request.headers(), &method, now, &shared, outcome);
+        let method = request.method().clone();
+        let response = from_stored(stored, request.headers(), &method, now, shared, outcome);
         // One background refresh per key: a running flight means one is under way.
-        if let Joined::Leader(flight) = shared.flights.join(&flight_key)
-            && let Some(admitted) = shared.backlog.admit(0)
-        {
-            let shared = shared.clone();
-            let entry = entry.clone();
-            tokio::spawn(async move {
-                let _admitted = admitted;
-                if let Some(refreshed) =
-                    stored_meanwhile(&shared, &flight_key, request.headers()).await
-                {
-                    flight.complete(refreshed);
-                    return;
-                }
-                let _ = origin(
-                    &shared,
-                    inner,
-                    request,
-                    key,
-                    Some(entry),
-                    Some(flight),
-                    Fwd::Stale,
-                    None,
-                )
-                .await;
-            });
-        }
-        return Ok(response);
+        let refresh = match shared.flights.join(&flight_key) {
+            Joined::Leader(flight) => shared.backlog.admit(0).map(|admitted| {
+                let shared = shared.clone();
+                let entry = entry.clone();
+                // Spawned when the response future is polled: `call` may run outside
+                // the runtime.
+                Box::pin(async move {
+                    let _admitted = admitted;
+                    if let Some(refreshed) =
+                        stored_meanwhile(&shared, &flight_key, request.headers()).await
+                    {
+                        flight.complete(refreshed);
+                        return;
+                    }
+                    let _ = origin(
+                        &shared,
+                        inner,
+                        request,
+                        key,
+                        entry,
+                        Some(flight),
+                        Fwd::Stale,
+                        None,
+                    )
+                    .await;
+                }) as Refresh
+            }),
+            Joined::Waiter(_) => None,
+        };
+        return Next::Stale(response, refresh);
     }
     // Fresh for the cache, ruled out by the request's own directives: `fwd=request`.
     let fwd = if stored.is_fresh(now) {
@@ -321,24 +631,22 @@ where
     } else {
         Fwd::Stale
     };
-    let boxed = Box::pin(fetch(
-        &shared,
+    Next::Fetch(Fetching {
         inner,
         request,
         key,
         flight_key,
-        Some(entry),
+        stale: entry.clone(),
         fwd,
-        None,
-    ));
-    boxed.await
+        writes_before: None,
+    })
 }
 
 /// Why a request does not use the cache, if it does not.
 fn bypass_reason<B: Body>(
     shared: &Shared,
     request: &Request<B>,
-    carried: Carried,
+    carried: Carried<'_>,
 ) -> Option<Outcome> {
     let config = &shared.config;
     if !config.methods.contains(request.method()) {
@@ -376,17 +684,21 @@ fn bypass_reason<B: Body>(
 /// directives (`Cache-Control`, `Pragma`), `Range`, `Cookie`, and any of the bypass
 /// names (unkeyed headers that could poison a shared entry).
 #[derive(Debug, Clone, Copy, Default)]
-struct Carried {
+struct Carried<'a> {
     directives: bool,
     range: bool,
     cookie: bool,
     unkeyed: bool,
+    /// `If-None-Match` or `If-Modified-Since` ([`has_conditions`]).
+    conditional: bool,
+    /// The first `Host` field.
+    host: Option<&'a HeaderValue>,
 }
 
-impl Carried {
+impl<'a> Carried<'a> {
     /// A request with few fields (API clients send three or four) is read in one pass
     /// over them; one with more, by a hash lookup per name asked about.
-    fn of(headers: &HeaderMap, bypass: &[header::HeaderName]) -> Self {
+    fn of(headers: &'a HeaderMap, bypass: &[header::HeaderName]) -> Self {
         const FEW: usize = 8;
         if headers.keys_len() > FEW {
             return Carried {
@@ -394,16 +706,22 @@ impl Carried {
                 range: headers.contains_key(header::RANGE),
                 cookie: headers.contains_key(header::COOKIE),
                 unkeyed: bypass.iter().any(|name| headers.contains_key(name)),
+                conditional: has_conditions(headers),
+                host: headers.get(header::HOST),
             };
         }
         let mut carried = Carried::default();
-        for name in headers.keys() {
-            if name == header::CACHE_CONTROL || name == header::PRAGMA {
+        for (name, value) in headers {
+            if name == header::HOST {
+                carried.host = carried.host.or(Some(value));
+            } else if name == header::CACHE_CONTROL || name == header::PRAGMA {
                 carried.directives = true;
             } else if name == header::RANGE {
                 carried.range = true;
             } else if name == header::COOKIE {
                 carried.cookie = true;
+            } else if name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE {
+                carried.conditional = true;
             }
             if bypass.contains(name) {
                 carried.unkeyed = true;
@@ -424,6 +742,51 @@ struct Lookup {
     fwd: Fwd,
     /// [`Shared::writes`] before the store was read.
     writes_before: u64,
+}
+
+/// [`lookup`] on the local store, made in place: `None` when it did not answer at
+/// once (then nothing was read: a read changes nothing, and is made again).
+fn lookup_now(
+    shared: &Shared,
+    primary: &String,
+    headers: &HeaderMap,
+) -> Option<Result<Lookup, StoreFailed>> {
+    let writes_before = shared.writes.load(Ordering::Acquire);
+    let found = match shared.read_now(primary)? {
+        Ok(found) => found,
+        Err(failed) => return Some(Err(failed)),
+    };
+    let Some(found) = found else {
+        return Some(Ok(Lookup {
+            flight_key: None,
+            entry: None,
+            fwd: Fwd::UriMiss,
+            writes_before,
+        }));
+    };
+    let EntryKind::Variants(index) = &found.kind else {
+        return Some(Ok(Lookup {
+            flight_key: None,
+            entry: Some(found),
+            fwd: Fwd::UriMiss,
+            writes_before,
+        }));
+    };
+    let variant = variant_key(
+        primary,
+        index.nonce,
+        &selected_values(headers, &index.names),
+    );
+    let entry = match shared.read_now(&variant)? {
+        Ok(entry) => entry.filter(|e| e.as_response().is_some()),
+        Err(failed) => return Some(Err(failed)),
+    };
+    Some(Ok(Lookup {
+        flight_key: Some(variant),
+        entry,
+        fwd: Fwd::VaryMiss,
+        writes_before,
+    }))
 }
 
 /// Reads `primary` and, when it holds a Vary index, the variant `headers` select.
@@ -981,21 +1344,20 @@ fn finish<B>(response: Response<B>, shared: &Shared, outcome: &Outcome) -> Respo
     Response::from_parts(parts, CacheBody::origin(body))
 }
 
-/// A response from a stored one: a 304 when the client's conditions hold, else the
-/// stored status, headers and (shared, uncopied) body; `Age`, `x-cache` and
-/// `Cache-Status` added.
 /// A fresh stored response served as a hit: counted, and answered from the store.
+/// `conditional`: the request has `If-None-Match` or `If-Modified-Since`; `now` is
+/// when the store was read, `age` the response's age then.
 fn fresh_hit<B>(
     stored: &StoredResponse,
     client: &HeaderMap,
+    conditional: bool,
     method: &Method,
-    now: SystemTime,
+    (now, age): (SystemTime, Duration),
     shared: &Shared,
 ) -> Response<CacheBody<B>> {
     shared.counters.cache.hits.incr();
-    let age = stored.age(now);
     let ttl = ttl_seconds(stored.lifetime, age);
-    if has_conditions(client) {
+    if conditional {
         return from_stored(stored, client, method, now, shared, Outcome::hit(ttl));
     }
     // Every plain hit within one second sends the same fields: the latest one's are
@@ -1016,6 +1378,9 @@ fn fresh_hit<B>(
     response
 }
 
+/// A response from a stored one: a 304 when the client's conditions hold, else the
+/// stored status, headers and (shared, uncopied) body; `Age`, `x-cache` and
+/// `Cache-Status` added.
 fn from_stored<B>(
     stored: &StoredResponse,
     client: &HeaderMap,
@@ -1205,11 +1570,15 @@ mod tests {
             "range",
             "cookie",
             "x-forwarded-host",
+            "if-none-match",
+            "if-modified-since",
         ];
         for mask in 0..(1u32 << asked.len()) {
             for filler in [0, 3, 12] {
                 let mut headers = HeaderMap::new();
-                headers.insert("host", HeaderValue::from_static("h"));
+                if mask % 2 == 0 {
+                    headers.insert("host", HeaderValue::from_static("h"));
+                }
                 for i in 0..filler {
                     headers.insert(
                         HeaderName::try_from(format!("x-filler-{i}")).unwrap(),
@@ -1222,19 +1591,22 @@ mod tests {
                     }
                 }
                 let carried = Carried::of(&headers, &bypass);
+                assert_eq!(carried.host, headers.get("host"));
                 let has = |name: &str| headers.contains_key(name);
                 assert_eq!(
                     (
                         carried.directives,
                         carried.range,
                         carried.cookie,
-                        carried.unkeyed
+                        carried.unkeyed,
+                        carried.conditional,
                     ),
                     (
                         has("cache-control") || has("pragma"),
                         has("range"),
                         has("cookie"),
                         has("x-forwarded-host") || has("cookie"),
+                        has("if-none-match") || has("if-modified-since"),
                     ),
                     "{headers:?}"
                 );

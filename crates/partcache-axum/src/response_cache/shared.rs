@@ -143,6 +143,18 @@ impl Shared {
         boxed.await
     }
 
+    /// [`read`](Self::read) made in place: `None` unless the store is the local one
+    /// and answered at once (when it did not, nothing was read).
+    pub(crate) fn read_now(
+        &self,
+        key: &String,
+    ) -> Option<Result<Option<Arc<CachedEntry>>, StoreFailed>> {
+        if !self.local {
+            return None;
+        }
+        self.local_now("get", || self.responses.get(key))
+    }
+
     /// Stores a response (and its Vary index and tags) beside the request that produced
     /// it: the flight, if any, stays joinable until the write ends. On the local store
     /// the write runs before this returns (it does no I/O, and a task per miss cost

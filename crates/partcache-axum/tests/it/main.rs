@@ -1,7 +1,8 @@
 //! The integration tests of partcache-axum in one test binary: the RFC 9111 scenarios
 //! (`scenarios`) on the local store (`rfc9111`) and on a Redis cluster
-//! (`rfc9111_redis`), fail-open and the circuit breaker; `support` serves a real axum
-//! origin behind the response cache.
+//! (`rfc9111_redis`), fail-open and the circuit breaker, the layer as a tower service
+//! called by hand (`service`); `support` serves a real axum origin behind the
+//! response cache.
 //!
 //! `cargo test -p partcache-axum --test it breaker::` runs one module.
 
@@ -16,3 +17,4 @@ mod fail_open;
 mod instances;
 mod rfc9111;
 mod rfc9111_redis;
+mod service;

@@ -896,6 +896,28 @@ pub(crate) async fn only_if_cached_with_nothing_usable_answers_504(manager: Cach
 /// (to the second),
 /// a `HEAD` gets the `GET`'s fields without the body, and a conditional request gets
 /// its 304.
+/// Hits on the local store build their keys in buffers an earlier request left: each
+/// URL, longer or shorter than the one before, must still find its own response.
+pub(crate) async fn hits_on_urls_of_every_length_get_their_own_responses(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, _| {
+        respond(200, &[("cache-control", "max-age=60")], seen.uri.clone())
+    })
+    .await;
+    let long = format!("/{}?b=2&a=1", "long-segment/".repeat(40));
+    let paths = ["/a", long.as_str(), "/", "/a/b?q=%7C", "/b", "/a?x=1"];
+    for path in paths {
+        assert_eq!(server.get(path).await.x_cache(), "MISS", "{path}");
+    }
+    server.stored(paths.len() as u64).await;
+    for _ in 0..3 {
+        for path in paths.iter().chain(paths.iter().rev()) {
+            let hit = server.get(path).await;
+            assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", *path));
+        }
+    }
+    assert_eq!(server.calls(), paths.len());
+}
+
 pub(crate) async fn every_hit_carries_its_own_age_and_freshness(manager: CacheManager) {
     let cache = cache_on(&manager, |b| b).await;
     let server = serve(cache, NO_DELAY, |_, n| {
@@ -1766,6 +1788,7 @@ macro_rules! rfc9111_suite {
             only_if_cached_with_nothing_usable_answers_504,
             a_fresh_stored_get_answers_head,
             every_hit_carries_its_own_age_and_freshness,
+            hits_on_urls_of_every_length_get_their_own_responses,
             cache_status_says_what_happened_and_why_nothing_was_stored,
             requests_with_cookies_bypass_unless_the_route_keys_or_ignores_them,
             a_route_chooses_which_query_parameters_are_keyed,

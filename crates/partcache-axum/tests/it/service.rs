@@ -1,0 +1,113 @@
+//! The layer as a plain tower service, called by hand: on the local store a request
+//! is decided while it is called (a hit, a stale answer), so `call` must work where a
+//! caller makes the future before entering the runtime that polls it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use partcache::CacheManager;
+use partcache_axum::ResponseCache;
+use tower::{Layer, Service, service_fn};
+
+fn request() -> Request<Body> {
+    Request::get("/swr")
+        .header("host", "svc.test")
+        .body(Body::empty())
+        .expect("request")
+}
+
+/// `x-cache` and the body of `response`, read in `runtime`.
+fn read(
+    runtime: &tokio::runtime::Runtime,
+    response: Response<partcache_axum::CacheBody<http_body_util::Full<Bytes>>>,
+) -> (String, String) {
+    let label = response
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("<none>")
+        .to_string();
+    let body = runtime
+        .block_on(response.into_body().collect())
+        .expect("body")
+        .to_bytes();
+    (label, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A stale-while-revalidate answer starts its background refresh when its future is
+/// polled, not in `call`: a future made outside the runtime is answered in it, and the
+/// refresh then runs.
+#[test]
+fn a_stale_answer_called_outside_the_runtime_refreshes_in_it() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let manager = CacheManager::from_url("memory://").expect("manager");
+    let cache = runtime
+        .block_on(ResponseCache::builder(&manager, "outside-runtime").build())
+        .expect("cache");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let origin = {
+        let calls = calls.clone();
+        service_fn(move |_: Request<Body>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            // Stale at once, usable stale for a minute; the refreshed one is fresh.
+            let cc = if n == 1 {
+                "max-age=0, stale-while-revalidate=60"
+            } else {
+                "max-age=60"
+            };
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .header("cache-control", cc)
+                        .body(http_body_util::Full::new(Bytes::from(format!("v{n}"))))
+                        .expect("response"),
+                )
+            }
+        })
+    };
+    let mut service = cache.layer().layer(origin);
+    let ready = |service: &mut _| {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            Service::<Request<Body>>::poll_ready(service, &mut cx),
+            Poll::Ready(Ok(()))
+        ));
+    };
+
+    ready(&mut service);
+    let first = runtime.block_on(service.call(request())).expect("response");
+    assert_eq!(read(&runtime, first), ("MISS".into(), "v1".into()));
+
+    // Called here, outside the runtime; polled in it.
+    ready(&mut service);
+    let stale = service.call(request());
+    let stale = runtime.block_on(stale).expect("response");
+    assert_eq!(read(&runtime, stale), ("STALE".into(), "v1".into()));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        ready(&mut service);
+        let response = runtime.block_on(service.call(request())).expect("response");
+        let (label, body) = read(&runtime, response);
+        if body == "v2" {
+            assert_eq!(label, "HIT");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the background refresh never ran"
+        );
+        runtime.block_on(async { tokio::time::sleep(Duration::from_millis(10)).await });
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
