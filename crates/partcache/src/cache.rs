@@ -484,7 +484,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// [`Cache::get`] on the local store without a read-through loader: the hit path,
     /// counted as `get` counts, without the `Result` a store read goes through (the
     /// local store has no error but a refused key's).
-    #[inline]
+    #[inline(always)]
     fn get_local(&self, local: &LocalStore<K, V>, key: &K) -> Result<Option<Arc<V>>> {
         let ticket = self.inner.stats.sample_get();
         let found = local.get_value(key);
