@@ -10,7 +10,9 @@
 //!   derive is reported once, at the declaration.
 //! - **The hot path does no lookup.** A declaration keeps the cache of the first
 //!   manager it was resolved through; later calls through that manager compare one
-//!   pointer and borrow the handle.
+//!   pointer and borrow the handle, and a store that answers in place (the local
+//!   store) is read without a future ([`Op::lookup_now`]): a hit returns before the
+//!   function's body becomes a future.
 //! - **Fail open**: a missing manager, a cache that cannot be opened, a store error or
 //!   a timeout never fails the annotated function. It runs uncached, and the problem is
 //!   logged with `tracing` (store calls through [`FailOpen`], the rule every adapter
