@@ -190,12 +190,23 @@ fn generated_body(
         && options.sync.is_some()
     {
         let ttl = ttl_options(options);
+        // A hit answered in place returns at once: the call's future is not even built.
         return Ok(quote! {
             #prelude
-            #call
-            __partcache_op_0
-                .cacheable_sync(__partcache_manager_0, __partcache_key_0, #ttl, __partcache_call)
-                .await
+            match __partcache_op_0.lookup_now(
+                __partcache_manager_0,
+                ::core::option::Option::as_ref(&__partcache_key_0),
+            ) {
+                ::core::option::Option::Some(::partcache::__private::Lookup::Hit(value)) => {
+                    __partcache_op_0.output(value)
+                }
+                found => {
+                    #call
+                    __partcache_op_0
+                        .cacheable_sync(__partcache_manager_0, __partcache_key_0, found, #ttl, __partcache_call)
+                        .await
+                }
+            }
         });
     }
 
@@ -218,17 +229,37 @@ fn generated_body(
     // 2. The lookups, in textual order; the first hit wins.
     let cacheables: Vec<usize> = indexed(Kind::Cacheable).map(|(i, _)| i).collect();
     let has_puts = indexed(Kind::Put).next().is_some();
+    let has_evictions_after = indexed(Kind::Evict).any(|(_, o)| !o.before);
+    let returns_on_hit = !has_puts && !has_evictions_after;
     if cacheables.is_empty() {
         run.extend(quote! {
+            #call
+            let __partcache_output = __partcache_call.await;
+        });
+    } else if returns_on_hit {
+        // A hit is the function's output, and nothing else runs after it: it returns
+        // at once, without building the call's future or moving an argument into one.
+        for &i in &cacheables {
+            let lookup = format_ident!("__partcache_lookup_{i}");
+            let op = format_ident!("__partcache_op_{i}");
+            let found = lookup_expr(i);
+            run.extend(quote! {
+                let #lookup = match #found {
+                    ::partcache::__private::Lookup::Hit(value) => return #op.output(value),
+                    other => other,
+                };
+            });
+        }
+        run.extend(quote! {
+            #call
             let __partcache_output = __partcache_call.await;
         });
     } else {
         for (n, &i) in cacheables.iter().enumerate() {
-            let (_, manager, key) = names(i);
             let op = format_ident!("__partcache_op_{i}");
             let lookup = format_ident!("__partcache_lookup_{i}");
-            let ask =
-                quote!(#op.hit(#op.lookup(#manager, ::core::option::Option::as_ref(&#key)).await));
+            let found = lookup_expr(i);
+            let ask = quote!(#op.hit(#found));
             run.extend(if n == 0 {
                 quote!(let (__partcache_hit, #lookup) = #ask;)
             } else {
@@ -247,19 +278,27 @@ fn generated_body(
         run.extend(quote! {
             let __partcache_from_call = ::core::option::Option::is_none(&__partcache_hit);
         });
+        // The call's future is built here, after the lookups: a hit builds none (and
+        // moves no argument into one).
         run.extend(if has_puts {
             quote! {
                 ::core::mem::drop(__partcache_hit);
+                #call
                 let __partcache_output = __partcache_call.await;
             }
         } else {
             quote! {
                 let __partcache_output = match __partcache_hit {
                     ::core::option::Option::Some(hit) => hit,
-                    ::core::option::Option::None => __partcache_call.await,
+                    ::core::option::Option::None => {
+                        #call
+                        __partcache_call.await
+                    }
                 };
             }
         });
+    }
+    if !cacheables.is_empty() {
         // 4a. A miss stores the call's output (not after a hit in any cache).
         let mut stores = TokenStream::new();
         for &i in &cacheables {
@@ -273,9 +312,13 @@ fn generated_body(
                 #op.store_miss(#manager, &#lookup, #key, &__partcache_output, #unless, #ttl).await;
             });
         }
-        run.extend(quote! {
-            if __partcache_from_call {
-                #stores
+        run.extend(if returns_on_hit {
+            stores
+        } else {
+            quote! {
+                if __partcache_from_call {
+                    #stores
+                }
             }
         });
     }
@@ -322,7 +365,6 @@ fn generated_body(
 
     Ok(quote! {
         #prelude
-        #call
         #run
         __partcache_output
     })
@@ -344,6 +386,22 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
             tree
         })
         .collect()
+}
+
+/// Operation `i`'s lookup, a `Lookup`: in place when it can be (a local hit or miss),
+/// else in a future on the heap, so that a hit's path neither waits nor carries the
+/// state of a store read.
+fn lookup_expr(i: usize) -> TokenStream {
+    let (_, manager, key) = names(i);
+    let op = format_ident!("__partcache_op_{i}");
+    quote! {
+        match #op.lookup_now(#manager, ::core::option::Option::as_ref(&#key)) {
+            ::core::option::Option::Some(found) => found,
+            ::core::option::Option::None => {
+                #op.lookup(#manager, ::core::option::Option::as_ref(&#key)).await
+            }
+        }
+    }
 }
 
 /// The names of operation `i`'s declaration, manager and key.
@@ -438,7 +496,7 @@ fn operation_prelude(
         // Spanned at the cached type: a value type other than the declared one is
         // reported there.
         prelude.extend(quote_spanned! {cached.value_span=>
-            let #op = ::partcache::__private::Op::<_, _, #output_ty>::new(
+            let #op = ::partcache::__private::Op::<_, _, #output_ty, ()>::new(
                 #cache,
                 #shape,
                 __PARTCACHE_FUNCTION,

@@ -401,6 +401,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// [`Error::Loader`] when a read-through load fails.
     pub async fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
         self.ensure_open()?;
+        if let Some(local) = &self.inner.local
+            && self.read_through_loader().is_none()
+        {
+            return self.get_local(local, key);
+        }
         let ticket = self.inner.stats.sample_get();
         let Some(found) = self.read_now(key) else {
             // The paths that wait run in futures of their own, on the heap: a caller's
@@ -460,6 +465,9 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         if let Err(error) = self.ensure_open() {
             return Some(Err(error));
         }
+        if let Some(local) = &self.inner.local {
+            return Some(self.get_local(local, key));
+        }
         let ticket = self.inner.stats.sample_get();
         let Some(found) = self.read_now(key) else {
             // The caller awaits `get`, which counts and samples this get.
@@ -471,6 +479,24 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             return Some(Err(error));
         }
         Some(self.count_get(ticket, found))
+    }
+
+    /// [`Cache::get`] on the local store without a read-through loader: the hit path,
+    /// counted as `get` counts, without the `Result` a store read goes through (the
+    /// local store has no error but a refused key's).
+    #[inline(always)]
+    fn get_local(&self, local: &LocalStore<K, V>, key: &K) -> Result<Option<Arc<V>>> {
+        let ticket = self.inner.stats.sample_get();
+        let found = local.get_value(key);
+        if found.is_none()
+            && self.inner.local_checks.is_some()
+            && let Err(error) = self.check_key(key)
+        {
+            self.inner.stats.unsample_get(ticket);
+            return Err(error);
+        }
+        self.inner.stats.end_get(ticket, found.is_some());
+        Ok(found)
     }
 
     /// The local store's key check ([`LocalChecks`]) for a one-key read, made on a miss

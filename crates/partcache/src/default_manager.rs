@@ -37,6 +37,7 @@ pub fn default_manager() -> Option<CacheManager> {
 }
 
 /// The default manager by reference, for the generated code's hot path (no clone).
+#[inline]
 pub(crate) fn default_manager_ref() -> Option<&'static CacheManager> {
     DEFAULT_MANAGER.get()
 }

@@ -10,7 +10,9 @@
 //!   derive is reported once, at the declaration.
 //! - **The hot path does no lookup.** A declaration keeps the cache of the first
 //!   manager it was resolved through; later calls through that manager compare one
-//!   pointer and borrow the handle.
+//!   pointer and borrow the handle, and a store that answers in place (the local
+//!   store) is read without a future ([`Op::lookup_now`]): a hit returns before the
+//!   function's body becomes a future.
 //! - **Fail open**: a missing manager, a cache that cannot be opened, a store error or
 //!   a timeout never fails the annotated function. It runs uncached, and the problem is
 //!   logged with `tracing` (store calls through [`FailOpen`], the rule every adapter
@@ -25,8 +27,11 @@
 //! with the pieces below.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -96,9 +101,14 @@ pub trait ValueOf<V> {
     fn into_value(self) -> V;
     /// And back.
     fn from_value(value: V) -> Self;
+    /// `S`, the shape of the [`Op`] caching this value. A projection: when this type is
+    /// not `V`, the `Op` the attribute builds has no type, and its uses report nothing
+    /// beyond the one error at [`Op::new`].
+    type Checked<S>;
 }
 
 impl<V> ValueOf<V> for V {
+    type Checked<S> = S;
     #[inline]
     fn into_value(self) -> V {
         self
@@ -321,21 +331,35 @@ impl<K, V> CacheDecl<K, V> {
 }
 
 /// A `#[cacheable]` or `#[cache_put]` on a function of output `O`: the declared cache,
-/// and how outputs become values and back (fixed by [`Op::new`], where the function's
-/// value type meets the declared one).
-#[derive(Debug)]
-pub struct Op<'a, K, V, O> {
+/// and the [`Shape`] `S` that says how outputs become values and back (checked by
+/// [`Op::new`], where the function's value type meets the declared one). The shape is a
+/// type, not a function pointer: a hit's conversion to the output is inlined.
+pub struct Op<'a, K, V, O, S> {
     cache: &'a CacheDecl<K, V>,
     function: &'static str,
-    value: fn(&O) -> Option<V>,
-    output: fn(V) -> O,
+    /// `fn() -> _`: an `Op` is `Send` and `Sync` whatever `O` and `S` are.
+    shape: PhantomData<fn() -> (O, S)>,
 }
 
-impl<'a, K, V, O> Op<'a, K, V, O> {
+impl<K, V, O, S> fmt::Debug for Op<'_, K, V, O, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Op")
+            .field("cache", &self.cache.name())
+            .field("function", &self.function)
+            .field("shape", &std::any::type_name::<S>())
+            .finish()
+    }
+}
+
+impl<'a, K, V, O> Op<'a, K, V, O, ()> {
     /// The operation of function `function` on `cache`, caching the part of its output
     /// `shape` says.
     #[inline]
-    pub fn new<S>(cache: &'a CacheDecl<K, V>, _shape: S, function: &'static str) -> Self
+    pub fn new<S>(
+        cache: &'a CacheDecl<K, V>,
+        _shape: S,
+        function: &'static str,
+    ) -> Op<'a, K, V, O, <S::Value as ValueOf<V>>::Checked<S>>
     where
         S: Shape<O>,
         S::Value: ValueOf<V>,
@@ -343,30 +367,74 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
         Op {
             cache,
             function,
-            value: |output| S::value(output).map(ValueOf::into_value),
-            output: |value| S::output(<S::Value as ValueOf<V>>::from_value(value)),
+            shape: PhantomData,
         }
     }
+}
 
-    /// Looks `key` up (`None`: the `condition` was false).
-    pub async fn lookup(&self, manager: Option<&CacheManager>, key: Option<&K>) -> Lookup<V> {
+impl<K, V, O, S> Op<'_, K, V, O, S>
+where
+    S: Shape<O>,
+    S::Value: ValueOf<V>,
+{
+    /// The value to cache for `output`, or `None` when this part of it is not cached.
+    #[inline]
+    fn value(output: &O) -> Option<V> {
+        S::value(output).map(ValueOf::into_value)
+    }
+
+    /// The output a cached value stands for, as the caller's own copy.
+    #[inline]
+    pub fn output(&self, value: Arc<V>) -> O
+    where
+        V: Clone,
+    {
+        S::output(<S::Value as ValueOf<V>>::from_value(unshare(value)))
+    }
+
+    /// Looks `key` up without a future, when nothing needs to wait: the cache is the
+    /// declaration's resolved one and its store answers in place (a local hit or miss).
+    /// `None` when the caller must await [`Op::lookup`] (nothing was read then).
+    #[inline]
+    pub fn lookup_now(&self, manager: Option<&CacheManager>, key: Option<&K>) -> Option<Lookup<V>> {
         let Some(key) = key else {
-            return Lookup::Skipped;
+            return Some(Lookup::Skipped);
         };
-        let cache = match self.cache.resolved(manager) {
-            Some(cache) => Cow::Borrowed(cache),
-            // Opening the cache runs once per manager: in a future of its own, on the
-            // heap, so that the function's future, which holds this one's whole state,
-            // stays small for every hit.
-            None => match Box::pin(self.cache.resolve(manager, self.function)).await {
-                Some(cache) => cache,
-                None => return Lookup::Skipped,
-            },
-        };
-        let found = match (self.cache.ops.get_in_place)(&cache, key) {
-            Some(found) => found,
-            None => (self.cache.ops.get)(&cache, key).await,
-        };
+        let cache = self.cache.resolved(manager)?;
+        let found = (self.cache.ops.get_in_place)(cache, key)?;
+        Some(self.found(found))
+    }
+
+    /// Looks `key` up (`None`: the `condition` was false), opening the cache first when
+    /// needed. A future on the heap: the path of a first call or a remote store, kept
+    /// out of the function's future, which every hit answered in place creates.
+    pub fn lookup<'b>(
+        &'b self,
+        manager: Option<&'b CacheManager>,
+        key: Option<&'b K>,
+    ) -> Pin<Box<impl Future<Output = Lookup<V>> + 'b>> {
+        Box::pin(async move {
+            let Some(key) = key else {
+                return Lookup::Skipped;
+            };
+            let cache = match self.cache.resolved(manager) {
+                Some(cache) => Cow::Borrowed(cache),
+                None => match self.cache.resolve(manager, self.function).await {
+                    Some(cache) => cache,
+                    None => return Lookup::Skipped,
+                },
+            };
+            let found = match (self.cache.ops.get_in_place)(&cache, key) {
+                Some(found) => found,
+                None => (self.cache.ops.get)(&cache, key).await,
+            };
+            self.found(found)
+        })
+    }
+
+    /// What a read of the cache means for the call.
+    #[inline]
+    fn found(&self, found: Result<Option<Arc<V>>, Error>) -> Lookup<V> {
         match found {
             Ok(Some(hit)) => Lookup::Hit(hit),
             Ok(None) => Lookup::Miss,
@@ -380,12 +448,13 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
 
     /// The output a hit stands for, and what is left of the lookup (`Skipped` after a
     /// hit: nothing is stored then).
+    #[inline]
     pub fn hit(&self, lookup: Lookup<V>) -> (Option<O>, Lookup<V>)
     where
         V: Clone,
     {
         match lookup {
-            Lookup::Hit(value) => (Some((self.output)(unshare(value))), Lookup::Skipped),
+            Lookup::Hit(value) => (Some(self.output(value)), Lookup::Skipped),
             other => (None, other),
         }
     }
@@ -407,7 +476,7 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
         let Some(key) = key else {
             return;
         };
-        let Some(value) = (self.value)(output) else {
+        let Some(value) = Self::value(output) else {
             return;
         };
         if unless(&value) {
@@ -457,14 +526,16 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
         }
     }
 
-    /// `#[cacheable(sync)]`, alone on its function: the cached output for `key`, or
-    /// `call`'s. One caller per key runs `call` and caches its output; the others wait
-    /// and take the cached value. When the leader's output is not cacheable (an `Err`, a
-    /// `None`) or it panics, each waiter runs its own call.
+    /// `#[cacheable(sync)]`, alone on its function, after a [`Op::lookup_now`] that found
+    /// no value (`found`, `None` when it could not answer in place): the cached output
+    /// for `key`, or `call`'s. One caller per key runs `call` and caches its output; the
+    /// others wait and take the cached value. When the leader's output is not cacheable
+    /// (an `Err`, a `None`) or it panics, each waiter runs its own call.
     pub async fn cacheable_sync<F>(
         &self,
         manager: Option<&CacheManager>,
         key: Option<K>,
+        found: Option<Lookup<V>>,
         options: Options,
         call: F,
     ) -> O
@@ -483,21 +554,21 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
                 None => return call.await,
             },
         };
-        let found = match (self.cache.ops.get_in_place)(&cache, &key) {
+        let found = match found {
             Some(found) => found,
-            None => (self.cache.ops.get)(&cache, &key).await,
+            None => self.found(match (self.cache.ops.get_in_place)(&cache, &key) {
+                Some(found) => found,
+                None => (self.cache.ops.get)(&cache, &key).await,
+            }),
         };
         match found {
-            Ok(Some(hit)) => return (self.output)(unshare(hit)),
-            Ok(None) => {}
-            Err(error) => {
-                self.cache.fail_open(self.function).failed("get", &error);
-                return call.await;
-            }
+            Lookup::Hit(hit) => return self.output(hit),
+            Lookup::Miss => {}
+            // A store error (logged): the call alone, as without a cache.
+            Lookup::Skipped => return call.await,
         }
         let decl = self.cache;
         let function = self.function;
-        let value_of = self.value;
         let cache_ref: &Cache<K, V> = &cache;
         let mut call = Some(call);
         let mut output = None;
@@ -522,7 +593,7 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
                 };
                 match AssertUnwindSafe(call).catch_unwind().await {
                     Ok(out) => {
-                        let value = value_of(&out).map(Arc::new);
+                        let value = Self::value(&out).map(Arc::new);
                         match &value {
                             Some(value) if lease.is_unleased() => {
                                 decl.store(
@@ -558,10 +629,10 @@ impl<'a, K, V, O> Op<'a, K, V, O> {
             return output;
         }
         match (shared, call) {
-            (Ok(Some(value)), _) => (self.output)(unshare(value)),
+            (Ok(Some(value)), _) => self.output(value),
             (_, Some(call)) => {
                 let output = call.await;
-                if let Some(value) = (self.value)(&output) {
+                if let Some(value) = Self::value(&output) {
                     decl.store(&cache, key, Arc::new(value), options.ttl, function)
                         .await;
                 }

@@ -52,6 +52,10 @@ pub(crate) static TENANT_PRODUCTS: CacheDecl<(String, u64), Product> =
     CacheDecl::new("tenant-products");
 pub(crate) static TENANT_PRODUCTS_EXPLICIT: CacheDecl<(String, u64), Product> =
     CacheDecl::new("tenant-products-explicit");
+/// Caches of one scenario each, so that its manager is the first their declarations
+/// resolve (the path of every call after the first, a lookup answered in place).
+pub(crate) static COUNTED: CacheDecl<u64, Product> = CacheDecl::new("counted");
+pub(crate) static COUNTED_SYNC: CacheDecl<u64, Product> = CacheDecl::new("counted-sync");
 /// The caches of the stacked-attribute scenarios.
 pub(crate) static STACKED: CacheDecl<u64, Product> = CacheDecl::new("stacked");
 pub(crate) static STACKED_COPY: CacheDecl<u64, Product> = CacheDecl::new("stacked-copy");
@@ -152,6 +156,18 @@ impl Catalog {
         self.called();
         tokio::time::sleep(Duration::from_millis(20)).await;
         Err(NotFound(id))
+    }
+
+    #[cacheable(cache = COUNTED, manager = self.caches)]
+    pub async fn counted(&self, id: u64) -> Product {
+        self.called();
+        product(id)
+    }
+
+    #[cacheable(cache = COUNTED_SYNC, manager = self.caches, sync)]
+    pub async fn counted_sync(&self, id: u64) -> Product {
+        self.called();
+        product(id)
     }
 
     #[cacheable(cache = SHORT_LIVED, manager = self.caches, ttl = "300ms")]
@@ -494,6 +510,28 @@ pub(crate) async fn a_hit_skips_the_call(manager: CacheManager) {
     assert_eq!((stats.hits, stats.misses, stats.puts), (1, 2, 2));
 }
 
+/// Every call reads the cache once, counted once, whichever path answers it (the first
+/// call opens the cache; later ones find it resolved): with `sync` too, whose miss goes
+/// on to the single flight without reading again.
+pub(crate) async fn each_call_counts_one_read(manager: CacheManager) {
+    let catalog = Catalog::new(manager.clone());
+    for id in [1, 1, 2, 1, 2] {
+        assert_eq!(catalog.counted(id).await, product(id));
+    }
+    for id in [1, 1, 2, 1, 2] {
+        assert_eq!(catalog.counted_sync(id).await, product(id));
+    }
+    assert_eq!(catalog.calls(), 4);
+    // (A `sync` call's value is a load where a store shares leases: not a put.)
+    for name in ["counted", "counted-sync"] {
+        let stats = manager
+            .get_cache::<u64, Product>(name)
+            .expect("the first call built the cache")
+            .stats();
+        assert_eq!((stats.hits, stats.misses), (3, 2), "{name}");
+    }
+}
+
 pub(crate) async fn result_errors_are_not_cached(manager: CacheManager) {
     let catalog = Catalog::new(manager);
     assert_eq!(catalog.product(&Db, 1000).await, Err(NotFound(1000)));
@@ -778,6 +816,7 @@ macro_rules! behaviour_suite {
     ($make:expr) => {
         $crate::behaviour_suite!(@tests $make;
             a_hit_skips_the_call,
+            each_call_counts_one_read,
             result_errors_are_not_cached,
             cache_err_caches_errors_too,
             option_none_is_cached_only_when_asked,
