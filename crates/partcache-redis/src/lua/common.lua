@@ -42,6 +42,9 @@ local OVER
 -- A custom policy's durations (ms; -1: none): creation, access, update.
 local CC, CA, CU
 local NOW, TICK
+-- TICK as Redis takes it (a string), made when first needed: formatting a number costs
+-- the server more than most of a write's logic.
+local TICK_ARG
 local EVENTS, EVICTED, EXPIRED
 local SUBSCRIBED
 -- Whether the cache keeps the index `<P>ix`: it has a budget (LRU order) or a
@@ -52,6 +55,12 @@ local INDEXED = false
 -- prefix) whether its slot is served here and whether its `<P>fx` exists. nil outside
 -- a batch.
 local SUBS, SERVED, RECORDS
+-- Per batch call (and put_many.lua): the partitions (by key prefix) whose index grew
+-- and that are still to evict: a batch evicts once per partition, after its last
+-- entry of the partition, instead of after every creation. nil outside a batch: a
+-- creation evicts at once. LATER: whether the batch has more entries of the current
+-- entry's partition after it.
+local GROWN, LATER
 -- Whether the current partition's `<P>fx` exists: false spares the calls that read or
 -- drop an entry's records (most caches have none: lean()); nil when not known.
 local HAS_FX
@@ -88,6 +97,7 @@ end
 
 local function setup_partition(KEYS, mode, origin, channel)
   SUBS, SERVED, RECORDS = nil, nil, nil
+  GROWN = nil
   begin(nil, KEYS[1], KEYS[2], KEYS[3], KEYS[4], mode, origin, channel)
   defaults()
 end
@@ -133,6 +143,7 @@ local function clock()
   local T = redis.call('TIME')
   NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
   TICK = tonumber(T[1]) * 1000000 + tonumber(T[2])
+  TICK_ARG = nil
 end
 
 local function setup(KEYS, ARGV)
@@ -143,6 +154,18 @@ end
 
 -- Lua would print large numbers in exponent form; Redis wants integers.
 local function int(n) return string.format('%d', n) end
+-- TICK as an argument.
+local function tick()
+  if not TICK_ARG then TICK_ARG = int(TICK) end
+  return TICK_ARG
+end
+-- A deadline as an argument: the last one formatted is kept, as the entries of a batch
+-- usually share theirs (NOW plus the same duration).
+local DL_NUMBER, DL_ARG
+local function deadline(dl)
+  if dl ~= DL_NUMBER then DL_NUMBER, DL_ARG = dl, int(dl) end
+  return DL_ARG
+end
 -- The partition's key prefix, taken from the index key when first needed (put.lua's
 -- update never needs it).
 local function prefix()
@@ -309,11 +332,11 @@ end
 local function store(text, blob, keyonly, dl, fp, ft, fresh)
   local k = ek(text)
   if dl and lean(fp, ft) then
-    redis.call('SET', k, blob, 'PXAT', int(dl))
+    redis.call('SET', k, blob, 'PXAT', deadline(dl))
     if not fresh then drop_records(text) end
   elseif dl then
-    redis.call('SET', k, blob, 'PXAT', int(dl))
-    redis.call('ZADD', DL, int(dl), text)
+    redis.call('SET', k, blob, 'PXAT', deadline(dl))
+    redis.call('ZADD', DL, deadline(dl), text)
     local a, b = '', ''
     if fp then a = int(fp) end
     if ft then b = int(ft) end
@@ -324,20 +347,22 @@ local function store(text, blob, keyonly, dl, fp, ft, fresh)
   end
   -- 1 when the index grew (only then can the partition be over its budget).
   if not INDEXED then return 0 end
-  return redis.call('ZADD', IX, int(TICK), text)
+  return redis.call('ZADD', IX, tick(), text)
 end
 
 -- Keeps the partition within BUDGET by evicting its least recently used entries.
--- Called after a write that grew the index. The victims are read by rank, without
+-- Called after a write that grew the index (or, in a batch, after its writes:
+-- defer_evictions). Returns whether `watch` (a text, or nil) was among the evicted. The victims are read by rank, without
 -- their scores (`ZPOPMIN` would format each score as a decimal for the reply, which
 -- cost more than the rest of the eviction), and taken out of the index once gone.
-local function evict()
-  if BUDGET <= 0 then return end
+local function evict(watch)
+  if BUDGET <= 0 then return false end
   -- Ranks 0 .. card - BUDGET - 1: the least recently used beyond the budget, oldest
   -- first; none when within it.
   local victims = redis.call('ZRANGE', IX, '0', OVER)
   local done = 0
   local told = #victims > 0 and announced()
+  local watched = false
   for i = 1, #victims do
     local text = victims[i]
     -- A victim is not among the script's declared keys: while the slot migrates it
@@ -355,6 +380,7 @@ local function evict()
     end
     if type(blob) == 'table' and blob.err then break end
     done = i
+    if text == watch then watched = true end
     if blob then
       drop_records(text)
       emit('V', blob)
@@ -368,6 +394,80 @@ local function evict()
   for i = 1, done, 1000 do
     redis.call('ZREM', IX, unpack(victims, i, math.min(i + 999, done)))
   end
+  return watched
+end
+
+-- After a write that grew the index (only then can the partition be over its budget):
+-- evicts, unless a batch has more entries of the partition to write (see
+-- defer_evictions).
+local function grown()
+  if BUDGET <= 0 then return end
+  if GROWN then
+    local p = P or prefix()
+    if LATER then
+      GROWN[p] = true
+      return
+    end
+    GROWN[p] = nil
+  end
+  evict()
+end
+
+-- Before a write of a batch takes an entry out of the index (an update whose expiry is
+-- zero): evicts now what the partition's creations so far in the call would have
+-- evicted one write at a time, so that the room the removal frees is not given back
+-- to an entry they evicted. Counted on the current entry (of the same partition).
+-- Returns whether `text` was among the evicted.
+local function settle(text)
+  if not GROWN then return false end
+  local p = P or prefix()
+  if not GROWN[p] then return false end
+  GROWN[p] = nil
+  return evict(text)
+end
+
+-- `r`, a write's result (write_reply's), with the current EVICTED and EXPIRED added.
+local function add_counts(r)
+  if type(r) == 'table' then
+    r[2], r[3] = r[2] + EVICTED, r[3] + EXPIRED
+    return r
+  end
+  local evicted = math.floor(r / 4) % 65536 + EVICTED
+  if evicted < 65536 then return r + 4 * (EVICTED + 65536 * EXPIRED) end
+  -- Beyond the packed form: write_reply's other form.
+  local expired = math.floor(r / 262144) + EXPIRED
+  return {{r % 2, math.floor(r / 2) % 2, false}, evicted, expired, EVENTS}
+end
+
+-- Starts a call whose writes of a partition evict once, after the last of them, rather
+-- than after every creation (a batch's entries usually have a partition each, and
+-- then nothing changes; put_many.lua's all share one). Such a call sets LATER before
+-- each write, and after a partition's last write evicts what is left (evict_rest).
+-- The end state is the one the same writes would leave one at a time: each creation
+-- evicted then the least recently used entries beyond the budget, and the entries
+-- left are the same as those the last write's eviction leaves (an entry's last use
+-- only moves forward, and within the call in the order of its writes; a write that
+-- takes an entry out of the index evicts first, settle), apart from an entry that a
+-- later write of the call updates where one at a time it would have re-created it
+-- (it was evicted in between): the same entries remain, with one eviction fewer
+-- counted and announced, and that write reported as an update. A partition's Evicted
+-- events then follow its Created events of the call.
+local function defer_evictions()
+  GROWN, LATER = {}, true
+end
+
+-- After the last write of a partition in such a call, which did not itself evict:
+-- evicts for the call's earlier creations in the partition, and returns `r` (the
+-- write's result) with those evictions added (so that the results' totals are the
+-- call's).
+local function evict_rest(r)
+  local p = P or prefix()
+  if not GROWN[p] then return r end
+  GROWN[p] = nil
+  EVICTED, EXPIRED = 0, 0
+  evict()
+  if EVICTED == 0 and EXPIRED == 0 then return r end
+  return add_counts(r)
 end
 
 -- Stores `blob` under `text` as JCache does for a put; `cur` is the current blob or
@@ -385,7 +485,7 @@ local function put(text, blob, keyonly, ttl, cur)
     if dl and dl <= NOW then return 0 end
     local grew = store(text, blob, keyonly, dl, fp, ft, true)
     emit('C', blob)
-    if grew == 1 then evict() end
+    if grew == 1 then grown() end
     return 1
   end
   local oldfp = fixed_of(text)
@@ -407,6 +507,9 @@ local function put(text, blob, keyonly, ttl, cur)
     if r >= 0 then kept = NOW + r end
   end
   local dl = minv(minv(minv(fp, ft), sliding(true)), kept)
+  -- One write at a time, an earlier creation of the batch would have evicted it: then
+  -- this is a creation whose expiry is zero, which is never stored.
+  if dl and dl <= NOW and settle(text) then return 0 end
   emit('U', blob)
   if dl and dl <= NOW then
     -- An update whose expiry is zero removes the entry.
@@ -442,11 +545,11 @@ local function put_blind(text, blob, keyonly, ttl)
   -- when the index write below finds the text indexed (`recheck`).
   local cur, had_deadline, recheck
   if dl and lean(fp, ft) then
-    cur = redis.call('SET', k, blob, 'PXAT', int(dl), 'GET')
+    cur = redis.call('SET', k, blob, 'PXAT', deadline(dl), 'GET')
     if cur then had_deadline = drop_records(text) else recheck = true end
   elseif dl then
-    cur = redis.call('SET', k, blob, 'PXAT', int(dl), 'GET')
-    had_deadline = redis.call('ZADD', DL, int(dl), text) == 0
+    cur = redis.call('SET', k, blob, 'PXAT', deadline(dl), 'GET')
+    had_deadline = redis.call('ZADD', DL, deadline(dl), text) == 0
     local a, b = '', ''
     if fp then a = int(fp) end
     if ft then b = int(ft) end
@@ -458,14 +561,14 @@ local function put_blind(text, blob, keyonly, ttl)
   if cur then
     -- A live entry is indexed already; its score (last use) matters to LRU and
     -- max-idle only.
-    if BUDGET > 0 or IDLE >= 0 then redis.call('ZADD', IX, int(TICK), text) end
+    if BUDGET > 0 or IDLE >= 0 then redis.call('ZADD', IX, tick(), text) end
     emit('U', blob)
     return 1
   end
   void_lease(text)
   local grew
   if INDEXED then
-    grew = redis.call('ZADD', IX, int(TICK), text)
+    grew = redis.call('ZADD', IX, tick(), text)
     if grew == 0 and recheck then had_deadline = drop_records(text) end
   else
     -- No index: records without a value are an entry Redis expired.
@@ -483,7 +586,7 @@ local function put_blind(text, blob, keyonly, ttl)
     EXPIRED = EXPIRED + 1
   end
   emit('C', blob)
-  if grew == 1 then evict() end
+  if grew == 1 then grown() end
   return 0
 end
 
@@ -536,14 +639,14 @@ local function access(text, k, v)
       EXPIRED = EXPIRED + 1
       return false
     elseif dl then
-      redis.call('PEXPIREAT', k, int(dl))
+      redis.call('PEXPIREAT', k, deadline(dl))
       -- An entry without records (lean, see store) keeps its deadline in the
       -- index score, which the next line moves.
-      if keyonly then redis.call('ZADD', DL, int(dl), text) end
+      if keyonly then redis.call('ZADD', DL, deadline(dl), text) end
     end
   end
   -- The index score is the last use: LRU order, and the max-idle deadline.
-  if BUDGET > 0 or IDLE >= 0 then redis.call('ZADD', IX, 'XX', int(TICK), text) end
+  if BUDGET > 0 or IDLE >= 0 then redis.call('ZADD', IX, 'XX', tick(), text) end
   return true
 end
 
@@ -628,6 +731,7 @@ end
 -- arguments and reply cost the server per channel).
 local function begin_batch(mode, entries, channels)
   SUBS, SERVED, RECORDS = {}, {}, {}
+  GROWN = nil
   if mode == 0 or entries == 0 then return end
   local live
   if mode == 1 then

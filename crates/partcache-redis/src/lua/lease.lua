@@ -25,7 +25,7 @@ if held and held ~= 'x' and held ~= 'r' then
 end
 -- Over a voided lease whose holder may still be loading, the new lease keeps the
 -- mark, so that the old holder's put is still known as stale.
-local lease = ARGV[FIRST + 1] .. '@' .. int(TICK)
+local lease = ARGV[FIRST + 1] .. '@' .. tick()
 if held == 'x' then lease = 'x' .. lease end
 redis.call('SET', lk, lease, 'PX', ARGV[FIRST + 2])
 return reply({0})

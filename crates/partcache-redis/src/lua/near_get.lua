@@ -9,7 +9,7 @@ for i = FIRST, #ARGV do
   local k = ek(text)
   local v = redis.call('GET', k)
   if v then
-    if BUDGET > 0 then redis.call('ZADD', IX, 'XX', int(TICK), text) end
+    if BUDGET > 0 then redis.call('ZADD', IX, 'XX', tick(), text) end
     out[#out + 1] = {v, redis.call('PTTL', k)}
   else
     out[#out + 1] = false

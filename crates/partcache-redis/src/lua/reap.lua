@@ -36,7 +36,7 @@ if IDLE >= 0 then
       redis.call('ZADD', IX, 'XX', int((NOW + left - IDLE) * 1000), text)
     else
       -- No deadline at all (written under other settings): as if used now.
-      redis.call('ZADD', IX, 'XX', int(TICK), text)
+      redis.call('ZADD', IX, 'XX', tick(), text)
     end
   end
   if #idle > busy then busy = #idle end

@@ -2,7 +2,8 @@
 -- in one call, for caches of the same settings: put_batch.lua's way (no declared keys;
 -- each entry's partition is checked, entry_served_here; -1: not done, send it alone
 -- through upsert.lua),
--- with the settings, the server time and the subscribers read once.
+-- with the settings, the server time and the subscribers read once, and evictions once
+-- per partition at the end.
 -- ARGV: policy kind, duration, max-idle, budget (setup's ARGV[1..4]), origin, channel
 -- suffix, event mode (0..2), then per entry: partition key prefix, text, blob, ttl ms
 -- (-1 none), key-only blob.
@@ -17,21 +18,37 @@ begin_batch(mode, (#ARGV - 7) / 5, function()
 end)
 settings(tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 clock()
--- One server time for the batch, but each entry a later last use (a microsecond each),
--- so that LRU order stays the order of the writes: with a budget of one, a second
--- creation in a partition evicts the first, as separate calls would.
+-- One server time for the batch, but each entry of a partition a later last use (a
+-- microsecond each) than the partition's entries before it in the batch, so that LRU
+-- order stays the order of the writes: with a budget of one, a second creation in a
+-- partition evicts the first, as separate calls would. (Entries of different
+-- partitions may share a last use: usually every entry of a batch has a partition of
+-- its own, and one formatted tick serves them all.)
 local base = TICK
+local ticks, seen, last = {}, {}, {}
+-- Each partition evicts after its last entry (defer_evictions in common.lua).
+for i = 8, #ARGV, 5 do last[ARGV[i]] = i end
+defer_evictions()
 local out = {}
 for i = 8, #ARGV, 5 do
   local n = #out + 1
-  TICK = base + n - 1
   local prefix, text = ARGV[i], ARGV[i + 1]
+  local k = seen[prefix] or 0
+  seen[prefix] = k + 1
+  if k ~= TICK - base then
+    TICK = base + k
+    TICK_ARG = ticks[k]
+  end
+  LATER = last[prefix] ~= i
   -- Without names, nobody listens: the channel is never asked for.
   setup_prefix(prefix, mode, origin, named[n] or '')
   if entry_served_here(text) then
     out[n] = upsert(text, ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4])
+    if not LATER then out[n] = evict_rest(out[n]) end
   else
     out[n] = -1
   end
+  ticks[k] = TICK_ARG
 end
+GROWN = nil
 return out
