@@ -21,34 +21,41 @@ clock()
 -- One server time for the batch, but each entry of a partition a later last use (a
 -- microsecond each) than the partition's entries before it in the batch, so that LRU
 -- order stays the order of the writes: with a budget of one, a second creation in a
--- partition evicts the first, as separate calls would. (Entries of different
--- partitions may share a last use: usually every entry of a batch has a partition of
--- its own, and one formatted tick serves them all.)
+-- partition evicts the first, as separate calls would. The last use of a partition's
+-- entry is the server time less the number of the partition's entries after it in the
+-- batch: usually every entry has a partition of its own, and one formatted time serves
+-- them all.
 local base = TICK
-local ticks, seen, last = {}, {}, {}
+-- Per partition (key prefix), how many of its entries are still to come.
+local left = {}
+for i = 8, #ARGV, 5 do left[ARGV[i]] = (left[ARGV[i]] or 0) + 1 end
+local ticks = {}
 -- Each partition evicts after its last entry (defer_evictions in common.lua).
-for i = 8, #ARGV, 5 do last[ARGV[i]] = i end
 defer_evictions()
 local out = {}
+local n = 0
 for i = 8, #ARGV, 5 do
-  local n = #out + 1
+  n = n + 1
   local prefix, text = ARGV[i], ARGV[i + 1]
-  local k = seen[prefix] or 0
-  seen[prefix] = k + 1
-  if k ~= TICK - base then
-    TICK = base + k
-    TICK_ARG = ticks[k]
+  local after = left[prefix] - 1
+  left[prefix] = after
+  LATER = after > 0
+  if after ~= base - TICK then
+    ticks[base - TICK] = TICK_ARG
+    TICK = base - after
+    TICK_ARG = ticks[after]
   end
-  LATER = last[prefix] ~= i
-  -- Without names, nobody listens: the channel is never asked for.
-  setup_prefix(prefix, mode, origin, named[n] or '')
+  -- Without names, nobody listens: the channel is never asked for. (setup_prefix's
+  -- work, without its call.)
+  begin(prefix, nil, nil, nil, nil, mode, origin, named[n] or '')
   if entry_served_here(text) then
-    out[n] = upsert(text, ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4])
-    if not LATER then out[n] = evict_rest(out[n]) end
+    local ttl = ARGV[i + 3]
+    if ttl == '-1' then ttl = -1 else ttl = tonumber(ttl) end
+    out[n] = upsert(text, ARGV[i + 2], ttl, ARGV[i + 4])
+    if not LATER and GROWN[prefix] then out[n] = evict_rest(out[n]) end
   else
     out[n] = -1
   end
-  ticks[k] = TICK_ARG
 end
 GROWN = nil
 return out
