@@ -173,8 +173,9 @@ end
 -- The server time: NOW in ms, TICK in µs.
 local function clock()
   local T = rcall('TIME')
-  NOW = tonumber(T[1]) * 1000 + floor(tonumber(T[2]) / 1000)
-  TICK = tonumber(T[1]) * 1000000 + tonumber(T[2])
+  local seconds, micros = tonumber(T[1]), tonumber(T[2])
+  NOW = seconds * 1000 + floor(micros / 1000)
+  TICK = seconds * 1000000 + micros
   TICK_ARG = nil
   BLIND_KNOWN = false
 end
