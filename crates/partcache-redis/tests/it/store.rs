@@ -1121,6 +1121,36 @@ async fn an_upsert_batch_removing_an_entry_it_created_leaves_what_one_put_at_a_t
     assert_eq!(value(&server, &p0, "b"), None, "b expired at its update");
 }
 
+/// `put_all` of more entries than a partition's budget (`lua/put_many.lua`, one call
+/// per partition, which evicts once after its writes): the cache keeps its budget
+/// exactly, each eviction is counted once, and every entry left holds its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_all_beyond_the_budget_keeps_it_and_counts_each_eviction_once() {
+    let cache: Cache<u64, String> = common::manager(&standalone_url())
+        .cache(&unique("put-all-budget"))
+        .partitions(3)
+        .max_entries(6)
+        .build()
+        .await
+        .unwrap();
+    cache
+        .put_all((0..60u64).map(|k| (k, format!("v{k}"))))
+        .await
+        .unwrap();
+    assert_eq!(cache.len().await.unwrap(), 6);
+    assert_eq!(cache.stats().evictions, 54);
+    let keys: Vec<u64> = (0..60).collect();
+    let values = cache.get_all(&keys).await.unwrap();
+    let mut found = 0;
+    for (k, v) in keys.iter().zip(values) {
+        if let Some(v) = v {
+            assert_eq!(*v, format!("v{k}"));
+            found += 1;
+        }
+    }
+    assert_eq!(found, 6);
+}
+
 /// A process that opens a cache with a much smaller `max_entries` than the one that
 /// filled it evicts, on its next creation in a partition, everything beyond the new
 /// budget at once: here about 9,000 entries in one call (more than Lua unpacks in one
