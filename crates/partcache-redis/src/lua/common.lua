@@ -386,10 +386,11 @@ local function store(text, blob, keyonly, dl, fp, ft, fresh)
 end
 
 -- Keeps the partition within BUDGET by evicting its least recently used entries.
--- Called after a write that grew the index (or, in a batch, after its writes:
--- defer_evictions). Returns whether `watch` (a text, or nil) was among the evicted. The victims are read by rank, without
--- their scores (`ZPOPMIN` would format each score as a decimal for the reply, which
--- cost more than the rest of the eviction), and taken out of the index once gone.
+-- Called after a write that grew the index (in a batch, after the partition's last
+-- write: defer_evictions). The victims are read by rank, without their scores
+-- (`ZPOPMIN` would format each score as a decimal for the reply, which cost more than
+-- the rest of the eviction), and taken out of the index once gone. Returns whether
+-- `watch` (a text, or nil) was among the evicted.
 local function evict(watch)
   if BUDGET <= 0 then return false end
   -- Ranks 0 .. card - BUDGET - 1: the least recently used beyond the budget, oldest
