@@ -59,6 +59,8 @@ local OVER
 -- A custom policy's durations (ms; -1: none): creation, access, update.
 local CC, CA, CU
 local NOW, TICK
+-- The settings' arguments that KIND .. OVER were last read from (settings()).
+local SETTINGS_KIND, SETTINGS_D, SETTINGS_IDLE, SETTINGS_BUDGET
 -- TICK as Redis takes it (a string), made when first needed: formatting a number costs
 -- the server more than most of a write's logic.
 local TICK_ARG
@@ -118,12 +120,18 @@ end
 -- library's state outlives a call: a value left by another cache's call must not leak.
 local function defaults()
   KIND, D, IDLE, BUDGET, INDEXED = 0, 0, -1, 0, false
+  SETTINGS_KIND = nil
 end
 
-local function setup_partition(KEYS, mode, origin, channel)
+-- A call of one partition, whose keys are KEYS[1..4] (setup_partition and setup).
+local function one_partition(KEYS, mode, origin, channel)
   SUBS, SERVED, RECORDS = nil, nil, nil
   GROWN = nil
   begin(nil, KEYS[1], KEYS[2], KEYS[3], KEYS[4], mode, origin, channel)
+end
+
+local function setup_partition(KEYS, mode, origin, channel)
+  one_partition(KEYS, mode, origin, channel)
   defaults()
 end
 
@@ -149,11 +157,20 @@ local function deadlines()
   return DL
 end
 
--- The cache's settings (numbers).
-local function settings(kind, d, idle, budget)
-  KIND = kind       -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched, 5 custom
-  IDLE = idle       -- max-idle, ms; -1: none
-  BUDGET = budget   -- max entries of this partition; 0: unbounded
+-- The cache's settings, from their arguments (strings). The arguments last read are
+-- kept (SETTINGS_*), and the same ones again (a cache's calls repeat theirs) are not
+-- read again: each number read (`strtod`) or formatted costs the server about 1,000
+-- instructions, and comparing Lua strings compares pointers. defaults() forgets them.
+local function settings(kind_arg, d, idle_arg, budget_arg)
+  if kind_arg == SETTINGS_KIND and d == SETTINGS_D and idle_arg == SETTINGS_IDLE
+    and budget_arg == SETTINGS_BUDGET then
+    return
+  end
+  SETTINGS_KIND = nil
+  -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched, 5 custom
+  KIND = tonumber(kind_arg)
+  IDLE = tonumber(idle_arg)     -- max-idle, ms; -1: none
+  BUDGET = tonumber(budget_arg) -- max entries of this partition; 0: unbounded
   if KIND == 5 then
     -- `<creation>:<access>:<update>`, which the client asked the policy for just now.
     local a = find(d, ':', 1, true)
@@ -168,6 +185,7 @@ local function settings(kind, d, idle, budget)
   READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4 or (KIND == 5 and CA >= 0)
   INDEXED = BUDGET > 0 or IDLE >= 0
   if BUDGET > 0 then OVER = '-' .. format('%d', BUDGET + 1) end
+  SETTINGS_KIND, SETTINGS_D, SETTINGS_IDLE, SETTINGS_BUDGET = kind_arg, d, idle_arg, budget_arg
 end
 
 -- The server time: NOW in ms, TICK in µs.
@@ -181,8 +199,8 @@ local function clock()
 end
 
 local function setup(KEYS, ARGV)
-  setup_partition(KEYS, tonumber(ARGV[5]), ARGV[6], ARGV[7])
-  settings(tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+  one_partition(KEYS, tonumber(ARGV[5]), ARGV[6], ARGV[7])
+  settings(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
   clock()
 end
 

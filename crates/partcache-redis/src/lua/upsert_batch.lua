@@ -16,7 +16,7 @@ begin_batch(mode, (#ARGV - 7) / 5, function()
   for i = 8, #ARGV, 5 do named[#named + 1] = ARGV[i] .. suffix end
   return named
 end)
-settings(tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+settings(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 clock()
 -- One server time for the batch, but each entry of a partition a later last use (a
 -- microsecond each) than the partition's entries before it in the batch, so that LRU

@@ -1151,6 +1151,38 @@ async fn put_all_beyond_the_budget_keeps_it_and_counts_each_eviction_once() {
     assert_eq!(found, 6);
 }
 
+/// The function library keeps the settings it last read from one call to the next (so
+/// as not to read the same ones again): a call of a cache with other settings in
+/// between (here the common put of a cache without a budget, which runs with default
+/// settings) must not leave its settings to the next call of the evicting cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_of_another_cache_in_between_leave_each_cache_its_own_budget() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let manager = common::manager(&server.url());
+    let evicting: Cache<u64, String> = manager
+        .cache(&unique("settings-evicting"))
+        .partitions(3)
+        .max_entries(3)
+        .build()
+        .await
+        .unwrap();
+    let plain: Cache<u64, String> = manager
+        .cache(&unique("settings-plain"))
+        .build()
+        .await
+        .unwrap();
+    for k in 0..30u64 {
+        evicting.put(k, format!("v{k}")).await.unwrap();
+        plain.put(k, format!("v{k}")).await.unwrap();
+    }
+    assert_eq!(evicting.len().await.unwrap(), 3);
+    assert_eq!(evicting.stats().evictions, 27);
+    assert_eq!(plain.len().await.unwrap(), 30);
+}
+
 /// A process that opens a cache with a much smaller `max_entries` than the one that
 /// filled it evicts, on its next creation in a partition, everything beyond the new
 /// budget at once: here about 9,000 entries in one call (more than Lua unpacks in one
