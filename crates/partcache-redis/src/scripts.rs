@@ -89,7 +89,8 @@ const OPERATIONS: [(&str, &str, bool); 19] = [
 ];
 
 /// Builds the library: `lua/common.lua`, then every operation's body as a registered
-/// function of `(KEYS, ARGV)` (so that the bodies read as scripts do).
+/// function of `(KEYS, ARGV)` (so that the bodies read as scripts do), which first
+/// binds the library's upvalues (`bind` in `lua/common.lua`).
 fn build() -> Scripts {
     let mut body = String::from(include_str!("lua/common.lua"));
     for (name, source, setup) in OPERATIONS {
@@ -100,7 +101,7 @@ fn build() -> Scripts {
             ""
         };
         body.push_str(&format!(
-            "\nredis.register_function{{function_name = '@@_{name}', {flags}callback = function(KEYS, ARGV)\n{}{source}\nend}}\n",
+            "\nredis.register_function{{function_name = '@@_{name}', {flags}callback = function(KEYS, ARGV)\nbind()\n{}{source}\nend}}\n",
             if setup { "setup(KEYS, ARGV)\n" } else { "" }
         ));
     }

@@ -6,7 +6,7 @@ local announce = ARGV[FIRST + 1] == '1'
 local removed = 0
 local texts
 if INDEXED then
-  texts = redis.call('ZRANGE', IX, 0, tonumber(ARGV[FIRST]) - 1)
+  texts = rcall('ZRANGE', IX, 0, tonumber(ARGV[FIRST]) - 1)
 else
   texts = {}
   for i = FIRST + 2, #ARGV do texts[#texts + 1] = ARGV[i] end
@@ -15,18 +15,18 @@ for i = 1, #texts do
   local text = texts[i]
   local k = ek(text)
   if announce then
-    local v = redis.call('GET', k)
+    local v = rcall('GET', k)
     if v then
       emit('R', v)
       removed = removed + 1
     end
   end
-  redis.call('DEL', k)
+  rcall('DEL', k)
   forget(text)
 end
 -- Tells near caches to drop the partition (listeners ignore this kind: clear has no
 -- events in JCache).
 emit('Z', '')
 local left = 0
-if INDEXED then left = redis.call('ZCARD', IX) end
+if INDEXED then left = rcall('ZCARD', IX) end
 return reply({removed, left})

@@ -33,6 +33,23 @@
 -- ARGV[1..7] are the cache's settings and event arguments (arguments.rs), ARGV[8..] the
 -- operation's.
 
+-- The server's functions and Lua's that the library calls, as upvalues: Redis guards
+-- a library's globals with a metatable, so that reading a global costs about ten times
+-- what reading an upvalue does, and a write reads a dozen. Read once, at the start of
+-- the first call after the library was loaded (bind: its top level, which runs at
+-- loading, may not read them), by globals(), which is declared before the upvalues
+-- and so sees the globals of the same names.
+local function globals()
+  return redis.call, redis.pcall, tonumber, type, unpack, string.format, string.sub,
+    string.find, string.byte, math.floor, math.min
+end
+local rcall, rpcall, tonumber, type, unpack, format, sub, find, byte, floor, min
+-- Called first by every function of the library (scripts.rs).
+local function bind()
+  if rcall then return end
+  rcall, rpcall, tonumber, type, unpack, format, sub, find, byte, floor, min = globals()
+end
+
 -- Per-call state, set by setup() at the start of every call (the library's top level
 -- runs once, when the library is loaded: scripts.rs).
 local P, IX, DL, FX, SQ
@@ -42,8 +59,20 @@ local OVER
 -- A custom policy's durations (ms; -1: none): creation, access, update.
 local CC, CA, CU
 local NOW, TICK
+-- The settings' arguments that KIND .. OVER were last read from (settings()).
+local SETTINGS_KIND, SETTINGS_D, SETTINGS_IDLE, SETTINGS_BUDGET
+-- TICK as Redis takes it (a string), made when first needed: formatting a number costs
+-- the server more than most of a write's logic.
+local TICK_ARG
+-- put_blind's deadline of an entry without a TTL (the policy's and max-idle's), the
+-- same for every entry of a call: BLIND_KNOWN once worked out.
+local BLIND, BLIND_KNOWN
 local EVENTS, EVICTED, EXPIRED
 local SUBSCRIBED
+-- Whether the current call (or batch entry) is known to announce nothing: no events,
+-- or a batch's entry whose channel nobody subscribes to. Spares emit() and announced()
+-- their calls on the common path.
+local QUIET
 -- Whether the cache keeps the index `<P>ix`: it has a budget (LRU order) or a
 -- max-idle (the last use). Set with the settings.
 local INDEXED = false
@@ -52,6 +81,12 @@ local INDEXED = false
 -- prefix) whether its slot is served here and whether its `<P>fx` exists. nil outside
 -- a batch.
 local SUBS, SERVED, RECORDS
+-- Per batch call (and put_many.lua): the partitions (by key prefix) whose index grew
+-- and that are still to evict: a batch evicts once per partition, after its last
+-- entry of the partition, instead of after every creation. nil outside a batch: a
+-- creation evicts at once. LATER: whether the batch has more entries of the current
+-- entry's partition after it.
+local GROWN, LATER
 -- Whether the current partition's `<P>fx` exists: false spares the calls that read or
 -- drop an entry's records (most caches have none: lean()); nil when not known.
 local HAS_FX
@@ -74,6 +109,7 @@ local function begin(prefix, ix, dl, fx, sq, mode, origin, channel)
   EVENTS, EVICTED, EXPIRED = NO_EVENTS, 0, 0
   if mode >= 3 then EVENTS = {} end
   SUBSCRIBED = nil
+  QUIET = mode == 0 or (mode < 3 and SUBS ~= nil and not SUBS[channel])
   HAS_FX = nil
   LEASE_FREE = false
   if RECORDS then HAS_FX = RECORDS[prefix] end
@@ -84,11 +120,18 @@ end
 -- library's state outlives a call: a value left by another cache's call must not leak.
 local function defaults()
   KIND, D, IDLE, BUDGET, INDEXED = 0, 0, -1, 0, false
+  SETTINGS_KIND = nil
+end
+
+-- A call of one partition, whose keys are KEYS[1..4] (setup_partition and setup).
+local function one_partition(KEYS, mode, origin, channel)
+  SUBS, SERVED, RECORDS = nil, nil, nil
+  GROWN = nil
+  begin(nil, KEYS[1], KEYS[2], KEYS[3], KEYS[4], mode, origin, channel)
 end
 
 local function setup_partition(KEYS, mode, origin, channel)
-  SUBS, SERVED, RECORDS = nil, nil, nil
-  begin(nil, KEYS[1], KEYS[2], KEYS[3], KEYS[4], mode, origin, channel)
+  one_partition(KEYS, mode, origin, channel)
   defaults()
 end
 
@@ -100,53 +143,85 @@ local function setup_prefix(prefix, mode, origin, channel)
   begin(prefix, nil, nil, nil, nil, mode, origin, channel)
 end
 
--- Names the current partition's keys if setup_prefix left them to this.
+-- Names the current partition's keys if setup_prefix (or entry_served_here, which
+-- names only the index and the records) left them to this.
 local function partition_keys()
-  if not FX then
+  if not SQ then
     IX, DL, FX, SQ = P .. 'ix', P .. 'dl', P .. 'fx', P .. 'sq'
   end
 end
+-- The deadlines key `<P>dl`, for the writes of deadline records, the one key a
+-- batch's write may need that entry_served_here does not name.
+local function deadlines()
+  partition_keys()
+  return DL
+end
 
--- The cache's settings (numbers).
-local function settings(kind, d, idle, budget)
-  KIND = kind       -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched, 5 custom
-  IDLE = idle       -- max-idle, ms; -1: none
-  BUDGET = budget   -- max entries of this partition; 0: unbounded
+-- The cache's settings, from their arguments (strings). The arguments last read are
+-- kept (SETTINGS_*), and the same ones again (a cache's calls repeat theirs) are not
+-- read again: each number read (`strtod`) or formatted costs the server about 1,000
+-- instructions, and comparing Lua strings compares pointers. defaults() forgets them.
+local function settings(kind_arg, d, idle_arg, budget_arg)
+  if kind_arg == SETTINGS_KIND and d == SETTINGS_D and idle_arg == SETTINGS_IDLE
+    and budget_arg == SETTINGS_BUDGET then
+    return
+  end
+  SETTINGS_KIND = nil
+  -- 0 eternal, 1 created, 2 modified, 3 accessed, 4 touched, 5 custom
+  KIND = tonumber(kind_arg)
+  IDLE = tonumber(idle_arg)     -- max-idle, ms; -1: none
+  BUDGET = tonumber(budget_arg) -- max entries of this partition; 0: unbounded
   if KIND == 5 then
     -- `<creation>:<access>:<update>`, which the client asked the policy for just now.
-    local a = string.find(d, ':', 1, true)
-    local b = string.find(d, ':', a + 1, true)
-    CC = tonumber(string.sub(d, 1, a - 1))
-    CA = tonumber(string.sub(d, a + 1, b - 1))
-    CU = tonumber(string.sub(d, b + 1))
+    local a = find(d, ':', 1, true)
+    local b = find(d, ':', a + 1, true)
+    CC = tonumber(sub(d, 1, a - 1))
+    CA = tonumber(sub(d, a + 1, b - 1))
+    CU = tonumber(sub(d, b + 1))
     D = 0
   else
     D = tonumber(d) -- the policy's duration, ms
   end
   READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4 or (KIND == 5 and CA >= 0)
   INDEXED = BUDGET > 0 or IDLE >= 0
-  if BUDGET > 0 then OVER = '-' .. string.format('%d', BUDGET + 1) end
+  if BUDGET > 0 then OVER = '-' .. format('%d', BUDGET + 1) end
+  SETTINGS_KIND, SETTINGS_D, SETTINGS_IDLE, SETTINGS_BUDGET = kind_arg, d, idle_arg, budget_arg
 end
 
 -- The server time: NOW in ms, TICK in µs.
 local function clock()
-  local T = redis.call('TIME')
-  NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
-  TICK = tonumber(T[1]) * 1000000 + tonumber(T[2])
+  local T = rcall('TIME')
+  local seconds, micros = tonumber(T[1]), tonumber(T[2])
+  NOW = seconds * 1000 + floor(micros / 1000)
+  TICK = seconds * 1000000 + micros
+  TICK_ARG = nil
+  BLIND_KNOWN = false
 end
 
 local function setup(KEYS, ARGV)
-  setup_partition(KEYS, tonumber(ARGV[5]), ARGV[6], ARGV[7])
-  settings(tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+  one_partition(KEYS, tonumber(ARGV[5]), ARGV[6], ARGV[7])
+  settings(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
   clock()
 end
 
 -- Lua would print large numbers in exponent form; Redis wants integers.
-local function int(n) return string.format('%d', n) end
+local function int(n) return format('%d', n) end
+-- TICK as an argument.
+local function tick()
+  if not TICK_ARG then TICK_ARG = int(TICK) end
+  return TICK_ARG
+end
+-- A deadline as an argument: the last one formatted is kept, as the entries of a batch
+-- usually share theirs (NOW plus the same duration).
+local DL_NUMBER, DL_ARG
+local function deadline(dl)
+  if dl ~= DL_NUMBER then DL_NUMBER, DL_ARG = dl, int(dl) end
+  return DL_ARG
+end
 -- The partition's key prefix, taken from the index key when first needed (put.lua's
 -- update never needs it).
 local function prefix()
-  if not P then P = string.sub(IX, 1, -3) end
+  if not P then P = sub(IX, 1, -3) end
   return P
 end
 -- (P first: a Lua function call costs the server more than the rest of these.)
@@ -161,16 +236,16 @@ local function lease_key(text) return (P or prefix()) .. 'l:' .. text end
 -- the slot migrates Redis may refuse it, which must not fail the write itself.
 local function void_lease(text)
   if LEASE_FREE then return end
-  redis.pcall('SET', lease_key(text), 'x', 'XX', 'KEEPTTL')
+  rpcall('SET', lease_key(text), 'x', 'XX', 'KEEPTTL')
 end
 
 -- Whether the lease value `held` is the one granted to `token`, and when it was
 -- granted (µs).
 local function lease_of(held, token)
   if not held then return false, nil end
-  local at = string.find(held, token .. '@', 1, true)
-  if at ~= 1 and not (at == 2 and string.sub(held, 1, 1) == 'x') then return false, nil end
-  return true, tonumber(string.sub(held, at + #token + 1))
+  local at = find(held, token .. '@', 1, true)
+  if at ~= 1 and not (at == 2 and sub(held, 1, 1) == 'x') then return false, nil end
+  return true, tonumber(sub(held, at + #token + 1))
 end
 local function minv(a, b)
   if a == nil then return b end
@@ -190,9 +265,9 @@ local function subscribed(publish)
   elseif SUBSCRIBED == nil then
     local n
     if publish == 2 then
-      n = redis.call('PUBSUB', 'SHARDNUMSUB', CHANNEL)[2]
+      n = rcall('PUBSUB', 'SHARDNUMSUB', CHANNEL)[2]
     else
-      n = redis.call('PUBSUB', 'NUMSUB', CHANNEL)[2]
+      n = rcall('PUBSUB', 'NUMSUB', CHANNEL)[2]
     end
     SUBSCRIBED = n > 0
   end
@@ -210,13 +285,13 @@ local function emit(kind, blob)
   if published == nil then published = subscribed(publish) end
   if not published and PUBMODE < 3 then return end
   partition_keys()
-  local n = redis.call('INCR', SQ)
+  local n = rcall('INCR', SQ)
   if published then
     local message = kind .. n .. ':' .. ORIGIN .. ':' .. blob
     if publish == 1 then
-      redis.call('PUBLISH', CHANNEL, message)
+      rcall('PUBLISH', CHANNEL, message)
     else
-      redis.call('SPUBLISH', CHANNEL, message)
+      rcall('SPUBLISH', CHANNEL, message)
     end
   end
   if PUBMODE >= 3 then EVENTS[#EVENTS + 1] = kind .. n .. ':' .. blob end
@@ -225,6 +300,7 @@ end
 -- Whether this call's events reach anyone: a listener in this process (they come back
 -- in the reply) or a subscribed process.
 local function announced()
+  if QUIET then return false end
   if PUBMODE >= 3 then return true end
   local publish = PUBMODE % 3
   return publish ~= 0 and subscribed(publish)
@@ -244,16 +320,16 @@ end
 --   behind: no reaper visit, and only the value in memory.
 local function lean(fp, ft)
   if INDEXED then
-    return KIND == 0 and IDLE >= 0 and not fp and not ft and not announced()
+    return KIND == 0 and IDLE >= 0 and not fp and not ft and (QUIET or not announced())
   end
   if KIND == 5 then return false end
   if ft and (KIND == 1 or KIND == 3 or KIND == 4) then return false end
-  return not announced()
+  return QUIET or not announced()
 end
 
 -- Writes the fixed-deadline record of `text`.
 local function set_records(text, record)
-  redis.call('HSET', FX, text, record)
+  rcall('HSET', FX, text, record)
   HAS_FX = true
   if RECORDS then RECORDS[P] = true end
 end
@@ -261,11 +337,11 @@ end
 -- The fixed deadlines and key-only blob recorded for `text` (nils when none).
 local function fixed_of(text)
   if HAS_FX == false then return nil, nil, nil end
-  local v = redis.call('HGET', FX, text)
+  local v = rcall('HGET', FX, text)
   if not v then return nil, nil, nil end
-  local a = string.find(v, ',', 1, true)
-  local b = string.find(v, ',', a + 1, true)
-  return tonumber(string.sub(v, 1, a - 1)), tonumber(string.sub(v, a + 1, b - 1)), string.sub(v, b + 1)
+  local a = find(v, ',', 1, true)
+  local b = find(v, ',', a + 1, true)
+  return tonumber(sub(v, 1, a - 1)), tonumber(sub(v, a + 1, b - 1)), sub(v, b + 1)
 end
 
 -- The deadline reads (on_update false) or writes (true) slide forward (expiry.rs).
@@ -280,13 +356,13 @@ end
 -- deadline record exists only beside a fixed-deadline record).
 local function drop_records(text)
   if HAS_FX == false then return false end
-  if redis.call('HDEL', FX, text) == 0 then return false end
-  redis.call('ZREM', DL, text)
+  if rcall('HDEL', FX, text) == 0 then return false end
+  rcall('ZREM', DL or deadlines(), text)
   return true
 end
 
 local function forget(text)
-  if INDEXED then redis.call('ZREM', IX, text) end
+  if INDEXED then rcall('ZREM', IX, text) end
   drop_records(text)
 end
 
@@ -296,7 +372,7 @@ end
 -- nobody listened when it was written, but it is counted.
 local function gone(text)
   local _, _, keyonly = fixed_of(text)
-  if keyonly and redis.call('ZSCORE', DL, text) then
+  if keyonly and rcall('ZSCORE', DL or deadlines(), text) then
     emit('X', keyonly)
     EXPIRED = EXPIRED + 1
   elseif IDLE >= 0 then
@@ -309,35 +385,39 @@ end
 local function store(text, blob, keyonly, dl, fp, ft, fresh)
   local k = ek(text)
   if dl and lean(fp, ft) then
-    redis.call('SET', k, blob, 'PXAT', int(dl))
+    rcall('SET', k, blob, 'PXAT', deadline(dl))
     if not fresh then drop_records(text) end
   elseif dl then
-    redis.call('SET', k, blob, 'PXAT', int(dl))
-    redis.call('ZADD', DL, int(dl), text)
+    rcall('SET', k, blob, 'PXAT', deadline(dl))
+    rcall('ZADD', DL or deadlines(), deadline(dl), text)
     local a, b = '', ''
     if fp then a = int(fp) end
     if ft then b = int(ft) end
     set_records(text, a .. ',' .. b .. ',' .. keyonly)
   else
-    redis.call('SET', k, blob)
+    rcall('SET', k, blob)
     if not fresh then drop_records(text) end
   end
   -- 1 when the index grew (only then can the partition be over its budget).
   if not INDEXED then return 0 end
-  return redis.call('ZADD', IX, int(TICK), text)
+  return rcall('ZADD', IX, tick(), text)
 end
 
 -- Keeps the partition within BUDGET by evicting its least recently used entries.
--- Called after a write that grew the index. The victims are read by rank, without
--- their scores (`ZPOPMIN` would format each score as a decimal for the reply, which
--- cost more than the rest of the eviction), and taken out of the index once gone.
-local function evict()
-  if BUDGET <= 0 then return end
+-- Called after a write that grew the index (in a batch, after the partition's last
+-- write: defer_evictions). The victims are read by rank, without their scores
+-- (`ZPOPMIN` would format each score as a decimal for the reply, which cost more than
+-- the rest of the eviction), and taken out of the index once gone. Returns whether
+-- `watch` (a text, or nil) was among the evicted.
+local function evict(watch)
+  if BUDGET <= 0 then return false end
   -- Ranks 0 .. card - BUDGET - 1: the least recently used beyond the budget, oldest
   -- first; none when within it.
-  local victims = redis.call('ZRANGE', IX, '0', OVER)
+  local victims = rcall('ZRANGE', IX, '0', OVER)
   local done = 0
-  local told = #victims > 0 and announced()
+  local told = #victims > 0 and not QUIET and announced()
+  local watched = false
+  local p = P or prefix()
   for i = 1, #victims do
     local text = victims[i]
     -- A victim is not among the script's declared keys: while the slot migrates it
@@ -347,27 +427,114 @@ local function evict()
     -- already done.
     local blob
     if told then
-      blob = redis.pcall('GETDEL', ek(text))
+      blob = rpcall('GETDEL', p .. 'e:' .. text)
+      if type(blob) == 'table' and blob.err then break end
     else
       -- Nobody to tell: whether it was there is all that counts (no copy of it).
-      blob = redis.pcall('DEL', ek(text))
-      if blob == 0 then blob = false end
+      local n = rpcall('DEL', p .. 'e:' .. text)
+      if n == 1 then
+        blob = true
+      elseif n == 0 then
+        blob = false
+      else
+        break
+      end
     end
-    if type(blob) == 'table' and blob.err then break end
     done = i
+    if text == watch then watched = true end
     if blob then
-      drop_records(text)
-      emit('V', blob)
+      if HAS_FX ~= false then drop_records(text) end
+      if told then emit('V', blob) end
       EVICTED = EVICTED + 1
     else
       gone(text)
     end
   end
+  if done == 1 then
+    rcall('ZREM', IX, victims[1])
+    return watched
+  end
   -- In slices: Lua unpacks at most a few thousand values at once, and a partition may
   -- be far over a budget that a reopening with a smaller `max_entries` lowered.
   for i = 1, done, 1000 do
-    redis.call('ZREM', IX, unpack(victims, i, math.min(i + 999, done)))
+    local last = i + 999
+    if last > done then last = done end
+    rcall('ZREM', IX, unpack(victims, i, last))
   end
+  return watched
+end
+
+-- After a write that grew the index (only then can the partition be over its budget):
+-- evicts, unless a batch has more entries of the partition to write (see
+-- defer_evictions).
+local function grown()
+  if BUDGET <= 0 then return end
+  if GROWN then
+    local p = P or prefix()
+    if LATER then
+      GROWN[p] = true
+      return
+    end
+    GROWN[p] = nil
+  end
+  evict()
+end
+
+-- Before a write of a batch takes an entry out of the index (an update whose expiry is
+-- zero): evicts now what the partition's creations so far in the call would have
+-- evicted one write at a time, so that the room the removal frees is not given back
+-- to an entry they evicted. Counted on the current entry (of the same partition).
+-- Returns whether `text` was among the evicted.
+local function settle(text)
+  if not GROWN then return false end
+  local p = P or prefix()
+  if not GROWN[p] then return false end
+  GROWN[p] = nil
+  return evict(text)
+end
+
+-- `r`, a write's result (write_reply's), with the current EVICTED and EXPIRED added.
+local function add_counts(r)
+  if type(r) == 'table' then
+    r[2], r[3] = r[2] + EVICTED, r[3] + EXPIRED
+    return r
+  end
+  local evicted = floor(r / 4) % 65536 + EVICTED
+  if evicted < 65536 then return r + 4 * (EVICTED + 65536 * EXPIRED) end
+  -- Beyond the packed form: write_reply's other form.
+  local expired = floor(r / 262144) + EXPIRED
+  return {{r % 2, floor(r / 2) % 2, false}, evicted, expired, EVENTS}
+end
+
+-- Starts a call whose writes of a partition evict once, after the last of them, rather
+-- than after every creation (a batch's entries usually have a partition each, and
+-- then nothing changes; put_many.lua's all share one). Such a call sets LATER before
+-- each write, and after a partition's last write evicts what is left (evict_rest).
+-- The end state is the one the same writes would leave one at a time: each creation
+-- evicted then the least recently used entries beyond the budget, and the entries
+-- left are the same as those the last write's eviction leaves (an entry's last use
+-- only moves forward, and within the call in the order of its writes; a write that
+-- takes an entry out of the index evicts first, settle), apart from an entry that a
+-- later write of the call updates where one at a time it would have re-created it
+-- (it was evicted in between): the same entries remain, with one eviction fewer
+-- counted and announced, and that write reported as an update. A partition's Evicted
+-- events then follow its Created events of the call.
+local function defer_evictions()
+  GROWN, LATER = {}, true
+end
+
+-- After the last write of a partition in such a call, which did not itself evict:
+-- evicts for the call's earlier creations in the partition, and returns `r` (the
+-- write's result) with those evictions added (so that the results' totals are the
+-- call's).
+local function evict_rest(r)
+  local p = P or prefix()
+  if not GROWN[p] then return r end
+  GROWN[p] = nil
+  EVICTED, EXPIRED = 0, 0
+  evict()
+  if EVICTED == 0 and EXPIRED == 0 then return r end
+  return add_counts(r)
 end
 
 -- Stores `blob` under `text` as JCache does for a put; `cur` is the current blob or
@@ -385,13 +552,13 @@ local function put(text, blob, keyonly, ttl, cur)
     if dl and dl <= NOW then return 0 end
     local grew = store(text, blob, keyonly, dl, fp, ft, true)
     emit('C', blob)
-    if grew == 1 then evict() end
+    if grew == 1 then grown() end
     return 1
   end
   local oldfp = fixed_of(text)
   if not oldfp and KIND == 1 and not INDEXED then
     -- A Created entry without records (lean): its deadline is the policy's.
-    local r = redis.call('PTTL', ek(text))
+    local r = rcall('PTTL', ek(text))
     if r >= 0 then oldfp = NOW + r end
   end
   local fp = nil
@@ -403,14 +570,17 @@ local function put(text, blob, keyonly, ttl, cur)
   local kept = nil
   if KIND == 3 then
     -- Accessed: an update keeps the access deadline (the entry's remaining time).
-    local r = redis.call('PTTL', ek(text))
+    local r = rcall('PTTL', ek(text))
     if r >= 0 then kept = NOW + r end
   end
   local dl = minv(minv(minv(fp, ft), sliding(true)), kept)
+  -- One write at a time, an earlier creation of the batch would have evicted it: then
+  -- this is a creation whose expiry is zero, which is never stored.
+  if dl and dl <= NOW and settle(text) then return 0 end
   emit('U', blob)
   if dl and dl <= NOW then
     -- An update whose expiry is zero removes the entry.
-    redis.call('DEL', ek(text))
+    rcall('DEL', ek(text))
     forget(text)
     emit('X', blob)
     EXPIRED = EXPIRED + 1
@@ -433,39 +603,42 @@ local function put_blind(text, blob, keyonly, ttl)
   local fp = nil
   if KIND == 2 then fp = NOW + D end
   -- For these policies a read's and a write's sliding deadlines are the same.
-  local dl = minv(minv(fp, ft), sliding(true))
+  if not BLIND_KNOWN then BLIND, BLIND_KNOWN = minv(fp, sliding(true)), true end
+  local dl = BLIND
+  if ft and not (dl and dl <= ft) then dl = ft end
   if dl and dl <= NOW then return nil end
-  local k = ek(text)
+  local k = (P or prefix()) .. 'e:' .. text
   -- Where this write keeps no records, a former write's would be read as this
   -- entry's (fixed_of): an update drops them. A text outside the index has none
   -- (whatever takes a text out of the index drops them), so a creation drops them only
   -- when the index write below finds the text indexed (`recheck`).
   local cur, had_deadline, recheck
   if dl and lean(fp, ft) then
-    cur = redis.call('SET', k, blob, 'PXAT', int(dl), 'GET')
+    if dl ~= DL_NUMBER then DL_NUMBER, DL_ARG = dl, int(dl) end
+    cur = rcall('SET', k, blob, 'PXAT', DL_ARG, 'GET')
     if cur then had_deadline = drop_records(text) else recheck = true end
   elseif dl then
-    cur = redis.call('SET', k, blob, 'PXAT', int(dl), 'GET')
-    had_deadline = redis.call('ZADD', DL, int(dl), text) == 0
+    cur = rcall('SET', k, blob, 'PXAT', deadline(dl), 'GET')
+    had_deadline = rcall('ZADD', DL or deadlines(), deadline(dl), text) == 0
     local a, b = '', ''
     if fp then a = int(fp) end
     if ft then b = int(ft) end
     set_records(text, a .. ',' .. b .. ',' .. keyonly)
   else
-    cur = redis.call('SET', k, blob, 'GET')
+    cur = rcall('SET', k, blob, 'GET')
     if cur then had_deadline = drop_records(text) else recheck = true end
   end
   if cur then
     -- A live entry is indexed already; its score (last use) matters to LRU and
     -- max-idle only.
-    if BUDGET > 0 or IDLE >= 0 then redis.call('ZADD', IX, int(TICK), text) end
-    emit('U', blob)
+    if BUDGET > 0 or IDLE >= 0 then rcall('ZADD', IX, TICK_ARG or tick(), text) end
+    if not QUIET then emit('U', blob) end
     return 1
   end
-  void_lease(text)
+  if not LEASE_FREE then void_lease(text) end
   local grew
   if INDEXED then
-    grew = redis.call('ZADD', IX, int(TICK), text)
+    grew = rcall('ZADD', IX, TICK_ARG or tick(), text)
     if grew == 0 and recheck then had_deadline = drop_records(text) end
   else
     -- No index: records without a value are an entry Redis expired.
@@ -482,18 +655,18 @@ local function put_blind(text, blob, keyonly, ttl)
     -- The same, for an entry without records (lean): nobody to announce it to.
     EXPIRED = EXPIRED + 1
   end
-  emit('C', blob)
-  if grew == 1 then evict() end
+  if not QUIET then emit('C', blob) end
+  if grew == 1 then grown() end
   return 0
 end
 
 -- The current blob of `text`, or false; cleans up after an entry Redis expired.
 local function current(text)
-  local cur = redis.call('GET', ek(text))
+  local cur = rcall('GET', ek(text))
   if not cur then
     if INDEXED then
-      if redis.call('ZSCORE', IX, text) then gone(text) end
-    elseif HAS_FX ~= false and redis.call('HEXISTS', FX, text) == 1 then
+      if rcall('ZSCORE', IX, text) then gone(text) end
+    elseif HAS_FX ~= false and rcall('HEXISTS', FX, text) == 1 then
       gone(text)
     end
   end
@@ -505,7 +678,7 @@ local function remove(text, cur)
     void_lease(text)
     return 0
   end
-  redis.call('DEL', ek(text))
+  rcall('DEL', ek(text))
   forget(text)
   emit('R', cur)
   return 1
@@ -530,20 +703,20 @@ local function access(text, k, v)
     end
     local dl = minv(minv(fp, ft), sliding(false))
     if dl and dl <= NOW then
-      redis.call('DEL', k)
+      rcall('DEL', k)
       forget(text)
       emit('X', v)
       EXPIRED = EXPIRED + 1
       return false
     elseif dl then
-      redis.call('PEXPIREAT', k, int(dl))
+      rcall('PEXPIREAT', k, deadline(dl))
       -- An entry without records (lean, see store) keeps its deadline in the
       -- index score, which the next line moves.
-      if keyonly then redis.call('ZADD', DL, int(dl), text) end
+      if keyonly then rcall('ZADD', DL or deadlines(), deadline(dl), text) end
     end
   end
   -- The index score is the last use: LRU order, and the max-idle deadline.
-  if BUDGET > 0 or IDLE >= 0 then redis.call('ZADD', IX, 'XX', int(TICK), text) end
+  if BUDGET > 0 or IDLE >= 0 then rcall('ZADD', IX, 'XX', tick(), text) end
   return true
 end
 
@@ -564,12 +737,12 @@ end
 -- fast_put's creation, after its `SET … XX` found no entry `k` (for a batch, that
 -- answer proves the partition's keys are here, as put_batch.lua explains).
 local function fast_create(k, text, blob)
-  redis.call('SET', k, blob)
-  if not text then text = string.sub(k, #prefix() + 3) end
+  rcall('SET', k, blob)
+  if not text then text = sub(k, #prefix() + 3) end
   void_lease(text)
   -- Records but no value: Redis expired it. gone() announces it and drops them.
   partition_keys()
-  if HAS_FX ~= false and redis.call('HEXISTS', FX, text) == 1 then gone(text) end
+  if HAS_FX ~= false and rcall('HEXISTS', FX, text) == 1 then gone(text) end
   emit('C', blob)
   return write_reply(0, 1, false)
 end
@@ -590,10 +763,10 @@ local function fast_put(k, text, blob, guarded)
   -- SET without PXAT or KEEPTTL also drops any deadline the entry had (an eternal cache).
   local updated
   if guarded then
-    updated = redis.pcall('SET', k, blob, 'XX')
+    updated = rpcall('SET', k, blob, 'XX')
     if type(updated) == 'table' and updated.err then return -1 end
   else
-    updated = redis.call('SET', k, blob, 'XX')
+    updated = rcall('SET', k, blob, 'XX')
   end
   if updated then
     -- Should the entry have had a deadline (a put with a TTL before, while someone
@@ -628,12 +801,13 @@ end
 -- arguments and reply cost the server per channel).
 local function begin_batch(mode, entries, channels)
   SUBS, SERVED, RECORDS = {}, {}, {}
+  GROWN = nil
   if mode == 0 or entries == 0 then return end
   local live
   if mode == 1 then
-    live = redis.call('PUBSUB', 'CHANNELS', 'pc:*')
+    live = rcall('PUBSUB', 'CHANNELS', 'pc:*')
   else
-    live = redis.call('PUBSUB', 'SHARDCHANNELS', 'pc:*')
+    live = rcall('PUBSUB', 'SHARDCHANNELS', 'pc:*')
   end
   if #live == 0 then return end
   channels = channels()
@@ -651,9 +825,9 @@ local function begin_batch(mode, entries, channels)
   end
   local r
   if mode == 1 then
-    r = redis.call('PUBSUB', 'NUMSUB', unpack(list))
+    r = rcall('PUBSUB', 'NUMSUB', unpack(list))
   else
-    r = redis.call('PUBSUB', 'SHARDNUMSUB', unpack(list))
+    r = rcall('PUBSUB', 'SHARDNUMSUB', unpack(list))
   end
   for i = 1, #r, 2 do SUBS[r[i]] = r[i + 1] > 0 end
 end
@@ -669,7 +843,7 @@ end
 local function served_here(prefix)
   local served = SERVED[prefix]
   if served == nil then
-    local here = redis.pcall('EXISTS', prefix .. '~', prefix .. 'fx')
+    local here = rpcall('EXISTS', prefix .. '~', prefix .. 'fx')
     served = not (type(here) == 'table' and here.err)
     SERVED[prefix] = served
     if served then RECORDS[prefix] = here == 1 end
@@ -684,13 +858,13 @@ end
 -- nothing more (records, a lease, or both). One call per entry instead of one per
 -- partition, but entries of a batch rarely share a partition, and a creation saves one.
 local function entry_served_here(text)
-  partition_keys()
-  local here = redis.pcall('EXISTS', P .. '~', FX, lease_key(text))
-  if type(here) == 'table' and here.err then return false end
+  local p = P
+  IX, FX = p .. 'ix', p .. 'fx'
+  local here = rpcall('EXISTS', p .. '~', FX, p .. 'l:' .. text)
   if here == 0 then
-    RECORDS[P] = false
     HAS_FX = false
     LEASE_FREE = true
+    return true
   end
-  return true
+  return not (type(here) == 'table' and here.err)
 end

@@ -2,6 +2,6 @@
 -- Result: 1 or 0 per text, in order.
 local out = {}
 for i = FIRST, #ARGV do
-  out[#out + 1] = redis.call('EXISTS', ek(ARGV[i]))
+  out[#out + 1] = rcall('EXISTS', ek(ARGV[i]))
 end
 return reply(out)

@@ -5,7 +5,7 @@ local out = {}
 for i = FIRST, #ARGV do
   local text = ARGV[i]
   local k = ek(text)
-  local v = redis.call('GET', k)
+  local v = rcall('GET', k)
   if v then
     access(text, k, v)
     out[#out + 1] = v

@@ -10,22 +10,22 @@
 -- store nothing. A first ask over a released lease takes it, as over a free one.
 local text = ARGV[FIRST]
 local k = ek(text)
-local v = redis.call('GET', k)
+local v = rcall('GET', k)
 if v then
   access(text, k, v)
   return reply({1, v})
 end
 local lk = lease_key(text)
-local held = redis.call('GET', lk)
+local held = rcall('GET', lk)
 if held == 'r' and ARGV[FIRST + 3] == '1' then
   return reply({3})
 end
 if held and held ~= 'x' and held ~= 'r' then
-  return reply({2, redis.call('PTTL', lk)})
+  return reply({2, rcall('PTTL', lk)})
 end
 -- Over a voided lease whose holder may still be loading, the new lease keeps the
 -- mark, so that the old holder's put is still known as stale.
-local lease = ARGV[FIRST + 1] .. '@' .. int(TICK)
+local lease = ARGV[FIRST + 1] .. '@' .. tick()
 if held == 'x' then lease = 'x' .. lease end
-redis.call('SET', lk, lease, 'PX', ARGV[FIRST + 2])
+rcall('SET', lk, lease, 'PX', ARGV[FIRST + 2])
 return reply({0})

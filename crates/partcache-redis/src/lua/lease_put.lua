@@ -6,22 +6,22 @@
 -- another caller took it over.
 local text, token = ARGV[FIRST], ARGV[FIRST + 1]
 local lk = lease_key(text)
-local held = redis.call('GET', lk)
+local held = rcall('GET', lk)
 if not lease_of(held, token) then
-  if held and string.sub(held, 1, 1) == 'x' then return reply(-1) end
+  if held and sub(held, 1, 1) == 'x' then return reply(-1) end
   return reply(-2)
 end
 -- Every write that creates the key voids the lease; should one have slipped past it
 -- (a slot migration in between, see void_lease), the value stored now is newer.
 local cur = current(text)
 if cur then
-  redis.call('SET', lk, 'x', 'KEEPTTL')
+  rcall('SET', lk, 'x', 'KEEPTTL')
   return reply(-1)
 end
-if string.sub(held, 1, 1) == 'x' then
+if sub(held, 1, 1) == 'x' then
   -- Keep the mark for the voided holder before this one (see lease.lua).
-  redis.call('SET', lk, 'x', 'KEEPTTL')
+  rcall('SET', lk, 'x', 'KEEPTTL')
 else
-  redis.call('DEL', lk)
+  rcall('DEL', lk)
 end
 return reply(put(text, ARGV[FIRST + 2], ARGV[FIRST + 4], tonumber(ARGV[FIRST + 3]), false))

@@ -8,12 +8,12 @@
 -- stays (ms). Result: 0.
 local text, token = ARGV[FIRST], ARGV[FIRST + 1]
 local lk = lease_key(text)
-local held = redis.call('GET', lk)
+local held = rcall('GET', lk)
 if lease_of(held, token) then
-  if string.sub(held, 1, 1) == 'x' then
-    redis.call('SET', lk, 'x', 'KEEPTTL')
+  if sub(held, 1, 1) == 'x' then
+    rcall('SET', lk, 'x', 'KEEPTTL')
   else
-    redis.call('SET', lk, 'r', 'PX', ARGV[FIRST + 2])
+    rcall('SET', lk, 'r', 'PX', ARGV[FIRST + 2])
   end
 end
 return reply(0)

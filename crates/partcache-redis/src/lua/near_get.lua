@@ -7,10 +7,10 @@ local out = {}
 for i = FIRST, #ARGV do
   local text = ARGV[i]
   local k = ek(text)
-  local v = redis.call('GET', k)
+  local v = rcall('GET', k)
   if v then
-    if BUDGET > 0 then redis.call('ZADD', IX, 'XX', int(TICK), text) end
-    out[#out + 1] = {v, redis.call('PTTL', k)}
+    if BUDGET > 0 then rcall('ZADD', IX, 'XX', tick(), text) end
+    out[#out + 1] = {v, rcall('PTTL', k)}
   else
     out[#out + 1] = false
   end

@@ -5,8 +5,8 @@
 -- Result: {partitions, codec id, layout version, index} as recorded (a record of an
 -- older version may lack the last ones).
 local M = KEYS[2]
-local cur = redis.call('HMGET', M, 'partitions', 'codec', 'layout', 'index')
+local cur = rcall('HMGET', M, 'partitions', 'codec', 'layout', 'index')
 if cur[1] then return reply(cur) end
-redis.call('HSET', M, 'partitions', ARGV[FIRST], 'codec', ARGV[FIRST + 1], 'layout', ARGV[FIRST + 2],
+rcall('HSET', M, 'partitions', ARGV[FIRST], 'codec', ARGV[FIRST + 1], 'layout', ARGV[FIRST + 2],
   'index', ARGV[FIRST + 3])
 return reply({ARGV[FIRST], ARGV[FIRST + 1], ARGV[FIRST + 2], ARGV[FIRST + 3]})

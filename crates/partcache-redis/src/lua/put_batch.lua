@@ -22,15 +22,15 @@ local COLON = 58
 local channels = {}
 for i = 4, #ARGV, 3 do
   local head = ARGV[i]
-  if string.byte(head, -1) ~= COLON then channels[#channels + 1] = head end
+  if byte(head, -1) ~= COLON then channels[#channels + 1] = head end
 end
 begin_batch(mode, #channels, function() return channels end)
 defaults()
 -- The prefix and channel of a head.
 local cut = -#suffix - 1
 local function split(head)
-  if string.byte(head, -1) == COLON then return head, 0, '' end
-  return string.sub(head, 1, cut), mode, head
+  if byte(head, -1) == COLON then return head, 0, '' end
+  return sub(head, 1, cut), mode, head
 end
 local out = {}
 local n = 0
@@ -49,7 +49,7 @@ for i = 4, #ARGV, 3 do
   else
     -- Nobody listens (the common case): fast_put's update inline, with no state set
     -- up for it, as it announces nothing.
-    local updated = redis.pcall('SET', k, blob, 'XX')
+    local updated = rpcall('SET', k, blob, 'XX')
     if not updated then
       local prefix, m, channel = split(head)
       setup_prefix(prefix, m, origin, channel)

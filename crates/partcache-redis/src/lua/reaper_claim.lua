@@ -7,25 +7,25 @@
 -- claim now, 2 when it is the deputy, 0 otherwise.
 local id = ARGV[1]
 local ms = tonumber(ARGV[2])
-local holder = redis.call('GET', KEYS[1])
-local deputy = redis.call('GET', KEYS[2])
+local holder = rcall('GET', KEYS[1])
+local deputy = rcall('GET', KEYS[2])
 if ms == 0 then
-  if holder == id then redis.call('DEL', KEYS[1]) end
-  if deputy == id then redis.call('DEL', KEYS[2]) end
+  if holder == id then rcall('DEL', KEYS[1]) end
+  if deputy == id then rcall('DEL', KEYS[2]) end
   return {0, 0}
 end
 -- Free, the caller's, or a value without a deadline (no claim this function wrote).
 local function free(key, value)
-  return value == false or value == id or redis.call('PTTL', key) < 0
+  return value == false or value == id or rcall('PTTL', key) < 0
 end
 if free(KEYS[1], holder) then
-  redis.call('SET', KEYS[1], id, 'PX', ms)
-  if deputy == id then redis.call('DEL', KEYS[2]) end
+  rcall('SET', KEYS[1], id, 'PX', ms)
+  if deputy == id then rcall('DEL', KEYS[2]) end
   return {1, ms}
 end
-local left = redis.call('PTTL', KEYS[1])
+local left = rcall('PTTL', KEYS[1])
 if free(KEYS[2], deputy) then
-  redis.call('SET', KEYS[2], id, 'PX', ms)
+  rcall('SET', KEYS[2], id, 'PX', ms)
   return {2, left}
 end
 return {0, left}

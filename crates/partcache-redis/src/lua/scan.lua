@@ -1,12 +1,12 @@
 -- One step of an iteration: ZSCAN of the index from cursor ARGV[8], about ARGV[9]
 -- members. Each live entry returned is an access (JSR-107 §6.4; access() in
 -- common.lua). Result: {next cursor, {text, blob, text, blob, ...}} for live entries.
-local r = redis.call('ZSCAN', IX, ARGV[FIRST], 'COUNT', tonumber(ARGV[FIRST + 1]))
+local r = rcall('ZSCAN', IX, ARGV[FIRST], 'COUNT', tonumber(ARGV[FIRST + 1]))
 local out = {}
 local members = r[2]
 for i = 1, #members, 2 do
   local k = ek(members[i])
-  local v = redis.call('GET', k)
+  local v = rcall('GET', k)
   if v then
     access(members[i], k, v)
     out[#out + 1] = members[i]

@@ -1,16 +1,16 @@
 -- The partition's entry count and an estimate of its blob bytes: the mean length of
 -- up to ARGV[8] random entries times the count. Result: {entries, bytes}.
-local n = redis.call('ZCARD', IX)
+local n = rcall('ZCARD', IX)
 local bytes = 0
 if n > 0 then
   local total, seen = 0, 0
-  for _, text in ipairs(redis.call('ZRANDMEMBER', IX, tonumber(ARGV[FIRST]))) do
-    local len = redis.call('STRLEN', ek(text))
+  for _, text in ipairs(rcall('ZRANDMEMBER', IX, tonumber(ARGV[FIRST]))) do
+    local len = rcall('STRLEN', ek(text))
     if len > 0 then
       total = total + len
       seen = seen + 1
     end
   end
-  if seen > 0 then bytes = math.floor(total / seen * n) end
+  if seen > 0 then bytes = floor(total / seen * n) end
 end
 return reply({n, bytes})

@@ -256,3 +256,50 @@ async fn concurrent_reads_on_a_cluster_each_get_their_own_value() {
     assert_eq!(cache.stats().hits, 256);
     assert_eq!(cache.stats().misses, 256);
 }
+
+/// Concurrent puts on an evicting cache of three partitions on a 3+3 cluster: each
+/// node's upsert batches create many entries of one partition at once, and evict once
+/// per partition and batch. Once the puts have returned, every partition holds exactly
+/// its budget (the newest entries), every eviction was counted once, and every entry
+/// left holds the value put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batched_puts_keep_the_budget_exactly_on_a_cluster() {
+    let cluster = tokio::task::block_in_place(common::cluster);
+    let cache: Cache<u64, String> = common::manager(&cluster.seed_url())
+        .cache(&unique("evicting-cluster"))
+        .partitions(3)
+        .max_entries(30)
+        .build()
+        .await
+        .unwrap();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+    let tasks: Vec<_> = (0..64u64)
+        .map(|t| {
+            let (cache, barrier) = (cache.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                for i in 0..10 {
+                    let k = t * 10 + i;
+                    cache.put(k, format!("v{k}")).await?;
+                }
+                Ok::<_, partcache::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("put task").unwrap();
+    }
+    // 640 keys over three partitions: each got far more than its budget of ten.
+    assert_eq!(cache.len().await.unwrap(), 30);
+    assert_eq!(cache.stats().evictions, 640 - 30);
+    let keys: Vec<u64> = (0..640).collect();
+    let values = cache.get_all(&keys).await.unwrap();
+    let mut found = 0;
+    for (k, v) in keys.iter().zip(values) {
+        if let Some(v) = v {
+            assert_eq!(*v, format!("v{k}"));
+            found += 1;
+        }
+    }
+    assert_eq!(found, 30);
+}

@@ -936,6 +936,253 @@ async fn an_upsert_batch_voids_the_lease_of_a_key_it_creates_and_evicts_beyond_t
     assert_eq!(evicted, None);
 }
 
+/// A standalone server with the function library loaded and an evicting cache of three
+/// partitions and `max_entries` (a budget of `max_entries / 3` per partition), empty:
+/// the server, the `upsert_batch` function's name and the key prefixes of partitions 0
+/// and 1.
+async fn upsert_batch_fixture(max_entries: u64) -> (RedisServer, String, String, String) {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let name = unique("upsert-batch-budget");
+    let cache: Cache<u64, String> = common::manager(&server.url())
+        .cache(&name)
+        .partitions(3)
+        .max_entries(max_entries)
+        .build()
+        .await
+        .unwrap();
+    // Loads the function library, and leaves the partitions empty.
+    cache.put(1, "one".to_string()).await.unwrap();
+    cache.clear().await.unwrap();
+    let listing: redis::Value =
+        tokio::task::block_in_place(|| server.query(&["FUNCTION", "LIST"])).unwrap();
+    let upsert_batch =
+        super::cluster::function_named(&listing, "_upsert_batch").expect("upsert_batch is loaded");
+    let map = cache.partition_map().unwrap().clone();
+    let prefix = |p: u16| format!("pc:{{{}}}:{name}:", map.tag(p));
+    let (p0, p1) = (prefix(0), prefix(1));
+    (server, upsert_batch, p0, p1)
+}
+
+/// Calls `upsert_batch` (eternal, no max-idle, a budget of `budget`, events published
+/// with `PUBLISH`) with `entries` of (prefix, text, blob, ttl ms); the packed replies.
+fn upsert_batch(
+    server: &RedisServer,
+    function: &str,
+    budget: u64,
+    entries: &[(&str, &str, &str, &str)],
+) -> Vec<i64> {
+    let budget = budget.to_string();
+    let mut args = vec![
+        "FCALL", function, "0", "0", "0", "-1", &budget, "origin", "ev", "1",
+    ];
+    for (prefix, text, blob, ttl) in entries {
+        args.extend([*prefix, *text, *blob, *ttl, *blob]);
+    }
+    tokio::task::block_in_place(|| server.query(&args)).unwrap()
+}
+
+/// The evictions a packed write reply counts (`lua/common.lua`, write_reply).
+fn evictions(replies: &[i64]) -> i64 {
+    replies.iter().map(|r| (r >> 2) & 0xffff).sum()
+}
+
+/// The texts of a partition's index, least recently used first.
+fn index(server: &RedisServer, prefix: &str) -> Vec<String> {
+    tokio::task::block_in_place(|| server.query(&["ZRANGE", &format!("{prefix}ix"), "0", "-1"]))
+        .unwrap()
+}
+
+fn value(server: &RedisServer, prefix: &str, text: &str) -> Option<String> {
+    tokio::task::block_in_place(|| server.query(&["GET", &format!("{prefix}e:{text}")])).unwrap()
+}
+
+/// One upsert batch that creates more entries in a partition than its budget (which
+/// evicts once per partition, after the partition's last entry of the batch) leaves
+/// what the same puts leave one at a time: exactly the newest entries within the
+/// budget, in the order written; every eviction is counted once in the replies and
+/// announced once (an `Evicted` message with the evicted value), and the other
+/// partition's entry is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_batch_beyond_the_budget_keeps_the_newest_and_counts_each_eviction_once() {
+    let (server, function, p0, p1) = upsert_batch_fixture(6).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut listener = tokio::task::block_in_place(|| client.get_connection()).unwrap();
+    let mut pubsub = listener.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tokio::task::block_in_place(|| pubsub.subscribe(format!("{p0}ev"))).unwrap();
+    let before = upsert_batch(
+        &server,
+        &function,
+        2,
+        &[(&p0, "o1", "bo1", "-1"), (&p0, "o2", "bo2", "-1")],
+    );
+    assert_eq!(evictions(&before), 0);
+    let replies = upsert_batch(
+        &server,
+        &function,
+        2,
+        &[
+            (&p0, "t1", "bt1", "-1"),
+            (&p0, "t2", "bt2", "-1"),
+            (&p1, "u1", "bu1", "-1"),
+            (&p0, "t3", "bt3", "-1"),
+            (&p0, "t4", "bt4", "-1"),
+            (&p0, "t5", "bt5", "-1"),
+        ],
+    );
+    assert!(
+        replies.iter().all(|r| r & 3 == 2),
+        "every put a creation: {replies:?}"
+    );
+    assert_eq!(evictions(&replies), 5, "{replies:?}");
+    assert_eq!(index(&server, &p0), ["t4", "t5"]);
+    assert_eq!(index(&server, &p1), ["u1"]);
+    for text in ["o1", "o2", "t1", "t2", "t3"] {
+        assert_eq!(value(&server, &p0, text), None, "{text} was evicted");
+    }
+    assert_eq!(value(&server, &p0, "t5").as_deref(), Some("bt5"));
+    // `<kind><number>:<origin>:<blob>`: two creations, then five creations and five
+    // evictions.
+    let mut evicted = Vec::new();
+    let mut created = 0;
+    while created < 7 || evicted.len() < 5 {
+        let message = tokio::task::block_in_place(|| pubsub.get_message())
+            .expect("a message within the read timeout");
+        let payload: String = message.get_payload().unwrap();
+        let blob = payload
+            .splitn(3, ':')
+            .nth(2)
+            .unwrap_or_default()
+            .to_string();
+        match payload.as_bytes().first() {
+            Some(b'C') => created += 1,
+            Some(b'V') => evicted.push(blob),
+            _ => panic!("unexpected message {payload}"),
+        }
+    }
+    evicted.sort();
+    assert_eq!(evicted, ["bo1", "bo2", "bt1", "bt2", "bt3"]);
+}
+
+/// A batch that creates an entry, updates another it created, and puts a third: the
+/// entries left and their LRU order are those of the same puts one at a time (the
+/// update makes its entry the most recently used, so the budget evicts the older
+/// ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_batch_that_creates_and_updates_a_key_leaves_the_lru_order_of_its_writes() {
+    let (server, function, p0, _) = upsert_batch_fixture(6).await;
+    upsert_batch(
+        &server,
+        &function,
+        2,
+        &[(&p0, "o1", "bo1", "-1"), (&p0, "o2", "bo2", "-1")],
+    );
+    let replies = upsert_batch(
+        &server,
+        &function,
+        2,
+        &[
+            (&p0, "x", "bx1", "-1"),
+            (&p0, "y", "by", "-1"),
+            (&p0, "x", "bx2", "-1"),
+        ],
+    );
+    assert_eq!(evictions(&replies), 2, "{replies:?}");
+    assert_eq!(index(&server, &p0), ["y", "x"]);
+    assert_eq!(value(&server, &p0, "x").as_deref(), Some("bx2"));
+    assert_eq!(value(&server, &p0, "o2"), None);
+}
+
+/// A batch whose update of an entry it created has a zero expiry (which removes the
+/// entry) evicts first what the creation evicted one put at a time: the entry that was
+/// there before does not get the room back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_batch_removing_an_entry_it_created_leaves_what_one_put_at_a_time_leaves() {
+    let (server, function, p0, _) = upsert_batch_fixture(3).await;
+    upsert_batch(&server, &function, 1, &[(&p0, "a", "ba", "-1")]);
+    let replies = upsert_batch(
+        &server,
+        &function,
+        1,
+        &[(&p0, "b", "bb1", "-1"), (&p0, "b", "bb2", "0")],
+    );
+    assert_eq!(evictions(&replies), 1, "{replies:?}");
+    assert_eq!(index(&server, &p0), Vec::<String>::new());
+    assert_eq!(
+        value(&server, &p0, "a"),
+        None,
+        "a was evicted by b's creation"
+    );
+    assert_eq!(value(&server, &p0, "b"), None, "b expired at its update");
+}
+
+/// `put_all` of more entries than a partition's budget (`lua/put_many.lua`, one call
+/// per partition, which evicts once after its writes): the cache keeps its budget
+/// exactly, each eviction is counted once, and every entry left holds its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_all_beyond_the_budget_keeps_it_and_counts_each_eviction_once() {
+    let cache: Cache<u64, String> = common::manager(&standalone_url())
+        .cache(&unique("put-all-budget"))
+        .partitions(3)
+        .max_entries(6)
+        .build()
+        .await
+        .unwrap();
+    cache
+        .put_all((0..60u64).map(|k| (k, format!("v{k}"))))
+        .await
+        .unwrap();
+    assert_eq!(cache.len().await.unwrap(), 6);
+    assert_eq!(cache.stats().evictions, 54);
+    let keys: Vec<u64> = (0..60).collect();
+    let values = cache.get_all(&keys).await.unwrap();
+    let mut found = 0;
+    for (k, v) in keys.iter().zip(values) {
+        if let Some(v) = v {
+            assert_eq!(*v, format!("v{k}"));
+            found += 1;
+        }
+    }
+    assert_eq!(found, 6);
+}
+
+/// The function library keeps the settings it last read from one call to the next (so
+/// as not to read the same ones again): a call of a cache with other settings in
+/// between (here the common put of a cache without a budget, which runs with default
+/// settings) must not leave its settings to the next call of the evicting cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_of_another_cache_in_between_leave_each_cache_its_own_budget() {
+    partcache_redis::install();
+    let server =
+        tokio::task::block_in_place(|| RedisServer::start(Flavor::Redis, ServerOptions::default()))
+            .expect("start server");
+    let manager = common::manager(&server.url());
+    let evicting: Cache<u64, String> = manager
+        .cache(&unique("settings-evicting"))
+        .partitions(3)
+        .max_entries(3)
+        .build()
+        .await
+        .unwrap();
+    let plain: Cache<u64, String> = manager
+        .cache(&unique("settings-plain"))
+        .build()
+        .await
+        .unwrap();
+    for k in 0..30u64 {
+        evicting.put(k, format!("v{k}")).await.unwrap();
+        plain.put(k, format!("v{k}")).await.unwrap();
+    }
+    assert_eq!(evicting.len().await.unwrap(), 3);
+    assert_eq!(evicting.stats().evictions, 27);
+    assert_eq!(plain.len().await.unwrap(), 30);
+}
+
 /// A process that opens a cache with a much smaller `max_entries` than the one that
 /// filled it evicts, on its next creation in a partition, everything beyond the new
 /// budget at once: here about 9,000 entries in one call (more than Lua unpacks in one
