@@ -1,17 +1,26 @@
-//! Batching of concurrent requests of one deployment: while one is on its way, those
-//! that arrive meanwhile wait, and go together in one command as soon as it is back
-//! (then the ones that arrived during that command, and so on). A request with nothing
-//! in flight goes at once, alone, so a lone caller waits no longer than before; under
-//! load, dozens of requests cost the server one command instead of dozens, and the
-//! client one reply to parse (the raw client reaches about a quarter of what a
-//! pipelining client gets from the same servers).
+//! Batching of concurrent requests of one deployment: while a lane (a node, or a
+//! standalone server) has as many requests on their way as it may, those that arrive
+//! meanwhile wait, and go together in one command as soon as one is back (then the
+//! ones that arrived during that command, and so on). A request that finds room goes
+//! at once, alone, so a lone caller waits no longer than before; under load, dozens of
+//! requests cost the server one command instead of dozens, and the client one reply to
+//! parse (the raw client reaches about a quarter of what a pipelining client gets from
+//! the same servers).
+//!
+//! How many may be on their way per lane: two for a standalone server's reads, one
+//! otherwise. With one lane and one command on its way, the client waits while the
+//! server runs the command, then the server while the client answers and gathers the
+//! next, so the two are never busy at once; a second command lets them overlap. A
+//! cluster's node lanes overlap already, and a second command per node there only
+//! splits the batches and costs both sides more per request (measured side by side in
+//! `docs/benchmarks.md`, "Redis and Valkey").
 //!
 //! * [`reads`]: one-key plain reads on a standalone server, as `MGET`s.
 //! * [`node_reads`]: one-key plain reads on a cluster, per node, as pipelines of `GET`s.
 //! * [`puts`]: unconditional puts per node, as one `put_batch` (the common put,
 //!   `lua/put.lua`) or `upsert_batch` (`lua/upsert.lua`) call.
 //!
-//! All three share one queue ([`queue`]): lanes that are idle or busy, the hand-over
+//! All three share one queue ([`queue`]): lanes with room or full, the hand-over
 //! from a request that went alone to a task that sends what queued behind it, and the
 //! failing of what queued behind a request that found the server gone; each says only
 //! what its lanes are, what a request carries and how a batch is sent.

@@ -1,6 +1,6 @@
 //! The queue that the read and put batches share (see the module docs of [`super`]):
-//! lanes (one per node, or per node and function) that are idle or busy, the requests
-//! waiting in each, the hand-over from a request that went alone to a task that sends
+//! lanes (one per node, or per node and function) with up to [`Batch::DEPTH`] requests
+//! or batches on their way, the requests waiting in each, the hand-over from a request that went alone to a task that sends
 //! what queued behind it, and how a batch is cut and failed. Each kind of batch says
 //! only what a lane is, what a request carries, and how a batch is sent ([`Batch`]).
 
@@ -28,6 +28,9 @@ pub(crate) trait Batch: Send + Sync + Sized + 'static {
     const WHAT: &'static str;
     /// Most requests in one batch (the rest go in further batches, at once).
     const MAX: usize;
+    /// Most requests or batches of one lane on their way at once (see the module
+    /// docs of [`super`]).
+    const DEPTH: usize = 1;
 
     /// The lanes of this kind of batch.
     fn lanes(&self) -> &Lanes<Self>;
@@ -81,15 +84,17 @@ impl<B: Batch> Lanes<B> {
 }
 
 struct Lane<B: Batch> {
-    /// A request or a batch is on its way; new requests wait for it.
-    busy: bool,
+    /// Requests or batches on their way: new requests wait once there are
+    /// [`Batch::DEPTH`].
+    in_flight: usize,
     waiting: Vec<Waiter<B>>,
 }
 
 /// How a request entered its lane ([`enter`]).
 pub(crate) enum Entered<'a, B: Batch> {
-    /// The lane was idle: the request goes now, alone, and the lead hands the lane
-    /// over to the requests that queue meanwhile when it is dropped. Its payload back.
+    /// The lane had room and nobody waiting: the request goes now, alone, and the lead
+    /// hands its place over to the requests that queue meanwhile when it is dropped.
+    /// Its payload back.
     Lead(Lead<'a, B>, B::Payload),
     /// Queued: its reply comes with its batch ([`wait`] for it).
     Queued(oneshot::Receiver<Result<B::Reply>>),
@@ -99,7 +104,7 @@ pub(crate) enum Entered<'a, B: Batch> {
 
 /// Enters a request of `bytes` bytes carrying `payload` into lane `lane` (whose owned
 /// key `make_lane` makes, when the lane is new or the request leads): it leads when the
-/// lane is idle, else it queues, unless the queues are at their bound.
+/// lane has room, else it queues, unless the queues are at their bound.
 pub(crate) fn enter<'a, B, Q>(
     batch: &'a Arc<B>,
     lane: &Q,
@@ -116,14 +121,16 @@ where
     let state = match lanes.get_mut(lane) {
         Some(state) => state,
         None => lanes.entry(make_lane()).or_insert_with(|| Lane {
-            busy: false,
+            in_flight: 0,
             waiting: Vec::new(),
         }),
     };
-    if !state.busy {
-        // Made before the lane turns busy: once it is, only the lead may free it.
+    // Requests already waiting go first: a newcomer leads only when none waits.
+    if state.in_flight < B::DEPTH && state.waiting.is_empty() {
+        // Made before the lead counts in flight: from then on, only the lead may free
+        // its place.
         let lead_lane = make_lane();
-        state.busy = true;
+        state.in_flight += 1;
         drop(lanes);
         let lead = Lead {
             batch,
@@ -175,13 +182,13 @@ impl<B: Batch> Drop for Lead<'_, B> {
                 return;
             };
             if state.waiting.is_empty() {
-                state.busy = false;
+                state.in_flight = state.in_flight.saturating_sub(1);
                 return;
             }
             if self.failed.is_none() && runtime.is_ok() {
                 None
             } else {
-                state.busy = false;
+                state.in_flight = state.in_flight.saturating_sub(1);
                 Some(std::mem::take(&mut state.waiting))
             }
         };
@@ -210,7 +217,7 @@ impl<B: Batch> Drop for Lead<'_, B> {
 
 /// Held by a drain task (given to it, so that it goes with the task even if the task
 /// never runs): if the task ends without finishing (its runtime shut down, or it
-/// panicked), marks the lane idle and fails the requests still queued, so that later
+/// panicked), gives its place in the lane up and fails the requests still queued, so that later
 /// requests, perhaps on another runtime, are not left queued behind nobody.
 struct Draining<B: Batch> {
     batch: Arc<B>,
@@ -228,7 +235,7 @@ impl<B: Batch> Drop for Draining<B> {
             let Some(state) = lanes.get_mut(&self.lane) else {
                 return;
             };
-            state.busy = false;
+            state.in_flight = state.in_flight.saturating_sub(1);
             std::mem::take(&mut state.waiting)
         };
         let e = Error::Unavailable(format!(
@@ -256,7 +263,7 @@ async fn drain<B: Batch>(mut guard: Draining<B>) {
             };
             state.waiting.retain(|w| !w.answer.reply.is_closed());
             if state.waiting.is_empty() {
-                state.busy = false;
+                state.in_flight = state.in_flight.saturating_sub(1);
                 guard.done = true;
                 return;
             }

@@ -42,6 +42,10 @@ impl Batch for Reads {
     const WHAT: &'static str = "read";
     /// Most keys in one `MGET`.
     const MAX: usize = 256;
+    /// Two `MGET`s on their way: with one lane for the whole server, the client would
+    /// otherwise wait for the server and the server for the client (see the module
+    /// docs of [`super`]).
+    const DEPTH: usize = 2;
 
     fn lanes(&self) -> &Lanes<Self> {
         &self.lanes
