@@ -17,37 +17,12 @@
 //! that many rounds of 20,000 hits, and the size of the futures of `get` and of the
 //! `#[cacheable]` function.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use partcache::{CacheDecl, CacheManager, ExpiryPolicy, cacheable};
-use serde::{Deserialize, Serialize};
+use partcache::CacheManager;
 
-const KEYS: u64 = 1_000;
-const TTL: Duration = Duration::from_secs(3600);
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    name: String,
-    price_cents: u64,
-}
-
-fn item(id: u64) -> Item {
-    Item {
-        id,
-        name: format!("item {id}"),
-        price_cents: id * 100,
-    }
-}
-
-static ITEMS: CacheDecl<u64, Item> = CacheDecl::new("bench-items")
-    .expiry(ExpiryPolicy::Modified(TTL))
-    .max_entries(KEYS * 10);
-
-#[cacheable(cache = ITEMS, key = id)]
-async fn cached_item(id: u64) -> Item {
-    item(id)
-}
+mod support;
+use support::{HIT_KEYS as KEYS, ITEMS, Item, cached_item, filled_moka};
 
 /// The sides, in the order `time` reports them.
 const SIDES: [&str; 3] = ["moka", "get", "cacheable"];
@@ -67,14 +42,7 @@ fn main() {
         let manager = CacheManager::from_url("memory://").expect("memory");
         partcache::set_default_manager(manager.clone()).expect("default manager");
         let items = ITEMS.open(&manager).await.expect("open");
-        let moka: moka::future::Cache<u64, Item> = moka::future::Cache::builder()
-            .max_capacity(KEYS * 10)
-            .time_to_live(TTL)
-            .build();
-        for k in 0..KEYS {
-            cached_item(k).await;
-            moka.insert(k, item(k)).await;
-        }
+        let moka = filled_moka().await;
         let hits = async |side: &str, n: u64| {
             // The key sequence of `local.rs` (xorshift).
             let mut x: u64 = 0x9E37_79B9_7F4A_7C15 | 1;

@@ -27,8 +27,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use partcache::{Cache, CacheDecl, CacheManager, ExpiryPolicy, cacheable};
-use serde::{Deserialize, Serialize};
+use partcache::{Cache, CacheManager};
+
+mod support;
+use support::{HIT_KEYS, HIT_TTL, ITEMS, Item, cached_item, filled_moka, item};
 
 const KEYS: u64 = 100_000;
 const OPS_PER_TASK: u64 = 400_000;
@@ -105,36 +107,6 @@ fn report(name: &str, tasks: usize, ours: f64, theirs: f64) {
         ours,
         theirs
     );
-}
-
-/// Keys of the function-result benchmarks.
-const HIT_KEYS: u64 = 1_000;
-/// Time to live on both sides of the function-result benchmarks.
-const HIT_TTL: Duration = Duration::from_secs(3600);
-
-/// A small struct, as a function's result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    name: String,
-    price_cents: u64,
-}
-
-fn item(id: u64) -> Item {
-    Item {
-        id,
-        name: format!("item {id}"),
-        price_cents: id * 100,
-    }
-}
-
-static ITEMS: CacheDecl<u64, Item> = CacheDecl::new("bench-items")
-    .expiry(ExpiryPolicy::Modified(HIT_TTL))
-    .max_entries(HIT_KEYS * 10);
-
-#[cacheable(cache = ITEMS, key = id)]
-async fn cached_item(id: u64) -> Item {
-    item(id)
 }
 
 /// The same key sequence as [`keys`], over [`HIT_KEYS`].
@@ -237,14 +209,7 @@ fn store_floor() -> FloorCache {
 async fn function_result_hits(manager: &CacheManager) {
     const TASKS: usize = 2;
     let items = ITEMS.open(manager).await.expect("open");
-    let moka: moka::future::Cache<u64, Item> = moka::future::Cache::builder()
-        .max_capacity(HIT_KEYS * 10)
-        .time_to_live(HIT_TTL)
-        .build();
-    for k in 0..HIT_KEYS {
-        assert_eq!(cached_item(k).await, item(k));
-        moka.insert(k, item(k)).await;
-    }
+    let moka = filled_moka().await;
     let floor = store_floor();
     // Leaked, so that each call borrows its cache instead of cloning a handle (a moka
     // handle is several `Arc`s).
