@@ -24,6 +24,10 @@ for i = 1, #texts do
   rcall('DEL', k)
   forget(text)
 end
+-- Voids the leases of keys being loaded now (no entry of theirs was dropped): a load
+-- that read the system of record before this clear must not be stored after it.
+local leases_live = rcall('PTTL', leases_key())
+if leases_live > 0 then rcall('SET', cleared_key(), tick(), 'PX', leases_live) end
 -- Tells near caches to drop the partition (listeners ignore this kind: clear has no
 -- events in JCache).
 emit('Z', '')

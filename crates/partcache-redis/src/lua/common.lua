@@ -227,6 +227,13 @@ end
 -- (P first: a Lua function call costs the server more than the rest of these.)
 local function ek(text) return (P or prefix()) .. 'e:' .. text end
 local function lease_key(text) return (P or prefix()) .. 'l:' .. text end
+-- `<P>lv`: present while a lease of the partition may live (lease.lua keeps it as
+-- long as its longest). `<P>cv`: when the partition was last cleared (TICK, µs) while
+-- leases lived, for as long as they may: a lease granted at or before it is void
+-- (lease_put.lua), as a write of its key voids it. A partition nobody loads keeps
+-- neither.
+local function leases_key() return (P or prefix()) .. 'lv' end
+local function cleared_key() return (P or prefix()) .. 'cv' end
 
 -- Voids a live lease of `text` (lease.lua) on a write that finds the entry absent:
 -- the holder's put is then refused (a load that read the system of record before

@@ -28,4 +28,9 @@ end
 local lease = ARGV[FIRST + 1] .. '@' .. tick()
 if held == 'x' then lease = 'x' .. lease end
 rcall('SET', lk, lease, 'PX', ARGV[FIRST + 2])
+-- The partition has a lease for that long at least (clear.lua).
+local lv = leases_key()
+if rcall('PTTL', lv) < tonumber(ARGV[FIRST + 2]) then
+  rcall('SET', lv, '1', 'PX', ARGV[FIRST + 2])
+end
 return reply({0})

@@ -1,15 +1,22 @@
 -- Stores a loaded value under its lease (lease.lua): only while the lease is the
--- caller's and no write of the key voided it; ends the lease. ARGV[8..]: text,
--- token, blob, ttl ms (-1 none), key-only blob.
+-- caller's and no write of the key, nor a clear of its partition, voided it; ends the
+-- lease. ARGV[8..]: text, token, blob, ttl ms (-1 none), key-only blob.
 -- Result: 1 stored (0: a zero creation expiry kept it out), -1 refused because a
--- write voided the lease (a stale set), -2 refused because the lease expired or
--- another caller took it over.
+-- write or a clear voided the lease (a stale set), -2 refused because the lease
+-- expired or another caller took it over.
 local text, token = ARGV[FIRST], ARGV[FIRST + 1]
 local lk = lease_key(text)
 local held = rcall('GET', lk)
-if not lease_of(held, token) then
+local ours, granted = lease_of(held, token)
+if not ours then
   if held and sub(held, 1, 1) == 'x' then return reply(-1) end
   return reply(-2)
+end
+-- A clear of the partition since the lease was granted voids it (clear.lua).
+local cleared = rcall('GET', cleared_key())
+if cleared and granted and granted <= tonumber(cleared) then
+  rcall('SET', lk, 'x', 'KEEPTTL')
+  return reply(-1)
 end
 -- Every write that creates the key voids the lease; should one have slipped past it
 -- (a slot migration in between, see void_lease), the value stored now is newer.

@@ -273,10 +273,20 @@ async fn four_processes_missing_one_hot_key_load_it_once_on_a_joined_store() {
     four_processes_load_a_hot_key_once(&url).await;
 }
 
+/// How this process changes the key while another loads it.
+#[derive(Clone, Copy, PartialEq)]
+enum Change {
+    Remove,
+    Put,
+    /// `clear`, which finds no entry of the key (it is being loaded).
+    Clear,
+}
+
 /// Process A loads the old value; this process (B) changes the database and then
-/// removes or overwrites the key while A's loader runs; A's loader returns only after
-/// that. Afterwards every process reads the new value or a miss, never the old one.
-async fn a_change_during_another_process_load_is_not_overwritten(url: &str, remove: bool) {
+/// removes, overwrites or clears the key while A's loader runs; A's loader returns only
+/// after that. Afterwards every process reads the new value or a miss, never the old
+/// one.
+async fn a_change_during_another_process_load_is_not_overwritten(url: &str, change: Change) {
     let coord = coord_url();
     let name = unique("lease-stale");
     let mut conn = coordination(&coord).await;
@@ -285,18 +295,23 @@ async fn a_change_during_another_process_load_is_not_overwritten(url: &str, remo
     let a = spawn("stale", url, &coord, &name, Duration::from_secs(5));
     wait_for(&mut conn, &format!("{name}:loading")).await;
     let _: () = conn.set(format!("{name}:db"), "new").await.expect("SET");
-    if remove {
-        assert!(!b.remove(&HOT.to_string()).await.expect("remove"));
-    } else {
-        b.put(HOT.to_string(), "new".to_string())
+    match change {
+        Change::Remove => assert!(!b.remove(&HOT.to_string()).await.expect("remove")),
+        Change::Put => b
+            .put(HOT.to_string(), "new".to_string())
             .await
-            .expect("put");
+            .expect("put"),
+        Change::Clear => b.clear().await.expect("clear"),
     }
     let _: () = conn.set(format!("{name}:changed"), 1).await.expect("SET");
     let a = result(a);
     // A's callers get what A's loader read, as without a cache.
     assert_eq!(field(&a, "value"), "old");
-    let expected = if remove { "<none>" } else { "new" };
+    let expected = if change == Change::Put {
+        "new"
+    } else {
+        "<none>"
+    };
     let here = b.get(&HOT.to_string()).await.expect("get");
     assert_eq!(here.as_deref().map_or("<none>", String::as_str), expected);
     let reader = result(spawn("read", url, &coord, &name, Duration::from_secs(5)));
@@ -306,13 +321,18 @@ async fn a_change_during_another_process_load_is_not_overwritten(url: &str, remo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_while_another_process_loads_prevents_its_stale_set() {
-    a_change_during_another_process_load_is_not_overwritten(&coord_url(), true).await;
+    a_change_during_another_process_load_is_not_overwritten(&coord_url(), Change::Remove).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_while_another_process_loads_prevents_its_stale_set() {
+    a_change_during_another_process_load_is_not_overwritten(&coord_url(), Change::Clear).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_while_another_process_loads_prevents_its_stale_set_on_a_cluster() {
     let url = tokio::task::block_in_place(|| common::cluster().seed_url());
-    a_change_during_another_process_load_is_not_overwritten(&url, false).await;
+    a_change_during_another_process_load_is_not_overwritten(&url, Change::Put).await;
 }
 
 /// The lease holder's process is killed mid-load: this process, waiting for the

@@ -18,7 +18,7 @@
 //!   loads; the leaders of other processes wait for its value (asking again after
 //!   pauses of 2 ms doubling to 20 ms, never past the lease's end), so the origin sees
 //!   one call per key however many processes miss it. Any write or removal of the key,
-//!   by any process, while the load runs voids the lease, and the store refuses the
+//!   or a clear of the cache, by any process, while the load runs voids the lease, and the store refuses the
 //!   loaded value ([`crate::HeldLease::store`]): it was read before that change (a
 //!   *stale set*, counted in [`crate::CacheStats::stale_sets_prevented`]). A leader
 //!   that ends without a value (its load failed or found nothing) releases the
