@@ -1468,9 +1468,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// the value to [`HeldLease::store`] (or, without one, calls
     /// [`HeldLease::release`]). A lease dropped unused (an error, a panic, a request
     /// future dropped mid-way) ends at once, so other processes never wait out its time
-    /// to live for a load that stopped. Never fails: without leases (`memory://`,
-    /// `lease_ttl` 0) or when the store cannot be reached, the lease says so
-    /// ([`HeldLease::is_unleased`]) and the loaded value is stored as without leases.
+    /// to live for a load that stopped. On `memory://` the lease is this process's
+    /// alone: nobody waits for it, and it keeps the value out if the key is removed (or
+    /// the cache cleared) meanwhile. Never fails: without leases (`lease_ttl` 0) or when
+    /// the store cannot be reached, the lease says so ([`HeldLease::is_unleased`]) and
+    /// the loaded value is stored as without leases.
     ///
     /// Who waits: the caller, for one store call, or while another process loads (at
     /// most the lease time). Cost: one store call; a waiter asks again after pauses of
@@ -1481,9 +1483,15 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// let manager = partcache::CacheManager::from_url("memory://")?;
     /// let users = manager.cache::<u64, String>("lease-doc").build().await?;
     /// let lease = users.lease(&7).await;
-    /// assert!(lease.hit().is_none() && lease.is_unleased()); // one process: no lease
-    /// lease.store(std::sync::Arc::new("ada".to_string()), None).await;
+    /// assert!(lease.hit().is_none() && lease.is_leased());
+    /// assert!(lease.store(std::sync::Arc::new("ada".to_string()), None).await);
     /// assert_eq!(users.get(&7).await?.as_deref().map(String::as_str), Some("ada"));
+    ///
+    /// // A removal while the value loads keeps the (older) value out.
+    /// let lease = users.lease(&8).await;
+    /// users.remove(&8).await?;
+    /// assert!(!lease.store(std::sync::Arc::new("bob".to_string()), None).await);
+    /// assert_eq!(users.get(&8).await?, None);
     /// # Ok::<(), partcache::Error>(()) }).unwrap();
     /// ```
     pub async fn lease(&self, key: &K) -> HeldLease<K, V> {
@@ -1811,8 +1819,8 @@ impl<K: CacheKey, V: CacheValue> HeldLease<K, V> {
         self.ticket.is_leased()
     }
 
-    /// Whether the store keeps no lease for this load (one process, `lease_ttl` 0, or
-    /// the store failed): [`HeldLease::store`] stores as a load without leases does.
+    /// Whether the store keeps no lease for this load (`lease_ttl` 0, or the store
+    /// failed): [`HeldLease::store`] stores as a load without leases does.
     pub fn is_unleased(&self) -> bool {
         self.ticket.is_unleased()
     }

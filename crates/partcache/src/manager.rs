@@ -645,8 +645,9 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 lease_ttl: config
                     .lease_ttl
                     .or(match &manager.backend {
-                        // One process: nothing to lease (and no token to make per miss).
-                        Backend::Memory => Some(Duration::ZERO),
+                        // One process: the lease only keeps a load's value out after a
+                        // removal (`LocalStore::lease`).
+                        Backend::Memory => None,
                         Backend::Remote(backend) => backend.default_lease_ttl(),
                     })
                     .unwrap_or(DEFAULT_LEASE_TTL),

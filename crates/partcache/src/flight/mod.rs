@@ -27,7 +27,9 @@
 //!   its time to live ([`crate::CacheBuilder::lease_ttl`], default 5 s), and the next
 //!   caller leads. A
 //!   store that cannot be reached fails open: the local leader loads as if there were
-//!   no leases. `memory://` keeps no leases: the local part is exact in one process.
+//!   no leases. On `memory://` the lease is the process's own (`LocalStore::lease`): nobody
+//!   waits for it, and a removal of the key or a clear while the load runs keeps its
+//!   value out there too.
 //!
 //! This is the lease of memcache at Facebook (Nishtala et al., "Scaling Memcache at
 //! Facebook", NSDI 2013, §3.2.1).

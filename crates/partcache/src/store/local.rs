@@ -39,7 +39,9 @@ use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
 
 use super::deadlines::{Deadlines, Due};
-use super::spi::{Action, Computed, Condition, Decision, Processor, Store, Write, WriteOutcome};
+use super::spi::{
+    Action, Computed, Condition, Decision, Lease, LeasedPut, Processor, Store, Write, WriteOutcome,
+};
 use crate::error::{Error, Result};
 use crate::event::{EventKind, EventSender};
 use crate::expiry::{ExpiryPolicy, ExpirySettings, FixedDeadlines};
@@ -226,8 +228,14 @@ fn remove_if_expired<V>(op: Op<V>, expired: bool) -> Op<V> {
 
 /// Write-lock stripes. Plain puts use moka's `insert`, which does not take moka's
 /// per-key compute lock; every write therefore also holds one of these stripes, so a
-/// plain put can never land between a conditional write's read and its write.
+/// plain put can never land between a conditional write's read and its write. Each
+/// stripe counts the removals of its keys (its *epoch*), for the leases of loads
+/// (see [`LocalStore::lease`]).
 const WRITE_STRIPES: usize = 64;
+
+/// Leases of loads in flight beyond which the expired ones are forgotten (a lease whose
+/// holder neither stored nor released, e.g. its runtime shut down).
+const LEASES_KEPT: usize = 1024;
 
 /// The hasher of the store's map and write stripes: foldhash, seeded at random per
 /// process and per store. moka's default (SipHash-1-3) made hashing the largest single
@@ -259,7 +267,10 @@ pub struct LocalStore<K, V> {
     cache: moka::sync::Cache<K, Slot<V>, Hasher>,
     expiry: ExpirySettings,
     events: EventSender<K, V>,
-    stripes: Box<[parking_lot::Mutex<()>]>,
+    stripes: Box<[parking_lot::Mutex<u64>]>,
+    /// The leases of loads in flight: their token, the epoch of their key's stripe when
+    /// granted, and when they end.
+    leases: parking_lot::Mutex<std::collections::HashMap<String, (u64, Instant)>>,
     hasher: Hasher,
     /// The per-entry deadlines, when the store keeps them itself; `None` when moka's
     /// per-entry expiry runs.
@@ -350,8 +361,9 @@ where
             expiry,
             events,
             stripes: (0..WRITE_STRIPES)
-                .map(|_| parking_lot::Mutex::new(()))
+                .map(|_| parking_lot::Mutex::new(0))
                 .collect(),
+            leases: parking_lot::Mutex::default(),
             hasher: Hasher::default(),
             deadlines,
             stats,
@@ -460,7 +472,7 @@ where
         Some(deadlines.track(key.clone(), fixed.ttl?))
     }
 
-    fn stripe(&self, key: &K) -> parking_lot::MutexGuard<'_, ()> {
+    fn stripe(&self, key: &K) -> parking_lot::MutexGuard<'_, u64> {
         let index = self.hasher.hash_one(key) as usize % self.stripes.len();
         self.stripes[index].lock()
     }
@@ -508,7 +520,16 @@ where
         {
             self.sweep_some(deadlines, deadlines.nanos(now));
         }
-        let _stripe = self.stripe(key);
+        let mut stripe = self.stripe(key);
+        if matches!(write.action, Action::Remove) {
+            // A removal, applied or not, voids the leases of its key (`lease`).
+            *stripe += 1;
+        }
+        self.write_under_stripe(key, write, now)
+    }
+
+    /// [`LocalStore::write_sync`] with the key's stripe held.
+    fn write_under_stripe(&self, key: &K, write: Write<V>, now: Instant) -> WriteOutcome<V> {
         if self.try_plain_insert(key, &write, now) {
             // `existed` is unknown here and no caller of a plain put reads it.
             return WriteOutcome {
@@ -651,16 +672,19 @@ where
         {
             self.sweep_some(deadlines, deadlines.nanos(now));
         }
-        let _stripe = self.stripe(key);
+        let mut stripe = self.stripe(key);
         let mut computed = Computed::Unchanged;
         let mut accessed = false;
+        let mut removes = false;
         let mut created = None;
         let reset = HiddenReset;
         without_access(|| {
             self.cache.entry_by_ref(key).and_compute_with(|current| {
                 let shown_none = current.is_none();
                 let (current, expired) = self.live(key, current.map(|entry| entry.into_value()));
-                let op = match (processor(current.as_ref().map(|slot| &slot.value)), current) {
+                let decision = processor(current.as_ref().map(|slot| &slot.value));
+                removes = matches!(decision, Decision::Remove);
+                let op = match (decision, current) {
                     (Decision::Access, Some(_)) => {
                         accessed = true;
                         Op::Nop
@@ -689,6 +713,10 @@ where
             })
         });
         drop(reset);
+        if removes {
+            // A removal, applied or not, voids the leases of its key (`lease`).
+            *stripe += 1;
+        }
         self.announce_created(key, created);
         if accessed {
             self.cache.get(key);
@@ -773,7 +801,67 @@ where
     }
 
     async fn clear(&self) -> Result<()> {
+        // Voids every lease (`lease`): a load in flight read the system of record before.
+        for stripe in &self.stripes {
+            *stripe.lock() += 1;
+        }
         self.cache.invalidate_all();
+        Ok(())
+    }
+
+    /// Reads `key` and, on a miss, grants `token` a lease: a load of a key this process
+    /// alone sees needs no coordination (the local flight is that), but a removal of
+    /// the key, or a clear, while the load runs must keep its value out, as on a store
+    /// shared by several processes. The lease records its key's stripe epoch;
+    /// [`Store::put_leased`] stores only if no removal of a key of that stripe came in
+    /// between (checked under the stripe's lock, which every removal holds). A removal
+    /// of another key of the stripe (one in 64) also keeps the value out: a value not
+    /// cached, never a stale one.
+    async fn lease(&self, key: &K, token: &str, ttl: Duration, _waited: bool) -> Result<Lease<V>> {
+        if let Some(value) = self.get_value(key) {
+            return Ok(Lease::Hit(value));
+        }
+        let epoch = *self.stripe(key);
+        let now = Instant::now();
+        let mut leases = self.leases.lock();
+        if leases.len() >= LEASES_KEPT {
+            leases.retain(|_, (_, ends)| *ends > now);
+        }
+        leases.insert(token.to_string(), (epoch, now + ttl));
+        Ok(Lease::Granted)
+    }
+
+    async fn put_leased(
+        &self,
+        key: &K,
+        token: &str,
+        value: Arc<V>,
+        ttl: Option<Duration>,
+    ) -> Result<LeasedPut> {
+        let Some((epoch, _)) = self.leases.lock().remove(token) else {
+            return Ok(LeasedPut::Lost);
+        };
+        let now = Instant::now();
+        let stripe = self.stripe(key);
+        if *stripe != epoch {
+            return Ok(LeasedPut::Stale);
+        }
+        let write = Write {
+            condition: Condition::IfAbsent,
+            action: Action::Put { value, ttl },
+            want_previous: false,
+        };
+        let outcome = self.write_under_stripe(key, write, now);
+        drop(stripe);
+        if outcome.existed && !outcome.applied {
+            // Written meanwhile: that value is newer.
+            return Ok(LeasedPut::Stale);
+        }
+        Ok(LeasedPut::Stored)
+    }
+
+    async fn release_lease(&self, _key: &K, token: &str) -> Result<()> {
+        self.leases.lock().remove(token);
         Ok(())
     }
 
@@ -1067,6 +1155,40 @@ mod tests {
             assert_eq!(c.stats().expirations, 1, "{policy:?}");
             c.run_pending_tasks().await.unwrap();
             assert_eq!(c.stats().expirations, 1, "counted once: {policy:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_removal_or_clear_during_a_load_keeps_the_loaded_value_out() {
+        for change in ["remove", "clear", "put"] {
+            let c = cache("load-then-change", ExpiryPolicy::Eternal).await;
+            let loading = Arc::new(tokio::sync::Notify::new());
+            let go = Arc::new(tokio::sync::Notify::new());
+            let load = {
+                let (c, loading, go) = (c.clone(), loading.clone(), go.clone());
+                tokio::spawn(async move {
+                    c.get_or_load(&"a".to_string(), |_| async move {
+                        loading.notify_one();
+                        go.notified().await;
+                        Ok::<_, crate::BoxError>("old".to_string())
+                    })
+                    .await
+                })
+            };
+            loading.notified().await;
+            match change {
+                "remove" => assert!(!c.remove(&"a".into()).await.unwrap()),
+                "clear" => c.clear().await.unwrap(),
+                _ => c.put("a".into(), "new".to_string()).await.unwrap(),
+            }
+            go.notify_one();
+            let loaded = load.await.unwrap().unwrap();
+            // The caller gets what its loader read, as without a cache.
+            assert_eq!(loaded.as_str(), "old", "{change}");
+            let now = c.get(&"a".into()).await.unwrap();
+            let expected = if change == "put" { Some("new") } else { None };
+            assert_eq!(now.as_deref().map(String::as_str), expected, "{change}");
+            assert_eq!(c.stats().stale_sets_prevented, 1, "{change}");
         }
     }
 
