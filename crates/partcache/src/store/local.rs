@@ -472,6 +472,14 @@ where
         Some(deadlines.track(key.clone(), fixed.ttl?))
     }
 
+    /// Voids every lease ([`Store::lease`]): a load in flight read the system of
+    /// record before a clear or a removal of everything.
+    fn void_leases(&self) {
+        for stripe in &self.stripes {
+            *stripe.lock() += 1;
+        }
+    }
+
     fn stripe(&self, key: &K) -> parking_lot::MutexGuard<'_, u64> {
         let index = self.hasher.hash_one(key) as usize % self.stripes.len();
         self.stripes[index].lock()
@@ -796,15 +804,14 @@ where
     }
 
     async fn remove_everything(&self) -> Result<u64> {
+        // Loads in flight are of keys with no entry: void them all, as `clear` does.
+        self.void_leases();
         let keys: Vec<K> = self.cache.iter().map(|(k, _)| (*k).clone()).collect();
         self.remove_all(&keys).await
     }
 
     async fn clear(&self) -> Result<()> {
-        // Voids every lease (`lease`): a load in flight read the system of record before.
-        for stripe in &self.stripes {
-            *stripe.lock() += 1;
-        }
+        self.void_leases();
         self.cache.invalidate_all();
         Ok(())
     }
@@ -1160,8 +1167,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_removal_or_clear_during_a_load_keeps_the_loaded_value_out() {
-        for change in ["remove", "clear", "put"] {
+        for change in ["remove", "clear", "remove_all", "put"] {
             let c = cache("load-then-change", ExpiryPolicy::Eternal).await;
+            // An entry of another key, for `remove_all` to remove.
+            c.put("b".into(), "b".to_string()).await.unwrap();
             let loading = Arc::new(tokio::sync::Notify::new());
             let go = Arc::new(tokio::sync::Notify::new());
             let load = {
@@ -1179,6 +1188,7 @@ mod tests {
             match change {
                 "remove" => assert!(!c.remove(&"a".into()).await.unwrap()),
                 "clear" => c.clear().await.unwrap(),
+                "remove_all" => assert_eq!(c.remove_all().await.unwrap(), 1),
                 _ => c.put("a".into(), "new".to_string()).await.unwrap(),
             }
             go.notify_one();
