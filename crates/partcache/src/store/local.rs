@@ -234,8 +234,19 @@ fn remove_if_expired<V>(op: Op<V>, expired: bool) -> Op<V> {
 const WRITE_STRIPES: usize = 64;
 
 /// Leases of loads in flight beyond which the expired ones are forgotten (a lease whose
-/// holder neither stored nor released, e.g. its runtime shut down).
+/// holder neither stored nor released, e.g. its runtime shut down). The next pruning
+/// waits until twice as many are left, so that many live leases cost no sweep per
+/// lease.
 const LEASES_KEPT: usize = 1024;
+
+/// The leases of loads in flight ([`LocalStore::lease`]).
+#[derive(Default)]
+struct Leases {
+    /// Token → the epoch of its key's stripe when granted, and when the lease ends.
+    granted: std::collections::HashMap<String, (u64, Instant)>,
+    /// How many leases make the next grant forget the expired ones (0: [`LEASES_KEPT`]).
+    prune_at: usize,
+}
 
 /// The hasher of the store's map and write stripes: foldhash, seeded at random per
 /// process and per store. moka's default (SipHash-1-3) made hashing the largest single
@@ -268,9 +279,8 @@ pub struct LocalStore<K, V> {
     expiry: ExpirySettings,
     events: EventSender<K, V>,
     stripes: Box<[parking_lot::Mutex<u64>]>,
-    /// The leases of loads in flight: their token, the epoch of their key's stripe when
-    /// granted, and when they end.
-    leases: parking_lot::Mutex<std::collections::HashMap<String, (u64, Instant)>>,
+    /// The leases of loads in flight.
+    leases: parking_lot::Mutex<Leases>,
     hasher: Hasher,
     /// The per-entry deadlines, when the store keeps them itself; `None` when moka's
     /// per-entry expiry runs.
@@ -831,10 +841,11 @@ where
         let epoch = *self.stripe(key);
         let now = Instant::now();
         let mut leases = self.leases.lock();
-        if leases.len() >= LEASES_KEPT {
-            leases.retain(|_, (_, ends)| *ends > now);
+        if leases.granted.len() >= leases.prune_at.max(LEASES_KEPT) {
+            leases.granted.retain(|_, (_, ends)| *ends > now);
+            leases.prune_at = 2 * leases.granted.len();
         }
-        leases.insert(token.to_string(), (epoch, now + ttl));
+        leases.granted.insert(token.to_string(), (epoch, now + ttl));
         Ok(Lease::Granted)
     }
 
@@ -845,7 +856,7 @@ where
         value: Arc<V>,
         ttl: Option<Duration>,
     ) -> Result<LeasedPut> {
-        let Some((epoch, _)) = self.leases.lock().remove(token) else {
+        let Some((epoch, _)) = self.leases.lock().granted.remove(token) else {
             return Ok(LeasedPut::Lost);
         };
         let now = Instant::now();
@@ -868,7 +879,7 @@ where
     }
 
     async fn release_lease(&self, _key: &K, token: &str) -> Result<()> {
-        self.leases.lock().remove(token);
+        self.leases.lock().granted.remove(token);
         Ok(())
     }
 
@@ -1200,6 +1211,30 @@ mod tests {
             assert_eq!(now.as_deref().map(String::as_str), expected, "{change}");
             assert_eq!(c.stats().stale_sets_prevented, 1, "{change}");
         }
+    }
+
+    #[tokio::test]
+    async fn leases_nobody_ended_are_forgotten_once_expired() {
+        let store = store(ExpiryPolicy::Eternal);
+        for i in 0..3 * LEASES_KEPT {
+            let granted = store
+                .lease(&format!("k{i}"), &format!("t{i}"), Duration::ZERO, false)
+                .await
+                .unwrap();
+            assert!(matches!(granted, Lease::Granted));
+        }
+        let kept = store.leases.lock().granted.len();
+        assert!(kept <= LEASES_KEPT, "{kept} expired leases kept");
+        // A live lease is kept: its holder still stores under it.
+        store
+            .lease(&"live".to_string(), "live", Duration::from_secs(60), false)
+            .await
+            .unwrap();
+        let stored = store
+            .put_leased(&"live".to_string(), "live", Arc::new("v".to_string()), None)
+            .await
+            .unwrap();
+        assert_eq!(stored, LeasedPut::Stored);
     }
 
     #[tokio::test]
