@@ -805,9 +805,12 @@ end
 -- (`PUBSUB (SHARD)CHANNELS pc:*`, layout.rs): usually none, or a few, which answers
 -- for the whole batch in one short reply; only when there are more than the batch
 -- has entries, which of the batch's channels (`PUBSUB (SHARD)NUMSUB`, whose
--- arguments and reply cost the server per channel).
-local function begin_batch(mode, entries, channels)
-  SUBS, SERVED, RECORDS = {}, {}, {}
+-- arguments and reply cost the server per channel). `served`: whether the call
+-- checks its partitions with served_here (put_batch.lua), which keeps per partition
+-- what it found.
+local function begin_batch(mode, entries, channels, served)
+  SUBS, SERVED, RECORDS = {}, nil, nil
+  if served then SERVED, RECORDS = {}, {} end
   GROWN = nil
   if mode == 0 or entries == 0 then return end
   local live
@@ -858,6 +861,22 @@ local function served_here(prefix)
   return served
 end
 
+-- The names of a partition's index, fixed-deadline records and never-present key
+-- (served_here), by key prefix, kept across calls: a batch's entries usually have a
+-- partition each, so a call rarely names one twice, but the calls of a node name the
+-- same few hundred again and again, and a concatenation costs the server about 750
+-- instructions (and as much again to collect), a lookup about 50. Forgotten all at
+-- once when NAMES_MAX prefixes are named (a node that serves many caches).
+local NAMES_MAX = 2048
+local IX_OF, FX_OF, NONE_OF, NAMED = {}, {}, {}, 0
+local function name_partition(p)
+  if NAMED >= NAMES_MAX then IX_OF, FX_OF, NONE_OF, NAMED = {}, {}, {}, 0 end
+  NAMED = NAMED + 1
+  local ix = p .. 'ix'
+  IX_OF[p], FX_OF[p], NONE_OF[p] = ix, p .. 'fx', p .. '~'
+  return ix
+end
+
 -- served_here for one entry `text` of an upsert batch, after setup_prefix: the same
 -- check, with the entry's lease key added to the `EXISTS`. A count of 0, the common
 -- case, then also says that the partition has no fixed-deadline records and the
@@ -866,8 +885,9 @@ end
 -- partition, but entries of a batch rarely share a partition, and a creation saves one.
 local function entry_served_here(text)
   local p = P
-  IX, FX = p .. 'ix', p .. 'fx'
-  local here = rpcall('EXISTS', p .. '~', FX, p .. 'l:' .. text)
+  IX = IX_OF[p] or name_partition(p)
+  FX = FX_OF[p]
+  local here = rpcall('EXISTS', NONE_OF[p], FX, p .. 'l:' .. text)
   if here == 0 then
     HAS_FX = false
     LEASE_FREE = true
