@@ -425,7 +425,37 @@ local function evict(watch)
   local told = #victims > 0 and not QUIET and announced()
   local watched = false
   local p = P or prefix()
-  for i = 1, #victims do
+  local count = #victims
+  -- Several victims and nobody to tell: when the partition has no fixed-deadline
+  -- records (asked with one `EXISTS` when not known), one `DEL` takes them all (in
+  -- slices, as below), instead of one call each: a victim whose value is already gone
+  -- (Redis expired it) then has nothing to announce or drop, and the count `DEL`
+  -- answers tells the evicted from those (which gone() counts as expired on a
+  -- max-idle cache, and not at all otherwise).
+  if count > 1 and not told and HAS_FX == nil then
+    HAS_FX = rcall('EXISTS', FX or (p .. 'fx')) == 1
+  end
+  if count > 1 and not told and HAS_FX == false then
+    local keys = {}
+    for i = 1, count do keys[i] = p .. 'e:' .. victims[i] end
+    for i = 1, count, 1000 do
+      local last = i + 999
+      if last > count then last = count end
+      local n = rpcall('DEL', unpack(keys, i, last))
+      -- Refused (the slot migrates): stop, as below.
+      if type(n) == 'table' then break end
+      EVICTED = EVICTED + n
+      if IDLE >= 0 then EXPIRED = EXPIRED + (last - i + 1 - n) end
+      done = last
+    end
+    if watch then
+      for i = 1, done do
+        if victims[i] == watch then watched = true end
+      end
+    end
+    count = 0
+  end
+  for i = 1, count do
     local text = victims[i]
     -- A victim is not among the script's declared keys: while the slot migrates it
     -- may already live on the other node, and Redis refuses to touch it here. Stop
@@ -805,9 +835,12 @@ end
 -- (`PUBSUB (SHARD)CHANNELS pc:*`, layout.rs): usually none, or a few, which answers
 -- for the whole batch in one short reply; only when there are more than the batch
 -- has entries, which of the batch's channels (`PUBSUB (SHARD)NUMSUB`, whose
--- arguments and reply cost the server per channel).
-local function begin_batch(mode, entries, channels)
-  SUBS, SERVED, RECORDS = {}, {}, {}
+-- arguments and reply cost the server per channel). `served`: whether the call
+-- checks its partitions with served_here (put_batch.lua), which keeps per partition
+-- what it found.
+local function begin_batch(mode, entries, channels, served)
+  SUBS, SERVED, RECORDS = {}, nil, nil
+  if served then SERVED, RECORDS = {}, {} end
   GROWN = nil
   if mode == 0 or entries == 0 then return end
   local live
@@ -858,6 +891,22 @@ local function served_here(prefix)
   return served
 end
 
+-- The names of a partition's index, fixed-deadline records and never-present key
+-- (served_here), by key prefix, kept across calls: a batch's entries usually have a
+-- partition each, so a call rarely names one twice, but the calls of a node name the
+-- same few hundred again and again, and a concatenation costs the server about 750
+-- instructions (and as much again to collect), a lookup about 50. Forgotten all at
+-- once when NAMES_MAX prefixes are named (a node that serves many caches).
+local NAMES_MAX = 2048
+local IX_OF, FX_OF, NONE_OF, NAMED = {}, {}, {}, 0
+local function name_partition(p)
+  if NAMED >= NAMES_MAX then IX_OF, FX_OF, NONE_OF, NAMED = {}, {}, {}, 0 end
+  NAMED = NAMED + 1
+  local ix = p .. 'ix'
+  IX_OF[p], FX_OF[p], NONE_OF[p] = ix, p .. 'fx', p .. '~'
+  return ix
+end
+
 -- served_here for one entry `text` of an upsert batch, after setup_prefix: the same
 -- check, with the entry's lease key added to the `EXISTS`. A count of 0, the common
 -- case, then also says that the partition has no fixed-deadline records and the
@@ -866,8 +915,9 @@ end
 -- partition, but entries of a batch rarely share a partition, and a creation saves one.
 local function entry_served_here(text)
   local p = P
-  IX, FX = p .. 'ix', p .. 'fx'
-  local here = rpcall('EXISTS', p .. '~', FX, p .. 'l:' .. text)
+  IX = IX_OF[p] or name_partition(p)
+  FX = FX_OF[p]
+  local here = rpcall('EXISTS', NONE_OF[p], FX, p .. 'l:' .. text)
   if here == 0 then
     HAS_FX = false
     LEASE_FREE = true

@@ -24,7 +24,7 @@ for i = 4, #ARGV, 3 do
   local head = ARGV[i]
   if byte(head, -1) ~= COLON then channels[#channels + 1] = head end
 end
-begin_batch(mode, #channels, function() return channels end)
+begin_batch(mode, #channels, function() return channels end, true)
 defaults()
 -- The prefix and channel of a head.
 local cut = -#suffix - 1

@@ -1069,6 +1069,120 @@ async fn an_upsert_batch_beyond_the_budget_keeps_the_newest_and_counts_each_evic
     assert_eq!(evicted, ["bo1", "bo2", "bt1", "bt2", "bt3"]);
 }
 
+/// An eviction of several entries whose values are partly gone already (dropped by
+/// Redis, as its own expiry or memory eviction does) counts exactly: the entries it
+/// takes out count as evictions, those it finds without a value as expirations on a
+/// max-idle cache (whose values Redis expires) and not at all without one, and every
+/// victim leaves the index, however many victims one write takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_of_several_entries_counts_those_already_gone_apart() {
+    let (server, function, p0, _) = upsert_batch_fixture(6).await;
+    let drop_value = |text: &str| {
+        tokio::task::block_in_place(|| server.query::<i64>(&["DEL", &format!("{p0}e:{text}")]))
+            .unwrap();
+    };
+    // Settings: eternal, max-idle `idle`, a budget of two, no events; then per entry:
+    // prefix, text, blob, ttl, key-only blob. The packed replies.
+    let call = |idle: &str, texts: &[&str]| -> Vec<i64> {
+        let mut args = vec![
+            "FCALL", &function, "0", "0", "0", idle, "2", "origin", "ev", "0",
+        ];
+        for text in texts {
+            args.extend([p0.as_str(), *text, "blob", "-1", "key"]);
+        }
+        tokio::task::block_in_place(|| server.query(&args)).unwrap()
+    };
+    let expirations = |replies: &[i64]| -> i64 { replies.iter().map(|r| r >> 18).sum() };
+    for idle in ["600000", "-1"] {
+        let replies = call(idle, &["o1", "o2"]);
+        assert_eq!(evictions(&replies), 0);
+        drop_value("o1");
+        // Three creations over a budget of two: o1 (gone), o2 and t1 are the victims.
+        let replies = call(idle, &["t1", "t2", "t3"]);
+        assert_eq!(evictions(&replies), 2, "o2 and t1: {replies:?}");
+        let expired = if idle == "-1" { 0 } else { 1 };
+        assert_eq!(expirations(&replies), expired, "o1: {replies:?}");
+        assert_eq!(index(&server, &p0), ["t2", "t3"]);
+        for text in ["o2", "t1"] {
+            assert_eq!(value(&server, &p0, text), None, "{text} was evicted");
+        }
+        // Emptied for the next round (the index and the values).
+        tokio::task::block_in_place(|| {
+            server.query::<i64>(&[
+                "DEL",
+                &format!("{p0}ix"),
+                &format!("{p0}e:t2"),
+                &format!("{p0}e:t3"),
+            ])
+        })
+        .unwrap();
+    }
+}
+
+/// The names of a partition's keys that the functions keep from call to call (and
+/// forget all at once past a bound) stay the partition's own: after batches through
+/// more partitions than are kept (here 2,100 others, one entry each), a batch on a
+/// partition named before them and since forgotten finds its lease and its records,
+/// evicts exactly its least recently used entry, and leaves the other partitions
+/// their entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_named_across_many_calls_keep_their_budgets_leases_and_records() {
+    let (server, function, p0, p1) = upsert_batch_fixture(6).await;
+    let replies = upsert_batch(
+        &server,
+        &function,
+        2,
+        &[(&p0, "o1", "bo1", "-1"), (&p0, "o2", "bo2", "-1")],
+    );
+    assert_eq!(evictions(&replies), 0);
+    // Many other partitions (key prefixes of another cache name), in calls of 300.
+    let others: Vec<String> = (0..2100).map(|i| format!("pc:{{x{i}}}:other:")).collect();
+    for chunk in others.chunks(300) {
+        let entries: Vec<(&str, &str, &str, &str)> = chunk
+            .iter()
+            .map(|p| (p.as_str(), "a", "ba", "-1"))
+            .collect();
+        let replies = upsert_batch(&server, &function, 2, &entries);
+        assert!(
+            replies.iter().all(|&r| r == 2),
+            "each a creation: {replies:?}"
+        );
+    }
+    // A lease on a key of p0 that the next batch creates, and a record of p1 (an
+    // entry put with a TTL) that the next batch finds and drops on an update.
+    tokio::task::block_in_place(|| {
+        server.query::<()>(&["SET", &format!("{p0}l:t1"), "token@1", "PX", "60000"])
+    })
+    .unwrap();
+    upsert_batch(&server, &function, 2, &[(&p1, "u1", "bu1", "600000")]);
+    let records = |p: &str| -> i64 {
+        tokio::task::block_in_place(|| server.query(&["HLEN", &format!("{p}fx")])).unwrap()
+    };
+    assert_eq!(records(&p1), 1);
+    let replies = upsert_batch(
+        &server,
+        &function,
+        2,
+        &[(&p0, "t1", "bt1", "-1"), (&p1, "u1", "bu1b", "-1")],
+    );
+    // A creation with one eviction (2 + 4), and an update (existed and applied: 3).
+    assert_eq!(replies, [6, 3]);
+    assert_eq!(index(&server, &p0), ["o2", "t1"]);
+    assert_eq!(value(&server, &p0, "o1"), None);
+    let lease: Option<String> =
+        tokio::task::block_in_place(|| server.query(&["GET", &format!("{p0}l:t1")])).unwrap();
+    assert_eq!(lease.as_deref(), Some("x"), "the lease of t1 is voided");
+    assert_eq!(
+        records(&p1),
+        0,
+        "the update without a TTL dropped u1's record"
+    );
+    for p in [&others[0], &others[2099]] {
+        assert_eq!(index(&server, p), ["a"]);
+        assert_eq!(value(&server, p, "a").as_deref(), Some("ba"));
+    }
+}
+
 /// A batch that creates an entry, updates another it created, and puts a third: the
 /// entries left and their LRU order are those of the same puts one at a time (the
 /// update makes its entry the most recently used, so the budget evicts the older
