@@ -1865,6 +1865,521 @@ pub async fn destroy_cache_removes_data_and_layout_for_every_process(h: &Harness
     }
 }
 
+// ---------------------------------------------------------------- the TCK's statistics
+
+/// `(hits, misses, puts, removals)` of a cache, and that `gets` is hits plus misses
+/// and nothing was evicted (JSR-107 `CacheStatisticsMXBean`).
+fn counts(c: &C) -> (u64, u64, u64, u64) {
+    let s = c.stats();
+    assert_eq!(s.gets(), s.hits + s.misses);
+    assert_eq!(s.evictions, 0);
+    (s.hits, s.misses, s.puts, s.removals)
+}
+
+/// The TCK's sequence of operations and the counts after each (its
+/// `CacheMBStatisticsBeanTest`, one step at a time).
+pub async fn statistics_count_every_operation_as_jcache_does(h: &Harness) {
+    let c = plain(h, "tck-stats").await;
+    assert_eq!(counts(&c), (0, 0, 0, 0));
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    assert_eq!(counts(&c), (0, 0, 1, 0));
+    let entries = || [(k("2"), v("Lucky")), (k("3"), v("Prince"))];
+    c.put_all(entries()).await.unwrap();
+    assert_eq!(counts(&c), (0, 0, 3, 0));
+    // An update is a put like any other.
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    c.put_all(entries()).await.unwrap();
+    assert_eq!(counts(&c), (0, 0, 6, 0));
+    assert_eq!(c.get_and_put(k("4"), v("Cody")).await.unwrap(), None);
+    assert_eq!(counts(&c), (0, 1, 7, 0));
+    assert!(c.get_and_put(k("4"), v("Cody")).await.unwrap().is_some());
+    assert_eq!(counts(&c), (1, 1, 8, 0));
+    assert_eq!(get(&c, "1").await.as_deref(), Some("Sooty"));
+    assert_eq!(get(&c, "1234324324").await, None);
+    assert_eq!(counts(&c), (2, 2, 8, 0));
+    // `contains_key` counts nothing, nor does `remove` beyond its removal.
+    assert!(c.contains_key(&k("1")).await.unwrap());
+    assert!(!c.contains_key(&k("1234324324")).await.unwrap());
+    assert_eq!(counts(&c), (2, 2, 8, 0));
+    assert!(c.remove(&k("1")).await.unwrap());
+    assert_eq!(counts(&c), (2, 2, 8, 1));
+    assert!(!c.remove(&k("1")).await.unwrap());
+    assert_eq!(counts(&c), (2, 2, 8, 1));
+    // A conditional removal reads the entry: a hit, or a miss when it is absent.
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    assert!(c.remove_if_equals(&k("1"), v("Sooty")).await.unwrap());
+    assert_eq!(counts(&c), (3, 2, 9, 2));
+    assert!(!c.remove_if_equals(&k("1"), v("Sooty")).await.unwrap());
+    assert_eq!(counts(&c), (3, 3, 9, 2));
+    // `clear` counts nothing; `remove_all` a removal per entry it removed.
+    c.clear().await.unwrap();
+    assert_eq!(counts(&c), (3, 3, 9, 2));
+    assert_eq!(c.remove_all().await.unwrap(), 0);
+    assert_eq!(counts(&c), (3, 3, 9, 2));
+    let three = || {
+        [
+            (k("2"), v("Lucky")),
+            (k("3"), v("Prince")),
+            (k("21"), v("Trinity")),
+        ]
+    };
+    c.put_all(three()).await.unwrap();
+    assert_eq!(c.remove_all().await.unwrap(), 3);
+    assert_eq!(counts(&c), (3, 3, 12, 5));
+    c.put_all(three()).await.unwrap();
+    assert_eq!(c.remove_all_keys(&[k("2"), k("3")]).await.unwrap(), 2);
+    assert_eq!(counts(&c), (3, 3, 15, 7));
+    assert_eq!(c.remove_all_keys(&[k("2"), k("3")]).await.unwrap(), 0);
+    assert_eq!(counts(&c), (3, 3, 15, 7));
+    // Resetting zeroes every count and mean time.
+    c.reset_stats();
+    let s = c.stats();
+    assert_eq!(counts(&c), (0, 0, 0, 0));
+    assert_eq!(
+        (
+            s.average_get_time,
+            s.average_put_time,
+            s.average_remove_time
+        ),
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO)
+    );
+}
+
+/// The TCK's single-operation statistics: `get_and_replace`, `replace`,
+/// `replace_if_equals`, `put_if_absent`, `get_and_remove` and entry processors.
+pub async fn conditional_operations_count_hits_misses_and_writes_as_jcache_does(h: &Harness) {
+    let c = plain(h, "tck-stats-cond").await;
+    assert_eq!(c.get_and_replace(k("1"), v("x")).await.unwrap(), None);
+    assert!(!c.contains_key(&k("1")).await.unwrap());
+    assert_eq!(counts(&c), (0, 1, 0, 0));
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    assert_eq!(c.get_and_replace(k("2"), v("x")).await.unwrap(), None);
+    assert!(!c.contains_key(&k("2")).await.unwrap());
+    assert_eq!(counts(&c), (0, 2, 1, 0));
+    assert!(
+        c.get_and_replace(k("1"), v("Replaced"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(counts(&c), (1, 2, 2, 0));
+
+    let c = plain(h, "tck-stats-replace").await;
+    assert!(!c.replace(k("1"), v("x")).await.unwrap());
+    assert_eq!(counts(&c), (0, 1, 0, 0));
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    assert!(!c.replace(k("2"), v("x")).await.unwrap());
+    assert_eq!(counts(&c), (0, 2, 1, 0));
+    assert!(c.replace(k("1"), v("Replaced")).await.unwrap());
+    assert_eq!(counts(&c), (1, 2, 2, 0));
+
+    let c = plain(h, "tck-stats-replace-if").await;
+    assert!(
+        !c.replace_if_equals(k("1"), v("Sooty"), v("x"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(counts(&c), (0, 1, 0, 0));
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    assert!(
+        c.replace_if_equals(k("1"), v("Sooty"), v("Replaced"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(counts(&c), (1, 1, 2, 0));
+    assert!(
+        !c.replace_if_equals(k("1"), v("Sooty"), v("x"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(counts(&c), (2, 1, 2, 0));
+
+    let c = plain(h, "tck-stats-pia").await;
+    assert!(c.put_if_absent(k("1"), v("succeeded")).await.unwrap());
+    assert_eq!(counts(&c), (0, 1, 1, 0));
+    assert!(!c.put_if_absent(k("1"), v("succeeded")).await.unwrap());
+    assert_eq!(counts(&c), (1, 1, 1, 0));
+
+    let c = plain(h, "tck-stats-gar").await;
+    assert_eq!(c.get_and_remove(&k("1")).await.unwrap(), None);
+    assert_eq!(counts(&c), (0, 1, 0, 0));
+    c.put(k("1"), v("added")).await.unwrap();
+    assert!(c.get_and_remove(&k("1")).await.unwrap().is_some());
+    assert_eq!(counts(&c), (1, 1, 1, 1));
+    assert!(!c.contains_key(&k("1")).await.unwrap());
+
+    // Entry processors: finding the entry is the hit or the miss, whatever the
+    // processor does with it.
+    let c = plain(h, "tck-stats-invoke").await;
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    let read = c.invoke(&k("1"), |e| e.value().cloned()).await.unwrap();
+    assert_eq!(read.as_deref(), Some("Sooty"));
+    c.invoke(&k("1"), |_| ()).await.unwrap();
+    c.invoke(&k("1000"), |_| ()).await.unwrap();
+    assert_eq!(counts(&c), (2, 1, 1, 0));
+    c.invoke(&k("1"), |e| e.set_value(v("Trinity")))
+        .await
+        .unwrap();
+    assert_eq!(counts(&c), (3, 1, 2, 0));
+    let removed = c
+        .invoke(&k("1"), |e| {
+            let old = e.value().cloned();
+            e.remove();
+            old
+        })
+        .await
+        .unwrap();
+    assert_eq!(removed.as_deref(), Some("Trinity"));
+    assert_eq!(counts(&c), (4, 1, 2, 1));
+}
+
+/// Removing every entry counts none that had expired (the TCK's
+/// `testCacheStatisticsRemoveAll`).
+pub async fn remove_all_counts_no_removal_for_expired_entries(h: &Harness) {
+    let c = h
+        .cache::<String, String>("tck-remove-all-expired")
+        .expiry(ExpiryPolicy::Created(Duration::from_millis(20)))
+        .build()
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    c.put_all(keys.iter().map(|key| (key.clone(), v("x"))))
+        .await
+        .unwrap();
+    eventually("every entry expired", || async {
+        c.get_all(&keys).await.unwrap().iter().all(Option::is_none)
+    })
+    .await;
+    c.remove_all().await.unwrap();
+    let s = c.stats();
+    assert_eq!((s.puts, s.removals), (20, 0));
+}
+
+// ---------------------------------------------------------------- the TCK's zero durations
+
+/// A custom policy whose creation answer can be switched from zero (store nothing)
+/// to never expiring, and which counts what it is asked.
+#[derive(Default)]
+struct Counting {
+    zero_creation: std::sync::atomic::AtomicBool,
+    creations: AtomicUsize,
+    accesses: AtomicUsize,
+    updates: AtomicUsize,
+}
+
+impl Counting {
+    /// `(creations, accesses, updates)` asked since the last call.
+    fn take(&self) -> (usize, usize, usize) {
+        (
+            self.creations.swap(0, Ordering::SeqCst),
+            self.accesses.swap(0, Ordering::SeqCst),
+            self.updates.swap(0, Ordering::SeqCst),
+        )
+    }
+}
+
+impl crate::CustomExpiry for Arc<Counting> {
+    fn for_creation(&self) -> Option<Duration> {
+        self.creations.fetch_add(1, Ordering::SeqCst);
+        self.zero_creation
+            .load(Ordering::SeqCst)
+            .then_some(Duration::ZERO)
+    }
+    fn for_access(&self) -> Option<Duration> {
+        self.accesses.fetch_add(1, Ordering::SeqCst);
+        None
+    }
+    fn for_update(&self) -> Option<Duration> {
+        self.updates.fetch_add(1, Ordering::SeqCst);
+        None
+    }
+}
+
+/// A policy whose creation duration is zero stores nothing, whatever the operation,
+/// counts no put and sends no event (the TCK's `expire_whenCreated_*` and
+/// `testExpiryOnCreation`).
+pub async fn a_zero_creation_expiry_stores_nothing_for_any_operation(h: &Harness) {
+    let zero = Duration::ZERO;
+    for policy in [
+        ExpiryPolicy::Created(zero),
+        ExpiryPolicy::Accessed(zero),
+        ExpiryPolicy::Touched(zero),
+        ExpiryPolicy::Modified(zero),
+    ] {
+        let c = h
+            .cache::<String, String>("tck-zero-creation")
+            .expiry(policy)
+            .build()
+            .await
+            .unwrap();
+        zero_creation_round(&c, &format!("{policy:?}")).await;
+    }
+    // The same with a custom policy, which then turns to storing: every event of the
+    // key before the sentinel's (same key, so one ordered channel) is one the rounds
+    // sent, and none of them is a creation or an update.
+    let policy = Arc::new(Counting::default());
+    policy.zero_creation.store(true, Ordering::SeqCst);
+    let c = h
+        .cache::<String, String>("tck-zero-creation-custom")
+        .expiry_policy(policy.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut rx = c.subscribe(EventFilter::all());
+    zero_creation_round(&c, "custom").await;
+    policy.zero_creation.store(false, Ordering::SeqCst);
+    c.put(k("1"), v("sentinel")).await.unwrap();
+    loop {
+        let e = next_event(&mut rx).await;
+        if e.value.as_deref().map(String::as_str) == Some("sentinel") {
+            break;
+        }
+        assert!(
+            !matches!(e.kind, EventKind::Created | EventKind::Updated),
+            "an entry expired at its creation was announced {:?}",
+            e.kind
+        );
+    }
+}
+
+async fn zero_creation_round(c: &C, policy: &str) {
+    let absent = async |what: &str| {
+        assert!(!c.contains_key(&k("1")).await.unwrap(), "{policy}: {what}");
+        assert_eq!(get(c, "1").await, None, "{policy}: {what}");
+    };
+    c.put(k("1"), v("1")).await.unwrap();
+    absent("put").await;
+    c.put(k("1"), v("1")).await.unwrap();
+    assert!(!c.remove(&k("1")).await.unwrap(), "{policy}");
+    c.put(k("1"), v("1")).await.unwrap();
+    assert!(
+        !c.remove_if_equals(&k("1"), v("1")).await.unwrap(),
+        "{policy}"
+    );
+    assert_eq!(c.get_and_put(k("1"), v("1")).await.unwrap(), None);
+    absent("get_and_put").await;
+    // Nothing was stored, so `false` (as the reference implementation answers).
+    assert!(!c.put_if_absent(k("1"), v("1")).await.unwrap(), "{policy}");
+    absent("put_if_absent").await;
+    c.put_all([(k("1"), v("1")), (k("2"), v("2"))])
+        .await
+        .unwrap();
+    absent("put_all").await;
+    c.invoke(&k("1"), |e| e.set_value(v("1"))).await.unwrap();
+    absent("invoke").await;
+    c.put(k("1"), v("1")).await.unwrap();
+    assert_eq!(c.entries().count().await, 0, "{policy}: iteration");
+    assert_eq!(c.len().await.unwrap(), 0, "{policy}: len");
+    assert_eq!(c.stats().puts, 0, "{policy}: puts counted");
+}
+
+/// A custom policy `(none, zero, none)`: a read returns the value one last time and
+/// the entry is gone after it, whichever operation read it (the TCK's
+/// `expire_whenAccessed`).
+pub async fn a_zero_access_expiry_expires_an_entry_once_read(h: &Harness) {
+    let c = h
+        .cache::<String, String>("tck-zero-access")
+        .expiry_policy(Durations(None, Some(0), None))
+        .build()
+        .await
+        .unwrap();
+    let read_once = async |what: &str| {
+        assert!(
+            c.contains_key(&k("1")).await.unwrap(),
+            "{what}: contains_key"
+        );
+        assert!(get(&c, "1").await.is_some(), "{what}: the read");
+        assert!(
+            !c.contains_key(&k("1")).await.unwrap(),
+            "{what}: after the read"
+        );
+    };
+    c.put(k("1"), v("1")).await.unwrap();
+    read_once("put").await;
+    assert_eq!(get(&c, "1").await, None);
+    c.put(k("1"), v("1")).await.unwrap();
+    read_once("put").await;
+    assert_eq!(c.get_and_replace(k("1"), v("2")).await.unwrap(), None);
+    c.put(k("1"), v("1")).await.unwrap();
+    read_once("put").await;
+    assert_eq!(c.get_and_remove(&k("1")).await.unwrap(), None);
+    c.put(k("1"), v("1")).await.unwrap();
+    read_once("put").await;
+    assert!(!c.remove(&k("1")).await.unwrap());
+    c.put(k("1"), v("1")).await.unwrap();
+    read_once("put").await;
+    assert!(!c.remove_if_equals(&k("1"), v("1")).await.unwrap());
+    c.get_and_put(k("1"), v("1")).await.unwrap();
+    read_once("get_and_put").await;
+    c.get_and_put(k("1"), v("1")).await.unwrap();
+    assert!(c.contains_key(&k("1")).await.unwrap());
+    // `get_and_put`'s read is an access, but the update that follows sets the
+    // deadline (none: it stays), so the entry outlives it.
+    assert!(c.get_and_put(k("1"), v("1")).await.unwrap().is_some());
+    read_once("get_and_put of a present entry").await;
+    assert!(c.put_if_absent(k("1"), v("1")).await.unwrap());
+    read_once("put_if_absent").await;
+    c.put_all([(k("1"), v("1"))]).await.unwrap();
+    read_once("put_all").await;
+    c.put_all([(k("1"), v("1"))]).await.unwrap();
+    assert!(c.get_all(&[k("1")]).await.unwrap()[0].is_some());
+    assert!(!c.contains_key(&k("1")).await.unwrap(), "after get_all");
+    c.put(k("1"), v("1")).await.unwrap();
+    let read = c.invoke(&k("1"), |e| e.value().cloned()).await.unwrap();
+    assert_eq!(read.as_deref(), Some("1"));
+    assert!(
+        !c.contains_key(&k("1")).await.unwrap(),
+        "after invoke's read"
+    );
+    c.put(k("1"), v("1")).await.unwrap();
+    assert_eq!(c.entries().count().await, 1);
+    assert_eq!(c.entries().count().await, 0, "after iteration");
+}
+
+/// A custom policy `(none, none, zero)`: an update expires the entry at once, whichever
+/// operation updated it; reads leave it (the TCK's `expire_whenModified`).
+pub async fn a_zero_update_expiry_expires_an_entry_at_its_update(h: &Harness) {
+    let c = h
+        .cache::<String, String>("tck-zero-update")
+        .expiry_policy(Durations(None, None, Some(0)))
+        .build()
+        .await
+        .unwrap();
+    let fresh = async || {
+        c.put(k("1"), v("1")).await.unwrap();
+        assert!(c.contains_key(&k("1")).await.unwrap());
+        assert_eq!(get(&c, "1").await.as_deref(), Some("1"));
+        assert_eq!(get(&c, "1").await.as_deref(), Some("1"));
+    };
+    let gone = async |what: &str| {
+        assert!(!c.contains_key(&k("1")).await.unwrap(), "after {what}");
+        assert_eq!(get(&c, "1").await, None, "after {what}");
+    };
+    fresh().await;
+    c.put(k("1"), v("2")).await.unwrap();
+    gone("put").await;
+    fresh().await;
+    c.put(k("1"), v("2")).await.unwrap();
+    assert!(!c.remove(&k("1")).await.unwrap());
+    fresh().await;
+    c.put(k("1"), v("2")).await.unwrap();
+    assert!(!c.remove_if_equals(&k("1"), v("2")).await.unwrap());
+    fresh().await;
+    assert_eq!(
+        c.get_and_put(k("1"), v("2"))
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("1")
+    );
+    gone("get_and_put").await;
+    fresh().await;
+    c.put_all([(k("1"), v("2"))]).await.unwrap();
+    gone("put_all").await;
+    fresh().await;
+    assert!(c.replace(k("1"), v("2")).await.unwrap());
+    gone("replace").await;
+    fresh().await;
+    assert!(c.replace_if_equals(k("1"), v("1"), v("2")).await.unwrap());
+    gone("replace_if_equals").await;
+    fresh().await;
+    assert!(c.get_and_replace(k("1"), v("2")).await.unwrap().is_some());
+    gone("get_and_replace").await;
+    fresh().await;
+    c.invoke(&k("1"), |e| e.set_value(v("2"))).await.unwrap();
+    gone("invoke").await;
+    fresh().await;
+    assert_eq!(c.entries().count().await, 1);
+    assert_eq!(c.entries().count().await, 1, "iteration is no update");
+    c.put(k("1"), v("2")).await.unwrap();
+    assert_eq!(c.entries().count().await, 0);
+}
+
+/// What a custom policy is asked by each operation (the TCK's
+/// `*ShouldCallGetExpiry*` and `*ShouldNotCallExpiryPolicyMethods` tests, JSR-107
+/// §6.4's table): nothing for a miss, a removal, `contains_key` or a present key's
+/// `put_if_absent`; the creation for a new entry; the access for a read; the update
+/// for a write of a present entry; only the net effect of an entry processor.
+pub async fn a_custom_expiry_policy_is_asked_only_what_each_operation_needs(h: &Harness) {
+    let policy = Arc::new(Counting::default());
+    let c = h
+        .cache::<String, String>("tck-expiry-calls")
+        .expiry_policy(policy.clone())
+        .build()
+        .await
+        .unwrap();
+    let asked = || policy.take();
+    assert!(!c.contains_key(&k("1")).await.unwrap());
+    assert_eq!(get(&c, "1").await, None);
+    c.get_all(&[k("1"), k("2")]).await.unwrap();
+    assert_eq!(c.get_and_remove(&k("1")).await.unwrap(), None);
+    assert_eq!(c.get_and_replace(k("1"), v("1")).await.unwrap(), None);
+    assert!(!c.replace(k("1"), v("1")).await.unwrap());
+    assert!(!c.remove(&k("1")).await.unwrap());
+    assert!(!c.remove_if_equals(&k("1"), v("1")).await.unwrap());
+    assert_eq!(asked(), (0, 0, 0), "operations on an absent key");
+    c.put(k("1"), v("1")).await.unwrap();
+    assert_eq!(asked(), (1, 0, 0), "put creating");
+    assert!(c.contains_key(&k("1")).await.unwrap());
+    assert_eq!(asked(), (0, 0, 0), "contains_key");
+    assert!(get(&c, "1").await.is_some());
+    assert_eq!(asked(), (0, 1, 0), "get");
+    c.put(k("1"), v("1")).await.unwrap();
+    assert_eq!(asked(), (0, 0, 1), "put updating");
+    c.put(k("2"), v("2")).await.unwrap();
+    asked();
+    c.get_all(&[k("1"), k("2")]).await.unwrap();
+    assert_eq!(asked(), (0, 2, 0), "get_all");
+    assert_eq!(c.entries().count().await, 2);
+    assert_eq!(asked(), (0, 2, 0), "iteration");
+    c.put_all([(k("1"), v("1")), (k("3"), v("3"))])
+        .await
+        .unwrap();
+    assert_eq!(asked(), (1, 0, 1), "put_all");
+    assert!(c.get_and_put(k("1"), v("2")).await.unwrap().is_some());
+    assert_eq!(asked(), (0, 0, 1), "get_and_put updating");
+    assert!(c.get_and_put(k("4"), v("2")).await.unwrap().is_none());
+    assert_eq!(asked(), (1, 0, 0), "get_and_put creating");
+    assert!(!c.put_if_absent(k("1"), v("9")).await.unwrap());
+    assert_eq!(asked(), (0, 0, 0), "put_if_absent of a present key");
+    assert!(c.put_if_absent(k("5"), v("9")).await.unwrap());
+    assert_eq!(asked(), (1, 0, 0), "put_if_absent of an absent key");
+    assert!(c.get_and_replace(k("1"), v("3")).await.unwrap().is_some());
+    assert_eq!(asked(), (0, 0, 1), "get_and_replace");
+    assert!(c.replace(k("1"), v("4")).await.unwrap());
+    assert_eq!(asked(), (0, 0, 1), "replace");
+    assert!(c.replace_if_equals(k("1"), v("4"), v("5")).await.unwrap());
+    assert_eq!(asked(), (0, 0, 1), "replace_if_equals");
+    assert!(!c.replace_if_equals(k("1"), v("4"), v("6")).await.unwrap());
+    assert_eq!(asked(), (0, 1, 0), "replace_if_equals of another value");
+    assert!(!c.remove_if_equals(&k("1"), v("4")).await.unwrap());
+    assert_eq!(asked(), (0, 1, 0), "remove_if_equals of another value");
+    assert!(c.remove_if_equals(&k("1"), v("5")).await.unwrap());
+    assert!(c.remove(&k("2")).await.unwrap());
+    assert!(c.get_and_remove(&k("3")).await.unwrap().is_some());
+    assert_eq!(asked(), (0, 0, 0), "removals");
+    // An entry processor: only its net effect is asked about.
+    let seen = c
+        .invoke(&k("p"), |e| {
+            assert!(!e.exists());
+            e.set_value(v("456"));
+            e.value().cloned()
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen.as_deref(), Some("456"));
+    assert_eq!(asked(), (1, 0, 0), "invoke creating");
+    c.invoke(&k("p"), |e| e.set_value(v("789"))).await.unwrap();
+    assert_eq!(asked(), (0, 0, 1), "invoke updating");
+    c.invoke(&k("p"), |e| e.value().cloned()).await.unwrap();
+    assert_eq!(asked(), (0, 1, 0), "invoke reading");
+    c.invoke(&k("p"), |e| e.exists()).await.unwrap();
+    assert_eq!(asked(), (0, 0, 0), "invoke without a read");
+    c.invoke(&k("p"), |e| e.remove()).await.unwrap();
+    assert_eq!(asked(), (0, 0, 0), "invoke removing");
+}
+
 /// Instantiates the whole suite as `#[tokio::test]`s. `$manager` is an async fn (or a
 /// path to one) returning the [`CacheManager`] under test.
 ///
@@ -1949,7 +2464,14 @@ macro_rules! conformance_suite {
             a_custom_expiry_policy_sets_each_deadline_it_is_asked_for,
             a_custom_expiry_policy_with_a_zero_creation_stores_nothing,
             a_closed_cache_refuses_every_call_and_leaves_its_manager,
-            destroy_cache_removes_data_and_layout_for_every_process
+            destroy_cache_removes_data_and_layout_for_every_process,
+            statistics_count_every_operation_as_jcache_does,
+            conditional_operations_count_hits_misses_and_writes_as_jcache_does,
+            remove_all_counts_no_removal_for_expired_entries,
+            a_zero_creation_expiry_stores_nothing_for_any_operation,
+            a_zero_access_expiry_expires_an_entry_once_read,
+            a_zero_update_expiry_expires_an_entry_at_its_update,
+            a_custom_expiry_policy_is_asked_only_what_each_operation_needs
         );
     };
     (@tests $manager:path; $($check:ident),* $(,)?) => {
