@@ -357,8 +357,12 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     }
 
     /// A custom expiry policy (JCache's `ExpiryPolicy` interface), which replaces
-    /// [`CacheBuilder::expiry`]: see [`CustomExpiry`]. It works on every store (on a
-    /// Redis store each call sends the durations the policy gives). Like the loader, it
+    /// [`CacheBuilder::expiry`]: see [`CustomExpiry`]. It works on every store. The
+    /// embedded store asks it only what an operation needs, as JSR-107 §6.4's table
+    /// says (a creation's duration for a new entry, an access's for a read, an
+    /// update's for a write of a present entry, nothing for a miss, a removal or
+    /// `contains_key`); a Redis store asks it for all three at every call and sends
+    /// them, since only the server knows which one applies. Like the loader, it
     /// is not part of the cache's settings: reopening the cache returns it as built.
     /// A cache with one cannot have a near cache (an access may move its deadline).
     pub fn expiry_policy(mut self, policy: impl CustomExpiry) -> Self {

@@ -438,6 +438,12 @@ where
             if outcome.applied {
                 return Ok(computed);
             }
+            // A creation under a zero creation expiry stores nothing (JSR-107 §6.4:
+            // the entry is expired at once); the key stayed absent, so the decision
+            // held and there is nothing to run again.
+            if current_blob.is_none() && !outcome.existed {
+                return Ok(Computed::Unchanged);
+            }
         }
         Err(Error::Store(format!(
             "entry processor on cache `{}` gave up after {MAX_COMPUTE_ATTEMPTS} attempts: the entry kept changing",
