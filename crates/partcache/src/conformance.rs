@@ -2386,6 +2386,224 @@ pub async fn a_custom_expiry_policy_is_asked_only_what_each_operation_needs(h: &
     assert_eq!(asked(), (0, 0, 0), "invoke removing");
 }
 
+// ---------------------------------------------------------------- the TCK's listener events
+
+/// Ends a sequence of operations on `keys`: puts a sentinel value under each and
+/// returns, per key, the `(kind, value, old value)` of the events that came before its
+/// sentinel's (one key's events arrive in order, so none of its events can come
+/// after its sentinel's). The sentinels leave the cache holding them.
+async fn events_until_sentinels(
+    c: &C,
+    rx: &mut EventReceiver<String, String>,
+    keys: &[&str],
+) -> std::collections::BTreeMap<String, Vec<(EventKind, Option<String>, Option<String>)>> {
+    for key in keys {
+        c.put(k(key), v("sentinel")).await.unwrap();
+    }
+    let mut seen: std::collections::BTreeMap<_, Vec<_>> =
+        keys.iter().map(|key| (k(key), Vec::new())).collect();
+    let mut open = keys.len();
+    while open > 0 {
+        let e = next_event(rx).await;
+        let value = e.value.as_deref().cloned();
+        if value.as_deref() == Some("sentinel") && e.key != "sentinel" {
+            open -= 1;
+            // Mark the key done: later events of it are the sentinel's own.
+            seen.entry(e.key.clone()).or_default().push((
+                EventKind::Created,
+                Some(v("sentinel")),
+                None,
+            ));
+            continue;
+        }
+        seen.entry(e.key.clone()).or_default().push((
+            e.kind,
+            value,
+            e.old_value.as_deref().cloned(),
+        ));
+    }
+    // Drop the sentinels' markers.
+    for events in seen.values_mut() {
+        if let Some(at) = events
+            .iter()
+            .position(|(_, value, _)| value.as_deref() == Some("sentinel"))
+        {
+            events.truncate(at);
+        }
+    }
+    seen
+}
+
+type Seen = (EventKind, Option<String>, Option<String>);
+
+fn ev(kind: EventKind, value: Option<&str>, old: Option<&str>) -> Seen {
+    (kind, value.map(v), old.map(v))
+}
+
+/// Each operation's events, kind by kind (the TCK's `testCacheEntryListener`):
+/// writes announce a creation or an update, reads and `contains_key` nothing, an entry
+/// processor its net effect, an iterator's removal a removal. An update carries the
+/// value it replaced where the store knows it (the embedded store).
+pub async fn every_operation_announces_what_jcache_announces(h: &Harness) {
+    use EventKind::{Created, Removed, Updated};
+    let c = plain(h, "tck-listener").await;
+    let mut rx = c.subscribe(EventFilter::all());
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    c.put_all([(k("2"), v("Lucky")), (k("3"), v("Prince"))])
+        .await
+        .unwrap();
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    c.put_all([(k("2"), v("Lucky")), (k("3"), v("Prince"))])
+        .await
+        .unwrap();
+    c.get_and_put(k("4"), v("Cody")).await.unwrap();
+    c.get_and_put(k("4"), v("Cody")).await.unwrap();
+    assert_eq!(get(&c, "1").await.as_deref(), Some("Sooty"));
+    assert!(c.get_all(&[k("1"), k("2")]).await.unwrap()[0].is_some());
+    assert!(c.contains_key(&k("1")).await.unwrap());
+    let read = c.invoke(&k("1"), |e| e.value().cloned()).await.unwrap();
+    assert_eq!(read.as_deref(), Some("Sooty"));
+    c.invoke(&k("1"), |e| e.set_value(v("Zoot"))).await.unwrap();
+    c.invoke(&k("1"), |e| e.remove()).await.unwrap();
+    c.invoke(&k("1"), |e| e.set_value(v("Moose")))
+        .await
+        .unwrap();
+    let mut entries = c.entries();
+    while let Some(entry) = entries.next().await {
+        entry.unwrap();
+        assert!(entries.remove().await.unwrap());
+    }
+    drop(entries);
+    // A put of a present key with another value, replace and replace_if_equals update;
+    // failed conditional operations announce nothing.
+    c.put(k("5"), v("Fred")).await.unwrap();
+    assert!(!c.put_if_absent(k("5"), v("x")).await.unwrap());
+    assert!(!c.replace(k("6"), v("x")).await.unwrap());
+    assert!(!c.replace_if_equals(k("5"), v("x"), v("y")).await.unwrap());
+    assert!(!c.remove_if_equals(&k("5"), v("x")).await.unwrap());
+    assert!(c.replace(k("5"), v("Bryn")).await.unwrap());
+    assert!(
+        c.replace_if_equals(k("5"), v("Bryn"), v("Sooty"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.get_and_replace(k("5"), v("Prince"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(c.get_and_remove(&k("5")).await.unwrap().is_some());
+    assert!(!c.remove(&k("5")).await.unwrap());
+    let seen = events_until_sentinels(&c, &mut rx, &["1", "2", "3", "4", "5", "6"]).await;
+    let old = |value: &'static str| h.is_local().then_some(value);
+    let expected: [(&str, Vec<Seen>); 6] = [
+        (
+            "1",
+            vec![
+                ev(Created, Some("Sooty"), None),
+                ev(Updated, Some("Sooty"), old("Sooty")),
+                ev(Updated, Some("Zoot"), old("Sooty")),
+                ev(Removed, Some("Zoot"), None),
+                ev(Created, Some("Moose"), None),
+                ev(Removed, Some("Moose"), None),
+            ],
+        ),
+        (
+            "2",
+            vec![
+                ev(Created, Some("Lucky"), None),
+                ev(Updated, Some("Lucky"), old("Lucky")),
+                ev(Removed, Some("Lucky"), None),
+            ],
+        ),
+        (
+            "3",
+            vec![
+                ev(Created, Some("Prince"), None),
+                ev(Updated, Some("Prince"), old("Prince")),
+                ev(Removed, Some("Prince"), None),
+            ],
+        ),
+        (
+            "4",
+            vec![
+                ev(Created, Some("Cody"), None),
+                ev(Updated, Some("Cody"), old("Cody")),
+                ev(Removed, Some("Cody"), None),
+            ],
+        ),
+        (
+            "5",
+            vec![
+                ev(Created, Some("Fred"), None),
+                ev(Updated, Some("Bryn"), old("Fred")),
+                ev(Updated, Some("Sooty"), old("Bryn")),
+                ev(Updated, Some("Prince"), old("Sooty")),
+                ev(Removed, Some("Prince"), None),
+            ],
+        ),
+        ("6", vec![]),
+    ];
+    for (key, events) in expected {
+        assert_eq!(seen[key], events, "events of key {key}");
+    }
+}
+
+/// A listener with a filter hears exactly the events its filter accepts (the TCK's
+/// `testFilteredListener`: values with a vowel, and events without a value).
+pub async fn a_filtered_listener_hears_only_the_events_its_filter_accepts(h: &Harness) {
+    use EventKind::{Created, Removed, Updated};
+    let c = plain(h, "tck-filtered").await;
+    let vowel = |e: &CacheEvent<String, String>| {
+        e.value
+            .as_deref()
+            .is_none_or(|value| value.contains(['a', 'e', 'i', 'o', 'u']))
+    };
+    let mut rx = c.subscribe(EventFilter::all().matching(vowel));
+    let mut all = c.subscribe(EventFilter::all());
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    c.put_all([(k("2"), v("Lucky")), (k("3"), v("Bryn"))])
+        .await
+        .unwrap();
+    c.put(k("1"), v("Zyn")).await.unwrap();
+    c.remove(&k("2")).await.unwrap();
+    c.replace(k("1"), v("Fred")).await.unwrap();
+    c.replace_if_equals(k("3"), v("Bryn"), v("Sooty"))
+        .await
+        .unwrap();
+    get(&c, "1").await;
+    c.contains_key(&k("1")).await.unwrap();
+    let _: Vec<_> = c.entries().collect().await;
+    c.get_and_put(k("1"), v("Pistachio")).await.unwrap();
+    c.get_all(&[k("1")]).await.unwrap();
+    c.get_and_replace(k("1"), v("Prince")).await.unwrap();
+    c.get_and_remove(&k("1")).await.unwrap();
+    // The sentinels (with vowels) pass the filter too; the unfiltered receiver shows
+    // the same operations' every event, so the two can be compared.
+    let keys = ["1", "2", "3"];
+    let heard = events_until_sentinels(&c, &mut rx, &keys).await;
+    let everything = events_until_sentinels(&c, &mut all, &keys).await;
+    let kinds_of = |events: &[Seen]| events.iter().map(|e| e.0).collect::<Vec<_>>();
+    assert_eq!(
+        kinds_of(&heard["1"]),
+        [Created, Updated, Updated, Updated, Removed]
+    );
+    assert_eq!(kinds_of(&heard["2"]), [Created, Removed]);
+    assert_eq!(kinds_of(&heard["3"]), [Updated]);
+    for key in keys {
+        let accepted: Vec<Seen> = everything[key]
+            .iter()
+            .filter(|e| {
+                e.1.as_deref()
+                    .is_none_or(|v| v.contains(['a', 'e', 'i', 'o', 'u']))
+            })
+            .cloned()
+            .collect();
+        assert_eq!(heard[key], accepted, "key {key}");
+    }
+}
+
 /// Instantiates the whole suite as `#[tokio::test]`s. `$manager` is an async fn (or a
 /// path to one) returning the [`CacheManager`] under test.
 ///
@@ -2477,7 +2695,9 @@ macro_rules! conformance_suite {
             a_zero_creation_expiry_stores_nothing_for_any_operation,
             a_zero_access_expiry_expires_an_entry_once_read,
             a_zero_update_expiry_expires_an_entry_at_its_update,
-            a_custom_expiry_policy_is_asked_only_what_each_operation_needs
+            a_custom_expiry_policy_is_asked_only_what_each_operation_needs,
+            every_operation_announces_what_jcache_announces,
+            a_filtered_listener_hears_only_the_events_its_filter_accepts
         );
     };
     (@tests $manager:path; $($check:ident),* $(,)?) => {
