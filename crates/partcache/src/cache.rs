@@ -906,7 +906,10 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// the entry is still what the processor saw (else everything runs again, so the
     /// writer may see a decision that did not reach the cache when another process
     /// changed the entry meanwhile). A failing writer fails the call and changes
-    /// nothing. A loaded value kept as it is is not written through.
+    /// nothing. A loaded value kept as it is is not written through. A removal of a
+    /// key the cache does not hold is written through all the same (the system of
+    /// record may hold it, as for [`Cache::remove`]), unless it undoes the processor's
+    /// own set or load.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -962,6 +965,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         },
                         can_load,
                         change: None,
+                        deletes: false,
                         read: false,
                         load_seen: false,
                         wants_load: false,
@@ -986,6 +990,10 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                         None => Decision::Keep,
                         Some(Some((v, ttl))) => Decision::Put(v, ttl),
                         Some(None) if current.is_some() => Decision::Remove,
+                        // The system of record may hold the key the cache does not:
+                        // the removal is written through all the same (JSR-107 §9.3,
+                        // as `remove` does); the cache has nothing to remove.
+                        Some(None) if through && entry.deletes => Decision::Remove,
                         Some(None) => Decision::Keep,
                     };
                     match decision {
@@ -1053,6 +1061,22 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         seen: Option<Arc<V>>,
     ) -> Result<Option<Computed>> {
         let existed = seen.is_some();
+        if !existed && matches!(decision, Decision::Remove) {
+            // A removal of a key the cache does not hold, written through for the
+            // system of record: the cache has nothing to remove, unless another process
+            // created the entry meanwhile (then the processor runs again on it).
+            writer
+                .delete(key)
+                .await
+                .map_err(|e| Error::writer(CallbackError(e)))?;
+            let present = self
+                .inner
+                .store
+                .contains_all(std::slice::from_ref(key))
+                .await;
+            let present = self.track(present)?;
+            return Ok((!present.first().copied().unwrap_or(false)).then_some(Computed::Unchanged));
+        }
         let action = match decision {
             Decision::Put(value, ttl) => {
                 self.check_value(key, &value)?;
@@ -1721,6 +1745,9 @@ pub struct MutableEntry<'a, V> {
     can_load: bool,
     /// `None`: untouched; `Some(Some((v, ttl)))`: set; `Some(None)`: removed.
     change: Option<Option<(Arc<V>, Option<Duration>)>>,
+    /// The last removal undid no creation or load of this processor's own, so it is
+    /// written through even when the cache has no entry.
+    deletes: bool,
     read: bool,
     /// The processor read the loaded value.
     load_seen: bool,
@@ -1775,6 +1802,9 @@ impl<V> MutableEntry<'_, V> {
 
     /// Removes the entry (of a loaded value: nothing is stored).
     pub fn remove(&mut self) {
+        let undoes_own = self.current.is_none()
+            && (matches!(self.change, Some(Some(_))) || (self.change.is_none() && self.load_seen));
+        self.deletes = !undoes_own;
         self.change = Some(None);
     }
 }

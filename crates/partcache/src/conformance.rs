@@ -1532,7 +1532,8 @@ pub async fn invoke_writes_through_a_set_or_a_removal_before_the_cache_changes(h
     .await
     .unwrap();
     assert_eq!(get(&c, "a").await.as_deref(), Some("12"));
-    // Reading only, or removing an absent entry, writes nothing.
+    // Reading only writes nothing; removing an absent entry deletes it from the
+    // system of record, which may hold it (JSR-107 §9.3, as `remove` does).
     assert!(c.invoke(&k("a"), |e| e.value().is_some()).await.unwrap());
     c.invoke(&k("none"), |e| e.remove()).await.unwrap();
     // A failing writer fails the call and leaves the entry.
@@ -1550,7 +1551,10 @@ pub async fn invoke_writes_through_a_set_or_a_removal_before_the_cache_changes(h
         Some("loaded b")
     );
     assert!(c.contains_key(&k("b")).await.unwrap());
-    assert_eq!(*writer.log.lock(), ["write a=1", "write a=12", "delete a"]);
+    assert_eq!(
+        *writer.log.lock(),
+        ["write a=1", "write a=12", "delete none", "delete a"]
+    );
     let s = c.stats();
     assert_eq!((s.puts, s.removals), (2, 1));
 }
@@ -2604,6 +2608,85 @@ pub async fn a_filtered_listener_hears_only_the_events_its_filter_accepts(h: &Ha
     }
 }
 
+// ---------------------------------------------------------------- the TCK's writer calls
+
+/// Which removals are written through (the TCK's `CacheWriterTest`): `remove`,
+/// `get_and_remove` and an entry processor's removal delete the key from the system of
+/// record whether or not the cache holds it (the system of record may); a failed
+/// `remove_if_equals` deletes nothing; an entry processor that creates then removes an
+/// entry writes nothing, one that removes then sets writes the value only.
+pub async fn removals_are_written_through_as_jcache_writes_them(h: &Harness) {
+    let writer = Arc::new(RecordingWriter::default());
+    let c = h
+        .cache::<String, String>("tck-writer")
+        .writer(writer.clone())
+        .build()
+        .await
+        .unwrap();
+    let log = || std::mem::take(&mut *writer.log.lock());
+    assert!(!c.remove(&k("1")).await.unwrap());
+    assert_eq!(log(), ["delete 1"], "remove of an absent key");
+    assert_eq!(c.get_and_remove(&k("1")).await.unwrap(), None);
+    assert_eq!(log(), ["delete 1"], "get_and_remove of an absent key");
+    c.invoke(&k("1"), |e| e.remove()).await.unwrap();
+    assert_eq!(
+        log(),
+        ["delete 1"],
+        "an entry processor's removal of an absent key"
+    );
+    assert!(!c.contains_key(&k("1")).await.unwrap());
+    c.invoke(&k("1"), |e| {
+        assert!(!e.exists());
+        e.set_value(v("Gudday"));
+        e.remove();
+    })
+    .await
+    .unwrap();
+    assert!(log().is_empty(), "created then removed: no net effect");
+    assert!(!c.contains_key(&k("1")).await.unwrap());
+    c.put(k("1"), v("Gudday")).await.unwrap();
+    c.invoke(&k("1"), |e| {
+        e.remove();
+        assert!(!e.exists());
+        e.set_value(v("After remove"));
+    })
+    .await
+    .unwrap();
+    assert_eq!(log(), ["write 1=Gudday", "write 1=After remove"]);
+    assert_eq!(get(&c, "1").await.as_deref(), Some("After remove"));
+    assert!(!c.remove_if_equals(&k("1"), v("Hello")).await.unwrap());
+    assert!(!c.remove_if_equals(&k("2"), v("Hello")).await.unwrap());
+    assert!(
+        !c.replace_if_equals(k("1"), v("Hello"), v("x"))
+            .await
+            .unwrap()
+    );
+    assert!(!c.replace(k("2"), v("x")).await.unwrap());
+    assert!(c.get_and_replace(k("2"), v("x")).await.unwrap().is_none());
+    assert!(!c.put_if_absent(k("1"), v("x")).await.unwrap());
+    assert!(log().is_empty(), "failed conditional writes wrote through");
+    assert!(
+        c.remove_if_equals(&k("1"), v("After remove"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(log(), ["delete 1"]);
+    // Iterating writes nothing; reads neither.
+    c.put(k("3"), v("x")).await.unwrap();
+    log();
+    let _: Vec<_> = c.entries().collect().await;
+    get(&c, "3").await;
+    c.get_all(&[k("3"), k("4")]).await.unwrap();
+    assert!(c.contains_key(&k("3")).await.unwrap());
+    assert!(log().is_empty(), "reads wrote through");
+    // The statistics count what the cache did: no removal for an absent key.
+    c.reset_stats();
+    c.invoke(&k("absent"), |e| e.remove()).await.unwrap();
+    assert_eq!(log(), ["delete absent"]);
+    let s = c.stats();
+    assert_eq!((s.misses, s.removals), (1, 0));
+}
+
 /// Instantiates the whole suite as `#[tokio::test]`s. `$manager` is an async fn (or a
 /// path to one) returning the [`CacheManager`] under test.
 ///
@@ -2697,7 +2780,8 @@ macro_rules! conformance_suite {
             a_zero_update_expiry_expires_an_entry_at_its_update,
             a_custom_expiry_policy_is_asked_only_what_each_operation_needs,
             every_operation_announces_what_jcache_announces,
-            a_filtered_listener_hears_only_the_events_its_filter_accepts
+            a_filtered_listener_hears_only_the_events_its_filter_accepts,
+            removals_are_written_through_as_jcache_writes_them
         );
     };
     (@tests $manager:path; $($check:ident),* $(,)?) => {
