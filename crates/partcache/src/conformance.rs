@@ -2388,6 +2388,22 @@ pub async fn a_custom_expiry_policy_is_asked_only_what_each_operation_needs(h: &
     assert_eq!(asked(), (0, 0, 0), "invoke without a read");
     c.invoke(&k("p"), |e| e.remove()).await.unwrap();
     assert_eq!(asked(), (0, 0, 0), "invoke removing");
+    // Loads: a creation for an absent key, an update for a present one replaced.
+    let loading = h
+        .cache::<String, String>("tck-expiry-calls-load")
+        .expiry_policy(policy.clone())
+        .loader(MapLoader {
+            calls: Arc::default(),
+        })
+        .build()
+        .await
+        .unwrap();
+    loading.load_all(&[k("1"), k("2")], false).await.unwrap();
+    assert_eq!(asked(), (2, 0, 0), "load_all of absent keys");
+    loading.load_all(&[k("1")], true).await.unwrap();
+    assert_eq!(asked(), (0, 0, 1), "load_all replacing");
+    assert_eq!(get(&loading, "3").await.as_deref(), Some("loaded 3"));
+    assert_eq!(asked(), (1, 0, 0), "a read-through load");
 }
 
 // ---------------------------------------------------------------- the TCK's listener events
@@ -2687,6 +2703,102 @@ pub async fn removals_are_written_through_as_jcache_writes_them(h: &Harness) {
     assert_eq!((s.misses, s.removals), (1, 0));
 }
 
+// ---------------------------------------------------------------- the TCK's loader calls
+
+/// Which operations read through (the TCK's `CacheLoaderTest` and
+/// `CacheLoaderWithoutReadThroughTest`): `get`, `get_all` and an entry processor's
+/// read load a missing key; no write, removal, `contains_key` or iteration does; a
+/// failing loader fails the read; a loader with nothing stores nothing; an entry
+/// that expired is loaded again (`CacheLoaderWithExpiryTest`). Without read-through
+/// nothing loads and nothing fails.
+pub async fn only_reads_read_through_as_jcache_reads_through(h: &Harness) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = h
+        .cache::<String, String>("tck-loader")
+        .loader(MapLoader {
+            calls: calls.clone(),
+        })
+        .build()
+        .await
+        .unwrap();
+    let loads = || calls.swap(0, Ordering::SeqCst);
+    assert!(!c.contains_key(&k("a")).await.unwrap());
+    assert_eq!(c.get_and_put(k("b"), v("x")).await.unwrap(), None);
+    assert_eq!(c.get_and_remove(&k("c")).await.unwrap(), None);
+    assert_eq!(c.get_and_replace(k("d"), v("x")).await.unwrap(), None);
+    assert!(!c.replace(k("d"), v("x")).await.unwrap());
+    assert!(!c.replace_if_equals(k("d"), v("x"), v("y")).await.unwrap());
+    assert!(!c.remove(&k("e")).await.unwrap());
+    assert!(!c.remove_if_equals(&k("e"), v("x")).await.unwrap());
+    assert!(c.put_if_absent(k("f"), v("x")).await.unwrap());
+    c.put(k("g"), v("x")).await.unwrap();
+    c.put_all([(k("h"), v("x"))]).await.unwrap();
+    c.remove_all_keys(&[k("i")]).await.unwrap();
+    let _: Vec<_> = c.entries().collect().await;
+    c.invoke(&k("j"), |e| e.exists()).await.unwrap();
+    c.remove_all().await.unwrap();
+    assert_eq!(loads(), 0, "an operation other than a read loaded");
+    // Reads load what is missing, once.
+    assert_eq!(get(&c, "a").await.as_deref(), Some("loaded a"));
+    assert_eq!(get(&c, "a").await.as_deref(), Some("loaded a"));
+    let values = c.get_all(&[k("a"), k("b"), k("missing")]).await.unwrap();
+    assert_eq!(values[1].as_deref().map(String::as_str), Some("loaded b"));
+    assert_eq!(values[2], None);
+    assert!(!c.contains_key(&k("missing")).await.unwrap());
+    let read = c.invoke(&k("c"), |e| e.value().cloned()).await.unwrap();
+    assert_eq!(read.as_deref(), Some("loaded c"));
+    assert_eq!(loads(), 4);
+    // A failing loader fails the read, and stores nothing.
+    assert!(matches!(c.get(&k("broken")).await, Err(Error::Loader(_))));
+    assert!(matches!(
+        c.get_all(&[k("broken")]).await,
+        Err(Error::Loader(_))
+    ));
+    assert!(!c.contains_key(&k("broken")).await.unwrap());
+    loads();
+
+    // An expired entry is loaded again.
+    let expiring = h
+        .cache::<String, String>("tck-loader-expiry")
+        .loader(MapLoader {
+            calls: calls.clone(),
+        })
+        .expiry(ExpiryPolicy::Created(Duration::from_millis(100)))
+        .build()
+        .await
+        .unwrap();
+    expiring.put(k("a"), v("mine")).await.unwrap();
+    eventually("the entry expired and the read loaded it", || async {
+        get(&expiring, "a").await.as_deref() == Some("loaded a")
+    })
+    .await;
+    assert_eq!(loads(), 1);
+
+    // Without read-through, reads neither load nor fail.
+    let off = h
+        .cache::<String, String>("tck-loader-off")
+        .loader(MapLoader {
+            calls: calls.clone(),
+        })
+        .read_through(false)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(get(&off, "a").await, None);
+    assert_eq!(get(&off, "broken").await, None);
+    assert_eq!(
+        off.get_all(&[k("a"), k("broken")]).await.unwrap(),
+        [None, None]
+    );
+    assert_eq!(
+        off.invoke(&k("a"), |e| e.value().cloned()).await.unwrap(),
+        None
+    );
+    assert_eq!(loads(), 0, "a cache without read-through loaded");
+    let s = off.stats();
+    assert_eq!((s.misses, s.load_successes, s.load_failures), (5, 0, 0));
+}
+
 /// Instantiates the whole suite as `#[tokio::test]`s. `$manager` is an async fn (or a
 /// path to one) returning the [`CacheManager`] under test.
 ///
@@ -2781,7 +2893,8 @@ macro_rules! conformance_suite {
             a_custom_expiry_policy_is_asked_only_what_each_operation_needs,
             every_operation_announces_what_jcache_announces,
             a_filtered_listener_hears_only_the_events_its_filter_accepts,
-            removals_are_written_through_as_jcache_writes_them
+            removals_are_written_through_as_jcache_writes_them,
+            only_reads_read_through_as_jcache_reads_through
         );
     };
     (@tests $manager:path; $($check:ident),* $(,)?) => {
