@@ -2570,6 +2570,66 @@ pub async fn every_operation_announces_what_jcache_announces(h: &Harness) {
     }
 }
 
+/// A listener of this process has each operation's events when the operation
+/// returns (the TCK registers its listeners as synchronous and counts their events
+/// right after each call, JSR-107 §8.4), and none for an operation that changed
+/// nothing.
+pub async fn an_operations_events_reach_this_processs_listeners_before_it_returns(h: &Harness) {
+    use EventKind::{Created, Removed, Updated};
+    let c = plain(h, "tck-sync-events").await;
+    let mut rx = c.listen(EventFilter::all()).await.unwrap();
+    let mut now = || {
+        let mut kinds = Vec::new();
+        while let Some(event) = rx.try_recv() {
+            let event = event.unwrap();
+            kinds.push((event.kind, event.key));
+        }
+        kinds.sort_by(|a, b| a.1.cmp(&b.1));
+        kinds
+    };
+    let at = |kind: EventKind, key: &str| (kind, k(key));
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    assert_eq!(now(), [at(Created, "1")], "put");
+    c.put_all([(k("2"), v("Lucky")), (k("3"), v("Prince"))])
+        .await
+        .unwrap();
+    assert_eq!(now(), [at(Created, "2"), at(Created, "3")], "put_all");
+    c.put(k("1"), v("Sooty")).await.unwrap();
+    assert_eq!(now(), [at(Updated, "1")], "put of a present key");
+    c.get_and_put(k("4"), v("Cody")).await.unwrap();
+    assert_eq!(now(), [at(Created, "4")], "get_and_put");
+    assert!(!c.put_if_absent(k("4"), v("x")).await.unwrap());
+    get(&c, "1").await;
+    c.get_all(&[k("1"), k("2")]).await.unwrap();
+    c.contains_key(&k("1")).await.unwrap();
+    assert!(!c.replace(k("9"), v("x")).await.unwrap());
+    assert!(!c.remove(&k("9")).await.unwrap());
+    assert_eq!(now(), [], "operations that changed nothing");
+    c.replace(k("4"), v("Zoot")).await.unwrap();
+    assert_eq!(now(), [at(Updated, "4")], "replace");
+    c.invoke(&k("1"), |e| e.set_value(v("Zoot"))).await.unwrap();
+    assert_eq!(now(), [at(Updated, "1")], "invoke");
+    c.remove(&k("1")).await.unwrap();
+    assert_eq!(now(), [at(Removed, "1")], "remove");
+    c.remove_all_keys(&[k("2")]).await.unwrap();
+    assert_eq!(now(), [at(Removed, "2")], "remove_all_keys");
+    let mut entries = c.entries();
+    while let Some(entry) = entries.next().await {
+        entry.unwrap();
+        entries.remove().await.unwrap();
+    }
+    drop(entries);
+    assert_eq!(
+        now(),
+        [at(Removed, "3"), at(Removed, "4")],
+        "an iterator's removals"
+    );
+    c.put(k("5"), v("x")).await.unwrap();
+    now();
+    c.remove_all().await.unwrap();
+    assert_eq!(now(), [at(Removed, "5")], "remove_all");
+}
+
 /// A listener with a filter hears exactly the events its filter accepts (the TCK's
 /// `testFilteredListener`: values with a vowel, and events without a value).
 pub async fn a_filtered_listener_hears_only_the_events_its_filter_accepts(h: &Harness) {
@@ -2894,7 +2954,8 @@ macro_rules! conformance_suite {
             every_operation_announces_what_jcache_announces,
             a_filtered_listener_hears_only_the_events_its_filter_accepts,
             removals_are_written_through_as_jcache_writes_them,
-            only_reads_read_through_as_jcache_reads_through
+            only_reads_read_through_as_jcache_reads_through,
+            an_operations_events_reach_this_processs_listeners_before_it_returns
         );
     };
     (@tests $manager:path; $($check:ident),* $(,)?) => {
