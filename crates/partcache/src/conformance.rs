@@ -489,6 +489,21 @@ pub async fn a_panicking_entry_processor_leaves_the_entry_and_the_cache_usable(h
     assert_eq!(get(&c, "a").await.as_deref(), Some("1"));
     c.put(k("a"), v("3")).await.unwrap();
     assert_eq!(get(&c, "a").await.as_deref(), Some("3"));
+    // Nor does it create an absent entry it set before panicking (the TCK's
+    // `noValueException`).
+    let result = c
+        .invoke(&k("b"), |e| {
+            e.set_value(v("abc"));
+            if e.exists() {
+                panic!("processor failed");
+            }
+        })
+        .await;
+    assert!(
+        matches!(result, Err(Error::Panicked("entry processor", _))),
+        "{result:?}"
+    );
+    assert!(!c.contains_key(&k("b")).await.unwrap());
 }
 
 // ---------------------------------------------------------------- expiry
