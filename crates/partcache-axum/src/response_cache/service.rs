@@ -86,14 +86,30 @@ async fn forward<S, ReqB, ResB>(
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
 {
+    let requested = handing_over(shared, &mut request);
+    let response = inner.call(request).await?;
+    Ok(handed_up(response, requested))
+}
+
+/// The first half of [`forward`]: marks `request` as handled by this cache, and
+/// returns the per-route settings it carries.
+fn handing_over<ReqB>(shared: &Shared, request: &mut Request<ReqB>) -> Option<LayerRoute> {
     let requested = request.extensions().get::<LayerRoute>().cloned();
     request.extensions_mut().insert(Handled::by(shared));
-    let mut response = inner.call(request).await?;
+    requested
+}
+
+/// The second half of [`forward`]: the response, with the settings a route layer
+/// handed up, else those the request carried (`requested`).
+fn handed_up<ResB>(
+    mut response: Response<ResB>,
+    requested: Option<LayerRoute>,
+) -> (Response<ResB>, Option<LayerRoute>) {
     let layered = response
         .extensions_mut()
         .remove::<LayerRoute>()
         .or(requested);
-    Ok((response, layered))
+    (response, layered)
 }
 
 impl<S: Clone> Clone for ResponseCacheService<S> {
@@ -177,9 +193,7 @@ where
                         tokio::spawn(refresh);
                         Ok(response)
                     }),
-                    Next::Fetch(fetching) => {
-                        ResponseFuture::boxed(async move { fetching.run(&shared).await })
-                    }
+                    Next::Fetch(fetching) => fetching.start(shared),
                     Next::Pass(inner, request, outcome) => ResponseFuture::boxed(async move {
                         pass(&shared, inner, request, outcome).await
                     }),
@@ -514,18 +528,89 @@ impl<S, ReqB> Fetching<S, ReqB> {
         ResB: Body<Data = Bytes> + Send + 'static,
         ResB::Error: Into<BoxError>,
     {
+        let joined = shared.flights.join(&self.flight_key);
         fetch(
-            shared,
+            shared.clone(),
             self.inner,
             self.request,
             self.key,
-            self.flight_key,
+            joined,
             self.stale,
             self.fwd,
             self.writes_before,
         )
         .await
     }
+
+    /// The response future of a request that goes to the origin through the cache,
+    /// made where the local store's lookup was: its flight joined now, and, when
+    /// nothing is left to look at before the origin call (the usual miss), that call's
+    /// own future boxed, without a future around it holding its arguments again.
+    fn start<ResB>(self, shared: Arc<Shared>) -> ResponseFuture<ResB, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        let Fetching {
+            inner,
+            request,
+            key,
+            flight_key,
+            stale,
+            fwd,
+            writes_before,
+        } = self;
+        let joined = shared.flights.join(&flight_key);
+        drop(flight_key);
+        match joined {
+            Joined::Leader(flight)
+                if shared.local
+                    && !looks_again(&shared, stale.as_ref(), writes_before, &request) =>
+            {
+                let (parts, body) = request.into_parts();
+                ResponseFuture::boxed(origin(
+                    shared,
+                    inner,
+                    parts,
+                    body,
+                    key,
+                    stale,
+                    Some(flight),
+                    fwd,
+                    None,
+                ))
+            }
+            joined => ResponseFuture::boxed(fetch(
+                shared,
+                inner,
+                request,
+                key,
+                joined,
+                stale,
+                fwd,
+                writes_before,
+            )),
+        }
+    }
+}
+
+/// Whether the leader of a miss's flight reads the store again before calling the
+/// origin ([`stored_meanwhile`]): a miss (no stale entry) without directives of its
+/// own, when a write may have finished since its read. On the local store only this
+/// cache writes: no write finished since the read means nothing new to find.
+fn looks_again<ReqB>(
+    shared: &Shared,
+    stale: Option<&Arc<CachedEntry>>,
+    writes_before: Option<u64>,
+    request: &Request<ReqB>,
+) -> bool {
+    let written_since =
+        !shared.local || writes_before.is_none_or(|w| shared.writes.load(Ordering::Acquire) != w);
+    stale.is_none() && written_since && !has_request_directives(request.headers())
 }
 
 /// Decides what a request does after its lookup (`found`), when nothing stored was
@@ -608,10 +693,12 @@ where
                         flight.complete(refreshed);
                         return;
                     }
+                    let (parts, body) = request.into_parts();
                     let _ = origin(
-                        &shared,
+                        shared,
                         inner,
-                        request,
+                        parts,
+                        body,
                         key,
                         entry,
                         Some(flight),
@@ -889,14 +976,15 @@ async fn stored_meanwhile(
 }
 
 /// Sends a miss or a revalidation to the origin once for all concurrent callers of
-/// `flight_key`. `writes_before` is [`Shared::writes`] as the miss read the store.
+/// its flight key (`joined`: this request's place in that flight). `writes_before` is
+/// [`Shared::writes`] as the miss read the store.
 #[allow(clippy::too_many_arguments)]
 async fn fetch<S, ReqB, ResB>(
-    shared: &Arc<Shared>,
+    shared: Arc<Shared>,
     inner: S,
     request: Request<ReqB>,
     key: RequestKey,
-    flight_key: String,
+    joined: Joined<String, Arc<CachedEntry>>,
     stale: Option<Arc<CachedEntry>>,
     fwd: Fwd,
     writes_before: Option<u64>,
@@ -908,16 +996,11 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    match shared.flights.join(&flight_key) {
+    let shared = &shared;
+    match joined {
         Joined::Leader(flight) => {
-            // On the local store only this cache writes: no write finished since the
-            // read means nothing new to find (a second read per miss saved).
-            let written_since = !shared.local
-                || writes_before.is_none_or(|w| shared.writes.load(Ordering::Acquire) != w);
-            if stale.is_none()
-                && written_since
-                && !has_request_directives(request.headers())
-                && let Some(entry) = stored_meanwhile(shared, &flight_key, request.headers()).await
+            if looks_again(shared, stale.as_ref(), writes_before, &request)
+                && let Some(entry) = stored_meanwhile(shared, flight.key(), request.headers()).await
                 && let Some(stored) = entry.as_response()
             {
                 flight.complete(entry.clone());
@@ -932,7 +1015,7 @@ where
                 // there is (and its store stays the synchronous fast path).
                 None if shared.local => None,
                 None => {
-                    let lease = shared.responses.lease(&flight_key).await;
+                    let lease = shared.responses.lease(flight.key()).await;
                     if let Some(entry) = lease.hit()
                         && let Some(stored) = entry.as_response()
                         && reusable_for(stored, &key, &request)
@@ -943,7 +1026,19 @@ where
                     Some(lease)
                 }
             };
-            origin(shared, inner, request, key, stale, Some(flight), fwd, lease).await
+            let (parts, body) = request.into_parts();
+            origin(
+                shared.clone(),
+                inner,
+                parts,
+                body,
+                key,
+                stale,
+                Some(flight),
+                fwd,
+                lease,
+            )
+            .await
         }
         Joined::Waiter(waiter) => {
             if let Some(entry) = waiter.wait().await
@@ -953,7 +1048,19 @@ where
                 return Ok(coalesced(shared, &request, stored, fwd));
             }
             // The leader's response was not shareable with this request: ask ourselves.
-            origin(shared, inner, request, key, stale, None, fwd, None).await
+            let (parts, body) = request.into_parts();
+            origin(
+                shared.clone(),
+                inner,
+                parts,
+                body,
+                key,
+                stale,
+                None,
+                fwd,
+                None,
+            )
+            .await
         }
     }
 }
@@ -1003,9 +1110,10 @@ fn coalesced<ReqB, ResB>(
 /// be stored (under `lease` when a miss took the key's lease).
 #[allow(clippy::too_many_arguments)]
 async fn origin<S, ReqB, ResB>(
-    shared: &Arc<Shared>,
+    shared: Arc<Shared>,
     mut inner: S,
-    request: Request<ReqB>,
+    mut parts: http::request::Parts,
+    body: ReqB,
     key: RequestKey,
     stale: Option<Arc<CachedEntry>>,
     flight: Option<Flight<String, Arc<CachedEntry>>>,
@@ -1019,21 +1127,18 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    let (mut parts, body) = request.into_parts();
+    let shared = &shared;
     let client_headers = parts.headers.clone();
     // The cache wants a full response to store; the client's own conditions are
     // answered from it afterwards.
-    let unconditional;
     let conditional = has_conditions(&parts.headers);
-    let request_headers = if conditional {
+    let unconditional = conditional.then(|| {
         for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
             parts.headers.remove(name);
         }
-        unconditional = parts.headers.clone();
-        &unconditional
-    } else {
-        &client_headers
-    };
+        parts.headers.clone()
+    });
+    let request_headers = unconditional.as_ref().unwrap_or(&client_headers);
     let method = parts.method.clone();
     let stale_response = stale.as_deref().and_then(CachedEntry::as_response);
     if let Some(stored) = stale_response.filter(|s| s.has_validator()) {
@@ -1048,7 +1153,13 @@ where
         }
     }
     let uri = parts.uri.clone();
-    let result = forward(shared, &mut inner, Request::from_parts(parts, body)).await;
+    // `forward`, inline: a miss's future holds the origin's future alone here.
+    let mut request = Request::from_parts(parts, body);
+    let requested = handing_over(shared, &mut request);
+    let result = match inner.call(request).await {
+        Ok(response) => Ok(handed_up(response, requested)),
+        Err(error) => Err(error),
+    };
     let now = SystemTime::now();
     let usable_on_error = stale_response.filter(|s| s.within_stale_window(now, s.stale_if_error));
     // The stale response served because the origin failed (RFC 5861 §4).
@@ -1148,15 +1259,22 @@ where
         if let Some(flight) = &flight {
             flight.complete(entry.clone());
         }
-        shared
-            .store(key, entry, refreshed.keep_for, flight, lease)
-            .await;
+        if let Some(later) = shared.store(key, entry, refreshed.keep_for, flight, lease) {
+            later.await;
+        }
         shared.counters.cache.hits.incr();
         return Ok(answer);
     }
 
     let (mut parts, body) = response.into_parts();
     let judged = storable(&view, parts.status, &parts.headers, &rules, now);
+    // Not used past this point: dropped now, so that the miss's future does not hold
+    // them across the awaits below (their size is allocated and copied on every miss).
+    drop(view);
+    drop(rules);
+    drop(layered);
+    drop(uri);
+    drop(unconditional);
     parts.headers.remove(&shared.config.tag_header);
     let limit = shared.config.max_body_bytes;
     let declared = parts
@@ -1229,9 +1347,9 @@ where
     if let Some(flight) = &flight {
         flight.complete(entry.clone());
     }
-    shared
-        .store(key, entry, judged.keep_for, flight, lease)
-        .await;
+    if let Some(later) = shared.store(key, entry, judged.keep_for, flight, lease) {
+        later.await;
+    }
     forwarded
         .ttl(ttl)
         .stored()
