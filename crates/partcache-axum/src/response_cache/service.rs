@@ -513,7 +513,8 @@ struct Fetching<S, ReqB> {
     inner: S,
     request: Request<ReqB>,
     key: RequestKey,
-    flight_key: String,
+    /// The variant key when the resource varies; `None`: the primary key.
+    flight_key: Option<String>,
     stale: Option<Arc<CachedEntry>>,
     fwd: Fwd,
     writes_before: Option<u64>,
@@ -524,11 +525,14 @@ impl<S, ReqB> Fetching<S, ReqB> {
     where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
         S::Future: Send + 'static,
+        S::Error: Send + 'static,
         ReqB: Send + 'static,
         ResB: Body<Data = Bytes> + Send + 'static,
         ResB::Error: Into<BoxError>,
     {
-        let joined = shared.flights.join(&self.flight_key);
+        let joined = shared
+            .flights
+            .join(self.flight_key.as_ref().unwrap_or(&self.key.primary));
         fetch(
             shared.clone(),
             self.inner,
@@ -564,7 +568,9 @@ impl<S, ReqB> Fetching<S, ReqB> {
             fwd,
             writes_before,
         } = self;
-        let joined = shared.flights.join(&flight_key);
+        let joined = shared
+            .flights
+            .join(flight_key.as_ref().unwrap_or(&key.primary));
         drop(flight_key);
         match joined {
             Joined::Leader(flight)
@@ -654,7 +660,6 @@ where
         if entry.is_none() {
             shared.counters.cache.misses.incr();
         }
-        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
         return Next::Fetch(Fetching {
             inner,
             request,
@@ -667,7 +672,6 @@ where
     };
     // Not fresh for this request (see `fresh_answer`).
     let now = SystemTime::now();
-    let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
     if cached_only {
         return Next::Answered(gateway_timeout(shared));
     }
@@ -679,6 +683,7 @@ where
         let method = request.method().clone();
         let response = from_stored(stored, request.headers(), &method, now, shared, outcome);
         // One background refresh per key: a running flight means one is under way.
+        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
         let refresh = match shared.flights.join(&flight_key) {
             Joined::Leader(flight) => shared.backlog.admit(0).map(|admitted| {
                 let shared = shared.clone();
@@ -992,6 +997,7 @@ async fn fetch<S, ReqB, ResB>(
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     ReqB: Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
@@ -1109,7 +1115,7 @@ fn coalesced<ReqB, ResB>(
 /// Asks the origin (conditionally when `stale` has a validator) and stores what may
 /// be stored (under `lease` when a miss took the key's lease).
 #[allow(clippy::too_many_arguments)]
-async fn origin<S, ReqB, ResB>(
+fn origin<S, ReqB, ResB>(
     shared: Arc<Shared>,
     mut inner: S,
     mut parts: http::request::Parts,
@@ -1119,125 +1125,112 @@ async fn origin<S, ReqB, ResB>(
     flight: Option<Flight<String, Arc<CachedEntry>>>,
     fwd: Fwd,
     lease: Option<Lease>,
-) -> Reply<ResB, S::Error>
+) -> impl Future<Output = Reply<ResB, S::Error>> + Send + 'static
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     ReqB: Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    let shared = &shared;
-    let client_headers = parts.headers.clone();
-    // The cache wants a full response to store; the client's own conditions are
-    // answered from it afterwards.
-    let conditional = has_conditions(&parts.headers);
-    let unconditional = conditional.then(|| {
-        for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
-            parts.headers.remove(name);
-        }
-        parts.headers.clone()
-    });
-    let request_headers = unconditional.as_ref().unwrap_or(&client_headers);
-    let method = parts.method.clone();
-    let stale_response = stale.as_deref().and_then(CachedEntry::as_response);
-    if let Some(stored) = stale_response.filter(|s| s.has_validator()) {
-        shared.counters.revalidations.incr();
-        let view = view_of(&key, &method, request_headers, &parts.uri);
-        if let BeforeRequest::Stale {
-            request: conditional,
-            ..
-        } = policy_of(stored, &view).before_request(&view, SystemTime::now())
-        {
-            parts.headers = conditional.headers;
-        }
-    }
-    let uri = parts.uri.clone();
-    // `forward`, inline: a miss's future holds the origin's future alone here.
-    let mut request = Request::from_parts(parts, body);
-    let requested = handing_over(shared, &mut request);
-    let result = match inner.call(request).await {
-        Ok(response) => Ok(handed_up(response, requested)),
-        Err(error) => Err(error),
-    };
-    let now = SystemTime::now();
-    let usable_on_error = stale_response.filter(|s| s.within_stale_window(now, s.stale_if_error));
-    // The stale response served because the origin failed (RFC 5861 §4).
-    let serve_stale = |stored: &StoredResponse, status: Option<StatusCode>| {
-        shared.counters.stale.incr();
-        let mut outcome = Outcome::forwarded(Label::Stale, Fwd::Stale)
-            .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
-            .detail("stale-if-error");
-        outcome.fwd_status = status;
-        from_stored(stored, &client_headers, &method, now, shared, outcome)
-    };
-    let (response, layered) = match result {
-        Ok(forwarded) => forwarded,
-        Err(error) => {
-            if let Some(stored) = usable_on_error {
-                return Ok(serve_stale(stored, None));
+    // A block rather than an `async fn`: the arguments are the future's own fields,
+    // not copied again into locals of its body (which made every miss's future, allocated
+    // and copied per miss, hundreds of bytes larger).
+    async move {
+        let shared = &shared;
+        let client_headers = parts.headers.clone();
+        // The cache wants a full response to store; the client's own conditions are
+        // answered from it afterwards.
+        let conditional = has_conditions(&parts.headers);
+        let unconditional = conditional.then(|| {
+            for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+                parts.headers.remove(name);
             }
-            return Err(error);
+            parts.headers.clone()
+        });
+        let request_headers = unconditional.as_ref().unwrap_or(&client_headers);
+        let method = parts.method.clone();
+        let stale_response = stale.as_deref().and_then(CachedEntry::as_response);
+        if let Some(stored) = stale_response.filter(|s| s.has_validator()) {
+            shared.counters.revalidations.incr();
+            let view = view_of(&key, &method, request_headers, &parts.uri);
+            if let BeforeRequest::Stale {
+                request: conditional,
+                ..
+            } = policy_of(stored, &view).before_request(&view, SystemTime::now())
+            {
+                parts.headers = conditional.headers;
+            }
         }
-    };
-    let status = response.status();
-    if status.is_server_error()
-        && let Some(stored) = usable_on_error
-    {
-        return Ok(serve_stale(stored, Some(status)));
-    }
-    let view = view_of(&key, &method, request_headers, &uri);
-    let route = shared.config.route_for(uri.path());
-    let layered = layered.map(|l| l.0.layered(route));
-    let rules = StoreRules {
-        default_ttl: shared.config.default_ttl,
-        route: layered.as_ref().or(route),
-        store_set_cookie: shared.config.store_set_cookie,
-        stale_while_revalidate: shared.config.stale_while_revalidate,
-        stale_if_error: shared.config.stale_if_error,
-        stale_retention: shared.config.stale_retention,
-        tag_header: &shared.config.tag_header,
-    };
-    let forwarded = Outcome::forwarded(Label::Miss, fwd).fwd_status(status);
-
-    if status == StatusCode::NOT_MODIFIED
-        && let Some(stored) = stale_response
-    {
-        let answer = ResponseView {
-            status,
-            headers: response.headers(),
+        let uri = parts.uri.clone();
+        // `forward`, inline: a miss's future holds the origin's future alone here.
+        let mut request = Request::from_parts(parts, body);
+        let requested = handing_over(shared, &mut request);
+        let result = match inner.call(request).await {
+            Ok(response) => Ok(handed_up(response, requested)),
+            Err(error) => Err(error),
         };
-        if !matches!(
-            policy_of(stored, &view).after_response(&view, &answer, now),
-            AfterResponse::NotModified(..)
-        ) {
-            // A 304 for validators we do not hold: the stored body is all we have.
+        let now = SystemTime::now();
+        let usable_on_error =
+            stale_response.filter(|s| s.within_stale_window(now, s.stale_if_error));
+        // The stale response served because the origin failed (RFC 5861 §4).
+        let serve_stale = |stored: &StoredResponse, status: Option<StatusCode>| {
             shared.counters.stale.incr();
-            let outcome = forwarded
-                .label(Label::Stale)
+            let mut outcome = Outcome::forwarded(Label::Stale, Fwd::Stale)
                 .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
-                .detail("unmatched-304");
-            return Ok(from_stored(
-                stored,
-                &client_headers,
-                &method,
-                now,
-                shared,
-                outcome,
-            ));
+                .detail("stale-if-error");
+            outcome.fwd_status = status;
+            from_stored(stored, &client_headers, &method, now, shared, outcome)
+        };
+        let (response, layered) = match result {
+            Ok(forwarded) => forwarded,
+            Err(error) => {
+                if let Some(stored) = usable_on_error {
+                    return Ok(serve_stale(stored, None));
+                }
+                return Err(error);
+            }
+        };
+        let status = response.status();
+        if status.is_server_error()
+            && let Some(stored) = usable_on_error
+        {
+            return Ok(serve_stale(stored, Some(status)));
         }
-        shared.counters.not_modified.incr();
-        let merged = merge_not_modified(&stored.headers, response.headers());
-        let refreshed = match storable(&view, stored.status, &merged, &rules, now) {
-            Ok(refreshed) => refreshed,
-            Err(reason) => {
-                // No longer storable: this answer uses the stored body one last time.
-                let mut refreshed = stored.clone();
-                refreshed.headers = merged;
-                shared.counters.cache.not_stored.incr();
-                let outcome = forwarded.detail(reason);
+        let view = view_of(&key, &method, request_headers, &uri);
+        let route = shared.config.route_for(uri.path());
+        let layered = layered.map(|l| l.0.layered(route));
+        let rules = StoreRules {
+            default_ttl: shared.config.default_ttl,
+            route: layered.as_ref().or(route),
+            store_set_cookie: shared.config.store_set_cookie,
+            stale_while_revalidate: shared.config.stale_while_revalidate,
+            stale_if_error: shared.config.stale_if_error,
+            stale_retention: shared.config.stale_retention,
+            tag_header: &shared.config.tag_header,
+        };
+        let forwarded = Outcome::forwarded(Label::Miss, fwd).fwd_status(status);
+
+        if status == StatusCode::NOT_MODIFIED
+            && let Some(stored) = stale_response
+        {
+            let answer = ResponseView {
+                status,
+                headers: response.headers(),
+            };
+            if !matches!(
+                policy_of(stored, &view).after_response(&view, &answer, now),
+                AfterResponse::NotModified(..)
+            ) {
+                // A 304 for validators we do not hold: the stored body is all we have.
+                shared.counters.stale.incr();
+                let outcome = forwarded
+                    .label(Label::Stale)
+                    .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
+                    .detail("unmatched-304");
                 return Ok(from_stored(
-                    &refreshed,
+                    stored,
                     &client_headers,
                     &method,
                     now,
@@ -1245,135 +1238,155 @@ where
                     outcome,
                 ));
             }
+            shared.counters.not_modified.incr();
+            let merged = merge_not_modified(&stored.headers, response.headers());
+            let refreshed = match storable(&view, stored.status, &merged, &rules, now) {
+                Ok(refreshed) => refreshed,
+                Err(reason) => {
+                    // No longer storable: this answer uses the stored body one last time.
+                    let mut refreshed = stored.clone();
+                    refreshed.headers = merged;
+                    shared.counters.cache.not_stored.incr();
+                    let outcome = forwarded.detail(reason);
+                    return Ok(from_stored(
+                        &refreshed,
+                        &client_headers,
+                        &method,
+                        now,
+                        shared,
+                        outcome,
+                    ));
+                }
+            };
+            let mut fresh = refreshed.response;
+            fresh.body = stored.body.clone();
+            // The answer is built from the refreshed response before it moves into the entry
+            // (building it reads nothing the store changes).
+            let outcome = forwarded
+                .label(Label::Hit)
+                .ttl(ttl_seconds(fresh.lifetime, fresh.age(now)))
+                .stored();
+            let answer = from_stored(&fresh, &client_headers, &method, now, shared, outcome);
+            let entry = Arc::new(CachedEntry::response(fresh));
+            if let Some(flight) = &flight {
+                flight.complete(entry.clone());
+            }
+            if let Some(later) = shared.store(key, entry, refreshed.keep_for, flight, lease) {
+                later.await;
+            }
+            shared.counters.cache.hits.incr();
+            return Ok(answer);
+        }
+
+        let (mut parts, body) = response.into_parts();
+        let judged = storable(&view, parts.status, &parts.headers, &rules, now);
+        // Not used past this point: dropped now, so that the miss's future does not hold
+        // them across the awaits below (their size is allocated and copied on every miss).
+        drop(view);
+        drop(rules);
+        drop(layered);
+        drop(uri);
+        drop(unconditional);
+        parts.headers.remove(&shared.config.tag_header);
+        let limit = shared.config.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let judged = judged.and_then(|j| {
+            if declared.is_none_or(|len| len <= limit as u64) {
+                Ok(j)
+            } else {
+                Err("too-large")
+            }
+        });
+        let judged = match judged {
+            Ok(judged) => judged,
+            Err(reason) => {
+                shared.counters.cache.not_stored.incr();
+                drop(flight); // waiters ask the origin themselves
+                forwarded
+                    .detail(reason)
+                    .apply(&mut parts.headers, shared.config.cache_status.as_deref());
+                return Ok(Response::from_parts(parts, CacheBody::origin(body)));
+            }
         };
-        let mut fresh = refreshed.response;
-        fresh.body = stored.body.clone();
-        // The answer is built from the refreshed response before it moves into the entry
-        // (building it reads nothing the store changes).
-        let outcome = forwarded
-            .label(Label::Hit)
-            .ttl(ttl_seconds(fresh.lifetime, fresh.age(now)))
-            .stored();
-        let answer = from_stored(&fresh, &client_headers, &method, now, shared, outcome);
-        let entry = Arc::new(CachedEntry::response(fresh));
+        let bytes = match read_limited(body, limit).await {
+            Buffered::Complete(bytes) => bytes,
+            Buffered::Streaming(body) => {
+                shared.counters.cache.not_stored.incr();
+                drop(flight);
+                forwarded
+                    .detail("too-large")
+                    .apply(&mut parts.headers, shared.config.cache_status.as_deref());
+                return Ok(Response::from_parts(parts, body));
+            }
+            Buffered::Failed(body) => {
+                // Never stored, and never presented as complete: the client gets what was
+                // read, then the error (the connection is aborted). A stale entry usable
+                // on error answers instead (RFC 5861 §4: a failed upstream body is a 502
+                // to any proxy).
+                shared.counters.cache.not_stored.incr();
+                drop(flight);
+                if let Some(stored) = usable_on_error {
+                    return Ok(serve_stale(stored, Some(status)));
+                }
+                forwarded
+                    .detail("body-failed")
+                    .apply(&mut parts.headers, shared.config.cache_status.as_deref());
+                return Ok(Response::from_parts(parts, body));
+            }
+        };
+        let mut stored = judged.response;
+        // The length is known now: a HEAD answered from this entry carries it too. An
+        // origin that answers HEAD with its GET body (as axum handlers do) gives it for a
+        // HEAD as well; an empty HEAD body says nothing of the length.
+        let known_length = (method == Method::GET || !bytes.is_empty())
+            && stored.status != StatusCode::NO_CONTENT
+            && !stored.headers.contains_key(header::CONTENT_LENGTH);
+        if known_length {
+            let length = HeaderValue::from(bytes.len());
+            stored
+                .headers
+                .insert(header::CONTENT_LENGTH, length.clone());
+            if method == Method::HEAD {
+                parts.headers.insert(header::CONTENT_LENGTH, length);
+            }
+        }
+        stored.body = bytes.clone();
+        let ttl = ttl_seconds(stored.lifetime, stored.initial_age);
+        let entry = Arc::new(CachedEntry::response(stored));
         if let Some(flight) = &flight {
             flight.complete(entry.clone());
         }
-        if let Some(later) = shared.store(key, entry, refreshed.keep_for, flight, lease) {
+        if let Some(later) = shared.store(key, entry, judged.keep_for, flight, lease) {
             later.await;
         }
-        shared.counters.cache.hits.incr();
-        return Ok(answer);
-    }
-
-    let (mut parts, body) = response.into_parts();
-    let judged = storable(&view, parts.status, &parts.headers, &rules, now);
-    // Not used past this point: dropped now, so that the miss's future does not hold
-    // them across the awaits below (their size is allocated and copied on every miss).
-    drop(view);
-    drop(rules);
-    drop(layered);
-    drop(uri);
-    drop(unconditional);
-    parts.headers.remove(&shared.config.tag_header);
-    let limit = shared.config.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let judged = judged.and_then(|j| {
-        if declared.is_none_or(|len| len <= limit as u64) {
-            Ok(j)
+        forwarded
+            .ttl(ttl)
+            .stored()
+            .apply(&mut parts.headers, shared.config.cache_status.as_deref());
+        // The client whose request reached the origin gets the origin's own headers
+        // (its Set-Cookie included), with its conditions answered.
+        if parts.status == StatusCode::OK
+            && conditional
+            && not_modified(&client_headers, &parts.headers, now)
+        {
+            let mut response = not_modified_response(&parts.headers, None);
+            for name in [X_CACHE, CACHE_STATUS] {
+                if let Some(value) = parts.headers.get(&name) {
+                    response.headers_mut().insert(name, value.clone());
+                }
+            }
+            return Ok(response);
+        }
+        let body = if method == Method::HEAD {
+            CacheBody::empty()
         } else {
-            Err("too-large")
-        }
-    });
-    let judged = match judged {
-        Ok(judged) => judged,
-        Err(reason) => {
-            shared.counters.cache.not_stored.incr();
-            drop(flight); // waiters ask the origin themselves
-            forwarded
-                .detail(reason)
-                .apply(&mut parts.headers, shared.config.cache_status.as_deref());
-            return Ok(Response::from_parts(parts, CacheBody::origin(body)));
-        }
-    };
-    let bytes = match read_limited(body, limit).await {
-        Buffered::Complete(bytes) => bytes,
-        Buffered::Streaming(body) => {
-            shared.counters.cache.not_stored.incr();
-            drop(flight);
-            forwarded
-                .detail("too-large")
-                .apply(&mut parts.headers, shared.config.cache_status.as_deref());
-            return Ok(Response::from_parts(parts, body));
-        }
-        Buffered::Failed(body) => {
-            // Never stored, and never presented as complete: the client gets what was
-            // read, then the error (the connection is aborted). A stale entry usable
-            // on error answers instead (RFC 5861 §4: a failed upstream body is a 502
-            // to any proxy).
-            shared.counters.cache.not_stored.incr();
-            drop(flight);
-            if let Some(stored) = usable_on_error {
-                return Ok(serve_stale(stored, Some(status)));
-            }
-            forwarded
-                .detail("body-failed")
-                .apply(&mut parts.headers, shared.config.cache_status.as_deref());
-            return Ok(Response::from_parts(parts, body));
-        }
-    };
-    let mut stored = judged.response;
-    // The length is known now: a HEAD answered from this entry carries it too. An
-    // origin that answers HEAD with its GET body (as axum handlers do) gives it for a
-    // HEAD as well; an empty HEAD body says nothing of the length.
-    let known_length = (method == Method::GET || !bytes.is_empty())
-        && stored.status != StatusCode::NO_CONTENT
-        && !stored.headers.contains_key(header::CONTENT_LENGTH);
-    if known_length {
-        let length = HeaderValue::from(bytes.len());
-        stored
-            .headers
-            .insert(header::CONTENT_LENGTH, length.clone());
-        if method == Method::HEAD {
-            parts.headers.insert(header::CONTENT_LENGTH, length);
-        }
+            CacheBody::full(bytes)
+        };
+        Ok(Response::from_parts(parts, body))
     }
-    stored.body = bytes.clone();
-    let ttl = ttl_seconds(stored.lifetime, stored.initial_age);
-    let entry = Arc::new(CachedEntry::response(stored));
-    if let Some(flight) = &flight {
-        flight.complete(entry.clone());
-    }
-    if let Some(later) = shared.store(key, entry, judged.keep_for, flight, lease) {
-        later.await;
-    }
-    forwarded
-        .ttl(ttl)
-        .stored()
-        .apply(&mut parts.headers, shared.config.cache_status.as_deref());
-    // The client whose request reached the origin gets the origin's own headers
-    // (its Set-Cookie included), with its conditions answered.
-    if parts.status == StatusCode::OK
-        && conditional
-        && not_modified(&client_headers, &parts.headers, now)
-    {
-        let mut response = not_modified_response(&parts.headers, None);
-        for name in [X_CACHE, CACHE_STATUS] {
-            if let Some(value) = parts.headers.get(&name) {
-                response.headers_mut().insert(name, value.clone());
-            }
-        }
-        return Ok(response);
-    }
-    let body = if method == Method::HEAD {
-        CacheBody::empty()
-    } else {
-        CacheBody::full(bytes)
-    };
-    Ok(Response::from_parts(parts, body))
 }
 
 /// Unsafe methods: the origin answers; a non-error answer invalidates what it changed.
