@@ -273,7 +273,11 @@ mod tests {
     /// one or two frames: the bytes come back whole and in order every time.
     #[tokio::test]
     async fn bodies_are_read_whole_or_replayed_in_order() {
-        let cases: Vec<(Vec<Result<&str, &str>>, (&str, &str, bool))> = vec![
+        type Case = (
+            Vec<Result<&'static str, &'static str>>,
+            (&'static str, &'static str, bool),
+        );
+        let cases: Vec<Case> = vec![
             (vec![], ("complete", "", false)),
             (vec![Ok("abc")], ("complete", "abc", false)),
             (

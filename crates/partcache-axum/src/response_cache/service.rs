@@ -1115,6 +1115,7 @@ fn coalesced<ReqB, ResB>(
 /// Asks the origin (conditionally when `stale` has a validator) and stores what may
 /// be stored (under `lease` when a miss took the key's lease).
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_async_fn)] // see the comment on the block
 fn origin<S, ReqB, ResB>(
     shared: Arc<Shared>,
     mut inner: S,
@@ -1283,7 +1284,6 @@ where
         // Not used past this point: dropped now, so that the miss's future does not hold
         // them across the awaits below (their size is allocated and copied on every miss).
         drop(view);
-        drop(rules);
         drop(layered);
         drop(uri);
         drop(unconditional);
