@@ -547,9 +547,9 @@ impl<S, ReqB> Fetching<S, ReqB> {
     }
 
     /// The response future of a request that goes to the origin through the cache,
-    /// made where the local store's lookup was: its flight joined now, and, when
-    /// nothing is left to look at before the origin call (the usual miss), that call's
-    /// own future boxed, without a future around it holding its arguments again.
+    /// made where the local store's lookup was: one boxed future that joins the key's
+    /// flight when first polled and, when nothing is left to look at before the origin
+    /// call (the usual miss), runs that call directly.
     fn start<ResB>(self, shared: Arc<Shared>) -> ResponseFuture<ResB, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
@@ -568,39 +568,48 @@ impl<S, ReqB> Fetching<S, ReqB> {
             fwd,
             writes_before,
         } = self;
-        let joined = shared
-            .flights
-            .join(flight_key.as_ref().unwrap_or(&key.primary));
-        drop(flight_key);
-        match joined {
-            Joined::Leader(flight)
-                if shared.local
-                    && !looks_again(&shared, stale.as_ref(), writes_before, &request) =>
-            {
-                let (parts, body) = request.into_parts();
-                ResponseFuture::boxed(origin(
-                    shared,
-                    inner,
-                    parts,
-                    body,
-                    key,
-                    stale,
-                    Some(flight),
-                    fwd,
-                    None,
-                ))
+        // The flight is joined when the future is first polled, not here: a caller may
+        // poll its calls' futures in any order (or drop them unpolled), and a future
+        // waiting on a leader nobody polls yet would wait for ever.
+        ResponseFuture::boxed(async move {
+            let joined = shared
+                .flights
+                .join(flight_key.as_ref().unwrap_or(&key.primary));
+            drop(flight_key);
+            match joined {
+                Joined::Leader(flight)
+                    if shared.local
+                        && !looks_again(&shared, stale.as_ref(), writes_before, &request) =>
+                {
+                    let (parts, body) = request.into_parts();
+                    origin(
+                        shared,
+                        inner,
+                        parts,
+                        body,
+                        key,
+                        stale,
+                        Some(flight),
+                        fwd,
+                        None,
+                    )
+                    .await
+                }
+                joined => {
+                    fetch(
+                        shared,
+                        inner,
+                        request,
+                        key,
+                        joined,
+                        stale,
+                        fwd,
+                        writes_before,
+                    )
+                    .await
+                }
             }
-            joined => ResponseFuture::boxed(fetch(
-                shared,
-                inner,
-                request,
-                key,
-                joined,
-                stale,
-                fwd,
-                writes_before,
-            )),
-        }
+        })
     }
 }
 
