@@ -164,7 +164,9 @@ impl Node {
         if let Some(open) = self.open() {
             return Ok(open);
         }
-        let conn = match connector.connect(&self.addr).await {
+        // Boxed: connecting is rare, and its future (TLS probing, timeouts) is large;
+        // in place it would size every send's future, which each call copies.
+        let conn = match Box::pin(connector.connect(&self.addr)).await {
             Ok(conn) => conn,
             Err(e) => {
                 if matches!(e, Error::Timeout(_)) {

@@ -159,7 +159,9 @@ impl Router {
                     return Ok(map);
                 }
                 let seen = generation.load(Ordering::Acquire);
-                self.refresh(pool, seen).await
+                // Boxed: reading the map again is rare, and its future is large; in
+                // place it would size every call's future, which each call copies.
+                Box::pin(self.refresh(pool, seen)).await
             }
         }
     }
@@ -388,7 +390,9 @@ impl Router {
             }
         }
         let deadline = started_deadline.unwrap_or_else(|| self.deadline());
-        let rounds = self.execute_rounds(&pools, &requests, deadline, None);
+        // Boxed: the rounds' future is large, and most calls end on the path above; in
+        // place it would size every call's future, which each call copies.
+        let rounds = Box::pin(self.execute_rounds(&pools, &requests, deadline, None));
         match tokio::time::timeout_at(deadline.into(), rounds).await {
             Ok(result) => result,
             Err(_) => {
