@@ -38,7 +38,7 @@ impl NodeReads {
 
 impl Batch for NodeReads {
     /// The master's address.
-    type Lane = String;
+    type Lane = Arc<str>;
     /// The read (a `GET` of one key, with its slot).
     type Payload = Request;
     /// The `GET`'s reply: a bulk string, nil, or an error reply.
@@ -52,7 +52,7 @@ impl Batch for NodeReads {
     }
 
     /// One pipeline through the router, which follows each read's redirections.
-    async fn send(&self, _lane: &String, batch: Vec<Waiter<Self>>) -> Option<Error> {
+    async fn send(&self, _lane: &Arc<str>, batch: Vec<Waiter<Self>>) -> Option<Error> {
         let (requests, answers): (Vec<Request>, Vec<_>) =
             batch.into_iter().map(|w| (w.payload, w.answer)).unzip();
         let result = self.deployment.execute(requests).await;
@@ -73,7 +73,7 @@ pub(crate) async fn get(reads: &Arc<NodeReads>, request: Request, bytes: usize) 
         Some(queue::enter(
             reads,
             addr,
-            || addr.to_string(),
+            || Arc::from(addr),
             request,
             bytes,
         ))

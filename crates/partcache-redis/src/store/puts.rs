@@ -41,6 +41,11 @@ impl StoreInner {
                 return result;
             }
             PutTurn::Alone(blob) => blob,
+            PutTurn::Lost => {
+                return Err(partcache::Error::Store(
+                    "a batched put lost its entry".into(),
+                ));
+            }
         };
         self.put_alone(key, &blob, ttl, kind).await
     }
@@ -56,15 +61,15 @@ impl StoreInner {
         let p = key.partition;
         let upsert = matches!(kind, BatchFunction::UpsertBatch(_));
         let (head, name) = if upsert {
-            (self.layout.prefix(p).to_string(), key.text.clone())
+            (self.layout.shared_prefix(p), key.text.clone())
         } else if self.event_mode.publishes() {
             (
-                self.layout.channel(p).to_string(),
+                self.layout.shared_channel(p),
                 self.layout.entry_key(p, &key.text),
             )
         } else {
             (
-                self.layout.prefix(p).to_string(),
+                self.layout.shared_prefix(p),
                 self.layout.entry_key(p, &key.text),
             )
         };
