@@ -336,17 +336,6 @@ impl Pool {
         self.connection(addr).await?.send_one(self, cmd).await
     }
 
-    /// Sends `cmds` back to back to `addr`; the replies come back one per command,
-    /// server errors as [`Value::ServerError`] for the caller to inspect.
-    pub(crate) async fn send_cmds(&self, addr: &str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
-        let count = cmds.len();
-        let mut pipe = Pipeline::with_capacity(count);
-        for cmd in cmds {
-            pipe.add_command(cmd);
-        }
-        self.send(addr, &pipe, count).await
-    }
-
     /// Sends a pipeline of `count` commands to `addr`; the replies come back one per
     /// command, server errors as [`Value::ServerError`] for the caller to inspect.
     pub(crate) async fn send(
