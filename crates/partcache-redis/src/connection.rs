@@ -97,9 +97,7 @@ pub(crate) struct Connection {
 impl Connection {
     /// Sends one command; a server error comes back as [`Value::ServerError`].
     pub(crate) async fn send_one(mut self, pool: &Pool, cmd: &Cmd) -> Result<Value> {
-        // The connection's own method, not `ConnectionLike`'s, which boxes its future:
-        // one allocation less on every call's path.
-        let sent = self.conn.send_packed_command(cmd).await;
+        let sent = self.conn.req_packed_command(cmd).await;
         self.node.breaker.answered_if(sent.is_ok());
         sent.map_err(|e| self.failed(pool, &e))
     }
@@ -113,7 +111,7 @@ impl Connection {
     /// Sends a pipeline of `count` commands; the replies come back one per command,
     /// server errors as [`Value::ServerError`].
     async fn send(mut self, pool: &Pool, pipeline: &Pipeline, count: usize) -> Result<Vec<Value>> {
-        let sent = self.conn.send_packed_commands(pipeline, 0, count).await;
+        let sent = self.conn.req_packed_commands(pipeline, 0, count).await;
         self.node.breaker.answered_if(sent.is_ok());
         sent.map_err(|e| self.failed(pool, &e))
     }
