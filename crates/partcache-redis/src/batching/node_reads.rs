@@ -98,9 +98,12 @@ pub(crate) async fn get(reads: &Arc<NodeReads>, request: Request, bytes: usize) 
     }
 }
 
-/// Sends one read by itself.
+/// Sends one read by itself. Boxed: most reads wait in a batch, and the send's future
+/// in place would make every read's (which the store boxes) twice as large.
 async fn send_one(reads: &NodeReads, request: Request) -> Result<Value> {
-    let reply = reads.deployment.execute(vec![request]).await?.pop();
+    let reply = Box::pin(reads.deployment.execute(vec![request]))
+        .await?
+        .pop();
     Ok(reply.unwrap_or(Value::Nil))
 }
 

@@ -26,8 +26,11 @@ impl StoreInner {
         ttl: Option<Duration>,
         kind: &BatchFunction,
     ) -> Result<RawWriteOutcome> {
+        // The put that goes alone is boxed on every path: most puts wait in a batch,
+        // and its future in place would make every put's (which the store boxes) much
+        // larger.
         if self.listened.is_listened() {
-            return self.put_alone(key, &blob, ttl, kind).await;
+            return Box::pin(self.put_alone(key, &blob, ttl, kind)).await;
         }
         let entry = self.batch_entry(key, blob, ttl, kind);
         let blob = match puts::enter(&self.batcher.puts, entry, kind) {
@@ -36,7 +39,7 @@ impl StoreInner {
                 BatchedPut::SendAlone(blob) => blob,
             },
             PutTurn::Lead(mut lead, blob) => {
-                let result = self.put_alone(key, &blob, ttl, kind).await;
+                let result = Box::pin(self.put_alone(key, &blob, ttl, kind)).await;
                 lead.finished(&result);
                 return result;
             }
@@ -47,7 +50,7 @@ impl StoreInner {
                 ));
             }
         };
-        self.put_alone(key, &blob, ttl, kind).await
+        Box::pin(self.put_alone(key, &blob, ttl, kind)).await
     }
 
     /// `key`'s put of `blob` as a batch of `kind` takes it.
