@@ -237,7 +237,8 @@ struct Connector {
 /// RESP2.
 pub(crate) struct Pool {
     connector: Arc<Connector>,
-    nodes: RwLock<HashMap<String, Arc<Node>>>,
+    /// Looked up on every command, by address: foldhash rather than SipHash.
+    nodes: RwLock<HashMap<String, Arc<Node>, foldhash::fast::RandomState>>,
 }
 
 impl Pool {
@@ -253,7 +254,7 @@ impl Pool {
                 readonly,
                 generation: AtomicU64::new(0),
             }),
-            nodes: RwLock::new(HashMap::new()),
+            nodes: RwLock::new(HashMap::default()),
         }
     }
 

@@ -68,7 +68,9 @@ impl<B: Batch> Answer<B> {
 /// The lanes of one kind of batch, and the bound on what waits in them. See the module
 /// docs.
 pub(crate) struct Lanes<B: Batch> {
-    lanes: parking_lot::Mutex<HashMap<B::Lane, Lane<B>>>,
+    /// Looked up on every request, by a node's address or nothing: foldhash rather
+    /// than SipHash.
+    lanes: parking_lot::Mutex<HashMap<B::Lane, Lane<B>, foldhash::fast::RandomState>>,
     /// The bound shared with the deployment's other queues.
     bound: Arc<Bound>,
 }
