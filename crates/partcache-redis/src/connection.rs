@@ -164,7 +164,9 @@ impl Node {
         if let Some(open) = self.open() {
             return Ok(open);
         }
-        let conn = match connector.connect(&self.addr).await {
+        // Boxed: connecting is rare, and its future (TLS probing, timeouts) is large;
+        // in place it would size every send's future, which each call copies.
+        let conn = match Box::pin(connector.connect(&self.addr)).await {
             Ok(conn) => conn,
             Err(e) => {
                 if matches!(e, Error::Timeout(_)) {
@@ -235,7 +237,8 @@ struct Connector {
 /// RESP2.
 pub(crate) struct Pool {
     connector: Arc<Connector>,
-    nodes: RwLock<HashMap<String, Arc<Node>>>,
+    /// Looked up on every command, by address: foldhash rather than SipHash.
+    nodes: RwLock<HashMap<String, Arc<Node>, foldhash::fast::RandomState>>,
 }
 
 impl Pool {
@@ -251,7 +254,7 @@ impl Pool {
                 readonly,
                 generation: AtomicU64::new(0),
             }),
-            nodes: RwLock::new(HashMap::new()),
+            nodes: RwLock::new(HashMap::default()),
         }
     }
 
@@ -330,17 +333,6 @@ impl Pool {
     /// Sends one command to `addr`; a server error comes back as [`Value::ServerError`].
     pub(crate) async fn send_one(&self, addr: &str, cmd: &Cmd) -> Result<Value> {
         self.connection(addr).await?.send_one(self, cmd).await
-    }
-
-    /// Sends `cmds` back to back to `addr`; the replies come back one per command,
-    /// server errors as [`Value::ServerError`] for the caller to inspect.
-    pub(crate) async fn send_cmds(&self, addr: &str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
-        let count = cmds.len();
-        let mut pipe = Pipeline::with_capacity(count);
-        for cmd in cmds {
-            pipe.add_command(cmd);
-        }
-        self.send(addr, &pipe, count).await
     }
 
     /// Sends a pipeline of `count` commands to `addr`; the replies come back one per

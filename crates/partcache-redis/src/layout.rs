@@ -25,6 +25,8 @@
 //! (Redis hashes the first `{…}`). The cache name is kept in every key so that two
 //! caches whose tags happen to coincide never share keys.
 
+use std::sync::Arc;
+
 use partcache::partition::PartitionMap;
 
 /// Version of this layout, recorded in the meta key.
@@ -33,12 +35,14 @@ pub(crate) const LAYOUT_VERSION: u32 = 3;
 /// Key and channel names of one cache.
 pub(crate) struct Layout {
     map: PartitionMap,
-    prefixes: Vec<String>,
+    /// Reference-counted, like the channels: a batched put carries its partition's
+    /// (`batching/puts.rs`) without a copy.
+    prefixes: Vec<Arc<str>>,
     indexes: Vec<String>,
     deadlines: Vec<String>,
     fixed: Vec<String>,
     sequences: Vec<String>,
-    channels: Vec<String>,
+    channels: Vec<Arc<str>>,
     /// `KEYS[1]` of the `open` script: `pc:{<h>.meta}:<cache>:ix` (the script reads
     /// the `meta` key beside it).
     meta_index: String,
@@ -56,15 +60,18 @@ impl Layout {
     /// caches of one name in two databases would hear each other's events.
     pub(crate) fn new(map: PartitionMap, database: i64) -> Layout {
         let name = map.cache_name().to_string();
-        let prefixes: Vec<String> = (0..map.partitions())
-            .map(|p| format!("pc:{{{}}}:{name}:", map.tag(p)))
+        let prefixes: Vec<Arc<str>> = (0..map.partitions())
+            .map(|p| Arc::from(format!("pc:{{{}}}:{name}:", map.tag(p))))
             .collect();
         let indexes = prefixes.iter().map(|p| format!("{p}ix")).collect();
         let deadlines = prefixes.iter().map(|p| format!("{p}dl")).collect();
         let fixed = prefixes.iter().map(|p| format!("{p}fx")).collect();
         let sequences = prefixes.iter().map(|p| format!("{p}sq")).collect();
         let suffix = channel_suffix(database);
-        let channels = prefixes.iter().map(|p| format!("{p}{suffix}")).collect();
+        let channels = prefixes
+            .iter()
+            .map(|p| Arc::from(format!("{p}{suffix}")))
+            .collect();
         let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes()) as u32;
         let meta_index = format!("pc:{{{hash:08x}.meta}}:{name}:ix");
         // Every tag starts with the name's hash and a dot (partition.rs).
@@ -176,6 +183,16 @@ impl Layout {
     /// starts with it.
     pub(crate) fn prefix(&self, partition: u16) -> &str {
         &self.prefixes[usize::from(partition)]
+    }
+
+    /// [`Layout::prefix`], shared.
+    pub(crate) fn shared_prefix(&self, partition: u16) -> Arc<str> {
+        self.prefixes[usize::from(partition)].clone()
+    }
+
+    /// [`Layout::channel`], shared.
+    pub(crate) fn shared_channel(&self, partition: u16) -> Arc<str> {
+        self.channels[usize::from(partition)].clone()
     }
 
     /// A `SCAN … MATCH` pattern that every entry key of the cache matches (and few

@@ -159,7 +159,9 @@ impl Router {
                     return Ok(map);
                 }
                 let seen = generation.load(Ordering::Acquire);
-                self.refresh(pool, seen).await
+                // Boxed: reading the map again is rare, and its future is large; in
+                // place it would size every call's future, which each call copies.
+                Box::pin(self.refresh(pool, seen)).await
             }
         }
     }
@@ -388,7 +390,10 @@ impl Router {
             }
         }
         let deadline = started_deadline.unwrap_or_else(|| self.deadline());
-        let rounds = self.execute_rounds(&pools, &requests, deadline, None);
+        // Boxed: the rounds' future is large, and most calls end on the path above; in
+        // place it would size every call's future, which each call copies.
+        let mut requests = requests;
+        let rounds = Box::pin(self.execute_rounds(&pools, &mut requests, deadline, None));
         match tokio::time::timeout_at(deadline.into(), rounds).await {
             Ok(result) => result,
             Err(_) => {
@@ -408,7 +413,8 @@ impl Router {
     ) -> Result<(Vec<Value>, Vec<String>)> {
         let deadline = self.deadline();
         let mut nodes = vec![String::new(); requests.len()];
-        let rounds = self.execute_rounds(&pools, &requests, deadline, Some(&mut nodes));
+        let mut requests = requests;
+        let rounds = self.execute_rounds(&pools, &mut requests, deadline, Some(&mut nodes));
         match tokio::time::timeout_at(deadline.into(), rounds).await {
             Ok(replies) => Ok((replies?, nodes)),
             Err(_) => {
@@ -418,10 +424,13 @@ impl Router {
         }
     }
 
+    /// The rounds of [`Router::execute`]. Each round moves the commands it sends into
+    /// their nodes' pipelines (no copy of each); a command that needs another round gets
+    /// its copy back from there.
     async fn execute_rounds<T: Transport>(
         &self,
         pools: &Pools<'_, T>,
-        requests: &[Request],
+        requests: &mut [Request],
         deadline: Instant,
         mut nodes: Option<&mut Vec<String>>,
     ) -> Result<Vec<Value>> {
@@ -434,8 +443,9 @@ impl Router {
         let mut redirections = 0;
         while redirections < MAX_ROUNDS {
             let map = self.slot_map(pools.primary).await?;
-            // Group the pending requests by node.
-            let mut by_node: HashMap<(String, bool), Vec<usize>> = HashMap::new();
+            // Group the pending requests by node (a few nodes: a list, and no address
+            // copied per request).
+            let mut by_node: Vec<(String, bool, Vec<usize>)> = Vec::new();
             for &i in &pending {
                 let request = &requests[i];
                 let replica = self.replica_reads && request.read_only && pools.replicas.is_some();
@@ -455,40 +465,45 @@ impl Router {
                     )));
                 };
                 let replica = replica && !asked.contains_key(&i);
-                by_node
-                    .entry((addr.to_string(), replica))
-                    .or_default()
-                    .push(i);
+                match by_node
+                    .iter_mut()
+                    .find(|(a, r, _)| a == addr && *r == replica)
+                {
+                    Some((_, _, indexes)) => indexes.push(i),
+                    None => by_node.push((addr.to_string(), replica, vec![i])),
+                }
             }
-            let sends = by_node.into_iter().map(|((addr, replica), indexes)| {
+            let sends = by_node.into_iter().map(|(addr, replica, indexes)| {
                 let pool = if replica {
                     pools.replicas.unwrap_or(pools.primary)
                 } else {
                     pools.primary
                 };
-                let asked = &asked;
                 let span =
                     tracing::debug_span!("partcache.node", node = %addr, commands = indexes.len());
                 let timeout = self.timeout;
+                // The node's commands, moved out of their requests (see above).
+                let sent = if let [i] = indexes[..]
+                    && !asked.contains_key(&i)
+                {
+                    // One command: no pipeline to build.
+                    Sent::One(std::mem::take(&mut requests[i].cmd))
+                } else {
+                    let mut pipe = Pipeline::with_capacity(indexes.len());
+                    for &i in &indexes {
+                        if asked.contains_key(&i) {
+                            pipe.cmd("ASKING");
+                        }
+                        pipe.add_command(std::mem::take(&mut requests[i].cmd));
+                    }
+                    Sent::Many(pipe)
+                };
                 async move {
                     let send = async {
-                        if let [i] = indexes[..]
-                            && !asked.contains_key(&i)
-                        {
-                            // One command: no pipeline to build.
-                            return pool
-                                .send_one(&addr, &requests[i].cmd)
-                                .await
-                                .map(|v| vec![v]);
+                        match &sent {
+                            Sent::One(cmd) => pool.send_one(&addr, cmd).await.map(|v| vec![v]),
+                            Sent::Many(pipe) => pool.send(&addr, pipe, pipe.len()).await,
                         }
-                        let mut cmds = Vec::with_capacity(indexes.len());
-                        for &i in &indexes {
-                            if asked.contains_key(&i) {
-                                cmds.push(redis::cmd("ASKING"));
-                            }
-                            cmds.push(requests[i].cmd.clone());
-                        }
-                        pool.send_cmds(&addr, cmds).await
                     };
                     // Per node, so that the node that did not answer in time is the
                     // one whose breaker hears of it (this ends before the caller's
@@ -500,7 +515,7 @@ impl Router {
                             Err(Error::Timeout(timeout))
                         }
                     };
-                    (addr, replica, indexes, result)
+                    (addr, replica, indexes, sent, result)
                 }
                 .instrument(span)
             });
@@ -509,7 +524,8 @@ impl Router {
             let mut busy = false;
             let mut to_load: Vec<String> = Vec::new();
             let mut failure = None;
-            for (addr, replica, indexes, result) in join_all(sends).await {
+            let mut lost = false;
+            for (addr, replica, indexes, mut sent, result) in join_all(sends).await {
                 let values = match result {
                     Ok(values) => values,
                     Err(e) => {
@@ -525,11 +541,24 @@ impl Router {
                     }
                 };
                 let mut values = values.into_iter();
+                // Where each request's command is in `sent`.
+                let mut position = 0;
                 for i in indexes {
                     if asked.remove(&i).is_some() {
                         values.next(); // the ASKING reply
+                        position += 1;
                     }
                     let value = values.next().unwrap_or(Value::Nil);
+                    let at = position;
+                    position += 1;
+                    // A request that goes to another round takes its command back.
+                    let mut again = |i: usize, next_pending: &mut Vec<usize>| match sent.take(at) {
+                        Some(cmd) => {
+                            requests[i].cmd = cmd;
+                            next_pending.push(i);
+                        }
+                        None => lost = true,
+                    };
                     let Value::ServerError(error) = &value else {
                         replies[i] = Some(value);
                         if let Some(nodes) = nodes.as_deref_mut() {
@@ -540,7 +569,7 @@ impl Router {
                     match error.kind() {
                         Some(ServerErrorKind::Moved) => {
                             refresh = true;
-                            next_pending.push(i);
+                            again(i, &mut next_pending);
                         }
                         Some(ServerErrorKind::Ask) => {
                             match error.details().and_then(|d| d.split_whitespace().nth(1)) {
@@ -549,7 +578,7 @@ impl Router {
                                 }
                                 None => refresh = true,
                             }
-                            next_pending.push(i);
+                            again(i, &mut next_pending);
                         }
                         // The node lacks partcache's function library (only an `FCALL`
                         // gets this answer).
@@ -557,12 +586,12 @@ impl Router {
                             if !to_load.contains(&addr) {
                                 to_load.push(addr.clone());
                             }
-                            next_pending.push(i);
+                            again(i, &mut next_pending);
                         }
                         _ if passing_state(error) => {
                             busy = true;
                             refresh = true;
-                            next_pending.push(i);
+                            again(i, &mut next_pending);
                         }
                         // A write that reached a master a failover demoted to a
                         // replica: the command did not run (the server refuses before
@@ -573,7 +602,7 @@ impl Router {
                         Some(ServerErrorKind::ReadOnly) if self.is_cluster() && !replica => {
                             busy = true;
                             refresh = true;
-                            next_pending.push(i);
+                            again(i, &mut next_pending);
                         }
                         // A script met a key of its slot that a migration already
                         // moved (or not yet): the partition is split between two
@@ -581,7 +610,7 @@ impl Router {
                         _ if error.details().is_some_and(|d| d.contains(NON_LOCAL_KEY)) => {
                             busy = true;
                             refresh = true;
-                            next_pending.push(i);
+                            again(i, &mut next_pending);
                         }
                         _ => match refused(&value, &addr) {
                             Some(e) => failure = Some(e),
@@ -597,6 +626,12 @@ impl Router {
             }
             if let Some(e) = failure {
                 return Err(e);
+            }
+            if lost {
+                // Not met: every command sent is in its node's pipeline.
+                return Err(Error::Store(
+                    "a command to send again was not found in its pipeline".into(),
+                ));
             }
             if next_pending.is_empty() {
                 return Ok(replies
@@ -637,6 +672,25 @@ impl Router {
         Err(Error::Unavailable(format!(
             "gave up after {MAX_ROUNDS} rounds of cluster redirections"
         )))
+    }
+}
+
+/// The commands sent to one node in a round, moved out of their requests.
+enum Sent {
+    /// One command, alone.
+    One(Cmd),
+    /// A pipeline (with an `ASKING` before each command redirected by `ASK`).
+    Many(Pipeline),
+}
+
+impl Sent {
+    /// The command at `position`, for another round: moved out if alone, else a copy
+    /// (a request sent again is rare; the copy is what every request paid before).
+    fn take(&mut self, position: usize) -> Option<Cmd> {
+        match self {
+            Sent::One(cmd) => (position == 0).then(|| std::mem::take(cmd)),
+            Sent::Many(pipe) => pipe.cmd_iter().nth(position).cloned(),
+        }
     }
 }
 

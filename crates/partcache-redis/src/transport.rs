@@ -33,13 +33,6 @@ pub(crate) trait Transport: Sync {
     /// Sends one command to `addr`, connecting first if needed.
     fn send_one(&self, addr: &str, cmd: &Cmd) -> impl Future<Output = Result<Value>> + Send;
 
-    /// Sends `cmds` back to back to `addr`; one reply per command.
-    fn send_cmds(
-        &self,
-        addr: &str,
-        cmds: Vec<Cmd>,
-    ) -> impl Future<Output = Result<Vec<Value>>> + Send;
-
     /// Sends a pipeline of `count` commands to `addr`; one reply per command.
     fn send(
         &self,
@@ -82,14 +75,6 @@ impl Transport for Pool {
 
     fn send_one(&self, addr: &str, cmd: &Cmd) -> impl Future<Output = Result<Value>> + Send {
         Pool::send_one(self, addr, cmd)
-    }
-
-    fn send_cmds(
-        &self,
-        addr: &str,
-        cmds: Vec<Cmd>,
-    ) -> impl Future<Output = Result<Vec<Value>>> + Send {
-        Pool::send_cmds(self, addr, cmds)
     }
 
     fn send(

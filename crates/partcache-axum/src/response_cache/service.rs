@@ -86,14 +86,30 @@ async fn forward<S, ReqB, ResB>(
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
 {
+    let requested = handing_over(shared, &mut request);
+    let response = inner.call(request).await?;
+    Ok(handed_up(response, requested))
+}
+
+/// The first half of [`forward`]: marks `request` as handled by this cache, and
+/// returns the per-route settings it carries.
+fn handing_over<ReqB>(shared: &Shared, request: &mut Request<ReqB>) -> Option<LayerRoute> {
     let requested = request.extensions().get::<LayerRoute>().cloned();
     request.extensions_mut().insert(Handled::by(shared));
-    let mut response = inner.call(request).await?;
+    requested
+}
+
+/// The second half of [`forward`]: the response, with the settings a route layer
+/// handed up, else those the request carried (`requested`).
+fn handed_up<ResB>(
+    mut response: Response<ResB>,
+    requested: Option<LayerRoute>,
+) -> (Response<ResB>, Option<LayerRoute>) {
     let layered = response
         .extensions_mut()
         .remove::<LayerRoute>()
         .or(requested);
-    Ok((response, layered))
+    (response, layered)
 }
 
 impl<S: Clone> Clone for ResponseCacheService<S> {
@@ -177,9 +193,7 @@ where
                         tokio::spawn(refresh);
                         Ok(response)
                     }),
-                    Next::Fetch(fetching) => {
-                        ResponseFuture::boxed(async move { fetching.run(&shared).await })
-                    }
+                    Next::Fetch(fetching) => fetching.start(shared),
                     Next::Pass(inner, request, outcome) => ResponseFuture::boxed(async move {
                         pass(&shared, inner, request, outcome).await
                     }),
@@ -499,7 +513,8 @@ struct Fetching<S, ReqB> {
     inner: S,
     request: Request<ReqB>,
     key: RequestKey,
-    flight_key: String,
+    /// The variant key when the resource varies; `None`: the primary key.
+    flight_key: Option<String>,
     stale: Option<Arc<CachedEntry>>,
     fwd: Fwd,
     writes_before: Option<u64>,
@@ -510,22 +525,107 @@ impl<S, ReqB> Fetching<S, ReqB> {
     where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
         S::Future: Send + 'static,
+        S::Error: Send + 'static,
         ReqB: Send + 'static,
         ResB: Body<Data = Bytes> + Send + 'static,
         ResB::Error: Into<BoxError>,
     {
+        let joined = shared
+            .flights
+            .join(self.flight_key.as_ref().unwrap_or(&self.key.primary));
         fetch(
-            shared,
+            shared.clone(),
             self.inner,
             self.request,
             self.key,
-            self.flight_key,
+            joined,
             self.stale,
             self.fwd,
             self.writes_before,
         )
         .await
     }
+
+    /// The response future of a request that goes to the origin through the cache,
+    /// made where the local store's lookup was: one boxed future that joins the key's
+    /// flight when first polled and, when nothing is left to look at before the origin
+    /// call (the usual miss), runs that call directly.
+    fn start<ResB>(self, shared: Arc<Shared>) -> ResponseFuture<ResB, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        let Fetching {
+            inner,
+            request,
+            key,
+            flight_key,
+            stale,
+            fwd,
+            writes_before,
+        } = self;
+        // The flight is joined when the future is first polled, not here: a caller may
+        // poll its calls' futures in any order (or drop them unpolled), and a future
+        // waiting on a leader nobody polls yet would wait for ever.
+        ResponseFuture::boxed(async move {
+            let joined = shared
+                .flights
+                .join(flight_key.as_ref().unwrap_or(&key.primary));
+            drop(flight_key);
+            match joined {
+                Joined::Leader(flight)
+                    if shared.local
+                        && !looks_again(&shared, stale.as_ref(), writes_before, &request) =>
+                {
+                    let (parts, body) = request.into_parts();
+                    origin(
+                        shared,
+                        inner,
+                        parts,
+                        body,
+                        key,
+                        stale,
+                        Some(flight),
+                        fwd,
+                        None,
+                    )
+                    .await
+                }
+                joined => {
+                    fetch(
+                        shared,
+                        inner,
+                        request,
+                        key,
+                        joined,
+                        stale,
+                        fwd,
+                        writes_before,
+                    )
+                    .await
+                }
+            }
+        })
+    }
+}
+
+/// Whether the leader of a miss's flight reads the store again before calling the
+/// origin ([`stored_meanwhile`]): a miss (no stale entry) without directives of its
+/// own, when a write may have finished since its read. On the local store only this
+/// cache writes: no write finished since the read means nothing new to find.
+fn looks_again<ReqB>(
+    shared: &Shared,
+    stale: Option<&Arc<CachedEntry>>,
+    writes_before: Option<u64>,
+    request: &Request<ReqB>,
+) -> bool {
+    let written_since =
+        !shared.local || writes_before.is_none_or(|w| shared.writes.load(Ordering::Acquire) != w);
+    stale.is_none() && written_since && !has_request_directives(request.headers())
 }
 
 /// Decides what a request does after its lookup (`found`), when nothing stored was
@@ -569,7 +669,6 @@ where
         if entry.is_none() {
             shared.counters.cache.misses.incr();
         }
-        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
         return Next::Fetch(Fetching {
             inner,
             request,
@@ -582,7 +681,6 @@ where
     };
     // Not fresh for this request (see `fresh_answer`).
     let now = SystemTime::now();
-    let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
     if cached_only {
         return Next::Answered(gateway_timeout(shared));
     }
@@ -594,6 +692,7 @@ where
         let method = request.method().clone();
         let response = from_stored(stored, request.headers(), &method, now, shared, outcome);
         // One background refresh per key: a running flight means one is under way.
+        let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
         let refresh = match shared.flights.join(&flight_key) {
             Joined::Leader(flight) => shared.backlog.admit(0).map(|admitted| {
                 let shared = shared.clone();
@@ -608,10 +707,12 @@ where
                         flight.complete(refreshed);
                         return;
                     }
+                    let (parts, body) = request.into_parts();
                     let _ = origin(
-                        &shared,
+                        shared,
                         inner,
-                        request,
+                        parts,
+                        body,
                         key,
                         entry,
                         Some(flight),
@@ -889,14 +990,15 @@ async fn stored_meanwhile(
 }
 
 /// Sends a miss or a revalidation to the origin once for all concurrent callers of
-/// `flight_key`. `writes_before` is [`Shared::writes`] as the miss read the store.
+/// its flight key (`joined`: this request's place in that flight). `writes_before` is
+/// [`Shared::writes`] as the miss read the store.
 #[allow(clippy::too_many_arguments)]
 async fn fetch<S, ReqB, ResB>(
-    shared: &Arc<Shared>,
+    shared: Arc<Shared>,
     inner: S,
     request: Request<ReqB>,
     key: RequestKey,
-    flight_key: String,
+    joined: Joined<String, Arc<CachedEntry>>,
     stale: Option<Arc<CachedEntry>>,
     fwd: Fwd,
     writes_before: Option<u64>,
@@ -904,20 +1006,16 @@ async fn fetch<S, ReqB, ResB>(
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     ReqB: Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    match shared.flights.join(&flight_key) {
+    let shared = &shared;
+    match joined {
         Joined::Leader(flight) => {
-            // On the local store only this cache writes: no write finished since the
-            // read means nothing new to find (a second read per miss saved).
-            let written_since = !shared.local
-                || writes_before.is_none_or(|w| shared.writes.load(Ordering::Acquire) != w);
-            if stale.is_none()
-                && written_since
-                && !has_request_directives(request.headers())
-                && let Some(entry) = stored_meanwhile(shared, &flight_key, request.headers()).await
+            if looks_again(shared, stale.as_ref(), writes_before, &request)
+                && let Some(entry) = stored_meanwhile(shared, flight.key(), request.headers()).await
                 && let Some(stored) = entry.as_response()
             {
                 flight.complete(entry.clone());
@@ -932,7 +1030,7 @@ where
                 // there is (and its store stays the synchronous fast path).
                 None if shared.local => None,
                 None => {
-                    let lease = shared.responses.lease(&flight_key).await;
+                    let lease = shared.responses.lease(flight.key()).await;
                     if let Some(entry) = lease.hit()
                         && let Some(stored) = entry.as_response()
                         && reusable_for(stored, &key, &request)
@@ -943,7 +1041,19 @@ where
                     Some(lease)
                 }
             };
-            origin(shared, inner, request, key, stale, Some(flight), fwd, lease).await
+            let (parts, body) = request.into_parts();
+            origin(
+                shared.clone(),
+                inner,
+                parts,
+                body,
+                key,
+                stale,
+                Some(flight),
+                fwd,
+                lease,
+            )
+            .await
         }
         Joined::Waiter(waiter) => {
             if let Some(entry) = waiter.wait().await
@@ -953,7 +1063,19 @@ where
                 return Ok(coalesced(shared, &request, stored, fwd));
             }
             // The leader's response was not shareable with this request: ask ourselves.
-            origin(shared, inner, request, key, stale, None, fwd, None).await
+            let (parts, body) = request.into_parts();
+            origin(
+                shared.clone(),
+                inner,
+                parts,
+                body,
+                key,
+                stale,
+                None,
+                fwd,
+                None,
+            )
+            .await
         }
     }
 }
@@ -1002,131 +1124,123 @@ fn coalesced<ReqB, ResB>(
 /// Asks the origin (conditionally when `stale` has a validator) and stores what may
 /// be stored (under `lease` when a miss took the key's lease).
 #[allow(clippy::too_many_arguments)]
-async fn origin<S, ReqB, ResB>(
-    shared: &Arc<Shared>,
+#[allow(clippy::manual_async_fn)] // see the comment on the block
+fn origin<S, ReqB, ResB>(
+    shared: Arc<Shared>,
     mut inner: S,
-    request: Request<ReqB>,
+    mut parts: http::request::Parts,
+    body: ReqB,
     key: RequestKey,
     stale: Option<Arc<CachedEntry>>,
     flight: Option<Flight<String, Arc<CachedEntry>>>,
     fwd: Fwd,
     lease: Option<Lease>,
-) -> Reply<ResB, S::Error>
+) -> impl Future<Output = Reply<ResB, S::Error>> + Send + 'static
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     ReqB: Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    let (mut parts, body) = request.into_parts();
-    let client_headers = parts.headers.clone();
-    // The cache wants a full response to store; the client's own conditions are
-    // answered from it afterwards.
-    let unconditional;
-    let conditional = has_conditions(&parts.headers);
-    let request_headers = if conditional {
-        for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
-            parts.headers.remove(name);
-        }
-        unconditional = parts.headers.clone();
-        &unconditional
-    } else {
-        &client_headers
-    };
-    let method = parts.method.clone();
-    let stale_response = stale.as_deref().and_then(CachedEntry::as_response);
-    if let Some(stored) = stale_response.filter(|s| s.has_validator()) {
-        shared.counters.revalidations.incr();
-        let view = view_of(&key, &method, request_headers, &parts.uri);
-        if let BeforeRequest::Stale {
-            request: conditional,
-            ..
-        } = policy_of(stored, &view).before_request(&view, SystemTime::now())
-        {
-            parts.headers = conditional.headers;
-        }
-    }
-    let uri = parts.uri.clone();
-    let result = forward(shared, &mut inner, Request::from_parts(parts, body)).await;
-    let now = SystemTime::now();
-    let usable_on_error = stale_response.filter(|s| s.within_stale_window(now, s.stale_if_error));
-    // The stale response served because the origin failed (RFC 5861 §4).
-    let serve_stale = |stored: &StoredResponse, status: Option<StatusCode>| {
-        shared.counters.stale.incr();
-        let mut outcome = Outcome::forwarded(Label::Stale, Fwd::Stale)
-            .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
-            .detail("stale-if-error");
-        outcome.fwd_status = status;
-        from_stored(stored, &client_headers, &method, now, shared, outcome)
-    };
-    let (response, layered) = match result {
-        Ok(forwarded) => forwarded,
-        Err(error) => {
-            if let Some(stored) = usable_on_error {
-                return Ok(serve_stale(stored, None));
+    // A block rather than an `async fn`: the arguments are the future's own fields,
+    // not copied again into locals of its body (which made every miss's future, allocated
+    // and copied per miss, hundreds of bytes larger).
+    async move {
+        let shared = &shared;
+        let client_headers = parts.headers.clone();
+        // The cache wants a full response to store; the client's own conditions are
+        // answered from it afterwards.
+        let conditional = has_conditions(&parts.headers);
+        let unconditional = conditional.then(|| {
+            for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+                parts.headers.remove(name);
             }
-            return Err(error);
+            parts.headers.clone()
+        });
+        let request_headers = unconditional.as_ref().unwrap_or(&client_headers);
+        let method = parts.method.clone();
+        let stale_response = stale.as_deref().and_then(CachedEntry::as_response);
+        if let Some(stored) = stale_response.filter(|s| s.has_validator()) {
+            shared.counters.revalidations.incr();
+            let view = view_of(&key, &method, request_headers, &parts.uri);
+            if let BeforeRequest::Stale {
+                request: conditional,
+                ..
+            } = policy_of(stored, &view).before_request(&view, SystemTime::now())
+            {
+                parts.headers = conditional.headers;
+            }
         }
-    };
-    let status = response.status();
-    if status.is_server_error()
-        && let Some(stored) = usable_on_error
-    {
-        return Ok(serve_stale(stored, Some(status)));
-    }
-    let view = view_of(&key, &method, request_headers, &uri);
-    let route = shared.config.route_for(uri.path());
-    let layered = layered.map(|l| l.0.layered(route));
-    let rules = StoreRules {
-        default_ttl: shared.config.default_ttl,
-        route: layered.as_ref().or(route),
-        store_set_cookie: shared.config.store_set_cookie,
-        stale_while_revalidate: shared.config.stale_while_revalidate,
-        stale_if_error: shared.config.stale_if_error,
-        stale_retention: shared.config.stale_retention,
-        tag_header: &shared.config.tag_header,
-    };
-    let forwarded = Outcome::forwarded(Label::Miss, fwd).fwd_status(status);
-
-    if status == StatusCode::NOT_MODIFIED
-        && let Some(stored) = stale_response
-    {
-        let answer = ResponseView {
-            status,
-            headers: response.headers(),
+        let uri = parts.uri.clone();
+        // `forward`, inline: a miss's future holds the origin's future alone here.
+        let mut request = Request::from_parts(parts, body);
+        let requested = handing_over(shared, &mut request);
+        let result = match inner.call(request).await {
+            Ok(response) => Ok(handed_up(response, requested)),
+            Err(error) => Err(error),
         };
-        if !matches!(
-            policy_of(stored, &view).after_response(&view, &answer, now),
-            AfterResponse::NotModified(..)
-        ) {
-            // A 304 for validators we do not hold: the stored body is all we have.
+        let now = SystemTime::now();
+        let usable_on_error =
+            stale_response.filter(|s| s.within_stale_window(now, s.stale_if_error));
+        // The stale response served because the origin failed (RFC 5861 §4).
+        let serve_stale = |stored: &StoredResponse, status: Option<StatusCode>| {
             shared.counters.stale.incr();
-            let outcome = forwarded
-                .label(Label::Stale)
+            let mut outcome = Outcome::forwarded(Label::Stale, Fwd::Stale)
                 .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
-                .detail("unmatched-304");
-            return Ok(from_stored(
-                stored,
-                &client_headers,
-                &method,
-                now,
-                shared,
-                outcome,
-            ));
+                .detail("stale-if-error");
+            outcome.fwd_status = status;
+            from_stored(stored, &client_headers, &method, now, shared, outcome)
+        };
+        let (response, layered) = match result {
+            Ok(forwarded) => forwarded,
+            Err(error) => {
+                if let Some(stored) = usable_on_error {
+                    return Ok(serve_stale(stored, None));
+                }
+                return Err(error);
+            }
+        };
+        let status = response.status();
+        if status.is_server_error()
+            && let Some(stored) = usable_on_error
+        {
+            return Ok(serve_stale(stored, Some(status)));
         }
-        shared.counters.not_modified.incr();
-        let merged = merge_not_modified(&stored.headers, response.headers());
-        let refreshed = match storable(&view, stored.status, &merged, &rules, now) {
-            Ok(refreshed) => refreshed,
-            Err(reason) => {
-                // No longer storable: this answer uses the stored body one last time.
-                let mut refreshed = stored.clone();
-                refreshed.headers = merged;
-                shared.counters.cache.not_stored.incr();
-                let outcome = forwarded.detail(reason);
+        let view = view_of(&key, &method, request_headers, &uri);
+        let route = shared.config.route_for(uri.path());
+        let layered = layered.map(|l| l.0.layered(route));
+        let rules = StoreRules {
+            default_ttl: shared.config.default_ttl,
+            route: layered.as_ref().or(route),
+            store_set_cookie: shared.config.store_set_cookie,
+            stale_while_revalidate: shared.config.stale_while_revalidate,
+            stale_if_error: shared.config.stale_if_error,
+            stale_retention: shared.config.stale_retention,
+            tag_header: &shared.config.tag_header,
+        };
+        let forwarded = Outcome::forwarded(Label::Miss, fwd).fwd_status(status);
+
+        if status == StatusCode::NOT_MODIFIED
+            && let Some(stored) = stale_response
+        {
+            let answer = ResponseView {
+                status,
+                headers: response.headers(),
+            };
+            if !matches!(
+                policy_of(stored, &view).after_response(&view, &answer, now),
+                AfterResponse::NotModified(..)
+            ) {
+                // A 304 for validators we do not hold: the stored body is all we have.
+                shared.counters.stale.incr();
+                let outcome = forwarded
+                    .label(Label::Stale)
+                    .ttl(ttl_seconds(stored.lifetime, stored.age(now)))
+                    .detail("unmatched-304");
                 return Ok(from_stored(
-                    &refreshed,
+                    stored,
                     &client_headers,
                     &method,
                     now,
@@ -1134,128 +1248,154 @@ where
                     outcome,
                 ));
             }
+            shared.counters.not_modified.incr();
+            let merged = merge_not_modified(&stored.headers, response.headers());
+            let refreshed = match storable(&view, stored.status, &merged, &rules, now) {
+                Ok(refreshed) => refreshed,
+                Err(reason) => {
+                    // No longer storable: this answer uses the stored body one last time.
+                    let mut refreshed = stored.clone();
+                    refreshed.headers = merged;
+                    shared.counters.cache.not_stored.incr();
+                    let outcome = forwarded.detail(reason);
+                    return Ok(from_stored(
+                        &refreshed,
+                        &client_headers,
+                        &method,
+                        now,
+                        shared,
+                        outcome,
+                    ));
+                }
+            };
+            let mut fresh = refreshed.response;
+            fresh.body = stored.body.clone();
+            // The answer is built from the refreshed response before it moves into the entry
+            // (building it reads nothing the store changes).
+            let outcome = forwarded
+                .label(Label::Hit)
+                .ttl(ttl_seconds(fresh.lifetime, fresh.age(now)))
+                .stored();
+            let answer = from_stored(&fresh, &client_headers, &method, now, shared, outcome);
+            let entry = Arc::new(CachedEntry::response(fresh));
+            if let Some(flight) = &flight {
+                flight.complete(entry.clone());
+            }
+            if let Some(later) = shared.store(key, entry, refreshed.keep_for, flight, lease) {
+                later.await;
+            }
+            shared.counters.cache.hits.incr();
+            return Ok(answer);
+        }
+
+        let (mut parts, body) = response.into_parts();
+        let judged = storable(&view, parts.status, &parts.headers, &rules, now);
+        // Not used past this point: dropped now, so that the miss's future does not hold
+        // them across the awaits below (their size is allocated and copied on every miss).
+        drop(view);
+        drop(layered);
+        drop(uri);
+        drop(unconditional);
+        parts.headers.remove(&shared.config.tag_header);
+        let limit = shared.config.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let judged = judged.and_then(|j| {
+            if declared.is_none_or(|len| len <= limit as u64) {
+                Ok(j)
+            } else {
+                Err("too-large")
+            }
+        });
+        let judged = match judged {
+            Ok(judged) => judged,
+            Err(reason) => {
+                shared.counters.cache.not_stored.incr();
+                drop(flight); // waiters ask the origin themselves
+                forwarded
+                    .detail(reason)
+                    .apply(&mut parts.headers, shared.config.cache_status.as_deref());
+                return Ok(Response::from_parts(parts, CacheBody::origin(body)));
+            }
         };
-        let mut fresh = refreshed.response;
-        fresh.body = stored.body.clone();
-        // The answer is built from the refreshed response before it moves into the entry
-        // (building it reads nothing the store changes).
-        let outcome = forwarded
-            .label(Label::Hit)
-            .ttl(ttl_seconds(fresh.lifetime, fresh.age(now)))
-            .stored();
-        let answer = from_stored(&fresh, &client_headers, &method, now, shared, outcome);
-        let entry = Arc::new(CachedEntry::response(fresh));
+        let bytes = match read_limited(body, limit).await {
+            Buffered::Complete(bytes) => bytes,
+            Buffered::Streaming(body) => {
+                shared.counters.cache.not_stored.incr();
+                drop(flight);
+                forwarded
+                    .detail("too-large")
+                    .apply(&mut parts.headers, shared.config.cache_status.as_deref());
+                return Ok(Response::from_parts(parts, body));
+            }
+            Buffered::Failed(body) => {
+                // Never stored, and never presented as complete: the client gets what was
+                // read, then the error (the connection is aborted). A stale entry usable
+                // on error answers instead (RFC 5861 §4: a failed upstream body is a 502
+                // to any proxy).
+                shared.counters.cache.not_stored.incr();
+                drop(flight);
+                if let Some(stored) = usable_on_error {
+                    return Ok(serve_stale(stored, Some(status)));
+                }
+                forwarded
+                    .detail("body-failed")
+                    .apply(&mut parts.headers, shared.config.cache_status.as_deref());
+                return Ok(Response::from_parts(parts, body));
+            }
+        };
+        let mut stored = judged.response;
+        // The length is known now: a HEAD answered from this entry carries it too. An
+        // origin that answers HEAD with its GET body (as axum handlers do) gives it for a
+        // HEAD as well; an empty HEAD body says nothing of the length.
+        let known_length = (method == Method::GET || !bytes.is_empty())
+            && stored.status != StatusCode::NO_CONTENT
+            && !stored.headers.contains_key(header::CONTENT_LENGTH);
+        if known_length {
+            let length = HeaderValue::from(bytes.len());
+            stored
+                .headers
+                .insert(header::CONTENT_LENGTH, length.clone());
+            if method == Method::HEAD {
+                parts.headers.insert(header::CONTENT_LENGTH, length);
+            }
+        }
+        stored.body = bytes.clone();
+        let ttl = ttl_seconds(stored.lifetime, stored.initial_age);
+        let entry = Arc::new(CachedEntry::response(stored));
         if let Some(flight) = &flight {
             flight.complete(entry.clone());
         }
-        shared
-            .store(key, entry, refreshed.keep_for, flight, lease)
-            .await;
-        shared.counters.cache.hits.incr();
-        return Ok(answer);
-    }
-
-    let (mut parts, body) = response.into_parts();
-    let judged = storable(&view, parts.status, &parts.headers, &rules, now);
-    parts.headers.remove(&shared.config.tag_header);
-    let limit = shared.config.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let judged = judged.and_then(|j| {
-        if declared.is_none_or(|len| len <= limit as u64) {
-            Ok(j)
+        if let Some(later) = shared.store(key, entry, judged.keep_for, flight, lease) {
+            later.await;
+        }
+        forwarded
+            .ttl(ttl)
+            .stored()
+            .apply(&mut parts.headers, shared.config.cache_status.as_deref());
+        // The client whose request reached the origin gets the origin's own headers
+        // (its Set-Cookie included), with its conditions answered.
+        if parts.status == StatusCode::OK
+            && conditional
+            && not_modified(&client_headers, &parts.headers, now)
+        {
+            let mut response = not_modified_response(&parts.headers, None);
+            for name in [X_CACHE, CACHE_STATUS] {
+                if let Some(value) = parts.headers.get(&name) {
+                    response.headers_mut().insert(name, value.clone());
+                }
+            }
+            return Ok(response);
+        }
+        let body = if method == Method::HEAD {
+            CacheBody::empty()
         } else {
-            Err("too-large")
-        }
-    });
-    let judged = match judged {
-        Ok(judged) => judged,
-        Err(reason) => {
-            shared.counters.cache.not_stored.incr();
-            drop(flight); // waiters ask the origin themselves
-            forwarded
-                .detail(reason)
-                .apply(&mut parts.headers, shared.config.cache_status.as_deref());
-            return Ok(Response::from_parts(parts, CacheBody::origin(body)));
-        }
-    };
-    let bytes = match read_limited(body, limit).await {
-        Buffered::Complete(bytes) => bytes,
-        Buffered::Streaming(body) => {
-            shared.counters.cache.not_stored.incr();
-            drop(flight);
-            forwarded
-                .detail("too-large")
-                .apply(&mut parts.headers, shared.config.cache_status.as_deref());
-            return Ok(Response::from_parts(parts, body));
-        }
-        Buffered::Failed(body) => {
-            // Never stored, and never presented as complete: the client gets what was
-            // read, then the error (the connection is aborted). A stale entry usable
-            // on error answers instead (RFC 5861 §4: a failed upstream body is a 502
-            // to any proxy).
-            shared.counters.cache.not_stored.incr();
-            drop(flight);
-            if let Some(stored) = usable_on_error {
-                return Ok(serve_stale(stored, Some(status)));
-            }
-            forwarded
-                .detail("body-failed")
-                .apply(&mut parts.headers, shared.config.cache_status.as_deref());
-            return Ok(Response::from_parts(parts, body));
-        }
-    };
-    let mut stored = judged.response;
-    // The length is known now: a HEAD answered from this entry carries it too. An
-    // origin that answers HEAD with its GET body (as axum handlers do) gives it for a
-    // HEAD as well; an empty HEAD body says nothing of the length.
-    let known_length = (method == Method::GET || !bytes.is_empty())
-        && stored.status != StatusCode::NO_CONTENT
-        && !stored.headers.contains_key(header::CONTENT_LENGTH);
-    if known_length {
-        let length = HeaderValue::from(bytes.len());
-        stored
-            .headers
-            .insert(header::CONTENT_LENGTH, length.clone());
-        if method == Method::HEAD {
-            parts.headers.insert(header::CONTENT_LENGTH, length);
-        }
+            CacheBody::full(bytes)
+        };
+        Ok(Response::from_parts(parts, body))
     }
-    stored.body = bytes.clone();
-    let ttl = ttl_seconds(stored.lifetime, stored.initial_age);
-    let entry = Arc::new(CachedEntry::response(stored));
-    if let Some(flight) = &flight {
-        flight.complete(entry.clone());
-    }
-    shared
-        .store(key, entry, judged.keep_for, flight, lease)
-        .await;
-    forwarded
-        .ttl(ttl)
-        .stored()
-        .apply(&mut parts.headers, shared.config.cache_status.as_deref());
-    // The client whose request reached the origin gets the origin's own headers
-    // (its Set-Cookie included), with its conditions answered.
-    if parts.status == StatusCode::OK
-        && conditional
-        && not_modified(&client_headers, &parts.headers, now)
-    {
-        let mut response = not_modified_response(&parts.headers, None);
-        for name in [X_CACHE, CACHE_STATUS] {
-            if let Some(value) = parts.headers.get(&name) {
-                response.headers_mut().insert(name, value.clone());
-            }
-        }
-        return Ok(response);
-    }
-    let body = if method == Method::HEAD {
-        CacheBody::empty()
-    } else {
-        CacheBody::full(bytes)
-    };
-    Ok(Response::from_parts(parts, body))
 }
 
 /// Unsafe methods: the origin answers; a non-error answer invalidates what it changed.

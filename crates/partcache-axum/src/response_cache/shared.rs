@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, Method, Uri};
 use partcache::adapter::FailOpen;
 use partcache::flight::{Flight, Flights};
 use partcache::{Cache, HeldLease};
-use partcache_tower::backlog::Backlog;
+use partcache_tower::backlog::{Admitted, Backlog};
 
 use super::entry::{CachedEntry, EntryKind, TagKeys, VaryIndex};
 use super::key::{ParamFilter, RequestKey, key_under_prefix, path_of, under_prefix, variant_key};
@@ -81,6 +81,9 @@ pub(crate) struct Shared {
     /// unchanged since its read knows no flight stored anything in between.
     pub(crate) writes: AtomicU64,
 }
+
+/// The part of a [`Shared::store`] call left to await.
+pub(crate) type StoreLater<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// The failure a store call ended with (already logged and counted).
 pub(crate) struct StoreFailed;
@@ -157,61 +160,76 @@ impl Shared {
 
     /// Stores a response (and its Vary index and tags) beside the request that produced
     /// it: the flight, if any, stays joinable until the write ends. On the local store
-    /// the write runs before this returns (it does no I/O, and a task per miss cost
-    /// more than the write); on a remote store it runs in a task of its own. Either
-    /// way it must fit in the backlog, or it is not made (and counted as dropped).
-    pub(crate) async fn store(
+    /// a plain response's write runs before this returns (it does no I/O, and a task per
+    /// miss cost more than the write); on a remote store it runs in a task of its own.
+    /// Either way it must fit in the backlog, or it is not made (and counted as dropped).
+    ///
+    /// What is left to await, if anything: a local write with a Vary index, tags or
+    /// tracked prefixes (or a put the store did not make at once). Returned boxed, so
+    /// that the future of a miss carries no store call of its own (it is polled on
+    /// every miss, and its size is allocated and copied on every miss).
+    #[must_use = "the write is made when the returned future is awaited"]
+    pub(crate) fn store(
         self: &Arc<Self>,
         key: RequestKey,
         entry: Arc<CachedEntry>,
         keep_for: Duration,
         flight: Option<Flight<String, Arc<CachedEntry>>>,
         lease: Option<Lease>,
-    ) {
-        let Some(stored) = entry.as_response() else {
-            return;
-        };
-        let Some(admitted) = self.backlog.admit(stored.weight() + key.weight()) else {
-            return;
-        };
-        if self.local {
-            if stored.vary.is_empty()
-                && stored.tags.is_empty()
-                && self.config.tracked_prefixes.is_empty()
-                && !flight.as_ref().is_some_and(Flight::is_cancelled)
-                && lease.is_none()
-            {
-                // A plain response: one put, made on the first poll (see `read`). A put
-                // still pending then has not reached the store (only a writer's key lock
-                // makes it wait, and this cache has no writer): it is made again, boxed.
-                let put = || {
-                    self.responses
-                        .put_with_ttl(key.primary.clone(), entry.clone(), keep_for)
-                };
-                let put = match self.local_now("put", put) {
-                    Some(put) => put,
-                    None => {
-                        let boxed = Box::pin(self.bounded("put", put()));
-                        boxed.await
-                    }
-                };
-                if put.is_ok() {
-                    self.counters.cache.stored.incr();
-                }
-                self.writes.fetch_add(1, Ordering::AcqRel);
-                drop(flight);
-            } else {
-                let boxed = Box::pin(self.write(key, entry, keep_for, flight, lease));
-                boxed.await;
-            }
-            drop(admitted);
-            return;
+    ) -> Option<StoreLater<'_>> {
+        let stored = entry.as_response()?;
+        let admitted = self.backlog.admit(stored.weight() + key.weight())?;
+        if !self.local {
+            let inner = self.clone();
+            tokio::spawn(async move {
+                inner.write(key, entry, keep_for, flight, lease).await;
+                drop(admitted);
+            });
+            return None;
         }
-        let inner = self.clone();
-        tokio::spawn(async move {
-            inner.write(key, entry, keep_for, flight, lease).await;
+        if stored.vary.is_empty()
+            && stored.tags.is_empty()
+            && self.config.tracked_prefixes.is_empty()
+            && !flight.as_ref().is_some_and(Flight::is_cancelled)
+            && lease.is_none()
+        {
+            // A plain response: one put, made on the first poll (see `read`). A put
+            // still pending then has not reached the store (only a writer's key lock
+            // makes it wait, and this cache has no writer): it is made again, boxed.
+            let put = || {
+                self.responses
+                    .put_with_ttl(key.primary.clone(), entry.clone(), keep_for)
+            };
+            if let Some(put) = self.local_now("put", put) {
+                self.put_done(put.is_ok(), flight, admitted);
+                return None;
+            }
+            return Some(Box::pin(async move {
+                let put = self.responses.put_with_ttl(key.primary, entry, keep_for);
+                let put = self.bounded("put", put).await;
+                self.put_done(put.is_ok(), flight, admitted);
+            }));
+        }
+        Some(Box::pin(async move {
+            self.write(key, entry, keep_for, flight, lease).await;
             drop(admitted);
-        });
+        }))
+    }
+
+    /// The end of a plain local put: counted, then the flight ends (after the write
+    /// count moved: see [`Shared::writes`]) and the backlog gives its room back.
+    fn put_done(
+        &self,
+        stored: bool,
+        flight: Option<Flight<String, Arc<CachedEntry>>>,
+        admitted: Admitted,
+    ) {
+        if stored {
+            self.counters.cache.stored.incr();
+        }
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        drop(flight);
+        drop(admitted);
     }
 
     async fn write(

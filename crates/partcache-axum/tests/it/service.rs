@@ -111,3 +111,136 @@ fn a_stale_answer_called_outside_the_runtime_refreshes_in_it() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// Misses of one URL called before either is polled make one origin call, and a miss
+/// whose future is dropped unpolled leaves the key free (the next request calls the
+/// origin itself, without waiting).
+#[test]
+fn misses_called_before_they_are_polled_share_one_origin_call() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let manager = CacheManager::from_url("memory://").expect("manager");
+    let cache = runtime
+        .block_on(ResponseCache::builder(&manager, "called-unpolled").build())
+        .expect("cache");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let origin = {
+        let calls = calls.clone();
+        service_fn(move |_: Request<Body>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .header("cache-control", "max-age=60")
+                        .body(http_body_util::Full::new(Bytes::from(format!("v{n}"))))
+                        .expect("response"),
+                )
+            }
+        })
+    };
+    let mut service = cache.layer().layer(origin);
+    let ready = |service: &mut _| {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            Service::<Request<Body>>::poll_ready(service, &mut cx),
+            Poll::Ready(Ok(()))
+        ));
+    };
+    let at = |path: &str| {
+        Request::get(path)
+            .header("host", "svc.test")
+            .body(Body::empty())
+            .expect("request")
+    };
+
+    // Dropped before it is polled: nobody waits for it.
+    ready(&mut service);
+    drop(service.call(at("/dropped")));
+    ready(&mut service);
+    let next = service.call(at("/dropped"));
+    let next = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), next).await })
+        .expect("a dropped miss left its key's flight behind")
+        .expect("response");
+    assert_eq!(read(&runtime, next), ("MISS".into(), "v1".into()));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Two misses called, then polled: the second waits for the first's answer.
+    ready(&mut service);
+    let first = service.call(at("/shared"));
+    ready(&mut service);
+    let second = service.call(at("/shared"));
+    let (first, second) = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(first, second)
+        })
+        .await
+        .expect("the misses never answered")
+    });
+    assert_eq!(
+        read(&runtime, first.expect("response")),
+        ("MISS".into(), "v2".into())
+    );
+    let (label, body) = read(&runtime, second.expect("response"));
+    assert_eq!(
+        (label.as_str(), body.as_str()),
+        ("HIT", "v2"),
+        "one origin call"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// The futures of two calls for one URL may be polled in any order (tower's contract):
+/// the later call, awaited alone while the earlier one is not polled yet, answers
+/// instead of waiting for the earlier one's origin call.
+#[test]
+fn a_miss_awaited_before_an_earlier_call_of_its_url_is_polled_answers() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let manager = CacheManager::from_url("memory://").expect("manager");
+    let cache = runtime
+        .block_on(ResponseCache::builder(&manager, "polled-out-of-order").build())
+        .expect("cache");
+    let origin = service_fn(|_: Request<Body>| async {
+        Ok::<_, std::convert::Infallible>(
+            Response::builder()
+                .header("cache-control", "max-age=60")
+                .body(http_body_util::Full::new(Bytes::from("v")))
+                .expect("response"),
+        )
+    });
+    let mut service = cache.layer().layer(origin);
+    let at = || {
+        Request::get("/out-of-order")
+            .header("host", "svc.test")
+            .body(Body::empty())
+            .expect("request")
+    };
+    let ready = |service: &mut _| {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            Service::<Request<Body>>::poll_ready(service, &mut cx),
+            Poll::Ready(Ok(()))
+        ));
+    };
+    ready(&mut service);
+    let first = service.call(at());
+    ready(&mut service);
+    let second = service.call(at());
+    let second = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), second).await })
+        .expect("the later call waited for the earlier, unpolled one")
+        .expect("response");
+    assert_eq!(read(&runtime, second), ("MISS".into(), "v".into()));
+    let first = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), first).await })
+        .expect("the earlier call never answered")
+        .expect("response");
+    assert_eq!(read(&runtime, first).1, "v");
+}

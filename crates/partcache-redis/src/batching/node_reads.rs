@@ -38,7 +38,7 @@ impl NodeReads {
 
 impl Batch for NodeReads {
     /// The master's address.
-    type Lane = String;
+    type Lane = Arc<str>;
     /// The read (a `GET` of one key, with its slot).
     type Payload = Request;
     /// The `GET`'s reply: a bulk string, nil, or an error reply.
@@ -52,7 +52,7 @@ impl Batch for NodeReads {
     }
 
     /// One pipeline through the router, which follows each read's redirections.
-    async fn send(&self, _lane: &String, batch: Vec<Waiter<Self>>) -> Option<Error> {
+    async fn send(&self, _lane: &Arc<str>, batch: Vec<Waiter<Self>>) -> Option<Error> {
         let (requests, answers): (Vec<Request>, Vec<_>) =
             batch.into_iter().map(|w| (w.payload, w.answer)).unzip();
         let result = self.deployment.execute(requests).await;
@@ -73,7 +73,7 @@ pub(crate) async fn get(reads: &Arc<NodeReads>, request: Request, bytes: usize) 
         Some(queue::enter(
             reads,
             addr,
-            || addr.to_string(),
+            || Arc::from(addr),
             request,
             bytes,
         ))
@@ -98,9 +98,12 @@ pub(crate) async fn get(reads: &Arc<NodeReads>, request: Request, bytes: usize) 
     }
 }
 
-/// Sends one read by itself.
+/// Sends one read by itself. Boxed: most reads wait in a batch, and the send's future
+/// in place would make every read's (which the store boxes) twice as large.
 async fn send_one(reads: &NodeReads, request: Request) -> Result<Value> {
-    let reply = reads.deployment.execute(vec![request]).await?.pop();
+    let reply = Box::pin(reads.deployment.execute(vec![request]))
+        .await?
+        .pop();
     Ok(reply.unwrap_or(Value::Nil))
 }
 

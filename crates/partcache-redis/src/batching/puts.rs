@@ -11,7 +11,7 @@
 //! now (a stale slot map, a slot being moved) comes back undone, and its caller sends it
 //! alone with its keys declared, through the router's redirections.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -48,14 +48,14 @@ impl Puts {
 /// the function its batches call.
 #[derive(Clone)]
 pub(crate) struct PutLane {
-    key: String,
+    key: Arc<str>,
     kind: BatchFunction,
 }
 
 // By key alone, as `str`s are (the lanes are looked up by their key).
 impl Hash for PutLane {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.as_str().hash(state);
+        self.key.hash(state);
     }
 }
 
@@ -105,11 +105,12 @@ impl UpsertSettings {
 }
 
 impl BatchFunction {
-    /// The lane of this kind of put on `addr`.
-    fn lane_key(&self, addr: &str) -> String {
+    /// The lane of this kind of put on `addr` (the address itself for the common put:
+    /// nothing to format on its path).
+    fn lane_key<'a>(&self, addr: &'a str) -> Cow<'a, str> {
         match self {
-            BatchFunction::PutBatch => addr.to_string(),
-            BatchFunction::UpsertBatch(upsert) => format!("{addr} {}", upsert.id),
+            BatchFunction::PutBatch => Cow::Borrowed(addr),
+            BatchFunction::UpsertBatch(upsert) => Cow::Owned(format!("{addr} {}", upsert.id)),
         }
     }
 }
@@ -121,7 +122,7 @@ pub(crate) struct BatchEntry {
     /// For [`BatchFunction::PutBatch`], the partition's channel when the cache
     /// publishes its events, else its key prefix (`lua/put_batch.lua` tells them
     /// apart); for [`BatchFunction::UpsertBatch`], the key prefix (`Layout::prefix`).
-    pub head: String,
+    pub head: Arc<str>,
     /// For [`BatchFunction::PutBatch`], the entry key; for
     /// [`BatchFunction::UpsertBatch`], the key text.
     pub key: String,
@@ -169,6 +170,9 @@ pub(crate) enum PutTurn<'a> {
     /// The node of the slot is not known (no slot map yet), or the queues are at their
     /// limit (`bound.rs`): it goes alone, unbatched. Its blob back.
     Alone(Vec<u8>),
+    /// The entry was lost on its way into the lane (not met: an error rather than a
+    /// panic, should it ever be).
+    Lost,
 }
 
 /// Enters `entry`, a put of `kind`, into its node's lane.
@@ -178,21 +182,23 @@ pub(crate) fn enter<'a>(
     kind: &BatchFunction,
 ) -> PutTurn<'a> {
     let bytes = entry.head.len() + entry.key.len() + entry.blob.len() + entry.key_only.len();
-    let Some(key) = puts
-        .deployment
-        .router
-        .with_master(entry.slot, |addr| kind.lane_key(addr))
-    else {
-        return PutTurn::Alone(entry.blob);
-    };
-    let make_lane = || PutLane {
-        key: key.clone(),
-        kind: kind.clone(),
-    };
-    match queue::enter(puts, key.as_str(), make_lane, entry, bytes) {
-        Entered::Lead(lead, entry) => PutTurn::Lead(lead, entry.blob),
-        Entered::Queued(receiver) => PutTurn::Queued(receiver),
-        Entered::Full(entry) => PutTurn::Alone(entry.blob),
+    let slot = entry.slot;
+    let mut entry = Some(entry);
+    let entered = puts.deployment.router.with_master(slot, |addr| {
+        let entry = entry.take()?;
+        let key = kind.lane_key(addr);
+        let make_lane = || PutLane {
+            key: Arc::from(&*key),
+            kind: kind.clone(),
+        };
+        Some(queue::enter(puts, &*key, make_lane, entry, bytes))
+    });
+    match (entered.flatten(), entry) {
+        (Some(Entered::Lead(lead, entry)), _) => PutTurn::Lead(lead, entry.blob),
+        (Some(Entered::Queued(receiver)), _) => PutTurn::Queued(receiver),
+        (Some(Entered::Full(entry)), _) | (None, Some(entry)) => PutTurn::Alone(entry.blob),
+        // Not met: the closure takes the entry only to enter it.
+        (None, None) => PutTurn::Lost,
     }
 }
 
@@ -228,7 +234,7 @@ async fn send(puts: &Puts, kind: &BatchFunction, batch: &[Waiter<Puts>]) -> Resu
                 .arg(puts.deployment.channel_suffix())
                 .arg(mode.arg(false));
             for w in batch {
-                cmd.arg(&w.payload.head)
+                cmd.arg(&*w.payload.head)
                     .arg(&w.payload.key)
                     .arg(w.payload.blob.as_slice());
             }
@@ -240,7 +246,7 @@ async fn send(puts: &Puts, kind: &BatchFunction, batch: &[Waiter<Puts>]) -> Resu
                 .arg(puts.deployment.channel_suffix())
                 .arg(upsert.mode.arg(false));
             for w in batch {
-                cmd.arg(&w.payload.head)
+                cmd.arg(&*w.payload.head)
                     .arg(&w.payload.key)
                     .arg(w.payload.blob.as_slice())
                     .arg(&w.payload.ttl)

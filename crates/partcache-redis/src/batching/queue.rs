@@ -68,7 +68,9 @@ impl<B: Batch> Answer<B> {
 /// The lanes of one kind of batch, and the bound on what waits in them. See the module
 /// docs.
 pub(crate) struct Lanes<B: Batch> {
-    lanes: parking_lot::Mutex<HashMap<B::Lane, Lane<B>>>,
+    /// Looked up on every request, by a node's address or nothing: foldhash rather
+    /// than SipHash.
+    lanes: parking_lot::Mutex<HashMap<B::Lane, Lane<B>, foldhash::fast::RandomState>>,
     /// The bound shared with the deployment's other queues.
     bound: Arc<Bound>,
 }
@@ -84,6 +86,9 @@ impl<B: Batch> Lanes<B> {
 }
 
 struct Lane<B: Batch> {
+    /// The lane's key, which a lead takes a copy of (cheap: the lanes' keys are
+    /// reference-counted or empty) rather than make one.
+    key: B::Lane,
     /// Requests or batches on their way: new requests wait once there are
     /// [`Batch::DEPTH`].
     in_flight: usize,
@@ -103,12 +108,12 @@ pub(crate) enum Entered<'a, B: Batch> {
 }
 
 /// Enters a request of `bytes` bytes carrying `payload` into lane `lane` (whose owned
-/// key `make_lane` makes, when the lane is new or the request leads): it leads when the
-/// lane has room, else it queues, unless the queues are at their bound.
+/// key `make_lane` makes when the lane is new): it leads when the lane has room, else it
+/// queues, unless the queues are at their bound.
 pub(crate) fn enter<'a, B, Q>(
     batch: &'a Arc<B>,
     lane: &Q,
-    make_lane: impl Fn() -> B::Lane,
+    make_lane: impl FnOnce() -> B::Lane,
     payload: B::Payload,
     bytes: usize,
 ) -> Entered<'a, B>
@@ -120,16 +125,20 @@ where
     let mut lanes = batch.lanes().lanes.lock();
     let state = match lanes.get_mut(lane) {
         Some(state) => state,
-        None => lanes.entry(make_lane()).or_insert_with(|| Lane {
-            in_flight: 0,
-            waiting: Vec::new(),
-        }),
+        None => {
+            let key = make_lane();
+            lanes.entry(key.clone()).or_insert_with(|| Lane {
+                key,
+                in_flight: 0,
+                waiting: Vec::new(),
+            })
+        }
     };
     // Requests already waiting go first: a newcomer leads only when none waits.
     if state.in_flight < B::DEPTH && state.waiting.is_empty() {
         // Made before the lead counts in flight: from then on, only the lead may free
         // its place.
-        let lead_lane = make_lane();
+        let lead_lane = state.key.clone();
         state.in_flight += 1;
         drop(lanes);
         let lead = Lead {

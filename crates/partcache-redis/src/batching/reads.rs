@@ -70,11 +70,13 @@ pub(crate) async fn get(reads: &Arc<Reads>, key: String) -> Result<Value> {
     match queue::enter(reads, &(), || (), key, bytes) {
         Entered::Queued(receiver) => queue::wait(&reads.deployment.router, receiver).await,
         // The queues are at their limit: a `GET` of its own (`bound.rs`).
-        Entered::Full(key) => send(reads, get_cmd(&key)).await,
+        Entered::Full(key) => Box::pin(send(reads, get_cmd(&key))).await,
         Entered::Lead(mut lead, key) => {
             // Whatever happens to this call (an error, or its caller dropping it), the
-            // reads that queued behind it are seen to when `lead` goes.
-            let result = send(reads, get_cmd(&key)).await;
+            // reads that queued behind it are seen to when `lead` goes. Boxed, as
+            // above: most reads wait in a batch, and the send's future in place would
+            // make every read's (which the store boxes) twice as large.
+            let result = Box::pin(send(reads, get_cmd(&key))).await;
             lead.finished(&result);
             result
         }

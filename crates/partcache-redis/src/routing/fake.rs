@@ -228,10 +228,6 @@ impl Transport for FakeCluster {
         Ok(replies.pop().unwrap_or(Value::Nil))
     }
 
-    async fn send_cmds(&self, addr: &str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
-        self.round_trip(addr, cmds.iter()).await
-    }
-
     async fn send(&self, addr: &str, pipeline: &Pipeline, _count: usize) -> Result<Vec<Value>> {
         self.round_trip(addr, pipeline.cmd_iter()).await
     }

@@ -392,7 +392,12 @@ impl RawStore for RedisStore {
                     .arg("");
             }
         }
-        let reply = s.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
+        // Boxed, as the batched puts' lone sends are: in place, this call's future
+        // would size every put's.
+        let reply = Box::pin(s.execute(vec![r]))
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil);
         s.write_outcome(reply)
     }
 

@@ -85,7 +85,9 @@ impl OpenState {
             return not_yet();
         }
         *last = Some(Instant::now());
-        inner.finish_open().await?;
+        // Boxed: opening happens once, and its future is large; in place it would size
+        // the future of every call of the store, which each call copies.
+        Box::pin(inner.finish_open()).await?;
         let _ = state.reaper.set(reaper::spawn(inner));
         Ok(())
     }

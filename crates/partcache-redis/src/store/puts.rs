@@ -26,8 +26,11 @@ impl StoreInner {
         ttl: Option<Duration>,
         kind: &BatchFunction,
     ) -> Result<RawWriteOutcome> {
+        // The put that goes alone is boxed on every path: most puts wait in a batch,
+        // and its future in place would make every put's (which the store boxes) much
+        // larger.
         if self.listened.is_listened() {
-            return self.put_alone(key, &blob, ttl, kind).await;
+            return Box::pin(self.put_alone(key, &blob, ttl, kind)).await;
         }
         let entry = self.batch_entry(key, blob, ttl, kind);
         let blob = match puts::enter(&self.batcher.puts, entry, kind) {
@@ -36,13 +39,18 @@ impl StoreInner {
                 BatchedPut::SendAlone(blob) => blob,
             },
             PutTurn::Lead(mut lead, blob) => {
-                let result = self.put_alone(key, &blob, ttl, kind).await;
+                let result = Box::pin(self.put_alone(key, &blob, ttl, kind)).await;
                 lead.finished(&result);
                 return result;
             }
             PutTurn::Alone(blob) => blob,
+            PutTurn::Lost => {
+                return Err(partcache::Error::Store(
+                    "a batched put lost its entry".into(),
+                ));
+            }
         };
-        self.put_alone(key, &blob, ttl, kind).await
+        Box::pin(self.put_alone(key, &blob, ttl, kind)).await
     }
 
     /// `key`'s put of `blob` as a batch of `kind` takes it.
@@ -56,15 +64,15 @@ impl StoreInner {
         let p = key.partition;
         let upsert = matches!(kind, BatchFunction::UpsertBatch(_));
         let (head, name) = if upsert {
-            (self.layout.prefix(p).to_string(), key.text.clone())
+            (self.layout.shared_prefix(p), key.text.clone())
         } else if self.event_mode.publishes() {
             (
-                self.layout.channel(p).to_string(),
+                self.layout.shared_channel(p),
                 self.layout.entry_key(p, &key.text),
             )
         } else {
             (
-                self.layout.prefix(p).to_string(),
+                self.layout.shared_prefix(p),
                 self.layout.entry_key(p, &key.text),
             )
         };
