@@ -326,6 +326,9 @@ pub(crate) fn storable(
     if rules.route.is_some_and(|r| r.bypass) {
         return Err("route-bypass");
     }
+    // Judged, stored and asked about later with lowercase directive names.
+    let lowered = lowercase_directives(headers);
+    let headers = lowered.as_ref().unwrap_or(headers);
     let has_cookie = headers.contains_key(header::SET_COOKIE);
     if has_cookie && !rules.store_set_cookie {
         return Err("set-cookie");
@@ -382,7 +385,7 @@ pub(crate) fn storable(
         .and_then(|r| r.default_ttl)
         .or(rules.default_ttl);
     let ttl = forced.or(if explicit { None } else { default });
-    let initial_age = age_field(headers);
+    let initial_age = age_field(headers).max(apparent_age(headers, now));
     let mut ttl_override = ttl.and_then(|ttl| Some((ttl, ttl_directives(&directives, ttl)?)));
     let judged = |ttl_override: &Option<(Duration, HeaderValue)>| {
         let lifetime = match ttl_override {
@@ -478,6 +481,62 @@ pub(crate) fn storable(
     })
 }
 
+/// The time since a response's `Date` when it arrived, its apparent age (RFC 9111
+/// §4.2.3), in whole seconds. `Date` has a resolution of one second, so one second or
+/// less is no age: a response generated just now is not aged by the rounding.
+fn apparent_age(headers: &HeaderMap, received: SystemTime) -> Duration {
+    let date = headers
+        .get(header::DATE)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+    match date.and_then(|date| received.duration_since(date).ok()) {
+        Some(since) if since.as_secs() > 1 => Duration::from_secs(since.as_secs()),
+        _ => Duration::ZERO,
+    }
+}
+
+/// `headers` with the directive names of their `Cache-Control` fields lowercased, or
+/// `None` when they are already: RFC 9111 §5.2 compares directive names
+/// case-insensitively, `http-cache-semantics` as written. Arguments are kept as they
+/// are (a `private="X-Field"` names a field).
+fn lowercase_directives(headers: &HeaderMap) -> Option<HeaderMap> {
+    let upper = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|v| v.as_bytes().iter().any(u8::is_ascii_uppercase));
+    if !upper {
+        return None;
+    }
+    let mut lowered = headers.clone();
+    lowered.remove(header::CACHE_CONTROL);
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        let Ok(field) = value.to_str() else {
+            lowered.append(header::CACHE_CONTROL, value.clone());
+            continue;
+        };
+        let mut text = String::with_capacity(field.len());
+        for (name, argument) in split_directives(field) {
+            if !text.is_empty() {
+                text.push_str(", ");
+            }
+            text.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+            if let Some(argument) = argument {
+                text.push('=');
+                text.push_str(argument);
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            lowered.append(header::CACHE_CONTROL, value);
+        }
+    }
+    Some(lowered)
+}
+
+/// The request headers a policy is asked with: their `Cache-Control` directive names
+/// lowercased (RFC 9111 §5.2), as [`lowercase_directives`] does for responses.
+pub(crate) fn lowercase_request_directives(headers: HeaderMap) -> HeaderMap {
+    lowercase_directives(&headers).unwrap_or(headers)
+}
+
 /// The `Age` a response arrived with, as `http-cache-semantics` reads it: the first
 /// field, in whole seconds, else none.
 fn age_field(headers: &HeaderMap) -> Duration {
@@ -535,7 +594,7 @@ fn freshness_lifetime(
     };
     let storable = (*method == Method::GET || *method == Method::HEAD)
         && UNDERSTOOD_STATUSES.contains(&status.as_u16())
-        && !has("no-store")
+        && (!has("no-store") || has("must-understand"))
         && !has("private")
         && (expires.is_some()
             || has("max-age")
@@ -636,6 +695,15 @@ pub(crate) fn policy_of(stored: &StoredResponse, request: &RequestView<'_>) -> C
         headers.insert(header::CACHE_CONTROL, value);
         headers.remove(header::EXPIRES);
     }
+    // RFC 9111 §5.2.2.3: `must-understand` on a status understood here sets
+    // `no-store` aside (only such responses are stored), which the policy does not know.
+    let directives = Directives::parse(&headers);
+    if directives.has("must-understand")
+        && directives.has("no-store")
+        && let Ok(value) = HeaderValue::from_str(&directives.without(&["no-store"]))
+    {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
     let kept_request = RequestView {
         uri: request.uri.clone(),
         method: &stored.method,
@@ -682,24 +750,17 @@ fn is_storable(
         || response("public")
         || response("s-maxage")
         || conflicting_directives(given);
-    !has_directive(request.headers, "no-store")
+    // RFC 9111 §5.2.2.3: `must-understand` sets `no-store` aside for the statuses
+    // understood here, and only those are stored.
+    let no_store = response("no-store") && !response("must-understand");
+    !(request.headers.contains_key(header::CACHE_CONTROL)
+        && CacheControl::parse(request.headers).has("no-store"))
         && method
         && UNDERSTOOD_STATUSES.contains(&status.as_u16())
-        && !response("no-store")
+        && !no_store
         && !response("private")
         && authorized
         && (explicit || response("public") || CACHEABLE_BY_DEFAULT.contains(&status.as_u16()))
-}
-
-/// The `Cache-Control` directives of `headers` as `http-cache-semantics` reads them:
-/// comma-separated `name[=value]`, names as written, values trimmed, fields that are
-/// not visible ASCII skipped.
-fn directives(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)> {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(split_directives)
 }
 
 /// One `Cache-Control` field's directives: comma-separated `name[=value]`, name and
@@ -714,8 +775,9 @@ fn split_directives(field: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
 
 /// A response's `Cache-Control`, split once for every question a miss asks of it.
 ///
-/// `given` holds the directives of the fields that are visible ASCII as written (see
-/// [`directives`]): what `http-cache-semantics` reads, and so what [`is_storable`] and
+/// `given` holds the directives of the fields that are visible ASCII as written
+/// ([`split_directives`]; names are lowercase in the responses [`storable`] judges,
+/// see [`lowercase_directives`]): what `http-cache-semantics` reads, and so what [`is_storable`] and
 /// [`freshness_lifetime`] read. The questions RFC 9111 asks case-insensitively
 /// ([`has`](Self::has), [`seconds`](Self::seconds), [`without`](Self::without)) read
 /// the same list, except when a field is not visible ASCII: [`CacheControl`], which
@@ -785,10 +847,6 @@ impl<'h> Directives<'h> {
     }
 }
 
-fn has_directive(headers: &HeaderMap, name: &str) -> bool {
-    directives(headers).any(|(n, _)| n == name)
-}
-
 /// A directive repeated with another value, which `http-cache-semantics` takes as
 /// `must-revalidate` (it keeps the first value unquoted and compares later ones as
 /// written).
@@ -810,7 +868,7 @@ fn why_not_storable(
 ) -> NotStored {
     let response = CacheControl::parse(headers);
     let asked = CacheControl::parse(request.headers);
-    if response.has("no-store") || asked.has("no-store") {
+    if (response.has("no-store") && !response.has("must-understand")) || asked.has("no-store") {
         "no-store"
     } else if response.has("private") {
         "private"
@@ -1054,7 +1112,8 @@ mod tests {
 
     /// The storability check without a policy agrees with `CachePolicy::is_storable`
     /// in shared mode on every combination of method, status, request and response
-    /// fields that the rules of RFC 9111 §3 look at.
+    /// fields that the rules of RFC 9111 §3 look at, the policy being asked with
+    /// lowercase directive names (RFC 9111 §5.2; it compares them as written).
     #[test]
     fn storability_agrees_with_the_policy() {
         let requests: &[&[(&'static str, &'static str)]] = &[
@@ -1095,14 +1154,21 @@ mod tests {
         let mut checked = 0;
         for req in requests {
             let req = headers(req);
+            let lowered_req = lowercase_request_directives(req.clone());
             for method in &methods {
                 let view = RequestView {
                     uri: "/p".parse().unwrap(),
                     method,
                     headers: &req,
                 };
+                let lowered_view = RequestView {
+                    uri: "/p".parse().unwrap(),
+                    method,
+                    headers: &lowered_req,
+                };
                 for res in responses {
                     let res = headers(res);
+                    let res = lowercase_directives(&res).unwrap_or(res);
                     for status in statuses {
                         let status = StatusCode::from_u16(status).unwrap();
                         let response = ResponseView {
@@ -1110,7 +1176,7 @@ mod tests {
                             headers: &res,
                         };
                         let policy = CachePolicy::new_options(
-                            &view,
+                            &lowered_view,
                             &response,
                             SystemTime::now(),
                             options(),

@@ -791,14 +791,17 @@ pub(crate) async fn vary_matching_normalizes_equivalent_header_values(manager: C
 pub(crate) async fn if_modified_since_without_last_modified_is_judged_by_date(
     manager: CacheManager,
 ) {
-    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+    // A Date ten seconds back, well within the response's freshness (its age counts
+    // from its Date, RFC 9111 §4.2.3).
+    let generated = std::time::SystemTime::now() - Duration::from_secs(10);
+    let date = httpdate::fmt_http_date(generated);
+    let day_before = httpdate::fmt_http_date(generated - Duration::from_secs(86_400));
+    let dated = date.clone();
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, move |seen, n| {
         if seen.uri == "/dated" {
             respond(
                 200,
-                &[
-                    ("cache-control", "max-age=60"),
-                    ("date", "Wed, 21 Oct 2015 07:28:00 GMT"),
-                ],
+                &[("cache-control", "max-age=60"), ("date", &dated)],
                 format!("call {n}"),
             )
         } else {
@@ -809,20 +812,14 @@ pub(crate) async fn if_modified_since_without_last_modified_is_judged_by_date(
     assert_eq!(server.get("/dated").await.x_cache(), "MISS");
     server.stored(1).await;
     let same = server
-        .get_with(
-            "/dated",
-            &[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")],
-        )
+        .get_with("/dated", &[("if-modified-since", &date)])
         .await;
     assert_eq!(
         (same.status, same.x_cache()),
         (StatusCode::NOT_MODIFIED, "HIT")
     );
     let earlier = server
-        .get_with(
-            "/dated",
-            &[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")],
-        )
+        .get_with("/dated", &[("if-modified-since", &day_before)])
         .await;
     assert_eq!(
         (earlier.status, earlier.x_cache(), earlier.body.as_str()),
@@ -1754,6 +1751,88 @@ pub(crate) async fn the_purge_router_and_the_stats_route_work_over_http(manager:
     assert_eq!(json["invalidated"].as_u64(), Some(2));
 }
 
+/// RFC 9111 §4.2.3: a response's age is at least its apparent age, the time since its
+/// `Date`, whatever its `Age` says.
+pub(crate) async fn a_date_in_the_past_counts_toward_age(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let ago = if seen.uri.ends_with("/old") { 100 } else { 30 };
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(ago));
+        respond(
+            200,
+            &[("cache-control", "max-age=60"), ("date", &date)],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    assert_eq!(server.get("/recent").await.x_cache(), "MISS");
+    let hit = server.get("/recent").await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 1"));
+    let age = hit.age().unwrap();
+    assert!((29..=32).contains(&age), "age {age}: 30 s since Date");
+    // 100 s since Date, fresh for 60: stale on arrival, never a hit.
+    assert_eq!(server.get("/old").await.x_cache(), "MISS");
+    assert_eq!(server.get("/old").await.x_cache(), "MISS");
+    assert_eq!(server.calls(), 3);
+}
+
+/// RFC 9111 §5.2: cache directives are compared case-insensitively.
+pub(crate) async fn cache_directives_are_case_insensitive(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let cc = if seen.uri.ends_with("/private") {
+            "Private, Max-Age=60"
+        } else if seen.uri.ends_with("/no-store") {
+            "NO-STORE, max-age=60"
+        } else {
+            "Max-Age=60"
+        };
+        respond(200, &[("cache-control", cc)], format!("call {n}"))
+    })
+    .await;
+    assert_eq!(server.get("/upper").await.x_cache(), "MISS");
+    let hit = server.get("/upper").await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 1"));
+    for path in ["/private", "/no-store"] {
+        assert_eq!(server.get(path).await.x_cache(), "MISS", "{path}");
+        assert_eq!(
+            server.get(path).await.x_cache(),
+            "MISS",
+            "{path} never stored"
+        );
+    }
+    // A request's `No-Cache` sends it to the origin.
+    let forced = server
+        .get_with("/upper", &[("cache-control", "No-Cache")])
+        .await;
+    assert_ne!(forced.x_cache(), "HIT");
+    assert_eq!(server.calls(), 6);
+}
+
+/// RFC 9111 §5.2.2.3: with `must-understand`, a response of a status the cache
+/// understands is stored despite `no-store`; one of a status it does not is not.
+pub(crate) async fn must_understand_overrides_no_store_for_understood_statuses(
+    manager: CacheManager,
+) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let status = if seen.uri.ends_with("/unknown") {
+            299
+        } else {
+            200
+        };
+        respond(
+            status,
+            &[("cache-control", "must-understand, no-store, max-age=60")],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    assert_eq!(server.get("/known").await.x_cache(), "MISS");
+    let hit = server.get("/known").await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 1"));
+    assert_eq!(server.get("/unknown").await.x_cache(), "MISS");
+    assert_eq!(server.get("/unknown").await.x_cache(), "MISS");
+    assert_eq!(server.calls(), 3);
+}
+
 /// One test per scenario, each on a manager from `$make().await` (called once per test,
 /// inside the test's runtime: a remote store's connections live on that runtime).
 #[macro_export]
@@ -1798,6 +1877,9 @@ macro_rules! rfc9111_suite {
             a_route_layer_gives_its_route_its_own_freshness,
             route_layers_under_the_router_layer_hand_their_settings_up,
             the_purge_router_and_the_stats_route_work_over_http,
+            a_date_in_the_past_counts_toward_age,
+            cache_directives_are_case_insensitive,
+            must_understand_overrides_no_store_for_understood_statuses,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {
