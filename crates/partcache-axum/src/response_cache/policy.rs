@@ -610,7 +610,6 @@ fn freshness_lifetime(
         || no_cache
         || (headers.contains_key(header::SET_COOKIE) && !has("public") && !has("immutable"))
         || text(header::VARY).map(str::trim) == Some("*")
-        || has("proxy-revalidate")
     {
         return NONE;
     }
@@ -695,15 +694,7 @@ pub(crate) fn policy_of(stored: &StoredResponse, request: &RequestView<'_>) -> C
         headers.insert(header::CACHE_CONTROL, value);
         headers.remove(header::EXPIRES);
     }
-    // RFC 9111 §5.2.2.3: `must-understand` on a status understood here sets
-    // `no-store` aside (only such responses are stored), which the policy does not know.
-    let directives = Directives::parse(&headers);
-    if directives.has("must-understand")
-        && directives.has("no-store")
-        && let Ok(value) = HeaderValue::from_str(&directives.without(&["no-store"]))
-    {
-        headers.insert(header::CACHE_CONTROL, value);
-    }
+    as_the_policy_reads_them(&mut headers);
     let kept_request = RequestView {
         uri: request.uri.clone(),
         method: &stored.method,
@@ -714,6 +705,41 @@ pub(crate) fn policy_of(stored: &StoredResponse, request: &RequestView<'_>) -> C
         headers: &headers,
     };
     CachePolicy::new_options(&kept_request, &response, stored.stored_at, options())
+}
+
+/// A stored response's `Cache-Control` rewritten where `http-cache-semantics` reads it
+/// otherwise than RFC 9111 does for a shared cache:
+/// - `must-understand` on a status understood here sets `no-store` aside (only such
+///   responses are stored, §5.2.2.3), which the policy does not know;
+/// - `proxy-revalidate` is `must-revalidate` for a shared cache (§5.2.2.8), where the
+///   policy takes it as a freshness lifetime of zero.
+fn as_the_policy_reads_them(headers: &mut HeaderMap) {
+    let directives = Directives::parse(headers);
+    let must_understand = directives.has("must-understand") && directives.has("no-store");
+    let proxy_revalidate = directives.has("proxy-revalidate");
+    if !must_understand && !proxy_revalidate {
+        return;
+    }
+    let mut dropped = Vec::with_capacity(2);
+    if must_understand {
+        dropped.push("no-store");
+    }
+    let mut text = if proxy_revalidate {
+        dropped.extend(["proxy-revalidate", "must-revalidate"]);
+        String::from("must-revalidate")
+    } else {
+        String::new()
+    };
+    let rest = directives.without(&dropped);
+    if !rest.is_empty() {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(&rest);
+    }
+    if let Ok(value) = HeaderValue::from_str(&text) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
 }
 
 /// Statuses `http-cache-semantics` understands (it does not understand 206).
@@ -1298,6 +1324,7 @@ mod tests {
                             seen.insert(header::CACHE_CONTROL, value.clone());
                             seen.remove(header::EXPIRES);
                         }
+                        as_the_policy_reads_them(&mut seen);
                         let response = ResponseView {
                             status,
                             headers: &seen,

@@ -1833,6 +1833,153 @@ pub(crate) async fn must_understand_overrides_no_store_for_understood_statuses(
     assert_eq!(server.calls(), 3);
 }
 
+/// RFC 9111 §4.2.1-§4.2.2: `s-maxage` over `max-age` over `Expires` (an invalid one
+/// is in the past), then a tenth of the time since `Last-Modified` for heuristically
+/// cacheable statuses only; `must-revalidate` and `proxy-revalidate` leave a response
+/// fresh for its lifetime (they only forbid serving it stale, §5.2.2.2, §5.2.2.8).
+pub(crate) async fn freshness_comes_from_s_maxage_max_age_expires_then_last_modified(
+    manager: CacheManager,
+) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let now = std::time::SystemTime::now();
+        let at = |offset: i64| {
+            httpdate::fmt_http_date(if offset >= 0 {
+                now + Duration::from_secs(offset as u64)
+            } else {
+                now - Duration::from_secs(offset.unsigned_abs())
+            })
+        };
+        let ten_days_ago = at(-864_000);
+        let path = seen.uri.rsplit('/').next().unwrap_or_default().to_string();
+        let (status, headers): (u16, Vec<(&str, String)>) = match path.as_str() {
+            "expires" => (200, vec![("expires", at(60))]),
+            "max-age-over-expires" => (
+                200,
+                vec![("cache-control", "max-age=60".into()), ("expires", at(-60))],
+            ),
+            "max-age-0-over-expires" => (
+                200,
+                vec![("cache-control", "max-age=0".into()), ("expires", at(60))],
+            ),
+            "invalid-expires" => (200, vec![("expires", "0".into())]),
+            "s-maxage-over-max-age" => (
+                200,
+                vec![("cache-control", "s-maxage=0, max-age=60".into())],
+            ),
+            "heuristic" => (200, vec![("last-modified", ten_days_ago)]),
+            "heuristic-404" => (404, vec![("last-modified", ten_days_ago)]),
+            "heuristic-302" => (302, vec![("last-modified", ten_days_ago)]),
+            "heuristic-but-explicit" => (
+                200,
+                vec![
+                    ("cache-control", "max-age=0".into()),
+                    ("last-modified", ten_days_ago),
+                ],
+            ),
+            "must-revalidate" => (
+                200,
+                vec![("cache-control", "max-age=60, must-revalidate".into())],
+            ),
+            "proxy-revalidate" => (
+                200,
+                vec![("cache-control", "max-age=60, proxy-revalidate".into())],
+            ),
+            _ => (500, vec![]),
+        };
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        respond(status, &headers, format!("call {n}"))
+    })
+    .await;
+    let reused = [
+        "expires",
+        "max-age-over-expires",
+        "heuristic",
+        "heuristic-404",
+        "must-revalidate",
+        "proxy-revalidate",
+    ];
+    let not_reused = [
+        "max-age-0-over-expires",
+        "invalid-expires",
+        "s-maxage-over-max-age",
+        "heuristic-302",
+        "heuristic-but-explicit",
+    ];
+    let mut failures = Vec::new();
+    for path in reused.iter().chain(&not_reused) {
+        let url = format!("/f/{path}");
+        let first = server.get(&url).await;
+        assert_ne!(first.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        let second = server.get(&url).await;
+        let hit = second.x_cache() == "HIT";
+        if hit != reused.contains(path) {
+            failures.push(format!("{path}: {}", second.x_cache()));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// RFC 9111 §5.2.1: a request's `max-age=0` and `no-cache` revalidate a fresh stored
+/// response, `min-fresh` asks for more freshness than it has left; and a stored
+/// `no-cache` response is revalidated on every use (§5.2.2.4), a 304 answering with
+/// the stored body.
+pub(crate) async fn request_directives_and_no_cache_responses_revalidate(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let cc = if seen.uri.ends_with("/no-cache") {
+            "no-cache"
+        } else {
+            "max-age=60"
+        };
+        if seen.headers.get("if-none-match").map(|v| v.as_bytes()) == Some(b"\"v1\"") {
+            return respond(304, &[("cache-control", cc), ("etag", "\"v1\"")], "");
+        }
+        respond(
+            200,
+            &[("cache-control", cc), ("etag", "\"v1\"")],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    assert_eq!(server.get("/r").await.x_cache(), "MISS");
+    assert_eq!(server.get("/r").await.x_cache(), "HIT");
+    assert_eq!(server.calls(), 1);
+    for directive in ["max-age=0", "no-cache", "min-fresh=120"] {
+        let before = server.calls();
+        let reply = server.get_with("/r", &[("cache-control", directive)]).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "call 1"),
+            "{directive}"
+        );
+        assert_eq!(server.calls(), before + 1, "{directive} reaches the origin");
+        let seen = server.seen.lock().last().cloned().unwrap();
+        assert_eq!(
+            seen.headers.get("if-none-match").map(|v| v.as_bytes()),
+            Some(&b"\"v1\""[..]),
+            "{directive}: a conditional request"
+        );
+    }
+    // `max-stale` does not make a fresh response go to the origin.
+    let reply = server
+        .get_with("/r", &[("cache-control", "max-stale=10")])
+        .await;
+    assert_eq!(reply.x_cache(), "HIT");
+
+    let first = server.get("/no-cache").await;
+    assert_eq!(first.x_cache(), "MISS");
+    for _ in 0..2 {
+        let before = server.calls();
+        let reply = server.get("/no-cache").await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, first.body.as_str())
+        );
+        assert_eq!(server.calls(), before + 1, "revalidated on every use");
+        let seen = server.seen.lock().last().cloned().unwrap();
+        assert!(seen.headers.contains_key("if-none-match"));
+    }
+}
+
 /// One test per scenario, each on a manager from `$make().await` (called once per test,
 /// inside the test's runtime: a remote store's connections live on that runtime).
 #[macro_export]
@@ -1880,6 +2027,8 @@ macro_rules! rfc9111_suite {
             a_date_in_the_past_counts_toward_age,
             cache_directives_are_case_insensitive,
             must_understand_overrides_no_store_for_understood_statuses,
+            freshness_comes_from_s_maxage_max_age_expires_then_last_modified,
+            request_directives_and_no_cache_responses_revalidate,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {
