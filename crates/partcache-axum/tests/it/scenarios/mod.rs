@@ -1980,6 +1980,65 @@ pub(crate) async fn request_directives_and_no_cache_responses_revalidate(manager
     }
 }
 
+/// RFC 9111 §4.3.3-§4.3.4: a 304 to the cache's conditional request updates the
+/// stored header fields (but `Content-Length`) and makes the response fresh again; a
+/// client's own condition is answered from the refreshed response, a 304 when it holds.
+pub(crate) async fn a_304_updates_the_stored_fields_and_answers_the_clients_condition(
+    manager: CacheManager,
+) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        if seen.headers.contains_key("if-none-match") {
+            let version = n.to_string();
+            return respond(
+                304,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("etag", "\"v1\""),
+                    ("x-version", &version),
+                    ("content-length", "0"),
+                ],
+                Body::empty(),
+            );
+        }
+        // Stale on arrival (its Age is past its max-age), kept for its validator.
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("age", "100"),
+                ("etag", "\"v1\""),
+                ("x-version", "1"),
+            ],
+            "full body",
+        )
+    })
+    .await;
+    assert_eq!(server.get("/r").await.x_cache(), "MISS");
+    server.stored(1).await;
+    // The client's condition holds: the refreshed response answers it with a 304.
+    let revalidated = server.get_with("/r", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(server.calls(), 2);
+    let seen = server.seen.lock()[1].clone();
+    assert_eq!(
+        seen.headers.get("if-none-match").map(|v| v.as_bytes()),
+        Some(&b"\"v1\""[..])
+    );
+    let hit = server.get("/r").await;
+    assert_eq!(
+        (hit.status, hit.x_cache(), hit.body.as_str()),
+        (StatusCode::OK, "HIT", "full body")
+    );
+    assert_eq!(
+        hit.header("x-version"),
+        Some("2"),
+        "the 304's fields stored"
+    );
+    assert_eq!(hit.header("content-length"), Some("9"));
+    assert!(hit.age().unwrap() < 60, "fresh again: age {:?}", hit.age());
+    assert_eq!(server.calls(), 2);
+}
+
 /// One test per scenario, each on a manager from `$make().await` (called once per test,
 /// inside the test's runtime: a remote store's connections live on that runtime).
 #[macro_export]
@@ -2029,6 +2088,7 @@ macro_rules! rfc9111_suite {
             must_understand_overrides_no_store_for_understood_statuses,
             freshness_comes_from_s_maxage_max_age_expires_then_last_modified,
             request_directives_and_no_cache_responses_revalidate,
+            a_304_updates_the_stored_fields_and_answers_the_clients_condition,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {
