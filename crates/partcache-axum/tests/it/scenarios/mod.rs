@@ -2039,6 +2039,53 @@ pub(crate) async fn a_304_updates_the_stored_fields_and_answers_the_clients_cond
     assert_eq!(server.calls(), 2);
 }
 
+/// RFC 9111 §4.4: a successful unsafe request invalidates every stored response of
+/// its target (each Vary variant, and HEAD's) and of a same-host `Content-Location`.
+pub(crate) async fn invalidation_reaches_every_variant_and_the_content_location(
+    manager: CacheManager,
+) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| match (
+        &seen.method,
+        seen.uri.as_str(),
+    ) {
+        (&Method::GET | &Method::HEAD, _) => respond(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "accept-language")],
+            format!("get {n}"),
+        ),
+        (_, "/docs") => respond(200, &[("content-location", "/docs/7")], "updated"),
+        _ => respond(204, &[], Body::empty()),
+    })
+    .await;
+    let en = [("accept-language", "en")];
+    let de = [("accept-language", "de")];
+    let mut stored = 0;
+    for path in ["/page", "/docs/7"] {
+        for lang in [&en, &de] {
+            assert_eq!(server.get_with(path, lang).await.x_cache(), "MISS");
+            stored += 1;
+            // On a remote store a write runs beside the reply.
+            server.stored(stored).await;
+            assert_eq!(server.get_with(path, lang).await.x_cache(), "HIT");
+        }
+    }
+    let head = server.send(Method::HEAD, "/page", &en).await;
+    assert_eq!(head.x_cache(), "HIT", "a fresh stored GET answers HEAD");
+
+    server.send(Method::DELETE, "/page", &[]).await;
+    for lang in [&en, &de] {
+        assert_eq!(server.get_with("/page", lang).await.x_cache(), "MISS");
+    }
+    server.send(Method::PATCH, "/docs", &[]).await;
+    for lang in [&en, &de] {
+        assert_eq!(
+            server.get_with("/docs/7", lang).await.x_cache(),
+            "MISS",
+            "Content-Location invalidated"
+        );
+    }
+}
+
 /// One test per scenario, each on a manager from `$make().await` (called once per test,
 /// inside the test's runtime: a remote store's connections live on that runtime).
 #[macro_export]
@@ -2089,6 +2136,7 @@ macro_rules! rfc9111_suite {
             freshness_comes_from_s_maxage_max_age_expires_then_last_modified,
             request_directives_and_no_cache_responses_revalidate,
             a_304_updates_the_stored_fields_and_answers_the_clients_condition,
+            invalidation_reaches_every_variant_and_the_content_location,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {
