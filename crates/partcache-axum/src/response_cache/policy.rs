@@ -494,16 +494,40 @@ fn apparent_age(headers: &HeaderMap, received: SystemTime) -> Duration {
     }
 }
 
-/// `headers` with the directive names of their `Cache-Control` fields lowercased, or
-/// `None` when they are already: RFC 9111 §5.2 compares directive names
-/// case-insensitively, `http-cache-semantics` as written. Arguments are kept as they
-/// are (a `private="X-Field"` names a field).
+/// The largest delta-seconds value (RFC 9111 §1.2.2): a larger one, or one too large
+/// to represent, counts as this.
+const DELTA_SECONDS_MAX: u64 = 1 << 31;
+
+/// A delta-seconds argument (RFC 9111 §1.2.2): digits only, at most 2^31.
+fn delta_seconds(argument: &str) -> Option<Duration> {
+    let digits = argument.trim().trim_matches('"');
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = digits
+        .parse::<u64>()
+        .map_or(DELTA_SECONDS_MAX, |s| s.min(DELTA_SECONDS_MAX));
+    Some(Duration::from_secs(secs))
+}
+
+/// `headers` with the directive names of their `Cache-Control` fields lowercased and
+/// delta-seconds arguments past 2^31 written as 2^31, or `None` when they need
+/// neither: RFC 9111 §5.2 compares directive names case-insensitively and §1.2.2 caps
+/// delta-seconds, `http-cache-semantics` reads names as written and a value it cannot
+/// represent as zero. Other arguments are kept as they are (a `private="X-Field"`
+/// names a field).
 fn lowercase_directives(headers: &HeaderMap) -> Option<HeaderMap> {
-    let upper = headers
+    let needs = |field: &[u8]| {
+        field.iter().any(u8::is_ascii_uppercase)
+            || field
+                .split(|b| !b.is_ascii_digit())
+                .any(|digits| digits.len() >= 10)
+    };
+    if !headers
         .get_all(header::CACHE_CONTROL)
         .iter()
-        .any(|v| v.as_bytes().iter().any(u8::is_ascii_uppercase));
-    if !upper {
+        .any(|v| needs(v.as_bytes()))
+    {
         return None;
     }
     let mut lowered = headers.clone();
@@ -521,7 +545,12 @@ fn lowercase_directives(headers: &HeaderMap) -> Option<HeaderMap> {
             text.extend(name.chars().map(|c| c.to_ascii_lowercase()));
             if let Some(argument) = argument {
                 text.push('=');
-                text.push_str(argument);
+                match delta_seconds(argument) {
+                    Some(secs) if secs.as_secs() == DELTA_SECONDS_MAX => {
+                        let _ = write!(text, "{DELTA_SECONDS_MAX}");
+                    }
+                    _ => text.push_str(argument),
+                }
             }
         }
         if let Ok(value) = HeaderValue::from_str(&text) {
@@ -537,13 +566,13 @@ pub(crate) fn lowercase_request_directives(headers: HeaderMap) -> HeaderMap {
     lowercase_directives(&headers).unwrap_or(headers)
 }
 
-/// The `Age` a response arrived with, as `http-cache-semantics` reads it: the first
-/// field, in whole seconds, else none.
+/// The `Age` a response arrived with: the first field, in whole seconds, at most 2^31
+/// (RFC 9111 §1.2.2, §5.1), else none.
 fn age_field(headers: &HeaderMap) -> Duration {
-    let secs = headers
+    headers
         .get(header::AGE)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    Duration::from_secs(secs.unwrap_or(0))
+        .and_then(|v| delta_seconds(v.to_str().ok()?))
+        .unwrap_or_default()
 }
 
 /// The `Cache-Control` field that gives a response `ttl` as its freshness: its own
@@ -613,7 +642,7 @@ fn freshness_lifetime(
     {
         return NONE;
     }
-    let seconds = |arg: &str| Duration::from_secs(arg.parse().unwrap_or(0));
+    let seconds = |arg: &str| delta_seconds(arg).unwrap_or_default();
     if let Some(s_maxage) = argument("s-maxage") {
         return seconds(s_maxage);
     }
@@ -845,8 +874,7 @@ impl<'h> Directives<'h> {
                 .given
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .and_then(|(_, a)| (*a)?.trim_matches('"').parse().ok())
-                .map(Duration::from_secs),
+                .and_then(|(_, a)| delta_seconds((*a)?)),
         }
     }
 
@@ -996,8 +1024,7 @@ impl<'h> CacheControl<'h> {
         self.directives
             .iter()
             .find(|(n, _)| n == name)
-            .and_then(|(_, a)| a.as_deref()?.parse().ok())
-            .map(Duration::from_secs)
+            .and_then(|(_, a)| delta_seconds(a.as_deref()?))
     }
 
     fn without(&self, names: &[&str]) -> String {

@@ -2086,6 +2086,46 @@ pub(crate) async fn invalidation_reaches_every_variant_and_the_content_location(
     }
 }
 
+/// RFC 9111 §1.2.2: a delta-seconds value too large to represent counts as 2^31
+/// seconds; huge `max-age`, `Age` or `stale-while-revalidate` values neither make a
+/// response stale nor break the cache.
+pub(crate) async fn delta_seconds_too_large_count_as_two_to_the_31(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let path = seen.uri.rsplit('/').next().unwrap_or_default().to_string();
+        let headers: &[(&str, &str)] = match path.as_str() {
+            "max-age" => &[("cache-control", "max-age=99999999999999999999")],
+            "u64-max" => &[
+                ("cache-control", "max-age=18446744073709551615"),
+                ("etag", "\"v1\""),
+            ],
+            "swr" => &[(
+                "cache-control",
+                "max-age=60, stale-while-revalidate=18446744073709551615",
+            )],
+            "age" => &[
+                ("cache-control", "max-age=60"),
+                ("age", "18446744073709551615"),
+                ("etag", "\"v1\""),
+            ],
+            _ => &[],
+        };
+        respond(200, headers, format!("call {n}"))
+    })
+    .await;
+    for path in ["u64-max", "swr", "max-age"] {
+        let url = format!("/d/{path}");
+        let first = server.get(&url).await;
+        assert_eq!(first.x_cache(), "MISS", "{path}");
+        let hit = server.get(&url).await;
+        assert_eq!((hit.x_cache(), &hit.body), ("HIT", &first.body), "{path}");
+    }
+    let aged = server.get("/d/age").await;
+    assert_eq!((aged.status, aged.x_cache()), (StatusCode::OK, "MISS"));
+    let again = server.get("/d/age").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_ne!(again.x_cache(), "HIT", "older than its max-age");
+}
+
 /// One test per scenario, each on a manager from `$make().await` (called once per test,
 /// inside the test's runtime: a remote store's connections live on that runtime).
 #[macro_export]
@@ -2137,6 +2177,7 @@ macro_rules! rfc9111_suite {
             request_directives_and_no_cache_responses_revalidate,
             a_304_updates_the_stored_fields_and_answers_the_clients_condition,
             invalidation_reaches_every_variant_and_the_content_location,
+            delta_seconds_too_large_count_as_two_to_the_31,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {
