@@ -1066,16 +1066,14 @@ pub(crate) fn only_if_cached(headers: &HeaderMap) -> bool {
 /// `If-Modified-Since` is compared with `Last-Modified`, else with the response's
 /// `Date`, else with the time it was received (RFC 9111 §4.3.2).
 pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap, received: SystemTime) -> bool {
-    if let Some(condition) = request.get(header::IF_NONE_MATCH) {
-        let Some(etag) = stored.get(header::ETAG) else {
-            return false;
-        };
-        let etag = opaque_tag(etag.as_bytes());
+    if request.contains_key(header::IF_NONE_MATCH) {
+        // `*` matches any current representation, the stored one whatever its entity
+        // tag (RFC 9110 §13.1.2); others match the stored tag weakly.
+        let etag = stored.get(header::ETAG).map(|e| opaque_tag(e.as_bytes()));
         return request.get_all(header::IF_NONE_MATCH).iter().any(|value| {
-            let _ = condition;
             value.as_bytes().split(|b| *b == b',').any(|candidate| {
                 let candidate = trim(candidate);
-                candidate == b"*" || opaque_tag(candidate) == etag
+                candidate == b"*" || Some(opaque_tag(candidate)) == etag
             })
         });
     }
@@ -1655,6 +1653,13 @@ mod tests {
         assert!(!not_modified(
             &headers(&[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")]),
             &stored,
+            received
+        ));
+        // `*` matches any stored representation, with an entity tag or without (RFC
+        // 9110 §13.1.2).
+        assert!(not_modified(
+            &headers(&[("if-none-match", "*")]),
+            &headers(&[("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT")]),
             received
         ));
         // If-None-Match decides alone when present.
