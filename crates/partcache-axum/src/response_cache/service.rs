@@ -43,7 +43,7 @@ use super::entry::{CachedEntry, EntryKind, StoredResponse};
 use super::future::ResponseFuture;
 use super::key::{
     ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, request_host_of,
-    same_variant, selected_values, strip_ignored, variant_key, with_normalized,
+    resolve_reference, same_variant, selected_values, strip_ignored, variant_key, with_normalized,
 };
 use super::policy::{
     CookieRule, LayerRoute, NOT_MODIFIED_HEADERS, RequestView, ResponseView, RoutePolicy,
@@ -1431,7 +1431,7 @@ where
         // response cannot make the cache drop another site's entries.
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             for value in response.headers().get_all(name) {
-                let Ok(uri) = Uri::try_from(value.as_bytes()) else {
+                let Some(uri) = resolve_reference(&target, value.as_bytes()) else {
                     continue;
                 };
                 let same_host = uri

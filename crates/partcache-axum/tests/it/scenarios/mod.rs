@@ -2054,6 +2054,8 @@ pub(crate) async fn invalidation_reaches_every_variant_and_the_content_location(
             format!("get {n}"),
         ),
         (_, "/docs") => respond(200, &[("content-location", "/docs/7")], "updated"),
+        // A relative reference, resolved against the target (RFC 9110 §10.2.2).
+        (_, "/docs/") => respond(201, &[("location", "./8#new")], "created"),
         _ => respond(204, &[], Body::empty()),
     })
     .await;
@@ -2084,6 +2086,15 @@ pub(crate) async fn invalidation_reaches_every_variant_and_the_content_location(
             "Content-Location invalidated"
         );
     }
+    assert_eq!(server.get_with("/docs/8", &en).await.x_cache(), "MISS");
+    server.stored(stored + 5).await;
+    assert_eq!(server.get_with("/docs/8", &en).await.x_cache(), "HIT");
+    server.send(Method::POST, "/docs/", &[]).await;
+    assert_eq!(
+        server.get_with("/docs/8", &en).await.x_cache(),
+        "MISS",
+        "a relative Location invalidated"
+    );
 }
 
 /// RFC 9111 §1.2.2: a delta-seconds value too large to represent counts as 2^31
