@@ -427,6 +427,66 @@ pub(crate) fn with_normalized(base: &HeaderMap, from: &HeaderMap, names: &[Strin
     out
 }
 
+/// The URI a `Location` or `Content-Location` value refers to, resolved against the
+/// request's target (RFC 9110 §10.2.2, §8.7: both are URI references; RFC 3986
+/// §5.2): an absolute URI as it is, `//host/path` with the target's scheme, an
+/// absolute path or a query on the target's path as they are, a relative path merged
+/// with the target's directory and its dot segments removed. The fragment is
+/// dropped; `None` for an empty reference or one that is no URI.
+pub(crate) fn resolve_reference(target: &Uri, reference: &[u8]) -> Option<Uri> {
+    let text = std::str::from_utf8(reference).ok()?.trim();
+    let text = text.split('#').next().unwrap_or_default();
+    if text.is_empty() {
+        return None;
+    }
+    let has_scheme = text
+        .split_once(':')
+        .is_some_and(|(scheme, _)| !scheme.is_empty() && !scheme.contains(['/', '?']));
+    if has_scheme || text.starts_with('/') && !text.starts_with("//") {
+        return Uri::try_from(text).ok();
+    }
+    if text.starts_with("//") {
+        let scheme = target.scheme_str().unwrap_or("http");
+        return Uri::try_from(format!("{scheme}:{text}")).ok();
+    }
+    let (path, query) = match text.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (text, None),
+    };
+    let merged = if path.is_empty() {
+        target.path().to_string()
+    } else {
+        let base = target.path();
+        let directory = &base[..base.rfind('/').map_or(0, |i| i + 1)];
+        format!(
+            "{}{path}",
+            if directory.is_empty() { "/" } else { directory }
+        )
+    };
+    let mut segments: Vec<&str> = Vec::new();
+    let mut parts = merged.split('/').skip(1).peekable();
+    while let Some(segment) = parts.next() {
+        let last = parts.peek().is_none();
+        match segment {
+            "." | ".." => {
+                if segment == ".." {
+                    segments.pop();
+                }
+                if last {
+                    segments.push("");
+                }
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let mut resolved = format!("/{}", segments.join("/"));
+    if let Some(query) = query {
+        resolved.push('?');
+        resolved.push_str(query);
+    }
+    Uri::try_from(resolved).ok()
+}
+
 /// The prefix of the selecting names that stand for one cookie (a route's keyed
 /// cookies: `cookie:lang`). `:` cannot occur in a header name, so none collides with a
 /// real `Vary` header.
@@ -465,6 +525,29 @@ pub(crate) fn same_variant(headers: &HeaderMap, stored: &[(String, Vec<Bytes>)])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_target() {
+        let target: Uri = "/items/list?page=2".parse().unwrap();
+        let resolve = |r: &str| resolve_reference(&target, r.as_bytes()).map(|u| u.to_string());
+        assert_eq!(resolve("/a/b?x=1#f").as_deref(), Some("/a/b?x=1"));
+        assert_eq!(resolve("7").as_deref(), Some("/items/7"));
+        assert_eq!(resolve("./7/").as_deref(), Some("/items/7/"));
+        assert_eq!(resolve("../users/1").as_deref(), Some("/users/1"));
+        assert_eq!(resolve("../../..").as_deref(), Some("/"));
+        assert_eq!(resolve("?page=3").as_deref(), Some("/items/list?page=3"));
+        assert_eq!(
+            resolve("http://other.example/x").as_deref(),
+            Some("http://other.example/x")
+        );
+        assert_eq!(
+            resolve("//other.example/x").as_deref(),
+            Some("http://other.example/x")
+        );
+        assert_eq!(resolve(""), None);
+        assert_eq!(resolve("#top"), None);
+        assert_eq!(resolve("a b"), None);
+    }
 
     fn key(uri: &str, host: &str) -> RequestKey {
         let uri: Uri = uri.parse().unwrap();

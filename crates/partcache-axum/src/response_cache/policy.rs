@@ -326,6 +326,9 @@ pub(crate) fn storable(
     if rules.route.is_some_and(|r| r.bypass) {
         return Err("route-bypass");
     }
+    // Judged, stored and asked about later with lowercase directive names.
+    let lowered = lowercase_directives(headers);
+    let headers = lowered.as_ref().unwrap_or(headers);
     let has_cookie = headers.contains_key(header::SET_COOKIE);
     if has_cookie && !rules.store_set_cookie {
         return Err("set-cookie");
@@ -382,7 +385,7 @@ pub(crate) fn storable(
         .and_then(|r| r.default_ttl)
         .or(rules.default_ttl);
     let ttl = forced.or(if explicit { None } else { default });
-    let initial_age = age_field(headers);
+    let initial_age = age_field(headers).max(apparent_age(headers, now));
     let mut ttl_override = ttl.and_then(|ttl| Some((ttl, ttl_directives(&directives, ttl)?)));
     let judged = |ttl_override: &Option<(Duration, HeaderValue)>| {
         let lifetime = match ttl_override {
@@ -478,13 +481,98 @@ pub(crate) fn storable(
     })
 }
 
-/// The `Age` a response arrived with, as `http-cache-semantics` reads it: the first
-/// field, in whole seconds, else none.
+/// The time since a response's `Date` when it arrived, its apparent age (RFC 9111
+/// §4.2.3), in whole seconds. `Date` has a resolution of one second, so one second or
+/// less is no age: a response generated just now is not aged by the rounding.
+fn apparent_age(headers: &HeaderMap, received: SystemTime) -> Duration {
+    let date = headers
+        .get(header::DATE)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+    match date.and_then(|date| received.duration_since(date).ok()) {
+        Some(since) if since.as_secs() > 1 => Duration::from_secs(since.as_secs()),
+        _ => Duration::ZERO,
+    }
+}
+
+/// The largest delta-seconds value (RFC 9111 §1.2.2): a larger one, or one too large
+/// to represent, counts as this.
+const DELTA_SECONDS_MAX: u64 = 1 << 31;
+
+/// A delta-seconds argument (RFC 9111 §1.2.2): digits only, at most 2^31.
+fn delta_seconds(argument: &str) -> Option<Duration> {
+    let digits = argument.trim().trim_matches('"');
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = digits
+        .parse::<u64>()
+        .map_or(DELTA_SECONDS_MAX, |s| s.min(DELTA_SECONDS_MAX));
+    Some(Duration::from_secs(secs))
+}
+
+/// `headers` with the directive names of their `Cache-Control` fields lowercased and
+/// delta-seconds arguments past 2^31 written as 2^31, or `None` when they need
+/// neither: RFC 9111 §5.2 compares directive names case-insensitively and §1.2.2 caps
+/// delta-seconds, `http-cache-semantics` reads names as written and a value it cannot
+/// represent as zero. Other arguments are kept as they are (a `private="X-Field"`
+/// names a field).
+fn lowercase_directives(headers: &HeaderMap) -> Option<HeaderMap> {
+    let needs = |field: &[u8]| {
+        field.iter().any(u8::is_ascii_uppercase)
+            || field
+                .split(|b| !b.is_ascii_digit())
+                .any(|digits| digits.len() >= 10)
+    };
+    if !headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|v| needs(v.as_bytes()))
+    {
+        return None;
+    }
+    let mut lowered = headers.clone();
+    lowered.remove(header::CACHE_CONTROL);
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        let Ok(field) = value.to_str() else {
+            lowered.append(header::CACHE_CONTROL, value.clone());
+            continue;
+        };
+        let mut text = String::with_capacity(field.len());
+        for (name, argument) in split_directives(field) {
+            if !text.is_empty() {
+                text.push_str(", ");
+            }
+            text.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+            if let Some(argument) = argument {
+                text.push('=');
+                match delta_seconds(argument) {
+                    Some(secs) if secs.as_secs() == DELTA_SECONDS_MAX => {
+                        let _ = write!(text, "{DELTA_SECONDS_MAX}");
+                    }
+                    _ => text.push_str(argument),
+                }
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            lowered.append(header::CACHE_CONTROL, value);
+        }
+    }
+    Some(lowered)
+}
+
+/// The request headers a policy is asked with: their `Cache-Control` directive names
+/// lowercased (RFC 9111 §5.2), as [`lowercase_directives`] does for responses.
+pub(crate) fn lowercase_request_directives(headers: HeaderMap) -> HeaderMap {
+    lowercase_directives(&headers).unwrap_or(headers)
+}
+
+/// The `Age` a response arrived with: the first field, in whole seconds, at most 2^31
+/// (RFC 9111 §1.2.2, §5.1), else none.
 fn age_field(headers: &HeaderMap) -> Duration {
-    let secs = headers
+    headers
         .get(header::AGE)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    Duration::from_secs(secs.unwrap_or(0))
+        .and_then(|v| delta_seconds(v.to_str().ok()?))
+        .unwrap_or_default()
 }
 
 /// The `Cache-Control` field that gives a response `ttl` as its freshness: its own
@@ -535,7 +623,7 @@ fn freshness_lifetime(
     };
     let storable = (*method == Method::GET || *method == Method::HEAD)
         && UNDERSTOOD_STATUSES.contains(&status.as_u16())
-        && !has("no-store")
+        && (!has("no-store") || has("must-understand"))
         && !has("private")
         && (expires.is_some()
             || has("max-age")
@@ -551,11 +639,10 @@ fn freshness_lifetime(
         || no_cache
         || (headers.contains_key(header::SET_COOKIE) && !has("public") && !has("immutable"))
         || text(header::VARY).map(str::trim) == Some("*")
-        || has("proxy-revalidate")
     {
         return NONE;
     }
-    let seconds = |arg: &str| Duration::from_secs(arg.parse().unwrap_or(0));
+    let seconds = |arg: &str| delta_seconds(arg).unwrap_or_default();
     if let Some(s_maxage) = argument("s-maxage") {
         return seconds(s_maxage);
     }
@@ -636,6 +723,7 @@ pub(crate) fn policy_of(stored: &StoredResponse, request: &RequestView<'_>) -> C
         headers.insert(header::CACHE_CONTROL, value);
         headers.remove(header::EXPIRES);
     }
+    as_the_policy_reads_them(&mut headers);
     let kept_request = RequestView {
         uri: request.uri.clone(),
         method: &stored.method,
@@ -646,6 +734,41 @@ pub(crate) fn policy_of(stored: &StoredResponse, request: &RequestView<'_>) -> C
         headers: &headers,
     };
     CachePolicy::new_options(&kept_request, &response, stored.stored_at, options())
+}
+
+/// A stored response's `Cache-Control` rewritten where `http-cache-semantics` reads it
+/// otherwise than RFC 9111 does for a shared cache:
+/// - `must-understand` on a status understood here sets `no-store` aside (only such
+///   responses are stored, §5.2.2.3), which the policy does not know;
+/// - `proxy-revalidate` is `must-revalidate` for a shared cache (§5.2.2.8), where the
+///   policy takes it as a freshness lifetime of zero.
+fn as_the_policy_reads_them(headers: &mut HeaderMap) {
+    let directives = Directives::parse(headers);
+    let must_understand = directives.has("must-understand") && directives.has("no-store");
+    let proxy_revalidate = directives.has("proxy-revalidate");
+    if !must_understand && !proxy_revalidate {
+        return;
+    }
+    let mut dropped = Vec::with_capacity(2);
+    if must_understand {
+        dropped.push("no-store");
+    }
+    let mut text = if proxy_revalidate {
+        dropped.extend(["proxy-revalidate", "must-revalidate"]);
+        String::from("must-revalidate")
+    } else {
+        String::new()
+    };
+    let rest = directives.without(&dropped);
+    if !rest.is_empty() {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(&rest);
+    }
+    if let Ok(value) = HeaderValue::from_str(&text) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
 }
 
 /// Statuses `http-cache-semantics` understands (it does not understand 206).
@@ -682,24 +805,17 @@ fn is_storable(
         || response("public")
         || response("s-maxage")
         || conflicting_directives(given);
-    !has_directive(request.headers, "no-store")
+    // RFC 9111 §5.2.2.3: `must-understand` sets `no-store` aside for the statuses
+    // understood here, and only those are stored.
+    let no_store = response("no-store") && !response("must-understand");
+    !(request.headers.contains_key(header::CACHE_CONTROL)
+        && CacheControl::parse(request.headers).has("no-store"))
         && method
         && UNDERSTOOD_STATUSES.contains(&status.as_u16())
-        && !response("no-store")
+        && !no_store
         && !response("private")
         && authorized
         && (explicit || response("public") || CACHEABLE_BY_DEFAULT.contains(&status.as_u16()))
-}
-
-/// The `Cache-Control` directives of `headers` as `http-cache-semantics` reads them:
-/// comma-separated `name[=value]`, names as written, values trimmed, fields that are
-/// not visible ASCII skipped.
-fn directives(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)> {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(split_directives)
 }
 
 /// One `Cache-Control` field's directives: comma-separated `name[=value]`, name and
@@ -714,8 +830,9 @@ fn split_directives(field: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
 
 /// A response's `Cache-Control`, split once for every question a miss asks of it.
 ///
-/// `given` holds the directives of the fields that are visible ASCII as written (see
-/// [`directives`]): what `http-cache-semantics` reads, and so what [`is_storable`] and
+/// `given` holds the directives of the fields that are visible ASCII as written
+/// ([`split_directives`]; names are lowercase in the responses [`storable`] judges,
+/// see [`lowercase_directives`]): what `http-cache-semantics` reads, and so what [`is_storable`] and
 /// [`freshness_lifetime`] read. The questions RFC 9111 asks case-insensitively
 /// ([`has`](Self::has), [`seconds`](Self::seconds), [`without`](Self::without)) read
 /// the same list, except when a field is not visible ASCII: [`CacheControl`], which
@@ -757,8 +874,7 @@ impl<'h> Directives<'h> {
                 .given
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .and_then(|(_, a)| (*a)?.trim_matches('"').parse().ok())
-                .map(Duration::from_secs),
+                .and_then(|(_, a)| delta_seconds((*a)?)),
         }
     }
 
@@ -785,10 +901,6 @@ impl<'h> Directives<'h> {
     }
 }
 
-fn has_directive(headers: &HeaderMap, name: &str) -> bool {
-    directives(headers).any(|(n, _)| n == name)
-}
-
 /// A directive repeated with another value, which `http-cache-semantics` takes as
 /// `must-revalidate` (it keeps the first value unquoted and compares later ones as
 /// written).
@@ -810,7 +922,7 @@ fn why_not_storable(
 ) -> NotStored {
     let response = CacheControl::parse(headers);
     let asked = CacheControl::parse(request.headers);
-    if response.has("no-store") || asked.has("no-store") {
+    if (response.has("no-store") && !response.has("must-understand")) || asked.has("no-store") {
         "no-store"
     } else if response.has("private") {
         "private"
@@ -912,8 +1024,7 @@ impl<'h> CacheControl<'h> {
         self.directives
             .iter()
             .find(|(n, _)| n == name)
-            .and_then(|(_, a)| a.as_deref()?.parse().ok())
-            .map(Duration::from_secs)
+            .and_then(|(_, a)| delta_seconds(a.as_deref()?))
     }
 
     fn without(&self, names: &[&str]) -> String {
@@ -955,16 +1066,14 @@ pub(crate) fn only_if_cached(headers: &HeaderMap) -> bool {
 /// `If-Modified-Since` is compared with `Last-Modified`, else with the response's
 /// `Date`, else with the time it was received (RFC 9111 §4.3.2).
 pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap, received: SystemTime) -> bool {
-    if let Some(condition) = request.get(header::IF_NONE_MATCH) {
-        let Some(etag) = stored.get(header::ETAG) else {
-            return false;
-        };
-        let etag = opaque_tag(etag.as_bytes());
+    if request.contains_key(header::IF_NONE_MATCH) {
+        // `*` matches any current representation, the stored one whatever its entity
+        // tag (RFC 9110 §13.1.2); others match the stored tag weakly.
+        let etag = stored.get(header::ETAG).map(|e| opaque_tag(e.as_bytes()));
         return request.get_all(header::IF_NONE_MATCH).iter().any(|value| {
-            let _ = condition;
             value.as_bytes().split(|b| *b == b',').any(|candidate| {
                 let candidate = trim(candidate);
-                candidate == b"*" || opaque_tag(candidate) == etag
+                candidate == b"*" || Some(opaque_tag(candidate)) == etag
             })
         });
     }
@@ -1054,7 +1163,8 @@ mod tests {
 
     /// The storability check without a policy agrees with `CachePolicy::is_storable`
     /// in shared mode on every combination of method, status, request and response
-    /// fields that the rules of RFC 9111 §3 look at.
+    /// fields that the rules of RFC 9111 §3 look at, the policy being asked with
+    /// lowercase directive names (RFC 9111 §5.2; it compares them as written).
     #[test]
     fn storability_agrees_with_the_policy() {
         let requests: &[&[(&'static str, &'static str)]] = &[
@@ -1095,14 +1205,21 @@ mod tests {
         let mut checked = 0;
         for req in requests {
             let req = headers(req);
+            let lowered_req = lowercase_request_directives(req.clone());
             for method in &methods {
                 let view = RequestView {
                     uri: "/p".parse().unwrap(),
                     method,
                     headers: &req,
                 };
+                let lowered_view = RequestView {
+                    uri: "/p".parse().unwrap(),
+                    method,
+                    headers: &lowered_req,
+                };
                 for res in responses {
                     let res = headers(res);
+                    let res = lowercase_directives(&res).unwrap_or(res);
                     for status in statuses {
                         let status = StatusCode::from_u16(status).unwrap();
                         let response = ResponseView {
@@ -1110,7 +1227,7 @@ mod tests {
                             headers: &res,
                         };
                         let policy = CachePolicy::new_options(
-                            &view,
+                            &lowered_view,
                             &response,
                             SystemTime::now(),
                             options(),
@@ -1232,6 +1349,7 @@ mod tests {
                             seen.insert(header::CACHE_CONTROL, value.clone());
                             seen.remove(header::EXPIRES);
                         }
+                        as_the_policy_reads_them(&mut seen);
                         let response = ResponseView {
                             status,
                             headers: &seen,
@@ -1535,6 +1653,13 @@ mod tests {
         assert!(!not_modified(
             &headers(&[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")]),
             &stored,
+            received
+        ));
+        // `*` matches any stored representation, with an entity tag or without (RFC
+        // 9110 §13.1.2).
+        assert!(not_modified(
+            &headers(&[("if-none-match", "*")]),
+            &headers(&[("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT")]),
             received
         ));
         // If-None-Match decides alone when present.

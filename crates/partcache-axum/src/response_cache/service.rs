@@ -43,12 +43,12 @@ use super::entry::{CachedEntry, EntryKind, StoredResponse};
 use super::future::ResponseFuture;
 use super::key::{
     ParamFilter, RequestKey, cookie_pairs, normalize_host, request_host, request_host_of,
-    same_variant, selected_values, strip_ignored, variant_key, with_normalized,
+    resolve_reference, same_variant, selected_values, strip_ignored, variant_key, with_normalized,
 };
 use super::policy::{
     CookieRule, LayerRoute, NOT_MODIFIED_HEADERS, RequestView, ResponseView, RoutePolicy,
-    StoreRules, has_request_directives, merge_not_modified, not_modified, only_if_cached,
-    policy_of, storable,
+    StoreRules, has_request_directives, lowercase_request_directives, merge_not_modified,
+    not_modified, only_if_cached, policy_of, storable,
 };
 use super::shared::{Lease, Shared, StoreFailed};
 use super::status::{CACHE_STATUS, Fwd, Label, Outcome, X_CACHE, ttl_seconds};
@@ -947,7 +947,11 @@ fn fresh_for<B>(
     }
     // Vary-selected headers in the normalized form the stored policy holds.
     let names: Vec<String> = stored.vary.iter().map(|(n, _)| n.clone()).collect();
-    let headers = with_normalized(request.headers(), request.headers(), &names);
+    let headers = lowercase_request_directives(with_normalized(
+        request.headers(),
+        request.headers(),
+        &names,
+    ));
     let view = view_of(key, request.method(), &headers, request.uri());
     // A request's `max-stale` never outranks a response that must not be served
     // stale (`must-revalidate`, `proxy-revalidate`, `s-maxage`: RFC 9111 §5.2.2.2).
@@ -1249,7 +1253,12 @@ where
                 ));
             }
             shared.counters.not_modified.incr();
-            let merged = merge_not_modified(&stored.headers, response.headers());
+            let mut merged = merge_not_modified(&stored.headers, response.headers());
+            if !response.headers().contains_key(header::DATE) {
+                // The stored `Date` would age the refreshed response by the time it was
+                // stored (RFC 9111 §4.2.3): it gets the time of this 304 instead.
+                merged.remove(header::DATE);
+            }
             let refreshed = match storable(&view, stored.status, &merged, &rules, now) {
                 Ok(refreshed) => refreshed,
                 Err(reason) => {
@@ -1422,7 +1431,7 @@ where
         // response cannot make the cache drop another site's entries.
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             for value in response.headers().get_all(name) {
-                let Ok(uri) = Uri::try_from(value.as_bytes()) else {
+                let Some(uri) = resolve_reference(&target, value.as_bytes()) else {
                     continue;
                 };
                 let same_host = uri

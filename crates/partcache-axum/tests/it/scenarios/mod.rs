@@ -791,14 +791,17 @@ pub(crate) async fn vary_matching_normalizes_equivalent_header_values(manager: C
 pub(crate) async fn if_modified_since_without_last_modified_is_judged_by_date(
     manager: CacheManager,
 ) {
-    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+    // A Date ten seconds back, well within the response's freshness (its age counts
+    // from its Date, RFC 9111 §4.2.3).
+    let generated = std::time::SystemTime::now() - Duration::from_secs(10);
+    let date = httpdate::fmt_http_date(generated);
+    let day_before = httpdate::fmt_http_date(generated - Duration::from_secs(86_400));
+    let dated = date.clone();
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, move |seen, n| {
         if seen.uri == "/dated" {
             respond(
                 200,
-                &[
-                    ("cache-control", "max-age=60"),
-                    ("date", "Wed, 21 Oct 2015 07:28:00 GMT"),
-                ],
+                &[("cache-control", "max-age=60"), ("date", &dated)],
                 format!("call {n}"),
             )
         } else {
@@ -809,20 +812,14 @@ pub(crate) async fn if_modified_since_without_last_modified_is_judged_by_date(
     assert_eq!(server.get("/dated").await.x_cache(), "MISS");
     server.stored(1).await;
     let same = server
-        .get_with(
-            "/dated",
-            &[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")],
-        )
+        .get_with("/dated", &[("if-modified-since", &date)])
         .await;
     assert_eq!(
         (same.status, same.x_cache()),
         (StatusCode::NOT_MODIFIED, "HIT")
     );
     let earlier = server
-        .get_with(
-            "/dated",
-            &[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")],
-        )
+        .get_with("/dated", &[("if-modified-since", &day_before)])
         .await;
     assert_eq!(
         (earlier.status, earlier.x_cache(), earlier.body.as_str()),
@@ -1754,6 +1751,392 @@ pub(crate) async fn the_purge_router_and_the_stats_route_work_over_http(manager:
     assert_eq!(json["invalidated"].as_u64(), Some(2));
 }
 
+/// RFC 9111 §4.2.3: a response's age is at least its apparent age, the time since its
+/// `Date`, whatever its `Age` says.
+pub(crate) async fn a_date_in_the_past_counts_toward_age(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let ago = if seen.uri.ends_with("/old") { 100 } else { 30 };
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(ago));
+        respond(
+            200,
+            &[("cache-control", "max-age=60"), ("date", &date)],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    assert_eq!(server.get("/recent").await.x_cache(), "MISS");
+    let hit = server.get("/recent").await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 1"));
+    let age = hit.age().unwrap();
+    assert!((29..=32).contains(&age), "age {age}: 30 s since Date");
+    // 100 s since Date, fresh for 60: stale on arrival, never a hit.
+    assert_eq!(server.get("/old").await.x_cache(), "MISS");
+    assert_eq!(server.get("/old").await.x_cache(), "MISS");
+    assert_eq!(server.calls(), 3);
+}
+
+/// RFC 9111 §5.2: cache directives are compared case-insensitively.
+pub(crate) async fn cache_directives_are_case_insensitive(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let cc = if seen.uri.ends_with("/private") {
+            "Private, Max-Age=60"
+        } else if seen.uri.ends_with("/no-store") {
+            "NO-STORE, max-age=60"
+        } else {
+            "Max-Age=60"
+        };
+        respond(200, &[("cache-control", cc)], format!("call {n}"))
+    })
+    .await;
+    assert_eq!(server.get("/upper").await.x_cache(), "MISS");
+    let hit = server.get("/upper").await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 1"));
+    for path in ["/private", "/no-store"] {
+        assert_eq!(server.get(path).await.x_cache(), "MISS", "{path}");
+        assert_eq!(
+            server.get(path).await.x_cache(),
+            "MISS",
+            "{path} never stored"
+        );
+    }
+    // A request's `No-Cache` sends it to the origin.
+    let forced = server
+        .get_with("/upper", &[("cache-control", "No-Cache")])
+        .await;
+    assert_ne!(forced.x_cache(), "HIT");
+    assert_eq!(server.calls(), 6);
+}
+
+/// RFC 9111 §5.2.2.3: with `must-understand`, a response of a status the cache
+/// understands is stored despite `no-store`; one of a status it does not is not.
+pub(crate) async fn must_understand_overrides_no_store_for_understood_statuses(
+    manager: CacheManager,
+) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let status = if seen.uri.ends_with("/unknown") {
+            299
+        } else {
+            200
+        };
+        respond(
+            status,
+            &[("cache-control", "must-understand, no-store, max-age=60")],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    assert_eq!(server.get("/known").await.x_cache(), "MISS");
+    let hit = server.get("/known").await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "call 1"));
+    assert_eq!(server.get("/unknown").await.x_cache(), "MISS");
+    assert_eq!(server.get("/unknown").await.x_cache(), "MISS");
+    assert_eq!(server.calls(), 3);
+}
+
+/// RFC 9111 §4.2.1-§4.2.2: `s-maxage` over `max-age` over `Expires` (an invalid one
+/// is in the past), then a tenth of the time since `Last-Modified` for heuristically
+/// cacheable statuses only; `must-revalidate` and `proxy-revalidate` leave a response
+/// fresh for its lifetime (they only forbid serving it stale, §5.2.2.2, §5.2.2.8).
+pub(crate) async fn freshness_comes_from_s_maxage_max_age_expires_then_last_modified(
+    manager: CacheManager,
+) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let now = std::time::SystemTime::now();
+        let at = |offset: i64| {
+            httpdate::fmt_http_date(if offset >= 0 {
+                now + Duration::from_secs(offset as u64)
+            } else {
+                now - Duration::from_secs(offset.unsigned_abs())
+            })
+        };
+        let ten_days_ago = at(-864_000);
+        let path = seen.uri.rsplit('/').next().unwrap_or_default().to_string();
+        let (status, headers): (u16, Vec<(&str, String)>) = match path.as_str() {
+            "expires" => (200, vec![("expires", at(60))]),
+            "max-age-over-expires" => (
+                200,
+                vec![("cache-control", "max-age=60".into()), ("expires", at(-60))],
+            ),
+            "max-age-0-over-expires" => (
+                200,
+                vec![("cache-control", "max-age=0".into()), ("expires", at(60))],
+            ),
+            "invalid-expires" => (200, vec![("expires", "0".into())]),
+            "s-maxage-over-max-age" => (
+                200,
+                vec![("cache-control", "s-maxage=0, max-age=60".into())],
+            ),
+            "heuristic" => (200, vec![("last-modified", ten_days_ago)]),
+            "heuristic-404" => (404, vec![("last-modified", ten_days_ago)]),
+            "heuristic-302" => (302, vec![("last-modified", ten_days_ago)]),
+            "heuristic-but-explicit" => (
+                200,
+                vec![
+                    ("cache-control", "max-age=0".into()),
+                    ("last-modified", ten_days_ago),
+                ],
+            ),
+            "must-revalidate" => (
+                200,
+                vec![("cache-control", "max-age=60, must-revalidate".into())],
+            ),
+            "proxy-revalidate" => (
+                200,
+                vec![("cache-control", "max-age=60, proxy-revalidate".into())],
+            ),
+            _ => (500, vec![]),
+        };
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        respond(status, &headers, format!("call {n}"))
+    })
+    .await;
+    let reused = [
+        "expires",
+        "max-age-over-expires",
+        "heuristic",
+        "heuristic-404",
+        "must-revalidate",
+        "proxy-revalidate",
+    ];
+    let not_reused = [
+        "max-age-0-over-expires",
+        "invalid-expires",
+        "s-maxage-over-max-age",
+        "heuristic-302",
+        "heuristic-but-explicit",
+    ];
+    let mut failures = Vec::new();
+    for path in reused.iter().chain(&not_reused) {
+        let url = format!("/f/{path}");
+        let first = server.get(&url).await;
+        assert_ne!(first.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        let second = server.get(&url).await;
+        let hit = second.x_cache() == "HIT";
+        if hit != reused.contains(path) {
+            failures.push(format!("{path}: {}", second.x_cache()));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// RFC 9111 §5.2.1: a request's `max-age=0` and `no-cache` revalidate a fresh stored
+/// response, `min-fresh` asks for more freshness than it has left; and a stored
+/// `no-cache` response is revalidated on every use (§5.2.2.4), a 304 answering with
+/// the stored body.
+pub(crate) async fn request_directives_and_no_cache_responses_revalidate(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let cc = if seen.uri.ends_with("/no-cache") {
+            "no-cache"
+        } else {
+            "max-age=60"
+        };
+        if seen.headers.get("if-none-match").map(|v| v.as_bytes()) == Some(b"\"v1\"") {
+            return respond(304, &[("cache-control", cc), ("etag", "\"v1\"")], "");
+        }
+        respond(
+            200,
+            &[("cache-control", cc), ("etag", "\"v1\"")],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    assert_eq!(server.get("/r").await.x_cache(), "MISS");
+    assert_eq!(server.get("/r").await.x_cache(), "HIT");
+    assert_eq!(server.calls(), 1);
+    for directive in ["max-age=0", "no-cache", "min-fresh=120"] {
+        let before = server.calls();
+        let reply = server.get_with("/r", &[("cache-control", directive)]).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "call 1"),
+            "{directive}"
+        );
+        assert_eq!(server.calls(), before + 1, "{directive} reaches the origin");
+        let seen = server.seen.lock().last().cloned().unwrap();
+        assert_eq!(
+            seen.headers.get("if-none-match").map(|v| v.as_bytes()),
+            Some(&b"\"v1\""[..]),
+            "{directive}: a conditional request"
+        );
+    }
+    // `max-stale` does not make a fresh response go to the origin.
+    let reply = server
+        .get_with("/r", &[("cache-control", "max-stale=10")])
+        .await;
+    assert_eq!(reply.x_cache(), "HIT");
+
+    let first = server.get("/no-cache").await;
+    assert_eq!(first.x_cache(), "MISS");
+    for _ in 0..2 {
+        let before = server.calls();
+        let reply = server.get("/no-cache").await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, first.body.as_str())
+        );
+        assert_eq!(server.calls(), before + 1, "revalidated on every use");
+        let seen = server.seen.lock().last().cloned().unwrap();
+        assert!(seen.headers.contains_key("if-none-match"));
+    }
+}
+
+/// RFC 9111 §4.3.3-§4.3.4: a 304 to the cache's conditional request updates the
+/// stored header fields (but `Content-Length`) and makes the response fresh again; a
+/// client's own condition is answered from the refreshed response, a 304 when it holds.
+pub(crate) async fn a_304_updates_the_stored_fields_and_answers_the_clients_condition(
+    manager: CacheManager,
+) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        if seen.headers.contains_key("if-none-match") {
+            let version = n.to_string();
+            return respond(
+                304,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("etag", "\"v1\""),
+                    ("x-version", &version),
+                    ("content-length", "0"),
+                ],
+                Body::empty(),
+            );
+        }
+        // Stale on arrival (its Age is past its max-age), kept for its validator.
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("age", "100"),
+                ("etag", "\"v1\""),
+                ("x-version", "1"),
+            ],
+            "full body",
+        )
+    })
+    .await;
+    assert_eq!(server.get("/r").await.x_cache(), "MISS");
+    server.stored(1).await;
+    // The client's condition holds: the refreshed response answers it with a 304.
+    let revalidated = server.get_with("/r", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(server.calls(), 2);
+    let seen = server.seen.lock()[1].clone();
+    assert_eq!(
+        seen.headers.get("if-none-match").map(|v| v.as_bytes()),
+        Some(&b"\"v1\""[..])
+    );
+    let hit = server.get("/r").await;
+    assert_eq!(
+        (hit.status, hit.x_cache(), hit.body.as_str()),
+        (StatusCode::OK, "HIT", "full body")
+    );
+    assert_eq!(
+        hit.header("x-version"),
+        Some("2"),
+        "the 304's fields stored"
+    );
+    assert_eq!(hit.header("content-length"), Some("9"));
+    assert!(hit.age().unwrap() < 60, "fresh again: age {:?}", hit.age());
+    assert_eq!(server.calls(), 2);
+}
+
+/// RFC 9111 §4.4: a successful unsafe request invalidates every stored response of
+/// its target (each Vary variant, and HEAD's) and of a same-host `Content-Location`.
+pub(crate) async fn invalidation_reaches_every_variant_and_the_content_location(
+    manager: CacheManager,
+) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| match (
+        &seen.method,
+        seen.uri.as_str(),
+    ) {
+        (&Method::GET | &Method::HEAD, _) => respond(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "accept-language")],
+            format!("get {n}"),
+        ),
+        (_, "/docs") => respond(200, &[("content-location", "/docs/7")], "updated"),
+        // A relative reference, resolved against the target (RFC 9110 §10.2.2).
+        (_, "/docs/") => respond(201, &[("location", "./8#new")], "created"),
+        _ => respond(204, &[], Body::empty()),
+    })
+    .await;
+    let en = [("accept-language", "en")];
+    let de = [("accept-language", "de")];
+    let mut stored = 0;
+    for path in ["/page", "/docs/7"] {
+        for lang in [&en, &de] {
+            assert_eq!(server.get_with(path, lang).await.x_cache(), "MISS");
+            stored += 1;
+            // On a remote store a write runs beside the reply.
+            server.stored(stored).await;
+            assert_eq!(server.get_with(path, lang).await.x_cache(), "HIT");
+        }
+    }
+    let head = server.send(Method::HEAD, "/page", &en).await;
+    assert_eq!(head.x_cache(), "HIT", "a fresh stored GET answers HEAD");
+
+    server.send(Method::DELETE, "/page", &[]).await;
+    for lang in [&en, &de] {
+        assert_eq!(server.get_with("/page", lang).await.x_cache(), "MISS");
+    }
+    server.send(Method::PATCH, "/docs", &[]).await;
+    for lang in [&en, &de] {
+        assert_eq!(
+            server.get_with("/docs/7", lang).await.x_cache(),
+            "MISS",
+            "Content-Location invalidated"
+        );
+    }
+    assert_eq!(server.get_with("/docs/8", &en).await.x_cache(), "MISS");
+    server.stored(stored + 5).await;
+    assert_eq!(server.get_with("/docs/8", &en).await.x_cache(), "HIT");
+    server.send(Method::POST, "/docs/", &[]).await;
+    assert_eq!(
+        server.get_with("/docs/8", &en).await.x_cache(),
+        "MISS",
+        "a relative Location invalidated"
+    );
+}
+
+/// RFC 9111 §1.2.2: a delta-seconds value too large to represent counts as 2^31
+/// seconds; huge `max-age`, `Age` or `stale-while-revalidate` values neither make a
+/// response stale nor break the cache.
+pub(crate) async fn delta_seconds_too_large_count_as_two_to_the_31(manager: CacheManager) {
+    let server = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let path = seen.uri.rsplit('/').next().unwrap_or_default().to_string();
+        let headers: &[(&str, &str)] = match path.as_str() {
+            "max-age" => &[("cache-control", "max-age=99999999999999999999")],
+            "u64-max" => &[
+                ("cache-control", "max-age=18446744073709551615"),
+                ("etag", "\"v1\""),
+            ],
+            "swr" => &[(
+                "cache-control",
+                "max-age=60, stale-while-revalidate=18446744073709551615",
+            )],
+            "age" => &[
+                ("cache-control", "max-age=60"),
+                ("age", "18446744073709551615"),
+                ("etag", "\"v1\""),
+            ],
+            _ => &[],
+        };
+        respond(200, headers, format!("call {n}"))
+    })
+    .await;
+    for path in ["u64-max", "swr", "max-age"] {
+        let url = format!("/d/{path}");
+        let first = server.get(&url).await;
+        assert_eq!(first.x_cache(), "MISS", "{path}");
+        let hit = server.get(&url).await;
+        assert_eq!((hit.x_cache(), &hit.body), ("HIT", &first.body), "{path}");
+    }
+    let aged = server.get("/d/age").await;
+    assert_eq!((aged.status, aged.x_cache()), (StatusCode::OK, "MISS"));
+    let again = server.get("/d/age").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_ne!(again.x_cache(), "HIT", "older than its max-age");
+}
+
 /// One test per scenario, each on a manager from `$make().await` (called once per test,
 /// inside the test's runtime: a remote store's connections live on that runtime).
 #[macro_export]
@@ -1798,6 +2181,14 @@ macro_rules! rfc9111_suite {
             a_route_layer_gives_its_route_its_own_freshness,
             route_layers_under_the_router_layer_hand_their_settings_up,
             the_purge_router_and_the_stats_route_work_over_http,
+            a_date_in_the_past_counts_toward_age,
+            cache_directives_are_case_insensitive,
+            must_understand_overrides_no_store_for_understood_statuses,
+            freshness_comes_from_s_maxage_max_age_expires_then_last_modified,
+            request_directives_and_no_cache_responses_revalidate,
+            a_304_updates_the_stored_fields_and_answers_the_clients_condition,
+            invalidation_reaches_every_variant_and_the_content_location,
+            delta_seconds_too_large_count_as_two_to_the_31,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {
