@@ -118,6 +118,11 @@ struct Claim {
     id: String,
     /// This process holds the claim or the deputy's (it gives it up on close).
     holds: AtomicBool,
+    /// An ask is on its way: the server may have granted a claim that `holds` does not
+    /// show yet, its reply unread (a close that stops the task then gives it up too).
+    asking: AtomicBool,
+    /// The reaper stopped: asks send nothing more.
+    closed: AtomicBool,
 }
 
 impl Claim {
@@ -135,6 +140,8 @@ impl Claim {
                 OPENED.fetch_add(1, Ordering::Relaxed)
             ),
             holds: AtomicBool::new(false),
+            asking: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -160,6 +167,16 @@ impl Claim {
     /// gives up whichever this process holds (0): its role now and the time left of
     /// the holder's claim.
     async fn ask(&self, ms: u64) -> Result<(Role, Duration)> {
+        if ms > 0 {
+            // With `Reaper::stop`'s order (closed, then asking): either the close sees
+            // this ask on its way and gives up what it may grant, or this ask sees the
+            // close and sends nothing.
+            self.asking.store(true, Ordering::SeqCst);
+            if self.closed.load(Ordering::SeqCst) {
+                self.asking.store(false, Ordering::SeqCst);
+                return Ok((Role::Waiting, Duration::ZERO));
+            }
+        }
         let mut cmd = redis::cmd("FCALL");
         cmd.arg(&scripts().reaper_claim.function)
             .arg(2)
@@ -181,7 +198,12 @@ impl Claim {
             2 => Role::Deputy,
             _ => Role::Waiting,
         };
-        self.holds.store(role != Role::Waiting, Ordering::Release);
+        self.holds.store(role != Role::Waiting, Ordering::SeqCst);
+        if ms > 0 {
+            // After `holds`: a close that reads no ask on its way reads what it granted.
+            // (A failed ask leaves `asking` set: it may have been granted all the same.)
+            self.asking.store(false, Ordering::SeqCst);
+        }
         Ok((role, Duration::from_millis(replies::int(pair.get(1)))))
     }
 }
@@ -196,8 +218,14 @@ impl Reaper {
     /// Stops the reaper; if it held the claim or the deputy's, gives it up so that
     /// another process takes over at its next ask rather than when it lapses.
     pub(crate) fn stop(&self) {
+        // An aborted task may be past sending an ask whose reply it never reads: the
+        // server granted a claim that `holds` does not show, which would otherwise lapse
+        // only after `CLAIM`.
         self.task.abort();
-        if self.claim.holds.swap(false, Ordering::AcqRel)
+        self.claim.closed.store(true, Ordering::SeqCst);
+        let asking = self.claim.asking.load(Ordering::SeqCst);
+        let held = self.claim.holds.swap(false, Ordering::SeqCst);
+        if (held || asking)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let claim = self.claim.clone();
