@@ -188,8 +188,7 @@ where
             }) => {
                 match next(&shared, inner, request, key, directives, cached_only, found) {
                     Next::Answered(response) => ResponseFuture::ready(response),
-                    Next::Stale(response, None) => ResponseFuture::ready(response),
-                    Next::Stale(response, Some(refresh)) => ResponseFuture::boxed(async move {
+                    Next::Stale(response, refresh) => ResponseFuture::boxed(async move {
                         tokio::spawn(refresh);
                         Ok(response)
                     }),
@@ -476,9 +475,7 @@ where
     match next(&shared, inner, request, key, directives, cached_only, found) {
         Next::Answered(response) => Ok(response),
         Next::Stale(response, refresh) => {
-            if let Some(refresh) = refresh {
-                tokio::spawn(refresh);
-            }
+            tokio::spawn(refresh);
             Ok(response)
         }
         Next::Fetch(fetching) => {
@@ -499,9 +496,9 @@ type Refresh = Pin<Box<dyn Future<Output = ()> + Send>>;
 enum Next<S, ReqB, B> {
     /// Answered now: `only-if-cached` with nothing usable.
     Answered(Response<CacheBody<B>>),
-    /// A stale response within `stale-while-revalidate`, and the refresh to spawn
-    /// unless one is under way.
-    Stale(Response<CacheBody<B>>, Option<Refresh>),
+    /// A stale response within `stale-while-revalidate`, and the refresh to spawn (it
+    /// does nothing when one is under way).
+    Stale(Response<CacheBody<B>>, Refresh),
     /// To the origin through the cache.
     Fetch(Fetching<S, ReqB>),
     /// Past the cache (the store failed).
@@ -691,39 +688,42 @@ where
             .detail("stale-while-revalidate");
         let method = request.method().clone();
         let response = from_stored(stored, request.headers(), &method, now, shared, outcome);
-        // One background refresh per key: a running flight means one is under way.
+        // One background refresh per key: a running flight means one is under way. The
+        // flight is joined when the refresh starts (at the response future's first
+        // poll), not here: a request of the key that waited on a leader its caller has
+        // not polled yet would wait for ever (tower lets a caller poll its calls'
+        // futures in any order).
         let flight_key = flight_key.unwrap_or_else(|| key.primary.clone());
-        let refresh = match shared.flights.join(&flight_key) {
-            Joined::Leader(flight) => shared.backlog.admit(0).map(|admitted| {
-                let shared = shared.clone();
-                let entry = entry.clone();
-                // Spawned when the response future is polled: `call` may run outside
-                // the runtime.
-                Box::pin(async move {
-                    let _admitted = admitted;
-                    if let Some(refreshed) =
-                        stored_meanwhile(&shared, &flight_key, request.headers()).await
-                    {
-                        flight.complete(refreshed);
-                        return;
-                    }
-                    let (parts, body) = request.into_parts();
-                    let _ = origin(
-                        shared,
-                        inner,
-                        parts,
-                        body,
-                        key,
-                        entry,
-                        Some(flight),
-                        Fwd::Stale,
-                        None,
-                    )
-                    .await;
-                }) as Refresh
-            }),
-            Joined::Waiter(_) => None,
-        };
+        let shared = shared.clone();
+        let entry = entry.clone();
+        // Spawned when the response future is polled: `call` may run outside the
+        // runtime.
+        let refresh = Box::pin(async move {
+            let Joined::Leader(flight) = shared.flights.join(&flight_key) else {
+                return;
+            };
+            let Some(_admitted) = shared.backlog.admit(0) else {
+                return;
+            };
+            if let Some(refreshed) = stored_meanwhile(&shared, &flight_key, request.headers()).await
+            {
+                flight.complete(refreshed);
+                return;
+            }
+            let (parts, body) = request.into_parts();
+            let _ = origin(
+                shared,
+                inner,
+                parts,
+                body,
+                key,
+                entry,
+                Some(flight),
+                Fwd::Stale,
+                None,
+            )
+            .await;
+        }) as Refresh;
         return Next::Stale(response, refresh);
     }
     // Fresh for the cache, ruled out by the request's own directives: `fwd=request`.

@@ -244,3 +244,66 @@ fn a_miss_awaited_before_an_earlier_call_of_its_url_is_polled_answers() {
         .expect("response");
     assert_eq!(read(&runtime, first).1, "v");
 }
+
+/// A stale answer's background refresh takes its key's flight only once it starts: a
+/// request of the key that must reach the origin (its own `max-age=0`), awaited before
+/// the stale answer's future is polled, answers instead of waiting for that refresh.
+#[test]
+fn a_revalidation_awaited_before_an_unpolled_stale_answer_answers() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let manager = CacheManager::from_url("memory://").expect("manager");
+    let cache = runtime
+        .block_on(ResponseCache::builder(&manager, "stale-out-of-order").build())
+        .expect("cache");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let origin = {
+        let calls = calls.clone();
+        service_fn(move |_: Request<Body>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            // Stale at once, usable stale for a minute.
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .header("cache-control", "max-age=0, stale-while-revalidate=60")
+                        .body(http_body_util::Full::new(Bytes::from(format!("v{n}"))))
+                        .expect("response"),
+                )
+            }
+        })
+    };
+    let mut service = cache.layer().layer(origin);
+    let ready = |service: &mut _| {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            Service::<Request<Body>>::poll_ready(service, &mut cx),
+            Poll::Ready(Ok(()))
+        ));
+    };
+    let at = |cache_control: Option<&str>| {
+        let mut request = Request::get("/stale-out-of-order").header("host", "svc.test");
+        if let Some(cc) = cache_control {
+            request = request.header("cache-control", cc);
+        }
+        request.body(Body::empty()).expect("request")
+    };
+
+    ready(&mut service);
+    let first = runtime.block_on(service.call(at(None))).expect("response");
+    assert_eq!(read(&runtime, first), ("MISS".into(), "v1".into()));
+
+    ready(&mut service);
+    let stale = service.call(at(None));
+    ready(&mut service);
+    let revalidation = service.call(at(Some("max-age=0")));
+    let revalidation = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), revalidation).await })
+        .expect("the revalidation waited for the unpolled stale answer's refresh")
+        .expect("response");
+    assert_eq!(read(&runtime, revalidation).1, "v2");
+    let stale = runtime.block_on(stale).expect("response");
+    assert_eq!(read(&runtime, stale), ("STALE".into(), "v1".into()));
+}
