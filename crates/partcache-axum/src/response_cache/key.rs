@@ -429,10 +429,10 @@ pub(crate) fn with_normalized(base: &HeaderMap, from: &HeaderMap, names: &[Strin
 
 /// The URI a `Location` or `Content-Location` value refers to, resolved against the
 /// request's target (RFC 9110 §10.2.2, §8.7: both are URI references; RFC 3986
-/// §5.2): an absolute URI as it is, `//host/path` with the target's scheme, an
-/// absolute path or a query on the target's path as they are, a relative path merged
-/// with the target's directory and its dot segments removed. The fragment is
-/// dropped; `None` for an empty reference or one that is no URI.
+/// §5.2): an absolute URI as it is, `//host/path` with the target's scheme, a query
+/// on the target's path, an absolute path, or a relative path merged with the target's
+/// directory, the last two with their dot segments removed. The fragment is dropped;
+/// `None` for an empty reference or one that is no URI.
 pub(crate) fn resolve_reference(target: &Uri, reference: &[u8]) -> Option<Uri> {
     let text = std::str::from_utf8(reference).ok()?.trim();
     let text = text.split('#').next().unwrap_or_default();
@@ -442,7 +442,7 @@ pub(crate) fn resolve_reference(target: &Uri, reference: &[u8]) -> Option<Uri> {
     let has_scheme = text
         .split_once(':')
         .is_some_and(|(scheme, _)| !scheme.is_empty() && !scheme.contains(['/', '?']));
-    if has_scheme || text.starts_with('/') && !text.starts_with("//") {
+    if has_scheme {
         return Uri::try_from(text).ok();
     }
     if text.starts_with("//") {
@@ -455,6 +455,8 @@ pub(crate) fn resolve_reference(target: &Uri, reference: &[u8]) -> Option<Uri> {
     };
     let merged = if path.is_empty() {
         target.path().to_string()
+    } else if path.starts_with('/') {
+        path.to_string()
     } else {
         let base = target.path();
         let directory = &base[..base.rfind('/').map_or(0, |i| i + 1)];
@@ -531,6 +533,8 @@ mod tests {
         let target: Uri = "/items/list?page=2".parse().unwrap();
         let resolve = |r: &str| resolve_reference(&target, r.as_bytes()).map(|u| u.to_string());
         assert_eq!(resolve("/a/b?x=1#f").as_deref(), Some("/a/b?x=1"));
+        assert_eq!(resolve("/items/../users/1").as_deref(), Some("/users/1"));
+        assert_eq!(resolve("/a/./b/..").as_deref(), Some("/a/"));
         assert_eq!(resolve("7").as_deref(), Some("/items/7"));
         assert_eq!(resolve("./7/").as_deref(), Some("/items/7/"));
         assert_eq!(resolve("../users/1").as_deref(), Some("/users/1"));
