@@ -487,10 +487,23 @@ pub(crate) fn storable(
 fn apparent_age(headers: &HeaderMap, received: SystemTime) -> Duration {
     let date = headers
         .get(header::DATE)
-        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+        .and_then(|v| http_time(v.to_str().ok()?));
     match date.and_then(|date| received.duration_since(date).ok()) {
         Some(since) if since.as_secs() > 1 => Duration::from_secs(since.as_secs()),
         _ => Duration::ZERO,
+    }
+}
+
+/// An HTTP date (RFC 9110 §5.6.7): the RFC 2822 forms `http-cache-semantics` reads
+/// (IMF-fixdate among them), else the obsolete RFC 850 and asctime forms a recipient
+/// should accept too. One reader for `Date`, `Expires` and `Last-Modified`, so that the
+/// age and the lifetime of a response count from the same `Date`.
+fn http_time(text: &str) -> Option<SystemTime> {
+    match time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822) {
+        Ok(date) => {
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(date.unix_timestamp().max(0) as u64))
+        }
+        Err(_) => httpdate::parse_http_date(text).ok(),
     }
 }
 
@@ -655,32 +668,20 @@ fn freshness_lifetime(
     } else {
         NONE
     };
-    let date = |text: &str| {
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822).ok()
-    };
-    let server_date = text(header::DATE)
-        .and_then(date)
-        .and_then(|d| {
-            SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(d.unix_timestamp() as u64))
-        })
-        .unwrap_or(received);
+    let server_date = text(header::DATE).and_then(http_time).unwrap_or(received);
     if let Some(expires) = expires.and_then(|v| v.to_str().ok()) {
         // An invalid date (`0` above all) is a time in the past (RFC 9111 §5.3).
-        let Some(expires) = date(expires) else {
+        let Some(expires) = http_time(expires) else {
             return NONE;
         };
-        let expires =
-            SystemTime::UNIX_EPOCH + Duration::from_secs(expires.unix_timestamp().max(0) as u64);
         return least.max(expires.duration_since(server_date).unwrap_or_default());
     }
-    if let Some(modified) = text(header::LAST_MODIFIED).and_then(date) {
-        let modified =
-            SystemTime::UNIX_EPOCH + Duration::from_secs(modified.unix_timestamp().max(0) as u64);
-        if let Ok(since) = server_date.duration_since(modified) {
-            // RFC 9111 §4.2.2: a tenth of the time since the last change.
-            let secs = since.as_secs() as f64 * f64::from(options.cache_heuristic);
-            return least.max(Duration::from_secs(secs as u64));
-        }
+    if let Some(modified) = text(header::LAST_MODIFIED).and_then(http_time)
+        && let Ok(since) = server_date.duration_since(modified)
+    {
+        // RFC 9111 §4.2.2: a tenth of the time since the last change.
+        let secs = since.as_secs() as f64 * f64::from(options.cache_heuristic);
+        return least.max(Duration::from_secs(secs as u64));
     }
     least
 }
@@ -1159,6 +1160,32 @@ mod tests {
             h.append(*n, HeaderValue::from_static(v));
         }
         h
+    }
+
+    /// `Date`, `Expires` and `Last-Modified` are read alike in every format HTTP has
+    /// had (RFC 9110 §5.6.7), so the age and the lifetime of a response count from the
+    /// same `Date`: an asctime `Date` 100 s back with an `Expires` 160 s after it is
+    /// 60 s from stale, not stale on arrival.
+    #[test]
+    fn age_and_lifetime_read_every_date_format_alike() {
+        let date = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        for text in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(http_time(text), Some(date), "{text}");
+        }
+        let received = date + Duration::from_secs(100);
+        let fields = headers(&[
+            ("date", "Sun Nov  6 08:49:37 1994"),
+            ("expires", "Sun, 06 Nov 1994 08:52:17 GMT"),
+        ]);
+        let lifetime =
+            freshness_lifetime(&Method::GET, StatusCode::OK, &fields, &[], false, received);
+        assert_eq!(lifetime, Duration::from_secs(160));
+        assert_eq!(apparent_age(&fields, received), Duration::from_secs(100));
+        assert_eq!(http_time("0"), None);
     }
 
     /// The storability check without a policy agrees with `CachePolicy::is_storable`
