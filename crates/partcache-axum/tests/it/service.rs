@@ -40,11 +40,8 @@ fn read(
     (label, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// A stale-while-revalidate answer starts its background refresh when its future is
-/// polled, not in `call`: a future made outside the runtime is answered in it, and the
-/// refresh then runs.
-#[test]
-fn a_stale_answer_called_outside_the_runtime_refreshes_in_it() {
+/// A runtime of one worker and a response cache `name` on `memory://` opened in it.
+fn runtime_and_cache(name: &str) -> (tokio::runtime::Runtime, ResponseCache) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -52,37 +49,60 @@ fn a_stale_answer_called_outside_the_runtime_refreshes_in_it() {
         .expect("runtime");
     let manager = CacheManager::from_url("memory://").expect("manager");
     let cache = runtime
-        .block_on(ResponseCache::builder(&manager, "outside-runtime").build())
+        .block_on(ResponseCache::builder(&manager, name).build())
         .expect("cache");
+    (runtime, cache)
+}
+
+/// The origin: its `n`th call (counted in `calls`, from 1) answers `v<n>` with the
+/// `Cache-Control` that `cache_control(n)` gives.
+fn origin(
+    calls: Arc<AtomicUsize>,
+    cache_control: fn(usize) -> &'static str,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<http_body_util::Full<Bytes>>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |_: Request<Body>| {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let cc = cache_control(n);
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                Response::builder()
+                    .header("cache-control", cc)
+                    .body(http_body_util::Full::new(Bytes::from(format!("v{n}"))))
+                    .expect("response"),
+            )
+        }
+    })
+}
+
+/// Asserts that `service` is ready, as tower asks before each `call`.
+fn ready<S: Service<Request<Body>>>(service: &mut S) {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(matches!(service.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+}
+
+/// A stale-while-revalidate answer starts its background refresh when its future is
+/// polled, not in `call`: a future made outside the runtime is answered in it, and the
+/// refresh then runs.
+#[test]
+fn a_stale_answer_called_outside_the_runtime_refreshes_in_it() {
+    let (runtime, cache) = runtime_and_cache("outside-runtime");
     let calls = Arc::new(AtomicUsize::new(0));
-    let origin = {
-        let calls = calls.clone();
-        service_fn(move |_: Request<Body>| {
-            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-            // Stale at once, usable stale for a minute; the refreshed one is fresh.
-            let cc = if n == 1 {
-                "max-age=0, stale-while-revalidate=60"
-            } else {
-                "max-age=60"
-            };
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    Response::builder()
-                        .header("cache-control", cc)
-                        .body(http_body_util::Full::new(Bytes::from(format!("v{n}"))))
-                        .expect("response"),
-                )
-            }
-        })
-    };
+    // Stale at once, usable stale for a minute; the refreshed one is fresh.
+    let origin = origin(calls.clone(), |n| {
+        if n == 1 {
+            "max-age=0, stale-while-revalidate=60"
+        } else {
+            "max-age=60"
+        }
+    });
     let mut service = cache.layer().layer(origin);
-    let ready = |service: &mut _| {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(matches!(
-            Service::<Request<Body>>::poll_ready(service, &mut cx),
-            Poll::Ready(Ok(()))
-        ));
-    };
 
     ready(&mut service);
     let first = runtime.block_on(service.call(request())).expect("response");
@@ -117,38 +137,10 @@ fn a_stale_answer_called_outside_the_runtime_refreshes_in_it() {
 /// origin itself, without waiting).
 #[test]
 fn misses_called_before_they_are_polled_share_one_origin_call() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let manager = CacheManager::from_url("memory://").expect("manager");
-    let cache = runtime
-        .block_on(ResponseCache::builder(&manager, "called-unpolled").build())
-        .expect("cache");
+    let (runtime, cache) = runtime_and_cache("called-unpolled");
     let calls = Arc::new(AtomicUsize::new(0));
-    let origin = {
-        let calls = calls.clone();
-        service_fn(move |_: Request<Body>| {
-            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    Response::builder()
-                        .header("cache-control", "max-age=60")
-                        .body(http_body_util::Full::new(Bytes::from(format!("v{n}"))))
-                        .expect("response"),
-                )
-            }
-        })
-    };
+    let origin = origin(calls.clone(), |_| "max-age=60");
     let mut service = cache.layer().layer(origin);
-    let ready = |service: &mut _| {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(matches!(
-            Service::<Request<Body>>::poll_ready(service, &mut cx),
-            Poll::Ready(Ok(()))
-        ));
-    };
     let at = |path: &str| {
         Request::get(path)
             .header("host", "svc.test")
@@ -198,36 +190,14 @@ fn misses_called_before_they_are_polled_share_one_origin_call() {
 /// instead of waiting for the earlier one's origin call.
 #[test]
 fn a_miss_awaited_before_an_earlier_call_of_its_url_is_polled_answers() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let manager = CacheManager::from_url("memory://").expect("manager");
-    let cache = runtime
-        .block_on(ResponseCache::builder(&manager, "polled-out-of-order").build())
-        .expect("cache");
-    let origin = service_fn(|_: Request<Body>| async {
-        Ok::<_, std::convert::Infallible>(
-            Response::builder()
-                .header("cache-control", "max-age=60")
-                .body(http_body_util::Full::new(Bytes::from("v")))
-                .expect("response"),
-        )
-    });
+    let (runtime, cache) = runtime_and_cache("polled-out-of-order");
+    let origin = origin(Arc::default(), |_| "max-age=60");
     let mut service = cache.layer().layer(origin);
     let at = || {
         Request::get("/out-of-order")
             .header("host", "svc.test")
             .body(Body::empty())
             .expect("request")
-    };
-    let ready = |service: &mut _| {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(matches!(
-            Service::<Request<Body>>::poll_ready(service, &mut cx),
-            Poll::Ready(Ok(()))
-        ));
     };
     ready(&mut service);
     let first = service.call(at());
@@ -237,12 +207,12 @@ fn a_miss_awaited_before_an_earlier_call_of_its_url_is_polled_answers() {
         .block_on(async { tokio::time::timeout(Duration::from_secs(10), second).await })
         .expect("the later call waited for the earlier, unpolled one")
         .expect("response");
-    assert_eq!(read(&runtime, second), ("MISS".into(), "v".into()));
+    assert_eq!(read(&runtime, second), ("MISS".into(), "v1".into()));
     let first = runtime
         .block_on(async { tokio::time::timeout(Duration::from_secs(10), first).await })
         .expect("the earlier call never answered")
         .expect("response");
-    assert_eq!(read(&runtime, first).1, "v");
+    assert_eq!(read(&runtime, first).1, "v1");
 }
 
 /// A stale answer's background refresh takes its key's flight only once it starts: a
@@ -250,39 +220,10 @@ fn a_miss_awaited_before_an_earlier_call_of_its_url_is_polled_answers() {
 /// the stale answer's future is polled, answers instead of waiting for that refresh.
 #[test]
 fn a_revalidation_awaited_before_an_unpolled_stale_answer_answers() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let manager = CacheManager::from_url("memory://").expect("manager");
-    let cache = runtime
-        .block_on(ResponseCache::builder(&manager, "stale-out-of-order").build())
-        .expect("cache");
-    let calls = Arc::new(AtomicUsize::new(0));
-    let origin = {
-        let calls = calls.clone();
-        service_fn(move |_: Request<Body>| {
-            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-            // Stale at once, usable stale for a minute.
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    Response::builder()
-                        .header("cache-control", "max-age=0, stale-while-revalidate=60")
-                        .body(http_body_util::Full::new(Bytes::from(format!("v{n}"))))
-                        .expect("response"),
-                )
-            }
-        })
-    };
+    let (runtime, cache) = runtime_and_cache("stale-out-of-order");
+    // Stale at once, usable stale for a minute.
+    let origin = origin(Arc::default(), |_| "max-age=0, stale-while-revalidate=60");
     let mut service = cache.layer().layer(origin);
-    let ready = |service: &mut _| {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(matches!(
-            Service::<Request<Body>>::poll_ready(service, &mut cx),
-            Poll::Ready(Ok(()))
-        ));
-    };
     let at = |cache_control: Option<&str>| {
         let mut request = Request::get("/stale-out-of-order").header("host", "svc.test");
         if let Some(cc) = cache_control {
