@@ -314,15 +314,52 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// a token listed in the crate README.
 pub(crate) type NotStored = &'static str;
 
-/// Judges a response: `Ok` with the entry to store (body to be filled in), or the
-/// reason it must not be stored.
+/// When the request that brought a response was sent to the origin and when the
+/// response arrived: RFC 9111 §4.2.3's `request_time` and `response_time`, whose
+/// difference (the response delay) the response may have aged by on its way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exchange {
+    pub(crate) sent: SystemTime,
+    pub(crate) received: SystemTime,
+}
+
+impl Exchange {
+    /// The time between sending the request and receiving the response, in whole
+    /// seconds (the unit `Age` counts in): an origin that answers within a second
+    /// does not age what it sends.
+    fn response_delay(&self) -> Duration {
+        let delay = self.received.duration_since(self.sent).unwrap_or_default();
+        Duration::from_secs(delay.as_secs())
+    }
+
+    /// The corrected initial age of a response with these fields (RFC 9111 §4.2.3):
+    /// the larger of its apparent age (the time since its `Date`) and its `Age` plus
+    /// the response delay.
+    fn initial_age(&self, headers: &HeaderMap) -> Duration {
+        let corrected_age_value = age_field(headers) + self.response_delay();
+        corrected_age_value.max(apparent_age(headers, self.received))
+    }
+
+    /// A response received at `time` for a request sent then too.
+    #[cfg(test)]
+    pub(crate) fn at(time: SystemTime) -> Self {
+        Exchange {
+            sent: time,
+            received: time,
+        }
+    }
+}
+
+/// Judges a response that came in `exchange`: `Ok` with the entry to store (body to
+/// be filled in), or the reason it must not be stored.
 pub(crate) fn storable(
     request: &RequestView<'_>,
     status: StatusCode,
     headers: &HeaderMap,
     rules: &StoreRules<'_>,
-    now: SystemTime,
+    exchange: Exchange,
 ) -> Result<Storable, NotStored> {
+    let now = exchange.received;
     if rules.route.is_some_and(|r| r.bypass) {
         return Err("route-bypass");
     }
@@ -385,7 +422,7 @@ pub(crate) fn storable(
         .and_then(|r| r.default_ttl)
         .or(rules.default_ttl);
     let ttl = forced.or(if explicit { None } else { default });
-    let initial_age = age_field(headers).max(apparent_age(headers, now));
+    let initial_age = exchange.initial_age(headers);
     let mut ttl_override = ttl.and_then(|ttl| Some((ttl, ttl_directives(&directives, ttl)?)));
     let judged = |ttl_override: &Option<(Duration, HeaderValue)>| {
         let lifetime = match ttl_override {
@@ -1148,6 +1185,29 @@ pub(crate) fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -
     merged
 }
 
+/// Whether a `HEAD` response describes the representation a stored `GET` response
+/// holds (RFC 9111 §4.3.5): each of its validators (`ETag`, `Last-Modified`) and its
+/// `Content-Length`, when it has them, is the stored response's too. A field the
+/// stored response lacks is no match: nothing says it is the same representation.
+pub(crate) fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
+    let etag = |h: &HeaderMap| h.get(header::ETAG).map(|v| trim(v.as_bytes()).to_vec());
+    let modified = |h: &HeaderMap| {
+        h.get(header::LAST_MODIFIED)
+            .map(|v| v.to_str().ok().and_then(http_time).ok_or(v.clone()))
+    };
+    let length = |h: &HeaderMap| {
+        h.get(header::CONTENT_LENGTH).map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(v.clone())
+        })
+    };
+    (!head.contains_key(header::ETAG) || etag(head) == etag(stored))
+        && (!head.contains_key(header::LAST_MODIFIED) || modified(head) == modified(stored))
+        && (!head.contains_key(header::CONTENT_LENGTH) || length(head) == length(stored))
+}
+
 #[cfg(test)]
 mod tests {
     use http_cache_semantics::{AfterResponse, BeforeRequest};
@@ -1186,6 +1246,51 @@ mod tests {
         assert_eq!(lifetime, Duration::from_secs(160));
         assert_eq!(apparent_age(&fields, received), Duration::from_secs(100));
         assert_eq!(http_time("0"), None);
+    }
+
+    /// RFC 9111 §4.2.3: the corrected initial age is the larger of the apparent age
+    /// and the `Age` received plus the response delay, counted in whole seconds.
+    #[test]
+    fn the_initial_age_adds_the_response_delay_to_the_age_received() {
+        let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let exchange = |delay_ms| Exchange {
+            sent,
+            received: sent + Duration::from_millis(delay_ms),
+        };
+        let aged = headers(&[("age", "5")]);
+        assert_eq!(exchange(2_400).initial_age(&aged), Duration::from_secs(7));
+        assert_eq!(exchange(900).initial_age(&aged), Duration::from_secs(5));
+        assert_eq!(
+            exchange(3_000).initial_age(&headers(&[])),
+            Duration::from_secs(3)
+        );
+        // A `Date` 30 s before the response came: the apparent age is the larger.
+        let dated = headers(&[("age", "5"), ("date", "Fri, 15 Jan 2027 08:00:00 GMT")]);
+        let received = http_time("Fri, 15 Jan 2027 08:00:30 GMT").unwrap();
+        let slow = Exchange {
+            sent: received - Duration::from_secs(2),
+            received,
+        };
+        assert_eq!(slow.initial_age(&dated), Duration::from_secs(30));
+        // A clock that went back between the two times is no delay.
+        let back = Exchange {
+            sent: received,
+            received: received - Duration::from_secs(2),
+        };
+        assert_eq!(back.initial_age(&aged), Duration::from_secs(5));
+        // A stored response counts its age from the corrected initial age.
+        let s = judge_at(
+            exchange(2_500),
+            &[("cache-control", "max-age=6"), ("age", "5")],
+        );
+        assert_eq!(s.err(), Some("stale-on-arrival"));
+        let s = judge_at(
+            exchange(2_500),
+            &[("cache-control", "max-age=60"), ("age", "5")],
+        )
+        .unwrap();
+        assert_eq!(s.response.initial_age, Duration::from_secs(7));
+        assert_eq!(s.keep_for, Duration::from_secs(53));
     }
 
     /// The storability check without a policy agrees with `CachePolicy::is_storable`
@@ -1272,6 +1377,30 @@ mod tests {
         assert_eq!(checked, 5 * 4 * 15 * 19);
     }
 
+    /// A 200 to a plain GET with the fields `res`, judged as received in `exchange`.
+    fn judge_at(
+        exchange: Exchange,
+        res: &[(&'static str, &'static str)],
+    ) -> Result<Storable, NotStored> {
+        let req = HeaderMap::new();
+        let view = RequestView {
+            uri: "/p".parse().unwrap(),
+            method: &Method::GET,
+            headers: &req,
+        };
+        let tag = HeaderName::from_static("cache-tag");
+        let rules = StoreRules {
+            default_ttl: None,
+            route: None,
+            store_set_cookie: false,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            stale_retention: Duration::from_secs(60),
+            tag_header: &tag,
+        };
+        storable(&view, StatusCode::OK, &headers(res), &rules, exchange)
+    }
+
     fn judge(
         req: &[(&'static str, &'static str)],
         status: u16,
@@ -1298,7 +1427,7 @@ mod tests {
             StatusCode::from_u16(status).unwrap(),
             &headers(res),
             &rules,
-            SystemTime::now(),
+            Exchange::at(SystemTime::now()),
         )
         .ok()
     }
@@ -1462,7 +1591,9 @@ mod tests {
                     stale_retention: Duration::from_secs(60),
                     tag_header: &tag,
                 };
-                let Ok(judged) = storable(&view, StatusCode::OK, &res, &rules, received) else {
+                let Ok(judged) =
+                    storable(&view, StatusCode::OK, &res, &rules, Exchange::at(received))
+                else {
                     continue;
                 };
                 let stored = judged.response;
@@ -1712,6 +1843,43 @@ mod tests {
         ));
     }
 
+    /// RFC 9111 §4.3.5: a `HEAD` response describes the stored representation when its
+    /// `ETag`, `Last-Modified` and `Content-Length` are the stored ones (a date in any
+    /// format, a length with spaces); one of them different, or absent from the stored
+    /// response, is another representation.
+    #[test]
+    fn a_head_response_matches_the_stored_representation_field_by_field() {
+        let stored = headers(&[
+            ("etag", "\"v1\""),
+            ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("content-length", "6"),
+        ]);
+        let same: [&[(&'static str, &'static str)]; 4] = [
+            &[],
+            &[("etag", " \"v1\"")],
+            &[("last-modified", "Sun Nov  6 08:49:37 1994")],
+            &[("etag", "\"v1\""), ("content-length", " 6")],
+        ];
+        for head in same {
+            assert!(same_representation(&stored, &headers(head)), "{head:?}");
+        }
+        let other: [&[(&'static str, &'static str)]; 5] = [
+            &[("etag", "\"v2\"")],
+            &[("etag", "W/\"v1\"")],
+            &[("last-modified", "Mon, 07 Nov 1994 08:49:37 GMT")],
+            &[("etag", "\"v1\""), ("content-length", "7")],
+            &[("content-length", "six")],
+        ];
+        for head in other {
+            assert!(!same_representation(&stored, &headers(head)), "{head:?}");
+        }
+        let untagged = headers(&[("content-length", "6")]);
+        assert!(!same_representation(
+            &untagged,
+            &headers(&[("etag", "\"v1\"")])
+        ));
+    }
+
     #[test]
     fn tags_split_on_commas_and_spaces() {
         let h = headers(&[("cache-tag", "a, b  c"), ("cache-tag", "a")]);
@@ -1727,7 +1895,7 @@ mod codec_tests {
     use partcache::Codec;
 
     use super::super::entry::CachedEntry;
-    use super::{RequestView, StoreRules, storable};
+    use super::{Exchange, RequestView, StoreRules, storable};
 
     /// Remote stores encode entries with the cache's codec: a stored response must
     /// come back with the same freshness, headers and body under both codecs.
@@ -1761,7 +1929,7 @@ mod codec_tests {
             tag_header: &tag,
         };
         let now = SystemTime::now();
-        let mut stored = storable(&view, StatusCode::OK, &response, &rules, now)
+        let mut stored = storable(&view, StatusCode::OK, &response, &rules, Exchange::at(now))
             .unwrap()
             .response;
         stored.body = bytes::Bytes::from_static(b"hello");

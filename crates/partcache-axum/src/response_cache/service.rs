@@ -46,9 +46,9 @@ use super::key::{
     resolve_reference, same_variant, selected_values, strip_ignored, variant_key, with_normalized,
 };
 use super::policy::{
-    CookieRule, LayerRoute, NOT_MODIFIED_HEADERS, RequestView, ResponseView, RoutePolicy,
+    CookieRule, Exchange, LayerRoute, NOT_MODIFIED_HEADERS, RequestView, ResponseView, RoutePolicy,
     StoreRules, has_request_directives, lowercase_request_directives, merge_not_modified,
-    not_modified, only_if_cached, policy_of, storable,
+    not_modified, only_if_cached, policy_of, same_representation, storable,
 };
 use super::shared::{Lease, Shared, StoreFailed};
 use super::status::{CACHE_STATUS, Fwd, Label, Outcome, X_CACHE, ttl_seconds};
@@ -1181,11 +1181,16 @@ where
         // `forward`, inline: a miss's future holds the origin's future alone here.
         let mut request = Request::from_parts(parts, body);
         let requested = handing_over(shared, &mut request);
+        let sent = SystemTime::now();
         let result = match inner.call(request).await {
             Ok(response) => Ok(handed_up(response, requested)),
             Err(error) => Err(error),
         };
         let now = SystemTime::now();
+        let exchange = Exchange {
+            sent,
+            received: now,
+        };
         let usable_on_error =
             stale_response.filter(|s| s.within_stale_window(now, s.stale_if_error));
         // The stale response served because the origin failed (RFC 5861 §4).
@@ -1225,6 +1230,18 @@ where
             tag_header: &shared.config.tag_header,
         };
         let forwarded = Outcome::forwarded(Label::Miss, fwd).fwd_status(status);
+        if method == Method::HEAD && status == StatusCode::OK {
+            // Boxed: only a HEAD's future carries it.
+            let freshen = freshen_stored_get(
+                shared,
+                &key,
+                (request_headers, &uri),
+                response.headers(),
+                &rules,
+                exchange,
+            );
+            Box::pin(freshen).await;
+        }
 
         if status == StatusCode::NOT_MODIFIED
             && let Some(stored) = stale_response
@@ -1259,7 +1276,7 @@ where
                 // stored (RFC 9111 §4.2.3): it gets the time of this 304 instead.
                 merged.remove(header::DATE);
             }
-            let refreshed = match storable(&view, stored.status, &merged, &rules, now) {
+            let refreshed = match storable(&view, stored.status, &merged, &rules, exchange) {
                 Ok(refreshed) => refreshed,
                 Err(reason) => {
                     // No longer storable: this answer uses the stored body one last time.
@@ -1298,7 +1315,7 @@ where
         }
 
         let (mut parts, body) = response.into_parts();
-        let judged = storable(&view, parts.status, &parts.headers, &rules, now);
+        let judged = storable(&view, parts.status, &parts.headers, &rules, exchange);
         // Not used past this point: dropped now, so that the miss's future does not hold
         // them across the awaits below (their size is allocated and copied on every miss).
         drop(view);
@@ -1404,6 +1421,63 @@ where
             CacheBody::full(bytes)
         };
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// RFC 9111 §4.3.5: the origin's 200 to a `HEAD` (`head`: its fields, received in
+/// `exchange`) freshens the stored `GET` response that request could have been
+/// answered by. When the `HEAD` describes the same representation
+/// ([`same_representation`]) the stored response's fields are updated as a 304 updates
+/// them, `Content-Length` kept, and its age and freshness start over from the `HEAD`
+/// response; otherwise, or when the updated response may no longer be stored, it is
+/// invalidated. `request`: the request's headers (as the origin got them, without the
+/// client's conditions) and target.
+async fn freshen_stored_get(
+    shared: &Arc<Shared>,
+    key: &RequestKey,
+    (headers, uri): (&HeaderMap, &Uri),
+    head: &HeaderMap,
+    rules: &StoreRules<'_>,
+    exchange: Exchange,
+) {
+    let get = RequestKey {
+        primary: key.with_method(&Method::GET),
+        normalized_uri: key.normalized_uri.clone(),
+    };
+    let Ok(found) = lookup(shared, &get.primary, headers).await else {
+        return;
+    };
+    let Some(stored) = found.entry.as_deref().and_then(CachedEntry::as_response) else {
+        return;
+    };
+    let view = view_of(&get, &Method::GET, headers, uri);
+    let updated = (stored.status == StatusCode::OK && same_representation(&stored.headers, head))
+        .then(|| {
+            let mut merged = merge_not_modified(&stored.headers, head);
+            if !head.contains_key(header::DATE) {
+                // Dated when received, as a 304 without `Date` is: the stored `Date`
+                // would age the updated response by the time it was stored.
+                merged.remove(header::DATE);
+            }
+            storable(&view, stored.status, &merged, rules, exchange).ok()
+        })
+        .flatten();
+    let Some(updated) = updated else {
+        let storage_key = found.flight_key.unwrap_or_else(|| get.primary.clone());
+        let _ = shared
+            .fail_open()
+            .call(
+                "invalidate after a HEAD",
+                shared.invalidate(std::slice::from_ref(&storage_key)),
+            )
+            .await;
+        return;
+    };
+    let mut fresh = updated.response;
+    fresh.body = stored.body.clone();
+    let entry = Arc::new(CachedEntry::response(fresh));
+    if let Some(later) = shared.store(get, entry, updated.keep_for, None, None) {
+        later.await;
     }
 }
 

@@ -2137,6 +2137,162 @@ pub(crate) async fn delta_seconds_too_large_count_as_two_to_the_31(manager: Cach
     assert_ne!(again.x_cache(), "HIT", "older than its max-age");
 }
 
+/// The freshness left that a response's `Cache-Status` gives (`ttl=`), in seconds.
+fn cache_status_ttl(reply: &crate::support::Reply) -> Option<i64> {
+    reply
+        .header("cache-status")?
+        .split("ttl=")
+        .nth(1)?
+        .split(';')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// RFC 9111 §4.2.3: the time the origin took to answer (`response_delay`) adds to the
+/// `Age` it sent, for a response stored from a miss and for one a 304 refreshes. The
+/// origin here takes 2 s and says `Age: 5`: with `max-age=6` the response is stale on
+/// arrival (not stored: the next request goes to the origin), with `max-age=60` its
+/// hits say an `Age` of 7 or more.
+pub(crate) async fn the_response_delay_adds_to_the_age(manager: CacheManager) {
+    const SLOW: Duration = Duration::from_secs(2);
+    let server = serve(cache_on(&manager, |b| b).await, SLOW, |seen, n| {
+        let body = format!("call {n}");
+        match seen.uri.as_str() {
+            "/stale" => respond(200, &[("cache-control", "max-age=6"), ("age", "5")], body),
+            "/revalidated" if seen.headers.contains_key("if-none-match") => respond(
+                304,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("age", "5"),
+                    ("etag", "\"v1\""),
+                ],
+                Body::empty(),
+            ),
+            // Stale at once, kept for its validator.
+            "/revalidated" => respond(
+                200,
+                &[("cache-control", "max-age=0"), ("etag", "\"v1\"")],
+                body,
+            ),
+            _ => respond(200, &[("cache-control", "max-age=60"), ("age", "5")], body),
+        }
+    })
+    .await;
+    // The three first requests side by side: one slow origin round, not three.
+    let (stale, aged, revalidated) = tokio::join!(
+        server.get("/stale"),
+        server.get("/aged"),
+        server.get("/revalidated")
+    );
+    assert_eq!(
+        (stale.x_cache(), aged.x_cache(), revalidated.x_cache()),
+        ("MISS", "MISS", "MISS")
+    );
+    let status = stale.header("cache-status").unwrap_or_default();
+    assert!(status.contains("detail=stale-on-arrival"), "{status}");
+    // 60 s of freshness less an age of 5 s plus at least 2 s of delay.
+    assert!(cache_status_ttl(&aged) <= Some(53), "{:?}", aged.headers);
+    server.stored(2).await;
+
+    let (stale_again, refreshed) = tokio::join!(server.get("/stale"), server.get("/revalidated"));
+    assert_eq!(
+        stale_again.x_cache(),
+        "MISS",
+        "stale on arrival: asked again"
+    );
+    assert_ne!(stale_again.body, stale.body);
+    assert_eq!(
+        (refreshed.x_cache(), refreshed.body.as_str()),
+        ("HIT", revalidated.body.as_str()),
+        "a 304 refreshed it"
+    );
+    let age = refreshed.age().unwrap_or_default();
+    assert!((7..60).contains(&age), "the 304's Age and delay: {age}");
+
+    let hit = server.get("/aged").await;
+    assert_eq!((hit.x_cache(), &hit.body), ("HIT", &aged.body));
+    let age = hit.age().unwrap_or_default();
+    assert!((7..60).contains(&age), "the origin's Age and delay: {age}");
+    assert_eq!(server.calls(), 5);
+}
+
+/// RFC 9111 §4.3.5: a `HEAD` that reaches the origin and gets a 200 freshens the stored
+/// `GET` it could have been answered by: the same validators and length update its
+/// fields and start its freshness over (the next `GET` is a hit with the stored body),
+/// another `ETag` invalidates it (the next `GET` is a miss, not the stale response).
+pub(crate) async fn a_head_from_the_origin_updates_or_invalidates_the_stored_get(
+    manager: CacheManager,
+) {
+    // Stale at once, but usable while it is refreshed: without the HEAD's word the
+    // next GET would be answered with it.
+    const STALE: &str = "max-age=0, stale-while-revalidate=60";
+    // The representation changes after the first GET.
+    let changed = serve(cache_on(&manager, |b| b).await, NO_DELAY, |_, n| {
+        let etag = if n == 1 { "\"v1\"" } else { "\"v2\"" };
+        respond(
+            200,
+            &[("cache-control", STALE), ("etag", etag)],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    assert_eq!(changed.get("/p").await.x_cache(), "MISS");
+    changed.stored(1).await;
+    let head = changed.send(Method::HEAD, "/p", &[]).await;
+    assert_eq!((head.status, head.x_cache()), (StatusCode::OK, "MISS"));
+    let fetched = changed.get("/p").await;
+    assert_eq!(
+        (fetched.x_cache(), fetched.body.as_str()),
+        ("MISS", "call 3"),
+        "{:?}",
+        fetched.headers
+    );
+    assert!(
+        !changed.seen.lock()[2].headers.contains_key("if-none-match"),
+        "a miss, not a revalidation of the invalidated response"
+    );
+    assert_eq!(changed.calls(), 3);
+
+    // The same representation, with new freshness.
+    let same = serve(cache_on(&manager, |b| b).await, NO_DELAY, |seen, n| {
+        let cc = if seen.method == Method::HEAD {
+            "max-age=60"
+        } else {
+            STALE
+        };
+        respond(
+            200,
+            &[
+                ("cache-control", cc),
+                ("etag", "\"v1\""),
+                ("x-seen", &n.to_string()),
+            ],
+            format!("call {n}"),
+        )
+    })
+    .await;
+    assert_eq!(same.get("/p").await.x_cache(), "MISS");
+    same.stored(1).await;
+    let head = same.send(Method::HEAD, "/p", &[]).await;
+    assert_eq!((head.status, head.x_cache()), (StatusCode::OK, "MISS"));
+    assert_eq!(head.header("content-length"), Some("6"));
+    // The HEAD's own response, and the GET it updated.
+    same.stored(3).await;
+    let hit = same.get("/p").await;
+    assert_eq!(
+        (hit.x_cache(), hit.body.as_str()),
+        ("HIT", "call 1"),
+        "{:?}",
+        hit.headers
+    );
+    assert_eq!(hit.header("x-seen"), Some("2"), "the HEAD's fields");
+    assert_eq!(hit.header("content-length"), Some("6"));
+    assert!(cache_status_ttl(&hit) >= Some(59), "{:?}", hit.headers);
+    assert_eq!(same.calls(), 2);
+}
+
 /// One test per scenario, each on a manager from `$make().await` (called once per test,
 /// inside the test's runtime: a remote store's connections live on that runtime).
 #[macro_export]
@@ -2189,6 +2345,8 @@ macro_rules! rfc9111_suite {
             a_304_updates_the_stored_fields_and_answers_the_clients_condition,
             invalidation_reaches_every_variant_and_the_content_location,
             delta_seconds_too_large_count_as_two_to_the_31,
+            the_response_delay_adds_to_the_age,
+            a_head_from_the_origin_updates_or_invalidates_the_stored_get,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {
