@@ -105,7 +105,9 @@ pub(crate) struct StoredResponse {
     pub(crate) ttl_override: Option<Duration>,
     /// When the response was received from the origin.
     pub(crate) stored_at: SystemTime,
-    /// Its `Age` when received (from an upstream cache).
+    /// Its age when received: RFC 9111 §4.2.3's corrected initial age (the `Age` an
+    /// upstream cache gave plus the time the origin took to answer, or the time since
+    /// its `Date` if larger).
     pub(crate) initial_age: Duration,
     /// Its freshness lifetime (`s-maxage`, `max-age`, `Expires`, the heuristic, or a
     /// default / route TTL).

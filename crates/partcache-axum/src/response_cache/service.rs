@@ -11,7 +11,9 @@
 //! 4. Fresh → `HIT`. Stale within `stale-while-revalidate` → `STALE`, with one
 //!    background revalidation. Otherwise revalidate now (a conditional request when
 //!    the entry has a validator); a 304 refreshes the entry (`HIT`); a failing origin
-//!    within `stale-if-error` gets the stale entry served (`STALE`).
+//!    within `stale-if-error` gets the stale entry served (`STALE`). A `HEAD` the
+//!    origin answers with a 200 updates or invalidates the stored `GET` (RFC 9111
+//!    §4.3.5).
 //! 5. Miss → the origin, once for all concurrent misses of a key; a storable response
 //!    within the body limit is stored beside the reply (`MISS`); larger bodies stream
 //!    through unbuffered.
