@@ -1431,9 +1431,10 @@ where
 /// answered by. When the `HEAD` describes the same representation
 /// ([`same_representation`]) the stored response's fields are updated as a 304 updates
 /// them, `Content-Length` kept, and its age and freshness start over from the `HEAD`
-/// response; otherwise, or when the updated response may no longer be stored, it is
-/// invalidated. `request`: the request's headers (as the origin got them, without the
-/// client's conditions) and target.
+/// response; otherwise (another representation, a stored status other than 200, or an
+/// updated response that may not be stored) it is invalidated. `(headers, uri)`: the
+/// request's fields as the origin got them (without the client's conditions), and its
+/// target.
 async fn freshen_stored_get(
     shared: &Arc<Shared>,
     key: &RequestKey,
