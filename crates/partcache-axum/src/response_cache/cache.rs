@@ -27,6 +27,10 @@ pub const DEFAULT_CACHE_STATUS_NAME: &str = "partcache";
 /// Default store timeout: past it a read or write gives up and the origin answers.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// Default time a background refresh (`stale-while-revalidate`) may take: past it the
+/// refresh is given up, so that the requests waiting for it ask the origin themselves.
+pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Unkeyed request headers that frameworks commonly let override the host, scheme,
 /// path or method an application sees. A response to a request carrying one could
 /// reflect it, and a shared cache would then hand that to every client (web cache
@@ -112,6 +116,7 @@ impl ResponseCache {
                 tag_header: HeaderName::from_static("cache-tag"),
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 store_timeout: DEFAULT_STORE_TIMEOUT,
+                refresh_timeout: DEFAULT_REFRESH_TIMEOUT,
                 store_set_cookie: false,
                 stale_while_revalidate: Duration::ZERO,
                 stale_if_error: Duration::ZERO,
@@ -585,6 +590,35 @@ impl ResponseCacheBuilder {
     /// the origin answers (default [`DEFAULT_STORE_TIMEOUT`]).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config.store_timeout = timeout;
+        self
+    }
+
+    /// How long a background refresh of a stale response (`stale-while-revalidate`)
+    /// may take, origin and store together (default [`DEFAULT_REFRESH_TIMEOUT`]).
+    /// No client waits on a refresh, so no client's timeout or disconnect ends one:
+    /// without this bound an origin that never answered it would hold the response's
+    /// key (requests past the stale window wait for the refresh) and a pending-store
+    /// slot for ever. A refresh given up on is logged and counted in
+    /// [`ResponseCacheStats::refreshes_abandoned`](super::ResponseCacheStats); the next
+    /// request for the key asks the origin itself.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use partcache::CacheManager;
+    /// use partcache_axum::ResponseCache;
+    ///
+    /// let manager = CacheManager::from_url("memory://")?;
+    /// let cache = ResponseCache::builder(&manager, "http")
+    ///     .stale_while_revalidate(Duration::from_secs(30))
+    ///     .refresh_timeout(Duration::from_secs(5))
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.stats().refreshes_abandoned, 0);
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
+        self.config.refresh_timeout = timeout;
         self
     }
 

@@ -170,7 +170,8 @@ impl StoredResponse {
     /// The response's age at `now`, as RFC 9111 §4.2.3 computes it (its `Age` when
     /// received plus the time since).
     pub(crate) fn age(&self, now: SystemTime) -> Duration {
-        self.initial_age + now.duration_since(self.stored_at).unwrap_or_default()
+        self.initial_age
+            .saturating_add(now.duration_since(self.stored_at).unwrap_or_default())
     }
 
     /// Fresh at `now` (for a request without its own cache directives).
@@ -180,7 +181,9 @@ impl StoredResponse {
 
     /// Whether it may be served stale at `now` within `window` past its lifetime.
     pub(crate) fn within_stale_window(&self, now: SystemTime, window: Duration) -> bool {
-        !self.must_revalidate && !window.is_zero() && self.age(now) < self.lifetime + window
+        !self.must_revalidate
+            && !window.is_zero()
+            && self.age(now) < self.lifetime.saturating_add(window)
     }
 
     /// About the bytes it holds: body, headers, tags and Vary values. What a pending

@@ -24,7 +24,7 @@ mod status;
 pub use body::{BoxError, CacheBody};
 pub use cache::{
     DEFAULT_BYPASS_HEADERS, DEFAULT_CACHE_STATUS_NAME, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_STORE_TIMEOUT, ResponseCache, ResponseCacheBuilder,
+    DEFAULT_REFRESH_TIMEOUT, DEFAULT_STORE_TIMEOUT, ResponseCache, ResponseCacheBuilder,
 };
 pub use future::ResponseFuture;
 pub use layer::ResponseCacheLayer;

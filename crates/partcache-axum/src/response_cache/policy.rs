@@ -424,22 +424,21 @@ pub(crate) fn storable(
     let ttl = forced.or(if explicit { None } else { default });
     let initial_age = exchange.initial_age(headers);
     let mut ttl_override = ttl.and_then(|ttl| Some((ttl, ttl_directives(&directives, ttl)?)));
-    let judged = |ttl_override: &Option<(Duration, HeaderValue)>| {
-        let lifetime = match ttl_override {
-            Some((_, value)) => {
-                let given: Vec<_> = split_directives(value.to_str().unwrap_or_default()).collect();
-                freshness_lifetime(request.method, status, &stored_headers, &given, true, now)
-            }
-            None => freshness_lifetime(
-                request.method,
-                status,
-                &stored_headers,
-                &directives.given,
-                false,
-                now,
-            ),
-        };
-        lifetime.max(initial_age)
+    // The lifetime as the response gives it, however old it arrived: the stale
+    // windows count from its end.
+    let judged = |ttl_override: &Option<(Duration, HeaderValue)>| match ttl_override {
+        Some((_, value)) => {
+            let given: Vec<_> = split_directives(value.to_str().unwrap_or_default()).collect();
+            freshness_lifetime(request.method, status, &stored_headers, &given, true, now)
+        }
+        None => freshness_lifetime(
+            request.method,
+            status,
+            &stored_headers,
+            &directives.given,
+            false,
+            now,
+        ),
     };
     let mut lifetime = judged(&ttl_override);
     let error_ttl = rules
@@ -486,8 +485,17 @@ pub(crate) fn storable(
     } else {
         Duration::ZERO
     };
+    // The stale windows (RFC 5861) count from the end of the lifetime, which an aged
+    // response (its `Age`, or a `Date` in the past) may have passed on arrival; the
+    // retention of a validated response counts from when it is stale. Saturating: a
+    // window of `Duration::MAX` means "always".
     let fresh_left = lifetime.saturating_sub(initial_age);
-    let keep_for = fresh_left + swr.max(sie).max(retention);
+    let window_left = lifetime
+        .saturating_add(swr.max(sie))
+        .saturating_sub(initial_age);
+    let keep_for = window_left
+        .max(fresh_left.saturating_add(retention))
+        .min(Duration::from_secs(DELTA_SECONDS_MAX));
     if keep_for.is_zero() {
         // Stale at once with nothing to revalidate: storing it would only cost.
         return Err(if explicit || ttl.is_some() || directives.has("no-cache") {

@@ -537,7 +537,7 @@ impl<S, ReqB> Fetching<S, ReqB> {
             self.inner,
             self.request,
             self.key,
-            joined,
+            (joined, self.flight_key),
             self.stale,
             self.fwd,
             self.writes_before,
@@ -574,7 +574,6 @@ impl<S, ReqB> Fetching<S, ReqB> {
             let joined = shared
                 .flights
                 .join(flight_key.as_ref().unwrap_or(&key.primary));
-            drop(flight_key);
             match joined {
                 Joined::Leader(flight)
                     if shared.local
@@ -600,7 +599,7 @@ impl<S, ReqB> Fetching<S, ReqB> {
                         inner,
                         request,
                         key,
-                        joined,
+                        (joined, flight_key),
                         stale,
                         fwd,
                         writes_before,
@@ -699,7 +698,9 @@ where
         let shared = shared.clone();
         let entry = entry.clone();
         // Spawned when the response future is polled: `call` may run outside the
-        // runtime.
+        // runtime. No client waits on it, so nothing but its own deadline ends it: past
+        // the refresh timeout it is dropped, and with it its flight (the requests
+        // waiting on it ask the origin themselves) and its pending-work slot.
         let refresh = Box::pin(async move {
             let Joined::Leader(flight) = shared.flights.join(&flight_key) else {
                 return;
@@ -707,24 +708,37 @@ where
             let Some(_admitted) = shared.backlog.admit(0) else {
                 return;
             };
-            if let Some(refreshed) = stored_meanwhile(&shared, &flight_key, request.headers()).await
-            {
-                flight.complete(refreshed);
-                return;
+            let timeout = shared.config.refresh_timeout;
+            let refreshing = async {
+                if let Some(refreshed) =
+                    stored_meanwhile(&shared, &flight_key, request.headers()).await
+                {
+                    flight.complete(refreshed);
+                    return;
+                }
+                let (parts, body) = request.into_parts();
+                let _ = origin(
+                    shared.clone(),
+                    inner,
+                    parts,
+                    body,
+                    key,
+                    entry,
+                    Some(flight),
+                    Fwd::Stale,
+                    None,
+                )
+                .await;
+            };
+            if tokio::time::timeout(timeout, refreshing).await.is_err() {
+                shared.counters.refreshes_abandoned.incr();
+                tracing::warn!(
+                    cache = shared.responses.name(),
+                    key = %flight_key,
+                    ?timeout,
+                    "partcache-axum: a background refresh outlasted the refresh timeout; given up"
+                );
             }
-            let (parts, body) = request.into_parts();
-            let _ = origin(
-                shared,
-                inner,
-                parts,
-                body,
-                key,
-                entry,
-                Some(flight),
-                Fwd::Stale,
-                None,
-            )
-            .await;
         }) as Refresh;
         return Next::Stale(response, refresh);
     }
@@ -1004,7 +1018,7 @@ async fn fetch<S, ReqB, ResB>(
     inner: S,
     request: Request<ReqB>,
     key: RequestKey,
-    joined: Joined<String, Arc<CachedEntry>>,
+    (mut joined, flight_key): (Joined<String, Arc<CachedEntry>>, Option<String>),
     stale: Option<Arc<CachedEntry>>,
     fwd: Fwd,
     writes_before: Option<u64>,
@@ -1018,8 +1032,35 @@ where
     ResB::Error: Into<BoxError>,
 {
     let shared = &shared;
-    match joined {
-        Joined::Leader(flight) => {
+    let mut rejoins = 0;
+    let flight = loop {
+        let waiter = match joined {
+            Joined::Leader(flight) => break Some(flight),
+            Joined::Waiter(waiter) => waiter,
+        };
+        if let Some(entry) = waiter.wait().await
+            && let Some(stored) = entry.as_response()
+            && reusable_for(stored, &key, &request)
+        {
+            return Ok(coalesced(shared, &request, stored, fwd));
+        }
+        // The leader's response does not answer this request (another variant, or not
+        // fresh enough for its own directives), or the leader went away: this request
+        // asks the origin itself, in the key's flight again, so that an invalidation
+        // meanwhile detaches its store as it does the leader's (outside a flight a
+        // store could not be told). Each round waited for another leader's origin call;
+        // past a few, the call goes out alone.
+        if rejoins == MAX_REJOINS {
+            break None;
+        }
+        rejoins += 1;
+        joined = shared
+            .flights
+            .join(flight_key.as_ref().unwrap_or(&key.primary));
+    };
+    drop(flight_key);
+    match flight {
+        Some(flight) => {
             if looks_again(shared, stale.as_ref(), writes_before, &request)
                 && let Some(entry) = stored_meanwhile(shared, flight.key(), request.headers()).await
                 && let Some(stored) = entry.as_response()
@@ -1061,14 +1102,7 @@ where
             )
             .await
         }
-        Joined::Waiter(waiter) => {
-            if let Some(entry) = waiter.wait().await
-                && let Some(stored) = entry.as_response()
-                && reusable_for(stored, &key, &request)
-            {
-                return Ok(coalesced(shared, &request, stored, fwd));
-            }
-            // The leader's response was not shareable with this request: ask ourselves.
+        None => {
             let (parts, body) = request.into_parts();
             origin(
                 shared.clone(),
@@ -1085,6 +1119,10 @@ where
         }
     }
 }
+
+/// How many times a request whose leader's response did not answer it joins its
+/// key's flight again before it asks the origin outside the flight ([`fetch`]).
+const MAX_REJOINS: u32 = 8;
 
 /// Whether a response another request fetched may answer `request` as if it came
 /// from the store (RFC 9111 §4): its Vary-selected headers match, and it is fresh for

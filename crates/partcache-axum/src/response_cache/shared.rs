@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) tag_header: HeaderName,
     pub(crate) max_body_bytes: usize,
     pub(crate) store_timeout: Duration,
+    pub(crate) refresh_timeout: Duration,
     pub(crate) store_set_cookie: bool,
     pub(crate) stale_while_revalidate: Duration,
     pub(crate) stale_if_error: Duration,
@@ -352,7 +353,7 @@ impl Shared {
         let fresh_nonce = random_nonce();
         let update = self.responses.invoke(primary, |entry| {
             let now = SystemTime::now();
-            let expires_at = now + keep_for;
+            let expires_at = now.checked_add(keep_for).unwrap_or(now);
             let index = match entry.value().map(|e| &e.kind) {
                 Some(EntryKind::Variants(index))
                     if index.names == names && index.expires_at > now =>
@@ -440,13 +441,15 @@ impl Shared {
         self.invalidate(&taken).await
     }
 
-    /// Removes every response that carried `tag`.
+    /// Removes every response that carried `tag`, after detaching every miss in
+    /// progress: a miss's tags are known only once its response is in, so any of them
+    /// may carry the tag (whether or not the tag has entries yet).
     pub(crate) async fn purge_tag(&self, tag: &str) -> partcache::Result<u64> {
+        self.flights.cancel_all();
         let Some(keys) = self.tags.get_and_remove(&tag.to_string()).await? else {
-            self.flights.cancel_all();
             return Ok(0);
         };
-        self.invalidate(&keys.keys).await
+        self.remove(&keys.keys).await
     }
 
     /// Removes entries by key, after detaching every miss in progress (its response
@@ -458,6 +461,12 @@ impl Shared {
         // drop a pending store, found by a CI-style run: the next request missed.)
         self.flights
             .cancel_matching(|flight| keys.iter().any(|k| is_flight_of(flight, k)));
+        self.remove(keys).await
+    }
+
+    /// Removes entries by key, counted as invalidated (the caller detached the misses
+    /// in progress its change concerns).
+    async fn remove(&self, keys: &[String]) -> partcache::Result<u64> {
         let removed = self.responses.remove_all_keys(keys).await?;
         self.counters.invalidated.add(removed);
         Ok(removed)

@@ -18,6 +18,7 @@ use partcache_tower::backlog::{Backlog, BacklogStats};
 ///         "hits": 0, "misses": 0, "bypasses": 0, "coalesced": 0,
 ///         "stored": 0, "not_stored": 0, "store_errors": 0, "store_timeouts": 0,
 ///         "stale": 0, "revalidations": 0, "not_modified": 0, "invalidated": 0,
+///         "refreshes_abandoned": 0,
 ///         "pending_stores": 0, "pending_store_bytes": 0, "stores_dropped": 0,
 ///     })
 /// );
@@ -65,6 +66,9 @@ pub struct ResponseCacheStats {
     pub not_modified: u64,
     /// Entries removed by purges and by unsafe requests' invalidations.
     pub invalidated: u64,
+    /// Background refreshes (`stale-while-revalidate`) given up on after the refresh
+    /// timeout ([`ResponseCacheBuilder::refresh_timeout`](crate::ResponseCacheBuilder::refresh_timeout)).
+    pub refreshes_abandoned: u64,
     /// Store writes and stale-while-revalidate refreshes running now, after their
     /// responses were sent (`pending_stores`, `pending_store_bytes`), and storable
     /// responses not stored, or refreshes not made, because that pending work was at
@@ -81,6 +85,7 @@ pub(crate) struct Counters {
     pub(crate) revalidations: Counter,
     pub(crate) not_modified: Counter,
     pub(crate) invalidated: Counter,
+    pub(crate) refreshes_abandoned: Counter,
 }
 
 impl Counters {
@@ -91,6 +96,7 @@ impl Counters {
             revalidations: self.revalidations.get(),
             not_modified: self.not_modified.get(),
             invalidated: self.invalidated.get(),
+            refreshes_abandoned: self.refreshes_abandoned.get(),
             backlog: backlog.stats(),
         }
     }
