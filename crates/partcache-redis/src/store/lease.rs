@@ -12,7 +12,7 @@ use redis::Value;
 
 use super::cache::StoreInner;
 use super::replies;
-use crate::arguments::ttl_arg;
+use crate::arguments::{Asked, ttl_arg};
 use crate::scripts::scripts;
 
 /// How long a lease ended without a value reads as *released* (`lua/lease_release.lua`):
@@ -82,18 +82,35 @@ impl StoreInner {
         ttl: Option<Duration>,
     ) -> Result<LeasedPut> {
         self.check_partition(key)?;
-        let mut r = self.script(
-            &scripts().lease_put,
-            key.partition,
-            std::iter::once(key.text.as_str()),
-        );
-        r.cmd
-            .arg(&key.text)
-            .arg(token)
-            .arg(blob.as_slice())
-            .arg(ttl_arg(ttl))
-            .arg(self.key_only(&blob));
-        let reply = self.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
+        let key_only = self.key_only(&blob);
+        let ttl = ttl_arg(ttl);
+        let request = |asked: Option<&Asked>| {
+            let mut r = self.script_asked(
+                &scripts().lease_put,
+                key.partition,
+                std::iter::once(key.text.as_str()),
+                asked,
+            );
+            r.cmd
+                .arg(&key.text)
+                .arg(token)
+                .arg(blob.as_slice())
+                .arg(&ttl)
+                .arg(key_only.as_slice());
+            r
+        };
+        let replies = match &self.custom {
+            // A custom policy's creation duration, asked once the function found the
+            // put applies (`asking.rs`).
+            Some(policy) => {
+                self.execute_asking(policy, &[key.text.as_str()], |_, asked| {
+                    request(Some(asked))
+                })
+                .await?
+            }
+            None => self.execute(vec![request(None)]).await?,
+        };
+        let reply = replies.into_iter().next().unwrap_or(Value::Nil);
         match self.outcome(reply)? {
             Value::Int(0 | 1) => Ok(LeasedPut::Stored),
             Value::Int(-1) => Ok(LeasedPut::Stale),
