@@ -1,6 +1,7 @@
 //! The arguments the function library takes (`lua/common.lua`), named: every
 //! function's cache settings ([`CacheSettings`]: policy, duration, max-idle, budget),
-//! its event arguments' [`EventMode`], and the codes of a conditional write. The wire
+//! a custom policy's durations asked for a call ([`Asked`]), its event arguments'
+//! [`EventMode`], and the codes of a conditional write. The wire
 //! form is the decimal text of each value, as the Lua side reads it.
 
 use std::time::Duration;

@@ -767,15 +767,15 @@ end
 -- only the client can ask it: a call first carries none, and one that needs a duration
 -- it was not given replies `need <kind>` having changed nothing (but clean-up of an
 -- entry Redis expired), and the client calls again with it (store/asking.rs). These
--- name the duration a call lacks, or nil.
+-- name the duration a call lacks, or nil; callers ask them only under a custom policy
+-- (KIND 5), so that other caches' calls pay nothing for them.
 -- An access of a live entry:
 local function access_lacks()
-  if KIND == 5 and not CA then return 'access' end
+  if not CA then return 'access' end
   return nil
 end
 -- A put (put()) of an entry whose current blob is `cur`: a creation or an update.
 local function put_lacks(cur)
-  if KIND ~= 5 then return nil end
   if cur then
     if not CU then return 'update' end
   elseif not CC then

@@ -3,7 +3,7 @@
 -- value one last time. Under a custom policy not asked for its access duration, a hit
 -- replies need('access') before any entry is read as an access (the client sends one
 -- text a call, so that each hit has the policy's own answer).
-if access_lacks() then
+if KIND == 5 and access_lacks() then
   for i = FIRST, #ARGV do
     if rcall('EXISTS', ek(ARGV[i])) == 1 then return need('access') end
   end

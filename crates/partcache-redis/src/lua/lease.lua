@@ -14,7 +14,7 @@ local k = ek(text)
 local v = rcall('GET', k)
 if v then
   -- A custom policy's access duration, asked first when not given (need()).
-  local lacks = access_lacks()
+  local lacks = KIND == 5 and access_lacks()
   if lacks then return need(lacks) end
   access(text, k, v)
   return reply({1, v})

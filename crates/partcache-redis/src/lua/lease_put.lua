@@ -26,7 +26,7 @@ if cur then
   rcall('SET', lk, 'x', 'KEEPTTL')
   return reply(-1)
 end
-local lacks = put_lacks(false)
+local lacks = KIND == 5 and put_lacks(false)
 if lacks then return need(lacks) end
 if sub(held, 1, 1) == 'x' then
   -- Keep the mark for the voided holder before this one (see lease.lua).

@@ -25,7 +25,7 @@ if not holds then
   -- accesses; every other write that does not apply (`putIfAbsent` on a present key,
   -- `replace` on an absent one) touches nothing.
   if cond == 3 and cur then
-    local lacks = access_lacks()
+    local lacks = KIND == 5 and access_lacks()
     if lacks then return need(lacks) end
     access(text, ek(text), cur)
   end
@@ -33,7 +33,7 @@ if not holds then
 end
 local applied
 if action == 1 then
-  local lacks = put_lacks(cur)
+  local lacks = KIND == 5 and put_lacks(cur)
   if lacks then return need(lacks) end
   applied = put(text, blob, keyonly, ttl, cur)
 else

@@ -5,8 +5,9 @@
 //! This file holds the store and its operations; each other job has its file, and
 //! none imports one above it: `cache.rs` ([`StoreInner`]: the cache's settings and
 //! how its requests run) at the bottom, then `requests.rs` (function calls and their
-//! arguments) and `replies.rs` (reading the replies), then `open.rs` (opening and the
-//! layout check), `puts.rs` (a put joining its node's batch), `reaper.rs`, `scan.rs`
+//! arguments) and `replies.rs` (reading the replies), then `asking.rs` (the calls of a
+//! cache with a custom expiry policy, which ask it only what they need), `open.rs`
+//! (opening and the layout check), `puts.rs` (a put joining its node's batch), `reaper.rs`, `scan.rs`
 //! (key scans, scan steps, counts), `clear.rs`, `balance.rs`, `near.rs` (what a
 //! near cache asks of the store) and `lease.rs` (leases of loads).
 
