@@ -72,6 +72,23 @@ impl StoreInner {
         Ok(replies.into_iter().flatten().collect())
     }
 
+    /// The reply of the one call on `key` that `build` makes: as it is without a
+    /// custom policy, else asking the policy what the call needs.
+    pub(super) async fn execute_maybe_asking(
+        &self,
+        key: &RawKey,
+        build: impl Fn(Option<&Asked>) -> Request,
+    ) -> Result<Value> {
+        let replies = match &self.custom {
+            Some(policy) => {
+                self.execute_asking(policy, &[key.text.as_str()], |_, asked| build(Some(asked)))
+                    .await?
+            }
+            None => self.execute(vec![build(None)]).await?,
+        };
+        Ok(replies.into_iter().next().unwrap_or(Value::Nil))
+    }
+
     /// Reads `keys` as accesses, one `get` call each (see the module docs).
     pub(super) async fn get_all_asking(
         &self,

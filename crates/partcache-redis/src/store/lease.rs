@@ -33,18 +33,24 @@ impl StoreInner {
         waited: bool,
     ) -> Result<RawLease> {
         self.check_partition(key)?;
-        let mut r = self.script(
-            &scripts().lease,
-            key.partition,
-            std::iter::once(key.text.as_str()),
-        );
         let ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)).to_string();
-        r.cmd
-            .arg(&key.text)
-            .arg(token)
-            .arg(ms)
-            .arg(if waited { "1" } else { "0" });
-        let reply = self.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
+        let request = |asked: Option<&Asked>| {
+            let mut r = self.script_asked(
+                &scripts().lease,
+                key.partition,
+                std::iter::once(key.text.as_str()),
+                asked,
+            );
+            r.cmd
+                .arg(&key.text)
+                .arg(token)
+                .arg(&ms)
+                .arg(if waited { "1" } else { "0" });
+            r
+        };
+        // A hit is an access: a custom policy's access duration is asked once the
+        // function found one.
+        let reply = self.execute_maybe_asking(key, request).await?;
         let Value::Array(parts) = self.outcome(reply)? else {
             return Err(Error::Store("unexpected lease reply".into()));
         };
@@ -99,18 +105,9 @@ impl StoreInner {
                 .arg(key_only.as_slice());
             r
         };
-        let replies = match &self.custom {
-            // A custom policy's creation duration, asked once the function found the
-            // put applies (`asking.rs`).
-            Some(policy) => {
-                self.execute_asking(policy, &[key.text.as_str()], |_, asked| {
-                    request(Some(asked))
-                })
-                .await?
-            }
-            None => self.execute(vec![request(None)]).await?,
-        };
-        let reply = replies.into_iter().next().unwrap_or(Value::Nil);
+        // A custom policy's creation duration is asked once the function found the put
+        // applies.
+        let reply = self.execute_maybe_asking(key, request).await?;
         match self.outcome(reply)? {
             Value::Int(0 | 1) => Ok(LeasedPut::Stored),
             Value::Int(-1) => Ok(LeasedPut::Stale),

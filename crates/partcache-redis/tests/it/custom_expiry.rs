@@ -143,3 +143,19 @@ async fn iterating_a_bounded_cache_asks_the_access_duration_once_per_entry() {
     assert_eq!(ours.entries().count().await, 3);
     assert_eq!(policy.take(), ["access"; 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_asks_the_access_duration_for_a_hit_and_its_store_the_creation() {
+    let policy = Arc::new(Recording::default());
+    let (_theirs, ours) = two_processes("custom-lease", &policy, None).await;
+    ours.put(k("present"), k("v")).await.unwrap();
+    policy.take();
+    let lease = ours.lease(&k("present")).await;
+    assert_eq!(lease.hit().map(|v| v.as_str()), Some("v"));
+    assert_eq!(policy.take(), ["access"]);
+    let lease = ours.lease(&k("absent")).await;
+    assert!(lease.hit().is_none() && lease.is_leased());
+    assert_eq!(policy.take(), Vec::<&str>::new());
+    assert!(lease.store(Arc::new(k("loaded")), None).await);
+    assert_eq!(policy.take(), ["creation"]);
+}
