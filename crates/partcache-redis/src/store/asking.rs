@@ -52,7 +52,18 @@ impl StoreInner {
                 .filter(|&i| keys.insert(texts[i]))
                 .collect();
             let requests = round.iter().map(|&i| build(i, &asked[i])).collect();
-            for (&i, reply) in round.iter().zip(self.execute(requests).await?) {
+            let answers = self.execute(requests).await?;
+            // Every call of the round answered, or the loop would send one again with
+            // nothing asked: not bounded.
+            if answers.len() != round.len() {
+                return Err(Error::Store(format!(
+                    "cache `{}`: {} replies to {} calls",
+                    self.name,
+                    answers.len(),
+                    round.len()
+                )));
+            }
+            for (&i, reply) in round.iter().zip(answers) {
                 match needed(&reply) {
                     None => replies[i] = Some(reply),
                     Some(kind) => {
