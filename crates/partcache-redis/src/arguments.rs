@@ -1,11 +1,12 @@
 //! The arguments the function library takes (`lua/common.lua`), named: every
 //! function's cache settings ([`CacheSettings`]: policy, duration, max-idle, budget),
-//! its event arguments' [`EventMode`], and the codes of a conditional write. The wire
+//! a custom policy's durations asked for a call ([`Asked`]), its event arguments'
+//! [`EventMode`], and the codes of a conditional write. The wire
 //! form is the decimal text of each value, as the Lua side reads it.
 
 use std::time::Duration;
 
-use partcache::expiry::{Custom, ExpiryPolicy};
+use partcache::expiry::{Custom, CustomExpiry, ExpiryPolicy};
 use partcache::store::raw::RawCacheSpec;
 use redis::Cmd;
 
@@ -34,8 +35,8 @@ pub(crate) enum PolicyCode {
     Modified = 2,
     Accessed = 3,
     Touched = 4,
-    /// A custom policy, whose three durations stand in the duration's place, asked at
-    /// every call ([`custom_durations`]).
+    /// A custom policy, whose durations stand in the duration's place, each only once a
+    /// call needs it ([`Asked`]).
     Custom = 5,
 }
 
@@ -54,7 +55,7 @@ impl CacheSettings {
     /// The settings of the cache `spec` describes.
     pub(crate) fn new(spec: &RawCacheSpec) -> CacheSettings {
         let (policy, duration) = match &spec.expiry.custom {
-            Some(custom) => (PolicyCode::Custom, custom_durations(custom)),
+            Some(_) => (PolicyCode::Custom, Asked::default().arg()),
             None => {
                 let (policy, duration) = match spec.expiry.policy {
                     ExpiryPolicy::Eternal => (PolicyCode::Eternal, Duration::ZERO),
@@ -77,13 +78,13 @@ impl CacheSettings {
         }
     }
 
-    /// Appends the four settings to `cmd`; with `custom`, its durations of now in the
-    /// duration's place.
+    /// Appends the four settings to `cmd`; with `asked`, a custom policy's durations
+    /// asked for this call in the duration's place (none asked without).
     #[inline]
-    pub(crate) fn write(&self, cmd: &mut Cmd, custom: Option<&Custom>) {
+    pub(crate) fn write(&self, cmd: &mut Cmd, asked: Option<&Asked>) {
         cmd.arg(&self.policy);
-        match custom {
-            Some(custom) => cmd.arg(custom_durations(custom)),
+        match asked {
+            Some(asked) => cmd.arg(asked.arg()),
             None => cmd.arg(&self.duration),
         };
         cmd.arg(&self.max_idle).arg(&self.budget);
@@ -99,17 +100,70 @@ impl CacheSettings {
     }
 }
 
-/// A custom policy's durations as the scripts take them (`lua/common.lua`, settings):
-/// `<creation>:<access>:<update>` in ms, -1 for `None` (eternal; unchanged).
-pub(crate) fn custom_durations(custom: &Custom) -> String {
-    let ms = |d: Option<Duration>| d.map_or_else(|| "-1".to_string(), |d| millis(d).to_string());
-    let policy = &custom.0;
-    format!(
-        "{}:{}:{}",
-        ms(policy.for_creation()),
-        ms(policy.for_access()),
-        ms(policy.for_update())
-    )
+/// A duration of a custom policy, as a function names the one it needs (`lua/common.lua`,
+/// need).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Needed {
+    Creation,
+    Access,
+    Update,
+}
+
+impl Needed {
+    /// The kind a function's `need <kind>` result names; `None` for any other result.
+    pub(crate) fn parse(result: &[u8]) -> Option<Needed> {
+        match result.strip_prefix(b"need ")? {
+            b"creation" => Some(Needed::Creation),
+            b"access" => Some(Needed::Access),
+            b"update" => Some(Needed::Update),
+            _ => None,
+        }
+    }
+}
+
+/// The durations of a custom policy one call carries: each asked of the policy only once
+/// a function said the call needs it (JSR-107 §6.4: a policy is asked only what an
+/// operation applies). `None`: not asked; `Some(None)`: the policy's `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Asked {
+    creation: Option<Option<Duration>>,
+    access: Option<Option<Duration>>,
+    update: Option<Option<Duration>>,
+}
+
+impl Asked {
+    /// Asks `policy` for the duration `kind`. `false`, asking nothing, when it was asked
+    /// already: a function that needs it again did not read it.
+    pub(crate) fn ask(&mut self, kind: Needed, policy: &Custom) -> bool {
+        let policy = &policy.0;
+        let (slot, ask): (_, fn(&dyn CustomExpiry) -> Option<Duration>) = match kind {
+            Needed::Creation => (&mut self.creation, |p| p.for_creation()),
+            Needed::Access => (&mut self.access, |p| p.for_access()),
+            Needed::Update => (&mut self.update, |p| p.for_update()),
+        };
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(ask(policy.as_ref()));
+        true
+    }
+
+    /// The durations as the functions take them (`lua/common.lua`, settings):
+    /// `<creation>:<access>:<update>` in ms, -1 for `None` (eternal; unchanged), blank
+    /// when not asked.
+    pub(crate) fn arg(&self) -> String {
+        let ms = |d: Option<Option<Duration>>| match d {
+            None => String::new(),
+            Some(None) => "-1".to_string(),
+            Some(Some(d)) => millis(d).to_string(),
+        };
+        format!(
+            "{}:{}:{}",
+            ms(self.creation),
+            ms(self.access),
+            ms(self.update)
+        )
+    }
 }
 
 /// How a cache's functions publish its events (the event-mode argument).
@@ -182,10 +236,41 @@ mod tests {
         assert_eq!(PolicyCode::Custom as u8, 5);
         assert_eq!(ConditionCode::IfEquals as u8, 3);
         assert_eq!(ActionCode::Remove as u8, 2);
+        assert_eq!(Needed::parse(b"need update"), Some(Needed::Update));
+        assert_eq!(Needed::parse(b"need"), None);
         let mut cmd = Cmd::new();
         cmd.arg(ConditionCode::IfAbsent as u8)
             .arg(ActionCode::Put as u8);
         let packed = cmd.get_packed_command();
         assert!(packed.ends_with(b"$1\r\n1\r\n$1\r\n1\r\n"));
+    }
+
+    struct Answers;
+
+    impl CustomExpiry for Answers {
+        fn for_creation(&self) -> Option<Duration> {
+            Some(Duration::from_micros(1))
+        }
+        fn for_access(&self) -> Option<Duration> {
+            None
+        }
+        fn for_update(&self) -> Option<Duration> {
+            Some(Duration::ZERO)
+        }
+    }
+
+    /// A call carries blanks for what it did not ask, `-1` for the policy's `None`, and
+    /// asks each duration once at most.
+    #[test]
+    fn a_custom_policys_durations_are_sent_as_asked() {
+        let policy = Custom(std::sync::Arc::new(Answers));
+        let mut asked = Asked::default();
+        assert_eq!(asked.arg(), "::");
+        assert!(asked.ask(Needed::Update, &policy));
+        assert_eq!(asked.arg(), "::0");
+        assert!(asked.ask(Needed::Creation, &policy));
+        assert!(asked.ask(Needed::Access, &policy));
+        assert_eq!(asked.arg(), "1:-1:0");
+        assert!(!asked.ask(Needed::Access, &policy));
     }
 }

@@ -2329,12 +2329,6 @@ pub async fn a_custom_expiry_policy_is_asked_only_what_each_operation_needs(h: &
         .await
         .unwrap();
     let asked = || policy.take();
-    if !h.is_local() {
-        // A remote store asks the policy for all three durations at every call, before
-        // the server knows which applies (documented on `CacheBuilder::expiry_policy`):
-        // the counts below are the embedded store's.
-        return;
-    }
     assert!(!c.contains_key(&k("1")).await.unwrap());
     assert_eq!(get(&c, "1").await, None);
     c.get_all(&[k("1"), k("2")]).await.unwrap();

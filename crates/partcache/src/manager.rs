@@ -357,14 +357,16 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     }
 
     /// A custom expiry policy (JCache's `ExpiryPolicy` interface), which replaces
-    /// [`CacheBuilder::expiry`]: see [`CustomExpiry`]. It works on every store. The
-    /// embedded store asks it only what an operation needs, as JSR-107 §6.4's table
-    /// says (a creation's duration for a new entry, an access's for a read, an
-    /// update's for a write of a present entry, nothing for a miss, a removal or
-    /// `contains_key`); a Redis store asks it for all three at every call and sends
-    /// them, since only the server knows which one applies. Like the loader, it
-    /// is not part of the cache's settings: reopening the cache returns it as built.
-    /// A cache with one cannot have a near cache (an access may move its deadline).
+    /// [`CacheBuilder::expiry`]: see [`CustomExpiry`]. It works on every store, and
+    /// every store asks it only what an operation needs, as JSR-107 §6.4's table says
+    /// (a creation's duration for a new entry, an access's for a read of a present
+    /// one, an update's for a write of a present entry, nothing for a miss, a removal
+    /// or `contains_key`), once per entry. Only the server knows which one applies on
+    /// a Redis store: a call there first goes without durations, and one that needs a
+    /// duration goes again with it (a second round trip, for such caches only). Like
+    /// the loader, it is not part of the cache's settings: reopening the cache returns
+    /// it as built. A cache with one cannot have a near cache (an access may move its
+    /// deadline).
     pub fn expiry_policy(mut self, policy: impl CustomExpiry) -> Self {
         self.custom_expiry = Some(Arc::new(policy));
         self

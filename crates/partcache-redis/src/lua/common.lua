@@ -56,7 +56,8 @@ local P, IX, DL, FX, SQ
 local KIND, D, IDLE, BUDGET, PUBMODE, ORIGIN, CHANNEL, READS_EXTEND
 -- The last rank within the budget, counted from the end (`-<BUDGET + 1>`), for evict().
 local OVER
--- A custom policy's durations (ms; -1: none): creation, access, update.
+-- A custom policy's durations (ms; -1: none; nil: not asked, see need()): creation,
+-- access, update.
 local CC, CA, CU
 local NOW, TICK
 -- The settings' arguments that KIND .. OVER were last read from (settings()).
@@ -172,7 +173,8 @@ local function settings(kind_arg, d, idle_arg, budget_arg)
   IDLE = tonumber(idle_arg)     -- max-idle, ms; -1: none
   BUDGET = tonumber(budget_arg) -- max entries of this partition; 0: unbounded
   if KIND == 5 then
-    -- `<creation>:<access>:<update>`, which the client asked the policy for just now.
+    -- `<creation>:<access>:<update>`, which the client asked the policy for just now;
+    -- a blank one it did not ask (nil), as the call may not need it (need()).
     local a = find(d, ':', 1, true)
     local b = find(d, ':', a + 1, true)
     CC = tonumber(sub(d, 1, a - 1))
@@ -182,7 +184,7 @@ local function settings(kind_arg, d, idle_arg, budget_arg)
   else
     D = tonumber(d) -- the policy's duration, ms
   end
-  READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4 or (KIND == 5 and CA >= 0)
+  READS_EXTEND = IDLE >= 0 or KIND == 3 or KIND == 4 or (KIND == 5 and CA ~= -1)
   INDEXED = BUDGET > 0 or IDLE >= 0
   if BUDGET > 0 then OVER = '-' .. format('%d', BUDGET + 1) end
   SETTINGS_KIND, SETTINGS_D, SETTINGS_IDLE, SETTINGS_BUDGET = kind_arg, d, idle_arg, budget_arg
@@ -583,7 +585,7 @@ local function put(text, blob, keyonly, ttl, cur)
     void_lease(text)
     local fp = nil
     if KIND == 1 or KIND == 2 then fp = NOW + D end
-    if KIND == 5 and CC >= 0 then fp = NOW + CC end
+    if KIND == 5 and CC and CC >= 0 then fp = NOW + CC end
     local dl = minv(minv(fp, ft), sliding(false))
     -- JSR-107: an entry whose creation expiry is zero is never stored.
     if dl and dl <= NOW then return 0 end
@@ -602,7 +604,7 @@ local function put(text, blob, keyonly, ttl, cur)
   if KIND == 1 then fp = oldfp elseif KIND == 2 then fp = NOW + D end
   if KIND == 5 then
     -- The policy's deadline (which accesses may have moved) unless the update sets one.
-    if CU >= 0 then fp = NOW + CU else fp = oldfp end
+    if CU and CU >= 0 then fp = NOW + CU else fp = oldfp end
   end
   local kept = nil
   if KIND == 3 then
@@ -728,7 +730,7 @@ end
 local function access(text, k, v)
   if READS_EXTEND then
     local fp, ft, keyonly = fixed_of(text)
-    if KIND == 5 and CA >= 0 then
+    if KIND == 5 and CA and CA >= 0 then
       -- A custom policy's access sets the policy deadline, kept in the entry's
       -- fixed-deadline record (recorded for the next update). An entry without one (no
       -- deadline so far) announces its expiry with its whole blob.
@@ -759,6 +761,30 @@ end
 
 local function reply(result)
   return {result, EVICTED, EXPIRED, EVENTS}
+end
+
+-- A custom policy is asked only for the durations a call applies (JSR-107 §6.4), and
+-- only the client can ask it: a call first carries none, and one that needs a duration
+-- it was not given replies `need <kind>` having changed nothing (but clean-up of an
+-- entry Redis expired), and the client calls again with it (store/asking.rs). These
+-- name the duration a call lacks, or nil; callers ask them only under a custom policy
+-- (KIND 5), so that other caches' calls pay nothing for them.
+-- An access of a live entry:
+local function access_lacks()
+  if not CA then return 'access' end
+  return nil
+end
+-- A put (put()) of an entry whose current blob is `cur`: a creation or an update.
+local function put_lacks(cur)
+  if cur then
+    if not CU then return 'update' end
+  elseif not CC then
+    return 'creation'
+  end
+  return nil
+end
+local function need(kind)
+  return reply('need ' .. kind)
 end
 
 -- A write's reply as one integer when there are no events to return and no previous

@@ -7,11 +7,15 @@
 -- Result: {1, blob}: a hit, read as get.lua reads it; {0}: the caller holds the lease;
 -- {2, ms left}: another caller holds it; {3}: its holder just ended it without a value
 -- (lease_release.lua) while this caller waited: load beside the other waiters, and
--- store nothing. A first ask over a released lease takes it, as over a free one.
+-- store nothing. A first ask over a released lease takes it, as over a free one;
+-- need('access') for a hit under a custom policy not asked for its access duration.
 local text = ARGV[FIRST]
 local k = ek(text)
 local v = rcall('GET', k)
 if v then
+  -- A custom policy's access duration, asked first when not given (need()).
+  local lacks = KIND == 5 and access_lacks()
+  if lacks then return need(lacks) end
   access(text, k, v)
   return reply({1, v})
 end

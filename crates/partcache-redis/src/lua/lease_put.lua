@@ -3,7 +3,8 @@
 -- lease. ARGV[8..]: text, token, blob, ttl ms (-1 none), key-only blob.
 -- Result: 1 stored (0: a zero creation expiry kept it out), -1 refused because a
 -- write or a clear voided the lease (a stale set), -2 refused because the lease
--- expired or another caller took it over.
+-- expired or another caller took it over; need('creation') when a custom policy's
+-- creation duration was not given (the lease stays the caller's).
 local text, token = ARGV[FIRST], ARGV[FIRST + 1]
 local lk = lease_key(text)
 local held = rcall('GET', lk)
@@ -25,6 +26,8 @@ if cur then
   rcall('SET', lk, 'x', 'KEEPTTL')
   return reply(-1)
 end
+local lacks = KIND == 5 and put_lacks(false)
+if lacks then return need(lacks) end
 if sub(held, 1, 1) == 'x' then
   -- Keep the mark for the voided holder before this one (see lease.lua).
   rcall('SET', lk, 'x', 'KEEPTTL')

@@ -2,7 +2,8 @@
 -- present, 3 if equals), expected blob, action (1 put, 2 remove), blob, ttl ms (-1
 -- none), want previous (0/1), key-only blob. (An unconditional put that wants no
 -- previous value is upsert.lua's.)
--- Result: {existed, applied, previous blob or nil}, or its packed form (write_reply).
+-- Result: {existed, applied, previous blob or nil}, or its packed form (write_reply);
+-- need() when a custom policy's duration the write applies was not given.
 local text = ARGV[FIRST]
 local cond = tonumber(ARGV[FIRST + 1])
 local expected = ARGV[FIRST + 2]
@@ -23,11 +24,17 @@ if not holds then
   -- JSR-107 §6.4: `remove(k, v)` and `replace(k, v, new)` that find another value are
   -- accesses; every other write that does not apply (`putIfAbsent` on a present key,
   -- `replace` on an absent one) touches nothing.
-  if cond == 3 and cur then access(text, ek(text), cur) end
+  if cond == 3 and cur then
+    local lacks = KIND == 5 and access_lacks()
+    if lacks then return need(lacks) end
+    access(text, ek(text), cur)
+  end
   return write_reply(existed, 0, prev)
 end
 local applied
 if action == 1 then
+  local lacks = KIND == 5 and put_lacks(cur)
+  if lacks then return need(lacks) end
   applied = put(text, blob, keyonly, ttl, cur)
 else
   applied = remove(text, cur)

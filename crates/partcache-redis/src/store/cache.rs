@@ -37,8 +37,8 @@ pub(crate) struct StoreInner {
     pub(super) stats: Arc<StatsCounters>,
     /// The settings every function takes first.
     pub(super) settings: CacheSettings,
-    /// A custom expiry policy, asked for its durations at every call (see
-    /// `StoreInner::script`).
+    /// A custom expiry policy, asked for a duration only when a call needs it
+    /// (`asking.rs`).
     pub(super) custom: Option<Custom>,
     /// The batches this cache's upserts join (`batching/puts.rs`).
     pub(super) upsert_batch: BatchFunction,

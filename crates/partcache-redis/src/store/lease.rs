@@ -12,7 +12,7 @@ use redis::Value;
 
 use super::cache::StoreInner;
 use super::replies;
-use crate::arguments::ttl_arg;
+use crate::arguments::{Asked, ttl_arg};
 use crate::scripts::scripts;
 
 /// How long a lease ended without a value reads as *released* (`lua/lease_release.lua`):
@@ -33,18 +33,24 @@ impl StoreInner {
         waited: bool,
     ) -> Result<RawLease> {
         self.check_partition(key)?;
-        let mut r = self.script(
-            &scripts().lease,
-            key.partition,
-            std::iter::once(key.text.as_str()),
-        );
         let ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)).to_string();
-        r.cmd
-            .arg(&key.text)
-            .arg(token)
-            .arg(ms)
-            .arg(if waited { "1" } else { "0" });
-        let reply = self.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
+        let request = |asked: Option<&Asked>| {
+            let mut r = self.script_asked(
+                &scripts().lease,
+                key.partition,
+                std::iter::once(key.text.as_str()),
+                asked,
+            );
+            r.cmd
+                .arg(&key.text)
+                .arg(token)
+                .arg(&ms)
+                .arg(if waited { "1" } else { "0" });
+            r
+        };
+        // A hit is an access: a custom policy's access duration is asked once the
+        // function found one.
+        let reply = self.execute_maybe_asking(key, request).await?;
         let Value::Array(parts) = self.outcome(reply)? else {
             return Err(Error::Store("unexpected lease reply".into()));
         };
@@ -82,18 +88,26 @@ impl StoreInner {
         ttl: Option<Duration>,
     ) -> Result<LeasedPut> {
         self.check_partition(key)?;
-        let mut r = self.script(
-            &scripts().lease_put,
-            key.partition,
-            std::iter::once(key.text.as_str()),
-        );
-        r.cmd
-            .arg(&key.text)
-            .arg(token)
-            .arg(blob.as_slice())
-            .arg(ttl_arg(ttl))
-            .arg(self.key_only(&blob));
-        let reply = self.execute(vec![r]).await?.pop().unwrap_or(Value::Nil);
+        let key_only = self.key_only(&blob);
+        let ttl = ttl_arg(ttl);
+        let request = |asked: Option<&Asked>| {
+            let mut r = self.script_asked(
+                &scripts().lease_put,
+                key.partition,
+                std::iter::once(key.text.as_str()),
+                asked,
+            );
+            r.cmd
+                .arg(&key.text)
+                .arg(token)
+                .arg(blob.as_slice())
+                .arg(&ttl)
+                .arg(key_only.as_slice());
+            r
+        };
+        // A custom policy's creation duration is asked once the function found the put
+        // applies.
+        let reply = self.execute_maybe_asking(key, request).await?;
         match self.outcome(reply)? {
             Value::Int(0 | 1) => Ok(LeasedPut::Stored),
             Value::Int(-1) => Ok(LeasedPut::Stale),

@@ -5,11 +5,13 @@
 //! This file holds the store and its operations; each other job has its file, and
 //! none imports one above it: `cache.rs` ([`StoreInner`]: the cache's settings and
 //! how its requests run) at the bottom, then `requests.rs` (function calls and their
-//! arguments) and `replies.rs` (reading the replies), then `open.rs` (opening and the
-//! layout check), `puts.rs` (a put joining its node's batch), `reaper.rs`, `scan.rs`
+//! arguments) and `replies.rs` (reading the replies), then `asking.rs` (the calls of a
+//! cache with a custom expiry policy, which ask it only what they need), `open.rs`
+//! (opening and the layout check), `puts.rs` (a put joining its node's batch), `reaper.rs`, `scan.rs`
 //! (key scans, scan steps, counts), `clear.rs`, `balance.rs`, `near.rs` (what a
 //! near cache asks of the store) and `lease.rs` (leases of loads).
 
+mod asking;
 mod balance;
 mod cache;
 mod clear;
@@ -38,7 +40,7 @@ use partcache::{Error, Result};
 use redis::{Cmd, Value};
 use tokio::sync::broadcast;
 
-use crate::arguments::{ActionCode, ConditionCode, flag, ttl_arg};
+use crate::arguments::ttl_arg;
 use crate::batching::Batcher;
 use crate::batching::bound::BatchingStats;
 use crate::batching::puts::BatchFunction;
@@ -212,6 +214,9 @@ impl RawStore for RedisStore {
     async fn get_all(&self, keys: &[RawKey]) -> Result<Vec<Option<Vec<u8>>>> {
         self.ready().await?;
         let s = &self.inner;
+        if let Some(policy) = &s.custom {
+            return s.get_all_asking(policy, keys).await;
+        }
         if let [key] = keys {
             return Ok(vec![self.get(key).await?]);
         }
@@ -273,6 +278,10 @@ impl RawStore for RedisStore {
             let reply =
                 crate::batching::node_reads::get(&s.batcher.node_reads, request, bytes).await?;
             return Ok(blob(s.read_result(reply)?));
+        }
+        if let Some(policy) = &s.custom {
+            let found = s.get_all_asking(policy, std::slice::from_ref(key)).await?;
+            return Ok(found.into_iter().next().flatten());
         }
         let request = s.keyed_script(&scripts().get, p, std::slice::from_ref(key), &[0]);
         let reply = s.execute(vec![request]).await?.pop().unwrap_or(Value::Nil);
@@ -349,49 +358,20 @@ impl RawStore for RedisStore {
                 .put_batched(key, blob, None, &BatchFunction::PutBatch)
                 .await;
         }
-        // Batched upserts share one set of settings per batch; a custom policy's
-        // durations are asked per call, so its puts go by themselves.
-        if let (RawCondition::Always, RawAction::Put { .. }, false, None) = (
-            &write.condition,
-            &write.action,
-            write.want_previous,
-            &s.custom,
-        ) {
+        if let Some(policy) = &s.custom {
+            return Box::pin(s.write_asking(policy, key, &write)).await;
+        }
+        // Batched upserts share one set of settings per batch (a custom policy's writes
+        // went above).
+        if let (RawCondition::Always, RawAction::Put { .. }, false) =
+            (&write.condition, &write.action, write.want_previous)
+        {
             let RawAction::Put { blob, ttl } = write.action else {
                 return Err(Error::Store("unreachable write action".into()));
             };
             return s.put_batched(key, blob, ttl, &s.upsert_batch).await;
         }
-        let mut r = s.script(
-            &scripts().write,
-            key.partition,
-            std::iter::once(key.text.as_str()),
-        );
-        let (condition, expected) = match &write.condition {
-            RawCondition::Always => (ConditionCode::Always, &[][..]),
-            RawCondition::IfAbsent => (ConditionCode::IfAbsent, &[][..]),
-            RawCondition::IfPresent => (ConditionCode::IfPresent, &[][..]),
-            RawCondition::IfEquals(bytes) => (ConditionCode::IfEquals, bytes.as_slice()),
-        };
-        r.cmd.arg(&key.text).arg(condition as u8).arg(expected);
-        match &write.action {
-            RawAction::Put { blob, ttl } => {
-                r.cmd
-                    .arg(ActionCode::Put as u8)
-                    .arg(blob.as_slice())
-                    .arg(ttl_arg(*ttl))
-                    .arg(flag(write.want_previous))
-                    .arg(s.key_only(blob));
-            }
-            RawAction::Remove => {
-                r.cmd
-                    .arg(ActionCode::Remove as u8)
-                    .arg("")
-                    .arg("-1")
-                    .arg(flag(write.want_previous))
-                    .arg("");
-            }
-        }
+        let r = s.write_request(key, &write, None);
         // Boxed, as the batched puts' lone sends are: in place, this call's future
         // would size every put's.
         let reply = Box::pin(s.execute(vec![r]))
@@ -404,6 +384,9 @@ impl RawStore for RedisStore {
     async fn put_all(&self, entries: Vec<(RawKey, Vec<u8>)>, ttl: Option<Duration>) -> Result<u64> {
         self.ready().await?;
         let s = &self.inner;
+        if let Some(policy) = &s.custom {
+            return s.put_all_asking(policy, entries, ttl).await;
+        }
         let groups = s.by_partition(entries.iter().map(|(k, _)| k))?;
         let ttl = ttl_arg(ttl);
         let mut requests = Vec::new();
@@ -495,11 +478,22 @@ impl RawStore for RedisStore {
                 Ok((next, found)) => {
                     // ZSCAN may return a member twice while the index rehashes: the
                     // per-partition set of seen keys keeps every entry to once.
-                    let blobs: Vec<Result<Vec<u8>>> = found
+                    let found: Vec<(String, Vec<u8>)> = found
                         .into_iter()
                         .filter(|(t, _)| state.seen.insert(t.clone()))
-                        .map(|(_, b)| Ok(b))
                         .collect();
+                    let blobs = match &s.custom {
+                        None => found.into_iter().map(|(_, b)| Ok(b)).collect(),
+                        Some(policy) => {
+                            match s.access_scanned(policy, state.partition, found).await {
+                                Ok(blobs) => blobs.into_iter().map(Ok).collect(),
+                                Err(e) => {
+                                    state.done = true;
+                                    return Some((vec![Err(e)], state));
+                                }
+                            }
+                        }
+                    };
                     if next == "0" {
                         state.partition += 1;
                         state.seen.clear();

@@ -13,6 +13,7 @@ mod conformance_near;
 mod conformance_standalone;
 mod conformance_valkey_cluster;
 mod conformance_valkey_standalone;
+mod custom_expiry;
 mod joined;
 mod lease;
 mod misconfiguration;
