@@ -705,7 +705,7 @@ where
             let Joined::Leader(flight) = shared.flights.join(&flight_key) else {
                 return;
             };
-            let Some(_admitted) = shared.backlog.admit(0) else {
+            let Some(admitted) = shared.backlog.admit(0) else {
                 return;
             };
             let timeout = shared.config.refresh_timeout;
@@ -730,7 +730,15 @@ where
                 )
                 .await;
             };
-            if tokio::time::timeout(timeout, refreshing).await.is_err() {
+            let mut refreshing = std::pin::pin!(refreshing);
+            let given_up = tokio::time::timeout(timeout, refreshing.as_mut())
+                .await
+                .is_err();
+            // The slot is given back and the refresh counted before its flight ends
+            // (when `refreshing` is dropped, at the end of this block): the requests
+            // that flight's end wakes see both.
+            drop(admitted);
+            if given_up {
                 shared.counters.refreshes_abandoned.incr();
                 tracing::warn!(
                     cache = shared.responses.name(),
