@@ -151,6 +151,18 @@ impl<'a> FailOpen<'a> {
         );
     }
 
+    /// Logs and counts the failure of a store call the adapter did not run through
+    /// [`call`](Self::call) (a lease's, [`HeldLease::failure`](crate::HeldLease::failure)):
+    /// an [`Error::Timeout`](crate::Error::Timeout) as a `store_timeout`, any other error
+    /// as a `store_error`.
+    #[cold]
+    pub fn failed_or_timed_out(&self, operation: &'static str, error: &crate::Error) {
+        match error {
+            crate::Error::Timeout(timeout) => self.timed_out(operation, *timeout),
+            other => self.failed(operation, other),
+        }
+    }
+
     #[cold]
     fn timed_out(&self, operation: &'static str, timeout: Duration) {
         if let Some(counters) = self.counters {

@@ -1519,8 +1519,50 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// # Ok::<(), partcache::Error>(()) }).unwrap();
     /// ```
     pub async fn lease(&self, key: &K) -> HeldLease<K, V> {
+        self.take_lease(key, None).await
+    }
+
+    /// [`Cache::lease`] whose every store call gives up after `each_call`: a store that
+    /// does not answer (frozen, or refusing writes while it answers reads) costs a
+    /// caller at most `each_call` per ask, then the lease fails open as when the store
+    /// cannot be reached ([`HeldLease::failure`] says
+    /// [`Error::Timeout`](crate::Error::Timeout)), and what that ask may still have been
+    /// granted is ended at once. Waiting for another process's load is not a store call:
+    /// it still lasts at most the lease time. What adapters with a store timeout use.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// let manager = partcache::CacheManager::from_url("memory://")?;
+    /// let users = manager.cache::<u64, String>("lease-within-doc").build().await?;
+    /// let lease = users.lease_within(&7, Duration::from_millis(250)).await;
+    /// assert!(lease.failure().is_none() && lease.is_leased());
+    /// lease.release().await;
+    /// # Ok::<(), partcache::Error>(()) }).unwrap();
+    /// ```
+    pub async fn lease_within(&self, key: &K, each_call: Duration) -> HeldLease<K, V> {
+        self.take_lease(key, Some(each_call)).await
+    }
+
+    async fn take_lease(&self, key: &K, each_ask: Option<Duration>) -> HeldLease<K, V> {
         let (store, name) = (&*self.inner.store, &self.inner.name);
-        let (ticket, failed) = match flight::take(store, name, key, self.inner.lease_ttl).await {
+        let taken = flight::take(store, name, key, self.inner.lease_ttl, each_ask).await;
+        let taken = match (taken, each_ask) {
+            (Ok(Ticket(Kind::Unanswered(token))), Some(limit)) => {
+                // The ask that timed out may have been granted all the same: end it
+                // (a release of a lease not held changes nothing).
+                drop(HeldLease {
+                    cache: self.clone(),
+                    key: key.clone(),
+                    ticket: Ticket(Kind::Leased(token)),
+                    failed: None,
+                    armed: true,
+                });
+                Err(Error::Timeout(limit))
+            }
+            (taken, _) => taken,
+        };
+        let (ticket, failed) = match taken {
             Ok(ticket) => (ticket, None),
             Err(error) => {
                 // Fail open: the store is down or refused; load as without leases.
@@ -1567,7 +1609,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             Kind::Unleased | Kind::Unsupported => {
                 self.store_load(key, value, ttl).await.map(|()| true)
             }
-            Kind::Hit(_) | Kind::Unprotected => Ok(false),
+            // (`Unanswered` never leaves `take_lease`: storing nothing is the safe side.)
+            Kind::Hit(_) | Kind::Unprotected | Kind::Unanswered(_) => Ok(false),
         };
         stored.unwrap_or_else(|error| {
             tracing::warn!(cache = %self.inner.name, %error, "loaded value could not be cached");
@@ -1858,6 +1901,13 @@ impl<K: CacheKey, V: CacheValue> HeldLease<K, V> {
     /// The key this lease is for.
     pub fn key(&self) -> &K {
         &self.key
+    }
+
+    /// The store's error when the lease could not be asked for (the lease then fails
+    /// open: [`HeldLease::is_unleased`]), already counted in the cache's
+    /// [`CacheStats::store_errors`]; for an adapter that counts its own store failures.
+    pub fn failure(&self) -> Option<&Error> {
+        self.failed.as_ref()
     }
 
     /// Stores a value loaded under this lease: under the lease, which the store

@@ -1085,7 +1085,15 @@ where
                 // there is (and its store stays the synchronous fast path).
                 None if shared.local => None,
                 None => {
-                    let lease = shared.responses.lease(flight.key()).await;
+                    // Each ask gives up after the store timeout; waiting for another
+                    // instance's response is not a store call (at most the lease time).
+                    let lease = shared
+                        .responses
+                        .lease_within(flight.key(), shared.config.store_timeout)
+                        .await;
+                    if let Some(error) = lease.failure() {
+                        shared.fail_open().failed_or_timed_out("lease", error);
+                    }
                     if let Some(entry) = lease.hit()
                         && let Some(stored) = entry.as_response()
                         && reusable_for(stored, &key, &request)

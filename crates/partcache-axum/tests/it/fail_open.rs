@@ -286,6 +286,33 @@ async fn a_frozen_redis_store_is_given_up_on_within_the_store_timeout() {
     // The harness SIGKILLs the frozen server when `redis` drops.
 }
 
+/// A miss's lease is a store call like the others: with writes paused on the server
+/// (`CLIENT PAUSE … WRITE`: the read answers, the lease's ask does not), the ask gives
+/// up after the store timeout and the origin answers (before, the miss waited for the
+/// Redis client's own response timeout, 3 s here), counted as a store timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_ask_is_given_up_on_after_the_store_timeout() {
+    let redis = tokio::task::block_in_place(|| {
+        RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start redis-server")
+    });
+    let manager = support::redis::manager(&format!("redis://{}?response_timeout=3s", redis.addr()));
+    let server = server_with(manager, Duration::from_millis(200)).await;
+    // Connected, and the server's functions loaded, before the pause.
+    assert_eq!(server.get("/p/0").await.x_cache(), "MISS");
+    server.stored(1).await;
+    tokio::task::block_in_place(|| redis.redis_cli(["CLIENT", "PAUSE", "2500", "WRITE"]));
+    let start = Instant::now();
+    let reply = server.get("/p/1").await;
+    let took = start.elapsed();
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "origin 2")
+    );
+    assert!(took < Duration::from_millis(1000), "a miss waited {took:?}");
+    let stats = server.cache.stats();
+    assert!(stats.cache.store_timeouts >= 1, "{stats:?}");
+}
+
 /// A `ResponseCache` can be created while Redis is down (the store opens lazily, once
 /// the server answers): on a closed port `build()` succeeds within the connect timeout,
 /// and every request is answered by the origin, marked `BYPASS`, within the store

@@ -116,7 +116,12 @@ where
     // Every way out below that stores nothing ends the lease: an error or a response
     // not stored by dropping it, a dropped request future (a client that went away)
     // too.
-    let lease = shared.cache.lease(&key).await;
+    // Each ask gives up after the store timeout, as every store call of the layer does;
+    // waiting for another process's value is not a store call (at most the lease time).
+    let lease = shared.cache.lease_within(&key, shared.store_timeout).await;
+    if let Some(error) = lease.failure() {
+        shared.fail_open().failed_or_timed_out("lease", error);
+    }
     if let Some(stored) = lease.hit() {
         counters.coalesced.incr();
         flight.complete(stored.clone());

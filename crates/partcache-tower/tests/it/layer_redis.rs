@@ -137,3 +137,37 @@ async fn a_request_dropped_mid_call_ends_its_lease_for_other_instances() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The lease a miss asks for is a store call like the others: with writes paused on
+/// the server (`CLIENT PAUSE … WRITE`: reads answer, the lease's ask does not), the ask
+/// gives up after the store timeout and the service answers (before, the miss waited
+/// for the client's own response timeout, 3 s here), counted as a store timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_ask_gives_up_after_the_store_timeout() {
+    let redis = tokio::task::block_in_place(|| {
+        RedisServer::start(Flavor::Redis, ServerOptions::default()).expect("start redis-server")
+    });
+    let manager = manager(&format!("redis://{}?response_timeout=3s", redis.addr()));
+    let layer = CacheLayer::builder(
+        manager.cache::<u64, u64>("paused").build().await.unwrap(),
+        |n: &u64| Some(*n),
+    )
+    .store_timeout(Duration::from_millis(200))
+    .build();
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(service_fn(
+            |n: u64| async move { Ok::<_, Infallible>(n * n) },
+        ));
+    // Connected, and the server's functions loaded, before the pause.
+    assert_eq!(service.clone().oneshot(1).await.unwrap(), 1);
+    tokio::task::block_in_place(|| redis.redis_cli(["CLIENT", "PAUSE", "2500", "WRITE"]));
+    let started = Instant::now();
+    assert_eq!(service.clone().oneshot(7).await.unwrap(), 49);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1000),
+        "a miss waited {took:?} with a 200 ms store timeout"
+    );
+    assert_eq!(layer.stats().cache.store_timeouts, 1, "{:?}", layer.stats());
+}

@@ -42,6 +42,9 @@ pub(crate) enum Kind<V> {
     /// holder ended its lease without one: load, and store nothing (a value loaded
     /// without a lease may be stale).
     Unprotected,
+    /// An ask (under this token) did not answer in time: it may have been granted all
+    /// the same. [`take`]'s caller ends it and loads as without leases.
+    Unanswered(String),
 }
 
 impl<V> Ticket<V> {
@@ -76,13 +79,15 @@ fn token() -> String {
 }
 
 /// The lease of `key`, which this process's flight found missing (see the module
-/// docs), for `ttl`. Waits while another process holds it, for at most `ttl`. An
+/// docs), for `ttl`, under a new token. Waits while another process holds it, for at
+/// most `ttl`. Each ask gives up after `each_ask`, if given ([`Kind::Unanswered`]). An
 /// error is the store's: the caller counts it and fails open ([`Kind::Unleased`]).
 pub(crate) async fn take<K, V>(
     store: &dyn Store<K, V>,
     cache: &str,
     key: &K,
     ttl: Duration,
+    each_ask: Option<Duration>,
 ) -> Result<Ticket<V>>
 where
     K: Send + Sync + 'static,
@@ -98,7 +103,15 @@ where
     let mut pause = FIRST_PAUSE;
     let mut waited = false;
     loop {
-        match store.lease(key, &token, ttl, waited).await? {
+        let ask = store.lease(key, &token, ttl, waited);
+        let answer = match each_ask {
+            None => ask.await?,
+            Some(limit) => match tokio::time::timeout(limit, ask).await {
+                Ok(answer) => answer?,
+                Err(_) => return Ok(Ticket(Kind::Unanswered(token))),
+            },
+        };
+        match answer {
             Lease::Hit(value) => return Ok(Ticket(Kind::Hit(value))),
             Lease::Granted => return Ok(Ticket(Kind::Leased(token))),
             Lease::Unsupported => return Ok(Ticket(Kind::Unsupported)),
