@@ -202,19 +202,51 @@ impl Shared {
                     .put_with_ttl(key.primary.clone(), entry.clone(), keep_for)
             };
             if let Some(put) = self.local_now("put", put) {
-                self.put_done(put.is_ok(), flight, admitted);
+                let stored =
+                    put.is_ok() && !self.cancelled_meanwhile(&key.primary, flight.as_ref());
+                self.put_done(stored, flight, admitted);
                 return None;
             }
             return Some(Box::pin(async move {
-                let put = self.responses.put_with_ttl(key.primary, entry, keep_for);
+                let put = self
+                    .responses
+                    .put_with_ttl(key.primary.clone(), entry, keep_for);
                 let put = self.bounded("put", put).await;
-                self.put_done(put.is_ok(), flight, admitted);
+                let stored =
+                    put.is_ok() && !self.cancelled_meanwhile(&key.primary, flight.as_ref());
+                self.put_done(stored, flight, admitted);
             }));
         }
         Some(Box::pin(async move {
             self.write(key, entry, keep_for, flight, lease).await;
             drop(admitted);
         }))
+    }
+
+    /// Whether an invalidation detached `flight` while its response was being put under
+    /// `key`, in which case the put is undone. The check before the put leaves a window:
+    /// an invalidation that cancels the flight and removes the key between that check
+    /// and the put would otherwise leave the older response stored after it. Checked
+    /// after the put, a cancel that came first is seen here, and one that comes later
+    /// is followed by its removal. (Undoing may remove a newer flight's response put
+    /// meanwhile: a miss later, never a stale hit.)
+    fn cancelled_meanwhile(
+        &self,
+        key: &String,
+        flight: Option<&Flight<String, Arc<CachedEntry>>>,
+    ) -> bool {
+        if !flight.is_some_and(Flight::is_cancelled) {
+            return false;
+        }
+        if self
+            .local_now("remove cancelled put", || self.responses.remove(key))
+            .is_none()
+        {
+            // Not made on the first poll (as a put, see `store`): made in a task.
+            let (responses, key) = (self.responses.clone(), key.clone());
+            tokio::spawn(async move { responses.remove(&key).await });
+        }
+        true
     }
 
     /// The end of a plain local put: counted, then the flight ends (after the write
@@ -330,10 +362,17 @@ impl Shared {
         drop(lease);
         let put = inner
             .responses
-            .put_with_ttl(storage_key, entry.clone(), keep_for);
-        if inner.bounded("put", put).await.is_ok() {
-            inner.counters.cache.stored.incr();
+            .put_with_ttl(storage_key.clone(), entry.clone(), keep_for);
+        if inner.bounded("put", put).await.is_err() {
+            return;
         }
+        if cancelled() {
+            // Detached while the put was on its way (see `cancelled_meanwhile`).
+            let remove = inner.responses.remove(&storage_key);
+            let _ = inner.bounded("remove cancelled put", remove).await;
+            return;
+        }
+        inner.counters.cache.stored.incr();
     }
 
     /// The nonce of the resource's Vary index for these header names, creating (or
@@ -535,5 +574,56 @@ mod flight_match_tests {
             primary
         ));
         assert!(!is_flight_of("GET|h|/other", primary));
+    }
+}
+
+#[cfg(test)]
+mod cancelled_put_tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use http::{HeaderMap, Method, StatusCode};
+    use partcache::CacheManager;
+    use partcache::flight::Joined;
+
+    use crate::ResponseCache;
+    use crate::response_cache::entry::{CachedEntry, Served, StoredResponse};
+
+    /// A put whose flight an invalidation detached while it was made (after the check
+    /// before it) is undone: the invalidation's removal may have come first.
+    #[tokio::test]
+    async fn a_put_detached_meanwhile_is_undone() {
+        let manager = CacheManager::from_url("memory://").expect("manager");
+        let cache = ResponseCache::builder(&manager, "cancelled-put")
+            .build()
+            .await
+            .expect("cache");
+        let shared = &cache.inner;
+        let key = "GET|h|/p".to_string();
+        let Joined::Leader(flight) = shared.flights.join(&key) else {
+            panic!("the first join leads");
+        };
+        let entry = Arc::new(CachedEntry::response(Box::new(StoredResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::from_static(b"old"),
+            method: Method::GET,
+            ttl_override: None,
+            stored_at: SystemTime::now(),
+            initial_age: Duration::ZERO,
+            lifetime: Duration::from_secs(60),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+            tags: Vec::new(),
+            vary: Vec::new(),
+            served: Served::default(),
+        })));
+        assert!(!shared.cancelled_meanwhile(&key, Some(&flight)));
+        // The invalidation's removal came before the put; its cancel is seen after it.
+        shared.flights.cancel(&key);
+        shared.responses.put(key.clone(), entry).await.expect("put");
+        assert!(shared.cancelled_meanwhile(&key, Some(&flight)));
+        assert!(shared.responses.get(&key).await.expect("get").is_none());
     }
 }
