@@ -1275,6 +1275,9 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     /// Number of entries; approximate on a Redis store and under concurrent writes.
+    /// An entry past its deadline is never counted. Cost: on the embedded store, a
+    /// count kept by moka under `Eternal` and `Modified` (without max-idle or a custom
+    /// policy), else one pass over the entries; on Redis, see the store's docs.
     pub async fn len(&self) -> Result<u64> {
         self.ensure_open()?;
         let len = self.inner.store.len().await;

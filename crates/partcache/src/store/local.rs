@@ -7,7 +7,10 @@
 //!
 //! Eviction is LRU (not moka's default TinyLFU admission, which may refuse a new entry
 //! outright and would surprise a caller who just put it). moka applies evictions and
-//! expiry notifications lazily, in batches; [`Store::run_pending_tasks`] forces them.
+//! expiry notifications lazily, in batches; [`Store::run_pending_tasks`] forces those
+//! due. Under moka's per-entry expiry (below) an entry past its deadline is never
+//! returned, iterated or counted by `len`, but moka removes it, and so announces it
+//! `Expired`, at its timer wheel's next tick: up to about a second late.
 //!
 //! Expiry takes one of two shapes, chosen when the store is built:
 //!
@@ -904,6 +907,13 @@ where
     async fn len(&self) -> Result<u64> {
         self.sweep();
         self.cache.run_pending_tasks();
+        if self.deadlines.is_none() {
+            // moka's per-entry expiry removes an entry past its deadline at its timer
+            // wheel's next tick (about a second later), and `entry_count` counts it
+            // until then: the entries are counted one by one instead, as iteration
+            // sees them (moka's iterator skips expired entries). O(entries).
+            return Ok(self.cache.iter().count() as u64);
+        }
         Ok(self.cache.entry_count())
     }
 
@@ -983,6 +993,35 @@ mod tests {
                 (event.kind, event.key, event.value.map(|v| (*v).clone()))
             })
             .collect()
+    }
+
+    /// `len` counts live entries only, whatever the policy: an entry past its own TTL
+    /// is not counted (under the policies moka's per-entry expiry serves, moka's
+    /// `entry_count` counted it until its timer wheel's next tick, about a second).
+    #[tokio::test]
+    async fn len_does_not_count_an_entry_past_its_ttl() {
+        let mut failures = Vec::new();
+        for policy in [
+            ExpiryPolicy::Eternal,
+            ExpiryPolicy::Modified(Duration::from_secs(60)),
+            ExpiryPolicy::Created(Duration::from_secs(60)),
+            ExpiryPolicy::Accessed(Duration::from_secs(60)),
+            ExpiryPolicy::Touched(Duration::from_secs(60)),
+        ] {
+            let c = cache("len-ttl", policy).await;
+            c.put("a".into(), "1".to_string()).await.unwrap();
+            let short = Duration::from_millis(50);
+            let written = Instant::now();
+            c.put_with_ttl("b".into(), "1".to_string(), short)
+                .await
+                .unwrap();
+            pass(written + short).await;
+            let len = c.len().await.unwrap();
+            if len != 1 {
+                failures.push(format!("{policy:?}: len {len}, want 1"));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
     }
 
     fn store(policy: ExpiryPolicy) -> LocalStore<String, String> {
