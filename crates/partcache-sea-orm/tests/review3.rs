@@ -1,0 +1,77 @@
+//! Review findings (branch review3): each test fails on the reviewed commit.
+
+mod product {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    #[sea_orm(table_name = "product")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub price: i32,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+use partcache::CacheManager;
+use partcache_sea_orm::{CachingConnection, EntityCache, QueryCache, QueryCacheExt};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ConnectionTrait, Database, DbBackend, EntityTrait, QueryFilter, Statement};
+
+async fn setup() -> (CachingConnection, QueryCache) {
+    let manager = CacheManager::from_url("memory://").unwrap();
+    let qc = QueryCache::new(&manager, "review3").await.unwrap();
+    let db = CachingConnection::new(Database::connect("sqlite::memory:").await.unwrap(), qc.clone());
+    db.execute_unprepared(
+        "CREATE TABLE product (id INTEGER PRIMARY KEY, price INTEGER NOT NULL);
+         CREATE TABLE category (id INTEGER PRIMARY KEY);
+         CREATE TABLE review (id INTEGER PRIMARY KEY, product_id INTEGER NOT NULL, category_id INTEGER NOT NULL);
+         INSERT INTO product VALUES (1, 10), (2, 20);
+         INSERT INTO category VALUES (1);",
+    )
+    .await
+    .unwrap();
+    (db, qc)
+}
+
+/// `UPDATE t SET .. FROM u WHERE u.id = ?`: the top-level WHERE names another table's
+/// column, yet the write is planned as a single-row write of `t`'s row `?`. Every row of
+/// `t` changed, but the entity cache keeps serving the old row 2.
+#[tokio::test]
+async fn update_from_another_table_is_not_a_single_row_write() {
+    let (db, qc) = setup().await;
+    let entities = EntityCache::new(&qc);
+    let before = entities.find_by_id::<product::Entity, _>(&db, 2).await.unwrap().unwrap();
+    assert_eq!(before.price, 20);
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        "UPDATE product SET price = 0 FROM category WHERE category.id = ?",
+        [1i32.into()],
+    ))
+    .await
+    .unwrap();
+    let plain = product::Entity::find_by_id(2).one(db.inner()).await.unwrap().unwrap();
+    assert_eq!(plain.price, 0, "the database has the new price");
+    let cached = entities.find_by_id::<product::Entity, _>(&db, 2).await.unwrap().unwrap();
+    assert_eq!(cached.price, 0, "stale entity served after UPDATE .. FROM returned Ok");
+}
+
+/// A parenthesized join (`FROM (a JOIN b ON ..)`) in a custom expression: the SQL reader
+/// skips the first relation inside the parentheses, so a write to it does not
+/// invalidate the cached select.
+#[tokio::test]
+async fn parenthesized_join_hides_its_first_table() {
+    let (db, qc) = setup().await;
+    let select = || {
+        product::Entity::find().filter(Expr::cust(
+            "EXISTS (SELECT 1 FROM (review JOIN category ON review.category_id = category.id) WHERE review.product_id = product.id)",
+        ))
+    };
+    assert!(select().cached(&qc).all(&db).await.unwrap().is_empty());
+    db.execute_unprepared("INSERT INTO review VALUES (1, 1, 1)").await.unwrap();
+    let plain = select().all(db.inner()).await.unwrap();
+    assert_eq!(plain.len(), 1, "the database sees the review");
+    let cached = select().cached(&qc).all(&db).await.unwrap();
+    assert_eq!(cached.len(), 1, "stale result served after a write to `review`");
+}
