@@ -460,6 +460,38 @@ mod tests {
         assert_eq!(row_target(r#"UPDATE "p" SET "a" = ?"#, PG), None);
     }
 
+    /// Review3 findings: writes the reader attributes to the wrong tables (or too few),
+    /// so the tables actually written are never bumped.
+    fn my(sql: &str) -> RawEffect {
+        raw_effect(sql, DbBackend::MySql, &Catalog::default())
+    }
+
+    #[test]
+    fn review3_unicode_escaped_identifier() {
+        // PostgreSQL `U&"..."`: the table is `product`, not `u`.
+        assert_ne!(raw(r#"UPDATE U&"pr\006fduct" SET price = 0"#), writes(&["u"]));
+    }
+
+    #[test]
+    fn review3_truncate_cascade() {
+        // TRUNCATE ... CASCADE also empties every table referencing `category`.
+        assert_ne!(raw("TRUNCATE category CASCADE"), writes(&["category"]));
+    }
+
+    #[test]
+    fn review3_mysql_update_modifiers() {
+        assert_ne!(my("UPDATE LOW_PRIORITY product SET price = 0"), writes(&["low_priority"]));
+        assert_ne!(my("UPDATE IGNORE product SET price = 0"), writes(&["ignore"]));
+    }
+
+    #[test]
+    fn review3_mysql_multi_table_update() {
+        assert_ne!(
+            my("UPDATE product, category SET product.price = 0, category.name = 'x'"),
+            writes(&["product"])
+        );
+    }
+
     #[test]
     fn pure_inserts() {
         assert!(is_pure_insert(
