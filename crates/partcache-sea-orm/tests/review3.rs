@@ -14,6 +14,20 @@ mod product {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+mod account {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    #[sea_orm(table_name = "account")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub email: String,
+        pub balance: i32,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 use partcache::CacheManager;
 use partcache_sea_orm::{CachingConnection, EntityCache, QueryCache, QueryCacheExt};
 use sea_orm::sea_query::Expr;
@@ -92,4 +106,30 @@ async fn parent_reads_past_an_open_savepoints_write() {
     let cached = product::Entity::find_by_id(1).cached(&qc).one(&tx).await.unwrap().unwrap();
     assert_eq!(cached.price, 0, "stale row served inside the transaction that wrote it");
     drop(savepoint);
+}
+
+/// A text primary key with a case-insensitive collation (SQLite `COLLATE NOCASE`,
+/// PostgreSQL `citext`, MySQL's default collations): `WHERE email = ?` with another
+/// spelling reaches the same row, but the write bumps the row version of the spelling it
+/// bound, and the entity cache keeps serving the row under the spelling it was read by.
+#[tokio::test]
+async fn case_insensitive_text_keys_name_one_row_two_ways() {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    let (db, qc) = setup().await;
+    db.execute_unprepared(
+        "CREATE TABLE account (email TEXT PRIMARY KEY COLLATE NOCASE, balance INTEGER NOT NULL);
+         INSERT INTO account VALUES ('bob@example.com', 100);",
+    )
+    .await
+    .unwrap();
+    let entities = EntityCache::new(&qc);
+    let read = || entities.find_by_id::<account::Entity, _>(&db, "Bob@Example.com".to_string());
+    assert_eq!(read().await.unwrap().unwrap().balance, 100);
+    account::ActiveModel { email: Set("bob@example.com".into()), balance: Set(0) }
+        .update(&db)
+        .await
+        .unwrap();
+    let plain = account::Entity::find_by_id("Bob@Example.com".to_string()).one(db.inner()).await.unwrap().unwrap();
+    assert_eq!(plain.balance, 0, "the database has the new balance");
+    assert_eq!(read().await.unwrap().unwrap().balance, 0, "stale entity after the update returned Ok");
 }
