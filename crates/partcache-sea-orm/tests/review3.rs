@@ -133,3 +133,58 @@ async fn case_insensitive_text_keys_name_one_row_two_ways() {
     assert_eq!(plain.balance, 0, "the database has the new balance");
     assert_eq!(read().await.unwrap().unwrap().balance, 0, "stale entity after the update returned Ok");
 }
+
+/// PostgreSQL declarative partitioning (and table inheritance): a select from the
+/// parent reads every partition, but an insert written straight into a partition bumps
+/// only the partition's version, so the cached select over the parent is served stale
+/// (the same holds the other way round: a select from a partition, a write to the parent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_partitions_share_rows_with_their_parent() {
+    use partcache_integration_tests::postgres::PostgresServer;
+    let Some(server) = tokio::task::spawn_blocking(PostgresServer::start_or_skip).await.unwrap() else {
+        panic!("PostgreSQL not available");
+    };
+    let url = server.create_database("review3_parts").unwrap();
+    let manager = CacheManager::from_url("memory://").unwrap();
+    let qc = QueryCache::new(&manager, "review3-pg").await.unwrap();
+    let db = CachingConnection::connect(Database::connect(&url).await.unwrap(), qc.clone()).await.unwrap();
+    db.execute_unprepared(
+        "CREATE TABLE product (id INTEGER NOT NULL, price INTEGER NOT NULL) PARTITION BY RANGE (id);
+         CREATE TABLE product_low PARTITION OF product FOR VALUES FROM (0) TO (100);
+         INSERT INTO product VALUES (1, 10);",
+    )
+    .await
+    .unwrap();
+    let cached = || product::Entity::find().cached(&qc).all(&db);
+    assert_eq!(cached().await.unwrap().len(), 1);
+    db.execute_unprepared("INSERT INTO product_low VALUES (2, 20)").await.unwrap();
+    assert_eq!(product::Entity::find().all(db.inner()).await.unwrap().len(), 2);
+    assert_eq!(cached().await.unwrap().len(), 2, "stale select over the parent table");
+}
+
+/// `TRUNCATE category CASCADE` also empties `product` (it references `category`), but
+/// the SQL reader reads it as a write of `category` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_truncate_cascade_empties_the_referencing_tables() {
+    use partcache_integration_tests::postgres::PostgresServer;
+    let Some(server) = tokio::task::spawn_blocking(PostgresServer::start_or_skip).await.unwrap() else {
+        panic!("PostgreSQL not available");
+    };
+    let url = server.create_database("review3_truncate").unwrap();
+    let manager = CacheManager::from_url("memory://").unwrap();
+    let qc = QueryCache::new(&manager, "review3-pg-truncate").await.unwrap();
+    let db = CachingConnection::connect(Database::connect(&url).await.unwrap(), qc.clone()).await.unwrap();
+    db.execute_unprepared(
+        "CREATE TABLE category (id INTEGER PRIMARY KEY);
+         CREATE TABLE product (id INTEGER PRIMARY KEY, price INTEGER NOT NULL, category_id INTEGER REFERENCES category (id));
+         INSERT INTO category VALUES (1);
+         INSERT INTO product VALUES (1, 10, 1);",
+    )
+    .await
+    .unwrap();
+    let cached = || product::Entity::find().cached(&qc).all(&db);
+    assert_eq!(cached().await.unwrap().len(), 1);
+    db.execute_unprepared("TRUNCATE category CASCADE").await.unwrap();
+    assert_eq!(product::Entity::find().all(db.inner()).await.unwrap().len(), 0);
+    assert_eq!(cached().await.unwrap().len(), 0, "stale select after TRUNCATE .. CASCADE");
+}
