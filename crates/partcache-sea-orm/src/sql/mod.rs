@@ -493,6 +493,15 @@ mod tests {
     }
 
     #[test]
+    fn review3_mysql_double_quoted_string_hides_a_statement() {
+        // MySQL (without ANSI_QUOTES) reads `"a\"'"` as one string with an escaped
+        // quote, then runs the DELETE; the lexer ends the quoted name at `\"` and reads
+        // `'"; DELETE FROM t; -- '` as a string literal, so the text looks like a read.
+        let sql = r#"SELECT "a\"'"; DELETE FROM t; -- '"#;
+        assert_ne!(my(sql), RawEffect::Read, "{sql}");
+    }
+
+    #[test]
     fn pure_inserts() {
         assert!(is_pure_insert(
             r#"INSERT INTO "p" ("a") VALUES (?) RETURNING "id""#,
