@@ -28,6 +28,37 @@ mod account {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Two entities over one table, keyed by different unique columns.
+mod member {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    #[sea_orm(table_name = "member")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub email: String,
+        pub points: i32,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+mod member_by_email {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    #[sea_orm(table_name = "member")]
+    pub struct Model {
+        pub id: i32,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub email: String,
+        pub points: i32,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 use partcache::CacheManager;
 use partcache_sea_orm::{CachingConnection, EntityCache, QueryCache, QueryCacheExt};
 use sea_orm::sea_query::Expr;
@@ -187,4 +218,26 @@ async fn postgres_truncate_cascade_empties_the_referencing_tables() {
     db.execute_unprepared("TRUNCATE category CASCADE").await.unwrap();
     assert_eq!(product::Entity::find().all(db.inner()).await.unwrap().len(), 0);
     assert_eq!(cached().await.unwrap().len(), 0, "stale select after TRUNCATE .. CASCADE");
+}
+
+/// The primary-key registry is per table name, first registration wins: a second entity
+/// over the same table keyed by another unique column never has its rows bumped by a
+/// single-row write through the first entity (it bumps `Row(member, id=1)` only).
+#[tokio::test]
+async fn two_entities_over_one_table_share_one_primary_key_registration() {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    let (db, qc) = setup().await;
+    db.execute_unprepared(
+        "CREATE TABLE member (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, points INTEGER NOT NULL);
+         INSERT INTO member VALUES (1, 'ann@example.com', 5);",
+    )
+    .await
+    .unwrap();
+    let entities = EntityCache::new(&qc);
+    assert_eq!(entities.find_by_id::<member::Entity, _>(&db, 1).await.unwrap().unwrap().points, 5);
+    let by_email = || entities.find_by_id::<member_by_email::Entity, _>(&db, "ann@example.com".to_string());
+    assert_eq!(by_email().await.unwrap().unwrap().points, 5);
+    member::ActiveModel { id: Set(1), points: Set(0), ..Default::default() }.update(&db).await.unwrap();
+    assert_eq!(entities.find_by_id::<member::Entity, _>(&db, 1).await.unwrap().unwrap().points, 0);
+    assert_eq!(by_email().await.unwrap().unwrap().points, 0, "stale row of the second entity");
 }
