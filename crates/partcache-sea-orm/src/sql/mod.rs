@@ -18,6 +18,7 @@ mod scan;
 use sea_orm::DbBackend;
 
 use crate::catalog::Catalog;
+use crate::key::normalize_table;
 use lex::{Token, tokenize};
 use scan::{name_at, scan};
 
@@ -237,9 +238,11 @@ fn table_name(tokens: &[Token], at: usize) -> Option<(String, usize)> {
 
 /// The target of a single-row write: `UPDATE t SET ... WHERE c1 = ? AND c2 = ?` or
 /// `DELETE FROM t WHERE ...` where the `WHERE` clause is only equalities between a
-/// column and a placeholder, joined by `AND` (the form sea-orm generates for an
+/// column of `t` and a placeholder, joined by `AND` (the form sea-orm generates for an
 /// ActiveModel update or delete). Returns the table and `(column, value index)` pairs,
-/// or `None` when the statement is anything else.
+/// or `None` when the statement is anything else: in particular when it names another
+/// table (`UPDATE t ... FROM u`, `DELETE FROM t USING u`, MySQL's `UPDATE t JOIN u`),
+/// whose rows can make the `WHERE` true for every row of `t`.
 pub(crate) fn row_target(sql: &str, backend: DbBackend) -> Option<(String, Vec<(String, usize)>)> {
     let lexed = tokenize(sql, backend);
     let [tokens] = lexed.statements.as_slice() else {
@@ -255,6 +258,7 @@ pub(crate) fn row_target(sql: &str, backend: DbBackend) -> Option<(String, Vec<(
     if !(tokens[0].is_word("UPDATE") || tokens[0].is_word("DELETE")) {
         return None;
     }
+    let names = target_names(tokens, &table)?;
     // The top-level WHERE: the last one, since sea-orm puts no subquery after it, and a
     // subquery before it (in SET) would have its own WHERE inside parentheses.
     let mut depth = 0i32;
@@ -270,7 +274,11 @@ pub(crate) fn row_target(sql: &str, backend: DbBackend) -> Option<(String, Vec<(
     let mut i = where_at? + 1;
     let mut pairs = Vec::new();
     loop {
-        let (column, next) = table_name(tokens, i)?;
+        let (column, qualifier, next) = name_at(tokens, i)?;
+        if qualifier.is_some_and(|q| !names.contains(&q)) {
+            // A column of another relation.
+            return None;
+        }
         i = next;
         if tokens.get(i) != Some(&Token::Symbol('=')) {
             return None;
@@ -288,6 +296,51 @@ pub(crate) fn row_target(sql: &str, backend: DbBackend) -> Option<(String, Vec<(
         }
     }
     Some((table, pairs))
+}
+
+/// The names the written table goes by in a single-table `UPDATE t [AS a] SET ...` or
+/// `DELETE FROM t [AS a] [WHERE ...]`: the table and its alias, if any. `None` when the
+/// statement names any other relation at its top level: a `FROM` or `USING` list, a
+/// join, a second target.
+fn target_names(tokens: &[Token], table: &str) -> Option<Vec<String>> {
+    let update = tokens.first()?.is_word("UPDATE");
+    let mut i = if update { 1 } else { 2 };
+    if update && tokens.get(i).is_some_and(|t| t.is_word("OR")) {
+        i += 2;
+    }
+    if tokens.get(i).is_some_and(|t| t.is_word("ONLY")) {
+        i += 1;
+    }
+    let (_, _, mut i) = name_at(tokens, i)?;
+    let mut names = vec![table.to_string()];
+    if tokens.get(i).is_some_and(|t| t.is_word("AS")) {
+        i += 1;
+    }
+    let clause = if update { "SET" } else { "WHERE" };
+    if let Some(alias) = tokens
+        .get(i)
+        .filter(|t| !t.is_word(clause))
+        .and_then(Token::name)
+    {
+        names.push(normalize_table(alias));
+        i += 1;
+    }
+    if !tokens.get(i).is_some_and(|t| t.is_word(clause)) {
+        // A join, a second target, a `USING` list, or a form not read here.
+        return None;
+    }
+    let mut depth = 0i32;
+    for t in &tokens[i..] {
+        match t {
+            Token::Symbol('(') => depth += 1,
+            Token::Symbol(')') => depth -= 1,
+            t if depth == 0 && ["FROM", "USING", "JOIN"].iter().any(|w| t.is_word(w)) => {
+                return None;
+            }
+            _ => {}
+        }
+    }
+    Some(names)
 }
 
 /// Whether a single `INSERT` only adds rows (no upsert, no replace): then no existing
@@ -458,6 +511,29 @@ mod tests {
             None
         );
         assert_eq!(row_target(r#"UPDATE "p" SET "a" = ?"#, PG), None);
+        assert_eq!(
+            row_target(r#"UPDATE p AS x SET a = ? WHERE x.id = ?"#, PG),
+            Some(("p".into(), vec![("id".into(), 1)]))
+        );
+    }
+
+    #[test]
+    fn writes_naming_another_table_are_not_single_row_writes() {
+        let lite = DbBackend::Sqlite;
+        for (sql, backend) in [
+            ("UPDATE p SET a = 0 FROM c WHERE c.id = ?", PG),
+            ("UPDATE p SET a = 0 FROM c WHERE id = ?", lite),
+            ("DELETE FROM p USING c WHERE c.id = ?", PG),
+            ("DELETE FROM p USING c WHERE p.id = ?", PG),
+            (
+                "UPDATE p JOIN c ON c.id = p.c SET p.a = 0 WHERE p.id = ?",
+                DbBackend::MySql,
+            ),
+            ("UPDATE p SET a = 0 WHERE c.id = ?", PG),
+            ("UPDATE p AS x SET a = 0 WHERE p2.id = ?", PG),
+        ] {
+            assert_eq!(row_target(sql, backend), None, "{sql}");
+        }
     }
 
     /// Review3 findings: writes the reader attributes to the wrong tables (or too few),
@@ -469,7 +545,10 @@ mod tests {
     #[test]
     fn review3_unicode_escaped_identifier() {
         // PostgreSQL `U&"..."`: the table is `product`, not `u`.
-        assert_ne!(raw(r#"UPDATE U&"pr\006fduct" SET price = 0"#), writes(&["u"]));
+        assert_ne!(
+            raw(r#"UPDATE U&"pr\006fduct" SET price = 0"#),
+            writes(&["u"])
+        );
     }
 
     #[test]
@@ -480,8 +559,14 @@ mod tests {
 
     #[test]
     fn review3_mysql_update_modifiers() {
-        assert_ne!(my("UPDATE LOW_PRIORITY product SET price = 0"), writes(&["low_priority"]));
-        assert_ne!(my("UPDATE IGNORE product SET price = 0"), writes(&["ignore"]));
+        assert_ne!(
+            my("UPDATE LOW_PRIORITY product SET price = 0"),
+            writes(&["low_priority"])
+        );
+        assert_ne!(
+            my("UPDATE IGNORE product SET price = 0"),
+            writes(&["ignore"])
+        );
     }
 
     #[test]

@@ -1,0 +1,52 @@
+//! Writes whose reach is wider than their text suggests: a write that names a second
+//! table, a write inside a savepoint, a table mapped by two entities. Each must
+//! invalidate every cached result it makes stale.
+
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Statement};
+
+use super::entities::product;
+use super::{Env, cached_product};
+
+/// `sql` with its `?` placeholders in the form `backend` reads.
+fn placeholders(backend: DbBackend, sql: &str) -> String {
+    if backend != DbBackend::Postgres {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `UPDATE product ... FROM category WHERE category.id = ?` changes every product: its
+/// `WHERE` pins a category, not a product row, so every cached product row is stale.
+pub(crate) async fn update_from_another_table_invalidates_every_row(env: Env) {
+    assert_eq!(cached_product(&env, 2).await.map(|p| p.price), Some(4));
+    let backend = env.a.get_database_backend();
+    let sql = "UPDATE product SET price = 0 FROM category WHERE category.id = ?";
+    env.a
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            placeholders(backend, sql),
+            [1i32.into()],
+        ))
+        .await
+        .expect("update .. from");
+    let truth = product::Entity::find_by_id(2)
+        .one(env.b.inner())
+        .await
+        .unwrap();
+    assert_eq!(
+        truth.map(|p| p.price),
+        Some(0),
+        "the database has the new price"
+    );
+    assert_eq!(cached_product(&env, 2).await.map(|p| p.price), Some(0));
+}
