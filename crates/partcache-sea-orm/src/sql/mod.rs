@@ -217,10 +217,34 @@ fn statement_effect(tokens: &[Token], catalog: &Catalog) -> RawEffect {
                     _ => break,
                 }
             }
-            RawEffect::Writes(tables)
+            if truncate_options_are_plain(&tokens[i..]) {
+                RawEffect::Writes(tables)
+            } else {
+                // `CASCADE` also empties every table that references these, which the
+                // text does not name.
+                RawEffect::Unknown
+            }
         }
         _ => RawEffect::Unknown,
     }
+}
+
+/// Whether what follows a `TRUNCATE`'s table list empties those tables only:
+/// `[RESTART | CONTINUE IDENTITY] [RESTRICT]`, in any order.
+fn truncate_options_are_plain(rest: &[Token]) -> bool {
+    let mut i = 0;
+    while let Some(t) = rest.get(i) {
+        if (t.is_word("RESTART") || t.is_word("CONTINUE"))
+            && rest.get(i + 1).is_some_and(|t| t.is_word("IDENTITY"))
+        {
+            i += 2;
+        } else if t.is_word("RESTRICT") {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 fn one_table(tokens: &[Token], at: usize) -> RawEffect {
@@ -552,9 +576,18 @@ mod tests {
     }
 
     #[test]
-    fn review3_truncate_cascade() {
-        // TRUNCATE ... CASCADE also empties every table referencing `category`.
-        assert_ne!(raw("TRUNCATE category CASCADE"), writes(&["category"]));
+    fn truncate_cascade_writes_unknown_tables() {
+        // `CASCADE` also empties every table referencing `category`.
+        assert_eq!(raw("TRUNCATE category CASCADE"), RawEffect::Unknown);
+        assert_eq!(
+            raw("TRUNCATE a, b RESTART IDENTITY CASCADE"),
+            RawEffect::Unknown
+        );
+        assert_eq!(
+            raw("TRUNCATE TABLE a RESTART IDENTITY RESTRICT"),
+            writes(&["a"])
+        );
+        assert_eq!(raw("TRUNCATE a CONTINUE IDENTITY"), writes(&["a"]));
     }
 
     #[test]
