@@ -83,31 +83,6 @@ async fn setup() -> (CachingConnection, QueryCache) {
     (db, qc)
 }
 
-/// A parenthesized join (`FROM (a JOIN b ON ..)`) in a custom expression: the SQL reader
-/// skips the first relation inside the parentheses, so a write to it does not
-/// invalidate the cached select.
-#[tokio::test]
-async fn parenthesized_join_hides_its_first_table() {
-    let (db, qc) = setup().await;
-    let select = || {
-        product::Entity::find().filter(Expr::cust(
-            "EXISTS (SELECT 1 FROM (review JOIN category ON review.category_id = category.id) WHERE review.product_id = product.id)",
-        ))
-    };
-    assert!(select().cached(&qc).all(&db).await.unwrap().is_empty());
-    db.execute_unprepared("INSERT INTO review VALUES (1, 1, 1)")
-        .await
-        .unwrap();
-    let plain = select().all(db.inner()).await.unwrap();
-    assert_eq!(plain.len(), 1, "the database sees the review");
-    let cached = select().cached(&qc).all(&db).await.unwrap();
-    assert_eq!(
-        cached.len(),
-        1,
-        "stale result served after a write to `review`"
-    );
-}
-
 /// Read-your-writes inside a transaction: the parent reads what an open savepoint of it
 /// wrote (one connection), but `wrote_any` looks at ancestors only, not at children, so
 /// the parent is served the cached pre-write row.

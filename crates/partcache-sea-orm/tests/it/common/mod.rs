@@ -895,6 +895,7 @@ macro_rules! with_suite_fns {
             views_are_invalidated_by_writes_to_their_base_tables,
             a_result_read_before_another_process_write_is_never_served,
             update_from_another_table_invalidates_every_row,
+            a_parenthesized_join_is_invalidated_by_its_first_table,
         );
     };
 }

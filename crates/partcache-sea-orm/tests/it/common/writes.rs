@@ -2,7 +2,9 @@
 //! table, a write inside a savepoint, a table mapped by two entities. Each must
 //! invalidate every cached result it makes stale.
 
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Statement};
+use partcache_sea_orm::QueryCacheExt;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement};
 
 use super::entities::product;
 use super::{Env, cached_product};
@@ -49,4 +51,33 @@ pub(crate) async fn update_from_another_table_invalidates_every_row(env: Env) {
         "the database has the new price"
     );
     assert_eq!(cached_product(&env, 2).await.map(|p| p.price), Some(0));
+}
+
+/// A parenthesized join in a custom expression (`FROM (a JOIN b ON ...)`): a write to
+/// its first table invalidates the cached select.
+pub(crate) async fn a_parenthesized_join_is_invalidated_by_its_first_table(env: Env) {
+    let select = || {
+        product::Entity::find().filter(Expr::cust(
+            "EXISTS (SELECT 1 FROM (category JOIN product AS p2 ON p2.category_id = category.id) \
+             WHERE p2.id = product.id AND category.name = 'inks')",
+        ))
+    };
+    let cached = select()
+        .cached(&env.qb)
+        .all(&env.b)
+        .await
+        .expect("cached read");
+    assert!(cached.is_empty());
+    env.a
+        .execute_unprepared("UPDATE category SET name = 'inks' WHERE id = 1")
+        .await
+        .expect("update");
+    let truth = select().all(env.b.inner()).await.expect("read");
+    assert_eq!(truth.len(), 3, "the database sees the new name");
+    let cached = select()
+        .cached(&env.qb)
+        .all(&env.b)
+        .await
+        .expect("cached read");
+    assert_eq!(cached, truth);
 }
