@@ -83,54 +83,6 @@ async fn setup() -> (CachingConnection, QueryCache) {
     (db, qc)
 }
 
-/// Read-your-writes inside a transaction: the parent reads what an open savepoint of it
-/// wrote (one connection), but `wrote_any` looks at ancestors only, not at children, so
-/// the parent is served the cached pre-write row.
-#[tokio::test]
-async fn parent_reads_past_an_open_savepoints_write() {
-    use sea_orm::{ActiveModelTrait, ActiveValue::Set, TransactionTrait};
-    let (db, qc) = setup().await;
-    assert_eq!(
-        product::Entity::find_by_id(1)
-            .cached(&qc)
-            .one(&db)
-            .await
-            .unwrap()
-            .unwrap()
-            .price,
-        10
-    );
-    let tx = db.begin().await.unwrap();
-    let savepoint = tx.begin().await.unwrap();
-    product::ActiveModel {
-        id: Set(1),
-        price: Set(0),
-    }
-    .update(&savepoint)
-    .await
-    .unwrap();
-    let plain = product::Entity::find_by_id(1)
-        .one(&tx)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        plain.price, 0,
-        "the parent's connection sees the savepoint's write"
-    );
-    let cached = product::Entity::find_by_id(1)
-        .cached(&qc)
-        .one(&tx)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        cached.price, 0,
-        "stale row served inside the transaction that wrote it"
-    );
-    drop(savepoint);
-}
-
 /// A text primary key with a case-insensitive collation (SQLite `COLLATE NOCASE`,
 /// PostgreSQL `citext`, MySQL's default collations): `WHERE email = ?` with another
 /// spelling reaches the same row, but the write bumps the row version of the spelling it

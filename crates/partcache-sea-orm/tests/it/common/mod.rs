@@ -896,6 +896,7 @@ macro_rules! with_suite_fns {
             a_result_read_before_another_process_write_is_never_served,
             update_from_another_table_invalidates_every_row,
             a_parenthesized_join_is_invalidated_by_its_first_table,
+            a_transaction_reads_what_its_savepoint_wrote,
         );
     };
 }

@@ -2,12 +2,15 @@
 //! table, a write inside a savepoint, a table mapped by two entities. Each must
 //! invalidate every cached result it makes stale.
 
-use partcache_sea_orm::QueryCacheExt;
+use partcache_sea_orm::{CacheAware, QueryCacheExt};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement};
+use sea_orm::{
+    ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, TransactionSession,
+    TransactionTrait,
+};
 
 use super::entities::product;
-use super::{Env, cached_product};
+use super::{Env, cached_product, set_price};
 
 /// `sql` with its `?` placeholders in the form `backend` reads.
 fn placeholders(backend: DbBackend, sql: &str) -> String {
@@ -80,4 +83,42 @@ pub(crate) async fn a_parenthesized_join_is_invalidated_by_its_first_table(env: 
         .await
         .expect("cached read");
     assert_eq!(cached, truth);
+}
+
+/// Product 1's price, read through `db` and `env.qa`'s cache.
+async fn price_1(env: &Env, db: &impl CacheAware) -> Option<i32> {
+    product::Entity::find_by_id(1)
+        .cached(&env.qa)
+        .one(db)
+        .await
+        .expect("cached read")
+        .map(|p| p.price)
+}
+
+/// A transaction reads what its open savepoint wrote (one connection): a cached read
+/// in the parent must not serve the row as it was before the savepoint's write, nor
+/// after the savepoint is released.
+pub(crate) async fn a_transaction_reads_what_its_savepoint_wrote(env: Env) {
+    assert_eq!(price_1(&env, &env.a).await, Some(2));
+    let tx = env.a.begin().await.expect("begin");
+    let savepoint = tx.begin().await.expect("savepoint");
+    set_price(&savepoint, 1, 0).await.expect("update");
+    let truth = product::Entity::find_by_id(1)
+        .one(tx.inner())
+        .await
+        .expect("read");
+    assert_eq!(truth.map(|p| p.price), Some(0), "the parent sees the write");
+    assert_eq!(
+        price_1(&env, &tx).await,
+        Some(0),
+        "while the savepoint is open"
+    );
+    savepoint.commit().await.expect("release");
+    assert_eq!(
+        price_1(&env, &tx).await,
+        Some(0),
+        "after the savepoint is released"
+    );
+    tx.rollback().await.expect("rollback");
+    assert_eq!(price_1(&env, &env.a).await, Some(2));
 }
