@@ -28,5 +28,5 @@ with_suite_fns!(sqlite_tests);
 
 #[test]
 fn suite_list_matches_the_sqlite_tests() {
-    assert_eq!(common::all_tests().len(), 29);
+    assert_eq!(common::all_tests().len(), 30);
 }

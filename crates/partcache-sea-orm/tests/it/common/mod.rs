@@ -897,6 +897,7 @@ macro_rules! with_suite_fns {
             update_from_another_table_invalidates_every_row,
             a_parenthesized_join_is_invalidated_by_its_first_table,
             a_transaction_reads_what_its_savepoint_wrote,
+            two_entities_over_one_table_keyed_differently_invalidate_each_other,
         );
     };
 }

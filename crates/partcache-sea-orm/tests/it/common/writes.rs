@@ -9,7 +9,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::entities::product;
+use super::entities::{product, product_by_name};
 use super::{Env, cached_product, set_price};
 
 /// `sql` with its `?` placeholders in the form `backend` reads.
@@ -121,4 +121,19 @@ pub(crate) async fn a_transaction_reads_what_its_savepoint_wrote(env: Env) {
     );
     tx.rollback().await.expect("rollback");
     assert_eq!(price_1(&env, &env.a).await, Some(2));
+}
+
+/// Two entities over one table, keyed by different columns (`product` by `id`,
+/// `product_by_name` by `name`): a single-row write through one must invalidate the
+/// row cached through the other.
+pub(crate) async fn two_entities_over_one_table_keyed_differently_invalidate_each_other(env: Env) {
+    let by_name = || {
+        env.eb
+            .find_by_id::<product_by_name::Entity, _>(&env.b, "p1".to_string())
+    };
+    assert_eq!(cached_product(&env, 1).await.map(|p| p.price), Some(2));
+    assert_eq!(by_name().await.expect("read").map(|p| p.price), Some(2));
+    set_price(&env.a, 1, 0).await.expect("update");
+    assert_eq!(cached_product(&env, 1).await.map(|p| p.price), Some(0));
+    assert_eq!(by_name().await.expect("read").map(|p| p.price), Some(0));
 }
