@@ -41,9 +41,10 @@ impl CachingConnection {
         CachingConnection { db, cache }
     }
 
-    /// Wraps `db` and learns the base tables of its views
-    /// ([`QueryCache::refresh_views`]), so selects over views are invalidated by writes
-    /// to their tables from the start. Fails when the catalog cannot be read.
+    /// Wraps `db` and learns the base tables of its views and, on PostgreSQL, its
+    /// partitions and inheriting tables ([`QueryCache::refresh_views`]), so selects over
+    /// views and parents are invalidated by writes to their tables from the start.
+    /// Fails when the catalog cannot be read.
     pub async fn connect(db: DatabaseConnection, cache: QueryCache) -> Result<Self, DbErr> {
         cache.refresh_views(&db).await?;
         Ok(CachingConnection { db, cache })

@@ -54,11 +54,14 @@ enum Slot<M> {
 /// recognises a single-row write; until then writers treat every write to the table as
 /// a bulk write. So does a write that binds a key column with another type (`'1'` or
 /// `1.0` for an integer key): the database may convert it and reach the row (SQLite's
-/// type affinity), so it cannot name one row.
+/// type affinity), so it cannot name one row. When two entities map one table with
+/// different keys (columns, or the types they are keyed by), no key names one row of
+/// it: every write to the table then invalidates all its cached rows.
 #[derive(Clone, Debug)]
 pub struct EntityCache {
     cache: QueryCache,
-    registered: Arc<Mutex<HashSet<&'static str>>>,
+    /// The entities whose key this process has registered.
+    registered: Arc<Mutex<HashSet<std::any::TypeId>>>,
 }
 
 impl EntityCache {
@@ -198,7 +201,6 @@ impl EntityCache {
             Ok(load().await?.into_row())
         };
         let scope = db.cache_scope();
-        let raw_table = E::default().table_name();
         if !scope.cache.same_as(qc) {
             return bypass().await;
         }
@@ -214,11 +216,12 @@ impl EntityCache {
             .map(|pk| normalize_table(pk.into_column().as_str()))
             .collect();
         let values: Vec<Value> = tuple.clone().into_iter().collect();
-        if !self.registered.lock().contains(raw_table) {
+        let entity = std::any::TypeId::of::<E>();
+        if !self.registered.lock().contains(&entity) {
             let kinds = values.iter().map(value_kind);
             qc.register_primary_key(table, columns.iter().cloned().zip(kinds).collect())
                 .await;
-            self.registered.lock().insert(raw_table);
+            self.registered.lock().insert(entity);
         }
         let mut pairs: Vec<(String, &Value)> = columns.into_iter().zip(values.iter()).collect();
         let row = row_id(&mut pairs);

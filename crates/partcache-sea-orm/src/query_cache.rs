@@ -78,6 +78,10 @@ pub struct QueryCache {
 
 type TypedCaches = HashMap<(TypeId, &'static str), Box<dyn Any + Send + Sync>>;
 
+/// What the primary-key registry holds for a table two entities map with different
+/// keys: no key names one row of it.
+const KEY_CONFLICT: &str = "*conflicting keys*";
+
 pub(crate) struct Inner {
     pub(crate) manager: CacheManager,
     pub(crate) ns: String,
@@ -480,6 +484,9 @@ impl QueryCache {
 
     /// The primary-key columns registered for `table` by the entity cache (in any
     /// process), each with the [kind](crate::key::value_kind) of value it is keyed by.
+    /// `None` when nothing is registered, or when two entities over the table were
+    /// registered with different keys (a row then has two identities, and a write
+    /// through one of them must invalidate the other's rows too).
     pub(crate) async fn primary_key_columns(&self, table: &str) -> Option<Vec<(String, String)>> {
         let key = KeyBuf::new("pk-kinds", &self.inner.ns)
             .field(table)
@@ -489,7 +496,7 @@ impl QueryCache {
             .fail_open(keys.name())
             .call("get", keys.get(&key))
             .await??;
-        // Stored flat: column, kind, column, kind...
+        // Stored flat: column, kind, column, kind... (the conflict mark is one item).
         if flat.len() % 2 != 0 {
             return None;
         }
@@ -500,17 +507,45 @@ impl QueryCache {
         )
     }
 
+    /// Registers `columns` as the primary key of `table` for writers in every process.
+    /// The first registration stays; a different one (a second entity over the table,
+    /// keyed by other columns or kinds) replaces it with the conflict mark for good, so
+    /// that every write to the table invalidates all its cached rows.
     pub(crate) async fn register_primary_key(&self, table: &str, columns: Vec<(String, String)>) {
         let key = KeyBuf::new("pk-kinds", &self.inner.ns)
             .field(table)
             .clone_finish();
         let keys = &self.inner.primary_keys;
         let fail_open = self.fail_open(keys.name());
-        if let Some(Some(_)) = fail_open.call("get", keys.get(&key)).await {
-            return;
-        }
         let flat: Vec<String> = columns.into_iter().flat_map(|(c, k)| [c, k]).collect();
-        fail_open.call("put", keys.put(key, flat)).await;
+        match fail_open.call("get", keys.get(&key)).await {
+            Some(Some(registered)) if *registered == flat => return,
+            Some(Some(registered)) if *registered == [KEY_CONFLICT] => return,
+            Some(Some(_)) => {}
+            Some(None) => {
+                // Atomic: of two processes registering different keys at once, the
+                // second one sees the first's and marks the conflict below.
+                match fail_open
+                    .call(
+                        "put_if_absent",
+                        keys.put_if_absent(key.clone(), flat.clone()),
+                    )
+                    .await
+                {
+                    Some(true) | None => return,
+                    Some(false) => {
+                        let again = fail_open.call("get", keys.get(&key)).await;
+                        if again.is_none_or(|r| r.is_some_and(|r| *r == flat)) {
+                            return;
+                        }
+                    }
+                }
+            }
+            None => return,
+        }
+        fail_open
+            .call("put", keys.put(key, vec![KEY_CONFLICT.to_string()]))
+            .await;
     }
 
     /// Store calls on the cache named `cache`, failing open: a failure is logged and

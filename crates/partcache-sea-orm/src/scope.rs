@@ -26,15 +26,25 @@ pub struct CacheScope<'a> {
     pub(crate) tx: Option<&'a TxState>,
 }
 
-/// The bumps a transaction owes the store, applied at its commit.
+/// The bumps a transaction owes the store, applied at its commit, and the tables its
+/// reads must take from the database.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     pub(crate) keys: BTreeSet<String>,
+    /// Tables written by this transaction or one nested in it (read-your-writes).
     tables: HashSet<String>,
     everything: bool,
 }
 
 impl Pending {
+    /// Records that a transaction nested in this one wrote `tables` (or unknown tables):
+    /// this one shares its connection, so its reads see those writes too. The bumps
+    /// stay with the nested transaction until it is released into this one.
+    fn saw(&mut self, tables: &[String], everything: bool) {
+        self.tables.extend(tables.iter().cloned());
+        self.everything |= everything;
+    }
+
     pub(crate) fn absorb(&mut self, plan: WritePlan) {
         self.keys.extend(plan.keys);
         self.tables.extend(plan.tables);
@@ -57,8 +67,19 @@ pub struct TxState {
 }
 
 impl TxState {
-    /// Whether this transaction or an enclosing one wrote any of `tables` (or something
-    /// the connection could not attribute to tables).
+    /// Records what a write of this transaction planned: its bumps are owed at the
+    /// commit, and it is visible to the reads of this transaction and of every
+    /// enclosing one (a savepoint's write is read by its parent on the same connection,
+    /// while the savepoint is open and after it is released).
+    pub(crate) fn record(&self, plan: WritePlan) {
+        for ancestor in &self.ancestors {
+            ancestor.lock().saw(&plan.tables, plan.everything);
+        }
+        self.own.lock().absorb(plan);
+    }
+
+    /// Whether this transaction, an enclosing one, or one nested in either wrote any of
+    /// `tables` (or something the connection could not attribute to tables).
     pub(crate) fn wrote_any(&self, tables: &[String]) -> bool {
         self.ancestors
             .iter()

@@ -21,8 +21,9 @@ use crate::scope::{CacheAware, CacheScope, Pending, TxState};
 ///   fails (see [`UnreachableStore`](crate::UnreachableStore));
 ///   [`rollback`](TransactionSession::rollback), or dropping the transaction, discards
 ///   them: nothing changed, nothing is invalidated.
-/// - Cached reads inside the transaction bypass the cache for tables it wrote
-///   (read-your-writes), and otherwise are served from the cache but never stored
+/// - Cached reads inside the transaction bypass the cache for tables it, a
+///   transaction enclosing it, or a transaction nested in it (a savepoint, open or
+///   released) wrote (read-your-writes), and otherwise are served from the cache but never stored
 ///   into it: the transaction's snapshot may be older than the versions just read.
 #[derive(Debug)]
 pub struct CachingTransaction {
@@ -60,7 +61,7 @@ impl CachingTransaction {
         run: impl Future<Output = Result<T, DbErr>>,
     ) -> Result<T, DbErr> {
         if !plan.is_empty() {
-            self.state.own.lock().absorb(plan);
+            self.state.record(plan);
         }
         run.await
     }

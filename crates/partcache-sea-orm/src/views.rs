@@ -1,5 +1,6 @@
 //! Views: a select over a view reads the view's base tables, so it must be invalidated
-//! by writes to them. [`QueryCache::refresh_views`] learns them from the database's
+//! by writes to them. Partitions and inheriting tables (PostgreSQL) likewise share rows
+//! with their parents, and are learnt with the views. [`QueryCache::refresh_views`] learns them from the database's
 //! catalog; [`QueryCache::declare_view`] (or [`QueryCacheBuilder::view`]) names them by
 //! hand where the catalog cannot.
 //!
@@ -43,6 +44,14 @@ const PG_VIEW_FUNCTIONS: &str = "SELECT DISTINCT v.relname::text AS view_name, p
        AND d.refclassid = 'pg_catalog.pg_proc'::regclass \
        AND v.relkind = 'v' AND n.nspname <> 'pg_catalog'";
 
+/// Partitions and inheriting tables with their direct parents (`pg_inherits`, tables
+/// only: partitioned indexes have their own links).
+const PG_INHERITS: &str = "SELECT c.relname::text AS view_name, p.relname::text AS base \
+     FROM pg_catalog.pg_inherits i \
+     JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+     JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
+     WHERE c.relkind IN ('r', 'p', 'f') AND p.relkind IN ('r', 'p', 'f')";
+
 const SQLITE_VIEWS: &str =
     "SELECT name AS view_name, sql AS base FROM sqlite_master WHERE type = 'view'";
 
@@ -59,13 +68,18 @@ async fn pairs<C: ConnectionTrait>(db: &C, sql: &str) -> Result<Vec<(String, Str
         .collect()
 }
 
-async fn learn<C: ConnectionTrait>(
-    db: &C,
-    catalog: &Catalog,
-) -> Result<HashMap<String, Bases>, DbErr> {
+/// What the catalog of a database says: its views, and its `(child, parent)`
+/// inheritance links.
+type Learnt = (HashMap<String, Bases>, Vec<(String, String)>);
+
+async fn learn<C: ConnectionTrait>(db: &C, catalog: &Catalog) -> Result<Learnt, DbErr> {
     let mut learnt: HashMap<String, Bases> = HashMap::new();
+    let mut inherits = Vec::new();
     match db.get_database_backend() {
         DbBackend::Postgres => {
+            for (child, parent) in pairs(db, PG_INHERITS).await? {
+                inherits.push((normalize_table(&child), normalize_table(&parent)));
+            }
             for (view, _) in pairs(db, PG_VIEWS).await? {
                 learnt.insert(normalize_table(&view), Bases::Tables(Vec::new()));
             }
@@ -101,7 +115,7 @@ async fn learn<C: ConnectionTrait>(
             ));
         }
     }
-    Ok(learnt)
+    Ok((learnt, inherits))
 }
 
 impl QueryCache {
@@ -109,6 +123,12 @@ impl QueryCache {
     /// `pg_depend`; SQLite: each view's SQL, read by the same reader as raw SQL), and
     /// returns how many views it knows. A select over a view is then invalidated by
     /// writes to the view's base tables, at any depth of views over views.
+    ///
+    /// On PostgreSQL it also learns which tables share rows (`pg_inherits`: the
+    /// partitions of a partitioned table, the children of an inheriting table): a write
+    /// to a partition or child then invalidates selects and entities of its ancestors,
+    /// and a write to a parent those of its descendants. Partitions attached later are
+    /// learnt by the next refresh, like views.
     ///
     /// A view the catalog cannot answer for (one that calls a function not declared
     /// with [`QueryCacheBuilder::read_only_function`](crate::QueryCacheBuilder::read_only_function),
@@ -132,10 +152,11 @@ impl QueryCache {
     /// ```
     pub async fn refresh_views<C: ConnectionTrait>(&self, db: &C) -> Result<usize, DbErr> {
         let reader = &self.inner.reader;
-        let learnt = learn(db, &reader.catalog()).await?;
+        let (learnt, inherits) = learn(db, &reader.catalog()).await?;
         let mut known = 0;
         reader.update(|catalog| {
             catalog.learnt_views = learnt;
+            catalog.inherits = inherits;
             known = catalog.learnt_views.len()
                 + catalog
                     .declared_views

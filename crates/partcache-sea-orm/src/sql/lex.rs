@@ -52,7 +52,9 @@ pub(crate) struct Lexed {
 /// - PostgreSQL escape strings (`E'it\'s'`) take backslash escapes; dollar-quoted
 ///   strings (`$$...$$`, `$tag$...$tag$`) end only at their own tag.
 /// - A backslash in any other string is doubtful: MySQL reads it as an escape, and so
-///   does PostgreSQL with `standard_conforming_strings` off.
+///   does PostgreSQL with `standard_conforming_strings` off. So is one in a MySQL
+///   `"..."`, a string there unless `ANSI_QUOTES` is on.
+/// - PostgreSQL's Unicode-escaped names and strings (`U&"..."`, `U&'...'`) are doubtful.
 pub(crate) fn tokenize(sql: &str, backend: DbBackend) -> Lexed {
     let postgres = backend == DbBackend::Postgres;
     let mysql = backend == DbBackend::MySql;
@@ -104,13 +106,27 @@ pub(crate) fn tokenize(sql: &str, backend: DbBackend) -> Lexed {
                 i = end;
                 push(&mut out, Token::Literal);
             }
+            'u' | 'U'
+                if postgres
+                    && next == Some('&')
+                    && matches!(chars.get(i + 2), Some('"' | '\''))
+                    && !continues_word(&chars, i) =>
+            {
+                // A Unicode-escaped name or string (`U&"pr\006fduct"`): its text is
+                // not what it reads as.
+                out.doubtful = true;
+                i += 2;
+            }
             '"' | '`' | '[' => {
                 let close = match c {
                     '[' => ']',
                     other => other,
                 };
                 let (name, next, closed) = quoted(&chars, i, close);
-                out.doubtful |= !closed;
+                // MySQL reads `"..."` as a string with backslash escapes (unless
+                // ANSI_QUOTES is on): with a backslash, the two readings may end at
+                // different quotes.
+                out.doubtful |= !closed || (mysql && c == '"' && name.contains('\\'));
                 i = next;
                 push(&mut out, Token::Quoted(name));
             }

@@ -18,6 +18,7 @@ mod scan;
 use sea_orm::DbBackend;
 
 use crate::catalog::Catalog;
+use crate::key::normalize_table;
 use lex::{Token, tokenize};
 use scan::{name_at, scan};
 
@@ -55,7 +56,7 @@ pub(crate) fn raw_effect(sql: &str, backend: DbBackend, catalog: &Catalog) -> Ra
     }
     let mut written = Vec::new();
     for statement in &lexed.statements {
-        match statement_effect(statement, catalog) {
+        match statement_effect(statement, backend, catalog) {
             RawEffect::Read => {}
             RawEffect::Writes(tables) => written.extend(tables),
             RawEffect::Unknown => return RawEffect::Unknown,
@@ -137,7 +138,7 @@ fn writes_inside_query(tokens: &[Token]) -> bool {
     })
 }
 
-fn statement_effect(tokens: &[Token], catalog: &Catalog) -> RawEffect {
+fn statement_effect(tokens: &[Token], backend: DbBackend, catalog: &Catalog) -> RawEffect {
     let found = scan(tokens);
     if found.calls.iter().any(|c| catalog.function(c).is_none()) {
         // A function that may write anything.
@@ -181,10 +182,19 @@ fn statement_effect(tokens: &[Token], catalog: &Catalog) -> RawEffect {
             if tokens.get(i).is_some_and(|t| t.is_word("OR")) {
                 i += 2;
             }
+            if backend == DbBackend::MySql {
+                // Reserved words in MySQL: they cannot name the table.
+                while tokens
+                    .get(i)
+                    .is_some_and(|t| t.is_word("LOW_PRIORITY") || t.is_word("IGNORE"))
+                {
+                    i += 1;
+                }
+            }
             if tokens.get(i).is_some_and(|t| t.is_word("ONLY")) {
                 i += 1;
             }
-            one_table(tokens, i)
+            one_target(tokens, i, &["SET"])
         }
         "DELETE" => {
             if !tokens.get(1).is_some_and(|t| t.is_word("FROM")) {
@@ -194,7 +204,11 @@ fn statement_effect(tokens: &[Token], catalog: &Catalog) -> RawEffect {
             if tokens.get(i).is_some_and(|t| t.is_word("ONLY")) {
                 i += 1;
             }
-            one_table(tokens, i)
+            one_target(
+                tokens,
+                i,
+                &["WHERE", "USING", "RETURNING", "ORDER", "LIMIT"],
+            )
         }
         "TRUNCATE" => {
             let mut i = 1;
@@ -216,10 +230,53 @@ fn statement_effect(tokens: &[Token], catalog: &Catalog) -> RawEffect {
                     _ => break,
                 }
             }
-            RawEffect::Writes(tables)
+            if truncate_options_are_plain(&tokens[i..]) {
+                RawEffect::Writes(tables)
+            } else {
+                // `CASCADE` also empties every table that references these, which the
+                // text does not name.
+                RawEffect::Unknown
+            }
         }
         _ => RawEffect::Unknown,
     }
+}
+
+/// Whether what follows a `TRUNCATE`'s table list empties those tables only:
+/// `[RESTART | CONTINUE IDENTITY] [RESTRICT]`, in any order.
+fn truncate_options_are_plain(rest: &[Token]) -> bool {
+    let mut i = 0;
+    while let Some(t) = rest.get(i) {
+        if (t.is_word("RESTART") || t.is_word("CONTINUE"))
+            && rest.get(i + 1).is_some_and(|t| t.is_word("IDENTITY"))
+        {
+            i += 2;
+        } else if t.is_word("RESTRICT") {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// The one table an `UPDATE` or `DELETE` writes: the name at `at`, then an optional
+/// alias, then one of `next` (or the end). Anything else there (a second target, a
+/// join, a form not read here) may write more tables: unknown.
+fn one_target(tokens: &[Token], at: usize, next: &[&str]) -> RawEffect {
+    let Some((table, mut i)) = table_name(tokens, at) else {
+        return RawEffect::Unknown;
+    };
+    let follows = |t: Option<&Token>| t.is_none_or(|t| next.iter().any(|w| t.is_word(w)));
+    if !follows(tokens.get(i)) {
+        if tokens.get(i).is_some_and(|t| t.is_word("AS")) {
+            i += 1;
+        }
+        if tokens.get(i).and_then(Token::name).is_none() || !follows(tokens.get(i + 1)) {
+            return RawEffect::Unknown;
+        }
+    }
+    RawEffect::Writes(vec![table])
 }
 
 fn one_table(tokens: &[Token], at: usize) -> RawEffect {
@@ -237,9 +294,11 @@ fn table_name(tokens: &[Token], at: usize) -> Option<(String, usize)> {
 
 /// The target of a single-row write: `UPDATE t SET ... WHERE c1 = ? AND c2 = ?` or
 /// `DELETE FROM t WHERE ...` where the `WHERE` clause is only equalities between a
-/// column and a placeholder, joined by `AND` (the form sea-orm generates for an
+/// column of `t` and a placeholder, joined by `AND` (the form sea-orm generates for an
 /// ActiveModel update or delete). Returns the table and `(column, value index)` pairs,
-/// or `None` when the statement is anything else.
+/// or `None` when the statement is anything else: in particular when it names another
+/// table (`UPDATE t ... FROM u`, `DELETE FROM t USING u`, MySQL's `UPDATE t JOIN u`),
+/// whose rows can make the `WHERE` true for every row of `t`.
 pub(crate) fn row_target(sql: &str, backend: DbBackend) -> Option<(String, Vec<(String, usize)>)> {
     let lexed = tokenize(sql, backend);
     let [tokens] = lexed.statements.as_slice() else {
@@ -248,13 +307,14 @@ pub(crate) fn row_target(sql: &str, backend: DbBackend) -> Option<(String, Vec<(
     if lexed.doubtful {
         return None;
     }
-    let table = match statement_effect(tokens, &Catalog::default()) {
+    let table = match statement_effect(tokens, backend, &Catalog::default()) {
         RawEffect::Writes(mut tables) if tables.len() == 1 => tables.pop()?,
         _ => return None,
     };
     if !(tokens[0].is_word("UPDATE") || tokens[0].is_word("DELETE")) {
         return None;
     }
+    let names = target_names(tokens, &table)?;
     // The top-level WHERE: the last one, since sea-orm puts no subquery after it, and a
     // subquery before it (in SET) would have its own WHERE inside parentheses.
     let mut depth = 0i32;
@@ -270,7 +330,11 @@ pub(crate) fn row_target(sql: &str, backend: DbBackend) -> Option<(String, Vec<(
     let mut i = where_at? + 1;
     let mut pairs = Vec::new();
     loop {
-        let (column, next) = table_name(tokens, i)?;
+        let (column, qualifier, next) = name_at(tokens, i)?;
+        if qualifier.is_some_and(|q| !names.contains(&q)) {
+            // A column of another relation.
+            return None;
+        }
         i = next;
         if tokens.get(i) != Some(&Token::Symbol('=')) {
             return None;
@@ -288,6 +352,51 @@ pub(crate) fn row_target(sql: &str, backend: DbBackend) -> Option<(String, Vec<(
         }
     }
     Some((table, pairs))
+}
+
+/// The names the written table goes by in a single-table `UPDATE t [AS a] SET ...` or
+/// `DELETE FROM t [AS a] [WHERE ...]`: the table and its alias, if any. `None` when the
+/// statement names any other relation at its top level: a `FROM` or `USING` list, a
+/// join, a second target.
+fn target_names(tokens: &[Token], table: &str) -> Option<Vec<String>> {
+    let update = tokens.first()?.is_word("UPDATE");
+    let mut i = if update { 1 } else { 2 };
+    if update && tokens.get(i).is_some_and(|t| t.is_word("OR")) {
+        i += 2;
+    }
+    if tokens.get(i).is_some_and(|t| t.is_word("ONLY")) {
+        i += 1;
+    }
+    let (_, _, mut i) = name_at(tokens, i)?;
+    let mut names = vec![table.to_string()];
+    if tokens.get(i).is_some_and(|t| t.is_word("AS")) {
+        i += 1;
+    }
+    let clause = if update { "SET" } else { "WHERE" };
+    if let Some(alias) = tokens
+        .get(i)
+        .filter(|t| !t.is_word(clause))
+        .and_then(Token::name)
+    {
+        names.push(normalize_table(alias));
+        i += 1;
+    }
+    if !tokens.get(i).is_some_and(|t| t.is_word(clause)) {
+        // A join, a second target, a `USING` list, or a form not read here.
+        return None;
+    }
+    let mut depth = 0i32;
+    for t in &tokens[i..] {
+        match t {
+            Token::Symbol('(') => depth += 1,
+            Token::Symbol(')') => depth -= 1,
+            t if depth == 0 && ["FROM", "USING", "JOIN"].iter().any(|w| t.is_word(w)) => {
+                return None;
+            }
+            _ => {}
+        }
+    }
+    Some(names)
 }
 
 /// Whether a single `INSERT` only adds rows (no upsert, no replace): then no existing
@@ -458,6 +567,117 @@ mod tests {
             None
         );
         assert_eq!(row_target(r#"UPDATE "p" SET "a" = ?"#, PG), None);
+        assert_eq!(
+            row_target(r#"UPDATE p AS x SET a = ? WHERE x.id = ?"#, PG),
+            Some(("p".into(), vec![("id".into(), 1)]))
+        );
+    }
+
+    #[test]
+    fn writes_naming_another_table_are_not_single_row_writes() {
+        let lite = DbBackend::Sqlite;
+        for (sql, backend) in [
+            ("UPDATE p SET a = 0 FROM c WHERE c.id = ?", PG),
+            ("UPDATE p SET a = 0 FROM c WHERE id = ?", lite),
+            ("DELETE FROM p USING c WHERE c.id = ?", PG),
+            ("DELETE FROM p USING c WHERE p.id = ?", PG),
+            (
+                "UPDATE p JOIN c ON c.id = p.c SET p.a = 0 WHERE p.id = ?",
+                DbBackend::MySql,
+            ),
+            ("UPDATE p SET a = 0 WHERE c.id = ?", PG),
+            ("UPDATE p AS x SET a = 0 WHERE p2.id = ?", PG),
+        ] {
+            assert_eq!(row_target(sql, backend), None, "{sql}");
+        }
+    }
+
+    /// The effect of `sql` as MySQL reads it.
+    fn my(sql: &str) -> RawEffect {
+        raw_effect(sql, DbBackend::MySql, &Catalog::default())
+    }
+
+    #[test]
+    fn unicode_escaped_identifiers_are_read_two_ways() {
+        // PostgreSQL `U&"..."`: the table is `product`, not `u`.
+        assert_eq!(
+            raw(r#"UPDATE U&"pr\006fduct" SET price = 0"#),
+            RawEffect::Unknown
+        );
+        assert_eq!(
+            raw(r#"SELECT U&'\0041'; DELETE FROM t"#),
+            RawEffect::Unknown
+        );
+        assert_eq!(
+            read_tables(r#"SELECT * FROM U&"t""#, PG, &Catalog::default()),
+            None
+        );
+        // A column named `u` and the `&` operator.
+        assert_eq!(raw(r#"UPDATE t SET a = u & "b""#), writes(&["t"]));
+    }
+
+    #[test]
+    fn truncate_cascade_writes_unknown_tables() {
+        // `CASCADE` also empties every table referencing `category`.
+        assert_eq!(raw("TRUNCATE category CASCADE"), RawEffect::Unknown);
+        assert_eq!(
+            raw("TRUNCATE a, b RESTART IDENTITY CASCADE"),
+            RawEffect::Unknown
+        );
+        assert_eq!(
+            raw("TRUNCATE TABLE a RESTART IDENTITY RESTRICT"),
+            writes(&["a"])
+        );
+        assert_eq!(raw("TRUNCATE a CONTINUE IDENTITY"), writes(&["a"]));
+    }
+
+    #[test]
+    fn mysql_update_modifiers_are_skipped() {
+        assert_eq!(
+            my("UPDATE LOW_PRIORITY product SET price = 0"),
+            writes(&["product"])
+        );
+        assert_eq!(
+            my("UPDATE LOW_PRIORITY IGNORE product AS p SET price = 0"),
+            writes(&["product"])
+        );
+        assert_eq!(
+            my("UPDATE IGNORE product SET price = 0"),
+            writes(&["product"])
+        );
+        // Elsewhere they are names like any other.
+        assert_eq!(raw("UPDATE ignore SET a = 0"), writes(&["ignore"]));
+    }
+
+    #[test]
+    fn writes_of_several_targets_are_unknown() {
+        for sql in [
+            "UPDATE product, category SET product.price = 0, category.name = 'x'",
+            "UPDATE product p JOIN category c ON c.id = p.category_id SET c.name = 'x'",
+            "DELETE FROM a, b USING a JOIN b ON a.id = b.id",
+            "DELETE FROM a INNER JOIN b",
+        ] {
+            assert_eq!(my(sql), RawEffect::Unknown, "{sql}");
+        }
+        assert_eq!(raw("UPDATE p AS x SET a = 1"), writes(&["p"]));
+        assert_eq!(raw("UPDATE p x SET a = 1 FROM c"), writes(&["p"]));
+        assert_eq!(
+            raw("DELETE FROM p x USING c WHERE x.c = c.id"),
+            writes(&["p"])
+        );
+        assert_eq!(raw("DELETE FROM p RETURNING id"), writes(&["p"]));
+    }
+
+    #[test]
+    fn mysql_double_quoted_text_with_a_backslash_is_read_two_ways() {
+        // MySQL (without ANSI_QUOTES) reads `"a\"'"` as one string with an escaped
+        // quote, then runs the DELETE; read as a quoted name it ends at `\"`, and
+        // `'"; DELETE FROM t; -- '` is a string literal.
+        let sql = r#"SELECT "a\"'"; DELETE FROM t; -- '"#;
+        assert_eq!(my(sql), RawEffect::Unknown, "{sql}");
+        assert_eq!(my(r#"SELECT "a"; DELETE FROM t"#), writes(&["t"]));
+        // PostgreSQL reads no escapes in quoted names.
+        assert_eq!(raw(r#"SELECT "a\" FROM x; DELETE FROM t"#), writes(&["t"]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One pass over a statement's tokens, at every depth: the tables it names as
-//! relations (after `FROM`, `JOIN`, a comma of a `FROM` list, `TABLE`), the functions it
+//! relations (after `FROM`, `JOIN`, a comma of a `FROM` list, `TABLE`, and first in a
+//! parenthesized join such as `FROM (a JOIN b ON ...)`), the functions it
 //! calls, and whether it locks rows.
 //!
 //! Relations are found by position, not by clause, so a subquery counts wherever it
@@ -67,6 +68,9 @@ pub(crate) fn scan(tokens: &[Token]) -> Scan {
     while i < tokens.len() {
         let t = &tokens[i];
         let prev = i.checked_sub(1);
+        // A parenthesis where a relation must be: a derived table or a parenthesized
+        // join (`FROM (a JOIN b ON ...)`), whose first relation comes next.
+        let relation_group = expect && t == &Token::Symbol('(');
         if expect {
             expect = false;
             if t.is_word("ONLY") || t.is_word("LATERAL") {
@@ -93,6 +97,13 @@ pub(crate) fn scan(tokens: &[Token]) -> Scan {
             return out;
         };
         match t {
+            Token::Symbol('(') if relation_group => {
+                frames.push(Frame {
+                    from: true,
+                    with_list: false,
+                });
+                expect = !word_is(tokens, Some(i + 1), &["SELECT", "WITH", "VALUES", "TABLE"]);
+            }
             Token::Symbol('(') => frames.push(Frame::default()),
             Token::Symbol(')') => {
                 if frames.len() > 1 {
@@ -245,6 +256,18 @@ mod tests {
                 vec!["t1", "t2", "t3"],
             ),
             ("TABLE t", vec!["t"]),
+            (
+                "SELECT * FROM (a JOIN b ON a.id = b.id) WHERE a.x = 1",
+                vec!["a", "b"],
+            ),
+            (
+                "SELECT * FROM ((s.a AS x LEFT JOIN b ON TRUE) JOIN c ON TRUE), d",
+                vec!["a", "b", "c", "d"],
+            ),
+            (
+                "SELECT * FROM (VALUES (1), (2)) AS v, (TABLE t) AS u, (WITH w AS (SELECT 1) SELECT * FROM w) AS z",
+                vec!["t", "w"],
+            ),
             ("SELECT a IS DISTINCT FROM b FROM t", vec!["t"]),
         ];
         for (sql, expected) in cases {

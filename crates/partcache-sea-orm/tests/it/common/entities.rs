@@ -59,6 +59,26 @@ pub(crate) mod product {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// The `product` table seen by another key: its `name` (unique in the suite's data).
+pub(crate) mod product_by_name {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    #[sea_orm(table_name = "product")]
+    pub(crate) struct Model {
+        pub id: i32,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub price: i32,
+        pub category_id: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub(crate) enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub(crate) mod typed {
     use sea_orm::entity::prelude::*;
 

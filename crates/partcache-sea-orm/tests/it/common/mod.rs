@@ -9,12 +9,14 @@ pub(crate) mod proxy;
 mod raw;
 mod reads;
 mod views;
+mod writes;
 
 pub(crate) use affinity::*;
 pub(crate) use locking::*;
 pub(crate) use raw::*;
 pub(crate) use reads::*;
 pub(crate) use views::*;
+pub(crate) use writes::*;
 
 use entities::{category, product, typed};
 use partcache::CacheManager;
@@ -892,6 +894,10 @@ macro_rules! with_suite_fns {
             raw_update_binding_the_key_as_text_or_float_invalidates_the_row,
             views_are_invalidated_by_writes_to_their_base_tables,
             a_result_read_before_another_process_write_is_never_served,
+            update_from_another_table_invalidates_every_row,
+            a_parenthesized_join_is_invalidated_by_its_first_table,
+            a_transaction_reads_what_its_savepoint_wrote,
+            two_entities_over_one_table_keyed_differently_invalidate_each_other,
         );
     };
 }
