@@ -22,3 +22,4 @@ mod store;
 mod timeouts;
 mod tls;
 mod topology;
+mod review2;
