@@ -80,3 +80,141 @@ async fn standalone_policies_of_duration_max_store_and_update() {
         );
     }
 }
+
+use partcache::event::EventFilter;
+use partcache::CacheManager;
+
+fn near_manager(url: &str) -> CacheManager {
+    partcache_redis::install();
+    let config = format!(
+        "url = \"{url}\"\n[defaults]\nnear_cache = {{ max_entries = 10000, max_staleness = \"1s\" }}\n"
+    );
+    CacheManager::from_config_str(&config).expect("manager")
+}
+
+/// One scenario of odd-but-legal inputs (duplicate keys); returns what it observed.
+async fn duplicates(manager: &CacheManager, label: &str, max: Option<u64>) -> Vec<String> {
+    let mut b = manager.cache::<String, String>(&unique(label));
+    if let Some(m) = max {
+        b = b.max_entries(m);
+    }
+    let c = b.build().await.unwrap();
+    let mut rx = c.listen(EventFilter::all()).await.unwrap();
+    let mut out = Vec::new();
+    let s = |s: &str| s.to_string();
+    c.put_all([(s("a"), s("1")), (s("a"), s("2"))]).await.unwrap();
+    out.push(format!("put_all dup -> get a = {:?}", c.get(&s("a")).await.unwrap()));
+    c.put(s("b"), s("x")).await.unwrap();
+    let n = c.remove_all_keys(&[s("b"), s("b")]).await.unwrap();
+    out.push(format!("remove_all_keys [b,b] -> {n}"));
+    let all = c.get_all(&[s("a"), s("a"), s("zz")]).await.unwrap();
+    out.push(format!("get_all [a,a,zz] -> {all:?}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut events = Vec::new();
+    while let Some(e) = rx.try_recv() {
+        let e = e.unwrap();
+        events.push(format!("{:?} {} {:?}", e.kind, e.key, e.value));
+    }
+    out.push(format!("events {events:?}"));
+    let st = c.stats();
+    out.push(format!(
+        "stats hits={} misses={} puts={} removals={} evictions={} expirations={}",
+        st.hits, st.misses, st.puts, st.removals, st.evictions, st.expirations
+    ));
+    out.push(format!("len={}", c.len().await.unwrap()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_keys_behave_alike_on_every_store() {
+    let memory = CacheManager::from_url("memory://").unwrap();
+    let standalone = common::manager(&standalone_url());
+    let cluster = common::manager(&cluster_url());
+    let near = near_manager(&cluster_url());
+    for max in [None, Some(100)] {
+        let want = duplicates(&memory, "dup-mem", max).await;
+        for (name, m) in [("standalone", &standalone), ("cluster", &cluster), ("near", &near)] {
+            let got = duplicates(m, &format!("dup-{name}"), max).await;
+            println!("{name} max={max:?}\n  memory: {want:#?}\n  {name}: {got:#?}");
+            assert_eq!(got, want, "{name} max={max:?}");
+        }
+    }
+}
+
+/// Expiry-and-conditional-operations scenario; events sorted (stores announce expiries
+/// at different moments), stats after run_pending_tasks.
+async fn expiring(manager: &CacheManager, label: &str, policy: ExpiryPolicy, max: Option<u64>) -> Vec<String> {
+    let mut b = manager.cache::<String, String>(&unique(label)).expiry(policy);
+    if let Some(m) = max {
+        b = b.max_entries(m);
+    }
+    let c = b.build().await.unwrap();
+    let mut rx = c.listen(EventFilter::all()).await.unwrap();
+    let s = |s: &str| s.to_string();
+    let mut out = Vec::new();
+    c.put(s("a"), s("1")).await.unwrap();
+    c.put_with_ttl(s("b"), s("1"), Duration::from_millis(150)).await.unwrap();
+    c.put_with_ttl(s("c"), s("1"), Duration::from_millis(150)).await.unwrap();
+    c.put_with_ttl(s("d"), s("1"), Duration::from_millis(150)).await.unwrap();
+    c.put_with_ttl(s("e"), s("1"), Duration::from_millis(150)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    out.push(format!("get b {:?}", c.get(&s("b")).await.unwrap()));
+    out.push(format!("contains c {:?}", c.contains_key(&s("c")).await.unwrap()));
+    out.push(format!("replace c {:?}", c.replace(s("c"), s("2")).await.unwrap()));
+    out.push(format!("put_if_absent d {:?}", c.put_if_absent(s("d"), s("2")).await.unwrap()));
+    out.push(format!("get_and_put e {:?}", c.get_and_put(s("e"), s("2")).await.unwrap()));
+    out.push(format!("get_and_replace a {:?}", c.get_and_replace(s("a"), s("3")).await.unwrap()));
+    out.push(format!("remove_if_equals a {:?}", c.remove_if_equals(&s("a"), s("9")).await.unwrap()));
+    out.push(format!("get_and_remove a {:?}", c.get_and_remove(&s("a")).await.unwrap()));
+    let mut keys: Vec<String> = {
+        use futures::TryStreamExt;
+        c.keys().try_collect().await.unwrap()
+    };
+    keys.sort();
+    out.push(format!("keys {keys:?} len {}", c.len().await.unwrap()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..30 {
+        c.run_pending_tasks().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut events = Vec::new();
+    while let Some(e) = rx.try_recv() {
+        let e = e.unwrap();
+        events.push(format!("{:?} {} {:?}", e.kind, e.key, e.value));
+    }
+    events.sort();
+    out.push(format!("events {events:#?}"));
+    let st = c.stats();
+    out.push(format!(
+        "stats hits={} misses={} puts={} removals={} evictions={} expirations={}",
+        st.hits, st.misses, st.puts, st.removals, st.evictions, st.expirations
+    ));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_entries_behave_alike_on_every_store() {
+    let memory = CacheManager::from_url("memory://").unwrap();
+    let standalone = common::manager(&standalone_url());
+    let cluster = common::manager(&cluster_url());
+    let mut failures = Vec::new();
+    for policy in [
+        ExpiryPolicy::Eternal,
+        ExpiryPolicy::Created(Duration::from_secs(60)),
+        ExpiryPolicy::Modified(Duration::from_secs(60)),
+        ExpiryPolicy::Accessed(Duration::from_secs(60)),
+        ExpiryPolicy::Touched(Duration::from_secs(60)),
+    ] {
+        for max in [None, Some(100)] {
+            let want = expiring(&memory, "exp-mem", policy, max).await;
+            for (name, m) in [("standalone", &standalone), ("cluster", &cluster)] {
+                let got = expiring(m, &format!("exp-{name}"), policy, max).await;
+                if got != want {
+                    println!("{name} {policy:?} max={max:?}\n  memory: {want:#?}\n  {name}: {got:#?}");
+                    failures.push(format!("{name} {policy:?} {max:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
