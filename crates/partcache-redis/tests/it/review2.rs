@@ -218,3 +218,134 @@ async fn expiring_entries_behave_alike_on_every_store() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+mod cross {
+    use super::*;
+    use partcache::NearCache;
+    use std::time::Instant;
+
+    const STALENESS: Duration = Duration::from_millis(600);
+
+    async fn until_local(cache: &Cache<String, u64>, key: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let before = cache.stats().near_hits;
+            cache.get(&key.to_string()).await.expect("get");
+            if cache.stats().near_hits > before {
+                return;
+            }
+            assert!(Instant::now() < deadline, "`{key}` never served locally");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn until_reads(cache: &Cache<String, u64>, key: &str, want: Option<u64>, what: &str) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            let got = cache.get(&key.to_string()).await.expect("get").map(|v| *v);
+            if got == want {
+                return Ok(());
+            }
+            if started.elapsed() > STALENESS + Duration::from_millis(1500) {
+                return Err(format!("after {what}: `{key}` still reads {got:?}, not {want:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn every_write_kind(url: &str, max: Option<u64>) -> Vec<String> {
+        let (a, b) = (common::manager(url), common::manager(url));
+        let name = unique("near-x");
+        let mut rb = a.cache::<String, u64>(&name).near_cache(NearCache::max_entries(10_000).max_staleness(STALENESS));
+        let mut wb = b.cache::<String, u64>(&name);
+        if let Some(m) = max {
+            rb = rb.max_entries(m);
+            wb = wb.max_entries(m);
+        }
+        let reader = rb.build().await.unwrap();
+        let writer = wb.build().await.unwrap();
+        let mut failures = Vec::new();
+        let k = |i: u64| format!("k{i}");
+        for round in 0..16u64 {
+            let key = k(round);
+            writer.put(key.clone(), 0).await.unwrap();
+            until_local(&reader, &key).await;
+            let (what, want) = match round {
+                0 => { writer.put(key.clone(), 1).await.unwrap(); ("put", Some(1)) }
+                1 => { writer.put_all([(key.clone(), 1), (k(100), 1)]).await.unwrap(); ("put_all", Some(1)) }
+                2 => { writer.get_and_put(key.clone(), 1).await.unwrap(); ("get_and_put", Some(1)) }
+                3 => { writer.replace(key.clone(), 1).await.unwrap(); ("replace", Some(1)) }
+                4 => { writer.replace_if_equals(key.clone(), 0, 1).await.unwrap(); ("replace_if_equals", Some(1)) }
+                5 => { writer.remove(&key).await.unwrap(); ("remove", None) }
+                6 => { writer.remove_if_equals(&key, 0).await.unwrap(); ("remove_if_equals", None) }
+                7 => { writer.get_and_remove(&key).await.unwrap(); ("get_and_remove", None) }
+                8 => { writer.remove_all_keys(&[key.clone(), k(101)]).await.unwrap(); ("remove_all_keys", None) }
+                9 => { writer.invoke(&key, |e| e.set_value(1u64)).await.unwrap(); ("invoke set", Some(1)) }
+                10 => { writer.invoke(&key, |e| e.remove()).await.unwrap(); ("invoke remove", None) }
+                11 => { writer.put_with_ttl(key.clone(), 1, Duration::from_secs(60)).await.unwrap(); ("put_with_ttl", Some(1)) }
+                12 => {
+                    // Concurrent puts share batched calls.
+                    let puts = (0..50u64).map(|i| writer.put(if i == 0 { key.clone() } else { format!("f{i}") }, 1));
+                    for r in futures::future::join_all(puts).await { r.unwrap(); }
+                    ("concurrent puts", Some(1))
+                }
+                13 => { writer.put_with_ttl(key.clone(), 1, Duration::from_millis(100)).await.unwrap(); ("put_with_ttl 100ms (then expired)", None) }
+                14 => { writer.remove_all().await.unwrap(); ("remove_all", None) }
+                _ => { writer.clear().await.unwrap(); ("clear", None) }
+            };
+            if round == 13 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            if let Err(e) = until_reads(&reader, &key, want, what).await {
+                failures.push(e);
+            }
+        }
+        failures
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_process_writes_of_every_kind_reach_a_near_cache() {
+        let mut failures = Vec::new();
+        for (name, url) in [("standalone", standalone_url()), ("cluster", cluster_url())] {
+            for max in [None, Some(1000)] {
+                for f in every_write_kind(&url, max).await {
+                    failures.push(format!("{name} max={max:?}: {f}"));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+}
+
+async fn empty_inputs(m: &CacheManager) -> Vec<String> {
+    let c = m.cache::<String, String>(&unique("empty")).build().await.unwrap();
+    let mut out = Vec::new();
+    out.push(format!("get_all {:?}", c.get_all(&[]).await.map(|v| v.len())));
+    out.push(format!("remove_all_keys {:?}", c.remove_all_keys(&[]).await));
+    out.push(format!("put_all {:?}", c.put_all(Vec::<(String, String)>::new()).await));
+    out.push(format!("invoke_all {:?}", c.invoke_all(&[], |_k, _e| ()).await.len()));
+    out.push(format!("load_all {:?}", c.load_all(&[], true).await.map(|v| v.len())));
+    out.push(format!("empty key {:?}", c.put(String::new(), "v".to_string()).await));
+    out.push(format!("get empty key {:?}", c.get(&String::new()).await));
+    let odd = "\u{0}\r\n{}*?[]\\:~ é".to_string();
+    out.push(format!("odd key {:?}", c.put(odd.clone(), "v".to_string()).await));
+    out.push(format!("get odd key {:?}", c.get(&odd).await));
+    let mut keys: Vec<String> = {
+        use futures::TryStreamExt;
+        c.keys().try_collect().await.unwrap()
+    };
+    keys.sort();
+    out.push(format!("keys {keys:?} len {:?}", c.len().await));
+    out.push(format!("remove_all {:?}", c.remove_all().await));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_odd_inputs_behave_alike_on_every_store() {
+    let memory = CacheManager::from_url("memory://").unwrap();
+    let want = empty_inputs(&memory).await;
+    for (name, url) in [("standalone", standalone_url()), ("cluster", cluster_url())] {
+        let got = empty_inputs(&common::manager(&url)).await;
+        assert_eq!(got, want, "{name}");
+    }
+}
