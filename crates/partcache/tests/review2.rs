@@ -50,3 +50,11 @@ async fn len_does_not_count_an_entry_past_its_ttl() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[tokio::test]
+async fn a_max_idle_of_duration_max_does_not_panic() {
+    let c = CacheManager::from_url("memory://").unwrap()
+        .cache::<String, String>("idlemax").max_idle(Duration::MAX).build().await.unwrap();
+    c.put("k".into(), "v".to_string()).await.unwrap();
+    assert_eq!(c.get(&"k".to_string()).await.unwrap().as_deref().map(String::as_str), Some("v"));
+}
