@@ -410,3 +410,77 @@ async fn standalone_a_max_idle_of_duration_max_stores_and_reads() {
         Some("v")
     );
 }
+
+mod undecodable {
+    use super::*;
+    use partcache::partition::HashingPolicy;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Overwrites `key`'s entry of `cache` (named `name`) with bytes no codec reads:
+    /// what a value written by an older version of the value type looks like.
+    async fn corrupt(url: &str, name: &str, cache: &Cache<String, String>, key: &str) {
+        let map = cache.partition_map().unwrap().clone();
+        let partition = map.partition_of(&HashingPolicy::Standard, key).unwrap();
+        let entry = format!("pc:{{{}}}:{name}:e:{key}", map.tag(partition));
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&entry)
+            .arg(b"\xde\xad\xbe\xef".as_slice())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    /// An entry that does not decode is a miss; a load of the key then replaces it,
+    /// so that the loader runs once, not on every read for as long as the bytes stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_replaces_an_undecodable_entry() {
+        let url = standalone_url();
+        let name = unique("undecodable-load");
+        let cache: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
+        let k = "k".to_string();
+        cache.put(k.clone(), "v1".to_string()).await.unwrap();
+        corrupt(&url, &name, &cache, "k").await;
+        let loads = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let loads = loads.clone();
+            let v = cache
+                .get_or_load(&k, move |_k| async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>("v2".to_string())
+                })
+                .await
+                .unwrap();
+            assert_eq!(*v, "v2");
+        }
+        let got = cache.get(&k).await.unwrap();
+        assert_eq!(
+            (loads.load(Ordering::SeqCst), got.as_deref().map(String::as_str)),
+            (1, Some("v2")),
+            "the loader ran on every read and the undecodable bytes stayed (stats {:?})",
+            cache.stats()
+        );
+    }
+
+    /// The same answer from every operation: `get` says absent, so `put_if_absent`
+    /// must store (memory:// would).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn put_if_absent_over_an_undecodable_entry_agrees_with_get() {
+        let url = standalone_url();
+        let name = unique("undecodable-pia");
+        let cache: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
+        let k = "k".to_string();
+        cache.put(k.clone(), "v1".to_string()).await.unwrap();
+        corrupt(&url, &name, &cache, "k").await;
+        assert_eq!(cache.get(&k).await.unwrap(), None);
+        let stored = cache.put_if_absent(k.clone(), "v2".to_string()).await.unwrap();
+        let got = cache.get(&k).await.unwrap();
+        assert_eq!(
+            (stored, got.as_deref().map(String::as_str)),
+            (true, Some("v2")),
+            "get says absent, put_if_absent says present"
+        );
+    }
+}
