@@ -484,3 +484,76 @@ mod undecodable {
         );
     }
 }
+
+mod silent {
+    use super::*;
+    use partcache::NearCache;
+    use std::time::Instant;
+
+    /// Every cache call against a server that accepts connections and never answers
+    /// (a frozen process) returns, with an error or a value, within a small multiple of
+    /// `response_timeout` (300 ms): the times each took.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_call_to_a_silent_server_returns_within_its_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let manager = common::manager(&format!(
+            "redis://127.0.0.1:{port}?connect_timeout=300ms&response_timeout=300ms&breaker_failures=0"
+        ));
+        let mut times: Vec<(String, Duration, String)> = Vec::new();
+        macro_rules! timed {
+            ($what:expr, $e:expr) => {{
+                let start = Instant::now();
+                let r = tokio::time::timeout(Duration::from_secs(20), async { $e }).await;
+                let took = start.elapsed();
+                times.push(($what.to_string(), took, format!("{:?}", r.map(|r| format!("{r:?}").chars().take(60).collect::<String>()))));
+            }};
+        }
+        let c: Cache<String, String> = manager.cache("silent-all").build().await.unwrap();
+        let k = "k".to_string();
+        timed!("get", c.get(&k).await);
+        timed!("put", c.put(k.clone(), "v".to_string()).await);
+        timed!("get_all", c.get_all(&["a".to_string(), "b".to_string(), "c".to_string()]).await);
+        timed!("put_all", c.put_all([("a".to_string(), "1".to_string()), ("b".to_string(), "1".to_string())]).await);
+        timed!("put_if_absent", c.put_if_absent(k.clone(), "v".to_string()).await);
+        timed!("remove_all_keys", c.remove_all_keys(&["a".to_string(), "b".to_string()]).await);
+        timed!("remove_all", c.remove_all().await);
+        timed!("clear", c.clear().await);
+        timed!("len", c.len().await);
+        timed!("keys", {
+            use futures::StreamExt;
+            c.keys().collect::<Vec<_>>().await.len()
+        });
+        timed!("invoke", c.invoke(&k, |e| e.set_value("w".to_string())).await);
+        timed!("get_or_load", c.get_or_load(&k, |_k| async { Ok::<_, std::io::Error>("x".to_string()) }).await);
+        timed!("contains_key", c.contains_key(&k).await);
+        timed!("listen", c.listen(partcache::EventFilter::all()).await.map(|_| ()));
+        timed!("run_pending_tasks", c.run_pending_tasks().await);
+        timed!("balance_report", c.balance_report().await.map(|_| ()));
+        let near = manager
+            .cache::<String, String>("silent-near")
+            .near_cache(NearCache::max_entries(100))
+            .build()
+            .await;
+        match near {
+            Ok(n) => timed!("near get", n.get(&k).await),
+            Err(e) => times.push(("near build".into(), Duration::ZERO, format!("{e}"))),
+        }
+        timed!("close", c.close().await);
+        for (what, took, r) in &times {
+            println!("{what:>18}: {took:>10.1?} {r}");
+        }
+        let slow: Vec<_> = times
+            .iter()
+            .filter(|(_, took, _)| *took > Duration::from_millis(1300))
+            .map(|(w, t, _)| format!("{w}: {t:?}"))
+            .collect();
+        assert!(slow.is_empty(), "calls past 1.3 s (response_timeout 300 ms): {slow:#?}");
+    }
+}
