@@ -557,3 +557,42 @@ mod silent {
         assert!(slow.is_empty(), "calls past 1.3 s (response_timeout 300 ms): {slow:#?}");
     }
 }
+
+/// A near cache's guarantee across processes: another process's write is never
+/// served from it past `max_staleness`, whatever that process's settings. A process
+/// that opened the cache with `publish_events(false)` writes without any message, and
+/// nothing (no stored layout setting, no vouch) tells the near cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_writer_in_another_process_leaves_a_near_cache_stale() {
+    use partcache::NearCache;
+    use std::time::Instant;
+    let url = standalone_url();
+    let (a, b) = (common::manager(&url), common::manager(&url));
+    let name = unique("near-silent-writer");
+    let reader: Cache<String, u64> = a
+        .cache(&name)
+        .near_cache(NearCache::max_entries(100).max_staleness(Duration::from_millis(300)))
+        .build()
+        .await
+        .unwrap();
+    let writer: Cache<String, u64> = b.cache(&name).publish_events(false).build().await.unwrap();
+    let k = "k".to_string();
+    writer.put(k.clone(), 1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = reader.stats().near_hits;
+        assert_eq!(reader.get(&k).await.unwrap().map(|v| *v), Some(1));
+        if reader.stats().near_hits > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served locally");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.put(k.clone(), 2).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        reader.get(&k).await.unwrap().map(|v| *v),
+        Some(2),
+        "the near cache serves a value overwritten 2 s ago (max_staleness 300 ms)"
+    );
+}
