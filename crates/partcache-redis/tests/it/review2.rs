@@ -596,3 +596,44 @@ async fn a_silent_writer_in_another_process_leaves_a_near_cache_stale() {
         "the near cache serves a value overwritten 2 s ago (max_staleness 300 ms)"
     );
 }
+
+/// Two processes of one cache whose hashing rules differ (a rolling deploy that adds
+/// `hashing_rules`) put one key in two partitions: each reads its own copy, and one's
+/// update or removal never reaches the other's. Another partition count is refused
+/// (`LayoutMismatch`); other hashing rules are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_with_other_hashing_rules_split_a_key_silently() {
+    let url = standalone_url();
+    let name = unique("hashing-split");
+    partcache_redis::install();
+    let old = CacheManager::from_url(&url).unwrap();
+    let new = CacheManager::from_config_str(&format!(
+        "url = \"{url}\"\n[caches.\"{name}\"]\nhashing_rules = ['^(?<tag>user):']\n"
+    ))
+    .unwrap();
+    let a: Cache<String, u64> = old.cache(&name).build().await.unwrap();
+    let b = new.cache::<String, u64>(&name).build().await;
+    let Ok(b) = b else {
+        return; // refused: the mismatch is detected
+    };
+    // A key whose partition differs between the two policies.
+    let key = (0..200)
+        .map(|i| format!("user:{i}"))
+        .find(|k| {
+            let (ma, mb) = (a.partition_map().unwrap(), b.partition_map().unwrap());
+            let std = ma.partition_of(&partcache::partition::HashingPolicy::Standard, k).unwrap();
+            let custom = mb
+                .partition_of(&partcache::partition::HashingPolicy::custom(["^(?<tag>user):"]).unwrap(), k)
+                .unwrap();
+            std != custom
+        })
+        .unwrap();
+    a.put(key.clone(), 1).await.unwrap();
+    b.put(key.clone(), 2).await.unwrap();
+    a.remove(&key).await.unwrap();
+    assert_eq!(
+        b.get(&key).await.unwrap().map(|v| *v),
+        None,
+        "a removal by one process left the other's copy of `{key}`"
+    );
+}
