@@ -637,3 +637,18 @@ async fn processes_with_other_hashing_rules_split_a_key_silently() {
         "a removal by one process left the other's copy of `{key}`"
     );
 }
+
+/// A `DeploymentUrl` built in code (as `RedisBackend::new`'s example does) with a
+/// response timeout of `Duration::MAX` ("no timeout"): calls must work, not panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_timeout_of_duration_max_does_not_panic() {
+    let mut url = partcache_redis::url::parse(&standalone_url()).unwrap();
+    url.response_timeout = Duration::MAX;
+    let manager = CacheManager::with_backend(std::sync::Arc::new(partcache_redis::RedisBackend::new(url)));
+    let run = tokio::spawn(async move {
+        let c: Cache<String, String> = manager.cache(&unique("rt-max")).build().await.unwrap();
+        c.put("k".into(), "v".to_string()).await.unwrap();
+        c.get(&"k".to_string()).await.unwrap().map(|v| (*v).clone())
+    });
+    assert_eq!(run.await.expect("no panic"), Some("v".to_string()));
+}
