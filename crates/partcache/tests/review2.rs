@@ -58,3 +58,16 @@ async fn a_max_idle_of_duration_max_does_not_panic() {
     c.put("k".into(), "v".to_string()).await.unwrap();
     assert_eq!(c.get(&"k".to_string()).await.unwrap().as_deref().map(String::as_str), Some("v"));
 }
+
+/// An `event_capacity` past what tokio's broadcast channel takes is a configuration
+/// error, not a panic at `build()`. (A large one that fits, e.g. 10^12 from a config
+/// file, is allocated up front: the process aborts on the allocation.)
+#[tokio::test]
+async fn a_huge_event_capacity_is_refused_not_a_panic() {
+    let built = tokio::spawn(async {
+        CacheManager::from_url("memory://").unwrap()
+            .cache::<String, String>("evcap").event_capacity(usize::MAX).build().await.map(drop)
+    })
+    .await;
+    assert!(matches!(built, Ok(Err(partcache::Error::Config(_)))), "{built:?}");
+}
