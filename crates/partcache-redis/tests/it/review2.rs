@@ -652,3 +652,59 @@ async fn a_response_timeout_of_duration_max_does_not_panic() {
     });
     assert_eq!(run.await.expect("no panic"), Some("v".to_string()));
 }
+
+/// A listener in another process hears what the writing process's own listener hears
+/// (kinds, keys, values; not `old_value`, documented), in the same order per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_hears_what_the_writer_hears() {
+    for url in [standalone_url(), cluster_url()] {
+        let (a, b) = (common::manager(&url), common::manager(&url));
+        let name = unique("events-x");
+        let other: Cache<String, String> = a.cache(&name).max_entries(3000).build().await.unwrap();
+        let writer: Cache<String, String> = b.cache(&name).max_entries(3000).build().await.unwrap();
+        let mut far = other.listen(EventFilter::all()).await.unwrap();
+        let mut near = writer.listen(EventFilter::all()).await.unwrap();
+        let s = |x: &str| x.to_string();
+        writer.put(s("a"), s("1")).await.unwrap();
+        writer.put(s("a"), s("2")).await.unwrap();
+        writer.put_all([(s("b"), s("1")), (s("c"), s("1"))]).await.unwrap();
+        writer.put_if_absent(s("d"), s("1")).await.unwrap();
+        writer.replace(s("d"), s("2")).await.unwrap();
+        writer.get_and_put(s("b"), s("2")).await.unwrap();
+        writer.remove(&s("c")).await.unwrap();
+        writer.invoke(&s("e"), |e| e.set_value(s("1"))).await.unwrap();
+        writer.put_with_ttl(s("f"), s("1"), Duration::from_millis(50)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        writer.put(s("f"), s("2")).await.unwrap();
+        writer.remove_all_keys(&[s("a"), s("b")]).await.unwrap();
+        writer.remove_all().await.unwrap();
+        writer.put(s("zz"), s("end")).await.unwrap();
+        let collect = |rx: &mut partcache::EventReceiver<String, String>| {
+            let mut out = Vec::new();
+            while let Some(e) = rx.try_recv() {
+                let e = e.unwrap();
+                let value = if e.kind == partcache::EventKind::Expired { None } else { e.value.map(|v| (*v).clone()) };
+                out.push((e.kind, e.key, value));
+            }
+            out
+        };
+        let start = std::time::Instant::now();
+        let mut got = Vec::new();
+        while start.elapsed() < Duration::from_secs(5) {
+            got.extend(collect(&mut far));
+            if got.iter().any(|(_, k, _)| k == "zz") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let want = collect(&mut near);
+        let per_key = |v: &[(partcache::EventKind, String, Option<String>)]| {
+            let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for (k, key, val) in v {
+                m.entry(key.clone()).or_default().push(format!("{k:?} {val:?}"));
+            }
+            m
+        };
+        assert_eq!(per_key(&got), per_key(&want), "{url}");
+    }
+}
