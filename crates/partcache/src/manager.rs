@@ -350,7 +350,9 @@ pub struct CacheBuilder<K, V> {
 }
 
 impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
-    /// The expiry policy (default: eternal).
+    /// The expiry policy (default: eternal). A duration longer than
+    /// [`crate::expiry::LONGEST_DEADLINE`] (such as `Duration::MAX`) sets no deadline:
+    /// the policy is then eternal.
     pub fn expiry(mut self, policy: ExpiryPolicy) -> Self {
         self.config.expiry = Some(policy);
         self
@@ -373,6 +375,8 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     }
 
     /// Expire entries neither read nor written for this long (combines with the policy).
+    /// One longer than [`crate::expiry::LONGEST_DEADLINE`] (such as `Duration::MAX`) is
+    /// no max-idle.
     pub fn max_idle(mut self, idle: Duration) -> Self {
         self.config.max_idle = Some(idle);
         self
@@ -428,7 +432,9 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
-    /// Events buffered per subscriber (default 1024).
+    /// Events buffered per subscriber (default 1024, at most
+    /// [`crate::config::MAX_EVENT_CAPACITY`]: the buffer is allocated when the cache is
+    /// built; `build()` refuses a larger one with [`Error::Config`]).
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.config.event_capacity = Some(capacity);
         self
