@@ -539,4 +539,71 @@ mod tests {
         assert_eq!(s.on_create(t0, None).1, Some(Duration::ZERO));
         assert!(s.reads_extend());
     }
+
+    #[test]
+    fn durations_beyond_the_longest_deadline_set_no_deadline() {
+        let t0 = Instant::now();
+        let forever = Duration::MAX;
+        let beyond = LONGEST_DEADLINE + S;
+        for d in [forever, beyond] {
+            for policy in [
+                ExpiryPolicy::Created(d),
+                ExpiryPolicy::Modified(d),
+                ExpiryPolicy::Accessed(d),
+                ExpiryPolicy::Touched(d),
+            ] {
+                for s in [settings(policy), settings(policy).effective()] {
+                    let (fixed, ttl) = s.on_create(t0, None);
+                    assert_eq!(ttl, None, "{policy:?}: a creation");
+                    assert_eq!(s.on_update(t0 + S, fixed, None, None).1, None, "{policy:?}");
+                    assert_eq!(s.on_read(t0 + S, fixed, None), None, "{policy:?}: a read");
+                }
+                assert_eq!(policy.effective(), ExpiryPolicy::Eternal);
+            }
+            let idle = ExpirySettings {
+                max_idle: Some(d),
+                ..ExpirySettings::default()
+            };
+            assert_eq!(idle.on_create(t0, None).1, None, "max-idle");
+            assert_eq!(idle.effective().max_idle, None);
+            let (fixed, ttl) = settings(ExpiryPolicy::Eternal).on_create(t0, Some(d));
+            assert_eq!((fixed.ttl, ttl), (None, None), "a per-entry TTL");
+            // Under a policy with a deadline, the policy's deadline stays.
+            let (_, ttl) = settings(ExpiryPolicy::Created(D)).on_create(t0, Some(d));
+            assert_eq!(ttl, Some(D));
+        }
+        // The longest deadline and a thousand years are deadlines.
+        let thousand_years = Duration::from_secs(1000 * 365 * 24 * 3600);
+        for d in [thousand_years, LONGEST_DEADLINE] {
+            assert_eq!(
+                settings(ExpiryPolicy::Created(d)).on_create(t0, None).1,
+                Some(d)
+            );
+            assert_eq!(
+                settings(ExpiryPolicy::Eternal).on_create(t0, Some(d)).1,
+                Some(d)
+            );
+            assert_eq!(
+                ExpiryPolicy::Touched(d).effective(),
+                ExpiryPolicy::Touched(d)
+            );
+        }
+    }
+
+    #[test]
+    fn a_custom_answer_beyond_the_longest_deadline_removes_the_deadline() {
+        let t0 = Instant::now();
+        let s = custom(Fixed(Some(Duration::MAX), None, None));
+        assert_eq!(s.on_create(t0, None).1, None, "a creation");
+        // An access or an update that answers "forever" ends the deadline set before,
+        // where `None` would keep it.
+        let s = custom(Fixed(Some(D), Some(Duration::MAX), Some(Duration::MAX)));
+        let (fixed, _) = s.on_create(t0, None);
+        assert_eq!(s.on_access(t0 + S, fixed).unwrap().1, None, "an access");
+        assert_eq!(
+            s.on_update(t0 + S, fixed, Some(D), None).1,
+            None,
+            "an update"
+        );
+    }
 }

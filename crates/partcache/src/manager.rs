@@ -822,6 +822,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_event_capacity_beyond_the_maximum_is_a_config_error_at_build() {
+        let manager = CacheManager::from_url("memory://").unwrap();
+        for capacity in [crate::config::MAX_EVENT_CAPACITY + 1, usize::MAX] {
+            // Run in a task: a panic at build (the channel's own limit) is reported as
+            // what it is, not as this test's failure to build.
+            let built = tokio::spawn(
+                manager
+                    .cache::<u32, u32>("events")
+                    .event_capacity(capacity)
+                    .build(),
+            )
+            .await
+            .expect("build returns");
+            match built {
+                Err(Error::Config(message)) => {
+                    assert!(message.contains("event_capacity"), "{message}")
+                }
+                other => panic!("event_capacity {capacity}: {:?}", other.map(drop)),
+            }
+        }
+        let small = manager.cache::<u32, u32>("events").event_capacity(64);
+        assert!(small.build().await.is_ok());
+    }
+
+    #[tokio::test]
     async fn invalid_cache_settings_fail_the_build_with_the_setting_named() {
         let manager = CacheManager::from_url("memory://").unwrap();
         let err = manager

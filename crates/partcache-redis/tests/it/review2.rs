@@ -15,27 +15,6 @@ fn cluster_url() -> String {
     tokio::task::block_in_place(|| common::cluster().seed_url())
 }
 
-async fn ttl_max(url: &str) {
-    let cache: Cache<String, String> = common::manager(url)
-        .cache(&unique("ttlmax"))
-        .build()
-        .await
-        .unwrap();
-    cache
-        .put_with_ttl("k".into(), "v".to_string(), Duration::MAX)
-        .await
-        .expect("a put with the longest TTL");
-    assert_eq!(
-        cache.get(&"k".to_string()).await.unwrap().as_deref().map(String::as_str),
-        Some("v")
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standalone_a_put_with_a_ttl_of_duration_max_is_stored() {
-    ttl_max(&standalone_url()).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_a_put_with_a_ttl_of_a_thousand_years_is_stored() {
     let cache: Cache<String, String> = common::manager(&standalone_url())
@@ -51,34 +30,6 @@ async fn standalone_a_put_with_a_ttl_of_a_thousand_years_is_stored() {
         cache.get(&"k".to_string()).await.unwrap().as_deref().map(String::as_str),
         Some("v")
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standalone_policies_of_duration_max_store_and_update() {
-    let url = standalone_url();
-    for (i, p) in [
-        ExpiryPolicy::Created(Duration::MAX),
-        ExpiryPolicy::Modified(Duration::MAX),
-        ExpiryPolicy::Accessed(Duration::MAX),
-        ExpiryPolicy::Touched(Duration::MAX),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let cache: Cache<String, String> = common::manager(&url)
-            .cache(&unique(&format!("pmax{i}")))
-            .expiry(p)
-            .build()
-            .await
-            .unwrap();
-        cache.put("k".into(), "v".to_string()).await.unwrap_or_else(|e| panic!("{p:?} create: {e}"));
-        cache.put("k".into(), "w".to_string()).await.unwrap_or_else(|e| panic!("{p:?} update: {e}"));
-        assert_eq!(
-            cache.get(&"k".to_string()).await.unwrap().as_deref().map(String::as_str),
-            Some("w"),
-            "{p:?}"
-        );
-    }
 }
 
 use partcache::event::EventFilter;
@@ -396,21 +347,6 @@ async fn odd_settings_never_panic() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standalone_a_max_idle_of_duration_max_stores_and_reads() {
-    let cache: Cache<String, String> = common::manager(&standalone_url())
-        .cache(&unique("idlemax"))
-        .max_idle(Duration::MAX)
-        .build()
-        .await
-        .unwrap();
-    cache.put("k".into(), "v".to_string()).await.expect("put");
-    assert_eq!(
-        cache.get(&"k".to_string()).await.expect("get").as_deref().map(String::as_str),
-        Some("v")
-    );
-}
-
 mod undecodable {
     use super::*;
     use partcache::partition::HashingPolicy;
@@ -636,21 +572,6 @@ async fn processes_with_other_hashing_rules_split_a_key_silently() {
         None,
         "a removal by one process left the other's copy of `{key}`"
     );
-}
-
-/// A `DeploymentUrl` built in code (as `RedisBackend::new`'s example does) with a
-/// response timeout of `Duration::MAX` ("no timeout"): calls must work, not panic.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_response_timeout_of_duration_max_does_not_panic() {
-    let mut url = partcache_redis::url::parse(&standalone_url()).unwrap();
-    url.response_timeout = Duration::MAX;
-    let manager = CacheManager::with_backend(std::sync::Arc::new(partcache_redis::RedisBackend::new(url)));
-    let run = tokio::spawn(async move {
-        let c: Cache<String, String> = manager.cache(&unique("rt-max")).build().await.unwrap();
-        c.put("k".into(), "v".to_string()).await.unwrap();
-        c.get(&"k".to_string()).await.unwrap().map(|v| (*v).clone())
-    });
-    assert_eq!(run.await.expect("no panic"), Some("v".to_string()));
 }
 
 /// A listener in another process hears what the writing process's own listener hears
