@@ -281,4 +281,41 @@ mod tests {
         assert_eq!(asked.arg(), "1:-1:0");
         assert!(!asked.ask(Needed::Access, &policy));
     }
+
+    struct Forever;
+
+    impl CustomExpiry for Forever {
+        fn for_creation(&self) -> Option<Duration> {
+            Some(Duration::MAX)
+        }
+        fn for_access(&self) -> Option<Duration> {
+            Some(Duration::MAX)
+        }
+        fn for_update(&self) -> Option<Duration> {
+            Some(Duration::MAX)
+        }
+    }
+
+    /// A duration beyond the longest deadline goes as none (`-1`) where the argument
+    /// can say none, and as the longest deadline where `-1` means something else; a
+    /// thousand years goes as it is.
+    #[test]
+    fn durations_beyond_the_longest_deadline_go_as_none_or_capped() {
+        let longest = LONGEST_DEADLINE.as_millis().to_string();
+        assert_eq!(ttl_arg(Some(Duration::MAX)), "-1");
+        let thousand_years = Duration::from_secs(1000 * 365 * 24 * 3600);
+        assert_eq!(
+            ttl_arg(Some(thousand_years)),
+            thousand_years.as_millis().to_string()
+        );
+        assert_eq!(millis(Duration::MAX).to_string(), longest);
+        // The scripts add it to the server's clock in Lua numbers: exact below 2^53.
+        assert!(millis(Duration::MAX) < 1 << 52);
+        let policy = Custom(std::sync::Arc::new(Forever));
+        let mut asked = Asked::default();
+        for kind in [Needed::Creation, Needed::Access, Needed::Update] {
+            asked.ask(kind, &policy);
+        }
+        assert_eq!(asked.arg(), format!("-1:{longest}:{longest}"));
+    }
 }
