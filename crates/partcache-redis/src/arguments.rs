@@ -6,19 +6,27 @@
 
 use std::time::Duration;
 
-use partcache::expiry::{Custom, CustomExpiry, ExpiryPolicy};
+use partcache::expiry::{Custom, CustomExpiry, ExpiryPolicy, LONGEST_DEADLINE, bounded};
 use partcache::store::raw::RawCacheSpec;
 use redis::Cmd;
 
-/// Milliseconds of `d`, rounded up so that a tiny non-zero duration is not zero.
-pub(crate) fn millis(d: Duration) -> u128 {
-    let ms = d.as_millis();
+/// Milliseconds of `d`, rounded up so that a tiny non-zero duration is not zero, and
+/// at most [`LONGEST_DEADLINE`]'s: the scripts compute a deadline (`NOW + ms`) in Lua
+/// numbers, exact only up to 2^53, and Redis refuses an expire time past its range
+/// (`ERR invalid expire time`). Callers that can say "no deadline" say so for longer
+/// durations instead ([`ttl_arg`]); capping is for those that cannot.
+pub(crate) fn millis(d: Duration) -> u64 {
+    let d = d.min(LONGEST_DEADLINE);
+    // At most LONGEST_DEADLINE's milliseconds, about 3 * 10^14: it fits.
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     if ms == 0 && !d.is_zero() { 1 } else { ms }
 }
 
-/// A TTL argument: milliseconds, or -1 for none.
+/// A TTL argument: milliseconds, or -1 for none (also for a TTL longer than
+/// [`LONGEST_DEADLINE`], which sets no deadline on every store).
 pub(crate) fn ttl_arg(ttl: Option<Duration>) -> String {
-    ttl.map_or_else(|| "-1".to_string(), |t| millis(t).to_string())
+    ttl.and_then(bounded)
+        .map_or_else(|| "-1".to_string(), |t| millis(t).to_string())
 }
 
 /// The per-partition entry budget: `floor(max / P)`, at least 1, so the cache as a whole
@@ -57,7 +65,8 @@ impl CacheSettings {
         let (policy, duration) = match &spec.expiry.custom {
             Some(_) => (PolicyCode::Custom, Asked::default().arg()),
             None => {
-                let (policy, duration) = match spec.expiry.policy {
+                // A duration beyond the longest deadline is none: eternal.
+                let (policy, duration) = match spec.expiry.policy.effective() {
                     ExpiryPolicy::Eternal => (PolicyCode::Eternal, Duration::ZERO),
                     ExpiryPolicy::Created(d) => (PolicyCode::Created, d),
                     ExpiryPolicy::Modified(d) => (PolicyCode::Modified, d),
@@ -73,6 +82,7 @@ impl CacheSettings {
             max_idle: spec
                 .expiry
                 .max_idle
+                .and_then(bounded)
                 .map_or_else(|| "-1".to_string(), |i| millis(i).to_string()),
             budget: budget(spec.max_entries, spec.partitions.partitions()).to_string(),
         }
@@ -157,12 +167,10 @@ impl Asked {
             Some(None) => "-1".to_string(),
             Some(Some(d)) => millis(d).to_string(),
         };
-        format!(
-            "{}:{}:{}",
-            ms(self.creation),
-            ms(self.access),
-            ms(self.update)
-        )
+        // A creation's -1 is "never expires", as a duration beyond the longest deadline
+        // is; an access's or an update's -1 is "unchanged", so theirs are capped.
+        let creation = self.creation.map(|d| d.and_then(bounded));
+        format!("{}:{}:{}", ms(creation), ms(self.access), ms(self.update))
     }
 }
 
@@ -272,5 +280,42 @@ mod tests {
         assert!(asked.ask(Needed::Access, &policy));
         assert_eq!(asked.arg(), "1:-1:0");
         assert!(!asked.ask(Needed::Access, &policy));
+    }
+
+    struct Forever;
+
+    impl CustomExpiry for Forever {
+        fn for_creation(&self) -> Option<Duration> {
+            Some(Duration::MAX)
+        }
+        fn for_access(&self) -> Option<Duration> {
+            Some(Duration::MAX)
+        }
+        fn for_update(&self) -> Option<Duration> {
+            Some(Duration::MAX)
+        }
+    }
+
+    /// A duration beyond the longest deadline goes as none (`-1`) where the argument
+    /// can say none, and as the longest deadline where `-1` means something else; a
+    /// thousand years goes as it is.
+    #[test]
+    fn durations_beyond_the_longest_deadline_go_as_none_or_capped() {
+        let longest = LONGEST_DEADLINE.as_millis().to_string();
+        assert_eq!(ttl_arg(Some(Duration::MAX)), "-1");
+        let thousand_years = Duration::from_secs(1000 * 365 * 24 * 3600);
+        assert_eq!(
+            ttl_arg(Some(thousand_years)),
+            thousand_years.as_millis().to_string()
+        );
+        assert_eq!(millis(Duration::MAX).to_string(), longest);
+        // The scripts add it to the server's clock in Lua numbers: exact below 2^53.
+        assert!(millis(Duration::MAX) < 1 << 52);
+        let policy = Custom(std::sync::Arc::new(Forever));
+        let mut asked = Asked::default();
+        for kind in [Needed::Creation, Needed::Access, Needed::Update] {
+            asked.ask(kind, &policy);
+        }
+        assert_eq!(asked.arg(), format!("-1:{longest}:{longest}"));
     }
 }

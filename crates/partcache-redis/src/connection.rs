@@ -193,7 +193,11 @@ impl Node {
             conn.req_packed_command(&redis::cmd("PING")).await.ok()
         };
         let answered = matches!(
-            tokio::time::timeout(timeout + connector.settings.connect_timeout, ping).await,
+            tokio::time::timeout(
+                timeout.saturating_add(connector.settings.connect_timeout),
+                ping
+            )
+            .await,
             Ok(Some(_))
         );
         tracing::debug!(node = %self.addr, answered, "circuit breaker probe");

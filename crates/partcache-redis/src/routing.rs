@@ -73,6 +73,11 @@ enum Topology {
     },
 }
 
+/// The longest response timeout a router keeps to: a longer one (`Duration::MAX`, "no
+/// timeout", set in code) is this long, so that a call's deadline, its start plus the
+/// timeout, is an instant the clock can hold. A year: tokio's timers reach about two.
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Routes requests over a deployment's connections. See the module docs.
 pub(crate) struct Router {
     topology: Topology,
@@ -96,7 +101,7 @@ impl Router {
     pub(crate) fn standalone(addr: &str, timeout: Duration, breaker_interval: Duration) -> Router {
         Router {
             topology: Topology::Standalone(Arc::new(SlotMap::single(addr))),
-            timeout,
+            timeout: timeout.min(LONGEST_TIMEOUT),
             replica_reads: false,
             next_replica: AtomicUsize::new(0),
             breaker_interval,
@@ -119,7 +124,7 @@ impl Router {
                 stale: AtomicBool::new(false),
                 refreshed: parking_lot::Mutex::new(None),
             },
-            timeout,
+            timeout: timeout.min(LONGEST_TIMEOUT),
             replica_reads,
             next_replica: AtomicUsize::new(0),
             breaker_interval,

@@ -56,7 +56,8 @@ pub struct DeploymentUrl {
     pub lease_ttl: Option<Duration>,
     /// Deadline for opening a connection.
     pub connect_timeout: Duration,
-    /// Deadline for every call's round trips.
+    /// Deadline for every call's round trips. One longer than a year (such as
+    /// `Duration::MAX`, for no timeout) is a year.
     pub response_timeout: Duration,
     /// Serve plain reads (no expiry or LRU bookkeeping) from replicas.
     pub read_from_replicas: bool,

@@ -613,7 +613,9 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     /// Like [`Cache::put`], with a time to live for this entry on top of the expiry
-    /// policy (whichever deadline comes first wins). A zero TTL stores nothing.
+    /// policy (whichever deadline comes first wins). A zero TTL stores nothing; one
+    /// longer than [`crate::expiry::LONGEST_DEADLINE`] (such as `Duration::MAX`) sets
+    /// no deadline.
     pub async fn put_with_ttl(
         &self,
         key: K,

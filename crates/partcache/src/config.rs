@@ -44,6 +44,11 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 /// Default capacity of a cache's event channel per subscriber.
 pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
 
+/// The largest `event_capacity` a cache accepts (2^20 events): the channel's buffer
+/// is allocated in full when the cache is built, so a larger one is a configuration
+/// mistake that would take its memory (or abort the process) at start.
+pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
+
 /// One cache's settings. Every field is optional; unset fields take the manager's
 /// `[defaults]`, then the built-in defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -77,7 +82,8 @@ pub struct CacheConfig {
     /// Largest encoded entry accepted, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_value_bytes: Option<usize>,
-    /// Events buffered per subscriber before a slow one starts losing them.
+    /// Events buffered per subscriber before a slow one starts losing them (1 to
+    /// [`MAX_EVENT_CAPACITY`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_capacity: Option<usize>,
     /// Publish events to other processes (remote stores).
@@ -242,13 +248,16 @@ impl CacheConfig {
         }
     }
 
-    /// The expiry settings this config describes.
+    /// The expiry settings this config describes, as stores apply them: a duration
+    /// longer than [`crate::expiry::LONGEST_DEADLINE`] sets no deadline (a policy of
+    /// one is eternal, a max-idle of one is none).
     pub fn expiry_settings(&self) -> ExpirySettings {
         ExpirySettings {
             policy: self.expiry.unwrap_or_default(),
             max_idle: self.max_idle,
             custom: None,
         }
+        .effective()
     }
 
     /// The hashing policy this config describes.
@@ -278,9 +287,11 @@ impl CacheConfig {
                 "cache `{cache}`: `max_value_bytes` must be at least 1"
             )));
         }
-        if self.event_capacity == Some(0) {
+        if let Some(capacity) = self.event_capacity
+            && !(1..=MAX_EVENT_CAPACITY).contains(&capacity)
+        {
             return Err(Error::Config(format!(
-                "cache `{cache}`: `event_capacity` must be at least 1"
+                "cache `{cache}`: `event_capacity` is {capacity}, must be between 1 and {MAX_EVENT_CAPACITY}"
             )));
         }
         if let Some(near) = &self.near_cache {

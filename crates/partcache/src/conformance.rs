@@ -680,6 +680,90 @@ pub async fn an_entry_processor_can_set_a_value_with_a_ttl(h: &Harness) {
     assert_eq!(get(&c, "long").await.as_deref(), Some("1"));
 }
 
+/// A thousand years: far, but a deadline every store keeps.
+const THOUSAND_YEARS: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
+
+pub async fn writes_with_a_ttl_of_duration_max_or_a_thousand_years_are_stored(h: &Harness) {
+    // `Duration::MAX` is the usual "forever": it sets no deadline, and a thousand years
+    // is still a deadline, far away. Each write is stored, and read back.
+    for (label, ttl) in [("max", Duration::MAX), ("1000y", THOUSAND_YEARS)] {
+        let c = plain(h, &format!("ttl-{label}")).await;
+        c.put_with_ttl(k("put"), v("1"), ttl)
+            .await
+            .unwrap_or_else(|e| panic!("put_with_ttl {label}: {e}"));
+        c.put_with_ttl(k("put"), v("2"), ttl)
+            .await
+            .unwrap_or_else(|e| panic!("put_with_ttl {label}, an update: {e}"));
+        c.get_or_load_with_ttl(&k("loaded"), ttl, |_| async {
+            Ok::<_, std::io::Error>(v("1"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("get_or_load_with_ttl {label}: {e}"));
+        c.invoke(&k("invoked"), |e| e.set_value_with_ttl(v("1"), ttl))
+            .await
+            .unwrap_or_else(|e| panic!("set_value_with_ttl {label}: {e}"));
+        assert_eq!(
+            (
+                get(&c, "put").await,
+                get(&c, "loaded").await,
+                get(&c, "invoked").await
+            ),
+            (Some(v("2")), Some(v("1")), Some(v("1"))),
+            "TTL {label}"
+        );
+    }
+}
+
+/// A custom policy that answers `Duration::MAX` to every question.
+struct Forever;
+
+impl crate::expiry::CustomExpiry for Forever {
+    fn for_creation(&self) -> Option<Duration> {
+        Some(Duration::MAX)
+    }
+    fn for_access(&self) -> Option<Duration> {
+        Some(Duration::MAX)
+    }
+    fn for_update(&self) -> Option<Duration> {
+        Some(Duration::MAX)
+    }
+}
+
+pub async fn expiry_settings_of_duration_max_store_update_and_read_entries(h: &Harness) {
+    // A policy, a max-idle or a custom policy's answer of `Duration::MAX` sets no
+    // deadline: entries are created, updated and read as under an eternal policy.
+    let mut caches = Vec::new();
+    for (label, policy) in [
+        ("created", ExpiryPolicy::Created(Duration::MAX)),
+        ("modified", ExpiryPolicy::Modified(Duration::MAX)),
+        ("accessed", ExpiryPolicy::Accessed(Duration::MAX)),
+        ("touched", ExpiryPolicy::Touched(Duration::MAX)),
+    ] {
+        let built = h.cache::<String, String>(&format!("policy-max-{label}"));
+        caches.push((label, built.expiry(policy).build().await.unwrap()));
+    }
+    let built = h.cache::<String, String>("idle-max");
+    caches.push((
+        "max_idle",
+        built.max_idle(Duration::MAX).build().await.unwrap(),
+    ));
+    let built = h.cache::<String, String>("custom-max");
+    caches.push((
+        "custom",
+        built.expiry_policy(Forever).build().await.unwrap(),
+    ));
+    for (label, c) in caches {
+        c.put(k("a"), v("1"))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: a creation: {e}"));
+        c.put(k("a"), v("2"))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: an update: {e}"));
+        assert_eq!(get(&c, "a").await, Some(v("2")), "{label}: an access");
+        assert_eq!(get(&c, "a").await, Some(v("2")), "{label}: after an access");
+    }
+}
+
 // ---------------------------------------------------------------- the expiry table
 
 /// What an operation is for expiry (JSR-107 §6.4's table).
@@ -2923,6 +3007,8 @@ macro_rules! conformance_suite {
             max_idle_expires_untouched_entries,
             per_entry_ttl_expires_that_entry_only,
             an_entry_processor_can_set_a_value_with_a_ttl,
+            writes_with_a_ttl_of_duration_max_or_a_thousand_years_are_stored,
+            expiry_settings_of_duration_max_store_update_and_read_entries,
             zero_ttl_means_expired_at_once,
             expired_entries_emit_expired_events,
             max_entries_evicts_and_counts_evictions_apart_from_removals,

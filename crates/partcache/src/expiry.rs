@@ -22,6 +22,11 @@
 //! stores nothing, an update whose deadline is now removes the entry (an `Expired`
 //! event), and a read whose deadline becomes now returns the value one last time.
 //!
+//! A duration longer than [`LONGEST_DEADLINE`] (about 10,000 years; `Duration::MAX`, the
+//! usual way to write "forever", included) sets no deadline, on every store: a policy
+//! of one is [`ExpiryPolicy::Eternal`], a max-idle of one is none, and a write with such
+//! a TTL stores an entry that does not expire by it.
+//!
 //! Which operation is a creation, an update or an access follows JSR-107 §6.4 (and its
 //! reference implementation), on every store:
 //!
@@ -45,6 +50,27 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+/// The longest duration that sets a deadline: a longer one sets none (see the module
+/// docs). About 10,000 years: every store holds a deadline this far ahead (an
+/// `Instant`, and a Redis expiry time in milliseconds, which its scripts compute
+/// exactly), so a thousand-year TTL is still a deadline.
+pub const LONGEST_DEADLINE: Duration = Duration::from_secs(10_000 * 365 * 24 * 3600);
+
+/// The deadline `d` after `now`; `None` (no deadline) when `d` is longer than
+/// [`LONGEST_DEADLINE`] or the clock cannot represent that instant.
+pub fn deadline_after(now: Instant, d: Duration) -> Option<Instant> {
+    if d > LONGEST_DEADLINE {
+        return None;
+    }
+    now.checked_add(d)
+}
+
+/// `d` when it sets a deadline, `None` when it is longer than [`LONGEST_DEADLINE`] (no
+/// deadline): how a store reads a TTL or a policy's duration.
+pub fn bounded(d: Duration) -> Option<Duration> {
+    (d <= LONGEST_DEADLINE).then_some(d)
+}
+
 /// A custom expiry policy, as JCache's `ExpiryPolicy` interface (and moka's `Expiry`):
 /// the time to live an entry gets when it is created, accessed and updated. Set with
 /// [`crate::CacheBuilder::expiry_policy`]; it replaces the cache's [`ExpiryPolicy`].
@@ -52,7 +78,8 @@ use serde::{Deserialize, Serialize};
 /// Each method is asked at the moment of the operation, by the process that runs it
 /// (on a Redis store the client asks, and the partition's script applies the
 /// answers). Which operation is a creation, an access or an update is the table in the
-/// module docs. A zero duration means expired at once, as for the standard policies.
+/// module docs. A zero duration means expired at once, and one longer than
+/// [`LONGEST_DEADLINE`] no deadline, as for the standard policies.
 ///
 /// ```
 /// use partcache::expiry::CustomExpiry;
@@ -127,6 +154,24 @@ pub enum ExpiryPolicy {
     Touched(Duration),
 }
 
+impl ExpiryPolicy {
+    /// The policy as stores apply it: one whose duration is longer than
+    /// [`LONGEST_DEADLINE`] sets no deadline, which is [`ExpiryPolicy::Eternal`].
+    pub fn effective(self) -> ExpiryPolicy {
+        match self {
+            ExpiryPolicy::Created(d)
+            | ExpiryPolicy::Modified(d)
+            | ExpiryPolicy::Accessed(d)
+            | ExpiryPolicy::Touched(d)
+                if bounded(d).is_none() =>
+            {
+                ExpiryPolicy::Eternal
+            }
+            policy => policy,
+        }
+    }
+}
+
 /// A cache's complete expiry settings: the policy, and an optional max-idle time.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExpirySettings {
@@ -177,6 +222,16 @@ impl ExpirySettings {
         }
     }
 
+    /// These settings as stores apply them: a policy or a max-idle whose duration is
+    /// longer than [`LONGEST_DEADLINE`] sets no deadline, so is eternal or none.
+    pub fn effective(self) -> Self {
+        ExpirySettings {
+            policy: self.policy.effective(),
+            max_idle: self.max_idle.and_then(bounded),
+            custom: self.custom,
+        }
+    }
+
     /// `true` when reads may move deadlines (so a read must tell the store it
     /// happened). Always for a custom policy, whose answers may change.
     pub fn reads_extend(&self) -> bool {
@@ -192,30 +247,30 @@ impl ExpirySettings {
     fn sliding(&self, now: Instant, on_update: bool) -> Option<Instant> {
         if self.custom.is_some() {
             // A custom policy's deadline is a fixed one that operations set.
-            return self.max_idle.map(|i| now + i);
+            return self.max_idle.and_then(|i| deadline_after(now, i));
         }
         let policy = match self.policy {
-            ExpiryPolicy::Touched(d) => Some(now + d),
-            ExpiryPolicy::Accessed(d) if !on_update => Some(now + d),
+            ExpiryPolicy::Touched(d) => deadline_after(now, d),
+            ExpiryPolicy::Accessed(d) if !on_update => deadline_after(now, d),
             _ => None,
         };
-        earliest(policy, self.max_idle.map(|i| now + i))
+        earliest(policy, self.max_idle.and_then(|i| deadline_after(now, i)))
     }
 
     /// The fixed deadlines of a newly created entry.
     pub fn fixed_on_create(&self, now: Instant, ttl: Option<Duration>) -> FixedDeadlines {
         if let Some(Custom(custom)) = &self.custom {
             return FixedDeadlines {
-                policy: custom.for_creation().map(|d| now + d),
-                ttl: ttl.map(|t| now + t),
+                policy: custom.for_creation().and_then(|d| deadline_after(now, d)),
+                ttl: ttl.and_then(|t| deadline_after(now, t)),
             };
         }
         FixedDeadlines {
             policy: match self.policy {
-                ExpiryPolicy::Created(d) | ExpiryPolicy::Modified(d) => Some(now + d),
+                ExpiryPolicy::Created(d) | ExpiryPolicy::Modified(d) => deadline_after(now, d),
                 _ => None,
             },
-            ttl: ttl.map(|t| now + t),
+            ttl: ttl.and_then(|t| deadline_after(now, t)),
         }
     }
 
@@ -228,17 +283,21 @@ impl ExpirySettings {
     ) -> FixedDeadlines {
         if let Some(Custom(custom)) = &self.custom {
             return FixedDeadlines {
-                policy: custom.for_update().map(|d| now + d).or(old.policy),
-                ttl: ttl.map(|t| now + t),
+                // An answer sets the deadline anew, none when it is beyond the longest.
+                policy: match custom.for_update() {
+                    Some(d) => deadline_after(now, d),
+                    None => old.policy,
+                },
+                ttl: ttl.and_then(|t| deadline_after(now, t)),
             };
         }
         FixedDeadlines {
             policy: match self.policy {
                 ExpiryPolicy::Created(_) => old.policy,
-                ExpiryPolicy::Modified(d) => Some(now + d),
+                ExpiryPolicy::Modified(d) => deadline_after(now, d),
                 _ => None,
             },
-            ttl: ttl.map(|t| now + t),
+            ttl: ttl.and_then(|t| deadline_after(now, t)),
         }
     }
 
@@ -261,7 +320,7 @@ impl ExpirySettings {
         remaining: Option<Duration>,
     ) -> Option<Duration> {
         let kept_access = match self.policy {
-            ExpiryPolicy::Accessed(_) => remaining.map(|r| now + r),
+            ExpiryPolicy::Accessed(_) => remaining.and_then(|r| deadline_after(now, r)),
             _ => None,
         };
         until(
@@ -305,7 +364,10 @@ impl ExpirySettings {
     ) -> Option<(FixedDeadlines, Option<Duration>)> {
         let Custom(custom) = self.custom.as_ref()?;
         let fixed = FixedDeadlines {
-            policy: custom.for_access().map(|d| now + d).or(fixed.policy),
+            policy: match custom.for_access() {
+                Some(d) => deadline_after(now, d),
+                None => fixed.policy,
+            },
             ttl: fixed.ttl,
         };
         Some((
@@ -476,5 +538,72 @@ mod tests {
         let s = custom(Fixed(Some(Duration::ZERO), None, None));
         assert_eq!(s.on_create(t0, None).1, Some(Duration::ZERO));
         assert!(s.reads_extend());
+    }
+
+    #[test]
+    fn durations_beyond_the_longest_deadline_set_no_deadline() {
+        let t0 = Instant::now();
+        let forever = Duration::MAX;
+        let beyond = LONGEST_DEADLINE + S;
+        for d in [forever, beyond] {
+            for policy in [
+                ExpiryPolicy::Created(d),
+                ExpiryPolicy::Modified(d),
+                ExpiryPolicy::Accessed(d),
+                ExpiryPolicy::Touched(d),
+            ] {
+                for s in [settings(policy), settings(policy).effective()] {
+                    let (fixed, ttl) = s.on_create(t0, None);
+                    assert_eq!(ttl, None, "{policy:?}: a creation");
+                    assert_eq!(s.on_update(t0 + S, fixed, None, None).1, None, "{policy:?}");
+                    assert_eq!(s.on_read(t0 + S, fixed, None), None, "{policy:?}: a read");
+                }
+                assert_eq!(policy.effective(), ExpiryPolicy::Eternal);
+            }
+            let idle = ExpirySettings {
+                max_idle: Some(d),
+                ..ExpirySettings::default()
+            };
+            assert_eq!(idle.on_create(t0, None).1, None, "max-idle");
+            assert_eq!(idle.effective().max_idle, None);
+            let (fixed, ttl) = settings(ExpiryPolicy::Eternal).on_create(t0, Some(d));
+            assert_eq!((fixed.ttl, ttl), (None, None), "a per-entry TTL");
+            // Under a policy with a deadline, the policy's deadline stays.
+            let (_, ttl) = settings(ExpiryPolicy::Created(D)).on_create(t0, Some(d));
+            assert_eq!(ttl, Some(D));
+        }
+        // The longest deadline and a thousand years are deadlines.
+        let thousand_years = Duration::from_secs(1000 * 365 * 24 * 3600);
+        for d in [thousand_years, LONGEST_DEADLINE] {
+            assert_eq!(
+                settings(ExpiryPolicy::Created(d)).on_create(t0, None).1,
+                Some(d)
+            );
+            assert_eq!(
+                settings(ExpiryPolicy::Eternal).on_create(t0, Some(d)).1,
+                Some(d)
+            );
+            assert_eq!(
+                ExpiryPolicy::Touched(d).effective(),
+                ExpiryPolicy::Touched(d)
+            );
+        }
+    }
+
+    #[test]
+    fn a_custom_answer_beyond_the_longest_deadline_removes_the_deadline() {
+        let t0 = Instant::now();
+        let s = custom(Fixed(Some(Duration::MAX), None, None));
+        assert_eq!(s.on_create(t0, None).1, None, "a creation");
+        // An access or an update that answers "forever" ends the deadline set before,
+        // where `None` would keep it.
+        let s = custom(Fixed(Some(D), Some(Duration::MAX), Some(Duration::MAX)));
+        let (fixed, _) = s.on_create(t0, None);
+        assert_eq!(s.on_access(t0 + S, fixed).unwrap().1, None, "an access");
+        assert_eq!(
+            s.on_update(t0 + S, fixed, Some(D), None).1,
+            None,
+            "an update"
+        );
     }
 }

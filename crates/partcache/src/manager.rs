@@ -350,7 +350,9 @@ pub struct CacheBuilder<K, V> {
 }
 
 impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
-    /// The expiry policy (default: eternal).
+    /// The expiry policy (default: eternal). A duration longer than
+    /// [`crate::expiry::LONGEST_DEADLINE`] (such as `Duration::MAX`) sets no deadline:
+    /// the policy is then eternal.
     pub fn expiry(mut self, policy: ExpiryPolicy) -> Self {
         self.config.expiry = Some(policy);
         self
@@ -373,6 +375,8 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     }
 
     /// Expire entries neither read nor written for this long (combines with the policy).
+    /// One longer than [`crate::expiry::LONGEST_DEADLINE`] (such as `Duration::MAX`) is
+    /// no max-idle.
     pub fn max_idle(mut self, idle: Duration) -> Self {
         self.config.max_idle = Some(idle);
         self
@@ -428,7 +432,9 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
-    /// Events buffered per subscriber (default 1024).
+    /// Events buffered per subscriber (default 1024, at most
+    /// [`crate::config::MAX_EVENT_CAPACITY`]: the buffer is allocated when the cache is
+    /// built; `build()` refuses a larger one with [`Error::Config`]).
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.config.event_capacity = Some(capacity);
         self
@@ -813,6 +819,31 @@ mod tests {
         assert_eq!(manager.cache_names(), ["tiny"]);
         assert!(manager.get_cache::<u32, u32>("tiny").is_some());
         assert!(manager.get_cache::<u32, String>("tiny").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_event_capacity_beyond_the_maximum_is_a_config_error_at_build() {
+        let manager = CacheManager::from_url("memory://").unwrap();
+        for capacity in [crate::config::MAX_EVENT_CAPACITY + 1, usize::MAX] {
+            // Run in a task: a panic at build (the channel's own limit) is reported as
+            // what it is, not as this test's failure to build.
+            let built = tokio::spawn(
+                manager
+                    .cache::<u32, u32>("events")
+                    .event_capacity(capacity)
+                    .build(),
+            )
+            .await
+            .expect("build returns");
+            match built {
+                Err(Error::Config(message)) => {
+                    assert!(message.contains("event_capacity"), "{message}")
+                }
+                other => panic!("event_capacity {capacity}: {:?}", other.map(drop)),
+            }
+        }
+        let small = manager.cache::<u32, u32>("events").event_capacity(64);
+        assert!(small.build().await.is_ok());
     }
 
     #[tokio::test]

@@ -95,7 +95,9 @@ impl OpenState {
 
 impl StoreInner {
     /// The cache `spec` describes, on the deployment of `batcher` (no I/O).
-    pub(super) fn new(batcher: Arc<Batcher>, spec: RawCacheSpec) -> StoreInner {
+    pub(super) fn new(batcher: Arc<Batcher>, mut spec: RawCacheSpec) -> StoreInner {
+        // Durations beyond the longest deadline set none, as on every store.
+        spec.expiry = spec.expiry.effective();
         let deployment = batcher.deployment.clone();
         let event_mode = EventMode::new(spec.publish_events, deployment.router.is_cluster());
         let database = deployment.database();
@@ -109,10 +111,7 @@ impl StoreInner {
             ))),
             settings,
             custom: spec.expiry.custom.clone(),
-            max_idle_ms: spec
-                .expiry
-                .max_idle
-                .map(|i| u64::try_from(millis(i)).unwrap_or(u64::MAX)),
+            max_idle_ms: spec.expiry.max_idle.map(millis),
             event_mode,
             plain_reads: !spec.expiry.reads_extend() && spec.max_entries.is_none(),
             indexed: spec.max_entries.is_some() || spec.expiry.max_idle.is_some(),

@@ -171,6 +171,26 @@ async fn a_server_that_stops_answering_times_out_within_the_response_timeout() {
     }
 }
 
+/// A `DeploymentUrl` built in code (as `RedisBackend::new`'s example does) with a
+/// response timeout of `Duration::MAX`, the usual "no timeout": every call works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_timeout_of_duration_max_set_in_code_is_no_timeout() {
+    let mut url = partcache_redis::url::parse(&standalone_url()).unwrap();
+    url.response_timeout = Duration::MAX;
+    let manager = partcache::CacheManager::with_backend(std::sync::Arc::new(
+        partcache_redis::RedisBackend::new(url),
+    ));
+    // In a task, so that a panic is reported as the call's outcome.
+    let calls = tokio::spawn(async move {
+        let cache: Cache<String, String> = manager.cache(&unique("rt-max")).build().await?;
+        cache.put("k".to_string(), "v".to_string()).await?;
+        let got = cache.get(&"k".to_string()).await?;
+        Ok::<_, Error>(got.map(|v| (*v).clone()))
+    });
+    let got = calls.await.expect("the calls return");
+    assert_eq!(got.expect("the calls succeed"), Some("v".to_string()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_built_while_the_server_is_down_works_once_it_is_up() {
     let server = tokio::task::block_in_place(|| {

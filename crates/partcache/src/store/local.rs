@@ -306,6 +306,8 @@ where
             stats,
             events,
         } = config;
+        // Durations beyond the longest deadline set none (moka's own expiry included).
+        let expiry = expiry.effective();
         let own = own_expiry(&expiry);
         let deadlines = own.map(|_| Arc::new(Deadlines::new()));
         let mut builder = moka::sync::Cache::builder().eviction_policy(EvictionPolicy::lru());

@@ -715,7 +715,7 @@ mod tests {
             };
             let applied = match write.action {
                 RawAction::Put { blob, ttl } if holds => {
-                    let deadline = ttl.map(|t| now + t);
+                    let deadline = ttl.and_then(|t| now.checked_add(t));
                     self.entries
                         .lock()
                         .insert(key.text.clone(), (blob, deadline));
@@ -736,7 +736,7 @@ mod tests {
             entries: Vec<(RawKey, Vec<u8>)>,
             ttl: Option<Duration>,
         ) -> Result<u64> {
-            let deadline = ttl.map(|t| Instant::now() + t);
+            let deadline = ttl.and_then(|t| Instant::now().checked_add(t));
             let mut map = self.entries.lock();
             let stored = entries.len() as u64;
             for (key, blob) in entries {
