@@ -23,3 +23,4 @@ mod store;
 mod timeouts;
 mod tls;
 mod topology;
+mod review2;

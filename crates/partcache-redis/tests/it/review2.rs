@@ -1,0 +1,710 @@
+//! Review probes (branch review2).
+
+use crate::common;
+use common::unique;
+use std::time::Duration;
+
+use partcache::Cache;
+use partcache::expiry::ExpiryPolicy;
+
+fn standalone_url() -> String {
+    tokio::task::block_in_place(|| common::standalone().url())
+}
+
+fn cluster_url() -> String {
+    tokio::task::block_in_place(|| common::cluster().seed_url())
+}
+
+async fn ttl_max(url: &str) {
+    let cache: Cache<String, String> = common::manager(url)
+        .cache(&unique("ttlmax"))
+        .build()
+        .await
+        .unwrap();
+    cache
+        .put_with_ttl("k".into(), "v".to_string(), Duration::MAX)
+        .await
+        .expect("a put with the longest TTL");
+    assert_eq!(
+        cache.get(&"k".to_string()).await.unwrap().as_deref().map(String::as_str),
+        Some("v")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_a_put_with_a_ttl_of_duration_max_is_stored() {
+    ttl_max(&standalone_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_a_put_with_a_ttl_of_a_thousand_years_is_stored() {
+    let cache: Cache<String, String> = common::manager(&standalone_url())
+        .cache(&unique("ttl1000y"))
+        .build()
+        .await
+        .unwrap();
+    cache
+        .put_with_ttl("k".into(), "v".to_string(), Duration::from_secs(1000 * 365 * 86_400))
+        .await
+        .expect("a put with a long TTL");
+    assert_eq!(
+        cache.get(&"k".to_string()).await.unwrap().as_deref().map(String::as_str),
+        Some("v")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_policies_of_duration_max_store_and_update() {
+    let url = standalone_url();
+    for (i, p) in [
+        ExpiryPolicy::Created(Duration::MAX),
+        ExpiryPolicy::Modified(Duration::MAX),
+        ExpiryPolicy::Accessed(Duration::MAX),
+        ExpiryPolicy::Touched(Duration::MAX),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cache: Cache<String, String> = common::manager(&url)
+            .cache(&unique(&format!("pmax{i}")))
+            .expiry(p)
+            .build()
+            .await
+            .unwrap();
+        cache.put("k".into(), "v".to_string()).await.unwrap_or_else(|e| panic!("{p:?} create: {e}"));
+        cache.put("k".into(), "w".to_string()).await.unwrap_or_else(|e| panic!("{p:?} update: {e}"));
+        assert_eq!(
+            cache.get(&"k".to_string()).await.unwrap().as_deref().map(String::as_str),
+            Some("w"),
+            "{p:?}"
+        );
+    }
+}
+
+use partcache::event::EventFilter;
+use partcache::CacheManager;
+
+fn near_manager(url: &str) -> CacheManager {
+    partcache_redis::install();
+    let config = format!(
+        "url = \"{url}\"\n[defaults]\nnear_cache = {{ max_entries = 10000, max_staleness = \"1s\" }}\n"
+    );
+    CacheManager::from_config_str(&config).expect("manager")
+}
+
+/// One scenario of odd-but-legal inputs (duplicate keys); returns what it observed.
+async fn duplicates(manager: &CacheManager, label: &str, max: Option<u64>) -> Vec<String> {
+    let mut b = manager.cache::<String, String>(&unique(label));
+    if let Some(m) = max {
+        b = b.max_entries(m);
+    }
+    let c = b.build().await.unwrap();
+    let mut rx = c.listen(EventFilter::all()).await.unwrap();
+    let mut out = Vec::new();
+    let s = |s: &str| s.to_string();
+    c.put_all([(s("a"), s("1")), (s("a"), s("2"))]).await.unwrap();
+    out.push(format!("put_all dup -> get a = {:?}", c.get(&s("a")).await.unwrap()));
+    c.put(s("b"), s("x")).await.unwrap();
+    let n = c.remove_all_keys(&[s("b"), s("b")]).await.unwrap();
+    out.push(format!("remove_all_keys [b,b] -> {n}"));
+    let all = c.get_all(&[s("a"), s("a"), s("zz")]).await.unwrap();
+    out.push(format!("get_all [a,a,zz] -> {all:?}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut events = Vec::new();
+    while let Some(e) = rx.try_recv() {
+        let e = e.unwrap();
+        events.push(format!("{:?} {} {:?}", e.kind, e.key, e.value));
+    }
+    out.push(format!("events {events:?}"));
+    let st = c.stats();
+    out.push(format!(
+        "stats hits={} misses={} puts={} removals={} evictions={} expirations={}",
+        st.hits, st.misses, st.puts, st.removals, st.evictions, st.expirations
+    ));
+    out.push(format!("len={}", c.len().await.unwrap()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_keys_behave_alike_on_every_store() {
+    let memory = CacheManager::from_url("memory://").unwrap();
+    let standalone = common::manager(&standalone_url());
+    let cluster = common::manager(&cluster_url());
+    let near = near_manager(&cluster_url());
+    for max in [None, Some(100)] {
+        let want = duplicates(&memory, "dup-mem", max).await;
+        for (name, m) in [("standalone", &standalone), ("cluster", &cluster), ("near", &near)] {
+            let got = duplicates(m, &format!("dup-{name}"), max).await;
+            println!("{name} max={max:?}\n  memory: {want:#?}\n  {name}: {got:#?}");
+            assert_eq!(got, want, "{name} max={max:?}");
+        }
+    }
+}
+
+/// Expiry-and-conditional-operations scenario; events sorted (stores announce expiries
+/// at different moments), stats after run_pending_tasks.
+async fn expiring(manager: &CacheManager, label: &str, policy: ExpiryPolicy, max: Option<u64>) -> Vec<String> {
+    let mut b = manager.cache::<String, String>(&unique(label)).expiry(policy);
+    if let Some(m) = max {
+        b = b.max_entries(m);
+    }
+    let c = b.build().await.unwrap();
+    let mut rx = c.listen(EventFilter::all()).await.unwrap();
+    let s = |s: &str| s.to_string();
+    let mut out = Vec::new();
+    c.put(s("a"), s("1")).await.unwrap();
+    c.put_with_ttl(s("b"), s("1"), Duration::from_millis(150)).await.unwrap();
+    c.put_with_ttl(s("c"), s("1"), Duration::from_millis(150)).await.unwrap();
+    c.put_with_ttl(s("d"), s("1"), Duration::from_millis(150)).await.unwrap();
+    c.put_with_ttl(s("e"), s("1"), Duration::from_millis(150)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    out.push(format!("get b {:?}", c.get(&s("b")).await.unwrap()));
+    out.push(format!("contains c {:?}", c.contains_key(&s("c")).await.unwrap()));
+    out.push(format!("replace c {:?}", c.replace(s("c"), s("2")).await.unwrap()));
+    out.push(format!("put_if_absent d {:?}", c.put_if_absent(s("d"), s("2")).await.unwrap()));
+    out.push(format!("get_and_put e {:?}", c.get_and_put(s("e"), s("2")).await.unwrap()));
+    out.push(format!("get_and_replace a {:?}", c.get_and_replace(s("a"), s("3")).await.unwrap()));
+    out.push(format!("remove_if_equals a {:?}", c.remove_if_equals(&s("a"), s("9")).await.unwrap()));
+    out.push(format!("get_and_remove a {:?}", c.get_and_remove(&s("a")).await.unwrap()));
+    let mut keys: Vec<String> = {
+        use futures::TryStreamExt;
+        c.keys().try_collect().await.unwrap()
+    };
+    keys.sort();
+    // (len: see partcache/tests/review2.rs, len_does_not_count_an_entry_past_its_ttl)
+    out.push(format!("keys {keys:?}"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..30 {
+        c.run_pending_tasks().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut events = Vec::new();
+    while let Some(e) = rx.try_recv() {
+        let e = e.unwrap();
+        // Remote stores announce an expiry without its value (documented).
+        let value = if e.kind == partcache::EventKind::Expired { None } else { e.value };
+        events.push(format!("{:?} {} {:?}", e.kind, e.key, value));
+    }
+    events.sort();
+    out.push(format!("events {events:#?}"));
+    let st = c.stats();
+    out.push(format!(
+        "stats hits={} misses={} puts={} removals={} evictions={} expirations={}",
+        st.hits, st.misses, st.puts, st.removals, st.evictions, st.expirations
+    ));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_entries_behave_alike_on_every_store() {
+    let memory = CacheManager::from_url("memory://").unwrap();
+    let standalone = common::manager(&standalone_url());
+    let cluster = common::manager(&cluster_url());
+    let mut failures = Vec::new();
+    for policy in [
+        ExpiryPolicy::Eternal,
+        ExpiryPolicy::Created(Duration::from_secs(60)),
+        ExpiryPolicy::Modified(Duration::from_secs(60)),
+        ExpiryPolicy::Accessed(Duration::from_secs(60)),
+        ExpiryPolicy::Touched(Duration::from_secs(60)),
+    ] {
+        for max in [None, Some(100)] {
+            let want = expiring(&memory, "exp-mem", policy, max).await;
+            for (name, m) in [("standalone", &standalone), ("cluster", &cluster)] {
+                let got = expiring(m, &format!("exp-{name}"), policy, max).await;
+                if got != want {
+                    println!("{name} {policy:?} max={max:?}\n  memory: {want:#?}\n  {name}: {got:#?}");
+                    failures.push(format!("{name} {policy:?} {max:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+mod cross {
+    use super::*;
+    use partcache::NearCache;
+    use std::time::Instant;
+
+    const STALENESS: Duration = Duration::from_millis(600);
+
+    async fn until_local(cache: &Cache<String, u64>, key: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let before = cache.stats().near_hits;
+            cache.get(&key.to_string()).await.expect("get");
+            if cache.stats().near_hits > before {
+                return;
+            }
+            assert!(Instant::now() < deadline, "`{key}` never served locally");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn until_reads(cache: &Cache<String, u64>, key: &str, want: Option<u64>, what: &str) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            let got = cache.get(&key.to_string()).await.expect("get").map(|v| *v);
+            if got == want {
+                return Ok(());
+            }
+            if started.elapsed() > STALENESS + Duration::from_millis(1500) {
+                return Err(format!("after {what}: `{key}` still reads {got:?}, not {want:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn every_write_kind(url: &str, max: Option<u64>) -> Vec<String> {
+        let (a, b) = (common::manager(url), common::manager(url));
+        let name = unique("near-x");
+        let mut rb = a.cache::<String, u64>(&name).near_cache(NearCache::max_entries(10_000).max_staleness(STALENESS));
+        let mut wb = b.cache::<String, u64>(&name);
+        if let Some(m) = max {
+            rb = rb.max_entries(m);
+            wb = wb.max_entries(m);
+        }
+        let reader = rb.build().await.unwrap();
+        let writer = wb.build().await.unwrap();
+        let mut failures = Vec::new();
+        let k = |i: u64| format!("k{i}");
+        for round in 0..16u64 {
+            let key = k(round);
+            writer.put(key.clone(), 0).await.unwrap();
+            until_local(&reader, &key).await;
+            let (what, want) = match round {
+                0 => { writer.put(key.clone(), 1).await.unwrap(); ("put", Some(1)) }
+                1 => { writer.put_all([(key.clone(), 1), (k(100), 1)]).await.unwrap(); ("put_all", Some(1)) }
+                2 => { writer.get_and_put(key.clone(), 1).await.unwrap(); ("get_and_put", Some(1)) }
+                3 => { writer.replace(key.clone(), 1).await.unwrap(); ("replace", Some(1)) }
+                4 => { writer.replace_if_equals(key.clone(), 0, 1).await.unwrap(); ("replace_if_equals", Some(1)) }
+                5 => { writer.remove(&key).await.unwrap(); ("remove", None) }
+                6 => { writer.remove_if_equals(&key, 0).await.unwrap(); ("remove_if_equals", None) }
+                7 => { writer.get_and_remove(&key).await.unwrap(); ("get_and_remove", None) }
+                8 => { writer.remove_all_keys(&[key.clone(), k(101)]).await.unwrap(); ("remove_all_keys", None) }
+                9 => { writer.invoke(&key, |e| e.set_value(1u64)).await.unwrap(); ("invoke set", Some(1)) }
+                10 => { writer.invoke(&key, |e| e.remove()).await.unwrap(); ("invoke remove", None) }
+                11 => { writer.put_with_ttl(key.clone(), 1, Duration::from_secs(60)).await.unwrap(); ("put_with_ttl", Some(1)) }
+                12 => {
+                    // Concurrent puts share batched calls.
+                    let puts = (0..50u64).map(|i| writer.put(if i == 0 { key.clone() } else { format!("f{i}") }, 1));
+                    for r in futures::future::join_all(puts).await { r.unwrap(); }
+                    ("concurrent puts", Some(1))
+                }
+                13 => { writer.put_with_ttl(key.clone(), 1, Duration::from_millis(100)).await.unwrap(); ("put_with_ttl 100ms (then expired)", None) }
+                14 => { writer.remove_all().await.unwrap(); ("remove_all", None) }
+                _ => { writer.clear().await.unwrap(); ("clear", None) }
+            };
+            if round == 13 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            if let Err(e) = until_reads(&reader, &key, want, what).await {
+                failures.push(e);
+            }
+        }
+        failures
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_process_writes_of_every_kind_reach_a_near_cache() {
+        let mut failures = Vec::new();
+        for (name, url) in [("standalone", standalone_url()), ("cluster", cluster_url())] {
+            for max in [None, Some(1000)] {
+                for f in every_write_kind(&url, max).await {
+                    failures.push(format!("{name} max={max:?}: {f}"));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+}
+
+async fn empty_inputs(m: &CacheManager) -> Vec<String> {
+    let c = m.cache::<String, String>(&unique("empty")).build().await.unwrap();
+    let mut out = Vec::new();
+    out.push(format!("get_all {:?}", c.get_all(&[]).await.map(|v| v.len())));
+    out.push(format!("remove_all_keys {:?}", c.remove_all_keys(&[]).await));
+    out.push(format!("put_all {:?}", c.put_all(Vec::<(String, String)>::new()).await));
+    out.push(format!("invoke_all {:?}", c.invoke_all(&[], |_k, _e| ()).await.len()));
+    out.push(format!("load_all {:?}", c.load_all(&[], true).await.map(|v| v.len())));
+    out.push(format!("empty key {:?}", c.put(String::new(), "v".to_string()).await));
+    out.push(format!("get empty key {:?}", c.get(&String::new()).await));
+    let odd = "\u{0}\r\n{}*?[]\\:~ é".to_string();
+    out.push(format!("odd key {:?}", c.put(odd.clone(), "v".to_string()).await));
+    out.push(format!("get odd key {:?}", c.get(&odd).await));
+    let mut keys: Vec<String> = {
+        use futures::TryStreamExt;
+        c.keys().try_collect().await.unwrap()
+    };
+    keys.sort();
+    out.push(format!("keys {keys:?} len {:?}", c.len().await));
+    out.push(format!("remove_all {:?}", c.remove_all().await));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_odd_inputs_behave_alike_on_every_store() {
+    let memory = CacheManager::from_url("memory://").unwrap();
+    let want = empty_inputs(&memory).await;
+    for (name, url) in [("standalone", standalone_url()), ("cluster", cluster_url())] {
+        let got = empty_inputs(&common::manager(&url)).await;
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+/// Odd settings: each must build and work, or be refused with an error; never panic.
+async fn odd_settings(url: &str) -> Vec<String> {
+    let m = if url == "memory://" { CacheManager::from_url(url).unwrap() } else { common::manager(url) };
+    let mut out = Vec::new();
+    macro_rules! probe {
+        ($what:expr, $builder:expr) => {{
+            let built: partcache::Result<Cache<String, String>> = $builder.build().await;
+            let r = match built {
+                Err(e) => format!("build error: {}", e.to_string().split(':').next().unwrap_or("")),
+                Ok(c) => {
+                    let put = c.put("k".into(), "v".to_string()).await.map_err(|e| e.to_string());
+                    let get = c.get(&"k".to_string()).await.map(|v| v.map(|v| (*v).clone())).map_err(|e| e.to_string());
+                    let load = c
+                        .get_or_load(&"l".to_string(), |_k| async { Ok::<_, std::io::Error>("x".to_string()) })
+                        .await
+                        .map(|v| (*v).clone())
+                        .map_err(|e| e.to_string());
+                    format!("put {put:?} get {get:?} load {load:?}")
+                }
+            };
+            out.push(format!("{}: {}", $what, r));
+        }};
+    }
+    probe!("lease_ttl MAX", m.cache(&unique("odd2")).lease_ttl(Duration::MAX));
+    probe!("max_entries 0", m.cache(&unique("odd3")).max_entries(0));
+    probe!("max_value_bytes 0", m.cache(&unique("odd4")).max_value_bytes(0));
+    probe!("event_capacity 0", m.cache(&unique("odd5")).event_capacity(0));
+    probe!("max_idle 0", m.cache(&unique("odd6")).max_idle(Duration::ZERO));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_settings_never_panic() {
+    for url in ["memory://".to_string(), standalone_url()] {
+        let url2 = url.clone();
+        let r = tokio::spawn(async move { odd_settings(&url2).await }).await;
+        match r {
+            Ok(out) => println!("{url}: {out:#?}"),
+            Err(e) => panic!("{url}: panicked: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_a_max_idle_of_duration_max_stores_and_reads() {
+    let cache: Cache<String, String> = common::manager(&standalone_url())
+        .cache(&unique("idlemax"))
+        .max_idle(Duration::MAX)
+        .build()
+        .await
+        .unwrap();
+    cache.put("k".into(), "v".to_string()).await.expect("put");
+    assert_eq!(
+        cache.get(&"k".to_string()).await.expect("get").as_deref().map(String::as_str),
+        Some("v")
+    );
+}
+
+mod undecodable {
+    use super::*;
+    use partcache::partition::HashingPolicy;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Overwrites `key`'s entry of `cache` (named `name`) with bytes no codec reads:
+    /// what a value written by an older version of the value type looks like.
+    async fn corrupt(url: &str, name: &str, cache: &Cache<String, String>, key: &str) {
+        let map = cache.partition_map().unwrap().clone();
+        let partition = map.partition_of(&HashingPolicy::Standard, key).unwrap();
+        let entry = format!("pc:{{{}}}:{name}:e:{key}", map.tag(partition));
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&entry)
+            .arg(b"\xde\xad\xbe\xef".as_slice())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    /// An entry that does not decode is a miss; a load of the key then replaces it,
+    /// so that the loader runs once, not on every read for as long as the bytes stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_replaces_an_undecodable_entry() {
+        let url = standalone_url();
+        let name = unique("undecodable-load");
+        let cache: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
+        let k = "k".to_string();
+        cache.put(k.clone(), "v1".to_string()).await.unwrap();
+        corrupt(&url, &name, &cache, "k").await;
+        let loads = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let loads = loads.clone();
+            let v = cache
+                .get_or_load(&k, move |_k| async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>("v2".to_string())
+                })
+                .await
+                .unwrap();
+            assert_eq!(*v, "v2");
+        }
+        let got = cache.get(&k).await.unwrap();
+        assert_eq!(
+            (loads.load(Ordering::SeqCst), got.as_deref().map(String::as_str)),
+            (1, Some("v2")),
+            "the loader ran on every read and the undecodable bytes stayed (stats {:?})",
+            cache.stats()
+        );
+    }
+
+    /// The same answer from every operation: `get` says absent, so `put_if_absent`
+    /// must store (memory:// would).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn put_if_absent_over_an_undecodable_entry_agrees_with_get() {
+        let url = standalone_url();
+        let name = unique("undecodable-pia");
+        let cache: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
+        let k = "k".to_string();
+        cache.put(k.clone(), "v1".to_string()).await.unwrap();
+        corrupt(&url, &name, &cache, "k").await;
+        assert_eq!(cache.get(&k).await.unwrap(), None);
+        let stored = cache.put_if_absent(k.clone(), "v2".to_string()).await.unwrap();
+        let got = cache.get(&k).await.unwrap();
+        assert_eq!(
+            (stored, got.as_deref().map(String::as_str)),
+            (true, Some("v2")),
+            "get says absent, put_if_absent says present"
+        );
+    }
+}
+
+mod silent {
+    use super::*;
+    use partcache::NearCache;
+    use std::time::Instant;
+
+    /// Every cache call against a server that accepts connections and never answers
+    /// (a frozen process) returns, with an error or a value, within a small multiple of
+    /// `response_timeout` (300 ms): the times each took.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_call_to_a_silent_server_returns_within_its_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let manager = common::manager(&format!(
+            "redis://127.0.0.1:{port}?connect_timeout=300ms&response_timeout=300ms&breaker_failures=0"
+        ));
+        let mut times: Vec<(String, Duration, String)> = Vec::new();
+        macro_rules! timed {
+            ($what:expr, $e:expr) => {{
+                let start = Instant::now();
+                let r = tokio::time::timeout(Duration::from_secs(20), async { $e }).await;
+                let took = start.elapsed();
+                times.push(($what.to_string(), took, format!("{:?}", r.map(|r| format!("{r:?}").chars().take(60).collect::<String>()))));
+            }};
+        }
+        let c: Cache<String, String> = manager.cache("silent-all").build().await.unwrap();
+        let k = "k".to_string();
+        timed!("get", c.get(&k).await);
+        timed!("put", c.put(k.clone(), "v".to_string()).await);
+        timed!("get_all", c.get_all(&["a".to_string(), "b".to_string(), "c".to_string()]).await);
+        timed!("put_all", c.put_all([("a".to_string(), "1".to_string()), ("b".to_string(), "1".to_string())]).await);
+        timed!("put_if_absent", c.put_if_absent(k.clone(), "v".to_string()).await);
+        timed!("remove_all_keys", c.remove_all_keys(&["a".to_string(), "b".to_string()]).await);
+        timed!("remove_all", c.remove_all().await);
+        timed!("clear", c.clear().await);
+        timed!("len", c.len().await);
+        timed!("keys", {
+            use futures::StreamExt;
+            c.keys().collect::<Vec<_>>().await.len()
+        });
+        timed!("invoke", c.invoke(&k, |e| e.set_value("w".to_string())).await);
+        timed!("get_or_load", c.get_or_load(&k, |_k| async { Ok::<_, std::io::Error>("x".to_string()) }).await);
+        timed!("contains_key", c.contains_key(&k).await);
+        timed!("listen", c.listen(partcache::EventFilter::all()).await.map(|_| ()));
+        timed!("run_pending_tasks", c.run_pending_tasks().await);
+        timed!("balance_report", c.balance_report().await.map(|_| ()));
+        let near = manager
+            .cache::<String, String>("silent-near")
+            .near_cache(NearCache::max_entries(100))
+            .build()
+            .await;
+        match near {
+            Ok(n) => timed!("near get", n.get(&k).await),
+            Err(e) => times.push(("near build".into(), Duration::ZERO, format!("{e}"))),
+        }
+        timed!("close", c.close().await);
+        for (what, took, r) in &times {
+            println!("{what:>18}: {took:>10.1?} {r}");
+        }
+        let slow: Vec<_> = times
+            .iter()
+            .filter(|(_, took, _)| *took > Duration::from_millis(1300))
+            .map(|(w, t, _)| format!("{w}: {t:?}"))
+            .collect();
+        assert!(slow.is_empty(), "calls past 1.3 s (response_timeout 300 ms): {slow:#?}");
+    }
+}
+
+/// A near cache's guarantee across processes: another process's write is never
+/// served from it past `max_staleness`, whatever that process's settings. A process
+/// that opened the cache with `publish_events(false)` writes without any message, and
+/// nothing (no stored layout setting, no vouch) tells the near cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_writer_in_another_process_leaves_a_near_cache_stale() {
+    use partcache::NearCache;
+    use std::time::Instant;
+    let url = standalone_url();
+    let (a, b) = (common::manager(&url), common::manager(&url));
+    let name = unique("near-silent-writer");
+    let reader: Cache<String, u64> = a
+        .cache(&name)
+        .near_cache(NearCache::max_entries(100).max_staleness(Duration::from_millis(300)))
+        .build()
+        .await
+        .unwrap();
+    let writer: Cache<String, u64> = b.cache(&name).publish_events(false).build().await.unwrap();
+    let k = "k".to_string();
+    writer.put(k.clone(), 1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = reader.stats().near_hits;
+        assert_eq!(reader.get(&k).await.unwrap().map(|v| *v), Some(1));
+        if reader.stats().near_hits > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served locally");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.put(k.clone(), 2).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        reader.get(&k).await.unwrap().map(|v| *v),
+        Some(2),
+        "the near cache serves a value overwritten 2 s ago (max_staleness 300 ms)"
+    );
+}
+
+/// Two processes of one cache whose hashing rules differ (a rolling deploy that adds
+/// `hashing_rules`) put one key in two partitions: each reads its own copy, and one's
+/// update or removal never reaches the other's. Another partition count is refused
+/// (`LayoutMismatch`); other hashing rules are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_with_other_hashing_rules_split_a_key_silently() {
+    let url = standalone_url();
+    let name = unique("hashing-split");
+    partcache_redis::install();
+    let old = CacheManager::from_url(&url).unwrap();
+    let new = CacheManager::from_config_str(&format!(
+        "url = \"{url}\"\n[caches.\"{name}\"]\nhashing_rules = ['^(?<tag>user):']\n"
+    ))
+    .unwrap();
+    let a: Cache<String, u64> = old.cache(&name).build().await.unwrap();
+    let b = new.cache::<String, u64>(&name).build().await;
+    let Ok(b) = b else {
+        return; // refused: the mismatch is detected
+    };
+    // A key whose partition differs between the two policies.
+    let key = (0..200)
+        .map(|i| format!("user:{i}"))
+        .find(|k| {
+            let (ma, mb) = (a.partition_map().unwrap(), b.partition_map().unwrap());
+            let std = ma.partition_of(&partcache::partition::HashingPolicy::Standard, k).unwrap();
+            let custom = mb
+                .partition_of(&partcache::partition::HashingPolicy::custom(["^(?<tag>user):"]).unwrap(), k)
+                .unwrap();
+            std != custom
+        })
+        .unwrap();
+    a.put(key.clone(), 1).await.unwrap();
+    b.put(key.clone(), 2).await.unwrap();
+    a.remove(&key).await.unwrap();
+    assert_eq!(
+        b.get(&key).await.unwrap().map(|v| *v),
+        None,
+        "a removal by one process left the other's copy of `{key}`"
+    );
+}
+
+/// A `DeploymentUrl` built in code (as `RedisBackend::new`'s example does) with a
+/// response timeout of `Duration::MAX` ("no timeout"): calls must work, not panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_timeout_of_duration_max_does_not_panic() {
+    let mut url = partcache_redis::url::parse(&standalone_url()).unwrap();
+    url.response_timeout = Duration::MAX;
+    let manager = CacheManager::with_backend(std::sync::Arc::new(partcache_redis::RedisBackend::new(url)));
+    let run = tokio::spawn(async move {
+        let c: Cache<String, String> = manager.cache(&unique("rt-max")).build().await.unwrap();
+        c.put("k".into(), "v".to_string()).await.unwrap();
+        c.get(&"k".to_string()).await.unwrap().map(|v| (*v).clone())
+    });
+    assert_eq!(run.await.expect("no panic"), Some("v".to_string()));
+}
+
+/// A listener in another process hears what the writing process's own listener hears
+/// (kinds, keys, values; not `old_value`, documented), in the same order per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_hears_what_the_writer_hears() {
+    for url in [standalone_url(), cluster_url()] {
+        let (a, b) = (common::manager(&url), common::manager(&url));
+        let name = unique("events-x");
+        let other: Cache<String, String> = a.cache(&name).max_entries(3000).build().await.unwrap();
+        let writer: Cache<String, String> = b.cache(&name).max_entries(3000).build().await.unwrap();
+        let mut far = other.listen(EventFilter::all()).await.unwrap();
+        let mut near = writer.listen(EventFilter::all()).await.unwrap();
+        let s = |x: &str| x.to_string();
+        writer.put(s("a"), s("1")).await.unwrap();
+        writer.put(s("a"), s("2")).await.unwrap();
+        writer.put_all([(s("b"), s("1")), (s("c"), s("1"))]).await.unwrap();
+        writer.put_if_absent(s("d"), s("1")).await.unwrap();
+        writer.replace(s("d"), s("2")).await.unwrap();
+        writer.get_and_put(s("b"), s("2")).await.unwrap();
+        writer.remove(&s("c")).await.unwrap();
+        writer.invoke(&s("e"), |e| e.set_value(s("1"))).await.unwrap();
+        writer.put_with_ttl(s("f"), s("1"), Duration::from_millis(50)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        writer.put(s("f"), s("2")).await.unwrap();
+        writer.remove_all_keys(&[s("a"), s("b")]).await.unwrap();
+        writer.remove_all().await.unwrap();
+        writer.put(s("zz"), s("end")).await.unwrap();
+        let collect = |rx: &mut partcache::EventReceiver<String, String>| {
+            let mut out = Vec::new();
+            while let Some(e) = rx.try_recv() {
+                let e = e.unwrap();
+                let value = if e.kind == partcache::EventKind::Expired { None } else { e.value.map(|v| (*v).clone()) };
+                out.push((e.kind, e.key, value));
+            }
+            out
+        };
+        let start = std::time::Instant::now();
+        let mut got = Vec::new();
+        while start.elapsed() < Duration::from_secs(5) {
+            got.extend(collect(&mut far));
+            if got.iter().any(|(_, k, _)| k == "zz") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let want = collect(&mut near);
+        let per_key = |v: &[(partcache::EventKind, String, Option<String>)]| {
+            let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for (k, key, val) in v {
+                m.entry(key.clone()).or_default().push(format!("{k:?} {val:?}"));
+            }
+            m
+        };
+        assert_eq!(per_key(&got), per_key(&want), "{url}");
+    }
+}
