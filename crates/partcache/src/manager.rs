@@ -596,6 +596,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                     .open(RawCacheSpec {
                         name: self.name.clone(),
                         partitions: partitions.clone(),
+                        hashing: hashing.clone(),
                         expiry: expiry.clone(),
                         max_entries: config.max_entries,
                         codec,
