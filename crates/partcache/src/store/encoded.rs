@@ -471,9 +471,20 @@ where
                 Some(blob) => RawCondition::IfEquals(blob.clone()),
                 None => RawCondition::IfAbsent,
             };
-            // Bytes that do not decode are absent to the processor: its value replaces
-            // them (on the condition that they are unchanged) as a creation.
-            let (action, computed) = match (decision, current.is_some()) {
+            if let Some(blob) = current_blob.as_ref().filter(|_| current.is_none())
+                && matches!(decision, Decision::Put(..) | Decision::Remove)
+            {
+                // Bytes that do not decode were absent to the processor: what it writes
+                // replaces them as a creation. Those very bytes go first (a value
+                // another process wrote meanwhile stays), then the processor runs
+                // again on what is there now; a removal has nothing more to remove.
+                self.remove_exactly(&raw_key, blob.clone()).await?;
+                if matches!(decision, Decision::Remove) {
+                    return Ok(Computed::Unchanged);
+                }
+                continue;
+            }
+            let (action, computed) = match (decision, current_blob.is_some()) {
                 (Decision::Access, true) => {
                     // The read the processor made, as an access (JSR-107 §6.4).
                     self.after(self.raw.touch(&raw_key).await)?;
