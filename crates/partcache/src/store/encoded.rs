@@ -366,7 +366,7 @@ where
         let raw_key = self.raw_key(key)?;
         let raw_write = self.raw_write(key, write)?;
         let heals = raw_write.condition == RawCondition::IfAbsent;
-        // Kept only for a write that may have to heal the key (see `heal_absent`).
+        // Kept only for a write that may have to heal the key (see `remove_undecodable`).
         let retry = heals.then(|| raw_write.clone());
         let written = super::raw::started_at(started, self.raw.write(&raw_key, raw_write));
         let mut outcome = self.after(written.await)?;
