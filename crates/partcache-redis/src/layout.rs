@@ -8,7 +8,7 @@
 //! | `pc:{tag}:<cache>:dl` | zset | key text → deadline (ms): what the reaper visits |
 //! | `pc:{tag}:<cache>:fx` | hash | key text → fixed deadlines and key-only blob (entries with a deadline that a later call needs) |
 //! | `pc:{tag}:<cache>:sq` | string | number of the last message published on the partition's channel |
-//! | `pc:{<h>.meta}:<cache>:meta` | hash | partition count, codec id, layout version, whether the cache has the index |
+//! | `pc:{<h>.meta}:<cache>:meta` | hash | partition count, codec id, layout version, whether the cache has the index, whether its processes publish events, the hashing rules' fingerprint and description (the last two added without a new version: see `lua/open.lua`) |
 //! | `pc:{<h>.meta}:<cache>:reaper` | string | id of the process that reaps the cache, expiring with its claim |
 //! | `pc:{<h>.meta}:<cache>:deputy` | string | id of the process that takes the reaping over when that claim lapses, expiring with its own |
 //!

@@ -395,7 +395,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// # Errors
     ///
     /// A stored value that fails to decode is not an error: it is a miss (and a
-    /// counted, logged decode error). Errors are the store's ([`Error::Unavailable`],
+    /// counted, logged decode error), whose load, as any miss's, replaces it. Errors are the store's ([`Error::Unavailable`],
     /// [`Error::Timeout`], [`Error::CircuitOpen`]: transient), [`Error::Closed`] on a
     /// closed cache, [`Error::Rejected`] for a key no hashing rule matches, and
     /// [`Error::Loader`] when a read-through load fails.
@@ -689,7 +689,9 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     /// Stores `value` only if `key` has no entry; returns whether it did. A present key
-    /// emits no event and counts a hit; an absent one counts a miss and a put.
+    /// emits no event and counts a hit; an absent one counts a miss and a put. An entry
+    /// whose stored bytes do not decode is absent, as [`Cache::get`] finds it: the
+    /// value replaces it.
     pub async fn put_if_absent(&self, key: K, value: impl Into<Arc<V>>) -> Result<bool> {
         let write = Write {
             condition: Condition::IfAbsent,

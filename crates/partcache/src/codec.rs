@@ -3,7 +3,9 @@
 //! Every stored blob starts with a 4-byte header so that a value written by another
 //! codec, another format version, or corrupted in transit is *detected*: decoding it is
 //! an [`Error::Decode`], which the cache turns into a miss plus a counted decode error,
-//! never a panic and never a wrong value.
+//! never a panic and never a wrong value. Such bytes are absent to the operations that
+//! read values, and a write that wants the key absent (`put_if_absent`, a load, an
+//! entry processor's creation) replaces them; see `docs/ARCHITECTURE.md`.
 //!
 //! ```text
 //! byte 0      MAGIC (0xC7)

@@ -124,6 +124,39 @@ pub enum LayoutMismatch {
         /// Whether it was opened with one.
         opened: bool,
     },
+    /// Other hashing rules ([`crate::partition::HashingPolicy::describe`]): a key would
+    /// be looked for in another partition than the one other processes put it in.
+    #[error(
+        "was created with hashing {stored}, opened with hashing {opened}: every process must give it the same `hashing_rules`"
+    )]
+    Hashing {
+        /// The rules the store recorded.
+        stored: String,
+        /// The rules it was opened with.
+        opened: String,
+    },
+    /// Publishing events and not (`publish_events`): a near cache or listener of a
+    /// process that publishes would never hear what a silent one writes, and a near
+    /// cache would serve values overwritten long ago.
+    #[error(
+        "is used {}, opened {}: every process must give it the same `publish_events`",
+        events_phrase(*stored),
+        events_phrase(*opened)
+    )]
+    Events {
+        /// Whether the processes using it publish events.
+        stored: bool,
+        /// Whether it was opened to publish them.
+        opened: bool,
+    },
+}
+
+fn events_phrase(publishes: bool) -> &'static str {
+    if publishes {
+        "publishing events (`publish_events(true)`, the default)"
+    } else {
+        "without events (`publish_events(false)`)"
+    }
 }
 
 fn index_phrase(indexed: bool) -> &'static str {

@@ -415,7 +415,9 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     }
 
     /// Custom hashing rules: regexes with a named group `tag`, tried in order, anchored
-    /// at the key's start; a key no rule matches is rejected.
+    /// at the key's start; a key no rule matches is rejected. A store that several
+    /// processes share records the rules: a process opening the cache with other ones
+    /// is refused ([`crate::LayoutMismatch::Hashing`]).
     pub fn hashing_rules<I, S>(mut self, rules: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -602,6 +604,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                     .open(RawCacheSpec {
                         name: self.name.clone(),
                         partitions: partitions.clone(),
+                        hashing: hashing.clone(),
                         expiry: expiry.clone(),
                         max_entries: config.max_entries,
                         codec,

@@ -228,6 +228,24 @@ impl HashingPolicy {
     {
         CustomRules::new(patterns).map(HashingPolicy::Custom)
     }
+
+    /// The policy in words, the same in every process that has it: `standard`, or
+    /// `rules ["…", …]` with the custom patterns in order. Stores that several
+    /// processes share record it beside the cache's data, so that a process whose
+    /// rules differ (and would look for keys in other partitions) is refused.
+    pub fn describe(&self) -> String {
+        match self {
+            HashingPolicy::Standard => "standard".to_string(),
+            HashingPolicy::Custom(rules) => format!("rules {:?}", rules.patterns()),
+        }
+    }
+
+    /// A fingerprint of [`HashingPolicy::describe`]: XXH3 64-bit, seed 0, over its
+    /// UTF-8 bytes. Two policies with one fingerprint put every key in the same
+    /// partition.
+    pub fn fingerprint(&self) -> u64 {
+        xxh3_64(self.describe().as_bytes())
+    }
 }
 
 /// Up to [`MAX_CUSTOM_RULES`] compiled regex rules, tried in order.

@@ -34,6 +34,8 @@ pub(crate) struct StoreInner {
     pub(super) name: String,
     pub(super) layout: Layout,
     pub(super) codec: Codec,
+    /// How keys are hashed to partitions: checked against the layout record.
+    pub(super) hashing: partcache::partition::HashingPolicy,
     pub(super) stats: Arc<StatsCounters>,
     /// The settings every function takes first.
     pub(super) settings: CacheSettings,

@@ -123,6 +123,7 @@ impl StoreInner {
             batcher,
             name: spec.name.clone(),
             codec: spec.codec,
+            hashing: spec.hashing.clone(),
             stats: spec.stats.clone(),
             listened: spec.listened.clone(),
             wants_feed: std::sync::atomic::AtomicBool::new(false),
@@ -176,7 +177,7 @@ impl StoreInner {
 
     /// Checks the layout recorded beside the cache's data (creating it if there is
     /// none) against the one it is opened with: partition count, codec, layout
-    /// version, entry index.
+    /// version, entry index, hashing rules, events.
     pub(super) async fn check_layout(&self) -> Result<()> {
         // The meta record's key does not depend on the partition count.
         let mut request = self.script(&scripts().open, 0, std::iter::empty());
@@ -198,22 +199,24 @@ impl StoreInner {
             .arg(self.layout.partitions())
             .arg(self.codec.id())
             .arg(LAYOUT_VERSION)
-            .arg(u8::from(self.indexed));
+            .arg(u8::from(self.indexed))
+            .arg(u8::from(self.publishes()))
+            .arg(hashing_fingerprint(&self.hashing))
+            .arg(self.hashing.describe());
         let reply = self
             .execute(vec![request])
             .await?
             .pop()
             .unwrap_or(Value::Nil);
         let recorded = self.outcome(reply)?;
-        let fields: Vec<Option<u64>> = match &recorded {
-            Value::Array(items) => items
-                .iter()
-                .map(|v| replies::text(v).and_then(|t| t.parse().ok()))
-                .collect(),
+        let texts: Vec<Option<String>> = match &recorded {
+            Value::Array(items) => items.iter().map(replies::text).collect(),
             _ => Vec::new(),
         };
-        let (partitions, codec, layout, index) = match fields.as_slice() {
-            [Some(p), Some(c), Some(l), i] => (*p, *c, *l, *i),
+        let field = |i: usize| texts.get(i).cloned().flatten();
+        let number = |i: usize| field(i).and_then(|t| t.parse::<u64>().ok());
+        let (partitions, codec, layout, index) = match (number(0), number(1), number(2)) {
+            (Some(p), Some(c), Some(l)) => (p, c, l, number(3)),
             _ => {
                 return Err(Error::Store(format!(
                     "cache `{}` has an unreadable layout record: {recorded:?}",
@@ -242,6 +245,15 @@ impl StoreInner {
                 stored: index == Some(1),
                 opened: self.indexed,
             }
+        } else if let Some(mismatch) = self.hashing_mismatch(field(5), field(6)) {
+            mismatch
+        } else if let Some(stored) = number(4)
+            && stored != u64::from(self.publishes())
+        {
+            LayoutMismatch::Events {
+                stored: stored == 1,
+                opened: self.publishes(),
+            }
         } else {
             return Ok(());
         };
@@ -250,4 +262,27 @@ impl StoreInner {
             mismatch,
         })
     }
+
+    /// The hashing rules' mismatch, if the record's (`fingerprint`, `described`)
+    /// differ from the cache's. A record without them (written by an older release,
+    /// and only opened since by processes of one) is no mismatch.
+    fn hashing_mismatch(
+        &self,
+        fingerprint: Option<String>,
+        described: Option<String>,
+    ) -> Option<LayoutMismatch> {
+        let stored = fingerprint?;
+        if stored == hashing_fingerprint(&self.hashing) {
+            return None;
+        }
+        Some(LayoutMismatch::Hashing {
+            stored: described.unwrap_or_else(|| format!("with fingerprint {stored}")),
+            opened: self.hashing.describe(),
+        })
+    }
+}
+
+/// The hashing rules' fingerprint as the layout record holds it: 16 hex digits.
+fn hashing_fingerprint(hashing: &partcache::partition::HashingPolicy) -> String {
+    format!("{:016x}", hashing.fingerprint())
 }

@@ -557,3 +557,38 @@ async fn a_listener_added_later_keeps_the_near_copies() {
         "the read after `listen` was not served from the near cache"
     );
 }
+
+/// A near cache's guarantee across processes holds whatever another process's
+/// settings: a process that would write without events (`publish_events(false)`),
+/// which no near cache could hear, cannot open a cache a near cache reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_writing_without_events_cannot_open_a_cache_a_near_cache_reads() {
+    let url = tokio::task::block_in_place(|| common::standalone().url());
+    let (a, b) = (common::manager(&url), common::manager(&url));
+    let name = unique("near-silent-writer");
+    let reader = near_cache(&a, &name).await;
+    let silent = b
+        .cache::<String, u64>(&name)
+        .publish_events(false)
+        .build()
+        .await;
+    match silent {
+        Err(error @ partcache::Error::Mismatch { .. }) => {
+            assert!(error.to_string().contains("publish_events"), "{error}")
+        }
+        other => panic!("a silent writer was let in: {other:?}"),
+    }
+    // A writer that publishes reaches the near cache as ever.
+    let writer: Cache<String, u64> = b.cache(&name).build().await.unwrap();
+    writer.put("k".to_string(), 1).await.unwrap();
+    assert_eq!(
+        reader.get(&"k".to_string()).await.unwrap().map(|v| *v),
+        Some(1)
+    );
+    writer.put("k".to_string(), 2).await.unwrap();
+    let deadline = Instant::now() + STALENESS + MARGIN;
+    while reader.get(&"k".to_string()).await.unwrap().map(|v| *v) != Some(2) {
+        assert!(Instant::now() < deadline, "the near cache stayed stale");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -100,6 +100,124 @@ async fn corrupted_bytes_in_an_entry_are_a_miss_and_a_decode_error() {
     assert_eq!(stats.misses, 1);
 }
 
+/// Overwrites `key`'s entry of `cache` (named `name`) with bytes no codec reads: what
+/// a value written by an older version of the value type looks like.
+async fn overwrite_with_undecodable_bytes(
+    url: &str,
+    name: &str,
+    cache: &Cache<String, String>,
+    key: &str,
+) {
+    let map = cache.partition_map().unwrap().clone();
+    let partition = map.partition_of(&HashingPolicy::Standard, key).unwrap();
+    let entry = format!("pc:{{{}}}:{name}:e:{key}", map.tag(partition));
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&entry)
+        .arg(b"\xde\xad\xbe\xef".as_slice())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// An entry that does not decode is a miss; the load of the key then replaces it, so
+/// that the loader runs once, not on every read for as long as the bytes stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_replaces_an_undecodable_entry_so_the_loader_runs_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let url = standalone_url();
+    let name = unique("undecodable-load");
+    let cache: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
+    let k = "k".to_string();
+    cache.put(k.clone(), "v1".to_string()).await.unwrap();
+    overwrite_with_undecodable_bytes(&url, &name, &cache, "k").await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let loads = loads.clone();
+        let v = cache
+            .get_or_load(&k, move |_k| async move {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>("v2".to_string())
+            })
+            .await
+            .unwrap();
+        assert_eq!(*v, "v2");
+    }
+    let decode_errors = cache.stats().decode_errors;
+    let got = cache.get(&k).await.unwrap();
+    assert_eq!(
+        (
+            loads.load(Ordering::SeqCst),
+            got.as_deref().map(String::as_str)
+        ),
+        (1, Some("v2")),
+        "stats {:?}",
+        cache.stats()
+    );
+    // The bad bytes were counted when found, and are gone.
+    assert!(decode_errors >= 1);
+    assert_eq!(cache.stats().decode_errors, decode_errors);
+}
+
+/// `get` says an undecodable entry is absent, and so does `put_if_absent`: it stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_if_absent_stores_over_an_undecodable_entry_as_get_finds_none() {
+    let url = standalone_url();
+    let name = unique("undecodable-pia");
+    let cache: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
+    let k = "k".to_string();
+    cache.put(k.clone(), "v1".to_string()).await.unwrap();
+    overwrite_with_undecodable_bytes(&url, &name, &cache, "k").await;
+    assert_eq!(cache.get(&k).await.unwrap(), None);
+    let stored = cache
+        .put_if_absent(k.clone(), "v2".to_string())
+        .await
+        .unwrap();
+    let got = cache.get(&k).await.unwrap();
+    assert_eq!(
+        (stored, got.as_deref().map(String::as_str)),
+        (true, Some("v2"))
+    );
+    // A decodable value is present, as ever.
+    assert!(
+        !cache
+            .put_if_absent(k.clone(), "v3".to_string())
+            .await
+            .unwrap()
+    );
+}
+
+/// An entry processor finds an undecodable entry absent: what it sets is a creation
+/// (a `Created` event), and a removal has nothing to remove.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_processor_creates_over_an_undecodable_entry() {
+    let url = standalone_url();
+    let name = unique("undecodable-invoke");
+    let cache: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
+    let k = "k".to_string();
+    cache.put(k.clone(), "v1".to_string()).await.unwrap();
+    overwrite_with_undecodable_bytes(&url, &name, &cache, "k").await;
+    let mut events = cache.listen(partcache::EventFilter::all()).await.unwrap();
+    let seen = cache
+        .invoke(&k, |e| {
+            let seen = e.value().cloned();
+            e.set_value("v2".to_string());
+            seen
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, None);
+    assert_eq!(
+        cache.get(&k).await.unwrap().as_deref().map(String::as_str),
+        Some("v2")
+    );
+    let event = events.try_recv().expect("an event").unwrap();
+    assert_eq!((event.kind, event.key), (partcache::EventKind::Created, k));
+}
+
 /// Fails unless `result` is a transient store error (`Unavailable`, `Timeout`, or
 /// `CircuitOpen` once a silent node's breaker opened).
 fn assert_transient<T: std::fmt::Debug>(result: partcache::Result<T>) {
@@ -1678,6 +1796,181 @@ async fn opening_a_cache_with_another_index_setting_is_a_layout_mismatch() {
         }
         assert!(build(created_with).await.is_ok());
     }
+}
+
+/// The hashing rules are part of a cache's layout: a process opening it with other
+/// rules would put a key in another partition than the others do (each then reads its
+/// own copy, and one's update or removal never reaches the other's), so it is refused
+/// with an error naming both rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_cache_with_other_hashing_rules_is_a_layout_mismatch() {
+    let url = standalone_url();
+    let rules = ["^(?<tag>user):"];
+    for (created_custom, opened_custom) in [(false, true), (true, false)] {
+        let name = unique("reopen-hashing");
+        let build = |custom: bool| {
+            let builder = common::manager(&url).cache::<String, String>(&name);
+            let builder = if custom {
+                builder.hashing_rules(rules)
+            } else {
+                builder
+            };
+            builder.build()
+        };
+        let first = build(created_custom).await.unwrap();
+        first
+            .put("user:1".to_string(), "1".to_string())
+            .await
+            .unwrap();
+        let described = |custom: bool| {
+            if custom {
+                r#"rules ["^(?<tag>user):"]"#.to_string()
+            } else {
+                "standard".to_string()
+            }
+        };
+        match build(opened_custom).await {
+            Err(
+                error @ Error::Mismatch {
+                    mismatch: LayoutMismatch::Hashing { .. },
+                    ..
+                },
+            ) => {
+                let Error::Mismatch {
+                    mismatch: LayoutMismatch::Hashing { stored, opened },
+                    ..
+                } = &error
+                else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    (stored.clone(), opened.clone()),
+                    (described(created_custom), described(opened_custom))
+                );
+                let message = error.to_string();
+                assert!(
+                    message.contains(stored) && message.contains(opened),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a hashing mismatch, got {other:?}"),
+        }
+        assert!(build(created_custom).await.is_ok());
+    }
+}
+
+/// Whether a cache's processes publish events is part of its layout: a process that
+/// writes without them (`publish_events(false)`) leaves the near caches and listeners
+/// of the others stale for good, so opening a cache silent where others publish (or
+/// the other way round) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_cache_silent_where_others_publish_events_is_a_layout_mismatch() {
+    let url = standalone_url();
+    for (created_publishing, opened_publishing) in [(true, false), (false, true)] {
+        let name = unique("reopen-events");
+        let build = |publishing: bool| {
+            common::manager(&url)
+                .cache::<String, String>(&name)
+                .publish_events(publishing)
+                .build()
+        };
+        let first = build(created_publishing).await.unwrap();
+        first.put("a".to_string(), "1".to_string()).await.unwrap();
+        match build(opened_publishing).await {
+            Err(
+                error @ Error::Mismatch {
+                    mismatch: LayoutMismatch::Events { .. },
+                    ..
+                },
+            ) => {
+                assert!(error.is_config(), "{error}");
+                assert!(error.to_string().contains("publish_events"), "{error}");
+                let Error::Mismatch {
+                    mismatch: LayoutMismatch::Events { stored, opened },
+                    ..
+                } = error
+                else {
+                    unreachable!()
+                };
+                assert_eq!((stored, opened), (created_publishing, opened_publishing));
+            }
+            other => panic!("expected an events mismatch, got {other:?}"),
+        }
+        assert!(build(created_publishing).await.is_ok());
+    }
+}
+
+/// A layout record written by an earlier release (partitions, codec, version and
+/// index only) still opens; the first process that opens it records its hashing rules
+/// and events, and a later process with other ones is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_record_of_an_earlier_release_opens_and_gains_hashing_and_events() {
+    let url = standalone_url();
+    let name = unique("old-record");
+    let first: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
+    let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes()) as u32;
+    let meta = format!("pc:{{{hash:08x}.meta}}:{name}:meta");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&meta)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        fields.contains(&"hashing".to_string()),
+        "{meta}: {fields:?}"
+    );
+    let _: () = redis::cmd("HDEL")
+        .arg(&meta)
+        .arg("events")
+        .arg("hashing")
+        .arg("hashing_rules")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    drop(first);
+    let rules = ["^(?<tag>user):"];
+    let again = common::manager(&url)
+        .cache::<String, String>(&name)
+        .hashing_rules(rules)
+        .publish_events(false)
+        .build()
+        .await;
+    assert!(again.is_ok(), "{again:?}");
+    let standard = common::manager(&url)
+        .cache::<String, String>(&name)
+        .publish_events(false)
+        .build()
+        .await;
+    assert!(
+        matches!(
+            standard,
+            Err(Error::Mismatch {
+                mismatch: LayoutMismatch::Hashing { .. },
+                ..
+            })
+        ),
+        "{standard:?}"
+    );
+    let publishing = common::manager(&url)
+        .cache::<String, String>(&name)
+        .hashing_rules(rules)
+        .build()
+        .await;
+    assert!(
+        matches!(
+            publishing,
+            Err(Error::Mismatch {
+                mismatch: LayoutMismatch::Events {
+                    stored: false,
+                    opened: true
+                },
+                ..
+            })
+        ),
+        "{publishing:?}"
+    );
 }
 
 /// Caches without an index find their entries with `SCAN … MATCH`: caches whose names

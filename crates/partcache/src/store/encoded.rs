@@ -229,6 +229,63 @@ where
         tracing::warn!(cache = %self.config.name, %error, "stored value could not be decoded; treated as a miss");
     }
 
+    /// Removes `key`'s entry if it holds bytes that do not decode, and only those very
+    /// bytes (a value another process writes meanwhile stays); returns whether the key
+    /// is now free for a write that wants it absent. Undecodable bytes (a value type
+    /// changed between releases, a corrupted entry) read as absent, so a write that
+    /// needs the key absent (`put_if_absent`, a load) must be able to replace them: kept,
+    /// they would make every read a miss and every load run again, for as long as they
+    /// live.
+    async fn remove_undecodable(&self, key: &RawKey) -> Result<bool> {
+        let Some(blob) = self.after(self.raw.peek(key).await)? else {
+            // Gone since the write found it: free, the retried write decides.
+            return Ok(true);
+        };
+        if self.decode_value(&blob).is_some() {
+            return Ok(false);
+        }
+        self.remove_exactly(key, blob).await
+    }
+
+    /// Removes `key`'s entry only if it still holds `blob`; returns whether it did.
+    async fn remove_exactly(&self, key: &RawKey, blob: Vec<u8>) -> Result<bool> {
+        let removal = RawWrite {
+            condition: RawCondition::IfEquals(blob),
+            action: RawAction::Remove,
+            want_previous: false,
+        };
+        let outcome = self.after(self.raw.write(key, removal).await)?;
+        Ok(outcome.applied)
+    }
+
+    /// The lease of a key whose bytes (`blob`) do not decode: the bytes are removed
+    /// (only if unchanged) and the lease asked for again, so that the load replacing
+    /// them runs under a lease as any other miss's. If they cannot be removed (another
+    /// writer came first) the caller loads without a lease, as without leases.
+    async fn lease_over_undecodable(
+        &self,
+        key: &RawKey,
+        blob: Vec<u8>,
+        token: &str,
+        ttl: Duration,
+        waited: bool,
+    ) -> Result<Lease<V>> {
+        if !self.remove_exactly(key, blob).await? {
+            return Ok(Lease::Unsupported);
+        }
+        Ok(
+            match self.after(self.raw.lease(key, token, ttl, waited).await)? {
+                RawLease::Hit(blob) => self
+                    .decode_value(&blob)
+                    .map_or(Lease::Unsupported, Lease::Hit),
+                RawLease::Granted => Lease::Granted,
+                RawLease::Held { remaining } => Lease::Held { remaining },
+                RawLease::Released => Lease::Released,
+                RawLease::Unsupported => Lease::Unsupported,
+            },
+        )
+    }
+
     fn raw_write(&self, key: &K, write: Write<V>) -> Result<RawWrite> {
         let condition = match write.condition {
             Condition::Always => RawCondition::Always,
@@ -308,8 +365,18 @@ where
         let started = std::time::Instant::now();
         let raw_key = self.raw_key(key)?;
         let raw_write = self.raw_write(key, write)?;
+        let heals = raw_write.condition == RawCondition::IfAbsent;
+        // Kept only for a write that may have to heal the key (see `remove_undecodable`).
+        let retry = heals.then(|| raw_write.clone());
         let written = super::raw::started_at(started, self.raw.write(&raw_key, raw_write));
-        let outcome = self.after(written.await)?;
+        let mut outcome = self.after(written.await)?;
+        if let Some(retry) = retry
+            && !outcome.applied
+            && outcome.existed
+            && self.remove_undecodable(&raw_key).await?
+        {
+            outcome = self.after(self.raw.write(&raw_key, retry).await)?;
+        }
         Ok(WriteOutcome {
             existed: outcome.existed,
             applied: outcome.applied,
@@ -327,9 +394,12 @@ where
             match self.after(self.raw.lease(&raw_key, token, ttl, waited).await)? {
                 RawLease::Hit(blob) => match self.decode_value(&blob) {
                     Some(value) => Lease::Hit(value),
-                    // Undecodable bytes are a miss (counted by `decode_value`) that no lease
-                    // covers: the caller loads without one, as without leases.
-                    None => Lease::Unsupported,
+                    // Undecodable bytes are a miss (counted by `decode_value`): the load
+                    // that follows replaces them, under a lease once they are gone.
+                    None => {
+                        self.lease_over_undecodable(&raw_key, blob, token, ttl, waited)
+                            .await?
+                    }
                 },
                 RawLease::Granted => Lease::Granted,
                 RawLease::Held { remaining } => Lease::Held { remaining },
@@ -401,6 +471,19 @@ where
                 Some(blob) => RawCondition::IfEquals(blob.clone()),
                 None => RawCondition::IfAbsent,
             };
+            if let Some(blob) = current_blob.as_ref().filter(|_| current.is_none())
+                && matches!(decision, Decision::Put(..) | Decision::Remove)
+            {
+                // Bytes that do not decode were absent to the processor: what it writes
+                // replaces them as a creation. Those very bytes go first (a value
+                // another process wrote meanwhile stays), then the processor runs
+                // again on what is there now; a removal has nothing more to remove.
+                self.remove_exactly(&raw_key, blob.clone()).await?;
+                if matches!(decision, Decision::Remove) {
+                    return Ok(Computed::Unchanged);
+                }
+                continue;
+            }
             let (action, computed) = match (decision, current_blob.is_some()) {
                 (Decision::Access, true) => {
                     // The read the processor made, as an access (JSR-107 §6.4).

@@ -20,7 +20,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::expiry::ExpirySettings;
-use crate::partition::PartitionMap;
+use crate::partition::{HashingPolicy, PartitionMap};
 use crate::stats::StatsCounters;
 
 use super::spi::LeasedPut;
@@ -199,6 +199,10 @@ pub struct RawCacheSpec {
     pub name: String,
     /// The cache's partitions and their hash tags.
     pub partitions: PartitionMap,
+    /// How keys are hashed to partitions (recorded beside the data by stores several
+    /// processes share: processes with other rules would split a key between two
+    /// partitions).
+    pub hashing: HashingPolicy,
     /// Expiry policy and max-idle.
     pub expiry: ExpirySettings,
     /// Entry budget; stores may split it per partition (and must document it).

@@ -1,4 +1,8 @@
-//! Review probes (branch review2).
+//! The same calls on every store give the same answers: duplicate keys, entries
+//! expiring under each policy, empty and odd inputs and settings, a thousand-year TTL;
+//! a near cache hears every kind of write another process makes; a server that stops
+//! answering fails every call within its timeout; a listener in another process hears
+//! what the writer's own listener hears.
 
 use crate::common;
 use common::unique;
@@ -23,17 +27,26 @@ async fn standalone_a_put_with_a_ttl_of_a_thousand_years_is_stored() {
         .await
         .unwrap();
     cache
-        .put_with_ttl("k".into(), "v".to_string(), Duration::from_secs(1000 * 365 * 86_400))
+        .put_with_ttl(
+            "k".into(),
+            "v".to_string(),
+            Duration::from_secs(1000 * 365 * 86_400),
+        )
         .await
         .expect("a put with a long TTL");
     assert_eq!(
-        cache.get(&"k".to_string()).await.unwrap().as_deref().map(String::as_str),
+        cache
+            .get(&"k".to_string())
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
         Some("v")
     );
 }
 
-use partcache::event::EventFilter;
 use partcache::CacheManager;
+use partcache::event::EventFilter;
 
 fn near_manager(url: &str) -> CacheManager {
     partcache_redis::install();
@@ -53,8 +66,13 @@ async fn duplicates(manager: &CacheManager, label: &str, max: Option<u64>) -> Ve
     let mut rx = c.listen(EventFilter::all()).await.unwrap();
     let mut out = Vec::new();
     let s = |s: &str| s.to_string();
-    c.put_all([(s("a"), s("1")), (s("a"), s("2"))]).await.unwrap();
-    out.push(format!("put_all dup -> get a = {:?}", c.get(&s("a")).await.unwrap()));
+    c.put_all([(s("a"), s("1")), (s("a"), s("2"))])
+        .await
+        .unwrap();
+    out.push(format!(
+        "put_all dup -> get a = {:?}",
+        c.get(&s("a")).await.unwrap()
+    ));
     c.put(s("b"), s("x")).await.unwrap();
     let n = c.remove_all_keys(&[s("b"), s("b")]).await.unwrap();
     out.push(format!("remove_all_keys [b,b] -> {n}"));
@@ -84,7 +102,11 @@ async fn duplicate_keys_behave_alike_on_every_store() {
     let near = near_manager(&cluster_url());
     for max in [None, Some(100)] {
         let want = duplicates(&memory, "dup-mem", max).await;
-        for (name, m) in [("standalone", &standalone), ("cluster", &cluster), ("near", &near)] {
+        for (name, m) in [
+            ("standalone", &standalone),
+            ("cluster", &cluster),
+            ("near", &near),
+        ] {
             let got = duplicates(m, &format!("dup-{name}"), max).await;
             println!("{name} max={max:?}\n  memory: {want:#?}\n  {name}: {got:#?}");
             assert_eq!(got, want, "{name} max={max:?}");
@@ -94,8 +116,15 @@ async fn duplicate_keys_behave_alike_on_every_store() {
 
 /// Expiry-and-conditional-operations scenario; events sorted (stores announce expiries
 /// at different moments), stats after run_pending_tasks.
-async fn expiring(manager: &CacheManager, label: &str, policy: ExpiryPolicy, max: Option<u64>) -> Vec<String> {
-    let mut b = manager.cache::<String, String>(&unique(label)).expiry(policy);
+async fn expiring(
+    manager: &CacheManager,
+    label: &str,
+    policy: ExpiryPolicy,
+    max: Option<u64>,
+) -> Vec<String> {
+    let mut b = manager
+        .cache::<String, String>(&unique(label))
+        .expiry(policy);
     if let Some(m) = max {
         b = b.max_entries(m);
     }
@@ -104,25 +133,54 @@ async fn expiring(manager: &CacheManager, label: &str, policy: ExpiryPolicy, max
     let s = |s: &str| s.to_string();
     let mut out = Vec::new();
     c.put(s("a"), s("1")).await.unwrap();
-    c.put_with_ttl(s("b"), s("1"), Duration::from_millis(150)).await.unwrap();
-    c.put_with_ttl(s("c"), s("1"), Duration::from_millis(150)).await.unwrap();
-    c.put_with_ttl(s("d"), s("1"), Duration::from_millis(150)).await.unwrap();
-    c.put_with_ttl(s("e"), s("1"), Duration::from_millis(150)).await.unwrap();
+    c.put_with_ttl(s("b"), s("1"), Duration::from_millis(150))
+        .await
+        .unwrap();
+    c.put_with_ttl(s("c"), s("1"), Duration::from_millis(150))
+        .await
+        .unwrap();
+    c.put_with_ttl(s("d"), s("1"), Duration::from_millis(150))
+        .await
+        .unwrap();
+    c.put_with_ttl(s("e"), s("1"), Duration::from_millis(150))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     out.push(format!("get b {:?}", c.get(&s("b")).await.unwrap()));
-    out.push(format!("contains c {:?}", c.contains_key(&s("c")).await.unwrap()));
-    out.push(format!("replace c {:?}", c.replace(s("c"), s("2")).await.unwrap()));
-    out.push(format!("put_if_absent d {:?}", c.put_if_absent(s("d"), s("2")).await.unwrap()));
-    out.push(format!("get_and_put e {:?}", c.get_and_put(s("e"), s("2")).await.unwrap()));
-    out.push(format!("get_and_replace a {:?}", c.get_and_replace(s("a"), s("3")).await.unwrap()));
-    out.push(format!("remove_if_equals a {:?}", c.remove_if_equals(&s("a"), s("9")).await.unwrap()));
-    out.push(format!("get_and_remove a {:?}", c.get_and_remove(&s("a")).await.unwrap()));
+    out.push(format!(
+        "contains c {:?}",
+        c.contains_key(&s("c")).await.unwrap()
+    ));
+    out.push(format!(
+        "replace c {:?}",
+        c.replace(s("c"), s("2")).await.unwrap()
+    ));
+    out.push(format!(
+        "put_if_absent d {:?}",
+        c.put_if_absent(s("d"), s("2")).await.unwrap()
+    ));
+    out.push(format!(
+        "get_and_put e {:?}",
+        c.get_and_put(s("e"), s("2")).await.unwrap()
+    ));
+    out.push(format!(
+        "get_and_replace a {:?}",
+        c.get_and_replace(s("a"), s("3")).await.unwrap()
+    ));
+    out.push(format!(
+        "remove_if_equals a {:?}",
+        c.remove_if_equals(&s("a"), s("9")).await.unwrap()
+    ));
+    out.push(format!(
+        "get_and_remove a {:?}",
+        c.get_and_remove(&s("a")).await.unwrap()
+    ));
     let mut keys: Vec<String> = {
         use futures::TryStreamExt;
         c.keys().try_collect().await.unwrap()
     };
     keys.sort();
-    // (len: see partcache/tests/review2.rs, len_does_not_count_an_entry_past_its_ttl)
+    // (`len` of entries past their deadline: store::local::tests in partcache.)
     out.push(format!("keys {keys:?}"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..30 {
@@ -133,7 +191,11 @@ async fn expiring(manager: &CacheManager, label: &str, policy: ExpiryPolicy, max
     while let Some(e) = rx.try_recv() {
         let e = e.unwrap();
         // Remote stores announce an expiry without its value (documented).
-        let value = if e.kind == partcache::EventKind::Expired { None } else { e.value };
+        let value = if e.kind == partcache::EventKind::Expired {
+            None
+        } else {
+            e.value
+        };
         events.push(format!("{:?} {} {:?}", e.kind, e.key, value));
     }
     events.sort();
@@ -164,7 +226,9 @@ async fn expiring_entries_behave_alike_on_every_store() {
             for (name, m) in [("standalone", &standalone), ("cluster", &cluster)] {
                 let got = expiring(m, &format!("exp-{name}"), policy, max).await;
                 if got != want {
-                    println!("{name} {policy:?} max={max:?}\n  memory: {want:#?}\n  {name}: {got:#?}");
+                    println!(
+                        "{name} {policy:?} max={max:?}\n  memory: {want:#?}\n  {name}: {got:#?}"
+                    );
                     failures.push(format!("{name} {policy:?} {max:?}"));
                 }
             }
@@ -193,7 +257,12 @@ mod cross {
         }
     }
 
-    async fn until_reads(cache: &Cache<String, u64>, key: &str, want: Option<u64>, what: &str) -> Result<(), String> {
+    async fn until_reads(
+        cache: &Cache<String, u64>,
+        key: &str,
+        want: Option<u64>,
+        what: &str,
+    ) -> Result<(), String> {
         let started = Instant::now();
         loop {
             let got = cache.get(&key.to_string()).await.expect("get").map(|v| *v);
@@ -201,7 +270,9 @@ mod cross {
                 return Ok(());
             }
             if started.elapsed() > STALENESS + Duration::from_millis(1500) {
-                return Err(format!("after {what}: `{key}` still reads {got:?}, not {want:?}"));
+                return Err(format!(
+                    "after {what}: `{key}` still reads {got:?}, not {want:?}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -210,7 +281,9 @@ mod cross {
     async fn every_write_kind(url: &str, max: Option<u64>) -> Vec<String> {
         let (a, b) = (common::manager(url), common::manager(url));
         let name = unique("near-x");
-        let mut rb = a.cache::<String, u64>(&name).near_cache(NearCache::max_entries(10_000).max_staleness(STALENESS));
+        let mut rb = a
+            .cache::<String, u64>(&name)
+            .near_cache(NearCache::max_entries(10_000).max_staleness(STALENESS));
         let mut wb = b.cache::<String, u64>(&name);
         if let Some(m) = max {
             rb = rb.max_entries(m);
@@ -225,27 +298,87 @@ mod cross {
             writer.put(key.clone(), 0).await.unwrap();
             until_local(&reader, &key).await;
             let (what, want) = match round {
-                0 => { writer.put(key.clone(), 1).await.unwrap(); ("put", Some(1)) }
-                1 => { writer.put_all([(key.clone(), 1), (k(100), 1)]).await.unwrap(); ("put_all", Some(1)) }
-                2 => { writer.get_and_put(key.clone(), 1).await.unwrap(); ("get_and_put", Some(1)) }
-                3 => { writer.replace(key.clone(), 1).await.unwrap(); ("replace", Some(1)) }
-                4 => { writer.replace_if_equals(key.clone(), 0, 1).await.unwrap(); ("replace_if_equals", Some(1)) }
-                5 => { writer.remove(&key).await.unwrap(); ("remove", None) }
-                6 => { writer.remove_if_equals(&key, 0).await.unwrap(); ("remove_if_equals", None) }
-                7 => { writer.get_and_remove(&key).await.unwrap(); ("get_and_remove", None) }
-                8 => { writer.remove_all_keys(&[key.clone(), k(101)]).await.unwrap(); ("remove_all_keys", None) }
-                9 => { writer.invoke(&key, |e| e.set_value(1u64)).await.unwrap(); ("invoke set", Some(1)) }
-                10 => { writer.invoke(&key, |e| e.remove()).await.unwrap(); ("invoke remove", None) }
-                11 => { writer.put_with_ttl(key.clone(), 1, Duration::from_secs(60)).await.unwrap(); ("put_with_ttl", Some(1)) }
+                0 => {
+                    writer.put(key.clone(), 1).await.unwrap();
+                    ("put", Some(1))
+                }
+                1 => {
+                    writer
+                        .put_all([(key.clone(), 1), (k(100), 1)])
+                        .await
+                        .unwrap();
+                    ("put_all", Some(1))
+                }
+                2 => {
+                    writer.get_and_put(key.clone(), 1).await.unwrap();
+                    ("get_and_put", Some(1))
+                }
+                3 => {
+                    writer.replace(key.clone(), 1).await.unwrap();
+                    ("replace", Some(1))
+                }
+                4 => {
+                    writer.replace_if_equals(key.clone(), 0, 1).await.unwrap();
+                    ("replace_if_equals", Some(1))
+                }
+                5 => {
+                    writer.remove(&key).await.unwrap();
+                    ("remove", None)
+                }
+                6 => {
+                    writer.remove_if_equals(&key, 0).await.unwrap();
+                    ("remove_if_equals", None)
+                }
+                7 => {
+                    writer.get_and_remove(&key).await.unwrap();
+                    ("get_and_remove", None)
+                }
+                8 => {
+                    writer
+                        .remove_all_keys(&[key.clone(), k(101)])
+                        .await
+                        .unwrap();
+                    ("remove_all_keys", None)
+                }
+                9 => {
+                    writer.invoke(&key, |e| e.set_value(1u64)).await.unwrap();
+                    ("invoke set", Some(1))
+                }
+                10 => {
+                    writer.invoke(&key, |e| e.remove()).await.unwrap();
+                    ("invoke remove", None)
+                }
+                11 => {
+                    writer
+                        .put_with_ttl(key.clone(), 1, Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    ("put_with_ttl", Some(1))
+                }
                 12 => {
                     // Concurrent puts share batched calls.
-                    let puts = (0..50u64).map(|i| writer.put(if i == 0 { key.clone() } else { format!("f{i}") }, 1));
-                    for r in futures::future::join_all(puts).await { r.unwrap(); }
+                    let puts = (0..50u64)
+                        .map(|i| writer.put(if i == 0 { key.clone() } else { format!("f{i}") }, 1));
+                    for r in futures::future::join_all(puts).await {
+                        r.unwrap();
+                    }
                     ("concurrent puts", Some(1))
                 }
-                13 => { writer.put_with_ttl(key.clone(), 1, Duration::from_millis(100)).await.unwrap(); ("put_with_ttl 100ms (then expired)", None) }
-                14 => { writer.remove_all().await.unwrap(); ("remove_all", None) }
-                _ => { writer.clear().await.unwrap(); ("clear", None) }
+                13 => {
+                    writer
+                        .put_with_ttl(key.clone(), 1, Duration::from_millis(100))
+                        .await
+                        .unwrap();
+                    ("put_with_ttl 100ms (then expired)", None)
+                }
+                14 => {
+                    writer.remove_all().await.unwrap();
+                    ("remove_all", None)
+                }
+                _ => {
+                    writer.clear().await.unwrap();
+                    ("clear", None)
+                }
             };
             if round == 13 {
                 tokio::time::sleep(Duration::from_millis(150)).await;
@@ -272,17 +405,42 @@ mod cross {
 }
 
 async fn empty_inputs(m: &CacheManager) -> Vec<String> {
-    let c = m.cache::<String, String>(&unique("empty")).build().await.unwrap();
+    let c = m
+        .cache::<String, String>(&unique("empty"))
+        .build()
+        .await
+        .unwrap();
     let mut out = Vec::new();
-    out.push(format!("get_all {:?}", c.get_all(&[]).await.map(|v| v.len())));
-    out.push(format!("remove_all_keys {:?}", c.remove_all_keys(&[]).await));
-    out.push(format!("put_all {:?}", c.put_all(Vec::<(String, String)>::new()).await));
-    out.push(format!("invoke_all {:?}", c.invoke_all(&[], |_k, _e| ()).await.len()));
-    out.push(format!("load_all {:?}", c.load_all(&[], true).await.map(|v| v.len())));
-    out.push(format!("empty key {:?}", c.put(String::new(), "v".to_string()).await));
+    out.push(format!(
+        "get_all {:?}",
+        c.get_all(&[]).await.map(|v| v.len())
+    ));
+    out.push(format!(
+        "remove_all_keys {:?}",
+        c.remove_all_keys(&[]).await
+    ));
+    out.push(format!(
+        "put_all {:?}",
+        c.put_all(Vec::<(String, String)>::new()).await
+    ));
+    out.push(format!(
+        "invoke_all {:?}",
+        c.invoke_all(&[], |_k, _e| ()).await.len()
+    ));
+    out.push(format!(
+        "load_all {:?}",
+        c.load_all(&[], true).await.map(|v| v.len())
+    ));
+    out.push(format!(
+        "empty key {:?}",
+        c.put(String::new(), "v".to_string()).await
+    ));
     out.push(format!("get empty key {:?}", c.get(&String::new()).await));
     let odd = "\u{0}\r\n{}*?[]\\:~ é".to_string();
-    out.push(format!("odd key {:?}", c.put(odd.clone(), "v".to_string()).await));
+    out.push(format!(
+        "odd key {:?}",
+        c.put(odd.clone(), "v".to_string()).await
+    ));
     out.push(format!("get odd key {:?}", c.get(&odd).await));
     let mut keys: Vec<String> = {
         use futures::TryStreamExt;
@@ -306,18 +464,34 @@ async fn empty_and_odd_inputs_behave_alike_on_every_store() {
 
 /// Odd settings: each must build and work, or be refused with an error; never panic.
 async fn odd_settings(url: &str) -> Vec<String> {
-    let m = if url == "memory://" { CacheManager::from_url(url).unwrap() } else { common::manager(url) };
+    let m = if url == "memory://" {
+        CacheManager::from_url(url).unwrap()
+    } else {
+        common::manager(url)
+    };
     let mut out = Vec::new();
     macro_rules! probe {
         ($what:expr, $builder:expr) => {{
             let built: partcache::Result<Cache<String, String>> = $builder.build().await;
             let r = match built {
-                Err(e) => format!("build error: {}", e.to_string().split(':').next().unwrap_or("")),
+                Err(e) => format!(
+                    "build error: {}",
+                    e.to_string().split(':').next().unwrap_or("")
+                ),
                 Ok(c) => {
-                    let put = c.put("k".into(), "v".to_string()).await.map_err(|e| e.to_string());
-                    let get = c.get(&"k".to_string()).await.map(|v| v.map(|v| (*v).clone())).map_err(|e| e.to_string());
+                    let put = c
+                        .put("k".into(), "v".to_string())
+                        .await
+                        .map_err(|e| e.to_string());
+                    let get = c
+                        .get(&"k".to_string())
+                        .await
+                        .map(|v| v.map(|v| (*v).clone()))
+                        .map_err(|e| e.to_string());
                     let load = c
-                        .get_or_load(&"l".to_string(), |_k| async { Ok::<_, std::io::Error>("x".to_string()) })
+                        .get_or_load(&"l".to_string(), |_k| async {
+                            Ok::<_, std::io::Error>("x".to_string())
+                        })
                         .await
                         .map(|v| (*v).clone())
                         .map_err(|e| e.to_string());
@@ -327,11 +501,23 @@ async fn odd_settings(url: &str) -> Vec<String> {
             out.push(format!("{}: {}", $what, r));
         }};
     }
-    probe!("lease_ttl MAX", m.cache(&unique("odd2")).lease_ttl(Duration::MAX));
+    probe!(
+        "lease_ttl MAX",
+        m.cache(&unique("odd2")).lease_ttl(Duration::MAX)
+    );
     probe!("max_entries 0", m.cache(&unique("odd3")).max_entries(0));
-    probe!("max_value_bytes 0", m.cache(&unique("odd4")).max_value_bytes(0));
-    probe!("event_capacity 0", m.cache(&unique("odd5")).event_capacity(0));
-    probe!("max_idle 0", m.cache(&unique("odd6")).max_idle(Duration::ZERO));
+    probe!(
+        "max_value_bytes 0",
+        m.cache(&unique("odd4")).max_value_bytes(0)
+    );
+    probe!(
+        "event_capacity 0",
+        m.cache(&unique("odd5")).event_capacity(0)
+    );
+    probe!(
+        "max_idle 0",
+        m.cache(&unique("odd6")).max_idle(Duration::ZERO)
+    );
     out
 }
 
@@ -344,80 +530,6 @@ async fn odd_settings_never_panic() {
             Ok(out) => println!("{url}: {out:#?}"),
             Err(e) => panic!("{url}: panicked: {e}"),
         }
-    }
-}
-
-mod undecodable {
-    use super::*;
-    use partcache::partition::HashingPolicy;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// Overwrites `key`'s entry of `cache` (named `name`) with bytes no codec reads:
-    /// what a value written by an older version of the value type looks like.
-    async fn corrupt(url: &str, name: &str, cache: &Cache<String, String>, key: &str) {
-        let map = cache.partition_map().unwrap().clone();
-        let partition = map.partition_of(&HashingPolicy::Standard, key).unwrap();
-        let entry = format!("pc:{{{}}}:{name}:e:{key}", map.tag(partition));
-        let client = redis::Client::open(url).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("SET")
-            .arg(&entry)
-            .arg(b"\xde\xad\xbe\xef".as_slice())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-
-    /// An entry that does not decode is a miss; a load of the key then replaces it,
-    /// so that the loader runs once, not on every read for as long as the bytes stay.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_load_replaces_an_undecodable_entry() {
-        let url = standalone_url();
-        let name = unique("undecodable-load");
-        let cache: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
-        let k = "k".to_string();
-        cache.put(k.clone(), "v1".to_string()).await.unwrap();
-        corrupt(&url, &name, &cache, "k").await;
-        let loads = Arc::new(AtomicUsize::new(0));
-        for _ in 0..3 {
-            let loads = loads.clone();
-            let v = cache
-                .get_or_load(&k, move |_k| async move {
-                    loads.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, std::io::Error>("v2".to_string())
-                })
-                .await
-                .unwrap();
-            assert_eq!(*v, "v2");
-        }
-        let got = cache.get(&k).await.unwrap();
-        assert_eq!(
-            (loads.load(Ordering::SeqCst), got.as_deref().map(String::as_str)),
-            (1, Some("v2")),
-            "the loader ran on every read and the undecodable bytes stayed (stats {:?})",
-            cache.stats()
-        );
-    }
-
-    /// The same answer from every operation: `get` says absent, so `put_if_absent`
-    /// must store (memory:// would).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn put_if_absent_over_an_undecodable_entry_agrees_with_get() {
-        let url = standalone_url();
-        let name = unique("undecodable-pia");
-        let cache: Cache<String, String> = common::manager(&url).cache(&name).build().await.unwrap();
-        let k = "k".to_string();
-        cache.put(k.clone(), "v1".to_string()).await.unwrap();
-        corrupt(&url, &name, &cache, "k").await;
-        assert_eq!(cache.get(&k).await.unwrap(), None);
-        let stored = cache.put_if_absent(k.clone(), "v2".to_string()).await.unwrap();
-        let got = cache.get(&k).await.unwrap();
-        assert_eq!(
-            (stored, got.as_deref().map(String::as_str)),
-            (true, Some("v2")),
-            "get says absent, put_if_absent says present"
-        );
     }
 }
 
@@ -448,17 +560,41 @@ mod silent {
                 let start = Instant::now();
                 let r = tokio::time::timeout(Duration::from_secs(20), async { $e }).await;
                 let took = start.elapsed();
-                times.push(($what.to_string(), took, format!("{:?}", r.map(|r| format!("{r:?}").chars().take(60).collect::<String>()))));
+                times.push((
+                    $what.to_string(),
+                    took,
+                    format!(
+                        "{:?}",
+                        r.map(|r| format!("{r:?}").chars().take(60).collect::<String>())
+                    ),
+                ));
             }};
         }
         let c: Cache<String, String> = manager.cache("silent-all").build().await.unwrap();
         let k = "k".to_string();
         timed!("get", c.get(&k).await);
         timed!("put", c.put(k.clone(), "v".to_string()).await);
-        timed!("get_all", c.get_all(&["a".to_string(), "b".to_string(), "c".to_string()]).await);
-        timed!("put_all", c.put_all([("a".to_string(), "1".to_string()), ("b".to_string(), "1".to_string())]).await);
-        timed!("put_if_absent", c.put_if_absent(k.clone(), "v".to_string()).await);
-        timed!("remove_all_keys", c.remove_all_keys(&["a".to_string(), "b".to_string()]).await);
+        timed!(
+            "get_all",
+            c.get_all(&["a".to_string(), "b".to_string(), "c".to_string()])
+                .await
+        );
+        timed!(
+            "put_all",
+            c.put_all([
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "1".to_string())
+            ])
+            .await
+        );
+        timed!(
+            "put_if_absent",
+            c.put_if_absent(k.clone(), "v".to_string()).await
+        );
+        timed!(
+            "remove_all_keys",
+            c.remove_all_keys(&["a".to_string(), "b".to_string()]).await
+        );
         timed!("remove_all", c.remove_all().await);
         timed!("clear", c.clear().await);
         timed!("len", c.len().await);
@@ -466,10 +602,20 @@ mod silent {
             use futures::StreamExt;
             c.keys().collect::<Vec<_>>().await.len()
         });
-        timed!("invoke", c.invoke(&k, |e| e.set_value("w".to_string())).await);
-        timed!("get_or_load", c.get_or_load(&k, |_k| async { Ok::<_, std::io::Error>("x".to_string()) }).await);
+        timed!(
+            "invoke",
+            c.invoke(&k, |e| e.set_value("w".to_string())).await
+        );
+        timed!(
+            "get_or_load",
+            c.get_or_load(&k, |_k| async { Ok::<_, std::io::Error>("x".to_string()) })
+                .await
+        );
         timed!("contains_key", c.contains_key(&k).await);
-        timed!("listen", c.listen(partcache::EventFilter::all()).await.map(|_| ()));
+        timed!(
+            "listen",
+            c.listen(partcache::EventFilter::all()).await.map(|_| ())
+        );
         timed!("run_pending_tasks", c.run_pending_tasks().await);
         timed!("balance_report", c.balance_report().await.map(|_| ()));
         let near = manager
@@ -490,88 +636,11 @@ mod silent {
             .filter(|(_, took, _)| *took > Duration::from_millis(1300))
             .map(|(w, t, _)| format!("{w}: {t:?}"))
             .collect();
-        assert!(slow.is_empty(), "calls past 1.3 s (response_timeout 300 ms): {slow:#?}");
+        assert!(
+            slow.is_empty(),
+            "calls past 1.3 s (response_timeout 300 ms): {slow:#?}"
+        );
     }
-}
-
-/// A near cache's guarantee across processes: another process's write is never
-/// served from it past `max_staleness`, whatever that process's settings. A process
-/// that opened the cache with `publish_events(false)` writes without any message, and
-/// nothing (no stored layout setting, no vouch) tells the near cache.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_writer_in_another_process_leaves_a_near_cache_stale() {
-    use partcache::NearCache;
-    use std::time::Instant;
-    let url = standalone_url();
-    let (a, b) = (common::manager(&url), common::manager(&url));
-    let name = unique("near-silent-writer");
-    let reader: Cache<String, u64> = a
-        .cache(&name)
-        .near_cache(NearCache::max_entries(100).max_staleness(Duration::from_millis(300)))
-        .build()
-        .await
-        .unwrap();
-    let writer: Cache<String, u64> = b.cache(&name).publish_events(false).build().await.unwrap();
-    let k = "k".to_string();
-    writer.put(k.clone(), 1).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let before = reader.stats().near_hits;
-        assert_eq!(reader.get(&k).await.unwrap().map(|v| *v), Some(1));
-        if reader.stats().near_hits > before {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never served locally");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    writer.put(k.clone(), 2).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        reader.get(&k).await.unwrap().map(|v| *v),
-        Some(2),
-        "the near cache serves a value overwritten 2 s ago (max_staleness 300 ms)"
-    );
-}
-
-/// Two processes of one cache whose hashing rules differ (a rolling deploy that adds
-/// `hashing_rules`) put one key in two partitions: each reads its own copy, and one's
-/// update or removal never reaches the other's. Another partition count is refused
-/// (`LayoutMismatch`); other hashing rules are not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn processes_with_other_hashing_rules_split_a_key_silently() {
-    let url = standalone_url();
-    let name = unique("hashing-split");
-    partcache_redis::install();
-    let old = CacheManager::from_url(&url).unwrap();
-    let new = CacheManager::from_config_str(&format!(
-        "url = \"{url}\"\n[caches.\"{name}\"]\nhashing_rules = ['^(?<tag>user):']\n"
-    ))
-    .unwrap();
-    let a: Cache<String, u64> = old.cache(&name).build().await.unwrap();
-    let b = new.cache::<String, u64>(&name).build().await;
-    let Ok(b) = b else {
-        return; // refused: the mismatch is detected
-    };
-    // A key whose partition differs between the two policies.
-    let key = (0..200)
-        .map(|i| format!("user:{i}"))
-        .find(|k| {
-            let (ma, mb) = (a.partition_map().unwrap(), b.partition_map().unwrap());
-            let std = ma.partition_of(&partcache::partition::HashingPolicy::Standard, k).unwrap();
-            let custom = mb
-                .partition_of(&partcache::partition::HashingPolicy::custom(["^(?<tag>user):"]).unwrap(), k)
-                .unwrap();
-            std != custom
-        })
-        .unwrap();
-    a.put(key.clone(), 1).await.unwrap();
-    b.put(key.clone(), 2).await.unwrap();
-    a.remove(&key).await.unwrap();
-    assert_eq!(
-        b.get(&key).await.unwrap().map(|v| *v),
-        None,
-        "a removal by one process left the other's copy of `{key}`"
-    );
 }
 
 /// A listener in another process hears what the writing process's own listener hears
@@ -588,13 +657,22 @@ async fn another_process_hears_what_the_writer_hears() {
         let s = |x: &str| x.to_string();
         writer.put(s("a"), s("1")).await.unwrap();
         writer.put(s("a"), s("2")).await.unwrap();
-        writer.put_all([(s("b"), s("1")), (s("c"), s("1"))]).await.unwrap();
+        writer
+            .put_all([(s("b"), s("1")), (s("c"), s("1"))])
+            .await
+            .unwrap();
         writer.put_if_absent(s("d"), s("1")).await.unwrap();
         writer.replace(s("d"), s("2")).await.unwrap();
         writer.get_and_put(s("b"), s("2")).await.unwrap();
         writer.remove(&s("c")).await.unwrap();
-        writer.invoke(&s("e"), |e| e.set_value(s("1"))).await.unwrap();
-        writer.put_with_ttl(s("f"), s("1"), Duration::from_millis(50)).await.unwrap();
+        writer
+            .invoke(&s("e"), |e| e.set_value(s("1")))
+            .await
+            .unwrap();
+        writer
+            .put_with_ttl(s("f"), s("1"), Duration::from_millis(50))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
         writer.put(s("f"), s("2")).await.unwrap();
         writer.remove_all_keys(&[s("a"), s("b")]).await.unwrap();
@@ -604,7 +682,11 @@ async fn another_process_hears_what_the_writer_hears() {
             let mut out = Vec::new();
             while let Some(e) = rx.try_recv() {
                 let e = e.unwrap();
-                let value = if e.kind == partcache::EventKind::Expired { None } else { e.value.map(|v| (*v).clone()) };
+                let value = if e.kind == partcache::EventKind::Expired {
+                    None
+                } else {
+                    e.value.map(|v| (*v).clone())
+                };
                 out.push((e.kind, e.key, value));
             }
             out
@@ -622,7 +704,9 @@ async fn another_process_hears_what_the_writer_hears() {
         let per_key = |v: &[(partcache::EventKind, String, Option<String>)]| {
             let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
             for (k, key, val) in v {
-                m.entry(key.clone()).or_default().push(format!("{k:?} {val:?}"));
+                m.entry(key.clone())
+                    .or_default()
+                    .push(format!("{k:?} {val:?}"));
             }
             m
         };
