@@ -12,7 +12,8 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full};
-use partcache::CacheManager;
+
+use crate::support::{cache_on, call_in_process, local_manager};
 use partcache_axum::{CacheBody, ResponseCache, ResponseCacheBuilder};
 use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -36,20 +37,8 @@ where
     S: Service<Request<Body>, Response = Response<CacheBody<Full<Bytes>>>, Error = Infallible>
         + Clone,
 {
-    let response = service.clone().oneshot(request).await.expect("response");
-    let label = response
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("<none>")
-        .to_string();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (label, String::from_utf8_lossy(&body).into_owned())
+    let (_, label, body) = call_in_process(service, request).await;
+    (label, body)
 }
 
 async fn get<S>(service: &S, path: &str) -> Reply
@@ -71,14 +60,9 @@ fn response(cache_control: &str, extra: &[(&str, &str)], body: String) -> Respon
 }
 
 async fn built(
-    name: &str,
     settings: impl FnOnce(ResponseCacheBuilder) -> ResponseCacheBuilder,
 ) -> ResponseCache {
-    let manager = CacheManager::from_url("memory://").expect("manager");
-    settings(ResponseCache::builder(&manager, name))
-        .build()
-        .await
-        .expect("cache")
+    cache_on(&local_manager().await, settings).await
 }
 
 /// Waits until `done` holds, for at most `within`.
@@ -162,10 +146,7 @@ fn hanging_refresh_origin(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_refresh_is_given_up_and_its_waiters_ask_the_origin() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let cache = built("flights-hung-refresh", |b| {
-        b.refresh_timeout(Duration::from_secs(2))
-    })
-    .await;
+    let cache = built(|b| b.refresh_timeout(Duration::from_secs(2))).await;
     let service = cache.layer().layer(hanging_refresh_origin(calls.clone()));
     assert_eq!(get(&service, "/r").await, ("MISS".into(), "v1".into()));
     // Stale (age ≥ 1 s) within its 1 s stale-while-revalidate window: served stale, and
@@ -196,7 +177,7 @@ async fn a_hung_refresh_is_given_up_and_its_waiters_ask_the_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_refresh_gives_its_pending_slot_back() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let cache = built("flights-hung-slot", |b| {
+    let cache = built(|b| {
         b.max_pending_stores(1)
             .refresh_timeout(Duration::from_millis(300))
     })
@@ -238,7 +219,7 @@ async fn a_tag_purge_detaches_misses_in_flight_when_the_tag_has_entries() {
             ))
         }
     });
-    let cache = built("flights-purge-tag", |b| b).await;
+    let cache = built(|b| b).await;
     let service = cache.layer().layer(origin);
     assert_eq!(get(&service, "/a").await.0, "MISS");
     assert_eq!(get(&service, "/a").await.0, "HIT");
@@ -294,7 +275,7 @@ async fn a_waiter_asking_the_origin_itself_is_detached_by_an_invalidation() {
             }
         }
     });
-    let cache = built("flights-vary-waiter", |b| b).await;
+    let cache = built(|b| b).await;
     let service = cache.layer().layer(origin);
     let at = |language| request(Method::GET, "/v", &[("accept-language", language)]);
     let en = tokio::spawn({

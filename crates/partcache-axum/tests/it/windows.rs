@@ -11,10 +11,11 @@ use std::time::{Duration, SystemTime};
 use axum::body::Body;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use partcache::CacheManager;
+use http_body_util::Full;
+
+use crate::support::{cache_on, call_in_process, local_manager};
 use partcache_axum::{CacheBody, ResponseCache, ResponseCacheBuilder};
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service, service_fn};
 
 /// Status, `x-cache` and body of a response.
 type Reply = (StatusCode, String, String);
@@ -28,32 +29,13 @@ where
         .header("host", "windows.test")
         .body(Body::empty())
         .expect("request");
-    let response = service.clone().oneshot(request).await.expect("response");
-    let label = response
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("<none>")
-        .to_string();
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, label, String::from_utf8_lossy(&body).into_owned())
+    call_in_process(service, request).await
 }
 
 async fn built(
-    name: &str,
     settings: impl FnOnce(ResponseCacheBuilder) -> ResponseCacheBuilder,
 ) -> ResponseCache {
-    let manager = CacheManager::from_url("memory://").expect("manager");
-    settings(ResponseCache::builder(&manager, name))
-        .build()
-        .await
-        .expect("cache")
+    cache_on(&local_manager().await, settings).await
 }
 
 /// An origin that answers `v<n>` with `fields` until `failing` is set, then 503.
@@ -98,7 +80,7 @@ async fn an_aged_response_past_its_revalidate_window_is_not_served_stale() {
         ),
         ("age", "1000".to_string()),
     ];
-    let cache = built("windows-swr-aged", |b| b).await;
+    let cache = built(|b| b).await;
     let service = cache
         .layer()
         .layer(origin(fields, Arc::default(), calls.clone()));
@@ -119,7 +101,7 @@ async fn an_aged_response_within_its_revalidate_window_is_served_stale() {
         ),
         ("age", "70".to_string()),
     ];
-    let cache = built("windows-swr-within", |b| b).await;
+    let cache = built(|b| b).await;
     let service = cache
         .layer()
         .layer(origin(fields, Arc::default(), Arc::default()));
@@ -141,7 +123,7 @@ async fn a_response_dated_past_its_error_window_is_not_served_on_error() {
         ),
         ("date", date),
     ];
-    let cache = built("windows-sie-dated", |b| b).await;
+    let cache = built(|b| b).await;
     let service = cache
         .layer()
         .layer(origin(fields, failing.clone(), Arc::default()));
@@ -160,7 +142,7 @@ async fn windows_of_duration_max_mean_always() {
         ("cache-control", "max-age=0".to_string()),
         ("etag", "\"e\"".to_string()),
     ];
-    let cache = built("windows-max", |b| {
+    let cache = built(|b| {
         b.stale_if_error(Duration::MAX)
             .stale_while_revalidate(Duration::MAX)
             .stale_retention(Duration::MAX)

@@ -245,6 +245,37 @@ impl Server {
     }
 }
 
+/// Calls `service` (the layer over an in-process origin, no sockets) with `request`:
+/// the status, `x-cache` and body of its response.
+pub(crate) async fn call_in_process<S>(
+    service: &S,
+    request: Request<Body>,
+) -> (StatusCode, String, String)
+where
+    S: tower::Service<
+            Request<Body>,
+            Response = Response<partcache_axum::CacheBody<Full<Bytes>>>,
+            Error = std::convert::Infallible,
+        > + Clone,
+{
+    use tower::ServiceExt;
+    let response = service.clone().oneshot(request).await.expect("response");
+    let label = response
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("<none>")
+        .to_string();
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, label, String::from_utf8_lossy(&body).into_owned())
+}
+
 /// Polls `condition` every 10 ms until it holds; panics after 10 s.
 pub(crate) async fn eventually<F, Fut>(what: &str, mut condition: F)
 where
