@@ -687,3 +687,77 @@ C9j9Jd6ERDx/ezx4OmNBLdFEciB7afX4y19kvvSXosjwlVB60qq1YhsD
         assert_eq!(mask("redis://h:1"), "redis://h:1");
     }
 }
+
+/// Review 4: failing tests for URL parsing mistakes.
+#[cfg(test)]
+mod review4 {
+    use super::*;
+
+    /// An unescaped `/`, `?` or `#` in a password is a malformed URL; the error may say
+    /// so, but must never print the password (the masking misses it).
+    #[test]
+    fn a_malformed_password_is_never_printed_in_the_error() {
+        for url in [
+            "redis://app:hunter2/x@cache.internal:6379",
+            "redis://app:hunter2?x@cache.internal:6379",
+            "redis-cluster://app:hunter2/x@a:7000,b:7000",
+        ] {
+            let m = match parse(url) {
+                Err(Error::Config(m)) => m,
+                other => panic!("{url}: expected a config error, got {other:?}"),
+            };
+            assert!(!m.contains("hunter2"), "{url}: the error prints the password: {m}");
+        }
+    }
+
+    /// A parameter given twice is a mistake (which one is meant?), not "last one wins".
+    #[test]
+    fn a_repeated_parameter_is_an_error() {
+        for url in [
+            "redis://h:1?response_timeout=5s&response_timeout=50ms",
+            "redis://h:1?partitions=64&partitions=128",
+            "rediss://h:1?tls=false&tls=true",
+        ] {
+            assert!(
+                matches!(parse(url), Err(Error::Config(_))),
+                "{url}: {:?}",
+                parse(url).map(|u| (u.response_timeout, u.partitions, u.tls))
+            );
+        }
+    }
+
+    /// An empty value (`tls_insecure=`, e.g. from an unset template variable) is
+    /// read as `true`: it turns certificate verification off.
+    #[test]
+    fn an_empty_boolean_value_is_not_true() {
+        let r = parse("redis://h:1?read_from_replicas=");
+        assert!(matches!(r, Err(Error::Config(_))), "read_from_replicas= : {:?}", r.map(|u| u.read_from_replicas));
+        #[cfg(feature = "tls")]
+        {
+            let r = parse("rediss://h:1?tls_insecure=");
+            assert!(matches!(r, Err(Error::Config(_))), "tls_insecure= : {:?}", r.map(|u| u.tls_options.insecure));
+        }
+    }
+
+    /// A database index must be a non-negative number (`SELECT -1` fails at connect).
+    #[test]
+    fn a_negative_database_is_refused_when_parsed() {
+        assert!(matches!(parse("redis://h:1/-1"), Err(Error::Config(_))), "{:?}", parse("redis://h:1/-1").map(|u| u.db));
+    }
+
+    /// A joined URL refuses a member's `partitions` (it belongs to the joined URL); a
+    /// member's `lease_ttl` is just as ignored (the joined backend only reads its own),
+    /// so it must be refused too rather than silently dropped.
+    #[test]
+    fn a_member_lease_ttl_is_not_silently_ignored() {
+        let url = "redis-joined://?member=redis://a:6379%3Flease_ttl%3D30s&member=redis://b:6379";
+        match crate::joined::parse(url) {
+            Err(Error::Config(m)) => assert!(m.contains("lease_ttl"), "{m}"),
+            Ok(u) => panic!(
+                "accepted: joined lease_ttl {:?}, member 1 lease_ttl {:?} (which the joined backend never reads)",
+                u.lease_ttl, u.members[0].url.lease_ttl
+            ),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
