@@ -11,7 +11,11 @@ use partcache::{CacheDecl, CacheManager, Error, EventFilter, EventKind};
 #[tokio::test]
 async fn a_subscriber_learns_that_its_cache_was_closed() {
     let manager = CacheManager::from_url("memory://").unwrap();
-    let cache = manager.cache::<u32, u32>("r4-close-events").build().await.unwrap();
+    let cache = manager
+        .cache::<u32, u32>("r4-close-events")
+        .build()
+        .await
+        .unwrap();
     let mut rx = cache.subscribe(EventFilter::all());
     cache.close().await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
@@ -46,7 +50,15 @@ async fn a_declaration_follows_a_destroyed_and_rebuilt_cache() {
         !via_decl.is_closed(),
         "the declaration still hands out the destroyed (closed) cache: every annotated call now runs uncached"
     );
-    assert_eq!(via_decl.get(&2).await.unwrap().as_deref().map(String::as_str), Some("b"));
+    assert_eq!(
+        via_decl
+            .get(&2)
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("b")
+    );
 }
 
 /// Same after a plain `Cache::close` ("building it again opens it anew").
@@ -56,7 +68,11 @@ async fn a_declaration_follows_a_closed_and_rebuilt_cache() {
     let manager = CacheManager::from_url("memory://").unwrap();
     let first = DECL.open(&manager).await.unwrap();
     // `open` does not set the declaration's fast path; `resolve` does.
-    let resolved = DECL.resolve(Some(&manager), "f").await.unwrap().into_owned();
+    let resolved = DECL
+        .resolve(Some(&manager), "f")
+        .await
+        .unwrap()
+        .into_owned();
     assert!(!resolved.is_closed());
     first.close().await.unwrap();
     let via_decl = DECL.resolve(Some(&manager), "f").await.unwrap();
@@ -68,17 +84,33 @@ async fn a_declaration_follows_a_closed_and_rebuilt_cache() {
 #[tokio::test]
 async fn destroying_a_local_cache_counts_no_evictions_and_emits_no_events() {
     let manager = CacheManager::from_url("memory://").unwrap();
-    let cache = manager.cache::<u32, u32>("r4-destroy-stats").build().await.unwrap();
-    let mut rx = cache.subscribe(EventFilter::kinds([EventKind::Evicted, EventKind::Removed, EventKind::Expired]));
+    let cache = manager
+        .cache::<u32, u32>("r4-destroy-stats")
+        .build()
+        .await
+        .unwrap();
+    let mut rx = cache.subscribe(EventFilter::kinds([
+        EventKind::Evicted,
+        EventKind::Removed,
+        EventKind::Expired,
+    ]));
     for i in 0..5 {
         cache.put(i, i).await.unwrap();
     }
     manager.destroy_cache("r4-destroy-stats").await.unwrap();
     let stats = cache.stats();
-    assert_eq!((stats.evictions, stats.removals, stats.expirations), (0, 0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.evictions, stats.removals, stats.expirations),
+        (0, 0, 0),
+        "{stats:?}"
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     let ev = rx.try_recv();
-    assert!(ev.is_none(), "event after destroy: {:?}", ev.map(|r| r.map(|e| e.kind)));
+    assert!(
+        ev.is_none(),
+        "event after destroy: {:?}",
+        ev.map(|r| r.map(|e| e.kind))
+    );
 }
 
 /// `clear` on the local store: no statistics, no events (crate docs and JSR-107).
@@ -105,7 +137,11 @@ async fn statistics_follow_the_documented_table() {
         (s.hits, s.misses, s.puts, s.removals)
     };
     assert!(c.put_if_absent(1, 1).await.unwrap());
-    assert_eq!(s(&c), (0, 1, 1, 0), "put_if_absent absent: a miss and a put");
+    assert_eq!(
+        s(&c),
+        (0, 1, 1, 0),
+        "put_if_absent absent: a miss and a put"
+    );
     assert!(!c.put_if_absent(1, 2).await.unwrap());
     assert_eq!(s(&c), (1, 1, 1, 0), "put_if_absent present: a hit");
     assert!(c.replace(1, 3).await.unwrap());
@@ -115,7 +151,11 @@ async fn statistics_follow_the_documented_table() {
     assert_eq!(c.get_and_put(1, 4).await.unwrap().as_deref(), Some(&3));
     assert_eq!(s(&c), (3, 2, 3, 0), "get_and_put present: a hit and a put");
     assert_eq!(c.get_and_remove(&1).await.unwrap().as_deref(), Some(&4));
-    assert_eq!(s(&c), (4, 2, 3, 1), "get_and_remove present: a hit and a removal");
+    assert_eq!(
+        s(&c),
+        (4, 2, 3, 1),
+        "get_and_remove present: a hit and a removal"
+    );
     assert!(!c.remove(&1).await.unwrap());
     assert_eq!(s(&c), (4, 2, 3, 1), "remove absent: nothing");
     assert!(!c.contains_key(&1).await.unwrap());
@@ -131,7 +171,10 @@ async fn statistics_follow_the_documented_table() {
 async fn max_weight_from_a_file_without_a_weigher_is_refused_on_memory() {
     let manager = CacheManager::from_config_str("[caches.w]\nmax_weight = 100\n").unwrap();
     let err = manager.cache::<u32, u32>("w").build().await.unwrap_err();
-    assert!(matches!(err, Error::Config(ref m) if m.contains("max_weight")), "{err}");
+    assert!(
+        matches!(err, Error::Config(ref m) if m.contains("max_weight")),
+        "{err}"
+    );
 }
 
 /// `from_env`: a `PARTCACHE_URL` that is set but not valid Unicode is silently
@@ -143,7 +186,10 @@ fn a_non_unicode_partcache_url_is_an_error_not_memory() {
     use std::os::unix::ffi::OsStrExt;
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "from_env_child", "--ignored", "--nocapture"])
-        .env(partcache::URL_ENV, std::ffi::OsStr::from_bytes(b"redis://h\xff:6379"))
+        .env(
+            partcache::URL_ENV,
+            std::ffi::OsStr::from_bytes(b"redis://h\xff:6379"),
+        )
         .output()
         .unwrap();
     assert!(
