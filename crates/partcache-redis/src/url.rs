@@ -47,7 +47,7 @@ pub struct DeploymentUrl {
     pub username: Option<String>,
     /// Password.
     pub password: Option<String>,
-    /// Database number (standalone only).
+    /// Database number (standalone only), 0 to [`MAX_DATABASE`].
     pub db: i64,
     /// Partition count for caches that do not set one.
     pub partitions: Option<u16>,
@@ -346,7 +346,6 @@ fn expected_value(name: &str) -> &'static str {
             "a whole number"
         }
         "tls_ca" | "tls_cert" | "tls_key" => "the path of a PEM file",
-        "member" => "a standalone or cluster URL",
         _ => "a value",
     }
 }

@@ -42,7 +42,8 @@ pub struct Member {
     pub url: DeploymentUrl,
 }
 
-/// Parses a joined URL: `redis-joined://?member=<url>&member=<url>[&partitions=N]`
+/// Parses a joined URL:
+/// `redis-joined://?member=<url>&member=<url>[&partitions=N][&lease_ttl=D]`
 /// (`valkey-joined://` is the same). Each member is a standalone or cluster URL,
 /// percent-encoded (at least its `&` and `%`; [`build_url`] encodes them all).
 pub fn parse(url: &str) -> Result<JoinedUrl> {
@@ -150,12 +151,14 @@ pub fn parse(url: &str) -> Result<JoinedUrl> {
 fn member(text: &str, n: usize) -> Result<Member> {
     let in_member =
         |message: String| Error::Config(format!("member {n} of a joined URL: {message}"));
-    // Before `id` is taken out: a password with an unescaped `?` must not be split
-    // into a base URL and parameters that are quoted in errors.
-    refuse_misplaced_at(text).map_err(|e| match e {
+    // The same for an error of the deployment's parser.
+    let named = |e: Error| match e {
         Error::Config(m) => in_member(m),
         other => other,
-    })?;
+    };
+    // Before `id` is taken out: a password with an unescaped `?` must not be split
+    // into a base URL and parameters that are quoted in errors.
+    refuse_misplaced_at(text).map_err(named)?;
     let (base, query) = text.split_once('?').unwrap_or((text, ""));
     let scheme = base.split_once("://").map_or("", |(s, _)| s);
     if SCHEMES.contains(&scheme) {
@@ -174,10 +177,7 @@ fn member(text: &str, n: usize) -> Result<Member> {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
             "id" => {
-                let value = decode(value, "`id`").map_err(|e| match e {
-                    Error::Config(m) => in_member(m),
-                    other => other,
-                })?;
+                let value = decode(value, "`id`").map_err(named)?;
                 if value.trim().is_empty() {
                     return Err(in_member(format!("empty `id` in `{}`", mask(text))));
                 }
@@ -207,10 +207,7 @@ fn member(text: &str, n: usize) -> Result<Member> {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    let url = crate::url::parse(&deployment).map_err(|e| match e {
-        Error::Config(m) => in_member(m),
-        other => other,
-    })?;
+    let url = crate::url::parse(&deployment).map_err(named)?;
     Ok(Member {
         id: id.unwrap_or_else(|| deployment_id(&url)),
         url,
