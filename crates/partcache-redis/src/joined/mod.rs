@@ -25,7 +25,9 @@
 //! `redis-cluster://`, their `valkey` forms) with its own credentials and parameters,
 //! percent-encoded as a query value: a member with at most one parameter may be written
 //! as is; [`build_url`] encodes any. `partitions` belongs on the joined URL (a member
-//! URL that sets it is an error: every member must use the same count); a member URL
+//! URL that sets it is an error: every member must use the same count), and so does
+//! `lease_ttl` (a default of caches, which span all members: a member URL that sets it
+//! is an error rather than a setting nothing reads); a member URL
 //! may carry `id=<text>`, the member's id (below). No member, a member that does not
 //! parse, a member that is itself joined, a deployment listed twice, or two members
 //! with one id are each an [`Error::Config`](partcache::Error::Config) naming the member

@@ -5,10 +5,12 @@
 //! Parsing never connects (its only I/O is reading the members' TLS files): every
 //! error is an [`Error::Config`] that names the offending member or parameter.
 
-use partcache::partition::{MIN_PARTITIONS, SLOT_COUNT};
 use partcache::{Error, Result};
 
-use crate::url::{DeploymentKind, DeploymentUrl, decode, mask};
+use crate::url::{
+    DeploymentKind, DeploymentUrl, decode, lease_ttl, mask, parameter_value, partitions,
+    refuse_misplaced_at,
+};
 
 /// The schemes [`JoinedBackendFactory`](super::JoinedBackendFactory) serves.
 pub const SCHEMES: &[&str] = &["redis-joined", "valkey-joined"];
@@ -40,7 +42,8 @@ pub struct Member {
     pub url: DeploymentUrl,
 }
 
-/// Parses a joined URL: `redis-joined://?member=<url>&member=<url>[&partitions=N]`
+/// Parses a joined URL:
+/// `redis-joined://?member=<url>&member=<url>[&partitions=N][&lease_ttl=D]`
 /// (`valkey-joined://` is the same). Each member is a standalone or cluster URL,
 /// percent-encoded (at least its `&` and `%`; [`build_url`] encodes them all).
 pub fn parse(url: &str) -> Result<JoinedUrl> {
@@ -58,47 +61,44 @@ pub fn parse(url: &str) -> Result<JoinedUrl> {
         return Err(Error::Config(format!(
             "`{scheme}://` takes no host (got `{}`): list the members as parameters, \
              e.g. `{scheme}://?member=redis://10.0.0.1:6379&member=redis-cluster://10.0.1.1:7000`",
-            mask(authority)
+            // Through the whole URL's mask: the text before `?` may hold credentials.
+            mask(&format!("{scheme}://{authority}"))
         )));
     }
     let mut members = Vec::new();
-    let mut partitions = None;
-    let mut lease_ttl = None;
+    let mut partition_count = None;
+    let mut lease = None;
+    // `member` is the one parameter given more than once.
+    let mut seen = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
             "member" => {
-                let value = decode(value, url)?;
+                if value.is_empty() {
+                    return Err(Error::Config(format!(
+                        "`member` needs a standalone or cluster URL (member {} is empty)",
+                        members.len() + 1
+                    )));
+                }
+                let value = decode(value, &format!("member {}", members.len() + 1))?;
                 members.push(member(&value, members.len() + 1)?);
             }
             "partitions" => {
-                let value = decode(value, url)?;
-                let n: u16 = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (MIN_PARTITIONS..=SLOT_COUNT).contains(n))
-                    .ok_or_else(|| {
-                        Error::Config(format!(
-                            "`partitions={value}`: expected a number from {MIN_PARTITIONS} to {SLOT_COUNT}"
-                        ))
-                    })?;
-                partitions = Some(n);
+                partition_count = Some(partitions(&parameter_value(name, value, &mut seen)?)?);
             }
-            "lease_ttl" => {
-                let value = decode(value, url)?;
-                let ttl = partcache::duration::parse(&value)
-                    .map_err(|e| Error::Config(format!("`lease_ttl={value}`: {e}")))?;
-                lease_ttl = Some(ttl);
-            }
+            "lease_ttl" => lease = Some(lease_ttl(&parameter_value(name, value, &mut seen)?)?),
             other => {
                 return Err(Error::Config(format!(
-                    "unknown parameter `{other}` in a `{scheme}://` URL (known: {}); \
+                    "unknown parameter `{}` in a `{scheme}://` URL (known: {}); \
                      if it belongs to a member, percent-encode that member's URL (`&` as `%26`)",
+                    // A member's unescaped `&` may cut its password: mask as a URL.
+                    mask(other),
                     PARAMETERS.join(", ")
                 )));
             }
         }
     }
+    let (partitions, lease_ttl) = (partition_count, lease);
     if members.is_empty() {
         return Err(Error::Config(format!(
             "`{scheme}://` needs at least one `member=<Redis URL>` parameter, \
@@ -151,6 +151,14 @@ pub fn parse(url: &str) -> Result<JoinedUrl> {
 fn member(text: &str, n: usize) -> Result<Member> {
     let in_member =
         |message: String| Error::Config(format!("member {n} of a joined URL: {message}"));
+    // The same for an error of the deployment's parser.
+    let named = |e: Error| match e {
+        Error::Config(m) => in_member(m),
+        other => other,
+    };
+    // Before `id` is taken out: a password with an unescaped `?` must not be split
+    // into a base URL and parameters that are quoted in errors.
+    refuse_misplaced_at(text).map_err(named)?;
     let (base, query) = text.split_once('?').unwrap_or((text, ""));
     let scheme = base.split_once("://").map_or("", |(s, _)| s);
     if SCHEMES.contains(&scheme) {
@@ -160,15 +168,16 @@ fn member(text: &str, n: usize) -> Result<Member> {
             mask(text)
         )));
     }
-    // `id` and `partitions` belong to the joined store, not to the deployment: take
-    // them out before the deployment's own parser (which would reject `id`).
+    // `id`, `partitions` and `lease_ttl` belong to the joined store, not to the
+    // deployment: take them out before the deployment's own parser (which would
+    // reject `id`, and read the others where nothing uses them).
     let mut id = None;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
             "id" => {
-                let value = decode(value, text)?;
+                let value = decode(value, "`id`").map_err(named)?;
                 if value.trim().is_empty() {
                     return Err(in_member(format!("empty `id` in `{}`", mask(text))));
                 }
@@ -183,6 +192,13 @@ fn member(text: &str, n: usize) -> Result<Member> {
                     mask(text)
                 )));
             }
+            "lease_ttl" => {
+                return Err(in_member(format!(
+                    "`{}` sets `lease_ttl`; set it on the joined URL instead: it is the \
+                     default of caches, and every cache spans all members",
+                    mask(text)
+                )));
+            }
             _ => kept.push(pair),
         }
     }
@@ -191,10 +207,7 @@ fn member(text: &str, n: usize) -> Result<Member> {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    let url = crate::url::parse(&deployment).map_err(|e| match e {
-        Error::Config(m) => in_member(m),
-        other => other,
-    })?;
+    let url = crate::url::parse(&deployment).map_err(named)?;
     Ok(Member {
         id: id.unwrap_or_else(|| deployment_id(&url)),
         url,
@@ -377,5 +390,67 @@ mod tests {
             config_error("redis-cluster-joined://?member=redis://a")
                 .contains("not a joined URL scheme")
         );
+    }
+
+    /// A member's `lease_ttl` would be ignored (caches read the joined URL's): it is
+    /// refused, as a member's `partitions` is.
+    #[test]
+    fn a_member_lease_ttl_is_refused() {
+        let m = config_error(
+            "redis-joined://?member=redis://a:6379%3Flease_ttl%3D30s&member=redis://b:6379",
+        );
+        assert!(
+            m.contains("member 1") && m.contains("`lease_ttl`") && m.contains("joined URL instead"),
+            "{m}"
+        );
+        let u = parse("redis-joined://?member=redis://a:6379&lease_ttl=30s").unwrap();
+        assert_eq!(u.lease_ttl, Some(std::time::Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_repeated_or_empty_joined_parameter_is_refused_naming_it() {
+        for (url, needle) in [
+            (
+                "redis-joined://?member=redis://a&partitions=64&partitions=128",
+                "`partitions` is given twice",
+            ),
+            (
+                "redis-joined://?member=redis://a&lease_ttl=1s&lease_ttl=2s",
+                "`lease_ttl` is given twice",
+            ),
+            (
+                "redis-joined://?member=redis://a&lease_ttl=",
+                "`lease_ttl` needs",
+            ),
+            (
+                "redis-joined://?member=redis://a&partitions",
+                "`partitions` needs",
+            ),
+            ("redis-joined://?member=&member=redis://a", "`member` needs"),
+            (
+                "redis-joined://?member=redis://a&lease_ttl=10us",
+                "at least 1ms",
+            ),
+            (
+                "redis-joined://?member=redis://a&partitions=+64",
+                "partitions=+64",
+            ),
+        ] {
+            let m = config_error(url);
+            assert!(m.contains(needle), "{url}: {m}");
+        }
+    }
+
+    #[test]
+    fn a_member_password_with_an_unescaped_question_mark_is_never_printed() {
+        for url in [
+            "redis-joined://?member=redis://app:hunter2%3Fid%3Dx@a:6379",
+            "redis-joined://?member=redis://app:hunter2/x@a:6379",
+            "redis-joined://app:hunter2/x@h?member=redis://a",
+            "redis-joined://?member=redis://u:p&hunter2@a:6379",
+        ] {
+            let m = config_error(url);
+            assert!(!m.contains("hunter2"), "{url}: {m}");
+        }
     }
 }
