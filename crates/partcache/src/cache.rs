@@ -134,6 +134,15 @@ fn eq_fn<V: PartialEq>() -> fn(&V, &V) -> bool {
     <V as PartialEq>::eq
 }
 
+impl<K, V> Cache<K, V> {
+    /// Whether [`Cache::close`] was called (on any clone), or the cache was destroyed
+    /// ([`crate::CacheManager::destroy_cache`]).
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// The cache's name.
     pub fn name(&self) -> &str {
@@ -202,11 +211,6 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             return Err(Error::Closed(self.inner.name.clone()));
         }
         Ok(())
-    }
-
-    /// Whether [`Cache::close`] was called (on any clone).
-    pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Closes the cache in this process (JSR-107 §4.1.4 `Cache.close`): stops what the

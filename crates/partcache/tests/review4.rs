@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use partcache::{CacheDecl, CacheManager, Error, EventFilter, EventKind};
+use partcache::{CacheManager, Error, EventFilter, EventKind};
 
 /// `Cache::close` docs: "stops what the store runs for it here (event subscriptions ...)".
 /// `RecvError::Closed` docs: "the cache was closed". A subscriber waiting on `recv`
@@ -20,47 +20,6 @@ async fn a_subscriber_learns_that_its_cache_was_closed() {
         "recv after close: {:?}",
         got.map(|r| r.map(|e| e.kind))
     );
-}
-
-/// `destroy_cache` documents that the name "can be built again"; a `CacheDecl`
-/// (what `#[cacheable]` uses) must then serve the new cache, not the destroyed one.
-#[tokio::test]
-async fn a_declaration_follows_a_destroyed_and_rebuilt_cache() {
-    static DECL: CacheDecl<u32, String> = CacheDecl::new("r4-decl-destroy");
-    let manager = CacheManager::from_url("memory://").unwrap();
-    let first = DECL
-        .resolve(Some(&manager), "f")
-        .await
-        .unwrap()
-        .into_owned();
-    first.put(1, "a".to_string()).await.unwrap();
-    manager.destroy_cache("r4-decl-destroy").await.unwrap();
-    let rebuilt = manager
-        .cache::<u32, String>("r4-decl-destroy")
-        .build()
-        .await
-        .unwrap();
-    rebuilt.put(2, "b".to_string()).await.unwrap();
-    let via_decl = DECL.resolve(Some(&manager), "f").await.unwrap();
-    assert!(
-        !via_decl.is_closed(),
-        "the declaration still hands out the destroyed (closed) cache: every annotated call now runs uncached"
-    );
-    assert_eq!(via_decl.get(&2).await.unwrap().as_deref().map(String::as_str), Some("b"));
-}
-
-/// Same after a plain `Cache::close` ("building it again opens it anew").
-#[tokio::test]
-async fn a_declaration_follows_a_closed_and_rebuilt_cache() {
-    static DECL: CacheDecl<u32, String> = CacheDecl::new("r4-decl-close");
-    let manager = CacheManager::from_url("memory://").unwrap();
-    let first = DECL.open(&manager).await.unwrap();
-    // `open` does not set the declaration's fast path; `resolve` does.
-    let resolved = DECL.resolve(Some(&manager), "f").await.unwrap().into_owned();
-    assert!(!resolved.is_closed());
-    first.close().await.unwrap();
-    let via_decl = DECL.resolve(Some(&manager), "f").await.unwrap();
-    assert!(!via_decl.is_closed(), "resolve returns a closed cache");
 }
 
 /// Destroying a cache is not an eviction nor a removal by a caller (JSR-107
