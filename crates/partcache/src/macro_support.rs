@@ -694,7 +694,11 @@ mod tests {
     async fn a_declaration_serves_the_cache_rebuilt_after_a_destroy() {
         static DECL: CacheDecl<u32, String> = CacheDecl::new("decl-destroyed");
         let manager = CacheManager::from_url("memory://").unwrap();
-        let first = DECL.resolve(Some(&manager), "f").await.unwrap().into_owned();
+        let first = DECL
+            .resolve(Some(&manager), "f")
+            .await
+            .unwrap()
+            .into_owned();
         first.put(1, "a".to_string()).await.unwrap();
         manager.destroy_cache("decl-destroyed").await.unwrap();
         let rebuilt = manager
@@ -706,7 +710,12 @@ mod tests {
         let via_decl = DECL.resolve(Some(&manager), "f").await.unwrap();
         assert!(!via_decl.is_closed());
         assert_eq!(
-            via_decl.get(&2).await.unwrap().as_deref().map(String::as_str),
+            via_decl
+                .get(&2)
+                .await
+                .unwrap()
+                .as_deref()
+                .map(String::as_str),
             Some("b")
         );
         // The replacement is kept: the next call borrows it without a lookup.
@@ -719,7 +728,11 @@ mod tests {
     async fn a_declaration_opens_its_cache_again_after_a_close() {
         static DECL: CacheDecl<u32, String> = CacheDecl::new("decl-closed");
         let manager = CacheManager::from_url("memory://").unwrap();
-        let resolved = DECL.resolve(Some(&manager), "f").await.unwrap().into_owned();
+        let resolved = DECL
+            .resolve(Some(&manager), "f")
+            .await
+            .unwrap()
+            .into_owned();
         resolved.close().await.unwrap();
         let via_decl = DECL.resolve(Some(&manager), "f").await.unwrap();
         assert!(!via_decl.is_closed(), "resolve returned the closed cache");
@@ -732,7 +745,11 @@ mod tests {
         static DECL: CacheDecl<u32, String> = CacheDecl::new("decl-closed-often");
         let manager = CacheManager::from_url("memory://").unwrap();
         for _ in 0..MAX_REPLACEMENTS + 3 {
-            let cache = DECL.resolve(Some(&manager), "f").await.unwrap().into_owned();
+            let cache = DECL
+                .resolve(Some(&manager), "f")
+                .await
+                .unwrap()
+                .into_owned();
             assert!(!cache.is_closed());
             cache.close().await.unwrap();
         }
