@@ -946,26 +946,3 @@ C9j9Jd6ERDx/ezx4OmNBLdFEciB7afX4y19kvvSXosjwlVB60qq1YhsD
         );
     }
 }
-
-/// Review 4: failing tests.
-#[cfg(test)]
-mod review4 {
-    use super::*;
-
-    /// `max_weight` (a weigher's budget, local store only) in a configuration file is
-    /// refused on `memory://` ("`max_weight` needs a weigher"), but on a Redis store it
-    /// is silently ignored: the build only checks a weigher set in code.
-    #[tokio::test]
-    async fn max_weight_from_a_file_is_not_silently_ignored_on_redis() {
-        crate::install();
-        let manager = partcache::CacheManager::from_config_str(
-            "url = \"redis://127.0.0.1:1?connect_timeout=100ms\"\n[caches.w]\nmax_weight = 100\n",
-        )
-        .unwrap();
-        match manager.cache::<u32, u32>("w").build().await {
-            Err(Error::Config(m)) => assert!(m.contains("max_weight"), "{m}"),
-            Ok(_) => panic!("built: `max_weight = 100` silently ignored"),
-            Err(e) => panic!("{e}"),
-        }
-    }
-}

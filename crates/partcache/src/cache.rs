@@ -134,6 +134,15 @@ fn eq_fn<V: PartialEq>() -> fn(&V, &V) -> bool {
     <V as PartialEq>::eq
 }
 
+impl<K, V> Cache<K, V> {
+    /// Whether [`Cache::close`] was called (on any clone), or the cache was destroyed
+    /// ([`crate::CacheManager::destroy_cache`]).
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// The cache's name.
     pub fn name(&self) -> &str {
@@ -204,15 +213,12 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Ok(())
     }
 
-    /// Whether [`Cache::close`] was called (on any clone).
-    pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(std::sync::atomic::Ordering::Acquire)
-    }
-
     /// Closes the cache in this process (JSR-107 §4.1.4 `Cache.close`): stops what the
     /// store runs for it here (event subscriptions, reaper, near-cache copies), takes it
     /// out of its manager (building it again opens it anew), and makes every further
-    /// call on it (on every clone) fail with [`Error::Closed`]. The data stays; other
+    /// call on it (on every clone) fail with [`Error::Closed`]. Its listeners are
+    /// removed: each [`EventReceiver`] gets the events sent before the close, then
+    /// [`RecvError::Closed`](crate::event::RecvError::Closed). The data stays; other
     /// processes are not affected. Closing twice does nothing.
     ///
     /// ```
@@ -232,6 +238,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         {
             return Ok(());
         }
+        // First, so that nothing the store does while closing reaches a listener.
+        self.inner.store.events().close();
         if let Some(release) = &self.inner.release {
             release();
         }
@@ -245,6 +253,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             .inner
             .closed
             .swap(true, std::sync::atomic::Ordering::AcqRel);
+        // Before the data goes: destroying emits no events (JSR-107 `destroyCache`).
+        self.inner.store.events().close();
         if first && let Some(release) = &self.inner.release {
             release();
         }
@@ -1732,8 +1742,16 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// store starts receiving them when the first listener appears (writers publish
     /// only while some process listens, as Redisson's do), which takes a round trip;
     /// [`Cache::listen`] returns once that is done.
+    ///
+    /// On a closed cache the receiver is closed at once: its first `recv` returns
+    /// [`RecvError::Closed`](crate::event::RecvError::Closed) (as it does for a receiver
+    /// subscribed before the close, once the events sent before are taken).
+    /// [`Cache::listen`] returns [`Error::Closed`] instead.
     pub fn subscribe(&self, filter: EventFilter<K, V>) -> EventReceiver<K, V> {
         let receiver = self.inner.store.events().subscribe(filter);
+        if self.is_closed() {
+            return receiver;
+        }
         if let Some(raw) = self.raw_store()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {

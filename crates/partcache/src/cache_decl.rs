@@ -22,7 +22,9 @@ use crate::manager::{CacheBuilder, CacheManager};
 /// a key or value of another type, or a name that is not declared, does not compile.
 ///
 /// Declare it as a `static` (it keeps the handle of the cache it opened, so an
-/// annotated call does no lookup by name):
+/// annotated call does no lookup by name; once that cache is closed, by
+/// [`Cache::close`] or [`CacheManager::destroy_cache`], the next call opens the name
+/// again, taking the cache built since or building one with the declared settings):
 ///
 /// ```
 /// use partcache::{CacheDecl, CacheManager, ExpiryPolicy, cacheable};
@@ -74,9 +76,10 @@ pub struct CacheDecl<K, V> {
     /// generated code carries no `Serialize`/`Deserialize` bounds of its own: a value
     /// type missing a derive is reported once, here, not at every annotated function.
     pub(crate) ops: Ops<K, V>,
-    /// The first manager a cache was resolved through, and that cache. Calls through
-    /// other managers (tests, multi-tenant setups) look their cache up each time.
-    pub(crate) first: OnceLock<(CacheManager, Cache<K, V>)>,
+    /// The first manager a cache was resolved through, and that cache, followed by the
+    /// caches that replaced it once it was closed. Calls through other managers (tests,
+    /// multi-tenant setups) look their cache up each time.
+    pub(crate) first: OnceLock<Resolved<K, V>>,
     /// Whether a resolution failure was already logged at `error` level (later ones go
     /// to `debug`, so a misconfiguration does not flood the log).
     pub(crate) reported: AtomicBool,
@@ -148,6 +151,63 @@ impl<K, V> CacheDecl<K, V> {
     /// that name is open with other types or conflicting settings.
     pub async fn open(&self, manager: &CacheManager) -> Result<Cache<K, V>> {
         (self.ops.open)(self, manager).await
+    }
+}
+
+/// How many caches of its name a declaration keeps after the first one was closed.
+/// Each kept handle holds its cache's memory; a name closed and rebuilt more often than
+/// this is looked up by name on every call instead (correct, only slower).
+pub(crate) const MAX_REPLACEMENTS: usize = 4;
+
+/// A cache a declaration resolved through `manager`, and the one that replaced it
+/// after it was closed ([`Cache::close`], [`CacheManager::destroy_cache`]).
+pub(crate) struct Resolved<K, V> {
+    pub(crate) manager: CacheManager,
+    pub(crate) cache: Cache<K, V>,
+    /// Set once, when a call finds `cache` closed and opens the name again.
+    pub(crate) next: OnceLock<Box<Resolved<K, V>>>,
+}
+
+impl<K, V> Resolved<K, V> {
+    pub(crate) fn new(manager: CacheManager, cache: Cache<K, V>) -> Self {
+        Resolved {
+            manager,
+            cache,
+            next: OnceLock::new(),
+        }
+    }
+
+    /// The first open cache of this chain, `None` when every kept handle is closed.
+    /// The first one is open in the common case: the hot path costs one atomic load.
+    #[inline]
+    pub(crate) fn open_cache(&self) -> Option<&Cache<K, V>> {
+        let mut at = self;
+        loop {
+            if !at.cache.is_closed() {
+                return Some(&at.cache);
+            }
+            at = at.next.get()?;
+        }
+    }
+
+    /// Keeps `cache`, just opened through this chain's manager, after the last kept
+    /// handle, unless the chain is full or a racing call already kept an open one.
+    pub(crate) fn keep(&self, cache: &Cache<K, V>) {
+        let mut at = self;
+        for _ in 0..MAX_REPLACEMENTS {
+            if !at.cache.is_closed() {
+                return;
+            }
+            match at.next.get() {
+                Some(next) => at = next,
+                None => {
+                    let _ = at
+                        .next
+                        .set(Box::new(Resolved::new(self.manager.clone(), cache.clone())));
+                    return;
+                }
+            }
+        }
     }
 }
 

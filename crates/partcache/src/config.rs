@@ -67,7 +67,9 @@ pub struct CacheConfig {
     /// Evict beyond this many entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_entries: Option<u64>,
-    /// Total weight budget, with a weigher set in code (local store only).
+    /// Total weight budget, with a weigher set in code (local store only: `build()`
+    /// refuses it on a remote store, which bounds entries by count only, and on
+    /// `memory://` without a weigher).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_weight: Option<u64>,
     /// The value codec.

@@ -6,11 +6,14 @@
 //! how many events it lost rather than blocking writers.
 //!
 //! JCache rules followed: `put_if_absent` on a present key emits nothing; `clear`
-//! emits nothing; `remove_all` emits one `Removed` per entry.
+//! emits nothing; `remove_all` emits one `Removed` per entry. Closing the cache removes
+//! its listeners: each receiver gets the events sent before, then
+//! [`RecvError::Closed`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 /// What happened to an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,16 +115,35 @@ impl<K, V> EventFilter<K, V> {
     }
 }
 
+/// The end of a cache's event channel, shared by its sender and every receiver. The
+/// broadcast channel itself ends only when its last sender drops, and senders are held
+/// by what the cache's store runs (a remote store's listener probe, the forwarding of
+/// its events), which may outlive the cache's close: closing is signalled here instead.
+#[derive(Debug, Default)]
+struct Closing {
+    closed: AtomicBool,
+    /// Wakes receivers waiting in [`EventReceiver::recv`].
+    wake: Notify,
+}
+
+impl Closing {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
 /// The sending side stores use. Cheap to clone.
 #[derive(Debug)]
 pub struct EventSender<K, V> {
     tx: broadcast::Sender<CacheEvent<K, V>>,
+    closing: Arc<Closing>,
 }
 
 impl<K, V> Clone for EventSender<K, V> {
     fn clone(&self) -> Self {
         EventSender {
             tx: self.tx.clone(),
+            closing: self.closing.clone(),
         }
     }
 }
@@ -130,13 +152,29 @@ impl<K: Clone + Send + 'static, V: Send + Sync + 'static> EventSender<K, V> {
     /// A channel that keeps at most `capacity` undelivered events per subscriber.
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        EventSender { tx }
+        EventSender {
+            tx,
+            closing: Arc::default(),
+        }
     }
 
-    /// `true` when somebody listens: stores skip building events otherwise.
+    /// `true` when somebody listens: stores skip building events otherwise. Never
+    /// after [`EventSender::close`].
     #[inline]
     pub fn is_listened(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.tx.receiver_count() > 0 && !self.closing.is_closed()
+    }
+
+    /// Ends the channel (the cache was closed): every receiver, present or later, gets
+    /// the events sent before, then [`RecvError::Closed`]; nothing is sent any more.
+    pub fn close(&self) {
+        self.closing.closed.store(true, Ordering::Release);
+        self.closing.wake.notify_waiters();
+    }
+
+    /// Whether [`EventSender::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closing.is_closed()
     }
 
     /// Emits an event if anybody listens.
@@ -159,11 +197,13 @@ impl<K: Clone + Send + 'static, V: Send + Sync + 'static> EventSender<K, V> {
         }
     }
 
-    /// A new receiver of every later event.
+    /// A new receiver of every later event; closed at once (its first `recv` is
+    /// [`RecvError::Closed`]) when the channel is.
     pub fn subscribe(&self, filter: EventFilter<K, V>) -> EventReceiver<K, V> {
         EventReceiver {
             rx: self.tx.subscribe(),
             filter,
+            closing: self.closing.clone(),
         }
     }
 }
@@ -173,6 +213,7 @@ impl<K: Clone + Send + 'static, V: Send + Sync + 'static> EventSender<K, V> {
 pub struct EventReceiver<K, V> {
     rx: broadcast::Receiver<CacheEvent<K, V>>,
     filter: EventFilter<K, V>,
+    closing: Arc<Closing>,
 }
 
 /// Why [`EventReceiver::recv`] returned no event.
@@ -181,31 +222,60 @@ pub enum RecvError {
     /// The receiver fell behind and this many events were dropped for it.
     #[error("event subscriber lagged behind and lost {0} events")]
     Lagged(u64),
-    /// The cache was dropped.
+    /// The cache was closed ([`crate::Cache::close`], or destroyed) or dropped: no
+    /// event follows.
     #[error("the cache was closed")]
     Closed,
 }
 
 impl<K: Clone, V> EventReceiver<K, V> {
-    /// Waits for the next event that passes the filter.
+    /// Waits for the next event that passes the filter. Once the cache is closed, the
+    /// events sent before are still delivered, then [`RecvError::Closed`].
     pub async fn recv(&mut self) -> Result<CacheEvent<K, V>, RecvError> {
+        // Its own handle: the wait below borrows it while `self` is read.
+        let state = self.closing.clone();
         loop {
-            match self.rx.recv().await {
-                Ok(event) if self.filter.accepts(&event) => return Ok(event),
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(n)) => return Err(RecvError::Lagged(n)),
-                Err(broadcast::error::RecvError::Closed) => return Err(RecvError::Closed),
+            // Registered before the flag is read, so a close in between still wakes it.
+            let closing = state.wake.notified();
+            let mut closing = std::pin::pin!(closing);
+            closing.as_mut().enable();
+            if state.is_closed() {
+                return self.try_recv().unwrap_or(Err(RecvError::Closed));
+            }
+            tokio::select! {
+                received = self.rx.recv() => match received {
+                    Ok(event) if self.filter.accepts(&event) => return Ok(event),
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        return Err(RecvError::Lagged(n));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(RecvError::Closed),
+                },
+                // Closed: the next turn hands out what was sent before, then `Closed`.
+                () = &mut closing => {}
             }
         }
     }
 
-    /// The next already-delivered event that passes the filter, without waiting.
+    /// The next already-delivered event that passes the filter, without waiting;
+    /// `None` when there is none yet, [`RecvError::Closed`] when none will come.
     pub fn try_recv(&mut self) -> Option<Result<CacheEvent<K, V>, RecvError>> {
+        let mut seen_closed = false;
         loop {
             match self.rx.try_recv() {
                 Ok(event) if self.filter.accepts(&event) => return Some(Ok(event)),
                 Ok(_) => continue,
-                Err(broadcast::error::TryRecvError::Empty) => return None,
+                Err(broadcast::error::TryRecvError::Empty) => {
+                    if !self.closing.is_closed() {
+                        return None;
+                    }
+                    if seen_closed {
+                        return Some(Err(RecvError::Closed));
+                    }
+                    // An event sent just before the close may have landed after the
+                    // read above: one more read once the close is seen.
+                    seen_closed = true;
+                }
                 Err(broadcast::error::TryRecvError::Lagged(n)) => {
                     return Some(Err(RecvError::Lagged(n)));
                 }

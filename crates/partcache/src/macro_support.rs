@@ -10,7 +10,8 @@
 //!   derive is reported once, at the declaration.
 //! - **The hot path does no lookup.** A declaration keeps the cache of the first
 //!   manager it was resolved through; later calls through that manager compare one
-//!   pointer and borrow the handle, and a store that answers in place (the local
+//!   pointer, check that the cache is still open (one atomic load; a closed one is
+//!   replaced by opening the name again) and borrow the handle, and a store that answers in place (the local
 //!   store) is read without a future ([`Op::lookup_now`]): a hit returns before the
 //!   function's body becomes a future.
 //! - **Fail open**: a missing manager, a cache that cannot be opened, a store error or
@@ -40,6 +41,7 @@ use futures::FutureExt;
 
 use crate::adapter::FailOpen;
 use crate::cache::Cache;
+use crate::cache_decl::Resolved;
 pub use crate::cache_decl::{CacheDecl, Deserializable, Evict, Serializable};
 use crate::error::Error;
 use crate::flight::Loaded;
@@ -261,10 +263,7 @@ impl<K, V> CacheDecl<K, V> {
         }
         match (self.ops.open)(self, manager).await {
             Ok(cache) => {
-                if self.first.get().is_none() {
-                    // A racing caller may have set it first; either handle is right.
-                    let _ = self.first.set((manager.clone(), cache.clone()));
-                }
+                self.remember(manager, &cache);
                 Some(Cow::Owned(cache))
             }
             Err(error) => {
@@ -275,12 +274,30 @@ impl<K, V> CacheDecl<K, V> {
     }
 
     /// The cache of the first manager this declaration was resolved through, when
-    /// `manager` is that one: the hot path, without a future.
+    /// `manager` is that one and the cache is open: the hot path, without a future.
+    /// `None` once it is closed, so that [`CacheDecl::resolve`] opens the name again.
     #[inline]
     fn resolved(&self, manager: Option<&CacheManager>) -> Option<&Cache<K, V>> {
         match (self.first.get(), manager) {
-            (Some((first, cache)), Some(manager)) if first.is_same_manager(manager) => Some(cache),
+            (Some(first), Some(manager)) if first.manager.is_same_manager(manager) => {
+                first.open_cache()
+            }
             _ => None,
+        }
+    }
+
+    /// Keeps `cache`, just opened through `manager`, for the hot path: as the first
+    /// cache, or as the replacement of a closed one of the first manager.
+    fn remember(&self, manager: &CacheManager, cache: &Cache<K, V>) {
+        match self.first.get() {
+            Some(first) if first.manager.is_same_manager(manager) => first.keep(cache),
+            Some(_) => {}
+            None => {
+                // A racing caller may have set it first; either handle is right.
+                let _ = self
+                    .first
+                    .set(Resolved::new(manager.clone(), cache.clone()));
+            }
         }
     }
 
@@ -652,6 +669,7 @@ fn unreachable_call() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache_decl::MAX_REPLACEMENTS;
 
     #[tokio::test]
     async fn a_declaration_serves_each_manager_its_own_cache() {
@@ -670,6 +688,73 @@ mod tests {
             again.get(&1).await.unwrap().as_deref().map(String::as_str),
             Some("a")
         );
+    }
+
+    #[tokio::test]
+    async fn a_declaration_serves_the_cache_rebuilt_after_a_destroy() {
+        static DECL: CacheDecl<u32, String> = CacheDecl::new("decl-destroyed");
+        let manager = CacheManager::from_url("memory://").unwrap();
+        let first = DECL
+            .resolve(Some(&manager), "f")
+            .await
+            .unwrap()
+            .into_owned();
+        first.put(1, "a".to_string()).await.unwrap();
+        manager.destroy_cache("decl-destroyed").await.unwrap();
+        let rebuilt = manager
+            .cache::<u32, String>("decl-destroyed")
+            .build()
+            .await
+            .unwrap();
+        rebuilt.put(2, "b".to_string()).await.unwrap();
+        let via_decl = DECL.resolve(Some(&manager), "f").await.unwrap();
+        assert!(!via_decl.is_closed());
+        assert_eq!(
+            via_decl
+                .get(&2)
+                .await
+                .unwrap()
+                .as_deref()
+                .map(String::as_str),
+            Some("b")
+        );
+        // The replacement is kept: the next call borrows it without a lookup.
+        let again = DECL.resolve(Some(&manager), "f").await.unwrap();
+        assert!(matches!(again, Cow::Borrowed(_)));
+        assert!(!again.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_declaration_opens_its_cache_again_after_a_close() {
+        static DECL: CacheDecl<u32, String> = CacheDecl::new("decl-closed");
+        let manager = CacheManager::from_url("memory://").unwrap();
+        let resolved = DECL
+            .resolve(Some(&manager), "f")
+            .await
+            .unwrap()
+            .into_owned();
+        resolved.close().await.unwrap();
+        let via_decl = DECL.resolve(Some(&manager), "f").await.unwrap();
+        assert!(!via_decl.is_closed(), "resolve returned the closed cache");
+        via_decl.put(1, "a".to_string()).await.unwrap();
+        assert!(manager.get_cache::<u32, String>("decl-closed").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_declaration_closed_more_often_than_it_keeps_still_resolves_an_open_cache() {
+        static DECL: CacheDecl<u32, String> = CacheDecl::new("decl-closed-often");
+        let manager = CacheManager::from_url("memory://").unwrap();
+        for _ in 0..MAX_REPLACEMENTS + 3 {
+            let cache = DECL
+                .resolve(Some(&manager), "f")
+                .await
+                .unwrap()
+                .into_owned();
+            assert!(!cache.is_closed());
+            cache.close().await.unwrap();
+        }
+        let cache = DECL.resolve(Some(&manager), "f").await.unwrap();
+        assert!(!cache.is_closed());
     }
 
     #[tokio::test]

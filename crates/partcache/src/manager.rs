@@ -127,6 +127,23 @@ fn memory_backend(url: &str) -> Result<Backend> {
     Ok(Backend::Memory)
 }
 
+/// `$PARTCACHE_URL`, `None` when it is unset.
+fn url_from_env() -> Result<Option<String>> {
+    url_from_var(std::env::var(URL_ENV))
+}
+
+/// The URL a read of `$PARTCACHE_URL` gives. The value is left out of the error: it
+/// may hold a password.
+fn url_from_var(read: std::result::Result<String, std::env::VarError>) -> Result<Option<String>> {
+    match read {
+        Ok(url) => Ok(Some(url)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::Config(format!(
+            "`{URL_ENV}` is set but is not valid Unicode: set it to a backend URL (`redis://host:6379`, `memory://`) or unset it"
+        ))),
+    }
+}
+
 impl CacheManager {
     /// A manager over the backend `url` names. Does no I/O: remote backends connect
     /// when the first cache is built. Unknown schemes and bad parameters are
@@ -137,18 +154,20 @@ impl CacheManager {
         Self::with_config(url, ManagerConfig::default())
     }
 
-    /// A manager over `$PARTCACHE_URL`, or `memory://` when it is unset.
+    /// A manager over `$PARTCACHE_URL`, or `memory://` when it is unset. A value that
+    /// is not valid Unicode is an [`Error::Config`] naming the variable (not a silent
+    /// `memory://`, which would give each process a private cache).
     pub fn from_env() -> Result<Self> {
-        let url = std::env::var(URL_ENV).unwrap_or_else(|_| "memory://".to_string());
+        let url = url_from_env()?.unwrap_or_else(|| "memory://".to_string());
         Self::from_url(&url)
     }
 
     /// A manager from a TOML configuration (see [`crate::config`]). `$PARTCACHE_URL`
-    /// overrides the file's `url`.
+    /// overrides the file's `url`; set but not valid Unicode, it is an
+    /// [`Error::Config`], as for [`CacheManager::from_env`].
     pub fn from_config_str(toml: &str) -> Result<Self> {
         let config = ManagerConfig::from_toml(toml)?;
-        let url = std::env::var(URL_ENV)
-            .ok()
+        let url = url_from_env()?
             .or_else(|| config.url.clone())
             .unwrap_or_else(|| "memory://".to_string());
         Self::with_config(&url, config)
@@ -389,8 +408,9 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
-    /// Local store only: evict beyond `max_weight` total weight, weighing entries with
-    /// `weigher` (instead of `max_entries`).
+    /// Local store only (a remote store refuses it at build): evict beyond
+    /// `max_weight` total weight, weighing entries with `weigher` (instead of
+    /// `max_entries`).
     pub fn weigher(
         mut self,
         max_weight: u64,
@@ -538,7 +558,8 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     /// # Errors
     ///
     /// [`Error::Config`] for settings that contradict each other or the store (a near
-    /// cache on `memory://`, a weigher on a remote store, fewer than 3 partitions),
+    /// cache on `memory://`, a weigher or a `max_weight` on a remote store, fewer than
+    /// 3 partitions),
     /// for a name already built with other types or settings, and for a store that
     /// refuses the connection for good (wrong password, TLS to a plain-text server).
     /// [`Error::Mismatch`] for a store that holds the cache with another layout
@@ -564,81 +585,74 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         let stats = Arc::new(StatsCounters::named(&self.name));
         let events = EventSender::new(config.event_capacity.unwrap_or(DEFAULT_EVENT_CAPACITY));
         let hashing = config.hashing_policy()?;
-        let (store, encoded, local_checks, local): (Arc<dyn Store<K, V>>, _, _, _) = match &manager
-            .backend
-        {
-            Backend::Memory => {
-                let store = Arc::new(LocalStore::new(LocalConfig {
-                    expiry: expiry.clone(),
-                    max_entries: config.max_entries,
-                    weigher: self.weigher,
-                    max_weight: config.max_weight,
-                    stats: stats.clone(),
-                    events,
-                })?);
-                let checks = LocalChecks {
-                    hashing: matches!(hashing, HashingPolicy::Custom(_)).then_some(hashing),
-                    max_value_bytes: config.max_value_bytes,
-                    codec: config.codec.unwrap_or_default(),
-                };
-                let checks = (checks.hashing.is_some() || checks.max_value_bytes.is_some())
-                    .then_some(checks);
-                (store.clone(), None, checks, Some(store))
-            }
-            Backend::Remote(backend) => {
-                if self.weigher.is_some() {
-                    return Err(Error::Config(format!(
-                        "cache `{}`: a weigher works on the local store only; use `max_entries` on {}",
-                        self.name,
-                        backend.describe()
-                    )));
-                }
-                let partitions = PartitionMap::new(
-                    &self.name,
-                    config
-                        .partitions
-                        .unwrap_or_else(|| backend.default_partitions()),
-                )?;
-                let codec = config.codec.unwrap_or_default();
-                let raw = backend
-                    .open(RawCacheSpec {
-                        name: self.name.clone(),
-                        partitions: partitions.clone(),
-                        hashing: hashing.clone(),
+        let (store, encoded, local_checks, local): (Arc<dyn Store<K, V>>, _, _, _) =
+            match &manager.backend {
+                Backend::Memory => {
+                    let store = Arc::new(LocalStore::new(LocalConfig {
                         expiry: expiry.clone(),
                         max_entries: config.max_entries,
-                        codec,
-                        publish_events: config.publish_events.unwrap_or(true),
-                        stats: stats.clone(),
-                        listened: {
-                            let events = events.clone();
-                            ListenerProbe::new(move || events.is_listened())
-                        },
-                    })
-                    .await?;
-                let encoded = EncodedStore::new(
-                    raw,
-                    EncodedConfig {
-                        name: self.name.clone(),
-                        codec,
-                        partitions,
-                        hashing,
-                        max_value_bytes: Some(
-                            config.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),
-                        ),
+                        weigher: self.weigher,
+                        max_weight: config.max_weight,
                         stats: stats.clone(),
                         events,
-                    },
-                );
-                // The near cache wraps the encoded store; `encoded` stays the encoded
-                // store itself, for the raw store and its reports.
-                let store: Arc<dyn Store<K, V>> = match config.near_cache {
-                    Some(near) => NearStore::new(encoded.clone(), near).await?,
-                    None => encoded.clone(),
-                };
-                (store, Some(encoded), None, None)
-            }
-        };
+                    })?);
+                    let checks = LocalChecks {
+                        hashing: matches!(hashing, HashingPolicy::Custom(_)).then_some(hashing),
+                        max_value_bytes: config.max_value_bytes,
+                        codec: config.codec.unwrap_or_default(),
+                    };
+                    let checks = (checks.hashing.is_some() || checks.max_value_bytes.is_some())
+                        .then_some(checks);
+                    (store.clone(), None, checks, Some(store))
+                }
+                Backend::Remote(backend) => {
+                    check_no_weight_bound(&self.name, &config, self.weigher.is_some(), &**backend)?;
+                    let partitions = PartitionMap::new(
+                        &self.name,
+                        config
+                            .partitions
+                            .unwrap_or_else(|| backend.default_partitions()),
+                    )?;
+                    let codec = config.codec.unwrap_or_default();
+                    let raw = backend
+                        .open(RawCacheSpec {
+                            name: self.name.clone(),
+                            partitions: partitions.clone(),
+                            hashing: hashing.clone(),
+                            expiry: expiry.clone(),
+                            max_entries: config.max_entries,
+                            codec,
+                            publish_events: config.publish_events.unwrap_or(true),
+                            stats: stats.clone(),
+                            listened: {
+                                let events = events.clone();
+                                ListenerProbe::new(move || events.is_listened())
+                            },
+                        })
+                        .await?;
+                    let encoded = EncodedStore::new(
+                        raw,
+                        EncodedConfig {
+                            name: self.name.clone(),
+                            codec,
+                            partitions,
+                            hashing,
+                            max_value_bytes: Some(
+                                config.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),
+                            ),
+                            stats: stats.clone(),
+                            events,
+                        },
+                    );
+                    // The near cache wraps the encoded store; `encoded` stays the encoded
+                    // store itself, for the raw store and its reports.
+                    let store: Arc<dyn Store<K, V>> = match config.near_cache {
+                        Some(near) => NearStore::new(encoded.clone(), near).await?,
+                        None => encoded.clone(),
+                    };
+                    (store, Some(encoded), None, None)
+                }
+            };
         let id = NEXT_OPEN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key_locks = self.writer.as_ref().map(|_| {
             (0..KEY_LOCK_STRIPES)
@@ -714,6 +728,30 @@ fn release(manager: &Arc<ManagerInner>, name: &str, id: u64) -> Box<dyn Fn() + S
 /// forbids it. `own`: the cache's own settings asked for it (not only `[defaults]`): a
 /// near cache that cannot work is then an error, while one from the defaults is left
 /// out for this cache.
+/// Refuses a weight bound on a remote store: its entries are bounded by count only
+/// (`max_entries`), so a weigher or a `max_weight` (set in code, in the cache's section
+/// of a configuration file or in its `[defaults]`) would be ignored.
+fn check_no_weight_bound(
+    name: &str,
+    config: &CacheConfig,
+    has_weigher: bool,
+    backend: &dyn RemoteBackend,
+) -> Result<()> {
+    if has_weigher {
+        return Err(Error::Config(format!(
+            "cache `{name}`: a weigher works on the local store only; use `max_entries` on {}",
+            backend.describe()
+        )));
+    }
+    if let Some(max_weight) = config.max_weight {
+        return Err(Error::Config(format!(
+            "cache `{name}`: `max_weight = {max_weight}` bounds the local store only (with a weigher); {} has no weight bound: remove it (from `[defaults]` too) and use `max_entries`",
+            backend.describe()
+        )));
+    }
+    Ok(())
+}
+
 fn near_cache_for(
     name: &str,
     config: &CacheConfig,
@@ -874,6 +912,117 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
+    }
+
+    /// A remote store that is never reached: the settings are refused before it is.
+    struct UnreachedBackend;
+
+    #[async_trait::async_trait]
+    impl RemoteBackend for UnreachedBackend {
+        fn describe(&self) -> String {
+            "a remote store".into()
+        }
+
+        async fn open(
+            &self,
+            _spec: crate::store::raw::RawCacheSpec,
+        ) -> Result<Arc<dyn crate::store::raw::RawStore>> {
+            Err(Error::Store(
+                "opened despite settings it cannot honour".into(),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn max_weight_without_a_weigher_from_a_file_is_refused_on_memory() {
+        let manager = CacheManager::from_config_str("[caches.w]\nmax_weight = 100\n").unwrap();
+        let err = manager.cache::<u32, u32>("w").build().await.unwrap_err();
+        assert!(
+            matches!(err, Error::Config(ref m) if m.contains("max_weight")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn max_weight_from_a_file_or_its_defaults_is_refused_on_a_remote_store() {
+        for toml in [
+            "[caches.w]\nmax_weight = 100\n",
+            "[defaults]\nmax_weight = 100\n",
+        ] {
+            let manager = CacheManager::with_backend_and_config(
+                Arc::new(UnreachedBackend),
+                ManagerConfig::from_toml(toml).unwrap(),
+            );
+            match manager.cache::<u32, u32>("w").build().await {
+                Err(Error::Config(m)) => {
+                    assert!(m.contains("max_weight") && m.contains("max_entries"), "{m}")
+                }
+                Err(e) => panic!("{toml}: {e}"),
+                Ok(_) => panic!("{toml}: built, `max_weight` ignored"),
+            }
+        }
+        let weighed = CacheManager::with_backend(Arc::new(UnreachedBackend))
+            .cache::<u32, u32>("w")
+            .weigher(100, |_, _| 1)
+            .build()
+            .await;
+        assert!(
+            matches!(weighed, Err(Error::Config(ref m)) if m.contains("weigher")),
+            "{weighed:?}"
+        );
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_partcache_url_that_is_not_unicode_is_an_error_naming_the_variable() {
+        let raw = std::os::unix::ffi::OsStringExt::from_vec(b"redis://h\xff:6379".to_vec());
+        match url_from_var(Err(std::env::VarError::NotUnicode(raw))) {
+            Err(Error::Config(m)) => assert!(m.contains(URL_ENV), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            url_from_var(Err(std::env::VarError::NotPresent)).unwrap(),
+            None
+        );
+    }
+
+    /// `from_env` and `from_config_str` themselves, in a child process that has the
+    /// variable set (this process's environment is left alone).
+    #[test]
+    #[cfg(unix)]
+    fn from_env_and_from_config_str_refuse_a_partcache_url_that_is_not_unicode() {
+        use std::os::unix::ffi::OsStrExt;
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "manager::tests::non_unicode_partcache_url_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(URL_ENV, std::ffi::OsStr::from_bytes(b"redis://h\xff:6379"))
+            .output()
+            .unwrap();
+        let output = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{output}");
+        assert!(
+            output.contains("1 passed"),
+            "the child ran no test: {output}"
+        );
+    }
+
+    #[test]
+    #[ignore = "run in a child process by from_env_and_from_config_str_refuse_a_partcache_url_that_is_not_unicode"]
+    fn non_unicode_partcache_url_child() {
+        for made in [
+            CacheManager::from_env(),
+            CacheManager::from_config_str("url = \"memory://\"\n"),
+        ] {
+            match made {
+                Err(Error::Config(m)) => assert!(m.contains(URL_ENV), "{m}"),
+                Ok(m) => panic!("fell back to `{}`", m.url()),
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     #[tokio::test]

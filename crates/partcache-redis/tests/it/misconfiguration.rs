@@ -368,3 +368,20 @@ async fn read_command(read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> O
     }
     Some(parts)
 }
+
+/// `max_weight` (a weigher's budget: the embedded store's only) in a configuration
+/// file is refused on a Redis store, which has no weight bound, before it connects (it
+/// used to be ignored: the build checked only a weigher set in code).
+#[tokio::test]
+async fn max_weight_in_a_configuration_file_is_refused_on_redis() {
+    partcache_redis::install();
+    let manager = CacheManager::from_config_str(
+        "url = \"redis://127.0.0.1:1?connect_timeout=100ms\"\n[caches.w]\nmax_weight = 100\n",
+    )
+    .expect("the file parses");
+    match manager.cache::<u32, u32>("w").build().await {
+        Err(Error::Config(message)) => assert!(message.contains("max_weight"), "{message}"),
+        Ok(_) => panic!("built: `max_weight = 100` silently ignored"),
+        Err(other) => panic!("{other}"),
+    }
+}
