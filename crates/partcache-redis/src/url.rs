@@ -489,27 +489,8 @@ pub(crate) fn refuse_misplaced_at(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// The URL with its credentials replaced by `***`: `redis://u:***@h:1/0`.
-///
-/// When the URL is malformed, with an `@` after a `/` or `?` (a password holding an
-/// unescaped `/` or `?`), everything between `://` and the last `@` is masked, user
-/// name included: which part is the password cannot be told.
-pub fn mask(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (&url[..scheme.len() + 3], rest),
-        None => ("", url),
-    };
-    let Some(at) = rest.rfind('@') else {
-        return url.to_string();
-    };
-    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let hosts = &rest[at + 1..];
-    if at > host_end {
-        return format!("{scheme}***@{hosts}");
-    }
-    let user = rest[..at].split_once(':').map_or("", |(user, _)| user);
-    format!("{scheme}{user}:***@{hosts}")
-}
+/// The URL with its credentials replaced by `***` (see [`partcache::mask_url`]).
+pub use partcache::mask_url as mask;
 
 #[cfg(test)]
 mod tests {

@@ -21,9 +21,11 @@ static DEFAULT_MANAGER: OnceLock<CacheManager> = OnceLock::new();
 /// returns [`Error::Config`] and leaves the first manager in place (annotated functions
 /// keep handles to its caches, so swapping it would split the process in two).
 pub fn set_default_manager(manager: CacheManager) -> Result<()> {
-    let url = manager.url().to_string();
+    let url = crate::mask_url(manager.url());
     DEFAULT_MANAGER.set(manager).map_err(|_| {
-        let current = DEFAULT_MANAGER.get().map(CacheManager::url).unwrap_or("?");
+        let current = DEFAULT_MANAGER
+            .get()
+            .map_or_else(|| "?".to_string(), |m| crate::mask_url(m.url()));
         Error::Config(format!(
             "a default cache manager is already set (`{current}`); cannot replace it with `{url}`: set it once, at start-up"
         ))

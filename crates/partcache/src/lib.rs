@@ -9,6 +9,7 @@ pub mod codec;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod credentials;
 mod default_manager;
 pub mod duration;
 mod entries;
@@ -32,6 +33,7 @@ pub use cache::{Cache, CacheKey, CacheValue, HeldLease, MutableEntry};
 pub use cache_decl::CacheDecl;
 pub use codec::Codec;
 pub use config::{CacheConfig, ManagerConfig, NearCache};
+pub use credentials::mask_url;
 pub use default_manager::{default_manager, set_default_manager};
 pub use entries::Entries;
 pub use error::{Error, LayoutMismatch, Result};

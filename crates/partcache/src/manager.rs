@@ -92,7 +92,7 @@ pub struct CacheManager {
 impl std::fmt::Debug for CacheManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheManager")
-            .field("url", &self.inner.url)
+            .field("url", &crate::mask_url(&self.inner.url))
             .finish_non_exhaustive()
     }
 }
@@ -100,12 +100,14 @@ impl std::fmt::Debug for CacheManager {
 fn scheme_of(url: &str) -> Result<&str> {
     let (scheme, _) = url.split_once("://").ok_or_else(|| {
         Error::Config(format!(
-            "cache URL `{url}` has no scheme (expected e.g. `memory://` or `redis://host:6379`)"
+            "cache URL `{}` has no scheme (expected e.g. `memory://` or `redis://host:6379`)",
+            crate::mask_url(url)
         ))
     })?;
     if scheme.is_empty() {
         return Err(Error::Config(format!(
-            "cache URL `{url}` has an empty scheme"
+            "cache URL `{}` has an empty scheme",
+            crate::mask_url(url)
         )));
     }
     Ok(scheme)
@@ -115,11 +117,17 @@ fn memory_backend(url: &str) -> Result<Backend> {
     let rest = &url["memory://".len()..];
     let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
     if !host.is_empty() && host != "/" {
+        let url = crate::mask_url(url);
+        let host = url["memory://".len()..]
+            .split(['?', '/'])
+            .next()
+            .unwrap_or("");
         return Err(Error::Config(format!(
             "`memory://` takes no host, got `{host}` in `{url}`"
         )));
     }
     if let Some(param) = query.split('&').find(|p| !p.is_empty()) {
+        let url = crate::mask_url(url);
         return Err(Error::Config(format!(
             "unknown parameter `{param}` in `{url}`: `memory://` takes no parameters (configure caches with the builder or a config file)"
         )));
@@ -222,7 +230,8 @@ impl CacheManager {
         })
     }
 
-    /// The backend URL.
+    /// The backend URL, as given: with its credentials, if any (print
+    /// [`mask_url`](crate::mask_url) of it, as this manager's `Debug` does).
     pub fn url(&self) -> &str {
         &self.inner.url
     }
@@ -821,6 +830,38 @@ impl<K, V> std::fmt::Debug for CacheBuilder<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A password in a URL is never printed: not in the errors of a bad URL, nor in a
+    /// manager's `Debug` (before, both quoted the URL as given).
+    #[test]
+    fn passwords_in_urls_are_never_printed() {
+        for url in [
+            "app:hunter2@localhost:6379",
+            "://app:hunter2@x",
+            "memory://app:hunter2@somehost",
+            "memory://app:hunter2@h?max_entries=5",
+        ] {
+            match CacheManager::from_url(url) {
+                Err(Error::Config(message)) => {
+                    assert!(!message.contains("hunter2"), "{url}: {message}")
+                }
+                other => panic!("{url}: expected a config error, got {other:?}"),
+            }
+        }
+        let manager = CacheManager {
+            inner: Arc::new(ManagerInner {
+                url: "redis://app:hunter2@h:6379".to_string(),
+                backend: Backend::Memory,
+                config: ManagerConfig::default(),
+                open: Mutex::new(HashMap::new()),
+            }),
+        };
+        let shown = format!("{manager:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("app:***@h:6379"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn bad_urls_are_config_errors_that_name_the_bad_part() {
