@@ -364,23 +364,34 @@ where
         // The store's timeout covers the encoding too (see `raw::call_started`).
         let started = std::time::Instant::now();
         let raw_key = self.raw_key(key)?;
-        let raw_write = self.raw_write(key, write)?;
+        let mut raw_write = self.raw_write(key, write)?;
+        let wanted = raw_write.want_previous;
         let heals = raw_write.condition == RawCondition::IfAbsent;
-        // Kept only for a write that may have to heal the key (see `remove_undecodable`).
+        // A write that wants the key absent may have to heal it (see
+        // `remove_undecodable`): refused, its reply carries the bytes it found, so that
+        // whether they decode is known without another round trip.
+        raw_write.want_previous |= heals;
         let retry = heals.then(|| raw_write.clone());
         let written = super::raw::started_at(started, self.raw.write(&raw_key, raw_write));
         let mut outcome = self.after(written.await)?;
         if let Some(retry) = retry
             && !outcome.applied
             && outcome.existed
-            && self.remove_undecodable(&raw_key).await?
         {
-            outcome = self.after(self.raw.write(&raw_key, retry).await)?;
+            let freed = match outcome.previous.take() {
+                Some(found) if self.decode_value(&found).is_some() => false,
+                Some(found) => self.remove_exactly(&raw_key, found).await?,
+                None => self.remove_undecodable(&raw_key).await?,
+            };
+            if freed {
+                outcome = self.after(self.raw.write(&raw_key, retry).await)?;
+            }
         }
+        let previous = outcome.previous.filter(|_| wanted);
         Ok(WriteOutcome {
             existed: outcome.existed,
             applied: outcome.applied,
-            previous: outcome.previous.and_then(|blob| self.decode_value(&blob)),
+            previous: previous.and_then(|blob| self.decode_value(&blob)),
         })
     }
 
