@@ -364,14 +364,24 @@ where
         // The store's timeout covers the encoding too (see `raw::call_started`).
         let started = std::time::Instant::now();
         let raw_key = self.raw_key(key)?;
+        // A write that wants the key absent may have to heal it (see
+        // `remove_undecodable`): its value is kept (a shared handle, not its bytes) to
+        // be sent again, and, refused, its reply carries the bytes it found, so that
+        // whether they decode is known without another round trip.
+        let retry = match (&write.condition, &write.action) {
+            (Condition::IfAbsent, Action::Put { value, ttl }) => Some(Write {
+                condition: Condition::IfAbsent,
+                action: Action::Put {
+                    value: value.clone(),
+                    ttl: *ttl,
+                },
+                want_previous: true,
+            }),
+            _ => None,
+        };
         let mut raw_write = self.raw_write(key, write)?;
         let wanted = raw_write.want_previous;
-        let heals = raw_write.condition == RawCondition::IfAbsent;
-        // A write that wants the key absent may have to heal it (see
-        // `remove_undecodable`): refused, its reply carries the bytes it found, so that
-        // whether they decode is known without another round trip.
-        raw_write.want_previous |= heals;
-        let retry = heals.then(|| raw_write.clone());
+        raw_write.want_previous |= retry.is_some();
         let written = super::raw::started_at(started, self.raw.write(&raw_key, raw_write));
         let mut outcome = self.after(written.await)?;
         if let Some(retry) = retry
@@ -384,6 +394,7 @@ where
                 None => self.remove_undecodable(&raw_key).await?,
             };
             if freed {
+                let retry = self.raw_write(key, retry)?;
                 outcome = self.after(self.raw.write(&raw_key, retry).await)?;
             }
         }
