@@ -1,6 +1,5 @@
-//! The same calls on every store give the same answers: duplicate keys, entries
-//! expiring under each policy, empty and odd inputs and settings, a thousand-year TTL;
-//! a near cache hears every kind of write another process makes; a server that stops
+//! The same calls on every store give the same answers: duplicate keys, empty and odd
+//! inputs, odd settings (built or refused, never a panic); a near cache hears every kind of write another process makes; a server that stops
 //! answering fails every call within its timeout; a listener in another process hears
 //! what the writer's own listener hears.
 
@@ -9,7 +8,6 @@ use common::unique;
 use std::time::Duration;
 
 use partcache::Cache;
-use partcache::expiry::ExpiryPolicy;
 
 fn standalone_url() -> String {
     tokio::task::block_in_place(|| common::standalone().url())
@@ -17,32 +15,6 @@ fn standalone_url() -> String {
 
 fn cluster_url() -> String {
     tokio::task::block_in_place(|| common::cluster().seed_url())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standalone_a_put_with_a_ttl_of_a_thousand_years_is_stored() {
-    let cache: Cache<String, String> = common::manager(&standalone_url())
-        .cache(&unique("ttl1000y"))
-        .build()
-        .await
-        .unwrap();
-    cache
-        .put_with_ttl(
-            "k".into(),
-            "v".to_string(),
-            Duration::from_secs(1000 * 365 * 86_400),
-        )
-        .await
-        .expect("a put with a long TTL");
-    assert_eq!(
-        cache
-            .get(&"k".to_string())
-            .await
-            .unwrap()
-            .as_deref()
-            .map(String::as_str),
-        Some("v")
-    );
 }
 
 use partcache::CacheManager;
@@ -78,7 +50,7 @@ async fn duplicates(manager: &CacheManager, label: &str, max: Option<u64>) -> Ve
     out.push(format!("remove_all_keys [b,b] -> {n}"));
     let all = c.get_all(&[s("a"), s("a"), s("zz")]).await.unwrap();
     out.push(format!("get_all [a,a,zz] -> {all:?}"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A call's own events reach its listeners before it returns, on every store.
     let mut events = Vec::new();
     while let Some(e) = rx.try_recv() {
         let e = e.unwrap();
@@ -108,133 +80,9 @@ async fn duplicate_keys_behave_alike_on_every_store() {
             ("near", &near),
         ] {
             let got = duplicates(m, &format!("dup-{name}"), max).await;
-            println!("{name} max={max:?}\n  memory: {want:#?}\n  {name}: {got:#?}");
             assert_eq!(got, want, "{name} max={max:?}");
         }
     }
-}
-
-/// Expiry-and-conditional-operations scenario; events sorted (stores announce expiries
-/// at different moments), stats after run_pending_tasks.
-async fn expiring(
-    manager: &CacheManager,
-    label: &str,
-    policy: ExpiryPolicy,
-    max: Option<u64>,
-) -> Vec<String> {
-    let mut b = manager
-        .cache::<String, String>(&unique(label))
-        .expiry(policy);
-    if let Some(m) = max {
-        b = b.max_entries(m);
-    }
-    let c = b.build().await.unwrap();
-    let mut rx = c.listen(EventFilter::all()).await.unwrap();
-    let s = |s: &str| s.to_string();
-    let mut out = Vec::new();
-    c.put(s("a"), s("1")).await.unwrap();
-    c.put_with_ttl(s("b"), s("1"), Duration::from_millis(150))
-        .await
-        .unwrap();
-    c.put_with_ttl(s("c"), s("1"), Duration::from_millis(150))
-        .await
-        .unwrap();
-    c.put_with_ttl(s("d"), s("1"), Duration::from_millis(150))
-        .await
-        .unwrap();
-    c.put_with_ttl(s("e"), s("1"), Duration::from_millis(150))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    out.push(format!("get b {:?}", c.get(&s("b")).await.unwrap()));
-    out.push(format!(
-        "contains c {:?}",
-        c.contains_key(&s("c")).await.unwrap()
-    ));
-    out.push(format!(
-        "replace c {:?}",
-        c.replace(s("c"), s("2")).await.unwrap()
-    ));
-    out.push(format!(
-        "put_if_absent d {:?}",
-        c.put_if_absent(s("d"), s("2")).await.unwrap()
-    ));
-    out.push(format!(
-        "get_and_put e {:?}",
-        c.get_and_put(s("e"), s("2")).await.unwrap()
-    ));
-    out.push(format!(
-        "get_and_replace a {:?}",
-        c.get_and_replace(s("a"), s("3")).await.unwrap()
-    ));
-    out.push(format!(
-        "remove_if_equals a {:?}",
-        c.remove_if_equals(&s("a"), s("9")).await.unwrap()
-    ));
-    out.push(format!(
-        "get_and_remove a {:?}",
-        c.get_and_remove(&s("a")).await.unwrap()
-    ));
-    let mut keys: Vec<String> = {
-        use futures::TryStreamExt;
-        c.keys().try_collect().await.unwrap()
-    };
-    keys.sort();
-    // (`len` of entries past their deadline: store::local::tests in partcache.)
-    out.push(format!("keys {keys:?}"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    for _ in 0..30 {
-        c.run_pending_tasks().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut events = Vec::new();
-    while let Some(e) = rx.try_recv() {
-        let e = e.unwrap();
-        // Remote stores announce an expiry without its value (documented).
-        let value = if e.kind == partcache::EventKind::Expired {
-            None
-        } else {
-            e.value
-        };
-        events.push(format!("{:?} {} {:?}", e.kind, e.key, value));
-    }
-    events.sort();
-    out.push(format!("events {events:#?}"));
-    let st = c.stats();
-    out.push(format!(
-        "stats hits={} misses={} puts={} removals={} evictions={} expirations={}",
-        st.hits, st.misses, st.puts, st.removals, st.evictions, st.expirations
-    ));
-    out
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expiring_entries_behave_alike_on_every_store() {
-    let memory = CacheManager::from_url("memory://").unwrap();
-    let standalone = common::manager(&standalone_url());
-    let cluster = common::manager(&cluster_url());
-    let mut failures = Vec::new();
-    for policy in [
-        ExpiryPolicy::Eternal,
-        ExpiryPolicy::Created(Duration::from_secs(60)),
-        ExpiryPolicy::Modified(Duration::from_secs(60)),
-        ExpiryPolicy::Accessed(Duration::from_secs(60)),
-        ExpiryPolicy::Touched(Duration::from_secs(60)),
-    ] {
-        for max in [None, Some(100)] {
-            let want = expiring(&memory, "exp-mem", policy, max).await;
-            for (name, m) in [("standalone", &standalone), ("cluster", &cluster)] {
-                let got = expiring(m, &format!("exp-{name}"), policy, max).await;
-                if got != want {
-                    println!(
-                        "{name} {policy:?} max={max:?}\n  memory: {want:#?}\n  {name}: {got:#?}"
-                    );
-                    failures.push(format!("{name} {policy:?} {max:?}"));
-                }
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 mod cross {
@@ -526,9 +374,8 @@ async fn odd_settings_never_panic() {
     for url in ["memory://".to_string(), standalone_url()] {
         let url2 = url.clone();
         let r = tokio::spawn(async move { odd_settings(&url2).await }).await;
-        match r {
-            Ok(out) => println!("{url}: {out:#?}"),
-            Err(e) => panic!("{url}: panicked: {e}"),
+        if let Err(e) = r {
+            panic!("{url}: panicked: {e}");
         }
     }
 }
@@ -628,9 +475,6 @@ mod silent {
             Err(e) => times.push(("near build".into(), Duration::ZERO, format!("{e}"))),
         }
         timed!("close", c.close().await);
-        for (what, took, r) in &times {
-            println!("{what:>18}: {took:>10.1?} {r}");
-        }
         let slow: Vec<_> = times
             .iter()
             .filter(|(_, took, _)| *took > Duration::from_millis(1300))
