@@ -1385,6 +1385,19 @@ mod tests {
         assert_eq!(checked, 5 * 4 * 15 * 19);
     }
 
+    /// The cache's default store rules, with `default_ttl` and the tag header `tag`.
+    pub(super) fn default_rules(default_ttl: Option<Duration>, tag: &HeaderName) -> StoreRules<'_> {
+        StoreRules {
+            default_ttl,
+            route: None,
+            store_set_cookie: false,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            stale_retention: Duration::from_secs(60),
+            tag_header: tag,
+        }
+    }
+
     /// A 200 to a plain GET with the fields `res`, judged as received in `exchange`.
     fn judge_at(
         exchange: Exchange,
@@ -1397,15 +1410,7 @@ mod tests {
             headers: &req,
         };
         let tag = HeaderName::from_static("cache-tag");
-        let rules = StoreRules {
-            default_ttl: None,
-            route: None,
-            store_set_cookie: false,
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            stale_retention: Duration::from_secs(60),
-            tag_header: &tag,
-        };
+        let rules = default_rules(None, &tag);
         storable(&view, StatusCode::OK, &headers(res), &rules, exchange)
     }
 
@@ -1421,15 +1426,7 @@ mod tests {
             headers: &req,
         };
         let tag = HeaderName::from_static("cache-tag");
-        let rules = StoreRules {
-            default_ttl: Some(Duration::from_secs(30)),
-            route: None,
-            store_set_cookie: false,
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            stale_retention: Duration::from_secs(60),
-            tag_header: &tag,
-        };
+        let rules = default_rules(Some(Duration::from_secs(30)), &tag);
         storable(
             &view,
             StatusCode::from_u16(status).unwrap(),
@@ -1590,15 +1587,7 @@ mod tests {
                     method: &Method::GET,
                     headers: &req,
                 };
-                let rules = StoreRules {
-                    default_ttl,
-                    route: None,
-                    store_set_cookie: false,
-                    stale_while_revalidate: Duration::ZERO,
-                    stale_if_error: Duration::ZERO,
-                    stale_retention: Duration::from_secs(60),
-                    tag_header: &tag,
-                };
+                let rules = default_rules(default_ttl, &tag);
                 let Ok(judged) =
                     storable(&view, StatusCode::OK, &res, &rules, Exchange::at(received))
                 else {
@@ -1903,7 +1892,8 @@ mod codec_tests {
     use partcache::Codec;
 
     use super::super::entry::CachedEntry;
-    use super::{Exchange, RequestView, StoreRules, storable};
+    use super::tests::default_rules;
+    use super::{Exchange, RequestView, storable};
 
     /// Remote stores encode entries with the cache's codec: a stored response must
     /// come back with the same freshness, headers and body under both codecs.
@@ -1927,15 +1917,7 @@ mod codec_tests {
             headers: &request,
         };
         let tag = HeaderName::from_static("cache-tag");
-        let rules = StoreRules {
-            default_ttl: None,
-            route: None,
-            store_set_cookie: false,
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            stale_retention: Duration::from_secs(60),
-            tag_header: &tag,
-        };
+        let rules = default_rules(None, &tag);
         let now = SystemTime::now();
         let mut stored = storable(&view, StatusCode::OK, &response, &rules, Exchange::at(now))
             .unwrap()
